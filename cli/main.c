@@ -1,0 +1,489 @@
+/*
+ * main.c - the treemig command. Parses the command line, installs the
+ * signal handlers, prints progress and results. Uses only treemig.h.
+ * Single-threaded apart from what the engine starts.
+ */
+#include "treemig.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Exit codes (docs/exit-codes.md). */
+enum {
+    EXIT_OK = 0,
+    EXIT_FATAL = 1,
+    EXIT_USAGE = 2,
+    EXIT_PARTIAL = 3,
+    EXIT_INTERRUPTED = 4,
+    EXIT_LOCKED = 5,
+};
+
+#define DEFAULT_DB "treemig.db"
+
+/* The migration a signal handler interrupts; set while a command runs. */
+static tm_migration *volatile running;
+static volatile sig_atomic_t interrupts;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    if (interrupts++ == 0) {
+        static const char msg[] = "\ntreemig: stopping: finishing the tasks "
+                                  "under way (press Ctrl-C again to quit at once)\n";
+        ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+        (void)w;
+        if (running)
+            tm_migration_interrupt(running);
+    } else {
+        /* the state file is transactional: quitting now loses at most the
+         * uncommitted batch, which the next run redoes */
+        _exit(EXIT_INTERRUPTED);
+    }
+}
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+static const char main_usage[] =
+    "usage: treemig COMMAND [OPTIONS] [ARGS]\n"
+    "\n"
+    "Migrates a tree of folders and files from a source to a destination,\n"
+    "one way, with a state file that survives crashes and can be reviewed.\n"
+    "\n"
+    "commands:\n"
+    "  discover   walk both trees and record every node and what differs\n"
+    "  status     show the phase and the counts of a migration\n"
+    "  help       show the help of a command\n"
+    "\n"
+    "options:\n"
+    "  -h, --help     show this help\n"
+    "  -V, --version  show the version\n"
+    "\n"
+    "'treemig COMMAND --help' shows the options of a command.\n"
+    "exit codes: 0 success, 1 fatal error, 2 usage error, 3 done but some items\n"
+    "failed, 4 interrupted (resume by running the command again), 5 the state\n"
+    "file is in use by another process.\n";
+
+static const char discover_usage[] =
+    "usage: treemig discover [OPTIONS] SRC DST\n"
+    "       treemig discover [OPTIONS]          (resume the state file's migration)\n"
+    "\n"
+    "Walks the source and the destination breadth-first and records every node\n"
+    "of both in the state file: what is already there, what is missing, what\n"
+    "conflicts, and what exists only on the destination. Nothing is written to\n"
+    "either tree. Running it again on the same state file continues an\n"
+    "interrupted discovery, or says that discovery is complete.\n"
+    "\n"
+    "options:\n"
+    "  --db FILE        state file (default ./" DEFAULT_DB ")\n"
+    "  --workers N      listing threads per side (default 4, 1..1024)\n"
+    "  --lead N         rounds the source may run ahead of the destination\n"
+    "                   (default 3, >= 1)\n"
+    "  --retries N      retries of a failure that may pass (default 3)\n"
+    "  --exclude GLOB   exclude matching source nodes (repeatable); a GLOB with\n"
+    "                   a '/' matches the path from the root ('/logs/*.tmp'),\n"
+    "                   one without matches the name ('*.tmp')\n"
+    "  -q, --quiet      no progress lines\n"
+    "  -h, --help       show this help\n"
+    "\n"
+    "exit codes: 0 complete, 1 fatal error, 2 usage error, 3 complete but some\n"
+    "folders could not be listed, 4 interrupted, 5 state file in use.\n";
+
+static const char status_usage[] =
+    "usage: treemig status [--db FILE] [--json]\n"
+    "\n"
+    "Shows the phase of a migration and its exact counts, read from the state\n"
+    "file (safe while another process runs the migration).\n"
+    "\n"
+    "options:\n"
+    "  --db FILE   state file (default ./" DEFAULT_DB ")\n"
+    "  --json      print one JSON object (fields in docs/state-file.md)\n"
+    "  -h, --help  show this help\n";
+
+static int usage_error(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "treemig%s%s: ", cmd ? " " : "", cmd ? cmd : "");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'treemig %s%s--help'.\n", cmd ? cmd : "", cmd ? " " : "");
+    return EXIT_USAGE;
+}
+
+static int exit_code_for(int err)
+{
+    switch (err) {
+    case 0:
+        return EXIT_OK;
+    case TM_ELOCKED:
+        return EXIT_LOCKED;
+    case TM_ESTOPPED:
+        return EXIT_INTERRUPTED;
+    case TM_EROOT:
+    case TM_EOVERLAP:
+    case TM_EMISMATCH:
+    case TM_EINVAL:
+    case TM_ENODB:
+        return EXIT_USAGE;
+    default:
+        return EXIT_FATAL;
+    }
+}
+
+static int report_error(const char *cmd, tm_migration *m, int err)
+{
+    const char *msg = tm_migration_errmsg(m);
+    fprintf(stderr, "treemig %s: %s\n", cmd, msg && *msg ? msg : tm_strerror(err));
+    return exit_code_for(err);
+}
+
+/* Parses a whole decimal number in [lo, hi]. */
+static int parse_int(const char *s, long lo, long hi, int *out)
+{
+    char *end;
+    long v;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+struct progress {
+    int tty;           /* stderr is a terminal: one live line */
+    int64_t last_ns;   /* when the last plain line was printed */
+    size_t last_len;   /* length of the live line */
+};
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void on_progress(void *ctx, const char *line)
+{
+    struct progress *p = ctx;
+    size_t len = strlen(line);
+    int final = strncmp(line, "discovered:", 11) == 0;
+    if (p->tty) {
+        fprintf(stderr, "\r%s%*s", line,
+                p->last_len > len ? (int)(p->last_len - len) : 0, "");
+        if (final)
+            fputc('\n', stderr);
+        p->last_len = len;
+    } else {
+        int64_t now = mono_ns();
+        if (!final && now - p->last_ns < 5000000000LL)
+            return;
+        p->last_ns = now;
+        fprintf(stderr, "%s\n", line);
+    }
+    fflush(stderr);
+}
+
+static void print_human_status(const tm_status *st)
+{
+    const tm_tree_counts *s = &st->src_counts, *d = &st->dst_counts;
+    const tm_copy_counts *c = &st->copy;
+    printf("phase        %s\n", st->phase);
+    printf("source       %s (round %d)\n", st->src, st->src_round);
+    printf("destination  %s (round %d)\n", st->dst, st->dst_round);
+    printf("source       %" PRId64 " folders, %" PRId64 " files, %" PRId64
+           " symlinks, %" PRId64 " other, %" PRId64 " bytes; %" PRId64
+           " pending, %" PRId64 " failed, %" PRId64 " excluded\n",
+           s->folders, s->files, s->symlinks, s->other, s->bytes, s->pending,
+           s->failed, s->excluded);
+    printf("destination  %" PRId64 " folders, %" PRId64 " files, %" PRId64
+           " symlinks, %" PRId64 " other, %" PRId64 " bytes; %" PRId64
+           " pending, %" PRId64 " failed, %" PRId64 " not on source\n",
+           d->folders, d->files, d->symlinks, d->other, d->bytes, d->pending,
+           d->failed, d->not_on_src);
+    printf("copy         %" PRId64 " to copy (%" PRId64 " bytes), %" PRId64
+           " already there, %" PRId64 " conflicts, %" PRId64 " skipped, %" PRId64
+           " excluded, %" PRId64 " copied, %" PRId64 " failed\n",
+           c->pending, c->bytes_pending, c->already_existed, c->conflicts,
+           c->skipped, c->excluded, c->successful, c->failed);
+}
+
+/* Prints s as a JSON string. Paths are UTF-8 in practice; other bytes are
+ * written as \u00XX so the output stays valid JSON. */
+static void json_str(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    putchar('"');
+    for (; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            printf("\\%c", *p);
+        else if (*p < 0x20 || *p >= 0x7f)
+            printf("\\u%04x", *p);
+        else
+            putchar(*p);
+    }
+    putchar('"');
+}
+
+static void print_json_status(const tm_status *st)
+{
+    const tm_tree_counts *s = &st->src_counts, *d = &st->dst_counts;
+    const tm_copy_counts *c = &st->copy;
+    printf("{\"phase\":");
+    json_str(st->phase);
+    printf(",\"roots\":{\"src\":");
+    json_str(st->src);
+    printf(",\"dst\":");
+    json_str(st->dst);
+    printf("},\"rounds\":{\"src\":%d,\"dst\":%d}", st->src_round, st->dst_round);
+    printf(",\"src\":{\"folders\":%" PRId64 ",\"files\":%" PRId64
+           ",\"symlinks\":%" PRId64 ",\"other\":%" PRId64 ",\"bytes\":%" PRId64
+           ",\"pending\":%" PRId64 ",\"failed\":%" PRId64 ",\"excluded\":%" PRId64
+           "}",
+           s->folders, s->files, s->symlinks, s->other, s->bytes, s->pending,
+           s->failed, s->excluded);
+    printf(",\"dst\":{\"folders\":%" PRId64 ",\"files\":%" PRId64
+           ",\"symlinks\":%" PRId64 ",\"other\":%" PRId64 ",\"bytes\":%" PRId64
+           ",\"pending\":%" PRId64 ",\"failed\":%" PRId64 ",\"not_on_src\":%" PRId64
+           "}",
+           d->folders, d->files, d->symlinks, d->other, d->bytes, d->pending,
+           d->failed, d->not_on_src);
+    printf(",\"copy\":{\"pending\":%" PRId64 ",\"in_progress\":%" PRId64
+           ",\"successful\":%" PRId64 ",\"already_existed\":%" PRId64
+           ",\"failed\":%" PRId64 ",\"skipped\":%" PRId64 ",\"excluded\":%" PRId64
+           ",\"conflicts\":%" PRId64 ",\"bytes_pending\":%" PRId64 "}}\n",
+           c->pending, c->in_progress, c->successful, c->already_existed,
+           c->failed, c->skipped, c->excluded, c->conflicts, c->bytes_pending);
+}
+
+static int cmd_discover(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "db", required_argument, NULL, 'd' },
+        { "workers", required_argument, NULL, 'w' },
+        { "lead", required_argument, NULL, 'l' },
+        { "retries", required_argument, NULL, 'r' },
+        { "exclude", required_argument, NULL, 'x' },
+        { "quiet", no_argument, NULL, 'q' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    tm_discover_options o = { 0, 0, -1, NULL, 0, NULL, NULL };
+    struct progress prog = { 0, 0, 0 };
+    const char *db = DEFAULT_DB;
+    const char **excludes = NULL;
+    size_t n_ex = 0;
+    int quiet = 0, was_complete, c, rc, code;
+    tm_migration *m = NULL;
+    tm_status st;
+
+    excludes = calloc((size_t)argc + 1, sizeof *excludes);
+    if (!excludes)
+        return EXIT_FATAL;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd':
+            db = optarg;
+            break;
+        case 'w':
+            if (parse_int(optarg, 1, 1024, &o.workers))
+                return usage_error("discover", "--workers takes a whole number "
+                                   "from 1 to 1024, not '%s'", optarg);
+            break;
+        case 'l':
+            if (parse_int(optarg, 1, 1000000, &o.lead))
+                return usage_error("discover", "--lead takes a whole number >= 1, "
+                                   "not '%s'", optarg);
+            break;
+        case 'r':
+            if (parse_int(optarg, 0, 100, &o.retries))
+                return usage_error("discover", "--retries takes a whole number "
+                                   "from 0 to 100, not '%s'", optarg);
+            break;
+        case 'x':
+            if (!*optarg || strchr(optarg, '\n'))
+                return usage_error("discover", "--exclude takes a non-empty glob "
+                                   "without newlines");
+            excludes[n_ex++] = optarg;
+            break;
+        case 'q':
+            quiet = 1;
+            break;
+        case 'h':
+            fputs(discover_usage, stdout);
+            free(excludes);
+            return EXIT_OK;
+        default:
+            free(excludes);
+            return usage_error("discover", "unknown or incomplete option");
+        }
+    }
+    if (argc - optind != 0 && argc - optind != 2) {
+        free(excludes);
+        return usage_error("discover", "expected SRC and DST (or neither, to "
+                           "resume), got %d argument%s", argc - optind,
+                           argc - optind == 1 ? "" : "s");
+    }
+    o.excludes = excludes;
+    o.n_excludes = n_ex;
+    if (!quiet) {
+        prog.tty = isatty(STDERR_FILENO);
+        o.progress = on_progress;
+        o.progress_ctx = &prog;
+    }
+    rc = tm_migration_open(&m, db, TM_OPEN_WRITE |
+                                   (argc - optind == 2 ? TM_OPEN_CREATE : 0));
+    if (rc) {
+        if (rc == TM_ENODB)
+            fprintf(stderr, "treemig discover: no state file at %s; give SRC and "
+                    "DST to start a migration\n", db);
+        else
+            report_error("discover", m, rc);
+        tm_migration_free(m);
+        free(excludes);
+        return exit_code_for(rc);
+    }
+    /* a complete discovery is reported as such; tm_discover still checks
+     * that the arguments match the state file */
+    was_complete = tm_status_get(m, &st) == 0 && st.phase[0] &&
+                   strcmp(st.phase, "roots-set") != 0 &&
+                   strcmp(st.phase, "discovering") != 0 &&
+                   strcmp(st.phase, "suspended") != 0;
+    running = m;
+    install_signals();
+    rc = tm_discover(m, argc - optind == 2 ? argv[optind] : NULL,
+                     argc - optind == 2 ? argv[optind + 1] : NULL, &o);
+    running = NULL;
+    free(excludes);
+    if (rc) {
+        code = report_error("discover", m, rc);
+        if (rc == TM_ESTOPPED)
+            fprintf(stderr, "treemig discover: interrupted; the state file is "
+                    "consistent: run the same command to resume\n");
+        tm_migration_free(m);
+        return code;
+    }
+    rc = tm_status_get(m, &st);
+    if (rc) {
+        code = report_error("discover", m, rc);
+        tm_migration_free(m);
+        return code;
+    }
+    if (was_complete)
+        fprintf(stderr, "treemig discover: discovery is already complete "
+                "(phase %s)\n", st.phase);
+    else if (!quiet)
+        fprintf(stderr, "treemig discover: discovery is complete\n");
+    if (!quiet)
+        print_human_status(&st);
+    code = (st.src_counts.failed || st.dst_counts.failed) ? EXIT_PARTIAL : EXIT_OK;
+    if (code == EXIT_PARTIAL)
+        fprintf(stderr, "treemig discover: %" PRId64 " source and %" PRId64
+                " destination items failed; see the task_errors table\n",
+                st.src_counts.failed, st.dst_counts.failed);
+    tm_migration_free(m);
+    return code;
+}
+
+static int cmd_status(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "db", required_argument, NULL, 'd' },
+        { "json", no_argument, NULL, 'j' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *db = DEFAULT_DB;
+    int json = 0, c, rc;
+    tm_migration *m = NULL;
+    tm_status st;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd':
+            db = optarg;
+            break;
+        case 'j':
+            json = 1;
+            break;
+        case 'h':
+            fputs(status_usage, stdout);
+            return EXIT_OK;
+        default:
+            return usage_error("status", "unknown or incomplete option");
+        }
+    }
+    if (optind != argc)
+        return usage_error("status", "unexpected argument '%s'", argv[optind]);
+    rc = tm_migration_open(&m, db, TM_OPEN_READONLY);
+    if (!rc)
+        rc = tm_status_get(m, &st);
+    if (rc) {
+        int code = report_error("status", m, rc);
+        tm_migration_free(m);
+        return code;
+    }
+    if (json)
+        print_json_status(&st);
+    else
+        print_human_status(&st);
+    tm_migration_free(m);
+    return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+    const char *cmd;
+    if (argc < 2) {
+        fputs(main_usage, stderr);
+        return EXIT_USAGE;
+    }
+    cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) {
+        fputs(main_usage, stdout);
+        return EXIT_OK;
+    }
+    if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version")) {
+        printf("treemig %s\n", TM_VERSION_STRING);
+        return EXIT_OK;
+    }
+    if (!strcmp(cmd, "help")) {
+        const char *what = argc > 2 ? argv[2] : NULL;
+        if (!what)
+            fputs(main_usage, stdout);
+        else if (!strcmp(what, "discover"))
+            fputs(discover_usage, stdout);
+        else if (!strcmp(what, "status"))
+            fputs(status_usage, stdout);
+        else
+            return usage_error(NULL, "no such command '%s'", what);
+        return EXIT_OK;
+    }
+    if (!strcmp(cmd, "discover"))
+        return cmd_discover(argc - 1, argv + 1);
+    if (!strcmp(cmd, "status"))
+        return cmd_status(argc - 1, argv + 1);
+    return usage_error(NULL, "no such command '%s'", cmd);
+}

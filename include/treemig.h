@@ -1,0 +1,149 @@
+/*
+ * treemig.h - the public API of the treemig engine.
+ *
+ * A migration is one state file (an SQLite database) that records both trees
+ * and what must happen to each node. The command-line tool uses only this
+ * header; everything under src/ is private.
+ *
+ * Errors are negative integers: an OS error is the negated errno, the
+ * engine's own errors are listed in TM_ERRNO_MAP below. tm_strerror() gives
+ * the generic text, tm_migration_errmsg() the detailed message of the last
+ * failure on a handle.
+ */
+#ifndef TREEMIG_H
+#define TREEMIG_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TM_VERSION_STRING "0.1.0"
+
+/* XX(name, value, message): one table generates the enum, tm_strerror()
+ * and tm_err_name(). */
+#define TM_ERRNO_MAP(XX)                                                      \
+    XX(EPERM, -EPERM, "operation not permitted")                              \
+    XX(ENOENT, -ENOENT, "no such file or directory")                          \
+    XX(EINTR, -EINTR, "interrupted system call")                              \
+    XX(EIO, -EIO, "i/o error")                                                \
+    XX(EAGAIN, -EAGAIN, "resource temporarily unavailable")                   \
+    XX(ENOMEM, -ENOMEM, "not enough memory")                                  \
+    XX(EACCES, -EACCES, "permission denied")                                  \
+    XX(EBUSY, -EBUSY, "resource busy or locked")                              \
+    XX(EEXIST, -EEXIST, "file already exists")                                \
+    XX(ENOTDIR, -ENOTDIR, "not a directory")                                  \
+    XX(EISDIR, -EISDIR, "is a directory")                                     \
+    XX(EINVAL, -EINVAL, "invalid argument")                                   \
+    XX(ENOSPC, -ENOSPC, "no space left on device")                            \
+    XX(EROFS, -EROFS, "read-only file system")                                \
+    XX(ENAMETOOLONG, -ENAMETOOLONG, "name too long")                          \
+    XX(ELOOP, -ELOOP, "too many symbolic links encountered")                  \
+    XX(ETIMEDOUT, -ETIMEDOUT, "operation timed out")                          \
+    XX(EDB, -4001, "state file error")                                        \
+    XX(ECORRUPT, -4002, "state file is damaged or not a treemig state file")  \
+    XX(ESCHEMA, -4003, "state file is from a newer treemig")                  \
+    XX(ELOCKED, -4004, "state file is in use by another process")             \
+    XX(EMISMATCH, -4005, "state file belongs to another migration")           \
+    XX(EROOT, -4006, "bad root")                                              \
+    XX(EOVERLAP, -4007, "source and destination overlap")                     \
+    XX(EBADNAME, -4008, "invalid name from storage")                          \
+    XX(ESTOPPED, -4009, "interrupted")                                        \
+    XX(EPHASE, -4010, "not allowed in this phase")                            \
+    XX(ENODB, -4011, "no state file")                                         \
+    XX(EINTERNAL, -4012, "internal error")
+
+typedef enum tm_errno {
+    TM_OK = 0,
+#define TM__ERR_ENUM(name, val, msg) TM_##name = (val),
+    TM_ERRNO_MAP(TM__ERR_ENUM)
+#undef TM__ERR_ENUM
+} tm_errno;
+
+/* Generic text of an error code; never NULL (unknown codes get a fixed
+ * text). The returned string is static. */
+const char *tm_strerror(int err);
+/* Name of an error code ("EACCES", "ELOCKED", ...), or "UNKNOWN". Static. */
+const char *tm_err_name(int err);
+
+/* One migration: a handle on a state file. Not thread-safe except
+ * tm_migration_interrupt(). */
+typedef struct tm_migration tm_migration;
+
+enum {
+    TM_OPEN_READONLY = 0, /* read only (status); no lock taken */
+    TM_OPEN_WRITE = 1,    /* read-write; takes the state file's lock */
+    TM_OPEN_CREATE = 2,   /* with TM_OPEN_WRITE: create the file if missing */
+};
+
+/*
+ * Opens the state file at db_path. *out is set whenever memory allows, even
+ * on failure, so that tm_migration_errmsg() can say what went wrong; the
+ * caller frees it with tm_migration_free() in every case.
+ */
+int tm_migration_open(tm_migration **out, const char *db_path, unsigned flags);
+/* Frees the handle and everything it owns; releases the lock. NULL is ok. */
+void tm_migration_free(tm_migration *m);
+/* The detailed message of the last failure, or "" when none. Owned by m. */
+const char *tm_migration_errmsg(const tm_migration *m);
+/* Asks a running operation on m to stop at the next safe point. Async-signal
+ * safe: meant to be called from a SIGINT handler. */
+void tm_migration_interrupt(tm_migration *m);
+
+typedef void (*tm_progress_fn)(void *ctx, const char *line);
+
+typedef struct tm_discover_options {
+    int workers;                  /* listing threads per side; 0: default */
+    int lead;                     /* rounds the source may run ahead; 0: default 3 */
+    int retries;                  /* retries of a retryable failure; -1: default 3 */
+    const char *const *excludes;  /* exclude globs (see docs), may be NULL */
+    size_t n_excludes;            /* number of excludes */
+    tm_progress_fn progress;      /* called with a progress line, may be NULL */
+    void *progress_ctx;           /* passed to progress */
+} tm_discover_options;
+
+/*
+ * Discovers both trees into the state file. src and dst may be NULL when the
+ * state file already names them (a resume); when given, they must match.
+ * Options given on a resume replace the stored ones except the excludes,
+ * which must match when given. Returns 0 when discovery is complete (some
+ * items may have failed: see tm_status), TM_ESTOPPED when interrupted (the
+ * phase is then "suspended"), or another error.
+ */
+int tm_discover(tm_migration *m, const char *src, const char *dst,
+                const tm_discover_options *opt);
+
+typedef struct tm_tree_counts {
+    int64_t folders, files, symlinks, other; /* rows by type, roots excluded */
+    int64_t bytes;                           /* sum of file sizes */
+    int64_t pending;                         /* folders not listed yet */
+    int64_t failed;                          /* traversal failed */
+    int64_t excluded;                        /* excluded by a filter */
+    int64_t not_on_src;                      /* destination only */
+} tm_tree_counts;
+
+typedef struct tm_copy_counts {
+    int64_t pending, in_progress, successful, already_existed, failed,
+        skipped, excluded, conflicts, bytes_pending;
+} tm_copy_counts;
+
+typedef struct tm_status {
+    char phase[32];          /* "discovering", "discovered", ... */
+    char src[4096];          /* source root as stored */
+    char dst[4096];          /* destination root as stored */
+    int src_round, dst_round; /* last round started on each side */
+    tm_tree_counts src_counts;
+    tm_tree_counts dst_counts;
+    tm_copy_counts copy;
+} tm_status;
+
+/* Fills *st from the state file's exact counters (no scan). */
+int tm_status_get(tm_migration *m, tm_status *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TREEMIG_H */

@@ -1,0 +1,95 @@
+/*
+ * adapter.c - the wrappers through which the engine calls any adapter.
+ * They check what adapters report (names that could escape a root are
+ * refused) and classify errors. Called from any worker thread.
+ */
+#include "adapter/adapter.h"
+
+#include "treemig.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const tm__type_names[TM_T_COUNT] = { "folder", "file", "symlink",
+                                                 "other" };
+
+int tm__name_valid(const char *name, size_t len)
+{
+    if (len == 0 || len > 255 * 4)
+        return 0;
+    if ((len == 1 && name[0] == '.') ||
+        (len == 2 && name[0] == '.' && name[1] == '.'))
+        return 0;
+    return memchr(name, '/', len) == NULL && memchr(name, '\0', len) == NULL;
+}
+
+struct check_ctx {
+    tm__list_cb cb; /* the engine's callback */
+    void *ctx;      /* its context */
+};
+
+static int check_entry(void *ctx, const struct tm__entry *e)
+{
+    struct check_ctx *c = ctx;
+    if (!tm__name_valid(e->name, e->name_len))
+        return TM_EBADNAME;
+    if (e->type < 0 || e->type >= TM_T_COUNT)
+        return TM_EINTERNAL;
+    return c->cb(c->ctx, e);
+}
+
+int tm__adapter_list(struct tm__adapter *a, const char *path, tm__list_cb cb,
+                     void *ctx)
+{
+    struct check_ctx c = { cb, ctx };
+    if (!path || path[0] != '/')
+        return TM_EINVAL;
+    return a->list(a, path, check_entry, &c);
+}
+
+int tm__adapter_stat(struct tm__adapter *a, const char *path,
+                     struct tm__entry *out)
+{
+    if (!path || path[0] != '/')
+        return TM_EINVAL;
+    if (!a->stat)
+        return TM_EINVAL;
+    return a->stat(a, path, out);
+}
+
+void tm__adapter_close(struct tm__adapter *a)
+{
+    if (a && a->close)
+        a->close(a);
+}
+
+enum tm__errclass tm__adapter_classify(struct tm__adapter *a, int err)
+{
+    (void)a;
+    switch (err) {
+    case TM_EINTR:
+    case TM_EAGAIN:
+    case TM_ETIMEDOUT:
+    case TM_EBUSY:
+        return TM_ERR_RETRY;
+    case TM_ENOSPC:
+    case TM_ENOMEM:
+    case TM_EROFS:
+    case TM_EINTERNAL:
+        return TM_ERR_FATAL;
+    default:
+        return TM_ERR_NODE;
+    }
+}
+
+int tm__adapter_open(const char *spec, struct tm__adapter **out, char *err,
+                     size_t errlen)
+{
+    *out = NULL;
+    if (!spec || !*spec) {
+        snprintf(err, errlen, "empty storage spec");
+        return TM_EROOT;
+    }
+    return tm__local_open(spec, out, err, errlen);
+}

@@ -1,0 +1,84 @@
+/*
+ * adapter.h - the storage interface (in the manner of sqlite3_vfs).
+ *
+ * An adapter is a struct of function pointers with a version, a name and
+ * capability bits; a concrete adapter embeds struct tm__adapter as its first
+ * member. The engine calls adapters only through the tm__adapter_* wrappers
+ * below, which check the contract (e.g. every listed name is a valid single
+ * path component) and supply defaults. Adapter methods must be safe to call
+ * from many worker threads at once on the same adapter.
+ */
+#ifndef TM_ADAPTER_H
+#define TM_ADAPTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum tm__type { TM_T_FOLDER = 0, TM_T_FILE, TM_T_SYMLINK, TM_T_OTHER, TM_T_COUNT };
+
+/* Capability bits. */
+enum {
+    TM_CAP_MODES = 1u << 0,    /* reports and keeps permission bits */
+    TM_CAP_SYMLINKS = 1u << 1, /* has symlinks */
+};
+
+/* One node as a storage reports it. name points into storage owned by the
+ * caller of the callback and is valid only during the callback. */
+struct tm__entry {
+    const char *name; /* one path component, not NUL-terminated in general */
+    size_t name_len;  /* bytes in name */
+    int type;         /* enum tm__type */
+    int64_t size;     /* bytes (symlink: target length) */
+    int64_t mtime;    /* ns since the epoch */
+    uint32_t mode;    /* permission bits */
+};
+
+/* Called once per child; returns 0 to go on, or an error to stop listing
+ * (that error is then returned by list). */
+typedef int (*tm__list_cb)(void *ctx, const struct tm__entry *e);
+
+struct tm__adapter {
+    int version;              /* interface version, 1 */
+    const char *name;         /* "local", "sim", ... */
+    unsigned caps;            /* TM_CAP_* bits */
+    int64_t mtime_precision;  /* ns; mtimes are compared at the coarser one */
+    /* Lists the children of the folder at path (root-relative, "/" for the
+     * root), calling cb for each, in any order. Returns 0 or an error. */
+    int (*list)(struct tm__adapter *a, const char *path, tm__list_cb cb,
+                void *ctx);
+    /* Stats the node at path without following a final symlink. */
+    int (*stat)(struct tm__adapter *a, const char *path, struct tm__entry *out);
+    /* Describes the last error of this thread on this adapter into buf
+     * (optional; default: tm_strerror). */
+    void (*describe)(struct tm__adapter *a, int err, char *buf, size_t len);
+    /* Frees the adapter. */
+    void (*close)(struct tm__adapter *a);
+};
+
+/* How a failure is handled: retried, recorded for this node, or the end. */
+enum tm__errclass { TM_ERR_RETRY = 0, TM_ERR_NODE, TM_ERR_FATAL };
+
+/*
+ * Opens the adapter for spec: a local path (absolute or relative, made
+ * absolute). On failure returns an error and writes the reason into err
+ * (errlen bytes). *out is freed with tm__adapter_close().
+ */
+int tm__adapter_open(const char *spec, struct tm__adapter **out, char *err,
+                     size_t errlen);
+/* The local adapter on an absolute folder path. */
+int tm__local_open(const char *root, struct tm__adapter **out, char *err,
+                   size_t errlen);
+
+int tm__adapter_list(struct tm__adapter *a, const char *path, tm__list_cb cb,
+                     void *ctx);
+int tm__adapter_stat(struct tm__adapter *a, const char *path,
+                     struct tm__entry *out);
+void tm__adapter_close(struct tm__adapter *a);
+enum tm__errclass tm__adapter_classify(struct tm__adapter *a, int err);
+/* 1 when name is one valid path component: not empty, not "." or "..",
+ * no '/' and no NUL. */
+int tm__name_valid(const char *name, size_t len);
+
+extern const char *const tm__type_names[TM_T_COUNT];
+
+#endif

@@ -1,0 +1,48 @@
+/*
+ * engine.h - discovery: two queues (source, destination) walked in rounds
+ * by worker pools, kept in step by a coordinator (discover.c), plus the
+ * pure pieces it is built from (filters and the comparison of two nodes).
+ */
+#ifndef TM_ENGINE_H
+#define TM_ENGINE_H
+
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "adapter/adapter.h"
+#include "util/buf.h"
+#include "treemig.h"
+
+struct tm__discover_cfg {
+    struct tm__adapter *ad[2];   /* source and destination adapters */
+    const char *db_path;         /* state file, for the readers */
+    sqlite3 *db;                 /* write connection, lent to the writer */
+    int workers;                 /* threads per side */
+    int lead;                    /* rounds the source may run ahead */
+    int retries;                 /* retries of a retryable failure */
+    const char *const *excludes; /* exclude globs */
+    size_t n_excludes;           /* their count */
+    atomic_int *stop;            /* set to ask for a clean stop */
+    tm_progress_fn progress;     /* progress lines, may be NULL */
+    void *progress_ctx;          /* its context */
+    struct tm__buf *err;         /* message of a fatal error */
+};
+
+/* Runs discovery until both trees are done (0), a stop was asked
+ * (TM_ESTOPPED), or a fatal error. Called on the main thread. */
+int tm__discover_run(struct tm__discover_cfg *cfg);
+
+/* 1 when a node (root-relative path, name) matches one of the globs: a glob
+ * with a '/' is matched against the path, one without against the name. */
+int tm__filter_match(const char *const *globs, size_t n, const char *path,
+                     const char *name);
+
+/* Compares two leaves (files or symlinks) of the same name and type: returns
+ * CF_NONE when equal, else CF_SIZE, CF_DST_NEWER or CF_MTIME. Mtimes are
+ * compared at precision prec (ns, >= 1). */
+int tm__compare_leaf(int64_t src_size, int64_t src_mtime, int64_t dst_size,
+                     int64_t dst_mtime, int64_t prec);
+
+#endif

@@ -1,0 +1,565 @@
+/*
+ * migration.c - the migration handle: phases, roots, options, and the
+ * public entry points of treemig.h. Runs on the caller's thread; only
+ * tm_migration_interrupt() may be called from elsewhere (a signal handler).
+ */
+#include "treemig.h"
+
+#include "adapter/adapter.h"
+#include "engine/engine.h"
+#include "store/store.h"
+#include "util/buf.h"
+#include "util/util.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct tm_migration {
+    struct tm__store store; /* the state file */
+    int open;               /* store is open */
+    int discard;            /* remove the state file on free: it was created
+                               by this open and holds no migration */
+    struct tm__buf err;     /* message of the last failure */
+    atomic_int stop;        /* set by tm_migration_interrupt() */
+};
+
+static int fail(tm_migration *m, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(tm_migration *m, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    tm__buf_reset(&m->err);
+    va_start(ap, fmt);
+    tm__buf_vaddf(&m->err, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+int tm_migration_open(tm_migration **out, const char *db_path, unsigned flags)
+{
+    tm_migration *m = calloc(1, sizeof *m);
+    int rc;
+    *out = m;
+    if (!m)
+        return TM_ENOMEM;
+    tm__buf_init(&m->err);
+    atomic_init(&m->stop, 0);
+    rc = tm__store_open(&m->store, db_path, flags, &m->err);
+    if (rc) {
+        if (!m->err.len)
+            tm__buf_addf(&m->err, "cannot open %s: %s", db_path, tm_strerror(rc));
+        return rc;
+    }
+    m->open = 1;
+    return 0;
+}
+
+void tm_migration_free(tm_migration *m)
+{
+    if (!m)
+        return;
+    if (m->open && m->discard) {
+        static const char *const ext[] = { "", "-wal", "-shm", ".lock" };
+        struct tm__buf p = TM__BUF_INIT;
+        char *path = strdup(m->store.path);
+        size_t i;
+        tm__store_close(&m->store);
+        for (i = 0; path && i < sizeof ext / sizeof *ext; i++) {
+            tm__buf_reset(&p);
+            if (tm__buf_addf(&p, "%s%s", path, ext[i]) == 0)
+                unlink(p.buf);
+        }
+        free(path);
+        tm__buf_release(&p);
+    } else if (m->open) {
+        tm__store_close(&m->store);
+    }
+    tm__buf_release(&m->err);
+    free(m);
+}
+
+const char *tm_migration_errmsg(const tm_migration *m)
+{
+    return m ? m->err.buf : "not enough memory";
+}
+
+void tm_migration_interrupt(tm_migration *m)
+{
+    if (m)
+        atomic_store(&m->stop, 1);
+}
+
+static int set_phase(tm_migration *m, const char *phase)
+{
+    char now[32];
+    int rc;
+    tm__iso_time(now, tm__wall_ns());
+    rc = tm__store_set(m->store.db, "phase", phase);
+    if (!rc)
+        rc = tm__store_set(m->store.db, "updated", now);
+    if (rc)
+        return fail(m, rc, "cannot record phase %s: %s", phase,
+                    sqlite3_errmsg(m->store.db));
+    return 0;
+}
+
+/* Resolves a local root to an absolute path without symlinks. */
+static int resolve_root(tm_migration *m, const char *what, const char *spec,
+                        char **out)
+{
+    struct stat st;
+    *out = realpath(spec, NULL);
+    if (!*out) {
+        int e = errno;
+        return fail(m, TM_EROOT, "%s root %s: %s", what, spec,
+                    e == ENOENT ? "does not exist" : tm_strerror(tm__from_errno(e)));
+    }
+    if (stat(*out, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fail(m, TM_EROOT, "%s root %s is not a folder", what, spec);
+        free(*out);
+        *out = NULL;
+        return TM_EROOT;
+    }
+    return 0;
+}
+
+/* 1 when path a is b or lies below b. */
+static int is_within(const char *a, const char *b)
+{
+    size_t n = strlen(b);
+    if (n == 1 && b[0] == '/')
+        return 1;
+    return strncmp(a, b, n) == 0 && (a[n] == '\0' || a[n] == '/');
+}
+
+static int check_roots(tm_migration *m, const char *src, const char *dst)
+{
+    struct stat a, b;
+    if (stat(src, &a) == 0 && stat(dst, &b) == 0 && a.st_dev == b.st_dev &&
+        a.st_ino == b.st_ino)
+        return fail(m, TM_EOVERLAP, "source and destination are the same folder "
+                    "(%s)", src);
+    if (is_within(dst, src))
+        return fail(m, TM_EOVERLAP, "destination %s is inside the source %s", dst,
+                    src);
+    if (is_within(src, dst))
+        return fail(m, TM_EOVERLAP, "source %s is inside the destination %s", src,
+                    dst);
+    return 0;
+}
+
+static int join_excludes(const tm_discover_options *o, struct tm__buf *out)
+{
+    size_t i;
+    for (i = 0; o && i < o->n_excludes; i++) {
+        if (strchr(o->excludes[i], '\n') || !o->excludes[i][0])
+            return TM_EINVAL;
+        if (i && tm__buf_addch(out, '\n'))
+            return TM_ENOMEM;
+        if (tm__buf_adds(out, o->excludes[i]))
+            return TM_ENOMEM;
+    }
+    return 0;
+}
+
+static int insert_root(sqlite3 *db, int side, const struct tm__entry *e)
+{
+    static const char *const sql[2] = {
+        "INSERT INTO src_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
+        "traversal_status,copy_status) VALUES(1,NULL,'/','','folder',0,?,?,0,"
+        "'pending','already_existed')",
+        "INSERT INTO dst_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
+        "traversal_status,src_id) VALUES(1,NULL,'/','','folder',0,?,?,0,"
+        "'pending',1)",
+    };
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(db, sql[side], -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return tm__store_error(db, rc, NULL, "seed roots");
+    sqlite3_bind_int64(st, 1, e->mtime);
+    sqlite3_bind_int64(st, 2, e->mode);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, NULL, "seed roots");
+}
+
+static int set_int(sqlite3 *db, const char *key, int v)
+{
+    char s[32];
+    snprintf(s, sizeof s, "%d", v);
+    return tm__store_set(db, key, s);
+}
+
+/* Records a new migration: roots, options, root rows, stats. One
+ * transaction: a crash leaves either nothing or all of it. */
+static int create_migration(tm_migration *m, const char *src, const char *dst,
+                            const char *excludes, const tm_discover_options *o,
+                            struct tm__adapter *ad[2])
+{
+    sqlite3 *db = m->store.db;
+    struct tm__entry root[2];
+    struct tm__stats_delta d = { NULL, 0, 0 };
+    struct tm__stat_key k;
+    unsigned char rnd[16];
+    char id[33], now[32];
+    int rc, i, fd;
+
+    for (i = 0; i < 2; i++) {
+        rc = tm__adapter_stat(ad[i], "/", &root[i]);
+        if (rc)
+            return fail(m, TM_EROOT, "cannot stat %s root: %s",
+                        i ? "destination" : "source", tm_strerror(rc));
+    }
+    fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, rnd, sizeof rnd) != (ssize_t)sizeof rnd) {
+        int64_t t = tm__wall_ns() ^ (int64_t)getpid();
+        for (i = 0; i < 16; i++)
+            rnd[i] = (unsigned char)(t >> ((i % 8) * 8)) ^ (unsigned char)i;
+    }
+    if (fd >= 0)
+        close(fd);
+    for (i = 0; i < 16; i++)
+        snprintf(id + i * 2, 3, "%02x", rnd[i]);
+    tm__iso_time(now, tm__wall_ns());
+
+    rc = tm__store_exec(db, "BEGIN IMMEDIATE", &m->err);
+    if (rc)
+        return rc;
+    rc = tm__store_set(db, "schema_version", "1");
+    if (!rc) rc = tm__store_set(db, "id", id);
+    if (!rc) rc = tm__store_set(db, "created", now);
+    if (!rc) rc = tm__store_set(db, "src", src);
+    if (!rc) rc = tm__store_set(db, "dst", dst);
+    if (!rc) rc = tm__store_set(db, "excludes", excludes);
+    if (!rc) rc = set_int(db, "workers", o->workers);
+    if (!rc) rc = set_int(db, "lead", o->lead);
+    if (!rc) rc = set_int(db, "retries", o->retries);
+    if (!rc) rc = tm__store_set(db, "src_round", "0");
+    if (!rc) rc = tm__store_set(db, "dst_round", "0");
+    if (!rc) rc = insert_root(db, TM_SRC, &root[0]);
+    if (!rc) rc = insert_root(db, TM_DST, &root[1]);
+    k = (struct tm__stat_key){ 0, 0, TM_T_FOLDER, TS_PENDING, 0 };
+    if (!rc) rc = tm__stats_add(&d, &k, 1, 0);
+    k = (struct tm__stat_key){ 1, 0, TM_T_FOLDER, TS_PENDING, 0 };
+    if (!rc) rc = tm__stats_add(&d, &k, 1, 0);
+    k = (struct tm__stat_key){ 2, 0, TM_T_FOLDER, CS_ALREADY, 0 };
+    if (!rc) rc = tm__stats_add(&d, &k, 1, 0);
+    if (!rc) rc = tm__stats_apply(db, &d);
+    tm__stats_release(&d);
+    if (!rc) rc = set_phase(m, "roots-set");
+    if (!rc) rc = tm__store_exec(db, "COMMIT", &m->err);
+    if (rc) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        if (!m->err.len)
+            fail(m, rc, "cannot record the migration: %s", sqlite3_errmsg(db));
+    }
+    return rc;
+}
+
+static void fill_defaults(tm_discover_options *o)
+{
+    if (o->workers <= 0)
+        o->workers = 4;
+    if (o->lead <= 0)
+        o->lead = 3;
+    if (o->retries < 0)
+        o->retries = 3;
+}
+
+static int get_int(sqlite3 *db, const char *key, int dflt)
+{
+    struct tm__buf b = TM__BUF_INIT;
+    int v = dflt;
+    if (tm__store_get(db, key, &b) == 0 && b.len)
+        v = atoi(b.buf);
+    tm__buf_release(&b);
+    return v;
+}
+
+/* Splits the stored excludes into a NULL-terminated array (one malloc). */
+static char **split_lines(const char *s, size_t *n)
+{
+    size_t count = *s ? 1 : 0, i, len = strlen(s);
+    char **v, *copy;
+    for (i = 0; i < len; i++)
+        count += s[i] == '\n';
+    v = malloc((count + 1) * sizeof *v + len + 1);
+    if (!v)
+        return NULL;
+    copy = (char *)(v + count + 1);
+    memcpy(copy, s, len + 1);
+    *n = 0;
+    if (count) {
+        char *p = copy;
+        for (;;) {
+            char *nl = strchr(p, '\n');
+            v[(*n)++] = p;
+            if (!nl)
+                break;
+            *nl = '\0';
+            p = nl + 1;
+        }
+    }
+    v[*n] = NULL;
+    return v;
+}
+
+int tm_discover(tm_migration *m, const char *src, const char *dst,
+                const tm_discover_options *opt)
+{
+    tm_discover_options o = { 0, 0, -1, NULL, 0, NULL, NULL };
+    struct tm__buf phase = TM__BUF_INIT, s_src = TM__BUF_INIT,
+                   s_dst = TM__BUF_INIT, exc = TM__BUF_INIT, s_exc = TM__BUF_INIT;
+    struct tm__adapter *ad[2] = { NULL, NULL };
+    char *rsrc = NULL, *rdst = NULL, **globs = NULL;
+    size_t n_globs = 0;
+    char aerr[512];
+    int rc, fresh = 0;
+    sqlite3 *db;
+
+    if (!m || !m->open)
+        return TM_EINVAL;
+    if (m->store.readonly)
+        return fail(m, TM_EINVAL, "state file opened read-only");
+    db = m->store.db;
+    tm__buf_reset(&m->err);
+    if (opt)
+        o = *opt;
+    rc = join_excludes(opt, &exc);
+    if (rc) {
+        fail(m, rc, "an exclude pattern is empty or holds a newline");
+        goto out;
+    }
+    rc = tm__store_get(db, "phase", &phase);
+    fresh = rc == TM_ENOENT;
+    if (rc && !fresh) {
+        fail(m, rc, "cannot read the state file: %s", sqlite3_errmsg(db));
+        goto out;
+    }
+    if (fresh) {
+        if (!src || !dst) {
+            rc = fail(m, TM_EINVAL, "a new migration needs a source and a "
+                      "destination");
+            goto out;
+        }
+        rc = resolve_root(m, "source", src, &rsrc);
+        if (!rc)
+            rc = resolve_root(m, "destination", dst, &rdst);
+        if (!rc)
+            rc = check_roots(m, rsrc, rdst);
+        if (rc)
+            goto out;
+        fill_defaults(&o);
+        rc = tm__adapter_open(rsrc, &ad[0], aerr, sizeof aerr);
+        if (!rc)
+            rc = tm__adapter_open(rdst, &ad[1], aerr, sizeof aerr);
+        if (rc) {
+            fail(m, rc, "%s", aerr);
+            goto out;
+        }
+        rc = create_migration(m, rsrc, rdst, exc.buf, &o, ad);
+        if (rc)
+            goto out;
+        tm__buf_reset(&phase);
+        tm__buf_adds(&phase, "roots-set");
+    } else {
+        if ((rc = tm__store_get(db, "src", &s_src)) != 0 ||
+            (rc = tm__store_get(db, "dst", &s_dst)) != 0) {
+            rc = fail(m, TM_ECORRUPT, "the state file names no roots");
+            goto out;
+        }
+        tm__store_get(db, "excludes", &s_exc);
+        if (src) {
+            rc = resolve_root(m, "source", src, &rsrc);
+            if (rc)
+                goto out;
+            if (strcmp(rsrc, s_src.buf) != 0) {
+                rc = fail(m, TM_EMISMATCH, "the state file %s belongs to a "
+                          "migration from %s, not %s", m->store.path, s_src.buf,
+                          rsrc);
+                goto out;
+            }
+        }
+        if (dst) {
+            rc = resolve_root(m, "destination", dst, &rdst);
+            if (rc)
+                goto out;
+            if (strcmp(rdst, s_dst.buf) != 0) {
+                rc = fail(m, TM_EMISMATCH, "the state file %s belongs to a "
+                          "migration to %s, not %s", m->store.path, s_dst.buf,
+                          rdst);
+                goto out;
+            }
+        }
+        if (opt && opt->n_excludes && strcmp(exc.buf, s_exc.buf) != 0) {
+            rc = fail(m, TM_EMISMATCH, "the excludes differ from the ones this "
+                      "migration was discovered with");
+            goto out;
+        }
+        if (o.workers <= 0)
+            o.workers = get_int(db, "workers", 4);
+        if (o.lead <= 0)
+            o.lead = get_int(db, "lead", 3);
+        if (o.retries < 0)
+            o.retries = get_int(db, "retries", 3);
+        fill_defaults(&o);
+        tm__buf_reset(&exc);
+        tm__buf_add(&exc, s_exc.buf, s_exc.len);
+    }
+    if (strcmp(phase.buf, "roots-set") != 0 &&
+        strcmp(phase.buf, "discovering") != 0 &&
+        strcmp(phase.buf, "suspended") != 0) {
+        rc = 0; /* discovery is complete: nothing to do */
+        goto out;
+    }
+    if (!ad[0]) {
+        rc = tm__adapter_open(s_src.buf, &ad[0], aerr, sizeof aerr);
+        if (!rc)
+            rc = tm__adapter_open(s_dst.buf, &ad[1], aerr, sizeof aerr);
+        if (rc) {
+            fail(m, rc, "%s", aerr);
+            goto out;
+        }
+    }
+    globs = split_lines(exc.buf, &n_globs);
+    if (!globs) {
+        rc = TM_ENOMEM;
+        goto out;
+    }
+    rc = set_int(db, "workers", o.workers);
+    if (!rc) rc = set_int(db, "lead", o.lead);
+    if (!rc) rc = set_int(db, "retries", o.retries);
+    if (!rc) rc = set_phase(m, "discovering");
+    if (rc)
+        goto out;
+    {
+        struct tm__discover_cfg cfg = {
+            { ad[0], ad[1] }, m->store.path, db, o.workers, o.lead, o.retries,
+            (const char *const *)globs, n_globs, &m->stop, o.progress,
+            o.progress_ctx, &m->err,
+        };
+        rc = tm__discover_run(&cfg);
+    }
+    if (rc == 0) {
+        rc = set_phase(m, "discovered");
+    } else {
+        int prc = rc;
+        /* keep the engine's message; record that the phase stopped */
+        struct tm__buf keep = TM__BUF_INIT;
+        tm__buf_add(&keep, m->err.buf, m->err.len);
+        set_phase(m, "suspended");
+        tm__buf_reset(&m->err);
+        tm__buf_add(&m->err, keep.buf, keep.len);
+        tm__buf_release(&keep);
+        if (prc == TM_ESTOPPED && !m->err.len)
+            fail(m, prc, "discovery interrupted; run discover again to resume");
+        rc = prc;
+    }
+out:
+    if (fresh && rc && m->store.fresh && strcmp(phase.buf, "roots-set") != 0)
+        m->discard = 1; /* nothing was recorded: leave no empty state file */
+    tm__adapter_close(ad[0]);
+    tm__adapter_close(ad[1]);
+    free(rsrc);
+    free(rdst);
+    free(globs);
+    tm__buf_release(&phase);
+    tm__buf_release(&s_src);
+    tm__buf_release(&s_dst);
+    tm__buf_release(&exc);
+    tm__buf_release(&s_exc);
+    if (rc && !m->err.len)
+        fail(m, rc, "%s", tm_strerror(rc));
+    return rc;
+}
+
+static void copy_setting(sqlite3 *db, const char *key, char *out, size_t len)
+{
+    struct tm__buf b = TM__BUF_INIT;
+    out[0] = '\0';
+    if (tm__store_get(db, key, &b) == 0)
+        snprintf(out, len, "%s", b.buf);
+    tm__buf_release(&b);
+}
+
+int tm_status_get(tm_migration *m, tm_status *st)
+{
+    static const char *const sql[3] = {
+        "SELECT type, traversal_status, sum(count), sum(bytes) FROM src_stats "
+        "WHERE depth > 0 GROUP BY 1, 2",
+        "SELECT type, traversal_status, sum(count), sum(bytes) FROM dst_stats "
+        "WHERE depth > 0 GROUP BY 1, 2",
+        "SELECT type, copy_status, sum(count), sum(bytes), conflict FROM "
+        "copy_stats WHERE depth > 0 GROUP BY 1, 2, 5",
+    };
+    sqlite3 *db;
+    int q, rc = 0;
+
+    memset(st, 0, sizeof *st);
+    if (!m || !m->open)
+        return TM_EINVAL;
+    db = m->store.db;
+    copy_setting(db, "phase", st->phase, sizeof st->phase);
+    copy_setting(db, "src", st->src, sizeof st->src);
+    copy_setting(db, "dst", st->dst, sizeof st->dst);
+    st->src_round = get_int(db, "src_round", 0);
+    st->dst_round = get_int(db, "dst_round", 0);
+    for (q = 0; q < 3 && !rc; q++) {
+        sqlite3_stmt *s;
+        rc = sqlite3_prepare_v2(db, sql[q], -1, &s, NULL);
+        if (rc != SQLITE_OK) {
+            rc = tm__store_error(db, rc, &m->err, "read status");
+            break;
+        }
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+            int type = tm__name_index(tm__type_names, TM_T_COUNT,
+                                      (const char *)sqlite3_column_text(s, 0));
+            const char *status = (const char *)sqlite3_column_text(s, 1);
+            int64_t count = sqlite3_column_int64(s, 2);
+            int64_t bytes = sqlite3_column_int64(s, 3);
+            if (q < 2) {
+                tm_tree_counts *c = q == 0 ? &st->src_counts : &st->dst_counts;
+                int ts = tm__name_index(tm__ts_names, TS_COUNT, status);
+                if (type == TM_T_FOLDER) c->folders += count;
+                if (type == TM_T_FILE) { c->files += count; c->bytes += bytes; }
+                if (type == TM_T_SYMLINK) c->symlinks += count;
+                if (type == TM_T_OTHER) c->other += count;
+                if (ts == TS_PENDING) c->pending += count;
+                if (ts == TS_FAILED) c->failed += count;
+                if (ts == TS_EXCLUDED) c->excluded += count;
+                if (ts == TS_NOT_ON_SRC) c->not_on_src += count;
+            } else {
+                tm_copy_counts *c = &st->copy;
+                int cs = tm__name_index(tm__cs_names, CS_COUNT, status);
+                if (sqlite3_column_int(s, 4)) c->conflicts += count;
+                switch (cs) {
+                case CS_PENDING:
+                    c->pending += count;
+                    if (type == TM_T_FILE) c->bytes_pending += bytes;
+                    break;
+                case CS_IN_PROGRESS: c->in_progress += count; break;
+                case CS_SUCCESSFUL: c->successful += count; break;
+                case CS_ALREADY: c->already_existed += count; break;
+                case CS_FAILED: c->failed += count; break;
+                case CS_SKIPPED: c->skipped += count; break;
+                case CS_EXCLUDED: c->excluded += count; break;
+                default: break;
+                }
+            }
+        }
+        if (rc == SQLITE_DONE)
+            rc = 0;
+        else
+            rc = tm__store_error(db, rc, &m->err, "read status");
+        sqlite3_finalize(s);
+    }
+    return rc;
+}

@@ -1,0 +1,471 @@
+/*
+ * store.c - opening the state file: lock, checks, schema, settings, stats.
+ * Runs on the thread that owns the store (see store.h).
+ */
+#include "store/store.h"
+
+#include "adapter/adapter.h"
+#include "treemig.h"
+#include "util/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const char *const tm__ts_names[TS_COUNT] = { "pending", "successful", "failed",
+                                             "not_on_src", "excluded" };
+const char *const tm__cs_names[CS_COUNT] = { "pending", "in_progress",
+                                             "successful", "already_existed",
+                                             "failed", "skipped", "excluded" };
+const char *const tm__cf_names[CF_COUNT] = { NULL, "size", "mtime",
+                                             "dst_newer", "type" };
+
+int tm__name_index(const char *const *names, int n, const char *s)
+{
+    int i;
+    if (!s)
+        return -1;
+    for (i = 0; i < n; i++)
+        if (names[i] && strcmp(names[i], s) == 0)
+            return i;
+    return -1;
+}
+
+static const char schema_sql[] =
+    "CREATE TABLE migration(key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;"
+    "CREATE TABLE src_nodes("
+    " id INTEGER PRIMARY KEY, parent_id INTEGER, path TEXT NOT NULL,"
+    " name TEXT NOT NULL, type TEXT NOT NULL, size INTEGER NOT NULL DEFAULT 0,"
+    " mtime INTEGER NOT NULL DEFAULT 0, mode INTEGER NOT NULL DEFAULT 0,"
+    " depth INTEGER NOT NULL, traversal_status TEXT NOT NULL,"
+    " copy_status TEXT NOT NULL, conflict TEXT,"
+    " attempts INTEGER NOT NULL DEFAULT 0, error TEXT);"
+    "CREATE UNIQUE INDEX src_nodes_child ON src_nodes(parent_id, name);"
+    "CREATE INDEX src_nodes_frontier ON src_nodes(depth, id)"
+    " WHERE traversal_status = 'pending' AND type = 'folder';"
+    "CREATE TABLE dst_nodes("
+    " id INTEGER PRIMARY KEY, parent_id INTEGER, path TEXT NOT NULL,"
+    " name TEXT NOT NULL, type TEXT NOT NULL, size INTEGER NOT NULL DEFAULT 0,"
+    " mtime INTEGER NOT NULL DEFAULT 0, mode INTEGER NOT NULL DEFAULT 0,"
+    " depth INTEGER NOT NULL, traversal_status TEXT NOT NULL, conflict TEXT,"
+    " attempts INTEGER NOT NULL DEFAULT 0, error TEXT, src_id INTEGER);"
+    "CREATE UNIQUE INDEX dst_nodes_child ON dst_nodes(parent_id, name);"
+    "CREATE INDEX dst_nodes_frontier ON dst_nodes(depth, id)"
+    " WHERE traversal_status = 'pending' AND type = 'folder';"
+    "CREATE TABLE src_stats(depth INTEGER, type TEXT, traversal_status TEXT,"
+    " count INTEGER NOT NULL, bytes INTEGER NOT NULL,"
+    " PRIMARY KEY(depth, type, traversal_status)) WITHOUT ROWID;"
+    "CREATE TABLE dst_stats(depth INTEGER, type TEXT, traversal_status TEXT,"
+    " count INTEGER NOT NULL, bytes INTEGER NOT NULL,"
+    " PRIMARY KEY(depth, type, traversal_status)) WITHOUT ROWID;"
+    "CREATE TABLE copy_stats(depth INTEGER, type TEXT, copy_status TEXT,"
+    " conflict INTEGER, count INTEGER NOT NULL, bytes INTEGER NOT NULL,"
+    " PRIMARY KEY(depth, type, copy_status, conflict)) WITHOUT ROWID;"
+    "CREATE TABLE logs(id INTEGER PRIMARY KEY, time INTEGER NOT NULL,"
+    " level TEXT NOT NULL, queue TEXT, node_id INTEGER, path TEXT,"
+    " message TEXT NOT NULL);"
+    "CREATE TABLE task_errors(id INTEGER PRIMARY KEY, time INTEGER NOT NULL,"
+    " phase TEXT NOT NULL, queue TEXT NOT NULL, node_id INTEGER, path TEXT,"
+    " attempts INTEGER, message TEXT);"
+    "CREATE TABLE queue_stats(id INTEGER PRIMARY KEY, time INTEGER NOT NULL,"
+    " queue TEXT NOT NULL, round INTEGER, pending INTEGER, in_flight INTEGER,"
+    " done INTEGER, failed INTEGER);";
+
+int tm__store_error(sqlite3 *db, int rc, struct tm__buf *err, const char *what)
+{
+    int primary = rc & 0xff;
+    if (err) {
+        tm__buf_reset(err);
+        tm__buf_addf(err, "%s: %s", what,
+                     db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    }
+    switch (primary) {
+    case SQLITE_NOTADB:
+    case SQLITE_CORRUPT:
+        return TM_ECORRUPT;
+    case SQLITE_FULL:
+        return TM_ENOSPC;
+    case SQLITE_NOMEM:
+        return TM_ENOMEM;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return TM_ELOCKED;
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+    case SQLITE_CANTOPEN:
+        return TM_EACCES;
+    case SQLITE_IOERR:
+        return TM_EIO;
+    default:
+        return TM_EDB;
+    }
+}
+
+int tm__store_exec(sqlite3 *db, const char *sql, struct tm__buf *err)
+{
+    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        return tm__store_error(db, rc, err, "state file");
+    return 0;
+}
+
+int tm__store_get(sqlite3 *db, const char *key, struct tm__buf *out)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(db, "SELECT value FROM migration WHERE key=?",
+                                -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return tm__store_error(db, rc, NULL, "read setting");
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    tm__buf_reset(out);
+    if (rc == SQLITE_ROW) {
+        const char *v = (const char *)sqlite3_column_text(st, 0);
+        rc = v ? tm__buf_add(out, v, (size_t)sqlite3_column_bytes(st, 0)) : 0;
+    } else if (rc == SQLITE_DONE) {
+        rc = TM_ENOENT;
+    } else {
+        rc = tm__store_error(db, rc, NULL, "read setting");
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int tm__store_set(sqlite3 *db, const char *key, const char *value)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(
+        db, "INSERT OR REPLACE INTO migration(key, value) VALUES(?, ?)", -1, &st,
+        NULL);
+    if (rc != SQLITE_OK)
+        return tm__store_error(db, rc, NULL, "write setting");
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, NULL, "write setting");
+}
+
+/* Takes the lock file beside the database; reports the holder's pid. */
+static int take_lock(struct tm__store *s, struct tm__buf *err)
+{
+    struct tm__buf lp = TM__BUF_INIT;
+    char pid[32];
+    int fd, n;
+
+    if (tm__buf_addf(&lp, "%s.lock", s->path))
+        return TM_ENOMEM;
+    fd = open(lp.buf, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int e = errno;
+        tm__buf_addf(err, "cannot open lock file %s: %s", lp.buf,
+                     tm_strerror(tm__from_errno(e)));
+        tm__buf_release(&lp);
+        return tm__from_errno(e);
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        n = (int)pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        if (e == EWOULDBLOCK)
+            tm__buf_addf(err, "state file %s is in use by process %s", s->path,
+                         pid[0] ? pid : "(unknown)");
+        else
+            tm__buf_addf(err, "cannot lock %s: %s", lp.buf,
+                         tm_strerror(tm__from_errno(e)));
+        close(fd);
+        tm__buf_release(&lp);
+        return e == EWOULDBLOCK ? TM_ELOCKED : tm__from_errno(e);
+    }
+    n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+        /* the lock holds anyway; the pid is only for the message */
+    }
+    tm__buf_release(&lp);
+    s->lock_fd = fd;
+    return 0;
+}
+
+/* Checks that an existing file is an SQLite database before SQLite sees it:
+ * SQLite would happily treat an empty file as a new database. */
+static int check_header(const char *path, struct tm__buf *err)
+{
+    char hdr[16];
+    ssize_t n;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        tm__buf_addf(err, "cannot open state file %s: %s", path,
+                     tm_strerror(tm__from_errno(e)));
+        return tm__from_errno(e);
+    }
+    n = read(fd, hdr, sizeof hdr);
+    close(fd);
+    if (n != (ssize_t)sizeof hdr || memcmp(hdr, "SQLite format 3", 16) != 0) {
+        tm__buf_addf(err, "%s is not a treemig state file (%s); it was left "
+                     "untouched", path, n == 0 ? "empty file" : "no SQLite header");
+        return TM_ECORRUPT;
+    }
+    return 0;
+}
+
+static int pragma_int(sqlite3 *db, const char *sql, int *out)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *out = sqlite3_column_int(st, 0);
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Verifies the identity and version of an opened database. */
+static int check_identity(struct tm__store *s, int fresh, struct tm__buf *err)
+{
+    int app = 0, ver = 0, rc;
+    rc = pragma_int(s->db, "PRAGMA application_id", &app);
+    if (rc == SQLITE_OK)
+        rc = pragma_int(s->db, "PRAGMA user_version", &ver);
+    if (rc != SQLITE_OK) {
+        int e = tm__store_error(s->db, rc, err, "state file");
+        tm__buf_reset(err);
+        tm__buf_addf(err, "cannot read state file %s: %s; it was left untouched",
+                     s->path, sqlite3_errmsg(s->db));
+        return e;
+    }
+    if (fresh)
+        return 0;
+    if (app != TM_APPLICATION_ID) {
+        tm__buf_addf(err, "%s is an SQLite database of another program "
+                     "(application_id %d); it was left untouched", s->path, app);
+        return TM_ECORRUPT;
+    }
+    if (ver > TM_SCHEMA_VERSION) {
+        tm__buf_addf(err, "%s has schema version %d, newer than this treemig "
+                     "(%d); use a newer treemig", s->path, ver, TM_SCHEMA_VERSION);
+        return TM_ESCHEMA;
+    }
+    if (ver < 1) {
+        tm__buf_addf(err, "%s has no treemig schema; it was left untouched",
+                     s->path);
+        return TM_ECORRUPT;
+    }
+    return 0;
+}
+
+static int create_schema(struct tm__store *s, struct tm__buf *err)
+{
+    char sql[128];
+    int rc = tm__store_exec(s->db, "BEGIN IMMEDIATE", err);
+    if (rc)
+        return rc;
+    rc = tm__store_exec(s->db, schema_sql, err);
+    snprintf(sql, sizeof sql, "PRAGMA application_id=%d; PRAGMA user_version=%d",
+             TM_APPLICATION_ID, TM_SCHEMA_VERSION);
+    if (!rc)
+        rc = tm__store_exec(s->db, sql, err);
+    if (!rc)
+        rc = tm__store_exec(s->db, "COMMIT", err);
+    if (rc)
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
+int tm__store_open(struct tm__store *s, const char *path, unsigned flags,
+                   struct tm__buf *err)
+{
+    int write = (flags & TM_OPEN_WRITE) != 0;
+    int fresh = 0, rc, sflags;
+    struct stat stb;
+
+    memset(s, 0, sizeof *s);
+    s->lock_fd = -1;
+    s->readonly = !write;
+    s->path = strdup(path);
+    if (!s->path)
+        return TM_ENOMEM;
+    if (write) {
+        rc = take_lock(s, err);
+        if (rc)
+            goto fail;
+    }
+    if (stat(path, &stb) != 0) {
+        int fd;
+        if (errno != ENOENT || !write || !(flags & TM_OPEN_CREATE)) {
+            rc = errno == ENOENT ? TM_ENODB : tm__from_errno(errno);
+            tm__buf_addf(err, "no state file at %s", path);
+            goto fail;
+        }
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            rc = tm__from_errno(errno);
+            tm__buf_addf(err, "cannot create state file %s: %s", path,
+                         tm_strerror(rc));
+            goto fail;
+        }
+        close(fd);
+        fresh = 1;
+    } else if (S_ISDIR(stb.st_mode)) {
+        rc = TM_EISDIR;
+        tm__buf_addf(err, "state file %s is a folder", path);
+        goto fail;
+    } else {
+        rc = check_header(path, err);
+        if (rc)
+            goto fail;
+    }
+    sflags = (write ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY) |
+             SQLITE_OPEN_NOMUTEX;
+    rc = sqlite3_open_v2(path, &s->db, sflags, NULL);
+    if (rc != SQLITE_OK) {
+        rc = tm__store_error(s->db, rc, err, "cannot open state file");
+        goto fail;
+    }
+    sqlite3_busy_timeout(s->db, 10000);
+    sqlite3_extended_result_codes(s->db, 1);
+    rc = check_identity(s, fresh, err);
+    if (rc)
+        goto fail;
+    if (write) {
+        rc = tm__store_exec(s->db,
+                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+                            "PRAGMA cache_size=-32768; PRAGMA temp_store=MEMORY;",
+                            err);
+        if (!rc && fresh)
+            rc = create_schema(s, err);
+        if (rc)
+            goto fail;
+    }
+    s->fresh = fresh;
+    return 0;
+fail:
+    if (fresh) {
+        /* a file we created and could not set up holds nothing: remove it */
+        sqlite3_close(s->db);
+        s->db = NULL;
+        unlink(path);
+    }
+    tm__store_close(s);
+    return rc;
+}
+
+void tm__store_close(struct tm__store *s)
+{
+    if (s->db)
+        sqlite3_close(s->db);
+    s->db = NULL;
+    if (s->lock_fd >= 0)
+        close(s->lock_fd); /* releases the flock */
+    s->lock_fd = -1;
+    free(s->path);
+    s->path = NULL;
+}
+
+int tm__store_open_reader(const char *path, sqlite3 **out, struct tm__buf *err)
+{
+    int rc = sqlite3_open_v2(path, out, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        rc = tm__store_error(*out, rc, err, "cannot open state file");
+        sqlite3_close(*out);
+        *out = NULL;
+        return rc;
+    }
+    sqlite3_busy_timeout(*out, 10000);
+    sqlite3_exec(*out, "PRAGMA cache_size=-4096", NULL, NULL, NULL);
+    return 0;
+}
+
+static int key_eq(const struct tm__stat_key *a, const struct tm__stat_key *b)
+{
+    return a->table == b->table && a->depth == b->depth && a->type == b->type &&
+           a->status == b->status && a->conflict == b->conflict;
+}
+
+int tm__stats_add(struct tm__stats_delta *d, const struct tm__stat_key *k,
+                  int64_t count, int64_t bytes)
+{
+    size_t i;
+    /* most deltas of a batch hit the last few keys: scan from the end */
+    for (i = d->n; i-- > 0;) {
+        if (key_eq(&d->rows[i].key, k)) {
+            d->rows[i].count += count;
+            d->rows[i].bytes += bytes;
+            return 0;
+        }
+    }
+    if (d->n == d->alloc) {
+        size_t na = d->alloc ? d->alloc * 2 : 32;
+        void *p = realloc(d->rows, na * sizeof *d->rows);
+        if (!p)
+            return TM_ENOMEM;
+        d->rows = p;
+        d->alloc = na;
+    }
+    d->rows[d->n].key = *k;
+    d->rows[d->n].count = count;
+    d->rows[d->n].bytes = bytes;
+    d->n++;
+    return 0;
+}
+
+int tm__stats_apply(sqlite3 *db, struct tm__stats_delta *d)
+{
+    static const char *const sql[3] = {
+        "INSERT INTO src_stats VALUES(?1,?2,?3,?5,?6) ON CONFLICT DO UPDATE "
+        "SET count=count+excluded.count, bytes=bytes+excluded.bytes",
+        "INSERT INTO dst_stats VALUES(?1,?2,?3,?5,?6) ON CONFLICT DO UPDATE "
+        "SET count=count+excluded.count, bytes=bytes+excluded.bytes",
+        "INSERT INTO copy_stats VALUES(?1,?2,?3,?4,?5,?6) ON CONFLICT DO UPDATE "
+        "SET count=count+excluded.count, bytes=bytes+excluded.bytes",
+    };
+    sqlite3_stmt *st[3] = { NULL, NULL, NULL };
+    size_t i;
+    int rc = SQLITE_OK;
+
+    for (i = 0; i < d->n && rc == SQLITE_OK; i++) {
+        const struct tm__stat_delta_row *r = &d->rows[i];
+        int t = r->key.table;
+        if (r->count == 0 && r->bytes == 0)
+            continue;
+        if (!st[t]) {
+            rc = sqlite3_prepare_v2(db, sql[t], -1, &st[t], NULL);
+            if (rc != SQLITE_OK)
+                break;
+        }
+        sqlite3_bind_int(st[t], 1, r->key.depth);
+        sqlite3_bind_text(st[t], 2, tm__type_names[r->key.type], -1, SQLITE_STATIC);
+        sqlite3_bind_text(st[t], 3,
+                          t == 2 ? tm__cs_names[r->key.status]
+                                 : tm__ts_names[r->key.status],
+                          -1, SQLITE_STATIC);
+        sqlite3_bind_int(st[t], 4, r->key.conflict);
+        sqlite3_bind_int64(st[t], 5, r->count);
+        sqlite3_bind_int64(st[t], 6, r->bytes);
+        rc = sqlite3_step(st[t]);
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+        sqlite3_reset(st[t]);
+    }
+    for (i = 0; i < 3; i++)
+        sqlite3_finalize(st[i]);
+    d->n = 0;
+    return rc == SQLITE_OK ? 0 : tm__store_error(db, rc, NULL, "stats");
+}
+
+void tm__stats_release(struct tm__stats_delta *d)
+{
+    free(d->rows);
+    d->rows = NULL;
+    d->n = d->alloc = 0;
+}

@@ -1,0 +1,85 @@
+/*
+ * store.h - the SQLite state file: schema, lock, key/value settings,
+ * statuses, and the writer thread (writer.c) that owns all writes while a
+ * phase runs.
+ *
+ * Threads: struct tm__store and its db connection belong to the thread that
+ * opened it, except while a writer runs: then only the writer thread writes
+ * through it, and every other thread reads through its own connection
+ * opened with tm__store_open_reader().
+ */
+#ifndef TM_STORE_H
+#define TM_STORE_H
+
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/buf.h"
+
+#define TM_SCHEMA_VERSION 1
+#define TM_APPLICATION_ID 1953327463 /* 'tmig' */
+
+enum tm__side { TM_SRC = 0, TM_DST = 1 };
+
+enum tm__ts { TS_PENDING = 0, TS_SUCCESSFUL, TS_FAILED, TS_NOT_ON_SRC,
+              TS_EXCLUDED, TS_COUNT };
+enum tm__cs { CS_PENDING = 0, CS_IN_PROGRESS, CS_SUCCESSFUL, CS_ALREADY,
+              CS_FAILED, CS_SKIPPED, CS_EXCLUDED, CS_COUNT };
+enum tm__cf { CF_NONE = 0, CF_SIZE, CF_MTIME, CF_DST_NEWER, CF_TYPE, CF_COUNT };
+
+extern const char *const tm__ts_names[TS_COUNT];
+extern const char *const tm__cs_names[CS_COUNT];
+extern const char *const tm__cf_names[CF_COUNT]; /* [CF_NONE] is NULL */
+/* Index of s in names[0..n), or -1. */
+int tm__name_index(const char *const *names, int n, const char *s);
+
+struct tm__store {
+    sqlite3 *db;    /* read-write (or read-only) connection */
+    char *path;     /* the database file, as given */
+    int lock_fd;    /* descriptor holding the lock file's lock, or -1 */
+    int readonly;   /* opened without TM_OPEN_WRITE */
+    int fresh;      /* the file was created by this open */
+};
+
+/* Opens (and with create, creates with mode 0600) the state file. flags are
+ * TM_OPEN_*. On error, err says why and the store is closed. */
+int tm__store_open(struct tm__store *s, const char *path, unsigned flags,
+                   struct tm__buf *err);
+void tm__store_close(struct tm__store *s);
+/* Opens another read-only connection for a reader thread. */
+int tm__store_open_reader(const char *path, sqlite3 **out, struct tm__buf *err);
+
+/* Runs sql (no results); err gets SQLite's message on failure. */
+int tm__store_exec(sqlite3 *db, const char *sql, struct tm__buf *err);
+/* Reads a setting into out; TM_ENOENT when absent. */
+int tm__store_get(sqlite3 *db, const char *key, struct tm__buf *out);
+int tm__store_set(sqlite3 *db, const char *key, const char *value);
+/* Maps an SQLite result code to a treemig error and writes its message. */
+int tm__store_error(sqlite3 *db, int rc, struct tm__buf *err, const char *what);
+
+/* Adds (count, bytes) to the row of a stats table. table is "src_stats",
+ * "dst_stats" (key: depth, type, traversal_status) or "copy_stats" (key:
+ * depth, type, copy_status, conflict). */
+struct tm__stat_key {
+    int table;    /* 0 src_stats, 1 dst_stats, 2 copy_stats */
+    int depth;    /* node depth */
+    int type;     /* enum tm__type */
+    int status;   /* enum tm__ts, or enum tm__cs for copy_stats */
+    int conflict; /* 0 or 1, copy_stats only */
+};
+
+/* A small table of stats deltas, applied in one go inside a transaction. */
+struct tm__stats_delta {
+    struct tm__stat_delta_row {
+        struct tm__stat_key key; /* what is counted */
+        int64_t count, bytes;    /* deltas */
+    } *rows;                     /* the deltas */
+    size_t n, alloc;             /* used, allocated */
+};
+int tm__stats_add(struct tm__stats_delta *d, const struct tm__stat_key *k,
+                  int64_t count, int64_t bytes);
+int tm__stats_apply(sqlite3 *db, struct tm__stats_delta *d);
+void tm__stats_release(struct tm__stats_delta *d);
+
+#endif

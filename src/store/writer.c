@@ -1,0 +1,474 @@
+/*
+ * writer.c - the writer thread of writer.h.
+ *
+ * Lock order: w->mu only; on_commit runs without it held.
+ */
+#include "store/writer.h"
+
+#include "adapter/adapter.h"
+#include "treemig.h"
+#include "util/util.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { ST_INS_SRC, ST_INS_DST, ST_UPD_SRC_F, ST_UPD_DST_F, ST_UPD_COPY,
+       ST_TASK_ERR, ST_SET, ST_LOG, ST_COUNT };
+
+static const char *const stmt_sql[ST_COUNT] = {
+    "INSERT INTO src_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
+    "traversal_status,copy_status,conflict) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+    "INSERT INTO dst_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
+    "traversal_status,conflict,src_id) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+    "UPDATE src_nodes SET traversal_status=?, attempts=attempts+?, error=? "
+    "WHERE id=? AND traversal_status='pending'",
+    "UPDATE dst_nodes SET traversal_status=?, attempts=attempts+?, error=? "
+    "WHERE id=? AND traversal_status='pending'",
+    "UPDATE src_nodes SET copy_status=?, conflict=? WHERE id=?",
+    "INSERT INTO task_errors(time,phase,queue,node_id,path,attempts,message) "
+    "VALUES(?,'discover',?,?,?,?,?)",
+    "INSERT OR REPLACE INTO migration(key,value) VALUES(?,?)",
+    "INSERT INTO logs(time,level,queue,message) VALUES(?,?,?,?)",
+};
+
+struct tm__writer {
+    pthread_t thread;          /* the writer thread */
+    pthread_mutex_t mu;        /* guards the queue, stopping, err */
+    pthread_cond_t cv_work;    /* queue not empty, or stopping */
+    pthread_cond_t cv_space;   /* queue has room again */
+    struct tm__result *head, *tail; /* queued results */
+    size_t queued_rows;        /* rows in the queue */
+    size_t max_rows;           /* submit waits above this */
+    int stopping;              /* stop once the queue is empty */
+    int flush;                 /* commit as soon as the queue is empty */
+    int err;                   /* first fatal error */
+    struct tm__buf errmsg;     /* its message */
+    sqlite3 *db;               /* owned by the thread while it runs */
+    sqlite3_stmt *st[ST_COUNT]; /* prepared statements */
+    int64_t next_id[2];        /* next node id per side */
+    struct tm__stats_delta delta; /* stats changes of the open transaction */
+    struct tm__result *done_head, *done_tail; /* applied, not committed */
+    tm__commit_cb on_commit;   /* told about each committed result */
+    void *ctx;                 /* its context */
+    _Atomic int64_t rows;      /* rows committed */
+};
+
+void tm__result_free(struct tm__result *r)
+{
+    if (!r)
+        return;
+    free(r->error);
+    free(r->path);
+    free(r->value);
+    free(r->nodes);
+    free(r->updates);
+    tm__buf_release(&r->arena);
+    free(r);
+}
+
+static size_t result_rows(const struct tm__result *r)
+{
+    return 1 + r->n_nodes + r->n_updates;
+}
+
+static int step_done(struct tm__writer *w, sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc == SQLITE_DONE)
+        return 0;
+    return tm__store_error(w->db, rc, &w->errmsg, "write state file");
+}
+
+static int stat_add(struct tm__writer *w, int table, int depth, int type,
+                    int status, int conflict, int64_t count, int64_t bytes)
+{
+    struct tm__stat_key k = { table, depth, type, status, conflict ? 1 : 0 };
+    return tm__stats_add(&w->delta, &k, count, bytes);
+}
+
+static int insert_node(struct tm__writer *w, const struct tm__result *r,
+                       const struct tm__wnode *n)
+{
+    sqlite3_stmt *st = w->st[r->side == TM_SRC ? ST_INS_SRC : ST_INS_DST];
+    int64_t id = w->next_id[r->side]++;
+    int depth = r->depth + 1, rc;
+
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_int64(st, 2, n->parent_id);
+    sqlite3_bind_text(st, 3, r->arena.buf + n->path_off, (int)n->path_len,
+                      SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, r->arena.buf + n->name_off, (int)n->name_len,
+                      SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, tm__type_names[n->type], -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, n->size);
+    sqlite3_bind_int64(st, 7, n->mtime);
+    sqlite3_bind_int64(st, 8, n->mode);
+    sqlite3_bind_int(st, 9, depth);
+    sqlite3_bind_text(st, 10, tm__ts_names[n->ts], -1, SQLITE_STATIC);
+    if (r->side == TM_SRC) {
+        sqlite3_bind_text(st, 11, tm__cs_names[n->cs], -1, SQLITE_STATIC);
+        if (n->conflict)
+            sqlite3_bind_text(st, 12, tm__cf_names[n->conflict], -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 12);
+    } else {
+        if (n->conflict)
+            sqlite3_bind_text(st, 11, tm__cf_names[n->conflict], -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 11);
+        if (n->src_id)
+            sqlite3_bind_int64(st, 12, n->src_id);
+        else
+            sqlite3_bind_null(st, 12);
+    }
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        int e = tm__store_error(w->db, rc, &w->errmsg, "write state file");
+        if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+            /* never merge silently: the same child recorded twice is a bug */
+            tm__buf_reset(&w->errmsg);
+            tm__buf_addf(&w->errmsg, "node %s recorded twice in %s_nodes",
+                         r->arena.buf + n->path_off,
+                         r->side == TM_SRC ? "src" : "dst");
+            e = TM_EINTERNAL;
+        }
+        return e;
+    }
+    if (r->side == TM_SRC) {
+        rc = stat_add(w, 0, depth, n->type, n->ts, 0, 1, n->size);
+        if (!rc)
+            rc = stat_add(w, 2, depth, n->type, n->cs, n->conflict, 1, n->size);
+    } else {
+        rc = stat_add(w, 1, depth, n->type, n->ts, 0, 1, n->size);
+    }
+    return rc;
+}
+
+static int apply_listing(struct tm__writer *w, const struct tm__result *r)
+{
+    sqlite3_stmt *st = w->st[r->side == TM_SRC ? ST_UPD_SRC_F : ST_UPD_DST_F];
+    size_t i;
+    int rc;
+
+    sqlite3_bind_text(st, 1, tm__ts_names[r->folder_ts], -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, r->attempts);
+    if (r->error)
+        sqlite3_bind_text(st, 3, r->error, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 3);
+    sqlite3_bind_int64(st, 4, r->folder_id);
+    rc = step_done(w, st);
+    if (rc)
+        return rc;
+    if (sqlite3_changes(w->db) != 1) {
+        tm__buf_reset(&w->errmsg);
+        tm__buf_addf(&w->errmsg, "folder %lld of %s_nodes was not pending",
+                     (long long)r->folder_id, r->side == TM_SRC ? "src" : "dst");
+        return TM_EINTERNAL;
+    }
+    rc = stat_add(w, r->side == TM_SRC ? 0 : 1, r->depth, TM_T_FOLDER,
+                  TS_PENDING, 0, -1, 0);
+    if (!rc)
+        rc = stat_add(w, r->side == TM_SRC ? 0 : 1, r->depth, TM_T_FOLDER,
+                      r->folder_ts, 0, 1, 0);
+    for (i = 0; !rc && i < r->n_nodes; i++)
+        rc = insert_node(w, r, &r->nodes[i]);
+    for (i = 0; !rc && i < r->n_updates; i++) {
+        const struct tm__wupdate *u = &r->updates[i];
+        sqlite3_stmt *up = w->st[ST_UPD_COPY];
+        sqlite3_bind_text(up, 1, tm__cs_names[u->new_cs], -1, SQLITE_STATIC);
+        if (u->new_cf)
+            sqlite3_bind_text(up, 2, tm__cf_names[u->new_cf], -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(up, 2);
+        sqlite3_bind_int64(up, 3, u->id);
+        rc = step_done(w, up);
+        if (!rc)
+            rc = stat_add(w, 2, u->depth, u->type, u->old_cs, u->old_cf, -1, -u->size);
+        if (!rc)
+            rc = stat_add(w, 2, u->depth, u->type, u->new_cs, u->new_cf, 1, u->size);
+    }
+    if (!rc && r->error) {
+        sqlite3_stmt *te = w->st[ST_TASK_ERR];
+        sqlite3_bind_int64(te, 1, tm__wall_ns());
+        sqlite3_bind_text(te, 2, r->side == TM_SRC ? "src" : "dst", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(te, 3, r->folder_id);
+        sqlite3_bind_text(te, 4, r->path ? r->path : "", -1, SQLITE_STATIC);
+        sqlite3_bind_int(te, 5, r->attempts);
+        sqlite3_bind_text(te, 6, r->error, -1, SQLITE_STATIC);
+        rc = step_done(w, te);
+    }
+    return rc;
+}
+
+static int apply(struct tm__writer *w, const struct tm__result *r)
+{
+    sqlite3_stmt *st;
+    switch (r->kind) {
+    case TM_R_LISTING:
+        return apply_listing(w, r);
+    case TM_R_SETTING:
+        st = w->st[ST_SET];
+        sqlite3_bind_text(st, 1, r->path, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, r->value, -1, SQLITE_STATIC);
+        return step_done(w, st);
+    case TM_R_LOG:
+        st = w->st[ST_LOG];
+        sqlite3_bind_int64(st, 1, tm__wall_ns());
+        sqlite3_bind_text(st, 2, r->path, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, r->side == TM_SRC ? "src" : "dst", -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, r->value, -1, SQLITE_STATIC);
+        return step_done(w, st);
+    default:
+        return TM_EINTERNAL;
+    }
+}
+
+static void free_list(struct tm__result *r)
+{
+    while (r) {
+        struct tm__result *next = r->next;
+        tm__result_free(r);
+        r = next;
+    }
+}
+
+/* Records the first fatal error; later ones are dropped. */
+static void set_error(struct tm__writer *w, int err)
+{
+    pthread_mutex_lock(&w->mu);
+    if (!w->err)
+        w->err = err;
+    pthread_cond_broadcast(&w->cv_space);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static int commit(struct tm__writer *w, size_t rows)
+{
+    int rc = tm__stats_apply(w->db, &w->delta);
+    int src;
+    if (rc) {
+        tm__buf_reset(&w->errmsg);
+        tm__buf_addf(&w->errmsg, "write stats: %s", sqlite3_errmsg(w->db));
+        return rc;
+    }
+    src = sqlite3_exec(w->db, "COMMIT", NULL, NULL, NULL);
+    if (src != SQLITE_OK)
+        return tm__store_error(w->db, src, &w->errmsg, "commit state file");
+    atomic_fetch_add(&w->rows, (int64_t)rows);
+    for (struct tm__result *r = w->done_head; r; r = r->next)
+        if (w->on_commit)
+            w->on_commit(w->ctx, r);
+    free_list(w->done_head);
+    w->done_head = w->done_tail = NULL;
+    return 0;
+}
+
+static void *writer_main(void *arg)
+{
+    struct tm__writer *w = arg;
+    int in_txn = 0, failed = 0;
+    size_t txn_rows = 0;
+    int64_t txn_start = 0;
+
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        struct tm__result *list;
+        int stopping, flush, rc = 0;
+
+        while (!w->head && !w->stopping && !(w->flush && in_txn)) {
+            if (in_txn) {
+                int64_t due = txn_start + (int64_t)TM_WRITER_BATCH_MS * 1000000;
+                int64_t left = due - tm__now_ns();
+                struct timespec ts;
+                if (left <= 0)
+                    break;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += (time_t)(left / 1000000000);
+                ts.tv_nsec += (long)(left % 1000000000);
+                if (ts.tv_nsec >= 1000000000) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000;
+                }
+                pthread_cond_timedwait(&w->cv_work, &w->mu, &ts);
+            } else {
+                pthread_cond_wait(&w->cv_work, &w->mu);
+            }
+        }
+        list = w->head;
+        w->head = w->tail = NULL;
+        w->queued_rows = 0;
+        stopping = w->stopping;
+        flush = w->flush;
+        w->flush = 0;
+        pthread_cond_broadcast(&w->cv_space);
+        pthread_mutex_unlock(&w->mu);
+
+        if (failed) {
+            free_list(list);
+        } else {
+            while (list) {
+                struct tm__result *r = list;
+                list = r->next;
+                r->next = NULL;
+                if (!in_txn) {
+                    rc = tm__store_exec(w->db, "BEGIN IMMEDIATE", &w->errmsg);
+                    if (rc)
+                        break;
+                    in_txn = 1;
+                    txn_rows = 0;
+                    txn_start = tm__now_ns();
+                }
+                rc = apply(w, r);
+                txn_rows += result_rows(r);
+                if (w->done_tail)
+                    w->done_tail->next = r;
+                else
+                    w->done_head = r;
+                w->done_tail = r;
+                if (rc)
+                    break;
+            }
+            if (!rc && in_txn &&
+                (txn_rows >= TM_WRITER_BATCH_ROWS || stopping || flush ||
+                 tm__now_ns() - txn_start >=
+                     (int64_t)TM_WRITER_BATCH_MS * 1000000)) {
+                rc = commit(w, txn_rows);
+                in_txn = rc != 0;
+            }
+            if (rc) {
+                free_list(list);
+                if (in_txn)
+                    sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
+                in_txn = 0;
+                free_list(w->done_head);
+                w->done_head = w->done_tail = NULL;
+                tm__stats_release(&w->delta);
+                failed = 1;
+                set_error(w, rc);
+            }
+        }
+        pthread_mutex_lock(&w->mu);
+        if (stopping && !w->head && !in_txn)
+            break;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+int tm__writer_start(struct tm__writer **out, sqlite3 *db, const int64_t next_id[2],
+                     size_t max_rows, tm__commit_cb on_commit, void *ctx)
+{
+    struct tm__writer *w = calloc(1, sizeof *w);
+    int i, rc;
+
+    *out = NULL;
+    if (!w)
+        return TM_ENOMEM;
+    w->db = db;
+    w->next_id[0] = next_id[0];
+    w->next_id[1] = next_id[1];
+    w->max_rows = max_rows;
+    w->on_commit = on_commit;
+    w->ctx = ctx;
+    tm__buf_init(&w->errmsg);
+    for (i = 0; i < ST_COUNT; i++) {
+        rc = sqlite3_prepare_v3(db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+                                &w->st[i], NULL);
+        if (rc != SQLITE_OK) {
+            rc = tm__store_error(db, rc, NULL, "prepare");
+            goto fail;
+        }
+    }
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv_work, NULL);
+    pthread_cond_init(&w->cv_space, NULL);
+    if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+        rc = TM_ENOMEM;
+        pthread_mutex_destroy(&w->mu);
+        pthread_cond_destroy(&w->cv_work);
+        pthread_cond_destroy(&w->cv_space);
+        goto fail;
+    }
+    *out = w;
+    return 0;
+fail:
+    for (i = 0; i < ST_COUNT; i++)
+        sqlite3_finalize(w->st[i]);
+    free(w);
+    return rc;
+}
+
+int tm__writer_submit(struct tm__writer *w, struct tm__result *r)
+{
+    size_t rows = result_rows(r);
+    int err;
+    r->next = NULL;
+    pthread_mutex_lock(&w->mu);
+    while (!w->err && w->head && w->queued_rows + rows > w->max_rows)
+        pthread_cond_wait(&w->cv_space, &w->mu);
+    err = w->err;
+    if (!err) {
+        if (w->tail)
+            w->tail->next = r;
+        else
+            w->head = r;
+        w->tail = r;
+        w->queued_rows += rows;
+        pthread_cond_signal(&w->cv_work);
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (err)
+        tm__result_free(r);
+    return err;
+}
+
+void tm__writer_flush(struct tm__writer *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->flush = 1;
+    pthread_cond_signal(&w->cv_work);
+    pthread_mutex_unlock(&w->mu);
+}
+
+int tm__writer_error(struct tm__writer *w)
+{
+    int err;
+    pthread_mutex_lock(&w->mu);
+    err = w->err;
+    pthread_mutex_unlock(&w->mu);
+    return err;
+}
+
+int64_t tm__writer_rows(struct tm__writer *w)
+{
+    return atomic_load(&w->rows);
+}
+
+int tm__writer_stop(struct tm__writer *w, struct tm__buf *err)
+{
+    int rc, i;
+    pthread_mutex_lock(&w->mu);
+    w->stopping = 1;
+    pthread_cond_signal(&w->cv_work);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    rc = w->err;
+    if (rc && err) {
+        tm__buf_reset(err);
+        tm__buf_add(err, w->errmsg.buf, w->errmsg.len);
+    }
+    for (i = 0; i < ST_COUNT; i++)
+        sqlite3_finalize(w->st[i]);
+    tm__stats_release(&w->delta);
+    tm__buf_release(&w->errmsg);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv_work);
+    pthread_cond_destroy(&w->cv_space);
+    free(w);
+    return rc;
+}

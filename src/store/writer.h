@@ -1,0 +1,98 @@
+/*
+ * writer.h - the one thread that writes the state file while a phase runs.
+ *
+ * Workers hand it results (a listed folder with its children, or a setting,
+ * or a log record); it applies them in batched transactions (group commit:
+ * every TM_WRITER_BATCH_ROWS rows or TM_WRITER_BATCH_MS), keeps the stats
+ * tables exact in the same transaction, and tells the engine after each
+ * commit which results are durable. Memory is bounded: tm__writer_submit()
+ * waits while more than max_rows rows are queued.
+ *
+ * Lock order: the writer's mutex is never held while calling back into the
+ * engine, and is never taken while the engine holds its own.
+ */
+#ifndef TM_WRITER_H
+#define TM_WRITER_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "store/store.h"
+#include "util/buf.h"
+
+#define TM_WRITER_BATCH_ROWS 8192
+#define TM_WRITER_BATCH_MS 100
+
+/* A node to insert. Strings are offsets into the result's arena. */
+struct tm__wnode {
+    int64_t parent_id;      /* parent folder's id */
+    size_t name_off, name_len; /* name in the arena */
+    size_t path_off, path_len; /* path in the arena */
+    int64_t size, mtime;    /* as listed */
+    uint32_t mode;          /* permission bits */
+    int8_t type;            /* enum tm__type */
+    int8_t ts;              /* enum tm__ts */
+    int8_t cs;              /* enum tm__cs (source rows) */
+    int8_t conflict;        /* enum tm__cf */
+    int64_t src_id;         /* destination rows: source twin or 0 */
+};
+
+/* A change of copy status of a source row found by a destination listing. */
+struct tm__wupdate {
+    int64_t id;             /* source row */
+    int depth;              /* its depth (for the stats) */
+    int8_t type;            /* its type */
+    int8_t old_cs, new_cs;  /* enum tm__cs */
+    int8_t old_cf, new_cf;  /* enum tm__cf */
+    int64_t size;           /* its size (for the stats) */
+};
+
+enum tm__result_kind { TM_R_LISTING = 0, TM_R_SETTING, TM_R_LOG };
+
+/* One unit of work for the writer; freed by the writer after the engine
+ * was told it is durable. */
+struct tm__result {
+    struct tm__result *next;  /* queue link */
+    int kind;                 /* enum tm__result_kind */
+    int side;                 /* enum tm__side */
+    int64_t folder_id;        /* the listed folder */
+    int depth;                /* its depth */
+    int8_t folder_ts;         /* its new traversal status */
+    int attempts;             /* listing attempts */
+    char *error;              /* malloc'd message when failed, else NULL */
+    char *path;               /* malloc'd folder path (for task_errors), key
+                                 of a setting, or log level */
+    char *value;              /* setting value or log message (malloc'd) */
+    struct tm__wnode *nodes;  /* children to insert (malloc'd) */
+    size_t n_nodes;           /* count */
+    struct tm__wupdate *updates; /* source rows to update (malloc'd) */
+    size_t n_updates;         /* count */
+    struct tm__buf arena;     /* names and paths of nodes */
+};
+
+void tm__result_free(struct tm__result *r);
+
+typedef void (*tm__commit_cb)(void *ctx, const struct tm__result *r);
+
+struct tm__writer;
+
+/* Starts the writer thread on db (which it then owns until stop). next_id
+ * are the next ids to assign for each side. on_commit is called on the
+ * writer thread for every result once it is committed. */
+int tm__writer_start(struct tm__writer **out, sqlite3 *db, const int64_t next_id[2],
+                     size_t max_rows, tm__commit_cb on_commit, void *ctx);
+/* Queues r (ownership passes to the writer, also on error). Waits while the
+ * queue is full. Returns the writer's fatal error, if it had one. */
+int tm__writer_submit(struct tm__writer *w, struct tm__result *r);
+/* Commits everything queued, stops the thread, frees w. Returns the first
+ * fatal error of the writer, and its message in err. */
+int tm__writer_stop(struct tm__writer *w, struct tm__buf *err);
+/* Asks for a commit as soon as what is queued is applied (the engine waits
+ * for the end of a round). Any thread. */
+void tm__writer_flush(struct tm__writer *w);
+/* The writer's fatal error so far (0 if none). Any thread. */
+int tm__writer_error(struct tm__writer *w);
+/* Rows committed so far. Any thread. */
+int64_t tm__writer_rows(struct tm__writer *w);
+
+#endif

@@ -1,0 +1,46 @@
+/*
+ * buf.h - one growable byte buffer for strings and paths (git's strbuf).
+ *
+ * Invariants: buf is never NULL (an empty buffer points at a shared ""),
+ * buf[len] is always NUL, the content may hold any byte but NUL when used
+ * as a path. Any thread may use its own buffers. On allocation failure the
+ * functions return TM_ENOMEM and leave the buffer as it was.
+ */
+#ifndef TM_BUF_H
+#define TM_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+struct tm__buf {
+    char *buf;    /* the bytes, NUL-terminated, never NULL */
+    size_t len;   /* bytes used, not counting the NUL */
+    size_t alloc; /* bytes allocated; 0 while buf is the shared "" */
+};
+
+#define TM__BUF_INIT { tm__buf_empty, 0, 0 }
+extern char tm__buf_empty[1];
+
+void tm__buf_init(struct tm__buf *b);
+/* Frees the content; the buffer is empty and reusable afterwards. */
+void tm__buf_release(struct tm__buf *b);
+/* Hands the string over to the caller (free() it); the buffer is empty. */
+char *tm__buf_detach(struct tm__buf *b, size_t *len);
+int tm__buf_grow(struct tm__buf *b, size_t extra);
+int tm__buf_add(struct tm__buf *b, const void *data, size_t len);
+int tm__buf_adds(struct tm__buf *b, const char *s);
+int tm__buf_addch(struct tm__buf *b, char c);
+int tm__buf_addf(struct tm__buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+int tm__buf_vaddf(struct tm__buf *b, const char *fmt, va_list ap);
+void tm__buf_reset(struct tm__buf *b);
+void tm__buf_setlen(struct tm__buf *b, size_t len);
+/* Appends s as a JSON string literal (quotes included); bytes that are not
+ * UTF-8 are written as \u00XX of the byte so the output stays valid JSON. */
+int tm__buf_add_json(struct tm__buf *b, const char *s, size_t len);
+
+/* Joins a root-relative folder path ("/" or "/a/b") and a child name. */
+int tm__path_join(struct tm__buf *out, const char *dir, size_t dir_len,
+                  const char *name, size_t name_len);
+
+#endif

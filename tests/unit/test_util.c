@@ -1,0 +1,128 @@
+/* Unit tests of the buffer, the error table, name checks, filters and the
+ * comparison of two leaves. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "adapter/adapter.h"
+#include "engine/engine.h"
+#include "store/store.h"
+#include "treemig.h"
+#include "util/buf.h"
+
+static void test_buf_grows_and_detaches(void **state)
+{
+    struct tm__buf b = TM__BUF_INIT;
+    size_t len, i;
+    char *s;
+    (void)state;
+    assert_string_equal(b.buf, "");
+    for (i = 0; i < 1000; i++)
+        assert_int_equal(tm__buf_addf(&b, "%zu,", i % 10), 0);
+    assert_int_equal(b.len, 2000);
+    assert_int_equal(b.buf[2000], '\0');
+    s = tm__buf_detach(&b, &len);
+    assert_int_equal(len, 2000);
+    assert_memory_equal(s, "0,1,2,", 6);
+    assert_string_equal(b.buf, "");
+    free(s);
+    tm__buf_release(&b);
+}
+
+static void test_json_escapes_invalid_utf8(void **state)
+{
+    struct tm__buf b = TM__BUF_INIT;
+    (void)state;
+    assert_int_equal(tm__buf_add_json(&b, "a\"b\n\xff\xc3\xa9", 7), 0);
+    assert_string_equal(b.buf, "\"a\\\"b\\u000a\\u00ff\xc3\xa9\"");
+    tm__buf_reset(&b);
+    /* an overlong encoding of '/' is not UTF-8 */
+    assert_int_equal(tm__buf_add_json(&b, "\xc0\xaf", 2), 0);
+    assert_string_equal(b.buf, "\"\\u00c0\\u00af\"");
+    tm__buf_release(&b);
+}
+
+static void test_path_join(void **state)
+{
+    struct tm__buf b = TM__BUF_INIT;
+    (void)state;
+    assert_int_equal(tm__path_join(&b, "/", 1, "a", 1), 0);
+    assert_string_equal(b.buf, "/a");
+    assert_int_equal(tm__path_join(&b, "/a/b", 4, "c d", 3), 0);
+    assert_string_equal(b.buf, "/a/b/c d");
+    tm__buf_release(&b);
+}
+
+static void test_error_table(void **state)
+{
+    (void)state;
+    assert_int_equal(TM_EACCES, -EACCES);
+    assert_string_equal(tm_err_name(TM_EACCES), "EACCES");
+    assert_string_equal(tm_err_name(TM_ELOCKED), "ELOCKED");
+    assert_string_equal(tm_strerror(TM_ELOCKED),
+                        "state file is in use by another process");
+    assert_string_equal(tm_strerror(0), "success");
+    assert_string_equal(tm_strerror(-99999), "unknown error");
+    assert_string_equal(tm_err_name(-99999), "UNKNOWN");
+}
+
+static void test_name_valid(void **state)
+{
+    (void)state;
+    assert_true(tm__name_valid("a", 1));
+    assert_true(tm__name_valid("\xff\xfe", 2));
+    assert_true(tm__name_valid("line\nbreak", 10));
+    assert_false(tm__name_valid("", 0));
+    assert_false(tm__name_valid(".", 1));
+    assert_false(tm__name_valid("..", 2));
+    assert_true(tm__name_valid("...", 3));
+    assert_false(tm__name_valid("a/b", 3));
+    assert_false(tm__name_valid("a\0b", 3));
+}
+
+static void test_filter(void **state)
+{
+    const char *globs[] = { "*.tmp", "/logs/*", "cache" };
+    (void)state;
+    assert_true(tm__filter_match(globs, 3, "/x/y/file.tmp", "file.tmp"));
+    assert_true(tm__filter_match(globs, 3, "/logs/a", "a"));
+    assert_false(tm__filter_match(globs, 3, "/logs/a/b", "b"));
+    assert_true(tm__filter_match(globs, 3, "/deep/cache", "cache"));
+    assert_false(tm__filter_match(globs, 3, "/deep/cached", "cached"));
+    assert_false(tm__filter_match(globs, 0, "/a.tmp", "a.tmp"));
+}
+
+static void test_compare_leaf(void **state)
+{
+    (void)state;
+    assert_int_equal(tm__compare_leaf(10, 5000, 10, 5000, 1), CF_NONE);
+    assert_int_equal(tm__compare_leaf(10, 5000, 11, 5000, 1), CF_SIZE);
+    assert_int_equal(tm__compare_leaf(10, 5000, 10, 6000, 1), CF_DST_NEWER);
+    assert_int_equal(tm__compare_leaf(10, 6000, 10, 5000, 1), CF_MTIME);
+    /* at 1 s precision, times within the same second are equal */
+    assert_int_equal(tm__compare_leaf(1, 2000000001, 1, 2999999999, 1000000000),
+                     CF_NONE);
+    assert_int_equal(tm__compare_leaf(1, 1999999999, 1, 2000000000, 1000000000),
+                     CF_DST_NEWER);
+    /* before the epoch too */
+    assert_int_equal(tm__compare_leaf(1, -1, 1, -999999999, 1000000000), CF_NONE);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_buf_grows_and_detaches),
+        cmocka_unit_test(test_json_escapes_invalid_utf8),
+        cmocka_unit_test(test_path_join),
+        cmocka_unit_test(test_error_table),
+        cmocka_unit_test(test_name_valid),
+        cmocka_unit_test(test_filter),
+        cmocka_unit_test(test_compare_leaf),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
