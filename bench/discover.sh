@@ -98,10 +98,21 @@ declare -A G
 while IFS='=' read -r k v; do G[$k]=$v; done <"$WORK/tree.stats"
 
 # ---------------------------------------------------------------- 3. warm caches
+# cpu_idle SECONDS: percentage of idle CPU time over the next SECONDS (all cpus)
+cpu_idle() {
+    local a b
+    a=$(awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8+$9, $5+$6}' /proc/stat)
+    sleep "$1"
+    b=$(awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8+$9, $5+$6}' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN{split(a, x, " "); split(b, y, " "); t = y[1]-x[1];
+        printf "%.0f", (t > 0 ? 100*(y[2]-x[2])/t : 100)}'
+}
 say "warm-up: find -printf (lstat of every node) and cat of every file, both trees"
 t0=$(date +%s.%N)
 find "$SRC" "$DST" -printf '%s %T@\n' >/dev/null
 find "$SRC" "$DST" -type f -print0 | xargs -0 -n 2000 cat >/dev/null
+IDLE_START=$(cpu_idle 3)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 t1=$(date +%s.%N)
 WARM_SECONDS=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
 FIND_SRC=$(find "$SRC" -mindepth 1 | wc -l)
@@ -109,18 +120,26 @@ FIND_DST=$(find "$DST" -mindepth 1 | wc -l)
 
 # ---------------------------------------------------------------- 4. timed runs
 # measure KEY CMD... : runs CMD under /usr/bin/time, output to logs/KEY.log;
-# appends the wall seconds to WALLS[KEY], keeps the max RSS and the last exit code.
-declare -A WALLS RSS RC
+# appends the wall seconds to WALLS[KEY]; keeps the max RSS, and of the last run
+# the CPU seconds (user+sys), the CPU seconds other processes used meanwhile
+# (all busy time on the machine minus the tool's own) and the exit code.
+declare -A WALLS RSS RC CPU OTHER
+busy_ticks() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat; }
 measure() {
     local key=$1; shift
-    local tf=$WORK/logs/$key.time rc=0 w m
-    /usr/bin/time -f '%e %M' -o "$tf" "$@" >"$WORK/logs/$key.log" 2>&1 || rc=$?
+    local tf=$WORK/logs/$key.time rc=0 w m u s b0 b1
+    b0=$(busy_ticks)
+    /usr/bin/time -f '%e %M %U %S' -o "$tf" "$@" >"$WORK/logs/$key.log" 2>&1 || rc=$?
+    b1=$(busy_ticks)
     # GNU time writes "Command exited with non-zero status N" before the numbers
-    read -r w m < <(tail -n 1 "$tf")
+    read -r w m u s < <(tail -n 1 "$tf")
     WALLS[$key]="${WALLS[$key]:-} $w"
     if [[ -z ${RSS[$key]:-} || $m -gt ${RSS[$key]} ]]; then RSS[$key]=$m; fi
+    CPU[$key]=$(awk -v u="$u" -v s="$s" 'BEGIN{printf "%.2f", u+s}')
+    OTHER[$key]=$(awk -v b0="$b0" -v b1="$b1" -v c="${CPU[$key]}" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN{o = (b1-b0)/hz - c; if (o < 0) o = 0; printf "%.1f", o}')
     RC[$key]=$rc
-    say "  $key: ${w} s, ${m} KiB, exit $rc"
+    say "  $key: ${w} s wall, ${CPU[$key]} s cpu, ${m} KiB, exit $rc; other processes: ${OTHER[$key]} cpu s"
 }
 reset_db() { rm -f "$DB" "$DB-wal" "$DB-shm" "$DB.lock" "$DB.yaml"; }
 
@@ -164,6 +183,9 @@ done
 median() { tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END{if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 declare -A WALL
 for k in "${KEYS[@]}"; do WALL[$k]=$(median <<<"${WALLS[$k]}"); done
+
+IDLE_END=$(cpu_idle 3)
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- 5. sanity
 FAIL=0
@@ -220,6 +242,11 @@ REPORT=$WORK/report-$(date -u +%Y%m%dT%H%M%SZ).txt
     echo "  kernel:      $(uname -sr)"
     echo "  work dir:    $WORK on $(df -T "$WORK" | awk 'NR==2 {print $2 " (" $1 ")"}')"
     echo "  os:          $(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-?}")"
+    echo "  idle:        ${IDLE_START}% CPU idle in the 3 s before the runs, ${IDLE_END}% in the 3 s after"
+    echo "               (load avg $LOAD_START before, $LOAD_END after)"
+    if ((IDLE_START < 90 || IDLE_END < 90)); then
+        echo "  WARNING: something else was using the CPUs around the runs; the walls include that contention"
+    fi
     echo "Versions"
     if [[ $SKIP_TREEMIG != 1 ]]; then
         tv=$("$TREEMIG" --version 2>/dev/null | head -1 || true)
@@ -237,9 +264,9 @@ REPORT=$WORK/report-$(date -u +%Y%m%dT%H%M%SZ).txt
         "${G[src_entries]}" "${G[src_folders]}" "${G[src_files]}" "$((G[src_bytes] / 1048576))" "${G[max_depth]}" "${G[max_files_in_folder]}"
     printf '  dst: %s entries = %s folders + %s files, %s MiB\n' \
         "${G[dst_entries]}" "${G[dst_folders]}" "${G[dst_files]}" "$((G[dst_bytes] / 1048576))"
-    printf '  dst vs src: %s files missing (%s%%; %s whole folders missing), %s changed size (%s%%), %s dst-only files (%s%%)\n' \
+    printf '  dst vs src: %s files missing (%s%%; %s whole subtrees missing, %s folders), %s changed size (%s%%), %s dst-only files (%s%%)\n' \
         "${G[files_missing]}" "$(awk -v a="${G[files_missing]}" -v b="${G[src_files]}" 'BEGIN{printf "%.1f", 100*a/b}')" \
-        "${G[missing_folders]}" "${G[files_changed]}" "$(awk -v a="${G[files_changed]}" -v b="${G[src_files]}" 'BEGIN{printf "%.1f", 100*a/b}')" \
+        "${G[missing_folders]}" "${G[missing_folder_nodes]}" "${G[files_changed]}" "$(awk -v a="${G[files_changed]}" -v b="${G[src_files]}" 'BEGIN{printf "%.1f", 100*a/b}')" \
         "${G[dst_only]}" "$(awk -v a="${G[dst_only]}" -v b="${G[src_files]}" 'BEGIN{printf "%.1f", 100*a/b}')"
     echo "  file sizes 0-4096 B (skewed small); same-named files have equal mtimes (ns) unless changed"
     echo "Caches"
@@ -255,8 +282,8 @@ REPORT=$WORK/report-$(date -u +%Y%m%dT%H%M%SZ).txt
     has_t=0
     [[ $SKIP_TREEMIG != 1 && ${RC[treemig]:-1} -eq 0 ]] && has_t=1
     T=${WALL[treemig]:-}
-    printf '  %-38s %8s %9s %6s %11s %11s\n' "tool" "wall s" "RSS MiB" "exit" "treemig/it" "it/treemig"
-    printf '  %-38s %8s %9s %6s %11s %11s\n' "--------------------------------------" "------" "-------" "----" "----------" "----------"
+    printf '  %-36s %7s %7s %8s %5s %11s %11s %7s\n' "tool" "wall s" "cpu s" "RSS MiB" "exit" "treemig/it" "it/treemig" "other"
+    printf '  %-36s %7s %7s %8s %5s %11s %11s %7s\n' "------------------------------------" "------" "-----" "-------" "----" "----------" "----------" "-----"
     for k in "${KEYS[@]}"; do
         w=${WALL[$k]}
         mib=$(awk -v m="${RSS[$k]}" 'BEGIN{printf "%.1f", m/1024}')
@@ -266,18 +293,20 @@ REPORT=$WORK/report-$(date -u +%Y%m%dT%H%M%SZ).txt
         else
             r1=-; r2=-
         fi
-        printf '  %-38s %8s %9s %6s %11s %11s\n' "${LABEL[$k]}" "$w" "$mib" "${RC[$k]}" "$r1" "$r2"
+        printf '  %-36s %7s %7s %8s %5s %11s %11s %7s\n' "${LABEL[$k]}" "$w" "${CPU[$k]}" "$mib" "${RC[$k]}" "$r1" "$r2" "${OTHER[$k]}"
     done
+    echo "  cpu s: user+sys of the tool; other: CPU seconds used by every other process on the"
+    echo "  machine meanwhile (should be ~0; more means contention). Both from the last run."
     if [[ $RUNS -gt 1 ]]; then
         echo "  all walls:"
         for k in "${KEYS[@]}"; do printf '    %-36s%s\n' "${LABEL[$k]}" "${WALLS[$k]}"; done
     fi
     echo
     if [[ $has_t == 1 ]]; then
-        goal=$(awk -v t="$T" -v r="${WALL[rclone_hash]}" 'BEGIN{ print (t <= 0.5*r) ? "PASS" : "MISS" }')
+        goal=$(awk -v t="$T" -v r="${WALL[rclone_hash]}" 'BEGIN{ print ((t <= 0.5*r) ? "PASS" : "MISS") }')
         printf 'Goal: treemig <= 0.5 x rclone check wall: %s (treemig %s s, 0.5 x %s s = %s s)\n' \
             "$goal" "$T" "${WALL[rclone_hash]}" "$(awk -v r="${WALL[rclone_hash]}" 'BEGIN{printf "%.2f", r/2}')"
-        goal2=$(awk -v t="$T" -v r="${WALL[rclone_size]}" 'BEGIN{ print (t <= 0.5*r) ? "PASS" : "MISS" }')
+        goal2=$(awk -v t="$T" -v r="${WALL[rclone_size]}" 'BEGIN{ print ((t <= 0.5*r) ? "PASS" : "MISS") }')
         printf '  (for reference, against rclone check --size-only: %s, 0.5 x %s s = %s s)\n' \
             "$goal2" "${WALL[rclone_size]}" "$(awk -v r="${WALL[rclone_size]}" 'BEGIN{printf "%.2f", r/2}')"
     elif [[ $SKIP_TREEMIG == 1 ]]; then
@@ -310,6 +339,12 @@ REPORT=$WORK/report-$(date -u +%Y%m%dT%H%M%SZ).txt
     echo "  rclone check --one-way --size-only: $(rclone_summary rclone_size)"
     echo "  rsync -ani: $RSYNC_NEW_FILES new files, $RSYNC_NEW_DIRS new folders, $RSYNC_CHANGED changed files, $RSYNC_DELETE deletions, $RSYNC_ATTR attribute-only"
     echo "  expected:   ${G[files_missing]} files missing, ${G[files_changed]} changed, ${G[dst_only]} dst-only"
+    echo "Notes"
+    echo "  rclone check hashes (MD5) both files of every pair whose sizes are equal, so it reads"
+    echo "  their bytes; --size-only compares sizes only. Neither looks at mtimes; --one-way ignores"
+    echo "  destination-only files. rsync -an compares size and mtime (its quick check), as treemig"
+    echo "  does; a local rsync runs as 2-3 processes and the RSS shown is the largest one's."
+    echo "  find: names only (d_type, no stat) and with an lstat of every node: floors, not peers."
     echo "Logs: $WORK/logs/"
 } | tee "$REPORT"
 # FAIL was set in a subshell of the pipe above: recompute

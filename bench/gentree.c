@@ -1,6 +1,6 @@
 /* gentree: build a benchmark tree pair for treemig (bench/discover.sh).
  *
- *   gentree OUTDIR ENTRIES [SEED]
+ *   gentree [--stats-only] OUTDIR ENTRIES [SEED]
  *
  * Creates OUTDIR/src with about ENTRIES entries (folders + files, root not
  * counted) and OUTDIR/dst, a copy of it with mtimes preserved, then mutated:
@@ -12,7 +12,8 @@
  * of parent (varying fan-out, some empty folders), files spread over folders
  * with a heavy-tailed weight (a few big flat folders), sizes 0..4096 bytes
  * skewed small. Names are mostly ASCII, a few with spaces or UTF-8.
- * Deterministic for a given ENTRIES and SEED. Prints key=value statistics.
+ * Deterministic for a given ENTRIES and SEED. Prints key=value statistics;
+ * --stats-only prints them without touching the disk.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -59,8 +60,15 @@ static const char *fext[] = {"txt", "jpg", "pdf", "c", "h", "json", "xml", "png"
 static const char *fbase[] = {"file", "img", "report", "note", "scan", "part", "page", "doc"};
 
 static char buf[8192];
+static int dry; /* --stats-only: compute the statistics, touch nothing */
+
+static int mkdir_(const char *path, mode_t mode) { return dry ? 0 : mkdir(path, mode); }
+static int utimensat_(const char *path, const struct timespec ts[2]) {
+    return dry ? 0 : utimensat(AT_FDCWD, path, ts, 0);
+}
 
 static void write_file(const char *path, size_t size, const struct timespec *mt) {
+    if (dry) return;
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) die("open", path);
     size_t off = 0;
@@ -75,8 +83,13 @@ static void write_file(const char *path, size_t size, const struct timespec *mt)
 }
 
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--stats-only") == 0) {
+        dry = 1;
+        argv++;
+        argc--;
+    }
     if (argc < 3) {
-        fprintf(stderr, "usage: gentree OUTDIR ENTRIES [SEED]\n");
+        fprintf(stderr, "usage: gentree [--stats-only] OUTDIR ENTRIES [SEED]\n");
         return 2;
     }
     const char *out = argv[1];
@@ -160,15 +173,15 @@ int main(int argc, char **argv) {
     char *p1 = malloc(8192), *p2 = malloc(8192);
     snprintf(p1, 8192, "%s/src", out);
     snprintf(p2, 8192, "%s/dst", out);
-    if (mkdir(p1, 0755) != 0) die("mkdir", p1);
-    if (mkdir(p2, 0755) != 0) die("mkdir", p2);
+    if (mkdir_(p1, 0755) != 0) die("mkdir", p1);
+    if (mkdir_(p2, 0755) != 0) die("mkdir", p2);
     long dst_folders = 0, src_entries_under_missing = 0;
     for (long i = 1; i < total_folders; i++) {
         snprintf(p1, 8192, "%s/src/%s", out, F[i].path);
-        if (mkdir(p1, 0755) != 0) die("mkdir", p1);
+        if (mkdir_(p1, 0755) != 0) die("mkdir", p1);
         if (!F[i].missing) {
             snprintf(p2, 8192, "%s/dst/%s", out, F[i].path);
-            if (mkdir(p2, 0755) != 0) die("mkdir", p2);
+            if (mkdir_(p2, 0755) != 0) die("mkdir", p2);
             dst_folders++;
         } else {
             src_entries_under_missing++;
@@ -246,10 +259,10 @@ int main(int argc, char **argv) {
         ts[0].tv_nsec = (long)(rnd() % 1000000000);
         ts[1] = ts[0];
         snprintf(p1, 8192, "%s/src/%s", out, F[i].path);
-        if (utimensat(AT_FDCWD, p1, ts, 0) != 0) die("utimensat", p1);
+        if (utimensat_(p1, ts) != 0) die("utimensat", p1);
         if (!F[i].missing) {
             snprintf(p2, 8192, "%s/dst/%s", out, F[i].path);
-            if (utimensat(AT_FDCWD, p2, ts, 0) != 0) die("utimensat", p2);
+            if (utimensat_(p2, ts) != 0) die("utimensat", p2);
         }
     }
 
@@ -274,6 +287,7 @@ int main(int argc, char **argv) {
     long missing_folder_nodes = 0;
     for (long i = 1; i < total_folders; i++)
         if (F[i].missing) missing_folder_nodes++;
+    printf("missing_folder_nodes=%ld\n", missing_folder_nodes);
     printf("expect_copy_pending=%ld\nexpect_conflicts=%ld\nexpect_not_on_src=%ld\n",
            files_missing + missing_folder_nodes + files_changed, files_changed, dst_only);
     (void)src_entries_under_missing;

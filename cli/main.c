@@ -69,6 +69,7 @@ static const char main_usage[] =
     "commands:\n"
     "  discover   walk both trees and record every node and what differs\n"
     "  status     show the phase and the counts of a migration\n"
+    "  sim-stats  print the ground truth of a simulated storage pair\n"
     "  help       show the help of a command\n"
     "\n"
     "options:\n"
@@ -114,6 +115,17 @@ static const char status_usage[] =
     "options:\n"
     "  --db FILE   state file (default ./" DEFAULT_DB ")\n"
     "  --json      print one JSON object (fields in docs/state-file.md)\n"
+    "  -h, --help  show this help\n";
+
+static const char sim_stats_usage[] =
+    "usage: treemig sim-stats SPEC\n"
+    "\n"
+    "Prints, as one JSON object, the ground truth of a simulated storage pair:\n"
+    "the folders, files and bytes of the source and destination worlds, and the\n"
+    "counts a discovery of the pair must find. SPEC is the destination's\n"
+    "'sim:...' spec, which names its source world too (docs/sim.md).\n"
+    "\n"
+    "options:\n"
     "  -h, --help  show this help\n";
 
 static int usage_error(const char *cmd, const char *fmt, ...)
@@ -453,6 +465,36 @@ static int cmd_status(int argc, char **argv)
     return EXIT_OK;
 }
 
+static int cmd_sim_stats(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    char err[512], *json = NULL;
+    int c, rc;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+        if (c == 'h') {
+            fputs(sim_stats_usage, stdout);
+            return EXIT_OK;
+        }
+        return usage_error("sim-stats", "unknown option");
+    }
+    if (argc - optind != 1)
+        return usage_error("sim-stats", "expected one SPEC");
+    err[0] = '\0';
+    rc = tm_sim_stats(argv[optind], &json, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "treemig sim-stats: %s\n", err[0] ? err : tm_strerror(rc));
+        return rc == TM_EBADSPEC || rc == TM_EINVAL ? EXIT_USAGE : EXIT_FATAL;
+    }
+    printf("%s\n", json);
+    free(json);
+    return EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd;
@@ -477,6 +519,8 @@ int main(int argc, char **argv)
             fputs(discover_usage, stdout);
         else if (!strcmp(what, "status"))
             fputs(status_usage, stdout);
+        else if (!strcmp(what, "sim-stats"))
+            fputs(sim_stats_usage, stdout);
         else
             return usage_error(NULL, "no such command '%s'", what);
         return EXIT_OK;
@@ -485,5 +529,7 @@ int main(int argc, char **argv)
         return cmd_discover(argc - 1, argv + 1);
     if (!strcmp(cmd, "status"))
         return cmd_status(argc - 1, argv + 1);
+    if (!strcmp(cmd, "sim-stats"))
+        return cmd_sim_stats(argc - 1, argv + 1);
     return usage_error(NULL, "no such command '%s'", cmd);
 }

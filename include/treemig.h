@@ -54,7 +54,9 @@ extern "C" {
     XX(ESTOPPED, -4009, "interrupted")                                        \
     XX(EPHASE, -4010, "not allowed in this phase")                            \
     XX(ENODB, -4011, "no state file")                                         \
-    XX(EINTERNAL, -4012, "internal error")
+    XX(EINTERNAL, -4012, "internal error")                                    \
+    XX(ETHROTTLED, -4013, "throttled by the storage")                         \
+    XX(EBADSPEC, -4014, "malformed storage spec")
 
 typedef enum tm_errno {
     TM_OK = 0,
@@ -142,6 +144,14 @@ typedef struct tm_status {
 
 /* Fills *st from the state file's exact counters (no scan). */
 int tm_status_get(tm_migration *m, tm_status *st);
+
+/*
+ * The ground truth of a simulated storage pair (docs/sim.md): spec is a
+ * "sim:..." destination spec (it names its source world too). On success
+ * *json is a malloc'd JSON object the caller frees with free(). On failure
+ * err (errlen bytes) says why.
+ */
+int tm_sim_stats(const char *spec, char **json, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -68,6 +68,8 @@ enum tm__errclass tm__adapter_classify(struct tm__adapter *a, int err)
 {
     (void)a;
     switch (err) {
+    case TM_ETHROTTLED:
+        return TM_ERR_THROTTLE;
     case TM_EINTR:
     case TM_EAGAIN:
     case TM_ETIMEDOUT:
@@ -83,6 +85,25 @@ enum tm__errclass tm__adapter_classify(struct tm__adapter *a, int err)
     }
 }
 
+int64_t tm__adapter_retry_after(struct tm__adapter *a)
+{
+    int64_t ms = a->retry_after ? a->retry_after(a) : 1000;
+    return ms < 1 ? 1 : ms;
+}
+
+void tm__adapter_describe(struct tm__adapter *a, int err, char *buf, size_t len)
+{
+    if (a->describe)
+        a->describe(a, err, buf, len);
+    else
+        snprintf(buf, len, "%s", tm_strerror(err));
+}
+
+int tm__spec_is_sim(const char *spec)
+{
+    return spec && strncmp(spec, "sim:", 4) == 0;
+}
+
 int tm__adapter_open(const char *spec, struct tm__adapter **out, char *err,
                      size_t errlen)
 {
@@ -91,5 +112,7 @@ int tm__adapter_open(const char *spec, struct tm__adapter **out, char *err,
         snprintf(err, errlen, "empty storage spec");
         return TM_EROOT;
     }
+    if (tm__spec_is_sim(spec))
+        return tm__sim_open(spec + 4, out, err, errlen);
     return tm__local_open(spec, out, err, errlen);
 }

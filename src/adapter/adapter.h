@@ -51,12 +51,15 @@ struct tm__adapter {
     /* Describes the last error of this thread on this adapter into buf
      * (optional; default: tm_strerror). */
     void (*describe)(struct tm__adapter *a, int err, char *buf, size_t len);
+    /* After a call of this thread failed with TM_ETHROTTLED: how long to
+     * wait, in ms, before the next call (optional; default 1000). */
+    int64_t (*retry_after)(struct tm__adapter *a);
     /* Frees the adapter. */
     void (*close)(struct tm__adapter *a);
 };
 
 /* How a failure is handled: retried, recorded for this node, or the end. */
-enum tm__errclass { TM_ERR_RETRY = 0, TM_ERR_NODE, TM_ERR_FATAL };
+enum tm__errclass { TM_ERR_RETRY = 0, TM_ERR_NODE, TM_ERR_FATAL, TM_ERR_THROTTLE };
 
 /*
  * Opens the adapter for spec: a local path (absolute or relative, made
@@ -68,6 +71,11 @@ int tm__adapter_open(const char *spec, struct tm__adapter **out, char *err,
 /* The local adapter on an absolute folder path. */
 int tm__local_open(const char *root, struct tm__adapter **out, char *err,
                    size_t errlen);
+/* The simulated adapter; params is the spec after "sim:" (docs/sim.md). */
+int tm__sim_open(const char *params, struct tm__adapter **out, char *err,
+                 size_t errlen);
+/* 1 when spec names a simulated storage ("sim:..."). */
+int tm__spec_is_sim(const char *spec);
 
 int tm__adapter_list(struct tm__adapter *a, const char *path, tm__list_cb cb,
                      void *ctx);
@@ -75,6 +83,10 @@ int tm__adapter_stat(struct tm__adapter *a, const char *path,
                      struct tm__entry *out);
 void tm__adapter_close(struct tm__adapter *a);
 enum tm__errclass tm__adapter_classify(struct tm__adapter *a, int err);
+/* Wait before retrying after TM_ETHROTTLED, in ms (>= 1). */
+int64_t tm__adapter_retry_after(struct tm__adapter *a);
+/* Writes a message for err into buf: the adapter's own when it has one. */
+void tm__adapter_describe(struct tm__adapter *a, int err, char *buf, size_t len);
 /* 1 when name is one valid path component: not empty, not "." or "..",
  * no '/' and no NUL. */
 int tm__name_valid(const char *name, size_t len);

@@ -28,7 +28,7 @@
 #include <time.h>
 
 #define PAGE 1024            /* tasks fetched at once */
-#define WRITER_MAX_ROWS 65536 /* rows queued for the writer at most */
+#define WRITER_MAX_ROWS 32768 /* rows queued for the writer at most */
 
 struct task {
     int64_t id;        /* folder row */
@@ -144,21 +144,45 @@ static int stopping(struct engine *e)
     return atomic_load(e->cfg->stop) != 0;
 }
 
-/* Lists one folder with retries. Returns 0, or the last error. */
+/* Sleeps ms, waking early when a stop is asked. Returns 1 when stopping. */
+static int nap(struct engine *e, int64_t ms)
+{
+    while (ms > 0 && !stopping(e)) {
+        int64_t step = ms > 100 ? 100 : ms;
+        tm__sleep_ms(step);
+        ms -= step;
+    }
+    return stopping(e);
+}
+
+/* Lists one folder. A retryable failure is retried with exponential backoff
+ * up to --retries times; throttling waits as the storage says and is not
+ * counted as a try. Returns 0, the last error, or TM_ESTOPPED when a stop
+ * was asked meanwhile (the folder then stays pending). */
 static int list_folder(struct engine *e, struct tm__adapter *ad, const char *path,
                        struct listing *l, int *attempts)
 {
     int rc, tries = 0;
-    int64_t backoff = 100;
+    int64_t backoff = 50;
     for (;;) {
+        enum tm__errclass cls;
         tm__buf_reset(&l->arena);
         l->n = 0;
         tries++;
         rc = tm__adapter_list(ad, path, collect, l);
-        if (!rc || tm__adapter_classify(ad, rc) != TM_ERR_RETRY ||
-            tries > e->cfg->retries || stopping(e))
+        if (!rc)
             break;
-        tm__sleep_ms(backoff);
+        cls = tm__adapter_classify(ad, rc);
+        if (cls == TM_ERR_THROTTLE) {
+            tries--;
+            if (nap(e, tm__adapter_retry_after(ad)))
+                return TM_ESTOPPED;
+            continue;
+        }
+        if (cls != TM_ERR_RETRY || tries > e->cfg->retries)
+            break;
+        if (nap(e, backoff))
+            return TM_ESTOPPED;
         backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
     }
     *attempts = tries;
@@ -184,14 +208,21 @@ static struct tm__result *new_result(const struct task *t, int side)
     return r;
 }
 
-static int fail_result(struct tm__result *r, int err, const char *what)
+static int fail_result(struct tm__result *r, struct tm__adapter *ad, int err,
+                       const char *what)
 {
     struct tm__buf m = TM__BUF_INIT;
+    char why[256];
     r->folder_ts = TS_FAILED;
-    if (what)
+    if (what) {
         tm__buf_adds(&m, what);
-    else
-        tm__buf_addf(&m, "list %s: %s", r->path, tm_strerror(err));
+    } else {
+        if (ad && err != TM_EBADNAME)
+            tm__adapter_describe(ad, err, why, sizeof why);
+        else
+            snprintf(why, sizeof why, "%s", tm_strerror(err));
+        tm__buf_addf(&m, "list %s: %s", r->path, why);
+    }
     r->error = tm__buf_detach(&m, NULL);
     return r->error ? 0 : TM_ENOMEM;
 }
@@ -247,14 +278,11 @@ static int src_task(struct worker *wk, const struct task *t,
     r->attempts = attempts;
     if (!rc)
         rc = sort_listing(&l);
-    if (rc == TM_EBADNAME) {
-        rc = fail_result(r, rc, NULL);
-        goto out;
-    }
     if (rc) {
-        if (tm__adapter_classify(e->cfg->ad[TM_SRC], rc) == TM_ERR_FATAL)
+        if (rc == TM_ESTOPPED || (rc != TM_EBADNAME &&
+            tm__adapter_classify(e->cfg->ad[TM_SRC], rc) == TM_ERR_FATAL))
             goto out;
-        rc = fail_result(r, rc, NULL);
+        rc = fail_result(r, e->cfg->ad[TM_SRC], rc, NULL);
         goto out;
     }
     r->nodes = calloc(l.n ? l.n : 1, sizeof *r->nodes);
@@ -390,8 +418,8 @@ static int dst_task(struct worker *wk, const struct task *t,
     if (!r)
         return TM_ENOMEM;
     if (t->src_failed) {
-        rc = fail_result(r, 0, "not compared: the source folder could not be "
-                               "listed");
+        rc = fail_result(r, NULL, 0, "not compared: the source folder could "
+                                     "not be listed");
         goto out;
     }
     rc = list_folder(e, e->cfg->ad[TM_DST], t->path, &l, &attempts);
@@ -399,10 +427,10 @@ static int dst_task(struct worker *wk, const struct task *t,
     if (!rc)
         rc = sort_listing(&l);
     if (rc) {
-        if (rc != TM_EBADNAME &&
-            tm__adapter_classify(e->cfg->ad[TM_DST], rc) == TM_ERR_FATAL)
+        if (rc == TM_ESTOPPED || (rc != TM_EBADNAME &&
+            tm__adapter_classify(e->cfg->ad[TM_DST], rc) == TM_ERR_FATAL))
             goto out;
-        rc = fail_result(r, rc, NULL);
+        rc = fail_result(r, e->cfg->ad[TM_DST], rc, NULL);
         goto out;
     }
     r->nodes = calloc(l.n ? l.n : 1, sizeof *r->nodes);
@@ -510,6 +538,8 @@ static void *worker_main(void *arg)
         }
         tm__result_free(r);
 
+        if (rc == TM_ESTOPPED)
+            rc = 0; /* abandoned: the folder stays pending for the resume */
         pthread_mutex_lock(&e->mu);
         s->in_flight--;
         if (rc) {
@@ -520,26 +550,31 @@ static void *worker_main(void *arg)
             tm__buf_release(&m);
         }
         free(t.path);
-        pthread_cond_signal(&e->cv_coord);
+        /* wake the coordinator only when it has something to do: refill
+         * the window, or see the end of the round */
+        if (s->len == PAGE / 2 || (s->len == 0 && s->in_flight == 0))
+            pthread_cond_signal(&e->cv_coord);
     }
     pthread_mutex_unlock(&e->mu);
     return NULL;
 }
 
 /* Called by the writer thread once a result is durable. */
-static void on_commit(void *ctx, const struct tm__result *r)
+static void on_commit(void *ctx, const struct tm__result *list)
 {
     struct engine *e = ctx;
-    struct side *s;
-    if (r->kind != TM_R_LISTING)
-        return;
-    s = &e->s[r->side];
+    const struct tm__result *r;
     pthread_mutex_lock(&e->mu);
-    s->committed++;
-    s->folders_done++;
-    s->nodes += (int64_t)r->n_nodes;
-    if (r->folder_ts == TS_FAILED)
-        s->failed++;
+    for (r = list; r; r = r->next) {
+        struct side *s = &e->s[r->side];
+        if (r->kind != TM_R_LISTING)
+            continue;
+        s->committed++;
+        s->folders_done++;
+        s->nodes += (int64_t)r->n_nodes;
+        if (r->folder_ts == TS_FAILED)
+            s->failed++;
+    }
     pthread_cond_signal(&e->cv_coord);
     pthread_mutex_unlock(&e->mu);
 }

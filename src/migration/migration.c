@@ -131,6 +131,18 @@ static int resolve_root(tm_migration *m, const char *what, const char *spec,
     return 0;
 }
 
+/* Resolves a storage spec: a local path is made absolute (resolve_root),
+ * a "sim:" spec is kept as given (the adapter checks it). */
+static int resolve_spec(tm_migration *m, const char *what, const char *spec,
+                        char **out)
+{
+    if (tm__spec_is_sim(spec)) {
+        *out = strdup(spec);
+        return *out ? 0 : TM_ENOMEM;
+    }
+    return resolve_root(m, what, spec, out);
+}
+
 /* 1 when path a is b or lies below b. */
 static int is_within(const char *a, const char *b)
 {
@@ -143,6 +155,8 @@ static int is_within(const char *a, const char *b)
 static int check_roots(tm_migration *m, const char *src, const char *dst)
 {
     struct stat a, b;
+    if (tm__spec_is_sim(src) || tm__spec_is_sim(dst))
+        return 0; /* different storages cannot overlap */
     if (stat(src, &a) == 0 && stat(dst, &b) == 0 && a.st_dev == b.st_dev &&
         a.st_ino == b.st_ino)
         return fail(m, TM_EOVERLAP, "source and destination are the same folder "
@@ -350,9 +364,9 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
                       "destination");
             goto out;
         }
-        rc = resolve_root(m, "source", src, &rsrc);
+        rc = resolve_spec(m, "source", src, &rsrc);
         if (!rc)
-            rc = resolve_root(m, "destination", dst, &rdst);
+            rc = resolve_spec(m, "destination", dst, &rdst);
         if (!rc)
             rc = check_roots(m, rsrc, rdst);
         if (rc)
@@ -378,7 +392,7 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         }
         tm__store_get(db, "excludes", &s_exc);
         if (src) {
-            rc = resolve_root(m, "source", src, &rsrc);
+            rc = resolve_spec(m, "source", src, &rsrc);
             if (rc)
                 goto out;
             if (strcmp(rsrc, s_src.buf) != 0) {
@@ -389,7 +403,7 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             }
         }
         if (dst) {
-            rc = resolve_root(m, "destination", dst, &rdst);
+            rc = resolve_spec(m, "destination", dst, &rdst);
             if (rc)
                 goto out;
             if (strcmp(rdst, s_dst.buf) != 0) {

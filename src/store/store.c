@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -282,6 +283,16 @@ static int create_schema(struct tm__store *s, struct tm__buf *err)
     return rc;
 }
 
+static pthread_once_t sqlite_once = PTHREAD_ONCE_INIT;
+
+/* SQLite's memory statistics take a global mutex on every allocation,
+ * which the worker and writer threads would fight over. */
+static void sqlite_setup(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    sqlite3_initialize();
+}
+
 int tm__store_open(struct tm__store *s, const char *path, unsigned flags,
                    struct tm__buf *err)
 {
@@ -289,6 +300,7 @@ int tm__store_open(struct tm__store *s, const char *path, unsigned flags,
     int fresh = 0, rc, sflags;
     struct stat stb;
 
+    pthread_once(&sqlite_once, sqlite_setup);
     memset(s, 0, sizeof *s);
     s->lock_fd = -1;
     s->readonly = !write;
@@ -340,7 +352,8 @@ int tm__store_open(struct tm__store *s, const char *path, unsigned flags,
     if (write) {
         rc = tm__store_exec(s->db,
                             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                            "PRAGMA cache_size=-32768; PRAGMA temp_store=MEMORY;",
+                            "PRAGMA cache_size=-32768; PRAGMA temp_store=MEMORY;"
+                            "PRAGMA wal_autocheckpoint=16384;",
                             err);
         if (!rc && fresh)
             rc = create_schema(s, err);
@@ -383,7 +396,7 @@ int tm__store_open_reader(const char *path, sqlite3 **out, struct tm__buf *err)
         return rc;
     }
     sqlite3_busy_timeout(*out, 10000);
-    sqlite3_exec(*out, "PRAGMA cache_size=-4096", NULL, NULL, NULL);
+    sqlite3_exec(*out, "PRAGMA cache_size=-1024", NULL, NULL, NULL);
     return 0;
 }
 

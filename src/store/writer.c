@@ -260,9 +260,8 @@ static int commit(struct tm__writer *w, size_t rows)
     if (src != SQLITE_OK)
         return tm__store_error(w->db, src, &w->errmsg, "commit state file");
     atomic_fetch_add(&w->rows, (int64_t)rows);
-    for (struct tm__result *r = w->done_head; r; r = r->next)
-        if (w->on_commit)
-            w->on_commit(w->ctx, r);
+    if (w->on_commit && w->done_head)
+        w->on_commit(w->ctx, w->done_head);
     free_list(w->done_head);
     w->done_head = w->done_tail = NULL;
     return 0;
@@ -413,13 +412,15 @@ int tm__writer_submit(struct tm__writer *w, struct tm__result *r)
         pthread_cond_wait(&w->cv_space, &w->mu);
     err = w->err;
     if (!err) {
+        int was_empty = w->head == NULL;
         if (w->tail)
             w->tail->next = r;
         else
             w->head = r;
         w->tail = r;
         w->queued_rows += rows;
-        pthread_cond_signal(&w->cv_work);
+        if (was_empty) /* the writer waits only on an empty queue */
+            pthread_cond_signal(&w->cv_work);
     }
     pthread_mutex_unlock(&w->mu);
     if (err)

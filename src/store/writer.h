@@ -72,13 +72,15 @@ struct tm__result {
 
 void tm__result_free(struct tm__result *r);
 
-typedef void (*tm__commit_cb)(void *ctx, const struct tm__result *r);
+/* Called once per commit with the list (linked by next) of the results
+ * that the commit made durable. */
+typedef void (*tm__commit_cb)(void *ctx, const struct tm__result *list);
 
 struct tm__writer;
 
 /* Starts the writer thread on db (which it then owns until stop). next_id
  * are the next ids to assign for each side. on_commit is called on the
- * writer thread for every result once it is committed. */
+ * writer thread after each commit. */
 int tm__writer_start(struct tm__writer **out, sqlite3 *db, const int64_t next_id[2],
                      size_t max_rows, tm__commit_cb on_commit, void *ctx);
 /* Queues r (ownership passes to the writer, also on error). Waits while the

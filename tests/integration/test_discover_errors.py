@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 
+sys.dont_write_bytecode = True   # keep tests/integration clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import expect    # noqa: E402
@@ -158,6 +159,20 @@ def run_all(R, base):
             fail('stored src is not absolute: %r' % m.get('src'))
     R.check('relative roots are stored absolute', check_relative_roots)
 
+    def check_equivalent_roots():
+        # roots spelled with a trailing slash or '.'/'..' components name the
+        # same folders: stored clean, and accepted on a re-run in any spelling
+        cwd, db = env.fresh()
+        pre, prefix = j(env.base, 'pre'), j(env.base, 'prefix')
+        cp = tmtest.run(['discover', '--db', db, '--quiet', pre + '/', prefix + '/.'], cwd=cwd)
+        expect_rc(cp, 0, 'discover with a trailing slash and a trailing /.')
+        m = tmtest.migration(db)
+        expect_eq('stored roots', (pre, prefix), (m.get('src'), m.get('dst')))
+        for args in ([pre, prefix], [j(env.base, '.', 'pre'), j(env.base, 'pre', '..', 'prefix')]):
+            cp = tmtest.run(['discover', '--db', db] + args, cwd=cwd)
+            expect_rc(cp, 0, 're-run with roots spelled %r' % args)
+    R.check('equivalent spellings of the roots', check_equivalent_roots)
+
     # ---- usage errors: exit 2 --------------------------------------------
     usage = [
         ('--workers 0', ['--workers', '0', env.src, env.dst]),
@@ -209,6 +224,37 @@ def run_all(R, base):
             fail('status created the state file %s' % db)
     R.check('status on a missing state file fails and creates nothing',
             check_status_missing_db)
+
+    def check_long_paths():
+        # paths longer than PATH_MAX (4096): 20 levels of 242-byte names
+        top = j(env.base, 'long')
+        os.makedirs(j(top, 's'))
+        os.makedirs(j(top, 'd'))
+        fd = os.open(j(top, 's'), os.O_RDONLY)
+        try:
+            for i in range(20):
+                n = ('%02d' % i) + 'x' * 240
+                os.mkdir(n, dir_fd=fd)
+                nfd = os.open(n, os.O_RDONLY, dir_fd=fd)
+                os.close(fd)
+                fd = nfd
+            os.close(os.open('leaf', os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+        finally:
+            os.close(fd)
+        cwd, db = env.fresh()
+        cp = tmtest.run(['discover', '--db', db, '--quiet', j(top, 's'), j(top, 'd')], cwd=cwd)
+        expect_rc(cp, 0, 'discover of a tree with paths longer than PATH_MAX')
+        rows = tmtest.read_nodes(db, 'src_nodes')
+        expect_eq('source rows', 22, len(rows))
+        leaf = [r for r in rows if r['name'] == b'leaf']
+        expect_eq('leaf depth and path length', [(21, 20 * 243 + 5)],
+                  [(r['depth'], len(r['path'])) for r in leaf])
+        bad = [(r['path'][-20:], r['traversal_status'], r['copy_status']) for r in rows
+               if r['traversal_status'] != 'successful' or
+               (r['depth'] > 0 and r['copy_status'] != 'pending')]
+        if bad:
+            fail('rows not successful/pending: %r' % bad)
+    R.check('paths longer than PATH_MAX', check_long_paths)
 
     # ---- foreign / mismatching state files ---------------------------------
     def check_foreign_text_file():
@@ -363,14 +409,29 @@ def run_excludes(R, base):
     R.check('excludes: stored in the migration table', check_stored)
     R.check('excludes: re-run keeps the state; other excludes refused', check_rerun)
 
+    def check_star():
+        # '*' (a name glob) excludes every node below the root, never the root
+        db2 = os.path.join(base, 'ex', 'star.db')
+        cp = tmtest.run(['discover', '--db', db2, '--quiet', '--exclude', '*', src, dst])
+        expect_rc(cp, 0, "discover --exclude '*'")
+        e2 = expect.expected(src, dst, ['*'])
+        tmtest.compare_status(e2['status'], tmtest.status_json(db2), e2['status_optional'])
+        srows = tmtest.read_nodes(db2, 'src_nodes')
+        tmtest.compare_nodes('src', e2['src'], srows)
+        tmtest.compare_nodes('dst', e2['dst'], tmtest.read_nodes(db2, 'dst_nodes'), srows)
+        root = [r for r in srows if r['path'] == b'/']
+        expect_eq('root traversal_status', ['successful'], [r['traversal_status'] for r in root])
+    R.check("excludes: '*' excludes everything but the root", check_star)
+
 
 def run_unreadable(R, base):
     if os.geteuid() == 0:
         R.skip('unreadable source folder',
                'running as root: permissions are not enforced for root')
         return
-    src, dst, locked = treegen.build_unreadable_pair(os.path.join(base, 'unr'))
+    src, dst, locked, dlocked = treegen.build_unreadable_pair(os.path.join(base, 'unr'))
     os.chmod(locked, 0)
+    os.chmod(dlocked, 0)
     try:
         exp = expect.expected(src, dst)
         db = os.path.join(base, 'unr', 'state.db')
@@ -399,6 +460,13 @@ def run_unreadable(R, base):
             inside = [p for p in d if p.startswith(b'/locked/')]
             if inside:
                 fail('destination children of the failed folder were recorded: %r' % inside)
+            # an unreadable destination folder: failed, its children unknown;
+            # the source children were not compared (no conflict, pending)
+            expect_eq('destination /dlocked traversal_status', 'failed',
+                      d.get(b'/dlocked', {}).get('traversal_status'))
+            inside = [p for p in d if p.startswith(b'/dlocked/')]
+            if inside:
+                fail('children of the unreadable destination folder recorded: %r' % inside)
             tmtest.compare_nodes('src', exp['src'], srows)
             tmtest.compare_nodes('dst', exp['dst'], drows, srows)
 
@@ -406,7 +474,7 @@ def run_unreadable(R, base):
             st = tmtest.status_json(db)
             tmtest.compare_status(exp['status'], st, exp['status_optional'])
             expect_eq('src.failed', 1, st['src']['failed'])
-            expect_eq('dst.failed', 1, st['dst']['failed'])
+            expect_eq('dst.failed (/locked, /dlocked)', 2, st['dst']['failed'])
 
         def check_task_errors():
             conn = tmtest.connect(db)
@@ -428,6 +496,7 @@ def run_unreadable(R, base):
         R.check('unreadable: second discover exits 3', check_rerun)
     finally:
         os.chmod(locked, 0o755)
+        os.chmod(dlocked, 0o755)
 
 
 def _wait_running(proc, db, min_rows=2, timeout=60):
@@ -487,39 +556,107 @@ def run_lock_and_interrupt(R, base):
                 p.wait()
     R.check('lock: a second writer gets exit 5; status may read', check_lock)
 
+    wsrc, wdst = treegen.build_wide_pair(os.path.join(base, 'wide'))
+    wexp = expect.expected(wsrc, wdst)
+
+    def check_partial(db):
+        """A suspended state: no duplicates, only real paths with their real
+        types, exact stats."""
+        for side in ('src', 'dst'):
+            rows = tmtest.read_nodes(db, side + '_nodes')
+            seen = set()
+            for r in rows:
+                if r['path'] in seen:
+                    fail('%s_nodes: duplicate path %r after interruption' % (side, r['path']))
+                seen.add(r['path'])
+                e = wexp[side].get(r['path'])
+                if e is None:
+                    fail('%s_nodes: unexpected path %r after interruption' % (side, r['path']))
+                if e['type'] != r['type']:
+                    fail('%s_nodes %r: type' % (side, r['path']), e['type'], r['type'])
+        tmtest.check_all_stats(db)
+
+    def count_rows(db):
+        conn = tmtest.connect(db)
+        try:
+            return sum(conn.execute('SELECT count(*) FROM %s' % t).fetchone()[0]
+                       for t in ('src_nodes', 'dst_nodes'))
+        finally:
+            conn.close()
+
     def check_interrupt():
-        db = os.path.join(base, 'big', 'intr.db')
-        p = subprocess.Popen(cmd + [b'--db', os.fsencode(db), src, dst],
+        db = os.path.join(base, 'wide', 'intr.db')
+        interrupts = 0
+        prev = 0
+        for attempt in range(3):
+            args = cmd + [b'--db', os.fsencode(db)] + ([wsrc, wdst] if attempt == 0 else [])
+            p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                caught = _wait_running(p, db, min_rows=prev + 1)
+                if caught:
+                    p.send_signal(signal.SIGINT)
+                out, err = p.communicate(timeout=60)
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            if not caught or p.returncode == 0:
+                if p.returncode != 0:
+                    fail('discover (run %d) ended with %r: %r' % (attempt + 1, p.returncode,
+                                                                  err[-500:]))
+                break
+            if p.returncode != 4:
+                fail('interrupted discover (run %d): expected exit 4, got %r (stderr %r)'
+                     % (attempt + 1, p.returncode, err[-500:]))
+            interrupts += 1
+            m = tmtest.migration(db)
+            expect_eq('phase after interruption', 'suspended', m.get('phase'))
+            st = tmtest.status_json(db)
+            expect_eq('status phase after interruption', 'suspended', st.get('phase'))
+            prev = count_rows(db)
+            print('     interrupt %d: %d of %d rows recorded, rounds %r'
+                  % (interrupts, prev, len(wexp['src']) + len(wexp['dst']), st.get('rounds')))
+            check_partial(db)
+        if interrupts == 0:
+            raise tmtest.Skip('discover ended before it could be interrupted')
+        # resume (or, when the last run completed, a no-op re-run)
+        cp = tmtest.run(['discover', '--db', db, '--quiet'])
+        expect_rc(cp, 0, 'resumed discover')
+        tmtest.compare_status(wexp['status'], tmtest.status_json(db), wexp['status_optional'])
+        srows = tmtest.read_nodes(db, 'src_nodes')
+        tmtest.compare_nodes('src', wexp['src'], srows)
+        tmtest.compare_nodes('dst', wexp['dst'], tmtest.read_nodes(db, 'dst_nodes'), srows)
+        tmtest.check_all_stats(db, wexp)
+    R.check('interrupt: SIGINT gives exit 4 (repeatedly), resume completes correctly',
+            check_interrupt)
+
+    def check_kill():
+        # a crash (SIGKILL) mid-run: the stale lock must not block the
+        # resume, which must complete with the exact result
+        db = os.path.join(base, 'wide', 'kill.db')
+        p = subprocess.Popen(cmd + [b'--db', os.fsencode(db), wsrc, wdst],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            if not _wait_running(p, db):
-                p.wait()
-                raise tmtest.Skip('discover ended before it could be interrupted')
-            p.send_signal(signal.SIGINT)
-            out, err = p.communicate(timeout=60)
+            caught = _wait_running(p, db, min_rows=100)
+            if caught:
+                p.kill()
+            p.communicate(timeout=60)
         finally:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-        if p.returncode != 4:
-            fail('interrupted discover: expected exit 4, got %r (stderr %r)'
-                 % (p.returncode, err[-500:]))
-        m = tmtest.migration(db)
-        expect_eq('phase after interruption', 'suspended', m.get('phase'))
-        st = tmtest.status_json(db)
-        expect_eq('status phase after interruption', 'suspended', st.get('phase'))
-        n_src = len(tmtest.read_nodes(db, 'src_nodes'))
-        print('     interrupted with %d of %d source rows recorded' % (n_src, len(exp['src'])))
-        # stats must be exact at any moment
-        tmtest.check_all_stats(db)
+        if not caught:
+            raise tmtest.Skip('discover ended before it could be killed')
+        print('     killed with %d rows recorded' % count_rows(db))
+        check_partial(db)
         cp = tmtest.run(['discover', '--db', db, '--quiet'])
-        expect_rc(cp, 0, 'resumed discover')
-        tmtest.compare_status(exp['status'], tmtest.status_json(db), exp['status_optional'])
+        expect_rc(cp, 0, 'discover resumed after a crash')
+        tmtest.compare_status(wexp['status'], tmtest.status_json(db), wexp['status_optional'])
         srows = tmtest.read_nodes(db, 'src_nodes')
-        tmtest.compare_nodes('src', exp['src'], srows)
-        tmtest.compare_nodes('dst', exp['dst'], tmtest.read_nodes(db, 'dst_nodes'), srows)
-        tmtest.check_all_stats(db, exp)
-    R.check('interrupt: SIGINT gives exit 4, resume completes correctly', check_interrupt)
+        tmtest.compare_nodes('src', wexp['src'], srows)
+        tmtest.compare_nodes('dst', wexp['dst'], tmtest.read_nodes(db, 'dst_nodes'), srows)
+        tmtest.check_all_stats(db, wexp)
+    R.check('crash: SIGKILL mid-run, resume completes correctly', check_kill)
 
 
 if __name__ == '__main__':

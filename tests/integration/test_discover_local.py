@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 
+sys.dont_write_bytecode = True   # keep tests/integration clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import expect    # noqa: E402

@@ -69,10 +69,24 @@ class Runner:
 
 
 def require_binary():
+    """Checks that the binary exists, then runs a private copy of it, so that
+    a rebuild during the test run (make relinks the file in place) does not
+    break the run halfway."""
+    global TREEMIG
     if not (os.path.isfile(TREEMIG) and os.access(TREEMIG, os.X_OK)):
         print('treemig binary not found at %s (set TREEMIG or run make)' % TREEMIG)
         print('0 passed, 1 failed')
         sys.exit(1)
+    import atexit
+    import shutil
+    import tempfile
+    d = tempfile.mkdtemp(prefix='treemig-bin-', dir='/tmp')
+    copy = os.path.join(d, 'treemig')
+    shutil.copy2(TREEMIG, copy)
+    os.chmod(d, 0o755)
+    atexit.register(shutil.rmtree, d, True)
+    print('testing %s (a copy of %s)' % (copy, TREEMIG))
+    TREEMIG = copy
 
 
 def run(args, cwd=None, timeout=None):

@@ -7,11 +7,12 @@ set last, deepest first, because creating a child changes its parent's mtime.
 
 build_pair(base)          the main pair (see the layout in the docstring)
 build_exclude_pair(base)  a small pair for the --exclude tests
-build_unreadable_pair(base)  a small pair with one folder to chmod 000
+build_wide_pair(base)     many folders over several rounds (interruptions)
+build_unreadable_pair(base)  a small pair with folders to chmod 000
+count_find(root, types)   an independent count by find(1)
 """
 
 import os
-import stat
 
 # A fixed base time with a non-zero sub-second part, so that nanosecond
 # precision is exercised.
@@ -94,16 +95,23 @@ class TreeBuilder:
         return p
 
     def many_files(self, rel_dir, names, mtime, data=b''):
-        """Fast creation of many files with the same content and mtime."""
+        """Fast creation of many files with the same content and mtime: the
+        first is created, the others are hard links to it (creating inodes
+        is ~20 times slower than linking on ext4; discovery records nothing
+        that tells hard links apart)."""
         d = self.dir(rel_dir)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        first = None
         for n in names:
             p = os.path.join(d, n)
-            fd = os.open(p, flags, 0o644)
-            if data:
-                os.write(fd, data)
-            os.close(fd)
-            os.utime(p, ns=(mtime, mtime))
+            if first is None:
+                fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                if data:
+                    os.write(fd, data)
+                os.close(fd)
+                os.utime(p, ns=(mtime, mtime))
+                first = p
+            else:
+                os.link(first, p)
 
     def finish(self, root_mtime=None):
         for p in sorted(self._dir_times, key=lambda x: -x.count(b'/')):
@@ -370,10 +378,45 @@ def build_exclude_pair(base):
     return src, dst
 
 
+def build_wide_pair(base, fanout=6, levels=3, files=20):
+    """A pair with many folders (fanout**1 + ... + fanout**levels) of `files`
+    files each, so that discovery takes many rounds and tasks: for the
+    interruption tests. The destination has the folders whose last name
+    character is not '0' (so whole subtrees are missing), with every file
+    of the first `files // 2` identical and the rest differing in size, plus
+    one destination-only file per folder. Returns (src, dst)."""
+    base = _b(base)
+    src = os.path.join(base, b'src')
+    dst = os.path.join(base, b'dst')
+    S = TreeBuilder(src)
+    D = TreeBuilder(dst)
+    t = T0 + 20000 * SEC
+    names = [b'file%03d' % i for i in range(files)]
+    frontier = [b'']
+    for lvl in range(levels):
+        nxt = []
+        for parent in frontier:
+            for i in range(fanout):
+                rel = (parent + b'/' if parent else b'') + b'd%d%d' % (lvl, i)
+                nxt.append(rel)
+                S.many_files(rel, names, mtime=t + lvl)
+                on_dst = all(not c.endswith(b'0') for c in rel.split(b'/'))
+                if on_dst:
+                    D.many_files(rel, names[:files // 2], mtime=t + lvl)
+                    D.many_files(rel, names[files // 2:], mtime=t + lvl, data=b'q')
+                    D.file(rel + b'/dst_only', data=b'dst')
+        frontier = nxt
+    S.finish()
+    D.finish()
+    return src, dst
+
+
 def build_unreadable_pair(base):
     """A pair with src/locked (to be chmod 000 by the test) that exists on
     both sides; the destination twin holds children (which must not be
-    recorded). Returns (src, dst, locked_src_path)."""
+    recorded). Also dst/dlocked (to be chmod 000 too), whose source twin
+    has children (never compared: they stay pending). Returns (src, dst,
+    locked_src_path, locked_dst_path)."""
     base = _b(base)
     src = os.path.join(base, b'src')
     dst = os.path.join(base, b'dst')
@@ -386,9 +429,13 @@ def build_unreadable_pair(base):
         B.file(b'locked/sub/deeper.txt', data=b'deeper', mtime=t + 3)
     D.file(b'locked/dst_only_in_locked.txt', data=b'only D, inside locked')
     S.file(b'after.txt', data=b'after', mtime=t + 4)
+    for B in (S, D):
+        B.file(b'dlocked/same.txt', data=b'same', mtime=t + 5)
+    S.file(b'dlocked/sub/x', data=b'x', mtime=t + 6)
+    D.file(b'dlocked/dst_only', data=b'not recorded', mtime=t + 7)
     S.finish()
     D.finish()
-    return src, dst, os.path.join(src, b'locked')
+    return src, dst, os.path.join(src, b'locked'), os.path.join(dst, b'dlocked')
 
 
 def count_find(root, ftype):
