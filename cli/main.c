@@ -68,6 +68,7 @@ static const char main_usage[] =
     "\n"
     "commands:\n"
     "  discover   walk both trees and record every node and what differs\n"
+    "  resume     continue a migration from its YAML file\n"
     "  status     show the phase and the counts of a migration\n"
     "  sim-stats  print the ground truth of a simulated storage pair\n"
     "  help       show the help of a command\n"
@@ -97,6 +98,8 @@ static const char discover_usage[] =
     "  --lead N         rounds the source may run ahead of the destination\n"
     "                   (default 3, >= 1)\n"
     "  --retries N      retries of a failure that may pass (default 3)\n"
+    "  --config FILE    the migration's YAML file (default: the state file's\n"
+    "                   name with .yaml added), rewritten at every milestone\n"
     "  --exclude GLOB   exclude matching source nodes (repeatable); a GLOB with\n"
     "                   a '/' matches the path from the root ('/logs/*.tmp'),\n"
     "                   one without matches the name ('*.tmp')\n"
@@ -105,6 +108,21 @@ static const char discover_usage[] =
     "\n"
     "exit codes: 0 complete, 1 fatal error, 2 usage error, 3 complete but some\n"
     "folders could not be listed, 4 interrupted, 5 state file in use.\n";
+
+static const char resume_usage[] =
+    "usage: treemig resume --config FILE.yaml [--workers N] [--quiet]\n"
+    "\n"
+    "Continues a migration from its YAML file alone: the file names the state\n"
+    "file, the source, the destination and the options. Whatever the phase was\n"
+    "when it stopped (crash, Ctrl-C, reboot), the work goes on from there; a\n"
+    "complete phase is reported and nothing is done.\n"
+    "\n"
+    "options:\n"
+    "  --config FILE   the migration's YAML file (required; by default it is\n"
+    "                  the state file's name with .yaml added)\n"
+    "  --workers N     threads per side for this run (default: as stored)\n"
+    "  -q, --quiet     no progress lines\n"
+    "  -h, --help      show this help\n";
 
 static const char status_usage[] =
     "usage: treemig status [--db FILE] [--json]\n"
@@ -288,6 +306,110 @@ static void print_json_status(const tm_status *st)
            c->failed, c->skipped, c->excluded, c->conflicts, c->bytes_pending);
 }
 
+/* Runs (or resumes) discovery on m, prints the outcome, frees m and
+ * returns the exit code. src/dst NULL: resume with the stored roots. */
+static int run_discovery(tm_migration *m, const char *cmd, const char *src,
+                         const char *dst, const tm_discover_options *o, int quiet)
+{
+    int was_complete, rc, code;
+    tm_status st;
+
+    /* a complete discovery is reported as such; tm_discover still checks
+     * that the arguments match the state file */
+    was_complete = tm_status_get(m, &st) == 0 && st.phase[0] &&
+                   strcmp(st.phase, "roots-set") != 0 &&
+                   strcmp(st.phase, "discovering") != 0 &&
+                   strcmp(st.phase, "suspended") != 0;
+    running = m;
+    install_signals();
+    rc = src || dst || strcmp(cmd, "resume") != 0 ? tm_discover(m, src, dst, o)
+                                                 : tm_resume(m, o);
+    running = NULL;
+    if (rc) {
+        code = report_error(cmd, m, rc);
+        if (rc == TM_ESTOPPED)
+            fprintf(stderr, "treemig %s: interrupted; the state file is "
+                    "consistent: run the same command to resume\n", cmd);
+        tm_migration_free(m);
+        return code;
+    }
+    rc = tm_status_get(m, &st);
+    if (rc) {
+        code = report_error(cmd, m, rc);
+        tm_migration_free(m);
+        return code;
+    }
+    if (was_complete)
+        fprintf(stderr, "treemig %s: discovery is already complete (phase %s)\n",
+                cmd, st.phase);
+    else if (!quiet)
+        fprintf(stderr, "treemig %s: discovery is complete\n", cmd);
+    if (!quiet)
+        print_human_status(&st);
+    code = (st.src_counts.failed || st.dst_counts.failed) ? EXIT_PARTIAL : EXIT_OK;
+    if (code == EXIT_PARTIAL)
+        fprintf(stderr, "treemig %s: %" PRId64 " source and %" PRId64
+                " destination items failed; see the task_errors table\n", cmd,
+                st.src_counts.failed, st.dst_counts.failed);
+    tm_migration_free(m);
+    return code;
+}
+
+static int cmd_resume(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "config", required_argument, NULL, 'c' },
+        { "workers", required_argument, NULL, 'w' },
+        { "quiet", no_argument, NULL, 'q' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    tm_discover_options o;
+    struct progress prog = { 0, 0, 0 };
+    const char *config = NULL;
+    tm_migration *m = NULL;
+    int quiet = 0, c, rc;
+
+    tm_discover_options_init(&o);
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            config = optarg;
+            break;
+        case 'w':
+            if (parse_int(optarg, 1, 1024, &o.workers))
+                return usage_error("resume", "--workers takes a whole number "
+                                   "from 1 to 1024, not '%s'", optarg);
+            break;
+        case 'q':
+            quiet = 1;
+            break;
+        case 'h':
+            fputs(resume_usage, stdout);
+            return EXIT_OK;
+        default:
+            return usage_error("resume", "unknown or incomplete option");
+        }
+    }
+    if (!config)
+        return usage_error("resume", "--config FILE.yaml is required");
+    if (optind != argc)
+        return usage_error("resume", "unexpected argument '%s'", argv[optind]);
+    if (!quiet) {
+        prog.tty = isatty(STDERR_FILENO);
+        o.progress = on_progress;
+        o.progress_ctx = &prog;
+    }
+    rc = tm_migration_open_config(&m, config);
+    if (rc) {
+        int code = report_error("resume", m, rc);
+        tm_migration_free(m);
+        return code;
+    }
+    return run_discovery(m, "resume", NULL, NULL, &o, quiet);
+}
+
 static int cmd_discover(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -296,19 +418,20 @@ static int cmd_discover(int argc, char **argv)
         { "lead", required_argument, NULL, 'l' },
         { "retries", required_argument, NULL, 'r' },
         { "exclude", required_argument, NULL, 'x' },
+        { "config", required_argument, NULL, 'c' },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    tm_discover_options o = { 0, 0, -1, NULL, 0, NULL, NULL };
+    tm_discover_options o;
     struct progress prog = { 0, 0, 0 };
     const char *db = DEFAULT_DB;
     const char **excludes = NULL;
     size_t n_ex = 0;
-    int quiet = 0, was_complete, c, rc, code;
+    int quiet = 0, c, rc, code;
     tm_migration *m = NULL;
-    tm_status st;
 
+    tm_discover_options_init(&o);
     excludes = calloc((size_t)argc + 1, sizeof *excludes);
     if (!excludes)
         return EXIT_FATAL;
@@ -319,43 +442,54 @@ static int cmd_discover(int argc, char **argv)
             db = optarg;
             break;
         case 'w':
-            if (parse_int(optarg, 1, 1024, &o.workers))
-                return usage_error("discover", "--workers takes a whole number "
+            if (parse_int(optarg, 1, 1024, &o.workers)) {
+                code = usage_error("discover", "--workers takes a whole number "
                                    "from 1 to 1024, not '%s'", optarg);
+                goto out;
+            }
             break;
         case 'l':
-            if (parse_int(optarg, 1, 1000000, &o.lead))
-                return usage_error("discover", "--lead takes a whole number >= 1, "
+            if (parse_int(optarg, 1, 1000000, &o.lead)) {
+                code = usage_error("discover", "--lead takes a whole number >= 1, "
                                    "not '%s'", optarg);
+                goto out;
+            }
             break;
         case 'r':
-            if (parse_int(optarg, 0, 100, &o.retries))
-                return usage_error("discover", "--retries takes a whole number "
+            if (parse_int(optarg, 0, 100, &o.retries)) {
+                code = usage_error("discover", "--retries takes a whole number "
                                    "from 0 to 100, not '%s'", optarg);
+                goto out;
+            }
             break;
         case 'x':
-            if (!*optarg || strchr(optarg, '\n'))
-                return usage_error("discover", "--exclude takes a non-empty glob "
+            if (!*optarg || strchr(optarg, '\n')) {
+                code = usage_error("discover", "--exclude takes a non-empty glob "
                                    "without newlines");
+                goto out;
+            }
             excludes[n_ex++] = optarg;
+            break;
+        case 'c':
+            o.config = optarg;
             break;
         case 'q':
             quiet = 1;
             break;
         case 'h':
             fputs(discover_usage, stdout);
-            free(excludes);
-            return EXIT_OK;
+            code = EXIT_OK;
+            goto out;
         default:
-            free(excludes);
-            return usage_error("discover", "unknown or incomplete option");
+            code = usage_error("discover", "unknown or incomplete option");
+            goto out;
         }
     }
     if (argc - optind != 0 && argc - optind != 2) {
-        free(excludes);
-        return usage_error("discover", "expected SRC and DST (or neither, to "
+        code = usage_error("discover", "expected SRC and DST (or neither, to "
                            "resume), got %d argument%s", argc - optind,
                            argc - optind == 1 ? "" : "s");
+                goto out;
     }
     o.excludes = excludes;
     o.n_excludes = n_ex;
@@ -373,48 +507,13 @@ static int cmd_discover(int argc, char **argv)
         else
             report_error("discover", m, rc);
         tm_migration_free(m);
-        free(excludes);
-        return exit_code_for(rc);
+        code = exit_code_for(rc);
+        goto out;
     }
-    /* a complete discovery is reported as such; tm_discover still checks
-     * that the arguments match the state file */
-    was_complete = tm_status_get(m, &st) == 0 && st.phase[0] &&
-                   strcmp(st.phase, "roots-set") != 0 &&
-                   strcmp(st.phase, "discovering") != 0 &&
-                   strcmp(st.phase, "suspended") != 0;
-    running = m;
-    install_signals();
-    rc = tm_discover(m, argc - optind == 2 ? argv[optind] : NULL,
-                     argc - optind == 2 ? argv[optind + 1] : NULL, &o);
-    running = NULL;
+    code = run_discovery(m, "discover", argc - optind == 2 ? argv[optind] : NULL,
+                         argc - optind == 2 ? argv[optind + 1] : NULL, &o, quiet);
+out:
     free(excludes);
-    if (rc) {
-        code = report_error("discover", m, rc);
-        if (rc == TM_ESTOPPED)
-            fprintf(stderr, "treemig discover: interrupted; the state file is "
-                    "consistent: run the same command to resume\n");
-        tm_migration_free(m);
-        return code;
-    }
-    rc = tm_status_get(m, &st);
-    if (rc) {
-        code = report_error("discover", m, rc);
-        tm_migration_free(m);
-        return code;
-    }
-    if (was_complete)
-        fprintf(stderr, "treemig discover: discovery is already complete "
-                "(phase %s)\n", st.phase);
-    else if (!quiet)
-        fprintf(stderr, "treemig discover: discovery is complete\n");
-    if (!quiet)
-        print_human_status(&st);
-    code = (st.src_counts.failed || st.dst_counts.failed) ? EXIT_PARTIAL : EXIT_OK;
-    if (code == EXIT_PARTIAL)
-        fprintf(stderr, "treemig discover: %" PRId64 " source and %" PRId64
-                " destination items failed; see the task_errors table\n",
-                st.src_counts.failed, st.dst_counts.failed);
-    tm_migration_free(m);
     return code;
 }
 
@@ -519,6 +618,8 @@ int main(int argc, char **argv)
             fputs(discover_usage, stdout);
         else if (!strcmp(what, "status"))
             fputs(status_usage, stdout);
+        else if (!strcmp(what, "resume"))
+            fputs(resume_usage, stdout);
         else if (!strcmp(what, "sim-stats"))
             fputs(sim_stats_usage, stdout);
         else
@@ -529,6 +630,8 @@ int main(int argc, char **argv)
         return cmd_discover(argc - 1, argv + 1);
     if (!strcmp(cmd, "status"))
         return cmd_status(argc - 1, argv + 1);
+    if (!strcmp(cmd, "resume"))
+        return cmd_resume(argc - 1, argv + 1);
     if (!strcmp(cmd, "sim-stats"))
         return cmd_sim_stats(argc - 1, argv + 1);
     return usage_error(NULL, "no such command '%s'", cmd);

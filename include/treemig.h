@@ -105,7 +105,12 @@ typedef struct tm_discover_options {
     size_t n_excludes;            /* number of excludes */
     tm_progress_fn progress;      /* called with a progress line, may be NULL */
     void *progress_ctx;           /* passed to progress */
+    const char *config;           /* the YAML file; NULL: as stored, or
+                                     "<db>.yaml" for a new migration */
 } tm_discover_options;
+
+/* Fills o with the defaults (all fields zero but retries = -1). */
+void tm_discover_options_init(tm_discover_options *o);
 
 /*
  * Discovers both trees into the state file. src and dst may be NULL when the
@@ -141,6 +146,20 @@ typedef struct tm_status {
     tm_tree_counts dst_counts;
     tm_copy_counts copy;
 } tm_status;
+
+/*
+ * Opens the migration that a YAML file describes: reads the file, opens its
+ * state file for writing and checks that both belong to the same migration.
+ * As tm_migration_open(), *out is set even on failure and must be freed.
+ */
+int tm_migration_open_config(tm_migration **out, const char *config_path);
+
+/*
+ * Continues the migration on m from where it stopped, whatever its phase
+ * (today: discovery). Returns as tm_discover(); 0 also when there is
+ * nothing left to do.
+ */
+int tm_resume(tm_migration *m, const tm_discover_options *opt);
 
 /* Fills *st from the state file's exact counters (no scan). */
 int tm_status_get(tm_migration *m, tm_status *st);

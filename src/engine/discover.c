@@ -723,6 +723,8 @@ static int advance(struct engine *e, int which, struct task *buf)
         s->flushed = 0;
         pthread_mutex_unlock(&e->mu);
         submit_round(e, which, s->round);
+        if (e->cfg->on_round)
+            e->cfg->on_round(e->cfg->round_ctx, which, s->round);
         pthread_mutex_lock(&e->mu);
         return 1;
     }

@@ -28,6 +28,10 @@ struct tm__discover_cfg {
     tm_progress_fn progress;     /* progress lines, may be NULL */
     void *progress_ctx;          /* its context */
     struct tm__buf *err;         /* message of a fatal error */
+    /* Called on the coordinator's thread when a side starts a round (a
+     * milestone of the YAML file); may be NULL. */
+    void (*on_round)(void *ctx, int side, int round);
+    void *round_ctx;             /* its context */
 };
 
 /* Runs discovery until both trees are done (0), a stop was asked

@@ -7,6 +7,7 @@
 
 #include "adapter/adapter.h"
 #include "engine/engine.h"
+#include "migration/config.h"
 #include "store/store.h"
 #include "util/buf.h"
 #include "util/util.h"
@@ -28,6 +29,10 @@ struct tm_migration {
                                by this open and holds no migration */
     struct tm__buf err;     /* message of the last failure */
     atomic_int stop;        /* set by tm_migration_interrupt() */
+    struct tm__config cfg;  /* the YAML file's content, kept current */
+    char *config_path;      /* the YAML file; NULL until known */
+    int cfg_ready;          /* cfg mirrors the state file: save it at
+                               every milestone */
 };
 
 static int fail(tm_migration *m, int rc, const char *fmt, ...)
@@ -82,6 +87,8 @@ void tm_migration_free(tm_migration *m)
     } else if (m->open) {
         tm__store_close(&m->store);
     }
+    tm__config_release(&m->cfg);
+    free(m->config_path);
     tm__buf_release(&m->err);
     free(m);
 }
@@ -97,7 +104,27 @@ void tm_migration_interrupt(tm_migration *m)
         atomic_store(&m->stop, 1);
 }
 
-static int set_phase(tm_migration *m, const char *phase)
+/* Writes the YAML file from m->cfg (a milestone). */
+static int save_config(tm_migration *m)
+{
+    char now[32];
+    struct tm__buf err = TM__BUF_INIT;
+    int rc;
+    if (!m->cfg_ready)
+        return 0;
+    tm__iso_time(now, tm__wall_ns());
+    rc = tm__config_set(&m->cfg.updated, now);
+    if (!rc)
+        rc = tm__config_write(m->config_path, &m->cfg, &err);
+    if (rc)
+        fail(m, rc, "%s", err.len ? err.buf : tm_strerror(rc));
+    tm__buf_release(&err);
+    return rc;
+}
+
+/* Records a phase in the state file and the YAML file. from is the running
+ * phase a suspension interrupted, or NULL. */
+static int set_phase_from(tm_migration *m, const char *phase, const char *from)
 {
     char now[32];
     int rc;
@@ -105,10 +132,24 @@ static int set_phase(tm_migration *m, const char *phase)
     rc = tm__store_set(m->store.db, "phase", phase);
     if (!rc)
         rc = tm__store_set(m->store.db, "updated", now);
+    if (!rc)
+        rc = tm__store_set(m->store.db, "suspended_from", from ? from : "");
     if (rc)
         return fail(m, rc, "cannot record phase %s: %s", phase,
                     sqlite3_errmsg(m->store.db));
-    return 0;
+    if (m->cfg_ready) {
+        rc = tm__config_set(&m->cfg.phase, phase);
+        if (!rc)
+            rc = tm__config_set(&m->cfg.suspended_from, from);
+        if (!rc)
+            rc = save_config(m);
+    }
+    return rc;
+}
+
+static int set_phase(tm_migration *m, const char *phase)
+{
+    return set_phase_from(m, phase, NULL);
 }
 
 /* Resolves a local root to an absolute path without symlinks. */
@@ -326,10 +367,139 @@ static char **split_lines(const char *s, size_t *n)
     return v;
 }
 
+static char *setting_dup(sqlite3 *db, const char *key)
+{
+    struct tm__buf b = TM__BUF_INIT;
+    char *v = NULL;
+    if (tm__store_get(db, key, &b) == 0)
+        v = tm__buf_detach(&b, NULL);
+    tm__buf_release(&b);
+    return v;
+}
+
+/* An absolute form of path (the folder resolved, the name kept). */
+static char *absolute(const char *path)
+{
+    struct tm__buf b = TM__BUF_INIT;
+    char *copy = strdup(path), *slash, *dir;
+    if (!copy)
+        return NULL;
+    slash = strrchr(copy, '/');
+    if (slash == copy) {
+        tm__buf_adds(&b, copy);
+    } else {
+        if (slash)
+            *slash = '\0';
+        dir = realpath(slash ? copy : ".", NULL);
+        if (dir)
+            tm__buf_addf(&b, "%s/%s", strcmp(dir, "/") ? dir : "",
+                         slash ? slash + 1 : copy);
+        else
+            tm__buf_adds(&b, path);
+        free(dir);
+    }
+    free(copy);
+    return tm__buf_detach(&b, NULL);
+}
+
+/* Finds the YAML file of the migration, checks an existing one, and fills
+ * m->cfg from the state file so that milestones can be saved. An existing
+ * YAML file that does not parse or names another migration is refused and
+ * never overwritten. */
+static int config_prepare(tm_migration *m, const char *config_opt,
+                          const tm_discover_options *o, char **globs, size_t n_globs)
+{
+    sqlite3 *db = m->store.db;
+    struct tm__config *c = &m->cfg;
+    struct tm__buf b = TM__BUF_INIT;
+    char *stored = setting_dup(db, "config"), *id = setting_dup(db, "id");
+    int rc = 0;
+    size_t i;
+
+    if (!m->config_path) {
+        if (config_opt)
+            m->config_path = absolute(config_opt);
+        else if (stored && *stored)
+            m->config_path = strdup(stored);
+        else if (tm__buf_addf(&b, "%s.yaml", m->store.path) == 0)
+            m->config_path = absolute(b.buf);
+    }
+    if (!m->config_path || !id) {
+        rc = id ? TM_ENOMEM : fail(m, TM_ECORRUPT, "the state file has no id");
+        goto out;
+    }
+    if (access(m->config_path, F_OK) == 0) {
+        struct tm__buf err = TM__BUF_INIT;
+        rc = tm__config_read(m->config_path, c, &err);
+        if (rc)
+            fail(m, rc, "%s", err.buf);
+        tm__buf_release(&err);
+        if (rc)
+            goto out;
+        if (strcmp(c->id, id) != 0) {
+            rc = fail(m, TM_EMISMATCH, "%s belongs to migration %s, the state file "
+                      "%s to %s; it was left untouched", m->config_path, c->id,
+                      m->store.path, id);
+            goto out;
+        }
+    }
+    tm__config_release(c);
+    c->version = TM_CONFIG_VERSION;
+    c->id = id;
+    id = NULL;
+    c->created = setting_dup(db, "created");
+    c->phase = setting_dup(db, "phase");
+    c->source = setting_dup(db, "src");
+    c->destination = setting_dup(db, "dst");
+    c->database = absolute(m->store.path);
+    c->src_round = get_int(db, "src_round", 0);
+    c->dst_round = get_int(db, "dst_round", 0);
+    c->workers = o->workers;
+    c->lead = o->lead;
+    c->retries = o->retries;
+    c->excludes = calloc(n_globs ? n_globs : 1, sizeof *c->excludes);
+    if (!c->excludes || !c->phase || !c->source || !c->destination || !c->database) {
+        rc = TM_ENOMEM;
+        goto out;
+    }
+    for (i = 0; i < n_globs; i++) {
+        if (!(c->excludes[i] = strdup(globs[i]))) {
+            rc = TM_ENOMEM;
+            goto out;
+        }
+        c->n_excludes++;
+    }
+    rc = tm__store_set(db, "config", m->config_path);
+    if (!rc)
+        m->cfg_ready = 1;
+out:
+    free(stored);
+    free(id);
+    tm__buf_release(&b);
+    return rc;
+}
+
+/* The engine started a round: a milestone of the YAML file. */
+static void on_round(void *ctx, int side, int round)
+{
+    tm_migration *m = ctx;
+    if (side == 0)
+        m->cfg.src_round = round;
+    else
+        m->cfg.dst_round = round;
+    save_config(m); /* a failure here is reported at the next milestone */
+}
+
+void tm_discover_options_init(tm_discover_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->retries = -1;
+}
+
 int tm_discover(tm_migration *m, const char *src, const char *dst,
                 const tm_discover_options *opt)
 {
-    tm_discover_options o = { 0, 0, -1, NULL, 0, NULL, NULL };
+    tm_discover_options o;
     struct tm__buf phase = TM__BUF_INIT, s_src = TM__BUF_INIT,
                    s_dst = TM__BUF_INIT, exc = TM__BUF_INIT, s_exc = TM__BUF_INIT;
     struct tm__adapter *ad[2] = { NULL, NULL };
@@ -345,6 +515,7 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         return fail(m, TM_EINVAL, "state file opened read-only");
     db = m->store.db;
     tm__buf_reset(&m->err);
+    tm_discover_options_init(&o);
     if (opt)
         o = *opt;
     rc = join_excludes(opt, &exc);
@@ -448,7 +619,12 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         rc = TM_ENOMEM;
         goto out;
     }
-    rc = set_int(db, "workers", o.workers);
+    rc = config_prepare(m, o.config, &o, globs, n_globs);
+    if (rc)
+        goto out;
+    if (strcmp(phase.buf, "roots-set") == 0 && fresh)
+        rc = save_config(m); /* milestone: roots set and seeded */
+    if (!rc) rc = set_int(db, "workers", o.workers);
     if (!rc) rc = set_int(db, "lead", o.lead);
     if (!rc) rc = set_int(db, "retries", o.retries);
     if (!rc) rc = set_phase(m, "discovering");
@@ -458,7 +634,7 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         struct tm__discover_cfg cfg = {
             { ad[0], ad[1] }, m->store.path, db, o.workers, o.lead, o.retries,
             (const char *const *)globs, n_globs, &m->stop, o.progress,
-            o.progress_ctx, &m->err,
+            o.progress_ctx, &m->err, on_round, m,
         };
         rc = tm__discover_run(&cfg);
     }
@@ -469,7 +645,7 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         /* keep the engine's message; record that the phase stopped */
         struct tm__buf keep = TM__BUF_INIT;
         tm__buf_add(&keep, m->err.buf, m->err.len);
-        set_phase(m, "suspended");
+        set_phase_from(m, "suspended", "discovering");
         tm__buf_reset(&m->err);
         tm__buf_add(&m->err, keep.buf, keep.len);
         tm__buf_release(&keep);
@@ -493,6 +669,67 @@ out:
     if (rc && !m->err.len)
         fail(m, rc, "%s", tm_strerror(rc));
     return rc;
+}
+
+int tm_migration_open_config(tm_migration **out, const char *config_path)
+{
+    struct tm__config c;
+    struct tm__buf err = TM__BUF_INIT;
+    char *id = NULL;
+    int rc;
+
+    memset(&c, 0, sizeof c);
+    rc = tm__config_read(config_path, &c, &err);
+    if (rc) {
+        tm_migration *m = calloc(1, sizeof *m);
+        *out = m;
+        if (m) {
+            tm__buf_init(&m->err);
+            tm__buf_add(&m->err, err.buf, err.len);
+        }
+        tm__buf_release(&err);
+        return rc;
+    }
+    tm__buf_release(&err);
+    rc = tm_migration_open(out, c.database, TM_OPEN_WRITE);
+    if (rc) {
+        tm__config_release(&c);
+        return rc;
+    }
+    id = setting_dup((*out)->store.db, "id");
+    if (!id || strcmp(id, c.id) != 0) {
+        rc = fail(*out, TM_EMISMATCH, "%s names the state file %s, which holds "
+                  "another migration (%s, not %s)", config_path, c.database,
+                  id ? id : "none", c.id);
+    } else if (!((*out)->config_path = absolute(config_path))) {
+        rc = TM_ENOMEM;
+    }
+    free(id);
+    tm__config_release(&c);
+    return rc;
+}
+
+int tm_resume(tm_migration *m, const tm_discover_options *opt)
+{
+    struct tm__buf phase = TM__BUF_INIT;
+    tm_discover_options o;
+    int rc;
+    if (!m || !m->open)
+        return TM_EINVAL;
+    tm_discover_options_init(&o);
+    if (opt)
+        o = *opt;
+    o.excludes = NULL; /* the stored ones apply */
+    o.n_excludes = 0;
+    rc = tm__store_get(m->store.db, "phase", &phase);
+    if (rc) {
+        tm__buf_release(&phase);
+        return fail(m, TM_ECORRUPT, "the state file %s records no migration",
+                    m->store.path);
+    }
+    tm__buf_release(&phase);
+    /* discovery is the only phase so far: it returns at once when complete */
+    return tm_discover(m, NULL, NULL, &o);
 }
 
 static void copy_setting(sqlite3 *db, const char *key, char *out, size_t len)

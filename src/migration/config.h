@@ -1,0 +1,48 @@
+/*
+ * config.h - the YAML file beside the state file (docs/state-file.md, "The
+ * YAML file"): the phase, roots, rounds and options of a migration, written
+ * atomically at every milestone, enough to resume the migration from it
+ * alone. Read and written on the thread that owns the migration handle.
+ */
+#ifndef TM_CONFIG_H
+#define TM_CONFIG_H
+
+#include <stddef.h>
+
+#include "util/buf.h"
+
+#define TM_CONFIG_VERSION 1
+
+struct tm__config {
+    int version;          /* format version of the file */
+    char *id;             /* migration id (32 hex digits) */
+    char *created;        /* creation time, ISO 8601 */
+    char *updated;        /* time of this write, ISO 8601 */
+    char *phase;          /* phase, as in the state file */
+    char *suspended_from; /* the running phase a suspension interrupted */
+    char *database;       /* absolute path of the state file */
+    char *source;         /* source spec */
+    char *destination;    /* destination spec */
+    int src_round;        /* last round the source started */
+    int dst_round;        /* last round the destination started */
+    int workers;          /* options */
+    int lead;
+    int retries;
+    char **excludes;      /* exclude globs (each malloc'd) */
+    size_t n_excludes;    /* their count */
+};
+
+/* Writes c to path atomically: a temporary file beside it, fsync, rename,
+ * fsync of the folder. On error err says why; path is untouched. */
+int tm__config_write(const char *path, const struct tm__config *c,
+                     struct tm__buf *err);
+/* Reads path into c (released first). A file that does not parse, is not a
+ * treemig file, lacks a field or comes from a newer version is refused with
+ * a message in err naming the problem. */
+int tm__config_read(const char *path, struct tm__config *c, struct tm__buf *err);
+/* Frees what c holds; c is zeroed. */
+void tm__config_release(struct tm__config *c);
+/* Replaces *field with a copy of value (NULL clears). */
+int tm__config_set(char **field, const char *value);
+
+#endif
