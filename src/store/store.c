@@ -75,7 +75,66 @@ static const char schema_sql[] =
     " attempts INTEGER, message TEXT);"
     "CREATE TABLE queue_stats(id INTEGER PRIMARY KEY, time INTEGER NOT NULL,"
     " queue TEXT NOT NULL, round INTEGER, pending INTEGER, in_flight INTEGER,"
-    " done INTEGER, failed INTEGER);";
+    " done INTEGER, failed INTEGER);"
+    /* review: exclusions after discovery and the review_* views
+     * (docs/state-file.md); the same text as tm__review_schema_sql in
+     * src/migration/review.c, which creates them in older state files */
+    "CREATE TABLE IF NOT EXISTS exclusions(id INTEGER PRIMARY KEY,"
+    " path TEXT NOT NULL, pattern TEXT NOT NULL, time TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS excluded_prev(side TEXT NOT NULL,"
+    " id INTEGER NOT NULL, root INTEGER NOT NULL,"
+    " traversal_status TEXT NOT NULL, copy_status TEXT, conflict TEXT,"
+    " error TEXT, PRIMARY KEY(side, id)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS excluded_prev_root ON excluded_prev(root);"
+    "CREATE VIEW IF NOT EXISTS review_missing AS"
+    " SELECT 'src' AS side, id, path, type, size, mtime, NULL AS reason"
+    " FROM src_nodes WHERE copy_status = 'pending' AND conflict IS NULL"
+    " AND depth > 0;"
+    "CREATE VIEW IF NOT EXISTS review_conflicts AS"
+    " SELECT 'src' AS side, id, path, type, size, mtime, conflict AS reason"
+    " FROM src_nodes WHERE conflict IS NOT NULL AND depth > 0;"
+    "CREATE VIEW IF NOT EXISTS review_extra AS"
+    " SELECT 'dst' AS side, id, path, type, size, mtime, NULL AS reason"
+    " FROM dst_nodes WHERE traversal_status = 'not_on_src' AND depth > 0;"
+    "CREATE VIEW IF NOT EXISTS review_failed AS"
+    " SELECT 'src' AS side, id, path, type, size, mtime, error AS reason"
+    " FROM src_nodes WHERE (traversal_status = 'failed'"
+    " OR copy_status = 'failed') AND depth > 0"
+    " UNION ALL SELECT 'dst', id, path, type, size, mtime, error"
+    " FROM dst_nodes WHERE traversal_status = 'failed' AND depth > 0;"
+    "CREATE VIEW IF NOT EXISTS review_excluded AS"
+    " SELECT 'src' AS side, n.id AS id, n.path AS path, n.type AS type,"
+    " n.size AS size, n.mtime AS mtime,"
+    " CASE WHEN e.id IS NULL THEN 'discover' ELSE 'review' END AS reason"
+    " FROM src_nodes AS n LEFT JOIN excluded_prev AS e"
+    " ON e.side = 'src' AND e.id = n.id"
+    " WHERE n.traversal_status = 'excluded' AND n.depth > 0;"
+    "CREATE VIEW IF NOT EXISTS review_items AS"
+    " SELECT 'missing' AS kind, * FROM review_missing"
+    " UNION ALL SELECT 'conflict', * FROM review_conflicts"
+    " UNION ALL SELECT 'extra', * FROM review_extra"
+    " UNION ALL SELECT 'failed', * FROM review_failed"
+    " UNION ALL SELECT 'excluded', * FROM review_excluded;"
+    "CREATE VIEW IF NOT EXISTS review_folders AS"
+    " SELECT p.id AS id, p.path AS path, p.copy_status AS copy_status,"
+    " c.items AS items, c.bytes AS bytes FROM"
+    " (SELECT parent_id, count(*) AS items,"
+    " sum(CASE WHEN type = 'file' THEN size ELSE 0 END) AS bytes"
+    " FROM src_nodes WHERE copy_status = 'pending' GROUP BY parent_id) AS c"
+    " JOIN src_nodes AS p ON p.id = c.parent_id;"
+    "CREATE VIEW IF NOT EXISTS review_summary AS"
+    " SELECT 'copy' AS what, copy_status AS status, type,"
+    " sum(count) AS count, sum(bytes) AS bytes FROM copy_stats"
+    " WHERE depth > 0 GROUP BY copy_status, type HAVING sum(count) != 0"
+    " UNION ALL SELECT 'conflict', conflict, type, count(*), sum(size)"
+    " FROM src_nodes WHERE conflict IS NOT NULL AND depth > 0"
+    " GROUP BY conflict, type"
+    " UNION ALL SELECT 'src', traversal_status, type, sum(count), sum(bytes)"
+    " FROM src_stats WHERE depth > 0 GROUP BY traversal_status, type"
+    " HAVING sum(count) != 0"
+    " UNION ALL SELECT 'dst', traversal_status, type, sum(count), sum(bytes)"
+    " FROM dst_stats WHERE depth > 0 GROUP BY traversal_status, type"
+    " HAVING sum(count) != 0;";
 
 int tm__store_error(sqlite3 *db, int rc, struct tm__buf *err, const char *what)
 {
@@ -232,7 +291,7 @@ static int pragma_int(sqlite3 *db, const char *sql, int *out)
 }
 
 /* Verifies the identity and version of an opened database. */
-static int check_identity(struct tm__store *s, int fresh, struct tm__buf *err)
+static int check_identity(struct tm__store *s, struct tm__buf *err)
 {
     int app = 0, ver = 0, rc;
     rc = pragma_int(s->db, "PRAGMA application_id", &app);
@@ -245,8 +304,6 @@ static int check_identity(struct tm__store *s, int fresh, struct tm__buf *err)
                      s->path, sqlite3_errmsg(s->db));
         return e;
     }
-    if (fresh)
-        return 0;
     if (app != TM_APPLICATION_ID) {
         tm__buf_addf(err, "%s is an SQLite database of another program "
                      "(application_id %d); it was left untouched", s->path, app);
@@ -283,6 +340,67 @@ static int create_schema(struct tm__store *s, struct tm__buf *err)
     return rc;
 }
 
+/* Creates a state file with its schema atomically: it is built under a
+ * temporary name and renamed into place, so a crash at any moment leaves
+ * either no state file or a complete empty one, never a half-made file
+ * that a resume would have to refuse. Called with the lock held, so a
+ * leftover temporary of a crashed run can be removed. */
+static int create_file(const char *path, struct tm__buf *err)
+{
+    struct tm__store tmp;
+    struct tm__buf name = TM__BUF_INIT;
+    char *dir;
+    int fd, rc;
+
+    memset(&tmp, 0, sizeof tmp);
+    tmp.lock_fd = -1;
+    if (tm__buf_addf(&name, "%s.creating", path))
+        return TM_ENOMEM;
+    unlink(name.buf);
+    fd = open(name.buf, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rc = tm__from_errno(errno);
+        tm__buf_addf(err, "cannot create state file %s: %s", path, tm_strerror(rc));
+        goto out;
+    }
+    close(fd);
+    rc = sqlite3_open_v2(name.buf, &tmp.db, SQLITE_OPEN_READWRITE, NULL);
+    if (rc != SQLITE_OK)
+        rc = tm__store_error(tmp.db, rc, err, "cannot create state file");
+    else
+        rc = create_schema(&tmp, err);
+    if (tmp.db && sqlite3_close(tmp.db) != SQLITE_OK && !rc)
+        rc = TM_EIO;
+    if (!rc && (fd = open(name.buf, O_RDONLY | O_CLOEXEC)) >= 0) {
+        if (fsync(fd) != 0)
+            rc = tm__from_errno(errno);
+        close(fd);
+    }
+    if (!rc && rename(name.buf, path) != 0) {
+        rc = tm__from_errno(errno);
+        tm__buf_addf(err, "cannot create state file %s: %s", path, tm_strerror(rc));
+    }
+    if (rc) {
+        unlink(name.buf);
+        goto out;
+    }
+    dir = strdup(path);
+    if (dir) {
+        char *slash = strrchr(dir, '/');
+        if (slash)
+            *(slash == dir ? slash + 1 : slash) = '\0';
+        fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0) {
+            fsync(fd);
+            close(fd);
+        }
+        free(dir);
+    }
+out:
+    tm__buf_release(&name);
+    return rc;
+}
+
 static pthread_once_t sqlite_once = PTHREAD_ONCE_INIT;
 
 /* SQLite's memory statistics take a global mutex on every allocation,
@@ -313,20 +431,14 @@ int tm__store_open(struct tm__store *s, const char *path, unsigned flags,
             goto fail;
     }
     if (stat(path, &stb) != 0) {
-        int fd;
         if (errno != ENOENT || !write || !(flags & TM_OPEN_CREATE)) {
             rc = errno == ENOENT ? TM_ENODB : tm__from_errno(errno);
             tm__buf_addf(err, "no state file at %s", path);
             goto fail;
         }
-        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0) {
-            rc = tm__from_errno(errno);
-            tm__buf_addf(err, "cannot create state file %s: %s", path,
-                         tm_strerror(rc));
+        rc = create_file(path, err);
+        if (rc)
             goto fail;
-        }
-        close(fd);
         fresh = 1;
     } else if (S_ISDIR(stb.st_mode)) {
         rc = TM_EISDIR;
@@ -346,17 +458,14 @@ int tm__store_open(struct tm__store *s, const char *path, unsigned flags,
     }
     sqlite3_busy_timeout(s->db, 10000);
     sqlite3_extended_result_codes(s->db, 1);
-    rc = check_identity(s, fresh, err);
+    rc = check_identity(s, err);
     if (rc)
         goto fail;
     if (write) {
         rc = tm__store_exec(s->db,
                             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                            "PRAGMA cache_size=-32768; PRAGMA temp_store=MEMORY;"
-                            "PRAGMA wal_autocheckpoint=16384;",
+                            "PRAGMA cache_size=-32768; PRAGMA temp_store=MEMORY;",
                             err);
-        if (!rc && fresh)
-            rc = create_schema(s, err);
         if (rc)
             goto fail;
     }
