@@ -5,6 +5,8 @@
  */
 #include "treemig.h"
 
+#include "commands.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -68,6 +70,12 @@ static const char main_usage[] =
     "\n"
     "commands:\n"
     "  discover   walk both trees and record every node and what differs\n"
+    "  copy       create on the destination what is missing or different\n"
+    "  verify     check the destination against the source\n"
+    "  review     summarise or list what discovery found\n"
+    "  exclude    exclude paths or globs from the copy (after discovery)\n"
+    "  unexclude  include them again\n"
+    "  retry      list failed folders again and redo failed copies\n"
     "  resume     continue a migration from its YAML file\n"
     "  status     show the phase and the counts of a migration\n"
     "  sim-stats  print the ground truth of a simulated storage pair\n"
@@ -124,6 +132,73 @@ static const char resume_usage[] =
     "  -q, --quiet     no progress lines\n"
     "  -h, --help      show this help\n";
 
+static const char copy_usage[] =
+    "usage: treemig copy [--db FILE] [--yes] [--workers N] [--retries N]\n"
+    "                    [--no-overwrite] [--force] [--quiet]\n"
+    "\n"
+    "Creates on the destination what discovery found missing or different:\n"
+    "depth by depth, folders before files. Each file is written under a\n"
+    "temporary name (mode 0600) and renamed when complete, so a crash never\n"
+    "leaves a partial file under a real name; mtimes and modes are kept;\n"
+    "symlinks are re-created as symlinks. Files that differ are replaced (the\n"
+    "source wins); destination-only items are never touched; file/folder\n"
+    "clashes are skipped and reported. A file that changed since discovery is\n"
+    "not copied (it fails with 'changed since discovery'). Running it again\n"
+    "resumes an interrupted copy; nothing copied is copied twice.\n"
+    "\n"
+    "options:\n"
+    "  --db FILE        state file (default ./" DEFAULT_DB ")\n"
+    "  -y, --yes        do not ask for confirmation on a terminal\n"
+    "  --workers N      copying threads (default: as for discovery)\n"
+    "  --retries N      retries of a failure that may pass (default 3)\n"
+    "  --no-overwrite   keep every file that exists on the destination\n"
+    "  --force          copy although some folders failed during discovery\n"
+    "  -q, --quiet      no progress lines\n"
+    "  -h, --help       show this help\n"
+    "\n"
+    "exit codes: 0 copied, 1 fatal error (e.g. the destination is full: the\n"
+    "phase is suspended; free space and run copy again), 2 usage error or not\n"
+    "allowed in this phase, 3 done but some nodes failed, 4 interrupted,\n"
+    "5 state file in use.\n";
+
+static const char verify_usage[] =
+    "usage: treemig verify [--db FILE] [--checksum] [--workers N] [--quiet]\n"
+    "\n"
+    "Lists the destination again and checks every copied or already-existing\n"
+    "node against the source: type, size and mtime; with --checksum also the\n"
+    "contents of both sides (xxHash). Each mismatch is printed with its path\n"
+    "and kept in task_errors (phase 'verify'). The phase becomes 'verified'\n"
+    "only when everything matches.\n"
+    "\n"
+    "options:\n"
+    "  --db FILE     state file (default ./" DEFAULT_DB ")\n"
+    "  --checksum    compare contents too (reads both sides in full)\n"
+    "  --workers N   threads (default: as for discovery)\n"
+    "  -q, --quiet   no progress lines\n"
+    "  -h, --help    show this help\n"
+    "\n"
+    "exit codes: 0 everything matches, 3 mismatches found, 1 fatal error,\n"
+    "2 usage error or not allowed in this phase, 4 interrupted, 5 in use.\n";
+
+static const char retry_usage[] =
+    "usage: treemig retry [--db FILE] [--workers N] [--retries N] [--quiet]\n"
+    "\n"
+    "The retry sweep: lists again every folder whose listing failed (on either\n"
+    "side) together with its destination twin, and, when the copy has started,\n"
+    "runs every failed copy again. Use it once the cause is fixed (a\n"
+    "permission, a mount, a network). Nothing is recorded twice.\n"
+    "\n"
+    "options:\n"
+    "  --db FILE     state file (default ./" DEFAULT_DB ")\n"
+    "  --workers N   threads (default: as stored)\n"
+    "  --retries N   retries of a failure that may pass (default 3)\n"
+    "  -q, --quiet   no progress lines\n"
+    "  -h, --help    show this help\n"
+    "\n"
+    "exit codes: 0 everything now succeeded, 3 some items still fail, 1 fatal\n"
+    "error, 2 usage error or nothing to retry in this phase, 4 interrupted,\n"
+    "5 state file in use.\n";
+
 static const char status_usage[] =
     "usage: treemig status [--db FILE] [--json]\n"
     "\n"
@@ -174,6 +249,7 @@ static int exit_code_for(int err)
     case TM_EMISMATCH:
     case TM_EINVAL:
     case TM_ENODB:
+    case TM_EPHASE:
         return EXIT_USAGE;
     default:
         return EXIT_FATAL;
@@ -517,6 +593,222 @@ out:
     return code;
 }
 
+/* Asks on a terminal before the copy writes anything. 1: go on. */
+static int confirm_copy(tm_migration *m)
+{
+    tm_status st;
+    char answer[16];
+    if (tm_status_get(m, &st) != 0)
+        return 0;
+    fprintf(stderr, "About to copy %" PRId64 " nodes (%" PRId64 " bytes of files) "
+            "from\n  %s\nto\n  %s\n(%" PRId64 " conflicts replaced by the "
+            "source's version unless --no-overwrite, %" PRId64 " skipped). "
+            "Continue? [y/N] ",
+            st.copy.pending, st.copy.bytes_pending, st.src, st.dst,
+            st.copy.conflicts, st.copy.skipped);
+    fflush(stderr);
+    if (!fgets(answer, sizeof answer, stdin))
+        return 0;
+    return answer[0] == 'y' || answer[0] == 'Y';
+}
+
+static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
+                      const char **db, tm_exec_options *o, int *quiet, int *yes)
+{
+    static const struct option opts[] = {
+        { "db", required_argument, NULL, 'd' },
+        { "workers", required_argument, NULL, 'w' },
+        { "retries", required_argument, NULL, 'r' },
+        { "no-overwrite", no_argument, NULL, 'n' },
+        { "force", no_argument, NULL, 'f' },
+        { "checksum", no_argument, NULL, 'c' },
+        { "yes", no_argument, NULL, 'y' },
+        { "quiet", no_argument, NULL, 'q' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    int c, verify = strcmp(cmd, "verify") == 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "yqh", opts, NULL)) != -1) {
+        if ((verify && (c == 'n' || c == 'f' || c == 'y' || c == 'r')) ||
+            (!verify && c == 'c'))
+            c = '?';
+        switch (c) {
+        case 'd': *db = optarg; break;
+        case 'w':
+            if (parse_int(optarg, 1, 1024, &o->workers))
+                return usage_error(cmd, "--workers takes a whole number from 1 "
+                                   "to 1024, not '%s'", optarg);
+            break;
+        case 'r':
+            if (parse_int(optarg, 0, 100, &o->retries))
+                return usage_error(cmd, "--retries takes a whole number from 0 "
+                                   "to 100, not '%s'", optarg);
+            break;
+        case 'n': o->no_overwrite = 1; break;
+        case 'f': o->force = 1; break;
+        case 'c': o->checksum = 1; break;
+        case 'y': *yes = 1; break;
+        case 'q': *quiet = 1; break;
+        case 'h':
+            fputs(usage, stdout);
+            return -1;
+        default:
+            return usage_error(cmd, "unknown or incomplete option");
+        }
+    }
+    if (optind != argc)
+        return usage_error(cmd, "unexpected argument '%s'", argv[optind]);
+    return 0;
+}
+
+static int cmd_exec(int argc, char **argv, int verify)
+{
+    const char *cmd = verify ? "verify" : "copy", *db = DEFAULT_DB;
+    struct progress prog = { 0, 0, 0 };
+    tm_exec_options o;
+    tm_migration *m = NULL;
+    tm_status st;
+    int64_t mismatches = 0;
+    int quiet = 0, yes = 0, rc, code;
+
+    tm_exec_options_init(&o);
+    rc = parse_exec(argc, argv, cmd, verify ? verify_usage : copy_usage, &db, &o,
+                    &quiet, &yes);
+    if (rc)
+        return rc < 0 ? EXIT_OK : rc;
+    if (!quiet) {
+        prog.tty = isatty(STDERR_FILENO);
+        o.progress = on_progress;
+        o.progress_ctx = &prog;
+    }
+    rc = tm_migration_open(&m, db, TM_OPEN_WRITE);
+    if (rc) {
+        code = report_error(cmd, m, rc);
+        tm_migration_free(m);
+        return code;
+    }
+    if (!verify && !yes && isatty(STDIN_FILENO) && tm_status_get(m, &st) == 0 &&
+        (strcmp(st.phase, "discovered") == 0) && !confirm_copy(m)) {
+        fprintf(stderr, "treemig copy: nothing done\n");
+        tm_migration_free(m);
+        return EXIT_OK;
+    }
+    running = m;
+    install_signals();
+    rc = verify ? tm_verify(m, &o, &mismatches) : tm_copy(m, &o);
+    running = NULL;
+    if (rc) {
+        code = report_error(cmd, m, rc);
+        if (rc == TM_ESTOPPED)
+            fprintf(stderr, "treemig %s: interrupted; run the same command to "
+                    "resume\n", cmd);
+        tm_migration_free(m);
+        return code;
+    }
+    rc = tm_status_get(m, &st);
+    if (rc) {
+        code = report_error(cmd, m, rc);
+        tm_migration_free(m);
+        return code;
+    }
+    if (verify) {
+        if (mismatches) {
+            fprintf(stderr, "treemig verify: %" PRId64 " mismatches:\n", mismatches);
+            tm_problems_print(m, "verify", stderr);
+        } else if (!quiet) {
+            fprintf(stderr, "treemig verify: every node matches (phase %s)\n",
+                    st.phase);
+        }
+        code = mismatches ? EXIT_PARTIAL : EXIT_OK;
+    } else {
+        if (!quiet)
+            print_human_status(&st);
+        code = st.copy.failed ? EXIT_PARTIAL : EXIT_OK;
+        if (code == EXIT_PARTIAL)
+            fprintf(stderr, "treemig copy: %" PRId64 " nodes failed; see "
+                    "'treemig review --list failed'\n", st.copy.failed);
+    }
+    tm_migration_free(m);
+    return code;
+}
+
+static int cmd_retry(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "db", required_argument, NULL, 'd' },
+        { "workers", required_argument, NULL, 'w' },
+        { "retries", required_argument, NULL, 'r' },
+        { "quiet", no_argument, NULL, 'q' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *db = DEFAULT_DB;
+    struct progress prog = { 0, 0, 0 };
+    tm_discover_options d;
+    tm_exec_options e;
+    tm_migration *m = NULL;
+    tm_status st;
+    int64_t retried = 0;
+    int quiet = 0, c, rc, code;
+
+    tm_discover_options_init(&d);
+    tm_exec_options_init(&e);
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': db = optarg; break;
+        case 'w':
+            if (parse_int(optarg, 1, 1024, &d.workers))
+                return usage_error("retry", "--workers takes a whole number from "
+                                   "1 to 1024, not '%s'", optarg);
+            e.workers = d.workers;
+            break;
+        case 'r':
+            if (parse_int(optarg, 0, 100, &d.retries))
+                return usage_error("retry", "--retries takes a whole number from "
+                                   "0 to 100, not '%s'", optarg);
+            e.retries = d.retries;
+            break;
+        case 'q': quiet = 1; break;
+        case 'h':
+            fputs(retry_usage, stdout);
+            return EXIT_OK;
+        default:
+            return usage_error("retry", "unknown or incomplete option");
+        }
+    }
+    if (optind != argc)
+        return usage_error("retry", "unexpected argument '%s'", argv[optind]);
+    if (!quiet) {
+        prog.tty = isatty(STDERR_FILENO);
+        d.progress = e.progress = on_progress;
+        d.progress_ctx = e.progress_ctx = &prog;
+    }
+    rc = tm_migration_open(&m, db, TM_OPEN_WRITE);
+    if (!rc) {
+        running = m;
+        install_signals();
+        rc = tm_retry(m, &d, &e, &retried);
+        running = NULL;
+    }
+    if (!rc)
+        rc = tm_status_get(m, &st);
+    if (rc) {
+        code = report_error("retry", m, rc);
+        tm_migration_free(m);
+        return code;
+    }
+    if (!quiet) {
+        fprintf(stderr, "treemig retry: %" PRId64 " items retried\n", retried);
+        print_human_status(&st);
+    }
+    code = (st.src_counts.failed || st.dst_counts.failed || st.copy.failed)
+               ? EXIT_PARTIAL : EXIT_OK;
+    tm_migration_free(m);
+    return code;
+}
+
 static int cmd_status(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -620,6 +912,18 @@ int main(int argc, char **argv)
             fputs(status_usage, stdout);
         else if (!strcmp(what, "resume"))
             fputs(resume_usage, stdout);
+        else if (!strcmp(what, "copy"))
+            fputs(copy_usage, stdout);
+        else if (!strcmp(what, "retry"))
+            fputs(retry_usage, stdout);
+        else if (!strcmp(what, "verify"))
+            fputs(verify_usage, stdout);
+        else if (!strcmp(what, "review") || !strcmp(what, "exclude") ||
+                 !strcmp(what, "unexclude")) {
+            char *args[] = { (char *)what, (char *)"--help", NULL };
+            return !strcmp(what, "review") ? cmd_review(2, args)
+                                           : cmd_exclude(2, args, what[0] == 'u');
+        }
         else if (!strcmp(what, "sim-stats"))
             fputs(sim_stats_usage, stdout);
         else
@@ -632,6 +936,16 @@ int main(int argc, char **argv)
         return cmd_status(argc - 1, argv + 1);
     if (!strcmp(cmd, "resume"))
         return cmd_resume(argc - 1, argv + 1);
+    if (!strcmp(cmd, "copy"))
+        return cmd_exec(argc - 1, argv + 1, 0);
+    if (!strcmp(cmd, "retry"))
+        return cmd_retry(argc - 1, argv + 1);
+    if (!strcmp(cmd, "verify"))
+        return cmd_exec(argc - 1, argv + 1, 1);
+    if (!strcmp(cmd, "review"))
+        return cmd_review(argc - 1, argv + 1);
+    if (!strcmp(cmd, "exclude") || !strcmp(cmd, "unexclude"))
+        return cmd_exclude(argc - 1, argv + 1, cmd[0] == 'u');
     if (!strcmp(cmd, "sim-stats"))
         return cmd_sim_stats(argc - 1, argv + 1);
     return usage_error(NULL, "no such command '%s'", cmd);

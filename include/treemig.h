@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -56,7 +57,8 @@ extern "C" {
     XX(ENODB, -4011, "no state file")                                         \
     XX(EINTERNAL, -4012, "internal error")                                    \
     XX(ETHROTTLED, -4013, "throttled by the storage")                         \
-    XX(EBADSPEC, -4014, "malformed storage spec")
+    XX(EBADSPEC, -4014, "malformed storage spec")                             \
+    XX(ECHANGED, -4015, "changed since discovery")
 
 typedef enum tm_errno {
     TM_OK = 0,
@@ -160,6 +162,73 @@ int tm_migration_open_config(tm_migration **out, const char *config_path);
  * nothing left to do.
  */
 int tm_resume(tm_migration *m, const tm_discover_options *opt);
+
+typedef struct tm_exec_options {
+    int workers;             /* threads; 0: default (4) */
+    int retries;             /* retries of a retryable failure; -1: stored */
+    int no_overwrite;        /* copy: keep every existing destination file */
+    int force;               /* copy: run although discovery items failed */
+    int checksum;            /* verify: compare contents (xxHash) */
+    tm_progress_fn progress; /* progress lines, may be NULL */
+    void *progress_ctx;      /* passed to progress */
+} tm_exec_options;
+
+/* Fills o with the defaults. */
+void tm_exec_options_init(tm_exec_options *o);
+
+/*
+ * Copies what discovery found missing or different, depth by depth, folders
+ * before files; each file is written under a temporary name and renamed
+ * when complete; mtimes and modes are kept; destination-only nodes are never
+ * touched. Refused (TM_EPHASE) before discovery is complete, or while
+ * discovery items failed unless o->force. Returns 0 when every node was
+ * handled (see tm_status: copy.failed), TM_ESTOPPED when interrupted, or an
+ * error (TM_ENOSPC: the destination is full; the phase is then suspended).
+ */
+int tm_copy(tm_migration *m, const tm_exec_options *o);
+
+/*
+ * Lists the destination again and checks every copied or already-existing
+ * node: type, size, mtime, and with o->checksum the contents. Mismatches
+ * go to task_errors (phase "verify"); *mismatches gets their count. The
+ * phase becomes "verified" only when there is none.
+ */
+int tm_verify(tm_migration *m, const tm_exec_options *o, int64_t *mismatches);
+
+/*
+ * The retry sweep: folders whose listing failed (on either side) become
+ * pending again and are listed anew, with their destination twins, and
+ * failed copies become pending again; then discovery and, if the copy had
+ * started, the copy run again. *retried gets the number of nodes reset.
+ */
+int tm_retry(tm_migration *m, const tm_discover_options *dopt,
+             const tm_exec_options *eopt, int64_t *retried);
+
+/* Prints the task errors of a phase ("discover", "copy", "verify"), one
+ * "path: message" a line (bytes that are not printable escaped as \xHH). */
+int tm_problems_print(tm_migration *m, const char *phase, FILE *out);
+
+/*
+ * Review (src/migration/review.c). A summary a person reads in ten seconds
+ * (to copy, already there, conflicts by kind, destination-only, failed,
+ * excluded), then the `top` folders with the most to copy. Printed to out.
+ */
+int tm_review_print(tm_migration *m, FILE *out, int top);
+/*
+ * One item per line of a kind: "missing", "conflict", "extra", "failed",
+ * "excluded" or "all", restricted to paths under prefix (NULL: all).
+ * json: JSON Lines (path, type, size, mtime, state, reason).
+ */
+int tm_review_list(tm_migration *m, const char *kind, const char *prefix,
+                   int json, FILE *out);
+/*
+ * Excludes (or with unexclude, includes again) the source nodes matching
+ * each pattern (a root-relative path "/a/b" or a glob as for --exclude) and
+ * their whole subtrees, keeping every count exact. Refused (TM_EPHASE) for
+ * a subtree where the copy has started. *changed gets the rows changed.
+ */
+int tm_exclude(tm_migration *m, const char *const *patterns, size_t n,
+               int unexclude, int64_t *changed);
 
 /* Fills *st from the state file's exact counters (no scan). */
 int tm_status_get(tm_migration *m, tm_status *st);

@@ -6,7 +6,7 @@
 # apt-get runs as root, through sudo otherwise. Quiet when nothing is missing.
 set -euo pipefail
 
-want=(build-essential cmake pkg-config libsqlite3-dev sqlite3 libyaml-dev)
+want=(build-essential cmake pkg-config libsqlite3-dev sqlite3 libyaml-dev libxxhash-dev)
 case "${1:-build}" in
   build) ;;
   test) want+=(libcmocka-dev python3 clang) ;;

@@ -14,6 +14,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/buf.h"
+
+struct tm__rfile;
+struct tm__wfile;
+
 enum tm__type { TM_T_FOLDER = 0, TM_T_FILE, TM_T_SYMLINK, TM_T_OTHER, TM_T_COUNT };
 
 /* Capability bits. */
@@ -56,7 +61,59 @@ struct tm__adapter {
     int64_t (*retry_after)(struct tm__adapter *a);
     /* Frees the adapter. */
     void (*close)(struct tm__adapter *a);
+
+    /* ---- reading and writing files (NULL: the storage cannot) ---- */
+
+    /* Opens the file at path for reading; *st gets its size and mtime as
+     * seen through the open handle. */
+    int (*open_read)(struct tm__adapter *a, const char *path,
+                     struct tm__rfile **out, struct tm__entry *st);
+    /* Reads up to len bytes: the count (0 at the end) or an error. */
+    int64_t (*read)(struct tm__rfile *f, void *buf, size_t len);
+    /* The size and mtime of the open file now (to detect a change). */
+    int (*fstat)(struct tm__rfile *f, struct tm__entry *st);
+    void (*close_read)(struct tm__rfile *f);
+    /* Starts writing the file at path: the bytes go to a temporary name
+     * beside it (not readable by others) until commit. */
+    int (*open_write)(struct tm__adapter *a, const char *path,
+                      struct tm__wfile **out);
+    /* Writes len bytes: the count or an error. */
+    int64_t (*write)(struct tm__wfile *f, const void *buf, size_t len);
+    /* Copies size bytes from src to f inside the storage (copy_file_range,
+     * reflink); optional, and only called when both files belong to
+     * adapters of the same name. Returns the bytes copied or an error. */
+    int64_t (*copy_from)(struct tm__wfile *f, struct tm__rfile *src, int64_t size);
+    /* Sets mode and mtime and renames the file to its real name, replacing
+     * a file there. Frees f, also on failure (the temporary is removed). */
+    int (*commit)(struct tm__wfile *f, int64_t mtime, uint32_t mode);
+    /* Removes the temporary file and frees f. */
+    void (*abort)(struct tm__wfile *f);
+    /* Creates the folder at path (owner may write into it; the final mode
+     * comes with set_attr). A folder already there is success. */
+    int (*mkdir)(struct tm__adapter *a, const char *path);
+    /* Reads the target of the symlink at path into out. */
+    int (*readlink)(struct tm__adapter *a, const char *path, struct tm__buf *out);
+    /* Creates (or replaces) the symlink at path with its mtime, atomically. */
+    int (*symlink)(struct tm__adapter *a, const char *path, const char *target,
+                   int64_t mtime);
+    /* Sets mode and mtime of the folder at path (after its children);
+     * mtime TM_MTIME_KEEP leaves the mtime as it is. */
+    int (*set_attr)(struct tm__adapter *a, const char *path, int64_t mtime,
+                    uint32_t mode);
+    /* Makes everything written so far durable (syncfs). Optional. */
+    int (*sync)(struct tm__adapter *a);
 };
+
+/* Base of an adapter's open files: a concrete file embeds it first. */
+struct tm__rfile {
+    struct tm__adapter *a; /* the adapter that opened it */
+};
+struct tm__wfile {
+    struct tm__adapter *a; /* the adapter that opened it */
+};
+
+/* set_attr: leave the mtime unchanged. */
+#define TM_MTIME_KEEP INT64_MIN
 
 /* How a failure is handled: retried, recorded for this node, or the end. */
 enum tm__errclass { TM_ERR_RETRY = 0, TM_ERR_NODE, TM_ERR_FATAL, TM_ERR_THROTTLE };

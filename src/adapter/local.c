@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 struct local {
@@ -211,6 +212,373 @@ static int local_stat(struct tm__adapter *a, const char *path,
     return entry_from_stat(out, &st);
 }
 
+/* ---- files ---- */
+
+struct local_rfile {
+    struct tm__rfile base; /* must be first */
+    int fd;                /* the open file */
+};
+
+struct local_wfile {
+    struct tm__wfile base; /* must be first */
+    int dirfd;             /* the parent folder */
+    int fd;                /* the temporary file */
+    char *name;            /* the real name (malloc'd) */
+    char tmp[40];          /* the temporary name in the same folder */
+};
+
+/* Opens the parent folder of path; *name points at the last component. */
+static int open_parent(struct local *l, const char *path, const char **name)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir;
+    int fd;
+    if (!slash || !slash[1])
+        return TM_EINVAL;
+    *name = slash + 1;
+    if (slash == path)
+        return open_walk(l, "/");
+    dir = strndup(path, (size_t)(slash - path));
+    if (!dir)
+        return TM_ENOMEM;
+    fd = open_dir(l, dir);
+    free(dir);
+    return fd;
+}
+
+/* The temporary name of a file being written: fixed for a given name, so a
+ * copy redone after a crash reuses (and truncates) the same temporary. */
+static void tmp_name(char *out, size_t len, const char *name)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *name; name++)
+        h = (h ^ (unsigned char)*name) * 1099511628211ULL;
+    snprintf(out, len, ".treemig.%016llx.tmp", (unsigned long long)h);
+}
+
+static int local_open_read(struct tm__adapter *a, const char *path,
+                           struct tm__rfile **out, struct tm__entry *st)
+{
+    struct local *l = (struct local *)a;
+    struct local_rfile *f;
+    const char *name;
+    struct stat sb;
+    int dfd, fd;
+
+    *out = NULL;
+    dfd = open_parent(l, path, &name);
+    if (dfd < 0)
+        return dfd;
+    /* O_NONBLOCK: a FIFO put in a file's place must not hang the worker */
+    fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+    close(dfd);
+    if (fd < 0)
+        return tm__from_errno(errno);
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return TM_EINVAL;
+    }
+    f = calloc(1, sizeof *f);
+    if (!f) {
+        close(fd);
+        return TM_ENOMEM;
+    }
+    f->base.a = a;
+    f->fd = fd;
+    entry_from_stat(st, &sb);
+    *out = &f->base;
+    return 0;
+}
+
+static int64_t local_read(struct tm__rfile *rf, void *buf, size_t len)
+{
+    struct local_rfile *f = (struct local_rfile *)rf;
+    for (;;) {
+        ssize_t n = read(f->fd, buf, len);
+        if (n >= 0)
+            return n;
+        if (errno != EINTR)
+            return tm__from_errno(errno);
+    }
+}
+
+static int local_fstat(struct tm__rfile *rf, struct tm__entry *st)
+{
+    struct local_rfile *f = (struct local_rfile *)rf;
+    struct stat sb;
+    if (fstat(f->fd, &sb) != 0)
+        return tm__from_errno(errno);
+    return entry_from_stat(st, &sb);
+}
+
+static void local_close_read(struct tm__rfile *rf)
+{
+    struct local_rfile *f = (struct local_rfile *)rf;
+    if (!f)
+        return;
+    close(f->fd);
+    free(f);
+}
+
+static int local_open_write(struct tm__adapter *a, const char *path,
+                            struct tm__wfile **out)
+{
+    struct local *l = (struct local *)a;
+    struct local_wfile *f;
+    const char *name;
+    int dfd;
+
+    *out = NULL;
+    dfd = open_parent(l, path, &name);
+    if (dfd < 0)
+        return dfd;
+    f = calloc(1, sizeof *f);
+    if (!f || !(f->name = strdup(name))) {
+        free(f);
+        close(dfd);
+        return TM_ENOMEM;
+    }
+    f->base.a = a;
+    f->dirfd = dfd;
+    tmp_name(f->tmp, sizeof f->tmp, name);
+    /* 0600 while it is written: others never read a partial copy */
+    f->fd = openat(dfd, f->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+                   0600);
+    if (f->fd < 0) {
+        int rc = tm__from_errno(errno);
+        close(dfd);
+        free(f->name);
+        free(f);
+        return rc;
+    }
+    *out = &f->base;
+    return 0;
+}
+
+static int64_t local_write(struct tm__wfile *wf, const void *buf, size_t len)
+{
+    struct local_wfile *f = (struct local_wfile *)wf;
+    const char *p = buf;
+    size_t left = len;
+    while (left) {
+        ssize_t n = write(f->fd, p, left);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return tm__from_errno(errno);
+        }
+        p += n;
+        left -= (size_t)n;
+    }
+    return (int64_t)len;
+}
+
+/* Copies in the kernel: copy_file_range (a reflink where the file system
+ * can), falling back to read/write where it is refused. */
+static int64_t local_copy_from(struct tm__wfile *wf, struct tm__rfile *rf,
+                               int64_t size)
+{
+    struct local_wfile *f = (struct local_wfile *)wf;
+    struct local_rfile *src = (struct local_rfile *)rf;
+    int64_t done = 0;
+    char *buf;
+
+    while (done < size) {
+        ssize_t n = copy_file_range(src->fd, NULL, f->fd, NULL,
+                                    (size_t)(size - done), 0);
+        if (n > 0) {
+            done += n;
+            continue;
+        }
+        if (n == 0)
+            return done; /* the source is shorter than recorded */
+        if (errno == EINTR)
+            continue;
+        if (errno != EXDEV && errno != ENOSYS && errno != EINVAL &&
+            errno != EOPNOTSUPP && errno != EPERM)
+            return tm__from_errno(errno);
+        break;
+    }
+    if (done >= size)
+        return done;
+    buf = malloc(1 << 20);
+    if (!buf)
+        return TM_ENOMEM;
+    while (done < size) {
+        int64_t n = local_read(rf, buf, 1 << 20), w;
+        if (n < 0) {
+            free(buf);
+            return n;
+        }
+        if (n == 0)
+            break;
+        w = local_write(wf, buf, (size_t)n);
+        if (w < 0) {
+            free(buf);
+            return w;
+        }
+        done += n;
+    }
+    free(buf);
+    return done;
+}
+
+static void wfile_free(struct local_wfile *f)
+{
+    if (f->fd >= 0)
+        close(f->fd);
+    close(f->dirfd);
+    free(f->name);
+    free(f);
+}
+
+static void local_abort(struct tm__wfile *wf)
+{
+    struct local_wfile *f = (struct local_wfile *)wf;
+    if (!f)
+        return;
+    unlinkat(f->dirfd, f->tmp, 0);
+    wfile_free(f);
+}
+
+static void ns_to_times(struct timespec t[2], int64_t mtime)
+{
+    if (mtime == TM_MTIME_KEEP)
+        mtime = 0;
+    t[0].tv_sec = 0;
+    t[0].tv_nsec = UTIME_OMIT;
+    t[1].tv_sec = (time_t)(mtime / 1000000000);
+    t[1].tv_nsec = (long)(mtime % 1000000000);
+    if (t[1].tv_nsec < 0) {
+        t[1].tv_sec--;
+        t[1].tv_nsec += 1000000000;
+    }
+}
+
+static int local_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode)
+{
+    struct local_wfile *f = (struct local_wfile *)wf;
+    struct timespec t[2];
+    int rc = 0;
+
+    ns_to_times(t, mtime);
+    if (fchmod(f->fd, mode & 07777) != 0 || futimens(f->fd, t) != 0)
+        rc = tm__from_errno(errno);
+    if (close(f->fd) != 0 && !rc)
+        rc = tm__from_errno(errno); /* e.g. a delayed ENOSPC on NFS */
+    f->fd = -1;
+    if (!rc && renameat(f->dirfd, f->tmp, f->dirfd, f->name) != 0)
+        rc = tm__from_errno(errno);
+    if (rc)
+        unlinkat(f->dirfd, f->tmp, 0);
+    wfile_free(f);
+    return rc;
+}
+
+static int local_mkdir(struct tm__adapter *a, const char *path)
+{
+    struct local *l = (struct local *)a;
+    const char *name;
+    struct stat sb;
+    int dfd, rc = 0;
+
+    dfd = open_parent(l, path, &name);
+    if (dfd < 0)
+        return dfd;
+    if (mkdirat(dfd, name, 0700) != 0) {
+        rc = tm__from_errno(errno);
+        /* made by an earlier run that crashed before recording it */
+        if (rc == TM_EEXIST && fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISDIR(sb.st_mode))
+            rc = 0;
+    }
+    close(dfd);
+    return rc;
+}
+
+static int local_readlink(struct tm__adapter *a, const char *path,
+                          struct tm__buf *out)
+{
+    struct local *l = (struct local *)a;
+    const char *name;
+    char buf[PATH_MAX + 1];
+    ssize_t n;
+    int dfd = open_parent(l, path, &name);
+    if (dfd < 0)
+        return dfd;
+    n = readlinkat(dfd, name, buf, sizeof buf);
+    close(dfd);
+    if (n < 0)
+        return tm__from_errno(errno);
+    if ((size_t)n >= sizeof buf)
+        return TM_ENAMETOOLONG;
+    tm__buf_reset(out);
+    return tm__buf_add(out, buf, (size_t)n);
+}
+
+static int local_symlink(struct tm__adapter *a, const char *path,
+                         const char *target, int64_t mtime)
+{
+    struct local *l = (struct local *)a;
+    struct timespec t[2];
+    const char *name;
+    char tmp[40];
+    int dfd, rc = 0;
+
+    dfd = open_parent(l, path, &name);
+    if (dfd < 0)
+        return dfd;
+    tmp_name(tmp, sizeof tmp, name);
+    unlinkat(dfd, tmp, 0);
+    ns_to_times(t, mtime);
+    if (symlinkat(target, dfd, tmp) != 0 ||
+        utimensat(dfd, tmp, t, AT_SYMLINK_NOFOLLOW) != 0 ||
+        renameat(dfd, tmp, dfd, name) != 0) {
+        rc = tm__from_errno(errno);
+        unlinkat(dfd, tmp, 0);
+    }
+    close(dfd);
+    return rc;
+}
+
+/* Works through the parent: a folder of mode 0 cannot be opened, but its
+ * mode can still be changed by name. */
+static int local_set_attr(struct tm__adapter *a, const char *path, int64_t mtime,
+                          uint32_t mode)
+{
+    struct local *l = (struct local *)a;
+    struct timespec t[2];
+    const char *name;
+    struct stat sb;
+    int dfd = open_parent(l, path, &name), rc = 0;
+    if (dfd < 0)
+        return dfd;
+    ns_to_times(t, mtime);
+    if (mtime == TM_MTIME_KEEP)
+        t[1].tv_nsec = UTIME_OMIT;
+    if (fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) != 0)
+        rc = tm__from_errno(errno);
+    else if (!S_ISDIR(sb.st_mode))
+        rc = TM_ENOTDIR; /* never chmod through a symlink put in its place */
+    else if (fchmodat(dfd, name, mode & 07777, 0) != 0 ||
+             utimensat(dfd, name, t, AT_SYMLINK_NOFOLLOW) != 0)
+        rc = tm__from_errno(errno);
+    close(dfd);
+    return rc;
+}
+
+static int local_sync(struct tm__adapter *a)
+{
+    struct local *l = (struct local *)a;
+    int fd = open_walk(l, "/"), rc = 0;
+    if (fd < 0)
+        return fd;
+    if (syncfs(fd) != 0)
+        rc = tm__from_errno(errno);
+    close(fd);
+    return rc;
+}
+
 static void local_close(struct tm__adapter *a)
 {
     struct local *l = (struct local *)a;
@@ -253,6 +621,20 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     l->base.list = local_list;
     l->base.stat = local_stat;
     l->base.close = local_close;
+    l->base.open_read = local_open_read;
+    l->base.read = local_read;
+    l->base.fstat = local_fstat;
+    l->base.close_read = local_close_read;
+    l->base.open_write = local_open_write;
+    l->base.write = local_write;
+    l->base.copy_from = local_copy_from;
+    l->base.commit = local_commit;
+    l->base.abort = local_abort;
+    l->base.mkdir = local_mkdir;
+    l->base.readlink = local_readlink;
+    l->base.symlink = local_symlink;
+    l->base.set_attr = local_set_attr;
+    l->base.sync = local_sync;
     l->root_fd = fd;
     *out = &l->base;
     return 0;

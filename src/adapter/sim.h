@@ -39,6 +39,8 @@ struct tm__sim_spec {
     double files;           /* files=: mean files of the root */
     double decay;           /* decay=: means are multiplied by this per level */
     double tail;            /* tail=: Lomax shape of the fan-out, > 1 */
+    int64_t root_folders;   /* root_folders=: subfolders of the root, -1: folders= rounded */
+    int64_t root_files;     /* root_files=: files of the root, -1: files= rounded */
     int64_t max_folders;    /* max_folders=: cap of subfolders per folder */
     int64_t max_files;      /* max_files=: cap of files per folder */
     double size;            /* size=: mean size of a non-empty file */
@@ -110,26 +112,43 @@ int tm__sim_spec_parse(struct tm__sim_spec *sp, const char *params, char *err,
                        size_t errlen);
 void tm__sim_spec_release(struct tm__sim_spec *sp);
 
+/* A folder with its child counts, ready to be listed. */
+struct tm__sim_dir {
+    struct tm__sim_folder f; /* the folder */
+    int64_t nf;              /* subfolders of the plain shape */
+    int64_t n;               /* subfolders + files of the plain shape */
+    int64_t slots;           /* n + destination-only extras (TM_SIM_TWIN) */
+};
+
 /* The root folder of the spec's world. */
 struct tm__sim_folder tm__sim_root(const struct tm__sim_spec *sp);
 /* Resolves a root-relative path to a folder of the spec's world: 0,
  * TM_ENOENT, or TM_ENOTDIR (a file). */
 int tm__sim_resolve(const struct tm__sim_spec *sp, const char *path,
                     struct tm__sim_folder *out);
-/* The number of child slots of f: every child is one slot, but a slot of
- * a TM_SIM_TWIN folder may be empty (a node not kept). */
-int64_t tm__sim_slots(const struct tm__sim_spec *sp,
-                      const struct tm__sim_folder *f);
-/* Fills *e with the child in slot i (0 <= i < slots). Returns 1 when the
- * slot holds a node, 0 when it is empty. */
-int tm__sim_child(const struct tm__sim_spec *sp, const struct tm__sim_folder *f,
+/* The node at path (the root: a folder named ""): 0, TM_ENOENT or
+ * TM_ENOTDIR (a file in the middle of path). */
+int tm__sim_lookup(const struct tm__sim_spec *sp, const char *path,
+                   struct tm__sim_ent *e);
+/* Computes the child counts of f. */
+void tm__sim_dir_init(const struct tm__sim_spec *sp,
+                      const struct tm__sim_folder *f, struct tm__sim_dir *d);
+/* Fills *e with the child in slot i (0 <= i < d->slots): slots [0, nf) are
+ * folders, [nf, n) files, [n, slots) extras. Returns 1 when the slot holds
+ * a node, 0 when it is empty (a source node the destination did not keep;
+ * e->fate is then TM_SIM_GONE). */
+int tm__sim_child(const struct tm__sim_spec *sp, const struct tm__sim_dir *d,
                   int64_t i, struct tm__sim_ent *e);
-/* 1 when listing folder f (at path, path_len bytes) fails for good:
- * deny= or permanent= of world w (src_ ones for TM_SIM_SRC when the spec is
- * a destination's). */
-int tm__sim_denied(const struct tm__sim_spec *sp, const char *path,
-                   size_t path_len);
-int tm__sim_permanent(const struct tm__sim_spec *sp, int world,
+/* The destination twin of a source child src (dst may be src): returns 0
+ * when it is not kept; dst->fate says how it differs. */
+int tm__sim_derive(const struct tm__sim_spec *sp, const struct tm__sim_ent *src,
+                   struct tm__sim_ent *dst);
+/* 1 when path (len bytes) is one of the prefixes or lies below one. */
+int tm__sim_prefix_match(const struct tm__sim_prefixes *l, const char *path,
+                         size_t len);
+/* 1 when listing folder f of world fails for good with rate permanent=
+ * (never the root). A pure function of (seed, world, path). */
+int tm__sim_permanent(const struct tm__sim_spec *sp, double rate, int world,
                       const struct tm__sim_folder *f);
 /* A well-mixed 64-bit hash of (a, b); the building block of everything. */
 uint64_t tm__sim_hash(uint64_t a, uint64_t b);

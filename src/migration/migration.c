@@ -7,6 +7,7 @@
 
 #include "adapter/adapter.h"
 #include "engine/engine.h"
+#include "engine/execute.h"
 #include "migration/config.h"
 #include "store/store.h"
 #include "util/buf.h"
@@ -37,6 +38,7 @@ struct tm_migration {
 
 static int fail(tm_migration *m, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+static void copy_setting(sqlite3 *db, const char *key, char *out, size_t len);
 
 static int fail(tm_migration *m, int rc, const char *fmt, ...)
 {
@@ -727,9 +729,387 @@ int tm_resume(tm_migration *m, const tm_discover_options *opt)
         return fail(m, TM_ECORRUPT, "the state file %s records no migration",
                     m->store.path);
     }
-    tm__buf_release(&phase);
-    /* discovery is the only phase so far: it returns at once when complete */
+    {
+        char from[32];
+        int copying;
+        copy_setting(m->store.db, "suspended_from", from, sizeof from);
+        copying = strcmp(phase.buf, "copying") == 0 ||
+                  (strcmp(phase.buf, "suspended") == 0 && strcmp(from, "copying") == 0);
+        tm__buf_release(&phase);
+        if (copying) {
+            tm_exec_options eo;
+            tm_exec_options_init(&eo);
+            eo.workers = o.workers;
+            eo.retries = o.retries;
+            eo.progress = o.progress;
+            eo.progress_ctx = o.progress_ctx;
+            eo.force = 1; /* the copy was started once: it goes on */
+            return tm_copy(m, &eo);
+        }
+    }
+    /* a discovery that is complete returns at once */
     return tm_discover(m, NULL, NULL, &o);
+}
+
+void tm_exec_options_init(tm_exec_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->retries = -1;
+}
+
+static int phase_is(const char *phase, const char *a, const char *b)
+{
+    return strcmp(phase, a) == 0 || (b && strcmp(phase, b) == 0);
+}
+
+/* Opens both adapters from the stored specs and readies the YAML file with
+ * the stored options. */
+static int open_stored(tm_migration *m, struct tm__adapter *ad[2])
+{
+    sqlite3 *db = m->store.db;
+    char *src = setting_dup(db, "src"), *dst = setting_dup(db, "dst");
+    char *exc = setting_dup(db, "excludes"), **globs = NULL;
+    tm_discover_options o;
+    size_t n = 0;
+    char aerr[512];
+    int rc;
+
+    ad[0] = ad[1] = NULL;
+    if (!src || !dst) {
+        rc = fail(m, TM_ECORRUPT, "the state file names no roots");
+        goto out;
+    }
+    rc = tm__adapter_open(src, &ad[0], aerr, sizeof aerr);
+    if (!rc)
+        rc = tm__adapter_open(dst, &ad[1], aerr, sizeof aerr);
+    if (rc) {
+        fail(m, rc, "%s", aerr);
+        goto out;
+    }
+    tm_discover_options_init(&o);
+    o.workers = get_int(db, "workers", 4);
+    o.lead = get_int(db, "lead", 3);
+    o.retries = get_int(db, "retries", 3);
+    globs = split_lines(exc ? exc : "", &n);
+    rc = globs ? config_prepare(m, NULL, &o, globs, n) : TM_ENOMEM;
+out:
+    if (rc) {
+        tm__adapter_close(ad[0]);
+        tm__adapter_close(ad[1]);
+        ad[0] = ad[1] = NULL;
+    }
+    free(src);
+    free(dst);
+    free(exc);
+    free(globs);
+    return rc;
+}
+
+static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
+                    struct tm__adapter *ad[2], const tm_status *st,
+                    int64_t *problems)
+{
+    struct tm__exec_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.mode = mode;
+    cfg.ad[0] = ad[0];
+    cfg.ad[1] = ad[1];
+    cfg.db_path = m->store.path;
+    cfg.db = m->store.db;
+    cfg.workers = o->workers > 0 ? o->workers : get_int(m->store.db, "workers", 4);
+    cfg.retries = o->retries >= 0 ? o->retries : get_int(m->store.db, "retries", 3);
+    cfg.no_overwrite = o->no_overwrite;
+    cfg.checksum = o->checksum;
+    cfg.total_files = st->copy.pending;
+    cfg.total_bytes = st->copy.bytes_pending;
+    cfg.stop = &m->stop;
+    cfg.progress = o->progress;
+    cfg.progress_ctx = o->progress_ctx;
+    cfg.err = &m->err;
+    {
+        int rc = tm__exec_run(&cfg);
+        *problems = cfg.problems;
+        return rc;
+    }
+}
+
+int tm_copy(tm_migration *m, const tm_exec_options *opt)
+{
+    struct tm__adapter *ad[2] = { NULL, NULL };
+    tm_exec_options o;
+    tm_status st;
+    char from[32];
+    int64_t problems = 0;
+    int rc;
+
+    if (!m || !m->open || m->store.readonly)
+        return TM_EINVAL;
+    tm__buf_reset(&m->err);
+    tm_exec_options_init(&o);
+    if (opt)
+        o = *opt;
+    rc = tm_status_get(m, &st);
+    if (rc)
+        return rc;
+    copy_setting(m->store.db, "suspended_from", from, sizeof from);
+    if (phase_is(st.phase, "copied", "verified"))
+        return 0; /* complete: nothing to do */
+    if (!phase_is(st.phase, "discovered", "copying") &&
+        !(phase_is(st.phase, "suspended", NULL) && strcmp(from, "copying") == 0))
+        return fail(m, TM_EPHASE, "discovery is not complete (phase %s): run "
+                    "discover first", st.phase);
+    if ((st.src_counts.failed || st.dst_counts.failed) && !o.force)
+        return fail(m, TM_EPHASE, "%lld source and %lld destination folders "
+                    "could not be listed during discovery: run retry, or copy "
+                    "--force to copy without them",
+                    (long long)st.src_counts.failed, (long long)st.dst_counts.failed);
+    rc = open_stored(m, ad);
+    if (!rc)
+        rc = tm__store_exec(m->store.db,
+                            "CREATE INDEX IF NOT EXISTS src_nodes_copy ON "
+                            "src_nodes(depth, id) WHERE copy_status = 'pending'",
+                            &m->err);
+    if (!rc)
+        rc = set_phase(m, "copying");
+    if (!rc) {
+        rc = run_exec(m, TM_EXEC_COPY, &o, ad, &st, &problems);
+        if (rc == 0) {
+            rc = set_phase(m, "copied");
+        } else {
+            struct tm__buf keep = TM__BUF_INIT;
+            tm__buf_add(&keep, m->err.buf, m->err.len);
+            set_phase_from(m, "suspended", "copying");
+            tm__buf_reset(&m->err);
+            tm__buf_add(&m->err, keep.buf, keep.len);
+            tm__buf_release(&keep);
+            if (rc == TM_ESTOPPED && !m->err.len)
+                fail(m, rc, "copy interrupted; run copy again to resume");
+        }
+    }
+    tm__adapter_close(ad[0]);
+    tm__adapter_close(ad[1]);
+    if (rc && !m->err.len)
+        fail(m, rc, "%s", tm_strerror(rc));
+    return rc;
+}
+
+int tm_verify(tm_migration *m, const tm_exec_options *opt, int64_t *mismatches)
+{
+    struct tm__adapter *ad[2] = { NULL, NULL };
+    tm_exec_options o;
+    tm_status st;
+    int rc;
+
+    *mismatches = 0;
+    if (!m || !m->open || m->store.readonly)
+        return TM_EINVAL;
+    tm__buf_reset(&m->err);
+    tm_exec_options_init(&o);
+    if (opt)
+        o = *opt;
+    rc = tm_status_get(m, &st);
+    if (rc)
+        return rc;
+    if (!phase_is(st.phase, "copied", "verified"))
+        return fail(m, TM_EPHASE, "the copy is not complete (phase %s): run copy "
+                    "first", st.phase);
+    rc = open_stored(m, ad);
+    if (!rc)
+        rc = tm__store_exec(m->store.db,
+                            "DELETE FROM task_errors WHERE phase = 'verify'", &m->err);
+    if (!rc)
+        rc = run_exec(m, TM_EXEC_VERIFY, &o, ad, &st, mismatches);
+    if (!rc)
+        rc = set_phase(m, *mismatches ? "copied" : "verified");
+    tm__adapter_close(ad[0]);
+    tm__adapter_close(ad[1]);
+    if (rc && !m->err.len)
+        fail(m, rc, "%s", tm_strerror(rc));
+    return rc;
+}
+
+/* Moves every count of a status to another in a stats table, then the rows
+ * themselves: one transaction, so the counts stay exact. */
+static int reset_status(sqlite3 *db, const char *table, const char *stats,
+                        const char *column, const char *from, const char *to,
+                        const char *where, struct tm__buf *err)
+{
+    struct tm__buf sql = TM__BUF_INIT;
+    int rc;
+    /* the stats rows of `to` absorb those of `from`, key by key */
+    tm__buf_addf(&sql,
+                 "INSERT INTO %s SELECT depth, type, '%s'%s, count, bytes FROM %s "
+                 "WHERE %s = '%s' AND count > 0 %s ON CONFLICT DO UPDATE SET "
+                 "count = count + excluded.count, bytes = bytes + excluded.bytes;"
+                 "UPDATE %s SET count = 0, bytes = 0 WHERE %s = '%s' %s;"
+                 "UPDATE %s SET %s = '%s', error = NULL WHERE %s = '%s' %s;",
+                 stats, to, strcmp(stats, "copy_stats") == 0 ? ", conflict" : "",
+                 stats, column, from, where[0] ? "AND type = 'folder'" : "",
+                 stats, column, from, where[0] ? "AND type = 'folder'" : "",
+                 table, column, to, column, from, where);
+    rc = tm__store_exec(db, sql.buf, err);
+    tm__buf_release(&sql);
+    return rc;
+}
+
+static int64_t count_status(sqlite3 *db, const char *stats, const char *column,
+                            const char *status, int folders_only)
+{
+    struct tm__buf sql = TM__BUF_INIT;
+    sqlite3_stmt *st;
+    int64_t n = 0;
+    tm__buf_addf(&sql, "SELECT coalesce(sum(count), 0) FROM %s WHERE %s = '%s'%s",
+                 stats, column, status, folders_only ? " AND type = 'folder'" : "");
+    if (sqlite3_prepare_v2(db, sql.buf, -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW)
+            n = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    tm__buf_release(&sql);
+    return n;
+}
+
+/* A folder that failed (e.g. unreadable) may have had its mode fixed since
+ * its parent was listed: its row takes the folder's attributes of now. */
+static int refresh_failed(tm_migration *m)
+{
+    struct tm__adapter *ad = NULL;
+    sqlite3_stmt *sel = NULL, *upd = NULL;
+    char *src = setting_dup(m->store.db, "src"), aerr[512];
+    int rc;
+
+    rc = src ? tm__adapter_open(src, &ad, aerr, sizeof aerr) : TM_ECORRUPT;
+    free(src);
+    if (rc)
+        return fail(m, rc, "%s", rc == TM_ECORRUPT ? "no source root" : aerr);
+    if (sqlite3_prepare_v2(m->store.db, "SELECT id, path FROM src_nodes WHERE "
+                           "traversal_status = 'failed' AND type = 'folder'",
+                           -1, &sel, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(m->store.db, "UPDATE src_nodes SET mode = ?, mtime = ? "
+                           "WHERE id = ?", -1, &upd, NULL) != SQLITE_OK) {
+        rc = tm__store_error(m->store.db, SQLITE_ERROR, &m->err, "refresh");
+        goto out;
+    }
+    while (sqlite3_step(sel) == SQLITE_ROW) {
+        struct tm__entry e;
+        if (tm__adapter_stat(ad, (const char *)sqlite3_column_text(sel, 1), &e) ||
+            e.type != TM_T_FOLDER)
+            continue; /* the listing will say what is wrong */
+        sqlite3_bind_int64(upd, 1, e.mode);
+        sqlite3_bind_int64(upd, 2, e.mtime);
+        sqlite3_bind_int64(upd, 3, sqlite3_column_int64(sel, 0));
+        if (sqlite3_step(upd) != SQLITE_DONE) {
+            rc = tm__store_error(m->store.db, SQLITE_ERROR, &m->err, "refresh");
+            break;
+        }
+        sqlite3_reset(upd);
+    }
+out:
+    sqlite3_finalize(sel);
+    sqlite3_finalize(upd);
+    tm__adapter_close(ad);
+    return rc;
+}
+
+int tm_retry(tm_migration *m, const tm_discover_options *dopt,
+             const tm_exec_options *eopt, int64_t *retried)
+{
+    sqlite3 *db;
+    tm_status st;
+    int64_t folders, copies;
+    int rc, copy_started;
+
+    *retried = 0;
+    if (!m || !m->open || m->store.readonly)
+        return TM_EINVAL;
+    db = m->store.db;
+    tm__buf_reset(&m->err);
+    rc = tm_status_get(m, &st);
+    if (rc)
+        return rc;
+    if (!phase_is(st.phase, "discovered", "copied") &&
+        !phase_is(st.phase, "verified", "suspended"))
+        return fail(m, TM_EPHASE, "nothing to retry in phase %s: run discover "
+                    "first", st.phase);
+    copy_started = !phase_is(st.phase, "discovered", NULL);
+    folders = count_status(db, "src_stats", "traversal_status", "failed", 1) +
+              count_status(db, "dst_stats", "traversal_status", "failed", 1);
+    copies = count_status(db, "copy_stats", "copy_status", "failed", 0);
+    rc = tm__store_exec(db, "BEGIN IMMEDIATE", &m->err);
+    if (!rc && folders)
+        rc = refresh_failed(m);
+    if (!rc && folders)
+        rc = reset_status(db, "src_nodes", "src_stats", "traversal_status",
+                          "failed", "pending", "AND type = 'folder'", &m->err);
+    if (!rc && folders)
+        rc = reset_status(db, "dst_nodes", "dst_stats", "traversal_status",
+                          "failed", "pending", "AND type = 'folder'", &m->err);
+    if (!rc && copies)
+        rc = reset_status(db, "src_nodes", "copy_stats", "copy_status", "failed",
+                          "pending", "", &m->err);
+    if (!rc)
+        rc = tm__store_exec(db, "COMMIT", &m->err);
+    if (rc) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return rc;
+    }
+    *retried = folders + copies;
+    if (folders) {
+        /* the folders are pending again: discovery goes on from them */
+        rc = set_phase_from(m, "suspended", "discovering");
+        if (!rc)
+            rc = tm_discover(m, NULL, NULL, dopt);
+        if (rc)
+            return rc;
+    }
+    if (copy_started || copies) {
+        tm_exec_options eo;
+        tm_exec_options_init(&eo);
+        if (eopt)
+            eo = *eopt;
+        eo.force = 1;
+        rc = set_phase(m, "copying");
+        if (!rc)
+            rc = tm_copy(m, &eo);
+    }
+    return rc;
+}
+
+static void print_escaped(FILE *out, const char *s)
+{
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '\\')
+            fputs("\\\\", out);
+        else if (c < 0x20 || c == 0x7f)
+            fprintf(out, "\\x%02x", c);
+        else
+            fputc(c, out);
+    }
+}
+
+int tm_problems_print(tm_migration *m, const char *phase, FILE *out)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if (!m || !m->open)
+        return TM_EINVAL;
+    rc = sqlite3_prepare_v2(m->store.db, "SELECT path, message FROM task_errors "
+                            "WHERE phase = ? ORDER BY id", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return tm__store_error(m->store.db, rc, &m->err, "read task errors");
+    sqlite3_bind_text(st, 1, phase, -1, SQLITE_STATIC);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *path = (const char *)sqlite3_column_text(st, 0);
+        const char *msg = (const char *)sqlite3_column_text(st, 1);
+        print_escaped(out, path ? path : "");
+        fputs(": ", out);
+        fputs(msg ? msg : "", out);
+        fputc('\n', out);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : tm__store_error(m->store.db, rc, &m->err,
+                                                   "read task errors");
 }
 
 static void copy_setting(sqlite3 *db, const char *key, char *out, size_t len)
@@ -813,4 +1193,28 @@ int tm_status_get(tm_migration *m, tm_status *st)
         sqlite3_finalize(s);
     }
     return rc;
+}
+
+/* accessors for review.c */
+
+#include "migration/migration_int.h" /* their prototypes */
+
+sqlite3 *tm__migration_db(tm_migration *m)
+{
+    return m && m->open ? m->store.db : NULL;
+}
+
+struct tm__buf *tm__migration_err(tm_migration *m)
+{
+    return &m->err;
+}
+
+int tm__migration_readonly(tm_migration *m)
+{
+    return m->store.readonly;
+}
+
+const char *tm__migration_path(tm_migration *m)
+{
+    return m->store.path;
 }

@@ -15,7 +15,7 @@
 #include <time.h>
 
 enum { ST_INS_SRC, ST_INS_DST, ST_UPD_SRC_F, ST_UPD_DST_F, ST_UPD_COPY,
-       ST_TASK_ERR, ST_SET, ST_LOG, ST_COUNT };
+       ST_TASK_ERR, ST_SET, ST_LOG, ST_COPY_DONE, ST_COUNT };
 
 static const char *const stmt_sql[ST_COUNT] = {
     "INSERT INTO src_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
@@ -28,9 +28,11 @@ static const char *const stmt_sql[ST_COUNT] = {
     "WHERE id=? AND traversal_status='pending'",
     "UPDATE src_nodes SET copy_status=?, conflict=? WHERE id=?",
     "INSERT INTO task_errors(time,phase,queue,node_id,path,attempts,message) "
-    "VALUES(?,'discover',?,?,?,?,?)",
+    "VALUES(?1,?7,?2,?3,?4,?5,?6)",
     "INSERT OR REPLACE INTO migration(key,value) VALUES(?,?)",
     "INSERT INTO logs(time,level,queue,message) VALUES(?,?,?,?)",
+    "UPDATE src_nodes SET copy_status=?1, attempts=attempts+?2, error=?3 "
+    "WHERE id=?4 AND copy_status=?5",
 };
 
 struct tm__writer {
@@ -52,6 +54,8 @@ struct tm__writer {
     struct tm__result *done_head, *done_tail; /* applied, not committed */
     tm__commit_cb on_commit;   /* told about each committed result */
     void *ctx;                 /* its context */
+    tm__precommit_cb precommit; /* run before each COMMIT, may be NULL */
+    void *precommit_ctx;       /* its context */
     _Atomic int64_t rows;      /* rows committed */
 };
 
@@ -148,6 +152,19 @@ static int insert_node(struct tm__writer *w, const struct tm__result *r,
     return rc;
 }
 
+static int task_error(struct tm__writer *w, const struct tm__result *r)
+{
+    sqlite3_stmt *te = w->st[ST_TASK_ERR];
+    sqlite3_bind_int64(te, 1, tm__wall_ns());
+    sqlite3_bind_text(te, 2, r->side == TM_SRC ? "src" : "dst", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(te, 3, r->folder_id);
+    sqlite3_bind_text(te, 4, r->path ? r->path : "", -1, SQLITE_STATIC);
+    sqlite3_bind_int(te, 5, r->attempts);
+    sqlite3_bind_text(te, 6, r->error ? r->error : "", -1, SQLITE_STATIC);
+    sqlite3_bind_text(te, 7, r->phase ? r->phase : "discover", -1, SQLITE_STATIC);
+    return step_done(w, te);
+}
+
 static int apply_listing(struct tm__writer *w, const struct tm__result *r)
 {
     sqlite3_stmt *st = w->st[r->side == TM_SRC ? ST_UPD_SRC_F : ST_UPD_DST_F];
@@ -192,16 +209,38 @@ static int apply_listing(struct tm__writer *w, const struct tm__result *r)
         if (!rc)
             rc = stat_add(w, 2, u->depth, u->type, u->new_cs, u->new_cf, 1, u->size);
     }
-    if (!rc && r->error) {
-        sqlite3_stmt *te = w->st[ST_TASK_ERR];
-        sqlite3_bind_int64(te, 1, tm__wall_ns());
-        sqlite3_bind_text(te, 2, r->side == TM_SRC ? "src" : "dst", -1, SQLITE_STATIC);
-        sqlite3_bind_int64(te, 3, r->folder_id);
-        sqlite3_bind_text(te, 4, r->path ? r->path : "", -1, SQLITE_STATIC);
-        sqlite3_bind_int(te, 5, r->attempts);
-        sqlite3_bind_text(te, 6, r->error, -1, SQLITE_STATIC);
-        rc = step_done(w, te);
+    if (!rc && r->error)
+        rc = task_error(w, r);
+    return rc;
+}
+
+/* A copy task's outcome: the node's copy status, counted exactly. */
+static int apply_copy(struct tm__writer *w, const struct tm__result *r)
+{
+    sqlite3_stmt *st = w->st[ST_COPY_DONE];
+    int rc;
+    sqlite3_bind_text(st, 1, tm__cs_names[r->new_cs], -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, r->attempts);
+    if (r->error)
+        sqlite3_bind_text(st, 3, r->error, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 3);
+    sqlite3_bind_int64(st, 4, r->folder_id);
+    sqlite3_bind_text(st, 5, tm__cs_names[r->old_cs], -1, SQLITE_STATIC);
+    rc = step_done(w, st);
+    if (rc)
+        return rc;
+    if (sqlite3_changes(w->db) != 1) {
+        tm__buf_reset(&w->errmsg);
+        tm__buf_addf(&w->errmsg, "node %s was not %s", r->path ? r->path : "?",
+                     tm__cs_names[r->old_cs]);
+        return TM_EINTERNAL;
     }
+    rc = stat_add(w, 2, r->depth, r->type, r->old_cs, r->cf, -1, -r->size);
+    if (!rc)
+        rc = stat_add(w, 2, r->depth, r->type, r->new_cs, r->cf, 1, r->size);
+    if (!rc && r->error)
+        rc = task_error(w, r);
     return rc;
 }
 
@@ -216,6 +255,10 @@ static int apply(struct tm__writer *w, const struct tm__result *r)
         sqlite3_bind_text(st, 1, r->path, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, r->value, -1, SQLITE_STATIC);
         return step_done(w, st);
+    case TM_R_COPY:
+        return apply_copy(w, r);
+    case TM_R_PROBLEM:
+        return task_error(w, r);
     case TM_R_LOG:
         st = w->st[ST_LOG];
         sqlite3_bind_int64(st, 1, tm__wall_ns());
@@ -249,8 +292,15 @@ static void set_error(struct tm__writer *w, int err)
 
 static int commit(struct tm__writer *w, size_t rows)
 {
-    int rc = tm__stats_apply(w->db, &w->delta);
+    int rc = w->precommit ? w->precommit(w->precommit_ctx) : 0;
     int src;
+    if (rc) {
+        tm__buf_reset(&w->errmsg);
+        tm__buf_addf(&w->errmsg, "cannot make the written data durable: %s",
+                     tm_strerror(rc));
+        return rc;
+    }
+    rc = tm__stats_apply(w->db, &w->delta);
     if (rc) {
         tm__buf_reset(&w->errmsg);
         tm__buf_addf(&w->errmsg, "write stats: %s", sqlite3_errmsg(w->db));
@@ -426,6 +476,14 @@ int tm__writer_submit(struct tm__writer *w, struct tm__result *r)
     if (err)
         tm__result_free(r);
     return err;
+}
+
+void tm__writer_set_precommit(struct tm__writer *w, tm__precommit_cb fn, void *ctx)
+{
+    pthread_mutex_lock(&w->mu);
+    w->precommit = fn;
+    w->precommit_ctx = ctx;
+    pthread_mutex_unlock(&w->mu);
 }
 
 void tm__writer_flush(struct tm__writer *w)

@@ -47,7 +47,13 @@ struct tm__wupdate {
     int64_t size;           /* its size (for the stats) */
 };
 
-enum tm__result_kind { TM_R_LISTING = 0, TM_R_SETTING, TM_R_LOG };
+enum tm__result_kind {
+    TM_R_LISTING = 0, /* a listed folder: its status and children */
+    TM_R_SETTING,     /* a key/value of the migration table */
+    TM_R_LOG,         /* a log record */
+    TM_R_COPY,        /* a node's new copy status (copy phase) */
+    TM_R_PROBLEM,     /* a task_errors row only (verify mismatches) */
+};
 
 /* One unit of work for the writer; freed by the writer after the engine
  * was told it is durable. */
@@ -68,6 +74,13 @@ struct tm__result {
     struct tm__wupdate *updates; /* source rows to update (malloc'd) */
     size_t n_updates;         /* count */
     struct tm__buf arena;     /* names and paths of nodes */
+    /* TM_R_COPY (folder_id is the node, depth its depth): */
+    int8_t type;              /* the node's type */
+    int8_t old_cs, new_cs;    /* copy status before and after */
+    int8_t cf;                /* the node's conflict, for the stats key */
+    int64_t size;             /* the node's size, for the stats */
+    const char *phase;        /* task_errors phase (static string), NULL:
+                                 "discover" */
 };
 
 void tm__result_free(struct tm__result *r);
@@ -77,6 +90,10 @@ void tm__result_free(struct tm__result *r);
 typedef void (*tm__commit_cb)(void *ctx, const struct tm__result *list);
 
 struct tm__writer;
+
+/* Called on the writer thread before each COMMIT; an error aborts the
+ * writer (e.g. the destination could not be synced). */
+typedef int (*tm__precommit_cb)(void *ctx);
 
 /* Starts the writer thread on db (which it then owns until stop). next_id
  * are the next ids to assign for each side. on_commit is called on the
@@ -89,6 +106,8 @@ int tm__writer_submit(struct tm__writer *w, struct tm__result *r);
 /* Commits everything queued, stops the thread, frees w. Returns the first
  * fatal error of the writer, and its message in err. */
 int tm__writer_stop(struct tm__writer *w, struct tm__buf *err);
+/* Sets the hook run before each commit. Call before the first submit. */
+void tm__writer_set_precommit(struct tm__writer *w, tm__precommit_cb fn, void *ctx);
 /* Asks for a commit as soon as what is queued is applied (the engine waits
  * for the end of a round). Any thread. */
 void tm__writer_flush(struct tm__writer *w);

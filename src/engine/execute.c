@@ -1,0 +1,941 @@
+/*
+ * execute.c - the copy and verify passes of execute.h.
+ *
+ * Threads: the caller's thread is the coordinator; a pool of workers runs
+ * the tasks; the writer (store/writer.c) records the outcomes. The
+ * coordinator reads tasks from the state file in keyset pages into a
+ * bounded window, stage by stage:
+ *   copy    one stage per depth (1, 2, ...): every pending folder, file and
+ *           symlink of that depth. A depth starts once the previous one is
+ *           committed, so a node's parent is known to exist. Then one stage
+ *           sets the mode and mtime of every folder (their contents are
+ *           complete), and the destination is synced.
+ *   verify  one stage: every folder whose copy is done or already existed;
+ *           a worker lists its destination twin and checks each child.
+ *
+ * Lock order: r->mu is the only lock here; it is never held while calling
+ * the writer, an adapter or SQLite.
+ */
+#include "engine/execute.h"
+
+#include "engine/engine.h"
+#include "store/store.h"
+#include "store/writer.h"
+#include "util/util.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <xxhash.h>
+
+#define PAGE 1024
+#define WRITER_MAX_ROWS 32768
+#define IO_BUF (1 << 20)
+
+enum stage { ST_COPY_DEPTH, ST_ATTRS, ST_VERIFY };
+
+struct task {
+    int64_t id;            /* source row */
+    char *path;            /* root-relative path (malloc'd) */
+    int depth;             /* its depth */
+    int type;              /* enum tm__type */
+    int64_t size, mtime;   /* as discovered */
+    uint32_t mode;         /* permission bits */
+    int cf;                /* enum tm__cf */
+    int parent_cs;         /* copy status of the parent */
+};
+
+struct runner {
+    struct tm__exec_cfg *cfg;  /* what to do */
+    pthread_mutex_t mu;        /* guards everything below */
+    pthread_cond_t cv_work;    /* tasks in the window, or quit */
+    pthread_cond_t cv_coord;   /* a task ended or was committed */
+    struct task *win;          /* ring of waiting tasks */
+    size_t head, len, cap;     /* ring position, fill, capacity */
+    int in_flight;             /* tasks being worked on */
+    int64_t fetched, finished, committed; /* tasks of the stage */
+    int stage;                 /* enum stage */
+    int depth;                 /* copy: the depth of the stage */
+    int quit;                  /* workers must exit */
+    int fatal;                 /* first fatal error of a worker */
+    struct tm__buf fatal_msg;  /* its message */
+    int64_t done_nodes;        /* nodes copied or checked */
+    int64_t done_bytes;        /* bytes copied or hashed */
+    int64_t problems;          /* failures / mismatches */
+    int64_t prec;              /* mtime precision of the comparison */
+    struct tm__writer *w;      /* the writer */
+    sqlite3 *rd;               /* the coordinator's read connection */
+};
+
+struct worker {
+    struct runner *r;      /* the runner */
+    sqlite3 *rd;           /* verify: read connection */
+    sqlite3_stmt *kids;    /* verify: the copied children of a folder */
+    char *buf, *buf2;      /* I/O buffers */
+    struct tm__buf scratch; /* symlink targets */
+};
+
+static int stopping(struct runner *r)
+{
+    return atomic_load(r->cfg->stop) != 0;
+}
+
+static struct tm__result *copy_result(const struct task *t, int new_cs,
+                                      const char *error)
+{
+    struct tm__result *res = calloc(1, sizeof *res);
+    if (!res)
+        return NULL;
+    tm__buf_init(&res->arena);
+    res->kind = TM_R_COPY;
+    res->side = TM_SRC;
+    res->folder_id = t->id;
+    res->depth = t->depth;
+    res->type = (int8_t)t->type;
+    res->old_cs = CS_PENDING;
+    res->new_cs = (int8_t)new_cs;
+    res->cf = (int8_t)t->cf;
+    res->size = t->size;
+    res->attempts = 1;
+    res->phase = "copy";
+    res->path = strdup(t->path);
+    res->error = error ? strdup(error) : NULL;
+    if (!res->path || (error && !res->error)) {
+        tm__result_free(res);
+        return NULL;
+    }
+    return res;
+}
+
+static struct tm__result *problem(const char *phase, int64_t id, const char *path,
+                                  const char *why)
+{
+    struct tm__result *res = calloc(1, sizeof *res);
+    if (!res)
+        return NULL;
+    tm__buf_init(&res->arena);
+    res->kind = TM_R_PROBLEM;
+    res->side = TM_DST;
+    res->folder_id = id;
+    res->phase = phase;
+    res->attempts = 1;
+    res->path = strdup(path);
+    res->error = strdup(why);
+    if (!res->path || !res->error) {
+        tm__result_free(res);
+        return NULL;
+    }
+    return res;
+}
+
+/* Copies one file: the source must still be what discovery saw, before and
+ * after; the bytes go to a temporary name that is renamed on success. */
+static int copy_file(struct worker *wk, const struct task *t)
+{
+    struct tm__adapter *sa = wk->r->cfg->ad[TM_SRC], *da = wk->r->cfg->ad[TM_DST];
+    struct tm__rfile *in = NULL;
+    struct tm__wfile *out = NULL;
+    struct tm__entry st, st2;
+    int64_t n = 0;
+    int rc;
+
+    rc = sa->open_read(sa, t->path, &in, &st);
+    if (rc)
+        return rc;
+    if (st.size != t->size || st.mtime != t->mtime) {
+        rc = TM_ECHANGED;
+        goto out;
+    }
+    rc = da->open_write(da, t->path, &out);
+    if (rc)
+        goto out;
+    if (da->copy_from && strcmp(sa->name, da->name) == 0) {
+        n = da->copy_from(out, in, t->size);
+    } else {
+        while (n < t->size) {
+            int64_t got = sa->read(in, wk->buf, IO_BUF), put;
+            if (got <= 0) {
+                if (got < 0)
+                    n = got;
+                break;
+            }
+            put = da->write(out, wk->buf, (size_t)got);
+            if (put < 0) {
+                n = put;
+                break;
+            }
+            n += got;
+        }
+    }
+    if (n < 0) {
+        rc = (int)n;
+        goto out;
+    }
+    /* a file that grew, shrank or was rewritten meanwhile is not copied as
+     * a torn file: it fails with "changed since discovery" */
+    if (n != t->size || sa->fstat(in, &st2) != 0 || st2.size != t->size ||
+        st2.mtime != t->mtime) {
+        rc = TM_ECHANGED;
+        goto out;
+    }
+    rc = da->commit(out, t->mtime, t->mode);
+    out = NULL;
+    if (!rc) {
+        pthread_mutex_lock(&wk->r->mu);
+        wk->r->done_bytes += t->size;
+        pthread_mutex_unlock(&wk->r->mu);
+    }
+out:
+    if (out)
+        da->abort(out);
+    sa->close_read(in);
+    return rc;
+}
+
+static int copy_one(struct worker *wk, const struct task *t)
+{
+    struct tm__adapter *sa = wk->r->cfg->ad[TM_SRC], *da = wk->r->cfg->ad[TM_DST];
+    int rc;
+    switch (t->type) {
+    case TM_T_FOLDER:
+        return da->mkdir(da, t->path);
+    case TM_T_SYMLINK:
+        if (!sa->readlink || !da->symlink)
+            return TM_EINVAL;
+        rc = sa->readlink(sa, t->path, &wk->scratch);
+        return rc ? rc : da->symlink(da, t->path, wk->scratch.buf, t->mtime);
+    case TM_T_FILE:
+        return copy_file(wk, t);
+    default:
+        return TM_EINVAL;
+    }
+}
+
+/* A folder this migration created gets its final mode only at the end of
+ * the copy; a later run (retry) may find it read-only (a source folder of
+ * mode 0555, say). Lets its owner write into it again for the time being:
+ * the final pass sets the mode back. Returns 1 when it did. */
+static int unlock_parent(struct worker *wk, const struct task *t)
+{
+    struct tm__adapter *da = wk->r->cfg->ad[TM_DST];
+    const char *slash = strrchr(t->path, '/');
+    char *parent;
+    int rc;
+    if (t->parent_cs != CS_SUCCESSFUL || !da->set_attr || !slash || slash == t->path)
+        return 0;
+    parent = strndup(t->path, (size_t)(slash - t->path));
+    if (!parent)
+        return 0;
+    rc = da->set_attr(da, parent, TM_MTIME_KEEP, 0700);
+    free(parent);
+    return rc == 0;
+}
+
+/* Runs op with retries; returns its last result or TM_ESTOPPED. */
+static int with_retries(struct worker *wk, const struct task *t, int *attempts)
+{
+    struct runner *r = wk->r;
+    struct tm__adapter *da = r->cfg->ad[TM_DST];
+    int64_t backoff = 50;
+    int rc, unlocked = 0;
+    for (*attempts = 1;; (*attempts)++) {
+        enum tm__errclass cls;
+        rc = copy_one(wk, t);
+        if (!rc)
+            return 0;
+        if (rc == TM_EACCES && !unlocked && (unlocked = unlock_parent(wk, t))) {
+            (*attempts)--;
+            continue;
+        }
+        cls = tm__adapter_classify(da, rc);
+        if (cls == TM_ERR_THROTTLE) {
+            (*attempts)--;
+            tm__sleep_ms(tm__adapter_retry_after(da));
+        } else if (cls == TM_ERR_RETRY && *attempts <= r->cfg->retries) {
+            tm__sleep_ms(backoff);
+            backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+        } else {
+            return rc;
+        }
+        if (stopping(r))
+            return TM_ESTOPPED;
+    }
+}
+
+static int copy_task(struct worker *wk, const struct task *t,
+                     struct tm__result **out)
+{
+    struct runner *r = wk->r;
+    char why[512];
+    int rc, attempts = 1;
+
+    *out = NULL;
+    if (t->parent_cs == CS_SKIPPED || t->parent_cs == CS_EXCLUDED) {
+        *out = copy_result(t, CS_SKIPPED, "its folder is not copied");
+        return *out ? 0 : TM_ENOMEM;
+    }
+    if (t->parent_cs != CS_ALREADY && t->parent_cs != CS_SUCCESSFUL) {
+        *out = copy_result(t, CS_FAILED, "its folder could not be copied");
+        return *out ? 0 : TM_ENOMEM;
+    }
+    if (r->cfg->no_overwrite && t->cf != CF_NONE && t->type != TM_T_FOLDER) {
+        *out = copy_result(t, CS_SKIPPED, "kept the destination's version "
+                                          "(--no-overwrite)");
+        return *out ? 0 : TM_ENOMEM;
+    }
+    rc = with_retries(wk, t, &attempts);
+    if (rc == TM_ESTOPPED)
+        return rc;
+    if (rc && tm__adapter_classify(r->cfg->ad[TM_DST], rc) == TM_ERR_FATAL &&
+        rc != TM_EINVAL)
+        return rc;
+    if (rc) {
+        char msg[256];
+        if (rc == TM_ECHANGED || rc == TM_EINVAL)
+            snprintf(msg, sizeof msg, "%s",
+                     rc == TM_EINVAL ? "not a regular file any more"
+                                     : "changed since discovery");
+        else
+            tm__adapter_describe(r->cfg->ad[TM_DST], rc, msg, sizeof msg);
+        snprintf(why, sizeof why, "copy %s: %s", t->path, msg);
+    }
+    *out = copy_result(t, rc ? CS_FAILED : CS_SUCCESSFUL, rc ? why : NULL);
+    if (!*out)
+        return TM_ENOMEM;
+    (*out)->attempts = attempts;
+    return 0;
+}
+
+static int attrs_task(struct worker *wk, const struct task *t,
+                      struct tm__result **out)
+{
+    struct tm__adapter *da = wk->r->cfg->ad[TM_DST];
+    char why[512], msg[256];
+    int rc;
+    *out = NULL;
+    if (!da->set_attr)
+        return 0;
+    rc = da->set_attr(da, t->path, t->mtime, t->mode);
+    if (!rc)
+        return 0;
+    if (tm__adapter_classify(da, rc) == TM_ERR_FATAL)
+        return rc;
+    tm__adapter_describe(da, rc, msg, sizeof msg);
+    snprintf(why, sizeof why, "set mode and mtime of %s: %s", t->path, msg);
+    *out = problem("copy", t->id, t->path, why);
+    return *out ? 0 : TM_ENOMEM;
+}
+
+/* ---- verify ---- */
+
+struct dent {
+    char *name;       /* malloc'd */
+    size_t len;       /* bytes */
+    int type;         /* enum tm__type */
+    int64_t size, mtime;
+};
+
+struct dlist {
+    struct dent *v;   /* entries */
+    size_t n, cap;    /* used, allocated */
+};
+
+static int dcollect(void *ctx, const struct tm__entry *e)
+{
+    struct dlist *l = ctx;
+    struct dent *d;
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 64;
+        void *p = realloc(l->v, nc * sizeof *l->v);
+        if (!p)
+            return TM_ENOMEM;
+        l->v = p;
+        l->cap = nc;
+    }
+    d = &l->v[l->n];
+    d->name = malloc(e->name_len + 1);
+    if (!d->name)
+        return TM_ENOMEM;
+    memcpy(d->name, e->name, e->name_len);
+    d->name[e->name_len] = '\0';
+    d->len = e->name_len;
+    d->type = e->type;
+    d->size = e->size;
+    d->mtime = e->mtime;
+    l->n++;
+    return 0;
+}
+
+static int dcmp(const void *a, const void *b)
+{
+    const struct dent *x = a, *y = b;
+    int c = memcmp(x->name, y->name, x->len < y->len ? x->len : y->len);
+    return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+static void dlist_free(struct dlist *l)
+{
+    size_t i;
+    for (i = 0; i < l->n; i++)
+        free(l->v[i].name);
+    free(l->v);
+}
+
+/* Hashes a whole file with XXH3; *bytes gets its length. */
+static int hash_file(struct worker *wk, struct tm__adapter *a, const char *path,
+                     uint64_t *out, int64_t *bytes)
+{
+    XXH3_state_t *h;
+    struct tm__rfile *f;
+    struct tm__entry st;
+    int64_t n;
+    int rc = a->open_read ? a->open_read(a, path, &f, &st) : TM_EINVAL;
+    if (rc)
+        return rc;
+    h = XXH3_createState();
+    if (!h) {
+        a->close_read(f);
+        return TM_ENOMEM;
+    }
+    XXH3_64bits_reset(h);
+    *bytes = 0;
+    while ((n = a->read(f, wk->buf2, IO_BUF)) > 0) {
+        XXH3_64bits_update(h, wk->buf2, (size_t)n);
+        *bytes += n;
+    }
+    *out = XXH3_64bits_digest(h);
+    XXH3_freeState(h);
+    a->close_read(f);
+    return n < 0 ? (int)n : 0;
+}
+
+/* Checks one source child against what the destination listing found.
+ * Returns NULL when it matches, else a static or buffer message. */
+static const char *check_child(struct worker *wk, const char *path, int type,
+                               int64_t size, int64_t mtime, const struct dent *d,
+                               char *buf, size_t len)
+{
+    struct runner *r = wk->r;
+    if (!d)
+        return "missing on the destination";
+    if (d->type != type) {
+        snprintf(buf, len, "is a %s on the destination, a %s on the source",
+                 tm__type_names[d->type], tm__type_names[type]);
+        return buf;
+    }
+    if (type != TM_T_FILE && type != TM_T_SYMLINK)
+        return NULL;
+    if (d->size != size) {
+        snprintf(buf, len, "size %lld on the destination, %lld on the source",
+                 (long long)d->size, (long long)size);
+        return buf;
+    }
+    if (tm__compare_leaf(size, mtime, d->size, d->mtime, r->prec) != CF_NONE)
+        return "mtime differs";
+    if (r->cfg->checksum && type == TM_T_FILE) {
+        uint64_t hs = 0, hd = 0;
+        int64_t bs = 0, bd = 0;
+        int rc = hash_file(wk, r->cfg->ad[TM_SRC], path, &hs, &bs);
+        if (!rc)
+            rc = hash_file(wk, r->cfg->ad[TM_DST], path, &hd, &bd);
+        if (rc) {
+            snprintf(buf, len, "cannot read to compare: %s", tm_strerror(rc));
+            return buf;
+        }
+        pthread_mutex_lock(&r->mu);
+        r->done_bytes += bs;
+        pthread_mutex_unlock(&r->mu);
+        if (hs != hd || bs != bd)
+            return "content differs";
+    }
+    return NULL;
+}
+
+static int verify_task(struct worker *wk, const struct task *t)
+{
+    struct runner *r = wk->r;
+    struct dlist l = { NULL, 0, 0 };
+    char buf[256], why[1024];
+    int rc, step, checked = 0;
+
+    rc = tm__adapter_list(r->cfg->ad[TM_DST], t->path, dcollect, &l);
+    if (rc) {
+        struct tm__result *p;
+        snprintf(why, sizeof why, "cannot list the destination folder: %s",
+                 tm_strerror(rc));
+        p = problem("verify", t->id, t->path, why);
+        dlist_free(&l);
+        if (!p)
+            return TM_ENOMEM;
+        pthread_mutex_lock(&r->mu);
+        r->problems++;
+        pthread_mutex_unlock(&r->mu);
+        return tm__writer_submit(r->w, p);
+    }
+    qsort(l.v, l.n, sizeof *l.v, dcmp);
+    sqlite3_bind_int64(wk->kids, 1, t->id);
+    while ((step = sqlite3_step(wk->kids)) == SQLITE_ROW && !rc) {
+        struct dent key, *d;
+        const char *msg, *path;
+        int type = tm__name_index(tm__type_names, TM_T_COUNT,
+                                  (const char *)sqlite3_column_text(wk->kids, 1));
+        key.name = (char *)sqlite3_column_text(wk->kids, 0);
+        key.len = (size_t)sqlite3_column_bytes(wk->kids, 0);
+        path = (const char *)sqlite3_column_text(wk->kids, 4);
+        d = bsearch(&key, l.v, l.n, sizeof *l.v, dcmp);
+        msg = check_child(wk, path, type, sqlite3_column_int64(wk->kids, 2),
+                          sqlite3_column_int64(wk->kids, 3), d, buf, sizeof buf);
+        checked++;
+        if (msg) {
+            struct tm__result *p;
+            snprintf(why, sizeof why, "%s", msg);
+            p = problem("verify", sqlite3_column_int64(wk->kids, 5), path, why);
+            if (!p) {
+                rc = TM_ENOMEM;
+                break;
+            }
+            pthread_mutex_lock(&r->mu);
+            r->problems++;
+            pthread_mutex_unlock(&r->mu);
+            rc = tm__writer_submit(r->w, p);
+        }
+    }
+    if (!rc && step != SQLITE_DONE && step != SQLITE_ROW)
+        rc = tm__store_error(wk->rd, step, NULL, "read source rows");
+    sqlite3_reset(wk->kids);
+    dlist_free(&l);
+    pthread_mutex_lock(&r->mu);
+    r->done_nodes += checked;
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+/* ---- the pool and the coordinator ---- */
+
+static void set_fatal(struct runner *r, int err, const char *path)
+{
+    if (!r->fatal) {
+        r->fatal = err;
+        tm__buf_reset(&r->fatal_msg);
+        if (err == TM_ENOSPC)
+            tm__buf_addf(&r->fatal_msg, "the destination is full (writing %s): "
+                         "free some space and run the command again", path);
+        else if (err == TM_EROFS)
+            tm__buf_addf(&r->fatal_msg, "the destination is read-only (writing %s)",
+                         path);
+        else
+            tm__buf_addf(&r->fatal_msg, "%s: %s", path, tm_strerror(err));
+    }
+    r->quit = 1;
+    pthread_cond_broadcast(&r->cv_work);
+    pthread_cond_broadcast(&r->cv_coord);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *wk = arg;
+    struct runner *r = wk->r;
+
+    pthread_mutex_lock(&r->mu);
+    for (;;) {
+        struct tm__result *res = NULL;
+        struct task t;
+        int rc = 0, stage;
+        while (!r->quit && r->len == 0)
+            pthread_cond_wait(&r->cv_work, &r->mu);
+        if (r->quit)
+            break;
+        t = r->win[r->head];
+        r->head = (r->head + 1) % r->cap;
+        r->len--;
+        r->in_flight++;
+        stage = r->stage;
+        pthread_mutex_unlock(&r->mu);
+
+        if (stage == ST_COPY_DEPTH)
+            rc = copy_task(wk, &t, &res);
+        else if (stage == ST_ATTRS)
+            rc = attrs_task(wk, &t, &res);
+        else
+            rc = verify_task(wk, &t);
+        if (!rc && res) {
+            int failed = res->kind == TM_R_COPY && res->new_cs == CS_FAILED;
+            int ok = res->kind == TM_R_COPY && res->new_cs == CS_SUCCESSFUL;
+            rc = tm__writer_submit(r->w, res); /* res belongs to the writer */
+            pthread_mutex_lock(&r->mu);
+            r->problems += failed;
+            r->done_nodes += ok;
+            pthread_mutex_unlock(&r->mu);
+        }
+        if (rc == TM_ESTOPPED)
+            rc = 0; /* abandoned: still pending for the next run */
+
+        pthread_mutex_lock(&r->mu);
+        r->in_flight--;
+        r->finished++;
+        if (rc)
+            set_fatal(r, rc, t.path);
+        free(t.path);
+        if (r->len == PAGE / 2 || (r->len == 0 && r->in_flight == 0))
+            pthread_cond_signal(&r->cv_coord);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+static void on_commit(void *ctx, const struct tm__result *list)
+{
+    struct runner *r = ctx;
+    const struct tm__result *x;
+    int64_t n = 0;
+    for (x = list; x; x = x->next)
+        n += x->kind == TM_R_COPY;
+    pthread_mutex_lock(&r->mu);
+    r->committed += n;
+    pthread_cond_signal(&r->cv_coord);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static const char *const stage_sql[3] = {
+    "SELECT s.id, s.path, s.depth, s.type, s.size, s.mtime, s.mode, s.conflict, "
+    "p.copy_status FROM src_nodes s JOIN src_nodes p ON p.id = s.parent_id "
+    "WHERE s.copy_status = 'pending' AND s.depth = ?1 AND s.id > ?2 "
+    "ORDER BY s.id LIMIT ?3",
+    "SELECT id, path, depth, type, size, mtime, mode, conflict, copy_status "
+    "FROM src_nodes WHERE type = 'folder' AND depth > 0 AND id > ?2 AND "
+    "copy_status IN ('successful', 'already_existed') ORDER BY id LIMIT ?3",
+    "SELECT id, path, depth, type, size, mtime, mode, conflict, copy_status "
+    "FROM src_nodes WHERE type = 'folder' AND traversal_status = 'successful' "
+    "AND id > ?2 AND copy_status IN ('successful', 'already_existed') "
+    "ORDER BY id LIMIT ?3",
+};
+
+/* Reads the next page of the stage into the window; returns the count. */
+static int fetch(struct runner *r, sqlite3_stmt *st, int depth, int64_t *last,
+                 struct task *buf)
+{
+    int n = 0, rc;
+    sqlite3_bind_int(st, 1, depth);
+    sqlite3_bind_int64(st, 2, *last);
+    sqlite3_bind_int(st, 3, PAGE);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct task *t = &buf[n];
+        const char *cf = (const char *)sqlite3_column_text(st, 7);
+        t->id = sqlite3_column_int64(st, 0);
+        t->path = strdup((const char *)sqlite3_column_text(st, 1));
+        t->depth = sqlite3_column_int(st, 2);
+        t->type = tm__name_index(tm__type_names, TM_T_COUNT,
+                                 (const char *)sqlite3_column_text(st, 3));
+        t->size = sqlite3_column_int64(st, 4);
+        t->mtime = sqlite3_column_int64(st, 5);
+        t->mode = (uint32_t)sqlite3_column_int64(st, 6);
+        t->cf = cf ? tm__name_index(tm__cf_names, CF_COUNT, cf) : CF_NONE;
+        t->parent_cs = tm__name_index(tm__cs_names, CS_COUNT,
+                                      (const char *)sqlite3_column_text(st, 8));
+        if (!t->path || t->type < 0 || t->cf < 0 || t->parent_cs < 0) {
+            free(t->path);
+            rc = t->path ? TM_ECORRUPT : TM_ENOMEM;
+            goto fail;
+        }
+        *last = t->id;
+        n++;
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE) {
+        rc = tm__store_error(r->rd, rc, r->cfg->err, "read tasks");
+        goto fail;
+    }
+    return n;
+fail:
+    sqlite3_reset(st);
+    while (n-- > 0)
+        free(buf[n].path);
+    return rc;
+}
+
+static int push(struct runner *r, struct task *buf, int n)
+{
+    int i;
+    if (r->len + (size_t)n > r->cap) {
+        size_t nc = r->cap ? r->cap * 2 : 2 * PAGE, j;
+        struct task *p;
+        while (nc < r->len + (size_t)n)
+            nc *= 2;
+        p = malloc(nc * sizeof *p);
+        if (!p)
+            return TM_ENOMEM;
+        for (j = 0; j < r->len; j++)
+            p[j] = r->win[(r->head + j) % r->cap];
+        free(r->win);
+        r->win = p;
+        r->head = 0;
+        r->cap = nc;
+    }
+    for (i = 0; i < n; i++)
+        r->win[(r->head + r->len++) % r->cap] = buf[i];
+    pthread_cond_broadcast(&r->cv_work);
+    return 0;
+}
+
+static void report(struct runner *r, int64_t t0, int final)
+{
+    struct tm__exec_cfg *c = r->cfg;
+    double secs = (double)(tm__now_ns() - t0) / 1e9;
+    double rate = secs > 0 ? (double)r->done_bytes / secs : 0;
+    char line[512], eta[64] = "";
+    if (!c->progress)
+        return;
+    if (c->mode == TM_EXEC_VERIFY) {
+        snprintf(line, sizeof line, "%s %lld nodes checked, %lld mismatches%s",
+                 final ? "verified:" : "verifying:", (long long)r->done_nodes,
+                 (long long)r->problems, c->checksum ? ", contents hashed" : "");
+    } else {
+        if (!final && rate > 0 && c->total_bytes > r->done_bytes)
+            snprintf(eta, sizeof eta, ", ETA %.0f s",
+                     (double)(c->total_bytes - r->done_bytes) / rate);
+        snprintf(line, sizeof line,
+                 "%s depth %d: %lld of %lld nodes, %.1f of %.1f MiB, %.1f MiB/s, "
+                 "%lld failed%s",
+                 final ? "copied:" : "copying:", r->depth, (long long)r->done_nodes,
+                 (long long)c->total_files, (double)r->done_bytes / 1048576.0,
+                 (double)c->total_bytes / 1048576.0, rate / 1048576.0,
+                 (long long)r->problems, eta);
+    }
+    c->progress(c->progress_ctx, line);
+}
+
+/* Runs one stage (one depth of the copy, the attrs, or verify): feeds the
+ * window until the query is exhausted, then waits for every task to end
+ * and, for the copy, to be committed. Called with r->mu held. */
+static int run_stage(struct runner *r, sqlite3_stmt *st, int stage, int depth,
+                     struct task *buf, int64_t t0, int64_t *last_report)
+{
+    int64_t last = 0;
+    int done_fetching = 0, rc = 0;
+
+    r->stage = stage;
+    r->depth = depth;
+    r->fetched = r->finished = r->committed = 0;
+    for (;;) {
+        if (r->fatal || (rc = tm__writer_error(r->w)) != 0)
+            return r->fatal ? r->fatal : rc;
+        if (stopping(r))
+            return TM_ESTOPPED;
+        if (!done_fetching && r->len < PAGE) {
+            int n;
+            pthread_mutex_unlock(&r->mu);
+            n = fetch(r, st, depth, &last, buf);
+            pthread_mutex_lock(&r->mu);
+            if (n < 0)
+                return n;
+            rc = push(r, buf, n);
+            if (rc)
+                return rc;
+            r->fetched += n;
+            done_fetching = n < PAGE;
+            continue;
+        }
+        if (done_fetching && r->len == 0 && r->in_flight == 0 &&
+            (stage != ST_COPY_DEPTH || r->committed >= r->fetched))
+            return 0;
+        if (done_fetching && r->len == 0 && r->in_flight == 0) {
+            pthread_mutex_unlock(&r->mu);
+            tm__writer_flush(r->w);
+            pthread_mutex_lock(&r->mu);
+        }
+        if (tm__now_ns() - *last_report >= 1000000000LL) {
+            *last_report = tm__now_ns();
+            report(r, t0, 0);
+        }
+        {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 100 * 1000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&r->cv_coord, &r->mu, &ts);
+        }
+    }
+}
+
+/* Syncs the destination before the last commit of the copy: when the
+ * state file says the copy is complete, its data is on disk. (Commits
+ * during the copy do not wait for that: after a power loss, verify finds
+ * what did not reach the disk.) */
+static int sync_dst(void *ctx)
+{
+    struct runner *r = ctx;
+    struct tm__adapter *da = r->cfg->ad[TM_DST];
+    return da->sync ? da->sync(da) : 0;
+}
+
+static int start_workers(struct runner *r, struct worker *wk, pthread_t *th,
+                         int n, int *started)
+{
+    int i, rc;
+    for (i = 0; i < n; i++) {
+        wk[i].r = r;
+        tm__buf_init(&wk[i].scratch);
+        wk[i].buf = malloc(IO_BUF);
+        wk[i].buf2 = malloc(IO_BUF);
+        if (!wk[i].buf || !wk[i].buf2)
+            return TM_ENOMEM;
+        if (r->cfg->mode == TM_EXEC_VERIFY) {
+            rc = tm__store_open_reader(r->cfg->db_path, &wk[i].rd, r->cfg->err);
+            if (rc)
+                return rc;
+            rc = sqlite3_prepare_v2(
+                wk[i].rd,
+                "SELECT name, type, size, mtime, path, id FROM src_nodes WHERE "
+                "parent_id = ? AND copy_status IN ('successful', "
+                "'already_existed') AND type != 'other'",
+                -1, &wk[i].kids, NULL);
+            if (rc != SQLITE_OK)
+                return tm__store_error(wk[i].rd, rc, r->cfg->err, "prepare");
+        }
+        if (pthread_create(&th[i], NULL, worker_main, &wk[i]) != 0)
+            return TM_ENOMEM;
+        (*started)++;
+    }
+    return 0;
+}
+
+static int max_depth(sqlite3 *db)
+{
+    sqlite3_stmt *st;
+    int d = 0;
+    if (sqlite3_prepare_v2(db, "SELECT max(depth) FROM src_stats WHERE count > 0",
+                           -1, &st, NULL) != SQLITE_OK)
+        return 0;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        d = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return d;
+}
+
+static int run_stages(struct runner *r, struct task *buf)
+{
+    sqlite3_stmt *st[3] = { NULL, NULL, NULL };
+    int64_t t0 = tm__now_ns(), last_report = t0;
+    int i, rc = 0, depth, maxd = max_depth(r->rd);
+
+    for (i = 0; i < 3 && !rc; i++)
+        if (sqlite3_prepare_v2(r->rd, stage_sql[i], -1, &st[i], NULL) != SQLITE_OK)
+            rc = tm__store_error(r->rd, SQLITE_ERROR, r->cfg->err, "prepare");
+    pthread_mutex_lock(&r->mu);
+    if (!rc && r->cfg->mode == TM_EXEC_COPY) {
+        for (depth = 1; depth <= maxd && !rc; depth++)
+            rc = run_stage(r, st[0], ST_COPY_DEPTH, depth, buf, t0, &last_report);
+        if (!rc)
+            rc = run_stage(r, st[1], ST_ATTRS, 0, buf, t0, &last_report);
+    } else if (!rc) {
+        rc = run_stage(r, st[2], ST_VERIFY, 0, buf, t0, &last_report);
+    }
+    r->quit = 1;
+    pthread_cond_broadcast(&r->cv_work);
+    pthread_mutex_unlock(&r->mu);
+    if (!rc)
+        report(r, t0, 1);
+    for (i = 0; i < 3; i++)
+        sqlite3_finalize(st[i]);
+    return rc;
+}
+
+int tm__exec_run(struct tm__exec_cfg *cfg)
+{
+    struct runner r;
+    struct worker *wk = NULL;
+    pthread_t *th = NULL;
+    struct task *buf = NULL;
+    int64_t next_id[2] = { 1, 1 };
+    int n = cfg->workers > 0 ? cfg->workers : 4, started = 0, i, rc, wrc;
+
+    memset(&r, 0, sizeof r);
+    r.cfg = cfg;
+    r.prec = cfg->ad[0]->mtime_precision > cfg->ad[1]->mtime_precision
+                 ? cfg->ad[0]->mtime_precision
+                 : cfg->ad[1]->mtime_precision;
+    tm__buf_init(&r.fatal_msg);
+    pthread_mutex_init(&r.mu, NULL);
+    pthread_cond_init(&r.cv_work, NULL);
+    pthread_cond_init(&r.cv_coord, NULL);
+    if (cfg->mode == TM_EXEC_COPY &&
+        (!cfg->ad[TM_SRC]->open_read || !cfg->ad[TM_DST]->open_write ||
+         !cfg->ad[TM_DST]->mkdir)) {
+        tm__buf_addf(cfg->err, "the %s storage cannot be %s",
+                     cfg->ad[TM_SRC]->open_read ? "destination" : "source",
+                     cfg->ad[TM_SRC]->open_read ? "written" : "read");
+        rc = TM_EINVAL;
+        goto out;
+    }
+    rc = tm__store_open_reader(cfg->db_path, &r.rd, cfg->err);
+    if (rc)
+        goto out;
+    buf = malloc(PAGE * sizeof *buf);
+    wk = calloc((size_t)n, sizeof *wk);
+    th = calloc((size_t)n, sizeof *th);
+    if (!buf || !wk || !th) {
+        rc = TM_ENOMEM;
+        goto out;
+    }
+    rc = tm__writer_start(&r.w, cfg->db, next_id, WRITER_MAX_ROWS, on_commit, &r);
+    if (rc)
+        goto out;
+    rc = start_workers(&r, wk, th, n, &started);
+    if (!rc)
+        rc = run_stages(&r, buf);
+out:
+    pthread_mutex_lock(&r.mu);
+    r.quit = 1;
+    pthread_cond_broadcast(&r.cv_work);
+    pthread_mutex_unlock(&r.mu);
+    for (i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    /* everything copied is on the destination's disk before the state
+     * file says so for the last time */
+    if (cfg->mode == TM_EXEC_COPY && r.w && cfg->ad[TM_DST]->sync)
+        tm__writer_set_precommit(r.w, sync_dst, &r);
+    if (r.w) {
+        struct tm__buf werr = TM__BUF_INIT;
+        wrc = tm__writer_stop(r.w, &werr);
+        if (wrc && (!rc || rc == TM_ESTOPPED)) {
+            rc = wrc;
+            tm__buf_reset(cfg->err);
+            tm__buf_add(cfg->err, werr.buf, werr.len);
+        }
+        tm__buf_release(&werr);
+    }
+    if (r.fatal && rc == r.fatal) {
+        tm__buf_reset(cfg->err);
+        tm__buf_add(cfg->err, r.fatal_msg.buf, r.fatal_msg.len);
+    }
+    cfg->problems = r.problems;
+    for (i = 0; wk && i < n; i++) {
+        sqlite3_finalize(wk[i].kids);
+        if (wk[i].rd)
+            sqlite3_close(wk[i].rd);
+        free(wk[i].buf);
+        free(wk[i].buf2);
+        tm__buf_release(&wk[i].scratch);
+    }
+    while (r.len) {
+        free(r.win[r.head].path);
+        r.head = (r.head + 1) % r.cap;
+        r.len--;
+    }
+    free(r.win);
+    if (r.rd)
+        sqlite3_close(r.rd);
+    free(wk);
+    free(th);
+    free(buf);
+    tm__buf_release(&r.fatal_msg);
+    pthread_mutex_destroy(&r.mu);
+    pthread_cond_destroy(&r.cv_work);
+    pthread_cond_destroy(&r.cv_coord);
+    return rc;
+}

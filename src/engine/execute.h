@@ -1,0 +1,41 @@
+/*
+ * execute.h - the execution passes: copy (create what is missing, depth by
+ * depth, then the folders' modes and mtimes) and verify (list the
+ * destination again and check every copied or already-existing node).
+ */
+#ifndef TM_EXECUTE_H
+#define TM_EXECUTE_H
+
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "adapter/adapter.h"
+#include "treemig.h"
+#include "util/buf.h"
+
+enum tm__exec_mode { TM_EXEC_COPY = 0, TM_EXEC_VERIFY };
+
+struct tm__exec_cfg {
+    int mode;                    /* enum tm__exec_mode */
+    struct tm__adapter *ad[2];   /* source and destination */
+    const char *db_path;         /* state file, for the readers */
+    sqlite3 *db;                 /* write connection, lent to the writer */
+    int workers;                 /* threads */
+    int retries;                 /* retries of a retryable failure */
+    int no_overwrite;            /* copy: keep every existing destination file */
+    int checksum;                /* verify: compare contents (xxHash) */
+    int64_t total_files;         /* copy: nodes to copy (for the ETA) */
+    int64_t total_bytes;         /* copy: bytes to copy (for the ETA) */
+    atomic_int *stop;            /* set to ask for a clean stop */
+    tm_progress_fn progress;     /* progress lines, may be NULL */
+    void *progress_ctx;          /* its context */
+    struct tm__buf *err;         /* message of a fatal error */
+    int64_t problems;            /* out: verify mismatches, copy failures */
+};
+
+/* Runs the pass: 0 when done (cfg->problems counts what went wrong),
+ * TM_ESTOPPED when a stop was asked, or a fatal error (e.g. TM_ENOSPC). */
+int tm__exec_run(struct tm__exec_cfg *cfg);
+
+#endif
