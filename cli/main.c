@@ -250,6 +250,7 @@ static int exit_code_for(int err)
     case TM_EINVAL:
     case TM_ENODB:
     case TM_EPHASE:
+    case TM_EBADSPEC:
         return EXIT_USAGE;
     default:
         return EXIT_FATAL;

@@ -255,6 +255,8 @@ static int add_names(struct tm__result *r, struct tm__wnode *n, const char *dir,
 static int sort_listing(struct listing *l)
 {
     size_t i;
+    if (l->n < 2)
+        return 0; /* also: qsort_r on a NULL array is undefined */
     qsort_r(l->v, l->n, sizeof *l->v, ent_cmp, l->arena.buf);
     for (i = 1; i < l->n; i++)
         if (ent_cmp(&l->v[i - 1], &l->v[i], l->arena.buf) == 0)
