@@ -5,5 +5,6 @@
 
 int cmd_review(int argc, char **argv);
 int cmd_exclude(int argc, char **argv, int unexclude);
+int cmd_log_listen(int argc, char **argv);
 
 #endif

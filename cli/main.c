@@ -31,6 +31,22 @@ enum {
 
 #define DEFAULT_DB "treemig.db"
 
+/* Logging options shared by the commands that run a phase. */
+#define LOG_OPTIONS                                                  \
+    { "log-level", required_argument, NULL, 'L' },                  \
+    { "udp-level", required_argument, NULL, 'U' },                  \
+    { "log-udp", required_argument, NULL, 'A' },                    \
+    { "log-public", no_argument, NULL, 'P' }
+
+#define LOG_USAGE                                                              \
+    "  --log-level LVL  records >= LVL go to the logs table (trace, debug,\n"  \
+    "                   info, warning, error, critical, off; default info)\n"  \
+    "  --udp-level LVL  records >= LVL go out as UDP datagrams (default\n"     \
+    "                   warning; see treemig log-listen)\n"                    \
+    "  --log-udp ADDR   the listener, HOST:PORT (default 127.0.0.1:8081)\n"    \
+    "  --log-public     allow a listener that is not on this machine\n"
+
+
 /* The migration a signal handler interrupts; set while a command runs. */
 static tm_migration *volatile running;
 static volatile sig_atomic_t interrupts;
@@ -79,6 +95,7 @@ static const char main_usage[] =
     "  resume     continue a migration from its YAML file\n"
     "  status     show the phase and the counts of a migration\n"
     "  sim-stats  print the ground truth of a simulated storage pair\n"
+    "  log-listen print the log datagrams a running migration sends\n"
     "  help       show the help of a command\n"
     "\n"
     "options:\n"
@@ -111,6 +128,7 @@ static const char discover_usage[] =
     "  --exclude GLOB   exclude matching source nodes (repeatable); a GLOB with\n"
     "                   a '/' matches the path from the root ('/logs/*.tmp'),\n"
     "                   one without matches the name ('*.tmp')\n"
+    LOG_USAGE
     "  -q, --quiet      no progress lines\n"
     "  -h, --help       show this help\n"
     "\n"
@@ -153,6 +171,7 @@ static const char copy_usage[] =
     "  --retries N      retries of a failure that may pass (default 3)\n"
     "  --no-overwrite   keep every file that exists on the destination\n"
     "  --force          copy although some folders failed during discovery\n"
+    LOG_USAGE
     "  -q, --quiet      no progress lines\n"
     "  -h, --help       show this help\n"
     "\n"
@@ -174,6 +193,7 @@ static const char verify_usage[] =
     "  --db FILE     state file (default ./" DEFAULT_DB ")\n"
     "  --checksum    compare contents too (reads both sides in full)\n"
     "  --workers N   threads (default: as for discovery)\n"
+    LOG_USAGE
     "  -q, --quiet   no progress lines\n"
     "  -h, --help    show this help\n"
     "\n"
@@ -192,6 +212,7 @@ static const char retry_usage[] =
     "  --db FILE     state file (default ./" DEFAULT_DB ")\n"
     "  --workers N   threads (default: as stored)\n"
     "  --retries N   retries of a failure that may pass (default 3)\n"
+    LOG_USAGE
     "  -q, --quiet   no progress lines\n"
     "  -h, --help    show this help\n"
     "\n"
@@ -220,6 +241,25 @@ static const char sim_stats_usage[] =
     "\n"
     "options:\n"
     "  -h, --help  show this help\n";
+
+struct logopts {
+    const char *level;     /* --log-level */
+    const char *udp_level; /* --udp-level */
+    const char *udp_addr;  /* --log-udp */
+    int pub;               /* --log-public */
+};
+
+/* Takes a logging option; 1 when c was one. */
+static int log_opt(int c, const char *arg, struct logopts *lo)
+{
+    switch (c) {
+    case 'L': lo->level = arg; return 1;
+    case 'U': lo->udp_level = arg; return 1;
+    case 'A': lo->udp_addr = arg; return 1;
+    case 'P': lo->pub = 1; return 1;
+    default: return 0;
+    }
+}
 
 static int usage_error(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -311,6 +351,30 @@ static void on_progress(void *ctx, const char *line)
     fflush(stderr);
 }
 
+static void print_snapshots(const tm_status *st)
+{
+    int i;
+    for (i = 0; i < st->n_queues; i++) {
+        const tm_queue_snapshot *q = &st->queues[i];
+        time_t t = (time_t)(q->time / 1000000000);
+        struct tm tmv;
+        char when[32];
+        localtime_r(&t, &tmv);
+        strftime(when, sizeof when, "%H:%M:%S", &tmv);
+        printf("queue %-6s %s: round %" PRId64 ", %" PRId64 " pending, %" PRId64
+               " in flight, %" PRId64 " done, %" PRId64 " failed, %.1f/s",
+               q->queue, when, q->round, q->pending, q->in_flight, q->done,
+               q->failed, q->items_per_s);
+        if (q->bytes_per_s > 0)
+            printf(", %.1f MiB/s", q->bytes_per_s / 1048576.0);
+        putchar('\n');
+    }
+    if (st->eta_seconds >= 0)
+        printf("eta          %" PRId64 "h %02" PRId64 "m %02" PRId64 "s\n",
+               st->eta_seconds / 3600, st->eta_seconds / 60 % 60,
+               st->eta_seconds % 60);
+}
+
 static void print_human_status(const tm_status *st)
 {
     const tm_tree_counts *s = &st->src_counts, *d = &st->dst_counts;
@@ -333,6 +397,7 @@ static void print_human_status(const tm_status *st)
            " excluded, %" PRId64 " copied, %" PRId64 " failed\n",
            c->pending, c->bytes_pending, c->already_existed, c->conflicts,
            c->skipped, c->excluded, c->successful, c->failed);
+    print_snapshots(st);
 }
 
 /* Prints s as a JSON string. Paths are UTF-8 in practice; other bytes are
@@ -378,9 +443,26 @@ static void print_json_status(const tm_status *st)
     printf(",\"copy\":{\"pending\":%" PRId64 ",\"in_progress\":%" PRId64
            ",\"successful\":%" PRId64 ",\"already_existed\":%" PRId64
            ",\"failed\":%" PRId64 ",\"skipped\":%" PRId64 ",\"excluded\":%" PRId64
-           ",\"conflicts\":%" PRId64 ",\"bytes_pending\":%" PRId64 "}}\n",
+           ",\"conflicts\":%" PRId64 ",\"bytes_pending\":%" PRId64 "}",
            c->pending, c->in_progress, c->successful, c->already_existed,
            c->failed, c->skipped, c->excluded, c->conflicts, c->bytes_pending);
+    printf(",\"queues\":[");
+    for (int i = 0; i < st->n_queues; i++) {
+        const tm_queue_snapshot *q = &st->queues[i];
+        printf("%s{\"queue\":\"%s\",\"time\":%" PRId64 ",\"round\":%" PRId64
+               ",\"pending\":%" PRId64 ",\"in_flight\":%" PRId64 ",\"done\":%" PRId64
+               ",\"failed\":%" PRId64 ",\"bytes_done\":%" PRId64
+               ",\"bytes_pending\":%" PRId64 ",\"items_per_s\":%.3f"
+               ",\"bytes_per_s\":%.3f}",
+               i ? "," : "", q->queue, q->time, q->round, q->pending, q->in_flight,
+               q->done, q->failed, q->bytes_done, q->bytes_pending, q->items_per_s,
+               q->bytes_per_s);
+    }
+    printf("],\"eta_seconds\":");
+    if (st->eta_seconds >= 0)
+        printf("%" PRId64 "}\n", st->eta_seconds);
+    else
+        printf("null}\n");
 }
 
 /* Runs (or resumes) discovery on m, prints the outcome, frees m and
@@ -437,12 +519,14 @@ static int cmd_resume(int argc, char **argv)
     static const struct option opts[] = {
         { "config", required_argument, NULL, 'c' },
         { "workers", required_argument, NULL, 'w' },
+        LOG_OPTIONS,
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     tm_discover_options o;
     struct progress prog = { 0, 0, 0 };
+    struct logopts lo = { NULL, NULL, NULL, 0 };
     const char *config = NULL;
     tm_migration *m = NULL;
     int quiet = 0, c, rc;
@@ -462,6 +546,9 @@ static int cmd_resume(int argc, char **argv)
         case 'q':
             quiet = 1;
             break;
+        case 'L': case 'U': case 'A': case 'P':
+            log_opt(c, optarg, &lo);
+            break;
         case 'h':
             fputs(resume_usage, stdout);
             return EXIT_OK;
@@ -478,6 +565,10 @@ static int cmd_resume(int argc, char **argv)
         o.progress = on_progress;
         o.progress_ctx = &prog;
     }
+    o.log_level = lo.level;
+    o.udp_level = lo.udp_level;
+    o.udp_addr = lo.udp_addr;
+    o.log_public = lo.pub;
     rc = tm_migration_open_config(&m, config);
     if (rc) {
         int code = report_error("resume", m, rc);
@@ -496,6 +587,7 @@ static int cmd_discover(int argc, char **argv)
         { "retries", required_argument, NULL, 'r' },
         { "exclude", required_argument, NULL, 'x' },
         { "config", required_argument, NULL, 'c' },
+        LOG_OPTIONS,
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -553,6 +645,10 @@ static int cmd_discover(int argc, char **argv)
         case 'q':
             quiet = 1;
             break;
+        case 'L': o.log_level = optarg; break;
+        case 'U': o.udp_level = optarg; break;
+        case 'A': o.udp_addr = optarg; break;
+        case 'P': o.log_public = 1; break;
         case 'h':
             fputs(discover_usage, stdout);
             code = EXIT_OK;
@@ -624,6 +720,7 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
         { "force", no_argument, NULL, 'f' },
         { "checksum", no_argument, NULL, 'c' },
         { "yes", no_argument, NULL, 'y' },
+        LOG_OPTIONS,
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -651,6 +748,10 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
         case 'c': o->checksum = 1; break;
         case 'y': *yes = 1; break;
         case 'q': *quiet = 1; break;
+        case 'L': o->log_level = optarg; break;
+        case 'U': o->udp_level = optarg; break;
+        case 'A': o->udp_addr = optarg; break;
+        case 'P': o->log_public = 1; break;
         case 'h':
             fputs(usage, stdout);
             return -1;
@@ -740,12 +841,14 @@ static int cmd_retry(int argc, char **argv)
         { "db", required_argument, NULL, 'd' },
         { "workers", required_argument, NULL, 'w' },
         { "retries", required_argument, NULL, 'r' },
+        LOG_OPTIONS,
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     const char *db = DEFAULT_DB;
     struct progress prog = { 0, 0, 0 };
+    struct logopts lo = { NULL, NULL, NULL, 0 };
     tm_discover_options d;
     tm_exec_options e;
     tm_migration *m = NULL;
@@ -772,6 +875,9 @@ static int cmd_retry(int argc, char **argv)
             e.retries = d.retries;
             break;
         case 'q': quiet = 1; break;
+        case 'L': case 'U': case 'A': case 'P':
+            log_opt(c, optarg, &lo);
+            break;
         case 'h':
             fputs(retry_usage, stdout);
             return EXIT_OK;
@@ -786,6 +892,10 @@ static int cmd_retry(int argc, char **argv)
         d.progress = e.progress = on_progress;
         d.progress_ctx = e.progress_ctx = &prog;
     }
+    d.log_level = e.log_level = lo.level;
+    d.udp_level = e.udp_level = lo.udp_level;
+    d.udp_addr = e.udp_addr = lo.udp_addr;
+    d.log_public = e.log_public = lo.pub;
     rc = tm_migration_open(&m, db, TM_OPEN_WRITE);
     if (!rc) {
         running = m;
@@ -917,6 +1027,10 @@ int main(int argc, char **argv)
             fputs(copy_usage, stdout);
         else if (!strcmp(what, "retry"))
             fputs(retry_usage, stdout);
+        else if (!strcmp(what, "log-listen")) {
+            char *args[] = { (char *)what, (char *)"--help", NULL };
+            return cmd_log_listen(2, args);
+        }
         else if (!strcmp(what, "verify"))
             fputs(verify_usage, stdout);
         else if (!strcmp(what, "review") || !strcmp(what, "exclude") ||
@@ -949,5 +1063,7 @@ int main(int argc, char **argv)
         return cmd_exclude(argc - 1, argv + 1, cmd[0] == 'u');
     if (!strcmp(cmd, "sim-stats"))
         return cmd_sim_stats(argc - 1, argv + 1);
+    if (!strcmp(cmd, "log-listen"))
+        return cmd_log_listen(argc - 1, argv + 1);
     return usage_error(NULL, "no such command '%s'", cmd);
 }

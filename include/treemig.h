@@ -109,6 +109,14 @@ typedef struct tm_discover_options {
     void *progress_ctx;           /* passed to progress */
     const char *config;           /* the YAML file; NULL: as stored, or
                                      "<db>.yaml" for a new migration */
+    const char *log_level;        /* records >= this go to the logs table
+                                     ("trace".."critical", "off"); NULL: as
+                                     stored, default "info" */
+    const char *udp_level;        /* records >= this go out by UDP; NULL: as
+                                     stored, default "warning" */
+    const char *udp_addr;         /* listener "HOST:PORT"; NULL: as stored,
+                                     default "127.0.0.1:8081" */
+    int log_public;               /* allow a non-loopback udp_addr */
 } tm_discover_options;
 
 /* Fills o with the defaults (all fields zero but retries = -1). */
@@ -139,6 +147,15 @@ typedef struct tm_copy_counts {
         skipped, excluded, conflicts, bytes_pending;
 } tm_copy_counts;
 
+typedef struct tm_queue_snapshot {
+    char queue[8];             /* "src", "dst", "copy", "verify" */
+    int64_t time;              /* when, ns since the epoch */
+    int64_t round;             /* round (discovery) or depth (copy) */
+    int64_t pending, in_flight, done, failed; /* tasks */
+    int64_t bytes_done, bytes_pending;        /* copy */
+    double items_per_s, bytes_per_s;          /* rates since the start */
+} tm_queue_snapshot;
+
 typedef struct tm_status {
     char phase[32];          /* "discovering", "discovered", ... */
     char src[4096];          /* source root as stored */
@@ -147,6 +164,9 @@ typedef struct tm_status {
     tm_tree_counts src_counts;
     tm_tree_counts dst_counts;
     tm_copy_counts copy;
+    tm_queue_snapshot queues[4]; /* the observer's last snapshot per queue */
+    int n_queues;             /* entries used */
+    int64_t eta_seconds;      /* copy: time left at the last rate, or -1 */
 } tm_status;
 
 /*
@@ -171,6 +191,10 @@ typedef struct tm_exec_options {
     int checksum;            /* verify: compare contents (xxHash) */
     tm_progress_fn progress; /* progress lines, may be NULL */
     void *progress_ctx;      /* passed to progress */
+    const char *log_level;   /* as in tm_discover_options */
+    const char *udp_level;   /* as in tm_discover_options */
+    const char *udp_addr;    /* as in tm_discover_options */
+    int log_public;          /* as in tm_discover_options */
 } tm_exec_options;
 
 /* Fills o with the defaults. */

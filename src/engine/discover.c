@@ -11,12 +11,15 @@
  * compares against are then durable); the source runs round r only while
  * r <= destination round + lead, unless the destination is done.
  *
- * Lock order: e->mu is the only engine lock; it is never held while calling
- * the writer, an adapter or SQLite. The writer calls on_commit() without
- * its own lock held.
+ * Lock order: e->mu, then the writer's mutex (tm__writer_error); never the
+ * reverse: the writer calls on_commit(), which takes e->mu, without its own
+ * lock held. e->mu is never held while calling an adapter or SQLite, nor
+ * while handing anything to the writer, which may wait for room in its
+ * queue, and so for a commit, and so for on_commit().
  */
 #include "engine/engine.h"
 
+#include "engine/observe.h"
 #include "store/store.h"
 #include "store/writer.h"
 #include "util/util.h"
@@ -72,6 +75,8 @@ struct engine {
     int fatal;                     /* first fatal error of a worker */
     struct tm__buf fatal_msg;      /* its message */
     int64_t prec;                  /* mtime precision for comparisons */
+    struct tm__logger *lg;         /* the log service, or NULL */
+    sqlite3_stmt *pending[2];      /* pending folders per side (observer) */
 };
 
 struct worker {
@@ -174,13 +179,20 @@ static int list_folder(struct engine *e, struct tm__adapter *ad, const char *pat
             break;
         cls = tm__adapter_classify(ad, rc);
         if (cls == TM_ERR_THROTTLE) {
+            int64_t wait = tm__adapter_retry_after(ad);
             tries--;
-            if (nap(e, tm__adapter_retry_after(ad)))
+            tm__log(e->lg, TM_DEBUG, ad == e->cfg->ad[TM_SRC] ? "src" : "dst", 0,
+                    path, "list %s: throttled, waiting %lld ms", path,
+                    (long long)wait);
+            if (nap(e, wait))
                 return TM_ESTOPPED;
             continue;
         }
         if (cls != TM_ERR_RETRY || tries > e->cfg->retries)
             break;
+        tm__log(e->lg, TM_WARNING, ad == e->cfg->ad[TM_SRC] ? "src" : "dst", 0,
+                path, "list %s: %s; retry %d of %d in %lld ms", path,
+                tm_strerror(rc), tries, e->cfg->retries, (long long)backoff);
         if (nap(e, backoff))
             return TM_ESTOPPED;
         backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
@@ -534,6 +546,9 @@ static void *worker_main(void *arg)
         pthread_mutex_unlock(&e->mu);
 
         rc = wk->side == TM_SRC ? src_task(wk, &t, &r) : dst_task(wk, &t, &r);
+        if (!rc && r && r->folder_ts == TS_FAILED)
+            tm__log(e->lg, TM_ERROR, wk->side == TM_SRC ? "src" : "dst", t.id,
+                    t.path, "%s", r->error ? r->error : "listing failed");
         if (!rc) {
             rc = tm__writer_submit(e->w, r);
             r = NULL;
@@ -682,6 +697,35 @@ static void submit_round(struct engine *e, int side, int round)
         return;
     }
     tm__writer_submit(e->w, r);
+}
+
+/* The observer: one queue_stats row per side. Coordinator thread, called
+ * with e->mu held; drops it while it reads the pending counts (from the
+ * small stats tables) and hands the rows to the writer, which may make it
+ * wait: the writer itself needs e->mu to report commits. */
+static void snapshot(struct engine *e, int64_t t0)
+{
+    double secs = (double)(tm__now_ns() - t0) / 1e9;
+    int64_t st[2][7];
+    double rate[2][2];
+    int side;
+    for (side = 0; side < 2; side++) {
+        struct side *s = &e->s[side];
+        int64_t v[7] = { s->round, 0, s->in_flight, s->folders_done, s->failed, 0, 0 };
+        memcpy(st[side], v, sizeof v);
+        rate[side][0] = secs > 0 ? (double)s->folders_done / secs : 0;
+        rate[side][1] = 0;
+    }
+    pthread_mutex_unlock(&e->mu);
+    for (side = 0; side < 2; side++) {
+        if (e->pending[side] && sqlite3_step(e->pending[side]) == SQLITE_ROW)
+            st[side][1] = sqlite3_column_int64(e->pending[side], 0);
+        if (e->pending[side])
+            sqlite3_reset(e->pending[side]);
+        tm__observe_snapshot(e->w, side == TM_SRC ? "src" : "dst", st[side],
+                             rate[side]);
+    }
+    pthread_mutex_lock(&e->mu);
 }
 
 static void report(struct engine *e, int64_t t0, int final)
@@ -886,6 +930,19 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
     rc = tm__writer_start(&e.w, cfg->db, next_id, WRITER_MAX_ROWS, on_commit, &e);
     if (rc)
         goto out;
+    rc = tm__observe_start(&e.lg, cfg->log, e.w, cfg->err);
+    if (rc)
+        goto out;
+    for (side = 0; side < 2; side++)
+        sqlite3_prepare_v2(e.rd, side == TM_SRC
+                                     ? "SELECT coalesce(sum(count), 0) FROM src_stats "
+                                       "WHERE traversal_status = 'pending'"
+                                     : "SELECT coalesce(sum(count), 0) FROM dst_stats "
+                                       "WHERE traversal_status = 'pending'",
+                           -1, &e.pending[side], NULL);
+    tm__log(e.lg, TM_INFO, "engine", 0, NULL,
+            "discovery started: %d workers per side, lead %d, retries %d",
+            per_side, cfg->lead, cfg->retries);
     rc = start_workers(&e, wk, per_side);
 
     pthread_mutex_lock(&e.mu);
@@ -909,6 +966,7 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
         if (tm__now_ns() - last_report >= 1000000000LL) {
             last_report = tm__now_ns();
             report(&e, t0, 0);
+            snapshot(&e, t0);
         }
         if (!changed) {
             struct timespec ts;
@@ -932,6 +990,26 @@ out:
     for (side = 0; side < 2; side++)
         for (i = 0; i < e.s[side].nthreads; i++)
             pthread_join(e.s[side].threads[i], NULL);
+    if (e.w && rc == 0) {
+        pthread_mutex_lock(&e.mu);
+        snapshot(&e, t0);
+        pthread_mutex_unlock(&e.mu);
+    }
+    if (e.lg) {
+        if (rc == 0)
+            tm__log(e.lg, TM_INFO, "engine", 0, NULL, "discovery complete: %lld "
+                    "source and %lld destination nodes, %lld listings failed",
+                    (long long)e.s[0].nodes, (long long)e.s[1].nodes,
+                    (long long)(e.s[0].failed + e.s[1].failed));
+        else if (rc == TM_ESTOPPED)
+            tm__log(e.lg, TM_WARNING, "engine", 0, NULL, "discovery interrupted");
+        else
+            tm__log(e.lg, TM_CRITICAL, "engine", 0, NULL, "discovery stopped: %s",
+                    e.fatal_msg.len ? e.fatal_msg.buf : tm_strerror(rc));
+        tm__logger_stop(e.lg); /* before the writer: its records go there */
+    }
+    for (side = 0; side < 2; side++)
+        sqlite3_finalize(e.pending[side]);
     if (e.w) {
         struct tm__buf werr = TM__BUF_INIT;
         wrc = tm__writer_stop(e.w, &werr);

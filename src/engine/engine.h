@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "adapter/adapter.h"
+#include "log/log.h"
 #include "util/buf.h"
 #include "treemig.h"
 
@@ -32,6 +33,7 @@ struct tm__discover_cfg {
      * milestone of the YAML file); may be NULL. */
     void (*on_round)(void *ctx, int side, int round);
     void *round_ctx;             /* its context */
+    const struct tm__log_cfg *log; /* log service settings; NULL: none */
 };
 
 /* Runs discovery until both trees are done (0), a stop was asked

@@ -13,12 +13,15 @@
  *   verify  one stage: every folder whose copy is done or already existed;
  *           a worker lists its destination twin and checks each child.
  *
- * Lock order: r->mu is the only lock here; it is never held while calling
- * the writer, an adapter or SQLite.
+ * Lock order: r->mu, then the writer's mutex (tm__writer_error); never the
+ * reverse. r->mu is never held while calling an adapter or SQLite, nor
+ * while handing anything to the writer (it may wait for a commit, whose
+ * on_commit() takes r->mu).
  */
 #include "engine/execute.h"
 
 #include "engine/engine.h"
+#include "engine/observe.h"
 #include "store/store.h"
 #include "store/writer.h"
 #include "util/util.h"
@@ -67,6 +70,7 @@ struct runner {
     int64_t prec;              /* mtime precision of the comparison */
     struct tm__writer *w;      /* the writer */
     sqlite3 *rd;               /* the coordinator's read connection */
+    struct tm__logger *lg;     /* the log service, or NULL */
 };
 
 struct worker {
@@ -254,6 +258,9 @@ static int with_retries(struct worker *wk, const struct task *t, int *attempts)
             (*attempts)--;
             tm__sleep_ms(tm__adapter_retry_after(da));
         } else if (cls == TM_ERR_RETRY && *attempts <= r->cfg->retries) {
+            tm__log(r->lg, TM_WARNING, "copy", t->id, t->path,
+                    "copy %s: %s; retry %d of %d", t->path, tm_strerror(rc),
+                    *attempts, r->cfg->retries);
             tm__sleep_ms(backoff);
             backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
         } else {
@@ -499,6 +506,8 @@ static int verify_task(struct worker *wk, const struct task *t)
             pthread_mutex_lock(&r->mu);
             r->problems++;
             pthread_mutex_unlock(&r->mu);
+            tm__log(r->lg, TM_ERROR, "verify", p->folder_id, path, "verify %s: %s",
+                    path, why);
             rc = tm__writer_submit(r->w, p);
         }
     }
@@ -560,6 +569,11 @@ static void *worker_main(void *arg)
             rc = attrs_task(wk, &t, &res);
         else
             rc = verify_task(wk, &t);
+        if (!rc && res && res->error)
+            tm__log(r->lg, res->kind == TM_R_COPY && res->new_cs != CS_FAILED
+                               ? TM_INFO : TM_ERROR,
+                    stage == ST_VERIFY ? "verify" : "copy", t.id, t.path, "%s",
+                    res->error);
         if (!rc && res) {
             int failed = res->kind == TM_R_COPY && res->new_cs == CS_FAILED;
             int ok = res->kind == TM_R_COPY && res->new_cs == CS_SUCCESSFUL;
@@ -679,6 +693,26 @@ static int push(struct runner *r, struct task *buf, int n)
     return 0;
 }
 
+/* The observer: one queue_stats row. Called with r->mu held, which it
+ * drops while handing the row to the writer (the writer may wait for a
+ * commit, whose on_commit() takes r->mu). */
+static void snapshot(struct runner *r, int64_t t0)
+{
+    struct tm__exec_cfg *c = r->cfg;
+    double secs = (double)(tm__now_ns() - t0) / 1e9;
+    int64_t st[7] = { r->depth, c->total_files - r->done_nodes, r->in_flight,
+                      r->done_nodes, r->problems, r->done_bytes,
+                      c->total_bytes - r->done_bytes };
+    double rate[2] = { secs > 0 ? (double)r->done_nodes / secs : 0,
+                       secs > 0 ? (double)r->done_bytes / secs : 0 };
+    if (c->mode == TM_EXEC_VERIFY)
+        st[1] = st[6] = 0;
+    pthread_mutex_unlock(&r->mu);
+    tm__observe_snapshot(r->w, c->mode == TM_EXEC_VERIFY ? "verify" : "copy", st,
+                         rate);
+    pthread_mutex_lock(&r->mu);
+}
+
 static void report(struct runner *r, int64_t t0, int final)
 {
     struct tm__exec_cfg *c = r->cfg;
@@ -748,6 +782,7 @@ static int run_stage(struct runner *r, sqlite3_stmt *st, int stage, int depth,
         if (tm__now_ns() - *last_report >= 1000000000LL) {
             *last_report = tm__now_ns();
             report(r, t0, 0);
+            snapshot(r, t0);
         }
         {
             struct timespec ts;
@@ -837,6 +872,8 @@ static int run_stages(struct runner *r, struct task *buf)
     }
     r->quit = 1;
     pthread_cond_broadcast(&r->cv_work);
+    if (!rc)
+        snapshot(r, t0);
     pthread_mutex_unlock(&r->mu);
     if (!rc)
         report(r, t0, 1);
@@ -885,6 +922,11 @@ int tm__exec_run(struct tm__exec_cfg *cfg)
     rc = tm__writer_start(&r.w, cfg->db, next_id, WRITER_MAX_ROWS, on_commit, &r);
     if (rc)
         goto out;
+    rc = tm__observe_start(&r.lg, cfg->log, r.w, cfg->err);
+    if (rc)
+        goto out;
+    tm__log(r.lg, TM_INFO, "engine", 0, NULL, "%s started: %d workers",
+            cfg->mode == TM_EXEC_VERIFY ? "verify" : "copy", n);
     rc = start_workers(&r, wk, th, n, &started);
     if (!rc)
         rc = run_stages(&r, buf);
@@ -899,6 +941,19 @@ out:
      * file says so for the last time */
     if (cfg->mode == TM_EXEC_COPY && r.w && cfg->ad[TM_DST]->sync)
         tm__writer_set_precommit(r.w, sync_dst, &r);
+    if (r.lg) {
+        const char *what = cfg->mode == TM_EXEC_VERIFY ? "verify" : "copy";
+        if (rc == 0)
+            tm__log(r.lg, TM_INFO, "engine", 0, NULL, "%s complete: %lld nodes, "
+                    "%lld bytes, %lld problems", what, (long long)r.done_nodes,
+                    (long long)r.done_bytes, (long long)r.problems);
+        else if (rc == TM_ESTOPPED)
+            tm__log(r.lg, TM_WARNING, "engine", 0, NULL, "%s interrupted", what);
+        else
+            tm__log(r.lg, TM_CRITICAL, "engine", 0, NULL, "%s stopped: %s", what,
+                    r.fatal_msg.len ? r.fatal_msg.buf : tm_strerror(rc));
+        tm__logger_stop(r.lg); /* before the writer: its records go there */
+    }
     if (r.w) {
         struct tm__buf werr = TM__BUF_INIT;
         wrc = tm__writer_stop(r.w, &werr);

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "adapter/adapter.h"
+#include "log/log.h"
 #include "treemig.h"
 #include "util/buf.h"
 
@@ -32,6 +33,7 @@ struct tm__exec_cfg {
     void *progress_ctx;          /* its context */
     struct tm__buf *err;         /* message of a fatal error */
     int64_t problems;            /* out: verify mismatches, copy failures */
+    const struct tm__log_cfg *log; /* log service settings; NULL: none */
 };
 
 /* Runs the pass: 0 when done (cfg->problems counts what went wrong),

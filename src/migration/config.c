@@ -48,6 +48,9 @@ void tm__config_release(struct tm__config *c)
     for (i = 0; i < c->n_excludes; i++)
         free(c->excludes[i]);
     free(c->excludes);
+    free(c->log_level);
+    free(c->udp_level);
+    free(c->udp_addr);
     memset(c, 0, sizeof *c);
 }
 
@@ -153,6 +156,12 @@ static int render(struct tm__buf *b, const struct tm__config *c)
         rc = tm__buf_adds(b, "    - ");
         if (!rc) rc = add_scalar(b, c->excludes[i]);
         if (!rc) rc = tm__buf_addch(b, '\n');
+    }
+    if (!rc && (c->log_level || c->udp_level || c->udp_addr)) {
+        rc = tm__buf_adds(b, "logging:\n");
+        if (!rc && c->log_level) rc = add_kv(b, "  ", "db_level", c->log_level);
+        if (!rc && c->udp_level) rc = add_kv(b, "  ", "udp_level", c->udp_level);
+        if (!rc && c->udp_addr) rc = add_kv(b, "  ", "udp_addr", c->udp_addr);
     }
     return rc;
 }
@@ -379,6 +388,7 @@ static int get_excludes(struct reader *r, yaml_node_t *opts, struct tm__config *
 static int load(struct reader *r, struct tm__config *c)
 {
     yaml_node_t *root = yaml_document_get_root_node(r->doc), *mig, *rounds, *opts;
+    yaml_node_t *logging;
     int rc;
     if (!root)
         return bad(r, NULL, "empty file, not a treemig migration file");
@@ -412,7 +422,14 @@ static int load(struct reader *r, struct tm__config *c)
         (rc = get_int(r, opts, "lead", &c->lead, 1, 1000000)) ||
         (rc = get_int(r, opts, "retries", &c->retries, 0, 100)))
         return rc;
-    return get_excludes(r, opts, c);
+    rc = get_excludes(r, opts, c);
+    if (!rc && (logging = lookup(r, root, "logging")) != NULL) {
+        if ((rc = get_str(r, logging, "db_level", &c->log_level, 0)) ||
+            (rc = get_str(r, logging, "udp_level", &c->udp_level, 0)))
+            return rc;
+        rc = get_str(r, logging, "udp_addr", &c->udp_addr, 0);
+    }
+    return rc;
 }
 
 int tm__config_read(const char *path, struct tm__config *c, struct tm__buf *err)

@@ -30,6 +30,9 @@ struct tm__config {
     int retries;
     char **excludes;      /* exclude globs (each malloc'd) */
     size_t n_excludes;    /* their count */
+    char *log_level;      /* logs table threshold, or NULL */
+    char *udp_level;      /* UDP threshold, or NULL */
+    char *udp_addr;       /* UDP listener, or NULL */
 };
 
 /* Writes c to path atomically: a temporary file beside it, fsync, rename,

@@ -8,6 +8,7 @@
 #include "adapter/adapter.h"
 #include "engine/engine.h"
 #include "engine/execute.h"
+#include "log/log.h"
 #include "migration/config.h"
 #include "store/store.h"
 #include "util/buf.h"
@@ -20,6 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -34,6 +38,7 @@ struct tm_migration {
     char *config_path;      /* the YAML file; NULL until known */
     int cfg_ready;          /* cfg mirrors the state file: save it at
                                every milestone */
+    char *log_addr;         /* the UDP listener of the running phase */
 };
 
 static int fail(tm_migration *m, int rc, const char *fmt, ...)
@@ -91,6 +96,7 @@ void tm_migration_free(tm_migration *m)
     }
     tm__config_release(&m->cfg);
     free(m->config_path);
+    free(m->log_addr);
     tm__buf_release(&m->err);
     free(m);
 }
@@ -404,6 +410,96 @@ static char *absolute(const char *path)
     return tm__buf_detach(&b, NULL);
 }
 
+/* Merges the logging settings given (NULL: keep) with the stored ones,
+ * checks and stores them, and fills *out for the engine. */
+static int log_settings(tm_migration *m, const char *level, const char *udp_level,
+                        const char *addr, int allow_public, struct tm__log_cfg *out)
+{
+    sqlite3 *db = m->store.db;
+    const char *keys[3] = { "log_level", "udp_level", "udp_addr" };
+    const char *dflt[3] = { "info", "warning", "127.0.0.1:8081" };
+    const char *given[3] = { level, udp_level, addr };
+    char *val[3] = { NULL, NULL, NULL };
+    struct sockaddr_storage sa;
+    unsigned salen;
+    int lv[2], i, rc = 0, loop = 0;
+
+    for (i = 0; i < 3 && !rc; i++) {
+        val[i] = given[i] ? strdup(given[i]) : setting_dup(db, keys[i]);
+        if (!val[i] || !*val[i]) {
+            free(val[i]);
+            val[i] = strdup(dflt[i]);
+        }
+        if (!val[i])
+            rc = TM_ENOMEM;
+    }
+    for (i = 0; i < 2 && !rc; i++) {
+        lv[i] = strcasecmp(val[i], "off") == 0 ? TM_LEVEL_COUNT
+                                                : tm__level_parse(val[i]);
+        if (lv[i] < 0)
+            rc = fail(m, TM_EINVAL, "unknown log level '%s' (trace, debug, info, "
+                      "warning, error, critical, off)", val[i]);
+    }
+    if (!rc && (tm__log_parse_addr(val[2], &sa, &salen, &loop) != 0 ||
+                ((struct sockaddr_in *)&sa)->sin_port == 0))
+        rc = fail(m, TM_EINVAL, "bad log listener address '%s' (HOST:PORT with "
+                  "a port from 1 to 65535, or [IPv6]:PORT)", val[2]);
+    if (!rc && !loop && !allow_public)
+        rc = fail(m, TM_EINVAL, "the log listener %s is not on this machine: "
+                  "logs stay on loopback unless --log-public is given", val[2]);
+    for (i = 0; i < 3 && !rc; i++)
+        rc = tm__store_set(db, keys[i], val[i]);
+    if (!rc) {
+        memset(out, 0, sizeof *out);
+        out->db_level = lv[0];
+        out->udp_level = lv[1];
+        free(m->log_addr);
+        m->log_addr = val[2]; /* kept until the run ends: see log_release */
+        val[2] = NULL;
+        out->udp_addr = m->log_addr;
+        out->allow_public = allow_public;
+        out->migration = m->cfg.id;
+        if (m->cfg_ready) {
+            tm__config_set(&m->cfg.log_level, val[0]);
+            tm__config_set(&m->cfg.udp_level, val[1]);
+            tm__config_set(&m->cfg.udp_addr, out->udp_addr);
+        }
+    }
+    for (i = 0; i < 3; i++)
+        free(val[i]);
+    return rc;
+}
+
+/* Checks the logging options given, before anything is created. */
+static int check_log_options(tm_migration *m, const tm_discover_options *o)
+{
+    const char *lv[2] = { o->log_level, o->udp_level };
+    struct sockaddr_storage sa;
+    unsigned salen;
+    int i, loop = 0;
+    for (i = 0; i < 2; i++)
+        if (lv[i] && strcasecmp(lv[i], "off") != 0 && tm__level_parse(lv[i]) < 0)
+            return fail(m, TM_EINVAL, "unknown log level '%s' (trace, debug, info, "
+                        "warning, error, critical, off)", lv[i]);
+    if (!o->udp_addr)
+        return 0;
+    if (tm__log_parse_addr(o->udp_addr, &sa, &salen, &loop) != 0 ||
+        ((struct sockaddr_in *)&sa)->sin_port == 0)
+        return fail(m, TM_EINVAL, "bad log listener address '%s' (HOST:PORT with "
+                    "a port from 1 to 65535, or [IPv6]:PORT)", o->udp_addr);
+    if (!loop && !o->log_public)
+        return fail(m, TM_EINVAL, "the log listener %s is not on this machine: "
+                    "logs stay on loopback unless --log-public is given",
+                    o->udp_addr);
+    return 0;
+}
+
+static void log_release(tm_migration *m)
+{
+    free(m->log_addr);
+    m->log_addr = NULL;
+}
+
 /* Finds the YAML file of the migration, checks an existing one, and fills
  * m->cfg from the state file so that milestones can be saved. An existing
  * YAML file that does not parse or names another migration is refused and
@@ -459,6 +555,9 @@ static int config_prepare(tm_migration *m, const char *config_opt,
     c->workers = o->workers;
     c->lead = o->lead;
     c->retries = o->retries;
+    c->log_level = setting_dup(db, "log_level");
+    c->udp_level = setting_dup(db, "udp_level");
+    c->udp_addr = setting_dup(db, "udp_addr");
     c->excludes = calloc(n_globs ? n_globs : 1, sizeof *c->excludes);
     if (!c->excludes || !c->phase || !c->source || !c->destination || !c->database) {
         rc = TM_ENOMEM;
@@ -525,6 +624,9 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         fail(m, rc, "an exclude pattern is empty or holds a newline");
         goto out;
     }
+    rc = check_log_options(m, &o);
+    if (rc)
+        goto out;
     rc = tm__store_get(db, "phase", &phase);
     fresh = rc == TM_ENOENT;
     if (rc && !fresh) {
@@ -633,12 +735,20 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
     if (rc)
         goto out;
     {
+        struct tm__log_cfg lc;
         struct tm__discover_cfg cfg = {
             { ad[0], ad[1] }, m->store.path, db, o.workers, o.lead, o.retries,
             (const char *const *)globs, n_globs, &m->stop, o.progress,
-            o.progress_ctx, &m->err, on_round, m,
+            o.progress_ctx, &m->err, on_round, m, &lc,
         };
+        rc = log_settings(m, o.log_level, o.udp_level, o.udp_addr, o.log_public,
+                          &lc);
+        if (!rc)
+            rc = save_config(m);
+        if (rc)
+            goto out;
         rc = tm__discover_run(&cfg);
+        log_release(m);
     }
     if (rc == 0) {
         rc = set_phase(m, "discovered");
@@ -656,8 +766,13 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         rc = prc;
     }
 out:
-    if (fresh && rc && m->store.fresh && strcmp(phase.buf, "roots-set") != 0)
-        m->discard = 1; /* nothing was recorded: leave no empty state file */
+    if (rc && m->store.fresh) {
+        /* nothing was recorded: leave no empty state file behind */
+        struct tm__buf p = TM__BUF_INIT;
+        if (tm__store_get(db, "phase", &p) == TM_ENOENT)
+            m->discard = 1;
+        tm__buf_release(&p);
+    }
     tm__adapter_close(ad[0]);
     tm__adapter_close(ad[1]);
     free(rsrc);
@@ -827,7 +942,14 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
     cfg.progress_ctx = o->progress_ctx;
     cfg.err = &m->err;
     {
-        int rc = tm__exec_run(&cfg);
+        struct tm__log_cfg lc;
+        int rc = log_settings(m, o->log_level, o->udp_level, o->udp_addr,
+                              o->log_public, &lc);
+        if (rc)
+            return rc;
+        cfg.log = &lc;
+        rc = tm__exec_run(&cfg);
+        log_release(m);
         *problems = cfg.problems;
         return rc;
     }
@@ -1121,6 +1243,45 @@ static void copy_setting(sqlite3 *db, const char *key, char *out, size_t len)
     tm__buf_release(&b);
 }
 
+/* The observer's last snapshot of each queue, and the copy's ETA. */
+static int read_snapshots(tm_migration *m, tm_status *st)
+{
+    sqlite3_stmt *q;
+    int rc;
+    st->eta_seconds = -1;
+    rc = sqlite3_prepare_v2(m->store.db,
+                            "SELECT queue, time, round, pending, in_flight, done, "
+                            "failed, bytes_done, bytes_pending, items_per_s, "
+                            "bytes_per_s FROM queue_stats WHERE id IN (SELECT "
+                            "max(id) FROM queue_stats GROUP BY queue) ORDER BY queue",
+                            -1, &q, NULL);
+    if (rc != SQLITE_OK)
+        return 0; /* an older state file without the columns: no snapshots */
+    while (sqlite3_step(q) == SQLITE_ROW && st->n_queues < 4) {
+        tm_queue_snapshot *x = &st->queues[st->n_queues++];
+        snprintf(x->queue, sizeof x->queue, "%s",
+                 (const char *)sqlite3_column_text(q, 0));
+        x->time = sqlite3_column_int64(q, 1);
+        x->round = sqlite3_column_int64(q, 2);
+        x->pending = sqlite3_column_int64(q, 3);
+        x->in_flight = sqlite3_column_int64(q, 4);
+        x->done = sqlite3_column_int64(q, 5);
+        x->failed = sqlite3_column_int64(q, 6);
+        x->bytes_done = sqlite3_column_int64(q, 7);
+        x->bytes_pending = sqlite3_column_int64(q, 8);
+        x->items_per_s = sqlite3_column_double(q, 9);
+        x->bytes_per_s = sqlite3_column_double(q, 10);
+        if (strcmp(x->queue, "copy") == 0 && strcmp(st->phase, "copying") == 0) {
+            if (x->bytes_per_s > 0 && x->bytes_pending > 0)
+                st->eta_seconds = (int64_t)((double)x->bytes_pending / x->bytes_per_s);
+            else if (x->items_per_s > 0)
+                st->eta_seconds = (int64_t)((double)x->pending / x->items_per_s);
+        }
+    }
+    sqlite3_finalize(q);
+    return 0;
+}
+
 int tm_status_get(tm_migration *m, tm_status *st)
 {
     static const char *const sql[3] = {
@@ -1192,7 +1353,7 @@ int tm_status_get(tm_migration *m, tm_status *st)
             rc = tm__store_error(db, rc, &m->err, "read status");
         sqlite3_finalize(s);
     }
-    return rc;
+    return rc ? rc : read_snapshots(m, st);
 }
 
 /* accessors for review.c */

@@ -75,7 +75,8 @@ static const char schema_sql[] =
     " attempts INTEGER, message TEXT);"
     "CREATE TABLE queue_stats(id INTEGER PRIMARY KEY, time INTEGER NOT NULL,"
     " queue TEXT NOT NULL, round INTEGER, pending INTEGER, in_flight INTEGER,"
-    " done INTEGER, failed INTEGER);"
+    " done INTEGER, failed INTEGER, items_per_s REAL, bytes_per_s REAL,"
+    " bytes_done INTEGER, bytes_pending INTEGER);"
     /* review: exclusions after discovery and the review_* views
      * (docs/state-file.md); the same text as tm__review_schema_sql in
      * src/migration/review.c, which creates them in older state files */

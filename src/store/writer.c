@@ -15,7 +15,7 @@
 #include <time.h>
 
 enum { ST_INS_SRC, ST_INS_DST, ST_UPD_SRC_F, ST_UPD_DST_F, ST_UPD_COPY,
-       ST_TASK_ERR, ST_SET, ST_LOG, ST_COPY_DONE, ST_COUNT };
+       ST_TASK_ERR, ST_SET, ST_LOG, ST_COPY_DONE, ST_QSTAT, ST_COUNT };
 
 static const char *const stmt_sql[ST_COUNT] = {
     "INSERT INTO src_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
@@ -30,9 +30,12 @@ static const char *const stmt_sql[ST_COUNT] = {
     "INSERT INTO task_errors(time,phase,queue,node_id,path,attempts,message) "
     "VALUES(?1,?7,?2,?3,?4,?5,?6)",
     "INSERT OR REPLACE INTO migration(key,value) VALUES(?,?)",
-    "INSERT INTO logs(time,level,queue,message) VALUES(?,?,?,?)",
+    "INSERT INTO logs(time,level,queue,node_id,path,message) VALUES(?,?,?,?,?,?)",
     "UPDATE src_nodes SET copy_status=?1, attempts=attempts+?2, error=?3 "
     "WHERE id=?4 AND copy_status=?5",
+    "INSERT INTO queue_stats(time,queue,round,pending,in_flight,done,failed,"
+    "bytes_done,bytes_pending,items_per_s,bytes_per_s) "
+    "VALUES(?,?,?,?,?,?,?,?,?,?,?)",
 };
 
 struct tm__writer {
@@ -261,11 +264,33 @@ static int apply(struct tm__writer *w, const struct tm__result *r)
         return task_error(w, r);
     case TM_R_LOG:
         st = w->st[ST_LOG];
-        sqlite3_bind_int64(st, 1, tm__wall_ns());
-        sqlite3_bind_text(st, 2, r->path, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, r->side == TM_SRC ? "src" : "dst", -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, r->value, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 1, r->stat[7]);
+        sqlite3_bind_text(st, 2, r->phase, -1, SQLITE_STATIC);
+        if (r->queue)
+            sqlite3_bind_text(st, 3, r->queue, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 3);
+        if (r->folder_id)
+            sqlite3_bind_int64(st, 4, r->folder_id);
+        else
+            sqlite3_bind_null(st, 4);
+        if (r->path)
+            sqlite3_bind_text(st, 5, r->path, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 5);
+        sqlite3_bind_text(st, 6, r->value ? r->value : "", -1, SQLITE_STATIC);
         return step_done(w, st);
+    case TM_R_QSTAT: {
+        int i;
+        st = w->st[ST_QSTAT];
+        sqlite3_bind_int64(st, 1, r->stat[7]);
+        sqlite3_bind_text(st, 2, r->queue, -1, SQLITE_STATIC);
+        for (i = 0; i < 7; i++)
+            sqlite3_bind_int64(st, 3 + i, r->stat[i]);
+        sqlite3_bind_double(st, 10, r->rate[0]);
+        sqlite3_bind_double(st, 11, r->rate[1]);
+        return step_done(w, st);
+    }
     default:
         return TM_EINTERNAL;
     }

@@ -53,6 +53,7 @@ enum tm__result_kind {
     TM_R_LOG,         /* a log record */
     TM_R_COPY,        /* a node's new copy status (copy phase) */
     TM_R_PROBLEM,     /* a task_errors row only (verify mismatches) */
+    TM_R_QSTAT,       /* a queue_stats snapshot */
 };
 
 /* One unit of work for the writer; freed by the writer after the engine
@@ -80,7 +81,12 @@ struct tm__result {
     int8_t cf;                /* the node's conflict, for the stats key */
     int64_t size;             /* the node's size, for the stats */
     const char *phase;        /* task_errors phase (static string), NULL:
-                                 "discover" */
+                                 "discover"; TM_R_LOG: the level name */
+    const char *queue;        /* TM_R_LOG, TM_R_QSTAT: queue name (static) */
+    int64_t stat[8];          /* TM_R_QSTAT: round, pending, in_flight, done,
+                                 failed, bytes_done, bytes_pending, time;
+                                 rates in rate[] */
+    double rate[2];           /* TM_R_QSTAT: items/s, bytes/s */
 };
 
 void tm__result_free(struct tm__result *r);

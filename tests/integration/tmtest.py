@@ -132,6 +132,17 @@ def compare_status(expected, actual, optional=None):
     other undocumented fields are failures."""
     diffs = []
     optional = optional or {}
+    # The observer's fields depend on timing: check their shape here, then
+    # compare the rest exactly.
+    actual = dict(actual)
+    queues = actual.pop('queues', [])
+    eta = actual.pop('eta_seconds', None)
+    if not isinstance(queues, list) or any(
+            not isinstance(q, dict) or q.get('queue') not in ('src', 'dst', 'copy', 'verify')
+            or not isinstance(q.get('done'), int) for q in queues):
+        diffs.append('status.queues: not a list of queue snapshots: %r' % (queues,))
+    if eta is not None and not isinstance(eta, int):
+        diffs.append('status.eta_seconds: expected null or a number, actual %r' % (eta,))
 
     def walk(e, a, path):
         if isinstance(e, dict):
