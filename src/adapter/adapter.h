@@ -84,8 +84,10 @@ struct tm__adapter {
      * adapters of the same name. Returns the bytes copied or an error. */
     int64_t (*copy_from)(struct tm__wfile *f, struct tm__rfile *src, int64_t size);
     /* Sets mode and mtime and renames the file to its real name, replacing
-     * a file there. Frees f, also on failure (the temporary is removed). */
-    int (*commit)(struct tm__wfile *f, int64_t mtime, uint32_t mode);
+     * a file there (with TM_NOREPLACE: TM_EEXIST when something is there).
+     * Frees f, also on failure (the temporary is removed). */
+    int (*commit)(struct tm__wfile *f, int64_t mtime, uint32_t mode,
+                  unsigned flags);
     /* Removes the temporary file and frees f. */
     void (*abort)(struct tm__wfile *f);
     /* Creates the folder at path (owner may write into it; the final mode
@@ -93,9 +95,10 @@ struct tm__adapter {
     int (*mkdir)(struct tm__adapter *a, const char *path);
     /* Reads the target of the symlink at path into out. */
     int (*readlink)(struct tm__adapter *a, const char *path, struct tm__buf *out);
-    /* Creates (or replaces) the symlink at path with its mtime, atomically. */
+    /* Creates (or replaces, unless TM_NOREPLACE) the symlink at path with
+     * its mtime, atomically. */
     int (*symlink)(struct tm__adapter *a, const char *path, const char *target,
-                   int64_t mtime);
+                   int64_t mtime, unsigned flags);
     /* Sets mode and mtime of the folder at path (after its children);
      * mtime TM_MTIME_KEEP leaves the mtime as it is. */
     int (*set_attr)(struct tm__adapter *a, const char *path, int64_t mtime,
@@ -111,6 +114,9 @@ struct tm__rfile {
 struct tm__wfile {
     struct tm__adapter *a; /* the adapter that opened it */
 };
+
+/* commit, symlink: never replace what is at the real name. */
+#define TM_NOREPLACE 1u
 
 /* set_attr: leave the mtime unchanged. */
 #define TM_MTIME_KEEP INT64_MIN

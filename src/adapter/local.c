@@ -455,7 +455,17 @@ static void ns_to_times(struct timespec t[2], int64_t mtime)
     }
 }
 
-static int local_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode)
+/* rename, or with TM_NOREPLACE renameat2(RENAME_NOREPLACE): a file made
+ * on the destination after discovery is then kept. */
+static int place(int dfd, const char *tmp, const char *name, unsigned flags)
+{
+    if (flags & TM_NOREPLACE)
+        return renameat2(dfd, tmp, dfd, name, RENAME_NOREPLACE);
+    return renameat(dfd, tmp, dfd, name);
+}
+
+static int local_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode,
+                        unsigned flags)
 {
     struct local_wfile *f = (struct local_wfile *)wf;
     struct timespec t[2];
@@ -467,7 +477,7 @@ static int local_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode)
     if (close(f->fd) != 0 && !rc)
         rc = tm__from_errno(errno); /* e.g. a delayed ENOSPC on NFS */
     f->fd = -1;
-    if (!rc && renameat(f->dirfd, f->tmp, f->dirfd, f->name) != 0)
+    if (!rc && place(f->dirfd, f->tmp, f->name, flags) != 0)
         rc = tm__from_errno(errno);
     if (rc)
         unlinkat(f->dirfd, f->tmp, 0);
@@ -517,7 +527,7 @@ static int local_readlink(struct tm__adapter *a, const char *path,
 }
 
 static int local_symlink(struct tm__adapter *a, const char *path,
-                         const char *target, int64_t mtime)
+                         const char *target, int64_t mtime, unsigned flags)
 {
     struct local *l = (struct local *)a;
     struct timespec t[2];
@@ -533,7 +543,7 @@ static int local_symlink(struct tm__adapter *a, const char *path,
     ns_to_times(t, mtime);
     if (symlinkat(target, dfd, tmp) != 0 ||
         utimensat(dfd, tmp, t, AT_SYMLINK_NOFOLLOW) != 0 ||
-        renameat(dfd, tmp, dfd, name) != 0) {
+        place(dfd, tmp, name, flags) != 0) {
         rc = tm__from_errno(errno);
         unlinkat(dfd, tmp, 0);
     }

@@ -184,7 +184,8 @@ static int copy_file(struct worker *wk, const struct task *t)
         rc = TM_ECHANGED;
         goto out;
     }
-    rc = da->commit(out, t->mtime, t->mode);
+    rc = da->commit(out, t->mtime, t->mode,
+                    wk->r->cfg->no_overwrite ? TM_NOREPLACE : 0);
     out = NULL;
     if (!rc) {
         pthread_mutex_lock(&wk->r->mu);
@@ -209,7 +210,8 @@ static int copy_one(struct worker *wk, const struct task *t)
         if (!sa->readlink || !da->symlink)
             return TM_EINVAL;
         rc = sa->readlink(sa, t->path, &wk->scratch);
-        return rc ? rc : da->symlink(da, t->path, wk->scratch.buf, t->mtime);
+        return rc ? rc : da->symlink(da, t->path, wk->scratch.buf, t->mtime,
+                                     wk->r->cfg->no_overwrite ? TM_NOREPLACE : 0);
     case TM_T_FILE:
         return copy_file(wk, t);
     default:
@@ -217,17 +219,18 @@ static int copy_one(struct worker *wk, const struct task *t)
     }
 }
 
-/* A folder this migration created gets its final mode only at the end of
- * the copy; a later run (retry) may find it read-only (a source folder of
- * mode 0555, say). Lets its owner write into it again for the time being:
- * the final pass sets the mode back. Returns 1 when it did. */
+/* A folder gets its final mode only at the end of the copy; a later run
+ * (retry) may find it read-only (a source folder of mode 0555, say). Lets
+ * its owner write into it again for the time being: the final pass sets
+ * the mode back. Returns 1 when it did. */
 static int unlock_parent(struct worker *wk, const struct task *t)
 {
     struct tm__adapter *da = wk->r->cfg->ad[TM_DST];
     const char *slash = strrchr(t->path, '/');
     char *parent;
     int rc;
-    if (t->parent_cs != CS_SUCCESSFUL || !da->set_attr || !slash || slash == t->path)
+    if ((t->parent_cs != CS_SUCCESSFUL && t->parent_cs != CS_ALREADY) ||
+        !da->set_attr || !slash || slash == t->path)
         return 0;
     parent = strndup(t->path, (size_t)(slash - t->path));
     if (!parent)
@@ -295,6 +298,11 @@ static int copy_task(struct worker *wk, const struct task *t,
     rc = with_retries(wk, t, &attempts);
     if (rc == TM_ESTOPPED)
         return rc;
+    if (rc == TM_EEXIST && r->cfg->no_overwrite && t->type != TM_T_FOLDER) {
+        *out = copy_result(t, CS_SKIPPED, "kept the destination's version, made "
+                                          "after discovery (--no-overwrite)");
+        return *out ? 0 : TM_ENOMEM;
+    }
     if (rc && tm__adapter_classify(r->cfg->ad[TM_DST], rc) == TM_ERR_FATAL &&
         rc != TM_EINVAL)
         return rc;
@@ -441,6 +449,24 @@ static const char *check_child(struct worker *wk, const char *path, int type,
     }
     if (tm__compare_leaf(size, mtime, d->size, d->mtime, r->prec) != CF_NONE)
         return "mtime differs";
+    if (r->cfg->checksum && type == TM_T_SYMLINK) {
+        struct tm__adapter *sa = r->cfg->ad[TM_SRC], *da = r->cfg->ad[TM_DST];
+        struct tm__buf dt = TM__BUF_INIT;
+        int rc = sa->readlink && da->readlink ? sa->readlink(sa, path, &wk->scratch)
+                                              : TM_EINVAL;
+        if (!rc)
+            rc = da->readlink(da, path, &dt);
+        if (rc) {
+            tm__buf_release(&dt);
+            snprintf(buf, len, "cannot read the link to compare: %s",
+                     tm_strerror(rc));
+            return buf;
+        }
+        rc = dt.len != wk->scratch.len || memcmp(dt.buf, wk->scratch.buf, dt.len);
+        tm__buf_release(&dt);
+        if (rc)
+            return "link target differs";
+    }
     if (r->cfg->checksum && type == TM_T_FILE) {
         uint64_t hs = 0, hd = 0;
         int64_t bs = 0, bd = 0;
@@ -619,6 +645,7 @@ static const char *const stage_sql[3] = {
     "ORDER BY s.id LIMIT ?3",
     "SELECT id, path, depth, type, size, mtime, mode, conflict, copy_status "
     "FROM src_nodes WHERE type = 'folder' AND depth > 0 AND id > ?2 AND "
+    "traversal_status = 'successful' AND "
     "copy_status IN ('successful', 'already_existed') ORDER BY id LIMIT ?3",
     "SELECT id, path, depth, type, size, mtime, mode, conflict, copy_status "
     "FROM src_nodes WHERE type = 'folder' AND traversal_status = 'successful' "

@@ -500,6 +500,27 @@ static void log_release(tm_migration *m)
     m->log_addr = NULL;
 }
 
+/* 1 when the YAML file at path is missing or names this state file: a
+ * copied state file must not take over the original's YAML file. */
+static int yaml_names_us(tm_migration *m, const char *path)
+{
+    struct tm__config c;
+    struct tm__buf err = TM__BUF_INIT;
+    char *me = absolute(m->store.path);
+    int ours;
+    memset(&c, 0, sizeof c);
+    if (access(path, F_OK) != 0) {
+        free(me);
+        return 1;
+    }
+    ours = tm__config_read(path, &c, &err) != 0 || /* refused later, loudly */
+           (me && c.database && strcmp(c.database, me) == 0);
+    tm__config_release(&c);
+    tm__buf_release(&err);
+    free(me);
+    return ours;
+}
+
 /* Finds the YAML file of the migration, checks an existing one, and fills
  * m->cfg from the state file so that milestones can be saved. An existing
  * YAML file that does not parse or names another migration is refused and
@@ -517,7 +538,7 @@ static int config_prepare(tm_migration *m, const char *config_opt,
     if (!m->config_path) {
         if (config_opt)
             m->config_path = absolute(config_opt);
-        else if (stored && *stored)
+        else if (stored && *stored && yaml_names_us(m, stored))
             m->config_path = strdup(stored);
         else if (tm__buf_addf(&b, "%s.yaml", m->store.path) == 0)
             m->config_path = absolute(b.buf);

@@ -140,10 +140,16 @@ static const char schema_sql[] =
 int tm__store_error(sqlite3 *db, int rc, struct tm__buf *err, const char *what)
 {
     int primary = rc & 0xff;
+    const char *file = db ? sqlite3_db_filename(db, "main") : NULL;
     if (err) {
+        /* name the file: the user may have several state files */
         tm__buf_reset(err);
-        tm__buf_addf(err, "%s: %s", what,
-                     db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        if (file && *file)
+            tm__buf_addf(err, "state file %s: %s: %s", file, what,
+                         sqlite3_errmsg(db));
+        else
+            tm__buf_addf(err, "%s: %s", what,
+                         db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
     }
     switch (primary) {
     case SQLITE_NOTADB:
@@ -171,7 +177,7 @@ int tm__store_exec(sqlite3 *db, const char *sql, struct tm__buf *err)
 {
     int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
     if (rc != SQLITE_OK)
-        return tm__store_error(db, rc, err, "state file");
+        return tm__store_error(db, rc, err, "cannot update");
     return 0;
 }
 
@@ -323,6 +329,47 @@ static int check_identity(struct tm__store *s, struct tm__buf *err)
     return 0;
 }
 
+/* Before a resume writes anything: a state file damaged inside (a bad
+ * disk, a copy cut short) is refused rather than made worse. Reads the
+ * whole file once, which also warms the cache for the resume. */
+static int quick_check(struct tm__store *s, struct tm__buf *err)
+{
+    sqlite3_stmt *st;
+    const char *res;
+    int rc = sqlite3_prepare_v2(s->db, "PRAGMA quick_check(1)", -1, &st, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        res = (const char *)sqlite3_column_text(st, 0);
+        if (res && strcmp(res, "ok") == 0) {
+            sqlite3_finalize(st);
+            return 0;
+        }
+        tm__buf_reset(err);
+        tm__buf_addf(err, "state file %s is damaged (%s); it was left untouched",
+                     s->path, res ? res : "?");
+        sqlite3_finalize(st);
+        return TM_ECORRUPT;
+    }
+    sqlite3_finalize(st);
+    rc = tm__store_error(s->db, rc, err, "check");
+    tm__buf_reset(err);
+    tm__buf_addf(err, "state file %s is damaged (%s); it was left untouched",
+                 s->path, sqlite3_errmsg(s->db));
+    return rc == TM_ECORRUPT || rc == TM_EDB ? TM_ECORRUPT : rc;
+}
+
+/* 1 when the last writer left the state file at the end of a phase; a
+ * phase still running (a crash) or suspended is checked before resuming. */
+static int stopped_cleanly(struct tm__store *s)
+{
+    struct tm__buf b = TM__BUF_INIT;
+    int clean = 1;
+    if (tm__store_get(s->db, "phase", &b) == 0)
+        clean = strcmp(b.buf, "discovering") != 0 && strcmp(b.buf, "copying") != 0 &&
+                strcmp(b.buf, "suspended") != 0;
+    tm__buf_release(&b);
+    return clean;
+}
+
 static int create_schema(struct tm__store *s, struct tm__buf *err)
 {
     char sql[128];
@@ -459,7 +506,16 @@ int tm__store_open(struct tm__store *s, const char *path, unsigned flags,
     }
     sqlite3_busy_timeout(s->db, 10000);
     sqlite3_extended_result_codes(s->db, 1);
+    if (write && sqlite3_db_readonly(s->db, "main") == 1) {
+        /* SQLite falls back to read-only when it may not write */
+        rc = TM_EACCES;
+        tm__buf_addf(err, "state file %s cannot be written (permission denied, "
+                     "or a read-only or immutable file)", path);
+        goto fail;
+    }
     rc = check_identity(s, err);
+    if (!rc && write && !stopped_cleanly(s))
+        rc = quick_check(s, err);
     if (rc)
         goto fail;
     if (write) {
