@@ -146,6 +146,21 @@ static int table_exists(sqlite3 *db, const char *name)
     return found;
 }
 
+/* Starts a read transaction, so that every query of a summary or a list
+ * sees the same snapshot even while another process writes (WAL). Returns
+ * 1 when it started one (end it with end_read()). */
+static int begin_read(sqlite3 *db)
+{
+    return sqlite3_get_autocommit(db) &&
+           sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+}
+
+static void end_read(sqlite3 *db, int began)
+{
+    if (began)
+        sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+}
+
 /* --------------------------------------------------------------------------
  * Escaping of paths and messages.
  */
@@ -615,7 +630,8 @@ static int scan_pending(tm_migration *m, struct summary *s, struct agg_map *h)
                 last->bytes += sqlite3_column_int64(st, 2);
         }
     }
-    rc = rc == SQLITE_DONE ? 0 : rc == TM_ENOMEM ? rc : db_fail(m, rc, "read the state file");
+    if (rc != TM_ENOMEM)
+        rc = rc == SQLITE_DONE ? 0 : db_fail(m, rc, "read the state file");
     sqlite3_finalize(st);
     return rc;
 }
@@ -701,7 +717,7 @@ int tm_review_print(tm_migration *m, FILE *out, int top)
     struct counts pending = { { 0 }, { 0 } }, c;
     struct agg_map folders = { NULL, 0, 0 };
     int64_t n;
-    int rc, i;
+    int rc, i, began;
 
     if (!db || !out)
         return TM_EINVAL;
@@ -716,6 +732,7 @@ int tm_review_print(tm_migration *m, FILE *out, int top)
         tm__buf_release(&phase);
         return TM_ENOMEM;
     }
+    began = begin_read(db);
     rc = load_summary(m, s);
     if (!rc)
         rc = scan_pending(m, s, top > 0 ? &folders : NULL);
@@ -841,6 +858,8 @@ int tm_review_print(tm_migration *m, FILE *out, int top)
                           counts_total(&s->dst[TS_PENDING]));
     if (!rc && top > 0)
         rc = add_top_folders(m, &b, &folders, top);
+    end_read(db, began);
+    began = 0;
     if (!rc)
         rc = tm__buf_adds(&b, "\nthe items: treemig review --list "
                               "missing|conflict|extra|failed|excluded|all\n");
@@ -849,6 +868,7 @@ int tm_review_print(tm_migration *m, FILE *out, int top)
     if (!rc && (fflush(out) != 0 || ferror(out)))
         rc = fail(m, TM_EIO, "cannot write the review");
 out:
+    end_read(db, began);
     free(s);
     free(folders.v);
     tm__buf_release(&b);
@@ -903,7 +923,7 @@ static int list_one(tm_migration *m, const struct kind_query *k, int64_t root,
                           "WITH RECURSIVE sub(id) AS (SELECT ?1 UNION ALL "
                           "SELECT c.id FROM %s AS c JOIN sub ON c.parent_id = sub.id) "
                           "SELECT n.path, n.type, n.size, n.mtime, %s FROM sub "
-                          "JOIN %s AS n ON n.id = sub.id WHERE n.depth > 0 AND %s "
+                          "CROSS JOIN %s AS n ON n.id = sub.id WHERE n.depth > 0 AND %s "
                           "ORDER BY n.id", t, reason, t, k->where);
     else
         rc = tm__buf_addf(&sql,
@@ -980,7 +1000,7 @@ int tm_review_list(tm_migration *m, const char *kind, const char *prefix,
     int64_t root[2] = { 0, 0 };
     int found[2] = { 1, 1 };
     size_t i;
-    int rc = 0, all, known = 0;
+    int rc = 0, all, known = 0, began;
 
     if (!tm__migration_db(m) || !out)
         return TM_EINVAL;
@@ -991,10 +1011,11 @@ int tm_review_list(tm_migration *m, const char *kind, const char *prefix,
     if (!all && !known)
         return fail(m, TM_EINVAL, "unknown kind '%s': expected missing, conflict, "
                     "extra, failed, excluded or all", kind ? kind : "");
+    began = begin_read(tm__migration_db(m));
     if (prefix && *prefix) {
         if (norm_path(&path, prefix))
-            return TM_ENOMEM;
-        if (strcmp(path.buf, "/") != 0) {
+            rc = TM_ENOMEM;
+        if (!rc && strcmp(path.buf, "/") != 0) {
             int side;
             for (side = 0; side < 2 && !rc; side++) {
                 rc = find_node(m, side, path.buf, &root[side]);
@@ -1012,6 +1033,7 @@ int tm_review_list(tm_migration *m, const char *kind, const char *prefix,
             continue; /* the prefix is not in that tree: nothing under it */
         rc = list_one(m, &kinds[i], root[kinds[i].side], json, out, &line);
     }
+    end_read(tm__migration_db(m), began);
     if (!rc && (fflush(out) != 0 || ferror(out)))
         rc = fail(m, TM_EIO, "cannot write the list");
     tm__buf_release(&path);
@@ -1072,9 +1094,9 @@ static int exclude_deltas(struct xctx *x, int side)
     static const char *const sql[2] = {
         "SELECT n.depth, n.type, n.traversal_status, n.copy_status,"
         " n.conflict IS NOT NULL, count(*), sum(n.size) FROM temp.tm_sub AS s"
-        " JOIN src_nodes AS n ON n.id = s.id GROUP BY 1, 2, 3, 4, 5",
+        " CROSS JOIN src_nodes AS n ON n.id = s.id GROUP BY 1, 2, 3, 4, 5",
         "SELECT n.depth, n.type, n.traversal_status, NULL, 0, count(*),"
-        " sum(n.size) FROM temp.tm_sub AS s JOIN dst_nodes AS n ON n.id = s.id"
+        " sum(n.size) FROM temp.tm_sub AS s CROSS JOIN dst_nodes AS n ON n.id = s.id"
         " GROUP BY 1, 2, 3",
     };
     sqlite3_stmt *st;
@@ -1137,11 +1159,11 @@ static int exclude_root(struct xctx *x, int64_t id, const char *path,
         "INSERT INTO excluded_prev(side, id, root, traversal_status, copy_status,"
         " conflict, error) SELECT 'src', n.id, ?1, n.traversal_status,"
         " n.copy_status, n.conflict, n.error FROM temp.tm_sub AS s"
-        " JOIN src_nodes AS n ON n.id = s.id",
+        " CROSS JOIN src_nodes AS n ON n.id = s.id",
         "INSERT INTO excluded_prev(side, id, root, traversal_status, copy_status,"
         " conflict, error) SELECT 'dst', n.id, ?1, n.traversal_status, NULL,"
         " n.conflict, n.error FROM temp.tm_sub AS s"
-        " JOIN dst_nodes AS n ON n.id = s.id",
+        " CROSS JOIN dst_nodes AS n ON n.id = s.id",
     };
     static const char *const update[2] = {
         "UPDATE src_nodes SET traversal_status = 'excluded', copy_status ="
@@ -1159,7 +1181,7 @@ static int exclude_root(struct xctx *x, int64_t id, const char *path,
         return rc;
     /* refused once the copy has started anywhere in the subtree */
     rc = prepare(x->m, "SELECT n.path, n.copy_status FROM temp.tm_sub AS s"
-                 " JOIN src_nodes AS n ON n.id = s.id WHERE n.copy_status IN"
+                 " CROSS JOIN src_nodes AS n ON n.id = s.id WHERE n.copy_status IN"
                  " ('in_progress', 'successful', 'failed') LIMIT 1", &st);
     if (rc)
         return rc;
@@ -1239,11 +1261,11 @@ static int include_root(struct xctx *x, int64_t id)
         "SELECT n.depth, n.type, n.traversal_status, n.copy_status,"
         " n.conflict IS NOT NULL, e.traversal_status, e.copy_status,"
         " e.conflict IS NOT NULL, count(*), sum(n.size) FROM excluded_prev AS e"
-        " JOIN src_nodes AS n ON n.id = e.id WHERE e.root = ?1 AND e.side = 'src'"
+        " CROSS JOIN src_nodes AS n ON n.id = e.id WHERE e.root = ?1 AND e.side = 'src'"
         " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8",
         "SELECT n.depth, n.type, n.traversal_status, NULL, 0, e.traversal_status,"
         " NULL, 0, count(*), sum(n.size) FROM excluded_prev AS e"
-        " JOIN dst_nodes AS n ON n.id = e.id WHERE e.root = ?1 AND e.side = 'dst'"
+        " CROSS JOIN dst_nodes AS n ON n.id = e.id WHERE e.root = ?1 AND e.side = 'dst'"
         " GROUP BY 1, 2, 3, 6",
     };
     static const char *const update[2] = {
@@ -1402,11 +1424,30 @@ out:
     return rc;
 }
 
+/* 1 when a proper ancestor of path (not the root) matches the glob: the
+ * exclusion of that ancestor covers the node. tmp is scratch space. */
+static int ancestor_matches(const char *glob, const char *path, struct tm__buf *tmp)
+{
+    tm__buf_reset(tmp);
+    if (tm__buf_adds(tmp, path))
+        return 0; /* no memory: not skipping is slower, never wrong */
+    for (;;) {
+        char *slash = strrchr(tmp->buf, '/');
+        if (!slash || slash == tmp->buf)
+            return 0;
+        tm__buf_setlen(tmp, (size_t)(slash - tmp->buf));
+        if (tm__filter_match(&glob, 1, tmp->buf, strrchr(tmp->buf, '/') + 1))
+            return 1;
+    }
+}
+
 /* Collects the source nodes a pattern matches into temp.tm_match (only the
- * ones whose state would change); *n gets every match. */
+ * ones whose state would change and, for an exclusion, that no matching
+ * ancestor covers); *n gets every match. */
 static int collect(struct xctx *x, const char *pattern, int64_t *n)
 {
     sqlite3_stmt *st = NULL, *ins = NULL;
+    struct tm__buf tmp = TM__BUF_INIT;
     const char *want = x->unexclude ? "excluded" : NULL;
     int rc, glob = !(pattern[0] == '/' && !strpbrk(pattern, "*?[\\"));
 
@@ -1450,6 +1491,9 @@ static int collect(struct xctx *x, const char *pattern, int64_t *n)
         ++*n;
         if (want ? !is_excl : is_excl)
             continue; /* nothing to change */
+        if (glob && !x->unexclude &&
+            ancestor_matches(pattern, (const char *)sqlite3_column_text(st, 3), &tmp))
+            continue;
         sqlite3_bind_int64(ins, 1, sqlite3_column_int64(st, 0));
         sqlite3_bind_int(ins, 2, sqlite3_column_int(st, 1));
         if (sqlite3_step(ins) != SQLITE_DONE) {
@@ -1465,6 +1509,7 @@ static int collect(struct xctx *x, const char *pattern, int64_t *n)
 out:
     sqlite3_finalize(st);
     sqlite3_finalize(ins);
+    tm__buf_release(&tmp);
     return rc;
 }
 
@@ -1476,9 +1521,6 @@ static int check_pattern(tm_migration *m, const char *p, struct tm__buf *out)
     tm__buf_reset(out);
     if (!*p || strchr(p, '\n'))
         return fail(m, TM_EINVAL, "a pattern must be non-empty and hold no newline");
-    if (strchr(p, '/') && p[0] != '/')
-        return fail(m, TM_EINVAL, "'%s' holds a '/' but does not start with one: "
-                    "paths start at the root ('/%s')", p, p);
     if (tm__buf_adds(out, p))
         return TM_ENOMEM;
     len = out->len;
@@ -1487,6 +1529,9 @@ static int check_pattern(tm_migration *m, const char *p, struct tm__buf *out)
     tm__buf_setlen(out, len);
     if (!strcmp(out->buf, "/"))
         return fail(m, TM_EINVAL, "the root cannot be excluded");
+    if (strchr(out->buf, '/') && out->buf[0] != '/')
+        return fail(m, TM_EINVAL, "'%s' holds a '/' but does not start with one: "
+                    "paths start at the root ('/%s')", out->buf, out->buf);
     return 0;
 }
 
@@ -1536,7 +1581,8 @@ static int record(struct xctx *x, const char *const *patterns, size_t n)
             break;
         }
     }
-    rc = rc == SQLITE_DONE ? 0 : rc == TM_ENOMEM ? rc : db_fail(x->m, rc, "read exclusions");
+    if (rc != TM_ENOMEM)
+        rc = rc == SQLITE_DONE ? 0 : db_fail(x->m, rc, "read exclusions");
     sqlite3_finalize(st);
     if (!rc)
         rc = tm__store_set(x->db, "review_excludes", v.buf);
@@ -1630,40 +1676,62 @@ int tm_exclude(tm_migration *m, const char *const *patterns, size_t n,
             tm__buf_release(&p);
             goto out;
         }
-        /* ancestors first, by keyset pages: an ancestor excluded (or
-         * included) first settles its whole subtree */
+        /* ancestors first: depth by depth, in keyset pages of ids (an
+         * ancestor excluded or included first settles its whole subtree) */
         {
-            int64_t last_depth = -1, last_id = 0;
-            rc = prepare(m, "SELECT id, depth FROM temp.tm_match WHERE (depth, id) > "
-                         "(?1, ?2) ORDER BY depth, id LIMIT 256", &page);
-            if (rc)
-                goto out;
-            for (;;) {
-                int64_t ids[256], depths[256];
-                int k = 0, j;
-                sqlite3_bind_int64(page, 1, last_depth);
-                sqlite3_bind_int64(page, 2, last_id);
-                while (k < 256 && (rc = sqlite3_step(page)) == SQLITE_ROW) {
-                    ids[k] = sqlite3_column_int64(page, 0);
-                    depths[k++] = sqlite3_column_int64(page, 1);
+            sqlite3_stmt *next = NULL;
+            int64_t depth = -1, last_id = 0;
+            rc = prepare(m, "SELECT id FROM temp.tm_match WHERE depth = ?1 AND "
+                         "id > ?2 ORDER BY id LIMIT 256", &page);
+            if (!rc)
+                rc = prepare(m, "SELECT min(depth) FROM temp.tm_match WHERE "
+                             "depth > ?1", &next);
+            while (!rc) {
+                int64_t ids[256];
+                int k = 0, j, step;
+                if (last_id == 0) { /* the next depth that holds matches */
+                    sqlite3_bind_int64(next, 1, depth);
+                    step = sqlite3_step(next);
+                    if (step != SQLITE_ROW) {
+                        rc = db_fail(m, step, "read the matches");
+                        break;
+                    }
+                    if (sqlite3_column_type(next, 0) == SQLITE_NULL) {
+                        sqlite3_reset(next);
+                        break; /* done */
+                    }
+                    depth = sqlite3_column_int64(next, 0);
+                    sqlite3_reset(next);
+                    /* drop the matches that the shallower ones settled */
+                    rc = exec_id(&x, x.unexclude
+                                 ? "DELETE FROM temp.tm_match WHERE depth = ?1 AND"
+                                   " (SELECT traversal_status FROM src_nodes AS n"
+                                   " WHERE n.id = tm_match.id) != 'excluded'"
+                                 : "DELETE FROM temp.tm_match WHERE depth = ?1 AND"
+                                   " (SELECT traversal_status FROM src_nodes AS n"
+                                   " WHERE n.id = tm_match.id) = 'excluded'",
+                                 depth, "read the matches");
+                    if (rc)
+                        break;
                 }
-                if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-                    rc = db_fail(m, rc, "read the matches");
-                    goto out;
+                sqlite3_bind_int64(page, 1, depth);
+                sqlite3_bind_int64(page, 2, last_id);
+                while (k < 256 && (step = sqlite3_step(page)) == SQLITE_ROW)
+                    ids[k++] = sqlite3_column_int64(page, 0);
+                if (k < 256 && step != SQLITE_DONE) {
+                    rc = db_fail(m, step, "read the matches");
+                    break;
                 }
                 sqlite3_reset(page);
-                rc = 0;
                 for (j = 0; j < k && !rc; j++)
                     rc = apply_match(&x, ids[j], norm[i]);
-                if (rc)
-                    goto out;
-                if (k < 256)
-                    break;
-                last_depth = depths[k - 1];
-                last_id = ids[k - 1];
+                last_id = k == 256 ? ids[k - 1] : 0;
             }
+            sqlite3_finalize(next);
             sqlite3_finalize(page);
             page = NULL;
+            if (rc)
+                goto out;
         }
     }
     rc = tm__stats_apply(x.db, &x.delta);
