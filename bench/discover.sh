@@ -14,6 +14,7 @@
 #   RUNS           timed runs per tool, interleaved; the median wall is reported (default 1)
 #   SKIP_TREEMIG   1: run the peers only
 #   KEEP_TREE      0: delete the tree pair at the end (default 1: keep it for the next run)
+#   BENCH_TIMEOUT  seconds one timed run may take before it is killed (default 1800)
 #
 # See bench/README.md. Prints a report (also saved as $BENCH_DIR/report-*.txt).
 set -euo pipefail
@@ -28,6 +29,7 @@ WORKERS=${WORKERS:-}
 RUNS=${RUNS:-1}
 SKIP_TREEMIG=${SKIP_TREEMIG:-0}
 KEEP_TREE=${KEEP_TREE:-1}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-1800}
 
 say() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf 'bench/discover.sh: %s\n' "$*" >&2; exit 2; }
@@ -35,6 +37,7 @@ die() { printf 'bench/discover.sh: %s\n' "$*" >&2; exit 2; }
 [[ $ENTRIES =~ ^[0-9]+$ && $ENTRIES -ge 100 ]] || die "BENCH_ENTRIES must be an integer >= 100 (got '$ENTRIES')"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer (got '$RUNS')"
 [[ -z $WORKERS || $WORKERS =~ ^[1-9][0-9]*$ ]] || die "WORKERS must be a positive integer (got '$WORKERS')"
+[[ $BENCH_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "BENCH_TIMEOUT must be a positive integer (got '$BENCH_TIMEOUT')"
 case $WORK in /|/tmp|/tmp/|"$HOME"|"$HOME"/) die "BENCH_DIR=$WORK is too broad: name a dedicated folder" ;; esac
 [[ $WORK = /* ]] || WORK=$PWD/$WORK
 
@@ -107,39 +110,47 @@ cpu_idle() {
     awk -v a="$a" -v b="$b" 'BEGIN{split(a, x, " "); split(b, y, " "); t = y[1]-x[1];
         printf "%.0f", (t > 0 ? 100*(y[2]-x[2])/t : 100)}'
 }
-say "warm-up: find -printf (lstat of every node) and cat of every file, both trees"
+# Metadata (dentries, inodes) stays cached once read; only rclone check with
+# hashes reads file contents, and it cannot be given warm contents: rclone's
+# local backend calls posix_fadvise(POSIX_FADV_DONTNEED) on every file it has
+# read, dropping it from the page cache (and some VMs also reclaim page cache
+# idle for a minute, e.g. DAMON). The %I column of the report (file system
+# input, MiB) shows what each run read from disk.
+say "warm-up: find -printf (lstat of every node) over both trees"
 t0=$(date +%s.%N)
 find "$SRC" "$DST" -printf '%s %T@\n' >/dev/null
-find "$SRC" "$DST" -type f -print0 | xargs -0 -n 2000 cat >/dev/null
-IDLE_START=$(cpu_idle 3)
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-t1=$(date +%s.%N)
-WARM_SECONDS=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
 FIND_SRC=$(find "$SRC" -mindepth 1 | wc -l)
 FIND_DST=$(find "$DST" -mindepth 1 | wc -l)
+t1=$(date +%s.%N)
+WARM_SECONDS=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')
+IDLE_START=$(cpu_idle 3)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- 4. timed runs
 # measure KEY CMD... : runs CMD under /usr/bin/time, output to logs/KEY.log;
 # appends the wall seconds to WALLS[KEY]; keeps the max RSS, and of the last run
 # the CPU seconds (user+sys), the CPU seconds other processes used meanwhile
 # (all busy time on the machine minus the tool's own) and the exit code.
-declare -A WALLS RSS RC CPU OTHER
+declare -A WALLS RSS RC CPU OTHER INMIB
 busy_ticks() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat; }
 measure() {
     local key=$1; shift
-    local tf=$WORK/logs/$key.time rc=0 w m u s b0 b1
+    local tf=$WORK/logs/$key.time rc=0 w m u s i b0 b1
     b0=$(busy_ticks)
-    /usr/bin/time -f '%e %M %U %S' -o "$tf" "$@" >"$WORK/logs/$key.log" 2>&1 || rc=$?
+    # timeout: a hung run (exit 124, or 137 if it ignored SIGTERM) must not hang the bench
+    /usr/bin/time -f '%e %M %U %S %I' -o "$tf" \
+        timeout -k 10 "$BENCH_TIMEOUT" "$@" >"$WORK/logs/$key.log" 2>&1 </dev/null || rc=$?
     b1=$(busy_ticks)
     # GNU time writes "Command exited with non-zero status N" before the numbers
-    read -r w m u s < <(tail -n 1 "$tf")
+    read -r w m u s i < <(tail -n 1 "$tf")
+    INMIB[$key]=$(awk -v i="$i" 'BEGIN{printf "%.1f", i*512/1048576}')
     WALLS[$key]="${WALLS[$key]:-} $w"
     if [[ -z ${RSS[$key]:-} || $m -gt ${RSS[$key]} ]]; then RSS[$key]=$m; fi
     CPU[$key]=$(awk -v u="$u" -v s="$s" 'BEGIN{printf "%.2f", u+s}')
     OTHER[$key]=$(awk -v b0="$b0" -v b1="$b1" -v c="${CPU[$key]}" -v hz="$(getconf CLK_TCK)" \
         'BEGIN{o = (b1-b0)/hz - c; if (o < 0) o = 0; printf "%.1f", o}')
     RC[$key]=$rc
-    say "  $key: ${w} s wall, ${CPU[$key]} s cpu, ${m} KiB, exit $rc; other processes: ${OTHER[$key]} cpu s"
+    say "  $key: ${w} s wall, ${CPU[$key]} s cpu, ${m} KiB, ${INMIB[$key]} MiB read from disk, exit $rc; other processes: ${OTHER[$key]} cpu s"
 }
 reset_db() { rm -f "$DB" "$DB-wal" "$DB-shm" "$DB.lock" "$DB.yaml"; }
 
@@ -197,7 +208,11 @@ if [[ $SKIP_TREEMIG != 1 ]]; then
     if "$TREEMIG" status --json --db "$DB" >"$WORK/logs/status.json" 2>"$WORK/logs/status.err"; then
         while IFS='=' read -r k v; do ST[$k]=$v; done < <(python3 - "$WORK/logs/status.json" <<'PY'
 import json, sys
-s = json.load(open(sys.argv[1]))
+try:
+    s = json.load(open(sys.argv[1]))
+except ValueError as e:
+    print("phase=unreadable status --json output (%s)" % e)
+    sys.exit(0)
 print("phase=%s" % s.get("phase", "?"))
 for side in ("src", "dst"):
     d = s.get(side, {})
@@ -270,9 +285,12 @@ REPORT=$WORK/report-$(date -u +%Y%m%dT%H%M%SZ).txt
         "${G[dst_only]}" "$(awk -v a="${G[dst_only]}" -v b="${G[src_files]}" 'BEGIN{printf "%.1f", 100*a/b}')"
     echo "  file sizes 0-4096 B (skewed small); same-named files have equal mtimes (ns) unless changed"
     echo "Caches"
-    echo "  not dropped (not reliably possible here). A warm-up pass ran first (${WARM_SECONDS} s):"
-    echo "  find -printf over both trees (lstat of every node) and cat of every file, so every"
-    echo "  tool below ran with warm dentry/inode and page caches."
+    echo "  not dropped (not reliably possible here). A warm-up find -printf over both trees"
+    echo "  (lstat of every node, ${WARM_SECONDS} s) ran first, so every tool walked warm dentry and"
+    echo "  inode caches. File contents are another matter: rclone check (with hashes) is the only"
+    echo "  tool that reads them, and rclone's local backend drops every file it has read from the"
+    echo "  page cache (posix_fadvise DONTNEED), so its contents come from disk whatever one warms."
+    echo "  'disk MiB' is what each run read from the file system (/usr/bin/time %I), its binary too."
     echo
     if [[ $RUNS -gt 1 ]]; then
         echo "Results (median wall of $RUNS interleaved runs; peak RSS = max over runs)"
@@ -282,8 +300,8 @@ REPORT=$WORK/report-$(date -u +%Y%m%dT%H%M%SZ).txt
     has_t=0
     [[ $SKIP_TREEMIG != 1 && ${RC[treemig]:-1} -eq 0 ]] && has_t=1
     T=${WALL[treemig]:-}
-    printf '  %-36s %7s %7s %8s %5s %11s %11s %7s\n' "tool" "wall s" "cpu s" "RSS MiB" "exit" "treemig/it" "it/treemig" "other"
-    printf '  %-36s %7s %7s %8s %5s %11s %11s %7s\n' "------------------------------------" "------" "-----" "-------" "----" "----------" "----------" "-----"
+    printf '  %-36s %7s %7s %8s %5s %11s %11s %8s %6s\n' "tool" "wall s" "cpu s" "RSS MiB" "exit" "treemig/it" "it/treemig" "disk MiB" "other"
+    printf '  %-36s %7s %7s %8s %5s %11s %11s %8s %6s\n' "------------------------------------" "------" "-----" "-------" "----" "----------" "----------" "--------" "-----"
     for k in "${KEYS[@]}"; do
         w=${WALL[$k]}
         mib=$(awk -v m="${RSS[$k]}" 'BEGIN{printf "%.1f", m/1024}')
@@ -293,10 +311,11 @@ REPORT=$WORK/report-$(date -u +%Y%m%dT%H%M%SZ).txt
         else
             r1=-; r2=-
         fi
-        printf '  %-36s %7s %7s %8s %5s %11s %11s %7s\n' "${LABEL[$k]}" "$w" "${CPU[$k]}" "$mib" "${RC[$k]}" "$r1" "$r2" "${OTHER[$k]}"
+        printf '  %-36s %7s %7s %8s %5s %11s %11s %8s %6s\n' "${LABEL[$k]}" "$w" "${CPU[$k]}" "$mib" "${RC[$k]}" "$r1" "$r2" "${INMIB[$k]}" "${OTHER[$k]}"
     done
-    echo "  cpu s: user+sys of the tool; other: CPU seconds used by every other process on the"
-    echo "  machine meanwhile (should be ~0; more means contention). Both from the last run."
+    echo "  cpu s: user+sys of the tool; disk MiB: file system input; other: CPU seconds used by"
+    echo "  every other process on the machine meanwhile (~0 when idle; more means contention)."
+    echo "  cpu s, disk MiB and other are from the last run."
     if [[ $RUNS -gt 1 ]]; then
         echo "  all walls:"
         for k in "${KEYS[@]}"; do printf '    %-36s%s\n' "${LABEL[$k]}" "${WALLS[$k]}"; done

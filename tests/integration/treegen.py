@@ -9,6 +9,8 @@ build_pair(base)          the main pair (see the layout in the docstring)
 build_exclude_pair(base)  a small pair for the --exclude tests
 build_wide_pair(base)     many folders over several rounds (interruptions)
 build_unreadable_pair(base)  a small pair with folders to chmod 000
+build_big_pair(base)      a large pair (crash and signal tests), made with cp -al
+scratch_dir(prefix), remove_tree(path)   a fast place for large trees
 count_find(root, types)   an independent count by find(1)
 """
 
@@ -408,6 +410,114 @@ def build_wide_pair(base, fanout=6, levels=3, files=20):
         frontier = nxt
     S.finish()
     D.finish()
+    return src, dst
+
+
+def scratch_dir(prefix):
+    """A new temporary folder for large generated trees: under /dev/shm when
+    it is a writable tmpfs with room (creating and removing hundreds of
+    thousands of nodes is several times faster there), else under /tmp.
+    Remove it with remove_tree()."""
+    import tempfile
+    shm = '/dev/shm'
+    try:
+        st = os.statvfs(shm)
+        room = st.f_bavail * st.f_frsize >= (2 << 30) and st.f_favail >= 2_000_000
+        if room and os.access(shm, os.W_OK):
+            return tempfile.mkdtemp(prefix=prefix, dir=shm)
+    except OSError:
+        pass
+    return tempfile.mkdtemp(prefix=prefix, dir='/tmp')
+
+
+def remove_tree(path):
+    """Removes a large tree (rm -rf is several times faster than
+    shutil.rmtree); never raises."""
+    import shutil
+    import subprocess
+    path = _b(path)
+    try:
+        subprocess.run([b'rm', b'-rf', b'--one-file-system', path],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        pass
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def build_big_pair(base, copies=150, groups=10):
+    """A large pair for the crash and signal tests: src/gNN/cNNN/... holds
+    `copies` copies (spread over `groups` folders) of a template subtree of
+    84 folders over 3 levels with 16 files each (1,428 nodes per copy), made
+    with `cp -al` (hard links, fast). The destination has the same layout
+    except: in each group the copies whose number is 2 mod 5 are missing
+    (whole subtrees missing), the template's folders named c0 at the third
+    level are missing, per folder files f00-f07 are identical, f08-f11
+    differ in size, f12-f13 have an older mtime, f14-f15 are missing and
+    z_dst exists only on the destination; each copy has a destination-only
+    folder only_dst/ and each group a destination-only folder extra_dst/.
+    Every folder of both trees has a distinct path. Depth: root 0, groups 1,
+    copies 2, template levels 3-5, files down to 6.
+
+    Returns (src, dst) as bytes paths. With the defaults: about 214,000
+    source and 145,000 destination nodes."""
+    import subprocess
+    base = _b(base)
+    src = os.path.join(base, b'src')
+    dst = os.path.join(base, b'dst')
+    tpl = os.path.join(base, b'template')
+    S = TreeBuilder(os.path.join(tpl, b'src'))
+    D = TreeBuilder(os.path.join(tpl, b'dst'))
+    t = T0 + 30000 * SEC
+    names = [b'f%02d' % i for i in range(16)]
+    frontier = [b'']
+    for lvl, letter in enumerate((b'a', b'b', b'c')):
+        nxt = []
+        for parent in frontier:
+            for i in range(4):
+                rel = (parent + b'/' if parent else b'') + letter + b'%d' % i
+                nxt.append(rel)
+                S.dir(rel, mtime=t + 100 * SEC + lvl * 4 + i)
+                S.many_files(rel, names[:8], mtime=t + lvl)
+                S.many_files(rel, names[8:12], mtime=t + lvl)
+                S.many_files(rel, names[12:14], mtime=t + lvl, data=b'mt')
+                S.many_files(rel, names[14:], mtime=t + lvl)
+                if rel.rsplit(b'/', 1)[-1] == b'c0':
+                    continue
+                D.dir(rel, mtime=t + 100 * SEC + lvl * 4 + i)
+                D.many_files(rel, names[:8], mtime=t + lvl)
+                D.many_files(rel, names[8:12], mtime=t + lvl, data=b'sz')
+                D.many_files(rel, names[12:14], mtime=t + lvl - SEC, data=b'mt')
+                D.many_files(rel, [b'z_dst'], mtime=t + lvl, data=b'dst')
+        frontier = nxt
+    D.file(b'only_dst/x', data=b'x', mtime=t + 50)
+    D.file(b'only_dst/y', data=b'yy', mtime=t + 51)
+    S.finish(root_mtime=t + 200 * SEC)
+    D.finish(root_mtime=t + 200 * SEC)
+
+    per_group = max(1, (copies + groups - 1) // groups)
+    n_groups = max(1, (copies + per_group - 1) // per_group)
+    for side, root in ((b'src', src), (b'dst', dst)):
+        os.makedirs(root)
+        g0 = os.path.join(root, b'g00')
+        os.mkdir(g0)
+        for c in range(per_group):
+            if side == b'dst' and c % 5 == 2:
+                continue
+            subprocess.run([b'cp', b'-al', os.path.join(tpl, side),
+                            os.path.join(g0, b'c%03d' % c)], check=True)
+        if side == b'dst':
+            os.mkdir(os.path.join(g0, b'extra_dst'))
+            with open(os.path.join(g0, b'extra_dst', b'e'), 'wb') as f:
+                f.write(b'e')
+            os.utime(os.path.join(g0, b'extra_dst', b'e'), ns=(t + 60, t + 60))
+            os.utime(os.path.join(g0, b'extra_dst'), ns=(t + 61, t + 61))
+        os.utime(g0, ns=(t + 300 * SEC, t + 300 * SEC))
+        for g in range(1, n_groups):
+            gd = os.path.join(root, b'g%02d' % g)
+            subprocess.run([b'cp', b'-al', g0, gd], check=True)
+            os.utime(gd, ns=(t + 300 * SEC + g, t + 300 * SEC + g))
+        os.utime(root, ns=(t + 400 * SEC, t + 400 * SEC))
+    remove_tree(tpl)
     return src, dst
 
 
