@@ -31,7 +31,10 @@
 #include <time.h>
 
 #define PAGE 1024            /* tasks fetched at once */
-#define WRITER_MAX_ROWS 32768 /* rows queued for the writer at most */
+/* Rows queued for the writer at most. What is queued is lost by a crash and
+ * listed again by the resume: one batch's worth keeps that small while the
+ * writer (the bottleneck) never runs dry. */
+#define WRITER_MAX_ROWS 4096
 
 struct task {
     int64_t id;        /* folder row */

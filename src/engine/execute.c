@@ -34,7 +34,7 @@
 #include <xxhash.h>
 
 #define PAGE 1024
-#define WRITER_MAX_ROWS 32768
+#define WRITER_MAX_ROWS 4096 /* rows queued for the writer: see discover.c */
 #define IO_BUF (1 << 20)
 
 enum stage { ST_COPY_DEPTH, ST_ATTRS, ST_VERIFY };
@@ -507,7 +507,8 @@ static int verify_task(struct worker *wk, const struct task *t)
         pthread_mutex_unlock(&r->mu);
         return tm__writer_submit(r->w, p);
     }
-    qsort(l.v, l.n, sizeof *l.v, dcmp);
+    if (l.n > 1) /* an empty listing has no array at all */
+        qsort(l.v, l.n, sizeof *l.v, dcmp);
     sqlite3_bind_int64(wk->kids, 1, t->id);
     while ((step = sqlite3_step(wk->kids)) == SQLITE_ROW && !rc) {
         struct dent key, *d;
@@ -517,7 +518,7 @@ static int verify_task(struct worker *wk, const struct task *t)
         key.name = (char *)sqlite3_column_text(wk->kids, 0);
         key.len = (size_t)sqlite3_column_bytes(wk->kids, 0);
         path = (const char *)sqlite3_column_text(wk->kids, 4);
-        d = bsearch(&key, l.v, l.n, sizeof *l.v, dcmp);
+        d = l.n ? bsearch(&key, l.v, l.n, sizeof *l.v, dcmp) : NULL;
         msg = check_child(wk, path, type, sqlite3_column_int64(wk->kids, 2),
                           sqlite3_column_int64(wk->kids, 3), d, buf, sizeof buf);
         checked++;
@@ -756,10 +757,15 @@ static void report(struct runner *r, int64_t t0, int final)
         if (!final && rate > 0 && c->total_bytes > r->done_bytes)
             snprintf(eta, sizeof eta, ", ETA %.0f s",
                      (double)(c->total_bytes - r->done_bytes) / rate);
+        char where[32] = "";
+        if (!final)
+            snprintf(where, sizeof where, r->stage == ST_ATTRS ? " folder attributes:"
+                                                               : " depth %d:",
+                     r->depth);
         snprintf(line, sizeof line,
-                 "%s depth %d: %lld of %lld nodes, %.1f of %.1f MiB, %.1f MiB/s, "
+                 "%s%s %lld of %lld nodes, %.1f of %.1f MiB, %.1f MiB/s, "
                  "%lld failed%s",
-                 final ? "copied:" : "copying:", r->depth, (long long)r->done_nodes,
+                 final ? "copied:" : "copying:", where, (long long)r->done_nodes,
                  (long long)c->total_files, (double)r->done_bytes / 1048576.0,
                  (double)c->total_bytes / 1048576.0, rate / 1048576.0,
                  (long long)r->problems, eta);

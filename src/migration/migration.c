@@ -15,6 +15,8 @@
 #include "util/util.h"
 
 #include <fcntl.h>
+#include <glob.h>
+#include <libgen.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -500,6 +502,30 @@ static void log_release(tm_migration *m)
     m->log_addr = NULL;
 }
 
+/* Removes the temporary files a crash left while writing the YAML file at
+ * path ("PATH.tmp.PID"); the caller holds the state file's lock, so no
+ * other treemig is writing them. */
+static void remove_stale_temps(const char *path)
+{
+    struct tm__buf pat = TM__BUF_INIT;
+    glob_t g;
+    size_t i;
+    const char *p;
+    /* glob metacharacters in the path itself are escaped */
+    for (p = path; *p; p++) {
+        if (strchr("*?[\\", *p))
+            tm__buf_addch(&pat, '\\');
+        tm__buf_addch(&pat, *p);
+    }
+    tm__buf_adds(&pat, ".tmp.*");
+    if (glob(pat.buf, GLOB_NOSORT, NULL, &g) == 0) {
+        for (i = 0; i < g.gl_pathc; i++)
+            unlink(g.gl_pathv[i]);
+        globfree(&g);
+    }
+    tm__buf_release(&pat);
+}
+
 /* 1 when the YAML file at path is missing or names this state file: a
  * copied state file must not take over the original's YAML file. */
 static int yaml_names_us(tm_migration *m, const char *path)
@@ -547,6 +573,7 @@ static int config_prepare(tm_migration *m, const char *config_opt,
         rc = id ? TM_ENOMEM : fail(m, TM_ECORRUPT, "the state file has no id");
         goto out;
     }
+    remove_stale_temps(m->config_path);
     if (access(m->config_path, F_OK) == 0) {
         struct tm__buf err = TM__BUF_INIT;
         rc = tm__config_read(m->config_path, c, &err);
@@ -653,6 +680,16 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
     if (rc && !fresh) {
         fail(m, rc, "cannot read the state file: %s", sqlite3_errmsg(db));
         goto out;
+    }
+    if (o.config) {
+        char *copy = strdup(o.config), *dir = copy ? dirname(copy) : NULL;
+        int ok = dir && access(dir, W_OK) == 0;
+        free(copy);
+        if (!ok) {
+            rc = fail(m, TM_EINVAL, "cannot write the YAML file %s: its folder does "
+                      "not exist or is not writable", o.config);
+            goto out;
+        }
     }
     if (fresh) {
         if (!src || !dst) {

@@ -473,6 +473,12 @@ int tm__store_open(struct tm__store *s, const char *path, unsigned flags,
     s->path = strdup(path);
     if (!s->path)
         return TM_ENOMEM;
+    if (!(flags & TM_OPEN_CREATE) && stat(path, &stb) != 0 && errno == ENOENT) {
+        /* before the lock: asking for a missing file creates nothing */
+        tm__buf_addf(err, "no state file at %s", path);
+        rc = TM_ENODB;
+        goto fail;
+    }
     if (write) {
         rc = take_lock(s, err);
         if (rc)

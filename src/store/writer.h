@@ -20,8 +20,8 @@
 #include "store/store.h"
 #include "util/buf.h"
 
-#define TM_WRITER_BATCH_ROWS 8192
-#define TM_WRITER_BATCH_MS 100
+#define TM_WRITER_BATCH_ROWS 4096
+#define TM_WRITER_BATCH_MS 50
 
 /* A node to insert. Strings are offsets into the result's arena. */
 struct tm__wnode {
