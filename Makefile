@@ -5,7 +5,8 @@ BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps test-deps build test demo asan tsan bench clean
+.PHONY: all deps test-deps build test soak demo asan tsan bench clean
+CTEST_ARGS ?= -LE long
 
 all: build
 
@@ -22,17 +23,22 @@ build: deps
 test: test-deps
 	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
-	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
 # The suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 asan: test-deps
 	@$(MAKE) --no-print-directory test BUILD=build-asan \
 	  CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Debug -DTREEMIG_SANITIZE=address,undefined"
 
-# The suite under ThreadSanitizer (the engine is threaded).
+# The unit tests and the most threaded integration tests under
+# ThreadSanitizer.
 tsan: test-deps
-	@$(MAKE) --no-print-directory test BUILD=build-tsan \
+	@$(MAKE) --no-print-directory test BUILD=build-tsan CTEST_ARGS="-L 'unit|threaded'" \
 	  CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Debug -DTREEMIG_SANITIZE=thread"
+
+# Soak runs: the crash loops with 24 kill points each (tens of minutes).
+soak: test-deps
+	@$(MAKE) --no-print-directory test CTEST_ARGS="-L long"
 
 demo: build
 	@scripts/demo.sh $(BUILD)/treemig
