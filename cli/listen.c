@@ -27,12 +27,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Exit codes (docs/exit-codes.md), as in main.c. */
-enum {
-    EXIT_OK = 0,
-    EXIT_FATAL = 1,
-    EXIT_USAGE = 2,
-};
 
 static const char listen_usage[] =
     "usage: treemig log-listen [--public] [--json] [--count N] [ADDR]\n"
@@ -63,19 +57,6 @@ static void on_stop(int sig)
 {
     (void)sig;
     stop_requested = 1;
-}
-
-static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int usage_error(const char *fmt, ...)
-{
-    va_list ap;
-    fputs("treemig log-listen: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputs("\nTry 'treemig log-listen --help'.\n", stderr);
-    return EXIT_USAGE;
 }
 
 /* ---- the datagram: a flat JSON object, decoded in place ---- */
@@ -545,27 +526,27 @@ int cmd_log_listen(int argc, char **argv)
         case 'j': json = 1; break;
         case 'n':
             if (parse_count(optarg, &count))
-                return usage_error("--count takes a whole number >= 1, not '%s'",
+                return usage_error("log-listen", "--count takes a whole number >= 1, not '%s'",
                                    optarg);
             break;
         case 'h':
             fputs(listen_usage, stdout);
             return EXIT_OK;
         default:
-            return usage_error("unknown or incomplete option");
+            return usage_error("log-listen", "unknown or incomplete option");
         }
     }
     if (argc - optind > 1)
-        return usage_error("expected at most one ADDR, got %d arguments",
+        return usage_error("log-listen", "expected at most one ADDR, got %d arguments",
                            argc - optind);
     if (argc - optind == 1)
         addr = argv[optind];
     if (tm__log_parse_addr(addr, &sa, &len, &loopback))
-        return usage_error("'%s' is not an address: expected HOST:PORT with a "
+        return usage_error("log-listen", "'%s' is not an address: expected HOST:PORT with a "
                            "numeric IPv4 address, 'localhost' or [IPv6], e.g. "
                            TM__LOG_DEFAULT_ADDR, addr);
     if (!loopback && !pub)
-        return usage_error("'%s' is not a loopback address: anyone who can reach "
+        return usage_error("log-listen", "'%s' is not a loopback address: anyone who can reach "
                            "it could print lines here; give --public to listen "
                            "there anyway", addr);
 

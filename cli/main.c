@@ -19,15 +19,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Exit codes (docs/exit-codes.md). */
-enum {
-    EXIT_OK = 0,
-    EXIT_FATAL = 1,
-    EXIT_USAGE = 2,
-    EXIT_PARTIAL = 3,
-    EXIT_INTERRUPTED = 4,
-    EXIT_LOCKED = 5,
-};
 
 #define DEFAULT_DB "treemig.db"
 
@@ -261,61 +252,6 @@ static int log_opt(int c, const char *arg, struct logopts *lo)
     }
 }
 
-static int usage_error(const char *cmd, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int usage_error(const char *cmd, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "treemig%s%s: ", cmd ? " " : "", cmd ? cmd : "");
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\nTry 'treemig %s%s--help'.\n", cmd ? cmd : "", cmd ? " " : "");
-    return EXIT_USAGE;
-}
-
-static int exit_code_for(int err)
-{
-    switch (err) {
-    case 0:
-        return EXIT_OK;
-    case TM_ELOCKED:
-        return EXIT_LOCKED;
-    case TM_ESTOPPED:
-        return EXIT_INTERRUPTED;
-    case TM_EROOT:
-    case TM_EOVERLAP:
-    case TM_EMISMATCH:
-    case TM_EINVAL:
-    case TM_ENODB:
-    case TM_EPHASE:
-    case TM_EBADSPEC:
-        return EXIT_USAGE;
-    default:
-        return EXIT_FATAL;
-    }
-}
-
-static int report_error(const char *cmd, tm_migration *m, int err)
-{
-    const char *msg = tm_migration_errmsg(m);
-    fprintf(stderr, "treemig %s: %s\n", cmd, msg && *msg ? msg : tm_strerror(err));
-    return exit_code_for(err);
-}
-
-/* Parses a whole decimal number in [lo, hi]. */
-static int parse_int(const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    long v;
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return -1;
-    *out = (int)v;
-    return 0;
-}
 
 struct progress {
     int tty;           /* stderr is a terminal: one live line */

@@ -17,12 +17,6 @@
 #include <string.h>
 
 /* Exit codes (docs/exit-codes.md), as in main.c. */
-enum {
-    EXIT_OK = 0,
-    EXIT_FATAL = 1,
-    EXIT_USAGE = 2,
-    EXIT_LOCKED = 5,
-};
 
 #define DEFAULT_DB "treemig.db"
 
@@ -110,56 +104,6 @@ static const char unexclude_usage[] =
     "\n"
     "exit codes: 0 done (also when nothing matched was excluded), 1 fatal\n"
     "error, 2 usage error, nothing matches, or refused, 5 state file in use.\n";
-
-static int usage_error(const char *cmd, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int usage_error(const char *cmd, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "treemig %s: ", cmd);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\nTry 'treemig %s --help'.\n", cmd);
-    return EXIT_USAGE;
-}
-
-static int exit_code_for(int err)
-{
-    switch (err) {
-    case 0:
-        return EXIT_OK;
-    case TM_ELOCKED:
-        return EXIT_LOCKED;
-    case TM_EINVAL:
-    case TM_ENODB:
-    case TM_EMISMATCH:
-    case TM_EPHASE:
-        return EXIT_USAGE;
-    default:
-        return EXIT_FATAL;
-    }
-}
-
-static int report_error(const char *cmd, tm_migration *m, int err)
-{
-    const char *msg = tm_migration_errmsg(m);
-    fprintf(stderr, "treemig %s: %s\n", cmd, msg && *msg ? msg : tm_strerror(err));
-    return exit_code_for(err);
-}
-
-static int parse_int(const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    long v;
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return -1;
-    *out = (int)v;
-    return 0;
-}
 
 static int known_kind(const char *k)
 {

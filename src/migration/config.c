@@ -56,26 +56,11 @@ void tm__config_release(struct tm__config *c)
 
 static int utf8_valid(const unsigned char *s, size_t n)
 {
-    size_t i = 0;
+    size_t i = 0, k;
     while (i < n) {
-        unsigned char c = s[i];
-        size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
-                     : (c & 0xF8) == 0xF0 ? 4 : 0;
-        uint32_t cp;
-        size_t k;
-        if (!len || i + len > n)
+        if (!(k = tm__utf8_seq(s + i, n - i, NULL)))
             return 0;
-        cp = len == 1 ? c : c & (0x7F >> len);
-        for (k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
-            (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
-        i += len;
+        i += k;
     }
     return 1;
 }

@@ -22,10 +22,4 @@ int tm__migration_readonly(tm_migration *m);
 /* The state file's path as given to tm_migration_open(). Owned by m. */
 const char *tm__migration_path(tm_migration *m);
 
-/* The review objects (tables exclusions and excluded_prev, the review_*
- * views; docs/state-file.md), every statement with IF NOT EXISTS. The same
- * text is part of the schema of a new state file (store.c); review.c runs
- * it on an older state file before it writes to it. */
-extern const char tm__review_schema_sql[];
-
 #endif

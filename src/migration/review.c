@@ -29,66 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Keep in step with the part of schema_sql in store/store.c that follows
- * its comment "review": tests/unit/test_review.c checks that both create
- * the same objects. */
-const char tm__review_schema_sql[] =
-    "CREATE TABLE IF NOT EXISTS exclusions(id INTEGER PRIMARY KEY,"
-    " path TEXT NOT NULL, pattern TEXT NOT NULL, time TEXT NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS excluded_prev(side TEXT NOT NULL,"
-    " id INTEGER NOT NULL, root INTEGER NOT NULL,"
-    " traversal_status TEXT NOT NULL, copy_status TEXT, conflict TEXT,"
-    " error TEXT, PRIMARY KEY(side, id)) WITHOUT ROWID;"
-    "CREATE INDEX IF NOT EXISTS excluded_prev_root ON excluded_prev(root);"
-    "CREATE VIEW IF NOT EXISTS review_missing AS"
-    " SELECT 'src' AS side, id, path, type, size, mtime, NULL AS reason"
-    " FROM src_nodes WHERE copy_status = 'pending' AND conflict IS NULL"
-    " AND depth > 0;"
-    "CREATE VIEW IF NOT EXISTS review_conflicts AS"
-    " SELECT 'src' AS side, id, path, type, size, mtime, conflict AS reason"
-    " FROM src_nodes WHERE conflict IS NOT NULL AND depth > 0;"
-    "CREATE VIEW IF NOT EXISTS review_extra AS"
-    " SELECT 'dst' AS side, id, path, type, size, mtime, NULL AS reason"
-    " FROM dst_nodes WHERE traversal_status = 'not_on_src' AND depth > 0;"
-    "CREATE VIEW IF NOT EXISTS review_failed AS"
-    " SELECT 'src' AS side, id, path, type, size, mtime, error AS reason"
-    " FROM src_nodes WHERE (traversal_status = 'failed'"
-    " OR copy_status = 'failed') AND depth > 0"
-    " UNION ALL SELECT 'dst', id, path, type, size, mtime, error"
-    " FROM dst_nodes WHERE traversal_status = 'failed' AND depth > 0;"
-    "CREATE VIEW IF NOT EXISTS review_excluded AS"
-    " SELECT 'src' AS side, n.id AS id, n.path AS path, n.type AS type,"
-    " n.size AS size, n.mtime AS mtime,"
-    " CASE WHEN e.id IS NULL THEN 'discover' ELSE 'review' END AS reason"
-    " FROM src_nodes AS n LEFT JOIN excluded_prev AS e"
-    " ON e.side = 'src' AND e.id = n.id"
-    " WHERE n.traversal_status = 'excluded' AND n.depth > 0;"
-    "CREATE VIEW IF NOT EXISTS review_items AS"
-    " SELECT 'missing' AS kind, * FROM review_missing"
-    " UNION ALL SELECT 'conflict', * FROM review_conflicts"
-    " UNION ALL SELECT 'extra', * FROM review_extra"
-    " UNION ALL SELECT 'failed', * FROM review_failed"
-    " UNION ALL SELECT 'excluded', * FROM review_excluded;"
-    "CREATE VIEW IF NOT EXISTS review_folders AS"
-    " SELECT p.id AS id, p.path AS path, p.copy_status AS copy_status,"
-    " c.items AS items, c.bytes AS bytes FROM"
-    " (SELECT parent_id, count(*) AS items,"
-    " sum(CASE WHEN type = 'file' THEN size ELSE 0 END) AS bytes"
-    " FROM src_nodes WHERE copy_status = 'pending' GROUP BY parent_id) AS c"
-    " JOIN src_nodes AS p ON p.id = c.parent_id;"
-    "CREATE VIEW IF NOT EXISTS review_summary AS"
-    " SELECT 'copy' AS what, copy_status AS status, type,"
-    " sum(count) AS count, sum(bytes) AS bytes FROM copy_stats"
-    " WHERE depth > 0 GROUP BY copy_status, type HAVING sum(count) != 0"
-    " UNION ALL SELECT 'conflict', conflict, type, count(*), sum(size)"
-    " FROM src_nodes WHERE conflict IS NOT NULL AND depth > 0"
-    " GROUP BY conflict, type"
-    " UNION ALL SELECT 'src', traversal_status, type, sum(count), sum(bytes)"
-    " FROM src_stats WHERE depth > 0 GROUP BY traversal_status, type"
-    " HAVING sum(count) != 0"
-    " UNION ALL SELECT 'dst', traversal_status, type, sum(count), sum(bytes)"
-    " FROM dst_stats WHERE depth > 0 GROUP BY traversal_status, type"
-    " HAVING sum(count) != 0;";
 
 static const char *const side_table[2] = { "src_nodes", "dst_nodes" };
 static const char *const side_name[2] = { "src", "dst" };
@@ -167,39 +107,6 @@ static void end_read(sqlite3 *db, int began)
 
 /* Length of the UTF-8 sequence at s (n bytes left) with its code point in
  * *cp, or 0 when s does not start a valid, shortest-form sequence. */
-static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
-{
-    size_t len, i;
-    uint32_t c;
-    if (s[0] < 0x80) {
-        *cp = s[0];
-        return 1;
-    }
-    if ((s[0] & 0xE0) == 0xC0) {
-        len = 2;
-        c = s[0] & 0x1F;
-    } else if ((s[0] & 0xF0) == 0xE0) {
-        len = 3;
-        c = s[0] & 0x0F;
-    } else if ((s[0] & 0xF8) == 0xF0) {
-        len = 4;
-        c = s[0] & 0x07;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        c = (c << 6) | (s[i] & 0x3F);
-    }
-    if ((len == 2 && c < 0x80) || (len == 3 && c < 0x800) ||
-        (len == 4 && c < 0x10000) || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
-        return 0;
-    *cp = c;
-    return len;
-}
 
 static int is_utf8(const char *s, size_t len)
 {
@@ -207,7 +114,7 @@ static int is_utf8(const char *s, size_t len)
     size_t i = 0, n;
     uint32_t cp;
     while (i < len) {
-        if ((n = utf8_decode(p + i, len - i, &cp)) == 0)
+        if ((n = tm__utf8_seq(p + i, len - i, &cp)) == 0)
             return 0;
         i += n;
     }
@@ -250,7 +157,7 @@ static int add_escaped(struct tm__buf *b, const char *s, size_t len)
         } else if (c < 0x80) {
             rc = tm__buf_addch(b, (char)c);
             i++;
-        } else if ((n = utf8_decode(p + i, len - i, &cp)) == 0) {
+        } else if ((n = tm__utf8_seq(p + i, len - i, &cp)) == 0) {
             rc = tm__buf_addf(b, "\\x%02x", c);
             i++;
         } else if (misleading(cp)) {

@@ -76,10 +76,12 @@ static const char schema_sql[] =
     "CREATE TABLE queue_stats(id INTEGER PRIMARY KEY, time INTEGER NOT NULL,"
     " queue TEXT NOT NULL, round INTEGER, pending INTEGER, in_flight INTEGER,"
     " done INTEGER, failed INTEGER, items_per_s REAL, bytes_per_s REAL,"
-    " bytes_done INTEGER, bytes_pending INTEGER);"
-    /* review: exclusions after discovery and the review_* views
-     * (docs/state-file.md); the same text as tm__review_schema_sql in
-     * src/migration/review.c, which creates them in older state files */
+    " bytes_done INTEGER, bytes_pending INTEGER);";
+
+/* Review: exclusions after discovery and the review_* views
+ * (docs/state-file.md). Part of every new state file; review.c also runs
+ * it (all IF NOT EXISTS) on state files made before it existed. */
+const char tm__review_schema_sql[] =
     "CREATE TABLE IF NOT EXISTS exclusions(id INTEGER PRIMARY KEY,"
     " path TEXT NOT NULL, pattern TEXT NOT NULL, time TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS excluded_prev(side TEXT NOT NULL,"
@@ -377,6 +379,8 @@ static int create_schema(struct tm__store *s, struct tm__buf *err)
     if (rc)
         return rc;
     rc = tm__store_exec(s->db, schema_sql, err);
+    if (!rc)
+        rc = tm__store_exec(s->db, tm__review_schema_sql, err);
     snprintf(sql, sizeof sql, "PRAGMA application_id=%d; PRAGMA user_version=%d",
              TM_APPLICATION_ID, TM_SCHEMA_VERSION);
     if (!rc)

@@ -47,6 +47,9 @@ struct tm__store {
 int tm__store_open(struct tm__store *s, const char *path, unsigned flags,
                    struct tm__buf *err);
 void tm__store_close(struct tm__store *s);
+/* The review tables and views (store.c), also run on older state files. */
+extern const char tm__review_schema_sql[];
+
 /* Opens another read-only connection for a reader thread. */
 int tm__store_open_reader(const char *path, sqlite3 **out, struct tm__buf *err);
 

@@ -126,23 +126,24 @@ void tm__buf_setlen(struct tm__buf *b, size_t len)
     b->buf[len] = '\0';
 }
 
-/* Length of the UTF-8 sequence starting at s (at most n bytes), or 0 when
- * it is not valid UTF-8 (overlongs, surrogates and > U+10FFFF rejected). */
-static size_t utf8_seq(const unsigned char *s, size_t n)
+size_t tm__utf8_seq(const unsigned char *s, size_t n, uint32_t *cp)
 {
-    uint32_t cp;
+    uint32_t c;
     size_t len, i;
-    if (s[0] < 0x80)
-        return 1;
-    if ((s[0] & 0xE0) == 0xC0) {
+    if (n == 0)
+        return 0;
+    if (s[0] < 0x80) {
+        len = 1;
+        c = s[0];
+    } else if ((s[0] & 0xE0) == 0xC0) {
         len = 2;
-        cp = s[0] & 0x1F;
+        c = s[0] & 0x1F;
     } else if ((s[0] & 0xF0) == 0xE0) {
         len = 3;
-        cp = s[0] & 0x0F;
+        c = s[0] & 0x0F;
     } else if ((s[0] & 0xF8) == 0xF0) {
         len = 4;
-        cp = s[0] & 0x07;
+        c = s[0] & 0x07;
     } else {
         return 0;
     }
@@ -151,12 +152,13 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     for (i = 1; i < len; i++) {
         if ((s[i] & 0xC0) != 0x80)
             return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
+        c = (c << 6) | (s[i] & 0x3F);
     }
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
-        (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
+    if ((len == 2 && c < 0x80) || (len == 3 && c < 0x800) ||
+        (len == 4 && c < 0x10000) || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
         return 0;
+    if (cp)
+        *cp = c;
     return len;
 }
 
@@ -174,7 +176,7 @@ int tm__buf_add_json(struct tm__buf *b, const char *s, size_t len)
         } else if (c < 0x20 || c == 0x7f) {
             rc = tm__buf_addf(b, "\\u%04x", c);
             i++;
-        } else if ((n = utf8_seq(p + i, len - i)) != 0) {
+        } else if ((n = tm__utf8_seq(p + i, len - i, NULL)) != 0) {
             rc = tm__buf_add(b, p + i, n);
             i += n;
         } else {

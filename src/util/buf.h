@@ -11,6 +11,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct tm__buf {
     char *buf;    /* the bytes, NUL-terminated, never NULL */
@@ -38,6 +39,11 @@ void tm__buf_setlen(struct tm__buf *b, size_t len);
 /* Appends s as a JSON string literal (quotes included); bytes that are not
  * UTF-8 are written as \u00XX of the byte so the output stays valid JSON. */
 int tm__buf_add_json(struct tm__buf *b, const char *s, size_t len);
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes; overlongs,
+ * surrogates and code points above U+10FFFF are not valid), or 0; *cp
+ * (may be NULL) gets the code point. */
+size_t tm__utf8_seq(const unsigned char *s, size_t n, uint32_t *cp);
 
 /* Joins a root-relative folder path ("/" or "/a/b") and a child name. */
 int tm__path_join(struct tm__buf *out, const char *dir, size_t dir_len,

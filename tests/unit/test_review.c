@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "migration/migration_int.h"
+#include "store/store.h"
 #include "treemig.h"
 #include "util/buf.h"
 
