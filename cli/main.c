@@ -732,6 +732,10 @@ static int cmd_exec(int argc, char **argv, int verify)
         tm_migration_free(m);
         return EXIT_OK;
     }
+    if (!verify && tm_status_get(m, &st) == 0 &&
+        (strcmp(st.phase, "copied") == 0 || strcmp(st.phase, "verified") == 0))
+        fprintf(stderr, "treemig copy: the copy is already complete (phase %s); "
+                "'treemig retry' redoes failed nodes\n", st.phase);
     running = m;
     install_signals();
     rc = verify ? tm_verify(m, &o, &mismatches) : tm_copy(m, &o);
@@ -754,6 +758,12 @@ static int cmd_exec(int argc, char **argv, int verify)
         if (mismatches) {
             fprintf(stderr, "treemig verify: %" PRId64 " mismatches:\n", mismatches);
             tm_problems_print(m, "verify", stderr);
+            if (st.copy.failed || st.copy.pending)
+                fprintf(stderr, "%" PRId64 " nodes were not copied (%" PRId64
+                        " failed, %" PRId64 " pending): see 'treemig review --list "
+                        "failed', then 'treemig retry'\n",
+                        st.copy.failed + st.copy.pending, st.copy.failed,
+                        st.copy.pending);
         } else if (!quiet) {
             fprintf(stderr, "treemig verify: every node matches (phase %s)\n",
                     st.phase);

@@ -1099,6 +1099,10 @@ int tm_verify(tm_migration *m, const tm_exec_options *opt, int64_t *mismatches)
                             "DELETE FROM task_errors WHERE phase = 'verify'", &m->err);
     if (!rc)
         rc = run_exec(m, TM_EXEC_VERIFY, &o, ad, &st, mismatches);
+    /* nodes the copy could not write are missing on the destination too:
+     * the migration is not verified while any is left */
+    if (!rc)
+        *mismatches += st.copy.failed + st.copy.pending;
     if (!rc)
         rc = set_phase(m, *mismatches ? "copied" : "verified");
     tm__adapter_close(ad[0]);
@@ -1191,6 +1195,66 @@ out:
     return rc;
 }
 
+/* A file whose copy failed because it changed since discovery would fail
+ * again forever: its row takes the file's size, mtime and mode of now, with
+ * the byte counts of the stats moved along, so the retry copies the new
+ * version (and verify checks that one). */
+static int refresh_changed(tm_migration *m)
+{
+    struct tm__adapter *ad = NULL;
+    struct tm__stats_delta d = { NULL, 0, 0 };
+    sqlite3_stmt *sel = NULL, *upd = NULL;
+    char *src = setting_dup(m->store.db, "src"), aerr[512];
+    int rc;
+
+    rc = src ? tm__adapter_open(src, &ad, aerr, sizeof aerr) : TM_ECORRUPT;
+    free(src);
+    if (rc)
+        return fail(m, rc, "%s", rc == TM_ECORRUPT ? "no source root" : aerr);
+    if (sqlite3_prepare_v2(m->store.db,
+                           "SELECT id, path, depth, size, traversal_status, conflict "
+                           "FROM src_nodes WHERE copy_status = 'failed' AND type = "
+                           "'file' AND error LIKE '%changed since discovery'",
+                           -1, &sel, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(m->store.db, "UPDATE src_nodes SET size = ?, mtime = ?, "
+                           "mode = ? WHERE id = ?", -1, &upd, NULL) != SQLITE_OK) {
+        rc = tm__store_error(m->store.db, SQLITE_ERROR, &m->err, "refresh");
+        goto out;
+    }
+    while (!rc && sqlite3_step(sel) == SQLITE_ROW) {
+        struct tm__entry e;
+        int depth = sqlite3_column_int(sel, 2);
+        int64_t old = sqlite3_column_int64(sel, 3);
+        int ts = tm__name_index(tm__ts_names, TS_COUNT,
+                                (const char *)sqlite3_column_text(sel, 4));
+        int cf = sqlite3_column_type(sel, 5) != SQLITE_NULL;
+        struct tm__stat_key ks = { 0, depth, TM_T_FILE, ts, 0 };
+        struct tm__stat_key kc = { 2, depth, TM_T_FILE, CS_FAILED, cf };
+        if (tm__adapter_stat(ad, (const char *)sqlite3_column_text(sel, 1), &e) ||
+            e.type != TM_T_FILE || ts < 0)
+            continue; /* gone or replaced: the copy will say so again */
+        sqlite3_bind_int64(upd, 1, e.size);
+        sqlite3_bind_int64(upd, 2, e.mtime);
+        sqlite3_bind_int64(upd, 3, e.mode);
+        sqlite3_bind_int64(upd, 4, sqlite3_column_int64(sel, 0));
+        if (sqlite3_step(upd) != SQLITE_DONE)
+            rc = tm__store_error(m->store.db, SQLITE_ERROR, &m->err, "refresh");
+        sqlite3_reset(upd);
+        if (!rc)
+            rc = tm__stats_add(&d, &ks, 0, e.size - old);
+        if (!rc)
+            rc = tm__stats_add(&d, &kc, 0, e.size - old);
+    }
+    if (!rc)
+        rc = tm__stats_apply(m->store.db, &d);
+out:
+    tm__stats_release(&d);
+    sqlite3_finalize(sel);
+    sqlite3_finalize(upd);
+    tm__adapter_close(ad);
+    return rc;
+}
+
 int tm_retry(tm_migration *m, const tm_discover_options *dopt,
              const tm_exec_options *eopt, int64_t *retried)
 {
@@ -1218,6 +1282,8 @@ int tm_retry(tm_migration *m, const tm_discover_options *dopt,
     rc = tm__store_exec(db, "BEGIN IMMEDIATE", &m->err);
     if (!rc && folders)
         rc = refresh_failed(m);
+    if (!rc && copies)
+        rc = refresh_changed(m);
     if (!rc && folders)
         rc = reset_status(db, "src_nodes", "src_stats", "traversal_status",
                           "failed", "pending", "AND type = 'folder'", &m->err);
