@@ -1,10 +1,11 @@
-/* compare.c - filters and the comparison of two nodes. Pure functions,
- * any thread. */
+/* compare.c - listings sorted by name, filters, and the comparison of two
+ * nodes. Pure functions on the caller's data, any thread. */
 #include "engine/engine.h"
 
 #include "store/store.h"
 
 #include <fnmatch.h>
+#include <stdlib.h>
 #include <string.h>
 
 int tm__filter_match(const char *const *globs, size_t n, const char *path,
@@ -45,4 +46,90 @@ int tm__compare_leaf(int64_t src_size, int64_t src_mtime, int64_t dst_size,
     if (s == d)
         return CF_NONE;
     return d > s ? CF_DST_NEWER : CF_MTIME;
+}
+
+int tm__listing_add(void *ctx, const struct tm__entry *e)
+{
+    struct tm__listing *l = ctx;
+    struct tm__ent *x;
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 64;
+        void *p = realloc(l->v, nc * sizeof *l->v);
+        if (!p)
+            return TM_ENOMEM;
+        l->v = p;
+        l->cap = nc;
+    }
+    x = &l->v[l->n];
+    x->name_off = l->arena.len;
+    x->name_len = e->name_len;
+    if (tm__buf_add(&l->arena, e->name, e->name_len) ||
+        tm__buf_addch(&l->arena, '\0'))
+        return TM_ENOMEM;
+    x->type = e->type;
+    x->size = e->size;
+    x->mtime = e->mtime;
+    x->mode = e->mode;
+    l->n++;
+    return 0;
+}
+
+void tm__listing_reset(struct tm__listing *l)
+{
+    tm__buf_reset(&l->arena);
+    l->n = 0;
+}
+
+void tm__listing_release(struct tm__listing *l)
+{
+    tm__buf_release(&l->arena);
+    free(l->v);
+    l->v = NULL;
+    l->n = l->cap = 0;
+}
+
+int tm__name_cmp(const char *a, size_t al, const char *b, size_t bl)
+{
+    int c = memcmp(a, b, al < bl ? al : bl);
+    if (c)
+        return c;
+    return al < bl ? -1 : al > bl;
+}
+
+static int ent_cmp(const void *pa, const void *pb, void *arena)
+{
+    const struct tm__ent *a = pa, *b = pb;
+    const char *base = arena;
+    return tm__name_cmp(base + a->name_off, a->name_len, base + b->name_off,
+                        b->name_len);
+}
+
+int tm__listing_sort(struct tm__listing *l)
+{
+    size_t i;
+    if (l->n < 2)
+        return 0; /* also: qsort_r on a NULL array is undefined */
+    qsort_r(l->v, l->n, sizeof *l->v, ent_cmp, l->arena.buf);
+    for (i = 1; i < l->n; i++)
+        if (ent_cmp(&l->v[i - 1], &l->v[i], l->arena.buf) == 0)
+            return TM_EBADNAME;
+    return 0;
+}
+
+const struct tm__ent *tm__listing_find(const struct tm__listing *l,
+                                       const char *name, size_t len)
+{
+    size_t lo = 0, hi = l->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const struct tm__ent *x = &l->v[mid];
+        int c = tm__name_cmp(l->arena.buf + x->name_off, x->name_len, name, len);
+        if (c == 0)
+            return x;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
 }

@@ -89,64 +89,6 @@ struct worker {
     sqlite3_stmt *kids;    /* source children of a folder, by name */
 };
 
-/* One listed child, name in the listing's arena. */
-struct ent {
-    size_t name_off, name_len; /* name in the arena (NUL-terminated) */
-    int type;                  /* enum tm__type */
-    int64_t size, mtime;       /* as listed */
-    uint32_t mode;             /* permission bits */
-};
-
-struct listing {
-    struct tm__buf arena; /* names */
-    struct ent *v;        /* children */
-    size_t n, cap;        /* used, allocated */
-};
-
-
-static int collect(void *ctx, const struct tm__entry *e)
-{
-    struct listing *l = ctx;
-    struct ent *x;
-    if (l->n == l->cap) {
-        size_t nc = l->cap ? l->cap * 2 : 64;
-        void *p = realloc(l->v, nc * sizeof *l->v);
-        if (!p)
-            return TM_ENOMEM;
-        l->v = p;
-        l->cap = nc;
-    }
-    x = &l->v[l->n];
-    x->name_off = l->arena.len;
-    x->name_len = e->name_len;
-    if (tm__buf_add(&l->arena, e->name, e->name_len) ||
-        tm__buf_addch(&l->arena, '\0'))
-        return TM_ENOMEM;
-    x->type = e->type;
-    x->size = e->size;
-    x->mtime = e->mtime;
-    x->mode = e->mode;
-    l->n++;
-    return 0;
-}
-
-/* SQLite's BINARY order: bytes, then length. */
-static int name_cmp(const char *a, size_t al, const char *b, size_t bl)
-{
-    int c = memcmp(a, b, al < bl ? al : bl);
-    if (c)
-        return c;
-    return al < bl ? -1 : al > bl;
-}
-
-static int ent_cmp(const void *pa, const void *pb, void *arena)
-{
-    const struct ent *a = pa, *b = pb;
-    const char *base = arena;
-    return name_cmp(base + a->name_off, a->name_len, base + b->name_off,
-                    b->name_len);
-}
-
 static int stopping(struct engine *e)
 {
     return atomic_load(e->cfg->stop) != 0;
@@ -168,16 +110,15 @@ static int nap(struct engine *e, int64_t ms)
  * counted as a try. Returns 0, the last error, or TM_ESTOPPED when a stop
  * was asked meanwhile (the folder then stays pending). */
 static int list_folder(struct engine *e, struct tm__adapter *ad, const char *path,
-                       struct listing *l, int *attempts)
+                       struct tm__listing *l, int *attempts)
 {
     int rc, tries = 0;
     int64_t backoff = 50;
     for (;;) {
         enum tm__errclass cls;
-        tm__buf_reset(&l->arena);
-        l->n = 0;
+        tm__listing_reset(l);
         tries++;
-        rc = tm__adapter_list(ad, path, collect, l);
+        rc = tm__adapter_list(ad, path, tm__listing_add, l);
         if (!rc)
             break;
         cls = tm__adapter_classify(ad, rc);
@@ -266,24 +207,11 @@ static int add_names(struct tm__result *r, struct tm__wnode *n, const char *dir,
     return rc;
 }
 
-/* Sorts a listing by name and refuses duplicate names. */
-static int sort_listing(struct listing *l)
-{
-    size_t i;
-    if (l->n < 2)
-        return 0; /* also: qsort_r on a NULL array is undefined */
-    qsort_r(l->v, l->n, sizeof *l->v, ent_cmp, l->arena.buf);
-    for (i = 1; i < l->n; i++)
-        if (ent_cmp(&l->v[i - 1], &l->v[i], l->arena.buf) == 0)
-            return TM_EBADNAME;
-    return 0;
-}
-
 static int src_task(struct worker *wk, const struct task *t,
                     struct tm__result **out)
 {
     struct engine *e = wk->e;
-    struct listing l = { TM__BUF_INIT, NULL, 0, 0 };
+    struct tm__listing l = TM__LISTING_INIT;
     struct tm__result *r = new_result(t, TM_SRC);
     size_t i;
     int rc, attempts;
@@ -294,7 +222,7 @@ static int src_task(struct worker *wk, const struct task *t,
     rc = list_folder(e, e->cfg->ad[TM_SRC], t->path, &l, &attempts);
     r->attempts = attempts;
     if (!rc)
-        rc = sort_listing(&l);
+        rc = tm__listing_sort(&l);
     if (rc) {
         if (rc == TM_ESTOPPED || (rc != TM_EBADNAME &&
             tm__adapter_classify(e->cfg->ad[TM_SRC], rc) == TM_ERR_FATAL))
@@ -308,7 +236,7 @@ static int src_task(struct worker *wk, const struct task *t,
         goto out;
     }
     for (i = 0; i < l.n; i++) {
-        const struct ent *x = &l.v[i];
+        const struct tm__ent *x = &l.v[i];
         struct tm__wnode *n = &r->nodes[i];
         n->parent_id = t->id;
         n->type = (int8_t)x->type;
@@ -331,8 +259,7 @@ static int src_task(struct worker *wk, const struct task *t,
         r->n_nodes++;
     }
 out:
-    tm__buf_release(&l.arena);
-    free(l.v);
+    tm__listing_release(&l);
     return rc;
 }
 
@@ -393,7 +320,7 @@ static int add_update(struct tm__result *r, size_t *cap, const struct srow *s,
 
 /* Fills a destination node matched with its source twin s. */
 static int match(struct engine *e, struct tm__result *r, size_t *ucap,
-                 struct tm__wnode *n, const struct ent *x, const struct srow *s,
+                 struct tm__wnode *n, const struct tm__ent *x, const struct srow *s,
                  int depth)
 {
     int cf;
@@ -425,7 +352,7 @@ static int dst_task(struct worker *wk, const struct task *t,
                     struct tm__result **out)
 {
     struct engine *e = wk->e;
-    struct listing l = { TM__BUF_INIT, NULL, 0, 0 };
+    struct tm__listing l = TM__LISTING_INIT;
     struct tm__result *r = new_result(t, TM_DST);
     size_t i = 0, ucap = 0;
     struct srow s;
@@ -442,7 +369,7 @@ static int dst_task(struct worker *wk, const struct task *t,
     rc = list_folder(e, e->cfg->ad[TM_DST], t->path, &l, &attempts);
     r->attempts = attempts;
     if (!rc)
-        rc = sort_listing(&l);
+        rc = tm__listing_sort(&l);
     if (rc) {
         if (rc == TM_ESTOPPED || (rc != TM_EBADNAME &&
             tm__adapter_classify(e->cfg->ad[TM_DST], rc) == TM_ERR_FATAL))
@@ -477,10 +404,10 @@ static int dst_task(struct worker *wk, const struct task *t,
         else if (!have)
             c = -1;
         else
-            c = name_cmp(l.arena.buf + l.v[i].name_off, l.v[i].name_len, s.name,
+            c = tm__name_cmp(l.arena.buf + l.v[i].name_off, l.v[i].name_len, s.name,
                          s.name_len);
         if (c <= 0) {
-            const struct ent *x = &l.v[i];
+            const struct tm__ent *x = &l.v[i];
             struct tm__wnode *n = &r->nodes[r->n_nodes];
             n->parent_id = t->id;
             n->type = (int8_t)x->type;
@@ -502,8 +429,7 @@ static int dst_task(struct worker *wk, const struct task *t,
     }
     sqlite3_reset(wk->kids);
 out:
-    tm__buf_release(&l.arena);
-    free(l.v);
+    tm__listing_release(&l);
     return rc;
 }
 

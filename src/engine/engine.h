@@ -40,6 +40,36 @@ struct tm__discover_cfg {
  * (TM_ESTOPPED), or a fatal error. Called on the main thread. */
 int tm__discover_run(struct tm__discover_cfg *cfg);
 
+/* One listed child; its name is in the listing's arena. */
+struct tm__ent {
+    size_t name_off, name_len; /* name in the arena (NUL-terminated) */
+    int type;                  /* enum tm__type */
+    int64_t size, mtime;       /* as listed */
+    uint32_t mode;             /* permission bits */
+};
+
+/* The children of one folder as an adapter listed them (compare.c). */
+struct tm__listing {
+    struct tm__buf arena; /* names */
+    struct tm__ent *v;    /* children */
+    size_t n, cap;        /* used, allocated */
+};
+
+#define TM__LISTING_INIT { TM__BUF_INIT, NULL, 0, 0 }
+
+/* A tm__list_cb that appends a child to the listing at ctx. */
+int tm__listing_add(void *ctx, const struct tm__entry *e);
+/* Empties the listing for reuse. */
+void tm__listing_reset(struct tm__listing *l);
+void tm__listing_release(struct tm__listing *l);
+/* Sorts by name (SQLite's BINARY order); TM_EBADNAME on a duplicate name. */
+int tm__listing_sort(struct tm__listing *l);
+/* The child named name in a sorted listing, or NULL. */
+const struct tm__ent *tm__listing_find(const struct tm__listing *l,
+                                       const char *name, size_t len);
+/* SQLite's BINARY order of two names: bytes, then length. */
+int tm__name_cmp(const char *a, size_t al, const char *b, size_t bl);
+
 /* 1 when a node (root-relative path, name) matches one of the globs: a glob
  * with a '/' is matched against the path, one without against the name. */
 int tm__filter_match(const char *const *globs, size_t n, const char *path,

@@ -345,59 +345,6 @@ static int attrs_task(struct worker *wk, const struct task *t,
 
 /* ---- verify ---- */
 
-struct dent {
-    char *name;       /* malloc'd */
-    size_t len;       /* bytes */
-    int type;         /* enum tm__type */
-    int64_t size, mtime;
-};
-
-struct dlist {
-    struct dent *v;   /* entries */
-    size_t n, cap;    /* used, allocated */
-};
-
-static int dcollect(void *ctx, const struct tm__entry *e)
-{
-    struct dlist *l = ctx;
-    struct dent *d;
-    if (l->n == l->cap) {
-        size_t nc = l->cap ? l->cap * 2 : 64;
-        void *p = realloc(l->v, nc * sizeof *l->v);
-        if (!p)
-            return TM_ENOMEM;
-        l->v = p;
-        l->cap = nc;
-    }
-    d = &l->v[l->n];
-    d->name = malloc(e->name_len + 1);
-    if (!d->name)
-        return TM_ENOMEM;
-    memcpy(d->name, e->name, e->name_len);
-    d->name[e->name_len] = '\0';
-    d->len = e->name_len;
-    d->type = e->type;
-    d->size = e->size;
-    d->mtime = e->mtime;
-    l->n++;
-    return 0;
-}
-
-static int dcmp(const void *a, const void *b)
-{
-    const struct dent *x = a, *y = b;
-    int c = memcmp(x->name, y->name, x->len < y->len ? x->len : y->len);
-    return c ? c : (x->len > y->len) - (x->len < y->len);
-}
-
-static void dlist_free(struct dlist *l)
-{
-    size_t i;
-    for (i = 0; i < l->n; i++)
-        free(l->v[i].name);
-    free(l->v);
-}
-
 /* Hashes a whole file with XXH3; *bytes gets its length. */
 static int hash_file(struct worker *wk, struct tm__adapter *a, const char *path,
                      uint64_t *out, int64_t *bytes)
@@ -429,7 +376,7 @@ static int hash_file(struct worker *wk, struct tm__adapter *a, const char *path,
 /* Checks one source child against what the destination listing found.
  * Returns NULL when it matches, else a static or buffer message. */
 static const char *check_child(struct worker *wk, const char *path, int type,
-                               int64_t size, int64_t mtime, const struct dent *d,
+                               int64_t size, int64_t mtime, const struct tm__ent *d,
                                char *buf, size_t len)
 {
     struct runner *r = wk->r;
@@ -489,17 +436,19 @@ static const char *check_child(struct worker *wk, const char *path, int type,
 static int verify_task(struct worker *wk, const struct task *t)
 {
     struct runner *r = wk->r;
-    struct dlist l = { NULL, 0, 0 };
+    struct tm__listing l = TM__LISTING_INIT;
     char buf[256], why[1024];
     int rc, step, checked = 0;
 
-    rc = tm__adapter_list(r->cfg->ad[TM_DST], t->path, dcollect, &l);
+    rc = tm__adapter_list(r->cfg->ad[TM_DST], t->path, tm__listing_add, &l);
+    if (!rc)
+        rc = tm__listing_sort(&l);
     if (rc) {
         struct tm__result *p;
         snprintf(why, sizeof why, "cannot list the destination folder: %s",
                  tm_strerror(rc));
         p = problem("verify", t->id, t->path, why);
-        dlist_free(&l);
+        tm__listing_release(&l);
         if (!p)
             return TM_ENOMEM;
         pthread_mutex_lock(&r->mu);
@@ -507,18 +456,15 @@ static int verify_task(struct worker *wk, const struct task *t)
         pthread_mutex_unlock(&r->mu);
         return tm__writer_submit(r->w, p);
     }
-    if (l.n > 1) /* an empty listing has no array at all */
-        qsort(l.v, l.n, sizeof *l.v, dcmp);
     sqlite3_bind_int64(wk->kids, 1, t->id);
     while ((step = sqlite3_step(wk->kids)) == SQLITE_ROW && !rc) {
-        struct dent key, *d;
+        const struct tm__ent *d;
         const char *msg, *path;
         int type = tm__name_index(tm__type_names, TM_T_COUNT,
                                   (const char *)sqlite3_column_text(wk->kids, 1));
-        key.name = (char *)sqlite3_column_text(wk->kids, 0);
-        key.len = (size_t)sqlite3_column_bytes(wk->kids, 0);
+        d = tm__listing_find(&l, (const char *)sqlite3_column_text(wk->kids, 0),
+                             (size_t)sqlite3_column_bytes(wk->kids, 0));
         path = (const char *)sqlite3_column_text(wk->kids, 4);
-        d = l.n ? bsearch(&key, l.v, l.n, sizeof *l.v, dcmp) : NULL;
         msg = check_child(wk, path, type, sqlite3_column_int64(wk->kids, 2),
                           sqlite3_column_int64(wk->kids, 3), d, buf, sizeof buf);
         checked++;
@@ -541,7 +487,7 @@ static int verify_task(struct worker *wk, const struct task *t)
     if (!rc && step != SQLITE_DONE && step != SQLITE_ROW)
         rc = tm__store_error(wk->rd, step, NULL, "read source rows");
     sqlite3_reset(wk->kids);
-    dlist_free(&l);
+    tm__listing_release(&l);
     pthread_mutex_lock(&r->mu);
     r->done_nodes += checked;
     pthread_mutex_unlock(&r->mu);

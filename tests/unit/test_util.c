@@ -113,6 +113,43 @@ static void test_compare_leaf(void **state)
     assert_int_equal(tm__compare_leaf(1, -1, 1, -999999999, 1000000000), CF_NONE);
 }
 
+static int add(struct tm__listing *l, const char *name, int type)
+{
+    struct tm__entry e = { name, strlen(name), type, 7, 9, 0644 };
+    return tm__listing_add(l, &e);
+}
+
+static void test_listing_sort_find(void **state)
+{
+    struct tm__listing l = TM__LISTING_INIT;
+    const char *names[] = { "b", "a\xff", "a", "ab", "\xc3\xa9" };
+    size_t i;
+    (void)state;
+    assert_int_equal(tm__listing_sort(&l), 0); /* empty: no array at all */
+    assert_null(tm__listing_find(&l, "a", 1));
+    for (i = 0; i < 5; i++)
+        assert_int_equal(add(&l, names[i], TM_T_FILE), 0);
+    assert_int_equal(tm__listing_sort(&l), 0);
+    /* SQLite's BINARY order: bytes, then length */
+    assert_string_equal(l.arena.buf + l.v[0].name_off, "a");
+    assert_string_equal(l.arena.buf + l.v[1].name_off, "ab");
+    assert_string_equal(l.arena.buf + l.v[2].name_off, "a\xff");
+    assert_string_equal(l.arena.buf + l.v[3].name_off, "b");
+    for (i = 0; i < 5; i++) {
+        const struct tm__ent *x = tm__listing_find(&l, names[i], strlen(names[i]));
+        assert_non_null(x);
+        assert_int_equal(x->name_len, strlen(names[i]));
+        assert_int_equal(x->size, 7);
+    }
+    assert_null(tm__listing_find(&l, "a\0", 2));
+    assert_null(tm__listing_find(&l, "c", 1));
+    assert_int_equal(add(&l, "ab", TM_T_FOLDER), 0);
+    assert_int_equal(tm__listing_sort(&l), TM_EBADNAME);
+    tm__listing_reset(&l);
+    assert_int_equal(l.n, 0);
+    tm__listing_release(&l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -123,6 +160,7 @@ int main(void)
         cmocka_unit_test(test_name_valid),
         cmocka_unit_test(test_filter),
         cmocka_unit_test(test_compare_leaf),
+        cmocka_unit_test(test_listing_sort_find),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
