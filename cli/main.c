@@ -401,6 +401,24 @@ static void print_json_status(const tm_status *st)
         printf("null}\n");
 }
 
+/* After a phase ran on m with the result rc: on failure reports it (and,
+ * when it was interrupted, how to resume), frees m and returns the exit
+ * code; on success fills *st and returns -1. */
+static int after_run(const char *cmd, tm_migration *m, int rc, tm_status *st)
+{
+    int code;
+    if (!rc)
+        rc = tm_status_get(m, st);
+    if (!rc)
+        return -1;
+    code = report_error(cmd, m, rc);
+    if (rc == TM_ESTOPPED)
+        fprintf(stderr, "treemig %s: interrupted; the state file is consistent: "
+                "run the same command to resume\n", cmd);
+    tm_migration_free(m);
+    return code;
+}
+
 /* Runs (or resumes) discovery on m, prints the outcome, frees m and
  * returns the exit code. src/dst NULL: resume with the stored roots. */
 static int run_discovery(tm_migration *m, const char *cmd, const char *src,
@@ -420,20 +438,8 @@ static int run_discovery(tm_migration *m, const char *cmd, const char *src,
     rc = src || dst || strcmp(cmd, "resume") != 0 ? tm_discover(m, src, dst, o)
                                                  : tm_resume(m, o);
     running = NULL;
-    if (rc) {
-        code = report_error(cmd, m, rc);
-        if (rc == TM_ESTOPPED)
-            fprintf(stderr, "treemig %s: interrupted; the state file is "
-                    "consistent: run the same command to resume\n", cmd);
-        tm_migration_free(m);
+    if ((code = after_run(cmd, m, rc, &st)) >= 0)
         return code;
-    }
-    rc = tm_status_get(m, &st);
-    if (rc) {
-        code = report_error(cmd, m, rc);
-        tm_migration_free(m);
-        return code;
-    }
     if (was_complete)
         fprintf(stderr, "treemig %s: discovery is already complete (phase %s)\n",
                 cmd, st.phase);
@@ -740,20 +746,8 @@ static int cmd_exec(int argc, char **argv, int verify)
     install_signals();
     rc = verify ? tm_verify(m, &o, &mismatches) : tm_copy(m, &o);
     running = NULL;
-    if (rc) {
-        code = report_error(cmd, m, rc);
-        if (rc == TM_ESTOPPED)
-            fprintf(stderr, "treemig %s: interrupted; run the same command to "
-                    "resume\n", cmd);
-        tm_migration_free(m);
+    if ((code = after_run(cmd, m, rc, &st)) >= 0)
         return code;
-    }
-    rc = tm_status_get(m, &st);
-    if (rc) {
-        code = report_error(cmd, m, rc);
-        tm_migration_free(m);
-        return code;
-    }
     if (verify) {
         if (mismatches) {
             fprintf(stderr, "treemig verify: %" PRId64 " mismatches:\n", mismatches);

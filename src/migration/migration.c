@@ -1013,6 +1013,20 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
     }
 }
 
+/* What copy and verify do first: check the handle, take the options (or
+ * the defaults) and read the status. */
+static int exec_start(tm_migration *m, const tm_exec_options *opt,
+                      tm_exec_options *o, tm_status *st)
+{
+    if (!m || !m->open || m->store.readonly)
+        return TM_EINVAL;
+    tm__buf_reset(&m->err);
+    tm_exec_options_init(o);
+    if (opt)
+        *o = *opt;
+    return tm_status_get(m, st);
+}
+
 int tm_copy(tm_migration *m, const tm_exec_options *opt)
 {
     struct tm__adapter *ad[2] = { NULL, NULL };
@@ -1022,13 +1036,7 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
     int64_t problems = 0;
     int rc;
 
-    if (!m || !m->open || m->store.readonly)
-        return TM_EINVAL;
-    tm__buf_reset(&m->err);
-    tm_exec_options_init(&o);
-    if (opt)
-        o = *opt;
-    rc = tm_status_get(m, &st);
+    rc = exec_start(m, opt, &o, &st);
     if (rc)
         return rc;
     copy_setting(m->store.db, "suspended_from", from, sizeof from);
@@ -1081,13 +1089,7 @@ int tm_verify(tm_migration *m, const tm_exec_options *opt, int64_t *mismatches)
     int rc;
 
     *mismatches = 0;
-    if (!m || !m->open || m->store.readonly)
-        return TM_EINVAL;
-    tm__buf_reset(&m->err);
-    tm_exec_options_init(&o);
-    if (opt)
-        o = *opt;
-    rc = tm_status_get(m, &st);
+    rc = exec_start(m, opt, &o, &st);
     if (rc)
         return rc;
     if (!phase_is(st.phase, "copied", "verified"))
