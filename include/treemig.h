@@ -44,6 +44,7 @@ extern "C" {
     XX(ENAMETOOLONG, -ENAMETOOLONG, "name too long")                          \
     XX(ELOOP, -ELOOP, "too many symbolic links encountered")                  \
     XX(ETIMEDOUT, -ETIMEDOUT, "operation timed out")                          \
+    XX(EFBIG, -EFBIG, "file too large")                                       \
     XX(EDB, -4001, "state file error")                                        \
     XX(ECORRUPT, -4002, "state file is damaged or not a treemig state file")  \
     XX(ESCHEMA, -4003, "state file is from a newer treemig")                  \

@@ -4,14 +4,22 @@
  * Lists folders of a generated world (sim_gen.c) and misbehaves on demand:
  * latency with jitter per page of children, a calls-per-second limit
  * answered with TM_ETHROTTLED and a retry-after, permission-denied
- * subtrees, folders that always fail, transient failures (also halfway
- * through a listing) and a SIGKILL of the whole process after N listings.
+ * subtrees, folders that always fail, listings that return an invalid
+ * name, transient failures (also halfway through a listing, and of reads
+ * and writes) and a SIGKILL of the whole process after N operations.
  *
- * Threads: any number of worker threads call list() and stat() at once.
- * The spec is read-only after open; the only shared mutable state is two
- * atomics (the call counter, the throttle's next free slot). The last fault
- * of each thread, for describe() and retry_after(), lives in a pthread key
- * of the adapter. No locks.
+ * Writes go to an overlay (sim_overlay.c) that every read merges over the
+ * generated world: a written node replaces a generated one of the same
+ * path. A generated file's bytes are a stream of its content id
+ * (tm__sim_content); a writer recognises such a stream by its first 8
+ * bytes and keeps just (id, size), so a copy between sims keeps no bytes.
+ * Other bytes are kept as they are, up to LIT_MAX per file.
+ *
+ * Threads: any number of worker threads call every method at once. The
+ * spec is read-only after open; the shared mutable state is two atomics
+ * (the operation counter, the throttle's next free slot) and the overlay,
+ * which has its own lock. The last fault of each thread, for describe()
+ * and retry_after(), lives in a pthread key of the adapter.
  */
 #include "adapter/adapter.h"
 #include "adapter/sim.h"
@@ -29,6 +37,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 /* What the last failed call of a thread was. */
 enum fault {
@@ -39,17 +48,22 @@ enum fault {
     F_THROTTLE,  /* over throttle= */
     F_NOENT,     /* no such folder in the world */
     F_NOTDIR,    /* a file */
+    F_BADNAME,   /* badname= */
+    F_LITMAX,    /* a written file too large to keep */
 };
+
+#define LIT_MAX (64 << 20) /* bytes kept of a written non-generated file */
 
 struct sim {
     struct tm__adapter base;    /* must be first */
     struct tm__sim_spec sp;     /* the parsed spec; read-only */
     uint64_t fault_salt;        /* salt of the per-call fault draws */
-    atomic_uint_fast64_t calls; /* list() calls so far, every thread */
+    atomic_uint_fast64_t calls; /* operations so far, every thread */
     atomic_llong tat;           /* throttle: next free slot, ns (GCRA) */
     int64_t interval_ns;        /* throttle: ns between two listings */
     int64_t tau_ns;             /* throttle: burst tolerance, ns */
     pthread_key_t last;         /* per thread: fault | retry-after ms << 4 */
+    struct tm__ovl *ovl;        /* what was written */
 };
 
 static void set_last(struct sim *s, enum fault f, int64_t ms)
@@ -150,66 +164,532 @@ static int64_t transient_at(struct sim *s, uint64_t call,
     return (int64_t)((h >> 1) % (uint64_t)(slots + 1));
 }
 
+/* ------------------------------------------------------------ lookups */
+
+/* A node of the merged view: the overlay over the generated world. */
+struct look {
+    struct tm__entry st; /* type, size, mtime, mode */
+    int gen;             /* a generated folder: f lists its children */
+    struct tm__sim_folder f;
+    int kind;            /* a file: enum tm__ovl_kind */
+    uint64_t id;         /* content id (TM_OVL_GEN) */
+};
+
+/* Looks path up: 0, TM_ENOENT or TM_ENOTDIR. data (may be NULL) gets
+ * written bytes or a symlink target. */
+static int look(struct sim *s, const char *path, struct look *l,
+                struct tm__buf *data)
+{
+    struct tm__ovl_ent oe;
+    struct tm__sim_ent ge;
+    int grc = tm__sim_lookup(&s->sp, path, &ge);
+    int orc = tm__ovl_get(s->ovl, path, &oe, data);
+    memset(l, 0, sizeof *l);
+    if (orc < 0)
+        return orc;
+    if (grc == 0 && ge.type == TM_T_FOLDER) {
+        l->gen = 1;
+        l->f = ge.sub;
+    }
+    if (orc == 1) {
+        l->st.type = oe.type;
+        l->st.size = oe.size;
+        l->st.mtime = oe.mtime;
+        l->st.mode = oe.mode;
+        l->kind = oe.kind;
+        l->id = oe.id;
+        l->gen = l->gen && oe.type == TM_T_FOLDER;
+        return 0;
+    }
+    if (grc)
+        return grc;
+    l->st.type = ge.type;
+    l->st.size = ge.size;
+    l->st.mtime = ge.mtime;
+    l->st.mode = ge.mode;
+    if (ge.type == TM_T_FILE) {
+        l->kind = TM_OVL_GEN;
+        l->id = tm__sim_content_id(&ge);
+    }
+    return 0;
+}
+
+/* 0 when the parent of path is a folder, else TM_ENOENT or TM_ENOTDIR. */
+static int parent_ok(struct sim *s, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char buf[4096];
+    size_t n;
+    struct look l;
+    int rc;
+    if (!slash || slash[1] == '\0' || path[0] != '/')
+        return TM_EINVAL;
+    n = slash == path ? 1 : (size_t)(slash - path);
+    if (n >= sizeof buf)
+        return TM_ENAMETOOLONG;
+    memcpy(buf, path, n);
+    buf[n] = '\0';
+    rc = look(s, buf, &l, NULL);
+    if (rc)
+        return rc == TM_ENOTDIR ? TM_ENOENT : rc;
+    return l.st.type == TM_T_FOLDER ? 0 : TM_ENOTDIR;
+}
+
+/* Counts an operation; crash_after= kills the process past its limit. */
+static uint64_t op_begin(struct sim *s)
+{
+    uint64_t call = atomic_fetch_add(&s->calls, 1) + 1;
+    set_last(s, F_NONE, 0);
+    if (s->sp.crash_after && call > (uint64_t)s->sp.crash_after)
+        crash();
+    return call;
+}
+
+/* The latency and faults of a read or write of path: latency=, jitter=,
+ * throttle=, deny= and a transient= draw. */
+static int op_faults(struct sim *s, uint64_t call, const char *path)
+{
+    const struct tm__sim_spec *sp = &s->sp;
+    int64_t ms;
+    uint64_t h;
+    page_wait(s, call, 0);
+    if (sp->throttle && throttled(s, &ms))
+        return fault(s, F_THROTTLE, ms, TM_ETHROTTLED);
+    if (tm__sim_prefix_match(&sp->deny, path, strlen(path)))
+        return fault(s, F_DENY, 0, TM_EACCES);
+    if (sp->transient <= 0)
+        return 0;
+    h = tm__sim_hash(s->fault_salt ^ XXH3_64bits(path, strlen(path)), call);
+    if (tm__sim_unit(h) < sp->transient)
+        return fault(s, F_TRANSIENT, 0, (h & 1) ? TM_EAGAIN : TM_ETIMEDOUT);
+    return 0;
+}
+
+/* Invalid names that badname= puts into a listing. */
+static const struct {
+    const char *name;
+    size_t len;
+} bad_names[] = { { "..", 2 }, { ".", 1 }, { "a/b", 3 }, { "a\0b", 3 },
+                  { "", 0 }, { "/", 1 } };
+
+/* ------------------------------------------------------------ listing */
+
+static int send(tm__list_cb cb, void *ctx, const char *name, size_t len,
+                const struct tm__entry *st)
+{
+    struct tm__entry te = *st;
+    te.name = name;
+    te.name_len = len;
+    return cb(ctx, &te);
+}
+
 static int sim_list(struct tm__adapter *a, const char *path, tm__list_cb cb,
                     void *ctx)
 {
     struct sim *s = (struct sim *)a;
     const struct tm__sim_spec *sp = &s->sp;
-    uint64_t call = atomic_fetch_add(&s->calls, 1) + 1;
-    struct tm__sim_folder f;
+    uint64_t call = op_begin(s);
+    struct tm__ovl_list ol;
+    struct look l;
     struct tm__sim_dir d;
+    unsigned char *used = NULL;
     int64_t i, cut, sent = 0;
+    size_t j;
     int rc, terr = 0;
 
-    set_last(s, F_NONE, 0);
-    if (sp->crash_after && call > (uint64_t)sp->crash_after)
-        crash();
-    rc = tm__sim_resolve(sp, path, &f);
+    rc = look(s, path, &l, NULL);
     if (rc)
         return fault(s, rc == TM_ENOTDIR ? F_NOTDIR : F_NOENT, 0, rc);
+    if (l.st.type != TM_T_FOLDER)
+        return fault(s, F_NOTDIR, 0, TM_ENOTDIR);
     page_wait(s, call, 0);
-    rc = pre_faults(s, path, &f);
+    if (!l.gen) { /* written, not generated: no permanent= draw */
+        int64_t ms;
+        if (sp->throttle && throttled(s, &ms))
+            return fault(s, F_THROTTLE, ms, TM_ETHROTTLED);
+        if (tm__sim_prefix_match(&sp->deny, path, strlen(path)))
+            return fault(s, F_DENY, 0, TM_EACCES);
+    } else if ((rc = pre_faults(s, path, &l.f)) != 0) {
+        return rc;
+    }
+    if (tm__sim_prefix_match(&sp->badname, path, strlen(path))) {
+        struct tm__entry st = { 0 };
+        j = (size_t)(tm__sim_hash(s->fault_salt, XXH3_64bits(path, strlen(path))) %
+                     (sizeof bad_names / sizeof *bad_names));
+        st.type = TM_T_FILE;
+        st.mode = 0644;
+        set_last(s, F_BADNAME, 0);
+        rc = send(cb, ctx, bad_names[j].name, bad_names[j].len, &st);
+        if (rc)
+            return rc;
+    }
+    rc = tm__ovl_children(s->ovl, path, &ol);
     if (rc)
         return rc;
-    tm__sim_dir_init(sp, &f, &d);
-    cut = transient_at(s, call, &f, d.slots, &terr);
-    for (i = 0; i < d.slots; i++) {
+    if (ol.n && !(used = calloc(ol.n, 1))) {
+        tm__ovl_list_release(&ol);
+        return TM_ENOMEM;
+    }
+    memset(&d, 0, sizeof d);
+    if (l.gen)
+        tm__sim_dir_init(sp, &l.f, &d);
+    cut = transient_at(s, call, l.gen ? &l.f : &d.f, d.slots + (int64_t)ol.n,
+                       &terr);
+    for (i = 0; i < d.slots && !rc; i++) {
         struct tm__sim_ent e;
         struct tm__entry te;
+        const struct tm__ovl_child *w;
         if (!tm__sim_child(sp, &d, i, &e))
             continue;
         if (sent == cut)
-            return fault(s, F_TRANSIENT, 0, terr);
+            break;
         if (sent && sent % sp->page == 0)
             page_wait(s, call, sent / sp->page);
-        te.name = e.name;
-        te.name_len = e.name_len;
         te.type = e.type;
         te.size = e.size;
         te.mtime = e.mtime;
         te.mode = e.mode;
-        rc = cb(ctx, &te);
-        if (rc)
-            return rc;
+        w = tm__ovl_list_find(&ol, e.name, e.name_len);
+        if (w) {
+            used[w - ol.v] = 1;
+            if (!w->ghost) {
+                te.type = w->e.type;
+                te.size = w->e.size;
+                te.mtime = w->e.mtime;
+                te.mode = w->e.mode;
+            }
+        }
+        rc = send(cb, ctx, e.name, e.name_len, &te);
         sent++;
     }
+    for (j = 0; j < ol.n && !rc && sent != cut; j++) {
+        const struct tm__ovl_child *w = &ol.v[j];
+        struct tm__entry te;
+        if (used[j] || w->ghost)
+            continue;
+        te.type = w->e.type;
+        te.size = w->e.size;
+        te.mtime = w->e.mtime;
+        te.mode = w->e.mode;
+        rc = send(cb, ctx, w->name, w->name_len, &te);
+        sent++;
+    }
+    free(used);
+    tm__ovl_list_release(&ol);
+    if (rc)
+        return rc;
     return cut >= 0 ? fault(s, F_TRANSIENT, 0, terr) : 0;
 }
 
 static int sim_stat(struct tm__adapter *a, const char *path,
                     struct tm__entry *out)
 {
-    struct sim *s = (struct sim *)a;
-    struct tm__sim_ent e;
-    int rc = tm__sim_lookup(&s->sp, path, &e);
+    struct look l;
+    int rc = look((struct sim *)a, path, &l, NULL);
     memset(out, 0, sizeof *out);
     if (rc)
         return rc;
-    out->type = e.type;
-    out->size = e.size;
-    out->mtime = e.mtime;
-    out->mode = e.mode;
+    *out = l.st;
     return 0;
+}
+
+/* ------------------------------------------------------------ reading */
+
+struct sim_rfile {
+    struct tm__rfile base; /* must be first */
+    struct tm__entry st;   /* as at open */
+    int kind;              /* enum tm__ovl_kind */
+    uint64_t id;           /* TM_OVL_GEN */
+    struct tm__buf lit;    /* TM_OVL_LIT: the bytes */
+    int64_t pos;           /* next byte */
+};
+
+static int sim_open_read(struct tm__adapter *a, const char *path,
+                         struct tm__rfile **out, struct tm__entry *st)
+{
+    struct sim *s = (struct sim *)a;
+    uint64_t call = op_begin(s);
+    struct sim_rfile *f;
+    struct look l;
+    int rc = op_faults(s, call, path);
+    *out = NULL;
+    if (rc)
+        return rc;
+    f = calloc(1, sizeof *f);
+    if (!f)
+        return TM_ENOMEM;
+    tm__buf_init(&f->lit);
+    rc = look(s, path, &l, &f->lit);
+    if (!rc && l.st.type != TM_T_FILE)
+        rc = l.st.type == TM_T_FOLDER ? TM_EISDIR : TM_EINVAL;
+    if (rc) {
+        tm__buf_release(&f->lit);
+        free(f);
+        return rc;
+    }
+    f->base.a = a;
+    f->st = l.st;
+    f->kind = l.kind;
+    f->id = l.id;
+    *st = l.st;
+    *out = &f->base;
+    return 0;
+}
+
+static int64_t sim_read(struct tm__rfile *rf, void *buf, size_t len)
+{
+    struct sim_rfile *f = (struct sim_rfile *)rf;
+    int64_t left = f->st.size - f->pos;
+    size_t n = left < (int64_t)len ? (size_t)left : len;
+    if (n == 0)
+        return 0;
+    if (f->kind == TM_OVL_GEN)
+        tm__sim_content(f->id, f->pos, buf, n);
+    else
+        memcpy(buf, f->lit.buf + f->pos, n);
+    f->pos += (int64_t)n;
+    return (int64_t)n;
+}
+
+static int sim_fstat(struct tm__rfile *rf, struct tm__entry *st)
+{
+    *st = ((struct sim_rfile *)rf)->st;
+    return 0;
+}
+
+static void sim_close_read(struct tm__rfile *rf)
+{
+    struct sim_rfile *f = (struct sim_rfile *)rf;
+    tm__buf_release(&f->lit);
+    free(f);
+}
+
+/* ------------------------------------------------------------ writing */
+
+enum { W_HEAD = 0, W_GEN, W_LIT };
+
+struct sim_wfile {
+    struct tm__wfile base; /* must be first */
+    char *path;            /* the real name */
+    int state;             /* W_HEAD: < 8 bytes; W_GEN: a content stream */
+    int64_t n;             /* bytes written */
+    unsigned char head[8]; /* the first bytes */
+    uint64_t id;           /* W_GEN: whose stream */
+    struct tm__buf lit;    /* W_LIT: every byte */
+};
+
+static int sim_open_write(struct tm__adapter *a, const char *path,
+                          struct tm__wfile **out)
+{
+    struct sim *s = (struct sim *)a;
+    uint64_t call = op_begin(s);
+    struct sim_wfile *f;
+    struct look l;
+    int rc = op_faults(s, call, path);
+    *out = NULL;
+    if (!rc)
+        rc = parent_ok(s, path);
+    if (!rc && look(s, path, &l, NULL) == 0 && l.st.type == TM_T_FOLDER)
+        rc = TM_EISDIR;
+    if (rc)
+        return rc;
+    f = calloc(1, sizeof *f);
+    if (!f || !(f->path = strdup(path))) {
+        free(f);
+        return TM_ENOMEM;
+    }
+    f->base.a = a;
+    tm__buf_init(&f->lit);
+    *out = &f->base;
+    return 0;
+}
+
+/* Switches f to keeping literal bytes: the n bytes so far first. */
+static int to_literal(struct sim_wfile *f)
+{
+    int rc = tm__buf_grow(&f->lit, (size_t)f->n);
+    if (rc)
+        return rc;
+    if (f->state == W_GEN)
+        tm__sim_content(f->id, 0, (unsigned char *)f->lit.buf, (size_t)f->n);
+    else
+        memcpy(f->lit.buf, f->head, (size_t)f->n);
+    tm__buf_setlen(&f->lit, (size_t)f->n);
+    f->state = W_LIT;
+    return 0;
+}
+
+static int64_t sim_write(struct tm__wfile *wf, const void *buf, size_t len)
+{
+    struct sim_wfile *f = (struct sim_wfile *)wf;
+    struct sim *s = (struct sim *)wf->a;
+    const unsigned char *p = buf;
+    size_t left = len;
+    unsigned char tmp[4096];
+    int rc;
+    while (left) {
+        size_t k;
+        if (f->state == W_HEAD) {
+            k = 8 - (size_t)f->n < left ? 8 - (size_t)f->n : left;
+            memcpy(f->head + f->n, p, k);
+            if (f->n + (int64_t)k == 8) {
+                f->id = 0;
+                for (int i = 7; i >= 0; i--)
+                    f->id = (f->id << 8) | f->head[i];
+                f->state = W_GEN;
+            }
+        } else if (f->state == W_GEN) {
+            k = left < sizeof tmp ? left : sizeof tmp;
+            tm__sim_content(f->id, f->n, tmp, k);
+            if (memcmp(tmp, p, k) != 0) {
+                if ((rc = to_literal(f)) != 0)
+                    return rc;
+                continue;
+            }
+        } else {
+            k = left;
+            if (f->lit.len + k > LIT_MAX)
+                return fault(s, F_LITMAX, 0, TM_EFBIG);
+            if ((rc = tm__buf_add(&f->lit, p, k)) != 0)
+                return rc;
+        }
+        p += k;
+        left -= k;
+        f->n += (int64_t)k;
+    }
+    return (int64_t)len;
+}
+
+static void sim_abort(struct tm__wfile *wf)
+{
+    struct sim_wfile *f = (struct sim_wfile *)wf;
+    tm__buf_release(&f->lit);
+    free(f->path);
+    free(f);
+}
+
+/* Checks what is at path before it is replaced by a file or symlink. */
+static int replace_ok(struct sim *s, const char *path, unsigned flags)
+{
+    struct look l;
+    int rc = parent_ok(s, path);
+    if (rc)
+        return rc;
+    rc = look(s, path, &l, NULL);
+    if (rc == TM_ENOENT)
+        return 0;
+    if (rc)
+        return rc;
+    if (l.st.type == TM_T_FOLDER)
+        return TM_EISDIR;
+    return (flags & TM_NOREPLACE) ? TM_EEXIST : 0;
+}
+
+static int sim_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode,
+                      unsigned flags)
+{
+    struct sim_wfile *f = (struct sim_wfile *)wf;
+    struct sim *s = (struct sim *)wf->a;
+    uint64_t call = op_begin(s);
+    struct tm__ovl_ent e;
+    int rc = op_faults(s, call, f->path);
+    if (!rc && f->state == W_HEAD)
+        rc = to_literal(f);
+    if (!rc)
+        rc = replace_ok(s, f->path, flags);
+    if (!rc) {
+        memset(&e, 0, sizeof e);
+        e.type = TM_T_FILE;
+        e.kind = f->state == W_GEN ? TM_OVL_GEN : TM_OVL_LIT;
+        e.mode = mode;
+        e.mtime = mtime;
+        e.size = f->n;
+        e.id = f->state == W_GEN ? f->id : 0;
+        rc = tm__ovl_put(s->ovl, f->path, &e, f->lit.buf,
+                         f->state == W_LIT ? f->lit.len : 0);
+    }
+    sim_abort(wf);
+    return rc;
+}
+
+static int sim_mkdir(struct tm__adapter *a, const char *path)
+{
+    struct sim *s = (struct sim *)a;
+    uint64_t call = op_begin(s);
+    struct tm__ovl_ent e;
+    struct look l;
+    int rc = op_faults(s, call, path);
+    if (rc)
+        return rc;
+    rc = look(s, path, &l, NULL);
+    if (rc == 0)
+        return l.st.type == TM_T_FOLDER ? 0 : TM_EEXIST;
+    if (rc != TM_ENOENT || (rc = parent_ok(s, path)) != 0)
+        return rc;
+    memset(&e, 0, sizeof e);
+    e.type = TM_T_FOLDER;
+    e.mode = 0700;
+    e.mtime = tm__wall_ns();
+    return tm__ovl_put(s->ovl, path, &e, NULL, 0);
+}
+
+static int sim_readlink(struct tm__adapter *a, const char *path,
+                        struct tm__buf *out)
+{
+    struct sim *s = (struct sim *)a;
+    struct look l;
+    int rc;
+    op_begin(s);
+    tm__buf_reset(out);
+    rc = look(s, path, &l, out);
+    if (!rc && l.st.type != TM_T_SYMLINK)
+        rc = TM_EINVAL;
+    return rc;
+}
+
+static int sim_symlink(struct tm__adapter *a, const char *path,
+                       const char *target, int64_t mtime, unsigned flags)
+{
+    struct sim *s = (struct sim *)a;
+    uint64_t call = op_begin(s);
+    struct tm__ovl_ent e;
+    int rc = op_faults(s, call, path);
+    if (!rc)
+        rc = replace_ok(s, path, flags);
+    if (rc)
+        return rc;
+    memset(&e, 0, sizeof e);
+    e.type = TM_T_SYMLINK;
+    e.mode = 0777;
+    e.mtime = mtime;
+    e.size = (int64_t)strlen(target);
+    return tm__ovl_put(s->ovl, path, &e, target, strlen(target));
+}
+
+static int sim_set_attr(struct tm__adapter *a, const char *path,
+                        int64_t mtime, uint32_t mode)
+{
+    struct sim *s = (struct sim *)a;
+    uint64_t call = op_begin(s);
+    struct tm__ovl_ent e;
+    struct look l;
+    int rc = op_faults(s, call, path);
+    if (!rc)
+        rc = look(s, path, &l, NULL);
+    if (rc)
+        return rc;
+    if (l.st.type != TM_T_FOLDER)
+        return TM_ENOTDIR;
+    memset(&e, 0, sizeof e);
+    e.type = TM_T_FOLDER;
+    e.mode = mode;
+    e.mtime = mtime == TM_MTIME_KEEP ? l.st.mtime : mtime;
+    return tm__ovl_put(s->ovl, path, &e, NULL, 0);
+}
+
+static int sim_sync(struct tm__adapter *a)
+{
+    return tm__ovl_sync(((struct sim *)a)->ovl);
 }
 
 static void sim_describe(struct tm__adapter *a, int err, char *buf, size_t len)
@@ -237,6 +717,13 @@ static void sim_describe(struct tm__adapter *a, int err, char *buf, size_t len)
     case F_NOTDIR:
         snprintf(buf, len, "not a folder in the simulated world");
         break;
+    case F_BADNAME:
+        snprintf(buf, len, "the listing returned an invalid name (badname=)");
+        break;
+    case F_LITMAX:
+        snprintf(buf, len, "the simulated storage keeps at most %d MiB of a "
+                 "written file that is not a generated stream", LIT_MAX >> 20);
+        break;
     default:
         snprintf(buf, len, "%s", tm_strerror(err));
     }
@@ -252,6 +739,7 @@ static void sim_close(struct tm__adapter *a)
 {
     struct sim *s = (struct sim *)a;
     pthread_key_delete(s->last);
+    tm__ovl_close(s->ovl);
     tm__sim_spec_release(&s->sp);
     free(s);
 }
@@ -267,8 +755,12 @@ int tm__sim_open(const char *params, struct tm__adapter **out, char *err,
     if (!s)
         return TM_ENOMEM;
     rc = tm__sim_spec_parse(&s->sp, params, err, errlen);
-    if (!rc && pthread_key_create(&s->last, NULL) != 0)
+    if (!rc)
+        rc = tm__ovl_open(s->sp.overlay, &s->ovl, err, errlen);
+    if (!rc && pthread_key_create(&s->last, NULL) != 0) {
+        tm__ovl_close(s->ovl);
         rc = TM_ENOMEM;
+    }
     if (rc) {
         tm__sim_spec_release(&s->sp);
         free(s);
@@ -276,13 +768,26 @@ int tm__sim_open(const char *params, struct tm__adapter **out, char *err,
     }
     s->base.version = 1;
     s->base.name = "sim";
-    s->base.caps = TM_CAP_MODES;
+    s->base.caps = TM_CAP_MODES | TM_CAP_SYMLINKS;
     s->base.mtime_precision = 1;
     s->base.list = sim_list;
     s->base.stat = sim_stat;
     s->base.describe = sim_describe;
     s->base.retry_after = sim_retry_after;
     s->base.close = sim_close;
+    s->base.open_read = sim_open_read;
+    s->base.read = sim_read;
+    s->base.fstat = sim_fstat;
+    s->base.close_read = sim_close_read;
+    s->base.open_write = sim_open_write;
+    s->base.write = sim_write;
+    s->base.commit = sim_commit;
+    s->base.abort = sim_abort;
+    s->base.mkdir = sim_mkdir;
+    s->base.readlink = sim_readlink;
+    s->base.symlink = sim_symlink;
+    s->base.set_attr = sim_set_attr;
+    s->base.sync = sim_sync;
     s->fault_salt = tm__sim_hash(s->sp.seed ^ s->sp.dsalt,
                                  0x6661756c74ULL + (uint64_t)s->sp.world);
     atomic_init(&s->calls, 0);

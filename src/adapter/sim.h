@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util/buf.h"
+
 #define TM_SIM_MAX_DEPTH 64   /* largest depth= */
 #define TM_SIM_MAX_PREFIX 32  /* deny prefixes per list */
 #define TM_SIM_NAME_MAX 64    /* bytes of a generated name, NUL included */
@@ -60,6 +62,9 @@ struct tm__sim_spec {
     struct tm__sim_prefixes deny;     /* deny=: EACCES at and below */
     double src_permanent;   /* src_permanent=: the source's, for sim-stats */
     struct tm__sim_prefixes src_deny; /* src_deny=: the source's, for sim-stats */
+    struct tm__sim_prefixes badname;  /* badname=: listings return an invalid name */
+    struct tm__sim_prefixes src_badname; /* src_badname=: the source's, for sim-stats */
+    char *overlay;          /* overlay=: file keeping what was written, or NULL */
     double latency_ms;      /* latency=: per listing page, ms */
     double jitter_ms;       /* jitter=: +- this, uniform, ms */
     int64_t page;           /* page=: children per latency */
@@ -154,5 +159,74 @@ int tm__sim_permanent(const struct tm__sim_spec *sp, double rate, int world,
 uint64_t tm__sim_hash(uint64_t a, uint64_t b);
 /* A hash mapped to [0, 1). */
 double tm__sim_unit(uint64_t h);
+
+/* ------------------------------------------------------------ overlay
+ * What was written into a simulated storage (sim_overlay.c). */
+
+/* How the bytes of a written file are kept. */
+enum tm__ovl_kind {
+    TM_OVL_NONE = 0, /* a folder or symlink */
+    TM_OVL_GEN,      /* the generated stream of content id id, size bytes */
+    TM_OVL_LIT,      /* the bytes themselves (data) */
+};
+
+/* One written node. */
+struct tm__ovl_ent {
+    int type;         /* TM_T_FOLDER, TM_T_FILE or TM_T_SYMLINK */
+    int kind;         /* enum tm__ovl_kind */
+    uint32_t mode;    /* permission bits */
+    int64_t mtime;    /* ns since the epoch */
+    int64_t size;     /* bytes (symlink: target length) */
+    uint64_t id;      /* content id (TM_OVL_GEN) */
+    size_t data_len;  /* bytes of literal content or symlink target */
+};
+
+/* A written child of a folder, as tm__ovl_children copies it out. */
+struct tm__ovl_child {
+    const char *name;      /* into the list's names, not NUL-terminated */
+    size_t name_len;
+    size_t name_off;       /* offset of name in names */
+    int ghost;             /* a generated folder holding written children */
+    struct tm__ovl_ent e;  /* what was written (not for a ghost) */
+};
+
+/* The written children of one folder, sorted by name (bytewise). */
+struct tm__ovl_list {
+    struct tm__ovl_child *v;
+    size_t n;
+    char *names;
+};
+
+struct tm__ovl;
+
+/* Opens an overlay: in memory (file NULL) or kept in file, which is
+ * created (mode 0600) or replayed. On failure writes a message into err. */
+int tm__ovl_open(const char *file, struct tm__ovl **out, char *err,
+                 size_t errlen);
+void tm__ovl_close(struct tm__ovl *o);
+/* Records a written node at path, replacing what was written there (the
+ * caller checked that the parent is a folder). Appends to the file. */
+int tm__ovl_put(struct tm__ovl *o, const char *path,
+                const struct tm__ovl_ent *e, const void *data, size_t dlen);
+/* 1 and *e (and data, may be NULL) when something was written at path,
+ * 0 when not, or an error. */
+int tm__ovl_get(struct tm__ovl *o, const char *path, struct tm__ovl_ent *e,
+                struct tm__buf *data);
+/* Copies out the written children of the folder at path (none: n = 0). */
+int tm__ovl_children(struct tm__ovl *o, const char *path,
+                     struct tm__ovl_list *out);
+const struct tm__ovl_child *tm__ovl_list_find(const struct tm__ovl_list *l,
+                                              const char *name, size_t len);
+void tm__ovl_list_release(struct tm__ovl_list *l);
+/* Makes the file durable (fdatasync) when something was appended. */
+int tm__ovl_sync(struct tm__ovl *o);
+/* Nodes in the table, ghosts included. */
+size_t tm__ovl_count(struct tm__ovl *o);
+
+/* The content id of a generated file (source and destination twins of
+ * the same source file share it). */
+uint64_t tm__sim_content_id(const struct tm__sim_ent *e);
+/* Fills buf with len bytes of the content stream id from offset off. */
+void tm__sim_content(uint64_t id, int64_t off, unsigned char *buf, size_t len);
 
 #endif

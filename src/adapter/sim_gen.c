@@ -28,7 +28,7 @@
 enum {
     H_ROOT = 1, H_DIR, H_FILE, H_EXTRA, H_NFOLD, H_NFILE, H_NEXTRA,
     H_SIZE, H_EMPTY, H_MTIME, H_DECOR, H_KEEP, H_CONFLICT, H_DELTA,
-    H_TYPE, H_EXTRA_TYPE, H_PERM, H_WORLD, H_DST,
+    H_TYPE, H_EXTRA_TYPE, H_PERM, H_WORLD, H_DST, H_CONTENT,
 };
 
 #define MTIME_BASE 1500000000000000000LL /* 2017-07-14, ns */
@@ -307,6 +307,27 @@ int tm__sim_child(const struct tm__sim_spec *sp, const struct tm__sim_dir *d,
     return 1;
 }
 
+uint64_t tm__sim_content_id(const struct tm__sim_ent *e)
+{
+    return tm__sim_hash(e->sub.key, H_CONTENT);
+}
+
+/* Bytes 0..7 are the id (little-endian), so that a writer can tell which
+ * stream it is given; word w >= 1 (bytes 8w .. 8w+7) is a hash of (id, w). */
+void tm__sim_content(uint64_t id, int64_t off, unsigned char *buf, size_t len)
+{
+    uint64_t w = (uint64_t)off / 8;
+    unsigned skip = (unsigned)((uint64_t)off % 8);
+    while (len) {
+        uint64_t v = w == 0 ? id : mix64(id + w * 0x9e3779b97f4a7c15ULL);
+        unsigned i;
+        for (i = skip; i < 8 && len; i++, len--)
+            *buf++ = (unsigned char)(v >> (8 * i));
+        skip = 0;
+        w++;
+    }
+}
+
 int tm__sim_derive(const struct tm__sim_spec *sp, const struct tm__sim_ent *src,
                    struct tm__sim_ent *dst)
 {
@@ -432,7 +453,7 @@ int tm__sim_permanent(const struct tm__sim_spec *sp, double rate, int world,
 
 /* ------------------------------------------------------------ the spec */
 
-enum kind { K_U64, K_INT, K_SIZE, K_DBL, K_WORLD, K_NAMES, K_PREFIX };
+enum kind { K_U64, K_INT, K_SIZE, K_DBL, K_WORLD, K_NAMES, K_PREFIX, K_FILE };
 
 /* One parameter of a spec. */
 struct param {
@@ -473,6 +494,9 @@ static const struct param params[] = {
     { "deny", K_PREFIX, F(deny), 0, 0, 0 },
     { "src_permanent", K_DBL, F(src_permanent), 0, 1, 0 },
     { "src_deny", K_PREFIX, F(src_deny), 0, 0, 0 },
+    { "badname", K_PREFIX, F(badname), 0, 0, 0 },
+    { "src_badname", K_PREFIX, F(src_badname), 0, 0, 0 },
+    { "overlay", K_FILE, F(overlay), 0, 0, 0 },
     { "latency", K_DBL, F(latency_ms), 0, 600000, 0 },
     { "jitter", K_DBL, F(jitter_ms), 0, 600000, 0 },
     { "page", K_INT, F(page), 1, 1e7, 0 },
@@ -631,6 +655,16 @@ static int set_param(struct tm__sim_spec *sp, const struct param *p,
     case K_PREFIX:
         return parse_prefixes((struct tm__sim_prefixes *)field, p->name, v, err,
                               errlen);
+    case K_FILE: {
+        char *dup;
+        if (v[0] != '/' || v[1] == '\0' || v[strlen(v) - 1] == '/')
+            return bad(err, errlen, p->name, "'%s' is not an absolute path of "
+                       "a file", v);
+        if (!(dup = strdup(v)))
+            return TM_ENOMEM;
+        memcpy(&sp->overlay, &dup, sizeof dup);
+        return 0;
+    }
     case K_U64:
     case K_INT:
     case K_SIZE:
@@ -703,10 +737,11 @@ static int check_spec(struct tm__sim_spec *sp, char *err, size_t errlen)
         snprintf(err, errlen, "sim spec: csize+cmtime+ctype: %g is more than 1", c);
         return TM_EBADSPEC;
     }
-    if (sp->world == TM_SIM_SRC && (sp->src_permanent > 0 || sp->src_deny.n)) {
+    if (sp->world == TM_SIM_SRC &&
+        (sp->src_permanent > 0 || sp->src_deny.n || sp->src_badname.n)) {
         snprintf(err, errlen, "sim spec: %s: only for world=dst (a source spec "
-                 "says permanent= or deny=)", sp->src_deny.n ? "src_deny"
-                 : "src_permanent");
+                 "says permanent=, deny= or badname=)", sp->src_deny.n ? "src_deny"
+                 : sp->src_badname.n ? "src_badname" : "src_permanent");
         return TM_EBADSPEC;
     }
     if (sp->burst == 0)
@@ -753,6 +788,10 @@ void tm__sim_spec_release(struct tm__sim_spec *sp)
 {
     prefixes_release(&sp->deny);
     prefixes_release(&sp->src_deny);
+    prefixes_release(&sp->badname);
+    prefixes_release(&sp->src_badname);
+    free(sp->overlay);
+    sp->overlay = NULL;
 }
 
 /* ------------------------------------------------------------ ground truth */
@@ -779,6 +818,7 @@ struct truth {
     int64_t cf[4];           /* conflicts: size, mtime, dst_newer, type */
     struct cnt missing;      /* copy pending without a conflict */
     struct cnt dst_only;     /* not_on_src rows */
+    struct cnt blocked;      /* source rows below a folder clashing by type */
     int64_t list_src;        /* source folders listed (root included) */
     int64_t list_dst;        /* destination folders listed (root included) */
 };
@@ -792,7 +832,7 @@ struct walk {
     struct truth t;                /* the counts */
 };
 
-enum { W_REC = 1, W_TW = 2, W_TWREC = 4 };
+enum { W_REC = 1, W_TW = 2, W_TWREC = 4, W_BLOCK = 8 };
 
 static void cnt_add(struct cnt *c, const struct tm__sim_ent *e)
 {
@@ -822,12 +862,14 @@ static void walk_plain(struct walk *w, const struct tm__sim_folder *f)
 /* Records source child c and, when its parent's destination twin is
  * listed (x not NULL), what the comparison with x decides. */
 static void record_src(struct walk *w, const struct tm__sim_ent *c,
-                       const struct tm__sim_ent *x)
+                       const struct tm__sim_ent *x, int flags)
 {
     static const int cf_index[] = { [TM_SIM_SIZE] = 0, [TM_SIM_MTIME] = 1,
                                     [TM_SIM_NEWER] = 2, [TM_SIM_TYPE] = 3 };
     struct truth *t = &w->t;
     cnt_add(&t->src, c);
+    if (flags & W_BLOCK)
+        cnt_add(&t->blocked, c);
     if (!x || x->fate == TM_SIM_GONE) {
         t->pending++;
         t->bytes_pending += c->type == TM_T_FILE ? c->size : 0;
@@ -860,7 +902,8 @@ static int src_fails(struct walk *w, const struct tm__sim_folder *f)
     size_t len;
     const char *p = walk_path(w, &len);
     return tm__sim_permanent(w->sp, w->sp->src_permanent, TM_SIM_SRC, f) ||
-           tm__sim_prefix_match(&w->sp->src_deny, p, len);
+           tm__sim_prefix_match(&w->sp->src_deny, p, len) ||
+           tm__sim_prefix_match(&w->sp->src_badname, p, len);
 }
 
 static int dst_fails(struct walk *w, const struct tm__sim_folder *f)
@@ -868,7 +911,8 @@ static int dst_fails(struct walk *w, const struct tm__sim_folder *f)
     size_t len;
     const char *p = walk_path(w, &len);
     return tm__sim_permanent(w->sp, w->sp->permanent, TM_SIM_DST, f) ||
-           tm__sim_prefix_match(&w->sp->deny, p, len);
+           tm__sim_prefix_match(&w->sp->deny, p, len) ||
+           tm__sim_prefix_match(&w->sp->badname, p, len);
 }
 
 /* Decides which listings of folder f succeed; returns flags: W_REC when
@@ -914,11 +958,14 @@ static void walk_child(struct walk *w, const struct tm__sim_ent *c, int flags,
         }
     }
     if (ok & W_REC)
-        record_src(w, c, (ok & W_TWREC) ? &x : NULL);
+        record_src(w, c, (ok & W_TWREC) ? &x : NULL, flags);
     if (c->type != TM_T_FOLDER)
         return;
     if (ok & W_REC)
         cflags |= W_REC;
+    /* the copy never enters a folder whose twin is a file */
+    if ((flags & W_BLOCK) || ((ok & W_TWREC) && x.fate == TM_SIM_TYPE))
+        cflags |= W_BLOCK;
     if (x.fate == TM_SIM_SAME)
         cflags |= W_TW | ((ok & W_TWREC) ? W_TWREC : 0);
     if (w->paths) {
@@ -1000,6 +1047,7 @@ static int truth_json(const struct truth *t, const char *spec, char **json)
                  (long long)t->cf[1], (long long)t->cf[2], (long long)t->cf[3]);
     rc |= json_cnt(&b, "missing", &t->missing, 1);
     rc |= json_cnt(&b, "dst_only", &t->dst_only, 1);
+    rc |= json_cnt(&b, "blocked", &t->blocked, 1);
     rc |= tm__buf_addf(&b, "\"listings\":{\"src\":%lld,\"dst\":%lld}}",
                       (long long)t->list_src, (long long)t->list_dst);
     if (rc || b.alloc == 0) {
@@ -1037,7 +1085,7 @@ int tm_sim_stats(const char *spec, char **json, char *err, size_t errlen)
     memset(&w, 0, sizeof w);
     w.sp = &sp;
     tm__buf_init(&w.path);
-    w.paths = sp.deny.n || sp.src_deny.n;
+    w.paths = sp.deny.n || sp.src_deny.n || sp.badname.n || sp.src_badname.n;
     root = tm__sim_root(&sp);
     root.gen = TM_SIM_PLAIN;
     walk_src(&w, &root, W_REC | W_TW | W_TWREC);
