@@ -345,6 +345,27 @@ static int attrs_task(struct worker *wk, const struct task *t,
 
 /* ---- verify ---- */
 
+/* After verify's read of adapter a failed with rc: sleeps and returns 1
+ * when the read should be tried again (throttled: as long as the storage
+ * says, not counted; transient: with backoff, up to --retries), else 0. */
+static int retry_wait(struct runner *r, struct tm__adapter *a, int rc,
+                      int *retries, int64_t *backoff)
+{
+    enum tm__errclass cls = tm__adapter_classify(a, rc);
+    if (stopping(r))
+        return 0;
+    if (cls == TM_ERR_THROTTLE) {
+        tm__sleep_ms(tm__adapter_retry_after(a));
+        return 1;
+    }
+    if (cls != TM_ERR_RETRY || *retries >= r->cfg->retries)
+        return 0;
+    (*retries)++;
+    tm__sleep_ms(*backoff);
+    *backoff = *backoff * 2 > 5000 ? 5000 : *backoff * 2;
+    return 1;
+}
+
 /* Hashes a whole file with XXH3; *bytes gets its length. */
 static int hash_file(struct worker *wk, struct tm__adapter *a, const char *path,
                      uint64_t *out, int64_t *bytes)
@@ -416,10 +437,15 @@ static const char *check_child(struct worker *wk, const char *path, int type,
     }
     if (r->cfg->checksum && type == TM_T_FILE) {
         uint64_t hs = 0, hd = 0;
-        int64_t bs = 0, bd = 0;
-        int rc = hash_file(wk, r->cfg->ad[TM_SRC], path, &hs, &bs);
+        int64_t bs = 0, bd = 0, backoff = 50;
+        int rc, tries = 0;
+        while ((rc = hash_file(wk, r->cfg->ad[TM_SRC], path, &hs, &bs)) != 0 &&
+               retry_wait(r, r->cfg->ad[TM_SRC], rc, &tries, &backoff))
+            ;
         if (!rc)
-            rc = hash_file(wk, r->cfg->ad[TM_DST], path, &hd, &bd);
+            while ((rc = hash_file(wk, r->cfg->ad[TM_DST], path, &hd, &bd)) != 0 &&
+                   retry_wait(r, r->cfg->ad[TM_DST], rc, &tries, &backoff))
+                ;
         if (rc) {
             snprintf(buf, len, "cannot read to compare: %s", tm_strerror(rc));
             return buf;
@@ -438,9 +464,13 @@ static int verify_task(struct worker *wk, const struct task *t)
     struct runner *r = wk->r;
     struct tm__listing l = TM__LISTING_INIT;
     char buf[256], why[1024];
-    int rc, step, checked = 0;
+    int rc, step, checked = 0, tries = 0;
+    int64_t backoff = 50;
 
-    rc = tm__adapter_list(r->cfg->ad[TM_DST], t->path, tm__listing_add, &l);
+    while ((rc = tm__adapter_list(r->cfg->ad[TM_DST], t->path, tm__listing_add,
+                                  &l)) != 0 &&
+           retry_wait(r, r->cfg->ad[TM_DST], rc, &tries, &backoff))
+        tm__listing_reset(&l);
     if (!rc)
         rc = tm__listing_sort(&l);
     if (rc) {
