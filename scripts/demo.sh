@@ -7,6 +7,7 @@
 set -euo pipefail
 bin=${1:-build/treemig}
 dir=${DEMO_DIR:-build/demo}
+mkdir -p "$dir" && dir=$(cd "$dir" && pwd)  # absolute: the sim overlay= wants one
 rm -rf "$dir"
 mkdir -p "$dir/src" "$dir/dst"
 
@@ -56,11 +57,11 @@ fi
 echo "   no differences but the destination-only folder, which was left alone"
 
 echo
-echo "== a simulated pair: 60k nodes generated on the fly, with faults"
-spec='sim:seed=7,depth=6,folders=4,files=8'
-rm -f "$dir/sim.db"*
+echo "== a simulated pair: 45k source nodes generated on the fly, with faults"
+spec='sim:seed=7,depth=5,folders=8,files=8,tail=3,decay=1,size=4k'
+rm -f "$dir/sim.db"* "$dir/sim-dst.ovl"
 "$bin" discover --db "$dir/sim.db" --quiet "$spec,transient=0.02" \
-  "$spec,world=dst,keep=0.9,extra=0.01,csize=0.01,cmtime=0.01,ctype=0.002"
+  "$spec,world=dst,keep=0.9,extra=0.01,csize=0.01,cmtime=0.01,ctype=0.002,overlay=$dir/sim-dst.ovl"
 echo "ground truth (treemig sim-stats) against what discovery recorded:"
 "$bin" sim-stats "$spec,world=dst,keep=0.9,extra=0.01,csize=0.01,cmtime=0.01,ctype=0.002" \
   > "$dir/sim-truth.json"
@@ -77,6 +78,10 @@ PY
 else
   cat "$dir/sim-truth.json" "$dir/sim-status.json"
 fi
+echo "copy into the simulated destination (its writes kept in $dir/sim-dst.ovl),"
+echo "then verify every byte:"
+"$bin" copy --db "$dir/sim.db" --yes --quiet
+"$bin" verify --db "$dir/sim.db" --checksum
 echo
 echo "The state files are $dir/treemig.db and $dir/sim.db: query them with"
 echo "sqlite3 (docs/state-file.md), or run: $bin review --db $dir/treemig.db"
