@@ -143,7 +143,7 @@ static const char resume_usage[] =
 
 static const char copy_usage[] =
     "usage: treemig copy [--db FILE] [--yes] [--workers N] [--retries N]\n"
-    "                    [--no-overwrite] [--force] [--quiet]\n"
+    "                    [--no-overwrite] [--owner] [--force] [--quiet]\n"
     "\n"
     "Creates on the destination what discovery found missing or different:\n"
     "depth by depth, folders before files. Each file is written under a\n"
@@ -161,6 +161,8 @@ static const char copy_usage[] =
     "  --workers N      copying threads (default: as for discovery)\n"
     "  --retries N      retries of a failure that may pass (default 3)\n"
     "  --no-overwrite   keep every file that exists on the destination\n"
+    "  --owner          give each copied node its source's owner and group\n"
+    "                   (root only; without it, the copy's user owns them)\n"
     "  --force          copy although some folders failed during discovery\n"
     LOG_USAGE
     "  -q, --quiet      no progress lines\n"
@@ -192,7 +194,8 @@ static const char verify_usage[] =
     "2 usage error or not allowed in this phase, 4 interrupted, 5 in use.\n";
 
 static const char retry_usage[] =
-    "usage: treemig retry [--db FILE] [--workers N] [--retries N] [--quiet]\n"
+    "usage: treemig retry [--db FILE] [--workers N] [--retries N] [--owner]\n"
+    "                     [--quiet]\n"
     "\n"
     "The retry sweep: lists again every folder whose listing failed (on either\n"
     "side) together with its destination twin, and, when the copy has started,\n"
@@ -203,6 +206,7 @@ static const char retry_usage[] =
     "  --db FILE     state file (default ./" DEFAULT_DB ")\n"
     "  --workers N   threads (default: as stored)\n"
     "  --retries N   retries of a failure that may pass (default 3)\n"
+    "  --owner       as for copy: the source's owners (root only)\n"
     LOG_USAGE
     "  -q, --quiet   no progress lines\n"
     "  -h, --help    show this help\n"
@@ -659,6 +663,7 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
         { "workers", required_argument, NULL, 'w' },
         { "retries", required_argument, NULL, 'r' },
         { "no-overwrite", no_argument, NULL, 'n' },
+        { "owner", no_argument, NULL, 'o' },
         { "force", no_argument, NULL, 'f' },
         { "checksum", no_argument, NULL, 'c' },
         { "yes", no_argument, NULL, 'y' },
@@ -670,7 +675,7 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
     int c, verify = strcmp(cmd, "verify") == 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "yqh", opts, NULL)) != -1) {
-        if ((verify && (c == 'n' || c == 'f' || c == 'y' || c == 'r')) ||
+        if ((verify && (c == 'n' || c == 'o' || c == 'f' || c == 'y' || c == 'r')) ||
             (!verify && c == 'c'))
             c = '?';
         switch (c) {
@@ -686,6 +691,7 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
                                    "to 100, not '%s'", optarg);
             break;
         case 'n': o->no_overwrite = 1; break;
+        case 'o': o->owner = 1; break;
         case 'f': o->force = 1; break;
         case 'c': o->checksum = 1; break;
         case 'y': *yes = 1; break;
@@ -781,6 +787,7 @@ static int cmd_retry(int argc, char **argv)
         { "db", required_argument, NULL, 'd' },
         { "workers", required_argument, NULL, 'w' },
         { "retries", required_argument, NULL, 'r' },
+        { "owner", no_argument, NULL, 'o' },
         LOG_OPTIONS,
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
@@ -814,6 +821,7 @@ static int cmd_retry(int argc, char **argv)
                                    "0 to 100, not '%s'", optarg);
             e.retries = d.retries;
             break;
+        case 'o': e.owner = 1; break;
         case 'q': quiet = 1; break;
         case 'L': case 'U': case 'A': case 'P':
             log_opt(c, optarg, &lo);

@@ -196,6 +196,7 @@ typedef struct tm_exec_options {
     const char *udp_level;   /* as in tm_discover_options */
     const char *udp_addr;    /* as in tm_discover_options */
     int log_public;          /* as in tm_discover_options */
+    int owner;               /* copy: give each node its source's owner (root) */
 } tm_exec_options;
 
 /* Fills o with the defaults. */

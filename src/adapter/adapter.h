@@ -25,6 +25,7 @@ enum tm__type { TM_T_FOLDER = 0, TM_T_FILE, TM_T_SYMLINK, TM_T_OTHER, TM_T_COUNT
 enum {
     TM_CAP_MODES = 1u << 0,    /* reports and keeps permission bits */
     TM_CAP_SYMLINKS = 1u << 1, /* has symlinks */
+    TM_CAP_OWNER = 1u << 2,    /* reports owners (uid, gid) and can set them */
 };
 
 /* One node as a storage reports it. name points into storage owned by the
@@ -36,6 +37,7 @@ struct tm__entry {
     int64_t size;     /* bytes (symlink: target length) */
     int64_t mtime;    /* ns since the epoch */
     uint32_t mode;    /* permission bits */
+    int64_t uid, gid; /* owner, with TM_CAP_OWNER (else 0) */
 };
 
 /* Called once per child; returns 0 to go on, or an error to stop listing
@@ -83,9 +85,10 @@ struct tm__adapter {
      * reflink); optional, and only called when both files belong to
      * adapters of the same name. Returns the bytes copied or an error. */
     int64_t (*copy_from)(struct tm__wfile *f, struct tm__rfile *src, int64_t size);
-    /* Sets mode and mtime and renames the file to its real name, replacing
-     * a file there (with TM_NOREPLACE: TM_EEXIST when something is there).
-     * Frees f, also on failure (the temporary is removed). */
+    /* Sets the owner (when f->set_owner, with TM_CAP_OWNER), mode and mtime
+     * and renames the file to its real name, replacing a file there (with
+     * TM_NOREPLACE: TM_EEXIST when something is there). Frees f, also on
+     * failure (the temporary is removed). */
     int (*commit)(struct tm__wfile *f, int64_t mtime, uint32_t mode,
                   unsigned flags);
     /* Removes the temporary file and frees f. */
@@ -105,6 +108,10 @@ struct tm__adapter {
                     uint32_t mode);
     /* Makes everything written so far durable (syncfs). Optional. */
     int (*sync)(struct tm__adapter *a);
+    /* Sets the owner of the folder or symlink at path, not following a
+     * final symlink (files get theirs in commit). With TM_CAP_OWNER. */
+    int (*chown)(struct tm__adapter *a, const char *path, int64_t uid,
+                 int64_t gid);
 };
 
 /* Base of an adapter's open files: a concrete file embeds it first. */
@@ -113,6 +120,8 @@ struct tm__rfile {
 };
 struct tm__wfile {
     struct tm__adapter *a; /* the adapter that opened it */
+    int set_owner;         /* the engine's: commit sets uid and gid */
+    int64_t uid, gid;      /* the owner to set */
 };
 
 /* commit, symlink: never replace what is at the real name. */

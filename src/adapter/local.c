@@ -119,6 +119,8 @@ static int entry_from_stat(struct tm__entry *e, const struct stat *st)
     e->size = (e->type == TM_T_FILE || e->type == TM_T_SYMLINK) ? st->st_size : 0;
     e->mtime = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
     e->mode = st->st_mode & 07777;
+    e->uid = st->st_uid;
+    e->gid = st->st_gid;
     return 0;
 }
 
@@ -373,16 +375,97 @@ static int64_t local_write(struct tm__wfile *wf, const void *buf, size_t len)
     return (int64_t)len;
 }
 
+/* Copies [off, end) of src to the same offsets of dst: copy_file_range,
+ * or pread/pwrite where it is refused. */
+static int copy_range(int src, int dst, int64_t off, int64_t end)
+{
+    static const size_t chunk = 1 << 20;
+    char *buf = NULL;
+    int rc = 0;
+    while (off < end && !rc) {
+        loff_t in = off, out = off;
+        ssize_t n = buf ? -1 : copy_file_range(src, &in, dst, &out,
+                                               (size_t)(end - off), 0);
+        if (n > 0) {
+            off += n;
+            continue;
+        }
+        if (n == 0)
+            break; /* shorter than recorded: the caller sees it */
+        if (!buf && errno == EINTR)
+            continue;
+        if (!buf && errno != EXDEV && errno != ENOSYS && errno != EINVAL &&
+            errno != EOPNOTSUPP && errno != EPERM)
+            return tm__from_errno(errno);
+        if (!buf && !(buf = malloc(chunk)))
+            return TM_ENOMEM;
+        n = pread(src, buf, end - off < (int64_t)chunk ? (size_t)(end - off)
+                                                       : chunk, off);
+        if (n <= 0) {
+            if (n < 0 && errno != EINTR)
+                rc = tm__from_errno(errno);
+            if (n == 0)
+                break;
+            continue;
+        }
+        for (ssize_t w = 0, k; w < n && !rc; w += k) {
+            k = pwrite(dst, buf + w, (size_t)(n - w), off + w);
+            if (k < 0 && errno != EINTR)
+                rc = tm__from_errno(errno);
+            k = k < 0 ? 0 : k;
+        }
+        off += n;
+    }
+    free(buf);
+    return rc;
+}
+
+/* A sparse source (fewer blocks than its size): its data ranges are copied
+ * to the same offsets and its holes stay holes. Returns the size, an
+ * error, or TM_EINVAL when the file system cannot say where data is. */
+static int64_t copy_sparse(int src, int dst, int64_t size)
+{
+    int64_t off = 0;
+    int rc;
+    while (off < size) {
+        off_t data = lseek(src, off, SEEK_DATA), hole;
+        if (data < 0 && errno == ENXIO)
+            break; /* only a hole is left */
+        if (data < 0)
+            return off == 0 ? TM_EINVAL : tm__from_errno(errno);
+        if (data >= size)
+            break;
+        hole = lseek(src, data, SEEK_HOLE);
+        if (hole < 0)
+            return tm__from_errno(errno);
+        if (hole > size)
+            hole = size;
+        rc = copy_range(src, dst, data, hole);
+        if (rc)
+            return rc;
+        off = hole;
+    }
+    return ftruncate(dst, size) != 0 ? tm__from_errno(errno) : size;
+}
+
 /* Copies in the kernel: copy_file_range (a reflink where the file system
- * can), falling back to read/write where it is refused. */
+ * can), falling back to read/write where it is refused; a sparse file
+ * keeps its holes. */
 static int64_t local_copy_from(struct tm__wfile *wf, struct tm__rfile *rf,
                                int64_t size)
 {
     struct local_wfile *f = (struct local_wfile *)wf;
     struct local_rfile *src = (struct local_rfile *)rf;
     int64_t done = 0;
+    struct stat sb;
     char *buf;
 
+    if (size > 0 && fstat(src->fd, &sb) == 0 &&
+        (int64_t)sb.st_blocks * 512 < size) {
+        int64_t n = copy_sparse(src->fd, f->fd, size);
+        if (n != TM_EINVAL)
+            return n;
+    }
     while (done < size) {
         ssize_t n = copy_file_range(src->fd, NULL, f->fd, NULL,
                                     (size_t)(size - done), 0);
@@ -472,7 +555,11 @@ static int local_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode,
     int rc = 0;
 
     ns_to_times(t, mtime);
-    if (fchmod(f->fd, mode & 07777) != 0 || futimens(f->fd, t) != 0)
+    /* the owner first: chown clears the set-user-ID and set-group-ID bits */
+    if (f->base.set_owner &&
+        fchown(f->fd, (uid_t)f->base.uid, (gid_t)f->base.gid) != 0)
+        rc = tm__from_errno(errno);
+    else if (fchmod(f->fd, mode & 07777) != 0 || futimens(f->fd, t) != 0)
         rc = tm__from_errno(errno);
     if (close(f->fd) != 0 && !rc)
         rc = tm__from_errno(errno); /* e.g. a delayed ENOSPC on NFS */
@@ -577,6 +664,20 @@ static int local_set_attr(struct tm__adapter *a, const char *path, int64_t mtime
     return rc;
 }
 
+static int local_chown(struct tm__adapter *a, const char *path, int64_t uid,
+                       int64_t gid)
+{
+    struct local *l = (struct local *)a;
+    const char *name;
+    int dfd = open_parent(l, path, &name), rc = 0;
+    if (dfd < 0)
+        return dfd;
+    if (fchownat(dfd, name, (uid_t)uid, (gid_t)gid, AT_SYMLINK_NOFOLLOW) != 0)
+        rc = tm__from_errno(errno);
+    close(dfd);
+    return rc;
+}
+
 static int local_sync(struct tm__adapter *a)
 {
     struct local *l = (struct local *)a;
@@ -626,7 +727,7 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     }
     l->base.version = 1;
     l->base.name = "local";
-    l->base.caps = TM_CAP_MODES | TM_CAP_SYMLINKS;
+    l->base.caps = TM_CAP_MODES | TM_CAP_SYMLINKS | TM_CAP_OWNER;
     l->base.mtime_precision = 1;
     l->base.list = local_list;
     l->base.stat = local_stat;
@@ -645,6 +746,7 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     l->base.symlink = local_symlink;
     l->base.set_attr = local_set_attr;
     l->base.sync = local_sync;
+    l->base.chown = local_chown;
     l->root_fd = fd;
     *out = &l->base;
     return 0;

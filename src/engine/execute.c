@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 #include <xxhash.h>
 
@@ -143,6 +144,7 @@ static int copy_file(struct worker *wk, const struct task *t)
     struct tm__wfile *out = NULL;
     struct tm__entry st, st2;
     int64_t n = 0;
+    uint32_t mode;
     int rc;
 
     rc = sa->open_read(sa, t->path, &in, &st);
@@ -184,7 +186,21 @@ static int copy_file(struct worker *wk, const struct task *t)
         rc = TM_ECHANGED;
         goto out;
     }
-    rc = da->commit(out, t->mtime, t->mode,
+    mode = t->mode;
+    if (wk->r->cfg->owner) {
+        out->set_owner = 1;
+        out->uid = st.uid;
+        out->gid = st.gid;
+    } else if (mode & 06000) {
+        /* the copy's user owns the file: a set-ID bit of another user's
+         * (or group's) file would hand out the copy's own powers */
+        int known = (sa->caps & TM_CAP_OWNER) != 0;
+        if (!known || st.uid != (int64_t)geteuid())
+            mode &= ~04000u;
+        if (!known || st.gid != (int64_t)getegid())
+            mode &= ~02000u;
+    }
+    rc = da->commit(out, t->mtime, mode,
                     wk->r->cfg->no_overwrite ? TM_NOREPLACE : 0);
     out = NULL;
     if (!rc) {
@@ -199,6 +215,15 @@ out:
     return rc;
 }
 
+/* --owner for a folder or symlink: the source's owner, by path. */
+static int copy_owner(struct worker *wk, const char *path)
+{
+    struct tm__adapter *sa = wk->r->cfg->ad[TM_SRC], *da = wk->r->cfg->ad[TM_DST];
+    struct tm__entry st;
+    int rc = tm__adapter_stat(sa, path, &st);
+    return rc ? rc : da->chown(da, path, st.uid, st.gid);
+}
+
 static int copy_one(struct worker *wk, const struct task *t)
 {
     struct tm__adapter *sa = wk->r->cfg->ad[TM_SRC], *da = wk->r->cfg->ad[TM_DST];
@@ -210,8 +235,10 @@ static int copy_one(struct worker *wk, const struct task *t)
         if (!sa->readlink || !da->symlink)
             return TM_EINVAL;
         rc = sa->readlink(sa, t->path, &wk->scratch);
-        return rc ? rc : da->symlink(da, t->path, wk->scratch.buf, t->mtime,
-                                     wk->r->cfg->no_overwrite ? TM_NOREPLACE : 0);
+        if (!rc)
+            rc = da->symlink(da, t->path, wk->scratch.buf, t->mtime,
+                             wk->r->cfg->no_overwrite ? TM_NOREPLACE : 0);
+        return rc || !wk->r->cfg->owner ? rc : copy_owner(wk, t->path);
     case TM_T_FILE:
         return copy_file(wk, t);
     default:
@@ -332,13 +359,17 @@ static int attrs_task(struct worker *wk, const struct task *t,
     *out = NULL;
     if (!da->set_attr)
         return 0;
-    rc = da->set_attr(da, t->path, t->mtime, t->mode);
+    /* the owner first: chown clears the set-group-ID bit of a folder */
+    rc = wk->r->cfg->owner ? copy_owner(wk, t->path) : 0;
+    if (!rc)
+        rc = da->set_attr(da, t->path, t->mtime, t->mode);
     if (!rc)
         return 0;
     if (tm__adapter_classify(da, rc) == TM_ERR_FATAL)
         return rc;
     tm__adapter_describe(da, rc, msg, sizeof msg);
-    snprintf(why, sizeof why, "set mode and mtime of %s: %s", t->path, msg);
+    snprintf(why, sizeof why, "set %s of %s: %s", wk->r->cfg->owner ?
+             "owner, mode and mtime" : "mode and mtime", t->path, msg);
     *out = problem("copy", t->id, t->path, why);
     return *out ? 0 : TM_ENOMEM;
 }

@@ -992,6 +992,7 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
     cfg.workers = o->workers > 0 ? o->workers : get_int(m->store.db, "workers", 4);
     cfg.retries = o->retries >= 0 ? o->retries : get_int(m->store.db, "retries", 3);
     cfg.no_overwrite = o->no_overwrite;
+    cfg.owner = o->owner;
     cfg.checksum = o->checksum;
     cfg.total_files = st->copy.pending;
     cfg.total_bytes = st->copy.bytes_pending;
@@ -1027,6 +1028,22 @@ static int exec_start(tm_migration *m, const tm_exec_options *opt,
     return tm_status_get(m, st);
 }
 
+/* --owner: only root gives files away, and both storages must know owners. */
+static int check_owner(tm_migration *m, struct tm__adapter *ad[2])
+{
+    if (geteuid() != 0)
+        return fail(m, TM_EINVAL, "--owner needs root: only root can give a "
+                    "file to another user (running as uid %lu)",
+                    (unsigned long)geteuid());
+    if (!(ad[TM_SRC]->caps & TM_CAP_OWNER))
+        return fail(m, TM_EINVAL, "--owner: the source (%s storage) does not "
+                    "report owners", ad[TM_SRC]->name);
+    if (!(ad[TM_DST]->caps & TM_CAP_OWNER) || !ad[TM_DST]->chown)
+        return fail(m, TM_EINVAL, "--owner: the destination (%s storage) "
+                    "cannot set owners", ad[TM_DST]->name);
+    return 0;
+}
+
 int tm_copy(tm_migration *m, const tm_exec_options *opt)
 {
     struct tm__adapter *ad[2] = { NULL, NULL };
@@ -1052,6 +1069,8 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
                     "--force to copy without them",
                     (long long)st.src_counts.failed, (long long)st.dst_counts.failed);
     rc = open_stored(m, ad);
+    if (!rc && o.owner)
+        rc = check_owner(m, ad);
     if (!rc)
         rc = tm__store_exec(m->store.db,
                             "CREATE INDEX IF NOT EXISTS src_nodes_copy ON "
