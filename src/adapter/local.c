@@ -106,6 +106,31 @@ static int open_dir(struct local *l, const char *path)
     return open_walk(l, path);
 }
 
+/* Opens the non-folder at path (not the root) in one call: openat2
+ * beneath the root, no symlink anywhere. TM_EAGAIN when openat2 is not
+ * there or cannot resolve the path (too long): then go through the parent. */
+static int open_beneath(struct local *l, const char *path, int flags)
+{
+    struct open_how how;
+    long fd;
+    if (path[1] == '\0' ||
+        atomic_load_explicit(&l->no_openat2, memory_order_relaxed))
+        return TM_EAGAIN;
+    memset(&how, 0, sizeof how);
+    how.flags = (uint64_t)flags;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    fd = syscall(SYS_openat2, l->root_fd, path + 1, &how, sizeof how);
+    if (fd >= 0)
+        return (int)fd;
+    if (errno == ENOSYS || errno == EPERM) {
+        atomic_store(&l->no_openat2, 1);
+        return TM_EAGAIN;
+    }
+    if (errno == ENAMETOOLONG || errno == EAGAIN)
+        return TM_EAGAIN;
+    return tm__from_errno(errno);
+}
+
 static int entry_from_stat(struct tm__entry *e, const struct stat *st)
 {
     if (S_ISDIR(st->st_mode))
@@ -219,6 +244,7 @@ static int local_stat(struct tm__adapter *a, const char *path,
 struct local_rfile {
     struct tm__rfile base; /* must be first */
     int fd;                /* the open file */
+    int sparse;            /* fewer blocks than bytes at open */
 };
 
 struct local_wfile {
@@ -268,14 +294,21 @@ static int local_open_read(struct tm__adapter *a, const char *path,
     int dfd, fd;
 
     *out = NULL;
-    dfd = open_parent(l, path, &name);
-    if (dfd < 0)
-        return dfd;
     /* O_NONBLOCK: a FIFO put in a file's place must not hang the worker */
-    fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
-    close(dfd);
-    if (fd < 0)
-        return tm__from_errno(errno);
+    fd = open_beneath(l, path, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK |
+                      O_CLOEXEC);
+    if (fd == TM_EAGAIN) { /* no openat2 here, or a path it cannot take */
+        dfd = open_parent(l, path, &name);
+        if (dfd < 0)
+            return dfd;
+        fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK |
+                    O_CLOEXEC);
+        close(dfd);
+        if (fd < 0)
+            return tm__from_errno(errno);
+    } else if (fd < 0) {
+        return fd;
+    }
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
         return TM_EINVAL;
@@ -287,6 +320,7 @@ static int local_open_read(struct tm__adapter *a, const char *path,
     }
     f->base.a = a;
     f->fd = fd;
+    f->sparse = (int64_t)sb.st_blocks * 512 < (int64_t)sb.st_size;
     entry_from_stat(st, &sb);
     *out = &f->base;
     return 0;
@@ -457,11 +491,9 @@ static int64_t local_copy_from(struct tm__wfile *wf, struct tm__rfile *rf,
     struct local_wfile *f = (struct local_wfile *)wf;
     struct local_rfile *src = (struct local_rfile *)rf;
     int64_t done = 0;
-    struct stat sb;
     char *buf;
 
-    if (size > 0 && fstat(src->fd, &sb) == 0 &&
-        (int64_t)sb.st_blocks * 512 < size) {
+    if (size > 0 && src->sparse) {
         int64_t n = copy_sparse(src->fd, f->fd, size);
         if (n != TM_EINVAL)
             return n;
