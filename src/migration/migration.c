@@ -987,6 +987,8 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
     cfg.mode = mode;
     cfg.ad[0] = ad[0];
     cfg.ad[1] = ad[1];
+    cfg.root[0] = st->src;
+    cfg.root[1] = st->dst;
     cfg.db_path = m->store.path;
     cfg.db = m->store.db;
     cfg.workers = o->workers > 0 ? o->workers : get_int(m->store.db, "workers", 4);
