@@ -27,6 +27,8 @@
    path, the renamed folder holds no partial or temporary file; once the
    folder is renamed back, `copy` resumes and completes, verify --checksum
    exits 0, the destination equals the source.
+6. the source root removed during the copy (same way): exit 1, phase
+   `suspended`, the message names the source root, no node failed.
 
 The mounts need root (CAP_SYS_ADMIN); each case that needs one is skipped,
 with the reason printed, when mount(8) is refused.
@@ -212,7 +214,8 @@ def main():
     try:
         for fn, where in ((run_disk_full, base), (run_read_only, base),
                           (run_root_removed_before, base), (run_root_removed_during, trees),
-                          (run_root_renamed_during, trees)):
+                          (run_root_renamed_during, trees),
+                          (run_src_removed_during, trees)):
             test_copy.guard(R, fn.__name__, fn, R, M, where)
     finally:
         M.release()
@@ -426,6 +429,33 @@ def run_root_renamed_during(R, M, base):
     R.check('destination root renamed during the copy: exit 1, phase suspended, the root '
             'named, nothing at the old path; renamed back, copy and verify exit 0',
             check)
+
+
+def run_src_removed_during(R, M, base):
+    def check():
+        top = os.path.join(base, 'src-gone')
+        src = os.path.join(os.fsencode(top), b'src')
+        dst = os.path.join(os.fsencode(top), b'dst')
+        db = os.path.join(top, 'state.db')
+        build_many(src)
+        os.makedirs(dst)
+        cp = tmtest.run(['discover', '--db', db, '--quiet', src, dst])
+        expect_rc(cp, 0, 'discover')
+        rc, err = stop_mid_copy(db, lambda: treegen.remove_tree(src))
+        msg = err.decode('utf-8', 'replace').strip()
+        print('     exit %d: %s' % (rc, msg.splitlines()[-1][:200] if msg else ''))
+        if rc != 1:
+            fail('copy after its source root was removed: expected exit 1, got %d: %r'
+                 % (rc, msg[-500:]))
+        if src.decode() not in msg or 'source root' not in msg:
+            fail('the message does not name the source root %s: %r' % (src, msg))
+        st = tmtest.status_json(db)
+        expect_eq('phase', 'suspended', st['phase'])
+        expect_eq('copy.failed (nothing blamed on the nodes)', 0, st['copy']['failed'])
+        test_copy.check_no_tmp(dst)
+        tmtest.check_all_stats(db)
+    R.check('source root removed during the copy: exit 1, phase suspended, the root '
+            'named, no node failed', check)
 
 
 if __name__ == '__main__':
