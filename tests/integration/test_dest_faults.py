@@ -29,6 +29,9 @@
    exits 0, the destination equals the source.
 6. the source root removed during the copy (same way): exit 1, phase
    `suspended`, the message names the source root, no node failed.
+7. the destination root removed during discovery (stopped the same way
+   once some destination folders are recorded): exit 1, phase `suspended`,
+   the message names the root, no folder recorded as failed.
 
 The mounts need root (CAP_SYS_ADMIN); each case that needs one is skipped,
 with the reason printed, when mount(8) is refused.
@@ -169,26 +172,38 @@ def copied_count(db):
         return 0
 
 
-def stop_mid_copy(db, then, min_copied=500):
-    """Runs `copy` with one worker, stops it (SIGSTOP) once min_copied files
-    are recorded, calls then(), continues it and returns (returncode,
-    stderr). Skips when the copy ended before it could be caught."""
-    cmd = [os.fsencode(tmtest.TREEMIG), b'copy', b'--db', os.fsencode(db), b'--yes',
-           b'--quiet', b'--workers', b'1']
+def dst_rows(db):
+    try:
+        conn = sqlite3.connect('file:%s?mode=ro' % db, uri=True, timeout=0.05)
+        try:
+            return conn.execute('SELECT count(*) FROM dst_nodes').fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+
+
+def stop_mid_copy(db, then, min_copied=500, cmd=None, progress=copied_count):
+    """Runs `copy` with one worker (or cmd), stops it (SIGSTOP) once
+    progress(db) >= min_copied, calls then(), continues it and returns
+    (returncode, stderr). Skips when the run ended before it could be
+    caught."""
+    cmd = cmd or [os.fsencode(tmtest.TREEMIG), b'copy', b'--db', os.fsencode(db),
+                  b'--yes', b'--quiet', b'--workers', b'1']
     p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
     try:
         t = time.monotonic()
         caught = False
         while time.monotonic() - t < 60 and p.poll() is None:
-            if copied_count(db) >= min_copied:
+            if progress(db) >= min_copied:
                 p.send_signal(signal.SIGSTOP)
                 caught = True
                 break
             time.sleep(0.002)
         if not caught:
             p.communicate(timeout=tmtest.TIMEOUT)
-            raise tmtest.Skip('the copy ended (exit %r) before it could be stopped'
+            raise tmtest.Skip('the run ended (exit %r) before it could be stopped'
                               % p.returncode)
         try:
             then()
@@ -215,7 +230,8 @@ def main():
         for fn, where in ((run_disk_full, base), (run_read_only, base),
                           (run_root_removed_before, base), (run_root_removed_during, trees),
                           (run_root_renamed_during, trees),
-                          (run_src_removed_during, trees)):
+                          (run_src_removed_during, trees),
+                          (run_dst_removed_discovering, trees)):
             test_copy.guard(R, fn.__name__, fn, R, M, where)
     finally:
         M.release()
@@ -456,6 +472,37 @@ def run_src_removed_during(R, M, base):
         tmtest.check_all_stats(db)
     R.check('source root removed during the copy: exit 1, phase suspended, the root '
             'named, no node failed', check)
+
+
+def run_dst_removed_discovering(R, M, base):
+    def check():
+        top = os.path.join(base, 'dst-gone-discovering')
+        src = os.path.join(os.fsencode(top), b'src')
+        dst = os.path.join(os.fsencode(top), b'dst')
+        db = os.path.join(top, 'state.db')
+        build_many(src, folders=400, files=50)
+        for d in range(400):
+            os.makedirs(os.path.join(dst, b'd%02d' % d))
+        cmd = [os.fsencode(tmtest.TREEMIG), b'discover', b'--db', os.fsencode(db),
+               b'--quiet', b'--workers', b'1', b'--lead', b'1', src, dst]
+        rc, err = stop_mid_copy(db, lambda: treegen.remove_tree(dst), min_copied=20,
+                                cmd=cmd, progress=dst_rows)
+        msg = err.decode('utf-8', 'replace').strip()
+        print('     exit %d: %s' % (rc, msg.splitlines()[-1][:200] if msg else ''))
+        if rc != 1:
+            fail('discover after its destination root was removed: expected exit 1, '
+                 'got %d: %r' % (rc, msg[-500:]))
+        if dst.decode() not in msg or 'destination root' not in msg:
+            fail('the message does not name the destination root %s: %r' % (dst, msg))
+        st = tmtest.status_json(db)
+        expect_eq('phase', 'suspended', st['phase'])
+        expect_eq('failed folders (src, dst)', (0, 0),
+                  (st['src']['failed'], st['dst']['failed']))
+        if os.path.lexists(dst):
+            fail('%r was created again' % dst)
+        tmtest.check_all_stats(db)
+    R.check('destination root removed during discovery: exit 1, phase suspended, the '
+            'root named, no folder failed', check)
 
 
 if __name__ == '__main__':
