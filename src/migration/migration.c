@@ -798,6 +798,7 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             { ad[0], ad[1] }, m->store.path, db, o.workers, o.lead, o.retries,
             (const char *const *)globs, n_globs, &m->stop, o.progress,
             o.progress_ctx, &m->err, on_round, m, &lc,
+            { rsrc ? rsrc : s_src.buf, rdst ? rdst : s_dst.buf },
         };
         rc = log_settings(m, o.log_level, o.udp_level, o.udp_addr, o.log_public,
                           &lc);
