@@ -8,6 +8,7 @@
    `.treemig.*.tmp` file is left, the stats agree with the rows. Once the
    tmpfs is remounted with 64 MiB, `copy` resumes and exits 0, `verify
    --checksum` exits 0, the destination equals the source.
+   The same with a tmpfs out of inodes (nr_inodes=40, 105 nodes to copy).
 2. read-only destination: the tmpfs is remounted read-only between
    discover and copy: exit 1, phase `suspended`, a message that says
    read-only and names the destination, nothing written, nothing recorded
@@ -227,7 +228,8 @@ def main():
     trees = treegen.scratch_dir('treemig-dstfaults-trees-')
     M = Mounts()
     try:
-        for fn, where in ((run_disk_full, base), (run_read_only, base),
+        for fn, where in ((run_disk_full, base), (run_no_inodes, base),
+                          (run_read_only, base),
                           (run_root_removed_before, base), (run_root_removed_during, trees),
                           (run_root_renamed_during, trees),
                           (run_src_removed_during, trees),
@@ -289,6 +291,43 @@ def run_disk_full(R, M, base):
         tmtest.check_all_stats(db)
     R.check('disk full: once there is room, copy resumes and exits 0, verify --checksum '
             'exits 0, the destination equals the source', check_resume)
+
+
+def run_no_inodes(R, M, base):
+    def check():
+        top = os.path.join(base, 'inodes')
+        src = os.path.join(os.fsencode(top), b'src')
+        dst = os.path.join(os.fsencode(top), b'dst')
+        db = os.path.join(top, 'state.db')
+        S = treegen.TreeBuilder(src)
+        for d in range(5):
+            for i in range(20):
+                S.file(b'd%d/f%02d' % (d, i), data=b'x' * i, mtime=T0 + d * 100 + i)
+        S.finish()
+        M.tmpfs(dst, '8m,nr_inodes=40')
+        cp = tmtest.run(['discover', '--db', db, '--quiet', src, dst])
+        expect_rc(cp, 0, 'discover')
+        cp = tmtest.run(['copy', '--db', db, '--yes', '--quiet'])
+        expect_rc(cp, 1, 'copy onto a destination out of inodes')
+        msg = message(cp)
+        print('     %s' % msg.splitlines()[-1][:200])
+        if 'full' not in msg or dst.decode() not in msg:
+            fail('the message does not say that the destination %s is full: %r'
+                 % (dst.decode(), msg))
+        st = tmtest.status_json(db)
+        expect_eq('phase', 'suspended', st['phase'])
+        expect_eq('copy.failed', 0, st['copy']['failed'])
+        real_files_complete(src, dst)
+        tmtest.check_all_stats(db)
+        M.remount(dst, 'nr_inodes=1000')
+        cp = tmtest.run(['copy', '--db', db, '--yes', '--quiet'])
+        expect_rc(cp, 0, 'copy once there are inodes')
+        cp = tmtest.run(['verify', '--db', db, '--checksum', '--quiet'])
+        expect_rc(cp, 0, 'verify --checksum')
+        expect_dst_equals_src(src, dst)
+        test_copy.check_no_tmp(dst)
+    R.check('out of inodes: copy exits 1, phase suspended, the message says full; '
+            'with more inodes copy and verify exit 0', check)
 
 
 def run_read_only(R, M, base):
