@@ -106,8 +106,9 @@ struct tm__adapter {
     /* Makes everything written so far durable (syncfs). Optional. */
     int (*sync)(struct tm__adapter *a);
     /* 0 while the root is still the folder the adapter opened, at the
-     * place it was opened; TM_ENOENT once it was removed, moved away or
-     * replaced (then nothing more must be written through the adapter).
+     * place it was opened; TM_ENOENT once it was removed, moved away,
+     * replaced or unmounted (then nothing more must be written through
+     * the adapter).
      * Cheap: called before every write. Optional (default: 0). */
     int (*check_root)(struct tm__adapter *a);
 };

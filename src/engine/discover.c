@@ -217,8 +217,8 @@ static int root_gone(struct engine *e, int side)
     struct tm__buf m = TM__BUF_INIT;
     if (tm__adapter_check_root(e->cfg->ad[side]) == 0)
         return 0;
-    tm__buf_addf(&m, "the %s root %s is gone (removed, moved or replaced): put it "
-                 "back and run the command again", side == TM_SRC ? "source" :
+    tm__buf_addf(&m, "the %s root %s is gone (removed, moved, replaced or "
+                 "unmounted): put it back and run the command again", side == TM_SRC ? "source" :
                  "destination", e->cfg->root[side] ? e->cfg->root[side] : "");
     pthread_mutex_lock(&e->mu);
     set_fatal(e, TM_ENOENT, m.buf);

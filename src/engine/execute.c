@@ -120,9 +120,9 @@ static int roots_ok(struct runner *r, int both)
         if (tm__adapter_check_root(r->cfg->ad[side]) == 0)
             continue;
         pthread_mutex_lock(&r->mu);
-        set_fatal_msg(r, TM_ENOENT, "the %s root %s is gone (removed, moved or "
-                      "replaced): nothing more is %s; put it back and run the "
-                      "command again", side_names[side],
+        set_fatal_msg(r, TM_ENOENT, "the %s root %s is gone (removed, moved, "
+                      "replaced or unmounted): nothing more is %s; put it "
+                      "back and run the command again", side_names[side],
                       r->cfg->root[side] ? r->cfg->root[side] : "",
                       side == TM_DST ? "written" : "read");
         pthread_mutex_unlock(&r->mu);

@@ -33,6 +33,11 @@
 7. the destination root removed during discovery (stopped the same way
    once some destination folders are recorded): exit 1, phase `suspended`,
    the message names the root, no folder recorded as failed.
+8. the destination's file system unmounted (umount -l) during the copy:
+   the root path now leads to the folder below the mount point; the copy
+   stops (exit 1, phase `suspended`, the root named) and writes nothing
+   into that folder (without the check, the copy would go on into the
+   detached file system, whose files vanish when treemig exits).
 
 The mounts need root (CAP_SYS_ADMIN); each case that needs one is skipped,
 with the reason printed, when mount(8) is refused.
@@ -233,7 +238,8 @@ def main():
                           (run_root_removed_before, base), (run_root_removed_during, trees),
                           (run_root_renamed_during, trees),
                           (run_src_removed_during, trees),
-                          (run_dst_removed_discovering, trees)):
+                          (run_dst_removed_discovering, trees),
+                          (run_unmounted_during, trees)):
             test_copy.guard(R, fn.__name__, fn, R, M, where)
     finally:
         M.release()
@@ -542,6 +548,38 @@ def run_dst_removed_discovering(R, M, base):
         tmtest.check_all_stats(db)
     R.check('destination root removed during discovery: exit 1, phase suspended, the '
             'root named, no folder failed', check)
+
+
+def run_unmounted_during(R, M, base):
+    def check():
+        top = os.path.join(base, 'unmounted')
+        src = os.path.join(os.fsencode(top), b'src')
+        dst = os.path.join(os.fsencode(top), b'dst')
+        db = os.path.join(top, 'state.db')
+        build_many(src, folders=10, files=1000)
+        M.tmpfs(dst, '512m')
+        cp = tmtest.run(['discover', '--db', db, '--quiet', src, dst])
+        expect_rc(cp, 0, 'discover')
+
+        def unmount():
+            cp = subprocess.run(['umount', '-l', dst], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+            if cp.returncode != 0:
+                fail('umount -l failed: %r' % cp.stderr[-300:])
+            M.points.remove(dst)
+        rc, err = stop_mid_copy(db, unmount)
+        msg = err.decode('utf-8', 'replace').strip()
+        print('     exit %d: %s' % (rc, msg.splitlines()[-1][:200] if msg else ''))
+        if rc != 1:
+            fail('copy after its destination was unmounted: expected exit 1, got %d: %r'
+                 % (rc, msg[-500:]))
+        if dst.decode() not in msg:
+            fail('the message does not name the destination root %s: %r' % (dst, msg))
+        expect_eq('phase', 'suspended', phase(db))
+        expect_eq('the folder below the mount point (nothing written into it)', [],
+                  os.listdir(dst))
+    R.check('destination unmounted during the copy: exit 1, phase suspended, the root '
+            'named, nothing written below the mount point', check)
 
 
 if __name__ == '__main__':
