@@ -218,8 +218,9 @@ static int root_gone(struct engine *e, int side)
     if (tm__adapter_check_root(e->cfg->ad[side]) == 0)
         return 0;
     tm__buf_addf(&m, "the %s root %s is gone (removed, moved, replaced or "
-                 "unmounted): put it back and run the command again", side == TM_SRC ? "source" :
-                 "destination", e->cfg->root[side] ? e->cfg->root[side] : "");
+                 "unmounted): put it back and run the command again",
+                 side == TM_SRC ? "source" : "destination",
+                 e->cfg->root[side] ? e->cfg->root[side] : "");
     pthread_mutex_lock(&e->mu);
     set_fatal(e, TM_ENOENT, m.buf);
     pthread_mutex_unlock(&e->mu);
