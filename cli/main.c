@@ -168,10 +168,10 @@ static const char copy_usage[] =
     "  -q, --quiet      no progress lines\n"
     "  -h, --help       show this help\n"
     "\n"
-    "exit codes: 0 copied, 1 fatal error (e.g. the destination is full: the\n"
-    "phase is suspended; free space and run copy again), 2 usage error or not\n"
-    "allowed in this phase, 3 done but some nodes failed, 4 interrupted,\n"
-    "5 state file in use.\n";
+    "exit codes: 0 copied, 1 fatal error (e.g. the destination is full or\n"
+    "read-only, or a root vanished: the phase is suspended; fix it and run copy\n"
+    "again), 2 usage error or not allowed in this phase, 3 done but some nodes\n"
+    "failed, 4 interrupted, 5 state file in use.\n";
 
 static const char verify_usage[] =
     "usage: treemig verify [--db FILE] [--checksum] [--workers N] [--quiet]\n"

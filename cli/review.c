@@ -37,6 +37,8 @@ static const char review_usage[] =
     "  extra      destination-only items (never touched)\n"
     "  failed     folders that could not be listed, copies that failed\n"
     "  excluded   excluded source items (reason: discover or review)\n"
+    "  skipped    source items never copied: special files (FIFOs, sockets,\n"
+    "             devices), type clashes, items the copy passed by\n"
     "  all        all of the above, each line naming its kind\n"
     "A line is KIND, TYPE, SIZE, PATH and, when there is one, the REASON,\n"
     "separated by tabs; in PATH and REASON a backslash is written \\\\, a tab,\n"
@@ -108,7 +110,7 @@ static const char unexclude_usage[] =
 static int known_kind(const char *k)
 {
     static const char *const kinds[] = { "missing", "conflict", "extra", "failed",
-                                         "excluded", "all" };
+                                         "excluded", "skipped", "all" };
     size_t i;
     for (i = 0; i < sizeof kinds / sizeof *kinds; i++)
         if (!strcmp(k, kinds[i]))
@@ -146,7 +148,8 @@ int cmd_review(int argc, char **argv)
         case 'l':
             if (!known_kind(optarg))
                 return usage_error("review", "--list takes missing, conflict, "
-                                   "extra, failed, excluded or all, not '%s'",
+                                   "extra, failed, excluded, skipped or all, "
+                                   "not '%s'",
                                    optarg);
             kind = optarg;
             break;

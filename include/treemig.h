@@ -209,7 +209,9 @@ void tm_exec_options_init(tm_exec_options *o);
  * touched. Refused (TM_EPHASE) before discovery is complete, or while
  * discovery items failed unless o->force. Returns 0 when every node was
  * handled (see tm_status: copy.failed), TM_ESTOPPED when interrupted, or an
- * error (TM_ENOSPC: the destination is full; the phase is then suspended).
+ * error (TM_ENOSPC: the destination is full; TM_EROFS: it is read-only;
+ * TM_ENOENT: a root was removed, moved away or replaced during the copy;
+ * the phase is then suspended).
  */
 int tm_copy(tm_migration *m, const tm_exec_options *o);
 

@@ -64,6 +64,11 @@ void tm__adapter_close(struct tm__adapter *a)
         a->close(a);
 }
 
+int tm__adapter_check_root(struct tm__adapter *a)
+{
+    return a && a->check_root ? a->check_root(a) : 0;
+}
+
 enum tm__errclass tm__adapter_classify(struct tm__adapter *a, int err)
 {
     (void)a;

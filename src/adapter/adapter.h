@@ -112,6 +112,12 @@ struct tm__adapter {
      * final symlink (files get theirs in commit). With TM_CAP_OWNER. */
     int (*chown)(struct tm__adapter *a, const char *path, int64_t uid,
                  int64_t gid);
+    /* 0 while the root is still the folder the adapter opened, at the
+     * place it was opened; TM_ENOENT once it was removed, moved away,
+     * replaced or unmounted (then nothing more must be written through
+     * the adapter).
+     * Cheap: called before every write. Optional (default: 0). */
+    int (*check_root)(struct tm__adapter *a);
 };
 
 /* Base of an adapter's open files: a concrete file embeds it first. */
@@ -154,6 +160,8 @@ int tm__adapter_list(struct tm__adapter *a, const char *path, tm__list_cb cb,
 int tm__adapter_stat(struct tm__adapter *a, const char *path,
                      struct tm__entry *out);
 void tm__adapter_close(struct tm__adapter *a);
+/* a->check_root, or 0 when the adapter has none. */
+int tm__adapter_check_root(struct tm__adapter *a);
 enum tm__errclass tm__adapter_classify(struct tm__adapter *a, int err);
 /* Wait before retrying after TM_ETHROTTLED, in ms (>= 1). */
 int64_t tm__adapter_retry_after(struct tm__adapter *a);

@@ -32,6 +32,9 @@
 struct local {
     struct tm__adapter base; /* must be first */
     int root_fd;             /* O_PATH descriptor of the root folder */
+    char *root;              /* the root's absolute path, as opened */
+    dev_t root_dev;          /* the root's device and inode, as opened: */
+    ino_t root_ino;          /* a folder at root that differs is another */
     atomic_int no_openat2;   /* 1 once the kernel said ENOSYS */
 };
 
@@ -722,11 +725,30 @@ static int local_sync(struct tm__adapter *a)
     return rc;
 }
 
+/* The root descriptor keeps working after the root folder is removed
+ * (writes fail with ENOENT) or renamed (writes land in the moved folder,
+ * outside the destination the user named): the path must still lead to
+ * the same folder. A failure to tell (EACCES on an ancestor, ...) is not
+ * taken for a vanished root. */
+static int local_check_root(struct tm__adapter *a)
+{
+    struct local *l = (struct local *)a;
+    struct stat st;
+    if (fstat(l->root_fd, &st) == 0 && st.st_nlink == 0)
+        return TM_ENOENT; /* removed */
+    if (stat(l->root, &st) != 0)
+        return errno == ENOENT || errno == ENOTDIR ? TM_ENOENT : 0;
+    if (!S_ISDIR(st.st_mode) || st.st_dev != l->root_dev || st.st_ino != l->root_ino)
+        return TM_ENOENT; /* moved away, replaced */
+    return 0;
+}
+
 static void local_close(struct tm__adapter *a)
 {
     struct local *l = (struct local *)a;
     if (l->root_fd >= 0)
         close(l->root_fd);
+    free(l->root);
     free(l);
 }
 
@@ -753,10 +775,13 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
         return TM_EROOT;
     }
     l = calloc(1, sizeof *l);
-    if (!l) {
+    if (!l || !(l->root = strdup(root))) {
+        free(l);
         close(fd);
         return TM_ENOMEM;
     }
+    l->root_dev = st.st_dev;
+    l->root_ino = st.st_ino;
     l->base.version = 1;
     l->base.name = "local";
     l->base.caps = TM_CAP_MODES | TM_CAP_SYMLINKS | TM_CAP_OWNER;
@@ -779,6 +804,7 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     l->base.set_attr = local_set_attr;
     l->base.sync = local_sync;
     l->base.chown = local_chown;
+    l->base.check_root = local_check_root;
     l->root_fd = fd;
     *out = &l->base;
     return 0;

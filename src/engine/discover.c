@@ -207,6 +207,27 @@ static int add_names(struct tm__result *r, struct tm__wnode *n, const char *dir,
     return rc;
 }
 
+static void set_fatal(struct engine *e, int err, const char *msg);
+
+/* After a listing failed on side: a root that was removed or replaced
+ * explains it, and every listing after it would fail too. Returns 0, or
+ * TM_ENOENT after recording the fatal error that names the root. */
+static int root_gone(struct engine *e, int side)
+{
+    struct tm__buf m = TM__BUF_INIT;
+    if (tm__adapter_check_root(e->cfg->ad[side]) == 0)
+        return 0;
+    tm__buf_addf(&m, "the %s root %s is gone (removed, moved, replaced or "
+                 "unmounted): put it back and run the command again",
+                 side == TM_SRC ? "source" : "destination",
+                 e->cfg->root[side] ? e->cfg->root[side] : "");
+    pthread_mutex_lock(&e->mu);
+    set_fatal(e, TM_ENOENT, m.buf);
+    pthread_mutex_unlock(&e->mu);
+    tm__buf_release(&m);
+    return TM_ENOENT;
+}
+
 static int src_task(struct worker *wk, const struct task *t,
                     struct tm__result **out)
 {
@@ -227,6 +248,10 @@ static int src_task(struct worker *wk, const struct task *t,
         if (rc == TM_ESTOPPED || (rc != TM_EBADNAME &&
             tm__adapter_classify(e->cfg->ad[TM_SRC], rc) == TM_ERR_FATAL))
             goto out;
+        if (root_gone(e, TM_SRC)) {
+            rc = TM_ENOENT;
+            goto out;
+        }
         rc = fail_result(r, e->cfg->ad[TM_SRC], rc, NULL);
         goto out;
     }
@@ -374,6 +399,10 @@ static int dst_task(struct worker *wk, const struct task *t,
         if (rc == TM_ESTOPPED || (rc != TM_EBADNAME &&
             tm__adapter_classify(e->cfg->ad[TM_DST], rc) == TM_ERR_FATAL))
             goto out;
+        if (root_gone(e, TM_DST)) {
+            rc = TM_ENOENT;
+            goto out;
+        }
         rc = fail_result(r, e->cfg->ad[TM_DST], rc, NULL);
         goto out;
     }

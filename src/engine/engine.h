@@ -34,10 +34,12 @@ struct tm__discover_cfg {
     void (*on_round)(void *ctx, int side, int round);
     void *round_ctx;             /* its context */
     const struct tm__log_cfg *log; /* log service settings; NULL: none */
+    const char *root[2];         /* the roots' specs, for messages */
 };
 
 /* Runs discovery until both trees are done (0), a stop was asked
- * (TM_ESTOPPED), or a fatal error. Called on the main thread. */
+ * (TM_ESTOPPED), or a fatal error (TM_ENOENT: a root was removed or
+ * replaced during the run). Called on the main thread. */
 int tm__discover_run(struct tm__discover_cfg *cfg);
 
 /* One listed child; its name is in the listing's arena. */

@@ -27,6 +27,7 @@
 #include "util/util.h"
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +86,50 @@ struct worker {
 static int stopping(struct runner *r)
 {
     return atomic_load(r->cfg->stop) != 0;
+}
+
+static const char *const side_names[2] = { "source", "destination" };
+
+/* Records the first fatal error with its message and tells everyone to
+ * stop. Called with r->mu held. */
+static void set_fatal_msg(struct runner *r, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_fatal_msg(struct runner *r, int err, const char *fmt, ...)
+{
+    if (!r->fatal) {
+        va_list ap;
+        r->fatal = err;
+        tm__buf_reset(&r->fatal_msg);
+        va_start(ap, fmt);
+        tm__buf_vaddf(&r->fatal_msg, fmt, ap);
+        va_end(ap);
+    }
+    r->quit = 1;
+    pthread_cond_broadcast(&r->cv_work);
+    pthread_cond_broadcast(&r->cv_coord);
+}
+
+/* Checks that the roots are still where they were (the destination only,
+ * before a write: a source root moved away is still read correctly; both
+ * after a failure, which a vanished root would explain). Returns 0, or
+ * TM_ENOENT after recording the fatal error that names the root. */
+static int roots_gone(struct runner *r, int both)
+{
+    int side;
+    for (side = both ? TM_SRC : TM_DST; side <= TM_DST; side++) {
+        if (tm__adapter_check_root(r->cfg->ad[side]) == 0)
+            continue;
+        pthread_mutex_lock(&r->mu);
+        set_fatal_msg(r, TM_ENOENT, "the %s root %s is gone (removed, moved, "
+                      "replaced or unmounted): nothing more is %s; put it "
+                      "back and run the command again", side_names[side],
+                      r->cfg->root[side] ? r->cfg->root[side] : "",
+                      side == TM_DST ? "written" : "read");
+        pthread_mutex_unlock(&r->mu);
+        return TM_ENOENT;
+    }
+    return 0;
 }
 
 static struct tm__result *copy_result(const struct task *t, int new_cs,
@@ -322,9 +367,13 @@ static int copy_task(struct worker *wk, const struct task *t,
                                           "(--no-overwrite)");
         return *out ? 0 : TM_ENOMEM;
     }
+    if (roots_gone(r, 0))
+        return TM_ENOENT;
     rc = with_retries(wk, t, &attempts);
     if (rc == TM_ESTOPPED)
         return rc;
+    if (rc && roots_gone(r, 1))
+        return TM_ENOENT; /* not this node's fault */
     if (rc == TM_EEXIST && r->cfg->no_overwrite && t->type != TM_T_FOLDER) {
         *out = copy_result(t, CS_SKIPPED, "kept the destination's version, made "
                                           "after discovery (--no-overwrite)");
@@ -359,12 +408,16 @@ static int attrs_task(struct worker *wk, const struct task *t,
     *out = NULL;
     if (!da->set_attr)
         return 0;
+    if (roots_gone(wk->r, 0))
+        return TM_ENOENT;
     /* the owner first: chown clears the set-group-ID bit of a folder */
     rc = wk->r->cfg->owner ? copy_owner(wk, t->path) : 0;
     if (!rc)
         rc = da->set_attr(da, t->path, t->mtime, t->mode);
     if (!rc)
         return 0;
+    if (roots_gone(wk->r, 1))
+        return TM_ENOENT;
     if (tm__adapter_classify(da, rc) == TM_ERR_FATAL)
         return rc;
     tm__adapter_describe(da, rc, msg, sizeof msg);
@@ -504,6 +557,10 @@ static int verify_task(struct worker *wk, const struct task *t)
         tm__listing_reset(&l);
     if (!rc)
         rc = tm__listing_sort(&l);
+    if (rc && roots_gone(r, 1)) {
+        tm__listing_release(&l);
+        return TM_ENOENT;
+    }
     if (rc) {
         struct tm__result *p;
         snprintf(why, sizeof why, "cannot list the destination folder: %s",
@@ -557,23 +614,18 @@ static int verify_task(struct worker *wk, const struct task *t)
 
 /* ---- the pool and the coordinator ---- */
 
+/* A fatal error of a task on path. Called with r->mu held. */
 static void set_fatal(struct runner *r, int err, const char *path)
 {
-    if (!r->fatal) {
-        r->fatal = err;
-        tm__buf_reset(&r->fatal_msg);
-        if (err == TM_ENOSPC)
-            tm__buf_addf(&r->fatal_msg, "the destination is full (writing %s): "
-                         "free some space and run the command again", path);
-        else if (err == TM_EROFS)
-            tm__buf_addf(&r->fatal_msg, "the destination is read-only (writing %s)",
-                         path);
-        else
-            tm__buf_addf(&r->fatal_msg, "%s: %s", path, tm_strerror(err));
-    }
-    r->quit = 1;
-    pthread_cond_broadcast(&r->cv_work);
-    pthread_cond_broadcast(&r->cv_coord);
+    const char *dst = r->cfg->root[TM_DST] ? r->cfg->root[TM_DST] : "";
+    if (err == TM_ENOSPC)
+        set_fatal_msg(r, err, "the destination %s is full (writing %s): free some "
+                      "space and run the command again", dst, path);
+    else if (err == TM_EROFS)
+        set_fatal_msg(r, err, "the destination %s is read-only (writing %s): make "
+                      "it writable and run the command again", dst, path);
+    else
+        set_fatal_msg(r, err, "%s: %s", path, tm_strerror(err));
 }
 
 static void *worker_main(void *arg)

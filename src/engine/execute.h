@@ -20,6 +20,7 @@ enum tm__exec_mode { TM_EXEC_COPY = 0, TM_EXEC_VERIFY };
 struct tm__exec_cfg {
     int mode;                    /* enum tm__exec_mode */
     struct tm__adapter *ad[2];   /* source and destination */
+    const char *root[2];         /* their specs, for messages */
     const char *db_path;         /* state file, for the readers */
     sqlite3 *db;                 /* write connection, lent to the writer */
     int workers;                 /* threads */
@@ -38,7 +39,8 @@ struct tm__exec_cfg {
 };
 
 /* Runs the pass: 0 when done (cfg->problems counts what went wrong),
- * TM_ESTOPPED when a stop was asked, or a fatal error (e.g. TM_ENOSPC). */
+ * TM_ESTOPPED when a stop was asked, or a fatal error (e.g. TM_ENOSPC;
+ * TM_ENOENT: a root was removed, moved or replaced during the run). */
 int tm__exec_run(struct tm__exec_cfg *cfg);
 
 #endif

@@ -798,6 +798,7 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             { ad[0], ad[1] }, m->store.path, db, o.workers, o.lead, o.retries,
             (const char *const *)globs, n_globs, &m->stop, o.progress,
             o.progress_ctx, &m->err, on_round, m, &lc,
+            { rsrc ? rsrc : s_src.buf, rdst ? rdst : s_dst.buf },
         };
         rc = log_settings(m, o.log_level, o.udp_level, o.udp_addr, o.log_public,
                           &lc);
@@ -987,6 +988,8 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
     cfg.mode = mode;
     cfg.ad[0] = ad[0];
     cfg.ad[1] = ad[1];
+    cfg.root[0] = st->src;
+    cfg.root[1] = st->dst;
     cfg.db_path = m->store.path;
     cfg.db = m->store.db;
     cfg.workers = o->workers > 0 ? o->workers : get_int(m->store.db, "workers", 4);

@@ -769,7 +769,7 @@ int tm_review_print(tm_migration *m, FILE *out, int top)
     began = 0;
     if (!rc)
         rc = tm__buf_adds(&b, "\nthe items: treemig review --list "
-                              "missing|conflict|extra|failed|excluded|all\n");
+                              "missing|conflict|extra|failed|excluded|skipped|all\n");
     if (!rc)
         rc = put(m, out, &b);
     if (!rc && (fflush(out) != 0 || ferror(out)))
@@ -805,6 +805,10 @@ static const struct kind_query kinds[] = {
       "n.error" },
     { "failed", TM_DST, "n.traversal_status = 'failed'", "n.error" },
     { "excluded", TM_SRC, "n.traversal_status = 'excluded'", NULL },
+    /* never copied: special files, type clashes, nodes the copy passed by */
+    { "skipped", TM_SRC, "n.copy_status = 'skipped'",
+      "coalesce(n.error, n.conflict, CASE WHEN n.type = 'other' THEN "
+      "'special file' END)" },
 };
 
 #define N_KINDS (sizeof kinds / sizeof *kinds)
@@ -917,7 +921,7 @@ int tm_review_list(tm_migration *m, const char *kind, const char *prefix,
         known |= !strcmp(kinds[i].kind, kind);
     if (!all && !known)
         return fail(m, TM_EINVAL, "unknown kind '%s': expected missing, conflict, "
-                    "extra, failed, excluded or all", kind ? kind : "");
+                    "extra, failed, excluded, skipped or all", kind ? kind : "");
     began = begin_read(tm__migration_db(m));
     if (prefix && *prefix) {
         if (norm_path(&path, prefix))

@@ -35,7 +35,7 @@ import tmtest    # noqa: E402
 import treegen   # noqa: E402
 from tmtest import expect_eq, expect_rc, fail  # noqa: E402
 
-KINDS = ('missing', 'conflict', 'extra', 'failed', 'excluded')
+KINDS = ('missing', 'conflict', 'extra', 'failed', 'excluded', 'skipped')
 
 
 # --------------------------------------------------------------------------
@@ -184,6 +184,12 @@ def expected_items(rows_src, rows_dst, excluded_by_review=()):
             items.add(('excluded', 'src') + key)
             reasons[('excluded', 'src', p)] = ('review' if p in excluded_by_review
                                                else 'discover')
+        if r['copy_status'] == 'skipped':
+            items.add(('skipped', 'src') + key)
+            err = r.get('error')
+            reasons[('skipped', 'src', p)] = (
+                err.decode('utf-8', 'replace') if isinstance(err, bytes) else err) or \
+                r['conflict'] or ('special file' if r['type'] == 'other' else None)
     for p, r in rows_dst.items():
         if r['depth'] == 0:
             continue
@@ -442,7 +448,7 @@ def run_pair(R, base):
     def check_all():
         items, _ = listing(db, 'all')
         compare_items('--list all', want, items)
-        expect_eq('some of each kind listed', {'missing', 'conflict', 'extra'},
+        expect_eq('some of each kind listed', {'missing', 'conflict', 'extra', 'skipped'},
                   {i[0] for i in items})
         # the order: kind by kind, each in id (discovery) order
         kinds = [i[0] for i in plain_items(review_list(db, 'all'))]
@@ -499,7 +505,7 @@ def run_pair(R, base):
         finally:
             conn.close()
         for v in ('review_missing', 'review_conflicts', 'review_extra', 'review_failed',
-                  'review_excluded', 'review_items', 'review_folders', 'review_summary'):
+                  'review_excluded', 'review_skipped', 'review_items', 'review_folders', 'review_summary'):
             if v.encode() not in names:
                 fail('no view %s' % v)
         got = {(k.decode(), s.decode(), t.decode(), size, p) for k, s, t, size, p, _ in rows}

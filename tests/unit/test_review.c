@@ -161,6 +161,7 @@ static void test_schema_text_in_step(void **state)
     exec_ok(f->db, "DROP VIEW review_items; DROP VIEW review_missing;"
                    "DROP VIEW review_conflicts; DROP VIEW review_extra;"
                    "DROP VIEW review_failed; DROP VIEW review_excluded;"
+                   "DROP VIEW review_skipped;"
                    "DROP VIEW review_folders; DROP VIEW review_summary;"
                    "DROP TABLE excluded_prev; DROP TABLE exclusions;");
     review_objects(f->db, &again);
