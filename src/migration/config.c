@@ -65,11 +65,24 @@ static int utf8_valid(const unsigned char *s, size_t n)
     return 1;
 }
 
-/* Appends a YAML scalar for s: a double-quoted string, or !!binary. */
+/* 1 when code point cp may stand as itself in a double-quoted scalar and
+ * read back as itself: YAML's printable characters (libyaml refuses the
+ * others) but for the line breaks (NEL, LS, PS: a scalar folds them) and
+ * the byte order mark. */
+static int yaml_literal(uint32_t cp)
+{
+    if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f))
+        return 0;
+    return cp != 0x2028 && cp != 0x2029 && cp != 0xfeff && cp != 0xfffe &&
+           cp != 0xffff;
+}
+
+/* Appends a YAML scalar for s: a double-quoted string (escaping what
+ * yaml_literal() refuses), or !!binary when s is not UTF-8. */
 static int add_scalar(struct tm__buf *b, const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
-    size_t n = strlen(s), i;
+    size_t n = strlen(s), i, k;
     int rc = 0;
     if (!utf8_valid(p, n)) {
         rc = tm__buf_adds(b, "!!binary \"");
@@ -89,13 +102,15 @@ static int add_scalar(struct tm__buf *b, const char *s)
         return rc ? rc : tm__buf_addch(b, '"');
     }
     rc = tm__buf_addch(b, '"');
-    for (i = 0; !rc && i < n; i++) {
-        if (p[i] == '"' || p[i] == '\\')
+    for (i = 0; !rc && i < n; i += k) {
+        uint32_t cp = 0;
+        k = tm__utf8_seq(p + i, n - i, &cp);
+        if (cp == '"' || cp == '\\')
             rc = tm__buf_addf(b, "\\%c", p[i]);
-        else if (p[i] < 0x20 || p[i] == 0x7f)
-            rc = tm__buf_addf(b, "\\x%02x", p[i]);
+        else if (!yaml_literal(cp))
+            rc = tm__buf_addf(b, cp < 0x100 ? "\\x%02x" : "\\u%04x", (unsigned)cp);
         else
-            rc = tm__buf_addch(b, (char)p[i]);
+            rc = tm__buf_add(b, p + i, k);
     }
     return rc ? rc : tm__buf_addch(b, '"');
 }
@@ -254,7 +269,8 @@ static int b64_value(int ch)
     return p ? (int)(p - b64) : -1;
 }
 
-/* Copies the scalar n into *out, decoding !!binary. */
+/* Copies the scalar n into *out, decoding !!binary; on failure *out is
+ * NULL. */
 static int node_str(struct reader *r, yaml_node_t *n, const char *key, char **out)
 {
     const char *tag;
@@ -280,7 +296,7 @@ static int node_str(struct reader *r, yaml_node_t *n, const char *key, char **ou
                 continue;
             if (v < 0) {
                 snprintf(msg, sizeof msg, "'%s' is not valid base64", key);
-                return bad(r, n, msg);
+                goto refuse;
             }
             acc = (acc << 6) | (uint32_t)v;
             bits += 6;
@@ -296,9 +312,13 @@ static int node_str(struct reader *r, yaml_node_t *n, const char *key, char **ou
     (*out)[o] = '\0';
     if (strlen(*out) != o) {
         snprintf(msg, sizeof msg, "'%s' holds a NUL byte", key);
-        return bad(r, n, msg);
+        goto refuse;
     }
     return 0;
+refuse:
+    free(*out); /* a slot of excludes is not counted yet: free it here */
+    *out = NULL;
+    return bad(r, n, msg);
 }
 
 /* Copies the scalar at key of map into *out; absent or null is an error
@@ -365,7 +385,8 @@ static int get_excludes(struct reader *r, yaml_node_t *opts, struct tm__config *
         rc = node_str(r, x, "excludes", &c->excludes[c->n_excludes]);
         if (rc)
             return rc;
-        c->n_excludes++;
+        if (!c->excludes[c->n_excludes++][0]) /* !!binary "" */
+            return bad(r, x, "an exclude must be a non-empty string");
     }
     return 0;
 }
