@@ -124,7 +124,7 @@ static int add_kv(struct tm__buf *b, const char *indent, const char *key,
     return rc ? rc : tm__buf_addch(b, '\n');
 }
 
-static int render(struct tm__buf *b, const struct tm__config *c)
+int tm__config_render(struct tm__buf *b, const struct tm__config *c)
 {
     size_t i;
     int rc = tm__buf_addf(b,
@@ -188,7 +188,7 @@ int tm__config_write(const char *path, const struct tm__config *c,
     char *dir_copy = NULL;
     int fd = -1, rc;
 
-    rc = render(&text, c);
+    rc = tm__config_render(&text, c);
     if (!rc)
         rc = tm__buf_addf(&tmp, "%s.tmp.%ld", path, (long)getpid());
     if (rc)
@@ -438,41 +438,66 @@ static int load(struct reader *r, struct tm__config *c)
     return rc;
 }
 
-int tm__config_read(const char *path, struct tm__config *c, struct tm__buf *err)
+int tm__config_parse(const char *data, size_t len, const char *name,
+                     struct tm__config *c, struct tm__buf *err)
 {
     yaml_parser_t parser;
     yaml_document_t doc;
-    struct reader r = { &doc, path, err };
-    FILE *f;
+    struct reader r = { &doc, name, err };
     int rc;
 
     tm__config_release(c);
-    f = fopen(path, "rbe");
-    if (!f) {
-        rc = tm__from_errno(errno);
-        tm__buf_addf(err, "cannot open %s: %s", path, tm_strerror(rc));
-        return rc == TM_ENOENT ? TM_ENODB : rc;
-    }
-    if (!yaml_parser_initialize(&parser)) {
-        fclose(f);
+    if (!yaml_parser_initialize(&parser))
         return TM_ENOMEM;
-    }
-    yaml_parser_set_input_file(&parser, f);
+    yaml_parser_set_input_string(&parser, (const unsigned char *)data, len);
     if (!yaml_parser_load(&parser, &doc)) {
         tm__buf_addf(err, "%s is not valid YAML: %s at line %lu column %lu; the "
-                     "file was left untouched", path,
+                     "file was left untouched", name,
                      parser.problem ? parser.problem : "syntax error",
                      (unsigned long)parser.problem_mark.line + 1,
                      (unsigned long)parser.problem_mark.column + 1);
         yaml_parser_delete(&parser);
-        fclose(f);
         return TM_ECORRUPT;
     }
     rc = load(&r, c);
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
-    fclose(f);
     if (rc)
         tm__config_release(c);
+    return rc;
+}
+
+/* Reads the whole file at path into *out. */
+static int slurp(const char *path, struct tm__buf *out, struct tm__buf *err)
+{
+    char chunk[8192];
+    FILE *f = fopen(path, "rbe");
+    size_t n;
+    int rc = 0;
+    if (!f) {
+        rc = tm__from_errno(errno);
+        tm__buf_addf(err, "cannot open %s: %s", path, tm_strerror(rc));
+        return rc == TM_ENOENT ? TM_ENODB : rc;
+    }
+    while (!rc && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        rc = tm__buf_add(out, chunk, n);
+    if (!rc && ferror(f)) {
+        rc = TM_EIO;
+        tm__buf_addf(err, "cannot read %s: %s", path, tm_strerror(rc));
+    }
+    fclose(f);
+    return rc;
+}
+
+int tm__config_read(const char *path, struct tm__config *c, struct tm__buf *err)
+{
+    struct tm__buf text = TM__BUF_INIT;
+    int rc;
+
+    tm__config_release(c);
+    rc = slurp(path, &text, err);
+    if (!rc)
+        rc = tm__config_parse(text.buf, text.len, path, c, err);
+    tm__buf_release(&text);
     return rc;
 }

@@ -48,5 +48,9 @@ size_t tm__utf8_seq(const unsigned char *s, size_t n, uint32_t *cp);
 /* Joins a root-relative folder path ("/" or "/a/b") and a child name. */
 int tm__path_join(struct tm__buf *out, const char *dir, size_t dir_len,
                   const char *name, size_t name_len);
+/* Normalizes a root-relative path into out: adds the leading '/', drops
+ * repeated and trailing '/'. "" and "/" give "/". "." and ".." are names
+ * like any other (no storage lists them, so they match nothing). */
+int tm__path_norm(struct tm__buf *out, const char *p);
 
 #endif
