@@ -33,7 +33,8 @@ int tm__buf_adds(struct tm__buf *b, const char *s);
 int tm__buf_addch(struct tm__buf *b, char c);
 int tm__buf_addf(struct tm__buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-int tm__buf_vaddf(struct tm__buf *b, const char *fmt, va_list ap);
+int tm__buf_vaddf(struct tm__buf *b, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 void tm__buf_reset(struct tm__buf *b);
 void tm__buf_setlen(struct tm__buf *b, size_t len);
 /* Appends s as a JSON string literal (quotes included); bytes that are not
