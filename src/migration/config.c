@@ -67,8 +67,9 @@ static int utf8_valid(const unsigned char *s, size_t n)
 
 /* 1 when code point cp may stand as itself in a double-quoted scalar and
  * read back as itself: YAML's printable characters (libyaml refuses the
- * others) but for the line breaks (NEL, LS, PS: a scalar folds them) and
- * the byte order mark. */
+ * others, C1 controls, U+FFFE and U+FFFF among them) but for NEL (libyaml
+ * folds it into a space), and LS, PS and the byte order mark, which YAML
+ * 1.1 counts as line breaks or a mark that other readers may drop. */
 static int yaml_literal(uint32_t cp)
 {
     if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f))

@@ -268,10 +268,10 @@ static void test_binary_padding_and_edges(void **state)
 }
 
 /* Found by fuzz/fuzz_config.c: characters that YAML does not keep as
- * themselves in a double-quoted scalar (line breaks NEL, LS and PS, which
- * a scalar folds; C1 controls, U+FFFE and U+FFFF, which libyaml refuses;
- * the byte order mark) were written raw, so the file read back differently
- * or not at all. They are escaped now. */
+ * themselves in a double-quoted scalar were written raw: NEL read back as
+ * a space, and C1 controls, U+FFFE and U+FFFF made the file unreadable
+ * (libyaml refuses them). They are escaped now, and LS, PS and the byte
+ * order mark too (line breaks and a mark in YAML 1.1). */
 static void test_yaml_special_characters(void **state)
 {
     static const char *const values[] = {
