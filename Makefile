@@ -5,7 +5,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps test-deps build test soak demo asan tsan bench clean
+.PHONY: all deps test-deps build test soak demo asan tsan fuzz bench clean
 CTEST_ARGS ?= -LE long
 
 all: build
@@ -25,9 +25,10 @@ test: test-deps
 	@cmake --build $(BUILD) -j $(JOBS)
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
-# The suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+# The suite under AddressSanitizer + UndefinedBehaviorSanitizer (the
+# fuzzers run under both already: the fuzz label is left out).
 asan: test-deps
-	@$(MAKE) --no-print-directory test BUILD=build-asan \
+	@$(MAKE) --no-print-directory test BUILD=build-asan CTEST_ARGS="-LE 'long|fuzz'" \
 	  CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Debug -DTREEMIG_SANITIZE=address,undefined"
 
 # The unit tests and the most threaded integration tests under
@@ -40,6 +41,11 @@ tsan: test-deps
 soak: test-deps
 	@$(MAKE) --no-print-directory test CTEST_ARGS="-L long"
 
+# Each libFuzzer target for 10 minutes, one after the other, on a corpus
+# kept in build-fuzz/corpus (docs/fuzzing.md).
+fuzz: test-deps
+	@scripts/fuzz.sh long 600
+
 demo: build
 	@scripts/demo.sh $(BUILD)/treemig
 
@@ -48,4 +54,4 @@ bench: build
 	@bench/discover.sh
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz

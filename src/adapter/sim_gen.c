@@ -620,15 +620,16 @@ static int parse_double(const char *v, double *out)
 static int store_number(const struct tm__sim_spec *sp, const struct param *p,
                         void *field, double d, uint64_t u)
 {
-    int i = (int)d;
     int64_t n = (int64_t)u;
     (void)sp;
-    if (p->kind == K_DBL || p->off == offsetof(struct tm__sim_spec, size))
+    if (p->kind == K_DBL || p->off == offsetof(struct tm__sim_spec, size)) {
         memcpy(field, &d, sizeof d);
-    else if (p->off == offsetof(struct tm__sim_spec, depth))
+    } else if (p->off == offsetof(struct tm__sim_spec, depth)) {
+        int i = (int)u; /* only depth's range (0 to 64) gets here as an int */
         memcpy(field, &i, sizeof i);
-    else
+    } else {
         memcpy(field, &n, sizeof n);
+    }
     return 0;
 }
 
@@ -685,7 +686,9 @@ static int set_param(struct tm__sim_spec *sp, const struct param *p,
         if (parse_double(v, &d))
             return bad(err, errlen, p->name, "'%s' is not a number", v);
     }
-    if (d < p->lo || d > p->hi || (p->lo_open && d <= p->lo)) {
+    /* whole numbers are compared whole: 2^53 + 1 is not 2^53 */
+    if (d < p->lo || d > p->hi || (p->lo_open && d <= p->lo) ||
+        (p->kind != K_DBL && u > (uint64_t)p->hi)) {
         return bad(err, errlen, p->name, "'%s' is out of range (%s%g to %g)", v,
                    p->lo_open ? "above " : "", p->lo, p->hi);
     }

@@ -65,11 +65,25 @@ static int utf8_valid(const unsigned char *s, size_t n)
     return 1;
 }
 
-/* Appends a YAML scalar for s: a double-quoted string, or !!binary. */
+/* 1 when code point cp may stand as itself in a double-quoted scalar and
+ * read back as itself: YAML's printable characters (libyaml refuses the
+ * others, C1 controls, U+FFFE and U+FFFF among them) but for NEL (libyaml
+ * folds it into a space), and LS, PS and the byte order mark, which YAML
+ * 1.1 counts as line breaks or a mark that other readers may drop. */
+static int yaml_literal(uint32_t cp)
+{
+    if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f))
+        return 0;
+    return cp != 0x2028 && cp != 0x2029 && cp != 0xfeff && cp != 0xfffe &&
+           cp != 0xffff;
+}
+
+/* Appends a YAML scalar for s: a double-quoted string (escaping what
+ * yaml_literal() refuses), or !!binary when s is not UTF-8. */
 static int add_scalar(struct tm__buf *b, const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
-    size_t n = strlen(s), i;
+    size_t n = strlen(s), i, k;
     int rc = 0;
     if (!utf8_valid(p, n)) {
         rc = tm__buf_adds(b, "!!binary \"");
@@ -89,13 +103,15 @@ static int add_scalar(struct tm__buf *b, const char *s)
         return rc ? rc : tm__buf_addch(b, '"');
     }
     rc = tm__buf_addch(b, '"');
-    for (i = 0; !rc && i < n; i++) {
-        if (p[i] == '"' || p[i] == '\\')
+    for (i = 0; !rc && i < n; i += k) {
+        uint32_t cp = 0;
+        k = tm__utf8_seq(p + i, n - i, &cp);
+        if (cp == '"' || cp == '\\')
             rc = tm__buf_addf(b, "\\%c", p[i]);
-        else if (p[i] < 0x20 || p[i] == 0x7f)
-            rc = tm__buf_addf(b, "\\x%02x", p[i]);
+        else if (!yaml_literal(cp))
+            rc = tm__buf_addf(b, cp < 0x100 ? "\\x%02x" : "\\u%04x", (unsigned)cp);
         else
-            rc = tm__buf_addch(b, (char)p[i]);
+            rc = tm__buf_add(b, p + i, k);
     }
     return rc ? rc : tm__buf_addch(b, '"');
 }
@@ -109,7 +125,7 @@ static int add_kv(struct tm__buf *b, const char *indent, const char *key,
     return rc ? rc : tm__buf_addch(b, '\n');
 }
 
-static int render(struct tm__buf *b, const struct tm__config *c)
+int tm__config_render(struct tm__buf *b, const struct tm__config *c)
 {
     size_t i;
     int rc = tm__buf_addf(b,
@@ -173,7 +189,7 @@ int tm__config_write(const char *path, const struct tm__config *c,
     char *dir_copy = NULL;
     int fd = -1, rc;
 
-    rc = render(&text, c);
+    rc = tm__config_render(&text, c);
     if (!rc)
         rc = tm__buf_addf(&tmp, "%s.tmp.%ld", path, (long)getpid());
     if (rc)
@@ -254,7 +270,8 @@ static int b64_value(int ch)
     return p ? (int)(p - b64) : -1;
 }
 
-/* Copies the scalar n into *out, decoding !!binary. */
+/* Copies the scalar n into *out, decoding !!binary; on failure *out is
+ * NULL. */
 static int node_str(struct reader *r, yaml_node_t *n, const char *key, char **out)
 {
     const char *tag;
@@ -280,7 +297,7 @@ static int node_str(struct reader *r, yaml_node_t *n, const char *key, char **ou
                 continue;
             if (v < 0) {
                 snprintf(msg, sizeof msg, "'%s' is not valid base64", key);
-                return bad(r, n, msg);
+                goto refuse;
             }
             acc = (acc << 6) | (uint32_t)v;
             bits += 6;
@@ -296,9 +313,13 @@ static int node_str(struct reader *r, yaml_node_t *n, const char *key, char **ou
     (*out)[o] = '\0';
     if (strlen(*out) != o) {
         snprintf(msg, sizeof msg, "'%s' holds a NUL byte", key);
-        return bad(r, n, msg);
+        goto refuse;
     }
     return 0;
+refuse:
+    free(*out); /* a slot of excludes is not counted yet: free it here */
+    *out = NULL;
+    return bad(r, n, msg);
 }
 
 /* Copies the scalar at key of map into *out; absent or null is an error
@@ -365,7 +386,8 @@ static int get_excludes(struct reader *r, yaml_node_t *opts, struct tm__config *
         rc = node_str(r, x, "excludes", &c->excludes[c->n_excludes]);
         if (rc)
             return rc;
-        c->n_excludes++;
+        if (!c->excludes[c->n_excludes++][0]) /* !!binary "" */
+            return bad(r, x, "an exclude must be a non-empty string");
     }
     return 0;
 }
@@ -417,41 +439,66 @@ static int load(struct reader *r, struct tm__config *c)
     return rc;
 }
 
-int tm__config_read(const char *path, struct tm__config *c, struct tm__buf *err)
+int tm__config_parse(const char *data, size_t len, const char *name,
+                     struct tm__config *c, struct tm__buf *err)
 {
     yaml_parser_t parser;
     yaml_document_t doc;
-    struct reader r = { &doc, path, err };
-    FILE *f;
+    struct reader r = { &doc, name, err };
     int rc;
 
     tm__config_release(c);
-    f = fopen(path, "rbe");
-    if (!f) {
-        rc = tm__from_errno(errno);
-        tm__buf_addf(err, "cannot open %s: %s", path, tm_strerror(rc));
-        return rc == TM_ENOENT ? TM_ENODB : rc;
-    }
-    if (!yaml_parser_initialize(&parser)) {
-        fclose(f);
+    if (!yaml_parser_initialize(&parser))
         return TM_ENOMEM;
-    }
-    yaml_parser_set_input_file(&parser, f);
+    yaml_parser_set_input_string(&parser, (const unsigned char *)data, len);
     if (!yaml_parser_load(&parser, &doc)) {
         tm__buf_addf(err, "%s is not valid YAML: %s at line %lu column %lu; the "
-                     "file was left untouched", path,
+                     "file was left untouched", name,
                      parser.problem ? parser.problem : "syntax error",
                      (unsigned long)parser.problem_mark.line + 1,
                      (unsigned long)parser.problem_mark.column + 1);
         yaml_parser_delete(&parser);
-        fclose(f);
         return TM_ECORRUPT;
     }
     rc = load(&r, c);
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
-    fclose(f);
     if (rc)
         tm__config_release(c);
+    return rc;
+}
+
+/* Reads the whole file at path into *out. */
+static int slurp(const char *path, struct tm__buf *out, struct tm__buf *err)
+{
+    char chunk[8192];
+    FILE *f = fopen(path, "rbe");
+    size_t n;
+    int rc = 0;
+    if (!f) {
+        rc = tm__from_errno(errno);
+        tm__buf_addf(err, "cannot open %s: %s", path, tm_strerror(rc));
+        return rc == TM_ENOENT ? TM_ENODB : rc;
+    }
+    while (!rc && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        rc = tm__buf_add(out, chunk, n);
+    if (!rc && ferror(f)) {
+        rc = TM_EIO;
+        tm__buf_addf(err, "cannot read %s: %s", path, tm_strerror(rc));
+    }
+    fclose(f);
+    return rc;
+}
+
+int tm__config_read(const char *path, struct tm__config *c, struct tm__buf *err)
+{
+    struct tm__buf text = TM__BUF_INIT;
+    int rc;
+
+    tm__config_release(c);
+    rc = slurp(path, &text, err);
+    if (!rc)
+        rc = tm__config_parse(text.buf, text.len, path, c, err);
+    tm__buf_release(&text);
     return rc;
 }

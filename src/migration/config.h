@@ -43,6 +43,13 @@ int tm__config_write(const char *path, const struct tm__config *c,
  * treemig file, lacks a field or comes from a newer version is refused with
  * a message in err naming the problem. */
 int tm__config_read(const char *path, struct tm__config *c, struct tm__buf *err);
+/* Parses the YAML text data (len bytes, NUL bytes included) into c
+ * (released first), as tm__config_read() does with a file's content; name
+ * stands for the file in messages. */
+int tm__config_parse(const char *data, size_t len, const char *name,
+                     struct tm__config *c, struct tm__buf *err);
+/* Appends the text tm__config_write() would write for c to b. */
+int tm__config_render(struct tm__buf *b, const struct tm__config *c);
 /* Frees what c holds; c is zeroed. */
 void tm__config_release(struct tm__config *c);
 /* Replaces *field with a copy of value (NULL clears). */

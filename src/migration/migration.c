@@ -10,6 +10,7 @@
 #include "engine/execute.h"
 #include "log/log.h"
 #include "migration/config.h"
+#include "migration/migration_int.h"
 #include "store/store.h"
 #include "util/buf.h"
 #include "util/util.h"
@@ -387,28 +388,32 @@ static char *setting_dup(sqlite3 *db, const char *key)
     return v;
 }
 
-/* An absolute form of path (the folder resolved, the name kept). */
-static char *absolute(const char *path)
+char *tm__path_absolute(const char *path)
 {
     struct tm__buf b = TM__BUF_INIT;
     char *copy = strdup(path), *slash, *dir;
+    int rc;
     if (!copy)
         return NULL;
     slash = strrchr(copy, '/');
     if (slash == copy) {
-        tm__buf_adds(&b, copy);
+        rc = tm__buf_adds(&b, copy);
     } else {
         if (slash)
             *slash = '\0';
         dir = realpath(slash ? copy : ".", NULL);
         if (dir)
-            tm__buf_addf(&b, "%s/%s", strcmp(dir, "/") ? dir : "",
-                         slash ? slash + 1 : copy);
+            rc = tm__buf_addf(&b, "%s/%s", strcmp(dir, "/") ? dir : "",
+                              slash ? slash + 1 : copy);
         else
-            tm__buf_adds(&b, path);
+            rc = tm__buf_adds(&b, path);
         free(dir);
     }
     free(copy);
+    if (rc) {
+        tm__buf_release(&b);
+        return NULL;
+    }
     return tm__buf_detach(&b, NULL);
 }
 
@@ -532,7 +537,7 @@ static int yaml_names_us(tm_migration *m, const char *path)
 {
     struct tm__config c;
     struct tm__buf err = TM__BUF_INIT;
-    char *me = absolute(m->store.path);
+    char *me = tm__path_absolute(m->store.path);
     int ours;
     memset(&c, 0, sizeof c);
     if (access(path, F_OK) != 0) {
@@ -563,11 +568,11 @@ static int config_prepare(tm_migration *m, const char *config_opt,
 
     if (!m->config_path) {
         if (config_opt)
-            m->config_path = absolute(config_opt);
+            m->config_path = tm__path_absolute(config_opt);
         else if (stored && *stored && yaml_names_us(m, stored))
             m->config_path = strdup(stored);
         else if (tm__buf_addf(&b, "%s.yaml", m->store.path) == 0)
-            m->config_path = absolute(b.buf);
+            m->config_path = tm__path_absolute(b.buf);
     }
     if (!m->config_path || !id) {
         rc = id ? TM_ENOMEM : fail(m, TM_ECORRUPT, "the state file has no id");
@@ -597,7 +602,7 @@ static int config_prepare(tm_migration *m, const char *config_opt,
     c->phase = setting_dup(db, "phase");
     c->source = setting_dup(db, "src");
     c->destination = setting_dup(db, "dst");
-    c->database = absolute(m->store.path);
+    c->database = tm__path_absolute(m->store.path);
     c->src_round = get_int(db, "src_round", 0);
     c->dst_round = get_int(db, "dst_round", 0);
     c->workers = o->workers;
@@ -877,7 +882,7 @@ int tm_migration_open_config(tm_migration **out, const char *config_path)
         rc = fail(*out, TM_EMISMATCH, "%s names the state file %s, which holds "
                   "another migration (%s, not %s)", config_path, c.database,
                   id ? id : "none", c.id);
-    } else if (!((*out)->config_path = absolute(config_path))) {
+    } else if (!((*out)->config_path = tm__path_absolute(config_path))) {
         rc = TM_ENOMEM;
     }
     free(id);

@@ -21,5 +21,10 @@ struct tm__buf *tm__migration_err(tm_migration *m);
 int tm__migration_readonly(tm_migration *m);
 /* The state file's path as given to tm_migration_open(). Owned by m. */
 const char *tm__migration_path(tm_migration *m);
+/* An absolute form of a local file's path: its folder resolved by
+ * realpath(), its name kept; a path with a single '/' at its start, or
+ * whose folder does not resolve, is returned as given. Returns a malloc'd
+ * string (free() it), or NULL when out of memory. */
+char *tm__path_absolute(const char *path);
 
 #endif

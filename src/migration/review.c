@@ -195,26 +195,6 @@ static int put(tm_migration *m, FILE *out, const struct tm__buf *b)
  * Paths in the trees.
  */
 
-/* Normalizes a root-relative path: adds the leading '/', drops repeated and
- * trailing '/'. "" and "/" give "/". */
-static int norm_path(struct tm__buf *out, const char *p)
-{
-    int rc = 0;
-    tm__buf_reset(out);
-    while (!rc && *p) {
-        while (*p == '/')
-            p++;
-        if (!*p)
-            break;
-        rc = tm__buf_addch(out, '/');
-        while (!rc && *p && *p != '/')
-            rc = tm__buf_addch(out, *p++);
-    }
-    if (!rc && !out->len)
-        rc = tm__buf_addch(out, '/');
-    return rc;
-}
-
 /*
  * Finds the row of a normalized path in src_nodes or dst_nodes by walking
  * the unique index (parent_id, name) from the root: a few lookups, no scan.
@@ -924,7 +904,7 @@ int tm_review_list(tm_migration *m, const char *kind, const char *prefix,
                     "extra, failed, excluded, skipped or all", kind ? kind : "");
     began = begin_read(tm__migration_db(m));
     if (prefix && *prefix) {
-        if (norm_path(&path, prefix))
+        if (tm__path_norm(&path, prefix))
             rc = TM_ENOMEM;
         if (!rc && strcmp(path.buf, "/") != 0) {
             int side;

@@ -202,3 +202,21 @@ int tm__path_join(struct tm__buf *out, const char *dir, size_t dir_len,
         rc = tm__buf_add(out, name, name_len);
     return rc;
 }
+
+int tm__path_norm(struct tm__buf *out, const char *p)
+{
+    int rc = 0;
+    tm__buf_reset(out);
+    while (!rc && *p) {
+        while (*p == '/')
+            p++;
+        if (!*p)
+            break;
+        rc = tm__buf_addch(out, '/');
+        while (!rc && *p && *p != '/')
+            rc = tm__buf_addch(out, *p++);
+    }
+    if (!rc && !out->len)
+        rc = tm__buf_addch(out, '/');
+    return rc;
+}

@@ -33,7 +33,8 @@ int tm__buf_adds(struct tm__buf *b, const char *s);
 int tm__buf_addch(struct tm__buf *b, char c);
 int tm__buf_addf(struct tm__buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-int tm__buf_vaddf(struct tm__buf *b, const char *fmt, va_list ap);
+int tm__buf_vaddf(struct tm__buf *b, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 void tm__buf_reset(struct tm__buf *b);
 void tm__buf_setlen(struct tm__buf *b, size_t len);
 /* Appends s as a JSON string literal (quotes included); bytes that are not
@@ -48,5 +49,9 @@ size_t tm__utf8_seq(const unsigned char *s, size_t n, uint32_t *cp);
 /* Joins a root-relative folder path ("/" or "/a/b") and a child name. */
 int tm__path_join(struct tm__buf *out, const char *dir, size_t dir_len,
                   const char *name, size_t name_len);
+/* Normalizes a root-relative path into out: adds the leading '/', drops
+ * repeated and trailing '/'. "" and "/" give "/". "." and ".." are names
+ * like any other (no storage lists them, so they match nothing). */
+int tm__path_norm(struct tm__buf *out, const char *p);
 
 #endif

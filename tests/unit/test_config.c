@@ -267,6 +267,40 @@ static void test_binary_padding_and_edges(void **state)
     tm__buf_release(&err);
 }
 
+/* Found by fuzz/fuzz_config.c: characters that YAML does not keep as
+ * themselves in a double-quoted scalar were written raw: NEL read back as
+ * a space, and C1 controls, U+FFFE and U+FFFF made the file unreadable
+ * (libyaml refuses them). They are escaped now, and LS, PS and the byte
+ * order mark too (line breaks and a mark in YAML 1.1). */
+static void test_yaml_special_characters(void **state)
+{
+    static const char *const values[] = {
+        "a\xc2\x85" "b", "a\xe2\x80\xa8" "b", "a\xe2\x80\xa9" "b",
+        "\xef\xbb\xbf" "bom", "\xc2\x80\xc2\x9f", "\xef\xbf\xbe\xef\xbf\xbf",
+        "del\x7f tab\t", "\xc2\xa0" "nbsp \xe2\x80\x8b zwsp",
+    };
+    struct fixture *f = *state;
+    struct tm__buf err = TM__BUF_INIT;
+    char path[256];
+    size_t i;
+
+    path_in(f, "special.yaml", path, sizeof path);
+    for (i = 0; i < sizeof values / sizeof *values; i++) {
+        struct tm__config c, back;
+        fill(&c);
+        memset(&back, 0, sizeof back);
+        assert_int_equal(tm__config_set(&c.id, values[i]), 0);
+        assert_int_equal(tm__config_set(&c.excludes[0], values[i]), 0);
+        assert_int_equal(tm__config_write(path, &c, &err), 0);
+        if (tm__config_read(path, &back, &err) != 0)
+            fail_msg("value %zu does not read back: %s", i, err.buf);
+        assert_same(&c, &back);
+        tm__config_release(&c);
+        tm__config_release(&back);
+    }
+    tm__buf_release(&err);
+}
+
 static void test_no_excludes(void **state)
 {
     struct fixture *f = *state;
@@ -467,6 +501,15 @@ static void test_bad_values(void **state)
     text = edited("-", "- \"\"");
     expect_refused(f, text, TM_ECORRUPT, "exclude", NULL);
     free(text);
+    /* found by fuzz/fuzz_config.c: an exclude that decodes to nothing was
+     * accepted (and written back as "", which is then refused), and a bad
+     * base64 exclude leaked its copy */
+    text = edited("-", "- !!binary \"/==\"");
+    expect_refused(f, text, TM_ECORRUPT, "exclude must be a non-empty string", NULL);
+    free(text);
+    text = edited("-", "- !!binary \"!!\"");
+    expect_refused(f, text, TM_ECORRUPT, "'excludes' is not valid base64", NULL);
+    free(text);
 }
 
 static void test_newer_version(void **state)
@@ -630,6 +673,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_binary_padding_and_edges, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_yaml_special_characters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_excludes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_valid_reference_text, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_fields, setup, teardown),

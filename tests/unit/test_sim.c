@@ -122,6 +122,10 @@ static void test_spec_errors(void **state)
         { "src_deny=/d1", "src_deny: only for world=dst" },
         { "page=0", "page: '0' is out of range" },
         { "root_folders=1e3", "root_folders: '1e3' is not a whole number" },
+        /* found by fuzz/fuzz_sim_spec.c: compared as a double, 2^53 + 1 was
+         * taken for 2^53 and accepted */
+        { "crash_after=9007199254740993", "crash_after: '9007199254740993' is out of range" },
+        { "max_folders=10000001", "max_folders: '10000001' is out of range" },
     };
     size_t i;
     (void)state;
@@ -159,6 +163,14 @@ static void test_spec_accepts(void **state)
     assert_true(sp.latency_ms == 0.5);
     assert_int_equal(sp.mixed_names, 1);
     assert_true(tm__sim_prefix_match(&sp.deny, "/d7", 3)); /* "/" */
+    tm__sim_spec_release(&sp);
+    /* found by fuzz/fuzz_sim_spec.c: every whole number went through an
+     * int on its way to its field (undefined above INT_MAX) */
+    assert_int_equal(tm__sim_spec_parse(&sp, "max_size=2g,crash_after=9007199254740992,"
+                                        "depth=64", err, sizeof err), 0);
+    assert_true(sp.max_size == 2147483648LL);
+    assert_true(sp.crash_after == 9007199254740992LL);
+    assert_int_equal(sp.depth, 64);
     tm__sim_spec_release(&sp);
 }
 
