@@ -85,8 +85,11 @@ static void check_ranges(const struct tm__sim_spec *s)
     CHECK(s->crash_after >= 0 && s->crash_after <= (1LL << 53));
     CHECK(s->deny.n >= 0 && s->deny.n <= TM_SIM_MAX_PREFIX);
     CHECK(s->src_deny.n >= 0 && s->src_deny.n <= TM_SIM_MAX_PREFIX);
+    CHECK(s->badname.n >= 0 && s->badname.n <= TM_SIM_MAX_PREFIX);
+    CHECK(s->src_badname.n >= 0 && s->src_badname.n <= TM_SIM_MAX_PREFIX);
+    CHECK(!s->overlay || (s->overlay[0] == '/' && !strchr(s->overlay, ',')));
     if (s->world == TM_SIM_SRC)
-        CHECK(s->src_deny.n == 0 && s->src_permanent == 0);
+        CHECK(s->src_deny.n == 0 && s->src_permanent == 0 && s->src_badname.n == 0);
 }
 
 static int add_prefixes(struct tm__buf *b, const char *key,
@@ -129,6 +132,12 @@ static int format_spec(struct tm__buf *b, const struct tm__sim_spec *s)
         rc = add_prefixes(b, "deny", &s->deny);
     if (!rc)
         rc = add_prefixes(b, "src_deny", &s->src_deny);
+    if (!rc)
+        rc = add_prefixes(b, "badname", &s->badname);
+    if (!rc)
+        rc = add_prefixes(b, "src_badname", &s->src_badname);
+    if (!rc && s->overlay)
+        rc = tm__buf_addf(b, ",overlay=%s", s->overlay);
     return rc;
 }
 
@@ -161,6 +170,10 @@ static int same_spec(const struct tm__sim_spec *a, const struct tm__sim_spec *b)
            same_prefixes(&a->deny, &b->deny) &&
            a->src_permanent == b->src_permanent &&
            same_prefixes(&a->src_deny, &b->src_deny) &&
+           same_prefixes(&a->badname, &b->badname) &&
+           same_prefixes(&a->src_badname, &b->src_badname) &&
+           !a->overlay == !b->overlay &&
+           (!a->overlay || strcmp(a->overlay, b->overlay) == 0) &&
            a->latency_ms == b->latency_ms && a->jitter_ms == b->jitter_ms &&
            a->page == b->page && a->throttle == b->throttle &&
            a->burst == b->burst && a->crash_after == b->crash_after &&
