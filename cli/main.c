@@ -158,7 +158,8 @@ static const char copy_usage[] =
     "options:\n"
     "  --db FILE        state file (default ./" DEFAULT_DB ")\n"
     "  -y, --yes        do not ask for confirmation on a terminal\n"
-    "  --workers N      copying threads (default: as for discovery)\n"
+    "  --workers N      copying threads (default: twice discovery's workers\n"
+    "                   per side, 8 unless discover was given --workers)\n"
     "  --retries N      retries of a failure that may pass (default 3)\n"
     "  --no-overwrite   keep every file that exists on the destination\n"
     "  --owner          give each copied node its source's owner and group\n"
@@ -185,7 +186,7 @@ static const char verify_usage[] =
     "options:\n"
     "  --db FILE     state file (default ./" DEFAULT_DB ")\n"
     "  --checksum    compare contents too (reads both sides in full)\n"
-    "  --workers N   threads (default: as for discovery)\n"
+    "  --workers N   threads (default: twice discovery's workers per side)\n"
     LOG_USAGE
     "  -q, --quiet   no progress lines\n"
     "  -h, --help    show this help\n"

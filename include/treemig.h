@@ -185,7 +185,7 @@ int tm_migration_open_config(tm_migration **out, const char *config_path);
 int tm_resume(tm_migration *m, const tm_discover_options *opt);
 
 typedef struct tm_exec_options {
-    int workers;             /* threads; 0: default (4) */
+    int workers;             /* threads; 0: twice discovery's per side (8) */
     int retries;             /* retries of a retryable failure; -1: stored */
     int no_overwrite;        /* copy: keep every existing destination file */
     int force;               /* copy: run although discovery items failed */

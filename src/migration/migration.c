@@ -997,7 +997,11 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
     cfg.root[1] = st->dst;
     cfg.db_path = m->store.path;
     cfg.db = m->store.db;
-    cfg.workers = o->workers > 0 ? o->workers : get_int(m->store.db, "workers", 4);
+    /* discovery runs its workers on each side at once; a copy or verify
+     * has one pool, as many threads as discovery had in all (small files
+     * wait on the file system more than on the CPU: bench/copy.sh) */
+    cfg.workers = o->workers > 0 ? o->workers
+                                 : 2 * get_int(m->store.db, "workers", 4);
     cfg.retries = o->retries >= 0 ? o->retries : get_int(m->store.db, "retries", 3);
     cfg.no_overwrite = o->no_overwrite;
     cfg.owner = o->owner;
