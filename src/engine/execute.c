@@ -156,7 +156,7 @@ static int copy_file(struct worker *wk, const struct task *t)
     if (rc)
         goto out;
     if (da->copy_from && strcmp(sa->name, da->name) == 0) {
-        n = da->copy_from(out, in, t->size);
+        n = tm__adapter_copy_from(da, out, in, t->size);
     } else {
         while (n < t->size) {
             int64_t got = sa->read(in, wk->buf, IO_BUF), put;

@@ -194,6 +194,52 @@ static int resolve_spec(tm_migration *m, const char *what, const char *spec,
     return resolve_root(m, what, spec, out);
 }
 
+/* The length of the fault prefixes of spec ("fault:RULES:", maybe more
+ * than one). The state file stores a root without them: faults belong to
+ * one run, not to the migration, so a run without them resumes it
+ * (docs/adapters.md). */
+static size_t fault_prefix_len(const char *spec)
+{
+    const char *p = spec, *c;
+    while (strncmp(p, "fault:", 6) == 0 && (c = strchr(p + 6, ':')) != NULL)
+        p = c + 1;
+    return (size_t)(p - spec);
+}
+
+/* Opens the storage of one side at spec, wrapped in the fault layer with
+ * the plen bytes of prefix (fault rules given with the root, may be 0) and
+ * the rules of TREEMIG_FAULT_SRC or TREEMIG_FAULT_DST (a test hook; with
+ * TREEMIG_FAULT_REPORT alone, a layer that only counts). */
+static int open_side(tm_migration *m, int side, const char *prefix, size_t plen,
+                     const char *spec, struct tm__adapter **out)
+{
+    const char *env = getenv(side == TM_SRC ? "TREEMIG_FAULT_SRC"
+                                            : "TREEMIG_FAULT_DST");
+    const char *rep = getenv("TREEMIG_FAULT_REPORT");
+    struct tm__buf b = TM__BUF_INIT;
+    char aerr[512];
+    int rc = 0;
+
+    *out = NULL;
+    if ((env && *env) || (rep && *rep && strcmp(rep, "0") != 0))
+        rc = tm__buf_addf(&b, "fault:%s:", env ? env : "");
+    if (!rc && plen)
+        rc = tm__buf_add(&b, prefix, plen);
+    if (!rc)
+        rc = tm__buf_adds(&b, spec);
+    if (rc) {
+        tm__buf_release(&b);
+        return fail(m, TM_ENOMEM, "cannot open the %s storage: %s",
+                    side == TM_SRC ? "source" : "destination",
+                    tm_strerror(TM_ENOMEM));
+    }
+    rc = tm__adapter_open(b.buf, out, aerr, sizeof aerr);
+    if (rc)
+        fail(m, rc, "%s", aerr);
+    tm__buf_release(&b);
+    return rc;
+}
+
 /* 1 when path a is b or lies below b. */
 static int is_within(const char *a, const char *b)
 {
@@ -653,8 +699,8 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
                    s_dst = TM__BUF_INIT, exc = TM__BUF_INIT, s_exc = TM__BUF_INIT;
     struct tm__adapter *ad[2] = { NULL, NULL };
     char *rsrc = NULL, *rdst = NULL, **globs = NULL;
-    size_t n_globs = 0;
-    char aerr[512];
+    size_t n_globs = 0, src_plen = src ? fault_prefix_len(src) : 0,
+           dst_plen = dst ? fault_prefix_len(dst) : 0;
     int rc, fresh = 0;
     sqlite3 *db;
 
@@ -697,21 +743,19 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
                       "destination");
             goto out;
         }
-        rc = resolve_spec(m, "source", src, &rsrc);
+        rc = resolve_spec(m, "source", src + src_plen, &rsrc);
         if (!rc)
-            rc = resolve_spec(m, "destination", dst, &rdst);
+            rc = resolve_spec(m, "destination", dst + dst_plen, &rdst);
         if (!rc)
             rc = check_roots(m, rsrc, rdst);
         if (rc)
             goto out;
         fill_defaults(&o);
-        rc = tm__adapter_open(rsrc, &ad[0], aerr, sizeof aerr);
+        rc = open_side(m, TM_SRC, src, src_plen, rsrc, &ad[0]);
         if (!rc)
-            rc = tm__adapter_open(rdst, &ad[1], aerr, sizeof aerr);
-        if (rc) {
-            fail(m, rc, "%s", aerr);
+            rc = open_side(m, TM_DST, dst, dst_plen, rdst, &ad[1]);
+        if (rc)
             goto out;
-        }
         rc = create_migration(m, rsrc, rdst, exc.buf, &o, ad);
         if (rc)
             goto out;
@@ -725,7 +769,7 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         }
         tm__store_get(db, "excludes", &s_exc);
         if (src) {
-            rc = resolve_spec(m, "source", src, &rsrc);
+            rc = resolve_spec(m, "source", src + src_plen, &rsrc);
             if (rc)
                 goto out;
             if (strcmp(rsrc, s_src.buf) != 0) {
@@ -736,7 +780,7 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             }
         }
         if (dst) {
-            rc = resolve_spec(m, "destination", dst, &rdst);
+            rc = resolve_spec(m, "destination", dst + dst_plen, &rdst);
             if (rc)
                 goto out;
             if (strcmp(rdst, s_dst.buf) != 0) {
@@ -768,13 +812,11 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         goto out;
     }
     if (!ad[0]) {
-        rc = tm__adapter_open(s_src.buf, &ad[0], aerr, sizeof aerr);
+        rc = open_side(m, TM_SRC, src, src_plen, s_src.buf, &ad[0]);
         if (!rc)
-            rc = tm__adapter_open(s_dst.buf, &ad[1], aerr, sizeof aerr);
-        if (rc) {
-            fail(m, rc, "%s", aerr);
+            rc = open_side(m, TM_DST, dst, dst_plen, s_dst.buf, &ad[1]);
+        if (rc)
             goto out;
-        }
     }
     globs = split_lines(exc.buf, &n_globs);
     if (!globs) {
@@ -944,7 +986,6 @@ static int open_stored(tm_migration *m, struct tm__adapter *ad[2])
     char *exc = setting_dup(db, "excludes"), **globs = NULL;
     tm_discover_options o;
     size_t n = 0;
-    char aerr[512];
     int rc;
 
     ad[0] = ad[1] = NULL;
@@ -952,13 +993,11 @@ static int open_stored(tm_migration *m, struct tm__adapter *ad[2])
         rc = fail(m, TM_ECORRUPT, "the state file names no roots");
         goto out;
     }
-    rc = tm__adapter_open(src, &ad[0], aerr, sizeof aerr);
+    rc = open_side(m, TM_SRC, NULL, 0, src, &ad[0]);
     if (!rc)
-        rc = tm__adapter_open(dst, &ad[1], aerr, sizeof aerr);
-    if (rc) {
-        fail(m, rc, "%s", aerr);
+        rc = open_side(m, TM_DST, NULL, 0, dst, &ad[1]);
+    if (rc)
         goto out;
-    }
     tm_discover_options_init(&o);
     o.workers = get_int(db, "workers", 4);
     o.lead = get_int(db, "lead", 3);
@@ -1161,13 +1200,14 @@ static int refresh_failed(tm_migration *m)
 {
     struct tm__adapter *ad = NULL;
     sqlite3_stmt *sel = NULL, *upd = NULL;
-    char *src = setting_dup(m->store.db, "src"), aerr[512];
+    char *src = setting_dup(m->store.db, "src");
     int rc;
 
-    rc = src ? tm__adapter_open(src, &ad, aerr, sizeof aerr) : TM_ECORRUPT;
+    rc = src ? open_side(m, TM_SRC, NULL, 0, src, &ad)
+             : fail(m, TM_ECORRUPT, "no source root");
     free(src);
     if (rc)
-        return fail(m, rc, "%s", rc == TM_ECORRUPT ? "no source root" : aerr);
+        return rc;
     if (sqlite3_prepare_v2(m->store.db, "SELECT id, path FROM src_nodes WHERE "
                            "traversal_status = 'failed' AND type = 'folder'",
                            -1, &sel, NULL) != SQLITE_OK ||
@@ -1206,13 +1246,14 @@ static int refresh_changed(tm_migration *m)
     struct tm__adapter *ad = NULL;
     struct tm__stats_delta d = { NULL, 0, 0 };
     sqlite3_stmt *sel = NULL, *upd = NULL;
-    char *src = setting_dup(m->store.db, "src"), aerr[512];
+    char *src = setting_dup(m->store.db, "src");
     int rc;
 
-    rc = src ? tm__adapter_open(src, &ad, aerr, sizeof aerr) : TM_ECORRUPT;
+    rc = src ? open_side(m, TM_SRC, NULL, 0, src, &ad)
+             : fail(m, TM_ECORRUPT, "no source root");
     free(src);
     if (rc)
-        return fail(m, rc, "%s", rc == TM_ECORRUPT ? "no source root" : aerr);
+        return rc;
     if (sqlite3_prepare_v2(m->store.db,
                            "SELECT id, path, depth, size, traversal_status, conflict "
                            "FROM src_nodes WHERE copy_status = 'failed' AND type = "
