@@ -79,6 +79,7 @@ struct worker {
     sqlite3_stmt *kids;    /* verify: the copied children of a folder */
     char *buf, *buf2;      /* I/O buffers */
     struct tm__buf scratch; /* symlink targets */
+    int err_src;           /* the last copy error came from the source */
 };
 
 static int stopping(struct runner *r)
@@ -141,13 +142,15 @@ static int copy_file(struct worker *wk, const struct task *t)
     struct tm__adapter *sa = wk->r->cfg->ad[TM_SRC], *da = wk->r->cfg->ad[TM_DST];
     struct tm__rfile *in = NULL;
     struct tm__wfile *out = NULL;
-    struct tm__entry st, st2;
+    struct tm__entry st, st2 = { 0 };
     int64_t n = 0;
     int rc;
 
     rc = sa->open_read(sa, t->path, &in, &st);
-    if (rc)
+    if (rc) {
+        wk->err_src = 1;
         return rc;
+    }
     if (st.size != t->size || st.mtime != t->mtime) {
         rc = TM_ECHANGED;
         goto out;
@@ -161,8 +164,10 @@ static int copy_file(struct worker *wk, const struct task *t)
         while (n < t->size) {
             int64_t got = sa->read(in, wk->buf, IO_BUF), put;
             if (got <= 0) {
-                if (got < 0)
+                if (got < 0) {
                     n = got;
+                    wk->err_src = 1;
+                }
                 break;
             }
             put = da->write(out, wk->buf, (size_t)got);
@@ -178,9 +183,13 @@ static int copy_file(struct worker *wk, const struct task *t)
         goto out;
     }
     /* a file that grew, shrank or was rewritten meanwhile is not copied as
-     * a torn file: it fails with "changed since discovery" */
-    if (n != t->size || sa->fstat(in, &st2) != 0 || st2.size != t->size ||
-        st2.mtime != t->mtime) {
+     * a torn file: it fails with "changed since discovery"; a failed fstat
+     * is that failure (a transient one is retried), not a change */
+    if (n == t->size && (rc = sa->fstat(in, &st2)) != 0) {
+        wk->err_src = 1;
+        goto out;
+    }
+    if (n != t->size || st2.size != t->size || st2.mtime != t->mtime) {
         rc = TM_ECHANGED;
         goto out;
     }
@@ -210,6 +219,7 @@ static int copy_one(struct worker *wk, const struct task *t)
         if (!sa->readlink || !da->symlink)
             return TM_EINVAL;
         rc = sa->readlink(sa, t->path, &wk->scratch);
+        wk->err_src = rc != 0;
         return rc ? rc : da->symlink(da, t->path, wk->scratch.buf, t->mtime,
                                      wk->r->cfg->no_overwrite ? TM_NOREPLACE : 0);
     case TM_T_FILE:
@@ -249,6 +259,7 @@ static int with_retries(struct worker *wk, const struct task *t, int *attempts)
     int rc, unlocked = 0;
     for (*attempts = 1;; (*attempts)++) {
         enum tm__errclass cls;
+        wk->err_src = 0;
         rc = copy_one(wk, t);
         if (!rc)
             return 0;
@@ -303,8 +314,10 @@ static int copy_task(struct worker *wk, const struct task *t,
                                           "after discovery (--no-overwrite)");
         return *out ? 0 : TM_ENOMEM;
     }
+    /* a full or read-only destination ends the copy; the same error from
+     * the source is that node's failure */
     if (rc && tm__adapter_classify(r->cfg->ad[TM_DST], rc) == TM_ERR_FATAL &&
-        rc != TM_EINVAL)
+        rc != TM_EINVAL && (!wk->err_src || rc == TM_ENOMEM || rc == TM_EINTERNAL))
         return rc;
     if (rc) {
         char msg[256];
@@ -313,8 +326,10 @@ static int copy_task(struct worker *wk, const struct task *t,
                      rc == TM_EINVAL ? "not a regular file any more"
                                      : "changed since discovery");
         else
-            tm__adapter_describe(r->cfg->ad[TM_DST], rc, msg, sizeof msg);
-        snprintf(why, sizeof why, "copy %s: %s", t->path, msg);
+            tm__adapter_describe(r->cfg->ad[wk->err_src ? TM_SRC : TM_DST], rc,
+                                 msg, sizeof msg);
+        snprintf(why, sizeof why, "copy %s: %s%s", t->path,
+                 wk->err_src ? "reading the source: " : "", msg);
     }
     *out = copy_result(t, rc ? CS_FAILED : CS_SUCCESSFUL, rc ? why : NULL);
     if (!*out)
