@@ -250,6 +250,26 @@ static int unlock_parent(struct worker *wk, const struct task *t)
     return rc == 0;
 }
 
+/* After a failure rc of a call to a: 1 when it should be tried again (the
+ * wait is done: the storage's for throttling, else *backoff, doubled),
+ * counting *tries against the retries; 0 when not. */
+static int again(struct runner *r, struct tm__adapter *a, int rc, int *tries,
+                 int64_t *backoff)
+{
+    enum tm__errclass cls = tm__adapter_classify(a, rc);
+    if (stopping(r))
+        return 0;
+    if (cls == TM_ERR_THROTTLE) {
+        tm__sleep_ms(tm__adapter_retry_after(a));
+        return 1;
+    }
+    if (cls != TM_ERR_RETRY || ++*tries > r->cfg->retries)
+        return 0;
+    tm__sleep_ms(*backoff);
+    *backoff = *backoff * 2 > 5000 ? 5000 : *backoff * 2;
+    return 1;
+}
+
 /* Runs op with retries; returns its last result or TM_ESTOPPED. */
 static int with_retries(struct worker *wk, const struct task *t, int *attempts)
 {
@@ -343,19 +363,27 @@ static int attrs_task(struct worker *wk, const struct task *t,
 {
     struct tm__adapter *da = wk->r->cfg->ad[TM_DST];
     char why[512], msg[256];
-    int rc;
+    int rc, tries = 0;
+    int64_t backoff = 50;
     *out = NULL;
     if (!da->set_attr)
         return 0;
-    rc = da->set_attr(da, t->path, t->mtime, t->mode);
+    do
+        rc = da->set_attr(da, t->path, t->mtime, t->mode);
+    while (rc && again(wk->r, da, rc, &tries, &backoff));
     if (!rc)
         return 0;
     if (tm__adapter_classify(da, rc) == TM_ERR_FATAL)
         return rc;
     tm__adapter_describe(da, rc, msg, sizeof msg);
     snprintf(why, sizeof why, "set mode and mtime of %s: %s", t->path, msg);
-    *out = problem("copy", t->id, t->path, why);
-    return *out ? 0 : TM_ENOMEM;
+    /* the folder is not copied as it should be: it fails (so the copy
+     * says so, verify does not pass, and retry sets its attributes) */
+    *out = copy_result(t, CS_FAILED, why);
+    if (!*out)
+        return TM_ENOMEM;
+    (*out)->old_cs = (int8_t)t->parent_cs; /* here: the folder's own status */
+    return 0;
 }
 
 /* ---- verify ---- */
@@ -414,10 +442,14 @@ static const char *check_child(struct worker *wk, const char *path, int type,
     if (r->cfg->checksum && type == TM_T_SYMLINK) {
         struct tm__adapter *sa = r->cfg->ad[TM_SRC], *da = r->cfg->ad[TM_DST];
         struct tm__buf dt = TM__BUF_INIT;
-        int rc = sa->readlink && da->readlink ? sa->readlink(sa, path, &wk->scratch)
+        int rc = 0, tries = 0;
+        int64_t backoff = 50;
+        do {
+            rc = sa->readlink && da->readlink ? sa->readlink(sa, path, &wk->scratch)
                                               : TM_EINVAL;
-        if (!rc)
-            rc = da->readlink(da, path, &dt);
+            if (!rc)
+                rc = da->readlink(da, path, &dt);
+        } while (rc && rc != TM_EINVAL && again(r, da, rc, &tries, &backoff));
         if (rc) {
             tm__buf_release(&dt);
             snprintf(buf, len, "cannot read the link to compare: %s",
@@ -432,9 +464,13 @@ static const char *check_child(struct worker *wk, const char *path, int type,
     if (r->cfg->checksum && type == TM_T_FILE) {
         uint64_t hs = 0, hd = 0;
         int64_t bs = 0, bd = 0;
-        int rc = hash_file(wk, r->cfg->ad[TM_SRC], path, &hs, &bs);
-        if (!rc)
-            rc = hash_file(wk, r->cfg->ad[TM_DST], path, &hd, &bd);
+        int rc, tries = 0;
+        int64_t backoff = 50;
+        do {
+            rc = hash_file(wk, r->cfg->ad[TM_SRC], path, &hs, &bs);
+            if (!rc)
+                rc = hash_file(wk, r->cfg->ad[TM_DST], path, &hd, &bd);
+        } while (rc && again(r, r->cfg->ad[TM_DST], rc, &tries, &backoff));
         if (rc) {
             snprintf(buf, len, "cannot read to compare: %s", tm_strerror(rc));
             return buf;
@@ -455,7 +491,14 @@ static int verify_task(struct worker *wk, const struct task *t)
     char buf[256], why[1024];
     int rc, step, checked = 0;
 
-    rc = tm__adapter_list(r->cfg->ad[TM_DST], t->path, tm__listing_add, &l);
+    {
+        int tries = 0;
+        int64_t backoff = 50;
+        do {
+            tm__listing_reset(&l);
+            rc = tm__adapter_list(r->cfg->ad[TM_DST], t->path, tm__listing_add, &l);
+        } while (rc && again(r, r->cfg->ad[TM_DST], rc, &tries, &backoff));
+    }
     if (!rc)
         rc = tm__listing_sort(&l);
     if (rc) {
