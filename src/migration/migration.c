@@ -1449,6 +1449,23 @@ static int read_snapshots(tm_migration *m, tm_status *st)
     return 0;
 }
 
+/* 1 when the root of a side (depth 0) failed to be listed. */
+static int64_t root_failed(sqlite3 *db, const char *stats)
+{
+    struct tm__buf sql = TM__BUF_INIT;
+    sqlite3_stmt *q;
+    int64_t n = 0;
+    if (tm__buf_addf(&sql, "SELECT coalesce(sum(count), 0) FROM %s WHERE depth = 0 "
+                     "AND traversal_status = 'failed'", stats) == 0 &&
+        sqlite3_prepare_v2(db, sql.buf, -1, &q, NULL) == SQLITE_OK) {
+        if (sqlite3_step(q) == SQLITE_ROW)
+            n = sqlite3_column_int64(q, 0);
+        sqlite3_finalize(q);
+    }
+    tm__buf_release(&sql);
+    return n;
+}
+
 int tm_status_get(tm_migration *m, tm_status *st)
 {
     static const char *const sql[3] = {
@@ -1519,6 +1536,13 @@ int tm_status_get(tm_migration *m, tm_status *st)
         else
             rc = tm__store_error(db, rc, &m->err, "read status");
         sqlite3_finalize(s);
+    }
+    /* a root whose listing failed is a failed folder too (the counts leave
+     * the roots out otherwise): without it, nothing would say that the
+     * whole tree is missing */
+    if (!rc) {
+        st->src_counts.failed += root_failed(db, "src_stats");
+        st->dst_counts.failed += root_failed(db, "dst_stats");
     }
     return rc ? rc : read_snapshots(m, st);
 }
