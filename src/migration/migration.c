@@ -325,9 +325,15 @@ static int create_migration(tm_migration *m, const char *src, const char *dst,
 
     for (i = 0; i < 2; i++) {
         rc = tm__adapter_stat(ad[i], "/", &root[i]);
-        if (rc)
-            return fail(m, TM_EROOT, "cannot stat %s root: %s",
-                        i ? "destination" : "source", tm_strerror(rc));
+        if (rc) {
+            char msg[256];
+            tm__adapter_describe(ad[i], rc, msg, sizeof msg);
+            /* a root that is gone is a usage error; a storage that fails
+             * (i/o error, timeout) is not */
+            return fail(m, rc == TM_ENOENT || rc == TM_ENOTDIR ? TM_EROOT : rc,
+                        "cannot stat %s root: %s", i ? "destination" : "source",
+                        msg);
+        }
     }
     fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
     if (fd < 0 || read(fd, rnd, sizeof rnd) != (ssize_t)sizeof rnd) {
