@@ -321,7 +321,8 @@ static int commit(struct tm__writer *w, size_t rows)
     int src;
     if (rc) {
         tm__buf_reset(&w->errmsg);
-        tm__buf_addf(&w->errmsg, "cannot make the written data durable: %s",
+        tm__buf_addf(&w->errmsg, "cannot make the written data durable (sync of "
+                     "the destination): %s",
                      tm_strerror(rc));
         return rc;
     }
