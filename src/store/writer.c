@@ -392,8 +392,10 @@ static void *writer_main(void *arg)
                 r->next = NULL;
                 if (!in_txn) {
                     rc = tm__store_exec(w->db, "BEGIN IMMEDIATE", &w->errmsg);
-                    if (rc)
+                    if (rc) {
+                        tm__result_free(r); /* taken off the list already */
                         break;
+                    }
                     in_txn = 1;
                     txn_rows = 0;
                     txn_start = tm__now_ns();
