@@ -876,15 +876,20 @@ static int start_workers(struct runner *r, struct worker *wk, pthread_t *th,
     return 0;
 }
 
-static int max_depth(sqlite3 *db)
+/* The deepest depth with nodes, or an error (a copy that took 0 for it
+ * would copy nothing and say it is complete). */
+static int max_depth(struct runner *r)
 {
     sqlite3_stmt *st;
-    int d = 0;
-    if (sqlite3_prepare_v2(db, "SELECT max(depth) FROM src_stats WHERE count > 0",
-                           -1, &st, NULL) != SQLITE_OK)
-        return 0;
-    if (sqlite3_step(st) == SQLITE_ROW)
+    int d = 0, rc = sqlite3_prepare_v2(r->rd, "SELECT max(depth) FROM src_stats "
+                                       "WHERE count > 0", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return tm__store_error(r->rd, rc, r->cfg->err, "read the depth");
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
         d = sqlite3_column_int(st, 0);
+    else
+        d = tm__store_error(r->rd, rc, r->cfg->err, "read the depth");
     sqlite3_finalize(st);
     return d;
 }
@@ -893,8 +898,10 @@ static int run_stages(struct runner *r, struct task *buf)
 {
     sqlite3_stmt *st[3] = { NULL, NULL, NULL };
     int64_t t0 = tm__now_ns(), last_report = t0;
-    int i, rc = 0, depth, maxd = max_depth(r->rd);
+    int i, rc = 0, depth, maxd = max_depth(r);
 
+    if (maxd < 0)
+        return maxd;
     for (i = 0; i < 3 && !rc; i++)
         if (sqlite3_prepare_v2(r->rd, stage_sql[i], -1, &st[i], NULL) != SQLITE_OK)
             rc = tm__store_error(r->rd, SQLITE_ERROR, r->cfg->err, "prepare");
