@@ -377,8 +377,15 @@ static int attrs_task(struct worker *wk, const struct task *t,
         return rc;
     tm__adapter_describe(da, rc, msg, sizeof msg);
     snprintf(why, sizeof why, "set mode and mtime of %s: %s", t->path, msg);
-    /* the folder is not copied as it should be: it fails (so the copy
-     * says so, verify does not pass, and retry sets its attributes) */
+    /* a folder that was already there and is not ours to change (say,
+     * another owner's) keeps its status: the problem is recorded */
+    if (t->parent_cs != CS_SUCCESSFUL) {
+        *out = problem("copy", t->id, t->path, why);
+        return *out ? 0 : TM_ENOMEM;
+    }
+    /* a folder this copy made is not copied as it should be: it fails (so
+     * the copy says so, verify does not pass, and retry sets its
+     * attributes) */
     *out = copy_result(t, CS_FAILED, why);
     if (!*out)
         return TM_ENOMEM;
