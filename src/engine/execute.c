@@ -809,8 +809,11 @@ static int run_stage(struct runner *r, sqlite3_stmt *st, int stage, int depth,
             if (n < 0)
                 return n;
             rc = push(r, buf, n);
-            if (rc)
+            if (rc) {
+                while (n-- > 0) /* not in the window: still ours */
+                    free(buf[n].path);
                 return rc;
+            }
             r->fetched += n;
             done_fetching = n < PAGE;
             continue;
