@@ -423,11 +423,19 @@ static int hash_file(struct worker *wk, struct tm__adapter *a, const char *path,
     return n < 0 ? (int)n : 0;
 }
 
+/* 1 when err ends verify instead of being a mismatch (not enough memory:
+ * nothing is known about the node). */
+static int verify_fatal(int err)
+{
+    return err == TM_ENOMEM || err == TM_EINTERNAL;
+}
+
 /* Checks one source child against what the destination listing found.
- * Returns NULL when it matches, else a static or buffer message. */
+ * Returns NULL when it matches, else a static or buffer message; NULL with
+ * *fatal set when it could not be checked for a reason that ends verify. */
 static const char *check_child(struct worker *wk, const char *path, int type,
                                int64_t size, int64_t mtime, const struct tm__ent *d,
-                               char *buf, size_t len)
+                               char *buf, size_t len, int *fatal)
 {
     struct runner *r = wk->r;
     if (!d)
@@ -457,6 +465,11 @@ static const char *check_child(struct worker *wk, const char *path, int type,
             if (!rc)
                 rc = da->readlink(da, path, &dt);
         } while (rc && rc != TM_EINVAL && again(r, da, rc, &tries, &backoff));
+        if (rc && verify_fatal(rc)) {
+            tm__buf_release(&dt);
+            *fatal = rc;
+            return NULL;
+        }
         if (rc) {
             tm__buf_release(&dt);
             snprintf(buf, len, "cannot read the link to compare: %s",
@@ -478,6 +491,10 @@ static const char *check_child(struct worker *wk, const char *path, int type,
             if (!rc)
                 rc = hash_file(wk, r->cfg->ad[TM_DST], path, &hd, &bd);
         } while (rc && again(r, r->cfg->ad[TM_DST], rc, &tries, &backoff));
+        if (rc && verify_fatal(rc)) {
+            *fatal = rc;
+            return NULL;
+        }
         if (rc) {
             snprintf(buf, len, "cannot read to compare: %s", tm_strerror(rc));
             return buf;
@@ -508,6 +525,10 @@ static int verify_task(struct worker *wk, const struct task *t)
     }
     if (!rc)
         rc = tm__listing_sort(&l);
+    if (rc && verify_fatal(rc)) {
+        tm__listing_release(&l);
+        return rc;
+    }
     if (rc) {
         struct tm__result *p;
         snprintf(why, sizeof why, "cannot list the destination folder: %s",
@@ -531,7 +552,10 @@ static int verify_task(struct worker *wk, const struct task *t)
                              (size_t)sqlite3_column_bytes(wk->kids, 0));
         path = (const char *)sqlite3_column_text(wk->kids, 4);
         msg = check_child(wk, path, type, sqlite3_column_int64(wk->kids, 2),
-                          sqlite3_column_int64(wk->kids, 3), d, buf, sizeof buf);
+                          sqlite3_column_int64(wk->kids, 3), d, buf, sizeof buf,
+                          &rc);
+        if (rc)
+            break;
         checked++;
         if (msg) {
             struct tm__result *p;
