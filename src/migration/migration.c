@@ -773,7 +773,14 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             rc = fail(m, TM_ECORRUPT, "the state file names no roots");
             goto out;
         }
-        tm__store_get(db, "excludes", &s_exc);
+        /* missing is none; a read that fails must not drop them */
+        rc = tm__store_get(db, "excludes", &s_exc);
+        if (rc && rc != TM_ENOENT) {
+            fail(m, rc, "cannot read the excludes from the state file: %s",
+                 tm_strerror(rc));
+            goto out;
+        }
+        rc = 0;
         if (src) {
             rc = resolve_spec(m, "source", src + src_plen, &rsrc);
             if (rc)
