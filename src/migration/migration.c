@@ -439,28 +439,37 @@ static char *setting_dup(sqlite3 *db, const char *key)
     return v;
 }
 
-/* An absolute form of path (the folder resolved, the name kept). */
+/* An absolute form of path (the folder resolved, the name kept), or NULL
+ * when memory is short. */
 static char *absolute(const char *path)
 {
     struct tm__buf b = TM__BUF_INIT;
     char *copy = strdup(path), *slash, *dir;
+    int rc;
     if (!copy)
         return NULL;
     slash = strrchr(copy, '/');
     if (slash == copy) {
-        tm__buf_adds(&b, copy);
+        rc = tm__buf_adds(&b, copy);
     } else {
         if (slash)
             *slash = '\0';
+        errno = 0;
         dir = realpath(slash ? copy : ".", NULL);
         if (dir)
-            tm__buf_addf(&b, "%s/%s", strcmp(dir, "/") ? dir : "",
-                         slash ? slash + 1 : copy);
+            rc = tm__buf_addf(&b, "%s/%s", strcmp(dir, "/") ? dir : "",
+                              slash ? slash + 1 : copy);
+        else if (errno == ENOMEM)
+            rc = TM_ENOMEM; /* not a reason to keep a relative path */
         else
-            tm__buf_adds(&b, path);
+            rc = tm__buf_adds(&b, path);
         free(dir);
     }
     free(copy);
+    if (rc) {
+        tm__buf_release(&b);
+        return NULL;
+    }
     return tm__buf_detach(&b, NULL);
 }
 
