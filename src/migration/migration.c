@@ -45,7 +45,7 @@ struct tm_migration {
 
 static int fail(tm_migration *m, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static void copy_setting(sqlite3 *db, const char *key, char *out, size_t len);
+static int copy_setting(sqlite3 *db, const char *key, char *out, size_t len);
 
 static int fail(tm_migration *m, int rc, const char *fmt, ...)
 {
@@ -963,13 +963,21 @@ int tm_resume(tm_migration *m, const tm_discover_options *opt)
     rc = tm__store_get(m->store.db, "phase", &phase);
     if (rc) {
         tm__buf_release(&phase);
+        if (rc != TM_ENOENT)
+            return fail(m, rc, "cannot read the state file's phase: %s",
+                        tm_strerror(rc));
         return fail(m, TM_ECORRUPT, "the state file %s records no migration",
                     m->store.path);
     }
     {
         char from[32];
         int copying;
-        copy_setting(m->store.db, "suspended_from", from, sizeof from);
+        rc = copy_setting(m->store.db, "suspended_from", from, sizeof from);
+        if (rc) {
+            tm__buf_release(&phase);
+            return fail(m, rc, "cannot read the state file's settings: %s",
+                        tm_strerror(rc));
+        }
         copying = strcmp(phase.buf, "copying") == 0 ||
                   (strcmp(phase.buf, "suspended") == 0 && strcmp(from, "copying") == 0);
         tm__buf_release(&phase);
@@ -1012,7 +1020,15 @@ static int open_stored(tm_migration *m, struct tm__adapter *ad[2])
 
     ad[0] = ad[1] = NULL;
     if (!src || !dst) {
-        rc = fail(m, TM_ECORRUPT, "the state file names no roots");
+        /* missing, or a read that failed (not enough memory) */
+        struct tm__buf b = TM__BUF_INIT;
+        int grc = tm__store_get(db, src ? "dst" : "src", &b);
+        tm__buf_release(&b);
+        if (grc == TM_ENOENT)
+            rc = fail(m, TM_ECORRUPT, "the state file names no roots");
+        else
+            rc = fail(m, grc ? grc : TM_ENOMEM, "cannot read the roots from the "
+                      "state file: %s", tm_strerror(grc ? grc : TM_ENOMEM));
         goto out;
     }
     rc = open_side(m, TM_SRC, NULL, 0, src, &ad[0]);
@@ -1100,7 +1116,10 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
     rc = exec_start(m, opt, &o, &st);
     if (rc)
         return rc;
-    copy_setting(m->store.db, "suspended_from", from, sizeof from);
+    rc = copy_setting(m->store.db, "suspended_from", from, sizeof from);
+    if (rc)
+        return fail(m, rc, "cannot read the state file's settings: %s",
+                    tm_strerror(rc));
     if (phase_is(st.phase, "copied", "verified"))
         return 0; /* complete: nothing to do */
     if (!phase_is(st.phase, "discovered", "copying") &&
@@ -1423,13 +1442,17 @@ int tm_problems_print(tm_migration *m, const char *phase, FILE *out)
                                                    "read task errors");
 }
 
-static void copy_setting(sqlite3 *db, const char *key, char *out, size_t len)
+/* Copies a setting into out ("" when it is not set). Returns 0, or the
+ * error of a read that failed (out is then ""). */
+static int copy_setting(sqlite3 *db, const char *key, char *out, size_t len)
 {
     struct tm__buf b = TM__BUF_INIT;
+    int rc = tm__store_get(db, key, &b);
     out[0] = '\0';
-    if (tm__store_get(db, key, &b) == 0)
+    if (rc == 0)
         snprintf(out, len, "%s", b.buf);
     tm__buf_release(&b);
+    return rc == TM_ENOENT ? 0 : rc;
 }
 
 /* The observer's last snapshot of each queue, and the copy's ETA. */
@@ -1505,9 +1528,15 @@ int tm_status_get(tm_migration *m, tm_status *st)
     if (!m || !m->open)
         return TM_EINVAL;
     db = m->store.db;
-    copy_setting(db, "phase", st->phase, sizeof st->phase);
-    copy_setting(db, "src", st->src, sizeof st->src);
-    copy_setting(db, "dst", st->dst, sizeof st->dst);
+    /* a phase that cannot be read must not look like no phase */
+    rc = copy_setting(db, "phase", st->phase, sizeof st->phase);
+    if (!rc)
+        rc = copy_setting(db, "src", st->src, sizeof st->src);
+    if (!rc)
+        rc = copy_setting(db, "dst", st->dst, sizeof st->dst);
+    if (rc)
+        return fail(m, rc, "cannot read the state file's settings: %s",
+                    tm_strerror(rc));
     st->src_round = get_int(db, "src_round", 0);
     st->dst_round = get_int(db, "dst_round", 0);
     for (q = 0; q < 3 && !rc; q++) {
