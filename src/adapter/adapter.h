@@ -152,6 +152,9 @@ enum tm__fault_op {
 };
 extern const char *const tm__fault_op_names[TM_FOP_COUNT];
 
+/* Rules one fault layer takes at most. */
+#define TM_FAULT_MAX_RULES 16
+
 /* One rule: fail call number nth of op (and, sticky, every later one);
  * op TM_FOP_NO_COPY_FROM (rule "no_copy_from") instead hides copy_from so
  * that the engine copies with read and write. */

@@ -18,7 +18,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define FAULT_MAX_RULES 16
+#define FAULT_MAX_RULES TM_FAULT_MAX_RULES
 
 const char *const tm__fault_op_names[TM_FOP_COUNT] = {
     "list",       "stat",    "open_read", "read",     "fstat",

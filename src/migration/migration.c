@@ -206,6 +206,22 @@ static size_t fault_prefix_len(const char *spec)
     return (size_t)(p - spec);
 }
 
+/* Checks the rules of the fault prefixes of spec (plen bytes), so that a
+ * malformed one is refused even when nothing is opened (a complete step). */
+static int check_fault_prefix(tm_migration *m, const char *spec, size_t plen)
+{
+    const char *p = spec;
+    while ((size_t)(p - spec) < plen) {
+        struct tm__fault_rule rules[TM_FAULT_MAX_RULES];
+        char err[256];
+        int n, rc = tm__fault_parse(p, rules, TM_FAULT_MAX_RULES, &n, &p, err,
+                                    sizeof err);
+        if (rc)
+            return fail(m, rc, "%s", err);
+    }
+    return 0;
+}
+
 /* Opens the storage of one side at spec, wrapped in the fault layer with
  * the plen bytes of prefix (fault rules given with the root, may be 0) and
  * the rules of TREEMIG_FAULT_SRC or TREEMIG_FAULT_DST (a test hook; with
@@ -734,6 +750,10 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         goto out;
     }
     rc = check_log_options(m, &o);
+    if (!rc && src_plen)
+        rc = check_fault_prefix(m, src, src_plen);
+    if (!rc && dst_plen)
+        rc = check_fault_prefix(m, dst, dst_plen);
     if (rc)
         goto out;
     rc = tm__store_get(db, "phase", &phase);

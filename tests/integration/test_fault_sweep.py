@@ -356,6 +356,32 @@ def main():
         R.check('a clean run through counting fault layers copies the tree', learn)
         if not counts:
             R.finish()
+        def spec_prefix():
+            fresh_dst(dst0, dst)
+            for ext in ('', '-wal', '-shm', '.yaml', '.lock'):
+                if os.path.exists(db + ext):
+                    os.unlink(db + ext)
+            cp = run(['discover', '--db', db, '--workers', '2'] + COMMON +
+                     ['fault:list@2=eacces:' + src, 'fault::' + dst])
+            no_crash(cp, 'discover fault:...')
+            tmtest.expect_rc(cp, 3, 'discover with a fault: prefix')
+            m = tmtest.migration(db)
+            tmtest.expect_eq('the stored source root', src, m.get('src'))
+            tmtest.expect_eq('the stored destination root', dst, m.get('dst'))
+            if not any('fault injected into list call 2' in msg for _, msg in task_errors(db)):
+                fail('no task error names the injected fault: %r' % task_errors(db))
+            # the same roots with or without the prefix belong to it
+            cp = run(['discover', '--db', db] + COMMON + ['fault::' + src, dst])
+            tmtest.expect_rc(cp, 3, 'discover again with a counting prefix (complete, 1 failed)')
+            cp = run(['discover', '--db', db] + COMMON + ['fault:list@1:/nonexistent', dst])
+            tmtest.expect_rc(cp, 2, 'discover with another root behind the prefix')
+            cp = run(['discover', '--db', db] + COMMON + ['fault:bogus@1:' + src, dst])
+            tmtest.expect_rc(cp, 2, 'a malformed fault spec')
+            if b'unknown operation' not in cp.stderr:
+                fail('a malformed fault spec: no reason given: ' + text(cp))
+            resume(src, dst, db, 'fault: prefix', 'discover=3')
+        R.check('discover fault:list@2=eacces:SRC DST stores SRC, records the fault, '
+                'and a run without it completes', spec_prefix)
         for side, ops in (('src', SRC_OPS), ('dst', DST_OPS)):
             for op in ops:
                 if only and '%s:%s' % (side, op) not in only:
