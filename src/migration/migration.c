@@ -45,7 +45,17 @@ struct tm_migration {
 
 static int fail(tm_migration *m, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+static int setting_fail(tm_migration *m, int rc);
 static int copy_setting(sqlite3 *db, const char *key, char *out, size_t len);
+
+/* A setting of the state file could not be read (not: is missing). */
+static int setting_fail(tm_migration *m, int rc)
+{
+    return fail(m, rc, "state file %s: cannot read its settings: %s",
+                m->store.path,
+                rc == TM_EDB || rc == TM_ECORRUPT ? sqlite3_errmsg(m->store.db)
+                                                  : tm_strerror(rc));
+}
 
 static int fail(tm_migration *m, int rc, const char *fmt, ...)
 {
@@ -984,8 +994,7 @@ int tm_resume(tm_migration *m, const tm_discover_options *opt)
     if (rc) {
         tm__buf_release(&phase);
         if (rc != TM_ENOENT)
-            return fail(m, rc, "cannot read the state file's phase: %s",
-                        tm_strerror(rc));
+            return setting_fail(m, rc);
         return fail(m, TM_ECORRUPT, "the state file %s records no migration",
                     m->store.path);
     }
@@ -995,8 +1004,7 @@ int tm_resume(tm_migration *m, const tm_discover_options *opt)
         rc = copy_setting(m->store.db, "suspended_from", from, sizeof from);
         if (rc) {
             tm__buf_release(&phase);
-            return fail(m, rc, "cannot read the state file's settings: %s",
-                        tm_strerror(rc));
+            return setting_fail(m, rc);
         }
         copying = strcmp(phase.buf, "copying") == 0 ||
                   (strcmp(phase.buf, "suspended") == 0 && strcmp(from, "copying") == 0);
@@ -1047,8 +1055,7 @@ static int open_stored(tm_migration *m, struct tm__adapter *ad[2])
         if (grc == TM_ENOENT)
             rc = fail(m, TM_ECORRUPT, "the state file names no roots");
         else
-            rc = fail(m, grc ? grc : TM_ENOMEM, "cannot read the roots from the "
-                      "state file: %s", tm_strerror(grc ? grc : TM_ENOMEM));
+            rc = setting_fail(m, grc ? grc : TM_ENOMEM);
         goto out;
     }
     rc = open_side(m, TM_SRC, NULL, 0, src, &ad[0]);
@@ -1138,8 +1145,7 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
         return rc;
     rc = copy_setting(m->store.db, "suspended_from", from, sizeof from);
     if (rc)
-        return fail(m, rc, "cannot read the state file's settings: %s",
-                    tm_strerror(rc));
+        return setting_fail(m, rc);
     if (phase_is(st.phase, "copied", "verified"))
         return 0; /* complete: nothing to do */
     if (!phase_is(st.phase, "discovered", "copying") &&
@@ -1555,8 +1561,7 @@ int tm_status_get(tm_migration *m, tm_status *st)
     if (!rc)
         rc = copy_setting(db, "dst", st->dst, sizeof st->dst);
     if (rc)
-        return fail(m, rc, "cannot read the state file's settings: %s",
-                    tm_strerror(rc));
+        return setting_fail(m, rc);
     st->src_round = get_int(db, "src_round", 0);
     st->dst_round = get_int(db, "dst_round", 0);
     for (q = 0; q < 3 && !rc; q++) {
