@@ -1520,21 +1520,25 @@ static int read_snapshots(tm_migration *m, tm_status *st)
     return 0;
 }
 
-/* 1 when the root of a side (depth 0) failed to be listed. */
-static int64_t root_failed(sqlite3 *db, const char *stats)
+/* Adds to *n 1 when the root of a side (depth 0) failed to be listed.
+ * Returns 0 or the error of the query. */
+static int root_failed(sqlite3 *db, int side, int64_t *n)
 {
-    struct tm__buf sql = TM__BUF_INIT;
+    static const char *const sql[2] = {
+        "SELECT coalesce(sum(count), 0) FROM src_stats WHERE depth = 0 AND "
+        "traversal_status = 'failed'",
+        "SELECT coalesce(sum(count), 0) FROM dst_stats WHERE depth = 0 AND "
+        "traversal_status = 'failed'",
+    };
     sqlite3_stmt *q;
-    int64_t n = 0;
-    if (tm__buf_addf(&sql, "SELECT coalesce(sum(count), 0) FROM %s WHERE depth = 0 "
-                     "AND traversal_status = 'failed'", stats) == 0 &&
-        sqlite3_prepare_v2(db, sql.buf, -1, &q, NULL) == SQLITE_OK) {
-        if (sqlite3_step(q) == SQLITE_ROW)
-            n = sqlite3_column_int64(q, 0);
-        sqlite3_finalize(q);
-    }
-    tm__buf_release(&sql);
-    return n;
+    int rc = sqlite3_prepare_v2(db, sql[side], -1, &q, NULL);
+    if (rc != SQLITE_OK)
+        return tm__store_error(db, rc, NULL, "read status");
+    rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW)
+        *n += sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    return rc == SQLITE_ROW ? 0 : tm__store_error(db, rc, NULL, "read status");
 }
 
 int tm_status_get(tm_migration *m, tm_status *st)
@@ -1616,10 +1620,13 @@ int tm_status_get(tm_migration *m, tm_status *st)
     /* a root whose listing failed is a failed folder too (the counts leave
      * the roots out otherwise): without it, nothing would say that the
      * whole tree is missing */
-    if (!rc) {
-        st->src_counts.failed += root_failed(db, "src_stats");
-        st->dst_counts.failed += root_failed(db, "dst_stats");
-    }
+    if (!rc)
+        rc = root_failed(db, TM_SRC, &st->src_counts.failed);
+    if (!rc)
+        rc = root_failed(db, TM_DST, &st->dst_counts.failed);
+    if (rc)
+        fail(m, rc, "state file %s: read status: %s", m->store.path,
+             sqlite3_errmsg(db));
     return rc ? rc : read_snapshots(m, st);
 }
 
