@@ -427,6 +427,17 @@ static int get_int(sqlite3 *db, const char *key, int dflt)
     return v;
 }
 
+/* As get_int, but a read that fails (not: a missing key) is an error: the
+ * value is stored again afterwards, and a default must not replace it. */
+static int get_int_checked(tm_migration *m, const char *key, int dflt, int *out)
+{
+    struct tm__buf b = TM__BUF_INIT;
+    int rc = tm__store_get(m->store.db, key, &b);
+    *out = rc == 0 && b.len ? atoi(b.buf) : dflt;
+    tm__buf_release(&b);
+    return rc && rc != TM_ENOENT ? setting_fail(m, rc) : 0;
+}
+
 /* Splits the stored excludes into a NULL-terminated array (one malloc). */
 static char **split_lines(const char *s, size_t *n)
 {
@@ -848,14 +859,18 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             goto out;
         }
         if (o.workers <= 0)
-            o.workers = get_int(db, "workers", 4);
-        if (o.lead <= 0)
-            o.lead = get_int(db, "lead", 3);
-        if (o.retries < 0)
-            o.retries = get_int(db, "retries", 3);
+            rc = get_int_checked(m, "workers", 4, &o.workers);
+        if (!rc && o.lead <= 0)
+            rc = get_int_checked(m, "lead", 3, &o.lead);
+        if (!rc && o.retries < 0)
+            rc = get_int_checked(m, "retries", 3, &o.retries);
+        if (rc)
+            goto out;
         fill_defaults(&o);
         tm__buf_reset(&exc);
-        tm__buf_add(&exc, s_exc.buf, s_exc.len);
+        rc = tm__buf_add(&exc, s_exc.buf, s_exc.len);
+        if (rc)
+            goto out; /* with no excludes the rest would be discovered unfiltered */
     }
     if (strcmp(phase.buf, "roots-set") != 0 &&
         strcmp(phase.buf, "discovering") != 0 &&
