@@ -525,7 +525,20 @@ static int log_settings(tm_migration *m, const char *level, const char *udp_leve
     int lv[2], i, rc = 0, loop = 0;
 
     for (i = 0; i < 3 && !rc; i++) {
-        val[i] = given[i] ? strdup(given[i]) : setting_dup(db, keys[i]);
+        if (given[i]) {
+            val[i] = strdup(given[i]);
+        } else {
+            /* a failed read must not store the default over the setting */
+            struct tm__buf b = TM__BUF_INIT;
+            int grc = tm__store_get(db, keys[i], &b);
+            if (grc && grc != TM_ENOENT) {
+                tm__buf_release(&b);
+                rc = setting_fail(m, grc);
+                break;
+            }
+            val[i] = grc == 0 ? tm__buf_detach(&b, NULL) : NULL;
+            tm__buf_release(&b);
+        }
         if (!val[i] || !*val[i]) {
             free(val[i]);
             val[i] = strdup(dflt[i]);
