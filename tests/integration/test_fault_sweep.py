@@ -30,6 +30,10 @@ symlink targets (the root's own mtime and mode are not the copy's to set).
 read and write are swept with the rule no_copy_from on the destination
 (the engine then reads and writes instead of calling copy_from).
 
+Also: `discover fault:list@2=eacces:SRC fault::DST` stores the roots
+without the prefix, records the injected fault, is resumed without it,
+and a malformed rule is refused (exit 2) even on a complete migration.
+
 Env: TREEMIG_FAULT_K (default 5) caps N; TREEMIG_FAULT_OPS restricts the
 operations (comma-separated, e.g. "dst:set_attr,src:list").
 
