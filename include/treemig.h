@@ -138,7 +138,7 @@ typedef struct tm_tree_counts {
     int64_t folders, files, symlinks, other; /* rows by type, roots excluded */
     int64_t bytes;                           /* sum of file sizes */
     int64_t pending;                         /* folders not listed yet */
-    int64_t failed;                          /* traversal failed */
+    int64_t failed;                          /* traversal failed (the root too) */
     int64_t excluded;                        /* excluded by a filter */
     int64_t not_on_src;                      /* destination only */
 } tm_tree_counts;

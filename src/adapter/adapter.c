@@ -58,6 +58,14 @@ int tm__adapter_stat(struct tm__adapter *a, const char *path,
     return a->stat(a, path, out);
 }
 
+int64_t tm__adapter_copy_from(struct tm__adapter *da, struct tm__wfile *out,
+                              struct tm__rfile *in, int64_t size)
+{
+    if (!tm__fault_is(da))
+        in = tm__fault_rfile_inner(in);
+    return da->copy_from(out, in, size);
+}
+
 void tm__adapter_close(struct tm__adapter *a)
 {
     if (a && a->close)
@@ -119,5 +127,7 @@ int tm__adapter_open(const char *spec, struct tm__adapter **out, char *err,
     }
     if (tm__spec_is_sim(spec))
         return tm__sim_open(spec + 4, out, err, errlen);
+    if (strncmp(spec, "fault:", 6) == 0)
+        return tm__fault_open(spec, out, err, errlen);
     return tm__local_open(spec, out, err, errlen);
 }

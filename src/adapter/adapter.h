@@ -141,7 +141,8 @@ enum tm__errclass { TM_ERR_RETRY = 0, TM_ERR_NODE, TM_ERR_FATAL, TM_ERR_THROTTLE
 
 /*
  * Opens the adapter for spec: a local path (absolute or relative, made
- * absolute). On failure returns an error and writes the reason into err
+ * absolute), "sim:PARAMS", or "fault:RULES:SPEC" wrapping another. On
+ * failure returns an error and writes the reason into err
  * (errlen bytes). *out is freed with tm__adapter_close().
  */
 int tm__adapter_open(const char *spec, struct tm__adapter **out, char *err,
@@ -152,11 +153,61 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
 /* The simulated adapter; params is the spec after "sim:" (docs/sim.md). */
 int tm__sim_open(const char *params, struct tm__adapter **out, char *err,
                  size_t errlen);
+/* The fault layer (fault.c, docs/adapters.md): "fault:RULES:INNER". */
+int tm__fault_open(const char *spec, struct tm__adapter **out, char *err,
+                   size_t errlen);
+
+/* The operations the fault layer counts and can fail. */
+enum tm__fault_op {
+    TM_FOP_LIST = 0, TM_FOP_STAT, TM_FOP_OPEN_READ, TM_FOP_READ, TM_FOP_FSTAT,
+    TM_FOP_OPEN_WRITE, TM_FOP_WRITE, TM_FOP_COPY_FROM, TM_FOP_COMMIT,
+    TM_FOP_MKDIR, TM_FOP_READLINK, TM_FOP_SYMLINK, TM_FOP_SET_ATTR, TM_FOP_SYNC,
+    TM_FOP_CHOWN,
+    TM_FOP_COUNT,
+    TM_FOP_NO_COPY_FROM = TM_FOP_COUNT /* a rule that hides copy_from */
+};
+extern const char *const tm__fault_op_names[TM_FOP_COUNT];
+
+/* Rules one fault layer takes at most. */
+#define TM_FAULT_MAX_RULES 16
+
+/* One rule: fail call number nth of op (and, sticky, every later one);
+ * op TM_FOP_NO_COPY_FROM (rule "no_copy_from") instead hides copy_from so
+ * that the engine copies with read and write. */
+struct tm__fault_rule {
+    int op;          /* enum tm__fault_op */
+    long long nth;   /* the first call that fails, from 1 */
+    int err;         /* the error returned (TM_E*) */
+    int sticky;      /* 1: every call from nth on fails */
+};
+
+/* Parses "fault:RULES:INNER" into at most max rules (*n used); *inner
+ * points into spec at INNER. On failure err says why (TM_EBADSPEC). */
+int tm__fault_parse(const char *spec, struct tm__fault_rule *rules, int max,
+                    int *n, const char **inner, char *err, size_t errlen);
+/* Wraps in with n rules; on success the result owns in, on failure the
+ * caller keeps it. report: print the call counts on stderr at close. */
+int tm__fault_wrap(struct tm__adapter *in, const struct tm__fault_rule *rules,
+                   int n, int report, struct tm__adapter **out);
+/* 1 when a is a fault layer. */
+int tm__fault_is(const struct tm__adapter *a);
+/* Calls of op so far on a fault layer (-1 when a is not one). */
+long long tm__fault_calls(const struct tm__adapter *a, int op);
+/* Faults injected so far on a fault layer (-1 when a is not one). */
+long long tm__fault_fired(const struct tm__adapter *a);
+/* The innermost file below any fault layers (f itself when none). */
+struct tm__rfile *tm__fault_rfile_inner(struct tm__rfile *f);
+
 /* 1 when spec names a simulated storage ("sim:..."). */
 int tm__spec_is_sim(const char *spec);
 
 int tm__adapter_list(struct tm__adapter *a, const char *path, tm__list_cb cb,
                      void *ctx);
+/* da->copy_from(out, in, size), with in unwrapped from fault layers when
+ * da is not one itself (the adapter then sees only its own files). The
+ * caller checks that da->copy_from exists and both adapters share a name. */
+int64_t tm__adapter_copy_from(struct tm__adapter *da, struct tm__wfile *out,
+                              struct tm__rfile *in, int64_t size);
 int tm__adapter_stat(struct tm__adapter *a, const char *path,
                      struct tm__entry *out);
 void tm__adapter_close(struct tm__adapter *a);

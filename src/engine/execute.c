@@ -81,6 +81,7 @@ struct worker {
     sqlite3_stmt *kids;    /* verify: the copied children of a folder */
     char *buf, *buf2;      /* I/O buffers */
     struct tm__buf scratch; /* symlink targets */
+    int err_src;           /* the last copy error came from the source */
 };
 
 static int stopping(struct runner *r)
@@ -187,14 +188,16 @@ static int copy_file(struct worker *wk, const struct task *t)
     struct tm__adapter *sa = wk->r->cfg->ad[TM_SRC], *da = wk->r->cfg->ad[TM_DST];
     struct tm__rfile *in = NULL;
     struct tm__wfile *out = NULL;
-    struct tm__entry st, st2;
+    struct tm__entry st, st2 = { 0 };
     int64_t n = 0;
     uint32_t mode;
     int rc;
 
     rc = sa->open_read(sa, t->path, &in, &st);
-    if (rc)
+    if (rc) {
+        wk->err_src = 1;
         return rc;
+    }
     if (st.size != t->size || st.mtime != t->mtime) {
         rc = TM_ECHANGED;
         goto out;
@@ -203,13 +206,15 @@ static int copy_file(struct worker *wk, const struct task *t)
     if (rc)
         goto out;
     if (da->copy_from && strcmp(sa->name, da->name) == 0) {
-        n = da->copy_from(out, in, t->size);
+        n = tm__adapter_copy_from(da, out, in, t->size);
     } else {
         while (n < t->size) {
             int64_t got = sa->read(in, wk->buf, IO_BUF), put;
             if (got <= 0) {
-                if (got < 0)
+                if (got < 0) {
                     n = got;
+                    wk->err_src = 1;
+                }
                 break;
             }
             put = da->write(out, wk->buf, (size_t)got);
@@ -225,9 +230,13 @@ static int copy_file(struct worker *wk, const struct task *t)
         goto out;
     }
     /* a file that grew, shrank or was rewritten meanwhile is not copied as
-     * a torn file: it fails with "changed since discovery" */
-    if (n != t->size || sa->fstat(in, &st2) != 0 || st2.size != t->size ||
-        st2.mtime != t->mtime) {
+     * a torn file: it fails with "changed since discovery"; a failed fstat
+     * is that failure (a transient one is retried), not a change */
+    if (n == t->size && (rc = sa->fstat(in, &st2)) != 0) {
+        wk->err_src = 1;
+        goto out;
+    }
+    if (n != t->size || st2.size != t->size || st2.mtime != t->mtime) {
         rc = TM_ECHANGED;
         goto out;
     }
@@ -280,6 +289,7 @@ static int copy_one(struct worker *wk, const struct task *t)
         if (!sa->readlink || !da->symlink)
             return TM_EINVAL;
         rc = sa->readlink(sa, t->path, &wk->scratch);
+        wk->err_src = rc != 0;
         if (!rc)
             rc = da->symlink(da, t->path, wk->scratch.buf, t->mtime,
                              wk->r->cfg->no_overwrite ? TM_NOREPLACE : 0);
@@ -312,6 +322,26 @@ static int unlock_parent(struct worker *wk, const struct task *t)
     return rc == 0;
 }
 
+/* After a failure rc of a call to a: 1 when it should be tried again (the
+ * wait is done: the storage's for throttling, else *backoff, doubled),
+ * counting *tries against the retries; 0 when not. */
+static int again(struct runner *r, struct tm__adapter *a, int rc, int *tries,
+                 int64_t *backoff)
+{
+    enum tm__errclass cls = tm__adapter_classify(a, rc);
+    if (stopping(r))
+        return 0;
+    if (cls == TM_ERR_THROTTLE) {
+        tm__sleep_ms(tm__adapter_retry_after(a));
+        return 1;
+    }
+    if (cls != TM_ERR_RETRY || ++*tries > r->cfg->retries)
+        return 0;
+    tm__sleep_ms(*backoff);
+    *backoff = *backoff * 2 > 5000 ? 5000 : *backoff * 2;
+    return 1;
+}
+
 /* Runs op with retries; returns its last result or TM_ESTOPPED. */
 static int with_retries(struct worker *wk, const struct task *t, int *attempts)
 {
@@ -321,6 +351,7 @@ static int with_retries(struct worker *wk, const struct task *t, int *attempts)
     int rc, unlocked = 0;
     for (*attempts = 1;; (*attempts)++) {
         enum tm__errclass cls;
+        wk->err_src = 0;
         rc = copy_one(wk, t);
         if (!rc)
             return 0;
@@ -379,8 +410,10 @@ static int copy_task(struct worker *wk, const struct task *t,
                                           "after discovery (--no-overwrite)");
         return *out ? 0 : TM_ENOMEM;
     }
+    /* a full or read-only destination ends the copy; the same error from
+     * the source is that node's failure */
     if (rc && tm__adapter_classify(r->cfg->ad[TM_DST], rc) == TM_ERR_FATAL &&
-        rc != TM_EINVAL)
+        rc != TM_EINVAL && (!wk->err_src || rc == TM_ENOMEM || rc == TM_EINTERNAL))
         return rc;
     if (rc) {
         char msg[256];
@@ -389,8 +422,10 @@ static int copy_task(struct worker *wk, const struct task *t,
                      rc == TM_EINVAL ? "not a regular file any more"
                                      : "changed since discovery");
         else
-            tm__adapter_describe(r->cfg->ad[TM_DST], rc, msg, sizeof msg);
-        snprintf(why, sizeof why, "copy %s: %s", t->path, msg);
+            tm__adapter_describe(r->cfg->ad[wk->err_src ? TM_SRC : TM_DST], rc,
+                                 msg, sizeof msg);
+        snprintf(why, sizeof why, "copy %s: %s%s", t->path,
+                 wk->err_src ? "reading the source: " : "", msg);
     }
     *out = copy_result(t, rc ? CS_FAILED : CS_SUCCESSFUL, rc ? why : NULL);
     if (!*out)
@@ -404,16 +439,19 @@ static int attrs_task(struct worker *wk, const struct task *t,
 {
     struct tm__adapter *da = wk->r->cfg->ad[TM_DST];
     char why[512], msg[256];
-    int rc;
+    int rc, tries = 0;
+    int64_t backoff = 50;
     *out = NULL;
     if (!da->set_attr)
         return 0;
     if (roots_gone(wk->r, 0))
         return TM_ENOENT;
-    /* the owner first: chown clears the set-group-ID bit of a folder */
-    rc = wk->r->cfg->owner ? copy_owner(wk, t->path) : 0;
-    if (!rc)
-        rc = da->set_attr(da, t->path, t->mtime, t->mode);
+    do {
+        /* the owner first: chown clears the set-group-ID bit of a folder */
+        rc = wk->r->cfg->owner ? copy_owner(wk, t->path) : 0;
+        if (!rc)
+            rc = da->set_attr(da, t->path, t->mtime, t->mode);
+    } while (rc && again(wk->r, da, rc, &tries, &backoff));
     if (!rc)
         return 0;
     if (roots_gone(wk->r, 1))
@@ -423,32 +461,23 @@ static int attrs_task(struct worker *wk, const struct task *t,
     tm__adapter_describe(da, rc, msg, sizeof msg);
     snprintf(why, sizeof why, "set %s of %s: %s", wk->r->cfg->owner ?
              "owner, mode and mtime" : "mode and mtime", t->path, msg);
-    *out = problem("copy", t->id, t->path, why);
-    return *out ? 0 : TM_ENOMEM;
+    /* a folder that was already there and is not ours to change (say,
+     * another owner's) keeps its status: the problem is recorded */
+    if (t->parent_cs != CS_SUCCESSFUL) {
+        *out = problem("copy", t->id, t->path, why);
+        return *out ? 0 : TM_ENOMEM;
+    }
+    /* a folder this copy made is not copied as it should be: it fails (so
+     * the copy says so, verify does not pass, and retry sets its
+     * attributes) */
+    *out = copy_result(t, CS_FAILED, why);
+    if (!*out)
+        return TM_ENOMEM;
+    (*out)->old_cs = (int8_t)t->parent_cs; /* here: the folder's own status */
+    return 0;
 }
 
 /* ---- verify ---- */
-
-/* After verify's read of adapter a failed with rc: sleeps and returns 1
- * when the read should be tried again (throttled: as long as the storage
- * says, not counted; transient: with backoff, up to --retries), else 0. */
-static int retry_wait(struct runner *r, struct tm__adapter *a, int rc,
-                      int *retries, int64_t *backoff)
-{
-    enum tm__errclass cls = tm__adapter_classify(a, rc);
-    if (stopping(r))
-        return 0;
-    if (cls == TM_ERR_THROTTLE) {
-        tm__sleep_ms(tm__adapter_retry_after(a));
-        return 1;
-    }
-    if (cls != TM_ERR_RETRY || *retries >= r->cfg->retries)
-        return 0;
-    (*retries)++;
-    tm__sleep_ms(*backoff);
-    *backoff = *backoff * 2 > 5000 ? 5000 : *backoff * 2;
-    return 1;
-}
 
 /* Hashes a whole file with XXH3; *bytes gets its length. */
 static int hash_file(struct worker *wk, struct tm__adapter *a, const char *path,
@@ -478,11 +507,19 @@ static int hash_file(struct worker *wk, struct tm__adapter *a, const char *path,
     return n < 0 ? (int)n : 0;
 }
 
+/* 1 when err ends verify instead of being a mismatch (not enough memory:
+ * nothing is known about the node). */
+static int verify_fatal(int err)
+{
+    return err == TM_ENOMEM || err == TM_EINTERNAL;
+}
+
 /* Checks one source child against what the destination listing found.
- * Returns NULL when it matches, else a static or buffer message. */
+ * Returns NULL when it matches, else a static or buffer message; NULL with
+ * *fatal set when it could not be checked for a reason that ends verify. */
 static const char *check_child(struct worker *wk, const char *path, int type,
                                int64_t size, int64_t mtime, const struct tm__ent *d,
-                               char *buf, size_t len)
+                               char *buf, size_t len, int *fatal)
 {
     struct runner *r = wk->r;
     if (!d)
@@ -504,10 +541,19 @@ static const char *check_child(struct worker *wk, const char *path, int type,
     if (r->cfg->checksum && type == TM_T_SYMLINK) {
         struct tm__adapter *sa = r->cfg->ad[TM_SRC], *da = r->cfg->ad[TM_DST];
         struct tm__buf dt = TM__BUF_INIT;
-        int rc = sa->readlink && da->readlink ? sa->readlink(sa, path, &wk->scratch)
+        int rc = 0, tries = 0;
+        int64_t backoff = 50;
+        do {
+            rc = sa->readlink && da->readlink ? sa->readlink(sa, path, &wk->scratch)
                                               : TM_EINVAL;
-        if (!rc)
-            rc = da->readlink(da, path, &dt);
+            if (!rc)
+                rc = da->readlink(da, path, &dt);
+        } while (rc && rc != TM_EINVAL && again(r, da, rc, &tries, &backoff));
+        if (rc && verify_fatal(rc)) {
+            tm__buf_release(&dt);
+            *fatal = rc;
+            return NULL;
+        }
         if (rc) {
             tm__buf_release(&dt);
             snprintf(buf, len, "cannot read the link to compare: %s",
@@ -521,15 +567,18 @@ static const char *check_child(struct worker *wk, const char *path, int type,
     }
     if (r->cfg->checksum && type == TM_T_FILE) {
         uint64_t hs = 0, hd = 0;
-        int64_t bs = 0, bd = 0, backoff = 50;
+        int64_t bs = 0, bd = 0;
         int rc, tries = 0;
-        while ((rc = hash_file(wk, r->cfg->ad[TM_SRC], path, &hs, &bs)) != 0 &&
-               retry_wait(r, r->cfg->ad[TM_SRC], rc, &tries, &backoff))
-            ;
-        if (!rc)
-            while ((rc = hash_file(wk, r->cfg->ad[TM_DST], path, &hd, &bd)) != 0 &&
-                   retry_wait(r, r->cfg->ad[TM_DST], rc, &tries, &backoff))
-                ;
+        int64_t backoff = 50;
+        do {
+            rc = hash_file(wk, r->cfg->ad[TM_SRC], path, &hs, &bs);
+            if (!rc)
+                rc = hash_file(wk, r->cfg->ad[TM_DST], path, &hd, &bd);
+        } while (rc && again(r, r->cfg->ad[TM_DST], rc, &tries, &backoff));
+        if (rc && verify_fatal(rc)) {
+            *fatal = rc;
+            return NULL;
+        }
         if (rc) {
             snprintf(buf, len, "cannot read to compare: %s", tm_strerror(rc));
             return buf;
@@ -548,18 +597,25 @@ static int verify_task(struct worker *wk, const struct task *t)
     struct runner *r = wk->r;
     struct tm__listing l = TM__LISTING_INIT;
     char buf[256], why[1024];
-    int rc, step, checked = 0, tries = 0;
-    int64_t backoff = 50;
+    int rc, step, checked = 0;
 
-    while ((rc = tm__adapter_list(r->cfg->ad[TM_DST], t->path, tm__listing_add,
-                                  &l)) != 0 &&
-           retry_wait(r, r->cfg->ad[TM_DST], rc, &tries, &backoff))
-        tm__listing_reset(&l);
+    {
+        int tries = 0;
+        int64_t backoff = 50;
+        do {
+            tm__listing_reset(&l);
+            rc = tm__adapter_list(r->cfg->ad[TM_DST], t->path, tm__listing_add, &l);
+        } while (rc && again(r, r->cfg->ad[TM_DST], rc, &tries, &backoff));
+    }
     if (!rc)
         rc = tm__listing_sort(&l);
     if (rc && roots_gone(r, 1)) {
         tm__listing_release(&l);
         return TM_ENOENT;
+    }
+    if (rc && verify_fatal(rc)) {
+        tm__listing_release(&l);
+        return rc;
     }
     if (rc) {
         struct tm__result *p;
@@ -584,7 +640,10 @@ static int verify_task(struct worker *wk, const struct task *t)
                              (size_t)sqlite3_column_bytes(wk->kids, 0));
         path = (const char *)sqlite3_column_text(wk->kids, 4);
         msg = check_child(wk, path, type, sqlite3_column_int64(wk->kids, 2),
-                          sqlite3_column_int64(wk->kids, 3), d, buf, sizeof buf);
+                          sqlite3_column_int64(wk->kids, 3), d, buf, sizeof buf,
+                          &rc);
+        if (rc)
+            break;
         checked++;
         if (msg) {
             struct tm__result *p;
@@ -857,8 +916,11 @@ static int run_stage(struct runner *r, sqlite3_stmt *st, int stage, int depth,
             if (n < 0)
                 return n;
             rc = push(r, buf, n);
-            if (rc)
+            if (rc) {
+                while (n-- > 0) /* not in the window: still ours */
+                    free(buf[n].path);
                 return rc;
+            }
             r->fetched += n;
             done_fetching = n < PAGE;
             continue;
@@ -931,15 +993,20 @@ static int start_workers(struct runner *r, struct worker *wk, pthread_t *th,
     return 0;
 }
 
-static int max_depth(sqlite3 *db)
+/* The deepest depth with nodes, or an error (a copy that took 0 for it
+ * would copy nothing and say it is complete). */
+static int max_depth(struct runner *r)
 {
     sqlite3_stmt *st;
-    int d = 0;
-    if (sqlite3_prepare_v2(db, "SELECT max(depth) FROM src_stats WHERE count > 0",
-                           -1, &st, NULL) != SQLITE_OK)
-        return 0;
-    if (sqlite3_step(st) == SQLITE_ROW)
+    int d = 0, rc = sqlite3_prepare_v2(r->rd, "SELECT max(depth) FROM src_stats "
+                                       "WHERE count > 0", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return tm__store_error(r->rd, rc, r->cfg->err, "read the depth");
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
         d = sqlite3_column_int(st, 0);
+    else
+        d = tm__store_error(r->rd, rc, r->cfg->err, "read the depth");
     sqlite3_finalize(st);
     return d;
 }
@@ -948,8 +1015,10 @@ static int run_stages(struct runner *r, struct task *buf)
 {
     sqlite3_stmt *st[3] = { NULL, NULL, NULL };
     int64_t t0 = tm__now_ns(), last_report = t0;
-    int i, rc = 0, depth, maxd = max_depth(r->rd);
+    int i, rc = 0, depth, maxd = max_depth(r);
 
+    if (maxd < 0)
+        return maxd;
     for (i = 0; i < 3 && !rc; i++)
         if (sqlite3_prepare_v2(r->rd, stage_sql[i], -1, &st[i], NULL) != SQLITE_OK)
             rc = tm__store_error(r->rd, SQLITE_ERROR, r->cfg->err, "prepare");

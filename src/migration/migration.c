@@ -46,7 +46,17 @@ struct tm_migration {
 
 static int fail(tm_migration *m, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static void copy_setting(sqlite3 *db, const char *key, char *out, size_t len);
+static int setting_fail(tm_migration *m, int rc);
+static int copy_setting(sqlite3 *db, const char *key, char *out, size_t len);
+
+/* A setting of the state file could not be read (not: is missing). */
+static int setting_fail(tm_migration *m, int rc)
+{
+    return fail(m, rc, "state file %s: cannot read its settings: %s",
+                m->store.path,
+                rc == TM_EDB || rc == TM_ECORRUPT ? sqlite3_errmsg(m->store.db)
+                                                  : tm_strerror(rc));
+}
 
 static int fail(tm_migration *m, int rc, const char *fmt, ...)
 {
@@ -195,6 +205,68 @@ static int resolve_spec(tm_migration *m, const char *what, const char *spec,
     return resolve_root(m, what, spec, out);
 }
 
+/* The length of the fault prefixes of spec ("fault:RULES:", maybe more
+ * than one). The state file stores a root without them: faults belong to
+ * one run, not to the migration, so a run without them resumes it
+ * (docs/adapters.md). */
+static size_t fault_prefix_len(const char *spec)
+{
+    const char *p = spec, *c;
+    while (strncmp(p, "fault:", 6) == 0 && (c = strchr(p + 6, ':')) != NULL)
+        p = c + 1;
+    return (size_t)(p - spec);
+}
+
+/* Checks the rules of the fault prefixes of spec (plen bytes), so that a
+ * malformed one is refused even when nothing is opened (a complete step). */
+static int check_fault_prefix(tm_migration *m, const char *spec, size_t plen)
+{
+    const char *p = spec;
+    while ((size_t)(p - spec) < plen) {
+        struct tm__fault_rule rules[TM_FAULT_MAX_RULES];
+        char err[256];
+        int n, rc = tm__fault_parse(p, rules, TM_FAULT_MAX_RULES, &n, &p, err,
+                                    sizeof err);
+        if (rc)
+            return fail(m, rc, "%s", err);
+    }
+    return 0;
+}
+
+/* Opens the storage of one side at spec, wrapped in the fault layer with
+ * the plen bytes of prefix (fault rules given with the root, may be 0) and
+ * the rules of TREEMIG_FAULT_SRC or TREEMIG_FAULT_DST (a test hook; with
+ * TREEMIG_FAULT_REPORT alone, a layer that only counts). */
+static int open_side(tm_migration *m, int side, const char *prefix, size_t plen,
+                     const char *spec, struct tm__adapter **out)
+{
+    const char *env = getenv(side == TM_SRC ? "TREEMIG_FAULT_SRC"
+                                            : "TREEMIG_FAULT_DST");
+    const char *rep = getenv("TREEMIG_FAULT_REPORT");
+    struct tm__buf b = TM__BUF_INIT;
+    char aerr[512];
+    int rc = 0;
+
+    *out = NULL;
+    if ((env && *env) || (rep && *rep && strcmp(rep, "0") != 0))
+        rc = tm__buf_addf(&b, "fault:%s:", env ? env : "");
+    if (!rc && plen)
+        rc = tm__buf_add(&b, prefix, plen);
+    if (!rc)
+        rc = tm__buf_adds(&b, spec);
+    if (rc) {
+        tm__buf_release(&b);
+        return fail(m, TM_ENOMEM, "cannot open the %s storage: %s",
+                    side == TM_SRC ? "source" : "destination",
+                    tm_strerror(TM_ENOMEM));
+    }
+    rc = tm__adapter_open(b.buf, out, aerr, sizeof aerr);
+    if (rc)
+        fail(m, rc, "%s", aerr);
+    tm__buf_release(&b);
+    return rc;
+}
+
 /* 1 when path a is b or lies below b. */
 static int is_within(const char *a, const char *b)
 {
@@ -280,9 +352,15 @@ static int create_migration(tm_migration *m, const char *src, const char *dst,
 
     for (i = 0; i < 2; i++) {
         rc = tm__adapter_stat(ad[i], "/", &root[i]);
-        if (rc)
-            return fail(m, TM_EROOT, "cannot stat %s root: %s",
-                        i ? "destination" : "source", tm_strerror(rc));
+        if (rc) {
+            char msg[256];
+            tm__adapter_describe(ad[i], rc, msg, sizeof msg);
+            /* a root that is gone is a usage error; a storage that fails
+             * (i/o error, timeout) is not */
+            return fail(m, rc == TM_ENOENT || rc == TM_ENOTDIR ? TM_EROOT : rc,
+                        "cannot stat %s root: %s", i ? "destination" : "source",
+                        msg);
+        }
     }
     fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
     if (fd < 0 || read(fd, rnd, sizeof rnd) != (ssize_t)sizeof rnd) {
@@ -350,6 +428,17 @@ static int get_int(sqlite3 *db, const char *key, int dflt)
     return v;
 }
 
+/* As get_int, but a read that fails (not: a missing key) is an error: the
+ * value is stored again afterwards, and a default must not replace it. */
+static int get_int_checked(tm_migration *m, const char *key, int dflt, int *out)
+{
+    struct tm__buf b = TM__BUF_INIT;
+    int rc = tm__store_get(m->store.db, key, &b);
+    *out = rc == 0 && b.len ? atoi(b.buf) : dflt;
+    tm__buf_release(&b);
+    return rc && rc != TM_ENOENT ? setting_fail(m, rc) : 0;
+}
+
 /* Splits the stored excludes into a NULL-terminated array (one malloc). */
 static char **split_lines(const char *s, size_t *n)
 {
@@ -388,6 +477,8 @@ static char *setting_dup(sqlite3 *db, const char *key)
     return v;
 }
 
+/* An absolute form of path (the folder resolved, the name kept), or NULL
+ * when memory is short. */
 char *tm__path_absolute(const char *path)
 {
     struct tm__buf b = TM__BUF_INIT;
@@ -401,10 +492,13 @@ char *tm__path_absolute(const char *path)
     } else {
         if (slash)
             *slash = '\0';
+        errno = 0;
         dir = realpath(slash ? copy : ".", NULL);
         if (dir)
             rc = tm__buf_addf(&b, "%s/%s", strcmp(dir, "/") ? dir : "",
                               slash ? slash + 1 : copy);
+        else if (errno == ENOMEM)
+            rc = TM_ENOMEM; /* not a reason to keep a relative path */
         else
             rc = tm__buf_adds(&b, path);
         free(dir);
@@ -432,7 +526,20 @@ static int log_settings(tm_migration *m, const char *level, const char *udp_leve
     int lv[2], i, rc = 0, loop = 0;
 
     for (i = 0; i < 3 && !rc; i++) {
-        val[i] = given[i] ? strdup(given[i]) : setting_dup(db, keys[i]);
+        if (given[i]) {
+            val[i] = strdup(given[i]);
+        } else {
+            /* a failed read must not store the default over the setting */
+            struct tm__buf b = TM__BUF_INIT;
+            int grc = tm__store_get(db, keys[i], &b);
+            if (grc && grc != TM_ENOENT) {
+                tm__buf_release(&b);
+                rc = setting_fail(m, grc);
+                break;
+            }
+            val[i] = grc == 0 ? tm__buf_detach(&b, NULL) : NULL;
+            tm__buf_release(&b);
+        }
         if (!val[i] || !*val[i]) {
             free(val[i]);
             val[i] = strdup(dflt[i]);
@@ -658,8 +765,8 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
                    s_dst = TM__BUF_INIT, exc = TM__BUF_INIT, s_exc = TM__BUF_INIT;
     struct tm__adapter *ad[2] = { NULL, NULL };
     char *rsrc = NULL, *rdst = NULL, **globs = NULL;
-    size_t n_globs = 0;
-    char aerr[512];
+    size_t n_globs = 0, src_plen = src ? fault_prefix_len(src) : 0,
+           dst_plen = dst ? fault_prefix_len(dst) : 0;
     int rc, fresh = 0;
     sqlite3 *db;
 
@@ -678,6 +785,10 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         goto out;
     }
     rc = check_log_options(m, &o);
+    if (!rc && src_plen)
+        rc = check_fault_prefix(m, src, src_plen);
+    if (!rc && dst_plen)
+        rc = check_fault_prefix(m, dst, dst_plen);
     if (rc)
         goto out;
     rc = tm__store_get(db, "phase", &phase);
@@ -702,21 +813,19 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
                       "destination");
             goto out;
         }
-        rc = resolve_spec(m, "source", src, &rsrc);
+        rc = resolve_spec(m, "source", src + src_plen, &rsrc);
         if (!rc)
-            rc = resolve_spec(m, "destination", dst, &rdst);
+            rc = resolve_spec(m, "destination", dst + dst_plen, &rdst);
         if (!rc)
             rc = check_roots(m, rsrc, rdst);
         if (rc)
             goto out;
         fill_defaults(&o);
-        rc = tm__adapter_open(rsrc, &ad[0], aerr, sizeof aerr);
+        rc = open_side(m, TM_SRC, src, src_plen, rsrc, &ad[0]);
         if (!rc)
-            rc = tm__adapter_open(rdst, &ad[1], aerr, sizeof aerr);
-        if (rc) {
-            fail(m, rc, "%s", aerr);
+            rc = open_side(m, TM_DST, dst, dst_plen, rdst, &ad[1]);
+        if (rc)
             goto out;
-        }
         rc = create_migration(m, rsrc, rdst, exc.buf, &o, ad);
         if (rc)
             goto out;
@@ -728,9 +837,16 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             rc = fail(m, TM_ECORRUPT, "the state file names no roots");
             goto out;
         }
-        tm__store_get(db, "excludes", &s_exc);
+        /* missing is none; a read that fails must not drop them */
+        rc = tm__store_get(db, "excludes", &s_exc);
+        if (rc && rc != TM_ENOENT) {
+            fail(m, rc, "cannot read the excludes from the state file: %s",
+                 tm_strerror(rc));
+            goto out;
+        }
+        rc = 0;
         if (src) {
-            rc = resolve_spec(m, "source", src, &rsrc);
+            rc = resolve_spec(m, "source", src + src_plen, &rsrc);
             if (rc)
                 goto out;
             if (strcmp(rsrc, s_src.buf) != 0) {
@@ -741,7 +857,7 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             }
         }
         if (dst) {
-            rc = resolve_spec(m, "destination", dst, &rdst);
+            rc = resolve_spec(m, "destination", dst + dst_plen, &rdst);
             if (rc)
                 goto out;
             if (strcmp(rdst, s_dst.buf) != 0) {
@@ -757,14 +873,18 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             goto out;
         }
         if (o.workers <= 0)
-            o.workers = get_int(db, "workers", 4);
-        if (o.lead <= 0)
-            o.lead = get_int(db, "lead", 3);
-        if (o.retries < 0)
-            o.retries = get_int(db, "retries", 3);
+            rc = get_int_checked(m, "workers", 4, &o.workers);
+        if (!rc && o.lead <= 0)
+            rc = get_int_checked(m, "lead", 3, &o.lead);
+        if (!rc && o.retries < 0)
+            rc = get_int_checked(m, "retries", 3, &o.retries);
+        if (rc)
+            goto out;
         fill_defaults(&o);
         tm__buf_reset(&exc);
-        tm__buf_add(&exc, s_exc.buf, s_exc.len);
+        rc = tm__buf_add(&exc, s_exc.buf, s_exc.len);
+        if (rc)
+            goto out; /* with no excludes the rest would be discovered unfiltered */
     }
     if (strcmp(phase.buf, "roots-set") != 0 &&
         strcmp(phase.buf, "discovering") != 0 &&
@@ -773,13 +893,11 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         goto out;
     }
     if (!ad[0]) {
-        rc = tm__adapter_open(s_src.buf, &ad[0], aerr, sizeof aerr);
+        rc = open_side(m, TM_SRC, src, src_plen, s_src.buf, &ad[0]);
         if (!rc)
-            rc = tm__adapter_open(s_dst.buf, &ad[1], aerr, sizeof aerr);
-        if (rc) {
-            fail(m, rc, "%s", aerr);
+            rc = open_side(m, TM_DST, dst, dst_plen, s_dst.buf, &ad[1]);
+        if (rc)
             goto out;
-        }
     }
     globs = split_lines(exc.buf, &n_globs);
     if (!globs) {
@@ -905,13 +1023,19 @@ int tm_resume(tm_migration *m, const tm_discover_options *opt)
     rc = tm__store_get(m->store.db, "phase", &phase);
     if (rc) {
         tm__buf_release(&phase);
+        if (rc != TM_ENOENT)
+            return setting_fail(m, rc);
         return fail(m, TM_ECORRUPT, "the state file %s records no migration",
                     m->store.path);
     }
     {
         char from[32];
         int copying;
-        copy_setting(m->store.db, "suspended_from", from, sizeof from);
+        rc = copy_setting(m->store.db, "suspended_from", from, sizeof from);
+        if (rc) {
+            tm__buf_release(&phase);
+            return setting_fail(m, rc);
+        }
         copying = strcmp(phase.buf, "copying") == 0 ||
                   (strcmp(phase.buf, "suspended") == 0 && strcmp(from, "copying") == 0);
         tm__buf_release(&phase);
@@ -950,21 +1074,25 @@ static int open_stored(tm_migration *m, struct tm__adapter *ad[2])
     char *exc = setting_dup(db, "excludes"), **globs = NULL;
     tm_discover_options o;
     size_t n = 0;
-    char aerr[512];
     int rc;
 
     ad[0] = ad[1] = NULL;
     if (!src || !dst) {
-        rc = fail(m, TM_ECORRUPT, "the state file names no roots");
+        /* missing, or a read that failed (not enough memory) */
+        struct tm__buf b = TM__BUF_INIT;
+        int grc = tm__store_get(db, src ? "dst" : "src", &b);
+        tm__buf_release(&b);
+        if (grc == TM_ENOENT)
+            rc = fail(m, TM_ECORRUPT, "the state file names no roots");
+        else
+            rc = setting_fail(m, grc ? grc : TM_ENOMEM);
         goto out;
     }
-    rc = tm__adapter_open(src, &ad[0], aerr, sizeof aerr);
+    rc = open_side(m, TM_SRC, NULL, 0, src, &ad[0]);
     if (!rc)
-        rc = tm__adapter_open(dst, &ad[1], aerr, sizeof aerr);
-    if (rc) {
-        fail(m, rc, "%s", aerr);
+        rc = open_side(m, TM_DST, NULL, 0, dst, &ad[1]);
+    if (rc)
         goto out;
-    }
     tm_discover_options_init(&o);
     o.workers = get_int(db, "workers", 4);
     o.lead = get_int(db, "lead", 3);
@@ -1068,7 +1196,9 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
     rc = exec_start(m, opt, &o, &st);
     if (rc)
         return rc;
-    copy_setting(m->store.db, "suspended_from", from, sizeof from);
+    rc = copy_setting(m->store.db, "suspended_from", from, sizeof from);
+    if (rc)
+        return setting_fail(m, rc);
     if (phase_is(st.phase, "copied", "verified"))
         return 0; /* complete: nothing to do */
     if (!phase_is(st.phase, "discovered", "copying") &&
@@ -1192,13 +1322,14 @@ static int refresh_failed(tm_migration *m)
 {
     struct tm__adapter *ad = NULL;
     sqlite3_stmt *sel = NULL, *upd = NULL;
-    char *src = setting_dup(m->store.db, "src"), aerr[512];
+    char *src = setting_dup(m->store.db, "src");
     int rc;
 
-    rc = src ? tm__adapter_open(src, &ad, aerr, sizeof aerr) : TM_ECORRUPT;
+    rc = src ? open_side(m, TM_SRC, NULL, 0, src, &ad)
+             : fail(m, TM_ECORRUPT, "no source root");
     free(src);
     if (rc)
-        return fail(m, rc, "%s", rc == TM_ECORRUPT ? "no source root" : aerr);
+        return rc;
     if (sqlite3_prepare_v2(m->store.db, "SELECT id, path FROM src_nodes WHERE "
                            "traversal_status = 'failed' AND type = 'folder'",
                            -1, &sel, NULL) != SQLITE_OK ||
@@ -1237,13 +1368,14 @@ static int refresh_changed(tm_migration *m)
     struct tm__adapter *ad = NULL;
     struct tm__stats_delta d = { NULL, 0, 0 };
     sqlite3_stmt *sel = NULL, *upd = NULL;
-    char *src = setting_dup(m->store.db, "src"), aerr[512];
+    char *src = setting_dup(m->store.db, "src");
     int rc;
 
-    rc = src ? tm__adapter_open(src, &ad, aerr, sizeof aerr) : TM_ECORRUPT;
+    rc = src ? open_side(m, TM_SRC, NULL, 0, src, &ad)
+             : fail(m, TM_ECORRUPT, "no source root");
     free(src);
     if (rc)
-        return fail(m, rc, "%s", rc == TM_ECORRUPT ? "no source root" : aerr);
+        return rc;
     if (sqlite3_prepare_v2(m->store.db,
                            "SELECT id, path, depth, size, traversal_status, conflict "
                            "FROM src_nodes WHERE copy_status = 'failed' AND type = "
@@ -1391,13 +1523,17 @@ int tm_problems_print(tm_migration *m, const char *phase, FILE *out)
                                                    "read task errors");
 }
 
-static void copy_setting(sqlite3 *db, const char *key, char *out, size_t len)
+/* Copies a setting into out ("" when it is not set). Returns 0, or the
+ * error of a read that failed (out is then ""). */
+static int copy_setting(sqlite3 *db, const char *key, char *out, size_t len)
 {
     struct tm__buf b = TM__BUF_INIT;
+    int rc = tm__store_get(db, key, &b);
     out[0] = '\0';
-    if (tm__store_get(db, key, &b) == 0)
+    if (rc == 0)
         snprintf(out, len, "%s", b.buf);
     tm__buf_release(&b);
+    return rc == TM_ENOENT ? 0 : rc;
 }
 
 /* The observer's last snapshot of each queue, and the copy's ETA. */
@@ -1439,6 +1575,27 @@ static int read_snapshots(tm_migration *m, tm_status *st)
     return 0;
 }
 
+/* Adds to *n 1 when the root of a side (depth 0) failed to be listed.
+ * Returns 0 or the error of the query. */
+static int root_failed(sqlite3 *db, int side, int64_t *n)
+{
+    static const char *const sql[2] = {
+        "SELECT coalesce(sum(count), 0) FROM src_stats WHERE depth = 0 AND "
+        "traversal_status = 'failed'",
+        "SELECT coalesce(sum(count), 0) FROM dst_stats WHERE depth = 0 AND "
+        "traversal_status = 'failed'",
+    };
+    sqlite3_stmt *q;
+    int rc = sqlite3_prepare_v2(db, sql[side], -1, &q, NULL);
+    if (rc != SQLITE_OK)
+        return tm__store_error(db, rc, NULL, "read status");
+    rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW)
+        *n += sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    return rc == SQLITE_ROW ? 0 : tm__store_error(db, rc, NULL, "read status");
+}
+
 int tm_status_get(tm_migration *m, tm_status *st)
 {
     static const char *const sql[3] = {
@@ -1456,9 +1613,14 @@ int tm_status_get(tm_migration *m, tm_status *st)
     if (!m || !m->open)
         return TM_EINVAL;
     db = m->store.db;
-    copy_setting(db, "phase", st->phase, sizeof st->phase);
-    copy_setting(db, "src", st->src, sizeof st->src);
-    copy_setting(db, "dst", st->dst, sizeof st->dst);
+    /* a phase that cannot be read must not look like no phase */
+    rc = copy_setting(db, "phase", st->phase, sizeof st->phase);
+    if (!rc)
+        rc = copy_setting(db, "src", st->src, sizeof st->src);
+    if (!rc)
+        rc = copy_setting(db, "dst", st->dst, sizeof st->dst);
+    if (rc)
+        return setting_fail(m, rc);
     st->src_round = get_int(db, "src_round", 0);
     st->dst_round = get_int(db, "dst_round", 0);
     for (q = 0; q < 3 && !rc; q++) {
@@ -1510,6 +1672,16 @@ int tm_status_get(tm_migration *m, tm_status *st)
             rc = tm__store_error(db, rc, &m->err, "read status");
         sqlite3_finalize(s);
     }
+    /* a root whose listing failed is a failed folder too (the counts leave
+     * the roots out otherwise): without it, nothing would say that the
+     * whole tree is missing */
+    if (!rc)
+        rc = root_failed(db, TM_SRC, &st->src_counts.failed);
+    if (!rc)
+        rc = root_failed(db, TM_DST, &st->dst_counts.failed);
+    if (rc)
+        fail(m, rc, "state file %s: read status: %s", m->store.path,
+             sqlite3_errmsg(db));
     return rc ? rc : read_snapshots(m, st);
 }
 

@@ -321,7 +321,8 @@ static int commit(struct tm__writer *w, size_t rows)
     int src;
     if (rc) {
         tm__buf_reset(&w->errmsg);
-        tm__buf_addf(&w->errmsg, "cannot make the written data durable: %s",
+        tm__buf_addf(&w->errmsg, "cannot make the written data durable (sync of "
+                     "the destination): %s",
                      tm_strerror(rc));
         return rc;
     }
@@ -391,8 +392,10 @@ static void *writer_main(void *arg)
                 r->next = NULL;
                 if (!in_txn) {
                     rc = tm__store_exec(w->db, "BEGIN IMMEDIATE", &w->errmsg);
-                    if (rc)
+                    if (rc) {
+                        tm__result_free(r); /* taken off the list already */
                         break;
+                    }
                     in_txn = 1;
                     txn_rows = 0;
                     txn_start = tm__now_ns();

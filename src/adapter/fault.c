@@ -1,0 +1,525 @@
+/*
+ * fault.c - the fault-injecting adapter (in the manner of SQLite's
+ * test_vfs.c): it wraps any adapter, passes every call through, counts the
+ * calls of each operation, and fails the Nth call of a chosen operation,
+ * once or from N on ("sticky"), with a chosen error. Selected by the spec
+ * prefix "fault:RULES:INNER" (docs/adapters.md); RULES may be empty, which
+ * only counts. Thread-safe: the counters are atomics; the rules are read
+ * only after open. The one piece of per-thread state is the record of the
+ * last fault this thread injected, so that describe() can say so.
+ */
+#include "adapter/adapter.h"
+
+#include "treemig.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define FAULT_MAX_RULES TM_FAULT_MAX_RULES
+
+const char *const tm__fault_op_names[TM_FOP_COUNT] = {
+    "list",       "stat",    "open_read", "read",     "fstat",
+    "open_write", "write",   "copy_from", "commit",   "mkdir",
+    "readlink",   "symlink", "set_attr",  "sync",     "chown",
+};
+
+struct fault {
+    struct tm__adapter base;                 /* must be first */
+    struct tm__adapter *in;                  /* the wrapped adapter (owned) */
+    struct tm__fault_rule rules[FAULT_MAX_RULES]; /* what to fail */
+    int n_rules;                             /* rules used */
+    atomic_llong calls[TM_FOP_COUNT];        /* calls so far, per operation */
+    atomic_llong fired;                      /* faults injected */
+    int report;                              /* print the counts at close */
+    char *label;                             /* the inner spec, for the report */
+};
+
+struct fault_rfile {
+    struct tm__rfile base; /* must be first */
+    struct tm__rfile *in;  /* the inner adapter's file */
+};
+
+struct fault_wfile {
+    struct tm__wfile base; /* must be first */
+    struct tm__wfile *in;  /* the inner adapter's file */
+};
+
+/* The last fault this thread injected, for describe(). */
+static _Thread_local struct {
+    const struct fault *f; /* the adapter that injected it */
+    int op;                /* enum tm__fault_op */
+    long long n;           /* the call number */
+    int err;               /* the error returned */
+} last_fault;
+
+/* Counts one call of op; returns the error to inject, or 0. */
+static int hit(struct fault *f, int op)
+{
+    long long n = atomic_fetch_add(&f->calls[op], 1) + 1;
+    int i;
+    for (i = 0; i < f->n_rules; i++) {
+        const struct tm__fault_rule *r = &f->rules[i];
+        if (r->op == op && (n == r->nth || (r->sticky && n > r->nth))) {
+            atomic_fetch_add(&f->fired, 1);
+            last_fault.f = f;
+            last_fault.op = op;
+            last_fault.n = n;
+            last_fault.err = r->err;
+            return r->err;
+        }
+    }
+    return 0;
+}
+
+/* ---- parsing ---- */
+
+static int parse_err(const char *s, size_t len, int *out)
+{
+    static const int codes[] = {
+#define TM__FAULT_CODE(name, val, msg) TM_##name,
+        TM_ERRNO_MAP(TM__FAULT_CODE)
+#undef TM__FAULT_CODE
+    };
+    size_t i;
+    for (i = 0; i < sizeof codes / sizeof *codes; i++) {
+        const char *name = tm_err_name(codes[i]);
+        if (strlen(name) == len && strncasecmp(name, s, len) == 0) {
+            *out = codes[i];
+            return 0;
+        }
+    }
+    return TM_EBADSPEC;
+}
+
+/* Parses one rule "OP@N[=ERR][+]" of len bytes. */
+static int parse_rule(const char *s, size_t len, struct tm__fault_rule *r,
+                      char *err, size_t errlen)
+{
+    const char *at = memchr(s, '@', len), *end = s + len, *p;
+    long long n = 0;
+    size_t i;
+
+    r->op = -1;
+    r->err = TM_EIO;
+    r->sticky = 0;
+    r->nth = 0;
+    if (len == 12 && strncmp(s, "no_copy_from", 12) == 0) {
+        r->op = TM_FOP_NO_COPY_FROM; /* not a fault: hides copy_from */
+        return 0;
+    }
+    if (!at)
+        goto bad;
+    for (i = 0; i < TM_FOP_COUNT; i++)
+        if (strlen(tm__fault_op_names[i]) == (size_t)(at - s) &&
+            strncmp(tm__fault_op_names[i], s, (size_t)(at - s)) == 0)
+            r->op = (int)i;
+    if (r->op < 0) {
+        snprintf(err, errlen, "fault spec: unknown operation '%.*s'",
+                 (int)(at - s), s);
+        return TM_EBADSPEC;
+    }
+    for (p = at + 1; p < end && *p >= '0' && *p <= '9'; p++) {
+        n = n * 10 + (*p - '0');
+        if (n > 1000000000000LL)
+            goto bad;
+    }
+    if (p == at + 1 || n < 1)
+        goto bad;
+    r->nth = n;
+    if (p < end && *p == '=') {
+        const char *e = ++p;
+        while (p < end && *p != '+')
+            p++;
+        if (parse_err(e, (size_t)(p - e), &r->err) != 0) {
+            snprintf(err, errlen, "fault spec: unknown error '%.*s'",
+                     (int)(p - e), e);
+            return TM_EBADSPEC;
+        }
+    }
+    if (p < end && *p == '+') {
+        r->sticky = 1;
+        p++;
+    }
+    if (p != end)
+        goto bad;
+    return 0;
+bad:
+    snprintf(err, errlen, "fault spec: bad rule '%.*s' (OP@N[=ERR][+], N >= 1)",
+             (int)len, s);
+    return TM_EBADSPEC;
+}
+
+int tm__fault_parse(const char *spec, struct tm__fault_rule *rules, int max,
+                    int *n, const char **inner, char *err, size_t errlen)
+{
+    const char *p, *colon;
+    int rc;
+
+    *n = 0;
+    if (strncmp(spec, "fault:", 6) != 0) {
+        snprintf(err, errlen, "fault spec: does not start with 'fault:'");
+        return TM_EBADSPEC;
+    }
+    p = spec + 6;
+    colon = strchr(p, ':');
+    if (!colon) {
+        snprintf(err, errlen, "fault spec: no ':' before the wrapped storage "
+                 "(fault:RULES:SPEC)");
+        return TM_EBADSPEC;
+    }
+    while (p < colon) {
+        const char *comma = memchr(p, ',', (size_t)(colon - p));
+        const char *e = comma ? comma : colon;
+        if (*n == max) {
+            snprintf(err, errlen, "fault spec: more than %d rules", max);
+            return TM_EBADSPEC;
+        }
+        rc = parse_rule(p, (size_t)(e - p), &rules[*n], err, errlen);
+        if (rc)
+            return rc;
+        (*n)++;
+        p = comma ? comma + 1 : colon;
+        if (comma && p == colon) {
+            snprintf(err, errlen, "fault spec: empty rule after ','");
+            return TM_EBADSPEC;
+        }
+    }
+    if (!colon[1]) {
+        snprintf(err, errlen, "fault spec: no storage after the rules");
+        return TM_EBADSPEC;
+    }
+    *inner = colon + 1;
+    return 0;
+}
+
+/* ---- the wrapped operations ---- */
+
+static struct tm__adapter *inner(struct tm__adapter *a)
+{
+    return ((struct fault *)a)->in;
+}
+
+static int f_list(struct tm__adapter *a, const char *path, tm__list_cb cb,
+                  void *ctx)
+{
+    int rc = hit((struct fault *)a, TM_FOP_LIST);
+    return rc ? rc : inner(a)->list(inner(a), path, cb, ctx);
+}
+
+static int f_stat(struct tm__adapter *a, const char *path, struct tm__entry *out)
+{
+    int rc = hit((struct fault *)a, TM_FOP_STAT);
+    return rc ? rc : inner(a)->stat(inner(a), path, out);
+}
+
+static void f_describe(struct tm__adapter *a, int err, char *buf, size_t len)
+{
+    struct fault *f = (struct fault *)a;
+    if (last_fault.f == f && last_fault.err == err) {
+        snprintf(buf, len, "%s (fault injected into %s call %lld)",
+                 tm_strerror(err), tm__fault_op_names[last_fault.op], last_fault.n);
+        last_fault.f = NULL;
+        return;
+    }
+    tm__adapter_describe(f->in, err, buf, len);
+}
+
+static int64_t f_retry_after(struct tm__adapter *a)
+{
+    struct fault *f = (struct fault *)a;
+    if (last_fault.f == f && last_fault.err == TM_ETHROTTLED)
+        return 10; /* an injected throttle: a short wait keeps tests fast */
+    return tm__adapter_retry_after(f->in);
+}
+
+static void f_close(struct tm__adapter *a)
+{
+    struct fault *f = (struct fault *)a;
+    if (f->report) {
+        int i;
+        fprintf(stderr, "treemig fault counts %s:", f->label ? f->label : "?");
+        for (i = 0; i < TM_FOP_COUNT; i++)
+            fprintf(stderr, " %s=%lld", tm__fault_op_names[i],
+                    (long long)atomic_load(&f->calls[i]));
+        fprintf(stderr, " fired=%lld\n", (long long)atomic_load(&f->fired));
+    }
+    tm__adapter_close(f->in);
+    free(f->label);
+    free(f);
+}
+
+static int f_open_read(struct tm__adapter *a, const char *path,
+                       struct tm__rfile **out, struct tm__entry *st)
+{
+    struct fault_rfile *fr;
+    struct tm__rfile *in;
+    int rc = hit((struct fault *)a, TM_FOP_OPEN_READ);
+    *out = NULL;
+    if (rc)
+        return rc;
+    fr = calloc(1, sizeof *fr);
+    if (!fr)
+        return TM_ENOMEM;
+    rc = inner(a)->open_read(inner(a), path, &in, st);
+    if (rc) {
+        free(fr);
+        return rc;
+    }
+    fr->base.a = a;
+    fr->in = in;
+    *out = &fr->base;
+    return 0;
+}
+
+static int64_t f_read(struct tm__rfile *rf, void *buf, size_t len)
+{
+    struct fault_rfile *fr = (struct fault_rfile *)rf;
+    int rc = hit((struct fault *)rf->a, TM_FOP_READ);
+    return rc ? rc : fr->in->a->read(fr->in, buf, len);
+}
+
+static int f_fstat(struct tm__rfile *rf, struct tm__entry *st)
+{
+    struct fault_rfile *fr = (struct fault_rfile *)rf;
+    int rc = hit((struct fault *)rf->a, TM_FOP_FSTAT);
+    return rc ? rc : fr->in->a->fstat(fr->in, st);
+}
+
+static void f_close_read(struct tm__rfile *rf)
+{
+    struct fault_rfile *fr = (struct fault_rfile *)rf;
+    if (!fr)
+        return;
+    fr->in->a->close_read(fr->in);
+    free(fr);
+}
+
+static int f_open_write(struct tm__adapter *a, const char *path,
+                        struct tm__wfile **out)
+{
+    struct fault_wfile *fw;
+    struct tm__wfile *in;
+    int rc = hit((struct fault *)a, TM_FOP_OPEN_WRITE);
+    *out = NULL;
+    if (rc)
+        return rc;
+    fw = calloc(1, sizeof *fw);
+    if (!fw)
+        return TM_ENOMEM;
+    rc = inner(a)->open_write(inner(a), path, &in);
+    if (rc) {
+        free(fw);
+        return rc;
+    }
+    fw->base.a = a;
+    fw->in = in;
+    *out = &fw->base;
+    return 0;
+}
+
+static int64_t f_write(struct tm__wfile *wf, const void *buf, size_t len)
+{
+    struct fault_wfile *fw = (struct fault_wfile *)wf;
+    int rc = hit((struct fault *)wf->a, TM_FOP_WRITE);
+    return rc ? rc : fw->in->a->write(fw->in, buf, len);
+}
+
+/* The inner file of a fault-wrapped read file (any depth), or f itself. */
+struct tm__rfile *tm__fault_rfile_inner(struct tm__rfile *f)
+{
+    while (f && f->a->read == f_read)
+        f = ((struct fault_rfile *)f)->in;
+    return f;
+}
+
+int tm__fault_is(const struct tm__adapter *a)
+{
+    return a && a->close == f_close;
+}
+
+static int64_t f_copy_from(struct tm__wfile *wf, struct tm__rfile *src, int64_t size)
+{
+    struct fault_wfile *fw = (struct fault_wfile *)wf;
+    int rc = hit((struct fault *)wf->a, TM_FOP_COPY_FROM);
+    if (rc)
+        return rc;
+    /* the inner adapter knows only its own files: unwrap the source too */
+    return tm__adapter_copy_from(fw->in->a, fw->in, src, size);
+}
+
+static int f_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode,
+                    unsigned flags)
+{
+    struct fault_wfile *fw = (struct fault_wfile *)wf;
+    struct tm__wfile *in = fw->in;
+    int rc = hit((struct fault *)wf->a, TM_FOP_COMMIT);
+    in->set_owner = wf->set_owner; /* the engine set them on the wrapper */
+    in->uid = wf->uid;
+    in->gid = wf->gid;
+    free(fw); /* commit frees the file in every case */
+    if (rc) {
+        in->a->abort(in); /* as a failed commit does: no temporary left */
+        return rc;
+    }
+    return in->a->commit(in, mtime, mode, flags);
+}
+
+static void f_abort(struct tm__wfile *wf)
+{
+    struct fault_wfile *fw = (struct fault_wfile *)wf;
+    if (!fw)
+        return;
+    fw->in->a->abort(fw->in);
+    free(fw);
+}
+
+static int f_mkdir(struct tm__adapter *a, const char *path)
+{
+    int rc = hit((struct fault *)a, TM_FOP_MKDIR);
+    return rc ? rc : inner(a)->mkdir(inner(a), path);
+}
+
+static int f_readlink(struct tm__adapter *a, const char *path, struct tm__buf *out)
+{
+    int rc = hit((struct fault *)a, TM_FOP_READLINK);
+    return rc ? rc : inner(a)->readlink(inner(a), path, out);
+}
+
+static int f_symlink(struct tm__adapter *a, const char *path, const char *target,
+                     int64_t mtime, unsigned flags)
+{
+    int rc = hit((struct fault *)a, TM_FOP_SYMLINK);
+    return rc ? rc : inner(a)->symlink(inner(a), path, target, mtime, flags);
+}
+
+static int f_set_attr(struct tm__adapter *a, const char *path, int64_t mtime,
+                      uint32_t mode)
+{
+    int rc = hit((struct fault *)a, TM_FOP_SET_ATTR);
+    return rc ? rc : inner(a)->set_attr(inner(a), path, mtime, mode);
+}
+
+static int f_sync(struct tm__adapter *a)
+{
+    int rc = hit((struct fault *)a, TM_FOP_SYNC);
+    return rc ? rc : inner(a)->sync(inner(a));
+}
+
+static int f_chown(struct tm__adapter *a, const char *path, int64_t uid,
+                   int64_t gid)
+{
+    int rc = hit((struct fault *)a, TM_FOP_CHOWN);
+    return rc ? rc : inner(a)->chown(inner(a), path, uid, gid);
+}
+
+/* Not a fault point: whether the root is still there is the inner's. */
+static int f_check_root(struct tm__adapter *a)
+{
+    return tm__adapter_check_root(inner(a));
+}
+
+int tm__fault_wrap(struct tm__adapter *in, const struct tm__fault_rule *rules,
+                   int n, int report, struct tm__adapter **out)
+{
+    struct fault *f;
+    int i;
+
+    *out = NULL;
+    if (n < 0 || n > FAULT_MAX_RULES)
+        return TM_EINVAL;
+    f = calloc(1, sizeof *f);
+    if (!f)
+        return TM_ENOMEM;
+    for (i = 0; i < TM_FOP_COUNT; i++)
+        atomic_init(&f->calls[i], 0);
+    atomic_init(&f->fired, 0);
+    if (n)
+        memcpy(f->rules, rules, (size_t)n * sizeof *rules);
+    f->n_rules = n;
+    f->report = report;
+    f->in = in;
+    /* the inner name: the engine uses copy_from between two storages of
+     * the same name, and tm__adapter_copy_from unwraps what it must */
+    f->base.version = in->version;
+    f->base.name = in->name;
+    f->base.caps = in->caps;
+    f->base.mtime_precision = in->mtime_precision;
+    f->base.list = f_list;
+    f->base.stat = in->stat ? f_stat : NULL;
+    f->base.describe = f_describe;
+    f->base.retry_after = f_retry_after;
+    f->base.close = f_close;
+    /* optional methods stay absent when the inner adapter lacks them */
+    if (in->open_read) {
+        f->base.open_read = f_open_read;
+        f->base.read = f_read;
+        f->base.fstat = f_fstat;
+        f->base.close_read = f_close_read;
+    }
+    if (in->open_write) {
+        f->base.open_write = f_open_write;
+        f->base.write = f_write;
+        f->base.commit = f_commit;
+        f->base.abort = f_abort;
+        f->base.copy_from = in->copy_from ? f_copy_from : NULL;
+        for (i = 0; i < n; i++)
+            if (rules[i].op == TM_FOP_NO_COPY_FROM)
+                f->base.copy_from = NULL; /* the engine reads and writes */
+    }
+    f->base.mkdir = in->mkdir ? f_mkdir : NULL;
+    f->base.readlink = in->readlink ? f_readlink : NULL;
+    f->base.symlink = in->symlink ? f_symlink : NULL;
+    f->base.set_attr = in->set_attr ? f_set_attr : NULL;
+    f->base.sync = in->sync ? f_sync : NULL;
+    f->base.chown = in->chown ? f_chown : NULL;
+    f->base.check_root = in->check_root ? f_check_root : NULL;
+    *out = &f->base;
+    return 0;
+}
+
+long long tm__fault_calls(const struct tm__adapter *a, int op)
+{
+    const struct fault *f = (const struct fault *)a;
+    if (!tm__fault_is(a) || op < 0 || op >= TM_FOP_COUNT)
+        return -1;
+    return (long long)atomic_load(&((struct fault *)f)->calls[op]);
+}
+
+long long tm__fault_fired(const struct tm__adapter *a)
+{
+    if (!tm__fault_is(a))
+        return -1;
+    return (long long)atomic_load(&((struct fault *)a)->fired);
+}
+
+int tm__fault_open(const char *spec, struct tm__adapter **out, char *err,
+                   size_t errlen)
+{
+    struct tm__fault_rule rules[FAULT_MAX_RULES];
+    struct tm__adapter *in = NULL;
+    const char *rest, *rep;
+    int n, rc;
+
+    *out = NULL;
+    rc = tm__fault_parse(spec, rules, FAULT_MAX_RULES, &n, &rest, err, errlen);
+    if (rc)
+        return rc;
+    rc = tm__adapter_open(rest, &in, err, errlen);
+    if (rc)
+        return rc;
+    rep = getenv("TREEMIG_FAULT_REPORT");
+    rc = tm__fault_wrap(in, rules, n, rep && *rep && strcmp(rep, "0") != 0, out);
+    if (!rc && !(((struct fault *)*out)->label = strdup(rest))) {
+        f_close(*out);
+        *out = NULL;
+        return TM_ENOMEM;
+    }
+    if (rc) {
+        tm__adapter_close(in);
+        snprintf(err, errlen, "fault spec: %s", tm_strerror(rc));
+    }
+    return rc;
+}
