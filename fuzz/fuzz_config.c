@@ -14,6 +14,7 @@
  * plus an atomic file replacement, and an fsync per input would slow the
  * fuzzer a hundredfold. Single-threaded; LeakSanitizer checks the frees.
  */
+#include "fuzz.h"
 #include "migration/config.h"
 #include "treemig.h"
 #include "util/buf.h"
@@ -22,17 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                  \
-            abort();                                                         \
-        }                                                                    \
-    } while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static int same_str(const char *a, const char *b)
 {

@@ -13,23 +13,13 @@
  *  - a list of globs matches when one of its globs does.
  * Single-threaded, C locale (the CLI never calls setlocale).
  */
+#include "fuzz.h"
 #include "engine/engine.h"
 
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                  \
-            abort();                                                         \
-        }                                                                    \
-    } while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static int match1(const char *glob, const char *path, const char *name)
 {

@@ -21,6 +21,7 @@
  *    decodes back to the input when the input is UTF-8.
  * Single-threaded.
  */
+#include "fuzz.h"
 #include "adapter/adapter.h"
 #include "migration/migration_int.h"
 #include "util/buf.h"
@@ -32,17 +33,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                  \
-            abort();                                                         \
-        }                                                                    \
-    } while (0)
-
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static char scratch[64]; /* the folder tm__path_absolute runs in */
 

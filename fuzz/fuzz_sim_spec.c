@@ -15,6 +15,7 @@
  *    nodes whose paths look up to exactly those nodes.
  * Single-threaded; everything is freed (LeakSanitizer checks).
  */
+#include "fuzz.h"
 #include "adapter/adapter.h"
 #include "adapter/sim.h"
 #include "treemig.h"
@@ -25,19 +26,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                  \
-            abort();                                                         \
-        }                                                                    \
-    } while (0)
-
 static struct tm__sim_spec fixed[2]; /* a small source and destination */
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {

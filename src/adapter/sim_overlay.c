@@ -209,21 +209,6 @@ static uint64_t get64(const unsigned char *b)
     return v;
 }
 
-static int write_full(int fd, const unsigned char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return tm__from_errno(errno);
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Appends one record; on a short write cuts the file back to where it was
  * so that the next record does not follow a torn one. */
 static int append(struct tm__ovl *o, const char *path, size_t plen,
@@ -255,7 +240,7 @@ static int append(struct tm__ovl *o, const char *path, size_t plen,
         memcpy(r + 8 + HEAD_LEN + plen, data, dlen);
     put32(r + 4, XXH32(r + 8, len, 0));
     at = lseek(o->fd, 0, SEEK_END);
-    rc = at < 0 ? tm__from_errno(errno) : write_full(o->fd, r, 8 + len);
+    rc = at < 0 ? tm__from_errno(errno) : tm__write_full(o->fd, r, 8 + len);
     if (rc && at >= 0 && ftruncate(o->fd, at) != 0)
         rc = TM_EIO;
     free(r);
@@ -284,7 +269,7 @@ static int replay(struct tm__ovl *o, char *err, size_t errlen)
         return tm__from_errno(errno);
     size = (size_t)st.st_size;
     if (size == 0)
-        return write_full(o->fd, (const unsigned char *)MAGIC, 8);
+        return tm__write_full(o->fd, (const unsigned char *)MAGIC, 8);
     b = malloc(size);
     if (!b)
         return TM_ENOMEM;
@@ -297,7 +282,7 @@ static int replay(struct tm__ovl *o, char *err, size_t errlen)
         free(b); /* the process died while creating it */
         if (ftruncate(o->fd, 0) != 0)
             return tm__from_errno(errno);
-        return write_full(o->fd, (const unsigned char *)MAGIC, 8);
+        return tm__write_full(o->fd, (const unsigned char *)MAGIC, 8);
     }
     if (size < 8 || memcmp(b, MAGIC, 8) != 0) {
         snprintf(err, errlen, "overlay file %s is not a treemig sim overlay",

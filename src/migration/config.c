@@ -167,21 +167,6 @@ int tm__config_render(struct tm__buf *b, const struct tm__config *c)
     return rc;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return tm__from_errno(errno);
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 int tm__config_write(const char *path, const struct tm__config *c,
                      struct tm__buf *err)
 {
@@ -200,7 +185,7 @@ int tm__config_write(const char *path, const struct tm__config *c,
         tm__buf_addf(err, "cannot write %s: %s", tmp.buf, tm_strerror(rc));
         goto out;
     }
-    rc = write_all(fd, text.buf, text.len);
+    rc = tm__write_full(fd, text.buf, text.len);
     if (!rc && fsync(fd) != 0)
         rc = tm__from_errno(errno);
     if (close(fd) != 0 && !rc)

@@ -1,6 +1,10 @@
 /* error.c - texts and names of the error codes, generated from
- * TM_ERRNO_MAP. Pure functions, any thread. */
+ * TM_ERRNO_MAP, and the mapping of errno. Any thread. */
 #include "treemig.h"
+#include "util/util.h"
+
+#include <errno.h>
+#include <unistd.h>
 
 const char *tm_strerror(int err)
 {
@@ -36,4 +40,20 @@ const char *tm_err_name(int err)
 int tm__from_errno(int e)
 {
     return e > 0 ? -e : TM_EIO;
+}
+
+int tm__write_full(int fd, const void *buf, size_t n)
+{
+    const char *p = buf;
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return tm__from_errno(errno);
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
 }

@@ -259,18 +259,7 @@ def run_disk_full(R, M, base):
         total = build_src(src)
         M.tmpfs(dst, '2m')
         print('     source %d bytes, destination a 2 MiB tmpfs' % total)
-        cp = tmtest.run(['discover', '--db', db, '--quiet', src, dst])
-        expect_rc(cp, 0, 'discover')
-        cp = tmtest.run(['copy', '--db', db, '--yes', '--quiet'])
-        expect_rc(cp, 1, 'copy onto a full destination')
-        msg = message(cp)
-        print('     %s' % msg.splitlines()[-1][:200])
-        if 'full' not in msg or dst.decode() not in msg:
-            fail('the message does not say that the destination %s is full: %r'
-                 % (dst.decode(), msg))
-        st = tmtest.status_json(db)
-        expect_eq('phase', 'suspended', st['phase'])
-        expect_eq('copy.failed', 0, st['copy']['failed'])
+        st = copy_until_full(src, dst, db, 'a full destination')
         if st['copy']['pending'] == 0:
             fail('nothing left pending after the disk filled up: %r' % st['copy'])
         real_files_complete(src, dst)
@@ -299,6 +288,25 @@ def run_disk_full(R, M, base):
             'exits 0, the destination equals the source', check_resume)
 
 
+def copy_until_full(src, dst, db, what):
+    """Discovers, then copies onto a destination that fills up: exit 1, a
+    message that says the destination is full and names it, phase
+    suspended, nothing failed. Returns the status."""
+    cp = tmtest.run(['discover', '--db', db, '--quiet', src, dst])
+    expect_rc(cp, 0, 'discover')
+    cp = tmtest.run(['copy', '--db', db, '--yes', '--quiet'])
+    expect_rc(cp, 1, 'copy onto ' + what)
+    msg = message(cp)
+    print('     %s' % msg.splitlines()[-1][:200])
+    if 'full' not in msg or dst.decode() not in msg:
+        fail('the message does not say that the destination %s is full: %r'
+             % (dst.decode(), msg))
+    st = tmtest.status_json(db)
+    expect_eq('phase', 'suspended', st['phase'])
+    expect_eq('copy.failed', 0, st['copy']['failed'])
+    return st
+
+
 def run_no_inodes(R, M, base):
     def check():
         top = os.path.join(base, 'inodes')
@@ -311,18 +319,7 @@ def run_no_inodes(R, M, base):
                 S.file(b'd%d/f%02d' % (d, i), data=b'x' * i, mtime=T0 + d * 100 + i)
         S.finish()
         M.tmpfs(dst, '8m,nr_inodes=40')
-        cp = tmtest.run(['discover', '--db', db, '--quiet', src, dst])
-        expect_rc(cp, 0, 'discover')
-        cp = tmtest.run(['copy', '--db', db, '--yes', '--quiet'])
-        expect_rc(cp, 1, 'copy onto a destination out of inodes')
-        msg = message(cp)
-        print('     %s' % msg.splitlines()[-1][:200])
-        if 'full' not in msg or dst.decode() not in msg:
-            fail('the message does not say that the destination %s is full: %r'
-                 % (dst.decode(), msg))
-        st = tmtest.status_json(db)
-        expect_eq('phase', 'suspended', st['phase'])
-        expect_eq('copy.failed', 0, st['copy']['failed'])
+        copy_until_full(src, dst, db, 'a destination out of inodes')
         real_files_complete(src, dst)
         tmtest.check_all_stats(db)
         M.remount(dst, 'nr_inodes=1000')
