@@ -542,6 +542,8 @@ static int64_t sim_write(struct tm__wfile *wf, const void *buf, size_t len)
             k = left < sizeof tmp ? left : sizeof tmp;
             tm__sim_content(f->id, f->n, tmp, k);
             if (memcmp(tmp, p, k) != 0) {
+                if (f->n > LIT_MAX)
+                    return fault(s, F_LITMAX, 0, TM_EFBIG);
                 if ((rc = to_literal(f)) != 0)
                     return rc;
                 continue;
