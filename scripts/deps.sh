@@ -9,7 +9,7 @@ set -euo pipefail
 want=(build-essential cmake pkg-config libsqlite3-dev sqlite3 libyaml-dev libxxhash-dev)
 case "${1:-build}" in
   build) ;;
-  test) want+=(libcmocka-dev python3 clang libclang-rt-dev util-linux e2fsprogs
+  test) want+=(libcmocka-dev python3 clang libclang-rt-dev util-linux e2fsprogs strace
               diffutils) ;;
   bench) want+=(libcmocka-dev python3 rclone rsync time) ;;
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
