@@ -361,8 +361,10 @@ static int with_retries(struct worker *wk, const struct task *t, int *attempts)
         }
         cls = tm__adapter_classify(da, rc);
         if (cls == TM_ERR_THROTTLE) {
+            /* the side that said so knows how long to wait */
             (*attempts)--;
-            tm__sleep_ms(tm__adapter_retry_after(da));
+            tm__sleep_ms(tm__adapter_retry_after(wk->err_src ? r->cfg->ad[TM_SRC]
+                                                              : da));
         } else if (cls == TM_ERR_RETRY && *attempts <= r->cfg->retries) {
             tm__log(r->lg, TM_WARNING, "copy", t->id, t->path,
                     "copy %s: %s; retry %d of %d", t->path, tm_strerror(rc),
