@@ -317,8 +317,15 @@ static void set_error(struct tm__writer *w, int err)
 
 static int commit(struct tm__writer *w, size_t rows)
 {
-    int rc = w->precommit ? w->precommit(w->precommit_ctx) : 0;
-    int src;
+    tm__precommit_cb fn;
+    void *ctx;
+    int rc, src;
+    /* set by another thread (the copy's last step): read under the lock */
+    pthread_mutex_lock(&w->mu);
+    fn = w->precommit;
+    ctx = w->precommit_ctx;
+    pthread_mutex_unlock(&w->mu);
+    rc = fn ? fn(ctx) : 0;
     if (rc) {
         tm__buf_reset(&w->errmsg);
         tm__buf_addf(&w->errmsg, "cannot make the written data durable (sync of "

@@ -309,7 +309,7 @@ static void test_merged_listing(void **state)
     struct ents before, after, sub;
     const struct ent *x;
     unsigned char b[100];
-    char path[300] = "", dir[300] = "";
+    char path[300] = "", dir[256] = "", sub_path[300];
     size_t i;
     (void)state;
     memset(b, 'x', sizeof b);
@@ -327,8 +327,8 @@ static void test_merged_listing(void **state)
     assert_int_equal(put_file(dst, "/new", b, 10, 43, 0), 0);
     assert_int_equal(dst->mkdir(dst, "/newdir"), 0);
     assert_int_equal(put_file(dst, "/newdir/f", b, 3, 44, 0), 0);
-    snprintf(path + 200, 100, "/%s/written", dir);
-    assert_int_equal(put_file(dst, path + 200, b, 7, 45, 0), 0);
+    snprintf(sub_path, sizeof sub_path, "/%s/written", dir);
+    assert_int_equal(put_file(dst, sub_path, b, 7, 45, 0), 0);
     list(dst, "/", &after);
     assert_int_equal(after.n, before.n + 2);
     x = find(&after, path + 1);
