@@ -331,7 +331,7 @@ REPORT=$WORK/report-$(date -u +%Y%m%dT%H%M%SZ).txt
     echo "  treemig verify: exit $TM_VERIFY_RC"
     echo "  treemig status --json: $TM_STATUS"
     echo "Notes"
-    echo "  treemig runs with its default --workers 4 (discover stores it; copy uses it)."
+    echo "  treemig runs with its defaults: discover 4 workers per side, copy 8 threads (twice that)."
     echo "  rclone runs with its defaults (--checkers 8 --transfers 4); --links copies symlinks as"
     echo "  symlinks. rclone keeps file mtimes but not permission bits nor folder mtimes, and"
     echo "  creates no empty folder without --create-empty-src-dirs (hence its lower node count)."
