@@ -40,6 +40,7 @@ extern "C" {
     XX(EISDIR, -EISDIR, "is a directory")                                     \
     XX(EINVAL, -EINVAL, "invalid argument")                                   \
     XX(ENOSPC, -ENOSPC, "no space left on device")                            \
+    XX(EDQUOT, -EDQUOT, "disk quota exceeded")                                \
     XX(EROFS, -EROFS, "read-only file system")                                \
     XX(ENAMETOOLONG, -ENAMETOOLONG, "name too long")                          \
     XX(ELOOP, -ELOOP, "too many symbolic links encountered")                  \

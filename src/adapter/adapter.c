@@ -89,6 +89,7 @@ enum tm__errclass tm__adapter_classify(struct tm__adapter *a, int err)
     case TM_EBUSY:
         return TM_ERR_RETRY;
     case TM_ENOSPC:
+    case TM_EDQUOT:
     case TM_ENOMEM:
     case TM_EROFS:
     case TM_EINTERNAL:

@@ -682,6 +682,10 @@ static void set_fatal(struct runner *r, int err, const char *path)
     if (err == TM_ENOSPC)
         set_fatal_msg(r, err, "the destination %s is full (writing %s): free some "
                       "space and run the command again", dst, path);
+    else if (err == TM_EDQUOT)
+        set_fatal_msg(r, err, "the destination %s is over its disk quota (writing "
+                      "%s): raise the quota or free some space and run the "
+                      "command again", dst, path);
     else if (err == TM_EROFS)
         set_fatal_msg(r, err, "the destination %s is read-only (writing %s): make "
                       "it writable and run the command again", dst, path);

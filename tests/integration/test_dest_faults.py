@@ -8,7 +8,9 @@
    `.treemig.*.tmp` file is left, the stats agree with the rows. Once the
    tmpfs is remounted with 64 MiB, `copy` resumes and exits 0, `verify
    --checksum` exits 0, the destination equals the source.
-   The same with a tmpfs out of inodes (nr_inodes=40, 105 nodes to copy).
+   The same with a tmpfs out of inodes (nr_inodes=40, 105 nodes to copy),
+   and over quota (EDQUOT, injected by the fault layer at the fourth
+   commit: tmpfs has no quotas here).
 2. read-only destination: the tmpfs is remounted read-only between
    discover and copy: exit 1, phase `suspended`, a message that says
    read-only and names the destination, nothing written, nothing recorded
@@ -234,7 +236,7 @@ def main():
     M = Mounts()
     try:
         for fn, where in ((run_disk_full, base), (run_no_inodes, base),
-                          (run_read_only, base),
+                          (run_quota, base), (run_read_only, base),
                           (run_root_removed_before, base), (run_root_removed_during, trees),
                           (run_root_renamed_during, trees),
                           (run_src_removed_during, trees),
@@ -331,6 +333,44 @@ def run_no_inodes(R, M, base):
         test_copy.check_no_tmp(dst)
     R.check('out of inodes: copy exits 1, phase suspended, the message says full; '
             'with more inodes copy and verify exit 0', check)
+
+
+def run_quota(R, M, base):
+    """A destination over its quota. Real quotas need a file system mounted
+    with them (tmpfs here has none), so the fault layer answers the fourth
+    commit with EDQUOT, as the kernel would."""
+    def check():
+        top = os.path.join(base, 'quota')
+        src = os.path.join(os.fsencode(top), b'src')
+        dst = os.path.join(os.fsencode(top), b'dst')
+        db = os.path.join(top, 'state.db')
+        build_src(src, big_files=2, big_size=1000, small=20)
+        os.mkdir(dst)
+        cp = tmtest.run(['discover', '--db', db, '--quiet', src, dst])
+        expect_rc(cp, 0, 'discover')
+        env = dict(os.environ, TREEMIG_FAULT_DST='commit@4=edquot')
+        cp = subprocess.run([os.fsencode(tmtest.TREEMIG), b'copy', b'--db', os.fsencode(db),
+                             b'--yes', b'--quiet'], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            timeout=tmtest.TIMEOUT)
+        expect_rc(cp, 1, 'copy onto a destination over its quota')
+        msg = message(cp)
+        print('     %s' % msg.splitlines()[-1][:200])
+        if 'quota' not in msg or dst.decode() not in msg:
+            fail('the message does not say that the destination %s is over its quota: %r'
+                 % (dst.decode(), msg))
+        st = tmtest.status_json(db)
+        expect_eq('phase', 'suspended', st['phase'])
+        expect_eq('copy.failed', 0, st['copy']['failed'])
+        real_files_complete(src, dst)
+        cp = tmtest.run(['copy', '--db', db, '--yes', '--quiet'])
+        expect_rc(cp, 0, 'copy once the quota allows')
+        expect_rc(tmtest.run(['verify', '--db', db, '--checksum', '--quiet']), 0,
+                  'verify --checksum')
+        expect_dst_equals_src(src, dst)
+        test_copy.check_no_tmp(dst)
+    R.check('over quota (EDQUOT): copy exits 1, phase suspended, the message names the '
+            'destination and the quota; then copy and verify exit 0', check)
 
 
 def run_read_only(R, M, base):
