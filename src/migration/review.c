@@ -906,6 +906,15 @@ int tm_review_list(tm_migration *m, const char *kind, const char *prefix,
     if (prefix && *prefix) {
         if (tm__path_norm(&path, prefix))
             rc = TM_ENOMEM;
+        /* the tree's paths hold no "." or "..": such a prefix would
+         * silently match nothing */
+        if (!rc && (strstr(path.buf, "/./") || strstr(path.buf, "/../") ||
+                    !strcmp(path.buf, "/.") || !strcmp(path.buf, "/..") ||
+                    (path.len >= 2 && !strcmp(path.buf + path.len - 2, "/.")) ||
+                    (path.len >= 3 && !strcmp(path.buf + path.len - 3, "/.."))))
+            rc = fail(m, TM_EINVAL, "--path %s: '.' and '..' are not allowed; "
+                      "give the path as the tree has it, from its root "
+                      "(e.g. /photos/2019)", prefix);
         if (!rc && strcmp(path.buf, "/") != 0) {
             int side;
             for (side = 0; side < 2 && !rc; side++) {

@@ -770,6 +770,14 @@ def run_usage(R, base, db):
                      ['exclude', '--db', db, '--bogus', '/a']):
             cp = tmtest.run(args)
             expect_rc(cp, 2, ' '.join(args))
+        # a prefix with '.' or '..' would silently match nothing: refused
+        for p in ('/a/../b', '/./a', '/a/.', '..'):
+            cp = tmtest.run(['review', '--db', db, '--list', 'all', '--path', p])
+            expect_rc(cp, 2, 'review --path %s' % p)
+            if b"'.' and '..' are not allowed" not in cp.stderr:
+                fail('review --path %s: no reason given: %r' % (p, cp.stderr))
+        cp = tmtest.run(['review', '--db', db, '--list', 'all', '--path', '/a..b/.c'])
+        expect_rc(cp, 0, "review --path with dots inside names")
         for cmd in ('review', 'exclude', 'unexclude'):
             cp = tmtest.run([cmd, '--help'])
             expect_rc(cp, 0, '%s --help' % cmd)
