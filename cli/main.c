@@ -713,6 +713,34 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
     return 0;
 }
 
+/* Prints the first max lines of `review --list failed` on stderr, and how
+ * many more there are. */
+static void print_first_failed(tm_migration *m, int max)
+{
+    char *buf = NULL, *p, *nl;
+    size_t len = 0;
+    int64_t more = 0;
+    int n = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return;
+    if (tm_review_list(m, "failed", NULL, 0, f) != 0)
+        len = 0;
+    fclose(f);
+    for (p = buf; p && len && *p; p = nl + 1) {
+        nl = strchr(p, '\n');
+        if (!nl)
+            break;
+        if (n++ < max)
+            fprintf(stderr, "  %.*s\n", (int)(nl - p), p);
+        else
+            more++;
+    }
+    if (more)
+        fprintf(stderr, "  ... and %" PRId64 " more\n", more);
+    free(buf);
+}
+
 static int cmd_exec(int argc, char **argv, int verify)
 {
     const char *cmd = verify ? "verify" : "copy", *db = DEFAULT_DB;
@@ -774,9 +802,13 @@ static int cmd_exec(int argc, char **argv, int verify)
         if (!quiet)
             print_human_status(&st);
         code = st.copy.failed ? EXIT_PARTIAL : EXIT_OK;
-        if (code == EXIT_PARTIAL)
-            fprintf(stderr, "treemig copy: %" PRId64 " nodes failed; see "
-                    "'treemig review --list failed'\n", st.copy.failed);
+        if (code == EXIT_PARTIAL) {
+            fprintf(stderr, "treemig copy: %" PRId64 " nodes failed:\n",
+                    st.copy.failed);
+            print_first_failed(m, 10);
+            fprintf(stderr, "see 'treemig review --list failed', fix the cause, "
+                    "then 'treemig retry'\n");
+        }
     }
     tm_migration_free(m);
     return code;

@@ -11,6 +11,8 @@
   written; --owner with a simulated source is refused (no owners there).
 - a sparse file (64 MiB with two 4 KiB extents) is copied with its holes:
   same bytes, a few blocks on disk.
+- a copy whose nodes fail names the first ten on stderr (path and
+  reason), then how many more.
 Stdlib only; TREEMIG names the binary."""
 
 import os
@@ -166,6 +168,33 @@ def check_sparse(work):
                 break
 
 
+def check_failed_named(work):
+    """A copy with failures names the first ten on stderr, then how many more."""
+    src = os.path.join(work, 'src')
+    os.mkdir(src)
+    for i in range(15):
+        with open(os.path.join(src, 'f%02d' % i), 'w') as f:
+            f.write('x' * i)
+    dst = os.path.join(work, 'dst')
+    os.mkdir(dst)
+    db = os.path.join(work, 'failing.db')
+    expect_rc(run(['discover', '--db', db, '--quiet', src, dst]), 0, 'discover')
+    import subprocess
+    env = dict(os.environ, TREEMIG_FAULT_DST='commit@1=eio+')
+    cp = subprocess.run([tmtest.TREEMIG, 'copy', '--db', db, '--yes', '--quiet'], env=env,
+                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, timeout=tmtest.TIMEOUT)
+    expect_eq('exit code', 3, cp.returncode)
+    err = cp.stderr.decode()
+    if '15 nodes failed' not in err or '... and 5 more' not in err:
+        fail('stderr does not count the failures: %r' % err)
+    named = [l for l in err.splitlines() if l.startswith('  failed\tfile\t')]
+    expect_eq('failures named', 10, len(named))
+    for l in named:
+        if 'i/o error' not in l or '/f' not in l:
+            fail('a failure without its path or reason: %r' % l)
+
+
 def main():
     tmtest.require_binary()
     R = tmtest.Runner('test_copy_attrs')
@@ -175,7 +204,8 @@ def main():
                 ('copy --owner keeps owners, setuid and setgid bits', check_owner),
                 ('copy without --owner: ours, and no setuid of others', check_no_owner),
                 ('--owner refused without root or without owners', check_owner_refused),
-                ('sparse files keep their holes', check_sparse)):
+                ('sparse files keep their holes', check_sparse),
+                ('a failed copy names its first failures', check_failed_named)):
             sub = os.path.join(work, fn.__name__)
             os.mkdir(sub)
             R.check(label, fn, sub)
