@@ -821,7 +821,8 @@ struct truth {
     int64_t cf[4];           /* conflicts: size, mtime, dst_newer, type */
     struct cnt missing;      /* copy pending without a conflict */
     struct cnt dst_only;     /* not_on_src rows */
-    struct cnt blocked;      /* source rows below a folder clashing by type */
+    struct cnt blocked;      /* source rows below a folder clashing by type
+                                (skipped, not in missing) */
     int64_t list_src;        /* source folders listed (root included) */
     int64_t list_dst;        /* destination folders listed (root included) */
 };
@@ -871,8 +872,11 @@ static void record_src(struct walk *w, const struct tm__sim_ent *c,
                                     [TM_SIM_NEWER] = 2, [TM_SIM_TYPE] = 3 };
     struct truth *t = &w->t;
     cnt_add(&t->src, c);
-    if (flags & W_BLOCK)
+    if (flags & W_BLOCK) { /* skipped when discovery completes */
         cnt_add(&t->blocked, c);
+        t->skipped++;
+        return;
+    }
     if (!x || x->fate == TM_SIM_GONE) {
         t->pending++;
         t->bytes_pending += c->type == TM_T_FILE ? c->size : 0;

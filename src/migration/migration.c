@@ -757,6 +757,68 @@ void tm_discover_options_init(tm_discover_options *o)
     o->retries = -1;
 }
 
+/* The copy never enters a source folder whose destination twin is a file
+ * (a type clash): everything below it still pending is marked skipped when
+ * discovery completes, so that "to copy" counts only what will be copied.
+ * One transaction; run again after every completion (a retry may have
+ * listed more below such a folder). */
+static int skip_blocked(tm_migration *m)
+{
+    static const char *const fill =
+        "CREATE TEMP TABLE IF NOT EXISTS tm_blocked(id INTEGER PRIMARY KEY);"
+        "DELETE FROM temp.tm_blocked;"
+        "INSERT INTO temp.tm_blocked(id) WITH RECURSIVE sub(id) AS ("
+        " SELECT c.id FROM src_nodes AS p JOIN src_nodes AS c ON c.parent_id = p.id"
+        " WHERE p.type = 'folder' AND p.conflict = 'type' AND p.depth > 0"
+        " UNION ALL SELECT c.id FROM src_nodes AS c JOIN sub ON c.parent_id = sub.id)"
+        " SELECT id FROM sub;";
+    sqlite3 *db = m->store.db;
+    struct tm__stats_delta d = { NULL, 0, 0 };
+    sqlite3_stmt *st = NULL;
+    int rc = tm__store_exec(db, "BEGIN IMMEDIATE", &m->err), step = SQLITE_DONE;
+    if (!rc)
+        rc = tm__store_exec(db, fill, &m->err);
+    if (!rc && sqlite3_prepare_v2(db, "SELECT n.depth, n.type, n.conflict IS NOT "
+                                  "NULL, count(*), coalesce(sum(n.size), 0) FROM "
+                                  "temp.tm_blocked AS b CROSS JOIN src_nodes AS n ON "
+                                  "n.id = b.id WHERE n.copy_status = 'pending' "
+                                  "GROUP BY 1, 2, 3", -1, &st, NULL) != SQLITE_OK)
+        rc = tm__store_error(db, SQLITE_ERROR, &m->err, "find what a type clash blocks");
+    while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        int type = tm__name_index(tm__type_names, TM_T_COUNT,
+                                  (const char *)sqlite3_column_text(st, 1));
+        struct tm__stat_key k = { 2, sqlite3_column_int(st, 0), type, CS_PENDING,
+                                  sqlite3_column_int(st, 2) };
+        int64_t n = sqlite3_column_int64(st, 3), bytes = sqlite3_column_int64(st, 4);
+        if (type < 0) {
+            rc = fail(m, TM_ECORRUPT, "unknown node type in the state file");
+            break;
+        }
+        rc = tm__stats_add(&d, &k, -n, -bytes);
+        k.status = CS_SKIPPED;
+        if (!rc)
+            rc = tm__stats_add(&d, &k, n, bytes);
+    }
+    if (!rc && step != SQLITE_DONE)
+        rc = tm__store_error(db, step, &m->err, "find what a type clash blocks");
+    sqlite3_finalize(st);
+    if (!rc)
+        rc = tm__store_exec(db, "UPDATE src_nodes SET copy_status = 'skipped', "
+                            "error = coalesce(error, 'its folder is a file on "
+                            "the destination') "
+                            "WHERE copy_status = 'pending' AND id IN "
+                            "(SELECT id FROM temp.tm_blocked);"
+                            "DELETE FROM temp.tm_blocked;", &m->err);
+    if (!rc)
+        rc = tm__stats_apply(db, &d);
+    if (!rc)
+        rc = tm__store_exec(db, "COMMIT", &m->err);
+    else
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    tm__stats_release(&d);
+    return rc;
+}
+
 int tm_discover(tm_migration *m, const char *src, const char *dst,
                 const tm_discover_options *opt)
 {
@@ -932,6 +994,8 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         rc = tm__discover_run(&cfg);
         log_release(m);
     }
+    if (rc == 0)
+        rc = skip_blocked(m);
     if (rc == 0) {
         rc = set_phase(m, "discovered");
     } else {

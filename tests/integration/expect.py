@@ -145,13 +145,15 @@ def expected(src, dst, excludes=()):
     S[b'/'] = sroot
     D[b'/'] = droot
 
-    # Work list of (rel path, dst twin listable?) for source folders, BFS.
-    level = [(b'/', True)]
+    # Work list of (rel path, dst twin listable?, below a type clash?) for
+    # source folders, BFS. Below a folder whose twin is a file, what would
+    # be copied is skipped when discovery completes.
+    level = [(b'/', True, False)]
     src_listed_depths = set()
     dst_listed_depths = set()
     while level:
         nxt = []
-        for rel, dst_twin in level:
+        for rel, dst_twin, blocked in level:
             sabs = src + (rel if rel != b'/' else b'')
             dabs = dst + (rel if rel != b'/' else b'')
             srow = S[rel]
@@ -193,21 +195,24 @@ def expected(src, dst, excludes=()):
                 r['traversal_status'] = None if r['type'] == FOLDER else 'successful'
                 if d is None:
                     r['copy_status'] = 'skipped' if r['type'] == OTHER else 'pending'
+                    if blocked and r['type'] != OTHER:
+                        r['copy_status'] = 'skipped'
+                        r['error'] = b'its folder is a file on the destination'
                     if r['type'] == FOLDER:
-                        nxt.append((p, False))
+                        nxt.append((p, False, blocked))
                     continue
                 if d['type'] != r['type']:
                     r['conflict'] = d['conflict'] = 'type'
                     r['copy_status'] = 'skipped'
                     d['traversal_status'] = 'successful'
                     if r['type'] == FOLDER:
-                        nxt.append((p, False))
+                        nxt.append((p, False, True))
                     continue
                 t = r['type']
                 if t == FOLDER:
                     r['copy_status'] = 'already_existed'
                     d['traversal_status'] = None   # set when listed
-                    nxt.append((p, True))
+                    nxt.append((p, True, False))
                 elif t == OTHER:
                     r['copy_status'] = 'skipped'
                     d['traversal_status'] = 'successful'

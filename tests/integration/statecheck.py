@@ -314,7 +314,8 @@ def _row_problems(side, rows):
             errs.append('%s %r: parent id not below id %d' % (side, p, r[ID]))
         if r[TS] == b'failed' and not r[ERR]:
             errs.append('%s %r: failed without an error message' % (side, p))
-        elif r[TS] in (SUCCESSFUL, b'not_on_src', b'excluded') and r[ERR] is not None:
+        elif (r[TS] in (SUCCESSFUL, b'not_on_src', b'excluded') and r[ERR] is not None
+              and r[CS] not in (b'skipped', b'failed')):  # the copy's reason
             errs.append('%s %r: %s with the error %r' % (side, p, r[TS].decode(), r[ERR]))
         if _listed(r) and (r[ATT] or 0) < 1:
             errs.append('%s %r: listed folder with attempts %r' % (side, p, r[ATT]))

@@ -308,7 +308,8 @@ def compare_nodes(side, expected, rows, src_rows=None, max_report=25):
         if ts == 'failed':
             if not r['error']:
                 errs.append('%r: failed without an error message' % p)
-        elif ts in ('successful', 'not_on_src', 'excluded') and r['error'] is not None:
+        elif (ts in ('successful', 'not_on_src', 'excluded') and r['error'] is not None
+              and r.get('copy_status') not in ('skipped', 'failed')):  # the copy's reason
             errs.append('%r: %s with error %r' % (p, ts, r['error']))
         if (r['type'] == 'folder' and ts == 'successful' and r['conflict'] is None
                 and (r['attempts'] or 0) < 1):
