@@ -60,7 +60,7 @@ echo
 echo "== a simulated pair: 45k source nodes generated on the fly, with faults"
 spec='sim:seed=7,depth=5,folders=8,files=8,tail=3,decay=1,size=4k'
 rm -f "$dir/sim.db"* "$dir/sim-dst.ovl"
-"$bin" discover --db "$dir/sim.db" --quiet "$spec,transient=0.02" \
+"$bin" discover --db "$dir/sim.db" --quiet --retries 10 "$spec,transient=0.02" \
   "$spec,world=dst,keep=0.9,extra=0.01,csize=0.01,cmtime=0.01,ctype=0.002,overlay=$dir/sim-dst.ovl"
 echo "ground truth (treemig sim-stats) against what discovery recorded:"
 "$bin" sim-stats "$spec,world=dst,keep=0.9,extra=0.01,csize=0.01,cmtime=0.01,ctype=0.002" \

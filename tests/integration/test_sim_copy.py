@@ -94,14 +94,18 @@ def check_finished(work, name, src, dst, truth):
 
 def discover_copy_verify(work, name, src, dst, truth, copy_opts=()):
     db = os.path.join(work, name + '.db')
-    cp = run(['discover', '--db', db, '--quiet', src, dst])
+    # 5% faults on every operation: a file's verify reads both sides, so an
+    # attempt fails 1 - 0.95^2 of the time; with 3 retries one file in
+    # ~10^4 would still fail. 10 retries (stored, used by copy and verify
+    # too) make that ~10^-11 (docs/sim.md says the same for listings).
+    cp = run(['discover', '--db', db, '--quiet', '--retries', '10', src, dst])
     expect_rc(cp, 0, 'discover')
     st = status(db)
     for sec in ('src', 'dst', 'copy'):
         tmtest.compare_status({sec: truth[sec]}, {sec: st[sec]})
     cp = run(['copy', '--db', db, '--yes', '--quiet'] + list(copy_opts))
-    # with 5% faults per operation a copy may fail after its retries (about
-    # 0.15^4 per file); the operator's answer is `treemig retry`
+    # should a copy still fail after its retries, the operator's answer is
+    # `treemig retry`
     for _ in range(3):
         if cp.returncode != 3:
             break
