@@ -179,11 +179,8 @@ def check_failed_named(work):
     os.mkdir(dst)
     db = os.path.join(work, 'failing.db')
     expect_rc(run(['discover', '--db', db, '--quiet', src, dst]), 0, 'discover')
-    import subprocess
-    env = dict(os.environ, TREEMIG_FAULT_DST='commit@1=eio+')
-    cp = subprocess.run([tmtest.TREEMIG, 'copy', '--db', db, '--yes', '--quiet'], env=env,
-                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE, timeout=tmtest.TIMEOUT)
+    cp = run(['copy', '--db', db, '--yes', '--quiet'],
+             env={'TREEMIG_FAULT_DST': 'commit@1=eio+'})
     expect_eq('exit code', 3, cp.returncode)
     err = cp.stderr.decode()
     if '15 nodes failed' not in err or '... and 5 more' not in err:

@@ -290,19 +290,29 @@ def run_disk_full(R, M, base):
             'exits 0, the destination equals the source', check_resume)
 
 
-def copy_until_full(src, dst, db, what):
+def copy_resumes(src, dst, db, once):
+    """Once the cause is gone: copy exits 0, verify --checksum exits 0, the
+    destination equals the source and holds no temporary file."""
+    expect_rc(tmtest.run(['copy', '--db', db, '--yes', '--quiet']), 0, 'copy once ' + once)
+    expect_rc(tmtest.run(['verify', '--db', db, '--checksum', '--quiet']), 0,
+              'verify --checksum')
+    expect_dst_equals_src(src, dst)
+    test_copy.check_no_tmp(dst)
+
+
+def copy_until_full(src, dst, db, what, word='full', env=None):
     """Discovers, then copies onto a destination that fills up: exit 1, a
-    message that says the destination is full and names it, phase
-    suspended, nothing failed. Returns the status."""
+    message that names the destination and says word, phase suspended,
+    nothing failed. Returns the status."""
     cp = tmtest.run(['discover', '--db', db, '--quiet', src, dst])
     expect_rc(cp, 0, 'discover')
-    cp = tmtest.run(['copy', '--db', db, '--yes', '--quiet'])
+    cp = tmtest.run(['copy', '--db', db, '--yes', '--quiet'], env=env)
     expect_rc(cp, 1, 'copy onto ' + what)
     msg = message(cp)
     print('     %s' % msg.splitlines()[-1][:200])
-    if 'full' not in msg or dst.decode() not in msg:
-        fail('the message does not say that the destination %s is full: %r'
-             % (dst.decode(), msg))
+    if word not in msg or dst.decode() not in msg:
+        fail('the message does not say that the destination %s is %s: %r'
+             % (dst.decode(), word, msg))
     st = tmtest.status_json(db)
     expect_eq('phase', 'suspended', st['phase'])
     expect_eq('copy.failed', 0, st['copy']['failed'])
@@ -325,12 +335,7 @@ def run_no_inodes(R, M, base):
         real_files_complete(src, dst)
         tmtest.check_all_stats(db)
         M.remount(dst, 'nr_inodes=1000')
-        cp = tmtest.run(['copy', '--db', db, '--yes', '--quiet'])
-        expect_rc(cp, 0, 'copy once there are inodes')
-        cp = tmtest.run(['verify', '--db', db, '--checksum', '--quiet'])
-        expect_rc(cp, 0, 'verify --checksum')
-        expect_dst_equals_src(src, dst)
-        test_copy.check_no_tmp(dst)
+        copy_resumes(src, dst, db, 'there are inodes')
     R.check('out of inodes: copy exits 1, phase suspended, the message says full; '
             'with more inodes copy and verify exit 0', check)
 
@@ -346,29 +351,10 @@ def run_quota(R, M, base):
         db = os.path.join(top, 'state.db')
         build_src(src, big_files=2, big_size=1000, small=20)
         os.mkdir(dst)
-        cp = tmtest.run(['discover', '--db', db, '--quiet', src, dst])
-        expect_rc(cp, 0, 'discover')
-        env = dict(os.environ, TREEMIG_FAULT_DST='commit@4=edquot')
-        cp = subprocess.run([os.fsencode(tmtest.TREEMIG), b'copy', b'--db', os.fsencode(db),
-                             b'--yes', b'--quiet'], env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            timeout=tmtest.TIMEOUT)
-        expect_rc(cp, 1, 'copy onto a destination over its quota')
-        msg = message(cp)
-        print('     %s' % msg.splitlines()[-1][:200])
-        if 'quota' not in msg or dst.decode() not in msg:
-            fail('the message does not say that the destination %s is over its quota: %r'
-                 % (dst.decode(), msg))
-        st = tmtest.status_json(db)
-        expect_eq('phase', 'suspended', st['phase'])
-        expect_eq('copy.failed', 0, st['copy']['failed'])
+        copy_until_full(src, dst, db, 'a destination over its quota', 'quota',
+                        {'TREEMIG_FAULT_DST': 'commit@4=edquot'})
         real_files_complete(src, dst)
-        cp = tmtest.run(['copy', '--db', db, '--yes', '--quiet'])
-        expect_rc(cp, 0, 'copy once the quota allows')
-        expect_rc(tmtest.run(['verify', '--db', db, '--checksum', '--quiet']), 0,
-                  'verify --checksum')
-        expect_dst_equals_src(src, dst)
-        test_copy.check_no_tmp(dst)
+        copy_resumes(src, dst, db, 'the quota allows')
     R.check('over quota (EDQUOT): copy exits 1, phase suspended, the message names the '
             'destination and the quota; then copy and verify exit 0', check)
 
@@ -410,11 +396,7 @@ def run_read_only(R, M, base):
         if 'ok' not in state:
             raise tmtest.Skip('the read-only check did not pass')
         M.remount(dst, 'rw')
-        cp = tmtest.run(['copy', '--db', db, '--yes', '--quiet'])
-        expect_rc(cp, 0, 'copy once the destination is writable')
-        cp = tmtest.run(['verify', '--db', db, '--checksum', '--quiet'])
-        expect_rc(cp, 0, 'verify --checksum')
-        expect_dst_equals_src(src, dst)
+        copy_resumes(src, dst, db, 'the destination is writable')
         tmtest.check_all_stats(db)
     R.check('read-only destination: once writable, copy and verify exit 0, the '
             'destination equals the source', check_resume)
@@ -519,11 +501,7 @@ def run_root_renamed_during(R, M, base):
         print('     %d nodes recorded as copied, %d in the renamed folder' % (copied, n))
         # back in place, the copy goes on from where it stopped
         os.rename(moved, dst)
-        cp = tmtest.run(['copy', '--db', db, '--yes', '--quiet'])
-        expect_rc(cp, 0, 'copy once the root is back')
-        cp = tmtest.run(['verify', '--db', db, '--checksum', '--quiet'])
-        expect_rc(cp, 0, 'verify --checksum')
-        expect_dst_equals_src(src, dst)
+        copy_resumes(src, dst, db, 'the root is back')
         tmtest.check_all_stats(db)
     R.check('destination root renamed during the copy: exit 1, phase suspended, the root '
             'named, nothing at the old path; renamed back, copy and verify exit 0',

@@ -89,12 +89,14 @@ def require_binary():
     TREEMIG = copy
 
 
-def run(args, cwd=None, timeout=None):
-    """Runs treemig with args (str or bytes items). Returns CompletedProcess
-    with bytes stdout/stderr."""
+def run(args, cwd=None, timeout=None, env=None):
+    """Runs treemig with args (str or bytes items); env: variables added to
+    the environment (e.g. TREEMIG_FAULT_DST). Returns CompletedProcess with
+    bytes stdout/stderr."""
     cmd = [os.fsencode(TREEMIG)] + [os.fsencode(a) for a in args]
     try:
         return subprocess.run(cmd, cwd=cwd, stdin=subprocess.DEVNULL,
+                              env=dict(os.environ, **env) if env else None,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               timeout=timeout or TIMEOUT)
     except subprocess.TimeoutExpired as e:
