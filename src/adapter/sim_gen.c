@@ -200,6 +200,21 @@ static void make_name(const struct tm__sim_spec *sp, struct tm__sim_ent *e,
 
 /* ------------------------------------------------------------ children */
 
+/* A generated node of the plain shape: name, type, size, mtime, mode and
+ * how to list it (a folder), all drawn from key. */
+static void make_node(const struct tm__sim_spec *sp, struct tm__sim_ent *e,
+                      char tag, int64_t index, uint64_t key, int is_dir, int depth)
+{
+    make_name(sp, e, tag, index, key);
+    e->type = is_dir ? TM_T_FOLDER : TM_T_FILE;
+    e->size = is_dir ? 0 : file_size(sp, key);
+    e->mtime = node_mtime(key);
+    e->mode = is_dir ? 0755 : 0644;
+    e->sub.key = key;
+    e->sub.depth = depth;
+    e->sub.gen = TM_SIM_PLAIN;
+}
+
 static void plain_child(const struct tm__sim_spec *sp,
                         const struct tm__sim_folder *f, int64_t nf, int64_t i,
                         struct tm__sim_ent *e)
@@ -208,15 +223,8 @@ static void plain_child(const struct tm__sim_spec *sp,
     int64_t idx = is_dir ? i : i - nf;
     uint64_t key = tm__sim_hash(tm__sim_hash(f->key, is_dir ? H_DIR : H_FILE),
                                 (uint64_t)idx);
-    make_name(sp, e, is_dir ? 'd' : 'f', idx, key);
-    e->type = is_dir ? TM_T_FOLDER : TM_T_FILE;
-    e->size = is_dir ? 0 : file_size(sp, key);
-    e->mtime = node_mtime(key);
-    e->mode = is_dir ? 0755 : 0644;
+    make_node(sp, e, is_dir ? 'd' : 'f', idx, key, is_dir, f->depth + 1);
     e->fate = TM_SIM_SAME;
-    e->sub.key = key;
-    e->sub.depth = f->depth + 1;
-    e->sub.gen = TM_SIM_PLAIN;
 }
 
 /* Turns src (a source child) into its destination twin; returns 0 when
@@ -274,15 +282,8 @@ static void extra_child(const struct tm__sim_spec *sp,
                                 (uint64_t)k);
     int is_dir = f->depth + 1 < sp->depth &&
                  tm__sim_unit(tm__sim_hash(key, H_EXTRA_TYPE)) < sp->extra_folders;
-    make_name(sp, e, 'x', k, key);
-    e->type = is_dir ? TM_T_FOLDER : TM_T_FILE;
-    e->size = is_dir ? 0 : file_size(sp, key);
-    e->mtime = node_mtime(key);
-    e->mode = is_dir ? 0755 : 0644;
+    make_node(sp, e, 'x', k, key, is_dir, f->depth + 1);
     e->fate = TM_SIM_EXTRA;
-    e->sub.key = key;
-    e->sub.depth = f->depth + 1;
-    e->sub.gen = TM_SIM_PLAIN;
 }
 
 void tm__sim_dir_init(const struct tm__sim_spec *sp,
