@@ -1380,18 +1380,23 @@ static int64_t count_status(sqlite3 *db, const char *stats, const char *column,
     return n;
 }
 
+/* Opens the stored source root (retry reads it again). */
+static int open_stored_src(tm_migration *m, struct tm__adapter **ad)
+{
+    char *src = setting_dup(m->store.db, "src");
+    int rc = src ? open_side(m, TM_SRC, NULL, 0, src, ad)
+                 : fail(m, TM_ECORRUPT, "no source root");
+    free(src);
+    return rc;
+}
+
 /* A folder that failed (e.g. unreadable) may have had its mode fixed since
  * its parent was listed: its row takes the folder's attributes of now. */
 static int refresh_failed(tm_migration *m)
 {
     struct tm__adapter *ad = NULL;
     sqlite3_stmt *sel = NULL, *upd = NULL;
-    char *src = setting_dup(m->store.db, "src");
-    int rc;
-
-    rc = src ? open_side(m, TM_SRC, NULL, 0, src, &ad)
-             : fail(m, TM_ECORRUPT, "no source root");
-    free(src);
+    int rc = open_stored_src(m, &ad);
     if (rc)
         return rc;
     if (sqlite3_prepare_v2(m->store.db, "SELECT id, path FROM src_nodes WHERE "
@@ -1432,12 +1437,7 @@ static int refresh_changed(tm_migration *m)
     struct tm__adapter *ad = NULL;
     struct tm__stats_delta d = { NULL, 0, 0 };
     sqlite3_stmt *sel = NULL, *upd = NULL;
-    char *src = setting_dup(m->store.db, "src");
-    int rc;
-
-    rc = src ? open_side(m, TM_SRC, NULL, 0, src, &ad)
-             : fail(m, TM_ECORRUPT, "no source root");
-    free(src);
+    int rc = open_stored_src(m, &ad);
     if (rc)
         return rc;
     if (sqlite3_prepare_v2(m->store.db,
