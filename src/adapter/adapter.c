@@ -7,6 +7,7 @@
 
 #include "treemig.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,28 +25,111 @@ int tm__name_valid(const char *name, size_t len)
     return memchr(name, '/', len) == NULL && memchr(name, '\0', len) == NULL;
 }
 
+void tm__aerr_clear(struct tm__aerr *e)
+{
+    e->code = 0;
+    e->cls = -1;
+    e->retry_ms = 0;
+    e->msg[0] = '\0';
+}
+
+int tm__aerr_finish(struct tm__aerr *e, int rc)
+{
+    e->code = rc;
+    if (!rc) {
+        e->cls = -1;
+        e->msg[0] = '\0';
+        return 0;
+    }
+    if (e->cls < 0 || e->cls > TM_ERR_THROTTLE)
+        e->cls = tm__adapter_classify(NULL, rc);
+    if (!e->msg[0])
+        snprintf(e->msg, sizeof e->msg, "%s", tm_strerror(rc));
+    return rc;
+}
+
+int tm__aerr_set(struct tm__aerr *e, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    va_end(ap);
+    e->code = rc;
+    return rc;
+}
+
 struct check_ctx {
     tm__list_cb cb; /* the engine's callback */
     void *ctx;      /* its context */
+    int bad;        /* the adapter reported something invalid */
 };
 
 static int check_entry(void *ctx, const struct tm__entry *e)
 {
     struct check_ctx *c = ctx;
-    if (!tm__name_valid(e->name, e->name_len))
+    if (!tm__name_valid(e->name, e->name_len)) {
+        c->bad = 1;
         return TM_EBADNAME;
-    if (e->type < 0 || e->type >= TM_T_COUNT)
+    }
+    if (e->type < 0 || e->type >= TM_T_COUNT) {
+        c->bad = 1;
         return TM_EINTERNAL;
+    }
     return c->cb(c->ctx, e);
 }
 
-int tm__adapter_list(struct tm__adapter *a, const char *path, tm__list_cb cb,
-                     void *ctx)
+int tm__adapter_list_open(struct tm__adapter *a, const char *path,
+                          const void *pos, size_t pos_len,
+                          struct tm__lister **out, struct tm__aerr *e)
 {
-    struct check_ctx c = { cb, ctx };
+    int rc;
+    *out = NULL;
+    tm__aerr_clear(e);
     if (!path || path[0] != '/')
-        return TM_EINVAL;
-    return a->list(a, path, check_entry, &c);
+        return tm__aerr_finish(e, TM_EINVAL);
+    rc = a->list_open(a, path, pos_len ? pos : NULL, pos_len, out, e);
+    if (!rc && !*out)
+        rc = TM_EINTERNAL;
+    return tm__aerr_finish(e, rc);
+}
+
+int tm__adapter_list_next(struct tm__lister *l, tm__list_cb cb, void *ctx,
+                          int *more, struct tm__aerr *e)
+{
+    struct check_ctx c = { cb, ctx, 0 };
+    int rc;
+    tm__aerr_clear(e);
+    *more = 0;
+    rc = l->a->list_next(l, check_entry, &c, more, e);
+    if (rc == TM_EBADNAME && c.bad) {
+        /* the storage listed a name that cannot be a child: a problem of
+         * this folder, never retried, and not the storage's words */
+        e->cls = TM_ERR_NODE;
+        snprintf(e->msg, sizeof e->msg, "%s", tm_strerror(rc));
+    }
+    return tm__aerr_finish(e, rc);
+}
+
+int tm__adapter_list_pos(struct tm__lister *l, struct tm__buf *out)
+{
+    return l->a->list_pos(l, out);
+}
+
+void tm__adapter_list_close(struct tm__lister *l)
+{
+    if (l)
+        l->a->list_close(l);
+}
+
+int tm__adapter_list(struct tm__adapter *a, const char *path, tm__list_cb cb,
+                     void *ctx, struct tm__aerr *e)
+{
+    struct tm__lister *l;
+    int more = 1, rc = tm__adapter_list_open(a, path, NULL, 0, &l, e);
+    while (!rc && more)
+        rc = tm__adapter_list_next(l, cb, ctx, &more, e);
+    tm__adapter_list_close(l);
+    return rc;
 }
 
 int tm__adapter_stat(struct tm__adapter *a, const char *path,

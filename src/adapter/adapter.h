@@ -41,18 +41,59 @@ struct tm__entry {
 };
 
 /* Called once per child; returns 0 to go on, or an error to stop listing
- * (that error is then returned by list). */
+ * (that error is then returned by list_next). */
 typedef int (*tm__list_cb)(void *ctx, const struct tm__entry *e);
 
+/* How a failure is handled: retried, recorded for this node, or the end. */
+enum tm__errclass { TM_ERR_RETRY = 0, TM_ERR_NODE, TM_ERR_FATAL, TM_ERR_THROTTLE };
+
+/* What went wrong in one call, filled by the adapter with the error it
+ * returns, so that the detail travels with the call (an operation may be
+ * retried or reported on another thread). The wrappers below set code,
+ * cls = -1, retry_ms = 0 and msg = "" before each call; an adapter sets
+ * what it knows, the wrapper fills the rest (cls from code, msg from
+ * tm_strerror). */
+struct tm__aerr {
+    int code;         /* the error returned (a TM_E* code) */
+    int cls;          /* enum tm__errclass, or -1: classify code */
+    int64_t retry_ms; /* TM_ERR_THROTTLE: wait this long (0: default) */
+    char msg[256];    /* the storage's own words for it, or "" */
+};
+
+/* A listing in progress: a concrete adapter embeds it first. */
+struct tm__lister {
+    struct tm__adapter *a; /* the adapter that opened it */
+};
+
 struct tm__adapter {
-    int version;              /* interface version, 1 */
+    int version;              /* interface version, 2 */
     const char *name;         /* "local", "sim", ... */
     unsigned caps;            /* TM_CAP_* bits */
     int64_t mtime_precision;  /* ns; mtimes are compared at the coarser one */
-    /* Lists the children of the folder at path (root-relative, "/" for the
-     * root), calling cb for each, in any order. Returns 0 or an error. */
-    int (*list)(struct tm__adapter *a, const char *path, tm__list_cb cb,
-                void *ctx);
+
+    /* ---- paged listing ----
+     * A folder is listed page by page, so that no folder is ever held whole
+     * in memory, and a listing can be resumed inside a folder after a
+     * crash from a position the engine stored. */
+
+    /* Starts listing the children of the folder at path (root-relative,
+     * "/" for the root) at pos (pos_len bytes from an earlier list_pos of
+     * the same folder; 0 bytes: from the start). Cheap: the first request
+     * may wait for list_next. */
+    int (*list_open)(struct tm__adapter *a, const char *path, const void *pos,
+                     size_t pos_len, struct tm__lister **out,
+                     struct tm__aerr *e);
+    /* Calls cb for each child of the next page, in any order; sets *more
+     * to 0 once the listing is complete (that page may hold children). On
+     * failure the page may have been partly passed to cb: the caller drops
+     * it, and the next call starts the same page again. */
+    int (*list_next)(struct tm__lister *l, tm__list_cb cb, void *ctx, int *more,
+                     struct tm__aerr *e);
+    /* Appends to out the position after the last page list_next returned,
+     * for a later list_open. */
+    int (*list_pos)(struct tm__lister *l, struct tm__buf *out);
+    /* Ends the listing and frees l. */
+    void (*list_close)(struct tm__lister *l);
     /* Stats the node at path without following a final symlink. */
     int (*stat)(struct tm__adapter *a, const char *path, struct tm__entry *out);
     /* Describes the last error of this thread on this adapter into buf
@@ -136,8 +177,6 @@ struct tm__wfile {
 /* set_attr: leave the mtime unchanged. */
 #define TM_MTIME_KEEP INT64_MIN
 
-/* How a failure is handled: retried, recorded for this node, or the end. */
-enum tm__errclass { TM_ERR_RETRY = 0, TM_ERR_NODE, TM_ERR_FATAL, TM_ERR_THROTTLE };
 
 /*
  * Opens the adapter for spec: a local path (absolute or relative, made
@@ -201,8 +240,29 @@ struct tm__rfile *tm__fault_rfile_inner(struct tm__rfile *f);
 /* 1 when spec names a simulated storage ("sim:..."). */
 int tm__spec_is_sim(const char *spec);
 
+/* The listing wrappers: they check what the adapter reports (every name
+ * one valid path component, a known type) and fill e (see struct
+ * tm__aerr). */
+int tm__adapter_list_open(struct tm__adapter *a, const char *path,
+                          const void *pos, size_t pos_len,
+                          struct tm__lister **out, struct tm__aerr *e);
+int tm__adapter_list_next(struct tm__lister *l, tm__list_cb cb, void *ctx,
+                          int *more, struct tm__aerr *e);
+int tm__adapter_list_pos(struct tm__lister *l, struct tm__buf *out);
+void tm__adapter_list_close(struct tm__lister *l);
+/* Lists the whole folder at path, page after page (for small folders and
+ * tests: a failure midway has already passed the children before it). */
 int tm__adapter_list(struct tm__adapter *a, const char *path, tm__list_cb cb,
-                     void *ctx);
+                     void *ctx, struct tm__aerr *e);
+/* Sets e to "no error yet" before a call. */
+void tm__aerr_clear(struct tm__aerr *e);
+/* Completes e after a call that returned rc: code, a class from rc when
+ * the adapter gave none, a message from tm_strerror when it gave none.
+ * Returns rc. */
+int tm__aerr_finish(struct tm__aerr *e, int rc);
+/* Sets e from an adapter's error rc with a formatted message. Returns rc. */
+int tm__aerr_set(struct tm__aerr *e, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* da->copy_from(out, in, size), with in unwrapped from fault layers when
  * da is not one itself (the adapter then sees only its own files). The
  * caller checks that da->copy_from exists and both adapters share a name. */

@@ -74,6 +74,18 @@ static int hit(struct fault *f, int op)
     return 0;
 }
 
+/* Describes the fault this thread just injected (hit() returned err). */
+static int fault_aerr(struct tm__aerr *e, int err)
+{
+    snprintf(e->msg, sizeof e->msg, "%s (fault injected into %s call %lld)",
+             tm_strerror(err), tm__fault_op_names[last_fault.op], last_fault.n);
+    if (err == TM_ETHROTTLED) {
+        e->cls = TM_ERR_THROTTLE;
+        e->retry_ms = 10; /* an injected throttle: a short wait keeps tests fast */
+    }
+    return err;
+}
+
 /* ---- parsing ---- */
 
 static int parse_err(const char *s, size_t len, int *out)
@@ -202,11 +214,54 @@ static struct tm__adapter *inner(struct tm__adapter *a)
     return ((struct fault *)a)->in;
 }
 
-static int f_list(struct tm__adapter *a, const char *path, tm__list_cb cb,
-                  void *ctx)
+struct fault_lister {
+    struct tm__lister base; /* must be first */
+    struct tm__lister *in;  /* the inner adapter's listing */
+};
+
+static int f_list_open(struct tm__adapter *a, const char *path, const void *pos,
+                       size_t pos_len, struct tm__lister **out,
+                       struct tm__aerr *e)
 {
-    int rc = hit((struct fault *)a, TM_FOP_LIST);
-    return rc ? rc : inner(a)->list(inner(a), path, cb, ctx);
+    struct fault_lister *fl = calloc(1, sizeof *fl);
+    int rc;
+    *out = NULL;
+    if (!fl)
+        return TM_ENOMEM;
+    rc = inner(a)->list_open(inner(a), path, pos, pos_len, &fl->in, e);
+    if (rc) {
+        free(fl);
+        return rc;
+    }
+    fl->base.a = a;
+    *out = &fl->base;
+    return 0;
+}
+
+/* Every page is a "list" call: a folder of one page is one call. */
+static int f_list_next(struct tm__lister *l, tm__list_cb cb, void *ctx,
+                       int *more, struct tm__aerr *e)
+{
+    struct fault_lister *fl = (struct fault_lister *)l;
+    int rc = hit((struct fault *)l->a, TM_FOP_LIST);
+    if (rc) {
+        *more = 0;
+        return fault_aerr(e, rc);
+    }
+    return fl->in->a->list_next(fl->in, cb, ctx, more, e);
+}
+
+static int f_list_pos(struct tm__lister *l, struct tm__buf *out)
+{
+    struct fault_lister *fl = (struct fault_lister *)l;
+    return fl->in->a->list_pos(fl->in, out);
+}
+
+static void f_list_close(struct tm__lister *l)
+{
+    struct fault_lister *fl = (struct fault_lister *)l;
+    fl->in->a->list_close(fl->in);
+    free(fl);
 }
 
 static int f_stat(struct tm__adapter *a, const char *path, struct tm__entry *out)
@@ -447,7 +502,10 @@ int tm__fault_wrap(struct tm__adapter *in, const struct tm__fault_rule *rules,
     f->base.name = in->name;
     f->base.caps = in->caps;
     f->base.mtime_precision = in->mtime_precision;
-    f->base.list = f_list;
+    f->base.list_open = f_list_open;
+    f->base.list_next = f_list_next;
+    f->base.list_pos = f_list_pos;
+    f->base.list_close = f_list_close;
     f->base.stat = in->stat ? f_stat : NULL;
     f->base.describe = f_describe;
     f->base.retry_after = f_retry_after;

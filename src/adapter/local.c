@@ -152,59 +152,148 @@ static int entry_from_stat(struct tm__entry *e, const struct stat *st)
     return 0;
 }
 
-static int local_list(struct tm__adapter *a, const char *path, tm__list_cb cb,
-                      void *ctx)
+/* A listing: the folder's descriptor stays open from page to page, so
+ * one run reads one consistent getdents stream; a page is what one
+ * getdents64 call returns. The next chunk is read ahead, so that the last
+ * page says it is the last (a small folder is one page). The position is
+ * the d_off of the last entry passed on (the file system's own cookie,
+ * what telldir/seekdir use). */
+struct local_lister {
+    struct tm__lister base; /* must be first */
+    int fd;                 /* the folder */
+    int64_t off;            /* d_off after the last complete page */
+    int broken;             /* the page could not be rewound: this error */
+    long n;                 /* bytes of the chunk in buf; -1: none read */
+    char *buf, *next;       /* this chunk, the one read ahead (LIST_BUF) */
+};
+
+#define LIST_BUF (32 * 1024)
+
+static int local_list_open(struct tm__adapter *a, const char *path,
+                           const void *pos, size_t pos_len,
+                           struct tm__lister **out, struct tm__aerr *e)
 {
     struct local *l = (struct local *)a;
-    enum { BUFSZ = 64 * 1024 };
-    char *buf;
-    int fd, rc = 0;
+    struct local_lister *li;
+    int64_t off = 0;
+    int fd;
 
+    (void)e;
+    *out = NULL;
+    if (pos_len) {
+        if (pos_len != 8)
+            return TM_EINVAL;
+        memcpy(&off, pos, 8);
+    }
     fd = open_dir(l, path);
     if (fd < 0)
         return fd;
-    buf = malloc(BUFSZ);
-    if (!buf) {
+    li = calloc(1, sizeof *li);
+    if (!li || !(li->buf = malloc(2 * LIST_BUF))) {
+        free(li);
         close(fd);
         return TM_ENOMEM;
     }
-    for (;;) {
-        long n = syscall(SYS_getdents64, fd, buf, BUFSZ);
-        long off;
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
+    li->next = li->buf + LIST_BUF;
+    if (off && lseek(fd, (off_t)off, SEEK_SET) < 0) {
+        int rc = tm__from_errno(errno);
+        free(li->buf);
+        free(li);
+        close(fd);
+        return rc;
+    }
+    li->base.a = a;
+    li->fd = fd;
+    li->off = off;
+    li->n = -1;
+    *out = &li->base;
+    return 0;
+}
+
+static long read_chunk(int fd, char *buf)
+{
+    long n;
+    do
+        n = syscall(SYS_getdents64, fd, buf, LIST_BUF);
+    while (n < 0 && errno == EINTR);
+    return n < 0 ? tm__from_errno(errno) : n;
+}
+
+static int local_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
+                           int *more, struct tm__aerr *e)
+{
+    struct local_lister *li = (struct local_lister *)lr;
+    int64_t last = li->off;
+    long off, n = -1;
+    int rc = 0;
+
+    (void)e;
+    *more = 0;
+    if (li->broken)
+        return li->broken;
+    if (li->n < 0 && (li->n = read_chunk(li->fd, li->buf)) < 0) {
+        rc = (int)li->n;
+        li->n = -1;
+        return rc;
+    }
+    for (off = 0; off < li->n && !rc;) {
+        struct linux_dirent64 *d = (struct linux_dirent64 *)(li->buf + off);
+        struct tm__entry en;
+        struct stat st;
+        off += d->d_reclen;
+        last = d->d_off;
+        if (d->d_name[0] == '.' &&
+            (d->d_name[1] == '\0' ||
+             (d->d_name[1] == '.' && d->d_name[2] == '\0')))
+            continue;
+        if (fstatat(li->fd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            if (errno == ENOENT)
+                continue; /* vanished since getdents: not a child now */
             rc = tm__from_errno(errno);
             break;
         }
-        if (n == 0)
-            break;
-        for (off = 0; off < n && !rc;) {
-            struct linux_dirent64 *d = (struct linux_dirent64 *)(buf + off);
-            struct tm__entry e;
-            struct stat st;
-            off += d->d_reclen;
-            if (d->d_name[0] == '.' &&
-                (d->d_name[1] == '\0' ||
-                 (d->d_name[1] == '.' && d->d_name[2] == '\0')))
-                continue;
-            if (fstatat(fd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-                if (errno == ENOENT)
-                    continue; /* vanished since getdents: not a child now */
-                rc = tm__from_errno(errno);
-                break;
-            }
-            e.name = d->d_name;
-            e.name_len = strlen(d->d_name);
-            entry_from_stat(&e, &st);
-            rc = cb(ctx, &e);
-        }
-        if (rc)
-            break;
+        en.name = d->d_name;
+        en.name_len = strlen(d->d_name);
+        entry_from_stat(&en, &st);
+        rc = cb(ctx, &en);
     }
-    free(buf);
-    close(fd);
-    return rc;
+    if (!rc && li->n > 0 && (n = read_chunk(li->fd, li->next)) < 0)
+        rc = (int)n;
+    if (rc) {
+        /* the next call reads this page again; if it cannot, it fails
+         * rather than go on after a page that was not passed on whole */
+        li->n = -1;
+        if (lseek(li->fd, (off_t)li->off, SEEK_SET) < 0)
+            li->broken = tm__from_errno(errno);
+        return rc;
+    }
+    li->off = last;
+    if (li->n == 0 || n == 0) {
+        li->n = 0; /* the end: later calls return nothing */
+        return 0;
+    }
+    {
+        char *t = li->buf;
+        li->buf = li->next;
+        li->next = t;
+    }
+    li->n = n;
+    *more = 1;
+    return 0;
+}
+
+static int local_list_pos(struct tm__lister *lr, struct tm__buf *out)
+{
+    struct local_lister *li = (struct local_lister *)lr;
+    return tm__buf_add(out, &li->off, 8);
+}
+
+static void local_list_close(struct tm__lister *lr)
+{
+    struct local_lister *li = (struct local_lister *)lr;
+    close(li->fd);
+    free(li->buf < li->next ? li->buf : li->next); /* one allocation */
+    free(li);
 }
 
 static int local_stat(struct tm__adapter *a, const char *path,
@@ -782,11 +871,14 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     }
     l->root_dev = st.st_dev;
     l->root_ino = st.st_ino;
-    l->base.version = 1;
+    l->base.version = 2;
     l->base.name = "local";
     l->base.caps = TM_CAP_MODES | TM_CAP_SYMLINKS | TM_CAP_OWNER;
     l->base.mtime_precision = 1;
-    l->base.list = local_list;
+    l->base.list_open = local_list_open;
+    l->base.list_next = local_list_next;
+    l->base.list_pos = local_list_pos;
+    l->base.list_close = local_list_close;
     l->base.stat = local_stat;
     l->base.close = local_close;
     l->base.open_read = local_open_read;

@@ -283,90 +283,155 @@ static int send(tm__list_cb cb, void *ctx, const char *name, size_t len,
     return cb(ctx, &te);
 }
 
-static int sim_list(struct tm__adapter *a, const char *path, tm__list_cb cb,
-                    void *ctx)
+/* A listing: the generated children slot by slot, then the written
+ * children that are not generated ones. A page is one call (latency,
+ * throttle and faults apply per page) of at most page= children. The
+ * position is the next slot and the next written child. */
+struct sim_lister {
+    struct tm__lister base;  /* must be first */
+    char *path;              /* the folder */
+    struct look l;           /* what it is */
+    struct tm__sim_dir d;    /* its generated children (l.gen) */
+    struct tm__ovl_list ol;  /* its written children, as at open */
+    int64_t slot;            /* next generated slot */
+    uint64_t oi;             /* next written child, once the slots are done */
+    int pages;               /* pages returned (badname= on the first) */
+};
+
+static void sim_aerr(struct sim *s, int rc, struct tm__aerr *e);
+
+static int sim_list_open(struct tm__adapter *a, const char *path,
+                         const void *pos, size_t pos_len,
+                         struct tm__lister **out, struct tm__aerr *e)
 {
     struct sim *s = (struct sim *)a;
-    const struct tm__sim_spec *sp = &s->sp;
-    uint64_t call = op_begin(s);
-    struct tm__ovl_list ol;
-    struct look l;
-    struct tm__sim_dir d;
-    unsigned char *used = NULL;
-    int64_t i, cut, sent = 0;
-    size_t j;
-    int rc, terr = 0;
+    struct sim_lister *li;
+    int rc;
 
-    rc = look(s, path, &l, NULL);
-    if (rc)
-        return fault(s, rc == TM_ENOTDIR ? F_NOTDIR : F_NOENT, 0, rc);
-    if (l.st.type != TM_T_FOLDER)
-        return fault(s, F_NOTDIR, 0, TM_ENOTDIR);
-    page_wait(s, call, 0);
-    if (!l.gen) { /* written, not generated: no permanent= draw */
-        int64_t ms;
-        if (sp->throttle && throttled(s, &ms))
-            return fault(s, F_THROTTLE, ms, TM_ETHROTTLED);
-        if (tm__sim_prefix_match(&sp->deny, path, strlen(path)))
-            return fault(s, F_DENY, 0, TM_EACCES);
-    } else if ((rc = pre_faults(s, path, &l.f)) != 0) {
+    *out = NULL;
+    if (pos_len && pos_len != 16)
+        return TM_EINVAL;
+    li = calloc(1, sizeof *li);
+    if (!li || !(li->path = strdup(path))) {
+        free(li);
+        return TM_ENOMEM;
+    }
+    rc = look(s, path, &li->l, NULL);
+    if (!rc && li->l.st.type != TM_T_FOLDER)
+        rc = TM_ENOTDIR;
+    if (!rc)
+        rc = tm__ovl_children(s->ovl, path, &li->ol);
+    if (rc) {
+        if (rc == TM_ENOENT || rc == TM_ENOTDIR)
+            fault(s, rc == TM_ENOTDIR ? F_NOTDIR : F_NOENT, 0, rc);
+        sim_aerr(s, rc, e);
+        free(li->path);
+        free(li);
         return rc;
     }
-    if (tm__sim_prefix_match(&sp->badname, path, strlen(path))) {
+    if (li->l.gen)
+        tm__sim_dir_init(&s->sp, &li->l.f, &li->d);
+    if (pos_len) {
+        memcpy(&li->slot, pos, 8);
+        memcpy(&li->oi, (const char *)pos + 8, 8);
+        if (li->slot < 0 || li->slot > li->d.slots)
+            li->slot = li->d.slots;
+        li->pages = 1;
+    }
+    li->base.a = a;
+    *out = &li->base;
+    return 0;
+}
+
+/* 1 when the written child w of the lister's folder stands for a
+ * generated one (already passed on with the slots). */
+static int written_is_generated(struct sim *s, struct sim_lister *li,
+                                const struct tm__ovl_child *w)
+{
+    struct tm__buf p = TM__BUF_INIT;
+    struct tm__sim_ent ge;
+    int gen = 0;
+    if (!li->l.gen)
+        return 0;
+    if (tm__buf_adds(&p, li->path[1] ? li->path : "") == 0 &&
+        tm__buf_addch(&p, '/') == 0 && tm__buf_add(&p, w->name, w->name_len) == 0)
+        gen = tm__sim_lookup(&s->sp, p.buf, &ge) == 0;
+    tm__buf_release(&p);
+    return gen;
+}
+
+static int sim_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
+                         int *more, struct tm__aerr *e)
+{
+    struct sim_lister *li = (struct sim_lister *)lr;
+    struct sim *s = (struct sim *)lr->a;
+    const struct tm__sim_spec *sp = &s->sp;
+    uint64_t call = op_begin(s);
+    int64_t slot = li->slot, cut, sent = 0;
+    uint64_t oi = li->oi;
+    int rc = 0, terr = 0;
+
+    *more = 0;
+    page_wait(s, call, 0);
+    if (!li->l.gen) { /* written, not generated: no permanent= draw */
+        int64_t ms;
+        if (sp->throttle && throttled(s, &ms))
+            rc = fault(s, F_THROTTLE, ms, TM_ETHROTTLED);
+        else if (tm__sim_prefix_match(&sp->deny, li->path, strlen(li->path)))
+            rc = fault(s, F_DENY, 0, TM_EACCES);
+    } else {
+        rc = pre_faults(s, li->path, &li->l.f);
+    }
+    if (rc)
+        goto out;
+    if (li->pages == 0 &&
+        tm__sim_prefix_match(&sp->badname, li->path, strlen(li->path))) {
         struct tm__entry st = { 0 };
-        j = (size_t)(tm__sim_hash(s->fault_salt, XXH3_64bits(path, strlen(path))) %
-                     (sizeof bad_names / sizeof *bad_names));
+        size_t j = (size_t)(tm__sim_hash(s->fault_salt, XXH3_64bits(li->path,
+                                         strlen(li->path))) %
+                            (sizeof bad_names / sizeof *bad_names));
         st.type = TM_T_FILE;
         st.mode = 0644;
         set_last(s, F_BADNAME, 0);
         rc = send(cb, ctx, bad_names[j].name, bad_names[j].len, &st);
         if (rc)
-            return rc;
+            goto out;
     }
-    rc = tm__ovl_children(s->ovl, path, &ol);
-    if (rc)
-        return rc;
-    if (ol.n && !(used = calloc(ol.n, 1))) {
-        tm__ovl_list_release(&ol);
-        return TM_ENOMEM;
+    {
+        /* a transient fault cuts this page somewhere in what it holds */
+        int64_t span = li->d.slots - slot + (int64_t)(li->ol.n - oi);
+        cut = transient_at(s, call, li->l.gen ? &li->l.f : &li->d.f,
+                           span < sp->page ? span : sp->page, &terr);
     }
-    memset(&d, 0, sizeof d);
-    if (l.gen)
-        tm__sim_dir_init(sp, &l.f, &d);
-    cut = transient_at(s, call, l.gen ? &l.f : &d.f, d.slots + (int64_t)ol.n,
-                       &terr);
-    for (i = 0; i < d.slots && !rc; i++) {
-        struct tm__sim_ent e;
+    for (; slot < li->d.slots && sent < sp->page && !rc; slot++) {
+        struct tm__sim_ent ge;
         struct tm__entry te;
         const struct tm__ovl_child *w;
-        if (!tm__sim_child(sp, &d, i, &e))
+        if (!tm__sim_child(sp, &li->d, slot, &ge))
             continue;
         if (sent == cut)
             break;
-        if (sent && sent % sp->page == 0)
-            page_wait(s, call, sent / sp->page);
-        te.type = e.type;
-        te.size = e.size;
-        te.mtime = e.mtime;
-        te.mode = e.mode;
-        w = tm__ovl_list_find(&ol, e.name, e.name_len);
-        if (w) {
-            used[w - ol.v] = 1;
-            if (!w->ghost) {
-                te.type = w->e.type;
-                te.size = w->e.size;
-                te.mtime = w->e.mtime;
-                te.mode = w->e.mode;
-            }
+        te.type = ge.type;
+        te.size = ge.size;
+        te.mtime = ge.mtime;
+        te.mode = ge.mode;
+        w = tm__ovl_list_find(&li->ol, ge.name, ge.name_len);
+        if (w && !w->ghost) {
+            te.type = w->e.type;
+            te.size = w->e.size;
+            te.mtime = w->e.mtime;
+            te.mode = w->e.mode;
         }
-        rc = send(cb, ctx, e.name, e.name_len, &te);
+        rc = send(cb, ctx, ge.name, ge.name_len, &te);
         sent++;
     }
-    for (j = 0; j < ol.n && !rc && sent != cut; j++) {
-        const struct tm__ovl_child *w = &ol.v[j];
+    for (; slot >= li->d.slots && oi < li->ol.n && sent < sp->page && !rc; oi++) {
+        const struct tm__ovl_child *w = &li->ol.v[oi];
         struct tm__entry te;
-        if (used[j] || w->ghost)
+        if (w->ghost || written_is_generated(s, li, w))
             continue;
+        if (sent == cut)
+            break;
         te.type = w->e.type;
         te.size = w->e.size;
         te.mtime = w->e.mtime;
@@ -374,11 +439,33 @@ static int sim_list(struct tm__adapter *a, const char *path, tm__list_cb cb,
         rc = send(cb, ctx, w->name, w->name_len, &te);
         sent++;
     }
-    free(used);
-    tm__ovl_list_release(&ol);
-    if (rc)
-        return rc;
-    return cut >= 0 ? fault(s, F_TRANSIENT, 0, terr) : 0;
+    if (!rc && cut >= 0 && sent == cut)
+        rc = fault(s, F_TRANSIENT, 0, terr);
+out:
+    if (rc) {
+        sim_aerr(s, rc, e);
+        return rc; /* the position stays at the start of this page */
+    }
+    li->slot = slot;
+    li->oi = oi;
+    li->pages++;
+    *more = slot < li->d.slots || oi < li->ol.n;
+    return 0;
+}
+
+static int sim_list_pos(struct tm__lister *lr, struct tm__buf *out)
+{
+    struct sim_lister *li = (struct sim_lister *)lr;
+    int rc = tm__buf_add(out, &li->slot, 8);
+    return rc ? rc : tm__buf_add(out, &li->oi, 8);
+}
+
+static void sim_list_close(struct tm__lister *lr)
+{
+    struct sim_lister *li = (struct sim_lister *)lr;
+    tm__ovl_list_release(&li->ol);
+    free(li->path);
+    free(li);
 }
 
 static int sim_stat(struct tm__adapter *a, const char *path,
@@ -767,6 +854,19 @@ static int64_t sim_retry_after(struct tm__adapter *a)
     return (v & 15) == F_THROTTLE ? (int64_t)(v >> 4) : 1000;
 }
 
+/* Fills e with what the last fault of this thread was. */
+static void sim_aerr(struct sim *s, int rc, struct tm__aerr *e)
+{
+    uintptr_t v = get_last(s);
+    if ((enum fault)(v & 15) == F_NONE)
+        return; /* the engine's own error, or a plain one */
+    sim_describe(&s->base, rc, e->msg, sizeof e->msg);
+    if ((v & 15) == F_THROTTLE) {
+        e->cls = TM_ERR_THROTTLE;
+        e->retry_ms = (int64_t)(v >> 4);
+    }
+}
+
 static void sim_close(struct tm__adapter *a)
 {
     struct sim *s = (struct sim *)a;
@@ -798,11 +898,14 @@ int tm__sim_open(const char *params, struct tm__adapter **out, char *err,
         free(s);
         return rc;
     }
-    s->base.version = 1;
+    s->base.version = 2;
     s->base.name = "sim";
     s->base.caps = TM_CAP_MODES | TM_CAP_SYMLINKS;
     s->base.mtime_precision = 1;
-    s->base.list = sim_list;
+    s->base.list_open = sim_list_open;
+    s->base.list_next = sim_list_next;
+    s->base.list_pos = sim_list_pos;
+    s->base.list_close = sim_list_close;
     s->base.stat = sim_stat;
     s->base.describe = sim_describe;
     s->base.retry_after = sim_retry_after;

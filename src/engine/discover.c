@@ -1,186 +1,296 @@
 /*
- * discover.c - the discovery engine: queues, rounds, coordinator, workers.
+ * discover.c - the discovery engine: two queues (source, destination) of
+ * folders to list, run on the one task pool (pool.c), kept in step per
+ * folder by a coordinator, recorded by the writer (store/writer.c).
  *
- * Threads: the coordinator runs on the caller's thread; each side has a pool
- * of worker threads; the writer (store/writer.c) has its own. Round r of a
- * side lists the pending folders at depth r. The coordinator pulls them
- * from the state file in keyset pages (depth, id) into a bounded in-memory
- * window, workers list them and hand the results to the writer, and a round
- * ends when every task it fetched is committed. The destination runs round
- * d only once the source has finished round d (the source children it
- * compares against are then durable); the source runs round r only while
- * r <= destination round + lead, unless the destination is done.
+ * Threads: the coordinator runs on the caller's thread; listings run as
+ * jobs on the pool's threads (at most --workers per side in flight); the
+ * writer has its own thread.
  *
- * Lock order: e->mu, then the writer's mutex (tm__writer_error); never the
- * reverse: the writer calls on_commit(), which takes e->mu, without its own
- * lock held. e->mu is never held while calling an adapter or SQLite, nor
- * while handing anything to the writer, which may wait for room in its
- * queue, and so for a commit, and so for on_commit().
+ * The frontier of a side is its pending folders. The coordinator pulls
+ * them from the state file in keyset pages, one cursor per depth (new
+ * rows always get larger ids, so a cursor never misses one), into a
+ * bounded window, lowest depth first. The rules (docs/internals.md):
+ *  - a destination folder is listed only once its source twin's listing
+ *    is durable (its children, which the comparison reads, are then in the
+ *    state file); fetched earlier, it waits in a bounded map until the
+ *    writer says the twin committed;
+ *  - the source lists depth r only while r <= the destination's lowest
+ *    unfinished depth + lead, unless the destination is done;
+ *  - a side's round is its lowest unfinished depth: rounds remain the unit
+ *    of milestones (the YAML file) and stats.
+ * A folder is listed page by page; each page's children go to the writer
+ * with the listing's position after it, in one transaction, so a crash
+ * resumes inside a folder of millions of children and no folder is ever
+ * held whole in memory. The destination compares each page with the
+ * source twin's children by point lookups on a small shared pool of read
+ * connections (an operation in flight costs no connection of its own).
+ *
+ * Lock order: e->mu, then a reader's mutex, then the writer's mutex
+ * (tm__writer_error); never the reverse: the writer calls on_commit(),
+ * which takes e->mu, without its own lock held. e->mu is never held while
+ * calling an adapter or SQLite, nor while handing anything to the writer,
+ * which may wait for room in its queue, and so for a commit, and so for
+ * on_commit().
  */
 #include "engine/engine.h"
 
 #include "engine/observe.h"
+#include "engine/pool.h"
 #include "store/store.h"
 #include "store/writer.h"
 #include "util/util.h"
 
 #include <pthread.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define PAGE 1024            /* tasks fetched at once */
+#define PAGE 1024            /* frontier rows fetched at once */
+#define SPAN 8               /* depths a side fetches from at once */
+#define WAIT_MAX 65536       /* destination folders waiting for their twin */
+#define READERS 4            /* shared read connections for comparisons */
 /* Rows queued for the writer at most. What is queued is lost by a crash and
  * listed again by the resume: one batch's worth keeps that small while the
  * writer (the bottleneck) never runs dry. */
 #define WRITER_MAX_ROWS 4096
 
+struct engine;
+
 struct task {
-    int64_t id;        /* folder row */
-    int64_t src_id;    /* destination: the source twin */
-    int depth;         /* folder depth */
-    int src_failed;    /* destination: the twin's listing failed */
-    char *path;        /* malloc'd root-relative path */
+    struct tm__job job;  /* pool link; first */
+    struct engine *e;    /* the engine */
+    int side;            /* TM_SRC or TM_DST */
+    int64_t id;          /* folder row */
+    int64_t src_id;      /* destination: the source twin */
+    int depth;           /* folder depth */
+    int src_failed;      /* destination: the twin's listing failed */
+    int twin_pending;    /* destination: the twin was pending when read */
+    char *path;          /* malloc'd root-relative path */
+    struct tm__buf pos;  /* where an earlier run's listing stopped */
+    struct task *wnext;  /* waiting map chain */
+};
+
+/* A FIFO of tasks. */
+struct queue {
+    struct task **v;     /* ring */
+    size_t head, len, cap; /* position, fill, capacity */
 };
 
 struct side {
     int which;                 /* TM_SRC or TM_DST */
-    int round;                 /* the running round, or the next one */
-    int running;               /* round has started */
+    int lo;                    /* lowest depth with a pending folder */
+    int lo_known;              /* lo was read since the last commit */
     int done;                  /* nothing left on this side */
-    int completed_through;     /* every round <= this is complete */
-    int64_t last_id;           /* keyset position in the round */
-    int fetch_done;            /* every task of the round was fetched */
-    int64_t fetched, committed; /* tasks of the round */
-    struct task *win;          /* ring of tasks waiting for a worker */
-    size_t head, len, cap;     /* ring position, fill, capacity */
-    int in_flight;             /* tasks being worked on */
-    int flushed;               /* a commit was asked for the round's end */
+    int started;               /* lo was read once */
+    int round;                 /* deepest depth whose listing started: the
+                                  round shown and recorded (never goes back) */
+    int round_sent;            /* the round last recorded, -1: none */
+    int64_t *cursor;           /* keyset position per depth (last id) */
+    int ncursor;               /* depths in cursor */
+    struct queue ready;        /* fetched, may be listed */
+    int in_flight;             /* tasks being listed */
+    int64_t submitted;         /* last pages handed to the writer */
+    int64_t committed;         /* last pages committed */
+    int64_t commit_gen;        /* bumped at each committed last page */
     int64_t folders_done;      /* listings committed (progress) */
-    int64_t nodes;             /* nodes committed (progress) */
+    int64_t nodes;             /* children committed (progress) */
     int64_t failed;            /* listings failed (progress) */
-    pthread_t *threads;        /* the pool */
-    int nthreads;              /* started threads */
-    sqlite3_stmt *fetch;       /* next page of the frontier */
-    sqlite3_stmt *next_round;  /* smallest pending depth */
+    sqlite3_stmt *fetch;       /* next rows of a depth */
+    sqlite3_stmt *low;         /* lowest pending depth */
+};
+
+/* A read connection shared by the comparisons of many folders. */
+struct reader {
+    pthread_mutex_t mu;        /* one comparison at a time */
+    sqlite3 *db;               /* read-only connection */
+    sqlite3_stmt *twin;        /* a source child by (parent, name) */
 };
 
 struct engine {
     struct tm__discover_cfg *cfg;  /* what to do */
-    pthread_mutex_t mu;            /* guards sides, quit, fatal */
-    pthread_cond_t cv_work[2];     /* a side's window has tasks, or quit */
+    pthread_mutex_t mu;            /* guards sides, waiting, quit, fatal */
     pthread_cond_t cv_coord;       /* something for the coordinator */
     struct side s[2];              /* source and destination */
+    struct task **wmap;            /* waiting map: source id -> task */
+    size_t wmask;                  /* buckets - 1 */
+    size_t nwaiting;               /* tasks in the map */
+    struct tm__pool *pool;         /* the listing jobs */
     struct tm__writer *w;          /* the writer */
     sqlite3 *rd;                   /* the coordinator's read connection */
-    int quit;                      /* workers must exit */
-    int fatal;                     /* first fatal error of a worker */
+    sqlite3_stmt *twin_status;     /* a source folder's status, by id */
+    struct reader rdr[READERS];    /* the comparisons' connections */
+    atomic_uint next_reader;       /* round robin over rdr */
+    int quit;                      /* workers must give up */
+    int fatal;                     /* first fatal error */
     struct tm__buf fatal_msg;      /* its message */
     int64_t prec;                  /* mtime precision for comparisons */
     struct tm__logger *lg;         /* the log service, or NULL */
     sqlite3_stmt *pending[2];      /* pending folders per side (observer) */
 };
 
-struct worker {
-    struct engine *e;      /* the engine */
-    int side;              /* which queue it serves */
-    sqlite3 *rd;           /* destination workers: read connection */
-    sqlite3_stmt *kids;    /* source children of a folder, by name */
-};
+static const char *const qname[2] = { "src", "dst" };
 
 static int stopping(struct engine *e)
 {
     return atomic_load(e->cfg->stop) != 0;
 }
 
-/* Sleeps ms, waking early when a stop is asked. Returns 1 when stopping. */
-static int nap(struct engine *e, int64_t ms)
+static void set_fatal(struct engine *e, int err, const char *msg)
 {
-    while (ms > 0 && !stopping(e)) {
-        int64_t step = ms > 100 ? 100 : ms;
-        tm__sleep_ms(step);
-        ms -= step;
+    if (!e->fatal) {
+        e->fatal = err;
+        tm__buf_reset(&e->fatal_msg);
+        tm__buf_adds(&e->fatal_msg, msg ? msg : tm_strerror(err));
     }
-    return stopping(e);
+    e->quit = 1;
+    pthread_cond_broadcast(&e->cv_coord);
 }
 
-/* Lists one folder. A retryable failure is retried with exponential backoff
- * up to --retries times; throttling waits as the storage says and is not
- * counted as a try. Returns 0, the last error, or TM_ESTOPPED when a stop
- * was asked meanwhile (the folder then stays pending). */
-static int list_folder(struct engine *e, struct tm__adapter *ad, const char *path,
-                       struct tm__listing *l, int *attempts)
+static void task_free(struct task *t)
 {
-    int rc, tries = 0;
-    int64_t backoff = 50;
-    for (;;) {
-        enum tm__errclass cls;
-        tm__listing_reset(l);
-        tries++;
-        rc = tm__adapter_list(ad, path, tm__listing_add, l);
-        if (!rc)
-            break;
-        cls = tm__adapter_classify(ad, rc);
-        if (cls == TM_ERR_THROTTLE) {
-            int64_t wait = tm__adapter_retry_after(ad);
-            tries--;
-            tm__log(e->lg, TM_DEBUG, ad == e->cfg->ad[TM_SRC] ? "src" : "dst", 0,
-                    path, "list %s: throttled, waiting %lld ms", path,
-                    (long long)wait);
-            if (nap(e, wait))
-                return TM_ESTOPPED;
-            continue;
+    if (!t)
+        return;
+    free(t->path);
+    tm__buf_release(&t->pos);
+    free(t);
+}
+
+/* ------------------------------------------------------------ queues */
+
+static int q_push(struct queue *q, struct task *t)
+{
+    if (q->len == q->cap) {
+        size_t nc = q->cap ? q->cap * 2 : 256, j;
+        struct task **p = malloc(nc * sizeof *p);
+        if (!p)
+            return TM_ENOMEM;
+        for (j = 0; j < q->len; j++)
+            p[j] = q->v[(q->head + j) % q->cap];
+        free(q->v);
+        q->v = p;
+        q->head = 0;
+        q->cap = nc;
+    }
+    q->v[(q->head + q->len++) % q->cap] = t;
+    return 0;
+}
+
+static struct task *q_pop(struct queue *q)
+{
+    struct task *t;
+    if (!q->len)
+        return NULL;
+    t = q->v[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->len--;
+    return t;
+}
+
+/* The waiting map (e->mu held). */
+static size_t wslot(struct engine *e, int64_t src_id)
+{
+    uint64_t h = (uint64_t)src_id * 0x9e3779b97f4a7c15ULL;
+    return (size_t)(h >> 20) & e->wmask;
+}
+
+static void wait_add(struct engine *e, struct task *t)
+{
+    size_t b = wslot(e, t->src_id);
+    t->wnext = e->wmap[b];
+    e->wmap[b] = t;
+    e->nwaiting++;
+}
+
+static struct task *wait_take(struct engine *e, int64_t src_id)
+{
+    struct task **pp = &e->wmap[wslot(e, src_id)];
+    for (; *pp; pp = &(*pp)->wnext) {
+        struct task *t = *pp;
+        if (t->src_id == src_id) {
+            *pp = t->wnext;
+            t->wnext = NULL;
+            e->nwaiting--;
+            return t;
         }
-        if (cls != TM_ERR_RETRY || tries > e->cfg->retries)
-            break;
-        tm__log(e->lg, TM_WARNING, ad == e->cfg->ad[TM_SRC] ? "src" : "dst", 0,
-                path, "list %s: %s; retry %d of %d in %lld ms", path,
-                tm_strerror(rc), tries, e->cfg->retries, (long long)backoff);
-        if (nap(e, backoff))
-            return TM_ESTOPPED;
-        backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
     }
-    *attempts = tries;
-    return rc;
+    return NULL;
 }
 
-static struct tm__result *new_result(const struct task *t, int side)
+/* ------------------------------------------------------------ listing */
+
+/* A source child as read back for the comparison. */
+struct srow {
+    int64_t id, size, mtime;
+    int type, ts, cs, cf;
+};
+
+static int read_srow(sqlite3_stmt *st, struct srow *s)
 {
-    struct tm__result *r = calloc(1, sizeof *r);
-    if (!r)
-        return NULL;
-    r->kind = TM_R_LISTING;
-    r->side = side;
-    r->folder_id = t->id;
-    r->depth = t->depth;
-    r->folder_ts = TS_SUCCESSFUL;
-    tm__buf_init(&r->arena);
-    r->path = strdup(t->path);
-    if (!r->path) {
-        free(r);
-        return NULL;
-    }
-    return r;
+    const char *cf;
+    s->id = sqlite3_column_int64(st, 0);
+    s->type = tm__name_index(tm__type_names, TM_T_COUNT,
+                             (const char *)sqlite3_column_text(st, 1));
+    s->size = sqlite3_column_int64(st, 2);
+    s->mtime = sqlite3_column_int64(st, 3);
+    s->ts = tm__name_index(tm__ts_names, TS_COUNT,
+                           (const char *)sqlite3_column_text(st, 4));
+    s->cs = tm__name_index(tm__cs_names, CS_COUNT,
+                           (const char *)sqlite3_column_text(st, 5));
+    cf = (const char *)sqlite3_column_text(st, 6);
+    s->cf = cf ? tm__name_index(tm__cf_names, CF_COUNT, cf) : CF_NONE;
+    if (s->type < 0 || s->ts < 0 || s->cs < 0 || s->cf < 0)
+        return TM_ECORRUPT;
+    return 0;
 }
 
-static int fail_result(struct tm__result *r, struct tm__adapter *ad, int err,
-                       const char *what)
+static void set_update(struct tm__wnode *n, const struct srow *s, int new_cs,
+                       int new_cf)
 {
-    struct tm__buf m = TM__BUF_INIT;
-    char why[256];
-    r->folder_ts = TS_FAILED;
-    if (what) {
-        tm__buf_adds(&m, what);
-    } else {
-        if (ad && err != TM_EBADNAME)
-            tm__adapter_describe(ad, err, why, sizeof why);
-        else
-            snprintf(why, sizeof why, "%s", tm_strerror(err));
-        tm__buf_addf(&m, "list %s: %s", r->path, why);
+    if (s->cs == new_cs && s->cf == new_cf)
+        return;
+    n->upd = 1;
+    n->src_type = (int8_t)s->type;
+    n->old_cs = (int8_t)s->cs;
+    n->new_cs = (int8_t)new_cs;
+    n->old_cf = (int8_t)s->cf;
+    n->new_cf = (int8_t)new_cf;
+    n->src_size = s->size;
+}
+
+/* Fills a destination node matched with its source twin s. */
+static void match(struct engine *e, struct tm__wnode *n, const struct tm__ent *x,
+                  const struct srow *s)
+{
+    int cf;
+    n->src_id = s->id;
+    n->ts = TS_SUCCESSFUL;
+    if (s->ts == TS_EXCLUDED) {
+        n->ts = TS_EXCLUDED;
+        return;
     }
-    r->error = tm__buf_detach(&m, NULL);
-    return r->error ? 0 : TM_ENOMEM;
+    if (s->type != x->type) {
+        n->conflict = CF_TYPE;
+        set_update(n, s, CS_SKIPPED, CF_TYPE);
+        return;
+    }
+    switch (x->type) {
+    case TM_T_FOLDER:
+        n->ts = TS_PENDING;
+        set_update(n, s, CS_ALREADY, CF_NONE);
+        return;
+    case TM_T_FILE:
+    case TM_T_SYMLINK:
+        cf = tm__compare_leaf(s->size, s->mtime, x->size, x->mtime, e->prec);
+        n->conflict = (int8_t)cf;
+        set_update(n, s, cf ? CS_PENDING : CS_ALREADY, cf);
+        return;
+    default:
+        return; /* "other" on both sides: never copied, nothing to say */
+    }
 }
 
 /* Appends child name and path to r's arena; fills the offsets of n. */
@@ -207,7 +317,45 @@ static int add_names(struct tm__result *r, struct tm__wnode *n, const char *dir,
     return rc;
 }
 
-static void set_fatal(struct engine *e, int err, const char *msg);
+static struct tm__result *new_result(const struct task *t)
+{
+    struct tm__result *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->kind = TM_R_LISTING;
+    r->side = t->side;
+    r->folder_id = t->id;
+    r->depth = t->depth;
+    r->folder_ts = TS_SUCCESSFUL;
+    tm__buf_init(&r->arena);
+    tm__buf_init(&r->pos);
+    r->path = strdup(t->path);
+    if (!r->path) {
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* Turns r into the folder's failed last page, with the reason. */
+static int fail_result(struct tm__result *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int fail_result(struct tm__result *r, const char *fmt, ...)
+{
+    struct tm__buf m = TM__BUF_INIT;
+    va_list ap;
+    r->folder_ts = TS_FAILED;
+    r->final = 1;
+    r->n_nodes = 0;
+    tm__buf_reset(&r->pos);
+    va_start(ap, fmt);
+    tm__buf_vaddf(&m, fmt, ap);
+    va_end(ap);
+    free(r->error);
+    r->error = tm__buf_detach(&m, NULL);
+    return r->error ? 0 : TM_ENOMEM;
+}
 
 /* After a listing failed on side: a root that was removed or replaced
  * explains it, and every listing after it would fail too. Returns 0, or
@@ -228,49 +376,26 @@ static int root_gone(struct engine *e, int side)
     return TM_ENOENT;
 }
 
-static int src_task(struct worker *wk, const struct task *t,
-                    struct tm__result **out)
+/* The source children of one page. */
+static int src_page(struct engine *e, const struct task *t,
+                    const struct tm__listing *l, struct tm__result *r)
 {
-    struct engine *e = wk->e;
-    struct tm__listing l = TM__LISTING_INIT;
-    struct tm__result *r = new_result(t, TM_SRC);
     size_t i;
-    int rc, attempts;
-
-    *out = r;
-    if (!r)
+    int rc;
+    r->nodes = calloc(l->n ? l->n : 1, sizeof *r->nodes);
+    if (!r->nodes)
         return TM_ENOMEM;
-    rc = list_folder(e, e->cfg->ad[TM_SRC], t->path, &l, &attempts);
-    r->attempts = attempts;
-    if (!rc)
-        rc = tm__listing_sort(&l);
-    if (rc) {
-        if (rc == TM_ESTOPPED || (rc != TM_EBADNAME &&
-            tm__adapter_classify(e->cfg->ad[TM_SRC], rc) == TM_ERR_FATAL))
-            goto out;
-        if (root_gone(e, TM_SRC)) {
-            rc = TM_ENOENT;
-            goto out;
-        }
-        rc = fail_result(r, e->cfg->ad[TM_SRC], rc, NULL);
-        goto out;
-    }
-    r->nodes = calloc(l.n ? l.n : 1, sizeof *r->nodes);
-    if (!r->nodes) {
-        rc = TM_ENOMEM;
-        goto out;
-    }
-    for (i = 0; i < l.n; i++) {
-        const struct tm__ent *x = &l.v[i];
+    for (i = 0; i < l->n; i++) {
+        const struct tm__ent *x = &l->v[i];
         struct tm__wnode *n = &r->nodes[i];
         n->parent_id = t->id;
         n->type = (int8_t)x->type;
         n->size = x->size;
         n->mtime = x->mtime;
         n->mode = x->mode;
-        rc = add_names(r, n, t->path, l.arena.buf + x->name_off, x->name_len);
+        rc = add_names(r, n, t->path, l->arena.buf + x->name_off, x->name_len);
         if (rc)
-            goto out;
+            return rc;
         if (e->cfg->n_excludes &&
             tm__filter_match(e->cfg->excludes, e->cfg->n_excludes,
                              r->arena.buf + n->path_off,
@@ -283,360 +408,371 @@ static int src_task(struct worker *wk, const struct task *t,
         }
         r->n_nodes++;
     }
-out:
-    tm__listing_release(&l);
+    return 0;
+}
+
+/* The destination children of one page, each compared with its source
+ * twin (looked up by name: the page is sorted, so the lookups walk the
+ * index in order). */
+static int dst_page(struct engine *e, const struct task *t,
+                    const struct tm__listing *l, struct tm__result *r)
+{
+    struct reader *rd = &e->rdr[atomic_fetch_add(&e->next_reader, 1) % READERS];
+    size_t i;
+    int rc = 0;
+
+    r->nodes = calloc(l->n ? l->n : 1, sizeof *r->nodes);
+    if (!r->nodes)
+        return TM_ENOMEM;
+    pthread_mutex_lock(&rd->mu);
+    for (i = 0; i < l->n && !rc; i++) {
+        const struct tm__ent *x = &l->v[i];
+        const char *name = l->arena.buf + x->name_off;
+        struct tm__wnode *n = &r->nodes[i];
+        struct srow s;
+        int step;
+        n->parent_id = t->id;
+        n->type = (int8_t)x->type;
+        n->size = x->size;
+        n->mtime = x->mtime;
+        n->mode = x->mode;
+        rc = add_names(r, n, t->path, name, x->name_len);
+        if (rc)
+            break;
+        sqlite3_bind_int64(rd->twin, 1, t->src_id);
+        sqlite3_bind_text(rd->twin, 2, name, (int)x->name_len, SQLITE_STATIC);
+        step = sqlite3_step(rd->twin);
+        if (step == SQLITE_ROW) {
+            rc = read_srow(rd->twin, &s);
+            if (!rc)
+                match(e, n, x, &s);
+        } else if (step == SQLITE_DONE) {
+            n->ts = TS_NOT_ON_SRC;
+        } else {
+            rc = tm__store_error(rd->db, step, NULL, "read source rows");
+        }
+        sqlite3_reset(rd->twin);
+        r->n_nodes++;
+    }
+    pthread_mutex_unlock(&rd->mu);
     return rc;
 }
 
-/* A source child as read back for the comparison. */
-struct srow {
-    int64_t id, size, mtime;
-    const char *name;
-    size_t name_len;
-    int type, ts, cs, cf;
-};
-
-static int read_srow(sqlite3_stmt *st, struct srow *s)
+/* Lists the folder of t page by page and hands each page to the writer.
+ * A failed page is tried again from the last position under the retry
+ * policy; a folder that cannot be listed becomes a failed last page.
+ * Returns 0, TM_ESTOPPED (the folder stays pending, at its last recorded
+ * page), or a fatal error (its message already set). */
+static int list_task(struct task *t)
 {
-    const char *cf;
-    s->id = sqlite3_column_int64(st, 0);
-    s->name = (const char *)sqlite3_column_text(st, 1);
-    s->name_len = (size_t)sqlite3_column_bytes(st, 1);
-    s->type = tm__name_index(tm__type_names, TM_T_COUNT,
-                             (const char *)sqlite3_column_text(st, 2));
-    s->size = sqlite3_column_int64(st, 3);
-    s->mtime = sqlite3_column_int64(st, 4);
-    s->ts = tm__name_index(tm__ts_names, TS_COUNT,
-                           (const char *)sqlite3_column_text(st, 5));
-    s->cs = tm__name_index(tm__cs_names, CS_COUNT,
-                           (const char *)sqlite3_column_text(st, 6));
-    cf = (const char *)sqlite3_column_text(st, 7);
-    s->cf = cf ? tm__name_index(tm__cf_names, CF_COUNT, cf) : CF_NONE;
-    if (!s->name || s->type < 0 || s->ts < 0 || s->cs < 0 || s->cf < 0)
-        return TM_ECORRUPT;
-    return 0;
-}
-
-static int add_update(struct tm__result *r, size_t *cap, const struct srow *s,
-                      int depth, int new_cs, int new_cf)
-{
-    struct tm__wupdate *u;
-    if (s->cs == new_cs && s->cf == new_cf)
-        return 0;
-    if (r->n_updates == *cap) {
-        size_t nc = *cap ? *cap * 2 : 16;
-        void *p = realloc(r->updates, nc * sizeof *r->updates);
-        if (!p)
-            return TM_ENOMEM;
-        r->updates = p;
-        *cap = nc;
-    }
-    u = &r->updates[r->n_updates++];
-    u->id = s->id;
-    u->depth = depth;
-    u->type = (int8_t)s->type;
-    u->old_cs = (int8_t)s->cs;
-    u->new_cs = (int8_t)new_cs;
-    u->old_cf = (int8_t)s->cf;
-    u->new_cf = (int8_t)new_cf;
-    u->size = s->size;
-    return 0;
-}
-
-/* Fills a destination node matched with its source twin s. */
-static int match(struct engine *e, struct tm__result *r, size_t *ucap,
-                 struct tm__wnode *n, const struct tm__ent *x, const struct srow *s,
-                 int depth)
-{
-    int cf;
-    n->src_id = s->id;
-    n->ts = TS_SUCCESSFUL;
-    if (s->ts == TS_EXCLUDED) {
-        n->ts = TS_EXCLUDED;
-        return 0;
-    }
-    if (s->type != x->type) {
-        n->conflict = CF_TYPE;
-        return add_update(r, ucap, s, depth, CS_SKIPPED, CF_TYPE);
-    }
-    switch (x->type) {
-    case TM_T_FOLDER:
-        n->ts = TS_PENDING;
-        return add_update(r, ucap, s, depth, CS_ALREADY, CF_NONE);
-    case TM_T_FILE:
-    case TM_T_SYMLINK:
-        cf = tm__compare_leaf(s->size, s->mtime, x->size, x->mtime, e->prec);
-        n->conflict = (int8_t)cf;
-        return add_update(r, ucap, s, depth, cf ? CS_PENDING : CS_ALREADY, cf);
-    default:
-        return 0; /* "other" on both sides: never copied, nothing to say */
-    }
-}
-
-static int dst_task(struct worker *wk, const struct task *t,
-                    struct tm__result **out)
-{
-    struct engine *e = wk->e;
+    struct engine *e = t->e;
+    struct tm__adapter *ad = e->cfg->ad[t->side];
     struct tm__listing l = TM__LISTING_INIT;
-    struct tm__result *r = new_result(t, TM_DST);
-    size_t i = 0, ucap = 0;
-    struct srow s;
-    int rc, attempts, have = 0, step;
+    struct tm__lister *li = NULL;
+    struct tm__buf pos = TM__BUF_INIT;
+    struct tm__result *r = NULL;
+    struct tm__retry rt;
+    struct tm__aerr ae;
+    int rc = 0, more = 1, attempts = 1;
 
-    *out = r;
-    if (!r)
-        return TM_ENOMEM;
-    if (t->src_failed) {
-        rc = fail_result(r, NULL, 0, "not compared: the source folder could "
-                                     "not be listed");
-        goto out;
+    tm__retry_init(&rt, e->cfg->retries, e->cfg->stop);
+    if (t->side == TM_DST && t->src_failed) {
+        r = new_result(t);
+        rc = !r ? TM_ENOMEM
+                : fail_result(r, "not compared: the source folder could not be "
+                                 "listed");
+        goto submit;
     }
-    rc = list_folder(e, e->cfg->ad[TM_DST], t->path, &l, &attempts);
-    r->attempts = attempts;
-    if (!rc)
-        rc = tm__listing_sort(&l);
-    if (rc) {
-        if (rc == TM_ESTOPPED || (rc != TM_EBADNAME &&
-            tm__adapter_classify(e->cfg->ad[TM_DST], rc) == TM_ERR_FATAL))
-            goto out;
-        if (root_gone(e, TM_DST)) {
-            rc = TM_ENOENT;
-            goto out;
-        }
-        rc = fail_result(r, e->cfg->ad[TM_DST], rc, NULL);
-        goto out;
-    }
-    r->nodes = calloc(l.n ? l.n : 1, sizeof *r->nodes);
-    if (!r->nodes) {
+    if (tm__buf_add(&pos, t->pos.buf, t->pos.len)) {
         rc = TM_ENOMEM;
         goto out;
     }
-    /* merge the sorted listing with the source children, read in the same
-     * order from the unique (parent_id, name) index */
-    sqlite3_bind_int64(wk->kids, 1, t->src_id);
-    step = sqlite3_step(wk->kids);
-    while (rc == 0) {
-        int c;
-        if (!have && step == SQLITE_ROW) {
-            rc = read_srow(wk->kids, &s);
-            if (rc)
-                break;
-            have = 1;
-        } else if (!have && step != SQLITE_DONE) {
-            rc = tm__store_error(wk->rd, step, NULL, "read source rows");
-            break;
+    while (more) {
+        if (!li) {
+            rc = tm__adapter_list_open(ad, t->path, pos.buf, pos.len, &li, &ae);
+        } else {
+            int m = 0;
+            tm__listing_reset(&l);
+            rc = tm__adapter_list_next(li, tm__listing_add, &l, &m, &ae);
+            if (!rc) {
+                more = m; /* a failed page leaves more as it was */
+                rc = tm__listing_sort(&l);
+                if (rc)
+                    tm__aerr_set(&ae, rc, "the listing holds a name twice");
+                ae.cls = rc ? TM_ERR_NODE : ae.cls;
+            }
+            if (!rc) {
+                r = new_result(t);
+                if (!r) {
+                    rc = TM_ENOMEM;
+                    goto out;
+                }
+                rc = t->side == TM_SRC ? src_page(e, t, &l, r) : dst_page(e, t, &l, r);
+                if (!rc && more) {
+                    tm__buf_reset(&pos);
+                    rc = tm__adapter_list_pos(li, &pos);
+                    if (!rc)
+                        rc = tm__buf_add(&r->pos, pos.buf, pos.len);
+                }
+                if (rc)
+                    goto out; /* ENOMEM, or the state file could not be read */
+                r->final = !more;
+                r->attempts = r->final ? attempts : 0;
+                if (!more)
+                    break; /* the last page goes through submit below */
+                rc = tm__writer_submit(e->w, r);
+                r = NULL;
+                if (rc)
+                    goto out;
+                if (stopping(e)) {
+                    rc = TM_ESTOPPED;
+                    goto out;
+                }
+                continue;
+            }
         }
-        if (i == l.n && !have)
-            break;
-        if (i == l.n)
-            c = 1; /* source only: nothing to record */
-        else if (!have)
-            c = -1;
-        else
-            c = tm__name_cmp(l.arena.buf + l.v[i].name_off, l.v[i].name_len, s.name,
-                         s.name_len);
-        if (c <= 0) {
-            const struct tm__ent *x = &l.v[i];
-            struct tm__wnode *n = &r->nodes[r->n_nodes];
-            n->parent_id = t->id;
-            n->type = (int8_t)x->type;
-            n->size = x->size;
-            n->mtime = x->mtime;
-            n->mode = x->mode;
-            rc = add_names(r, n, t->path, l.arena.buf + x->name_off, x->name_len);
-            if (!rc && c == 0)
-                rc = match(e, r, &ucap, n, x, &s, t->depth + 1);
-            else
-                n->ts = TS_NOT_ON_SRC;
-            r->n_nodes++;
-            i++;
+        if (!rc)
+            continue;
+        /* a failed request: the page is tried again from the last
+         * position, through a new listing (a broken connection, a
+         * listing the storage forgot) */
+        tm__adapter_list_close(li);
+        li = NULL;
+        if (rc == TM_ENOMEM || rc == TM_ESTOPPED)
+            goto out;
+        if (ae.cls == TM_ERR_FATAL && rc != TM_EBADNAME) {
+            struct tm__buf m = TM__BUF_INIT;
+            tm__buf_addf(&m, "%s %s: %s", t->side == TM_SRC ? "source" : "destination",
+                         t->path, ae.msg);
+            pthread_mutex_lock(&e->mu);
+            set_fatal(e, rc, m.buf);
+            pthread_mutex_unlock(&e->mu);
+            tm__buf_release(&m);
+            goto out;
         }
-        if (c >= 0) {
-            have = 0;
-            step = sqlite3_step(wk->kids);
+        {
+            int again = tm__retry_again(&rt, &ae);
+            if (again == TM_ESTOPPED) {
+                rc = TM_ESTOPPED;
+                goto out;
+            }
+            if (again) {
+                if (ae.cls != TM_ERR_THROTTLE)
+                    attempts++;
+                tm__log(e->lg, ae.cls == TM_ERR_THROTTLE ? TM_DEBUG : TM_WARNING,
+                        qname[t->side], t->id, t->path,
+                        "list %s: %s; retry %d of %d after %lld ms", t->path,
+                        ae.msg, rt.tries, rt.max,
+                        (long long)tm__retry_last_wait(&rt));
+                rc = 0;
+                continue;
+            }
         }
+        if (root_gone(e, t->side)) {
+            rc = TM_ENOENT;
+            goto out;
+        }
+        tm__result_free(r);
+        r = new_result(t);
+        rc = !r ? TM_ENOMEM : fail_result(r, "list %s: %s", t->path, ae.msg);
+        if (!rc)
+            r->attempts = attempts;
+        break;
     }
-    sqlite3_reset(wk->kids);
+submit:
+    if (!rc && r) {
+        if (r->folder_ts == TS_FAILED)
+            tm__log(e->lg, TM_ERROR, qname[t->side], t->id, t->path, "%s",
+                    r->error ? r->error : "listing failed");
+        pthread_mutex_lock(&e->mu);
+        e->s[t->side].submitted++;
+        pthread_mutex_unlock(&e->mu);
+        rc = tm__writer_submit(e->w, r);
+        r = NULL;
+    }
 out:
+    tm__adapter_list_close(li);
+    tm__result_free(r);
     tm__listing_release(&l);
+    tm__buf_release(&pos);
     return rc;
 }
 
-/* Takes the next task of a side; called with e->mu held. */
-static struct task pop_task(struct side *s)
+/* A pool job: lists one folder, then gives its slot back. */
+static void run_task(struct tm__job *j)
 {
-    struct task t = s->win[s->head];
-    s->head = (s->head + 1) % s->cap;
-    s->len--;
-    s->in_flight++;
-    return t;
-}
+    struct task *t = (struct task *)j;
+    struct engine *e = t->e;
+    struct side *s = &e->s[t->side];
+    int rc = 0;
 
-static void set_fatal(struct engine *e, int err, const char *msg)
-{
-    if (!e->fatal) {
-        e->fatal = err;
-        tm__buf_reset(&e->fatal_msg);
-        tm__buf_adds(&e->fatal_msg, msg ? msg : tm_strerror(err));
-    }
-    e->quit = 1;
-    pthread_cond_broadcast(&e->cv_work[0]);
-    pthread_cond_broadcast(&e->cv_work[1]);
-    pthread_cond_broadcast(&e->cv_coord);
-}
-
-static void *worker_main(void *arg)
-{
-    struct worker *wk = arg;
-    struct engine *e = wk->e;
-    struct side *s = &e->s[wk->side];
-
-    pthread_mutex_lock(&e->mu);
-    for (;;) {
-        struct tm__result *r = NULL;
-        struct task t;
-        int rc;
-        while (!e->quit && s->len == 0)
-            pthread_cond_wait(&e->cv_work[wk->side], &e->mu);
-        if (e->quit)
-            break;
-        t = pop_task(s);
-        pthread_mutex_unlock(&e->mu);
-
-        rc = wk->side == TM_SRC ? src_task(wk, &t, &r) : dst_task(wk, &t, &r);
-        if (!rc && r && r->folder_ts == TS_FAILED)
-            tm__log(e->lg, TM_ERROR, wk->side == TM_SRC ? "src" : "dst", t.id,
-                    t.path, "%s", r->error ? r->error : "listing failed");
-        if (!rc) {
-            rc = tm__writer_submit(e->w, r);
-            r = NULL;
-        }
-        tm__result_free(r);
-
-        if (rc == TM_ESTOPPED)
-            rc = 0; /* abandoned: the folder stays pending for the resume */
+    if (!stopping(e)) {
         pthread_mutex_lock(&e->mu);
-        s->in_flight--;
-        if (rc) {
-            struct tm__buf m = TM__BUF_INIT;
-            tm__buf_addf(&m, "%s %s: %s", wk->side == TM_SRC ? "source" : "destination",
-                         t.path, tm_strerror(rc));
-            set_fatal(e, rc, m.buf);
-            tm__buf_release(&m);
-        }
-        free(t.path);
-        /* wake the coordinator only when it has something to do: refill
-         * the window, or see the end of the round */
-        if (s->len == PAGE / 2 || (s->len == 0 && s->in_flight == 0))
-            pthread_cond_signal(&e->cv_coord);
+        rc = e->quit ? TM_ESTOPPED : 0;
+        pthread_mutex_unlock(&e->mu);
+        if (!rc)
+            rc = list_task(t);
     }
+    pthread_mutex_lock(&e->mu);
+    s->in_flight--;
+    if (rc && rc != TM_ESTOPPED && !e->fatal) {
+        struct tm__buf m = TM__BUF_INIT;
+        tm__buf_addf(&m, "%s %s: %s", t->side == TM_SRC ? "source" : "destination",
+                     t->path, tm_strerror(rc));
+        set_fatal(e, rc, m.buf);
+        tm__buf_release(&m);
+    }
+    pthread_cond_signal(&e->cv_coord);
     pthread_mutex_unlock(&e->mu);
-    return NULL;
+    task_free(t);
 }
 
-/* Called by the writer thread once a result is durable. */
+/* Called by the writer thread once results are durable. */
 static void on_commit(void *ctx, const struct tm__result *list)
 {
     struct engine *e = ctx;
     const struct tm__result *r;
     pthread_mutex_lock(&e->mu);
     for (r = list; r; r = r->next) {
-        struct side *s = &e->s[r->side];
+        struct side *s;
         if (r->kind != TM_R_LISTING)
+            continue;
+        s = &e->s[r->side];
+        s->nodes += r->inserted;
+        if (!r->final)
             continue;
         s->committed++;
         s->folders_done++;
-        s->nodes += (int64_t)r->n_nodes;
+        s->commit_gen++;
+        s->lo_known = 0;
         if (r->folder_ts == TS_FAILED)
             s->failed++;
+        if (r->side == TM_SRC && e->nwaiting) {
+            /* its destination twin may be compared now */
+            struct task *t = wait_take(e, r->folder_id);
+            if (t) {
+                t->src_failed = r->folder_ts == TS_FAILED;
+                if (q_push(&e->s[TM_DST].ready, t)) {
+                    task_free(t);
+                    set_fatal(e, TM_ENOMEM, NULL);
+                }
+            }
+        }
     }
     pthread_cond_signal(&e->cv_coord);
     pthread_mutex_unlock(&e->mu);
 }
 
+/* ------------------------------------------------------------ frontier */
+
 static const char *const fetch_sql[2] = {
-    "SELECT id, path, 0, NULL FROM src_nodes WHERE traversal_status='pending' "
-    "AND type='folder' AND depth=?1 AND id>?2 ORDER BY id LIMIT ?3",
-    "SELECT d.id, d.path, d.src_id, s.traversal_status FROM dst_nodes d "
-    "LEFT JOIN src_nodes s ON s.id=d.src_id WHERE d.traversal_status='pending' "
-    "AND d.type='folder' AND d.depth=?1 AND d.id>?2 ORDER BY d.id LIMIT ?3",
+    "SELECT n.id, n.path, 0, NULL, p.pos FROM src_nodes n "
+    "LEFT JOIN listing_pos p ON p.side=0 AND p.folder_id=n.id "
+    "WHERE n.traversal_status='pending' AND n.type='folder' AND n.depth=?1 "
+    "AND n.id>?2 ORDER BY n.id LIMIT ?3",
+    "SELECT d.id, d.path, d.src_id, s.traversal_status, p.pos FROM dst_nodes d "
+    "LEFT JOIN src_nodes s ON s.id=d.src_id "
+    "LEFT JOIN listing_pos p ON p.side=1 AND p.folder_id=d.id "
+    "WHERE d.traversal_status='pending' AND d.type='folder' AND d.depth=?1 "
+    "AND d.id>?2 ORDER BY d.id LIMIT ?3",
 };
-static const char *const next_round_sql[2] = {
+static const char *const low_sql[2] = {
     "SELECT depth FROM src_nodes WHERE traversal_status='pending' AND "
     "type='folder' ORDER BY depth, id LIMIT 1",
     "SELECT depth FROM dst_nodes WHERE traversal_status='pending' AND "
     "type='folder' ORDER BY depth, id LIMIT 1",
 };
 
-/* Reads the next page of side's round; called without e->mu. Appends to
- * tasks (malloc'd array of PAGE). Returns the count or an error. */
-static int fetch_page(struct engine *e, struct side *s, int round, int64_t after,
-                      struct task *tasks)
+/* The lowest depth with a pending folder of side, or -1 when none; an
+ * error below -1 (err - 1000000). Without e->mu. */
+static int lowest(struct engine *e, struct side *s)
+{
+    int rc = sqlite3_step(s->low), d = -1;
+    if (rc == SQLITE_ROW)
+        d = sqlite3_column_int(s->low, 0);
+    else if (rc != SQLITE_DONE)
+        d = tm__store_error(e->rd, rc, e->cfg->err, "read frontier") - 1000000;
+    sqlite3_reset(s->low);
+    return d;
+}
+
+/* 1 when source folder id is not pending any more (its listing is
+ * durable), 0 when it is, or an error. Without e->mu. */
+static int twin_done(struct engine *e, int64_t id, int *failed)
+{
+    int rc, done = 0;
+    sqlite3_bind_int64(e->twin_status, 1, id);
+    rc = sqlite3_step(e->twin_status);
+    if (rc == SQLITE_ROW) {
+        const char *ts = (const char *)sqlite3_column_text(e->twin_status, 0);
+        done = ts && strcmp(ts, "pending") != 0;
+        *failed = ts && strcmp(ts, "failed") == 0;
+    } else {
+        done = tm__store_error(e->rd, rc, e->cfg->err, "read frontier");
+    }
+    sqlite3_reset(e->twin_status);
+    return done;
+}
+
+static int64_t *cursor_at(struct side *s, int depth)
+{
+    if (depth >= s->ncursor) {
+        int n = depth + 16, i;
+        int64_t *p = realloc(s->cursor, (size_t)n * sizeof *p);
+        if (!p)
+            return NULL;
+        for (i = s->ncursor; i < n; i++)
+            p[i] = 0;
+        s->cursor = p;
+        s->ncursor = n;
+    }
+    return &s->cursor[depth];
+}
+
+/* Reads up to want frontier rows of side at depth into tasks, after
+ * *cursor. Without e->mu. Returns the count or an error. */
+static int fetch_rows(struct engine *e, struct side *s, int depth, int64_t after,
+                      int want, struct task **tasks)
 {
     sqlite3_stmt *st = s->fetch;
     int n = 0, rc;
-    sqlite3_bind_int(st, 1, round);
+    sqlite3_bind_int(st, 1, depth);
     sqlite3_bind_int64(st, 2, after);
-    sqlite3_bind_int(st, 3, PAGE);
+    sqlite3_bind_int(st, 3, want);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct task *t = &tasks[n];
+        struct task *t = calloc(1, sizeof *t);
         const char *fs = (const char *)sqlite3_column_text(st, 3);
-        t->id = sqlite3_column_int64(st, 0);
-        t->path = strdup((const char *)sqlite3_column_text(st, 1));
-        t->src_id = sqlite3_column_int64(st, 2);
-        t->depth = round;
-        t->src_failed = fs && strcmp(fs, "failed") == 0;
-        if (!t->path) {
-            sqlite3_reset(st);
-            while (n-- > 0)
-                free(tasks[n].path);
-            return TM_ENOMEM;
+        const void *pos = sqlite3_column_blob(st, 4);
+        if (!t || !(t->path = strdup((const char *)sqlite3_column_text(st, 1)))) {
+            free(t);
+            rc = TM_ENOMEM;
+            break;
         }
-        n++;
+        tm__buf_init(&t->pos);
+        t->job.run = run_task;
+        t->e = e;
+        t->side = s->which;
+        t->id = sqlite3_column_int64(st, 0);
+        t->src_id = sqlite3_column_int64(st, 2);
+        t->depth = depth;
+        /* a destination row: its twin's status, or "" when pending */
+        t->src_failed = fs && strcmp(fs, "failed") == 0;
+        t->twin_pending = fs && strcmp(fs, "pending") == 0;
+        if (pos && tm__buf_add(&t->pos, pos, (size_t)sqlite3_column_bytes(st, 4))) {
+            task_free(t);
+            rc = TM_ENOMEM;
+            break;
+        }
+        tasks[n++] = t;
     }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE) {
         while (n-- > 0)
-            free(tasks[n].path);
-        return tm__store_error(e->rd, rc, e->cfg->err, "read frontier");
+            task_free(tasks[n]);
+        return rc == TM_ENOMEM ? rc
+                               : tm__store_error(e->rd, rc, e->cfg->err, "read frontier");
     }
     return n;
-}
-
-/* The smallest depth with a pending folder, or -1. Without e->mu. */
-static int next_round(struct engine *e, struct side *s)
-{
-    int rc = sqlite3_step(s->next_round), d = -1;
-    if (rc == SQLITE_ROW)
-        d = sqlite3_column_int(s->next_round, 0);
-    else if (rc != SQLITE_DONE)
-        d = tm__store_error(e->rd, rc, e->cfg->err, "read frontier") - 1000000;
-    sqlite3_reset(s->next_round);
-    return d;
-}
-
-static int push_tasks(struct side *s, struct task *tasks, int n)
-{
-    int i;
-    if (s->len + (size_t)n > s->cap) {
-        size_t nc = s->cap ? s->cap : PAGE;
-        struct task *p;
-        size_t j;
-        while (nc < s->len + (size_t)n)
-            nc *= 2;
-        p = malloc(nc * sizeof *p);
-        if (!p)
-            return TM_ENOMEM;
-        for (j = 0; j < s->len; j++)
-            p[j] = s->win[(s->head + j) % s->cap];
-        free(s->win);
-        s->win = p;
-        s->head = 0;
-        s->cap = nc;
-    }
-    for (i = 0; i < n; i++)
-        s->win[(s->head + s->len++) % s->cap] = tasks[i];
-    return 0;
 }
 
 static void submit_round(struct engine *e, int side, int round)
@@ -656,6 +792,155 @@ static void submit_round(struct engine *e, int side, int round)
     }
     tm__writer_submit(e->w, r);
 }
+
+/* Brings side's lowest pending depth up to date, and finds it done.
+ * Called with e->mu held; drops it. Returns 1 when the side changed, 0,
+ * or an error. */
+static int update_low(struct engine *e, struct side *s)
+{
+    int64_t gen = s->commit_gen;
+    int lo;
+    if (s->lo_known || s->done)
+        return 0;
+    pthread_mutex_unlock(&e->mu);
+    lo = lowest(e, s);
+    pthread_mutex_lock(&e->mu);
+    if (lo < -1)
+        return lo + 1000000;
+    s->started = 1;
+    if (lo < 0) {
+        /* no pending folder: done once nothing is on its way either (a
+         * listing is committed before its job ends: look again then) */
+        if (s->in_flight || s->ready.len || (s->which == TM_DST && e->nwaiting) ||
+            s->submitted != s->committed)
+            return 0;
+        s->done = 1;
+        return 1;
+    }
+    if (gen == s->commit_gen)
+        s->lo_known = 1;
+    if (lo == s->lo)
+        return 0;
+    s->lo = lo;
+    return 1;
+}
+
+/* Records side's round (the deepest depth it started) when it moved: a
+ * milestone of the state file and the YAML file. Called with e->mu held;
+ * drops it. */
+static void send_round(struct engine *e, struct side *s)
+{
+    int round = s->round;
+    if (round <= s->round_sent)
+        return;
+    s->round_sent = round;
+    pthread_mutex_unlock(&e->mu);
+    submit_round(e, s->which, round);
+    if (e->cfg->on_round)
+        e->cfg->on_round(e->cfg->round_ctx, s->which, round);
+    pthread_mutex_lock(&e->mu);
+}
+
+/* Fills side's ready queue from the state file. Called with e->mu held;
+ * drops it while reading. Returns 1 when rows came, 0, or an error. */
+static int refill(struct engine *e, struct side *s, struct task **buf,
+                  int64_t *ids)
+{
+    struct side *o = &e->s[!s->which];
+    int workers = e->cfg->workers > 0 ? e->cfg->workers : 4;
+    size_t want = (size_t)(2 * workers > PAGE ? 2 * workers : PAGE);
+    int depth, hi, got = 0;
+
+    if (s->done || s->ready.len + (size_t)s->in_flight >= want / 2 + (size_t)workers)
+        return 0;
+    hi = s->lo + SPAN;
+    if (s->which == TM_SRC && !o->done && o->started && o->lo + e->cfg->lead < hi)
+        hi = o->lo + e->cfg->lead;
+    if (s->which == TM_SRC && !o->done && !o->started)
+        hi = s->lo + e->cfg->lead; /* the destination has not begun */
+    for (depth = s->lo; depth <= hi && s->ready.len < want; depth++) {
+        int64_t *cur = cursor_at(s, depth);
+        int n, i, recheck, room;
+        int64_t g0 = e->s[TM_SRC].commit_gen;
+        if (!cur)
+            return TM_ENOMEM;
+        room = (int)(want - s->ready.len);
+        if (s->which == TM_DST) {
+            if (e->nwaiting >= WAIT_MAX)
+                break;
+            if ((size_t)room > WAIT_MAX - e->nwaiting)
+                room = (int)(WAIT_MAX - e->nwaiting);
+        }
+        pthread_mutex_unlock(&e->mu);
+        n = fetch_rows(e, s, depth, *cur, room, buf);
+        pthread_mutex_lock(&e->mu);
+        if (n < 0)
+            return n;
+        if (n == 0)
+            continue;
+        cur = cursor_at(s, depth);
+        *cur = buf[n - 1]->id;
+        recheck = 0;
+        for (i = 0; i < n; i++) {
+            struct task *t = buf[i];
+            int rc;
+            if (t->twin_pending) {
+                ids[recheck++] = t->src_id;
+                wait_add(e, t);
+                continue;
+            }
+            rc = q_push(&s->ready, t);
+            if (rc) {
+                while (i < n)
+                    task_free(buf[i++]);
+                return rc;
+            }
+        }
+        got += n;
+        if (e->s[TM_SRC].commit_gen == g0)
+            continue;
+        /* a twin may have committed between the read and now: its commit
+         * found nothing waiting. Look again; the task stays in the map
+         * meanwhile, so a commit from now on finds it (and then it is not
+         * there any more: only one of the two moves it). The tasks of buf
+         * may be running or freed by now: only the ids are used. */
+        for (i = 0; i < recheck; i++) {
+            int failed = 0, done;
+            struct task *t;
+            pthread_mutex_unlock(&e->mu);
+            done = twin_done(e, ids[i], &failed);
+            pthread_mutex_lock(&e->mu);
+            if (done < 0)
+                return done;
+            if (done && (t = wait_take(e, ids[i])) != NULL) {
+                t->src_failed = failed;
+                if (q_push(&s->ready, t)) {
+                    task_free(t);
+                    return TM_ENOMEM;
+                }
+            }
+        }
+    }
+    return got > 0;
+}
+
+/* Hands ready tasks to the pool, up to --workers in flight per side.
+ * e->mu held. */
+static int dispatch(struct engine *e, struct side *s)
+{
+    int workers = e->cfg->workers > 0 ? e->cfg->workers : 4, n = 0;
+    while (s->in_flight < workers && s->ready.len) {
+        struct task *t = q_pop(&s->ready);
+        s->in_flight++;
+        if (t->depth > s->round)
+            s->round = t->depth;
+        tm__pool_submit(e->pool, &t->job);
+        n++;
+    }
+    return n > 0;
+}
+
+/* ------------------------------------------------------------ progress */
 
 /* The observer: one queue_stats row per side. Coordinator thread, called
  * with e->mu held; drops it while it reads the pending counts (from the
@@ -680,8 +965,7 @@ static void snapshot(struct engine *e, int64_t t0)
             st[side][1] = sqlite3_column_int64(e->pending[side], 0);
         if (e->pending[side])
             sqlite3_reset(e->pending[side]);
-        tm__observe_snapshot(e->w, side == TM_SRC ? "src" : "dst", st[side],
-                             rate[side]);
+        tm__observe_snapshot(e->w, qname[side], st[side], rate[side]);
     }
     pthread_mutex_lock(&e->mu);
 }
@@ -704,118 +988,39 @@ static void report(struct engine *e, int64_t t0, int final)
     e->cfg->progress(e->cfg->progress_ctx, line);
 }
 
-/* Moves a side forward; called with e->mu held, may drop it. Returns 1 when
- * something changed, 0 when nothing, or an error. */
-static int advance(struct engine *e, int which, struct task *buf)
-{
-    struct side *s = &e->s[which];
-    struct side *o = &e->s[!which];
-    int n, rc;
+/* ------------------------------------------------------------ setup */
 
-    if (s->done)
-        return 0;
-    if (!s->running) {
-        int allowed = which == TM_SRC
-                          ? (o->done || s->round <= o->round + e->cfg->lead)
-                          : (o->done || o->completed_through >= s->round);
-        if (!allowed)
-            return 0;
-        s->running = 1;
-        s->last_id = 0;
-        s->fetch_done = 0;
-        s->fetched = s->committed = 0;
-        s->flushed = 0;
-        pthread_mutex_unlock(&e->mu);
-        submit_round(e, which, s->round);
-        if (e->cfg->on_round)
-            e->cfg->on_round(e->cfg->round_ctx, which, s->round);
-        pthread_mutex_lock(&e->mu);
-        return 1;
-    }
-    if (!s->fetch_done && s->len < PAGE) {
-        int round = s->round;
-        int64_t after = s->last_id;
-        pthread_mutex_unlock(&e->mu);
-        n = fetch_page(e, s, round, after, buf);
-        pthread_mutex_lock(&e->mu);
-        if (n < 0)
-            return n;
-        rc = push_tasks(s, buf, n);
-        if (rc) {
-            while (n-- > 0)
-                free(buf[n].path);
+static int open_readers(struct engine *e)
+{
+    int i, rc;
+    for (i = 0; i < READERS; i++) {
+        struct reader *r = &e->rdr[i];
+        pthread_mutex_init(&r->mu, NULL);
+        rc = tm__store_open_reader(e->cfg->db_path, &r->db, e->cfg->err);
+        if (rc)
             return rc;
-        }
-        if (n > 0)
-            s->last_id = buf[n - 1].id;
-        s->fetched += n;
-        if (n < PAGE)
-            s->fetch_done = 1;
-        pthread_cond_broadcast(&e->cv_work[which]);
-        return 1;
-    }
-    if (s->fetch_done && s->len == 0 && s->committed < s->fetched &&
-        s->in_flight == 0 && !s->flushed) {
-        /* the round waits only for the writer: do not wait for its timer */
-        s->flushed = 1;
-        pthread_mutex_unlock(&e->mu);
-        tm__writer_flush(e->w);
-        pthread_mutex_lock(&e->mu);
-        return 0;
-    }
-    if (s->fetch_done && s->len == 0 && s->in_flight == 0 &&
-        s->committed == s->fetched) {
-        int next;
-        s->running = 0;
-        s->completed_through = s->round;
-        pthread_mutex_unlock(&e->mu);
-        next = next_round(e, s);
-        pthread_mutex_lock(&e->mu);
-        if (next < -1)
-            return next + 1000000;
-        if (next < 0) {
-            s->done = 1;
-        } else {
-            s->round = next;
-            s->completed_through = next - 1;
-        }
-        pthread_cond_broadcast(&e->cv_coord);
-        return 1;
+        rc = sqlite3_prepare_v3(r->db,
+                                "SELECT id, type, size, mtime, traversal_status, "
+                                "copy_status, conflict FROM src_nodes "
+                                "WHERE parent_id=?1 AND name=?2",
+                                -1, SQLITE_PREPARE_PERSISTENT, &r->twin, NULL);
+        if (rc != SQLITE_OK)
+            return tm__store_error(r->db, rc, e->cfg->err, "prepare");
     }
     return 0;
 }
 
-static int start_workers(struct engine *e, struct worker *wk, int per_side)
+static void close_readers(struct engine *e)
 {
-    int i, side, rc;
-    for (side = 0; side < 2; side++) {
-        struct side *s = &e->s[side];
-        s->threads = calloc((size_t)per_side, sizeof *s->threads);
-        if (!s->threads)
-            return TM_ENOMEM;
-        for (i = 0; i < per_side; i++) {
-            struct worker *w = &wk[side * per_side + i];
-            w->e = e;
-            w->side = side;
-            if (side == TM_DST) {
-                rc = tm__store_open_reader(e->cfg->db_path, &w->rd, e->cfg->err);
-                if (rc)
-                    return rc;
-                rc = sqlite3_prepare_v2(
-                    w->rd,
-                    "SELECT id, name, type, size, mtime, traversal_status, "
-                    "copy_status, conflict FROM src_nodes WHERE parent_id=? "
-                    "ORDER BY name",
-                    -1, &w->kids, NULL);
-                if (rc != SQLITE_OK)
-                    return tm__store_error(w->rd, rc, e->cfg->err, "prepare");
-            }
-            if (pthread_create(&s->threads[i], NULL, worker_main, w) != 0)
-                return TM_ENOMEM;
-            s->nthreads++;
-        }
+    int i;
+    for (i = 0; i < READERS; i++) {
+        struct reader *r = &e->rdr[i];
+        sqlite3_finalize(r->twin);
+        if (r->db)
+            sqlite3_close(r->db);
+        if (r->db || r->twin)
+            pthread_mutex_destroy(&r->mu);
     }
-    return 0;
 }
 
 static int prepare_side(struct engine *e, int which)
@@ -823,30 +1028,33 @@ static int prepare_side(struct engine *e, int which)
     struct side *s = &e->s[which];
     int rc = sqlite3_prepare_v2(e->rd, fetch_sql[which], -1, &s->fetch, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(e->rd, next_round_sql[which], -1, &s->next_round,
-                                NULL);
+        rc = sqlite3_prepare_v2(e->rd, low_sql[which], -1, &s->low, NULL);
     if (rc != SQLITE_OK)
         return tm__store_error(e->rd, rc, e->cfg->err, "prepare");
     s->which = which;
-    s->round = next_round(e, s);
-    if (s->round < -1)
-        return s->round + 1000000;
-    if (s->round < 0) {
-        s->done = 1;
-        s->round = 0;
-    }
-    s->completed_through = s->round - 1;
     return 0;
+}
+
+static void release_side(struct side *s)
+{
+    struct task *t;
+    while ((t = q_pop(&s->ready)) != NULL)
+        task_free(t);
+    free(s->ready.v);
+    free(s->cursor);
+    sqlite3_finalize(s->fetch);
+    sqlite3_finalize(s->low);
 }
 
 int tm__discover_run(struct tm__discover_cfg *cfg)
 {
     struct engine e;
-    struct worker *wk = NULL;
-    struct task *buf = NULL;
+    struct task **buf = NULL;
+    int64_t *ids = NULL;
     int64_t next_id[2] = { 1, 1 };
     int64_t t0 = tm__now_ns(), last_report = t0;
-    int rc, wrc, side, i, per_side = cfg->workers > 0 ? cfg->workers : 4;
+    int rc, wrc, side, per_side = cfg->workers > 0 ? cfg->workers : 4;
+    size_t b, want = (size_t)(2 * per_side > PAGE ? 2 * per_side : PAGE);
     const char *const max_sql[2] = { "SELECT coalesce(max(id),0)+1 FROM src_nodes",
                                      "SELECT coalesce(max(id),0)+1 FROM dst_nodes" };
 
@@ -857,9 +1065,8 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
                  : cfg->ad[1]->mtime_precision;
     tm__buf_init(&e.fatal_msg);
     pthread_mutex_init(&e.mu, NULL);
-    pthread_cond_init(&e.cv_work[0], NULL);
-    pthread_cond_init(&e.cv_work[1], NULL);
     pthread_cond_init(&e.cv_coord, NULL);
+    atomic_init(&e.next_reader, 0);
 
     for (side = 0; side < 2; side++) {
         sqlite3_stmt *st;
@@ -872,16 +1079,33 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
             next_id[side] = sqlite3_column_int64(st, 0);
         sqlite3_finalize(st);
     }
+    for (side = 0; side < 2; side++) {
+        /* a resume goes on from the rounds recorded: never back */
+        struct tm__buf v = TM__BUF_INIT;
+        e.s[side].round = e.s[side].round_sent = -1;
+        if (tm__store_get(cfg->db, side == TM_SRC ? "src_round" : "dst_round",
+                          &v) == 0 && v.len)
+            e.s[side].round = e.s[side].round_sent = atoi(v.buf);
+        tm__buf_release(&v);
+    }
     rc = tm__store_open_reader(cfg->db_path, &e.rd, cfg->err);
-    if (rc)
-        goto out;
     for (side = 0; side < 2 && !rc; side++)
         rc = prepare_side(&e, side);
+    if (!rc && sqlite3_prepare_v2(e.rd, "SELECT traversal_status FROM src_nodes "
+                                        "WHERE id=?", -1, &e.twin_status,
+                                  NULL) != SQLITE_OK)
+        rc = tm__store_error(e.rd, SQLITE_ERROR, cfg->err, "prepare");
+    if (!rc)
+        rc = open_readers(&e);
     if (rc)
         goto out;
-    buf = malloc(PAGE * sizeof *buf);
-    wk = calloc((size_t)per_side * 2, sizeof *wk);
-    if (!buf || !wk) {
+    for (b = 1; b < 2 * WAIT_MAX; b <<= 1)
+        ;
+    e.wmap = calloc(b, sizeof *e.wmap);
+    e.wmask = b - 1;
+    buf = malloc(want * sizeof *buf);
+    ids = malloc(want * sizeof *ids);
+    if (!buf || !ids || !e.wmap) {
         rc = TM_ENOMEM;
         goto out;
     }
@@ -901,11 +1125,14 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
     tm__log(e.lg, TM_INFO, "engine", 0, NULL,
             "discovery started: %d workers per side, lead %d, retries %d",
             per_side, cfg->lead, cfg->retries);
-    rc = start_workers(&e, wk, per_side);
+    /* small stacks: a thousand listings in flight must not cost gigabytes */
+    rc = tm__pool_start(&e.pool, 2 * per_side, 512);
+    if (rc)
+        goto out;
 
     pthread_mutex_lock(&e.mu);
     while (!rc) {
-        int changed = 0;
+        int changed = 0, c;
         if (e.fatal || (rc = tm__writer_error(e.w)) != 0)
             break;
         if (stopping(&e)) {
@@ -913,11 +1140,15 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
             break;
         }
         for (side = 0; side < 2 && !rc; side++) {
-            int c = advance(&e, side, buf);
-            if (c < 0)
+            struct side *s = &e.s[side];
+            c = update_low(&e, s);
+            if (c < 0 || (!s->done && (c = refill(&e, s, buf, ids)) < 0)) {
                 rc = c;
-            else
-                changed |= c;
+                break;
+            }
+            changed |= c;
+            changed |= dispatch(&e, s);
+            send_round(&e, s);
         }
         if (rc || (e.s[0].done && e.s[1].done))
             break;
@@ -928,8 +1159,16 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
         }
         if (!changed) {
             struct timespec ts;
+            /* waiting only for the writer: do not wait for its timer */
+            for (side = 0; side < 2; side++)
+                if (!e.s[side].in_flight && e.s[side].submitted != e.s[side].committed) {
+                    pthread_mutex_unlock(&e.mu);
+                    tm__writer_flush(e.w);
+                    pthread_mutex_lock(&e.mu);
+                    break;
+                }
             clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 200 * 1000000;
+            ts.tv_nsec += 100 * 1000000;
             if (ts.tv_nsec >= 1000000000) {
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000;
@@ -940,14 +1179,10 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
     if (!rc && e.fatal)
         rc = e.fatal;
     e.quit = 1;
-    pthread_cond_broadcast(&e.cv_work[0]);
-    pthread_cond_broadcast(&e.cv_work[1]);
     pthread_mutex_unlock(&e.mu);
 
 out:
-    for (side = 0; side < 2; side++)
-        for (i = 0; i < e.s[side].nthreads; i++)
-            pthread_join(e.s[side].threads[i], NULL);
+    tm__pool_stop(e.pool); /* lets the running listings end */
     if (e.w && rc == 0) {
         pthread_mutex_lock(&e.mu);
         snapshot(&e, t0);
@@ -984,33 +1219,25 @@ out:
     }
     if (!rc)
         report(&e, t0, 1);
-    if (wk) {
-        for (i = 0; i < per_side * 2; i++) {
-            sqlite3_finalize(wk[i].kids);
-            if (wk[i].rd)
-                sqlite3_close(wk[i].rd);
-        }
+    if (e.wmap) {
+        for (b = 0; b <= e.wmask; b++)
+            while (e.wmap[b]) {
+                struct task *t = e.wmap[b];
+                e.wmap[b] = t->wnext;
+                task_free(t);
+            }
+        free(e.wmap);
     }
-    for (side = 0; side < 2; side++) {
-        struct side *s = &e.s[side];
-        while (s->len) {
-            free(s->win[s->head].path);
-            s->head = (s->head + 1) % s->cap;
-            s->len--;
-        }
-        free(s->win);
-        free(s->threads);
-        sqlite3_finalize(s->fetch);
-        sqlite3_finalize(s->next_round);
-    }
+    for (side = 0; side < 2; side++)
+        release_side(&e.s[side]);
+    close_readers(&e);
+    sqlite3_finalize(e.twin_status);
     if (e.rd)
         sqlite3_close(e.rd);
-    free(wk);
     free(buf);
+    free(ids);
     tm__buf_release(&e.fatal_msg);
     pthread_mutex_destroy(&e.mu);
-    pthread_cond_destroy(&e.cv_work[0]);
-    pthread_cond_destroy(&e.cv_work[1]);
     pthread_cond_destroy(&e.cv_coord);
     return rc;
 }

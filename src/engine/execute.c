@@ -602,11 +602,13 @@ static int verify_task(struct worker *wk, const struct task *t)
     int rc, step, checked = 0;
 
     {
+        struct tm__aerr ae;
         int tries = 0;
         int64_t backoff = 50;
         do {
             tm__listing_reset(&l);
-            rc = tm__adapter_list(r->cfg->ad[TM_DST], t->path, tm__listing_add, &l);
+            rc = tm__adapter_list(r->cfg->ad[TM_DST], t->path, tm__listing_add,
+                                  &l, &ae);
         } while (rc && again(r, r->cfg->ad[TM_DST], rc, &tries, &backoff));
     }
     if (!rc)

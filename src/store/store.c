@@ -37,6 +37,19 @@ int tm__name_index(const char *const *names, int n, const char *s)
     return -1;
 }
 
+/* Where the listing of a folder stands, page by page: the adapter's
+ * position after the last recorded page, so that a resume continues inside
+ * a folder of millions of children (schema version 2). */
+#define LISTING_POS_SQL                                                      \
+    "CREATE TABLE IF NOT EXISTS listing_pos(side INTEGER NOT NULL,"         \
+    " folder_id INTEGER NOT NULL, pos BLOB NOT NULL, pages INTEGER NOT NULL,"\
+    " PRIMARY KEY(side, folder_id)) WITHOUT ROWID;"
+
+/* Brings a state file of version i up to version i + 1 (index i - 1). */
+static const char *const upgrade_sql[TM_SCHEMA_VERSION - 1] = {
+    LISTING_POS_SQL,
+};
+
 static const char schema_sql[] =
     "CREATE TABLE migration(key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;"
     "CREATE TABLE src_nodes("
@@ -76,7 +89,8 @@ static const char schema_sql[] =
     "CREATE TABLE queue_stats(id INTEGER PRIMARY KEY, time INTEGER NOT NULL,"
     " queue TEXT NOT NULL, round INTEGER, pending INTEGER, in_flight INTEGER,"
     " done INTEGER, failed INTEGER, items_per_s REAL, bytes_per_s REAL,"
-    " bytes_done INTEGER, bytes_pending INTEGER);";
+    " bytes_done INTEGER, bytes_pending INTEGER);"
+    LISTING_POS_SQL;
 
 /* Review: exclusions after discovery and the review_* views
  * (docs/state-file.md). Part of every new state file; review.c also runs
@@ -458,6 +472,28 @@ out:
     return rc;
 }
 
+/* Upgrades a state file of an older version in one transaction. */
+static int upgrade(struct tm__store *s, struct tm__buf *err)
+{
+    char sql[64];
+    int ver = 0, rc;
+    if (pragma_int(s->db, "PRAGMA user_version", &ver) != SQLITE_OK)
+        return tm__store_error(s->db, SQLITE_ERROR, err, "read version");
+    if (ver >= TM_SCHEMA_VERSION)
+        return 0;
+    rc = tm__store_exec(s->db, "BEGIN IMMEDIATE", err);
+    for (; !rc && ver < TM_SCHEMA_VERSION; ver++)
+        rc = tm__store_exec(s->db, upgrade_sql[ver - 1], err);
+    snprintf(sql, sizeof sql, "PRAGMA user_version=%d", TM_SCHEMA_VERSION);
+    if (!rc)
+        rc = tm__store_exec(s->db, sql, err);
+    if (!rc)
+        rc = tm__store_exec(s->db, "COMMIT", err);
+    if (rc)
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc;
+}
+
 static pthread_once_t sqlite_once = PTHREAD_ONCE_INIT;
 
 /* SQLite's memory statistics take a global mutex on every allocation,
@@ -531,6 +567,8 @@ int tm__store_open(struct tm__store *s, const char *path, unsigned flags,
     rc = check_identity(s, err);
     if (!rc && write && !stopped_cleanly(s))
         rc = quick_check(s, err);
+    if (!rc && write)
+        rc = upgrade(s, err);
     if (rc)
         goto fail;
     if (write) {

@@ -15,13 +15,18 @@
 #include <time.h>
 
 enum { ST_INS_SRC, ST_INS_DST, ST_UPD_SRC_F, ST_UPD_DST_F, ST_UPD_COPY,
-       ST_TASK_ERR, ST_SET, ST_LOG, ST_COPY_DONE, ST_QSTAT, ST_COUNT };
+       ST_TASK_ERR, ST_SET, ST_LOG, ST_COPY_DONE, ST_QSTAT, ST_POS_SET,
+       ST_POS_DEL, ST_COUNT };
 
 static const char *const stmt_sql[ST_COUNT] = {
+    /* a child listed twice (a page read again after a crash, a storage
+     * that repeats a name) is the same node: kept once, counted once */
     "INSERT INTO src_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
-    "traversal_status,copy_status,conflict) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+    "traversal_status,copy_status,conflict) VALUES(?,?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT(parent_id,name) DO NOTHING",
     "INSERT INTO dst_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
-    "traversal_status,conflict,src_id) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+    "traversal_status,conflict,src_id) VALUES(?,?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT(parent_id,name) DO NOTHING",
     "UPDATE src_nodes SET traversal_status=?, attempts=attempts+?, error=? "
     "WHERE id=? AND traversal_status='pending'",
     "UPDATE dst_nodes SET traversal_status=?, attempts=attempts+?, error=? "
@@ -36,6 +41,10 @@ static const char *const stmt_sql[ST_COUNT] = {
     "INSERT INTO queue_stats(time,queue,round,pending,in_flight,done,failed,"
     "bytes_done,bytes_pending,items_per_s,bytes_per_s) "
     "VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+    "INSERT OR REPLACE INTO listing_pos(side,folder_id,pos,pages) "
+    "VALUES(?1,?2,?3,coalesce((SELECT pages FROM listing_pos WHERE side=?1 "
+    "AND folder_id=?2),0)+1)",
+    "DELETE FROM listing_pos WHERE side=? AND folder_id=?",
 };
 
 struct tm__writer {
@@ -70,14 +79,14 @@ void tm__result_free(struct tm__result *r)
     free(r->path);
     free(r->value);
     free(r->nodes);
-    free(r->updates);
+    tm__buf_release(&r->pos);
     tm__buf_release(&r->arena);
     free(r);
 }
 
 static size_t result_rows(const struct tm__result *r)
 {
-    return 1 + r->n_nodes + r->n_updates;
+    return 1 + r->n_nodes;
 }
 
 static int step_done(struct tm__writer *w, sqlite3_stmt *st)
@@ -96,13 +105,15 @@ static int stat_add(struct tm__writer *w, int table, int depth, int type,
     return tm__stats_add(&w->delta, &k, count, bytes);
 }
 
+/* Inserts one child of r; *inserted says whether it was new. */
 static int insert_node(struct tm__writer *w, const struct tm__result *r,
-                       const struct tm__wnode *n)
+                       const struct tm__wnode *n, int *inserted)
 {
     sqlite3_stmt *st = w->st[r->side == TM_SRC ? ST_INS_SRC : ST_INS_DST];
-    int64_t id = w->next_id[r->side]++;
+    int64_t id = w->next_id[r->side];
     int depth = r->depth + 1, rc;
 
+    *inserted = 0;
     sqlite3_bind_int64(st, 1, id);
     sqlite3_bind_int64(st, 2, n->parent_id);
     sqlite3_bind_text(st, 3, r->arena.buf + n->path_off, (int)n->path_len,
@@ -136,21 +147,42 @@ static int insert_node(struct tm__writer *w, const struct tm__result *r,
     if (rc != SQLITE_DONE) {
         int e = tm__store_error(w->db, rc, &w->errmsg, "write state file");
         if ((rc & 0xff) == SQLITE_CONSTRAINT) {
-            /* never merge silently: the same child recorded twice is a bug */
+            /* the id is taken: two writers, or a bug; never merge */
             tm__buf_reset(&w->errmsg);
-            tm__buf_addf(&w->errmsg, "node %s recorded twice in %s_nodes",
-                         r->arena.buf + n->path_off,
+            tm__buf_addf(&w->errmsg, "node %s: id %lld already used in %s_nodes",
+                         r->arena.buf + n->path_off, (long long)id,
                          r->side == TM_SRC ? "src" : "dst");
             e = TM_EINTERNAL;
         }
         return e;
     }
+    if (sqlite3_changes(w->db) == 0)
+        return 0; /* listed before: the row is there, counted */
+    *inserted = 1;
+    w->next_id[r->side]++;
     if (r->side == TM_SRC) {
         rc = stat_add(w, 0, depth, n->type, n->ts, 0, 1, n->size);
         if (!rc)
             rc = stat_add(w, 2, depth, n->type, n->cs, n->conflict, 1, n->size);
-    } else {
-        rc = stat_add(w, 1, depth, n->type, n->ts, 0, 1, n->size);
+        return rc;
+    }
+    rc = stat_add(w, 1, depth, n->type, n->ts, 0, 1, n->size);
+    if (!rc && n->upd) {
+        /* the comparison's verdict on the source twin */
+        sqlite3_stmt *up = w->st[ST_UPD_COPY];
+        sqlite3_bind_text(up, 1, tm__cs_names[n->new_cs], -1, SQLITE_STATIC);
+        if (n->new_cf)
+            sqlite3_bind_text(up, 2, tm__cf_names[n->new_cf], -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(up, 2);
+        sqlite3_bind_int64(up, 3, n->src_id);
+        rc = step_done(w, up);
+        if (!rc)
+            rc = stat_add(w, 2, depth, n->src_type, n->old_cs, n->old_cf, -1,
+                          -n->src_size);
+        if (!rc)
+            rc = stat_add(w, 2, depth, n->src_type, n->new_cs, n->new_cf, 1,
+                          n->src_size);
     }
     return rc;
 }
@@ -168,12 +200,30 @@ static int task_error(struct tm__writer *w, const struct tm__result *r)
     return step_done(w, te);
 }
 
-static int apply_listing(struct tm__writer *w, const struct tm__result *r)
+/* A page of a listing: its children; the position after it (so that a
+ * crash resumes inside the folder), or with the last page the folder's own
+ * status, in the same transaction. */
+static int apply_listing(struct tm__writer *w, struct tm__result *r)
 {
-    sqlite3_stmt *st = w->st[r->side == TM_SRC ? ST_UPD_SRC_F : ST_UPD_DST_F];
+    sqlite3_stmt *st;
     size_t i;
-    int rc;
+    int rc = 0, ins;
 
+    r->inserted = 0;
+    for (i = 0; !rc && i < r->n_nodes; i++) {
+        rc = insert_node(w, r, &r->nodes[i], &ins);
+        r->inserted += ins;
+    }
+    if (rc)
+        return rc;
+    if (!r->final) {
+        st = w->st[ST_POS_SET];
+        sqlite3_bind_int(st, 1, r->side);
+        sqlite3_bind_int64(st, 2, r->folder_id);
+        sqlite3_bind_blob(st, 3, r->pos.buf, (int)r->pos.len, SQLITE_STATIC);
+        return step_done(w, st);
+    }
+    st = w->st[r->side == TM_SRC ? ST_UPD_SRC_F : ST_UPD_DST_F];
     sqlite3_bind_text(st, 1, tm__ts_names[r->folder_ts], -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, r->attempts);
     if (r->error)
@@ -195,22 +245,12 @@ static int apply_listing(struct tm__writer *w, const struct tm__result *r)
     if (!rc)
         rc = stat_add(w, r->side == TM_SRC ? 0 : 1, r->depth, TM_T_FOLDER,
                       r->folder_ts, 0, 1, 0);
-    for (i = 0; !rc && i < r->n_nodes; i++)
-        rc = insert_node(w, r, &r->nodes[i]);
-    for (i = 0; !rc && i < r->n_updates; i++) {
-        const struct tm__wupdate *u = &r->updates[i];
-        sqlite3_stmt *up = w->st[ST_UPD_COPY];
-        sqlite3_bind_text(up, 1, tm__cs_names[u->new_cs], -1, SQLITE_STATIC);
-        if (u->new_cf)
-            sqlite3_bind_text(up, 2, tm__cf_names[u->new_cf], -1, SQLITE_STATIC);
-        else
-            sqlite3_bind_null(up, 2);
-        sqlite3_bind_int64(up, 3, u->id);
-        rc = step_done(w, up);
-        if (!rc)
-            rc = stat_add(w, 2, u->depth, u->type, u->old_cs, u->old_cf, -1, -u->size);
-        if (!rc)
-            rc = stat_add(w, 2, u->depth, u->type, u->new_cs, u->new_cf, 1, u->size);
+    if (!rc && r->folder_ts == TS_SUCCESSFUL) {
+        /* a failed listing keeps its position: retry resumes there */
+        st = w->st[ST_POS_DEL];
+        sqlite3_bind_int(st, 1, r->side);
+        sqlite3_bind_int64(st, 2, r->folder_id);
+        rc = step_done(w, st);
     }
     if (!rc && r->error)
         rc = task_error(w, r);
@@ -247,7 +287,7 @@ static int apply_copy(struct tm__writer *w, const struct tm__result *r)
     return rc;
 }
 
-static int apply(struct tm__writer *w, const struct tm__result *r)
+static int apply(struct tm__writer *w, struct tm__result *r)
 {
     sqlite3_stmt *st;
     switch (r->kind) {

@@ -35,20 +35,19 @@ struct tm__wnode {
     int8_t cs;              /* enum tm__cs (source rows) */
     int8_t conflict;        /* enum tm__cf */
     int64_t src_id;         /* destination rows: source twin or 0 */
-};
-
-/* A change of copy status of a source row found by a destination listing. */
-struct tm__wupdate {
-    int64_t id;             /* source row */
-    int depth;              /* its depth (for the stats) */
-    int8_t type;            /* its type */
+    /* Destination rows: the change of copy status of the source twin that
+     * the comparison found, applied only when this row is inserted (a
+     * child listed twice changes nothing twice). */
+    int8_t upd;             /* 1: update the twin */
+    int8_t src_type;        /* the twin's type (for the stats) */
     int8_t old_cs, new_cs;  /* enum tm__cs */
     int8_t old_cf, new_cf;  /* enum tm__cf */
-    int64_t size;           /* its size (for the stats) */
+    int64_t src_size;       /* the twin's size (for the stats) */
 };
 
 enum tm__result_kind {
-    TM_R_LISTING = 0, /* a listed folder: its status and children */
+    TM_R_LISTING = 0, /* a page of a folder's listing: its children, and
+                         with the last page the folder's status */
     TM_R_SETTING,     /* a key/value of the migration table */
     TM_R_LOG,         /* a log record */
     TM_R_COPY,        /* a node's new copy status (copy phase) */
@@ -64,6 +63,8 @@ struct tm__result {
     int side;                 /* enum tm__side */
     int64_t folder_id;        /* the listed folder */
     int depth;                /* its depth */
+    int final;                /* TM_R_LISTING: the folder's last page: its
+                                 status becomes folder_ts */
     int8_t folder_ts;         /* its new traversal status */
     int attempts;             /* listing attempts */
     char *error;              /* malloc'd message when failed, else NULL */
@@ -72,8 +73,8 @@ struct tm__result {
     char *value;              /* setting value or log message (malloc'd) */
     struct tm__wnode *nodes;  /* children to insert (malloc'd) */
     size_t n_nodes;           /* count */
-    struct tm__wupdate *updates; /* source rows to update (malloc'd) */
-    size_t n_updates;         /* count */
+    struct tm__buf pos;       /* TM_R_LISTING, not final: the listing's
+                                 position after this page (listing_pos) */
     struct tm__buf arena;     /* names and paths of nodes */
     /* TM_R_COPY (folder_id is the node, depth its depth): */
     int8_t type;              /* the node's type */
@@ -87,6 +88,8 @@ struct tm__result {
                                  failed, bytes_done, bytes_pending, time;
                                  rates in rate[] */
     double rate[2];           /* TM_R_QSTAT: items/s, bytes/s */
+    int64_t inserted;         /* TM_R_LISTING, set by the writer: children
+                                 inserted (a child listed twice is not) */
 };
 
 void tm__result_free(struct tm__result *r);

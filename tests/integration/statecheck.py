@@ -292,20 +292,16 @@ def _dups(rows):
 
 
 def _row_problems(side, rows):
-    """Problems of a table on its own: BFS order of ids (depth never goes
-    down, a parent's id is below its child's), names, parents, attempts
-    and error messages."""
+    """Problems of a table on its own: the order of ids (a parent's id is
+    below its child's: ids grow as rows are inserted; the depths of rows
+    inserted at one time may interleave, as the rounds overlap), names,
+    parents, attempts and error messages."""
     errs = []
-    last = -1
     ids = {}
     for r in rows:
         ids[r[PATH]] = r[ID]
     for r in rows:
         p = r[PATH]
-        if r[DEPTH] < last:
-            errs.append('%s %r: depth %d after depth %d in id order (not BFS)'
-                        % (side, p, r[DEPTH], last))
-        last = max(last, r[DEPTH])
         if r[NAME] != _basename(p):
             errs.append('%s %r: name %r' % (side, p, r[NAME]))
         if r[PPATH] != _dirname(p):
@@ -495,7 +491,9 @@ def check_partial(db, ref):
     listed yet); every listed folder has all its children recorded, a
     pending one none; a source row whose parent's destination twin is
     listed has its final copy_status and conflict, other source rows their
-    initial ones; a destination row's src_id points at the source row the
+    initial ones; a pending folder with children has a listing position
+    (listing_pos: its listing stopped after a page) and fewer children than
+    the reference; a destination row's src_id points at the source row the
     reference says; the stats tables equal counts made from the rows;
     status --json agrees with the rows. Returns the number of rows."""
     integrity(db)
@@ -524,12 +522,19 @@ def check_partial(db, ref):
                 errs.append('dst %r: src_id points at %r, expected %r' % (p, r[SPATH], e[SPATH]))
             if r[PPATH] is not None:
                 kids[r[PPATH]] = kids.get(r[PPATH], 0) + 1
+        with sqlite3.connect('file:%s?mode=ro' % db, uri=True) as c:
+            paged = {row[0] for row in c.execute(
+                'SELECT n.path FROM listing_pos p JOIN %s_nodes n ON n.id = p.folder_id '
+                'WHERE p.side = ?' % side, (0 if side == 'src' else 1,))}
         for r in rs:
             if r[TYPE] != FOLDER or r[PATH] not in refp:
                 continue
             n = kids.get(r[PATH], 0)
-            if r[TS] == PENDING and n:
-                errs.append('%s %r: pending folder with %d children recorded' % (side, r[PATH], n))
+            if r[TS] == PENDING and n and (r[PATH] not in paged or
+                                           n >= ref.nkids[side].get(r[PATH], 0)):
+                errs.append('%s %r: pending folder with %d children recorded%s'
+                            % (side, r[PATH], n, '' if r[PATH] in paged else
+                               ' and no listing position'))
             elif _listed(r) and n != ref.nkids[side].get(r[PATH], 0):
                 errs.append('%s %r: listed folder with %d of its %d children recorded'
                             % (side, r[PATH], n, ref.nkids[side].get(r[PATH], 0)))

@@ -284,7 +284,6 @@ def compare_nodes(side, expected, rows, src_rows=None, max_report=25):
                          for p in extra[:10]]))
     src_by_id = {r['id']: r for r in (src_rows or [])}
     fields = FIELDS + (('copy_status',) if side == 'src' else ())
-    last_depth = -1
     for r in rows:
         p = r['path']
         # structure
@@ -300,12 +299,8 @@ def compare_nodes(side, expected, rows, src_rows=None, max_report=25):
             if parent['path'] != _dirname(p):
                 errs.append('%r: parent_id points at %r' % (p, parent['path']))
             if not parent['id'] < r['id']:
-                errs.append('%r: parent id %d not below id %d (BFS order)' %
+                errs.append('%r: parent id %d not below id %d (insertion order)' %
                             (p, parent['id'], r['id']))
-        if r['depth'] < last_depth:
-            errs.append('%r: depth %d after depth %d in id order (not BFS)' %
-                        (p, r['depth'], last_depth))
-        last_depth = max(last_depth, r['depth'])
         ts = r['traversal_status']
         if ts == 'failed':
             if not r['error']:

@@ -27,12 +27,31 @@ struct fake_file {
     struct tm__wfile w; /* write side */
 };
 
-static int fk_list(struct tm__adapter *a, const char *path, tm__list_cb cb, void *ctx)
+/* A listing of one child on one page. */
+static int fk_list_open(struct tm__adapter *a, const char *path, const void *pos,
+                        size_t pos_len, struct tm__lister **out, struct tm__aerr *e)
 {
-    struct tm__entry e = { "x", 1, TM_T_FILE, 1, 0, 0644, 0, 0 };
-    (void)a; (void)path;
-    return cb(ctx, &e);
+    (void)path; (void)pos; (void)pos_len; (void)e;
+    *out = calloc(1, sizeof **out);
+    if (!*out)
+        return TM_ENOMEM;
+    (*out)->a = a;
+    return 0;
 }
+static int fk_list_next(struct tm__lister *l, tm__list_cb cb, void *ctx, int *more,
+                        struct tm__aerr *e)
+{
+    struct tm__entry en = { "x", 1, TM_T_FILE, 1, 0, 0644, 0, 0 };
+    (void)l; (void)e;
+    *more = 0;
+    return cb(ctx, &en);
+}
+static int fk_list_pos(struct tm__lister *l, struct tm__buf *out)
+{
+    (void)l; (void)out;
+    return 0;
+}
+static void fk_list_close(struct tm__lister *l) { free(l); }
 static int fk_stat(struct tm__adapter *a, const char *path, struct tm__entry *out)
 {
     (void)a; (void)path;
@@ -108,11 +127,14 @@ static struct fake *fake_new(void)
 {
     struct fake *f = calloc(1, sizeof *f);
     assert_non_null(f);
-    f->base.version = 1;
+    f->base.version = 2;
     f->base.name = "fake";
     f->base.caps = TM_CAP_MODES;
     f->base.mtime_precision = 1000;
-    f->base.list = fk_list;
+    f->base.list_open = fk_list_open;
+    f->base.list_next = fk_list_next;
+    f->base.list_pos = fk_list_pos;
+    f->base.list_close = fk_list_close;
     f->base.stat = fk_stat;
     f->base.close = fk_close;
     f->base.open_read = fk_open_read;
@@ -258,12 +280,13 @@ static void test_once_and_sticky(void **state)
 {
     struct fake *fk = fake_new();
     struct tm__adapter *a = wrap(fk, "fault:list@2=eagain,stat@3+:x");
+    struct tm__aerr ae;
     struct tm__entry e;
     int kids = 0, i;
     (void)state;
-    assert_int_equal(tm__adapter_list(a, "/", count_cb, &kids), 0);
-    assert_int_equal(tm__adapter_list(a, "/", count_cb, &kids), TM_EAGAIN);
-    assert_int_equal(tm__adapter_list(a, "/", count_cb, &kids), 0);
+    assert_int_equal(tm__adapter_list(a, "/", count_cb, &kids, &ae), 0);
+    assert_int_equal(tm__adapter_list(a, "/", count_cb, &kids, &ae), TM_EAGAIN);
+    assert_int_equal(tm__adapter_list(a, "/", count_cb, &kids, &ae), 0);
     assert_int_equal(kids, 2); /* the failed call never reached the inner one */
     for (i = 1; i <= 6; i++)
         assert_int_equal(tm__adapter_stat(a, "/", &e), i < 3 ? 0 : TM_EIO);

@@ -64,9 +64,10 @@ static int ecmp(const void *a, const void *b)
 /* Lists path into l (reset first), sorted by name. */
 static int ls(struct tm__adapter *a, const char *path, struct list *l)
 {
+    struct tm__aerr ae;
     int rc;
     l->n = 0;
-    rc = tm__adapter_list(a, path, collect, l);
+    rc = tm__adapter_list(a, path, collect, l, &ae);
     if (!rc && l->n)
         qsort(l->v, l->n, sizeof *l->v, ecmp);
     return rc;

@@ -80,8 +80,9 @@ static const struct ent *find(const struct ents *l, const char *name)
 
 static void list(struct tm__adapter *a, const char *path, struct ents *l)
 {
+    struct tm__aerr ae;
     l->n = 0;
-    assert_int_equal(tm__adapter_list(a, path, collect, l), 0);
+    assert_int_equal(tm__adapter_list(a, path, collect, l, &ae), 0);
 }
 
 /* ------------------------------------------------------------ files */
@@ -466,16 +467,17 @@ static int count_only(void *ctx, const struct tm__entry *e)
 
 static void test_badname(void **state)
 {
+    struct tm__aerr ae;
     struct tm__adapter *a;
     int i, n = 0, failed = 0;
     char msg[200];
     (void)state;
     /* every listing at or below /d0 returns an invalid name */
     a = open_sim(SRC ",badname=/d0");
-    assert_int_equal(tm__adapter_list(a, "/", count_only, &n), 0);
+    assert_int_equal(tm__adapter_list(a, "/", count_only, &n, &ae), 0);
     for (i = 0; i < 3; i++) {
         n = 0;
-        if (tm__adapter_list(a, "/d0", count_only, &n) == TM_EBADNAME)
+        if (tm__adapter_list(a, "/d0", count_only, &n, &ae) == TM_EBADNAME)
             failed++;
         assert_int_equal(n, 0); /* nothing reaches the engine */
     }
