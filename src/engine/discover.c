@@ -37,6 +37,7 @@
 
 #include "engine/observe.h"
 #include "engine/pool.h"
+#include "store/frontier.h"
 #include "store/store.h"
 #include "store/writer.h"
 #include "util/util.h"
@@ -93,21 +94,18 @@ struct side {
     int ncursor;               /* depths in cursor */
     struct queue ready;        /* fetched, may be listed */
     int in_flight;             /* tasks being listed */
-    int64_t submitted;         /* last pages handed to the writer */
+    atomic_llong submitted;    /* last pages handed to the writer */
     int64_t committed;         /* last pages committed */
     int64_t commit_gen;        /* bumped at each committed last page */
     int64_t folders_done;      /* listings committed (progress) */
     int64_t nodes;             /* children committed (progress) */
     int64_t failed;            /* listings failed (progress) */
-    sqlite3_stmt *fetch;       /* next rows of a depth */
-    sqlite3_stmt *low;         /* lowest pending depth */
 };
 
 /* A read connection shared by the comparisons of many folders. */
 struct reader {
     pthread_mutex_t mu;        /* one comparison at a time */
-    sqlite3 *db;               /* read-only connection */
-    sqlite3_stmt *twin;        /* a source child by (parent, name) */
+    struct tm__twins *tw;      /* the source children */
 };
 
 struct engine {
@@ -120,16 +118,15 @@ struct engine {
     size_t nwaiting;               /* tasks in the map */
     struct tm__pool *pool;         /* the listing jobs */
     struct tm__writer *w;          /* the writer */
-    sqlite3 *rd;                   /* the coordinator's read connection */
-    sqlite3_stmt *twin_status;     /* a source folder's status, by id */
+    struct tm__frontier *fr;       /* the coordinator's reads */
     struct reader rdr[READERS];    /* the comparisons' connections */
     atomic_uint next_reader;       /* round robin over rdr */
     int quit;                      /* workers must give up */
+    atomic_int quitting;           /* quit, read without e->mu */
     int fatal;                     /* first fatal error */
     struct tm__buf fatal_msg;      /* its message */
     int64_t prec;                  /* mtime precision for comparisons */
     struct tm__logger *lg;         /* the log service, or NULL */
-    sqlite3_stmt *pending[2];      /* pending folders per side (observer) */
 };
 
 static const char *const qname[2] = { "src", "dst" };
@@ -147,6 +144,7 @@ static void set_fatal(struct engine *e, int err, const char *msg)
         tm__buf_adds(&e->fatal_msg, msg ? msg : tm_strerror(err));
     }
     e->quit = 1;
+    atomic_store(&e->quitting, 1);
     pthread_cond_broadcast(&e->cv_coord);
 }
 
@@ -222,32 +220,7 @@ static struct task *wait_take(struct engine *e, int64_t src_id)
 
 /* ------------------------------------------------------------ listing */
 
-/* A source child as read back for the comparison. */
-struct srow {
-    int64_t id, size, mtime;
-    int type, ts, cs, cf;
-};
-
-static int read_srow(sqlite3_stmt *st, struct srow *s)
-{
-    const char *cf;
-    s->id = sqlite3_column_int64(st, 0);
-    s->type = tm__name_index(tm__type_names, TM_T_COUNT,
-                             (const char *)sqlite3_column_text(st, 1));
-    s->size = sqlite3_column_int64(st, 2);
-    s->mtime = sqlite3_column_int64(st, 3);
-    s->ts = tm__name_index(tm__ts_names, TS_COUNT,
-                           (const char *)sqlite3_column_text(st, 4));
-    s->cs = tm__name_index(tm__cs_names, CS_COUNT,
-                           (const char *)sqlite3_column_text(st, 5));
-    cf = (const char *)sqlite3_column_text(st, 6);
-    s->cf = cf ? tm__name_index(tm__cf_names, CF_COUNT, cf) : CF_NONE;
-    if (s->type < 0 || s->ts < 0 || s->cs < 0 || s->cf < 0)
-        return TM_ECORRUPT;
-    return 0;
-}
-
-static void set_update(struct tm__wnode *n, const struct srow *s, int new_cs,
+static void set_update(struct tm__wnode *n, const struct tm__twin *s, int new_cs,
                        int new_cf)
 {
     if (s->cs == new_cs && s->cf == new_cf)
@@ -263,7 +236,7 @@ static void set_update(struct tm__wnode *n, const struct srow *s, int new_cs,
 
 /* Fills a destination node matched with its source twin s. */
 static void match(struct engine *e, struct tm__wnode *n, const struct tm__ent *x,
-                  const struct srow *s)
+                  const struct tm__twin *s)
 {
     int cf;
     n->src_id = s->id;
@@ -429,8 +402,7 @@ static int dst_page(struct engine *e, const struct task *t,
         const struct tm__ent *x = &l->v[i];
         const char *name = l->arena.buf + x->name_off;
         struct tm__wnode *n = &r->nodes[i];
-        struct srow s;
-        int step;
+        struct tm__twin s;
         n->parent_id = t->id;
         n->type = (int8_t)x->type;
         n->size = x->size;
@@ -439,19 +411,12 @@ static int dst_page(struct engine *e, const struct task *t,
         rc = add_names(r, n, t->path, name, x->name_len);
         if (rc)
             break;
-        sqlite3_bind_int64(rd->twin, 1, t->src_id);
-        sqlite3_bind_text(rd->twin, 2, name, (int)x->name_len, SQLITE_STATIC);
-        step = sqlite3_step(rd->twin);
-        if (step == SQLITE_ROW) {
-            rc = read_srow(rd->twin, &s);
-            if (!rc)
-                match(e, n, x, &s);
-        } else if (step == SQLITE_DONE) {
+        rc = tm__twins_get(rd->tw, t->src_id, name, x->name_len, &s);
+        if (rc == 1)
+            match(e, n, x, &s);
+        else if (rc == 0)
             n->ts = TS_NOT_ON_SRC;
-        } else {
-            rc = tm__store_error(rd->db, step, NULL, "read source rows");
-        }
-        sqlite3_reset(rd->twin);
+        rc = rc < 0 ? rc : 0;
         r->n_nodes++;
     }
     pthread_mutex_unlock(&rd->mu);
@@ -584,9 +549,7 @@ submit:
         if (r->folder_ts == TS_FAILED)
             tm__log(e->lg, TM_ERROR, qname[t->side], t->id, t->path, "%s",
                     r->error ? r->error : "listing failed");
-        pthread_mutex_lock(&e->mu);
-        e->s[t->side].submitted++;
-        pthread_mutex_unlock(&e->mu);
+        atomic_fetch_add(&e->s[t->side].submitted, 1);
         rc = tm__writer_submit(e->w, r);
         r = NULL;
     }
@@ -598,33 +561,50 @@ out:
     return rc;
 }
 
-/* A pool job: lists one folder, then gives its slot back. */
+/* The frontier rows a side wants at hand: ready ones and those in flight
+ * (the coordinator refills below that). */
+static size_t side_want(const struct engine *e)
+{
+    int workers = e->cfg->workers > 0 ? e->cfg->workers : 4;
+    return (size_t)(2 * workers > PAGE ? 2 * workers : PAGE);
+}
+
+/* A pool job: lists one folder, then the next ready one of its side, and
+ * so on, without a round trip through the coordinator (which is woken
+ * only when the side runs low, or idle). */
 static void run_task(struct tm__job *j)
 {
     struct task *t = (struct task *)j;
     struct engine *e = t->e;
     struct side *s = &e->s[t->side];
-    int rc = 0;
+    int workers = e->cfg->workers > 0 ? e->cfg->workers : 4;
+    size_t low = side_want(e) / 2 + (size_t)workers;
 
-    if (!stopping(e)) {
+    while (t) {
+        struct task *next = NULL;
+        int rc = stopping(e) || atomic_load(&e->quitting) ? TM_ESTOPPED : list_task(t);
         pthread_mutex_lock(&e->mu);
-        rc = e->quit ? TM_ESTOPPED : 0;
+        if (rc && rc != TM_ESTOPPED && !e->fatal) {
+            struct tm__buf m = TM__BUF_INIT;
+            tm__buf_addf(&m, "%s %s: %s", t->side == TM_SRC ? "source" : "destination",
+                         t->path, tm_strerror(rc));
+            set_fatal(e, rc, m.buf);
+            tm__buf_release(&m);
+        }
+        if (!e->quit && s->ready.len && !stopping(e)) {
+            next = q_pop(&s->ready);
+            if (next->depth > s->round)
+                s->round = next->depth;
+        } else {
+            s->in_flight--;
+        }
+        if (s->ready.len + (size_t)s->in_flight < low || !s->in_flight ||
+            next == NULL || s->round > s->round_sent)
+            pthread_cond_signal(&e->cv_coord);
         pthread_mutex_unlock(&e->mu);
-        if (!rc)
-            rc = list_task(t);
+        task_free(t);
+        t = next;
     }
-    pthread_mutex_lock(&e->mu);
-    s->in_flight--;
-    if (rc && rc != TM_ESTOPPED && !e->fatal) {
-        struct tm__buf m = TM__BUF_INIT;
-        tm__buf_addf(&m, "%s %s: %s", t->side == TM_SRC ? "source" : "destination",
-                     t->path, tm_strerror(rc));
-        set_fatal(e, rc, m.buf);
-        tm__buf_release(&m);
-    }
-    pthread_cond_signal(&e->cv_coord);
-    pthread_mutex_unlock(&e->mu);
-    task_free(t);
 }
 
 /* Called by the writer thread once results are durable. */
@@ -665,53 +645,11 @@ static void on_commit(void *ctx, const struct tm__result *list)
 
 /* ------------------------------------------------------------ frontier */
 
-static const char *const fetch_sql[2] = {
-    "SELECT n.id, n.path, 0, NULL, p.pos FROM src_nodes n "
-    "LEFT JOIN listing_pos p ON p.side=0 AND p.folder_id=n.id "
-    "WHERE n.traversal_status='pending' AND n.type='folder' AND n.depth=?1 "
-    "AND n.id>?2 ORDER BY n.id LIMIT ?3",
-    "SELECT d.id, d.path, d.src_id, s.traversal_status, p.pos FROM dst_nodes d "
-    "LEFT JOIN src_nodes s ON s.id=d.src_id "
-    "LEFT JOIN listing_pos p ON p.side=1 AND p.folder_id=d.id "
-    "WHERE d.traversal_status='pending' AND d.type='folder' AND d.depth=?1 "
-    "AND d.id>?2 ORDER BY d.id LIMIT ?3",
-};
-static const char *const low_sql[2] = {
-    "SELECT depth FROM src_nodes WHERE traversal_status='pending' AND "
-    "type='folder' ORDER BY depth, id LIMIT 1",
-    "SELECT depth FROM dst_nodes WHERE traversal_status='pending' AND "
-    "type='folder' ORDER BY depth, id LIMIT 1",
-};
-
-/* The lowest depth with a pending folder of side, or -1 when none; an
- * error below -1 (err - 1000000). Without e->mu. */
-static int lowest(struct engine *e, struct side *s)
+/* A read of the frontier failed: its message becomes the run's. */
+static void frontier_fail(struct engine *e)
 {
-    int rc = sqlite3_step(s->low), d = -1;
-    if (rc == SQLITE_ROW)
-        d = sqlite3_column_int(s->low, 0);
-    else if (rc != SQLITE_DONE)
-        d = tm__store_error(e->rd, rc, e->cfg->err, "read frontier") - 1000000;
-    sqlite3_reset(s->low);
-    return d;
-}
-
-/* 1 when source folder id is not pending any more (its listing is
- * durable), 0 when it is, or an error. Without e->mu. */
-static int twin_done(struct engine *e, int64_t id, int *failed)
-{
-    int rc, done = 0;
-    sqlite3_bind_int64(e->twin_status, 1, id);
-    rc = sqlite3_step(e->twin_status);
-    if (rc == SQLITE_ROW) {
-        const char *ts = (const char *)sqlite3_column_text(e->twin_status, 0);
-        done = ts && strcmp(ts, "pending") != 0;
-        *failed = ts && strcmp(ts, "failed") == 0;
-    } else {
-        done = tm__store_error(e->rd, rc, e->cfg->err, "read frontier");
-    }
-    sqlite3_reset(e->twin_status);
-    return done;
+    tm__buf_reset(e->cfg->err);
+    tm__buf_adds(e->cfg->err, tm__frontier_errmsg(e->fr));
 }
 
 static int64_t *cursor_at(struct side *s, int depth)
@@ -729,50 +667,55 @@ static int64_t *cursor_at(struct side *s, int depth)
     return &s->cursor[depth];
 }
 
+/* Where fetch_rows puts the rows it reads. */
+struct fetch {
+    struct engine *e;     /* the engine */
+    struct side *s;       /* the side */
+    int depth;            /* the depth read */
+    struct task **tasks;  /* out */
+    int n;                /* tasks made */
+};
+
+static int fetch_one(void *ctx, const struct tm__frow *r)
+{
+    struct fetch *f = ctx;
+    struct task *t = calloc(1, sizeof *t);
+    if (!t || !(t->path = strdup(r->path))) {
+        free(t);
+        return TM_ENOMEM;
+    }
+    tm__buf_init(&t->pos);
+    t->job.run = run_task;
+    t->e = f->e;
+    t->side = f->s->which;
+    t->id = r->id;
+    t->src_id = r->src_id;
+    t->depth = f->depth;
+    t->src_failed = r->twin_failed;
+    t->twin_pending = r->twin_pending;
+    if (r->pos && tm__buf_add(&t->pos, r->pos, r->pos_len)) {
+        task_free(t);
+        return TM_ENOMEM;
+    }
+    f->tasks[f->n++] = t;
+    return 0;
+}
+
 /* Reads up to want frontier rows of side at depth into tasks, after
  * *cursor. Without e->mu. Returns the count or an error. */
 static int fetch_rows(struct engine *e, struct side *s, int depth, int64_t after,
                       int want, struct task **tasks)
 {
-    sqlite3_stmt *st = s->fetch;
-    int n = 0, rc;
-    sqlite3_bind_int(st, 1, depth);
-    sqlite3_bind_int64(st, 2, after);
-    sqlite3_bind_int(st, 3, want);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct task *t = calloc(1, sizeof *t);
-        const char *fs = (const char *)sqlite3_column_text(st, 3);
-        const void *pos = sqlite3_column_blob(st, 4);
-        if (!t || !(t->path = strdup((const char *)sqlite3_column_text(st, 1)))) {
-            free(t);
-            rc = TM_ENOMEM;
-            break;
-        }
-        tm__buf_init(&t->pos);
-        t->job.run = run_task;
-        t->e = e;
-        t->side = s->which;
-        t->id = sqlite3_column_int64(st, 0);
-        t->src_id = sqlite3_column_int64(st, 2);
-        t->depth = depth;
-        /* a destination row: its twin's status, or "" when pending */
-        t->src_failed = fs && strcmp(fs, "failed") == 0;
-        t->twin_pending = fs && strcmp(fs, "pending") == 0;
-        if (pos && tm__buf_add(&t->pos, pos, (size_t)sqlite3_column_bytes(st, 4))) {
-            task_free(t);
-            rc = TM_ENOMEM;
-            break;
-        }
-        tasks[n++] = t;
+    struct fetch f = { e, s, depth, tasks, 0 };
+    int rc = tm__frontier_rows(e->fr, s->which, depth, after, want, fetch_one, &f);
+    if (rc) {
+        while (f.n-- > 0)
+            task_free(tasks[f.n]);
+        if (rc != TM_ENOMEM)
+            frontier_fail(e);
+        return rc;
     }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        while (n-- > 0)
-            task_free(tasks[n]);
-        return rc == TM_ENOMEM ? rc
-                               : tm__store_error(e->rd, rc, e->cfg->err, "read frontier");
-    }
-    return n;
+    return f.n;
 }
 
 static void submit_round(struct engine *e, int side, int round)
@@ -799,20 +742,22 @@ static void submit_round(struct engine *e, int side, int round)
 static int update_low(struct engine *e, struct side *s)
 {
     int64_t gen = s->commit_gen;
-    int lo;
+    int lo, rc;
     if (s->lo_known || s->done)
         return 0;
     pthread_mutex_unlock(&e->mu);
-    lo = lowest(e, s);
+    rc = tm__frontier_lowest(e->fr, s->which, &lo);
     pthread_mutex_lock(&e->mu);
-    if (lo < -1)
-        return lo + 1000000;
+    if (rc) {
+        frontier_fail(e);
+        return rc;
+    }
     s->started = 1;
     if (lo < 0) {
         /* no pending folder: done once nothing is on its way either (a
          * listing is committed before its job ends: look again then) */
         if (s->in_flight || s->ready.len || (s->which == TM_DST && e->nwaiting) ||
-            s->submitted != s->committed)
+            atomic_load(&s->submitted) != s->committed)
             return 0;
         s->done = 1;
         return 1;
@@ -848,7 +793,7 @@ static int refill(struct engine *e, struct side *s, struct task **buf,
 {
     struct side *o = &e->s[!s->which];
     int workers = e->cfg->workers > 0 ? e->cfg->workers : 4;
-    size_t want = (size_t)(2 * workers > PAGE ? 2 * workers : PAGE);
+    size_t want = side_want(e);
     int depth, hi, got = 0;
 
     if (s->done || s->ready.len + (size_t)s->in_flight >= want / 2 + (size_t)workers)
@@ -905,13 +850,15 @@ static int refill(struct engine *e, struct side *s, struct task **buf,
          * there any more: only one of the two moves it). The tasks of buf
          * may be running or freed by now: only the ids are used. */
         for (i = 0; i < recheck; i++) {
-            int failed = 0, done;
+            int failed = 0, done = 0, rc;
             struct task *t;
             pthread_mutex_unlock(&e->mu);
-            done = twin_done(e, ids[i], &failed);
+            rc = tm__frontier_twin_done(e->fr, ids[i], &done, &failed);
             pthread_mutex_lock(&e->mu);
-            if (done < 0)
-                return done;
+            if (rc) {
+                frontier_fail(e);
+                return rc;
+            }
             if (done && (t = wait_take(e, ids[i])) != NULL) {
                 t->src_failed = failed;
                 if (q_push(&s->ready, t)) {
@@ -961,10 +908,8 @@ static void snapshot(struct engine *e, int64_t t0)
     }
     pthread_mutex_unlock(&e->mu);
     for (side = 0; side < 2; side++) {
-        if (e->pending[side] && sqlite3_step(e->pending[side]) == SQLITE_ROW)
-            st[side][1] = sqlite3_column_int64(e->pending[side], 0);
-        if (e->pending[side])
-            sqlite3_reset(e->pending[side]);
+        if (tm__frontier_pending(e->fr, side, &st[side][1]))
+            st[side][1] = 0; /* the snapshot goes without it */
         tm__observe_snapshot(e->w, qname[side], st[side], rate[side]);
     }
     pthread_mutex_lock(&e->mu);
@@ -996,16 +941,9 @@ static int open_readers(struct engine *e)
     for (i = 0; i < READERS; i++) {
         struct reader *r = &e->rdr[i];
         pthread_mutex_init(&r->mu, NULL);
-        rc = tm__store_open_reader(e->cfg->db_path, &r->db, e->cfg->err);
+        rc = tm__twins_open(&r->tw, e->cfg->db_path, e->cfg->err);
         if (rc)
             return rc;
-        rc = sqlite3_prepare_v3(r->db,
-                                "SELECT id, type, size, mtime, traversal_status, "
-                                "copy_status, conflict FROM src_nodes "
-                                "WHERE parent_id=?1 AND name=?2",
-                                -1, SQLITE_PREPARE_PERSISTENT, &r->twin, NULL);
-        if (rc != SQLITE_OK)
-            return tm__store_error(r->db, rc, e->cfg->err, "prepare");
     }
     return 0;
 }
@@ -1014,25 +952,10 @@ static void close_readers(struct engine *e)
 {
     int i;
     for (i = 0; i < READERS; i++) {
-        struct reader *r = &e->rdr[i];
-        sqlite3_finalize(r->twin);
-        if (r->db)
-            sqlite3_close(r->db);
-        if (r->db || r->twin)
-            pthread_mutex_destroy(&r->mu);
+        tm__twins_close(e->rdr[i].tw);
+        if (e->rdr[i].tw)
+            pthread_mutex_destroy(&e->rdr[i].mu);
     }
-}
-
-static int prepare_side(struct engine *e, int which)
-{
-    struct side *s = &e->s[which];
-    int rc = sqlite3_prepare_v2(e->rd, fetch_sql[which], -1, &s->fetch, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(e->rd, low_sql[which], -1, &s->low, NULL);
-    if (rc != SQLITE_OK)
-        return tm__store_error(e->rd, rc, e->cfg->err, "prepare");
-    s->which = which;
-    return 0;
 }
 
 static void release_side(struct side *s)
@@ -1042,8 +965,6 @@ static void release_side(struct side *s)
         task_free(t);
     free(s->ready.v);
     free(s->cursor);
-    sqlite3_finalize(s->fetch);
-    sqlite3_finalize(s->low);
 }
 
 int tm__discover_run(struct tm__discover_cfg *cfg)
@@ -1054,12 +975,11 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
     int64_t next_id[2] = { 1, 1 };
     int64_t t0 = tm__now_ns(), last_report = t0;
     int rc, wrc, side, per_side = cfg->workers > 0 ? cfg->workers : 4;
-    size_t b, want = (size_t)(2 * per_side > PAGE ? 2 * per_side : PAGE);
-    const char *const max_sql[2] = { "SELECT coalesce(max(id),0)+1 FROM src_nodes",
-                                     "SELECT coalesce(max(id),0)+1 FROM dst_nodes" };
+    size_t b, want;
 
     memset(&e, 0, sizeof e);
     e.cfg = cfg;
+    want = side_want(&e);
     e.prec = cfg->ad[0]->mtime_precision > cfg->ad[1]->mtime_precision
                  ? cfg->ad[0]->mtime_precision
                  : cfg->ad[1]->mtime_precision;
@@ -1067,18 +987,11 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
     pthread_mutex_init(&e.mu, NULL);
     pthread_cond_init(&e.cv_coord, NULL);
     atomic_init(&e.next_reader, 0);
+    atomic_init(&e.quitting, 0);
 
-    for (side = 0; side < 2; side++) {
-        sqlite3_stmt *st;
-        rc = sqlite3_prepare_v2(cfg->db, max_sql[side], -1, &st, NULL);
-        if (rc != SQLITE_OK) {
-            rc = tm__store_error(cfg->db, rc, cfg->err, "read ids");
-            goto out;
-        }
-        if (sqlite3_step(st) == SQLITE_ROW)
-            next_id[side] = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
-    }
+    rc = tm__store_next_ids(cfg->db, next_id, cfg->err);
+    if (rc)
+        goto out;
     for (side = 0; side < 2; side++) {
         /* a resume goes on from the rounds recorded: never back */
         struct tm__buf v = TM__BUF_INIT;
@@ -1088,13 +1001,9 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
             e.s[side].round = e.s[side].round_sent = atoi(v.buf);
         tm__buf_release(&v);
     }
-    rc = tm__store_open_reader(cfg->db_path, &e.rd, cfg->err);
-    for (side = 0; side < 2 && !rc; side++)
-        rc = prepare_side(&e, side);
-    if (!rc && sqlite3_prepare_v2(e.rd, "SELECT traversal_status FROM src_nodes "
-                                        "WHERE id=?", -1, &e.twin_status,
-                                  NULL) != SQLITE_OK)
-        rc = tm__store_error(e.rd, SQLITE_ERROR, cfg->err, "prepare");
+    e.s[TM_SRC].which = TM_SRC;
+    e.s[TM_DST].which = TM_DST;
+    rc = tm__frontier_open(&e.fr, cfg->db_path, cfg->err);
     if (!rc)
         rc = open_readers(&e);
     if (rc)
@@ -1115,13 +1024,6 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
     rc = tm__observe_start(&e.lg, cfg->log, e.w, cfg->err);
     if (rc)
         goto out;
-    for (side = 0; side < 2; side++)
-        sqlite3_prepare_v2(e.rd, side == TM_SRC
-                                     ? "SELECT coalesce(sum(count), 0) FROM src_stats "
-                                       "WHERE traversal_status = 'pending'"
-                                     : "SELECT coalesce(sum(count), 0) FROM dst_stats "
-                                       "WHERE traversal_status = 'pending'",
-                           -1, &e.pending[side], NULL);
     tm__log(e.lg, TM_INFO, "engine", 0, NULL,
             "discovery started: %d workers per side, lead %d, retries %d",
             per_side, cfg->lead, cfg->retries);
@@ -1161,7 +1063,8 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
             struct timespec ts;
             /* waiting only for the writer: do not wait for its timer */
             for (side = 0; side < 2; side++)
-                if (!e.s[side].in_flight && e.s[side].submitted != e.s[side].committed) {
+                if (!e.s[side].in_flight &&
+                    atomic_load(&e.s[side].submitted) != e.s[side].committed) {
                     pthread_mutex_unlock(&e.mu);
                     tm__writer_flush(e.w);
                     pthread_mutex_lock(&e.mu);
@@ -1179,6 +1082,7 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
     if (!rc && e.fatal)
         rc = e.fatal;
     e.quit = 1;
+    atomic_store(&e.quitting, 1);
     pthread_mutex_unlock(&e.mu);
 
 out:
@@ -1201,8 +1105,6 @@ out:
                     e.fatal_msg.len ? e.fatal_msg.buf : tm_strerror(rc));
         tm__logger_stop(e.lg); /* before the writer: its records go there */
     }
-    for (side = 0; side < 2; side++)
-        sqlite3_finalize(e.pending[side]);
     if (e.w) {
         struct tm__buf werr = TM__BUF_INIT;
         wrc = tm__writer_stop(e.w, &werr);
@@ -1231,9 +1133,7 @@ out:
     for (side = 0; side < 2; side++)
         release_side(&e.s[side]);
     close_readers(&e);
-    sqlite3_finalize(e.twin_status);
-    if (e.rd)
-        sqlite3_close(e.rd);
+    tm__frontier_close(e.fr);
     free(buf);
     free(ids);
     tm__buf_release(&e.fatal_msg);

@@ -1,0 +1,260 @@
+/*
+ * frontier.c - the discovery's reads of the state file (frontier.h).
+ * Threads: see frontier.h.
+ */
+#include "store/frontier.h"
+
+#include "adapter/adapter.h"
+#include "store/store.h"
+#include "treemig.h"
+
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { F_ROWS_SRC, F_ROWS_DST, F_LOW_SRC, F_LOW_DST, F_TWIN, F_PEND_SRC,
+       F_PEND_DST, F_COUNT };
+
+/* The frontier index (depth, id) WHERE pending folder keeps each of these
+ * a range read. */
+static const char *const frontier_sql[F_COUNT] = {
+    "SELECT n.id, n.path, 0, NULL, p.pos FROM src_nodes n "
+    "LEFT JOIN listing_pos p ON p.side=0 AND p.folder_id=n.id "
+    "WHERE n.traversal_status='pending' AND n.type='folder' AND n.depth=?1 "
+    "AND n.id>?2 ORDER BY n.id LIMIT ?3",
+    "SELECT d.id, d.path, d.src_id, s.traversal_status, p.pos FROM dst_nodes d "
+    "LEFT JOIN src_nodes s ON s.id=d.src_id "
+    "LEFT JOIN listing_pos p ON p.side=1 AND p.folder_id=d.id "
+    "WHERE d.traversal_status='pending' AND d.type='folder' AND d.depth=?1 "
+    "AND d.id>?2 ORDER BY d.id LIMIT ?3",
+    "SELECT depth FROM src_nodes WHERE traversal_status='pending' AND "
+    "type='folder' ORDER BY depth, id LIMIT 1",
+    "SELECT depth FROM dst_nodes WHERE traversal_status='pending' AND "
+    "type='folder' ORDER BY depth, id LIMIT 1",
+    "SELECT traversal_status FROM src_nodes WHERE id=?",
+    "SELECT coalesce(sum(count), 0) FROM src_stats "
+    "WHERE traversal_status = 'pending'",
+    "SELECT coalesce(sum(count), 0) FROM dst_stats "
+    "WHERE traversal_status = 'pending'",
+};
+
+struct tm__frontier {
+    sqlite3 *db;               /* read-only connection */
+    sqlite3_stmt *st[F_COUNT]; /* the statements above */
+    struct tm__buf err;        /* the last failure */
+};
+
+struct tm__twins {
+    sqlite3 *db;               /* read-only connection */
+    sqlite3_stmt *get;         /* a source child by (parent, name) */
+};
+
+int tm__frontier_open(struct tm__frontier **out, const char *db_path,
+                      struct tm__buf *err)
+{
+    struct tm__frontier *f = calloc(1, sizeof *f);
+    int i, rc;
+    *out = NULL;
+    if (!f)
+        return TM_ENOMEM;
+    tm__buf_init(&f->err);
+    rc = tm__store_open_reader(db_path, &f->db, err);
+    for (i = 0; !rc && i < F_COUNT; i++)
+        if (sqlite3_prepare_v3(f->db, frontier_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+                               &f->st[i], NULL) != SQLITE_OK)
+            rc = tm__store_error(f->db, SQLITE_ERROR, err, "prepare");
+    if (rc) {
+        tm__frontier_close(f);
+        return rc;
+    }
+    *out = f;
+    return 0;
+}
+
+void tm__frontier_close(struct tm__frontier *f)
+{
+    int i;
+    if (!f)
+        return;
+    for (i = 0; i < F_COUNT; i++)
+        sqlite3_finalize(f->st[i]);
+    if (f->db)
+        sqlite3_close(f->db);
+    tm__buf_release(&f->err);
+    free(f);
+}
+
+const char *tm__frontier_errmsg(struct tm__frontier *f)
+{
+    return f->err.buf;
+}
+
+int tm__frontier_rows(struct tm__frontier *f, int side, int depth, int64_t after,
+                      int limit, int (*cb)(void *ctx, const struct tm__frow *r),
+                      void *ctx)
+{
+    sqlite3_stmt *st = f->st[side == TM_SRC ? F_ROWS_SRC : F_ROWS_DST];
+    int rc, err = 0;
+    sqlite3_bind_int(st, 1, depth);
+    sqlite3_bind_int64(st, 2, after);
+    sqlite3_bind_int(st, 3, limit);
+    while (!err && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct tm__frow r;
+        const char *ts = (const char *)sqlite3_column_text(st, 3);
+        r.id = sqlite3_column_int64(st, 0);
+        r.path = (const char *)sqlite3_column_text(st, 1);
+        r.src_id = sqlite3_column_int64(st, 2);
+        r.twin_pending = ts && strcmp(ts, "pending") == 0;
+        r.twin_failed = ts && strcmp(ts, "failed") == 0;
+        r.pos = sqlite3_column_blob(st, 4);
+        r.pos_len = r.pos ? (size_t)sqlite3_column_bytes(st, 4) : 0;
+        if (!r.path) {
+            err = TM_ENOMEM;
+            break;
+        }
+        err = cb(ctx, &r);
+    }
+    if (!err && rc != SQLITE_DONE)
+        err = tm__store_error(f->db, rc, &f->err, "read frontier");
+    sqlite3_reset(st);
+    return err;
+}
+
+/* Steps a statement that yields one integer: 1 with *v, 0 when no row. */
+static int one_int(struct tm__frontier *f, sqlite3_stmt *st, int64_t *v)
+{
+    int rc = sqlite3_step(st), out = 0;
+    if (rc == SQLITE_ROW) {
+        *v = sqlite3_column_int64(st, 0);
+        out = 1;
+    } else if (rc != SQLITE_DONE) {
+        out = tm__store_error(f->db, rc, &f->err, "read frontier");
+    }
+    sqlite3_reset(st);
+    return out;
+}
+
+int tm__frontier_lowest(struct tm__frontier *f, int side, int *depth)
+{
+    int64_t v = -1;
+    int rc = one_int(f, f->st[side == TM_SRC ? F_LOW_SRC : F_LOW_DST], &v);
+    *depth = rc == 1 ? (int)v : -1;
+    return rc < 0 ? rc : 0;
+}
+
+int tm__frontier_pending(struct tm__frontier *f, int side, int64_t *n)
+{
+    int rc = one_int(f, f->st[side == TM_SRC ? F_PEND_SRC : F_PEND_DST], n);
+    if (rc == 0)
+        *n = 0;
+    return rc < 0 ? rc : 0;
+}
+
+int tm__frontier_twin_done(struct tm__frontier *f, int64_t id, int *done,
+                           int *failed)
+{
+    sqlite3_stmt *st = f->st[F_TWIN];
+    int rc;
+    *done = *failed = 0;
+    sqlite3_bind_int64(st, 1, id);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const char *ts = (const char *)sqlite3_column_text(st, 0);
+        *done = ts && strcmp(ts, "pending") != 0;
+        *failed = ts && strcmp(ts, "failed") == 0;
+        rc = 0;
+    } else if (rc == SQLITE_DONE) {
+        rc = 0; /* no such row: never done (it cannot be: a twin exists) */
+    } else {
+        rc = tm__store_error(f->db, rc, &f->err, "read frontier");
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+int tm__twins_open(struct tm__twins **out, const char *db_path,
+                   struct tm__buf *err)
+{
+    struct tm__twins *t = calloc(1, sizeof *t);
+    int rc;
+    *out = NULL;
+    if (!t)
+        return TM_ENOMEM;
+    rc = tm__store_open_reader(db_path, &t->db, err);
+    if (!rc && sqlite3_prepare_v3(t->db,
+                                  "SELECT id, type, size, mtime, traversal_status, "
+                                  "copy_status, conflict FROM src_nodes "
+                                  "WHERE parent_id=?1 AND name=?2",
+                                  -1, SQLITE_PREPARE_PERSISTENT, &t->get,
+                                  NULL) != SQLITE_OK)
+        rc = tm__store_error(t->db, SQLITE_ERROR, err, "prepare");
+    if (rc) {
+        tm__twins_close(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
+void tm__twins_close(struct tm__twins *t)
+{
+    if (!t)
+        return;
+    sqlite3_finalize(t->get);
+    if (t->db)
+        sqlite3_close(t->db);
+    free(t);
+}
+
+int tm__twins_get(struct tm__twins *t, int64_t parent, const char *name,
+                  size_t len, struct tm__twin *out)
+{
+    sqlite3_stmt *st = t->get;
+    const char *cf;
+    int rc;
+    sqlite3_bind_int64(st, 1, parent);
+    sqlite3_bind_text(st, 2, name, (int)len, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        out->id = sqlite3_column_int64(st, 0);
+        out->type = tm__name_index(tm__type_names, TM_T_COUNT,
+                                   (const char *)sqlite3_column_text(st, 1));
+        out->size = sqlite3_column_int64(st, 2);
+        out->mtime = sqlite3_column_int64(st, 3);
+        out->ts = tm__name_index(tm__ts_names, TS_COUNT,
+                                 (const char *)sqlite3_column_text(st, 4));
+        out->cs = tm__name_index(tm__cs_names, CS_COUNT,
+                                 (const char *)sqlite3_column_text(st, 5));
+        cf = (const char *)sqlite3_column_text(st, 6);
+        out->cf = cf ? tm__name_index(tm__cf_names, CF_COUNT, cf) : CF_NONE;
+        rc = out->type < 0 || out->ts < 0 || out->cs < 0 || out->cf < 0 ? TM_ECORRUPT
+                                                                          : 1;
+    } else if (rc == SQLITE_DONE) {
+        rc = 0;
+    } else {
+        rc = tm__store_error(t->db, rc, NULL, "read source rows");
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+int tm__store_next_ids(sqlite3 *db, int64_t next_id[2], struct tm__buf *err)
+{
+    static const char *const max_sql[2] = {
+        "SELECT coalesce(max(id),0)+1 FROM src_nodes",
+        "SELECT coalesce(max(id),0)+1 FROM dst_nodes",
+    };
+    int side;
+    for (side = 0; side < 2; side++) {
+        sqlite3_stmt *st;
+        int rc = sqlite3_prepare_v2(db, max_sql[side], -1, &st, NULL);
+        if (rc != SQLITE_OK)
+            return tm__store_error(db, rc, err, "read ids");
+        rc = sqlite3_step(st);
+        next_id[side] = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 1;
+        sqlite3_finalize(st);
+        if (rc != SQLITE_ROW)
+            return tm__store_error(db, rc, err, "read ids");
+    }
+    return 0;
+}

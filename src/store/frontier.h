@@ -1,0 +1,75 @@
+/*
+ * frontier.h - what discovery reads from the state file while it runs:
+ * the folders left to list (the frontier), the status of a source folder,
+ * and the source children a destination page is compared with. The SQL
+ * lives in frontier.c; the engine sees rows.
+ *
+ * Threads: a struct tm__frontier belongs to one thread (the coordinator);
+ * a struct tm__twins is one read connection that any thread may use, one
+ * at a time (its owner serializes: discover.c keeps a few behind mutexes).
+ * Both read through their own read-only connections, so they see what the
+ * writer committed, never its open transaction.
+ */
+#ifndef TM_FRONTIER_H
+#define TM_FRONTIER_H
+
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/buf.h"
+
+struct tm__frontier;
+struct tm__twins;
+
+/* One pending folder of the frontier. Strings are valid during the
+ * callback only. */
+struct tm__frow {
+    int64_t id;          /* the folder's row */
+    const char *path;    /* its root-relative path */
+    int64_t src_id;      /* destination: its source twin (0 for source rows) */
+    int twin_pending;    /* destination: the twin's listing is not durable */
+    int twin_failed;     /* destination: the twin's listing failed */
+    const void *pos;     /* where an earlier listing stopped (listing_pos),
+                            NULL: from the start */
+    size_t pos_len;      /* bytes of pos */
+};
+
+int tm__frontier_open(struct tm__frontier **out, const char *db_path,
+                      struct tm__buf *err);
+void tm__frontier_close(struct tm__frontier *f);
+/* Calls cb for at most limit pending folders of side at depth whose id is
+ * above after, in id order; cb returns 0 or an error that stops the read
+ * (and is returned). */
+int tm__frontier_rows(struct tm__frontier *f, int side, int depth, int64_t after,
+                      int limit, int (*cb)(void *ctx, const struct tm__frow *r),
+                      void *ctx);
+/* *depth = the lowest depth of a pending folder of side, or -1. */
+int tm__frontier_lowest(struct tm__frontier *f, int side, int *depth);
+/* Whether the listing of source folder id is durable (*done) and failed. */
+int tm__frontier_twin_done(struct tm__frontier *f, int64_t id, int *done,
+                           int *failed);
+/* Pending nodes of side by the stats tables (cheap; for the observer). */
+int tm__frontier_pending(struct tm__frontier *f, int side, int64_t *n);
+/* The message of the last failure (for a caller without an err buffer). */
+const char *tm__frontier_errmsg(struct tm__frontier *f);
+
+/* A source child as the comparison needs it. */
+struct tm__twin {
+    int64_t id, size, mtime; /* the row, as listed */
+    int type;                /* enum tm__type */
+    int ts, cs, cf;          /* enum tm__ts, tm__cs, tm__cf */
+};
+
+int tm__twins_open(struct tm__twins **out, const char *db_path,
+                   struct tm__buf *err);
+void tm__twins_close(struct tm__twins *t);
+/* The source child name (len bytes) of folder parent: 1 and *out, 0 when
+ * there is none, or an error (TM_ECORRUPT for a row it cannot read). */
+int tm__twins_get(struct tm__twins *t, int64_t parent, const char *name,
+                  size_t len, struct tm__twin *out);
+
+/* The next id to give a node of each side (max(id) + 1). */
+int tm__store_next_ids(sqlite3 *db, int64_t next_id[2], struct tm__buf *err);
+
+#endif
