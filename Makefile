@@ -64,7 +64,7 @@ bench: build
 # make install [PREFIX=/usr/local] [DESTDIR=/staging]: bin/treemig, the
 # shared and static libraries, treemig.h, treemig.pc, the man pages and the
 # bash completion (README, "Installing"). make uninstall removes what the
-# last make install from $(BUILD) installed (its install_manifest.txt).
+# last make install from $(BUILD) installed ($(BUILD)/installed_files.txt).
 install: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX="$(PREFIX)" $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
