@@ -119,8 +119,10 @@ struct tm__sftp_opts {
                                           0: 30000 */
     int read_ahead;                    /* READs in flight per file; 0: 64 */
     int write_behind;                  /* WRITEs in flight per file; 0: 64 */
-    uint32_t chunk;                    /* bytes per READ/WRITE request; 0:
-                                          64 KiB, capped by the server's limits */
+    uint32_t chunk;                    /* bytes per READ and WRITE request; 0:
+                                          128 KiB reads, 64 KiB writes; capped
+                                          by limits@openssh.com (32 KiB
+                                          without it) */
 };
 /* Fills o with zeros: every default. */
 void tm__sftp_opts_init(struct tm__sftp_opts *o);

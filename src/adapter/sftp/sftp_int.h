@@ -50,7 +50,7 @@ struct tm__sftp_pool {
     int timeout_ms;               /* libssh2 blocking timeout */
     int read_ahead;               /* READs in flight per file */
     int write_behind;             /* WRITEs in flight per file */
-    uint32_t chunk;               /* requested bytes per READ/WRITE */
+    uint32_t want_r, want_w;      /* bytes per READ / WRITE asked for */
 
     unsigned ext;                 /* TM_SFTP_EXT_*, from the first session */
     uint32_t chunk_r, chunk_w;    /* bytes per READ / WRITE after limits */
