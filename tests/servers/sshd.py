@@ -11,8 +11,9 @@ run as root (CI), it is started through `setpriv` as uid/gid 65534
 (`nobody`), otherwise as the current user. An unprivileged sshd can only
 log in the user it runs as, needs neither /run/sshd nor privilege
 separation, and makes permission tests meaningful (root would read a
-folder of mode 000). So: `UsePAM no` (the account is checked without PAM;
-nobody's password is `*`, not locked), `StrictModes no` (the key files are
+folder of mode 000). So: `UsePAM yes` (without PAM an unprivileged sshd
+cannot read the shadow file and takes the account for locked: "User nobody
+not allowed because account is locked"), `StrictModes no` (the key files are
 in a temporary folder), `Subsystem sftp internal-sftp` with `ForceCommand
 internal-sftp`, password and keyboard-interactive logins off (an
 unprivileged sshd cannot check passwords). The host key (ed25519, or
@@ -27,7 +28,7 @@ kills; stop() runs at interpreter exit and on SIGTERM too.
 
 Misbehaviour for tests: rotate_host_key() restarts the server with a new
 host key on the same port (a "changed" key); CutProxy forwards to the
-server and cuts connections after N bytes or N seconds; refused_port()
+server and cuts connections after N bytes; refused_port()
 gives a port on which nothing listens.
 """
 
@@ -301,16 +302,16 @@ class Sshd:
 
 
 class CutProxy:
-    """A TCP forwarder on 127.0.0.1 to target_port that cuts connections:
-    the first `cut_conns` connections (None: all) are reset once
-    `cut_bytes` bytes have passed (both directions counted) or `cut_secs`
-    seconds went by. Threads, one per direction per connection; close()
+    """A TCP forwarder on 127.0.0.1 to target_port that cuts connections, as
+    a server that drops the session after N requests would: the first
+    `cut_conns` connections (None: all) are reset once `cut_bytes` bytes
+    have passed (both directions counted). `conns` counts connections,
+    `cuts` the ones cut. Threads, one per direction per connection; close()
     stops everything."""
 
-    def __init__(self, target_port, cut_bytes=None, cut_secs=None, cut_conns=1):
+    def __init__(self, target_port, cut_bytes, cut_conns=1):
         self.target = target_port
         self.cut_bytes = cut_bytes
-        self.cut_secs = cut_secs
         self.cut_conns = cut_conns
         self.conns = 0
         self.cuts = 0
@@ -343,7 +344,7 @@ class CutProxy:
                 self.conns += 1
                 self.socks += [c, u]
             cut = self.cut_conns is None or idx < self.cut_conns
-            state = {'bytes': 0, 'dead': False, 'start': time.monotonic()}
+            state = {'bytes': 0, 'dead': False}
             for a, b in ((c, u), (u, c)):
                 t = threading.Thread(target=self._pump, args=(a, b, cut, state, c, u),
                                      daemon=True)
@@ -364,10 +365,6 @@ class CutProxy:
                 r, _, _ = select.select([src], [], [], 0.05)
             except (OSError, ValueError):
                 break
-            if cut and self.cut_secs is not None and \
-                    time.monotonic() - state['start'] >= self.cut_secs:
-                state['cut'] = True
-                break
             if not r:
                 continue
             try:
@@ -376,7 +373,7 @@ class CutProxy:
                 break
             if not data:
                 break
-            if cut and self.cut_bytes is not None:
+            if cut:
                 with self.lock:
                     room = self.cut_bytes - state['bytes']
                     state['bytes'] += len(data)
