@@ -86,6 +86,17 @@ def t_known_plain(srv):
               info['ext'])
 
 
+def t_known_odd_lines(srv):
+    """Lines libssh2 cannot parse are skipped, not fatal."""
+    kh = os.path.join(srv.dir, 'kh_odd')
+    with open(kh, 'w') as f:
+        f.write('# a comment\n'
+                '@cert-authority *.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA\n'
+                'other.example sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5\n'
+                'garbage\n\n' + srv.host_key_line())
+    ok(srv, ['info'], known_hosts=kh)
+
+
 def t_known_hashed(srv):
     kh = srv.write_known_hosts(os.path.join(srv.dir, 'kh_hashed'), hashed=True)
     text = open(kh).read()
@@ -582,6 +593,7 @@ def main():
         for name, fn in [
                 ('known host', t_known_plain),
                 ('known host, hashed entry', t_known_hashed),
+                ('known host among lines libssh2 cannot parse', t_known_odd_lines),
                 ('unknown host refused with its fingerprint', t_unknown_refused),
                 ('accept-new records the key', t_accept_new),
                 ('changed key always refused', t_changed_key),

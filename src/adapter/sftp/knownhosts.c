@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -135,6 +136,38 @@ static int record(struct tm__sftp_pool *p, LIBSSH2_SESSION *ssh,
     return 0;
 }
 
+/* Adds the entries of one known_hosts file to kh. Line by line: libssh2's
+ * readfile stops at the first line it cannot parse, and real files hold
+ * lines it does not know (@cert-authority, @revoked, sk-* keys); those
+ * are skipped. A missing file lists nothing. */
+static int read_known_hosts(LIBSSH2_KNOWNHOSTS *kh, const char *path,
+                            struct tm__sftp_err *e)
+{
+    FILE *f = fopen(path, "re");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int rc;
+
+    if (!f) {
+        if (errno == ENOENT)
+            return 0;
+        rc = tm__from_errno(errno);
+        return tm__sftp_fail(e, rc, TM_ERR_FATAL, -1, "read known hosts %s: %s", path,
+                             tm_strerror(rc));
+    }
+    while ((n = getline(&line, &cap, f)) > 0) {
+        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = '\0';
+        if (n && line[0] != '#' && line[0] != '@')
+            libssh2_knownhost_readline(kh, line, (size_t)n,
+                                       LIBSSH2_KNOWNHOST_FILE_OPENSSH);
+    }
+    free(line);
+    fclose(f);
+    return 0;
+}
+
 int tm__sftp_hostkey_check(struct tm__sftp_pool *p, LIBSSH2_SESSION *ssh,
                            int accept_new, struct tm__sftp_err *e)
 {
@@ -162,15 +195,9 @@ int tm__sftp_hostkey_check(struct tm__sftp_pool *p, LIBSSH2_SESSION *ssh,
         return tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1,
                              "check host key of %s: out of memory", name);
     for (i = 0; i < p->n_known_hosts; i++) {
-        int n = libssh2_knownhost_readfile(kh, p->known_hosts[i],
-                                           LIBSSH2_KNOWNHOST_FILE_OPENSSH);
-        if (n < 0 && access(p->known_hosts[i], F_OK) == 0) {
-            ret = tm__sftp_fail(e, TM_EIO, TM_ERR_FATAL, -1,
-                                "read known hosts %s: not a known_hosts file "
-                                "libssh2 can read (error %d)",
-                                p->known_hosts[i], n);
+        ret = read_known_hosts(kh, p->known_hosts[i], e);
+        if (ret)
             goto out;
-        }
     }
     rc = libssh2_knownhost_checkp(kh, p->hostkey_name, p->port, key, keylen,
                                   LIBSSH2_KNOWNHOST_TYPE_PLAIN |
