@@ -416,6 +416,41 @@ def t_write(srv):
     expect_eq('statvfs', (st.f_frsize, st.f_blocks), (vfs['frsize'], vfs['blocks']))
 
 
+def t_without_extensions(srv):
+    """A server without posix-rename, lsetstat and statvfs: replacing is
+    remove + rename, a symlink's attributes are refused, statvfs too."""
+    bare = sshd.Sshd(sftp_deny='posix-rename,lsetstat,statvfs')
+    try:
+        bare.start()
+        bare.write_known_hosts()
+        expect_eq('extensions (fsync, limits)', 4 | 16, ok(bare, ['info'])[0]['ext'])
+        src = os.path.join(bare.dir, 'x.bin')
+        payload = os.urandom(300000)
+        with open(src, 'wb') as f:
+            f.write(payload)
+        with open(bare.path('x'), 'w') as f:
+            f.write('old')
+        os.symlink('x', bare.path('ln'))
+        bare.chown(bare.root)
+        rc, _, err = tool(bare, ['put', src, rpath(bare, 'x'), '--noreplace'])
+        expect_err(rc, err, 3, 'EEXIST', 'node', 'no-replace commit, no posix-rename')
+        ok(bare, ['put', src, rpath(bare, 'x'), '--mode', '600', '--mtime', '1300000000'])
+        if open(bare.path('x'), 'rb').read() != payload:
+            fail('replace without posix-rename: bytes differ')
+        expect_eq('mtime', 1300000000, int(os.stat(bare.path('x')).st_mtime))
+        rc, _, err = tool(bare, ['setstat', rpath(bare, 'ln'), '--mtime', '5', '--nofollow'])
+        expect_err(rc, err, 3, 'ENOTSUP', 'node', 'no-follow setstat of a symlink, no lsetstat')
+        expect_eq('the target was not touched', 1300000000, int(os.stat(bare.path('x')).st_mtime))
+        ok(bare, ['setstat', rpath(bare, 'x'), '--mtime', '7', '--nofollow'])
+        expect_eq('no-follow setstat of a file', 7, int(os.stat(bare.path('x')).st_mtime))
+        rc, _, err = tool(bare, ['statvfs', bare.root])
+        expect_err(rc, err, 3, 'ENOTSUP', 'node', 'statvfs without the extension')
+        expect_eq('no temporary left', [],
+                  [n for n in os.listdir(bare.root) if n.startswith('.treemig.')])
+    finally:
+        bare.stop()
+
+
 def t_kill_mid_write(srv):
     src = os.path.join(srv.dir, 'k.bin')
     payload = os.urandom(48 * 1024 * 1024)
@@ -607,6 +642,7 @@ def main():
                 ('listing 5000 entries, names as bytes', t_list_5000),
                 ('reads byte for byte', t_read_bytes),
                 ('writes, modes, mtimes, symlinks, renames', t_write),
+                ('a server without posix-rename, lsetstat, statvfs', t_without_extensions),
                 ('kill -9 mid-write leaves nothing under the real name', t_kill_mid_write),
                 ('reconnect after a cut connection', t_reconnect),
                 ('permission denied and missing nodes', t_permission_denied),

@@ -26,7 +26,8 @@ it; if another process took it in between, another is picked. The server
 and every process it forks run in their own process group, which stop()
 kills; stop() runs at interpreter exit and on SIGTERM too.
 
-Misbehaviour for tests: rotate_host_key() restarts the server with a new
+Misbehaviour for tests: Sshd(sftp_deny='posix-rename,lsetstat') serves
+SFTP without those extensions; rotate_host_key() restarts the server with a new
 host key on the same port (a "changed" key); CutProxy forwards to the
 server and cuts connections after N bytes; refused_port()
 gives a port on which nothing listens.
@@ -116,8 +117,12 @@ def fingerprint(pub_path):
 
 
 class Sshd:
-    def __init__(self, host_key_type='ed25519', log_level='ERROR'):
+    def __init__(self, host_key_type='ed25519', log_level='ERROR', sftp_deny=None):
+        """sftp_deny: requests the SFTP server refuses, e.g.
+        'posix-rename,lsetstat' (internal-sftp -P; a denied extension is
+        not announced either, as on a server that lacks it)."""
         self.host_key_type = host_key_type
+        self.sftp_deny = sftp_deny
         self.log_level = log_level
         self.proc = None
         self.port = None
@@ -214,7 +219,8 @@ class Sshd:
                 'MaxStartups 200',
                 'MaxAuthTries 20',
                 'Subsystem sftp internal-sftp',
-                'ForceCommand internal-sftp',
+                'ForceCommand internal-sftp' + (' -P ' + self.sftp_deny
+                                                if self.sftp_deny else ''),
                 'LogLevel %s' % self.log_level,
                 '']))
         return cfg
