@@ -57,6 +57,10 @@ extern "C" {
     XX(ELOOP, -ELOOP, "too many symbolic links encountered")                  \
     XX(ETIMEDOUT, -ETIMEDOUT, "operation timed out")                          \
     XX(EFBIG, -EFBIG, "file too large")                                       \
+    XX(ENOTSUP, -ENOTSUP, "operation not supported")                          \
+    XX(ECONNREFUSED, -ECONNREFUSED, "connection refused")                     \
+    XX(ECONNRESET, -ECONNRESET, "connection lost")                            \
+    XX(EHOSTUNREACH, -EHOSTUNREACH, "host unreachable")                       \
     XX(EDB, -4001, "state file error")                                        \
     XX(ECORRUPT, -4002, "state file is damaged or not a treemig state file")  \
     XX(ESCHEMA, -4003, "state file is from a newer treemig")                  \
@@ -71,7 +75,10 @@ extern "C" {
     XX(EINTERNAL, -4012, "internal error")                                    \
     XX(ETHROTTLED, -4013, "throttled by the storage")                         \
     XX(EBADSPEC, -4014, "malformed storage spec")                             \
-    XX(ECHANGED, -4015, "changed since discovery")
+    XX(ECHANGED, -4015, "changed since discovery")                            \
+    XX(EAUTH, -4016, "authentication failed")                                 \
+    XX(EHOSTKEY, -4017, "host key changed")                                   \
+    XX(EHOSTUNKNOWN, -4018, "host key not known")
 
 typedef enum tm_errno {
     TM_OK = 0,

@@ -8,14 +8,14 @@
 set -euo pipefail
 
 want=(build-essential cmake pkg-config libsqlite3-dev sqlite3 libyaml-dev libxxhash-dev
-      scdoc)
+      scdoc libssh2-1-dev)
 # make deb: dpkg-shlibdeps and dpkg-buildflags (dpkg-dev), lintian
 deb=(dpkg-dev lintian)
 case "${1:-build}" in
   build) ;;
   test) want+=(libcmocka-dev python3 clang libclang-rt-dev util-linux e2fsprogs strace
-              diffutils man-db "${deb[@]}") ;;
-  bench) want+=(libcmocka-dev python3 rclone rsync time) ;;
+              diffutils man-db "${deb[@]}" openssh-server openssh-client) ;;
+  bench) want+=(libcmocka-dev python3 rclone rsync time openssh-server openssh-client) ;;
   deb) want+=("${deb[@]}") ;;
   *) echo "usage: $0 build|test|bench|deb" >&2; exit 2 ;;
 esac
