@@ -3,16 +3,21 @@
 #   scripts/deps.sh build   what building and running needs
 #   scripts/deps.sh test    that, plus what the test suite needs
 #   scripts/deps.sh bench   that, plus the peers the benchmarks run
+#   scripts/deps.sh deb     that of build, plus what make deb needs
 # apt-get runs as root, through sudo otherwise. Quiet when nothing is missing.
 set -euo pipefail
 
-want=(build-essential cmake pkg-config libsqlite3-dev sqlite3 libyaml-dev libxxhash-dev)
+want=(build-essential cmake pkg-config libsqlite3-dev sqlite3 libyaml-dev libxxhash-dev
+      scdoc libssh2-1-dev)
+# make deb: dpkg-shlibdeps and dpkg-buildflags (dpkg-dev), lintian
+deb=(dpkg-dev lintian)
 case "${1:-build}" in
   build) ;;
   test) want+=(libcmocka-dev python3 clang libclang-rt-dev util-linux e2fsprogs strace
-              diffutils) ;;
-  bench) want+=(libcmocka-dev python3 rclone rsync time) ;;
-  *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
+              diffutils man-db "${deb[@]}" openssh-server openssh-client) ;;
+  bench) want+=(libcmocka-dev python3 rclone rsync time openssh-server openssh-client) ;;
+  deb) want+=("${deb[@]}") ;;
+  *) echo "usage: $0 build|test|bench|deb" >&2; exit 2 ;;
 esac
 
 missing=()
