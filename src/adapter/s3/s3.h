@@ -358,7 +358,7 @@ int tm__s3_mp_part_copy(struct tm__s3 *s, const char *bucket, const char *key,
                         struct tm__s3_err *err);
 /* ListParts (all pages): *parts (free() it) gets *n parts by number.
  * A server without ListParts answers TM_EINVAL with s3code
- * "NotImplemented". */
+ * "NotImplemented" (or, as s3rver does, "MethodNotAllowed"). */
 int tm__s3_mp_list_parts(struct tm__s3 *s, const char *bucket, const char *key,
                          const char *upload_id, struct tm__s3_part **parts,
                          size_t *n, struct tm__s3_err *err);
@@ -428,7 +428,6 @@ int tm__s3_writer_abort(struct tm__s3_writer *w, struct tm__s3_err *err);
 enum tm__s3_xml_kind {
     TM_S3X_UNKNOWN = 0, TM_S3X_ERROR, TM_S3X_LIST, TM_S3X_INITIATE,
     TM_S3X_COMPLETE, TM_S3X_LIST_PARTS, TM_S3X_COPY, TM_S3X_COPY_PART,
-    TM_S3X_LIST_UPLOADS,
 };
 
 struct tm__s3_xml;
