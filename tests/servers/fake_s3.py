@@ -196,6 +196,13 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *a):  # quiet
         pass
 
+    def handle(self):
+        # a client that hangs up (a reset, a killed driver) is no error here
+        try:
+            BaseHTTPRequestHandler.handle(self)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True
+
     # -- plumbing
     def send(self, status, body=b'', headers=None, head=False):
         self.send_response(status)

@@ -39,7 +39,7 @@ static const char usage[] =
     "  put BUCKET KEY SRC|- [--size N] [--mtime NS] [--mode OCTAL] [--uid N]\n"
     "     [--gid N] [--md5chksum B64] [--content-type T] [--journal FILE] [--single]\n"
     "  resume BUCKET KEY SRC|- --journal FILE [--size N] [--no-records]\n"
-    "  rm BUCKET KEY          mkdir BUCKET KEY/\n"
+    "  rm BUCKET KEY          mkdir BUCKET KEY/      fill BUCKET PREFIX N\n"
     "  cp SRCBUCKET SRCKEY BUCKET KEY [--size N] [--mtime NS]\n"
     "  mp-create BUCKET KEY   mp-abort BUCKET KEY ID   mp-parts BUCKET KEY ID\n";
 
@@ -588,6 +588,18 @@ static int cmd_simple(struct tm__s3 *s, const char *cmd, int argc, char **argv)
         if (!rc)
             printf("{\"upload_id\":\"%s\"}\n", id);
         free(id);
+    } else if (!strcmp(cmd, "fill")) {
+        /* N small objects PREFIX00000.. through the client's PUT */
+        long long n = argc > 2 ? num(argv[2], 10) : -1, i;
+        char key[2048];
+        rc = n < 0 ? TM_EINVAL : 0;
+        for (i = 0; i < n && !rc; i++) {
+            snprintf(key, sizeof(key), "%s%05lld", argv[1], i);
+            rc = tm__s3_put(s, argv[0], key, key, strlen(key), NULL, NULL, &err);
+        }
+        if (!rc)
+            printf("{\"filled\":%lld,\"requests\":%lld}\n", n,
+                   (long long)tm__s3_requests(s));
     } else if (argc < 3) {
         return 2;
     } else if (!strcmp(cmd, "mp-abort")) {

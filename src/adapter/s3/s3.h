@@ -9,7 +9,8 @@
  * takes a curl easy handle from the client's pool and gives it back, so
  * connections are kept alive across requests whatever thread makes them.
  * A reader (tm__s3_reader) or a writer (tm__s3_writer) belongs to one
- * thread at a time.
+ * thread at a time; a multipart writer sends its parts from a thread of
+ * its own.
  *
  * Errors: every call returns 0 or a negative TM_* code, and fills the
  * struct tm__s3_err it is given (which may be NULL) with the detail: the
@@ -374,9 +375,11 @@ int tm__s3_mp_abort(struct tm__s3 *s, const char *bucket, const char *key,
 
 /* ---- a whole object, written as a stream (upload.c) ---- */
 
-/* Told each time a part is on the server, in the writer's thread, so that
- * the caller can record it (the state file) and resume after a crash.
- * Returns 0, or an error that fails the write. */
+/* Told each time a part is on the server, so that the caller can record
+ * it (the state file) and resume after a crash. Called from the writer's
+ * driver thread (one per multipart writer, which sends the parts while the
+ * caller fills the next ones), one call at a time. Returns 0, or an error
+ * that fails the write. */
 typedef int (*tm__s3_part_fn)(void *ctx, const char *upload_id,
                               const struct tm__s3_part *part);
 

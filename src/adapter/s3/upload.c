@@ -2,12 +2,19 @@
  * upload.c - a whole object written as a stream (struct tm__s3_writer):
  * kept in memory and sent by one PUT up to the multipart threshold,
  * otherwise a multipart upload whose parts go out as they fill, several at
- * once, driven by one curl multi handle in the writer's thread (no thread
- * of its own). Each part carries its Content-MD5; a part that fails with a
+ * once. The caller's thread fills part buffers; one driver thread per
+ * multipart writer (started with its first part) sends them through a
+ * curl multi handle, so that parts go on while the caller waits for its
+ * source. Each part carries its Content-MD5; a part that fails with a
  * transient error is sent again after a backoff (the server's Retry-After
  * when it gave one); each part on the server is reported to the caller
- * (on_part) so that it can be recorded and the upload resumed after a
- * crash (tm__s3_writer_resume).
+ * (on_part, from the driver thread) so that it can be recorded and the
+ * upload resumed after a crash (tm__s3_writer_resume).
+ *
+ * Lock order: w->lock, then the client's pool lock (taken inside
+ * tm__s3req_prepare). Slot states: 0 free, 1 filling (the caller's), 4
+ * queued, 2 sending, 3 waiting to be sent again (the driver's); the state
+ * changes under w->lock, the multi handle is the driver's alone.
  *
  * Memory: at most parts_in_flight part buffers per writer (4 x 8 MiB by
  * default); a single PUT holds the whole object (at most the threshold).
@@ -18,6 +25,7 @@
 #include "util/util.h"
 
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +35,8 @@ struct slot {
     char *buf;           /* part_size bytes (malloc'd on first use) */
     size_t len;          /* bytes in it */
     int number;          /* its part number, 0 while free */
-    int busy;            /* 1 filling, 2 sending, 3 waiting to resend */
+    int busy;            /* 0 free, 1 filling, 4 queued, 2 sending,
+                            3 waiting to be sent again */
     int tries;           /* sends that failed */
     int64_t due_ns;      /* when to resend (state 3), monotonic */
     struct s3req r;      /* the request while sending */
@@ -57,7 +66,12 @@ struct tm__s3_writer {
     struct slot *slots;         /* parts_in_flight buffers */
     int n_slots;                /* their count */
     int cur;                    /* the slot being filled, -1 */
-    CURLM *m;                   /* drives the parts in flight */
+    CURLM *m;                   /* drives the parts in flight (driver's) */
+    pthread_t th;               /* the driver thread */
+    int th_started;             /* th runs (until joined) */
+    int stop;                   /* tells the driver to end */
+    pthread_mutex_t lock;       /* guards slots' states, parts, failed */
+    pthread_cond_t cond;        /* a slot became free, or a part ended */
     EVP_MD_CTX *md5;            /* MD5 of the whole object, NULL when the
                                    writer did not see every byte */
     int failed;                 /* the first error of a part, 0 */
@@ -76,21 +90,32 @@ static int wfail(struct tm__s3_writer *w, struct tm__s3_err *err, int code,
                        what);
 }
 
+static void driver_stop(struct tm__s3_writer *w)
+{
+    if (!w->th_started)
+        return;
+    pthread_mutex_lock(&w->lock);
+    w->stop = 1;
+    pthread_mutex_unlock(&w->lock);
+    curl_multi_wakeup(w->m);
+    pthread_join(w->th, NULL);
+    w->th_started = 0;
+}
+
 static void writer_free(struct tm__s3_writer *w)
 {
     int i;
     if (!w)
         return;
-    for (i = 0; i < w->n_slots; i++) {
-        struct slot *sl = &w->slots[i];
-        if (sl->busy == 2 && sl->r.h) {
-            curl_multi_remove_handle(w->m, sl->r.h);
-            tm__s3req_release(&sl->r);
-        }
-        free(sl->buf);
-    }
+    driver_stop(w);
+    for (i = 0; i < w->n_slots; i++)
+        free(w->slots[i].buf);
     if (w->m)
         curl_multi_cleanup(w->m);
+    if (w->n_slots) {
+        pthread_mutex_destroy(&w->lock);
+        pthread_cond_destroy(&w->cond);
+    }
     free(w->slots);
     free(w->parts);
     free(w->whole);
@@ -157,11 +182,13 @@ static int writer_new(struct tm__s3 *s, const char *bucket, const char *key,
                                key, "more than 10000 parts");
         }
         w->parts = calloc((size_t)w->n_parts, sizeof(*w->parts));
-        w->n_slots = s->parts_in_flight;
-        w->slots = calloc((size_t)w->n_slots, sizeof(*w->slots));
+        w->slots = calloc((size_t)s->parts_in_flight, sizeof(*w->slots));
         w->m = curl_multi_init();
         if (!w->parts || !w->slots || !w->m)
             goto nomem;
+        w->n_slots = s->parts_in_flight;
+        pthread_mutex_init(&w->lock, NULL);
+        pthread_cond_init(&w->cond, NULL);
         w->next_number = 1;
     }
     w->md5 = EVP_MD_CTX_new();
@@ -273,8 +300,8 @@ const char *tm__s3_writer_upload_id(const struct tm__s3_writer *w)
     return w->upload_id;
 }
 
-/* Starts sending slot i. */
-static int slot_send(struct tm__s3_writer *w, int i)
+/* Starts sending slot i (the driver, under w->lock). */
+static void slot_send(struct tm__s3_writer *w, int i)
 {
     struct slot *sl = &w->slots[i];
     unsigned char md5[16];
@@ -307,75 +334,91 @@ static int slot_send(struct tm__s3_writer *w, int i)
             w->failed = rc;
             w->ferr = sl->err;
         }
-        return rc;
+        pthread_cond_broadcast(&w->cond);
+        return;
     }
     sl->busy = 2;
-    return 0;
 }
 
-/* One part's transfer ended with cc. */
+/* One part's transfer ended with cc (the driver, without the lock). */
 static void slot_done(struct tm__s3_writer *w, struct slot *sl, CURLcode cc)
 {
+    struct tm__s3_part p;
     int rc = tm__s3req_finish(&sl->r, cc);
     if (!rc && !sl->r.etag[0])
         rc = tm__s3_fail(w->s, &sl->err, TM_EIO, TM_S3_RETRY, "upload part",
                          w->bucket, w->key, "no etag for part %d", sl->number);
     curl_multi_remove_handle(w->m, sl->r.h);
+    memset(&p, 0, sizeof(p));
+    p.number = sl->number;
+    p.size = (int64_t)sl->len;
+    snprintf(p.etag, sizeof(p.etag), "%s", sl->r.etag);
     tm__s3req_release(&sl->r);
-    if (!rc) {
-        struct tm__s3_part *p = &w->parts[sl->number - 1];
-        p->number = sl->number;
-        p->size = (int64_t)sl->len;
-        snprintf(p->etag, sizeof(p->etag), "%s", sl->r.etag);
-        sl->busy = 0;
-        sl->number = 0;
-        sl->len = 0;
-        sl->tries = 0;
-        if (w->on_part && !w->failed) {
-            rc = w->on_part(w->ctx, w->upload_id, p);
-            if (rc && !w->failed) {
-                w->failed = rc;
-                tm__s3_fail(w->s, &w->ferr, rc, TM_S3_NODE, "upload part",
+    if (!rc && w->on_part) {
+        /* recorded before the slot is given back: what is recorded is on
+         * the server */
+        int prc = w->on_part(w->ctx, w->upload_id, &p);
+        if (prc) {
+            pthread_mutex_lock(&w->lock);
+            if (!w->failed) {
+                w->failed = prc;
+                tm__s3_fail(w->s, &w->ferr, prc, TM_S3_NODE, "upload part",
                             w->bucket, w->key, "recording part %d failed: %s",
-                            p->number, tm_strerror(rc));
+                            p.number, tm_strerror(prc));
             }
+            pthread_mutex_unlock(&w->lock);
         }
-        return;
     }
-    if ((sl->err.cls == TM_S3_RETRY || sl->err.cls == TM_S3_THROTTLE) &&
-        sl->tries < w->s->part_retries && !w->failed) {
+    pthread_mutex_lock(&w->lock);
+    if (!rc) {
+        w->parts[p.number - 1] = p;
+        sl->busy = 0;
+    } else if ((sl->err.cls == TM_S3_RETRY || sl->err.cls == TM_S3_THROTTLE) &&
+               sl->tries < w->s->part_retries && !w->failed) {
         int64_t wait_ms = sl->err.retry_after_ms >= 0
                               ? sl->err.retry_after_ms
                               : (int64_t)100 << (sl->tries < 6 ? sl->tries : 6);
         sl->tries++;
         sl->busy = 3;
         sl->due_ns = now_ns() + wait_ms * 1000000;
-        return;
+    } else {
+        sl->busy = 0;
+        if (!w->failed) {
+            w->failed = rc;
+            w->ferr = sl->err;
+        }
     }
-    sl->busy = 0;
-    sl->number = 0;
-    sl->len = 0;
-    if (!w->failed) {
-        w->failed = rc;
-        w->ferr = sl->err;
-    }
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->lock);
 }
 
-/* Drives the parts in flight until none is (all) or one slot is free. */
-static void drive(struct tm__s3_writer *w, int all)
+/* The driver thread: sends queued parts, reaps ended ones, sends failed
+ * ones again when due, until told to stop. */
+static void *driver_main(void *arg)
 {
+    struct tm__s3_writer *w = arg;
+    int i;
     for (;;) {
-        int i, running = 0, left, busy = 0, free_slot = 0;
+        int running = 0, left, stop;
         int64_t wait_ms = 1000, t = now_ns();
         CURLMsg *msg;
 
+        pthread_mutex_lock(&w->lock);
         for (i = 0; i < w->n_slots; i++) {
             struct slot *sl = &w->slots[i];
-            if (sl->busy == 3 && sl->due_ns <= t && !w->failed)
+            if ((sl->busy == 4 || (sl->busy == 3 && sl->due_ns <= t)) && !w->failed) {
                 slot_send(w, i);
-            else if (sl->busy == 3 && w->failed)
+            } else if ((sl->busy == 3 || sl->busy == 4) && w->failed) {
                 sl->busy = 0;
+                pthread_cond_broadcast(&w->cond);
+            }
+            if (sl->busy == 3 && (sl->due_ns - t) / 1000000 < wait_ms)
+                wait_ms = (sl->due_ns - t) / 1000000;
         }
+        stop = w->stop;
+        pthread_mutex_unlock(&w->lock);
+        if (stop)
+            break;
         curl_multi_perform(w->m, &running);
         while ((msg = curl_multi_info_read(w->m, &left))) {
             struct slot *sl = NULL;
@@ -385,42 +428,96 @@ static void drive(struct tm__s3_writer *w, int all)
             if (sl)
                 slot_done(w, sl, msg->data.result);
         }
-        t = now_ns();
-        for (i = 0; i < w->n_slots; i++) {
-            struct slot *sl = &w->slots[i];
-            if (sl->busy == 2 || sl->busy == 3)
-                busy++;
-            else if (sl->busy == 0)
-                free_slot = 1;
-            if (sl->busy == 3 && (sl->due_ns - t) / 1000000 < wait_ms)
-                wait_ms = (sl->due_ns - t) / 1000000;
-        }
-        if (!busy || (!all && free_slot))
-            return;
         curl_multi_poll(w->m, NULL, 0, wait_ms > 0 ? (int)wait_ms : 0, NULL);
     }
+    /* stopped: whatever is still in flight is dropped */
+    pthread_mutex_lock(&w->lock);
+    for (i = 0; i < w->n_slots; i++) {
+        struct slot *sl = &w->slots[i];
+        if (sl->busy == 2 && sl->r.h) {
+            curl_multi_remove_handle(w->m, sl->r.h);
+            tm__s3req_release(&sl->r);
+        }
+        if (sl->busy != 1)
+            sl->busy = 0;
+    }
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+/* Hands the full slot i to the driver (started on first use). */
+static int queue_slot(struct tm__s3_writer *w, int i)
+{
+    pthread_mutex_lock(&w->lock);
+    w->slots[i].busy = 4;
+    pthread_mutex_unlock(&w->lock);
+    if (!w->th_started) {
+        if (pthread_create(&w->th, NULL, driver_main, w)) {
+            pthread_mutex_lock(&w->lock);
+            w->slots[i].busy = 0;
+            if (!w->failed) {
+                w->failed = TM_EAGAIN;
+                tm__s3_fail(w->s, &w->ferr, TM_EAGAIN, TM_S3_RETRY, "write",
+                            w->bucket, w->key, "cannot start the upload thread");
+            }
+            pthread_mutex_unlock(&w->lock);
+            return TM_EAGAIN;
+        }
+        w->th_started = 1;
+    }
+    curl_multi_wakeup(w->m);
+    return 0;
 }
 
 /* A free slot to fill, waiting for one when all are busy. */
 static int take_slot(struct tm__s3_writer *w)
 {
-    int i;
+    int i, rc = 0;
+    pthread_mutex_lock(&w->lock);
     for (;;) {
+        if (w->failed) {
+            rc = w->failed;
+            break;
+        }
         for (i = 0; i < w->n_slots; i++)
-            if (w->slots[i].busy == 0) {
-                struct slot *sl = &w->slots[i];
-                if (!sl->buf && !(sl->buf = malloc((size_t)w->part_size)))
-                    return TM_ENOMEM;
-                sl->busy = 1;
-                sl->len = 0;
-                sl->tries = 0;
-                sl->number = w->next_number++;
-                return i;
+            if (w->slots[i].busy == 0)
+                break;
+        if (i < w->n_slots) {
+            struct slot *sl = &w->slots[i];
+            if (!sl->buf && !(sl->buf = malloc((size_t)w->part_size))) {
+                rc = TM_ENOMEM;
+                break;
             }
-        drive(w, 0);
-        if (w->failed)
-            return w->failed;
+            sl->busy = 1;
+            sl->len = 0;
+            sl->tries = 0;
+            sl->number = w->next_number++;
+            rc = i;
+            break;
+        }
+        pthread_cond_wait(&w->cond, &w->lock);
     }
+    pthread_mutex_unlock(&w->lock);
+    return rc;
+}
+
+/* Waits until every part queued so far ended; returns the first error. */
+static int wait_parts(struct tm__s3_writer *w)
+{
+    int i, busy, rc;
+    pthread_mutex_lock(&w->lock);
+    for (;;) {
+        for (i = 0, busy = 0; i < w->n_slots; i++)
+            if (w->slots[i].busy >= 2)
+                busy = 1;
+        if (!busy || w->failed)
+            break;
+        pthread_cond_wait(&w->cond, &w->lock);
+    }
+    rc = w->failed;
+    pthread_mutex_unlock(&w->lock);
+    return rc;
 }
 
 int tm__s3_writer_write(struct tm__s3_writer *w, const void *data, size_t n,
@@ -428,10 +525,15 @@ int tm__s3_writer_write(struct tm__s3_writer *w, const void *data, size_t n,
 {
     const char *p = data;
     tm__s3_err_clear(err);
-    if (w->failed) {
-        if (err)
+    if (w->multipart) {
+        int f;
+        pthread_mutex_lock(&w->lock);
+        f = w->failed;
+        if (f && err)
             *err = w->ferr;
-        return w->failed;
+        pthread_mutex_unlock(&w->lock);
+        if (f)
+            return f;
     }
     if ((int64_t)n > w->size - w->written)
         return wfail(w, err, TM_EFBIG, TM_S3_NODE,
@@ -449,13 +551,15 @@ int tm__s3_writer_write(struct tm__s3_writer *w, const void *data, size_t n,
         size_t k;
         if (w->cur < 0) {
             int i = take_slot(w);
-            if (i < 0 && w->failed) {
+            if (i == TM_ENOMEM)
+                return wfail(w, err, i, TM_S3_FATAL, "out of memory");
+            if (i < 0) {
+                pthread_mutex_lock(&w->lock);
                 if (err)
                     *err = w->ferr;
-                return w->failed;
+                pthread_mutex_unlock(&w->lock);
+                return i;
             }
-            if (i < 0)
-                return wfail(w, err, i, TM_S3_FATAL, "out of memory");
             w->cur = i;
         }
         sl = &w->slots[w->cur];
@@ -469,14 +573,14 @@ int tm__s3_writer_write(struct tm__s3_writer *w, const void *data, size_t n,
         n -= k;
         w->written += (int64_t)k;
         if ((int64_t)sl->len == want) {
+            int rc;
             w->cur = -1;
-            slot_send(w, (int)(sl - w->slots));
-            drive(w, 0); /* start the transfer, reap what ended */
-        }
-        if (w->failed) {
-            if (err)
-                *err = w->ferr;
-            return w->failed;
+            rc = queue_slot(w, (int)(sl - w->slots));
+            if (rc) {
+                if (err)
+                    *err = w->ferr;
+                return rc;
+            }
         }
     }
     return 0;
@@ -502,9 +606,9 @@ int tm__s3_writer_commit(struct tm__s3_writer *w, char *md5_hex,
         rc = tm__s3_put(w->s, w->bucket, w->key, w->whole, (size_t)w->size,
                         &w->opts, NULL, err);
     } else {
-        drive(w, 1);
-        if (w->failed) {
-            rc = w->failed;
+        rc = wait_parts(w);
+        driver_stop(w);
+        if (rc) {
             if (err)
                 *err = w->ferr;
             goto fail;
@@ -538,19 +642,12 @@ fail:
 
 int tm__s3_writer_abort(struct tm__s3_writer *w, struct tm__s3_err *err)
 {
-    int rc = 0, i;
+    int rc = 0;
     tm__s3_err_clear(err);
     if (!w)
         return 0;
     /* stop the parts in flight first, so that none lands after the abort */
-    for (i = 0; i < w->n_slots; i++) {
-        struct slot *sl = &w->slots[i];
-        if (sl->busy == 2 && sl->r.h) {
-            curl_multi_remove_handle(w->m, sl->r.h);
-            tm__s3req_release(&sl->r);
-        }
-        sl->busy = 0;
-    }
+    driver_stop(w);
     if (w->upload_id)
         rc = tm__s3_mp_abort(w->s, w->bucket, w->key, w->upload_id, err);
     writer_free(w);
