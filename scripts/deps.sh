@@ -6,11 +6,15 @@
 # apt-get runs as root, through sudo otherwise. Quiet when nothing is missing.
 set -euo pipefail
 
-want=(build-essential cmake pkg-config libsqlite3-dev sqlite3 libyaml-dev libxxhash-dev)
+want=(build-essential cmake pkg-config libsqlite3-dev sqlite3 libyaml-dev libxxhash-dev
+      libcurl4-openssl-dev libssl-dev libexpat1-dev)
 case "${1:-build}" in
   build) ;;
   test) want+=(libcmocka-dev python3 clang libclang-rt-dev util-linux e2fsprogs strace
-              diffutils) ;;
+              diffutils awscli)
+        # npm fetches s3rver for the S3 tests; a Node.js from elsewhere
+        # may bring its own npm, which will do
+        command -v npm >/dev/null 2>&1 || want+=(npm) ;;
   bench) want+=(libcmocka-dev python3 rclone rsync time) ;;
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac
