@@ -60,7 +60,8 @@ extern "C" {
     XX(EINTERNAL, -4012, "internal error")                                    \
     XX(ETHROTTLED, -4013, "throttled by the storage")                         \
     XX(EBADSPEC, -4014, "malformed storage spec")                             \
-    XX(ECHANGED, -4015, "changed since discovery")
+    XX(ECHANGED, -4015, "changed since discovery")                            \
+    XX(ETIMERANGE, -4016, "modification time out of the range kept")
 
 typedef enum tm_errno {
     TM_OK = 0,
