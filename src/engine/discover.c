@@ -519,9 +519,16 @@ static void *worker_main(void *arg)
         s->in_flight--;
         if (rc) {
             struct tm__buf m = TM__BUF_INIT;
-            tm__buf_addf(&m, "%s %s: %s", wk->side == TM_SRC ? "source" : "destination",
-                         t.path, tm_strerror(rc));
-            set_fatal(e, rc, m.buf);
+            char why[512];
+            if (tm__writer_error(e->w) == rc) {
+                tm__writer_message(e->w, &m); /* the state file's, not this side's */
+            } else {
+                tm__adapter_describe(e->cfg->ad[wk->side], rc, why, sizeof why);
+                tm__buf_addf(&m, "%s %s: %s", wk->side == TM_SRC ? "source"
+                                                                 : "destination",
+                             t.path, why);
+            }
+            set_fatal(e, rc, m.len ? m.buf : NULL);
             tm__buf_release(&m);
         }
         free(t.path);
