@@ -120,6 +120,9 @@ typedef struct tm_discover_options {
     const char *udp_addr;         /* listener "HOST:PORT"; NULL: as stored,
                                      default "127.0.0.1:8081" */
     int log_public;               /* allow a non-loopback udp_addr */
+    int allow_pseudo_fs;          /* take roots on pseudo file systems
+                                     (proc, sysfs, ...), refused otherwise;
+                                     recorded for the later commands */
 } tm_discover_options;
 
 /* Fills o with the defaults (all fields zero but retries = -1). */
@@ -135,6 +138,17 @@ void tm_discover_options_init(tm_discover_options *o);
  */
 int tm_discover(tm_migration *m, const char *src, const char *dst,
                 const tm_discover_options *opt);
+
+/*
+ * Checks a new migration before anything is created: the roots exist, are
+ * folders, are on no pseudo file system (unless o->allow_pseudo_fs), do
+ * not overlap by any route, and neither holds the state file at db_path
+ * nor the YAML file (o->config, or db_path with .yaml). tm_discover()
+ * checks the same, but only after the state file exists. Returns 0, or an
+ * error with its message in err (errlen bytes).
+ */
+int tm_discover_check(const char *db_path, const char *src, const char *dst,
+                      const tm_discover_options *o, char *err, size_t errlen);
 
 typedef struct tm_tree_counts {
     int64_t folders, files, symlinks, other; /* rows by type, roots excluded */
