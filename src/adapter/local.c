@@ -1020,9 +1020,11 @@ static int local_root_info(struct tm__adapter *a, struct tm__root_info *out)
 {
     struct local *l = (struct local *)a;
     struct statfs sf;
+    struct statx sx;
     struct stat st;
     unsigned fsid[2];
     size_t i;
+    int n;
 
     memset(out, 0, sizeof *out);
     if (fstat(l->root_fd, &st) != 0 || fstatfs(l->root_fd, &sf) != 0)
@@ -1031,13 +1033,21 @@ static int local_root_info(struct tm__adapter *a, struct tm__root_info *out)
     out->ino = (uint64_t)st.st_ino;
     memcpy(fsid, &sf.f_fsid, sizeof fsid);
     /* the file system's id (from its UUID on most) outlives a remount,
-     * where st_dev may not; where there is none, the device */
+     * where st_dev may not; where there is none, the device. An inode
+     * number is reused once freed (a folder removed and made again often
+     * gets it back): the birth time, where the file system keeps one,
+     * tells them apart */
     if (fsid[0] || fsid[1])
-        snprintf(out->id, sizeof out->id, "fsid:%08x%08x:%llu", fsid[0], fsid[1],
-                 (unsigned long long)st.st_ino);
+        n = snprintf(out->id, sizeof out->id, "fsid:%08x%08x:%llu", fsid[0],
+                     fsid[1], (unsigned long long)st.st_ino);
     else
-        snprintf(out->id, sizeof out->id, "dev:%llu:%llu",
-                 (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
+        n = snprintf(out->id, sizeof out->id, "dev:%llu:%llu",
+                     (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
+    if (statx(l->root_fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_BTIME,
+              &sx) == 0 && (sx.stx_mask & STATX_BTIME) && n > 0 &&
+        (size_t)n < sizeof out->id)
+        snprintf(out->id + n, sizeof out->id - (size_t)n, ":%lld.%09u",
+                 (long long)sx.stx_btime.tv_sec, sx.stx_btime.tv_nsec);
     snprintf(out->fstype, sizeof out->fstype, "0x%lx", (unsigned long)sf.f_type);
     for (i = 0; i < sizeof pseudo_fs / sizeof *pseudo_fs; i++)
         if ((unsigned long)sf.f_type == pseudo_fs[i].magic) {
