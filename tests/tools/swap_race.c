@@ -14,7 +14,6 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -33,8 +32,7 @@ static int exchange(const char *a, const char *b)
 {
     if (renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE) == 0)
         return 0;
-    fprintf(stderr, "swap_race: renameat2(%s, %s, RENAME_EXCHANGE): %s\n", a, b,
-            strerror(errno));
+    fprintf(stderr, "swap_race: renameat2(%s, %s, RENAME_EXCHANGE): %m\n", a, b);
     return -1;
 }
 
