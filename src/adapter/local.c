@@ -672,6 +672,14 @@ static int mtime_kept(const struct stat *st, const struct timespec *t)
     return 0;
 }
 
+/* 1 when every file system that can be written holds the time t (1980
+ * .. 2038: FAT, HFS+, ext4 with small inodes, ...): reading it back is then
+ * not needed (one system call less per file). */
+static int time_held_everywhere(const struct timespec *t)
+{
+    return t->tv_sec >= 315532800 && t->tv_sec < 2147483647;
+}
+
 /* rename, or with TM_NOREPLACE renameat2(RENAME_NOREPLACE): what is at the
  * real name is replaced only when the caller says discovery saw the
  * source's twin there. */
@@ -699,9 +707,9 @@ static int local_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode,
         rc = tm__from_errno(errno);
     else if (!rc && (fchmod(f->fd, mode & 07777) != 0 || futimens(f->fd, t) != 0))
         rc = tm__from_errno(errno);
-    else if (!rc && fstat(f->fd, &sb) != 0)
+    else if (!rc && !time_held_everywhere(&t[1]) && fstat(f->fd, &sb) != 0)
         rc = tm__from_errno(errno);
-    else if (!rc)
+    else if (!rc && !time_held_everywhere(&t[1]))
         rc = mtime_kept(&sb, &t[1]);
     if (close(f->fd) != 0 && !rc)
         rc = tm__from_errno(errno); /* e.g. a delayed ENOSPC on NFS */
@@ -789,13 +797,16 @@ static int local_symlink(struct tm__adapter *a, const char *path,
         return rc;
     }
     ns_to_times(t, mtime);
-    if (utimensat(dfd, tmp, t, AT_SYMLINK_NOFOLLOW) != 0 ||
-        fstatat(dfd, tmp, &sb, AT_SYMLINK_NOFOLLOW) != 0)
+    if (utimensat(dfd, tmp, t, AT_SYMLINK_NOFOLLOW) != 0)
         rc = tm__from_errno(errno);
-    else if (!S_ISLNK(sb.st_mode))
-        rc = TM_EINVAL; /* not ours any more */
-    else
-        rc = mtime_kept(&sb, &t[1]);
+    else if (!time_held_everywhere(&t[1])) {
+        if (fstatat(dfd, tmp, &sb, AT_SYMLINK_NOFOLLOW) != 0)
+            rc = tm__from_errno(errno);
+        else if (!S_ISLNK(sb.st_mode))
+            rc = TM_EINVAL; /* not ours any more */
+        else
+            rc = mtime_kept(&sb, &t[1]);
+    }
     if (!rc && place(dfd, tmp, name, flags) != 0)
         rc = tm__from_errno(errno);
     if (rc)
@@ -876,6 +887,8 @@ static int local_set_attr(struct tm__adapter *a, const char *path, int64_t mtime
         (sb.st_mtim.tv_sec != t[1].tv_sec || sb.st_mtim.tv_nsec != t[1].tv_nsec)) {
         if (fd_utimes(fd, t) != 0)
             rc = tm__from_errno(errno);
+        else if (time_held_everywhere(&t[1]))
+            rc = 0;
         else if (fstat(fd, &sb) != 0)
             rc = tm__from_errno(errno);
         else
@@ -976,24 +989,22 @@ static int open_root_path(const char *root, int flags)
 /* The root descriptor keeps working after the root folder is removed
  * (writes fail with ENOENT) or renamed (writes land in the moved folder,
  * outside the destination the user named): the path must still lead to
- * the same folder, through no symlink. A failure to tell (EACCES on an
- * ancestor, ...) is not taken for a vanished root. */
+ * the same folder. A failure to tell (EACCES on an ancestor, ...) is not
+ * taken for a vanished root. */
 static int local_check_root(struct tm__adapter *a)
 {
     struct local *l = (struct local *)a;
     struct stat st;
-    int fd, rc = 0;
     if (fstat(l->root_fd, &st) == 0 && st.st_nlink == 0)
         return TM_ENOENT; /* removed */
-    fd = open_root_path(l->root, O_PATH);
-    if (fd < 0)
-        return errno == ENOENT || errno == ENOTDIR || errno == ELOOP ? TM_ENOENT
-                                                                     : 0;
-    if (fstat(fd, &st) == 0 &&
-        (!S_ISDIR(st.st_mode) || st.st_dev != l->root_dev || st.st_ino != l->root_ino))
-        rc = TM_ENOENT; /* moved away, replaced */
-    close(fd);
-    return rc;
+    /* one stat: a symlink on the way that leads to this very folder is
+     * harmless here (everything goes through root_fd), a path that leads
+     * to another folder or to none is a root gone */
+    if (stat(l->root, &st) != 0)
+        return errno == ENOENT || errno == ENOTDIR ? TM_ENOENT : 0;
+    if (!S_ISDIR(st.st_mode) || st.st_dev != l->root_dev || st.st_ino != l->root_ino)
+        return TM_ENOENT; /* moved away, replaced */
+    return 0;
 }
 
 /* Pseudo file systems: what they show is made up by the kernel as it is
