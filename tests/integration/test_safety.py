@@ -577,6 +577,7 @@ def check_mtime_dst_cannot_hold(work):
         write(os.path.join(src, 'y2100'), b'2100', 4102444800 * SEC)
         write(os.path.join(src, 'y1960'), b'1960', -315619200 * SEC)
         write(os.path.join(src, 'y1850'), b'1850', -3786825600 * SEC)
+        write(os.path.join(src, 'y2038max'), b'the largest it holds', ((1 << 31) - 1) * SEC)
         os.rmdir(os.path.join(dst, 'lost+found'))
         db = os.path.join(work, 'times2.db')
         discover(db, src, dst)
@@ -584,6 +585,8 @@ def check_mtime_dst_cannot_hold(work):
         expect_rc(cp, 3, 'copy onto a file system that cannot hold some mtimes')
         expect_eq('1960 copied with its mtime', -315619200 * SEC,
                   os.stat(os.path.join(dst, 'y1960')).st_mtime_ns)
+        expect_eq('the largest time this file system holds, copied exactly',
+                  ((1 << 31) - 1) * SEC, os.stat(os.path.join(dst, 'y2038max')).st_mtime_ns)
         for n in ('y2100', 'y1850'):
             if os.path.lexists(os.path.join(dst, n)):
                 fail('%s is on the destination with mtime %d' % (
