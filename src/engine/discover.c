@@ -494,6 +494,7 @@ static void *worker_main(void *arg)
     pthread_mutex_lock(&e->mu);
     for (;;) {
         struct tm__result *r = NULL;
+        struct tm__buf m = TM__BUF_INIT;
         struct task t;
         int rc;
         while (!e->quit && s->len == 0)
@@ -515,15 +516,23 @@ static void *worker_main(void *arg)
 
         if (rc == TM_ESTOPPED)
             rc = 0; /* abandoned: the folder stays pending for the resume */
+        if (rc) {
+            /* said before e->mu is taken (an adapter is called) */
+            char why[512];
+            if (tm__writer_error(e->w) == rc) {
+                tm__writer_message(e->w, &m); /* the state file's, not this side's */
+            } else {
+                tm__adapter_describe(e->cfg->ad[wk->side], rc, why, sizeof why);
+                tm__buf_addf(&m, "%s %s: %s", wk->side == TM_SRC ? "source"
+                                                                 : "destination",
+                             t.path, why);
+            }
+        }
         pthread_mutex_lock(&e->mu);
         s->in_flight--;
-        if (rc) {
-            struct tm__buf m = TM__BUF_INIT;
-            tm__buf_addf(&m, "%s %s: %s", wk->side == TM_SRC ? "source" : "destination",
-                         t.path, tm_strerror(rc));
-            set_fatal(e, rc, m.buf);
-            tm__buf_release(&m);
-        }
+        if (rc)
+            set_fatal(e, rc, m.len ? m.buf : NULL);
+        tm__buf_release(&m);
         free(t.path);
         /* wake the coordinator only when it has something to do: refill
          * the window, or see the end of the round */
