@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -124,9 +125,16 @@ static const char discover_usage[] =
     "  --exclude GLOB   exclude matching source nodes (repeatable); a GLOB with\n"
     "                   a '/' matches the path from the root ('/logs/*.tmp'),\n"
     "                   one without matches the name ('*.tmp')\n"
+    "  --allow-pseudo-fs  take a root on a pseudo file system (/proc, /sys,\n"
+    "                   cgroup, debugfs, ...), refused otherwise: what such a\n"
+    "                   file system shows is made up as it is read\n"
     LOG_USAGE
     "  -q, --quiet      no progress lines\n"
     "  -h, --help       show this help\n"
+    "\n"
+    "SRC and DST must not overlap by any route (a bind mount counts), nor hold\n"
+    "the state file or the YAML file; each root is recorded, and a later\n"
+    "command refuses a root that is no longer that folder.\n"
     "\n"
     "exit codes: 0 complete, 1 fatal error, 2 usage error, 3 complete but some\n"
     "folders could not be listed, 4 interrupted, 5 state file in use.\n";
@@ -137,7 +145,8 @@ static const char resume_usage[] =
     "Continues a migration from its YAML file alone: the file names the state\n"
     "file, the source, the destination and the options. Whatever the phase was\n"
     "when it stopped (crash, Ctrl-C, reboot), the work goes on from there; a\n"
-    "complete phase is reported and nothing is done.\n"
+    "complete phase is reported and nothing is done. The roots are the state\n"
+    "file's: a YAML file whose roots were edited is refused.\n"
     "\n"
     "options:\n"
     "  --config FILE   the migration's YAML file (required; by default it is\n"
@@ -155,10 +164,13 @@ static const char copy_usage[] =
     "temporary name (mode 0600) and renamed when complete, so a crash never\n"
     "leaves a partial file under a real name; mtimes and modes are kept;\n"
     "symlinks are re-created as symlinks. Files that differ are replaced (the\n"
-    "source wins); destination-only items are never touched; file/folder\n"
-    "clashes are skipped and reported. A file that changed since discovery is\n"
-    "not copied (it fails with 'changed since discovery'). Running it again\n"
-    "resumes an interrupted copy; nothing copied is copied twice.\n"
+    "source wins); nothing else is: what was made at a name after discovery\n"
+    "is kept and the node fails. Destination-only items are never touched;\n"
+    "file/folder clashes are skipped and reported. A file that changed since\n"
+    "discovery is not copied (it fails with 'changed since discovery'), nor\n"
+    "is one whose mtime cannot be kept exactly. Running it again resumes an\n"
+    "interrupted copy (and removes the temporary files a killed one left);\n"
+    "nothing copied is copied twice.\n"
     "\n"
     "options:\n"
     "  --db FILE        state file (default ./" DEFAULT_DB ")\n"
@@ -170,6 +182,7 @@ static const char copy_usage[] =
     "  --owner          give each copied node its source's owner and group\n"
     "                   (root only; without it, the copy's user owns them)\n"
     "  --force          copy although some folders failed during discovery\n"
+    "                   (they are left out and stay failed: exit 3)\n"
     LOG_USAGE
     "  -q, --quiet      no progress lines\n"
     "  -h, --help       show this help\n"
@@ -184,9 +197,13 @@ static const char verify_usage[] =
     "\n"
     "Lists the destination again and checks every copied or already-existing\n"
     "node against the source: type, size and mtime; with --checksum also the\n"
-    "contents of both sides (xxHash). Each mismatch is printed with its path\n"
-    "and kept in task_errors (phase 'verify'). The phase becomes 'verified'\n"
-    "only when everything matches.\n"
+    "contents of both sides (xxHash). Each mismatch is printed with its path,\n"
+    "kept in task_errors (phase 'verify') and marked failed, so that 'treemig\n"
+    "retry' copies it again. What could not be checked is printed too, with\n"
+    "the reason (a source folder that could not be listed, a failed copy, a\n"
+    "file --no-overwrite kept), and so are temporary files an interrupted copy\n"
+    "left. The phase becomes 'verified' only when every source node that\n"
+    "should be on the destination was checked and matches.\n"
     "\n"
     "options:\n"
     "  --db FILE     state file (default ./" DEFAULT_DB ")\n"
@@ -196,8 +213,9 @@ static const char verify_usage[] =
     "  -q, --quiet   no progress lines\n"
     "  -h, --help    show this help\n"
     "\n"
-    "exit codes: 0 everything matches, 3 mismatches found, 1 fatal error,\n"
-    "2 usage error or not allowed in this phase, 4 interrupted, 5 in use.\n";
+    "exit codes: 0 verified (everything checked and matching), 3 mismatches\n"
+    "or nodes not checked (each printed), 1 fatal error, 2 usage error or not\n"
+    "allowed in this phase, 4 interrupted, 5 in use.\n";
 
 static const char retry_usage[] =
     "usage: treemig retry [--db FILE] [--workers N] [--retries N] [--owner]\n"
@@ -205,8 +223,9 @@ static const char retry_usage[] =
     "\n"
     "The retry sweep: lists again every folder whose listing failed (on either\n"
     "side) together with its destination twin, and, when the copy has started,\n"
-    "runs every failed copy again. Use it once the cause is fixed (a\n"
-    "permission, a mount, a network). Nothing is recorded twice.\n"
+    "runs every failed copy again (verify's mismatches included). Use it once\n"
+    "the cause is fixed (a permission, a mount, a network). Nothing is\n"
+    "recorded twice.\n"
     "\n"
     "options:\n"
     "  --db FILE     state file (default ./" DEFAULT_DB ")\n"
@@ -539,6 +558,7 @@ static int cmd_discover(int argc, char **argv)
         { "retries", required_argument, NULL, 'r' },
         { "exclude", required_argument, NULL, 'x' },
         { "config", required_argument, NULL, 'c' },
+        { "allow-pseudo-fs", no_argument, NULL, 'p' },
         LOG_OPTIONS,
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
@@ -594,6 +614,9 @@ static int cmd_discover(int argc, char **argv)
         case 'c':
             o.config = optarg;
             break;
+        case 'p':
+            o.allow_pseudo_fs = 1;
+            break;
         case 'q':
             quiet = 1;
             break;
@@ -622,6 +645,20 @@ static int cmd_discover(int argc, char **argv)
         prog.tty = isatty(STDERR_FILENO);
         o.progress = on_progress;
         o.progress_ctx = &prog;
+    }
+    if (argc - optind == 2) {
+        /* a new migration: refused before the state file is made (it could
+         * be inside a tree) */
+        char err[1024];
+        struct stat st;
+        rc = stat(db, &st) == 0 ? 0 : tm_discover_check(db, argv[optind],
+                                                         argv[optind + 1], &o,
+                                                         err, sizeof err);
+        if (rc) {
+            fprintf(stderr, "treemig discover: %s\n", err);
+            code = exit_code_for(rc);
+            goto out;
+        }
     }
     rc = tm_migration_open(&m, db, TM_OPEN_WRITE |
                                    (argc - optind == 2 ? TM_OPEN_CREATE : 0));
@@ -746,6 +783,24 @@ static void print_first_failed(tm_migration *m, int max)
     free(buf);
 }
 
+/* Warns about the temporary files verify found (task_errors, phase
+ * verify-leftover), when there are any. */
+static void print_leftovers(tm_migration *m)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return;
+    if (tm_problems_print(m, "verify-leftover", f) != 0)
+        len = 0;
+    fclose(f);
+    if (len)
+        fprintf(stderr, "treemig verify: warning: temporary files an interrupted "
+                "copy left on the destination (not touched):\n%s", buf);
+    free(buf);
+}
+
 static int cmd_exec(int argc, char **argv, int verify)
 {
     const char *cmd = verify ? "verify" : "copy", *db = DEFAULT_DB;
@@ -789,30 +844,35 @@ static int cmd_exec(int argc, char **argv, int verify)
     if ((code = after_run(cmd, m, rc, &st)) >= 0)
         return code;
     if (verify) {
+        print_leftovers(m);
         if (mismatches) {
-            fprintf(stderr, "treemig verify: %" PRId64 " mismatches:\n", mismatches);
+            fprintf(stderr, "treemig verify: not verified: %" PRId64 " nodes do "
+                    "not match or could not be checked:\n", mismatches);
             tm_problems_print(m, "verify", stderr);
-            if (st.copy.failed || st.copy.pending)
-                fprintf(stderr, "%" PRId64 " nodes were not copied (%" PRId64
-                        " failed, %" PRId64 " pending): see 'treemig review --list "
-                        "failed', then 'treemig retry'\n",
-                        st.copy.failed + st.copy.pending, st.copy.failed,
-                        st.copy.pending);
+            fprintf(stderr, "what did not match is marked failed (treemig review "
+                    "--list failed): 'treemig retry' copies it again, then run "
+                    "verify again\n");
         } else if (!quiet) {
-            fprintf(stderr, "treemig verify: every node matches (phase %s)\n",
-                    st.phase);
+            fprintf(stderr, "treemig verify: every source node was checked and "
+                    "matches (phase %s)\n", st.phase);
         }
         code = mismatches ? EXIT_PARTIAL : EXIT_OK;
     } else {
         if (!quiet)
             print_human_status(&st);
-        code = st.copy.failed ? EXIT_PARTIAL : EXIT_OK;
-        if (code == EXIT_PARTIAL) {
+        /* with --force, folders that could not be listed are left out:
+         * the copy is partial even when every node it had succeeded */
+        code = st.copy.failed || st.src_counts.failed ? EXIT_PARTIAL : EXIT_OK;
+        if (st.copy.failed) {
             fprintf(stderr, "treemig copy: %" PRId64 " nodes failed:\n",
                     st.copy.failed);
             print_first_failed(m, 10);
             fprintf(stderr, "see 'treemig review --list failed', fix the cause, "
                     "then 'treemig retry'\n");
+        } else if (code == EXIT_PARTIAL) {
+            fprintf(stderr, "treemig copy: partial: %" PRId64 " source folders "
+                    "could not be listed, so what they hold was not copied: fix "
+                    "the cause, then 'treemig retry'\n", st.src_counts.failed);
         }
     }
     tm_migration_free(m);

@@ -78,7 +78,8 @@ extern "C" {
     XX(ECHANGED, -4015, "changed since discovery")                            \
     XX(EAUTH, -4016, "authentication failed")                                 \
     XX(EHOSTKEY, -4017, "host key changed")                                   \
-    XX(EHOSTUNKNOWN, -4018, "host key not known")
+    XX(EHOSTUNKNOWN, -4018, "host key not known")                             \
+    XX(ETIMERANGE, -4019, "modification time out of the range kept")
 
 typedef enum tm_errno {
     TM_OK = 0,
@@ -138,6 +139,9 @@ typedef struct tm_discover_options {
     const char *udp_addr;         /* listener "HOST:PORT"; NULL: as stored,
                                      default "127.0.0.1:8081" */
     int log_public;               /* allow a non-loopback udp_addr */
+    int allow_pseudo_fs;          /* take roots on pseudo file systems
+                                     (proc, sysfs, ...), refused otherwise;
+                                     recorded for the later commands */
 } tm_discover_options;
 
 /* Fills o with the defaults (all fields zero but retries = -1). */
@@ -153,6 +157,18 @@ TM_EXTERN void tm_discover_options_init(tm_discover_options *o);
  */
 TM_EXTERN int tm_discover(tm_migration *m, const char *src, const char *dst,
                           const tm_discover_options *opt);
+
+/*
+ * Checks a new migration before anything is created: the roots exist, are
+ * folders, are on no pseudo file system (unless o->allow_pseudo_fs), do
+ * not overlap by any route, and neither holds the state file at db_path
+ * nor the YAML file (o->config, or db_path with .yaml). tm_discover()
+ * checks the same, but only after the state file exists. Returns 0, or an
+ * error with its message in err (errlen bytes).
+ */
+TM_EXTERN int tm_discover_check(const char *db_path, const char *src, const char *dst,
+                                const tm_discover_options *o, char *err,
+                                size_t errlen);
 
 typedef struct tm_tree_counts {
     int64_t folders, files, symlinks, other; /* rows by type, roots excluded */

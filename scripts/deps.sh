@@ -8,13 +8,16 @@
 set -euo pipefail
 
 want=(build-essential cmake pkg-config libsqlite3-dev sqlite3 libyaml-dev libxxhash-dev
-      scdoc libssh2-1-dev)
+      scdoc libssh2-1-dev libcurl4-openssl-dev libssl-dev libexpat1-dev)
 # make deb: dpkg-shlibdeps and dpkg-buildflags (dpkg-dev), lintian
 deb=(dpkg-dev lintian)
 case "${1:-build}" in
   build) ;;
   test) want+=(libcmocka-dev python3 clang libclang-rt-dev util-linux e2fsprogs strace
-              diffutils man-db "${deb[@]}" openssh-server openssh-client) ;;
+              diffutils man-db "${deb[@]}" openssh-server openssh-client awscli)
+        # npm fetches s3rver for the S3 tests; a Node.js from elsewhere
+        # may bring its own npm, which will do
+        command -v npm >/dev/null 2>&1 || want+=(npm) ;;
   bench) want+=(libcmocka-dev python3 rclone rsync time openssh-server openssh-client) ;;
   deb) want+=("${deb[@]}") ;;
   *) echo "usage: $0 build|test|bench|deb" >&2; exit 2 ;;

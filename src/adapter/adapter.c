@@ -161,6 +161,32 @@ int tm__adapter_check_root(struct tm__adapter *a)
     return a && a->check_root ? a->check_root(a) : 0;
 }
 
+int tm__adapter_root_info(struct tm__adapter *a, struct tm__root_info *out)
+{
+    memset(out, 0, sizeof *out);
+    return a && a->root_info ? a->root_info(a, out) : TM_EINVAL;
+}
+
+int tm__adapter_forbid(struct tm__adapter *a, uint64_t dev, uint64_t ino,
+                       const char *what)
+{
+    return a && a->forbid ? a->forbid(a, dev, ino, what) : 0;
+}
+
+void tm__adapter_set_tmp_key(struct tm__adapter *a, const unsigned char *key)
+{
+    if (a && a->set_tmp_key)
+        a->set_tmp_key(a, key);
+}
+
+int tm__adapter_remove_tmp(struct tm__adapter *a, const char *path, int type,
+                           const unsigned char *key)
+{
+    if (!path || path[0] != '/')
+        return TM_EINVAL;
+    return a && a->remove_tmp ? a->remove_tmp(a, path, type, key) : 0;
+}
+
 enum tm__errclass tm__adapter_classify(struct tm__adapter *a, int err)
 {
     (void)a;
@@ -177,6 +203,7 @@ enum tm__errclass tm__adapter_classify(struct tm__adapter *a, int err)
     case TM_ENOMEM:
     case TM_EROFS:
     case TM_EINTERNAL:
+    case TM_EOVERLAP: /* a tree met the other root or the state file */
         return TM_ERR_FATAL;
     default:
         return TM_ERR_NODE;

@@ -40,6 +40,16 @@ struct tm__entry {
     int64_t uid, gid; /* owner, with TM_CAP_OWNER (else 0) */
 };
 
+/* What a storage says about its root (root_info). */
+struct tm__root_info {
+    char id[80];       /* identity of the root folder that stays the same
+                          across mounts and reboots ("" when unknown): a
+                          folder put in its place has another one */
+    char fstype[32];   /* the kind of file system, for messages */
+    int pseudo;        /* 1: a pseudo file system (proc, sysfs, ...) */
+    uint64_t dev, ino; /* device and inode as this process sees them */
+};
+
 /* Called once per child; returns 0 to go on, or an error to stop listing
  * (that error is then returned by list_next). */
 typedef int (*tm__list_cb)(void *ctx, const struct tm__entry *e);
@@ -159,6 +169,26 @@ struct tm__adapter {
      * the adapter).
      * Cheap: called before every write. Optional (default: 0). */
     int (*check_root)(struct tm__adapter *a);
+
+    /* ---- safety (optional; the local adapter has them all) ---- */
+
+    /* Fills *out about the root as it was opened. */
+    int (*root_info)(struct tm__adapter *a, struct tm__root_info *out);
+    /* From now on a listing that finds the folder (dev, ino) among the
+     * children fails with TM_EOVERLAP (described with what, e.g. "the
+     * destination root"): the other root or the state file's folder met
+     * inside this tree by a route that paths do not show (a bind mount). */
+    int (*forbid)(struct tm__adapter *a, uint64_t dev, uint64_t ino,
+                  const char *what);
+    /* Sets the run key (TM_KEY_LEN bytes) that the names of temporary
+     * files derive from; until then the adapter's own random one. */
+    void (*set_tmp_key)(struct tm__adapter *a, const unsigned char *key);
+    /* Removes what writing the node at path (type: a file or a symlink)
+     * under the run key key may have left (a crash): only a temporary of
+     * that type under one of its names, unlinked in the parent folder,
+     * nothing followed. Returns how many were removed, or an error. */
+    int (*remove_tmp)(struct tm__adapter *a, const char *path, int type,
+                      const unsigned char *key);
 };
 
 /* Base of an adapter's open files: a concrete file embeds it first. */
@@ -273,6 +303,16 @@ int tm__adapter_stat(struct tm__adapter *a, const char *path,
 void tm__adapter_close(struct tm__adapter *a);
 /* a->check_root, or 0 when the adapter has none. */
 int tm__adapter_check_root(struct tm__adapter *a);
+/* a->root_info; TM_EINVAL when the adapter has none. */
+int tm__adapter_root_info(struct tm__adapter *a, struct tm__root_info *out);
+/* a->forbid; 0 when the adapter has none. */
+int tm__adapter_forbid(struct tm__adapter *a, uint64_t dev, uint64_t ino,
+                       const char *what);
+/* a->set_tmp_key, when the adapter has it. */
+void tm__adapter_set_tmp_key(struct tm__adapter *a, const unsigned char *key);
+/* a->remove_tmp; 0 when the adapter has none. */
+int tm__adapter_remove_tmp(struct tm__adapter *a, const char *path, int type,
+                           const unsigned char *key);
 enum tm__errclass tm__adapter_classify(struct tm__adapter *a, int err);
 /* Wait before retrying after TM_ETHROTTLED, in ms (>= 1). */
 int64_t tm__adapter_retry_after(struct tm__adapter *a);

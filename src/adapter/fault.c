@@ -476,6 +476,30 @@ static int f_check_root(struct tm__adapter *a)
     return tm__adapter_check_root(inner(a));
 }
 
+/* Not fault points either: what the root is, what must not be met in the
+ * tree, and the names of temporaries are the inner's. */
+static int f_root_info(struct tm__adapter *a, struct tm__root_info *out)
+{
+    return tm__adapter_root_info(inner(a), out);
+}
+
+static int f_forbid(struct tm__adapter *a, uint64_t dev, uint64_t ino,
+                    const char *what)
+{
+    return tm__adapter_forbid(inner(a), dev, ino, what);
+}
+
+static void f_set_tmp_key(struct tm__adapter *a, const unsigned char *key)
+{
+    tm__adapter_set_tmp_key(inner(a), key);
+}
+
+static int f_remove_tmp(struct tm__adapter *a, const char *path, int type,
+                        const unsigned char *key)
+{
+    return tm__adapter_remove_tmp(inner(a), path, type, key);
+}
+
 int tm__fault_wrap(struct tm__adapter *in, const struct tm__fault_rule *rules,
                    int n, int report, struct tm__adapter **out)
 {
@@ -534,6 +558,10 @@ int tm__fault_wrap(struct tm__adapter *in, const struct tm__fault_rule *rules,
     f->base.sync = in->sync ? f_sync : NULL;
     f->base.chown = in->chown ? f_chown : NULL;
     f->base.check_root = in->check_root ? f_check_root : NULL;
+    f->base.root_info = in->root_info ? f_root_info : NULL;
+    f->base.forbid = in->forbid ? f_forbid : NULL;
+    f->base.set_tmp_key = in->set_tmp_key ? f_set_tmp_key : NULL;
+    f->base.remove_tmp = in->remove_tmp ? f_remove_tmp : NULL;
     *out = &f->base;
     return 0;
 }

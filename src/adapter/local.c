@@ -7,8 +7,17 @@
  * followed, nothing outside the root is ever opened, and paths longer than
  * PATH_MAX work (the component walk is used when openat2 says ENAMETOOLONG).
  * Listing uses getdents64 and fstatat(AT_SYMLINK_NOFOLLOW); special files are
- * reported as "other" and never opened. Thread-safe: the only shared state is
- * the root descriptor, which is read-only after open.
+ * reported as "other" and never opened. The root itself is opened without
+ * following a symlink on any component of its path.
+ *
+ * Writing: a file is written to a temporary name created with O_EXCL (never
+ * an existing file, FIFO or link), derived from the copy run's key and the
+ * path (util/secret.c), and renamed to its real name when complete; the
+ * mode and mtime of a folder are set through a descriptor of the folder
+ * opened with O_NOFOLLOW, never by name.
+ *
+ * Thread-safe: the shared state (root descriptor, run key, forbidden
+ * folders) is set before the workers start and only read afterwards.
  */
 #include "adapter/adapter.h"
 
@@ -20,14 +29,28 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/openat2.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifndef SYS_fchmodat2
+#define SYS_fchmodat2 452
+#endif
+
+#define MAX_FORBID 8
+
+struct forbidden {
+    uint64_t dev, ino;       /* a folder that must not be met in the tree */
+    char what[96];           /* what it is, for the message */
+};
 
 struct local {
     struct tm__adapter base; /* must be first */
@@ -36,7 +59,42 @@ struct local {
     dev_t root_dev;          /* the root's device and inode, as opened: */
     ino_t root_ino;          /* a folder at root that differs is another */
     atomic_int no_openat2;   /* 1 once the kernel said ENOSYS */
+    atomic_int no_fchmodat2; /* 1 once the kernel said ENOSYS */
+    unsigned char key[TM_KEY_LEN]; /* run key of the temporary names */
+    struct forbidden forbid[MAX_FORBID]; /* folders never to be met */
+    int n_forbid;            /* entries used */
 };
+
+/* The message of this thread's last failure that says more than its code
+ * (describe() hands it out once). */
+static _Thread_local struct {
+    int err;        /* the code it belongs to, 0: none */
+    char msg[512];  /* the message */
+} last_msg;
+
+static int set_msg(int err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int set_msg(int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_msg.msg, sizeof last_msg.msg, fmt, ap);
+    va_end(ap);
+    last_msg.err = err;
+    return err;
+}
+
+static void local_describe(struct tm__adapter *a, int err, char *buf, size_t len)
+{
+    (void)a;
+    if (last_msg.err == err && err) {
+        snprintf(buf, len, "%s", last_msg.msg);
+        last_msg.err = 0;
+        return;
+    }
+    snprintf(buf, len, "%s", tm_strerror(err));
+}
 
 struct linux_dirent64 {
     uint64_t d_ino;
@@ -145,10 +203,29 @@ static int entry_from_stat(struct tm__entry *e, const struct stat *st)
     else
         e->type = TM_T_OTHER;
     e->size = (e->type == TM_T_FILE || e->type == TM_T_SYMLINK) ? st->st_size : 0;
-    e->mtime = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+    /* a time after 2262 or before 1677 does not fit: it is marked, never
+     * wrapped (util.h) */
+    e->mtime = tm__ts_to_ns((int64_t)st->st_mtim.tv_sec, st->st_mtim.tv_nsec);
     e->mode = st->st_mode & 07777;
     e->uid = st->st_uid;
     e->gid = st->st_gid;
+    return 0;
+}
+
+/* TM_EOVERLAP when the folder name (in the folder at path, stat st) is one
+ * that must not be inside this tree. */
+static int check_forbidden(struct local *l, const char *path, const char *name,
+                           const struct stat *st, struct tm__aerr *e)
+{
+    int i;
+    for (i = 0; i < l->n_forbid; i++)
+        if ((uint64_t)st->st_dev == l->forbid[i].dev &&
+            (uint64_t)st->st_ino == l->forbid[i].ino)
+            return tm__aerr_set(e, TM_EOVERLAP, "%s%s%s%s is %s (the same folder by "
+                           "another route: a bind mount?); refused",
+                           strcmp(l->root, "/") ? l->root : "",
+                           strcmp(path, "/") ? path : "", "/", name,
+                           l->forbid[i].what);
     return 0;
 }
 
@@ -165,6 +242,7 @@ struct local_lister {
     int broken;             /* the page could not be rewound: this error */
     long n;                 /* bytes of the chunk in buf; -1: none read */
     char *buf, *next;       /* this chunk, the one read ahead (LIST_BUF) */
+    char *path;             /* the folder's path (for messages) */
 };
 
 #define LIST_BUF (32 * 1024)
@@ -189,7 +267,9 @@ static int local_list_open(struct tm__adapter *a, const char *path,
     if (fd < 0)
         return fd;
     li = calloc(1, sizeof *li);
-    if (!li || !(li->buf = malloc(2 * LIST_BUF))) {
+    if (!li || !(li->buf = malloc(2 * LIST_BUF)) || !(li->path = strdup(path))) {
+        if (li)
+            free(li->buf);
         free(li);
         close(fd);
         return TM_ENOMEM;
@@ -198,6 +278,7 @@ static int local_list_open(struct tm__adapter *a, const char *path,
     if (off && lseek(fd, (off_t)off, SEEK_SET) < 0) {
         int rc = tm__from_errno(errno);
         free(li->buf);
+        free(li->path);
         free(li);
         close(fd);
         return rc;
@@ -223,11 +304,11 @@ static int local_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
                            int *more, struct tm__aerr *e)
 {
     struct local_lister *li = (struct local_lister *)lr;
+    struct local *l = (struct local *)lr->a;
     int64_t last = li->off;
     long off, n = -1;
     int rc = 0;
 
-    (void)e;
     *more = 0;
     if (li->broken)
         return li->broken;
@@ -252,6 +333,9 @@ static int local_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
             rc = tm__from_errno(errno);
             break;
         }
+        if (S_ISDIR(st.st_mode) && l->n_forbid &&
+            (rc = check_forbidden(l, li->path, d->d_name, &st, e)) != 0)
+            break;
         en.name = d->d_name;
         en.name_len = strlen(d->d_name);
         entry_from_stat(&en, &st);
@@ -293,6 +377,7 @@ static void local_list_close(struct tm__lister *lr)
     struct local_lister *li = (struct local_lister *)lr;
     close(li->fd);
     free(li->buf < li->next ? li->buf : li->next); /* one allocation */
+    free(li->path);
     free(li);
 }
 
@@ -344,7 +429,7 @@ struct local_wfile {
     int dirfd;             /* the parent folder */
     int fd;                /* the temporary file */
     char *name;            /* the real name (malloc'd) */
-    char tmp[40];          /* the temporary name in the same folder */
+    char tmp[TM_TMP_NAME_MAX]; /* the temporary name in the same folder */
 };
 
 /* Opens the parent folder of path; *name points at the last component. */
@@ -364,16 +449,6 @@ static int open_parent(struct local *l, const char *path, const char **name)
     fd = open_dir(l, dir);
     free(dir);
     return fd;
-}
-
-/* The temporary name of a file being written: fixed for a given name, so a
- * copy redone after a crash reuses (and truncates) the same temporary. */
-static void tmp_name(char *out, size_t len, const char *name)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *name; name++)
-        h = (h ^ (unsigned char)*name) * 1099511628211ULL;
-    snprintf(out, len, ".treemig.%016llx.tmp", (unsigned long long)h);
 }
 
 static int local_open_read(struct tm__adapter *a, const char *path,
@@ -454,7 +529,7 @@ static int local_open_write(struct tm__adapter *a, const char *path,
     struct local *l = (struct local *)a;
     struct local_wfile *f;
     const char *name;
-    int dfd;
+    int dfd, attempt;
 
     *out = NULL;
     dfd = open_parent(l, path, &name);
@@ -468,12 +543,26 @@ static int local_open_write(struct tm__adapter *a, const char *path,
     }
     f->base.a = a;
     f->dirfd = dfd;
-    tmp_name(f->tmp, sizeof f->tmp, name);
-    /* 0600 while it is written: others never read a partial copy */
-    f->fd = openat(dfd, f->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
-                   0600);
+    f->fd = -1;
+    /* 0600 while it is written: others never read a partial copy. O_EXCL:
+     * never a file, link or FIFO that is there already (a name that is
+     * taken, by chance or by someone who saw it, moves to the next) */
+    for (attempt = 0; attempt < TM_TMP_TRIES && f->fd < 0; attempt++) {
+        int rc = tm__tmp_name(l->key, path, attempt, f->tmp, sizeof f->tmp);
+        if (rc) {
+            errno = ENAMETOOLONG;
+            break;
+        }
+        f->fd = openat(dfd, f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+                       O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0600);
+        if (f->fd < 0 && errno != EEXIST)
+            break;
+    }
     if (f->fd < 0) {
         int rc = tm__from_errno(errno);
+        if (rc == TM_EEXIST)
+            set_msg(rc, "cannot create a temporary file beside %s: the %d names "
+                    "it may take are taken", path, TM_TMP_TRIES);
         close(dfd);
         free(f->name);
         free(f);
@@ -662,8 +751,32 @@ static void ns_to_times(struct timespec t[2], int64_t mtime)
     }
 }
 
-/* rename, or with TM_NOREPLACE renameat2(RENAME_NOREPLACE): a file made
- * on the destination after discovery is then kept. */
+/* 0 when the mtime now on the node (st) is the one asked for (t), give or
+ * take what the file system's precision drops (FAT keeps 2 s); else
+ * TM_ETIMERANGE: the file system clamped it (a time its format cannot
+ * hold), and the copy must not silently carry another time. */
+static int mtime_kept(const struct stat *st, const struct timespec *t)
+{
+    int64_t d = (int64_t)st->st_mtim.tv_sec - (int64_t)t->tv_sec;
+    if (d > 2 || d < -2)
+        return set_msg(TM_ETIMERANGE, "the destination cannot hold the mtime "
+                       "%lld.%09ld s since the epoch (it keeps %lld.%09ld)",
+                       (long long)t->tv_sec, t->tv_nsec,
+                       (long long)st->st_mtim.tv_sec, st->st_mtim.tv_nsec);
+    return 0;
+}
+
+/* 1 when every file system that can be written holds the time t (1980
+ * .. 2038: FAT, HFS+, ext4 with small inodes, ...): reading it back is then
+ * not needed (one system call less per file). */
+static int time_held_everywhere(const struct timespec *t)
+{
+    return t->tv_sec >= 315532800 && t->tv_sec < 2147483647;
+}
+
+/* rename, or with TM_NOREPLACE renameat2(RENAME_NOREPLACE): what is at the
+ * real name is replaced only when the caller says discovery saw the
+ * source's twin there. */
 static int place(int dfd, const char *tmp, const char *name, unsigned flags)
 {
     if (flags & TM_NOREPLACE)
@@ -676,15 +789,22 @@ static int local_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode,
 {
     struct local_wfile *f = (struct local_wfile *)wf;
     struct timespec t[2];
+    struct stat sb;
     int rc = 0;
 
+    if (tm__mtime_out_of_range(mtime))
+        rc = TM_ETIMERANGE;
     ns_to_times(t, mtime);
     /* the owner first: chown clears the set-user-ID and set-group-ID bits */
-    if (f->base.set_owner &&
+    if (!rc && f->base.set_owner &&
         fchown(f->fd, (uid_t)f->base.uid, (gid_t)f->base.gid) != 0)
         rc = tm__from_errno(errno);
-    else if (fchmod(f->fd, mode & 07777) != 0 || futimens(f->fd, t) != 0)
+    else if (!rc && (fchmod(f->fd, mode & 07777) != 0 || futimens(f->fd, t) != 0))
         rc = tm__from_errno(errno);
+    else if (!rc && !time_held_everywhere(&t[1]) && fstat(f->fd, &sb) != 0)
+        rc = tm__from_errno(errno);
+    else if (!rc && !time_held_everywhere(&t[1]))
+        rc = mtime_kept(&sb, &t[1]);
     if (close(f->fd) != 0 && !rc)
         rc = tm__from_errno(errno); /* e.g. a delayed ENOSPC on NFS */
     f->fd = -1;
@@ -742,28 +862,87 @@ static int local_symlink(struct tm__adapter *a, const char *path,
 {
     struct local *l = (struct local *)a;
     struct timespec t[2];
+    struct stat sb;
     const char *name;
-    char tmp[40];
-    int dfd, rc = 0;
+    char tmp[TM_TMP_NAME_MAX];
+    int dfd, rc = 0, attempt, made = 0;
 
+    if (tm__mtime_out_of_range(mtime))
+        return TM_ETIMERANGE;
     dfd = open_parent(l, path, &name);
     if (dfd < 0)
         return dfd;
-    tmp_name(tmp, sizeof tmp, name);
-    unlinkat(dfd, tmp, 0);
-    ns_to_times(t, mtime);
-    if (symlinkat(target, dfd, tmp) != 0 ||
-        utimensat(dfd, tmp, t, AT_SYMLINK_NOFOLLOW) != 0 ||
-        place(dfd, tmp, name, flags) != 0) {
-        rc = tm__from_errno(errno);
-        unlinkat(dfd, tmp, 0);
+    /* symlinkat never replaces: a taken name moves to the next */
+    for (attempt = 0; attempt < TM_TMP_TRIES && !made; attempt++) {
+        rc = tm__tmp_name(l->key, path, attempt, tmp, sizeof tmp);
+        if (rc)
+            break;
+        if (symlinkat(target, dfd, tmp) == 0)
+            made = 1;
+        else if (errno != EEXIST)
+            break;
     }
+    if (!made) {
+        rc = rc ? rc : tm__from_errno(errno);
+        if (rc == TM_EEXIST)
+            set_msg(rc, "cannot create a temporary symlink beside %s: the %d "
+                    "names it may take are taken", path, TM_TMP_TRIES);
+        close(dfd);
+        return rc;
+    }
+    ns_to_times(t, mtime);
+    if (utimensat(dfd, tmp, t, AT_SYMLINK_NOFOLLOW) != 0)
+        rc = tm__from_errno(errno);
+    else if (!time_held_everywhere(&t[1])) {
+        if (fstatat(dfd, tmp, &sb, AT_SYMLINK_NOFOLLOW) != 0)
+            rc = tm__from_errno(errno);
+        else if (!S_ISLNK(sb.st_mode))
+            rc = TM_EINVAL; /* not ours any more */
+        else
+            rc = mtime_kept(&sb, &t[1]);
+    }
+    if (!rc && place(dfd, tmp, name, flags) != 0)
+        rc = tm__from_errno(errno);
+    if (rc)
+        unlinkat(dfd, tmp, 0);
     close(dfd);
     return rc;
 }
 
-/* Works through the parent: a folder of mode 0 cannot be opened, but its
- * mode can still be changed by name. */
+/* chmod of the folder behind the O_PATH descriptor fd: fchmodat2 on the
+ * descriptor itself, or through /proc/self/fd where the kernel lacks it
+ * (a magic link to the very inode, not a path looked up again). */
+static int fd_chmod(struct local *l, int fd, mode_t mode)
+{
+    char proc[64];
+    if (!atomic_load_explicit(&l->no_fchmodat2, memory_order_relaxed)) {
+        if (syscall(SYS_fchmodat2, fd, "", mode, AT_EMPTY_PATH) == 0)
+            return 0;
+        if (errno != ENOSYS && errno != EINVAL)
+            return tm__from_errno(errno);
+        atomic_store(&l->no_fchmodat2, 1);
+    }
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    return chmod(proc, mode) == 0 ? 0 : tm__from_errno(errno);
+}
+
+/* utimensat on the folder behind the O_PATH descriptor fd (AT_EMPTY_PATH,
+ * or the /proc/self/fd magic link where that is refused). 0 or -1. */
+static int fd_utimes(int fd, const struct timespec t[2])
+{
+    char proc[64];
+    if (utimensat(fd, "", t, AT_EMPTY_PATH) == 0)
+        return 0;
+    if (errno != EINVAL && errno != ENOENT)
+        return -1;
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    return utimensat(AT_FDCWD, proc, t, 0);
+}
+
+/* The folder is opened (O_PATH: a folder of mode 0 too) without following
+ * anything, checked to be a folder, and changed through that descriptor:
+ * a symlink put in its place is never followed. What is already as asked
+ * is left alone (an immutable folder that already has them is fine). */
 static int local_set_attr(struct tm__adapter *a, const char *path, int64_t mtime,
                           uint32_t mode)
 {
@@ -771,20 +950,47 @@ static int local_set_attr(struct tm__adapter *a, const char *path, int64_t mtime
     struct timespec t[2];
     const char *name;
     struct stat sb;
-    int dfd = open_parent(l, path, &name), rc = 0;
-    if (dfd < 0)
-        return dfd;
+    int dfd, fd, rc = 0;
+
+    if (mtime != TM_MTIME_KEEP && tm__mtime_out_of_range(mtime))
+        return TM_ETIMERANGE;
+    if (path[1] == '\0') {
+        dfd = -1;
+        fd = open_walk(l, "/"); /* the root: O_RDONLY is enough here */
+        if (fd < 0)
+            return fd;
+    } else {
+        dfd = open_parent(l, path, &name);
+        if (dfd < 0)
+            return dfd;
+        fd = openat(dfd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+            rc = errno == ELOOP ? TM_ENOTDIR : tm__from_errno(errno);
+            close(dfd);
+            return rc;
+        }
+    }
     ns_to_times(t, mtime);
-    if (mtime == TM_MTIME_KEEP)
-        t[1].tv_nsec = UTIME_OMIT;
-    if (fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) != 0)
+    if (fstat(fd, &sb) != 0)
         rc = tm__from_errno(errno);
     else if (!S_ISDIR(sb.st_mode))
-        rc = TM_ENOTDIR; /* never chmod through a symlink put in its place */
-    else if (fchmodat(dfd, name, mode & 07777, 0) != 0 ||
-             utimensat(dfd, name, t, AT_SYMLINK_NOFOLLOW) != 0)
-        rc = tm__from_errno(errno);
-    close(dfd);
+        rc = TM_ENOTDIR;
+    if (!rc && (sb.st_mode & 07777) != (mode & 07777))
+        rc = fd_chmod(l, fd, (mode_t)(mode & 07777));
+    if (!rc && mtime != TM_MTIME_KEEP &&
+        (sb.st_mtim.tv_sec != t[1].tv_sec || sb.st_mtim.tv_nsec != t[1].tv_nsec)) {
+        if (fd_utimes(fd, t) != 0)
+            rc = tm__from_errno(errno);
+        else if (time_held_everywhere(&t[1]))
+            rc = 0;
+        else if (fstat(fd, &sb) != 0)
+            rc = tm__from_errno(errno);
+        else
+            rc = mtime_kept(&sb, &t[1]);
+    }
+    close(fd);
+    if (dfd >= 0)
+        close(dfd);
     return rc;
 }
 
@@ -814,6 +1020,66 @@ static int local_sync(struct tm__adapter *a)
     return rc;
 }
 
+/* Opens the folder at the absolute path root with flags (O_PATH or
+ * O_RDONLY) without following a symlink on any component: openat2
+ * (RESOLVE_NO_SYMLINKS) where the kernel has it, else one component at a
+ * time with O_NOFOLLOW. A symlink on the way gives ELOOP or ENOTDIR.
+ * Returns the descriptor or -1 with errno set. */
+static int open_root_path(const char *root, int flags)
+{
+    struct open_how how;
+    const char *p = root;
+    char name[NAME_MAX + 1];
+    long fd;
+    int e;
+
+    memset(&how, 0, sizeof how);
+    how.flags = (uint64_t)(flags | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    fd = syscall(SYS_openat2, AT_FDCWD, root, &how, sizeof how);
+    if (fd >= 0 || (errno != ENOSYS && errno != EPERM && errno != ENAMETOOLONG &&
+                    errno != EAGAIN))
+        return (int)fd;
+    if (root[0] != '/') {
+        errno = EINVAL;
+        return -1;
+    }
+    fd = open("/", flags | O_DIRECTORY | O_CLOEXEC);
+    while (fd >= 0 && *p) {
+        const char *slash;
+        size_t n;
+        int next;
+        while (*p == '/')
+            p++;
+        if (!*p)
+            break;
+        slash = strchr(p, '/');
+        n = slash ? (size_t)(slash - p) : strlen(p);
+        if (n > NAME_MAX) {
+            close((int)fd);
+            errno = ENAMETOOLONG;
+            return -1;
+        }
+        memcpy(name, p, n);
+        name[n] = '\0';
+        next = openat((int)fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        e = errno;
+        close((int)fd);
+        errno = e;
+        fd = next;
+        p += n;
+    }
+    if (fd >= 0 && !(flags & O_PATH)) {
+        /* the last component was opened O_PATH: now as asked */
+        int full = openat((int)fd, ".", flags | O_DIRECTORY | O_CLOEXEC);
+        e = errno;
+        close((int)fd);
+        errno = e;
+        fd = full;
+    }
+    return (int)fd;
+}
+
 /* The root descriptor keeps working after the root folder is removed
  * (writes fail with ENOENT) or renamed (writes land in the moved folder,
  * outside the destination the user named): the path must still lead to
@@ -825,11 +1091,122 @@ static int local_check_root(struct tm__adapter *a)
     struct stat st;
     if (fstat(l->root_fd, &st) == 0 && st.st_nlink == 0)
         return TM_ENOENT; /* removed */
+    /* one stat: a symlink on the way that leads to this very folder is
+     * harmless here (everything goes through root_fd), a path that leads
+     * to another folder or to none is a root gone */
     if (stat(l->root, &st) != 0)
         return errno == ENOENT || errno == ENOTDIR ? TM_ENOENT : 0;
     if (!S_ISDIR(st.st_mode) || st.st_dev != l->root_dev || st.st_ino != l->root_ino)
         return TM_ENOENT; /* moved away, replaced */
     return 0;
+}
+
+/* Pseudo file systems: what they show is made up by the kernel as it is
+ * read (sizes of 0 with contents, /proc/self that is whoever reads it),
+ * nothing a copy should take as a tree of files. */
+static const struct {
+    unsigned long magic; /* statfs f_type */
+    const char *name;    /* for messages */
+} pseudo_fs[] = {
+    { PROC_SUPER_MAGIC, "proc" },     { SYSFS_MAGIC, "sysfs" },
+    { DEBUGFS_MAGIC, "debugfs" },     { TRACEFS_MAGIC, "tracefs" },
+    { CGROUP_SUPER_MAGIC, "cgroup" }, { CGROUP2_SUPER_MAGIC, "cgroup2" },
+    { SECURITYFS_MAGIC, "securityfs" }, { BPF_FS_MAGIC, "bpf" },
+    { PSTOREFS_MAGIC, "pstore" },     { 0x62656570UL, "configfs" },
+    { DEVPTS_SUPER_MAGIC, "devpts" }, { 0x19800202UL, "mqueue" },
+    { SELINUX_MAGIC, "selinuxfs" },   { SMACK_MAGIC, "smackfs" },
+    { EFIVARFS_MAGIC, "efivarfs" },   { 0x65735543UL, "fusectl" },
+    { NSFS_MAGIC, "nsfs" },           { BINFMTFS_MAGIC, "binfmt_misc" },
+    { 0x7655821UL, "resctrl" },       { 0x50495045UL, "pipefs" },
+    { 0x534f434bUL, "sockfs" },
+};
+
+static int local_root_info(struct tm__adapter *a, struct tm__root_info *out)
+{
+    struct local *l = (struct local *)a;
+    struct statfs sf;
+    struct statx sx;
+    struct stat st;
+    unsigned fsid[2];
+    size_t i;
+    int n;
+
+    memset(out, 0, sizeof *out);
+    if (fstat(l->root_fd, &st) != 0 || fstatfs(l->root_fd, &sf) != 0)
+        return tm__from_errno(errno);
+    out->dev = (uint64_t)st.st_dev;
+    out->ino = (uint64_t)st.st_ino;
+    memcpy(fsid, &sf.f_fsid, sizeof fsid);
+    /* the file system's id (from its UUID on most) outlives a remount,
+     * where st_dev may not; where there is none, the device. An inode
+     * number is reused once freed (a folder removed and made again often
+     * gets it back): the birth time, where the file system keeps one,
+     * tells them apart */
+    if (fsid[0] || fsid[1])
+        n = snprintf(out->id, sizeof out->id, "fsid:%08x%08x:%llu", fsid[0],
+                     fsid[1], (unsigned long long)st.st_ino);
+    else
+        n = snprintf(out->id, sizeof out->id, "dev:%llu:%llu",
+                     (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
+    if (statx(l->root_fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_BTIME,
+              &sx) == 0 && (sx.stx_mask & STATX_BTIME) && n > 0 &&
+        (size_t)n < sizeof out->id)
+        snprintf(out->id + n, sizeof out->id - (size_t)n, ":%lld.%09u",
+                 (long long)sx.stx_btime.tv_sec, sx.stx_btime.tv_nsec);
+    snprintf(out->fstype, sizeof out->fstype, "0x%lx", (unsigned long)sf.f_type);
+    for (i = 0; i < sizeof pseudo_fs / sizeof *pseudo_fs; i++)
+        if ((unsigned long)sf.f_type == pseudo_fs[i].magic) {
+            out->pseudo = 1;
+            snprintf(out->fstype, sizeof out->fstype, "%s", pseudo_fs[i].name);
+        }
+    return 0;
+}
+
+static int local_forbid(struct tm__adapter *a, uint64_t dev, uint64_t ino,
+                        const char *what)
+{
+    struct local *l = (struct local *)a;
+    struct forbidden *f;
+    if (l->n_forbid == MAX_FORBID)
+        return TM_ENOMEM;
+    f = &l->forbid[l->n_forbid++];
+    f->dev = dev;
+    f->ino = ino;
+    snprintf(f->what, sizeof f->what, "%s", what);
+    return 0;
+}
+
+static void local_set_tmp_key(struct tm__adapter *a, const unsigned char *key)
+{
+    memcpy(((struct local *)a)->key, key, TM_KEY_LEN);
+}
+
+/* After a crash: the temporaries of the node at path under the run key
+ * key, each one only when it is of the node's type (a file, or a symlink)
+ * and unlinked by name in its parent, so nothing is ever followed. */
+static int local_remove_tmp(struct tm__adapter *a, const char *path, int type,
+                            const unsigned char *key)
+{
+    struct local *l = (struct local *)a;
+    char tmp[TM_TMP_NAME_MAX];
+    const char *name;
+    struct stat st;
+    int dfd, attempt, n = 0;
+
+    dfd = open_parent(l, path, &name);
+    if (dfd < 0)
+        return dfd == TM_ENOENT || dfd == TM_ENOTDIR ? 0 : dfd;
+    for (attempt = 0; attempt < TM_TMP_TRIES; attempt++) {
+        if (tm__tmp_name(key, path, attempt, tmp, sizeof tmp) != 0 ||
+            fstatat(dfd, tmp, &st, AT_SYMLINK_NOFOLLOW) != 0)
+            continue;
+        if (!(type == TM_T_FILE ? S_ISREG(st.st_mode) : S_ISLNK(st.st_mode)))
+            continue;
+        if (unlinkat(dfd, tmp, 0) == 0)
+            n++;
+    }
+    close(dfd);
+    return n;
 }
 
 static void local_close(struct tm__adapter *a)
@@ -849,11 +1226,20 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     int fd;
 
     *out = NULL;
-    fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    /* no symlink is followed on the way to the root either: one put in
+     * the place of a root (or of a folder above it) since discovery would
+     * otherwise lead the copy elsewhere */
+    fd = open_root_path(root, O_PATH);
     if (fd < 0) {
         int e = errno;
-        if (e == ENOTDIR)
-            snprintf(err, errlen, "%s: not a folder", root);
+        struct stat lst;
+        if ((e == ELOOP || e == ENOTDIR) && lstat(root, &lst) == 0 &&
+            S_ISLNK(lst.st_mode))
+            snprintf(err, errlen, "%s: a symlink, not a folder (treemig "
+                     "follows no symlink to a root)", root);
+        else if (e == ELOOP || e == ENOTDIR)
+            snprintf(err, errlen, "%s: not a folder, or a symlink is on its path "
+                     "(treemig follows no symlink to a root)", root);
         else
             snprintf(err, errlen, "%s: %s", root, tm_strerror(tm__from_errno(e)));
         return TM_EROOT;
@@ -864,7 +1250,9 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
         return TM_EROOT;
     }
     l = calloc(1, sizeof *l);
-    if (!l || !(l->root = strdup(root))) {
+    if (!l || !(l->root = strdup(root)) || tm__random(l->key, sizeof l->key)) {
+        if (l)
+            free(l->root);
         free(l);
         close(fd);
         return TM_ENOMEM;
@@ -880,6 +1268,7 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     l->base.list_pos = local_list_pos;
     l->base.list_close = local_list_close;
     l->base.stat = local_stat;
+    l->base.describe = local_describe;
     l->base.close = local_close;
     l->base.open_read = local_open_read;
     l->base.read = local_read;
@@ -897,6 +1286,10 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     l->base.sync = local_sync;
     l->base.chown = local_chown;
     l->base.check_root = local_check_root;
+    l->base.root_info = local_root_info;
+    l->base.forbid = local_forbid;
+    l->base.set_tmp_key = local_set_tmp_key;
+    l->base.remove_tmp = local_remove_tmp;
     l->root_fd = fd;
     *out = &l->base;
     return 0;

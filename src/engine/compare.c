@@ -3,6 +3,7 @@
 #include "engine/engine.h"
 
 #include "store/store.h"
+#include "util/util.h"
 
 #include <fnmatch.h>
 #include <stdlib.h>
@@ -41,6 +42,9 @@ int tm__compare_leaf(int64_t src_size, int64_t src_mtime, int64_t dst_size,
         prec = 1;
     if (src_size != dst_size)
         return CF_SIZE;
+    /* a time that did not fit (util.h) is not known: never equal */
+    if (tm__mtime_out_of_range(src_mtime) || tm__mtime_out_of_range(dst_mtime))
+        return dst_mtime > src_mtime ? CF_DST_NEWER : CF_MTIME;
     s = floor_div(src_mtime, prec);
     d = floor_div(dst_mtime, prec);
     if (s == d)

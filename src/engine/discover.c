@@ -583,14 +583,20 @@ static void run_task(struct tm__job *j)
     while (t) {
         struct task *next = NULL;
         int rc = stopping(e) || atomic_load(&e->quitting) ? TM_ESTOPPED : list_task(t);
-        pthread_mutex_lock(&e->mu);
-        if (rc && rc != TM_ESTOPPED && !e->fatal) {
-            struct tm__buf m = TM__BUF_INIT;
-            tm__buf_addf(&m, "%s %s: %s", t->side == TM_SRC ? "source" : "destination",
-                         t->path, tm_strerror(rc));
-            set_fatal(e, rc, m.buf);
-            tm__buf_release(&m);
+        struct tm__buf m = TM__BUF_INIT;
+        if (rc && rc != TM_ESTOPPED) {
+            /* said before e->mu is taken */
+            if (tm__writer_error(e->w) == rc)
+                tm__writer_message(e->w, &m); /* the state file's, not a side's */
+            else
+                tm__buf_addf(&m, "%s %s: %s", t->side == TM_SRC ? "source"
+                                                                : "destination",
+                             t->path, tm_strerror(rc));
         }
+        pthread_mutex_lock(&e->mu);
+        if (rc && rc != TM_ESTOPPED && !e->fatal)
+            set_fatal(e, rc, m.len ? m.buf : NULL);
+        tm__buf_release(&m);
         if (!e->quit && s->ready.len && !stopping(e)) {
             next = q_pop(&s->ready);
             if (next->depth > s->round)

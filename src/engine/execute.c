@@ -11,7 +11,9 @@
  *           sets the mode and mtime of every folder (their contents are
  *           complete), and the destination is synced.
  *   verify  one stage: every folder whose copy is done or already existed;
- *           a worker lists its destination twin and checks each child.
+ *           a worker lists its destination twin and checks each child; a
+ *           child that does not match becomes a failed node (retry redoes
+ *           it).
  *
  * Lock order: r->mu, then the writer's mutex (tm__writer_error); never the
  * reverse. r->mu is never held while calling an adapter or SQLite, nor
@@ -43,7 +45,9 @@ enum stage { ST_COPY_DEPTH, ST_ATTRS, ST_VERIFY };
 
 struct task {
     int64_t id;            /* source row */
-    char *path;            /* root-relative path (malloc'd) */
+    char *path;            /* root-relative path (malloc'd, with why) */
+    const char *why;       /* a folder whose listing failed: the reason
+                              (in path's allocation), else NULL */
     int depth;             /* its depth */
     int type;              /* enum tm__type */
     int64_t size, mtime;   /* as discovered */
@@ -79,6 +83,7 @@ struct worker {
     struct runner *r;      /* the runner */
     sqlite3 *rd;           /* verify: read connection */
     sqlite3_stmt *kids;    /* verify: the copied children of a folder */
+    sqlite3_stmt *src_kid; /* verify: a source child by parent and name */
     char *buf, *buf2;      /* I/O buffers */
     struct tm__buf scratch; /* symlink targets */
     int err_src;           /* the last copy error came from the source */
@@ -181,6 +186,50 @@ static struct tm__result *problem(const char *phase, int64_t id, const char *pat
     return res;
 }
 
+/* A node verify found different on the destination: it becomes a failed
+ * node (copy status failed, the reason in error and task_errors), so that
+ * retry copies it again. new_cf: the conflict it gets, so that the copy
+ * replaces what is there (CF_NONE: nothing there to replace). */
+static struct tm__result *verify_failed(int64_t id, const char *path, int depth,
+                                        int type, int64_t size, int old_cs,
+                                        int old_cf, int new_cf, const char *why)
+{
+    struct tm__result *res = calloc(1, sizeof *res);
+    if (!res)
+        return NULL;
+    tm__buf_init(&res->arena);
+    res->kind = TM_R_COPY;
+    res->side = TM_SRC;
+    res->folder_id = id;
+    res->depth = depth;
+    res->type = (int8_t)type;
+    res->old_cs = (int8_t)old_cs;
+    res->new_cs = CS_FAILED;
+    res->cf = (int8_t)old_cf;
+    res->new_cf = (int8_t)new_cf;
+    res->cf_change = 1;
+    res->size = size;
+    res->attempts = 0;
+    res->phase = "verify";
+    res->path = strdup(path);
+    res->error = strdup(why);
+    if (!res->path || !res->error) {
+        tm__result_free(res);
+        return NULL;
+    }
+    return res;
+}
+
+/* How the real name may be taken: replacing what is there only where
+ * discovery saw the source's twin there (a file that differs), and never
+ * with --no-overwrite. Anything else that is at the name now (made after
+ * discovery, or below a destination folder that could not be listed) is
+ * kept: TM_EEXIST, then copy_task() decides (placed_same()). */
+static unsigned place_flags(const struct runner *r, const struct task *t)
+{
+    return r->cfg->no_overwrite || t->cf == CF_NONE ? TM_NOREPLACE : 0;
+}
+
 /* Copies one file: the source must still be what discovery saw, before and
  * after; the bytes go to a temporary name that is renamed on success. */
 static int copy_file(struct worker *wk, const struct task *t)
@@ -254,8 +303,7 @@ static int copy_file(struct worker *wk, const struct task *t)
         if (!known || st.gid != (int64_t)getegid())
             mode &= ~02000u;
     }
-    rc = da->commit(out, t->mtime, mode,
-                    wk->r->cfg->no_overwrite ? TM_NOREPLACE : 0);
+    rc = da->commit(out, t->mtime, mode, place_flags(wk->r, t));
     out = NULL;
     if (!rc) {
         pthread_mutex_lock(&wk->r->mu);
@@ -292,7 +340,7 @@ static int copy_one(struct worker *wk, const struct task *t)
         wk->err_src = rc != 0;
         if (!rc)
             rc = da->symlink(da, t->path, wk->scratch.buf, t->mtime,
-                             wk->r->cfg->no_overwrite ? TM_NOREPLACE : 0);
+                             place_flags(wk->r, t));
         return rc || !wk->r->cfg->owner ? rc : copy_owner(wk, t->path);
     case TM_T_FILE:
         return copy_file(wk, t);
@@ -379,6 +427,21 @@ static int with_retries(struct worker *wk, const struct task *t, int *attempts)
     }
 }
 
+/* 1 when what is at the node's real name on the destination is the node
+ * as the copy makes it (same type, size and mtime, as discovery compares):
+ * a copy redone after a crash finds its own earlier result there. */
+static int placed_same(struct worker *wk, const struct task *t)
+{
+    struct tm__adapter *da = wk->r->cfg->ad[TM_DST];
+    struct tm__entry e;
+    if (tm__adapter_stat(da, t->path, &e) != 0)
+        return 0;
+    return e.type == t->type && e.size == t->size &&
+           !tm__mtime_out_of_range(e.mtime) &&
+           tm__compare_leaf(t->size, t->mtime, e.size, e.mtime, wk->r->prec) ==
+               CF_NONE;
+}
+
 static int copy_task(struct worker *wk, const struct task *t,
                      struct tm__result **out)
 {
@@ -395,9 +458,26 @@ static int copy_task(struct worker *wk, const struct task *t,
         *out = copy_result(t, CS_FAILED, "its folder could not be copied");
         return *out ? 0 : TM_ENOMEM;
     }
+    if (t->why) {
+        /* copy --force: what the folder holds is unknown, so it is not
+         * made (an empty folder would pass for a copied one); it stays
+         * failed with its reason, and retry lists it again */
+        snprintf(why, sizeof why, "not copied: the source folder could not be "
+                 "listed (%s); retry lists it again", t->why);
+        *out = copy_result(t, CS_FAILED, why);
+        return *out ? 0 : TM_ENOMEM;
+    }
     if (r->cfg->no_overwrite && t->cf != CF_NONE && t->type != TM_T_FOLDER) {
         *out = copy_result(t, CS_SKIPPED, "kept the destination's version "
                                           "(--no-overwrite)");
+        return *out ? 0 : TM_ENOMEM;
+    }
+    if (t->type != TM_T_FOLDER && tm__mtime_out_of_range(t->mtime)) {
+        /* the time cannot be set as it is: never another one instead */
+        snprintf(why, sizeof why, "copy %s: its mtime is %s the range treemig "
+                 "keeps (1677-09-21 to 2262-04-11): not copied", t->path,
+                 t->mtime < 0 ? "before" : "after");
+        *out = copy_result(t, CS_FAILED, why);
         return *out ? 0 : TM_ENOMEM;
     }
     if (roots_gone(r, 0))
@@ -407,10 +487,34 @@ static int copy_task(struct worker *wk, const struct task *t,
         return rc;
     if (rc && roots_gone(r, 1))
         return TM_ENOENT; /* not this node's fault */
-    if (rc == TM_EEXIST && r->cfg->no_overwrite && t->type != TM_T_FOLDER) {
-        *out = copy_result(t, CS_SKIPPED, "kept the destination's version, made "
-                                          "after discovery (--no-overwrite)");
-        return *out ? 0 : TM_ENOMEM;
+    if (rc == TM_EEXIST) {
+        /* the real name was taken, and not by a twin discovery saw */
+        if (t->type != TM_T_FOLDER && placed_same(wk, t))
+            rc = 0; /* the node as copied: an earlier run placed it, then
+                       crashed before recording it */
+        else if (r->cfg->no_overwrite && t->type != TM_T_FOLDER) {
+            *out = copy_result(t, CS_SKIPPED, "kept the destination's version, "
+                               "made after discovery (--no-overwrite)");
+            return *out ? 0 : TM_ENOMEM;
+        } else if (t->type == TM_T_FOLDER) {
+            snprintf(why, sizeof why, "copy %s: something that is not a folder "
+                     "was made at this name on the destination after discovery: "
+                     "it is not replaced; move it away, then retry", t->path);
+            *out = copy_result(t, CS_FAILED, why);
+            if (*out)
+                (*out)->attempts = attempts;
+            return *out ? 0 : TM_ENOMEM;
+        } else {
+            snprintf(why, sizeof why, "copy %s: something was made at this name "
+                     "on the destination after discovery (or below a "
+                     "destination folder that could not be listed): it was not "
+                     "replaced; retry compares it again and replaces it",
+                     t->path);
+            *out = copy_result(t, CS_FAILED, why);
+            if (*out)
+                (*out)->attempts = attempts;
+            return *out ? 0 : TM_ENOMEM;
+        }
     }
     /* a full or read-only destination ends the copy; the same error from
      * the source is that node's failure */
@@ -446,6 +550,15 @@ static int attrs_task(struct worker *wk, const struct task *t,
     *out = NULL;
     if (!da->set_attr)
         return 0;
+    if (tm__mtime_out_of_range(t->mtime)) {
+        snprintf(why, sizeof why, "set mode and mtime of %s: its mtime is %s "
+                 "the range treemig keeps (1677-09-21 to 2262-04-11)", t->path,
+                 t->mtime < 0 ? "before" : "after");
+        *out = copy_result(t, CS_FAILED, why);
+        if (*out)
+            (*out)->old_cs = (int8_t)t->parent_cs;
+        return *out ? 0 : TM_ENOMEM;
+    }
     if (roots_gone(wk->r, 0))
         return TM_ENOENT;
     do {
@@ -463,15 +576,9 @@ static int attrs_task(struct worker *wk, const struct task *t,
     tm__adapter_describe(da, rc, msg, sizeof msg);
     snprintf(why, sizeof why, "set %s of %s: %s", wk->r->cfg->owner ?
              "owner, mode and mtime" : "mode and mtime", t->path, msg);
-    /* a folder that was already there and is not ours to change (say,
-     * another owner's) keeps its status: the problem is recorded */
-    if (t->parent_cs != CS_SUCCESSFUL) {
-        *out = problem("copy", t->id, t->path, why);
-        return *out ? 0 : TM_ENOMEM;
-    }
-    /* a folder this copy made is not copied as it should be: it fails (so
-     * the copy says so, verify does not pass, and retry sets its
-     * attributes) */
+    /* the folder is not as the source's, whether this copy made it or it
+     * was there (an immutable folder, another owner's): it fails, so the
+     * copy says so, verify does not pass, and retry sets its attributes */
     *out = copy_result(t, CS_FAILED, why);
     if (!*out)
         return TM_ENOMEM;
@@ -518,12 +625,17 @@ static int verify_fatal(int err)
 
 /* Checks one source child against what the destination listing found.
  * Returns NULL when it matches, else a static or buffer message; NULL with
- * *fatal set when it could not be checked for a reason that ends verify. */
+ * *fatal set when it could not be checked for a reason that ends verify.
+ * On a mismatch *cf gets the conflict the node takes so that a new copy
+ * replaces what is there (CF_NONE: nothing to replace, or something of
+ * another type that is never replaced), or -1 when the node itself was
+ * not found wrong (it could not be read to compare). */
 static const char *check_child(struct worker *wk, const char *path, int type,
                                int64_t size, int64_t mtime, const struct tm__ent *d,
-                               char *buf, size_t len, int *fatal)
+                               char *buf, size_t len, int *fatal, int *cf)
 {
     struct runner *r = wk->r;
+    *cf = CF_NONE;
     if (!d)
         return "missing on the destination";
     if (d->type != type) {
@@ -534,11 +646,12 @@ static const char *check_child(struct worker *wk, const char *path, int type,
     if (type != TM_T_FILE && type != TM_T_SYMLINK)
         return NULL;
     if (d->size != size) {
+        *cf = CF_SIZE;
         snprintf(buf, len, "size %lld on the destination, %lld on the source",
                  (long long)d->size, (long long)size);
         return buf;
     }
-    if (tm__compare_leaf(size, mtime, d->size, d->mtime, r->prec) != CF_NONE)
+    if ((*cf = tm__compare_leaf(size, mtime, d->size, d->mtime, r->prec)) != CF_NONE)
         return "mtime differs";
     if (r->cfg->checksum && type == TM_T_SYMLINK) {
         struct tm__adapter *sa = r->cfg->ad[TM_SRC], *da = r->cfg->ad[TM_DST];
@@ -558,14 +671,17 @@ static const char *check_child(struct worker *wk, const char *path, int type,
         }
         if (rc) {
             tm__buf_release(&dt);
+            *cf = -1;
             snprintf(buf, len, "cannot read the link to compare: %s",
                      tm_strerror(rc));
             return buf;
         }
         rc = dt.len != wk->scratch.len || memcmp(dt.buf, wk->scratch.buf, dt.len);
         tm__buf_release(&dt);
-        if (rc)
+        if (rc) {
+            *cf = CF_CONTENT;
             return "link target differs";
+        }
     }
     if (r->cfg->checksum && type == TM_T_FILE) {
         uint64_t hs = 0, hd = 0;
@@ -582,16 +698,83 @@ static const char *check_child(struct worker *wk, const char *path, int type,
             return NULL;
         }
         if (rc) {
+            *cf = -1;
             snprintf(buf, len, "cannot read to compare: %s", tm_strerror(rc));
             return buf;
         }
         pthread_mutex_lock(&r->mu);
         r->done_bytes += bs;
         pthread_mutex_unlock(&r->mu);
-        if (hs != hd || bs != bd)
+        if (hs != hd || bs != bd) {
+            *cf = CF_CONTENT;
             return "content differs";
+        }
     }
     return NULL;
+}
+
+/* Hands a verify finding to the writer and counts it (a warning, phase
+ * verify-leftover, is not counted). */
+static int verify_report(struct worker *wk, struct tm__result *p)
+{
+    struct runner *r = wk->r;
+    if (!p)
+        return TM_ENOMEM;
+    pthread_mutex_lock(&r->mu);
+    r->problems += strcmp(p->phase, "verify") == 0;
+    pthread_mutex_unlock(&r->mu);
+    tm__log(r->lg, TM_ERROR, "verify", p->folder_id, p->path, "verify %s: %s",
+            p->path, p->error);
+    return tm__writer_submit(r->w, p);
+}
+
+/* 1 when a row answers the statement st bound with (id, name). */
+static int has_row(sqlite3_stmt *st, int64_t id, const char *name, size_t len,
+                   int *err)
+{
+    int step;
+    sqlite3_bind_int64(st, 1, id);
+    sqlite3_bind_text(st, 2, name, (int)len, SQLITE_STATIC);
+    step = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (step != SQLITE_ROW && step != SQLITE_DONE)
+        *err = tm__store_error(sqlite3_db_handle(st), step, NULL, "read rows");
+    return step == SQLITE_ROW;
+}
+
+/* Names in the listing l of the destination folder of t that look like
+ * a temporary file of a copy and are no source node: leftovers of an
+ * interrupted copy (the copy removes its own; an earlier treemig did not)
+ * or, rarely, a destination file of that name. Reported as warnings
+ * (task_errors, phase verify-leftover), never touched: they do not change
+ * whether the source nodes match. */
+static int verify_leftovers(struct worker *wk, const struct task *t,
+                            const struct tm__listing *l)
+{
+    size_t i;
+    int rc = 0;
+    for (i = 0; i < l->n && !rc; i++) {
+        const struct tm__ent *e = &l->v[i];
+        const char *name = l->arena.buf + e->name_off;
+        char why[512];
+        struct tm__buf path = TM__BUF_INIT;
+        if (e->type != TM_T_FILE && e->type != TM_T_SYMLINK)
+            continue;
+        if (!tm__tmp_name_like(name, e->name_len))
+            continue;
+        if (has_row(wk->src_kid, t->id, name, e->name_len, &rc) || rc)
+            continue;
+        if (tm__path_join(&path, t->path, strlen(t->path), name, e->name_len)) {
+            rc = TM_ENOMEM;
+            break;
+        }
+        snprintf(why, sizeof why, "looks like a temporary file an interrupted "
+                 "copy left (%lld bytes); treemig never deletes what it did not "
+                 "record as its own: delete it if it is one", (long long)e->size);
+        rc = verify_report(wk, problem("verify-leftover", t->id, path.buf, why));
+        tm__buf_release(&path);
+    }
+    return rc;
 }
 
 static int verify_task(struct worker *wk, const struct task *t)
@@ -621,23 +804,30 @@ static int verify_task(struct worker *wk, const struct task *t)
         tm__listing_release(&l);
         return rc;
     }
+    if (rc == TM_ENOENT && t->depth > 0) {
+        /* the folder is gone: everything it should hold is missing (and
+         * becomes failed below, so one retry copies all of it again) */
+        tm__listing_reset(&l);
+        rc = 0;
+    }
     if (rc) {
         struct tm__result *p;
-        snprintf(why, sizeof why, "cannot list the destination folder: %s",
+        snprintf(why, sizeof why, "verify: cannot list the destination folder: %s",
                  tm_strerror(rc));
-        p = problem("verify", t->id, t->path, why);
+        /* what it holds was not checked: the folder fails (retry copies it
+         * again); the root has no copy of its own: only the report */
+        p = t->depth > 0
+                ? verify_failed(t->id, t->path, t->depth, TM_T_FOLDER, 0,
+                                t->parent_cs, t->cf, t->cf, why)
+                : problem("verify", t->id, t->path, why);
         tm__listing_release(&l);
-        if (!p)
-            return TM_ENOMEM;
-        pthread_mutex_lock(&r->mu);
-        r->problems++;
-        pthread_mutex_unlock(&r->mu);
-        return tm__writer_submit(r->w, p);
+        return verify_report(wk, p);
     }
     sqlite3_bind_int64(wk->kids, 1, t->id);
     while ((step = sqlite3_step(wk->kids)) == SQLITE_ROW && !rc) {
         const struct tm__ent *d;
-        const char *msg, *path;
+        const char *msg, *path, *cfs;
+        int cf = CF_NONE, old_cf, cs;
         int type = tm__name_index(tm__type_names, TM_T_COUNT,
                                   (const char *)sqlite3_column_text(wk->kids, 1));
         d = tm__listing_find(&l, (const char *)sqlite3_column_text(wk->kids, 0),
@@ -645,29 +835,68 @@ static int verify_task(struct worker *wk, const struct task *t)
         path = (const char *)sqlite3_column_text(wk->kids, 4);
         msg = check_child(wk, path, type, sqlite3_column_int64(wk->kids, 2),
                           sqlite3_column_int64(wk->kids, 3), d, buf, sizeof buf,
-                          &rc);
+                          &rc, &cf);
         if (rc)
             break;
         checked++;
-        if (msg) {
-            struct tm__result *p;
-            snprintf(why, sizeof why, "%s", msg);
-            p = problem("verify", sqlite3_column_int64(wk->kids, 5), path, why);
-            if (!p) {
+        cs = tm__name_index(tm__cs_names, CS_COUNT,
+                            (const char *)sqlite3_column_text(wk->kids, 6));
+        cfs = (const char *)sqlite3_column_text(wk->kids, 7);
+        old_cf = cfs ? tm__name_index(tm__cf_names, CF_COUNT, cfs) : CF_NONE;
+        if (type < 0 || cs < 0 || old_cf < 0) {
+            rc = TM_ECORRUPT;
+            break;
+        }
+        if (!msg && cs == CS_FAILED && old_cf == CF_CONTENT && !r->cfg->checksum) {
+            /* what only --checksum can see is not cleared without it */
+            rc = verify_report(wk, problem("verify", sqlite3_column_int64(wk->kids, 5),
+                                           path, "not checked: its contents differed "
+                                           "at the last verify --checksum; run verify "
+                                           "--checksum (or retry)"));
+            continue;
+        }
+        if (!msg && cs == CS_FAILED) {
+            /* an earlier verify found it wrong; it matches now (put back
+             * by hand): copied as it should be */
+            struct task x;
+            struct tm__result *ok;
+            memset(&x, 0, sizeof x);
+            x.id = sqlite3_column_int64(wk->kids, 5);
+            x.path = (char *)path;
+            x.depth = t->depth + 1;
+            x.type = type;
+            x.size = sqlite3_column_int64(wk->kids, 2);
+            x.cf = old_cf;
+            ok = copy_result(&x, CS_SUCCESSFUL, NULL);
+            if (!ok) {
                 rc = TM_ENOMEM;
                 break;
             }
-            pthread_mutex_lock(&r->mu);
-            r->problems++;
-            pthread_mutex_unlock(&r->mu);
-            tm__log(r->lg, TM_ERROR, "verify", p->folder_id, path, "verify %s: %s",
-                    path, why);
-            rc = tm__writer_submit(r->w, p);
+            ok->old_cs = CS_FAILED;
+            ok->attempts = 0;
+            ok->phase = "verify";
+            rc = tm__writer_submit(r->w, ok);
+            continue;
         }
+        if (!msg)
+            continue;
+        if (cf < 0) {
+            rc = verify_report(wk, problem("verify", sqlite3_column_int64(wk->kids, 5),
+                                           path, msg));
+            continue;
+        }
+        snprintf(why, sizeof why, "verify: %s (marked failed: retry copies it "
+                 "again)", msg);
+        rc = verify_report(wk, verify_failed(sqlite3_column_int64(wk->kids, 5), path,
+                                             t->depth + 1, type,
+                                             sqlite3_column_int64(wk->kids, 2), cs,
+                                             old_cf, cf, why));
     }
     if (!rc && step != SQLITE_DONE && step != SQLITE_ROW)
         rc = tm__store_error(wk->rd, step, NULL, "read source rows");
     sqlite3_reset(wk->kids);
+    if (!rc)
+        rc = verify_leftovers(wk, t, &l);
     tm__listing_release(&l);
     pthread_mutex_lock(&r->mu);
     r->done_nodes += checked;
@@ -677,11 +906,19 @@ static int verify_task(struct worker *wk, const struct task *t)
 
 /* ---- the pool and the coordinator ---- */
 
-/* A fatal error of a task on path. Called with r->mu held. */
+/* A fatal error of a task on path. Called with r->mu held (then the
+ * writer's mutex: the lock order allows it). */
 static void set_fatal(struct runner *r, int err, const char *path)
 {
     const char *dst = r->cfg->root[TM_DST] ? r->cfg->root[TM_DST] : "";
-    if (err == TM_ENOSPC)
+    if (tm__writer_error(r->w) == err) {
+        /* the state file failed (its disk is full, say), not a storage:
+         * its message names it */
+        struct tm__buf m = TM__BUF_INIT;
+        tm__writer_message(r->w, &m);
+        set_fatal_msg(r, err, "%s", m.len ? m.buf : tm_strerror(err));
+        tm__buf_release(&m);
+    } else if (err == TM_ENOSPC)
         set_fatal_msg(r, err, "the destination %s is full (writing %s): free some "
                       "space and run the command again", dst, path);
     else if (err == TM_EDQUOT)
@@ -767,18 +1004,37 @@ static void on_commit(void *ctx, const struct tm__result *list)
 
 static const char *const stage_sql[3] = {
     "SELECT s.id, s.path, s.depth, s.type, s.size, s.mtime, s.mode, s.conflict, "
-    "p.copy_status FROM src_nodes s JOIN src_nodes p ON p.id = s.parent_id "
+    "p.copy_status, CASE WHEN s.type = 'folder' AND s.traversal_status = "
+    "'failed' THEN coalesce(s.error, 'no reason recorded') END "
+    "FROM src_nodes s JOIN src_nodes p ON p.id = s.parent_id "
     "WHERE s.copy_status = 'pending' AND s.depth = ?1 AND s.id > ?2 "
     "ORDER BY s.id LIMIT ?3",
-    "SELECT id, path, depth, type, size, mtime, mode, conflict, copy_status "
+    "SELECT id, path, depth, type, size, mtime, mode, conflict, copy_status, NULL "
     "FROM src_nodes WHERE type = 'folder' AND depth > 0 AND id > ?2 AND "
     "traversal_status = 'successful' AND "
     "copy_status IN ('successful', 'already_existed') ORDER BY id LIMIT ?3",
-    "SELECT id, path, depth, type, size, mtime, mode, conflict, copy_status "
+    "SELECT id, path, depth, type, size, mtime, mode, conflict, copy_status, NULL "
     "FROM src_nodes WHERE type = 'folder' AND traversal_status = 'successful' "
-    "AND id > ?2 AND copy_status IN ('successful', 'already_existed') "
-    "ORDER BY id LIMIT ?3",
+    "AND id > ?2 AND (copy_status IN ('successful', 'already_existed') OR "
+    "(copy_status = 'failed' AND error LIKE 'verify: %')) ORDER BY id LIMIT ?3",
 };
+
+/* The path (and, for a folder whose listing failed, the reason) in one
+ * allocation: freeing t->path frees both. */
+static int task_strings(struct task *t, const char *path, const char *why)
+{
+    size_t lp = strlen(path), lw = why ? strlen(why) : 0;
+    t->path = malloc(lp + 1 + (why ? lw + 1 : 0));
+    t->why = NULL;
+    if (!t->path)
+        return TM_ENOMEM;
+    memcpy(t->path, path, lp + 1);
+    if (why) {
+        memcpy(t->path + lp + 1, why, lw + 1);
+        t->why = t->path + lp + 1;
+    }
+    return 0;
+}
 
 /* Reads the next page of the stage into the window; returns the count. */
 static int fetch(struct runner *r, sqlite3_stmt *st, int depth, int64_t *last,
@@ -792,7 +1048,9 @@ static int fetch(struct runner *r, sqlite3_stmt *st, int depth, int64_t *last,
         struct task *t = &buf[n];
         const char *cf = (const char *)sqlite3_column_text(st, 7);
         t->id = sqlite3_column_int64(st, 0);
-        t->path = strdup((const char *)sqlite3_column_text(st, 1));
+        if (task_strings(t, (const char *)sqlite3_column_text(st, 1),
+                         (const char *)sqlite3_column_text(st, 9)))
+            t->path = NULL;
         t->depth = sqlite3_column_int(st, 2);
         t->type = tm__name_index(tm__type_names, TM_T_COUNT,
                                  (const char *)sqlite3_column_text(st, 3));
@@ -899,6 +1157,35 @@ static void report(struct runner *r, int64_t t0, int final)
     c->progress(c->progress_ctx, line);
 }
 
+/* Before the first task of a copy depth: the depth goes to the state file
+ * (through the writer, so ahead of every result of the depth), so that a
+ * later run knows where a crash may have left temporaries (tm_copy). The n
+ * tasks in buf are freed on failure. Returns n or an error. */
+static int record_depth(struct runner *r, int depth, int n, struct task *buf)
+{
+    struct tm__result *res = calloc(1, sizeof *res);
+    char v[32];
+    int rc;
+    snprintf(v, sizeof v, "%d", depth);
+    if (res) {
+        tm__buf_init(&res->arena);
+        res->kind = TM_R_SETTING;
+        res->path = strdup("copy_run_depth");
+        res->value = strdup(v);
+    }
+    if (!res || !res->path || !res->value) {
+        tm__result_free(res);
+        rc = TM_ENOMEM;
+    } else {
+        rc = tm__writer_submit(r->w, res);
+    }
+    if (!rc)
+        return n;
+    while (n-- > 0)
+        free(buf[n].path);
+    return rc;
+}
+
 /* Runs one stage (one depth of the copy, the attrs, or verify): feeds the
  * window until the query is exhausted, then waits for every task to end
  * and, for the copy, to be committed. Called with r->mu held. */
@@ -920,6 +1207,8 @@ static int run_stage(struct runner *r, sqlite3_stmt *st, int stage, int depth,
             int n;
             pthread_mutex_unlock(&r->mu);
             n = fetch(r, st, depth, &last, buf);
+            if (n > 0 && stage == ST_COPY_DEPTH && r->fetched == 0)
+                n = record_depth(r, depth, n, buf);
             pthread_mutex_lock(&r->mu);
             if (n < 0)
                 return n;
@@ -987,10 +1276,15 @@ static int start_workers(struct runner *r, struct worker *wk, pthread_t *th,
                 return rc;
             rc = sqlite3_prepare_v2(
                 wk[i].rd,
-                "SELECT name, type, size, mtime, path, id FROM src_nodes WHERE "
-                "parent_id = ? AND copy_status IN ('successful', "
-                "'already_existed') AND type != 'other'",
+                "SELECT name, type, size, mtime, path, id, copy_status, conflict "
+                "FROM src_nodes WHERE parent_id = ? AND (copy_status IN "
+                "('successful', 'already_existed') OR (copy_status = 'failed' AND "
+                "error LIKE 'verify: %')) AND type != 'other'",
                 -1, &wk[i].kids, NULL);
+            if (rc == SQLITE_OK)
+                rc = sqlite3_prepare_v2(wk[i].rd, "SELECT 1 FROM src_nodes WHERE "
+                                        "parent_id = ?1 AND name = ?2", -1,
+                                        &wk[i].src_kid, NULL);
             if (rc != SQLITE_OK)
                 return tm__store_error(wk[i].rd, rc, r->cfg->err, "prepare");
         }
@@ -1126,7 +1420,7 @@ out:
     if (r.w) {
         struct tm__buf werr = TM__BUF_INIT;
         wrc = tm__writer_stop(r.w, &werr);
-        if (wrc && (!rc || rc == TM_ESTOPPED)) {
+        if (wrc && (!rc || rc == TM_ESTOPPED || (rc == wrc && !r.fatal))) {
             rc = wrc;
             tm__buf_reset(cfg->err);
             tm__buf_add(cfg->err, werr.buf, werr.len);
@@ -1140,6 +1434,7 @@ out:
     cfg->problems = r.problems;
     for (i = 0; wk && i < n; i++) {
         sqlite3_finalize(wk[i].kids);
+        sqlite3_finalize(wk[i].src_kid);
         if (wk[i].rd)
             sqlite3_close(wk[i].rd);
         free(wk[i].buf);

@@ -42,6 +42,8 @@ struct tm_migration {
     int cfg_ready;          /* cfg mirrors the state file: save it at
                                every milestone */
     char *log_addr;         /* the UDP listener of the running phase */
+    int plain;              /* open storages without fault layers (the
+                               checks of tm_discover_check) */
 };
 
 static int fail(tm_migration *m, int rc, const char *fmt, ...)
@@ -248,6 +250,8 @@ static int open_side(tm_migration *m, int side, const char *prefix, size_t plen,
     int rc = 0;
 
     *out = NULL;
+    if (m->plain)
+        env = rep = NULL, plen = 0;
     if ((env && *env) || (rep && *rep && strcmp(rep, "0") != 0))
         rc = tm__buf_addf(&b, "fault:%s:", env ? env : "");
     if (!rc && plen)
@@ -292,6 +296,223 @@ static int check_roots(tm_migration *m, const char *src, const char *dst)
         return fail(m, TM_EOVERLAP, "source %s is inside the destination %s", src,
                     dst);
     return 0;
+}
+
+/* 1 when the folder at path, or a folder above it (walked up with ".."
+ * from a descriptor, so that a bind mount or a symlink on the way does not
+ * hide it), is the folder (dev, ino). 0 when not, or when path cannot be
+ * opened. */
+static int folder_within(const char *path, uint64_t dev, uint64_t ino)
+{
+    struct stat st, up;
+    int fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC), found = 0, n;
+    if (fd < 0)
+        return 0;
+    for (n = 0; n < 4096 && fstat(fd, &st) == 0; n++) {
+        int parent;
+        if ((uint64_t)st.st_dev == dev && (uint64_t)st.st_ino == ino) {
+            found = 1;
+            break;
+        }
+        parent = openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (parent < 0 || fstat(parent, &up) != 0 ||
+            (up.st_dev == st.st_dev && up.st_ino == st.st_ino)) {
+            if (parent >= 0)
+                close(parent);
+            break; /* the top */
+        }
+        close(fd);
+        fd = parent;
+    }
+    close(fd);
+    return found;
+}
+
+/* The folder that holds path (a file), as an absolute path, or NULL. */
+static char *folder_of(const char *path)
+{
+    char *copy = strdup(path), *dir, *abs;
+    if (!copy)
+        return NULL;
+    dir = dirname(copy);
+    abs = realpath(dir, NULL);
+    free(copy);
+    return abs;
+}
+
+/* The YAML file a run will write: the one given, else the one the state
+ * file names, else the state file's name with .yaml. malloc'd or NULL. */
+static char *yaml_path_for(tm_migration *m, const char *given)
+{
+    struct tm__buf b = TM__BUF_INIT;
+    char *p;
+    if (given)
+        return tm__path_absolute(given);
+    if (m->config_path)
+        return strdup(m->config_path);
+    if (tm__store_get(m->store.db, "config", &b) == 0 && b.len)
+        return tm__buf_detach(&b, NULL);
+    tm__buf_release(&b);
+    if (tm__buf_addf(&b, "%s.yaml", m->store.path))
+        return NULL;
+    p = tm__path_absolute(b.buf);
+    tm__buf_release(&b);
+    return p;
+}
+
+/* What must hold for the two storages opened in ad, every time they are
+ * opened (discover, copy, verify, retry, resume), for local roots (the
+ * storages that say what their root is):
+ *  - a root on a pseudo file system (/proc, /sys, ...) only when allowed;
+ *  - each root is the very folder discovery recorded (its identity, which
+ *    a folder or symlink put in its place does not have); recorded here
+ *    when the state file has none yet (record);
+ *  - neither root is inside the other, whatever the route (each one's
+ *    identity against the other and every folder above it), nor is the
+ *    state file (with its -wal, -shm, .lock) or the YAML file inside
+ *    either tree;
+ *  - and, for the walks of discovery, each tree is told which folders it
+ *    must not meet (the other root, those two folders), which catches what
+ *    the paths above do not show (a bind mount of one below the other). */
+static int check_sides(tm_migration *m, struct tm__adapter *ad[2],
+                       const char *const root[2], const char *yaml, int record,
+                       int allow_pseudo)
+{
+    static const char *const side_name[2] = { "source", "destination" };
+    static const char *const id_key[2] = { "src_id", "dst_id" };
+    struct tm__root_info ri[2];
+    struct tm__buf allow = TM__BUF_INIT, stored = TM__BUF_INIT;
+    char *dirs[2] = { folder_of(m->store.path), yaml ? folder_of(yaml) : NULL };
+    const char *dir_what[2] = { "the folder of the state file",
+                                "the folder of the YAML file" };
+    int have[2], side, i, rc = 0, pseudo_ok;
+
+    pseudo_ok = allow_pseudo ||
+                (m->store.db && tm__store_get(m->store.db, "allow_pseudo_fs", &allow) == 0 &&
+                 strcmp(allow.buf, "1") == 0);
+    for (side = 0; side < 2; side++)
+        have[side] = tm__adapter_root_info(ad[side], &ri[side]) == 0;
+    for (side = 0; side < 2 && !rc; side++) {
+        int grc;
+        if (!have[side])
+            continue;
+        if (ri[side].pseudo && !pseudo_ok) {
+            rc = fail(m, TM_EROOT, "the %s root %s is on a %s pseudo file system "
+                      "(what it shows is made up by the kernel as it is read, not "
+                      "a tree of files): refused; discover --allow-pseudo-fs takes "
+                      "it anyway", side_name[side], root[side], ri[side].fstype);
+            break;
+        }
+        if (!m->store.db)
+            continue; /* tm_discover_check: nothing recorded yet */
+        grc = tm__store_get(m->store.db, id_key[side], &stored);
+        if (grc == 0 && stored.len && strcmp(stored.buf, ri[side].id) != 0) {
+            rc = fail(m, TM_EROOT, "the %s root %s is not the folder discovery "
+                      "recorded (%s then, %s now): it was replaced or moved "
+                      "since; refused: put the folder back, or start a new "
+                      "migration", side_name[side], root[side], stored.buf,
+                      ri[side].id);
+        } else if (grc && grc != TM_ENOENT) {
+            rc = setting_fail(m, grc);
+        } else if (record && (grc == TM_ENOENT || !stored.len) &&
+                   (grc = tm__store_set(m->store.db, id_key[side], ri[side].id))) {
+            rc = fail(m, grc, "state file %s: cannot record the %s root: %s",
+                      m->store.path, side_name[side], sqlite3_errmsg(m->store.db));
+        }
+    }
+    if (!rc && have[0] && have[1]) {
+        if (ri[0].dev == ri[1].dev && ri[0].ino == ri[1].ino)
+            rc = fail(m, TM_EOVERLAP, "source and destination are the same folder "
+                      "(%s, %s)", root[0], root[1]);
+        else if (folder_within(root[1], ri[0].dev, ri[0].ino))
+            rc = fail(m, TM_EOVERLAP, "the destination %s is inside the source %s "
+                      "(by another route: a bind mount or a symlink)", root[1],
+                      root[0]);
+        else if (folder_within(root[0], ri[1].dev, ri[1].ino))
+            rc = fail(m, TM_EOVERLAP, "the source %s is inside the destination %s "
+                      "(by another route: a bind mount or a symlink)", root[0],
+                      root[1]);
+    }
+    for (i = 0; i < 2 && !rc; i++) {
+        for (side = 0; side < 2 && !rc && dirs[i]; side++)
+            if (have[side] && folder_within(dirs[i], ri[side].dev, ri[side].ino))
+                rc = fail(m, TM_EOVERLAP, "%s file %s is inside the %s %s: it "
+                          "would change under the copy (and be copied); put it "
+                          "outside both trees", i ? "the YAML" : "the state",
+                          i ? yaml : m->store.path, side_name[side], root[side]);
+    }
+    for (side = 0; side < 2 && !rc; side++) {
+        struct stat st;
+        if (!have[side])
+            continue;
+        if (have[!side])
+            rc = tm__adapter_forbid(ad[side], ri[!side].dev, ri[!side].ino,
+                                    side ? "the source root" : "the destination root");
+        for (i = 0; i < 2 && !rc; i++)
+            if (dirs[i] && stat(dirs[i], &st) == 0)
+                rc = tm__adapter_forbid(ad[side], (uint64_t)st.st_dev,
+                                        (uint64_t)st.st_ino, dir_what[i]);
+        if (rc)
+            rc = fail(m, rc, "cannot guard the %s tree: %s", side_name[side],
+                      tm_strerror(rc));
+    }
+    free(dirs[0]);
+    free(dirs[1]);
+    tm__buf_release(&allow);
+    tm__buf_release(&stored);
+    return rc;
+}
+
+int tm_discover_check(const char *db_path, const char *src, const char *dst,
+                      const tm_discover_options *o, char *err, size_t errlen)
+{
+    tm_migration m;
+    struct tm__adapter *ad[2] = { NULL, NULL };
+    char *rsrc = NULL, *rdst = NULL, *yaml = NULL;
+    size_t src_plen = fault_prefix_len(src), dst_plen = fault_prefix_len(dst);
+    int rc;
+
+    memset(&m, 0, sizeof m);
+    tm__buf_init(&m.err);
+    m.plain = 1;
+    m.store.path = tm__path_absolute(db_path);
+    if (!m.store.path) {
+        rc = fail(&m, TM_ENOMEM, "%s", tm_strerror(TM_ENOMEM));
+        goto out;
+    }
+    if (o && o->config)
+        yaml = tm__path_absolute(o->config);
+    else if (tm__buf_addf(&m.err, "%s.yaml", m.store.path) == 0)
+        yaml = tm__path_absolute(m.err.buf);
+    tm__buf_reset(&m.err);
+    rc = check_fault_prefix(&m, src, src_plen);
+    if (!rc)
+        rc = check_fault_prefix(&m, dst, dst_plen);
+    if (!rc)
+        rc = resolve_spec(&m, "source", src + src_plen, &rsrc);
+    if (!rc)
+        rc = resolve_spec(&m, "destination", dst + dst_plen, &rdst);
+    if (!rc)
+        rc = check_roots(&m, rsrc, rdst);
+    if (!rc)
+        rc = open_side(&m, TM_SRC, src, src_plen, rsrc, &ad[0]);
+    if (!rc)
+        rc = open_side(&m, TM_DST, dst, dst_plen, rdst, &ad[1]);
+    if (!rc) {
+        const char *roots[2] = { rsrc, rdst };
+        rc = check_sides(&m, ad, roots, yaml, 0, o ? o->allow_pseudo_fs : 0);
+    }
+out:
+    if (rc && err && errlen)
+        snprintf(err, errlen, "%s", m.err.len ? m.err.buf : tm_strerror(rc));
+    tm__adapter_close(ad[0]);
+    tm__adapter_close(ad[1]);
+    free(rsrc);
+    free(rdst);
+    free(yaml);
+    free(m.store.path);
+    tm__buf_release(&m.err);
+    return rc;
 }
 
 static int join_excludes(const tm_discover_options *o, struct tm__buf *out)
@@ -388,6 +609,13 @@ static int create_migration(tm_migration *m, const char *src, const char *dst,
     if (!rc) rc = set_int(db, "retries", o->retries);
     if (!rc) rc = tm__store_set(db, "src_round", "0");
     if (!rc) rc = tm__store_set(db, "dst_round", "0");
+    if (!rc && o->allow_pseudo_fs) rc = tm__store_set(db, "allow_pseudo_fs", "1");
+    for (i = 0; i < 2 && !rc; i++) {
+        /* what each root is, so that a folder put in its place is refused */
+        struct tm__root_info ri;
+        if (tm__adapter_root_info(ad[i], &ri) == 0 && ri.id[0])
+            rc = tm__store_set(db, i ? "dst_id" : "src_id", ri.id);
+    }
     if (!rc) rc = insert_root(db, TM_SRC, &root[0]);
     if (!rc) rc = insert_root(db, TM_DST, &root[1]);
     k = (struct tm__stat_key){ 0, 0, TM_T_FOLDER, TS_PENDING, 0 };
@@ -886,6 +1114,12 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         rc = open_side(m, TM_SRC, src, src_plen, rsrc, &ad[0]);
         if (!rc)
             rc = open_side(m, TM_DST, dst, dst_plen, rdst, &ad[1]);
+        if (!rc) {
+            const char *roots[2] = { rsrc, rdst };
+            char *yaml = yaml_path_for(m, o.config);
+            rc = check_sides(m, ad, roots, yaml, 0, o.allow_pseudo_fs);
+            free(yaml);
+        }
         if (rc)
             goto out;
         rc = create_migration(m, rsrc, rdst, exc.buf, &o, ad);
@@ -958,6 +1192,12 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         rc = open_side(m, TM_SRC, src, src_plen, s_src.buf, &ad[0]);
         if (!rc)
             rc = open_side(m, TM_DST, dst, dst_plen, s_dst.buf, &ad[1]);
+        if (!rc) {
+            const char *roots[2] = { s_src.buf, s_dst.buf };
+            char *yaml = yaml_path_for(m, o.config);
+            rc = check_sides(m, ad, roots, yaml, 1, 0);
+            free(yaml);
+        }
         if (rc)
             goto out;
     }
@@ -1038,7 +1278,7 @@ int tm_migration_open_config(tm_migration **out, const char *config_path)
 {
     struct tm__config c;
     struct tm__buf err = TM__BUF_INIT;
-    char *id = NULL;
+    char *id = NULL, *src = NULL, *dst = NULL;
     int rc;
 
     memset(&c, 0, sizeof c);
@@ -1060,14 +1300,32 @@ int tm_migration_open_config(tm_migration **out, const char *config_path)
         return rc;
     }
     id = setting_dup((*out)->store.db, "id");
+    src = setting_dup((*out)->store.db, "src");
+    dst = setting_dup((*out)->store.db, "dst");
     if (!id || strcmp(id, c.id) != 0) {
         rc = fail(*out, TM_EMISMATCH, "%s names the state file %s, which holds "
                   "another migration (%s, not %s)", config_path, c.database,
                   id ? id : "none", c.id);
+    } else if (!src || !dst) {
+        rc = fail(*out, TM_ECORRUPT, "the state file %s names no roots",
+                  c.database);
+    } else if (strcmp(src, c.source) != 0 || strcmp(dst, c.destination) != 0) {
+        /* the roots of a migration are what its state file recorded: a
+         * YAML file edited by hand cannot move them (nor be overwritten
+         * silently with the recorded ones) */
+        int s_diff = strcmp(src, c.source) != 0;
+        rc = fail(*out, TM_EMISMATCH, "%s names the %s %s, but the state file %s "
+                  "records %s: the roots of a migration cannot be changed; put "
+                  "the recorded one back in the YAML file, or start a new "
+                  "migration with discover", config_path,
+                  s_diff ? "source" : "destination", s_diff ? c.source : c.destination,
+                  c.database, s_diff ? src : dst);
     } else if (!((*out)->config_path = tm__path_absolute(config_path))) {
         rc = TM_ENOMEM;
     }
     free(id);
+    free(src);
+    free(dst);
     tm__config_release(&c);
     return rc;
 }
@@ -1129,15 +1387,11 @@ static int phase_is(const char *phase, const char *a, const char *b)
     return strcmp(phase, a) == 0 || (b && strcmp(phase, b) == 0);
 }
 
-/* Opens both adapters from the stored specs and readies the YAML file with
- * the stored options. */
-static int open_stored(tm_migration *m, struct tm__adapter *ad[2])
+/* Opens both adapters from the stored specs, checked (check_sides). */
+static int open_roots(tm_migration *m, struct tm__adapter *ad[2])
 {
     sqlite3 *db = m->store.db;
     char *src = setting_dup(db, "src"), *dst = setting_dup(db, "dst");
-    char *exc = setting_dup(db, "excludes"), **globs = NULL;
-    tm_discover_options o;
-    size_t n = 0;
     int rc;
 
     ad[0] = ad[1] = NULL;
@@ -1155,14 +1409,12 @@ static int open_stored(tm_migration *m, struct tm__adapter *ad[2])
     rc = open_side(m, TM_SRC, NULL, 0, src, &ad[0]);
     if (!rc)
         rc = open_side(m, TM_DST, NULL, 0, dst, &ad[1]);
-    if (rc)
-        goto out;
-    tm_discover_options_init(&o);
-    o.workers = get_int(db, "workers", 4);
-    o.lead = get_int(db, "lead", 3);
-    o.retries = get_int(db, "retries", 3);
-    globs = split_lines(exc ? exc : "", &n);
-    rc = globs ? config_prepare(m, NULL, &o, globs, n) : TM_ENOMEM;
+    if (!rc) {
+        const char *roots[2] = { src, dst };
+        char *yaml = yaml_path_for(m, NULL);
+        rc = check_sides(m, ad, roots, yaml, 1, 0);
+        free(yaml);
+    }
 out:
     if (rc) {
         tm__adapter_close(ad[0]);
@@ -1171,6 +1423,33 @@ out:
     }
     free(src);
     free(dst);
+    return rc;
+}
+
+/* Opens both adapters (open_roots) and readies the YAML file with the
+ * stored options. */
+static int open_stored(tm_migration *m, struct tm__adapter *ad[2])
+{
+    sqlite3 *db = m->store.db;
+    char *exc, **globs = NULL;
+    tm_discover_options o;
+    size_t n = 0;
+    int rc = open_roots(m, ad);
+
+    if (rc)
+        return rc;
+    exc = setting_dup(db, "excludes");
+    tm_discover_options_init(&o);
+    o.workers = get_int(db, "workers", 4);
+    o.lead = get_int(db, "lead", 3);
+    o.retries = get_int(db, "retries", 3);
+    globs = split_lines(exc ? exc : "", &n);
+    rc = globs ? config_prepare(m, NULL, &o, globs, n) : TM_ENOMEM;
+    if (rc) {
+        tm__adapter_close(ad[0]);
+        tm__adapter_close(ad[1]);
+        ad[0] = ad[1] = NULL;
+    }
     free(exc);
     free(globs);
     return rc;
@@ -1248,14 +1527,182 @@ static int check_owner(tm_migration *m, struct tm__adapter *ad[2])
     return 0;
 }
 
+/* ---- copy runs: the keys of the temporary names (docs/internals.md) ---- */
+
+static void key_hex(const unsigned char key[TM_KEY_LEN], char out[2 * TM_KEY_LEN + 1])
+{
+    int i;
+    for (i = 0; i < TM_KEY_LEN; i++)
+        snprintf(out + 2 * i, 3, "%02x", key[i]);
+}
+
+static int key_parse(const char *hex, unsigned char key[TM_KEY_LEN])
+{
+    int i;
+    if (!hex || strlen(hex) != 2 * TM_KEY_LEN)
+        return TM_ECORRUPT;
+    for (i = 0; i < 2 * TM_KEY_LEN; i++) {
+        char c = hex[i];
+        int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (v < 0)
+            return TM_ECORRUPT;
+        key[i / 2] = (unsigned char)(i % 2 ? (key[i / 2] << 4) | v : v);
+    }
+    return 0;
+}
+
+/* Removes what the copy run of key, which did not end (a crash, a kill),
+ * may have left: temporaries of the nodes still pending at the depth it
+ * recorded last (depth) and at the next depth that has any (the one it
+ * may have started without recording it yet, see record_depth() in
+ * execute.c). Names are computed from the key: nothing else is touched. */
+static int clean_run(tm_migration *m, struct tm__adapter *da, const char *hex,
+                     int depth)
+{
+    static const char next_sql[] =
+        "SELECT coalesce(min(depth), -1) FROM copy_stats WHERE depth > ?1 AND "
+        "type IN ('file', 'symlink') AND copy_status = 'pending' AND count > 0";
+    static const char nodes_sql[] =
+        "SELECT path, type FROM src_nodes WHERE copy_status = 'pending' AND "
+        "depth IN (?1, ?2) AND type IN ('file', 'symlink')";
+    unsigned char key[TM_KEY_LEN];
+    sqlite3_stmt *st = NULL;
+    int rc = key_parse(hex, key), next = -1, step;
+    int64_t removed = 0;
+
+    if (rc)
+        return fail(m, rc, "state file %s: a copy run's key is damaged (%s)",
+                    m->store.path, hex ? hex : "none");
+    if (sqlite3_prepare_v2(m->store.db, next_sql, -1, &st, NULL) != SQLITE_OK)
+        return tm__store_error(m->store.db, SQLITE_ERROR, &m->err, "clean up");
+    sqlite3_bind_int(st, 1, depth);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        next = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (sqlite3_prepare_v2(m->store.db, nodes_sql, -1, &st, NULL) != SQLITE_OK)
+        return tm__store_error(m->store.db, SQLITE_ERROR, &m->err, "clean up");
+    sqlite3_bind_int(st, 1, depth);
+    sqlite3_bind_int(st, 2, next);
+    while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        int type = tm__name_index(tm__type_names, TM_T_COUNT,
+                                  (const char *)sqlite3_column_text(st, 1));
+        int n = tm__adapter_remove_tmp(da, (const char *)sqlite3_column_text(st, 0),
+                                       type, key);
+        if (n > 0)
+            removed += n;
+        else if (n < 0 && tm__adapter_classify(da, n) == TM_ERR_FATAL)
+            rc = n;
+        /* a node's parent that cannot be opened (EACCES) holds nothing the
+         * copy could have written either */
+    }
+    if (!rc && step != SQLITE_DONE)
+        rc = tm__store_error(m->store.db, step, &m->err, "clean up");
+    sqlite3_finalize(st);
+    if (rc && !m->err.len)
+        fail(m, rc, "cannot remove the temporaries of an interrupted copy: %s",
+             tm_strerror(rc));
+    (void)removed;
+    return rc;
+}
+
+/* Starts a copy run: first removes the leftovers of every earlier run that
+ * did not end (their keys are in copy_runs), then records a new random key
+ * durably (synchronous=FULL) before the first temporary exists, and gives
+ * it to the destination. */
+static int start_run(tm_migration *m, struct tm__adapter *da,
+                     unsigned char key[TM_KEY_LEN])
+{
+    sqlite3 *db = m->store.db;
+    sqlite3_stmt *st = NULL;
+    char hex[2 * TM_KEY_LEN + 1], now[32];
+    int rc, step;
+
+    rc = tm__store_exec(db,
+                        "CREATE TABLE IF NOT EXISTS copy_runs(key TEXT PRIMARY KEY,"
+                        " started TEXT NOT NULL, depth INTEGER, ended TEXT)"
+                        " WITHOUT ROWID;"
+                        /* the last run's depth, before this run records its own */
+                        "UPDATE copy_runs SET depth = (SELECT CAST(value AS INTEGER) "
+                        "FROM migration WHERE key = 'copy_run_depth') "
+                        "WHERE ended IS NULL AND depth IS NULL;"
+                        "DELETE FROM migration WHERE key = 'copy_run_depth';",
+                        &m->err);
+    if (!rc && sqlite3_prepare_v2(db, "SELECT key, coalesce(depth, 0) FROM "
+                                  "copy_runs WHERE ended IS NULL", -1, &st,
+                                  NULL) != SQLITE_OK)
+        rc = tm__store_error(db, SQLITE_ERROR, &m->err, "read copy runs");
+    while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        char *k = strdup((const char *)sqlite3_column_text(st, 0));
+        rc = k ? clean_run(m, da, k, sqlite3_column_int(st, 1)) : TM_ENOMEM;
+        if (!rc) {
+            sqlite3_stmt *up;
+            tm__iso_time(now, tm__wall_ns());
+            if (sqlite3_prepare_v2(db, "UPDATE copy_runs SET ended = ? WHERE key = ?",
+                                   -1, &up, NULL) == SQLITE_OK) {
+                sqlite3_bind_text(up, 1, now, -1, SQLITE_STATIC);
+                sqlite3_bind_text(up, 2, k, -1, SQLITE_STATIC);
+                if (sqlite3_step(up) != SQLITE_DONE)
+                    rc = tm__store_error(db, SQLITE_ERROR, &m->err, "end a copy run");
+                sqlite3_finalize(up);
+            } else {
+                rc = tm__store_error(db, SQLITE_ERROR, &m->err, "end a copy run");
+            }
+        }
+        free(k);
+    }
+    if (!rc && st && step != SQLITE_DONE)
+        rc = tm__store_error(db, step, &m->err, "read copy runs");
+    sqlite3_finalize(st);
+    st = NULL;
+    if (!rc && (rc = tm__random(key, TM_KEY_LEN)) != 0)
+        fail(m, rc, "cannot make a key for the temporary names: %s", tm_strerror(rc));
+    if (rc)
+        return rc;
+    key_hex(key, hex);
+    tm__iso_time(now, tm__wall_ns());
+    rc = tm__store_exec(db, "PRAGMA synchronous=FULL", &m->err);
+    if (!rc && sqlite3_prepare_v2(db, "INSERT INTO copy_runs(key, started) "
+                                  "VALUES(?, ?)", -1, &st, NULL) != SQLITE_OK)
+        rc = tm__store_error(db, SQLITE_ERROR, &m->err, "record a copy run");
+    if (!rc) {
+        sqlite3_bind_text(st, 1, hex, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
+        if ((step = sqlite3_step(st)) != SQLITE_DONE)
+            rc = tm__store_error(db, step, &m->err, "record a copy run");
+    }
+    sqlite3_finalize(st);
+    sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+    if (!rc)
+        tm__adapter_set_tmp_key(da, key);
+    return rc;
+}
+
+/* The run of key ended: its temporaries were renamed or removed. A failure
+ * to record it only costs a useless clean-up at the next run. */
+static void end_run(tm_migration *m, const unsigned char key[TM_KEY_LEN])
+{
+    sqlite3_stmt *st;
+    char hex[2 * TM_KEY_LEN + 1], now[32];
+    key_hex(key, hex);
+    tm__iso_time(now, tm__wall_ns());
+    if (sqlite3_prepare_v2(m->store.db, "UPDATE copy_runs SET ended = ? WHERE "
+                           "key = ?", -1, &st, NULL) != SQLITE_OK)
+        return;
+    sqlite3_bind_text(st, 1, now, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, hex, -1, SQLITE_STATIC);
+    sqlite3_step(st);
+    sqlite3_finalize(st);
+}
+
 int tm_copy(tm_migration *m, const tm_exec_options *opt)
 {
     struct tm__adapter *ad[2] = { NULL, NULL };
+    unsigned char run_key[TM_KEY_LEN];
     tm_exec_options o;
     tm_status st;
     char from[32];
     int64_t problems = 0;
-    int rc;
+    int rc, started = 0;
 
     rc = exec_start(m, opt, &o, &st);
     if (rc)
@@ -1283,7 +1730,11 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
                             "src_nodes(depth, id) WHERE copy_status = 'pending'",
                             &m->err);
     if (!rc)
+        rc = start_run(m, ad[TM_DST], run_key);
+    if (!rc) {
+        started = 1;
         rc = set_phase(m, "copying");
+    }
     if (!rc) {
         rc = run_exec(m, TM_EXEC_COPY, &o, ad, &st, &problems);
         if (rc == 0) {
@@ -1299,10 +1750,65 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
                 fail(m, rc, "copy interrupted; run copy again to resume");
         }
     }
+    if (started)
+        end_run(m, run_key); /* every temporary was renamed or removed */
     tm__adapter_close(ad[0]);
     tm__adapter_close(ad[1]);
     if (rc && !m->err.len)
         fail(m, rc, "%s", tm_strerror(rc));
+    return rc;
+}
+
+/* The source nodes that verify cannot check, each with the reason in
+ * task_errors (phase verify): folders that could not be listed (what they
+ * hold is unknown), nodes whose copy failed or did not happen, and files
+ * whose destination version --no-overwrite kept. *n gets their count. */
+static int unchecked(tm_migration *m, int64_t *n)
+{
+    char sql[2048];
+    int rc;
+    snprintf(sql, sizeof sql,
+             "INSERT INTO task_errors(time, phase, queue, node_id, path, attempts, "
+             "message) SELECT %lld, 'verify', 'verify', id, path, 0, CASE "
+             "WHEN type = 'folder' AND traversal_status = 'failed' THEN "
+             "'not checked: this source folder could not be listed (' || "
+             "coalesce(error, 'no reason recorded') || '), so what it holds is "
+             "unknown; retry lists it again' "
+             "WHEN copy_status = 'failed' THEN 'not checked: its copy failed (' || "
+             "coalesce(error, 'no reason recorded') || '); retry copies it again' "
+             "WHEN copy_status IN ('pending', 'in_progress') THEN 'not checked: "
+             "not copied yet; run copy' "
+             "ELSE 'not checked: the destination''s version was kept "
+             "(--no-overwrite)' END FROM src_nodes WHERE "
+             "(type = 'folder' AND traversal_status = 'failed') OR (depth > 0 AND "
+             "((copy_status = 'failed' AND coalesce(error, '') NOT LIKE 'verify: %%') "
+             "OR copy_status IN ('pending', 'in_progress') OR "
+             "(copy_status = 'skipped' AND error LIKE '%%(--no-overwrite)')))",
+             (long long)tm__wall_ns());
+    rc = tm__store_exec(m->store.db, sql, &m->err);
+    *n = rc ? 0 : sqlite3_changes(m->store.db);
+    return rc;
+}
+
+/* After the check: a node an earlier verify found wrong that this one did
+ * not reach (its folder was not listed) is still wrong as far as anyone
+ * knows; it is not checked, and counted in *n too. */
+static int unchecked_again(tm_migration *m, int64_t *n)
+{
+    char sql[1024];
+    int rc;
+    snprintf(sql, sizeof sql,
+             "INSERT INTO task_errors(time, phase, queue, node_id, path, attempts, "
+             "message) SELECT %lld, 'verify', 'verify', id, path, 0, "
+             "'not checked: an earlier verify found it different (' || error || "
+             "'), and its folder was not checked now; retry copies it again' "
+             "FROM src_nodes AS n WHERE copy_status = 'failed' AND error LIKE "
+             "'verify: %%' AND NOT EXISTS (SELECT 1 FROM task_errors AS e WHERE "
+             "e.phase = 'verify' AND e.node_id = n.id)",
+             (long long)tm__wall_ns());
+    rc = tm__store_exec(m->store.db, sql, &m->err);
+    if (!rc)
+        *n += sqlite3_changes(m->store.db);
     return rc;
 }
 
@@ -1311,6 +1817,7 @@ int tm_verify(tm_migration *m, const tm_exec_options *opt, int64_t *mismatches)
     struct tm__adapter *ad[2] = { NULL, NULL };
     tm_exec_options o;
     tm_status st;
+    int64_t not_checked = 0;
     int rc;
 
     *mismatches = 0;
@@ -1323,13 +1830,19 @@ int tm_verify(tm_migration *m, const tm_exec_options *opt, int64_t *mismatches)
     rc = open_stored(m, ad);
     if (!rc)
         rc = tm__store_exec(m->store.db,
-                            "DELETE FROM task_errors WHERE phase = 'verify'", &m->err);
+                            "DELETE FROM task_errors WHERE phase IN ('verify', "
+                            "'verify-leftover')", &m->err);
+    /* verified means: every source node that should be on the destination
+     * was checked and matches. What cannot be checked is said, node by
+     * node, before the check (it marks its own findings failed) */
+    if (!rc)
+        rc = unchecked(m, &not_checked);
     if (!rc)
         rc = run_exec(m, TM_EXEC_VERIFY, &o, ad, &st, mismatches);
-    /* nodes the copy could not write are missing on the destination too:
-     * the migration is not verified while any is left */
     if (!rc)
-        *mismatches += st.copy.failed + st.copy.pending;
+        rc = unchecked_again(m, &not_checked);
+    if (!rc)
+        *mismatches += not_checked;
     if (!rc)
         rc = set_phase(m, *mismatches ? "copied" : "verified");
     tm__adapter_close(ad[0]);
@@ -1380,25 +1893,12 @@ static int64_t count_status(sqlite3 *db, const char *stats, const char *column,
     return n;
 }
 
-/* Opens the stored source root (retry reads it again). */
-static int open_stored_src(tm_migration *m, struct tm__adapter **ad)
-{
-    char *src = setting_dup(m->store.db, "src");
-    int rc = src ? open_side(m, TM_SRC, NULL, 0, src, ad)
-                 : fail(m, TM_ECORRUPT, "no source root");
-    free(src);
-    return rc;
-}
-
 /* A folder that failed (e.g. unreadable) may have had its mode fixed since
  * its parent was listed: its row takes the folder's attributes of now. */
-static int refresh_failed(tm_migration *m)
+static int refresh_failed(tm_migration *m, struct tm__adapter *ad)
 {
-    struct tm__adapter *ad = NULL;
     sqlite3_stmt *sel = NULL, *upd = NULL;
-    int rc = open_stored_src(m, &ad);
-    if (rc)
-        return rc;
+    int rc = 0;
     if (sqlite3_prepare_v2(m->store.db, "SELECT id, path FROM src_nodes WHERE "
                            "traversal_status = 'failed' AND type = 'folder'",
                            -1, &sel, NULL) != SQLITE_OK ||
@@ -1424,7 +1924,6 @@ static int refresh_failed(tm_migration *m)
 out:
     sqlite3_finalize(sel);
     sqlite3_finalize(upd);
-    tm__adapter_close(ad);
     return rc;
 }
 
@@ -1432,14 +1931,11 @@ out:
  * again forever: its row takes the file's size, mtime and mode of now, with
  * the byte counts of the stats moved along, so the retry copies the new
  * version (and verify checks that one). */
-static int refresh_changed(tm_migration *m)
+static int refresh_changed(tm_migration *m, struct tm__adapter *ad)
 {
-    struct tm__adapter *ad = NULL;
     struct tm__stats_delta d = { NULL, 0, 0 };
     sqlite3_stmt *sel = NULL, *upd = NULL;
-    int rc = open_stored_src(m, &ad);
-    if (rc)
-        return rc;
+    int rc = 0;
     if (sqlite3_prepare_v2(m->store.db,
                            "SELECT id, path, depth, size, traversal_status, conflict "
                            "FROM src_nodes WHERE copy_status = 'failed' AND type = "
@@ -1480,13 +1976,70 @@ out:
     tm__stats_release(&d);
     sqlite3_finalize(sel);
     sqlite3_finalize(upd);
-    tm__adapter_close(ad);
+    return rc;
+}
+
+/* A file or symlink whose copy failed because something was made at its
+ * name on the destination after discovery (the copy never replaces what
+ * discovery did not see) is compared with it again, as discovery would
+ * have: it gets the conflict, so the copy run by retry replaces it. */
+static int refresh_taken(tm_migration *m, struct tm__adapter *da)
+{
+    struct tm__stats_delta d = { NULL, 0, 0 };
+    sqlite3_stmt *sel = NULL, *upd = NULL;
+    int rc = 0, step = SQLITE_DONE;
+    if (sqlite3_prepare_v2(m->store.db,
+                           "SELECT id, path, depth, type, size, mtime FROM src_nodes "
+                           "WHERE copy_status = 'failed' AND conflict IS NULL AND "
+                           "type IN ('file', 'symlink') AND error LIKE "
+                           "'%made at this name on the destination after discovery%'",
+                           -1, &sel, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(m->store.db, "UPDATE src_nodes SET conflict = ? WHERE id = ?",
+                           -1, &upd, NULL) != SQLITE_OK) {
+        rc = tm__store_error(m->store.db, SQLITE_ERROR, &m->err, "refresh");
+        goto out;
+    }
+    while (!rc && (step = sqlite3_step(sel)) == SQLITE_ROW) {
+        struct tm__entry e;
+        int depth = sqlite3_column_int(sel, 2), cf;
+        int type = tm__name_index(tm__type_names, TM_T_COUNT,
+                                  (const char *)sqlite3_column_text(sel, 3));
+        int64_t size = sqlite3_column_int64(sel, 4);
+        struct tm__stat_key k = { 2, depth, type, CS_FAILED, 0 };
+        if (type < 0 ||
+            tm__adapter_stat(da, (const char *)sqlite3_column_text(sel, 1), &e) ||
+            e.type != type)
+            continue; /* gone, or another type: the copy says so again */
+        cf = tm__compare_leaf(size, sqlite3_column_int64(sel, 5), e.size, e.mtime,
+                              da->mtime_precision);
+        if (cf == CF_NONE)
+            continue; /* the same: the copy takes it for done */
+        sqlite3_bind_text(upd, 1, tm__cf_names[cf], -1, SQLITE_STATIC);
+        sqlite3_bind_int64(upd, 2, sqlite3_column_int64(sel, 0));
+        if (sqlite3_step(upd) != SQLITE_DONE)
+            rc = tm__store_error(m->store.db, SQLITE_ERROR, &m->err, "refresh");
+        sqlite3_reset(upd);
+        if (!rc)
+            rc = tm__stats_add(&d, &k, -1, -size);
+        k.conflict = 1;
+        if (!rc)
+            rc = tm__stats_add(&d, &k, 1, size);
+    }
+    if (!rc && step != SQLITE_DONE && step != SQLITE_ROW)
+        rc = tm__store_error(m->store.db, step, &m->err, "refresh");
+    if (!rc)
+        rc = tm__stats_apply(m->store.db, &d);
+out:
+    tm__stats_release(&d);
+    sqlite3_finalize(sel);
+    sqlite3_finalize(upd);
     return rc;
 }
 
 int tm_retry(tm_migration *m, const tm_discover_options *dopt,
              const tm_exec_options *eopt, int64_t *retried)
 {
+    struct tm__adapter *ad[2] = { NULL, NULL };
     sqlite3 *db;
     tm_status st;
     int64_t folders, copies;
@@ -1508,11 +2061,21 @@ int tm_retry(tm_migration *m, const tm_discover_options *dopt,
     folders = count_status(db, "src_stats", "traversal_status", "failed", 1) +
               count_status(db, "dst_stats", "traversal_status", "failed", 1);
     copies = count_status(db, "copy_stats", "copy_status", "failed", 0);
+    if (folders || copies) {
+        /* the roots are checked before anything is read from them */
+        rc = open_roots(m, ad);
+        if (rc)
+            return rc;
+    }
     rc = tm__store_exec(db, "BEGIN IMMEDIATE", &m->err);
     if (!rc && folders)
-        rc = refresh_failed(m);
+        rc = refresh_failed(m, ad[TM_SRC]);
     if (!rc && copies)
-        rc = refresh_changed(m);
+        rc = refresh_changed(m, ad[TM_SRC]);
+    if (!rc && copies)
+        rc = refresh_taken(m, ad[TM_DST]);
+    tm__adapter_close(ad[0]);
+    tm__adapter_close(ad[1]);
     if (!rc && folders)
         rc = reset_status(db, "src_nodes", "src_stats", "traversal_status",
                           "failed", "pending", "AND type = 'folder'", &m->err);

@@ -24,7 +24,7 @@ const char *const tm__cs_names[CS_COUNT] = { "pending", "in_progress",
                                              "successful", "already_existed",
                                              "failed", "skipped", "excluded" };
 const char *const tm__cf_names[CF_COUNT] = { NULL, "size", "mtime",
-                                             "dst_newer", "type" };
+                                             "dst_newer", "type", "content" };
 
 int tm__name_index(const char *const *names, int n, const char *s)
 {
@@ -504,9 +504,48 @@ static void sqlite_setup(void)
     sqlite3_initialize();
 }
 
-int tm__store_open(struct tm__store *s, const char *path, unsigned flags,
+/* The state file's real path: symlinks resolved (the file itself, or its
+ * folder when it does not exist yet), so that the lock file, the -wal and
+ * -shm files and SQLite all take the same file whatever name leads to it:
+ * a --db that is a symlink must not get a lock of its own beside the link.
+ * *out is malloc'd; a dangling symlink is refused (TM_EINVAL). */
+static int real_path(const char *path, char **out, struct tm__buf *err)
+{
+    struct stat st;
+    *out = realpath(path, NULL);
+    if (*out)
+        return 0;
+    if (errno == ENOMEM)
+        return TM_ENOMEM;
+    if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
+        tm__buf_addf(err, "state file %s is a symlink to nothing; name the file "
+                     "itself", path);
+        return TM_EINVAL;
+    }
+    /* not there yet: its folder resolved, its name kept */
+    {
+        struct tm__buf b = TM__BUF_INIT;
+        const char *slash = strrchr(path, '/');
+        char *dir = slash ? strndup(path, (size_t)(slash - path)) : strdup(".");
+        char *rdir = dir ? realpath(*dir ? dir : "/", NULL) : NULL;
+        int rc = 0;
+        if (rdir)
+            rc = tm__buf_addf(&b, "%s/%s", strcmp(rdir, "/") ? rdir : "",
+                              slash ? slash + 1 : path);
+        else
+            rc = dir && errno != ENOMEM ? tm__buf_adds(&b, path) : TM_ENOMEM;
+        free(dir);
+        free(rdir);
+        *out = rc ? NULL : tm__buf_detach(&b, NULL);
+        tm__buf_release(&b);
+        return *out ? 0 : TM_ENOMEM;
+    }
+}
+
+int tm__store_open(struct tm__store *s, const char *given, unsigned flags,
                    struct tm__buf *err)
 {
+    const char *path;
     int write = (flags & TM_OPEN_WRITE) != 0;
     int fresh = 0, rc, sflags;
     struct stat stb;
@@ -515,9 +554,10 @@ int tm__store_open(struct tm__store *s, const char *path, unsigned flags,
     memset(s, 0, sizeof *s);
     s->lock_fd = -1;
     s->readonly = !write;
-    s->path = strdup(path);
-    if (!s->path)
-        return TM_ENOMEM;
+    rc = real_path(given, &s->path, err);
+    if (rc)
+        return rc;
+    path = s->path;
     if (!(flags & TM_OPEN_CREATE) && stat(path, &stb) != 0 && errno == ENOENT) {
         /* before the lock: asking for a missing file creates nothing */
         tm__buf_addf(err, "no state file at %s", path);

@@ -26,7 +26,8 @@ enum tm__ts { TS_PENDING = 0, TS_SUCCESSFUL, TS_FAILED, TS_NOT_ON_SRC,
               TS_EXCLUDED, TS_COUNT };
 enum tm__cs { CS_PENDING = 0, CS_IN_PROGRESS, CS_SUCCESSFUL, CS_ALREADY,
               CS_FAILED, CS_SKIPPED, CS_EXCLUDED, CS_COUNT };
-enum tm__cf { CF_NONE = 0, CF_SIZE, CF_MTIME, CF_DST_NEWER, CF_TYPE, CF_COUNT };
+enum tm__cf { CF_NONE = 0, CF_SIZE, CF_MTIME, CF_DST_NEWER, CF_TYPE,
+              CF_CONTENT, CF_COUNT };
 
 extern const char *const tm__ts_names[TS_COUNT];
 extern const char *const tm__cs_names[CS_COUNT];
@@ -36,7 +37,7 @@ int tm__name_index(const char *const *names, int n, const char *s);
 
 struct tm__store {
     sqlite3 *db;    /* read-write (or read-only) connection */
-    char *path;     /* the database file, as given */
+    char *path;     /* the database file, symlinks resolved (real_path) */
     int lock_fd;    /* descriptor holding the lock file's lock, or -1 */
     int readonly;   /* opened without TM_OPEN_WRITE */
     int fresh;      /* the file was created by this open */

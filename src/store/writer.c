@@ -15,8 +15,8 @@
 #include <time.h>
 
 enum { ST_INS_SRC, ST_INS_DST, ST_UPD_SRC_F, ST_UPD_DST_F, ST_UPD_COPY,
-       ST_TASK_ERR, ST_SET, ST_LOG, ST_COPY_DONE, ST_QSTAT, ST_POS_SET,
-       ST_POS_DEL, ST_COUNT };
+       ST_TASK_ERR, ST_SET, ST_LOG, ST_COPY_DONE, ST_QSTAT, ST_COPY_CF,
+       ST_POS_SET, ST_POS_DEL, ST_COUNT };
 
 static const char *const stmt_sql[ST_COUNT] = {
     /* a child listed twice (a page read again after a crash, a storage
@@ -41,6 +41,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     "INSERT INTO queue_stats(time,queue,round,pending,in_flight,done,failed,"
     "bytes_done,bytes_pending,items_per_s,bytes_per_s) "
     "VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+    "UPDATE src_nodes SET copy_status=?1, attempts=attempts+?2, error=?3, "
+    "conflict=?6 WHERE id=?4 AND copy_status=?5",
     "INSERT OR REPLACE INTO listing_pos(side,folder_id,pos,pages) "
     "VALUES(?1,?2,?3,coalesce((SELECT pages FROM listing_pos WHERE side=?1 "
     "AND folder_id=?2),0)+1)",
@@ -260,8 +262,15 @@ static int apply_listing(struct tm__writer *w, struct tm__result *r)
 /* A copy task's outcome: the node's copy status, counted exactly. */
 static int apply_copy(struct tm__writer *w, const struct tm__result *r)
 {
-    sqlite3_stmt *st = w->st[ST_COPY_DONE];
+    sqlite3_stmt *st = w->st[r->cf_change ? ST_COPY_CF : ST_COPY_DONE];
+    int new_cf = r->cf_change ? r->new_cf : r->cf;
     int rc;
+    if (r->cf_change) {
+        if (new_cf)
+            sqlite3_bind_text(st, 6, tm__cf_names[new_cf], -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 6);
+    }
     sqlite3_bind_text(st, 1, tm__cs_names[r->new_cs], -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, r->attempts);
     if (r->error)
@@ -281,7 +290,7 @@ static int apply_copy(struct tm__writer *w, const struct tm__result *r)
     }
     rc = stat_add(w, 2, r->depth, r->type, r->old_cs, r->cf, -1, -r->size);
     if (!rc)
-        rc = stat_add(w, 2, r->depth, r->type, r->new_cs, r->cf, 1, r->size);
+        rc = stat_add(w, 2, r->depth, r->type, r->new_cs, new_cf, 1, r->size);
     if (!rc && r->error)
         rc = task_error(w, r);
     return rc;
@@ -390,6 +399,17 @@ static int commit(struct tm__writer *w, size_t rows)
     return 0;
 }
 
+/* The disk under the state file is full: say so, naming the file, so that
+ * it is not taken for the source's or the destination's disk. */
+static void full_message(struct tm__writer *w)
+{
+    const char *file = sqlite3_db_filename(w->db, "main");
+    tm__buf_reset(&w->errmsg);
+    tm__buf_addf(&w->errmsg, "the disk of the state file %s is full: free some "
+                 "space there and run the command again (what was done and not "
+                 "recorded yet is done again)", file && *file ? file : "");
+}
+
 static void *writer_main(void *arg)
 {
     struct tm__writer *w = arg;
@@ -465,6 +485,9 @@ static void *writer_main(void *arg)
                 in_txn = rc != 0;
             }
             if (rc) {
+                if (rc == TM_ENOSPC &&
+                    (sqlite3_extended_errcode(w->db) & 0xff) == SQLITE_FULL)
+                    full_message(w); /* not the destination's sync */
                 free_list(list);
                 if (in_txn)
                     sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
@@ -576,6 +599,16 @@ int tm__writer_error(struct tm__writer *w)
     err = w->err;
     pthread_mutex_unlock(&w->mu);
     return err;
+}
+
+void tm__writer_message(struct tm__writer *w, struct tm__buf *out)
+{
+    tm__buf_reset(out);
+    pthread_mutex_lock(&w->mu);
+    /* written by the writer thread before it set w->err, never after */
+    if (w->err)
+        tm__buf_add(out, w->errmsg.buf, w->errmsg.len);
+    pthread_mutex_unlock(&w->mu);
 }
 
 int64_t tm__writer_rows(struct tm__writer *w)

@@ -80,6 +80,8 @@ struct tm__result {
     int8_t type;              /* the node's type */
     int8_t old_cs, new_cs;    /* copy status before and after */
     int8_t cf;                /* the node's conflict, for the stats key */
+    int8_t cf_change;         /* 1: the conflict becomes new_cf (verify) */
+    int8_t new_cf;            /* the new conflict, with cf_change */
     int64_t size;             /* the node's size, for the stats */
     const char *phase;        /* task_errors phase (static string), NULL:
                                  "discover"; TM_R_LOG: the level name */
@@ -122,6 +124,9 @@ void tm__writer_set_precommit(struct tm__writer *w, tm__precommit_cb fn, void *c
 void tm__writer_flush(struct tm__writer *w);
 /* The writer's fatal error so far (0 if none). Any thread. */
 int tm__writer_error(struct tm__writer *w);
+/* Copies the message of the writer's fatal error into out (empty when
+ * there is none): it names the state file. Any thread. */
+void tm__writer_message(struct tm__writer *w, struct tm__buf *out);
 /* Rows committed so far. Any thread. */
 int64_t tm__writer_rows(struct tm__writer *w);
 

@@ -177,7 +177,7 @@ def check_pc(inst, version, source_dirs):
     cp = expect_ok(sh(['pkg-config', '--print-requires-private', 'treemig'], env=env),
                    'pkg-config --print-requires-private')
     req = {line.split()[0] for line in cp.stdout.splitlines() if line.strip()}
-    expect_eq('Requires.private of treemig.pc', {'sqlite3', 'yaml-0.1', 'libxxhash', 'libssh2'}, req)
+    expect_eq('Requires.private of treemig.pc', {'sqlite3', 'yaml-0.1', 'libxxhash', 'libssh2', 'libcurl', 'libcrypto', 'expat'}, req)
     flags = expect_ok(sh(['pkg-config', '--cflags', '--libs', 'treemig'], env=env),
                       'pkg-config --cflags --libs').stdout
     for d in source_dirs:
@@ -204,15 +204,23 @@ def example_sources(inst, docdir):
 def build_examples(inst, srcs, outdir):
     """Builds each example with `cc $(pkg-config --cflags --libs treemig)`
     and nothing else, warnings as errors, plus to_copy linked with the
-    static library (pkg-config --static); returns {name: path}."""
+    static library and the shared libraries of its Requires.private;
+    returns {name: path}."""
     env = inst.pc_env()
     cflags = shlex.split(expect_ok(sh(['pkg-config', '--cflags', 'treemig'], env=env),
                                    'pkg-config --cflags').stdout)
     libs = shlex.split(expect_ok(sh(['pkg-config', '--libs', 'treemig'], env=env),
                                  'pkg-config --libs').stdout)
-    static = shlex.split(expect_ok(sh(['pkg-config', '--static', '--libs', 'treemig'],
-                                      env=env), 'pkg-config --static --libs').stdout)
-    static = ['-l:libtreemig.a' if a == '-ltreemig' else a for a in static]
+    # libtreemig.a with the shared system libraries it needs: the modules of
+    # Requires.private, linked as shared libraries (pkg-config --static would
+    # also ask for the static archives of their own dependencies, which
+    # Debian does not ship for libcurl's)
+    mods = expect_ok(sh(['pkg-config', '--print-requires-private', 'treemig'], env=env),
+                     'pkg-config --print-requires-private').stdout.split()
+    mods = [m for m in mods if re.match(r'^[A-Za-z0-9_.+-]+$', m)]
+    deps = shlex.split(expect_ok(sh(['pkg-config', '--libs'] + mods, env=env),
+                                 'pkg-config --libs ' + ' '.join(mods)).stdout)
+    static = ['-l:libtreemig.a' if a == '-ltreemig' else a for a in libs] + deps + ['-pthread']
     warn = ['-std=c11', '-Wall', '-Wextra', '-Wpedantic', '-Werror']
     out = {}
     for name, src in sorted(srcs.items()):
@@ -221,7 +229,7 @@ def build_examples(inst, srcs, outdir):
         out[name] = exe
     exe = os.path.join(outdir, 'to_copy_static')
     expect_ok(sh(['cc'] + warn + [srcs['to_copy'], '-o', exe] + cflags + static),
-              'cc to_copy against libtreemig.a (pkg-config --static)')
+              'cc to_copy against libtreemig.a and the shared libraries of Requires.private')
     out['to_copy_static'] = exe
     cp = expect_ok(sh(['ldd', out['to_copy']], env=inst.run_env()), 'ldd to_copy')
     m = re.search(r'libtreemig\.so\.\d+ => (\S+)', cp.stdout)
