@@ -476,6 +476,14 @@ static void *writer_main(void *arg)
                 w->done_tail = r;
                 if (rc)
                     break;
+                if (txn_rows >= TM_WRITER_BATCH_ROWS) {
+                    /* a full batch commits now, not after the whole list:
+                     * a crash then loses at most one batch and the queue */
+                    rc = commit(w, txn_rows);
+                    in_txn = rc != 0;
+                    if (rc)
+                        break;
+                }
             }
             if (!rc && in_txn &&
                 (txn_rows >= TM_WRITER_BATCH_ROWS || stopping || flush ||

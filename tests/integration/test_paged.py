@@ -30,8 +30,9 @@ SECTIONS = ('src', 'dst', 'copy')
 COLS = ('path', 'type', 'size', 'mtime', 'mode', 'depth', 'traversal_status',
         'conflict', 'error')
 # The writer's batches (src/store/writer.h, discover.c): what a kill loses
-# is at most the rows queued for the writer and those of its open
-# transaction, plus the page being listed.
+# is at most the rows of the writer's open transaction (a batch, plus the
+# page that filled it), what it took from its queue and has not applied
+# yet, the queue (refilled meanwhile), and the pages being listed.
 QUEUED_ROWS = 4096
 BATCH_ROWS = 4096
 
@@ -136,7 +137,7 @@ def kill_inside(work, name, crash_side):
     listed = kills * k + counts[crash_side]
     needed = PAGES
     redone = listed - needed
-    per_kill = (QUEUED_ROWS + BATCH_ROWS) // 500 + 2
+    per_kill = (2 * QUEUED_ROWS + BATCH_ROWS) // 500 + 3
     print('     %s: %d kills, %d pages listed for %d, %d redone (at most %d per kill); '
           'pages recorded after each kill: %s'
           % (crash_side, kills, listed, needed, redone, per_kill, pages_done))
