@@ -14,7 +14,7 @@ _treemig_options()
 {
     local log="--log-level --udp-level --log-udp --log-public"
     case $1 in
-        discover) echo "--db --workers --lead --retries --config --exclude $log --quiet --help" ;;
+        discover) echo "--db --workers --lead --retries --config --exclude --allow-pseudo-fs $log --quiet --help" ;;
         copy) echo "--db --yes --workers --retries --no-overwrite --owner --force $log --quiet --help" ;;
         verify) echo "--db --checksum --workers $log --quiet --help" ;;
         retry) echo "--db --workers --retries --owner $log --quiet --help" ;;
