@@ -132,22 +132,179 @@ int tm__adapter_list(struct tm__adapter *a, const char *path, tm__list_cb cb,
     return rc;
 }
 
-int tm__adapter_stat(struct tm__adapter *a, const char *path,
-                     struct tm__entry *out)
+/* A root-relative path: "/" or "/name...". */
+static int path_ok(const char *path)
 {
-    if (!path || path[0] != '/')
-        return TM_EINVAL;
-    if (!a->stat)
-        return TM_EINVAL;
-    return a->stat(a, path, out);
+    return path && path[0] == '/';
 }
 
-int64_t tm__adapter_copy_from(struct tm__adapter *da, struct tm__wfile *out,
-                              struct tm__rfile *in, int64_t size)
+/* The start of every wrapper: e cleared; TM_EINVAL for a bad path,
+ * TM_ENOTSUP when the method is missing, else 0. */
+static int begin(struct tm__aerr *e, const char *path, int have)
 {
-    if (!tm__fault_is(da))
-        in = tm__fault_rfile_inner(in);
-    return da->copy_from(out, in, size);
+    tm__aerr_clear(e);
+    if (path && !path_ok(path))
+        return tm__aerr_finish(e, TM_EINVAL);
+    if (!have)
+        return tm__aerr_finish(e, TM_ENOTSUP);
+    return 0;
+}
+
+int tm__adapter_stat(struct tm__adapter *a, const char *path,
+                     struct tm__entry *out, struct tm__aerr *e)
+{
+    int rc = begin(e, path ? path : "", a->stat != NULL);
+    memset(out, 0, sizeof *out);
+    if (rc)
+        return rc;
+    rc = a->stat(a, path, out, e);
+    if (!rc && (out->type < 0 || out->type >= TM_T_COUNT))
+        rc = TM_EINTERNAL;
+    return tm__aerr_finish(e, rc);
+}
+
+int tm__adapter_open_read(struct tm__adapter *a, const char *path,
+                          struct tm__rfile **out, struct tm__entry *st,
+                          struct tm__aerr *e)
+{
+    int rc = begin(e, path ? path : "", a->open_read != NULL);
+    *out = NULL;
+    memset(st, 0, sizeof *st);
+    if (rc)
+        return rc;
+    rc = a->open_read(a, path, out, st, e);
+    if (!rc && !*out)
+        rc = TM_EINTERNAL;
+    if (!rc && !(*out)->native)
+        (*out)->native = *out; /* a storage's own file */
+    return tm__aerr_finish(e, rc);
+}
+
+int64_t tm__adapter_read(struct tm__rfile *f, void *buf, size_t len,
+                         struct tm__aerr *e)
+{
+    int64_t n;
+    tm__aerr_clear(e);
+    n = f->a->read(f, buf, len, e);
+    if (n > (int64_t)len)
+        n = TM_EINTERNAL; /* more than asked: never trusted */
+    return n < 0 ? tm__aerr_finish(e, (int)n) : n;
+}
+
+int tm__adapter_fstat(struct tm__rfile *f, struct tm__entry *st,
+                      struct tm__aerr *e)
+{
+    int rc = begin(e, NULL, f->a->fstat != NULL);
+    memset(st, 0, sizeof *st);
+    if (rc)
+        return rc;
+    return tm__aerr_finish(e, f->a->fstat(f, st, e));
+}
+
+void tm__adapter_close_read(struct tm__rfile *f)
+{
+    if (f)
+        f->a->close_read(f);
+}
+
+int tm__adapter_open_write(struct tm__adapter *a, const char *path, int64_t size,
+                           struct tm__wfile **out, struct tm__aerr *e)
+{
+    int rc = begin(e, path ? path : "", a->open_write != NULL);
+    *out = NULL;
+    if (rc)
+        return rc;
+    if (size < 0 || !path[1])
+        return tm__aerr_finish(e, TM_EINVAL);
+    rc = a->open_write(a, path, size, out, e);
+    if (!rc && !*out)
+        rc = TM_EINTERNAL;
+    return tm__aerr_finish(e, rc);
+}
+
+int64_t tm__adapter_write(struct tm__wfile *f, const void *buf, size_t len,
+                          struct tm__aerr *e)
+{
+    int64_t n;
+    tm__aerr_clear(e);
+    n = f->a->write(f, buf, len, e);
+    if (n >= 0 && n != (int64_t)len)
+        n = n > (int64_t)len ? TM_EINTERNAL : TM_EIO; /* all or an error */
+    return n < 0 ? tm__aerr_finish(e, (int)n) : n;
+}
+
+int tm__adapter_can_copy_from(struct tm__adapter *out, struct tm__adapter *in)
+{
+    return out->copy_from && strcmp(out->name, in->name) == 0;
+}
+
+int64_t tm__adapter_copy_from(struct tm__wfile *out, struct tm__rfile *in,
+                              int64_t size, struct tm__aerr *e)
+{
+    int64_t n;
+    tm__aerr_clear(e);
+    if (!out->a->copy_from)
+        return tm__aerr_finish(e, TM_ENOTSUP);
+    /* the storage sees its own file, below any wrapping adapter */
+    n = out->a->copy_from(out, in->native ? in->native : in, size, e);
+    if (n > size)
+        n = TM_EINTERNAL;
+    return n < 0 ? tm__aerr_finish(e, (int)n) : n;
+}
+
+int tm__adapter_commit(struct tm__wfile *f, int64_t mtime, uint32_t mode,
+                       unsigned flags, struct tm__aerr *e)
+{
+    tm__aerr_clear(e);
+    return tm__aerr_finish(e, f->a->commit(f, mtime, mode, flags, e));
+}
+
+void tm__adapter_abort(struct tm__wfile *f)
+{
+    if (f)
+        f->a->abort(f);
+}
+
+int tm__adapter_mkdir(struct tm__adapter *a, const char *path,
+                      struct tm__aerr *e)
+{
+    int rc = begin(e, path ? path : "", a->mkdir != NULL);
+    return rc ? rc : tm__aerr_finish(e, a->mkdir(a, path, e));
+}
+
+int tm__adapter_readlink(struct tm__adapter *a, const char *path,
+                         struct tm__buf *out, struct tm__aerr *e)
+{
+    int rc = begin(e, path ? path : "", a->readlink != NULL);
+    return rc ? rc : tm__aerr_finish(e, a->readlink(a, path, out, e));
+}
+
+int tm__adapter_symlink(struct tm__adapter *a, const char *path,
+                        const char *target, int64_t mtime, unsigned flags,
+                        struct tm__aerr *e)
+{
+    int rc = begin(e, path ? path : "", a->symlink != NULL);
+    return rc ? rc : tm__aerr_finish(e, a->symlink(a, path, target, mtime, flags, e));
+}
+
+int tm__adapter_set_attr(struct tm__adapter *a, const char *path, int64_t mtime,
+                         uint32_t mode, struct tm__aerr *e)
+{
+    int rc = begin(e, path ? path : "", a->set_attr != NULL);
+    return rc ? rc : tm__aerr_finish(e, a->set_attr(a, path, mtime, mode, e));
+}
+
+int tm__adapter_sync(struct tm__adapter *a, struct tm__aerr *e)
+{
+    tm__aerr_clear(e);
+    return a->sync ? tm__aerr_finish(e, a->sync(a, e)) : 0;
+}
+
+int tm__adapter_chown(struct tm__adapter *a, const char *path, int64_t uid,
+                      int64_t gid, struct tm__aerr *e)
+{
+    int rc = begin(e, path ? path : "", a->chown != NULL);
+    return rc ? rc : tm__aerr_finish(e, a->chown(a, path, uid, gid, e));
 }
 
 void tm__adapter_close(struct tm__adapter *a)
@@ -180,11 +337,13 @@ void tm__adapter_set_tmp_key(struct tm__adapter *a, const unsigned char *key)
 }
 
 int tm__adapter_remove_tmp(struct tm__adapter *a, const char *path, int type,
-                           const unsigned char *key)
+                           const unsigned char *key, struct tm__aerr *e)
 {
-    if (!path || path[0] != '/')
-        return TM_EINVAL;
-    return a && a->remove_tmp ? a->remove_tmp(a, path, type, key) : 0;
+    int rc = begin(e, path ? path : "", 1);
+    if (rc || !a->remove_tmp)
+        return rc;
+    rc = a->remove_tmp(a, path, type, key, e);
+    return rc < 0 ? tm__aerr_finish(e, rc) : rc;
 }
 
 enum tm__errclass tm__adapter_classify(struct tm__adapter *a, int err)
@@ -208,20 +367,6 @@ enum tm__errclass tm__adapter_classify(struct tm__adapter *a, int err)
     default:
         return TM_ERR_NODE;
     }
-}
-
-int64_t tm__adapter_retry_after(struct tm__adapter *a)
-{
-    int64_t ms = a->retry_after ? a->retry_after(a) : 1000;
-    return ms < 1 ? 1 : ms;
-}
-
-void tm__adapter_describe(struct tm__adapter *a, int err, char *buf, size_t len)
-{
-    if (a->describe)
-        a->describe(a, err, buf, len);
-    else
-        snprintf(buf, len, "%s", tm_strerror(err));
 }
 
 int tm__spec_is_sim(const char *spec)

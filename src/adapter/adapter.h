@@ -11,6 +11,7 @@
 #ifndef TM_ADAPTER_H
 #define TM_ADAPTER_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -104,14 +105,12 @@ struct tm__adapter {
     int (*list_pos)(struct tm__lister *l, struct tm__buf *out);
     /* Ends the listing and frees l. */
     void (*list_close)(struct tm__lister *l);
+    /* Every method below that can fail fills e (struct tm__aerr) with what
+     * the storage said; the wrappers (tm__adapter_*) complete it. */
+
     /* Stats the node at path without following a final symlink. */
-    int (*stat)(struct tm__adapter *a, const char *path, struct tm__entry *out);
-    /* Describes the last error of this thread on this adapter into buf
-     * (optional; default: tm_strerror). */
-    void (*describe)(struct tm__adapter *a, int err, char *buf, size_t len);
-    /* After a call of this thread failed with TM_ETHROTTLED: how long to
-     * wait, in ms, before the next call (optional; default 1000). */
-    int64_t (*retry_after)(struct tm__adapter *a);
+    int (*stat)(struct tm__adapter *a, const char *path, struct tm__entry *out,
+                struct tm__aerr *e);
     /* Frees the adapter. */
     void (*close)(struct tm__adapter *a);
 
@@ -120,49 +119,57 @@ struct tm__adapter {
     /* Opens the file at path for reading; *st gets its size and mtime as
      * seen through the open handle. */
     int (*open_read)(struct tm__adapter *a, const char *path,
-                     struct tm__rfile **out, struct tm__entry *st);
+                     struct tm__rfile **out, struct tm__entry *st,
+                     struct tm__aerr *e);
     /* Reads up to len bytes: the count (0 at the end) or an error. */
-    int64_t (*read)(struct tm__rfile *f, void *buf, size_t len);
+    int64_t (*read)(struct tm__rfile *f, void *buf, size_t len,
+                    struct tm__aerr *e);
     /* The size and mtime of the open file now (to detect a change). */
-    int (*fstat)(struct tm__rfile *f, struct tm__entry *st);
+    int (*fstat)(struct tm__rfile *f, struct tm__entry *st, struct tm__aerr *e);
     void (*close_read)(struct tm__rfile *f);
-    /* Starts writing the file at path: the bytes go to a temporary name
-     * beside it (not readable by others) until commit. */
-    int (*open_write)(struct tm__adapter *a, const char *path,
-                      struct tm__wfile **out);
+    /* Starts writing the file at path, size bytes long (a storage may
+     * choose how to send it by its size: one request or parts): the bytes
+     * go to a temporary name beside it (not readable by others) until
+     * commit. */
+    int (*open_write)(struct tm__adapter *a, const char *path, int64_t size,
+                      struct tm__wfile **out, struct tm__aerr *e);
     /* Writes len bytes: the count or an error. */
-    int64_t (*write)(struct tm__wfile *f, const void *buf, size_t len);
+    int64_t (*write)(struct tm__wfile *f, const void *buf, size_t len,
+                     struct tm__aerr *e);
     /* Copies size bytes from src to f inside the storage (copy_file_range,
-     * reflink); optional, and only called when both files belong to
-     * adapters of the same name. Returns the bytes copied or an error. */
-    int64_t (*copy_from)(struct tm__wfile *f, struct tm__rfile *src, int64_t size);
+     * reflink, a server-side copy); optional, and only called when both
+     * files belong to adapters of the same name (a wrapping adapter passes
+     * it on unwrapped). Returns the bytes copied or an error. */
+    int64_t (*copy_from)(struct tm__wfile *f, struct tm__rfile *src, int64_t size,
+                         struct tm__aerr *e);
     /* Sets the owner (when f->set_owner, with TM_CAP_OWNER), mode and mtime
      * and renames the file to its real name, replacing a file there (with
      * TM_NOREPLACE: TM_EEXIST when something is there). Frees f, also on
      * failure (the temporary is removed). */
     int (*commit)(struct tm__wfile *f, int64_t mtime, uint32_t mode,
-                  unsigned flags);
+                  unsigned flags, struct tm__aerr *e);
     /* Removes the temporary file and frees f. */
     void (*abort)(struct tm__wfile *f);
     /* Creates the folder at path (owner may write into it; the final mode
      * comes with set_attr). A folder already there is success. */
-    int (*mkdir)(struct tm__adapter *a, const char *path);
+    int (*mkdir)(struct tm__adapter *a, const char *path, struct tm__aerr *e);
     /* Reads the target of the symlink at path into out. */
-    int (*readlink)(struct tm__adapter *a, const char *path, struct tm__buf *out);
+    int (*readlink)(struct tm__adapter *a, const char *path, struct tm__buf *out,
+                    struct tm__aerr *e);
     /* Creates (or replaces, unless TM_NOREPLACE) the symlink at path with
      * its mtime, atomically. */
     int (*symlink)(struct tm__adapter *a, const char *path, const char *target,
-                   int64_t mtime, unsigned flags);
+                   int64_t mtime, unsigned flags, struct tm__aerr *e);
     /* Sets mode and mtime of the folder at path (after its children);
      * mtime TM_MTIME_KEEP leaves the mtime as it is. */
     int (*set_attr)(struct tm__adapter *a, const char *path, int64_t mtime,
-                    uint32_t mode);
+                    uint32_t mode, struct tm__aerr *e);
     /* Makes everything written so far durable (syncfs). Optional. */
-    int (*sync)(struct tm__adapter *a);
+    int (*sync)(struct tm__adapter *a, struct tm__aerr *e);
     /* Sets the owner of the folder or symlink at path, not following a
      * final symlink (files get theirs in commit). With TM_CAP_OWNER. */
     int (*chown)(struct tm__adapter *a, const char *path, int64_t uid,
-                 int64_t gid);
+                 int64_t gid, struct tm__aerr *e);
     /* 0 while the root is still the folder the adapter opened, at the
      * place it was opened; TM_ENOENT once it was removed, moved away,
      * replaced or unmounted (then nothing more must be written through
@@ -188,12 +195,16 @@ struct tm__adapter {
      * that type under one of its names, unlinked in the parent folder,
      * nothing followed. Returns how many were removed, or an error. */
     int (*remove_tmp)(struct tm__adapter *a, const char *path, int type,
-                      const unsigned char *key);
+                      const unsigned char *key, struct tm__aerr *e);
 };
 
 /* Base of an adapter's open files: a concrete file embeds it first. */
 struct tm__rfile {
-    struct tm__adapter *a; /* the adapter that opened it */
+    struct tm__adapter *a;     /* the adapter that opened it */
+    struct tm__rfile *native;  /* the storage's own file below any wrapping
+                                  adapter (a wrapper sets it to its inner
+                                  file's; else the open_read wrapper sets
+                                  it to the file itself): copy_from gets it */
 };
 struct tm__wfile {
     struct tm__adapter *a; /* the adapter that opened it */
@@ -264,8 +275,6 @@ int tm__fault_is(const struct tm__adapter *a);
 long long tm__fault_calls(const struct tm__adapter *a, int op);
 /* Faults injected so far on a fault layer (-1 when a is not one). */
 long long tm__fault_fired(const struct tm__adapter *a);
-/* The innermost file below any fault layers (f itself when none). */
-struct tm__rfile *tm__fault_rfile_inner(struct tm__rfile *f);
 
 /* 1 when spec names a simulated storage ("sim:..."). */
 int tm__spec_is_sim(const char *spec);
@@ -293,13 +302,49 @@ int tm__aerr_finish(struct tm__aerr *e, int rc);
 /* Sets e from an adapter's error rc with a formatted message. Returns rc. */
 int tm__aerr_set(struct tm__aerr *e, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* da->copy_from(out, in, size), with in unwrapped from fault layers when
- * da is not one itself (the adapter then sees only its own files). The
- * caller checks that da->copy_from exists and both adapters share a name. */
-int64_t tm__adapter_copy_from(struct tm__adapter *da, struct tm__wfile *out,
-                              struct tm__rfile *in, int64_t size);
+/*
+ * The wrappers through which the engine calls every other method (in the
+ * manner of SQLite's os.c): each clears e, checks the contract (a path is
+ * root-relative, a count is within what was asked, a method the storage
+ * lacks is refused with TM_ENOTSUP rather than called), calls the adapter,
+ * and completes e (tm__aerr_finish). They return what the method returns.
+ */
 int tm__adapter_stat(struct tm__adapter *a, const char *path,
-                     struct tm__entry *out);
+                     struct tm__entry *out, struct tm__aerr *e);
+int tm__adapter_open_read(struct tm__adapter *a, const char *path,
+                          struct tm__rfile **out, struct tm__entry *st,
+                          struct tm__aerr *e);
+int64_t tm__adapter_read(struct tm__rfile *f, void *buf, size_t len,
+                         struct tm__aerr *e);
+int tm__adapter_fstat(struct tm__rfile *f, struct tm__entry *st,
+                      struct tm__aerr *e);
+void tm__adapter_close_read(struct tm__rfile *f);
+int tm__adapter_open_write(struct tm__adapter *a, const char *path, int64_t size,
+                           struct tm__wfile **out, struct tm__aerr *e);
+int64_t tm__adapter_write(struct tm__wfile *f, const void *buf, size_t len,
+                          struct tm__aerr *e);
+/* 1 when out's adapter can copy from a file of in's adapter inside the
+ * storage (copy_from: both of one kind, the destination has it). */
+int tm__adapter_can_copy_from(struct tm__adapter *out, struct tm__adapter *in);
+int64_t tm__adapter_copy_from(struct tm__wfile *out, struct tm__rfile *in,
+                              int64_t size, struct tm__aerr *e);
+int tm__adapter_commit(struct tm__wfile *f, int64_t mtime, uint32_t mode,
+                       unsigned flags, struct tm__aerr *e);
+void tm__adapter_abort(struct tm__wfile *f);
+int tm__adapter_mkdir(struct tm__adapter *a, const char *path,
+                      struct tm__aerr *e);
+int tm__adapter_readlink(struct tm__adapter *a, const char *path,
+                         struct tm__buf *out, struct tm__aerr *e);
+int tm__adapter_symlink(struct tm__adapter *a, const char *path,
+                        const char *target, int64_t mtime, unsigned flags,
+                        struct tm__aerr *e);
+/* TM_ENOTSUP when the storage keeps no folder attributes. */
+int tm__adapter_set_attr(struct tm__adapter *a, const char *path, int64_t mtime,
+                         uint32_t mode, struct tm__aerr *e);
+/* 0 when the storage has nothing to sync. */
+int tm__adapter_sync(struct tm__adapter *a, struct tm__aerr *e);
+int tm__adapter_chown(struct tm__adapter *a, const char *path, int64_t uid,
+                      int64_t gid, struct tm__aerr *e);
 void tm__adapter_close(struct tm__adapter *a);
 /* a->check_root, or 0 when the adapter has none. */
 int tm__adapter_check_root(struct tm__adapter *a);
@@ -312,12 +357,10 @@ int tm__adapter_forbid(struct tm__adapter *a, uint64_t dev, uint64_t ino,
 void tm__adapter_set_tmp_key(struct tm__adapter *a, const unsigned char *key);
 /* a->remove_tmp; 0 when the adapter has none. */
 int tm__adapter_remove_tmp(struct tm__adapter *a, const char *path, int type,
-                           const unsigned char *key);
+                           const unsigned char *key, struct tm__aerr *e);
+/* The default class of an error code (an adapter may say otherwise in
+ * struct tm__aerr). */
 enum tm__errclass tm__adapter_classify(struct tm__adapter *a, int err);
-/* Wait before retrying after TM_ETHROTTLED, in ms (>= 1). */
-int64_t tm__adapter_retry_after(struct tm__adapter *a);
-/* Writes a message for err into buf: the adapter's own when it has one. */
-void tm__adapter_describe(struct tm__adapter *a, int err, char *buf, size_t len);
 /* 1 when name is one valid path component: not empty, not "." or "..",
  * no '/' and no NUL. */
 int tm__name_valid(const char *name, size_t len);

@@ -47,16 +47,9 @@ struct fault_wfile {
     struct tm__wfile *in;  /* the inner adapter's file */
 };
 
-/* The last fault this thread injected, for describe(). */
-static _Thread_local struct {
-    const struct fault *f; /* the adapter that injected it */
-    int op;                /* enum tm__fault_op */
-    long long n;           /* the call number */
-    int err;               /* the error returned */
-} last_fault;
-
-/* Counts one call of op; returns the error to inject, or 0. */
-static int hit(struct fault *f, int op)
+/* Counts one call of op; returns the error to inject (described in e), or
+ * 0. */
+static int hit(struct fault *f, int op, struct tm__aerr *e)
 {
     long long n = atomic_fetch_add(&f->calls[op], 1) + 1;
     int i;
@@ -64,26 +57,18 @@ static int hit(struct fault *f, int op)
         const struct tm__fault_rule *r = &f->rules[i];
         if (r->op == op && (n == r->nth || (r->sticky && n > r->nth))) {
             atomic_fetch_add(&f->fired, 1);
-            last_fault.f = f;
-            last_fault.op = op;
-            last_fault.n = n;
-            last_fault.err = r->err;
+            if (!e)
+                return r->err;
+            tm__aerr_set(e, r->err, "%s (fault injected into %s call %lld)",
+                         tm_strerror(r->err), tm__fault_op_names[op], n);
+            if (r->err == TM_ETHROTTLED) {
+                e->cls = TM_ERR_THROTTLE;
+                e->retry_ms = 10; /* injected: a short wait keeps tests fast */
+            }
             return r->err;
         }
     }
     return 0;
-}
-
-/* Describes the fault this thread just injected (hit() returned err). */
-static int fault_aerr(struct tm__aerr *e, int err)
-{
-    snprintf(e->msg, sizeof e->msg, "%s (fault injected into %s call %lld)",
-             tm_strerror(err), tm__fault_op_names[last_fault.op], last_fault.n);
-    if (err == TM_ETHROTTLED) {
-        e->cls = TM_ERR_THROTTLE;
-        e->retry_ms = 10; /* an injected throttle: a short wait keeps tests fast */
-    }
-    return err;
 }
 
 /* ---- parsing ---- */
@@ -243,10 +228,10 @@ static int f_list_next(struct tm__lister *l, tm__list_cb cb, void *ctx,
                        int *more, struct tm__aerr *e)
 {
     struct fault_lister *fl = (struct fault_lister *)l;
-    int rc = hit((struct fault *)l->a, TM_FOP_LIST);
+    int rc = hit((struct fault *)l->a, TM_FOP_LIST, e);
     if (rc) {
         *more = 0;
-        return fault_aerr(e, rc);
+        return rc;
     }
     return fl->in->a->list_next(fl->in, cb, ctx, more, e);
 }
@@ -264,30 +249,11 @@ static void f_list_close(struct tm__lister *l)
     free(fl);
 }
 
-static int f_stat(struct tm__adapter *a, const char *path, struct tm__entry *out)
+static int f_stat(struct tm__adapter *a, const char *path, struct tm__entry *out,
+                  struct tm__aerr *e)
 {
-    int rc = hit((struct fault *)a, TM_FOP_STAT);
-    return rc ? rc : inner(a)->stat(inner(a), path, out);
-}
-
-static void f_describe(struct tm__adapter *a, int err, char *buf, size_t len)
-{
-    struct fault *f = (struct fault *)a;
-    if (last_fault.f == f && last_fault.err == err) {
-        snprintf(buf, len, "%s (fault injected into %s call %lld)",
-                 tm_strerror(err), tm__fault_op_names[last_fault.op], last_fault.n);
-        last_fault.f = NULL;
-        return;
-    }
-    tm__adapter_describe(f->in, err, buf, len);
-}
-
-static int64_t f_retry_after(struct tm__adapter *a)
-{
-    struct fault *f = (struct fault *)a;
-    if (last_fault.f == f && last_fault.err == TM_ETHROTTLED)
-        return 10; /* an injected throttle: a short wait keeps tests fast */
-    return tm__adapter_retry_after(f->in);
+    int rc = hit((struct fault *)a, TM_FOP_STAT, e);
+    return rc ? rc : inner(a)->stat(inner(a), path, out, e);
 }
 
 static void f_close(struct tm__adapter *a)
@@ -307,40 +273,44 @@ static void f_close(struct tm__adapter *a)
 }
 
 static int f_open_read(struct tm__adapter *a, const char *path,
-                       struct tm__rfile **out, struct tm__entry *st)
+                       struct tm__rfile **out, struct tm__entry *st,
+                       struct tm__aerr *e)
 {
     struct fault_rfile *fr;
     struct tm__rfile *in;
-    int rc = hit((struct fault *)a, TM_FOP_OPEN_READ);
+    int rc = hit((struct fault *)a, TM_FOP_OPEN_READ, e);
     *out = NULL;
     if (rc)
         return rc;
     fr = calloc(1, sizeof *fr);
     if (!fr)
         return TM_ENOMEM;
-    rc = inner(a)->open_read(inner(a), path, &in, st);
+    rc = inner(a)->open_read(inner(a), path, &in, st, e);
     if (rc) {
         free(fr);
         return rc;
     }
     fr->base.a = a;
+    /* copy_from is given the storage's own file below this layer */
+    fr->base.native = in->native ? in->native : in;
     fr->in = in;
     *out = &fr->base;
     return 0;
 }
 
-static int64_t f_read(struct tm__rfile *rf, void *buf, size_t len)
+static int64_t f_read(struct tm__rfile *rf, void *buf, size_t len,
+                      struct tm__aerr *e)
 {
     struct fault_rfile *fr = (struct fault_rfile *)rf;
-    int rc = hit((struct fault *)rf->a, TM_FOP_READ);
-    return rc ? rc : fr->in->a->read(fr->in, buf, len);
+    int rc = hit((struct fault *)rf->a, TM_FOP_READ, e);
+    return rc ? rc : fr->in->a->read(fr->in, buf, len, e);
 }
 
-static int f_fstat(struct tm__rfile *rf, struct tm__entry *st)
+static int f_fstat(struct tm__rfile *rf, struct tm__entry *st, struct tm__aerr *e)
 {
     struct fault_rfile *fr = (struct fault_rfile *)rf;
-    int rc = hit((struct fault *)rf->a, TM_FOP_FSTAT);
-    return rc ? rc : fr->in->a->fstat(fr->in, st);
+    int rc = hit((struct fault *)rf->a, TM_FOP_FSTAT, e);
+    return rc ? rc : fr->in->a->fstat(fr->in, st, e);
 }
 
 static void f_close_read(struct tm__rfile *rf)
@@ -352,19 +322,19 @@ static void f_close_read(struct tm__rfile *rf)
     free(fr);
 }
 
-static int f_open_write(struct tm__adapter *a, const char *path,
-                        struct tm__wfile **out)
+static int f_open_write(struct tm__adapter *a, const char *path, int64_t size,
+                        struct tm__wfile **out, struct tm__aerr *e)
 {
     struct fault_wfile *fw;
     struct tm__wfile *in;
-    int rc = hit((struct fault *)a, TM_FOP_OPEN_WRITE);
+    int rc = hit((struct fault *)a, TM_FOP_OPEN_WRITE, e);
     *out = NULL;
     if (rc)
         return rc;
     fw = calloc(1, sizeof *fw);
     if (!fw)
         return TM_ENOMEM;
-    rc = inner(a)->open_write(inner(a), path, &in);
+    rc = inner(a)->open_write(inner(a), path, size, &in, e);
     if (rc) {
         free(fw);
         return rc;
@@ -375,19 +345,12 @@ static int f_open_write(struct tm__adapter *a, const char *path,
     return 0;
 }
 
-static int64_t f_write(struct tm__wfile *wf, const void *buf, size_t len)
+static int64_t f_write(struct tm__wfile *wf, const void *buf, size_t len,
+                       struct tm__aerr *e)
 {
     struct fault_wfile *fw = (struct fault_wfile *)wf;
-    int rc = hit((struct fault *)wf->a, TM_FOP_WRITE);
-    return rc ? rc : fw->in->a->write(fw->in, buf, len);
-}
-
-/* The inner file of a fault-wrapped read file (any depth), or f itself. */
-struct tm__rfile *tm__fault_rfile_inner(struct tm__rfile *f)
-{
-    while (f && f->a->read == f_read)
-        f = ((struct fault_rfile *)f)->in;
-    return f;
+    int rc = hit((struct fault *)wf->a, TM_FOP_WRITE, e);
+    return rc ? rc : fw->in->a->write(fw->in, buf, len, e);
 }
 
 int tm__fault_is(const struct tm__adapter *a)
@@ -395,22 +358,22 @@ int tm__fault_is(const struct tm__adapter *a)
     return a && a->close == f_close;
 }
 
-static int64_t f_copy_from(struct tm__wfile *wf, struct tm__rfile *src, int64_t size)
+/* src is the storage's own file already (tm__adapter_copy_from passes the
+ * native file): the inner adapter gets it with its own written file. */
+static int64_t f_copy_from(struct tm__wfile *wf, struct tm__rfile *src,
+                           int64_t size, struct tm__aerr *e)
 {
     struct fault_wfile *fw = (struct fault_wfile *)wf;
-    int rc = hit((struct fault *)wf->a, TM_FOP_COPY_FROM);
-    if (rc)
-        return rc;
-    /* the inner adapter knows only its own files: unwrap the source too */
-    return tm__adapter_copy_from(fw->in->a, fw->in, src, size);
+    int rc = hit((struct fault *)wf->a, TM_FOP_COPY_FROM, e);
+    return rc ? rc : fw->in->a->copy_from(fw->in, src, size, e);
 }
 
 static int f_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode,
-                    unsigned flags)
+                    unsigned flags, struct tm__aerr *e)
 {
     struct fault_wfile *fw = (struct fault_wfile *)wf;
     struct tm__wfile *in = fw->in;
-    int rc = hit((struct fault *)wf->a, TM_FOP_COMMIT);
+    int rc = hit((struct fault *)wf->a, TM_FOP_COMMIT, e);
     in->set_owner = wf->set_owner; /* the engine set them on the wrapper */
     in->uid = wf->uid;
     in->gid = wf->gid;
@@ -419,7 +382,7 @@ static int f_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode,
         in->a->abort(in); /* as a failed commit does: no temporary left */
         return rc;
     }
-    return in->a->commit(in, mtime, mode, flags);
+    return in->a->commit(in, mtime, mode, flags, e);
 }
 
 static void f_abort(struct tm__wfile *wf)
@@ -431,43 +394,44 @@ static void f_abort(struct tm__wfile *wf)
     free(fw);
 }
 
-static int f_mkdir(struct tm__adapter *a, const char *path)
+static int f_mkdir(struct tm__adapter *a, const char *path, struct tm__aerr *e)
 {
-    int rc = hit((struct fault *)a, TM_FOP_MKDIR);
-    return rc ? rc : inner(a)->mkdir(inner(a), path);
+    int rc = hit((struct fault *)a, TM_FOP_MKDIR, e);
+    return rc ? rc : inner(a)->mkdir(inner(a), path, e);
 }
 
-static int f_readlink(struct tm__adapter *a, const char *path, struct tm__buf *out)
+static int f_readlink(struct tm__adapter *a, const char *path, struct tm__buf *out,
+                      struct tm__aerr *e)
 {
-    int rc = hit((struct fault *)a, TM_FOP_READLINK);
-    return rc ? rc : inner(a)->readlink(inner(a), path, out);
+    int rc = hit((struct fault *)a, TM_FOP_READLINK, e);
+    return rc ? rc : inner(a)->readlink(inner(a), path, out, e);
 }
 
 static int f_symlink(struct tm__adapter *a, const char *path, const char *target,
-                     int64_t mtime, unsigned flags)
+                     int64_t mtime, unsigned flags, struct tm__aerr *e)
 {
-    int rc = hit((struct fault *)a, TM_FOP_SYMLINK);
-    return rc ? rc : inner(a)->symlink(inner(a), path, target, mtime, flags);
+    int rc = hit((struct fault *)a, TM_FOP_SYMLINK, e);
+    return rc ? rc : inner(a)->symlink(inner(a), path, target, mtime, flags, e);
 }
 
 static int f_set_attr(struct tm__adapter *a, const char *path, int64_t mtime,
-                      uint32_t mode)
+                      uint32_t mode, struct tm__aerr *e)
 {
-    int rc = hit((struct fault *)a, TM_FOP_SET_ATTR);
-    return rc ? rc : inner(a)->set_attr(inner(a), path, mtime, mode);
+    int rc = hit((struct fault *)a, TM_FOP_SET_ATTR, e);
+    return rc ? rc : inner(a)->set_attr(inner(a), path, mtime, mode, e);
 }
 
-static int f_sync(struct tm__adapter *a)
+static int f_sync(struct tm__adapter *a, struct tm__aerr *e)
 {
-    int rc = hit((struct fault *)a, TM_FOP_SYNC);
-    return rc ? rc : inner(a)->sync(inner(a));
+    int rc = hit((struct fault *)a, TM_FOP_SYNC, e);
+    return rc ? rc : inner(a)->sync(inner(a), e);
 }
 
 static int f_chown(struct tm__adapter *a, const char *path, int64_t uid,
-                   int64_t gid)
+                   int64_t gid, struct tm__aerr *e)
 {
-    int rc = hit((struct fault *)a, TM_FOP_CHOWN);
-    return rc ? rc : inner(a)->chown(inner(a), path, uid, gid);
+    int rc = hit((struct fault *)a, TM_FOP_CHOWN, e);
+    return rc ? rc : inner(a)->chown(inner(a), path, uid, gid, e);
 }
 
 /* Not a fault point: whether the root is still there is the inner's. */
@@ -476,8 +440,8 @@ static int f_check_root(struct tm__adapter *a)
     return tm__adapter_check_root(inner(a));
 }
 
-/* Not fault points either: what the root is, what must not be met in the
- * tree, and the names of temporaries are the inner's. */
+/* Not fault points either: what the root is, the folders never to meet,
+ * the names of temporaries are the inner storage's. */
 static int f_root_info(struct tm__adapter *a, struct tm__root_info *out)
 {
     return tm__adapter_root_info(inner(a), out);
@@ -495,9 +459,9 @@ static void f_set_tmp_key(struct tm__adapter *a, const unsigned char *key)
 }
 
 static int f_remove_tmp(struct tm__adapter *a, const char *path, int type,
-                        const unsigned char *key)
+                        const unsigned char *key, struct tm__aerr *e)
 {
-    return tm__adapter_remove_tmp(inner(a), path, type, key);
+    return tm__adapter_remove_tmp(inner(a), path, type, key, e);
 }
 
 int tm__fault_wrap(struct tm__adapter *in, const struct tm__fault_rule *rules,
@@ -521,7 +485,7 @@ int tm__fault_wrap(struct tm__adapter *in, const struct tm__fault_rule *rules,
     f->report = report;
     f->in = in;
     /* the inner name: the engine uses copy_from between two storages of
-     * the same name, and tm__adapter_copy_from unwraps what it must */
+     * the same name, and tm__adapter_copy_from passes the native file */
     f->base.version = in->version;
     f->base.name = in->name;
     f->base.caps = in->caps;
@@ -531,8 +495,6 @@ int tm__fault_wrap(struct tm__adapter *in, const struct tm__fault_rule *rules,
     f->base.list_pos = f_list_pos;
     f->base.list_close = f_list_close;
     f->base.stat = in->stat ? f_stat : NULL;
-    f->base.describe = f_describe;
-    f->base.retry_after = f_retry_after;
     f->base.close = f_close;
     /* optional methods stay absent when the inner adapter lacks them */
     if (in->open_read) {

@@ -65,37 +65,6 @@ struct local {
     int n_forbid;            /* entries used */
 };
 
-/* The message of this thread's last failure that says more than its code
- * (describe() hands it out once). */
-static _Thread_local struct {
-    int err;        /* the code it belongs to, 0: none */
-    char msg[512];  /* the message */
-} last_msg;
-
-static int set_msg(int err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int set_msg(int err, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(last_msg.msg, sizeof last_msg.msg, fmt, ap);
-    va_end(ap);
-    last_msg.err = err;
-    return err;
-}
-
-static void local_describe(struct tm__adapter *a, int err, char *buf, size_t len)
-{
-    (void)a;
-    if (last_msg.err == err && err) {
-        snprintf(buf, len, "%s", last_msg.msg);
-        last_msg.err = 0;
-        return;
-    }
-    snprintf(buf, len, "%s", tm_strerror(err));
-}
-
 struct linux_dirent64 {
     uint64_t d_ino;
     int64_t d_off;
@@ -382,13 +351,14 @@ static void local_list_close(struct tm__lister *lr)
 }
 
 static int local_stat(struct tm__adapter *a, const char *path,
-                      struct tm__entry *out)
+                      struct tm__entry *out, struct tm__aerr *e)
 {
     struct local *l = (struct local *)a;
     const char *slash;
     struct stat st;
     int fd, rc;
 
+    (void)e;
     memset(out, 0, sizeof *out);
     if (path[1] == '\0') {
         if (fstatat(l->root_fd, "", &st, AT_EMPTY_PATH) != 0)
@@ -452,7 +422,8 @@ static int open_parent(struct local *l, const char *path, const char **name)
 }
 
 static int local_open_read(struct tm__adapter *a, const char *path,
-                           struct tm__rfile **out, struct tm__entry *st)
+                           struct tm__rfile **out, struct tm__entry *st,
+                           struct tm__aerr *e)
 {
     struct local *l = (struct local *)a;
     struct local_rfile *f;
@@ -478,7 +449,7 @@ static int local_open_read(struct tm__adapter *a, const char *path,
     }
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         close(fd);
-        return TM_EINVAL;
+        return tm__aerr_set(e, TM_EINVAL, "not a regular file any more");
     }
     f = calloc(1, sizeof *f);
     if (!f) {
@@ -493,9 +464,11 @@ static int local_open_read(struct tm__adapter *a, const char *path,
     return 0;
 }
 
-static int64_t local_read(struct tm__rfile *rf, void *buf, size_t len)
+static int64_t local_read(struct tm__rfile *rf, void *buf, size_t len,
+                          struct tm__aerr *e)
 {
     struct local_rfile *f = (struct local_rfile *)rf;
+    (void)e;
     for (;;) {
         ssize_t n = read(f->fd, buf, len);
         if (n >= 0)
@@ -505,9 +478,11 @@ static int64_t local_read(struct tm__rfile *rf, void *buf, size_t len)
     }
 }
 
-static int local_fstat(struct tm__rfile *rf, struct tm__entry *st)
+static int local_fstat(struct tm__rfile *rf, struct tm__entry *st,
+                       struct tm__aerr *e)
 {
     struct local_rfile *f = (struct local_rfile *)rf;
+    (void)e;
     struct stat sb;
     if (fstat(f->fd, &sb) != 0)
         return tm__from_errno(errno);
@@ -524,7 +499,8 @@ static void local_close_read(struct tm__rfile *rf)
 }
 
 static int local_open_write(struct tm__adapter *a, const char *path,
-                            struct tm__wfile **out)
+                            int64_t size, struct tm__wfile **out,
+                            struct tm__aerr *e)
 {
     struct local *l = (struct local *)a;
     struct local_wfile *f;
@@ -532,6 +508,7 @@ static int local_open_write(struct tm__adapter *a, const char *path,
     int dfd, attempt;
 
     *out = NULL;
+    (void)size; /* written as it comes */
     dfd = open_parent(l, path, &name);
     if (dfd < 0)
         return dfd;
@@ -561,8 +538,8 @@ static int local_open_write(struct tm__adapter *a, const char *path,
     if (f->fd < 0) {
         int rc = tm__from_errno(errno);
         if (rc == TM_EEXIST)
-            set_msg(rc, "cannot create a temporary file beside %s: the %d names "
-                    "it may take are taken", path, TM_TMP_TRIES);
+            tm__aerr_set(e, rc, "cannot create a temporary file beside %s: the "
+                         "%d names it may take are taken", path, TM_TMP_TRIES);
         close(dfd);
         free(f->name);
         free(f);
@@ -572,9 +549,11 @@ static int local_open_write(struct tm__adapter *a, const char *path,
     return 0;
 }
 
-static int64_t local_write(struct tm__wfile *wf, const void *buf, size_t len)
+static int64_t local_write(struct tm__wfile *wf, const void *buf, size_t len,
+                           struct tm__aerr *e)
 {
     struct local_wfile *f = (struct local_wfile *)wf;
+    (void)e;
     const char *p = buf;
     size_t left = len;
     while (left) {
@@ -667,7 +646,7 @@ static int64_t copy_sparse(int src, int dst, int64_t size)
  * can), falling back to read/write where it is refused; a sparse file
  * keeps its holes. */
 static int64_t local_copy_from(struct tm__wfile *wf, struct tm__rfile *rf,
-                               int64_t size)
+                               int64_t size, struct tm__aerr *e)
 {
     struct local_wfile *f = (struct local_wfile *)wf;
     struct local_rfile *src = (struct local_rfile *)rf;
@@ -701,14 +680,14 @@ static int64_t local_copy_from(struct tm__wfile *wf, struct tm__rfile *rf,
     if (!buf)
         return TM_ENOMEM;
     while (done < size) {
-        int64_t n = local_read(rf, buf, 1 << 20), w;
+        int64_t n = local_read(rf, buf, 1 << 20, e), w;
         if (n < 0) {
             free(buf);
             return n;
         }
         if (n == 0)
             break;
-        w = local_write(wf, buf, (size_t)n);
+        w = local_write(wf, buf, (size_t)n, e);
         if (w < 0) {
             free(buf);
             return w;
@@ -755,14 +734,15 @@ static void ns_to_times(struct timespec t[2], int64_t mtime)
  * take what the file system's precision drops (FAT keeps 2 s); else
  * TM_ETIMERANGE: the file system clamped it (a time its format cannot
  * hold), and the copy must not silently carry another time. */
-static int mtime_kept(const struct stat *st, const struct timespec *t)
+static int mtime_kept(const struct stat *st, const struct timespec *t,
+                      struct tm__aerr *e)
 {
     int64_t d = (int64_t)st->st_mtim.tv_sec - (int64_t)t->tv_sec;
     if (d > 2 || d < -2)
-        return set_msg(TM_ETIMERANGE, "the destination cannot hold the mtime "
-                       "%lld.%09ld s since the epoch (it keeps %lld.%09ld)",
-                       (long long)t->tv_sec, t->tv_nsec,
-                       (long long)st->st_mtim.tv_sec, st->st_mtim.tv_nsec);
+        return tm__aerr_set(e, TM_ETIMERANGE, "the destination cannot hold the "
+                            "mtime %lld.%09ld s since the epoch (it keeps "
+                            "%lld.%09ld)", (long long)t->tv_sec, t->tv_nsec,
+                            (long long)st->st_mtim.tv_sec, st->st_mtim.tv_nsec);
     return 0;
 }
 
@@ -785,7 +765,7 @@ static int place(int dfd, const char *tmp, const char *name, unsigned flags)
 }
 
 static int local_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode,
-                        unsigned flags)
+                        unsigned flags, struct tm__aerr *e)
 {
     struct local_wfile *f = (struct local_wfile *)wf;
     struct timespec t[2];
@@ -804,7 +784,7 @@ static int local_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode,
     else if (!rc && !time_held_everywhere(&t[1]) && fstat(f->fd, &sb) != 0)
         rc = tm__from_errno(errno);
     else if (!rc && !time_held_everywhere(&t[1]))
-        rc = mtime_kept(&sb, &t[1]);
+        rc = mtime_kept(&sb, &t[1], e);
     if (close(f->fd) != 0 && !rc)
         rc = tm__from_errno(errno); /* e.g. a delayed ENOSPC on NFS */
     f->fd = -1;
@@ -816,13 +796,15 @@ static int local_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode,
     return rc;
 }
 
-static int local_mkdir(struct tm__adapter *a, const char *path)
+static int local_mkdir(struct tm__adapter *a, const char *path,
+                       struct tm__aerr *e)
 {
     struct local *l = (struct local *)a;
     const char *name;
     struct stat sb;
     int dfd, rc = 0;
 
+    (void)e;
     dfd = open_parent(l, path, &name);
     if (dfd < 0)
         return dfd;
@@ -838,13 +820,14 @@ static int local_mkdir(struct tm__adapter *a, const char *path)
 }
 
 static int local_readlink(struct tm__adapter *a, const char *path,
-                          struct tm__buf *out)
+                          struct tm__buf *out, struct tm__aerr *e)
 {
     struct local *l = (struct local *)a;
     const char *name;
     char buf[PATH_MAX + 1];
     ssize_t n;
     int dfd = open_parent(l, path, &name);
+    (void)e;
     if (dfd < 0)
         return dfd;
     n = readlinkat(dfd, name, buf, sizeof buf);
@@ -858,7 +841,8 @@ static int local_readlink(struct tm__adapter *a, const char *path,
 }
 
 static int local_symlink(struct tm__adapter *a, const char *path,
-                         const char *target, int64_t mtime, unsigned flags)
+                         const char *target, int64_t mtime, unsigned flags,
+                         struct tm__aerr *e)
 {
     struct local *l = (struct local *)a;
     struct timespec t[2];
@@ -885,8 +869,8 @@ static int local_symlink(struct tm__adapter *a, const char *path,
     if (!made) {
         rc = rc ? rc : tm__from_errno(errno);
         if (rc == TM_EEXIST)
-            set_msg(rc, "cannot create a temporary symlink beside %s: the %d "
-                    "names it may take are taken", path, TM_TMP_TRIES);
+            tm__aerr_set(e, rc, "cannot create a temporary symlink beside %s: "
+                         "the %d names it may take are taken", path, TM_TMP_TRIES);
         close(dfd);
         return rc;
     }
@@ -899,7 +883,7 @@ static int local_symlink(struct tm__adapter *a, const char *path,
         else if (!S_ISLNK(sb.st_mode))
             rc = TM_EINVAL; /* not ours any more */
         else
-            rc = mtime_kept(&sb, &t[1]);
+            rc = mtime_kept(&sb, &t[1], e);
     }
     if (!rc && place(dfd, tmp, name, flags) != 0)
         rc = tm__from_errno(errno);
@@ -944,7 +928,7 @@ static int fd_utimes(int fd, const struct timespec t[2])
  * a symlink put in its place is never followed. What is already as asked
  * is left alone (an immutable folder that already has them is fine). */
 static int local_set_attr(struct tm__adapter *a, const char *path, int64_t mtime,
-                          uint32_t mode)
+                          uint32_t mode, struct tm__aerr *e)
 {
     struct local *l = (struct local *)a;
     struct timespec t[2];
@@ -986,7 +970,7 @@ static int local_set_attr(struct tm__adapter *a, const char *path, int64_t mtime
         else if (fstat(fd, &sb) != 0)
             rc = tm__from_errno(errno);
         else
-            rc = mtime_kept(&sb, &t[1]);
+            rc = mtime_kept(&sb, &t[1], e);
     }
     close(fd);
     if (dfd >= 0)
@@ -995,11 +979,12 @@ static int local_set_attr(struct tm__adapter *a, const char *path, int64_t mtime
 }
 
 static int local_chown(struct tm__adapter *a, const char *path, int64_t uid,
-                       int64_t gid)
+                       int64_t gid, struct tm__aerr *e)
 {
     struct local *l = (struct local *)a;
     const char *name;
     int dfd = open_parent(l, path, &name), rc = 0;
+    (void)e;
     if (dfd < 0)
         return dfd;
     if (fchownat(dfd, name, (uid_t)uid, (gid_t)gid, AT_SYMLINK_NOFOLLOW) != 0)
@@ -1008,10 +993,11 @@ static int local_chown(struct tm__adapter *a, const char *path, int64_t uid,
     return rc;
 }
 
-static int local_sync(struct tm__adapter *a)
+static int local_sync(struct tm__adapter *a, struct tm__aerr *e)
 {
     struct local *l = (struct local *)a;
     int fd = open_walk(l, "/"), rc = 0;
+    (void)e;
     if (fd < 0)
         return fd;
     if (syncfs(fd) != 0)
@@ -1185,7 +1171,7 @@ static void local_set_tmp_key(struct tm__adapter *a, const unsigned char *key)
  * key, each one only when it is of the node's type (a file, or a symlink)
  * and unlinked by name in its parent, so nothing is ever followed. */
 static int local_remove_tmp(struct tm__adapter *a, const char *path, int type,
-                            const unsigned char *key)
+                            const unsigned char *key, struct tm__aerr *e)
 {
     struct local *l = (struct local *)a;
     char tmp[TM_TMP_NAME_MAX];
@@ -1193,6 +1179,7 @@ static int local_remove_tmp(struct tm__adapter *a, const char *path, int type,
     struct stat st;
     int dfd, attempt, n = 0;
 
+    (void)e;
     dfd = open_parent(l, path, &name);
     if (dfd < 0)
         return dfd == TM_ENOENT || dfd == TM_ENOTDIR ? 0 : dfd;
@@ -1268,7 +1255,6 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     l->base.list_pos = local_list_pos;
     l->base.list_close = local_list_close;
     l->base.stat = local_stat;
-    l->base.describe = local_describe;
     l->base.close = local_close;
     l->base.open_read = local_open_read;
     l->base.read = local_read;

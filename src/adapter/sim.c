@@ -18,8 +18,8 @@
  * Threads: any number of worker threads call every method at once. The
  * spec is read-only after open; the shared mutable state is two atomics
  * (the operation counter, the throttle's next free slot) and the overlay,
- * which has its own lock. The last fault of each thread, for describe()
- * and retry_after(), lives in a pthread key of the adapter.
+ * which has its own lock. A fault is described in the call's struct
+ * tm__aerr.
  */
 #include "adapter/adapter.h"
 #include "adapter/sim.h"
@@ -39,7 +39,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-/* What the last failed call of a thread was. */
+/* What made a call fail. */
 enum fault {
     F_NONE = 0,  /* no fault (or the engine's callback failed) */
     F_TRANSIENT, /* transient= fired */
@@ -62,24 +62,45 @@ struct sim {
     atomic_llong tat;           /* throttle: next free slot, ns (GCRA) */
     int64_t interval_ns;        /* throttle: ns between two listings */
     int64_t tau_ns;             /* throttle: burst tolerance, ns */
-    pthread_key_t last;         /* per thread: fault | retry-after ms << 4 */
     struct tm__ovl *ovl;        /* what was written */
 };
 
-static void set_last(struct sim *s, enum fault f, int64_t ms)
+/* Fills e with fault f (retry-after ms for a throttle) and returns err. */
+static int fault(struct sim *s, struct tm__aerr *e, enum fault f, int64_t ms,
+                 int err)
 {
-    uintptr_t v = ((uintptr_t)ms << 4) | (uintptr_t)f;
-    pthread_setspecific(s->last, (void *)v);
-}
-
-static uintptr_t get_last(struct sim *s)
-{
-    return (uintptr_t)pthread_getspecific(s->last);
-}
-
-static int fault(struct sim *s, enum fault f, int64_t ms, int err)
-{
-    set_last(s, f, ms);
+    switch (f) {
+    case F_TRANSIENT:
+        tm__aerr_set(e, err, "injected transient error (%s)", tm_strerror(err));
+        break;
+    case F_PERMANENT:
+        tm__aerr_set(e, err, "injected permanent error (%s)", tm_strerror(err));
+        break;
+    case F_DENY:
+        tm__aerr_set(e, err, "injected permission denied (deny=)");
+        break;
+    case F_THROTTLE:
+        tm__aerr_set(e, err, "throttled: over %lld listings per second, retry "
+                     "after %lld ms", (long long)s->sp.throttle, (long long)ms);
+        e->cls = TM_ERR_THROTTLE;
+        e->retry_ms = ms;
+        break;
+    case F_NOENT:
+        tm__aerr_set(e, err, "no such folder in the simulated world");
+        break;
+    case F_NOTDIR:
+        tm__aerr_set(e, err, "not a folder in the simulated world");
+        break;
+    case F_BADNAME:
+        tm__aerr_set(e, err, "the listing returned an invalid name (badname=)");
+        break;
+    case F_LITMAX:
+        tm__aerr_set(e, err, "the simulated storage keeps at most %d MiB of a "
+                     "written file that is not a generated stream", LIT_MAX >> 20);
+        break;
+    default:
+        break;
+    }
     return err;
 }
 
@@ -134,16 +155,16 @@ static void crash(void)
 
 /* The checks that fail a listing before it starts. */
 static int pre_faults(struct sim *s, const char *path,
-                      const struct tm__sim_folder *f)
+                      const struct tm__sim_folder *f, struct tm__aerr *e)
 {
     const struct tm__sim_spec *sp = &s->sp;
     int64_t ms;
     if (sp->throttle && throttled(s, &ms))
-        return fault(s, F_THROTTLE, ms, TM_ETHROTTLED);
+        return fault(s, e, F_THROTTLE, ms, TM_ETHROTTLED);
     if (tm__sim_prefix_match(&sp->deny, path, strlen(path)))
-        return fault(s, F_DENY, 0, TM_EACCES);
+        return fault(s, e, F_DENY, 0, TM_EACCES);
     if (tm__sim_permanent(sp, sp->permanent, sp->world, f))
-        return fault(s, F_PERMANENT, 0, TM_EIO);
+        return fault(s, e, F_PERMANENT, 0, TM_EIO);
     return 0;
 }
 
@@ -239,7 +260,6 @@ static int parent_ok(struct sim *s, const char *path)
 static uint64_t op_begin(struct sim *s)
 {
     uint64_t call = atomic_fetch_add(&s->calls, 1) + 1;
-    set_last(s, F_NONE, 0);
     if (s->sp.crash_after && call > (uint64_t)s->sp.crash_after)
         crash();
     return call;
@@ -247,21 +267,22 @@ static uint64_t op_begin(struct sim *s)
 
 /* The latency and faults of a read or write of path: latency=, jitter=,
  * throttle=, deny= and a transient= draw. */
-static int op_faults(struct sim *s, uint64_t call, const char *path)
+static int op_faults(struct sim *s, uint64_t call, const char *path,
+                     struct tm__aerr *e)
 {
     const struct tm__sim_spec *sp = &s->sp;
     int64_t ms;
     uint64_t h;
     page_wait(s, call, 0);
     if (sp->throttle && throttled(s, &ms))
-        return fault(s, F_THROTTLE, ms, TM_ETHROTTLED);
+        return fault(s, e, F_THROTTLE, ms, TM_ETHROTTLED);
     if (tm__sim_prefix_match(&sp->deny, path, strlen(path)))
-        return fault(s, F_DENY, 0, TM_EACCES);
+        return fault(s, e, F_DENY, 0, TM_EACCES);
     if (sp->transient <= 0)
         return 0;
     h = tm__sim_hash(s->fault_salt ^ XXH3_64bits(path, strlen(path)), call);
     if (tm__sim_unit(h) < sp->transient)
-        return fault(s, F_TRANSIENT, 0, (h & 1) ? TM_EAGAIN : TM_ETIMEDOUT);
+        return fault(s, e, F_TRANSIENT, 0, (h & 1) ? TM_EAGAIN : TM_ETIMEDOUT);
     return 0;
 }
 
@@ -298,7 +319,6 @@ struct sim_lister {
     int pages;               /* pages returned (badname= on the first) */
 };
 
-static void sim_aerr(struct sim *s, int rc, struct tm__aerr *e);
 
 static int sim_list_open(struct tm__adapter *a, const char *path,
                          const void *pos, size_t pos_len,
@@ -323,8 +343,7 @@ static int sim_list_open(struct tm__adapter *a, const char *path,
         rc = tm__ovl_children(s->ovl, path, &li->ol);
     if (rc) {
         if (rc == TM_ENOENT || rc == TM_ENOTDIR)
-            fault(s, rc == TM_ENOTDIR ? F_NOTDIR : F_NOENT, 0, rc);
-        sim_aerr(s, rc, e);
+            fault(s, e, rc == TM_ENOTDIR ? F_NOTDIR : F_NOENT, 0, rc);
         free(li->path);
         free(li);
         return rc;
@@ -376,11 +395,11 @@ static int sim_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
     if (!li->l.gen) { /* written, not generated: no permanent= draw */
         int64_t ms;
         if (sp->throttle && throttled(s, &ms))
-            rc = fault(s, F_THROTTLE, ms, TM_ETHROTTLED);
+            rc = fault(s, e, F_THROTTLE, ms, TM_ETHROTTLED);
         else if (tm__sim_prefix_match(&sp->deny, li->path, strlen(li->path)))
-            rc = fault(s, F_DENY, 0, TM_EACCES);
+            rc = fault(s, e, F_DENY, 0, TM_EACCES);
     } else {
-        rc = pre_faults(s, li->path, &li->l.f);
+        rc = pre_faults(s, li->path, &li->l.f, e);
     }
     if (rc)
         goto out;
@@ -392,8 +411,9 @@ static int sim_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
                             (sizeof bad_names / sizeof *bad_names));
         st.type = TM_T_FILE;
         st.mode = 0644;
-        set_last(s, F_BADNAME, 0);
         rc = send(cb, ctx, bad_names[j].name, bad_names[j].len, &st);
+        if (rc == TM_EBADNAME)
+            fault(s, e, F_BADNAME, 0, rc);
         if (rc)
             goto out;
     }
@@ -440,12 +460,10 @@ static int sim_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
         sent++;
     }
     if (!rc && cut >= 0 && sent == cut)
-        rc = fault(s, F_TRANSIENT, 0, terr);
+        rc = fault(s, e, F_TRANSIENT, 0, terr);
 out:
-    if (rc) {
-        sim_aerr(s, rc, e);
+    if (rc)
         return rc; /* the position stays at the start of this page */
-    }
     li->slot = slot;
     li->oi = oi;
     li->pages++;
@@ -469,8 +487,9 @@ static void sim_list_close(struct tm__lister *lr)
 }
 
 static int sim_stat(struct tm__adapter *a, const char *path,
-                    struct tm__entry *out)
+                    struct tm__entry *out, struct tm__aerr *e)
 {
+    (void)e;
     struct look l;
     int rc = look((struct sim *)a, path, &l, NULL);
     memset(out, 0, sizeof *out);
@@ -492,13 +511,14 @@ struct sim_rfile {
 };
 
 static int sim_open_read(struct tm__adapter *a, const char *path,
-                         struct tm__rfile **out, struct tm__entry *st)
+                         struct tm__rfile **out, struct tm__entry *st,
+                         struct tm__aerr *e)
 {
     struct sim *s = (struct sim *)a;
     uint64_t call = op_begin(s);
     struct sim_rfile *f;
     struct look l;
-    int rc = op_faults(s, call, path);
+    int rc = op_faults(s, call, path, e);
     *out = NULL;
     if (rc)
         return rc;
@@ -523,9 +543,11 @@ static int sim_open_read(struct tm__adapter *a, const char *path,
     return 0;
 }
 
-static int64_t sim_read(struct tm__rfile *rf, void *buf, size_t len)
+static int64_t sim_read(struct tm__rfile *rf, void *buf, size_t len,
+                        struct tm__aerr *e)
 {
     struct sim_rfile *f = (struct sim_rfile *)rf;
+    (void)e;
     int64_t left = f->st.size - f->pos;
     size_t n = left < (int64_t)len ? (size_t)left : len;
     if (n == 0)
@@ -538,8 +560,10 @@ static int64_t sim_read(struct tm__rfile *rf, void *buf, size_t len)
     return (int64_t)n;
 }
 
-static int sim_fstat(struct tm__rfile *rf, struct tm__entry *st)
+static int sim_fstat(struct tm__rfile *rf, struct tm__entry *st,
+                     struct tm__aerr *e)
 {
+    (void)e;
     *st = ((struct sim_rfile *)rf)->st;
     return 0;
 }
@@ -565,15 +589,16 @@ struct sim_wfile {
     struct tm__buf lit;    /* W_LIT: every byte */
 };
 
-static int sim_open_write(struct tm__adapter *a, const char *path,
-                          struct tm__wfile **out)
+static int sim_open_write(struct tm__adapter *a, const char *path, int64_t size,
+                          struct tm__wfile **out, struct tm__aerr *e)
 {
     struct sim *s = (struct sim *)a;
     uint64_t call = op_begin(s);
     struct sim_wfile *f;
     struct look l;
-    int rc = op_faults(s, call, path);
+    int rc = op_faults(s, call, path, e);
     *out = NULL;
+    (void)size;
     if (!rc)
         rc = parent_ok(s, path);
     if (!rc && look(s, path, &l, NULL) == 0 && l.st.type == TM_T_FOLDER)
@@ -606,7 +631,8 @@ static int to_literal(struct sim_wfile *f)
     return 0;
 }
 
-static int64_t sim_write(struct tm__wfile *wf, const void *buf, size_t len)
+static int64_t sim_write(struct tm__wfile *wf, const void *buf, size_t len,
+                         struct tm__aerr *e)
 {
     struct sim_wfile *f = (struct sim_wfile *)wf;
     struct sim *s = (struct sim *)wf->a;
@@ -630,7 +656,7 @@ static int64_t sim_write(struct tm__wfile *wf, const void *buf, size_t len)
             tm__sim_content(f->id, f->n, tmp, k);
             if (memcmp(tmp, p, k) != 0) {
                 if (f->n > LIT_MAX)
-                    return fault(s, F_LITMAX, 0, TM_EFBIG);
+                    return fault(s, e, F_LITMAX, 0, TM_EFBIG);
                 if ((rc = to_literal(f)) != 0)
                     return rc;
                 continue;
@@ -638,7 +664,7 @@ static int64_t sim_write(struct tm__wfile *wf, const void *buf, size_t len)
         } else {
             k = left;
             if (f->lit.len + k > LIT_MAX)
-                return fault(s, F_LITMAX, 0, TM_EFBIG);
+                return fault(s, e, F_LITMAX, 0, TM_EFBIG);
             if ((rc = tm__buf_add(&f->lit, p, k)) != 0)
                 return rc;
         }
@@ -652,7 +678,7 @@ static int64_t sim_write(struct tm__wfile *wf, const void *buf, size_t len)
 /* Between two sims: a generated source is taken as (id, size), no bytes
  * move; other sources are read and written. */
 static int64_t sim_copy_from(struct tm__wfile *wf, struct tm__rfile *rf,
-                             int64_t size)
+                             int64_t size, struct tm__aerr *e)
 {
     struct sim_wfile *f = (struct sim_wfile *)wf;
     struct sim_rfile *in = (struct sim_rfile *)rf;
@@ -668,10 +694,10 @@ static int64_t sim_copy_from(struct tm__wfile *wf, struct tm__rfile *rf,
     }
     while (done < size) {
         int64_t n = sim_read(rf, buf, size - done < (int64_t)sizeof buf
-                                          ? (size_t)(size - done) : sizeof buf);
+                                          ? (size_t)(size - done) : sizeof buf, e);
         if (n <= 0)
             break;
-        n = sim_write(wf, buf, (size_t)n);
+        n = sim_write(wf, buf, (size_t)n, e);
         if (n < 0)
             return n;
         done += n;
@@ -705,39 +731,40 @@ static int replace_ok(struct sim *s, const char *path, unsigned flags)
 }
 
 static int sim_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode,
-                      unsigned flags)
+                      unsigned flags, struct tm__aerr *e)
 {
     struct sim_wfile *f = (struct sim_wfile *)wf;
     struct sim *s = (struct sim *)wf->a;
     uint64_t call = op_begin(s);
-    struct tm__ovl_ent e;
-    int rc = op_faults(s, call, f->path);
+    struct tm__ovl_ent oe;
+    int rc = op_faults(s, call, f->path, e);
     if (!rc && f->state == W_HEAD)
         rc = to_literal(f);
     if (!rc)
         rc = replace_ok(s, f->path, flags);
     if (!rc) {
-        memset(&e, 0, sizeof e);
-        e.type = TM_T_FILE;
-        e.kind = f->state == W_GEN ? TM_OVL_GEN : TM_OVL_LIT;
-        e.mode = mode;
-        e.mtime = mtime;
-        e.size = f->n;
-        e.id = f->state == W_GEN ? f->id : 0;
-        rc = tm__ovl_put(s->ovl, f->path, &e, f->lit.buf,
+        memset(&oe, 0, sizeof oe);
+        oe.type = TM_T_FILE;
+        oe.kind = f->state == W_GEN ? TM_OVL_GEN : TM_OVL_LIT;
+        oe.mode = mode;
+        oe.mtime = mtime;
+        oe.size = f->n;
+        oe.id = f->state == W_GEN ? f->id : 0;
+        rc = tm__ovl_put(s->ovl, f->path, &oe, f->lit.buf,
                          f->state == W_LIT ? f->lit.len : 0);
     }
     sim_abort(wf);
     return rc;
 }
 
-static int sim_mkdir(struct tm__adapter *a, const char *path)
+static int sim_mkdir(struct tm__adapter *a, const char *path,
+                     struct tm__aerr *e)
 {
     struct sim *s = (struct sim *)a;
     uint64_t call = op_begin(s);
-    struct tm__ovl_ent e;
+    struct tm__ovl_ent oe;
     struct look l;
-    int rc = op_faults(s, call, path);
+    int rc = op_faults(s, call, path, e);
     if (rc)
         return rc;
     rc = look(s, path, &l, NULL);
@@ -745,19 +772,20 @@ static int sim_mkdir(struct tm__adapter *a, const char *path)
         return l.st.type == TM_T_FOLDER ? 0 : TM_EEXIST;
     if (rc != TM_ENOENT || (rc = parent_ok(s, path)) != 0)
         return rc;
-    memset(&e, 0, sizeof e);
-    e.type = TM_T_FOLDER;
-    e.mode = 0700;
-    e.mtime = tm__wall_ns();
-    return tm__ovl_put(s->ovl, path, &e, NULL, 0);
+    memset(&oe, 0, sizeof oe);
+    oe.type = TM_T_FOLDER;
+    oe.mode = 0700;
+    oe.mtime = tm__wall_ns();
+    return tm__ovl_put(s->ovl, path, &oe, NULL, 0);
 }
 
 static int sim_readlink(struct tm__adapter *a, const char *path,
-                        struct tm__buf *out)
+                        struct tm__buf *out, struct tm__aerr *e)
 {
     struct sim *s = (struct sim *)a;
     struct look l;
     int rc;
+    (void)e;
     op_begin(s);
     tm__buf_reset(out);
     rc = look(s, path, &l, out);
@@ -767,110 +795,55 @@ static int sim_readlink(struct tm__adapter *a, const char *path,
 }
 
 static int sim_symlink(struct tm__adapter *a, const char *path,
-                       const char *target, int64_t mtime, unsigned flags)
+                       const char *target, int64_t mtime, unsigned flags,
+                       struct tm__aerr *e)
 {
     struct sim *s = (struct sim *)a;
     uint64_t call = op_begin(s);
-    struct tm__ovl_ent e;
-    int rc = op_faults(s, call, path);
+    struct tm__ovl_ent oe;
+    int rc = op_faults(s, call, path, e);
     if (!rc)
         rc = replace_ok(s, path, flags);
     if (rc)
         return rc;
-    memset(&e, 0, sizeof e);
-    e.type = TM_T_SYMLINK;
-    e.mode = 0777;
-    e.mtime = mtime;
-    e.size = (int64_t)strlen(target);
-    return tm__ovl_put(s->ovl, path, &e, target, strlen(target));
+    memset(&oe, 0, sizeof oe);
+    oe.type = TM_T_SYMLINK;
+    oe.mode = 0777;
+    oe.mtime = mtime;
+    oe.size = (int64_t)strlen(target);
+    return tm__ovl_put(s->ovl, path, &oe, target, strlen(target));
 }
 
 static int sim_set_attr(struct tm__adapter *a, const char *path,
-                        int64_t mtime, uint32_t mode)
+                        int64_t mtime, uint32_t mode, struct tm__aerr *e)
 {
     struct sim *s = (struct sim *)a;
     uint64_t call = op_begin(s);
-    struct tm__ovl_ent e;
+    struct tm__ovl_ent oe;
     struct look l;
-    int rc = op_faults(s, call, path);
+    int rc = op_faults(s, call, path, e);
     if (!rc)
         rc = look(s, path, &l, NULL);
     if (rc)
         return rc;
     if (l.st.type != TM_T_FOLDER)
         return TM_ENOTDIR;
-    memset(&e, 0, sizeof e);
-    e.type = TM_T_FOLDER;
-    e.mode = mode;
-    e.mtime = mtime == TM_MTIME_KEEP ? l.st.mtime : mtime;
-    return tm__ovl_put(s->ovl, path, &e, NULL, 0);
+    memset(&oe, 0, sizeof oe);
+    oe.type = TM_T_FOLDER;
+    oe.mode = mode;
+    oe.mtime = mtime == TM_MTIME_KEEP ? l.st.mtime : mtime;
+    return tm__ovl_put(s->ovl, path, &oe, NULL, 0);
 }
 
-static int sim_sync(struct tm__adapter *a)
+static int sim_sync(struct tm__adapter *a, struct tm__aerr *e)
 {
+    (void)e;
     return tm__ovl_sync(((struct sim *)a)->ovl);
-}
-
-static void sim_describe(struct tm__adapter *a, int err, char *buf, size_t len)
-{
-    struct sim *s = (struct sim *)a;
-    uintptr_t v = get_last(s);
-    switch ((enum fault)(v & 15)) {
-    case F_TRANSIENT:
-        snprintf(buf, len, "injected transient error (%s)", tm_strerror(err));
-        break;
-    case F_PERMANENT:
-        snprintf(buf, len, "injected permanent error (%s)", tm_strerror(err));
-        break;
-    case F_DENY:
-        snprintf(buf, len, "injected permission denied (deny=)");
-        break;
-    case F_THROTTLE:
-        snprintf(buf, len, "throttled: over %lld listings per second, retry "
-                 "after %llu ms", (long long)s->sp.throttle,
-                 (unsigned long long)(v >> 4));
-        break;
-    case F_NOENT:
-        snprintf(buf, len, "no such folder in the simulated world");
-        break;
-    case F_NOTDIR:
-        snprintf(buf, len, "not a folder in the simulated world");
-        break;
-    case F_BADNAME:
-        snprintf(buf, len, "the listing returned an invalid name (badname=)");
-        break;
-    case F_LITMAX:
-        snprintf(buf, len, "the simulated storage keeps at most %d MiB of a "
-                 "written file that is not a generated stream", LIT_MAX >> 20);
-        break;
-    default:
-        snprintf(buf, len, "%s", tm_strerror(err));
-    }
-}
-
-static int64_t sim_retry_after(struct tm__adapter *a)
-{
-    uintptr_t v = get_last((struct sim *)a);
-    return (v & 15) == F_THROTTLE ? (int64_t)(v >> 4) : 1000;
-}
-
-/* Fills e with what the last fault of this thread was. */
-static void sim_aerr(struct sim *s, int rc, struct tm__aerr *e)
-{
-    uintptr_t v = get_last(s);
-    if ((enum fault)(v & 15) == F_NONE)
-        return; /* the engine's own error, or a plain one */
-    sim_describe(&s->base, rc, e->msg, sizeof e->msg);
-    if ((v & 15) == F_THROTTLE) {
-        e->cls = TM_ERR_THROTTLE;
-        e->retry_ms = (int64_t)(v >> 4);
-    }
 }
 
 static void sim_close(struct tm__adapter *a)
 {
     struct sim *s = (struct sim *)a;
-    pthread_key_delete(s->last);
     tm__ovl_close(s->ovl);
     tm__sim_spec_release(&s->sp);
     free(s);
@@ -889,10 +862,6 @@ int tm__sim_open(const char *params, struct tm__adapter **out, char *err,
     rc = tm__sim_spec_parse(&s->sp, params, err, errlen);
     if (!rc)
         rc = tm__ovl_open(s->sp.overlay, &s->ovl, err, errlen);
-    if (!rc && pthread_key_create(&s->last, NULL) != 0) {
-        tm__ovl_close(s->ovl);
-        rc = TM_ENOMEM;
-    }
     if (rc) {
         tm__sim_spec_release(&s->sp);
         free(s);
@@ -907,8 +876,6 @@ int tm__sim_open(const char *params, struct tm__adapter **out, char *err,
     s->base.list_pos = sim_list_pos;
     s->base.list_close = sim_list_close;
     s->base.stat = sim_stat;
-    s->base.describe = sim_describe;
-    s->base.retry_after = sim_retry_after;
     s->base.close = sim_close;
     s->base.open_read = sim_open_read;
     s->base.read = sim_read;

@@ -1,10 +1,11 @@
 /*
  * execute.c - the copy and verify passes of execute.h.
  *
- * Threads: the caller's thread is the coordinator; a pool of workers runs
- * the tasks; the writer (store/writer.c) records the outcomes. The
- * coordinator reads tasks from the state file in keyset pages into a
- * bounded window, stage by stage:
+ * Threads: the caller's thread is the coordinator; the tasks run as jobs
+ * of the one task pool (pool.c), at most --workers at a time; the writer
+ * (store/writer.c) records the outcomes. The coordinator reads tasks from
+ * the state file (store/tasks.c) in keyset pages into a bounded ready
+ * queue, stage by stage:
  *   copy    one stage per depth (1, 2, ...): every pending folder, file and
  *           symlink of that depth. A depth starts once the previous one is
  *           committed, so a node's parent is known to exist. Then one stage
@@ -15,16 +16,24 @@
  *           child that does not match becomes a failed node (retry redoes
  *           it).
  *
- * Lock order: r->mu, then the writer's mutex (tm__writer_error); never the
- * reverse. r->mu is never held while calling an adapter or SQLite, nor
- * while handing anything to the writer (it may wait for a commit, whose
- * on_commit() takes r->mu).
+ * A job that ends takes the next ready task itself; the coordinator is
+ * woken when the queue runs low or the stage may be over. Every storage
+ * call goes through the adapter wrappers, and every retry through the
+ * pool's retry policy (full-jitter backoff, the storage's retry-after,
+ * cut short by a stop).
+ *
+ * Lock order: r->mu, then a reader's mutex, then the writer's mutex
+ * (tm__writer_error); never the reverse. r->mu is never held while calling
+ * an adapter or SQLite, nor while handing anything to the writer (it may
+ * wait for a commit, whose on_commit() takes r->mu).
  */
 #include "engine/execute.h"
 
 #include "engine/engine.h"
 #include "engine/observe.h"
+#include "engine/pool.h"
 #include "store/store.h"
+#include "store/tasks.h"
 #include "store/writer.h"
 #include "util/util.h"
 
@@ -40,10 +49,17 @@
 #define PAGE 1024
 #define WRITER_MAX_ROWS 4096 /* rows queued for the writer: see discover.c */
 #define IO_BUF (1 << 20)
+#define READERS 2            /* verify's shared read connections */
+#define KIDS_PAGE 512        /* source children verify reads at once */
 
 enum stage { ST_COPY_DEPTH, ST_ATTRS, ST_VERIFY };
 
+struct runner;
+
 struct task {
+    struct tm__job job;    /* pool link; first */
+    struct runner *r;      /* the runner */
+    int stage;             /* enum stage */
     int64_t id;            /* source row */
     char *path;            /* root-relative path (malloc'd, with why) */
     const char *why;       /* a folder whose listing failed: the reason
@@ -56,37 +72,49 @@ struct task {
     int parent_cs;         /* copy status of the parent */
 };
 
+/* What a running task works with: taken from the runner's free list, so
+ * that there are never more of them than tasks in flight. */
+struct worker {
+    struct worker *next;    /* free list link */
+    struct runner *r;       /* the runner */
+    char *buf, *buf2;       /* I/O buffers */
+    struct tm__buf scratch; /* symlink targets */
+    struct tm__buf scratch2; /* the destination's, for verify */
+    struct tm__aerr ae;     /* the last failed storage call */
+    int err_src;            /* it was the source's */
+};
+
+/* A read connection verify's tasks share. */
+struct reader {
+    pthread_mutex_t mu;     /* one task at a time */
+    struct tm__tasks *q;    /* the connection */
+};
+
 struct runner {
     struct tm__exec_cfg *cfg;  /* what to do */
     pthread_mutex_t mu;        /* guards everything below */
-    pthread_cond_t cv_work;    /* tasks in the window, or quit */
     pthread_cond_t cv_coord;   /* a task ended or was committed */
-    struct task *win;          /* ring of waiting tasks */
+    struct task **win;         /* ring of ready tasks */
     size_t head, len, cap;     /* ring position, fill, capacity */
     int in_flight;             /* tasks being worked on */
     int64_t fetched, finished, committed; /* tasks of the stage */
     int stage;                 /* enum stage */
     int depth;                 /* copy: the depth of the stage */
-    int quit;                  /* workers must exit */
-    int fatal;                 /* first fatal error of a worker */
+    int quit;                  /* tasks must give up */
+    atomic_int quitting;       /* quit, read without r->mu */
+    int fatal;                 /* first fatal error of a task */
     struct tm__buf fatal_msg;  /* its message */
     int64_t done_nodes;        /* nodes copied or checked */
     int64_t done_bytes;        /* bytes copied or hashed */
     int64_t problems;          /* failures / mismatches */
     int64_t prec;              /* mtime precision of the comparison */
     struct tm__writer *w;      /* the writer */
-    sqlite3 *rd;               /* the coordinator's read connection */
+    struct tm__tasks *q;       /* the coordinator's reads */
+    struct reader rdr[READERS]; /* verify's reads */
+    atomic_uint next_reader;   /* round robin over rdr */
+    struct tm__pool *pool;     /* the jobs */
+    struct worker *free_wk;    /* workers not in use */
     struct tm__logger *lg;     /* the log service, or NULL */
-};
-
-struct worker {
-    struct runner *r;      /* the runner */
-    sqlite3 *rd;           /* verify: read connection */
-    sqlite3_stmt *kids;    /* verify: the copied children of a folder */
-    sqlite3_stmt *src_kid; /* verify: a source child by parent and name */
-    char *buf, *buf2;      /* I/O buffers */
-    struct tm__buf scratch; /* symlink targets */
-    int err_src;           /* the last copy error came from the source */
 };
 
 static int stopping(struct runner *r)
@@ -112,7 +140,7 @@ static void set_fatal_msg(struct runner *r, int err, const char *fmt, ...)
         va_end(ap);
     }
     r->quit = 1;
-    pthread_cond_broadcast(&r->cv_work);
+    atomic_store(&r->quitting, 1);
     pthread_cond_broadcast(&r->cv_coord);
 }
 
@@ -230,6 +258,16 @@ static unsigned place_flags(const struct runner *r, const struct task *t)
     return r->cfg->no_overwrite || t->cf == CF_NONE ? TM_NOREPLACE : 0;
 }
 
+/* A failure the engine finds itself (not a storage's): described in wk's
+ * error as one of this node. Returns rc. */
+static int own_err(struct worker *wk, int rc, const char *msg)
+{
+    tm__aerr_clear(&wk->ae);
+    wk->ae.cls = TM_ERR_NODE;
+    tm__aerr_set(&wk->ae, rc, "%s", msg);
+    return tm__aerr_finish(&wk->ae, rc);
+}
+
 /* Copies one file: the source must still be what discovery saw, before and
  * after; the bytes go to a temporary name that is renamed on success. */
 static int copy_file(struct worker *wk, const struct task *t)
@@ -242,23 +280,23 @@ static int copy_file(struct worker *wk, const struct task *t)
     uint32_t mode;
     int rc;
 
-    rc = sa->open_read(sa, t->path, &in, &st);
+    rc = tm__adapter_open_read(sa, t->path, &in, &st, &wk->ae);
     if (rc) {
         wk->err_src = 1;
         return rc;
     }
     if (st.size != t->size || st.mtime != t->mtime) {
-        rc = TM_ECHANGED;
+        rc = own_err(wk, TM_ECHANGED, "changed since discovery");
         goto out;
     }
-    rc = da->open_write(da, t->path, &out);
+    rc = tm__adapter_open_write(da, t->path, t->size, &out, &wk->ae);
     if (rc)
         goto out;
-    if (da->copy_from && strcmp(sa->name, da->name) == 0) {
-        n = tm__adapter_copy_from(da, out, in, t->size);
+    if (tm__adapter_can_copy_from(da, sa)) {
+        n = tm__adapter_copy_from(out, in, t->size, &wk->ae);
     } else {
         while (n < t->size) {
-            int64_t got = sa->read(in, wk->buf, IO_BUF), put;
+            int64_t got = tm__adapter_read(in, wk->buf, IO_BUF, &wk->ae), put;
             if (got <= 0) {
                 if (got < 0) {
                     n = got;
@@ -266,7 +304,7 @@ static int copy_file(struct worker *wk, const struct task *t)
                 }
                 break;
             }
-            put = da->write(out, wk->buf, (size_t)got);
+            put = tm__adapter_write(out, wk->buf, (size_t)got, &wk->ae);
             if (put < 0) {
                 n = put;
                 break;
@@ -281,12 +319,12 @@ static int copy_file(struct worker *wk, const struct task *t)
     /* a file that grew, shrank or was rewritten meanwhile is not copied as
      * a torn file: it fails with "changed since discovery"; a failed fstat
      * is that failure (a transient one is retried), not a change */
-    if (n == t->size && (rc = sa->fstat(in, &st2)) != 0) {
+    if (n == t->size && (rc = tm__adapter_fstat(in, &st2, &wk->ae)) != 0) {
         wk->err_src = 1;
         goto out;
     }
     if (n != t->size || st2.size != t->size || st2.mtime != t->mtime) {
-        rc = TM_ECHANGED;
+        rc = own_err(wk, TM_ECHANGED, "changed since discovery");
         goto out;
     }
     mode = t->mode;
@@ -303,7 +341,7 @@ static int copy_file(struct worker *wk, const struct task *t)
         if (!known || st.gid != (int64_t)getegid())
             mode &= ~02000u;
     }
-    rc = da->commit(out, t->mtime, mode, place_flags(wk->r, t));
+    rc = tm__adapter_commit(out, t->mtime, mode, place_flags(wk->r, t), &wk->ae);
     out = NULL;
     if (!rc) {
         pthread_mutex_lock(&wk->r->mu);
@@ -311,9 +349,8 @@ static int copy_file(struct worker *wk, const struct task *t)
         pthread_mutex_unlock(&wk->r->mu);
     }
 out:
-    if (out)
-        da->abort(out);
-    sa->close_read(in);
+    tm__adapter_abort(out);
+    tm__adapter_close_read(in);
     return rc;
 }
 
@@ -322,8 +359,12 @@ static int copy_owner(struct worker *wk, const char *path)
 {
     struct tm__adapter *sa = wk->r->cfg->ad[TM_SRC], *da = wk->r->cfg->ad[TM_DST];
     struct tm__entry st;
-    int rc = tm__adapter_stat(sa, path, &st);
-    return rc ? rc : da->chown(da, path, st.uid, st.gid);
+    int rc = tm__adapter_stat(sa, path, &st, &wk->ae);
+    if (rc) {
+        wk->err_src = 1;
+        return rc;
+    }
+    return tm__adapter_chown(da, path, st.uid, st.gid, &wk->ae);
 }
 
 static int copy_one(struct worker *wk, const struct task *t)
@@ -332,20 +373,20 @@ static int copy_one(struct worker *wk, const struct task *t)
     int rc;
     switch (t->type) {
     case TM_T_FOLDER:
-        return da->mkdir(da, t->path);
+        return tm__adapter_mkdir(da, t->path, &wk->ae);
     case TM_T_SYMLINK:
         if (!sa->readlink || !da->symlink)
-            return TM_EINVAL;
-        rc = sa->readlink(sa, t->path, &wk->scratch);
+            return own_err(wk, TM_EINVAL, "the storage cannot hold a symlink");
+        rc = tm__adapter_readlink(sa, t->path, &wk->scratch, &wk->ae);
         wk->err_src = rc != 0;
         if (!rc)
-            rc = da->symlink(da, t->path, wk->scratch.buf, t->mtime,
-                             place_flags(wk->r, t));
+            rc = tm__adapter_symlink(da, t->path, wk->scratch.buf, t->mtime,
+                                     place_flags(wk->r, t), &wk->ae);
         return rc || !wk->r->cfg->owner ? rc : copy_owner(wk, t->path);
     case TM_T_FILE:
         return copy_file(wk, t);
     default:
-        return TM_EINVAL;
+        return own_err(wk, TM_EINVAL, "not a file, folder or symlink");
     }
 }
 
@@ -357,6 +398,7 @@ static int unlock_parent(struct worker *wk, const struct task *t)
 {
     struct tm__adapter *da = wk->r->cfg->ad[TM_DST];
     const char *slash = strrchr(t->path, '/');
+    struct tm__aerr ae; /* not the failure being handled */
     char *parent;
     int rc;
     if ((t->parent_cs != CS_SUCCESSFUL && t->parent_cs != CS_ALREADY) ||
@@ -365,65 +407,40 @@ static int unlock_parent(struct worker *wk, const struct task *t)
     parent = strndup(t->path, (size_t)(slash - t->path));
     if (!parent)
         return 0;
-    rc = da->set_attr(da, parent, TM_MTIME_KEEP, 0700);
+    rc = tm__adapter_set_attr(da, parent, TM_MTIME_KEEP, 0700, &ae);
     free(parent);
     return rc == 0;
 }
 
-/* After a failure rc of a call to a: 1 when it should be tried again (the
- * wait is done: the storage's for throttling, else *backoff, doubled),
- * counting *tries against the retries; 0 when not. */
-static int again(struct runner *r, struct tm__adapter *a, int rc, int *tries,
-                 int64_t *backoff)
-{
-    enum tm__errclass cls = tm__adapter_classify(a, rc);
-    if (stopping(r))
-        return 0;
-    if (cls == TM_ERR_THROTTLE) {
-        tm__sleep_ms(tm__adapter_retry_after(a));
-        return 1;
-    }
-    if (cls != TM_ERR_RETRY || ++*tries > r->cfg->retries)
-        return 0;
-    tm__sleep_ms(*backoff);
-    *backoff = *backoff * 2 > 5000 ? 5000 : *backoff * 2;
-    return 1;
-}
-
-/* Runs op with retries; returns its last result or TM_ESTOPPED. */
+/* Copies the node of t, retrying under the retry policy; returns the last
+ * result (its detail in wk->ae) or TM_ESTOPPED. */
 static int with_retries(struct worker *wk, const struct task *t, int *attempts)
 {
     struct runner *r = wk->r;
-    struct tm__adapter *da = r->cfg->ad[TM_DST];
-    int64_t backoff = 50;
-    int rc, unlocked = 0;
-    for (*attempts = 1;; (*attempts)++) {
-        enum tm__errclass cls;
+    struct tm__retry rt;
+    int rc, unlocked = 0, again;
+
+    tm__retry_init(&rt, r->cfg->retries, r->cfg->stop);
+    for (*attempts = 1;;) {
         wk->err_src = 0;
         rc = copy_one(wk, t);
         if (!rc)
             return 0;
-        if (rc == TM_EACCES && !unlocked && (unlocked = unlock_parent(wk, t))) {
-            (*attempts)--;
+        if (rc == TM_EACCES && !unlocked && (unlocked = unlock_parent(wk, t)))
             continue;
-        }
-        cls = tm__adapter_classify(da, rc);
-        if (cls == TM_ERR_THROTTLE) {
-            /* the side that said so knows how long to wait */
-            (*attempts)--;
-            tm__sleep_ms(tm__adapter_retry_after(wk->err_src ? r->cfg->ad[TM_SRC]
-                                                              : da));
-        } else if (cls == TM_ERR_RETRY && *attempts <= r->cfg->retries) {
-            tm__log(r->lg, TM_WARNING, "copy", t->id, t->path,
-                    "copy %s: %s; retry %d of %d", t->path, tm_strerror(rc),
-                    *attempts, r->cfg->retries);
-            tm__sleep_ms(backoff);
-            backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
-        } else {
-            return rc;
-        }
-        if (stopping(r))
+        /* a throttle waits as long as the side that said so asks */
+        again = tm__retry_again(&rt, &wk->ae);
+        if (again == TM_ESTOPPED)
             return TM_ESTOPPED;
+        if (!again)
+            return rc;
+        if (wk->ae.cls != TM_ERR_THROTTLE) {
+            (*attempts)++;
+            tm__log(r->lg, TM_WARNING, "copy", t->id, t->path,
+                    "copy %s: %s; retry %d of %d after %lld ms", t->path,
+                    wk->ae.msg, rt.tries, rt.max,
+                    (long long)tm__retry_last_wait(&rt));
+        }
     }
 }
 
@@ -433,13 +450,27 @@ static int with_retries(struct worker *wk, const struct task *t, int *attempts)
 static int placed_same(struct worker *wk, const struct task *t)
 {
     struct tm__adapter *da = wk->r->cfg->ad[TM_DST];
+    struct tm__aerr ae;
     struct tm__entry e;
-    if (tm__adapter_stat(da, t->path, &e) != 0)
+    if (tm__adapter_stat(da, t->path, &e, &ae) != 0)
         return 0;
     return e.type == t->type && e.size == t->size &&
            !tm__mtime_out_of_range(e.mtime) &&
            tm__compare_leaf(t->size, t->mtime, e.size, e.mtime, wk->r->prec) ==
                CF_NONE;
+}
+
+/* 1 when a failure of the copy ends the whole run rather than failing its
+ * node: a fatal class (a full or read-only destination, credentials
+ * refused), except what only a destination can be (full, over quota,
+ * read-only) said by the source. */
+static int copy_fatal(const struct worker *wk, int rc)
+{
+    if (!rc || wk->ae.cls != TM_ERR_FATAL)
+        return 0;
+    if (wk->err_src && (rc == TM_ENOSPC || rc == TM_EDQUOT || rc == TM_EROFS))
+        return 0;
+    return 1;
 }
 
 static int copy_task(struct worker *wk, const struct task *t,
@@ -516,23 +547,13 @@ static int copy_task(struct worker *wk, const struct task *t,
             return *out ? 0 : TM_ENOMEM;
         }
     }
-    /* a full or read-only destination ends the copy; the same error from
-     * the source is that node's failure */
-    if (rc && tm__adapter_classify(r->cfg->ad[TM_DST], rc) == TM_ERR_FATAL &&
-        rc != TM_EINVAL && (!wk->err_src || rc == TM_ENOMEM || rc == TM_EINTERNAL))
+    /* a full or read-only destination, refused credentials, end the copy */
+    if (copy_fatal(wk, rc))
         return rc;
-    if (rc) {
-        char msg[256];
-        if (rc == TM_ECHANGED || rc == TM_EINVAL)
-            snprintf(msg, sizeof msg, "%s",
-                     rc == TM_EINVAL ? "not a regular file any more"
-                                     : "changed since discovery");
-        else
-            tm__adapter_describe(r->cfg->ad[wk->err_src ? TM_SRC : TM_DST], rc,
-                                 msg, sizeof msg);
+    if (rc)
         snprintf(why, sizeof why, "copy %s: %s%s", t->path,
-                 wk->err_src ? "reading the source: " : "", msg);
-    }
+                 wk->err_src ? "reading the source: " : "",
+                 wk->ae.msg);
     *out = copy_result(t, rc ? CS_FAILED : CS_SUCCESSFUL, rc ? why : NULL);
     if (!*out)
         return TM_ENOMEM;
@@ -544,9 +565,9 @@ static int attrs_task(struct worker *wk, const struct task *t,
                       struct tm__result **out)
 {
     struct tm__adapter *da = wk->r->cfg->ad[TM_DST];
-    char why[512], msg[256];
-    int rc, tries = 0;
-    int64_t backoff = 50;
+    struct tm__retry rt;
+    char why[512];
+    int rc, again = 0;
     *out = NULL;
     if (!da->set_attr)
         return 0;
@@ -561,21 +582,24 @@ static int attrs_task(struct worker *wk, const struct task *t,
     }
     if (roots_gone(wk->r, 0))
         return TM_ENOENT;
+    tm__retry_init(&rt, wk->r->cfg->retries, wk->r->cfg->stop);
     do {
         /* the owner first: chown clears the set-group-ID bit of a folder */
+        wk->err_src = 0;
         rc = wk->r->cfg->owner ? copy_owner(wk, t->path) : 0;
         if (!rc)
-            rc = da->set_attr(da, t->path, t->mtime, t->mode);
-    } while (rc && again(wk->r, da, rc, &tries, &backoff));
+            rc = tm__adapter_set_attr(da, t->path, t->mtime, t->mode, &wk->ae);
+    } while (rc && (again = tm__retry_again(&rt, &wk->ae)) == 1);
     if (!rc)
         return 0;
+    if (again == TM_ESTOPPED)
+        return TM_ESTOPPED;
     if (roots_gone(wk->r, 1))
         return TM_ENOENT;
-    if (tm__adapter_classify(da, rc) == TM_ERR_FATAL)
+    if (copy_fatal(wk, rc))
         return rc;
-    tm__adapter_describe(da, rc, msg, sizeof msg);
     snprintf(why, sizeof why, "set %s of %s: %s", wk->r->cfg->owner ?
-             "owner, mode and mtime" : "mode and mtime", t->path, msg);
+             "owner, mode and mtime" : "mode and mtime", t->path, wk->ae.msg);
     /* the folder is not as the source's, whether this copy made it or it
      * was there (an immutable folder, another owner's): it fails, so the
      * copy says so, verify does not pass, and retry sets its attributes */
@@ -596,23 +620,23 @@ static int hash_file(struct worker *wk, struct tm__adapter *a, const char *path,
     struct tm__rfile *f;
     struct tm__entry st;
     int64_t n;
-    int rc = a->open_read ? a->open_read(a, path, &f, &st) : TM_EINVAL;
+    int rc = tm__adapter_open_read(a, path, &f, &st, &wk->ae);
     if (rc)
         return rc;
     h = XXH3_createState();
     if (!h) {
-        a->close_read(f);
-        return TM_ENOMEM;
+        tm__adapter_close_read(f);
+        return own_err(wk, TM_ENOMEM, "not enough memory");
     }
     XXH3_64bits_reset(h);
     *bytes = 0;
-    while ((n = a->read(f, wk->buf2, IO_BUF)) > 0) {
+    while ((n = tm__adapter_read(f, wk->buf2, IO_BUF, &wk->ae)) > 0) {
         XXH3_64bits_update(h, wk->buf2, (size_t)n);
         *bytes += n;
     }
     *out = XXH3_64bits_digest(h);
     XXH3_freeState(h);
-    a->close_read(f);
+    tm__adapter_close_read(f);
     return n < 0 ? (int)n : 0;
 }
 
@@ -621,6 +645,25 @@ static int hash_file(struct worker *wk, struct tm__adapter *a, const char *path,
 static int verify_fatal(int err)
 {
     return err == TM_ENOMEM || err == TM_EINTERNAL;
+}
+
+/* Reads both targets of the symlink at path (into wk->scratch and
+ * wk->scratch2), retrying under the policy. */
+static int read_links(struct worker *wk, const char *path)
+{
+    struct runner *r = wk->r;
+    struct tm__adapter *sa = r->cfg->ad[TM_SRC], *da = r->cfg->ad[TM_DST];
+    struct tm__retry rt;
+    int rc, again = 0;
+    if (!sa->readlink || !da->readlink)
+        return own_err(wk, TM_EINVAL, "a storage cannot read symlinks");
+    tm__retry_init(&rt, r->cfg->retries, r->cfg->stop);
+    do {
+        rc = tm__adapter_readlink(sa, path, &wk->scratch, &wk->ae);
+        if (!rc)
+            rc = tm__adapter_readlink(da, path, &wk->scratch2, &wk->ae);
+    } while (rc && (again = tm__retry_again(&rt, &wk->ae)) == 1);
+    return rc && again == TM_ESTOPPED ? TM_ESTOPPED : rc;
 }
 
 /* Checks one source child against what the destination listing found.
@@ -654,31 +697,18 @@ static const char *check_child(struct worker *wk, const char *path, int type,
     if ((*cf = tm__compare_leaf(size, mtime, d->size, d->mtime, r->prec)) != CF_NONE)
         return "mtime differs";
     if (r->cfg->checksum && type == TM_T_SYMLINK) {
-        struct tm__adapter *sa = r->cfg->ad[TM_SRC], *da = r->cfg->ad[TM_DST];
-        struct tm__buf dt = TM__BUF_INIT;
-        int rc = 0, tries = 0;
-        int64_t backoff = 50;
-        do {
-            rc = sa->readlink && da->readlink ? sa->readlink(sa, path, &wk->scratch)
-                                              : TM_EINVAL;
-            if (!rc)
-                rc = da->readlink(da, path, &dt);
-        } while (rc && rc != TM_EINVAL && again(r, da, rc, &tries, &backoff));
-        if (rc && verify_fatal(rc)) {
-            tm__buf_release(&dt);
+        int rc = read_links(wk, path);
+        if (rc && (verify_fatal(rc) || rc == TM_ESTOPPED)) {
             *fatal = rc;
             return NULL;
         }
         if (rc) {
-            tm__buf_release(&dt);
             *cf = -1;
-            snprintf(buf, len, "cannot read the link to compare: %s",
-                     tm_strerror(rc));
+            snprintf(buf, len, "cannot read the link to compare: %s", wk->ae.msg);
             return buf;
         }
-        rc = dt.len != wk->scratch.len || memcmp(dt.buf, wk->scratch.buf, dt.len);
-        tm__buf_release(&dt);
-        if (rc) {
+        if (wk->scratch.len != wk->scratch2.len ||
+            memcmp(wk->scratch.buf, wk->scratch2.buf, wk->scratch.len) != 0) {
             *cf = CF_CONTENT;
             return "link target differs";
         }
@@ -686,20 +716,21 @@ static const char *check_child(struct worker *wk, const char *path, int type,
     if (r->cfg->checksum && type == TM_T_FILE) {
         uint64_t hs = 0, hd = 0;
         int64_t bs = 0, bd = 0;
-        int rc, tries = 0;
-        int64_t backoff = 50;
+        struct tm__retry rt;
+        int rc, again = 0;
+        tm__retry_init(&rt, r->cfg->retries, r->cfg->stop);
         do {
             rc = hash_file(wk, r->cfg->ad[TM_SRC], path, &hs, &bs);
             if (!rc)
                 rc = hash_file(wk, r->cfg->ad[TM_DST], path, &hd, &bd);
-        } while (rc && again(r, r->cfg->ad[TM_DST], rc, &tries, &backoff));
-        if (rc && verify_fatal(rc)) {
-            *fatal = rc;
+        } while (rc && (again = tm__retry_again(&rt, &wk->ae)) == 1);
+        if (rc && (verify_fatal(rc) || again == TM_ESTOPPED)) {
+            *fatal = again == TM_ESTOPPED ? TM_ESTOPPED : rc;
             return NULL;
         }
         if (rc) {
             *cf = -1;
-            snprintf(buf, len, "cannot read to compare: %s", tm_strerror(rc));
+            snprintf(buf, len, "cannot read to compare: %s", wk->ae.msg);
             return buf;
         }
         pthread_mutex_lock(&r->mu);
@@ -728,18 +759,11 @@ static int verify_report(struct worker *wk, struct tm__result *p)
     return tm__writer_submit(r->w, p);
 }
 
-/* 1 when a row answers the statement st bound with (id, name). */
-static int has_row(sqlite3_stmt *st, int64_t id, const char *name, size_t len,
-                   int *err)
+static struct reader *take_reader(struct runner *r)
 {
-    int step;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, name, (int)len, SQLITE_STATIC);
-    step = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (step != SQLITE_ROW && step != SQLITE_DONE)
-        *err = tm__store_error(sqlite3_db_handle(st), step, NULL, "read rows");
-    return step == SQLITE_ROW;
+    struct reader *rd = &r->rdr[atomic_fetch_add(&r->next_reader, 1) % READERS];
+    pthread_mutex_lock(&rd->mu);
+    return rd;
 }
 
 /* Names in the listing l of the destination folder of t that look like
@@ -758,12 +782,19 @@ static int verify_leftovers(struct worker *wk, const struct task *t,
         const char *name = l->arena.buf + e->name_off;
         char why[512];
         struct tm__buf path = TM__BUF_INIT;
+        struct reader *rd;
+        int has;
         if (e->type != TM_T_FILE && e->type != TM_T_SYMLINK)
             continue;
         if (!tm__tmp_name_like(name, e->name_len))
             continue;
-        if (has_row(wk->src_kid, t->id, name, e->name_len, &rc) || rc)
+        rd = take_reader(wk->r);
+        has = tm__tasks_has_child(rd->q, t->id, name, e->name_len);
+        pthread_mutex_unlock(&rd->mu);
+        if (has) {
+            rc = has < 0 ? has : 0;
             continue;
+        }
         if (tm__path_join(&path, t->path, strlen(t->path), name, e->name_len)) {
             rc = TM_ENOMEM;
             break;
@@ -777,33 +808,117 @@ static int verify_leftovers(struct worker *wk, const struct task *t,
     return rc;
 }
 
+/* The source children of one page, copied out of the reader's rows. */
+struct kids {
+    struct tm__kid_row *v;  /* rows; strings in arena (offsets in name/path) */
+    size_t n, cap;          /* used, allocated */
+    struct tm__buf arena;   /* names and paths */
+};
+
+static int kid_add(void *ctx, const struct tm__kid_row *r)
+{
+    struct kids *k = ctx;
+    struct tm__kid_row *x;
+    if (k->n == k->cap) {
+        size_t nc = k->cap ? k->cap * 2 : 64;
+        void *p = realloc(k->v, nc * sizeof *k->v);
+        if (!p)
+            return TM_ENOMEM;
+        k->v = p;
+        k->cap = nc;
+    }
+    x = &k->v[k->n];
+    *x = *r;
+    x->name = (const char *)(uintptr_t)k->arena.len;
+    if (tm__buf_add(&k->arena, r->name, r->name_len) || tm__buf_addch(&k->arena, 0))
+        return TM_ENOMEM;
+    x->path = (const char *)(uintptr_t)k->arena.len;
+    if (tm__buf_adds(&k->arena, r->path) || tm__buf_addch(&k->arena, 0))
+        return TM_ENOMEM;
+    k->n++;
+    return 0;
+}
+
+/* Checks one source child k of the folder of t against the listing l. */
+static int verify_kid(struct worker *wk, const struct task *t,
+                      const struct tm__listing *l, const struct tm__kid_row *k,
+                      const char *name, const char *path, int *checked)
+{
+    struct runner *r = wk->r;
+    char buf[512], why[1024];
+    const struct tm__ent *d = tm__listing_find(l, name, k->name_len);
+    int cf = CF_NONE, rc = 0;
+    const char *msg = check_child(wk, path, k->type, k->size, k->mtime, d, buf,
+                                  sizeof buf, &rc, &cf);
+    if (rc)
+        return rc;
+    (*checked)++;
+    if (!msg && k->cs == CS_FAILED && k->cf == CF_CONTENT && !r->cfg->checksum)
+        /* what only --checksum can see is not cleared without it */
+        return verify_report(wk, problem("verify", k->id, path, "not checked: its "
+                                         "contents differed at the last verify "
+                                         "--checksum; run verify --checksum (or "
+                                         "retry)"));
+    if (!msg && k->cs == CS_FAILED) {
+        /* an earlier verify found it wrong; it matches now (put back by
+         * hand): copied as it should be */
+        struct task x;
+        struct tm__result *ok;
+        memset(&x, 0, sizeof x);
+        x.id = k->id;
+        x.path = (char *)path;
+        x.depth = t->depth + 1;
+        x.type = k->type;
+        x.size = k->size;
+        x.cf = k->cf;
+        ok = copy_result(&x, CS_SUCCESSFUL, NULL);
+        if (!ok)
+            return TM_ENOMEM;
+        ok->old_cs = CS_FAILED;
+        ok->attempts = 0;
+        ok->phase = "verify";
+        return tm__writer_submit(r->w, ok);
+    }
+    if (!msg)
+        return 0;
+    if (cf < 0)
+        return verify_report(wk, problem("verify", k->id, path, msg));
+    snprintf(why, sizeof why, "verify: %s (marked failed: retry copies it again)",
+             msg);
+    return verify_report(wk, verify_failed(k->id, path, t->depth + 1, k->type,
+                                           k->size, k->cs, k->cf, cf, why));
+}
+
 static int verify_task(struct worker *wk, const struct task *t)
 {
     struct runner *r = wk->r;
     struct tm__listing l = TM__LISTING_INIT;
-    char buf[256], why[1024];
-    int rc, step, checked = 0;
+    struct kids k = { NULL, 0, 0, TM__BUF_INIT };
+    struct tm__buf after = TM__BUF_INIT;
+    char why[1024];
+    int rc, checked = 0;
 
     {
-        struct tm__aerr ae;
-        int tries = 0;
-        int64_t backoff = 50;
+        struct tm__retry rt;
+        tm__retry_init(&rt, r->cfg->retries, r->cfg->stop);
         do {
             tm__listing_reset(&l);
             rc = tm__adapter_list(r->cfg->ad[TM_DST], t->path, tm__listing_add,
-                                  &l, &ae);
-        } while (rc && again(r, r->cfg->ad[TM_DST], rc, &tries, &backoff));
+                                  &l, &wk->ae);
+        } while (rc && tm__retry_again(&rt, &wk->ae) == 1);
     }
     if (!rc)
         rc = tm__listing_sort(&l);
     if (rc && roots_gone(r, 1)) {
-        tm__listing_release(&l);
-        return TM_ENOENT;
+        rc = TM_ENOENT;
+        goto out;
     }
-    if (rc && verify_fatal(rc)) {
-        tm__listing_release(&l);
-        return rc;
+    if (rc && stopping(r)) {
+        rc = TM_ESTOPPED;
+        goto out;
     }
+    if (rc && verify_fatal(rc))
+        goto out;
     if (rc == TM_ENOENT && t->depth > 0) {
         /* the folder is gone: everything it should hold is missing (and
          * becomes failed below, so one retry copies all of it again) */
@@ -813,102 +928,58 @@ static int verify_task(struct worker *wk, const struct task *t)
     if (rc) {
         struct tm__result *p;
         snprintf(why, sizeof why, "verify: cannot list the destination folder: %s",
-                 tm_strerror(rc));
+                 wk->ae.msg);
         /* what it holds was not checked: the folder fails (retry copies it
          * again); the root has no copy of its own: only the report */
         p = t->depth > 0
                 ? verify_failed(t->id, t->path, t->depth, TM_T_FOLDER, 0,
                                 t->parent_cs, t->cf, t->cf, why)
                 : problem("verify", t->id, t->path, why);
-        tm__listing_release(&l);
-        return verify_report(wk, p);
+        rc = verify_report(wk, p);
+        goto out;
     }
-    sqlite3_bind_int64(wk->kids, 1, t->id);
-    while ((step = sqlite3_step(wk->kids)) == SQLITE_ROW && !rc) {
-        const struct tm__ent *d;
-        const char *msg, *path, *cfs;
-        int cf = CF_NONE, old_cf, cs;
-        int type = tm__name_index(tm__type_names, TM_T_COUNT,
-                                  (const char *)sqlite3_column_text(wk->kids, 1));
-        d = tm__listing_find(&l, (const char *)sqlite3_column_text(wk->kids, 0),
-                             (size_t)sqlite3_column_bytes(wk->kids, 0));
-        path = (const char *)sqlite3_column_text(wk->kids, 4);
-        msg = check_child(wk, path, type, sqlite3_column_int64(wk->kids, 2),
-                          sqlite3_column_int64(wk->kids, 3), d, buf, sizeof buf,
-                          &rc, &cf);
-        if (rc)
+    /* the source children, a page at a time (the read connection is held
+     * only while a page is read, not while the storage is asked) */
+    for (;;) {
+        struct reader *rd = take_reader(r);
+        size_t i;
+        k.n = 0;
+        tm__buf_reset(&k.arena);
+        rc = tm__tasks_kids(rd->q, t->id, after.buf, after.len, KIDS_PAGE, kid_add,
+                            &k);
+        pthread_mutex_unlock(&rd->mu);
+        for (i = 0; !rc && i < k.n; i++)
+            rc = verify_kid(wk, t, &l, &k.v[i],
+                            k.arena.buf + (uintptr_t)k.v[i].name,
+                            k.arena.buf + (uintptr_t)k.v[i].path, &checked);
+        if (rc || k.n < KIDS_PAGE)
             break;
-        checked++;
-        cs = tm__name_index(tm__cs_names, CS_COUNT,
-                            (const char *)sqlite3_column_text(wk->kids, 6));
-        cfs = (const char *)sqlite3_column_text(wk->kids, 7);
-        old_cf = cfs ? tm__name_index(tm__cf_names, CF_COUNT, cfs) : CF_NONE;
-        if (type < 0 || cs < 0 || old_cf < 0) {
-            rc = TM_ECORRUPT;
+        tm__buf_reset(&after);
+        if (tm__buf_add(&after, k.arena.buf + (uintptr_t)k.v[k.n - 1].name,
+                        k.v[k.n - 1].name_len)) {
+            rc = TM_ENOMEM;
             break;
         }
-        if (!msg && cs == CS_FAILED && old_cf == CF_CONTENT && !r->cfg->checksum) {
-            /* what only --checksum can see is not cleared without it */
-            rc = verify_report(wk, problem("verify", sqlite3_column_int64(wk->kids, 5),
-                                           path, "not checked: its contents differed "
-                                           "at the last verify --checksum; run verify "
-                                           "--checksum (or retry)"));
-            continue;
-        }
-        if (!msg && cs == CS_FAILED) {
-            /* an earlier verify found it wrong; it matches now (put back
-             * by hand): copied as it should be */
-            struct task x;
-            struct tm__result *ok;
-            memset(&x, 0, sizeof x);
-            x.id = sqlite3_column_int64(wk->kids, 5);
-            x.path = (char *)path;
-            x.depth = t->depth + 1;
-            x.type = type;
-            x.size = sqlite3_column_int64(wk->kids, 2);
-            x.cf = old_cf;
-            ok = copy_result(&x, CS_SUCCESSFUL, NULL);
-            if (!ok) {
-                rc = TM_ENOMEM;
-                break;
-            }
-            ok->old_cs = CS_FAILED;
-            ok->attempts = 0;
-            ok->phase = "verify";
-            rc = tm__writer_submit(r->w, ok);
-            continue;
-        }
-        if (!msg)
-            continue;
-        if (cf < 0) {
-            rc = verify_report(wk, problem("verify", sqlite3_column_int64(wk->kids, 5),
-                                           path, msg));
-            continue;
-        }
-        snprintf(why, sizeof why, "verify: %s (marked failed: retry copies it "
-                 "again)", msg);
-        rc = verify_report(wk, verify_failed(sqlite3_column_int64(wk->kids, 5), path,
-                                             t->depth + 1, type,
-                                             sqlite3_column_int64(wk->kids, 2), cs,
-                                             old_cf, cf, why));
     }
-    if (!rc && step != SQLITE_DONE && step != SQLITE_ROW)
-        rc = tm__store_error(wk->rd, step, NULL, "read source rows");
-    sqlite3_reset(wk->kids);
     if (!rc)
         rc = verify_leftovers(wk, t, &l);
-    tm__listing_release(&l);
     pthread_mutex_lock(&r->mu);
     r->done_nodes += checked;
     pthread_mutex_unlock(&r->mu);
+out:
+    tm__listing_release(&l);
+    free(k.v);
+    tm__buf_release(&k.arena);
+    tm__buf_release(&after);
     return rc;
 }
 
 /* ---- the pool and the coordinator ---- */
 
-/* A fatal error of a task on path. Called with r->mu held (then the
- * writer's mutex: the lock order allows it). */
-static void set_fatal(struct runner *r, int err, const char *path)
+/* A fatal error of a task on path (its detail in ae, may be NULL). Called
+ * with r->mu held (then the writer's mutex: the lock order allows it). */
+static void set_fatal(struct runner *r, int err, const char *path,
+                      const struct tm__aerr *ae)
 {
     const char *dst = r->cfg->root[TM_DST] ? r->cfg->root[TM_DST] : "";
     if (tm__writer_error(r->w) == err) {
@@ -929,64 +1000,125 @@ static void set_fatal(struct runner *r, int err, const char *path)
         set_fatal_msg(r, err, "the destination %s is read-only (writing %s): make "
                       "it writable and run the command again", dst, path);
     else
-        set_fatal_msg(r, err, "%s: %s", path, tm_strerror(err));
+        set_fatal_msg(r, err, "%s: %s", path,
+                      ae && ae->code == err && ae->msg[0] ? ae->msg
+                                                          : tm_strerror(err));
 }
 
-static void *worker_main(void *arg)
+static void task_free(struct task *t)
 {
-    struct worker *wk = arg;
+    if (t) {
+        free(t->path);
+        free(t);
+    }
+}
+
+/* A worker from the free list, or a new one; NULL when memory is short.
+ * Called with r->mu held. */
+static struct worker *worker_get(struct runner *r)
+{
+    struct worker *wk = r->free_wk;
+    if (wk) {
+        r->free_wk = wk->next;
+        return wk;
+    }
+    wk = calloc(1, sizeof *wk);
+    if (!wk)
+        return NULL;
+    wk->r = r;
+    tm__buf_init(&wk->scratch);
+    tm__buf_init(&wk->scratch2);
+    wk->buf = malloc(IO_BUF);
+    wk->buf2 = r->cfg->mode == TM_EXEC_VERIFY ? malloc(IO_BUF) : NULL;
+    if (!wk->buf || (r->cfg->mode == TM_EXEC_VERIFY && !wk->buf2)) {
+        free(wk->buf);
+        free(wk->buf2);
+        free(wk);
+        return NULL;
+    }
+    return wk;
+}
+
+static void worker_free(struct worker *wk)
+{
+    free(wk->buf);
+    free(wk->buf2);
+    tm__buf_release(&wk->scratch);
+    tm__buf_release(&wk->scratch2);
+    free(wk);
+}
+
+/* Runs one task on wk: 0 (its outcome handed to the writer), TM_ESTOPPED
+ * (left for the next run), or a fatal error. */
+static int run_one(struct worker *wk, struct task *t)
+{
     struct runner *r = wk->r;
+    struct tm__result *res = NULL;
+    int rc;
+
+    tm__aerr_clear(&wk->ae);
+    wk->err_src = 0;
+    if (t->stage == ST_COPY_DEPTH)
+        rc = copy_task(wk, t, &res);
+    else if (t->stage == ST_ATTRS)
+        rc = attrs_task(wk, t, &res);
+    else
+        rc = verify_task(wk, t);
+    if (!rc && res && res->error)
+        tm__log(r->lg, res->kind == TM_R_COPY && res->new_cs != CS_FAILED
+                           ? TM_INFO : TM_ERROR,
+                t->stage == ST_VERIFY ? "verify" : "copy", t->id, t->path, "%s",
+                res->error);
+    if (!rc && res) {
+        int failed = res->kind == TM_R_COPY && res->new_cs == CS_FAILED;
+        int ok = res->kind == TM_R_COPY && res->new_cs == CS_SUCCESSFUL;
+        rc = tm__writer_submit(r->w, res); /* res belongs to the writer */
+        pthread_mutex_lock(&r->mu);
+        r->problems += failed;
+        r->done_nodes += ok;
+        pthread_mutex_unlock(&r->mu);
+    }
+    return rc;
+}
+
+/* A pool job: runs its task, then the next ready one, and so on, waking
+ * the coordinator only when the queue runs low or it leaves. */
+static void run_task(struct tm__job *j)
+{
+    struct task *t = (struct task *)j;
+    struct runner *r = t->r;
+    struct worker *wk;
 
     pthread_mutex_lock(&r->mu);
-    for (;;) {
-        struct tm__result *res = NULL;
-        struct task t;
-        int rc = 0, stage;
-        while (!r->quit && r->len == 0)
-            pthread_cond_wait(&r->cv_work, &r->mu);
-        if (r->quit)
-            break;
-        t = r->win[r->head];
-        r->head = (r->head + 1) % r->cap;
-        r->len--;
-        r->in_flight++;
-        stage = r->stage;
-        pthread_mutex_unlock(&r->mu);
-
-        if (stage == ST_COPY_DEPTH)
-            rc = copy_task(wk, &t, &res);
-        else if (stage == ST_ATTRS)
-            rc = attrs_task(wk, &t, &res);
-        else
-            rc = verify_task(wk, &t);
-        if (!rc && res && res->error)
-            tm__log(r->lg, res->kind == TM_R_COPY && res->new_cs != CS_FAILED
-                               ? TM_INFO : TM_ERROR,
-                    stage == ST_VERIFY ? "verify" : "copy", t.id, t.path, "%s",
-                    res->error);
-        if (!rc && res) {
-            int failed = res->kind == TM_R_COPY && res->new_cs == CS_FAILED;
-            int ok = res->kind == TM_R_COPY && res->new_cs == CS_SUCCESSFUL;
-            rc = tm__writer_submit(r->w, res); /* res belongs to the writer */
-            pthread_mutex_lock(&r->mu);
-            r->problems += failed;
-            r->done_nodes += ok;
-            pthread_mutex_unlock(&r->mu);
-        }
-        if (rc == TM_ESTOPPED)
-            rc = 0; /* abandoned: still pending for the next run */
-
-        pthread_mutex_lock(&r->mu);
-        r->in_flight--;
-        r->finished++;
-        if (rc)
-            set_fatal(r, rc, t.path);
-        free(t.path);
-        if (r->len == PAGE / 2 || (r->len == 0 && r->in_flight == 0))
-            pthread_cond_signal(&r->cv_coord);
-    }
+    wk = worker_get(r);
+    if (!wk)
+        set_fatal_msg(r, TM_ENOMEM, "%s", tm_strerror(TM_ENOMEM));
     pthread_mutex_unlock(&r->mu);
-    return NULL;
+    while (t) {
+        struct task *next = NULL;
+        int rc = !wk || stopping(r) || atomic_load(&r->quitting) ? TM_ESTOPPED
+                                                                 : run_one(wk, t);
+        pthread_mutex_lock(&r->mu);
+        r->finished++;
+        if (rc && rc != TM_ESTOPPED)
+            set_fatal(r, rc, t->path, wk ? &wk->ae : NULL);
+        if (!r->quit && r->len && wk) {
+            next = r->win[r->head];
+            r->head = (r->head + 1) % r->cap;
+            r->len--;
+        } else {
+            r->in_flight--;
+        }
+        if (r->len <= PAGE / 2 || !next)
+            pthread_cond_signal(&r->cv_coord);
+        if (!next && wk) {
+            wk->next = r->free_wk;
+            r->free_wk = wk;
+        }
+        pthread_mutex_unlock(&r->mu);
+        task_free(t);
+        t = next;
+    }
 }
 
 static void on_commit(void *ctx, const struct tm__result *list)
@@ -1002,91 +1134,77 @@ static void on_commit(void *ctx, const struct tm__result *list)
     pthread_mutex_unlock(&r->mu);
 }
 
-static const char *const stage_sql[3] = {
-    "SELECT s.id, s.path, s.depth, s.type, s.size, s.mtime, s.mode, s.conflict, "
-    "p.copy_status, CASE WHEN s.type = 'folder' AND s.traversal_status = "
-    "'failed' THEN coalesce(s.error, 'no reason recorded') END "
-    "FROM src_nodes s JOIN src_nodes p ON p.id = s.parent_id "
-    "WHERE s.copy_status = 'pending' AND s.depth = ?1 AND s.id > ?2 "
-    "ORDER BY s.id LIMIT ?3",
-    "SELECT id, path, depth, type, size, mtime, mode, conflict, copy_status, NULL "
-    "FROM src_nodes WHERE type = 'folder' AND depth > 0 AND id > ?2 AND "
-    "traversal_status = 'successful' AND "
-    "copy_status IN ('successful', 'already_existed') ORDER BY id LIMIT ?3",
-    "SELECT id, path, depth, type, size, mtime, mode, conflict, copy_status, NULL "
-    "FROM src_nodes WHERE type = 'folder' AND traversal_status = 'successful' "
-    "AND id > ?2 AND (copy_status IN ('successful', 'already_existed') OR "
-    "(copy_status = 'failed' AND error LIKE 'verify: %')) ORDER BY id LIMIT ?3",
+/* Where fetch() puts the rows it reads. */
+struct fetched {
+    struct runner *r;      /* the runner */
+    int stage;             /* enum stage */
+    struct task **buf;     /* out */
+    int n;                 /* tasks made */
 };
 
-/* The path (and, for a folder whose listing failed, the reason) in one
- * allocation: freeing t->path frees both. */
-static int task_strings(struct task *t, const char *path, const char *why)
+static int fetch_one(void *ctx, const struct tm__task_row *row)
 {
-    size_t lp = strlen(path), lw = why ? strlen(why) : 0;
-    t->path = malloc(lp + 1 + (why ? lw + 1 : 0));
-    t->why = NULL;
-    if (!t->path)
+    struct fetched *f = ctx;
+    size_t lp = strlen(row->path), lw = row->why ? strlen(row->why) : 0;
+    struct task *t = calloc(1, sizeof *t);
+    if (!t)
         return TM_ENOMEM;
-    memcpy(t->path, path, lp + 1);
-    if (why) {
-        memcpy(t->path + lp + 1, why, lw + 1);
+    /* the path and the reason in one allocation: freeing path frees both */
+    t->path = malloc(lp + 1 + (row->why ? lw + 1 : 0));
+    if (!t->path) {
+        free(t);
+        return TM_ENOMEM;
+    }
+    memcpy(t->path, row->path, lp + 1);
+    if (row->why) {
+        memcpy(t->path + lp + 1, row->why, lw + 1);
         t->why = t->path + lp + 1;
     }
+    t->job.run = run_task;
+    t->r = f->r;
+    t->stage = f->stage;
+    t->id = row->id;
+    t->depth = row->depth;
+    t->type = row->type;
+    t->size = row->size;
+    t->mtime = row->mtime;
+    t->mode = row->mode;
+    t->cf = row->cf;
+    t->parent_cs = row->parent_cs;
+    f->buf[f->n++] = t;
     return 0;
 }
 
-/* Reads the next page of the stage into the window; returns the count. */
-static int fetch(struct runner *r, sqlite3_stmt *st, int depth, int64_t *last,
-                 struct task *buf)
+/* Reads the next page of the stage after *last into buf; returns the
+ * count or an error. Without r->mu. */
+static int fetch(struct runner *r, int stage, int depth, int64_t *last,
+                 struct task **buf)
 {
-    int n = 0, rc;
-    sqlite3_bind_int(st, 1, depth);
-    sqlite3_bind_int64(st, 2, *last);
-    sqlite3_bind_int(st, 3, PAGE);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct task *t = &buf[n];
-        const char *cf = (const char *)sqlite3_column_text(st, 7);
-        t->id = sqlite3_column_int64(st, 0);
-        if (task_strings(t, (const char *)sqlite3_column_text(st, 1),
-                         (const char *)sqlite3_column_text(st, 9)))
-            t->path = NULL;
-        t->depth = sqlite3_column_int(st, 2);
-        t->type = tm__name_index(tm__type_names, TM_T_COUNT,
-                                 (const char *)sqlite3_column_text(st, 3));
-        t->size = sqlite3_column_int64(st, 4);
-        t->mtime = sqlite3_column_int64(st, 5);
-        t->mode = (uint32_t)sqlite3_column_int64(st, 6);
-        t->cf = cf ? tm__name_index(tm__cf_names, CF_COUNT, cf) : CF_NONE;
-        t->parent_cs = tm__name_index(tm__cs_names, CS_COUNT,
-                                      (const char *)sqlite3_column_text(st, 8));
-        if (!t->path || t->type < 0 || t->cf < 0 || t->parent_cs < 0) {
-            free(t->path);
-            rc = t->path ? TM_ECORRUPT : TM_ENOMEM;
-            goto fail;
+    struct fetched f = { r, stage, buf, 0 };
+    int kind = stage == ST_COPY_DEPTH ? TM_TASKS_COPY
+               : stage == ST_ATTRS    ? TM_TASKS_ATTRS
+                                      : TM_TASKS_VERIFY;
+    int rc = tm__tasks_rows(r->q, kind, depth, *last, PAGE, fetch_one, &f);
+    if (rc) {
+        if (rc != TM_ENOMEM) {
+            tm__buf_reset(r->cfg->err);
+            tm__buf_adds(r->cfg->err, tm__tasks_errmsg(r->q));
         }
-        *last = t->id;
-        n++;
+        while (f.n-- > 0)
+            task_free(buf[f.n]);
+        return rc;
     }
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        rc = tm__store_error(r->rd, rc, r->cfg->err, "read tasks");
-        goto fail;
-    }
-    return n;
-fail:
-    sqlite3_reset(st);
-    while (n-- > 0)
-        free(buf[n].path);
-    return rc;
+    if (f.n)
+        *last = buf[f.n - 1]->id;
+    return f.n;
 }
 
-static int push(struct runner *r, struct task *buf, int n)
+static int push(struct runner *r, struct task **buf, int n)
 {
     int i;
     if (r->len + (size_t)n > r->cap) {
         size_t nc = r->cap ? r->cap * 2 : 2 * PAGE, j;
-        struct task *p;
+        struct task **p;
         while (nc < r->len + (size_t)n)
             nc *= 2;
         p = malloc(nc * sizeof *p);
@@ -1101,8 +1219,20 @@ static int push(struct runner *r, struct task *buf, int n)
     }
     for (i = 0; i < n; i++)
         r->win[(r->head + r->len++) % r->cap] = buf[i];
-    pthread_cond_broadcast(&r->cv_work);
     return 0;
+}
+
+/* Hands ready tasks to the pool, up to --workers in flight. r->mu held. */
+static void dispatch(struct runner *r)
+{
+    int workers = r->cfg->workers > 0 ? r->cfg->workers : 4;
+    while (!r->quit && r->in_flight < workers && r->len) {
+        struct task *t = r->win[r->head];
+        r->head = (r->head + 1) % r->cap;
+        r->len--;
+        r->in_flight++;
+        tm__pool_submit(r->pool, &t->job);
+    }
 }
 
 /* The observer: one queue_stats row. Called with r->mu held, which it
@@ -1130,7 +1260,7 @@ static void report(struct runner *r, int64_t t0, int final)
     struct tm__exec_cfg *c = r->cfg;
     double secs = (double)(tm__now_ns() - t0) / 1e9;
     double rate = secs > 0 ? (double)r->done_bytes / secs : 0;
-    char line[512], eta[64] = "";
+    char line[512], eta[64] = "", where[32] = "";
     if (!c->progress)
         return;
     if (c->mode == TM_EXEC_VERIFY) {
@@ -1141,7 +1271,6 @@ static void report(struct runner *r, int64_t t0, int final)
         if (!final && rate > 0 && c->total_bytes > r->done_bytes)
             snprintf(eta, sizeof eta, ", ETA %.0f s",
                      (double)(c->total_bytes - r->done_bytes) / rate);
-        char where[32] = "";
         if (!final)
             snprintf(where, sizeof where, r->stage == ST_ATTRS ? " folder attributes:"
                                                                : " depth %d:",
@@ -1159,13 +1288,11 @@ static void report(struct runner *r, int64_t t0, int final)
 
 /* Before the first task of a copy depth: the depth goes to the state file
  * (through the writer, so ahead of every result of the depth), so that a
- * later run knows where a crash may have left temporaries (tm_copy). The n
- * tasks in buf are freed on failure. Returns n or an error. */
-static int record_depth(struct runner *r, int depth, int n, struct task *buf)
+ * later run knows where a crash may have left temporaries (tm_copy). */
+static int record_depth(struct runner *r, int depth)
 {
     struct tm__result *res = calloc(1, sizeof *res);
     char v[32];
-    int rc;
     snprintf(v, sizeof v, "%d", depth);
     if (res) {
         tm__buf_init(&res->arena);
@@ -1175,22 +1302,16 @@ static int record_depth(struct runner *r, int depth, int n, struct task *buf)
     }
     if (!res || !res->path || !res->value) {
         tm__result_free(res);
-        rc = TM_ENOMEM;
-    } else {
-        rc = tm__writer_submit(r->w, res);
+        return TM_ENOMEM;
     }
-    if (!rc)
-        return n;
-    while (n-- > 0)
-        free(buf[n].path);
-    return rc;
+    return tm__writer_submit(r->w, res);
 }
 
 /* Runs one stage (one depth of the copy, the attrs, or verify): feeds the
- * window until the query is exhausted, then waits for every task to end
- * and, for the copy, to be committed. Called with r->mu held. */
-static int run_stage(struct runner *r, sqlite3_stmt *st, int stage, int depth,
-                     struct task *buf, int64_t t0, int64_t *last_report)
+ * ready queue until the query is exhausted, then waits for every task to
+ * end and, for the copy, to be committed. Called with r->mu held. */
+static int run_stage(struct runner *r, int stage, int depth, struct task **buf,
+                     int64_t t0, int64_t *last_report)
 {
     int64_t last = 0;
     int done_fetching = 0, rc = 0;
@@ -1206,22 +1327,28 @@ static int run_stage(struct runner *r, sqlite3_stmt *st, int stage, int depth,
         if (!done_fetching && r->len < PAGE) {
             int n;
             pthread_mutex_unlock(&r->mu);
-            n = fetch(r, st, depth, &last, buf);
-            if (n > 0 && stage == ST_COPY_DEPTH && r->fetched == 0)
-                n = record_depth(r, depth, n, buf);
+            n = fetch(r, stage, depth, &last, buf);
+            if (n > 0 && stage == ST_COPY_DEPTH && r->fetched == 0 &&
+                (rc = record_depth(r, depth)) != 0) {
+                while (n-- > 0)
+                    task_free(buf[n]);
+                n = rc;
+            }
             pthread_mutex_lock(&r->mu);
             if (n < 0)
                 return n;
             rc = push(r, buf, n);
             if (rc) {
-                while (n-- > 0) /* not in the window: still ours */
-                    free(buf[n].path);
+                while (n-- > 0) /* not in the queue: still ours */
+                    task_free(buf[n]);
                 return rc;
             }
             r->fetched += n;
             done_fetching = n < PAGE;
+            dispatch(r);
             continue;
         }
+        dispatch(r);
         if (done_fetching && r->len == 0 && r->in_flight == 0 &&
             (stage != ST_COPY_DEPTH || r->committed >= r->fetched))
             return 0;
@@ -1255,104 +1382,58 @@ static int run_stage(struct runner *r, sqlite3_stmt *st, int stage, int depth,
 static int sync_dst(void *ctx)
 {
     struct runner *r = ctx;
-    struct tm__adapter *da = r->cfg->ad[TM_DST];
-    return da->sync ? da->sync(da) : 0;
+    struct tm__aerr ae;
+    return tm__adapter_sync(r->cfg->ad[TM_DST], &ae);
 }
 
-static int start_workers(struct runner *r, struct worker *wk, pthread_t *th,
-                         int n, int *started)
+static int run_stages(struct runner *r, struct task **buf)
 {
-    int i, rc;
-    for (i = 0; i < n; i++) {
-        wk[i].r = r;
-        tm__buf_init(&wk[i].scratch);
-        wk[i].buf = malloc(IO_BUF);
-        wk[i].buf2 = malloc(IO_BUF);
-        if (!wk[i].buf || !wk[i].buf2)
-            return TM_ENOMEM;
-        if (r->cfg->mode == TM_EXEC_VERIFY) {
-            rc = tm__store_open_reader(r->cfg->db_path, &wk[i].rd, r->cfg->err);
-            if (rc)
-                return rc;
-            rc = sqlite3_prepare_v2(
-                wk[i].rd,
-                "SELECT name, type, size, mtime, path, id, copy_status, conflict "
-                "FROM src_nodes WHERE parent_id = ? AND (copy_status IN "
-                "('successful', 'already_existed') OR (copy_status = 'failed' AND "
-                "error LIKE 'verify: %')) AND type != 'other'",
-                -1, &wk[i].kids, NULL);
-            if (rc == SQLITE_OK)
-                rc = sqlite3_prepare_v2(wk[i].rd, "SELECT 1 FROM src_nodes WHERE "
-                                        "parent_id = ?1 AND name = ?2", -1,
-                                        &wk[i].src_kid, NULL);
-            if (rc != SQLITE_OK)
-                return tm__store_error(wk[i].rd, rc, r->cfg->err, "prepare");
-        }
-        if (pthread_create(&th[i], NULL, worker_main, &wk[i]) != 0)
-            return TM_ENOMEM;
-        (*started)++;
-    }
-    return 0;
-}
-
-/* The deepest depth with nodes, or an error (a copy that took 0 for it
- * would copy nothing and say it is complete). */
-static int max_depth(struct runner *r)
-{
-    sqlite3_stmt *st;
-    int d = 0, rc = sqlite3_prepare_v2(r->rd, "SELECT max(depth) FROM src_stats "
-                                       "WHERE count > 0", -1, &st, NULL);
-    if (rc != SQLITE_OK)
-        return tm__store_error(r->rd, rc, r->cfg->err, "read the depth");
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        d = sqlite3_column_int(st, 0);
-    else
-        d = tm__store_error(r->rd, rc, r->cfg->err, "read the depth");
-    sqlite3_finalize(st);
-    return d;
-}
-
-static int run_stages(struct runner *r, struct task *buf)
-{
-    sqlite3_stmt *st[3] = { NULL, NULL, NULL };
     int64_t t0 = tm__now_ns(), last_report = t0;
-    int i, rc = 0, depth, maxd = max_depth(r);
+    int rc = 0, depth, maxd = 0;
 
-    if (maxd < 0)
-        return maxd;
-    for (i = 0; i < 3 && !rc; i++)
-        if (sqlite3_prepare_v2(r->rd, stage_sql[i], -1, &st[i], NULL) != SQLITE_OK)
-            rc = tm__store_error(r->rd, SQLITE_ERROR, r->cfg->err, "prepare");
+    rc = tm__tasks_max_depth(r->q, &maxd);
+    if (rc) {
+        tm__buf_reset(r->cfg->err);
+        tm__buf_adds(r->cfg->err, tm__tasks_errmsg(r->q));
+        return rc;
+    }
     pthread_mutex_lock(&r->mu);
-    if (!rc && r->cfg->mode == TM_EXEC_COPY) {
+    if (r->cfg->mode == TM_EXEC_COPY) {
         for (depth = 1; depth <= maxd && !rc; depth++)
-            rc = run_stage(r, st[0], ST_COPY_DEPTH, depth, buf, t0, &last_report);
+            rc = run_stage(r, ST_COPY_DEPTH, depth, buf, t0, &last_report);
         if (!rc)
-            rc = run_stage(r, st[1], ST_ATTRS, 0, buf, t0, &last_report);
-    } else if (!rc) {
-        rc = run_stage(r, st[2], ST_VERIFY, 0, buf, t0, &last_report);
+            rc = run_stage(r, ST_ATTRS, 0, buf, t0, &last_report);
+    } else {
+        rc = run_stage(r, ST_VERIFY, 0, buf, t0, &last_report);
     }
     r->quit = 1;
-    pthread_cond_broadcast(&r->cv_work);
+    atomic_store(&r->quitting, 1);
     if (!rc)
         snapshot(r, t0);
     pthread_mutex_unlock(&r->mu);
     if (!rc)
         report(r, t0, 1);
-    for (i = 0; i < 3; i++)
-        sqlite3_finalize(st[i]);
     return rc;
+}
+
+static int open_readers(struct runner *r)
+{
+    int i, rc;
+    for (i = 0; i < READERS; i++) {
+        pthread_mutex_init(&r->rdr[i].mu, NULL);
+        rc = tm__tasks_open(&r->rdr[i].q, r->cfg->db_path, r->cfg->err);
+        if (rc)
+            return rc;
+    }
+    return 0;
 }
 
 int tm__exec_run(struct tm__exec_cfg *cfg)
 {
     struct runner r;
-    struct worker *wk = NULL;
-    pthread_t *th = NULL;
-    struct task *buf = NULL;
+    struct task **buf = NULL;
     int64_t next_id[2] = { 1, 1 };
-    int n = cfg->workers > 0 ? cfg->workers : 4, started = 0, i, rc, wrc;
+    int n = cfg->workers > 0 ? cfg->workers : 4, i, rc, wrc;
 
     memset(&r, 0, sizeof r);
     r.cfg = cfg;
@@ -1361,8 +1442,9 @@ int tm__exec_run(struct tm__exec_cfg *cfg)
                  : cfg->ad[1]->mtime_precision;
     tm__buf_init(&r.fatal_msg);
     pthread_mutex_init(&r.mu, NULL);
-    pthread_cond_init(&r.cv_work, NULL);
     pthread_cond_init(&r.cv_coord, NULL);
+    atomic_init(&r.quitting, 0);
+    atomic_init(&r.next_reader, 0);
     if (cfg->mode == TM_EXEC_COPY &&
         (!cfg->ad[TM_SRC]->open_read || !cfg->ad[TM_DST]->open_write ||
          !cfg->ad[TM_DST]->mkdir)) {
@@ -1372,13 +1454,13 @@ int tm__exec_run(struct tm__exec_cfg *cfg)
         rc = TM_EINVAL;
         goto out;
     }
-    rc = tm__store_open_reader(cfg->db_path, &r.rd, cfg->err);
+    rc = tm__tasks_open(&r.q, cfg->db_path, cfg->err);
+    if (!rc && cfg->mode == TM_EXEC_VERIFY)
+        rc = open_readers(&r);
     if (rc)
         goto out;
     buf = malloc(PAGE * sizeof *buf);
-    wk = calloc((size_t)n, sizeof *wk);
-    th = calloc((size_t)n, sizeof *th);
-    if (!buf || !wk || !th) {
+    if (!buf) {
         rc = TM_ENOMEM;
         goto out;
     }
@@ -1390,16 +1472,15 @@ int tm__exec_run(struct tm__exec_cfg *cfg)
         goto out;
     tm__log(r.lg, TM_INFO, "engine", 0, NULL, "%s started: %d workers",
             cfg->mode == TM_EXEC_VERIFY ? "verify" : "copy", n);
-    rc = start_workers(&r, wk, th, n, &started);
+    rc = tm__pool_start(&r.pool, n, 1024);
     if (!rc)
         rc = run_stages(&r, buf);
 out:
     pthread_mutex_lock(&r.mu);
     r.quit = 1;
-    pthread_cond_broadcast(&r.cv_work);
+    atomic_store(&r.quitting, 1);
     pthread_mutex_unlock(&r.mu);
-    for (i = 0; i < started; i++)
-        pthread_join(th[i], NULL);
+    tm__pool_stop(r.pool); /* the running tasks end; queued ones give up */
     /* everything copied is on the destination's disk before the state
      * file says so for the last time */
     if (cfg->mode == TM_EXEC_COPY && r.w && cfg->ad[TM_DST]->sync)
@@ -1432,29 +1513,26 @@ out:
         tm__buf_add(cfg->err, r.fatal_msg.buf, r.fatal_msg.len);
     }
     cfg->problems = r.problems;
-    for (i = 0; wk && i < n; i++) {
-        sqlite3_finalize(wk[i].kids);
-        sqlite3_finalize(wk[i].src_kid);
-        if (wk[i].rd)
-            sqlite3_close(wk[i].rd);
-        free(wk[i].buf);
-        free(wk[i].buf2);
-        tm__buf_release(&wk[i].scratch);
+    while (r.free_wk) {
+        struct worker *wk = r.free_wk;
+        r.free_wk = wk->next;
+        worker_free(wk);
     }
     while (r.len) {
-        free(r.win[r.head].path);
+        task_free(r.win[r.head]);
         r.head = (r.head + 1) % r.cap;
         r.len--;
     }
     free(r.win);
-    if (r.rd)
-        sqlite3_close(r.rd);
-    free(wk);
-    free(th);
+    for (i = 0; i < READERS; i++) {
+        tm__tasks_close(r.rdr[i].q);
+        if (r.rdr[i].q)
+            pthread_mutex_destroy(&r.rdr[i].mu);
+    }
+    tm__tasks_close(r.q);
     free(buf);
     tm__buf_release(&r.fatal_msg);
     pthread_mutex_destroy(&r.mu);
-    pthread_cond_destroy(&r.cv_work);
     pthread_cond_destroy(&r.cv_coord);
     return rc;
 }

@@ -572,10 +572,10 @@ static int create_migration(tm_migration *m, const char *src, const char *dst,
     int rc, i, fd;
 
     for (i = 0; i < 2; i++) {
-        rc = tm__adapter_stat(ad[i], "/", &root[i]);
+        struct tm__aerr ae;
+        rc = tm__adapter_stat(ad[i], "/", &root[i], &ae);
         if (rc) {
-            char msg[256];
-            tm__adapter_describe(ad[i], rc, msg, sizeof msg);
+            const char *msg = ae.msg;
             /* a root that is gone is a usage error; a storage that fails
              * (i/o error, timeout) is not */
             return fail(m, rc == TM_ENOENT || rc == TM_ENOTDIR ? TM_EROOT : rc,
@@ -1586,11 +1586,12 @@ static int clean_run(tm_migration *m, struct tm__adapter *da, const char *hex,
     while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
         int type = tm__name_index(tm__type_names, TM_T_COUNT,
                                   (const char *)sqlite3_column_text(st, 1));
+        struct tm__aerr ae;
         int n = tm__adapter_remove_tmp(da, (const char *)sqlite3_column_text(st, 0),
-                                       type, key);
+                                       type, key, &ae);
         if (n > 0)
             removed += n;
-        else if (n < 0 && tm__adapter_classify(da, n) == TM_ERR_FATAL)
+        else if (n < 0 && ae.cls == TM_ERR_FATAL)
             rc = n;
         /* a node's parent that cannot be opened (EACCES) holds nothing the
          * copy could have written either */
@@ -1909,7 +1910,8 @@ static int refresh_failed(tm_migration *m, struct tm__adapter *ad)
     }
     while (sqlite3_step(sel) == SQLITE_ROW) {
         struct tm__entry e;
-        if (tm__adapter_stat(ad, (const char *)sqlite3_column_text(sel, 1), &e) ||
+        struct tm__aerr ae;
+        if (tm__adapter_stat(ad, (const char *)sqlite3_column_text(sel, 1), &e, &ae) ||
             e.type != TM_T_FOLDER)
             continue; /* the listing will say what is wrong */
         sqlite3_bind_int64(upd, 1, e.mode);
@@ -1955,7 +1957,8 @@ static int refresh_changed(tm_migration *m, struct tm__adapter *ad)
         int cf = sqlite3_column_type(sel, 5) != SQLITE_NULL;
         struct tm__stat_key ks = { 0, depth, TM_T_FILE, ts, 0 };
         struct tm__stat_key kc = { 2, depth, TM_T_FILE, CS_FAILED, cf };
-        if (tm__adapter_stat(ad, (const char *)sqlite3_column_text(sel, 1), &e) ||
+        struct tm__aerr ae;
+        if (tm__adapter_stat(ad, (const char *)sqlite3_column_text(sel, 1), &e, &ae) ||
             e.type != TM_T_FILE || ts < 0)
             continue; /* gone or replaced: the copy will say so again */
         sqlite3_bind_int64(upd, 1, e.size);
@@ -2001,13 +2004,14 @@ static int refresh_taken(tm_migration *m, struct tm__adapter *da)
     }
     while (!rc && (step = sqlite3_step(sel)) == SQLITE_ROW) {
         struct tm__entry e;
+        struct tm__aerr ae;
         int depth = sqlite3_column_int(sel, 2), cf;
         int type = tm__name_index(tm__type_names, TM_T_COUNT,
                                   (const char *)sqlite3_column_text(sel, 3));
         int64_t size = sqlite3_column_int64(sel, 4);
         struct tm__stat_key k = { 2, depth, type, CS_FAILED, 0 };
         if (type < 0 ||
-            tm__adapter_stat(da, (const char *)sqlite3_column_text(sel, 1), &e) ||
+            tm__adapter_stat(da, (const char *)sqlite3_column_text(sel, 1), &e, &ae) ||
             e.type != type)
             continue; /* gone, or another type: the copy says so again */
         cf = tm__compare_leaf(size, sqlite3_column_int64(sel, 5), e.size, e.mtime,

@@ -52,18 +52,20 @@ static int fk_list_pos(struct tm__lister *l, struct tm__buf *out)
     return 0;
 }
 static void fk_list_close(struct tm__lister *l) { free(l); }
-static int fk_stat(struct tm__adapter *a, const char *path, struct tm__entry *out)
+static int fk_stat(struct tm__adapter *a, const char *path, struct tm__entry *out,
+                   struct tm__aerr *e)
 {
-    (void)a; (void)path;
+    (void)a; (void)path; (void)e;
     memset(out, 0, sizeof *out);
     return 0;
 }
 static void fk_close(struct tm__adapter *a) { free(a); }
 static int fk_open_read(struct tm__adapter *a, const char *path,
-                        struct tm__rfile **out, struct tm__entry *st)
+                        struct tm__rfile **out, struct tm__entry *st,
+                        struct tm__aerr *e)
 {
     struct fake_file *f = calloc(1, sizeof *f);
-    (void)path;
+    (void)path; (void)e;
     if (!f)
         return TM_ENOMEM;
     f->r.a = a;
@@ -71,37 +73,41 @@ static int fk_open_read(struct tm__adapter *a, const char *path,
     *out = &f->r;
     return 0;
 }
-static int64_t fk_read(struct tm__rfile *f, void *buf, size_t len)
+static int64_t fk_read(struct tm__rfile *f, void *buf, size_t len,
+                       struct tm__aerr *e)
 {
-    (void)f; (void)buf; (void)len;
+    (void)f; (void)buf; (void)len; (void)e;
     return 0;
 }
-static int fk_fstat(struct tm__rfile *f, struct tm__entry *st)
+static int fk_fstat(struct tm__rfile *f, struct tm__entry *st, struct tm__aerr *e)
 {
-    (void)f;
+    (void)f; (void)e;
     memset(st, 0, sizeof *st);
     return 0;
 }
 static void fk_close_read(struct tm__rfile *f) { free(f); }
-static int fk_open_write(struct tm__adapter *a, const char *path,
-                         struct tm__wfile **out)
+static int fk_open_write(struct tm__adapter *a, const char *path, int64_t size,
+                         struct tm__wfile **out, struct tm__aerr *e)
 {
     struct fake_file *f = calloc(1, sizeof *f);
-    (void)path;
+    (void)path; (void)size; (void)e;
     if (!f)
         return TM_ENOMEM;
     f->w.a = a;
     *out = &f->w;
     return 0;
 }
-static int64_t fk_write(struct tm__wfile *f, const void *buf, size_t len)
+static int64_t fk_write(struct tm__wfile *f, const void *buf, size_t len,
+                        struct tm__aerr *e)
 {
-    (void)f; (void)buf;
+    (void)f; (void)buf; (void)e;
     return (int64_t)len;
 }
-static int64_t fk_copy_from(struct tm__wfile *w, struct tm__rfile *r, int64_t size)
+static int64_t fk_copy_from(struct tm__wfile *w, struct tm__rfile *r, int64_t size,
+                            struct tm__aerr *e)
 {
     struct fake *fk = (struct fake *)w->a;
+    (void)e;
     /* the fake must see its own files, never a fault layer's */
     fk->copy_from_ok = r->a->read == fk_read;
     return size;
@@ -110,9 +116,10 @@ static void wfree(struct tm__wfile *w)
 {
     free((char *)w - offsetof(struct fake_file, w));
 }
-static int fk_commit(struct tm__wfile *w, int64_t mtime, uint32_t mode, unsigned fl)
+static int fk_commit(struct tm__wfile *w, int64_t mtime, uint32_t mode, unsigned fl,
+                     struct tm__aerr *e)
 {
-    (void)mtime; (void)mode; (void)fl;
+    (void)mtime; (void)mode; (void)fl; (void)e;
     ((struct fake *)w->a)->commits++;
     wfree(w);
     return 0;
@@ -257,11 +264,12 @@ static void test_open_through_adapter_open(void **state)
     assert_string_equal(a->name, "local"); /* the inner name */
     {
         struct tm__entry e;
-        char msg[256];
-        assert_int_equal(tm__adapter_stat(a, "/", &e), TM_EACCES);
-        tm__adapter_describe(a, TM_EACCES, msg, sizeof msg);
-        assert_non_null(strstr(msg, "fault injected into stat call 1"));
-        assert_int_equal(tm__adapter_stat(a, "/", &e), 0); /* once */
+        struct tm__aerr ae;
+        assert_int_equal(tm__adapter_stat(a, "/", &e, &ae), TM_EACCES);
+        assert_non_null(strstr(ae.msg, "fault injected into stat call 1"));
+        assert_int_equal(ae.code, TM_EACCES);
+        assert_int_equal(ae.cls, TM_ERR_NODE);
+        assert_int_equal(tm__adapter_stat(a, "/", &e, &ae), 0); /* once */
     }
     assert_int_equal(tm__fault_calls(a, TM_FOP_STAT), 2);
     assert_int_equal(tm__fault_fired(a), 1);
@@ -289,7 +297,7 @@ static void test_once_and_sticky(void **state)
     assert_int_equal(tm__adapter_list(a, "/", count_cb, &kids, &ae), 0);
     assert_int_equal(kids, 2); /* the failed call never reached the inner one */
     for (i = 1; i <= 6; i++)
-        assert_int_equal(tm__adapter_stat(a, "/", &e), i < 3 ? 0 : TM_EIO);
+        assert_int_equal(tm__adapter_stat(a, "/", &e, &ae), i < 3 ? 0 : TM_EIO);
     assert_int_equal(tm__fault_calls(a, TM_FOP_LIST), 3);
     assert_int_equal(tm__fault_calls(a, TM_FOP_STAT), 6);
     assert_int_equal(tm__fault_calls(a, TM_FOP_WRITE), 0);
@@ -308,34 +316,39 @@ static void test_files_and_copy_from(void **state)
     struct tm__rfile *in;
     struct tm__wfile *out;
     struct tm__entry st;
+    struct tm__aerr ae;
     char buf[4];
     (void)state;
     assert_string_equal(sa->name, da->name);
-    assert_int_equal(sa->open_read(sa, "/f", &in, &st), 0);
+    assert_true(tm__adapter_can_copy_from(da, sa));
+    assert_int_equal(tm__adapter_open_read(sa, "/f", &in, &st, &ae), 0);
     assert_ptr_equal(in->a, sa);
-    assert_int_equal(sa->read(in, buf, sizeof buf), 0);
-    assert_int_equal(sa->fstat(in, &st), TM_EIO);
-    assert_int_equal(sa->fstat(in, &st), 0);
+    assert_true(in->native != in); /* the fake's own file below the layer */
+    assert_int_equal(tm__adapter_read(in, buf, sizeof buf, &ae), 0);
+    assert_int_equal(tm__adapter_fstat(in, &st, &ae), TM_EIO);
+    assert_non_null(strstr(ae.msg, "fault injected into fstat call 1"));
+    assert_int_equal(tm__adapter_fstat(in, &st, &ae), 0);
 
     /* both wrapped: the inner copy_from gets the inner files */
-    assert_int_equal(da->open_write(da, "/f", &out), 0);
-    assert_int_equal(tm__adapter_copy_from(da, out, in, 7), 7);
+    assert_int_equal(tm__adapter_open_write(da, "/f", 7, &out, &ae), 0);
+    assert_int_equal(tm__adapter_copy_from(out, in, 7, &ae), 7);
     assert_true(fd->copy_from_ok);
-    assert_int_equal(da->commit(out, 0, 0644, 0), 0);
+    assert_int_equal(tm__adapter_commit(out, 0, 0644, 0, &ae), 0);
     assert_int_equal(fd->commits, 1);
     /* a failed commit frees the file and leaves no temporary (abort) */
-    assert_int_equal(da->open_write(da, "/g", &out), 0);
-    assert_int_equal(da->commit(out, 0, 0644, 0), TM_ENOSPC);
+    assert_int_equal(tm__adapter_open_write(da, "/g", 0, &out, &ae), 0);
+    assert_int_equal(tm__adapter_commit(out, 0, 0644, 0, &ae), TM_ENOSPC);
+    assert_int_equal(ae.cls, TM_ERR_FATAL);
     assert_int_equal(fd->aborts, 1);
     assert_int_equal(fd->commits, 1);
 
     /* a plain destination, a wrapped source: the wrapper unwraps the file */
     fs->copy_from_ok = 0;
-    assert_int_equal(fs->base.open_write(&fs->base, "/h", &out), 0);
-    assert_int_equal(tm__adapter_copy_from(&fs->base, out, in, 3), 3);
+    assert_int_equal(tm__adapter_open_write(&fs->base, "/h", 3, &out, &ae), 0);
+    assert_int_equal(tm__adapter_copy_from(out, in, 3, &ae), 3);
     assert_true(fs->copy_from_ok);
-    fs->base.abort(out);
-    sa->close_read(in);
+    tm__adapter_abort(out);
+    tm__adapter_close_read(in);
 
     assert_int_equal(tm__fault_calls(sa, TM_FOP_OPEN_READ), 1);
     assert_int_equal(tm__fault_calls(sa, TM_FOP_READ), 1);
@@ -365,9 +378,10 @@ static void *hammer_main(void *arg)
 {
     struct hammer *h = arg;
     struct tm__entry e;
+    struct tm__aerr ae;
     int i;
     for (i = 0; i < 10000; i++)
-        if (tm__adapter_stat(h->a, "/", &e) != 0)
+        if (tm__adapter_stat(h->a, "/", &e, &ae) != 0)
             h->failed++;
     return NULL;
 }

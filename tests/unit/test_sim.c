@@ -61,13 +61,15 @@ static int ecmp(const void *a, const void *b)
     return strcmp(((const struct e *)a)->name, ((const struct e *)b)->name);
 }
 
+/* What the last failed ls() of this thread said (its call's detail). */
+static _Thread_local struct tm__aerr last_ae;
+
 /* Lists path into l (reset first), sorted by name. */
 static int ls(struct tm__adapter *a, const char *path, struct list *l)
 {
-    struct tm__aerr ae;
     int rc;
     l->n = 0;
-    rc = tm__adapter_list(a, path, collect, l, &ae);
+    rc = tm__adapter_list(a, path, collect, l, &last_ae);
     if (!rc && l->n)
         qsort(l->v, l->n, sizeof *l->v, ecmp);
     return rc;
@@ -213,7 +215,7 @@ static void walk_check(struct tm__adapter *a, int max)
             if (i)
                 assert_true(strcmp(l.v[i - 1].name, l.v[i].name) < 0);
             join(p, sizeof p, dir, l.v[i].name);
-            assert_int_equal(tm__adapter_stat(a, p, &st), 0);
+            assert_int_equal(tm__adapter_stat(a, p, &st, &last_ae), 0);
             assert_int_equal(st.type, l.v[i].type);
             assert_true(st.size == l.v[i].size && st.mtime == l.v[i].mtime);
             if (l.v[i].type == TM_T_FILE) {
@@ -512,7 +514,7 @@ static void test_permanent_and_deny(void **state)
     struct tm__adapter *a = open_ok("seed=3,folders=8,permanent=0.3,deny=/d1");
     struct tm__adapter *b = open_ok("seed=3,folders=8,permanent=0.3,deny=/d1");
     struct list l = { NULL, 0, 0 };
-    char p[64], msg[256];
+    char p[64];
     int i, failed = 0;
     (void)state;
     assert_int_equal(ls(a, "/", &l), 0); /* never the root */
@@ -527,15 +529,13 @@ static void test_permanent_and_deny(void **state)
         assert_int_equal(ra, ls(a, p, &l)); /* and every time */
         if (ra) {
             assert_int_equal(ra, TM_EIO);
-            tm__adapter_describe(a, ra, msg, sizeof msg);
-            assert_string_equal(msg, "injected permanent error (i/o error)");
+            assert_string_equal(last_ae.msg, "injected permanent error (i/o error)");
             failed++;
         }
     }
     assert_true(failed > 0 && failed < 7);
     assert_int_equal(ls(a, "/d1", &l), TM_EACCES);
-    tm__adapter_describe(a, TM_EACCES, msg, sizeof msg);
-    assert_non_null(strstr(msg, "permission denied"));
+    assert_non_null(strstr(last_ae.msg, "permission denied"));
     free(l.v);
     tm__adapter_close(a);
     tm__adapter_close(b);
@@ -548,7 +548,6 @@ static void test_transient(void **state)
     struct list l = { NULL, 0, 0 };
     size_t full;
     int i, ok = 0, failed = 0, partial = 0;
-    char msg[256];
     (void)state;
     assert_int_equal(ls(ref, "/", &l), 0);
     full = l.n;
@@ -560,9 +559,8 @@ static void test_transient(void **state)
             continue;
         }
         assert_true(rc == TM_EAGAIN || rc == TM_ETIMEDOUT);
-        assert_int_equal(tm__adapter_classify(a, rc), TM_ERR_RETRY);
-        tm__adapter_describe(a, rc, msg, sizeof msg);
-        assert_non_null(strstr(msg, "injected transient error"));
+        assert_int_equal(last_ae.cls, TM_ERR_RETRY);
+        assert_non_null(strstr(last_ae.msg, "injected transient error"));
         partial += l.n > 0;
         failed++;
     }
@@ -577,16 +575,14 @@ static void test_throttle(void **state)
     struct tm__adapter *a = open_ok("seed=3,throttle=5,burst=2");
     struct list l = { NULL, 0, 0 };
     int64_t ms;
-    char msg[256];
     (void)state;
     assert_int_equal(ls(a, "/", &l), 0);
     assert_int_equal(ls(a, "/", &l), 0);
     assert_int_equal(ls(a, "/", &l), TM_ETHROTTLED);
-    assert_int_equal(tm__adapter_classify(a, TM_ETHROTTLED), TM_ERR_THROTTLE);
-    ms = tm__adapter_retry_after(a);
+    assert_int_equal(last_ae.cls, TM_ERR_THROTTLE);
+    ms = last_ae.retry_ms;
     assert_true(ms >= 1 && ms <= 200);
-    tm__adapter_describe(a, TM_ETHROTTLED, msg, sizeof msg);
-    assert_non_null(strstr(msg, "throttled: over 5 listings per second"));
+    assert_non_null(strstr(last_ae.msg, "throttled: over 5 listings per second"));
     usleep((useconds_t)(ms * 1000 + 5000));
     assert_int_equal(ls(a, "/", &l), 0);
     free(l.v);
@@ -642,7 +638,7 @@ static void *thr_main(void *arg)
             t->ok++;
             t->bad += l.n != want[k];
         } else if (rc == TM_ETHROTTLED) {
-            t->bad += tm__adapter_retry_after(t->a) < 1;
+            t->bad += last_ae.retry_ms < 1 || last_ae.cls != TM_ERR_THROTTLE;
         } else if (rc != TM_EAGAIN && rc != TM_ETIMEDOUT) {
             t->bad++;
         }

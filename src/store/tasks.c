@@ -1,0 +1,195 @@
+/*
+ * tasks.c - the copy's and verify's reads of the state file (tasks.h).
+ * Threads: see tasks.h.
+ */
+#include "store/tasks.h"
+
+#include "adapter/adapter.h"
+#include "store/store.h"
+#include "treemig.h"
+
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { Q_COPY, Q_ATTRS, Q_VERIFY, Q_MAXD, Q_KIDS, Q_HAS, Q_COUNT };
+
+static const char *const tasks_sql[Q_COUNT] = {
+    "SELECT s.id, s.path, s.depth, s.type, s.size, s.mtime, s.mode, s.conflict, "
+    "p.copy_status, CASE WHEN s.type = 'folder' AND s.traversal_status = "
+    "'failed' THEN coalesce(s.error, 'no reason recorded') END "
+    "FROM src_nodes s JOIN src_nodes p ON p.id = s.parent_id "
+    "WHERE s.copy_status = 'pending' AND s.depth = ?1 AND s.id > ?2 "
+    "ORDER BY s.id LIMIT ?3",
+    "SELECT id, path, depth, type, size, mtime, mode, conflict, copy_status, NULL "
+    "FROM src_nodes WHERE type = 'folder' AND depth > 0 AND id > ?2 AND "
+    "traversal_status = 'successful' AND "
+    "copy_status IN ('successful', 'already_existed') ORDER BY id LIMIT ?3",
+    "SELECT id, path, depth, type, size, mtime, mode, conflict, copy_status, NULL "
+    "FROM src_nodes WHERE type = 'folder' AND traversal_status = 'successful' "
+    "AND id > ?2 AND (copy_status IN ('successful', 'already_existed') OR "
+    "(copy_status = 'failed' AND error LIKE 'verify: %')) ORDER BY id LIMIT ?3",
+    "SELECT max(depth) FROM src_stats WHERE count > 0",
+    "SELECT name, type, size, mtime, path, id, copy_status, conflict "
+    "FROM src_nodes WHERE parent_id = ?1 AND name > ?2 AND (copy_status IN "
+    "('successful', 'already_existed') OR (copy_status = 'failed' AND "
+    "error LIKE 'verify: %')) AND type != 'other' ORDER BY name LIMIT ?3",
+    "SELECT 1 FROM src_nodes WHERE parent_id = ?1 AND name = ?2",
+};
+
+struct tm__tasks {
+    sqlite3 *db;               /* read-only connection */
+    sqlite3_stmt *st[Q_COUNT]; /* the statements above */
+    struct tm__buf err;        /* the last failure */
+};
+
+int tm__tasks_open(struct tm__tasks **out, const char *db_path,
+                   struct tm__buf *err)
+{
+    struct tm__tasks *q = calloc(1, sizeof *q);
+    int i, rc;
+    *out = NULL;
+    if (!q)
+        return TM_ENOMEM;
+    tm__buf_init(&q->err);
+    rc = tm__store_open_reader(db_path, &q->db, err);
+    for (i = 0; !rc && i < Q_COUNT; i++)
+        if (sqlite3_prepare_v3(q->db, tasks_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+                               &q->st[i], NULL) != SQLITE_OK)
+            rc = tm__store_error(q->db, SQLITE_ERROR, err, "prepare");
+    if (rc) {
+        tm__tasks_close(q);
+        return rc;
+    }
+    *out = q;
+    return 0;
+}
+
+void tm__tasks_close(struct tm__tasks *q)
+{
+    int i;
+    if (!q)
+        return;
+    for (i = 0; i < Q_COUNT; i++)
+        sqlite3_finalize(q->st[i]);
+    if (q->db)
+        sqlite3_close(q->db);
+    tm__buf_release(&q->err);
+    free(q);
+}
+
+const char *tm__tasks_errmsg(struct tm__tasks *q)
+{
+    return q->err.buf;
+}
+
+int tm__tasks_rows(struct tm__tasks *q, int kind, int depth, int64_t after,
+                   int limit, int (*cb)(void *ctx, const struct tm__task_row *r),
+                   void *ctx)
+{
+    sqlite3_stmt *st = q->st[kind == TM_TASKS_COPY    ? Q_COPY
+                             : kind == TM_TASKS_ATTRS ? Q_ATTRS
+                                                      : Q_VERIFY];
+    int rc, err = 0;
+    if (kind == TM_TASKS_COPY)
+        sqlite3_bind_int(st, 1, depth);
+    sqlite3_bind_int64(st, 2, after);
+    sqlite3_bind_int(st, 3, limit);
+    while (!err && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct tm__task_row r;
+        const char *cf = (const char *)sqlite3_column_text(st, 7);
+        r.id = sqlite3_column_int64(st, 0);
+        r.path = (const char *)sqlite3_column_text(st, 1);
+        r.depth = sqlite3_column_int(st, 2);
+        r.type = tm__name_index(tm__type_names, TM_T_COUNT,
+                                (const char *)sqlite3_column_text(st, 3));
+        r.size = sqlite3_column_int64(st, 4);
+        r.mtime = sqlite3_column_int64(st, 5);
+        r.mode = (uint32_t)sqlite3_column_int64(st, 6);
+        r.cf = cf ? tm__name_index(tm__cf_names, CF_COUNT, cf) : CF_NONE;
+        r.parent_cs = tm__name_index(tm__cs_names, CS_COUNT,
+                                     (const char *)sqlite3_column_text(st, 8));
+        r.why = (const char *)sqlite3_column_text(st, 9);
+        if (!r.path)
+            err = TM_ENOMEM;
+        else if (r.type < 0 || r.cf < 0 || r.parent_cs < 0)
+            err = TM_ECORRUPT;
+        else
+            err = cb(ctx, &r);
+    }
+    if (!err && rc != SQLITE_DONE)
+        err = tm__store_error(q->db, rc, &q->err, "read tasks");
+    else if (err == TM_ECORRUPT)
+        tm__buf_addf(&q->err, "state file: a node row holds an unknown value");
+    sqlite3_reset(st);
+    return err;
+}
+
+int tm__tasks_max_depth(struct tm__tasks *q, int *depth)
+{
+    sqlite3_stmt *st = q->st[Q_MAXD];
+    int rc = sqlite3_step(st);
+    *depth = 0;
+    if (rc == SQLITE_ROW) {
+        *depth = sqlite3_column_int(st, 0);
+        rc = 0;
+    } else {
+        rc = tm__store_error(q->db, rc, &q->err, "read the depth");
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+int tm__tasks_kids(struct tm__tasks *q, int64_t parent, const char *after,
+                   size_t after_len, int limit,
+                   int (*cb)(void *ctx, const struct tm__kid_row *r), void *ctx)
+{
+    sqlite3_stmt *st = q->st[Q_KIDS];
+    int rc, err = 0;
+    sqlite3_bind_int64(st, 1, parent);
+    sqlite3_bind_text(st, 2, after ? after : "", (int)after_len, SQLITE_STATIC);
+    sqlite3_bind_int(st, 3, limit);
+    while (!err && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct tm__kid_row r;
+        const char *cf = (const char *)sqlite3_column_text(st, 7);
+        r.name = (const char *)sqlite3_column_text(st, 0);
+        r.name_len = (size_t)sqlite3_column_bytes(st, 0);
+        r.type = tm__name_index(tm__type_names, TM_T_COUNT,
+                                (const char *)sqlite3_column_text(st, 1));
+        r.size = sqlite3_column_int64(st, 2);
+        r.mtime = sqlite3_column_int64(st, 3);
+        r.path = (const char *)sqlite3_column_text(st, 4);
+        r.id = sqlite3_column_int64(st, 5);
+        r.cs = tm__name_index(tm__cs_names, CS_COUNT,
+                              (const char *)sqlite3_column_text(st, 6));
+        r.cf = cf ? tm__name_index(tm__cf_names, CF_COUNT, cf) : CF_NONE;
+        if (!r.name || !r.path)
+            err = TM_ENOMEM;
+        else if (r.type < 0 || r.cs < 0 || r.cf < 0)
+            err = TM_ECORRUPT;
+        else
+            err = cb(ctx, &r);
+    }
+    if (!err && rc != SQLITE_DONE)
+        err = tm__store_error(q->db, rc, &q->err, "read source rows");
+    sqlite3_reset(st);
+    return err;
+}
+
+int tm__tasks_has_child(struct tm__tasks *q, int64_t parent, const char *name,
+                        size_t len)
+{
+    sqlite3_stmt *st = q->st[Q_HAS];
+    int rc;
+    sqlite3_bind_int64(st, 1, parent);
+    sqlite3_bind_text(st, 2, name, (int)len, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        rc = 1;
+    else if (rc == SQLITE_DONE)
+        rc = 0;
+    else
+        rc = tm__store_error(q->db, rc, &q->err, "read rows");
+    sqlite3_reset(st);
+    return rc;
+}

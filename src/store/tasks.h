@@ -1,0 +1,82 @@
+/*
+ * tasks.h - what the copy and verify passes read from the state file: the
+ * nodes to copy depth by depth, the folders whose attributes to set, the
+ * folders to verify, and each folder's copied children. The SQL lives in
+ * tasks.c; the engine sees rows.
+ *
+ * Threads: a struct tm__tasks is one read-only connection; one thread at
+ * a time (the coordinator has one, verify's workers share a few behind
+ * mutexes). It sees what the writer committed.
+ */
+#ifndef TM_TASKS_H
+#define TM_TASKS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/buf.h"
+
+struct tm__tasks;
+
+/* The kinds of task rows. */
+enum tm__task_kind {
+    TM_TASKS_COPY = 0, /* pending nodes of one depth (with the parent's
+                          copy status; a folder whose listing failed has
+                          its reason) */
+    TM_TASKS_ATTRS,    /* folders copied or already there, whose mode and
+                          mtime the copy sets at its end */
+    TM_TASKS_VERIFY,   /* folders whose children verify checks */
+};
+
+/* One task row. Strings are valid during the callback only. */
+struct tm__task_row {
+    int64_t id;            /* the source node */
+    const char *path;      /* its path */
+    const char *why;       /* TM_TASKS_COPY: a folder whose listing failed:
+                              the reason; else NULL */
+    int depth;             /* its depth */
+    int type;              /* enum tm__type */
+    int64_t size, mtime;   /* as discovered */
+    uint32_t mode;         /* permission bits */
+    int cf;                /* enum tm__cf */
+    int parent_cs;         /* TM_TASKS_COPY: the parent's copy status; else
+                              the node's own */
+};
+
+/* A copied (or already there) source child, as verify checks it. */
+struct tm__kid_row {
+    int64_t id;            /* the node */
+    const char *name;      /* its name (name_len bytes) */
+    size_t name_len;
+    const char *path;      /* its path */
+    int type;              /* enum tm__type */
+    int64_t size, mtime;   /* as discovered */
+    int cs, cf;            /* enum tm__cs, tm__cf */
+};
+
+int tm__tasks_open(struct tm__tasks **out, const char *db_path,
+                   struct tm__buf *err);
+void tm__tasks_close(struct tm__tasks *q);
+/* The message of the last failure. */
+const char *tm__tasks_errmsg(struct tm__tasks *q);
+/* Calls cb for at most limit rows of kind (at depth, for TM_TASKS_COPY)
+ * whose id is above after, in id order. cb returns 0 or an error that
+ * stops the read (and is returned). */
+int tm__tasks_rows(struct tm__tasks *q, int kind, int depth, int64_t after,
+                   int limit, int (*cb)(void *ctx, const struct tm__task_row *r),
+                   void *ctx);
+/* *depth = the deepest depth that holds a node. */
+int tm__tasks_max_depth(struct tm__tasks *q, int *depth);
+/* Calls cb for at most limit children of folder parent that verify
+ * checks (copied, already there, or failed by an earlier verify; not
+ * "other"), by name after the name after (after_len bytes; 0: from the
+ * first). */
+int tm__tasks_kids(struct tm__tasks *q, int64_t parent, const char *after,
+                   size_t after_len, int limit,
+                   int (*cb)(void *ctx, const struct tm__kid_row *r), void *ctx);
+/* 1 when folder parent has a source child called name, 0 when not, or an
+ * error. */
+int tm__tasks_has_child(struct tm__tasks *q, int64_t parent, const char *name,
+                        size_t len);
+
+#endif
