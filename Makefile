@@ -62,4 +62,4 @@ check-src:
 	@scripts/check-src.sh
 
 clean:
-	rm -rf build build-asan build-tsan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz build-fresh
