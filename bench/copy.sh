@@ -86,7 +86,8 @@ KEYS=()
 declare -A LABEL
 for w in "${WORKER_LIST[@]}"; do
     KEYS+=("treemig_$w")
-    LABEL[treemig_$w]="treemig discover + copy$([[ $w != default ]] && echo " --workers $w")"
+    LABEL[treemig_$w]="treemig discover + copy"
+    [[ $w == default ]] || LABEL[treemig_$w]+=" --workers $w"
 done
 KEYS+=(cp rsync rclone)
 LABEL[cp]="cp -a"
