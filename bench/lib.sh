@@ -128,5 +128,5 @@ header() {
     echo "  date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
     echo "  machine:  nproc $(nproc),$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2 | sed 's/  */ /g'), RAM $(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), $(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-?}")"
     echo "  treemig:  git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" status --porcelain 2>/dev/null | grep -q . && echo ' (dirty tree)'), binary ${TREEMIG:-none}"
-    echo "  load:     $(load) (1, 5, 15 min) at the start; $RUNS runs per tool, order rotated each run"
+    echo "  load:     $(load) (1, 5, 15 min) at the start; runs per tool: $RUNS, order rotated each run"
 }
