@@ -6,8 +6,14 @@
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
+# make install: where (GNU install dirs below it) and a staging root
+PREFIX ?= /usr/local
+DESTDIR ?=
+# make deb: the build folder of the packages
+DEB_BUILD ?= build-deb
 
-.PHONY: all deps test-deps build test soak demo asan tsan fuzz bench check-src clean
+.PHONY: all deps test-deps build test soak demo asan tsan fuzz bench check-src clean \
+        install uninstall deb deb-deps
 CTEST_ARGS ?= -LE long
 
 all: build
@@ -28,9 +34,11 @@ test: test-deps
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
 # The suite under AddressSanitizer + UndefinedBehaviorSanitizer (the
-# fuzzers run under both already: the fuzz label is left out).
+# fuzzers run under both already: the fuzz label is left out; so are the
+# install and deb labels, which build their own uninstrumented tree).
 asan: test-deps
-	@$(MAKE) --no-print-directory test BUILD=build-asan CTEST_ARGS="-LE 'long|fuzz'" \
+	@$(MAKE) --no-print-directory test BUILD=build-asan \
+	  CTEST_ARGS="-LE 'long|fuzz|install|deb'" \
 	  CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Debug -DTREEMIG_SANITIZE=address,undefined"
 
 # The unit tests and the most threaded integration tests under
@@ -61,5 +69,25 @@ bench:
 check-src:
 	@scripts/check-src.sh
 
+# make install [PREFIX=/usr/local] [DESTDIR=/staging]: bin/treemig, the
+# shared and static libraries, treemig.h, treemig.pc, the man pages and the
+# bash completion (README, "Installing"). make uninstall removes what the
+# last make install from $(BUILD) installed ($(BUILD)/installed_files.txt).
+install: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX="$(PREFIX)" $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+	@scripts/install.sh install $(BUILD) "$(DESTDIR)"
+
+uninstall:
+	@scripts/install.sh uninstall $(BUILD)
+
+# The Debian packages treemig, libtreemigN and libtreemig-dev, built with
+# CPack in $(DEB_BUILD) and checked with lintian (docs/packaging.md).
+deb-deps:
+	@scripts/deps.sh deb
+
+deb: deb-deps
+	@JOBS=$(JOBS) scripts/deb.sh $(DEB_BUILD)
+
 clean:
-	rm -rf build build-asan build-tsan build-fuzz build-fresh
+	rm -rf build build-asan build-tsan build-fuzz build-deb build-fresh

@@ -1,11 +1,16 @@
 /*
  * main.c - the treemig command. Parses the command line, installs the
- * signal handlers, prints progress and results. Uses only treemig.h.
+ * signal handlers, prints progress and results. Uses only treemig.h, and
+ * the headers of SQLite, libyaml and xxHash for --version alone.
  * Single-threaded apart from what the engine starts.
  */
 #include "treemig.h"
 
 #include "commands.h"
+
+#include <sqlite3.h>
+#include <xxhash.h>
+#include <yaml.h>
 
 #include <errno.h>
 #include <getopt.h>
@@ -91,7 +96,7 @@ static const char main_usage[] =
     "\n"
     "options:\n"
     "  -h, --help     show this help\n"
-    "  -V, --version  show the version\n"
+    "  -V, --version  show the version, and those of SQLite, libyaml and xxHash\n"
     "\n"
     "'treemig COMMAND --help' shows the options of a command.\n"
     "exit codes: 0 success, 1 fatal error, 2 usage error, 3 done but some items\n"
@@ -978,6 +983,34 @@ static int cmd_sim_stats(int argc, char **argv)
     return EXIT_OK;
 }
 
+/* One line for a library: the version loaded at run time, and the one the
+ * binary was compiled against when they differ. */
+static void print_lib_version(const char *name, const char *run, const char *built)
+{
+    if (strcmp(run, built) != 0)
+        printf("%-8s %s (built with %s)\n", name, run, built);
+    else
+        printf("%-8s %s\n", name, run);
+}
+
+/* treemig --version: the version of treemig (CMake's project version,
+ * through treemig_version.h) and of the libraries it runs with. */
+static int print_version(void)
+{
+    char xxh_run[32], xxh_built[32];
+    unsigned n = XXH_versionNumber();
+
+    printf("treemig %s\n", TM_VERSION_STRING);
+    print_lib_version("SQLite", sqlite3_libversion(), SQLITE_VERSION);
+    /* yaml.h has no version macro: only the run-time one is known */
+    printf("%-8s %s\n", "libyaml", yaml_get_version_string());
+    snprintf(xxh_run, sizeof xxh_run, "%u.%u.%u", n / 10000, n / 100 % 100, n % 100);
+    snprintf(xxh_built, sizeof xxh_built, "%d.%d.%d", XXH_VERSION_MAJOR,
+             XXH_VERSION_MINOR, XXH_VERSION_RELEASE);
+    print_lib_version("xxHash", xxh_run, xxh_built);
+    return EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd;
@@ -990,10 +1023,8 @@ int main(int argc, char **argv)
         fputs(main_usage, stdout);
         return EXIT_OK;
     }
-    if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version")) {
-        printf("treemig %s\n", TM_VERSION_STRING);
-        return EXIT_OK;
-    }
+    if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version"))
+        return print_version();
     if (!strcmp(cmd, "help")) {
         const char *what = argc > 2 ? argv[2] : NULL;
         if (!what)

@@ -22,7 +22,18 @@
 extern "C" {
 #endif
 
-#define TM_VERSION_STRING "0.1.0"
+/* TM_VERSION_MAJOR, _MINOR, _PATCH, _STRING and _NUM, generated from the
+ * project version by CMake. */
+#include "treemig_version.h"
+
+/* Marks the functions of the public API. The shared library is compiled
+ * with -fvisibility=hidden: these are the only symbols it exports
+ * (docs/api.md). */
+#if defined(__GNUC__) || defined(__clang__)
+#define TM_EXTERN extern __attribute__((visibility("default")))
+#else
+#define TM_EXTERN extern
+#endif
 
 /* XX(name, value, message): one table generates the enum, tm_strerror()
  * and tm_err_name(). */
@@ -46,6 +57,10 @@ extern "C" {
     XX(ELOOP, -ELOOP, "too many symbolic links encountered")                  \
     XX(ETIMEDOUT, -ETIMEDOUT, "operation timed out")                          \
     XX(EFBIG, -EFBIG, "file too large")                                       \
+    XX(ENOTSUP, -ENOTSUP, "operation not supported")                          \
+    XX(ECONNREFUSED, -ECONNREFUSED, "connection refused")                     \
+    XX(ECONNRESET, -ECONNRESET, "connection lost")                            \
+    XX(EHOSTUNREACH, -EHOSTUNREACH, "host unreachable")                       \
     XX(EDB, -4001, "state file error")                                        \
     XX(ECORRUPT, -4002, "state file is damaged or not a treemig state file")  \
     XX(ESCHEMA, -4003, "state file is from a newer treemig")                  \
@@ -60,7 +75,10 @@ extern "C" {
     XX(EINTERNAL, -4012, "internal error")                                    \
     XX(ETHROTTLED, -4013, "throttled by the storage")                         \
     XX(EBADSPEC, -4014, "malformed storage spec")                             \
-    XX(ECHANGED, -4015, "changed since discovery")
+    XX(ECHANGED, -4015, "changed since discovery")                            \
+    XX(EAUTH, -4016, "authentication failed")                                 \
+    XX(EHOSTKEY, -4017, "host key changed")                                   \
+    XX(EHOSTUNKNOWN, -4018, "host key not known")
 
 typedef enum tm_errno {
     TM_OK = 0,
@@ -71,9 +89,9 @@ typedef enum tm_errno {
 
 /* Generic text of an error code; never NULL (unknown codes get a fixed
  * text). The returned string is static. */
-const char *tm_strerror(int err);
+TM_EXTERN const char *tm_strerror(int err);
 /* Name of an error code ("EACCES", "ELOCKED", ...), or "UNKNOWN". Static. */
-const char *tm_err_name(int err);
+TM_EXTERN const char *tm_err_name(int err);
 
 /* One migration: a handle on a state file. Not thread-safe except
  * tm_migration_interrupt(). */
@@ -90,14 +108,15 @@ enum {
  * on failure, so that tm_migration_errmsg() can say what went wrong; the
  * caller frees it with tm_migration_free() in every case.
  */
-int tm_migration_open(tm_migration **out, const char *db_path, unsigned flags);
+TM_EXTERN int tm_migration_open(tm_migration **out, const char *db_path,
+                                unsigned flags);
 /* Frees the handle and everything it owns; releases the lock. NULL is ok. */
-void tm_migration_free(tm_migration *m);
+TM_EXTERN void tm_migration_free(tm_migration *m);
 /* The detailed message of the last failure, or "" when none. Owned by m. */
-const char *tm_migration_errmsg(const tm_migration *m);
+TM_EXTERN const char *tm_migration_errmsg(const tm_migration *m);
 /* Asks a running operation on m to stop at the next safe point. Async-signal
  * safe: meant to be called from a SIGINT handler. */
-void tm_migration_interrupt(tm_migration *m);
+TM_EXTERN void tm_migration_interrupt(tm_migration *m);
 
 typedef void (*tm_progress_fn)(void *ctx, const char *line);
 
@@ -122,7 +141,7 @@ typedef struct tm_discover_options {
 } tm_discover_options;
 
 /* Fills o with the defaults (all fields zero but retries = -1). */
-void tm_discover_options_init(tm_discover_options *o);
+TM_EXTERN void tm_discover_options_init(tm_discover_options *o);
 
 /*
  * Discovers both trees into the state file. src and dst may be NULL when the
@@ -132,8 +151,8 @@ void tm_discover_options_init(tm_discover_options *o);
  * items may have failed: see tm_status), TM_ESTOPPED when interrupted (the
  * phase is then "suspended"), or another error.
  */
-int tm_discover(tm_migration *m, const char *src, const char *dst,
-                const tm_discover_options *opt);
+TM_EXTERN int tm_discover(tm_migration *m, const char *src, const char *dst,
+                          const tm_discover_options *opt);
 
 typedef struct tm_tree_counts {
     int64_t folders, files, symlinks, other; /* rows by type, roots excluded */
@@ -176,14 +195,14 @@ typedef struct tm_status {
  * state file for writing and checks that both belong to the same migration.
  * As tm_migration_open(), *out is set even on failure and must be freed.
  */
-int tm_migration_open_config(tm_migration **out, const char *config_path);
+TM_EXTERN int tm_migration_open_config(tm_migration **out, const char *config_path);
 
 /*
  * Continues the migration on m from where it stopped, whatever its phase
  * (today: discovery). Returns as tm_discover(); 0 also when there is
  * nothing left to do.
  */
-int tm_resume(tm_migration *m, const tm_discover_options *opt);
+TM_EXTERN int tm_resume(tm_migration *m, const tm_discover_options *opt);
 
 typedef struct tm_exec_options {
     int workers;             /* threads; 0: twice discovery's per side (8) */
@@ -201,7 +220,7 @@ typedef struct tm_exec_options {
 } tm_exec_options;
 
 /* Fills o with the defaults. */
-void tm_exec_options_init(tm_exec_options *o);
+TM_EXTERN void tm_exec_options_init(tm_exec_options *o);
 
 /*
  * Copies what discovery found missing or different, depth by depth, folders
@@ -214,7 +233,7 @@ void tm_exec_options_init(tm_exec_options *o);
  * TM_ENOENT: a root was removed, moved away or replaced during the copy;
  * the phase is then suspended).
  */
-int tm_copy(tm_migration *m, const tm_exec_options *o);
+TM_EXTERN int tm_copy(tm_migration *m, const tm_exec_options *o);
 
 /*
  * Lists the destination again and checks every copied or already-existing
@@ -222,7 +241,8 @@ int tm_copy(tm_migration *m, const tm_exec_options *o);
  * go to task_errors (phase "verify"); *mismatches gets their count. The
  * phase becomes "verified" only when there is none.
  */
-int tm_verify(tm_migration *m, const tm_exec_options *o, int64_t *mismatches);
+TM_EXTERN int tm_verify(tm_migration *m, const tm_exec_options *o,
+                        int64_t *mismatches);
 
 /*
  * The retry sweep: folders whose listing failed (on either side) become
@@ -230,37 +250,37 @@ int tm_verify(tm_migration *m, const tm_exec_options *o, int64_t *mismatches);
  * failed copies become pending again; then discovery and, if the copy had
  * started, the copy run again. *retried gets the number of nodes reset.
  */
-int tm_retry(tm_migration *m, const tm_discover_options *dopt,
-             const tm_exec_options *eopt, int64_t *retried);
+TM_EXTERN int tm_retry(tm_migration *m, const tm_discover_options *dopt,
+                       const tm_exec_options *eopt, int64_t *retried);
 
 /* Prints the task errors of a phase ("discover", "copy", "verify"), one
  * "path: message" a line (bytes that are not printable escaped as \xHH). */
-int tm_problems_print(tm_migration *m, const char *phase, FILE *out);
+TM_EXTERN int tm_problems_print(tm_migration *m, const char *phase, FILE *out);
 
 /*
  * Review (src/migration/review.c). A summary a person reads in ten seconds
  * (to copy, already there, conflicts by kind, destination-only, failed,
  * excluded), then the `top` folders with the most to copy. Printed to out.
  */
-int tm_review_print(tm_migration *m, FILE *out, int top);
+TM_EXTERN int tm_review_print(tm_migration *m, FILE *out, int top);
 /*
  * One item per line of a kind: "missing", "conflict", "extra", "failed",
  * "excluded" or "all", restricted to paths under prefix (NULL: all).
  * json: JSON Lines (path, type, size, mtime, state, reason).
  */
-int tm_review_list(tm_migration *m, const char *kind, const char *prefix,
-                   int json, FILE *out);
+TM_EXTERN int tm_review_list(tm_migration *m, const char *kind, const char *prefix,
+                             int json, FILE *out);
 /*
  * Excludes (or with unexclude, includes again) the source nodes matching
  * each pattern (a root-relative path "/a/b" or a glob as for --exclude) and
  * their whole subtrees, keeping every count exact. Refused (TM_EPHASE) for
  * a subtree where the copy has started. *changed gets the rows changed.
  */
-int tm_exclude(tm_migration *m, const char *const *patterns, size_t n,
-               int unexclude, int64_t *changed);
+TM_EXTERN int tm_exclude(tm_migration *m, const char *const *patterns, size_t n,
+                         int unexclude, int64_t *changed);
 
 /* Fills *st from the state file's exact counters (no scan). */
-int tm_status_get(tm_migration *m, tm_status *st);
+TM_EXTERN int tm_status_get(tm_migration *m, tm_status *st);
 
 /*
  * The ground truth of a simulated storage pair (docs/sim.md): spec is a
@@ -268,7 +288,7 @@ int tm_status_get(tm_migration *m, tm_status *st);
  * *json is a malloc'd JSON object the caller frees with free(). On failure
  * err (errlen bytes) says why.
  */
-int tm_sim_stats(const char *spec, char **json, char *err, size_t errlen);
+TM_EXTERN int tm_sim_stats(const char *spec, char **json, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -4,9 +4,10 @@
 #   scripts/deps.sh build   building and running treemig, make demo, make check-src
 #   scripts/deps.sh test    that, plus what the test suite needs (make test, asan, tsan, fuzz)
 #   scripts/deps.sh bench   that of build, plus the peers the benchmarks run
+#   scripts/deps.sh deb     that of build, plus what make deb needs
 #   scripts/deps.sh list TARGET   prints the packages of TARGET, one a line
 #   scripts/deps.sh test-only     prints the packages test adds to build (what
-#                                 .ci/run removes to play a fresh machine)
+#                                 .ci/run removes or hides to play a fresh machine)
 # Each name is the package that holds the file used (dpkg -S), except the
 # two metapackages build-essential and libclang-rt-dev (which follows the
 # default clang: libclang-rt-14-dev on Debian 12). diffutils, findutils,
@@ -24,6 +25,8 @@ build=(
   libsqlite3-dev   # the state file
   libyaml-dev      # the YAML file
   libxxhash-dev    # verify --checksum
+  libssh2-1-dev    # the SFTP client layer
+  scdoc            # the man pages (docs/man/*.scd, built by make)
   sqlite3          # querying the state file; make demo compares JSON with it
   diffutils        # make demo: diff -r of the trees
   findutils        # make demo: find -printf of modes and mtimes
@@ -32,6 +35,11 @@ build=(
 # what the test suite and the benchmarks need
 scripting=(
   python3          # the integration tests (standard library only), the bench reports
+)
+# what the test suite and the benchmarks need for SFTP
+ssh=(
+  openssh-server   # sshd: a real SFTP server on 127.0.0.1 (tests, bench/latency_proxy examples)
+  openssh-client   # ssh-keygen, ssh-agent (tests); sftp, scp (benchmarks)
 )
 # what only the test suite needs
 test_only=(
@@ -42,6 +50,12 @@ test_only=(
   mount            # mount, umount: tmpfs destinations (full, read-only)
   e2fsprogs        # chattr: an immutable state file
   strace           # proves special files are never opened
+  man-db           # man: the install test reads the installed man pages
+)
+# what make deb needs (and the test of it, tests/install/test_deb.py)
+deb=(
+  dpkg-dev         # dpkg-shlibdeps, dpkg-architecture
+  lintian          # checks the packages
 )
 # what only the benchmarks need
 bench_only=(
@@ -52,18 +66,20 @@ bench_only=(
 
 case "${1:-build}" in
   build) want=("${build[@]}") ;;
-  test) want=("${build[@]}" "${scripting[@]}" "${test_only[@]}") ;;
-  bench) want=("${build[@]}" "${scripting[@]}" "${bench_only[@]}") ;;
-  test-only) printf '%s\n' "${scripting[@]}" "${test_only[@]}"; exit 0 ;;
+  test) want=("${build[@]}" "${scripting[@]}" "${ssh[@]}" "${test_only[@]}" "${deb[@]}") ;;
+  bench) want=("${build[@]}" "${scripting[@]}" "${ssh[@]}" "${bench_only[@]}") ;;
+  deb) want=("${build[@]}" "${deb[@]}") ;;
+  test-only) printf '%s\n' "${scripting[@]}" "${ssh[@]}" "${test_only[@]}" "${deb[@]}"; exit 0 ;;
   list)
     case "${2:-}" in
       build) printf '%s\n' "${build[@]}" ;;
-      test) printf '%s\n' "${build[@]}" "${scripting[@]}" "${test_only[@]}" ;;
-      bench) printf '%s\n' "${build[@]}" "${scripting[@]}" "${bench_only[@]}" ;;
-      *) echo "usage: $0 list build|test|bench" >&2; exit 2 ;;
+      test) printf '%s\n' "${build[@]}" "${scripting[@]}" "${ssh[@]}" "${test_only[@]}" "${deb[@]}" ;;
+      bench) printf '%s\n' "${build[@]}" "${scripting[@]}" "${ssh[@]}" "${bench_only[@]}" ;;
+      deb) printf '%s\n' "${build[@]}" "${deb[@]}" ;;
+      *) echo "usage: $0 list build|test|bench|deb" >&2; exit 2 ;;
     esac
     exit 0 ;;
-  *) echo "usage: $0 build|test|bench|list TARGET|test-only" >&2; exit 2 ;;
+  *) echo "usage: $0 build|test|bench|deb|list TARGET|test-only" >&2; exit 2 ;;
 esac
 
 missing=()

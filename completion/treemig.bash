@@ -1,0 +1,118 @@
+# bash completion for treemig(1)                           -*- shell-script -*-
+#
+# Completes the commands, the options of each command, the review kinds of
+# `review --list`, the log levels, and files or folders where an argument
+# names one. Installed as share/bash-completion/completions/treemig; works
+# with the bash-completion package (its _filedir quotes file names) and
+# without it (compgen). tests/install/test_install.py checks that every
+# option of `treemig COMMAND --help` is completed here.
+
+_treemig_commands="discover copy verify review exclude unexclude retry resume status sim-stats log-listen help"
+
+# The options of a command, from its --help.
+_treemig_options()
+{
+    local log="--log-level --udp-level --log-udp --log-public"
+    case $1 in
+        discover) echo "--db --workers --lead --retries --config --exclude $log --quiet --help" ;;
+        copy) echo "--db --yes --workers --retries --no-overwrite --owner --force $log --quiet --help" ;;
+        verify) echo "--db --checksum --workers $log --quiet --help" ;;
+        retry) echo "--db --workers --retries --owner $log --quiet --help" ;;
+        resume) echo "--config --workers $log --quiet --help" ;;
+        review) echo "--db --top --list --path --json --help" ;;
+        exclude | unexclude) echo "--db --quiet --help" ;;
+        status) echo "--db --json --help" ;;
+        sim-stats) echo "--help" ;;
+        log-listen) echo "--public --json --count --help" ;;
+    esac
+}
+
+# Files (or with -d, folders) matching the word being completed.
+_treemig_files()
+{
+    if declare -F _filedir >/dev/null 2>&1; then
+        _filedir "$@"
+        return
+    fi
+    local IFS=$'\n'
+    compopt -o filenames 2>/dev/null
+    if [[ $1 == -d ]]; then
+        COMPREPLY=($(compgen -d -- "$cur"))
+    else
+        COMPREPLY=($(compgen -f -- "$cur"))
+    fi
+}
+
+_treemig()
+{
+    local cur prev cmd i
+    COMPREPLY=()
+    cur=${COMP_WORDS[COMP_CWORD]}
+    prev=${COMP_WORDS[COMP_CWORD - 1]}
+    # --opt=value: bash splits it at '=' (COMP_WORDBREAKS) into --opt, =, value
+    if [[ $cur == = ]]; then
+        cur=""
+    elif [[ $prev == = && COMP_CWORD -ge 2 ]]; then
+        prev=${COMP_WORDS[COMP_CWORD - 2]}
+    fi
+
+    # the command: the first word after treemig that is not an option
+    cmd=""
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        if [[ ${COMP_WORDS[i]} != -* ]]; then
+            cmd=${COMP_WORDS[i]}
+            break
+        fi
+    done
+    if [[ -z $cmd ]]; then
+        if [[ $cur == -* ]]; then
+            COMPREPLY=($(compgen -W "--help --version" -- "$cur"))
+        else
+            COMPREPLY=($(compgen -W "$_treemig_commands" -- "$cur"))
+        fi
+        return
+    fi
+
+    # the value of an option
+    case $prev in
+        --db)
+            _treemig_files
+            return ;;
+        --config)
+            _treemig_files '@(yaml|yml)'
+            return ;;
+        --list)
+            COMPREPLY=($(compgen -W "missing conflict extra failed excluded skipped all" -- "$cur"))
+            return ;;
+        --log-level | --udp-level)
+            COMPREPLY=($(compgen -W "trace debug info warning error critical off" -- "$cur"))
+            return ;;
+        --log-udp)
+            COMPREPLY=($(compgen -W "127.0.0.1:8081" -- "$cur"))
+            return ;;
+        --workers | --lead | --retries | --top | --count | --exclude | --path)
+            return ;;
+    esac
+
+    if [[ $cur == -* ]]; then
+        COMPREPLY=($(compgen -W "$(_treemig_options "$cmd")" -- "$cur"))
+        return
+    fi
+    case $cmd in
+        help)
+            COMPREPLY=($(compgen -W "$_treemig_commands" -- "$cur")) ;;
+        discover)
+            if [[ $cur == sim:* ]]; then
+                return
+            fi
+            _treemig_files -d ;;
+        sim-stats)
+            COMPREPLY=($(compgen -W "sim:" -- "$cur"))
+            compopt -o nospace 2>/dev/null ;;
+        log-listen)
+            COMPREPLY=($(compgen -W "127.0.0.1:8081 localhost:8081 [::1]:8081" -- "$cur")) ;;
+    esac
+} &&
+    complete -F _treemig treemig
+
+# ex: filetype=sh

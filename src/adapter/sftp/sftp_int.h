@@ -1,0 +1,84 @@
+/*
+ * sftp_int.h - what client.c, knownhosts.c and auth.c share: the pool and
+ * the error helper. Private to src/adapter/sftp/.
+ *
+ * Lock order: pool->mu, then nothing; pool->auth_mu (held while a
+ * passphrase is read or cached), then nothing. Neither is held across a
+ * network call except auth_mu around a terminal prompt.
+ */
+#ifndef TM_SFTP_INT_H
+#define TM_SFTP_INT_H
+
+#include "adapter/sftp/sftp.h"
+
+#include <libssh2.h>
+#include <pthread.h>
+
+struct tm__sftp_sess;
+
+struct tm__sftp_pool {
+    pthread_mutex_t mu;           /* guards the fields marked (mu) */
+    pthread_cond_t cv;            /* a session was given back (mu) */
+    struct tm__sftp_sess *idle;   /* sessions not in use (mu) */
+    int n_open;                   /* sessions open or opening (mu) */
+    int max;                      /* the most sessions at once */
+    int fails;                    /* connects failed in a row (mu) */
+    int64_t next_connect_ns;      /* no connect before this (mu) */
+    int last_connect_err;         /* the code of the last failure (mu) */
+    char last_connect_msg[256];   /* its message (mu) */
+    uint64_t connects;            /* sessions opened so far (mu) */
+    int verified;                 /* a session has verified the host key:
+                                     accept-new no longer applies (mu) */
+
+    char *alias;                  /* the URL's host, as given */
+    char *host;                   /* where to connect (HostName or alias) */
+    int port;                     /* the port */
+    char *user;                   /* the remote user */
+    char *root;                   /* the URL's path */
+    char *hostkey_name;           /* the name known_hosts lists (HostKeyAlias
+                                     or host), without [ ]:port */
+    char **known_hosts;           /* files to read; [0] is the one written */
+    size_t n_known_hosts;         /* entries in known_hosts */
+    int accept_new;               /* record an unknown key (first session) */
+    char **ids;                   /* identity files, expanded */
+    size_t n_ids;                 /* entries in ids */
+    int ids_explicit;             /* ids came from the options or config:
+                                     a missing one is an error */
+    int use_agent;                /* try the agent first */
+    int identities_only;          /* agent keys only if they match ids */
+    char *password_env;           /* the variable holding a password, or NULL */
+    int timeout_ms;               /* libssh2 blocking timeout */
+    int read_ahead;               /* READs in flight per file */
+    int write_behind;             /* WRITEs in flight per file */
+    uint32_t want_r, want_w;      /* bytes per READ / WRITE asked for */
+
+    unsigned ext;                 /* TM_SFTP_EXT_*, from the first session */
+    uint32_t chunk_r, chunk_w;    /* bytes per READ / WRITE after limits */
+    char auth_used[300];          /* how the first session logged in */
+
+    pthread_mutex_t auth_mu;      /* guards passphrases */
+    char **passphrases;           /* per ids[i]: the passphrase that opened
+                                     it, or NULL (auth_mu); zeroed at free */
+};
+
+/* Fills e (when given) and returns code. */
+int tm__sftp_fail(struct tm__sftp_err *e, int code, int cls, int fx,
+                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Checks the session's host key against the pool's known_hosts files
+ * (knownhosts.c). accept_new: record an unknown key in known_hosts[0]. */
+int tm__sftp_hostkey_check(struct tm__sftp_pool *p, LIBSSH2_SESSION *ssh,
+                           int accept_new, struct tm__sftp_err *e);
+/* The SHA256 fingerprint of the session's host key as OpenSSH prints it
+ * ("SHA256:base64-without-padding") and the key type ("ED25519"). */
+int tm__sftp_fingerprint(LIBSSH2_SESSION *ssh, char *out, size_t len,
+                         const char **type);
+
+/* Logs in: agent, identity files, password when asked (auth.c). *how
+ * gets a description of what worked (no secret in it). */
+int tm__sftp_authenticate(struct tm__sftp_pool *p, LIBSSH2_SESSION *ssh,
+                          char *how, size_t howlen, struct tm__sftp_err *e);
+/* Frees the cached passphrases, overwriting them first. */
+void tm__sftp_auth_release(struct tm__sftp_pool *p);
+
+#endif
