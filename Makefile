@@ -58,7 +58,7 @@ fuzz: test-deps
 	@scripts/fuzz.sh long 600
 
 demo: build
-	@scripts/demo.sh $(BUILD)/treemig
+	@DEMO_DIR=$(BUILD)/demo scripts/demo.sh $(BUILD)/treemig
 
 bench:
 	@scripts/deps.sh bench
