@@ -85,4 +85,5 @@ WALLS[perkill]=${PERKILL[*]}
     echo "  final state equals sim-stats' ground truth: ${OK[*]}"
     echo "  goal: redone < 1% of all listings: $(awk -v m="$(median share)" 'BEGIN{print (m < 1 ? "PASS" : "MISS")}') (median)"
 } | tee "$LOGS/report.txt"
+say "report saved: $LOGS/report.txt"
 [[ $FAIL -eq 0 ]] || exit 1

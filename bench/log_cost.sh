@@ -58,4 +58,5 @@ print("  overhead of logging and metrics: %+.1f%% of the median wall (goal < 5%%
       % (pct, "PASS" if pct < 5 else "MISS", noise))
 PY
 } | tee "$LOGS/report.txt"
+say "report saved: $LOGS/report.txt"
 [[ $FAIL -eq 0 ]] || { say "a discovery failed (logs in $LOGS)"; exit 1; }

@@ -112,4 +112,5 @@ listings=$(python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["listings
     echo "  goal: each side >= $(awk -v g="$GOAL" 'BEGIN{print 100 * g}')% of ideal (medians): $ok"
     echo "  counts equal sim-stats in every run: $([[ $FAIL == 0 ]] && echo yes || echo NO)"
 } | tee "$LOGS/report.txt"
+say "report saved: $LOGS/report.txt"
 [[ $FAIL -eq 0 ]] || exit 1

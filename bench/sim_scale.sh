@@ -104,4 +104,5 @@ done
     echo "  state file:                $(awk -v b="${DB_BYTES:-0}" 'BEGIN{printf "%.2f", b/1e9}') GB"
     echo "  counts vs sim-stats:      $COUNTS"
 } | tee "$LOGS/report.txt"
+say "report saved: $LOGS/report.txt"
 [[ $FAIL -eq 0 ]] || exit 1
