@@ -1,6 +1,8 @@
 # The front door: `make` builds build/treemig, `make test` runs the whole
 # suite, `make demo` runs a real migration on a generated tree. Each target
-# installs the Debian packages it needs first (scripts/deps.sh).
+# installs the Debian packages it needs first (scripts/deps.sh). The test
+# tree (cmocka, python3) is configured only by the targets that run tests
+# (-DTREEMIG_TESTS=ON): make, make demo and make bench need none of it.
 BUILD ?= build
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
@@ -10,7 +12,7 @@ DESTDIR ?=
 # make deb: the build folder of the packages
 DEB_BUILD ?= build-deb
 
-.PHONY: all deps test-deps build test soak demo asan tsan fuzz bench clean \
+.PHONY: all deps test-deps build test soak demo asan tsan fuzz bench check-src clean \
         install uninstall deb deb-deps
 CTEST_ARGS ?= -LE long
 
@@ -27,7 +29,7 @@ build: deps
 	@cmake --build $(BUILD) -j $(JOBS)
 
 test: test-deps
-	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
+	@cmake -S . -B $(BUILD) -DTREEMIG_TESTS=ON $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
@@ -45,7 +47,8 @@ tsan: test-deps
 	@$(MAKE) --no-print-directory test BUILD=build-tsan CTEST_ARGS="-L 'unit|threaded'" \
 	  CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Debug -DTREEMIG_SANITIZE=thread"
 
-# Soak runs: the crash loops with 24 kill points each (tens of minutes).
+# Soak runs (label long): the crash loops with 24 kill points each and the
+# strided allocation sweep over SQLite's allocations too (tens of minutes).
 soak: test-deps
 	@$(MAKE) --no-print-directory test CTEST_ARGS="-L long"
 
@@ -55,11 +58,16 @@ fuzz: test-deps
 	@scripts/fuzz.sh long 600
 
 demo: build
-	@scripts/demo.sh $(BUILD)/treemig
+	@DEMO_DIR=$(BUILD)/demo scripts/demo.sh $(BUILD)/treemig
 
-bench: build
+bench:
 	@scripts/deps.sh bench
+	@$(MAKE) --no-print-directory build
 	@bench/discover.sh
+
+# The banned-function check of src/, cli/ and include/ (scripts/check-src.sh).
+check-src:
+	@scripts/check-src.sh
 
 # make install [PREFIX=/usr/local] [DESTDIR=/staging]: bin/treemig, the
 # shared and static libraries, treemig.h, treemig.pc, the man pages and the
@@ -82,4 +90,4 @@ deb: deb-deps
 	@JOBS=$(JOBS) scripts/deb.sh $(DEB_BUILD)
 
 clean:
-	rm -rf build build-asan build-tsan build-fuzz build-deb
+	rm -rf build build-asan build-tsan build-fuzz build-deb build-fresh

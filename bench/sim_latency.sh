@@ -3,17 +3,17 @@
 # of a high-latency storage. Both sides are sim storages answering every
 # listing after LATENCY ms; with WORKERS threads per side the ideal is
 # WORKERS / LATENCY listings per second per side. The goal is >= 70% of it.
+# RUNS discoveries; prints the median and spread of each side's rate.
 #
-#   bench/sim_latency.sh                    # 20 ms, 64 workers per side
+#   bench/sim_latency.sh                   # 20 ms, 64 workers per side, RUNS=3
+#   SCALE=0.1 bench/sim_latency.sh         # rounds of 200 folders: a quick check
 #   LATENCY=50 WORKERS=128 bench/sim_latency.sh
 #
-# Environment:
-#   TREEMIG    binary (default <repo>/build/treemig)
-#   BENCH_DIR  work dir (default /tmp/treemig-sim-latency)
+# Environment (besides RUNS, SCALE, TREEMIG: bench/lib.sh):
 #   LATENCY    ms per listing (default 20); JITTER: +- ms (default 0)
 #   WORKERS    threads per side (default 64)
 #   SIM_SHAPE  shape shared by both sides. The default has 9 rounds of ~2000
-#              folders each (a root of 2000 folders, then one subfolder per
+#              folders each (root_folders=2000 x SCALE, then one subfolder per
 #              folder on average) and fewer than page= (1000) children per
 #              folder, so that a listing costs one latency. Why constant
 #              width: the destination lists round d only once the source
@@ -31,103 +31,86 @@
 # rounds of this tree allow (source round r after r-1 and at most LEAD
 # rounds ahead of the destination; destination round d after its d-1 and
 # after source round d; a round of n folders takes ceil(n/WORKERS)
-# latencies), so that the engine's own overhead shows apart from the shape. Exit 1 when the counts differ from sim-stats or the rate is
-# under the goal. Timings are noisy when other work runs on the machine.
+# latencies), so that the engine's own overhead shows apart from the
+# shape. Exit 1 when a discovery fails or its counts differ from sim-stats;
+# the goal is a verdict line.
 set -euo pipefail
-
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$HERE/.." && pwd)
-TREEMIG=${TREEMIG:-$REPO/build/treemig}
-WORK=${BENCH_DIR:-/tmp/treemig-sim-latency}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_init sim_latency LATENCY JITTER WORKERS SIM_SHAPE LEAD SIM_DST GOAL
 LATENCY=${LATENCY:-20}
 JITTER=${JITTER:-0}
 WORKERS=${WORKERS:-64}
-SHAPE=${SIM_SHAPE:-seed=1,depth=10,root_folders=2000,folders=1,decay=1,tail=100,files=4,max_files=900}
+SHAPE=${SIM_SHAPE:-seed=1,depth=10,root_folders=$(scaled 2000 8),folders=1,decay=1,tail=100,files=4,max_files=900}
 DSTKEYS=${SIM_DST:-world=dst,keep=1,ctype=0,extra=0.01,csize=0.02,cmtime=0.02}
 GOAL=${GOAL:-0.70}
 LEAD=${LEAD:-3}
-
-die() { printf 'bench/sim_latency.sh: %s\n' "$*" >&2; exit 2; }
-[[ -x $TREEMIG ]] || die "treemig binary not found: $TREEMIG (run make, or set TREEMIG)"
-[[ -x /usr/bin/time ]] || die "/usr/bin/time is missing (apt-get install time)"
-case $WORK in /|/tmp|/tmp/|"$HOME"|"$HOME"/) die "BENCH_DIR=$WORK is too broad" ;; esac
-mkdir -p "$WORK"
-
+work=$(mktemp -d "${TMPDIR:-/tmp}/treemig-latency.XXXXXX")
+trap 'rm -rf "$work"' EXIT
 FAULTS="latency=$LATENCY,jitter=$JITTER"
 SRC="sim:$SHAPE,$FAULTS"
 DST="sim:$SHAPE,$DSTKEYS,$FAULTS"
-DB=$WORK/latency.db
-rm -f "$DB" "$DB-wal" "$DB-shm" "$DB.lock" "$DB.yaml"
+DB=$work/latency.db
+"$TREEMIG" sim-stats "$DST" >"$work/truth.json"
 
-"$TREEMIG" sim-stats "$DST" >"$WORK/truth.json"
-LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-printf '[sim_latency] discover, %s ms per listing, %s workers per side\n' "$LATENCY" "$WORKERS" >&2
-set +e
-/usr/bin/time -f '%e %M %U %S' -o "$WORK/time.txt" \
-    "$TREEMIG" discover --db "$DB" --workers "$WORKERS" --lead "$LEAD" --quiet "$SRC" "$DST" >"$WORK/log.txt" 2>&1
-RC=$?
-set -e
-LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
-[[ $RC -eq 0 ]] || { cat "$WORK/log.txt" >&2; die "discover exited $RC"; }
-read -r WALL RSS USR SYS <"$WORK/time.txt"
-"$TREEMIG" status --db "$DB" --json >"$WORK/status.json"
-
-python3 - "$WORK/truth.json" "$WORK/status.json" "$DB" "$WALL" "$RSS" "$USR" "$SYS" \
-    "$LATENCY" "$WORKERS" "$GOAL" "$LOAD_BEFORE" "$LOAD_AFTER" "$LEAD" <<'EOF'
+HEAD=$(header "treemig latency benchmark: $LATENCY ms per listing, $WORKERS workers per side")
+FAIL=0
+for ((r = 1; r <= RUNS; r++)); do
+    rm -f "$DB" "$DB-wal" "$DB-shm" "$DB.lock" "$DB.yaml"
+    measure discover "$TREEMIG" discover --db "$DB" --workers "$WORKERS" --lead "$LEAD" --quiet "$SRC" "$DST"
+    [[ ${RC[discover]} -eq 0 ]] || { FAIL=1; continue; }
+    "$TREEMIG" status --db "$DB" --json >"$work/status.json"
+    read -r src_rate dst_rate best same < <(python3 - "$work/truth.json" "$work/status.json" "$DB" \
+        "${WALLS[discover]##* }" "$LATENCY" "$WORKERS" "$LEAD" <<'EOF'
 import json, math, sqlite3, sys
-truth, status, db, wall, rss, usr, sys_, lat, workers, goal, lb, la, lead = sys.argv[1:]
-lead = int(lead)
+truth, status, db, wall, lat, workers, lead = sys.argv[1:]
 t, s = json.load(open(truth)), json.load(open(status))
-wall, usr, sys_, lat, goal = float(wall), float(usr), float(sys_), float(lat), float(goal)
-workers = int(workers)
-ideal = workers / (lat / 1000.0)
+wall, lat, workers, lead = float(wall), float(lat), int(workers), int(lead)
 c = sqlite3.connect("file:%s?mode=ro" % db, uri=True)
-ok = True
-print("sim latency bench: %g ms per listing, %d workers per side" % (lat, workers))
-print("  load average before %s, after %s (2 cores; timings are noisy when other work runs)" % (lb, la))
-print("  wall %.2f s, user %.1f s, sys %.1f s, peak RSS %.1f MB" % (wall, usr, sys_, int(rss) / 1024))
-print("  ideal per side: %d / %g ms = %.0f listings/s" % (workers, lat, ideal))
-levels = {}
-for side, table in (("src", "src_nodes"), ("dst", "dst_nodes")):
-    levels[side] = dict(c.execute("SELECT depth, count(*) FROM %s WHERE type='folder' "
-                                  "AND attempts > 0 GROUP BY depth" % table).fetchall())
-
-
-def schedule():
-    """The earliest end of the discovery given the rounds."""
-    dur = {side: {d: math.ceil(n / workers) * lat / 1000.0 for d, n in lv.items()}
-           for side, lv in levels.items()}
-    top = max(max(levels["src"]), max(levels["dst"] or {0: 0}))
-    s_end, d_start, d_end = {}, {}, {}
-    prev_s = prev_d = 0.0
-    for r in range(top + 1):
-        start = prev_s
-        if r - lead in d_start:
-            start = max(start, d_start[r - lead])
-        s_end[r] = start + dur["src"].get(r, 0.0)
-        prev_s = s_end[r]
-        d_start[r] = max(prev_d, s_end[r])
-        d_end[r] = d_start[r] + dur["dst"].get(r, 0.0)
-        prev_d = d_end[r]
-    return max(prev_s, prev_d)
-
-
-best = schedule()
-for side in ("src", "dst"):
-    n = t["listings"][side]
-    rate = n / wall
-    print("  %s: %6d listings in %.2f s = %6.0f listings/s = %5.1f%% of ideal (rounds: %s)"
-          % (side, n, wall, rate, 100 * rate / ideal,
-             " ".join(str(levels[side][d]) for d in sorted(levels[side]))))
-    if rate < goal * ideal:
-        ok = False
-print("  best wall the rounds allow: %.2f s (%.1f%% of ideal for the source);"
-      " achieved %.1f%% of that" % (best, 100 * t["listings"]["src"] / best / ideal,
-                                    100 * best / wall))
-both = (t["listings"]["src"] + t["listings"]["dst"]) / wall
-print("  both sides: %.0f listings/s = %.1f%% of 2 x ideal" % (both, 100 * both / (2 * ideal)))
+levels = {side: dict(c.execute("SELECT depth, count(*) FROM %s WHERE type='folder' AND attempts > 0 "
+                               "GROUP BY depth" % table).fetchall())
+          for side, table in (("src", "src_nodes"), ("dst", "dst_nodes"))}
+dur = {side: {d: math.ceil(n / workers) * lat / 1000.0 for d, n in lv.items()}
+       for side, lv in levels.items()}
+top = max(max(levels["src"]), max(levels["dst"] or {0: 0}))
+s_end, d_start = {}, {}
+prev_s = prev_d = 0.0
+for r in range(top + 1):
+    start = prev_s
+    if r - lead in d_start:
+        start = max(start, d_start[r - lead])
+    s_end[r] = start + dur["src"].get(r, 0.0)
+    prev_s = s_end[r]
+    d_start[r] = max(prev_d, s_end[r])
+    prev_d = d_start[r] + dur["dst"].get(r, 0.0)
 same = all(s[k] == t[k] for k in ("src", "dst", "copy"))
-print("  counts vs sim-stats: %s" % ("equal" if same else "DIFFERENT"))
-print("  goal: each side >= %.0f%% of ideal: %s" % (100 * goal, "met" if ok else "NOT met"))
-sys.exit(0 if ok and same else 1)
+print("%.0f %.0f %.2f %s" % (t["listings"]["src"] / wall, t["listings"]["dst"] / wall,
+                             max(prev_s, prev_d), "yes" if same else "no"))
 EOF
+    )
+    WALLS[src_rate]="${WALLS[src_rate]:-} $src_rate"
+    WALLS[dst_rate]="${WALLS[dst_rate]:-} $dst_rate"
+    WALLS[best]="${WALLS[best]:-} $best"
+    [[ $same == yes ]] || FAIL=1
+    say "run $r: source $src_rate, destination $dst_rate listings/s; counts equal sim-stats: $same"
+done
+ideal=$(awk -v w="$WORKERS" -v l="$LATENCY" 'BEGIN{printf "%.0f", w / (l / 1000)}')
+listings=$(python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["listings"]; print(t["src"], t["dst"])' "$work/truth.json")
+{
+    echo "$HEAD"
+    echo "  load at the end: $(load)"
+    echo "  shape: $SHAPE; listings per side (src dst): $listings"
+    echo "  ideal per side: $WORKERS / $LATENCY ms = $ideal listings/s"
+    echo
+    echo "  wall s:                  median $(stat_of discover), peak RSS $(awk -v m="${RSS[discover]}" 'BEGIN{printf "%.1f", m/1024}') MiB"
+    echo "  best wall the rounds allow: $(median best) s (what a perfect engine would take on this shape)"
+    for side in src dst; do
+        m=$(median ${side}_rate)
+        echo "  $side: $(stat_of ${side}_rate) listings/s = $(awk -v m="$m" -v i="$ideal" 'BEGIN{printf "%.1f", 100 * m / i}')% of ideal (median)"
+    done
+    ok=$(awk -v a="$(median src_rate)" -v b="$(median dst_rate)" -v i="$ideal" -v g="$GOAL" \
+        'BEGIN{print (a >= g * i && b >= g * i) ? "PASS" : "MISS"}')
+    echo "  goal: each side >= $(awk -v g="$GOAL" 'BEGIN{print 100 * g}')% of ideal (medians): $ok"
+    echo "  counts equal sim-stats in every run: $([[ $FAIL == 0 ]] && echo yes || echo NO)"
+} | tee "$LOGS/report.txt"
+say "report saved: $LOGS/report.txt"
+[[ $FAIL -eq 0 ]] || exit 1

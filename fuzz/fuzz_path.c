@@ -9,9 +9,13 @@
  *    when it is "/", keeps the input's non-empty components in order (so it
  *    never makes a "." or ".." of its own), and normalises to itself;
  *  - tm__path_absolute (run in a scratch folder with a subfolder and a
- *    symlink): either the input unchanged, or an absolute path whose folder
- *    part is canonical (normalises to itself, no "." or ".." component) and
- *    whose last component is the input's;
+ *    symlink): an absolute path whose folder part is canonical (normalises
+ *    to itself, no "." or ".." component), names the same folder as the
+ *    input's folder part (same device and inode), and whose last component
+ *    is the input's; or the input unchanged, and only when the input is
+ *    "/NAME", or its folder part does not resolve, or is already canonical
+ *    (realpath gives it back). A relative name never comes back as it was:
+ *    LLVMFuzzerInitialize checks "name" -> SCRATCH/name before any input;
  *  - tm__name_valid: exactly 1 to 1020 bytes, not "." or "..", no '/' or
  *    NUL; a valid name joined to a normalised folder gives a normalised
  *    path;
@@ -61,6 +65,20 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     CHECK(mkdir("a", 0755) == 0 && mkdir("a/b", 0755) == 0);
     CHECK(symlink("a/b", "l") == 0);
     atexit(cleanup);
+    {
+        /* before any input: a relative name is made absolute in the
+         * canonical working folder (a stub that returns its input fails) */
+        char *real = realpath(".", NULL), *abs = tm__path_absolute("name"), want[4200];
+        CHECK(real && abs);
+        snprintf(want, sizeof want, "%s/name", real);
+        CHECK(!strcmp(abs, want));
+        free(abs);
+        abs = tm__path_absolute("l/name");
+        snprintf(want, sizeof want, "%s/a/b/name", real);
+        CHECK(abs && !strcmp(abs, want));
+        free(abs);
+        free(real);
+    }
     return 0;
 }
 
@@ -114,15 +132,33 @@ static void check_norm(const char *in)
     tm__buf_release(&again);
 }
 
+/* The folder part of path (up to its last '/'; "." when it has none, "/"
+ * when that slash is the first byte). */
+static char *folder_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *d;
+    if (!slash)
+        d = strdup(".");
+    else if (slash == path)
+        d = strdup("/");
+    else
+        d = strndup(path, (size_t)(slash - path));
+    CHECK(d);
+    return d;
+}
+
 static void check_absolute(const char *in)
 {
     struct tm__buf norm = TM__BUF_INIT;
-    char *abs, *dir, *slash;
+    char *abs, *dir, *slash, *in_dir, *real;
     const char *base;
+    struct stat a, b;
     if (strlen(in) > 512)
         return;
     abs = tm__path_absolute(in);
     CHECK(abs);
+    in_dir = folder_of(in);
     if (strcmp(abs, in) != 0) {
         CHECK(abs[0] == '/');
         base = strrchr(in, '/') ? strrchr(in, '/') + 1 : in;
@@ -135,8 +171,20 @@ static void check_absolute(const char *in)
             CHECK(!strcmp(norm.buf, dir));
             CHECK(!is_dot_comp(dir));
         }
+        /* the same folder as the input's */
+        CHECK(stat(*dir ? dir : "/", &a) == 0);
+        CHECK(stat(in_dir, &b) == 0);
+        CHECK(a.st_dev == b.st_dev && a.st_ino == b.st_ino);
         free(dir);
+    } else {
+        /* kept as given: "/NAME", a folder that does not resolve, or one
+         * that is canonical already */
+        CHECK(in[0] == '/' || strchr(in, '/'));
+        real = realpath(in_dir, NULL);
+        CHECK(!real || (in[0] == '/' && !strcmp(real, in_dir)));
+        free(real);
     }
+    free(in_dir);
     free(abs);
     tm__buf_release(&norm);
 }

@@ -1,27 +1,95 @@
 #!/usr/bin/env bash
-# Installs the Debian packages treemig needs, if any is missing.
-#   scripts/deps.sh build   what building and running needs
-#   scripts/deps.sh test    that, plus what the test suite needs
-#   scripts/deps.sh bench   that, plus the peers the benchmarks run
+# Installs the Debian packages treemig needs, if any is missing. The one
+# list of the project's packages (the README's table mirrors it):
+#   scripts/deps.sh build   building and running treemig, make demo, make check-src
+#   scripts/deps.sh test    that, plus what the test suite needs (make test, asan, tsan, fuzz)
+#   scripts/deps.sh bench   that of build, plus the peers the benchmarks run
 #   scripts/deps.sh deb     that of build, plus what make deb needs
-# apt-get runs as root, through sudo otherwise. Quiet when nothing is missing.
+#   scripts/deps.sh list TARGET   prints the packages of TARGET, one a line
+#   scripts/deps.sh test-only     prints the packages test adds to build (what
+#                                 .ci/run removes or hides to play a fresh machine)
+# Each name is the package that holds the file used (dpkg -S), except the
+# two metapackages build-essential and libclang-rt-dev (which follows the
+# default clang: libclang-rt-14-dev on Debian 12). diffutils, findutils,
+# perl-base and util-linux are Essential on Debian (always there); they are
+# named for completeness. apt-get runs as root, through sudo otherwise,
+# waits for the dpkg lock (another apt may be running), and says what it
+# installs. Quiet when nothing is missing.
 set -euo pipefail
 
-want=(build-essential cmake pkg-config libsqlite3-dev sqlite3 libyaml-dev libxxhash-dev
-      scdoc libssh2-1-dev libcurl4-openssl-dev libssl-dev libexpat1-dev)
-# make deb: dpkg-shlibdeps and dpkg-buildflags (dpkg-dev), lintian
-deb=(dpkg-dev lintian)
+# what building, running and the demo need
+build=(
+  build-essential  # gcc, make, libc6-dev
+  cmake            # the build
+  pkgconf          # pkg-config (finds the three libraries below)
+  libsqlite3-dev   # the state file
+  libyaml-dev      # the YAML file
+  libxxhash-dev    # verify --checksum
+  libssh2-1-dev    # the SFTP client layer
+  libcurl4-openssl-dev # the S3 client: HTTP
+  libssl-dev       # the S3 client: SigV4 (HMAC/SHA-256), Content-MD5
+  libexpat1-dev    # the S3 client: XML answers
+  scdoc            # the man pages (docs/man/*.scd, built by make)
+  sqlite3          # querying the state file; make demo compares JSON with it
+  diffutils        # make demo: diff -r of the trees
+  findutils        # make demo: find -printf of modes and mtimes
+  perl-base        # make check-src
+)
+# what the test suite and the benchmarks need
+scripting=(
+  python3          # the integration tests (standard library only), the bench reports
+)
+# what the test suite and the benchmarks need for SFTP
+ssh=(
+  openssh-server   # sshd: a real SFTP server on 127.0.0.1 (tests, bench/latency_proxy examples)
+  openssh-client   # ssh-keygen, ssh-agent (tests); sftp, scp (benchmarks)
+)
+# what only the test suite needs
+test_only=(
+  libcmocka-dev    # the unit tests
+  clang            # the fuzzers (make test runs them 5 s each)
+  libclang-rt-dev  # the libFuzzer runtime (libclang_rt.fuzzer)
+  util-linux       # setpriv: tests that run treemig as another user
+  mount            # mount, umount: tmpfs destinations (full, read-only)
+  e2fsprogs        # chattr: an immutable state file
+  strace           # proves special files are never opened
+  man-db           # man: the install test reads the installed man pages
+  awscli           # a second S3 client that checks ours
+)
+# what make deb needs (and the test of it, tests/install/test_deb.py)
+deb=(
+  dpkg-dev         # dpkg-shlibdeps, dpkg-architecture
+  lintian          # checks the packages
+)
+# what only the benchmarks need
+bench_only=(
+  rclone           # a peer
+  rsync            # a peer
+  time             # /usr/bin/time: wall, CPU and peak RSS
+)
+
 case "${1:-build}" in
-  build) ;;
-  test) want+=(libcmocka-dev python3 clang libclang-rt-dev util-linux e2fsprogs strace
-              diffutils man-db "${deb[@]}" openssh-server openssh-client awscli)
-        # npm fetches s3rver for the S3 tests; a Node.js from elsewhere
-        # may bring its own npm, which will do
-        command -v npm >/dev/null 2>&1 || want+=(npm) ;;
-  bench) want+=(libcmocka-dev python3 rclone rsync time openssh-server openssh-client) ;;
-  deb) want+=("${deb[@]}") ;;
-  *) echo "usage: $0 build|test|bench|deb" >&2; exit 2 ;;
+  build) want=("${build[@]}") ;;
+  test) want=("${build[@]}" "${scripting[@]}" "${ssh[@]}" "${test_only[@]}" "${deb[@]}") ;;
+  bench) want=("${build[@]}" "${scripting[@]}" "${ssh[@]}" "${bench_only[@]}") ;;
+  deb) want=("${build[@]}" "${deb[@]}") ;;
+  test-only) printf '%s\n' "${scripting[@]}" "${ssh[@]}" "${test_only[@]}" "${deb[@]}"; exit 0 ;;
+  list)
+    case "${2:-}" in
+      build) printf '%s\n' "${build[@]}" ;;
+      test) printf '%s\n' "${build[@]}" "${scripting[@]}" "${ssh[@]}" "${test_only[@]}" "${deb[@]}" ;;
+      bench) printf '%s\n' "${build[@]}" "${scripting[@]}" "${ssh[@]}" "${bench_only[@]}" ;;
+      deb) printf '%s\n' "${build[@]}" "${deb[@]}" ;;
+      *) echo "usage: $0 list build|test|bench|deb" >&2; exit 2 ;;
+    esac
+    exit 0 ;;
+  *) echo "usage: $0 build|test|bench|deb|list TARGET|test-only" >&2; exit 2 ;;
 esac
+# npm fetches s3rver for the S3 tests; a Node.js from elsewhere (NodeSource)
+# brings its own npm, which will do, and clashes with Debian's package
+if [ "${1:-build}" = test ] && ! command -v npm >/dev/null 2>&1; then
+  want+=(npm)
+fi
 
 missing=()
 for p in "${want[@]}"; do
@@ -31,15 +99,26 @@ for p in "${want[@]}"; do
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
-echo "installing missing packages: ${missing[*]}" >&2
+echo "deps.sh: installing the missing Debian packages: ${missing[*]}" >&2
 if [ "$(id -u)" -eq 0 ]; then
   sudo=()
 elif command -v sudo >/dev/null 2>&1; then
   sudo=(sudo)
+  echo "deps.sh: (through sudo)" >&2
 else
-  echo "error: missing packages (${missing[*]}) and no root or sudo to install them" >&2
+  echo "deps.sh: missing packages (${missing[*]}), and neither root nor sudo to install them" >&2
   exit 1
 fi
-export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" apt-get update -qq
-"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# DPkg::Lock::Timeout makes apt-get wait for the dpkg lock; `update` takes
+# the lists lock too, which that option does not cover: retry it.
+apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600)
+for try in $(seq 1 60); do
+  if "${apt[@]}" update -qq; then
+    break
+  fi
+  [ "$try" -lt 60 ] || { echo "deps.sh: apt-get update failed" >&2; exit 1; }
+  echo "deps.sh: apt-get update failed (the lists may be locked by another apt); retrying in 10 s" >&2
+  sleep 10
+done
+"${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "deps.sh: installed ${missing[*]}" >&2

@@ -347,7 +347,7 @@ int tm__ovl_open(const char *file, struct tm__ovl **out, char *err,
         else if (o->fd < 0) {
             rc = tm__from_errno(errno);
             snprintf(err, errlen, "cannot open the overlay file %s: %s", file,
-                     strerror(errno));
+                     tm_strerror(rc));
         } else {
             rc = replay(o, err, errlen);
             if (rc && rc != TM_ECORRUPT)

@@ -424,21 +424,44 @@ def run_excludes(R, base):
     R.check("excludes: '*' excludes everything but the root", check_star)
 
 
+def as_user(U, fn, *a):
+    """fn(*a) with the access rights of the user treemig runs as: when root,
+    with the effective uid and gid of that user (as setpriv gives
+    treemig), so that an unreadable folder is unreadable to fn too."""
+    if not U.root:
+        return fn(*a)
+    os.setegid(U.gid)
+    os.seteuid(U.uid)
+    try:
+        return fn(*a)
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
 def run_unreadable(R, base):
-    if os.geteuid() == 0:
-        R.skip('unreadable source folder',
-               'running as root: permissions are not enforced for root')
+    """Folders of mode 000 on both sides. Root reads everything, so as root
+    (how CI runs) treemig runs as uid/gid 65534 through setpriv
+    (test_copy.Unpriv), on trees and a state file that belong to it."""
+    import test_copy
+    U = test_copy.Unpriv()
+    if U.why_not:
+        R.skip('unreadable source folder', U.why_not)
         return
-    src, dst, locked, dlocked = treegen.build_unreadable_pair(os.path.join(base, 'unr'))
+    test_copy.open_up(base)
+    unr = os.path.join(base, 'unr')
+    src, dst, locked, dlocked = treegen.build_unreadable_pair(unr)
+    U.give(unr)
     os.chmod(locked, 0)
     os.chmod(dlocked, 0)
     try:
-        exp = expect.expected(src, dst)
+        exp = as_user(U, expect.expected, src, dst)
         db = os.path.join(base, 'unr', 'state.db')
         done = {}
+        print('     treemig runs as uid %d%s' % (U.uid, ' (setpriv)' if U.root else ''))
 
         def check_run():
-            cp = tmtest.run(['discover', '--db', db, '--quiet', src, dst])
+            cp = U.run(['discover', '--db', db, '--quiet', src, dst])
             expect_rc(cp, 3, 'discover with an unreadable source folder')
             done['ok'] = True
         R.check('unreadable: discover exits 3', check_run)
@@ -487,7 +510,8 @@ def run_unreadable(R, base):
                 fail('no task_errors row for /locked')
 
         def check_rerun():
-            cp = tmtest.run(['discover', '--db', db])
+            U.give(unr)  # what the checks above read as root (-shm, -wal)
+            cp = U.run(['discover', '--db', db])
             expect_rc(cp, 3, 'second discover on a state file with failures')
 
         R.check('unreadable: failed rows, destination children not recorded', check_rows)

@@ -7,10 +7,13 @@ symlink and a dangling one, files of several modes, a file that conflicts
 with the destination's, one the destination already has, a folder the
 destination already has with another mtime), a clean run first learns how
 often each operation is called (TREEMIG_FAULT_REPORT=1 prints the counts of
-the fault layer, docs/adapters.md). Then, for every operation on the side
-where it is called (source: list, stat, open_read, read, fstat, readlink;
-destination: list, stat, open_write, write, copy_from, commit, mkdir,
-symlink, set_attr, sync) and N = 1 .. min(K, calls), with the error chosen
+the fault layer, docs/adapters.md); an operation of the lists below that a
+clean run never calls is a failure (its faults would go untested). Then,
+for every operation on the side where it is called (source: list, stat,
+open_read, read, fstat, readlink; destination: list, stat, open_read,
+read, readlink (verify reads the destination), open_write, write,
+copy_from, commit, mkdir, symlink, set_attr, sync) and N = 1 .. min(K,
+calls), with the error chosen
 by N (eio, eagain: retried, eacces, enospc: fatal, ethrottled: waited
 for), plus one sticky run
 (op@1=eio+) per operation, it runs discover, copy and verify with the fault
@@ -19,8 +22,11 @@ it) until one exits non-zero. Each must
 
   - exit 0 (the fault was retried or did not matter), 3 with the failure
     recorded (status --json counts or task_errors, with the injected
-    error's text), or 1/2 with a message on stderr; never a signal or a
+    error's text), or 1 with a message on stderr; never a signal or a
     sanitizer report;
+  - have injected the fault: every process of the run prints the counts of
+    its fault layer (TREEMIG_FAULT_REPORT=1), and their fired= must add up
+    to 1 or more (N is at most the calls of a clean run);
 
 and then the resume without the fault (discover if the discovery stopped,
 retry, copy, verify) must end with verify exit 0 and the destination equal
@@ -57,8 +63,8 @@ import tmtest  # noqa: E402
 from tmtest import fail  # noqa: E402
 
 SRC_OPS = ['list', 'stat', 'open_read', 'read', 'fstat', 'readlink']
-DST_OPS = ['list', 'stat', 'open_write', 'write', 'copy_from', 'commit', 'mkdir',
-           'symlink', 'set_attr', 'sync']
+DST_OPS = ['list', 'stat', 'open_read', 'read', 'readlink', 'open_write', 'write',
+           'copy_from', 'commit', 'mkdir', 'symlink', 'set_attr', 'sync']
 NEEDS_RW = {'read', 'write'}          # swept with no_copy_from
 ERRORS = ['eio', 'eagain', 'eacces', 'enospc', 'ethrottled']
 T0 = 1600000000 * 10**9
@@ -256,17 +262,29 @@ def one_case(src, dst0, dst, db, side, op, rule, stats):
         if os.path.exists(db + ext):
             os.unlink(db + ext)
     key = 'TREEMIG_FAULT_SRC' if side == 'src' else 'TREEMIG_FAULT_DST'
-    env = {key: rule + (',no_copy_from' if op in NEEDS_RW and side == 'dst' else '')}
+    env = {key: rule + (',no_copy_from' if op in NEEDS_RW and side == 'dst' else ''),
+           'TREEMIG_FAULT_REPORT': '1'}
     if op in NEEDS_RW and side == 'src':
         env['TREEMIG_FAULT_DST'] = 'no_copy_from'
     label = '%s %s' % (side, env[key])
+    root = src if side == 'src' else dst
     outcome = 'ok'
+    fired = 0
+    ran = []
     for args in (['discover', '--db', db, '--workers', '2', '--retries', '2'] +
                  COMMON + [src, dst],
                  ['copy', '--db', db, '--yes'] + COMMON,
                  ['verify', '--db', db, '--checksum'] + COMMON):
         cp = run(args, env)
         no_crash(cp, '%s: %s' % (label, args[0]))
+        ran.append(args[0])
+        # every process that ran wrapped the faulted side in a fault layer,
+        # which prints its counts when it is closed (fired= injected faults)
+        layers = counts_of(cp).get(root)
+        if not layers:
+            fail('%s: %s printed no fault counts for %s (was the fault layer installed?): %s'
+                 % (label, args[0], root, text(cp)[-800:]))
+        fired += sum(c.get('fired', 0) for c in layers)
         rc = cp.returncode
         if rc == 0:
             continue
@@ -296,12 +314,17 @@ def one_case(src, dst0, dst, db, side, op, rule, stats):
         else:
             fail('%s: %s exit %d: %s' % (label, args[0], rc, t[-800:]))
         break
+    # the rule's call number is at most the calls of a clean run, so the
+    # fault must have been injected in one of the processes
+    if fired < 1:
+        fail('%s: the fault never fired (%s ran; outcome %s)' % (label, ', '.join(ran), outcome))
+    stats['fired'] = stats.get('fired', 0) + fired
     if os.environ.get('TREEMIG_FAULT_VERBOSE'):
         print('     %s: %s %s' % (label, outcome, ' | '.join(
             l for l in cp.stderr.decode('utf-8', 'replace').splitlines()
             if l.startswith('treemig ') and 'fault counts' not in l)))
-    stats[outcome.split('=')[-1] if outcome != 'ok' else '0'] = \
-        stats.get(outcome.split('=')[-1] if outcome != 'ok' else '0', 0) + 1
+    exit_code = outcome.split('=')[-1] if outcome != 'ok' else '0'
+    stats['exit ' + exit_code] = stats.get('exit ' + exit_code, 0) + 1
     resume(src, dst, db, label, outcome)
 
 
@@ -399,15 +422,16 @@ def main():
 
                 def sweep(side=side, op=op, rules=rules, stats=stats):
                     if not rules:
-                        raise tmtest.Skip('%s:%s is never called here' % (side, op))
+                        fail('%s:%s is never called in a clean run: the pair no longer '
+                             'exercises it, so its faults would go untested' % (side, op))
                     for rule in rules:
                         runs[0] += 1
                         one_case(src, dst0, dst, db, side, op, rule, stats)
                 R.check('%s:%s fails at calls 1..%d (of %d) and sticky; every run ends '
-                        'cleanly and a resume completes' % (side, op, len(rules) - 1,
+                        'cleanly and a resume completes' % (side, op, max(0, len(rules) - 1),
                                                             calls), sweep)
                 if stats:
-                    print('     first non-zero exit per run: %s' % ', '.join(
+                    print('     first non-zero exit per run, and faults fired: %s' % ', '.join(
                         '%s: %d' % kv for kv in sorted(stats.items())))
         print('     %d faulty runs in %.1fs' % (runs[0], time.monotonic() - t_start))
     finally:

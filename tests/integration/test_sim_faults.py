@@ -7,7 +7,8 @@
   destination twins `failed` "not compared", nothing below them is ever
   called not_on_src, and status equals sim-stats given src_permanent= /
   src_deny=;
-- throttling (throttle=) is waited out without counting as an attempt;
+- throttling (throttle=) happens (each throttled listing is logged at
+  debug level) and is waited out without counting as an attempt;
 - crash_after= kills the process with SIGKILL; running discover again until
   it completes yields the ground truth.
 Stdlib only; TREEMIG names the binary."""
@@ -144,10 +145,21 @@ def check_deny(work):
 def check_throttle(work):
     src = 'sim:' + SHAPE
     dst = 'sim:%s,throttle=400,burst=4' % DST
-    db, _ = discover(work, 'throttle', src, dst, '--workers', '16')
+    # --log-level debug: each throttled listing is logged ("list P:
+    # throttled, waiting N ms"), which proves the storage throttled and the
+    # engine waited (16 workers against 4 listings at once cannot all pass)
+    db, _ = discover(work, 'throttle', src, dst, '--workers', '16', '--log-level', 'debug')
     expect_truth(db, sim_stats(dst), 'throttle')
     n = sql(db, "SELECT count(*) FROM dst_nodes WHERE attempts > 1")[0][0]
     expect_eq('destination folders with attempts > 1 (throttling is no attempt)', 0, n)
+    waits = sql(db, "SELECT queue, count(*) FROM logs WHERE message LIKE '%: throttled, "
+                    "waiting % ms' GROUP BY queue")
+    waits = {q.decode() if isinstance(q, bytes) else q: c for q, c in waits}
+    if not waits.get('dst'):
+        fail('no destination listing was throttled: is throttle= ignored? (log rows: %r)'
+             % waits)
+    expect_eq('throttled listings on the source (no throttle= there)', None, waits.get('src'))
+    print('     %d throttled destination listings waited' % waits['dst'])
 
 
 def check_crash(work):

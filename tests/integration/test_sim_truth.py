@@ -129,8 +129,7 @@ def check_workers(work):
 
 
 def check_bad_specs(work):
-    """Returns the number of discover runs that exited 1 instead of 2."""
-    wrong_code = 0
+    """Malformed specs: sim-stats and discover exit 2 (usage) naming the key."""
     cases = [
         ('sim:seed=1,depth=99', 'depth'),
         ('sim:seed=1,frobnicate=2', 'frobnicate'),
@@ -142,9 +141,6 @@ def check_bad_specs(work):
                      ['discover', '--db', os.path.join(work, 'bad.db'), '-q', spec,
                       'sim:seed=1,world=dst']):
             cp = run(args)
-            if args[0] == 'discover' and cp.returncode == 1 and key.encode() in cp.stderr:
-                wrong_code += 1  # cli/main.c: exit_code_for() lacks TM_EBADSPEC
-                continue
             if cp.returncode != 2 or key.encode() not in cp.stderr:
                 fail('%r: expected exit 2 and a message naming %r, got %s'
                      % (args, key, show(cp)))
@@ -152,10 +148,6 @@ def check_bad_specs(work):
     if cp.returncode != 2 or b'world=dst' not in cp.stderr:
         fail('sim-stats of a source spec: expected exit 2 naming world=dst, got '
              + show(cp))
-    if wrong_code:
-        raise tmtest.Skip('discover exits 1, not 2 (usage), on a malformed sim '
-                          'spec (%d cases): cli/main.c exit_code_for() needs '
-                          'case TM_EBADSPEC; the messages are right' % wrong_code)
 
 
 def check_stats_deterministic(work):

@@ -32,14 +32,22 @@ def expect_eq(what, expected, actual):
         fail(what, expected, actual)
 
 
+SKIP_EXIT = 77   # ctest's SKIP_RETURN_CODE (tests/CMakeLists.txt)
+
+
 class Runner:
-    """Counts check functions; prints `N passed, M failed` at the end."""
+    """Counts check functions; prints `N passed, M failed` at the end and
+    exits 1 when a check failed, SKIP_EXIT (77: ctest shows "Skipped")
+    when none failed but one or more were skipped, else 0. A skip is never
+    a pass: the skipped checks and their reasons are listed again at the
+    end (SKIPPED lines, which .ci/run collects)."""
 
     def __init__(self, name):
         self.name = name
         self.passed = 0
         self.failed = 0
         self.skipped = 0
+        self.skips = []
 
     def check(self, label, fn, *a, **kw):
         try:
@@ -59,13 +67,17 @@ class Runner:
 
     def skip(self, label, reason):
         self.skipped += 1
+        self.skips.append((label, reason))
         print('SKIP %s: %s' % (label, reason))
 
     def finish(self):
-        if self.skipped:
-            print('(%d skipped)' % self.skipped)
-        print('%d passed, %d failed' % (self.passed, self.failed))
-        sys.exit(0 if self.failed == 0 else 1)
+        for label, reason in self.skips:
+            print('SKIPPED %s: %s: %s' % (self.name, label, reason))
+        print('%d passed, %d failed, %d skipped' % (self.passed, self.failed, self.skipped))
+        sys.stdout.flush()
+        if self.failed:
+            sys.exit(1)
+        sys.exit(SKIP_EXIT if self.skipped else 0)
 
 
 def require_binary():
