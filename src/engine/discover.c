@@ -522,13 +522,17 @@ static int list_task(struct task *t)
                 goto out;
             }
             if (again) {
-                if (ae.cls != TM_ERR_THROTTLE)
+                if (ae.cls == TM_ERR_THROTTLE) {
+                    tm__log(e->lg, TM_DEBUG, qname[t->side], t->id, t->path,
+                            "list %s: throttled, waiting %lld ms", t->path,
+                            (long long)tm__retry_last_wait(&rt));
+                } else {
                     attempts++;
-                tm__log(e->lg, ae.cls == TM_ERR_THROTTLE ? TM_DEBUG : TM_WARNING,
-                        qname[t->side], t->id, t->path,
-                        "list %s: %s; retry %d of %d after %lld ms", t->path,
-                        ae.msg, rt.tries, rt.max,
-                        (long long)tm__retry_last_wait(&rt));
+                    tm__log(e->lg, TM_WARNING, qname[t->side], t->id, t->path,
+                            "list %s: %s; retry %d of %d after %lld ms", t->path,
+                            ae.msg, rt.tries, rt.max,
+                            (long long)tm__retry_last_wait(&rt));
+                }
                 rc = 0;
                 continue;
             }

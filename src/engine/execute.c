@@ -434,7 +434,11 @@ static int with_retries(struct worker *wk, const struct task *t, int *attempts)
             return TM_ESTOPPED;
         if (!again)
             return rc;
-        if (wk->ae.cls != TM_ERR_THROTTLE) {
+        if (wk->ae.cls == TM_ERR_THROTTLE) {
+            tm__log(r->lg, TM_DEBUG, "copy", t->id, t->path,
+                    "copy %s: throttled, waiting %lld ms", t->path,
+                    (long long)tm__retry_last_wait(&rt));
+        } else {
             (*attempts)++;
             tm__log(r->lg, TM_WARNING, "copy", t->id, t->path,
                     "copy %s: %s; retry %d of %d after %lld ms", t->path,
