@@ -26,6 +26,26 @@ int report_error(const char *cmd, tm_migration *m, int err);
 /* Parses a whole decimal number in [lo, hi] into *out: 0, or -1. */
 int parse_int(const char *s, long lo, long hi, int *out);
 
+/* The storage options a command was given ("-o KEY=VALUE", repeatable),
+ * handed to tm_migration_set_storage_options() (docs/adapters.md). */
+struct sopt_list {
+    const char **kv;  /* the options (pointing into argv or owned) */
+    size_t n, cap;    /* used, allocated */
+};
+
+#define STORAGE_OPTIONS { "option", required_argument, NULL, 'o' }
+#define STORAGE_USAGE                                                          \
+    "  -o, --option KEY=VALUE  an option of the source's or destination's\n"   \
+    "                   storage (repeatable; docs/adapters.md lists each\n"     \
+    "                   storage's); recorded for the later commands\n"
+
+/* Adds one -o argument; EXIT_USAGE (said) when it is malformed, else 0. */
+int sopt_add(struct sopt_list *l, const char *cmd, const char *kv);
+void sopt_release(struct sopt_list *l);
+/* Hands l to m when it holds any (else the recorded ones apply): 0, or the
+ * exit code after saying why. */
+int sopt_apply(tm_migration *m, const struct sopt_list *l, const char *cmd);
+
 int cmd_review(int argc, char **argv);
 int cmd_exclude(int argc, char **argv, int unexclude);
 int cmd_log_listen(int argc, char **argv);

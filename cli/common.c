@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 int usage_error(const char *cmd, const char *fmt, ...)
 {
@@ -60,4 +61,37 @@ int parse_int(const char *s, long lo, long hi, int *out)
         return -1;
     *out = (int)v;
     return 0;
+}
+
+int sopt_add(struct sopt_list *l, const char *cmd, const char *kv)
+{
+    if (!*kv || *kv == '=' || strchr(kv, '\n'))
+        return usage_error(cmd, "-o takes KEY=VALUE (or KEY alone for a flag), "
+                           "not '%s'", kv);
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 8;
+        const char **p = realloc(l->kv, nc * sizeof *p);
+        if (!p)
+            return EXIT_FATAL;
+        l->kv = p;
+        l->cap = nc;
+    }
+    l->kv[l->n++] = kv;
+    return 0;
+}
+
+void sopt_release(struct sopt_list *l)
+{
+    free(l->kv);
+    l->kv = NULL;
+    l->n = l->cap = 0;
+}
+
+int sopt_apply(tm_migration *m, const struct sopt_list *l, const char *cmd)
+{
+    int rc;
+    if (!l->n)
+        return 0;
+    rc = tm_migration_set_storage_options(m, l->kv, l->n);
+    return rc ? report_error(cmd, m, rc) : 0;
 }

@@ -128,6 +128,7 @@ static const char discover_usage[] =
     "  --allow-pseudo-fs  take a root on a pseudo file system (/proc, /sys,\n"
     "                   cgroup, debugfs, ...), refused otherwise: what such a\n"
     "                   file system shows is made up as it is read\n"
+    STORAGE_USAGE
     LOG_USAGE
     "  -q, --quiet      no progress lines\n"
     "  -h, --help       show this help\n"
@@ -152,6 +153,8 @@ static const char resume_usage[] =
     "  --config FILE   the migration's YAML file (required; by default it is\n"
     "                  the state file's name with .yaml added)\n"
     "  --workers N     threads per side for this run (default: as stored)\n"
+    STORAGE_USAGE
+    LOG_USAGE
     "  -q, --quiet     no progress lines\n"
     "  -h, --help      show this help\n";
 
@@ -183,6 +186,7 @@ static const char copy_usage[] =
     "                   (root only; without it, the copy's user owns them)\n"
     "  --force          copy although some folders failed during discovery\n"
     "                   (they are left out and stay failed: exit 3)\n"
+    STORAGE_USAGE
     LOG_USAGE
     "  -q, --quiet      no progress lines\n"
     "  -h, --help       show this help\n"
@@ -209,6 +213,7 @@ static const char verify_usage[] =
     "  --db FILE     state file (default ./" DEFAULT_DB ")\n"
     "  --checksum    compare contents too (reads both sides in full)\n"
     "  --workers N   threads (default: twice discovery's workers per side)\n"
+    STORAGE_USAGE
     LOG_USAGE
     "  -q, --quiet   no progress lines\n"
     "  -h, --help    show this help\n"
@@ -232,6 +237,7 @@ static const char retry_usage[] =
     "  --workers N   threads (default: as stored)\n"
     "  --retries N   retries of a failure that may pass (default 3)\n"
     "  --owner       as for copy: the source's owners (root only)\n"
+    STORAGE_USAGE
     LOG_USAGE
     "  -q, --quiet   no progress lines\n"
     "  -h, --help    show this help\n"
@@ -490,6 +496,7 @@ static int cmd_resume(int argc, char **argv)
     static const struct option opts[] = {
         { "config", required_argument, NULL, 'c' },
         { "workers", required_argument, NULL, 'w' },
+        STORAGE_OPTIONS,
         LOG_OPTIONS,
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
@@ -499,15 +506,22 @@ static int cmd_resume(int argc, char **argv)
     struct progress prog = { 0, 0, 0 };
     struct logopts lo = { NULL, NULL, NULL, 0 };
     const char *config = NULL;
+    struct sopt_list so = { NULL, 0, 0 };
     tm_migration *m = NULL;
-    int quiet = 0, c, rc;
+    int quiet = 0, c, rc, code;
 
     tm_discover_options_init(&o);
     optind = 1;
-    while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "qho:", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
             config = optarg;
+            break;
+        case 'o':
+            if ((code = sopt_add(&so, "resume", optarg)) != 0) {
+                sopt_release(&so);
+                return code;
+            }
             break;
         case 'w':
             if (parse_int(optarg, 1, 1024, &o.workers))
@@ -521,16 +535,20 @@ static int cmd_resume(int argc, char **argv)
             log_opt(c, optarg, &lo);
             break;
         case 'h':
+            sopt_release(&so);
             fputs(resume_usage, stdout);
             return EXIT_OK;
         default:
+            sopt_release(&so);
             return usage_error("resume", "unknown or incomplete option");
         }
     }
-    if (!config)
-        return usage_error("resume", "--config FILE.yaml is required");
-    if (optind != argc)
-        return usage_error("resume", "unexpected argument '%s'", argv[optind]);
+    if (!config || optind != argc) {
+        sopt_release(&so);
+        return !config ? usage_error("resume", "--config FILE.yaml is required")
+                       : usage_error("resume", "unexpected argument '%s'",
+                                     argv[optind]);
+    }
     if (!quiet) {
         prog.tty = isatty(STDERR_FILENO);
         o.progress = on_progress;
@@ -541,11 +559,14 @@ static int cmd_resume(int argc, char **argv)
     o.udp_addr = lo.udp_addr;
     o.log_public = lo.pub;
     rc = tm_migration_open_config(&m, config);
-    if (rc) {
-        int code = report_error("resume", m, rc);
+    if (rc || (code = sopt_apply(m, &so, "resume")) != 0) {
+        if (rc)
+            code = report_error("resume", m, rc);
         tm_migration_free(m);
+        sopt_release(&so);
         return code;
     }
+    sopt_release(&so);
     return run_discovery(m, "resume", NULL, NULL, &o, quiet);
 }
 
@@ -559,6 +580,7 @@ static int cmd_discover(int argc, char **argv)
         { "exclude", required_argument, NULL, 'x' },
         { "config", required_argument, NULL, 'c' },
         { "allow-pseudo-fs", no_argument, NULL, 'p' },
+        STORAGE_OPTIONS,
         LOG_OPTIONS,
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
@@ -568,6 +590,7 @@ static int cmd_discover(int argc, char **argv)
     struct progress prog = { 0, 0, 0 };
     const char *db = DEFAULT_DB;
     const char **excludes = NULL;
+    struct sopt_list so = { NULL, 0, 0 };
     size_t n_ex = 0;
     int quiet = 0, c, rc, code;
     tm_migration *m = NULL;
@@ -577,8 +600,12 @@ static int cmd_discover(int argc, char **argv)
     if (!excludes)
         return EXIT_FATAL;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "qho:", opts, NULL)) != -1) {
         switch (c) {
+        case 'o':
+            if ((code = sopt_add(&so, "discover", optarg)) != 0)
+                goto out;
+            break;
         case 'd':
             db = optarg;
             break;
@@ -653,7 +680,8 @@ static int cmd_discover(int argc, char **argv)
         struct stat st;
         rc = stat(db, &st) == 0 ? 0 : tm_discover_check(db, argv[optind],
                                                          argv[optind + 1], &o,
-                                                         err, sizeof err);
+                                                         so.kv, so.n, err,
+                                                         sizeof err);
         if (rc) {
             fprintf(stderr, "treemig discover: %s\n", err);
             code = exit_code_for(rc);
@@ -672,10 +700,15 @@ static int cmd_discover(int argc, char **argv)
         code = exit_code_for(rc);
         goto out;
     }
+    if ((code = sopt_apply(m, &so, "discover")) != 0) {
+        tm_migration_free(m);
+        goto out;
+    }
     code = run_discovery(m, "discover", argc - optind == 2 ? argv[optind] : NULL,
                          argc - optind == 2 ? argv[optind + 1] : NULL, &o, quiet);
 out:
     free(excludes);
+    sopt_release(&so);
     return code;
 }
 
@@ -699,17 +732,19 @@ static int confirm_copy(tm_migration *m)
 }
 
 static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
-                      const char **db, tm_exec_options *o, int *quiet, int *yes)
+                      const char **db, tm_exec_options *o, int *quiet, int *yes,
+                      struct sopt_list *so)
 {
     static const struct option opts[] = {
         { "db", required_argument, NULL, 'd' },
         { "workers", required_argument, NULL, 'w' },
         { "retries", required_argument, NULL, 'r' },
         { "no-overwrite", no_argument, NULL, 'n' },
-        { "owner", no_argument, NULL, 'o' },
+        { "owner", no_argument, NULL, 'W' },
         { "force", no_argument, NULL, 'f' },
         { "checksum", no_argument, NULL, 'c' },
         { "yes", no_argument, NULL, 'y' },
+        STORAGE_OPTIONS,
         LOG_OPTIONS,
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
@@ -717,12 +752,18 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
     };
     int c, verify = strcmp(cmd, "verify") == 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "yqh", opts, NULL)) != -1) {
-        if ((verify && (c == 'n' || c == 'o' || c == 'f' || c == 'y' || c == 'r')) ||
+    while ((c = getopt_long(argc, argv, "yqho:", opts, NULL)) != -1) {
+        if ((verify && (c == 'n' || c == 'W' || c == 'f' || c == 'y' || c == 'r')) ||
             (!verify && c == 'c'))
             c = '?';
         switch (c) {
         case 'd': *db = optarg; break;
+        case 'o': {
+            int code = sopt_add(so, cmd, optarg);
+            if (code)
+                return code;
+            break;
+        }
         case 'w':
             if (parse_int(optarg, 1, 1024, &o->workers))
                 return usage_error(cmd, "--workers takes a whole number from 1 "
@@ -734,7 +775,7 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
                                    "to 100, not '%s'", optarg);
             break;
         case 'n': o->no_overwrite = 1; break;
-        case 'o': o->owner = 1; break;
+        case 'W': o->owner = 1; break;
         case 'f': o->force = 1; break;
         case 'c': o->checksum = 1; break;
         case 'y': *yes = 1; break;
@@ -809,24 +850,30 @@ static int cmd_exec(int argc, char **argv, int verify)
     tm_migration *m = NULL;
     tm_status st;
     int64_t mismatches = 0;
+    struct sopt_list so = { NULL, 0, 0 };
     int quiet = 0, yes = 0, rc, code;
 
     tm_exec_options_init(&o);
     rc = parse_exec(argc, argv, cmd, verify ? verify_usage : copy_usage, &db, &o,
-                    &quiet, &yes);
-    if (rc)
+                    &quiet, &yes, &so);
+    if (rc) {
+        sopt_release(&so);
         return rc < 0 ? EXIT_OK : rc;
+    }
     if (!quiet) {
         prog.tty = isatty(STDERR_FILENO);
         o.progress = on_progress;
         o.progress_ctx = &prog;
     }
     rc = tm_migration_open(&m, db, TM_OPEN_WRITE);
-    if (rc) {
-        code = report_error(cmd, m, rc);
+    if (rc || (code = sopt_apply(m, &so, cmd)) != 0) {
+        if (rc)
+            code = report_error(cmd, m, rc);
         tm_migration_free(m);
+        sopt_release(&so);
         return code;
     }
+    sopt_release(&so);
     if (!verify && !yes && isatty(STDIN_FILENO) && tm_status_get(m, &st) == 0 &&
         (strcmp(st.phase, "discovered") == 0) && !confirm_copy(m)) {
         fprintf(stderr, "treemig copy: nothing done\n");
@@ -885,7 +932,8 @@ static int cmd_retry(int argc, char **argv)
         { "db", required_argument, NULL, 'd' },
         { "workers", required_argument, NULL, 'w' },
         { "retries", required_argument, NULL, 'r' },
-        { "owner", no_argument, NULL, 'o' },
+        { "owner", no_argument, NULL, 'W' },
+        STORAGE_OPTIONS,
         LOG_OPTIONS,
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
@@ -899,40 +947,53 @@ static int cmd_retry(int argc, char **argv)
     tm_migration *m = NULL;
     tm_status st;
     int64_t retried = 0;
+    struct sopt_list so = { NULL, 0, 0 };
     int quiet = 0, c, rc, code;
 
     tm_discover_options_init(&d);
     tm_exec_options_init(&e);
     optind = 1;
-    while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "qho:", opts, NULL)) != -1) {
         switch (c) {
         case 'd': db = optarg; break;
+        case 'o':
+            if ((code = sopt_add(&so, "retry", optarg)) != 0) {
+                sopt_release(&so);
+                return code;
+            }
+            break;
         case 'w':
-            if (parse_int(optarg, 1, 1024, &d.workers))
+            if (parse_int(optarg, 1, 1024, &d.workers)) {
+                sopt_release(&so);
                 return usage_error("retry", "--workers takes a whole number from "
                                    "1 to 1024, not '%s'", optarg);
+            }
             e.workers = d.workers;
             break;
         case 'r':
-            if (parse_int(optarg, 0, 100, &d.retries))
+            if (parse_int(optarg, 0, 100, &d.retries)) {
+                sopt_release(&so);
                 return usage_error("retry", "--retries takes a whole number from "
                                    "0 to 100, not '%s'", optarg);
+            }
             e.retries = d.retries;
             break;
-        case 'o': e.owner = 1; break;
+        case 'W': e.owner = 1; break;
         case 'q': quiet = 1; break;
         case 'L': case 'U': case 'A': case 'P':
             log_opt(c, optarg, &lo);
             break;
         case 'h':
+            sopt_release(&so);
             fputs(retry_usage, stdout);
             return EXIT_OK;
         default:
+            sopt_release(&so);
             return usage_error("retry", "unknown or incomplete option");
         }
     }
     if (optind != argc)
-        return usage_error("retry", "unexpected argument '%s'", argv[optind]);
+        return sopt_release(&so), usage_error("retry", "unexpected argument '%s'", argv[optind]);
     if (!quiet) {
         prog.tty = isatty(STDERR_FILENO);
         d.progress = e.progress = on_progress;
@@ -943,6 +1004,9 @@ static int cmd_retry(int argc, char **argv)
     d.udp_addr = e.udp_addr = lo.udp_addr;
     d.log_public = e.log_public = lo.pub;
     rc = tm_migration_open(&m, db, TM_OPEN_WRITE);
+    if (!rc && so.n)
+        rc = tm_migration_set_storage_options(m, so.kv, so.n);
+    sopt_release(&so);
     if (!rc) {
         running = m;
         install_signals();

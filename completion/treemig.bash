@@ -13,12 +13,13 @@ _treemig_commands="discover copy verify review exclude unexclude retry resume st
 _treemig_options()
 {
     local log="--log-level --udp-level --log-udp --log-public"
+    local sto="--option" # the storages' options (-o KEY=VALUE)
     case $1 in
-        discover) echo "--db --workers --lead --retries --config --exclude --allow-pseudo-fs $log --quiet --help" ;;
-        copy) echo "--db --yes --workers --retries --no-overwrite --owner --force $log --quiet --help" ;;
-        verify) echo "--db --checksum --workers $log --quiet --help" ;;
-        retry) echo "--db --workers --retries --owner $log --quiet --help" ;;
-        resume) echo "--config --workers $log --quiet --help" ;;
+        discover) echo "--db --workers --lead --retries --config --exclude --allow-pseudo-fs $sto $log --quiet --help" ;;
+        copy) echo "--db --yes --workers --retries --no-overwrite --owner --force $sto $log --quiet --help" ;;
+        verify) echo "--db --checksum --workers $sto $log --quiet --help" ;;
+        retry) echo "--db --workers --retries --owner $sto $log --quiet --help" ;;
+        resume) echo "--config --workers $sto $log --quiet --help" ;;
         review) echo "--db --top --list --path --json --help" ;;
         exclude | unexclude) echo "--db --quiet --help" ;;
         status) echo "--db --json --help" ;;

@@ -162,13 +162,28 @@ TM_EXTERN int tm_discover(tm_migration *m, const char *src, const char *dst,
  * Checks a new migration before anything is created: the roots exist, are
  * folders, are on no pseudo file system (unless o->allow_pseudo_fs), do
  * not overlap by any route, and neither holds the state file at db_path
- * nor the YAML file (o->config, or db_path with .yaml). tm_discover()
- * checks the same, but only after the state file exists. Returns 0, or an
- * error with its message in err (errlen bytes).
+ * nor the YAML file (o->config, or db_path with .yaml). storage_opts (n of
+ * them, "key=value") are the storages' options, as for
+ * tm_migration_set_storage_options(). tm_discover() checks the same, but
+ * only after the state file exists. Returns 0, or an error with its
+ * message in err (errlen bytes).
  */
-TM_EXTERN int tm_discover_check(const char *db_path, const char *src, const char *dst,
-                                const tm_discover_options *o, char *err,
-                                size_t errlen);
+TM_EXTERN int tm_discover_check(const char *db_path, const char *src,
+                                const char *dst, const tm_discover_options *o,
+                                const char *const *storage_opts,
+                                size_t n_storage_opts, char *err, size_t errlen);
+
+/*
+ * Sets the options of the storages for the next command on m: "key=value"
+ * strings (a key alone is a flag), each a key of some storage kind
+ * (docs/adapters.md: "s3-endpoint", "ssh-identity", ...). They replace
+ * the ones the state file records, and are recorded for the later
+ * commands (none of them is a secret: secrets come from the environment,
+ * an agent or files named by an option). n = 0: the recorded ones apply.
+ * Returns 0, or TM_EINVAL for an unknown key (with the message).
+ */
+TM_EXTERN int tm_migration_set_storage_options(tm_migration *m,
+                                               const char *const *kv, size_t n);
 
 typedef struct tm_tree_counts {
     int64_t folders, files, symlinks, other; /* rows by type, roots excluded */

@@ -374,17 +374,70 @@ int tm__spec_is_sim(const char *spec)
     return spec && strncmp(spec, "sim:", 4) == 0;
 }
 
-int tm__adapter_open(const char *spec, struct tm__adapter **out, char *err,
-                     size_t errlen)
+/* ---- options ---- */
+
+const char *tm__sopt_next(const struct tm__sopts *o, const char *key, size_t *i)
+{
+    size_t k = strlen(key);
+    for (; o && *i < o->n; (*i)++) {
+        const char *kv = o->kv[*i];
+        if (strncmp(kv, key, k) == 0 && (kv[k] == '=' || kv[k] == '\0')) {
+            (*i)++;
+            return kv[k] ? kv + k + 1 : kv + k;
+        }
+    }
+    return NULL;
+}
+
+const char *tm__sopt_get(const struct tm__sopts *o, const char *key)
+{
+    const char *v, *last = NULL;
+    size_t i = 0;
+    while ((v = tm__sopt_next(o, key, &i)) != NULL)
+        last = v;
+    return last;
+}
+
+/* ---- the registry ---- */
+
+const struct tm__kind *const tm__kinds[] = {
+    &tm__sim_kind,
+    &tm__local_kind, /* last: it takes any spec no other kind claims */
+    NULL,
+};
+
+const struct tm__kind *tm__kind_of(const char *spec)
+{
+    size_t i;
+    while (spec && strncmp(spec, "fault:", 6) == 0 && strchr(spec + 6, ':'))
+        spec = strchr(spec + 6, ':') + 1;
+    for (i = 0; tm__kinds[i]; i++)
+        if (tm__kinds[i]->prefix && spec &&
+            strncmp(spec, tm__kinds[i]->prefix, strlen(tm__kinds[i]->prefix)) == 0)
+            return tm__kinds[i];
+    return &tm__local_kind;
+}
+
+int tm__spec_resolve(const char *spec, const struct tm__sopts *o, char **out,
+                     char *err, size_t errlen)
 {
     *out = NULL;
     if (!spec || !*spec) {
         snprintf(err, errlen, "empty storage spec");
         return TM_EROOT;
     }
-    if (tm__spec_is_sim(spec))
-        return tm__sim_open(spec + 4, out, err, errlen);
+    return tm__kind_of(spec)->resolve(spec, o, out, err, errlen);
+}
+
+int tm__adapter_open(const char *spec, const struct tm__sopts *o,
+                     struct tm__adapter **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!spec || !*spec) {
+        snprintf(err, errlen, "empty storage spec");
+        return TM_EROOT;
+    }
     if (strncmp(spec, "fault:", 6) == 0)
-        return tm__fault_open(spec, out, err, errlen);
-    return tm__local_open(spec, out, err, errlen);
+        return tm__fault_open(spec, o, out, err, errlen);
+    return tm__kind_of(spec)->open(spec, o, out, err, errlen);
 }

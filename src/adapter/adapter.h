@@ -219,14 +219,67 @@ struct tm__wfile {
 #define TM_MTIME_KEEP INT64_MIN
 
 
+/* Options of the storage kinds, as the command line gives them
+ * ("--s3-endpoint URL" is "s3-endpoint=URL"). A kind reads its own keys and
+ * ignores the others'; none holds a secret (secrets come from the
+ * environment, an agent or files the user names, at every run). */
+struct tm__sopts {
+    const char *const *kv;  /* "key=value" strings ("key" alone: a flag) */
+    size_t n;               /* their count */
+};
+
+/* The value of key in o (the last one given), "" for a flag given without
+ * a value, NULL when absent. o may be NULL. */
+const char *tm__sopt_get(const struct tm__sopts *o, const char *key);
+/* The values of a repeatable key one by one: *i starts at 0; NULL at the
+ * end. */
+const char *tm__sopt_next(const struct tm__sopts *o, const char *key, size_t *i);
+
 /*
- * Opens the adapter for spec: a local path (absolute or relative, made
- * absolute), "sim:PARAMS", or "fault:RULES:SPEC" wrapping another. On
- * failure returns an error and writes the reason into err
- * (errlen bytes). *out is freed with tm__adapter_close().
+ * A kind of storage: the registry (adapter.c) maps a spec to it by its
+ * prefix. What the engine must know of a storage before opening it lives
+ * here; what an open storage can do lives in its struct tm__adapter.
  */
-int tm__adapter_open(const char *spec, struct tm__adapter **out, char *err,
-                     size_t errlen);
+struct tm__kind {
+    const char *name;          /* "local", "sim", "sftp", "s3" */
+    const char *prefix;        /* specs that start with it ("sim:",
+                                  "sftp://"); NULL: a local path */
+    int default_workers;       /* operations in flight per side unless
+                                  --workers says otherwise */
+    const char *const *keys;   /* the option keys it reads (NULL-ended) */
+    /* The spec to record in the state file for spec: canonical (a local
+     * path absolute, without symlinks) and without any secret (refused
+     * with TM_EBADSPEC). *out is malloc'd. On failure err says why. */
+    int (*resolve)(const char *spec, const struct tm__sopts *o, char **out,
+                   char *err, size_t errlen);
+    /* Opens the storage at the resolved spec. */
+    int (*open)(const char *spec, const struct tm__sopts *o,
+                struct tm__adapter **out, char *err, size_t errlen);
+    /* 1 when the resolved specs a and b (both of this kind) may lead to the
+     * same storage with one tree inside the other (err says how); 0 when
+     * they cannot. NULL: the kind checks overlaps by the roots' identity
+     * once open (local) or cannot overlap (sim). */
+    int (*overlap)(const char *a, const char *b, const struct tm__sopts *o,
+                   char *err, size_t errlen);
+};
+
+/* The kind of spec (after any "fault:RULES:" prefix): never NULL. */
+const struct tm__kind *tm__kind_of(const char *spec);
+/* Every kind, NULL-terminated, for help texts and docs. */
+extern const struct tm__kind *const tm__kinds[];
+
+/*
+ * Opens the adapter for spec: "fault:RULES:SPEC" wraps the storage of SPEC
+ * in the fault layer; any other spec opens the storage of its kind (see
+ * tm__kind_of), which reads its options from o (may be NULL). On failure
+ * returns an error and writes the reason into err (errlen bytes). *out is
+ * freed with tm__adapter_close().
+ */
+int tm__adapter_open(const char *spec, const struct tm__sopts *o,
+                     struct tm__adapter **out, char *err, size_t errlen);
+/* The spec to record for spec (its kind's resolve), malloc'd. */
+int tm__spec_resolve(const char *spec, const struct tm__sopts *o, char **out,
+                     char *err, size_t errlen);
 /* The local adapter on an absolute folder path. */
 int tm__local_open(const char *root, struct tm__adapter **out, char *err,
                    size_t errlen);
@@ -234,8 +287,11 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
 int tm__sim_open(const char *params, struct tm__adapter **out, char *err,
                  size_t errlen);
 /* The fault layer (fault.c, docs/adapters.md): "fault:RULES:INNER". */
-int tm__fault_open(const char *spec, struct tm__adapter **out, char *err,
-                   size_t errlen);
+int tm__fault_open(const char *spec, const struct tm__sopts *o,
+                   struct tm__adapter **out, char *err, size_t errlen);
+/* The kinds of local.c and sim.c. */
+extern const struct tm__kind tm__local_kind;
+extern const struct tm__kind tm__sim_kind;
 
 /* The operations the fault layer counts and can fail. */
 enum tm__fault_op {

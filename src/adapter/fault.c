@@ -543,8 +543,8 @@ long long tm__fault_fired(const struct tm__adapter *a)
     return (long long)atomic_load(&((struct fault *)a)->fired);
 }
 
-int tm__fault_open(const char *spec, struct tm__adapter **out, char *err,
-                   size_t errlen)
+int tm__fault_open(const char *spec, const struct tm__sopts *o,
+                   struct tm__adapter **out, char *err, size_t errlen)
 {
     struct tm__fault_rule rules[FAULT_MAX_RULES];
     struct tm__adapter *in = NULL;
@@ -555,7 +555,7 @@ int tm__fault_open(const char *spec, struct tm__adapter **out, char *err,
     rc = tm__fault_parse(spec, rules, FAULT_MAX_RULES, &n, &rest, err, errlen);
     if (rc)
         return rc;
-    rc = tm__adapter_open(rest, &in, err, errlen);
+    rc = tm__adapter_open(rest, o, &in, err, errlen);
     if (rc)
         return rc;
     rep = getenv("TREEMIG_FAULT_REPORT");

@@ -1280,3 +1280,40 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     *out = &l->base;
     return 0;
 }
+
+/* ---- the kind ---- */
+
+/* A local root is recorded absolute and without symlinks (the copy then
+ * opens it without following any: local_open). */
+static int local_resolve(const char *spec, const struct tm__sopts *o, char **out,
+                         char *err, size_t errlen)
+{
+    struct stat st;
+    (void)o;
+    *out = realpath(spec, NULL);
+    if (!*out) {
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", spec,
+                 e == ENOENT ? "does not exist" : tm_strerror(tm__from_errno(e)));
+        return e == ENOMEM ? TM_ENOMEM : TM_EROOT;
+    }
+    if (stat(*out, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "%s is not a folder", spec);
+        free(*out);
+        *out = NULL;
+        return TM_EROOT;
+    }
+    return 0;
+}
+
+static int local_kind_open(const char *spec, const struct tm__sopts *o,
+                           struct tm__adapter **out, char *err, size_t errlen)
+{
+    (void)o;
+    return tm__local_open(spec, out, err, errlen);
+}
+
+const struct tm__kind tm__local_kind = {
+    "local", NULL, 4, NULL, local_resolve, local_kind_open,
+    NULL, /* overlaps are found by identity once open (migration.c) */
+};

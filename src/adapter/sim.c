@@ -902,3 +902,33 @@ int tm__sim_open(const char *params, struct tm__adapter **out, char *err,
     *out = &s->base;
     return 0;
 }
+
+/* ---- the kind ---- */
+
+/* A sim spec is recorded as given, once it parses. */
+static int sim_resolve(const char *spec, const struct tm__sopts *o, char **out,
+                       char *err, size_t errlen)
+{
+    struct tm__sim_spec sp;
+    int rc;
+    (void)o;
+    *out = NULL;
+    rc = tm__sim_spec_parse(&sp, spec + 4, err, errlen);
+    tm__sim_spec_release(&sp);
+    if (rc)
+        return rc;
+    *out = strdup(spec);
+    return *out ? 0 : TM_ENOMEM;
+}
+
+static int sim_kind_open(const char *spec, const struct tm__sopts *o,
+                         struct tm__adapter **out, char *err, size_t errlen)
+{
+    (void)o;
+    return tm__sim_open(spec + 4, out, err, errlen);
+}
+
+const struct tm__kind tm__sim_kind = {
+    "sim", "sim:", 4, NULL, sim_resolve, sim_kind_open,
+    NULL, /* two sims never share a tree: writes go to an overlay each */
+};

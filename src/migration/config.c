@@ -48,6 +48,9 @@ void tm__config_release(struct tm__config *c)
     for (i = 0; i < c->n_excludes; i++)
         free(c->excludes[i]);
     free(c->excludes);
+    for (i = 0; i < c->n_storage; i++)
+        free(c->storage[i]);
+    free(c->storage);
     free(c->log_level);
     free(c->udp_level);
     free(c->udp_addr);
@@ -156,6 +159,13 @@ int tm__config_render(struct tm__buf *b, const struct tm__config *c)
     for (i = 0; !rc && i < c->n_excludes; i++) {
         rc = tm__buf_adds(b, "    - ");
         if (!rc) rc = add_scalar(b, c->excludes[i]);
+        if (!rc) rc = tm__buf_addch(b, '\n');
+    }
+    if (!rc && c->n_storage)
+        rc = tm__buf_adds(b, "  storage:\n");
+    for (i = 0; !rc && i < c->n_storage; i++) {
+        rc = tm__buf_adds(b, "    - ");
+        if (!rc) rc = add_scalar(b, c->storage[i]);
         if (!rc) rc = tm__buf_addch(b, '\n');
     }
     if (!rc && (c->log_level || c->udp_level || c->udp_addr)) {
@@ -350,29 +360,35 @@ static int get_int(struct reader *r, yaml_node_t *map, const char *key, int *out
     return 0;
 }
 
-static int get_excludes(struct reader *r, yaml_node_t *opts, struct tm__config *c)
+/* The optional list of non-empty strings key of opts into *out (*n). */
+static int get_list(struct reader *r, yaml_node_t *opts, const char *key,
+                    const char *what, char ***out, size_t *n)
 {
-    yaml_node_t *seq = lookup(r, opts, "excludes");
+    yaml_node_t *seq = lookup(r, opts, key);
     yaml_node_item_t *it;
-    size_t n;
+    char msg[96];
+    size_t cap;
     if (!seq)
         return 0;
-    if (seq->type != YAML_SEQUENCE_NODE)
-        return bad(r, seq, "'excludes' must be a list");
-    n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
-    c->excludes = calloc(n ? n : 1, sizeof *c->excludes);
-    if (!c->excludes)
+    if (seq->type != YAML_SEQUENCE_NODE) {
+        snprintf(msg, sizeof msg, "'%s' must be a list", key);
+        return bad(r, seq, msg);
+    }
+    snprintf(msg, sizeof msg, "%s must be a non-empty string", what);
+    cap = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+    *out = calloc(cap ? cap : 1, sizeof **out);
+    if (!*out)
         return TM_ENOMEM;
     for (it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++) {
         yaml_node_t *x = yaml_document_get_node(r->doc, *it);
         int rc;
         if (!x || x->type != YAML_SCALAR_NODE || x->data.scalar.length == 0)
-            return bad(r, x ? x : seq, "an exclude must be a non-empty string");
-        rc = node_str(r, x, "excludes", &c->excludes[c->n_excludes]);
+            return bad(r, x ? x : seq, msg);
+        rc = node_str(r, x, key, &(*out)[*n]);
         if (rc)
             return rc;
-        if (!c->excludes[c->n_excludes++][0]) /* !!binary "" */
-            return bad(r, x, "an exclude must be a non-empty string");
+        if (!(*out)[(*n)++][0]) /* !!binary "" */
+            return bad(r, x, msg);
     }
     return 0;
 }
@@ -414,7 +430,10 @@ static int load(struct reader *r, struct tm__config *c)
         (rc = get_int(r, opts, "lead", &c->lead, 1, 1000000)) ||
         (rc = get_int(r, opts, "retries", &c->retries, 0, 100)))
         return rc;
-    rc = get_excludes(r, opts, c);
+    rc = get_list(r, opts, "excludes", "an exclude", &c->excludes, &c->n_excludes);
+    if (!rc)
+        rc = get_list(r, opts, "storage", "a storage option", &c->storage,
+                      &c->n_storage);
     if (!rc && (logging = lookup(r, root, "logging")) != NULL) {
         if ((rc = get_str(r, logging, "db_level", &c->log_level, 0)) ||
             (rc = get_str(r, logging, "udp_level", &c->udp_level, 0)))

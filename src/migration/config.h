@@ -30,6 +30,8 @@ struct tm__config {
     int retries;
     char **excludes;      /* exclude globs (each malloc'd) */
     size_t n_excludes;    /* their count */
+    char **storage;       /* storage options, "key=value" (each malloc'd) */
+    size_t n_storage;     /* their count */
     char *log_level;      /* logs table threshold, or NULL */
     char *udp_level;      /* UDP threshold, or NULL */
     char *udp_addr;       /* UDP listener, or NULL */

@@ -44,6 +44,12 @@ struct tm_migration {
     char *log_addr;         /* the UDP listener of the running phase */
     int plain;              /* open storages without fault layers (the
                                checks of tm_discover_check) */
+    char **sopt;            /* storage options of this run, "key=value" */
+    size_t n_sopt;          /* their count */
+    int sopt_given;         /* given by the caller (they replace the stored
+                               ones, and are recorded), else read from the
+                               state file */
+    struct tm__sopts sopts; /* the view adapters read (sopt, n_sopt) */
 };
 
 static int fail(tm_migration *m, int rc, const char *fmt, ...)
@@ -67,6 +73,111 @@ static int fail(tm_migration *m, int rc, const char *fmt, ...)
     va_start(ap, fmt);
     tm__buf_vaddf(&m->err, fmt, ap);
     va_end(ap);
+    return rc;
+}
+
+static void sopts_clear(tm_migration *m)
+{
+    size_t i;
+    for (i = 0; i < m->n_sopt; i++)
+        free(m->sopt[i]);
+    free(m->sopt);
+    m->sopt = NULL;
+    m->n_sopt = 0;
+    m->sopts.kv = NULL;
+    m->sopts.n = 0;
+}
+
+/* Adds one option (len bytes of kv) to m's list. */
+static int sopts_add(tm_migration *m, const char *kv, size_t len)
+{
+    char **p = realloc(m->sopt, (m->n_sopt + 1) * sizeof *p);
+    if (!p)
+        return TM_ENOMEM;
+    m->sopt = p;
+    if (!(p[m->n_sopt] = strndup(kv, len)))
+        return TM_ENOMEM;
+    m->n_sopt++;
+    m->sopts.kv = (const char *const *)m->sopt;
+    m->sopts.n = m->n_sopt;
+    return 0;
+}
+
+/* 1 when key (len bytes) is an option of some storage kind. */
+static int sopt_known(const char *key, size_t len)
+{
+    size_t i, j;
+    for (i = 0; tm__kinds[i]; i++)
+        for (j = 0; tm__kinds[i]->keys && tm__kinds[i]->keys[j]; j++)
+            if (strlen(tm__kinds[i]->keys[j]) == len &&
+                memcmp(tm__kinds[i]->keys[j], key, len) == 0)
+                return 1;
+    return 0;
+}
+
+int tm_migration_set_storage_options(tm_migration *m, const char *const *kv,
+                                     size_t n)
+{
+    size_t i;
+    int rc = 0;
+    if (!m)
+        return TM_EINVAL;
+    sopts_clear(m);
+    for (i = 0; i < n && !rc; i++) {
+        const char *eq = strchr(kv[i], '=');
+        size_t klen = eq ? (size_t)(eq - kv[i]) : strlen(kv[i]);
+        if (strchr(kv[i], '\n') || !sopt_known(kv[i], klen))
+            rc = fail(m, TM_EINVAL, "unknown storage option '%.*s' (docs/adapters.md "
+                      "lists each storage's options)", (int)klen, kv[i]);
+        else
+            rc = sopts_add(m, kv[i], strlen(kv[i]));
+    }
+    if (rc)
+        sopts_clear(m);
+    m->sopt_given = !rc && n > 0;
+    return rc;
+}
+
+/* The storage options of this run: the caller's, or else the ones the
+ * state file records. */
+static int sopts_load(tm_migration *m)
+{
+    struct tm__buf b = TM__BUF_INIT;
+    const char *p;
+    int rc;
+    if (m->sopt_given)
+        return 0;
+    sopts_clear(m);
+    rc = tm__store_get(m->store.db, "storage_options", &b);
+    if (rc == TM_ENOENT) {
+        tm__buf_release(&b);
+        return 0;
+    }
+    for (p = b.buf; !rc && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        if (len)
+            rc = sopts_add(m, p, len);
+        p += len + (nl != NULL);
+    }
+    tm__buf_release(&b);
+    return rc ? setting_fail(m, rc) : 0;
+}
+
+/* Records the caller's storage options (none secret: a kind takes no
+ * secret as an option) so that the later commands reuse them. */
+static int sopts_store(tm_migration *m)
+{
+    struct tm__buf b = TM__BUF_INIT;
+    size_t i;
+    int rc = 0;
+    if (!m->sopt_given)
+        return 0;
+    for (i = 0; !rc && i < m->n_sopt; i++)
+        rc = tm__buf_addf(&b, "%s%s", i ? "\n" : "", m->sopt[i]);
+    if (!rc)
+        rc = tm__store_set(m->store.db, "storage_options", b.buf);
+    tm__buf_release(&b);
     return rc;
 }
 
@@ -110,6 +221,7 @@ void tm_migration_free(tm_migration *m)
         tm__store_close(&m->store);
     }
     tm__config_release(&m->cfg);
+    sopts_clear(m);
     free(m->config_path);
     free(m->log_addr);
     tm__buf_release(&m->err);
@@ -175,36 +287,19 @@ static int set_phase(tm_migration *m, const char *phase)
     return set_phase_from(m, phase, NULL);
 }
 
-/* Resolves a local root to an absolute path without symlinks. */
-static int resolve_root(tm_migration *m, const char *what, const char *spec,
-                        char **out)
-{
-    struct stat st;
-    *out = realpath(spec, NULL);
-    if (!*out) {
-        int e = errno;
-        return fail(m, TM_EROOT, "%s root %s: %s", what, spec,
-                    e == ENOENT ? "does not exist" : tm_strerror(tm__from_errno(e)));
-    }
-    if (stat(*out, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        fail(m, TM_EROOT, "%s root %s is not a folder", what, spec);
-        free(*out);
-        *out = NULL;
-        return TM_EROOT;
-    }
-    return 0;
-}
-
-/* Resolves a storage spec: a local path is made absolute (resolve_root),
- * a "sim:" spec is kept as given (the adapter checks it). */
+/* Resolves a storage spec to the one recorded (its kind's resolve: a
+ * local path made absolute, without symlinks; a remote one without any
+ * secret). */
 static int resolve_spec(tm_migration *m, const char *what, const char *spec,
                         char **out)
 {
-    if (tm__spec_is_sim(spec)) {
-        *out = strdup(spec);
-        return *out ? 0 : TM_ENOMEM;
-    }
-    return resolve_root(m, what, spec, out);
+    char err[512];
+    int rc = tm__spec_resolve(spec, &m->sopts, out, err, sizeof err);
+    if (rc == TM_ENOMEM)
+        return fail(m, rc, "%s", tm_strerror(rc));
+    if (rc)
+        return fail(m, rc, "%s root %s", what, err);
+    return 0;
 }
 
 /* The length of the fault prefixes of spec ("fault:RULES:", maybe more
@@ -264,7 +359,7 @@ static int open_side(tm_migration *m, int side, const char *prefix, size_t plen,
                     side == TM_SRC ? "source" : "destination",
                     tm_strerror(TM_ENOMEM));
     }
-    rc = tm__adapter_open(b.buf, out, aerr, sizeof aerr);
+    rc = tm__adapter_open(b.buf, &m->sopts, out, aerr, sizeof aerr);
     if (rc)
         fail(m, rc, "%s", aerr);
     tm__buf_release(&b);
@@ -282,9 +377,16 @@ static int is_within(const char *a, const char *b)
 
 static int check_roots(tm_migration *m, const char *src, const char *dst)
 {
+    const struct tm__kind *ks = tm__kind_of(src), *kd = tm__kind_of(dst);
     struct stat a, b;
-    if (tm__spec_is_sim(src) || tm__spec_is_sim(dst))
-        return 0; /* different storages cannot overlap */
+    if (ks != kd)
+        return 0; /* storages of two kinds cannot overlap */
+    if (ks != &tm__local_kind) {
+        char err[512];
+        if (ks->overlap && ks->overlap(src, dst, &m->sopts, err, sizeof err))
+            return fail(m, TM_EOVERLAP, "%s", err);
+        return 0;
+    }
     if (stat(src, &a) == 0 && stat(dst, &b) == 0 && a.st_dev == b.st_dev &&
         a.st_ino == b.st_ino)
         return fail(m, TM_EOVERLAP, "source and destination are the same folder "
@@ -464,7 +566,8 @@ static int check_sides(tm_migration *m, struct tm__adapter *ad[2],
 }
 
 int tm_discover_check(const char *db_path, const char *src, const char *dst,
-                      const tm_discover_options *o, char *err, size_t errlen)
+                      const tm_discover_options *o, const char *const *storage_opts,
+                      size_t n_storage_opts, char *err, size_t errlen)
 {
     tm_migration m;
     struct tm__adapter *ad[2] = { NULL, NULL };
@@ -480,6 +583,9 @@ int tm_discover_check(const char *db_path, const char *src, const char *dst,
         rc = fail(&m, TM_ENOMEM, "%s", tm_strerror(TM_ENOMEM));
         goto out;
     }
+    rc = tm_migration_set_storage_options(&m, storage_opts, n_storage_opts);
+    if (rc)
+        goto out;
     if (o && o->config)
         yaml = tm__path_absolute(o->config);
     else if (tm__buf_addf(&m.err, "%s.yaml", m.store.path) == 0)
@@ -510,6 +616,7 @@ out:
     free(rsrc);
     free(rdst);
     free(yaml);
+    sopts_clear(&m);
     free(m.store.path);
     tm__buf_release(&m.err);
     return rc;
@@ -610,6 +717,7 @@ static int create_migration(tm_migration *m, const char *src, const char *dst,
     if (!rc) rc = tm__store_set(db, "src_round", "0");
     if (!rc) rc = tm__store_set(db, "dst_round", "0");
     if (!rc && o->allow_pseudo_fs) rc = tm__store_set(db, "allow_pseudo_fs", "1");
+    if (!rc) rc = sopts_store(m);
     for (i = 0; i < 2 && !rc; i++) {
         /* what each root is, so that a folder put in its place is refused */
         struct tm__root_info ri;
@@ -634,6 +742,14 @@ static int create_migration(tm_migration *m, const char *src, const char *dst,
             fail(m, rc, "cannot record the migration: %s", sqlite3_errmsg(db));
     }
     return rc;
+}
+
+/* The default operations in flight per side for storages src and dst: the
+ * larger of their kinds' (a remote storage wants many, a local disk few). */
+static int kind_workers(const char *src, const char *dst)
+{
+    int a = tm__kind_of(src)->default_workers, b = tm__kind_of(dst)->default_workers;
+    return a > b ? a : b;
 }
 
 static void fill_defaults(tm_discover_options *o)
@@ -947,9 +1063,18 @@ static int config_prepare(tm_migration *m, const char *config_opt,
     c->udp_level = setting_dup(db, "udp_level");
     c->udp_addr = setting_dup(db, "udp_addr");
     c->excludes = calloc(n_globs ? n_globs : 1, sizeof *c->excludes);
-    if (!c->excludes || !c->phase || !c->source || !c->destination || !c->database) {
+    c->storage = calloc(m->n_sopt ? m->n_sopt : 1, sizeof *c->storage);
+    if (!c->excludes || !c->storage || !c->phase || !c->source || !c->destination ||
+        !c->database) {
         rc = TM_ENOMEM;
         goto out;
+    }
+    for (i = 0; i < m->n_sopt; i++) {
+        if (!(c->storage[i] = strdup(m->sopt[i]))) {
+            rc = TM_ENOMEM;
+            goto out;
+        }
+        c->n_storage++;
     }
     for (i = 0; i < n_globs; i++) {
         if (!(c->excludes[i] = strdup(globs[i]))) {
@@ -1110,6 +1235,8 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             rc = check_roots(m, rsrc, rdst);
         if (rc)
             goto out;
+        if (o.workers <= 0)
+            o.workers = kind_workers(rsrc, rdst);
         fill_defaults(&o);
         rc = open_side(m, TM_SRC, src, src_plen, rsrc, &ad[0]);
         if (!rc)
@@ -1133,6 +1260,11 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             rc = fail(m, TM_ECORRUPT, "the state file names no roots");
             goto out;
         }
+        rc = sopts_load(m);
+        if (!rc)
+            rc = sopts_store(m);
+        if (rc)
+            goto out;
         /* missing is none; a read that fails must not drop them */
         rc = tm__store_get(db, "excludes", &s_exc);
         if (rc && rc != TM_ENOENT) {
@@ -1406,7 +1538,11 @@ static int open_roots(tm_migration *m, struct tm__adapter *ad[2])
             rc = setting_fail(m, grc ? grc : TM_ENOMEM);
         goto out;
     }
-    rc = open_side(m, TM_SRC, NULL, 0, src, &ad[0]);
+    rc = sopts_load(m);
+    if (!rc)
+        rc = sopts_store(m);
+    if (!rc)
+        rc = open_side(m, TM_SRC, NULL, 0, src, &ad[0]);
     if (!rc)
         rc = open_side(m, TM_DST, NULL, 0, dst, &ad[1]);
     if (!rc) {

@@ -258,7 +258,7 @@ static void test_open_through_adapter_open(void **state)
     struct tm__adapter *a = NULL;
     char err[256] = "";
     (void)state;
-    assert_int_equal(tm__adapter_open("fault:stat@1=eacces:/", &a, err, sizeof err),
+    assert_int_equal(tm__adapter_open("fault:stat@1=eacces:/", NULL, &a, err, sizeof err),
                      0);
     assert_true(tm__fault_is(a));
     assert_string_equal(a->name, "local"); /* the inner name */
@@ -275,11 +275,11 @@ static void test_open_through_adapter_open(void **state)
     assert_int_equal(tm__fault_fired(a), 1);
     tm__adapter_close(a);
     /* a bad rule and a bad inner spec are refused with the reason */
-    assert_int_equal(tm__adapter_open("fault:nope@1:/", &a, err, sizeof err),
+    assert_int_equal(tm__adapter_open("fault:nope@1:/", NULL, &a, err, sizeof err),
                      TM_EBADSPEC);
     assert_null(a);
     assert_non_null(strstr(err, "unknown operation"));
-    assert_int_not_equal(tm__adapter_open("fault::/nonexistent/folder/x", &a, err,
+    assert_int_not_equal(tm__adapter_open("fault::/nonexistent/folder/x", NULL, &a, err,
                                    sizeof err), 0);
     assert_null(a);
 }
