@@ -207,19 +207,39 @@ void tm__adapter_close_read(struct tm__rfile *f)
         f->a->close_read(f);
 }
 
-int tm__adapter_open_write(struct tm__adapter *a, const char *path, int64_t size,
-                           struct tm__wfile **out, struct tm__aerr *e)
+int tm__adapter_open_write(struct tm__adapter *a, const char *path,
+                           const struct tm__wattr *w, struct tm__wfile **out,
+                           struct tm__aerr *e)
 {
     int rc = begin(e, path ? path : "", a->open_write != NULL);
     *out = NULL;
     if (rc)
         return rc;
-    if (size < 0 || !path[1])
+    if (!w || w->size < 0 || !path[1] || (w->resume_len && !w->resume))
         return tm__aerr_finish(e, TM_EINVAL);
-    rc = a->open_write(a, path, size, out, e);
+    rc = a->open_write(a, path, w, out, e);
     if (!rc && !*out)
         rc = TM_EINTERNAL;
     return tm__aerr_finish(e, rc);
+}
+
+int tm__adapter_forget_write(struct tm__adapter *a, const char *path,
+                             const void *state, size_t len, struct tm__aerr *e)
+{
+    int rc = begin(e, path ? path : "", 1);
+    if (rc || !a->forget_write)
+        return rc;
+    return tm__aerr_finish(e, a->forget_write(a, path, state, len, e));
+}
+
+int tm__adapter_cannot_hold(struct tm__adapter *a, const char *path, size_t len,
+                            int type, char *why, size_t whylen)
+{
+    if (!a->cannot_hold)
+        return 0;
+    if (whylen)
+        why[0] = '\0';
+    return a->cannot_hold(a, path, len, type, why, whylen) != 0;
 }
 
 int64_t tm__adapter_write(struct tm__wfile *f, const void *buf, size_t len,

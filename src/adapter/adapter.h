@@ -18,6 +18,7 @@
 #include "util/buf.h"
 
 struct tm__rfile;
+struct tm__wattr;
 struct tm__wfile;
 
 enum tm__type { TM_T_FOLDER = 0, TM_T_FILE, TM_T_SYMLINK, TM_T_OTHER, TM_T_COUNT };
@@ -127,12 +128,15 @@ struct tm__adapter {
     /* The size and mtime of the open file now (to detect a change). */
     int (*fstat)(struct tm__rfile *f, struct tm__entry *st, struct tm__aerr *e);
     void (*close_read)(struct tm__rfile *f);
-    /* Starts writing the file at path, size bytes long (a storage may
-     * choose how to send it by its size: one request or parts): the bytes
-     * go to a temporary name beside it (not readable by others) until
+    /* Starts writing the file at path as w describes it (its size: a
+     * storage may choose one request or parts by it; its attributes: a
+     * storage that sends them with the bytes needs them first; a resume
+     * point an earlier run's checkpoint left): the bytes go to a temporary
+     * name beside it (not readable by others) or stay invisible until
      * commit. */
-    int (*open_write)(struct tm__adapter *a, const char *path, int64_t size,
-                      struct tm__wfile **out, struct tm__aerr *e);
+    int (*open_write)(struct tm__adapter *a, const char *path,
+                      const struct tm__wattr *w, struct tm__wfile **out,
+                      struct tm__aerr *e);
     /* Writes len bytes: the count or an error. */
     int64_t (*write)(struct tm__wfile *f, const void *buf, size_t len,
                      struct tm__aerr *e);
@@ -170,6 +174,17 @@ struct tm__adapter {
      * final symlink (files get theirs in commit). With TM_CAP_OWNER. */
     int (*chown)(struct tm__adapter *a, const char *path, int64_t uid,
                  int64_t gid, struct tm__aerr *e);
+    /* Gives up a write of path that an earlier run began and checkpointed
+     * (state, len bytes: what its checkpoint said), so that nothing of it
+     * is left behind (an object store's multipart upload). Optional. */
+    int (*forget_write)(struct tm__adapter *a, const char *path,
+                        const void *state, size_t len, struct tm__aerr *e);
+    /* 0 when this storage can hold a node of type at path (len bytes;
+     * called at discovery with the source's nodes); else 1 and why (a
+     * symlink on an object store, a name longer than a key may be, a name
+     * that is not UTF-8). Optional: everything can be held. */
+    int (*cannot_hold)(struct tm__adapter *a, const char *path, size_t len,
+                       int type, char *why, size_t whylen);
     /* 0 while the root is still the folder the adapter opened, at the
      * place it was opened; TM_ENOENT once it was removed, moved away,
      * replaced or unmounted (then nothing more must be written through
@@ -196,6 +211,25 @@ struct tm__adapter {
      * nothing followed. Returns how many were removed, or an error. */
     int (*remove_tmp)(struct tm__adapter *a, const char *path, int type,
                       const unsigned char *key, struct tm__aerr *e);
+};
+
+/* How a file will be written (open_write). */
+struct tm__wattr {
+    int64_t size;         /* the bytes that will be written */
+    int64_t mtime;        /* ns since the epoch, as commit will say */
+    uint32_t mode;        /* permission bits, as commit will say */
+    int64_t uid, gid;     /* the source's owner (-1: not known) */
+    const void *resume;   /* what an earlier write of this file's
+                             checkpoint said (NULL: start afresh) */
+    size_t resume_len;    /* its bytes */
+    /* The engine's, may be NULL: an adapter that can go on with a write
+     * after a crash (the parts it has uploaded) calls it at each point a
+     * resume could start from, with its state; the engine records it and
+     * hands it back as resume to a later open_write of the same file.
+     * Called on the writing thread; returns 0 or an error (the write goes
+     * on: a checkpoint lost costs a part sent again). */
+    int (*checkpoint)(void *ctx, const void *state, size_t len);
+    void *checkpoint_ctx; /* its context */
 };
 
 /* Base of an adapter's open files: a concrete file embeds it first. */
@@ -375,8 +409,15 @@ int64_t tm__adapter_read(struct tm__rfile *f, void *buf, size_t len,
 int tm__adapter_fstat(struct tm__rfile *f, struct tm__entry *st,
                       struct tm__aerr *e);
 void tm__adapter_close_read(struct tm__rfile *f);
-int tm__adapter_open_write(struct tm__adapter *a, const char *path, int64_t size,
-                           struct tm__wfile **out, struct tm__aerr *e);
+int tm__adapter_open_write(struct tm__adapter *a, const char *path,
+                           const struct tm__wattr *w, struct tm__wfile **out,
+                           struct tm__aerr *e);
+/* a->forget_write, or 0 when the storage has none. */
+int tm__adapter_forget_write(struct tm__adapter *a, const char *path,
+                             const void *state, size_t len, struct tm__aerr *e);
+/* a->cannot_hold, or 0 when the storage holds everything. */
+int tm__adapter_cannot_hold(struct tm__adapter *a, const char *path, size_t len,
+                            int type, char *why, size_t whylen);
 int64_t tm__adapter_write(struct tm__wfile *f, const void *buf, size_t len,
                           struct tm__aerr *e);
 /* 1 when out's adapter can copy from a file of in's adapter inside the

@@ -322,8 +322,9 @@ static void f_close_read(struct tm__rfile *rf)
     free(fr);
 }
 
-static int f_open_write(struct tm__adapter *a, const char *path, int64_t size,
-                        struct tm__wfile **out, struct tm__aerr *e)
+static int f_open_write(struct tm__adapter *a, const char *path,
+                        const struct tm__wattr *w, struct tm__wfile **out,
+                        struct tm__aerr *e)
 {
     struct fault_wfile *fw;
     struct tm__wfile *in;
@@ -334,7 +335,7 @@ static int f_open_write(struct tm__adapter *a, const char *path, int64_t size,
     fw = calloc(1, sizeof *fw);
     if (!fw)
         return TM_ENOMEM;
-    rc = inner(a)->open_write(inner(a), path, size, &in, e);
+    rc = inner(a)->open_write(inner(a), path, w, &in, e);
     if (rc) {
         free(fw);
         return rc;
@@ -458,6 +459,19 @@ static void f_set_tmp_key(struct tm__adapter *a, const unsigned char *key)
     tm__adapter_set_tmp_key(inner(a), key);
 }
 
+/* Not fault points: what the inner storage keeps or can hold. */
+static int f_forget_write(struct tm__adapter *a, const char *path,
+                          const void *state, size_t len, struct tm__aerr *e)
+{
+    return tm__adapter_forget_write(inner(a), path, state, len, e);
+}
+
+static int f_cannot_hold(struct tm__adapter *a, const char *path, size_t len,
+                         int type, char *why, size_t whylen)
+{
+    return tm__adapter_cannot_hold(inner(a), path, len, type, why, whylen);
+}
+
 static int f_remove_tmp(struct tm__adapter *a, const char *path, int type,
                         const unsigned char *key, struct tm__aerr *e)
 {
@@ -520,6 +534,8 @@ int tm__fault_wrap(struct tm__adapter *in, const struct tm__fault_rule *rules,
     f->base.sync = in->sync ? f_sync : NULL;
     f->base.chown = in->chown ? f_chown : NULL;
     f->base.check_root = in->check_root ? f_check_root : NULL;
+    f->base.forget_write = in->forget_write ? f_forget_write : NULL;
+    f->base.cannot_hold = in->cannot_hold ? f_cannot_hold : NULL;
     f->base.root_info = in->root_info ? f_root_info : NULL;
     f->base.forbid = in->forbid ? f_forbid : NULL;
     f->base.set_tmp_key = in->set_tmp_key ? f_set_tmp_key : NULL;

@@ -499,7 +499,7 @@ static void local_close_read(struct tm__rfile *rf)
 }
 
 static int local_open_write(struct tm__adapter *a, const char *path,
-                            int64_t size, struct tm__wfile **out,
+                            const struct tm__wattr *w, struct tm__wfile **out,
                             struct tm__aerr *e)
 {
     struct local *l = (struct local *)a;
@@ -508,7 +508,7 @@ static int local_open_write(struct tm__adapter *a, const char *path,
     int dfd, attempt;
 
     *out = NULL;
-    (void)size; /* written as it comes */
+    (void)w; /* written as it comes; the attributes come with commit */
     dfd = open_parent(l, path, &name);
     if (dfd < 0)
         return dfd;

@@ -589,8 +589,9 @@ struct sim_wfile {
     struct tm__buf lit;    /* W_LIT: every byte */
 };
 
-static int sim_open_write(struct tm__adapter *a, const char *path, int64_t size,
-                          struct tm__wfile **out, struct tm__aerr *e)
+static int sim_open_write(struct tm__adapter *a, const char *path,
+                          const struct tm__wattr *w, struct tm__wfile **out,
+                          struct tm__aerr *e)
 {
     struct sim *s = (struct sim *)a;
     uint64_t call = op_begin(s);
@@ -598,7 +599,7 @@ static int sim_open_write(struct tm__adapter *a, const char *path, int64_t size,
     struct look l;
     int rc = op_faults(s, call, path, e);
     *out = NULL;
-    (void)size;
+    (void)w;
     if (!rc)
         rc = parent_ok(s, path);
     if (!rc && look(s, path, &l, NULL) == 0 && l.st.type == TM_T_FOLDER)

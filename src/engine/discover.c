@@ -376,8 +376,22 @@ static int src_page(struct engine *e, const struct task *t,
             n->ts = TS_EXCLUDED;
             n->cs = CS_EXCLUDED;
         } else {
+            char why[256];
             n->ts = x->type == TM_T_FOLDER ? TS_PENDING : TS_SUCCESSFUL;
             n->cs = x->type == TM_T_OTHER ? CS_SKIPPED : CS_PENDING;
+            /* what the destination cannot hold is known now, before
+             * anything is written: skipped, with the reason (a folder is
+             * still walked, so that review counts what it holds) */
+            if (n->cs == CS_PENDING &&
+                tm__adapter_cannot_hold(e->cfg->ad[TM_DST], r->arena.buf + n->path_off,
+                                        n->path_len, x->type, why, sizeof why)) {
+                n->cs = CS_SKIPPED;
+                n->why_off = r->arena.len;
+                n->why_len = strlen(why);
+                if (tm__buf_add(&r->arena, why, n->why_len) ||
+                    tm__buf_addch(&r->arena, '\0'))
+                    return TM_ENOMEM;
+            }
         }
         r->n_nodes++;
     }

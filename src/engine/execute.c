@@ -70,6 +70,11 @@ struct task {
     uint32_t mode;         /* permission bits */
     int cf;                /* enum tm__cf */
     int parent_cs;         /* copy status of the parent */
+    void *resume;          /* an interrupted write's state (uploads), or
+                              NULL (malloc'd) */
+    size_t resume_len;     /* its bytes */
+    int wrote;             /* a write of this file was begun (open_write
+                              succeeded): its uploads row goes at the end */
 };
 
 /* What a running task works with: taken from the runner's free list, so
@@ -268,6 +273,24 @@ static int own_err(struct worker *wk, int rc, const char *msg)
     return tm__aerr_finish(&wk->ae, rc);
 }
 
+/* A write's checkpoint (struct tm__wattr): where it stands goes to the
+ * state file, so that a copy after a crash goes on from there. */
+static int checkpoint(void *ctx, const void *state, size_t len)
+{
+    const struct task *t = ctx;
+    struct tm__result *res = calloc(1, sizeof *res);
+    if (!res || !(res->value = malloc(len ? len : 1))) {
+        free(res);
+        return TM_ENOMEM;
+    }
+    tm__buf_init(&res->arena);
+    res->kind = TM_R_CHECKPOINT;
+    res->folder_id = t->id;
+    memcpy(res->value, state, len);
+    res->size = (int64_t)len;
+    return tm__writer_submit(t->r->w, res);
+}
+
 /* Copies one file: the source must still be what discovery saw, before and
  * after; the bytes go to a temporary name that is renamed on success. */
 static int copy_file(struct worker *wk, const struct task *t)
@@ -289,9 +312,23 @@ static int copy_file(struct worker *wk, const struct task *t)
         rc = own_err(wk, TM_ECHANGED, "changed since discovery");
         goto out;
     }
-    rc = tm__adapter_open_write(da, t->path, t->size, &out, &wk->ae);
+    {
+        struct tm__wattr w;
+        memset(&w, 0, sizeof w);
+        w.size = t->size;
+        w.mtime = t->mtime;
+        w.mode = t->mode;
+        w.uid = (sa->caps & TM_CAP_OWNER) ? st.uid : -1;
+        w.gid = (sa->caps & TM_CAP_OWNER) ? st.gid : -1;
+        w.resume = t->resume;
+        w.resume_len = t->resume_len;
+        w.checkpoint = checkpoint;
+        w.checkpoint_ctx = (void *)t;
+        rc = tm__adapter_open_write(da, t->path, &w, &out, &wk->ae);
+    }
     if (rc)
         goto out;
+    ((struct task *)t)->wrote = 1;
     if (tm__adapter_can_copy_from(da, sa)) {
         n = tm__adapter_copy_from(out, in, t->size, &wk->ae);
     } else {
@@ -414,6 +451,9 @@ static int unlock_parent(struct worker *wk, const struct task *t)
 
 /* Copies the node of t, retrying under the retry policy; returns the last
  * result (its detail in wk->ae) or TM_ESTOPPED. */
+static int copy_task_(struct worker *wk, const struct task *t,
+                      struct tm__result **out);
+
 static int with_retries(struct worker *wk, const struct task *t, int *attempts)
 {
     struct runner *r = wk->r;
@@ -477,8 +517,43 @@ static int copy_fatal(const struct worker *wk, int rc)
     return 1;
 }
 
+/* The end of t's file writes: a write an earlier run began and this one
+ * did not finish is given up on the storage (nothing left behind, nothing
+ * billed); its uploads row goes with the outcome res when that is final.
+ * Returns res. */
+static struct tm__result *end_writes(struct worker *wk, const struct task *t,
+                                     struct tm__result *res)
+{
+    struct tm__aerr ae;
+    if (!res || (!t->resume && !t->wrote))
+        return res;
+    if (res->new_cs == CS_SUCCESSFUL) {
+        res->drop_upload = 1; /* the write completed: nothing to resume */
+    } else if (t->resume && !t->wrote) {
+        /* this run did not take it up (the source changed, the node is
+         * skipped...): the earlier run's write is given up */
+        res->drop_upload = tm__adapter_forget_write(wk->r->cfg->ad[TM_DST], t->path,
+                                                    t->resume, t->resume_len,
+                                                    &ae) == 0;
+    } else {
+        /* this run's own write ended with the failure: the storage's abort
+         * left nothing (a failed commit or abort gives the write up) */
+        res->drop_upload = 1;
+    }
+    return res;
+}
+
 static int copy_task(struct worker *wk, const struct task *t,
                      struct tm__result **out)
+{
+    int rc = copy_task_(wk, t, out);
+    if (!rc)
+        *out = end_writes(wk, t, *out);
+    return rc;
+}
+
+static int copy_task_(struct worker *wk, const struct task *t,
+                      struct tm__result **out)
 {
     struct runner *r = wk->r;
     char why[512];
@@ -1013,6 +1088,7 @@ static void task_free(struct task *t)
 {
     if (t) {
         free(t->path);
+        free(t->resume);
         free(t);
     }
 }
@@ -1175,6 +1251,14 @@ static int fetch_one(void *ctx, const struct tm__task_row *row)
     t->mode = row->mode;
     t->cf = row->cf;
     t->parent_cs = row->parent_cs;
+    if (row->resume_len) {
+        if (!(t->resume = malloc(row->resume_len))) {
+            task_free(t);
+            return TM_ENOMEM;
+        }
+        memcpy(t->resume, row->resume, row->resume_len);
+        t->resume_len = row->resume_len;
+    }
     f->buf[f->n++] = t;
     return 0;
 }

@@ -45,9 +45,17 @@ int tm__name_index(const char *const *names, int n, const char *s)
     " folder_id INTEGER NOT NULL, pos BLOB NOT NULL, pages INTEGER NOT NULL,"\
     " PRIMARY KEY(side, folder_id)) WITHOUT ROWID;"
 
+/* Where an interrupted write of a file stands, as its storage described
+ * it (an object store's multipart upload: its id and the parts sent), so
+ * that the copy goes on from there after a crash (schema version 3). */
+#define UPLOADS_SQL                                                          \
+    "CREATE TABLE IF NOT EXISTS uploads(node_id INTEGER PRIMARY KEY,"       \
+    " state BLOB NOT NULL, time INTEGER NOT NULL);"
+
 /* Brings a state file of version i up to version i + 1 (index i - 1). */
 static const char *const upgrade_sql[TM_SCHEMA_VERSION - 1] = {
     LISTING_POS_SQL,
+    UPLOADS_SQL,
 };
 
 static const char schema_sql[] =
@@ -90,7 +98,7 @@ static const char schema_sql[] =
     " queue TEXT NOT NULL, round INTEGER, pending INTEGER, in_flight INTEGER,"
     " done INTEGER, failed INTEGER, items_per_s REAL, bytes_per_s REAL,"
     " bytes_done INTEGER, bytes_pending INTEGER);"
-    LISTING_POS_SQL;
+    LISTING_POS_SQL UPLOADS_SQL;
 
 /* Review: exclusions after discovery and the review_* views
  * (docs/state-file.md). Part of every new state file; review.c also runs

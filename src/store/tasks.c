@@ -17,8 +17,9 @@ enum { Q_COPY, Q_ATTRS, Q_VERIFY, Q_MAXD, Q_KIDS, Q_HAS, Q_COUNT };
 static const char *const tasks_sql[Q_COUNT] = {
     "SELECT s.id, s.path, s.depth, s.type, s.size, s.mtime, s.mode, s.conflict, "
     "p.copy_status, CASE WHEN s.type = 'folder' AND s.traversal_status = "
-    "'failed' THEN coalesce(s.error, 'no reason recorded') END "
+    "'failed' THEN coalesce(s.error, 'no reason recorded') END, u.state "
     "FROM src_nodes s JOIN src_nodes p ON p.id = s.parent_id "
+    "LEFT JOIN uploads u ON u.node_id = s.id "
     "WHERE s.copy_status = 'pending' AND s.depth = ?1 AND s.id > ?2 "
     "ORDER BY s.id LIMIT ?3",
     "SELECT id, path, depth, type, size, mtime, mode, conflict, copy_status, NULL "
@@ -110,6 +111,8 @@ int tm__tasks_rows(struct tm__tasks *q, int kind, int depth, int64_t after,
         r.parent_cs = tm__name_index(tm__cs_names, CS_COUNT,
                                      (const char *)sqlite3_column_text(st, 8));
         r.why = (const char *)sqlite3_column_text(st, 9);
+        r.resume = kind == TM_TASKS_COPY ? sqlite3_column_blob(st, 10) : NULL;
+        r.resume_len = r.resume ? (size_t)sqlite3_column_bytes(st, 10) : 0;
         if (!r.path)
             err = TM_ENOMEM;
         else if (r.type < 0 || r.cf < 0 || r.parent_cs < 0)

@@ -41,6 +41,9 @@ struct tm__task_row {
     int cf;                /* enum tm__cf */
     int parent_cs;         /* TM_TASKS_COPY: the parent's copy status; else
                               the node's own */
+    const void *resume;    /* TM_TASKS_COPY: an interrupted write's state
+                              (uploads), or NULL */
+    size_t resume_len;     /* its bytes */
 };
 
 /* A copied (or already there) source child, as verify checks it. */

@@ -16,14 +16,14 @@
 
 enum { ST_INS_SRC, ST_INS_DST, ST_UPD_SRC_F, ST_UPD_DST_F, ST_UPD_COPY,
        ST_TASK_ERR, ST_SET, ST_LOG, ST_COPY_DONE, ST_QSTAT, ST_COPY_CF,
-       ST_POS_SET, ST_POS_DEL, ST_COUNT };
+       ST_POS_SET, ST_POS_DEL, ST_UP_SET, ST_UP_DEL, ST_COUNT };
 
 static const char *const stmt_sql[ST_COUNT] = {
     /* a child listed twice (a page read again after a crash, a storage
      * that repeats a name) is the same node: kept once, counted once */
     "INSERT INTO src_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
-    "traversal_status,copy_status,conflict) VALUES(?,?,?,?,?,?,?,?,?,?,?,?) "
-    "ON CONFLICT(parent_id,name) DO NOTHING",
+    "traversal_status,copy_status,conflict,error) "
+    "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(parent_id,name) DO NOTHING",
     "INSERT INTO dst_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
     "traversal_status,conflict,src_id) VALUES(?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT(parent_id,name) DO NOTHING",
@@ -47,6 +47,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     "VALUES(?1,?2,?3,coalesce((SELECT pages FROM listing_pos WHERE side=?1 "
     "AND folder_id=?2),0)+1)",
     "DELETE FROM listing_pos WHERE side=? AND folder_id=?",
+    "INSERT OR REPLACE INTO uploads(node_id,state,time) VALUES(?,?,?)",
+    "DELETE FROM uploads WHERE node_id=?",
 };
 
 struct tm__writer {
@@ -134,6 +136,11 @@ static int insert_node(struct tm__writer *w, const struct tm__result *r,
             sqlite3_bind_text(st, 12, tm__cf_names[n->conflict], -1, SQLITE_STATIC);
         else
             sqlite3_bind_null(st, 12);
+        if (n->why_len)
+            sqlite3_bind_text(st, 13, r->arena.buf + n->why_off, (int)n->why_len,
+                              SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 13);
     } else {
         if (n->conflict)
             sqlite3_bind_text(st, 11, tm__cf_names[n->conflict], -1, SQLITE_STATIC);
@@ -293,6 +300,11 @@ static int apply_copy(struct tm__writer *w, const struct tm__result *r)
         rc = stat_add(w, 2, r->depth, r->type, r->new_cs, new_cf, 1, r->size);
     if (!rc && r->error)
         rc = task_error(w, r);
+    if (!rc && r->drop_upload) {
+        sqlite3_stmt *del = w->st[ST_UP_DEL];
+        sqlite3_bind_int64(del, 1, r->folder_id);
+        rc = step_done(w, del);
+    }
     return rc;
 }
 
@@ -309,6 +321,12 @@ static int apply(struct tm__writer *w, struct tm__result *r)
         return step_done(w, st);
     case TM_R_COPY:
         return apply_copy(w, r);
+    case TM_R_CHECKPOINT:
+        st = w->st[ST_UP_SET];
+        sqlite3_bind_int64(st, 1, r->folder_id);
+        sqlite3_bind_blob(st, 2, r->value, (int)r->size, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, tm__wall_ns());
+        return step_done(w, st);
     case TM_R_PROBLEM:
         return task_error(w, r);
     case TM_R_LOG:

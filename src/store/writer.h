@@ -35,6 +35,9 @@ struct tm__wnode {
     int8_t cs;              /* enum tm__cs (source rows) */
     int8_t conflict;        /* enum tm__cf */
     int64_t src_id;         /* destination rows: source twin or 0 */
+    size_t why_off, why_len; /* source rows: the reason of a node skipped
+                               at discovery (error column), in the arena;
+                               why_len 0: none */
     /* Destination rows: the change of copy status of the source twin that
      * the comparison found, applied only when this row is inserted (a
      * child listed twice changes nothing twice). */
@@ -53,6 +56,8 @@ enum tm__result_kind {
     TM_R_COPY,        /* a node's new copy status (copy phase) */
     TM_R_PROBLEM,     /* a task_errors row only (verify mismatches) */
     TM_R_QSTAT,       /* a queue_stats snapshot */
+    TM_R_CHECKPOINT,  /* where an interrupted write of node folder_id
+                         stands (uploads; the state in value, size bytes) */
 };
 
 /* One unit of work for the writer; freed by the writer after the engine
@@ -81,6 +86,8 @@ struct tm__result {
     int8_t old_cs, new_cs;    /* copy status before and after */
     int8_t cf;                /* the node's conflict, for the stats key */
     int8_t cf_change;         /* 1: the conflict becomes new_cf (verify) */
+    int8_t drop_upload;       /* TM_R_COPY: the node's write is over (done or
+                                 given up): its uploads row goes */
     int8_t new_cf;            /* the new conflict, with cf_change */
     int64_t size;             /* the node's size, for the stats */
     const char *phase;        /* task_errors phase (static string), NULL:

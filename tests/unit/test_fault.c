@@ -14,6 +14,16 @@
 #include "adapter/adapter.h"
 #include "treemig.h"
 
+/* What open_write needs of a file of size bytes (no attributes known). */
+static const struct tm__wattr *wa(int64_t size)
+{
+    static _Thread_local struct tm__wattr w;
+    memset(&w, 0, sizeof w);
+    w.size = size;
+    w.uid = w.gid = -1;
+    return &w;
+}
+
 /* ---- a tiny in-memory adapter that records what reached it ---- */
 
 struct fake {
@@ -86,11 +96,12 @@ static int fk_fstat(struct tm__rfile *f, struct tm__entry *st, struct tm__aerr *
     return 0;
 }
 static void fk_close_read(struct tm__rfile *f) { free(f); }
-static int fk_open_write(struct tm__adapter *a, const char *path, int64_t size,
-                         struct tm__wfile **out, struct tm__aerr *e)
+static int fk_open_write(struct tm__adapter *a, const char *path,
+                         const struct tm__wattr *w, struct tm__wfile **out,
+                         struct tm__aerr *e)
 {
     struct fake_file *f = calloc(1, sizeof *f);
-    (void)path; (void)size; (void)e;
+    (void)path; (void)w; (void)e;
     if (!f)
         return TM_ENOMEM;
     f->w.a = a;
@@ -330,13 +341,13 @@ static void test_files_and_copy_from(void **state)
     assert_int_equal(tm__adapter_fstat(in, &st, &ae), 0);
 
     /* both wrapped: the inner copy_from gets the inner files */
-    assert_int_equal(tm__adapter_open_write(da, "/f", 7, &out, &ae), 0);
+    assert_int_equal(tm__adapter_open_write(da, "/f", wa(7), &out, &ae), 0);
     assert_int_equal(tm__adapter_copy_from(out, in, 7, &ae), 7);
     assert_true(fd->copy_from_ok);
     assert_int_equal(tm__adapter_commit(out, 0, 0644, 0, &ae), 0);
     assert_int_equal(fd->commits, 1);
     /* a failed commit frees the file and leaves no temporary (abort) */
-    assert_int_equal(tm__adapter_open_write(da, "/g", 0, &out, &ae), 0);
+    assert_int_equal(tm__adapter_open_write(da, "/g", wa(0), &out, &ae), 0);
     assert_int_equal(tm__adapter_commit(out, 0, 0644, 0, &ae), TM_ENOSPC);
     assert_int_equal(ae.cls, TM_ERR_FATAL);
     assert_int_equal(fd->aborts, 1);
@@ -344,7 +355,7 @@ static void test_files_and_copy_from(void **state)
 
     /* a plain destination, a wrapped source: the wrapper unwraps the file */
     fs->copy_from_ok = 0;
-    assert_int_equal(tm__adapter_open_write(&fs->base, "/h", 3, &out, &ae), 0);
+    assert_int_equal(tm__adapter_open_write(&fs->base, "/h", wa(3), &out, &ae), 0);
     assert_int_equal(tm__adapter_copy_from(out, in, 3, &ae), 3);
     assert_true(fs->copy_from_ok);
     tm__adapter_abort(out);

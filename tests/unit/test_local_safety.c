@@ -24,6 +24,16 @@
 #include "treemig.h"
 #include "util/util.h"
 
+/* What open_write needs of a file of size bytes (no attributes known). */
+static const struct tm__wattr *wa(int64_t size)
+{
+    static _Thread_local struct tm__wattr w;
+    memset(&w, 0, sizeof w);
+    w.size = size;
+    w.uid = w.gid = -1;
+    return &w;
+}
+
 struct fixture {
     char top[64];       /* mkdtemp: the root is top/root, outside is top/out */
     char root[96];      /* the adapter's root */
@@ -125,7 +135,7 @@ static void test_taken_names_are_never_opened(void **state)
     assert_int_equal(link(fx->victim, p[0]), 0);      /* a hard link outside */
     assert_int_equal(mkfifo(p[1], 0644), 0);          /* would hang an open */
     assert_int_equal(symlink(fx->victim, p[2]), 0);   /* would be followed */
-    assert_int_equal(tm__adapter_open_write(fx->a, "/f", 0, &w, &ae), 0);
+    assert_int_equal(tm__adapter_open_write(fx->a, "/f", wa(0), &w, &ae), 0);
     assert_int_equal(tm__adapter_write(w, "new bytes", 9, &ae), 9);
     assert_int_equal(lstat(t3, &st), 0);              /* the 4th name */
     assert_int_equal(st.st_mode & 07777, 0600);
@@ -146,7 +156,7 @@ static void test_taken_names_are_never_opened(void **state)
     assert_int_equal(lstat(t3, &st), -1);             /* renamed away */
     /* with every name taken, nothing is written at all */
     assert_int_equal(mkdir(t3, 0755), 0);
-    assert_int_not_equal(tm__adapter_open_write(fx->a, "/f", 0, &w, &ae), 0);
+    assert_int_not_equal(tm__adapter_open_write(fx->a, "/f", wa(0), &w, &ae), 0);
     read_file(real, buf, sizeof buf);
     assert_string_equal(buf, "new bytes");
     check_victim(fx);
@@ -160,7 +170,7 @@ static void test_noreplace_keeps_what_is_there(void **state)
     struct tm__wfile *w;
     snprintf(real, sizeof real, "%s/g", fx->root);
     put_file(real, "made after discovery");
-    assert_int_equal(tm__adapter_open_write(fx->a, "/g", 0, &w, &ae), 0);
+    assert_int_equal(tm__adapter_open_write(fx->a, "/g", wa(0), &w, &ae), 0);
     assert_int_equal(tm__adapter_write(w, "copy", 4, &ae), 4);
     assert_int_equal(tm__adapter_commit(w, 1600000000000000000LL, 0644, TM_NOREPLACE, &ae),
                      TM_EEXIST);

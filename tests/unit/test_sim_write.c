@@ -25,6 +25,16 @@ static _Thread_local struct tm__aerr ae_;
 #include "adapter/sim.h"
 #include "treemig.h"
 
+/* What open_write needs of a file of size bytes (no attributes known). */
+static const struct tm__wattr *wa(int64_t size)
+{
+    static _Thread_local struct tm__wattr w;
+    memset(&w, 0, sizeof w);
+    w.size = size;
+    w.uid = w.gid = -1;
+    return &w;
+}
+
 #define SRC "seed=5,depth=3,folders=3,files=4,size=20000,empty=0"
 #define DST SRC ",world=dst,keep=0.7,csize=0.2,cmtime=0.1,ctype=0.05"
 
@@ -117,7 +127,7 @@ static int put_file(struct tm__adapter *a, const char *path,
 {
     struct tm__wfile *f;
     int64_t off = 0;
-    int rc = tm__adapter_open_write(a, path, 0, &f, &ae_);
+    int rc = tm__adapter_open_write(a, path, wa(0), &f, &ae_);
     if (rc)
         return rc;
     while (off < n) {
@@ -216,7 +226,7 @@ static void test_copy_from(void **state)
     (void)state;
     first_file(src, path, &size);
     assert_int_equal(tm__adapter_open_read(src, path, &in, &st, &ae_), 0);
-    assert_int_equal(tm__adapter_open_write(dst, "/copied", 0, &out, &ae_), 0);
+    assert_int_equal(tm__adapter_open_write(dst, "/copied", wa(0), &out, &ae_), 0);
     assert_int_equal(tm__adapter_copy_from(out, in, size, &ae_), size);
     assert_int_equal(tm__adapter_commit(out, 5, 0644, 0, &ae_), 0);
     tm__adapter_close_read(in);
@@ -297,7 +307,7 @@ static void test_refusals(void **state)
     assert_int_equal(tm__adapter_mkdir(dst, dir, &ae_), 0); /* there already */
     assert_int_equal(tm__adapter_mkdir(dst, "/a/b", &ae_), TM_ENOENT);
     /* an aborted write leaves nothing */
-    assert_int_equal(tm__adapter_open_write(dst, "/aborted", 0, &f, &ae_), 0);
+    assert_int_equal(tm__adapter_open_write(dst, "/aborted", wa(0), &f, &ae_), 0);
     assert_int_equal(tm__adapter_write(f, b, 10, &ae_), 10);
     tm__adapter_abort(f);
     list(dst, "/", &l);
