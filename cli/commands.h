@@ -26,21 +26,40 @@ int report_error(const char *cmd, tm_migration *m, int err);
 /* Parses a whole decimal number in [lo, hi] into *out: 0, or -1. */
 int parse_int(const char *s, long lo, long hi, int *out);
 
-/* The storage options a command was given ("-o KEY=VALUE", repeatable),
- * handed to tm_migration_set_storage_options() (docs/adapters.md). */
+/* The storage options a command was given ("-o KEY=VALUE", repeatable,
+ * and the long options below that stand for one), handed to
+ * tm_migration_set_storage_options() (docs/adapters.md). */
 struct sopt_list {
-    const char **kv;  /* the options (pointing into argv or owned) */
+    const char **kv;  /* the options (into argv, or in owned) */
     size_t n, cap;    /* used, allocated */
+    char **owned;     /* "key=value" strings made from a long option */
+    size_t n_owned;   /* their count */
 };
 
-#define STORAGE_OPTIONS { "option", required_argument, NULL, 'o' }
+/* The long options that stand for "-o KEY=VALUE", one X per storage
+ * option: X(ID, "long-name", has_arg, "key", "help lines"). A storage's
+ * options are documented in docs/adapters.md, its man pages and the bash
+ * completion too (tests/install checks them against --help). */
+#define TM_STORAGE_ALIASES(X) /* S3: */ /* SFTP: */
+
+#define SOPT_ENUM(id, name, arg, key, help) SOPT_##id,
+enum { SOPT_BASE = 0x100, TM_STORAGE_ALIASES(SOPT_ENUM) SOPT_END };
+#define SOPT_LONGOPT(id, name, arg, key, help) , { name, arg, NULL, SOPT_##id }
+#define SOPT_HELP(id, name, arg, key, help) help
+
+#define STORAGE_OPTIONS                                                        \
+    { "option", required_argument, NULL, 'o' } TM_STORAGE_ALIASES(SOPT_LONGOPT)
 #define STORAGE_USAGE                                                          \
     "  -o, --option KEY=VALUE  an option of the source's or destination's\n"   \
     "                   storage (repeatable; docs/adapters.md lists each\n"     \
-    "                   storage's); recorded for the later commands\n"
+    "                   storage's); recorded for the later commands\n"          \
+    TM_STORAGE_ALIASES(SOPT_HELP)
 
 /* Adds one -o argument; EXIT_USAGE (said) when it is malformed, else 0. */
 int sopt_add(struct sopt_list *l, const char *cmd, const char *kv);
+/* Adds the option a long option code c stands for (c in SOPT_BASE ..
+ * SOPT_END) with its argument arg (NULL for a flag): 0, or an exit code. */
+int sopt_alias(struct sopt_list *l, const char *cmd, int c, const char *arg);
 void sopt_release(struct sopt_list *l);
 /* Hands l to m when it holds any (else the recorded ones apply): 0, or the
  * exit code after saying why. */

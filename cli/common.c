@@ -80,11 +80,40 @@ int sopt_add(struct sopt_list *l, const char *cmd, const char *kv)
     return 0;
 }
 
+#define SOPT_KEY(id, name, arg, key, help) key,
+static const char *const sopt_keys[] = { TM_STORAGE_ALIASES(SOPT_KEY) NULL };
+
+int sopt_alias(struct sopt_list *l, const char *cmd, int c, const char *arg)
+{
+    const char *key;
+    char **p, *kv;
+    size_t n;
+    int rc;
+    if (c <= SOPT_BASE || c >= SOPT_END)
+        return usage_error(cmd, "unknown or incomplete option");
+    key = sopt_keys[c - SOPT_BASE - 1];
+    n = strlen(key) + (arg ? strlen(arg) + 2 : 1);
+    p = realloc(l->owned, (l->n_owned + 1) * sizeof *p);
+    if (!p || !(kv = malloc(n))) {
+        if (p)
+            l->owned = p;
+        return EXIT_FATAL;
+    }
+    l->owned = p;
+    snprintf(kv, n, "%s%s%s", key, arg ? "=" : "", arg ? arg : "");
+    l->owned[l->n_owned++] = kv;
+    rc = sopt_add(l, cmd, kv);
+    return rc;
+}
+
 void sopt_release(struct sopt_list *l)
 {
+    size_t i;
+    for (i = 0; i < l->n_owned; i++)
+        free(l->owned[i]);
+    free(l->owned);
     free(l->kv);
-    l->kv = NULL;
-    l->n = l->cap = 0;
+    memset(l, 0, sizeof *l);
 }
 
 int sopt_apply(tm_migration *m, const struct sopt_list *l, const char *cmd)

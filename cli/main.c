@@ -506,7 +506,7 @@ static int cmd_resume(int argc, char **argv)
     struct progress prog = { 0, 0, 0 };
     struct logopts lo = { NULL, NULL, NULL, 0 };
     const char *config = NULL;
-    struct sopt_list so = { NULL, 0, 0 };
+    struct sopt_list so = { NULL, 0, 0, NULL, 0 };
     tm_migration *m = NULL;
     int quiet = 0, c, rc, code;
 
@@ -539,8 +539,13 @@ static int cmd_resume(int argc, char **argv)
             fputs(resume_usage, stdout);
             return EXIT_OK;
         default:
+            if (c > SOPT_BASE && c < SOPT_END &&
+                (code = sopt_alias(&so, "resume", c, optarg)) == 0)
+                break;
             sopt_release(&so);
-            return usage_error("resume", "unknown or incomplete option");
+            return c > SOPT_BASE && c < SOPT_END
+                       ? code
+                       : usage_error("resume", "unknown or incomplete option");
         }
     }
     if (!config || optind != argc) {
@@ -590,7 +595,7 @@ static int cmd_discover(int argc, char **argv)
     struct progress prog = { 0, 0, 0 };
     const char *db = DEFAULT_DB;
     const char **excludes = NULL;
-    struct sopt_list so = { NULL, 0, 0 };
+    struct sopt_list so = { NULL, 0, 0, NULL, 0 };
     size_t n_ex = 0;
     int quiet = 0, c, rc, code;
     tm_migration *m = NULL;
@@ -656,6 +661,11 @@ static int cmd_discover(int argc, char **argv)
             code = EXIT_OK;
             goto out;
         default:
+            if (c > SOPT_BASE && c < SOPT_END) {
+                if ((code = sopt_alias(&so, "discover", c, optarg)) != 0)
+                    goto out;
+                break;
+            }
             code = usage_error("discover", "unknown or incomplete option");
             goto out;
         }
@@ -788,6 +798,12 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
             fputs(usage, stdout);
             return -1;
         default:
+            if (c > SOPT_BASE && c < SOPT_END) {
+                int code = sopt_alias(so, cmd, c, optarg);
+                if (code)
+                    return code;
+                break;
+            }
             return usage_error(cmd, "unknown or incomplete option");
         }
     }
@@ -850,7 +866,7 @@ static int cmd_exec(int argc, char **argv, int verify)
     tm_migration *m = NULL;
     tm_status st;
     int64_t mismatches = 0;
-    struct sopt_list so = { NULL, 0, 0 };
+    struct sopt_list so = { NULL, 0, 0, NULL, 0 };
     int quiet = 0, yes = 0, rc, code;
 
     tm_exec_options_init(&o);
@@ -947,7 +963,7 @@ static int cmd_retry(int argc, char **argv)
     tm_migration *m = NULL;
     tm_status st;
     int64_t retried = 0;
-    struct sopt_list so = { NULL, 0, 0 };
+    struct sopt_list so = { NULL, 0, 0, NULL, 0 };
     int quiet = 0, c, rc, code;
 
     tm_discover_options_init(&d);
@@ -988,8 +1004,13 @@ static int cmd_retry(int argc, char **argv)
             fputs(retry_usage, stdout);
             return EXIT_OK;
         default:
+            if (c > SOPT_BASE && c < SOPT_END &&
+                (code = sopt_alias(&so, "retry", c, optarg)) == 0)
+                break;
             sopt_release(&so);
-            return usage_error("retry", "unknown or incomplete option");
+            return c > SOPT_BASE && c < SOPT_END
+                       ? code
+                       : usage_error("retry", "unknown or incomplete option");
         }
     }
     if (optind != argc)
