@@ -991,6 +991,25 @@ static void release_side(struct side *s)
     free(s->cursor);
 }
 
+/* 1 when a side has room for more listings and none ready, while the
+ * writer holds listings not yet committed that would give it some (their
+ * children folders, or the source twins a destination folder waits for).
+ * e->mu held. */
+static int starved(struct engine *e)
+{
+    int workers = e->cfg->workers > 0 ? e->cfg->workers : 4, side;
+    int64_t src_held = atomic_load(&e->s[TM_SRC].submitted) - e->s[TM_SRC].committed;
+    for (side = 0; side < 2; side++) {
+        struct side *s = &e->s[side];
+        int64_t held = atomic_load(&s->submitted) - s->committed;
+        if (s->done || s->ready.len || s->in_flight >= workers)
+            continue;
+        if (held > 0 || (side == TM_DST && src_held > 0 && e->nwaiting))
+            return 1;
+    }
+    return 0;
+}
+
 int tm__discover_run(struct tm__discover_cfg *cfg)
 {
     struct engine e;
@@ -1083,17 +1102,15 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
             report(&e, t0, 0);
             snapshot(&e, t0);
         }
+        if (starved(&e)) {
+            /* listings could run but wait for what the writer holds (new
+             * folders, twins made durable): do not wait for its timer */
+            pthread_mutex_unlock(&e.mu);
+            tm__writer_flush(e.w);
+            pthread_mutex_lock(&e.mu);
+        }
         if (!changed) {
             struct timespec ts;
-            /* waiting only for the writer: do not wait for its timer */
-            for (side = 0; side < 2; side++)
-                if (!e.s[side].in_flight &&
-                    atomic_load(&e.s[side].submitted) != e.s[side].committed) {
-                    pthread_mutex_unlock(&e.mu);
-                    tm__writer_flush(e.w);
-                    pthread_mutex_lock(&e.mu);
-                    break;
-                }
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += 100 * 1000000;
             if (ts.tv_nsec >= 1000000000) {
