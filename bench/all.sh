@@ -34,6 +34,7 @@ one copy-threads BENCH_FILES=$(awk -v s="$SCALE" 'BEGIN{printf "%d", 40000 * s}'
     BENCH_DIR=/tmp/treemig-copybench-threads "$here/copy.sh"
 one sim_scale "$here/sim_scale.sh"
 one sim_latency "$here/sim_latency.sh"
+one sim_flat "$here/sim_flat.sh"
 if big; then
     one crash_redo "$here/crash_redo.sh"
 else
