@@ -622,7 +622,8 @@ int tm__store_open(struct tm__store *s, const char *given, unsigned flags,
     if (write) {
         rc = tm__store_exec(s->db,
                             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                            "PRAGMA cache_size=-32768; PRAGMA temp_store=MEMORY;",
+                            "PRAGMA cache_size=-32768; PRAGMA temp_store=MEMORY;"
+                            "PRAGMA wal_autocheckpoint=16384;",
                             err);
         if (rc)
             goto fail;
