@@ -29,5 +29,6 @@ int parse_int(const char *s, long lo, long hi, int *out);
 int cmd_review(int argc, char **argv);
 int cmd_exclude(int argc, char **argv, int unexclude);
 int cmd_log_listen(int argc, char **argv);
+int cmd_ui(int argc, char **argv);
 
 #endif

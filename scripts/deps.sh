@@ -6,11 +6,12 @@
 # apt-get runs as root, through sudo otherwise. Quiet when nothing is missing.
 set -euo pipefail
 
-want=(build-essential cmake pkg-config libsqlite3-dev sqlite3 libyaml-dev libxxhash-dev)
+want=(build-essential cmake pkg-config libsqlite3-dev sqlite3 libyaml-dev libxxhash-dev
+      libmicrohttpd-dev)
 case "${1:-build}" in
   build) ;;
   test) want+=(libcmocka-dev python3 clang libclang-rt-dev util-linux e2fsprogs strace
-              diffutils) ;;
+              diffutils chromium) ;;
   bench) want+=(libcmocka-dev python3 rclone rsync time) ;;
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac
