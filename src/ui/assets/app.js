@@ -527,7 +527,7 @@
   }
 
   /* Fills table from /api/search until a page is full; returns next. */
-  async function runSearch(params, body, note, g, isCurrent) {
+  async function runSearch(params, body, note, g, isCurrent, none) {
     let want = PAGE, next = params.after || null, n = 0;
     do {
       const j = await api('search', Object.assign({}, params, { after: next, limit: want }));
@@ -540,7 +540,7 @@
       note.textContent = j.partial ? 'searching the ' + (j.scanned.side === 'src' ? 'source' : 'destination') + ': ' + pct + '%' : '';
       if (!j.partial) break;
     } while (next && want > 0 && !search.stop);
-    if (!n && !body.rows.length) note.textContent = 'no match';
+    if (!n && !body.rows.length) note.textContent = none || 'no match';
     return next;
   }
 
@@ -574,7 +574,8 @@
     const g = ++failed.gen;
     try {
       const rows = document.createElement('tbody');
-      failed.next = await runSearch({ kind: 'failed', after: failed.next }, rows, $('failednote'), g, (x) => x === failed.gen);
+      failed.next = await runSearch({ kind: 'failed', after: failed.next }, rows, $('failednote'), g,
+                                    (x) => x === failed.gen, 'nothing failed');
       for (const tr of Array.from(rows.rows)) {
         const c = Array.from(tr.cells);
         body.appendChild(el('tr', { 'data-path-hex': tr.getAttribute('data-path-hex') },
