@@ -490,6 +490,9 @@ def check_api(R, db, src, dst):
                       sorted(all_of({'glob': '/scratch/f1?'}, 3)))
             expect_eq('kind extra', [('dst', b'/only_dir'), ('dst', b'/only_dst')],
                       sorted(all_of({'kind': 'extra'}, 1)))
+            expect_eq('a glob finds destination-only items too',
+                      [('dst', b'/only_dir'), ('dst', b'/only_dst')],
+                      sorted(all_of({'glob': 'only_*'}, 1)))
             expect_eq('kind conflict', [('src', b'/clash'), ('src', b'/docs/b.txt')],
                       sorted(all_of({'kind': 'conflict'}, 1)))
             expect_eq('glob and kind', [('src', b'/docs/c.txt')],
@@ -697,18 +700,21 @@ def check_problems(R, base):
 def check_beside_discover(R, base):
     """The page reads while discovery writes the same state file."""
     db = os.path.join(base, 'live.db')
-    spec = 'sim:seed=11,depth=4,folders=5,files=6,latency=3'
-    disc = subprocess.Popen([tmtest.TREEMIG, 'discover', '--db', db, '--quiet', spec,
+    # about 3 s: 100 ms per listing, 2 workers per side
+    spec = 'sim:seed=11,depth=5,folders=5,files=6,latency=100'
+    disc = subprocess.Popen([tmtest.TREEMIG, 'discover', '--db', db, '--quiet',
+                             '--workers', '2', spec,
                              spec + ',world=dst'], stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    s = None
+    servers = []
     try:
         end = time.monotonic() + 60
         while not os.path.exists(db + '.yaml') and time.monotonic() < end:
             time.sleep(0.05)
-        s = uipair.Server(db)
 
         def live():
+            s = uipair.Server(db)
+            servers.append(s)
             seen = []
             while disc.poll() is None:
                 j = s.get_json('summary')
@@ -726,6 +732,8 @@ def check_beside_discover(R, base):
             files = [f for _, f in seen]
             if files != sorted(files):
                 fail('the counts went backwards: %r' % files)
+            if len(set(files)) < 2:
+                fail('the counts never moved during the discovery: %r' % seen[:5])
             expect_eq('the summary at the end', tmtest.status_json(db),
                       s.get_json('summary')['status'])
             rows = s.get_json('progress', {'limit': 10000})['rows']
@@ -736,7 +744,7 @@ def check_beside_discover(R, base):
         if disc.poll() is None:
             disc.kill()
             disc.communicate()
-        if s:
+        for s in servers:
             s.stop()
 
 

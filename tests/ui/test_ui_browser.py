@@ -96,6 +96,12 @@ def main():
         server.wait_index()
         p = browser.page()
         p.call('Network.enable')
+        # what the page's Content-Security-Policy blocked never reaches the
+        # network: count it too (this script is the test's, not the page's)
+        p.call('Page.addScriptToEvaluateOnNewDocument', source=(
+            "window.__blocked = []; document.addEventListener("
+            "'securitypolicyviolation', e => window.__blocked.push("
+            "e.violatedDirective + ' ' + e.blockedURI));"))
         origin = 'http://127.0.0.1:%d/' % server.port
 
         def shot(name):
@@ -226,6 +232,8 @@ def main():
                 fail('no request seen')
             outside = [u for u in urls if not u.startswith(origin) and not u.startswith('data:')]
             expect_eq('no request outside the server', [], outside)
+            expect_eq('nothing blocked by the Content-Security-Policy', [],
+                      p.evaluate('window.__blocked'))
         R.check('no script error, no request to anything but the server', clean)
     finally:
         browser.close()

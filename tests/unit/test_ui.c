@@ -246,9 +246,13 @@ static void test_children_pages(void **state)
                 for (limit = 1; limit <= 4; limit += 3) {
                     struct tm__uiq_rows rows = TM__UIQ_ROWS_INIT;
                     struct tm__buf got = TM__BUF_INIT, after = TM__BUF_INIT;
-                    int has = 0;
+                    int has = 0, pages = 0;
                     for (;;) {
                         size_t before = rows.n;
+                        /* a cursor that does not move would loop forever */
+                        if (++pages > (int)want.len + 2)
+                            fail_msg("folder %lld: the pages do not end",
+                                     (long long)parent);
                         assert_int_equal(tm__uiq_children(s->db, side, parent, after.buf,
                                                           after.len, has, desc, limit,
                                                           &rows), 0);
