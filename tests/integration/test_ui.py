@@ -166,6 +166,11 @@ def check_security(R, db):
             for bad in ('127.0.0.1', 'example.com:80', '1.2.3.4:99999', '[::1:80'):
                 cp = tmtest.run(['ui', '--db', db, '--no-open', '--listen', bad])
                 expect_rc(cp, 2, '--listen %s' % bad)
+            cp = tmtest.run(['ui', '--db', db + '.none', '--no-open', '--listen',
+                             '127.0.0.1:0'])
+            expect_rc(cp, 2, 'no state file')
+            if b'no state file' not in cp.stderr:
+                fail('no state file: ' + tmtest.show(cp))
         R.check('another address: a warning first; malformed ones refused', warning)
 
         def token():
