@@ -27,6 +27,7 @@
 #include "store/store.h"
 #include "util/util.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -1068,8 +1069,9 @@ static void api_search(struct tm__ui_req *q, struct tm__ui_resp *r)
         }
         memcpy(tmp, a->val + 2, a->val_len - 2);
         tmp[a->val_len - 2] = '\0';
+        errno = 0;
         after = strtoll(tmp, &end, 10);
-        if (!end || *end || after < 0 || tmp[0] < '0' || tmp[0] > '9') {
+        if (errno || !end || *end || after < 0 || tmp[0] < '0' || tmp[0] > '9') {
             resp_error(r, 400, "EINVAL", "after takes the cursor of a previous answer");
             goto out;
         }

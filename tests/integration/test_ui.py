@@ -314,6 +314,7 @@ def check_security(R, db):
                 ('search', {'glob': '*', 'after': 'x:1'}, 'cursor'),
                 ('search', {'glob': '*', 'after': 's:-1'}, 'cursor'),
                 ('search', {'glob': '*', 'after': 's:99999999999999999999999'}, 'cursor'),
+                ('search', {'glob': '*', 'after': 's:99999999999999999999'}, 'cursor'),
                 ('search', {'glob': '*', 'limit': '5000'}, '1 to 1000'),
                 ('logs', {'level': 'loud'}, 'level'),
                 ('logs', {'before': '0'}, 'before'),
