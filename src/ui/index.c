@@ -11,6 +11,9 @@
  * once in windows of ids (about 1 s per million rows); until the first one
  * is complete, folders are listed in name order without totals.
  *
+ * A file left behind by a server that was killed (kill -9) is removed by
+ * the next one: the files carry their server's PID.
+ *
  * Threads: the builder thread (index_main) owns its two connections; the
  * request threads open each generation read-only through
  * tm__ui_index_attach(). Lock order: mu is taken alone.
@@ -20,10 +23,13 @@
 #include "store/store.h"
 #include "util/util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,15 +64,52 @@ static int should_stop(void *ctx)
     return stop;
 }
 
+/* The folder of the index files: $TMPDIR, else /tmp. */
+static const char *temp_dir(void)
+{
+    const char *dir = getenv("TMPDIR");
+    return dir && *dir ? dir : "/tmp";
+}
+
+/*
+ * Removes the index files that a treemig ui killed before it could clean
+ * up left behind: treemig-ui-PID-XXXXXX, regular files of this user, whose
+ * PID no longer runs (a PID that runs, or that we may not ask about, keeps
+ * its file).
+ */
+static void remove_stale(void)
+{
+    DIR *d = opendir(temp_dir());
+    struct dirent *e;
+    if (!d)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        struct stat st;
+        char *end;
+        long pid;
+        if (strncmp(e->d_name, "treemig-ui-", 11) != 0)
+            continue;
+        errno = 0;
+        pid = strtol(e->d_name + 11, &end, 10);
+        if (errno || end == e->d_name + 11 || *end != '-' || strlen(end) != 7 ||
+            pid <= 0 || pid == (long)getpid())
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISREG(st.st_mode) || st.st_uid != getuid())
+            continue;
+        unlinkat(dirfd(d), e->d_name, 0);
+    }
+    closedir(d);
+}
+
 /* Creates an empty temporary file (O_EXCL, 0600) for an index. */
 static int make_temp(struct tm__buf *path)
 {
-    const char *dir = getenv("TMPDIR");
     int fd;
-    if (!dir || !*dir)
-        dir = "/tmp";
     tm__buf_reset(path);
-    if (tm__buf_addf(path, "%s/treemig-ui-XXXXXX", dir))
+    if (tm__buf_addf(path, "%s/treemig-ui-%ld-XXXXXX", temp_dir(), (long)getpid()))
         return TM_ENOMEM;
     fd = mkostemp(path->buf, O_CLOEXEC);
     if (fd < 0)
@@ -145,6 +188,7 @@ static void *index_main(void *arg)
     int64_t dv_built = 0, dv = 0, last_end = 0;
     int first = 1, failed = 0;
 
+    remove_stale();
     if (tm__store_open_reader(x->db_path, &db, &err) != 0) {
         pthread_mutex_lock(&x->mu);
         tm__buf_reset(&x->err);

@@ -754,6 +754,38 @@ def check_beside_discover(R, base):
             s.stop()
 
 
+def check_temp_files(R, db, base):
+    """The folder index's file is removed at exit, and after a kill -9 by
+    the next server; files of running processes stay."""
+    tmp = os.path.join(base, 'tmpdir')
+    os.makedirs(tmp, exist_ok=True)
+    env = {'TMPDIR': tmp}
+
+    def files():
+        return sorted(f for f in os.listdir(tmp) if f.startswith('treemig-ui-'))
+
+    def temp_files():
+        live = 'treemig-ui-%d-abcdef' % os.getpid()   # a running process's
+        open(os.path.join(tmp, live), 'w').close()
+        s = uipair.Server(db, env=env)
+        s.wait_index()
+        mine = [f for f in files() if f.startswith('treemig-ui-%d-' % s.proc.pid)]
+        expect_eq('one index file, named for its server', 1, len(mine))
+        s.proc.kill()
+        s.stop()
+        expect_eq('left behind by kill -9', sorted([live] + mine), files())
+        t = uipair.Server(db, env=env)
+        try:
+            t.wait_index()
+            rest = [f for f in files() if not f.startswith('treemig-ui-%d-' % t.proc.pid)]
+            expect_eq('the next server removed it, not the live one', [live], rest)
+        finally:
+            t.stop()
+        expect_eq('removed at exit', [live], files())
+    R.check('the index file goes at exit, and after kill -9 with the next start',
+            temp_files)
+
+
 def main():
     tmtest.require_binary()
     uipair.tmtest.TREEMIG = tmtest.TREEMIG
@@ -768,6 +800,7 @@ def main():
         else:
             check_security(R, db)
             check_api(R, db, src, dst)
+            check_temp_files(R, db, base)
         check_problems(R, base)
         check_beside_discover(R, base)
     finally:

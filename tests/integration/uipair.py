@@ -106,12 +106,12 @@ atexit.register(_stop_all)
 class Server:
     """A running `treemig ui`. args are added to its command line."""
 
-    def __init__(self, db, *args, listen='127.0.0.1:0'):
+    def __init__(self, db, *args, listen='127.0.0.1:0', env=None):
         cmd = [tmtest.TREEMIG, 'ui', '--db', db, '--no-open']
         if listen is not None:
             cmd += ['--listen', listen]
         cmd += list(args)
-        env = dict(os.environ)
+        env = dict(os.environ, **(env or {}))
         env.pop('DISPLAY', None)
         env.pop('WAYLAND_DISPLAY', None)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
