@@ -805,6 +805,8 @@ def main():
         check_beside_discover(R, base)
     finally:
         uipair._stop_all()
+        R.check('every server stopped cleanly (exit 0, no sanitizer report)',
+                uipair.check_exits)
         shutil.rmtree(base, ignore_errors=True)
     R.finish()
 

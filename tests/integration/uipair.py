@@ -93,6 +93,16 @@ class Response:
 
 
 _running = set()
+finished = []   # (command, exit code, stderr) of every server stopped
+
+
+def check_exits():
+    """Every server stopped by SIGTERM exited 0 and reported nothing from a
+    sanitizer (a server killed on purpose, -9, is left out)."""
+    bad = [(c, rc, err[-1500:]) for c, rc, err in finished
+           if rc != -9 and (rc != 0 or b'Sanitizer' in err or b'runtime error' in err)]
+    if bad:
+        tmtest.fail('servers that did not stop cleanly: %r' % bad)
 
 
 def _stop_all():
@@ -138,6 +148,7 @@ class Server:
             self.proc.kill()
             _, err = self.proc.communicate()
         self.rc = self.proc.returncode
+        finished.append((self.proc.args[1:], self.rc, err))
         return err
 
     def request(self, method, path, headers=None, body=None, host=True, token=True):

@@ -240,6 +240,7 @@ def main():
         if server:
             server.stop()
         shutil.rmtree(base, ignore_errors=True)
+    R.check('the server stopped cleanly (exit 0, no sanitizer report)', uipair.check_exits)
     print('screenshots in %s' % ARTIFACTS)
     R.finish()
 
