@@ -741,6 +741,8 @@ int tm__uiq_index_build(sqlite3 *db, sqlite3 *idx, const struct tm__uiq_build_cb
         rc = roll_up(idx, side, err);
     if (!rc)
         rc = tm__store_exec(idx, "CREATE INDEX f_child ON f(side, parent, name);"
+                            "CREATE INDEX f_todo ON f(parent, todo_bytes DESC, name)"
+                            " WHERE side = 0;"
                             "COMMIT", err);
     if (rc)
         sqlite3_exec(idx, "ROLLBACK", NULL, NULL, NULL);
@@ -786,6 +788,67 @@ int tm__uiq_index_folders(sqlite3 *idx, int side, int64_t parent, const char *af
         rc = 0;
     else if (rc > 0)
         rc = db_err(idx, rc);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int tm__uiq_index_by_todo(sqlite3 *idx, int64_t parent, int64_t after_bytes,
+                          const char *after, size_t after_len, int has_after,
+                          int limit, struct tm__uiq_rows *out)
+{
+    sqlite3_stmt *st = NULL;
+    /* the partial index f_todo, read in its order: (bytes, name) after the
+     * cursor is bytes below it, or the same bytes and a later name */
+    int rc = prepare(idx, has_after
+                     ? "SELECT id, name, depth, todo_bytes FROM f WHERE side = 0 AND"
+                       " parent = ?1 AND todo_bytes <= ?2 AND (todo_bytes < ?2 OR"
+                       " name > ?3) ORDER BY todo_bytes DESC, name ASC LIMIT ?4"
+                     : "SELECT id, name, depth, todo_bytes FROM f WHERE side = 0 AND"
+                       " parent = ?1 ORDER BY todo_bytes DESC, name ASC LIMIT ?4", &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, parent);
+    if (has_after) {
+        sqlite3_bind_int64(st, 2, after_bytes);
+        sqlite3_bind_text(st, 3, after, (int)after_len, SQLITE_STATIC);
+    }
+    sqlite3_bind_int(st, 4, limit);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct tm__uiq_row *x = row_new(out, TM_SRC);
+        if (!x) {
+            rc = TM_ENOMEM;
+            break;
+        }
+        x->id = sqlite3_column_int64(st, 0);
+        x->parent_id = parent;
+        x->type = TM_T_FOLDER;
+        x->depth = sqlite3_column_int(st, 2);
+        x->size = sqlite3_column_int64(st, 3); /* the bytes to copy below */
+        if ((rc = add_text(out, st, 1, &x->name_off, &x->name_len)) != 0) {
+            out->n--;
+            break;
+        }
+    }
+    if (rc == SQLITE_DONE)
+        rc = 0;
+    else if (rc > 0)
+        rc = db_err(idx, rc);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int tm__uiq_index_has(sqlite3 *idx, int side, int64_t parent, const char *name,
+                      size_t len)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if (sqlite3_prepare_v2(idx, "SELECT 1 FROM f WHERE side = ?1 AND parent = ?2 AND"
+                           " name = ?3", -1, &st, NULL) != SQLITE_OK)
+        return 0;
+    sqlite3_bind_int(st, 1, side);
+    sqlite3_bind_int64(st, 2, parent);
+    sqlite3_bind_text(st, 3, name, (int)len, SQLITE_STATIC);
+    rc = sqlite3_step(st) == SQLITE_ROW;
     sqlite3_finalize(st);
     return rc;
 }

@@ -173,6 +173,15 @@ int tm__uiq_index_build(sqlite3 *db, sqlite3 *idx, const struct tm__uiq_build_cb
 int tm__uiq_index_folders(sqlite3 *idx, int side, int64_t parent, const char *after,
                           size_t after_len, int has_after, int desc, int limit,
                           struct tm__uiq_rows *out);
+/* Appends to out at most limit source folders of the index whose parent is
+ * `parent`, by bytes to copy below them (largest first), then name, after
+ * the cursor (after_bytes, after). Each row's size is those bytes. */
+int tm__uiq_index_by_todo(sqlite3 *idx, int64_t parent, int64_t after_bytes,
+                          const char *after, size_t after_len, int has_after,
+                          int limit, struct tm__uiq_rows *out);
+/* 1 when the index holds a folder `name` under parent on side. */
+int tm__uiq_index_has(sqlite3 *idx, int side, int64_t parent, const char *name,
+                      size_t len);
 /* The totals of folder id of side; TM_ENOENT when it is not in the index. */
 int tm__uiq_index_totals(sqlite3 *idx, int side, int64_t id,
                          struct tm__uiq_totals *t);

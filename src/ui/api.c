@@ -690,8 +690,12 @@ struct lctx {
     int desc;                  /* descending names */
     unsigned mask;             /* kinds wanted (0: all) */
     int limit, n;              /* rows wanted, written */
-    char mode;                 /* 'A' all by name, 'F' folders, 'N' the rest */
+    char mode;                 /* 'A' all by name; 'F' folders, 'N' the rest;
+                                  by bytes to copy: 'T' source folders, 'D'
+                                  destination-only folders, then 'N' */
+    int by_todo;               /* sort=todo */
     struct tm__buf cursor;     /* the last name handled */
+    int64_t cursor_bytes;      /* mode 'T': the bytes to copy of that folder */
     int has_cursor;            /* cursor holds a name */
     int64_t deadline;          /* the time budget's end (monotonic ns) */
     int partial;               /* stopped by the budget */
@@ -857,6 +861,72 @@ static int walk(struct lctx *x)
     return rc;
 }
 
+/*
+ * The folders of one side of the index, in the order of the mode: 'T' the
+ * source folders by bytes to copy below them, 'D' the destination's folders
+ * by name, leaving out those that are source folders too (listed in 'T').
+ * Returns as walk(): 0 page full, 1 done, or an error; x->partial.
+ */
+static int walk_one(struct lctx *x)
+{
+    struct tm__uiq_rows b = TM__UIQ_ROWS_INIT;
+    struct tm__uiq_rows one_s = TM__UIQ_ROWS_INIT, one_d = TM__UIQ_ROWS_INIT;
+    int rc = 0, seen = 0;
+
+    while (!rc && x->n < x->limit) {
+        size_t i;
+        tm__uiq_rows_reset(&b);
+        if (x->mode == 'T')
+            rc = x->ps ? tm__uiq_index_by_todo(x->c->idx, x->ps, x->cursor_bytes,
+                                               x->cursor.buf, x->cursor.len,
+                                               x->has_cursor, BATCH, &b) : 0;
+        else
+            rc = x->pd ? tm__uiq_index_folders(x->c->idx, TM_DST, x->pd, x->cursor.buf,
+                                               x->cursor.len, x->has_cursor, 0, BATCH,
+                                               &b) : 0;
+        if (rc)
+            break;
+        for (i = 0; i < b.n && !rc && x->n < x->limit; i++) {
+            const char *name = TM__UIQ_NAME(&b, i);
+            size_t len = b.v[i].name_len;
+            struct nview sv = { NULL, NULL, NULL }, dv = { NULL, NULL, NULL };
+            if (++seen % 64 == 0 && tm__now_ns() > x->deadline) {
+                x->partial = 1;
+                goto out;
+            }
+            tm__buf_reset(&x->cursor);
+            rc = tm__buf_add(&x->cursor, name, len);
+            x->has_cursor = 1;
+            x->cursor_bytes = b.v[i].size;
+            if (rc)
+                break;
+            if (x->mode == 'D' && x->ps &&
+                tm__uiq_index_has(x->c->idx, TM_SRC, x->ps, name, len))
+                continue; /* listed by its bytes */
+            tm__uiq_rows_reset(&one_s);
+            tm__uiq_rows_reset(&one_d);
+            if (x->ps)
+                rc = tm__uiq_child(x->c->db, TM_SRC, x->ps, name, len, &one_s);
+            if (!rc && x->pd)
+                rc = tm__uiq_child(x->c->db, TM_DST, x->pd, name, len, &one_d);
+            if (rc || (!one_s.n && !one_d.n))
+                continue; /* gone since the index was built */
+            if (one_s.n)
+                sv = view(&one_s, 0);
+            if (one_d.n)
+                dv = view(&one_d, 0);
+            rc = emit(x, &sv, &dv);
+        }
+        if (!rc && i == b.n && b.n < BATCH)
+            rc = 1; /* this side is done */
+    }
+out:
+    tm__uiq_rows_release(&b);
+    tm__uiq_rows_release(&one_s);
+    tm__uiq_rows_release(&one_d);
+    return rc;
+}
+
 /* Appends the breadcrumbs of path: [{"name":..,"path_hex":..},...]. */
 static int json_crumbs(struct tm__buf *b, const char *path, size_t len)
 {
@@ -880,29 +950,42 @@ static int json_crumbs(struct tm__buf *b, const char *path, size_t len)
     return rc ? rc : tm__buf_addch(b, ']');
 }
 
-/* Parses a cursor: a mode letter and the hex of a name. -1 with the answer. */
+/* Parses a cursor: a mode letter, for 'T' the bytes and ':', and the hex
+ * of a name. -1 with the answer. */
 static int get_cursor(const struct tm__ui_req *q, struct tm__ui_resp *r,
                       struct lctx *x)
 {
     const struct tm__ui_param *p = param(q, "after");
+    size_t hex = 1;
     if (!p)
         return 0;
-    if (!p->val_len || !strchr("AFN", p->val[0]) || p->val[0] == '\0' ||
-        p->val_len - 1 > 2 * TM__UI_MAX_PATH ||
-        tm__ui_unhex(p->val + 1, p->val_len - 1, &x->cursor) != 0) {
-        resp_error(r, 400, "EINVAL", "after takes the cursor of a previous answer");
-        return -1;
+    if (p->val_len > 1 && p->val[0] == 'T') {
+        int64_t v = 0;
+        for (; hex < p->val_len && hex < 20 && p->val[hex] >= '0' && p->val[hex] <= '9';
+             hex++)
+            v = v * 10 + (p->val[hex] - '0');
+        if (hex == 1 || hex >= p->val_len || p->val[hex] != ':')
+            goto bad;
+        x->cursor_bytes = v;
+        hex++;
     }
+    if (!p->val_len || !strchr("AFNTD", p->val[0]) || p->val[0] == '\0' ||
+        p->val_len - hex > 2 * TM__UI_MAX_PATH ||
+        tm__ui_unhex(p->val + hex, p->val_len - hex, &x->cursor) != 0)
+        goto bad;
     x->mode = p->val[0];
-    x->has_cursor = p->val_len > 1;
+    x->has_cursor = p->val_len > hex;
     return 0;
+bad:
+    resp_error(r, 400, "EINVAL", "after takes the cursor of a previous answer");
+    return -1;
 }
 
 static void api_children(struct tm__ui_req *q, struct tm__ui_resp *r)
 {
     static const char *const allowed[] = { "path", "path_hex", "sort", "kind",
                                            "after", "limit", NULL };
-    static const char *const sorts[] = { "name", "name_desc" };
+    static const char *const sorts[] = { "name", "name_desc", "todo" };
     struct tm__buf path = TM__BUF_INIT, *b = &r->body;
     struct tm__uiq_rows self = TM__UIQ_ROWS_INIT;
     struct lctx x;
@@ -912,7 +995,7 @@ static void api_children(struct tm__ui_req *q, struct tm__ui_resp *r)
     memset(&x, 0, sizeof x);
     tm__buf_init(&x.cursor);
     if (check_params(q, r, allowed) || get_path(q, r, &path) ||
-        get_enum(q, r, "sort", sorts, 2, 0, &sort) || get_kind(q, r, &x.mask) ||
+        get_enum(q, r, "sort", sorts, 3, 0, &sort) || get_kind(q, r, &x.mask) ||
         get_limit(q, r, &x.limit) || get_cursor(q, r, &x) || need_conn(q, r))
         goto out;
     x.c = q->conn;
@@ -920,6 +1003,7 @@ static void api_children(struct tm__ui_req *q, struct tm__ui_resp *r)
     x.dir = path.buf;
     x.dir_len = path.len;
     x.desc = sort == 1;
+    x.by_todo = sort == 2;
     x.deadline = tm__now_ns() + BUDGET_NS;
     if (x.mode && x.mode != 'A' && !x.c->idx) {
         resp_error(r, 503, "EINDEX", "the folder index is not open: list the folder "
@@ -927,7 +1011,7 @@ static void api_children(struct tm__ui_req *q, struct tm__ui_resp *r)
         goto out;
     }
     if (!x.mode)
-        x.mode = x.c->idx ? 'F' : 'A';
+        x.mode = !x.c->idx ? 'A' : x.by_todo ? 'T' : 'F';
     began = tm__uiq_begin_read(x.c->db);
     rc = tm__uiq_find(x.c->db, TM_SRC, path.buf, path.len, &ps);
     if (rc == TM_ENOENT)
@@ -978,16 +1062,18 @@ static void api_children(struct tm__ui_req *q, struct tm__ui_resp *r)
     }
     /* the children: folders first when the index is there */
     while (!rc && !done && x.n < x.limit && !x.partial) {
-        rc = walk(&x);
+        rc = x.mode == 'T' || x.mode == 'D' ? walk_one(&x) : walk(&x);
         if (rc == 1) {
+            /* the next phase: T, D, N or F, N; A and N end the list */
             rc = 0;
-            if (x.mode == 'F') {
+            x.has_cursor = 0;
+            tm__buf_reset(&x.cursor);
+            if (x.mode == 'T')
+                x.mode = 'D';
+            else if (x.mode == 'F' || x.mode == 'D')
                 x.mode = 'N';
-                x.has_cursor = 0;
-                tm__buf_reset(&x.cursor);
-            } else {
+            else
                 done = 1;
-            }
         }
     }
     if (!rc)
@@ -996,6 +1082,8 @@ static void api_children(struct tm__ui_req *q, struct tm__ui_resp *r)
         rc = tm__buf_adds(b, "null");
     } else if (!rc) {
         rc = tm__buf_addf(b, "\"%c", x.mode);
+        if (!rc && x.mode == 'T' && x.has_cursor)
+            rc = tm__buf_addf(b, "%" PRId64 ":", x.cursor_bytes);
         if (!rc && x.has_cursor)
             rc = add_hex(b, x.cursor.buf, x.cursor.len);
         if (!rc) rc = tm__buf_addch(b, '"');

@@ -303,6 +303,9 @@ def check_security(R, db):
                 ('children', {'limit': ''}, '1 to 1000'),
                 ('children', {'after': 'Q2f'}, 'cursor'),
                 ('children', {'after': 'Fzz'}, 'cursor'),
+                ('children', {'after': 'T12'}, 'cursor'),
+                ('children', {'after': 'Tx:2f'}, 'cursor'),
+                ('children', {'after': 'T1:2'}, 'cursor'),
                 ('children', {'after': ''}, 'cursor'),
                 ('children', {'sort': 'size'}, 'sort'),
                 ('children', {'kind': 'evil'}, 'kind'),
@@ -413,6 +416,17 @@ def check_api(R, db, src, dst):
                 items, _ = list_all(s, dict(params, after='A'), 2)
                 expect_eq('/%r by name only' % rel, sorted(folders + rest),
                           [hexname(i) for i in items])
+                # most to copy first: the source's folders by the bytes to
+                # copy below them, then the destination's other folders
+                base_path = b'/' + rel if rel else b''
+                srcdirs = [n for n in folders if os.path.isdir(os.path.join(src, rel, n))]
+                dstonly = [n for n in folders if n not in srcdirs]
+                by_bytes = sorted(srcdirs, key=lambda n: (
+                    -pending_below(db, base_path + b'/' + n)[1], n))
+                for limit in (1, 2, 100):
+                    items, _ = list_all(s, dict(params, sort='todo'), limit)
+                    expect_eq('/%r by bytes to copy, limit %d' % (rel, limit),
+                              by_bytes + dstonly + rest, [hexname(i) for i in items])
             for rel in (b'only_dir', b'clash'):
                 j = s.get_json('children', {'path_hex': (b'/' + rel).hex()})
                 expect_eq('/%r is not listed' % rel, [], j['items'])

@@ -394,7 +394,7 @@
                        (t.extra ? '; ' + fmt(t.extra) + ' destination only' : ''));
     if (!f.src) info.append(' (only on the destination)');
     else if (!f.dst) info.append(' (missing on the destination)');
-    if (!f.folders_first) info.append(' · names in order; folders come first once the folder index is built');
+    if (!f.folders_first) info.append(' · names in order; folders come first (and "most to copy" sorts them) once the folder index is built');
   }
 
   async function loadTree(reset) {
