@@ -334,8 +334,8 @@ int tm__ui_unpercent(const char *s, size_t len, struct tm__buf *out)
             int h, l;
             if (i + 2 >= len)
                 return TM_EINVAL;
-            h = s[i + 1];
-            l = s[i + 2];
+            h = (unsigned char)s[i + 1];
+            l = (unsigned char)s[i + 2];
 #define HEXV(x) ((x) >= '0' && (x) <= '9' ? (x) - '0' : \
                  (x) >= 'a' && (x) <= 'f' ? (x) - 'a' + 10 : \
                  (x) >= 'A' && (x) <= 'F' ? (x) - 'A' + 10 : -1)
@@ -601,9 +601,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (*upload_size) {
-        if (rs->body.len + *upload_size > TM__UI_MAX_BODY)
-            rs->too_big = 1;
-        else if (tm__buf_add(&rs->body, upload, *upload_size))
+        /* over the limit (or out of memory): the answer will be 413 */
+        if (rs->body.len + *upload_size > TM__UI_MAX_BODY ||
+            tm__buf_add(&rs->body, upload, *upload_size))
             rs->too_big = 1;
         *upload_size = 0;
         return MHD_YES;
@@ -694,6 +694,7 @@ static int listen_on(struct sockaddr_storage *ss, int default_port, struct tm_ui
     {
         struct sockaddr_storage got;
         socklen_t gl = sizeof got;
+        memset(&got, 0, sizeof got);
         if (getsockname(fd, (struct sockaddr *)&got, &gl) == 0)
             ui->port = ntohs(got.ss_family == AF_INET6
                                  ? ((struct sockaddr_in6 *)&got)->sin6_port
