@@ -68,5 +68,6 @@ int sopt_apply(tm_migration *m, const struct sopt_list *l, const char *cmd);
 int cmd_review(int argc, char **argv);
 int cmd_exclude(int argc, char **argv, int unexclude);
 int cmd_log_listen(int argc, char **argv);
+int cmd_ui(int argc, char **argv);
 
 #endif

@@ -93,6 +93,7 @@ static const char main_usage[] =
     "  status     show the phase and the counts of a migration\n"
     "  sim-stats  print the ground truth of a simulated storage pair\n"
     "  log-listen print the log datagrams a running migration sends\n"
+    "  ui         review and follow the migration in a web page\n"
     "  help       show the help of a command\n"
     "\n"
     "options:\n"
@@ -1198,6 +1199,10 @@ int main(int argc, char **argv)
         }
         else if (!strcmp(what, "sim-stats"))
             fputs(sim_stats_usage, stdout);
+        else if (!strcmp(what, "ui")) {
+            char *args[] = { (char *)what, (char *)"--help", NULL };
+            return cmd_ui(2, args);
+        }
         else
             return usage_error(NULL, "no such command '%s'", what);
         return EXIT_OK;
@@ -1222,5 +1227,7 @@ int main(int argc, char **argv)
         return cmd_sim_stats(argc - 1, argv + 1);
     if (!strcmp(cmd, "log-listen"))
         return cmd_log_listen(argc - 1, argv + 1);
+    if (!strcmp(cmd, "ui"))
+        return cmd_ui(argc - 1, argv + 1);
     return usage_error(NULL, "no such command '%s'", cmd);
 }

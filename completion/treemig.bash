@@ -7,7 +7,7 @@
 # without it (compgen). tests/install/test_install.py checks that every
 # option of `treemig COMMAND --help` is completed here.
 
-_treemig_commands="discover copy verify review exclude unexclude retry resume status sim-stats log-listen help"
+_treemig_commands="discover copy verify review exclude unexclude retry resume status ui sim-stats log-listen help"
 
 # The options of a command, from its --help.
 _treemig_options()
@@ -23,6 +23,7 @@ _treemig_options()
         review) echo "--db --top --list --path --json --help" ;;
         exclude | unexclude) echo "--db --quiet --help" ;;
         status) echo "--db --json --help" ;;
+        ui) echo "--db --listen --read-only --no-open --help" ;;
         sim-stats) echo "--help" ;;
         log-listen) echo "--public --json --count --help" ;;
     esac
@@ -90,6 +91,9 @@ _treemig()
             return ;;
         --log-udp)
             COMPREPLY=($(compgen -W "127.0.0.1:8081" -- "$cur"))
+            return ;;
+        --listen)
+            COMPREPLY=($(compgen -W "127.0.0.1:8080 127.0.0.1:0 [::1]:8080" -- "$cur"))
             return ;;
         --workers | --lead | --retries | --top | --count | --exclude | --path)
             return ;;

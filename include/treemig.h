@@ -314,6 +314,38 @@ TM_EXTERN int tm_exclude(tm_migration *m, const char *const *patterns, size_t n,
 TM_EXTERN int tm_status_get(tm_migration *m, tm_status *st);
 
 /*
+ * The web page over a state file (`treemig ui`, docs/ui.md): a server on
+ * its own threads that reads the state file read-only (also while another
+ * process runs the migration) and excludes or includes again through
+ * tm_exclude()'s code.
+ */
+typedef struct tm_ui tm_ui;
+
+typedef struct tm_ui_options {
+    const char *listen;  /* "ADDR:PORT"; NULL: 127.0.0.1 on port 8080 or the
+                            next free one */
+    int read_only;       /* refuse every change (exclude, unexclude) */
+    tm_progress_fn warn; /* called with a warning before listening (an
+                            address that is not loopback), may be NULL */
+    void *warn_ctx;      /* passed to warn */
+} tm_ui_options;
+
+/* Fills o with the defaults (all zero). */
+TM_EXTERN void tm_ui_options_init(tm_ui_options *o);
+/*
+ * Opens the state file at db_path read-only and starts serving it. *out is
+ * set whenever memory allows, even on failure (tm_ui_errmsg() says why);
+ * free it with tm_ui_free() in every case.
+ */
+TM_EXTERN int tm_ui_start(tm_ui **out, const char *db_path, const tm_ui_options *o);
+/* The URL to open, with the access token. Owned by ui. */
+TM_EXTERN const char *tm_ui_url(const tm_ui *ui);
+/* The message of a failed tm_ui_start(), or "". Owned by ui. */
+TM_EXTERN const char *tm_ui_errmsg(const tm_ui *ui);
+/* Stops the server (waits for the requests under way) and frees ui. */
+TM_EXTERN void tm_ui_free(tm_ui *ui);
+
+/*
  * The ground truth of a simulated storage pair (docs/sim.md): spec is a
  * "sim:..." destination spec (it names its source world too). On success
  * *json is a malloc'd JSON object the caller frees with free(). On failure

@@ -29,6 +29,7 @@ build=(
   libcurl4-openssl-dev # the S3 client: HTTP
   libssl-dev       # the S3 client: SigV4 (HMAC/SHA-256), Content-MD5
   libexpat1-dev    # the S3 client: XML answers
+  libmicrohttpd-dev # treemig ui: the local web page's server
   scdoc            # the man pages (docs/man/*.scd, built by make)
   sqlite3          # querying the state file; make demo compares JSON with it
   diffutils        # make demo: diff -r of the trees
@@ -55,6 +56,7 @@ test_only=(
   strace           # proves special files are never opened
   man-db           # man: the install test reads the installed man pages
   awscli           # a second S3 client that checks ours
+  chromium         # treemig ui's page, tested in a headless browser
 )
 # what make deb needs (and the test of it, tests/install/test_deb.py)
 deb=(

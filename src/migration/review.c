@@ -2,7 +2,8 @@
  * review.c - what a person checks between discovery and copy: a summary of
  * the state file (tm_review_print), the items of each kind, one per line
  * (tm_review_list), and exclusions decided after discovery (tm_exclude,
- * which also includes them again).
+ * which also includes them again; tm__exclude_run, review_int.h, is the
+ * same with a dry run, for the web page's preview).
  *
  * Runs on the caller's thread through the handle's own connection; no
  * writer thread runs meanwhile. The summary and the listings only read, so
@@ -19,6 +20,7 @@
 #include "adapter/adapter.h"
 #include "engine/engine.h"
 #include "migration/migration_int.h"
+#include "migration/review_int.h"
 #include "store/store.h"
 #include "util/buf.h"
 #include "util/util.h"
@@ -1504,8 +1506,8 @@ static int record(struct xctx *x, const char *const *patterns, size_t n)
     return rc;
 }
 
-int tm_exclude(tm_migration *m, const char *const *patterns, size_t n,
-               int unexclude, int64_t *changed)
+int tm__exclude_run(tm_migration *m, const char *const *patterns, size_t n,
+                    int unexclude, int dry_run, struct tm__exclude_effect *eff)
 {
     struct xctx x;
     struct tm__buf *pats = NULL;
@@ -1514,8 +1516,8 @@ int tm_exclude(tm_migration *m, const char *const *patterns, size_t n,
     size_t i;
     int rc = 0, began = 0;
 
-    if (changed)
-        *changed = 0;
+    if (eff)
+        memset(eff, 0, sizeof *eff);
     memset(&x, 0, sizeof x);
     x.m = m;
     x.db = tm__migration_db(m);
@@ -1634,6 +1636,16 @@ int tm_exclude(tm_migration *m, const char *const *patterns, size_t n,
                 goto out;
         }
     }
+    if (eff && x.delta.n) {
+        /* what the change does, for the caller (applying empties it) */
+        eff->delta.rows = malloc(x.delta.n * sizeof *x.delta.rows);
+        if (!eff->delta.rows) {
+            rc = TM_ENOMEM;
+            goto out;
+        }
+        memcpy(eff->delta.rows, x.delta.rows, x.delta.n * sizeof *x.delta.rows);
+        eff->delta.n = eff->delta.alloc = x.delta.n;
+    }
     rc = tm__stats_apply(x.db, &x.delta);
     if (rc) {
         db_fail(m, sqlite3_errcode(x.db), "update the stats");
@@ -1641,7 +1653,8 @@ int tm_exclude(tm_migration *m, const char *const *patterns, size_t n,
     }
     rc = record(&x, norm, n);
     if (!rc)
-        rc = tm__store_exec(x.db, "DELETE FROM temp.tm_match; DELETE FROM "
+        rc = tm__store_exec(x.db, dry_run ? "ROLLBACK" :
+                            "DELETE FROM temp.tm_match; DELETE FROM "
                             "temp.tm_sub; COMMIT", tm__migration_err(m));
     if (!rc)
         began = 0;
@@ -1652,6 +1665,10 @@ out:
          * matters, and it also drops the temporary tables */
         sqlite3_exec(x.db, "ROLLBACK", NULL, NULL, NULL);
     }
+    if (eff && !rc)
+        eff->changed = x.changed;
+    else if (eff)
+        tm__stats_release(&eff->delta);
     tm__stats_release(&x.delta);
     for (i = 0; pats && i < n; i++)
         tm__buf_release(&pats[i]);
@@ -1661,7 +1678,16 @@ out:
         fail(m, rc, "not enough memory to %s", unexclude ? "unexclude" : "exclude");
     else if (rc && !tm__migration_err(m)->len)
         fail(m, rc, "%s", tm_strerror(rc));
-    if (!rc && changed)
-        *changed = x.changed;
+    return rc;
+}
+
+int tm_exclude(tm_migration *m, const char *const *patterns, size_t n,
+               int unexclude, int64_t *changed)
+{
+    struct tm__exclude_effect eff;
+    int rc = tm__exclude_run(m, patterns, n, unexclude, 0, &eff);
+    if (changed)
+        *changed = rc ? 0 : eff.changed;
+    tm__stats_release(&eff.delta);
     return rc;
 }

@@ -289,21 +289,35 @@ static int take_lock(struct tm__store *s, struct tm__buf *err)
 }
 
 /* Checks that an existing file is an SQLite database before SQLite sees it:
- * SQLite would happily treat an empty file as a new database. */
+ * SQLite would happily treat an empty file as a new database. The header is
+ * read through SQLite's own file layer, not open()/close(): closing any
+ * descriptor of the file would drop every POSIX lock this process holds on
+ * it, those of the connections already open (treemig ui opens handles while
+ * others are in use). SQLite defers that close until its locks are gone. */
 static int check_header(const char *path, struct tm__buf *err)
 {
+    sqlite3_vfs *vfs = sqlite3_vfs_find(NULL);
+    sqlite3_file *f = vfs ? calloc(1, (size_t)vfs->szOsFile) : NULL;
     char hdr[16];
-    ssize_t n;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
+    int rc, out = 0, n;
+
+    if (!f)
+        return TM_ENOMEM;
+    memset(hdr, 0, sizeof hdr);
+    rc = vfs->xOpen(vfs, path, f, SQLITE_OPEN_MAIN_DB | SQLITE_OPEN_READONLY, &out);
+    if (rc != SQLITE_OK) {
+        /* the reason, without opening the file ourselves */
+        int e = access(path, R_OK) != 0 ? errno : EIO;
+        free(f);
         tm__buf_addf(err, "cannot open state file %s: %s", path,
                      tm_strerror(tm__from_errno(e)));
         return tm__from_errno(e);
     }
-    n = read(fd, hdr, sizeof hdr);
-    close(fd);
-    if (n != (ssize_t)sizeof hdr || memcmp(hdr, "SQLite format 3", 16) != 0) {
+    rc = f->pMethods->xRead(f, hdr, sizeof hdr, 0);
+    f->pMethods->xClose(f);
+    free(f);
+    n = rc == SQLITE_OK ? (int)sizeof hdr : hdr[0] ? 1 : 0;
+    if (rc != SQLITE_OK || memcmp(hdr, "SQLite format 3", 16) != 0) {
         tm__buf_addf(err, "%s is not a treemig state file (%s); it was left "
                      "untouched", path, n == 0 ? "empty file" : "no SQLite header");
         return TM_ECORRUPT;
