@@ -465,8 +465,10 @@ static const char *shown(const char *name, size_t len)
 static void assert_same_names(struct ents *got, struct ents *want, const char *what)
 {
     size_t i;
-    qsort(got->v, got->n, sizeof *got->v, ent_cmp);
-    qsort(want->v, want->n, sizeof *want->v, ent_cmp);
+    if (got->n)
+        qsort(got->v, got->n, sizeof *got->v, ent_cmp);
+    if (want->n)
+        qsort(want->v, want->n, sizeof *want->v, ent_cmp);
     for (i = 1; i < got->n; i++)
         if (ent_cmp(&got->v[i - 1], &got->v[i]) == 0)
             fail_msg("%s: '%s' listed twice", what,
