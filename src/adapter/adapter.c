@@ -78,6 +78,25 @@ static int check_entry(void *ctx, const struct tm__entry *e)
     return c->cb(c->ctx, e);
 }
 
+/* A root-relative path: "/" or "/name[/name...]" without a "." or ".."
+ * component, so that no storage is ever handed a path that leads above
+ * its root (a remote storage may not resolve "/../x" as the local one
+ * does). An empty component ("//", a trailing '/') is left to the storage,
+ * which finds nothing there. */
+static int path_ok(const char *path)
+{
+    const char *p;
+    if (!path || path[0] != '/')
+        return 0;
+    for (p = path + 1; *p;) {
+        size_t n = strcspn(p, "/");
+        if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+            return 0;
+        p += n + (p[n] == '/');
+    }
+    return 1;
+}
+
 int tm__adapter_list_open(struct tm__adapter *a, const char *path,
                           const void *pos, size_t pos_len,
                           struct tm__lister **out, struct tm__aerr *e)
@@ -85,7 +104,7 @@ int tm__adapter_list_open(struct tm__adapter *a, const char *path,
     int rc;
     *out = NULL;
     tm__aerr_clear(e);
-    if (!path || path[0] != '/')
+    if (!path_ok(path))
         return tm__aerr_finish(e, TM_EINVAL);
     rc = a->list_open(a, path, pos_len ? pos : NULL, pos_len, out, e);
     if (!rc && !*out)
@@ -132,11 +151,6 @@ int tm__adapter_list(struct tm__adapter *a, const char *path, tm__list_cb cb,
     return rc;
 }
 
-/* A root-relative path: "/" or "/name...". */
-static int path_ok(const char *path)
-{
-    return path && path[0] == '/';
-}
 
 /* The start of every wrapper: e cleared; TM_EINVAL for a bad path,
  * TM_ENOTSUP when the method is missing, else 0. */

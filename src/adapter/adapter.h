@@ -395,9 +395,11 @@ int tm__aerr_set(struct tm__aerr *e, int rc, const char *fmt, ...)
 /*
  * The wrappers through which the engine calls every other method (in the
  * manner of SQLite's os.c): each clears e, checks the contract (a path is
- * root-relative, a count is within what was asked, a method the storage
- * lacks is refused with TM_ENOTSUP rather than called), calls the adapter,
- * and completes e (tm__aerr_finish). They return what the method returns.
+ * root-relative: "/" or "/name/...", no component "." or "..", so that
+ * no storage is handed a path above its root; a count is within what
+ * was asked; a method the storage lacks is refused with TM_ENOTSUP rather
+ * than called), calls the adapter, and completes e (tm__aerr_finish). They
+ * return what the method returns.
  */
 int tm__adapter_stat(struct tm__adapter *a, const char *path,
                      struct tm__entry *out, struct tm__aerr *e);

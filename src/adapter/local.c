@@ -447,8 +447,16 @@ static int local_open_read(struct tm__adapter *a, const char *path,
     } else if (fd < 0) {
         return fd;
     }
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+    if (fstat(fd, &sb) != 0) {
+        int rc = tm__from_errno(errno);
         close(fd);
+        return rc;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        /* a folder is EISDIR, as on every storage (the sim's, SFTP's) */
+        if (S_ISDIR(sb.st_mode))
+            return tm__aerr_set(e, TM_EISDIR, "a folder, not a file");
         return tm__aerr_set(e, TM_EINVAL, "not a regular file any more");
     }
     f = calloc(1, sizeof *f);
