@@ -128,6 +128,9 @@ static const char discover_usage[] =
     "  --allow-pseudo-fs  take a root on a pseudo file system (/proc, /sys,\n"
     "                   cgroup, debugfs, ...), refused otherwise: what such a\n"
     "                   file system shows is made up as it is read\n"
+    "  --owner          compare owners and groups too (a new migration only;\n"
+    "                   recorded): the copy then sets them (as root) and\n"
+    "                   verify compares them\n"
     LOG_USAGE
     "  -q, --quiet      no progress lines\n"
     "  -h, --help       show this help\n"
@@ -299,7 +302,8 @@ static void on_progress(void *ctx, const char *line)
 {
     struct progress *p = ctx;
     size_t len = strlen(line);
-    int final = strncmp(line, "discovered:", 11) == 0;
+    int final = strncmp(line, "discovered:", 11) == 0 ||
+                strncmp(line, "note:", 5) == 0;
     if (p->tty) {
         fprintf(stderr, "\r%s%*s", line,
                 p->last_len > len ? (int)(p->last_len - len) : 0, "");
@@ -559,6 +563,7 @@ static int cmd_discover(int argc, char **argv)
         { "exclude", required_argument, NULL, 'x' },
         { "config", required_argument, NULL, 'c' },
         { "allow-pseudo-fs", no_argument, NULL, 'p' },
+        { "owner", no_argument, NULL, 'o' },
         LOG_OPTIONS,
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
@@ -616,6 +621,9 @@ static int cmd_discover(int argc, char **argv)
             break;
         case 'p':
             o.allow_pseudo_fs = 1;
+            break;
+        case 'o':
+            o.owner = 1;
             break;
         case 'q':
             quiet = 1;

@@ -26,7 +26,10 @@ struct tm__exec_cfg {
     int workers;                 /* threads */
     int retries;                 /* retries of a retryable failure */
     int no_overwrite;            /* copy: keep every existing destination file */
-    int owner;                   /* copy: set the source's uid and gid */
+    int owner;                   /* copy: set the source's uid and gid;
+                                    verify: compare owners */
+    int owner_discovered;        /* discovery compared owners (discover
+                                    --owner) */
     int checksum;                /* verify: compare contents (xxHash) */
     int64_t total_files;         /* copy: nodes to copy (for the ETA) */
     int64_t total_bytes;         /* copy: bytes to copy (for the ETA) */
