@@ -55,10 +55,11 @@ int tm__compare_leaf(int64_t src_size, int64_t src_mtime, int64_t dst_size,
 }
 
 void tm__attr_rule_init(struct tm__attr_rule *r, const struct tm__adapter *src,
-                        const struct tm__adapter *dst, int owner)
+                        const struct tm__adapter *dst, int owner, int cmp_owner)
 {
     r->modes = (src->caps & TM_CAP_MODES) && (dst->caps & TM_CAP_MODES);
     r->owner = owner != 0;
+    r->cmp_owner = cmp_owner != 0;
     r->euid = (int64_t)geteuid();
     r->egid = (int64_t)getegid();
 }
@@ -84,7 +85,8 @@ int tm__compare_attrs(const struct tm__attr_rule *r, int type,
     if (r->modes && type != TM_T_SYMLINK &&
         tm__copy_mode(r, type, s) != (d->mode & 07777))
         return CF_ATTRS;
-    if (r->owner && (!s->owned || !d->owned || s->uid != d->uid || s->gid != d->gid))
+    if (r->cmp_owner &&
+        (!s->owned || !d->owned || s->uid != d->uid || s->gid != d->gid))
         return CF_ATTRS;
     return CF_NONE;
 }

@@ -1020,7 +1020,8 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
     e.prec = cfg->ad[0]->mtime_precision > cfg->ad[1]->mtime_precision
                  ? cfg->ad[0]->mtime_precision
                  : cfg->ad[1]->mtime_precision;
-    tm__attr_rule_init(&e.rule, cfg->ad[TM_SRC], cfg->ad[TM_DST], cfg->owner);
+    tm__attr_rule_init(&e.rule, cfg->ad[TM_SRC], cfg->ad[TM_DST], cfg->owner,
+                       cfg->owner);
     for (side = 0; side < 2; side++)
         e.owned[side] = (cfg->ad[side]->caps & TM_CAP_OWNER) != 0;
     tm__buf_init(&e.fatal_msg);

@@ -95,15 +95,17 @@ struct tm__attrs {
 /* What the comparison of attributes takes into account. */
 struct tm__attr_rule {
     int modes;          /* both storages keep modes: compare them */
-    int owner;          /* owners are compared (and the copy sets them) */
+    int owner;          /* the copy sets owners (--owner), so it keeps
+                           set-ID bits */
+    int cmp_owner;      /* owners are compared (discover --owner) */
     int64_t euid, egid; /* the user treemig runs as: without owner, the
                            copy's files are theirs */
 };
 
-/* Fills r for the storages src and dst: modes when both keep them,
- * owner as given, the process's effective user and group. */
+/* Fills r for the storages src and dst: modes when both keep them, owner
+ * and cmp_owner as given, the process's effective user and group. */
 void tm__attr_rule_init(struct tm__attr_rule *r, const struct tm__adapter *src,
-                        const struct tm__adapter *dst, int owner);
+                        const struct tm__adapter *dst, int owner, int cmp_owner);
 
 /* The mode the copy gives a node of type whose source has attributes s:
  * the source's mode, except that without r->owner a file loses its
@@ -116,7 +118,7 @@ uint32_t tm__copy_mode(const struct tm__attr_rule *r, int type,
 /* Compares the attributes of two nodes of the same type whose contents
  * are equal: the source's s, the destination's d. Returns CF_ATTRS when d
  * is not what the copy makes of s, else CF_NONE: with r->modes the mode
- * of folders and files (tm__copy_mode), with r->owner the owner of
+ * of folders and files (tm__copy_mode), with r->cmp_owner the owner of
  * folders, files and symlinks (an unknown owner is never equal); nothing
  * for other types (a symlink's own mode means nothing on POSIX). */
 int tm__compare_attrs(const struct tm__attr_rule *r, int type,

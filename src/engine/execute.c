@@ -783,7 +783,7 @@ static const char *check_attrs(struct worker *wk, const struct tm__kid_row *k,
         return NULL; /* the destination keeps no folder attributes */
     if (tm__compare_attrs(&rule, k->type, &sa, &da) != CF_NONE) {
         *cf = CF_ATTRS;
-        rule.owner = 0;
+        rule.cmp_owner = 0;
         if (tm__compare_attrs(&rule, k->type, &sa, &da) != CF_NONE)
             snprintf(buf, len, "mode %04o on the destination, %04o on the source",
                      (unsigned)(d->mode & 07777),
@@ -1584,7 +1584,8 @@ int tm__exec_run(struct tm__exec_cfg *cfg)
     r.prec = cfg->ad[0]->mtime_precision > cfg->ad[1]->mtime_precision
                  ? cfg->ad[0]->mtime_precision
                  : cfg->ad[1]->mtime_precision;
-    tm__attr_rule_init(&r.rule, cfg->ad[TM_SRC], cfg->ad[TM_DST], cfg->owner);
+    tm__attr_rule_init(&r.rule, cfg->ad[TM_SRC], cfg->ad[TM_DST], cfg->owner,
+                       cfg->owner_discovered);
     r.folder_attrs = cfg->ad[TM_DST]->set_attr != NULL;
     tm__buf_init(&r.fatal_msg);
     pthread_mutex_init(&r.mu, NULL);

@@ -1492,7 +1492,9 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
     /* discover --owner: owners were compared, the copy sets them and verify
      * compares them; copy --owner alone sets them on what the copy writes */
     cfg.owner_discovered = get_int(m->store.db, "owner", 0);
-    cfg.owner = cfg.owner_discovered || (mode == TM_EXEC_COPY && o->owner);
+    cfg.owner = cfg.owner_discovered ||
+                (mode == TM_EXEC_COPY ? o->owner
+                                      : get_int(m->store.db, "copy_owner", 0));
     cfg.checksum = o->checksum;
     cfg.total_files = st->copy.pending;
     cfg.total_bytes = st->copy.bytes_pending;
@@ -1750,6 +1752,9 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
     rc = open_stored(m, ad);
     if (!rc && (o.owner || get_int(m->store.db, "owner", 0)))
         rc = check_owner(m, ad, !o.owner);
+    /* verify then expects the set-ID bits the copy kept with the owners */
+    if (!rc && o.owner)
+        rc = tm__store_set(m->store.db, "copy_owner", "1");
     if (!rc)
         rc = tm__store_exec(m->store.db,
                             "CREATE INDEX IF NOT EXISTS src_nodes_copy ON "
