@@ -14,7 +14,7 @@ _treemig_options()
 {
     local log="--log-level --udp-level --log-udp --log-public"
     case $1 in
-        discover) echo "--db --workers --lead --retries --config --exclude --allow-pseudo-fs $log --quiet --help" ;;
+        discover) echo "--db --workers --lead --retries --config --exclude --allow-pseudo-fs --owner $log --quiet --help" ;;
         copy) echo "--db --yes --workers --retries --no-overwrite --owner --force $log --quiet --help" ;;
         verify) echo "--db --checksum --workers $log --quiet --help" ;;
         retry) echo "--db --workers --retries --owner $log --quiet --help" ;;
@@ -82,7 +82,7 @@ _treemig()
             _treemig_files '@(yaml|yml)'
             return ;;
         --list)
-            COMPREPLY=($(compgen -W "missing conflict extra failed excluded skipped all" -- "$cur"))
+            COMPREPLY=($(compgen -W "missing conflict attrs extra failed excluded skipped all" -- "$cur"))
             return ;;
         --log-level | --udp-level)
             COMPREPLY=($(compgen -W "trace debug info warning error critical off" -- "$cur"))
