@@ -7,14 +7,17 @@
  * the state file (store/tasks.c) in keyset pages into a bounded ready
  * queue, stage by stage:
  *   copy    one stage per depth (1, 2, ...): every pending folder, file and
- *           symlink of that depth. A depth starts once the previous one is
- *           committed, so a node's parent is known to exist. Then one stage
- *           sets the mode and mtime of every folder (their contents are
- *           complete), and the destination is synced.
+ *           symlink of that depth (one that differs from the destination's
+ *           only in its attributes, conflict attrs, gets them set in place).
+ *           A depth starts once the previous one is committed, so a node's
+ *           parent is known to exist. Then one stage sets the mode and mtime
+ *           of every folder (their contents are complete), and the
+ *           destination is synced.
  *   verify  one stage: every folder whose copy is done or already existed;
- *           a worker lists its destination twin and checks each child; a
- *           child that does not match becomes a failed node (retry redoes
- *           it).
+ *           a worker lists its destination twin and checks each child
+ *           (content, mode, owner with discover --owner, a folder's mtime);
+ *           a child that does not match becomes a failed node (retry
+ *           redoes it).
  *
  * A job that ends takes the next ready task itself; the coordinator is
  * woken when the queue runs low or the stage may be over. Every storage
