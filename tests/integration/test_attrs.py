@@ -28,6 +28,8 @@ own mode and mtime alone (docs/internals.md).
   checked by verify, and `rsync -rlptgoDn` lists nothing; without it an
   owner-only difference is no conflict; copy --owner on a migration
   discovered without it says what it does;
+- a file of another user that the user running treemig (65534) may not
+  chmod is copied whole instead, and rsync agrees;
 - the simulated storage's cmode=: sim-stats counts the conflicts attrs,
   the copy sets them, and a new discovery finds nothing left.
 Stdlib only; TREEMIG names the binary."""
@@ -482,6 +484,50 @@ def run_owner(R, work):
             'lists nothing', check)
 
 
+def run_not_owner(R, work):
+    def check():
+        # a file of another user, mode 0600 where the source has 0644: the
+        # user treemig runs as may not chmod it, but may replace it (the
+        # folder is theirs): it is copied whole instead
+        if os.geteuid() != 0:
+            raise Skip('needs root: a file of another user, and setpriv to 65534')
+        sp = shutil.which('setpriv')
+        if not sp:
+            fail('setpriv is not installed (util-linux)')
+        top = os.path.join(work, 'notowner')
+        src, dst = os.path.join(top, 'src'), os.path.join(top, 'dst')
+        put(src, 'f.txt', b'the same bytes\n')
+        put(src, 'g.txt', b'another\n', 0o640)
+        cp_a(src, dst)
+        os.chmod(os.path.join(dst, 'f.txt'), 0o600)
+        os.chmod(os.path.join(dst, 'g.txt'), 0o600)
+        os.chmod(work, 0o755)
+        for root, dirs, files in os.walk(top):
+            for n in [root] + [os.path.join(root, x) for x in dirs + files]:
+                os.lchown(n, 65534, 65534)
+        os.chown(os.path.join(dst, 'f.txt'), 0, 0)     # not theirs
+        db = os.path.join(top, 'state.db')
+        nobody = [sp, '--reuid=65534', '--regid=65534', '--clear-groups', tmtest.TREEMIG]
+        for args in (['discover', '--db', db, '--quiet', src, dst],
+                     ['copy', '--db', db, '--yes', '--quiet'],
+                     ['verify', '--db', db, '--quiet']):
+            cp = subprocess.run(nobody + args, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, timeout=tmtest.TIMEOUT)
+            expect_eq('exit code of %s as uid 65534 (%r)' % (args[0], cp.stderr[-300:]),
+                      0, cp.returncode)
+            if args[0] == 'discover':
+                expect_eq('conflicts', {'attrs': 2}, conflicts_by_reason(db))
+        st = os.lstat(os.path.join(dst, 'f.txt'))
+        expect_eq('f.txt: copied whole, now the user\'s, of the source\'s mode',
+                  (65534, 0o644), (st.st_uid, stat.S_IMODE(st.st_mode)))
+        st = os.lstat(os.path.join(dst, 'g.txt'))
+        expect_eq('g.txt: its own, set in place', (65534, 0o640),
+                  (st.st_uid, stat.S_IMODE(st.st_mode)))
+        rsync_agrees(src, dst)
+    R.check('a file the user may not chmod is copied whole instead (as uid 65534)',
+            check)
+
+
 def run_sim(R, work):
     def check():
         shape = 'seed=21,depth=4,folders=6,files=5'
@@ -516,6 +562,7 @@ def main():
         run_real(R, work)
         run_no_overwrite(R, work)
         run_owner(R, work)
+        run_not_owner(R, work)
         run_sim(R, work)
     finally:
         shutil.rmtree(work, True)
