@@ -129,6 +129,9 @@ static const char discover_usage[] =
     "  --allow-pseudo-fs  take a root on a pseudo file system (/proc, /sys,\n"
     "                   cgroup, debugfs, ...), refused otherwise: what such a\n"
     "                   file system shows is made up as it is read\n"
+    "  --owner          compare owners and groups too (a new migration only;\n"
+    "                   recorded): the copy then sets them (as root) and\n"
+    "                   verify compares them\n"
     STORAGE_USAGE
     LOG_USAGE
     "  -q, --quiet      no progress lines\n"
@@ -168,8 +171,10 @@ static const char copy_usage[] =
     "temporary name (mode 0600) and renamed when complete, so a crash never\n"
     "leaves a partial file under a real name; mtimes and modes are kept;\n"
     "symlinks are re-created as symlinks. Files that differ are replaced (the\n"
-    "source wins); nothing else is: what was made at a name after discovery\n"
-    "is kept and the node fails. Destination-only items are never touched;\n"
+    "source wins); what differs only in its mode (or owner, discover --owner)\n"
+    "gets it set in place, its content kept; nothing else is replaced: what\n"
+    "was made at a name after discovery is kept and the node fails.\n"
+    "Destination-only items are never touched;\n"
     "file/folder clashes are skipped and reported. A file that changed since\n"
     "discovery is not copied (it fails with 'changed since discovery'), nor\n"
     "is one whose mtime cannot be kept exactly. Running it again resumes an\n"
@@ -182,9 +187,11 @@ static const char copy_usage[] =
     "  --workers N      copying threads (default: twice discovery's workers\n"
     "                   per side, 8 unless discover was given --workers)\n"
     "  --retries N      retries of a failure that may pass (default 3)\n"
-    "  --no-overwrite   keep every file that exists on the destination\n"
+    "  --no-overwrite   keep every file that exists on the destination, and\n"
+    "                   the attributes of what differs only in them\n"
     "  --owner          give each copied node its source's owner and group\n"
-    "                   (root only; without it, the copy's user owns them)\n"
+    "                   (root only; without it, the copy's user owns them);\n"
+    "                   implied when discover was given --owner\n"
     "  --force          copy although some folders failed during discovery\n"
     "                   (they are left out and stay failed: exit 3)\n"
     STORAGE_USAGE
@@ -201,8 +208,10 @@ static const char verify_usage[] =
     "usage: treemig verify [--db FILE] [--checksum] [--workers N] [--quiet]\n"
     "\n"
     "Lists the destination again and checks every copied or already-existing\n"
-    "node against the source: type, size and mtime; with --checksum also the\n"
-    "contents of both sides (xxHash). Each mismatch is printed with its path,\n"
+    "node against the source: type, size and mtime, the mode of files and\n"
+    "folders, folders' mtimes (set at the end of the copy), owners when\n"
+    "discover was given --owner; with --checksum also the contents of both\n"
+    "sides (xxHash). Each mismatch is printed with its path,\n"
     "kept in task_errors (phase 'verify') and marked failed, so that 'treemig\n"
     "retry' copies it again. What could not be checked is printed too, with\n"
     "the reason (a source folder that could not be listed, a failed copy, a\n"
@@ -306,7 +315,8 @@ static void on_progress(void *ctx, const char *line)
 {
     struct progress *p = ctx;
     size_t len = strlen(line);
-    int final = strncmp(line, "discovered:", 11) == 0;
+    int final = strncmp(line, "discovered:", 11) == 0 ||
+                strncmp(line, "note:", 5) == 0;
     if (p->tty) {
         fprintf(stderr, "\r%s%*s", line,
                 p->last_len > len ? (int)(p->last_len - len) : 0, "");
@@ -587,6 +597,7 @@ static int cmd_discover(int argc, char **argv)
         { "config", required_argument, NULL, 'c' },
         { "allow-pseudo-fs", no_argument, NULL, 'p' },
         STORAGE_OPTIONS,
+        { "owner", no_argument, NULL, 'W' },
         LOG_OPTIONS,
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
@@ -650,6 +661,9 @@ static int cmd_discover(int argc, char **argv)
         case 'p':
             o.allow_pseudo_fs = 1;
             break;
+        case 'W':
+            o.owner = 1;
+            break;
         case 'q':
             quiet = 1;
             break;
@@ -675,7 +689,7 @@ static int cmd_discover(int argc, char **argv)
         code = usage_error("discover", "expected SRC and DST (or neither, to "
                            "resume), got %d argument%s", argc - optind,
                            argc - optind == 1 ? "" : "s");
-                goto out;
+        goto out;
     }
     o.excludes = excludes;
     o.n_excludes = n_ex;

@@ -33,7 +33,9 @@ static const char review_usage[] =
     "With --list: one item per line, in discovery order. KIND is one of\n"
     "  missing    source items not on the destination (to copy)\n"
     "  conflict   source items that differ from the destination (size, mtime,\n"
-    "             dst_newer: to copy over it; type: skipped)\n"
+    "             dst_newer: to copy over it; type: skipped; attrs: same\n"
+    "             content, another mode or owner, set in place)\n"
+    "  attrs      the conflicts 'attrs' alone (not repeated by 'all')\n"
     "  extra      destination-only items (never touched)\n"
     "  failed     folders that could not be listed, copies that failed\n"
     "  excluded   excluded source items (reason: discover or review)\n"
@@ -109,8 +111,8 @@ static const char unexclude_usage[] =
 
 static int known_kind(const char *k)
 {
-    static const char *const kinds[] = { "missing", "conflict", "extra", "failed",
-                                         "excluded", "skipped", "all" };
+    static const char *const kinds[] = { "missing", "conflict", "attrs", "extra",
+                                         "failed", "excluded", "skipped", "all" };
     size_t i;
     for (i = 0; i < sizeof kinds / sizeof *kinds; i++)
         if (!strcmp(k, kinds[i]))

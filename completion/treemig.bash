@@ -15,7 +15,7 @@ _treemig_options()
     local log="--log-level --udp-level --log-udp --log-public"
     local sto="--option" # the storages' options (-o KEY=VALUE)
     case $1 in
-        discover) echo "--db --workers --lead --retries --config --exclude --allow-pseudo-fs $sto $log --quiet --help" ;;
+        discover) echo "--db --workers --lead --retries --config --exclude --allow-pseudo-fs --owner $sto $log --quiet --help" ;;
         copy) echo "--db --yes --workers --retries --no-overwrite --owner --force $sto $log --quiet --help" ;;
         verify) echo "--db --checksum --workers $sto $log --quiet --help" ;;
         retry) echo "--db --workers --retries --owner $sto $log --quiet --help" ;;
@@ -84,7 +84,7 @@ _treemig()
             _treemig_files '@(yaml|yml)'
             return ;;
         --list)
-            COMPREPLY=($(compgen -W "missing conflict extra failed excluded skipped all" -- "$cur"))
+            COMPREPLY=($(compgen -W "missing conflict attrs extra failed excluded skipped all" -- "$cur"))
             return ;;
         --log-level | --udp-level)
             COMPREPLY=($(compgen -W "trace debug info warning error critical off" -- "$cur"))

@@ -142,6 +142,11 @@ typedef struct tm_discover_options {
     int allow_pseudo_fs;          /* take roots on pseudo file systems
                                      (proc, sysfs, ...), refused otherwise;
                                      recorded for the later commands */
+    int owner;                    /* compare owners (uid, gid) too: a node
+                                     that differs only in its owner is a
+                                     conflict 'attrs', the copy sets owners
+                                     (as root) and verify compares them.
+                                     Only for a new migration; recorded */
 } tm_discover_options;
 
 /* Fills o with the defaults (all fields zero but retries = -1). */
@@ -247,7 +252,8 @@ typedef struct tm_exec_options {
     const char *udp_level;   /* as in tm_discover_options */
     const char *udp_addr;    /* as in tm_discover_options */
     int log_public;          /* as in tm_discover_options */
-    int owner;               /* copy: give each node its source's owner (root) */
+    int owner;               /* copy: give each node its source's owner (root);
+                                implied when discovered with owner */
 } tm_exec_options;
 
 /* Fills o with the defaults. */

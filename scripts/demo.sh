@@ -3,7 +3,8 @@
 # local tree, then a discovery of a simulated pair checked against its
 # ground truth. No server needed.
 # The source is a small project tree; the destination is an older copy of
-# it: some files missing, some changed, some only on the destination.
+# it: some files missing, some changed, some with another mode, some only
+# on the destination.
 set -euo pipefail
 bin=${1:-build/treemig}
 dir=${DEMO_DIR:-build/demo}
@@ -32,6 +33,8 @@ rm -rf "$dir/dst/dept12"                       # a whole folder missing
 rm -f "$dir"/dst/dept1/team*/report1*.txt      # some files missing
 printf 'changed\n' > "$dir/dst/dept2/team1/report2.txt"   # differs in size
 touch -d '2023-06-01' "$dir/dst/dept3/team1/report3.txt"   # older on dst
+chmod 600 "$dir/dst/dept4/team1/report4.txt"                # same content, another mode
+chmod 700 "$dir/dst/dept5/team2"                            # a folder of another mode
 mkdir -p "$dir/dst/only-on-destination"
 printf 'keep me\n' > "$dir/dst/only-on-destination/notes.txt"
 cp -a "$dir/dst/only-on-destination" "$dir/only-on-destination.before"
@@ -79,9 +82,9 @@ echo "== a simulated pair: 45k source nodes generated on the fly, with faults"
 spec='sim:seed=7,depth=5,folders=8,files=8,tail=3,decay=1,size=4k'
 rm -f "$dir/sim.db"* "$dir/sim-dst.ovl"
 "$bin" discover --db "$dir/sim.db" --quiet --retries 10 "$spec,transient=0.02" \
-  "$spec,world=dst,keep=0.9,extra=0.01,csize=0.01,cmtime=0.01,ctype=0.002,overlay=$dir/sim-dst.ovl"
+  "$spec,world=dst,keep=0.9,extra=0.01,csize=0.01,cmtime=0.01,ctype=0.002,cmode=0.01,overlay=$dir/sim-dst.ovl"
 echo "ground truth (treemig sim-stats) against what discovery recorded:"
-"$bin" sim-stats "$spec,world=dst,keep=0.9,extra=0.01,csize=0.01,cmtime=0.01,ctype=0.002" \
+"$bin" sim-stats "$spec,world=dst,keep=0.9,extra=0.01,csize=0.01,cmtime=0.01,ctype=0.002,cmode=0.01" \
   > "$dir/sim-truth.json"
 "$bin" status --db "$dir/sim.db" --json > "$dir/sim-status.json"
 # every value below src, dst and copy must be equal in both (a key missing

@@ -39,6 +39,7 @@ build=(
 # what the test suite and the benchmarks need
 scripting=(
   python3          # the integration tests (standard library only), the bench reports
+  rsync            # test_attrs.py's oracle (rsync -n --itemize-changes); a bench peer
 )
 # what the test suite and the benchmarks need for SFTP
 ssh=(
@@ -66,7 +67,6 @@ deb=(
 # what only the benchmarks need
 bench_only=(
   rclone           # a peer
-  rsync            # a peer
   time             # /usr/bin/time: wall, CPU and peak RSS
 )
 

@@ -328,6 +328,16 @@ int tm__adapter_set_attr(struct tm__adapter *a, const char *path, int64_t mtime,
     return rc ? rc : tm__aerr_finish(e, a->set_attr(a, path, mtime, mode, e));
 }
 
+int tm__adapter_set_leaf_attr(struct tm__adapter *a, const char *path,
+                              const struct tm__leaf_attr *want,
+                              struct tm__aerr *e)
+{
+    int rc = begin(e, path ? path : "", a->set_leaf_attr != NULL);
+    if (!rc && want->type != TM_T_FILE && want->type != TM_T_SYMLINK)
+        rc = tm__aerr_finish(e, TM_EINVAL);
+    return rc ? rc : tm__aerr_finish(e, a->set_leaf_attr(a, path, want, e));
+}
+
 int tm__adapter_sync(struct tm__adapter *a, struct tm__aerr *e)
 {
     tm__aerr_clear(e);

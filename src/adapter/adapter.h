@@ -20,6 +20,7 @@
 struct tm__rfile;
 struct tm__wattr;
 struct tm__wfile;
+struct tm__leaf_attr;
 
 enum tm__type { TM_T_FOLDER = 0, TM_T_FILE, TM_T_SYMLINK, TM_T_OTHER, TM_T_COUNT };
 
@@ -168,6 +169,16 @@ struct tm__adapter {
      * mtime TM_MTIME_KEEP leaves the mtime as it is. */
     int (*set_attr)(struct tm__adapter *a, const char *path, int64_t mtime,
                     uint32_t mode, struct tm__aerr *e);
+    /* Changes in place the attributes of the file or symlink at path,
+     * keeping its content and mtime: its owner (with want->set_owner),
+     * then (a file) its mode. Only when the node there is the one the
+     * caller saw (want: type, size and mtime exactly) and has no other
+     * link (a hard link may lead out of the tree); otherwise TM_ECHANGED
+     * and nothing is changed: the caller copies the node whole instead.
+     * Never follows a symlink; changes the node through what it opened,
+     * never by name again. Optional (NULL: nodes are copied whole). */
+    int (*set_leaf_attr)(struct tm__adapter *a, const char *path,
+                         const struct tm__leaf_attr *want, struct tm__aerr *e);
     /* Makes everything written so far durable (syncfs). Optional. */
     int (*sync)(struct tm__adapter *a, struct tm__aerr *e);
     /* Sets the owner of the folder or symlink at path, not following a
@@ -244,6 +255,15 @@ struct tm__wfile {
     struct tm__adapter *a; /* the adapter that opened it */
     int set_owner;         /* the engine's: commit sets uid and gid */
     int64_t uid, gid;      /* the owner to set */
+};
+
+/* What set_leaf_attr expects at a path, and what it sets there. */
+struct tm__leaf_attr {
+    int type;             /* TM_T_FILE or TM_T_SYMLINK */
+    int64_t size, mtime;  /* what must be there, as stat reported it */
+    uint32_t mode;        /* a file: the permission bits to set */
+    int set_owner;        /* 1: set uid and gid (TM_CAP_OWNER) */
+    int64_t uid, gid;     /* the owner, with set_owner */
 };
 
 /* commit, symlink: never replace what is at the real name. */
@@ -440,6 +460,11 @@ int tm__adapter_symlink(struct tm__adapter *a, const char *path,
 /* TM_ENOTSUP when the storage keeps no folder attributes. */
 int tm__adapter_set_attr(struct tm__adapter *a, const char *path, int64_t mtime,
                          uint32_t mode, struct tm__aerr *e);
+/* TM_ENOTSUP when the storage cannot change a file's attributes in
+ * place (then the node is copied whole). */
+int tm__adapter_set_leaf_attr(struct tm__adapter *a, const char *path,
+                              const struct tm__leaf_attr *want,
+                              struct tm__aerr *e);
 /* 0 when the storage has nothing to sync. */
 int tm__adapter_sync(struct tm__adapter *a, struct tm__aerr *e);
 int tm__adapter_chown(struct tm__adapter *a, const char *path, int64_t uid,

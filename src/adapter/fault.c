@@ -422,6 +422,14 @@ static int f_set_attr(struct tm__adapter *a, const char *path, int64_t mtime,
     return rc ? rc : inner(a)->set_attr(inner(a), path, mtime, mode, e);
 }
 
+/* Counted and failed as set_attr: both set a node's attributes. */
+static int f_set_leaf_attr(struct tm__adapter *a, const char *path,
+                           const struct tm__leaf_attr *want, struct tm__aerr *e)
+{
+    int rc = hit((struct fault *)a, TM_FOP_SET_ATTR, e);
+    return rc ? rc : inner(a)->set_leaf_attr(inner(a), path, want, e);
+}
+
 static int f_sync(struct tm__adapter *a, struct tm__aerr *e)
 {
     int rc = hit((struct fault *)a, TM_FOP_SYNC, e);
@@ -531,6 +539,7 @@ int tm__fault_wrap(struct tm__adapter *in, const struct tm__fault_rule *rules,
     f->base.readlink = in->readlink ? f_readlink : NULL;
     f->base.symlink = in->symlink ? f_symlink : NULL;
     f->base.set_attr = in->set_attr ? f_set_attr : NULL;
+    f->base.set_leaf_attr = in->set_leaf_attr ? f_set_leaf_attr : NULL;
     f->base.sync = in->sync ? f_sync : NULL;
     f->base.chown = in->chown ? f_chown : NULL;
     f->base.check_root = in->check_root ? f_check_root : NULL;

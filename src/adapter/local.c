@@ -13,8 +13,9 @@
  * Writing: a file is written to a temporary name created with O_EXCL (never
  * an existing file, FIFO or link), derived from the copy run's key and the
  * path (util/secret.c), and renamed to its real name when complete; the
- * mode and mtime of a folder are set through a descriptor of the folder
- * opened with O_NOFOLLOW, never by name.
+ * mode and mtime of a folder, and the owner and mode of a file or symlink
+ * changed in place, are set through a descriptor of it opened with
+ * O_NOFOLLOW, never by name.
  *
  * Thread-safe: the shared state (root descriptor, run key, forbidden
  * folders) is set before the workers start and only read afterwards.
@@ -986,6 +987,51 @@ static int local_set_attr(struct tm__adapter *a, const char *path, int64_t mtime
     return rc;
 }
 
+/* The node is opened with O_PATH | O_NOFOLLOW (a symlink is opened as
+ * itself, a file of mode 0 too), checked through that descriptor to be
+ * the node the caller compared (type, size, mtime to the ns, one link: a
+ * hard link may be shared with a file outside the tree, which must not
+ * change), and changed through it (fchownat and fchmodat2 with
+ * AT_EMPTY_PATH): what is swapped in at the name afterwards is never
+ * touched. The mode is set after the owner, which may clear set-ID bits. */
+static int local_set_leaf_attr(struct tm__adapter *a, const char *path,
+                               const struct tm__leaf_attr *w, struct tm__aerr *e)
+{
+    struct local *l = (struct local *)a;
+    struct tm__entry now;
+    const char *name;
+    struct stat sb;
+    int dfd, fd, rc = 0;
+
+    dfd = open_parent(l, path, &name);
+    if (dfd < 0)
+        return dfd;
+    fd = openat(dfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    rc = fd < 0 ? tm__from_errno(errno) : 0;
+    close(dfd);
+    if (rc)
+        return rc;
+    if (fstat(fd, &sb) != 0)
+        rc = tm__from_errno(errno);
+    else if (entry_from_stat(&now, &sb) != 0 || now.type != w->type ||
+             now.size != w->size || now.mtime != w->mtime)
+        rc = tm__aerr_set(e, TM_ECHANGED, "%s changed on the destination since it "
+                          "was compared", path);
+    else if (sb.st_nlink != 1)
+        rc = tm__aerr_set(e, TM_ECHANGED, "%s has %lu links on the destination: "
+                          "its attributes are not changed in place", path,
+                          (unsigned long)sb.st_nlink);
+    if (!rc && w->set_owner &&
+        ((int64_t)sb.st_uid != w->uid || (int64_t)sb.st_gid != w->gid) &&
+        fchownat(fd, "", (uid_t)w->uid, (gid_t)w->gid, AT_EMPTY_PATH) != 0)
+        rc = tm__from_errno(errno);
+    if (!rc && w->type == TM_T_FILE &&
+        (w->set_owner || (sb.st_mode & 07777) != (w->mode & 07777)))
+        rc = fd_chmod(l, fd, (mode_t)(w->mode & 07777));
+    close(fd);
+    return rc;
+}
+
 static int local_chown(struct tm__adapter *a, const char *path, int64_t uid,
                        int64_t gid, struct tm__aerr *e)
 {
@@ -1279,6 +1325,7 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     l->base.set_attr = local_set_attr;
     l->base.sync = local_sync;
     l->base.chown = local_chown;
+    l->base.set_leaf_attr = local_set_leaf_attr;
     l->base.check_root = local_check_root;
     l->base.root_info = local_root_info;
     l->base.forbid = local_forbid;

@@ -425,7 +425,7 @@ static int sim_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
     }
     for (; slot < li->d.slots && sent < sp->page && !rc; slot++) {
         struct tm__sim_ent ge;
-        struct tm__entry te;
+        struct tm__entry te = { 0 };
         const struct tm__ovl_child *w;
         if (!tm__sim_child(sp, &li->d, slot, &ge))
             continue;
@@ -447,7 +447,7 @@ static int sim_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
     }
     for (; slot >= li->d.slots && oi < li->ol.n && sent < sp->page && !rc; oi++) {
         const struct tm__ovl_child *w = &li->ol.v[oi];
-        struct tm__entry te;
+        struct tm__entry te = { 0 };
         if (w->ghost || written_is_generated(s, li, w))
             continue;
         if (sent == cut)
@@ -836,6 +836,40 @@ static int sim_set_attr(struct tm__adapter *a, const char *path,
     return tm__ovl_put(s->ovl, path, &oe, NULL, 0);
 }
 
+/* Keeps the file's content (a generated stream stays one) under a new
+ * mode; a sim has no owners, and a symlink no mode of its own. */
+static int sim_set_leaf_attr(struct tm__adapter *a, const char *path,
+                             const struct tm__leaf_attr *w, struct tm__aerr *e)
+{
+    struct sim *s = (struct sim *)a;
+    uint64_t call = op_begin(s);
+    struct tm__buf data = TM__BUF_INIT;
+    struct tm__ovl_ent oe;
+    struct look l;
+    int rc = op_faults(s, call, path, e);
+    if (!rc)
+        rc = look(s, path, &l, &data);
+    if (!rc && (l.st.type != w->type || l.st.size != w->size ||
+                l.st.mtime != w->mtime))
+        rc = tm__aerr_set(e, TM_ECHANGED, "%s changed on the destination since "
+                          "it was compared", path);
+    if (!rc && w->set_owner)
+        rc = TM_ENOTSUP;
+    if (!rc && w->type == TM_T_FILE && (l.st.mode & 07777) != (w->mode & 07777)) {
+        memset(&oe, 0, sizeof oe);
+        oe.type = TM_T_FILE;
+        oe.kind = l.kind;
+        oe.mode = w->mode & 07777;
+        oe.mtime = l.st.mtime;
+        oe.size = l.st.size;
+        oe.id = l.kind == TM_OVL_GEN ? l.id : 0;
+        rc = tm__ovl_put(s->ovl, path, &oe, data.buf,
+                         l.kind == TM_OVL_LIT ? data.len : 0);
+    }
+    tm__buf_release(&data);
+    return rc;
+}
+
 static int sim_sync(struct tm__adapter *a, struct tm__aerr *e)
 {
     (void)e;
@@ -891,6 +925,7 @@ int tm__sim_open(const char *params, struct tm__adapter **out, char *err,
     s->base.readlink = sim_readlink;
     s->base.symlink = sim_symlink;
     s->base.set_attr = sim_set_attr;
+    s->base.set_leaf_attr = sim_set_leaf_attr;
     s->base.sync = sim_sync;
     s->fault_salt = tm__sim_hash(s->sp.seed ^ s->sp.dsalt,
                                  0x6661756c74ULL + (uint64_t)s->sp.world);

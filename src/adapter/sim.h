@@ -57,6 +57,7 @@ struct tm__sim_spec {
     double csize;           /* csize=: kept files with another size */
     double cmtime;          /* cmtime=: kept files with another mtime */
     double ctype;           /* ctype=: kept nodes of the other type */
+    double cmode;           /* cmode=: kept nodes with another mode only */
     double transient;       /* transient=: listings failing, retryable */
     double permanent;       /* permanent=: folders whose listing always fails */
     struct tm__sim_prefixes deny;     /* deny=: EACCES at and below */
@@ -82,6 +83,8 @@ enum tm__sim_fate {
     TM_SIM_MTIME,     /* file of the same size, earlier mtime */
     TM_SIM_NEWER,     /* file of the same size, later mtime */
     TM_SIM_TYPE,      /* the other type */
+    TM_SIM_MODE,      /* same type and content, another mode (a file 0600,
+                         a folder 0700) */
     TM_SIM_EXTRA,     /* destination only */
 };
 

@@ -252,6 +252,9 @@ static int derive(const struct tm__sim_spec *sp, const struct tm__sim_ent *src,
             dst->mtime = node_mtime(t);
             dst->mode = 0644;
             dst->sub.gen = TM_SIM_PLAIN;
+        } else if (v < sp->ctype + sp->cmode) {
+            dst->fate = TM_SIM_MODE;
+            dst->mode = 0700;
         }
         return 1;
     }
@@ -270,6 +273,9 @@ static int derive(const struct tm__sim_spec *sp, const struct tm__sim_ent *src,
         int64_t d = 1 + (int64_t)((h >> 1) % DELTA_SPAN);
         dst->fate = (h & 1) ? TM_SIM_NEWER : TM_SIM_MTIME;
         dst->mtime += (h & 1) ? d : -d;
+    } else if (v < sp->ctype + sp->csize + sp->cmtime + sp->cmode) {
+        dst->fate = TM_SIM_MODE;
+        dst->mode = 0600;
     }
     return 1;
 }
@@ -490,6 +496,7 @@ static const struct param params[] = {
     { "csize", K_DBL, F(csize), 0, 1, 0 },
     { "cmtime", K_DBL, F(cmtime), 0, 1, 0 },
     { "ctype", K_DBL, F(ctype), 0, 1, 0 },
+    { "cmode", K_DBL, F(cmode), 0, 1, 0 },
     { "transient", K_DBL, F(transient), 0, 1, 0 },
     { "permanent", K_DBL, F(permanent), 0, 1, 0 },
     { "deny", K_PREFIX, F(deny), 0, 0, 0 },
@@ -736,9 +743,10 @@ static int parse_item(struct tm__sim_spec *sp, const char *item, size_t len,
 /* Checks that hold between parameters. */
 static int check_spec(struct tm__sim_spec *sp, char *err, size_t errlen)
 {
-    double c = sp->csize + sp->cmtime + sp->ctype;
+    double c = sp->csize + sp->cmtime + sp->ctype + sp->cmode;
     if (c > 1.0 + 1e-12) {
-        snprintf(err, errlen, "sim spec: csize+cmtime+ctype: %g is more than 1", c);
+        snprintf(err, errlen, "sim spec: csize+cmtime+ctype+cmode: %g is more "
+                 "than 1", c);
         return TM_EBADSPEC;
     }
     if (sp->world == TM_SIM_SRC &&
@@ -819,7 +827,8 @@ struct truth {
     int64_t skipped;         /* source rows with a type clash */
     int64_t conflicts;       /* source rows with a conflict */
     int64_t bytes_pending;   /* bytes of the files to copy */
-    int64_t cf[4];           /* conflicts: size, mtime, dst_newer, type */
+    int64_t cf[5];           /* conflicts: size, mtime, dst_newer, type,
+                                attrs */
     struct cnt missing;      /* copy pending without a conflict */
     struct cnt dst_only;     /* not_on_src rows */
     struct cnt blocked;      /* source rows below a folder clashing by type
@@ -870,7 +879,8 @@ static void record_src(struct walk *w, const struct tm__sim_ent *c,
                        const struct tm__sim_ent *x, int flags)
 {
     static const int cf_index[] = { [TM_SIM_SIZE] = 0, [TM_SIM_MTIME] = 1,
-                                    [TM_SIM_NEWER] = 2, [TM_SIM_TYPE] = 3 };
+                                    [TM_SIM_NEWER] = 2, [TM_SIM_TYPE] = 3,
+                                    [TM_SIM_MODE] = 4 };
     struct truth *t = &w->t;
     cnt_add(&t->src, c);
     if (flags & W_BLOCK) { /* skipped when discovery completes */
@@ -974,7 +984,7 @@ static void walk_child(struct walk *w, const struct tm__sim_ent *c, int flags,
     /* the copy never enters a folder whose twin is a file */
     if ((flags & W_BLOCK) || ((ok & W_TWREC) && x.fate == TM_SIM_TYPE))
         cflags |= W_BLOCK;
-    if (x.fate == TM_SIM_SAME)
+    if (x.fate == TM_SIM_SAME || x.fate == TM_SIM_MODE)
         cflags |= W_TW | ((ok & W_TWREC) ? W_TWREC : 0);
     if (w->paths) {
         size_t len = w->path.len;
@@ -1051,8 +1061,9 @@ static int truth_json(const struct truth *t, const char *spec, char **json)
                  (long long)t->already, (long long)t->skipped,
                  (long long)t->conflicts, (long long)t->bytes_pending);
     rc |= tm__buf_addf(&b, ",\"conflicts\":{\"size\":%lld,\"mtime\":%lld,"
-                 "\"dst_newer\":%lld,\"type\":%lld},", (long long)t->cf[0],
-                 (long long)t->cf[1], (long long)t->cf[2], (long long)t->cf[3]);
+                 "\"dst_newer\":%lld,\"type\":%lld,\"attrs\":%lld},",
+                 (long long)t->cf[0], (long long)t->cf[1], (long long)t->cf[2],
+                 (long long)t->cf[3], (long long)t->cf[4]);
     rc |= json_cnt(&b, "missing", &t->missing, 1);
     rc |= json_cnt(&b, "dst_only", &t->dst_only, 1);
     rc |= json_cnt(&b, "blocked", &t->blocked, 1);

@@ -1,5 +1,6 @@
 /* compare.c - listings sorted by name, filters, and the comparison of two
- * nodes. Pure functions on the caller's data, any thread. */
+ * nodes (their content: type, size, mtime; their attributes: mode and
+ * owner). Pure functions on the caller's data, any thread. */
 #include "engine/engine.h"
 
 #include "store/store.h"
@@ -8,6 +9,7 @@
 #include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int tm__filter_match(const char *const *globs, size_t n, const char *path,
                      const char *name)
@@ -52,6 +54,43 @@ int tm__compare_leaf(int64_t src_size, int64_t src_mtime, int64_t dst_size,
     return d > s ? CF_DST_NEWER : CF_MTIME;
 }
 
+void tm__attr_rule_init(struct tm__attr_rule *r, const struct tm__adapter *src,
+                        const struct tm__adapter *dst, int owner, int cmp_owner)
+{
+    r->modes = (src->caps & TM_CAP_MODES) && (dst->caps & TM_CAP_MODES);
+    r->owner = owner != 0;
+    r->cmp_owner = cmp_owner != 0;
+    r->euid = (int64_t)geteuid();
+    r->egid = (int64_t)getegid();
+}
+
+uint32_t tm__copy_mode(const struct tm__attr_rule *r, int type,
+                       const struct tm__attrs *s)
+{
+    uint32_t mode = s->mode & 07777;
+    if (type != TM_T_FILE || r->owner || !(mode & 06000))
+        return mode;
+    if (!s->owned || s->uid != r->euid)
+        mode &= ~04000u;
+    if (!s->owned || s->gid != r->egid)
+        mode &= ~02000u;
+    return mode;
+}
+
+int tm__compare_attrs(const struct tm__attr_rule *r, int type,
+                      const struct tm__attrs *s, const struct tm__attrs *d)
+{
+    if (type != TM_T_FOLDER && type != TM_T_FILE && type != TM_T_SYMLINK)
+        return CF_NONE;
+    if (r->modes && type != TM_T_SYMLINK &&
+        tm__copy_mode(r, type, s) != (d->mode & 07777))
+        return CF_ATTRS;
+    if (r->cmp_owner &&
+        (!s->owned || !d->owned || s->uid != d->uid || s->gid != d->gid))
+        return CF_ATTRS;
+    return CF_NONE;
+}
+
 int tm__listing_add(void *ctx, const struct tm__entry *e)
 {
     struct tm__listing *l = ctx;
@@ -74,6 +113,8 @@ int tm__listing_add(void *ctx, const struct tm__entry *e)
     x->size = e->size;
     x->mtime = e->mtime;
     x->mode = e->mode;
+    x->uid = e->uid;
+    x->gid = e->gid;
     l->n++;
     return 0;
 }

@@ -126,6 +126,8 @@ struct engine {
     int fatal;                     /* first fatal error */
     struct tm__buf fatal_msg;      /* its message */
     int64_t prec;                  /* mtime precision for comparisons */
+    struct tm__attr_rule rule;     /* what the attributes' comparison takes */
+    int owned[2];                  /* each side reports owners */
     struct tm__logger *lg;         /* the log service, or NULL */
 };
 
@@ -234,7 +236,22 @@ static void set_update(struct tm__wnode *n, const struct tm__twin *s, int new_cs
     n->src_size = s->size;
 }
 
-/* Fills a destination node matched with its source twin s. */
+/* CF_ATTRS when the destination child x, of the same type and content as
+ * its source twin s, lacks the attributes the copy gives s (mode, and
+ * owner with --owner), else CF_NONE. */
+static int match_attrs(const struct engine *e, const struct tm__ent *x,
+                       const struct tm__twin *s)
+{
+    struct tm__attrs sa = { s->mode, s->owned, s->uid, s->gid };
+    struct tm__attrs da = { x->mode, e->owned[TM_DST], x->uid, x->gid };
+    return tm__compare_attrs(&e->rule, x->type, &sa, &da);
+}
+
+/* Fills a destination node matched with its source twin s. What differs
+ * only in attributes (CF_ATTRS) is not already there: it stays pending,
+ * and the copy sets its attributes in place, keeping its content. A
+ * folder's mtime is not compared: the copy changes it, then sets it at
+ * its end, and verify compares it. */
 static void match(struct engine *e, struct tm__wnode *n, const struct tm__ent *x,
                   const struct tm__twin *s)
 {
@@ -253,11 +270,15 @@ static void match(struct engine *e, struct tm__wnode *n, const struct tm__ent *x
     switch (x->type) {
     case TM_T_FOLDER:
         n->ts = TS_PENDING;
-        set_update(n, s, CS_ALREADY, CF_NONE);
+        cf = match_attrs(e, x, s);
+        n->conflict = (int8_t)cf;
+        set_update(n, s, cf ? CS_PENDING : CS_ALREADY, cf);
         return;
     case TM_T_FILE:
     case TM_T_SYMLINK:
         cf = tm__compare_leaf(s->size, s->mtime, x->size, x->mtime, e->prec);
+        if (cf == CF_NONE)
+            cf = match_attrs(e, x, s);
         n->conflict = (int8_t)cf;
         set_update(n, s, cf ? CS_PENDING : CS_ALREADY, cf);
         return;
@@ -366,6 +387,9 @@ static int src_page(struct engine *e, const struct task *t,
         n->size = x->size;
         n->mtime = x->mtime;
         n->mode = x->mode;
+        n->owned = (int8_t)e->owned[TM_SRC];
+        n->uid = x->uid;
+        n->gid = x->gid;
         rc = add_names(r, n, t->path, l->arena.buf + x->name_off, x->name_len);
         if (rc)
             return rc;
@@ -422,6 +446,9 @@ static int dst_page(struct engine *e, const struct task *t,
         n->size = x->size;
         n->mtime = x->mtime;
         n->mode = x->mode;
+        n->owned = (int8_t)e->owned[TM_DST];
+        n->uid = x->uid;
+        n->gid = x->gid;
         rc = add_names(r, n, t->path, name, x->name_len);
         if (rc)
             break;
@@ -1026,6 +1053,10 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
     e.prec = cfg->ad[0]->mtime_precision > cfg->ad[1]->mtime_precision
                  ? cfg->ad[0]->mtime_precision
                  : cfg->ad[1]->mtime_precision;
+    tm__attr_rule_init(&e.rule, cfg->ad[TM_SRC], cfg->ad[TM_DST], cfg->owner,
+                       cfg->owner);
+    for (side = 0; side < 2; side++)
+        e.owned[side] = (cfg->ad[side]->caps & TM_CAP_OWNER) != 0;
     tm__buf_init(&e.fatal_msg);
     pthread_mutex_init(&e.mu, NULL);
     pthread_cond_init(&e.cv_coord, NULL);

@@ -35,6 +35,7 @@ struct tm__discover_cfg {
     void *round_ctx;             /* its context */
     const struct tm__log_cfg *log; /* log service settings; NULL: none */
     const char *root[2];         /* the roots' specs, for messages */
+    int owner;                   /* compare owners (discover --owner) */
 };
 
 /* Runs discovery until both trees are done (0), a stop was asked
@@ -48,6 +49,7 @@ struct tm__ent {
     int type;                  /* enum tm__type */
     int64_t size, mtime;       /* as listed */
     uint32_t mode;             /* permission bits */
+    int64_t uid, gid;          /* owner, where the storage reports one */
 };
 
 /* The children of one folder as an adapter listed them (compare.c). */
@@ -82,5 +84,44 @@ int tm__filter_match(const char *const *globs, size_t n, const char *path,
  * compared at precision prec (ns, >= 1). */
 int tm__compare_leaf(int64_t src_size, int64_t src_mtime, int64_t dst_size,
                      int64_t dst_mtime, int64_t prec);
+
+/* The attributes of a node besides its content. */
+struct tm__attrs {
+    uint32_t mode;      /* permission bits (07777) */
+    int owned;          /* 1: uid and gid are known */
+    int64_t uid, gid;   /* owner, with owned */
+};
+
+/* What the comparison of attributes takes into account. */
+struct tm__attr_rule {
+    int modes;          /* both storages keep modes: compare them */
+    int owner;          /* the copy sets owners (--owner), so it keeps
+                           set-ID bits */
+    int cmp_owner;      /* owners are compared (discover --owner) */
+    int64_t euid, egid; /* the user treemig runs as: without owner, the
+                           copy's files are theirs */
+};
+
+/* Fills r for the storages src and dst: modes when both keep them, owner
+ * and cmp_owner as given, the process's effective user and group. */
+void tm__attr_rule_init(struct tm__attr_rule *r, const struct tm__adapter *src,
+                        const struct tm__adapter *dst, int owner, int cmp_owner);
+
+/* The mode the copy gives a node of type whose source has attributes s:
+ * the source's mode, except that without r->owner a file loses its
+ * set-user-ID (set-group-ID) bit when its owner (group) is not the user
+ * (group) treemig runs as, or is unknown: the copy's user owns the copy,
+ * and another user's set-ID bit would hand out the copy's own powers. */
+uint32_t tm__copy_mode(const struct tm__attr_rule *r, int type,
+                       const struct tm__attrs *s);
+
+/* Compares the attributes of two nodes of the same type whose contents
+ * are equal: the source's s, the destination's d. Returns CF_ATTRS when d
+ * is not what the copy makes of s, else CF_NONE: with r->modes the mode
+ * of folders and files (tm__copy_mode), with r->cmp_owner the owner of
+ * folders, files and symlinks (an unknown owner is never equal); nothing
+ * for other types (a symlink's own mode means nothing on POSIX). */
+int tm__compare_attrs(const struct tm__attr_rule *r, int type,
+                      const struct tm__attrs *s, const struct tm__attrs *d);
 
 #endif

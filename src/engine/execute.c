@@ -7,14 +7,17 @@
  * the state file (store/tasks.c) in keyset pages into a bounded ready
  * queue, stage by stage:
  *   copy    one stage per depth (1, 2, ...): every pending folder, file and
- *           symlink of that depth. A depth starts once the previous one is
- *           committed, so a node's parent is known to exist. Then one stage
- *           sets the mode and mtime of every folder (their contents are
- *           complete), and the destination is synced.
+ *           symlink of that depth (one that differs from the destination's
+ *           only in its attributes, conflict attrs, gets them set in place).
+ *           A depth starts once the previous one is committed, so a node's
+ *           parent is known to exist. Then one stage sets the mode and mtime
+ *           of every folder (their contents are complete), and the
+ *           destination is synced.
  *   verify  one stage: every folder whose copy is done or already existed;
- *           a worker lists its destination twin and checks each child; a
- *           child that does not match becomes a failed node (retry redoes
- *           it).
+ *           a worker lists its destination twin and checks each child
+ *           (content, mode, owner with discover --owner, a folder's mtime);
+ *           a child that does not match becomes a failed node (retry
+ *           redoes it).
  *
  * A job that ends takes the next ready task itself; the coordinator is
  * woken when the queue runs low or the stage may be over. Every storage
@@ -70,6 +73,7 @@ struct task {
     uint32_t mode;         /* permission bits */
     int cf;                /* enum tm__cf */
     int parent_cs;         /* copy status of the parent */
+    int parent_cf;         /* conflict of the parent */
     void *resume;          /* an interrupted write's state (uploads), or
                               NULL (malloc'd) */
     size_t resume_len;     /* its bytes */
@@ -113,6 +117,9 @@ struct runner {
     int64_t done_bytes;        /* bytes copied or hashed */
     int64_t problems;          /* failures / mismatches */
     int64_t prec;              /* mtime precision of the comparison */
+    struct tm__attr_rule rule; /* what the attributes' comparison takes */
+    int folder_attrs;          /* the destination keeps folders' modes and
+                                  mtimes (set_attr): verify compares them */
     struct tm__writer *w;      /* the writer */
     struct tm__tasks *q;       /* the coordinator's reads */
     struct reader rdr[READERS]; /* verify's reads */
@@ -364,19 +371,18 @@ static int copy_file(struct worker *wk, const struct task *t)
         rc = own_err(wk, TM_ECHANGED, "changed since discovery");
         goto out;
     }
-    mode = t->mode;
+    {
+        /* without --owner the copy's user owns the file: a set-ID bit of
+         * another user's (or group's) file would hand out the copy's own
+         * powers, and is dropped (compare.c) */
+        struct tm__attrs sattr = { t->mode, (sa->caps & TM_CAP_OWNER) != 0,
+                                   st.uid, st.gid };
+        mode = tm__copy_mode(&wk->r->rule, TM_T_FILE, &sattr);
+    }
     if (wk->r->cfg->owner) {
         out->set_owner = 1;
         out->uid = st.uid;
         out->gid = st.gid;
-    } else if (mode & 06000) {
-        /* the copy's user owns the file: a set-ID bit of another user's
-         * (or group's) file would hand out the copy's own powers */
-        int known = (sa->caps & TM_CAP_OWNER) != 0;
-        if (!known || st.uid != (int64_t)geteuid())
-            mode &= ~04000u;
-        if (!known || st.gid != (int64_t)getegid())
-            mode &= ~02000u;
     }
     rc = tm__adapter_commit(out, t->mtime, mode, place_flags(wk->r, t), &wk->ae);
     out = NULL;
@@ -404,10 +410,77 @@ static int copy_owner(struct worker *wk, const char *path)
     return tm__adapter_chown(da, path, st.uid, st.gid, &wk->ae);
 }
 
+/* fix_attrs(): the node must be copied whole. */
+#define WHOLE 1
+
+/* A file or symlink that differs from its destination twin only in its
+ * attributes (CF_ATTRS): they are set in place, through the storage's
+ * set_leaf_attr, and the content is kept (as rsync does). The source must
+ * still be what discovery saw ("changed since discovery" otherwise), and
+ * what is at the name on the destination must still hold the source's
+ * content (same type, size and mtime, as discovery compares). Returns 0
+ * when done, an error, or WHOLE: the node is copied whole instead, since
+ * the destination's node changed, is gone, has other links, is another
+ * user's, or the storage cannot change it in place. */
+static int fix_attrs(struct worker *wk, const struct task *t)
+{
+    struct runner *r = wk->r;
+    struct tm__adapter *sa = r->cfg->ad[TM_SRC], *da = r->cfg->ad[TM_DST];
+    struct tm__leaf_attr want;
+    struct tm__entry s, d;
+    struct tm__attrs sattr;
+    int rc = tm__adapter_stat(sa, t->path, &s, &wk->ae);
+
+    if (rc) {
+        wk->err_src = 1;
+        return rc;
+    }
+    if (s.type != t->type || s.size != t->size || s.mtime != t->mtime)
+        return own_err(wk, TM_ECHANGED, "changed since discovery");
+    if (!da->set_leaf_attr)
+        return WHOLE;
+    rc = tm__adapter_stat(da, t->path, &d, &wk->ae);
+    if (rc == TM_ENOENT)
+        return WHOLE;
+    if (rc)
+        return rc;
+    if (d.type != t->type || tm__mtime_out_of_range(d.mtime) ||
+        tm__compare_leaf(t->size, t->mtime, d.size, d.mtime, r->prec) != CF_NONE)
+        return WHOLE;
+    sattr = (struct tm__attrs){ t->mode, (sa->caps & TM_CAP_OWNER) != 0, s.uid,
+                                s.gid };
+    memset(&want, 0, sizeof want);
+    want.type = t->type;
+    want.size = d.size;
+    want.mtime = d.mtime;
+    want.mode = tm__copy_mode(&r->rule, t->type, &sattr);
+    want.set_owner = r->cfg->owner;
+    want.uid = s.uid;
+    want.gid = s.gid;
+    if (t->type == TM_T_SYMLINK && !want.set_owner)
+        return 0; /* a symlink has no mode of its own to set */
+    rc = tm__adapter_set_leaf_attr(da, t->path, &want, &wk->ae);
+    if (rc == TM_ECHANGED || rc == TM_EPERM) {
+        tm__log(r->lg, TM_INFO, "copy", t->id, t->path, "copy %s: %s: copied "
+                "whole instead of setting its attributes in place", t->path,
+                wk->ae.msg);
+        return WHOLE;
+    }
+    if (!rc) {
+        pthread_mutex_lock(&r->mu);
+        r->done_bytes += t->type == TM_T_FILE ? t->size : 0;
+        pthread_mutex_unlock(&r->mu);
+    }
+    return rc;
+}
+
 static int copy_one(struct worker *wk, const struct task *t)
 {
     struct tm__adapter *sa = wk->r->cfg->ad[TM_SRC], *da = wk->r->cfg->ad[TM_DST];
     int rc;
+    if (t->cf == CF_ATTRS && (t->type == TM_T_FILE || t->type == TM_T_SYMLINK) &&
+        (rc = fix_attrs(wk, t)) != WHOLE)
+        return rc;
     switch (t->type) {
     case TM_T_FOLDER:
         return tm__adapter_mkdir(da, t->path, &wk->ae);
@@ -558,13 +631,18 @@ static int copy_task_(struct worker *wk, const struct task *t,
     struct runner *r = wk->r;
     char why[512];
     int rc, attempts = 1;
+    /* a folder --no-overwrite kept with its other attributes is there:
+     * what it holds is copied as into any folder */
+    int parent_kept = t->parent_cs == CS_SKIPPED && t->parent_cf == CF_ATTRS;
 
     *out = NULL;
-    if (t->parent_cs == CS_SKIPPED || t->parent_cs == CS_EXCLUDED) {
+    if (!parent_kept &&
+        (t->parent_cs == CS_SKIPPED || t->parent_cs == CS_EXCLUDED)) {
         *out = copy_result(t, CS_SKIPPED, "its folder is not copied");
         return *out ? 0 : TM_ENOMEM;
     }
-    if (t->parent_cs != CS_ALREADY && t->parent_cs != CS_SUCCESSFUL) {
+    if (!parent_kept && t->parent_cs != CS_ALREADY &&
+        t->parent_cs != CS_SUCCESSFUL) {
         *out = copy_result(t, CS_FAILED, "its folder could not be copied");
         return *out ? 0 : TM_ENOMEM;
     }
@@ -575,6 +653,13 @@ static int copy_task_(struct worker *wk, const struct task *t,
         snprintf(why, sizeof why, "not copied: the source folder could not be "
                  "listed (%s); retry lists it again", t->why);
         *out = copy_result(t, CS_FAILED, why);
+        return *out ? 0 : TM_ENOMEM;
+    }
+    if (r->cfg->no_overwrite && t->cf == CF_ATTRS) {
+        /* (the reason ends as verify's unchecked() looks for it) */
+        *out = copy_result(t, CS_SKIPPED, "kept the destination's attributes: "
+                           "its mode or owner differs from the source's "
+                           "(--no-overwrite)");
         return *out ? 0 : TM_ENOMEM;
     }
     if (r->cfg->no_overwrite && t->cf != CF_NONE && t->type != TM_T_FOLDER) {
@@ -745,18 +830,76 @@ static int read_links(struct worker *wk, const char *path)
     return rc && again == TM_ESTOPPED ? TM_ESTOPPED : rc;
 }
 
-/* Checks one source child against what the destination listing found.
- * Returns NULL when it matches, else a static or buffer message; NULL with
- * *fatal set when it could not be checked for a reason that ends verify.
- * On a mismatch *cf gets the conflict the node takes so that a new copy
- * replaces what is there (CF_NONE: nothing to replace, or something of
- * another type that is never replaced), or -1 when the node itself was
- * not found wrong (it could not be read to compare). */
-static const char *check_child(struct worker *wk, const char *path, int type,
-                               int64_t size, int64_t mtime, const struct tm__ent *d,
+/* An mtime for a message: UTC to the ns (out: 48 bytes). */
+static const char *ns_time(char *out, int64_t ns)
+{
+    int64_t frac = ns % 1000000000;
+    char sec[32];
+    if (frac < 0)
+        frac += 1000000000;
+    tm__iso_time(sec, ns - frac);
+    sec[strlen(sec) - 1] = '\0'; /* the Z */
+    snprintf(out, 48, "%s.%09lldZ", sec, (long long)frac);
+    return out;
+}
+
+/* The attributes of the source child k and of its destination twin d:
+ * NULL when they are as the copy makes them, else a message in buf, and
+ * *cf = CF_ATTRS (the copy sets them in place). Folders: mode, owner (with
+ * --owner) and mtime, which the copy sets at its end; files: mode and
+ * owner; symlinks: owner. */
+static const char *check_attrs(struct worker *wk, const struct tm__kid_row *k,
+                               const struct tm__ent *d, char *buf, size_t len,
+                               int *cf)
+{
+    struct runner *r = wk->r;
+    struct tm__attrs sa = { k->mode, k->owned, k->uid, k->gid };
+    struct tm__attrs da = { d->mode, (r->cfg->ad[TM_DST]->caps & TM_CAP_OWNER) != 0,
+                            d->uid, d->gid };
+    struct tm__attr_rule rule = r->rule;
+    if (k->type == TM_T_FOLDER && !r->folder_attrs)
+        return NULL; /* the destination keeps no folder attributes */
+    if (tm__compare_attrs(&rule, k->type, &sa, &da) != CF_NONE) {
+        *cf = CF_ATTRS;
+        rule.cmp_owner = 0;
+        if (tm__compare_attrs(&rule, k->type, &sa, &da) != CF_NONE)
+            snprintf(buf, len, "mode %04o on the destination, %04o on the source",
+                     (unsigned)(d->mode & 07777),
+                     (unsigned)tm__copy_mode(&r->rule, k->type, &sa));
+        else
+            snprintf(buf, len, "owner %lld:%lld on the destination, %lld:%lld "
+                     "on the source", (long long)d->uid, (long long)d->gid,
+                     (long long)k->uid, (long long)k->gid);
+        return buf;
+    }
+    if (k->type == TM_T_FOLDER &&
+        tm__compare_leaf(0, k->mtime, 0, d->mtime, r->prec) != CF_NONE) {
+        char dt[48], st[48];
+        *cf = CF_ATTRS;
+        snprintf(buf, len, "mtime %s on the destination, %s on the source (a "
+                 "folder's, set at the end of the copy)", ns_time(dt, d->mtime),
+                 ns_time(st, k->mtime));
+        return buf;
+    }
+    return NULL;
+}
+
+/* Checks one source child k (at path) against what the destination
+ * listing found (d, NULL: nothing). Returns NULL when it matches, else a
+ * static or buffer message; NULL with *fatal set when it could not be
+ * checked for a reason that ends verify. On a mismatch *cf gets the
+ * conflict the node takes so that a new copy replaces what is there
+ * (CF_NONE: nothing to replace, or something of another type that is
+ * never replaced; CF_ATTRS: the copy sets its attributes in place), or -1
+ * when the node itself was not found wrong (it could not be read to
+ * compare). */
+static const char *check_child(struct worker *wk, const struct tm__kid_row *k,
+                               const char *path, const struct tm__ent *d,
                                char *buf, size_t len, int *fatal, int *cf)
 {
     struct runner *r = wk->r;
+    int type = k->type;
+    int64_t size = k->size, mtime = k->mtime;
     *cf = CF_NONE;
     if (!d)
         return "missing on the destination";
@@ -766,7 +909,7 @@ static const char *check_child(struct worker *wk, const char *path, int type,
         return buf;
     }
     if (type != TM_T_FILE && type != TM_T_SYMLINK)
-        return NULL;
+        return check_attrs(wk, k, d, buf, len, cf);
     if (d->size != size) {
         *cf = CF_SIZE;
         snprintf(buf, len, "size %lld on the destination, %lld on the source",
@@ -820,7 +963,7 @@ static const char *check_child(struct worker *wk, const char *path, int type,
             return "content differs";
         }
     }
-    return NULL;
+    return check_attrs(wk, k, d, buf, len, cf);
 }
 
 /* Hands a verify finding to the writer and counts it (a warning, phase
@@ -927,8 +1070,7 @@ static int verify_kid(struct worker *wk, const struct task *t,
     char buf[512], why[1024];
     const struct tm__ent *d = tm__listing_find(l, name, k->name_len);
     int cf = CF_NONE, rc = 0;
-    const char *msg = check_child(wk, path, k->type, k->size, k->mtime, d, buf,
-                                  sizeof buf, &rc, &cf);
+    const char *msg = check_child(wk, k, path, d, buf, sizeof buf, &rc, &cf);
     if (rc)
         return rc;
     (*checked)++;
@@ -1251,6 +1393,7 @@ static int fetch_one(void *ctx, const struct tm__task_row *row)
     t->mode = row->mode;
     t->cf = row->cf;
     t->parent_cs = row->parent_cs;
+    t->parent_cf = row->parent_cf;
     if (row->resume_len) {
         if (!(t->resume = malloc(row->resume_len))) {
             task_free(t);
@@ -1528,6 +1671,9 @@ int tm__exec_run(struct tm__exec_cfg *cfg)
     r.prec = cfg->ad[0]->mtime_precision > cfg->ad[1]->mtime_precision
                  ? cfg->ad[0]->mtime_precision
                  : cfg->ad[1]->mtime_precision;
+    tm__attr_rule_init(&r.rule, cfg->ad[TM_SRC], cfg->ad[TM_DST], cfg->owner,
+                       cfg->owner_discovered);
+    r.folder_attrs = cfg->ad[TM_DST]->set_attr != NULL;
     tm__buf_init(&r.fatal_msg);
     pthread_mutex_init(&r.mu, NULL);
     pthread_cond_init(&r.cv_coord, NULL);
@@ -1560,6 +1706,17 @@ int tm__exec_run(struct tm__exec_cfg *cfg)
         goto out;
     tm__log(r.lg, TM_INFO, "engine", 0, NULL, "%s started: %d workers",
             cfg->mode == TM_EXEC_VERIFY ? "verify" : "copy", n);
+    if (cfg->mode == TM_EXEC_COPY && cfg->owner && !cfg->owner_discovered) {
+        static const char note[] =
+            "note: copy --owner on a migration discovered without --owner: the "
+            "copy gives their source's owner to what it writes and to every "
+            "folder, but files and symlinks discovery found already there keep "
+            "theirs (owners were not compared); discover --owner, into a new "
+            "state file, compares them";
+        tm__log(r.lg, TM_WARNING, "copy", 0, NULL, "%s", note);
+        if (cfg->progress)
+            cfg->progress(cfg->progress_ctx, note);
+    }
     rc = tm__pool_start(&r.pool, n, 1024);
     if (!rc)
         rc = run_stages(&r, buf);

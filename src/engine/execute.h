@@ -26,7 +26,10 @@ struct tm__exec_cfg {
     int workers;                 /* threads */
     int retries;                 /* retries of a retryable failure */
     int no_overwrite;            /* copy: keep every existing destination file */
-    int owner;                   /* copy: set the source's uid and gid */
+    int owner;                   /* copy: set the source's uid and gid;
+                                    verify: a copy did (set-ID bits kept) */
+    int owner_discovered;        /* discovery compared owners (discover
+                                    --owner): verify compares them */
     int checksum;                /* verify: compare contents (xxHash) */
     int64_t total_files;         /* copy: nodes to copy (for the ETA) */
     int64_t total_bytes;         /* copy: bytes to copy (for the ETA) */

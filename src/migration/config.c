@@ -154,8 +154,10 @@ int tm__config_render(struct tm__buf *b, const struct tm__config *c)
                           c->dst_round);
     if (!rc)
         rc = tm__buf_addf(b, "options:\n  workers: %d\n  lead: %d\n  retries: %d\n"
-                          "  excludes:%s\n",
-                          c->workers, c->lead, c->retries, c->n_excludes ? "" : " []");
+                          "%s  excludes:%s\n",
+                          c->workers, c->lead, c->retries,
+                          c->owner ? "  owner: true\n" : "",
+                          c->n_excludes ? "" : " []");
     for (i = 0; !rc && i < c->n_excludes; i++) {
         rc = tm__buf_adds(b, "    - ");
         if (!rc) rc = add_scalar(b, c->excludes[i]);

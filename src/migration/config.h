@@ -35,6 +35,7 @@ struct tm__config {
     char *log_level;      /* logs table threshold, or NULL */
     char *udp_level;      /* UDP threshold, or NULL */
     char *udp_addr;       /* UDP listener, or NULL */
+    int owner;            /* discover --owner: owners are compared */
 };
 
 /* Writes c to path atomically: a temporary file beside it, fsync, rename,

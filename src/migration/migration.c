@@ -717,6 +717,7 @@ static int create_migration(tm_migration *m, const char *src, const char *dst,
     if (!rc) rc = tm__store_set(db, "src_round", "0");
     if (!rc) rc = tm__store_set(db, "dst_round", "0");
     if (!rc && o->allow_pseudo_fs) rc = tm__store_set(db, "allow_pseudo_fs", "1");
+    if (!rc && o->owner) rc = tm__store_set(db, "owner", "1");
     if (!rc) rc = sopts_store(m);
     for (i = 0; i < 2 && !rc; i++) {
         /* what each root is, so that a folder put in its place is refused */
@@ -1062,6 +1063,7 @@ static int config_prepare(tm_migration *m, const char *config_opt,
     c->log_level = setting_dup(db, "log_level");
     c->udp_level = setting_dup(db, "udp_level");
     c->udp_addr = setting_dup(db, "udp_addr");
+    c->owner = get_int(db, "owner", 0);
     c->excludes = calloc(n_globs ? n_globs : 1, sizeof *c->excludes);
     c->storage = calloc(m->n_sopt ? m->n_sopt : 1, sizeof *c->storage);
     if (!c->excludes || !c->storage || !c->phase || !c->source || !c->destination ||
@@ -1172,6 +1174,8 @@ static int skip_blocked(tm_migration *m)
     return rc;
 }
 
+static int check_owner_caps(tm_migration *m, struct tm__adapter *ad[2]);
+
 int tm_discover(tm_migration *m, const char *src, const char *dst,
                 const tm_discover_options *opt)
 {
@@ -1247,6 +1251,8 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             rc = check_sides(m, ad, roots, yaml, 0, o.allow_pseudo_fs);
             free(yaml);
         }
+        if (!rc && o.owner)
+            rc = check_owner_caps(m, ad);
         if (rc)
             goto out;
         rc = create_migration(m, rsrc, rdst, exc.buf, &o, ad);
@@ -1298,6 +1304,13 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         if (opt && opt->n_excludes && strcmp(exc.buf, s_exc.buf) != 0) {
             rc = fail(m, TM_EMISMATCH, "the excludes differ from the ones this "
                       "migration was discovered with");
+            goto out;
+        }
+        if (opt && opt->owner && !get_int(db, "owner", 0)) {
+            rc = fail(m, TM_EMISMATCH, "--owner: this migration was discovered "
+                      "without it, and owners cannot be compared for what is "
+                      "recorded already; start a new migration (another state "
+                      "file) with discover --owner");
             goto out;
         }
         if (o.workers <= 0)
@@ -1356,6 +1369,7 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             (const char *const *)globs, n_globs, &m->stop, o.progress,
             o.progress_ctx, &m->err, on_round, m, &lc,
             { rsrc ? rsrc : s_src.buf, rdst ? rdst : s_dst.buf },
+            get_int(db, "owner", 0),
         };
         rc = log_settings(m, o.log_level, o.udp_level, o.udp_addr, o.log_public,
                           &lc);
@@ -1611,7 +1625,12 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
                                  : 2 * get_int(m->store.db, "workers", 4);
     cfg.retries = o->retries >= 0 ? o->retries : get_int(m->store.db, "retries", 3);
     cfg.no_overwrite = o->no_overwrite;
-    cfg.owner = o->owner;
+    /* discover --owner: owners were compared, the copy sets them and verify
+     * compares them; copy --owner alone sets them on what the copy writes */
+    cfg.owner_discovered = get_int(m->store.db, "owner", 0);
+    cfg.owner = cfg.owner_discovered ||
+                (mode == TM_EXEC_COPY ? o->owner
+                                      : get_int(m->store.db, "copy_owner", 0));
     cfg.checksum = o->checksum;
     cfg.total_files = st->copy.pending;
     cfg.total_bytes = st->copy.bytes_pending;
@@ -1647,13 +1666,21 @@ static int exec_start(tm_migration *m, const tm_exec_options *opt,
     return tm_status_get(m, st);
 }
 
-/* --owner: only root gives files away, and both storages must know owners. */
-static int check_owner(tm_migration *m, struct tm__adapter *ad[2])
+/* --owner (given to the copy, or to discovery: stored): only root gives
+ * files away, and both storages must know owners. */
+static int check_owner(tm_migration *m, struct tm__adapter *ad[2], int stored)
 {
     if (geteuid() != 0)
         return fail(m, TM_EINVAL, "--owner needs root: only root can give a "
-                    "file to another user (running as uid %lu)",
-                    (unsigned long)geteuid());
+                    "file to another user (running as uid %lu)%s",
+                    (unsigned long)geteuid(), stored ? "; this migration was "
+                    "discovered with --owner, so its copy sets owners" : "");
+    return check_owner_caps(m, ad);
+}
+
+/* --owner, at discovery too: both storages must know owners. */
+static int check_owner_caps(tm_migration *m, struct tm__adapter *ad[2])
+{
     if (!(ad[TM_SRC]->caps & TM_CAP_OWNER))
         return fail(m, TM_EINVAL, "--owner: the source (%s storage) does not "
                     "report owners", ad[TM_SRC]->name);
@@ -1859,8 +1886,11 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
                     "--force to copy without them",
                     (long long)st.src_counts.failed, (long long)st.dst_counts.failed);
     rc = open_stored(m, ad);
+    if (!rc && (o.owner || get_int(m->store.db, "owner", 0)))
+        rc = check_owner(m, ad, !o.owner);
+    /* verify then expects the set-ID bits the copy kept with the owners */
     if (!rc && o.owner)
-        rc = check_owner(m, ad);
+        rc = tm__store_set(m->store.db, "copy_owner", "1");
     if (!rc)
         rc = tm__store_exec(m->store.db,
                             "CREATE INDEX IF NOT EXISTS src_nodes_copy ON "

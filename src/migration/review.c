@@ -271,6 +271,8 @@ struct summary {
     struct counts src[TS_COUNT];     /* source rows by traversal status */
     struct counts dst[TS_COUNT];     /* destination rows by traversal status */
     int64_t conflict[CF_COUNT];      /* source rows by conflict reason */
+    struct counts attrs;             /* pending rows with conflict attrs:
+                                        their attributes set in place */
     int64_t by_review;               /* source rows excluded by tm_exclude */
 };
 
@@ -483,9 +485,10 @@ static struct folder_agg *agg_get(struct agg_map *h, int64_t id)
 
 /*
  * One scan of the source rows that are pending or in conflict: counts the
- * conflicts by reason into s and, when h is not NULL, what is to copy
- * directly inside each folder (every pending row counts in exactly one
- * folder: its parent). Cost: one pass over src_nodes, memory in proportion
+ * conflicts by reason into s (and the pending ones of reason attrs by
+ * type) and, when h is not NULL, what is to copy directly inside each
+ * folder (every pending row but those of reason attrs, which are not
+ * copied, counts in exactly one folder: its parent). Cost: one pass over src_nodes, memory in proportion
  * to the folders that hold something to copy.
  */
 static int scan_pending(tm_migration *m, struct summary *s, struct agg_map *h)
@@ -493,18 +496,28 @@ static int scan_pending(tm_migration *m, struct summary *s, struct agg_map *h)
     sqlite3_stmt *st;
     struct folder_agg *last = NULL;
     int rc = prepare(m, "SELECT parent_id, type = 'file', size, copy_status = "
-                     "'pending', conflict FROM src_nodes WHERE depth > 0 AND "
+                     "'pending', conflict, type FROM src_nodes WHERE depth > 0 AND "
                      "(copy_status = 'pending' OR conflict IS NOT NULL)", &st);
     if (rc)
         return rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int cf = CF_NONE;
         if (sqlite3_column_type(st, 4) != SQLITE_NULL) {
-            int cf = tm__name_index(tm__cf_names, CF_COUNT,
-                                    (const char *)sqlite3_column_text(st, 4));
+            cf = tm__name_index(tm__cf_names, CF_COUNT,
+                                (const char *)sqlite3_column_text(st, 4));
             if (cf > 0)
                 s->conflict[cf]++;
+            if (cf == CF_ATTRS && sqlite3_column_int(st, 3)) {
+                int type = tm__name_index(tm__type_names, TM_T_COUNT,
+                                          (const char *)sqlite3_column_text(st, 5));
+                if (type >= 0) {
+                    s->attrs.n[type]++;
+                    s->attrs.bytes[type] += sqlite3_column_int64(st, 2);
+                }
+            }
         }
-        if (h && sqlite3_column_int(st, 3)) {
+        /* what only has its attributes set is not copied: not counted */
+        if (h && sqlite3_column_int(st, 3) && cf != CF_ATTRS) {
             int64_t parent = sqlite3_column_int64(st, 0);
             if (!last || last->id != parent) {
                 /* children of a folder are mostly consecutive rows */
@@ -573,8 +586,8 @@ static int add_top_folders(tm_migration *m, struct tm__buf *b, struct agg_map *h
                       "       bytes     items  folder\n", top, top);
     if (rc)
         return rc;
-    rc = prepare(m, "SELECT path, copy_status = 'pending' FROM src_nodes "
-                 "WHERE id = ?1", &st);
+    rc = prepare(m, "SELECT path, copy_status = 'pending' AND conflict IS NULL "
+                 "FROM src_nodes WHERE id = ?1", &st);
     for (i = 0; !rc && i < k; i++) {
         char hb[32];
         sqlite3_bind_int64(st, 1, h->v[i].id);
@@ -653,10 +666,22 @@ int tm_review_print(tm_migration *m, FILE *out, int top)
     if (!rc) rc = add_items(&b, &s->copy[CS_PENDING][0]);
     if (!rc) rc = add_bytes(&b, &s->copy[CS_PENDING][0]);
     if (!rc) rc = tm__buf_adds(&b, "\n");
+    memset(&c, 0, sizeof c);
+    counts_add(&c, &s->copy[CS_PENDING][1]);
+    for (i = 0; i < TM_T_COUNT; i++) {
+        c.n[i] -= s->attrs.n[i];
+        c.bytes[i] -= s->attrs.bytes[i];
+    }
     if (!rc) rc = add_label(&b, "  differing");
-    if (!rc) rc = add_items(&b, &s->copy[CS_PENDING][1]);
-    if (!rc) rc = add_bytes(&b, &s->copy[CS_PENDING][1]);
+    if (!rc) rc = add_items(&b, &c);
+    if (!rc) rc = add_bytes(&b, &c);
     if (!rc) rc = tm__buf_adds(&b, ", to replace on the destination\n");
+    if (!rc && counts_total(&s->attrs)) {
+        rc = add_label(&b, "  attributes");
+        if (!rc) rc = add_items(&b, &s->attrs);
+        if (!rc) rc = tm__buf_adds(&b, ", same content, another mode or owner: "
+                                       "set in place, nothing copied\n");
+    }
 
     memset(&c, 0, sizeof c);
     counts_add(&c, &s->copy[CS_ALREADY][0]);
@@ -683,7 +708,8 @@ int tm_review_print(tm_migration *m, FILE *out, int top)
             rc = tm__buf_addf(&b, "%s%" PRId64 " %s%s", sep, s->conflict[i],
                               tm__cf_names[i],
                               i == last ? " (to replace)"
-                                        : i == CF_TYPE ? " (skipped)" : "");
+                              : i == CF_TYPE ? " (skipped)"
+                              : i == CF_ATTRS ? " (set in place)" : "");
             sep = ", ";
         }
     }
@@ -751,7 +777,8 @@ int tm_review_print(tm_migration *m, FILE *out, int top)
     began = 0;
     if (!rc)
         rc = tm__buf_adds(&b, "\nthe items: treemig review --list "
-                              "missing|conflict|extra|failed|excluded|skipped|all\n");
+                              "missing|conflict|attrs|extra|failed|excluded|"
+                              "skipped|all\n");
     if (!rc)
         rc = put(m, out, &b);
     if (!rc && (fflush(out) != 0 || ferror(out)))
@@ -777,20 +804,24 @@ struct kind_query {
     int side;           /* enum tm__side: the table */
     const char *where;  /* condition on the row n */
     const char *reason; /* the reason column; NULL: excluded (computed) */
+    int not_in_all;     /* 1: a part of another kind, left out of `all` */
 };
 
 static const struct kind_query kinds[] = {
-    { "missing", TM_SRC, "n.copy_status = 'pending' AND n.conflict IS NULL", "NULL" },
-    { "conflict", TM_SRC, "n.conflict IS NOT NULL", "n.conflict" },
-    { "extra", TM_DST, "n.traversal_status = 'not_on_src'", "NULL" },
+    { "missing", TM_SRC, "n.copy_status = 'pending' AND n.conflict IS NULL", "NULL",
+      0 },
+    { "conflict", TM_SRC, "n.conflict IS NOT NULL", "n.conflict", 0 },
+    /* the conflicts 'attrs' alone: same content, another mode or owner */
+    { "attrs", TM_SRC, "n.conflict = 'attrs'", "n.conflict", 1 },
+    { "extra", TM_DST, "n.traversal_status = 'not_on_src'", "NULL", 0 },
     { "failed", TM_SRC, "(n.traversal_status = 'failed' OR n.copy_status = 'failed')",
-      "n.error" },
-    { "failed", TM_DST, "n.traversal_status = 'failed'", "n.error" },
-    { "excluded", TM_SRC, "n.traversal_status = 'excluded'", NULL },
+      "n.error", 0 },
+    { "failed", TM_DST, "n.traversal_status = 'failed'", "n.error", 0 },
+    { "excluded", TM_SRC, "n.traversal_status = 'excluded'", NULL, 0 },
     /* never copied: special files, type clashes, nodes the copy passed by */
     { "skipped", TM_SRC, "n.copy_status = 'skipped'",
       "coalesce(n.error, n.conflict, CASE WHEN n.type = 'other' THEN "
-      "'special file' END)" },
+      "'special file' END)", 0 },
 };
 
 #define N_KINDS (sizeof kinds / sizeof *kinds)
@@ -903,7 +934,8 @@ int tm_review_list(tm_migration *m, const char *kind, const char *prefix,
         known |= !strcmp(kinds[i].kind, kind);
     if (!all && !known)
         return fail(m, TM_EINVAL, "unknown kind '%s': expected missing, conflict, "
-                    "extra, failed, excluded, skipped or all", kind ? kind : "");
+                    "attrs, extra, failed, excluded, skipped or all",
+                    kind ? kind : "");
     began = begin_read(tm__migration_db(m));
     if (prefix && *prefix) {
         if (tm__path_norm(&path, prefix))
@@ -929,7 +961,7 @@ int tm_review_list(tm_migration *m, const char *kind, const char *prefix,
         }
     }
     for (i = 0; !rc && i < N_KINDS; i++) {
-        if (!all && strcmp(kinds[i].kind, kind) != 0)
+        if (all ? kinds[i].not_in_all : strcmp(kinds[i].kind, kind) != 0)
             continue;
         if (!found[kinds[i].side])
             continue; /* the prefix is not in that tree: nothing under it */

@@ -183,7 +183,8 @@ int tm__twins_open(struct tm__twins **out, const char *db_path,
     rc = tm__store_open_reader(db_path, &t->db, err);
     if (!rc && sqlite3_prepare_v3(t->db,
                                   "SELECT id, type, size, mtime, traversal_status, "
-                                  "copy_status, conflict FROM src_nodes "
+                                  "copy_status, conflict, mode, uid, gid "
+                                  "FROM src_nodes "
                                   "WHERE parent_id=?1 AND name=?2",
                                   -1, SQLITE_PREPARE_PERSISTENT, &t->get,
                                   NULL) != SQLITE_OK)
@@ -227,6 +228,11 @@ int tm__twins_get(struct tm__twins *t, int64_t parent, const char *name,
                                  (const char *)sqlite3_column_text(st, 5));
         cf = (const char *)sqlite3_column_text(st, 6);
         out->cf = cf ? tm__name_index(tm__cf_names, CF_COUNT, cf) : CF_NONE;
+        out->mode = (uint32_t)sqlite3_column_int64(st, 7);
+        out->owned = sqlite3_column_type(st, 8) != SQLITE_NULL &&
+                     sqlite3_column_type(st, 9) != SQLITE_NULL;
+        out->uid = sqlite3_column_int64(st, 8);
+        out->gid = sqlite3_column_int64(st, 9);
         rc = out->type < 0 || out->ts < 0 || out->cs < 0 || out->cf < 0 ? TM_ECORRUPT
                                                                           : 1;
     } else if (rc == SQLITE_DONE) {

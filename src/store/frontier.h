@@ -57,6 +57,9 @@ const char *tm__frontier_errmsg(struct tm__frontier *f);
 /* A source child as the comparison needs it. */
 struct tm__twin {
     int64_t id, size, mtime; /* the row, as listed */
+    uint32_t mode;           /* permission bits */
+    int owned;               /* 1: uid and gid are known */
+    int64_t uid, gid;        /* owner, with owned */
     int type;                /* enum tm__type */
     int ts, cs, cf;          /* enum tm__ts, tm__cs, tm__cf */
 };

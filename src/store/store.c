@@ -24,7 +24,8 @@ const char *const tm__cs_names[CS_COUNT] = { "pending", "in_progress",
                                              "successful", "already_existed",
                                              "failed", "skipped", "excluded" };
 const char *const tm__cf_names[CF_COUNT] = { NULL, "size", "mtime",
-                                             "dst_newer", "type", "content" };
+                                             "dst_newer", "type", "content",
+                                             "attrs" };
 
 int tm__name_index(const char *const *names, int n, const char *s)
 {
@@ -52,10 +53,19 @@ int tm__name_index(const char *const *names, int n, const char *s)
     "CREATE TABLE IF NOT EXISTS uploads(node_id INTEGER PRIMARY KEY,"       \
     " state BLOB NOT NULL, time INTEGER NOT NULL);"
 
+/* The owner of each node, where its storage reports owners (NULL
+ * elsewhere): discover --owner compares them (schema version 4). */
+#define OWNER_COLUMNS_SQL                                                    \
+    "ALTER TABLE src_nodes ADD COLUMN uid INTEGER;"                          \
+    "ALTER TABLE src_nodes ADD COLUMN gid INTEGER;"                          \
+    "ALTER TABLE dst_nodes ADD COLUMN uid INTEGER;"                          \
+    "ALTER TABLE dst_nodes ADD COLUMN gid INTEGER;"
+
 /* Brings a state file of version i up to version i + 1 (index i - 1). */
 static const char *const upgrade_sql[TM_SCHEMA_VERSION - 1] = {
     LISTING_POS_SQL,
     UPLOADS_SQL,
+    OWNER_COLUMNS_SQL,
 };
 
 static const char schema_sql[] =
@@ -66,7 +76,8 @@ static const char schema_sql[] =
     " mtime INTEGER NOT NULL DEFAULT 0, mode INTEGER NOT NULL DEFAULT 0,"
     " depth INTEGER NOT NULL, traversal_status TEXT NOT NULL,"
     " copy_status TEXT NOT NULL, conflict TEXT,"
-    " attempts INTEGER NOT NULL DEFAULT 0, error TEXT);"
+    " attempts INTEGER NOT NULL DEFAULT 0, error TEXT, uid INTEGER,"
+    " gid INTEGER);"
     "CREATE UNIQUE INDEX src_nodes_child ON src_nodes(parent_id, name);"
     "CREATE INDEX src_nodes_frontier ON src_nodes(depth, id)"
     " WHERE traversal_status = 'pending' AND type = 'folder';"
@@ -75,7 +86,8 @@ static const char schema_sql[] =
     " name TEXT NOT NULL, type TEXT NOT NULL, size INTEGER NOT NULL DEFAULT 0,"
     " mtime INTEGER NOT NULL DEFAULT 0, mode INTEGER NOT NULL DEFAULT 0,"
     " depth INTEGER NOT NULL, traversal_status TEXT NOT NULL, conflict TEXT,"
-    " attempts INTEGER NOT NULL DEFAULT 0, error TEXT, src_id INTEGER);"
+    " attempts INTEGER NOT NULL DEFAULT 0, error TEXT, src_id INTEGER,"
+    " uid INTEGER, gid INTEGER);"
     "CREATE UNIQUE INDEX dst_nodes_child ON dst_nodes(parent_id, name);"
     "CREATE INDEX dst_nodes_frontier ON dst_nodes(depth, id)"
     " WHERE traversal_status = 'pending' AND type = 'folder';"

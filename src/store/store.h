@@ -17,7 +17,7 @@
 
 #include "util/buf.h"
 
-#define TM_SCHEMA_VERSION 3
+#define TM_SCHEMA_VERSION 4
 #define TM_APPLICATION_ID 1953327463 /* 'tmig' */
 
 enum tm__side { TM_SRC = 0, TM_DST = 1 };
@@ -26,8 +26,10 @@ enum tm__ts { TS_PENDING = 0, TS_SUCCESSFUL, TS_FAILED, TS_NOT_ON_SRC,
               TS_EXCLUDED, TS_COUNT };
 enum tm__cs { CS_PENDING = 0, CS_IN_PROGRESS, CS_SUCCESSFUL, CS_ALREADY,
               CS_FAILED, CS_SKIPPED, CS_EXCLUDED, CS_COUNT };
+/* Conflict reasons. CF_ATTRS: same type and content (size, mtime) but
+ * another mode (or owner, with --owner): the copy sets them in place. */
 enum tm__cf { CF_NONE = 0, CF_SIZE, CF_MTIME, CF_DST_NEWER, CF_TYPE,
-              CF_CONTENT, CF_COUNT };
+              CF_CONTENT, CF_ATTRS, CF_COUNT };
 
 extern const char *const tm__ts_names[TS_COUNT];
 extern const char *const tm__cs_names[CS_COUNT];

@@ -17,22 +17,24 @@ enum { Q_COPY, Q_ATTRS, Q_VERIFY, Q_MAXD, Q_KIDS, Q_HAS, Q_COUNT };
 static const char *const tasks_sql[Q_COUNT] = {
     "SELECT s.id, s.path, s.depth, s.type, s.size, s.mtime, s.mode, s.conflict, "
     "p.copy_status, CASE WHEN s.type = 'folder' AND s.traversal_status = "
-    "'failed' THEN coalesce(s.error, 'no reason recorded') END, u.state "
+    "'failed' THEN coalesce(s.error, 'no reason recorded') END, p.conflict, "
+    "u.state "
     "FROM src_nodes s JOIN src_nodes p ON p.id = s.parent_id "
     "LEFT JOIN uploads u ON u.node_id = s.id "
     "WHERE s.copy_status = 'pending' AND s.depth = ?1 AND s.id > ?2 "
     "ORDER BY s.id LIMIT ?3",
-    "SELECT id, path, depth, type, size, mtime, mode, conflict, copy_status, NULL "
-    "FROM src_nodes WHERE type = 'folder' AND depth > 0 AND id > ?2 AND "
+    "SELECT id, path, depth, type, size, mtime, mode, conflict, copy_status, NULL, "
+    "NULL FROM src_nodes WHERE type = 'folder' AND depth > 0 AND id > ?2 AND "
     "traversal_status = 'successful' AND "
     "copy_status IN ('successful', 'already_existed') ORDER BY id LIMIT ?3",
-    "SELECT id, path, depth, type, size, mtime, mode, conflict, copy_status, NULL "
-    "FROM src_nodes WHERE type = 'folder' AND traversal_status = 'successful' "
-    "AND id > ?2 AND (copy_status IN ('successful', 'already_existed') OR "
-    "(copy_status = 'failed' AND error LIKE 'verify: %')) ORDER BY id LIMIT ?3",
+    "SELECT id, path, depth, type, size, mtime, mode, conflict, copy_status, NULL, "
+    "NULL FROM src_nodes WHERE type = 'folder' AND traversal_status = "
+    "'successful' AND id > ?2 AND (copy_status IN ('successful', "
+    "'already_existed') OR (copy_status = 'failed' AND error LIKE 'verify: %') "
+    "OR (copy_status = 'skipped' AND conflict = 'attrs')) ORDER BY id LIMIT ?3",
     "SELECT max(depth) FROM src_stats WHERE count > 0",
-    "SELECT name, type, size, mtime, path, id, copy_status, conflict "
-    "FROM src_nodes WHERE parent_id = ?1 AND name > ?2 AND (copy_status IN "
+    "SELECT name, type, size, mtime, path, id, copy_status, conflict, mode, "
+    "uid, gid FROM src_nodes WHERE parent_id = ?1 AND name > ?2 AND (copy_status IN "
     "('successful', 'already_existed') OR (copy_status = 'failed' AND "
     "error LIKE 'verify: %')) AND type != 'other' ORDER BY name LIMIT ?3",
     "SELECT 1 FROM src_nodes WHERE parent_id = ?1 AND name = ?2",
@@ -98,7 +100,7 @@ int tm__tasks_rows(struct tm__tasks *q, int kind, int depth, int64_t after,
     sqlite3_bind_int(st, 3, limit);
     while (!err && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         struct tm__task_row r;
-        const char *cf = (const char *)sqlite3_column_text(st, 7);
+        const char *cf = (const char *)sqlite3_column_text(st, 7), *pcf;
         r.id = sqlite3_column_int64(st, 0);
         r.path = (const char *)sqlite3_column_text(st, 1);
         r.depth = sqlite3_column_int(st, 2);
@@ -111,11 +113,13 @@ int tm__tasks_rows(struct tm__tasks *q, int kind, int depth, int64_t after,
         r.parent_cs = tm__name_index(tm__cs_names, CS_COUNT,
                                      (const char *)sqlite3_column_text(st, 8));
         r.why = (const char *)sqlite3_column_text(st, 9);
-        r.resume = kind == TM_TASKS_COPY ? sqlite3_column_blob(st, 10) : NULL;
-        r.resume_len = r.resume ? (size_t)sqlite3_column_bytes(st, 10) : 0;
+        pcf = (const char *)sqlite3_column_text(st, 10);
+        r.parent_cf = pcf ? tm__name_index(tm__cf_names, CF_COUNT, pcf) : CF_NONE;
+        r.resume = kind == TM_TASKS_COPY ? sqlite3_column_blob(st, 11) : NULL;
+        r.resume_len = r.resume ? (size_t)sqlite3_column_bytes(st, 11) : 0;
         if (!r.path)
             err = TM_ENOMEM;
-        else if (r.type < 0 || r.cf < 0 || r.parent_cs < 0)
+        else if (r.type < 0 || r.cf < 0 || r.parent_cs < 0 || r.parent_cf < 0)
             err = TM_ECORRUPT;
         else
             err = cb(ctx, &r);
@@ -166,6 +170,11 @@ int tm__tasks_kids(struct tm__tasks *q, int64_t parent, const char *after,
         r.cs = tm__name_index(tm__cs_names, CS_COUNT,
                               (const char *)sqlite3_column_text(st, 6));
         r.cf = cf ? tm__name_index(tm__cf_names, CF_COUNT, cf) : CF_NONE;
+        r.mode = (uint32_t)sqlite3_column_int64(st, 8);
+        r.owned = sqlite3_column_type(st, 9) != SQLITE_NULL &&
+                  sqlite3_column_type(st, 10) != SQLITE_NULL;
+        r.uid = sqlite3_column_int64(st, 9);
+        r.gid = sqlite3_column_int64(st, 10);
         if (!r.name || !r.path)
             err = TM_ENOMEM;
         else if (r.type < 0 || r.cs < 0 || r.cf < 0)

@@ -25,7 +25,9 @@ enum tm__task_kind {
                           its reason) */
     TM_TASKS_ATTRS,    /* folders copied or already there, whose mode and
                           mtime the copy sets at its end */
-    TM_TASKS_VERIFY,   /* folders whose children verify checks */
+    TM_TASKS_VERIFY,   /* folders whose children verify checks (copied,
+                          already there, failed by an earlier verify, or
+                          kept by --no-overwrite with other attributes) */
 };
 
 /* One task row. Strings are valid during the callback only. */
@@ -41,6 +43,8 @@ struct tm__task_row {
     int cf;                /* enum tm__cf */
     int parent_cs;         /* TM_TASKS_COPY: the parent's copy status; else
                               the node's own */
+    int parent_cf;         /* TM_TASKS_COPY: the parent's conflict; else
+                              CF_NONE */
     const void *resume;    /* TM_TASKS_COPY: an interrupted write's state
                               (uploads), or NULL */
     size_t resume_len;     /* its bytes */
@@ -55,6 +59,9 @@ struct tm__kid_row {
     int type;              /* enum tm__type */
     int64_t size, mtime;   /* as discovered */
     int cs, cf;            /* enum tm__cs, tm__cf */
+    uint32_t mode;         /* permission bits */
+    int owned;             /* 1: uid and gid are known */
+    int64_t uid, gid;      /* owner, with owned */
 };
 
 int tm__tasks_open(struct tm__tasks **out, const char *db_path,

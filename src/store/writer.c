@@ -22,10 +22,12 @@ static const char *const stmt_sql[ST_COUNT] = {
     /* a child listed twice (a page read again after a crash, a storage
      * that repeats a name) is the same node: kept once, counted once */
     "INSERT INTO src_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
-    "traversal_status,copy_status,conflict,error) "
-    "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(parent_id,name) DO NOTHING",
+    "traversal_status,copy_status,conflict,error,uid,gid) "
+    "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT(parent_id,name) DO NOTHING",
     "INSERT INTO dst_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
-    "traversal_status,conflict,src_id) VALUES(?,?,?,?,?,?,?,?,?,?,?,?) "
+    "traversal_status,conflict,src_id,uid,gid) "
+    "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT(parent_id,name) DO NOTHING",
     "UPDATE src_nodes SET traversal_status=?, attempts=attempts+?, error=? "
     "WHERE id=? AND traversal_status='pending'",
@@ -116,6 +118,7 @@ static int insert_node(struct tm__writer *w, const struct tm__result *r,
     sqlite3_stmt *st = w->st[r->side == TM_SRC ? ST_INS_SRC : ST_INS_DST];
     int64_t id = w->next_id[r->side];
     int depth = r->depth + 1, rc;
+    int own = r->side == TM_SRC ? 14 : 13; /* uid, gid: after error or src_id */
 
     *inserted = 0;
     sqlite3_bind_int64(st, 1, id);
@@ -150,6 +153,13 @@ static int insert_node(struct tm__writer *w, const struct tm__result *r,
             sqlite3_bind_int64(st, 12, n->src_id);
         else
             sqlite3_bind_null(st, 12);
+    }
+    if (n->owned) {
+        sqlite3_bind_int64(st, own, n->uid);
+        sqlite3_bind_int64(st, own + 1, n->gid);
+    } else {
+        sqlite3_bind_null(st, own);
+        sqlite3_bind_null(st, own + 1);
     }
     rc = sqlite3_step(st);
     sqlite3_reset(st);

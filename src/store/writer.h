@@ -30,6 +30,8 @@ struct tm__wnode {
     size_t path_off, path_len; /* path in the arena */
     int64_t size, mtime;    /* as listed */
     uint32_t mode;          /* permission bits */
+    int8_t owned;           /* 1: uid and gid are known (else NULL) */
+    int64_t uid, gid;       /* owner, with owned */
     int8_t type;            /* enum tm__type */
     int8_t ts;              /* enum tm__ts */
     int8_t cs;              /* enum tm__cs (source rows) */

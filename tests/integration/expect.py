@@ -107,6 +107,18 @@ def node_size(st, abspath):
     return 0
 
 
+def copy_mode(abspath, mode):
+    """The mode treemig's copy (without --owner) gives the file at abspath
+    whose mode is mode: a set-user-ID (set-group-ID) bit is dropped when
+    the file's owner (group) is not the user (group) running treemig."""
+    st = os.lstat(abspath)
+    if st.st_uid != os.geteuid():
+        mode &= ~0o4000
+    if st.st_gid != os.getegid():
+        mode &= ~0o2000
+    return mode
+
+
 def _row(abspath, depth):
     st = os.lstat(abspath)
     return {
@@ -210,7 +222,10 @@ def expected(src, dst, excludes=()):
                     continue
                 t = r['type']
                 if t == FOLDER:
-                    r['copy_status'] = 'already_existed'
+                    # another mode: conflict attrs, the copy sets it
+                    c = 'attrs' if r['mode'] != d['mode'] else None
+                    r['conflict'] = d['conflict'] = c
+                    r['copy_status'] = 'pending' if c else 'already_existed'
                     d['traversal_status'] = None   # set when listed
                     nxt.append((p, True, False))
                 elif t == OTHER:
@@ -224,6 +239,9 @@ def expected(src, dst, excludes=()):
                         c = 'dst_newer'
                     elif d['mtime'] < r['mtime']:
                         c = 'mtime'
+                    elif t == FILE and copy_mode(sabs + b'/' + name,
+                                                 r['mode']) != d['mode']:
+                        c = 'attrs'   # same content, another mode
                     else:
                         c = None
                     r['conflict'] = d['conflict'] = c

@@ -215,7 +215,7 @@ def final_copy_status(src_rows, no_overwrite=False, failing=()):
     src_rows: {path: row} with 'type', 'copy_status', 'conflict' (from
     expect.expected() or the state file before the copy). failing: paths
     whose copy is expected to fail."""
-    out = {}
+    out, kept = {}, set()
     for p in sorted(src_rows, key=depth_of):
         r = src_rows[p]
         cs = r['copy_status']
@@ -223,10 +223,14 @@ def final_copy_status(src_rows, no_overwrite=False, failing=()):
             out[p] = cs
             continue
         pc = out[parent_of(p)]
-        if pc in ('skipped', 'excluded'):
+        if pc in ('skipped', 'excluded') and parent_of(p) not in kept:
             out[p] = 'skipped'
         elif pc == 'failed':
             out[p] = 'failed'
+        elif no_overwrite and r['conflict'] == 'attrs':
+            # the destination's mode kept; a folder's contents are copied
+            out[p] = 'skipped'
+            kept.add(p)
         elif no_overwrite and r['conflict'] is not None and r['type'] != 'folder':
             out[p] = 'skipped'
         elif p in failing:
@@ -1066,6 +1070,8 @@ def run_verify_tamper(R, base):
             os.unlink(p)
             os.symlink(old, p)
             os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+            # its folder's mtime too, which verify compares
+            os.utime(os.path.dirname(p), ns=(os.lstat(src + b'/sub dir').st_mtime_ns,) * 2)
         cp = tmtest.run(['verify', '--db', db, '--checksum', '--quiet'])
         expect_rc(cp, 0, 'verify --checksum after the symlink is restored')
     R.check('verify --checksum: a symlink whose target changed (same length, same mtime): '

@@ -110,6 +110,12 @@ def build_pair(top):
     f(dst0, 'conflict.txt', b'old\n', mtime=T0 + 66)
     f(src, 'same.txt', b'same\n', mtime=T0 + 88)
     f(dst0, 'same.txt', b'same\n', mtime=T0 + 88)
+    # one it has with another mode only (set in place: set_attr), and a
+    # folder it has with another mode
+    f(src, 'mode.txt', b'mode\n', 0o640, mtime=T0 + 99)
+    f(dst0, 'mode.txt', b'mode\n', 0o600, mtime=T0 + 99)
+    os.makedirs(os.path.join(dst0, 'e'))
+    os.chmod(os.path.join(dst0, 'e'), 0o700)
     # a folder the destination already has, with another mtime
     os.makedirs(os.path.join(dst0, 'a', 'b'))
     os.utime(os.path.join(dst0, 'a', 'b'), ns=(T0 + 11, T0 + 11))

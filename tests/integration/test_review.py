@@ -224,8 +224,9 @@ def parse_summary(text):
     got = {}
     types = {}
     for line in text.split('\n'):
-        m = re.match(r'^(to copy|  missing|  differing|already there|conflicts|skipped|'
-                     r'destination only|failed|excluded)\s+(\d+)(.*)$', line)
+        m = re.match(r'^(to copy|  missing|  differing|  attributes|already there|'
+                     r'conflicts|skipped|destination only|failed|excluded)\s+(\d+)(.*)$',
+                     line)
         if not m:
             continue
         label, n, rest = m.group(1).strip(), int(m.group(2)), m.group(3)
@@ -239,7 +240,8 @@ def parse_summary(text):
             got[label + ' bytes'] = int(b.group(1))
         if label == 'conflicts':
             got['conflict kinds'] = {k: int(c) for c, k in
-                                     re.findall(r'(\d+) (size|mtime|dst_newer|type)\b', rest)}
+                                     re.findall(r'(\d+) (size|mtime|dst_newer|type|attrs)\b',
+                                                rest)}
         if label == 'failed':
             f = re.match(r': (\d+) source and (\d+) destination folders not listed, '
                          r'(\d+) copies failed', rest)
@@ -261,7 +263,9 @@ def check_summary_vs_status(db, src_rows=None):
     c, s, d = st['copy'], st['src'], st['dst']
     expect_eq('to copy', c['pending'], got['to copy'])
     expect_eq('to copy bytes', c['bytes_pending'], got['to copy bytes'])
-    expect_eq('missing + differing', got['to copy'], got['missing'] + got['differing'])
+    # (the attributes line is there only when there are some)
+    expect_eq('missing + differing + attributes', got['to copy'],
+              got['missing'] + got['differing'] + got.get('attributes', 0))
     expect_eq('already there', c['already_existed'], got['already there'])
     expect_eq('conflicts', c['conflicts'], got['conflicts'])
     expect_eq('skipped', c['skipped'], got['skipped'])
@@ -283,6 +287,9 @@ def check_summary_vs_status(db, src_rows=None):
         expect_eq('to copy by type', want, types['to copy'])
         missing = sum(1 for r in rows if r['copy_status'] == 'pending' and r['conflict'] is None)
         expect_eq('missing', missing, got['missing'])
+        attrs = sum(1 for r in rows if r['copy_status'] == 'pending' and
+                    r['conflict'] == 'attrs')
+        expect_eq('attributes', attrs, got.get('attributes', 0))
     return st
 
 
@@ -399,10 +406,12 @@ def run_pair(R, base):
         if not m:
             fail('no folder list in the summary:\n' + text)
         lines = m.group(1).rstrip('\n').split('\n')
-        # the expectation: pending rows by parent folder
+        # the expectation: pending rows by parent folder (but the conflicts
+        # attrs: nothing of them is copied)
         agg = {}
         for p, r in exp['src'].items():
-            if r['depth'] > 0 and r['copy_status'] == 'pending':
+            if r['depth'] > 0 and r['copy_status'] == 'pending' and \
+                    r['conflict'] != 'attrs':
                 parent = p.rsplit(b'/', 1)[0] or b'/'
                 a = agg.setdefault(parent, [0, 0])
                 a[0] += 1
@@ -444,6 +453,16 @@ def run_pair(R, base):
                 if k[0] == kind:
                     expect_eq('reason of %r' % (k,), v, reasons.get(k))
         R.check('--list %s equals the expectation (plain and JSON)' % kind, check_kind)
+
+    def check_attrs_kind():
+        items, reasons = listing(db, 'attrs')
+        wanted = {('attrs',) + w[1:] for w in want if w[0] == 'conflict' and
+                  want_reasons[('conflict', 'src', w[4])] == 'attrs'}
+        if not wanted:
+            fail('the pair has no conflict attrs to list')
+        compare_items('--list attrs', wanted, items)
+        expect_eq('reasons of --list attrs', {'attrs'}, set(reasons.values()))
+    R.check('--list attrs: the conflicts attrs alone (not in all)', check_attrs_kind)
 
     def check_all():
         items, _ = listing(db, 'all')

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tmtest  # noqa: E402
 from tmtest import expect_eq, expect_rc, fail, run, show  # noqa: E402
 
-DST_KEYS = 'world=dst,keep=0.85,extra=0.05,csize=0.03,cmtime=0.04,ctype=0.02'
+DST_KEYS = 'world=dst,keep=0.85,extra=0.05,csize=0.03,cmtime=0.04,ctype=0.02,cmode=0.03'
 
 SHAPES = [
     ('seed=1,depth=5,folders=8', DST_KEYS),
@@ -26,7 +26,7 @@ SHAPES = [
     ('seed=42,depth=3,folders=40,files=30,tail=1.2,max_files=5000',
      'world=dst,keep=0.5,extra=0.5,extra_folders=0.5,ctype=0.1'),
     ('seed=3,depth=7,folders=3,files=2,decay=1.1,tail=3',
-     'world=dst,keep=1,extra=0,csize=0.2,cmtime=0.3,ctype=0.1,dst_seed=9'),
+     'world=dst,keep=1,extra=0,csize=0.2,cmtime=0.3,ctype=0.1,cmode=0.2,dst_seed=9'),
     ('seed=5,depth=4,folders=10,files=10', 'world=dst,keep=0,extra=1'),
     ('seed=5,depth=4,folders=10,files=10', 'world=dst,keep=1,extra=0,csize=0,'
      'cmtime=0,ctype=0'),
@@ -60,7 +60,7 @@ def sql(db, q):
 
 def check_rows_against_truth(db, truth):
     """The extras of sim-stats, recomputed from the rows."""
-    got = {k: 0 for k in ('size', 'mtime', 'dst_newer', 'type')}
+    got = {k: 0 for k in ('size', 'mtime', 'dst_newer', 'type', 'attrs')}
     for cf, n in sql(db, 'SELECT conflict, count(*) FROM src_nodes WHERE depth>0 '
                          'AND conflict IS NOT NULL GROUP BY conflict'):
         got[cf.decode()] = n

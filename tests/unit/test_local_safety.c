@@ -3,8 +3,11 @@
  * the very names the adapter will try for a temporary (a hard link to a
  * file outside, a FIFO, a symlink, a folder) and check that none of them
  * is opened, truncated, followed or removed, that a crash's leftover is
- * removed only when it is of the node's type, and that folder attributes
- * are never set through a symlink put in the folder's place. */
+ * removed only when it is of the node's type, that folder attributes are
+ * never set through a symlink put in the folder's place, and that a file's
+ * attributes are changed in place only on the very file compared (never
+ * through a symlink, never on a file with another link, never on a file
+ * that changed). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -254,6 +257,75 @@ static void test_set_attr_never_through_a_symlink(void **state)
     assert_int_equal(tm__adapter_set_attr(fx->a, "/d", TM_MTIME_MAX, 0751, &ae), TM_ETIMERANGE);
 }
 
+/* What set_leaf_attr expects of the node at path as lstat sees it now. */
+static struct tm__leaf_attr leaf_now(const char *path, int type, uint32_t mode)
+{
+    struct tm__leaf_attr w;
+    struct stat st;
+    assert_int_equal(lstat(path, &st), 0);
+    memset(&w, 0, sizeof w);
+    w.type = type;
+    w.size = st.st_size;
+    w.mtime = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    w.mode = mode;
+    return w;
+}
+
+static void test_set_leaf_attr_only_the_file_compared(void **state)
+{
+    struct fixture *fx = *state;
+    struct tm__leaf_attr w;
+    struct tm__aerr ae;
+    char f[256], l[256], h[256];
+    struct stat st;
+    snprintf(f, sizeof f, "%s/f", fx->root);
+    snprintf(l, sizeof l, "%s/l", fx->root);
+    snprintf(h, sizeof h, "%s/h", fx->root);
+    /* the file compared: its mode changes, its content and mtime stay */
+    put_file(f, "content");
+    assert_int_equal(chmod(f, 0600), 0);
+    w = leaf_now(f, TM_T_FILE, 0644);
+    assert_int_equal(tm__adapter_set_leaf_attr(fx->a, "/f", &w, &ae), 0);
+    assert_int_equal(lstat(f, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0644);
+    assert_int_equal(st.st_size, 7);
+    assert_int_equal((int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec,
+                     w.mtime);
+    /* another mtime (1 ns) or size than compared: TM_ECHANGED, untouched */
+    w.mode = 0640;
+    w.mtime++;
+    assert_int_equal(tm__adapter_set_leaf_attr(fx->a, "/f", &w, &ae), TM_ECHANGED);
+    w.mtime--;
+    w.size++;
+    assert_int_equal(tm__adapter_set_leaf_attr(fx->a, "/f", &w, &ae), TM_ECHANGED);
+    assert_int_equal(lstat(f, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0644);
+    /* a symlink to a file outside, at a file's name: never followed, even
+     * when the caller expects what the target is */
+    assert_int_equal(chmod(fx->victim, 0644), 0);
+    assert_int_equal(symlink(fx->victim, l), 0);
+    w = leaf_now(fx->victim, TM_T_FILE, 0600);
+    assert_int_equal(tm__adapter_set_leaf_attr(fx->a, "/l", &w, &ae), TM_ECHANGED);
+    assert_int_equal(stat(fx->victim, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0644);
+    /* as a symlink it is itself: no mode to set, the target untouched */
+    w = leaf_now(l, TM_T_SYMLINK, 0600);
+    assert_int_equal(tm__adapter_set_leaf_attr(fx->a, "/l", &w, &ae), 0);
+    assert_int_equal(stat(fx->victim, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0644);
+    /* a hard link to a file outside: another link, not changed in place */
+    assert_int_equal(link(fx->victim, h), 0);
+    assert_int_equal(lstat(h, &st), 0);
+    w = leaf_now(h, TM_T_FILE, (st.st_mode & 07777) ^ 0044);
+    assert_int_equal(tm__adapter_set_leaf_attr(fx->a, "/h", &w, &ae), TM_ECHANGED);
+    assert_non_null(strstr(ae.msg, "links"));
+    {
+        struct stat now;
+        assert_int_equal(stat(fx->victim, &now), 0);
+        assert_int_equal(now.st_mode, st.st_mode);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -266,6 +338,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_set_attr_never_through_a_symlink, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_set_leaf_attr_only_the_file_compared,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

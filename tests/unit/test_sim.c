@@ -29,6 +29,7 @@ struct e {
     size_t len;                 /* name bytes */
     int type;                   /* enum tm__type */
     int64_t size, mtime;        /* as listed */
+    uint32_t mode;              /* permission bits */
 };
 
 struct list {
@@ -52,6 +53,7 @@ static int collect(void *ctx, const struct tm__entry *x)
     l->v[l->n].type = x->type;
     l->v[l->n].size = x->size;
     l->v[l->n].mtime = x->mtime;
+    l->v[l->n].mode = x->mode;
     l->n++;
     return 0;
 }
@@ -368,7 +370,7 @@ struct model {
     int64_t df, dfi, db, nos;       /* destination rows, not_on_src */
     int64_t pend, already, skip;    /* copy status */
     int64_t conf, bpend;            /* conflicts, bytes pending */
-    int64_t cf[4];                  /* size, mtime, dst_newer, type */
+    int64_t cf[5];                  /* size, mtime, dst_newer, type, attrs */
 };
 
 static struct e *find(struct list *l, const char *name)
@@ -409,13 +411,24 @@ static void model_walk(struct tm__adapter *s, struct tm__adapter *d,
             m->cf[3]++;
             clash = 1;
         } else if (x->type == TM_T_FOLDER) {
-            m->already++;
             sub = 1;
+            if (x->mode != y->mode) { /* traversed all the same */
+                m->pend++;
+                m->conf++;
+                m->cf[4]++;
+            } else {
+                m->already++;
+            }
         } else if (x->size != y->size || x->mtime != y->mtime) {
             m->pend++;
             m->conf++;
             m->bpend += x->size;
             m->cf[x->size != y->size ? 0 : y->mtime > x->mtime ? 2 : 1]++;
+        } else if (x->mode != y->mode) {
+            m->pend++;
+            m->conf++;
+            m->bpend += x->size;
+            m->cf[4]++;
         } else {
             m->already++;
         }
@@ -458,7 +471,7 @@ static void check_truth(const char *shape)
     memset(&m, 0, sizeof m);
     snprintf(src, sizeof src, "%s", shape);
     snprintf(dst, sizeof dst, "%s,world=dst,keep=0.8,extra=0.1,csize=0.05,"
-             "cmtime=0.1,ctype=0.05", shape);
+             "cmtime=0.1,ctype=0.05,cmode=0.1", shape);
     snprintf(spec, sizeof spec, "sim:%s", dst);
     s = open_ok(src);
     d = open_ok(dst);
@@ -477,9 +490,11 @@ static void check_truth(const char *shape)
               "\"bytes_pending\":%lld}", (long long)m.pend, (long long)m.already,
               (long long)m.skip, (long long)m.conf, (long long)m.bpend);
     expect_in(json, "\"conflicts\":{\"size\":%lld,\"mtime\":%lld,"
-              "\"dst_newer\":%lld,\"type\":%lld}", (long long)m.cf[0],
-              (long long)m.cf[1], (long long)m.cf[2], (long long)m.cf[3]);
-    assert_true(m.sf > 20 && m.cf[0] && m.cf[1] && m.cf[2] && m.cf[3] && m.nos);
+              "\"dst_newer\":%lld,\"type\":%lld,\"attrs\":%lld}",
+              (long long)m.cf[0], (long long)m.cf[1], (long long)m.cf[2],
+              (long long)m.cf[3], (long long)m.cf[4]);
+    assert_true(m.sf > 20 && m.cf[0] && m.cf[1] && m.cf[2] && m.cf[3] && m.cf[4] &&
+                m.nos);
     free(json);
     tm__adapter_close(s);
     tm__adapter_close(d);
