@@ -343,7 +343,12 @@ def case_faults(c):
     s.fault('get', 'error500')
     rc, out, e, ej = c.tool('get', c.bucket, 'f/obj', '--out', os.path.join(c.tmp, 'fo'))
     expect_err(c, '500', ej, 'EIO', 'retry', 'InternalError')
+    # a PUT at commit is sent again after a transient failure (3 times)
+    s.ctl('reset_stats')
     s.fault('put', 'reset')
+    c.ok('put', c.bucket, 'f/obj2', c.file('f2', b'abc'))
+    expect_eq('put sent again after a reset', 2, s.stats()['stats']['requests'].get('put'))
+    s.fault('put', 'reset', count=4)
     rc, out, e, ej = c.tool('put', c.bucket, 'f/obj2', c.file('f2', b'abc'))
     expect_err(c, 'connection reset', ej, 'EIO', 'retry')
     s.fault('get', 'truncate')
@@ -393,8 +398,8 @@ def case_faults(c):
     expect_eq('md5', hashlib.md5(big).hexdigest(), out[-1]['md5'])
     expect_eq('parts sent (3 + 2 again)', 5, s.stats()['stats']['requests'].get('part'))
     s.fault('complete', 'error200')
-    rc, out, e, ej = c.tool('--part-size', str(5 * MiB), 'put', c.bucket, 'f/parts2',
-                            c.file('fp', big))
+    rc, out, e, ej = c.tool('--part-size', str(5 * MiB), '--part-retries', '0', 'put',
+                            c.bucket, 'f/parts2', c.file('fp', big))
     expect_err(c, 'complete: 200 with an error body', ej, 'EIO', 'retry', 'InternalError')
     # parts that keep failing: the write fails, the upload is aborted
     s.fault('part', 'reset', count=50)

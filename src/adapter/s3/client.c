@@ -219,6 +219,7 @@ int tm__s3_open(const struct tm__s3_config *cfg, struct tm__s3 **out,
         s->copy_part_size = 5 * 1024 * MiB;
     if (s->parts_in_flight <= 0)
         s->parts_in_flight = 4;
+    s->part_budget = cfg && cfg->part_buffers > 0 ? cfg->part_buffers : 64;
     if (s->part_retries < 0)
         s->part_retries = 3;
     if (!s->connect_timeout)
@@ -237,6 +238,9 @@ void tm__s3_free(struct tm__s3 *s)
     for (i = 0; i < s->n_pool; i++)
         curl_easy_cleanup(s->pool[i]);
     free(s->pool);
+    for (i = 0; i < s->n_mpool; i++)
+        curl_multi_cleanup(s->mpool[i]);
+    free(s->mpool);
     curl_slist_free_all(s->resolve);
     pthread_mutex_destroy(&s->lock);
     tm__s3_settings_release(&s->set);
@@ -301,6 +305,38 @@ static void pool_put(struct tm__s3 *s, CURL *h)
     pthread_mutex_unlock(&s->lock);
     if (h)
         curl_easy_cleanup(h);
+}
+
+/* A multi handle for a batch: an idle one (with its connections) or a
+ * new one; NULL when out of memory. */
+static CURLM *mpool_get(struct tm__s3 *s)
+{
+    CURLM *m = NULL;
+    pthread_mutex_lock(&s->lock);
+    if (s->n_mpool)
+        m = s->mpool[--s->n_mpool];
+    pthread_mutex_unlock(&s->lock);
+    return m ? m : curl_multi_init();
+}
+
+static void mpool_put(struct tm__s3 *s, CURLM *m)
+{
+    pthread_mutex_lock(&s->lock);
+    if (s->n_mpool == s->cap_mpool && s->cap_mpool < POOL_MAX) {
+        size_t n = s->cap_mpool ? s->cap_mpool * 2 : 8;
+        CURLM **p = realloc(s->mpool, n * sizeof(*p));
+        if (p) {
+            s->mpool = p;
+            s->cap_mpool = n;
+        }
+    }
+    if (s->n_mpool < s->cap_mpool) {
+        s->mpool[s->n_mpool++] = m;
+        m = NULL;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (m)
+        curl_multi_cleanup(m);
 }
 
 /* ------------------------------------------------------------------ */
@@ -967,6 +1003,83 @@ int tm__s3_head(struct tm__s3 *s, const char *bucket, const char *key,
     if (!rc && st->size < 0)
         rc = tm__s3_fail(s, err, TM_EIO, TM_S3_RETRY, "head", bucket, key,
                          "no content-length in the answer");
+    return rc;
+}
+
+int tm__s3_head_many(struct tm__s3 *s, const char *bucket,
+                     struct tm__s3_head_item *v, size_t n, int in_flight)
+{
+    struct s3req *rs;
+    size_t *item, next = 0, j;
+    int active = 0, rc = 0;
+    CURLM *m;
+
+    if (!n)
+        return 0;
+    if (in_flight < 1)
+        in_flight = 1;
+    if ((size_t)in_flight > n)
+        in_flight = (int)n;
+    rs = calloc((size_t)in_flight, sizeof(*rs));
+    item = calloc((size_t)in_flight, sizeof(*item));
+    m = rs && item ? mpool_get(s) : NULL;
+    if (!m) {
+        free(rs);
+        free(item);
+        return TM_ENOMEM;
+    }
+    curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, (long)in_flight);
+    for (j = 0; j < n; j++)
+        v[j].rc = TM_EAGAIN; /* not done */
+    while (next < n || active) {
+        int running = 0, left;
+        CURLMsg *msg;
+        for (j = 0; j < (size_t)in_flight && next < n && !rc; j++) {
+            struct s3req *r = &rs[j];
+            if (r->h)
+                continue;
+            tm__s3req_init(r, s, "head", "HEAD", bucket, v[next].key, &v[next].err);
+            r->st = &v[next].st;
+            v[next].rc = tm__s3req_prepare(r);
+            if (!v[next].rc && curl_multi_add_handle(m, r->h) != CURLM_OK)
+                v[next].rc = rc = TM_ENOMEM;
+            if (v[next].rc) {
+                tm__s3req_release(r);
+                next++;
+                continue;
+            }
+            curl_easy_setopt(r->h, CURLOPT_PRIVATE, (char *)r);
+            item[j] = next++;
+            active++;
+        }
+        if (!active)
+            break;
+        curl_multi_perform(m, &running);
+        while ((msg = curl_multi_info_read(m, &left))) {
+            struct s3req *r = NULL;
+            struct tm__s3_head_item *it;
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+            if (!r)
+                continue;
+            it = &v[item[r - rs]];
+            it->rc = tm__s3req_finish(r, msg->data.result);
+            if (!it->rc && it->st.size < 0)
+                it->rc = tm__s3_fail(s, &it->err, TM_EIO, TM_S3_RETRY, "head",
+                                     bucket, it->key,
+                                     "no content-length in the answer");
+            curl_multi_remove_handle(m, r->h);
+            tm__s3req_release(r);
+            r->h = NULL;
+            active--;
+        }
+        if (active && running)
+            curl_multi_poll(m, NULL, 0, 1000, NULL);
+    }
+    mpool_put(s, m);
+    free(rs);
+    free(item);
     return rc;
 }
 
