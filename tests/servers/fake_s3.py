@@ -18,8 +18,13 @@ memory.
 
 It prints "PORT <n>" on stdout once it listens (port 0 picks a free one),
 and serves until killed. Unsigned control requests under /__ctl/ drive the
-faults and read the counters (see Control below); they are answered on
-127.0.0.1 only.
+faults and read the counters; they are answered on 127.0.0.1 only: fault
+{op, kind, count, after, retry_after, ms} (kinds: slowdown, throttle429,
+error500, badsig, echo_token, reset, truncate, truncated_page, error200,
+delay: answer ms later), clear, hold {parts}, reset_stats, bucket {name},
+fill {bucket, prefix, n, size, meta}; each answers the counters (requests
+per operation, parts, the log of listing requests with their start-after)
+and the open uploads.
 """
 
 import base64
@@ -345,7 +350,17 @@ class Handler(BaseHTTPRequestHandler):
         with st.lock:
             st.stats['requests'][op] = st.stats['requests'].get(op, 0) + 1
         fault = st.take_fault(op)
+        if op == 'list':
+            with st.lock:
+                log = st.stats.setdefault('list_log', [])
+                if len(log) < 100000:
+                    log.append({'prefix': q.get('prefix', ''),
+                                'start_after': q.get('start-after'),
+                                'token': 'continuation-token' in q})
         try:
+            if fault and fault['kind'] == 'delay':
+                time.sleep(fault.get('ms', 100) / 1000.0)
+                fault = None
             if fault and fault['kind'] == 'reset':
                 return self.reset()
             if fault and fault['kind'] in ('slowdown', 'throttle429', 'error500',
@@ -483,6 +498,10 @@ class Handler(BaseHTTPRequestHandler):
             return 200, {'ETag': '"%s"' % o.etag}, b''
         if op == 'copy':
             src = self.copy_source()
+            im = self.headers.get('x-amz-copy-source-if-match')
+            if im is not None and im.strip('"') != src.etag:
+                raise S3Error(412, 'PreconditionFailed', 'At least one of the pre-conditions '
+                              'you specified did not hold')
             if fault and fault['kind'] == 'error200':
                 return 200, xmlh, xml_doc('Error', [('Code', 'InternalError'),
                                                     ('Message', 'copy failed midway')])
@@ -703,10 +722,19 @@ class Handler(BaseHTTPRequestHandler):
             elif what == 'reset_stats':
                 st.stats.update({'requests': {}, 'max_parts_in_flight': 0, 'parts_received': 0,
                                  'puts_without_md5': 0, 'bodies_signed': 0,
-                                 'bodies_unsigned': 0})
+                                 'bodies_unsigned': 0, 'list_log': []})
+            elif what == 'fill':
+                # n objects PREFIX00000... of size bytes made here (a big
+                # folder without n PUTs), with rclone's metadata if given
+                objs = st.buckets.setdefault(req['bucket'], {})
+                for i in range(int(req['n'])):
+                    data = (('%s%05d\n' % (req['prefix'], i)).encode() * 64)[:int(req.get('size', 10))]
+                    objs['%s%05d' % (req['prefix'], i)] = Obj(data, dict(req.get('meta', {})),
+                                                              'STANDARD', 'binary/octet-stream')
             elif what == 'bucket':
                 st.buckets.setdefault(req['name'], {})
             out = json.dumps({'stats': st.stats, 'uploads': len(st.uploads),
+                              'upload_keys': sorted(u['key'] for u in st.uploads.values()),
                               'faults_left': sum(f['count'] for f in st.faults)}).encode()
         self.send(200, out, {'Content-Type': 'application/json'})
 

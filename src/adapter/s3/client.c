@@ -1169,7 +1169,7 @@ static int copy_one(struct tm__s3 *s, const char *bucket, const char *key,
     struct s3req r;
     struct tm__buf src = TM__BUF_INIT;
     struct tm__s3_xml *x = NULL;
-    char hold[6][40];
+    char hold[6][40], quoted[80];
     int rc;
 
     tm__s3req_init(&r, s, "copy", "PUT", bucket, key, err);
@@ -1179,6 +1179,10 @@ static int copy_one(struct tm__s3 *s, const char *bucket, const char *key,
                            "out of memory");
     }
     tm__s3req_h(&r, "x-amz-copy-source", src.buf);
+    if (o && o->src_etag && *o->src_etag) {
+        snprintf(quoted, sizeof(quoted), "\"%s\"", o->src_etag);
+        tm__s3req_h(&r, "x-amz-copy-source-if-match", quoted);
+    }
     if (o) {
         tm__s3req_h(&r, "x-amz-metadata-directive", "REPLACE");
         tm__s3req_put_opts(&r, o, hold);
@@ -1187,6 +1191,10 @@ static int copy_one(struct tm__s3 *s, const char *bucket, const char *key,
     }
     r.xml = x;
     rc = tm__s3req_run(&r);
+    if (rc && err && o && o->src_etag && *o->src_etag && err->http_status == 412)
+        rc = tm__s3_fail(s, err, TM_ECHANGED, TM_S3_NODE, "copy", bucket, key,
+                         "the source %s/%s is no longer the object of ETag %s",
+                         src_bucket, src_key, o->src_etag);
     if (!rc && tm__s3_xml_kind(x) != TM_S3X_COPY)
         rc = tm__s3_fail(s, err, TM_EIO, TM_S3_RETRY, "copy", bucket, key,
                          "the answer is not a copy result");
@@ -1209,11 +1217,18 @@ int tm__s3_copy(struct tm__s3 *s, const char *bucket, const char *key,
 
     if (src_size <= ps)
         return copy_one(s, bucket, key, src_bucket, src_key, o, err);
-    if (!o) {
-        /* a multipart upload does not copy metadata: carry it over */
+    if (!o || (o->src_etag && *o->src_etag)) {
+        /* a multipart upload does not copy metadata: carry it over; and
+         * the source must still be the one asked for */
         rc = tm__s3_head(s, src_bucket, src_key, &st, err);
         if (rc)
             return rc;
+        if (o && strcmp(st.etag, o->src_etag) != 0)
+            return tm__s3_fail(s, err, TM_ECHANGED, TM_S3_NODE, "copy", bucket,
+                               key, "the source %s/%s is no longer the object "
+                               "of ETag %s", src_bucket, src_key, o->src_etag);
+    }
+    if (!o) {
         memset(&kept, 0, sizeof(kept));
         kept.meta = &st.meta;
         o = &kept;

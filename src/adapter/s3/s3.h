@@ -331,6 +331,11 @@ struct tm__s3_put_opts {
     const char *content_type;       /* NULL: application/octet-stream
                                        (a marker: none) */
     const char *storage_class;      /* NULL: the client's */
+    const char *src_etag;           /* tm__s3_copy: the ETag the source
+                                       must still have (CopyObject's
+                                       x-amz-copy-source-if-match; a HEAD
+                                       before UploadPartCopy), or NULL.
+                                       Another one: TM_ECHANGED, node */
 };
 
 /* PUTs n bytes as key in one request, with Content-MD5 (an empty body and

@@ -88,6 +88,8 @@ struct s3r {
     struct tm__s3_reader *rd;   /* the GET, NULL once closed early */
     struct tm__entry st;        /* as seen at open */
     char *key;                  /* the key */
+    char etag[72];              /* the object's ETag, as opened */
+    int64_t uid, gid;           /* its owner in rclone's metadata, -1 */
 };
 
 /* A file being written. */
@@ -111,6 +113,7 @@ struct s3w {
     int ck_id;                  /* the upload id was checkpointed */
     char *copy_bucket;          /* server-side copy: the source */
     char *copy_key;             /* its key */
+    char copy_etag[72];         /* its ETag when it was opened */
 };
 
 /* ---- small helpers ---- */
@@ -471,6 +474,61 @@ static int clash_step(struct s3l *l, const char *name, size_t n, int is_prefix)
     return 0;
 }
 
+static void sleep_ms(int64_t ms)
+{
+    struct timespec ts;
+    ts.tv_sec = (time_t)(ms / 1000);
+    ts.tv_nsec = (long)(ms % 1000) * 1000000;
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+/* The HEADs of a page; those that failed for a transient reason (a
+ * throttle, a reset) are sent again, up to HEAD_TRIES rounds, after the
+ * longest wait the server asked for (or a backoff), so that one busy
+ * moment does not fail a page of a thousand. What still fails is in the
+ * items. */
+#define HEAD_TRIES 3
+static int heads_with_retries(struct s3a *a, struct tm__s3_head_item *v, size_t n)
+{
+    struct tm__s3_head_item *again = NULL;
+    size_t *idx = NULL, i, k;
+    int round, rc = tm__s3_head_many(a->s, a->bucket, v, n, HEADS_IN_FLIGHT);
+    for (round = 1; !rc && round < HEAD_TRIES; round++) {
+        int64_t wait = 100LL << round;
+        for (i = 0, k = 0; i < n; i++)
+            if (v[i].rc && (v[i].err.cls == TM_S3_RETRY ||
+                            v[i].err.cls == TM_S3_THROTTLE)) {
+                if (v[i].err.retry_after_ms > wait)
+                    wait = v[i].err.retry_after_ms;
+                k++;
+            }
+        if (!k)
+            break;
+        free(again);
+        free(idx);
+        again = calloc(k, sizeof *again);
+        idx = calloc(k, sizeof *idx);
+        if (!again || !idx) {
+            rc = TM_ENOMEM;
+            break;
+        }
+        for (i = 0, k = 0; i < n; i++)
+            if (v[i].rc && (v[i].err.cls == TM_S3_RETRY ||
+                            v[i].err.cls == TM_S3_THROTTLE)) {
+                again[k].key = v[i].key;
+                idx[k++] = i;
+            }
+        sleep_ms(wait > 10000 ? 10000 : wait);
+        rc = tm__s3_head_many(a->s, a->bucket, again, k, HEADS_IN_FLIGHT);
+        for (i = 0; i < k; i++)
+            v[idx[i]] = again[i];
+    }
+    free(again);
+    free(idx);
+    return rc;
+}
+
 static int s3_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx, int *more,
                         struct tm__aerr *e)
 {
@@ -506,7 +564,7 @@ static int s3_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx, int *m
         for (i = 0; i < pg.n_objects; i++)
             if (pg.objects[i].key_len > l->plen)
                 heads[n_heads++].key = pg.objects[i].key;
-        rc = tm__s3_head_many(a->s, a->bucket, heads, n_heads, HEADS_IN_FLIGHT);
+        rc = heads_with_retries(a, heads, n_heads);
         if (rc)
             goto out;
         for (i = 0; i < n_heads; i++)
@@ -716,6 +774,9 @@ static int s3_open_read(struct tm__adapter *ad, const char *path,
     f->base.a = ad;
     f->key = tm__buf_detach(&k, NULL);
     entry_of(a, &sst, &f->st);
+    snprintf(f->etag, sizeof f->etag, "%s", sst.etag);
+    f->uid = sst.meta.has_uid ? sst.meta.uid : -1;
+    f->gid = sst.meta.has_gid ? sst.meta.gid : -1;
     *st = f->st;
     *out = &f->base;
     return 0;
@@ -1108,6 +1169,12 @@ static int64_t s3_copy_from(struct tm__wfile *wf, struct tm__rfile *src, int64_t
         f->copy_key = strdup(r->key);
         if (!f->copy_bucket || !f->copy_key)
             return TM_ENOMEM;
+        snprintf(f->copy_etag, sizeof f->copy_etag, "%s", r->etag);
+        /* the engine knows no owner of an S3 source: its metadata's */
+        if (f->uid < 0)
+            f->uid = r->uid;
+        if (f->gid < 0)
+            f->gid = r->gid;
         tm__s3_reader_close(r->rd); /* its bytes are not needed */
         r->rd = NULL;
         return size;
@@ -1166,6 +1233,8 @@ static int s3_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode,
             goto out;
     }
     if (f->copy_key) {
+        /* the object copied must be the one opened and checked */
+        o.src_etag = f->copy_etag;
         rc = aerr(e, &se, tm__s3_copy(a->s, a->bucket, f->key, f->copy_bucket,
                                       f->copy_key, f->size, &o, &se));
         goto out;
@@ -1354,12 +1423,7 @@ static int probe(struct s3a *a, const char *spec, char *err, size_t errlen)
             break;
         {
             int64_t ms = se.retry_after_ms >= 0 ? se.retry_after_ms : 200LL << i;
-            struct timespec ts;
-            if (ms > 5000)
-                ms = 5000;
-            ts.tv_sec = (time_t)(ms / 1000);
-            ts.tv_nsec = (long)(ms % 1000) * 1000000;
-            nanosleep(&ts, NULL);
+            sleep_ms(ms > 5000 ? 5000 : ms);
         }
     }
     if (rc == TM_EACCES) {
