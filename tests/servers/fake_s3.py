@@ -19,7 +19,7 @@ memory.
 It prints "PORT <n>" on stdout once it listens (port 0 picks a free one),
 and serves until killed. Unsigned control requests under /__ctl/ drive the
 faults and read the counters; they are answered on 127.0.0.1 only: fault
-{op, kind, count, after, retry_after, ms} (kinds: slowdown, throttle429,
+{op, kind, count, after, retry_after, ms, pages} (kinds: slowdown, throttle429,
 error500, badsig, echo_token, reset, truncate, truncated_page, error200,
 delay: answer ms later), clear, hold {parts}, reset_stats, bucket {name},
 fill {bucket, prefix, n, size, meta}; each answers the counters (requests
@@ -154,11 +154,13 @@ class State:
         self.hold_timeout = 10.0
         self.args = args
 
-    def take_fault(self, op):
+    def take_fault(self, op, q):
         with self.lock:
             for f in self.faults:
                 if f['op'] not in (op, 'any') or f['count'] <= 0:
                     continue
+                if f.get('pages') and int(q.get('max-keys') or 1000) <= 1:
+                    continue  # a fault for listing pages, not one-key probes
                 if f.get('after', 0) > 0:
                     f['after'] -= 1
                     continue
@@ -349,12 +351,13 @@ class Handler(BaseHTTPRequestHandler):
         op = self.op_name(bucket, key, q)
         with st.lock:
             st.stats['requests'][op] = st.stats['requests'].get(op, 0) + 1
-        fault = st.take_fault(op)
+        fault = st.take_fault(op, q)
         if op == 'list':
             with st.lock:
                 log = st.stats.setdefault('list_log', [])
                 if len(log) < 100000:
                     log.append({'prefix': q.get('prefix', ''),
+                                'max_keys': int(q.get('max-keys') or 1000),
                                 'start_after': q.get('start-after'),
                                 'token': 'continuation-token' in q})
         try:

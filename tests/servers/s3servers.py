@@ -86,9 +86,11 @@ class FakeS3:
     def stats(self):
         return self.ctl('stats')
 
-    def fault(self, op, kind, count=1, after=0, retry_after=1, ms=100):
+    def fault(self, op, kind, count=1, after=0, retry_after=1, ms=100, pages=False):
+        """pages: a listing fault only for pages of more than one key (not
+        the probe of one key that opening an s3:// storage makes)."""
         return self.ctl('fault', op=op, kind=kind, count=count, after=after,
-                        retry_after=retry_after, ms=ms)
+                        retry_after=retry_after, ms=ms, pages=pages)
 
     def stop(self):
         if self.p.poll() is None:

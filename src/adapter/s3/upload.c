@@ -659,7 +659,7 @@ int tm__s3_writer_write(struct tm__s3_writer *w, const void *data, size_t n,
     return 0;
 }
 
-/* After a failed PUT or Complete at commit: 1 when it is sent again
+/* After a failed Complete at commit: 1 when it is sent again
  * (a transient class, fewer than part_retries tries so far), after the
  * server's Retry-After or a backoff. */
 static int transient_again(struct tm__s3_writer *w, struct tm__s3_err *err,
@@ -699,11 +699,10 @@ int tm__s3_writer_commit(struct tm__s3_writer *w, char *md5_hex,
         goto fail;
     }
     if (!w->multipart) {
-        int tries = 0;
-        while ((rc = tm__s3_put(w->s, w->bucket, w->key, w->whole, (size_t)w->size,
-                                &w->opts, NULL, err)) != 0 &&
-               transient_again(w, err, &tries))
-            ;
+        /* a failed PUT is the caller's to retry (its policy sees the
+         * throttle); a Complete is retried here, not to lose the parts */
+        rc = tm__s3_put(w->s, w->bucket, w->key, w->whole, (size_t)w->size,
+                        &w->opts, NULL, err);
     } else {
         rc = wait_parts(w);
         driver_stop(w);
