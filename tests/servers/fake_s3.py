@@ -760,6 +760,9 @@ def main(argv):
         return selftest()
     if not args.access_key or not args.secret_key:
         ap.error('--access-key and --secret-key are required')
+    # a listen backlog of 5 (socketserver's default) drops the SYNs of
+    # clients that open dozens of connections at once: each waits 1 s
+    ThreadingHTTPServer.request_queue_size = 1024
     srv = ThreadingHTTPServer((args.host, args.port), Handler)
     srv.daemon_threads = True
     srv.state = State(args)
