@@ -447,7 +447,7 @@ def case_config(c):
                 'aws_session_token = %s\n' % (AK, SECRET, TOKEN))
     with open(os.path.join(aws_dir, 'config'), 'w') as f:
         f.write('[default]\nregion = eu-west-3\n'
-                '[profile work]\nregion = us-east-1\nendpoint_url = http://unused.invalid:1\n'
+                '[profile work]\nregion = us-east-1\nca_bundle = /etc/profile-ca.pem\nendpoint_url = http://unused.invalid:1\n'
                 's3 =\n  endpoint_url = %s\n  addressing_style = path\n' % c.srv.endpoint)
     base = s3servers.clean_env(home)
 
@@ -456,6 +456,11 @@ def case_config(c):
         if rc:
             fail('config: %s' % e)
         return out[0]
+    expect_eq('CA bundle: none by default', None, cfg(base)['ca_bundle'])
+    expect_eq('CA bundle: the profile\'s', '/etc/profile-ca.pem',
+              cfg(dict(base, AWS_PROFILE='work'))['ca_bundle'])
+    expect_eq('CA bundle: AWS_CA_BUNDLE wins', '/etc/env-ca.pem',
+              cfg(dict(base, AWS_PROFILE='work', AWS_CA_BUNDLE='/etc/env-ca.pem'))['ca_bundle'])
     d = cfg(base)
     expect_eq('default profile region, AWS endpoint, virtual-hosted',
               ('eu-west-3', 'https://s3.eu-west-3.amazonaws.com', 0, 0),

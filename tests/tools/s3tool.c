@@ -994,6 +994,11 @@ int main(int argc, char **argv)
                          "\"custom\":%d,\"credentials\":",
                      st->endpoint, st->region, st->path_style, st->custom);
         tm__buf_add_json(&b, st->cred_source, strlen(st->cred_source));
+        tm__buf_adds(&b, ",\"ca_bundle\":");
+        if (st->ca_bundle)
+            tm__buf_add_json(&b, st->ca_bundle, strlen(st->ca_bundle));
+        else
+            tm__buf_adds(&b, "null");
         tm__buf_adds(&b, "}\n");
         fputs(b.buf, stdout);
         tm__buf_release(&b);

@@ -644,6 +644,8 @@ int tm__s3req_prepare(struct s3req *r)
     curl_easy_setopt(r->h, CURLOPT_PROTOCOLS_STR, "http,https");
     if (s->resolve)
         curl_easy_setopt(r->h, CURLOPT_RESOLVE, s->resolve);
+    if (s->set.ca_bundle)
+        curl_easy_setopt(r->h, CURLOPT_CAINFO, s->set.ca_bundle);
     if (!strcmp(r->method, "HEAD")) {
         curl_easy_setopt(r->h, CURLOPT_NOBODY, 1L);
     } else if (!strcmp(r->method, "GET")) {

@@ -124,7 +124,8 @@ void tm__md5_base64(const unsigned char md5[16], char out[25]);
  * AWS_CONFIG_FILE name other files); region from AWS_REGION,
  * AWS_DEFAULT_REGION, the profile's region, else us-east-1; endpoint from
  * AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the profile's endpoint_url
- * (also under its "s3 =" block), else AWS's for the region. */
+ * (also under its "s3 =" block), else AWS's for the region; the CA
+ * certificates of https from AWS_CA_BUNDLE or the profile's ca_bundle. */
 struct tm__s3_config {
     const char *endpoint;      /* "http://127.0.0.1:9000"; NULL: resolved */
     const char *region;        /* NULL: resolved */
@@ -167,6 +168,8 @@ struct tm__s3_settings {
     char *storage_class; /* NULL: none sent */
     char *cred_source;  /* where the credentials came from: "environment",
                            "profile NAME in FILE" (for messages) */
+    char *ca_bundle;    /* CA certificates for https (AWS_CA_BUNDLE, the
+                           profile's ca_bundle), NULL: the system's */
 };
 
 /* ------------------------------------------------------------------ */
