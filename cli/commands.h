@@ -40,7 +40,21 @@ struct sopt_list {
  * option: X(ID, "long-name", has_arg, "key", "help lines"). A storage's
  * options are documented in docs/adapters.md, its man pages and the bash
  * completion too (tests/install checks them against --help). */
-#define TM_STORAGE_ALIASES(X) /* S3: */ /* SFTP: */
+#define TM_STORAGE_ALIASES(X) /* S3: */                                        \
+    X(S3_ENDPOINT, "s3-endpoint", required_argument, "s3-endpoint",            \
+      "  --s3-endpoint URL  the S3 endpoint of s3:// storages (default:\n"     \
+      "                   AWS_ENDPOINT_URL, the AWS files, else AWS's own)\n")  \
+    X(S3_REGION, "s3-region", required_argument, "s3-region",                  \
+      "  --s3-region R    the region requests are signed for (default:\n"      \
+      "                   AWS_REGION, the AWS files, else us-east-1)\n")        \
+    X(S3_PATH_STYLE, "s3-path-style", no_argument, "s3-path-style",            \
+      "  --s3-path-style  address buckets as ENDPOINT/BUCKET (the default for\n"\
+      "                   an endpoint that is not AWS's)\n")                     \
+    X(S3_STORAGE_CLASS, "s3-storage-class", required_argument,                 \
+      "s3-storage-class",                                                      \
+      "  --s3-storage-class C  the storage class of the objects written\n"      \
+      "                   (STANDARD_IA, ...; default: the bucket's)\n")         \
+    /* SFTP: */
 
 #define SOPT_ENUM(id, name, arg, key, help) SOPT_##id,
 enum { SOPT_BASE = 0x100, TM_STORAGE_ALIASES(SOPT_ENUM) SOPT_END };

@@ -37,6 +37,7 @@ int exit_code_for(int err)
     case TM_ENODB:
     case TM_EPHASE:
     case TM_EBADSPEC:
+    case TM_EAUTH: /* credentials refused (S3) */
         return EXIT_USAGE;
     default:
         return EXIT_FATAL;

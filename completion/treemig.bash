@@ -14,6 +14,7 @@ _treemig_options()
 {
     local log="--log-level --udp-level --log-udp --log-public"
     local sto="--option" # the storages' options (-o KEY=VALUE)
+    sto="$sto --s3-endpoint --s3-region --s3-path-style --s3-storage-class" # S3
     case $1 in
         discover) echo "--db --workers --lead --retries --config --exclude --allow-pseudo-fs --owner $sto $log --quiet --help" ;;
         copy) echo "--db --yes --workers --retries --no-overwrite --owner --force $sto $log --quiet --help" ;;
@@ -97,6 +98,11 @@ _treemig()
             return ;;
         --workers | --lead | --retries | --top | --count | --exclude | --path)
             return ;;
+        --s3-endpoint | --s3-region)
+            return ;;
+        --s3-storage-class)
+            COMPREPLY=($(compgen -W "STANDARD STANDARD_IA ONEZONE_IA INTELLIGENT_TIERING GLACIER_IR GLACIER DEEP_ARCHIVE REDUCED_REDUNDANCY" -- "$cur"))
+            return ;;
     esac
 
     if [[ $cur == -* ]]; then
@@ -107,7 +113,7 @@ _treemig()
         help)
             COMPREPLY=($(compgen -W "$_treemig_commands" -- "$cur")) ;;
         discover)
-            if [[ $cur == sim:* ]]; then
+            if [[ $cur == sim:* || $cur == s3:* ]]; then
                 return
             fi
             _treemig_files -d ;;

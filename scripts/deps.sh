@@ -68,6 +68,7 @@ deb=(
 bench_only=(
   rclone           # a peer
   time             # /usr/bin/time: wall, CPU and peak RSS
+  awscli           # a peer (aws s3 sync, bench/s3.sh)
 )
 
 case "${1:-build}" in
@@ -87,9 +88,10 @@ case "${1:-build}" in
     exit 0 ;;
   *) echo "usage: $0 build|test|bench|deb|list TARGET|test-only" >&2; exit 2 ;;
 esac
-# npm fetches s3rver for the S3 tests; a Node.js from elsewhere (NodeSource)
-# brings its own npm, which will do, and clashes with Debian's package
-if [ "${1:-build}" = test ] && ! command -v npm >/dev/null 2>&1; then
+# npm fetches s3rver for the S3 tests and bench/s3.sh; a Node.js from
+# elsewhere (NodeSource) brings its own npm, which will do, and clashes
+# with Debian's package
+if { [ "${1:-build}" = test ] || [ "${1:-build}" = bench ]; } && ! command -v npm >/dev/null 2>&1; then
   want+=(npm)
 fi
 

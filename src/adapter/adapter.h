@@ -346,6 +346,8 @@ int tm__fault_open(const char *spec, const struct tm__sopts *o,
 /* The kinds of local.c and sim.c. */
 extern const struct tm__kind tm__local_kind;
 extern const struct tm__kind tm__sim_kind;
+/* The kind of s3/storage.c (s3://bucket/prefix). */
+extern const struct tm__kind tm__s3_kind;
 
 /* The operations the fault layer counts and can fail. */
 enum tm__fault_op {

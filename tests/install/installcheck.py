@@ -386,7 +386,7 @@ def help_options(inst, cmd):
     block = out.split('options:\n', 1)[1]
     opts = set()
     for line in block.splitlines():
-        m = re.match(r'^\s+(?:-\w, )?(--[a-z][a-z-]*)', line)
+        m = re.match(r'^\s+(?:-\w, )?(--[a-z][a-z0-9-]*)', line)
         if m:
             opts.add(m.group(1))
     if '--help' not in opts:
@@ -437,7 +437,7 @@ def man_option_entries(text, page):
     opts = set()
     for line in m.group(1).splitlines():
         if re.match(r'^ {7}-', line):
-            opts.update(re.findall(r'(?<![\w-])(--[a-z][a-z-]*)(?![\w-])', line))
+            opts.update(re.findall(r'(?<![\w-])(--[a-z][a-z0-9-]*)(?![\w-])', line))
     return opts
 
 

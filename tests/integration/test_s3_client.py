@@ -392,9 +392,15 @@ def case_faults(c):
     out = c.ok('--part-size', str(5 * MiB), 'put', c.bucket, 'f/parts', c.file('fp', big))
     expect_eq('md5', hashlib.md5(big).hexdigest(), out[-1]['md5'])
     expect_eq('parts sent (3 + 2 again)', 5, s.stats()['stats']['requests'].get('part'))
+    # a Complete that fails for a transient reason is sent again (the
+    # parts are not lost), up to the part retries
+    s.ctl('reset_stats')
     s.fault('complete', 'error200')
-    rc, out, e, ej = c.tool('--part-size', str(5 * MiB), 'put', c.bucket, 'f/parts2',
-                            c.file('fp', big))
+    c.ok('--part-size', str(5 * MiB), 'put', c.bucket, 'f/parts2', c.file('fp', big))
+    expect_eq('complete sent again', 2, s.stats()['stats']['requests'].get('complete'))
+    s.fault('complete', 'error200')
+    rc, out, e, ej = c.tool('--part-size', str(5 * MiB), '--part-retries', '0', 'put',
+                            c.bucket, 'f/parts2', c.file('fp', big))
     expect_err(c, 'complete: 200 with an error body', ej, 'EIO', 'retry', 'InternalError')
     # parts that keep failing: the write fails, the upload is aborted
     s.fault('part', 'reset', count=50)
@@ -441,7 +447,7 @@ def case_config(c):
                 'aws_session_token = %s\n' % (AK, SECRET, TOKEN))
     with open(os.path.join(aws_dir, 'config'), 'w') as f:
         f.write('[default]\nregion = eu-west-3\n'
-                '[profile work]\nregion = us-east-1\nendpoint_url = http://unused.invalid:1\n'
+                '[profile work]\nregion = us-east-1\nca_bundle = /etc/profile-ca.pem\nendpoint_url = http://unused.invalid:1\n'
                 's3 =\n  endpoint_url = %s\n  addressing_style = path\n' % c.srv.endpoint)
     base = s3servers.clean_env(home)
 
@@ -450,6 +456,11 @@ def case_config(c):
         if rc:
             fail('config: %s' % e)
         return out[0]
+    expect_eq('CA bundle: none by default', None, cfg(base)['ca_bundle'])
+    expect_eq('CA bundle: the profile\'s', '/etc/profile-ca.pem',
+              cfg(dict(base, AWS_PROFILE='work'))['ca_bundle'])
+    expect_eq('CA bundle: AWS_CA_BUNDLE wins', '/etc/env-ca.pem',
+              cfg(dict(base, AWS_PROFILE='work', AWS_CA_BUNDLE='/etc/env-ca.pem'))['ca_bundle'])
     d = cfg(base)
     expect_eq('default profile region, AWS endpoint, virtual-hosted',
               ('eu-west-3', 'https://s3.eu-west-3.amazonaws.com', 0, 0),

@@ -18,8 +18,13 @@ memory.
 
 It prints "PORT <n>" on stdout once it listens (port 0 picks a free one),
 and serves until killed. Unsigned control requests under /__ctl/ drive the
-faults and read the counters (see Control below); they are answered on
-127.0.0.1 only.
+faults and read the counters; they are answered on 127.0.0.1 only: fault
+{op, kind, count, after, retry_after, ms, pages} (kinds: slowdown, throttle429,
+error500, badsig, echo_token, reset, truncate, truncated_page, error200,
+delay: answer ms later), clear, hold {parts}, reset_stats, bucket {name},
+fill {bucket, prefix, n, size, meta}; each answers the counters (requests
+per operation, parts, the log of listing requests with their start-after)
+and the open uploads.
 """
 
 import base64
@@ -149,11 +154,13 @@ class State:
         self.hold_timeout = 10.0
         self.args = args
 
-    def take_fault(self, op):
+    def take_fault(self, op, q):
         with self.lock:
             for f in self.faults:
                 if f['op'] not in (op, 'any') or f['count'] <= 0:
                     continue
+                if f.get('pages') and int(q.get('max-keys') or 1000) <= 1:
+                    continue  # a fault for listing pages, not one-key probes
                 if f.get('after', 0) > 0:
                     f['after'] -= 1
                     continue
@@ -344,8 +351,19 @@ class Handler(BaseHTTPRequestHandler):
         op = self.op_name(bucket, key, q)
         with st.lock:
             st.stats['requests'][op] = st.stats['requests'].get(op, 0) + 1
-        fault = st.take_fault(op)
+        fault = st.take_fault(op, q)
+        if op == 'list':
+            with st.lock:
+                log = st.stats.setdefault('list_log', [])
+                if len(log) < 100000:
+                    log.append({'prefix': q.get('prefix', ''),
+                                'max_keys': int(q.get('max-keys') or 1000),
+                                'start_after': q.get('start-after'),
+                                'token': 'continuation-token' in q})
         try:
+            if fault and fault['kind'] == 'delay':
+                time.sleep(fault.get('ms', 100) / 1000.0)
+                fault = None
             if fault and fault['kind'] == 'reset':
                 return self.reset()
             if fault and fault['kind'] in ('slowdown', 'throttle429', 'error500',
@@ -483,6 +501,10 @@ class Handler(BaseHTTPRequestHandler):
             return 200, {'ETag': '"%s"' % o.etag}, b''
         if op == 'copy':
             src = self.copy_source()
+            im = self.headers.get('x-amz-copy-source-if-match')
+            if im is not None and im.strip('"') != src.etag:
+                raise S3Error(412, 'PreconditionFailed', 'At least one of the pre-conditions '
+                              'you specified did not hold')
             if fault and fault['kind'] == 'error200':
                 return 200, xmlh, xml_doc('Error', [('Code', 'InternalError'),
                                                     ('Message', 'copy failed midway')])
@@ -703,10 +725,19 @@ class Handler(BaseHTTPRequestHandler):
             elif what == 'reset_stats':
                 st.stats.update({'requests': {}, 'max_parts_in_flight': 0, 'parts_received': 0,
                                  'puts_without_md5': 0, 'bodies_signed': 0,
-                                 'bodies_unsigned': 0})
+                                 'bodies_unsigned': 0, 'list_log': []})
+            elif what == 'fill':
+                # n objects PREFIX00000... of size bytes made here (a big
+                # folder without n PUTs), with rclone's metadata if given
+                objs = st.buckets.setdefault(req['bucket'], {})
+                for i in range(int(req['n'])):
+                    data = (('%s%05d\n' % (req['prefix'], i)).encode() * 64)[:int(req.get('size', 10))]
+                    objs['%s%05d' % (req['prefix'], i)] = Obj(data, dict(req.get('meta', {})),
+                                                              'STANDARD', 'binary/octet-stream')
             elif what == 'bucket':
                 st.buckets.setdefault(req['name'], {})
             out = json.dumps({'stats': st.stats, 'uploads': len(st.uploads),
+                              'upload_keys': sorted(u['key'] for u in st.uploads.values()),
                               'faults_left': sum(f['count'] for f in st.faults)}).encode()
         self.send(200, out, {'Content-Type': 'application/json'})
 
@@ -729,6 +760,9 @@ def main(argv):
         return selftest()
     if not args.access_key or not args.secret_key:
         ap.error('--access-key and --secret-key are required')
+    # a listen backlog of 5 (socketserver's default) drops the SYNs of
+    # clients that open dozens of connections at once: each waits 1 s
+    ThreadingHTTPServer.request_queue_size = 1024
     srv = ThreadingHTTPServer((args.host, args.port), Handler)
     srv.daemon_threads = True
     srv.state = State(args)

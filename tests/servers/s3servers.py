@@ -86,9 +86,11 @@ class FakeS3:
     def stats(self):
         return self.ctl('stats')
 
-    def fault(self, op, kind, count=1, after=0, retry_after=1):
+    def fault(self, op, kind, count=1, after=0, retry_after=1, ms=100, pages=False):
+        """pages: a listing fault only for pages of more than one key (not
+        the probe of one key that opening an s3:// storage makes)."""
         return self.ctl('fault', op=op, kind=kind, count=count, after=after,
-                        retry_after=retry_after)
+                        retry_after=retry_after, ms=ms, pages=pages)
 
     def stop(self):
         if self.p.poll() is None:
@@ -231,3 +233,22 @@ def tmpdir(prefix):
 def kill9(p):
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
+
+
+def treemig(exe, env, *args, timeout=600):
+    """Runs treemig (exe) with args in env alone (no variable of the
+    caller's); returns the CompletedProcess. Records the output for the
+    secret checks."""
+    cmd = [exe] + [os.fsencode(a) if isinstance(a, bytes) else a for a in args]
+    cp = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, timeout=timeout)
+    OUTPUT.append(cp.stdout)
+    OUTPUT.append(cp.stderr)
+    return cp
+
+
+def rclone_mtime(ns):
+    """rclone's x-amz-meta-mtime text of ns (treemig writes it exactly)."""
+    s = '%s%d' % ('-' if ns < 0 else '', abs(ns) // 10**9)
+    frac = ('%09d' % (abs(ns) % 10**9)).rstrip('0')
+    return s + ('.' + frac if frac else '')

@@ -12,6 +12,7 @@
  * Single-threaded: it runs one operation (a writer's parts go out in
  * parallel inside the client).
  */
+#include "adapter/adapter.h"
 #include "adapter/s3/s3.h"
 #include "treemig.h"
 #include "util/buf.h"
@@ -41,7 +42,14 @@ static const char usage[] =
     "  resume BUCKET KEY SRC|- --journal FILE [--size N] [--no-records]\n"
     "  rm BUCKET KEY          mkdir BUCKET KEY/      fill BUCKET PREFIX N\n"
     "  cp SRCBUCKET SRCKEY BUCKET KEY [--size N] [--mtime NS]\n"
-    "  mp-create BUCKET KEY   mp-abort BUCKET KEY ID   mp-parts BUCKET KEY ID\n";
+    "  mp-create BUCKET KEY   mp-abort BUCKET KEY ID   mp-parts BUCKET KEY ID\n"
+    "the adapter interface (adapter.h) on any storage, for the conformance\n"
+    "checks (tests/integration/test_s3_conformance.py):\n"
+    "  adapter SPEC [-o K=V]... OP ARGS, OP one of\n"
+    "     ls PATH [--from HEXPOS] [--pages N]   one JSON line per page\n"
+    "     stat PATH    get PATH OUT    mkdir PATH    setattr PATH MTIME MODE\n"
+    "     put PATH SRC MTIME MODE [--noreplace]   abort PATH SRC\n"
+    "     cannot PATH TYPE    forget PATH STATEFILE\n";
 
 static void print_err(const struct tm__s3_err *e, int rc)
 {
@@ -628,6 +636,288 @@ static int cmd_simple(struct tm__s3 *s, const char *cmd, int argc, char **argv)
     return 0;
 }
 
+/* ---- the adapter interface, for the conformance checks ---- */
+
+static void aerr_json(const char *op, const struct tm__aerr *e, int rc)
+{
+    struct tm__buf b = TM__BUF_INIT;
+    tm__buf_addf(&b, "{\"error\":\"%s\",\"op\":\"%s\",\"class\":%d,\"message\":",
+                 tm_err_name(rc), op, e->cls);
+    tm__buf_add_json(&b, e->msg, strlen(e->msg));
+    tm__buf_adds(&b, "}\n");
+    fputs(b.buf, stderr);
+    tm__buf_release(&b);
+}
+
+static void entry_json(struct tm__buf *b, const struct tm__entry *e)
+{
+    tm__buf_adds(b, "{\"name\":");
+    tm__buf_add_json(b, e->name ? e->name : "", e->name ? e->name_len : 0);
+    tm__buf_addf(b, ",\"type\":\"%s\",\"size\":%lld,\"mtime\":%lld,\"mode\":%u}",
+                 tm__type_names[e->type], (long long)e->size, (long long)e->mtime,
+                 (unsigned)e->mode);
+}
+
+struct page {
+    struct tm__buf b; /* the JSON of the page's entries */
+    int n;            /* entries */
+};
+
+static int page_add(void *ctx, const struct tm__entry *e)
+{
+    struct page *p = ctx;
+    if (p->n++)
+        tm__buf_addch(&p->b, ',');
+    entry_json(&p->b, e);
+    return 0;
+}
+
+static int hexval(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+static int ad_ls(struct tm__adapter *a, int argc, char **argv)
+{
+    const char *from = opt(argc, argv, "--from");
+    long long pages = opt(argc, argv, "--pages") ? num(opt(argc, argv, "--pages"), 10) : 0;
+    struct tm__buf pos = TM__BUF_INIT, out = TM__BUF_INIT;
+    struct tm__lister *l;
+    struct tm__aerr e;
+    int rc, more = 1;
+    long long i;
+    size_t k;
+
+    for (k = 0; from && from[k] && from[k + 1]; k += 2) {
+        char c = (char)(hexval(from[k]) * 16 + hexval(from[k + 1]));
+        tm__buf_add(&pos, &c, 1);
+    }
+    rc = tm__adapter_list_open(a, argv[0], pos.buf, pos.len, &l, &e);
+    if (rc) {
+        aerr_json("list_open", &e, rc);
+        tm__buf_release(&pos);
+        return 1;
+    }
+    for (i = 0; more && (pages <= 0 || i < pages); i++) {
+        struct page p = {TM__BUF_INIT, 0};
+        rc = tm__adapter_list_next(l, page_add, &p, &more, &e);
+        if (rc) {
+            aerr_json("list_next", &e, rc);
+            tm__buf_release(&p.b);
+            break;
+        }
+        tm__buf_reset(&pos);
+        tm__adapter_list_pos(l, &pos);
+        tm__buf_reset(&out);
+        tm__buf_addf(&out, "{\"page\":%lld,\"more\":%d,\"entries\":[%s],\"pos\":\"", i, more,
+                     p.b.buf);
+        for (k = 0; k < pos.len; k++)
+            tm__buf_addf(&out, "%02x", (unsigned char)pos.buf[k]);
+        tm__buf_adds(&out, "\"}\n");
+        fputs(out.buf, stdout);
+        tm__buf_release(&p.b);
+    }
+    tm__adapter_list_close(l);
+    tm__buf_release(&pos);
+    tm__buf_release(&out);
+    return rc ? 1 : 0;
+}
+
+static int ad_put(struct tm__adapter *a, const char *path, const char *src, int64_t mtime,
+                  uint32_t mode, int noreplace, int abort_half)
+{
+    struct tm__wattr w;
+    struct tm__wfile *f;
+    struct tm__aerr e;
+    struct stat st;
+    char *buf;
+    int fd = open(src, O_RDONLY | O_CLOEXEC), rc;
+    ssize_t n;
+    int64_t done = 0;
+
+    if (fd < 0 || fstat(fd, &st)) {
+        fprintf(stderr, "s3tool: cannot open %s\n", src);
+        return 2;
+    }
+    memset(&w, 0, sizeof w);
+    w.size = st.st_size;
+    w.mtime = mtime;
+    w.mode = mode;
+    w.uid = w.gid = -1;
+    rc = tm__adapter_open_write(a, path, &w, &f, &e);
+    if (rc) {
+        close(fd);
+        aerr_json("open_write", &e, rc);
+        return 1;
+    }
+    buf = malloc(1 << 20);
+    while (buf && (n = read(fd, buf, 1 << 20)) > 0) {
+        int64_t put = tm__adapter_write(f, buf, (size_t)n, &e);
+        if (put < 0) {
+            rc = (int)put;
+            aerr_json("write", &e, rc);
+            break;
+        }
+        done += n;
+        if (abort_half && done >= st.st_size / 2)
+            break;
+    }
+    free(buf);
+    close(fd);
+    if (rc || abort_half) {
+        tm__adapter_abort(f);
+        if (!rc)
+            printf("{\"aborted\":%lld}\n", (long long)done);
+        return rc ? 1 : 0;
+    }
+    rc = tm__adapter_commit(f, mtime, mode, noreplace ? TM_NOREPLACE : 0, &e);
+    if (rc) {
+        aerr_json("commit", &e, rc);
+        return 1;
+    }
+    printf("{\"written\":%lld}\n", (long long)done);
+    return 0;
+}
+
+static int ad_get(struct tm__adapter *a, const char *path, const char *out)
+{
+    struct tm__rfile *f;
+    struct tm__entry st, st2;
+    struct tm__aerr e;
+    struct tm__buf b = TM__BUF_INIT;
+    char *buf = malloc(1 << 20);
+    int fd, rc;
+    int64_t n, total = 0;
+
+    rc = buf ? tm__adapter_open_read(a, path, &f, &st, &e) : TM_ENOMEM;
+    if (rc) {
+        free(buf);
+        aerr_json("open_read", &e, rc);
+        return 1;
+    }
+    fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    while (fd >= 0 && (n = tm__adapter_read(f, buf, 1 << 20, &e)) > 0) {
+        tm__write_full(fd, buf, (size_t)n);
+        total += n;
+    }
+    if (fd >= 0)
+        close(fd);
+    rc = tm__adapter_fstat(f, &st2, &e);
+    tm__adapter_close_read(f);
+    free(buf);
+    if (rc) {
+        aerr_json("fstat", &e, rc);
+        return 1;
+    }
+    tm__buf_addf(&b, "{\"read\":%lld,\"st\":", (long long)total);
+    entry_json(&b, &st);
+    tm__buf_adds(&b, ",\"fstat\":");
+    entry_json(&b, &st2);
+    tm__buf_adds(&b, "}\n");
+    fputs(b.buf, stdout);
+    tm__buf_release(&b);
+    return 0;
+}
+
+static int adapter_main(int argc, char **argv)
+{
+    const char *kv[16];
+    struct tm__sopts o = {kv, 0};
+    struct tm__adapter *a = NULL;
+    struct tm__aerr e;
+    struct tm__entry st;
+    char err[512], *spec;
+    const char *op;
+    int rc = 0, i = 1;
+
+    if (argc < 3)
+        return 2;
+    while (i + 1 < argc && !strcmp(argv[i], "-o") && o.n < 16) {
+        kv[o.n++] = argv[i + 1];
+        i += 2;
+    }
+    rc = tm__spec_resolve(argv[0], &o, &spec, err, sizeof err);
+    if (!rc) {
+        rc = tm__adapter_open(spec, &o, &a, err, sizeof err);
+        free(spec);
+    }
+    if (rc) {
+        fprintf(stderr, "{\"error\":\"%s\",\"op\":\"open\",\"message\":\"%s\"}\n",
+                tm_err_name(rc), err);
+        return 1;
+    }
+    op = argv[i++];
+    argc -= i;
+    argv += i;
+    rc = 2;
+    if (!strcmp(op, "ls") && argc >= 1) {
+        rc = ad_ls(a, argc, argv);
+    } else if (!strcmp(op, "stat") && argc >= 1) {
+        rc = tm__adapter_stat(a, argv[0], &st, &e);
+        if (rc) {
+            aerr_json("stat", &e, rc);
+        } else {
+            struct tm__buf b = TM__BUF_INIT;
+            entry_json(&b, &st);
+            tm__buf_addch(&b, '\n');
+            fputs(b.buf, stdout);
+            tm__buf_release(&b);
+        }
+        rc = rc ? 1 : 0;
+    } else if (!strcmp(op, "get") && argc >= 2) {
+        rc = ad_get(a, argv[0], argv[1]);
+    } else if (!strcmp(op, "put") && argc >= 4) {
+        rc = ad_put(a, argv[0], argv[1], num(argv[2], 10), (uint32_t)num(argv[3], 8),
+                    flag(argc, argv, "--noreplace"), 0);
+    } else if (!strcmp(op, "abort") && argc >= 2) {
+        rc = ad_put(a, argv[0], argv[1], 0, 0644, 0, 1);
+    } else if (!strcmp(op, "mkdir") && argc >= 1) {
+        rc = tm__adapter_mkdir(a, argv[0], &e);
+        if (rc)
+            aerr_json("mkdir", &e, rc);
+        rc = rc ? 1 : 0;
+    } else if (!strcmp(op, "setattr") && argc >= 3) {
+        rc = tm__adapter_set_attr(a, argv[0], num(argv[1], 10), (uint32_t)num(argv[2], 8), &e);
+        if (rc)
+            aerr_json("set_attr", &e, rc);
+        rc = rc ? 1 : 0;
+    } else if (!strcmp(op, "cannot") && argc >= 2) {
+        char why[256];
+        int type;
+        for (type = 0; type < TM_T_COUNT && strcmp(tm__type_names[type], argv[1]); type++)
+            ;
+        if (type < TM_T_COUNT) {
+            int c = tm__adapter_cannot_hold(a, argv[0], strlen(argv[0]), type, why,
+                                            sizeof why);
+            struct tm__buf b = TM__BUF_INIT;
+            tm__buf_addf(&b, "{\"cannot\":%d,\"why\":", c);
+            tm__buf_add_json(&b, c ? why : "", c ? strlen(why) : 0);
+            tm__buf_adds(&b, "}\n");
+            fputs(b.buf, stdout);
+            tm__buf_release(&b);
+            rc = 0;
+        }
+    } else if (!strcmp(op, "forget") && argc >= 2) {
+        struct tm__buf state = TM__BUF_INIT;
+        char chunk[4096];
+        ssize_t n;
+        int fd = open(argv[1], O_RDONLY | O_CLOEXEC);
+        while (fd >= 0 && (n = read(fd, chunk, sizeof chunk)) > 0)
+            tm__buf_add(&state, chunk, (size_t)n);
+        if (fd >= 0)
+            close(fd);
+        rc = tm__adapter_forget_write(a, argv[0], state.buf, state.len, &e);
+        if (rc)
+            aerr_json("forget_write", &e, rc);
+        else
+            printf("{\"forgot\":true}\n");
+        tm__buf_release(&state);
+        rc = rc ? 1 : 0;
+    }
+    tm__adapter_close(a);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     struct tm__s3_config cfg;
@@ -637,6 +927,12 @@ int main(int argc, char **argv)
     const char *cmd;
     int i, rc;
 
+    if (argc > 1 && !strcmp(argv[1], "adapter")) {
+        rc = adapter_main(argc - 2, argv + 2);
+        if (rc == 2)
+            fputs(usage, stderr);
+        return rc;
+    }
     memset(&cfg, 0, sizeof(cfg));
     cfg.path_style = -1;
     cfg.part_retries = -1;
@@ -698,6 +994,11 @@ int main(int argc, char **argv)
                          "\"custom\":%d,\"credentials\":",
                      st->endpoint, st->region, st->path_style, st->custom);
         tm__buf_add_json(&b, st->cred_source, strlen(st->cred_source));
+        tm__buf_adds(&b, ",\"ca_bundle\":");
+        if (st->ca_bundle)
+            tm__buf_add_json(&b, st->ca_bundle, strlen(st->ca_bundle));
+        else
+            tm__buf_adds(&b, "null");
         tm__buf_adds(&b, "}\n");
         fputs(b.buf, stdout);
         tm__buf_release(&b);

@@ -219,6 +219,7 @@ int tm__s3_open(const struct tm__s3_config *cfg, struct tm__s3 **out,
         s->copy_part_size = 5 * 1024 * MiB;
     if (s->parts_in_flight <= 0)
         s->parts_in_flight = 4;
+    s->part_budget = cfg && cfg->part_buffers > 0 ? cfg->part_buffers : 64;
     if (s->part_retries < 0)
         s->part_retries = 3;
     if (!s->connect_timeout)
@@ -237,6 +238,9 @@ void tm__s3_free(struct tm__s3 *s)
     for (i = 0; i < s->n_pool; i++)
         curl_easy_cleanup(s->pool[i]);
     free(s->pool);
+    for (i = 0; i < s->n_mpool; i++)
+        curl_multi_cleanup(s->mpool[i]);
+    free(s->mpool);
     curl_slist_free_all(s->resolve);
     pthread_mutex_destroy(&s->lock);
     tm__s3_settings_release(&s->set);
@@ -301,6 +305,38 @@ static void pool_put(struct tm__s3 *s, CURL *h)
     pthread_mutex_unlock(&s->lock);
     if (h)
         curl_easy_cleanup(h);
+}
+
+/* A multi handle for a batch: an idle one (with its connections) or a
+ * new one; NULL when out of memory. */
+static CURLM *mpool_get(struct tm__s3 *s)
+{
+    CURLM *m = NULL;
+    pthread_mutex_lock(&s->lock);
+    if (s->n_mpool)
+        m = s->mpool[--s->n_mpool];
+    pthread_mutex_unlock(&s->lock);
+    return m ? m : curl_multi_init();
+}
+
+static void mpool_put(struct tm__s3 *s, CURLM *m)
+{
+    pthread_mutex_lock(&s->lock);
+    if (s->n_mpool == s->cap_mpool && s->cap_mpool < POOL_MAX) {
+        size_t n = s->cap_mpool ? s->cap_mpool * 2 : 8;
+        CURLM **p = realloc(s->mpool, n * sizeof(*p));
+        if (p) {
+            s->mpool = p;
+            s->cap_mpool = n;
+        }
+    }
+    if (s->n_mpool < s->cap_mpool) {
+        s->mpool[s->n_mpool++] = m;
+        m = NULL;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (m)
+        curl_multi_cleanup(m);
 }
 
 /* ------------------------------------------------------------------ */
@@ -608,6 +644,8 @@ int tm__s3req_prepare(struct s3req *r)
     curl_easy_setopt(r->h, CURLOPT_PROTOCOLS_STR, "http,https");
     if (s->resolve)
         curl_easy_setopt(r->h, CURLOPT_RESOLVE, s->resolve);
+    if (s->set.ca_bundle)
+        curl_easy_setopt(r->h, CURLOPT_CAINFO, s->set.ca_bundle);
     if (!strcmp(r->method, "HEAD")) {
         curl_easy_setopt(r->h, CURLOPT_NOBODY, 1L);
     } else if (!strcmp(r->method, "GET")) {
@@ -970,6 +1008,83 @@ int tm__s3_head(struct tm__s3 *s, const char *bucket, const char *key,
     return rc;
 }
 
+int tm__s3_head_many(struct tm__s3 *s, const char *bucket,
+                     struct tm__s3_head_item *v, size_t n, int in_flight)
+{
+    struct s3req *rs;
+    size_t *item, next = 0, j;
+    int active = 0, rc = 0;
+    CURLM *m;
+
+    if (!n)
+        return 0;
+    if (in_flight < 1)
+        in_flight = 1;
+    if ((size_t)in_flight > n)
+        in_flight = (int)n;
+    rs = calloc((size_t)in_flight, sizeof(*rs));
+    item = calloc((size_t)in_flight, sizeof(*item));
+    m = rs && item ? mpool_get(s) : NULL;
+    if (!m) {
+        free(rs);
+        free(item);
+        return TM_ENOMEM;
+    }
+    curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, (long)in_flight);
+    for (j = 0; j < n; j++)
+        v[j].rc = TM_EAGAIN; /* not done */
+    while (next < n || active) {
+        int running = 0, left;
+        CURLMsg *msg;
+        for (j = 0; j < (size_t)in_flight && next < n && !rc; j++) {
+            struct s3req *r = &rs[j];
+            if (r->h)
+                continue;
+            tm__s3req_init(r, s, "head", "HEAD", bucket, v[next].key, &v[next].err);
+            r->st = &v[next].st;
+            v[next].rc = tm__s3req_prepare(r);
+            if (!v[next].rc && curl_multi_add_handle(m, r->h) != CURLM_OK)
+                v[next].rc = rc = TM_ENOMEM;
+            if (v[next].rc) {
+                tm__s3req_release(r);
+                next++;
+                continue;
+            }
+            curl_easy_setopt(r->h, CURLOPT_PRIVATE, (char *)r);
+            item[j] = next++;
+            active++;
+        }
+        if (!active)
+            break;
+        curl_multi_perform(m, &running);
+        while ((msg = curl_multi_info_read(m, &left))) {
+            struct s3req *r = NULL;
+            struct tm__s3_head_item *it;
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+            if (!r)
+                continue;
+            it = &v[item[r - rs]];
+            it->rc = tm__s3req_finish(r, msg->data.result);
+            if (!it->rc && it->st.size < 0)
+                it->rc = tm__s3_fail(s, &it->err, TM_EIO, TM_S3_RETRY, "head",
+                                     bucket, it->key,
+                                     "no content-length in the answer");
+            curl_multi_remove_handle(m, r->h);
+            tm__s3req_release(r);
+            r->h = NULL;
+            active--;
+        }
+        if (active && running)
+            curl_multi_poll(m, NULL, 0, 1000, NULL);
+    }
+    mpool_put(s, m);
+    free(rs);
+    free(item);
+    return rc;
+}
+
 static void range_header(char *out, size_t len, int64_t off, int64_t n)
 {
     if (n < 0)
@@ -1056,7 +1171,7 @@ static int copy_one(struct tm__s3 *s, const char *bucket, const char *key,
     struct s3req r;
     struct tm__buf src = TM__BUF_INIT;
     struct tm__s3_xml *x = NULL;
-    char hold[6][40];
+    char hold[6][40], quoted[80];
     int rc;
 
     tm__s3req_init(&r, s, "copy", "PUT", bucket, key, err);
@@ -1066,6 +1181,10 @@ static int copy_one(struct tm__s3 *s, const char *bucket, const char *key,
                            "out of memory");
     }
     tm__s3req_h(&r, "x-amz-copy-source", src.buf);
+    if (o && o->src_etag && *o->src_etag) {
+        snprintf(quoted, sizeof(quoted), "\"%s\"", o->src_etag);
+        tm__s3req_h(&r, "x-amz-copy-source-if-match", quoted);
+    }
     if (o) {
         tm__s3req_h(&r, "x-amz-metadata-directive", "REPLACE");
         tm__s3req_put_opts(&r, o, hold);
@@ -1074,6 +1193,10 @@ static int copy_one(struct tm__s3 *s, const char *bucket, const char *key,
     }
     r.xml = x;
     rc = tm__s3req_run(&r);
+    if (rc && err && o && o->src_etag && *o->src_etag && err->http_status == 412)
+        rc = tm__s3_fail(s, err, TM_ECHANGED, TM_S3_NODE, "copy", bucket, key,
+                         "the source %s/%s is no longer the object of ETag %s",
+                         src_bucket, src_key, o->src_etag);
     if (!rc && tm__s3_xml_kind(x) != TM_S3X_COPY)
         rc = tm__s3_fail(s, err, TM_EIO, TM_S3_RETRY, "copy", bucket, key,
                          "the answer is not a copy result");
@@ -1096,11 +1219,18 @@ int tm__s3_copy(struct tm__s3 *s, const char *bucket, const char *key,
 
     if (src_size <= ps)
         return copy_one(s, bucket, key, src_bucket, src_key, o, err);
-    if (!o) {
-        /* a multipart upload does not copy metadata: carry it over */
+    if (!o || (o->src_etag && *o->src_etag)) {
+        /* a multipart upload does not copy metadata: carry it over; and
+         * the source must still be the one asked for */
         rc = tm__s3_head(s, src_bucket, src_key, &st, err);
         if (rc)
             return rc;
+        if (o && strcmp(st.etag, o->src_etag) != 0)
+            return tm__s3_fail(s, err, TM_ECHANGED, TM_S3_NODE, "copy", bucket,
+                               key, "the source %s/%s is no longer the object "
+                               "of ETag %s", src_bucket, src_key, o->src_etag);
+    }
+    if (!o) {
         memset(&kept, 0, sizeof(kept));
         kept.meta = &st.meta;
         o = &kept;

@@ -28,6 +28,7 @@ struct profile {
     char *region;        /* region */
     char *endpoint;      /* endpoint_url (the "s3 =" block's wins) */
     char *s3_endpoint;   /* endpoint_url under "s3 =" */
+    char *ca_bundle;     /* ca_bundle */
 };
 
 static void wipe_free(char *s)
@@ -46,6 +47,7 @@ static void profile_release(struct profile *p)
     free(p->region);
     free(p->endpoint);
     free(p->s3_endpoint);
+    free(p->ca_bundle);
     memset(p, 0, sizeof(*p));
 }
 
@@ -127,6 +129,8 @@ static int read_ini(const char *path, const char *want, struct profile *p,
             rc = set_dup(&p->region, v);
         } else if (!strcmp(k, "endpoint_url")) {
             rc = set_dup(&p->endpoint, v);
+        } else if (!strcmp(k, "ca_bundle")) {
+            rc = set_dup(&p->ca_bundle, v);
         }
         OPENSSL_cleanse(line, sizeof(line));
         if (rc)
@@ -336,6 +340,14 @@ int tm__s3_resolve(const struct tm__s3_config *cfg, struct tm__s3_settings *set,
         goto out;
     }
     set->path_style = cfg->path_style >= 0 ? !!cfg->path_style : set->custom;
+    /* the CA certificates of an https endpoint (a private CA's) */
+    v = env("AWS_CA_BUNDLE");
+    if (!v)
+        v = p.ca_bundle;
+    if (v && *v && !(set->ca_bundle = strdup(v))) {
+        rc = TM_ENOMEM;
+        goto out;
+    }
     if (cfg->storage_class && *cfg->storage_class &&
         !(set->storage_class = strdup(cfg->storage_class))) {
         rc = TM_ENOMEM;
@@ -360,6 +372,7 @@ void tm__s3_settings_release(struct tm__s3_settings *set)
     free(set->region);
     free(set->storage_class);
     free(set->cred_source);
+    free(set->ca_bundle);
     memset(set, 0, sizeof(*set));
 }
 

@@ -124,7 +124,8 @@ void tm__md5_base64(const unsigned char md5[16], char out[25]);
  * AWS_CONFIG_FILE name other files); region from AWS_REGION,
  * AWS_DEFAULT_REGION, the profile's region, else us-east-1; endpoint from
  * AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, the profile's endpoint_url
- * (also under its "s3 =" block), else AWS's for the region. */
+ * (also under its "s3 =" block), else AWS's for the region; the CA
+ * certificates of https from AWS_CA_BUNDLE or the profile's ca_bundle. */
 struct tm__s3_config {
     const char *endpoint;      /* "http://127.0.0.1:9000"; NULL: resolved */
     const char *region;        /* NULL: resolved */
@@ -144,6 +145,11 @@ struct tm__s3_config {
     int64_t copy_part_size;    /* UploadPartCopy above this (and in parts
                                   of it); 0: 5 GiB */
     int parts_in_flight;       /* parts uploaded at once per writer; 0: 4 */
+    int part_buffers;          /* part buffers all writers together hold
+                                  (each writer may always hold one, more
+                                  only while the total stays below this,
+                                  so that many writers at once do not each
+                                  take parts_in_flight); 0: 64 */
     int part_retries;          /* retries of a failed part in a writer
                                   (retry and throttle classes); -1: 3 */
     long connect_timeout_s;    /* 0: 10 */
@@ -162,6 +168,8 @@ struct tm__s3_settings {
     char *storage_class; /* NULL: none sent */
     char *cred_source;  /* where the credentials came from: "environment",
                            "profile NAME in FILE" (for messages) */
+    char *ca_bundle;    /* CA certificates for https (AWS_CA_BUNDLE, the
+                           profile's ca_bundle), NULL: the system's */
 };
 
 /* ------------------------------------------------------------------ */
@@ -274,6 +282,22 @@ struct tm__s3_stat {
 int tm__s3_head(struct tm__s3 *s, const char *bucket, const char *key,
                 struct tm__s3_stat *st, struct tm__s3_err *err);
 
+/* One of the HEADs of tm__s3_head_many(). */
+struct tm__s3_head_item {
+    const char *key;       /* the key (NUL-terminated), the caller's */
+    int rc;                /* 0, or the error (TM_ENOENT: not there) */
+    struct tm__s3_stat st; /* the answer when rc is 0 */
+    struct tm__s3_err err; /* the detail of rc */
+};
+
+/* HEADs the n keys of v in bucket, up to in_flight at once (a curl multi
+ * handle the client keeps in a pool between calls, so that a later batch
+ * reuses the connections of an earlier one). Each item gets its own
+ * result, as tm__s3_head() would give it. Returns 0, or TM_ENOMEM when
+ * the batch could not run (the items' rc say which were done). */
+int tm__s3_head_many(struct tm__s3 *s, const char *bucket,
+                     struct tm__s3_head_item *v, size_t n, int in_flight);
+
 /* Receives n bytes of a GET; returns 0 to go on, or a TM_* error to stop
  * (then returned by the call). */
 typedef int (*tm__s3_sink_fn)(void *ctx, const void *data, size_t n);
@@ -310,6 +334,11 @@ struct tm__s3_put_opts {
     const char *content_type;       /* NULL: application/octet-stream
                                        (a marker: none) */
     const char *storage_class;      /* NULL: the client's */
+    const char *src_etag;           /* tm__s3_copy: the ETag the source
+                                       must still have (CopyObject's
+                                       x-amz-copy-source-if-match; a HEAD
+                                       before UploadPartCopy), or NULL.
+                                       Another one: TM_ECHANGED, node */
 };
 
 /* PUTs n bytes as key in one request, with Content-MD5 (an empty body and
@@ -412,6 +441,19 @@ int tm__s3_writer_write(struct tm__s3_writer *w, const void *data, size_t n,
                         struct tm__s3_err *err);
 /* The upload id, or NULL for a single PUT. Owned by w. */
 const char *tm__s3_writer_upload_id(const struct tm__s3_writer *w);
+/* The bytes of each part (the last may be less). */
+int64_t tm__s3_writer_part_size(const struct tm__s3_writer *w);
+/* The parts on the server from part 1 on without a gap: *n of them, a
+ * copy in *parts (free() it; NULL when *n is 0). What a caller records
+ * to resume after a crash. Any thread; TM_ENOMEM on failure. */
+int tm__s3_writer_done_parts(struct tm__s3_writer *w, struct tm__s3_part **parts,
+                             size_t *n);
+/* How many parts are on the server from part 1 on without a gap (cheap:
+ * a counter). Any thread. */
+size_t tm__s3_writer_done_count(struct tm__s3_writer *w);
+/* Replaces the metadata a single-PUT writer sends at commit (TM_EINVAL
+ * for a multipart writer: its metadata went with the create). */
+int tm__s3_writer_set_meta(struct tm__s3_writer *w, const struct tm__s3_meta *m);
 /* Sends what is left and makes the object visible (PUT or Complete).
  * md5_hex (may be NULL, 33 bytes) gets the MD5 of the whole object when
  * every byte went through this writer, else "". Frees w in every case; on

@@ -42,9 +42,15 @@ struct tm__s3 {
     long connect_timeout;       /* seconds */
     long low_speed_time;        /* seconds */
     struct curl_slist *resolve; /* CURLOPT_RESOLVE entries, or NULL */
-    pthread_mutex_t lock;       /* guards pool and n_pool */
+    pthread_mutex_t lock;       /* guards pool, n_pool, mpool, n_mpool */
     CURL **pool;                /* idle easy handles (keep-alive) */
     size_t n_pool, cap_pool;    /* used, allocated */
+    CURLM **mpool;              /* idle multi handles of tm__s3_head_many
+                                   (each keeps its connections alive) */
+    size_t n_mpool, cap_mpool;  /* used, allocated */
+    int part_budget;            /* part buffers all writers may hold
+                                   beyond their first one each */
+    atomic_int part_bufs;       /* part buffers allocated now, all writers */
     atomic_llong requests;      /* requests made */
 };
 

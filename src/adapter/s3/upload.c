@@ -17,7 +17,9 @@
  * changes under w->lock, the multi handle is the driver's alone.
  *
  * Memory: at most parts_in_flight part buffers per writer (4 x 8 MiB by
- * default); a single PUT holds the whole object (at most the threshold).
+ * default), and beyond the first one of each writer only while all the
+ * writers of the client hold fewer than its budget (part_buffers, 64);
+ * a single PUT holds the whole object (at most the threshold).
  */
 #include "adapter/s3/s3_int.h"
 
@@ -26,9 +28,11 @@
 
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* One part buffer. */
 struct slot {
@@ -63,6 +67,7 @@ struct tm__s3_writer {
     int n_parts;                /* parts the object has */
     struct tm__s3_part *parts;  /* n_parts entries, number 0 while missing */
     int next_number;            /* the number of the next part to fill */
+    int run;                    /* parts 1..run are on the server */
     struct slot *slots;         /* parts_in_flight buffers */
     int n_slots;                /* their count */
     int cur;                    /* the slot being filled, -1 */
@@ -109,7 +114,10 @@ static void writer_free(struct tm__s3_writer *w)
         return;
     driver_stop(w);
     for (i = 0; i < w->n_slots; i++)
-        free(w->slots[i].buf);
+        if (w->slots[i].buf) {
+            free(w->slots[i].buf);
+            atomic_fetch_sub(&w->s->part_bufs, 1);
+        }
     if (w->m)
         curl_multi_cleanup(w->m);
     if (w->n_slots) {
@@ -285,6 +293,7 @@ int tm__s3_writer_resume(struct tm__s3 *s, const char *bucket, const char *key,
     }
     free(have);
     w->next_number = k + 1;
+    w->run = k;
     w->written = (int64_t)k * w->part_size;
     if (w->written > size)
         w->written = size;
@@ -298,6 +307,52 @@ int tm__s3_writer_resume(struct tm__s3 *s, const char *bucket, const char *key,
 const char *tm__s3_writer_upload_id(const struct tm__s3_writer *w)
 {
     return w->upload_id;
+}
+
+int64_t tm__s3_writer_part_size(const struct tm__s3_writer *w)
+{
+    return w->part_size;
+}
+
+size_t tm__s3_writer_done_count(struct tm__s3_writer *w)
+{
+    int k;
+    if (!w->multipart)
+        return 0;
+    pthread_mutex_lock(&w->lock);
+    k = w->run;
+    pthread_mutex_unlock(&w->lock);
+    return (size_t)k;
+}
+
+int tm__s3_writer_done_parts(struct tm__s3_writer *w, struct tm__s3_part **parts,
+                             size_t *n)
+{
+    int k;
+    *parts = NULL;
+    *n = 0;
+    if (!w->multipart)
+        return 0;
+    pthread_mutex_lock(&w->lock);
+    k = w->run;
+    if (k && !(*parts = malloc((size_t)k * sizeof(**parts)))) {
+        pthread_mutex_unlock(&w->lock);
+        return TM_ENOMEM;
+    }
+    if (k)
+        memcpy(*parts, w->parts, (size_t)k * sizeof(**parts));
+    pthread_mutex_unlock(&w->lock);
+    *n = (size_t)k;
+    return 0;
+}
+
+int tm__s3_writer_set_meta(struct tm__s3_writer *w, const struct tm__s3_meta *m)
+{
+    if (w->multipart)
+        return TM_EINVAL;
+    w->meta = *m;
+    w->opts.meta = &w->meta;
+    return 0;
 }
 
 /* Starts sending slot i (the driver, under w->lock). */
@@ -372,6 +427,8 @@ static void slot_done(struct tm__s3_writer *w, struct slot *sl, CURLcode cc)
     pthread_mutex_lock(&w->lock);
     if (!rc) {
         w->parts[p.number - 1] = p;
+        while (w->run < w->n_parts && w->parts[w->run].number)
+            w->run++;
         sl->busy = 0;
     } else if ((sl->err.cls == TM_S3_RETRY || sl->err.cls == TM_S3_THROTTLE) &&
                sl->tries < w->s->part_retries && !w->failed) {
@@ -480,14 +537,30 @@ static int take_slot(struct tm__s3_writer *w)
             rc = w->failed;
             break;
         }
+        /* a free slot with a buffer first; a new buffer only for the
+         * writer's first slot or within the client's budget */
         for (i = 0; i < w->n_slots; i++)
-            if (w->slots[i].busy == 0)
+            if (w->slots[i].busy == 0 && w->slots[i].buf)
                 break;
+        if (i == w->n_slots) {
+            int have = 0, j;
+            for (j = 0; j < w->n_slots; j++)
+                have |= w->slots[j].buf != NULL;
+            for (i = 0; i < w->n_slots; i++)
+                if (w->slots[i].busy == 0)
+                    break;
+            if (i < w->n_slots && have &&
+                atomic_load(&w->s->part_bufs) >= w->s->part_budget)
+                i = w->n_slots; /* wait for one of ours to come back */
+        }
         if (i < w->n_slots) {
             struct slot *sl = &w->slots[i];
-            if (!sl->buf && !(sl->buf = malloc((size_t)w->part_size))) {
-                rc = TM_ENOMEM;
-                break;
+            if (!sl->buf) {
+                if (!(sl->buf = malloc((size_t)w->part_size))) {
+                    rc = TM_ENOMEM;
+                    break;
+                }
+                atomic_fetch_add(&w->s->part_bufs, 1);
             }
             sl->busy = 1;
             sl->len = 0;
@@ -586,6 +659,29 @@ int tm__s3_writer_write(struct tm__s3_writer *w, const void *data, size_t n,
     return 0;
 }
 
+/* After a failed Complete at commit: 1 when it is sent again
+ * (a transient class, fewer than part_retries tries so far), after the
+ * server's Retry-After or a backoff. */
+static int transient_again(struct tm__s3_writer *w, struct tm__s3_err *err,
+                           int *tries)
+{
+    int64_t wait_ms;
+    struct timespec ts;
+    if (!err || (err->cls != TM_S3_RETRY && err->cls != TM_S3_THROTTLE) ||
+        *tries >= w->s->part_retries)
+        return 0;
+    wait_ms = err->retry_after_ms >= 0 ? err->retry_after_ms
+                                       : (int64_t)100 << (*tries < 6 ? *tries : 6);
+    if (wait_ms > 10000)
+        wait_ms = 10000;
+    (*tries)++;
+    ts.tv_sec = (time_t)(wait_ms / 1000);
+    ts.tv_nsec = (long)(wait_ms % 1000) * 1000000;
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    return 1;
+}
+
 int tm__s3_writer_commit(struct tm__s3_writer *w, char *md5_hex,
                          struct tm__s3_err *err)
 {
@@ -603,6 +699,8 @@ int tm__s3_writer_commit(struct tm__s3_writer *w, char *md5_hex,
         goto fail;
     }
     if (!w->multipart) {
+        /* a failed PUT is the caller's to retry (its policy sees the
+         * throttle); a Complete is retried here, not to lose the parts */
         rc = tm__s3_put(w->s, w->bucket, w->key, w->whole, (size_t)w->size,
                         &w->opts, NULL, err);
     } else {
@@ -619,8 +717,13 @@ int tm__s3_writer_commit(struct tm__s3_writer *w, char *md5_hex,
                                  w->bucket, w->key, "part %u missing", i + 1);
                 goto fail;
             }
-        rc = tm__s3_mp_complete(w->s, w->bucket, w->key, w->upload_id, w->parts,
-                                (size_t)w->n_parts, err);
+        {
+            int tries = 0;
+            while ((rc = tm__s3_mp_complete(w->s, w->bucket, w->key, w->upload_id,
+                                            w->parts, (size_t)w->n_parts, err)) != 0 &&
+                   transient_again(w, err, &tries))
+                ;
+        }
     }
     if (rc)
         goto fail;

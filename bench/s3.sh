@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# bench/s3.sh: a local tree into an S3 bucket, treemig (discover + copy)
+# against `rclone copy` (its s3 backend configured by environment
+# variables, with its defaults and with treemig's concurrency) and
+# `aws s3 sync`, same server, same credentials, RUNS times each in rotated
+# order; then the discovery of the bucket against the local tree, treemig
+# against `rclone check --size-only`. Each case directly and through
+# bench/latency_proxy (20 ms each way).
+#
+#   bench/s3.sh                       # (a) 20,000 files in 2,000 folders, (b) 4 x 256 MiB
+#   SCALE=0.05 bench/s3.sh            # 1,000 files in 100 folders, 4 x 16 MiB: a quick run
+#   S3_CASES=big LATENCY_MS=0 bench/s3.sh
+#
+# Environment (besides RUNS, SCALE, TREEMIG: bench/lib.sh):
+#   BENCH_DIR     work dir (default /tmp/treemig-s3bench): trees, server data, logs, reports
+#   S3_SERVER     fake (default: tests/servers/fake_s3.py, in memory) or s3rver (npm's
+#                 s3rver 3.7.1, installed into BENCH_DIR/npm on first use; on disk)
+#   S3_CASES      which of small, big, discover to run (default "small big discover";
+#                 with s3rver "small big")
+#   LATENCY_MS    delays one way through latency_proxy, one series each (default "0 20";
+#                 0: the server directly)
+#   S3_WORKERS    the concurrency of rclone's second row (--transfers and --checkers);
+#                 default 64, what treemig's copy runs with (twice discovery's 32)
+#
+# The server is started afresh (empty) before each timed run and stopped
+# after it, on 127.0.0.1 on a free port. The default is fake_s3 (Python,
+# objects in memory, every signature and Content-MD5 checked): s3rver
+# 3.7.1 lists nested prefixes wrongly (a prefix that holds only deeper
+# prefixes, d/sub/f, is left out of its parent's CommonPrefixes: its
+# directory walk prunes below a delimiter), which breaks any per-folder
+# walk of the bucket (treemig's verify and discovery, rclone check); with
+# S3_SERVER=s3rver the copies run (into an empty bucket no tool lists
+# deep), counted by awscli, without the discover case and treemig verify.
+# The first treemig run of each case is checked otherwise: the object
+# count by awscli, and treemig verify (--checksum for the big files).
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+WORK=${BENCH_DIR:-/tmp/treemig-s3bench}
+case $WORK in /|/tmp|/tmp/|"$HOME"|"$HOME"/|"") die "BENCH_DIR=$WORK is too broad: name a dedicated folder" ;; esac
+[[ $WORK = /* ]] || WORK=$PWD/$WORK
+mkdir -p "$WORK/logs"
+LOGS=$WORK/logs
+bench_init s3 BENCH_DIR S3_SERVER S3_CASES LATENCY_MS S3_WORKERS
+SERVER=${S3_SERVER:-fake}
+DEFAULT_CASES="small big discover"
+[[ $SERVER == s3rver ]] && DEFAULT_CASES="small big"
+read -r -a CASES <<<"${S3_CASES:-$DEFAULT_CASES}"
+read -r -a LATS <<<"${LATENCY_MS-0 20}"
+W=${S3_WORKERS:-64}
+NFILES=$(scaled 20000 10)
+NFOLDERS=$(scaled 2000 1)
+BIG_MIB=$(scaled 256 16)
+PROXY=$REPO/build/latency_proxy
+AWSCLI=/usr/bin/aws
+[[ -x $PROXY ]] || die "build/latency_proxy is missing: run make first"
+[[ -x $AWSCLI ]] || die "Debian's awscli ($AWSCLI) is missing: apt-get install awscli"
+command -v rclone >/dev/null || die "rclone is missing"
+export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_DEFAULT_REGION=us-east-1 AWS_PAGER=
+unset AWS_PROFILE AWS_ENDPOINT_URL AWS_ENDPOINT_URL_S3 AWS_SESSION_TOKEN AWS_CA_BUNDLE # (rclone 1.60 fails on AWS_CA_BUNDLE over http)
+export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other
+export RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=S3RVER RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=S3RVER
+export RCLONE_CONFIG_BENCH_REGION=us-east-1 RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true
+RCLONE=(rclone --config /dev/null)
+
+# ---------------------------------------------------------------- the server
+case $SERVER in
+s3rver)
+    S3RVER=$WORK/npm/node_modules/.bin/s3rver
+    if [[ ! -x $S3RVER ]]; then
+        say "installing s3rver 3.7.1 into $WORK/npm"
+        npm install --prefix "$WORK/npm" --no-audit --no-fund --no-save s3rver@3.7.1 \
+            >"$LOGS/npm.log" 2>&1 || die "npm install s3rver failed (see $LOGS/npm.log)"
+    fi ;;
+fake) ;;
+*) die "S3_SERVER must be s3rver or fake (got '$SERVER')" ;;
+esac
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+SRV_PID= PROXY_PID=
+stop_server() {
+    local p
+    for p in $PROXY_PID $SRV_PID; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+    SRV_PID= PROXY_PID=
+}
+trap stop_server EXIT
+start_server() { # LATENCY: a fresh, empty server; sets EP
+    local lat=$1 port i
+    stop_server
+    rm -rf "$WORK/s3data"
+    mkdir -p "$WORK/s3data"
+    port=$(free_port)
+    if [[ $SERVER == s3rver ]]; then
+        NODE_OPTIONS=--openssl-legacy-provider "$S3RVER" -d "$WORK/s3data" -a 127.0.0.1 -p "$port" \
+            --silent --configure-bucket bench </dev/null >"$LOGS/server.log" 2>&1 &
+        SRV_PID=$!
+    else
+        python3 "$REPO/tests/servers/fake_s3.py" --port "$port" --access-key S3RVER \
+            --secret-key S3RVER --bucket bench </dev/null >"$LOGS/server.log" 2>&1 &
+        SRV_PID=$!
+    fi
+    for ((i = 0; i < 300; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.1
+    done
+    ((i < 300)) || die "the $SERVER server did not start (see $LOGS/server.log)"
+    EP=http://127.0.0.1:$port
+    if ((lat > 0)); then
+        rm -f "$WORK/proxy.port"
+        "$PROXY" -p 0 "127.0.0.1:$port" "$lat" </dev/null >"$WORK/proxy.port" 2>>"$LOGS/proxy.log" &
+        PROXY_PID=$!
+        for ((i = 0; i < 100; i++)); do [[ -s $WORK/proxy.port ]] && break; sleep 0.05; done
+        EP=http://127.0.0.1:$(head -n1 "$WORK/proxy.port")
+    fi
+}
+count_objects() { "$AWSCLI" --endpoint-url "$EP" s3 ls "s3://bench/$1/" --recursive </dev/null 2>/dev/null | wc -l; }
+
+# ---------------------------------------------------------------- the trees
+SMALL=$WORK/small-$NFILES-$NFOLDERS
+BIG=$WORK/big-$BIG_MIB
+if [[ ! -f $SMALL.ok ]]; then
+    say "writing $NFILES files (1-4 KiB) in $NFOLDERS folders"
+    rm -rf "$SMALL"
+    python3 - "$SMALL" "$NFILES" "$NFOLDERS" <<'EOF'
+import os, random, sys
+root, n, nf = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rnd = random.Random(42)
+dirs = []
+for i in range(nf):   # two levels: 1/10 of the folders at the top
+    d = os.path.join(root, 'd%03d' % (i % max(1, nf // 10)), 'sub%05d' % i)
+    os.makedirs(d, exist_ok=True)
+    dirs.append(d)
+for i in range(n):
+    with open(os.path.join(dirs[i % nf], 'f%06d.dat' % i), 'wb') as f:
+        f.write(rnd.randbytes(rnd.randint(1024, 4096)))
+EOF
+    touch "$SMALL.ok"
+fi
+if [[ ! -f $BIG.ok ]]; then
+    say "writing 4 files of $BIG_MIB MiB"
+    rm -rf "$BIG"
+    mkdir -p "$BIG"
+    for i in 1 2 3 4; do head -c $((BIG_MIB * 1048576)) /dev/urandom >"$BIG/big$i.bin"; done
+    touch "$BIG.ok"
+fi
+
+# ---------------------------------------------------------------- runs
+declare -A LABEL CHECKS
+LABEL[treemig]="treemig discover + copy"
+LABEL[rclone]="rclone copy (defaults: 4 transfers)"
+LABEL[rclone_w]="rclone copy --transfers $W --checkers $W"
+LABEL[aws]="aws s3 sync (defaults: 10 requests)"
+LABEL[tm_disc]="treemig discover"
+LABEL[tm_disc_smt]="treemig discover -o s3-server-modtime"
+LABEL[rc_check]="rclone check --size-only"
+FAIL=0
+run_copy() { # KEY TREE CASE LATENCY
+    local k=$1 src=$2 c=$3 lat=$4 key=$1.$3.$4 n db
+    db=$WORK/tm.db
+    start_server "$lat"
+    rm -f "$db" "$db-wal" "$db-shm" "$db.lock" "$db.yaml"
+    case $k in
+    treemig) measure "$key" sh -c '"$1" discover -q --db "$2" "$3" s3://bench/t --s3-endpoint "$4" &&
+                                   "$1" copy -y -q --db "$2"' sh "$TREEMIG" "$db" "$src" "$EP" ;;
+    rclone) measure "$key" env RCLONE_CONFIG_BENCH_ENDPOINT="$EP" "${RCLONE[@]}" copy "$src" bench:bench/t ;;
+    rclone_w) measure "$key" env RCLONE_CONFIG_BENCH_ENDPOINT="$EP" "${RCLONE[@]}" copy \
+        --transfers "$W" --checkers "$W" "$src" bench:bench/t ;;
+    aws) measure "$key" "$AWSCLI" --endpoint-url "$EP" s3 sync --only-show-errors "$src" s3://bench/t ;;
+    esac
+    [[ ${RC[$key]} -eq 0 ]] || FAIL=1
+    if [[ -z ${CHECKS[$key]:-} ]]; then
+        n=$(count_objects t)
+        CHECKS[$key]="$n objects"
+        if [[ $k == treemig && $SERVER != s3rver ]]; then
+            local v=0 sum=()
+            [[ $c == big ]] && sum=(--checksum)
+            "$TREEMIG" verify -q --db "$db" "${sum[@]}" </dev/null >"$LOGS/verify.$key.log" 2>&1 || v=$?
+            CHECKS[$key]+=", treemig verify ${sum[*]}: exit $v"
+            [[ $v -eq 0 ]] || FAIL=1
+        fi
+    fi
+    stop_server
+}
+run_discover() { # KEY LATENCY: the bucket holds treemig's copy of the small tree
+    local k=$1 lat=$2 key=$1.discover.$2 db=$WORK/disc.db
+    rm -f "$db" "$db-wal" "$db-shm" "$db.lock" "$db.yaml"
+    case $k in
+    tm_disc) measure "$key" "$TREEMIG" discover -q --db "$db" "$SMALL" s3://bench/t --s3-endpoint "$EP" ;;
+    tm_disc_smt) measure "$key" "$TREEMIG" discover -q --db "$db" "$SMALL" s3://bench/t \
+        --s3-endpoint "$EP" -o s3-server-modtime ;;
+    rc_check) measure "$key" env RCLONE_CONFIG_BENCH_ENDPOINT="$EP" "${RCLONE[@]}" check \
+        --size-only "$SMALL" bench:bench/t ;;
+    esac
+    [[ ${RC[$key]} -eq 0 ]] || FAIL=1
+}
+HEAD=$(header "treemig S3 benchmark: local -> S3 ($SERVER), treemig against rclone and awscli")
+COPY_KEYS=(treemig rclone rclone_w aws)
+DISC_KEYS=(tm_disc tm_disc_smt rc_check)
+for lat in "${LATS[@]}"; do
+    for c in "${CASES[@]}"; do
+        case $c in
+        small | big)
+            src=$SMALL
+            [[ $c == big ]] && src=$BIG
+            for ((r = 0; r < RUNS; r++)); do
+                say "$c, ${lat} ms each way: run $((r + 1))/$RUNS"
+                while read -r k; do run_copy "$k" "$src" "$c" "$lat"; done < <(rotate "$r" "${COPY_KEYS[@]}")
+            done ;;
+        discover)
+            start_server "$lat"
+            say "discover, ${lat} ms: filling the bucket with treemig"
+            rm -f "$WORK/fill.db"*
+            { "$TREEMIG" discover -q --db "$WORK/fill.db" "$SMALL" s3://bench/t --s3-endpoint "$EP" &&
+                "$TREEMIG" copy -y -q --db "$WORK/fill.db"; } </dev/null >"$LOGS/fill.log" 2>&1 ||
+                die "filling the bucket failed"
+            for ((r = 0; r < RUNS; r++)); do
+                say "discover, ${lat} ms each way: run $((r + 1))/$RUNS"
+                while read -r k; do run_discover "$k" "$lat"; done < <(rotate "$r" "${DISC_KEYS[@]}")
+            done
+            stop_server ;;
+        *) die "unknown case '$c' (small, big, discover)" ;;
+        esac
+    done
+done
+LOAD_END=$(load)
+
+# ---------------------------------------------------------------- report
+REPORT=$WORK/report-$(date -u +%Y%m%dT%H%M%SZ).txt
+{
+    echo "$HEAD"
+    echo "  load at the end: $LOAD_END"
+    echo "  server: $SERVER on 127.0.0.1, started empty before each copy run; latency_proxy for the"
+    echo "  rows at more than 0 ms (each way). small: $NFILES files of 1-4 KiB in $NFOLDERS folders;"
+    echo "  big: 4 files of $BIG_MIB MiB (multipart: treemig above 8 MiB, aws above 8 MiB, rclone"
+    echo "  above 200 MiB); discover: the bucket holds treemig's copy of small."
+    for lat in "${LATS[@]}"; do
+        for c in "${CASES[@]}"; do
+            echo
+            if [[ $c == discover ]]; then
+                echo "  discover, $lat ms each way: wall s median (min-max), RSS MiB, exit, treemig / rclone check"
+                for k in "${DISC_KEYS[@]}"; do
+                    key=$k.discover.$lat
+                    printf '    %-44s %22s %6s %4s %8s\n' "${LABEL[$k]}" "$(stat_of "$key")" \
+                        "$(awk -v m="${RSS[$key]:-0}" 'BEGIN{printf "%.0f", m/1024}')" "${RC[$key]:--}" \
+                        "$(ratio "$(median "$key")" "$(median rc_check.discover.$lat)")"
+                done
+                continue
+            fi
+            echo "  $c, $lat ms each way: wall s median (min-max), RSS MiB, exit, treemig / it, checks"
+            for k in "${COPY_KEYS[@]}"; do
+                key=$k.$c.$lat
+                printf '    %-44s %22s %6s %4s %8s  %s\n' "${LABEL[$k]}" "$(stat_of "$key")" \
+                    "$(awk -v m="${RSS[$key]:-0}" 'BEGIN{printf "%.0f", m/1024}')" "${RC[$key]:--}" \
+                    "$([[ $k == treemig ]] && echo - || ratio "$(median "treemig.$c.$lat")" "$(median "$key")")" \
+                    "${CHECKS[$key]:-}"
+            done
+        done
+    done
+    echo
+    echo "  treemig / it: treemig's median wall divided by the tool's (below 1: treemig is faster)."
+    echo "  treemig runs with its defaults: 32 operations per side in discovery, 64 in the copy."
+    echo "  all walls:"
+    for k in "${!WALLS[@]}"; do printf '    %-28s%s\n' "$k" "${WALLS[$k]}"; done | sort
+    echo "Logs: $LOGS"
+} | tee "$REPORT"
+say "report saved: $REPORT"
+[[ $FAIL -eq 0 ]] || { say "a tool failed or treemig's check failed (see the report)"; exit 1; }

@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""Faults of an s3:// side through the treemig CLI, injected by
+tests/servers/fake_s3.py:
+
+- wrong credentials (a wrong secret, an unknown key id): exit 2, a clear
+  message, nothing written (no state file, no object);
+- a bucket that does not exist: exit 2, the message says so;
+- 503 SlowDown and 429 with Retry-After on listings and PUTs: waited as
+  the server asked (the logs say "throttled, waiting N ms"), the migration
+  completes;
+- 500 and connection resets (listings, GETs, PUTs): retried (the logs say
+  "retry"), the migration completes;
+- a listing page cut short, and a truncated page without a continuation
+  token: the first is retried, the second is a protocol error that fails
+  the folder (exit 3, the reason in review) after one request, not a
+  loop.
+
+Needs TREEMIG (ctest sets it). Label s3.
+"""
+
+import os
+import sqlite3
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), 'servers'))
+
+import tmtest  # noqa: E402
+from tmtest import expect_eq, fail  # noqa: E402
+import s3servers  # noqa: E402
+
+AK = 'AKIATREEMIGFAULTS'
+SECRET = 'SeCrEt-' + os.urandom(12).hex()
+
+
+def sql(db, q, *a):
+    conn = sqlite3.connect('file:%s?mode=ro' % db, uri=True)
+    try:
+        return conn.execute(q, a).fetchall()
+    finally:
+        conn.close()
+
+
+class Ctx:
+    def __init__(self, srv, env, tmp):
+        self.srv, self.env, self.tmp = srv, env, tmp
+        self.n = 0
+
+    def tm(self, *args, rc=0, env=None):
+        cp = s3servers.treemig(tmtest.TREEMIG, env or self.env, *args)
+        if rc is not None and cp.returncode != rc:
+            fail('treemig %s: expected exit %d, %s' % (' '.join(args), rc, tmtest.show(cp)))
+        return cp
+
+    def src(self, n=6):
+        """A small local tree."""
+        self.n += 1
+        d = os.path.join(self.tmp, 'src%d' % self.n)
+        for i in range(n):
+            os.makedirs(os.path.join(d, 'd%d' % (i % 2)), exist_ok=True)
+            with open(os.path.join(d, 'd%d' % (i % 2), 'f%d' % i), 'wb') as f:
+                f.write(b'x' * (100 + i))
+        return d
+
+    def db(self):
+        self.n += 1
+        return os.path.join(self.tmp, 'f%d.db' % self.n)
+
+    def keys(self, bucket, prefix):
+        rc, res, err = s3servers.aws(self.env, self.srv.endpoint, 'list-objects-v2',
+                                     '--bucket', bucket, '--prefix', prefix)
+        if rc:
+            fail('aws list-objects-v2: %s' % err)
+        return sorted(o['Key'] for o in (res or {}).get('Contents', []))
+
+    def logs(self, db):
+        return [r[0] if isinstance(r[0], bytes) else (r[0] or '').encode()
+                for r in sql(db, 'SELECT message FROM logs')]
+
+
+def case_credentials(c):
+    src = c.src()
+    for name, env, code in (('a wrong secret', dict(c.env, AWS_SECRET_ACCESS_KEY='wrong'),
+                             b'SignatureDoesNotMatch'),
+                            ('an unknown key id', dict(c.env, AWS_ACCESS_KEY_ID='AKIANOBODY'),
+                             b'InvalidAccessKeyId')):
+        for args in ((src, 's3://bkt/cred'), ('s3://bkt/cred', os.path.join(c.tmp))):
+            db = c.db()
+            c.srv.ctl('reset_stats')
+            cp = c.tm('discover', '--db', db, '-q', *args, '--s3-endpoint', c.srv.endpoint,
+                      rc=2, env=env)
+            err = cp.stderr
+            if b'refused the credentials' not in err or code not in err:
+                fail('%s: the message does not say so: %s' % (name, err))
+            if os.path.exists(db) or os.path.exists(db + '.yaml'):
+                fail('%s: a state file or YAML file was written' % name)
+            req = c.srv.stats()['stats']['requests']
+            if set(req) - {'list'}:
+                fail('%s: requests other than the check: %r' % (name, req))
+    expect_eq('objects written', [], c.keys('bkt', 'cred/'))
+    # no credentials at all
+    env = {k: v for k, v in c.env.items() if not k.startswith('AWS_')}
+    cp = c.tm('discover', '--db', c.db(), '-q', src, 's3://bkt/cred', '--s3-endpoint',
+              c.srv.endpoint, rc=2, env=env)
+    if b'no credentials' not in cp.stderr:
+        fail('no credentials: %s' % cp.stderr)
+
+
+def case_missing_bucket(c):
+    db = c.db()
+    cp = c.tm('discover', '--db', db, '-q', c.src(), 's3://no-such-bucket/x', '--s3-endpoint',
+              c.srv.endpoint, rc=2)
+    if b'no such bucket' not in cp.stderr or b'NoSuchBucket' not in cp.stderr:
+        fail('the message does not say so: %s' % cp.stderr)
+    if os.path.exists(db):
+        fail('a state file was written')
+
+
+def case_throttles(c):
+    """SlowDown and 429 with Retry-After on listings and PUTs: waited."""
+    src = c.src(8)
+    db = c.db()
+    c.srv.ctl('clear')
+    # the destination's listings (after the one-key check of each open)
+    c.srv.fault('list', 'slowdown', count=1, retry_after=1, pages=True)
+    c.srv.fault('put', 'throttle429', count=1, retry_after=2)
+    c.srv.fault('put', 'slowdown', count=1, retry_after=1)
+    c.tm('discover', '--db', db, '-q', '--log-level', 'debug', src, 's3://bkt/thr',
+         '--s3-endpoint', c.srv.endpoint)
+    # some of the destination's folders exist: their listings page
+    c.tm('copy', '--db', db, '-y', '-q', '--log-level', 'debug')
+    logs = c.logs(db)
+    for ms in (1000, 2000):
+        if not [m for m in logs if b'throttled, waiting %d ms' % ms in m]:
+            fail('no log of a throttle waited %d ms: %r' % (ms, [m for m in logs if b'thrott' in m]))
+    expect_eq('faults left', 0, c.srv.stats()['faults_left'])
+    expect_eq('objects', 8, len(c.keys('bkt', 'thr/')))
+    # listings of an S3 source: throttled, then waited
+    db2 = c.db()
+    c.srv.fault('list', 'throttle429', count=2, retry_after=1, pages=True)
+    out = os.path.join(c.tmp, 'thrdown')
+    os.makedirs(out)
+    c.tm('discover', '--db', db2, '-q', '--log-level', 'debug', 's3://bkt/thr', out,
+         '--s3-endpoint', c.srv.endpoint)
+    expect_eq('faults left', 0, c.srv.stats()['faults_left'])
+    if len([m for m in c.logs(db2) if b'throttled, waiting 1000 ms' in m]) != 2:
+        fail('the listing throttles were not waited: %r' % c.logs(db2))
+
+
+def case_retried(c):
+    """500 and connection resets: retried."""
+    src = c.src(8)
+    db = c.db()
+    c.srv.ctl('clear')
+    c.srv.fault('put', 'error500', count=2)
+    c.srv.fault('put', 'reset', count=1, after=2)
+    c.tm('discover', '--db', db, '-q', src, 's3://bkt/ret', '--s3-endpoint', c.srv.endpoint)
+    c.tm('copy', '--db', db, '-y', '-q')
+    expect_eq('faults left', 0, c.srv.stats()['faults_left'])
+    # (a reset on a kept-alive connection is sent again by curl itself)
+    if len([m for m in c.logs(db) if b'retry 1 of' in m]) < 2:
+        fail('the failures were not retried: %r' % c.logs(db))
+    expect_eq('objects', 8, len(c.keys('bkt', 'ret/')))
+    # an S3 source: a reset listing page, a 500 and a cut GET
+    out = os.path.join(c.tmp, 'retdown')
+    os.makedirs(out)
+    db2 = c.db()
+    c.srv.fault('list', 'reset', count=1, pages=True)
+    c.srv.fault('list', 'truncate', count=1, pages=True)
+    c.srv.fault('get', 'error500', count=1)
+    c.srv.fault('get', 'truncate', count=1)
+    c.tm('discover', '--db', db2, '-q', 's3://bkt/ret', out, '--s3-endpoint', c.srv.endpoint)
+    c.tm('copy', '--db', db2, '-y', '-q')
+    c.tm('verify', '--db', db2, '--checksum', '-q')
+    expect_eq('faults left', 0, c.srv.stats()['faults_left'])
+    expect_eq('files copied', 8, sum(len(f) for _, _, f in os.walk(out)))
+
+
+def case_truncated_page(c):
+    """IsTruncated without a continuation token: a protocol error, once."""
+    src = c.src(4)
+    db = c.db()
+    c.tm('discover', '--db', db, '-q', src, 's3://bkt/tp', '--s3-endpoint', c.srv.endpoint)
+    c.tm('copy', '--db', db, '-y', '-q')
+    out = os.path.join(c.tmp, 'tpdown')
+    os.makedirs(out)
+    db2 = c.db()
+    c.srv.ctl('clear')
+    c.srv.ctl('reset_stats')
+    # the root's page is whole; the next folder's page is not
+    c.srv.fault('list', 'truncated_page', count=1, after=1, pages=True)
+    c.tm('discover', '--db', db2, '-q', 's3://bkt/tp', out, '--s3-endpoint',
+         c.srv.endpoint, rc=3)
+    failed = sql(db2, "SELECT path, error FROM src_nodes WHERE traversal_status = 'failed'")
+    if len(failed) != 1 or b'continuation token' not in failed[0][1].encode():
+        fail('one folder should fail with the reason: %r' % failed)
+    prefix = 'tp' + failed[0][0] + '/'
+    pages = [e for e in c.srv.stats()['stats']['list_log'] if e['max_keys'] > 1]
+    expect_eq('listing requests of the failed folder (no loop, no retry)', 1,
+              len([e for e in pages if e['prefix'] == prefix]))
+    expect_eq('faults left', 0, c.srv.stats()['faults_left'])
+    cp = c.tm('review', '--db', db2, '--list', 'failed')
+    if b'continuation token' not in cp.stdout:
+        fail('review does not give the reason: %s' % cp.stdout)
+
+
+def main():
+    tmtest.require_binary()
+    r = tmtest.Runner('test_s3_faults')
+    tmp = s3servers.tmpdir('s3faults-')
+    home = s3servers.tmpdir('s3home-')
+    env = s3servers.clean_env(home, AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SECRET,
+                              AWS_DEFAULT_REGION='us-east-1', PATH=os.environ.get('PATH'))
+    srv = s3servers.FakeS3(AK, SECRET, ['bkt'])
+    c = Ctx(srv, env, tmp)
+    try:
+        for name, fn in (('wrong credentials: exit 2, nothing written', case_credentials),
+                         ('a missing bucket: exit 2', case_missing_bucket),
+                         ('503 SlowDown and 429 Retry-After: waited', case_throttles),
+                         ('500 and connection resets: retried', case_retried),
+                         ('a truncated page without a token: an error, not a loop',
+                          case_truncated_page)):
+            t0 = time.time()
+            r.check(name, fn, c)
+            print('     (%.1f s)' % (time.time() - t0))
+    finally:
+        srv.stop()
+    r.finish()
+
+
+if __name__ == '__main__':
+    main()
