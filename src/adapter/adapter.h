@@ -326,6 +326,8 @@ int tm__fault_open(const char *spec, const struct tm__sopts *o,
 /* The kinds of local.c and sim.c. */
 extern const struct tm__kind tm__local_kind;
 extern const struct tm__kind tm__sim_kind;
+/* The kind of sftp/sftp.c ("sftp://"). */
+extern const struct tm__kind tm__sftp_kind;
 
 /* The operations the fault layer counts and can fail. */
 enum tm__fault_op {

@@ -95,22 +95,44 @@ void tm__sftp_url_release(struct tm__sftp_url *u)
     memset(u, 0, sizeof *u);
 }
 
+/* url as messages show it: with what stands before an '@' of the
+ * authority replaced by "***" when a ':' is in it (a password, or the
+ * start of one). Returns url or buf. */
+static const char *redact(const char *url, char *buf, size_t len)
+{
+    const char *auth = url + 7, *at = strrchr(auth, '@');
+    if (!at || !memchr(auth, ':', (size_t)(at - auth)))
+        return url;
+    snprintf(buf, len, "sftp://***%s", at);
+    return buf;
+}
+
 int tm__sftp_url_parse(const char *url, struct tm__sftp_url *u, char *err,
                        size_t errlen)
 {
     const char *p, *auth, *auth_end, *at, *host, *host_end, *port_s = NULL;
+    const char *full = url;
+    char shown[512];
     int rc;
 
     memset(u, 0, sizeof *u);
     if (strncmp(url, "sftp://", 7) != 0)
         return set_err(err, errlen, TM_EBADSPEC, "parse url: not sftp://");
-    auth = url + 7;
+    /* no message ever shows what may be a password */
+    url = redact(full, shown, sizeof shown);
+    auth = full + 7;
     auth_end = strchr(auth, '/');
     if (!auth_end)
         return set_err(err, errlen, TM_EBADSPEC,
                        "parse url %s: no path (sftp://[user@]host[:port]/absolute/path)",
                        url);
     at = memchr(auth, '@', (size_t)(auth_end - auth));
+    if (at && memchr(auth, ':', (size_t)(at - auth)))
+        return set_err(err, errlen, TM_EBADSPEC,
+                       "parse url %s: a password in the URL is refused (it would be "
+                       "recorded in the state file); give the name of a variable "
+                       "that holds it with --ssh-password-env VAR, or use a key",
+                       url);
     if (at) {
         if (at == auth)
             return set_err(err, errlen, TM_EBADSPEC, "parse url %s: empty user", url);
