@@ -13,7 +13,8 @@ _treemig_commands="discover copy verify review exclude unexclude retry resume st
 _treemig_options()
 {
     local log="--log-level --udp-level --log-udp --log-public"
-    local sto="--option" # the storages' options (-o KEY=VALUE)
+    # the storages' options (-o KEY=VALUE) and the long options for them
+    local sto="--option --ssh-identity --ssh-known-hosts --ssh-accept-new --ssh-password-env --ssh-config"
     case $1 in
         discover) echo "--db --workers --lead --retries --config --exclude --allow-pseudo-fs $sto $log --quiet --help" ;;
         copy) echo "--db --yes --workers --retries --no-overwrite --owner --force $sto $log --quiet --help" ;;
@@ -91,7 +92,13 @@ _treemig()
         --log-udp)
             COMPREPLY=($(compgen -W "127.0.0.1:8081" -- "$cur"))
             return ;;
-        --workers | --lead | --retries | --top | --count | --exclude | --path)
+        --ssh-identity | --ssh-known-hosts | --ssh-config)
+            _treemig_files
+            return ;;
+        --ssh-password-env)
+            COMPREPLY=($(compgen -e -- "$cur"))
+            return ;;
+        --workers | --lead | --retries | --top | --count | --exclude | --path | --option)
             return ;;
     esac
 
@@ -103,7 +110,7 @@ _treemig()
         help)
             COMPREPLY=($(compgen -W "$_treemig_commands" -- "$cur")) ;;
         discover)
-            if [[ $cur == sim:* ]]; then
+            if [[ $cur == sim:* || $cur == sftp:* ]]; then
                 return
             fi
             _treemig_files -d ;;
