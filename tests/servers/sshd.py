@@ -30,7 +30,8 @@ Misbehaviour for tests: Sshd(sftp_deny='posix-rename,lsetstat') serves
 SFTP without those extensions; rotate_host_key() restarts the server with a new
 host key on the same port (a "changed" key); CutProxy forwards to the
 server and cuts connections after N bytes; refused_port()
-gives a port on which nothing listens.
+gives a port on which nothing listens. `sshd.py --serve ROOT INFO` serves
+a given folder until SIGTERM (bench/sftp.sh).
 
 Sshd(close_after=N) serves SFTP through a wrapper (this file, run as
 `sshd.py --sftp-close-after N LOG`) that forwards the plain SFTP stream
@@ -131,11 +132,13 @@ SFTP_SERVER = '/usr/lib/openssh/sftp-server'
 
 class Sshd:
     def __init__(self, host_key_type='ed25519', log_level='ERROR', sftp_deny=None,
-                 close_after=None):
+                 close_after=None, root=None):
         """sftp_deny: requests the SFTP server refuses, e.g.
         'posix-rename,lsetstat' (internal-sftp -P; a denied extension is
         not announced either, as on a server that lacks it). close_after:
-        requests per session before the server closes it (see above)."""
+        requests per session before the server closes it (see above).
+        root: the folder served (default: srv/ in the server's temporary
+        folder; a given one is kept at stop)."""
         self.host_key_type = host_key_type
         self.sftp_deny = sftp_deny
         self.close_after = close_after
@@ -156,8 +159,8 @@ class Sshd:
             self.user = pwd.getpwuid(self.uid).pw_name
         except KeyError:
             self.user = str(self.uid)
-        self.root = os.path.join(self.dir, 'srv')
-        os.mkdir(self.root, 0o755)
+        self.root = root or os.path.join(self.dir, 'srv')
+        os.makedirs(self.root, 0o755, exist_ok=True)
         self.host_key = os.path.join(self.dir, 'host_key')
         self.client_key = keygen(os.path.join(self.dir, 'client_key'))
         self.authorized = os.path.join(self.dir, 'authorized_keys')
@@ -515,5 +518,27 @@ def _sftp_close_after(limit, log):
     child.wait()
 
 
+def _serve(root, info):
+    """`sshd.py --serve ROOT INFO` (bench/sftp.sh): serves ROOT until SIGTERM;
+    INFO gets one JSON object: port, user, client key, known_hosts file,
+    host key line."""
+    import json
+    install_signal_handlers()
+    srv = Sshd(root=os.path.abspath(root))
+    srv.start()
+    srv.write_known_hosts()
+    tmp = info + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump({'port': srv.port, 'user': srv.user, 'key': srv.client_key,
+                   'known_hosts': srv.known_hosts, 'uid': srv.uid, 'gid': srv.gid,
+                   'host_key_pub': srv.host_key + '.pub', 'dir': srv.dir}, f)
+    os.rename(tmp, info)
+    while srv.proc and srv.proc.poll() is None:
+        time.sleep(0.5)
+    srv.stop()
+
+
 if __name__ == '__main__' and len(sys.argv) == 4 and sys.argv[1] == '--sftp-close-after':
     _sftp_close_after(int(sys.argv[2]), sys.argv[3])
+elif __name__ == '__main__' and len(sys.argv) == 4 and sys.argv[1] == '--serve':
+    _serve(sys.argv[2], sys.argv[3])

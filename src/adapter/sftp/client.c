@@ -73,6 +73,8 @@ enum { FXF_READ = 1, FXF_WRITE = 2, FXF_CREAT = 8, FXF_TRUNC = 0x10,
 /* Connects (handshake, login) under way at once per pool: sshd drops
  * unauthenticated connections beyond MaxStartups (10 by default). */
 #define CONNECTS_AT_ONCE 4
+/* Replies a session may owe that nobody waits for. */
+#define MAX_DROP 128
 /* Handles are at most 256 bytes (the draft). */
 #define MAX_HANDLE 256
 
@@ -100,6 +102,10 @@ struct tm__sftp_sess {
     size_t tx_alloc;            /* bytes allocated at tx */
     int tx_oom;                 /* an append to tx failed */
     struct stash *stash;        /* replies kept aside */
+    uint32_t drop[MAX_DROP];    /* requests whose replies nobody waits for
+                                   (a CLOSE sent without waiting, the READs
+                                   a closed file left): dropped on arrival */
+    int ndrop;                  /* entries in drop */
 };
 
 /* A reply: a view into rx or into a stash packet (then owned). */
@@ -423,6 +429,18 @@ static void view(struct reply *r, unsigned char *pkt, size_t len)
     r->n = len - 5;
 }
 
+/* 1 when id is a request whose reply is to be dropped (then no more). */
+static int drop_take(struct tm__sftp_sess *s, uint32_t id)
+{
+    int i;
+    for (i = 0; i < s->ndrop; i++)
+        if (s->drop[i] == id) {
+            s->drop[i] = s->drop[--s->ndrop];
+            return 1;
+        }
+    return 0;
+}
+
 /* Waits for the reply to request id. The reply stays valid until the next
  * receive on s (or reply_release when it came from the stash). */
 static int wait_reply(struct tm__sftp_sess *s, uint32_t id, struct reply *r,
@@ -451,6 +469,8 @@ static int wait_reply(struct tm__sftp_sess *s, uint32_t id, struct reply *r,
         view(r, s->rx, s->rx_len);
         if (r->id == id)
             return 0;
+        if (drop_take(s, r->id))
+            continue;
         st = malloc(sizeof *st);
         if (!st || !(st->pkt = malloc(s->rx_len))) {
             free(st);
@@ -465,6 +485,32 @@ static int wait_reply(struct tm__sftp_sess *s, uint32_t id, struct reply *r,
             ;
         *pp = st;
     }
+}
+
+/* Nobody will wait for the reply to request id: it is dropped when it
+ * comes (by whoever uses the session next). When too many are owed, the
+ * oldest are received now. A reply already kept aside is freed. */
+static void drop_add(struct tm__sftp_sess *s, uint32_t id)
+{
+    struct stash **pp, *st;
+    for (pp = &s->stash; *pp; pp = &(*pp)->next) {
+        if ((*pp)->id == id) {
+            st = *pp;
+            *pp = st->next;
+            free(st->pkt);
+            free(st);
+            return;
+        }
+    }
+    while (s->ndrop == MAX_DROP && !s->broken) {
+        struct reply r;
+        if (wait_reply(s, s->drop[0], &r, NULL, "drop", "a reply") == 0) {
+            drop_take(s, s->drop[0]);
+            reply_release(&r);
+        }
+    }
+    if (!s->broken)
+        s->drop[s->ndrop++] = id;
 }
 
 /* The TM code and class of an SSH_FX status. */
@@ -1515,6 +1561,20 @@ static int close_handle(struct tm__sftp_sess *s, const unsigned char *h, size_t 
     return roundtrip_status(s, id, e, "close", path, NULL);
 }
 
+/* Closes the handle without waiting for the answer (a handle read from
+ * or listed: nothing depends on how its CLOSE went); replies still owed
+ * for it must be dropped first (drop_add). */
+static void close_async(struct tm__sftp_sess *s, const unsigned char *h, size_t hlen)
+{
+    uint32_t id;
+    if (s->broken)
+        return;
+    id = begin(s, FXP_CLOSE);
+    put_str(s, h, hlen);
+    if (finish(s, NULL, "close", "a handle") == 0)
+        drop_add(s, id);
+}
+
 /* ---- listing ---- */
 
 struct tm__sftp_dir {
@@ -1662,20 +1722,13 @@ uint64_t tm__sftp_dir_pos(const struct tm__sftp_dir *d)
 
 void tm__sftp_closedir(struct tm__sftp_dir *d)
 {
-    struct reply r;
     if (!d)
         return;
-    if (!d->s->broken) {
-        /* Collect what is still in flight, then close. */
-        while (d->nids && !d->s->broken) {
-            if (wait_reply(d->s, d->ids[0], &r, NULL, "readdir", d->path) == 0)
-                reply_release(&r);
-            memmove(d->ids, d->ids + 1, (size_t)(d->nids - 1) * sizeof d->ids[0]);
-            d->nids--;
-        }
-        if (!d->s->broken)
-            close_handle(d->s, d->h, d->hlen, NULL, d->path);
-    }
+    /* what is still in flight is dropped when it comes; the CLOSE is not
+     * waited for: a listing costs no round trip to end */
+    while (d->nids && !d->s->broken)
+        drop_add(d->s, d->ids[--d->nids]);
+    close_async(d->s, d->h, d->hlen);
     sess_put(d->pool, d->s);
     tm__buf_release(&d->names);
     free(d->ents);
@@ -1706,6 +1759,10 @@ struct tm__sftp_rfile {
     const unsigned char *cur;    /* data received, not handed out yet */
     size_t cur_len;              /* bytes left at cur */
     unsigned char *cur_own;      /* the stash packet cur points into */
+    int tail;                    /* an FSTAT sent behind the last READ (what
+                                    fstat will say after the reads): 1 sent,
+                                    0 not yet, -1 not any more */
+    uint32_t tail_id;            /* its request id */
 };
 
 static int rf_send(struct tm__sftp_rfile *f, struct tm__sftp_err *e)
@@ -1737,12 +1794,46 @@ static int rf_drain(struct tm__sftp_rfile *f, struct tm__sftp_err *e)
     return 0;
 }
 
+/* The replies f's requests still owe are dropped when they come. */
+static void rf_forget(struct tm__sftp_rfile *f)
+{
+    while (f->qn && !f->s->broken) {
+        drop_add(f->s, f->q[f->qhead].id);
+        f->qhead = (f->qhead + 1) % f->qcap;
+        f->qn--;
+    }
+    f->qn = 0;
+    if (f->tail == 1 && !f->s->broken)
+        drop_add(f->s, f->tail_id);
+    f->tail = -1;
+}
+
+/* The answer to the FSTAT request id, sent earlier. */
+static int fstat_reply(struct tm__sftp_sess *s, uint32_t id, const char *path,
+                       struct tm__sftp_attr *a, struct tm__sftp_err *e)
+{
+    struct reply r;
+    int rc = wait_reply(s, id, &r, e, "fstat", path);
+    if (rc)
+        return rc;
+    if (r.type == FXP_ATTRS) {
+        rc = get_attrs(&r, a) ? proto_fail(s, e, "fstat", path) : 0;
+    } else {
+        rc = status_err(s, &r, e, "fstat", path, NULL);
+        if (!rc)
+            rc = proto_fail(s, e, "fstat", path);
+    }
+    reply_release(&r);
+    return rc;
+}
+
 int tm__sftp_open_read(struct tm__sftp_pool *p, const char *path,
                        struct tm__sftp_rfile **out, struct tm__sftp_attr *st,
                        struct tm__sftp_err *e)
 {
     struct tm__sftp_rfile *f = calloc(1, sizeof *f);
     struct tm__sftp_attr a;
+    uint32_t id;
     int rc;
 
     *out = NULL;
@@ -1762,12 +1853,33 @@ int tm__sftp_open_read(struct tm__sftp_pool *p, const char *path,
     rc = open_handle(f->s, FXP_OPEN, path, FXF_READ, NULL, f->h, &f->hlen, e, "open");
     if (rc)
         goto fail;
-    rc = tm__sftp_fstat(f, &a, e);
+    /* the attributes, the first READ and an FSTAT behind it, in one round
+     * trip: a file that one READ holds is read whole, and what fstat will
+     * say after the reads known, with no more waiting */
+    id = begin(f->s, FXP_FSTAT);
+    put_str(f->s, f->h, f->hlen);
+    rc = finish(f->s, e, "fstat", path);
+    if (!rc)
+        rc = rf_send(f, e);
+    if (!rc) {
+        f->tail_id = begin(f->s, FXP_FSTAT);
+        put_str(f->s, f->h, f->hlen);
+        rc = finish(f->s, e, "fstat", path);
+        f->tail = !rc;
+    }
+    if (!rc)
+        rc = fstat_reply(f->s, id, path, &a, e);
     if (rc) {
-        close_handle(f->s, f->h, f->hlen, NULL, path);
+        rf_forget(f);
+        close_async(f->s, f->h, f->hlen);
         goto fail;
     }
     f->size = a.size;
+    if (f->size > f->off_req && f->tail == 1) {
+        /* more READs to come: that FSTAT would come before them */
+        drop_add(f->s, f->tail_id);
+        f->tail = 0;
+    }
     if (st)
         *st = a;
     *out = f;
@@ -1816,6 +1928,15 @@ int64_t tm__sftp_read(struct tm__sftp_rfile *f, void *buf, size_t len,
             if (rc)
                 return rc;
         }
+        if (!f->tail && !f->eof && f->off_req >= f->size) {
+            /* every READ up to the size is out: an FSTAT behind them */
+            f->tail_id = begin(f->s, FXP_FSTAT);
+            put_str(f->s, f->h, f->hlen);
+            rc = finish(f->s, e, "fstat", f->path);
+            if (rc)
+                return rc;
+            f->tail = 1;
+        }
         if (!f->qn)
             return 0;
         q = f->q[f->qhead];
@@ -1845,6 +1966,11 @@ int64_t tm__sftp_read(struct tm__sftp_rfile *f, void *buf, size_t len,
                 if (rc) {
                     free(keep);
                     return rc;
+                }
+                if (f->tail == 1) {
+                    /* taken before the READs asked again: not after them */
+                    drop_add(f->s, f->tail_id);
+                    f->tail = 0;
                 }
                 f->off_req = f->off + dn;
                 f->cur_own = keep;
@@ -1902,6 +2028,11 @@ int tm__sftp_fstat(struct tm__sftp_rfile *f, struct tm__sftp_attr *st,
     if (f->s->broken)
         return tm__sftp_fail(e, TM_ECONNRESET, TM_ERR_RETRY, -1,
                              "fstat %s: connection lost", f->path);
+    if (f->tail == 1) {
+        /* sent behind the READs: what the file is after them */
+        f->tail = -1;
+        return fstat_reply(f->s, f->tail_id, f->path, st, e);
+    }
     return do_fstat(f->s, f->h, f->hlen, f->path, st, e);
 }
 
@@ -1909,8 +2040,9 @@ void tm__sftp_close_read(struct tm__sftp_rfile *f)
 {
     if (!f)
         return;
-    if (!f->s->broken && rf_drain(f, NULL) == 0 && !f->s->broken)
-        close_handle(f->s, f->h, f->hlen, NULL, f->path);
+    /* nothing waited for: what is in flight is dropped when it comes */
+    rf_forget(f);
+    close_async(f->s, f->h, f->hlen);
     sess_put(f->pool, f->s);
     free(f->cur_own);
     free(f->q);
