@@ -16,6 +16,9 @@
 #   BENCH_DIRS       "up down" (default): local -> SFTP, SFTP -> local
 #   BENCH_LINKS      "direct proxy" (default): loopback, or through the latency proxy
 #   BENCH_DELAY_MS   the proxy's delay each way (default 20)
+#   BENCH_TOOLS      the rows (default "treemig rclone rclone_same sftp scp"; sftp and scp
+#                    copy one file at a time: at full size through the proxy, set (a) takes
+#                    them over an hour per run)
 #   BENCH_SMALL_FILES, BENCH_SMALL_FOLDERS   set (a): 20000 and 2000 x SCALE (0-4 KiB files,
 #                    bench/gencopy.c, seed 42)
 #   BENCH_BIG_FILES, BENCH_BIG_MB            set (b): 8 files of 256 MiB x SCALE
@@ -38,7 +41,7 @@ case $WORK in /|/tmp|/tmp/|"$HOME"|"$HOME"/|"") die "BENCH_DIR=$WORK is too broa
 [[ $WORK = /* ]] || WORK=$PWD/$WORK
 mkdir -p "$WORK/logs"
 LOGS=$WORK/logs
-bench_init sftp BENCH_DIR BENCH_SETS BENCH_DIRS BENCH_LINKS BENCH_DELAY_MS BENCH_SMALL_FILES \
+bench_init sftp BENCH_DIR BENCH_SETS BENCH_DIRS BENCH_LINKS BENCH_TOOLS BENCH_DELAY_MS BENCH_SMALL_FILES \
     BENCH_SMALL_FOLDERS BENCH_BIG_FILES BENCH_BIG_MB TREEMIG_WORKERS RCLONE_SAME
 read -r -a SETS <<<"${BENCH_SETS:-small big}"
 read -r -a DIRS <<<"${BENCH_DIRS:-up down}"
@@ -119,7 +122,10 @@ unset SSH_AUTH_SOCK
 TOPT=(--ssh-identity "$KEY" --ssh-known-hosts "$KH")
 
 # ---------------------------------------------------------------- one case
-KEYS=(treemig rclone rclone_same sftp scp)
+read -r -a KEYS <<<"${BENCH_TOOLS:-treemig rclone rclone_same sftp scp}"
+for t in "${KEYS[@]}"; do
+    case $t in treemig | rclone | rclone_same | sftp | scp) ;; *) die "BENCH_TOOLS: unknown row '$t'" ;; esac
+done
 declare -A LABEL=([treemig]="treemig discover + copy${TW:+ --workers $TW}"
     [rclone]="rclone copy (defaults: 4 transfers)" [rclone_same]="rclone copy --transfers $SAME"
     [sftp]="sftp -b (put/get -rp)" [scp]="scp -rp")

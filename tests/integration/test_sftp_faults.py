@@ -18,6 +18,8 @@ sshd on 127.0.0.1 (tests/servers/sshd.py):
 - permission denied on a folder, on the source (discovery fails the
   folder, exit 3; retry after a chmod lists it) and on the destination
   (the copy fails its nodes, exit 3; retry after a chown copies them);
+- source files on the server changed since discovery (a size, a content
+  with a new mtime, an mtime): failed as changed, retry copies them;
 - a server that closes each session after N requests (a wrapper between
   sshd and sftp-server counts them): the copy completes;
 - the destination root replaced between discover and copy by a symlink
@@ -348,6 +350,37 @@ def check_root_replaced(site, work):
     compare(snapshot(src), snapshot(root), 'the copy')
 
 
+# ---- a source file on the server changed since discovery ----
+
+def check_source_changed(site, work):
+    sd = site.mkdir('chg')
+    small_tree(sd, 6)
+    write(os.path.join(sd, 'grows.bin'), b'a' * 5000, T0)
+    write(os.path.join(sd, 'same_size.bin'), b'b' * 5000, T0)
+    big = write(os.path.join(sd, 'big.bin'), os.urandom(3 << 20), T0)
+    site.srv.chown(sd)
+    dst = os.path.join(work, 'chg-dst')
+    os.makedirs(dst)
+    db = os.path.join(work, 'chg.db')
+    run(['discover', '--db', db, '--quiet'] + site.opts() + [site.url('/chg'), dst], 0,
+        'discover')
+    write(os.path.join(sd, 'grows.bin'), b'a' * 6000, T0)
+    write(os.path.join(sd, 'same_size.bin'), b'c' * 5000, T0 + 7 * SEC)
+    os.utime(big, ns=(T0 + 9 * SEC, T0 + 9 * SEC))
+    run(['copy', '--db', db, '--yes', '--quiet'], 3, 'copy of changed files')
+    cp = run(['review', '--db', db, '--list', 'failed'], 0, 'review --list failed')
+    got = {ln.split('\t')[3] for ln in cp.stdout.decode().splitlines()
+           if 'changed since discovery' in ln}
+    expect_eq('failed as changed since discovery',
+              {'/grows.bin', '/same_size.bin', '/big.bin'}, got)
+    for n in ('grows.bin', 'same_size.bin', 'big.bin'):
+        if os.path.lexists(os.path.join(dst, n)):
+            fail('%s was copied although it changed' % n)
+    run(['retry', '--db', db, '--quiet'], 0, 'retry copies the new versions')
+    run(['verify', '--db', db, '--checksum', '--quiet'], 0, 'verify')
+    compare(snapshot(sd), snapshot(dst), 'after the retry')
+
+
 # ---- a server that closes each session after N requests ----
 
 def check_close_after(site, work):
@@ -479,6 +512,8 @@ def main():
                  check_denied_source),
                 ('permission denied on a destination folder: failed, then retry',
                  check_denied_destination),
+                ('a source file on the server changed since discovery: failed, then retry',
+                 check_source_changed),
                 ('a server that closes each session after 40 requests', check_close_after),
                 ('the root replaced by a symlink or a mount, or removed: refused',
                  check_root_replaced),
