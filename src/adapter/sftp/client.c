@@ -1951,8 +1951,11 @@ int64_t tm__sftp_read(struct tm__sftp_rfile *f, void *buf, size_t len,
                 return proto_fail(f->s, e, "read", f->path);
             }
             if (dn < q.len) {
-                /* A short read: what follows was asked at the wrong offset. */
+                /* A short read: what follows was asked at the wrong offset
+                 * (the end of a file that one READ holds, most often:
+                 * nothing follows it then). */
                 unsigned char *keep = r.own;
+                int more = f->qn > 0;
                 r.own = NULL;
                 if (!keep && dn) {
                     keep = malloc(dn);
@@ -1967,7 +1970,7 @@ int64_t tm__sftp_read(struct tm__sftp_rfile *f, void *buf, size_t len,
                     free(keep);
                     return rc;
                 }
-                if (f->tail == 1) {
+                if (more && f->tail == 1) {
                     /* taken before the READs asked again: not after them */
                     drop_add(f->s, f->tail_id);
                     f->tail = 0;

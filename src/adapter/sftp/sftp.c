@@ -248,8 +248,17 @@ static int sftp_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
     *more = 0;
     if (l->done)
         return 0;
-    if (!l->d) /* a page failed: the listing is read again (engine's rule) */
-        return tm__aerr_set(ae, TM_EIO, "list %s: the listing was cut", l->path);
+    if (!l->d) {
+        /* the last page failed: the same page again, from a new listing
+         * that skips the complete pages */
+        rc = tm__sftp_opendir(s->pool, l->path, 0, &l->d, &e);
+        if (rc) {
+            l->d = NULL;
+            return from_err(ae, &e, rc);
+        }
+        l->skip = l->count;
+        l->skip_hash = l->hash;
+    }
     if (l->skip) {
         rc = skip_prefix(l, &ents, &n, &e);
         if (rc < 0)
@@ -276,8 +285,12 @@ static int sftp_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
             en.name_len = ents[i].name_len;
             entry_from(&en, &ents[i].attr);
             rc = cb(ctx, &en);
-            if (rc)
-                return rc; /* the page is dropped; the engine starts over */
+            if (rc) {
+                /* the page is dropped: the next call starts it again */
+                tm__sftp_closedir(l->d);
+                l->d = NULL;
+                return rc;
+            }
             c++;
             h = chain(h, en.name, en.name_len);
             passed++;
@@ -299,7 +312,8 @@ static int sftp_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
     return 0;
 failed:
     /* the handle is of no more use (a broken session, most often): the
-     * engine reopens the listing at the last position */
+     * next call (or the engine, through a new listing at the last
+     * position) starts the page again */
     tm__sftp_closedir(l->d);
     l->d = NULL;
     return from_err(ae, &e, rc);
