@@ -54,7 +54,24 @@ struct sopt_list {
       "s3-storage-class",                                                      \
       "  --s3-storage-class C  the storage class of the objects written\n"      \
       "                   (STANDARD_IA, ...; default: the bucket's)\n")         \
-    /* SFTP: */
+    /* SFTP: */                                                              \
+    X(SSH_IDENTITY, "ssh-identity", required_argument, "ssh-identity",        \
+      "  --ssh-identity FILE  SFTP: a private key to log in with (repeatable;\n" \
+      "                   default: the agent, then ssh_config's IdentityFile,\n" \
+      "                   then ~/.ssh/id_*)\n")                                 \
+    X(SSH_KNOWN_HOSTS, "ssh-known-hosts", required_argument, "ssh-known-hosts", \
+      "  --ssh-known-hosts FILE  SFTP: the known_hosts file that host keys\n"  \
+      "                   are checked against (default ~/.ssh/known_hosts)\n") \
+    X(SSH_ACCEPT_NEW, "ssh-accept-new", no_argument, "ssh-accept-new",        \
+      "  --ssh-accept-new  SFTP: record the key of a host not known yet (as\n" \
+      "                   ssh's accept-new); a changed key is always refused\n") \
+    X(SSH_PASSWORD_ENV, "ssh-password-env", required_argument,                \
+      "ssh-password-env",                                                     \
+      "  --ssh-password-env VAR  SFTP: also log in with the password that\n"   \
+      "                   the environment variable VAR holds\n")              \
+    X(SSH_CONFIG, "ssh-config", required_argument, "ssh-config",              \
+      "  --ssh-config FILE  SFTP: the ssh_config file read for Host aliases\n" \
+      "                   (default ~/.ssh/config; none: no file)\n")
 
 #define SOPT_ENUM(id, name, arg, key, help) SOPT_##id,
 enum { SOPT_BASE = 0x100, TM_STORAGE_ALIASES(SOPT_ENUM) SOPT_END };

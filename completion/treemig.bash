@@ -15,6 +15,7 @@ _treemig_options()
     local log="--log-level --udp-level --log-udp --log-public"
     local sto="--option" # the storages' options (-o KEY=VALUE)
     sto="$sto --s3-endpoint --s3-region --s3-path-style --s3-storage-class" # S3
+    sto="$sto --ssh-identity --ssh-known-hosts --ssh-accept-new --ssh-password-env --ssh-config" # SFTP
     case $1 in
         discover) echo "--db --workers --lead --retries --config --exclude --allow-pseudo-fs --owner $sto $log --quiet --help" ;;
         copy) echo "--db --yes --workers --retries --no-overwrite --owner --force $sto $log --quiet --help" ;;
@@ -96,7 +97,13 @@ _treemig()
         --listen)
             COMPREPLY=($(compgen -W "127.0.0.1:8080 127.0.0.1:0 [::1]:8080" -- "$cur"))
             return ;;
-        --workers | --lead | --retries | --top | --count | --exclude | --path)
+        --ssh-identity | --ssh-known-hosts | --ssh-config)
+            _treemig_files
+            return ;;
+        --ssh-password-env)
+            COMPREPLY=($(compgen -e -- "$cur"))
+            return ;;
+        --workers | --lead | --retries | --top | --count | --exclude | --path | --option)
             return ;;
         --s3-endpoint | --s3-region)
             return ;;
@@ -113,7 +120,7 @@ _treemig()
         help)
             COMPREPLY=($(compgen -W "$_treemig_commands" -- "$cur")) ;;
         discover)
-            if [[ $cur == sim:* || $cur == s3:* ]]; then
+            if [[ $cur == sim:* || $cur == s3:* || $cur == sftp:* ]]; then
                 return
             fi
             _treemig_files -d ;;

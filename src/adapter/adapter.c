@@ -447,6 +447,7 @@ const char *tm__sopt_get(const struct tm__sopts *o, const char *key)
 const struct tm__kind *const tm__kinds[] = {
     &tm__sim_kind,
     &tm__s3_kind,
+    &tm__sftp_kind,
     &tm__local_kind, /* last: it takes any spec no other kind claims */
     NULL,
 };

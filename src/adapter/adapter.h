@@ -348,6 +348,8 @@ extern const struct tm__kind tm__local_kind;
 extern const struct tm__kind tm__sim_kind;
 /* The kind of s3/storage.c (s3://bucket/prefix). */
 extern const struct tm__kind tm__s3_kind;
+/* The kind of sftp/sftp.c ("sftp://"). */
+extern const struct tm__kind tm__sftp_kind;
 
 /* The operations the fault layer counts and can fail. */
 enum tm__fault_op {

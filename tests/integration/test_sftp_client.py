@@ -451,7 +451,13 @@ def t_without_extensions(srv):
         bare.stop()
 
 
+KEY = '00112233445566778899aabbccddeeff'
+
+
 def t_kill_mid_write(srv):
+    """kill -9 in the middle of a write: nothing under the real name, a
+    temporary of mode 0600 left; the same write again (same run key) never
+    opens or removes that leftover: it takes the next name."""
     src = os.path.join(srv.dir, 'k.bin')
     payload = os.urandom(48 * 1024 * 1024)
     with open(src, 'wb') as f:
@@ -461,11 +467,12 @@ def t_kill_mid_write(srv):
     srv.chown(srv.path('old.bin'))
     for name, existed in (('old.bin', True), ('new.bin', False)):
         cmd = [SFTPTOOL, '--identity', srv.client_key, '--known-hosts', srv.known_hosts,
-               srv.url('/'), 'put', src, rpath(srv, name), '--pause-after',
+               srv.url('/'), 'put', src, rpath(srv, name), '--key', KEY, '--pause-after',
                str(16 * 1024 * 1024)]
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              stdin=subprocess.DEVNULL, start_new_session=True)
         try:
+            tmp = json.loads(p.stdout.readline())['tmp']
             line = p.stdout.readline()
             if b'paused' not in line:
                 fail('the driver did not pause', None, line + p.stderr.read())
@@ -478,14 +485,69 @@ def t_kill_mid_write(srv):
         elif os.path.lexists(srv.path(name)):
             fail('something under the real name after kill -9')
         tmps = [n for n in os.listdir(srv.root) if n.startswith('.treemig.')]
-        for t in tmps:
-            expect_eq('a temporary is 0600', 0o600, os.stat(srv.path(t)).st_mode & 0o777)
-        # Again, to the end: the temporary left by the crash is replaced.
-        ok(srv, ['put', src, rpath(srv, name), '--mode', '644', '--mtime', '1600000000'])
+        expect_eq('the temporary left', [os.path.basename(tmp)], tmps)
+        left = os.stat(tmp)
+        expect_eq('a temporary is 0600', 0o600, left.st_mode & 0o777)
+        # Again, to the end, with the same key: another name; the leftover
+        # is neither opened nor removed.
+        lines = ok(srv, ['put', src, rpath(srv, name), '--mode', '644', '--mtime',
+                         '1600000000', '--key', KEY])
+        if lines[0]['tmp'] == tmp:
+            fail('the redone put took the leftover name ' + tmp)
         if open(srv.path(name), 'rb').read() != payload:
             fail('the redone put differs')
-        expect_eq('no temporary left', [],
-                  [n for n in os.listdir(srv.root) if n.startswith('.treemig.')])
+        now = os.stat(tmp)
+        expect_eq('the leftover untouched (inode, size, mtime)',
+                  (left.st_ino, left.st_size, left.st_mtime_ns),
+                  (now.st_ino, now.st_size, now.st_mtime_ns))
+        os.unlink(tmp)
+
+
+def t_tmp_names_taken(srv):
+    """Every name a temporary may take is held by something else (a file, a
+    hard link and a symlink to a file outside, a FIFO): none is opened,
+    truncated, removed or followed; the write fails with EEXIST; with one
+    name free it takes that one."""
+    outside = os.path.join(srv.dir, 'outside')
+    with open(outside, 'wb') as f:
+        f.write(b'outside the served tree')
+    os.chmod(outside, 0o666)
+    src = os.path.join(srv.dir, 'payload')
+    with open(src, 'wb') as f:
+        f.write(b'payload' * 1000)
+    # the names of KEY for /t/x: learn them from a put into an empty folder
+    os.makedirs(srv.path('t'), exist_ok=True)
+    srv.chown(srv.path('t'))
+    names = []
+    for i in range(4):
+        lines = ok(srv, ['put', src, rpath(srv, 't/x'), '--key', KEY])
+        names.append(lines[0]['tmp'])
+        # hold the name just used so that the next put takes the next one
+        os.unlink(srv.path('t/x'))
+        if i == 0:
+            with open(names[-1], 'wb') as f:
+                f.write(b'destination only')
+        elif i == 1:
+            os.link(outside, names[-1])
+        elif i == 2:
+            os.symlink(outside, names[-1])
+        else:
+            os.mkfifo(names[-1])
+    expect_eq('four distinct names', 4, len(set(names)))
+    srv.chown(srv.path('t'))
+    before = {n: os.lstat(n) for n in names}
+    rc, _, err = tool(srv, ['put', src, rpath(srv, 't/x'), '--key', KEY], timeout=60)
+    expect_err(rc, err, 3, 'EEXIST', 'node', 'every temporary name taken')
+    expect_eq('nothing at the real name', False, os.path.lexists(srv.path('t/x')))
+    for n in names:
+        a, b = before[n], os.lstat(n)
+        expect_eq('%s untouched' % os.path.basename(n), (a.st_ino, a.st_size, a.st_mtime_ns),
+                  (b.st_ino, b.st_size, b.st_mtime_ns))
+    expect_eq('the file outside', b'outside the served tree', open(outside, 'rb').read())
+    os.unlink(names[3])
+    lines = ok(srv, ['put', src, rpath(srv, 't/x'), '--key', KEY])
+    expect_eq('the free name taken', names[3], lines[0]['tmp'])
+    expect_eq('the file outside', b'outside the served tree', open(outside, 'rb').read())
 
 
 def proxy_kh(srv, px):
@@ -644,6 +706,7 @@ def main():
                 ('writes, modes, mtimes, symlinks, renames', t_write),
                 ('a server without posix-rename, lsetstat, statvfs', t_without_extensions),
                 ('kill -9 mid-write leaves nothing under the real name', t_kill_mid_write),
+                ('temporary names taken by others are never touched', t_tmp_names_taken),
                 ('reconnect after a cut connection', t_reconnect),
                 ('permission denied and missing nodes', t_permission_denied),
                 ('full file system is ENOSPC', t_full_disk),

@@ -30,7 +30,18 @@ Misbehaviour for tests: Sshd(sftp_deny='posix-rename,lsetstat') serves
 SFTP without those extensions; rotate_host_key() restarts the server with a new
 host key on the same port (a "changed" key); CutProxy forwards to the
 server and cuts connections after N bytes; refused_port()
-gives a port on which nothing listens.
+gives a port on which nothing listens. `sshd.py --serve ROOT INFO` serves
+a given folder until SIGTERM (bench/sftp.sh).
+
+Sshd(close_after=N) serves SFTP through a wrapper (this file, run as
+`sshd.py --sftp-close-after N LOG`) that forwards the plain SFTP stream
+between the channel and OpenSSH's sftp-server, counts the requests, and
+ends the session (the server closes the channel) when request N+1
+arrives, as a server with a per-session quota would; each close is a
+line in srv.closes_log. sshd runs a command through the login user's
+shell, and nobody's is nologin: as root such a server runs sshd as root
+and logs in root (after mkdir -p /run/sshd, which privilege separation
+needs); otherwise as the current user.
 """
 
 import atexit
@@ -116,19 +127,31 @@ def fingerprint(pub_path):
     return out.split()[1]
 
 
+SFTP_SERVER = '/usr/lib/openssh/sftp-server'
+
+
 class Sshd:
-    def __init__(self, host_key_type='ed25519', log_level='ERROR', sftp_deny=None):
+    def __init__(self, host_key_type='ed25519', log_level='ERROR', sftp_deny=None,
+                 close_after=None, root=None):
         """sftp_deny: requests the SFTP server refuses, e.g.
         'posix-rename,lsetstat' (internal-sftp -P; a denied extension is
-        not announced either, as on a server that lacks it)."""
+        not announced either, as on a server that lacks it). close_after:
+        requests per session before the server closes it (see above).
+        root: the folder served (default: srv/ in the server's temporary
+        folder; a given one is kept at stop)."""
         self.host_key_type = host_key_type
         self.sftp_deny = sftp_deny
+        self.close_after = close_after
         self.log_level = log_level
         self.proc = None
         self.port = None
         self.dir = tempfile.mkdtemp(prefix='tm-sshd-', dir='/tmp')
         os.chmod(self.dir, 0o755)
-        if os.geteuid() == 0:
+        self.closes_log = os.path.join(self.dir, 'closes.log')
+        self.as_root = os.geteuid() == 0 and close_after is not None
+        if self.as_root:
+            self.uid = self.gid = 0
+        elif os.geteuid() == 0:
             self.uid = self.gid = NOBODY
         else:
             self.uid, self.gid = os.getuid(), os.getgid()
@@ -136,8 +159,8 @@ class Sshd:
             self.user = pwd.getpwuid(self.uid).pw_name
         except KeyError:
             self.user = str(self.uid)
-        self.root = os.path.join(self.dir, 'srv')
-        os.mkdir(self.root, 0o755)
+        self.root = root or os.path.join(self.dir, 'srv')
+        os.makedirs(self.root, 0o755, exist_ok=True)
         self.host_key = os.path.join(self.dir, 'host_key')
         self.client_key = keygen(os.path.join(self.dir, 'client_key'))
         self.authorized = os.path.join(self.dir, 'authorized_keys')
@@ -199,6 +222,14 @@ class Sshd:
 
     # ---- the server ----
 
+    def _force_command(self):
+        if self.close_after is not None:
+            return 'ForceCommand exec %s %s --sftp-close-after %d %s' % (
+                sys.executable, os.path.abspath(__file__), self.close_after,
+                self.closes_log)
+        return 'ForceCommand internal-sftp' + (' -P ' + self.sftp_deny
+                                               if self.sftp_deny else '')
+
     def _config(self, port):
         cfg = os.path.join(self.dir, 'sshd_config')
         with open(cfg, 'w') as f:
@@ -219,8 +250,8 @@ class Sshd:
                 'MaxStartups 200',
                 'MaxAuthTries 20',
                 'Subsystem sftp internal-sftp',
-                'ForceCommand internal-sftp' + (' -P ' + self.sftp_deny
-                                                if self.sftp_deny else ''),
+                self._force_command(),
+                'PermitRootLogin %s' % ('prohibit-password' if self.as_root else 'no'),
                 'LogLevel %s' % self.log_level,
                 '']))
         return cfg
@@ -230,7 +261,9 @@ class Sshd:
         for attempt in range(10):
             p = port or free_port()
             cmd = [SSHD, '-D', '-e', '-f', self._config(p)]
-            if os.geteuid() == 0:
+            if self.as_root:
+                os.makedirs('/run/sshd', mode=0o755, exist_ok=True)
+            elif os.geteuid() == 0:
                 cmd = ['setpriv', '--reuid=%d' % self.uid, '--regid=%d' % self.gid,
                        '--clear-groups', '--'] + cmd
             logf = open(self.log, 'ab')
@@ -306,6 +339,14 @@ class Sshd:
     def __exit__(self, *exc):
         self.stop()
 
+    def closes(self):
+        """Sessions the close_after wrapper ended so far."""
+        try:
+            with open(self.closes_log) as f:
+                return len(f.read().splitlines())
+        except OSError:
+            return 0
+
 
 class CutProxy:
     """A TCP forwarder on 127.0.0.1 to target_port that cuts connections, as
@@ -319,6 +360,7 @@ class CutProxy:
         self.target = target_port
         self.cut_bytes = cut_bytes
         self.cut_conns = cut_conns
+        self.cut_from = 0   # connections before this index are never cut
         self.conns = 0
         self.cuts = 0
         self.lock = threading.Lock()
@@ -349,8 +391,10 @@ class CutProxy:
                 idx = self.conns
                 self.conns += 1
                 self.socks += [c, u]
-            cut = self.cut_conns is None or idx < self.cut_conns
-            state = {'bytes': 0, 'dead': False}
+            with self.lock:
+                cut = idx >= self.cut_from and (
+                    self.cut_conns is None or idx < self.cut_from + self.cut_conns)
+                state = {'bytes': 0, 'dead': False, 'limit': self.cut_bytes}
             for a, b in ((c, u), (u, c)):
                 t = threading.Thread(target=self._pump, args=(a, b, cut, state, c, u),
                                      daemon=True)
@@ -381,7 +425,7 @@ class CutProxy:
                 break
             if cut:
                 with self.lock:
-                    room = self.cut_bytes - state['bytes']
+                    room = state['limit'] - state['bytes']
                     state['bytes'] += len(data)
                 if room <= 0:
                     state['cut'] = True
@@ -405,6 +449,14 @@ class CutProxy:
                     self.cuts += 1
         self._reset(c, u)
 
+    def cut_next(self, conns, cut_bytes):
+        """From now on: the next `conns` connections (None: all) are cut
+        after cut_bytes; those open now are left alone."""
+        with self.lock:
+            self.cut_from = self.conns
+            self.cut_conns = conns
+            self.cut_bytes = cut_bytes
+
     def close(self):
         self.closed = True
         try:
@@ -425,3 +477,68 @@ class CutProxy:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _sftp_close_after(limit, log):
+    """The wrapper of Sshd(close_after=N), run by sshd for a session: the
+    SFTP stream of the channel (stdin, stdout) to and from sftp-server;
+    ends the session when request N+1 arrives (the INIT is no request)."""
+    child = subprocess.Popen([SFTP_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    cin, cout = child.stdin.fileno(), child.stdout.fileno()
+
+    def pump_out():
+        while True:
+            b = os.read(cout, 65536)
+            if not b:
+                os._exit(0)
+            os.write(1, b)
+
+    threading.Thread(target=pump_out, daemon=True).start()
+    buf = b''
+    seen = 0
+    while True:
+        b = os.read(0, 65536)
+        if not b:
+            break
+        buf += b
+        while len(buf) >= 5:
+            n = int.from_bytes(buf[:4], 'big')
+            if len(buf) < 4 + n:
+                break
+            pkt, buf = buf[:4 + n], buf[4 + n:]
+            if pkt[4] != 1:  # SSH_FXP_INIT
+                seen += 1
+                if seen > limit:
+                    with open(log, 'a') as f:
+                        f.write('closed after %d requests\n' % limit)
+                    child.kill()
+                    os._exit(0)
+            os.write(cin, pkt)
+    child.stdin.close()
+    child.wait()
+
+
+def _serve(root, info):
+    """`sshd.py --serve ROOT INFO` (bench/sftp.sh): serves ROOT until SIGTERM;
+    INFO gets one JSON object: port, user, client key, known_hosts file,
+    host key line."""
+    import json
+    install_signal_handlers()
+    srv = Sshd(root=os.path.abspath(root))
+    srv.start()
+    srv.write_known_hosts()
+    tmp = info + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump({'port': srv.port, 'user': srv.user, 'key': srv.client_key,
+                   'known_hosts': srv.known_hosts, 'uid': srv.uid, 'gid': srv.gid,
+                   'host_key_pub': srv.host_key + '.pub', 'dir': srv.dir}, f)
+    os.rename(tmp, info)
+    while srv.proc and srv.proc.poll() is None:
+        time.sleep(0.5)
+    srv.stop()
+
+
+if __name__ == '__main__' and len(sys.argv) == 4 and sys.argv[1] == '--sftp-close-after':
+    _sftp_close_after(int(sys.argv[2]), sys.argv[3])
+elif __name__ == '__main__' and len(sys.argv) == 4 and sys.argv[1] == '--serve':
+    _serve(sys.argv[2], sys.argv[3])

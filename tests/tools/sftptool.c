@@ -20,7 +20,9 @@
  *   readlink PATH                 {"target":hex}
  *   get PATH LOCAL                reads the file into LOCAL: {"bytes","seconds","mbps"}
  *   put LOCAL PATH [--mode M] [--mtime S] [--noreplace] [--fsync] [--pause-after BYTES]
- *                                 writes LOCAL to PATH through a temporary; with
+ *       [--key HEX]               writes LOCAL to PATH through a temporary named from
+ *                                 the 16-byte key (random without --key), printing
+ *                                 {"tmp":NAME} once it is created; with
  *                                 --pause-after, prints {"paused":BYTES} and sleeps
  *                                 forever once that many bytes are written (for kill -9)
  *   mkdir PATH MODE | symlink PATH TARGET | rm PATH
@@ -28,6 +30,10 @@
  *   setstat PATH [--mode M] [--mtime S] [--nofollow]
  *   statvfs PATH
  *   stress PATH N                 --threads threads each lstat PATH and list its folder N times
+ *
+ *
+ *   sftptool --tmp-names KEY PATH  (no server) the names of the temporaries of
+ *                                 the node at PATH under the run key KEY (hex)
  *
  * Exit: 0 done, 1 fatal-class error, 3 node-class error, 75 retry-class
  * error (after the retries), 2 usage. An error is printed on stderr as
@@ -82,6 +88,17 @@ static int report(const struct tm__sftp_err *e)
     default:
         return 1;
     }
+}
+
+/* Fills e with a failure of the tool itself; returns code. */
+static int tool_fail(struct tm__sftp_err *e, int code, int cls, const char *msg)
+{
+    memset(e, 0, sizeof *e);
+    e->code = code;
+    e->cls = cls;
+    e->fx = -1;
+    snprintf(e->msg, sizeof e->msg, "%s", msg);
+    return code;
 }
 
 static void put_hex(const void *p, size_t n)
@@ -176,9 +193,13 @@ static int cmd_put(struct tool *t, int argc, char **argv, struct tm__sftp_err *e
     uint32_t mode = 0644;
     int64_t mtime = -1, pause_after = -1, total = 0, t0 = tm__now_ns();
     unsigned flags = TM_SFTP_REPLACE;
-    int fsync = 0, fd, rc, i;
+    int fsync = 0, fd, rc, i, k;
     ssize_t n;
     double secs;
+    const char *key_hex = NULL;
+    unsigned char key[TM_KEY_LEN];
+    char names[TM_TMP_TRIES][TM_TMP_NAME_MAX];
+    const char *namev[TM_TMP_TRIES];
 
     for (i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--mode") && i + 1 < argc)
@@ -191,6 +212,26 @@ static int cmd_put(struct tool *t, int argc, char **argv, struct tm__sftp_err *e
             fsync = 1;
         else if (!strcmp(argv[i], "--pause-after") && i + 1 < argc)
             pause_after = strtoll(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--key") && i + 1 < argc)
+            key_hex = argv[++i];
+    }
+    if (key_hex) {
+        for (k = 0; k < TM_KEY_LEN; k++) {
+            char hx[3] = { 0, 0, 0 }, *end;
+            if (strlen(key_hex) < (size_t)(2 * k + 2))
+                return tool_fail(e, TM_EINVAL, TM_ERR_FATAL, "put: --key takes 32 hex digits");
+            memcpy(hx, key_hex + 2 * k, 2);
+            key[k] = (unsigned char)strtoul(hx, &end, 16);
+            if (*end)
+                return tool_fail(e, TM_EINVAL, TM_ERR_FATAL, "put: --key takes 32 hex digits");
+        }
+    } else if (tm__random(key, sizeof key)) {
+        return tool_fail(e, TM_EIO, TM_ERR_FATAL, "put: no random key");
+    }
+    for (k = 0; k < TM_TMP_TRIES; k++) {
+        if (tm__tmp_name(key, path, k, names[k], sizeof names[k]))
+            return tool_fail(e, TM_ENAMETOOLONG, TM_ERR_NODE, "put: name too long");
+        namev[k] = names[k];
     }
     fd = open(local, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -199,9 +240,11 @@ static int cmd_put(struct tool *t, int argc, char **argv, struct tm__sftp_err *e
     }
     if (mtime < 0)
         mtime = tm__wall_ns() / 1000000000;
-    rc = tm__sftp_open_write(t->pool, path, &f, e);
+    rc = tm__sftp_open_write(t->pool, path, namev, TM_TMP_TRIES, &f, e);
     if (rc)
         goto out;
+    printf("{\"tmp\":\"%s\"}\n", tm__sftp_wfile_tmp(f));
+    fflush(stdout);
     while ((n = read(fd, buf, sizeof buf)) > 0) {
         int64_t w = tm__sftp_write(f, buf, (size_t)n, e);
         if (w < 0) {
@@ -429,6 +472,26 @@ int main(int argc, char **argv)
     memset(&t, 0, sizeof t);
     tm__sftp_opts_init(&t.o);
     t.threads = 4;
+    if (argc == 4 && !strcmp(argv[1], "--tmp-names")) {
+        /* no server: the names a run key gives the temporaries of a node */
+        unsigned char key[TM_KEY_LEN];
+        char name[TM_TMP_NAME_MAX];
+        for (i = 0; i < TM_KEY_LEN; i++) {
+            char hx[3] = { 0, 0, 0 }, *end;
+            if (strlen(argv[2]) != 2 * TM_KEY_LEN)
+                return 2;
+            memcpy(hx, argv[2] + 2 * i, 2);
+            key[i] = (unsigned char)strtoul(hx, &end, 16);
+            if (*end)
+                return 2;
+        }
+        for (i = 0; i < TM_TMP_TRIES; i++) {
+            if (tm__tmp_name(key, argv[3], i, name, sizeof name))
+                return 2;
+            printf("%s\n", name);
+        }
+        return 0;
+    }
     for (i = 1; i < argc && !strncmp(argv[i], "--", 2); i++) {
         const char *k = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;

@@ -70,6 +70,11 @@ enum { FXF_READ = 1, FXF_WRITE = 2, FXF_CREAT = 8, FXF_TRUNC = 0x10,
 /* Backoff of connects: first wait and cap, in ms. */
 #define BACKOFF_BASE_MS 100
 #define BACKOFF_CAP_MS 10000
+/* Connects (handshake, login) under way at once per pool: sshd drops
+ * unauthenticated connections beyond MaxStartups (10 by default). */
+#define CONNECTS_AT_ONCE 4
+/* Replies a session may owe that nobody waits for. */
+#define MAX_DROP 128
 /* Handles are at most 256 bytes (the draft). */
 #define MAX_HANDLE 256
 
@@ -97,6 +102,10 @@ struct tm__sftp_sess {
     size_t tx_alloc;            /* bytes allocated at tx */
     int tx_oom;                 /* an append to tx failed */
     struct stash *stash;        /* replies kept aside */
+    uint32_t drop[MAX_DROP];    /* requests whose replies nobody waits for
+                                   (a CLOSE sent without waiting, the READs
+                                   a closed file left): dropped on arrival */
+    int ndrop;                  /* entries in drop */
 };
 
 /* A reply: a view into rx or into a stash packet (then owned). */
@@ -420,6 +429,18 @@ static void view(struct reply *r, unsigned char *pkt, size_t len)
     r->n = len - 5;
 }
 
+/* 1 when id is a request whose reply is to be dropped (then no more). */
+static int drop_take(struct tm__sftp_sess *s, uint32_t id)
+{
+    int i;
+    for (i = 0; i < s->ndrop; i++)
+        if (s->drop[i] == id) {
+            s->drop[i] = s->drop[--s->ndrop];
+            return 1;
+        }
+    return 0;
+}
+
 /* Waits for the reply to request id. The reply stays valid until the next
  * receive on s (or reply_release when it came from the stash). */
 static int wait_reply(struct tm__sftp_sess *s, uint32_t id, struct reply *r,
@@ -448,6 +469,8 @@ static int wait_reply(struct tm__sftp_sess *s, uint32_t id, struct reply *r,
         view(r, s->rx, s->rx_len);
         if (r->id == id)
             return 0;
+        if (drop_take(s, r->id))
+            continue;
         st = malloc(sizeof *st);
         if (!st || !(st->pkt = malloc(s->rx_len))) {
             free(st);
@@ -462,6 +485,32 @@ static int wait_reply(struct tm__sftp_sess *s, uint32_t id, struct reply *r,
             ;
         *pp = st;
     }
+}
+
+/* Nobody will wait for the reply to request id: it is dropped when it
+ * comes (by whoever uses the session next). When too many are owed, the
+ * oldest are received now. A reply already kept aside is freed. */
+static void drop_add(struct tm__sftp_sess *s, uint32_t id)
+{
+    struct stash **pp, *st;
+    for (pp = &s->stash; *pp; pp = &(*pp)->next) {
+        if ((*pp)->id == id) {
+            st = *pp;
+            *pp = st->next;
+            free(st->pkt);
+            free(st);
+            return;
+        }
+    }
+    while (s->ndrop == MAX_DROP && !s->broken) {
+        struct reply r;
+        if (wait_reply(s, s->drop[0], &r, NULL, "drop", "a reply") == 0) {
+            drop_take(s, s->drop[0]);
+            reply_release(&r);
+        }
+    }
+    if (!s->broken)
+        s->drop[s->ndrop++] = id;
 }
 
 /* The TM code and class of an SSH_FX status. */
@@ -804,7 +853,7 @@ static int sess_get(struct tm__sftp_pool *p, struct tm__sftp_sess **out,
             *out = s;
             return 0;
         }
-        if (p->n_open < p->max)
+        if (p->n_open < p->max && p->connecting < CONNECTS_AT_ONCE)
             break;
         pthread_cond_wait(&p->cv, &p->mu);
     }
@@ -821,11 +870,13 @@ static int sess_get(struct tm__sftp_pool *p, struct tm__sftp_sess **out,
         }
     }
     p->n_open++;
+    p->connecting++;
     pthread_mutex_unlock(&p->mu);
 
     rc = sess_open(p, 0, &s, e);
 
     pthread_mutex_lock(&p->mu);
+    p->connecting--;
     if (rc) {
         p->n_open--;
         if (!e || e->cls == TM_ERR_RETRY) {
@@ -842,12 +893,12 @@ static int sess_get(struct tm__sftp_pool *p, struct tm__sftp_sess **out,
             if (e)
                 e->retry_after_ms = wait;
         }
-        pthread_cond_broadcast(&p->cv);
     } else {
         p->fails = 0;
         p->connects++;
         *out = s;
     }
+    pthread_cond_broadcast(&p->cv); /* a connect slot is free */
     pthread_mutex_unlock(&p->mu);
     return rc;
 }
@@ -1233,6 +1284,39 @@ out:
     return rc;
 }
 
+int tm__sftp_realpath(struct tm__sftp_pool *p, const char *path,
+                      struct tm__buf *out, struct tm__sftp_err *e)
+{
+    struct tm__sftp_sess *s;
+    struct reply r;
+    uint32_t id, cnt;
+    const unsigned char *name;
+    size_t nn;
+    int rc = sess_get(p, &s, e);
+    if (rc)
+        return rc;
+    id = begin(s, FXP_REALPATH);
+    put_cstr(s, path);
+    rc = roundtrip(s, id, &r, e, "realpath", path);
+    if (rc)
+        goto out;
+    if (r.type != FXP_NAME) {
+        rc = status_err(s, &r, e, "realpath", path, NULL);
+        if (!rc)
+            rc = proto_fail(s, e, "realpath", path);
+    } else if (get_u32(&r, &cnt) || cnt != 1 || get_str(&r, &name, &nn) ||
+               memchr(name, '\0', nn)) {
+        rc = proto_fail(s, e, "realpath", path);
+    } else if (tm__buf_add(out, name, nn)) {
+        rc = tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1, "realpath %s: out of memory",
+                           path);
+    }
+    reply_release(&r);
+out:
+    sess_put(p, s);
+    return rc;
+}
+
 /* After a FAILURE that may mean "already there": TM_EEXIST when an lstat
  * finds something at path. */
 static int maybe_exists(struct tm__sftp_sess *s, const char *op, const char *path,
@@ -1396,7 +1480,7 @@ static int do_statvfs(struct tm__sftp_sess *s, const char *path,
                       struct tm__sftp_vfs *v, struct tm__sftp_err *e)
 {
     struct reply r;
-    uint64_t bsize, bfree, ffree, fsid;
+    uint64_t bsize, bfree, ffree;
     uint32_t id;
     int rc;
     if (!(s->pool->ext & TM_SFTP_EXT_STATVFS))
@@ -1416,7 +1500,7 @@ static int do_statvfs(struct tm__sftp_sess *s, const char *path,
                get_u64(&r, &v->blocks) || get_u64(&r, &bfree) ||
                get_u64(&r, &v->bavail) || get_u64(&r, &v->files) ||
                get_u64(&r, &ffree) || get_u64(&r, &v->favail) ||
-               get_u64(&r, &fsid) || get_u64(&r, &v->flag) ||
+               get_u64(&r, &v->fsid) || get_u64(&r, &v->flag) ||
                get_u64(&r, &v->namemax)) {
         rc = proto_fail(s, e, "statvfs", path);
     }
@@ -1475,6 +1559,20 @@ static int close_handle(struct tm__sftp_sess *s, const unsigned char *h, size_t 
     uint32_t id = begin(s, FXP_CLOSE);
     put_str(s, h, hlen);
     return roundtrip_status(s, id, e, "close", path, NULL);
+}
+
+/* Closes the handle without waiting for the answer (a handle read from
+ * or listed: nothing depends on how its CLOSE went); replies still owed
+ * for it must be dropped first (drop_add). */
+static void close_async(struct tm__sftp_sess *s, const unsigned char *h, size_t hlen)
+{
+    uint32_t id;
+    if (s->broken)
+        return;
+    id = begin(s, FXP_CLOSE);
+    put_str(s, h, hlen);
+    if (finish(s, NULL, "close", "a handle") == 0)
+        drop_add(s, id);
 }
 
 /* ---- listing ---- */
@@ -1624,20 +1722,13 @@ uint64_t tm__sftp_dir_pos(const struct tm__sftp_dir *d)
 
 void tm__sftp_closedir(struct tm__sftp_dir *d)
 {
-    struct reply r;
     if (!d)
         return;
-    if (!d->s->broken) {
-        /* Collect what is still in flight, then close. */
-        while (d->nids && !d->s->broken) {
-            if (wait_reply(d->s, d->ids[0], &r, NULL, "readdir", d->path) == 0)
-                reply_release(&r);
-            memmove(d->ids, d->ids + 1, (size_t)(d->nids - 1) * sizeof d->ids[0]);
-            d->nids--;
-        }
-        if (!d->s->broken)
-            close_handle(d->s, d->h, d->hlen, NULL, d->path);
-    }
+    /* what is still in flight is dropped when it comes; the CLOSE is not
+     * waited for: a listing costs no round trip to end */
+    while (d->nids && !d->s->broken)
+        drop_add(d->s, d->ids[--d->nids]);
+    close_async(d->s, d->h, d->hlen);
     sess_put(d->pool, d->s);
     tm__buf_release(&d->names);
     free(d->ents);
@@ -1668,6 +1759,10 @@ struct tm__sftp_rfile {
     const unsigned char *cur;    /* data received, not handed out yet */
     size_t cur_len;              /* bytes left at cur */
     unsigned char *cur_own;      /* the stash packet cur points into */
+    int tail;                    /* an FSTAT sent behind the last READ (what
+                                    fstat will say after the reads): 1 sent,
+                                    0 not yet, -1 not any more */
+    uint32_t tail_id;            /* its request id */
 };
 
 static int rf_send(struct tm__sftp_rfile *f, struct tm__sftp_err *e)
@@ -1699,12 +1794,46 @@ static int rf_drain(struct tm__sftp_rfile *f, struct tm__sftp_err *e)
     return 0;
 }
 
+/* The replies f's requests still owe are dropped when they come. */
+static void rf_forget(struct tm__sftp_rfile *f)
+{
+    while (f->qn && !f->s->broken) {
+        drop_add(f->s, f->q[f->qhead].id);
+        f->qhead = (f->qhead + 1) % f->qcap;
+        f->qn--;
+    }
+    f->qn = 0;
+    if (f->tail == 1 && !f->s->broken)
+        drop_add(f->s, f->tail_id);
+    f->tail = -1;
+}
+
+/* The answer to the FSTAT request id, sent earlier. */
+static int fstat_reply(struct tm__sftp_sess *s, uint32_t id, const char *path,
+                       struct tm__sftp_attr *a, struct tm__sftp_err *e)
+{
+    struct reply r;
+    int rc = wait_reply(s, id, &r, e, "fstat", path);
+    if (rc)
+        return rc;
+    if (r.type == FXP_ATTRS) {
+        rc = get_attrs(&r, a) ? proto_fail(s, e, "fstat", path) : 0;
+    } else {
+        rc = status_err(s, &r, e, "fstat", path, NULL);
+        if (!rc)
+            rc = proto_fail(s, e, "fstat", path);
+    }
+    reply_release(&r);
+    return rc;
+}
+
 int tm__sftp_open_read(struct tm__sftp_pool *p, const char *path,
                        struct tm__sftp_rfile **out, struct tm__sftp_attr *st,
                        struct tm__sftp_err *e)
 {
     struct tm__sftp_rfile *f = calloc(1, sizeof *f);
     struct tm__sftp_attr a;
+    uint32_t id;
     int rc;
 
     *out = NULL;
@@ -1724,12 +1853,33 @@ int tm__sftp_open_read(struct tm__sftp_pool *p, const char *path,
     rc = open_handle(f->s, FXP_OPEN, path, FXF_READ, NULL, f->h, &f->hlen, e, "open");
     if (rc)
         goto fail;
-    rc = tm__sftp_fstat(f, &a, e);
+    /* the attributes, the first READ and an FSTAT behind it, in one round
+     * trip: a file that one READ holds is read whole, and what fstat will
+     * say after the reads known, with no more waiting */
+    id = begin(f->s, FXP_FSTAT);
+    put_str(f->s, f->h, f->hlen);
+    rc = finish(f->s, e, "fstat", path);
+    if (!rc)
+        rc = rf_send(f, e);
+    if (!rc) {
+        f->tail_id = begin(f->s, FXP_FSTAT);
+        put_str(f->s, f->h, f->hlen);
+        rc = finish(f->s, e, "fstat", path);
+        f->tail = !rc;
+    }
+    if (!rc)
+        rc = fstat_reply(f->s, id, path, &a, e);
     if (rc) {
-        close_handle(f->s, f->h, f->hlen, NULL, path);
+        rf_forget(f);
+        close_async(f->s, f->h, f->hlen);
         goto fail;
     }
     f->size = a.size;
+    if (f->size > f->off_req && f->tail == 1) {
+        /* more READs to come: that FSTAT would come before them */
+        drop_add(f->s, f->tail_id);
+        f->tail = 0;
+    }
     if (st)
         *st = a;
     *out = f;
@@ -1778,6 +1928,15 @@ int64_t tm__sftp_read(struct tm__sftp_rfile *f, void *buf, size_t len,
             if (rc)
                 return rc;
         }
+        if (!f->tail && !f->eof && f->off_req >= f->size) {
+            /* every READ up to the size is out: an FSTAT behind them */
+            f->tail_id = begin(f->s, FXP_FSTAT);
+            put_str(f->s, f->h, f->hlen);
+            rc = finish(f->s, e, "fstat", f->path);
+            if (rc)
+                return rc;
+            f->tail = 1;
+        }
         if (!f->qn)
             return 0;
         q = f->q[f->qhead];
@@ -1792,8 +1951,11 @@ int64_t tm__sftp_read(struct tm__sftp_rfile *f, void *buf, size_t len,
                 return proto_fail(f->s, e, "read", f->path);
             }
             if (dn < q.len) {
-                /* A short read: what follows was asked at the wrong offset. */
+                /* A short read: what follows was asked at the wrong offset
+                 * (the end of a file that one READ holds, most often:
+                 * nothing follows it then). */
                 unsigned char *keep = r.own;
+                int more = f->qn > 0;
                 r.own = NULL;
                 if (!keep && dn) {
                     keep = malloc(dn);
@@ -1807,6 +1969,11 @@ int64_t tm__sftp_read(struct tm__sftp_rfile *f, void *buf, size_t len,
                 if (rc) {
                     free(keep);
                     return rc;
+                }
+                if (more && f->tail == 1) {
+                    /* taken before the READs asked again: not after them */
+                    drop_add(f->s, f->tail_id);
+                    f->tail = 0;
                 }
                 f->off_req = f->off + dn;
                 f->cur_own = keep;
@@ -1864,6 +2031,11 @@ int tm__sftp_fstat(struct tm__sftp_rfile *f, struct tm__sftp_attr *st,
     if (f->s->broken)
         return tm__sftp_fail(e, TM_ECONNRESET, TM_ERR_RETRY, -1,
                              "fstat %s: connection lost", f->path);
+    if (f->tail == 1) {
+        /* sent behind the READs: what the file is after them */
+        f->tail = -1;
+        return fstat_reply(f->s, f->tail_id, f->path, st, e);
+    }
     return do_fstat(f->s, f->h, f->hlen, f->path, st, e);
 }
 
@@ -1871,8 +2043,9 @@ void tm__sftp_close_read(struct tm__sftp_rfile *f)
 {
     if (!f)
         return;
-    if (!f->s->broken && rf_drain(f, NULL) == 0 && !f->s->broken)
-        close_handle(f->s, f->h, f->hlen, NULL, f->path);
+    /* nothing waited for: what is in flight is dropped when it comes */
+    rf_forget(f);
+    close_async(f->s, f->h, f->hlen);
     sess_put(f->pool, f->s);
     free(f->cur_own);
     free(f->q);
@@ -1897,15 +2070,6 @@ struct tm__sftp_wfile {
     int failed;                  /* a write failed: the code; only abort */
     struct tm__sftp_err err;     /* that failure */
 };
-
-void tm__sftp_tmp_name(char *out, size_t len, const char *name, size_t name_len)
-{
-    uint64_t h = 1469598103934665603ULL;
-    size_t i;
-    for (i = 0; i < name_len; i++)
-        h = (h ^ (unsigned char)name[i]) * 1099511628211ULL;
-    snprintf(out, len, ".treemig.%016llx.tmp", (unsigned long long)h);
-}
 
 /* A failed WRITE: ENOSPC when the file system is (nearly) full. */
 static int write_failed(struct tm__sftp_wfile *f, int rc, struct tm__sftp_err *e)
@@ -1945,28 +2109,39 @@ static int wf_collect(struct tm__sftp_wfile *f, struct tm__sftp_err *e)
     return rc;
 }
 
+/* A temporary whose session died: removed through another session (a
+ * new connection) when it is a regular file; if the server cannot be
+ * reached, it stays (verify reports it as a leftover). */
+static void remove_orphan(struct tm__sftp_pool *p, const char *tmp)
+{
+    struct tm__sftp_sess *s;
+    struct tm__sftp_attr a;
+    if (sess_get(p, &s, NULL) != 0)
+        return;
+    if (do_stat(s, FXP_LSTAT, tmp, &a, NULL) == 0 && a.type == TM_T_FILE)
+        do_remove(s, tmp, NULL);
+    sess_put(p, s);
+}
+
 int tm__sftp_open_write(struct tm__sftp_pool *p, const char *path,
+                        const char *const *tmp_names, int n_names,
                         struct tm__sftp_wfile **out, struct tm__sftp_err *e)
 {
     struct tm__sftp_wfile *f = calloc(1, sizeof *f);
     struct tm__sftp_attr a;
-    struct tm__buf b = TM__BUF_INIT;
     const char *slash = strrchr(path, '/');
-    char tmp[48];
-    int rc, tries;
+    int rc = 0, i;
 
     *out = NULL;
-    if (!slash || !slash[1])
-        return free(f), tm__sftp_fail(e, TM_EINVAL, TM_ERR_NODE, -1,
-                                      "open_write %s: not a file path", path);
+    if (!slash || !slash[1] || n_names < 1) {
+        free(f);
+        return tm__sftp_fail(e, TM_EINVAL, TM_ERR_NODE, -1,
+                             "open_write %s: not a file path", path);
+    }
     if (!f || !(f->q = calloc((size_t)p->write_behind, sizeof *f->q)))
         goto oom;
     f->pool = p;
     f->qcap = p->write_behind;
-    tm__sftp_tmp_name(tmp, sizeof tmp, slash + 1, strlen(slash + 1));
-    if (tm__buf_add(&b, path, (size_t)(slash - path + 1)) || tm__buf_adds(&b, tmp))
-        goto oom;
-    f->tmp = tm__buf_detach(&b, NULL);
     f->path = strdup(path);
     f->dir = strndup(path, slash == path ? 1 : (size_t)(slash - path));
     if (!f->path || !f->dir)
@@ -1977,19 +2152,31 @@ int tm__sftp_open_write(struct tm__sftp_pool *p, const char *path,
     memset(&a, 0, sizeof a);
     a.flags = TM_SFTP_A_PERM;
     a.mode = 0600;
-    for (tries = 0;; tries++) {
+    /* CREAT|EXCL: whatever is at a name (a file, a link to a file
+     * elsewhere, a symlink, a FIFO, a folder) is never opened, truncated,
+     * removed or followed; a taken name moves to the next */
+    for (i = 0; i < n_names; i++) {
+        struct tm__buf b = TM__BUF_INIT;
+        struct tm__sftp_attr old;
+        struct tm__sftp_err e2;
+        free(f->tmp);
+        if (tm__buf_add(&b, path, (size_t)(slash - path + 1)) ||
+            tm__buf_adds(&b, tmp_names[i])) {
+            tm__buf_release(&b);
+            f->tmp = NULL;
+            goto oom;
+        }
+        f->tmp = tm__buf_detach(&b, NULL);
         rc = open_handle(f->s, FXP_OPEN, f->tmp, FXF_WRITE | FXF_CREAT | FXF_EXCL, &a,
                          f->h, &f->hlen, e, "create");
-        if (rc != TM_EIO || tries || !e || e->fx != FX_FAILURE)
+        if (rc != TM_EIO || !e || e->fx != FX_FAILURE || f->s->broken)
             break;
-        /* A temporary left by a crash: ours by its name; remove it once. */
-        {
-            struct tm__sftp_attr old;
-            struct tm__sftp_err e2;
-            if (do_stat(f->s, FXP_LSTAT, f->tmp, &old, &e2) != 0 ||
-                old.type != TM_T_FILE || do_remove(f->s, f->tmp, &e2) != 0)
-                break;
-        }
+        /* SFTP v3 has no "exists" status: an lstat tells a taken name */
+        if (do_stat(f->s, FXP_LSTAT, f->tmp, &old, &e2) != 0)
+            break;
+        rc = tm__sftp_fail(e, TM_EEXIST, TM_ERR_NODE, FX_FAILURE,
+                           "create a temporary file beside %s: the %d names it may "
+                           "take are taken", path, n_names);
     }
     if (rc)
         goto fail;
@@ -2000,9 +2187,13 @@ oom:
     rc = tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1, "open_write %s: out of memory",
                        path);
 fail:
-    tm__buf_release(&b);
     if (f) {
+        int broken = f->s && f->s->broken;
         sess_put(p, f->s);
+        /* the connection died with the OPEN in flight: the server may have
+         * made the file */
+        if (broken && f->tmp)
+            remove_orphan(p, f->tmp);
         free(f->q);
         free(f->tmp);
         free(f->path);
@@ -2010,6 +2201,11 @@ fail:
         free(f);
     }
     return rc;
+}
+
+const char *tm__sftp_wfile_tmp(const struct tm__sftp_wfile *f)
+{
+    return f->tmp;
 }
 
 int64_t tm__sftp_write(struct tm__sftp_wfile *f, const void *buf, size_t len,
@@ -2050,13 +2246,17 @@ int64_t tm__sftp_write(struct tm__sftp_wfile *f, const void *buf, size_t len,
 static void wf_free(struct tm__sftp_wfile *f, int remove_tmp)
 {
     struct tm__sftp_err e2;
+    int broken;
     while (f->qn && !f->s->broken)
         wf_collect(f, &e2);
     if (f->open && !f->s->broken)
         close_handle(f->s, f->h, f->hlen, NULL, f->tmp);
     if (remove_tmp && !f->s->broken)
         do_remove(f->s, f->tmp, NULL);
+    broken = f->s->broken;
     sess_put(f->pool, f->s);
+    if (remove_tmp && broken)
+        remove_orphan(f->pool, f->tmp);
     free(f->q);
     free(f->tmp);
     free(f->path);
@@ -2064,47 +2264,104 @@ static void wf_free(struct tm__sftp_wfile *f, int remove_tmp)
     free(f);
 }
 
+/* The status reply of request id, sent earlier: 0 or the error (kept in
+ * *first when it is the first one). */
+static int collect_status(struct tm__sftp_sess *s, uint32_t id, const char *op,
+                          const char *path, int rc, struct tm__sftp_err *first)
+{
+    struct tm__sftp_err le;
+    struct reply r;
+    int got;
+    if (s->broken)
+        return rc;
+    got = wait_reply(s, id, &r, &le, op, path);
+    if (!got) {
+        got = status_err(s, &r, &le, op, path, NULL);
+        reply_release(&r);
+    }
+    if (got && !rc) {
+        *first = le;
+        return got;
+    }
+    return rc;
+}
+
 int tm__sftp_commit(struct tm__sftp_wfile *f, uint32_t mode, int64_t mtime,
                     int fsync, unsigned flags, struct tm__sftp_err *e)
 {
+    static const char *const ops[3] = { "setstat", "fsync", "close" };
+    struct tm__sftp_err first;
     struct tm__sftp_attr a;
-    uint32_t id;
-    int rc = 0;
+    uint32_t ids[3];
+    int sent[3] = { 0, 0, 0 };
+    int rc = 0, i;
 
-    while (f->qn && !rc)
-        rc = wf_collect(f, e);
-    if (!rc && f->failed) {
+    memset(&first, 0, sizeof first);
+    if (f->failed) {
         rc = f->failed;
-        if (e)
-            *e = f->err;
-    }
-    if (rc)
+        first = f->err;
         goto fail;
+    }
+    /* The mode and mtime, the fsync and the close go out behind the
+     * writes still in flight, without waiting: requests on one handle are
+     * processed in order (the draft says so, OpenSSH does all in order),
+     * so they apply once every byte is written, and the commit costs one
+     * round trip for all of them, plus the rename. The rename waits for
+     * every reply: a file that failed in any way is never renamed. */
     memset(&a, 0, sizeof a);
     a.flags = TM_SFTP_A_PERM | TM_SFTP_A_TIME;
     a.mode = mode;
     a.atime = a.mtime = mtime;
-    id = begin(f->s, FXP_FSETSTAT);
+    ids[0] = begin(f->s, FXP_FSETSTAT);
     put_str(f->s, f->h, f->hlen);
     put_attrs(f->s, &a);
-    rc = roundtrip_status(f->s, id, e, "setstat", f->tmp, NULL);
+    rc = finish(f->s, &first, ops[0], f->tmp);
+    sent[0] = !rc;
     if (!rc && fsync && (f->pool->ext & TM_SFTP_EXT_FSYNC)) {
-        id = begin(f->s, FXP_EXTENDED);
+        ids[1] = begin(f->s, FXP_EXTENDED);
         put_cstr(f->s, "fsync@openssh.com");
         put_str(f->s, f->h, f->hlen);
-        rc = roundtrip_status(f->s, id, e, "fsync", f->tmp, NULL);
+        rc = finish(f->s, &first, ops[1], f->tmp);
+        sent[1] = !rc;
     }
-    if (rc)
-        goto fail;
-    f->open = 0;
-    rc = close_handle(f->s, f->h, f->hlen, e, f->tmp);
+    if (!rc) {
+        ids[2] = begin(f->s, FXP_CLOSE);
+        put_str(f->s, f->h, f->hlen);
+        rc = finish(f->s, &first, ops[2], f->tmp);
+        sent[2] = !rc;
+        if (!rc)
+            f->open = 0;
+    }
+    /* the writes' replies first (they come first), then the others'; a
+     * reply is waited for even after a failure, to keep the session in
+     * step */
+    while (f->qn && !f->s->broken) {
+        struct tm__sftp_err le;
+        int w = wf_collect(f, &le);
+        if (w && !rc) {
+            rc = w;
+            first = le;
+        }
+    }
+    if (!rc && f->failed) {
+        rc = f->failed;
+        first = f->err;
+    }
+    for (i = 0; i < 3; i++)
+        if (sent[i])
+            rc = collect_status(f->s, ids[i], ops[i], f->tmp, rc, &first);
+    if (!rc && f->s->broken)
+        rc = tm__sftp_fail(&first, TM_ECONNRESET, TM_ERR_RETRY, -1,
+                           "commit %s: connection lost", f->path);
     if (!rc)
-        rc = do_rename(f->s, f->tmp, f->path, flags, e);
+        rc = do_rename(f->s, f->tmp, f->path, flags, &first);
     if (rc)
         goto fail;
     wf_free(f, 0);
     return 0;
 fail:
+    if (e)
+        *e = first;
     wf_free(f, 1);
     return rc;
 }

@@ -95,25 +95,47 @@ void tm__sftp_url_release(struct tm__sftp_url *u)
     memset(u, 0, sizeof *u);
 }
 
+/* url as messages show it: with what stands before an '@' of the
+ * authority replaced by "***" when a ':' is in it (a password, or the
+ * start of one). Returns url or buf. */
+static const char *redact(const char *url, char *buf, size_t len)
+{
+    const char *auth = url + 7, *at = strrchr(auth, '@');
+    if (!at || !memchr(auth, ':', (size_t)(at - auth)))
+        return url;
+    snprintf(buf, len, "sftp://***%s", at);
+    return buf;
+}
+
 int tm__sftp_url_parse(const char *url, struct tm__sftp_url *u, char *err,
                        size_t errlen)
 {
     const char *p, *auth, *auth_end, *at, *host, *host_end, *port_s = NULL;
+    const char *full = url;
+    char shown[512];
     int rc;
 
     memset(u, 0, sizeof *u);
     if (strncmp(url, "sftp://", 7) != 0)
         return set_err(err, errlen, TM_EBADSPEC, "parse url: not sftp://");
-    auth = url + 7;
+    /* no message ever shows what may be a password */
+    url = redact(full, shown, sizeof shown);
+    auth = full + 7;
     auth_end = strchr(auth, '/');
     if (!auth_end)
         return set_err(err, errlen, TM_EBADSPEC,
-                       "parse url %s: no path (sftp://[user@]host[:port]/absolute/path)",
+                       "%s: no path (sftp://[user@]host[:port]/absolute/path)",
                        url);
     at = memchr(auth, '@', (size_t)(auth_end - auth));
+    if (at && memchr(auth, ':', (size_t)(at - auth)))
+        return set_err(err, errlen, TM_EBADSPEC,
+                       "%s: a password in the URL is refused (it would be "
+                       "recorded in the state file); give the name of a variable "
+                       "that holds it with --ssh-password-env VAR, or use a key",
+                       url);
     if (at) {
         if (at == auth)
-            return set_err(err, errlen, TM_EBADSPEC, "parse url %s: empty user", url);
+            return set_err(err, errlen, TM_EBADSPEC, "%s: empty user", url);
         rc = pct_decode(auth, (size_t)(at - auth), &u->user);
         if (rc)
             goto bad;
@@ -124,11 +146,11 @@ int tm__sftp_url_parse(const char *url, struct tm__sftp_url *u, char *err,
     if (*host == '[') {
         host_end = memchr(host, ']', (size_t)(auth_end - host));
         if (!host_end)
-            return set_err(err, errlen, TM_EBADSPEC, "parse url %s: no ']'", url);
+            return set_err(err, errlen, TM_EBADSPEC, "%s: no ']'", url);
         u->host = strndup(host + 1, (size_t)(host_end - host - 1));
         p = host_end + 1;
         if (p < auth_end && *p != ':')
-            return set_err(err, errlen, TM_EBADSPEC, "parse url %s: junk after ']'", url);
+            return set_err(err, errlen, TM_EBADSPEC, "%s: junk after ']'", url);
     } else {
         p = memchr(host, ':', (size_t)(auth_end - host));
         host_end = p ? p : auth_end;
@@ -141,19 +163,19 @@ int tm__sftp_url_parse(const char *url, struct tm__sftp_url *u, char *err,
     if (!u->host)
         return TM_ENOMEM;
     if (!*u->host)
-        return set_err(err, errlen, TM_EBADSPEC, "parse url %s: empty host", url);
+        return set_err(err, errlen, TM_EBADSPEC, "%s: empty host", url);
     if (p < auth_end && *p == ':') {
         long v = 0;
         port_s = p + 1;
         if (port_s == auth_end)
-            return set_err(err, errlen, TM_EBADSPEC, "parse url %s: empty port", url);
+            return set_err(err, errlen, TM_EBADSPEC, "%s: empty port", url);
         for (p = port_s; p < auth_end; p++) {
             if (!isdigit((unsigned char)*p) || v > 65535)
-                return set_err(err, errlen, TM_EBADSPEC, "parse url %s: bad port", url);
+                return set_err(err, errlen, TM_EBADSPEC, "%s: bad port", url);
             v = v * 10 + (*p - '0');
         }
         if (v < 1 || v > 65535)
-            return set_err(err, errlen, TM_EBADSPEC, "parse url %s: bad port", url);
+            return set_err(err, errlen, TM_EBADSPEC, "%s: bad port", url);
         u->port = (int)v;
     }
     rc = pct_decode(auth_end, strlen(auth_end), &u->path);
@@ -163,7 +185,7 @@ int tm__sftp_url_parse(const char *url, struct tm__sftp_url *u, char *err,
 bad:
     if (rc == TM_ENOMEM)
         return rc;
-    return set_err(err, errlen, TM_EBADSPEC, "parse url %s: bad %%-escape", url);
+    return set_err(err, errlen, TM_EBADSPEC, "%s: bad %%-escape", url);
 }
 
 /* ---- ssh_config ---- */

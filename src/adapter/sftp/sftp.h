@@ -224,6 +224,11 @@ int tm__sftp_remove(struct tm__sftp_pool *p, const char *path,
 int tm__sftp_rename(struct tm__sftp_pool *p, const char *from, const char *to,
                     unsigned flags, struct tm__sftp_err *e);
 
+/* The server's canonical absolute path for path (REALPATH: symlinks
+ * resolved, "." and ".." removed), appended to out. */
+int tm__sftp_realpath(struct tm__sftp_pool *p, const char *path,
+                      struct tm__buf *out, struct tm__sftp_err *e);
+
 /* statvfs@openssh.com: the file system holding path. */
 struct tm__sftp_vfs {
     uint64_t frsize;  /* fragment size: the unit of the block counts */
@@ -233,6 +238,7 @@ struct tm__sftp_vfs {
     uint64_t favail;  /* free inodes for an unprivileged user */
     uint64_t namemax; /* longest name */
     uint64_t flag;    /* ST_RDONLY = 1, ST_NOSUID = 2 */
+    uint64_t fsid;    /* the file system's id */
 };
 /* TM_ENOTSUP when the server lacks the extension. */
 int tm__sftp_statvfs(struct tm__sftp_pool *p, const char *path,
@@ -292,11 +298,17 @@ void tm__sftp_close_read(struct tm__sftp_rfile *f);
 
 struct tm__sftp_wfile;
 
-/* Starts writing the file path: creates ".treemig.<hash>.tmp" in the same
- * folder with CREAT|EXCL and mode 0600 (a temporary of that name left by a
- * crash is removed first). Nothing appears under path before commit. */
+/* Starts writing the file path: creates a temporary in the same folder
+ * under the first of tmp_names (n_names final components; the caller makes
+ * them unpredictable) that is free, with CREAT|EXCL and mode 0600: what is
+ * at a name (a file, a link, a FIFO, a folder) is never opened, truncated,
+ * removed or followed, and the next name is tried; TM_EEXIST when every
+ * name is taken. Nothing appears under path before commit. */
 int tm__sftp_open_write(struct tm__sftp_pool *p, const char *path,
+                        const char *const *tmp_names, int n_names,
                         struct tm__sftp_wfile **out, struct tm__sftp_err *e);
+/* The temporary's path (owned by f). */
+const char *tm__sftp_wfile_tmp(const struct tm__sftp_wfile *f);
 /* Appends len bytes: len, or an error (then only abort remains). Keeps
  * write_behind WRITE requests in flight; an error may belong to an earlier
  * call's bytes. A FAILURE status on a write is TM_ENOSPC (class fatal) when
@@ -304,16 +316,14 @@ int tm__sftp_open_write(struct tm__sftp_pool *p, const char *path,
  * free; otherwise TM_EIO. */
 int64_t tm__sftp_write(struct tm__sftp_wfile *f, const void *buf, size_t len,
                        struct tm__sftp_err *e);
-/* Waits for every write, sets mode (permission bits) and mtime (seconds,
- * atime too) on the handle, fsyncs it when fsync is set and the server can
- * (fsync@openssh.com), closes it and renames the temporary to the real
- * name (flags: TM_SFTP_REPLACE, as tm__sftp_rename). Frees f, also on
- * failure, when the temporary is removed. */
+/* Sets mode (permission bits) and mtime (seconds, atime too) on the
+ * handle, fsyncs it when fsync is set and the server can
+ * (fsync@openssh.com) and closes it, all sent behind the writes in flight
+ * (one round trip), then, once every one of them succeeded, renames the
+ * temporary to the real name (flags: TM_SFTP_REPLACE, as tm__sftp_rename).
+ * Frees f, also on failure, when the temporary is removed. */
 int tm__sftp_commit(struct tm__sftp_wfile *f, uint32_t mode, int64_t mtime,
                     int fsync, unsigned flags, struct tm__sftp_err *e);
 /* Closes and removes the temporary, frees f (NULL is fine). */
 void tm__sftp_abort(struct tm__sftp_wfile *f);
-/* The temporary's name for a file called name (into out, >= 40 bytes). */
-void tm__sftp_tmp_name(char *out, size_t len, const char *name, size_t name_len);
-
 #endif

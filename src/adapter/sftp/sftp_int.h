@@ -21,6 +21,7 @@ struct tm__sftp_pool {
     pthread_cond_t cv;            /* a session was given back (mu) */
     struct tm__sftp_sess *idle;   /* sessions not in use (mu) */
     int n_open;                   /* sessions open or opening (mu) */
+    int connecting;               /* sessions opening (mu) */
     int max;                      /* the most sessions at once */
     int fails;                    /* connects failed in a row (mu) */
     int64_t next_connect_ns;      /* no connect before this (mu) */

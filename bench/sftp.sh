@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# bench/sftp.sh: treemig with an SFTP side against rclone copy (its sftp
+# backend, configured by environment variables, the same key), OpenSSH's
+# sftp and scp -r, on one OpenSSH sshd on 127.0.0.1 (tests/servers/sshd.py,
+# unprivileged), directly and through bench/latency_proxy (20 ms each way),
+# RUNS times each in rotated order.
+#
+#   bench/sftp.sh                      # (a) 20,000 files in 2,000 folders, (b) 8 files of
+#                                      # 256 MiB; up and down; direct and through the proxy
+#   SCALE=0.05 bench/sftp.sh           # a quick check (1,000 files; 8 files of 13 MiB)
+#   BENCH_SETS=big BENCH_LINKS=proxy BENCH_DIRS=up bench/sftp.sh
+#
+# Environment (besides RUNS, SCALE, TREEMIG: bench/lib.sh):
+#   BENCH_DIR        work dir (default /tmp/treemig-sftpbench): data/, srv/ (served), logs/
+#   BENCH_SETS       "small big" (default): which data sets
+#   BENCH_DIRS       "up down" (default): local -> SFTP, SFTP -> local
+#   BENCH_LINKS      "direct proxy" (default): loopback, or through the latency proxy
+#   BENCH_DELAY_MS   the proxy's delay each way (default 20)
+#   BENCH_TOOLS      the rows (default "treemig rclone rclone_same sftp scp"; sftp and scp
+#                    copy one file at a time: at full size through the proxy, set (a) takes
+#                    them over an hour per run)
+#   BENCH_SMALL_FILES, BENCH_SMALL_FOLDERS   set (a): 20000 and 2000 x SCALE (0-4 KiB files,
+#                    bench/gencopy.c, seed 42)
+#   BENCH_BIG_FILES, BENCH_BIG_MB            set (b): 8 files of 256 MiB x SCALE
+#   TREEMIG_WORKERS  treemig copy --workers (default: treemig's own, 16 with an SFTP side)
+#   RCLONE_SAME      rclone --transfers for the "same number" row (default: treemig's copy
+#                    workers, 16)
+#
+# Rows: treemig discover + copy (defaults); rclone copy with its defaults
+# (--transfers 4 --checkers 8); rclone copy --transfers N --checkers N
+# (N = treemig's copy workers); sftp -b (put -rp / get -rp, OpenSSH's
+# defaults: 64 requests of 32 KiB in flight); scp -rp (SFTP protocol, one
+# file at a time). Every row starts from an empty destination. The first
+# treemig copy of each case is checked with rsync -rlptn --itemize-changes
+# --checksum (no difference allowed). The report prints each row's median
+# wall and spread, the ratios to treemig, and MB/s for set (b).
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+WORK=${BENCH_DIR:-/tmp/treemig-sftpbench}
+case $WORK in /|/tmp|/tmp/|"$HOME"|"$HOME"/|"") die "BENCH_DIR=$WORK is too broad: name a dedicated folder" ;; esac
+[[ $WORK = /* ]] || WORK=$PWD/$WORK
+mkdir -p "$WORK/logs"
+LOGS=$WORK/logs
+bench_init sftp BENCH_DIR BENCH_SETS BENCH_DIRS BENCH_LINKS BENCH_TOOLS BENCH_DELAY_MS BENCH_SMALL_FILES \
+    BENCH_SMALL_FOLDERS BENCH_BIG_FILES BENCH_BIG_MB TREEMIG_WORKERS RCLONE_SAME
+read -r -a SETS <<<"${BENCH_SETS:-small big}"
+read -r -a DIRS <<<"${BENCH_DIRS:-up down}"
+read -r -a LINKS <<<"${BENCH_LINKS:-direct proxy}"
+DELAY=${BENCH_DELAY_MS:-20}
+SMALL_FILES=${BENCH_SMALL_FILES:-$(scaled 20000 10)}
+SMALL_FOLDERS=${BENCH_SMALL_FOLDERS:-$(scaled 2000 1)}
+BIG_FILES=${BENCH_BIG_FILES:-8}
+BIG_MB=${BENCH_BIG_MB:-$(scaled 256 1)}
+TW=${TREEMIG_WORKERS:-}
+SAME=${RCLONE_SAME:-${TW:-16}}
+for v in DELAY SMALL_FILES SMALL_FOLDERS BIG_FILES BIG_MB SAME; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number (got '${!v}')"
+done
+[[ -z $TW || $TW =~ ^[1-9][0-9]*$ ]] || die "TREEMIG_WORKERS must be a positive number"
+PROXY_BIN=${LATENCY_PROXY:-$REPO/build/latency_proxy}
+[[ -x $PROXY_BIN ]] || die "the latency proxy is not built: $PROXY_BIN (make builds it)"
+for t in rclone sftp scp rsync; do command -v "$t" >/dev/null || die "$t is not installed"; done
+CC=${CC:-$(command -v cc || command -v gcc)}
+
+# ---------------------------------------------------------------- data
+DATA=$WORK/data
+SRV=$WORK/srv
+mkdir -p "$DATA" "$SRV"
+MARK="gencopy=$(sha256sum "$BENCH_LIB_DIR/gencopy.c" | cut -c1-16) small=$SMALL_FILES/$SMALL_FOLDERS big=${BIG_FILES}x${BIG_MB}"
+if [[ -f $DATA/ok && $(cat "$DATA/ok") == "$MARK" ]]; then
+    say "reusing the data in $DATA ($MARK)"
+else
+    say "making the data: $SMALL_FILES files in $SMALL_FOLDERS folders; $BIG_FILES files of $BIG_MB MiB"
+    rm -rf "$DATA" "$SRV"
+    mkdir -p "$DATA" "$SRV"
+    "$CC" -O2 -std=c11 -o "$DATA/gencopy" "$BENCH_LIB_DIR/gencopy.c" -lm
+    "$DATA/gencopy" "$DATA" "$SMALL_FILES" "$SMALL_FOLDERS" 42 >"$DATA/small.stats"
+    mv "$DATA/src" "$DATA/small"
+    find "$DATA/small" -type l -delete # files and folders only: scp and sftp copy no symlinks
+    mkdir -p "$DATA/big"
+    for ((i = 0; i < BIG_FILES; i++)); do
+        head -c "$((BIG_MB * 1048576))" /dev/urandom >"$DATA/big/f$i.bin"
+        touch -d "2021-01-0$((i % 9 + 1)) 12:00:0$((i % 10))" "$DATA/big/f$i.bin"
+    done
+    # the served copies, the sources of the "down" rows
+    cp -a "$DATA/small" "$SRV/small"
+    cp -a "$DATA/big" "$SRV/big"
+    printf '%s\n' "$MARK" >"$DATA/ok"
+fi
+SMALL_BYTES=$(du -sb --apparent-size "$DATA/small" | cut -f1)
+BIG_BYTES=$((BIG_FILES * BIG_MB * 1048576))
+
+# ---------------------------------------------------------------- the server, the proxy
+INFO=$WORK/sshd.json
+rm -f "$INFO"
+python3 "$REPO/tests/servers/sshd.py" --serve "$SRV" "$INFO" >"$LOGS/sshd.log" 2>&1 &
+SSHD_PID=$!
+PROXY_PID=
+cleanup() {
+    [[ -n $PROXY_PID ]] && kill "$PROXY_PID" 2>/dev/null || true
+    kill "$SSHD_PID" 2>/dev/null || true
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+for ((i = 0; i < 300; i++)); do [[ -f $INFO ]] && break; sleep 0.1; done
+[[ -f $INFO ]] || die "sshd did not start (see $LOGS/sshd.log)"
+j() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$INFO" "$1"; }
+PORT=$(j port); SUSER=$(j user); KEY=$(j key); SUID=$(j uid); SGID=$(j gid)
+coproc PROXY { exec "$PROXY_BIN" -p 0 "127.0.0.1:$PORT" "$DELAY"; }
+read -r PPORT <&"${PROXY[0]}"
+KH=$WORK/known_hosts
+HK=$(cut -d' ' -f1-2 "$(j host_key_pub)")
+printf '[127.0.0.1]:%s %s\n[127.0.0.1]:%s %s\n' "$PORT" "$HK" "$PPORT" "$HK" >"$KH"
+port_of() { [[ $1 == direct ]] && echo "$PORT" || echo "$PPORT"; }
+SSHO=(-F /dev/null -i "$KEY" -o IdentitiesOnly=yes -o BatchMode=yes -o "UserKnownHostsFile=$KH"
+      -o StrictHostKeyChecking=yes)
+export RCLONE_CONFIG_BENCH_TYPE=sftp RCLONE_CONFIG_BENCH_HOST=127.0.0.1 \
+    RCLONE_CONFIG_BENCH_USER=$SUSER RCLONE_CONFIG_BENCH_KEY_FILE=$KEY \
+    RCLONE_CONFIG_BENCH_KNOWN_HOSTS_FILE=$KH RCLONE_CONFIG_BENCH_SHELL_TYPE=none
+RCLONE=(rclone --config /dev/null)
+unset SSH_AUTH_SOCK
+TOPT=(--ssh-identity "$KEY" --ssh-known-hosts "$KH")
+
+# ---------------------------------------------------------------- one case
+read -r -a KEYS <<<"${BENCH_TOOLS:-treemig rclone rclone_same sftp scp}"
+for t in "${KEYS[@]}"; do
+    case $t in treemig | rclone | rclone_same | sftp | scp) ;; *) die "BENCH_TOOLS: unknown row '$t'" ;; esac
+done
+declare -A LABEL=([treemig]="treemig discover + copy${TW:+ --workers $TW}"
+    [rclone]="rclone copy (defaults: 4 transfers)" [rclone_same]="rclone copy --transfers $SAME"
+    [sftp]="sftp -b (put/get -rp)" [scp]="scp -rp")
+DB=$WORK/bench.db
+FAIL=0
+declare -A CHECKED NFILES
+src_of() { # SET DIR: the source path (local or served)
+    [[ $2 == up ]] && echo "$DATA/$1" || echo "$SRV/$1"
+}
+dst_of() { [[ $2 == up ]] && echo "$SRV/up-$1" || echo "$WORK/down-$1"; }
+prepare() { # SET DIR: an empty destination folder (the server's user owns a served one)
+    local d
+    d=$(dst_of "$1" "$2")
+    rm -rf "$d" "$DB" "$DB-wal" "$DB-shm" "$DB.lock" "$DB.yaml"
+    sync
+}
+run_tool() { # CASE SET DIR LINK TOOL
+    local c=$1 set=$2 dir=$3 link=$4 tool=$5 port src dst url k=$1.$5 wopt=()
+    port=$(port_of "$link")
+    src=$(src_of "$set" "$dir")
+    dst=$(dst_of "$set" "$dir")
+    prepare "$set" "$dir"
+    surl() { echo "sftp://$SUSER@127.0.0.1:$port$1"; }
+    case $tool in
+    treemig)
+        mkdir -p "$dst"
+        [[ $dir == up ]] && chown "$SUID:$SGID" "$dst"
+        [[ -n $TW ]] && wopt=(--workers "$TW")
+        if [[ $dir == up ]]; then a=$src; b=$(surl "$dst"); else a=$(surl "$src"); b=$dst; fi
+        measure "$k.discover" "$TREEMIG" discover --quiet --db "$DB" "${TOPT[@]}" "$a" "$b"
+        measure "$k.copy" "$TREEMIG" copy --yes --quiet --db "$DB" "${wopt[@]}"
+        WALLS[$k]="${WALLS[$k]:-} $(awk -v a="${WALLS[$k.discover]##* }" -v b="${WALLS[$k.copy]##* }" 'BEGIN{printf "%.2f", a+b}')"
+        RC[$k]=$((RC[$k.discover] | RC[$k.copy]))
+        if [[ -z ${CHECKED[$c]:-} ]]; then
+            local diff
+            diff=$(rsync -rlptn --itemize-changes --checksum "$src/" "$dst/" | grep -v ' \./$' || true)
+            if [[ -z $diff ]]; then CHECKED[$c]="rsync -rlptn --checksum: no difference"
+            else CHECKED[$c]="DIFFERENT: $(head -3 <<<"$diff" | tr '\n' ' ')"; FAIL=1; fi
+        fi ;;
+    rclone | rclone_same)
+        local ro=()
+        [[ $tool == rclone_same ]] && ro=(--transfers "$SAME" --checkers "$SAME")
+        if [[ $dir == up ]]; then a=$src; b="bench:$dst"; else a="bench:$src"; b=$dst; fi
+        RCLONE_CONFIG_BENCH_PORT=$port measure "$k" "${RCLONE[@]}" copy --links "${ro[@]}" "$a" "$b" ;;
+    sftp)
+        if [[ $dir == up ]]; then cmd="put -rp $src $dst"; else cmd="get -rp $src $dst"; fi
+        measure "$k" sftp "${SSHO[@]}" -P "$port" -b <(echo "$cmd") "$SUSER@127.0.0.1" ;;
+    scp)
+        if [[ $dir == up ]]; then a=$src; b="$SUSER@127.0.0.1:$dst"; else a="$SUSER@127.0.0.1:$src"; b=$dst; fi
+        measure "$k" scp "${SSHO[@]}" -P "$port" -rpq "$a" "$b" ;;
+    esac
+    [[ ${RC[$k]} -eq 0 ]] || { say "  $k failed: see $LOGS/$k*.log"; FAIL=1; }
+    NFILES[$k]=$(find "$dst" -type f 2>/dev/null | wc -l)
+}
+
+HEAD=$(header "treemig with an SFTP side: against rclone copy (sftp backend), sftp -b, scp -r on OpenSSH's sshd (loopback)")
+CASES=()
+for set in "${SETS[@]}"; do
+    [[ $set == small || $set == big ]] || die "BENCH_SETS: small or big, not '$set'"
+    for dir in "${DIRS[@]}"; do
+        [[ $dir == up || $dir == down ]] || die "BENCH_DIRS: up or down, not '$dir'"
+        for link in "${LINKS[@]}"; do
+            [[ $link == direct || $link == proxy ]] || die "BENCH_LINKS: direct or proxy, not '$link'"
+            CASES+=("$set.$dir.$link")
+        done
+    done
+done
+for c in "${CASES[@]}"; do
+    IFS=. read -r set dir link <<<"$c"
+    for ((r = 0; r < RUNS; r++)); do
+        say "$c: run $((r + 1))/$RUNS"
+        while read -r t; do run_tool "$c" "$set" "$dir" "$link" "$t"; done < <(rotate "$r" "${KEYS[@]}")
+    done
+    rm -rf "$(dst_of "$set" "$dir")" "$DB" "$DB-wal" "$DB-shm" "$DB.lock" "$DB.yaml"
+done
+LOAD_END=$(load)
+
+# ---------------------------------------------------------------- report
+REPORT=$WORK/report-$(date -u +%Y%m%dT%H%M%SZ).txt
+{
+    echo "$HEAD"
+    echo "  load at the end: $LOAD_END"
+    echo "  (a) small: $SMALL_FILES files in $SMALL_FOLDERS folders (bench/gencopy.c, 0-4 KiB," \
+        "its symlinks removed), $((SMALL_BYTES / 1048576)) MiB; (b) big: $BIG_FILES files of $BIG_MB MiB"
+    echo "  direct: 127.0.0.1; proxy: bench/latency_proxy, $DELAY ms each way"
+    echo "  treemig copy workers: ${TW:-default (16)}; rclone_same: --transfers $SAME --checkers $SAME"
+    for c in "${CASES[@]}"; do
+        IFS=. read -r set dir link <<<"$c"
+        bytes=$SMALL_BYTES
+        [[ $set == big ]] && bytes=$BIG_BYTES
+        echo
+        echo "  $set, $( [[ $dir == up ]] && echo 'local -> SFTP' || echo 'SFTP -> local'), $link:"
+        printf '    %-38s %24s %8s %5s %7s %12s\n' tool "wall s: median (min-max)" "MB/s" exit files "treemig / it"
+        for t in "${KEYS[@]}"; do
+            k=$c.$t
+            m=$(median "$k")
+            printf '    %-38s %24s %8s %5s %7s %12s\n' "${LABEL[$t]}" "$(stat_of "$k")" \
+                "$(awk -v b="$bytes" -v m="$m" 'BEGIN{ if (m > 0) printf "%.1f", b/m/1e6; else print "-" }')" \
+                "${RC[$k]}" "${NFILES[$k]}" "$( [[ $t == treemig ]] && echo - || ratio "$(median "$c.treemig")" "$m")"
+        done
+        echo "    treemig: discover $(stat_of "$c.treemig.discover"), copy $(stat_of "$c.treemig.copy");" \
+            "${CHECKED[$c]:-not checked}"
+    done
+    echo
+    echo "  treemig / it: treemig's median wall (discover + copy: a migration cannot copy"
+    echo "  without discovering) divided by the row's. rclone, sftp and scp keep mtimes (rclone"
+    echo "  folder mtimes not), and write directly to the real names; treemig writes each file"
+    echo "  to a temporary and renames it (atomic), and records every node in its state file."
+    echo "Logs: $LOGS"
+} | tee "$REPORT"
+say "report saved: $REPORT"
+[[ $FAIL -eq 0 ]] || { say "a tool failed or treemig's copy differs (see the report)"; exit 1; }
