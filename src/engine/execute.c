@@ -846,8 +846,8 @@ static const char *ns_time(char *out, int64_t ns)
 /* The attributes of the source child k and of its destination twin d:
  * NULL when they are as the copy makes them, else a message in buf, and
  * *cf = CF_ATTRS (the copy sets them in place). Folders: mode, owner (with
- * --owner) and mtime, which the copy sets at its end; files: mode and
- * owner; symlinks: owner. */
+ * --owner) and mtime, which the copy sets at its end (unless a side lists
+ * none: an S3 prefix); files: mode and owner; symlinks: owner. */
 static const char *check_attrs(struct worker *wk, const struct tm__kid_row *k,
                                const struct tm__ent *d, char *buf, size_t len,
                                int *cf)
@@ -872,7 +872,8 @@ static const char *check_attrs(struct worker *wk, const struct tm__kid_row *k,
                      (long long)k->uid, (long long)k->gid);
         return buf;
     }
-    if (k->type == TM_T_FOLDER &&
+    if (k->type == TM_T_FOLDER && d->mtime != TM_MTIME_KEEP &&
+        k->mtime != TM_MTIME_KEEP &&
         tm__compare_leaf(0, k->mtime, 0, d->mtime, r->prec) != CF_NONE) {
         char dt[48], st[48];
         *cf = CF_ATTRS;
