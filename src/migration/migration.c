@@ -52,21 +52,21 @@ struct tm_migration {
     struct tm__sopts sopts; /* the view adapters read (sopt, n_sopt) */
 };
 
-static int fail(tm_migration *m, int rc, const char *fmt, ...)
+static int tm__mig_fail(tm_migration *m, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static int setting_fail(tm_migration *m, int rc);
-static int copy_setting(sqlite3 *db, const char *key, char *out, size_t len);
+static int tm__mig_setting_fail(tm_migration *m, int rc);
+static int tm__mig_copy_setting(sqlite3 *db, const char *key, char *out, size_t len);
 
 /* A setting of the state file could not be read (not: is missing). */
-static int setting_fail(tm_migration *m, int rc)
+static int tm__mig_setting_fail(tm_migration *m, int rc)
 {
-    return fail(m, rc, "state file %s: cannot read its settings: %s",
-                m->store.path,
-                rc == TM_EDB || rc == TM_ECORRUPT ? sqlite3_errmsg(m->store.db)
-                                                  : tm_strerror(rc));
+    return tm__mig_fail(m, rc, "state file %s: cannot read its settings: %s",
+                        m->store.path,
+                        rc == TM_EDB || rc == TM_ECORRUPT ? sqlite3_errmsg(m->store.db)
+                                                          : tm_strerror(rc));
 }
 
-static int fail(tm_migration *m, int rc, const char *fmt, ...)
+static int tm__mig_fail(tm_migration *m, int rc, const char *fmt, ...)
 {
     va_list ap;
     tm__buf_reset(&m->err);
@@ -76,7 +76,7 @@ static int fail(tm_migration *m, int rc, const char *fmt, ...)
     return rc;
 }
 
-static void sopts_clear(tm_migration *m)
+static void tm__mig_sopts_clear(tm_migration *m)
 {
     size_t i;
     for (i = 0; i < m->n_sopt; i++)
@@ -122,32 +122,32 @@ int tm_migration_set_storage_options(tm_migration *m, const char *const *kv,
     int rc = 0;
     if (!m)
         return TM_EINVAL;
-    sopts_clear(m);
+    tm__mig_sopts_clear(m);
     for (i = 0; i < n && !rc; i++) {
         const char *eq = strchr(kv[i], '=');
         size_t klen = eq ? (size_t)(eq - kv[i]) : strlen(kv[i]);
         if (strchr(kv[i], '\n') || !sopt_known(kv[i], klen))
-            rc = fail(m, TM_EINVAL, "unknown storage option '%.*s' (docs/adapters.md "
-                      "lists each storage's options)", (int)klen, kv[i]);
+            rc = tm__mig_fail(m, TM_EINVAL, "unknown storage option '%.*s' (docs/adapters.md "
+                              "lists each storage's options)", (int)klen, kv[i]);
         else
             rc = sopts_add(m, kv[i], strlen(kv[i]));
     }
     if (rc)
-        sopts_clear(m);
+        tm__mig_sopts_clear(m);
     m->sopt_given = !rc && n > 0;
     return rc;
 }
 
 /* The storage options of this run: the caller's, or else the ones the
  * state file records. */
-static int sopts_load(tm_migration *m)
+static int tm__mig_sopts_load(tm_migration *m)
 {
     struct tm__buf b = TM__BUF_INIT;
     const char *p;
     int rc;
     if (m->sopt_given)
         return 0;
-    sopts_clear(m);
+    tm__mig_sopts_clear(m);
     rc = tm__store_get(m->store.db, "storage_options", &b);
     if (rc == TM_ENOENT) {
         tm__buf_release(&b);
@@ -161,12 +161,12 @@ static int sopts_load(tm_migration *m)
         p += len + (nl != NULL);
     }
     tm__buf_release(&b);
-    return rc ? setting_fail(m, rc) : 0;
+    return rc ? tm__mig_setting_fail(m, rc) : 0;
 }
 
 /* Records the caller's storage options (none secret: a kind takes no
  * secret as an option) so that the later commands reuse them. */
-static int sopts_store(tm_migration *m)
+static int tm__mig_sopts_store(tm_migration *m)
 {
     struct tm__buf b = TM__BUF_INIT;
     size_t i;
@@ -221,7 +221,7 @@ void tm_migration_free(tm_migration *m)
         tm__store_close(&m->store);
     }
     tm__config_release(&m->cfg);
-    sopts_clear(m);
+    tm__mig_sopts_clear(m);
     free(m->config_path);
     free(m->log_addr);
     tm__buf_release(&m->err);
@@ -240,7 +240,7 @@ void tm_migration_interrupt(tm_migration *m)
 }
 
 /* Writes the YAML file from m->cfg (a milestone). */
-static int save_config(tm_migration *m)
+static int tm__mig_save_config(tm_migration *m)
 {
     char now[32];
     struct tm__buf err = TM__BUF_INIT;
@@ -252,14 +252,14 @@ static int save_config(tm_migration *m)
     if (!rc)
         rc = tm__config_write(m->config_path, &m->cfg, &err);
     if (rc)
-        fail(m, rc, "%s", err.len ? err.buf : tm_strerror(rc));
+        tm__mig_fail(m, rc, "%s", err.len ? err.buf : tm_strerror(rc));
     tm__buf_release(&err);
     return rc;
 }
 
 /* Records a phase in the state file and the YAML file. from is the running
  * phase a suspension interrupted, or NULL. */
-static int set_phase_from(tm_migration *m, const char *phase, const char *from)
+static int tm__mig_set_phase_from(tm_migration *m, const char *phase, const char *from)
 {
     char now[32];
     int rc;
@@ -270,35 +270,35 @@ static int set_phase_from(tm_migration *m, const char *phase, const char *from)
     if (!rc)
         rc = tm__store_set(m->store.db, "suspended_from", from ? from : "");
     if (rc)
-        return fail(m, rc, "cannot record phase %s: %s", phase,
-                    sqlite3_errmsg(m->store.db));
+        return tm__mig_fail(m, rc, "cannot record phase %s: %s", phase,
+                            sqlite3_errmsg(m->store.db));
     if (m->cfg_ready) {
         rc = tm__config_set(&m->cfg.phase, phase);
         if (!rc)
             rc = tm__config_set(&m->cfg.suspended_from, from);
         if (!rc)
-            rc = save_config(m);
+            rc = tm__mig_save_config(m);
     }
     return rc;
 }
 
-static int set_phase(tm_migration *m, const char *phase)
+static int tm__mig_set_phase(tm_migration *m, const char *phase)
 {
-    return set_phase_from(m, phase, NULL);
+    return tm__mig_set_phase_from(m, phase, NULL);
 }
 
 /* Resolves a storage spec to the one recorded (its kind's resolve: a
  * local path made absolute, without symlinks; a remote one without any
  * secret). */
-static int resolve_spec(tm_migration *m, const char *what, const char *spec,
-                        char **out)
+static int tm__mig_resolve_spec(tm_migration *m, const char *what, const char *spec,
+                                char **out)
 {
     char err[512];
     int rc = tm__spec_resolve(spec, &m->sopts, out, err, sizeof err);
     if (rc == TM_ENOMEM)
-        return fail(m, rc, "%s", tm_strerror(rc));
+        return tm__mig_fail(m, rc, "%s", tm_strerror(rc));
     if (rc)
-        return fail(m, rc, "%s root %s", what, err);
+        return tm__mig_fail(m, rc, "%s root %s", what, err);
     return 0;
 }
 
@@ -306,7 +306,7 @@ static int resolve_spec(tm_migration *m, const char *what, const char *spec,
  * than one). The state file stores a root without them: faults belong to
  * one run, not to the migration, so a run without them resumes it
  * (docs/adapters.md). */
-static size_t fault_prefix_len(const char *spec)
+static size_t tm__mig_fault_prefix_len(const char *spec)
 {
     const char *p = spec, *c;
     while (strncmp(p, "fault:", 6) == 0 && (c = strchr(p + 6, ':')) != NULL)
@@ -316,7 +316,7 @@ static size_t fault_prefix_len(const char *spec)
 
 /* Checks the rules of the fault prefixes of spec (plen bytes), so that a
  * malformed one is refused even when nothing is opened (a complete step). */
-static int check_fault_prefix(tm_migration *m, const char *spec, size_t plen)
+static int tm__mig_check_fault_prefix(tm_migration *m, const char *spec, size_t plen)
 {
     const char *p = spec;
     while ((size_t)(p - spec) < plen) {
@@ -325,7 +325,7 @@ static int check_fault_prefix(tm_migration *m, const char *spec, size_t plen)
         int n, rc = tm__fault_parse(p, rules, TM_FAULT_MAX_RULES, &n, &p, err,
                                     sizeof err);
         if (rc)
-            return fail(m, rc, "%s", err);
+            return tm__mig_fail(m, rc, "%s", err);
     }
     return 0;
 }
@@ -334,8 +334,8 @@ static int check_fault_prefix(tm_migration *m, const char *spec, size_t plen)
  * the plen bytes of prefix (fault rules given with the root, may be 0) and
  * the rules of TREEMIG_FAULT_SRC or TREEMIG_FAULT_DST (a test hook; with
  * TREEMIG_FAULT_REPORT alone, a layer that only counts). */
-static int open_side(tm_migration *m, int side, const char *prefix, size_t plen,
-                     const char *spec, struct tm__adapter **out)
+static int tm__mig_open_side(tm_migration *m, int side, const char *prefix, size_t plen,
+                             const char *spec, struct tm__adapter **out)
 {
     const char *env = getenv(side == TM_SRC ? "TREEMIG_FAULT_SRC"
                                             : "TREEMIG_FAULT_DST");
@@ -355,13 +355,13 @@ static int open_side(tm_migration *m, int side, const char *prefix, size_t plen,
         rc = tm__buf_adds(&b, spec);
     if (rc) {
         tm__buf_release(&b);
-        return fail(m, TM_ENOMEM, "cannot open the %s storage: %s",
-                    side == TM_SRC ? "source" : "destination",
-                    tm_strerror(TM_ENOMEM));
+        return tm__mig_fail(m, TM_ENOMEM, "cannot open the %s storage: %s",
+                            side == TM_SRC ? "source" : "destination",
+                            tm_strerror(TM_ENOMEM));
     }
     rc = tm__adapter_open(b.buf, &m->sopts, out, aerr, sizeof aerr);
     if (rc)
-        fail(m, rc, "%s", aerr);
+        tm__mig_fail(m, rc, "%s", aerr);
     tm__buf_release(&b);
     return rc;
 }
@@ -375,7 +375,7 @@ static int is_within(const char *a, const char *b)
     return strncmp(a, b, n) == 0 && (a[n] == '\0' || a[n] == '/');
 }
 
-static int check_roots(tm_migration *m, const char *src, const char *dst)
+static int tm__mig_check_roots(tm_migration *m, const char *src, const char *dst)
 {
     const struct tm__kind *ks = tm__kind_of(src), *kd = tm__kind_of(dst);
     struct stat a, b;
@@ -384,19 +384,19 @@ static int check_roots(tm_migration *m, const char *src, const char *dst)
     if (ks != &tm__local_kind) {
         char err[512];
         if (ks->overlap && ks->overlap(src, dst, &m->sopts, err, sizeof err))
-            return fail(m, TM_EOVERLAP, "%s", err);
+            return tm__mig_fail(m, TM_EOVERLAP, "%s", err);
         return 0;
     }
     if (stat(src, &a) == 0 && stat(dst, &b) == 0 && a.st_dev == b.st_dev &&
         a.st_ino == b.st_ino)
-        return fail(m, TM_EOVERLAP, "source and destination are the same folder "
-                    "(%s)", src);
+        return tm__mig_fail(m, TM_EOVERLAP, "source and destination are the same folder "
+                            "(%s)", src);
     if (is_within(dst, src))
-        return fail(m, TM_EOVERLAP, "destination %s is inside the source %s", dst,
-                    src);
+        return tm__mig_fail(m, TM_EOVERLAP, "destination %s is inside the source %s", dst,
+                            src);
     if (is_within(src, dst))
-        return fail(m, TM_EOVERLAP, "source %s is inside the destination %s", src,
-                    dst);
+        return tm__mig_fail(m, TM_EOVERLAP, "source %s is inside the destination %s", src,
+                            dst);
     return 0;
 }
 
@@ -444,7 +444,7 @@ static char *folder_of(const char *path)
 
 /* The YAML file a run will write: the one given, else the one the state
  * file names, else the state file's name with .yaml. malloc'd or NULL. */
-static char *yaml_path_for(tm_migration *m, const char *given)
+static char *tm__mig_yaml_path_for(tm_migration *m, const char *given)
 {
     struct tm__buf b = TM__BUF_INIT;
     char *p;
@@ -476,9 +476,9 @@ static char *yaml_path_for(tm_migration *m, const char *given)
  *  - and, for the walks of discovery, each tree is told which folders it
  *    must not meet (the other root, those two folders), which catches what
  *    the paths above do not show (a bind mount of one below the other). */
-static int check_sides(tm_migration *m, struct tm__adapter *ad[2],
-                       const char *const root[2], const char *yaml, int record,
-                       int allow_pseudo)
+static int tm__mig_check_sides(tm_migration *m, struct tm__adapter *ad[2],
+                               const char *const root[2], const char *yaml, int record,
+                               int allow_pseudo)
 {
     static const char *const side_name[2] = { "source", "destination" };
     static const char *const id_key[2] = { "src_id", "dst_id" };
@@ -499,49 +499,49 @@ static int check_sides(tm_migration *m, struct tm__adapter *ad[2],
         if (!have[side])
             continue;
         if (ri[side].pseudo && !pseudo_ok) {
-            rc = fail(m, TM_EROOT, "the %s root %s is on a %s pseudo file system "
-                      "(what it shows is made up by the kernel as it is read, not "
-                      "a tree of files): refused; discover --allow-pseudo-fs takes "
-                      "it anyway", side_name[side], root[side], ri[side].fstype);
+            rc = tm__mig_fail(m, TM_EROOT, "the %s root %s is on a %s pseudo file system "
+                              "(what it shows is made up by the kernel as it is read, not "
+                              "a tree of files): refused; discover --allow-pseudo-fs takes "
+                              "it anyway", side_name[side], root[side], ri[side].fstype);
             break;
         }
         if (!m->store.db)
             continue; /* tm_discover_check: nothing recorded yet */
         grc = tm__store_get(m->store.db, id_key[side], &stored);
         if (grc == 0 && stored.len && strcmp(stored.buf, ri[side].id) != 0) {
-            rc = fail(m, TM_EROOT, "the %s root %s is not the folder discovery "
-                      "recorded (%s then, %s now): it was replaced or moved "
-                      "since; refused: put the folder back, or start a new "
-                      "migration", side_name[side], root[side], stored.buf,
-                      ri[side].id);
+            rc = tm__mig_fail(m, TM_EROOT, "the %s root %s is not the folder discovery "
+                              "recorded (%s then, %s now): it was replaced or moved "
+                              "since; refused: put the folder back, or start a new "
+                              "migration", side_name[side], root[side], stored.buf,
+                              ri[side].id);
         } else if (grc && grc != TM_ENOENT) {
-            rc = setting_fail(m, grc);
+            rc = tm__mig_setting_fail(m, grc);
         } else if (record && (grc == TM_ENOENT || !stored.len) &&
                    (grc = tm__store_set(m->store.db, id_key[side], ri[side].id))) {
-            rc = fail(m, grc, "state file %s: cannot record the %s root: %s",
-                      m->store.path, side_name[side], sqlite3_errmsg(m->store.db));
+            rc = tm__mig_fail(m, grc, "state file %s: cannot record the %s root: %s",
+                              m->store.path, side_name[side], sqlite3_errmsg(m->store.db));
         }
     }
     if (!rc && have[0] && have[1]) {
         if (ri[0].dev == ri[1].dev && ri[0].ino == ri[1].ino)
-            rc = fail(m, TM_EOVERLAP, "source and destination are the same folder "
-                      "(%s, %s)", root[0], root[1]);
+            rc = tm__mig_fail(m, TM_EOVERLAP, "source and destination are the same folder "
+                              "(%s, %s)", root[0], root[1]);
         else if (folder_within(root[1], ri[0].dev, ri[0].ino))
-            rc = fail(m, TM_EOVERLAP, "the destination %s is inside the source %s "
-                      "(by another route: a bind mount or a symlink)", root[1],
-                      root[0]);
+            rc = tm__mig_fail(m, TM_EOVERLAP, "the destination %s is inside the source %s "
+                              "(by another route: a bind mount or a symlink)", root[1],
+                              root[0]);
         else if (folder_within(root[0], ri[1].dev, ri[1].ino))
-            rc = fail(m, TM_EOVERLAP, "the source %s is inside the destination %s "
-                      "(by another route: a bind mount or a symlink)", root[0],
-                      root[1]);
+            rc = tm__mig_fail(m, TM_EOVERLAP, "the source %s is inside the destination %s "
+                              "(by another route: a bind mount or a symlink)", root[0],
+                              root[1]);
     }
     for (i = 0; i < 2 && !rc; i++) {
         for (side = 0; side < 2 && !rc && dirs[i]; side++)
             if (have[side] && folder_within(dirs[i], ri[side].dev, ri[side].ino))
-                rc = fail(m, TM_EOVERLAP, "%s file %s is inside the %s %s: it "
-                          "would change under the copy (and be copied); put it "
-                          "outside both trees", i ? "the YAML" : "the state",
-                          i ? yaml : m->store.path, side_name[side], root[side]);
+                rc = tm__mig_fail(m, TM_EOVERLAP, "%s file %s is inside the %s %s: it "
+                                  "would change under the copy (and be copied); put it "
+                                  "outside both trees", i ? "the YAML" : "the state",
+                                  i ? yaml : m->store.path, side_name[side], root[side]);
     }
     for (side = 0; side < 2 && !rc; side++) {
         struct stat st;
@@ -555,8 +555,8 @@ static int check_sides(tm_migration *m, struct tm__adapter *ad[2],
                 rc = tm__adapter_forbid(ad[side], (uint64_t)st.st_dev,
                                         (uint64_t)st.st_ino, dir_what[i]);
         if (rc)
-            rc = fail(m, rc, "cannot guard the %s tree: %s", side_name[side],
-                      tm_strerror(rc));
+            rc = tm__mig_fail(m, rc, "cannot guard the %s tree: %s", side_name[side],
+                              tm_strerror(rc));
     }
     free(dirs[0]);
     free(dirs[1]);
@@ -572,7 +572,7 @@ int tm_discover_check(const char *db_path, const char *src, const char *dst,
     tm_migration m;
     struct tm__adapter *ad[2] = { NULL, NULL };
     char *rsrc = NULL, *rdst = NULL, *yaml = NULL;
-    size_t src_plen = fault_prefix_len(src), dst_plen = fault_prefix_len(dst);
+    size_t src_plen = tm__mig_fault_prefix_len(src), dst_plen = tm__mig_fault_prefix_len(dst);
     int rc;
 
     memset(&m, 0, sizeof m);
@@ -580,7 +580,7 @@ int tm_discover_check(const char *db_path, const char *src, const char *dst,
     m.plain = 1;
     m.store.path = tm__path_absolute(db_path);
     if (!m.store.path) {
-        rc = fail(&m, TM_ENOMEM, "%s", tm_strerror(TM_ENOMEM));
+        rc = tm__mig_fail(&m, TM_ENOMEM, "%s", tm_strerror(TM_ENOMEM));
         goto out;
     }
     rc = tm_migration_set_storage_options(&m, storage_opts, n_storage_opts);
@@ -591,22 +591,22 @@ int tm_discover_check(const char *db_path, const char *src, const char *dst,
     else if (tm__buf_addf(&m.err, "%s.yaml", m.store.path) == 0)
         yaml = tm__path_absolute(m.err.buf);
     tm__buf_reset(&m.err);
-    rc = check_fault_prefix(&m, src, src_plen);
+    rc = tm__mig_check_fault_prefix(&m, src, src_plen);
     if (!rc)
-        rc = check_fault_prefix(&m, dst, dst_plen);
+        rc = tm__mig_check_fault_prefix(&m, dst, dst_plen);
     if (!rc)
-        rc = resolve_spec(&m, "source", src + src_plen, &rsrc);
+        rc = tm__mig_resolve_spec(&m, "source", src + src_plen, &rsrc);
     if (!rc)
-        rc = resolve_spec(&m, "destination", dst + dst_plen, &rdst);
+        rc = tm__mig_resolve_spec(&m, "destination", dst + dst_plen, &rdst);
     if (!rc)
-        rc = check_roots(&m, rsrc, rdst);
+        rc = tm__mig_check_roots(&m, rsrc, rdst);
     if (!rc)
-        rc = open_side(&m, TM_SRC, src, src_plen, rsrc, &ad[0]);
+        rc = tm__mig_open_side(&m, TM_SRC, src, src_plen, rsrc, &ad[0]);
     if (!rc)
-        rc = open_side(&m, TM_DST, dst, dst_plen, rdst, &ad[1]);
+        rc = tm__mig_open_side(&m, TM_DST, dst, dst_plen, rdst, &ad[1]);
     if (!rc) {
         const char *roots[2] = { rsrc, rdst };
-        rc = check_sides(&m, ad, roots, yaml, 0, o ? o->allow_pseudo_fs : 0);
+        rc = tm__mig_check_sides(&m, ad, roots, yaml, 0, o ? o->allow_pseudo_fs : 0);
     }
 out:
     if (rc && err && errlen)
@@ -616,7 +616,7 @@ out:
     free(rsrc);
     free(rdst);
     free(yaml);
-    sopts_clear(&m);
+    tm__mig_sopts_clear(&m);
     free(m.store.path);
     tm__buf_release(&m.err);
     return rc;
@@ -657,7 +657,7 @@ static int insert_root(sqlite3 *db, int side, const struct tm__entry *e)
     return rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, NULL, "seed roots");
 }
 
-static int set_int(sqlite3 *db, const char *key, int v)
+static int tm__mig_set_int(sqlite3 *db, const char *key, int v)
 {
     char s[32];
     snprintf(s, sizeof s, "%d", v);
@@ -685,9 +685,9 @@ static int create_migration(tm_migration *m, const char *src, const char *dst,
             const char *msg = ae.msg;
             /* a root that is gone is a usage error; a storage that fails
              * (i/o error, timeout) is not */
-            return fail(m, rc == TM_ENOENT || rc == TM_ENOTDIR ? TM_EROOT : rc,
-                        "cannot stat %s root: %s", i ? "destination" : "source",
-                        msg);
+            return tm__mig_fail(m, rc == TM_ENOENT || rc == TM_ENOTDIR ? TM_EROOT : rc,
+                                "cannot stat %s root: %s", i ? "destination" : "source",
+                                msg);
         }
     }
     fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
@@ -711,14 +711,14 @@ static int create_migration(tm_migration *m, const char *src, const char *dst,
     if (!rc) rc = tm__store_set(db, "src", src);
     if (!rc) rc = tm__store_set(db, "dst", dst);
     if (!rc) rc = tm__store_set(db, "excludes", excludes);
-    if (!rc) rc = set_int(db, "workers", o->workers);
-    if (!rc) rc = set_int(db, "lead", o->lead);
-    if (!rc) rc = set_int(db, "retries", o->retries);
+    if (!rc) rc = tm__mig_set_int(db, "workers", o->workers);
+    if (!rc) rc = tm__mig_set_int(db, "lead", o->lead);
+    if (!rc) rc = tm__mig_set_int(db, "retries", o->retries);
     if (!rc) rc = tm__store_set(db, "src_round", "0");
     if (!rc) rc = tm__store_set(db, "dst_round", "0");
     if (!rc && o->allow_pseudo_fs) rc = tm__store_set(db, "allow_pseudo_fs", "1");
     if (!rc && o->owner) rc = tm__store_set(db, "owner", "1");
-    if (!rc) rc = sopts_store(m);
+    if (!rc) rc = tm__mig_sopts_store(m);
     for (i = 0; i < 2 && !rc; i++) {
         /* what each root is, so that a folder put in its place is refused */
         struct tm__root_info ri;
@@ -735,12 +735,12 @@ static int create_migration(tm_migration *m, const char *src, const char *dst,
     if (!rc) rc = tm__stats_add(&d, &k, 1, 0);
     if (!rc) rc = tm__stats_apply(db, &d);
     tm__stats_release(&d);
-    if (!rc) rc = set_phase(m, "roots-set");
+    if (!rc) rc = tm__mig_set_phase(m, "roots-set");
     if (!rc) rc = tm__store_exec(db, "COMMIT", &m->err);
     if (rc) {
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
         if (!m->err.len)
-            fail(m, rc, "cannot record the migration: %s", sqlite3_errmsg(db));
+            tm__mig_fail(m, rc, "cannot record the migration: %s", sqlite3_errmsg(db));
     }
     return rc;
 }
@@ -763,7 +763,7 @@ static void fill_defaults(tm_discover_options *o)
         o->retries = 3;
 }
 
-static int get_int(sqlite3 *db, const char *key, int dflt)
+static int tm__mig_get_int(sqlite3 *db, const char *key, int dflt)
 {
     struct tm__buf b = TM__BUF_INIT;
     int v = dflt;
@@ -773,19 +773,19 @@ static int get_int(sqlite3 *db, const char *key, int dflt)
     return v;
 }
 
-/* As get_int, but a read that fails (not: a missing key) is an error: the
+/* As tm__mig_get_int, but a read that fails (not: a missing key) is an error: the
  * value is stored again afterwards, and a default must not replace it. */
-static int get_int_checked(tm_migration *m, const char *key, int dflt, int *out)
+static int tm__mig_get_int_checked(tm_migration *m, const char *key, int dflt, int *out)
 {
     struct tm__buf b = TM__BUF_INIT;
     int rc = tm__store_get(m->store.db, key, &b);
     *out = rc == 0 && b.len ? atoi(b.buf) : dflt;
     tm__buf_release(&b);
-    return rc && rc != TM_ENOENT ? setting_fail(m, rc) : 0;
+    return rc && rc != TM_ENOENT ? tm__mig_setting_fail(m, rc) : 0;
 }
 
 /* Splits the stored excludes into a NULL-terminated array (one malloc). */
-static char **split_lines(const char *s, size_t *n)
+static char **tm__mig_split_lines(const char *s, size_t *n)
 {
     size_t count = *s ? 1 : 0, i, len = strlen(s);
     char **v, *copy;
@@ -812,7 +812,7 @@ static char **split_lines(const char *s, size_t *n)
     return v;
 }
 
-static char *setting_dup(sqlite3 *db, const char *key)
+static char *tm__mig_setting_dup(sqlite3 *db, const char *key)
 {
     struct tm__buf b = TM__BUF_INIT;
     char *v = NULL;
@@ -858,8 +858,8 @@ char *tm__path_absolute(const char *path)
 
 /* Merges the logging settings given (NULL: keep) with the stored ones,
  * checks and stores them, and fills *out for the engine. */
-static int log_settings(tm_migration *m, const char *level, const char *udp_level,
-                        const char *addr, int allow_public, struct tm__log_cfg *out)
+static int tm__mig_log_settings(tm_migration *m, const char *level, const char *udp_level,
+                                const char *addr, int allow_public, struct tm__log_cfg *out)
 {
     sqlite3 *db = m->store.db;
     const char *keys[3] = { "log_level", "udp_level", "udp_addr" };
@@ -879,7 +879,7 @@ static int log_settings(tm_migration *m, const char *level, const char *udp_leve
             int grc = tm__store_get(db, keys[i], &b);
             if (grc && grc != TM_ENOENT) {
                 tm__buf_release(&b);
-                rc = setting_fail(m, grc);
+                rc = tm__mig_setting_fail(m, grc);
                 break;
             }
             val[i] = grc == 0 ? tm__buf_detach(&b, NULL) : NULL;
@@ -896,16 +896,16 @@ static int log_settings(tm_migration *m, const char *level, const char *udp_leve
         lv[i] = strcasecmp(val[i], "off") == 0 ? TM_LEVEL_COUNT
                                                 : tm__level_parse(val[i]);
         if (lv[i] < 0)
-            rc = fail(m, TM_EINVAL, "unknown log level '%s' (trace, debug, info, "
-                      "warning, error, critical, off)", val[i]);
+            rc = tm__mig_fail(m, TM_EINVAL, "unknown log level '%s' (trace, debug, info, "
+                              "warning, error, critical, off)", val[i]);
     }
     if (!rc && (tm__log_parse_addr(val[2], &sa, &salen, &loop) != 0 ||
                 ((struct sockaddr_in *)&sa)->sin_port == 0))
-        rc = fail(m, TM_EINVAL, "bad log listener address '%s' (HOST:PORT with "
-                  "a port from 1 to 65535, or [IPv6]:PORT)", val[2]);
+        rc = tm__mig_fail(m, TM_EINVAL, "bad log listener address '%s' (HOST:PORT with "
+                          "a port from 1 to 65535, or [IPv6]:PORT)", val[2]);
     if (!rc && !loop && !allow_public)
-        rc = fail(m, TM_EINVAL, "the log listener %s is not on this machine: "
-                  "logs stay on loopback unless --log-public is given", val[2]);
+        rc = tm__mig_fail(m, TM_EINVAL, "the log listener %s is not on this machine: "
+                          "logs stay on loopback unless --log-public is given", val[2]);
     for (i = 0; i < 3 && !rc; i++)
         rc = tm__store_set(db, keys[i], val[i]);
     if (!rc) {
@@ -913,7 +913,7 @@ static int log_settings(tm_migration *m, const char *level, const char *udp_leve
         out->db_level = lv[0];
         out->udp_level = lv[1];
         free(m->log_addr);
-        m->log_addr = val[2]; /* kept until the run ends: see log_release */
+        m->log_addr = val[2]; /* kept until the run ends: see tm__mig_log_release */
         val[2] = NULL;
         out->udp_addr = m->log_addr;
         out->allow_public = allow_public;
@@ -930,7 +930,7 @@ static int log_settings(tm_migration *m, const char *level, const char *udp_leve
 }
 
 /* Checks the logging options given, before anything is created. */
-static int check_log_options(tm_migration *m, const tm_discover_options *o)
+static int tm__mig_check_log_options(tm_migration *m, const tm_discover_options *o)
 {
     const char *lv[2] = { o->log_level, o->udp_level };
     struct sockaddr_storage sa;
@@ -938,22 +938,22 @@ static int check_log_options(tm_migration *m, const tm_discover_options *o)
     int i, loop = 0;
     for (i = 0; i < 2; i++)
         if (lv[i] && strcasecmp(lv[i], "off") != 0 && tm__level_parse(lv[i]) < 0)
-            return fail(m, TM_EINVAL, "unknown log level '%s' (trace, debug, info, "
-                        "warning, error, critical, off)", lv[i]);
+            return tm__mig_fail(m, TM_EINVAL, "unknown log level '%s' (trace, debug, info, "
+                                "warning, error, critical, off)", lv[i]);
     if (!o->udp_addr)
         return 0;
     if (tm__log_parse_addr(o->udp_addr, &sa, &salen, &loop) != 0 ||
         ((struct sockaddr_in *)&sa)->sin_port == 0)
-        return fail(m, TM_EINVAL, "bad log listener address '%s' (HOST:PORT with "
-                    "a port from 1 to 65535, or [IPv6]:PORT)", o->udp_addr);
+        return tm__mig_fail(m, TM_EINVAL, "bad log listener address '%s' (HOST:PORT with "
+                            "a port from 1 to 65535, or [IPv6]:PORT)", o->udp_addr);
     if (!loop && !o->log_public)
-        return fail(m, TM_EINVAL, "the log listener %s is not on this machine: "
-                    "logs stay on loopback unless --log-public is given",
-                    o->udp_addr);
+        return tm__mig_fail(m, TM_EINVAL, "the log listener %s is not on this machine: "
+                            "logs stay on loopback unless --log-public is given",
+                            o->udp_addr);
     return 0;
 }
 
-static void log_release(tm_migration *m)
+static void tm__mig_log_release(tm_migration *m)
 {
     free(m->log_addr);
     m->log_addr = NULL;
@@ -1008,13 +1008,13 @@ static int yaml_names_us(tm_migration *m, const char *path)
  * m->cfg from the state file so that milestones can be saved. An existing
  * YAML file that does not parse or names another migration is refused and
  * never overwritten. */
-static int config_prepare(tm_migration *m, const char *config_opt,
-                          const tm_discover_options *o, char **globs, size_t n_globs)
+static int tm__mig_config_prepare(tm_migration *m, const char *config_opt,
+                                  const tm_discover_options *o, char **globs, size_t n_globs)
 {
     sqlite3 *db = m->store.db;
     struct tm__config *c = &m->cfg;
     struct tm__buf b = TM__BUF_INIT;
-    char *stored = setting_dup(db, "config"), *id = setting_dup(db, "id");
+    char *stored = tm__mig_setting_dup(db, "config"), *id = tm__mig_setting_dup(db, "id");
     int rc = 0;
     size_t i;
 
@@ -1027,7 +1027,7 @@ static int config_prepare(tm_migration *m, const char *config_opt,
             m->config_path = tm__path_absolute(b.buf);
     }
     if (!m->config_path || !id) {
-        rc = id ? TM_ENOMEM : fail(m, TM_ECORRUPT, "the state file has no id");
+        rc = id ? TM_ENOMEM : tm__mig_fail(m, TM_ECORRUPT, "the state file has no id");
         goto out;
     }
     remove_stale_temps(m->config_path);
@@ -1035,14 +1035,14 @@ static int config_prepare(tm_migration *m, const char *config_opt,
         struct tm__buf err = TM__BUF_INIT;
         rc = tm__config_read(m->config_path, c, &err);
         if (rc)
-            fail(m, rc, "%s", err.buf);
+            tm__mig_fail(m, rc, "%s", err.buf);
         tm__buf_release(&err);
         if (rc)
             goto out;
         if (strcmp(c->id, id) != 0) {
-            rc = fail(m, TM_EMISMATCH, "%s belongs to migration %s, the state file "
-                      "%s to %s; it was left untouched", m->config_path, c->id,
-                      m->store.path, id);
+            rc = tm__mig_fail(m, TM_EMISMATCH, "%s belongs to migration %s, the state file "
+                              "%s to %s; it was left untouched", m->config_path, c->id,
+                              m->store.path, id);
             goto out;
         }
     }
@@ -1050,20 +1050,20 @@ static int config_prepare(tm_migration *m, const char *config_opt,
     c->version = TM_CONFIG_VERSION;
     c->id = id;
     id = NULL;
-    c->created = setting_dup(db, "created");
-    c->phase = setting_dup(db, "phase");
-    c->source = setting_dup(db, "src");
-    c->destination = setting_dup(db, "dst");
+    c->created = tm__mig_setting_dup(db, "created");
+    c->phase = tm__mig_setting_dup(db, "phase");
+    c->source = tm__mig_setting_dup(db, "src");
+    c->destination = tm__mig_setting_dup(db, "dst");
     c->database = tm__path_absolute(m->store.path);
-    c->src_round = get_int(db, "src_round", 0);
-    c->dst_round = get_int(db, "dst_round", 0);
+    c->src_round = tm__mig_get_int(db, "src_round", 0);
+    c->dst_round = tm__mig_get_int(db, "dst_round", 0);
     c->workers = o->workers;
     c->lead = o->lead;
     c->retries = o->retries;
-    c->log_level = setting_dup(db, "log_level");
-    c->udp_level = setting_dup(db, "udp_level");
-    c->udp_addr = setting_dup(db, "udp_addr");
-    c->owner = get_int(db, "owner", 0);
+    c->log_level = tm__mig_setting_dup(db, "log_level");
+    c->udp_level = tm__mig_setting_dup(db, "udp_level");
+    c->udp_addr = tm__mig_setting_dup(db, "udp_addr");
+    c->owner = tm__mig_get_int(db, "owner", 0);
     c->excludes = calloc(n_globs ? n_globs : 1, sizeof *c->excludes);
     c->storage = calloc(m->n_sopt ? m->n_sopt : 1, sizeof *c->storage);
     if (!c->excludes || !c->storage || !c->phase || !c->source || !c->destination ||
@@ -1096,14 +1096,14 @@ out:
 }
 
 /* The engine started a round: a milestone of the YAML file. */
-static void on_round(void *ctx, int side, int round)
+static void tm__mig_on_round(void *ctx, int side, int round)
 {
     tm_migration *m = ctx;
     if (side == 0)
         m->cfg.src_round = round;
     else
         m->cfg.dst_round = round;
-    save_config(m); /* a failure here is reported at the next milestone */
+    tm__mig_save_config(m); /* a failure here is reported at the next milestone */
 }
 
 void tm_discover_options_init(tm_discover_options *o)
@@ -1146,7 +1146,7 @@ static int skip_blocked(tm_migration *m)
                                   sqlite3_column_int(st, 2) };
         int64_t n = sqlite3_column_int64(st, 3), bytes = sqlite3_column_int64(st, 4);
         if (type < 0) {
-            rc = fail(m, TM_ECORRUPT, "unknown node type in the state file");
+            rc = tm__mig_fail(m, TM_ECORRUPT, "unknown node type in the state file");
             break;
         }
         rc = tm__stats_add(&d, &k, -n, -bytes);
@@ -1174,7 +1174,7 @@ static int skip_blocked(tm_migration *m)
     return rc;
 }
 
-static int check_owner_caps(tm_migration *m, struct tm__adapter *ad[2]);
+static int tm__mig_check_owner_caps(tm_migration *m, struct tm__adapter *ad[2]);
 
 int tm_discover(tm_migration *m, const char *src, const char *dst,
                 const tm_discover_options *opt)
@@ -1184,15 +1184,15 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
                    s_dst = TM__BUF_INIT, exc = TM__BUF_INIT, s_exc = TM__BUF_INIT;
     struct tm__adapter *ad[2] = { NULL, NULL };
     char *rsrc = NULL, *rdst = NULL, **globs = NULL;
-    size_t n_globs = 0, src_plen = src ? fault_prefix_len(src) : 0,
-           dst_plen = dst ? fault_prefix_len(dst) : 0;
+    size_t n_globs = 0, src_plen = src ? tm__mig_fault_prefix_len(src) : 0,
+           dst_plen = dst ? tm__mig_fault_prefix_len(dst) : 0;
     int rc, fresh = 0;
     sqlite3 *db;
 
     if (!m || !m->open)
         return TM_EINVAL;
     if (m->store.readonly)
-        return fail(m, TM_EINVAL, "state file opened read-only");
+        return tm__mig_fail(m, TM_EINVAL, "state file opened read-only");
     db = m->store.db;
     tm__buf_reset(&m->err);
     tm_discover_options_init(&o);
@@ -1200,20 +1200,20 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         o = *opt;
     rc = join_excludes(opt, &exc);
     if (rc) {
-        fail(m, rc, "an exclude pattern is empty or holds a newline");
+        tm__mig_fail(m, rc, "an exclude pattern is empty or holds a newline");
         goto out;
     }
-    rc = check_log_options(m, &o);
+    rc = tm__mig_check_log_options(m, &o);
     if (!rc && src_plen)
-        rc = check_fault_prefix(m, src, src_plen);
+        rc = tm__mig_check_fault_prefix(m, src, src_plen);
     if (!rc && dst_plen)
-        rc = check_fault_prefix(m, dst, dst_plen);
+        rc = tm__mig_check_fault_prefix(m, dst, dst_plen);
     if (rc)
         goto out;
     rc = tm__store_get(db, "phase", &phase);
     fresh = rc == TM_ENOENT;
     if (rc && !fresh) {
-        fail(m, rc, "cannot read the state file: %s", sqlite3_errmsg(db));
+        tm__mig_fail(m, rc, "cannot read the state file: %s", sqlite3_errmsg(db));
         goto out;
     }
     if (o.config) {
@@ -1221,38 +1221,38 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         int ok = dir && access(dir, W_OK) == 0;
         free(copy);
         if (!ok) {
-            rc = fail(m, TM_EINVAL, "cannot write the YAML file %s: its folder does "
-                      "not exist or is not writable", o.config);
+            rc = tm__mig_fail(m, TM_EINVAL, "cannot write the YAML file %s: its folder does "
+                              "not exist or is not writable", o.config);
             goto out;
         }
     }
     if (fresh) {
         if (!src || !dst) {
-            rc = fail(m, TM_EINVAL, "a new migration needs a source and a "
-                      "destination");
+            rc = tm__mig_fail(m, TM_EINVAL, "a new migration needs a source and a "
+                              "destination");
             goto out;
         }
-        rc = resolve_spec(m, "source", src + src_plen, &rsrc);
+        rc = tm__mig_resolve_spec(m, "source", src + src_plen, &rsrc);
         if (!rc)
-            rc = resolve_spec(m, "destination", dst + dst_plen, &rdst);
+            rc = tm__mig_resolve_spec(m, "destination", dst + dst_plen, &rdst);
         if (!rc)
-            rc = check_roots(m, rsrc, rdst);
+            rc = tm__mig_check_roots(m, rsrc, rdst);
         if (rc)
             goto out;
         if (o.workers <= 0)
             o.workers = kind_workers(rsrc, rdst);
         fill_defaults(&o);
-        rc = open_side(m, TM_SRC, src, src_plen, rsrc, &ad[0]);
+        rc = tm__mig_open_side(m, TM_SRC, src, src_plen, rsrc, &ad[0]);
         if (!rc)
-            rc = open_side(m, TM_DST, dst, dst_plen, rdst, &ad[1]);
+            rc = tm__mig_open_side(m, TM_DST, dst, dst_plen, rdst, &ad[1]);
         if (!rc) {
             const char *roots[2] = { rsrc, rdst };
-            char *yaml = yaml_path_for(m, o.config);
-            rc = check_sides(m, ad, roots, yaml, 0, o.allow_pseudo_fs);
+            char *yaml = tm__mig_yaml_path_for(m, o.config);
+            rc = tm__mig_check_sides(m, ad, roots, yaml, 0, o.allow_pseudo_fs);
             free(yaml);
         }
         if (!rc && o.owner)
-            rc = check_owner_caps(m, ad);
+            rc = tm__mig_check_owner_caps(m, ad);
         if (rc)
             goto out;
         rc = create_migration(m, rsrc, rdst, exc.buf, &o, ad);
@@ -1263,62 +1263,62 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
     } else {
         if ((rc = tm__store_get(db, "src", &s_src)) != 0 ||
             (rc = tm__store_get(db, "dst", &s_dst)) != 0) {
-            rc = fail(m, TM_ECORRUPT, "the state file names no roots");
+            rc = tm__mig_fail(m, TM_ECORRUPT, "the state file names no roots");
             goto out;
         }
-        rc = sopts_load(m);
+        rc = tm__mig_sopts_load(m);
         if (!rc)
-            rc = sopts_store(m);
+            rc = tm__mig_sopts_store(m);
         if (rc)
             goto out;
         /* missing is none; a read that fails must not drop them */
         rc = tm__store_get(db, "excludes", &s_exc);
         if (rc && rc != TM_ENOENT) {
-            fail(m, rc, "cannot read the excludes from the state file: %s",
-                 tm_strerror(rc));
+            tm__mig_fail(m, rc, "cannot read the excludes from the state file: %s",
+                         tm_strerror(rc));
             goto out;
         }
         rc = 0;
         if (src) {
-            rc = resolve_spec(m, "source", src + src_plen, &rsrc);
+            rc = tm__mig_resolve_spec(m, "source", src + src_plen, &rsrc);
             if (rc)
                 goto out;
             if (strcmp(rsrc, s_src.buf) != 0) {
-                rc = fail(m, TM_EMISMATCH, "the state file %s belongs to a "
-                          "migration from %s, not %s", m->store.path, s_src.buf,
-                          rsrc);
+                rc = tm__mig_fail(m, TM_EMISMATCH, "the state file %s belongs to a "
+                                  "migration from %s, not %s", m->store.path, s_src.buf,
+                                  rsrc);
                 goto out;
             }
         }
         if (dst) {
-            rc = resolve_spec(m, "destination", dst + dst_plen, &rdst);
+            rc = tm__mig_resolve_spec(m, "destination", dst + dst_plen, &rdst);
             if (rc)
                 goto out;
             if (strcmp(rdst, s_dst.buf) != 0) {
-                rc = fail(m, TM_EMISMATCH, "the state file %s belongs to a "
-                          "migration to %s, not %s", m->store.path, s_dst.buf,
-                          rdst);
+                rc = tm__mig_fail(m, TM_EMISMATCH, "the state file %s belongs to a "
+                                  "migration to %s, not %s", m->store.path, s_dst.buf,
+                                  rdst);
                 goto out;
             }
         }
         if (opt && opt->n_excludes && strcmp(exc.buf, s_exc.buf) != 0) {
-            rc = fail(m, TM_EMISMATCH, "the excludes differ from the ones this "
-                      "migration was discovered with");
+            rc = tm__mig_fail(m, TM_EMISMATCH, "the excludes differ from the ones this "
+                              "migration was discovered with");
             goto out;
         }
-        if (opt && opt->owner && !get_int(db, "owner", 0)) {
-            rc = fail(m, TM_EMISMATCH, "--owner: this migration was discovered "
-                      "without it, and owners cannot be compared for what is "
-                      "recorded already; start a new migration (another state "
-                      "file) with discover --owner");
+        if (opt && opt->owner && !tm__mig_get_int(db, "owner", 0)) {
+            rc = tm__mig_fail(m, TM_EMISMATCH, "--owner: this migration was discovered "
+                              "without it, and owners cannot be compared for what is "
+                              "recorded already; start a new migration (another state "
+                              "file) with discover --owner");
             goto out;
         }
         if (o.workers <= 0)
-            rc = get_int_checked(m, "workers", 4, &o.workers);
+            rc = tm__mig_get_int_checked(m, "workers", 4, &o.workers);
         if (!rc && o.lead <= 0)
-            rc = get_int_checked(m, "lead", 3, &o.lead);
+            rc = tm__mig_get_int_checked(m, "lead", 3, &o.lead);
         if (!rc && o.retries < 0)
-            rc = get_int_checked(m, "retries", 3, &o.retries);
+            rc = tm__mig_get_int_checked(m, "retries", 3, &o.retries);
         if (rc)
             goto out;
         fill_defaults(&o);
@@ -1334,32 +1334,32 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         goto out;
     }
     if (!ad[0]) {
-        rc = open_side(m, TM_SRC, src, src_plen, s_src.buf, &ad[0]);
+        rc = tm__mig_open_side(m, TM_SRC, src, src_plen, s_src.buf, &ad[0]);
         if (!rc)
-            rc = open_side(m, TM_DST, dst, dst_plen, s_dst.buf, &ad[1]);
+            rc = tm__mig_open_side(m, TM_DST, dst, dst_plen, s_dst.buf, &ad[1]);
         if (!rc) {
             const char *roots[2] = { s_src.buf, s_dst.buf };
-            char *yaml = yaml_path_for(m, o.config);
-            rc = check_sides(m, ad, roots, yaml, 1, 0);
+            char *yaml = tm__mig_yaml_path_for(m, o.config);
+            rc = tm__mig_check_sides(m, ad, roots, yaml, 1, 0);
             free(yaml);
         }
         if (rc)
             goto out;
     }
-    globs = split_lines(exc.buf, &n_globs);
+    globs = tm__mig_split_lines(exc.buf, &n_globs);
     if (!globs) {
         rc = TM_ENOMEM;
         goto out;
     }
-    rc = config_prepare(m, o.config, &o, globs, n_globs);
+    rc = tm__mig_config_prepare(m, o.config, &o, globs, n_globs);
     if (rc)
         goto out;
     if (strcmp(phase.buf, "roots-set") == 0 && fresh)
-        rc = save_config(m); /* milestone: roots set and seeded */
-    if (!rc) rc = set_int(db, "workers", o.workers);
-    if (!rc) rc = set_int(db, "lead", o.lead);
-    if (!rc) rc = set_int(db, "retries", o.retries);
-    if (!rc) rc = set_phase(m, "discovering");
+        rc = tm__mig_save_config(m); /* milestone: roots set and seeded */
+    if (!rc) rc = tm__mig_set_int(db, "workers", o.workers);
+    if (!rc) rc = tm__mig_set_int(db, "lead", o.lead);
+    if (!rc) rc = tm__mig_set_int(db, "retries", o.retries);
+    if (!rc) rc = tm__mig_set_phase(m, "discovering");
     if (rc)
         goto out;
     {
@@ -1367,34 +1367,34 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         struct tm__discover_cfg cfg = {
             { ad[0], ad[1] }, m->store.path, db, o.workers, o.lead, o.retries,
             (const char *const *)globs, n_globs, &m->stop, o.progress,
-            o.progress_ctx, &m->err, on_round, m, &lc,
+            o.progress_ctx, &m->err, tm__mig_on_round, m, &lc,
             { rsrc ? rsrc : s_src.buf, rdst ? rdst : s_dst.buf },
-            get_int(db, "owner", 0),
+            tm__mig_get_int(db, "owner", 0),
         };
-        rc = log_settings(m, o.log_level, o.udp_level, o.udp_addr, o.log_public,
-                          &lc);
+        rc = tm__mig_log_settings(m, o.log_level, o.udp_level, o.udp_addr, o.log_public,
+                                  &lc);
         if (!rc)
-            rc = save_config(m);
+            rc = tm__mig_save_config(m);
         if (rc)
             goto out;
         rc = tm__discover_run(&cfg);
-        log_release(m);
+        tm__mig_log_release(m);
     }
     if (rc == 0)
         rc = skip_blocked(m);
     if (rc == 0) {
-        rc = set_phase(m, "discovered");
+        rc = tm__mig_set_phase(m, "discovered");
     } else {
         int prc = rc;
         /* keep the engine's message; record that the phase stopped */
         struct tm__buf keep = TM__BUF_INIT;
         tm__buf_add(&keep, m->err.buf, m->err.len);
-        set_phase_from(m, "suspended", "discovering");
+        tm__mig_set_phase_from(m, "suspended", "discovering");
         tm__buf_reset(&m->err);
         tm__buf_add(&m->err, keep.buf, keep.len);
         tm__buf_release(&keep);
         if (prc == TM_ESTOPPED && !m->err.len)
-            fail(m, prc, "discovery interrupted; run discover again to resume");
+            tm__mig_fail(m, prc, "discovery interrupted; run discover again to resume");
         rc = prc;
     }
 out:
@@ -1416,7 +1416,7 @@ out:
     tm__buf_release(&exc);
     tm__buf_release(&s_exc);
     if (rc && !m->err.len)
-        fail(m, rc, "%s", tm_strerror(rc));
+        tm__mig_fail(m, rc, "%s", tm_strerror(rc));
     return rc;
 }
 
@@ -1445,27 +1445,27 @@ int tm_migration_open_config(tm_migration **out, const char *config_path)
         tm__config_release(&c);
         return rc;
     }
-    id = setting_dup((*out)->store.db, "id");
-    src = setting_dup((*out)->store.db, "src");
-    dst = setting_dup((*out)->store.db, "dst");
+    id = tm__mig_setting_dup((*out)->store.db, "id");
+    src = tm__mig_setting_dup((*out)->store.db, "src");
+    dst = tm__mig_setting_dup((*out)->store.db, "dst");
     if (!id || strcmp(id, c.id) != 0) {
-        rc = fail(*out, TM_EMISMATCH, "%s names the state file %s, which holds "
-                  "another migration (%s, not %s)", config_path, c.database,
-                  id ? id : "none", c.id);
+        rc = tm__mig_fail(*out, TM_EMISMATCH, "%s names the state file %s, which holds "
+                          "another migration (%s, not %s)", config_path, c.database,
+                          id ? id : "none", c.id);
     } else if (!src || !dst) {
-        rc = fail(*out, TM_ECORRUPT, "the state file %s names no roots",
-                  c.database);
+        rc = tm__mig_fail(*out, TM_ECORRUPT, "the state file %s names no roots",
+                          c.database);
     } else if (strcmp(src, c.source) != 0 || strcmp(dst, c.destination) != 0) {
         /* the roots of a migration are what its state file recorded: a
          * YAML file edited by hand cannot move them (nor be overwritten
          * silently with the recorded ones) */
         int s_diff = strcmp(src, c.source) != 0;
-        rc = fail(*out, TM_EMISMATCH, "%s names the %s %s, but the state file %s "
-                  "records %s: the roots of a migration cannot be changed; put "
-                  "the recorded one back in the YAML file, or start a new "
-                  "migration with discover", config_path,
-                  s_diff ? "source" : "destination", s_diff ? c.source : c.destination,
-                  c.database, s_diff ? src : dst);
+        rc = tm__mig_fail(*out, TM_EMISMATCH, "%s names the %s %s, but the state file %s "
+                          "records %s: the roots of a migration cannot be changed; put "
+                          "the recorded one back in the YAML file, or start a new "
+                          "migration with discover", config_path,
+                          s_diff ? "source" : "destination", s_diff ? c.source : c.destination,
+                          c.database, s_diff ? src : dst);
     } else if (!((*out)->config_path = tm__path_absolute(config_path))) {
         rc = TM_ENOMEM;
     }
@@ -1492,17 +1492,17 @@ int tm_resume(tm_migration *m, const tm_discover_options *opt)
     if (rc) {
         tm__buf_release(&phase);
         if (rc != TM_ENOENT)
-            return setting_fail(m, rc);
-        return fail(m, TM_ECORRUPT, "the state file %s records no migration",
-                    m->store.path);
+            return tm__mig_setting_fail(m, rc);
+        return tm__mig_fail(m, TM_ECORRUPT, "the state file %s records no migration",
+                            m->store.path);
     }
     {
         char from[32];
         int copying;
-        rc = copy_setting(m->store.db, "suspended_from", from, sizeof from);
+        rc = tm__mig_copy_setting(m->store.db, "suspended_from", from, sizeof from);
         if (rc) {
             tm__buf_release(&phase);
-            return setting_fail(m, rc);
+            return tm__mig_setting_fail(m, rc);
         }
         copying = strcmp(phase.buf, "copying") == 0 ||
                   (strcmp(phase.buf, "suspended") == 0 && strcmp(from, "copying") == 0);
@@ -1528,16 +1528,16 @@ void tm_exec_options_init(tm_exec_options *o)
     o->retries = -1;
 }
 
-static int phase_is(const char *phase, const char *a, const char *b)
+static int tm__mig_phase_is(const char *phase, const char *a, const char *b)
 {
     return strcmp(phase, a) == 0 || (b && strcmp(phase, b) == 0);
 }
 
-/* Opens both adapters from the stored specs, checked (check_sides). */
-static int open_roots(tm_migration *m, struct tm__adapter *ad[2])
+/* Opens both adapters from the stored specs, checked (tm__mig_check_sides). */
+static int tm__mig_open_roots(tm_migration *m, struct tm__adapter *ad[2])
 {
     sqlite3 *db = m->store.db;
-    char *src = setting_dup(db, "src"), *dst = setting_dup(db, "dst");
+    char *src = tm__mig_setting_dup(db, "src"), *dst = tm__mig_setting_dup(db, "dst");
     int rc;
 
     ad[0] = ad[1] = NULL;
@@ -1547,22 +1547,22 @@ static int open_roots(tm_migration *m, struct tm__adapter *ad[2])
         int grc = tm__store_get(db, src ? "dst" : "src", &b);
         tm__buf_release(&b);
         if (grc == TM_ENOENT)
-            rc = fail(m, TM_ECORRUPT, "the state file names no roots");
+            rc = tm__mig_fail(m, TM_ECORRUPT, "the state file names no roots");
         else
-            rc = setting_fail(m, grc ? grc : TM_ENOMEM);
+            rc = tm__mig_setting_fail(m, grc ? grc : TM_ENOMEM);
         goto out;
     }
-    rc = sopts_load(m);
+    rc = tm__mig_sopts_load(m);
     if (!rc)
-        rc = sopts_store(m);
+        rc = tm__mig_sopts_store(m);
     if (!rc)
-        rc = open_side(m, TM_SRC, NULL, 0, src, &ad[0]);
+        rc = tm__mig_open_side(m, TM_SRC, NULL, 0, src, &ad[0]);
     if (!rc)
-        rc = open_side(m, TM_DST, NULL, 0, dst, &ad[1]);
+        rc = tm__mig_open_side(m, TM_DST, NULL, 0, dst, &ad[1]);
     if (!rc) {
         const char *roots[2] = { src, dst };
-        char *yaml = yaml_path_for(m, NULL);
-        rc = check_sides(m, ad, roots, yaml, 1, 0);
+        char *yaml = tm__mig_yaml_path_for(m, NULL);
+        rc = tm__mig_check_sides(m, ad, roots, yaml, 1, 0);
         free(yaml);
     }
 out:
@@ -1576,25 +1576,25 @@ out:
     return rc;
 }
 
-/* Opens both adapters (open_roots) and readies the YAML file with the
+/* Opens both adapters (tm__mig_open_roots) and readies the YAML file with the
  * stored options. */
-static int open_stored(tm_migration *m, struct tm__adapter *ad[2])
+static int tm__mig_open_stored(tm_migration *m, struct tm__adapter *ad[2])
 {
     sqlite3 *db = m->store.db;
     char *exc, **globs = NULL;
     tm_discover_options o;
     size_t n = 0;
-    int rc = open_roots(m, ad);
+    int rc = tm__mig_open_roots(m, ad);
 
     if (rc)
         return rc;
-    exc = setting_dup(db, "excludes");
+    exc = tm__mig_setting_dup(db, "excludes");
     tm_discover_options_init(&o);
-    o.workers = get_int(db, "workers", 4);
-    o.lead = get_int(db, "lead", 3);
-    o.retries = get_int(db, "retries", 3);
-    globs = split_lines(exc ? exc : "", &n);
-    rc = globs ? config_prepare(m, NULL, &o, globs, n) : TM_ENOMEM;
+    o.workers = tm__mig_get_int(db, "workers", 4);
+    o.lead = tm__mig_get_int(db, "lead", 3);
+    o.retries = tm__mig_get_int(db, "retries", 3);
+    globs = tm__mig_split_lines(exc ? exc : "", &n);
+    rc = globs ? tm__mig_config_prepare(m, NULL, &o, globs, n) : TM_ENOMEM;
     if (rc) {
         tm__adapter_close(ad[0]);
         tm__adapter_close(ad[1]);
@@ -1622,15 +1622,15 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
      * has one pool, as many threads as discovery had in all (small files
      * wait on the file system more than on the CPU: bench/copy.sh) */
     cfg.workers = o->workers > 0 ? o->workers
-                                 : 2 * get_int(m->store.db, "workers", 4);
-    cfg.retries = o->retries >= 0 ? o->retries : get_int(m->store.db, "retries", 3);
+                                 : 2 * tm__mig_get_int(m->store.db, "workers", 4);
+    cfg.retries = o->retries >= 0 ? o->retries : tm__mig_get_int(m->store.db, "retries", 3);
     cfg.no_overwrite = o->no_overwrite;
     /* discover --owner: owners were compared, the copy sets them and verify
      * compares them; copy --owner alone sets them on what the copy writes */
-    cfg.owner_discovered = get_int(m->store.db, "owner", 0);
+    cfg.owner_discovered = tm__mig_get_int(m->store.db, "owner", 0);
     cfg.owner = cfg.owner_discovered ||
                 (mode == TM_EXEC_COPY ? o->owner
-                                      : get_int(m->store.db, "copy_owner", 0));
+                                      : tm__mig_get_int(m->store.db, "copy_owner", 0));
     cfg.checksum = o->checksum;
     cfg.total_files = st->copy.pending;
     cfg.total_bytes = st->copy.bytes_pending;
@@ -1640,13 +1640,13 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
     cfg.err = &m->err;
     {
         struct tm__log_cfg lc;
-        int rc = log_settings(m, o->log_level, o->udp_level, o->udp_addr,
-                              o->log_public, &lc);
+        int rc = tm__mig_log_settings(m, o->log_level, o->udp_level, o->udp_addr,
+                                      o->log_public, &lc);
         if (rc)
             return rc;
         cfg.log = &lc;
         rc = tm__exec_run(&cfg);
-        log_release(m);
+        tm__mig_log_release(m);
         *problems = cfg.problems;
         return rc;
     }
@@ -1668,25 +1668,25 @@ static int exec_start(tm_migration *m, const tm_exec_options *opt,
 
 /* --owner (given to the copy, or to discovery: stored): only root gives
  * files away, and both storages must know owners. */
-static int check_owner(tm_migration *m, struct tm__adapter *ad[2], int stored)
+static int tm__mig_check_owner(tm_migration *m, struct tm__adapter *ad[2], int stored)
 {
     if (geteuid() != 0)
-        return fail(m, TM_EINVAL, "--owner needs root: only root can give a "
-                    "file to another user (running as uid %lu)%s",
-                    (unsigned long)geteuid(), stored ? "; this migration was "
-                    "discovered with --owner, so its copy sets owners" : "");
-    return check_owner_caps(m, ad);
+        return tm__mig_fail(m, TM_EINVAL, "--owner needs root: only root can give a "
+                            "file to another user (running as uid %lu)%s",
+                            (unsigned long)geteuid(), stored ? "; this migration was "
+                            "discovered with --owner, so its copy sets owners" : "");
+    return tm__mig_check_owner_caps(m, ad);
 }
 
 /* --owner, at discovery too: both storages must know owners. */
-static int check_owner_caps(tm_migration *m, struct tm__adapter *ad[2])
+static int tm__mig_check_owner_caps(tm_migration *m, struct tm__adapter *ad[2])
 {
     if (!(ad[TM_SRC]->caps & TM_CAP_OWNER))
-        return fail(m, TM_EINVAL, "--owner: the source (%s storage) does not "
-                    "report owners", ad[TM_SRC]->name);
+        return tm__mig_fail(m, TM_EINVAL, "--owner: the source (%s storage) does not "
+                            "report owners", ad[TM_SRC]->name);
     if (!(ad[TM_DST]->caps & TM_CAP_OWNER) || !ad[TM_DST]->chown)
-        return fail(m, TM_EINVAL, "--owner: the destination (%s storage) "
-                    "cannot set owners", ad[TM_DST]->name);
+        return tm__mig_fail(m, TM_EINVAL, "--owner: the destination (%s storage) "
+                            "cannot set owners", ad[TM_DST]->name);
     return 0;
 }
 
@@ -1734,8 +1734,8 @@ static int clean_run(tm_migration *m, struct tm__adapter *da, const char *hex,
     int64_t removed = 0;
 
     if (rc)
-        return fail(m, rc, "state file %s: a copy run's key is damaged (%s)",
-                    m->store.path, hex ? hex : "none");
+        return tm__mig_fail(m, rc, "state file %s: a copy run's key is damaged (%s)",
+                            m->store.path, hex ? hex : "none");
     if (sqlite3_prepare_v2(m->store.db, next_sql, -1, &st, NULL) != SQLITE_OK)
         return tm__store_error(m->store.db, SQLITE_ERROR, &m->err, "clean up");
     sqlite3_bind_int(st, 1, depth);
@@ -1763,8 +1763,8 @@ static int clean_run(tm_migration *m, struct tm__adapter *da, const char *hex,
         rc = tm__store_error(m->store.db, step, &m->err, "clean up");
     sqlite3_finalize(st);
     if (rc && !m->err.len)
-        fail(m, rc, "cannot remove the temporaries of an interrupted copy: %s",
-             tm_strerror(rc));
+        tm__mig_fail(m, rc, "cannot remove the temporaries of an interrupted copy: %s",
+                     tm_strerror(rc));
     (void)removed;
     return rc;
 }
@@ -1819,7 +1819,7 @@ static int start_run(tm_migration *m, struct tm__adapter *da,
     sqlite3_finalize(st);
     st = NULL;
     if (!rc && (rc = tm__random(key, TM_KEY_LEN)) != 0)
-        fail(m, rc, "cannot make a key for the temporary names: %s", tm_strerror(rc));
+        tm__mig_fail(m, rc, "cannot make a key for the temporary names: %s", tm_strerror(rc));
     if (rc)
         return rc;
     key_hex(key, hex);
@@ -1871,23 +1871,23 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
     rc = exec_start(m, opt, &o, &st);
     if (rc)
         return rc;
-    rc = copy_setting(m->store.db, "suspended_from", from, sizeof from);
+    rc = tm__mig_copy_setting(m->store.db, "suspended_from", from, sizeof from);
     if (rc)
-        return setting_fail(m, rc);
-    if (phase_is(st.phase, "copied", "verified"))
+        return tm__mig_setting_fail(m, rc);
+    if (tm__mig_phase_is(st.phase, "copied", "verified"))
         return 0; /* complete: nothing to do */
-    if (!phase_is(st.phase, "discovered", "copying") &&
-        !(phase_is(st.phase, "suspended", NULL) && strcmp(from, "copying") == 0))
-        return fail(m, TM_EPHASE, "discovery is not complete (phase %s): run "
-                    "discover first", st.phase);
+    if (!tm__mig_phase_is(st.phase, "discovered", "copying") &&
+        !(tm__mig_phase_is(st.phase, "suspended", NULL) && strcmp(from, "copying") == 0))
+        return tm__mig_fail(m, TM_EPHASE, "discovery is not complete (phase %s): run "
+                            "discover first", st.phase);
     if ((st.src_counts.failed || st.dst_counts.failed) && !o.force)
-        return fail(m, TM_EPHASE, "%lld source and %lld destination folders "
-                    "could not be listed during discovery: run retry, or copy "
-                    "--force to copy without them",
-                    (long long)st.src_counts.failed, (long long)st.dst_counts.failed);
-    rc = open_stored(m, ad);
-    if (!rc && (o.owner || get_int(m->store.db, "owner", 0)))
-        rc = check_owner(m, ad, !o.owner);
+        return tm__mig_fail(m, TM_EPHASE, "%lld source and %lld destination folders "
+                            "could not be listed during discovery: run retry, or copy "
+                            "--force to copy without them",
+                            (long long)st.src_counts.failed, (long long)st.dst_counts.failed);
+    rc = tm__mig_open_stored(m, ad);
+    if (!rc && (o.owner || tm__mig_get_int(m->store.db, "owner", 0)))
+        rc = tm__mig_check_owner(m, ad, !o.owner);
     /* verify then expects the set-ID bits the copy kept with the owners */
     if (!rc && o.owner)
         rc = tm__store_set(m->store.db, "copy_owner", "1");
@@ -1900,21 +1900,21 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
         rc = start_run(m, ad[TM_DST], run_key);
     if (!rc) {
         started = 1;
-        rc = set_phase(m, "copying");
+        rc = tm__mig_set_phase(m, "copying");
     }
     if (!rc) {
         rc = run_exec(m, TM_EXEC_COPY, &o, ad, &st, &problems);
         if (rc == 0) {
-            rc = set_phase(m, "copied");
+            rc = tm__mig_set_phase(m, "copied");
         } else {
             struct tm__buf keep = TM__BUF_INIT;
             tm__buf_add(&keep, m->err.buf, m->err.len);
-            set_phase_from(m, "suspended", "copying");
+            tm__mig_set_phase_from(m, "suspended", "copying");
             tm__buf_reset(&m->err);
             tm__buf_add(&m->err, keep.buf, keep.len);
             tm__buf_release(&keep);
             if (rc == TM_ESTOPPED && !m->err.len)
-                fail(m, rc, "copy interrupted; run copy again to resume");
+                tm__mig_fail(m, rc, "copy interrupted; run copy again to resume");
         }
     }
     if (started)
@@ -1922,7 +1922,7 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
     tm__adapter_close(ad[0]);
     tm__adapter_close(ad[1]);
     if (rc && !m->err.len)
-        fail(m, rc, "%s", tm_strerror(rc));
+        tm__mig_fail(m, rc, "%s", tm_strerror(rc));
     return rc;
 }
 
@@ -1991,10 +1991,10 @@ int tm_verify(tm_migration *m, const tm_exec_options *opt, int64_t *mismatches)
     rc = exec_start(m, opt, &o, &st);
     if (rc)
         return rc;
-    if (!phase_is(st.phase, "copied", "verified"))
-        return fail(m, TM_EPHASE, "the copy is not complete (phase %s): run copy "
-                    "first", st.phase);
-    rc = open_stored(m, ad);
+    if (!tm__mig_phase_is(st.phase, "copied", "verified"))
+        return tm__mig_fail(m, TM_EPHASE, "the copy is not complete (phase %s): run copy "
+                            "first", st.phase);
+    rc = tm__mig_open_stored(m, ad);
     if (!rc)
         rc = tm__store_exec(m->store.db,
                             "DELETE FROM task_errors WHERE phase IN ('verify', "
@@ -2011,11 +2011,11 @@ int tm_verify(tm_migration *m, const tm_exec_options *opt, int64_t *mismatches)
     if (!rc)
         *mismatches += not_checked;
     if (!rc)
-        rc = set_phase(m, *mismatches ? "copied" : "verified");
+        rc = tm__mig_set_phase(m, *mismatches ? "copied" : "verified");
     tm__adapter_close(ad[0]);
     tm__adapter_close(ad[1]);
     if (rc && !m->err.len)
-        fail(m, rc, "%s", tm_strerror(rc));
+        tm__mig_fail(m, rc, "%s", tm_strerror(rc));
     return rc;
 }
 
@@ -2223,17 +2223,17 @@ int tm_retry(tm_migration *m, const tm_discover_options *dopt,
     rc = tm_status_get(m, &st);
     if (rc)
         return rc;
-    if (!phase_is(st.phase, "discovered", "copied") &&
-        !phase_is(st.phase, "verified", "suspended"))
-        return fail(m, TM_EPHASE, "nothing to retry in phase %s: run discover "
-                    "first", st.phase);
-    copy_started = !phase_is(st.phase, "discovered", NULL);
+    if (!tm__mig_phase_is(st.phase, "discovered", "copied") &&
+        !tm__mig_phase_is(st.phase, "verified", "suspended"))
+        return tm__mig_fail(m, TM_EPHASE, "nothing to retry in phase %s: run discover "
+                            "first", st.phase);
+    copy_started = !tm__mig_phase_is(st.phase, "discovered", NULL);
     folders = count_status(db, "src_stats", "traversal_status", "failed", 1) +
               count_status(db, "dst_stats", "traversal_status", "failed", 1);
     copies = count_status(db, "copy_stats", "copy_status", "failed", 0);
     if (folders || copies) {
         /* the roots are checked before anything is read from them */
-        rc = open_roots(m, ad);
+        rc = tm__mig_open_roots(m, ad);
         if (rc)
             return rc;
     }
@@ -2264,7 +2264,7 @@ int tm_retry(tm_migration *m, const tm_discover_options *dopt,
     *retried = folders + copies;
     if (folders) {
         /* the folders are pending again: discovery goes on from them */
-        rc = set_phase_from(m, "suspended", "discovering");
+        rc = tm__mig_set_phase_from(m, "suspended", "discovering");
         if (!rc)
             rc = tm_discover(m, NULL, NULL, dopt);
         if (rc)
@@ -2276,7 +2276,7 @@ int tm_retry(tm_migration *m, const tm_discover_options *dopt,
         if (eopt)
             eo = *eopt;
         eo.force = 1;
-        rc = set_phase(m, "copying");
+        rc = tm__mig_set_phase(m, "copying");
         if (!rc)
             rc = tm_copy(m, &eo);
     }
@@ -2322,7 +2322,7 @@ int tm_problems_print(tm_migration *m, const char *phase, FILE *out)
 
 /* Copies a setting into out ("" when it is not set). Returns 0, or the
  * error of a read that failed (out is then ""). */
-static int copy_setting(sqlite3 *db, const char *key, char *out, size_t len)
+static int tm__mig_copy_setting(sqlite3 *db, const char *key, char *out, size_t len)
 {
     struct tm__buf b = TM__BUF_INIT;
     int rc = tm__store_get(db, key, &b);
@@ -2411,15 +2411,15 @@ int tm_status_get(tm_migration *m, tm_status *st)
         return TM_EINVAL;
     db = m->store.db;
     /* a phase that cannot be read must not look like no phase */
-    rc = copy_setting(db, "phase", st->phase, sizeof st->phase);
+    rc = tm__mig_copy_setting(db, "phase", st->phase, sizeof st->phase);
     if (!rc)
-        rc = copy_setting(db, "src", st->src, sizeof st->src);
+        rc = tm__mig_copy_setting(db, "src", st->src, sizeof st->src);
     if (!rc)
-        rc = copy_setting(db, "dst", st->dst, sizeof st->dst);
+        rc = tm__mig_copy_setting(db, "dst", st->dst, sizeof st->dst);
     if (rc)
-        return setting_fail(m, rc);
-    st->src_round = get_int(db, "src_round", 0);
-    st->dst_round = get_int(db, "dst_round", 0);
+        return tm__mig_setting_fail(m, rc);
+    st->src_round = tm__mig_get_int(db, "src_round", 0);
+    st->dst_round = tm__mig_get_int(db, "dst_round", 0);
     for (q = 0; q < 3 && !rc; q++) {
         sqlite3_stmt *s;
         rc = sqlite3_prepare_v2(db, sql[q], -1, &s, NULL);
@@ -2477,8 +2477,8 @@ int tm_status_get(tm_migration *m, tm_status *st)
     if (!rc)
         rc = root_failed(db, TM_DST, &st->dst_counts.failed);
     if (rc)
-        fail(m, rc, "state file %s: read status: %s", m->store.path,
-             sqlite3_errmsg(db));
+        tm__mig_fail(m, rc, "state file %s: read status: %s", m->store.path,
+                     sqlite3_errmsg(db));
     return rc ? rc : read_snapshots(m, st);
 }
 
