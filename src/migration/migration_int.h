@@ -108,4 +108,18 @@ int tm__mig_log_settings(tm_migration *m, const char *level, const char *udp_lev
 int tm__mig_check_log_options(tm_migration *m, const tm_discover_options *o);
 void tm__mig_log_release(tm_migration *m);
 
+/* ---- yaml.c: the YAML file of the migration ---- */
+
+/* Writes the YAML file from m->cfg (a milestone), when it is ready. */
+int tm__mig_save_config(tm_migration *m);
+/* The YAML file a run will write: the one given, else the one the state
+ * file names, else the state file's name with .yaml. malloc'd or NULL. */
+char *tm__mig_yaml_path_for(tm_migration *m, const char *given);
+/* Finds the YAML file of the migration, checks an existing one, and fills
+ * m->cfg from the state file so that milestones can be saved. */
+int tm__mig_config_prepare(tm_migration *m, const char *config_opt,
+                           const tm_discover_options *o, char **globs, size_t n_globs);
+/* The engine started a round (ctx is m): a milestone of the YAML file. */
+void tm__mig_on_round(void *ctx, int side, int round);
+
 #endif
