@@ -122,4 +122,36 @@ int tm__mig_config_prepare(tm_migration *m, const char *config_opt,
 /* The engine started a round (ctx is m): a milestone of the YAML file. */
 void tm__mig_on_round(void *ctx, int side, int round);
 
+/* ---- roots.c: the two storages ---- */
+
+/* Resolves a storage spec to the one recorded (a local path made absolute,
+ * without symlinks; a remote one without any secret): *out is malloc'd. */
+int tm__mig_resolve_spec(tm_migration *m, const char *what, const char *spec,
+                         char **out);
+/* The length of the fault prefixes ("fault:RULES:", maybe more) of spec. */
+size_t tm__mig_fault_prefix_len(const char *spec);
+/* Checks the rules of the fault prefixes of spec (plen bytes). */
+int tm__mig_check_fault_prefix(tm_migration *m, const char *spec, size_t plen);
+/* Opens the storage of one side at spec, behind the plen bytes of fault
+ * prefix and the fault rules of the environment. */
+int tm__mig_open_side(tm_migration *m, int side, const char *prefix, size_t plen,
+                      const char *spec, struct tm__adapter **out);
+/* Refuses roots that are the same or one inside the other, by their specs. */
+int tm__mig_check_roots(tm_migration *m, const char *src, const char *dst);
+/* What must hold for the two storages opened in ad, every time they are
+ * opened (roots.c says what). */
+int tm__mig_check_sides(tm_migration *m, struct tm__adapter *ad[2],
+                        const char *const root[2], const char *yaml, int record,
+                        int allow_pseudo);
+/* Opens both adapters from the stored specs, checked. */
+int tm__mig_open_roots(tm_migration *m, struct tm__adapter *ad[2]);
+/* Opens both adapters (tm__mig_open_roots) and readies the YAML file with
+ * the stored options. */
+int tm__mig_open_stored(tm_migration *m, struct tm__adapter *ad[2]);
+/* --owner (given to the copy, or stored by discovery): needs root and
+ * storages that know owners. */
+int tm__mig_check_owner(tm_migration *m, struct tm__adapter *ad[2], int stored);
+/* --owner, at discovery too: both storages must know owners. */
+int tm__mig_check_owner_caps(tm_migration *m, struct tm__adapter *ad[2]);
+
 #endif
