@@ -1,0 +1,409 @@
+/*
+ * run.c - the copy and the verify seen from the handle: their phases and
+ * checks, the copy runs and their keys (the temporary names of a run that
+ * did not end are removed before the next one starts; docs/internals.md),
+ * the nodes verify cannot check, and the engine's run (tm__exec_run).
+ * Runs on the caller's thread; the engine's threads run inside
+ * tm__exec_run.
+ */
+#include "treemig.h"
+
+#include "adapter/adapter.h"
+#include "engine/execute.h"
+#include "log/log.h"
+#include "migration/migration_int.h"
+#include "store/store.h"
+#include "util/buf.h"
+#include "util/util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
+                    struct tm__adapter *ad[2], const tm_status *st,
+                    int64_t *problems)
+{
+    struct tm__exec_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.mode = mode;
+    cfg.ad[0] = ad[0];
+    cfg.ad[1] = ad[1];
+    cfg.root[0] = st->src;
+    cfg.root[1] = st->dst;
+    cfg.db_path = m->store.path;
+    cfg.db = m->store.db;
+    /* discovery runs its workers on each side at once; a copy or verify
+     * has one pool, as many threads as discovery had in all (small files
+     * wait on the file system more than on the CPU: bench/copy.sh) */
+    cfg.workers = o->workers > 0 ? o->workers
+                                 : 2 * tm__mig_get_int(m->store.db, "workers", 4);
+    cfg.retries = o->retries >= 0 ? o->retries : tm__mig_get_int(m->store.db, "retries", 3);
+    cfg.no_overwrite = o->no_overwrite;
+    /* discover --owner: owners were compared, the copy sets them and verify
+     * compares them; copy --owner alone sets them on what the copy writes */
+    cfg.owner_discovered = tm__mig_get_int(m->store.db, "owner", 0);
+    cfg.owner = cfg.owner_discovered ||
+                (mode == TM_EXEC_COPY ? o->owner
+                                      : tm__mig_get_int(m->store.db, "copy_owner", 0));
+    cfg.checksum = o->checksum;
+    cfg.total_files = st->copy.pending;
+    cfg.total_bytes = st->copy.bytes_pending;
+    cfg.stop = &m->stop;
+    cfg.progress = o->progress;
+    cfg.progress_ctx = o->progress_ctx;
+    cfg.err = &m->err;
+    {
+        struct tm__log_cfg lc;
+        int rc = tm__mig_log_settings(m, o->log_level, o->udp_level, o->udp_addr,
+                                      o->log_public, &lc);
+        if (rc)
+            return rc;
+        cfg.log = &lc;
+        rc = tm__exec_run(&cfg);
+        tm__mig_log_release(m);
+        *problems = cfg.problems;
+        return rc;
+    }
+}
+
+/* What copy and verify do first: check the handle, take the options (or
+ * the defaults) and read the status. */
+static int exec_start(tm_migration *m, const tm_exec_options *opt,
+                      tm_exec_options *o, tm_status *st)
+{
+    if (!m || !m->open || m->store.readonly)
+        return TM_EINVAL;
+    tm__buf_reset(&m->err);
+    tm_exec_options_init(o);
+    if (opt)
+        *o = *opt;
+    return tm_status_get(m, st);
+}
+
+static void key_hex(const unsigned char key[TM_KEY_LEN], char out[2 * TM_KEY_LEN + 1])
+{
+    int i;
+    for (i = 0; i < TM_KEY_LEN; i++)
+        snprintf(out + 2 * i, 3, "%02x", key[i]);
+}
+
+static int key_parse(const char *hex, unsigned char key[TM_KEY_LEN])
+{
+    int i;
+    if (!hex || strlen(hex) != 2 * TM_KEY_LEN)
+        return TM_ECORRUPT;
+    for (i = 0; i < 2 * TM_KEY_LEN; i++) {
+        char c = hex[i];
+        int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (v < 0)
+            return TM_ECORRUPT;
+        key[i / 2] = (unsigned char)(i % 2 ? (key[i / 2] << 4) | v : v);
+    }
+    return 0;
+}
+
+/* Removes what the copy run of key, which did not end (a crash, a kill),
+ * may have left: temporaries of the nodes still pending at the depth it
+ * recorded last (depth) and at the next depth that has any (the one it
+ * may have started without recording it yet, see record_depth() in
+ * execute.c). Names are computed from the key: nothing else is touched. */
+static int clean_run(tm_migration *m, struct tm__adapter *da, const char *hex,
+                     int depth)
+{
+    static const char next_sql[] =
+        "SELECT coalesce(min(depth), -1) FROM copy_stats WHERE depth > ?1 AND "
+        "type IN ('file', 'symlink') AND copy_status = 'pending' AND count > 0";
+    static const char nodes_sql[] =
+        "SELECT path, type FROM src_nodes WHERE copy_status = 'pending' AND "
+        "depth IN (?1, ?2) AND type IN ('file', 'symlink')";
+    unsigned char key[TM_KEY_LEN];
+    sqlite3_stmt *st = NULL;
+    int rc = key_parse(hex, key), next = -1, step;
+    int64_t removed = 0;
+
+    if (rc)
+        return tm__mig_fail(m, rc, "state file %s: a copy run's key is damaged (%s)",
+                            m->store.path, hex ? hex : "none");
+    if (sqlite3_prepare_v2(m->store.db, next_sql, -1, &st, NULL) != SQLITE_OK)
+        return tm__store_error(m->store.db, SQLITE_ERROR, &m->err, "clean up");
+    sqlite3_bind_int(st, 1, depth);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        next = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (sqlite3_prepare_v2(m->store.db, nodes_sql, -1, &st, NULL) != SQLITE_OK)
+        return tm__store_error(m->store.db, SQLITE_ERROR, &m->err, "clean up");
+    sqlite3_bind_int(st, 1, depth);
+    sqlite3_bind_int(st, 2, next);
+    while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        int type = tm__name_index(tm__type_names, TM_T_COUNT,
+                                  (const char *)sqlite3_column_text(st, 1));
+        struct tm__aerr ae;
+        int n = tm__adapter_remove_tmp(da, (const char *)sqlite3_column_text(st, 0),
+                                       type, key, &ae);
+        if (n > 0)
+            removed += n;
+        else if (n < 0 && ae.cls == TM_ERR_FATAL)
+            rc = n;
+        /* a node's parent that cannot be opened (EACCES) holds nothing the
+         * copy could have written either */
+    }
+    if (!rc && step != SQLITE_DONE)
+        rc = tm__store_error(m->store.db, step, &m->err, "clean up");
+    sqlite3_finalize(st);
+    if (rc && !m->err.len)
+        tm__mig_fail(m, rc, "cannot remove the temporaries of an interrupted copy: %s",
+                     tm_strerror(rc));
+    (void)removed;
+    return rc;
+}
+
+/* Starts a copy run: first removes the leftovers of every earlier run that
+ * did not end (their keys are in copy_runs), then records a new random key
+ * durably (synchronous=FULL) before the first temporary exists, and gives
+ * it to the destination. */
+static int start_run(tm_migration *m, struct tm__adapter *da,
+                     unsigned char key[TM_KEY_LEN])
+{
+    sqlite3 *db = m->store.db;
+    sqlite3_stmt *st = NULL;
+    char hex[2 * TM_KEY_LEN + 1], now[32];
+    int rc, step;
+
+    rc = tm__store_exec(db,
+                        "CREATE TABLE IF NOT EXISTS copy_runs(key TEXT PRIMARY KEY,"
+                        " started TEXT NOT NULL, depth INTEGER, ended TEXT)"
+                        " WITHOUT ROWID;"
+                        /* the last run's depth, before this run records its own */
+                        "UPDATE copy_runs SET depth = (SELECT CAST(value AS INTEGER) "
+                        "FROM migration WHERE key = 'copy_run_depth') "
+                        "WHERE ended IS NULL AND depth IS NULL;"
+                        "DELETE FROM migration WHERE key = 'copy_run_depth';",
+                        &m->err);
+    if (!rc && sqlite3_prepare_v2(db, "SELECT key, coalesce(depth, 0) FROM "
+                                  "copy_runs WHERE ended IS NULL", -1, &st,
+                                  NULL) != SQLITE_OK)
+        rc = tm__store_error(db, SQLITE_ERROR, &m->err, "read copy runs");
+    while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        char *k = strdup((const char *)sqlite3_column_text(st, 0));
+        rc = k ? clean_run(m, da, k, sqlite3_column_int(st, 1)) : TM_ENOMEM;
+        if (!rc) {
+            sqlite3_stmt *up;
+            tm__iso_time(now, tm__wall_ns());
+            if (sqlite3_prepare_v2(db, "UPDATE copy_runs SET ended = ? WHERE key = ?",
+                                   -1, &up, NULL) == SQLITE_OK) {
+                sqlite3_bind_text(up, 1, now, -1, SQLITE_STATIC);
+                sqlite3_bind_text(up, 2, k, -1, SQLITE_STATIC);
+                if (sqlite3_step(up) != SQLITE_DONE)
+                    rc = tm__store_error(db, SQLITE_ERROR, &m->err, "end a copy run");
+                sqlite3_finalize(up);
+            } else {
+                rc = tm__store_error(db, SQLITE_ERROR, &m->err, "end a copy run");
+            }
+        }
+        free(k);
+    }
+    if (!rc && st && step != SQLITE_DONE)
+        rc = tm__store_error(db, step, &m->err, "read copy runs");
+    sqlite3_finalize(st);
+    st = NULL;
+    if (!rc && (rc = tm__random(key, TM_KEY_LEN)) != 0)
+        tm__mig_fail(m, rc, "cannot make a key for the temporary names: %s", tm_strerror(rc));
+    if (rc)
+        return rc;
+    key_hex(key, hex);
+    tm__iso_time(now, tm__wall_ns());
+    rc = tm__store_exec(db, "PRAGMA synchronous=FULL", &m->err);
+    if (!rc && sqlite3_prepare_v2(db, "INSERT INTO copy_runs(key, started) "
+                                  "VALUES(?, ?)", -1, &st, NULL) != SQLITE_OK)
+        rc = tm__store_error(db, SQLITE_ERROR, &m->err, "record a copy run");
+    if (!rc) {
+        sqlite3_bind_text(st, 1, hex, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
+        if ((step = sqlite3_step(st)) != SQLITE_DONE)
+            rc = tm__store_error(db, step, &m->err, "record a copy run");
+    }
+    sqlite3_finalize(st);
+    sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+    if (!rc)
+        tm__adapter_set_tmp_key(da, key);
+    return rc;
+}
+
+/* The run of key ended: its temporaries were renamed or removed. A failure
+ * to record it only costs a useless clean-up at the next run. */
+static void end_run(tm_migration *m, const unsigned char key[TM_KEY_LEN])
+{
+    sqlite3_stmt *st;
+    char hex[2 * TM_KEY_LEN + 1], now[32];
+    key_hex(key, hex);
+    tm__iso_time(now, tm__wall_ns());
+    if (sqlite3_prepare_v2(m->store.db, "UPDATE copy_runs SET ended = ? WHERE "
+                           "key = ?", -1, &st, NULL) != SQLITE_OK)
+        return;
+    sqlite3_bind_text(st, 1, now, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, hex, -1, SQLITE_STATIC);
+    sqlite3_step(st);
+    sqlite3_finalize(st);
+}
+
+int tm_copy(tm_migration *m, const tm_exec_options *opt)
+{
+    struct tm__adapter *ad[2] = { NULL, NULL };
+    unsigned char run_key[TM_KEY_LEN];
+    tm_exec_options o;
+    tm_status st;
+    char from[32];
+    int64_t problems = 0;
+    int rc, started = 0;
+
+    rc = exec_start(m, opt, &o, &st);
+    if (rc)
+        return rc;
+    rc = tm__mig_copy_setting(m->store.db, "suspended_from", from, sizeof from);
+    if (rc)
+        return tm__mig_setting_fail(m, rc);
+    if (tm__mig_phase_is(st.phase, "copied", "verified"))
+        return 0; /* complete: nothing to do */
+    if (!tm__mig_phase_is(st.phase, "discovered", "copying") &&
+        !(tm__mig_phase_is(st.phase, "suspended", NULL) && strcmp(from, "copying") == 0))
+        return tm__mig_fail(m, TM_EPHASE, "discovery is not complete (phase %s): run "
+                            "discover first", st.phase);
+    if ((st.src_counts.failed || st.dst_counts.failed) && !o.force)
+        return tm__mig_fail(m, TM_EPHASE, "%lld source and %lld destination folders "
+                            "could not be listed during discovery: run retry, or copy "
+                            "--force to copy without them",
+                            (long long)st.src_counts.failed, (long long)st.dst_counts.failed);
+    rc = tm__mig_open_stored(m, ad);
+    if (!rc && (o.owner || tm__mig_get_int(m->store.db, "owner", 0)))
+        rc = tm__mig_check_owner(m, ad, !o.owner);
+    /* verify then expects the set-ID bits the copy kept with the owners */
+    if (!rc && o.owner)
+        rc = tm__store_set(m->store.db, "copy_owner", "1");
+    if (!rc)
+        rc = tm__store_exec(m->store.db,
+                            "CREATE INDEX IF NOT EXISTS src_nodes_copy ON "
+                            "src_nodes(depth, id) WHERE copy_status = 'pending'",
+                            &m->err);
+    if (!rc)
+        rc = start_run(m, ad[TM_DST], run_key);
+    if (!rc) {
+        started = 1;
+        rc = tm__mig_set_phase(m, "copying");
+    }
+    if (!rc) {
+        rc = run_exec(m, TM_EXEC_COPY, &o, ad, &st, &problems);
+        if (rc == 0) {
+            rc = tm__mig_set_phase(m, "copied");
+        } else {
+            struct tm__buf keep = TM__BUF_INIT;
+            tm__buf_add(&keep, m->err.buf, m->err.len);
+            tm__mig_set_phase_from(m, "suspended", "copying");
+            tm__buf_reset(&m->err);
+            tm__buf_add(&m->err, keep.buf, keep.len);
+            tm__buf_release(&keep);
+            if (rc == TM_ESTOPPED && !m->err.len)
+                tm__mig_fail(m, rc, "copy interrupted; run copy again to resume");
+        }
+    }
+    if (started)
+        end_run(m, run_key); /* every temporary was renamed or removed */
+    tm__adapter_close(ad[0]);
+    tm__adapter_close(ad[1]);
+    if (rc && !m->err.len)
+        tm__mig_fail(m, rc, "%s", tm_strerror(rc));
+    return rc;
+}
+
+/* The source nodes that verify cannot check, each with the reason in
+ * task_errors (phase verify): folders that could not be listed (what they
+ * hold is unknown), nodes whose copy failed or did not happen, and files
+ * whose destination version --no-overwrite kept. *n gets their count. */
+static int unchecked(tm_migration *m, int64_t *n)
+{
+    char sql[2048];
+    int rc;
+    snprintf(sql, sizeof sql,
+             "INSERT INTO task_errors(time, phase, queue, node_id, path, attempts, "
+             "message) SELECT %lld, 'verify', 'verify', id, path, 0, CASE "
+             "WHEN type = 'folder' AND traversal_status = 'failed' THEN "
+             "'not checked: this source folder could not be listed (' || "
+             "coalesce(error, 'no reason recorded') || '), so what it holds is "
+             "unknown; retry lists it again' "
+             "WHEN copy_status = 'failed' THEN 'not checked: its copy failed (' || "
+             "coalesce(error, 'no reason recorded') || '); retry copies it again' "
+             "WHEN copy_status IN ('pending', 'in_progress') THEN 'not checked: "
+             "not copied yet; run copy' "
+             "ELSE 'not checked: the destination''s version was kept "
+             "(--no-overwrite)' END FROM src_nodes WHERE "
+             "(type = 'folder' AND traversal_status = 'failed') OR (depth > 0 AND "
+             "((copy_status = 'failed' AND coalesce(error, '') NOT LIKE 'verify: %%') "
+             "OR copy_status IN ('pending', 'in_progress') OR "
+             "(copy_status = 'skipped' AND error LIKE '%%(--no-overwrite)')))",
+             (long long)tm__wall_ns());
+    rc = tm__store_exec(m->store.db, sql, &m->err);
+    *n = rc ? 0 : sqlite3_changes(m->store.db);
+    return rc;
+}
+
+/* After the check: a node an earlier verify found wrong that this one did
+ * not reach (its folder was not listed) is still wrong as far as anyone
+ * knows; it is not checked, and counted in *n too. */
+static int unchecked_again(tm_migration *m, int64_t *n)
+{
+    char sql[1024];
+    int rc;
+    snprintf(sql, sizeof sql,
+             "INSERT INTO task_errors(time, phase, queue, node_id, path, attempts, "
+             "message) SELECT %lld, 'verify', 'verify', id, path, 0, "
+             "'not checked: an earlier verify found it different (' || error || "
+             "'), and its folder was not checked now; retry copies it again' "
+             "FROM src_nodes AS n WHERE copy_status = 'failed' AND error LIKE "
+             "'verify: %%' AND NOT EXISTS (SELECT 1 FROM task_errors AS e WHERE "
+             "e.phase = 'verify' AND e.node_id = n.id)",
+             (long long)tm__wall_ns());
+    rc = tm__store_exec(m->store.db, sql, &m->err);
+    if (!rc)
+        *n += sqlite3_changes(m->store.db);
+    return rc;
+}
+
+int tm_verify(tm_migration *m, const tm_exec_options *opt, int64_t *mismatches)
+{
+    struct tm__adapter *ad[2] = { NULL, NULL };
+    tm_exec_options o;
+    tm_status st;
+    int64_t not_checked = 0;
+    int rc;
+
+    *mismatches = 0;
+    rc = exec_start(m, opt, &o, &st);
+    if (rc)
+        return rc;
+    if (!tm__mig_phase_is(st.phase, "copied", "verified"))
+        return tm__mig_fail(m, TM_EPHASE, "the copy is not complete (phase %s): run copy "
+                            "first", st.phase);
+    rc = tm__mig_open_stored(m, ad);
+    if (!rc)
+        rc = tm__store_exec(m->store.db,
+                            "DELETE FROM task_errors WHERE phase IN ('verify', "
+                            "'verify-leftover')", &m->err);
+    /* verified means: every source node that should be on the destination
+     * was checked and matches. What cannot be checked is said, node by
+     * node, before the check (it marks its own findings failed) */
+    if (!rc)
+        rc = unchecked(m, &not_checked);
+    if (!rc)
+        rc = run_exec(m, TM_EXEC_VERIFY, &o, ad, &st, mismatches);
+    if (!rc)
+        rc = unchecked_again(m, &not_checked);
+    if (!rc)
+        *mismatches += not_checked;
+    if (!rc)
+        rc = tm__mig_set_phase(m, *mismatches ? "copied" : "verified");
+    tm__adapter_close(ad[0]);
+    tm__adapter_close(ad[1]);
+    if (rc && !m->err.len)
+        tm__mig_fail(m, rc, "%s", tm_strerror(rc));
+    return rc;
+}
