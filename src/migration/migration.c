@@ -1,36 +1,26 @@
 /*
- * migration.c - the migration handle: phases, roots, options, and the
- * public entry points of treemig.h. Runs on the caller's thread; only
+ * migration.c - the migration handle: opening and freeing it, its error
+ * message, an interrupt, the phase it records, and the accessors the
+ * other files of src/migration/ (migration_int.h) use. The handle's other
+ * jobs have files of their own: settings.c, roots.c, yaml.c, plan.c
+ * (discover, resume), run.c (copy, verify), retry.c, status.c, review.c
+ * and exclude.c. Runs on the caller's thread; only
  * tm_migration_interrupt() may be called from elsewhere (a signal handler).
  */
 #include "treemig.h"
 
-#include "adapter/adapter.h"
-#include "engine/engine.h"
-#include "engine/execute.h"
-#include "log/log.h"
 #include "migration/config.h"
 #include "migration/migration_int.h"
 #include "store/store.h"
 #include "util/buf.h"
 #include "util/util.h"
 
-#include <fcntl.h>
-#include <glob.h>
-#include <libgen.h>
-#include <limits.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <netinet/in.h>
-#include <strings.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
-
-
 
 /* A setting of the state file could not be read (not: is missing). */
 int tm__mig_setting_fail(tm_migration *m, int rc)
