@@ -529,6 +529,7 @@ static int check_pattern(tm_migration *m, const char *p, struct tm__buf *out)
 static int check_phase(struct xctx *x)
 {
     struct tm__buf phase = TM__BUF_INIT, from = TM__BUF_INIT;
+    enum tm__phase ph;
     int rc = 0;
     const char *what = x->unexclude ? "unexclude" : "exclude";
     if (tm__store_get(x->db, "phase", &phase) != 0) {
@@ -537,10 +538,11 @@ static int check_phase(struct xctx *x)
         goto out;
     }
     tm__rv_setting(x->db, "suspended_from", &from);
-    if (!strcmp(phase.buf, "discovered") || !strcmp(phase.buf, "copying") ||
-        (!strcmp(phase.buf, "suspended") && !strcmp(from.buf, "copying")))
+    ph = tm__phase_parse(phase.buf);
+    if (ph == PH_DISCOVERED || ph == PH_COPYING ||
+        (ph == PH_SUSPENDED && tm__phase_parse(from.buf) == PH_COPYING))
         goto out;
-    if (!strcmp(phase.buf, "copied") || !strcmp(phase.buf, "verified"))
+    if (ph == PH_COPIED || ph == PH_VERIFIED)
         rc = tm__rv_fail(x->m, TM_EPHASE, "cannot %s: the copy is complete (phase %s)",
                          what, phase.buf);
     else

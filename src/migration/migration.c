@@ -101,8 +101,10 @@ void tm_migration_interrupt(tm_migration *m)
 
 /* Records a phase in the state file and the YAML file. from is the running
  * phase a suspension interrupted, or NULL. */
-int tm__mig_set_phase_from(tm_migration *m, const char *phase, const char *from)
+int tm__mig_set_phase_from(tm_migration *m, enum tm__phase ph, enum tm__phase from_ph)
 {
+    const char *phase = tm__phase_name(ph);
+    const char *from = from_ph == PH_NONE ? NULL : tm__phase_name(from_ph);
     char now[32];
     int rc;
     tm__iso_time(now, tm__wall_ns());
@@ -124,9 +126,9 @@ int tm__mig_set_phase_from(tm_migration *m, const char *phase, const char *from)
     return rc;
 }
 
-int tm__mig_set_phase(tm_migration *m, const char *phase)
+int tm__mig_set_phase(tm_migration *m, enum tm__phase phase)
 {
-    return tm__mig_set_phase_from(m, phase, NULL);
+    return tm__mig_set_phase_from(m, phase, PH_NONE);
 }
 
 /* An absolute form of path (the folder resolved, the name kept), or NULL
@@ -173,11 +175,6 @@ void tm_exec_options_init(tm_exec_options *o)
 {
     memset(o, 0, sizeof *o);
     o->retries = -1;
-}
-
-int tm__mig_phase_is(const char *phase, const char *a, const char *b)
-{
-    return strcmp(phase, a) == 0 || (b && strcmp(phase, b) == 0);
 }
 
 /* ---- copy runs: the keys of the temporary names (docs/internals.md) ---- */

@@ -51,12 +51,11 @@ int tm__mig_fail(tm_migration *m, int rc, const char *fmt, ...)
 /* A setting of the state file could not be read (not: is missing): the
  * message, and rc. */
 int tm__mig_setting_fail(tm_migration *m, int rc);
-/* Records a phase in the state file and the YAML file. from is the running
- * phase a suspension interrupted, or NULL. */
-int tm__mig_set_phase_from(tm_migration *m, const char *phase, const char *from);
-int tm__mig_set_phase(tm_migration *m, const char *phase);
-/* 1 when phase is a or b (b may be NULL). */
-int tm__mig_phase_is(const char *phase, const char *a, const char *b);
+/* Records a phase in the state file and the YAML file, by its name
+ * (tm__phase_names). from is the running phase a suspension interrupted,
+ * or PH_NONE. */
+int tm__mig_set_phase_from(tm_migration *m, enum tm__phase phase, enum tm__phase from);
+int tm__mig_set_phase(tm_migration *m, enum tm__phase phase);
 
 /* The handle's connection to the state file, or NULL when m is not open.
  * Owned by m. */

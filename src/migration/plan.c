@@ -130,7 +130,7 @@ static int create_migration(tm_migration *m, const char *src, const char *dst,
     if (!rc) rc = tm__stats_add(&d, &k, 1, 0);
     if (!rc) rc = tm__stats_apply(db, &d);
     tm__stats_release(&d);
-    if (!rc) rc = tm__mig_set_phase(m, "roots-set");
+    if (!rc) rc = tm__mig_set_phase(m, PH_ROOTS_SET);
     if (!rc) rc = tm__store_exec(db, "COMMIT", &m->err);
     if (rc) {
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
@@ -230,6 +230,7 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
     char *rsrc = NULL, *rdst = NULL, **globs = NULL;
     size_t n_globs = 0, src_plen = src ? tm__mig_fault_prefix_len(src) : 0,
            dst_plen = dst ? tm__mig_fault_prefix_len(dst) : 0;
+    enum tm__phase ph;
     int rc, fresh = 0;
     sqlite3 *db;
 
@@ -303,7 +304,7 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         if (rc)
             goto out;
         tm__buf_reset(&phase);
-        tm__buf_adds(&phase, "roots-set");
+        tm__buf_adds(&phase, tm__phase_name(PH_ROOTS_SET));
     } else {
         if ((rc = tm__store_get(db, "src", &s_src)) != 0 ||
             (rc = tm__store_get(db, "dst", &s_dst)) != 0) {
@@ -371,9 +372,8 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         if (rc)
             goto out; /* with no excludes the rest would be discovered unfiltered */
     }
-    if (strcmp(phase.buf, "roots-set") != 0 &&
-        strcmp(phase.buf, "discovering") != 0 &&
-        strcmp(phase.buf, "suspended") != 0) {
+    ph = tm__phase_parse(phase.buf);
+    if (ph != PH_ROOTS_SET && ph != PH_DISCOVERING && ph != PH_SUSPENDED) {
         rc = 0; /* discovery is complete: nothing to do */
         goto out;
     }
@@ -398,12 +398,12 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
     rc = tm__mig_config_prepare(m, o.config, &o, globs, n_globs);
     if (rc)
         goto out;
-    if (strcmp(phase.buf, "roots-set") == 0 && fresh)
+    if (ph == PH_ROOTS_SET && fresh)
         rc = tm__mig_save_config(m); /* milestone: roots set and seeded */
     if (!rc) rc = tm__mig_set_int(db, "workers", o.workers);
     if (!rc) rc = tm__mig_set_int(db, "lead", o.lead);
     if (!rc) rc = tm__mig_set_int(db, "retries", o.retries);
-    if (!rc) rc = tm__mig_set_phase(m, "discovering");
+    if (!rc) rc = tm__mig_set_phase(m, PH_DISCOVERING);
     if (rc)
         goto out;
     {
@@ -427,13 +427,13 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
     if (rc == 0)
         rc = skip_blocked(m);
     if (rc == 0) {
-        rc = tm__mig_set_phase(m, "discovered");
+        rc = tm__mig_set_phase(m, PH_DISCOVERED);
     } else {
         int prc = rc;
         /* keep the engine's message; record that the phase stopped */
         struct tm__buf keep = TM__BUF_INIT;
         tm__buf_add(&keep, m->err.buf, m->err.len);
-        tm__mig_set_phase_from(m, "suspended", "discovering");
+        tm__mig_set_phase_from(m, PH_SUSPENDED, PH_DISCOVERING);
         tm__buf_reset(&m->err);
         tm__buf_add(&m->err, keep.buf, keep.len);
         tm__buf_release(&keep);
@@ -492,8 +492,9 @@ int tm_resume(tm_migration *m, const tm_discover_options *opt)
             tm__buf_release(&phase);
             return tm__mig_setting_fail(m, rc);
         }
-        copying = strcmp(phase.buf, "copying") == 0 ||
-                  (strcmp(phase.buf, "suspended") == 0 && strcmp(from, "copying") == 0);
+        enum tm__phase ph = tm__phase_parse(phase.buf);
+        copying = ph == PH_COPYING ||
+                  (ph == PH_SUSPENDED && tm__phase_parse(from) == PH_COPYING);
         tm__buf_release(&phase);
         if (copying) {
             tm_exec_options eo;

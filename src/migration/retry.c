@@ -208,6 +208,7 @@ int tm_retry(tm_migration *m, const tm_discover_options *dopt,
     struct tm__adapter *ad[2] = { NULL, NULL };
     sqlite3 *db;
     tm_status st;
+    enum tm__phase ph;
     int64_t folders, copies;
     int rc, copy_started;
 
@@ -219,11 +220,11 @@ int tm_retry(tm_migration *m, const tm_discover_options *dopt,
     rc = tm_status_get(m, &st);
     if (rc)
         return rc;
-    if (!tm__mig_phase_is(st.phase, "discovered", "copied") &&
-        !tm__mig_phase_is(st.phase, "verified", "suspended"))
+    ph = tm__phase_parse(st.phase);
+    if (ph != PH_DISCOVERED && ph != PH_COPIED && ph != PH_VERIFIED && ph != PH_SUSPENDED)
         return tm__mig_fail(m, TM_EPHASE, "nothing to retry in phase %s: run discover "
                             "first", st.phase);
-    copy_started = !tm__mig_phase_is(st.phase, "discovered", NULL);
+    copy_started = ph != PH_DISCOVERED;
     folders = count_status(db, "src_stats", "traversal_status", "failed", 1) +
               count_status(db, "dst_stats", "traversal_status", "failed", 1);
     copies = count_status(db, "copy_stats", "copy_status", "failed", 0);
@@ -260,7 +261,7 @@ int tm_retry(tm_migration *m, const tm_discover_options *dopt,
     *retried = folders + copies;
     if (folders) {
         /* the folders are pending again: discovery goes on from them */
-        rc = tm__mig_set_phase_from(m, "suspended", "discovering");
+        rc = tm__mig_set_phase_from(m, PH_SUSPENDED, PH_DISCOVERING);
         if (!rc)
             rc = tm_discover(m, NULL, NULL, dopt);
         if (rc)
@@ -272,7 +273,7 @@ int tm_retry(tm_migration *m, const tm_discover_options *dopt,
         if (eopt)
             eo = *eopt;
         eo.force = 1;
-        rc = tm__mig_set_phase(m, "copying");
+        rc = tm__mig_set_phase(m, PH_COPYING);
         if (!rc)
             rc = tm_copy(m, &eo);
     }

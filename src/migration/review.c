@@ -604,6 +604,7 @@ int tm_review_print(tm_migration *m, FILE *out, int top)
     struct counts pending = { { 0 }, { 0 } }, c;
     struct agg_map folders = { NULL, 0, 0 };
     int64_t n;
+    enum tm__phase ph;
     int rc, i, began;
 
     if (!db || !out)
@@ -634,8 +635,8 @@ int tm_review_print(tm_migration *m, FILE *out, int top)
     if (!rc) rc = tm__rv_add_escaped(&b, v.buf, v.len);
     if (!rc) rc = tm__buf_adds(&b, "\nphase             ");
     if (!rc) rc = tm__rv_add_escaped(&b, phase.buf, phase.len);
-    if (!rc && (!strcmp(phase.buf, "roots-set") || !strcmp(phase.buf, "discovering") ||
-                !strcmp(phase.buf, "suspended")))
+    ph = tm__phase_parse(phase.buf);
+    if (!rc && (ph == PH_ROOTS_SET || ph == PH_DISCOVERING || ph == PH_SUSPENDED))
         rc = tm__buf_adds(&b, " (discovery or copy not complete: the numbers "
                               "cover what is recorded so far)");
     if (!rc) rc = tm__buf_adds(&b, "\n\n");

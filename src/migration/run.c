@@ -253,6 +253,7 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
     unsigned char run_key[TM_KEY_LEN];
     tm_exec_options o;
     tm_status st;
+    enum tm__phase ph;
     char from[32];
     int64_t problems = 0;
     int rc, started = 0;
@@ -263,10 +264,11 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
     rc = tm__mig_copy_setting(m->store.db, "suspended_from", from, sizeof from);
     if (rc)
         return tm__mig_setting_fail(m, rc);
-    if (tm__mig_phase_is(st.phase, "copied", "verified"))
+    ph = tm__phase_parse(st.phase);
+    if (ph == PH_COPIED || ph == PH_VERIFIED)
         return 0; /* complete: nothing to do */
-    if (!tm__mig_phase_is(st.phase, "discovered", "copying") &&
-        !(tm__mig_phase_is(st.phase, "suspended", NULL) && strcmp(from, "copying") == 0))
+    if (ph != PH_DISCOVERED && ph != PH_COPYING &&
+        !(ph == PH_SUSPENDED && tm__phase_parse(from) == PH_COPYING))
         return tm__mig_fail(m, TM_EPHASE, "discovery is not complete (phase %s): run "
                             "discover first", st.phase);
     if ((st.src_counts.failed || st.dst_counts.failed) && !o.force)
@@ -289,16 +291,16 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
         rc = start_run(m, ad[TM_DST], run_key);
     if (!rc) {
         started = 1;
-        rc = tm__mig_set_phase(m, "copying");
+        rc = tm__mig_set_phase(m, PH_COPYING);
     }
     if (!rc) {
         rc = run_exec(m, TM_EXEC_COPY, &o, ad, &st, &problems);
         if (rc == 0) {
-            rc = tm__mig_set_phase(m, "copied");
+            rc = tm__mig_set_phase(m, PH_COPIED);
         } else {
             struct tm__buf keep = TM__BUF_INIT;
             tm__buf_add(&keep, m->err.buf, m->err.len);
-            tm__mig_set_phase_from(m, "suspended", "copying");
+            tm__mig_set_phase_from(m, PH_SUSPENDED, PH_COPYING);
             tm__buf_reset(&m->err);
             tm__buf_add(&m->err, keep.buf, keep.len);
             tm__buf_release(&keep);
@@ -373,6 +375,7 @@ int tm_verify(tm_migration *m, const tm_exec_options *opt, int64_t *mismatches)
     struct tm__adapter *ad[2] = { NULL, NULL };
     tm_exec_options o;
     tm_status st;
+    enum tm__phase ph;
     int64_t not_checked = 0;
     int rc;
 
@@ -380,7 +383,8 @@ int tm_verify(tm_migration *m, const tm_exec_options *opt, int64_t *mismatches)
     rc = exec_start(m, opt, &o, &st);
     if (rc)
         return rc;
-    if (!tm__mig_phase_is(st.phase, "copied", "verified"))
+    ph = tm__phase_parse(st.phase);
+    if (ph != PH_COPIED && ph != PH_VERIFIED)
         return tm__mig_fail(m, TM_EPHASE, "the copy is not complete (phase %s): run copy "
                             "first", st.phase);
     rc = tm__mig_open_stored(m, ad);
@@ -400,7 +404,7 @@ int tm_verify(tm_migration *m, const tm_exec_options *opt, int64_t *mismatches)
     if (!rc)
         *mismatches += not_checked;
     if (!rc)
-        rc = tm__mig_set_phase(m, *mismatches ? "copied" : "verified");
+        rc = tm__mig_set_phase(m, *mismatches ? PH_COPIED : PH_VERIFIED);
     tm__adapter_close(ad[0]);
     tm__adapter_close(ad[1]);
     if (rc && !m->err.len)

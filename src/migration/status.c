@@ -81,7 +81,7 @@ static int read_snapshots(tm_migration *m, tm_status *st)
         x->bytes_pending = sqlite3_column_int64(q, 8);
         x->items_per_s = sqlite3_column_double(q, 9);
         x->bytes_per_s = sqlite3_column_double(q, 10);
-        if (strcmp(x->queue, "copy") == 0 && strcmp(st->phase, "copying") == 0) {
+        if (strcmp(x->queue, "copy") == 0 && tm__phase_parse(st->phase) == PH_COPYING) {
             if (x->bytes_per_s > 0 && x->bytes_pending > 0)
                 st->eta_seconds = (int64_t)((double)x->bytes_pending / x->bytes_per_s);
             else if (x->items_per_s > 0)

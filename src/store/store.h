@@ -37,6 +37,20 @@ extern const char *const tm__cf_names[CF_COUNT]; /* [CF_NONE] is NULL */
 /* Index of s in names[0..n), or -1. */
 int tm__name_index(const char *const *names, int n, const char *s);
 
+/* The phases of a migration, as the setting phase (and suspended_from) of
+ * the state file and the YAML file spell them: tm__phase_names. PH_NONE is
+ * "": no phase recorded (or, for suspended_from, none interrupted). */
+enum tm__phase { PH_UNKNOWN = -1, /* a string that names no phase */
+                 PH_NONE = 0, PH_ROOTS_SET, PH_DISCOVERING, PH_DISCOVERED,
+                 PH_COPYING, PH_COPIED, PH_VERIFIED, PH_SUSPENDED, PH_COUNT };
+extern const char *const tm__phase_names[PH_COUNT];
+/* The phase that s names: PH_NONE for NULL or "", PH_UNKNOWN when s names
+ * none. */
+enum tm__phase tm__phase_parse(const char *s);
+/* The name of phase p (static storage); "" for PH_NONE and for a value
+ * out of range. */
+const char *tm__phase_name(enum tm__phase p);
+
 struct tm__store {
     sqlite3 *db;    /* read-write (or read-only) connection */
     char *path;     /* the database file, symlinks resolved (real_path) */
