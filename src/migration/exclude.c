@@ -634,7 +634,7 @@ int tm__exclude_run(tm_migration *m, const char *const *patterns, size_t n,
         goto out;
     tm__iso_time(x.now, tm__wall_ns());
 
-    rc = tm__store_exec(x.db, "BEGIN IMMEDIATE", tm__migration_err(m));
+    rc = tm__store_begin(x.db, tm__migration_err(m));
     if (rc)
         goto out;
     began = 1;
@@ -753,7 +753,7 @@ out:
     if (began) {
         /* keep the first message: the rollback cannot fail in a way that
          * matters, and it also drops the temporary tables */
-        sqlite3_exec(x.db, "ROLLBACK", NULL, NULL, NULL);
+        tm__store_rollback(x.db);
     }
     if (eff && !rc)
         eff->changed = x.changed;

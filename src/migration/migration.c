@@ -27,7 +27,7 @@ int tm__mig_setting_fail(tm_migration *m, int rc)
 {
     return tm__mig_fail(m, rc, "state file %s: cannot read its settings: %s",
                         m->store.path,
-                        rc == TM_EDB || rc == TM_ECORRUPT ? sqlite3_errmsg(m->store.db)
+                        rc == TM_EDB || rc == TM_ECORRUPT ? tm__store_errmsg(m->store.db)
                                                           : tm_strerror(rc));
 }
 
@@ -115,7 +115,7 @@ int tm__mig_set_phase_from(tm_migration *m, enum tm__phase ph, enum tm__phase fr
         rc = tm__store_set(m->store.db, "suspended_from", from ? from : "");
     if (rc)
         return tm__mig_fail(m, rc, "cannot record phase %s: %s", phase,
-                            sqlite3_errmsg(m->store.db));
+                            tm__store_errmsg(m->store.db));
     if (m->cfg_ready) {
         rc = tm__config_set(&m->cfg.phase, phase);
         if (!rc)

@@ -13,6 +13,7 @@
 #include "engine/engine.h"
 #include "log/log.h"
 #include "migration/migration_int.h"
+#include "store/plan_q.h"
 #include "store/store.h"
 #include "util/buf.h"
 #include "util/util.h"
@@ -36,27 +37,6 @@ static int join_excludes(const tm_discover_options *o, struct tm__buf *out)
             return TM_ENOMEM;
     }
     return 0;
-}
-
-static int insert_root(sqlite3 *db, int side, const struct tm__entry *e)
-{
-    static const char *const sql[2] = {
-        "INSERT INTO src_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
-        "traversal_status,copy_status) VALUES(1,NULL,'/','','folder',0,?,?,0,"
-        "'pending','already_existed')",
-        "INSERT INTO dst_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
-        "traversal_status,src_id) VALUES(1,NULL,'/','','folder',0,?,?,0,"
-        "'pending',1)",
-    };
-    sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(db, sql[side], -1, &st, NULL);
-    if (rc != SQLITE_OK)
-        return tm__store_error(db, rc, NULL, "seed roots");
-    sqlite3_bind_int64(st, 1, e->mtime);
-    sqlite3_bind_int64(st, 2, e->mode);
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, NULL, "seed roots");
 }
 
 /* Records a new migration: roots, options, root rows, stats. One
@@ -97,7 +77,7 @@ static int create_migration(tm_migration *m, const char *src, const char *dst,
         snprintf(id + i * 2, 3, "%02x", rnd[i]);
     tm__iso_time(now, tm__wall_ns());
 
-    rc = tm__store_exec(db, "BEGIN IMMEDIATE", &m->err);
+    rc = tm__store_begin(db, &m->err);
     if (rc)
         return rc;
     rc = tm__store_set(db, "schema_version", "1");
@@ -120,8 +100,8 @@ static int create_migration(tm_migration *m, const char *src, const char *dst,
         if (tm__adapter_root_info(ad[i], &ri) == 0 && ri.id[0])
             rc = tm__store_set(db, i ? "dst_id" : "src_id", ri.id);
     }
-    if (!rc) rc = insert_root(db, TM_SRC, &root[0]);
-    if (!rc) rc = insert_root(db, TM_DST, &root[1]);
+    if (!rc) rc = tm__q_insert_root(db, TM_SRC, root[0].mtime, root[0].mode);
+    if (!rc) rc = tm__q_insert_root(db, TM_DST, root[1].mtime, root[1].mode);
     k = (struct tm__stat_key){ 0, 0, TM_T_FOLDER, TS_PENDING, 0 };
     if (!rc) rc = tm__stats_add(&d, &k, 1, 0);
     k = (struct tm__stat_key){ 1, 0, TM_T_FOLDER, TS_PENDING, 0 };
@@ -131,11 +111,11 @@ static int create_migration(tm_migration *m, const char *src, const char *dst,
     if (!rc) rc = tm__stats_apply(db, &d);
     tm__stats_release(&d);
     if (!rc) rc = tm__mig_set_phase(m, PH_ROOTS_SET);
-    if (!rc) rc = tm__store_exec(db, "COMMIT", &m->err);
+    if (!rc) rc = tm__store_commit(db, &m->err);
     if (rc) {
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        tm__store_rollback(db);
         if (!m->err.len)
-            tm__mig_fail(m, rc, "cannot record the migration: %s", sqlite3_errmsg(db));
+            tm__mig_fail(m, rc, "cannot record the migration: %s", tm__store_errmsg(db));
     }
     return rc;
 }
@@ -161,63 +141,11 @@ static void fill_defaults(tm_discover_options *o)
 /* The copy never enters a source folder whose destination twin is a file
  * (a type clash): everything below it still pending is marked skipped when
  * discovery completes, so that "to copy" counts only what will be copied.
- * One transaction; run again after every completion (a retry may have
- * listed more below such a folder). */
+ * Run again after every completion (a retry may have listed more below
+ * such a folder). */
 static int skip_blocked(tm_migration *m)
 {
-    static const char *const fill =
-        "CREATE TEMP TABLE IF NOT EXISTS tm_blocked(id INTEGER PRIMARY KEY);"
-        "DELETE FROM temp.tm_blocked;"
-        "INSERT INTO temp.tm_blocked(id) WITH RECURSIVE sub(id) AS ("
-        " SELECT c.id FROM src_nodes AS p JOIN src_nodes AS c ON c.parent_id = p.id"
-        " WHERE p.type = 'folder' AND p.conflict = 'type' AND p.depth > 0"
-        " UNION ALL SELECT c.id FROM src_nodes AS c JOIN sub ON c.parent_id = sub.id)"
-        " SELECT id FROM sub;";
-    sqlite3 *db = m->store.db;
-    struct tm__stats_delta d = { NULL, 0, 0 };
-    sqlite3_stmt *st = NULL;
-    int rc = tm__store_exec(db, "BEGIN IMMEDIATE", &m->err), step = SQLITE_DONE;
-    if (!rc)
-        rc = tm__store_exec(db, fill, &m->err);
-    if (!rc && sqlite3_prepare_v2(db, "SELECT n.depth, n.type, n.conflict IS NOT "
-                                  "NULL, count(*), coalesce(sum(n.size), 0) FROM "
-                                  "temp.tm_blocked AS b CROSS JOIN src_nodes AS n ON "
-                                  "n.id = b.id WHERE n.copy_status = 'pending' "
-                                  "GROUP BY 1, 2, 3", -1, &st, NULL) != SQLITE_OK)
-        rc = tm__store_error(db, SQLITE_ERROR, &m->err, "find what a type clash blocks");
-    while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        int type = tm__name_index(tm__type_names, TM_T_COUNT,
-                                  (const char *)sqlite3_column_text(st, 1));
-        struct tm__stat_key k = { 2, sqlite3_column_int(st, 0), type, CS_PENDING,
-                                  sqlite3_column_int(st, 2) };
-        int64_t n = sqlite3_column_int64(st, 3), bytes = sqlite3_column_int64(st, 4);
-        if (type < 0) {
-            rc = tm__mig_fail(m, TM_ECORRUPT, "unknown node type in the state file");
-            break;
-        }
-        rc = tm__stats_add(&d, &k, -n, -bytes);
-        k.status = CS_SKIPPED;
-        if (!rc)
-            rc = tm__stats_add(&d, &k, n, bytes);
-    }
-    if (!rc && step != SQLITE_DONE)
-        rc = tm__store_error(db, step, &m->err, "find what a type clash blocks");
-    sqlite3_finalize(st);
-    if (!rc)
-        rc = tm__store_exec(db, "UPDATE src_nodes SET copy_status = 'skipped', "
-                            "error = coalesce(error, 'its folder is a file on "
-                            "the destination') "
-                            "WHERE copy_status = 'pending' AND id IN "
-                            "(SELECT id FROM temp.tm_blocked);"
-                            "DELETE FROM temp.tm_blocked;", &m->err);
-    if (!rc)
-        rc = tm__stats_apply(db, &d);
-    if (!rc)
-        rc = tm__store_exec(db, "COMMIT", &m->err);
-    else
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-    tm__stats_release(&d);
-    return rc;
+    return tm__q_skip_blocked(m->store.db, &m->err);
 }
 
 int tm_discover(tm_migration *m, const char *src, const char *dst,
@@ -258,7 +186,7 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
     rc = tm__store_get(db, "phase", &phase);
     fresh = rc == TM_ENOENT;
     if (rc && !fresh) {
-        tm__mig_fail(m, rc, "cannot read the state file: %s", sqlite3_errmsg(db));
+        tm__mig_fail(m, rc, "cannot read the state file: %s", tm__store_errmsg(db));
         goto out;
     }
     if (o.config) {

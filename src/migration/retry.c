@@ -234,7 +234,7 @@ int tm_retry(tm_migration *m, const tm_discover_options *dopt,
         if (rc)
             return rc;
     }
-    rc = tm__store_exec(db, "BEGIN IMMEDIATE", &m->err);
+    rc = tm__store_begin(db, &m->err);
     if (!rc && folders)
         rc = refresh_failed(m, ad[TM_SRC]);
     if (!rc && copies)
@@ -253,9 +253,9 @@ int tm_retry(tm_migration *m, const tm_discover_options *dopt,
         rc = reset_status(db, "src_nodes", "copy_stats", "copy_status", "failed",
                           "pending", "", &m->err);
     if (!rc)
-        rc = tm__store_exec(db, "COMMIT", &m->err);
+        rc = tm__store_commit(db, &m->err);
     if (rc) {
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        tm__store_rollback(db);
         return rc;
     }
     *retried = folders + copies;

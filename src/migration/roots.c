@@ -233,7 +233,7 @@ int tm__mig_check_sides(tm_migration *m, struct tm__adapter *ad[2],
         } else if (record && (grc == TM_ENOENT || !stored.len) &&
                    (grc = tm__store_set(m->store.db, id_key[side], ri[side].id))) {
             rc = tm__mig_fail(m, grc, "state file %s: cannot record the %s root: %s",
-                              m->store.path, side_name[side], sqlite3_errmsg(m->store.db));
+                              m->store.path, side_name[side], tm__store_errmsg(m->store.db));
         }
     }
     if (!rc && have[0] && have[1]) {

@@ -240,6 +240,26 @@ int tm__store_exec(sqlite3 *db, const char *sql, struct tm__buf *err)
     return 0;
 }
 
+int tm__store_begin(sqlite3 *db, struct tm__buf *err)
+{
+    return tm__store_exec(db, "BEGIN IMMEDIATE", err);
+}
+
+int tm__store_commit(sqlite3 *db, struct tm__buf *err)
+{
+    return tm__store_exec(db, "COMMIT", err);
+}
+
+void tm__store_rollback(sqlite3 *db)
+{
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+const char *tm__store_errmsg(sqlite3 *db)
+{
+    return sqlite3_errmsg(db);
+}
+
 int tm__store_get(sqlite3 *db, const char *key, struct tm__buf *out)
 {
     sqlite3_stmt *st;

@@ -72,6 +72,14 @@ int tm__store_open_reader(const char *path, sqlite3 **out, struct tm__buf *err);
 
 /* Runs sql (no results); err gets SQLite's message on failure. */
 int tm__store_exec(sqlite3 *db, const char *sql, struct tm__buf *err);
+/* Transactions: BEGIN IMMEDIATE (the write lock now), COMMIT, and a
+ * ROLLBACK that cannot report anything (it undoes a failure already
+ * reported). The first two write SQLite's message to err on failure. */
+int tm__store_begin(sqlite3 *db, struct tm__buf *err);
+int tm__store_commit(sqlite3 *db, struct tm__buf *err);
+void tm__store_rollback(sqlite3 *db);
+/* SQLite's message about the last failure on db. */
+const char *tm__store_errmsg(sqlite3 *db);
 /* Reads a setting into out; TM_ENOENT when absent. */
 int tm__store_get(sqlite3 *db, const char *key, struct tm__buf *out);
 int tm__store_set(sqlite3 *db, const char *key, const char *value);
