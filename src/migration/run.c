@@ -12,6 +12,7 @@
 #include "engine/execute.h"
 #include "log/log.h"
 #include "migration/migration_int.h"
+#include "store/copy_q.h"
 #include "store/store.h"
 #include "util/buf.h"
 #include "util/util.h"
@@ -103,58 +104,50 @@ static int key_parse(const char *hex, unsigned char key[TM_KEY_LEN])
     return 0;
 }
 
+/* The context of clean_run's callbacks. */
+struct clean_ctx {
+    tm_migration *m;          /* the handle */
+    struct tm__adapter *da;   /* the destination */
+    unsigned char key[TM_KEY_LEN]; /* the run's key */
+};
+
+/* Removes the temporaries of one pending node (tm__q_copy_pending_leaves'
+ * callback). */
+static int clean_leaf(void *ctx, const char *path, int type)
+{
+    struct clean_ctx *c = ctx;
+    struct tm__aerr ae;
+    int n = tm__adapter_remove_tmp(c->da, path, type, c->key, &ae);
+    if (n < 0 && ae.cls == TM_ERR_FATAL)
+        return n;
+    /* a node's parent that cannot be opened (EACCES) holds nothing the
+     * copy could have written either */
+    return 0;
+}
+
 /* Removes what the copy run of key, which did not end (a crash, a kill),
  * may have left: temporaries of the nodes still pending at the depth it
  * recorded last (depth) and at the next depth that has any (the one it
  * may have started without recording it yet, see record_depth() in
- * execute.c). Names are computed from the key: nothing else is touched. */
-static int clean_run(tm_migration *m, struct tm__adapter *da, const char *hex,
-                     int depth)
+ * execute.c). Names are computed from the key: nothing else is touched.
+ * Called by tm__q_copy_runs_unended for each such run (ctx: the clean_ctx
+ * with the handle and the destination). */
+static int clean_run(void *ctx, const char *hex, int depth)
 {
-    static const char next_sql[] =
-        "SELECT coalesce(min(depth), -1) FROM copy_stats WHERE depth > ?1 AND "
-        "type IN ('file', 'symlink') AND copy_status = 'pending' AND count > 0";
-    static const char nodes_sql[] =
-        "SELECT path, type FROM src_nodes WHERE copy_status = 'pending' AND "
-        "depth IN (?1, ?2) AND type IN ('file', 'symlink')";
-    unsigned char key[TM_KEY_LEN];
-    sqlite3_stmt *st = NULL;
-    int rc = key_parse(hex, key), next = -1, step;
-    int64_t removed = 0;
+    struct clean_ctx *c = ctx;
+    tm_migration *m = c->m;
+    int rc = key_parse(hex, c->key), next = -1;
 
     if (rc)
         return tm__mig_fail(m, rc, "state file %s: a copy run's key is damaged (%s)",
                             m->store.path, hex ? hex : "none");
-    if (sqlite3_prepare_v2(m->store.db, next_sql, -1, &st, NULL) != SQLITE_OK)
-        return tm__store_error(m->store.db, SQLITE_ERROR, &m->err, "clean up");
-    sqlite3_bind_int(st, 1, depth);
-    if (sqlite3_step(st) == SQLITE_ROW)
-        next = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
-    if (sqlite3_prepare_v2(m->store.db, nodes_sql, -1, &st, NULL) != SQLITE_OK)
-        return tm__store_error(m->store.db, SQLITE_ERROR, &m->err, "clean up");
-    sqlite3_bind_int(st, 1, depth);
-    sqlite3_bind_int(st, 2, next);
-    while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        int type = tm__name_index(tm__type_names, TM_T_COUNT,
-                                  (const char *)sqlite3_column_text(st, 1));
-        struct tm__aerr ae;
-        int n = tm__adapter_remove_tmp(da, (const char *)sqlite3_column_text(st, 0),
-                                       type, key, &ae);
-        if (n > 0)
-            removed += n;
-        else if (n < 0 && ae.cls == TM_ERR_FATAL)
-            rc = n;
-        /* a node's parent that cannot be opened (EACCES) holds nothing the
-         * copy could have written either */
-    }
-    if (!rc && step != SQLITE_DONE)
-        rc = tm__store_error(m->store.db, step, &m->err, "clean up");
-    sqlite3_finalize(st);
+    rc = tm__q_copy_next_depth(m->store.db, depth, &next, &m->err);
+    if (rc)
+        return rc;
+    rc = tm__q_copy_pending_leaves(m->store.db, depth, next, clean_leaf, c, &m->err);
     if (rc && !m->err.len)
         tm__mig_fail(m, rc, "cannot remove the temporaries of an interrupted copy: %s",
                      tm_strerror(rc));
-    (void)removed;
     return rc;
 }
 
@@ -166,65 +159,22 @@ static int start_run(tm_migration *m, struct tm__adapter *da,
                      unsigned char key[TM_KEY_LEN])
 {
     sqlite3 *db = m->store.db;
-    sqlite3_stmt *st = NULL;
+    struct clean_ctx c;
     char hex[2 * TM_KEY_LEN + 1], now[32];
-    int rc, step;
+    int rc;
 
-    rc = tm__store_exec(db,
-                        "CREATE TABLE IF NOT EXISTS copy_runs(key TEXT PRIMARY KEY,"
-                        " started TEXT NOT NULL, depth INTEGER, ended TEXT)"
-                        " WITHOUT ROWID;"
-                        /* the last run's depth, before this run records its own */
-                        "UPDATE copy_runs SET depth = (SELECT CAST(value AS INTEGER) "
-                        "FROM migration WHERE key = 'copy_run_depth') "
-                        "WHERE ended IS NULL AND depth IS NULL;"
-                        "DELETE FROM migration WHERE key = 'copy_run_depth';",
-                        &m->err);
-    if (!rc && sqlite3_prepare_v2(db, "SELECT key, coalesce(depth, 0) FROM "
-                                  "copy_runs WHERE ended IS NULL", -1, &st,
-                                  NULL) != SQLITE_OK)
-        rc = tm__store_error(db, SQLITE_ERROR, &m->err, "read copy runs");
-    while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        char *k = strdup((const char *)sqlite3_column_text(st, 0));
-        rc = k ? clean_run(m, da, k, sqlite3_column_int(st, 1)) : TM_ENOMEM;
-        if (!rc) {
-            sqlite3_stmt *up;
-            tm__iso_time(now, tm__wall_ns());
-            if (sqlite3_prepare_v2(db, "UPDATE copy_runs SET ended = ? WHERE key = ?",
-                                   -1, &up, NULL) == SQLITE_OK) {
-                sqlite3_bind_text(up, 1, now, -1, SQLITE_STATIC);
-                sqlite3_bind_text(up, 2, k, -1, SQLITE_STATIC);
-                if (sqlite3_step(up) != SQLITE_DONE)
-                    rc = tm__store_error(db, SQLITE_ERROR, &m->err, "end a copy run");
-                sqlite3_finalize(up);
-            } else {
-                rc = tm__store_error(db, SQLITE_ERROR, &m->err, "end a copy run");
-            }
-        }
-        free(k);
-    }
-    if (!rc && st && step != SQLITE_DONE)
-        rc = tm__store_error(db, step, &m->err, "read copy runs");
-    sqlite3_finalize(st);
-    st = NULL;
+    c.m = m;
+    c.da = da;
+    rc = tm__q_copy_runs_prepare(db, &m->err);
+    if (!rc)
+        rc = tm__q_copy_runs_unended(db, clean_run, &c, &m->err);
     if (!rc && (rc = tm__random(key, TM_KEY_LEN)) != 0)
         tm__mig_fail(m, rc, "cannot make a key for the temporary names: %s", tm_strerror(rc));
     if (rc)
         return rc;
     key_hex(key, hex);
     tm__iso_time(now, tm__wall_ns());
-    rc = tm__store_exec(db, "PRAGMA synchronous=FULL", &m->err);
-    if (!rc && sqlite3_prepare_v2(db, "INSERT INTO copy_runs(key, started) "
-                                  "VALUES(?, ?)", -1, &st, NULL) != SQLITE_OK)
-        rc = tm__store_error(db, SQLITE_ERROR, &m->err, "record a copy run");
-    if (!rc) {
-        sqlite3_bind_text(st, 1, hex, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
-        if ((step = sqlite3_step(st)) != SQLITE_DONE)
-            rc = tm__store_error(db, step, &m->err, "record a copy run");
-    }
-    sqlite3_finalize(st);
-    sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+    rc = tm__q_copy_run_record(db, hex, now, &m->err);
     if (!rc)
         tm__adapter_set_tmp_key(da, key);
     return rc;
@@ -234,17 +184,10 @@ static int start_run(tm_migration *m, struct tm__adapter *da,
  * to record it only costs a useless clean-up at the next run. */
 static void end_run(tm_migration *m, const unsigned char key[TM_KEY_LEN])
 {
-    sqlite3_stmt *st;
     char hex[2 * TM_KEY_LEN + 1], now[32];
     key_hex(key, hex);
     tm__iso_time(now, tm__wall_ns());
-    if (sqlite3_prepare_v2(m->store.db, "UPDATE copy_runs SET ended = ? WHERE "
-                           "key = ?", -1, &st, NULL) != SQLITE_OK)
-        return;
-    sqlite3_bind_text(st, 1, now, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, hex, -1, SQLITE_STATIC);
-    sqlite3_step(st);
-    sqlite3_finalize(st);
+    tm__q_copy_run_end(m->store.db, hex, now, NULL);
 }
 
 int tm_copy(tm_migration *m, const tm_exec_options *opt)
@@ -283,10 +226,7 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
     if (!rc && o.owner)
         rc = tm__store_set(m->store.db, "copy_owner", "1");
     if (!rc)
-        rc = tm__store_exec(m->store.db,
-                            "CREATE INDEX IF NOT EXISTS src_nodes_copy ON "
-                            "src_nodes(depth, id) WHERE copy_status = 'pending'",
-                            &m->err);
+        rc = tm__q_copy_index(m->store.db, &m->err);
     if (!rc)
         rc = start_run(m, ad[TM_DST], run_key);
     if (!rc) {
@@ -317,59 +257,6 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
     return rc;
 }
 
-/* The source nodes that verify cannot check, each with the reason in
- * task_errors (phase verify): folders that could not be listed (what they
- * hold is unknown), nodes whose copy failed or did not happen, and files
- * whose destination version --no-overwrite kept. *n gets their count. */
-static int unchecked(tm_migration *m, int64_t *n)
-{
-    char sql[2048];
-    int rc;
-    snprintf(sql, sizeof sql,
-             "INSERT INTO task_errors(time, phase, queue, node_id, path, attempts, "
-             "message) SELECT %lld, 'verify', 'verify', id, path, 0, CASE "
-             "WHEN type = 'folder' AND traversal_status = 'failed' THEN "
-             "'not checked: this source folder could not be listed (' || "
-             "coalesce(error, 'no reason recorded') || '), so what it holds is "
-             "unknown; retry lists it again' "
-             "WHEN copy_status = 'failed' THEN 'not checked: its copy failed (' || "
-             "coalesce(error, 'no reason recorded') || '); retry copies it again' "
-             "WHEN copy_status IN ('pending', 'in_progress') THEN 'not checked: "
-             "not copied yet; run copy' "
-             "ELSE 'not checked: the destination''s version was kept "
-             "(--no-overwrite)' END FROM src_nodes WHERE "
-             "(type = 'folder' AND traversal_status = 'failed') OR (depth > 0 AND "
-             "((copy_status = 'failed' AND coalesce(error, '') NOT LIKE 'verify: %%') "
-             "OR copy_status IN ('pending', 'in_progress') OR "
-             "(copy_status = 'skipped' AND error LIKE '%%(--no-overwrite)')))",
-             (long long)tm__wall_ns());
-    rc = tm__store_exec(m->store.db, sql, &m->err);
-    *n = rc ? 0 : sqlite3_changes(m->store.db);
-    return rc;
-}
-
-/* After the check: a node an earlier verify found wrong that this one did
- * not reach (its folder was not listed) is still wrong as far as anyone
- * knows; it is not checked, and counted in *n too. */
-static int unchecked_again(tm_migration *m, int64_t *n)
-{
-    char sql[1024];
-    int rc;
-    snprintf(sql, sizeof sql,
-             "INSERT INTO task_errors(time, phase, queue, node_id, path, attempts, "
-             "message) SELECT %lld, 'verify', 'verify', id, path, 0, "
-             "'not checked: an earlier verify found it different (' || error || "
-             "'), and its folder was not checked now; retry copies it again' "
-             "FROM src_nodes AS n WHERE copy_status = 'failed' AND error LIKE "
-             "'verify: %%' AND NOT EXISTS (SELECT 1 FROM task_errors AS e WHERE "
-             "e.phase = 'verify' AND e.node_id = n.id)",
-             (long long)tm__wall_ns());
-    rc = tm__store_exec(m->store.db, sql, &m->err);
-    if (!rc)
-        *n += sqlite3_changes(m->store.db);
-    return rc;
-}
-
 int tm_verify(tm_migration *m, const tm_exec_options *opt, int64_t *mismatches)
 {
     struct tm__adapter *ad[2] = { NULL, NULL };
@@ -389,18 +276,23 @@ int tm_verify(tm_migration *m, const tm_exec_options *opt, int64_t *mismatches)
                             "first", st.phase);
     rc = tm__mig_open_stored(m, ad);
     if (!rc)
-        rc = tm__store_exec(m->store.db,
-                            "DELETE FROM task_errors WHERE phase IN ('verify', "
-                            "'verify-leftover')", &m->err);
+        rc = tm__q_verify_clear(m->store.db, &m->err);
     /* verified means: every source node that should be on the destination
      * was checked and matches. What cannot be checked is said, node by
-     * node, before the check (it marks its own findings failed) */
+     * node, before the check (it marks its own findings failed): folders
+     * that could not be listed (what they hold is unknown), nodes whose
+     * copy failed or did not happen, and files whose destination version
+     * --no-overwrite kept */
     if (!rc)
-        rc = unchecked(m, &not_checked);
+        rc = tm__q_verify_unchecked(m->store.db, tm__wall_ns(), &not_checked, &m->err);
     if (!rc)
         rc = run_exec(m, TM_EXEC_VERIFY, &o, ad, &st, mismatches);
+    /* after the check: a node an earlier verify found wrong that this one
+     * did not reach (its folder was not listed) is still wrong as far as
+     * anyone knows; it is not checked, and counted too */
     if (!rc)
-        rc = unchecked_again(m, &not_checked);
+        rc = tm__q_verify_unchecked_again(m->store.db, tm__wall_ns(), &not_checked,
+                                          &m->err);
     if (!rc)
         *mismatches += not_checked;
     if (!rc)
