@@ -18,6 +18,7 @@
 #include "engine/engine.h"
 #include "migration/migration_int.h"
 #include "migration/review_int.h"
+#include "store/review_q.h"
 #include "store/store.h"
 #include "util/buf.h"
 #include "util/util.h"
@@ -29,7 +30,6 @@
 #include <string.h>
 
 
-static const char *const side_table[2] = { "src_nodes", "dst_nodes" };
 static const char *const side_name[2] = { "src", "dst" };
 
 int tm__rv_fail(tm_migration *m, int rc, const char *fmt, ...)
@@ -58,34 +58,6 @@ int tm__rv_prepare(tm_migration *m, const char *sql, sqlite3_stmt **st)
         return tm__rv_db_fail(m, rc, "read the state file");
     }
     return 0;
-}
-
-static int table_exists(sqlite3 *db, const char *name)
-{
-    sqlite3_stmt *st;
-    int found = 0;
-    if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type = 'table'"
-                           " AND name = ?", -1, &st, NULL) != SQLITE_OK)
-        return 0;
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-    found = sqlite3_step(st) == SQLITE_ROW;
-    sqlite3_finalize(st);
-    return found;
-}
-
-/* Starts a read transaction, so that every query of a summary or a list
- * sees the same snapshot even while another process writes (WAL). Returns
- * 1 when it started one (end it with end_read()). */
-static int begin_read(sqlite3 *db)
-{
-    return sqlite3_get_autocommit(db) &&
-           sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
-}
-
-static void end_read(sqlite3 *db, int began)
-{
-    if (began)
-        sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
 }
 
 /* --------------------------------------------------------------------------
@@ -183,63 +155,12 @@ static int put(tm_migration *m, FILE *out, const struct tm__buf *b)
  */
 
 /*
- * Finds the row of a normalized path in src_nodes or dst_nodes by walking
- * the unique index (parent_id, name) from the root: a few lookups, no scan.
- * Returns 0 with *id, TM_ENOENT, or an error.
+ * Finds the row of a normalized path in src_nodes or dst_nodes
+ * (tm__q_find_node). Returns 0 with *id, TM_ENOENT, or an error.
  */
 int tm__rv_find_node(tm_migration *m, int side, const char *path, int64_t *id)
 {
-    struct tm__buf sql = TM__BUF_INIT;
-    sqlite3_stmt *root = NULL, *child = NULL;
-    const char *p = path;
-    int rc;
-
-    if (tm__buf_addf(&sql, "SELECT id FROM %s WHERE parent_id IS NULL",
-                     side_table[side]))
-        return TM_ENOMEM;
-    rc = tm__rv_prepare(m, sql.buf, &root);
-    if (rc)
-        goto out;
-    rc = sqlite3_step(root);
-    if (rc != SQLITE_ROW) {
-        rc = rc == SQLITE_DONE ? TM_ENOENT : tm__rv_db_fail(m, rc, "find a path");
-        goto out;
-    }
-    *id = sqlite3_column_int64(root, 0);
-    tm__buf_reset(&sql);
-    if (tm__buf_addf(&sql, "SELECT id FROM %s WHERE parent_id = ?1 AND name = ?2",
-                     side_table[side])) {
-        rc = TM_ENOMEM;
-        goto out;
-    }
-    rc = tm__rv_prepare(m, sql.buf, &child);
-    while (!rc && *p) {
-        const char *name, *end;
-        while (*p == '/')
-            p++;
-        if (!*p)
-            break;
-        name = p;
-        end = strchr(p, '/');
-        if (!end)
-            end = p + strlen(p);
-        sqlite3_bind_int64(child, 1, *id);
-        sqlite3_bind_text(child, 2, name, (int)(end - name), SQLITE_STATIC);
-        rc = sqlite3_step(child);
-        if (rc == SQLITE_ROW) {
-            *id = sqlite3_column_int64(child, 0);
-            rc = 0;
-        } else {
-            rc = rc == SQLITE_DONE ? TM_ENOENT : tm__rv_db_fail(m, rc, "find a path");
-        }
-        sqlite3_reset(child);
-        p = end;
-    }
-out:
-    sqlite3_finalize(root);
-    sqlite3_finalize(child);
-    tm__buf_release(&sql);
-    return rc;
+    return tm__q_find_node(tm__migration_db(m), side, path, id, tm__migration_err(m));
 }
 
 /* --------------------------------------------------------------------------
@@ -279,62 +200,48 @@ static int64_t counts_total(const struct counts *c)
     return s;
 }
 
+/* Adds a group of a stats table to the summary (tm__q_review_sums' row
+ * callback; ctx is a struct sums_ctx). */
+struct sums_ctx {
+    struct summary *s; /* the summary */
+    int table;         /* 0 copy_stats, 1 src_stats, 2 dst_stats */
+};
+
+static void add_sums(void *ctx, const char *status, int cf, const char *type_name,
+                     int64_t n, int64_t bytes)
+{
+    struct sums_ctx *x = ctx;
+    struct summary *s = x->s;
+    int type = tm__name_index(tm__type_names, TM_T_COUNT, type_name);
+    int i;
+    if (type < 0)
+        return; /* a type this version does not know */
+    if (x->table == 0 && (i = tm__name_index(tm__cs_names, CS_COUNT, status)) >= 0) {
+        s->copy[i][cf].n[type] += n;
+        s->copy[i][cf].bytes[type] += bytes;
+    } else if (x->table == 1 || x->table == 2) {
+        i = tm__name_index(tm__ts_names, TS_COUNT, status);
+        if (i >= 0) {
+            struct counts *c = x->table == 1 ? &s->src[i] : &s->dst[i];
+            c->n[type] += n;
+            c->bytes[type] += bytes;
+        }
+    }
+}
+
 /* Reads the stats tables: exact, no scan. */
 static int load_summary(tm_migration *m, struct summary *s)
 {
-    static const char *const sql[] = {
-        "SELECT copy_status, conflict, type, sum(count), sum(bytes) FROM "
-        "copy_stats WHERE depth > 0 GROUP BY 1, 2, 3",
-        "SELECT traversal_status, 0, type, sum(count), sum(bytes) FROM "
-        "src_stats WHERE depth > 0 GROUP BY 1, 3",
-        "SELECT traversal_status, 0, type, sum(count), sum(bytes) FROM "
-        "dst_stats WHERE depth > 0 GROUP BY 1, 3",
-    };
     sqlite3 *db = tm__migration_db(m);
-    size_t q;
+    struct sums_ctx x;
     int rc = 0;
 
     memset(s, 0, sizeof *s);
-    for (q = 0; q < sizeof sql / sizeof *sql && !rc; q++) {
-        sqlite3_stmt *st;
-        rc = tm__rv_prepare(m, sql[q], &st);
-        if (rc)
-            break;
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-            const char *status = (const char *)sqlite3_column_text(st, 0);
-            int cf = sqlite3_column_int(st, 1) ? 1 : 0;
-            int type = tm__name_index(tm__type_names, TM_T_COUNT,
-                                      (const char *)sqlite3_column_text(st, 2));
-            int64_t n = sqlite3_column_int64(st, 3);
-            int64_t bytes = sqlite3_column_int64(st, 4);
-            int i;
-            if (type < 0)
-                continue; /* a type this version does not know */
-            if (q == 0 && (i = tm__name_index(tm__cs_names, CS_COUNT, status)) >= 0) {
-                s->copy[i][cf].n[type] += n;
-                s->copy[i][cf].bytes[type] += bytes;
-            } else if (q == 1 || q == 2) {
-                i = tm__name_index(tm__ts_names, TS_COUNT, status);
-                if (i >= 0) {
-                    struct counts *c = q == 1 ? &s->src[i] : &s->dst[i];
-                    c->n[type] += n;
-                    c->bytes[type] += bytes;
-                }
-            }
-        }
-        rc = rc == SQLITE_DONE ? 0 : tm__rv_db_fail(m, rc, "read the state file");
-        sqlite3_finalize(st);
-    }
-    if (!rc && table_exists(db, "excluded_prev")) {
-        sqlite3_stmt *st;
-        rc = tm__rv_prepare(m, "SELECT count(*) FROM excluded_prev WHERE side = 'src'",
-                            &st);
-        if (!rc) {
-            if (sqlite3_step(st) == SQLITE_ROW)
-                s->by_review = sqlite3_column_int64(st, 0);
-            sqlite3_finalize(st);
-        }
-    }
+    x.s = s;
+    for (x.table = 0; x.table < 3 && !rc; x.table++)
+        rc = tm__q_review_sums(db, x.table, add_sums, &x, tm__migration_err(m));
+    if (!rc)
+        rc = tm__q_excluded_by_review(db, &s->by_review, tm__migration_err(m));
     return rc;
 }
 
@@ -468,6 +375,46 @@ static struct folder_agg *agg_get(struct agg_map *h, int64_t id)
     return &h->v[i];
 }
 
+/* The context of scan_pending's callback. */
+struct scan_ctx {
+    struct summary *s;        /* the counts of the conflicts */
+    struct agg_map *h;        /* what is to copy inside each folder, or NULL */
+    struct folder_agg *last;  /* the folder of the last row */
+};
+
+/* Counts one row of tm__q_scan_pending (ctx is a struct scan_ctx). */
+static int scan_row(void *ctx, const struct tm__q_pending_row *r)
+{
+    struct scan_ctx *x = ctx;
+    struct summary *s = x->s;
+    int cf = CF_NONE;
+    if (r->conflict) {
+        cf = tm__name_index(tm__cf_names, CF_COUNT, r->conflict);
+        if (cf > 0)
+            s->conflict[cf]++;
+        if (cf == CF_ATTRS && r->pending) {
+            int type = tm__name_index(tm__type_names, TM_T_COUNT, r->type);
+            if (type >= 0) {
+                s->attrs.n[type]++;
+                s->attrs.bytes[type] += r->size;
+            }
+        }
+    }
+    /* what only has its attributes set is not copied: not counted */
+    if (x->h && r->pending && cf != CF_ATTRS) {
+        if (!x->last || x->last->id != r->parent_id) {
+            /* children of a folder are mostly consecutive rows */
+            x->last = agg_get(x->h, r->parent_id);
+            if (!x->last)
+                return TM_ENOMEM;
+        }
+        x->last->items++;
+        if (r->is_file)
+            x->last->bytes += r->size;
+    }
+    return 0;
+}
+
 /*
  * One scan of the source rows that are pending or in conflict: counts the
  * conflicts by reason into s (and the pending ones of reason attrs by
@@ -478,49 +425,8 @@ static struct folder_agg *agg_get(struct agg_map *h, int64_t id)
  */
 static int scan_pending(tm_migration *m, struct summary *s, struct agg_map *h)
 {
-    sqlite3_stmt *st;
-    struct folder_agg *last = NULL;
-    int rc = tm__rv_prepare(m, "SELECT parent_id, type = 'file', size, copy_status = "
-                            "'pending', conflict, type FROM src_nodes WHERE depth > 0 AND "
-                            "(copy_status = 'pending' OR conflict IS NOT NULL)", &st);
-    if (rc)
-        return rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        int cf = CF_NONE;
-        if (sqlite3_column_type(st, 4) != SQLITE_NULL) {
-            cf = tm__name_index(tm__cf_names, CF_COUNT,
-                                (const char *)sqlite3_column_text(st, 4));
-            if (cf > 0)
-                s->conflict[cf]++;
-            if (cf == CF_ATTRS && sqlite3_column_int(st, 3)) {
-                int type = tm__name_index(tm__type_names, TM_T_COUNT,
-                                          (const char *)sqlite3_column_text(st, 5));
-                if (type >= 0) {
-                    s->attrs.n[type]++;
-                    s->attrs.bytes[type] += sqlite3_column_int64(st, 2);
-                }
-            }
-        }
-        /* what only has its attributes set is not copied: not counted */
-        if (h && sqlite3_column_int(st, 3) && cf != CF_ATTRS) {
-            int64_t parent = sqlite3_column_int64(st, 0);
-            if (!last || last->id != parent) {
-                /* children of a folder are mostly consecutive rows */
-                last = agg_get(h, parent);
-                if (!last) {
-                    rc = TM_ENOMEM;
-                    break;
-                }
-            }
-            last->items++;
-            if (sqlite3_column_int(st, 1))
-                last->bytes += sqlite3_column_int64(st, 2);
-        }
-    }
-    if (rc != TM_ENOMEM)
-        rc = rc == SQLITE_DONE ? 0 : tm__rv_db_fail(m, rc, "read the state file");
-    sqlite3_finalize(st);
-    return rc;
+    struct scan_ctx x = { s, h, NULL };
+    return tm__q_scan_pending(tm__migration_db(m), scan_row, &x, tm__migration_err(m));
 }
 
 static int by_bytes(const void *a, const void *b)
@@ -541,6 +447,27 @@ static int by_items(const void *a, const void *b)
     return by_bytes(a, b);
 }
 
+/* The context of add_top_row. */
+struct top_ctx {
+    struct tm__buf *b;  /* the summary */
+    struct agg_map *h;  /* the shown folders, at the front */
+};
+
+/* Adds the line of the i-th shown folder (tm__q_folders' row callback). */
+static int add_top_row(void *ctx, size_t i, const char *path, size_t len, int is_new)
+{
+    struct top_ctx *x = ctx;
+    char hb[32];
+    int rc;
+    human_bytes(hb, sizeof hb, x->h->v[i].bytes);
+    rc = tm__buf_addf(x->b, "  %10s %9" PRId64 "  ", hb, x->h->v[i].items);
+    if (!rc)
+        rc = add_short_path(x->b, path, len, 100);
+    if (!rc)
+        rc = tm__buf_adds(x->b, is_new ? "  (new folder)\n" : "\n");
+    return rc;
+}
+
 /*
  * The folders with the most to copy directly inside them: the `top` ones
  * by bytes and the `top` ones by items, each once, by bytes then items.
@@ -548,7 +475,8 @@ static int by_items(const void *a, const void *b)
 static int add_top_folders(tm_migration *m, struct tm__buf *b, struct agg_map *h,
                            int top)
 {
-    sqlite3_stmt *st;
+    struct top_ctx x;
+    int64_t *ids;
     size_t i, n = 0, k;
     int rc;
 
@@ -571,28 +499,15 @@ static int add_top_folders(tm_migration *m, struct tm__buf *b, struct agg_map *h
                       "       bytes     items  folder\n", top, top);
     if (rc)
         return rc;
-    rc = tm__rv_prepare(m, "SELECT path, copy_status = 'pending' AND conflict IS NULL "
-                        "FROM src_nodes WHERE id = ?1", &st);
-    for (i = 0; !rc && i < k; i++) {
-        char hb[32];
-        sqlite3_bind_int64(st, 1, h->v[i].id);
-        rc = sqlite3_step(st);
-        if (rc != SQLITE_ROW) {
-            rc = tm__rv_db_fail(m, rc == SQLITE_DONE ? SQLITE_CORRUPT : rc,
-                                "read a folder");
-            break;
-        }
-        human_bytes(hb, sizeof hb, h->v[i].bytes);
-        rc = tm__buf_addf(b, "  %10s %9" PRId64 "  ", hb, h->v[i].items);
-        if (!rc)
-            rc = add_short_path(b, (const char *)sqlite3_column_text(st, 0),
-                                (size_t)sqlite3_column_bytes(st, 0), 100);
-        if (!rc)
-            rc = tm__buf_adds(b, sqlite3_column_int(st, 1) ? "  (new folder)\n"
-                                                           : "\n");
-        sqlite3_reset(st);
-    }
-    sqlite3_finalize(st);
+    ids = malloc((k ? k : 1) * sizeof *ids);
+    if (!ids)
+        return TM_ENOMEM;
+    for (i = 0; i < k; i++)
+        ids[i] = h->v[i].id;
+    x.b = b;
+    x.h = h;
+    rc = tm__q_folders(tm__migration_db(m), ids, k, add_top_row, &x, tm__migration_err(m));
+    free(ids);
     return rc;
 }
 
@@ -620,7 +535,7 @@ int tm_review_print(tm_migration *m, FILE *out, int top)
         tm__buf_release(&phase);
         return TM_ENOMEM;
     }
-    began = begin_read(db);
+    began = tm__q_begin_read(db);
     rc = load_summary(m, s);
     if (!rc)
         rc = scan_pending(m, s, top > 0 ? &folders : NULL);
@@ -759,7 +674,7 @@ int tm_review_print(tm_migration *m, FILE *out, int top)
                           counts_total(&s->dst[TS_PENDING]));
     if (!rc && top > 0)
         rc = add_top_folders(m, &b, &folders, top);
-    end_read(db, began);
+    tm__q_end_read(db, began);
     began = 0;
     if (!rc)
         rc = tm__buf_adds(&b, "\nthe items: treemig review --list "
@@ -770,7 +685,7 @@ int tm_review_print(tm_migration *m, FILE *out, int top)
     if (!rc && (fflush(out) != 0 || ferror(out)))
         rc = tm__rv_fail(m, TM_EIO, "cannot write the review");
 out:
-    end_read(db, began);
+    tm__q_end_read(db, began);
     free(s);
     free(folders.v);
     tm__buf_release(&b);
@@ -785,122 +700,66 @@ out:
  * The listings.
  */
 
-struct kind_query {
-    const char *kind;   /* the kind, as given and as printed */
-    int side;           /* enum tm__side: the table */
-    const char *where;  /* condition on the row n */
-    const char *reason; /* the reason column; NULL: excluded (computed) */
-    int not_in_all;     /* 1: a part of another kind, left out of `all` */
+/* The context of list_row. */
+struct list_ctx {
+    tm_migration *m;          /* the handle */
+    const struct tm__q_kind *k; /* the kind listed */
+    int json;                 /* JSON lines, else plain lines */
+    FILE *out;                /* where to */
+    struct tm__buf *line;     /* a buffer for the line */
 };
 
-static const struct kind_query kinds[] = {
-    { "missing", TM_SRC, "n.copy_status = 'pending' AND n.conflict IS NULL", "NULL",
-      0 },
-    { "conflict", TM_SRC, "n.conflict IS NOT NULL", "n.conflict", 0 },
-    /* the conflicts 'attrs' alone: same content, another mode or owner */
-    { "attrs", TM_SRC, "n.conflict = 'attrs'", "n.conflict", 1 },
-    { "extra", TM_DST, "n.traversal_status = 'not_on_src'", "NULL", 0 },
-    { "failed", TM_SRC, "(n.traversal_status = 'failed' OR n.copy_status = 'failed')",
-      "n.error", 0 },
-    { "failed", TM_DST, "n.traversal_status = 'failed'", "n.error", 0 },
-    { "excluded", TM_SRC, "n.traversal_status = 'excluded'", NULL, 0 },
-    /* never copied: special files, type clashes, nodes the copy passed by */
-    { "skipped", TM_SRC, "n.copy_status = 'skipped'",
-      "coalesce(n.error, n.conflict, CASE WHEN n.type = 'other' THEN "
-      "'special file' END)", 0 },
-};
-
-#define N_KINDS (sizeof kinds / sizeof *kinds)
-
-static int list_one(tm_migration *m, const struct kind_query *k, int64_t root,
-                     int json, FILE *out, struct tm__buf *line)
+/* Writes one row of a listing (tm__q_list_kind's row callback). */
+static int list_row(void *ctx, const struct tm__q_list_row *r)
 {
-    sqlite3 *db = tm__migration_db(m);
-    struct tm__buf sql = TM__BUF_INIT;
-    const char *t = side_table[k->side];
-    const char *reason = k->reason;
-    sqlite3_stmt *st = NULL;
+    struct list_ctx *x = ctx;
+    const struct tm__q_kind *k = x->k;
+    struct tm__buf *line = x->line;
+    const char *path = r->path, *type = r->type, *why = r->why;
+    size_t plen = r->path_len, wlen = r->why_len;
+    int dst_failed = k->side == TM_DST && !strcmp(k->kind, "failed");
     int rc;
 
-    if (!reason)
-        reason = table_exists(db, "excluded_prev")
-                     ? "CASE WHEN EXISTS (SELECT 1 FROM excluded_prev AS e WHERE "
-                       "e.side = 'src' AND e.id = n.id) THEN 'review' ELSE "
-                       "'discover' END"
-                     : "'discover'";
-    if (root > 0)
-        rc = tm__buf_addf(&sql,
-                          "WITH RECURSIVE sub(id) AS (SELECT ?1 UNION ALL "
-                          "SELECT c.id FROM %s AS c JOIN sub ON c.parent_id = sub.id) "
-                          "SELECT n.path, n.type, n.size, n.mtime, %s FROM sub "
-                          "CROSS JOIN %s AS n ON n.id = sub.id WHERE n.depth > 0 AND %s "
-                          "ORDER BY n.id", t, reason, t, k->where);
-    else
-        rc = tm__buf_addf(&sql,
-                          "SELECT n.path, n.type, n.size, n.mtime, %s FROM %s AS n "
-                          "WHERE n.depth > 0 AND %s ORDER BY n.id", reason, t,
-                          k->where);
-    if (!rc)
-        rc = tm__rv_prepare(m, sql.buf, &st);
-    tm__buf_release(&sql);
-    if (rc)
-        return rc;
-    if (root > 0)
-        sqlite3_bind_int64(st, 1, root);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *path = (const char *)sqlite3_column_text(st, 0);
-        size_t plen = (size_t)sqlite3_column_bytes(st, 0);
-        const char *type = (const char *)sqlite3_column_text(st, 1);
-        int64_t size = sqlite3_column_int64(st, 2);
-        int64_t mtime = sqlite3_column_int64(st, 3);
-        const char *why = (const char *)sqlite3_column_text(st, 4);
-        size_t wlen = (size_t)sqlite3_column_bytes(st, 4);
-        int dst_failed = k->side == TM_DST && !strcmp(k->kind, "failed");
-        if (!path)
-            path = "";
-        if (!type)
-            type = "";
-        tm__buf_reset(line);
-        if (json) {
-            rc = tm__buf_adds(line, "{\"path\":");
-            if (!rc) rc = tm__buf_add_json(line, path, plen);
-            if (!rc) rc = tm__buf_adds(line, ",\"type\":");
-            if (!rc) rc = tm__buf_add_json(line, type, strlen(type));
-            if (!rc)
-                rc = tm__buf_addf(line, ",\"size\":%" PRId64 ",\"mtime\":%" PRId64
-                                  ",\"state\":\"%s\",\"reason\":", size, mtime,
-                                  k->kind);
-            if (!rc)
-                rc = why ? tm__buf_add_json(line, why, wlen) : tm__buf_adds(line, "null");
-            if (!rc) rc = tm__buf_addf(line, ",\"side\":\"%s\"", side_name[k->side]);
-            if (!rc && !is_utf8(path, plen)) {
-                rc = tm__buf_adds(line, ",\"path_hex\":");
-                if (!rc) rc = add_hex(line, path, plen);
-            }
-            if (!rc) rc = tm__buf_adds(line, "}\n");
-        } else {
-            rc = tm__buf_addf(line, "%s\t%s\t%" PRId64 "\t", k->kind, type, size);
-            if (!rc) rc = tm__rv_add_escaped(line, path, plen);
-            if (!rc && (why || dst_failed)) {
-                rc = tm__buf_addch(line, '\t');
-                if (!rc && dst_failed)
-                    rc = tm__buf_adds(line, why ? "destination: " : "destination");
-                if (!rc && why)
-                    rc = tm__rv_add_escaped(line, why, wlen);
-            }
-            if (!rc) rc = tm__buf_addch(line, '\n');
-        }
+    tm__buf_reset(line);
+    if (x->json) {
+        rc = tm__buf_adds(line, "{\"path\":");
+        if (!rc) rc = tm__buf_add_json(line, path, plen);
+        if (!rc) rc = tm__buf_adds(line, ",\"type\":");
+        if (!rc) rc = tm__buf_add_json(line, type, strlen(type));
         if (!rc)
-            rc = put(m, out, line);
-        if (rc)
-            break;
+            rc = tm__buf_addf(line, ",\"size\":%" PRId64 ",\"mtime\":%" PRId64
+                              ",\"state\":\"%s\",\"reason\":", r->size, r->mtime,
+                              k->kind);
+        if (!rc)
+            rc = why ? tm__buf_add_json(line, why, wlen) : tm__buf_adds(line, "null");
+        if (!rc) rc = tm__buf_addf(line, ",\"side\":\"%s\"", side_name[k->side]);
+        if (!rc && !is_utf8(path, plen)) {
+            rc = tm__buf_adds(line, ",\"path_hex\":");
+            if (!rc) rc = add_hex(line, path, plen);
+        }
+        if (!rc) rc = tm__buf_adds(line, "}\n");
+    } else {
+        rc = tm__buf_addf(line, "%s\t%s\t%" PRId64 "\t", k->kind, type, r->size);
+        if (!rc) rc = tm__rv_add_escaped(line, path, plen);
+        if (!rc && (why || dst_failed)) {
+            rc = tm__buf_addch(line, '\t');
+            if (!rc && dst_failed)
+                rc = tm__buf_adds(line, why ? "destination: " : "destination");
+            if (!rc && why)
+                rc = tm__rv_add_escaped(line, why, wlen);
+        }
+        if (!rc) rc = tm__buf_addch(line, '\n');
     }
-    if (rc == SQLITE_DONE)
-        rc = 0;
-    else if (rc > 0)
-        rc = tm__rv_db_fail(m, rc, "read the state file");
-    sqlite3_finalize(st);
-    return rc;
+    return rc ? rc : put(x->m, x->out, line);
+}
+
+/* Writes the rows of kind tm__q_kinds[k] (below root when root > 0). */
+static int list_one(tm_migration *m, size_t k, int64_t root, int json, FILE *out,
+                    struct tm__buf *line)
+{
+    struct list_ctx x = { m, &tm__q_kinds[k], json, out, line };
+    return tm__q_list_kind(tm__migration_db(m), k, root, list_row, &x,
+                           tm__migration_err(m));
 }
 
 int tm_review_list(tm_migration *m, const char *kind, const char *prefix,
@@ -916,13 +775,13 @@ int tm_review_list(tm_migration *m, const char *kind, const char *prefix,
         return TM_EINVAL;
     tm__buf_reset(tm__migration_err(m));
     all = kind && !strcmp(kind, "all");
-    for (i = 0; kind && i < N_KINDS; i++)
-        known |= !strcmp(kinds[i].kind, kind);
+    for (i = 0; kind && i < tm__q_n_kinds; i++)
+        known |= !strcmp(tm__q_kinds[i].kind, kind);
     if (!all && !known)
         return tm__rv_fail(m, TM_EINVAL, "unknown kind '%s': expected missing, conflict, "
                            "attrs, extra, failed, excluded, skipped or all",
                            kind ? kind : "");
-    began = begin_read(tm__migration_db(m));
+    began = tm__q_begin_read(tm__migration_db(m));
     if (prefix && *prefix) {
         if (tm__path_norm(&path, prefix))
             rc = TM_ENOMEM;
@@ -946,14 +805,15 @@ int tm_review_list(tm_migration *m, const char *kind, const char *prefix,
             }
         }
     }
-    for (i = 0; !rc && i < N_KINDS; i++) {
-        if (all ? kinds[i].not_in_all : strcmp(kinds[i].kind, kind) != 0)
+    for (i = 0; !rc && i < tm__q_n_kinds; i++) {
+        const struct tm__q_kind *k = &tm__q_kinds[i];
+        if (all ? k->not_in_all : strcmp(k->kind, kind) != 0)
             continue;
-        if (!found[kinds[i].side])
+        if (!found[k->side])
             continue; /* the prefix is not in that tree: nothing under it */
-        rc = list_one(m, &kinds[i], root[kinds[i].side], json, out, &line);
+        rc = list_one(m, i, root[k->side], json, out, &line);
     }
-    end_read(tm__migration_db(m), began);
+    tm__q_end_read(tm__migration_db(m), began);
     if (!rc && (fflush(out) != 0 || ferror(out)))
         rc = tm__rv_fail(m, TM_EIO, "cannot write the list");
     tm__buf_release(&path);
