@@ -15,6 +15,7 @@
 #include "engine/engine.h"
 #include "migration/migration_int.h"
 #include "migration/review_int.h"
+#include "store/exclude_q.h"
 #include "store/store.h"
 #include "util/buf.h"
 #include "util/util.h"
@@ -23,15 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Steps st to its end (no rows expected); finalizes it. */
-static int run_done(tm_migration *m, sqlite3_stmt *st, const char *what)
-{
-    int rc = sqlite3_step(st);
-    rc = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : tm__rv_db_fail(m, rc, what);
-    sqlite3_finalize(st);
-    return rc;
-}
 
 /* --------------------------------------------------------------------------
  * Exclusions after discovery.
@@ -78,66 +70,23 @@ static int move_stat(struct xctx *x, int table, int depth, const char *type,
     return rc ? rc : tm__stats_add(&x->delta, &k, n, bytes);
 }
 
-/* Stats changes of excluding the rows of temp.tm_sub in a side's table. */
-static int exclude_deltas(struct xctx *x, int side)
+/* The context of add_group. */
+struct group_ctx {
+    struct xctx *x; /* the command */
+    int side;       /* enum tm__side: the table of the rows */
+};
+
+/* Adds the stats changes of a group of rows that change (the callback of
+ * tm__q_excl_groups and tm__q_incl_groups; ctx is a struct group_ctx). */
+static int add_group(void *ctx, const struct tm__q_excl_group *g)
 {
-    static const char *const sql[2] = {
-        "SELECT n.depth, n.type, n.traversal_status, n.copy_status,"
-        " n.conflict IS NOT NULL, count(*), sum(n.size) FROM temp.tm_sub AS s"
-        " CROSS JOIN src_nodes AS n ON n.id = s.id GROUP BY 1, 2, 3, 4, 5",
-        "SELECT n.depth, n.type, n.traversal_status, NULL, 0, count(*),"
-        " sum(n.size) FROM temp.tm_sub AS s CROSS JOIN dst_nodes AS n ON n.id = s.id"
-        " GROUP BY 1, 2, 3",
-    };
-    sqlite3_stmt *st;
-    int rc = tm__rv_prepare(x->m, sql[side], &st);
-    if (rc)
-        return rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        int depth = sqlite3_column_int(st, 0);
-        const char *type = (const char *)sqlite3_column_text(st, 1);
-        const char *ts = (const char *)sqlite3_column_text(st, 2);
-        int64_t n = sqlite3_column_int64(st, 5), bytes = sqlite3_column_int64(st, 6);
-        rc = move_stat(x, side, depth, type, ts, 0, "excluded", 0, n, bytes);
-        if (!rc && side == TM_SRC)
-            rc = move_stat(x, 2, depth, type, (const char *)sqlite3_column_text(st, 3),
-                           sqlite3_column_int(st, 4), "excluded", 0, n, bytes);
-        if (rc)
-            break;
-    }
-    if (rc == SQLITE_DONE)
-        rc = 0;
-    else if (rc > 0)
-        rc = tm__rv_db_fail(x->m, rc, "count the rows to exclude");
-    sqlite3_finalize(st);
+    struct group_ctx *c = ctx;
+    int rc = move_stat(c->x, c->side, g->depth, g->type, g->ts, 0, g->ts_to, 0, g->n,
+                       g->bytes);
+    if (!rc && c->side == TM_SRC)
+        rc = move_stat(c->x, 2, g->depth, g->type, g->cs, g->cf, g->cs_to, g->cf_to,
+                       g->n, g->bytes);
     return rc;
-}
-
-/* Runs sql with ?1 bound to v (no rows). */
-static int exec_id(struct xctx *x, const char *sql, int64_t v, const char *what)
-{
-    sqlite3_stmt *st;
-    int rc = tm__rv_prepare(x->m, sql, &st);
-    if (rc)
-        return rc;
-    sqlite3_bind_int64(st, 1, v);
-    return run_done(x->m, st, what);
-}
-
-/* Fills temp.tm_sub with the subtree of id in a side's table, stopping at
- * rows that are excluded already (their subtrees are excluded too). */
-static int fill_subtree(struct xctx *x, int side, int64_t id)
-{
-    static const char *const sql[2] = {
-        "INSERT INTO temp.tm_sub(id) WITH RECURSIVE sub(id) AS (SELECT ?1"
-        " UNION ALL SELECT c.id FROM src_nodes AS c JOIN sub ON c.parent_id = sub.id"
-        " WHERE c.traversal_status != 'excluded') SELECT id FROM sub",
-        "INSERT INTO temp.tm_sub(id) WITH RECURSIVE sub(id) AS (SELECT ?1"
-        " UNION ALL SELECT c.id FROM dst_nodes AS c JOIN sub ON c.parent_id = sub.id"
-        " WHERE c.traversal_status != 'excluded') SELECT id FROM sub",
-    };
-    int rc = tm__store_exec(x->db, "DELETE FROM temp.tm_sub", tm__migration_err(x->m));
-    return rc ? rc : exec_id(x, sql[side], id, "find the subtree");
 }
 
 /* Excludes the source node id (path, not excluded) and its subtree, and
@@ -145,171 +94,77 @@ static int fill_subtree(struct xctx *x, int side, int64_t id)
 static int exclude_root(struct xctx *x, int64_t id, const char *path,
                         const char *pattern)
 {
-    static const char *const save[2] = {
-        "INSERT INTO excluded_prev(side, id, root, traversal_status, copy_status,"
-        " conflict, error) SELECT 'src', n.id, ?1, n.traversal_status,"
-        " n.copy_status, n.conflict, n.error FROM temp.tm_sub AS s"
-        " CROSS JOIN src_nodes AS n ON n.id = s.id",
-        "INSERT INTO excluded_prev(side, id, root, traversal_status, copy_status,"
-        " conflict, error) SELECT 'dst', n.id, ?1, n.traversal_status, NULL,"
-        " n.conflict, n.error FROM temp.tm_sub AS s"
-        " CROSS JOIN dst_nodes AS n ON n.id = s.id",
-    };
-    static const char *const update[2] = {
-        "UPDATE src_nodes SET traversal_status = 'excluded', copy_status ="
-        " 'excluded', conflict = NULL, error = NULL WHERE id IN"
-        " (SELECT id FROM temp.tm_sub)",
-        "UPDATE dst_nodes SET traversal_status = 'excluded', conflict = NULL,"
-        " error = NULL WHERE id IN (SELECT id FROM temp.tm_sub)",
-    };
-    sqlite3_stmt *st;
-    int64_t twin = 0;
+    struct tm__buf *err = tm__migration_err(x->m);
+    struct tm__buf np = TM__BUF_INIT, cs = TM__BUF_INIT;
+    int64_t twin = 0, changed;
     int rc, side;
 
-    rc = fill_subtree(x, TM_SRC, id);
+    rc = tm__q_excl_fill_subtree(x->db, TM_SRC, id, err);
     if (rc)
         return rc;
     /* refused once the copy has started anywhere in the subtree */
-    rc = tm__rv_prepare(x->m, "SELECT n.path, n.copy_status FROM temp.tm_sub AS s"
-                        " CROSS JOIN src_nodes AS n ON n.id = s.id WHERE n.copy_status IN"
-                        " ('in_progress', 'successful', 'failed') LIMIT 1", &st);
-    if (rc)
-        return rc;
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
+    rc = tm__q_excl_started(x->db, &np, &cs, err);
+    if (rc == 1) {
         struct tm__buf p = TM__BUF_INIT, q = TM__BUF_INIT;
-        const char *np = (const char *)sqlite3_column_text(st, 0);
         tm__rv_add_escaped(&p, path, strlen(path));
-        tm__rv_add_escaped(&q, np ? np : "", np ? (size_t)sqlite3_column_bytes(st, 0) : 0);
+        tm__rv_add_escaped(&q, np.buf, np.len);
         rc = tm__rv_fail(x->m, TM_EPHASE, "cannot exclude %s: the copy has started there "
-                         "(%s is %s)", p.buf, q.buf, (const char *)sqlite3_column_text(st, 1));
+                         "(%s is %s)", p.buf, q.buf, cs.buf);
         tm__buf_release(&p);
         tm__buf_release(&q);
-    } else {
-        rc = rc == SQLITE_DONE ? 0 : tm__rv_db_fail(x->m, rc, "check the copy");
     }
-    sqlite3_finalize(st);
+    tm__buf_release(&np);
+    tm__buf_release(&cs);
     if (rc)
         return rc;
 
     for (side = 0; side < 2 && !rc; side++) {
+        struct group_ctx g = { x, side };
         if (side == TM_DST) {
-            sqlite3_stmt *t;
+            int excluded;
             rc = tm__rv_find_node(x->m, TM_DST, path, &twin);
             if (rc == TM_ENOENT) {
                 rc = 0;
                 break; /* no twin: missing on the destination */
             }
             if (!rc)
-                rc = tm__rv_prepare(x->m, "SELECT traversal_status FROM dst_nodes "
-                                    "WHERE id = ?1", &t);
+                rc = tm__q_excl_dst_excluded(x->db, twin, &excluded, err);
             if (rc)
                 break;
-            sqlite3_bind_int64(t, 1, twin);
-            rc = sqlite3_step(t);
-            if (rc == SQLITE_ROW) {
-                const char *ts = (const char *)sqlite3_column_text(t, 0);
-                rc = ts && !strcmp(ts, "excluded") ? 1 : 0;
-            } else {
-                rc = tm__rv_db_fail(x->m, rc, "read the destination twin");
-            }
-            sqlite3_finalize(t);
-            if (rc == 1) {
-                rc = 0;
+            if (excluded)
                 break; /* excluded already */
-            }
-            if (!rc)
-                rc = fill_subtree(x, TM_DST, twin);
+            rc = tm__q_excl_fill_subtree(x->db, TM_DST, twin, err);
             if (rc)
                 break;
         }
-        rc = exclude_deltas(x, side);
+        rc = tm__q_excl_groups(x->db, side, add_group, &g, err);
         if (!rc)
-            rc = exec_id(x, save[side], id, "record the previous statuses");
-        if (!rc)
-            rc = exec_id(x, update[side], id, "exclude");
+            rc = tm__q_excl_mark(x->db, side, id, &changed, err);
         if (!rc && side == TM_SRC)
-            x->changed += sqlite3_changes(x->db);
+            x->changed += changed;
     }
     if (rc)
         return rc;
-    rc = tm__rv_prepare(x->m, "INSERT INTO exclusions(id, path, pattern, time) "
-                        "VALUES(?1, ?2, ?3, ?4)", &st);
-    if (rc)
-        return rc;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_text(st, 2, path, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, pattern, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, x->now, -1, SQLITE_STATIC);
-    return run_done(x->m, st, "record the exclusion");
+    return tm__q_excl_record_root(x->db, id, path, pattern, x->now, err);
 }
 
 /* Includes again the rows excluded with root id (both sides). */
 static int include_root(struct xctx *x, int64_t id)
 {
-    static const char *const group[2] = {
-        "SELECT n.depth, n.type, n.traversal_status, n.copy_status,"
-        " n.conflict IS NOT NULL, e.traversal_status, e.copy_status,"
-        " e.conflict IS NOT NULL, count(*), sum(n.size) FROM excluded_prev AS e"
-        " CROSS JOIN src_nodes AS n ON n.id = e.id WHERE e.root = ?1 AND e.side = 'src'"
-        " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8",
-        "SELECT n.depth, n.type, n.traversal_status, NULL, 0, e.traversal_status,"
-        " NULL, 0, count(*), sum(n.size) FROM excluded_prev AS e"
-        " CROSS JOIN dst_nodes AS n ON n.id = e.id WHERE e.root = ?1 AND e.side = 'dst'"
-        " GROUP BY 1, 2, 3, 6",
-    };
-    static const char *const update[2] = {
-        "UPDATE src_nodes SET (traversal_status, copy_status, conflict, error) ="
-        " (SELECT e.traversal_status, e.copy_status, e.conflict, e.error FROM"
-        " excluded_prev AS e WHERE e.side = 'src' AND e.id = src_nodes.id)"
-        " WHERE id IN (SELECT id FROM excluded_prev WHERE root = ?1"
-        " AND side = 'src')",
-        "UPDATE dst_nodes SET (traversal_status, conflict, error) ="
-        " (SELECT e.traversal_status, e.conflict, e.error FROM"
-        " excluded_prev AS e WHERE e.side = 'dst' AND e.id = dst_nodes.id)"
-        " WHERE id IN (SELECT id FROM excluded_prev WHERE root = ?1"
-        " AND side = 'dst')",
-    };
+    struct tm__buf *err = tm__migration_err(x->m);
+    int64_t changed;
     int side, rc = 0;
 
     for (side = 0; side < 2 && !rc; side++) {
-        sqlite3_stmt *st;
-        rc = tm__rv_prepare(x->m, group[side], &st);
-        if (rc)
-            break;
-        sqlite3_bind_int64(st, 1, id);
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-            int depth = sqlite3_column_int(st, 0);
-            const char *type = (const char *)sqlite3_column_text(st, 1);
-            int64_t n = sqlite3_column_int64(st, 8), bytes = sqlite3_column_int64(st, 9);
-            rc = move_stat(x, side, depth, type,
-                           (const char *)sqlite3_column_text(st, 2), 0,
-                           (const char *)sqlite3_column_text(st, 5), 0, n, bytes);
-            if (!rc && side == TM_SRC)
-                rc = move_stat(x, 2, depth, type,
-                               (const char *)sqlite3_column_text(st, 3),
-                               sqlite3_column_int(st, 4),
-                               (const char *)sqlite3_column_text(st, 6),
-                               sqlite3_column_int(st, 7), n, bytes);
-            if (rc)
-                break;
-        }
-        if (rc == SQLITE_DONE)
-            rc = 0;
-        else if (rc > 0)
-            rc = tm__rv_db_fail(x->m, rc, "count the rows to include");
-        sqlite3_finalize(st);
+        struct group_ctx g = { x, side };
+        rc = tm__q_incl_groups(x->db, side, id, add_group, &g, err);
         if (!rc)
-            rc = exec_id(x, update[side], id, "include again");
+            rc = tm__q_incl_restore(x->db, side, id, &changed, err);
         if (!rc && side == TM_SRC)
-            x->changed += sqlite3_changes(x->db);
+            x->changed += changed;
     }
     if (!rc)
-        rc = exec_id(x, "DELETE FROM excluded_prev WHERE root = ?1", id,
-                     "forget the previous statuses");
-    if (!rc)
-        rc = exec_id(x, "DELETE FROM exclusions WHERE id = ?1", id,
-                     "forget the exclusion");
+        rc = tm__q_incl_forget(x->db, id, err);
     return rc;
 }
 
@@ -317,54 +172,33 @@ static int include_root(struct xctx *x, int64_t id)
  * out ("'/a' (pattern '/a')"), escaped for a message. */
 static void describe_root(struct xctx *x, int64_t id, struct tm__buf *out)
 {
-    sqlite3_stmt *st;
+    struct tm__buf p = TM__BUF_INIT, g = TM__BUF_INIT;
     tm__buf_reset(out);
-    if (sqlite3_prepare_v2(x->db, "SELECT x.path, x.pattern FROM excluded_prev AS e"
-                           " JOIN exclusions AS x ON x.id = e.root"
-                           " WHERE e.side = 'src' AND e.id = ?1", -1, &st,
-                           NULL) != SQLITE_OK)
-        return;
-    sqlite3_bind_int64(st, 1, id);
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        const char *p = (const char *)sqlite3_column_text(st, 0);
-        const char *g = (const char *)sqlite3_column_text(st, 1);
+    if (tm__q_excl_root_of(x->db, id, &p, &g)) {
         tm__buf_addch(out, '\'');
-        tm__rv_add_escaped(out, p ? p : "", p ? strlen(p) : 0);
+        tm__rv_add_escaped(out, p.buf, p.len);
         tm__buf_adds(out, "' (pattern '");
-        tm__rv_add_escaped(out, g ? g : "", g ? strlen(g) : 0);
+        tm__rv_add_escaped(out, g.buf, g.len);
         tm__buf_adds(out, "')");
     }
-    sqlite3_finalize(st);
+    tm__buf_release(&p);
+    tm__buf_release(&g);
 }
 
 /* Handles one matched source node (by depth, so ancestors come first). */
 static int apply_match(struct xctx *x, int64_t id, const char *pattern)
 {
     struct tm__buf path = TM__BUF_INIT, why = TM__BUF_INIT, p = TM__BUF_INIT;
-    sqlite3_stmt *st;
+    struct tm__q_excl_node node;
     int64_t parent = 0, root = 0;
     int excluded, has_prev = 0, parent_excluded = 0, rc;
 
-    rc = tm__rv_prepare(x->m, "SELECT n.path, n.traversal_status = 'excluded', n.parent_id,"
-                        " (SELECT traversal_status = 'excluded' FROM src_nodes"
-                        " WHERE id = n.parent_id) FROM src_nodes AS n WHERE n.id = ?1", &st);
-    if (rc)
-        return rc;
-    sqlite3_bind_int64(st, 1, id);
-    rc = sqlite3_step(st);
-    if (rc != SQLITE_ROW) {
-        rc = tm__rv_db_fail(x->m, rc == SQLITE_DONE ? SQLITE_CORRUPT : rc, "read a node");
-        sqlite3_finalize(st);
-        return rc;
-    }
-    rc = tm__buf_add(&path, sqlite3_column_text(st, 0),
-                     (size_t)sqlite3_column_bytes(st, 0));
-    excluded = sqlite3_column_int(st, 1);
-    parent = sqlite3_column_int64(st, 2);
-    parent_excluded = sqlite3_column_int(st, 3);
-    sqlite3_finalize(st);
+    rc = tm__q_excl_node(x->db, id, &path, &node, tm__migration_err(x->m));
     if (rc)
         goto out;
+    excluded = node.excluded;
+    parent = node.parent_id;
+    parent_excluded = node.parent_excluded;
 
     if (!x->unexclude) {
         if (!excluded) /* else excluded already, by itself or an ancestor */
@@ -373,20 +207,7 @@ static int apply_match(struct xctx *x, int64_t id, const char *pattern)
     }
     if (!excluded)
         goto out; /* included already (perhaps by an ancestor just now) */
-    rc = tm__rv_prepare(x->m, "SELECT root FROM excluded_prev WHERE side = 'src' AND id = ?1",
-                        &st);
-    if (rc)
-        goto out;
-    sqlite3_bind_int64(st, 1, id);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        has_prev = 1;
-        root = sqlite3_column_int64(st, 0);
-        rc = 0;
-    } else {
-        rc = rc == SQLITE_DONE ? 0 : tm__rv_db_fail(x->m, rc, "read the exclusion");
-    }
-    sqlite3_finalize(st);
+    rc = tm__q_excl_prev_root(x->db, id, &has_prev, &root, tm__migration_err(x->m));
     if (rc)
         goto out;
     tm__rv_add_escaped(&p, path.buf, path.len);
@@ -431,75 +252,64 @@ static int ancestor_matches(const char *glob, const char *path, struct tm__buf *
     }
 }
 
+/* The context of take_match. */
+struct collect_ctx {
+    struct xctx *x;        /* the command */
+    const char *pattern;   /* the pattern */
+    int glob;              /* matched as a glob, else a plain path */
+    int64_t n;             /* every match */
+    struct tm__buf tmp;    /* scratch space */
+};
+
+/* Whether the candidate c is a match to collect (tm__q_match_collect's
+ * callback; ctx is a struct collect_ctx): 1, or 0. */
+static int take_match(void *ctx, const struct tm__q_candidate *c)
+{
+    struct collect_ctx *cc = ctx;
+    const char *want = cc->x->unexclude ? "excluded" : NULL;
+    int is_excl = c->ts && !strcmp(c->ts, "excluded");
+    if (cc->glob && (!c->path || !c->name ||
+                     !tm__filter_match(&cc->pattern, 1, c->path, c->name)))
+        return 0;
+    if (c->depth <= 0)
+        return 0; /* the root: refused earlier, never matched here */
+    ++cc->n;
+    if (want ? !is_excl : is_excl)
+        return 0; /* nothing to change */
+    if (cc->glob && !cc->x->unexclude && ancestor_matches(cc->pattern, c->path, &cc->tmp))
+        return 0;
+    return 1;
+}
+
 /* Collects the source nodes a pattern matches into temp.tm_match (only the
  * ones whose state would change and, for an exclusion, that no matching
  * ancestor covers); *n gets every match. */
 static int collect(struct xctx *x, const char *pattern, int64_t *n)
 {
-    sqlite3_stmt *st = NULL, *ins = NULL;
-    struct tm__buf tmp = TM__BUF_INIT;
-    const char *want = x->unexclude ? "excluded" : NULL;
-    int rc, glob = !(pattern[0] == '/' && !strpbrk(pattern, "*?[\\"));
+    struct collect_ctx cc;
+    int64_t id = 0;
+    int rc = 0;
 
+    cc.x = x;
+    cc.pattern = pattern;
+    cc.glob = !(pattern[0] == '/' && !strpbrk(pattern, "*?[\\"));
+    cc.n = 0;
+    tm__buf_init(&cc.tmp);
     *n = 0;
-    rc = tm__rv_prepare(x->m, "INSERT OR IGNORE INTO temp.tm_match(id, depth) "
-                        "VALUES(?1, ?2)", &ins);
-    if (rc)
-        return rc;
-    if (!glob) {
+    if (!cc.glob) {
         /* a plain path: a few index lookups */
-        int64_t id;
         rc = tm__rv_find_node(x->m, TM_SRC, pattern, &id);
         if (rc == TM_ENOENT) {
             rc = 0;
             goto out;
         }
-        if (!rc)
-            rc = tm__rv_prepare(x->m, "SELECT id, depth, traversal_status FROM src_nodes "
-                                "WHERE id = ?1", &st);
-        if (!rc)
-            sqlite3_bind_int64(st, 1, id);
-    } else {
-        /* a glob: every row, matched as discovery matches --exclude */
-        rc = tm__rv_prepare(x->m, "SELECT id, depth, traversal_status, path, name FROM "
-                            "src_nodes WHERE depth > 0", &st);
     }
-    if (rc)
-        goto out;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *ts = (const char *)sqlite3_column_text(st, 2);
-        int is_excl = ts && !strcmp(ts, "excluded");
-        if (glob) {
-            const char *path = (const char *)sqlite3_column_text(st, 3);
-            const char *name = (const char *)sqlite3_column_text(st, 4);
-            if (!path || !name ||
-                !tm__filter_match(&pattern, 1, path, name))
-                continue;
-        }
-        if (sqlite3_column_int(st, 1) <= 0)
-            continue; /* the root: refused earlier, never matched here */
-        ++*n;
-        if (want ? !is_excl : is_excl)
-            continue; /* nothing to change */
-        if (glob && !x->unexclude &&
-            ancestor_matches(pattern, (const char *)sqlite3_column_text(st, 3), &tmp))
-            continue;
-        sqlite3_bind_int64(ins, 1, sqlite3_column_int64(st, 0));
-        sqlite3_bind_int(ins, 2, sqlite3_column_int(st, 1));
-        if (sqlite3_step(ins) != SQLITE_DONE) {
-            rc = tm__rv_db_fail(x->m, sqlite3_errcode(x->db), "collect the matches");
-            break;
-        }
-        sqlite3_reset(ins);
-    }
-    if (rc == SQLITE_DONE)
-        rc = 0;
-    else if (rc > 0)
-        rc = tm__rv_db_fail(x->m, rc, "find the matches");
+    /* a glob: every row, matched as discovery matches --exclude */
+    if (!rc)
+        rc = tm__q_match_collect(x->db, id, take_match, &cc, tm__migration_err(x->m));
+    *n = cc.n;
 out:
-    sqlite3_finalize(st);
-    sqlite3_finalize(ins);
-    tm__buf_release(&tmp);
+    tm__buf_release(&cc.tmp);
     return rc;
 }
 
@@ -560,22 +370,8 @@ out:
 static int record(struct xctx *x, const char *const *patterns, size_t n)
 {
     struct tm__buf v = TM__BUF_INIT, msg = TM__BUF_INIT;
-    sqlite3_stmt *st;
     size_t i;
-    int rc = tm__rv_prepare(x->m, "SELECT pattern FROM exclusions GROUP BY pattern "
-                            "ORDER BY min(time), min(rowid)", &st);
-    if (rc)
-        return rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if ((v.len && tm__buf_addch(&v, '\n')) ||
-            tm__buf_adds(&v, (const char *)sqlite3_column_text(st, 0))) {
-            rc = TM_ENOMEM;
-            break;
-        }
-    }
-    if (rc != TM_ENOMEM)
-        rc = rc == SQLITE_DONE ? 0 : tm__rv_db_fail(x->m, rc, "read exclusions");
-    sqlite3_finalize(st);
+    int rc = tm__q_excl_patterns(x->db, &v, tm__migration_err(x->m));
     if (!rc)
         rc = tm__store_set(x->db, "review_excludes", v.buf);
     if (!rc)
@@ -584,13 +380,8 @@ static int record(struct xctx *x, const char *const *patterns, size_t n)
     for (i = 0; !rc && i < n; i++)
         rc = tm__buf_addf(&msg, " '%s'", patterns[i]);
     if (!rc)
-        rc = tm__rv_prepare(x->m, "INSERT INTO logs(time, level, queue, message) "
-                            "VALUES(?1, 'info', 'review', ?2)", &st);
-    if (!rc) {
-        sqlite3_bind_int64(st, 1, tm__wall_ns());
-        sqlite3_bind_text(st, 2, msg.buf, (int)msg.len, SQLITE_STATIC);
-        rc = run_done(x->m, st, "write the log");
-    }
+        rc = tm__q_review_log(x->db, tm__wall_ns(), msg.buf, msg.len,
+                              tm__migration_err(x->m));
     tm__buf_release(&v);
     tm__buf_release(&msg);
     return rc;
@@ -602,7 +393,6 @@ int tm__exclude_run(tm_migration *m, const char *const *patterns, size_t n,
     struct xctx x;
     struct tm__buf *pats = NULL;
     const char **norm = NULL;
-    sqlite3_stmt *page = NULL;
     size_t i;
     int rc = 0, began = 0;
 
@@ -638,24 +428,17 @@ int tm__exclude_run(tm_migration *m, const char *const *patterns, size_t n,
     if (rc)
         goto out;
     began = 1;
-    rc = tm__store_exec(x.db, tm__review_schema_sql, tm__migration_err(m));
+    rc = tm__q_excl_tables(x.db, tm__migration_err(m));
     if (!rc)
         rc = check_phase(&x);
     if (!rc)
-        rc = tm__store_exec(x.db,
-                            "CREATE TEMP TABLE IF NOT EXISTS tm_match(id INTEGER"
-                            " PRIMARY KEY, depth INTEGER NOT NULL);"
-                            "CREATE INDEX IF NOT EXISTS temp.tm_match_depth ON"
-                            " tm_match(depth, id);"
-                            "CREATE TEMP TABLE IF NOT EXISTS tm_sub(id INTEGER"
-                            " PRIMARY KEY);",
-                            tm__migration_err(m));
+        rc = tm__q_excl_temp_tables(x.db, tm__migration_err(m));
     if (rc)
         goto out;
 
     for (i = 0; i < n; i++) {
         int64_t count;
-        rc = tm__store_exec(x.db, "DELETE FROM temp.tm_match", tm__migration_err(m));
+        rc = tm__q_match_clear(x.db, tm__migration_err(m));
         if (!rc)
             rc = collect(&x, norm[i], &count);
         if (rc)
@@ -671,57 +454,30 @@ int tm__exclude_run(tm_migration *m, const char *const *patterns, size_t n,
         /* ancestors first: depth by depth, in keyset pages of ids (an
          * ancestor excluded or included first settles its whole subtree) */
         {
-            sqlite3_stmt *next = NULL;
             int64_t depth = -1, last_id = 0;
-            rc = tm__rv_prepare(m, "SELECT id FROM temp.tm_match WHERE depth = ?1 AND "
-                                "id > ?2 ORDER BY id LIMIT 256", &page);
-            if (!rc)
-                rc = tm__rv_prepare(m, "SELECT min(depth) FROM temp.tm_match WHERE "
-                                    "depth > ?1", &next);
             while (!rc) {
                 int64_t ids[256];
-                int k = 0, j, step;
+                int k = 0, j;
                 if (last_id == 0) { /* the next depth that holds matches */
-                    sqlite3_bind_int64(next, 1, depth);
-                    step = sqlite3_step(next);
-                    if (step != SQLITE_ROW) {
-                        rc = tm__rv_db_fail(m, step, "read the matches");
-                        break;
-                    }
-                    if (sqlite3_column_type(next, 0) == SQLITE_NULL) {
-                        sqlite3_reset(next);
+                    int64_t next;
+                    rc = tm__q_match_next_depth(x.db, depth, &next, tm__migration_err(m));
+                    if (rc || next < 0)
                         break; /* done */
-                    }
-                    depth = sqlite3_column_int64(next, 0);
-                    sqlite3_reset(next);
+                    depth = next;
                     /* drop the matches that the shallower ones settled */
-                    rc = exec_id(&x, x.unexclude
-                                 ? "DELETE FROM temp.tm_match WHERE depth = ?1 AND"
-                                   " (SELECT traversal_status FROM src_nodes AS n"
-                                   " WHERE n.id = tm_match.id) != 'excluded'"
-                                 : "DELETE FROM temp.tm_match WHERE depth = ?1 AND"
-                                   " (SELECT traversal_status FROM src_nodes AS n"
-                                   " WHERE n.id = tm_match.id) = 'excluded'",
-                                 depth, "read the matches");
+                    rc = tm__q_match_drop_settled(x.db, depth, x.unexclude,
+                                                  tm__migration_err(m));
                     if (rc)
                         break;
                 }
-                sqlite3_bind_int64(page, 1, depth);
-                sqlite3_bind_int64(page, 2, last_id);
-                while (k < 256 && (step = sqlite3_step(page)) == SQLITE_ROW)
-                    ids[k++] = sqlite3_column_int64(page, 0);
-                if (k < 256 && step != SQLITE_DONE) {
-                    rc = tm__rv_db_fail(m, step, "read the matches");
+                rc = tm__q_match_page(x.db, depth, last_id, ids, 256, &k,
+                                      tm__migration_err(m));
+                if (rc)
                     break;
-                }
-                sqlite3_reset(page);
                 for (j = 0; j < k && !rc; j++)
                     rc = apply_match(&x, ids[j], norm[i]);
                 last_id = k == 256 ? ids[k - 1] : 0;
             }
-            sqlite3_finalize(next);
-            sqlite3_finalize(page);
-            page = NULL;
             if (rc)
                 goto out;
         }
@@ -736,20 +492,15 @@ int tm__exclude_run(tm_migration *m, const char *const *patterns, size_t n,
         memcpy(eff->delta.rows, x.delta.rows, x.delta.n * sizeof *x.delta.rows);
         eff->delta.n = eff->delta.alloc = x.delta.n;
     }
-    rc = tm__stats_apply(x.db, &x.delta);
-    if (rc) {
-        tm__rv_db_fail(m, sqlite3_errcode(x.db), "update the stats");
+    rc = tm__q_excl_apply_stats(x.db, &x.delta, tm__migration_err(m));
+    if (rc)
         goto out;
-    }
     rc = record(&x, norm, n);
     if (!rc)
-        rc = tm__store_exec(x.db, dry_run ? "ROLLBACK" :
-                            "DELETE FROM temp.tm_match; DELETE FROM "
-                            "temp.tm_sub; COMMIT", tm__migration_err(m));
+        rc = tm__q_excl_finish(x.db, dry_run, tm__migration_err(m));
     if (!rc)
         began = 0;
 out:
-    sqlite3_finalize(page);
     if (began) {
         /* keep the first message: the rollback cannot fail in a way that
          * matters, and it also drops the temporary tables */

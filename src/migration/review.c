@@ -43,23 +43,6 @@ int tm__rv_fail(tm_migration *m, int rc, const char *fmt, ...)
     return rc;
 }
 
-/* Records SQLite's message for a failed step of `what`. */
-int tm__rv_db_fail(tm_migration *m, int rc, const char *what)
-{
-    return tm__store_error(tm__migration_db(m), rc, tm__migration_err(m), what);
-}
-
-/* Prepares sql; on failure records the message. */
-int tm__rv_prepare(tm_migration *m, const char *sql, sqlite3_stmt **st)
-{
-    int rc = sqlite3_prepare_v2(tm__migration_db(m), sql, -1, st, NULL);
-    if (rc != SQLITE_OK) {
-        *st = NULL;
-        return tm__rv_db_fail(m, rc, "read the state file");
-    }
-    return 0;
-}
-
 /* --------------------------------------------------------------------------
  * Escaping of paths and messages.
  */
