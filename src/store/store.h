@@ -1,5 +1,5 @@
 /*
- * store.h - the SQLite state file: schema, lock, key/value settings,
+ * store.h - the SQLite state file: schema, lock, key/value settings, phases,
  * statuses, and the writer thread (writer.c) that owns all writes while a
  * phase runs.
  *
