@@ -1,18 +1,21 @@
 /*
- * review_int.h - the exclusion code of review.c for other modules of the
+ * review_int.h - the exclusion code of exclude.c for other modules of the
  * engine: today the web page (src/ui/api.c), which excludes and includes
  * again through exactly the code of `treemig exclude`, and asks it first
- * what a change would do (a dry run: the same transaction, rolled back).
+ * what a change would do (a dry run: the same transaction, rolled back);
+ * and the helpers of review.c that exclude.c shares.
  * Private: the CLI never sees it. Caller's thread, as tm_exclude().
  */
 #ifndef TM_REVIEW_INT_H
 #define TM_REVIEW_INT_H
 
+#include <sqlite3.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "store/store.h"
 #include "treemig.h"
+#include "util/buf.h"
 
 /* What an exclusion (or inclusion) changed, or would change. */
 struct tm__exclude_effect {
@@ -31,5 +34,18 @@ struct tm__exclude_effect {
  */
 int tm__exclude_run(tm_migration *m, const char *const *patterns, size_t n,
                     int unexclude, int dry_run, struct tm__exclude_effect *eff);
+
+/* ---- review.c: helpers shared with exclude.c ---- */
+
+/* Writes m's error message (printf-style) and returns rc. */
+int tm__rv_fail(tm_migration *m, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Appends s[0..len) escaped for a line of plain output (docs/review.md). */
+int tm__rv_add_escaped(struct tm__buf *b, const char *s, size_t len);
+/* Finds the row of a normalized path in a side's table: 0 with *id,
+ * TM_ENOENT, or an error. */
+int tm__rv_find_node(tm_migration *m, int side, const char *path, int64_t *id);
+/* Reads a setting into out; out is empty when it is missing or unreadable. */
+void tm__rv_setting(sqlite3 *db, const char *key, struct tm__buf *out);
 
 #endif

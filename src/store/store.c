@@ -38,6 +38,24 @@ int tm__name_index(const char *const *names, int n, const char *s)
     return -1;
 }
 
+const char *const tm__phase_names[PH_COUNT] = { "", "roots-set", "discovering",
+                                                "discovered", "copying", "copied",
+                                                "verified", "suspended" };
+
+enum tm__phase tm__phase_parse(const char *s)
+{
+    int i;
+    if (!s || !*s)
+        return PH_NONE;
+    i = tm__name_index(tm__phase_names, PH_COUNT, s);
+    return i < 0 ? PH_UNKNOWN : (enum tm__phase)i;
+}
+
+const char *tm__phase_name(enum tm__phase p)
+{
+    return p >= 0 && p < PH_COUNT ? tm__phase_names[p] : "";
+}
+
 /* Where the listing of a folder stands, page by page: the adapter's
  * position after the last recorded page, so that a resume continues inside
  * a folder of millions of children (schema version 2). */
@@ -220,6 +238,26 @@ int tm__store_exec(sqlite3 *db, const char *sql, struct tm__buf *err)
     if (rc != SQLITE_OK)
         return tm__store_error(db, rc, err, "cannot update");
     return 0;
+}
+
+int tm__store_begin(sqlite3 *db, struct tm__buf *err)
+{
+    return tm__store_exec(db, "BEGIN IMMEDIATE", err);
+}
+
+int tm__store_commit(sqlite3 *db, struct tm__buf *err)
+{
+    return tm__store_exec(db, "COMMIT", err);
+}
+
+void tm__store_rollback(sqlite3 *db)
+{
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+const char *tm__store_errmsg(sqlite3 *db)
+{
+    return sqlite3_errmsg(db);
 }
 
 int tm__store_get(sqlite3 *db, const char *key, struct tm__buf *out)
@@ -418,9 +456,10 @@ static int stopped_cleanly(struct tm__store *s)
 {
     struct tm__buf b = TM__BUF_INIT;
     int clean = 1;
-    if (tm__store_get(s->db, "phase", &b) == 0)
-        clean = strcmp(b.buf, "discovering") != 0 && strcmp(b.buf, "copying") != 0 &&
-                strcmp(b.buf, "suspended") != 0;
+    if (tm__store_get(s->db, "phase", &b) == 0) {
+        enum tm__phase ph = tm__phase_parse(b.buf);
+        clean = ph != PH_DISCOVERING && ph != PH_COPYING && ph != PH_SUSPENDED;
+    }
     tm__buf_release(&b);
     return clean;
 }

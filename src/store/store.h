@@ -1,5 +1,5 @@
 /*
- * store.h - the SQLite state file: schema, lock, key/value settings,
+ * store.h - the SQLite state file: schema, lock, key/value settings, phases,
  * statuses, and the writer thread (writer.c) that owns all writes while a
  * phase runs.
  *
@@ -37,6 +37,20 @@ extern const char *const tm__cf_names[CF_COUNT]; /* [CF_NONE] is NULL */
 /* Index of s in names[0..n), or -1. */
 int tm__name_index(const char *const *names, int n, const char *s);
 
+/* The phases of a migration, as the setting phase (and suspended_from) of
+ * the state file and the YAML file spell them: tm__phase_names. PH_NONE is
+ * "": no phase recorded (or, for suspended_from, none interrupted). */
+enum tm__phase { PH_UNKNOWN = -1, /* a string that names no phase */
+                 PH_NONE = 0, PH_ROOTS_SET, PH_DISCOVERING, PH_DISCOVERED,
+                 PH_COPYING, PH_COPIED, PH_VERIFIED, PH_SUSPENDED, PH_COUNT };
+extern const char *const tm__phase_names[PH_COUNT];
+/* The phase that s names: PH_NONE for NULL or "", PH_UNKNOWN when s names
+ * none. */
+enum tm__phase tm__phase_parse(const char *s);
+/* The name of phase p (static storage); "" for PH_NONE and for a value
+ * out of range. */
+const char *tm__phase_name(enum tm__phase p);
+
 struct tm__store {
     sqlite3 *db;    /* read-write (or read-only) connection */
     char *path;     /* the database file, symlinks resolved (real_path) */
@@ -58,6 +72,14 @@ int tm__store_open_reader(const char *path, sqlite3 **out, struct tm__buf *err);
 
 /* Runs sql (no results); err gets SQLite's message on failure. */
 int tm__store_exec(sqlite3 *db, const char *sql, struct tm__buf *err);
+/* Transactions: BEGIN IMMEDIATE (the write lock now), COMMIT, and a
+ * ROLLBACK that cannot report anything (it undoes a failure already
+ * reported). The first two write SQLite's message to err on failure. */
+int tm__store_begin(sqlite3 *db, struct tm__buf *err);
+int tm__store_commit(sqlite3 *db, struct tm__buf *err);
+void tm__store_rollback(sqlite3 *db);
+/* SQLite's message about the last failure on db. */
+const char *tm__store_errmsg(sqlite3 *db);
 /* Reads a setting into out; TM_ENOENT when absent. */
 int tm__store_get(sqlite3 *db, const char *key, struct tm__buf *out);
 int tm__store_set(sqlite3 *db, const char *key, const char *value);

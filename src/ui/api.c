@@ -3,7 +3,7 @@
  * and scripts may use too: the summary (the counts of `status --json`), the
  * observer's snapshots, a folder's children from both trees side by side
  * in keyset pages, searches by glob and kind, the problems, and exclusions
- * through the code of `treemig exclude` (review.c, with a dry run first).
+ * through the code of `treemig exclude` (exclude.c, with a dry run first).
  *
  * Every parameter is checked: unknown or repeated ones, page sizes out of
  * 1..1000, paths that are not UTF-8 (path_hex takes any bytes), malformed

@@ -71,6 +71,27 @@ static void test_error_table(void **state)
     assert_string_equal(tm_err_name(-99999), "UNKNOWN");
 }
 
+/* The phases are written to the state file and the YAML file by these
+ * names (docs/state-file.md): the table must spell them exactly, and
+ * parsing must give the phase back. */
+static void test_phase_names(void **state)
+{
+    static const char *const want[PH_COUNT] = { "", "roots-set", "discovering",
+                                                "discovered", "copying", "copied",
+                                                "verified", "suspended" };
+    int i;
+    (void)state;
+    for (i = 0; i < PH_COUNT; i++) {
+        assert_string_equal(tm__phase_name((enum tm__phase)i), want[i]);
+        assert_int_equal(tm__phase_parse(want[i]), i);
+    }
+    assert_int_equal(tm__phase_parse(NULL), PH_NONE);
+    assert_int_equal(tm__phase_parse("copy"), PH_UNKNOWN);
+    assert_int_equal(tm__phase_parse("Copying"), PH_UNKNOWN);
+    assert_string_equal(tm__phase_name(PH_UNKNOWN), "");
+    assert_string_equal(tm__phase_name(PH_COUNT), "");
+}
+
 static void test_name_valid(void **state)
 {
     (void)state;
@@ -157,6 +178,7 @@ int main(void)
         cmocka_unit_test(test_json_escapes_invalid_utf8),
         cmocka_unit_test(test_path_join),
         cmocka_unit_test(test_error_table),
+        cmocka_unit_test(test_phase_names),
         cmocka_unit_test(test_name_valid),
         cmocka_unit_test(test_filter),
         cmocka_unit_test(test_compare_leaf),

@@ -1,0 +1,305 @@
+/*
+ * run.c - the copy and the verify seen from the handle: their phases and
+ * checks, the copy runs and their keys (the temporary names of a run that
+ * did not end are removed before the next one starts; docs/internals.md),
+ * the nodes verify cannot check, and the engine's run (tm__exec_run).
+ * Runs on the caller's thread; the engine's threads run inside
+ * tm__exec_run.
+ */
+#include "treemig.h"
+
+#include "adapter/adapter.h"
+#include "engine/execute.h"
+#include "log/log.h"
+#include "migration/migration_int.h"
+#include "store/copy_q.h"
+#include "store/store.h"
+#include "util/buf.h"
+#include "util/util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
+                    struct tm__adapter *ad[2], const tm_status *st,
+                    int64_t *problems)
+{
+    struct tm__exec_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.mode = mode;
+    cfg.ad[0] = ad[0];
+    cfg.ad[1] = ad[1];
+    cfg.root[0] = st->src;
+    cfg.root[1] = st->dst;
+    cfg.db_path = m->store.path;
+    cfg.db = m->store.db;
+    /* discovery runs its workers on each side at once; a copy or verify
+     * has one pool, as many threads as discovery had in all (small files
+     * wait on the file system more than on the CPU: bench/copy.sh) */
+    cfg.workers = o->workers > 0 ? o->workers
+                                 : 2 * tm__mig_get_int(m->store.db, "workers", 4);
+    cfg.retries = o->retries >= 0 ? o->retries : tm__mig_get_int(m->store.db, "retries", 3);
+    cfg.no_overwrite = o->no_overwrite;
+    /* discover --owner: owners were compared, the copy sets them and verify
+     * compares them; copy --owner alone sets them on what the copy writes */
+    cfg.owner_discovered = tm__mig_get_int(m->store.db, "owner", 0);
+    cfg.owner = cfg.owner_discovered ||
+                (mode == TM_EXEC_COPY ? o->owner
+                                      : tm__mig_get_int(m->store.db, "copy_owner", 0));
+    cfg.checksum = o->checksum;
+    cfg.total_files = st->copy.pending;
+    cfg.total_bytes = st->copy.bytes_pending;
+    cfg.stop = &m->stop;
+    cfg.progress = o->progress;
+    cfg.progress_ctx = o->progress_ctx;
+    cfg.err = &m->err;
+    {
+        struct tm__log_cfg lc;
+        int rc = tm__mig_log_settings(m, o->log_level, o->udp_level, o->udp_addr,
+                                      o->log_public, &lc);
+        if (rc)
+            return rc;
+        cfg.log = &lc;
+        rc = tm__exec_run(&cfg);
+        tm__mig_log_release(m);
+        *problems = cfg.problems;
+        return rc;
+    }
+}
+
+/* What copy and verify do first: check the handle, take the options (or
+ * the defaults) and read the status. */
+static int exec_start(tm_migration *m, const tm_exec_options *opt,
+                      tm_exec_options *o, tm_status *st)
+{
+    if (!m || !m->open || m->store.readonly)
+        return TM_EINVAL;
+    tm__buf_reset(&m->err);
+    tm_exec_options_init(o);
+    if (opt)
+        *o = *opt;
+    return tm_status_get(m, st);
+}
+
+static void key_hex(const unsigned char key[TM_KEY_LEN], char out[2 * TM_KEY_LEN + 1])
+{
+    int i;
+    for (i = 0; i < TM_KEY_LEN; i++)
+        snprintf(out + 2 * i, 3, "%02x", key[i]);
+}
+
+static int key_parse(const char *hex, unsigned char key[TM_KEY_LEN])
+{
+    int i;
+    if (!hex || strlen(hex) != 2 * TM_KEY_LEN)
+        return TM_ECORRUPT;
+    for (i = 0; i < 2 * TM_KEY_LEN; i++) {
+        char c = hex[i];
+        int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (v < 0)
+            return TM_ECORRUPT;
+        key[i / 2] = (unsigned char)(i % 2 ? (key[i / 2] << 4) | v : v);
+    }
+    return 0;
+}
+
+/* The context of clean_run's callbacks. */
+struct clean_ctx {
+    tm_migration *m;          /* the handle */
+    struct tm__adapter *da;   /* the destination */
+    unsigned char key[TM_KEY_LEN]; /* the run's key */
+};
+
+/* Removes the temporaries of one pending node (tm__q_copy_pending_leaves'
+ * callback). */
+static int clean_leaf(void *ctx, const char *path, int type)
+{
+    struct clean_ctx *c = ctx;
+    struct tm__aerr ae;
+    int n = tm__adapter_remove_tmp(c->da, path, type, c->key, &ae);
+    if (n < 0 && ae.cls == TM_ERR_FATAL)
+        return n;
+    /* a node's parent that cannot be opened (EACCES) holds nothing the
+     * copy could have written either */
+    return 0;
+}
+
+/* Removes what the copy run of key, which did not end (a crash, a kill),
+ * may have left: temporaries of the nodes still pending at the depth it
+ * recorded last (depth) and at the next depth that has any (the one it
+ * may have started without recording it yet, see record_depth() in
+ * execute.c). Names are computed from the key: nothing else is touched.
+ * Called by tm__q_copy_runs_unended for each such run (ctx: the clean_ctx
+ * with the handle and the destination). */
+static int clean_run(void *ctx, const char *hex, int depth)
+{
+    struct clean_ctx *c = ctx;
+    tm_migration *m = c->m;
+    int rc = key_parse(hex, c->key), next = -1;
+
+    if (rc)
+        return tm__mig_fail(m, rc, "state file %s: a copy run's key is damaged (%s)",
+                            m->store.path, hex ? hex : "none");
+    rc = tm__q_copy_next_depth(m->store.db, depth, &next, &m->err);
+    if (rc)
+        return rc;
+    rc = tm__q_copy_pending_leaves(m->store.db, depth, next, clean_leaf, c, &m->err);
+    if (rc && !m->err.len)
+        tm__mig_fail(m, rc, "cannot remove the temporaries of an interrupted copy: %s",
+                     tm_strerror(rc));
+    return rc;
+}
+
+/* Starts a copy run: first removes the leftovers of every earlier run that
+ * did not end (their keys are in copy_runs), then records a new random key
+ * durably (synchronous=FULL) before the first temporary exists, and gives
+ * it to the destination. */
+static int start_run(tm_migration *m, struct tm__adapter *da,
+                     unsigned char key[TM_KEY_LEN])
+{
+    sqlite3 *db = m->store.db;
+    struct clean_ctx c;
+    char hex[2 * TM_KEY_LEN + 1], now[32];
+    int rc;
+
+    c.m = m;
+    c.da = da;
+    rc = tm__q_copy_runs_prepare(db, &m->err);
+    if (!rc)
+        rc = tm__q_copy_runs_unended(db, clean_run, &c, &m->err);
+    if (!rc && (rc = tm__random(key, TM_KEY_LEN)) != 0)
+        tm__mig_fail(m, rc, "cannot make a key for the temporary names: %s", tm_strerror(rc));
+    if (rc)
+        return rc;
+    key_hex(key, hex);
+    tm__iso_time(now, tm__wall_ns());
+    rc = tm__q_copy_run_record(db, hex, now, &m->err);
+    if (!rc)
+        tm__adapter_set_tmp_key(da, key);
+    return rc;
+}
+
+/* The run of key ended: its temporaries were renamed or removed. A failure
+ * to record it only costs a useless clean-up at the next run. */
+static void end_run(tm_migration *m, const unsigned char key[TM_KEY_LEN])
+{
+    char hex[2 * TM_KEY_LEN + 1], now[32];
+    key_hex(key, hex);
+    tm__iso_time(now, tm__wall_ns());
+    tm__q_copy_run_end(m->store.db, hex, now, NULL);
+}
+
+int tm_copy(tm_migration *m, const tm_exec_options *opt)
+{
+    struct tm__adapter *ad[2] = { NULL, NULL };
+    unsigned char run_key[TM_KEY_LEN];
+    tm_exec_options o;
+    tm_status st;
+    enum tm__phase ph;
+    char from[32];
+    int64_t problems = 0;
+    int rc, started = 0;
+
+    rc = exec_start(m, opt, &o, &st);
+    if (rc)
+        return rc;
+    rc = tm__mig_copy_setting(m->store.db, "suspended_from", from, sizeof from);
+    if (rc)
+        return tm__mig_setting_fail(m, rc);
+    ph = tm__phase_parse(st.phase);
+    if (ph == PH_COPIED || ph == PH_VERIFIED)
+        return 0; /* complete: nothing to do */
+    if (ph != PH_DISCOVERED && ph != PH_COPYING &&
+        !(ph == PH_SUSPENDED && tm__phase_parse(from) == PH_COPYING))
+        return tm__mig_fail(m, TM_EPHASE, "discovery is not complete (phase %s): run "
+                            "discover first", st.phase);
+    if ((st.src_counts.failed || st.dst_counts.failed) && !o.force)
+        return tm__mig_fail(m, TM_EPHASE, "%lld source and %lld destination folders "
+                            "could not be listed during discovery: run retry, or copy "
+                            "--force to copy without them",
+                            (long long)st.src_counts.failed, (long long)st.dst_counts.failed);
+    rc = tm__mig_open_stored(m, ad);
+    if (!rc && (o.owner || tm__mig_get_int(m->store.db, "owner", 0)))
+        rc = tm__mig_check_owner(m, ad, !o.owner);
+    /* verify then expects the set-ID bits the copy kept with the owners */
+    if (!rc && o.owner)
+        rc = tm__store_set(m->store.db, "copy_owner", "1");
+    if (!rc)
+        rc = tm__q_copy_index(m->store.db, &m->err);
+    if (!rc)
+        rc = start_run(m, ad[TM_DST], run_key);
+    if (!rc) {
+        started = 1;
+        rc = tm__mig_set_phase(m, PH_COPYING);
+    }
+    if (!rc) {
+        rc = run_exec(m, TM_EXEC_COPY, &o, ad, &st, &problems);
+        if (rc == 0) {
+            rc = tm__mig_set_phase(m, PH_COPIED);
+        } else {
+            struct tm__buf keep = TM__BUF_INIT;
+            tm__buf_add(&keep, m->err.buf, m->err.len);
+            tm__mig_set_phase_from(m, PH_SUSPENDED, PH_COPYING);
+            tm__buf_reset(&m->err);
+            tm__buf_add(&m->err, keep.buf, keep.len);
+            tm__buf_release(&keep);
+            if (rc == TM_ESTOPPED && !m->err.len)
+                tm__mig_fail(m, rc, "copy interrupted; run copy again to resume");
+        }
+    }
+    if (started)
+        end_run(m, run_key); /* every temporary was renamed or removed */
+    tm__adapter_close(ad[0]);
+    tm__adapter_close(ad[1]);
+    if (rc && !m->err.len)
+        tm__mig_fail(m, rc, "%s", tm_strerror(rc));
+    return rc;
+}
+
+int tm_verify(tm_migration *m, const tm_exec_options *opt, int64_t *mismatches)
+{
+    struct tm__adapter *ad[2] = { NULL, NULL };
+    tm_exec_options o;
+    tm_status st;
+    enum tm__phase ph;
+    int64_t not_checked = 0;
+    int rc;
+
+    *mismatches = 0;
+    rc = exec_start(m, opt, &o, &st);
+    if (rc)
+        return rc;
+    ph = tm__phase_parse(st.phase);
+    if (ph != PH_COPIED && ph != PH_VERIFIED)
+        return tm__mig_fail(m, TM_EPHASE, "the copy is not complete (phase %s): run copy "
+                            "first", st.phase);
+    rc = tm__mig_open_stored(m, ad);
+    if (!rc)
+        rc = tm__q_verify_clear(m->store.db, &m->err);
+    /* verified means: every source node that should be on the destination
+     * was checked and matches. What cannot be checked is said, node by
+     * node, before the check (it marks its own findings failed): folders
+     * that could not be listed (what they hold is unknown), nodes whose
+     * copy failed or did not happen, and files whose destination version
+     * --no-overwrite kept */
+    if (!rc)
+        rc = tm__q_verify_unchecked(m->store.db, tm__wall_ns(), &not_checked, &m->err);
+    if (!rc)
+        rc = run_exec(m, TM_EXEC_VERIFY, &o, ad, &st, mismatches);
+    /* after the check: a node an earlier verify found wrong that this one
+     * did not reach (its folder was not listed) is still wrong as far as
+     * anyone knows; it is not checked, and counted too */
+    if (!rc)
+        rc = tm__q_verify_unchecked_again(m->store.db, tm__wall_ns(), &not_checked,
+                                          &m->err);
+    if (!rc)
+        *mismatches += not_checked;
+    if (!rc)
+        rc = tm__mig_set_phase(m, *mismatches ? PH_COPIED : PH_VERIFIED);
+    tm__adapter_close(ad[0]);
+    tm__adapter_close(ad[1]);
+    if (rc && !m->err.len)
+        tm__mig_fail(m, rc, "%s", tm_strerror(rc));
+    return rc;
+}

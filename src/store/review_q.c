@@ -1,0 +1,297 @@
+/*
+ * review_q.c - the SQL of the review (review_q.h): read transactions,
+ * paths in the trees, stats sums, the scan of what is pending or in
+ * conflict, the rows of the listings. Read only; caller's thread, on the
+ * handle's connection.
+ */
+#include "store/review_q.h"
+
+#include "store/store.h"
+#include "treemig.h"
+
+#include <string.h>
+
+static const char *const side_table[2] = { "src_nodes", "dst_nodes" };
+
+/* Prepares sql; on failure writes SQLite's message to err. */
+static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, struct tm__buf *err)
+{
+    int rc = sqlite3_prepare_v2(db, sql, -1, st, NULL);
+    if (rc != SQLITE_OK) {
+        *st = NULL;
+        return tm__store_error(db, rc, err, "read the state file");
+    }
+    return 0;
+}
+
+int tm__q_table_exists(sqlite3 *db, const char *name)
+{
+    sqlite3_stmt *st;
+    int found = 0;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type = 'table'"
+                           " AND name = ?", -1, &st, NULL) != SQLITE_OK)
+        return 0;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    found = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return found;
+}
+
+int tm__q_begin_read(sqlite3 *db)
+{
+    return sqlite3_get_autocommit(db) &&
+           sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+}
+
+void tm__q_end_read(sqlite3 *db, int began)
+{
+    if (began)
+        sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+}
+
+int tm__q_find_node(sqlite3 *db, int side, const char *path, int64_t *id,
+                    struct tm__buf *err)
+{
+    struct tm__buf sql = TM__BUF_INIT;
+    sqlite3_stmt *root = NULL, *child = NULL;
+    const char *p = path;
+    int rc;
+
+    if (tm__buf_addf(&sql, "SELECT id FROM %s WHERE parent_id IS NULL",
+                     side_table[side]))
+        return TM_ENOMEM;
+    rc = prepare(db, sql.buf, &root, err);
+    if (rc)
+        goto out;
+    rc = sqlite3_step(root);
+    if (rc != SQLITE_ROW) {
+        rc = rc == SQLITE_DONE ? TM_ENOENT : tm__store_error(db, rc, err, "find a path");
+        goto out;
+    }
+    *id = sqlite3_column_int64(root, 0);
+    tm__buf_reset(&sql);
+    if (tm__buf_addf(&sql, "SELECT id FROM %s WHERE parent_id = ?1 AND name = ?2",
+                     side_table[side])) {
+        rc = TM_ENOMEM;
+        goto out;
+    }
+    rc = prepare(db, sql.buf, &child, err);
+    while (!rc && *p) {
+        const char *name, *end;
+        while (*p == '/')
+            p++;
+        if (!*p)
+            break;
+        name = p;
+        end = strchr(p, '/');
+        if (!end)
+            end = p + strlen(p);
+        sqlite3_bind_int64(child, 1, *id);
+        sqlite3_bind_text(child, 2, name, (int)(end - name), SQLITE_STATIC);
+        rc = sqlite3_step(child);
+        if (rc == SQLITE_ROW) {
+            *id = sqlite3_column_int64(child, 0);
+            rc = 0;
+        } else {
+            rc = rc == SQLITE_DONE ? TM_ENOENT : tm__store_error(db, rc, err, "find a path");
+        }
+        sqlite3_reset(child);
+        p = end;
+    }
+out:
+    sqlite3_finalize(root);
+    sqlite3_finalize(child);
+    tm__buf_release(&sql);
+    return rc;
+}
+
+int tm__q_review_sums(sqlite3 *db, int table,
+                      void (*row)(void *ctx, const char *status, int conflict,
+                                  const char *type, int64_t count, int64_t bytes),
+                      void *ctx, struct tm__buf *err)
+{
+    static const char *const sql[] = {
+        "SELECT copy_status, conflict, type, sum(count), sum(bytes) FROM "
+        "copy_stats WHERE depth > 0 GROUP BY 1, 2, 3",
+        "SELECT traversal_status, 0, type, sum(count), sum(bytes) FROM "
+        "src_stats WHERE depth > 0 GROUP BY 1, 3",
+        "SELECT traversal_status, 0, type, sum(count), sum(bytes) FROM "
+        "dst_stats WHERE depth > 0 GROUP BY 1, 3",
+    };
+    sqlite3_stmt *st;
+    int rc = prepare(db, sql[table], &st, err);
+    if (rc)
+        return rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        row(ctx, (const char *)sqlite3_column_text(st, 0),
+            sqlite3_column_int(st, 1) ? 1 : 0, (const char *)sqlite3_column_text(st, 2),
+            sqlite3_column_int64(st, 3), sqlite3_column_int64(st, 4));
+    rc = rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, err, "read the state file");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int tm__q_excluded_by_review(sqlite3 *db, int64_t *n, struct tm__buf *err)
+{
+    sqlite3_stmt *st;
+    int rc;
+    *n = 0;
+    if (!tm__q_table_exists(db, "excluded_prev"))
+        return 0;
+    rc = prepare(db, "SELECT count(*) FROM excluded_prev WHERE side = 'src'", &st, err);
+    if (!rc) {
+        if (sqlite3_step(st) == SQLITE_ROW)
+            *n = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    return rc;
+}
+
+int tm__q_scan_pending(sqlite3 *db,
+                       int (*row)(void *ctx, const struct tm__q_pending_row *r),
+                       void *ctx, struct tm__buf *err)
+{
+    sqlite3_stmt *st;
+    int rc = prepare(db, "SELECT parent_id, type = 'file', size, copy_status = "
+                     "'pending', conflict, type FROM src_nodes WHERE depth > 0 AND "
+                     "(copy_status = 'pending' OR conflict IS NOT NULL)", &st, err);
+    if (rc)
+        return rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct tm__q_pending_row r;
+        r.parent_id = sqlite3_column_int64(st, 0);
+        r.is_file = sqlite3_column_int(st, 1);
+        r.size = sqlite3_column_int64(st, 2);
+        r.pending = sqlite3_column_int(st, 3);
+        r.conflict = sqlite3_column_type(st, 4) != SQLITE_NULL
+                         ? (const char *)sqlite3_column_text(st, 4) : NULL;
+        r.type = (const char *)sqlite3_column_text(st, 5);
+        rc = row(ctx, &r);
+        if (rc)
+            break;
+    }
+    if (rc >= 0)
+        rc = rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, err, "read the state file");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int tm__q_folders(sqlite3 *db, const int64_t *ids, size_t n,
+                  int (*row)(void *ctx, size_t i, const char *path, size_t len,
+                             int is_new),
+                  void *ctx, struct tm__buf *err)
+{
+    sqlite3_stmt *st;
+    size_t i;
+    int rc = prepare(db, "SELECT path, copy_status = 'pending' AND conflict IS NULL "
+                     "FROM src_nodes WHERE id = ?1", &st, err);
+    for (i = 0; !rc && i < n; i++) {
+        sqlite3_bind_int64(st, 1, ids[i]);
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW) {
+            rc = tm__store_error(db, rc == SQLITE_DONE ? SQLITE_CORRUPT : rc, err,
+                                 "read a folder");
+            break;
+        }
+        rc = row(ctx, i, (const char *)sqlite3_column_text(st, 0),
+                 (size_t)sqlite3_column_bytes(st, 0), sqlite3_column_int(st, 1));
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* The SQL of each kind of tm__q_kinds, in the same order. */
+static const struct {
+    const char *where;  /* condition on the row n */
+    const char *reason; /* the reason column; NULL: excluded (computed) */
+} kind_sql[] = {
+    { "n.copy_status = 'pending' AND n.conflict IS NULL", "NULL" },
+    { "n.conflict IS NOT NULL", "n.conflict" },
+    { "n.conflict = 'attrs'", "n.conflict" },
+    { "n.traversal_status = 'not_on_src'", "NULL" },
+    { "(n.traversal_status = 'failed' OR n.copy_status = 'failed')", "n.error" },
+    { "n.traversal_status = 'failed'", "n.error" },
+    { "n.traversal_status = 'excluded'", NULL },
+    { "n.copy_status = 'skipped'",
+      "coalesce(n.error, n.conflict, CASE WHEN n.type = 'other' THEN "
+      "'special file' END)" },
+};
+
+const struct tm__q_kind tm__q_kinds[] = {
+    { "missing", TM_SRC, 0 },
+    { "conflict", TM_SRC, 0 },
+    /* the conflicts 'attrs' alone: same content, another mode or owner */
+    { "attrs", TM_SRC, 1 },
+    { "extra", TM_DST, 0 },
+    { "failed", TM_SRC, 0 },
+    { "failed", TM_DST, 0 },
+    { "excluded", TM_SRC, 0 },
+    /* never copied: special files, type clashes, nodes the copy passed by */
+    { "skipped", TM_SRC, 0 },
+};
+
+const size_t tm__q_n_kinds = sizeof tm__q_kinds / sizeof *tm__q_kinds;
+
+_Static_assert(sizeof kind_sql / sizeof *kind_sql ==
+               sizeof tm__q_kinds / sizeof *tm__q_kinds, "a kind without its SQL");
+
+int tm__q_list_kind(sqlite3 *db, size_t k, int64_t root,
+                    int (*row)(void *ctx, const struct tm__q_list_row *r),
+                    void *ctx, struct tm__buf *err)
+{
+    struct tm__buf sql = TM__BUF_INIT;
+    const char *t = side_table[tm__q_kinds[k].side];
+    const char *reason = kind_sql[k].reason;
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    if (!reason)
+        reason = tm__q_table_exists(db, "excluded_prev")
+                     ? "CASE WHEN EXISTS (SELECT 1 FROM excluded_prev AS e WHERE "
+                       "e.side = 'src' AND e.id = n.id) THEN 'review' ELSE "
+                       "'discover' END"
+                     : "'discover'";
+    if (root > 0)
+        rc = tm__buf_addf(&sql,
+                          "WITH RECURSIVE sub(id) AS (SELECT ?1 UNION ALL "
+                          "SELECT c.id FROM %s AS c JOIN sub ON c.parent_id = sub.id) "
+                          "SELECT n.path, n.type, n.size, n.mtime, %s FROM sub "
+                          "CROSS JOIN %s AS n ON n.id = sub.id WHERE n.depth > 0 AND %s "
+                          "ORDER BY n.id", t, reason, t, kind_sql[k].where);
+    else
+        rc = tm__buf_addf(&sql,
+                          "SELECT n.path, n.type, n.size, n.mtime, %s FROM %s AS n "
+                          "WHERE n.depth > 0 AND %s ORDER BY n.id", reason, t,
+                          kind_sql[k].where);
+    if (!rc)
+        rc = prepare(db, sql.buf, &st, err);
+    tm__buf_release(&sql);
+    if (rc)
+        return rc;
+    if (root > 0)
+        sqlite3_bind_int64(st, 1, root);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct tm__q_list_row r;
+        r.path = (const char *)sqlite3_column_text(st, 0);
+        r.path_len = (size_t)sqlite3_column_bytes(st, 0);
+        r.type = (const char *)sqlite3_column_text(st, 1);
+        r.size = sqlite3_column_int64(st, 2);
+        r.mtime = sqlite3_column_int64(st, 3);
+        r.why = (const char *)sqlite3_column_text(st, 4);
+        r.why_len = (size_t)sqlite3_column_bytes(st, 4);
+        if (!r.path)
+            r.path = "";
+        if (!r.type)
+            r.type = "";
+        rc = row(ctx, &r);
+        if (rc)
+            break;
+    }
+    if (rc == SQLITE_DONE)
+        rc = 0;
+    else if (rc > 0)
+        rc = tm__store_error(db, rc, err, "read the state file");
+    sqlite3_finalize(st);
+    return rc;
+}
