@@ -454,6 +454,24 @@ def t_without_extensions(srv):
 KEY = '00112233445566778899aabbccddeeff'
 
 
+def settled(path, quiet=1.0, limit=60.0):
+    """The stat of path once it has stopped changing for `quiet` seconds:
+    after the client is killed, the server's sftp-server still writes the
+    requests it had received (pipelined) before it sees the end of the
+    connection. Not a time bound: a file that never settles fails."""
+    end = time.monotonic() + limit
+    last = os.stat(path)
+    calm = time.monotonic()
+    while time.monotonic() < end:
+        time.sleep(0.1)
+        now = os.stat(path)
+        if (now.st_size, now.st_mtime_ns) != (last.st_size, last.st_mtime_ns):
+            last, calm = now, time.monotonic()
+        elif time.monotonic() - calm >= quiet:
+            return now
+    fail('%s still changes %.0f s after its writer was killed' % (path, limit))
+
+
 def t_kill_mid_write(srv):
     """kill -9 in the middle of a write: nothing under the real name, a
     temporary of mode 0600 left; the same write again (same run key) never
@@ -486,7 +504,7 @@ def t_kill_mid_write(srv):
             fail('something under the real name after kill -9')
         tmps = [n for n in os.listdir(srv.root) if n.startswith('.treemig.')]
         expect_eq('the temporary left', [os.path.basename(tmp)], tmps)
-        left = os.stat(tmp)
+        left = settled(tmp)
         expect_eq('a temporary is 0600', 0o600, left.st_mode & 0o777)
         # Again, to the end, with the same key: another name; the leftover
         # is neither opened nor removed.

@@ -511,7 +511,11 @@ def _sftp_close_after(limit, log):
                 if seen > limit:
                     with open(log, 'a') as f:
                         f.write('closed after %d requests\n' % limit)
+                    # the session ends once sftp-server is gone, as with a
+                    # real server: what it had received is done (or not)
+                    # before the client sees the end of the channel
                     child.kill()
+                    child.wait()
                     os._exit(0)
             os.write(cin, pkt)
     child.stdin.close()

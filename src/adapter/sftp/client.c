@@ -2110,17 +2110,24 @@ static int wf_collect(struct tm__sftp_wfile *f, struct tm__sftp_err *e)
 }
 
 /* A temporary whose session died: removed through another session (a
- * new connection) when it is a regular file; if the server cannot be
- * reached, it stays (verify reports it as a leftover). */
+ * new connection) when it is a regular file. That session may die too (a
+ * server that ends sessions after N requests ends a pooled one here as
+ * well): a few sessions are tried. If the server cannot be reached, the
+ * temporary stays (the next copy removes it by its run key; verify
+ * reports it as a leftover). */
 static void remove_orphan(struct tm__sftp_pool *p, const char *tmp)
 {
     struct tm__sftp_sess *s;
     struct tm__sftp_attr a;
-    if (sess_get(p, &s, NULL) != 0)
-        return;
-    if (do_stat(s, FXP_LSTAT, tmp, &a, NULL) == 0 && a.type == TM_T_FILE)
-        do_remove(s, tmp, NULL);
-    sess_put(p, s);
+    int tries, broken = 1;
+    for (tries = 0; tries < 3 && broken; tries++) {
+        if (sess_get(p, &s, NULL) != 0)
+            return;
+        if (do_stat(s, FXP_LSTAT, tmp, &a, NULL) == 0 && a.type == TM_T_FILE)
+            do_remove(s, tmp, NULL);
+        broken = s->broken;
+        sess_put(p, s);
+    }
 }
 
 int tm__sftp_open_write(struct tm__sftp_pool *p, const char *path,
