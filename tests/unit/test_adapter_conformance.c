@@ -1521,8 +1521,9 @@ static void c_copy_from(struct fx *fx)
 
 /* ------------------------------------------------------------ cases: mkdir */
 
-/* A folder already there is success; a file there is TM_EEXIST; a missing
- * parent is TM_ENOENT. */
+/* A folder already there is success (and left as it is); a file there is
+ * TM_EEXIST; a missing parent is TM_ENOENT; a file is not committed over
+ * a folder. */
 static void c_mkdir(struct fx *fx)
 {
     struct ents *got = &fx->l[0];
@@ -1547,6 +1548,16 @@ static void c_mkdir(struct fx *fx)
     assert_int_equal(e.code, (int)rc);
     stat_ok(fx->a, "/k/sub", &st);
     assert_int_equal(st.type, TM_T_FOLDER);
+    /* a folder there already is left as it is: its attributes too */
+    rc = tm__adapter_set_attr(fx->a, "/k/sub", 1500000000000000000LL, 0750, &e);
+    if (rc != TM_ENOTSUP) {
+        assert_ok(rc, &e);
+        mkdir_ok(fx->a, "/k/sub");
+        stat_ok(fx->a, "/k/sub", &st);
+        assert_mtime(fx, st.mtime, 1500000000000000000LL);
+        if (fx->a->caps & TM_CAP_MODES)
+            assert_int_equal(st.mode & 07777, 0750);
+    }
     assert_aerr(tm__adapter_mkdir(fx->a, "/k/sub/f", &e), &e, TM_EEXIST, TM_ERR_NODE);
     stat_ok(fx->a, "/k/sub/f", &st);
     assert_int_equal(st.type, TM_T_FILE);

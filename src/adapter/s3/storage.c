@@ -23,8 +23,8 @@
  * engine's checkpoint (table uploads), and a later open_write given that
  * state resumes the upload, discarding the bytes already on the server
  * after checking them against the parts' MD5 ETags. Nothing is visible
- * before commit; commit asks what is at the name first (a one-key
- * listing: a folder there is TM_EISDIR; with TM_NOREPLACE an object is
+ * before commit; commit asks what is at the name first (HEADs: a
+ * folder's marker there is TM_EISDIR; with TM_NOREPLACE an object is
  * TM_EEXIST; S3 has no atomic "create only": see docs/adapters.md). A
  * server-side copy
  * (copy_from between two s3 storages of one endpoint) is done at commit
@@ -759,9 +759,10 @@ static int has_under(struct s3a *a, const char *key, size_t klen, struct tm__aer
     return rc;
 }
 
-/* What is at the key (klen bytes, no trailing '/'): 1 an object (a file),
- * 2 a folder (its "key/" marker or something under that prefix), 0
- * nothing; or an error (in e). One request: the first key of a listing
+/* mkdir's question, what is at the key (klen bytes, no trailing '/'): 1
+ * an object (a file), 2 a folder (its "key/" marker or something under
+ * that prefix, a marker or not), 0 nothing; or an error (in e). One
+ * request: the first key of a listing
  * with the key as prefix (the object itself comes first when it is
  * there, then keys "key" + c in byte order); only when that key goes on
  * with a byte below '/' ("key-x", "key.x"), which may hide "key/...",
@@ -791,6 +792,33 @@ static int name_probe(struct s3a *a, const char *key, size_t klen, struct tm__ae
     else if ((unsigned char)pg.objects[0].key[klen] < '/')
         rc = (rc = has_under(a, key, klen, e)) == 1 ? 2 : rc;
     tm__s3_page_release(&pg);
+    return rc;
+}
+
+/* Before a commit of key: 2 when a folder's "key/" marker is there, 1
+ * when (asked: file) an object "key" is there, 0 when neither; or an
+ * error (in e). HEADs, both at once when both are asked. */
+static int folder_or_file(struct s3a *a, const char *key, int file,
+                          struct tm__aerr *e)
+{
+    struct tm__s3_head_item v[2];
+    struct tm__buf m = TM__BUF_INIT;
+    int rc, i;
+    if (tm__buf_adds(&m, key) || tm__buf_addch(&m, '/')) {
+        tm__buf_release(&m);
+        return TM_ENOMEM;
+    }
+    memset(v, 0, sizeof v);
+    v[0].key = m.buf;
+    v[1].key = key;
+    rc = tm__s3_head_many(a->s, a->bucket, v, file ? 2 : 1, 2);
+    for (i = 0; !rc && i < (file ? 2 : 1); i++) {
+        if (v[i].rc == 0)
+            rc = i ? 1 : 2;
+        else if (v[i].rc != TM_ENOENT)
+            rc = aerr(e, &v[i].err, v[i].rc);
+    }
+    tm__buf_release(&m);
     return rc;
 }
 
@@ -1314,20 +1342,18 @@ static int s3_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode,
     meta_of(f, mtime, mode, &m);
     memset(&o, 0, sizeof o);
     o.meta = &m;
-    /* What is at the name, one request just before: a folder (an object
-     * "name" beside the prefix "name/" would make the folder above
-     * unlistable) is refused; with TM_NOREPLACE an object too. S3 has no
-     * create-only write that every server takes: a writer racing in
-     * between is not seen (docs/adapters.md). */
-    rc = name_probe(a, f->key, strlen(f->key), e);
-    if (rc == 2)
-        rc = node_err(e, TM_EISDIR, "s3 commit %s/%s: a folder is there (the "
-                      "prefix %s/)", a->bucket, f->key, f->key);
-    else if (rc == 1 && (flags & TM_NOREPLACE))
+    /* What is at the name, just before: a folder (its "name/" marker: an
+     * object "name" beside the prefix "name/" would make the folder above
+     * unlistable) is refused; with TM_NOREPLACE an object too. HEADs, two
+     * at once with TM_NOREPLACE. S3 has no create-only write that every
+     * server takes: a writer racing in between is not seen, nor a folder
+     * without a marker (docs/adapters.md). */
+    if ((rc = folder_or_file(a, f->key, flags & TM_NOREPLACE, e)) == 2)
+        rc = node_err(e, TM_EISDIR, "s3 commit %s/%s: a folder is there (its "
+                      "marker %s/)", a->bucket, f->key, f->key);
+    else if (rc == 1)
         rc = node_err(e, TM_EEXIST, "s3 commit %s/%s: an object is there",
                       a->bucket, f->key);
-    else if (rc == 1)
-        rc = 0;
     if (rc)
         goto out;
     if (f->copy_key) {
