@@ -184,17 +184,22 @@ def case_local_to_s3(c):
     c.srv.ctl('reset_stats')
     c.tm('copy', '--db', db, '-y', '-q')
     keys = c.keys('dst-bkt')
-    # the empty folders get a marker (the deepest 'long' folder holds only
-    # what was skipped); a marker of a folder above one is allowed, not
-    # required (folders' attributes are set in parallel)
+    # every folder made gets its "name/" marker (mkdir writes it, so that
+    # an empty one stays: the deepest 'long' folder holds only what was
+    # skipped), with the folder's mode and mtime (set_attr); the root none
     longest = 'mig/long/' + '/'.join(['d' * 200] * 5) + '/'
-    want = set('mig/' + k for k in files) | {'mig/empty/inner/', longest}
-    above = set(m[:i + 1] for m in ('mig/empty/inner/', longest)
-                for i in range(4, len(m) - 1) if m[i] == '/')
-    got = set(keys)
-    expect_eq('the keys awscli lists', sorted(want), sorted(got & want))
-    if got - want - above:
-        fail('unexpected keys: %r' % sorted(got - want - above))
+    folders = set(m[:i + 1] for m in ['mig/' + k for k in files] +
+                  ['mig/empty/inner/', longest, 'mig/skip/log.tmp']
+                  for i in range(4, len(m)) if m[i] == '/')
+    want = set('mig/' + k for k in files) | folders
+    expect_eq('the keys awscli lists', sorted(want), sorted(keys))
+    for m in sorted(folders):
+        meta = c.head('dst-bkt', m).get('Metadata', {})
+        st_ = os.stat(os.path.join(src, m[4:]))
+        expect_eq('mode of the marker %s' % m, '%o' % (stat.S_IFDIR | stat.S_IMODE(st_.st_mode)),
+                  meta.get('mode'))
+        expect_eq('mtime of the marker %s' % m, s3servers.rclone_mtime(st_.st_mtime_ns),
+                  meta.get('mtime'))
     for rel, (data, mode, mtime) in files.items():
         h = c.head('dst-bkt', 'mig/' + rel)
         meta = h.get('Metadata', {})
@@ -307,8 +312,9 @@ def case_s3_to_s3(c):
     expect_eq('server-side copies (CopyObject, one per file)', n, st.get('copy'))
     src, dst = c.keys('dst-bkt', 'mig/'), c.keys('other-bkt', 'mirror/')
     markers = [k for k in dst if k.endswith('/')]
-    if st.get('part') or st.get('create') or st.get('put', 0) != len(markers):
-        fail('bytes went through treemig (PUTs other than %d markers): %r'
+    # each folder's marker is PUT twice: by mkdir, then with its attributes
+    if st.get('part') or st.get('create') or st.get('put', 0) != 2 * len(markers):
+        fail('bytes went through treemig (PUTs other than twice %d markers): %r'
              % (len(markers), st))
     expect_eq('the mirrored keys', sorted(k[4:] for k in src if not k.endswith('/')),
               sorted(k[7:] for k in dst if not k.endswith('/')))

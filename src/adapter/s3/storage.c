@@ -12,7 +12,10 @@
  * rclone's metadata (x-amz-meta-mtime, -mode, -uid, -gid); a listing does
  * not carry them, so each page's objects are HEADed, several at once,
  * unless -o s3-server-modtime takes S3's LastModified instead (then mtimes
- * are not compared: sizes only).
+ * are not compared: sizes only). A folder's mode and mtime are its
+ * "name/" marker's metadata (HEADed with the page's objects). A listing
+ * whose first page is empty (not even the folder's marker) is of no
+ * folder: TM_ENOENT, or TM_ENOTDIR when the name is an object.
  *
  * Writes: a file is written by a client writer (one PUT up to the part
  * size, a multipart upload above it) created at the first byte, with the
@@ -20,13 +23,16 @@
  * engine's checkpoint (table uploads), and a later open_write given that
  * state resumes the upload, discarding the bytes already on the server
  * after checking them against the parts' MD5 ETags. Nothing is visible
- * before commit; commit with TM_NOREPLACE HEADs the key first (S3 has no
- * atomic "create only": see docs/adapters.md). A server-side copy
+ * before commit; commit asks what is at the name first (HEADs: a
+ * folder's marker there is TM_EISDIR; with TM_NOREPLACE an object is
+ * TM_EEXIST; S3 has no atomic "create only": see docs/adapters.md). A
+ * server-side copy
  * (copy_from between two s3 storages of one endpoint) is done at commit
  * with CopyObject (UploadPartCopy above 5 GiB), so it appears atomically
- * too. An empty folder is a zero-byte "name/" marker, written when the
- * folder's attributes are set (after its children) and nothing is under
- * its prefix.
+ * too. mkdir writes a folder's zero-byte "name/" marker at once (a
+ * folder made is listed before anything is under it, and an empty one
+ * stays); set_attr writes it again with rclone's metadata (mode, mtime),
+ * after the folder's children.
  *
  * Threads: every method may run on any worker thread at once; the client
  * is shared (it pools its connections), a lister, a read file or a write
@@ -175,6 +181,20 @@ static void entry_of(const struct s3a *a, const struct tm__s3_stat *st,
                                                         : st->mtime_ns;
     out->mode = !a->server_mtime && st->meta.has_mode ? (st->meta.mode & 07777)
                                                       : 0644;
+}
+
+/* A folder as a storage reports it: the mode and mtime of its "name/"
+ * marker's metadata (st, NULL when it has none), else 0755 and no mtime
+ * (TM_MTIME_KEEP: a prefix has none). */
+static void folder_of(const struct s3a *a, const struct tm__s3_stat *st,
+                      struct tm__entry *out)
+{
+    memset(out, 0, sizeof *out);
+    out->type = TM_T_FOLDER;
+    out->mtime = st && !a->server_mtime && st->meta.has_mtime ? st->meta.mtime_ns
+                                                               : TM_MTIME_KEEP;
+    out->mode = st && !a->server_mtime && st->meta.has_mode ? (st->meta.mode & 07777)
+                                                             : 0755;
 }
 
 /* ---- the spec ---- */
@@ -538,7 +558,7 @@ static int s3_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx, int *m
     struct tm__s3_page pg;
     struct tm__s3_err se;
     struct tm__s3_head_item *heads = NULL;
-    size_t i, j, n_heads = 0;
+    size_t i, j, n_heads = 0, n_obj = 0;
     int rc;
 
     *more = 0;
@@ -554,9 +574,34 @@ static int s3_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx, int *m
     if (rc)
         return aerr(e, &se, rc);
 
-    /* the files' metadata: a HEAD each, several at once */
-    if (!a->server_mtime && pg.n_objects) {
-        heads = calloc(pg.n_objects, sizeof *heads);
+    /* the first page of a listing that is empty, not even the folder's
+     * own marker: there is no such folder (a prefix is a folder only while
+     * something is under it), or it is a file */
+    if (!pg.n_objects && !pg.n_prefixes && !l->token && !l->pos.len &&
+        l->plen > a->plen) {
+        struct tm__s3_stat st;
+        char *k = strndup(l->prefix, l->plen - 1);
+        if (!k) {
+            rc = TM_ENOMEM;
+            goto out;
+        }
+        rc = tm__s3_head(a->s, a->bucket, k, &st, &se);
+        if (rc == 0)
+            rc = node_err(e, TM_ENOTDIR, "s3 list %s/%s: an object (a file), not "
+                          "a folder", a->bucket, k);
+        else if (rc == TM_ENOENT)
+            rc = node_err(e, TM_ENOENT, "s3 list %s/%s: no such folder (nothing "
+                          "under its prefix)", a->bucket, l->prefix);
+        else
+            aerr(e, &se, rc);
+        free(k);
+        goto out;
+    }
+
+    /* the files' metadata and the folders' (their markers'): a HEAD each,
+     * several at once */
+    if (!a->server_mtime && (pg.n_objects || pg.n_prefixes)) {
+        heads = calloc(pg.n_objects + pg.n_prefixes, sizeof *heads);
         if (!heads) {
             rc = TM_ENOMEM;
             goto out;
@@ -564,6 +609,9 @@ static int s3_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx, int *m
         for (i = 0; i < pg.n_objects; i++)
             if (pg.objects[i].key_len > l->plen)
                 heads[n_heads++].key = pg.objects[i].key;
+        n_obj = n_heads;
+        for (j = 0; j < pg.n_prefixes; j++)
+            heads[n_heads++].key = pg.prefixes[j];
         rc = heads_with_retries(a, heads, n_heads);
         if (rc)
             goto out;
@@ -606,12 +654,11 @@ static int s3_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx, int *m
         } else {
             name = pg.prefixes[j] + l->plen;
             n = pg.prefix_lens[j] - l->plen;
-            j++;
             is_prefix = 1;
-            memset(&ent, 0, sizeof ent);
-            ent.type = TM_T_FOLDER;
-            ent.mtime = TM_MTIME_KEEP; /* a prefix has none */
-            ent.mode = 0755;
+            /* its marker's attributes, when it has one */
+            folder_of(a, heads && heads[n_obj + j].rc == 0 ? &heads[n_obj + j].st
+                                                           : NULL, &ent);
+            j++;
         }
         rc = clash_step(l, name, n, is_prefix);
         if (!rc && is_prefix && l->resumed.len >= l->plen + n - 1 &&
@@ -712,6 +759,69 @@ static int has_under(struct s3a *a, const char *key, size_t klen, struct tm__aer
     return rc;
 }
 
+/* mkdir's question, what is at the key (klen bytes, no trailing '/'): 1
+ * an object (a file), 2 a folder (its "key/" marker or something under
+ * that prefix, a marker or not), 0 nothing; or an error (in e). One
+ * request: the first key of a listing
+ * with the key as prefix (the object itself comes first when it is
+ * there, then keys "key" + c in byte order); only when that key goes on
+ * with a byte below '/' ("key-x", "key.x"), which may hide "key/...",
+ * a second one asks for the prefix "key/". */
+static int name_probe(struct s3a *a, const char *key, size_t klen, struct tm__aerr *e)
+{
+    struct tm__s3_list_req q;
+    struct tm__s3_page pg;
+    struct tm__s3_err se;
+    char *k = strndup(key, klen);
+    int rc;
+    if (!k)
+        return TM_ENOMEM;
+    memset(&q, 0, sizeof q);
+    q.prefix = k;
+    q.max_keys = 1;
+    rc = tm__s3_list(a->s, a->bucket, &q, &pg, &se);
+    free(k);
+    if (rc)
+        return aerr(e, &se, rc);
+    if (!pg.n_objects || pg.objects[0].key_len < klen)
+        rc = 0;
+    else if (pg.objects[0].key_len == klen)
+        rc = 1;
+    else if (pg.objects[0].key[klen] == '/')
+        rc = 2;
+    else if ((unsigned char)pg.objects[0].key[klen] < '/')
+        rc = (rc = has_under(a, key, klen, e)) == 1 ? 2 : rc;
+    tm__s3_page_release(&pg);
+    return rc;
+}
+
+/* Before a commit of key: 2 when a folder's "key/" marker is there, 1
+ * when (asked: file) an object "key" is there, 0 when neither; or an
+ * error (in e). HEADs, both at once when both are asked. */
+static int folder_or_file(struct s3a *a, const char *key, int file,
+                          struct tm__aerr *e)
+{
+    struct tm__s3_head_item v[2];
+    struct tm__buf m = TM__BUF_INIT;
+    int rc, i;
+    if (tm__buf_adds(&m, key) || tm__buf_addch(&m, '/')) {
+        tm__buf_release(&m);
+        return TM_ENOMEM;
+    }
+    memset(v, 0, sizeof v);
+    v[0].key = m.buf;
+    v[1].key = key;
+    rc = tm__s3_head_many(a->s, a->bucket, v, file ? 2 : 1, 2);
+    for (i = 0; !rc && i < (file ? 2 : 1); i++) {
+        if (v[i].rc == 0)
+            rc = i ? 1 : 2;
+        else if (v[i].rc != TM_ENOENT)
+            rc = aerr(e, &v[i].err, v[i].rc);
+    }
+    tm__buf_release(&m);
+    return rc;
+}
+
 static int s3_stat(struct tm__adapter *ad, const char *path, struct tm__entry *out,
                    struct tm__aerr *e)
 {
@@ -734,12 +844,19 @@ static int s3_stat(struct tm__adapter *ad, const char *path, struct tm__entry *o
         if (!rc) {
             entry_of(a, &st, out);
         } else if (rc == TM_ENOENT) {
-            /* no object: a folder when something is under its prefix */
-            int h = has_under(a, k.buf, k.len, e);
-            rc = h == 1 ? 0 : h == 0 ? TM_ENOENT : h;
-            out->type = TM_T_FOLDER;
-            out->mtime = TM_MTIME_KEEP;
-            out->mode = 0755;
+            /* no object: a folder when it has its "name/" marker (with
+             * its attributes) or something is under its prefix */
+            if (tm__buf_addch(&k, '/')) {
+                rc = TM_ENOMEM;
+            } else if ((rc = tm__s3_head(a->s, a->bucket, k.buf, &st, &se)) == 0) {
+                folder_of(a, &st, out);
+            } else if (rc == TM_ENOENT) {
+                int h = has_under(a, k.buf, k.len - 1, e);
+                rc = h == 1 ? 0 : h == 0 ? TM_ENOENT : h;
+                folder_of(a, NULL, out);
+            } else {
+                aerr(e, &se, rc);
+            }
         } else {
             aerr(e, &se, rc);
         }
@@ -766,6 +883,14 @@ static int s3_open_read(struct tm__adapter *ad, const char *path,
     if (!rc)
         rc = aerr(e, &se, tm__s3_reader_open(a->s, a->bucket, k.buf, 0, -1, &f->rd,
                                              &sst, &se));
+    if (rc == TM_ENOENT && k.len > a->plen) {
+        /* no object: a folder is told apart (only on this failure) */
+        struct tm__aerr e2;
+        tm__aerr_clear(&e2);
+        if (has_under(a, k.buf, k.len, &e2) == 1)
+            rc = node_err(e, TM_EISDIR, "s3 open %s/%s: a folder (a prefix), not "
+                          "an object", a->bucket, k.buf);
+    }
     if (rc) {
         tm__buf_release(&k);
         free(f);
@@ -1217,21 +1342,20 @@ static int s3_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode,
     meta_of(f, mtime, mode, &m);
     memset(&o, 0, sizeof o);
     o.meta = &m;
-    if (flags & TM_NOREPLACE) {
-        /* S3 has no create-only write: a HEAD just before (a writer
-         * racing in between is not seen) */
-        struct tm__s3_stat st;
-        rc = tm__s3_head(a->s, a->bucket, f->key, &st, &se);
-        if (rc == 0)
-            rc = node_err(e, TM_EEXIST, "s3 commit %s/%s: an object is there",
-                          a->bucket, f->key);
-        else if (rc == TM_ENOENT)
-            rc = 0;
-        else
-            aerr(e, &se, rc);
-        if (rc)
-            goto out;
-    }
+    /* What is at the name, just before: a folder (its "name/" marker: an
+     * object "name" beside the prefix "name/" would make the folder above
+     * unlistable) is refused; with TM_NOREPLACE an object too. HEADs, two
+     * at once with TM_NOREPLACE. S3 has no create-only write that every
+     * server takes: a writer racing in between is not seen, nor a folder
+     * without a marker (docs/adapters.md). */
+    if ((rc = folder_or_file(a, f->key, flags & TM_NOREPLACE, e)) == 2)
+        rc = node_err(e, TM_EISDIR, "s3 commit %s/%s: a folder is there (its "
+                      "marker %s/)", a->bucket, f->key, f->key);
+    else if (rc == 1)
+        rc = node_err(e, TM_EEXIST, "s3 commit %s/%s: an object is there",
+                      a->bucket, f->key);
+    if (rc)
+        goto out;
     if (f->copy_key) {
         /* the object copied must be the one opened and checked */
         o.src_etag = f->copy_etag;
@@ -1314,12 +1438,47 @@ static int s3_forget_write(struct tm__adapter *ad, const char *path,
 
 static int s3_mkdir(struct tm__adapter *ad, const char *path, struct tm__aerr *e)
 {
-    (void)ad;
-    (void)path;
-    (void)e;
-    /* a folder is a prefix: it exists once something is under it; an
-     * empty one gets its marker in set_attr, after its children */
-    return 0;
+    struct s3a *a = (struct s3a *)ad;
+    struct tm__buf k = TM__BUF_INIT;
+    struct tm__s3_put_opts o;
+    struct tm__s3_err se;
+    const char *slash;
+    int rc = key_of(a, path, &k);
+
+    if (rc || k.len <= a->plen)
+        goto out; /* the root is there */
+    /* a folder is a prefix: made visible at once by its "name/" marker
+     * (its attributes come with set_attr, after its children) */
+    rc = name_probe(a, k.buf, k.len, e);
+    if (rc == 1)
+        rc = node_err(e, TM_EEXIST, "s3 mkdir %s/%s: an object (a file) is there",
+                      a->bucket, k.buf);
+    if (rc) {
+        rc = rc == 2 ? 0 : rc; /* a folder there already is success */
+        goto out;
+    }
+    slash = strrchr(k.buf + a->plen, '/');
+    if (slash) {
+        /* the parent must be a folder, as on a file system */
+        rc = name_probe(a, k.buf, (size_t)(slash - k.buf), e);
+        if (rc == 0 || rc == 1)
+            rc = node_err(e, rc ? TM_ENOTDIR : TM_ENOENT, "s3 mkdir %s/%s: %s",
+                          a->bucket, k.buf, rc ? "its parent is an object (a file)"
+                                               : "no parent folder");
+        else if (rc == 2)
+            rc = 0;
+        if (rc)
+            goto out;
+    }
+    if (tm__buf_addch(&k, '/')) {
+        rc = TM_ENOMEM;
+        goto out;
+    }
+    memset(&o, 0, sizeof o);
+    rc = aerr(e, &se, tm__s3_put(a->s, a->bucket, k.buf, "", 0, &o, NULL, &se));
+out:
+    tm__buf_release(&k);
+    return rc;
 }
 
 static int s3_set_attr(struct tm__adapter *ad, const char *path, int64_t mtime,
@@ -1334,23 +1493,29 @@ static int s3_set_attr(struct tm__adapter *ad, const char *path, int64_t mtime,
 
     if (!rc && !k.len)
         goto out; /* the bucket itself */
-    if (!rc && k.buf[k.len - 1] == '/')
-        tm__buf_setlen(&k, k.len - 1);
-    if (!rc)
-        rc = has_under(a, k.buf, k.len, e);
-    if (rc) {
-        rc = rc == 1 ? 0 : rc; /* not empty: a prefix keeps no attributes */
-        goto out;
-    }
-    /* an empty folder: its "name/" marker, with rclone's metadata */
-    if (tm__buf_addch(&k, '/')) {
+    if (!rc && k.buf[k.len - 1] != '/' && tm__buf_addch(&k, '/'))
         rc = TM_ENOMEM;
+    if (rc)
         goto out;
-    }
+    /* the folder's "name/" marker (written again, or made for a prefix
+     * that has none), with rclone's metadata; TM_MTIME_KEEP keeps the
+     * mtime the marker has */
     memset(&m, 0, sizeof m);
     if (mtime != TM_MTIME_KEEP) {
         m.has_mtime = 1;
         m.mtime_ns = mtime;
+    } else {
+        struct tm__s3_stat st;
+        rc = tm__s3_head(a->s, a->bucket, k.buf, &st, &se);
+        if (rc && rc != TM_ENOENT) {
+            aerr(e, &se, rc);
+            goto out;
+        }
+        if (rc == 0 && st.meta.has_mtime) {
+            m.has_mtime = 1;
+            m.mtime_ns = st.meta.mtime_ns;
+        }
+        rc = 0;
     }
     m.has_mode = 1;
     m.mode = S_IFDIR | (mode & 07777);

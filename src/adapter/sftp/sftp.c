@@ -164,6 +164,51 @@ struct sftp_lister {
     int done;                /* the server said the end */
 };
 
+/*
+ * Opens the listing of the folder at the server path, never through a
+ * symlink: SFTP's OPENDIR follows one (OpenSSH calls opendir(3)), and v3
+ * has no O_NOFOLLOW, so the node is lstat'ed before the OPENDIR (a symlink
+ * is TM_ELOOP, as a local O_NOFOLLOW|O_DIRECTORY open says; anything else
+ * not a folder TM_ENOTDIR, which OpenSSH's OPENDIR of a file reports as
+ * "no such file") and again after it (a folder replaced by a symlink
+ * meanwhile fails the same way). What remains, and docs/adapters.md says
+ * so: a folder swapped for a symlink and back between the two lstats is
+ * not seen (v3 attributes carry no inode to compare).
+ */
+static int opendir_nofollow(struct sftp *s, const char *path,
+                            struct tm__sftp_dir **out, struct tm__sftp_err *e,
+                            struct tm__aerr *ae)
+{
+    struct tm__sftp_attr at;
+    int rc, pass;
+
+    *out = NULL;
+    for (pass = 0; pass < 2; pass++) {
+        rc = tm__sftp_lstat(s->pool, path, &at, e);
+        if (!rc && at.type != TM_T_FOLDER)
+            rc = at.type == TM_T_SYMLINK ? TM_ELOOP : TM_ENOTDIR;
+        else if (rc)
+            from_err(ae, e, rc);
+        if (rc) {
+            if (rc == TM_ELOOP || rc == TM_ENOTDIR) {
+                ae->cls = TM_ERR_NODE;
+                tm__aerr_set(ae, rc, "opendir %s: %s%s", path,
+                             rc == TM_ELOOP ? "a symlink, not followed"
+                                            : "not a folder",
+                             pass ? " (it changed while it was opened)" : "");
+            }
+            tm__sftp_closedir(*out);
+            *out = NULL;
+            return rc;
+        }
+        if (!pass && (rc = tm__sftp_opendir(s->pool, path, 0, out, e)) != 0) {
+            *out = NULL;
+            return from_err(ae, e, rc);
+        }
+    }
+    return 0;
+}
+
 static int sftp_list_open(struct tm__adapter *a, const char *path, const void *pos,
                           size_t pos_len, struct tm__lister **out,
                           struct tm__aerr *ae)
@@ -196,11 +241,11 @@ static int sftp_list_open(struct tm__adapter *a, const char *path, const void *p
         memcpy(&l->skip, (const unsigned char *)pos + 1, 8);
         memcpy(&l->skip_hash, (const unsigned char *)pos + 9, 8);
     }
-    rc = tm__sftp_opendir(s->pool, l->path, 0, &l->d, &e);
+    rc = opendir_nofollow(s, l->path, &l->d, &e, ae);
     if (rc) {
         free(l->path);
         free(l);
-        return from_err(ae, &e, rc);
+        return rc;
     }
     *out = &l->base;
     return 0;
@@ -251,11 +296,9 @@ static int sftp_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
     if (!l->d) {
         /* the last page failed: the same page again, from a new listing
          * that skips the complete pages */
-        rc = tm__sftp_opendir(s->pool, l->path, 0, &l->d, &e);
-        if (rc) {
-            l->d = NULL;
-            return from_err(ae, &e, rc);
-        }
+        rc = opendir_nofollow(s, l->path, &l->d, &e, ae);
+        if (rc)
+            return rc;
         l->skip = l->count;
         l->skip_hash = l->hash;
     }
@@ -268,9 +311,9 @@ static int sftp_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
             tm__sftp_closedir(l->d);
             l->d = NULL;
             l->count = l->hash = 0;
-            rc = tm__sftp_opendir(s->pool, l->path, 0, &l->d, &e);
+            rc = opendir_nofollow(s, l->path, &l->d, &e, ae);
             if (rc)
-                goto failed;
+                return rc;
             n = 0;
         }
         l->skip = 0;
@@ -387,8 +430,12 @@ static int sftp_open_read(struct tm__adapter *a, const char *path,
         return from_err(ae, &e, rc);
     }
     if (at.type != TM_T_FILE) {
+        /* OpenSSH opens a folder for reading: its FSTAT tells */
         tm__sftp_close_read(f->f);
         free(f);
+        ae->cls = TM_ERR_NODE;
+        if (at.type == TM_T_FOLDER)
+            return tm__aerr_set(ae, TM_EISDIR, "open %s: a folder, not a file", path);
         return tm__aerr_set(ae, TM_EINVAL, "not a regular file any more");
     }
     f->base.a = a;
@@ -620,6 +667,22 @@ static int sftp_symlink(struct tm__adapter *a, const char *path, const char *tar
         at.flags = TM_SFTP_A_TIME;
         at.atime = at.mtime = sec;
         rc = tm__sftp_setstat(s->pool, tmp.buf, &at, TM_SFTP_NOFOLLOW, &e);
+        if (!rc && (flags & TM_NOREPLACE)) {
+            /* OpenSSH renames what is not a regular file after a stat(2)
+             * of the target, which follows a symlink there: a dangling
+             * one would be replaced. An lstat first refuses what is at
+             * the name (one made in between is still replaced) */
+            struct tm__sftp_attr cur;
+            rc = tm__sftp_lstat(s->pool, real.buf, &cur, &e);
+            if (rc == 0) {
+                rc = e.code = TM_EEXIST;
+                e.cls = TM_ERR_NODE;
+                snprintf(e.msg, sizeof e.msg, "symlink %s: a %s is there", real.buf,
+                         tm__type_names[cur.type]);
+            } else if (rc == TM_ENOENT) {
+                rc = 0;
+            }
+        }
         if (!rc)
             rc = tm__sftp_rename(s->pool, tmp.buf, real.buf,
                                  flags & TM_NOREPLACE ? 0 : TM_SFTP_REPLACE, &e);
