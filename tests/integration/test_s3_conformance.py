@@ -2,9 +2,11 @@
 """The adapter conformance checks, on the s3 storage and, as the reference,
 on the local one: the same calls through the adapter interface
 (src/adapter/adapter.h, by tests/tools/s3tool.c's "adapter" commands) must
-give the same results on both. There is no C conformance suite in
-tests/unit (no test_adapter_conformance.c): this is the S3 part of one,
-written in Python around s3tool, against tests/servers/fake_s3.py.
+give the same results on both, against tests/servers/fake_s3.py. It was
+written before the C conformance suite (tests/unit/
+test_adapter_conformance.c), which test_remote_conformance.py now runs
+on s3:// too; these checks stay as a second, independent reading of the
+same contract through s3tool.
 
 The checks: an empty root; a file written (open_write, write, commit) is
 stat'ed, listed and read back with its size, mtime and mode; commit with
