@@ -1252,8 +1252,11 @@ int tm__sftp_stat(struct tm__sftp_pool *p, const char *path,
     return rc;
 }
 
-int tm__sftp_readlink(struct tm__sftp_pool *p, const char *path,
-                      struct tm__buf *out, struct tm__sftp_err *e)
+/* A request of one path answered by one name (READLINK, REALPATH): the
+ * name is added to out. A path (realpath's answer) may hold no NUL. */
+static int name_request(struct tm__sftp_pool *p, int type, const char *op,
+                        const char *path, int no_nul, struct tm__buf *out,
+                        struct tm__sftp_err *e)
 {
     struct tm__sftp_sess *s;
     struct reply r;
@@ -1263,20 +1266,21 @@ int tm__sftp_readlink(struct tm__sftp_pool *p, const char *path,
     int rc = sess_get(p, &s, e);
     if (rc)
         return rc;
-    id = begin(s, FXP_READLINK);
+    id = begin(s, type);
     put_cstr(s, path);
-    rc = roundtrip(s, id, &r, e, "readlink", path);
+    rc = roundtrip(s, id, &r, e, op, path);
     if (rc)
         goto out;
     if (r.type != FXP_NAME) {
-        rc = status_err(s, &r, e, "readlink", path, NULL);
+        rc = status_err(s, &r, e, op, path, NULL);
         if (!rc)
-            rc = proto_fail(s, e, "readlink", path);
-    } else if (get_u32(&r, &cnt) || cnt != 1 || get_str(&r, &name, &nn)) {
-        rc = proto_fail(s, e, "readlink", path);
+            rc = proto_fail(s, e, op, path);
+    } else if (get_u32(&r, &cnt) || cnt != 1 || get_str(&r, &name, &nn) ||
+               (no_nul && memchr(name, '\0', nn))) {
+        rc = proto_fail(s, e, op, path);
     } else if (tm__buf_add(out, name, nn)) {
-        rc = tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1, "readlink %s: out of memory",
-                           path);
+        rc = tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1, "%s %s: out of memory",
+                           op, path);
     }
     reply_release(&r);
 out:
@@ -1284,37 +1288,16 @@ out:
     return rc;
 }
 
+int tm__sftp_readlink(struct tm__sftp_pool *p, const char *path,
+                      struct tm__buf *out, struct tm__sftp_err *e)
+{
+    return name_request(p, FXP_READLINK, "readlink", path, 0, out, e);
+}
+
 int tm__sftp_realpath(struct tm__sftp_pool *p, const char *path,
                       struct tm__buf *out, struct tm__sftp_err *e)
 {
-    struct tm__sftp_sess *s;
-    struct reply r;
-    uint32_t id, cnt;
-    const unsigned char *name;
-    size_t nn;
-    int rc = sess_get(p, &s, e);
-    if (rc)
-        return rc;
-    id = begin(s, FXP_REALPATH);
-    put_cstr(s, path);
-    rc = roundtrip(s, id, &r, e, "realpath", path);
-    if (rc)
-        goto out;
-    if (r.type != FXP_NAME) {
-        rc = status_err(s, &r, e, "realpath", path, NULL);
-        if (!rc)
-            rc = proto_fail(s, e, "realpath", path);
-    } else if (get_u32(&r, &cnt) || cnt != 1 || get_str(&r, &name, &nn) ||
-               memchr(name, '\0', nn)) {
-        rc = proto_fail(s, e, "realpath", path);
-    } else if (tm__buf_add(out, name, nn)) {
-        rc = tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1, "realpath %s: out of memory",
-                           path);
-    }
-    reply_release(&r);
-out:
-    sess_put(p, s);
-    return rc;
+    return name_request(p, FXP_REALPATH, "realpath", path, 1, out, e);
 }
 
 /* After a FAILURE that may mean "already there": TM_EEXIST when an lstat
