@@ -62,11 +62,24 @@ struct check_ctx {
     tm__list_cb cb; /* the engine's callback */
     void *ctx;      /* its context */
     int bad;        /* the adapter reported something invalid */
+    unsigned caps;  /* the adapter's TM_CAP_* bits */
 };
 
 static int check_entry(void *ctx, const struct tm__entry *e)
 {
     struct check_ctx *c = ctx;
+    struct tm__entry x;
+    if (!(c->caps & TM_CAP_SPECIALS) || !(c->caps & TM_CAP_MOUNTS)) {
+        /* what a storage does not report is not read from it */
+        x = *e;
+        if (!(c->caps & TM_CAP_SPECIALS)) {
+            x.mode &= 07777;
+            x.rdev = 0;
+        }
+        if (!(c->caps & TM_CAP_MOUNTS))
+            x.other_fs = 0;
+        e = &x;
+    }
     if (!tm__name_valid(e->name, e->name_len)) {
         c->bad = 1;
         return TM_EBADNAME;
@@ -115,7 +128,7 @@ int tm__adapter_list_open(struct tm__adapter *a, const char *path,
 int tm__adapter_list_next(struct tm__lister *l, tm__list_cb cb, void *ctx,
                           int *more, struct tm__aerr *e)
 {
-    struct check_ctx c = { cb, ctx, 0 };
+    struct check_ctx c = { cb, ctx, 0, l->a->caps };
     int rc;
     tm__aerr_clear(e);
     *more = 0;
@@ -319,6 +332,15 @@ int tm__adapter_symlink(struct tm__adapter *a, const char *path,
 {
     int rc = begin(e, path ? path : "", a->symlink != NULL);
     return rc ? rc : tm__aerr_finish(e, a->symlink(a, path, target, mtime, flags, e));
+}
+
+int tm__adapter_mknod(struct tm__adapter *a, const char *path, uint32_t mode,
+                      uint64_t rdev, int64_t mtime, unsigned flags,
+                      struct tm__aerr *e)
+{
+    int rc = begin(e, path ? path : "", a->mknod != NULL);
+    return rc ? rc : tm__aerr_finish(e, a->mknod(a, path, mode, rdev, mtime,
+                                                 flags, e));
 }
 
 int tm__adapter_set_attr(struct tm__adapter *a, const char *path, int64_t mtime,

@@ -29,6 +29,10 @@ enum {
     TM_CAP_MODES = 1u << 0,    /* reports and keeps permission bits */
     TM_CAP_SYMLINKS = 1u << 1, /* has symlinks */
     TM_CAP_OWNER = 1u << 2,    /* reports owners (uid, gid) and can set them */
+    TM_CAP_SPECIALS = 1u << 3, /* reports the kind of its special files and
+                                  can create them (mknod) */
+    TM_CAP_MOUNTS = 1u << 4,   /* says which folders are on another file
+                                  system than the root (other_fs) */
 };
 
 /* One node as a storage reports it. name points into storage owned by the
@@ -39,8 +43,13 @@ struct tm__entry {
     int type;         /* enum tm__type */
     int64_t size;     /* bytes (symlink: target length) */
     int64_t mtime;    /* ns since the epoch */
-    uint32_t mode;    /* permission bits */
+    uint32_t mode;    /* permission bits; TM_T_OTHER with TM_CAP_SPECIALS:
+                         also the kind (S_IFIFO, S_IFCHR, S_IFBLK,
+                         S_IFSOCK: the S_IFMT bits) */
     int64_t uid, gid; /* owner, with TM_CAP_OWNER (else 0) */
+    uint64_t rdev;    /* a character or block device: its number */
+    int other_fs;     /* a folder on another file system, or another
+                         mount of one, than the root (a mount point) */
 };
 
 /* What a storage says about its root (root_info). */
@@ -165,6 +174,13 @@ struct tm__adapter {
      * its mtime, atomically. */
     int (*symlink)(struct tm__adapter *a, const char *path, const char *target,
                    int64_t mtime, unsigned flags, struct tm__aerr *e);
+    /* Creates (or replaces, unless TM_NOREPLACE) the special file at path
+     * atomically, as a temporary renamed to it: mode gives its kind (the
+     * S_IFMT bits: a FIFO, a device, a socket) and permission bits, rdev
+     * a device's number. With TM_CAP_SPECIALS. */
+    int (*mknod)(struct tm__adapter *a, const char *path, uint32_t mode,
+                 uint64_t rdev, int64_t mtime, unsigned flags,
+                 struct tm__aerr *e);
     /* Sets mode and mtime of the folder at path (after its children);
      * mtime TM_MTIME_KEEP leaves the mtime as it is. */
     int (*set_attr)(struct tm__adapter *a, const char *path, int64_t mtime,
@@ -216,9 +232,9 @@ struct tm__adapter {
     /* Sets the run key (TM_KEY_LEN bytes) that the names of temporary
      * files derive from; until then the adapter's own random one. */
     void (*set_tmp_key)(struct tm__adapter *a, const unsigned char *key);
-    /* Removes what writing the node at path (type: a file or a symlink)
-     * under the run key key may have left (a crash): only a temporary of
-     * that type under one of its names, unlinked in the parent folder,
+    /* Removes what writing the node at path (type: a file, a symlink or
+     * "other", a special file) under the run key key may have left (a
+     * crash): only a temporary of that type under one of its names, unlinked in the parent folder,
      * nothing followed. Returns how many were removed, or an error. */
     int (*remove_tmp)(struct tm__adapter *a, const char *path, int type,
                       const unsigned char *key, struct tm__aerr *e);
@@ -457,6 +473,10 @@ int tm__adapter_readlink(struct tm__adapter *a, const char *path,
 int tm__adapter_symlink(struct tm__adapter *a, const char *path,
                         const char *target, int64_t mtime, unsigned flags,
                         struct tm__aerr *e);
+/* TM_ENOTSUP when the storage cannot create special files. */
+int tm__adapter_mknod(struct tm__adapter *a, const char *path, uint32_t mode,
+                      uint64_t rdev, int64_t mtime, unsigned flags,
+                      struct tm__aerr *e);
 /* TM_ENOTSUP when the storage keeps no folder attributes. */
 int tm__adapter_set_attr(struct tm__adapter *a, const char *path, int64_t mtime,
                          uint32_t mode, struct tm__aerr *e);

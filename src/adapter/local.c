@@ -7,7 +7,8 @@
  * followed, nothing outside the root is ever opened, and paths longer than
  * PATH_MAX work (the component walk is used when openat2 says ENAMETOOLONG).
  * Listing uses getdents64 and fstatat(AT_SYMLINK_NOFOLLOW); special files are
- * reported as "other" and never opened. The root itself is opened without
+ * reported as "other" with their kind (FIFO, device, socket) and never
+ * opened; mknod makes them again on the destination. The root itself is opened without
  * following a symlink on any component of its path.
  *
  * Writing: a file is written to a temporary name created with O_EXCL (never
@@ -59,6 +60,8 @@ struct local {
     char *root;              /* the root's absolute path, as opened */
     dev_t root_dev;          /* the root's device and inode, as opened: */
     ino_t root_ino;          /* a folder at root that differs is another */
+    uint64_t root_mnt;       /* the root's mount id (statx), where known */
+    int have_mnt;            /* 1: root_mnt is known */
     atomic_int no_openat2;   /* 1 once the kernel said ENOSYS */
     atomic_int no_fchmodat2; /* 1 once the kernel said ENOSYS */
     unsigned char key[TM_KEY_LEN]; /* run key of the temporary names */
@@ -162,6 +165,22 @@ static int open_beneath(struct local *l, const char *path, int flags)
     return tm__from_errno(errno);
 }
 
+/* 1 when the folder name in the folder dirfd (stat st) is on another file
+ * system than the root, or on another mount of it (a bind mount: the same
+ * st_dev, another mount id). */
+static int other_fs(const struct local *l, int dirfd, const char *name,
+                    const struct stat *st)
+{
+    struct statx sx;
+    if (st->st_dev != l->root_dev)
+        return 1;
+    if (!l->have_mnt ||
+        statx(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_MNT_ID,
+              &sx) != 0 || !(sx.stx_mask & STATX_MNT_ID))
+        return 0;
+    return sx.stx_mnt_id != l->root_mnt;
+}
+
 static int entry_from_stat(struct tm__entry *e, const struct stat *st)
 {
     if (S_ISDIR(st->st_mode))
@@ -179,6 +198,14 @@ static int entry_from_stat(struct tm__entry *e, const struct stat *st)
     e->mode = st->st_mode & 07777;
     e->uid = st->st_uid;
     e->gid = st->st_gid;
+    e->rdev = 0;
+    e->other_fs = 0;
+    if (e->type == TM_T_OTHER) {
+        /* the kind too (TM_CAP_SPECIALS): mknod makes it again */
+        e->mode = st->st_mode & (S_IFMT | 07777);
+        if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode))
+            e->rdev = (uint64_t)st->st_rdev;
+    }
     return 0;
 }
 
@@ -309,6 +336,8 @@ static int local_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
         en.name = d->d_name;
         en.name_len = strlen(d->d_name);
         entry_from_stat(&en, &st);
+        if (S_ISDIR(st.st_mode))
+            en.other_fs = other_fs(l, li->fd, d->d_name, &st);
         rc = cb(ctx, &en);
     }
     if (!rc && li->n > 0 && (n = read_chunk(li->fd, li->next)) < 0)
@@ -902,6 +931,81 @@ static int local_symlink(struct tm__adapter *a, const char *path,
     return rc;
 }
 
+static int fd_chmod(struct local *l, int fd, mode_t mode);
+static int fd_utimes(int fd, const struct timespec t[2]);
+
+/* A special file: made under a temporary name with mknodat in the parent
+ * (which never follows or replaces anything: a taken name moves to the
+ * next), then opened O_PATH | O_NOFOLLOW and checked to be the node just
+ * made (its kind), its mode and mtime set through that descriptor, and
+ * renamed to its real name. */
+static int local_mknod(struct tm__adapter *a, const char *path, uint32_t mode,
+                       uint64_t rdev, int64_t mtime, unsigned flags,
+                       struct tm__aerr *e)
+{
+    struct local *l = (struct local *)a;
+    mode_t kind = (mode_t)(mode & S_IFMT);
+    struct timespec t[2];
+    struct stat sb;
+    const char *name;
+    char tmp[TM_TMP_NAME_MAX];
+    int dfd, fd = -1, rc = 0, attempt, made = 0;
+
+    if (kind != S_IFIFO && kind != S_IFCHR && kind != S_IFBLK && kind != S_IFSOCK)
+        return tm__aerr_set(e, TM_EINVAL, "not a FIFO, device or socket");
+    if (tm__mtime_out_of_range(mtime))
+        return TM_ETIMERANGE;
+    dfd = open_parent(l, path, &name);
+    if (dfd < 0)
+        return dfd;
+    for (attempt = 0; attempt < TM_TMP_TRIES && !made; attempt++) {
+        rc = tm__tmp_name(l->key, path, attempt, tmp, sizeof tmp);
+        if (rc)
+            break;
+        /* 0600 until it is complete, as a file's temporary */
+        if (mknodat(dfd, tmp, kind | 0600,
+                    kind == S_IFCHR || kind == S_IFBLK ? (dev_t)rdev : 0) == 0)
+            made = 1;
+        else if (errno != EEXIST)
+            break;
+    }
+    if (!made) {
+        rc = rc ? rc : tm__from_errno(errno);
+        if (rc == TM_EEXIST)
+            tm__aerr_set(e, rc, "cannot create a temporary node beside %s: the "
+                         "%d names it may take are taken", path, TM_TMP_TRIES);
+        close(dfd);
+        return rc;
+    }
+    fd = openat(dfd, tmp, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        rc = tm__from_errno(errno);
+    else if (fstat(fd, &sb) != 0)
+        rc = tm__from_errno(errno);
+    else if ((sb.st_mode & S_IFMT) != kind)
+        rc = tm__aerr_set(e, TM_EINVAL, "the temporary of %s is not ours any more",
+                          path);
+    if (!rc)
+        rc = fd_chmod(l, fd, (mode_t)(mode & 07777));
+    ns_to_times(t, mtime);
+    if (!rc && fd_utimes(fd, t) != 0)
+        rc = tm__from_errno(errno);
+    else if (!rc && !time_held_everywhere(&t[1])) {
+        if (fstat(fd, &sb) != 0)
+            rc = tm__from_errno(errno);
+        else
+            rc = mtime_kept(&sb, &t[1], e);
+    }
+    if (fd >= 0)
+        close(fd);
+    if (!rc && place(dfd, tmp, name, flags) != 0)
+        rc = tm__from_errno(errno);
+    if (rc)
+        unlinkat(dfd, tmp, 0);
+    close(dfd);
+    return rc;
+}
+
 /* chmod of the folder behind the O_PATH descriptor fd: fchmodat2 on the
  * descriptor itself, or through /proc/self/fd where the kernel lacks it
  * (a magic link to the very inode, not a path looked up again). */
@@ -1241,7 +1345,10 @@ static int local_remove_tmp(struct tm__adapter *a, const char *path, int type,
         if (tm__tmp_name(key, path, attempt, tmp, sizeof tmp) != 0 ||
             fstatat(dfd, tmp, &st, AT_SYMLINK_NOFOLLOW) != 0)
             continue;
-        if (!(type == TM_T_FILE ? S_ISREG(st.st_mode) : S_ISLNK(st.st_mode)))
+        if (!(type == TM_T_FILE      ? S_ISREG(st.st_mode)
+              : type == TM_T_SYMLINK ? S_ISLNK(st.st_mode)
+                                     : !S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode) &&
+                                           !S_ISDIR(st.st_mode)))
             continue;
         if (unlinkat(dfd, tmp, 0) == 0)
             n++;
@@ -1300,9 +1407,18 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     }
     l->root_dev = st.st_dev;
     l->root_ino = st.st_ino;
+    {
+        struct statx sx;
+        if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID,
+                  &sx) == 0 && (sx.stx_mask & STATX_MNT_ID)) {
+            l->root_mnt = sx.stx_mnt_id;
+            l->have_mnt = 1;
+        }
+    }
     l->base.version = 2;
     l->base.name = "local";
-    l->base.caps = TM_CAP_MODES | TM_CAP_SYMLINKS | TM_CAP_OWNER;
+    l->base.caps = TM_CAP_MODES | TM_CAP_SYMLINKS | TM_CAP_OWNER | TM_CAP_SPECIALS |
+                   TM_CAP_MOUNTS;
     l->base.mtime_precision = 1;
     l->base.list_open = local_list_open;
     l->base.list_next = local_list_next;
@@ -1322,6 +1438,7 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     l->base.mkdir = local_mkdir;
     l->base.readlink = local_readlink;
     l->base.symlink = local_symlink;
+    l->base.mknod = local_mknod;
     l->base.set_attr = local_set_attr;
     l->base.sync = local_sync;
     l->base.chown = local_chown;

@@ -115,6 +115,7 @@ int tm__listing_add(void *ctx, const struct tm__entry *e)
     x->mode = e->mode;
     x->uid = e->uid;
     x->gid = e->gid;
+    x->other_fs = e->other_fs;
     l->n++;
     return 0;
 }

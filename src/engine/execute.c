@@ -45,6 +45,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 #include <time.h>
 #include <xxhash.h>
@@ -474,6 +476,25 @@ static int fix_attrs(struct worker *wk, const struct task *t)
     return rc;
 }
 
+/* A special file (FIFO, device, socket): made again on the destination
+ * with the source's kind and device number as they are now (the kind must
+ * still be the one discovery saw), the mode and mtime discovery saw. */
+static int copy_special(struct worker *wk, const struct task *t)
+{
+    struct tm__adapter *sa = wk->r->cfg->ad[TM_SRC], *da = wk->r->cfg->ad[TM_DST];
+    struct tm__entry st;
+    int rc = tm__adapter_stat(sa, t->path, &st, &wk->ae);
+    if (rc) {
+        wk->err_src = 1;
+        return rc;
+    }
+    if (st.type != TM_T_OTHER || (st.mode & S_IFMT) != (t->mode & S_IFMT))
+        return own_err(wk, TM_ECHANGED, "changed since discovery");
+    rc = tm__adapter_mknod(da, t->path, t->mode & (S_IFMT | 07777), st.rdev,
+                           t->mtime, place_flags(wk->r, t), &wk->ae);
+    return rc || !wk->r->cfg->owner ? rc : copy_owner(wk, t->path);
+}
+
 static int copy_one(struct worker *wk, const struct task *t)
 {
     struct tm__adapter *sa = wk->r->cfg->ad[TM_SRC], *da = wk->r->cfg->ad[TM_DST];
@@ -495,6 +516,8 @@ static int copy_one(struct worker *wk, const struct task *t)
         return rc || !wk->r->cfg->owner ? rc : copy_owner(wk, t->path);
     case TM_T_FILE:
         return copy_file(wk, t);
+    case TM_T_OTHER:
+        return copy_special(wk, t);
     default:
         return own_err(wk, TM_EINVAL, "not a file, folder or symlink");
     }
@@ -884,6 +907,57 @@ static const char *check_attrs(struct worker *wk, const struct tm__kid_row *k,
     return NULL;
 }
 
+/* check_child() of a special file: its kind, mode and mtime, and a
+ * device's number (both sides stated again: the state file does not hold
+ * it). */
+static const char *check_special(struct worker *wk, const struct tm__kid_row *k,
+                                 const char *path, const struct tm__ent *d,
+                                 char *buf, size_t len, int *fatal, int *cf)
+{
+    struct runner *r = wk->r;
+    uint32_t kind = k->mode & S_IFMT;
+    struct tm__entry ss, ds;
+    int rc;
+    if ((d->mode & S_IFMT) != kind) {
+        snprintf(buf, len, "another kind of special file on the destination "
+                 "(mode %06o, %06o on the source)", (unsigned)d->mode,
+                 (unsigned)k->mode);
+        return buf;
+    }
+    if ((*cf = tm__compare_leaf(0, k->mtime, 0, d->mtime, r->prec)) != CF_NONE)
+        return "mtime differs";
+    if (r->rule.modes && (d->mode & 07777) != (k->mode & 07777)) {
+        *cf = CF_ATTRS;
+        snprintf(buf, len, "mode %04o on the destination, %04o on the source",
+                 (unsigned)(d->mode & 07777), (unsigned)(k->mode & 07777));
+        return buf;
+    }
+    if (kind != S_IFCHR && kind != S_IFBLK)
+        return check_attrs(wk, k, d, buf, len, cf);
+    rc = tm__adapter_stat(r->cfg->ad[TM_SRC], path, &ss, &wk->ae);
+    if (!rc)
+        rc = tm__adapter_stat(r->cfg->ad[TM_DST], path, &ds, &wk->ae);
+    if (rc && verify_fatal(rc)) {
+        *fatal = rc;
+        return NULL;
+    }
+    if (rc) {
+        *cf = -1;
+        snprintf(buf, len, "cannot stat the device to compare: %s", wk->ae.msg);
+        return buf;
+    }
+    if (ss.rdev != ds.rdev) {
+        *cf = CF_CONTENT;
+        snprintf(buf, len, "device %llu:%llu on the destination, %llu:%llu on the "
+                 "source", (unsigned long long)major(ds.rdev),
+                 (unsigned long long)minor(ds.rdev),
+                 (unsigned long long)major(ss.rdev),
+                 (unsigned long long)minor(ss.rdev));
+        return buf;
+    }
+    return check_attrs(wk, k, d, buf, len, cf);
+}
+
 /* Checks one source child k (at path) against what the destination
  * listing found (d, NULL: nothing). Returns NULL when it matches, else a
  * static or buffer message; NULL with *fatal set when it could not be
@@ -908,6 +982,8 @@ static const char *check_child(struct worker *wk, const struct tm__kid_row *k,
                  tm__type_names[d->type], tm__type_names[type]);
         return buf;
     }
+    if (type == TM_T_OTHER)
+        return check_special(wk, k, path, d, buf, len, fatal, cf);
     if (type != TM_T_FILE && type != TM_T_SYMLINK)
         return check_attrs(wk, k, d, buf, len, cf);
     if (d->size != size) {

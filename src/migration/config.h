@@ -36,6 +36,8 @@ struct tm__config {
     char *udp_level;      /* UDP threshold, or NULL */
     char *udp_addr;       /* UDP listener, or NULL */
     int owner;            /* discover --owner: owners are compared */
+    int no_specials;      /* discover --no-specials */
+    int one_fs;           /* discover --one-file-system */
 };
 
 /* Writes c to path atomically: a temporary file beside it, fsync, rename,

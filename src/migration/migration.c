@@ -718,6 +718,8 @@ static int create_migration(tm_migration *m, const char *src, const char *dst,
     if (!rc) rc = tm__store_set(db, "dst_round", "0");
     if (!rc && o->allow_pseudo_fs) rc = tm__store_set(db, "allow_pseudo_fs", "1");
     if (!rc && o->owner) rc = tm__store_set(db, "owner", "1");
+    if (!rc && o->no_specials) rc = tm__store_set(db, "no_specials", "1");
+    if (!rc && o->one_file_system) rc = tm__store_set(db, "one_fs", "1");
     if (!rc) rc = sopts_store(m);
     for (i = 0; i < 2 && !rc; i++) {
         /* what each root is, so that a folder put in its place is refused */
@@ -1064,6 +1066,8 @@ static int config_prepare(tm_migration *m, const char *config_opt,
     c->udp_level = setting_dup(db, "udp_level");
     c->udp_addr = setting_dup(db, "udp_addr");
     c->owner = get_int(db, "owner", 0);
+    c->no_specials = get_int(db, "no_specials", 0);
+    c->one_fs = get_int(db, "one_fs", 0);
     c->excludes = calloc(n_globs ? n_globs : 1, sizeof *c->excludes);
     c->storage = calloc(m->n_sopt ? m->n_sopt : 1, sizeof *c->storage);
     if (!c->excludes || !c->storage || !c->phase || !c->source || !c->destination ||
@@ -1313,6 +1317,14 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
                       "file) with discover --owner");
             goto out;
         }
+        if (opt && ((opt->no_specials && !get_int(db, "no_specials", 0)) ||
+                    (opt->one_file_system && !get_int(db, "one_fs", 0)))) {
+            rc = fail(m, TM_EMISMATCH, "--%s: this migration was discovered "
+                      "without it; start a new migration (another state file) "
+                      "with it", opt->no_specials ? "no-specials"
+                                                  : "one-file-system");
+            goto out;
+        }
         if (o.workers <= 0)
             rc = get_int_checked(m, "workers", 4, &o.workers);
         if (!rc && o.lead <= 0)
@@ -1369,7 +1381,8 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             (const char *const *)globs, n_globs, &m->stop, o.progress,
             o.progress_ctx, &m->err, on_round, m, &lc,
             { rsrc ? rsrc : s_src.buf, rdst ? rdst : s_dst.buf },
-            get_int(db, "owner", 0),
+            get_int(db, "owner", 0), get_int(db, "no_specials", 0),
+            get_int(db, "one_fs", 0),
         };
         rc = log_settings(m, o.log_level, o.udp_level, o.udp_addr, o.log_public,
                           &lc);
@@ -1724,10 +1737,11 @@ static int clean_run(tm_migration *m, struct tm__adapter *da, const char *hex,
 {
     static const char next_sql[] =
         "SELECT coalesce(min(depth), -1) FROM copy_stats WHERE depth > ?1 AND "
-        "type IN ('file', 'symlink') AND copy_status = 'pending' AND count > 0";
+        "type IN ('file', 'symlink', 'other') AND copy_status = 'pending' AND "
+        "count > 0";
     static const char nodes_sql[] =
         "SELECT path, type FROM src_nodes WHERE copy_status = 'pending' AND "
-        "depth IN (?1, ?2) AND type IN ('file', 'symlink')";
+        "depth IN (?1, ?2) AND type IN ('file', 'symlink', 'other')";
     unsigned char key[TM_KEY_LEN];
     sqlite3_stmt *st = NULL;
     int rc = key_parse(hex, key), next = -1, step;

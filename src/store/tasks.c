@@ -36,7 +36,7 @@ static const char *const tasks_sql[Q_COUNT] = {
     "SELECT name, type, size, mtime, path, id, copy_status, conflict, mode, "
     "uid, gid FROM src_nodes WHERE parent_id = ?1 AND name > ?2 AND (copy_status IN "
     "('successful', 'already_existed') OR (copy_status = 'failed' AND "
-    "error LIKE 'verify: %')) AND type != 'other' ORDER BY name LIMIT ?3",
+    "error LIKE 'verify: %')) ORDER BY name LIMIT ?3",
     "SELECT 1 FROM src_nodes WHERE parent_id = ?1 AND name = ?2",
 };
 
