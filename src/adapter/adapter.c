@@ -69,7 +69,8 @@ static int check_entry(void *ctx, const struct tm__entry *e)
 {
     struct check_ctx *c = ctx;
     struct tm__entry x;
-    if (!(c->caps & TM_CAP_SPECIALS) || !(c->caps & TM_CAP_MOUNTS)) {
+    if (!(c->caps & TM_CAP_SPECIALS) || !(c->caps & TM_CAP_MOUNTS) ||
+        !(c->caps & TM_CAP_HARDLINKS)) {
         /* what a storage does not report is not read from it */
         x = *e;
         if (!(c->caps & TM_CAP_SPECIALS)) {
@@ -78,6 +79,10 @@ static int check_entry(void *ctx, const struct tm__entry *e)
         }
         if (!(c->caps & TM_CAP_MOUNTS))
             x.other_fs = 0;
+        if (!(c->caps & TM_CAP_HARDLINKS)) {
+            x.dev = x.ino = 0;
+            x.nlink = 0;
+        }
         e = &x;
     }
     if (!tm__name_valid(e->name, e->name_len)) {
@@ -332,6 +337,15 @@ int tm__adapter_symlink(struct tm__adapter *a, const char *path,
 {
     int rc = begin(e, path ? path : "", a->symlink != NULL);
     return rc ? rc : tm__aerr_finish(e, a->symlink(a, path, target, mtime, flags, e));
+}
+
+int tm__adapter_link(struct tm__adapter *a, const char *target, const char *path,
+                     unsigned flags, struct tm__aerr *e)
+{
+    int rc = begin(e, path ? path : "", a->link != NULL);
+    if (!rc && !path_ok(target ? target : ""))
+        rc = tm__aerr_finish(e, TM_EINVAL);
+    return rc ? rc : tm__aerr_finish(e, a->link(a, target, path, flags, e));
 }
 
 int tm__adapter_mknod(struct tm__adapter *a, const char *path, uint32_t mode,

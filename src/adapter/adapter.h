@@ -33,6 +33,8 @@ enum {
                                   can create them (mknod) */
     TM_CAP_MOUNTS = 1u << 4,   /* says which folders are on another file
                                   system than the root (other_fs) */
+    TM_CAP_HARDLINKS = 1u << 5, /* reports files' inodes (dev, ino, nlink)
+                                   and can link (link) */
 };
 
 /* One node as a storage reports it. name points into storage owned by the
@@ -50,6 +52,8 @@ struct tm__entry {
     uint64_t rdev;    /* a character or block device: its number */
     int other_fs;     /* a folder on another file system, or another
                          mount of one, than the root (a mount point) */
+    uint64_t dev, ino; /* a file's inode (TM_CAP_HARDLINKS) */
+    uint32_t nlink;   /* its links (TM_CAP_HARDLINKS; else 0) */
 };
 
 /* What a storage says about its root (root_info). */
@@ -181,6 +185,12 @@ struct tm__adapter {
     int (*mknod)(struct tm__adapter *a, const char *path, uint32_t mode,
                  uint64_t rdev, int64_t mtime, unsigned flags,
                  struct tm__aerr *e);
+    /* Makes path (replacing what is there, unless TM_NOREPLACE) another
+     * link to the file at target (both root-relative) atomically: a
+     * temporary link renamed to path. TM_EINVAL when target is not a
+     * file. With TM_CAP_HARDLINKS. */
+    int (*link)(struct tm__adapter *a, const char *target, const char *path,
+                unsigned flags, struct tm__aerr *e);
     /* Sets mode and mtime of the folder at path (after its children);
      * mtime TM_MTIME_KEEP leaves the mtime as it is. */
     int (*set_attr)(struct tm__adapter *a, const char *path, int64_t mtime,
@@ -473,6 +483,9 @@ int tm__adapter_readlink(struct tm__adapter *a, const char *path,
 int tm__adapter_symlink(struct tm__adapter *a, const char *path,
                         const char *target, int64_t mtime, unsigned flags,
                         struct tm__aerr *e);
+/* TM_ENOTSUP when the storage cannot link files. */
+int tm__adapter_link(struct tm__adapter *a, const char *target, const char *path,
+                     unsigned flags, struct tm__aerr *e);
 /* TM_ENOTSUP when the storage cannot create special files. */
 int tm__adapter_mknod(struct tm__adapter *a, const char *path, uint32_t mode,
                       uint64_t rdev, int64_t mtime, unsigned flags,

@@ -415,6 +415,14 @@ static int f_symlink(struct tm__adapter *a, const char *path, const char *target
     return rc ? rc : inner(a)->symlink(inner(a), path, target, mtime, flags, e);
 }
 
+/* Counted and failed as symlink: both create a name that holds no bytes. */
+static int f_link(struct tm__adapter *a, const char *target, const char *path,
+                  unsigned flags, struct tm__aerr *e)
+{
+    int rc = hit((struct fault *)a, TM_FOP_SYMLINK, e);
+    return rc ? rc : inner(a)->link(inner(a), target, path, flags, e);
+}
+
 /* Counted and failed as symlink: both create a node that holds no bytes. */
 static int f_mknod(struct tm__adapter *a, const char *path, uint32_t mode,
                    uint64_t rdev, int64_t mtime, unsigned flags,
@@ -548,6 +556,7 @@ int tm__fault_wrap(struct tm__adapter *in, const struct tm__fault_rule *rules,
     f->base.readlink = in->readlink ? f_readlink : NULL;
     f->base.symlink = in->symlink ? f_symlink : NULL;
     f->base.mknod = in->mknod ? f_mknod : NULL;
+    f->base.link = in->link ? f_link : NULL;
     f->base.set_attr = in->set_attr ? f_set_attr : NULL;
     f->base.set_leaf_attr = in->set_leaf_attr ? f_set_leaf_attr : NULL;
     f->base.sync = in->sync ? f_sync : NULL;

@@ -200,6 +200,13 @@ static int entry_from_stat(struct tm__entry *e, const struct stat *st)
     e->gid = st->st_gid;
     e->rdev = 0;
     e->other_fs = 0;
+    e->dev = e->ino = 0;
+    e->nlink = 0;
+    if (e->type == TM_T_FILE) {
+        e->dev = (uint64_t)st->st_dev;
+        e->ino = (uint64_t)st->st_ino;
+        e->nlink = (uint32_t)st->st_nlink;
+    }
     if (e->type == TM_T_OTHER) {
         /* the kind too (TM_CAP_SPECIALS): mknod makes it again */
         e->mode = st->st_mode & (S_IFMT | 07777);
@@ -934,6 +941,71 @@ static int local_symlink(struct tm__adapter *a, const char *path,
 static int fd_chmod(struct local *l, int fd, mode_t mode);
 static int fd_utimes(int fd, const struct timespec t[2]);
 
+/* Another link to the file at target: linkat from its parent's descriptor
+ * to a temporary name in path's parent (linkat never follows a symlink
+ * without AT_SYMLINK_FOLLOW and never replaces: a taken name moves to the
+ * next), checked to be the very inode that target was a file of, then
+ * renamed to its real name. Both parents are opened below the root
+ * without following anything. */
+static int local_link(struct tm__adapter *a, const char *target, const char *path,
+                      unsigned flags, struct tm__aerr *e)
+{
+    struct local *l = (struct local *)a;
+    const char *tname, *name;
+    char tmp[TM_TMP_NAME_MAX];
+    struct stat ts, ns;
+    int tdfd, dfd = -1, rc = 0, attempt, made = 0;
+
+    tdfd = open_parent(l, target, &tname);
+    if (tdfd < 0)
+        return tdfd;
+    if (fstatat(tdfd, tname, &ts, AT_SYMLINK_NOFOLLOW) != 0) {
+        rc = tm__from_errno(errno);
+        goto out;
+    }
+    if (!S_ISREG(ts.st_mode)) {
+        rc = tm__aerr_set(e, TM_EINVAL, "%s is not a file on the destination", target);
+        goto out;
+    }
+    dfd = open_parent(l, path, &name);
+    if (dfd < 0) {
+        rc = dfd;
+        dfd = -1;
+        goto out;
+    }
+    for (attempt = 0; attempt < TM_TMP_TRIES && !made; attempt++) {
+        rc = tm__tmp_name(l->key, path, attempt, tmp, sizeof tmp);
+        if (rc)
+            break;
+        if (linkat(tdfd, tname, dfd, tmp, 0) == 0)
+            made = 1;
+        else if (errno != EEXIST)
+            break;
+    }
+    if (!made) {
+        rc = rc ? rc : tm__from_errno(errno);
+        if (rc == TM_EEXIST)
+            tm__aerr_set(e, rc, "cannot create a temporary link beside %s: the "
+                         "%d names it may take are taken", path, TM_TMP_TRIES);
+        goto out;
+    }
+    /* what was linked is what was checked (not a node swapped in since) */
+    if (fstatat(dfd, tmp, &ns, AT_SYMLINK_NOFOLLOW) != 0)
+        rc = tm__from_errno(errno);
+    else if (!S_ISREG(ns.st_mode) || ns.st_dev != ts.st_dev || ns.st_ino != ts.st_ino)
+        rc = tm__aerr_set(e, TM_ECHANGED, "%s changed on the destination while it "
+                          "was linked", target);
+    if (!rc && place(dfd, tmp, name, flags) != 0)
+        rc = tm__from_errno(errno);
+    if (rc)
+        unlinkat(dfd, tmp, 0);
+out:
+    if (dfd >= 0)
+        close(dfd);
+    close(tdfd);
+    return rc;
+}
+
 /* A special file: made under a temporary name with mknodat in the parent
  * (which never follows or replaces anything: a taken name moves to the
  * next), then opened O_PATH | O_NOFOLLOW and checked to be the node just
@@ -1418,7 +1490,7 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     l->base.version = 2;
     l->base.name = "local";
     l->base.caps = TM_CAP_MODES | TM_CAP_SYMLINKS | TM_CAP_OWNER | TM_CAP_SPECIALS |
-                   TM_CAP_MOUNTS;
+                   TM_CAP_MOUNTS | TM_CAP_HARDLINKS;
     l->base.mtime_precision = 1;
     l->base.list_open = local_list_open;
     l->base.list_next = local_list_next;
@@ -1439,6 +1511,7 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     l->base.readlink = local_readlink;
     l->base.symlink = local_symlink;
     l->base.mknod = local_mknod;
+    l->base.link = local_link;
     l->base.set_attr = local_set_attr;
     l->base.sync = local_sync;
     l->base.chown = local_chown;

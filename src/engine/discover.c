@@ -439,6 +439,12 @@ static int src_page(struct engine *e, const struct task *t,
         n->owned = (int8_t)e->owned[TM_SRC];
         n->uid = x->uid;
         n->gid = x->gid;
+        if (x->type == TM_T_FILE && x->nlink > 1) {
+            /* one of a link group: the copy links the group's files */
+            n->dev = x->dev;
+            n->ino = x->ino;
+            n->nlink = x->nlink;
+        }
         rc = add_names(r, n, t->path, l->arena.buf + x->name_off, x->name_len);
         if (rc)
             return rc;

@@ -56,6 +56,8 @@ struct tm__ent {
     int64_t uid, gid;          /* owner, where the storage reports one */
     int other_fs;              /* a folder on another file system than
                                   the root's (struct tm__entry) */
+    uint64_t dev, ino;         /* a file's inode, where reported */
+    uint32_t nlink;            /* its links (0: not reported) */
 };
 
 /* The children of one folder as an adapter listed them (compare.c). */

@@ -10,7 +10,10 @@
  *           symlink of that depth (one that differs from the destination's
  *           only in its attributes, conflict attrs, gets them set in place).
  *           A depth starts once the previous one is committed, so a node's
- *           parent is known to exist. Then one stage sets the mode and mtime
+ *           parent is known to exist. After each depth, one stage links
+ *           that depth's files of a link group (one source inode, schema
+ *           v5) to the first file of the group, written at that depth or
+ *           above (store/tasks.c picks it by depth and id). Then one stage sets the mode and mtime
  *           of every folder (their contents are complete), and the
  *           destination is synced.
  *   verify  one stage: every folder whose copy is done or already existed;
@@ -57,7 +60,7 @@
 #define READERS 2            /* verify's shared read connections */
 #define KIDS_PAGE 512        /* source children verify reads at once */
 
-enum stage { ST_COPY_DEPTH, ST_ATTRS, ST_VERIFY };
+enum stage { ST_COPY_DEPTH, ST_LINKS, ST_ATTRS, ST_VERIFY };
 
 struct runner;
 
@@ -69,6 +72,9 @@ struct task {
     char *path;            /* root-relative path (malloc'd, with why) */
     const char *why;       /* a folder whose listing failed: the reason
                               (in path's allocation), else NULL */
+    const char *link;      /* ST_LINKS: the first file of its link group,
+                              to link to (in path's allocation) */
+    int link_cs;           /* ST_LINKS: that file's copy status */
     int depth;             /* its depth */
     int type;              /* enum tm__type */
     int64_t size, mtime;   /* as discovered */
@@ -476,6 +482,41 @@ static int fix_attrs(struct worker *wk, const struct task *t)
     return rc;
 }
 
+/* A file of a link group that is not its first (ST_LINKS): linked on the
+ * destination to the first one, which this migration's copy wrote (that
+ * copy was committed at an earlier stage). The source must still be what
+ * discovery saw and still share that inode. Returns 0, an error, or WHOLE:
+ * the file is copied on its own (the first one is not there, failed or
+ * changed, or the storage cannot link). */
+static int link_file(struct worker *wk, const struct task *t)
+{
+    struct runner *r = wk->r;
+    struct tm__adapter *sa = r->cfg->ad[TM_SRC], *da = r->cfg->ad[TM_DST];
+    struct tm__entry s, f;
+    int rc;
+
+    if (t->link_cs != CS_SUCCESSFUL || !da->link || strcmp(t->link, t->path) == 0)
+        return WHOLE;
+    rc = tm__adapter_stat(sa, t->path, &s, &wk->ae);
+    if (!rc)
+        rc = tm__adapter_stat(sa, t->link, &f, &wk->ae);
+    if (rc) {
+        wk->err_src = 1;
+        return rc;
+    }
+    if (s.type != TM_T_FILE || s.size != t->size || s.mtime != t->mtime)
+        return own_err(wk, TM_ECHANGED, "changed since discovery");
+    if (f.type != TM_T_FILE || s.dev != f.dev || s.ino != f.ino)
+        return WHOLE; /* no longer one inode on the source */
+    rc = tm__adapter_link(da, t->link, t->path, place_flags(r, t), &wk->ae);
+    if (rc == TM_ECHANGED || rc == TM_EINVAL || rc == TM_ENOENT) {
+        tm__log(r->lg, TM_WARNING, "copy", t->id, t->path, "copy %s: cannot link "
+                "it to %s (%s): copied on its own", t->path, t->link, wk->ae.msg);
+        return WHOLE;
+    }
+    return rc;
+}
+
 /* A special file (FIFO, device, socket): made again on the destination
  * with the source's kind and device number as they are now (the kind must
  * still be the one discovery saw), the mode and mtime discovery saw. */
@@ -499,6 +540,8 @@ static int copy_one(struct worker *wk, const struct task *t)
 {
     struct tm__adapter *sa = wk->r->cfg->ad[TM_SRC], *da = wk->r->cfg->ad[TM_DST];
     int rc;
+    if (t->link && (rc = link_file(wk, t)) != WHOLE)
+        return rc;
     if (t->cf == CF_ATTRS && (t->type == TM_T_FILE || t->type == TM_T_SYMLINK) &&
         (rc = fix_attrs(wk, t)) != WHOLE)
         return rc;
@@ -1356,7 +1399,7 @@ static int run_one(struct worker *wk, struct task *t)
 
     tm__aerr_clear(&wk->ae);
     wk->err_src = 0;
-    if (t->stage == ST_COPY_DEPTH)
+    if (t->stage == ST_COPY_DEPTH || t->stage == ST_LINKS)
         rc = copy_task(wk, t, &res);
     else if (t->stage == ST_ATTRS)
         rc = attrs_task(wk, t, &res);
@@ -1443,21 +1486,27 @@ struct fetched {
 static int fetch_one(void *ctx, const struct tm__task_row *row)
 {
     struct fetched *f = ctx;
-    size_t lp = strlen(row->path), lw = row->why ? strlen(row->why) : 0;
+    const char *extra = row->why ? row->why : row->link;
+    size_t lp = strlen(row->path), lw = extra ? strlen(extra) : 0;
     struct task *t = calloc(1, sizeof *t);
     if (!t)
         return TM_ENOMEM;
-    /* the path and the reason in one allocation: freeing path frees both */
-    t->path = malloc(lp + 1 + (row->why ? lw + 1 : 0));
+    /* the path and the reason (or the link's target) in one allocation:
+     * freeing path frees both */
+    t->path = malloc(lp + 1 + (extra ? lw + 1 : 0));
     if (!t->path) {
         free(t);
         return TM_ENOMEM;
     }
     memcpy(t->path, row->path, lp + 1);
-    if (row->why) {
-        memcpy(t->path + lp + 1, row->why, lw + 1);
-        t->why = t->path + lp + 1;
+    if (extra) {
+        memcpy(t->path + lp + 1, extra, lw + 1);
+        if (row->why)
+            t->why = t->path + lp + 1;
+        else
+            t->link = t->path + lp + 1;
     }
+    t->link_cs = row->link_cs;
     t->job.run = run_task;
     t->r = f->r;
     t->stage = f->stage;
@@ -1489,6 +1538,7 @@ static int fetch(struct runner *r, int stage, int depth, int64_t *last,
 {
     struct fetched f = { r, stage, buf, 0 };
     int kind = stage == ST_COPY_DEPTH ? TM_TASKS_COPY
+               : stage == ST_LINKS    ? TM_TASKS_LINKS
                : stage == ST_ATTRS    ? TM_TASKS_ATTRS
                                       : TM_TASKS_VERIFY;
     int rc = tm__tasks_rows(r->q, kind, depth, *last, PAGE, fetch_one, &f);
@@ -1635,7 +1685,8 @@ static int run_stage(struct runner *r, int stage, int depth, struct task **buf,
             int n;
             pthread_mutex_unlock(&r->mu);
             n = fetch(r, stage, depth, &last, buf);
-            if (n > 0 && stage == ST_COPY_DEPTH && r->fetched == 0 &&
+            if (n > 0 && (stage == ST_COPY_DEPTH || stage == ST_LINKS) &&
+                r->fetched == 0 &&
                 (rc = record_depth(r, depth)) != 0) {
                 while (n-- > 0)
                     task_free(buf[n]);
@@ -1657,7 +1708,8 @@ static int run_stage(struct runner *r, int stage, int depth, struct task **buf,
         }
         dispatch(r);
         if (done_fetching && r->len == 0 && r->in_flight == 0 &&
-            (stage != ST_COPY_DEPTH || r->committed >= r->fetched))
+            ((stage != ST_COPY_DEPTH && stage != ST_LINKS) ||
+             r->committed >= r->fetched))
             return 0;
         if (done_fetching && r->len == 0 && r->in_flight == 0) {
             pthread_mutex_unlock(&r->mu);
@@ -1706,8 +1758,13 @@ static int run_stages(struct runner *r, struct task **buf)
     }
     pthread_mutex_lock(&r->mu);
     if (r->cfg->mode == TM_EXEC_COPY) {
-        for (depth = 1; depth <= maxd && !rc; depth++)
+        for (depth = 1; depth <= maxd && !rc; depth++) {
             rc = run_stage(r, ST_COPY_DEPTH, depth, buf, t0, &last_report);
+            /* then the files of that depth linked to the first of their
+             * link group (at this depth or above: copied and committed) */
+            if (!rc)
+                rc = run_stage(r, ST_LINKS, depth, buf, t0, &last_report);
+        }
         if (!rc)
             rc = run_stage(r, ST_ATTRS, 0, buf, t0, &last_report);
     } else {

@@ -274,6 +274,9 @@ struct summary {
     struct counts attrs;             /* pending rows with conflict attrs:
                                         their attributes set in place */
     int64_t by_review;               /* source rows excluded by tm_exclude */
+    int64_t links[3];                /* link groups of two files or more
+                                        in the source tree, their files,
+                                        the groups split by an exclusion */
 };
 
 static void counts_add(struct counts *to, const struct counts *c)
@@ -347,6 +350,22 @@ static int load_summary(tm_migration *m, struct summary *s)
         if (!rc) {
             if (sqlite3_step(st) == SQLITE_ROW)
                 s->by_review = sqlite3_column_int64(st, 0);
+            sqlite3_finalize(st);
+        }
+    }
+    if (!rc) {
+        /* link groups (schema v5: an older file has no inode, and none);
+         * read in index order, one group at a time */
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, "SELECT count(*), sum(n), sum(split) FROM "
+                               "(SELECT count(*) AS n, max(copy_status = "
+                               "'excluded') AND max(copy_status != 'excluded') "
+                               "AS split FROM src_nodes WHERE ino IS NOT NULL "
+                               "AND type = 'file' GROUP BY dev, ino HAVING "
+                               "count(*) > 1)", -1, &st, NULL) == SQLITE_OK) {
+            if (sqlite3_step(st) == SQLITE_ROW)
+                for (int i = 0; i < 3; i++)
+                    s->links[i] = sqlite3_column_int64(st, i);
             sqlite3_finalize(st);
         }
     }
@@ -749,6 +768,20 @@ int tm_review_print(tm_migration *m, FILE *out, int top)
                           " by discover --exclude", s->by_review,
                           counts_total(&s->src[TS_EXCLUDED]) - s->by_review);
     if (!rc) rc = tm__buf_adds(&b, "\n");
+
+    if (!rc && s->links[0]) {
+        rc = add_label(&b, "hard links");
+        if (!rc)
+            rc = tm__buf_addf(&b, "%" PRId64 " group%s of %" PRId64 " files: "
+                              "each group is written once, its other files "
+                              "linked", s->links[0], s->links[0] == 1 ? "" : "s",
+                              s->links[1]);
+        if (!rc && s->links[2])
+            rc = tm__buf_addf(&b, "; %" PRId64 " split by an exclusion (what is "
+                              "excluded is not made, the others are still "
+                              "linked)", s->links[2]);
+        if (!rc) rc = tm__buf_adds(&b, "\n");
+    }
 
     n = 0;
     for (i = 0; i < 2; i++)

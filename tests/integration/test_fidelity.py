@@ -362,6 +362,119 @@ def run_one_fs(R, work):
     R.check('without -x: both mounts are walked and copied', check_without)
 
 
+# --------------------------------------------------------------------------
+# hard links
+
+def link_tree(top, src):
+    """Link groups: 2 files in two folders; 1000 files across 10 folders;
+    3 files of which the shallowest is excluded by name (*.skip: the group
+    is split by the exclusion, its two other files must still be linked);
+    2 files beside a third in an excluded folder (/excl); a file whose only
+    other link is outside the tree (copied on its own). Returns the
+    expected review line."""
+    put(src, 'two/a', b'group of two', mtime=OLD)
+    os.makedirs(os.path.join(src, 'other/deeper'))
+    os.link(os.path.join(src, 'two/a'), os.path.join(src, 'other/deeper/b'))
+    first = put(src, 'big/d0/f0', b'one inode, a thousand names', mtime=OLD + 7)
+    for i in range(1, 1000):
+        d = os.path.join(src, 'big/d%d' % (i % 10))
+        os.makedirs(d, exist_ok=True)
+        os.link(first, os.path.join(d, 'f%d' % i))
+    put(src, 'l3.skip', b'split by an exclusion', mtime=OLD + 9)
+    os.makedirs(os.path.join(src, 'keep/sub'))
+    os.link(os.path.join(src, 'l3.skip'), os.path.join(src, 'keep/l1'))
+    os.link(os.path.join(src, 'l3.skip'), os.path.join(src, 'keep/sub/l2'))
+    put(src, 'excl/m3', b'beside an excluded folder', mtime=OLD + 11)
+    os.makedirs(os.path.join(src, 'keep2'))
+    os.link(os.path.join(src, 'excl/m3'), os.path.join(src, 'keep2/m1'))
+    os.link(os.path.join(src, 'excl/m3'), os.path.join(src, 'keep2/m2'))
+    put(top, 'outside', b'its other link is outside the tree', mtime=OLD + 13)
+    os.link(os.path.join(top, 'outside'), os.path.join(src, 'alone'))
+    put(src, 'plain', b'one link', mtime=OLD)
+    return ('hard links        4 groups of 1007 files: each group is written '
+            'once, its other files linked; 1 split by an exclusion (what is '
+            'excluded is not made, the others are still linked)')
+
+
+LINK_EXCLUDES = ('*.skip', '/excl')
+
+
+def inode_groups(root, skip=()):
+    """{(dev, ino): sorted relative paths} of the files below root, but
+    those under skip."""
+    g = {}
+    for rel, st in walk(root).items():
+        if stat.S_ISREG(st.st_mode) and not any(
+                rel == x or rel.startswith(x + '/') for x in skip):
+            g.setdefault((st.st_dev, st.st_ino), []).append(rel)
+    return sorted(sorted(v) for v in g.values())
+
+
+def run_hardlinks(R, work):
+    def check():
+        top, src, dst, db = fresh(work, 'links')
+        line = link_tree(top, src)
+        discover(db, src, dst, *['--exclude=' + x for x in LINK_EXCLUDES])
+        cp = run(['review', '--db', db])
+        expect_rc(cp, 0, 'review')
+        got = [x for x in cp.stdout.decode().splitlines() if x.startswith('hard links')]
+        expect_eq('review: the link groups', [line], got)
+        copy(db)
+        # the oracle: the source's inode sharing, the excluded names left out
+        want = inode_groups(src, skip=('l3.skip', 'excl'))
+        expect_eq('names that share an inode on the destination, as on the source',
+                  want, inode_groups(dst))
+        nl = {rel: st.st_nlink for rel, st in walk(dst).items()
+              if stat.S_ISREG(st.st_mode)}
+        expect_eq('links of the 1000-file group', 1000, nl['big/d0/f0'])
+        expect_eq('links of the split group', 2, nl['keep/l1'])
+        expect_eq('links of a file linked only outside the tree', 1, nl['alone'])
+        # rsync -H, given the same exclusions, finds nothing to do
+        excl = ['--exclude=' + x for x in LINK_EXCLUDES]
+        cmd = ['rsync', '-aHn', '--itemize-changes'] + excl + [src + '/', dst + '/']
+        cp = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            timeout=tmtest.TIMEOUT)
+        got = [x for x in cp.stdout.decode().splitlines() if x and x != '.d..t...... ./']
+        expect_eq('rsync -aHn with the same exclusions', [], got)
+        verify(db)
+    R.check('hard links: groups of 2 and 1000 across folders, one split by an '
+            'exclusion, are linked as on the source (rsync -aHn, inode walk)', check)
+
+    def check_upgrade():
+        # a state file of schema version 4 (no inode columns) is brought to
+        # version 5 by the next command; its files are copied on their own
+        top, src, dst, db = fresh(work, 'links-v4')
+        put(src, 'a', b'x', mtime=OLD)
+        os.link(os.path.join(src, 'a'), os.path.join(src, 'b'))
+        discover(db, src, dst)
+        import sqlite3
+        c = sqlite3.connect(db)
+        try:
+            c.execute('DROP INDEX src_nodes_inode')
+            for col in ('dev', 'ino', 'nlink'):
+                c.execute('ALTER TABLE src_nodes DROP COLUMN %s' % col)
+            c.execute('PRAGMA user_version = 4')
+            c.commit()
+        finally:
+            c.close()
+        copy(db)
+        c = sqlite3.connect(db)
+        try:
+            expect_eq('schema version after the copy', 5,
+                      c.execute('PRAGMA user_version').fetchone()[0])
+            cols = [r[1] for r in c.execute('PRAGMA table_info(src_nodes)')]
+            expect_eq('inode columns added', ['dev', 'ino', 'nlink'], cols[-3:])
+            expect_eq('inode index added', 1, c.execute(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'src_nodes_inode'"
+            ).fetchone()[0])
+        finally:
+            c.close()
+        rsync_agrees(src, dst, '-an')
+        verify(db)
+    R.check('schema 4 to 5: a state file without inodes is upgraded and copied',
+            check_upgrade)
+
+
 def main():
     tmtest.require_binary()
     R = tmtest.Runner('test_fidelity')
@@ -372,6 +485,7 @@ def main():
         run_symlinks(R, work)
         run_specials(R, work)
         run_one_fs(R, work)
+        run_hardlinks(R, work)
     finally:
         shutil.rmtree(work, True)
     R.finish()
