@@ -140,6 +140,9 @@ static const char discover_usage[] =
     "                   system than the source root's, nor a bind mount: it\n"
     "                   is skipped with the reason (a new migration only;\n"
     "                   recorded)\n"
+    "  --no-xattrs      the copy leaves out extended attributes and POSIX\n"
+    "                   ACLs (kept by default: user.*, trusted.* as root,\n"
+    "                   system.posix_acl_*; a new migration only; recorded)\n"
     STORAGE_USAGE
     LOG_USAGE
     "  -q, --quiet      no progress lines\n"
@@ -608,6 +611,7 @@ static int cmd_discover(int argc, char **argv)
         { "owner", no_argument, NULL, 'W' },
         { "no-specials", no_argument, NULL, 'S' },
         { "one-file-system", no_argument, NULL, 'x' },
+        { "no-xattrs", no_argument, NULL, 'X' },
         LOG_OPTIONS,
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
@@ -679,6 +683,9 @@ static int cmd_discover(int argc, char **argv)
             break;
         case 'x':
             o.one_file_system = 1;
+            break;
+        case 'X':
+            o.no_xattrs = 1;
             break;
         case 'q':
             quiet = 1;

@@ -15,7 +15,7 @@ _treemig_options()
     local log="--log-level --udp-level --log-udp --log-public"
     local sto="--option" # the storages' options (-o KEY=VALUE)
     case $1 in
-        discover) echo "--db --workers --lead --retries --config --exclude --allow-pseudo-fs --owner --no-specials --one-file-system $sto $log --quiet --help" ;;
+        discover) echo "--db --workers --lead --retries --config --exclude --allow-pseudo-fs --owner --no-specials --one-file-system --no-xattrs $sto $log --quiet --help" ;;
         copy) echo "--db --yes --workers --retries --no-overwrite --owner --force $sto $log --quiet --help" ;;
         verify) echo "--db --checksum --workers $sto $log --quiet --help" ;;
         retry) echo "--db --workers --retries --owner $sto $log --quiet --help" ;;

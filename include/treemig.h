@@ -157,6 +157,11 @@ typedef struct tm_discover_options {
                                      source root's: it is skipped, with the
                                      reason. Only for a new migration;
                                      recorded */
+    int no_xattrs;                /* the copy leaves out extended attributes
+                                     and POSIX ACLs (else it keeps user.*,
+                                     trusted.* as root, and the ACLs where
+                                     both storages keep them). Only for a
+                                     new migration; recorded */
 } tm_discover_options;
 
 /* Fills o with the defaults (all fields zero but retries = -1). */

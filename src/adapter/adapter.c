@@ -339,6 +339,52 @@ int tm__adapter_symlink(struct tm__adapter *a, const char *path,
     return rc ? rc : tm__aerr_finish(e, a->symlink(a, path, target, mtime, flags, e));
 }
 
+int tm__xattr_next(const void *blob, size_t len, size_t *off, const char **name,
+                   const void **value, uint32_t *vlen)
+{
+    const char *p = blob;
+    size_t o = *off, n;
+    if (o >= len)
+        return 0;
+    n = strnlen(p + o, len - o);
+    if (n == 0 || o + n + 1 + 4 > len)
+        return -1;
+    *name = p + o;
+    memcpy(vlen, p + o + n + 1, 4);
+    if (*vlen > len - (o + n + 1 + 4))
+        return -1;
+    *value = p + o + n + 1 + 4;
+    *off = o + n + 1 + 4 + *vlen;
+    return 1;
+}
+
+int tm__xattr_add(struct tm__buf *out, const char *name, const void *value,
+                  uint32_t vlen)
+{
+    int rc = tm__buf_add(out, name, strlen(name) + 1);
+    if (!rc)
+        rc = tm__buf_add(out, &vlen, 4);
+    if (!rc && vlen)
+        rc = tm__buf_add(out, value, vlen);
+    return rc;
+}
+
+int tm__adapter_get_xattrs(struct tm__adapter *a, const char *path, int type,
+                           struct tm__buf *out, struct tm__aerr *e)
+{
+    int rc = begin(e, path ? path : "", a->get_xattrs != NULL);
+    return rc ? rc : tm__aerr_finish(e, a->get_xattrs(a, path, type, out, e));
+}
+
+int tm__adapter_set_xattrs(struct tm__adapter *a, const char *path,
+                           const void *blob, size_t len, struct tm__buf *refused,
+                           struct tm__aerr *e)
+{
+    int rc = begin(e, path ? path : "", a->set_xattrs != NULL);
+    return rc ? rc : tm__aerr_finish(e, a->set_xattrs(a, path, blob, len, refused,
+                                                      e));
+}
+
 int tm__adapter_link(struct tm__adapter *a, const char *target, const char *path,
                      unsigned flags, struct tm__aerr *e)
 {

@@ -35,6 +35,9 @@ enum {
                                   system than the root (other_fs) */
     TM_CAP_HARDLINKS = 1u << 5, /* reports files' inodes (dev, ino, nlink)
                                    and can link (link) */
+    TM_CAP_XATTRS = 1u << 6,   /* keeps extended attributes and POSIX ACLs:
+                                  get_xattrs, set_xattrs, and commit sets
+                                  those of struct tm__wattr */
 };
 
 /* One node as a storage reports it. name points into storage owned by the
@@ -191,6 +194,19 @@ struct tm__adapter {
      * file. With TM_CAP_HARDLINKS. */
     int (*link)(struct tm__adapter *a, const char *target, const char *path,
                 unsigned flags, struct tm__aerr *e);
+    /* Appends to out the extended attributes of the file or folder (type)
+     * at path that a copy keeps (user.*, trusted.* where this process may
+     * read them, system.posix_acl_access and _default), in the form
+     * tm__xattr_next() reads. Never follows a symlink. With
+     * TM_CAP_XATTRS. */
+    int (*get_xattrs)(struct tm__adapter *a, const char *path, int type,
+                      struct tm__buf *out, struct tm__aerr *e);
+    /* Sets on the folder at path the attributes of blob (len bytes, as
+     * get_xattrs gives them); each one the storage refuses is appended to
+     * refused ("name: reason; ") and the others are still set. With
+     * TM_CAP_XATTRS. */
+    int (*set_xattrs)(struct tm__adapter *a, const char *path, const void *blob,
+                      size_t len, struct tm__buf *refused, struct tm__aerr *e);
     /* Sets mode and mtime of the folder at path (after its children);
      * mtime TM_MTIME_KEEP leaves the mtime as it is. */
     int (*set_attr)(struct tm__adapter *a, const char *path, int64_t mtime,
@@ -267,7 +283,24 @@ struct tm__wattr {
      * on: a checkpoint lost costs a part sent again). */
     int (*checkpoint)(void *ctx, const void *state, size_t len);
     void *checkpoint_ctx; /* its context */
+    /* The engine's, with TM_CAP_XATTRS: the extended attributes commit
+     * sets on the file before it gets its name (as get_xattrs gives them;
+     * valid until commit or abort), and where it appends those the storage
+     * refuses ("name: reason; "; the file is still committed). */
+    const void *xattrs;   /* NULL: none */
+    size_t xattrs_len;    /* its bytes */
+    struct tm__buf *refused; /* may be NULL */
 };
+
+/* The extended attributes in blob (len bytes): *off starts at 0; returns
+ * 1 with the next name (NUL-terminated) and value, 0 at the end, -1 when
+ * blob is malformed. Each is the name, a NUL, a 4-byte length (host
+ * order) and the value. */
+int tm__xattr_next(const void *blob, size_t len, size_t *off, const char **name,
+                   const void **value, uint32_t *vlen);
+/* Appends one attribute to out in that form. */
+int tm__xattr_add(struct tm__buf *out, const char *name, const void *value,
+                  uint32_t vlen);
 
 /* Base of an adapter's open files: a concrete file embeds it first. */
 struct tm__rfile {
@@ -483,6 +516,12 @@ int tm__adapter_readlink(struct tm__adapter *a, const char *path,
 int tm__adapter_symlink(struct tm__adapter *a, const char *path,
                         const char *target, int64_t mtime, unsigned flags,
                         struct tm__aerr *e);
+/* TM_ENOTSUP when the storage keeps no extended attributes. */
+int tm__adapter_get_xattrs(struct tm__adapter *a, const char *path, int type,
+                           struct tm__buf *out, struct tm__aerr *e);
+int tm__adapter_set_xattrs(struct tm__adapter *a, const char *path,
+                           const void *blob, size_t len, struct tm__buf *refused,
+                           struct tm__aerr *e);
 /* TM_ENOTSUP when the storage cannot link files. */
 int tm__adapter_link(struct tm__adapter *a, const char *target, const char *path,
                      unsigned flags, struct tm__aerr *e);

@@ -40,6 +40,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -433,6 +434,9 @@ struct local_rfile {
 
 struct local_wfile {
     struct tm__wfile base; /* must be first */
+    const void *xattrs;    /* the engine's: set on the file at commit */
+    size_t xattrs_len;     /* its bytes */
+    struct tm__buf *refused; /* the engine's: what the file system refused */
     int dirfd;             /* the parent folder */
     int fd;                /* the temporary file */
     char *name;            /* the real name (malloc'd) */
@@ -553,7 +557,7 @@ static int local_open_write(struct tm__adapter *a, const char *path,
     int dfd, attempt;
 
     *out = NULL;
-    (void)w; /* written as it comes; the attributes come with commit */
+    /* written as it comes; the attributes come with commit */
     dfd = open_parent(l, path, &name);
     if (dfd < 0)
         return dfd;
@@ -566,6 +570,9 @@ static int local_open_write(struct tm__adapter *a, const char *path,
     f->base.a = a;
     f->dirfd = dfd;
     f->fd = -1;
+    f->xattrs = w->xattrs;
+    f->xattrs_len = w->xattrs_len;
+    f->refused = w->refused;
     /* 0600 while it is written: others never read a partial copy. O_EXCL:
      * never a file, link or FIFO that is there already (a name that is
      * taken, by chance or by someone who saw it, moves to the next) */
@@ -743,6 +750,163 @@ static int64_t local_copy_from(struct tm__wfile *wf, struct tm__rfile *rf,
     return done;
 }
 
+/* ---- extended attributes ---- */
+
+/* 1 for an attribute a copy keeps: user.*, trusted.* (listed only to
+ * CAP_SYS_ADMIN), the POSIX ACLs. security.* (SELinux labels, file
+ * capabilities) belongs to the system the file is on. */
+static int xattr_kept(const char *name)
+{
+    return strncmp(name, "user.", 5) == 0 || strncmp(name, "trusted.", 8) == 0 ||
+           strcmp(name, "system.posix_acl_access") == 0 ||
+           strcmp(name, "system.posix_acl_default") == 0;
+}
+
+/* The value of the attribute name of fd into *buf (*cap bytes, grown as
+ * needed): its length, or an error (TM_ENOENT: removed since listed). */
+static ssize_t get_value(int fd, const char *name, char **buf, size_t *cap)
+{
+    for (;;) {
+        ssize_t n = fgetxattr(fd, name, NULL, 0), m;
+        char *p;
+        if (n < 0)
+            return errno == ENODATA ? TM_ENOENT : tm__from_errno(errno);
+        if ((size_t)n > *cap) {
+            if (!(p = realloc(*buf, (size_t)n)))
+                return TM_ENOMEM;
+            *buf = p;
+            *cap = (size_t)n;
+        }
+        if (n == 0)
+            return 0;
+        m = fgetxattr(fd, name, *buf, *cap);
+        if (m >= 0)
+            return m;
+        if (errno != ERANGE) /* grown since: ask again */
+            return errno == ENODATA ? TM_ENOENT : tm__from_errno(errno);
+    }
+}
+
+/* Appends the kept attributes of the open node fd to out. */
+static int read_xattrs(int fd, struct tm__buf *out)
+{
+    char *names = NULL, *val = NULL;
+    size_t vcap = 0;
+    ssize_t n;
+    int rc = 0;
+    for (;;) {
+        n = flistxattr(fd, NULL, 0);
+        if (n <= 0) {
+            /* none, or a file system without them: nothing to copy */
+            rc = n < 0 && errno != ENOTSUP ? tm__from_errno(errno) : 0;
+            goto out;
+        }
+        free(names);
+        if (!(names = malloc((size_t)n))) {
+            rc = TM_ENOMEM;
+            goto out;
+        }
+        n = flistxattr(fd, names, (size_t)n);
+        if (n >= 0)
+            break;
+        if (errno != ERANGE) {
+            rc = tm__from_errno(errno);
+            goto out;
+        }
+    }
+    for (ssize_t i = 0; i < n && !rc; i += (ssize_t)strnlen(names + i, (size_t)(n - i)) + 1) {
+        const char *name = names + i;
+        ssize_t v;
+        if (!memchr(name, '\0', (size_t)(n - i)) || !xattr_kept(name))
+            continue;
+        v = get_value(fd, name, &val, &vcap);
+        if (v == TM_ENOENT)
+            continue;
+        rc = v < 0 ? (int)v : tm__xattr_add(out, name, val, (uint32_t)v);
+    }
+out:
+    free(names);
+    free(val);
+    return rc;
+}
+
+/* Sets on the open node fd each attribute of blob; a refusal is appended
+ * to refused and the others are still set. An error only for a malformed
+ * blob or no memory. */
+static int write_xattrs(int fd, const void *blob, size_t len,
+                        struct tm__buf *refused)
+{
+    size_t off = 0;
+    const char *name;
+    const void *val;
+    uint32_t vlen;
+    int k;
+    while ((k = tm__xattr_next(blob, len, &off, &name, &val, &vlen)) == 1) {
+        if (fsetxattr(fd, name, val, vlen, 0) == 0 || !refused)
+            continue;
+        if (tm__buf_addf(refused, "%s: %s; ", name,
+                         tm_strerror(tm__from_errno(errno))))
+            return TM_ENOMEM;
+    }
+    return k < 0 ? TM_EINVAL : 0;
+}
+
+/* The file or folder at path, opened to read its attributes: never
+ * followed, a FIFO never waited on. */
+static int open_node(struct local *l, const char *path, int type)
+{
+    const char *name;
+    int dfd, fd;
+    if (type == TM_T_FOLDER)
+        return open_dir(l, path);
+    fd = open_beneath(l, path, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK |
+                      O_CLOEXEC);
+    if (fd != TM_EAGAIN)
+        return fd;
+    dfd = open_parent(l, path, &name);
+    if (dfd < 0)
+        return dfd;
+    fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+    close(dfd);
+    return fd < 0 ? tm__from_errno(errno) : fd;
+}
+
+static int local_get_xattrs(struct tm__adapter *a, const char *path, int type,
+                            struct tm__buf *out, struct tm__aerr *e)
+{
+    struct local *l = (struct local *)a;
+    struct stat st;
+    int fd, rc;
+    if (type != TM_T_FILE && type != TM_T_FOLDER)
+        return tm__aerr_set(e, TM_EINVAL, "only files and folders have "
+                            "attributes copied");
+    fd = open_node(l, path, type);
+    if (fd < 0)
+        return fd;
+    if (fstat(fd, &st) != 0)
+        rc = tm__from_errno(errno);
+    else if (type == TM_T_FILE && !S_ISREG(st.st_mode))
+        rc = tm__aerr_set(e, TM_ECHANGED, "not a regular file any more");
+    else
+        rc = read_xattrs(fd, out);
+    close(fd);
+    return rc;
+}
+
+static int local_set_xattrs(struct tm__adapter *a, const char *path,
+                            const void *blob, size_t len, struct tm__buf *refused,
+                            struct tm__aerr *e)
+{
+    struct local *l = (struct local *)a;
+    int fd = open_node(l, path, TM_T_FOLDER), rc;
+    (void)e;
+    if (fd < 0)
+        return fd;
+    rc = write_xattrs(fd, blob, len, refused);
+    close(fd);
+    return rc;
+}
+
 static void wfile_free(struct local_wfile *f)
 {
     if (f->fd >= 0)
@@ -824,7 +988,11 @@ static int local_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode,
     if (!rc && f->base.set_owner &&
         fchown(f->fd, (uid_t)f->base.uid, (gid_t)f->base.gid) != 0)
         rc = tm__from_errno(errno);
-    else if (!rc && (fchmod(f->fd, mode & 07777) != 0 || futimens(f->fd, t) != 0))
+    /* the attributes (an ACL too) before the mode: chmod then sets the
+     * ACL's mask from the mode, as on the source */
+    if (!rc && f->xattrs_len)
+        rc = write_xattrs(f->fd, f->xattrs, f->xattrs_len, f->refused);
+    if (!rc && (fchmod(f->fd, mode & 07777) != 0 || futimens(f->fd, t) != 0))
         rc = tm__from_errno(errno);
     else if (!rc && !time_held_everywhere(&t[1]) && fstat(f->fd, &sb) != 0)
         rc = tm__from_errno(errno);
@@ -1490,7 +1658,7 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     l->base.version = 2;
     l->base.name = "local";
     l->base.caps = TM_CAP_MODES | TM_CAP_SYMLINKS | TM_CAP_OWNER | TM_CAP_SPECIALS |
-                   TM_CAP_MOUNTS | TM_CAP_HARDLINKS;
+                   TM_CAP_MOUNTS | TM_CAP_HARDLINKS | TM_CAP_XATTRS;
     l->base.mtime_precision = 1;
     l->base.list_open = local_list_open;
     l->base.list_next = local_list_next;
@@ -1512,6 +1680,8 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     l->base.symlink = local_symlink;
     l->base.mknod = local_mknod;
     l->base.link = local_link;
+    l->base.get_xattrs = local_get_xattrs;
+    l->base.set_xattrs = local_set_xattrs;
     l->base.set_attr = local_set_attr;
     l->base.sync = local_sync;
     l->base.chown = local_chown;

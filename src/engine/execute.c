@@ -97,6 +97,9 @@ struct worker {
     char *buf, *buf2;       /* I/O buffers */
     struct tm__buf scratch; /* symlink targets */
     struct tm__buf scratch2; /* the destination's, for verify */
+    struct tm__buf xattrs;  /* a source node's extended attributes */
+    struct tm__buf refused; /* those the destination refused ("name:
+                               reason; "), for the node's record */
     struct tm__aerr ae;     /* the last failed storage call */
     int err_src;            /* it was the source's */
 };
@@ -278,6 +281,15 @@ static unsigned place_flags(const struct runner *r, const struct task *t)
     return r->cfg->no_overwrite || t->cf == CF_NONE ? TM_NOREPLACE : 0;
 }
 
+/* 1 when the copy keeps extended attributes and ACLs: not discover
+ * --no-xattrs, and both storages keep them. */
+static int xattrs_kept(const struct runner *r)
+{
+    const struct tm__adapter *sa = r->cfg->ad[TM_SRC], *da = r->cfg->ad[TM_DST];
+    return r->cfg->xattrs && (sa->caps & TM_CAP_XATTRS) &&
+           (da->caps & TM_CAP_XATTRS) && sa->get_xattrs;
+}
+
 /* A failure the engine finds itself (not a storage's): described in wk's
  * error as one of this node. Returns rc. */
 static int own_err(struct worker *wk, int rc, const char *msg)
@@ -327,9 +339,20 @@ static int copy_file(struct worker *wk, const struct task *t)
         rc = own_err(wk, TM_ECHANGED, "changed since discovery");
         goto out;
     }
+    tm__buf_reset(&wk->xattrs);
+    tm__buf_reset(&wk->refused);
+    if (xattrs_kept(wk->r) &&
+        (rc = tm__adapter_get_xattrs(sa, t->path, TM_T_FILE, &wk->xattrs,
+                                     &wk->ae)) != 0) {
+        wk->err_src = 1;
+        goto out;
+    }
     {
         struct tm__wattr w;
         memset(&w, 0, sizeof w);
+        w.xattrs = wk->xattrs.len ? wk->xattrs.buf : NULL;
+        w.xattrs_len = wk->xattrs.len;
+        w.refused = &wk->refused;
         w.size = t->size;
         w.mtime = t->mtime;
         w.mode = t->mode;
@@ -743,6 +766,7 @@ static int copy_task_(struct worker *wk, const struct task *t,
     }
     if (roots_gone(r, 0))
         return TM_ENOENT;
+    tm__buf_reset(&wk->refused);
     rc = with_retries(wk, t, &attempts);
     if (rc == TM_ESTOPPED)
         return rc;
@@ -784,10 +808,52 @@ static int copy_task_(struct worker *wk, const struct task *t,
         snprintf(why, sizeof why, "copy %s: %s%s", t->path,
                  wk->err_src ? "reading the source: " : "",
                  wk->ae.msg);
-    *out = copy_result(t, rc ? CS_FAILED : CS_SUCCESSFUL, rc ? why : NULL);
+    if (!rc && wk->refused.len)
+        /* copied; what the destination would not hold is said per node */
+        snprintf(why, sizeof why, "copied without the extended attributes "
+                 "the destination refused: %.*s", (int)(wk->refused.len - 2),
+                 wk->refused.buf);
+    *out = copy_result(t, rc ? CS_FAILED : CS_SUCCESSFUL,
+                       rc || wk->refused.len ? why : NULL);
     if (!*out)
         return TM_ENOMEM;
     (*out)->attempts = attempts;
+    return 0;
+}
+
+/* The extended attributes and ACLs of a folder (set at the end of the
+ * copy, as its mode: a default ACL set earlier would be inherited by what
+ * the copy makes inside). What cannot be read or set is said on the
+ * folder's record (its status unchanged). */
+static int folder_xattrs(struct worker *wk, const struct task *t,
+                         struct tm__result **out)
+{
+    struct tm__adapter *sa = wk->r->cfg->ad[TM_SRC], *da = wk->r->cfg->ad[TM_DST];
+    char why[512];
+    int rc;
+    if (!xattrs_kept(wk->r) || !da->set_xattrs)
+        return 0;
+    tm__buf_reset(&wk->xattrs);
+    tm__buf_reset(&wk->refused);
+    rc = tm__adapter_get_xattrs(sa, t->path, TM_T_FOLDER, &wk->xattrs, &wk->ae);
+    if (!rc && wk->xattrs.len)
+        rc = tm__adapter_set_xattrs(da, t->path, wk->xattrs.buf, wk->xattrs.len,
+                                    &wk->refused, &wk->ae);
+    if (rc == TM_ENOMEM)
+        return rc;
+    if (!rc && !wk->refused.len)
+        return 0;
+    if (rc)
+        snprintf(why, sizeof why, "extended attributes of %s: %s", t->path,
+                 wk->ae.msg);
+    else
+        snprintf(why, sizeof why, "extended attributes of %s the destination "
+                 "refused: %.*s", t->path, (int)(wk->refused.len - 2),
+                 wk->refused.buf);
+    *out = copy_result(t, t->parent_cs, why);
+    if (!*out)
+        return TM_ENOMEM;
+    (*out)->old_cs = (int8_t)t->parent_cs; /* here: the folder's own status */
     return 0;
 }
 
@@ -821,7 +887,7 @@ static int attrs_task(struct worker *wk, const struct task *t,
             rc = tm__adapter_set_attr(da, t->path, t->mtime, t->mode, &wk->ae);
     } while (rc && (again = tm__retry_again(&rt, &wk->ae)) == 1);
     if (!rc)
-        return 0;
+        return folder_xattrs(wk, t, out);
     if (again == TM_ESTOPPED)
         return TM_ESTOPPED;
     if (roots_gone(wk->r, 1))
@@ -1369,6 +1435,8 @@ static struct worker *worker_get(struct runner *r)
     wk->r = r;
     tm__buf_init(&wk->scratch);
     tm__buf_init(&wk->scratch2);
+    tm__buf_init(&wk->xattrs);
+    tm__buf_init(&wk->refused);
     wk->buf = malloc(IO_BUF);
     wk->buf2 = r->cfg->mode == TM_EXEC_VERIFY ? malloc(IO_BUF) : NULL;
     if (!wk->buf || (r->cfg->mode == TM_EXEC_VERIFY && !wk->buf2)) {
@@ -1386,6 +1454,8 @@ static void worker_free(struct worker *wk)
     free(wk->buf2);
     tm__buf_release(&wk->scratch);
     tm__buf_release(&wk->scratch2);
+    tm__buf_release(&wk->xattrs);
+    tm__buf_release(&wk->refused);
     free(wk);
 }
 

@@ -38,6 +38,7 @@ struct tm__config {
     int owner;            /* discover --owner: owners are compared */
     int no_specials;      /* discover --no-specials */
     int one_fs;           /* discover --one-file-system */
+    int no_xattrs;        /* discover --no-xattrs */
 };
 
 /* Writes c to path atomically: a temporary file beside it, fsync, rename,

@@ -720,6 +720,7 @@ static int create_migration(tm_migration *m, const char *src, const char *dst,
     if (!rc && o->owner) rc = tm__store_set(db, "owner", "1");
     if (!rc && o->no_specials) rc = tm__store_set(db, "no_specials", "1");
     if (!rc && o->one_file_system) rc = tm__store_set(db, "one_fs", "1");
+    if (!rc && o->no_xattrs) rc = tm__store_set(db, "no_xattrs", "1");
     if (!rc) rc = sopts_store(m);
     for (i = 0; i < 2 && !rc; i++) {
         /* what each root is, so that a folder put in its place is refused */
@@ -1068,6 +1069,7 @@ static int config_prepare(tm_migration *m, const char *config_opt,
     c->owner = get_int(db, "owner", 0);
     c->no_specials = get_int(db, "no_specials", 0);
     c->one_fs = get_int(db, "one_fs", 0);
+    c->no_xattrs = get_int(db, "no_xattrs", 0);
     c->excludes = calloc(n_globs ? n_globs : 1, sizeof *c->excludes);
     c->storage = calloc(m->n_sopt ? m->n_sopt : 1, sizeof *c->storage);
     if (!c->excludes || !c->storage || !c->phase || !c->source || !c->destination ||
@@ -1318,11 +1320,13 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             goto out;
         }
         if (opt && ((opt->no_specials && !get_int(db, "no_specials", 0)) ||
-                    (opt->one_file_system && !get_int(db, "one_fs", 0)))) {
+                    (opt->one_file_system && !get_int(db, "one_fs", 0)) ||
+                    (opt->no_xattrs && !get_int(db, "no_xattrs", 0)))) {
             rc = fail(m, TM_EMISMATCH, "--%s: this migration was discovered "
                       "without it; start a new migration (another state file) "
                       "with it", opt->no_specials ? "no-specials"
-                                                  : "one-file-system");
+                                 : opt->one_file_system ? "one-file-system"
+                                                        : "no-xattrs");
             goto out;
         }
         if (o.workers <= 0)
@@ -1641,6 +1645,7 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
     /* discover --owner: owners were compared, the copy sets them and verify
      * compares them; copy --owner alone sets them on what the copy writes */
     cfg.owner_discovered = get_int(m->store.db, "owner", 0);
+    cfg.xattrs = !get_int(m->store.db, "no_xattrs", 0);
     cfg.owner = cfg.owner_discovered ||
                 (mode == TM_EXEC_COPY ? o->owner
                                       : get_int(m->store.db, "copy_owner", 0));

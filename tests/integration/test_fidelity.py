@@ -17,7 +17,14 @@ which names share an inode).
 - --one-file-system (-x): a tmpfs mounted inside the source (in a mount
   namespace of its own: `unshare -m`, as root) and a bind mount of a
   source folder are not entered; review lists them as skipped with the
-  reason; without -x both are walked and copied.
+  reason; without -x both are walked and copied;
+- hard links: groups of 2 and 1000 across folders, one split by an
+  exclusion; `rsync -aHn` given the same exclusions and an inode walk
+  agree; a schema v4 state file is upgraded;
+- extended attributes (user.*, trusted.* as root) and POSIX ACLs (access,
+  default): `rsync -aHAXn`, `getfacl -R` and os.listxattr agree;
+  --no-xattrs copies none; a destination that refuses them (ramfs) gets
+  the files, and each refusal is said on its node.
 Stdlib only; TREEMIG names the binary."""
 
 import os
@@ -475,6 +482,119 @@ def run_hardlinks(R, work):
             check_upgrade)
 
 
+# --------------------------------------------------------------------------
+# extended attributes and POSIX ACLs
+
+KEPT_NS = ('user.', 'trusted.', 'system.posix_acl_access', 'system.posix_acl_default')
+
+
+def xattr_walk(root):
+    """{relative path: {name: value}} of the attributes a copy keeps, for
+    every file and folder below root (and root itself as '.')."""
+    out = {}
+    paths = ['.'] + [rel for rel, st in walk(root).items()
+                     if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)]
+    for rel in paths:
+        p = os.path.join(root, rel)
+        out[rel] = {n: os.getxattr(p, n, follow_symlinks=False)
+                    for n in os.listxattr(p, follow_symlinks=False)
+                    if n.startswith(KEPT_NS)}
+    return out
+
+
+def getfacl(root):
+    """getfacl -R of the tree, paths relative to it (the oracle of ACLs)."""
+    if not shutil.which('getfacl'):
+        fail('getfacl is missing (the acl package: scripts/deps.sh test)')
+    cp = subprocess.run(['getfacl', '-R', '-p', '-n', '.'], cwd=root,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        timeout=tmtest.TIMEOUT)
+    if cp.returncode != 0:
+        fail('getfacl -R: %r' % cp.stderr[-300:])
+    # one block per node, in the order the folders list them: sorted
+    return sorted(x for x in cp.stdout.decode().split('\n\n') if x)
+
+
+def xattr_tree(src):
+    """Attributes in every namespace the test can set: user.* (an empty
+    value, a 4 KiB one, several on one file), trusted.* as root, an access
+    ACL on a file, a default ACL and an attribute on a folder."""
+    put(src, 'f', b'with attributes', mtime=OLD)
+    put(src, 'd/g', b'in a folder with a default ACL', mtime=OLD)
+    put(src, 'plain', b'none', mtime=OLD)
+    f = os.path.join(src, 'f')
+    os.setxattr(f, 'user.color', b'blue')
+    os.setxattr(f, 'user.empty', b'')
+    os.setxattr(f, 'user.big', bytes(range(256)) * 16)
+    os.setxattr(os.path.join(src, 'd'), 'user.folder', b'of a folder')
+    if os.geteuid() == 0:
+        os.setxattr(f, 'trusted.secret', b'root only')
+    if not shutil.which('setfacl'):
+        fail('setfacl is missing (the acl package: scripts/deps.sh test)')
+    for args in (['-m', 'u:65534:r,g:65534:rw', f],
+                 ['-d', '-m', 'u:65534:rwx', os.path.join(src, 'd')],
+                 ['-m', 'u:65534:rx', os.path.join(src, 'd')]):
+        cp = subprocess.run(['setfacl'] + args, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, timeout=tmtest.TIMEOUT)
+        if cp.returncode != 0:
+            raise Skip('setfacl %s: %r (no ACLs on this file system)' % (
+                ' '.join(args[:-1]), cp.stderr[-200:]))
+    for p in (f, os.path.join(src, 'd/g')):
+        os.utime(p, ns=(OLD, OLD))
+    os.utime(os.path.join(src, 'd'), ns=(OLD, OLD))
+
+
+def run_xattrs(R, work):
+    def check():
+        top, src, dst, db = fresh(work, 'xattrs')
+        xattr_tree(src)
+        discover(db, src, dst)
+        copy(db)
+        want = xattr_walk(src)
+        want['.'] = xattr_walk(dst)['.']   # the roots' own are left alone
+        expect_eq('attributes of each file and folder (os.listxattr)', want,
+                  xattr_walk(dst))
+        expect_eq('getfacl -R', getfacl(src), getfacl(dst))
+        rsync_agrees(src, dst, '-aHAXn')
+        verify(db)
+    R.check('extended attributes (user.*, trusted.*) and ACLs (access, default) '
+            'are copied (rsync -aHAXn, getfacl -R, listxattr agree)', check)
+
+    def check_no_xattrs():
+        top, src, dst, db = fresh(work, 'no-xattrs')
+        xattr_tree(src)
+        discover(db, src, dst, '--no-xattrs')
+        copy(db)
+        got = {rel: v for rel, v in xattr_walk(dst).items() if v and rel != '.'}
+        expect_eq('attributes on the destination with --no-xattrs', {}, got)
+        verify(db)
+    R.check('discover --no-xattrs: none is copied', check_no_xattrs)
+
+    def check_refused():
+        # a destination that keeps no extended attribute (ramfs): the files
+        # are copied, and each refusal is said on its node
+        top, src, dst, db = fresh(work, 'xattrs-refused')
+        put(src, 'f', b'x', mtime=OLD)
+        os.setxattr(os.path.join(src, 'f'), 'user.color', b'blue')
+        put(src, 'plain', b'y', mtime=OLD)
+        in_namespace('mount -t ramfs ramfs "$4"; "$1" discover --db "$2" --quiet '
+                     '"$3" "$4"; "$1" copy --db "$2" --yes --quiet; '
+                     'test "$(cat "$4/f")" = x', tmtest.TREEMIG, db, src, dst)
+        conn = tmtest.connect(db)
+        try:
+            rows = {r[0].decode(): (r[1].decode(), r[2] and r[2].decode())
+                    for r in conn.execute(
+                        'SELECT path, copy_status, error FROM src_nodes WHERE depth = 1')}
+        finally:
+            conn.close()
+        expect_eq('the nodes after the copy to ramfs', {
+            '/f': ('successful', 'copied without the extended attributes the '
+                   'destination refused: user.color: operation not supported'),
+            '/plain': ('successful', None)}, rows)
+    R.check('a destination that refuses extended attributes: copied, the refusal '
+            'said on the node', check_refused)
+
+
 def main():
     tmtest.require_binary()
     R = tmtest.Runner('test_fidelity')
@@ -486,6 +606,7 @@ def main():
         run_specials(R, work)
         run_one_fs(R, work)
         run_hardlinks(R, work)
+        run_xattrs(R, work)
     finally:
         shutil.rmtree(work, True)
     R.finish()
