@@ -8,15 +8,19 @@
  * PATH_MAX work (the component walk is used when openat2 says ENAMETOOLONG).
  * Listing uses getdents64 and fstatat(AT_SYMLINK_NOFOLLOW); special files are
  * reported as "other" with their kind (FIFO, device, socket) and never
- * opened; mknod makes them again on the destination. The root itself is opened without
- * following a symlink on any component of its path.
+ * opened; a file's inode (dev, ino, nlink) is reported for its link group,
+ * a folder's mount (st_dev, statx mount id) against the root's. The root
+ * itself is opened without following a symlink on any component of its
+ * path.
  *
  * Writing: a file is written to a temporary name created with O_EXCL (never
  * an existing file, FIFO or link), derived from the copy run's key and the
- * path (util/secret.c), and renamed to its real name when complete; the
- * mode and mtime of a folder, and the owner and mode of a file or symlink
- * changed in place, are set through a descriptor of it opened with
- * O_NOFOLLOW, never by name.
+ * path (util/secret.c), given its extended attributes, and renamed to its
+ * real name when complete; a special file (mknodat), a hard link (linkat)
+ * and a symlink are made under such a name too, and renamed. The mode and
+ * mtime of a folder, and the owner and mode of a file or symlink changed in
+ * place, are set through a descriptor of it opened with O_NOFOLLOW, never
+ * by name.
  *
  * Thread-safe: the shared state (root descriptor, run key, forbidden
  * folders) is set before the workers start and only read afterwards.
