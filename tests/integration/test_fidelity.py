@@ -20,7 +20,8 @@ which names share an inode).
   reason; without -x both are walked and copied;
 - hard links: groups of 2 and 1000 across folders, one split by an
   exclusion; `rsync -aHn` given the same exclusions and an inode walk
-  agree; a schema v4 state file is upgraded;
+  agree; kill -9 while the copy links a group of 10,000, then the next
+  copy finishes it; a schema v4 state file is upgraded;
 - extended attributes (user.*, trusted.* as root) and POSIX ACLs (access,
   default): `rsync -aHAXn`, `getfacl -R` and os.listxattr agree;
   --no-xattrs copies none; a destination that refuses them (ramfs) gets
@@ -447,6 +448,46 @@ def run_hardlinks(R, work):
         verify(db)
     R.check('hard links: groups of 2 and 1000 across folders, one split by an '
             'exclusion, are linked as on the source (rsync -aHn, inode walk)', check)
+
+    def check_kill():
+        # kill -9 while the copy links a group of 10,000 files: the next copy
+        # removes the temporaries of the killed one, links the rest, and
+        # the group is one inode
+        top, src, dst, db = fresh(work, 'links-kill')
+        first = put(src, 'k/d0/f0', b'killed while linking', mtime=OLD)
+        for i in range(1, 10000):
+            d = os.path.join(src, 'k/d%d' % (i % 20))
+            os.makedirs(d, exist_ok=True)
+            os.link(first, os.path.join(d, 'f%d' % i))
+        discover(db, src, dst)
+        p = subprocess.Popen([tmtest.TREEMIG, 'copy', '--db', db, '--yes', '--quiet'],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        made = os.path.join(dst, 'k/d0/f0')
+        try:
+            while p.poll() is None:
+                try:
+                    if os.lstat(made).st_nlink > 100:
+                        break
+                except FileNotFoundError:
+                    pass
+            killed = p.poll() is None
+            p.kill()
+        finally:
+            p.wait()
+        if not killed:
+            fail('the copy ended before it could be killed while linking')
+        links = os.lstat(made).st_nlink
+        if links >= 10000:
+            fail('the copy had linked all the files when it was killed')
+        copy(db)
+        verify(db)
+        expect_eq('the group on the destination after the resumed copy',
+                  inode_groups(src), inode_groups(dst))
+        left = [rel for rel in walk(dst) if os.path.basename(rel).startswith('.treemig.')]
+        expect_eq('temporaries left', [], left)
+        print('     killed with %d of 10000 names linked' % links)
+    R.check('hard links: kill -9 while linking, the next copy finishes the group',
+            check_kill)
 
     def check_upgrade():
         # a state file of schema version 4 (no inode columns) is brought to
