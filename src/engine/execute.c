@@ -18,7 +18,8 @@
  *           destination is synced.
  *   verify  one stage: every folder whose copy is done or already existed;
  *           a worker lists its destination twin and checks each child
- *           (content, mode, owner with discover --owner, a folder's mtime);
+ *           (content, mode, owner with discover --owner, a folder's mtime,
+ *           a special file's kind and device, a hard link's inode);
  *           a child that does not match becomes a failed node (retry
  *           redoes it).
  *
@@ -1067,6 +1068,32 @@ static const char *check_special(struct worker *wk, const struct tm__kid_row *k,
     return check_attrs(wk, k, d, buf, len, cf);
 }
 
+/* check_child() of a file of a link group (k->link: the group's first
+ * file, which the copy wrote): it must be a link of that file on the
+ * destination, when the two still share an inode on the source. NULL
+ * when it is (or cannot be told: what could not be stated is checked as
+ * its own node), else a message and *cf = CF_CONTENT (the copy links it
+ * again). */
+static const char *check_link(struct worker *wk, const struct tm__kid_row *k,
+                              const char *path, const struct tm__ent *d,
+                              char *buf, size_t len, int *cf)
+{
+    struct tm__adapter *sa = wk->r->cfg->ad[TM_SRC], *da = wk->r->cfg->ad[TM_DST];
+    struct tm__entry s, sl, dl;
+    struct tm__aerr ae;
+    if (!(da->caps & TM_CAP_HARDLINKS) || !(sa->caps & TM_CAP_HARDLINKS) ||
+        tm__adapter_stat(sa, path, &s, &ae) || tm__adapter_stat(sa, k->link, &sl, &ae) ||
+        s.dev != sl.dev || s.ino != sl.ino ||
+        tm__adapter_stat(da, k->link, &dl, &ae))
+        return NULL;
+    if (dl.dev == d->dev && dl.ino == d->ino)
+        return NULL;
+    *cf = CF_CONTENT;
+    snprintf(buf, len, "not a link of %s on the destination, as on the source",
+             k->link);
+    return buf;
+}
+
 /* Checks one source child k (at path) against what the destination
  * listing found (d, NULL: nothing). Returns NULL when it matches, else a
  * static or buffer message; NULL with *fatal set when it could not be
@@ -1148,6 +1175,8 @@ static const char *check_child(struct worker *wk, const struct tm__kid_row *k,
             return "content differs";
         }
     }
+    if (type == TM_T_FILE && k->link && check_link(wk, k, path, d, buf, len, cf))
+        return buf;
     return check_attrs(wk, k, d, buf, len, cf);
 }
 
@@ -1241,6 +1270,10 @@ static int kid_add(void *ctx, const struct tm__kid_row *r)
         return TM_ENOMEM;
     x->path = (const char *)(uintptr_t)k->arena.len;
     if (tm__buf_adds(&k->arena, r->path) || tm__buf_addch(&k->arena, 0))
+        return TM_ENOMEM;
+    /* an offset + 1 (0: none) until the page is read */
+    x->link = r->link ? (const char *)(uintptr_t)(k->arena.len + 1) : NULL;
+    if (r->link && (tm__buf_adds(&k->arena, r->link) || tm__buf_addch(&k->arena, 0)))
         return TM_ENOMEM;
     k->n++;
     return 0;
@@ -1354,6 +1387,9 @@ static int verify_task(struct worker *wk, const struct task *t)
         rc = tm__tasks_kids(rd->q, t->id, after.buf, after.len, KIDS_PAGE, kid_add,
                             &k);
         pthread_mutex_unlock(&rd->mu);
+        for (i = 0; i < k.n; i++)
+            if (k.v[i].link)
+                k.v[i].link = k.arena.buf + (uintptr_t)k.v[i].link - 1;
         for (i = 0; !rc && i < k.n; i++)
             rc = verify_kid(wk, t, &l, &k.v[i],
                             k.arena.buf + (uintptr_t)k.v[i].name,

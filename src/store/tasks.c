@@ -42,10 +42,14 @@ static const char *const tasks_sql[Q_COUNT] = {
     "'already_existed') OR (copy_status = 'failed' AND error LIKE 'verify: %') "
     "OR (copy_status = 'skipped' AND conflict = 'attrs')) ORDER BY id LIMIT ?3",
     "SELECT max(depth) FROM src_stats WHERE count > 0",
-    "SELECT name, type, size, mtime, path, id, copy_status, conflict, mode, "
-    "uid, gid FROM src_nodes WHERE parent_id = ?1 AND name > ?2 AND (copy_status IN "
-    "('successful', 'already_existed') OR (copy_status = 'failed' AND "
-    "error LIKE 'verify: %')) ORDER BY name LIMIT ?3",
+    "SELECT s.name, s.type, s.size, s.mtime, s.path, s.id, s.copy_status, "
+    "s.conflict, s.mode, s.uid, s.gid, CASE WHEN s.ino IS NOT NULL AND s.type = "
+    "'file' THEN (SELECT l.path FROM src_nodes l WHERE l.id = (SELECT g.id "
+    GROUP_SQL " ORDER BY g.depth, g.id LIMIT 1) AND l.id != s.id AND "
+    "l.copy_status = 'successful') END "
+    "FROM src_nodes s WHERE s.parent_id = ?1 AND s.name > ?2 AND (s.copy_status IN "
+    "('successful', 'already_existed') OR (s.copy_status = 'failed' AND "
+    "s.error LIKE 'verify: %')) ORDER BY s.name LIMIT ?3",
     "SELECT 1 FROM src_nodes WHERE parent_id = ?1 AND name = ?2",
     "SELECT s.id, s.path, s.depth, s.type, s.size, s.mtime, s.mode, s.conflict, "
     "p.copy_status, NULL, p.conflict, NULL, l.path, l.copy_status "
@@ -200,6 +204,7 @@ int tm__tasks_kids(struct tm__tasks *q, int64_t parent, const char *after,
                   sqlite3_column_type(st, 10) != SQLITE_NULL;
         r.uid = sqlite3_column_int64(st, 9);
         r.gid = sqlite3_column_int64(st, 10);
+        r.link = (const char *)sqlite3_column_text(st, 11);
         if (!r.name || !r.path)
             err = TM_ENOMEM;
         else if (r.type < 0 || r.cs < 0 || r.cf < 0)

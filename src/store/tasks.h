@@ -71,6 +71,9 @@ struct tm__kid_row {
     uint32_t mode;         /* permission bits */
     int owned;             /* 1: uid and gid are known */
     int64_t uid, gid;      /* owner, with owned */
+    const char *link;      /* a file of a link group whose first file the
+                              copy wrote: that file's path (the node must
+                              be a link of it); else NULL */
 };
 
 int tm__tasks_open(struct tm__tasks **out, const char *db_path,

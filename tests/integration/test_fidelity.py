@@ -20,7 +20,8 @@ which names share an inode).
   reason; without -x both are walked and copied;
 - hard links: groups of 2 and 1000 across folders, one split by an
   exclusion; `rsync -aHn` given the same exclusions and an inode walk
-  agree; kill -9 while the copy links a group of 10,000, then the next
+  agree, verify finds a link broken on the destination and retry makes
+  it again; kill -9 while the copy links a group of 10,000, then the next
   copy finishes it; a schema v4 state file is upgraded;
 - extended attributes (user.*, trusted.* as root) and POSIX ACLs (access,
   default): `rsync -aHAXn`, `getfacl -R` and os.listxattr agree;
@@ -446,6 +447,21 @@ def run_hardlinks(R, work):
         got = [x for x in cp.stdout.decode().splitlines() if x and x != '.d..t...... ./']
         expect_eq('rsync -aHn with the same exclusions', [], got)
         verify(db)
+        # verify finds a file of a group that is no longer a link of it on
+        # the destination (same bytes, mtime and mode); retry links it again
+        p = os.path.join(dst, 'other/deeper/b')
+        st = os.lstat(p)
+        os.unlink(p)
+        shutil.copy2(os.path.join(src, 'two/a'), p)
+        os.chmod(p, stat.S_IMODE(st.st_mode))
+        cp = run(['verify', '--db', db, '--quiet'])
+        expect_rc(cp, 3, 'verify of a link broken on the destination')
+        expect_eq('what verify found', True,
+                  b'/other/deeper/b: verify: not a link of /two/a on the destination, '
+                  b'as on the source' in cp.stdout + cp.stderr)
+        expect_rc(run(['retry', '--db', db, '--quiet']), 0, 'retry')
+        verify(db)
+        expect_eq('names that share an inode after retry', want, inode_groups(dst))
     R.check('hard links: groups of 2 and 1000 across folders, one split by an '
             'exclusion, are linked as on the source (rsync -aHn, inode walk)', check)
 
