@@ -44,7 +44,8 @@ static const char *const tasks_sql[Q_COUNT] = {
     "SELECT max(depth) FROM src_stats WHERE count > 0",
     "SELECT s.name, s.type, s.size, s.mtime, s.path, s.id, s.copy_status, "
     "s.conflict, s.mode, s.uid, s.gid, CASE WHEN s.ino IS NOT NULL AND s.type = "
-    "'file' THEN (SELECT l.path FROM src_nodes l WHERE l.id = (SELECT g.id "
+    "'file' AND s.copy_status != 'already_existed' THEN (SELECT l.path FROM "
+    "src_nodes l WHERE l.id = (SELECT g.id "
     GROUP_SQL " ORDER BY g.depth, g.id LIMIT 1) AND l.id != s.id AND "
     "l.copy_status = 'successful') END "
     "FROM src_nodes s WHERE s.parent_id = ?1 AND s.name > ?2 AND (s.copy_status IN "

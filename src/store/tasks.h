@@ -71,9 +71,10 @@ struct tm__kid_row {
     uint32_t mode;         /* permission bits */
     int owned;             /* 1: uid and gid are known */
     int64_t uid, gid;      /* owner, with owned */
-    const char *link;      /* a file of a link group whose first file the
-                              copy wrote: that file's path (the node must
-                              be a link of it); else NULL */
+    const char *link;      /* a file of a link group that the copy wrote
+                              (not one already there), whose first file
+                              the copy wrote too: that file's path (the
+                              node must be a link of it); else NULL */
 };
 
 int tm__tasks_open(struct tm__tasks **out, const char *db_path,
