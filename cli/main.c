@@ -132,6 +132,17 @@ static const char discover_usage[] =
     "  --owner          compare owners and groups too (a new migration only;\n"
     "                   recorded): the copy then sets them (as root) and\n"
     "                   verify compares them\n"
+    "  --no-specials    leave special files (FIFOs, sockets, devices) out of\n"
+    "                   the copy, skipped as 'other' (a new migration only;\n"
+    "                   recorded); by default the copy makes them again on a\n"
+    "                   local destination (devices as root only)\n"
+    "  -x, --one-file-system  do not enter a source folder on another file\n"
+    "                   system than the source root's, nor a bind mount: it\n"
+    "                   is skipped with the reason (a new migration only;\n"
+    "                   recorded)\n"
+    "  --no-xattrs      the copy leaves out extended attributes and POSIX\n"
+    "                   ACLs (kept by default: user.*, trusted.* as root,\n"
+    "                   system.posix_acl_*; a new migration only; recorded)\n"
     STORAGE_USAGE
     LOG_USAGE
     "  -q, --quiet      no progress lines\n"
@@ -593,11 +604,14 @@ static int cmd_discover(int argc, char **argv)
         { "workers", required_argument, NULL, 'w' },
         { "lead", required_argument, NULL, 'l' },
         { "retries", required_argument, NULL, 'r' },
-        { "exclude", required_argument, NULL, 'x' },
+        { "exclude", required_argument, NULL, 'E' },
         { "config", required_argument, NULL, 'c' },
         { "allow-pseudo-fs", no_argument, NULL, 'p' },
         STORAGE_OPTIONS,
         { "owner", no_argument, NULL, 'W' },
+        { "no-specials", no_argument, NULL, 'S' },
+        { "one-file-system", no_argument, NULL, 'x' },
+        { "no-xattrs", no_argument, NULL, 'X' },
         LOG_OPTIONS,
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
@@ -617,7 +631,7 @@ static int cmd_discover(int argc, char **argv)
     if (!excludes)
         return EXIT_FATAL;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "qho:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "qho:x", opts, NULL)) != -1) {
         switch (c) {
         case 'o':
             if ((code = sopt_add(&so, "discover", optarg)) != 0)
@@ -647,7 +661,7 @@ static int cmd_discover(int argc, char **argv)
                 goto out;
             }
             break;
-        case 'x':
+        case 'E':
             if (!*optarg || strchr(optarg, '\n')) {
                 code = usage_error("discover", "--exclude takes a non-empty glob "
                                    "without newlines");
@@ -663,6 +677,15 @@ static int cmd_discover(int argc, char **argv)
             break;
         case 'W':
             o.owner = 1;
+            break;
+        case 'S':
+            o.no_specials = 1;
+            break;
+        case 'x':
+            o.one_file_system = 1;
+            break;
+        case 'X':
+            o.no_xattrs = 1;
             break;
         case 'q':
             quiet = 1;

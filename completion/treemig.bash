@@ -17,7 +17,7 @@ _treemig_options()
     sto="$sto --s3-endpoint --s3-region --s3-path-style --s3-storage-class" # S3
     sto="$sto --ssh-identity --ssh-known-hosts --ssh-accept-new --ssh-password-env --ssh-config" # SFTP
     case $1 in
-        discover) echo "--db --workers --lead --retries --config --exclude --allow-pseudo-fs --owner $sto $log --quiet --help" ;;
+        discover) echo "--db --workers --lead --retries --config --exclude --allow-pseudo-fs --owner --no-specials --one-file-system --no-xattrs $sto $log --quiet --help" ;;
         copy) echo "--db --yes --workers --retries --no-overwrite --owner --force $sto $log --quiet --help" ;;
         verify) echo "--db --checksum --workers $sto $log --quiet --help" ;;
         retry) echo "--db --workers --retries --owner $sto $log --quiet --help" ;;

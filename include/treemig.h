@@ -147,6 +147,21 @@ typedef struct tm_discover_options {
                                      conflict 'attrs', the copy sets owners
                                      (as root) and verify compares them.
                                      Only for a new migration; recorded */
+    int no_specials;              /* leave special files (FIFOs, devices,
+                                     sockets) out of the copy, as 'other'
+                                     nodes skipped; else the copy makes
+                                     them again where the destination can.
+                                     Only for a new migration; recorded */
+    int one_file_system;          /* do not enter a source folder on another
+                                     file system (or mount) than the
+                                     source root's: it is skipped, with the
+                                     reason. Only for a new migration;
+                                     recorded */
+    int no_xattrs;                /* the copy leaves out extended attributes
+                                     and POSIX ACLs (else it keeps user.*,
+                                     trusted.* as root, and the ACLs where
+                                     both storages keep them). Only for a
+                                     new migration; recorded */
 } tm_discover_options;
 
 /* Fills o with the defaults (all fields zero but retries = -1). */

@@ -55,6 +55,7 @@ test_only=(
   mount            # mount, umount: tmpfs destinations (full, read-only)
   e2fsprogs        # chattr: an immutable state file
   strace           # proves special files are never opened
+  acl              # setfacl, getfacl: test_fidelity.py's ACLs and their oracle
   man-db           # man: the install test reads the installed man pages
   awscli           # a second S3 client that checks ours
   chromium         # treemig ui's page, tested in a headless browser

@@ -62,11 +62,29 @@ struct check_ctx {
     tm__list_cb cb; /* the engine's callback */
     void *ctx;      /* its context */
     int bad;        /* the adapter reported something invalid */
+    unsigned caps;  /* the adapter's TM_CAP_* bits */
 };
 
 static int check_entry(void *ctx, const struct tm__entry *e)
 {
     struct check_ctx *c = ctx;
+    struct tm__entry x;
+    if (!(c->caps & TM_CAP_SPECIALS) || !(c->caps & TM_CAP_MOUNTS) ||
+        !(c->caps & TM_CAP_HARDLINKS)) {
+        /* what a storage does not report is not read from it */
+        x = *e;
+        if (!(c->caps & TM_CAP_SPECIALS)) {
+            x.mode &= 07777;
+            x.rdev = 0;
+        }
+        if (!(c->caps & TM_CAP_MOUNTS))
+            x.other_fs = 0;
+        if (!(c->caps & TM_CAP_HARDLINKS)) {
+            x.dev = x.ino = 0;
+            x.nlink = 0;
+        }
+        e = &x;
+    }
     if (!tm__name_valid(e->name, e->name_len)) {
         c->bad = 1;
         return TM_EBADNAME;
@@ -115,7 +133,7 @@ int tm__adapter_list_open(struct tm__adapter *a, const char *path,
 int tm__adapter_list_next(struct tm__lister *l, tm__list_cb cb, void *ctx,
                           int *more, struct tm__aerr *e)
 {
-    struct check_ctx c = { cb, ctx, 0 };
+    struct check_ctx c = { cb, ctx, 0, l->a->caps };
     int rc;
     tm__aerr_clear(e);
     *more = 0;
@@ -319,6 +337,70 @@ int tm__adapter_symlink(struct tm__adapter *a, const char *path,
 {
     int rc = begin(e, path ? path : "", a->symlink != NULL);
     return rc ? rc : tm__aerr_finish(e, a->symlink(a, path, target, mtime, flags, e));
+}
+
+int tm__xattr_next(const void *blob, size_t len, size_t *off, const char **name,
+                   const void **value, uint32_t *vlen)
+{
+    const char *p = blob;
+    size_t o = *off, n;
+    if (o >= len)
+        return 0;
+    n = strnlen(p + o, len - o);
+    if (n == 0 || o + n + 1 + 4 > len)
+        return -1;
+    *name = p + o;
+    memcpy(vlen, p + o + n + 1, 4);
+    if (*vlen > len - (o + n + 1 + 4))
+        return -1;
+    *value = p + o + n + 1 + 4;
+    *off = o + n + 1 + 4 + *vlen;
+    return 1;
+}
+
+int tm__xattr_add(struct tm__buf *out, const char *name, const void *value,
+                  uint32_t vlen)
+{
+    int rc = tm__buf_add(out, name, strlen(name) + 1);
+    if (!rc)
+        rc = tm__buf_add(out, &vlen, 4);
+    if (!rc && vlen)
+        rc = tm__buf_add(out, value, vlen);
+    return rc;
+}
+
+int tm__adapter_get_xattrs(struct tm__adapter *a, const char *path, int type,
+                           struct tm__buf *out, struct tm__aerr *e)
+{
+    int rc = begin(e, path ? path : "", a->get_xattrs != NULL);
+    return rc ? rc : tm__aerr_finish(e, a->get_xattrs(a, path, type, out, e));
+}
+
+int tm__adapter_set_xattrs(struct tm__adapter *a, const char *path,
+                           const void *blob, size_t len, struct tm__buf *refused,
+                           struct tm__aerr *e)
+{
+    int rc = begin(e, path ? path : "", a->set_xattrs != NULL);
+    return rc ? rc : tm__aerr_finish(e, a->set_xattrs(a, path, blob, len, refused,
+                                                      e));
+}
+
+int tm__adapter_link(struct tm__adapter *a, const char *target, const char *path,
+                     unsigned flags, struct tm__aerr *e)
+{
+    int rc = begin(e, path ? path : "", a->link != NULL);
+    if (!rc && !path_ok(target ? target : ""))
+        rc = tm__aerr_finish(e, TM_EINVAL);
+    return rc ? rc : tm__aerr_finish(e, a->link(a, target, path, flags, e));
+}
+
+int tm__adapter_mknod(struct tm__adapter *a, const char *path, uint32_t mode,
+                      uint64_t rdev, int64_t mtime, unsigned flags,
+                      struct tm__aerr *e)
+{
+    int rc = begin(e, path ? path : "", a->mknod != NULL);
+    return rc ? rc : tm__aerr_finish(e, a->mknod(a, path, mode, rdev, mtime,
+                                                 flags, e));
 }
 
 int tm__adapter_set_attr(struct tm__adapter *a, const char *path, int64_t mtime,

@@ -29,6 +29,15 @@ enum {
     TM_CAP_MODES = 1u << 0,    /* reports and keeps permission bits */
     TM_CAP_SYMLINKS = 1u << 1, /* has symlinks */
     TM_CAP_OWNER = 1u << 2,    /* reports owners (uid, gid) and can set them */
+    TM_CAP_SPECIALS = 1u << 3, /* reports the kind of its special files and
+                                  can create them (mknod) */
+    TM_CAP_MOUNTS = 1u << 4,   /* says which folders are on another file
+                                  system than the root (other_fs) */
+    TM_CAP_HARDLINKS = 1u << 5, /* reports files' inodes (dev, ino, nlink)
+                                   and can link (link) */
+    TM_CAP_XATTRS = 1u << 6,   /* keeps extended attributes and POSIX ACLs:
+                                  get_xattrs, set_xattrs, and commit sets
+                                  those of struct tm__wattr */
 };
 
 /* One node as a storage reports it. name points into storage owned by the
@@ -39,8 +48,15 @@ struct tm__entry {
     int type;         /* enum tm__type */
     int64_t size;     /* bytes (symlink: target length) */
     int64_t mtime;    /* ns since the epoch */
-    uint32_t mode;    /* permission bits */
+    uint32_t mode;    /* permission bits; TM_T_OTHER with TM_CAP_SPECIALS:
+                         also the kind (S_IFIFO, S_IFCHR, S_IFBLK,
+                         S_IFSOCK: the S_IFMT bits) */
     int64_t uid, gid; /* owner, with TM_CAP_OWNER (else 0) */
+    uint64_t rdev;    /* a character or block device: its number */
+    int other_fs;     /* a folder on another file system, or another
+                         mount of one, than the root (a mount point) */
+    uint64_t dev, ino; /* a file's inode (TM_CAP_HARDLINKS) */
+    uint32_t nlink;   /* its links (TM_CAP_HARDLINKS; else 0) */
 };
 
 /* What a storage says about its root (root_info). */
@@ -165,6 +181,32 @@ struct tm__adapter {
      * its mtime, atomically. */
     int (*symlink)(struct tm__adapter *a, const char *path, const char *target,
                    int64_t mtime, unsigned flags, struct tm__aerr *e);
+    /* Creates (or replaces, unless TM_NOREPLACE) the special file at path
+     * atomically, as a temporary renamed to it: mode gives its kind (the
+     * S_IFMT bits: a FIFO, a device, a socket) and permission bits, rdev
+     * a device's number. With TM_CAP_SPECIALS. */
+    int (*mknod)(struct tm__adapter *a, const char *path, uint32_t mode,
+                 uint64_t rdev, int64_t mtime, unsigned flags,
+                 struct tm__aerr *e);
+    /* Makes path (replacing what is there, unless TM_NOREPLACE) another
+     * link to the file at target (both root-relative) atomically: a
+     * temporary link renamed to path. TM_EINVAL when target is not a
+     * file. With TM_CAP_HARDLINKS. */
+    int (*link)(struct tm__adapter *a, const char *target, const char *path,
+                unsigned flags, struct tm__aerr *e);
+    /* Appends to out the extended attributes of the file or folder (type)
+     * at path that a copy keeps (user.*, trusted.* where this process may
+     * read them, system.posix_acl_access and _default), in the form
+     * tm__xattr_next() reads. Never follows a symlink. With
+     * TM_CAP_XATTRS. */
+    int (*get_xattrs)(struct tm__adapter *a, const char *path, int type,
+                      struct tm__buf *out, struct tm__aerr *e);
+    /* Sets on the folder at path the attributes of blob (len bytes, as
+     * get_xattrs gives them); each one the storage refuses is appended to
+     * refused ("name: reason; ") and the others are still set. With
+     * TM_CAP_XATTRS. */
+    int (*set_xattrs)(struct tm__adapter *a, const char *path, const void *blob,
+                      size_t len, struct tm__buf *refused, struct tm__aerr *e);
     /* Sets mode and mtime of the folder at path (after its children);
      * mtime TM_MTIME_KEEP leaves the mtime as it is. */
     int (*set_attr)(struct tm__adapter *a, const char *path, int64_t mtime,
@@ -216,9 +258,9 @@ struct tm__adapter {
     /* Sets the run key (TM_KEY_LEN bytes) that the names of temporary
      * files derive from; until then the adapter's own random one. */
     void (*set_tmp_key)(struct tm__adapter *a, const unsigned char *key);
-    /* Removes what writing the node at path (type: a file or a symlink)
-     * under the run key key may have left (a crash): only a temporary of
-     * that type under one of its names, unlinked in the parent folder,
+    /* Removes what writing the node at path (type: a file, a symlink or
+     * "other", a special file) under the run key key may have left (a
+     * crash): only a temporary of that type under one of its names, unlinked in the parent folder,
      * nothing followed. Returns how many were removed, or an error. */
     int (*remove_tmp)(struct tm__adapter *a, const char *path, int type,
                       const unsigned char *key, struct tm__aerr *e);
@@ -241,7 +283,24 @@ struct tm__wattr {
      * on: a checkpoint lost costs a part sent again). */
     int (*checkpoint)(void *ctx, const void *state, size_t len);
     void *checkpoint_ctx; /* its context */
+    /* The engine's, with TM_CAP_XATTRS: the extended attributes commit
+     * sets on the file before it gets its name (as get_xattrs gives them;
+     * valid until commit or abort), and where it appends those the storage
+     * refuses ("name: reason; "; the file is still committed). */
+    const void *xattrs;   /* NULL: none */
+    size_t xattrs_len;    /* its bytes */
+    struct tm__buf *refused; /* may be NULL */
 };
+
+/* The extended attributes in blob (len bytes): *off starts at 0; returns
+ * 1 with the next name (NUL-terminated) and value, 0 at the end, -1 when
+ * blob is malformed. Each is the name, a NUL, a 4-byte length (host
+ * order) and the value. */
+int tm__xattr_next(const void *blob, size_t len, size_t *off, const char **name,
+                   const void **value, uint32_t *vlen);
+/* Appends one attribute to out in that form. */
+int tm__xattr_add(struct tm__buf *out, const char *name, const void *value,
+                  uint32_t vlen);
 
 /* Base of an adapter's open files: a concrete file embeds it first. */
 struct tm__rfile {
@@ -461,6 +520,19 @@ int tm__adapter_readlink(struct tm__adapter *a, const char *path,
 int tm__adapter_symlink(struct tm__adapter *a, const char *path,
                         const char *target, int64_t mtime, unsigned flags,
                         struct tm__aerr *e);
+/* TM_ENOTSUP when the storage keeps no extended attributes. */
+int tm__adapter_get_xattrs(struct tm__adapter *a, const char *path, int type,
+                           struct tm__buf *out, struct tm__aerr *e);
+int tm__adapter_set_xattrs(struct tm__adapter *a, const char *path,
+                           const void *blob, size_t len, struct tm__buf *refused,
+                           struct tm__aerr *e);
+/* TM_ENOTSUP when the storage cannot link files. */
+int tm__adapter_link(struct tm__adapter *a, const char *target, const char *path,
+                     unsigned flags, struct tm__aerr *e);
+/* TM_ENOTSUP when the storage cannot create special files. */
+int tm__adapter_mknod(struct tm__adapter *a, const char *path, uint32_t mode,
+                      uint64_t rdev, int64_t mtime, unsigned flags,
+                      struct tm__aerr *e);
 /* TM_ENOTSUP when the storage keeps no folder attributes. */
 int tm__adapter_set_attr(struct tm__adapter *a, const char *path, int64_t mtime,
                          uint32_t mode, struct tm__aerr *e);

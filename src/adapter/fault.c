@@ -415,6 +415,39 @@ static int f_symlink(struct tm__adapter *a, const char *path, const char *target
     return rc ? rc : inner(a)->symlink(inner(a), path, target, mtime, flags, e);
 }
 
+/* Counted and failed as stat: both read what a node is. */
+static int f_get_xattrs(struct tm__adapter *a, const char *path, int type,
+                        struct tm__buf *out, struct tm__aerr *e)
+{
+    int rc = hit((struct fault *)a, TM_FOP_STAT, e);
+    return rc ? rc : inner(a)->get_xattrs(inner(a), path, type, out, e);
+}
+
+/* Counted and failed as set_attr: both set a folder's attributes. */
+static int f_set_xattrs(struct tm__adapter *a, const char *path, const void *blob,
+                        size_t len, struct tm__buf *refused, struct tm__aerr *e)
+{
+    int rc = hit((struct fault *)a, TM_FOP_SET_ATTR, e);
+    return rc ? rc : inner(a)->set_xattrs(inner(a), path, blob, len, refused, e);
+}
+
+/* Counted and failed as symlink: both create a name that holds no bytes. */
+static int f_link(struct tm__adapter *a, const char *target, const char *path,
+                  unsigned flags, struct tm__aerr *e)
+{
+    int rc = hit((struct fault *)a, TM_FOP_SYMLINK, e);
+    return rc ? rc : inner(a)->link(inner(a), target, path, flags, e);
+}
+
+/* Counted and failed as symlink: both create a node that holds no bytes. */
+static int f_mknod(struct tm__adapter *a, const char *path, uint32_t mode,
+                   uint64_t rdev, int64_t mtime, unsigned flags,
+                   struct tm__aerr *e)
+{
+    int rc = hit((struct fault *)a, TM_FOP_SYMLINK, e);
+    return rc ? rc : inner(a)->mknod(inner(a), path, mode, rdev, mtime, flags, e);
+}
+
 static int f_set_attr(struct tm__adapter *a, const char *path, int64_t mtime,
                       uint32_t mode, struct tm__aerr *e)
 {
@@ -538,6 +571,10 @@ int tm__fault_wrap(struct tm__adapter *in, const struct tm__fault_rule *rules,
     f->base.mkdir = in->mkdir ? f_mkdir : NULL;
     f->base.readlink = in->readlink ? f_readlink : NULL;
     f->base.symlink = in->symlink ? f_symlink : NULL;
+    f->base.mknod = in->mknod ? f_mknod : NULL;
+    f->base.link = in->link ? f_link : NULL;
+    f->base.get_xattrs = in->get_xattrs ? f_get_xattrs : NULL;
+    f->base.set_xattrs = in->set_xattrs ? f_set_xattrs : NULL;
     f->base.set_attr = in->set_attr ? f_set_attr : NULL;
     f->base.set_leaf_attr = in->set_leaf_attr ? f_set_leaf_attr : NULL;
     f->base.sync = in->sync ? f_sync : NULL;

@@ -7,15 +7,20 @@
  * followed, nothing outside the root is ever opened, and paths longer than
  * PATH_MAX work (the component walk is used when openat2 says ENAMETOOLONG).
  * Listing uses getdents64 and fstatat(AT_SYMLINK_NOFOLLOW); special files are
- * reported as "other" and never opened. The root itself is opened without
- * following a symlink on any component of its path.
+ * reported as "other" with their kind (FIFO, device, socket) and never
+ * opened; a file's inode (dev, ino, nlink) is reported for its link group,
+ * a folder's mount (st_dev, statx mount id) against the root's. The root
+ * itself is opened without following a symlink on any component of its
+ * path.
  *
  * Writing: a file is written to a temporary name created with O_EXCL (never
  * an existing file, FIFO or link), derived from the copy run's key and the
- * path (util/secret.c), and renamed to its real name when complete; the
- * mode and mtime of a folder, and the owner and mode of a file or symlink
- * changed in place, are set through a descriptor of it opened with
- * O_NOFOLLOW, never by name.
+ * path (util/secret.c), given its extended attributes, and renamed to its
+ * real name when complete; a special file (mknodat), a hard link (linkat)
+ * and a symlink are made under such a name too, and renamed. The mode and
+ * mtime of a folder, and the owner and mode of a file or symlink changed in
+ * place, are set through a descriptor of it opened with O_NOFOLLOW, never
+ * by name.
  *
  * Thread-safe: the shared state (root descriptor, run key, forbidden
  * folders) is set before the workers start and only read afterwards.
@@ -39,6 +44,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -59,6 +65,8 @@ struct local {
     char *root;              /* the root's absolute path, as opened */
     dev_t root_dev;          /* the root's device and inode, as opened: */
     ino_t root_ino;          /* a folder at root that differs is another */
+    uint64_t root_mnt;       /* the root's mount id (statx), where known */
+    int have_mnt;            /* 1: root_mnt is known */
     atomic_int no_openat2;   /* 1 once the kernel said ENOSYS */
     atomic_int no_fchmodat2; /* 1 once the kernel said ENOSYS */
     unsigned char key[TM_KEY_LEN]; /* run key of the temporary names */
@@ -162,6 +170,22 @@ static int open_beneath(struct local *l, const char *path, int flags)
     return tm__from_errno(errno);
 }
 
+/* 1 when the folder name in the folder dirfd (stat st) is on another file
+ * system than the root, or on another mount of it (a bind mount: the same
+ * st_dev, another mount id). */
+static int other_fs(const struct local *l, int dirfd, const char *name,
+                    const struct stat *st)
+{
+    struct statx sx;
+    if (st->st_dev != l->root_dev)
+        return 1;
+    if (!l->have_mnt ||
+        statx(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_MNT_ID,
+              &sx) != 0 || !(sx.stx_mask & STATX_MNT_ID))
+        return 0;
+    return sx.stx_mnt_id != l->root_mnt;
+}
+
 static int entry_from_stat(struct tm__entry *e, const struct stat *st)
 {
     if (S_ISDIR(st->st_mode))
@@ -179,6 +203,21 @@ static int entry_from_stat(struct tm__entry *e, const struct stat *st)
     e->mode = st->st_mode & 07777;
     e->uid = st->st_uid;
     e->gid = st->st_gid;
+    e->rdev = 0;
+    e->other_fs = 0;
+    e->dev = e->ino = 0;
+    e->nlink = 0;
+    if (e->type == TM_T_FILE) {
+        e->dev = (uint64_t)st->st_dev;
+        e->ino = (uint64_t)st->st_ino;
+        e->nlink = (uint32_t)st->st_nlink;
+    }
+    if (e->type == TM_T_OTHER) {
+        /* the kind too (TM_CAP_SPECIALS): mknod makes it again */
+        e->mode = st->st_mode & (S_IFMT | 07777);
+        if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode))
+            e->rdev = (uint64_t)st->st_rdev;
+    }
     return 0;
 }
 
@@ -309,6 +348,8 @@ static int local_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
         en.name = d->d_name;
         en.name_len = strlen(d->d_name);
         entry_from_stat(&en, &st);
+        if (S_ISDIR(st.st_mode))
+            en.other_fs = other_fs(l, li->fd, d->d_name, &st);
         rc = cb(ctx, &en);
     }
     if (!rc && li->n > 0 && (n = read_chunk(li->fd, li->next)) < 0)
@@ -397,6 +438,9 @@ struct local_rfile {
 
 struct local_wfile {
     struct tm__wfile base; /* must be first */
+    const void *xattrs;    /* the engine's: set on the file at commit */
+    size_t xattrs_len;     /* its bytes */
+    struct tm__buf *refused; /* the engine's: what the file system refused */
     int dirfd;             /* the parent folder */
     int fd;                /* the temporary file */
     char *name;            /* the real name (malloc'd) */
@@ -517,7 +561,7 @@ static int local_open_write(struct tm__adapter *a, const char *path,
     int dfd, attempt;
 
     *out = NULL;
-    (void)w; /* written as it comes; the attributes come with commit */
+    /* written as it comes; the attributes come with commit */
     dfd = open_parent(l, path, &name);
     if (dfd < 0)
         return dfd;
@@ -530,6 +574,9 @@ static int local_open_write(struct tm__adapter *a, const char *path,
     f->base.a = a;
     f->dirfd = dfd;
     f->fd = -1;
+    f->xattrs = w->xattrs;
+    f->xattrs_len = w->xattrs_len;
+    f->refused = w->refused;
     /* 0600 while it is written: others never read a partial copy. O_EXCL:
      * never a file, link or FIFO that is there already (a name that is
      * taken, by chance or by someone who saw it, moves to the next) */
@@ -707,6 +754,163 @@ static int64_t local_copy_from(struct tm__wfile *wf, struct tm__rfile *rf,
     return done;
 }
 
+/* ---- extended attributes ---- */
+
+/* 1 for an attribute a copy keeps: user.*, trusted.* (listed only to
+ * CAP_SYS_ADMIN), the POSIX ACLs. security.* (SELinux labels, file
+ * capabilities) belongs to the system the file is on. */
+static int xattr_kept(const char *name)
+{
+    return strncmp(name, "user.", 5) == 0 || strncmp(name, "trusted.", 8) == 0 ||
+           strcmp(name, "system.posix_acl_access") == 0 ||
+           strcmp(name, "system.posix_acl_default") == 0;
+}
+
+/* The value of the attribute name of fd into *buf (*cap bytes, grown as
+ * needed): its length, or an error (TM_ENOENT: removed since listed). */
+static ssize_t get_value(int fd, const char *name, char **buf, size_t *cap)
+{
+    for (;;) {
+        ssize_t n = fgetxattr(fd, name, NULL, 0), m;
+        char *p;
+        if (n < 0)
+            return errno == ENODATA ? TM_ENOENT : tm__from_errno(errno);
+        if ((size_t)n > *cap) {
+            if (!(p = realloc(*buf, (size_t)n)))
+                return TM_ENOMEM;
+            *buf = p;
+            *cap = (size_t)n;
+        }
+        if (n == 0)
+            return 0;
+        m = fgetxattr(fd, name, *buf, *cap);
+        if (m >= 0)
+            return m;
+        if (errno != ERANGE) /* grown since: ask again */
+            return errno == ENODATA ? TM_ENOENT : tm__from_errno(errno);
+    }
+}
+
+/* Appends the kept attributes of the open node fd to out. */
+static int read_xattrs(int fd, struct tm__buf *out)
+{
+    char *names = NULL, *val = NULL;
+    size_t vcap = 0;
+    ssize_t n;
+    int rc = 0;
+    for (;;) {
+        n = flistxattr(fd, NULL, 0);
+        if (n <= 0) {
+            /* none, or a file system without them: nothing to copy */
+            rc = n < 0 && errno != ENOTSUP ? tm__from_errno(errno) : 0;
+            goto out;
+        }
+        free(names);
+        if (!(names = malloc((size_t)n))) {
+            rc = TM_ENOMEM;
+            goto out;
+        }
+        n = flistxattr(fd, names, (size_t)n);
+        if (n >= 0)
+            break;
+        if (errno != ERANGE) {
+            rc = tm__from_errno(errno);
+            goto out;
+        }
+    }
+    for (ssize_t i = 0; i < n && !rc; i += (ssize_t)strnlen(names + i, (size_t)(n - i)) + 1) {
+        const char *name = names + i;
+        ssize_t v;
+        if (!memchr(name, '\0', (size_t)(n - i)) || !xattr_kept(name))
+            continue;
+        v = get_value(fd, name, &val, &vcap);
+        if (v == TM_ENOENT)
+            continue;
+        rc = v < 0 ? (int)v : tm__xattr_add(out, name, val, (uint32_t)v);
+    }
+out:
+    free(names);
+    free(val);
+    return rc;
+}
+
+/* Sets on the open node fd each attribute of blob; a refusal is appended
+ * to refused and the others are still set. An error only for a malformed
+ * blob or no memory. */
+static int write_xattrs(int fd, const void *blob, size_t len,
+                        struct tm__buf *refused)
+{
+    size_t off = 0;
+    const char *name;
+    const void *val;
+    uint32_t vlen;
+    int k;
+    while ((k = tm__xattr_next(blob, len, &off, &name, &val, &vlen)) == 1) {
+        if (fsetxattr(fd, name, val, vlen, 0) == 0 || !refused)
+            continue;
+        if (tm__buf_addf(refused, "%s: %s; ", name,
+                         tm_strerror(tm__from_errno(errno))))
+            return TM_ENOMEM;
+    }
+    return k < 0 ? TM_EINVAL : 0;
+}
+
+/* The file or folder at path, opened to read its attributes: never
+ * followed, a FIFO never waited on. */
+static int open_node(struct local *l, const char *path, int type)
+{
+    const char *name;
+    int dfd, fd;
+    if (type == TM_T_FOLDER)
+        return open_dir(l, path);
+    fd = open_beneath(l, path, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK |
+                      O_CLOEXEC);
+    if (fd != TM_EAGAIN)
+        return fd;
+    dfd = open_parent(l, path, &name);
+    if (dfd < 0)
+        return dfd;
+    fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+    close(dfd);
+    return fd < 0 ? tm__from_errno(errno) : fd;
+}
+
+static int local_get_xattrs(struct tm__adapter *a, const char *path, int type,
+                            struct tm__buf *out, struct tm__aerr *e)
+{
+    struct local *l = (struct local *)a;
+    struct stat st;
+    int fd, rc;
+    if (type != TM_T_FILE && type != TM_T_FOLDER)
+        return tm__aerr_set(e, TM_EINVAL, "only files and folders have "
+                            "attributes copied");
+    fd = open_node(l, path, type);
+    if (fd < 0)
+        return fd;
+    if (fstat(fd, &st) != 0)
+        rc = tm__from_errno(errno);
+    else if (type == TM_T_FILE && !S_ISREG(st.st_mode))
+        rc = tm__aerr_set(e, TM_ECHANGED, "not a regular file any more");
+    else
+        rc = read_xattrs(fd, out);
+    close(fd);
+    return rc;
+}
+
+static int local_set_xattrs(struct tm__adapter *a, const char *path,
+                            const void *blob, size_t len, struct tm__buf *refused,
+                            struct tm__aerr *e)
+{
+    struct local *l = (struct local *)a;
+    int fd = open_node(l, path, TM_T_FOLDER), rc;
+    (void)e;
+    if (fd < 0)
+        return fd;
+    rc = write_xattrs(fd, blob, len, refused);
+    close(fd);
+    return rc;
+}
+
 static void wfile_free(struct local_wfile *f)
 {
     if (f->fd >= 0)
@@ -788,7 +992,11 @@ static int local_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode,
     if (!rc && f->base.set_owner &&
         fchown(f->fd, (uid_t)f->base.uid, (gid_t)f->base.gid) != 0)
         rc = tm__from_errno(errno);
-    else if (!rc && (fchmod(f->fd, mode & 07777) != 0 || futimens(f->fd, t) != 0))
+    /* the attributes (an ACL too) before the mode: chmod then sets the
+     * ACL's mask from the mode, as on the source */
+    if (!rc && f->xattrs_len)
+        rc = write_xattrs(f->fd, f->xattrs, f->xattrs_len, f->refused);
+    if (!rc && (fchmod(f->fd, mode & 07777) != 0 || futimens(f->fd, t) != 0))
         rc = tm__from_errno(errno);
     else if (!rc && !time_held_everywhere(&t[1]) && fstat(f->fd, &sb) != 0)
         rc = tm__from_errno(errno);
@@ -894,6 +1102,146 @@ static int local_symlink(struct tm__adapter *a, const char *path,
         else
             rc = mtime_kept(&sb, &t[1], e);
     }
+    if (!rc && place(dfd, tmp, name, flags) != 0)
+        rc = tm__from_errno(errno);
+    if (rc)
+        unlinkat(dfd, tmp, 0);
+    close(dfd);
+    return rc;
+}
+
+static int fd_chmod(struct local *l, int fd, mode_t mode);
+static int fd_utimes(int fd, const struct timespec t[2]);
+
+/* Another link to the file at target: linkat from its parent's descriptor
+ * to a temporary name in path's parent (linkat never follows a symlink
+ * without AT_SYMLINK_FOLLOW and never replaces: a taken name moves to the
+ * next), checked to be the very inode that target was a file of, then
+ * renamed to its real name. Both parents are opened below the root
+ * without following anything. */
+static int local_link(struct tm__adapter *a, const char *target, const char *path,
+                      unsigned flags, struct tm__aerr *e)
+{
+    struct local *l = (struct local *)a;
+    const char *tname, *name;
+    char tmp[TM_TMP_NAME_MAX];
+    struct stat ts, ns;
+    int tdfd, dfd = -1, rc = 0, attempt, made = 0;
+
+    tdfd = open_parent(l, target, &tname);
+    if (tdfd < 0)
+        return tdfd;
+    if (fstatat(tdfd, tname, &ts, AT_SYMLINK_NOFOLLOW) != 0) {
+        rc = tm__from_errno(errno);
+        goto out;
+    }
+    if (!S_ISREG(ts.st_mode)) {
+        rc = tm__aerr_set(e, TM_EINVAL, "%s is not a file on the destination", target);
+        goto out;
+    }
+    dfd = open_parent(l, path, &name);
+    if (dfd < 0) {
+        rc = dfd;
+        dfd = -1;
+        goto out;
+    }
+    for (attempt = 0; attempt < TM_TMP_TRIES && !made; attempt++) {
+        rc = tm__tmp_name(l->key, path, attempt, tmp, sizeof tmp);
+        if (rc)
+            break;
+        if (linkat(tdfd, tname, dfd, tmp, 0) == 0)
+            made = 1;
+        else if (errno != EEXIST)
+            break;
+    }
+    if (!made) {
+        rc = rc ? rc : tm__from_errno(errno);
+        if (rc == TM_EEXIST)
+            tm__aerr_set(e, rc, "cannot create a temporary link beside %s: the "
+                         "%d names it may take are taken", path, TM_TMP_TRIES);
+        goto out;
+    }
+    /* what was linked is what was checked (not a node swapped in since) */
+    if (fstatat(dfd, tmp, &ns, AT_SYMLINK_NOFOLLOW) != 0)
+        rc = tm__from_errno(errno);
+    else if (!S_ISREG(ns.st_mode) || ns.st_dev != ts.st_dev || ns.st_ino != ts.st_ino)
+        rc = tm__aerr_set(e, TM_ECHANGED, "%s changed on the destination while it "
+                          "was linked", target);
+    if (!rc && place(dfd, tmp, name, flags) != 0)
+        rc = tm__from_errno(errno);
+    if (rc)
+        unlinkat(dfd, tmp, 0);
+out:
+    if (dfd >= 0)
+        close(dfd);
+    close(tdfd);
+    return rc;
+}
+
+/* A special file: made under a temporary name with mknodat in the parent
+ * (which never follows or replaces anything: a taken name moves to the
+ * next), then opened O_PATH | O_NOFOLLOW and checked to be the node just
+ * made (its kind), its mode and mtime set through that descriptor, and
+ * renamed to its real name. */
+static int local_mknod(struct tm__adapter *a, const char *path, uint32_t mode,
+                       uint64_t rdev, int64_t mtime, unsigned flags,
+                       struct tm__aerr *e)
+{
+    struct local *l = (struct local *)a;
+    mode_t kind = (mode_t)(mode & S_IFMT);
+    struct timespec t[2];
+    struct stat sb;
+    const char *name;
+    char tmp[TM_TMP_NAME_MAX];
+    int dfd, fd = -1, rc = 0, attempt, made = 0;
+
+    if (kind != S_IFIFO && kind != S_IFCHR && kind != S_IFBLK && kind != S_IFSOCK)
+        return tm__aerr_set(e, TM_EINVAL, "not a FIFO, device or socket");
+    if (tm__mtime_out_of_range(mtime))
+        return TM_ETIMERANGE;
+    dfd = open_parent(l, path, &name);
+    if (dfd < 0)
+        return dfd;
+    for (attempt = 0; attempt < TM_TMP_TRIES && !made; attempt++) {
+        rc = tm__tmp_name(l->key, path, attempt, tmp, sizeof tmp);
+        if (rc)
+            break;
+        /* 0600 until it is complete, as a file's temporary */
+        if (mknodat(dfd, tmp, kind | 0600,
+                    kind == S_IFCHR || kind == S_IFBLK ? (dev_t)rdev : 0) == 0)
+            made = 1;
+        else if (errno != EEXIST)
+            break;
+    }
+    if (!made) {
+        rc = rc ? rc : tm__from_errno(errno);
+        if (rc == TM_EEXIST)
+            tm__aerr_set(e, rc, "cannot create a temporary node beside %s: the "
+                         "%d names it may take are taken", path, TM_TMP_TRIES);
+        close(dfd);
+        return rc;
+    }
+    fd = openat(dfd, tmp, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        rc = tm__from_errno(errno);
+    else if (fstat(fd, &sb) != 0)
+        rc = tm__from_errno(errno);
+    else if ((sb.st_mode & S_IFMT) != kind)
+        rc = tm__aerr_set(e, TM_EINVAL, "the temporary of %s is not ours any more",
+                          path);
+    if (!rc)
+        rc = fd_chmod(l, fd, (mode_t)(mode & 07777));
+    ns_to_times(t, mtime);
+    if (!rc && fd_utimes(fd, t) != 0)
+        rc = tm__from_errno(errno);
+    else if (!rc && !time_held_everywhere(&t[1])) {
+        if (fstat(fd, &sb) != 0)
+            rc = tm__from_errno(errno);
+        else
+            rc = mtime_kept(&sb, &t[1], e);
+    }
+    if (fd >= 0)
+        close(fd);
     if (!rc && place(dfd, tmp, name, flags) != 0)
         rc = tm__from_errno(errno);
     if (rc)
@@ -1241,7 +1589,10 @@ static int local_remove_tmp(struct tm__adapter *a, const char *path, int type,
         if (tm__tmp_name(key, path, attempt, tmp, sizeof tmp) != 0 ||
             fstatat(dfd, tmp, &st, AT_SYMLINK_NOFOLLOW) != 0)
             continue;
-        if (!(type == TM_T_FILE ? S_ISREG(st.st_mode) : S_ISLNK(st.st_mode)))
+        if (!(type == TM_T_FILE      ? S_ISREG(st.st_mode)
+              : type == TM_T_SYMLINK ? S_ISLNK(st.st_mode)
+                                     : !S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode) &&
+                                           !S_ISDIR(st.st_mode)))
             continue;
         if (unlinkat(dfd, tmp, 0) == 0)
             n++;
@@ -1300,9 +1651,18 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     }
     l->root_dev = st.st_dev;
     l->root_ino = st.st_ino;
+    {
+        struct statx sx;
+        if (statx(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_MNT_ID,
+                  &sx) == 0 && (sx.stx_mask & STATX_MNT_ID)) {
+            l->root_mnt = sx.stx_mnt_id;
+            l->have_mnt = 1;
+        }
+    }
     l->base.version = 2;
     l->base.name = "local";
-    l->base.caps = TM_CAP_MODES | TM_CAP_SYMLINKS | TM_CAP_OWNER;
+    l->base.caps = TM_CAP_MODES | TM_CAP_SYMLINKS | TM_CAP_OWNER | TM_CAP_SPECIALS |
+                   TM_CAP_MOUNTS | TM_CAP_HARDLINKS | TM_CAP_XATTRS;
     l->base.mtime_precision = 1;
     l->base.list_open = local_list_open;
     l->base.list_next = local_list_next;
@@ -1322,6 +1682,10 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     l->base.mkdir = local_mkdir;
     l->base.readlink = local_readlink;
     l->base.symlink = local_symlink;
+    l->base.mknod = local_mknod;
+    l->base.link = local_link;
+    l->base.get_xattrs = local_get_xattrs;
+    l->base.set_xattrs = local_set_xattrs;
     l->base.set_attr = local_set_attr;
     l->base.sync = local_sync;
     l->base.chown = local_chown;

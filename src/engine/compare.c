@@ -115,6 +115,10 @@ int tm__listing_add(void *ctx, const struct tm__entry *e)
     x->mode = e->mode;
     x->uid = e->uid;
     x->gid = e->gid;
+    x->other_fs = e->other_fs;
+    x->dev = e->dev;
+    x->ino = e->ino;
+    x->nlink = e->nlink;
     l->n++;
     return 0;
 }

@@ -48,7 +48,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define PAGE 1024            /* frontier rows fetched at once */
 #define SPAN 8               /* depths a side fetches from at once */
@@ -269,6 +271,13 @@ static void match(struct engine *e, struct tm__wnode *n, const struct tm__ent *x
     }
     switch (x->type) {
     case TM_T_FOLDER:
+        if (e->cfg->one_fs && s->cs == CS_SKIPPED) {
+            /* a source folder skipped is never copied; with
+             * --one-file-system it was not entered (a mount point): nor
+             * is its twin */
+            n->ts = TS_EXCLUDED;
+            return;
+        }
         n->ts = TS_PENDING;
         cf = match_attrs(e, x, s);
         n->conflict = (int8_t)cf;
@@ -282,8 +291,25 @@ static void match(struct engine *e, struct tm__wnode *n, const struct tm__ent *x
         n->conflict = (int8_t)cf;
         set_update(n, s, cf ? CS_PENDING : CS_ALREADY, cf);
         return;
+    case TM_T_OTHER:
+        if (s->cs != CS_PENDING)
+            return; /* a special file not copied: nothing to say */
+        if ((x->mode & S_IFMT) != (s->mode & S_IFMT)) {
+            /* another kind (a FIFO where the source has a socket) */
+            n->conflict = CF_TYPE;
+            set_update(n, s, CS_SKIPPED, CF_TYPE);
+            return;
+        }
+        /* same kind: the copy makes it again when its mtime or mode
+         * differs (a device's number is compared by verify) */
+        cf = tm__compare_leaf(0, s->mtime, 0, x->mtime, e->prec);
+        if (cf == CF_NONE && e->rule.modes && (x->mode & 07777) != (s->mode & 07777))
+            cf = CF_ATTRS;
+        n->conflict = (int8_t)cf;
+        set_update(n, s, cf ? CS_PENDING : CS_ALREADY, cf);
+        return;
     default:
-        return; /* "other" on both sides: never copied, nothing to say */
+        return;
     }
 }
 
@@ -370,6 +396,29 @@ static int root_gone(struct engine *e, int side)
     return TM_ENOENT;
 }
 
+/* 1 when the copy can make the special file x again on the destination
+ * (TM_CAP_SPECIALS on both sides, not --no-specials, a kind mknod makes);
+ * else 0, with why set when the user should be told more than "special
+ * file" (a device, which only root can make). */
+static int special_copied(const struct engine *e, const struct tm__ent *x,
+                          char *why, size_t len)
+{
+    const struct tm__adapter *sa = e->cfg->ad[TM_SRC], *da = e->cfg->ad[TM_DST];
+    uint32_t kind = x->mode & S_IFMT;
+    if (e->cfg->no_specials || !(sa->caps & TM_CAP_SPECIALS) ||
+        !(da->caps & TM_CAP_SPECIALS) || !da->mknod)
+        return 0;
+    if (kind == S_IFIFO || kind == S_IFSOCK)
+        return 1;
+    if (kind != S_IFCHR && kind != S_IFBLK)
+        return 0;
+    if (geteuid() == 0)
+        return 1;
+    snprintf(why, len, "a %s device: only root can make one",
+             kind == S_IFCHR ? "character" : "block");
+    return 0;
+}
+
 /* The source children of one page. */
 static int src_page(struct engine *e, const struct task *t,
                     const struct tm__listing *l, struct tm__result *r)
@@ -390,6 +439,12 @@ static int src_page(struct engine *e, const struct task *t,
         n->owned = (int8_t)e->owned[TM_SRC];
         n->uid = x->uid;
         n->gid = x->gid;
+        if (x->type == TM_T_FILE && x->nlink > 1) {
+            /* one of a link group: the copy links the group's files */
+            n->dev = x->dev;
+            n->ino = x->ino;
+            n->nlink = x->nlink;
+        }
         rc = add_names(r, n, t->path, l->arena.buf + x->name_off, x->name_len);
         if (rc)
             return rc;
@@ -400,9 +455,26 @@ static int src_page(struct engine *e, const struct task *t,
             n->ts = TS_EXCLUDED;
             n->cs = CS_EXCLUDED;
         } else {
-            char why[256];
+            char why[256] = "";
             n->ts = x->type == TM_T_FOLDER ? TS_PENDING : TS_SUCCESSFUL;
-            n->cs = x->type == TM_T_OTHER ? CS_SKIPPED : CS_PENDING;
+            n->cs = CS_PENDING;
+            if (x->type == TM_T_OTHER && !special_copied(e, x, why, sizeof why))
+                n->cs = CS_SKIPPED;
+            if (x->type == TM_T_FOLDER && x->other_fs && e->cfg->one_fs) {
+                /* a mount point: recorded, never entered, never copied */
+                n->ts = TS_SUCCESSFUL;
+                n->cs = CS_SKIPPED;
+                snprintf(why, sizeof why, "a mount point (another file system, "
+                         "or another mount, than the source root's): not "
+                         "entered (--one-file-system)");
+            }
+            if (why[0]) {
+                n->why_off = r->arena.len;
+                n->why_len = strlen(why);
+                if (tm__buf_add(&r->arena, why, n->why_len) ||
+                    tm__buf_addch(&r->arena, '\0'))
+                    return TM_ENOMEM;
+            }
             /* what the destination cannot hold is known now, before
              * anything is written: skipped, with the reason (a folder is
              * still walked, so that review counts what it holds) */

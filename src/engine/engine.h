@@ -36,6 +36,10 @@ struct tm__discover_cfg {
     const struct tm__log_cfg *log; /* log service settings; NULL: none */
     const char *root[2];         /* the roots' specs, for messages */
     int owner;                   /* compare owners (discover --owner) */
+    int no_specials;             /* special files are skipped, never made
+                                    (discover --no-specials) */
+    int one_fs;                  /* source folders on another file system
+                                    are not entered (--one-file-system) */
 };
 
 /* Runs discovery until both trees are done (0), a stop was asked
@@ -50,6 +54,10 @@ struct tm__ent {
     int64_t size, mtime;       /* as listed */
     uint32_t mode;             /* permission bits */
     int64_t uid, gid;          /* owner, where the storage reports one */
+    int other_fs;              /* a folder on another file system than
+                                  the root's (struct tm__entry) */
+    uint64_t dev, ino;         /* a file's inode, where reported */
+    uint32_t nlink;            /* its links (0: not reported) */
 };
 
 /* The children of one folder as an adapter listed them (compare.c). */

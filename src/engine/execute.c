@@ -10,12 +10,16 @@
  *           symlink of that depth (one that differs from the destination's
  *           only in its attributes, conflict attrs, gets them set in place).
  *           A depth starts once the previous one is committed, so a node's
- *           parent is known to exist. Then one stage sets the mode and mtime
+ *           parent is known to exist. After each depth, one stage links
+ *           that depth's files of a link group (one source inode, schema
+ *           v5) to the first file of the group, written at that depth or
+ *           above (store/tasks.c picks it by depth and id). Then one stage sets the mode and mtime
  *           of every folder (their contents are complete), and the
  *           destination is synced.
  *   verify  one stage: every folder whose copy is done or already existed;
  *           a worker lists its destination twin and checks each child
- *           (content, mode, owner with discover --owner, a folder's mtime);
+ *           (content, mode, owner with discover --owner, a folder's mtime,
+ *           a special file's kind and device, a hard link's inode);
  *           a child that does not match becomes a failed node (retry
  *           redoes it).
  *
@@ -45,6 +49,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 #include <time.h>
 #include <xxhash.h>
@@ -55,7 +61,7 @@
 #define READERS 2            /* verify's shared read connections */
 #define KIDS_PAGE 512        /* source children verify reads at once */
 
-enum stage { ST_COPY_DEPTH, ST_ATTRS, ST_VERIFY };
+enum stage { ST_COPY_DEPTH, ST_LINKS, ST_ATTRS, ST_VERIFY };
 
 struct runner;
 
@@ -67,6 +73,9 @@ struct task {
     char *path;            /* root-relative path (malloc'd, with why) */
     const char *why;       /* a folder whose listing failed: the reason
                               (in path's allocation), else NULL */
+    const char *link;      /* ST_LINKS: the first file of its link group,
+                              to link to (in path's allocation) */
+    int link_cs;           /* ST_LINKS: that file's copy status */
     int depth;             /* its depth */
     int type;              /* enum tm__type */
     int64_t size, mtime;   /* as discovered */
@@ -89,6 +98,9 @@ struct worker {
     char *buf, *buf2;       /* I/O buffers */
     struct tm__buf scratch; /* symlink targets */
     struct tm__buf scratch2; /* the destination's, for verify */
+    struct tm__buf xattrs;  /* a source node's extended attributes */
+    struct tm__buf refused; /* those the destination refused ("name:
+                               reason; "), for the node's record */
     struct tm__aerr ae;     /* the last failed storage call */
     int err_src;            /* it was the source's */
 };
@@ -270,6 +282,15 @@ static unsigned place_flags(const struct runner *r, const struct task *t)
     return r->cfg->no_overwrite || t->cf == CF_NONE ? TM_NOREPLACE : 0;
 }
 
+/* 1 when the copy keeps extended attributes and ACLs: not discover
+ * --no-xattrs, and both storages keep them. */
+static int xattrs_kept(const struct runner *r)
+{
+    const struct tm__adapter *sa = r->cfg->ad[TM_SRC], *da = r->cfg->ad[TM_DST];
+    return r->cfg->xattrs && (sa->caps & TM_CAP_XATTRS) &&
+           (da->caps & TM_CAP_XATTRS) && sa->get_xattrs;
+}
+
 /* A failure the engine finds itself (not a storage's): described in wk's
  * error as one of this node. Returns rc. */
 static int own_err(struct worker *wk, int rc, const char *msg)
@@ -319,9 +340,20 @@ static int copy_file(struct worker *wk, const struct task *t)
         rc = own_err(wk, TM_ECHANGED, "changed since discovery");
         goto out;
     }
+    tm__buf_reset(&wk->xattrs);
+    tm__buf_reset(&wk->refused);
+    if (xattrs_kept(wk->r) &&
+        (rc = tm__adapter_get_xattrs(sa, t->path, TM_T_FILE, &wk->xattrs,
+                                     &wk->ae)) != 0) {
+        wk->err_src = 1;
+        goto out;
+    }
     {
         struct tm__wattr w;
         memset(&w, 0, sizeof w);
+        w.xattrs = wk->xattrs.len ? wk->xattrs.buf : NULL;
+        w.xattrs_len = wk->xattrs.len;
+        w.refused = &wk->refused;
         w.size = t->size;
         w.mtime = t->mtime;
         w.mode = t->mode;
@@ -474,10 +506,66 @@ static int fix_attrs(struct worker *wk, const struct task *t)
     return rc;
 }
 
+/* A file of a link group that is not its first (ST_LINKS): linked on the
+ * destination to the first one, which this migration's copy wrote (that
+ * copy was committed at an earlier stage). The source must still be what
+ * discovery saw and still share that inode. Returns 0, an error, or WHOLE:
+ * the file is copied on its own (the first one is not there, failed or
+ * changed, or the storage cannot link). */
+static int link_file(struct worker *wk, const struct task *t)
+{
+    struct runner *r = wk->r;
+    struct tm__adapter *sa = r->cfg->ad[TM_SRC], *da = r->cfg->ad[TM_DST];
+    struct tm__entry s, f;
+    int rc;
+
+    if (t->link_cs != CS_SUCCESSFUL || !da->link || strcmp(t->link, t->path) == 0)
+        return WHOLE;
+    rc = tm__adapter_stat(sa, t->path, &s, &wk->ae);
+    if (!rc)
+        rc = tm__adapter_stat(sa, t->link, &f, &wk->ae);
+    if (rc) {
+        wk->err_src = 1;
+        return rc;
+    }
+    if (s.type != TM_T_FILE || s.size != t->size || s.mtime != t->mtime)
+        return own_err(wk, TM_ECHANGED, "changed since discovery");
+    if (f.type != TM_T_FILE || s.dev != f.dev || s.ino != f.ino)
+        return WHOLE; /* no longer one inode on the source */
+    rc = tm__adapter_link(da, t->link, t->path, place_flags(r, t), &wk->ae);
+    if (rc == TM_ECHANGED || rc == TM_EINVAL || rc == TM_ENOENT) {
+        tm__log(r->lg, TM_WARNING, "copy", t->id, t->path, "copy %s: cannot link "
+                "it to %s (%s): copied on its own", t->path, t->link, wk->ae.msg);
+        return WHOLE;
+    }
+    return rc;
+}
+
+/* A special file (FIFO, device, socket): made again on the destination
+ * with the source's kind and device number as they are now (the kind must
+ * still be the one discovery saw), the mode and mtime discovery saw. */
+static int copy_special(struct worker *wk, const struct task *t)
+{
+    struct tm__adapter *sa = wk->r->cfg->ad[TM_SRC], *da = wk->r->cfg->ad[TM_DST];
+    struct tm__entry st;
+    int rc = tm__adapter_stat(sa, t->path, &st, &wk->ae);
+    if (rc) {
+        wk->err_src = 1;
+        return rc;
+    }
+    if (st.type != TM_T_OTHER || (st.mode & S_IFMT) != (t->mode & S_IFMT))
+        return own_err(wk, TM_ECHANGED, "changed since discovery");
+    rc = tm__adapter_mknod(da, t->path, t->mode & (S_IFMT | 07777), st.rdev,
+                           t->mtime, place_flags(wk->r, t), &wk->ae);
+    return rc || !wk->r->cfg->owner ? rc : copy_owner(wk, t->path);
+}
+
 static int copy_one(struct worker *wk, const struct task *t)
 {
     struct tm__adapter *sa = wk->r->cfg->ad[TM_SRC], *da = wk->r->cfg->ad[TM_DST];
     int rc;
+    if (t->link && (rc = link_file(wk, t)) != WHOLE)
+        return rc;
     if (t->cf == CF_ATTRS && (t->type == TM_T_FILE || t->type == TM_T_SYMLINK) &&
         (rc = fix_attrs(wk, t)) != WHOLE)
         return rc;
@@ -495,6 +583,8 @@ static int copy_one(struct worker *wk, const struct task *t)
         return rc || !wk->r->cfg->owner ? rc : copy_owner(wk, t->path);
     case TM_T_FILE:
         return copy_file(wk, t);
+    case TM_T_OTHER:
+        return copy_special(wk, t);
     default:
         return own_err(wk, TM_EINVAL, "not a file, folder or symlink");
     }
@@ -677,6 +767,7 @@ static int copy_task_(struct worker *wk, const struct task *t,
     }
     if (roots_gone(r, 0))
         return TM_ENOENT;
+    tm__buf_reset(&wk->refused);
     rc = with_retries(wk, t, &attempts);
     if (rc == TM_ESTOPPED)
         return rc;
@@ -718,10 +809,52 @@ static int copy_task_(struct worker *wk, const struct task *t,
         snprintf(why, sizeof why, "copy %s: %s%s", t->path,
                  wk->err_src ? "reading the source: " : "",
                  wk->ae.msg);
-    *out = copy_result(t, rc ? CS_FAILED : CS_SUCCESSFUL, rc ? why : NULL);
+    if (!rc && wk->refused.len)
+        /* copied; what the destination would not hold is said per node */
+        snprintf(why, sizeof why, "copied without the extended attributes "
+                 "the destination refused: %.*s", (int)(wk->refused.len - 2),
+                 wk->refused.buf);
+    *out = copy_result(t, rc ? CS_FAILED : CS_SUCCESSFUL,
+                       rc || wk->refused.len ? why : NULL);
     if (!*out)
         return TM_ENOMEM;
     (*out)->attempts = attempts;
+    return 0;
+}
+
+/* The extended attributes and ACLs of a folder (set at the end of the
+ * copy, as its mode: a default ACL set earlier would be inherited by what
+ * the copy makes inside). What cannot be read or set is said on the
+ * folder's record (its status unchanged). */
+static int folder_xattrs(struct worker *wk, const struct task *t,
+                         struct tm__result **out)
+{
+    struct tm__adapter *sa = wk->r->cfg->ad[TM_SRC], *da = wk->r->cfg->ad[TM_DST];
+    char why[512];
+    int rc;
+    if (!xattrs_kept(wk->r) || !da->set_xattrs)
+        return 0;
+    tm__buf_reset(&wk->xattrs);
+    tm__buf_reset(&wk->refused);
+    rc = tm__adapter_get_xattrs(sa, t->path, TM_T_FOLDER, &wk->xattrs, &wk->ae);
+    if (!rc && wk->xattrs.len)
+        rc = tm__adapter_set_xattrs(da, t->path, wk->xattrs.buf, wk->xattrs.len,
+                                    &wk->refused, &wk->ae);
+    if (rc == TM_ENOMEM)
+        return rc;
+    if (!rc && !wk->refused.len)
+        return 0;
+    if (rc)
+        snprintf(why, sizeof why, "extended attributes of %s: %s", t->path,
+                 wk->ae.msg);
+    else
+        snprintf(why, sizeof why, "extended attributes of %s the destination "
+                 "refused: %.*s", t->path, (int)(wk->refused.len - 2),
+                 wk->refused.buf);
+    *out = copy_result(t, t->parent_cs, why);
+    if (!*out)
+        return TM_ENOMEM;
+    (*out)->old_cs = (int8_t)t->parent_cs; /* here: the folder's own status */
     return 0;
 }
 
@@ -755,7 +888,7 @@ static int attrs_task(struct worker *wk, const struct task *t,
             rc = tm__adapter_set_attr(da, t->path, t->mtime, t->mode, &wk->ae);
     } while (rc && (again = tm__retry_again(&rt, &wk->ae)) == 1);
     if (!rc)
-        return 0;
+        return folder_xattrs(wk, t, out);
     if (again == TM_ESTOPPED)
         return TM_ESTOPPED;
     if (roots_gone(wk->r, 1))
@@ -885,6 +1018,83 @@ static const char *check_attrs(struct worker *wk, const struct tm__kid_row *k,
     return NULL;
 }
 
+/* check_child() of a special file: its kind, mode and mtime, and a
+ * device's number (both sides stated again: the state file does not hold
+ * it). */
+static const char *check_special(struct worker *wk, const struct tm__kid_row *k,
+                                 const char *path, const struct tm__ent *d,
+                                 char *buf, size_t len, int *fatal, int *cf)
+{
+    struct runner *r = wk->r;
+    uint32_t kind = k->mode & S_IFMT;
+    struct tm__entry ss, ds;
+    int rc;
+    if ((d->mode & S_IFMT) != kind) {
+        snprintf(buf, len, "another kind of special file on the destination "
+                 "(mode %06o, %06o on the source)", (unsigned)d->mode,
+                 (unsigned)k->mode);
+        return buf;
+    }
+    if ((*cf = tm__compare_leaf(0, k->mtime, 0, d->mtime, r->prec)) != CF_NONE)
+        return "mtime differs";
+    if (r->rule.modes && (d->mode & 07777) != (k->mode & 07777)) {
+        *cf = CF_ATTRS;
+        snprintf(buf, len, "mode %04o on the destination, %04o on the source",
+                 (unsigned)(d->mode & 07777), (unsigned)(k->mode & 07777));
+        return buf;
+    }
+    if (kind != S_IFCHR && kind != S_IFBLK)
+        return check_attrs(wk, k, d, buf, len, cf);
+    rc = tm__adapter_stat(r->cfg->ad[TM_SRC], path, &ss, &wk->ae);
+    if (!rc)
+        rc = tm__adapter_stat(r->cfg->ad[TM_DST], path, &ds, &wk->ae);
+    if (rc && verify_fatal(rc)) {
+        *fatal = rc;
+        return NULL;
+    }
+    if (rc) {
+        *cf = -1;
+        snprintf(buf, len, "cannot stat the device to compare: %s", wk->ae.msg);
+        return buf;
+    }
+    if (ss.rdev != ds.rdev) {
+        *cf = CF_CONTENT;
+        snprintf(buf, len, "device %llu:%llu on the destination, %llu:%llu on the "
+                 "source", (unsigned long long)major(ds.rdev),
+                 (unsigned long long)minor(ds.rdev),
+                 (unsigned long long)major(ss.rdev),
+                 (unsigned long long)minor(ss.rdev));
+        return buf;
+    }
+    return check_attrs(wk, k, d, buf, len, cf);
+}
+
+/* check_child() of a file of a link group (k->link: the group's first
+ * file, which the copy wrote): it must be a link of that file on the
+ * destination, when the two still share an inode on the source. NULL
+ * when it is (or cannot be told: what could not be stated is checked as
+ * its own node), else a message and *cf = CF_CONTENT (the copy links it
+ * again). */
+static const char *check_link(struct worker *wk, const struct tm__kid_row *k,
+                              const char *path, const struct tm__ent *d,
+                              char *buf, size_t len, int *cf)
+{
+    struct tm__adapter *sa = wk->r->cfg->ad[TM_SRC], *da = wk->r->cfg->ad[TM_DST];
+    struct tm__entry s, sl, dl;
+    struct tm__aerr ae;
+    if (!(da->caps & TM_CAP_HARDLINKS) || !(sa->caps & TM_CAP_HARDLINKS) ||
+        tm__adapter_stat(sa, path, &s, &ae) || tm__adapter_stat(sa, k->link, &sl, &ae) ||
+        s.dev != sl.dev || s.ino != sl.ino ||
+        tm__adapter_stat(da, k->link, &dl, &ae))
+        return NULL;
+    if (dl.dev == d->dev && dl.ino == d->ino)
+        return NULL;
+    *cf = CF_CONTENT;
+    snprintf(buf, len, "not a link of %s on the destination, as on the source",
+             k->link);
+    return buf;
+}
+
 /* Checks one source child k (at path) against what the destination
  * listing found (d, NULL: nothing). Returns NULL when it matches, else a
  * static or buffer message; NULL with *fatal set when it could not be
@@ -909,6 +1119,8 @@ static const char *check_child(struct worker *wk, const struct tm__kid_row *k,
                  tm__type_names[d->type], tm__type_names[type]);
         return buf;
     }
+    if (type == TM_T_OTHER)
+        return check_special(wk, k, path, d, buf, len, fatal, cf);
     if (type != TM_T_FILE && type != TM_T_SYMLINK)
         return check_attrs(wk, k, d, buf, len, cf);
     if (d->size != size) {
@@ -964,6 +1176,8 @@ static const char *check_child(struct worker *wk, const struct tm__kid_row *k,
             return "content differs";
         }
     }
+    if (type == TM_T_FILE && k->link && check_link(wk, k, path, d, buf, len, cf))
+        return buf;
     return check_attrs(wk, k, d, buf, len, cf);
 }
 
@@ -1057,6 +1271,10 @@ static int kid_add(void *ctx, const struct tm__kid_row *r)
         return TM_ENOMEM;
     x->path = (const char *)(uintptr_t)k->arena.len;
     if (tm__buf_adds(&k->arena, r->path) || tm__buf_addch(&k->arena, 0))
+        return TM_ENOMEM;
+    /* an offset + 1 (0: none) until the page is read */
+    x->link = r->link ? (const char *)(uintptr_t)(k->arena.len + 1) : NULL;
+    if (r->link && (tm__buf_adds(&k->arena, r->link) || tm__buf_addch(&k->arena, 0)))
         return TM_ENOMEM;
     k->n++;
     return 0;
@@ -1170,6 +1388,9 @@ static int verify_task(struct worker *wk, const struct task *t)
         rc = tm__tasks_kids(rd->q, t->id, after.buf, after.len, KIDS_PAGE, kid_add,
                             &k);
         pthread_mutex_unlock(&rd->mu);
+        for (i = 0; i < k.n; i++)
+            if (k.v[i].link)
+                k.v[i].link = k.arena.buf + (uintptr_t)k.v[i].link - 1;
         for (i = 0; !rc && i < k.n; i++)
             rc = verify_kid(wk, t, &l, &k.v[i],
                             k.arena.buf + (uintptr_t)k.v[i].name,
@@ -1251,6 +1472,8 @@ static struct worker *worker_get(struct runner *r)
     wk->r = r;
     tm__buf_init(&wk->scratch);
     tm__buf_init(&wk->scratch2);
+    tm__buf_init(&wk->xattrs);
+    tm__buf_init(&wk->refused);
     wk->buf = malloc(IO_BUF);
     wk->buf2 = r->cfg->mode == TM_EXEC_VERIFY ? malloc(IO_BUF) : NULL;
     if (!wk->buf || (r->cfg->mode == TM_EXEC_VERIFY && !wk->buf2)) {
@@ -1268,6 +1491,8 @@ static void worker_free(struct worker *wk)
     free(wk->buf2);
     tm__buf_release(&wk->scratch);
     tm__buf_release(&wk->scratch2);
+    tm__buf_release(&wk->xattrs);
+    tm__buf_release(&wk->refused);
     free(wk);
 }
 
@@ -1281,7 +1506,7 @@ static int run_one(struct worker *wk, struct task *t)
 
     tm__aerr_clear(&wk->ae);
     wk->err_src = 0;
-    if (t->stage == ST_COPY_DEPTH)
+    if (t->stage == ST_COPY_DEPTH || t->stage == ST_LINKS)
         rc = copy_task(wk, t, &res);
     else if (t->stage == ST_ATTRS)
         rc = attrs_task(wk, t, &res);
@@ -1368,21 +1593,27 @@ struct fetched {
 static int fetch_one(void *ctx, const struct tm__task_row *row)
 {
     struct fetched *f = ctx;
-    size_t lp = strlen(row->path), lw = row->why ? strlen(row->why) : 0;
+    const char *extra = row->why ? row->why : row->link;
+    size_t lp = strlen(row->path), lw = extra ? strlen(extra) : 0;
     struct task *t = calloc(1, sizeof *t);
     if (!t)
         return TM_ENOMEM;
-    /* the path and the reason in one allocation: freeing path frees both */
-    t->path = malloc(lp + 1 + (row->why ? lw + 1 : 0));
+    /* the path and the reason (or the link's target) in one allocation:
+     * freeing path frees both */
+    t->path = malloc(lp + 1 + (extra ? lw + 1 : 0));
     if (!t->path) {
         free(t);
         return TM_ENOMEM;
     }
     memcpy(t->path, row->path, lp + 1);
-    if (row->why) {
-        memcpy(t->path + lp + 1, row->why, lw + 1);
-        t->why = t->path + lp + 1;
+    if (extra) {
+        memcpy(t->path + lp + 1, extra, lw + 1);
+        if (row->why)
+            t->why = t->path + lp + 1;
+        else
+            t->link = t->path + lp + 1;
     }
+    t->link_cs = row->link_cs;
     t->job.run = run_task;
     t->r = f->r;
     t->stage = f->stage;
@@ -1414,6 +1645,7 @@ static int fetch(struct runner *r, int stage, int depth, int64_t *last,
 {
     struct fetched f = { r, stage, buf, 0 };
     int kind = stage == ST_COPY_DEPTH ? TM_TASKS_COPY
+               : stage == ST_LINKS    ? TM_TASKS_LINKS
                : stage == ST_ATTRS    ? TM_TASKS_ATTRS
                                       : TM_TASKS_VERIFY;
     int rc = tm__tasks_rows(r->q, kind, depth, *last, PAGE, fetch_one, &f);
@@ -1560,7 +1792,8 @@ static int run_stage(struct runner *r, int stage, int depth, struct task **buf,
             int n;
             pthread_mutex_unlock(&r->mu);
             n = fetch(r, stage, depth, &last, buf);
-            if (n > 0 && stage == ST_COPY_DEPTH && r->fetched == 0 &&
+            if (n > 0 && (stage == ST_COPY_DEPTH || stage == ST_LINKS) &&
+                r->fetched == 0 &&
                 (rc = record_depth(r, depth)) != 0) {
                 while (n-- > 0)
                     task_free(buf[n]);
@@ -1582,7 +1815,8 @@ static int run_stage(struct runner *r, int stage, int depth, struct task **buf,
         }
         dispatch(r);
         if (done_fetching && r->len == 0 && r->in_flight == 0 &&
-            (stage != ST_COPY_DEPTH || r->committed >= r->fetched))
+            ((stage != ST_COPY_DEPTH && stage != ST_LINKS) ||
+             r->committed >= r->fetched))
             return 0;
         if (done_fetching && r->len == 0 && r->in_flight == 0) {
             pthread_mutex_unlock(&r->mu);
@@ -1631,8 +1865,13 @@ static int run_stages(struct runner *r, struct task **buf)
     }
     pthread_mutex_lock(&r->mu);
     if (r->cfg->mode == TM_EXEC_COPY) {
-        for (depth = 1; depth <= maxd && !rc; depth++)
+        for (depth = 1; depth <= maxd && !rc; depth++) {
             rc = run_stage(r, ST_COPY_DEPTH, depth, buf, t0, &last_report);
+            /* then the files of that depth linked to the first of their
+             * link group (at this depth or above: copied and committed) */
+            if (!rc)
+                rc = run_stage(r, ST_LINKS, depth, buf, t0, &last_report);
+        }
         if (!rc)
             rc = run_stage(r, ST_ATTRS, 0, buf, t0, &last_report);
     } else {

@@ -31,6 +31,10 @@ struct tm__exec_cfg {
     int owner_discovered;        /* discovery compared owners (discover
                                     --owner): verify compares them */
     int checksum;                /* verify: compare contents (xxHash) */
+    int xattrs;                  /* copy: extended attributes and ACLs of
+                                    files and folders too (not discover
+                                    --no-xattrs), where both storages
+                                    keep them */
     int64_t total_files;         /* copy: nodes to copy (for the ETA) */
     int64_t total_bytes;         /* copy: bytes to copy (for the ETA) */
     atomic_int *stop;            /* set to ask for a clean stop */

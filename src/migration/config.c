@@ -154,9 +154,12 @@ int tm__config_render(struct tm__buf *b, const struct tm__config *c)
                           c->dst_round);
     if (!rc)
         rc = tm__buf_addf(b, "options:\n  workers: %d\n  lead: %d\n  retries: %d\n"
-                          "%s  excludes:%s\n",
+                          "%s%s%s%s  excludes:%s\n",
                           c->workers, c->lead, c->retries,
                           c->owner ? "  owner: true\n" : "",
+                          c->no_specials ? "  no_specials: true\n" : "",
+                          c->one_fs ? "  one_file_system: true\n" : "",
+                          c->no_xattrs ? "  no_xattrs: true\n" : "",
                           c->n_excludes ? "" : " []");
     for (i = 0; !rc && i < c->n_excludes; i++) {
         rc = tm__buf_adds(b, "    - ");

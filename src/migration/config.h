@@ -36,6 +36,9 @@ struct tm__config {
     char *udp_level;      /* UDP threshold, or NULL */
     char *udp_addr;       /* UDP listener, or NULL */
     int owner;            /* discover --owner: owners are compared */
+    int no_specials;      /* discover --no-specials */
+    int one_fs;           /* discover --one-file-system */
+    int no_xattrs;        /* discover --no-xattrs */
 };
 
 /* Writes c to path atomically: a temporary file beside it, fsync, rename,

@@ -93,6 +93,9 @@ static int create_migration(tm_migration *m, const char *src, const char *dst,
     if (!rc) rc = tm__store_set(db, "dst_round", "0");
     if (!rc && o->allow_pseudo_fs) rc = tm__store_set(db, "allow_pseudo_fs", "1");
     if (!rc && o->owner) rc = tm__store_set(db, "owner", "1");
+    if (!rc && o->no_specials) rc = tm__store_set(db, "no_specials", "1");
+    if (!rc && o->one_file_system) rc = tm__store_set(db, "one_fs", "1");
+    if (!rc && o->no_xattrs) rc = tm__store_set(db, "no_xattrs", "1");
     if (!rc) rc = tm__mig_sopts_store(m);
     for (i = 0; i < 2 && !rc; i++) {
         /* what each root is, so that a folder put in its place is refused */
@@ -286,6 +289,16 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
                               "file) with discover --owner");
             goto out;
         }
+        if (opt && ((opt->no_specials && !tm__mig_get_int(db, "no_specials", 0)) ||
+                    (opt->one_file_system && !tm__mig_get_int(db, "one_fs", 0)) ||
+                    (opt->no_xattrs && !tm__mig_get_int(db, "no_xattrs", 0)))) {
+            rc = tm__mig_fail(m, TM_EMISMATCH, "--%s: this migration was discovered "
+                              "without it; start a new migration (another state "
+                              "file) with it", opt->no_specials ? "no-specials"
+                              : opt->one_file_system ? "one-file-system"
+                                                     : "no-xattrs");
+            goto out;
+        }
         if (o.workers <= 0)
             rc = tm__mig_get_int_checked(m, "workers", 4, &o.workers);
         if (!rc && o.lead <= 0)
@@ -341,7 +354,8 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             (const char *const *)globs, n_globs, &m->stop, o.progress,
             o.progress_ctx, &m->err, tm__mig_on_round, m, &lc,
             { rsrc ? rsrc : s_src.buf, rdst ? rdst : s_dst.buf },
-            tm__mig_get_int(db, "owner", 0),
+            tm__mig_get_int(db, "owner", 0), tm__mig_get_int(db, "no_specials", 0),
+            tm__mig_get_int(db, "one_fs", 0),
         };
         rc = tm__mig_log_settings(m, o.log_level, o.udp_level, o.udp_addr, o.log_public,
                                   &lc);

@@ -163,6 +163,9 @@ struct summary {
     struct counts attrs;             /* pending rows with conflict attrs:
                                         their attributes set in place */
     int64_t by_review;               /* source rows excluded by tm_exclude */
+    int64_t links[3];                /* link groups of two files or more
+                                        in the source tree, their files,
+                                        the groups split by an exclusion */
 };
 
 static void counts_add(struct counts *to, const struct counts *c)
@@ -225,6 +228,8 @@ static int load_summary(tm_migration *m, struct summary *s)
         rc = tm__q_review_sums(db, x.table, add_sums, &x, tm__migration_err(m));
     if (!rc)
         rc = tm__q_excluded_by_review(db, &s->by_review, tm__migration_err(m));
+    if (!rc)
+        rc = tm__q_link_groups(db, s->links, tm__migration_err(m));
     return rc;
 }
 
@@ -633,6 +638,20 @@ int tm_review_print(tm_migration *m, FILE *out, int top)
                           " by discover --exclude", s->by_review,
                           counts_total(&s->src[TS_EXCLUDED]) - s->by_review);
     if (!rc) rc = tm__buf_adds(&b, "\n");
+
+    if (!rc && s->links[0]) {
+        rc = add_label(&b, "hard links");
+        if (!rc)
+            rc = tm__buf_addf(&b, "%" PRId64 " group%s of %" PRId64 " files: "
+                              "each group is written once, its other files "
+                              "linked", s->links[0], s->links[0] == 1 ? "" : "s",
+                              s->links[1]);
+        if (!rc && s->links[2])
+            rc = tm__buf_addf(&b, "; %" PRId64 " split by an exclusion (what is "
+                              "excluded is not made, the others are still "
+                              "linked)", s->links[2]);
+        if (!rc) rc = tm__buf_adds(&b, "\n");
+    }
 
     n = 0;
     for (i = 0; i < 2; i++)

@@ -44,6 +44,7 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
     /* discover --owner: owners were compared, the copy sets them and verify
      * compares them; copy --owner alone sets them on what the copy writes */
     cfg.owner_discovered = tm__mig_get_int(m->store.db, "owner", 0);
+    cfg.xattrs = !tm__mig_get_int(m->store.db, "no_xattrs", 0);
     cfg.owner = cfg.owner_discovered ||
                 (mode == TM_EXEC_COPY ? o->owner
                                       : tm__mig_get_int(m->store.db, "copy_owner", 0));

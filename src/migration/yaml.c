@@ -163,6 +163,9 @@ int tm__mig_config_prepare(tm_migration *m, const char *config_opt,
     c->udp_level = tm__mig_setting_dup(db, "udp_level");
     c->udp_addr = tm__mig_setting_dup(db, "udp_addr");
     c->owner = tm__mig_get_int(db, "owner", 0);
+    c->no_specials = tm__mig_get_int(db, "no_specials", 0);
+    c->one_fs = tm__mig_get_int(db, "one_fs", 0);
+    c->no_xattrs = tm__mig_get_int(db, "no_xattrs", 0);
     c->excludes = calloc(n_globs ? n_globs : 1, sizeof *c->excludes);
     c->storage = calloc(m->n_sopt ? m->n_sopt : 1, sizeof *c->storage);
     if (!c->excludes || !c->storage || !c->phase || !c->source || !c->destination ||

@@ -60,7 +60,7 @@ int tm__q_copy_next_depth(sqlite3 *db, int depth, int *next, struct tm__buf *err
 {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(db, "SELECT coalesce(min(depth), -1) FROM copy_stats "
-                           "WHERE depth > ?1 AND type IN ('file', 'symlink') AND "
+                           "WHERE depth > ?1 AND type IN ('file', 'symlink', 'other') AND "
                            "copy_status = 'pending' AND count > 0", -1, &st,
                            NULL) != SQLITE_OK)
         return tm__store_error(db, SQLITE_ERROR, err, "clean up");
@@ -79,7 +79,7 @@ int tm__q_copy_pending_leaves(sqlite3 *db, int d1, int d2,
     int rc = 0, step = SQLITE_DONE;
     if (sqlite3_prepare_v2(db, "SELECT path, type FROM src_nodes WHERE copy_status = "
                            "'pending' AND depth IN (?1, ?2) AND type IN ('file', "
-                           "'symlink')", -1, &st, NULL) != SQLITE_OK)
+                           "'symlink', 'other')", -1, &st, NULL) != SQLITE_OK)
         return tm__store_error(db, SQLITE_ERROR, err, "clean up");
     sqlite3_bind_int(st, 1, d1);
     sqlite3_bind_int(st, 2, d2);

@@ -147,6 +147,27 @@ int tm__q_excluded_by_review(sqlite3 *db, int64_t *n, struct tm__buf *err)
     return rc;
 }
 
+int tm__q_link_groups(sqlite3 *db, int64_t out[3], struct tm__buf *err)
+{
+    sqlite3_stmt *st;
+    int i;
+    (void)err;
+    out[0] = out[1] = out[2] = 0;
+    /* read in the order of the (dev, ino) index, one group at a time; a
+     * state file not yet upgraded to v5 has no inodes: no groups */
+    if (sqlite3_prepare_v2(db, "SELECT count(*), sum(n), sum(split) FROM (SELECT "
+                           "count(*) AS n, max(copy_status = 'excluded') AND "
+                           "max(copy_status != 'excluded') AS split FROM src_nodes "
+                           "WHERE ino IS NOT NULL AND type = 'file' GROUP BY dev, "
+                           "ino HAVING count(*) > 1)", -1, &st, NULL) != SQLITE_OK)
+        return 0;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        for (i = 0; i < 3; i++)
+            out[i] = sqlite3_column_int64(st, i);
+    sqlite3_finalize(st);
+    return 0;
+}
+
 int tm__q_scan_pending(sqlite3 *db,
                        int (*row)(void *ctx, const struct tm__q_pending_row *r),
                        void *ctx, struct tm__buf *err)

@@ -43,6 +43,11 @@ int tm__q_review_sums(sqlite3 *db, int table,
  * has no table excluded_prev) into *n. */
 int tm__q_excluded_by_review(sqlite3 *db, int64_t *n, struct tm__buf *err);
 
+/* The hard-link groups of the source tree (files sharing one inode, schema
+ * v5; an older file has none): out[0] the groups of two files or more,
+ * out[1] their files, out[2] the groups split by an exclusion. */
+int tm__q_link_groups(sqlite3 *db, int64_t out[3], struct tm__buf *err);
+
 /* A source row below the root that is pending or in conflict. */
 struct tm__q_pending_row {
     int64_t parent_id; /* its folder */

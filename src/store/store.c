@@ -79,11 +79,23 @@ const char *tm__phase_name(enum tm__phase p)
     "ALTER TABLE dst_nodes ADD COLUMN uid INTEGER;"                          \
     "ALTER TABLE dst_nodes ADD COLUMN gid INTEGER;"
 
+/* The inode of a source file with more than one link (NULL elsewhere):
+ * the files of one (dev, ino) are one link group, which the copy writes
+ * once and links (schema version 5). */
+#define INODE_INDEX_SQL                                                      \
+    "CREATE INDEX IF NOT EXISTS src_nodes_inode ON src_nodes(dev, ino, depth)" \
+    " WHERE ino IS NOT NULL;"
+#define INODE_COLUMNS_SQL                                                    \
+    "ALTER TABLE src_nodes ADD COLUMN dev INTEGER;"                          \
+    "ALTER TABLE src_nodes ADD COLUMN ino INTEGER;"                          \
+    "ALTER TABLE src_nodes ADD COLUMN nlink INTEGER;" INODE_INDEX_SQL
+
 /* Brings a state file of version i up to version i + 1 (index i - 1). */
 static const char *const upgrade_sql[TM_SCHEMA_VERSION - 1] = {
     LISTING_POS_SQL,
     UPLOADS_SQL,
     OWNER_COLUMNS_SQL,
+    INODE_COLUMNS_SQL,
 };
 
 static const char schema_sql[] =
@@ -95,8 +107,9 @@ static const char schema_sql[] =
     " depth INTEGER NOT NULL, traversal_status TEXT NOT NULL,"
     " copy_status TEXT NOT NULL, conflict TEXT,"
     " attempts INTEGER NOT NULL DEFAULT 0, error TEXT, uid INTEGER,"
-    " gid INTEGER);"
+    " gid INTEGER, dev INTEGER, ino INTEGER, nlink INTEGER);"
     "CREATE UNIQUE INDEX src_nodes_child ON src_nodes(parent_id, name);"
+    INODE_INDEX_SQL
     "CREATE INDEX src_nodes_frontier ON src_nodes(depth, id)"
     " WHERE traversal_status = 'pending' AND type = 'folder';"
     "CREATE TABLE dst_nodes("

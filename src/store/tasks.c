@@ -12,7 +12,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { Q_COPY, Q_ATTRS, Q_VERIFY, Q_MAXD, Q_KIDS, Q_HAS, Q_COUNT };
+enum { Q_COPY, Q_ATTRS, Q_VERIFY, Q_MAXD, Q_KIDS, Q_HAS, Q_LINKS, Q_COUNT };
+
+/* The members of s's link group (same source inode) that the copy writes:
+ * not already there, skipped or excluded. The first of them by (depth, id)
+ * is written; the others are linked to it. */
+#define GROUP_SQL                                                            \
+    "FROM src_nodes g WHERE g.dev = s.dev AND g.ino = s.ino AND "            \
+    "g.type = 'file' AND g.copy_status NOT IN ('already_existed', "          \
+    "'skipped', 'excluded')"
 
 static const char *const tasks_sql[Q_COUNT] = {
     "SELECT s.id, s.path, s.depth, s.type, s.size, s.mtime, s.mode, s.conflict, "
@@ -22,7 +30,8 @@ static const char *const tasks_sql[Q_COUNT] = {
     "FROM src_nodes s JOIN src_nodes p ON p.id = s.parent_id "
     "LEFT JOIN uploads u ON u.node_id = s.id "
     "WHERE s.copy_status = 'pending' AND s.depth = ?1 AND s.id > ?2 "
-    "ORDER BY s.id LIMIT ?3",
+    "AND (s.ino IS NULL OR s.type != 'file' OR s.id = (SELECT g.id " GROUP_SQL
+    " ORDER BY g.depth, g.id LIMIT 1)) ORDER BY s.id LIMIT ?3",
     "SELECT id, path, depth, type, size, mtime, mode, conflict, copy_status, NULL, "
     "NULL FROM src_nodes WHERE type = 'folder' AND depth > 0 AND id > ?2 AND "
     "traversal_status = 'successful' AND "
@@ -33,11 +42,23 @@ static const char *const tasks_sql[Q_COUNT] = {
     "'already_existed') OR (copy_status = 'failed' AND error LIKE 'verify: %') "
     "OR (copy_status = 'skipped' AND conflict = 'attrs')) ORDER BY id LIMIT ?3",
     "SELECT max(depth) FROM src_stats WHERE count > 0",
-    "SELECT name, type, size, mtime, path, id, copy_status, conflict, mode, "
-    "uid, gid FROM src_nodes WHERE parent_id = ?1 AND name > ?2 AND (copy_status IN "
-    "('successful', 'already_existed') OR (copy_status = 'failed' AND "
-    "error LIKE 'verify: %')) AND type != 'other' ORDER BY name LIMIT ?3",
+    "SELECT s.name, s.type, s.size, s.mtime, s.path, s.id, s.copy_status, "
+    "s.conflict, s.mode, s.uid, s.gid, CASE WHEN s.ino IS NOT NULL AND s.type = "
+    "'file' AND s.copy_status != 'already_existed' THEN (SELECT l.path FROM "
+    "src_nodes l WHERE l.id = (SELECT g.id "
+    GROUP_SQL " ORDER BY g.depth, g.id LIMIT 1) AND l.id != s.id AND "
+    "l.copy_status = 'successful') END "
+    "FROM src_nodes s WHERE s.parent_id = ?1 AND s.name > ?2 AND (s.copy_status IN "
+    "('successful', 'already_existed') OR (s.copy_status = 'failed' AND "
+    "s.error LIKE 'verify: %')) ORDER BY s.name LIMIT ?3",
     "SELECT 1 FROM src_nodes WHERE parent_id = ?1 AND name = ?2",
+    "SELECT s.id, s.path, s.depth, s.type, s.size, s.mtime, s.mode, s.conflict, "
+    "p.copy_status, NULL, p.conflict, NULL, l.path, l.copy_status "
+    "FROM src_nodes s JOIN src_nodes p ON p.id = s.parent_id "
+    "JOIN src_nodes l ON l.id = (SELECT g.id " GROUP_SQL
+    " ORDER BY g.depth, g.id LIMIT 1) "
+    "WHERE s.copy_status = 'pending' AND s.depth = ?1 AND s.id > ?2 AND "
+    "s.ino IS NOT NULL AND s.type = 'file' ORDER BY s.id LIMIT ?3",
 };
 
 struct tm__tasks {
@@ -92,9 +113,10 @@ int tm__tasks_rows(struct tm__tasks *q, int kind, int depth, int64_t after,
 {
     sqlite3_stmt *st = q->st[kind == TM_TASKS_COPY    ? Q_COPY
                              : kind == TM_TASKS_ATTRS ? Q_ATTRS
+                             : kind == TM_TASKS_LINKS ? Q_LINKS
                                                       : Q_VERIFY];
     int rc, err = 0;
-    if (kind == TM_TASKS_COPY)
+    if (kind == TM_TASKS_COPY || kind == TM_TASKS_LINKS)
         sqlite3_bind_int(st, 1, depth);
     sqlite3_bind_int64(st, 2, after);
     sqlite3_bind_int(st, 3, limit);
@@ -117,9 +139,17 @@ int tm__tasks_rows(struct tm__tasks *q, int kind, int depth, int64_t after,
         r.parent_cf = pcf ? tm__name_index(tm__cf_names, CF_COUNT, pcf) : CF_NONE;
         r.resume = kind == TM_TASKS_COPY ? sqlite3_column_blob(st, 11) : NULL;
         r.resume_len = r.resume ? (size_t)sqlite3_column_bytes(st, 11) : 0;
-        if (!r.path)
+        r.link = NULL;
+        r.link_cs = -1;
+        if (kind == TM_TASKS_LINKS) {
+            r.link = (const char *)sqlite3_column_text(st, 12);
+            r.link_cs = tm__name_index(tm__cs_names, CS_COUNT,
+                                       (const char *)sqlite3_column_text(st, 13));
+        }
+        if (!r.path || (kind == TM_TASKS_LINKS && !r.link))
             err = TM_ENOMEM;
-        else if (r.type < 0 || r.cf < 0 || r.parent_cs < 0 || r.parent_cf < 0)
+        else if (r.type < 0 || r.cf < 0 || r.parent_cs < 0 || r.parent_cf < 0 ||
+                 (kind == TM_TASKS_LINKS && r.link_cs < 0))
             err = TM_ECORRUPT;
         else
             err = cb(ctx, &r);
@@ -175,6 +205,7 @@ int tm__tasks_kids(struct tm__tasks *q, int64_t parent, const char *after,
                   sqlite3_column_type(st, 10) != SQLITE_NULL;
         r.uid = sqlite3_column_int64(st, 9);
         r.gid = sqlite3_column_int64(st, 10);
+        r.link = (const char *)sqlite3_column_text(st, 11);
         if (!r.name || !r.path)
             err = TM_ENOMEM;
         else if (r.type < 0 || r.cs < 0 || r.cf < 0)

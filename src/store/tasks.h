@@ -28,6 +28,12 @@ enum tm__task_kind {
     TM_TASKS_VERIFY,   /* folders whose children verify checks (copied,
                           already there, failed by an earlier verify, or
                           kept by --no-overwrite with other attributes) */
+    TM_TASKS_LINKS,    /* pending files of one depth in a link group,
+                          after TM_TASKS_COPY of that depth (which leaves
+                          out all but the first of each group), with the
+                          first one to link to: itself when the copy
+                          changed which one is first (--no-overwrite
+                          skipped it): then it is copied on its own */
 };
 
 /* One task row. Strings are valid during the callback only. */
@@ -48,6 +54,9 @@ struct tm__task_row {
     const void *resume;    /* TM_TASKS_COPY: an interrupted write's state
                               (uploads), or NULL */
     size_t resume_len;     /* its bytes */
+    const char *link;      /* TM_TASKS_LINKS: the path of the first file of
+                              the link group, to link to; else NULL */
+    int link_cs;           /* TM_TASKS_LINKS: its copy status (enum tm__cs) */
 };
 
 /* A copied (or already there) source child, as verify checks it. */
@@ -62,6 +71,10 @@ struct tm__kid_row {
     uint32_t mode;         /* permission bits */
     int owned;             /* 1: uid and gid are known */
     int64_t uid, gid;      /* owner, with owned */
+    const char *link;      /* a file of a link group that the copy wrote
+                              (not one already there), whose first file
+                              the copy wrote too: that file's path (the
+                              node must be a link of it); else NULL */
 };
 
 int tm__tasks_open(struct tm__tasks **out, const char *db_path,

@@ -22,8 +22,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     /* a child listed twice (a page read again after a crash, a storage
      * that repeats a name) is the same node: kept once, counted once */
     "INSERT INTO src_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
-    "traversal_status,copy_status,conflict,error,uid,gid) "
-    "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "traversal_status,copy_status,conflict,error,uid,gid,dev,ino,nlink) "
+    "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT(parent_id,name) DO NOTHING",
     "INSERT INTO dst_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
     "traversal_status,conflict,src_id,uid,gid) "
@@ -160,6 +160,16 @@ static int insert_node(struct tm__writer *w, const struct tm__result *r,
     } else {
         sqlite3_bind_null(st, own);
         sqlite3_bind_null(st, own + 1);
+    }
+    if (r->side == TM_SRC && n->nlink > 1) {
+        /* an inode number above 2^63 is kept by its bits */
+        sqlite3_bind_int64(st, 16, (int64_t)n->dev);
+        sqlite3_bind_int64(st, 17, (int64_t)n->ino);
+        sqlite3_bind_int64(st, 18, (int64_t)n->nlink);
+    } else if (r->side == TM_SRC) {
+        sqlite3_bind_null(st, 16);
+        sqlite3_bind_null(st, 17);
+        sqlite3_bind_null(st, 18);
     }
     rc = sqlite3_step(st);
     sqlite3_reset(st);

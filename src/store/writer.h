@@ -32,6 +32,8 @@ struct tm__wnode {
     uint32_t mode;          /* permission bits */
     int8_t owned;           /* 1: uid and gid are known (else NULL) */
     int64_t uid, gid;       /* owner, with owned */
+    uint64_t dev, ino;      /* source files: the inode, with nlink > 1 */
+    uint32_t nlink;         /* its links (0 or 1: not recorded) */
     int8_t type;            /* enum tm__type */
     int8_t ts;              /* enum tm__ts */
     int8_t cs;              /* enum tm__cs (source rows) */

@@ -3,7 +3,8 @@
 Walks both trees breadth-first with os.scandir/os.lstat on bytes paths and
 applies the rules of docs/state-file.md. Nothing here uses treemig.
 
-expected(src, dst, excludes=()) returns a dict:
+expected(src, dst, excludes=(), specials=True) returns a dict (specials:
+special files are copied, as without discover --no-specials):
   'src': {path: row}   path is the root-relative bytes path ('/' for the root)
   'dst': {path: row}
   'status': the expected `treemig status --json` object
@@ -119,13 +120,26 @@ def copy_mode(abspath, mode):
     return mode
 
 
+def special_copied(st, specials):
+    """The copy makes the special file of stat st again: not --no-specials,
+    and a FIFO or socket, or a device as root."""
+    m = st.st_mode
+    if not specials:
+        return False
+    if stat.S_ISFIFO(m) or stat.S_ISSOCK(m):
+        return True
+    return (stat.S_ISCHR(m) or stat.S_ISBLK(m)) and os.geteuid() == 0
+
+
 def _row(abspath, depth):
     st = os.lstat(abspath)
+    t = node_type(st)
     return {
-        'type': node_type(st),
+        'type': t,
         'size': node_size(st, abspath),
         'mtime': st.st_mtime_ns,
-        'mode': st.st_mode & 0o7777,
+        # a special file's mode holds its kind too
+        'mode': st.st_mode & (0o177777 if t == OTHER else 0o7777),
         'depth': depth,
         'traversal_status': None,
         'conflict': None,
@@ -145,7 +159,7 @@ def _join(rel, name):
     return (rel if rel != b'/' else b'') + b'/' + name
 
 
-def expected(src, dst, excludes=()):
+def expected(src, dst, excludes=(), specials=True):
     src = os.fsencode(src)
     dst = os.fsencode(dst)
     S, D = {}, {}
@@ -205,9 +219,12 @@ def expected(src, dst, excludes=()):
                         d['traversal_status'] = 'excluded'
                     continue
                 r['traversal_status'] = None if r['type'] == FOLDER else 'successful'
+                other_copied = r['type'] == OTHER and special_copied(
+                    os.lstat(sabs + b'/' + name), specials)
                 if d is None:
-                    r['copy_status'] = 'skipped' if r['type'] == OTHER else 'pending'
-                    if blocked and r['type'] != OTHER:
+                    r['copy_status'] = ('skipped' if r['type'] == OTHER and
+                                        not other_copied else 'pending')
+                    if blocked and r['copy_status'] == 'pending':
                         r['copy_status'] = 'skipped'
                         r['error'] = b'its folder is a file on the destination'
                     if r['type'] == FOLDER:
@@ -228,9 +245,20 @@ def expected(src, dst, excludes=()):
                     r['copy_status'] = 'pending' if c else 'already_existed'
                     d['traversal_status'] = None   # set when listed
                     nxt.append((p, True, False))
-                elif t == OTHER:
+                elif t == OTHER and not other_copied:
                     r['copy_status'] = 'skipped'
                     d['traversal_status'] = 'successful'
+                elif t == OTHER:
+                    d['traversal_status'] = 'successful'
+                    if stat.S_IFMT(r['mode']) != stat.S_IFMT(d['mode']):
+                        r['conflict'] = d['conflict'] = 'type'
+                        r['copy_status'] = 'skipped'
+                        continue
+                    c = ('dst_newer' if d['mtime'] > r['mtime'] else
+                         'mtime' if d['mtime'] < r['mtime'] else
+                         'attrs' if r['mode'] != d['mode'] else None)
+                    r['conflict'] = d['conflict'] = c
+                    r['copy_status'] = 'pending' if c else 'already_existed'
                 else:
                     d['traversal_status'] = 'successful'
                     if r['size'] != d['size']:

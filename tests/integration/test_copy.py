@@ -12,8 +12,10 @@ and checks the destination against an expectation computed here from the
 two trees, independently of treemig: every node that is copied or already
 there has the source's bytes, mtime (ns) and mode (folders too; files that
 already existed keep their own mode), symlinks are symlinks with the same
-target, destination-only nodes and clashes are untouched, nodes of type
-`other` are never created, no `.treemig.*.tmp` file is left; status --json
+target, destination-only nodes and clashes are untouched, FIFOs and
+sockets (type `other`) are made again with their kind, mode and mtime
+(test_fidelity.py checks devices and --no-specials), no `.treemig.*.tmp`
+file is left; status --json
 and the stats tables agree with the rows.
 
 Then, each on its own small tree: --no-overwrite; copy refused before
@@ -645,13 +647,20 @@ def run_main_case(R, base):
 
     def check_specials():
         errs = []
-        for p, n in src_snap.items():
-            if n.type == 'other' and dst_before.get(p) != dst_after.get(p):
-                errs.append('%r (%s on the source) changed on the destination: %s'
-                            % (p, n.type, fmt_node(dst_after.get(p))))
-        for p in (b'/fifo', b'/edge/sock', b'/clash/fifo_vs_file'):
-            if p in src_snap and dst_after.get(p) == src_snap[p]:
-                errs.append('%r was created on the destination' % p)
+        for p in (b'/fifo', b'/fifo_both', b'/edge/sock'):
+            sk = stat.S_IFMT(os.lstat(os.path.join(os.fsencode(src), p[1:])).st_mode)
+            try:
+                dk = stat.S_IFMT(os.lstat(os.path.join(os.fsencode(dst), p[1:])).st_mode)
+            except FileNotFoundError:
+                dk = None
+            if dst_after.get(p) != src_snap[p] or sk != dk:
+                errs.append('%r: %s of kind %r on the destination, %s of kind %r on '
+                            'the source' % (p, fmt_node(dst_after.get(p)), dk,
+                                            fmt_node(src_snap[p]), sk))
+        for p in (b'/clash/fifo_vs_file', b'/only_dst_fifo'):
+            if dst_before.get(p) != dst_after.get(p):
+                errs.append('%r (a type clash, or destination only) changed on the '
+                            'destination: %s' % (p, fmt_node(dst_after.get(p))))
         for p in (b'/links/dangling', b'/links/to_dir_src_only', b'/links/size_diff'):
             d = dst_after.get(p)
             if d is None or d.type != 'symlink' or d.data != src_snap[p].data:
@@ -663,7 +672,8 @@ def run_main_case(R, base):
                 errs.append('%r: %s, source %s' % (p, fmt_node(dst_after.get(p)),
                                                    fmt_node(src_snap[p])))
         fail_list('special nodes', errs)
-    R.check('main: FIFOs/sockets not created; symlinks (dangling too) and odd names copied',
+    R.check('main: FIFOs/sockets made again, clashes untouched; symlinks (dangling '
+            'too) and odd names copied',
             check_specials)
 
     R.check('main: no .treemig.*.tmp left under either root', check_no_tmp, src, dst)

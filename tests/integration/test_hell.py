@@ -14,13 +14,12 @@
    bound (256 MiB; not under a sanitizer, whose shadow memory and
    quarantine make it meaningless). Never a bound on the wall time.
 3. special files: a FIFO (no writer: opening it would block), a unix
-   socket, and, as root, a character and a block device: recorded as
-   `other`, `copy_status` `skipped`, counted by review's summary and
-   listed by `review --list skipped`, not created on the destination by
-   copy, and, when strace(1) is there, never opened by discover, copy or
-   verify (test_copy.py checks already that FIFOs and sockets are not
-   created; this adds devices, the proof that nothing opens them and
-   review).
+   socket, and, as root, a character and a block device, discovered with
+   --no-specials: recorded as `other`, `copy_status` `skipped`, counted
+   by review's summary and listed by `review --list skipped`, not created
+   on the destination by copy, and, when strace(1) is there, never opened
+   by discover, copy or verify (test_copy.py and test_fidelity.py check
+   that without --no-specials the copy makes them again).
 4. a source folder made unreadable (chmod 000) between discover and copy,
    with files directly inside and deeper down: copy exits 3, each of them
    failed with "permission denied" and its path (review --list failed,
@@ -411,7 +410,10 @@ def run_specials(R, base):
     state = {}
 
     def check_discover():
-        run(['discover', '--db', db, '--quiet', src, dst], 0, 'discover')
+        # --no-specials: left out of the copy, never opened (test_fidelity.py
+        # checks that the copy makes them again without it)
+        run(['discover', '--db', db, '--quiet', '--no-specials', src, dst], 0,
+            'discover')
         st = tmtest.status_json(db)
         expect_eq('src counts (folders, files, other)', (1, 1, len(specials)),
                   (st['src']['folders'], st['src']['files'], st['src']['other']))
