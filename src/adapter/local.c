@@ -1057,6 +1057,54 @@ static int local_readlink(struct tm__adapter *a, const char *path,
     return tm__buf_add(out, buf, (size_t)n);
 }
 
+/* What make_tmp makes at a temporary name: a symlink, a hard link or a
+ * special file; 0, or -1 with errno (EEXIST: the name is taken). */
+struct tmp_maker {
+    int (*make)(const struct tmp_maker *mk, int dfd, const char *tmp);
+    const char *target; /* symlink: its target */
+    int tdfd;           /* link: the target's folder */
+    const char *tname;  /* link: the target's name in it */
+    mode_t mode;        /* mknod: kind and permission bits */
+    dev_t rdev;         /* mknod: the device */
+};
+
+static int make_symlink(const struct tmp_maker *mk, int dfd, const char *tmp)
+{
+    return symlinkat(mk->target, dfd, tmp);
+}
+
+static int make_link(const struct tmp_maker *mk, int dfd, const char *tmp)
+{
+    return linkat(mk->tdfd, mk->tname, dfd, tmp, 0);
+}
+
+static int make_node(const struct tmp_maker *mk, int dfd, const char *tmp)
+{
+    return mknodat(dfd, tmp, mk->mode, mk->rdev);
+}
+
+/* Makes a node under the first free temporary name beside path (in dfd,
+ * its folder) into tmp: symlinkat, linkat and mknodat never follow or
+ * replace anything, so a taken name moves to the next. what names the
+ * node in the message when every name is taken. */
+static int make_tmp(struct local *l, int dfd, const char *path,
+                    const struct tmp_maker *mk, const char *what,
+                    char tmp[TM_TMP_NAME_MAX], struct tm__aerr *e)
+{
+    int attempt, rc = 0;
+    for (attempt = 0; attempt < TM_TMP_TRIES; attempt++) {
+        rc = tm__tmp_name(l->key, path, attempt, tmp, TM_TMP_NAME_MAX);
+        if (rc)
+            return rc;
+        if (mk->make(mk, dfd, tmp) == 0)
+            return 0;
+        if (errno != EEXIST)
+            return tm__from_errno(errno);
+    }
+    return tm__aerr_set(e, TM_EEXIST, "cannot create a temporary %s beside %s: the "
+                        "%d names it may take are taken", what, path, TM_TMP_TRIES);
+}
+
 static int local_symlink(struct tm__adapter *a, const char *path,
                          const char *target, int64_t mtime, unsigned flags,
                          struct tm__aerr *e)
@@ -1066,28 +1114,18 @@ static int local_symlink(struct tm__adapter *a, const char *path,
     struct stat sb;
     const char *name;
     char tmp[TM_TMP_NAME_MAX];
-    int dfd, rc = 0, attempt, made = 0;
+    struct tmp_maker mk = { 0 };
+    int dfd, rc = 0;
 
     if (tm__mtime_out_of_range(mtime))
         return TM_ETIMERANGE;
     dfd = open_parent(l, path, &name);
     if (dfd < 0)
         return dfd;
-    /* symlinkat never replaces: a taken name moves to the next */
-    for (attempt = 0; attempt < TM_TMP_TRIES && !made; attempt++) {
-        rc = tm__tmp_name(l->key, path, attempt, tmp, sizeof tmp);
-        if (rc)
-            break;
-        if (symlinkat(target, dfd, tmp) == 0)
-            made = 1;
-        else if (errno != EEXIST)
-            break;
-    }
-    if (!made) {
-        rc = rc ? rc : tm__from_errno(errno);
-        if (rc == TM_EEXIST)
-            tm__aerr_set(e, rc, "cannot create a temporary symlink beside %s: "
-                         "the %d names it may take are taken", path, TM_TMP_TRIES);
+    mk.make = make_symlink;
+    mk.target = target;
+    rc = make_tmp(l, dfd, path, &mk, "symlink", tmp, e);
+    if (rc) {
         close(dfd);
         return rc;
     }
@@ -1126,7 +1164,8 @@ static int local_link(struct tm__adapter *a, const char *target, const char *pat
     const char *tname, *name;
     char tmp[TM_TMP_NAME_MAX];
     struct stat ts, ns;
-    int tdfd, dfd = -1, rc = 0, attempt, made = 0;
+    struct tmp_maker mk = { 0 };
+    int tdfd, dfd = -1, rc = 0;
 
     tdfd = open_parent(l, target, &tname);
     if (tdfd < 0)
@@ -1145,22 +1184,12 @@ static int local_link(struct tm__adapter *a, const char *target, const char *pat
         dfd = -1;
         goto out;
     }
-    for (attempt = 0; attempt < TM_TMP_TRIES && !made; attempt++) {
-        rc = tm__tmp_name(l->key, path, attempt, tmp, sizeof tmp);
-        if (rc)
-            break;
-        if (linkat(tdfd, tname, dfd, tmp, 0) == 0)
-            made = 1;
-        else if (errno != EEXIST)
-            break;
-    }
-    if (!made) {
-        rc = rc ? rc : tm__from_errno(errno);
-        if (rc == TM_EEXIST)
-            tm__aerr_set(e, rc, "cannot create a temporary link beside %s: the "
-                         "%d names it may take are taken", path, TM_TMP_TRIES);
+    mk.make = make_link;
+    mk.tdfd = tdfd;
+    mk.tname = tname;
+    rc = make_tmp(l, dfd, path, &mk, "link", tmp, e);
+    if (rc)
         goto out;
-    }
     /* what was linked is what was checked (not a node swapped in since) */
     if (fstatat(dfd, tmp, &ns, AT_SYMLINK_NOFOLLOW) != 0)
         rc = tm__from_errno(errno);
@@ -1193,7 +1222,8 @@ static int local_mknod(struct tm__adapter *a, const char *path, uint32_t mode,
     struct stat sb;
     const char *name;
     char tmp[TM_TMP_NAME_MAX];
-    int dfd, fd = -1, rc = 0, attempt, made = 0;
+    struct tmp_maker mk = { 0 };
+    int dfd, fd = -1, rc = 0;
 
     if (kind != S_IFIFO && kind != S_IFCHR && kind != S_IFBLK && kind != S_IFSOCK)
         return tm__aerr_set(e, TM_EINVAL, "not a FIFO, device or socket");
@@ -1202,22 +1232,11 @@ static int local_mknod(struct tm__adapter *a, const char *path, uint32_t mode,
     dfd = open_parent(l, path, &name);
     if (dfd < 0)
         return dfd;
-    for (attempt = 0; attempt < TM_TMP_TRIES && !made; attempt++) {
-        rc = tm__tmp_name(l->key, path, attempt, tmp, sizeof tmp);
-        if (rc)
-            break;
-        /* 0600 until it is complete, as a file's temporary */
-        if (mknodat(dfd, tmp, kind | 0600,
-                    kind == S_IFCHR || kind == S_IFBLK ? (dev_t)rdev : 0) == 0)
-            made = 1;
-        else if (errno != EEXIST)
-            break;
-    }
-    if (!made) {
-        rc = rc ? rc : tm__from_errno(errno);
-        if (rc == TM_EEXIST)
-            tm__aerr_set(e, rc, "cannot create a temporary node beside %s: the "
-                         "%d names it may take are taken", path, TM_TMP_TRIES);
+    mk.make = make_node;
+    mk.mode = kind | 0600; /* 0600 until it is complete, as a file's temporary */
+    mk.rdev = kind == S_IFCHR || kind == S_IFBLK ? (dev_t)rdev : 0;
+    rc = make_tmp(l, dfd, path, &mk, "node", tmp, e);
+    if (rc) {
         close(dfd);
         return rc;
     }
