@@ -92,6 +92,10 @@ struct side {
     int round;                 /* deepest depth whose listing started: the
                                   round shown and recorded (never goes back) */
     int round_sent;            /* the round last recorded, -1: none */
+    int round_go;              /* the deepest depth a worker may take from
+                                  ready itself: its round is queued for the
+                                  writer before any listing of that depth,
+                                  so a durable listing implies its round */
     int64_t *cursor;           /* keyset position per depth (last id) */
     int ncursor;               /* depths in cursor */
     struct queue ready;        /* fetched, may be listed */
@@ -714,11 +718,12 @@ static void run_task(struct tm__job *j)
         if (rc && rc != TM_ESTOPPED && !e->fatal)
             set_fatal(e, rc, m.len ? m.buf : NULL);
         tm__buf_release(&m);
-        if (!e->quit && s->ready.len && !stopping(e)) {
+        if (!e->quit && s->ready.len && !stopping(e) &&
+            s->ready.v[s->ready.head]->depth <= s->round_go) {
             next = q_pop(&s->ready);
-            if (next->depth > s->round)
-                s->round = next->depth;
         } else {
+            /* a deeper depth waits for the coordinator (dispatch), which
+             * records its round first */
             s->in_flight--;
         }
         if (s->ready.len + (size_t)s->in_flight < low || !s->in_flight ||
@@ -907,6 +912,8 @@ static void send_round(struct engine *e, struct side *s)
     if (e->cfg->on_round)
         e->cfg->on_round(e->cfg->round_ctx, s->which, round);
     pthread_mutex_lock(&e->mu);
+    if (round > s->round_go)
+        s->round_go = round;
 }
 
 /* Fills side's ready queue from the state file. Called with e->mu held;
@@ -994,16 +1001,20 @@ static int refill(struct engine *e, struct side *s, struct task **buf,
     return got > 0;
 }
 
-/* Hands ready tasks to the pool, up to --workers in flight per side.
- * e->mu held. */
+/* Hands ready tasks to the pool, up to --workers in flight per side; a
+ * task deeper than the side's round first records the new round (e->mu
+ * dropped meanwhile), so that no listing of a depth is durable before its
+ * round. e->mu held. */
 static int dispatch(struct engine *e, struct side *s)
 {
     int workers = e->cfg->workers > 0 ? e->cfg->workers : 4, n = 0;
     while (s->in_flight < workers && s->ready.len) {
         struct task *t = q_pop(&s->ready);
         s->in_flight++;
-        if (t->depth > s->round)
+        if (t->depth > s->round) {
             s->round = t->depth;
+            send_round(e, s); /* drops e->mu: before the listing starts */
+        }
         tm__pool_submit(e->pool, &t->job);
         n++;
     }
@@ -1145,6 +1156,7 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
         if (tm__store_get(cfg->db, side == TM_SRC ? "src_round" : "dst_round",
                           &v) == 0 && v.len)
             e.s[side].round = e.s[side].round_sent = atoi(v.buf);
+        e.s[side].round_go = e.s[side].round;
         tm__buf_release(&v);
     }
     e.s[TM_SRC].which = TM_SRC;
