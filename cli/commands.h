@@ -26,6 +26,29 @@ int report_error(const char *cmd, tm_migration *m, int err);
 /* Parses a whole decimal number in [lo, hi] into *out: 0, or -1. */
 int parse_int(const char *s, long lo, long hi, int *out);
 
+/* The filter rules of discover (filters.c), in the order given: "- GLOB"
+ * or a bare GLOB excludes, "+ GLOB" includes (tm_discover_options). */
+struct rule_list {
+    char **v;       /* the rules (owned) */
+    size_t n, cap;  /* used, allocated */
+};
+/* Adds the pattern of option opt as an include or exclude rule (a pattern
+ * that starts with "+ " or "- " keeps its own kind): 0, or an exit code. */
+int rules_add(struct rule_list *l, const char *cmd, const char *opt,
+              const char *pat, int include);
+/* Adds the rules of a file (one pattern a line; blank lines and lines
+ * that start with '#' or ';' are skipped; "-" is standard input): 0, or
+ * an exit code after the message. */
+int rules_read(struct rule_list *l, const char *cmd, const char *opt,
+               const char *path, int include);
+void rules_release(struct rule_list *l);
+/* A size with an optional unit (B, K/KiB, M/MiB, G/GiB, T/TiB powers of
+ * 1024; KB, MB, GB, TB powers of 1000; any case): 0, or -1. */
+int parse_size(const char *s, int64_t *out);
+/* An age in seconds with an optional unit (s, m minutes, h, d, w): 0, or
+ * -1. */
+int parse_age(const char *s, int64_t *out);
+
 /* The storage options a command was given ("-o KEY=VALUE", repeatable,
  * and the long options below that stand for one), handed to
  * tm_migration_set_storage_options() (docs/adapters.md). */

@@ -123,9 +123,36 @@ static const char discover_usage[] =
     "  --retries N      retries of a failure that may pass (default 3)\n"
     "  --config FILE    the migration's YAML file (default: the state file's\n"
     "                   name with .yaml added), rewritten at every milestone\n"
-    "  --exclude GLOB   exclude matching source nodes (repeatable); a GLOB with\n"
-    "                   a '/' matches the path from the root ('/logs/*.tmp'),\n"
-    "                   one without matches the name ('*.tmp')\n"
+    "  --exclude GLOB   exclude matching source nodes (repeatable)\n"
+    "  --include GLOB   include matching source nodes (repeatable): with\n"
+    "                   --exclude, the first rule that matches a node decides,\n"
+    "                   in the order given (as rsync); no match: included.\n"
+    "                   GLOB as rsync: '/' first anchors it at the root\n"
+    "                   ('/logs/*.tmp'); without a '/' it matches the name\n"
+    "                   ('*.tmp'), else the end of the path ('cache/*'); '*'\n"
+    "                   stops at '/', '**' does not ('/src/**.o'); '?', [abc],\n"
+    "                   \\ escapes; a trailing '/' matches folders only;\n"
+    "                   'dir/***' the folder and all below it. An excluded\n"
+    "                   folder is not entered (docs/filters.md)\n"
+    "  --exclude-from FILE, --include-from FILE  the same, one GLOB a line\n"
+    "                   ('+ GLOB' or '- GLOB' say their own kind; blank lines\n"
+    "                   and lines starting with '#' or ';' are skipped; '-':\n"
+    "                   standard input)\n"
+    "  --min-size SIZE, --max-size SIZE  exclude files smaller (larger) than\n"
+    "                   SIZE: bytes, or with K, M, G, T (powers of 1024) or\n"
+    "                   KB, MB, GB, TB (of 1000)\n"
+    "  --max-age AGE, --min-age AGE  exclude files modified more (less) than\n"
+    "                   AGE ago, from the start of the migration: seconds, or\n"
+    "                   with s, m (minutes), h, d, w\n"
+    "  --size-only      a file of the same size on both sides is already there,\n"
+    "                   whatever its mtime\n"
+    "  --checksum       a file of the same size but another mtime is compared\n"
+    "                   by content (both read, by the listing workers): the same\n"
+    "                   content is already there, another is a conflict 'content'\n"
+    "  --modify-window N  mtimes that differ by at most N seconds are equal\n"
+    "                   (0..86400; 2 for FAT, 1 for some SMB and SFTP servers)\n"
+    "                   The filters and the comparison are for a new migration;\n"
+    "                   they are recorded and shown by review\n"
     "  --allow-pseudo-fs  take a root on a pseudo file system (/proc, /sys,\n"
     "                   cgroup, debugfs, ...), refused otherwise: what such a\n"
     "                   file system shows is made up as it is read\n"
@@ -605,6 +632,16 @@ static int cmd_discover(int argc, char **argv)
         { "lead", required_argument, NULL, 'l' },
         { "retries", required_argument, NULL, 'r' },
         { "exclude", required_argument, NULL, 'E' },
+        { "include", required_argument, NULL, 'I' },
+        { "exclude-from", required_argument, NULL, 0x80 },
+        { "include-from", required_argument, NULL, 0x81 },
+        { "min-size", required_argument, NULL, 0x82 },
+        { "max-size", required_argument, NULL, 0x83 },
+        { "min-age", required_argument, NULL, 0x84 },
+        { "max-age", required_argument, NULL, 0x85 },
+        { "size-only", no_argument, NULL, 0x86 },
+        { "checksum", no_argument, NULL, 0x87 },
+        { "modify-window", required_argument, NULL, 0x88 },
         { "config", required_argument, NULL, 'c' },
         { "allow-pseudo-fs", no_argument, NULL, 'p' },
         STORAGE_OPTIONS,
@@ -620,16 +657,12 @@ static int cmd_discover(int argc, char **argv)
     tm_discover_options o;
     struct progress prog = { 0, 0, 0 };
     const char *db = DEFAULT_DB;
-    const char **excludes = NULL;
+    struct rule_list rules = { NULL, 0, 0 };
     struct sopt_list so = { NULL, 0, 0, NULL, 0 };
-    size_t n_ex = 0;
     int quiet = 0, c, rc, code;
     tm_migration *m = NULL;
 
     tm_discover_options_init(&o);
-    excludes = calloc((size_t)argc + 1, sizeof *excludes);
-    if (!excludes)
-        return EXIT_FATAL;
     optind = 1;
     while ((c = getopt_long(argc, argv, "qho:x", opts, NULL)) != -1) {
         switch (c) {
@@ -662,12 +695,61 @@ static int cmd_discover(int argc, char **argv)
             }
             break;
         case 'E':
-            if (!*optarg || strchr(optarg, '\n')) {
-                code = usage_error("discover", "--exclude takes a non-empty glob "
-                                   "without newlines");
+        case 'I':
+            if ((code = rules_add(&rules, "discover", c == 'I' ? "--include"
+                                  : "--exclude", optarg, c == 'I')) != 0)
+                goto out;
+            break;
+        case 0x80:
+        case 0x81:
+            if ((code = rules_read(&rules, "discover", c == 0x81 ? "--include-from"
+                                   : "--exclude-from", optarg, c == 0x81)) != 0)
+                goto out;
+            break;
+        case 0x82:
+        case 0x83: {
+            int64_t *v = c == 0x82 ? &o.min_size : &o.max_size;
+            if (parse_size(optarg, v) || (c == 0x83 && *v == 0)) {
+                code = usage_error("discover", "--%s takes a size in bytes with an "
+                                   "optional unit (K, M, G, T: powers of 1024; KB, "
+                                   "MB, GB, TB: of 1000)%s, not '%s'",
+                                   c == 0x82 ? "min-size" : "max-size",
+                                   c == 0x83 ? ", above 0" : "", optarg);
                 goto out;
             }
-            excludes[n_ex++] = optarg;
+            break;
+        }
+        case 0x84:
+        case 0x85: {
+            int64_t *v = c == 0x84 ? &o.min_age : &o.max_age;
+            if (parse_age(optarg, v) || (c == 0x85 && *v == 0) ||
+                *v > 100LL * 366 * 86400) {
+                code = usage_error("discover", "--%s takes an age with an optional "
+                                   "unit (s, m minutes, h, d, w; seconds without "
+                                   "one)%s, up to 100 years, not '%s'",
+                                   c == 0x84 ? "min-age" : "max-age",
+                                   c == 0x85 ? ", above 0" : "", optarg);
+                goto out;
+            }
+            break;
+        }
+        case 0x86:
+        case 0x87: {
+            int want = c == 0x86 ? TM_COMPARE_SIZE_ONLY : TM_COMPARE_CHECKSUM;
+            if (o.compare && o.compare != want) {
+                code = usage_error("discover", "--size-only and --checksum exclude "
+                                   "each other");
+                goto out;
+            }
+            o.compare = want;
+            break;
+        }
+        case 0x88:
+            if (parse_int(optarg, 0, 86400, &o.modify_window)) {
+                code = usage_error("discover", "--modify-window takes a whole number "
+                                   "of seconds from 0 to 86400, not '%s'", optarg);
+                goto out;
+            }
             break;
         case 'c':
             o.config = optarg;
@@ -714,8 +796,8 @@ static int cmd_discover(int argc, char **argv)
                            argc - optind == 1 ? "" : "s");
         goto out;
     }
-    o.excludes = excludes;
-    o.n_excludes = n_ex;
+    o.excludes = (const char *const *)rules.v;
+    o.n_excludes = rules.n;
     if (!quiet) {
         prog.tty = isatty(STDERR_FILENO);
         o.progress = on_progress;
@@ -755,7 +837,7 @@ static int cmd_discover(int argc, char **argv)
     code = run_discovery(m, "discover", argc - optind == 2 ? argv[optind] : NULL,
                          argc - optind == 2 ? argv[optind + 1] : NULL, &o, quiet);
 out:
-    free(excludes);
+    rules_release(&rules);
     sopt_release(&so);
     return code;
 }

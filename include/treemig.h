@@ -125,7 +125,9 @@ typedef struct tm_discover_options {
     int workers;                  /* listing threads per side; 0: default */
     int lead;                     /* rounds the source may run ahead; 0: default 3 */
     int retries;                  /* retries of a retryable failure; -1: default 3 */
-    const char *const *excludes;  /* exclude globs (see docs), may be NULL */
+    const char *const *excludes;  /* filter rules, first match wins: "- GLOB"
+                                     or a bare GLOB excludes, "+ GLOB"
+                                     includes (docs/filters.md); may be NULL */
     size_t n_excludes;            /* number of excludes */
     tm_progress_fn progress;      /* called with a progress line, may be NULL */
     void *progress_ctx;           /* passed to progress */
@@ -162,7 +164,29 @@ typedef struct tm_discover_options {
                                      trusted.* as root, and the ACLs where
                                      both storages keep them). Only for a
                                      new migration; recorded */
+    int compare;                  /* how a file found on both sides is
+                                     compared: TM_COMPARE_DEFAULT (size and
+                                     mtime), TM_COMPARE_SIZE_ONLY or
+                                     TM_COMPARE_CHECKSUM. Only for a new
+                                     migration; recorded */
+    int modify_window;            /* mtimes that differ by at most this many
+                                     seconds are equal (0..86400). Only for
+                                     a new migration; recorded */
+    int64_t min_size, max_size;   /* files smaller than min_size or larger
+                                     than max_size (bytes) are excluded;
+                                     0: no limit. New migration; recorded */
+    int64_t min_age, max_age;     /* files modified less than min_age or
+                                     more than max_age seconds before the
+                                     migration started are excluded; 0: no
+                                     limit. New migration; recorded */
 } tm_discover_options;
+
+/* tm_discover_options.compare */
+enum {
+    TM_COMPARE_DEFAULT = 0,   /* equal size and mtime */
+    TM_COMPARE_SIZE_ONLY = 1, /* equal size */
+    TM_COMPARE_CHECKSUM = 2,  /* equal size and content */
+};
 
 /* Fills o with the defaults (all fields zero but retries = -1). */
 TM_EXTERN void tm_discover_options_init(tm_discover_options *o);

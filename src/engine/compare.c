@@ -1,31 +1,14 @@
 /* compare.c - listings sorted by name, filters, and the comparison of two
  * nodes (their content: type, size, mtime; their attributes: mode and
- * owner). Pure functions on the caller's data, any thread. */
+ * owner). The filters are in filter.c. Pure functions on the caller's data, any thread. */
 #include "engine/engine.h"
 
 #include "store/store.h"
 #include "util/util.h"
 
-#include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-int tm__filter_match(const char *const *globs, size_t n, const char *path,
-                     const char *name)
-{
-    size_t i;
-    for (i = 0; i < n; i++) {
-        const char *g = globs[i];
-        if (strchr(g, '/')) {
-            if (fnmatch(g, path, FNM_PATHNAME) == 0)
-                return 1;
-        } else if (fnmatch(g, name, 0) == 0) {
-            return 1;
-        }
-    }
-    return 0;
-}
 
 /* floor(t / prec), also for times before the epoch. */
 static int64_t floor_div(int64_t t, int64_t prec)
@@ -52,6 +35,13 @@ int tm__compare_leaf(int64_t src_size, int64_t src_mtime, int64_t dst_size,
     if (s == d)
         return CF_NONE;
     return d > s ? CF_DST_NEWER : CF_MTIME;
+}
+
+int tm__mtime_within(int64_t a, int64_t b, int64_t window)
+{
+    if (window <= 0 || tm__mtime_out_of_range(a) || tm__mtime_out_of_range(b))
+        return 0;
+    return a >= b ? a - b <= window : b - a <= window;
 }
 
 void tm__attr_rule_init(struct tm__attr_rule *r, const struct tm__adapter *src,

@@ -51,6 +51,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #define PAGE 1024            /* frontier rows fetched at once */
 #define SPAN 8               /* depths a side fetches from at once */
@@ -290,6 +291,12 @@ static void match(struct engine *e, struct tm__wnode *n, const struct tm__ent *x
     case TM_T_FILE:
     case TM_T_SYMLINK:
         cf = tm__compare_leaf(s->size, s->mtime, x->size, x->mtime, e->prec);
+        if ((cf == CF_MTIME || cf == CF_DST_NEWER) &&
+            tm__mtime_within(s->mtime, x->mtime, e->cfg->window))
+            cf = CF_NONE;
+        if ((cf == CF_MTIME || cf == CF_DST_NEWER) &&
+            e->cfg->compare == TM_COMPARE_SIZE_ONLY)
+            cf = CF_NONE;
         if (cf == CF_NONE)
             cf = match_attrs(e, x, s);
         n->conflict = (int8_t)cf;
@@ -307,6 +314,8 @@ static void match(struct engine *e, struct tm__wnode *n, const struct tm__ent *x
         /* same kind: the copy makes it again when its mtime or mode
          * differs (a device's number is compared by verify) */
         cf = tm__compare_leaf(0, s->mtime, 0, x->mtime, e->prec);
+        if (cf != CF_NONE && tm__mtime_within(s->mtime, x->mtime, e->cfg->window))
+            cf = CF_NONE;
         if (cf == CF_NONE && e->rule.modes && (x->mode & 07777) != (s->mode & 07777))
             cf = CF_ATTRS;
         n->conflict = (int8_t)cf;
@@ -423,6 +432,24 @@ static int special_copied(const struct engine *e, const struct tm__ent *x,
     return 0;
 }
 
+/* 1 when the filters leave the source child x (at path, named name) out
+ * of the migration: the first rule that matches decides; then a file's
+ * size and mtime against --min-size, --max-size, --max-age, --min-age. */
+static int filtered_out(const struct tm__discover_cfg *c, const struct tm__ent *x,
+                        const char *path, const char *name)
+{
+    if (c->n_excludes &&
+        tm__filter_eval(c->excludes, c->n_excludes, path, name,
+                        x->type == TM_T_FOLDER) < 0)
+        return 1;
+    if (x->type != TM_T_FILE)
+        return 0;
+    return (c->min_size > 0 && x->size < c->min_size) ||
+           (c->max_size > 0 && x->size > c->max_size) ||
+           (c->mtime_min != 0 && x->mtime < c->mtime_min) ||
+           (c->mtime_max != 0 && x->mtime > c->mtime_max);
+}
+
 /* The source children of one page. */
 static int src_page(struct engine *e, const struct task *t,
                     const struct tm__listing *l, struct tm__result *r)
@@ -452,10 +479,8 @@ static int src_page(struct engine *e, const struct task *t,
         rc = add_names(r, n, t->path, l->arena.buf + x->name_off, x->name_len);
         if (rc)
             return rc;
-        if (e->cfg->n_excludes &&
-            tm__filter_match(e->cfg->excludes, e->cfg->n_excludes,
-                             r->arena.buf + n->path_off,
-                             r->arena.buf + n->name_off)) {
+        if (filtered_out(e->cfg, x, r->arena.buf + n->path_off,
+                         r->arena.buf + n->name_off)) {
             n->ts = TS_EXCLUDED;
             n->cs = CS_EXCLUDED;
         } else {
@@ -498,6 +523,74 @@ static int src_page(struct engine *e, const struct task *t,
     return 0;
 }
 
+/* Hashes the file at path on a with XXH3 into *out. */
+static int hash_file(struct tm__adapter *a, const char *path, void *buf, size_t len,
+                     uint64_t *out)
+{
+    struct tm__rfile *f;
+    struct tm__entry st;
+    struct tm__aerr ae;
+    XXH3_state_t *h;
+    int64_t n;
+    int rc = tm__adapter_open_read(a, path, &f, &st, &ae);
+    if (rc)
+        return rc;
+    h = XXH3_createState();
+    if (!h) {
+        tm__adapter_close_read(f);
+        return TM_ENOMEM;
+    }
+    XXH3_64bits_reset(h);
+    while ((n = tm__adapter_read(f, buf, len, &ae)) > 0)
+        XXH3_64bits_update(h, buf, (size_t)n);
+    *out = XXH3_64bits_digest(h);
+    XXH3_freeState(h);
+    tm__adapter_close_read(f);
+    return n < 0 ? (int)n : 0;
+}
+
+#define HASH_BUF (256 * 1024) /* read size of the --checksum comparison */
+
+/* discover --checksum: the files of the page whose size equals their
+ * source twin's but whose mtime does not (i[k], twins tw[k], k < n) are
+ * compared by content, both sides read through their adapters on this
+ * pool thread: equal contents make the twin already there (its attributes
+ * still compared), different ones a conflict 'content'. A file either
+ * side cannot read keeps its mtime conflict: the copy replaces it. */
+static int checksum_page(struct engine *e, const struct tm__listing *l,
+                         struct tm__result *r, const size_t *idx,
+                         const struct tm__twin *tw, size_t n)
+{
+    void *buf = NULL;
+    size_t k;
+    int rc = 0;
+    if (!n)
+        return 0;
+    buf = malloc(HASH_BUF);
+    if (!buf)
+        return TM_ENOMEM;
+    for (k = 0; k < n && !rc; k++) {
+        const struct tm__ent *x = &l->v[idx[k]];
+        struct tm__wnode *nd = &r->nodes[idx[k]];
+        const char *path = r->arena.buf + nd->path_off;
+        uint64_t hs, hd;
+        int cf;
+        if (stopping(e)) {
+            rc = TM_ESTOPPED; /* the page is not recorded half compared */
+            break;
+        }
+        if (hash_file(e->cfg->ad[TM_SRC], path, buf, HASH_BUF, &hs) != 0 ||
+            hash_file(e->cfg->ad[TM_DST], path, buf, HASH_BUF, &hd) != 0)
+            continue;
+        cf = hs == hd ? match_attrs(e, x, &tw[k]) : CF_CONTENT;
+        nd->conflict = (int8_t)cf;
+        nd->upd = 0;
+        set_update(nd, &tw[k], cf ? CS_PENDING : CS_ALREADY, cf);
+    }
+    free(buf);
+    return rc;
+}
+
 /* The destination children of one page, each compared with its source
  * twin (looked up by name: the page is sorted, so the lookups walk the
  * index in order). */
@@ -505,12 +598,22 @@ static int dst_page(struct engine *e, const struct task *t,
                     const struct tm__listing *l, struct tm__result *r)
 {
     struct reader *rd = &e->rdr[atomic_fetch_add(&e->next_reader, 1) % READERS];
-    size_t i;
+    struct tm__twin *tw = NULL; /* --checksum: the twins to hash */
+    size_t i, *idx = NULL, n_hash = 0;
     int rc = 0;
 
     r->nodes = calloc(l->n ? l->n : 1, sizeof *r->nodes);
     if (!r->nodes)
         return TM_ENOMEM;
+    if (e->cfg->compare == TM_COMPARE_CHECKSUM && l->n) {
+        tw = malloc(l->n * sizeof *tw);
+        idx = malloc(l->n * sizeof *idx);
+        if (!tw || !idx) {
+            free(tw);
+            free(idx);
+            return TM_ENOMEM;
+        }
+    }
     pthread_mutex_lock(&rd->mu);
     for (i = 0; i < l->n && !rc; i++) {
         const struct tm__ent *x = &l->v[i];
@@ -533,10 +636,20 @@ static int dst_page(struct engine *e, const struct task *t,
             match(e, n, x, &s);
         else if (rc == 0)
             n->ts = TS_NOT_ON_SRC;
+        if (rc == 1 && tw && x->type == TM_T_FILE && s.type == TM_T_FILE &&
+            s.ts != TS_EXCLUDED &&
+            (n->conflict == CF_MTIME || n->conflict == CF_DST_NEWER)) {
+            tw[n_hash] = s;
+            idx[n_hash++] = i;
+        }
         rc = rc < 0 ? rc : 0;
         r->n_nodes++;
     }
     pthread_mutex_unlock(&rd->mu);
+    if (!rc)
+        rc = checksum_page(e, l, r, idx, tw, n_hash);
+    free(tw);
+    free(idx);
     return rc;
 }
 

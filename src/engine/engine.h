@@ -23,7 +23,7 @@ struct tm__discover_cfg {
     int workers;                 /* threads per side */
     int lead;                    /* rounds the source may run ahead */
     int retries;                 /* retries of a retryable failure */
-    const char *const *excludes; /* exclude globs */
+    const char *const *excludes; /* filter rules, first match wins */
     size_t n_excludes;           /* their count */
     atomic_int *stop;            /* set to ask for a clean stop */
     tm_progress_fn progress;     /* progress lines, may be NULL */
@@ -40,6 +40,11 @@ struct tm__discover_cfg {
                                     (discover --no-specials) */
     int one_fs;                  /* source folders on another file system
                                     are not entered (--one-file-system) */
+    int64_t min_size, max_size;  /* files outside are excluded; 0: none */
+    int64_t mtime_min, mtime_max;/* files with an mtime (ns) outside are
+                                    excluded (--max-age, --min-age); 0: none */
+    int compare;                 /* TM_COMPARE_*: how two files compare */
+    int64_t window;              /* --modify-window, ns; 0: none */
 };
 
 /* Runs discovery until both trees are done (0), a stop was asked
@@ -82,8 +87,25 @@ const struct tm__ent *tm__listing_find(const struct tm__listing *l,
 /* SQLite's BINARY order of two names: bytes, then length. */
 int tm__name_cmp(const char *a, size_t al, const char *b, size_t bl);
 
-/* 1 when a node (root-relative path, name) matches one of the globs: a glob
- * with a '/' is matched against the path, one without against the name. */
+/* Filters (filter.c). A rule is "- GLOB" (exclude), "+ GLOB" (include)
+ * or a bare GLOB (exclude); GLOB as rsync writes it (docs/filters.md). */
+
+/* Checks a glob: 0, or TM_EINVAL with the reason in why (len bytes). */
+int tm__glob_check(const char *glob, char *why, size_t len);
+/* Checks a rule's glob (tm__glob_check). */
+int tm__filter_check(const char *rule, char *why, size_t len);
+/* The glob of rule; *include gets 1 for "+ ", else 0. */
+const char *tm__filter_rule(const char *rule, int *include);
+/* 1 when the glob matches the node at path (root-relative, starting with
+ * '/') named name; is_folder for the patterns that end with '/'. */
+int tm__glob_match_node(const char *glob, const char *path, const char *name,
+                        int is_folder);
+/* The first of the n rules that matches the node decides: 1 included,
+ * -1 excluded; 0 when none matches. */
+int tm__filter_eval(const char *const *rules, size_t n, const char *path,
+                    const char *name, int is_folder);
+/* 1 when one of the globs matches the node (as a folder: a pattern with a
+ * trailing '/' matches too). */
 int tm__filter_match(const char *const *globs, size_t n, const char *path,
                      const char *name);
 
@@ -92,6 +114,10 @@ int tm__filter_match(const char *const *globs, size_t n, const char *path,
  * compared at precision prec (ns, >= 1). */
 int tm__compare_leaf(int64_t src_size, int64_t src_mtime, int64_t dst_size,
                      int64_t dst_mtime, int64_t prec);
+
+/* 1 when the mtimes a and b (ns) differ by at most window ns (> 0):
+ * --modify-window; 0 without a window or for a time that did not fit. */
+int tm__mtime_within(int64_t a, int64_t b, int64_t window);
 
 /* The attributes of a node besides its content. */
 struct tm__attrs {

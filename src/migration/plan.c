@@ -19,24 +19,129 @@
 #include "util/util.h"
 
 #include <fcntl.h>
+#include <inttypes.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-static int join_excludes(const tm_discover_options *o, struct tm__buf *out)
+/* Joins the filter rules of o into out, one per line; a rule whose glob
+ * is refused (tm__filter_check) is a usage error with the reason. */
+static int join_excludes(tm_migration *m, const tm_discover_options *o,
+                         struct tm__buf *out)
 {
+    char why[512];
     size_t i;
     for (i = 0; o && i < o->n_excludes; i++) {
-        if (strchr(o->excludes[i], '\n') || !o->excludes[i][0])
-            return TM_EINVAL;
+        if (tm__filter_check(o->excludes[i], why, sizeof why))
+            return tm__mig_fail(m, TM_EINVAL, "filter rule %s", why);
         if (i && tm__buf_addch(out, '\n'))
             return TM_ENOMEM;
         if (tm__buf_adds(out, o->excludes[i]))
             return TM_ENOMEM;
     }
     return 0;
+}
+
+static const char *const compare_names[] = { "size-mtime", "size-only", "checksum" };
+
+/* Checks the comparison and the size and age filters of o. */
+static int check_compare(tm_migration *m, const tm_discover_options *o)
+{
+    if (o->compare < TM_COMPARE_DEFAULT || o->compare > TM_COMPARE_CHECKSUM)
+        return tm__mig_fail(m, TM_EINVAL, "unknown comparison %d", o->compare);
+    if (o->modify_window < 0 || o->modify_window > 86400)
+        return tm__mig_fail(m, TM_EINVAL, "--modify-window takes 0 to 86400 seconds, "
+                            "not %d", o->modify_window);
+    if (o->min_size < 0 || o->max_size < 0 || o->min_age < 0 || o->max_age < 0)
+        return tm__mig_fail(m, TM_EINVAL, "a size or age limit is negative");
+    if (o->max_size && o->min_size > o->max_size)
+        return tm__mig_fail(m, TM_EINVAL, "--min-size %" PRId64 " is above --max-size "
+                            "%" PRId64 ": nothing would be migrated", o->min_size,
+                            o->max_size);
+    if (o->max_age && o->min_age > o->max_age)
+        return tm__mig_fail(m, TM_EINVAL, "--min-age %" PRId64 " s is above --max-age "
+                            "%" PRId64 " s: nothing would be migrated", o->min_age,
+                            o->max_age);
+    if (o->max_age > INT64_MAX / 1000000000 || o->min_age > INT64_MAX / 1000000000)
+        return tm__mig_fail(m, TM_EINVAL, "an age limit is too large");
+    return 0;
+}
+
+/* An int64 setting (0 when missing). */
+static int64_t get_i64(sqlite3 *db, const char *key)
+{
+    struct tm__buf b = TM__BUF_INIT;
+    int64_t v = 0;
+    if (tm__store_get(db, key, &b) == 0 && b.len)
+        v = strtoll(b.buf, NULL, 10);
+    tm__buf_release(&b);
+    return v;
+}
+
+static int set_i64(sqlite3 *db, const char *key, int64_t v)
+{
+    char s[32];
+    snprintf(s, sizeof s, "%" PRId64, v);
+    return tm__store_set(db, key, s);
+}
+
+/* Records the comparison and the size and age filters of a new migration
+ * (inside its transaction); the ages become mtime bounds from now. */
+static int store_compare(sqlite3 *db, const tm_discover_options *o)
+{
+    int64_t now = tm__wall_ns();
+    int rc = tm__store_set(db, "compare", compare_names[o->compare]);
+    if (!rc && o->modify_window) rc = tm__mig_set_int(db, "modify_window", o->modify_window);
+    if (!rc && o->min_size) rc = set_i64(db, "min_size", o->min_size);
+    if (!rc && o->max_size) rc = set_i64(db, "max_size", o->max_size);
+    if (!rc && o->min_age) rc = set_i64(db, "min_age", o->min_age);
+    if (!rc && o->max_age) rc = set_i64(db, "max_age", o->max_age);
+    if (!rc && o->min_age)
+        rc = set_i64(db, "mtime_max", now - o->min_age * 1000000000);
+    if (!rc && o->max_age)
+        rc = set_i64(db, "mtime_min", now - o->max_age * 1000000000);
+    return rc;
+}
+
+/* TM_COMPARE_* recorded (a state file made before it: the default). */
+static int stored_compare(sqlite3 *db)
+{
+    struct tm__buf b = TM__BUF_INIT;
+    int i, v = TM_COMPARE_DEFAULT;
+    if (tm__store_get(db, "compare", &b) == 0)
+        for (i = 0; i < 3; i++)
+            if (!strcmp(b.buf, compare_names[i]))
+                v = i;
+    tm__buf_release(&b);
+    return v;
+}
+
+/* Options of a new migration given again on an existing one must match
+ * what it recorded. */
+static int check_compare_again(tm_migration *m, const tm_discover_options *o)
+{
+    sqlite3 *db = m->store.db;
+    const char *what = NULL;
+    if (o->compare && o->compare != stored_compare(db))
+        what = o->compare == TM_COMPARE_SIZE_ONLY ? "--size-only" : "--checksum";
+    else if (o->modify_window && o->modify_window != tm__mig_get_int(db, "modify_window", 0))
+        what = "--modify-window";
+    else if (o->min_size && o->min_size != get_i64(db, "min_size"))
+        what = "--min-size";
+    else if (o->max_size && o->max_size != get_i64(db, "max_size"))
+        what = "--max-size";
+    else if (o->min_age && o->min_age != get_i64(db, "min_age"))
+        what = "--min-age";
+    else if (o->max_age && o->max_age != get_i64(db, "max_age"))
+        what = "--max-age";
+    if (!what)
+        return 0;
+    return tm__mig_fail(m, TM_EMISMATCH, "%s: this migration was discovered with "
+                        "another value (or without it); it is recorded with the "
+                        "migration: start a new migration (another state file) to "
+                        "change it", what);
 }
 
 /* Records a new migration: roots, options, root rows, stats. One
@@ -96,6 +201,7 @@ static int create_migration(tm_migration *m, const char *src, const char *dst,
     if (!rc && o->no_specials) rc = tm__store_set(db, "no_specials", "1");
     if (!rc && o->one_file_system) rc = tm__store_set(db, "one_fs", "1");
     if (!rc && o->no_xattrs) rc = tm__store_set(db, "no_xattrs", "1");
+    if (!rc) rc = store_compare(db, o);
     if (!rc) rc = tm__mig_sopts_store(m);
     for (i = 0; i < 2 && !rc; i++) {
         /* what each root is, so that a folder put in its place is refused */
@@ -174,12 +280,11 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
     tm_discover_options_init(&o);
     if (opt)
         o = *opt;
-    rc = join_excludes(opt, &exc);
-    if (rc) {
-        tm__mig_fail(m, rc, "an exclude pattern is empty or holds a newline");
-        goto out;
-    }
-    rc = tm__mig_check_log_options(m, &o);
+    rc = join_excludes(m, opt, &exc);
+    if (!rc)
+        rc = check_compare(m, &o);
+    if (!rc)
+        rc = tm__mig_check_log_options(m, &o);
     if (!rc && src_plen)
         rc = tm__mig_check_fault_prefix(m, src, src_plen);
     if (!rc && dst_plen)
@@ -282,6 +387,8 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
                               "migration was discovered with");
             goto out;
         }
+        if ((rc = check_compare_again(m, &o)) != 0)
+            goto out;
         if (opt && opt->owner && !tm__mig_get_int(db, "owner", 0)) {
             rc = tm__mig_fail(m, TM_EMISMATCH, "--owner: this migration was discovered "
                               "without it, and owners cannot be compared for what is "
@@ -355,7 +462,10 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             o.progress_ctx, &m->err, tm__mig_on_round, m, &lc,
             { rsrc ? rsrc : s_src.buf, rdst ? rdst : s_dst.buf },
             tm__mig_get_int(db, "owner", 0), tm__mig_get_int(db, "no_specials", 0),
-            tm__mig_get_int(db, "one_fs", 0),
+            tm__mig_get_int(db, "one_fs", 0), get_i64(db, "min_size"),
+            get_i64(db, "max_size"), get_i64(db, "mtime_min"),
+            get_i64(db, "mtime_max"), stored_compare(db),
+            (int64_t)tm__mig_get_int(db, "modify_window", 0) * 1000000000,
         };
         rc = tm__mig_log_settings(m, o.log_level, o.udp_level, o.udp_addr, o.log_public,
                                   &lc);
