@@ -96,11 +96,6 @@ int rules_read(struct rule_list *l, const char *cmd, const char *opt,
         } else if (!strcmp(line, "!")) {
             code = usage_error(cmd, "%s: %s line %ld: '!' (clear the list) is not "
                                "supported", opt, path, lineno);
-        } else if (len >= 2 && line[1] == ' ' && !strchr("+-", line[0])) {
-            /* rsync's other rule kinds (P, H, S, R, merge, ...) */
-            code = usage_error(cmd, "%s: %s line %ld: the rule '%c ' is not "
-                               "supported: a line is a pattern, or '+ ' or '- ' "
-                               "and a pattern", opt, path, lineno, line[0]);
         } else if (rules_push(l, rule_prefix(line, len, include), line, len)) {
             code = EXIT_FATAL;
         }

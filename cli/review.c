@@ -23,6 +23,7 @@
 static const char review_usage[] =
     "usage: treemig review [--db FILE] [--top N]\n"
     "       treemig review [--db FILE] --list KIND [--path PREFIX] [--json]\n"
+    "       treemig review [--db FILE] --list conflict --reason REASON [--json]\n"
     "\n"
     "Without --list: a summary of what discovery found, read from the state\n"
     "file: what is to copy (missing, or differing on the destination), what is\n"
@@ -33,8 +34,8 @@ static const char review_usage[] =
     "With --list: one item per line, in discovery order. KIND is one of\n"
     "  missing    source items not on the destination (to copy)\n"
     "  conflict   source items that differ from the destination (size, mtime,\n"
-    "             dst_newer: to copy over it; type: skipped; attrs: same\n"
-    "             content, another mode or owner, set in place)\n"
+    "             dst_newer, content: to copy over it; type: skipped; attrs:\n"
+    "             same content, another mode or owner, set in place)\n"
     "  attrs      the conflicts 'attrs' alone (not repeated by 'all')\n"
     "  extra      destination-only items (never touched)\n"
     "  failed     folders that could not be listed, copies that failed\n"
@@ -43,12 +44,13 @@ static const char review_usage[] =
     "             devices), type clashes, items the copy passed by\n"
     "  all        all of the above, each line naming its kind\n"
     "A line is KIND, TYPE, SIZE, PATH and, when there is one, the REASON,\n"
-    "separated by tabs; in PATH and REASON a backslash is written \\\\, a tab,\n"
+    "and for a conflict the source's MTIME and the destination's TYPE, SIZE\n"
+    "and MTIME (UTC, ISO 8601 with nanoseconds), separated by tabs; in PATH and REASON a backslash is written \\\\, a tab,\n"
     "newline or carriage return \\t \\n \\r, other control bytes and bytes that\n"
     "are not UTF-8 \\xHH, and Unicode line separators and bidirectional\n"
     "controls \\uHHHH. With --json each line is a JSON object instead (path,\n"
-    "type, size, mtime, state, reason, side, and path_hex for a path that is\n"
-    "not UTF-8).\n"
+    "type, size, mtime, state, reason, side, dst {type, size, mtime} for a\n"
+    "conflict, and path_hex for a path that is not UTF-8).\n"
     "\n"
     "options:\n"
     "  --db FILE       state file (default ./" DEFAULT_DB ")\n"
@@ -57,6 +59,8 @@ static const char review_usage[] =
     "  --list KIND     list the items of one kind (see above)\n"
     "  --path PREFIX   only PREFIX and what is below it ('/a' takes '/a' and\n"
     "                  '/a/...', never '/ab')\n"
+    "  --reason REASON only the conflicts of REASON: size, mtime, dst_newer,\n"
+    "                  type, content (discover --checksum) or attrs\n"
     "  --json          JSON Lines (with --list)\n"
     "  -h, --help      show this help\n"
     "\n"
@@ -67,6 +71,8 @@ static const char review_usage[] =
 
 static const char exclude_usage[] =
     "usage: treemig exclude [--db FILE] [--quiet] PATTERN...\n"
+    "       treemig exclude [--db FILE] [--quiet] --from FILE [PATTERN...]\n"
+    "       treemig exclude [--db FILE] --list\n"
     "\n"
     "Excludes from the copy, after discovery, the source items that match a\n"
     "PATTERN, with everything below them: they become 'excluded' (and so do\n"
@@ -82,6 +88,12 @@ static const char exclude_usage[] =
     "\n"
     "options:\n"
     "  --db FILE    state file (default ./" DEFAULT_DB ")\n"
+    "  --list       print the exclusions in force, one PATTERN a line, in a\n"
+    "               form --from reads back (into another state file, say);\n"
+    "               discover's filter rules follow as '#' comments\n"
+    "  --from FILE  exclude the PATTERNs of FILE too, one a line (blank lines\n"
+    "               and lines starting with '#' or ';' are skipped; '-':\n"
+    "               standard input)\n"
     "  -q, --quiet  print nothing on success\n"
     "  -h, --help   show this help\n"
     "\n"
@@ -127,11 +139,12 @@ int cmd_review(int argc, char **argv)
         { "top", required_argument, NULL, 't' },
         { "list", required_argument, NULL, 'l' },
         { "path", required_argument, NULL, 'p' },
+        { "reason", required_argument, NULL, 'r' },
         { "json", no_argument, NULL, 'j' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    const char *db = DEFAULT_DB, *kind = NULL, *prefix = NULL;
+    const char *db = DEFAULT_DB, *kind = NULL, *prefix = NULL, *reason = NULL;
     int json = 0, top = 5, top_given = 0, c, rc, code;
     tm_migration *m = NULL;
 
@@ -158,6 +171,14 @@ int cmd_review(int argc, char **argv)
         case 'p':
             prefix = optarg;
             break;
+        case 'r':
+            if (strcmp(optarg, "size") && strcmp(optarg, "mtime") &&
+                strcmp(optarg, "dst_newer") && strcmp(optarg, "type") &&
+                strcmp(optarg, "content") && strcmp(optarg, "attrs"))
+                return usage_error("review", "--reason takes size, mtime, dst_newer, "
+                                   "type, content or attrs, not '%s'", optarg);
+            reason = optarg;
+            break;
         case 'j':
             json = 1;
             break;
@@ -172,14 +193,33 @@ int cmd_review(int argc, char **argv)
         return usage_error("review", "unexpected argument '%s'", argv[optind]);
     if (!kind && (json || prefix))
         return usage_error("review", "--json and --path go with --list KIND");
+    if (reason && (!kind || (strcmp(kind, "conflict") && strcmp(kind, "attrs"))))
+        return usage_error("review", "--reason goes with --list conflict");
     if (kind && top_given)
         return usage_error("review", "--top goes with the summary, not with --list");
     rc = tm_migration_open(&m, db, TM_OPEN_READONLY);
     if (!rc)
-        rc = kind ? tm_review_list(m, kind, prefix, json, stdout)
+        rc = kind ? tm_review_list_reason(m, kind, reason, prefix, json, stdout)
                   : tm_review_print(m, stdout, top);
     code = rc ? report_error("review", m, rc) : EXIT_OK;
     tm_migration_free(m);
+    return code;
+}
+
+/* The PATTERNs of a file (exclude --from): one a line; blank lines and
+ * lines that start with '#' or ';' are skipped. 0, or an exit code. */
+static int read_patterns(struct rule_list *l, const char *path)
+{
+    size_t before = l->n, i;
+    int code = rules_read(l, "exclude", "--from", path, 0);
+    /* rules_read keeps "+ " and "- " prefixes, which are no part of a
+     * PATTERN here: a "+ " rule cannot be an exclusion */
+    for (i = before; !code && i < l->n; i++)
+        if (l->v[i][0] == '+' && l->v[i][1] == ' ')
+            code = usage_error("exclude", "--from %s: '%s' is an include rule; "
+                               "exclude takes PATTERNs to exclude", path, l->v[i]);
+        else if (l->v[i][0] == '-' && l->v[i][1] == ' ')
+            memmove(l->v[i], l->v[i] + 2, strlen(l->v[i] + 2) + 1);
     return code;
 }
 
@@ -187,13 +227,16 @@ int cmd_exclude(int argc, char **argv, int unexclude)
 {
     static const struct option opts[] = {
         { "db", required_argument, NULL, 'd' },
+        { "list", no_argument, NULL, 'l' },
+        { "from", required_argument, NULL, 'f' },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     const char *cmd = unexclude ? "unexclude" : "exclude";
     const char *db = DEFAULT_DB;
-    int quiet = 0, c, rc, code;
+    int quiet = 0, list = 0, c, rc, code;
+    struct rule_list pats = { NULL, 0, 0 };
     int64_t changed = 0;
     tm_migration *m = NULL;
 
@@ -203,26 +246,61 @@ int cmd_exclude(int argc, char **argv, int unexclude)
         case 'd':
             db = optarg;
             break;
+        case 'l':
+            if (unexclude)
+                return usage_error(cmd, "unknown or incomplete option");
+            list = 1;
+            break;
+        case 'f':
+            if (unexclude)
+                return usage_error(cmd, "unknown or incomplete option");
+            if ((code = read_patterns(&pats, optarg)) != 0) {
+                rules_release(&pats);
+                return code;
+            }
+            break;
         case 'q':
             quiet = 1;
             break;
         case 'h':
+            rules_release(&pats);
             fputs(unexclude ? unexclude_usage : exclude_usage, stdout);
             return EXIT_OK;
         default:
+            rules_release(&pats);
             return usage_error(cmd, "unknown or incomplete option");
         }
     }
-    if (optind == argc)
-        return usage_error(cmd, "expected at least one PATTERN");
+    if (list) {
+        rules_release(&pats);
+        if (optind != argc)
+            return usage_error(cmd, "--list takes no PATTERN");
+        rc = tm_migration_open(&m, db, TM_OPEN_READONLY);
+        if (!rc)
+            rc = tm_exclude_list(m, stdout);
+        code = rc ? report_error(cmd, m, rc) : EXIT_OK;
+        tm_migration_free(m);
+        return code;
+    }
     for (c = optind; c < argc; c++)
-        if (!argv[c][0] || strchr(argv[c], '\n'))
+        if (!argv[c][0] || strchr(argv[c], '\n')) {
+            rules_release(&pats);
             return usage_error(cmd, "a PATTERN must be non-empty and hold no "
                                "newline");
+        }
+    for (c = optind; c < argc; c++)
+        if ((code = rules_add(&pats, cmd, "a PATTERN", argv[c], 0)) != 0) {
+            rules_release(&pats);
+            return code;
+        }
+    if (!pats.n) {
+        rules_release(&pats);
+        return usage_error(cmd, "expected at least one PATTERN");
+    }
     rc = tm_migration_open(&m, db, TM_OPEN_WRITE);
     if (!rc)
-        rc = tm_exclude(m, (const char *const *)(argv + optind),
-                        (size_t)(argc - optind), unexclude, &changed);
+        rc = tm_exclude(m, (const char *const *)pats.v, pats.n, unexclude, &changed);
+    rules_release(&pats);
     if (rc) {
         code = report_error(cmd, m, rc);
         tm_migration_free(m);

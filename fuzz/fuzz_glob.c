@@ -1,16 +1,18 @@
 /*
- * fuzz_glob.c - libFuzzer target of the exclude globs (tm__filter_match in
- * src/engine/compare.c, glibc's fnmatch underneath).
+ * fuzz_glob.c - libFuzzer target of the filter globs (tm__filter_match and
+ * tm__filter_eval in src/engine/filter.c, rsync's syntax).
  *
  * Input: pattern, path and name separated by NUL bytes; without a name the
  * last component of the path is the name. Asserts, beside "no crash, no
  * hang":
- *  - "*" matches every node;
- *  - a pattern without '*', '?', '[' or '\' matches exactly the name (or,
- *    with a '/', exactly the path);
+ *  - "*" and "**" match every node whose name holds no '/';
+ *  - a pattern without '*', '?', '[' or '\' (nor a trailing '/') matches
+ *    exactly the name; with a leading '/', exactly the path; with a '/'
+ *    elsewhere, the end of the path after a '/';
  *  - the name with every byte escaped by '\' matches the name, and the
  *    path with every byte but '/' escaped matches the path;
- *  - a list of globs matches when one of its globs does.
+ *  - a list of globs matches when one of its globs does, and as rules
+ *    (each "- GLOB") they exclude exactly then.
  * Single-threaded, C locale (the CLI never calls setlocale).
  */
 #include "fuzz.h"
@@ -67,19 +69,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     m = match1(pattern, path, name);
     CHECK(m == 0 || m == 1);
-    CHECK(match1("*", path, name) == 1);
-    if (!strpbrk(pattern, "*?[\\") && *pattern) {
-        if (strchr(pattern, '/'))
-            CHECK(m == (strcmp(pattern, path) == 0));
-        else
+    if (!strchr(name, '/'))
+        CHECK(match1("*", path, name) == 1);
+    if (*path == '/')
+        CHECK(match1("**", path, name) == 1);
+    n = strlen(pattern);
+    if (!strpbrk(pattern, "*?[\\") && n && pattern[n - 1] != '/') {
+        if (pattern[0] == '/') {
+            CHECK(m == (strcmp(pattern + 1, path + (*path == '/')) == 0));
+        } else if (strchr(pattern, '/')) {
+            size_t pl = strlen(path);
+            const char *rel = path + (*path == '/');
+            int end = (pl > n && path[pl - n - 1] == '/' &&
+                       !strcmp(path + pl - n, pattern)) || !strcmp(rel, pattern);
+            CHECK(m == end);
+        } else {
             CHECK(m == (strcmp(pattern, name) == 0));
+        }
     }
     if (*name && !strchr(name, '/')) {
         e = escaped(name, 0);
         CHECK(match1(e, path, name) == 1);
         free(e);
     }
-    if (strchr(path, '/')) {
+    if (strchr(path, '/') && path[strlen(path) - 1] != '/' && !strstr(path, "//") &&
+        *path == '/') {
         e = escaped(path, 1);
         CHECK(match1(e, path, name) == 1);
         free(e);
@@ -88,8 +102,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     globs[1] = pattern;
     globs[2] = "[";
     n = 3;
-    CHECK(tm__filter_match(globs, n, path, name) ==
-          (m || match1(globs[0], path, name) || match1(globs[2], path, name)));
+    m = m || match1(globs[0], path, name) || match1(globs[2], path, name);
+    CHECK(tm__filter_match(globs, n, path, name) == m);
+    {
+        char *r = malloc(strlen(pattern) + 3);
+        const char *rules[3] = { "- \\", r, "- [" };
+        CHECK(r);
+        r[0] = '-';
+        r[1] = ' ';
+        memcpy(r + 2, pattern, strlen(pattern) + 1);
+        CHECK(tm__filter_eval(rules, 3, path, name, 1) == (m ? -1 : 0));
+        free(r);
+    }
     free(in);
     return 0;
 }

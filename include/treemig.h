@@ -347,6 +347,15 @@ TM_EXTERN int tm_review_print(tm_migration *m, FILE *out, int top);
 TM_EXTERN int tm_review_list(tm_migration *m, const char *kind, const char *prefix,
                              int json, FILE *out);
 /*
+ * As tm_review_list, with reason (NULL: all) keeping only the conflicts of
+ * that reason ("size", "mtime", "dst_newer", "type", "content", "attrs";
+ * kind "conflict" or "attrs"). A conflict's line also gives the source's
+ * mtime and the destination's type, size and mtime (docs/review.md).
+ */
+TM_EXTERN int tm_review_list_reason(tm_migration *m, const char *kind,
+                                    const char *reason, const char *prefix,
+                                    int json, FILE *out);
+/*
  * Excludes (or with unexclude, includes again) the source nodes matching
  * each pattern (a root-relative path "/a/b" or a glob as for --exclude) and
  * their whole subtrees, keeping every count exact. Refused (TM_EPHASE) for
@@ -354,6 +363,14 @@ TM_EXTERN int tm_review_list(tm_migration *m, const char *kind, const char *pref
  */
 TM_EXTERN int tm_exclude(tm_migration *m, const char *const *patterns, size_t n,
                          int unexclude, int64_t *changed);
+/*
+ * Prints the exclusions in force (made by tm_exclude) to out, one pattern
+ * a line that `treemig exclude --from` reads back (a pattern that would
+ * read as a comment or a rule is escaped), after '#' comments that say
+ * where they come from and give discovery's filter rules. Works on a
+ * read-only handle.
+ */
+TM_EXTERN int tm_exclude_list(tm_migration *m, FILE *out);
 
 /* Fills *st from the state file's exact counters (no scan). */
 TM_EXTERN int tm_status_get(tm_migration *m, tm_status *st);

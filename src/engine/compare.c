@@ -39,9 +39,14 @@ int tm__compare_leaf(int64_t src_size, int64_t src_mtime, int64_t dst_size,
 
 int tm__mtime_within(int64_t a, int64_t b, int64_t window)
 {
+    int64_t sa, sb, w;
     if (window <= 0 || tm__mtime_out_of_range(a) || tm__mtime_out_of_range(b))
         return 0;
-    return a >= b ? a - b <= window : b - a <= window;
+    /* whole seconds, as rsync --modify-window */
+    sa = floor_div(a, 1000000000);
+    sb = floor_div(b, 1000000000);
+    w = window / 1000000000;
+    return sa >= sb ? sa - sb <= w : sb - sa <= w;
 }
 
 void tm__attr_rule_init(struct tm__attr_rule *r, const struct tm__adapter *src,

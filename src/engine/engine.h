@@ -97,11 +97,13 @@ int tm__filter_check(const char *rule, char *why, size_t len);
 /* The glob of rule; *include gets 1 for "+ ", else 0. */
 const char *tm__filter_rule(const char *rule, int *include);
 /* 1 when the glob matches the node at path (root-relative, starting with
- * '/') named name; is_folder for the patterns that end with '/'. */
+ * '/') named name; is_folder for the patterns that end with '/'. A
+ * backslash always escapes (treemig exclude's patterns). */
 int tm__glob_match_node(const char *glob, const char *path, const char *name,
                         int is_folder);
 /* The first of the n rules that matches the node decides: 1 included,
- * -1 excluded; 0 when none matches. */
+ * -1 excluded; 0 when none matches. As rsync, a backslash escapes only
+ * in a glob with '*', '?' or '[': without, the pattern is literal. */
 int tm__filter_eval(const char *const *rules, size_t n, const char *path,
                     const char *name, int is_folder);
 /* 1 when one of the globs matches the node (as a folder: a pattern with a
@@ -115,8 +117,9 @@ int tm__filter_match(const char *const *globs, size_t n, const char *path,
 int tm__compare_leaf(int64_t src_size, int64_t src_mtime, int64_t dst_size,
                      int64_t dst_mtime, int64_t prec);
 
-/* 1 when the mtimes a and b (ns) differ by at most window ns (> 0):
- * --modify-window; 0 without a window or for a time that did not fit. */
+/* 1 when the mtimes a and b (ns), in whole seconds, differ by at most
+ * window (ns, a whole number of seconds > 0), as rsync --modify-window;
+ * 0 without a window or for a time that did not fit. */
 int tm__mtime_within(int64_t a, int64_t b, int64_t window);
 
 /* The attributes of a node besides its content. */

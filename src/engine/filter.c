@@ -45,7 +45,7 @@ static int class_match(const char *p, const char *pe, unsigned char ch,
     return ch != '/' && hit != neg;
 }
 
-/* 1 when the whole of s (sl bytes) matches the pattern p..pe. */
+/* 1 when the whole of s..se matches the pattern p..pe. */
 static int glob_match(const char *p, const char *pe, const char *s, const char *se)
 {
     while (p < pe) {
@@ -139,28 +139,47 @@ int tm__glob_check(const char *g, char *why, size_t len)
     return 0;
 }
 
+/* 1 when the whole of s..se is the literal pattern p..pe. */
+static int lit_match(const char *p, const char *pe, const char *s, const char *se)
+{
+    return pe - p == se - s && !memcmp(p, s, (size_t)(pe - p));
+}
+
+/* 1 when s..se matches p..pe: a glob, or with lit a literal string. */
+static int pat_match(int lit, const char *p, const char *pe, const char *s,
+                     const char *se)
+{
+    return lit ? lit_match(p, pe, s, se) : glob_match(p, pe, s, se);
+}
+
 /* 1 when the pattern p (pl bytes, no trailing '/' and no "/" "***") matches
- * the node at path (root-relative, starting with '/') named name. */
-static int match_one(const char *p, size_t pl, const char *path, const char *name)
+ * the node at path (root-relative, starting with '/') named name. With
+ * rsync, a pattern without '*', '?' or '[' is a literal string, its
+ * backslashes too (as rsync); else a backslash escapes. */
+static int match_one(const char *p, size_t pl, const char *path, const char *name,
+                     int rsync)
 {
     const char *pe = p + pl, *rel = path[0] == '/' ? path + 1 : path;
     const char *re = rel + strlen(rel), *s;
-    int has_slash = memchr(p, '/', pl) != NULL, wild2 = 0;
+    int has_slash = memchr(p, '/', pl) != NULL, wild2 = 0, lit = rsync;
     size_t i;
+    for (i = 0; lit && i < pl; i++)
+        if (p[i] == '*' || p[i] == '?' || p[i] == '[')
+            lit = 0;
     for (i = 0; i + 1 < pl; i++)
         if (p[i] == '*' && p[i + 1] == '*')
             wild2 = 1;
     if (p[0] == '/') /* anchored at the root */
-        return glob_match(p + 1, pe, rel, re);
+        return pat_match(lit, p + 1, pe, rel, re);
     if (!has_slash && !wild2)
-        return glob_match(p, pe, name, name + strlen(name));
+        return pat_match(lit, p, pe, name, name + strlen(name));
     /* against the end of the path, starting after any '/'; a pattern
      * that starts with "**" may also take the root's '/' (as rsync) */
     if (wild2 && p[0] == '*' && p[1] == '*' && rel > path &&
         glob_match(p, pe, path, re))
         return 1;
     for (s = rel;;) {
-        if (glob_match(p, pe, s, re))
+        if (pat_match(lit, p, pe, s, re))
             return 1;
         s = memchr(s, '/', (size_t)(re - s));
         if (!s)
@@ -169,22 +188,28 @@ static int match_one(const char *p, size_t pl, const char *path, const char *nam
     }
 }
 
-int tm__glob_match_node(const char *g, const char *path, const char *name,
-                        int is_folder)
+static int node_match(const char *g, const char *path, const char *name,
+                      int is_folder, int rsync)
 {
     size_t n = strlen(g);
     int dir_only = 0;
     if (n >= 4 && !strcmp(g + n - 4, "/***"))
         /* the folder itself, or anything below it */
-        return match_one(g, n - 4, path, name) ||
-               (n - 4 == 0 ? 1 : match_one(g, n - 2, path, name));
+        return match_one(g, n - 4, path, name, rsync) ||
+               (n - 4 == 0 ? 1 : match_one(g, n - 1, path, name, rsync));
     while (n > 1 && g[n - 1] == '/') {
         dir_only = 1;
         n--;
     }
     if (dir_only && !is_folder)
         return 0;
-    return match_one(g, n, path, name);
+    return match_one(g, n, path, name, rsync);
+}
+
+int tm__glob_match_node(const char *g, const char *path, const char *name,
+                        int is_folder)
+{
+    return node_match(g, path, name, is_folder, 0);
 }
 
 const char *tm__filter_rule(const char *rule, int *include)
@@ -211,7 +236,7 @@ int tm__filter_eval(const char *const *rules, size_t n, const char *path,
     for (i = 0; i < n; i++) {
         int inc;
         const char *g = tm__filter_rule(rules[i], &inc);
-        if (tm__glob_match_node(g, path, name, is_folder))
+        if (node_match(g, path, name, is_folder, 1))
             return inc ? 1 : -1;
     }
     return 0;

@@ -12,6 +12,7 @@
 #include "util/util.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdint.h>
@@ -54,6 +55,7 @@ void tm__config_release(struct tm__config *c)
     free(c->log_level);
     free(c->udp_level);
     free(c->udp_addr);
+    free(c->compare);
     memset(c, 0, sizeof *c);
 }
 
@@ -166,6 +168,18 @@ int tm__config_render(struct tm__buf *b, const struct tm__config *c)
         if (!rc) rc = add_scalar(b, c->excludes[i]);
         if (!rc) rc = tm__buf_addch(b, '\n');
     }
+    if (!rc && c->compare)
+        rc = add_kv(b, "  ", "compare", c->compare);
+    if (!rc && c->modify_window)
+        rc = tm__buf_addf(b, "  modify_window: %d\n", c->modify_window);
+    if (!rc && c->min_size)
+        rc = tm__buf_addf(b, "  min_size: %" PRId64 "\n", c->min_size);
+    if (!rc && c->max_size)
+        rc = tm__buf_addf(b, "  max_size: %" PRId64 "\n", c->max_size);
+    if (!rc && c->min_age)
+        rc = tm__buf_addf(b, "  min_age: %" PRId64 "\n", c->min_age);
+    if (!rc && c->max_age)
+        rc = tm__buf_addf(b, "  max_age: %" PRId64 "\n", c->max_age);
     if (!rc && c->n_storage)
         rc = tm__buf_adds(b, "  storage:\n");
     for (i = 0; !rc && i < c->n_storage; i++) {

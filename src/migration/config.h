@@ -39,6 +39,10 @@ struct tm__config {
     int no_specials;      /* discover --no-specials */
     int one_fs;           /* discover --one-file-system */
     int no_xattrs;        /* discover --no-xattrs */
+    char *compare;        /* "size-mtime", "size-only", "checksum", or NULL */
+    int modify_window;    /* discover --modify-window, seconds */
+    int64_t min_size, max_size; /* discover --min-size, --max-size (0: none) */
+    int64_t min_age, max_age;   /* discover --min-age, --max-age, s (0: none) */
 };
 
 /* Writes c to path atomically: a temporary file beside it, fsync, rename,

@@ -16,6 +16,7 @@
 #include "migration/migration_int.h"
 #include "migration/review_int.h"
 #include "store/exclude_q.h"
+#include "store/review_q.h"
 #include "store/store.h"
 #include "util/buf.h"
 #include "util/util.h"
@@ -530,5 +531,64 @@ int tm_exclude(tm_migration *m, const char *const *patterns, size_t n,
     if (changed)
         *changed = rc ? 0 : eff.changed;
     tm__stats_release(&eff.delta);
+    return rc;
+}
+
+/* Writes pattern p as a line that exclude --from reads back as p: a
+ * pattern that would read as a comment or a rule gets an escape or a
+ * "- " in front. */
+static int put_pattern(FILE *out, const char *p)
+{
+    const char *pre = "";
+    if (p[0] == '#' || p[0] == ';')
+        pre = "\\"; /* "\#x" is the glob of the name "#x" */
+    else if ((p[0] == '+' || p[0] == '-') && p[1] == ' ')
+        pre = "- ";
+    return fprintf(out, "%s%s\n", pre, p) < 0 ? TM_EIO : 0;
+}
+
+int tm_exclude_list(tm_migration *m, FILE *out)
+{
+    sqlite3 *db = tm__migration_db(m);
+    struct tm__buf v = TM__BUF_INIT, rules = TM__BUF_INIT;
+    const char *p;
+    int rc, began;
+
+    if (!db || !out)
+        return TM_EINVAL;
+    tm__buf_reset(tm__migration_err(m));
+    began = tm__q_begin_read(db);
+    rc = tm__q_table_exists(db, "exclusions")
+             ? tm__q_excl_patterns(db, &v, tm__migration_err(m)) : 0;
+    tm__rv_setting(db, "excludes", &rules);
+    tm__q_end_read(db, began);
+    if (!rc && fprintf(out, "# the exclusions of %s (treemig exclude), one PATTERN a "
+                       "line:\n# read back with: treemig exclude --db OTHER.db --from "
+                       "THIS_FILE\n", tm__migration_path(m)) < 0)
+        rc = TM_EIO;
+    for (p = rules.buf; !rc && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        if (p == rules.buf && fputs("# discover's filter rules (first match wins; for "
+                                    "discover --exclude-from):\n", out) < 0)
+            rc = TM_EIO;
+        if (!rc && fprintf(out, "#   %.*s\n", (int)len, p) < 0)
+            rc = TM_EIO;
+        p += len + (nl != NULL);
+    }
+    for (p = v.buf; !rc && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        char *one = strndup(p, len);
+        rc = one ? put_pattern(out, one) : TM_ENOMEM;
+        free(one);
+        p += len + (nl != NULL);
+    }
+    if (!rc && (fflush(out) != 0 || ferror(out)))
+        rc = TM_EIO;
+    if (rc == TM_EIO)
+        tm__rv_fail(m, rc, "cannot write the list");
+    tm__buf_release(&v);
+    tm__buf_release(&rules);
     return rc;
 }

@@ -86,6 +86,8 @@ int tm__mig_sopts_store(tm_migration *m);
 int tm__mig_set_int(sqlite3 *db, const char *key, int v);
 /* The number stored under key, or dflt when it is missing or unreadable. */
 int tm__mig_get_int(sqlite3 *db, const char *key, int dflt);
+/* An int64 setting, 0 when missing (settings.c). */
+int64_t tm__mig_get_i64(sqlite3 *db, const char *key);
 /* As tm__mig_get_int, but a read that fails (not: a missing key) is an
  * error. */
 int tm__mig_get_int_checked(tm_migration *m, const char *key, int dflt, int *out);

@@ -69,17 +69,6 @@ static int check_compare(tm_migration *m, const tm_discover_options *o)
     return 0;
 }
 
-/* An int64 setting (0 when missing). */
-static int64_t get_i64(sqlite3 *db, const char *key)
-{
-    struct tm__buf b = TM__BUF_INIT;
-    int64_t v = 0;
-    if (tm__store_get(db, key, &b) == 0 && b.len)
-        v = strtoll(b.buf, NULL, 10);
-    tm__buf_release(&b);
-    return v;
-}
-
 static int set_i64(sqlite3 *db, const char *key, int64_t v)
 {
     char s[32];
@@ -128,13 +117,13 @@ static int check_compare_again(tm_migration *m, const tm_discover_options *o)
         what = o->compare == TM_COMPARE_SIZE_ONLY ? "--size-only" : "--checksum";
     else if (o->modify_window && o->modify_window != tm__mig_get_int(db, "modify_window", 0))
         what = "--modify-window";
-    else if (o->min_size && o->min_size != get_i64(db, "min_size"))
+    else if (o->min_size && o->min_size != tm__mig_get_i64(db, "min_size"))
         what = "--min-size";
-    else if (o->max_size && o->max_size != get_i64(db, "max_size"))
+    else if (o->max_size && o->max_size != tm__mig_get_i64(db, "max_size"))
         what = "--max-size";
-    else if (o->min_age && o->min_age != get_i64(db, "min_age"))
+    else if (o->min_age && o->min_age != tm__mig_get_i64(db, "min_age"))
         what = "--min-age";
-    else if (o->max_age && o->max_age != get_i64(db, "max_age"))
+    else if (o->max_age && o->max_age != tm__mig_get_i64(db, "max_age"))
         what = "--max-age";
     if (!what)
         return 0;
@@ -462,9 +451,9 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             o.progress_ctx, &m->err, tm__mig_on_round, m, &lc,
             { rsrc ? rsrc : s_src.buf, rdst ? rdst : s_dst.buf },
             tm__mig_get_int(db, "owner", 0), tm__mig_get_int(db, "no_specials", 0),
-            tm__mig_get_int(db, "one_fs", 0), get_i64(db, "min_size"),
-            get_i64(db, "max_size"), get_i64(db, "mtime_min"),
-            get_i64(db, "mtime_max"), stored_compare(db),
+            tm__mig_get_int(db, "one_fs", 0), tm__mig_get_i64(db, "min_size"),
+            tm__mig_get_i64(db, "max_size"), tm__mig_get_i64(db, "mtime_min"),
+            tm__mig_get_i64(db, "mtime_max"), stored_compare(db),
             (int64_t)tm__mig_get_int(db, "modify_window", 0) * 1000000000,
         };
         rc = tm__mig_log_settings(m, o.log_level, o.udp_level, o.udp_addr, o.log_public,

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 
 static const char *const side_name[2] = { "src", "dst" };
@@ -292,6 +293,44 @@ void tm__rv_setting(sqlite3 *db, const char *key, struct tm__buf *out)
         tm__buf_reset(out);
 }
 
+/* Appends the lines "compare" (how discovery compared two files) and,
+ * when there are any, "filters" (the rules and limits it applied). */
+static int add_compare(sqlite3 *db, struct tm__buf *b, struct tm__buf *v)
+{
+    static const char *const keys[4] = { "min_size", "max_size", "min_age", "max_age" };
+    static const char *const names[4] = { "--min-size", "--max-size", "--min-age",
+                                          "--max-age" };
+    size_t n_rules = 0, i;
+    int rc, any = 0;
+    tm__rv_setting(db, "compare", v);
+    rc = tm__buf_addf(b, "\ncompare           %s",
+                      !strcmp(v->buf, "size-only") ? "size only"
+                      : !strcmp(v->buf, "checksum")
+                          ? "size, then content where the mtimes differ (--checksum)"
+                          : "size and mtime");
+    tm__rv_setting(db, "modify_window", v);
+    if (!rc && v->len && strcmp(v->buf, "0"))
+        rc = tm__buf_addf(b, ", mtimes within %s s equal (--modify-window)", v->buf);
+    tm__rv_setting(db, "excludes", v);
+    if (v->len)
+        for (n_rules = 1, i = 0; i < v->len; i++)
+            n_rules += v->buf[i] == '\n';
+    if (!rc && n_rules) {
+        rc = tm__buf_addf(b, "\nfilters           %zu rule%s (first match wins: "
+                          "treemig exclude --list)", n_rules, n_rules == 1 ? "" : "s");
+        any = 1;
+    }
+    for (i = 0; !rc && i < 4; i++) {
+        tm__rv_setting(db, keys[i], v);
+        if (!v->len)
+            continue;
+        rc = tm__buf_addf(b, "%s%s %s%s", any ? ", " : "\nfilters           ",
+                          names[i], v->buf, i < 2 ? " bytes" : " s");
+        any = 1;
+    }
+    return rc;
+}
+
 /* Appends a path for the summary: escaped, and shortened in the middle
  * when longer than max bytes (the lists give it in full). */
 static int add_short_path(struct tm__buf *b, const char *path, size_t len,
@@ -542,6 +581,7 @@ int tm_review_print(tm_migration *m, FILE *out, int top)
     if (!rc && (ph == PH_ROOTS_SET || ph == PH_DISCOVERING || ph == PH_SUSPENDED))
         rc = tm__buf_adds(&b, " (discovery or copy not complete: the numbers "
                               "cover what is recorded so far)");
+    if (!rc) rc = add_compare(db, &b, &v);
     if (!rc) rc = tm__buf_adds(&b, "\n\n");
 
     /* to copy: pending, with and without a conflict */
@@ -711,6 +751,26 @@ struct list_ctx {
     struct tm__buf *line;     /* a buffer for the line */
 };
 
+/* Writes the time t (ns since the epoch) as ISO 8601 UTC with its
+ * nanoseconds into out. */
+static void iso_ns(char *out, size_t len, int64_t t)
+{
+    int64_t sec = t / 1000000000, ns = t % 1000000000;
+    struct tm tmv;
+    time_t tt;
+    char d[32];
+    if (ns < 0) {
+        ns += 1000000000;
+        sec--;
+    }
+    tt = (time_t)sec;
+    if (!gmtime_r(&tt, &tmv) || !strftime(d, sizeof d, "%Y-%m-%dT%H:%M:%S", &tmv)) {
+        snprintf(out, len, "%" PRId64, t);
+        return;
+    }
+    snprintf(out, len, "%s.%09dZ", d, (int)ns);
+}
+
 /* Writes one row of a listing (tm__q_list_kind's row callback). */
 static int list_row(void *ctx, const struct tm__q_list_row *r)
 {
@@ -735,6 +795,10 @@ static int list_row(void *ctx, const struct tm__q_list_row *r)
         if (!rc)
             rc = why ? tm__buf_add_json(line, why, wlen) : tm__buf_adds(line, "null");
         if (!rc) rc = tm__buf_addf(line, ",\"side\":\"%s\"", side_name[k->side]);
+        if (!rc && r->dst)
+            rc = tm__buf_addf(line, ",\"dst\":{\"type\":\"%s\",\"size\":%" PRId64
+                              ",\"mtime\":%" PRId64 "}", r->dst_type, r->dst_size,
+                              r->dst_mtime);
         if (!rc && !is_utf8(path, plen)) {
             rc = tm__buf_adds(line, ",\"path_hex\":");
             if (!rc) rc = add_hex(line, path, plen);
@@ -750,22 +814,36 @@ static int list_row(void *ctx, const struct tm__q_list_row *r)
             if (!rc && why)
                 rc = tm__rv_add_escaped(line, why, wlen);
         }
+        if (!rc && r->dst && why) {
+            /* a conflict: the source's mtime, then the destination's side */
+            char a[48], b[48];
+            iso_ns(a, sizeof a, r->mtime);
+            iso_ns(b, sizeof b, r->dst_mtime);
+            rc = tm__buf_addf(line, "\t%s\t%s\t%" PRId64 "\t%s", a, r->dst_type,
+                              r->dst_size, b);
+        }
         if (!rc) rc = tm__buf_addch(line, '\n');
     }
     return rc ? rc : put(x->m, x->out, line);
 }
 
 /* Writes the rows of kind tm__q_kinds[k] (below root when root > 0). */
-static int list_one(tm_migration *m, size_t k, int64_t root, int json, FILE *out,
-                    struct tm__buf *line)
+static int list_one(tm_migration *m, size_t k, int64_t root, const char *reason,
+                    int json, FILE *out, struct tm__buf *line)
 {
     struct list_ctx x = { m, &tm__q_kinds[k], json, out, line };
-    return tm__q_list_kind(tm__migration_db(m), k, root, list_row, &x,
+    return tm__q_list_kind(tm__migration_db(m), k, root, reason, list_row, &x,
                            tm__migration_err(m));
 }
 
 int tm_review_list(tm_migration *m, const char *kind, const char *prefix,
                    int json, FILE *out)
+{
+    return tm_review_list_reason(m, kind, NULL, prefix, json, out);
+}
+
+int tm_review_list_reason(tm_migration *m, const char *kind, const char *reason,
+                          const char *prefix, int json, FILE *out)
 {
     struct tm__buf path = TM__BUF_INIT, line = TM__BUF_INIT;
     int64_t root[2] = { 0, 0 };
@@ -783,6 +861,17 @@ int tm_review_list(tm_migration *m, const char *kind, const char *prefix,
         return tm__rv_fail(m, TM_EINVAL, "unknown kind '%s': expected missing, conflict, "
                            "attrs, extra, failed, excluded, skipped or all",
                            kind ? kind : "");
+    if (reason) {
+        int ok = 0;
+        for (i = 1; i < CF_COUNT; i++)
+            ok |= !strcmp(tm__cf_names[i], reason);
+        if (!ok)
+            return tm__rv_fail(m, TM_EINVAL, "unknown conflict reason '%s': expected "
+                               "size, mtime, dst_newer, type, content or attrs", reason);
+        if (all || (strcmp(kind, "conflict") && strcmp(kind, "attrs")))
+            return tm__rv_fail(m, TM_EINVAL, "a reason goes with the kind conflict, "
+                               "not %s", kind);
+    }
     began = tm__q_begin_read(tm__migration_db(m));
     if (prefix && *prefix) {
         if (tm__path_norm(&path, prefix))
@@ -813,7 +902,7 @@ int tm_review_list(tm_migration *m, const char *kind, const char *prefix,
             continue;
         if (!found[k->side])
             continue; /* the prefix is not in that tree: nothing under it */
-        rc = list_one(m, i, root[k->side], json, out, &line);
+        rc = list_one(m, i, root[k->side], reason, json, out, &line);
     }
     tm__q_end_read(tm__migration_db(m), began);
     if (!rc && (fflush(out) != 0 || ferror(out)))

@@ -143,6 +143,16 @@ int tm__mig_get_int(sqlite3 *db, const char *key, int dflt)
     return v;
 }
 
+int64_t tm__mig_get_i64(sqlite3 *db, const char *key)
+{
+    struct tm__buf b = TM__BUF_INIT;
+    int64_t v = 0;
+    if (tm__store_get(db, key, &b) == 0 && b.len)
+        v = strtoll(b.buf, NULL, 10);
+    tm__buf_release(&b);
+    return v;
+}
+
 /* As tm__mig_get_int, but a read that fails (not: a missing key) is an error: the
  * value is stored again afterwards, and a default must not replace it. */
 int tm__mig_get_int_checked(tm_migration *m, const char *key, int dflt, int *out)

@@ -166,6 +166,12 @@ int tm__mig_config_prepare(tm_migration *m, const char *config_opt,
     c->no_specials = tm__mig_get_int(db, "no_specials", 0);
     c->one_fs = tm__mig_get_int(db, "one_fs", 0);
     c->no_xattrs = tm__mig_get_int(db, "no_xattrs", 0);
+    c->compare = tm__mig_setting_dup(db, "compare");
+    c->modify_window = tm__mig_get_int(db, "modify_window", 0);
+    c->min_size = tm__mig_get_i64(db, "min_size");
+    c->max_size = tm__mig_get_i64(db, "max_size");
+    c->min_age = tm__mig_get_i64(db, "min_age");
+    c->max_age = tm__mig_get_i64(db, "max_age");
     c->excludes = calloc(n_globs ? n_globs : 1, sizeof *c->excludes);
     c->storage = calloc(m->n_sopt ? m->n_sopt : 1, sizeof *c->storage);
     if (!c->excludes || !c->storage || !c->phase || !c->source || !c->destination ||

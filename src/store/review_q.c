@@ -9,6 +9,7 @@
 #include "store/store.h"
 #include "treemig.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static const char *const side_table[2] = { "src_nodes", "dst_nodes" };
@@ -257,13 +258,71 @@ const size_t tm__q_n_kinds = sizeof tm__q_kinds / sizeof *tm__q_kinds;
 _Static_assert(sizeof kind_sql / sizeof *kind_sql ==
                sizeof tm__q_kinds / sizeof *tm__q_kinds, "a kind without its SQL");
 
-int tm__q_list_kind(sqlite3 *db, size_t k, int64_t root,
+/* The destination twin of a source conflict row: where the twin's
+ * folder was found last (conflicts come in folders). */
+struct dst_twin {
+    sqlite3_stmt *child;   /* a child of a destination folder by name */
+    int64_t src_parent;    /* the source folder last looked up, 0: none */
+    int64_t dst_parent;    /* its destination twin, 0: none */
+    struct tm__buf dir;    /* scratch: the folder's path */
+};
+
+/* Fills the dst_* fields of r, the source row at path (named name, in
+ * folder parent). 0, or an error. */
+static int find_twin(sqlite3 *db, struct dst_twin *t, struct tm__q_list_row *r,
+                     int64_t parent, const char *name, int name_len,
+                     struct tm__buf *err)
+{
+    int rc;
+    r->dst = 0;
+    if (parent != t->src_parent) {
+        const char *slash = memrchr(r->path, '/', r->path_len);
+        size_t len = slash ? (size_t)(slash - r->path) : 0;
+        tm__buf_reset(&t->dir);
+        if (tm__buf_add(&t->dir, r->path, len) || tm__buf_adds(&t->dir, len ? "" : "/"))
+            return TM_ENOMEM;
+        t->src_parent = parent;
+        rc = tm__q_find_node(db, TM_DST, t->dir.buf, &t->dst_parent, err);
+        if (rc == TM_ENOENT)
+            t->dst_parent = 0;
+        else if (rc)
+            return rc;
+    }
+    if (!t->dst_parent)
+        return 0;
+    if (!t->child) {
+        rc = prepare(db, "SELECT type, size, mtime FROM dst_nodes WHERE parent_id = ?1 "
+                     "AND name = ?2", &t->child, err);
+        if (rc)
+            return rc;
+    }
+    sqlite3_bind_int64(t->child, 1, t->dst_parent);
+    sqlite3_bind_text(t->child, 2, name, name_len, SQLITE_STATIC);
+    rc = sqlite3_step(t->child);
+    if (rc == SQLITE_ROW) {
+        const char *ty = (const char *)sqlite3_column_text(t->child, 0);
+        r->dst = 1;
+        snprintf(r->dst_type, sizeof r->dst_type, "%s", ty ? ty : "");
+        r->dst_size = sqlite3_column_int64(t->child, 1);
+        r->dst_mtime = sqlite3_column_int64(t->child, 2);
+        rc = 0;
+    } else {
+        rc = rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, err, "find a twin");
+    }
+    sqlite3_reset(t->child);
+    return rc;
+}
+
+int tm__q_list_kind(sqlite3 *db, size_t k, int64_t root, const char *cf,
                     int (*row)(void *ctx, const struct tm__q_list_row *r),
                     void *ctx, struct tm__buf *err)
 {
     struct tm__buf sql = TM__BUF_INIT;
     const char *t = side_table[tm__q_kinds[k].side];
     const char *reason = kind_sql[k].reason;
+    int twins = !strcmp(tm__q_kinds[k].kind, "conflict") ||
+                !strcmp(tm__q_kinds[k].kind, "attrs");
+    struct dst_twin tw = { NULL, 0, 0, TM__BUF_INIT };
     sqlite3_stmt *st = NULL;
     int rc;
 
@@ -277,14 +336,16 @@ int tm__q_list_kind(sqlite3 *db, size_t k, int64_t root,
         rc = tm__buf_addf(&sql,
                           "WITH RECURSIVE sub(id) AS (SELECT ?1 UNION ALL "
                           "SELECT c.id FROM %s AS c JOIN sub ON c.parent_id = sub.id) "
-                          "SELECT n.path, n.type, n.size, n.mtime, %s FROM sub "
-                          "CROSS JOIN %s AS n ON n.id = sub.id WHERE n.depth > 0 AND %s "
-                          "ORDER BY n.id", t, reason, t, kind_sql[k].where);
+                          "SELECT n.path, n.type, n.size, n.mtime, %s, n.parent_id, "
+                          "n.name FROM sub CROSS JOIN %s AS n ON n.id = sub.id WHERE "
+                          "n.depth > 0 AND %s%s ORDER BY n.id", t, reason, t,
+                          kind_sql[k].where, cf ? " AND n.conflict = ?2" : "");
     else
         rc = tm__buf_addf(&sql,
-                          "SELECT n.path, n.type, n.size, n.mtime, %s FROM %s AS n "
-                          "WHERE n.depth > 0 AND %s ORDER BY n.id", reason, t,
-                          kind_sql[k].where);
+                          "SELECT n.path, n.type, n.size, n.mtime, %s, n.parent_id, "
+                          "n.name FROM %s AS n WHERE n.depth > 0 AND %s%s ORDER BY "
+                          "n.id", reason, t, kind_sql[k].where,
+                          cf ? " AND n.conflict = ?2" : "");
     if (!rc)
         rc = prepare(db, sql.buf, &st, err);
     tm__buf_release(&sql);
@@ -292,6 +353,8 @@ int tm__q_list_kind(sqlite3 *db, size_t k, int64_t root,
         return rc;
     if (root > 0)
         sqlite3_bind_int64(st, 1, root);
+    if (cf)
+        sqlite3_bind_text(st, 2, cf, -1, SQLITE_STATIC);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         struct tm__q_list_row r;
         r.path = (const char *)sqlite3_column_text(st, 0);
@@ -305,6 +368,14 @@ int tm__q_list_kind(sqlite3 *db, size_t k, int64_t root,
             r.path = "";
         if (!r.type)
             r.type = "";
+        r.dst = 0;
+        if (twins) {
+            const char *name = (const char *)sqlite3_column_text(st, 6);
+            rc = find_twin(db, &tw, &r, sqlite3_column_int64(st, 5), name ? name : "",
+                           sqlite3_column_bytes(st, 6), err);
+            if (rc)
+                break;
+        }
         rc = row(ctx, &r);
         if (rc)
             break;
@@ -314,5 +385,7 @@ int tm__q_list_kind(sqlite3 *db, size_t k, int64_t root,
     else if (rc > 0)
         rc = tm__store_error(db, rc, err, "read the state file");
     sqlite3_finalize(st);
+    sqlite3_finalize(tw.child);
+    tm__buf_release(&tw.dir);
     return rc;
 }

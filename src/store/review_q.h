@@ -92,12 +92,17 @@ struct tm__q_list_row {
     int64_t mtime;    /* ns since the epoch */
     const char *why;  /* the reason, or NULL */
     size_t why_len;   /* its bytes */
+    int dst;          /* a conflict: 1 when its destination twin was
+                         found (the fields dst_* below) */
+    char dst_type[16]; /* the twin's type */
+    int64_t dst_size, dst_mtime; /* its size and mtime */
 };
 
 /* Calls row(ctx, r) for each row of tm__q_kinds[k] (below the row root of
- * the kind's side when root > 0), in the table's order, until row returns
- * non-zero (a negative error, returned). */
-int tm__q_list_kind(sqlite3 *db, size_t k, int64_t root,
+ * the kind's side when root > 0; with reason, only the conflicts of that
+ * reason), in the table's order, until row returns non-zero (a negative
+ * error, returned). A conflict's row carries its destination twin. */
+int tm__q_list_kind(sqlite3 *db, size_t k, int64_t root, const char *reason,
                     int (*row)(void *ctx, const struct tm__q_list_row *r),
                     void *ctx, struct tm__buf *err);
 

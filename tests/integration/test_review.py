@@ -81,7 +81,7 @@ def plain_items(out):
         fail('plain listing does not end with a newline: %r' % out[-200:])
     for line in out.split(b'\n')[:-1] if out else []:
         f = line.split(b'\t')
-        if len(f) not in (4, 5):
+        if len(f) not in (4, 5) and not (len(f) == 9 and f[0] in (b'conflict', b'attrs')):
             fail('plain line has %d fields: %r' % (len(f), line))
         for ch in line:
             if ch < 0x20 and ch != 0x09:
@@ -92,7 +92,7 @@ def plain_items(out):
         except ValueError:
             fail('plain line size is not a number: %r' % line)
         items.append((f[0].decode(), f[1].decode(), size, unescape(f[3]),
-                      unescape(f[4]).decode('utf-8', 'replace') if len(f) == 5 else None))
+                      unescape(f[4]).decode('utf-8', 'replace') if len(f) >= 5 else None))
     return items
 
 
