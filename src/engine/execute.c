@@ -1129,8 +1129,11 @@ static const char *check_child(struct worker *wk, const struct tm__kid_row *k,
                  (long long)d->size, (long long)size);
         return buf;
     }
-    if ((*cf = tm__compare_leaf(size, mtime, d->size, d->mtime, r->prec)) != CF_NONE)
+    if ((*cf = tm__compare_leaf(size, mtime, d->size, d->mtime, r->prec)) != CF_NONE &&
+        !tm__mtime_within(mtime, d->mtime, r->cfg->window) &&
+        !(k->cs == CS_ALREADY && r->cfg->found_equal_by_size))
         return "mtime differs";
+    *cf = CF_NONE; /* equal as discovery compared them */
     if (r->cfg->checksum && type == TM_T_SYMLINK) {
         int rc = read_links(wk, path);
         if (rc && (verify_fatal(rc) || rc == TM_ESTOPPED)) {

@@ -43,6 +43,12 @@ struct tm__exec_cfg {
     struct tm__buf *err;         /* message of a fatal error */
     int64_t problems;            /* out: verify mismatches, copy failures */
     const struct tm__log_cfg *log; /* log service settings; NULL: none */
+    int found_equal_by_size;     /* verify: discovery took a file of the same
+                                    size as already there whatever its mtime
+                                    (--size-only, --checksum): such a file's
+                                    mtime is not compared */
+    int64_t window;              /* verify: mtimes within this (ns, whole
+                                    seconds) are equal (--modify-window) */
 };
 
 /* Runs the pass: 0 when done (cfg->problems counts what went wrong),

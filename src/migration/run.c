@@ -49,6 +49,15 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
                 (mode == TM_EXEC_COPY ? o->owner
                                       : tm__mig_get_int(m->store.db, "copy_owner", 0));
     cfg.checksum = o->checksum;
+    /* how discovery compared files (discover --size-only, --checksum,
+     * --modify-window): verify takes what it found equal as equal */
+    {
+        char cmp[32];
+        cfg.found_equal_by_size =
+            tm__mig_copy_setting(m->store.db, "compare", cmp, sizeof cmp) == 0 &&
+            (!strcmp(cmp, "size-only") || !strcmp(cmp, "checksum"));
+        cfg.window = (int64_t)tm__mig_get_int(m->store.db, "modify_window", 0) * 1000000000;
+    }
     cfg.total_files = st->copy.pending;
     cfg.total_bytes = st->copy.bytes_pending;
     cfg.stop = &m->stop;

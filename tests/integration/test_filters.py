@@ -344,6 +344,50 @@ def run_checks(R, base):
                   got)
     R.check('--modify-window N: mtimes within N s are equal (as rsync)', check_window)
 
+    def check_copy_verify():
+        # what discovery found equal stays equal for verify; what differs
+        # is replaced: afterwards every file has the source's content
+        for args in (['--checksum'], ['--size-only'], ['--modify-window', '2']):
+            d = os.path.join(base, 'cv%d' % n[0])
+            subprocess.run(['cp', '-r' if args[0] != '--modify-window' else '-rp',
+                            csrc, d], check=True)
+            with open(os.path.join(d, 'other-size'), 'wb') as f:
+                f.write(b'AAAAA')
+            if args[0] == '--modify-window':
+                p = os.path.join(d, 'd0', 'f0')
+                st = os.stat(p)
+                os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1000000000))
+            else:
+                with open(os.path.join(d, 'same-size'), 'wb') as f:
+                    f.write(b'BBBB')
+            db = newdb()
+            discover(db, csrc, d, args)
+            expect_rc(tmtest.run(['copy', '--db', db, '--yes', '-q']), 0, 'copy %s' % args)
+            expect_rc(tmtest.run(['verify', '--db', db, '-q']), 0,
+                      'verify after discover %s' % args)
+            cp = tmtest.run(['verify', '--db', db, '--checksum', '-q'])
+            if args[0] == '--size-only':
+                # the file --size-only took as equal is not: verify --checksum
+                # says so, and only it
+                expect_rc(cp, 3, 'verify --checksum after discover --size-only')
+                if b'/same-size: verify: content differs' not in cp.stderr:
+                    fail('verify --checksum did not name /same-size', actual=cp.stderr)
+            else:
+                expect_rc(cp, 0, 'verify --checksum after discover %s' % args)
+            for dp, dn, fn in os.walk(csrc):
+                for x in fn:
+                    a = os.path.join(dp, x)
+                    b = os.path.join(d, os.path.relpath(a, csrc))
+                    if x == 'same-size' and args[0] == '--size-only':
+                        continue  # same size: --size-only keeps it, as rsync
+                    if open(a, 'rb').read() != open(b, 'rb').read():
+                        fail('%s differs after copy with %s' % (b, args))
+            if args[0] == '--size-only' and open(os.path.join(d, 'same-size'),
+                                                  'rb').read() != b'BBBB':
+                fail('--size-only replaced a file of the same size')
+    R.check('copy and verify after --checksum, --size-only, --modify-window: '
+            'what was equal passes verify, what differed is replaced', check_copy_verify)
+
     def check_conflict_rows():
         db, got = check_compare([], [])
         cp = tmtest.run(['review', '--db', db, '--list', 'conflict', '--reason', 'size'])
