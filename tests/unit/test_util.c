@@ -118,6 +118,57 @@ static void test_filter(void **state)
     assert_false(tm__filter_match(globs, 0, "/a.tmp", "a.tmp"));
 }
 
+/* The rules of discover (filter.c): rsync's matching and order. */
+static void test_filter_rules(void **state)
+{
+    const char *r1[] = { "+ keep/", "- *.log", "+ *.c", "- /src/**.o" };
+    const char *r2[] = { "+ */", "+ *.txt", "- *" };
+    char why[256];
+    (void)state;
+    assert_int_equal(tm__filter_eval(r1, 4, "/a/keep", "keep", 1), 1);
+    assert_int_equal(tm__filter_eval(r1, 4, "/a/keep", "keep", 0), 0);
+    assert_int_equal(tm__filter_eval(r1, 4, "/x.log", "x.log", 0), -1);
+    assert_int_equal(tm__filter_eval(r1, 4, "/src/a/b/c.o", "c.o", 0), -1);
+    assert_int_equal(tm__filter_eval(r1, 4, "/lib/c.o", "c.o", 0), 0);
+    assert_int_equal(tm__filter_eval(r2, 3, "/a/b", "b", 1), 1);
+    assert_int_equal(tm__filter_eval(r2, 3, "/a/b.txt", "b.txt", 0), 1);
+    assert_int_equal(tm__filter_eval(r2, 3, "/a/b.c", "b.c", 0), -1);
+    /* '**' at the start also takes the root's '/'; '*' never crosses one */
+    assert_true(tm__glob_match_node("**/b", "/b", "b", 1));
+    assert_false(tm__glob_match_node("/**/b", "/b", "b", 1));
+    assert_false(tm__glob_match_node("*/a", "/a", "a", 1));
+    assert_true(tm__glob_match_node("*/a", "/x/a", "a", 1));
+    assert_true(tm__glob_match_node("cache/*", "/d/cache/x", "x", 0));
+    assert_true(tm__glob_match_node("d/***", "/d", "d", 1));
+    assert_true(tm__glob_match_node("d/***", "/d/e/f", "f", 0));
+    assert_false(tm__glob_match_node("d/***", "/dd", "dd", 1));
+    assert_true(tm__glob_match_node("[!a-c]x", "/dx", "dx", 0));
+    assert_false(tm__glob_match_node("[!a-c]x", "/bx", "bx", 0));
+    /* a pattern without a wildcard is literal for rsync, '\' too */
+    {
+        const char *lit[] = { "- \\#h" };
+        const char *esc[] = { "- \\#h*" };
+        assert_int_equal(tm__filter_eval(lit, 1, "/#h", "#h", 0), 0);
+        assert_int_equal(tm__filter_eval(lit, 1, "/\\#h", "\\#h", 0), -1);
+        assert_int_equal(tm__filter_eval(esc, 1, "/#hx", "#hx", 0), -1);
+    }
+    assert_int_equal(tm__filter_check("- a[b", why, sizeof why), TM_EINVAL);
+    assert_int_equal(tm__filter_check("+ a/***/b", why, sizeof why), TM_EINVAL);
+    assert_int_equal(tm__filter_check("ab\\", why, sizeof why), TM_EINVAL);
+    assert_int_equal(tm__filter_check("/", why, sizeof why), TM_EINVAL);
+    assert_int_equal(tm__filter_check("- ", why, sizeof why), TM_EINVAL);
+    assert_int_equal(tm__filter_check("a/***", why, sizeof why), 0);
+}
+
+static void test_mtime_within(void **state)
+{
+    (void)state;
+    /* whole seconds, as rsync: 10.9 s and 12.0 s are 2 s apart */
+    assert_true(tm__mtime_within(10900000000, 12000000000, 2000000000));
+    assert_false(tm__mtime_within(10900000000, 13000000000, 2000000000));
+    assert_false(tm__mtime_within(10, 10, 0));
+}
+
 static void test_compare_leaf(void **state)
 {
     (void)state;
@@ -181,6 +232,8 @@ int main(void)
         cmocka_unit_test(test_phase_names),
         cmocka_unit_test(test_name_valid),
         cmocka_unit_test(test_filter),
+        cmocka_unit_test(test_filter_rules),
+        cmocka_unit_test(test_mtime_within),
         cmocka_unit_test(test_compare_leaf),
         cmocka_unit_test(test_listing_sort_find),
     };
