@@ -17,13 +17,14 @@ _treemig_options()
     sto="$sto --s3-endpoint --s3-region --s3-path-style --s3-storage-class" # S3
     sto="$sto --ssh-identity --ssh-known-hosts --ssh-accept-new --ssh-password-env --ssh-config" # SFTP
     case $1 in
-        discover) echo "--db --workers --lead --retries --config --exclude --allow-pseudo-fs --owner --no-specials --one-file-system --no-xattrs $sto $log --quiet --help" ;;
+        discover) echo "--db --workers --lead --retries --config --exclude --include --exclude-from --include-from --min-size --max-size --max-age --min-age --size-only --checksum --modify-window --allow-pseudo-fs --owner --no-specials --one-file-system --no-xattrs $sto $log --quiet --help" ;;
         copy) echo "--db --yes --workers --retries --no-overwrite --owner --force $sto $log --quiet --help" ;;
         verify) echo "--db --checksum --workers $sto $log --quiet --help" ;;
         retry) echo "--db --workers --retries --owner $sto $log --quiet --help" ;;
         resume) echo "--config --workers $sto $log --quiet --help" ;;
-        review) echo "--db --top --list --path --json --help" ;;
-        exclude | unexclude) echo "--db --quiet --help" ;;
+        review) echo "--db --top --list --path --reason --json --help" ;;
+        exclude) echo "--db --list --from --quiet --help" ;;
+        unexclude) echo "--db --quiet --help" ;;
         status) echo "--db --json --help" ;;
         ui) echo "--db --listen --read-only --no-open --help" ;;
         sim-stats) echo "--help" ;;
@@ -97,13 +98,17 @@ _treemig()
         --listen)
             COMPREPLY=($(compgen -W "127.0.0.1:8080 127.0.0.1:0 [::1]:8080" -- "$cur"))
             return ;;
-        --ssh-identity | --ssh-known-hosts | --ssh-config)
+        --ssh-identity | --ssh-known-hosts | --ssh-config | --exclude-from | --include-from | --from)
             _treemig_files
+            return ;;
+        --reason)
+            COMPREPLY=($(compgen -W "size mtime dst_newer content type attrs" -- "$cur"))
             return ;;
         --ssh-password-env)
             COMPREPLY=($(compgen -e -- "$cur"))
             return ;;
-        --workers | --lead | --retries | --top | --count | --exclude | --path | --option)
+        --workers | --lead | --retries | --top | --count | --exclude | --include | --path | --option | \
+        --min-size | --max-size | --min-age | --max-age | --modify-window)
             return ;;
         --s3-endpoint | --s3-region)
             return ;;
