@@ -586,6 +586,19 @@ static int checksum_page(struct engine *e, const struct tm__listing *l,
         nd->conflict = (int8_t)cf;
         nd->upd = 0;
         set_update(nd, &tw[k], cf ? CS_PENDING : CS_ALREADY, cf);
+        if (hs == hd) {
+            /* kept for verify --checksum (the update is written even when
+             * the twin's statuses do not change: a resume lists again) */
+            nd->upd = 1;
+            nd->src_type = (int8_t)tw[k].type;
+            nd->new_cs = (int8_t)(cf ? CS_PENDING : CS_ALREADY);
+            nd->old_cs = (int8_t)tw[k].cs;
+            nd->old_cf = (int8_t)tw[k].cf;
+            nd->new_cf = (int8_t)cf;
+            nd->src_size = tw[k].size;
+            nd->has_hash = 1;
+            nd->hash = hs;
+        }
     }
     free(buf);
     return rc;

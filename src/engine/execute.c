@@ -937,6 +937,20 @@ static int hash_file(struct worker *wk, struct tm__adapter *a, const char *path,
     return n < 0 ? (int)n : 0;
 }
 
+/* 1 when the content hash discover --checksum recorded for the source
+ * file of k stands for it still: the file is as discovered (type, size,
+ * mtime). */
+static int stored_hash_valid(struct worker *wk, const struct tm__kid_row *k,
+                             const char *path)
+{
+    struct tm__entry st;
+    if (!k->has_hash || k->type != TM_T_FILE)
+        return 0;
+    if (tm__adapter_stat(wk->r->cfg->ad[TM_SRC], path, &st, &wk->ae) != 0)
+        return 0;
+    return st.type == TM_T_FILE && st.size == k->size && st.mtime == k->mtime;
+}
+
 /* 1 when err ends verify instead of being a mismatch (not enough memory:
  * nothing is known about the node). */
 static int verify_fatal(int err)
@@ -1156,9 +1170,16 @@ static const char *check_child(struct worker *wk, const struct tm__kid_row *k,
         int64_t bs = 0, bd = 0;
         struct tm__retry rt;
         int rc, again = 0;
+        int reuse = stored_hash_valid(wk, k, path);
         tm__retry_init(&rt, r->cfg->retries, r->cfg->stop);
         do {
-            rc = hash_file(wk, r->cfg->ad[TM_SRC], path, &hs, &bs);
+            /* discover --checksum hashed a source file already there: while
+             * the source is as discovered, only the destination is read */
+            rc = reuse ? 0 : hash_file(wk, r->cfg->ad[TM_SRC], path, &hs, &bs);
+            if (reuse) {
+                hs = k->hash;
+                bs = k->size;
+            }
             if (!rc)
                 rc = hash_file(wk, r->cfg->ad[TM_DST], path, &hd, &bd);
         } while (rc && (again = tm__retry_again(&rt, &wk->ae)) == 1);

@@ -90,12 +90,19 @@ const char *tm__phase_name(enum tm__phase p)
     "ALTER TABLE src_nodes ADD COLUMN ino INTEGER;"                          \
     "ALTER TABLE src_nodes ADD COLUMN nlink INTEGER;" INODE_INDEX_SQL
 
+/* The content hash (XXH3-64, as a signed integer) of a source file that
+ * discover --checksum found equal to its destination twin, NULL elsewhere:
+ * verify --checksum reads only the destination when the source is still
+ * as discovered (schema version 6). */
+#define CONTENT_HASH_SQL "ALTER TABLE src_nodes ADD COLUMN hash INTEGER;"
+
 /* Brings a state file of version i up to version i + 1 (index i - 1). */
 static const char *const upgrade_sql[TM_SCHEMA_VERSION - 1] = {
     LISTING_POS_SQL,
     UPLOADS_SQL,
     OWNER_COLUMNS_SQL,
     INODE_COLUMNS_SQL,
+    CONTENT_HASH_SQL,
 };
 
 static const char schema_sql[] =
@@ -107,7 +114,7 @@ static const char schema_sql[] =
     " depth INTEGER NOT NULL, traversal_status TEXT NOT NULL,"
     " copy_status TEXT NOT NULL, conflict TEXT,"
     " attempts INTEGER NOT NULL DEFAULT 0, error TEXT, uid INTEGER,"
-    " gid INTEGER, dev INTEGER, ino INTEGER, nlink INTEGER);"
+    " gid INTEGER, dev INTEGER, ino INTEGER, nlink INTEGER, hash INTEGER);"
     "CREATE UNIQUE INDEX src_nodes_child ON src_nodes(parent_id, name);"
     INODE_INDEX_SQL
     "CREATE INDEX src_nodes_frontier ON src_nodes(depth, id)"

@@ -71,6 +71,9 @@ struct tm__kid_row {
     uint32_t mode;         /* permission bits */
     int owned;             /* 1: uid and gid are known */
     int64_t uid, gid;      /* owner, with owned */
+    int has_hash;          /* discover --checksum recorded the content
+                              hash of this file, already there */
+    uint64_t hash;         /* that hash (XXH3-64) */
     const char *link;      /* a file of a link group that the copy wrote
                               (not one already there), whose first file
                               the copy wrote too: that file's path (the

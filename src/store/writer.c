@@ -33,7 +33,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     "WHERE id=? AND traversal_status='pending'",
     "UPDATE dst_nodes SET traversal_status=?, attempts=attempts+?, error=? "
     "WHERE id=? AND traversal_status='pending'",
-    "UPDATE src_nodes SET copy_status=?, conflict=? WHERE id=?",
+    "UPDATE src_nodes SET copy_status=?, conflict=?, hash=?4 WHERE id=?3",
     "INSERT INTO task_errors(time,phase,queue,node_id,path,attempts,message) "
     "VALUES(?1,?7,?2,?3,?4,?5,?6)",
     "INSERT OR REPLACE INTO migration(key,value) VALUES(?,?)",
@@ -205,6 +205,10 @@ static int insert_node(struct tm__writer *w, const struct tm__result *r,
         else
             sqlite3_bind_null(up, 2);
         sqlite3_bind_int64(up, 3, n->src_id);
+        if (n->has_hash)
+            sqlite3_bind_int64(up, 4, (int64_t)n->hash);
+        else
+            sqlite3_bind_null(up, 4);
         rc = step_done(w, up);
         if (!rc)
             rc = stat_add(w, 2, depth, n->src_type, n->old_cs, n->old_cf, -1,

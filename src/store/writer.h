@@ -46,6 +46,9 @@ struct tm__wnode {
      * the comparison found, applied only when this row is inserted (a
      * child listed twice changes nothing twice). */
     int8_t upd;             /* 1: update the twin */
+    int8_t has_hash;        /* upd: record hash as the twin's content hash
+                               (discover --checksum found them equal) */
+    uint64_t hash;          /* that hash (XXH3-64) */
     int8_t src_type;        /* the twin's type (for the stats) */
     int8_t old_cs, new_cs;  /* enum tm__cs */
     int8_t old_cf, new_cf;  /* enum tm__cf */

@@ -516,7 +516,7 @@ def run_hardlinks(R, work):
         c = sqlite3.connect(db)
         try:
             c.execute('DROP INDEX src_nodes_inode')
-            for col in ('dev', 'ino', 'nlink'):
+            for col in ('dev', 'ino', 'nlink', 'hash'):
                 c.execute('ALTER TABLE src_nodes DROP COLUMN %s' % col)
             c.execute('PRAGMA user_version = 4')
             c.commit()
@@ -525,10 +525,11 @@ def run_hardlinks(R, work):
         copy(db)
         c = sqlite3.connect(db)
         try:
-            expect_eq('schema version after the copy', 5,
+            expect_eq('schema version after the copy', 6,
                       c.execute('PRAGMA user_version').fetchone()[0])
             cols = [r[1] for r in c.execute('PRAGMA table_info(src_nodes)')]
-            expect_eq('inode columns added', ['dev', 'ino', 'nlink'], cols[-3:])
+            expect_eq('inode and hash columns added', ['dev', 'ino', 'nlink', 'hash'],
+                      cols[-4:])
             expect_eq('inode index added', 1, c.execute(
                 "SELECT count(*) FROM sqlite_master WHERE name = 'src_nodes_inode'"
             ).fetchone()[0])

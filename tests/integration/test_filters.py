@@ -388,6 +388,43 @@ def run_checks(R, base):
     R.check('copy and verify after --checksum, --size-only, --modify-window: '
             'what was equal passes verify, what differed is replaced', check_copy_verify)
 
+    def check_hash_reuse():
+        # discover --checksum records the source's content hash of a file
+        # found equal; verify --checksum then reads only the destination
+        # while the source is as discovered (size, mtime), and reads the
+        # source again once it is not
+        d = os.path.join(base, 'hr')
+        s2 = os.path.join(base, 'hrsrc')
+        subprocess.run(['cp', '-rp', csrc, s2], check=True)
+        subprocess.run(['cp', '-r', s2, d], check=True)
+        db = newdb()
+        discover(db, s2, d, ['--checksum'])
+        conn = tmtest.connect(db)
+        try:
+            rows = conn.execute("SELECT path, hash FROM src_nodes WHERE type = 'file' "
+                                "AND copy_status = 'already_existed'").fetchall()
+        finally:
+            conn.close()
+        expect_eq('files found equal by content', 14, len(rows))
+        if any(h is None for p, h in rows):
+            fail('a file found equal by content has no hash', actual=rows)
+        expect_rc(tmtest.run(['copy', '--db', db, '--yes', '-q']), 0, 'copy')
+        f0 = os.path.join(s2, 'd0', 'f0')
+        st = os.stat(f0)
+        data = open(f0, 'rb').read()
+        with open(f0, 'wb') as f:
+            f.write(bytes(reversed(data)) if data != bytes(reversed(data)) else b'Z' * len(data))
+        os.utime(f0, ns=(st.st_atime_ns, st.st_mtime_ns))
+        cp = tmtest.run(['verify', '--db', db, '--checksum', '-q'])
+        expect_rc(cp, 0, 'verify --checksum with the source as discovered (hash reused)')
+        os.utime(f0, ns=(st.st_atime_ns, st.st_mtime_ns + 5 * 10**9))
+        cp = tmtest.run(['verify', '--db', db, '--checksum', '-q'])
+        expect_rc(cp, 3, 'verify --checksum once the source changed')
+        if b'/d0/f0: verify: content differs' not in cp.stderr:
+            fail('verify --checksum did not read the changed source', actual=cp.stderr)
+    R.check('--checksum records the hash; verify --checksum reuses it while the '
+            'source is as discovered', check_hash_reuse)
+
     def check_conflict_rows():
         db, got = check_compare([], [])
         cp = tmtest.run(['review', '--db', db, '--list', 'conflict', '--reason', 'size'])
@@ -407,6 +444,14 @@ def run_checks(R, base):
         for r in rows:
             if r['dst']['mtime'] <= r['mtime'] or r['dst']['size'] != r['size']:
                 fail('a dst_newer row without a newer destination', actual=r)
+        cp = tmtest.run(['review', '--db', db, '--list', 'conflict', '--reason', 'size',
+                         '--path', '/d0'])
+        expect_eq('--reason size below /d0: none', b'', cp.stdout)
+        cp = tmtest.run(['review', '--db', db, '--list', 'conflict', '--reason',
+                         'dst_newer', '--path', '/d0', '--json'])
+        expect_eq('--reason dst_newer below /d0',
+                  ['/d0/f0', '/d0/f3', '/d0/f6', '/d0/f9'],
+                  sorted(json.loads(ln)['path'] for ln in cp.stdout.split(b'\n') if ln))
         for args in (['--reason', 'bogus'], ['--reason', 'size'],
                      ['--list', 'missing', '--reason', 'size'],
                      ['--list', 'all', '--reason', 'mtime']):
