@@ -221,7 +221,10 @@ static void test_prefix_is_a_path(void **state)
     assert_int_equal(rc, 0);
     assert_string_equal(out, "missing\tfolder\t0\t/a/sub\n"
                              "missing\tfile\t7\t/a/sub/x\n"
-                             "conflict\tfile\t10\t/a/a.txt\tsize\n"
+                             /* a conflict: the destination's side too */
+                             "conflict\tfile\t10\t/a/a.txt\tsize\t"
+                             "1970-01-01T00:00:00.000000000Z\tfile\t20\t"
+                             "1970-01-01T00:00:00.000000000Z\n"
                              "extra\tfile\t3\t/a/dst_only\n");
     free(out);
     a.prefix = "/o"; /* not '/odd' */
