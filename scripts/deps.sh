@@ -39,7 +39,7 @@ build=(
 # what the test suite and the benchmarks need
 scripting=(
   python3          # the integration tests (standard library only), the bench reports
-  rsync            # test_attrs.py's oracle (rsync -n --itemize-changes); a bench peer
+  rsync            # the oracle of test_attrs.py (rsync -n --itemize-changes) and test_filters.py; a bench peer
 )
 # what the test suite and the benchmarks need for SFTP
 ssh=(
