@@ -25,6 +25,10 @@
  * held whole in memory. The destination compares each page with the
  * source twin's children by point lookups on a small shared pool of read
  * connections (an operation in flight costs no connection of its own).
+ * With discover --checksum, the same listing job then reads both files of
+ * each pair of equal size and different mtime (open_read of each storage)
+ * and compares their hashes, outside every lock, before its page goes to
+ * the writer.
  *
  * Lock order: e->mu, then a reader's mutex, then the writer's mutex
  * (tm__writer_error); never the reverse: the writer calls on_commit(),
