@@ -509,6 +509,34 @@ def run_checks(R, base):
     R.check('--checksum through the sim adapter (open_read, pool workers)',
             check_sim_checksum)
 
+    def check_sftp_checksum():
+        # an SFTP destination (OpenSSH's sshd on 127.0.0.1, a free port,
+        # stopped by the with): its files are read through the adapter
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                        '..', 'servers'))
+        import sshd
+        why = sshd.available()
+        if why:
+            raise tmtest.Skip(why)
+        with sshd.Sshd() as srv:
+            srv.write_known_hosts()
+            served = srv.path('dst')
+            subprocess.run(['cp', '-r', csrc, served], check=True)
+            with open(os.path.join(served, 'same-size'), 'wb') as f:
+                f.write(b'BBBB')
+            with open(os.path.join(served, 'other-size'), 'wb') as f:
+                f.write(b'AAAAA')
+            srv.chown(served)
+            db = newdb()
+            discover(db, csrc, srv.url('/dst'),
+                     ['--checksum', '--ssh-identity', srv.client_key,
+                      '--ssh-known-hosts', srv.known_hosts])
+            expect_eq('--checksum against SFTP: content differs, or size',
+                      {b'/same-size': 'content', b'/other-size': 'size'},
+                      pending_files(db))
+    R.check('--checksum with an SFTP destination (sshd on 127.0.0.1)',
+            check_sftp_checksum)
+
     def check_resume():
         # interrupted (SIGINT) then resumed with no option: the recorded
         # filters and comparison apply to what the resume discovers, and the
