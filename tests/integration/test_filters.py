@@ -480,6 +480,16 @@ def run_checks(R, base):
                   sorted(included(b)))
         if b'/#hash' in included(b) or b'/logs' in included(b):
             fail('exclude --from missed a pattern')
+        # a file written by hand: comments, blank lines, a "- " rule
+        c = newdb()
+        discover(c, src, empty, [])
+        hand = os.path.join(base, 'hand.txt')
+        with open(hand, 'w') as f:
+            f.write('# mine\n\n; old style\n- /logs\n*.o\n\\#hash\n')
+        cp = tmtest.run(['exclude', '--db', c, '--from', hand])
+        expect_rc(cp, 0, 'exclude --from a hand-written file')
+        expect_eq('the hand-written file excludes as the patterns given',
+                  sorted(included(a)), sorted(included(c)))
         bad = os.path.join(base, 'bad.txt')
         with open(bad, 'w') as f:
             f.write('+ keep\n')
