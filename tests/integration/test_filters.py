@@ -560,7 +560,18 @@ def run_checks(R, base):
         p = subprocess.Popen([tmtest.TREEMIG, 'discover', '-q', '--db', db] + args + [s, d],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            time.sleep(0.8)
+            # SIGINT once discovery runs (its handler is set, its rounds
+            # started: the YAML file says so), not while the process starts
+            yaml = db + '.yaml'
+            while p.poll() is None:
+                try:
+                    with open(yaml) as f:
+                        if 'phase: "discovering"' in f.read():
+                            break
+                except FileNotFoundError:
+                    pass
+                time.sleep(0.05)
+            time.sleep(0.3)
             p.send_signal(2)
             p.communicate(timeout=tmtest.TIMEOUT)
         finally:
