@@ -175,7 +175,8 @@ static const char resume_usage[] =
 
 static const char copy_usage[] =
     "usage: treemig copy [--db FILE] [--yes] [--workers N] [--retries N]\n"
-    "                    [--no-overwrite] [--owner] [--force] [--quiet]\n"
+    "                    [--no-overwrite] [--update] [--owner] [--force]\n"
+    "                    [--quiet]\n"
     "\n"
     "Creates on the destination what discovery found missing or different:\n"
     "depth by depth, folders before files. Each file is written under a\n"
@@ -200,6 +201,9 @@ static const char copy_usage[] =
     "  --retries N      retries of a failure that may pass (default 3)\n"
     "  --no-overwrite   keep every file that exists on the destination, and\n"
     "                   the attributes of what differs only in them\n"
+    "  --update         keep a file or symlink whose mtime on the destination\n"
+    "                   is later than the source's, whatever its size (as\n"
+    "                   it is at the copy: edits since discovery count)\n"
     "  --owner          give each copied node its source's owner and group\n"
     "                   (root only; without it, the copy's user owns them);\n"
     "                   implied when discover was given --owner\n"
@@ -788,6 +792,7 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
         { "workers", required_argument, NULL, 'w' },
         { "retries", required_argument, NULL, 'r' },
         { "no-overwrite", no_argument, NULL, 'n' },
+        { "update", no_argument, NULL, 'u' },
         { "owner", no_argument, NULL, 'W' },
         { "force", no_argument, NULL, 'f' },
         { "checksum", no_argument, NULL, 'c' },
@@ -801,7 +806,8 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
     int c, verify = strcmp(cmd, "verify") == 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "yqho:", opts, NULL)) != -1) {
-        if ((verify && (c == 'n' || c == 'W' || c == 'f' || c == 'y' || c == 'r')) ||
+        if ((verify && (c == 'n' || c == 'u' || c == 'W' || c == 'f' || c == 'y' ||
+                        c == 'r')) ||
             (!verify && c == 'c'))
             c = '?';
         switch (c) {
@@ -823,6 +829,7 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
                                    "to 100, not '%s'", optarg);
             break;
         case 'n': o->no_overwrite = 1; break;
+        case 'u': o->update = 1; break;
         case 'W': o->owner = 1; break;
         case 'f': o->force = 1; break;
         case 'c': o->checksum = 1; break;

@@ -269,6 +269,9 @@ typedef struct tm_exec_options {
     int log_public;          /* as in tm_discover_options */
     int owner;               /* copy: give each node its source's owner (root);
                                 implied when discovered with owner */
+    int update;              /* copy: keep a file or symlink whose
+                                destination mtime is later than the
+                                source's, whatever its size */
 } tm_exec_options;
 
 /* Fills o with the defaults. */

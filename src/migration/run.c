@@ -41,6 +41,7 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
                                  : 2 * tm__mig_get_int(m->store.db, "workers", 4);
     cfg.retries = o->retries >= 0 ? o->retries : tm__mig_get_int(m->store.db, "retries", 3);
     cfg.no_overwrite = o->no_overwrite;
+    cfg.update = o->update;
     /* discover --owner: owners were compared, the copy sets them and verify
      * compares them; copy --owner alone sets them on what the copy writes */
     cfg.owner_discovered = tm__mig_get_int(m->store.db, "owner", 0);
