@@ -100,5 +100,8 @@ int cmd_review(int argc, char **argv);
 int cmd_exclude(int argc, char **argv, int unexclude);
 int cmd_log_listen(int argc, char **argv);
 int cmd_ui(int argc, char **argv);
+/* delete.c: the mirror */
+int cmd_delete(int argc, char **argv);
+extern const char delete_usage[];
 
 #endif

@@ -89,6 +89,7 @@ static const char main_usage[] =
     "  exclude    exclude paths or globs from the copy (after discovery)\n"
     "  unexclude  include them again\n"
     "  retry      list failed folders again and redo failed copies\n"
+    "  delete     remove what exists only on the destination (the mirror)\n"
     "  resume     continue a migration from its YAML file\n"
     "  status     show the phase and the counts of a migration\n"
     "  sim-stats  print the ground truth of a simulated storage pair\n"
@@ -1229,6 +1230,8 @@ int main(int argc, char **argv)
             fputs(copy_usage, stdout);
         else if (!strcmp(what, "retry"))
             fputs(retry_usage, stdout);
+        else if (!strcmp(what, "delete"))
+            fputs(delete_usage, stdout);
         else if (!strcmp(what, "log-listen")) {
             char *args[] = { (char *)what, (char *)"--help", NULL };
             return cmd_log_listen(2, args);
@@ -1261,6 +1264,8 @@ int main(int argc, char **argv)
         return cmd_exec(argc - 1, argv + 1, 0);
     if (!strcmp(cmd, "retry"))
         return cmd_retry(argc - 1, argv + 1);
+    if (!strcmp(cmd, "delete"))
+        return cmd_delete(argc - 1, argv + 1);
     if (!strcmp(cmd, "verify"))
         return cmd_exec(argc - 1, argv + 1, 1);
     if (!strcmp(cmd, "review"))

@@ -312,6 +312,42 @@ TM_EXTERN int tm_retry(tm_migration *m, const tm_discover_options *dopt,
  * "path: message" a line (bytes that are not printable escaped as \xHH). */
 TM_EXTERN int tm_problems_print(tm_migration *m, const char *phase, FILE *out);
 
+/* What the mirror (tm_delete_plan, tm_delete) has to do and has done. */
+typedef struct tm_delete_counts {
+    int64_t files;    /* destination-only files, symlinks and special files
+                         still to remove */
+    int64_t folders;  /* destination-only folders still to remove */
+    int64_t bytes;    /* the bytes of those files */
+    int64_t removed;  /* nodes removed so far */
+    int64_t kept;     /* nodes kept: changed since discovery, excluded,
+                         a folder not empty (tm_delete_print_kept says
+                         why) */
+} tm_delete_counts;
+
+/*
+ * The plan of the mirror: lists every destination-only folder that
+ * discovery recorded (discovery does not enter them) and records what it
+ * holds as destination-only nodes, so that `review --list extra` shows
+ * everything tm_delete() would remove; a folder matching an exclusion is
+ * not entered and is kept. Resumable; removes nothing. Needs discovery
+ * complete (phase discovered, copied or verified). *out (may be NULL)
+ * gets the counts.
+ */
+TM_EXTERN int tm_delete_plan(tm_migration *m, tm_delete_counts *out);
+
+/*
+ * The mirror: finishes the plan, then removes the destination-only nodes
+ * it holds, deepest first, files before their folders. Each node is
+ * checked just before its removal against what was recorded (type; a
+ * file's or symlink's size and mtime); one that changed, a folder that is
+ * not empty, or one matching an exclusion is kept. Nothing else is ever
+ * removed. Resumable after a crash; TM_ESTOPPED when interrupted.
+ */
+TM_EXTERN int tm_delete(tm_migration *m, tm_delete_counts *out);
+
+/* Prints the nodes the mirror kept, one "path<TAB>why" a line. */
+TM_EXTERN int tm_delete_print_kept(tm_migration *m, FILE *out);
+
 /*
  * Review (src/migration/review.c). A summary a person reads in ten seconds
  * (to copy, already there, conflicts by kind, destination-only, failed,

@@ -472,6 +472,18 @@ int tm__adapter_remove_tmp(struct tm__adapter *a, const char *path, int type,
     return rc < 0 ? tm__aerr_finish(e, rc) : rc;
 }
 
+int tm__adapter_remove(struct tm__adapter *a, const char *path,
+                       const struct tm__entry *want, struct tm__aerr *e)
+{
+    int rc = begin(e, path ? path : "", a->remove != NULL);
+    if (rc)
+        return rc;
+    if (!path || strcmp(path, "/") == 0 || !want || want->type < 0 ||
+        want->type >= TM_T_COUNT)
+        return tm__aerr_finish(e, TM_EINVAL); /* never the root */
+    return tm__aerr_finish(e, a->remove(a, path, want, e));
+}
+
 enum tm__errclass tm__adapter_classify(struct tm__adapter *a, int err)
 {
     (void)a;

@@ -1620,6 +1620,62 @@ static int local_remove_tmp(struct tm__adapter *a, const char *path, int type,
     return n;
 }
 
+/* The mirror: lstat of the name in its parent (opened without following
+ * anything), compared with what discovery recorded, then unlinkat in that
+ * same parent. */
+static int local_remove(struct tm__adapter *a, const char *path,
+                        const struct tm__entry *want, struct tm__aerr *e)
+{
+    struct local *l = (struct local *)a;
+    struct tm__entry now;
+    const char *name;
+    struct stat st;
+    int dfd, rc = 0;
+
+    dfd = open_parent(l, path, &name);
+    if (dfd == TM_ENOTDIR || dfd == TM_ELOOP)
+        return tm__aerr_set(e, TM_ECHANGED, "a folder on the path of %s is no "
+                            "longer a folder", path);
+    if (dfd < 0)
+        return dfd;
+    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        rc = tm__from_errno(errno);
+        goto out_close;
+    }
+    entry_from_stat(&now, &st);
+    if (now.type != want->type) {
+        rc = tm__aerr_set(e, TM_ECHANGED, "%s is now a %s, not the %s discovery "
+                          "recorded", path, tm__type_names[now.type],
+                          tm__type_names[want->type]);
+        goto out_close;
+    }
+    if ((now.type == TM_T_FILE || now.type == TM_T_SYMLINK) &&
+        (now.size != want->size || now.mtime != want->mtime)) {
+        rc = tm__aerr_set(e, TM_ECHANGED, "%s changed since discovery (size "
+                          "%lld, mtime %lld; recorded %lld, %lld)", path,
+                          (long long)now.size, (long long)now.mtime,
+                          (long long)want->size, (long long)want->mtime);
+        goto out_close;
+    }
+    if (now.type == TM_T_OTHER && (want->mode & S_IFMT) &&
+        (now.mode & S_IFMT) != (want->mode & S_IFMT)) {
+        rc = tm__aerr_set(e, TM_ECHANGED, "%s is another kind of special file "
+                          "than discovery recorded", path);
+        goto out_close;
+    }
+    if (unlinkat(dfd, name, now.type == TM_T_FOLDER ? AT_REMOVEDIR : 0) != 0) {
+        int err = errno;
+        if (err == ENOTEMPTY || err == EEXIST)
+            rc = tm__aerr_set(e, TM_ECHANGED, "%s is not empty: it holds what "
+                              "the plan does not (kept)", path);
+        else
+            rc = tm__from_errno(err);
+    }
+out_close:
+    close(dfd);
+    return rc;
+}
+
 static void local_close(struct tm__adapter *a)
 {
     struct local *l = (struct local *)a;
@@ -1714,6 +1770,7 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     l->base.forbid = local_forbid;
     l->base.set_tmp_key = local_set_tmp_key;
     l->base.remove_tmp = local_remove_tmp;
+    l->base.remove = local_remove;
     l->root_fd = fd;
     *out = &l->base;
     return 0;

@@ -90,12 +90,23 @@ const char *tm__phase_name(enum tm__phase p)
     "ALTER TABLE src_nodes ADD COLUMN ino INTEGER;"                          \
     "ALTER TABLE src_nodes ADD COLUMN nlink INTEGER;" INODE_INDEX_SQL
 
+/* The mirror (treemig delete): the outcome of each destination-only node
+ * it removed, kept or listed, and an index of the destination-only rows
+ * in the order of the removals (schema version 6, step "mirror"). */
+#define MIRROR_SQL                                                           \
+    "CREATE TABLE IF NOT EXISTS mirror(dst_id INTEGER PRIMARY KEY,"          \
+    " parent_id INTEGER, path TEXT NOT NULL, type TEXT NOT NULL, state TEXT NOT NULL,"          \
+    " error TEXT, time INTEGER NOT NULL);"                                   \
+    "CREATE INDEX IF NOT EXISTS dst_nodes_extra ON dst_nodes(depth, id)"     \
+    " WHERE traversal_status = 'not_on_src';"
+
 /* Brings a state file of version i up to version i + 1 (index i - 1). */
 static const char *const upgrade_sql[TM_SCHEMA_VERSION - 1] = {
     LISTING_POS_SQL,
     UPLOADS_SQL,
     OWNER_COLUMNS_SQL,
     INODE_COLUMNS_SQL,
+    MIRROR_SQL,
 };
 
 static const char schema_sql[] =
@@ -141,7 +152,7 @@ static const char schema_sql[] =
     " queue TEXT NOT NULL, round INTEGER, pending INTEGER, in_flight INTEGER,"
     " done INTEGER, failed INTEGER, items_per_s REAL, bytes_per_s REAL,"
     " bytes_done INTEGER, bytes_pending INTEGER);"
-    LISTING_POS_SQL UPLOADS_SQL;
+    LISTING_POS_SQL UPLOADS_SQL MIRROR_SQL;
 
 /* Review: exclusions after discovery and the review_* views
  * (docs/state-file.md). Part of every new state file; review.c also runs
