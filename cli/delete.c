@@ -18,7 +18,8 @@
 #define DEFAULT_DB "treemig.db"
 
 const char delete_usage[] =
-    "usage: treemig delete [--db FILE] [--yes] [--plan] [--quiet]\n"
+    "usage: treemig delete [--db FILE] [--yes] [--plan] [--backup-dir DIR]\n"
+    "                      [--quiet]\n"
     "\n"
     "The mirror: removes from the destination what exists only there, so\n"
     "that it holds what the source holds and nothing else. Optional, and\n"
@@ -40,6 +41,9 @@ const char delete_usage[] =
     "  --plan        record the plan and print its counts; remove nothing\n"
     "                (then 'treemig review --list extra' lists it)\n"
     "  -y, --yes     remove without asking (needed when not on a terminal)\n"
+    "  --backup-dir DIR  move each file and symlink into DIR instead of\n"
+    "                removing it, its path kept (DIR inside the destination:\n"
+    "                relative to its root, or an absolute path below it)\n"
     "  -q, --quiet   no summary\n"
     "  -h, --help    show this help\n"
     "\n"
@@ -70,11 +74,12 @@ int cmd_delete(int argc, char **argv)
         { "db", required_argument, NULL, 'd' },
         { "yes", no_argument, NULL, 'y' },
         { "plan", no_argument, NULL, 'p' },
+        { "backup-dir", required_argument, NULL, 'B' },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    const char *db = DEFAULT_DB;
+    const char *db = DEFAULT_DB, *backup_dir = NULL;
     tm_migration *m = NULL;
     tm_delete_counts c;
     struct sigaction sa;
@@ -86,6 +91,7 @@ int cmd_delete(int argc, char **argv)
         case 'd': db = optarg; break;
         case 'y': yes = 1; break;
         case 'p': plan_only = 1; break;
+        case 'B': backup_dir = optarg; break;
         case 'q': quiet = 1; break;
         case 'h': fputs(delete_usage, stdout); return EXIT_OK;
         default: return usage_error("delete", "unknown or incomplete option");
@@ -105,7 +111,9 @@ int cmd_delete(int argc, char **argv)
     deleting = m;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    rc = tm_delete_plan(m, &c);
+    rc = plan_only ? 0 : tm_set_backup_dir(m, backup_dir);
+    if (!rc)
+        rc = tm_delete_plan(m, &c);
     if (rc)
         goto out_report;
     if (plan_only || !quiet)

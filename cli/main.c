@@ -176,8 +176,8 @@ static const char resume_usage[] =
 
 static const char copy_usage[] =
     "usage: treemig copy [--db FILE] [--yes] [--workers N] [--retries N]\n"
-    "                    [--no-overwrite] [--update] [--owner] [--force]\n"
-    "                    [--quiet]\n"
+    "                    [--no-overwrite] [--update] [--backup-dir DIR]\n"
+    "                    [--owner] [--force] [--quiet]\n"
     "\n"
     "Creates on the destination what discovery found missing or different:\n"
     "depth by depth, folders before files. Each file is written under a\n"
@@ -205,6 +205,10 @@ static const char copy_usage[] =
     "  --update         keep a file or symlink whose mtime on the destination\n"
     "                   is later than the source's, whatever its size (as\n"
     "                   it is at the copy: edits since discovery count)\n"
+    "  --backup-dir DIR move each file or symlink the copy replaces into\n"
+    "                   DIR, a folder inside the destination (relative to its\n"
+    "                   root, or an absolute path below it), its path kept\n"
+    "                   (DIR/a/b for /a/b); treemig delete never removes DIR\n"
     "  --owner          give each copied node its source's owner and group\n"
     "                   (root only; without it, the copy's user owns them);\n"
     "                   implied when discover was given --owner\n"
@@ -786,7 +790,7 @@ static int confirm_copy(tm_migration *m)
 
 static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
                       const char **db, tm_exec_options *o, int *quiet, int *yes,
-                      struct sopt_list *so)
+                      struct sopt_list *so, const char **backup_dir)
 {
     static const struct option opts[] = {
         { "db", required_argument, NULL, 'd' },
@@ -794,6 +798,7 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
         { "retries", required_argument, NULL, 'r' },
         { "no-overwrite", no_argument, NULL, 'n' },
         { "update", no_argument, NULL, 'u' },
+        { "backup-dir", required_argument, NULL, 'B' },
         { "owner", no_argument, NULL, 'W' },
         { "force", no_argument, NULL, 'f' },
         { "checksum", no_argument, NULL, 'c' },
@@ -807,8 +812,8 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
     int c, verify = strcmp(cmd, "verify") == 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "yqho:", opts, NULL)) != -1) {
-        if ((verify && (c == 'n' || c == 'u' || c == 'W' || c == 'f' || c == 'y' ||
-                        c == 'r')) ||
+        if ((verify && (c == 'n' || c == 'u' || c == 'B' || c == 'W' || c == 'f' ||
+                        c == 'y' || c == 'r')) ||
             (!verify && c == 'c'))
             c = '?';
         switch (c) {
@@ -831,6 +836,7 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
             break;
         case 'n': o->no_overwrite = 1; break;
         case 'u': o->update = 1; break;
+        case 'B': *backup_dir = optarg; break;
         case 'W': o->owner = 1; break;
         case 'f': o->force = 1; break;
         case 'c': o->checksum = 1; break;
@@ -913,11 +919,12 @@ static int cmd_exec(int argc, char **argv, int verify)
     tm_status st;
     int64_t mismatches = 0;
     struct sopt_list so = { NULL, 0, 0, NULL, 0 };
+    const char *backup_dir = NULL;
     int quiet = 0, yes = 0, rc, code;
 
     tm_exec_options_init(&o);
     rc = parse_exec(argc, argv, cmd, verify ? verify_usage : copy_usage, &db, &o,
-                    &quiet, &yes, &so);
+                    &quiet, &yes, &so, &backup_dir);
     if (rc) {
         sopt_release(&so);
         return rc < 0 ? EXIT_OK : rc;
@@ -936,6 +943,11 @@ static int cmd_exec(int argc, char **argv, int verify)
         return code;
     }
     sopt_release(&so);
+    if (!verify && (rc = tm_set_backup_dir(m, backup_dir)) != 0) {
+        code = report_error(cmd, m, rc);
+        tm_migration_free(m);
+        return code;
+    }
     if (!verify && !yes && isatty(STDIN_FILENO) && tm_status_get(m, &st) == 0 &&
         (strcmp(st.phase, "discovered") == 0) && !confirm_copy(m)) {
         fprintf(stderr, "treemig copy: nothing done\n");

@@ -18,10 +18,10 @@ _treemig_options()
     sto="$sto --ssh-identity --ssh-known-hosts --ssh-accept-new --ssh-password-env --ssh-config" # SFTP
     case $1 in
         discover) echo "--db --workers --lead --retries --config --exclude --allow-pseudo-fs --owner --no-specials --one-file-system --no-xattrs $sto $log --quiet --help" ;;
-        copy) echo "--db --yes --workers --retries --no-overwrite --update --owner --force $sto $log --quiet --help" ;;
+        copy) echo "--db --yes --workers --retries --no-overwrite --update --backup-dir --owner --force $sto $log --quiet --help" ;;
         verify) echo "--db --checksum --workers $sto $log --quiet --help" ;;
         retry) echo "--db --workers --retries --owner $sto $log --quiet --help" ;;
-        delete) echo "--db --plan --yes --quiet --help" ;;
+        delete) echo "--db --plan --yes --backup-dir --quiet --help" ;;
         resume) echo "--config --workers $sto $log --quiet --help" ;;
         review) echo "--db --top --list --path --json --help" ;;
         exclude | unexclude) echo "--db --quiet --help" ;;

@@ -345,6 +345,19 @@ TM_EXTERN int tm_delete_plan(tm_migration *m, tm_delete_counts *out);
  */
 TM_EXTERN int tm_delete(tm_migration *m, tm_delete_counts *out);
 
+/*
+ * The backup folder of the next tm_copy() and tm_delete() runs on m: each
+ * file or symlink the copy would replace, and each one the mirror would
+ * remove, is moved into it with its path kept (DIR/a/b for /a/b). dir is
+ * a folder inside the destination: a path relative to its root, or (a
+ * local destination) an absolute path below it; a dir outside the
+ * destination, the root itself, or one inside the tree the copy makes (its
+ * first component a source node's name) is refused (TM_EINVAL, with the
+ * message). NULL: no backup. The mirror never removes a backup folder
+ * given once. Recorded in the state file (backup_dir).
+ */
+TM_EXTERN int tm_set_backup_dir(tm_migration *m, const char *dir);
+
 /* Prints the nodes the mirror kept, one "path<TAB>why" a line. */
 TM_EXTERN int tm_delete_print_kept(tm_migration *m, FILE *out);
 

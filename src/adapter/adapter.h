@@ -271,9 +271,20 @@ struct tm__adapter {
      * the parent folder opened without following anything; a folder is
      * removed only when empty. TM_ENOENT: nothing is there; TM_ECHANGED:
      * something else is there, or a folder is not empty (e->msg says
-     * which); nothing is removed then. NULL: the storage cannot remove. */
+     * which); nothing is removed then. With backup (a root-relative
+     * folder path, not NULL), a node that is not a folder is moved there
+     * (backup's method) instead of being removed. NULL: the storage
+     * cannot remove. */
     int (*remove)(struct tm__adapter *a, const char *path,
-                  const struct tm__entry *want, struct tm__aerr *e);
+                  const struct tm__entry *want, const char *backup,
+                  struct tm__aerr *e);
+    /* Moves the node at path (not a folder) to dir + path (dir a
+     * root-relative folder path), making the folders on the way (mode
+     * 0700), every step without following a symlink; a node at the target
+     * is replaced. TM_ENOENT when nothing is at path. NULL: the storage
+     * cannot (then it has no remove either). */
+    int (*backup)(struct tm__adapter *a, const char *path, const char *dir,
+                  struct tm__aerr *e);
 };
 
 /* How a file will be written (open_write). */
@@ -571,7 +582,11 @@ int tm__adapter_remove_tmp(struct tm__adapter *a, const char *path, int type,
 /* a->remove (the mirror); TM_ENOTSUP when the storage cannot remove.
  * The root is refused (TM_EINVAL). */
 int tm__adapter_remove(struct tm__adapter *a, const char *path,
-                       const struct tm__entry *want, struct tm__aerr *e);
+                       const struct tm__entry *want, const char *backup,
+                       struct tm__aerr *e);
+/* a->backup; TM_ENOTSUP when the storage cannot move nodes. */
+int tm__adapter_backup(struct tm__adapter *a, const char *path, const char *dir,
+                       struct tm__aerr *e);
 /* The default class of an error code (an adapter may say otherwise in
  * struct tm__aerr). */
 enum tm__errclass tm__adapter_classify(struct tm__adapter *a, int err);

@@ -520,9 +520,16 @@ static int f_remove_tmp(struct tm__adapter *a, const char *path, int type,
 }
 
 static int f_remove(struct tm__adapter *a, const char *path,
-                    const struct tm__entry *want, struct tm__aerr *e)
+                    const struct tm__entry *want, const char *backup,
+                    struct tm__aerr *e)
 {
-    return tm__adapter_remove(inner(a), path, want, e);
+    return tm__adapter_remove(inner(a), path, want, backup, e);
+}
+
+static int f_backup(struct tm__adapter *a, const char *path, const char *dir,
+                    struct tm__aerr *e)
+{
+    return tm__adapter_backup(inner(a), path, dir, e);
 }
 
 int tm__fault_wrap(struct tm__adapter *in, const struct tm__fault_rule *rules,
@@ -593,6 +600,7 @@ int tm__fault_wrap(struct tm__adapter *in, const struct tm__fault_rule *rules,
     f->base.set_tmp_key = in->set_tmp_key ? f_set_tmp_key : NULL;
     f->base.remove_tmp = in->remove_tmp ? f_remove_tmp : NULL;
     f->base.remove = in->remove ? f_remove : NULL;
+    f->base.backup = in->backup ? f_backup : NULL;
     *out = &f->base;
     return 0;
 }

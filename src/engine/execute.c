@@ -821,6 +821,22 @@ static int copy_task_(struct worker *wk, const struct task *t,
     }
     if (roots_gone(r, 0))
         return TM_ENOENT;
+    if (r->cfg->backup_dir && t->type != TM_T_FOLDER && t->cf != CF_NONE &&
+        t->cf != CF_ATTRS && t->cf != CF_TYPE) {
+        /* copy --backup-dir: what the copy would replace goes there first
+         * (nothing there: a backup made before a crash) */
+        rc = tm__adapter_backup(r->cfg->ad[TM_DST], t->path, r->cfg->backup_dir,
+                                &wk->ae);
+        if (rc && rc != TM_ENOENT) {
+            if (copy_fatal(wk, rc))
+                return rc;
+            snprintf(why, sizeof why, "copy %s: not replaced: moving it to the "
+                     "backup folder %s: %s", t->path, r->cfg->backup_dir,
+                     wk->ae.msg);
+            *out = copy_result(t, CS_FAILED, why);
+            return *out ? 0 : TM_ENOMEM;
+        }
+    }
     tm__buf_reset(&wk->refused);
     rc = with_retries(wk, t, &attempts);
     if (rc == TM_ESTOPPED)

@@ -38,12 +38,17 @@ struct globs {
     size_t n_disc; /* their count */
     char **rev;    /* the setting review_excludes, split */
     size_t n_rev;  /* their count */
+    char **bak;    /* the setting backup_dirs: never removed */
+    size_t n_bak;  /* their count */
+    char *backup;  /* the backup folder of this run, or NULL */
 };
 
 static void globs_release(struct globs *g)
 {
     free(g->disc);
     free(g->rev);
+    free(g->bak);
+    free(g->backup);
     memset(g, 0, sizeof *g);
 }
 
@@ -51,17 +56,38 @@ static int globs_load(tm_migration *m, struct globs *g)
 {
     char *d = tm__mig_setting_dup(m->store.db, "excludes");
     char *r = tm__mig_setting_dup(m->store.db, "review_excludes");
+    char *b = tm__mig_setting_dup(m->store.db, "backup_dirs");
     int rc = 0;
     memset(g, 0, sizeof *g);
     if (d && *d && !(g->disc = tm__mig_split_lines(d, &g->n_disc)))
         rc = TM_ENOMEM;
     if (!rc && r && *r && !(g->rev = tm__mig_split_lines(r, &g->n_rev)))
         rc = TM_ENOMEM;
+    if (!rc && b && *b && !(g->bak = tm__mig_split_lines(b, &g->n_bak)))
+        rc = TM_ENOMEM;
+    g->backup = tm__mig_setting_dup(m->store.db, "backup_dir");
+    if (g->backup && !*g->backup) {
+        free(g->backup);
+        g->backup = NULL;
+    }
     free(d);
     free(r);
+    free(b);
     if (rc)
         globs_release(g);
     return rc;
+}
+
+/* 1 when path is a backup folder or inside one. */
+static int in_backup(const struct globs *g, const char *path)
+{
+    size_t i, n;
+    for (i = 0; i < g->n_bak; i++) {
+        n = strlen(g->bak[i]);
+        if (strncmp(path, g->bak[i], n) == 0 && (path[n] == '\0' || path[n] == '/'))
+            return 1;
+    }
+    return 0;
 }
 
 static int excluded(const struct globs *g, const char *path)
@@ -171,7 +197,10 @@ static int plan(tm_migration *m, struct tm__adapter *da, const struct globs *g)
         if (rc || !found)
             break;
         after = f.id;
-        if (excluded(g, f.path.buf))
+        if (in_backup(g, f.path.buf))
+            rc = tm__q_mirror_keep(m->store.db, &f, "kept: the backup folder",
+                                   &m->err);
+        else if (excluded(g, f.path.buf))
             rc = tm__q_mirror_keep(m->store.db, &f, "kept: excluded (the "
                                    "mirror does not enter it)", &m->err);
         else
@@ -186,7 +215,7 @@ int tm_delete_plan(tm_migration *m, tm_delete_counts *out)
 {
     struct tm__adapter *ad[2] = { NULL, NULL };
     struct tm__mirror_counts c;
-    struct globs g = { NULL, 0, NULL, 0 };
+    struct globs g = { NULL, 0, NULL, 0, NULL, 0, NULL };
     int rc;
 
     if (out)
@@ -217,12 +246,17 @@ static int remove_one(tm_migration *m, struct tm__adapter *da,
     int rc;
     d->row = r;
     d->error = NULL;
+    if (in_backup(g, r->path.buf)) {
+        d->state = TM_MIRROR_KEPT;
+        d->error = "kept: the backup folder";
+        return 0;
+    }
     if (excluded(g, r->path.buf)) {
         d->state = TM_MIRROR_KEPT;
         d->error = "kept: excluded";
         return 0;
     }
-    rc = tm__adapter_remove(da, r->path.buf, &r->e, &ae);
+    rc = tm__adapter_remove(da, r->path.buf, &r->e, g->backup, &ae);
     if (!rc || rc == TM_ENOENT) {
         /* gone already: an earlier run removed it and was killed before
          * recording it, or someone else did */
@@ -322,7 +356,7 @@ int tm_delete(tm_migration *m, tm_delete_counts *out)
 {
     struct tm__adapter *ad[2] = { NULL, NULL };
     struct tm__mirror_counts c;
-    struct globs g = { NULL, 0, NULL, 0 };
+    struct globs g = { NULL, 0, NULL, 0, NULL, 0, NULL };
     int rc;
 
     if (out)
@@ -352,6 +386,94 @@ int tm_delete(tm_migration *m, tm_delete_counts *out)
         tm__mig_fail(m, rc, "delete interrupted; run delete again to resume");
     if (rc && !m->err.len)
         tm__mig_fail(m, rc, "delete: %s", tm_strerror(rc));
+    return rc;
+}
+
+/* dir as a root-relative path of the destination dst ("/a/b"), into out;
+ * 0, or TM_EINVAL with m's message. */
+static int backup_path(tm_migration *m, const char *dst, const char *dir,
+                       struct tm__buf *out)
+{
+    const char *p = dir;
+    size_t dl = strlen(dst);
+    if (dir[0] == '/') {
+        /* an absolute path: below the local destination's root */
+        while (dl > 1 && dst[dl - 1] == '/')
+            dl--;
+        if (dst[0] != '/' || strncmp(dir, dst, dl) != 0 || dir[dl] != '/')
+            return tm__mig_fail(m, TM_EINVAL, "--backup-dir %s is not inside the "
+                                "destination %s", dir, dst);
+        p = dir + dl;
+    }
+    while (*p) {
+        size_t n;
+        while (*p == '/')
+            p++;
+        if (!*p)
+            break;
+        n = strchrnul(p, '/') - p;
+        if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+            return tm__mig_fail(m, TM_EINVAL, "--backup-dir %s: no '.' or '..' "
+                                "(it must stay inside the destination)", dir);
+        if (tm__buf_addch(out, '/') || tm__buf_add(out, p, n))
+            return TM_ENOMEM;
+        p += n;
+    }
+    if (!out->len)
+        return tm__mig_fail(m, TM_EINVAL, "--backup-dir %s is the destination's "
+                            "root: name a folder inside it", dir);
+    return 0;
+}
+
+int tm_set_backup_dir(tm_migration *m, const char *dir)
+{
+    struct tm__buf path = TM__BUF_INIT;
+    tm_status st;
+    int rc, found = 0;
+    if (!m || !m->open || m->store.readonly)
+        return TM_EINVAL;
+    tm__buf_reset(&m->err);
+    if (!dir)
+        return tm__store_set(m->store.db, "backup_dir", "");
+    rc = tm_status_get(m, &st);
+    if (!rc)
+        rc = backup_path(m, st.dst, dir, &path);
+    if (!rc) {
+        const char *first = path.buf + 1, *end = strchrnul(first, '/');
+        rc = tm__q_mirror_src_top(m->store.db, first, (size_t)(end - first),
+                                  &found, &m->err);
+        if (!rc && found)
+            rc = tm__mig_fail(m, TM_EINVAL, "--backup-dir %s: the source has "
+                              "/%.*s, so the copy makes it on the destination: "
+                              "name another folder", dir, (int)(end - first), first);
+    }
+    if (!rc)
+        rc = tm__store_set(m->store.db, "backup_dir", path.buf);
+    if (!rc) {
+        /* the mirror keeps every backup folder ever given */
+        char *all = tm__mig_setting_dup(m->store.db, "backup_dirs");
+        struct tm__buf v = TM__BUF_INIT;
+        int have = 0;
+        if (all) {
+            size_t n, i;
+            char **lines = tm__mig_split_lines(all, &n);
+            for (i = 0; lines && i < n; i++)
+                have |= strcmp(lines[i], path.buf) == 0;
+            free(lines);
+        }
+        if (!have) {
+            if ((all && *all && (tm__buf_adds(&v, all) || tm__buf_addch(&v, '\n'))) ||
+                tm__buf_adds(&v, path.buf))
+                rc = TM_ENOMEM;
+            else
+                rc = tm__store_set(m->store.db, "backup_dirs", v.buf);
+        }
+        tm__buf_release(&v);
+        free(all);
+    }
+    tm__buf_release(&path);
+    if (rc && !m->err.len)
+        tm__mig_fail(m, rc, "--backup-dir: %s", tm_strerror(rc));
     return rc;
 }
 

@@ -295,6 +295,24 @@ int tm__q_mirror_parents(sqlite3 *db,
     return rc;
 }
 
+int tm__q_mirror_src_top(sqlite3 *db, const char *name, size_t len, int *found,
+                         struct tm__buf *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prep(db, "SELECT 1 FROM src_nodes WHERE depth = 1 AND name = ?1",
+                  &st, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, name, (int)len, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    *found = rc == SQLITE_ROW;
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0
+                                               : tm__store_error(db, rc, err, "read "
+                                                                 "the source nodes");
+    sqlite3_finalize(st);
+    return rc;
+}
+
 int tm__q_mirror_kept(sqlite3 *db,
                       int (*fn)(void *ctx, const char *path, const char *error),
                       void *ctx, struct tm__buf *err)

@@ -102,6 +102,10 @@ int tm__q_mirror_parents(sqlite3 *db,
                          int (*fn)(void *ctx, const char *path, int64_t mtime),
                          void *ctx, struct tm__buf *err);
 
+/* *found: a source node of depth 1 is named name (len bytes). */
+int tm__q_mirror_src_top(sqlite3 *db, const char *name, size_t len, int *found,
+                         struct tm__buf *err);
+
 /* Calls fn(ctx, path, error) for each row kept, in path order. */
 int tm__q_mirror_kept(sqlite3 *db,
                       int (*fn)(void *ctx, const char *path, const char *error),

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
-"""copy --update (issue 19, "Protection"), local to local: a file or
-symlink that is newer on the destination is kept, whatever its size.
+"""copy --update and --backup-dir, delete --backup-dir (issue 19,
+"Protection"), local to local.
+
+copy --update: a file or symlink that is newer on the destination is kept,
+whatever its size:
 
 - a destination file edited on the new share with another size and a
   later mtime (discovery calls it a `size` conflict) is kept with
@@ -11,11 +14,24 @@ symlink that is newer on the destination is kept, whatever its size.
   before the copy is kept: the copy looks at the destination as it is;
 - a destination symlink newer than the source's is kept;
 - verify says each kept node was not checked, with --update as the reason.
-The oracle is the files' bytes and os.lstat, not treemig's verify.
+
+--backup-dir DIR:
+- copy moves each file and symlink it replaces into DIR with its path
+  kept (the old bytes and symlink target there), nothing else; the
+  destination then equals the source but for DIR (rsync -aHAXn --delete
+  --exclude /DIR lists nothing);
+- a DIR outside the destination (an absolute path elsewhere, a '..'), or
+  inside the tree the copy makes, is refused (exit 2) and nothing is
+  written there;
+- delete --backup-dir moves the destination-only files into DIR instead of
+  removing them; a DIR that discovery recorded as destination-only is
+  never removed by the mirror, nor what it holds.
+The oracle is the files' bytes, os.lstat and rsync, not treemig's verify.
 Stdlib only; TREEMIG names the binary."""
 
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -128,14 +144,88 @@ def run_update(R, work):
     R.check('without --update the source wins (the control)', control)
 
 
+def rsync_lines(src, dst, extra=()):
+    if not shutil.which('rsync'):
+        tmtest.fail('rsync is not installed (scripts/deps.sh test installs it)')
+    cmd = ['rsync', '-aHAXn', '--itemize-changes', '--delete'] + list(extra) + [
+        os.fsencode(src) + b'/', os.fsencode(dst) + b'/']
+    cp = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        timeout=tmtest.TIMEOUT)
+    if cp.returncode != 0:
+        tmtest.fail('%s exited %d: %r' % (cmd, cp.returncode, cp.stderr[-500:]))
+    return [x for x in cp.stdout.decode('utf-8', 'replace').split('\n')
+            if x and x != '.d..t...... ./']
+
+
+def run_backup(R, work):
+    def copy_backup():
+        src, dst, db = make_pair(work, 'backup')
+        cp = run(['copy', '--db', db, '--yes', '--quiet', '--backup-dir', '.bak'])
+        expect_rc(cp, 0, 'copy --backup-dir .bak')
+        bak = os.path.join(dst, '.bak')
+        expect_eq('what went to the backup folder', sorted(
+            ['d/grown', 'd/same', 'd/stale', 'late', 'ln']), sorted(
+            os.path.relpath(os.path.join(d, f), bak)
+            for d, _, fs in os.walk(bak) for f in fs))
+        expect_eq('the old d/grown', b'edited on the new share', read(bak, 'd/grown'))
+        expect_eq('the old d/stale', b'old', read(bak, 'd/stale'))
+        expect_eq('the old symlink', 'target-two-longer',
+                  os.readlink(os.path.join(bak, 'ln')))
+        expect_eq('the old mtime kept', OLD + HOUR,
+                  os.lstat(os.path.join(bak, 'd/grown')).st_mtime_ns)
+        lines = rsync_lines(src, dst, ['--exclude', '/.bak'])
+        expect_eq('rsync --delete --exclude /.bak', [], lines)
+    R.check('copy --backup-dir moves what it replaces there, paths kept', copy_backup)
+
+    def refused():
+        src, dst, db = make_pair(work, 'refused')
+        outside = os.path.join(work, 'refused', 'outside')
+        for d in (outside, '../up', 'd/inside-the-tree', '.'):
+            cp = run(['copy', '--db', db, '--yes', '--quiet', '--backup-dir', d])
+            expect_rc(cp, 2, 'copy --backup-dir %s' % d)
+        if os.path.exists(outside) or os.path.exists(os.path.join(work, 'refused',
+                                                                  'up')):
+            tmtest.fail('a refused backup folder was made')
+        expect_eq('nothing copied', b'old', read(dst, 'd/stale'))
+    R.check('a backup folder outside the destination or inside the tree is '
+            'refused', refused)
+
+    def mirror_backup():
+        top = os.path.join(work, 'mirror')
+        src, dst = os.path.join(top, 'src'), os.path.join(top, 'dst')
+        db = os.path.join(top, 'state.db')
+        put(src, 'a/f', b'same', OLD)
+        put(dst, 'a/f', b'same', OLD)
+        put(dst, 'a/only', b'destination only', OLD)
+        put(dst, 'x/y/z', b'deep', OLD)
+        put(dst, 'old-bak/earlier/file', b'an earlier backup', OLD)
+        expect_rc(run(['discover', '--db', db, '--quiet', src, dst]), 0, 'discover')
+        expect_rc(run(['copy', '--db', db, '--yes', '--quiet']), 0, 'copy')
+        cp = run(['delete', '--db', db, '--yes', '--quiet', '--backup-dir',
+                  'old-bak'])
+        expect_rc(cp, 3, 'delete --backup-dir old-bak (the folder kept)')
+        expect_eq('an earlier backup is kept', b'an earlier backup',
+                  read(dst, 'old-bak/earlier/file'))
+        expect_eq('a/only moved', b'destination only', read(dst, 'old-bak/a/only'))
+        expect_eq('x/y/z moved', b'deep', read(dst, 'old-bak/x/y/z'))
+        for rel in ('a/only', 'x'):
+            if os.path.lexists(os.path.join(dst, rel)):
+                tmtest.fail('%s is still on the destination' % rel)
+        expect_eq('rsync --delete --exclude /old-bak', [],
+                  rsync_lines(src, dst, ['--exclude', '/old-bak']))
+    R.check('delete --backup-dir moves what it removes there and never '
+            'removes the backup folder', mirror_backup)
+
+
 def main():
     tmtest.require_binary()
-    R = tmtest.Runner('test_update')
+    R = tmtest.Runner('test_protection')
     base = '/dev/shm' if os.access('/dev/shm', os.W_OK) else None
     work = tempfile.mkdtemp(prefix='treemig-update-', dir=base)
     os.chmod(work, 0o755)
     try:
         run_update(R, work)
+        run_backup(R, work)
     finally:
         shutil.rmtree(work, True)
     R.finish()
