@@ -103,5 +103,8 @@ int cmd_ui(int argc, char **argv);
 /* delete.c: the mirror */
 int cmd_delete(int argc, char **argv);
 extern const char delete_usage[];
+/* rescan.c: a new pass */
+int cmd_rescan(int argc, char **argv);
+extern const char rescan_usage[];
 
 #endif

@@ -89,6 +89,7 @@ static const char main_usage[] =
     "  exclude    exclude paths or globs from the copy (after discovery)\n"
     "  unexclude  include them again\n"
     "  retry      list failed folders again and redo failed copies\n"
+    "  rescan     a new pass: discover both trees again (the cutover)\n"
     "  delete     remove what exists only on the destination (the mirror)\n"
     "  resume     continue a migration from its YAML file\n"
     "  status     show the phase and the counts of a migration\n"
@@ -1148,10 +1149,20 @@ static int cmd_status(int argc, char **argv)
         tm_migration_free(m);
         return code;
     }
-    if (json)
+    if (json) {
         print_json_status(&st);
-    else
+    } else {
+        tm_pass_changes pc;
         print_human_status(&st);
+        /* the passes (treemig rescan); a state file older than them has
+         * none to show */
+        if (tm_pass_changes_get(m, &pc) == 0 && pc.pass > 1)
+            printf("pass         %d, started %s%s%s; since pass %d: source %" PRId64
+                   " new, %" PRId64 " changed, %" PRId64 " deleted; destination %"
+                   PRId64 " changed since copied\n", pc.pass, pc.started,
+                   pc.ended[0] ? ", discovered " : "", pc.ended, pc.pass - 1,
+                   pc.src_new, pc.src_changed, pc.src_deleted, pc.dst_changed);
+    }
     tm_migration_free(m);
     return EXIT_OK;
 }
@@ -1244,6 +1255,8 @@ int main(int argc, char **argv)
             fputs(retry_usage, stdout);
         else if (!strcmp(what, "delete"))
             fputs(delete_usage, stdout);
+        else if (!strcmp(what, "rescan"))
+            fputs(rescan_usage, stdout);
         else if (!strcmp(what, "log-listen")) {
             char *args[] = { (char *)what, (char *)"--help", NULL };
             return cmd_log_listen(2, args);
@@ -1278,6 +1291,8 @@ int main(int argc, char **argv)
         return cmd_retry(argc - 1, argv + 1);
     if (!strcmp(cmd, "delete"))
         return cmd_delete(argc - 1, argv + 1);
+    if (!strcmp(cmd, "rescan"))
+        return cmd_rescan(argc - 1, argv + 1);
     if (!strcmp(cmd, "verify"))
         return cmd_exec(argc - 1, argv + 1, 1);
     if (!strcmp(cmd, "review"))

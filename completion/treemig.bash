@@ -7,7 +7,7 @@
 # without it (compgen). tests/install/test_install.py checks that every
 # option of `treemig COMMAND --help` is completed here.
 
-_treemig_commands="discover copy verify review exclude unexclude retry delete resume status ui sim-stats log-listen help"
+_treemig_commands="discover copy verify review exclude unexclude retry rescan delete resume status ui sim-stats log-listen help"
 
 # The options of a command, from its --help.
 _treemig_options()
@@ -21,6 +21,7 @@ _treemig_options()
         copy) echo "--db --yes --workers --retries --no-overwrite --update --backup-dir --owner --force $sto $log --quiet --help" ;;
         verify) echo "--db --checksum --workers $sto $log --quiet --help" ;;
         retry) echo "--db --workers --retries --owner $sto $log --quiet --help" ;;
+        rescan) echo "--db --workers --quiet --help" ;;
         delete) echo "--db --plan --yes --backup-dir --quiet --help" ;;
         resume) echo "--config --workers $sto $log --quiet --help" ;;
         review) echo "--db --top --list --path --json --help" ;;

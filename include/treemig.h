@@ -358,6 +358,35 @@ TM_EXTERN int tm_delete(tm_migration *m, tm_delete_counts *out);
  */
 TM_EXTERN int tm_set_backup_dir(tm_migration *m, const char *dir);
 
+/* What changed since the previous pass (tm_rescan). */
+typedef struct tm_pass_changes {
+    int pass;            /* the current pass, from 1 */
+    char started[32];    /* when it started, ISO 8601 UTC ("" unknown) */
+    char ended[32];      /* when its discovery ended ("" not yet) */
+    int64_t src_new;     /* source nodes that the previous pass did not have */
+    int64_t src_changed; /* source files or symlinks of another size or
+                            mtime, or nodes of another type */
+    int64_t src_deleted; /* source nodes of the previous pass that are gone */
+    int64_t dst_changed; /* destination files or symlinks the previous pass
+                            copied or found equal, changed since */
+} tm_pass_changes;
+
+/*
+ * A new pass on a finished migration (phase discovered, copied or
+ * verified): the previous pass's source nodes are kept for the comparison
+ * (prev_src_nodes), both trees are discovered again into the same state
+ * file with the same roots and options (discover's excludes, workers,
+ * owner, ...; o may only set workers, progress and logging), and the
+ * exclusions made by tm_exclude() are made again. Then review shows the
+ * differences as for the first pass, and tm_copy() copies what differs.
+ * An interrupted pass (kill -9, Ctrl-C) resumes with tm_rescan() or
+ * tm_discover(). Returns as tm_discover().
+ */
+TM_EXTERN int tm_rescan(tm_migration *m, const tm_discover_options *o);
+
+/* The current pass and what changed since the previous one. */
+TM_EXTERN int tm_pass_changes_get(tm_migration *m, tm_pass_changes *out);
+
 /* Prints the nodes the mirror kept, one "path<TAB>why" a line. */
 TM_EXTERN int tm_delete_print_kept(tm_migration *m, FILE *out);
 
