@@ -508,8 +508,8 @@ static int run_discovery(tm_migration *m, const char *cmd, const char *src,
     if ((code = after_run(cmd, m, rc, &st)) >= 0)
         return code;
     if (was_complete)
-        fprintf(stderr, "treemig %s: discovery is already complete (phase %s)\n",
-                cmd, st.phase);
+        fprintf(stderr, "treemig %s: discovery is already complete (phase %s); "
+                "'treemig rescan' starts a new pass\n", cmd, st.phase);
     else if (!quiet)
         fprintf(stderr, "treemig %s: discovery is complete\n", cmd);
     if (!quiet)
