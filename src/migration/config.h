@@ -39,6 +39,9 @@ struct tm__config {
     int no_specials;      /* discover --no-specials */
     int one_fs;           /* discover --one-file-system */
     int no_xattrs;        /* discover --no-xattrs */
+    int pass;             /* the pass (treemig rescan), from 1; written,
+                             not read back (the state file has it) */
+    char *pass_started;   /* when it started, ISO 8601, or NULL */
 };
 
 /* Writes c to path atomically: a temporary file beside it, fsync, rename,

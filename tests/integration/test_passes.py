@@ -10,7 +10,8 @@
   copies only that: the unchanged destination files keep their inode
   numbers; after `delete --yes` the destination equals the source (the
   oracle is `rsync -aHAXn --itemize-changes --delete`, with the excluded
-  folder excluded), and verify passes;
+  folder excluded), and verify passes; status and the YAML file give the
+  pass number and its start;
 - rescan on a migration whose discovery is not complete is refused;
 - kill -9 during the discovery of a pass (10,000 files): rescan again
   resumes it (no third pass), and the copy then makes the destination
@@ -118,6 +119,13 @@ def run_pass(R, work):
         if want not in cp.stderr:
             fail('what rescan says changed', want.decode(), cp.stderr.decode())
         expect_eq('the passes', [1, 2, 3], passes(db))
+        with open(db + '.yaml') as f:
+            yml = f.read()
+        if '\npass: 3\n' not in yml or '\npass_started: "' not in yml:
+            fail('the YAML file does not say pass 3 and when it started', None, yml)
+        cp = run(['status', '--db', db])
+        if b'pass         3, started ' not in cp.stdout:
+            fail('status does not show pass 3', None, cp.stdout.decode())
         cp = run(['review', '--db', db, '--list', 'excluded'])
         expect_rc(cp, 0, 'review --list excluded')
         exc = sorted(x.split(b'\t')[3] for x in cp.stdout.split(b'\n') if x)
