@@ -88,7 +88,7 @@ _treemig()
             _treemig_files '@(yaml|yml)'
             return ;;
         --list)
-            COMPREPLY=($(compgen -W "missing conflict attrs extra failed excluded skipped all" -- "$cur"))
+            COMPREPLY=($(compgen -W "missing conflict attrs extra failed excluded skipped new changed edited all" -- "$cur"))
             return ;;
         --log-level | --udp-level)
             COMPREPLY=($(compgen -W "trace debug info warning error critical off" -- "$cur"))

@@ -681,7 +681,7 @@ int tm_review_print(tm_migration *m, FILE *out, int top)
     if (!rc)
         rc = tm__buf_adds(&b, "\nthe items: treemig review --list "
                               "missing|conflict|attrs|extra|failed|excluded|"
-                              "skipped|all\n");
+                              "skipped|new|changed|edited|all\n");
     if (!rc)
         rc = put(m, out, &b);
     if (!rc && (fflush(out) != 0 || ferror(out)))
@@ -781,7 +781,8 @@ int tm_review_list(tm_migration *m, const char *kind, const char *prefix,
         known |= !strcmp(tm__q_kinds[i].kind, kind);
     if (!all && !known)
         return tm__rv_fail(m, TM_EINVAL, "unknown kind '%s': expected missing, conflict, "
-                           "attrs, extra, failed, excluded, skipped or all",
+                           "attrs, extra, failed, excluded, skipped, new, changed, "
+                           "edited or all",
                            kind ? kind : "");
     began = tm__q_begin_read(tm__migration_db(m));
     if (prefix && *prefix) {

@@ -6,7 +6,8 @@
   deleted, a folder renamed, a file added below the excluded folder) and a
   destination file is edited; `rescan` starts pass 2 in the same state
   file and says what changed (new, changed, deleted on the source; changed
-  on the destination since copied), the exclusion carries over, `copy`
+  on the destination since copied; review --list new, changed and edited
+  list them), the exclusion carries over, `copy`
   copies only that: the unchanged destination files keep their inode
   numbers; after `delete --yes` the destination equals the source (the
   oracle is `rsync -aHAXn --itemize-changes --delete`, with the excluded
@@ -126,6 +127,15 @@ def run_pass(R, work):
         cp = run(['status', '--db', db])
         if b'pass         3, started ' not in cp.stdout:
             fail('status does not show pass 3', None, cp.stdout.decode())
+        for kind, want in (
+                ('new', [b'/a/new', b'/new-name', b'/new-name/sub', b'/new-name/sub/y',
+                         b'/new-name/x', b'/skip/s2']),
+                ('changed', [b'/a/grows', b'/a/touched']),
+                ('edited', [b'/edited-on-dst'])):
+            cp = run(['review', '--db', db, '--list', kind])
+            expect_rc(cp, 0, 'review --list %s' % kind)
+            expect_eq('review --list %s' % kind, want,
+                      sorted(x.split(b'\t')[3] for x in cp.stdout.split(b'\n') if x))
         cp = run(['review', '--db', db, '--list', 'excluded'])
         expect_rc(cp, 0, 'review --list excluded')
         exc = sorted(x.split(b'\t')[3] for x in cp.stdout.split(b'\n') if x)
