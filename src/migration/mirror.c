@@ -433,8 +433,14 @@ int tm_set_backup_dir(tm_migration *m, const char *dir)
     if (!m || !m->open || m->store.readonly)
         return TM_EINVAL;
     tm__buf_reset(&m->err);
-    if (!dir)
-        return tm__store_set(m->store.db, "backup_dir", "");
+    if (!dir) {
+        /* nothing written when there is nothing to clear: a command that
+         * is then refused leaves the state file as it was */
+        char *cur = tm__mig_setting_dup(m->store.db, "backup_dir");
+        int set = cur && *cur;
+        free(cur);
+        return set ? tm__store_set(m->store.db, "backup_dir", "") : 0;
+    }
     rc = tm_status_get(m, &st);
     if (!rc)
         rc = backup_path(m, st.dst, dir, &path);
