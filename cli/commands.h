@@ -123,5 +123,11 @@ int cmd_review(int argc, char **argv);
 int cmd_exclude(int argc, char **argv, int unexclude);
 int cmd_log_listen(int argc, char **argv);
 int cmd_ui(int argc, char **argv);
+/* delete.c: the mirror */
+int cmd_delete(int argc, char **argv);
+extern const char delete_usage[];
+/* rescan.c: a new pass */
+int cmd_rescan(int argc, char **argv);
+extern const char rescan_usage[];
 
 #endif

@@ -89,6 +89,8 @@ static const char main_usage[] =
     "  exclude    exclude paths or globs from the copy (after discovery)\n"
     "  unexclude  include them again\n"
     "  retry      list failed folders again and redo failed copies\n"
+    "  rescan     a new pass: discover both trees again (the cutover)\n"
+    "  delete     remove what exists only on the destination (the mirror)\n"
     "  resume     continue a migration from its YAML file\n"
     "  status     show the phase and the counts of a migration\n"
     "  sim-stats  print the ground truth of a simulated storage pair\n"
@@ -204,7 +206,8 @@ static const char resume_usage[] =
 
 static const char copy_usage[] =
     "usage: treemig copy [--db FILE] [--yes] [--workers N] [--retries N]\n"
-    "                    [--no-overwrite] [--owner] [--force] [--quiet]\n"
+    "                    [--no-overwrite] [--update] [--backup-dir DIR]\n"
+    "                    [--owner] [--force] [--quiet]\n"
     "\n"
     "Creates on the destination what discovery found missing or different:\n"
     "depth by depth, folders before files. Each file is written under a\n"
@@ -229,6 +232,13 @@ static const char copy_usage[] =
     "  --retries N      retries of a failure that may pass (default 3)\n"
     "  --no-overwrite   keep every file that exists on the destination, and\n"
     "                   the attributes of what differs only in them\n"
+    "  --update         keep a file or symlink whose mtime on the destination\n"
+    "                   is later than the source's, whatever its size (as\n"
+    "                   it is at the copy: edits since discovery count)\n"
+    "  --backup-dir DIR move each file or symlink the copy replaces into\n"
+    "                   DIR, a folder inside the destination (relative to its\n"
+    "                   root, or an absolute path below it), its path kept\n"
+    "                   (DIR/a/b for /a/b); treemig delete never removes DIR\n"
     "  --owner          give each copied node its source's owner and group\n"
     "                   (root only; without it, the copy's user owns them);\n"
     "                   implied when discover was given --owner\n"
@@ -527,8 +537,8 @@ static int run_discovery(tm_migration *m, const char *cmd, const char *src,
     if ((code = after_run(cmd, m, rc, &st)) >= 0)
         return code;
     if (was_complete)
-        fprintf(stderr, "treemig %s: discovery is already complete (phase %s)\n",
-                cmd, st.phase);
+        fprintf(stderr, "treemig %s: discovery is already complete (phase %s); "
+                "'treemig rescan' starts a new pass\n", cmd, st.phase);
     else if (!quiet)
         fprintf(stderr, "treemig %s: discovery is complete\n", cmd);
     if (!quiet)
@@ -865,13 +875,15 @@ static int confirm_copy(tm_migration *m)
 
 static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
                       const char **db, tm_exec_options *o, int *quiet, int *yes,
-                      struct sopt_list *so)
+                      struct sopt_list *so, const char **backup_dir)
 {
     static const struct option opts[] = {
         { "db", required_argument, NULL, 'd' },
         { "workers", required_argument, NULL, 'w' },
         { "retries", required_argument, NULL, 'r' },
         { "no-overwrite", no_argument, NULL, 'n' },
+        { "update", no_argument, NULL, 'u' },
+        { "backup-dir", required_argument, NULL, 'B' },
         { "owner", no_argument, NULL, 'W' },
         { "force", no_argument, NULL, 'f' },
         { "checksum", no_argument, NULL, 'c' },
@@ -885,7 +897,8 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
     int c, verify = strcmp(cmd, "verify") == 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "yqho:", opts, NULL)) != -1) {
-        if ((verify && (c == 'n' || c == 'W' || c == 'f' || c == 'y' || c == 'r')) ||
+        if ((verify && (c == 'n' || c == 'u' || c == 'B' || c == 'W' || c == 'f' ||
+                        c == 'y' || c == 'r')) ||
             (!verify && c == 'c'))
             c = '?';
         switch (c) {
@@ -907,6 +920,8 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
                                    "to 100, not '%s'", optarg);
             break;
         case 'n': o->no_overwrite = 1; break;
+        case 'u': o->update = 1; break;
+        case 'B': *backup_dir = optarg; break;
         case 'W': o->owner = 1; break;
         case 'f': o->force = 1; break;
         case 'c': o->checksum = 1; break;
@@ -989,11 +1004,12 @@ static int cmd_exec(int argc, char **argv, int verify)
     tm_status st;
     int64_t mismatches = 0;
     struct sopt_list so = { NULL, 0, 0, NULL, 0 };
+    const char *backup_dir = NULL;
     int quiet = 0, yes = 0, rc, code;
 
     tm_exec_options_init(&o);
     rc = parse_exec(argc, argv, cmd, verify ? verify_usage : copy_usage, &db, &o,
-                    &quiet, &yes, &so);
+                    &quiet, &yes, &so, &backup_dir);
     if (rc) {
         sopt_release(&so);
         return rc < 0 ? EXIT_OK : rc;
@@ -1012,6 +1028,11 @@ static int cmd_exec(int argc, char **argv, int verify)
         return code;
     }
     sopt_release(&so);
+    if (!verify && (rc = tm_set_backup_dir(m, backup_dir)) != 0) {
+        code = report_error(cmd, m, rc);
+        tm_migration_free(m);
+        return code;
+    }
     if (!verify && !yes && isatty(STDIN_FILENO) && tm_status_get(m, &st) == 0 &&
         (strcmp(st.phase, "discovered") == 0) && !confirm_copy(m)) {
         fprintf(stderr, "treemig copy: nothing done\n");
@@ -1212,10 +1233,20 @@ static int cmd_status(int argc, char **argv)
         tm_migration_free(m);
         return code;
     }
-    if (json)
+    if (json) {
         print_json_status(&st);
-    else
+    } else {
+        tm_pass_changes pc;
         print_human_status(&st);
+        /* the passes (treemig rescan); a state file older than them has
+         * none to show */
+        if (tm_pass_changes_get(m, &pc) == 0 && pc.pass > 1)
+            printf("pass         %d, started %s%s%s; since pass %d: source %" PRId64
+                   " new, %" PRId64 " changed, %" PRId64 " deleted; destination %"
+                   PRId64 " changed since copied\n", pc.pass, pc.started,
+                   pc.ended[0] ? ", discovered " : "", pc.ended, pc.pass - 1,
+                   pc.src_new, pc.src_changed, pc.src_deleted, pc.dst_changed);
+    }
     tm_migration_free(m);
     return EXIT_OK;
 }
@@ -1306,6 +1337,10 @@ int main(int argc, char **argv)
             fputs(copy_usage, stdout);
         else if (!strcmp(what, "retry"))
             fputs(retry_usage, stdout);
+        else if (!strcmp(what, "delete"))
+            fputs(delete_usage, stdout);
+        else if (!strcmp(what, "rescan"))
+            fputs(rescan_usage, stdout);
         else if (!strcmp(what, "log-listen")) {
             char *args[] = { (char *)what, (char *)"--help", NULL };
             return cmd_log_listen(2, args);
@@ -1338,6 +1373,10 @@ int main(int argc, char **argv)
         return cmd_exec(argc - 1, argv + 1, 0);
     if (!strcmp(cmd, "retry"))
         return cmd_retry(argc - 1, argv + 1);
+    if (!strcmp(cmd, "delete"))
+        return cmd_delete(argc - 1, argv + 1);
+    if (!strcmp(cmd, "rescan"))
+        return cmd_rescan(argc - 1, argv + 1);
     if (!strcmp(cmd, "verify"))
         return cmd_exec(argc - 1, argv + 1, 1);
     if (!strcmp(cmd, "review"))

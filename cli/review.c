@@ -42,7 +42,12 @@ static const char review_usage[] =
     "  excluded   excluded source items (reason: discover or review)\n"
     "  skipped    source items never copied: special files (FIFOs, sockets,\n"
     "             devices), type clashes, items the copy passed by\n"
-    "  all        all of the above, each line naming its kind\n"
+    "  new        source items new since the previous pass (treemig rescan)\n"
+    "  changed    source files and symlinks changed since the previous pass\n"
+    "  edited     destination files and symlinks changed since the previous\n"
+    "             pass copied them\n"
+    "  all        all of the above but attrs, new, changed and edited,\n"
+    "             each line naming its kind\n"
     "A line is KIND, TYPE, SIZE, PATH and, when there is one, the REASON,\n"
     "and for a conflict the source's MTIME and the destination's TYPE, SIZE\n"
     "and MTIME (UTC, ISO 8601 with nanoseconds), separated by tabs; in PATH and REASON a backslash is written \\\\, a tab,\n"
@@ -124,7 +129,8 @@ static const char unexclude_usage[] =
 static int known_kind(const char *k)
 {
     static const char *const kinds[] = { "missing", "conflict", "attrs", "extra",
-                                         "failed", "excluded", "skipped", "all" };
+                                         "failed", "excluded", "skipped", "new",
+                                         "changed", "edited", "all" };
     size_t i;
     for (i = 0; i < sizeof kinds / sizeof *kinds; i++)
         if (!strcmp(k, kinds[i]))
@@ -163,8 +169,8 @@ int cmd_review(int argc, char **argv)
         case 'l':
             if (!known_kind(optarg))
                 return usage_error("review", "--list takes missing, conflict, "
-                                   "extra, failed, excluded, skipped or all, "
-                                   "not '%s'",
+                                   "attrs, extra, failed, excluded, skipped, "
+                                   "new, changed, edited or all, not '%s'",
                                    optarg);
             kind = optarg;
             break;

@@ -7,7 +7,7 @@
 # without it (compgen). tests/install/test_install.py checks that every
 # option of `treemig COMMAND --help` is completed here.
 
-_treemig_commands="discover copy verify review exclude unexclude retry resume status ui sim-stats log-listen help"
+_treemig_commands="discover copy verify review exclude unexclude retry rescan delete resume status ui sim-stats log-listen help"
 
 # The options of a command, from its --help.
 _treemig_options()
@@ -18,9 +18,11 @@ _treemig_options()
     sto="$sto --ssh-identity --ssh-known-hosts --ssh-accept-new --ssh-password-env --ssh-config" # SFTP
     case $1 in
         discover) echo "--db --workers --lead --retries --config --exclude --include --exclude-from --include-from --min-size --max-size --max-age --min-age --size-only --checksum --modify-window --allow-pseudo-fs --owner --no-specials --one-file-system --no-xattrs $sto $log --quiet --help" ;;
-        copy) echo "--db --yes --workers --retries --no-overwrite --owner --force $sto $log --quiet --help" ;;
+        copy) echo "--db --yes --workers --retries --no-overwrite --update --backup-dir --owner --force $sto $log --quiet --help" ;;
         verify) echo "--db --checksum --workers $sto $log --quiet --help" ;;
         retry) echo "--db --workers --retries --owner $sto $log --quiet --help" ;;
+        rescan) echo "--db --workers --quiet --help" ;;
+        delete) echo "--db --plan --yes --backup-dir --quiet --help" ;;
         resume) echo "--config --workers $sto $log --quiet --help" ;;
         review) echo "--db --top --list --path --reason --json --help" ;;
         exclude) echo "--db --list --from --quiet --help" ;;
@@ -87,7 +89,7 @@ _treemig()
             _treemig_files '@(yaml|yml)'
             return ;;
         --list)
-            COMPREPLY=($(compgen -W "missing conflict attrs extra failed excluded skipped all" -- "$cur"))
+            COMPREPLY=($(compgen -W "missing conflict attrs extra failed excluded skipped new changed edited all" -- "$cur"))
             return ;;
         --log-level | --udp-level)
             COMPREPLY=($(compgen -W "trace debug info warning error critical off" -- "$cur"))

@@ -293,6 +293,9 @@ typedef struct tm_exec_options {
     int log_public;          /* as in tm_discover_options */
     int owner;               /* copy: give each node its source's owner (root);
                                 implied when discovered with owner */
+    int update;              /* copy: keep a file or symlink whose
+                                destination mtime is later than the
+                                source's, whatever its size */
 } tm_exec_options;
 
 /* Fills o with the defaults. */
@@ -332,6 +335,84 @@ TM_EXTERN int tm_retry(tm_migration *m, const tm_discover_options *dopt,
 /* Prints the task errors of a phase ("discover", "copy", "verify"), one
  * "path: message" a line (bytes that are not printable escaped as \xHH). */
 TM_EXTERN int tm_problems_print(tm_migration *m, const char *phase, FILE *out);
+
+/* What the mirror (tm_delete_plan, tm_delete) has to do and has done. */
+typedef struct tm_delete_counts {
+    int64_t files;    /* destination-only files, symlinks and special files
+                         still to remove */
+    int64_t folders;  /* destination-only folders still to remove */
+    int64_t bytes;    /* the bytes of those files */
+    int64_t removed;  /* nodes removed so far */
+    int64_t kept;     /* nodes kept: changed since discovery, excluded,
+                         a folder not empty (tm_delete_print_kept says
+                         why) */
+} tm_delete_counts;
+
+/*
+ * The plan of the mirror: lists every destination-only folder that
+ * discovery recorded (discovery does not enter them) and records what it
+ * holds as destination-only nodes, so that `review --list extra` shows
+ * everything tm_delete() would remove; a folder matching an exclusion is
+ * not entered and is kept. Resumable; removes nothing. Needs discovery
+ * complete (phase discovered, copied or verified). *out (may be NULL)
+ * gets the counts.
+ */
+TM_EXTERN int tm_delete_plan(tm_migration *m, tm_delete_counts *out);
+
+/*
+ * The mirror: finishes the plan, then removes the destination-only nodes
+ * it holds, deepest first, files before their folders. Each node is
+ * checked just before its removal against what was recorded (type; a
+ * file's or symlink's size and mtime); one that changed, a folder that is
+ * not empty, or one matching an exclusion is kept. Nothing else is ever
+ * removed. Resumable after a crash; TM_ESTOPPED when interrupted.
+ */
+TM_EXTERN int tm_delete(tm_migration *m, tm_delete_counts *out);
+
+/*
+ * The backup folder of the next tm_copy() and tm_delete() runs on m: each
+ * file or symlink the copy would replace, and each one the mirror would
+ * remove, is moved into it with its path kept (DIR/a/b for /a/b). dir is
+ * a folder inside the destination: a path relative to its root, or (a
+ * local destination) an absolute path below it; a dir outside the
+ * destination, the root itself, or one inside the tree the copy makes (its
+ * first component a source node's name) is refused (TM_EINVAL, with the
+ * message). NULL: no backup. The mirror never removes a backup folder
+ * given once. Recorded in the state file (backup_dir).
+ */
+TM_EXTERN int tm_set_backup_dir(tm_migration *m, const char *dir);
+
+/* What changed since the previous pass (tm_rescan). */
+typedef struct tm_pass_changes {
+    int pass;            /* the current pass, from 1 */
+    char started[32];    /* when it started, ISO 8601 UTC ("" unknown) */
+    char ended[32];      /* when its discovery ended ("" not yet) */
+    int64_t src_new;     /* source nodes that the previous pass did not have */
+    int64_t src_changed; /* source files or symlinks of another size or
+                            mtime, or nodes of another type */
+    int64_t src_deleted; /* source nodes of the previous pass that are gone */
+    int64_t dst_changed; /* destination files or symlinks the previous pass
+                            copied or found equal, changed since */
+} tm_pass_changes;
+
+/*
+ * A new pass on a finished migration (phase discovered, copied or
+ * verified): the previous pass's source nodes are kept for the comparison
+ * (prev_src_nodes), both trees are discovered again into the same state
+ * file with the same roots and options (discover's excludes, workers,
+ * owner, ...; o may only set workers, progress and logging), and the
+ * exclusions made by tm_exclude() are made again. Then review shows the
+ * differences as for the first pass, and tm_copy() copies what differs.
+ * An interrupted pass (kill -9, Ctrl-C) resumes with tm_rescan() or
+ * tm_discover(). Returns as tm_discover().
+ */
+TM_EXTERN int tm_rescan(tm_migration *m, const tm_discover_options *o);
+
+/* The current pass and what changed since the previous one. */
+TM_EXTERN int tm_pass_changes_get(tm_migration *m, tm_pass_changes *out);
+
+/* Prints the nodes the mirror kept, one "path<TAB>why" a line. */
+TM_EXTERN int tm_delete_print_kept(tm_migration *m, FILE *out);
 
 /*
  * Review (src/migration/review.c). A summary a person reads in ten seconds

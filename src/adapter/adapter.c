@@ -472,6 +472,32 @@ int tm__adapter_remove_tmp(struct tm__adapter *a, const char *path, int type,
     return rc < 0 ? tm__aerr_finish(e, rc) : rc;
 }
 
+int tm__adapter_remove(struct tm__adapter *a, const char *path,
+                       const struct tm__entry *want, const char *backup,
+                       struct tm__aerr *e)
+{
+    int rc = begin(e, path ? path : "", a->remove != NULL);
+    if (rc)
+        return rc;
+    if (!path || strcmp(path, "/") == 0 || !want || want->type < 0 ||
+        want->type >= TM_T_COUNT ||
+        (backup && (!path_ok(backup) || strcmp(backup, "/") == 0)))
+        return tm__aerr_finish(e, TM_EINVAL); /* never the root */
+    return tm__aerr_finish(e, a->remove(a, path, want, backup, e));
+}
+
+int tm__adapter_backup(struct tm__adapter *a, const char *path, const char *dir,
+                       struct tm__aerr *e)
+{
+    int rc = begin(e, path ? path : "", a->backup != NULL);
+    if (rc)
+        return rc;
+    if (!path || strcmp(path, "/") == 0 || !dir || !path_ok(dir) ||
+        strcmp(dir, "/") == 0)
+        return tm__aerr_finish(e, TM_EINVAL);
+    return tm__aerr_finish(e, a->backup(a, path, dir, e));
+}
+
 enum tm__errclass tm__adapter_classify(struct tm__adapter *a, int err)
 {
     (void)a;

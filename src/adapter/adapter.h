@@ -264,6 +264,27 @@ struct tm__adapter {
      * nothing followed. Returns how many were removed, or an error. */
     int (*remove_tmp)(struct tm__adapter *a, const char *path, int type,
                       const unsigned char *key, struct tm__aerr *e);
+    /* The mirror (treemig delete): removes the node at path (not the
+     * root) only while it is still the one want describes, as discovery
+     * recorded it: its type; a file's or symlink's size and mtime; a
+     * special file's kind. The check is made just before the removal, on
+     * the parent folder opened without following anything; a folder is
+     * removed only when empty. TM_ENOENT: nothing is there; TM_ECHANGED:
+     * something else is there, or a folder is not empty (e->msg says
+     * which); nothing is removed then. With backup (a root-relative
+     * folder path, not NULL), a node that is not a folder is moved there
+     * (backup's method) instead of being removed. NULL: the storage
+     * cannot remove. */
+    int (*remove)(struct tm__adapter *a, const char *path,
+                  const struct tm__entry *want, const char *backup,
+                  struct tm__aerr *e);
+    /* Moves the node at path (not a folder) to dir + path (dir a
+     * root-relative folder path), making the folders on the way (mode
+     * 0700), every step without following a symlink; a node at the target
+     * is replaced. TM_ENOENT when nothing is at path. NULL: the storage
+     * cannot (then it has no remove either). */
+    int (*backup)(struct tm__adapter *a, const char *path, const char *dir,
+                  struct tm__aerr *e);
 };
 
 /* How a file will be written (open_write). */
@@ -558,6 +579,14 @@ void tm__adapter_set_tmp_key(struct tm__adapter *a, const unsigned char *key);
 /* a->remove_tmp; 0 when the adapter has none. */
 int tm__adapter_remove_tmp(struct tm__adapter *a, const char *path, int type,
                            const unsigned char *key, struct tm__aerr *e);
+/* a->remove (the mirror); TM_ENOTSUP when the storage cannot remove.
+ * The root is refused (TM_EINVAL). */
+int tm__adapter_remove(struct tm__adapter *a, const char *path,
+                       const struct tm__entry *want, const char *backup,
+                       struct tm__aerr *e);
+/* a->backup; TM_ENOTSUP when the storage cannot move nodes. */
+int tm__adapter_backup(struct tm__adapter *a, const char *path, const char *dir,
+                       struct tm__aerr *e);
 /* The default class of an error code (an adapter may say otherwise in
  * struct tm__aerr). */
 enum tm__errclass tm__adapter_classify(struct tm__adapter *a, int err);

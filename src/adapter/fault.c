@@ -519,6 +519,19 @@ static int f_remove_tmp(struct tm__adapter *a, const char *path, int type,
     return tm__adapter_remove_tmp(inner(a), path, type, key, e);
 }
 
+static int f_remove(struct tm__adapter *a, const char *path,
+                    const struct tm__entry *want, const char *backup,
+                    struct tm__aerr *e)
+{
+    return tm__adapter_remove(inner(a), path, want, backup, e);
+}
+
+static int f_backup(struct tm__adapter *a, const char *path, const char *dir,
+                    struct tm__aerr *e)
+{
+    return tm__adapter_backup(inner(a), path, dir, e);
+}
+
 int tm__fault_wrap(struct tm__adapter *in, const struct tm__fault_rule *rules,
                    int n, int report, struct tm__adapter **out)
 {
@@ -586,6 +599,8 @@ int tm__fault_wrap(struct tm__adapter *in, const struct tm__fault_rule *rules,
     f->base.forbid = in->forbid ? f_forbid : NULL;
     f->base.set_tmp_key = in->set_tmp_key ? f_set_tmp_key : NULL;
     f->base.remove_tmp = in->remove_tmp ? f_remove_tmp : NULL;
+    f->base.remove = in->remove ? f_remove : NULL;
+    f->base.backup = in->backup ? f_backup : NULL;
     *out = &f->base;
     return 0;
 }

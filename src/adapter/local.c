@@ -1620,6 +1620,160 @@ static int local_remove_tmp(struct tm__adapter *a, const char *path, int type,
     return n;
 }
 
+/* Opens (making what is missing, mode 0700) the folder dir + the folder
+ * of path, one component at a time, never following a symlink. */
+static int open_backup_dir(struct local *l, const char *dir, const char *path)
+{
+    struct tm__buf full = TM__BUF_INIT;
+    const char *slash = strrchr(path, '/'), *p;
+    char name[NAME_MAX + 1];
+    int fd, rc = 0;
+
+    if (tm__buf_adds(&full, dir) ||
+        tm__buf_add(&full, path, (size_t)(slash - path))) {
+        tm__buf_release(&full);
+        return TM_ENOMEM;
+    }
+    fd = openat(l->root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        rc = tm__from_errno(errno);
+    for (p = full.buf; !rc && *p;) {
+        size_t n;
+        int next;
+        while (*p == '/')
+            p++;
+        if (!*p)
+            break;
+        n = strchrnul(p, '/') - p;
+        if (n > NAME_MAX) {
+            rc = TM_ENAMETOOLONG;
+            break;
+        }
+        memcpy(name, p, n);
+        name[n] = '\0';
+        p += n;
+        if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
+            rc = TM_EINVAL;
+            break;
+        }
+        if (mkdirat(fd, name, 0700) != 0 && errno != EEXIST) {
+            rc = tm__from_errno(errno);
+            break;
+        }
+        next = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (next < 0) {
+            rc = tm__from_errno(errno);
+            break;
+        }
+        close(fd);
+        fd = next;
+    }
+    tm__buf_release(&full);
+    if (rc) {
+        if (fd >= 0)
+            close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+/* Moves name (in the folder dfd; path is its root-relative path) to
+ * dir + path. */
+static int move_to_backup(struct local *l, int dfd, const char *name,
+                          const char *path, const char *dir)
+{
+    int bfd = open_backup_dir(l, dir, path), rc = 0;
+    if (bfd < 0)
+        return bfd;
+    if (renameat(dfd, name, bfd, name) != 0)
+        rc = tm__from_errno(errno);
+    close(bfd);
+    return rc;
+}
+
+static int local_backup(struct tm__adapter *a, const char *path, const char *dir,
+                        struct tm__aerr *e)
+{
+    struct local *l = (struct local *)a;
+    const char *name;
+    struct stat st;
+    int dfd, rc;
+
+    dfd = open_parent(l, path, &name);
+    if (dfd < 0)
+        return dfd;
+    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        rc = tm__from_errno(errno);
+    else if (S_ISDIR(st.st_mode))
+        rc = tm__aerr_set(e, TM_EISDIR, "%s is a folder: not moved to the "
+                          "backup folder", path);
+    else
+        rc = move_to_backup(l, dfd, name, path, dir);
+    close(dfd);
+    return rc;
+}
+
+/* The mirror: lstat of the name in its parent (opened without following
+ * anything), compared with what discovery recorded, then unlinkat in that
+ * same parent (or a rename into the backup folder). */
+static int local_remove(struct tm__adapter *a, const char *path,
+                        const struct tm__entry *want, const char *backup,
+                        struct tm__aerr *e)
+{
+    struct local *l = (struct local *)a;
+    struct tm__entry now;
+    const char *name;
+    struct stat st;
+    int dfd, rc = 0;
+
+    dfd = open_parent(l, path, &name);
+    if (dfd == TM_ENOTDIR || dfd == TM_ELOOP)
+        return tm__aerr_set(e, TM_ECHANGED, "a folder on the path of %s is no "
+                            "longer a folder", path);
+    if (dfd < 0)
+        return dfd;
+    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        rc = tm__from_errno(errno);
+        goto out_close;
+    }
+    entry_from_stat(&now, &st);
+    if (now.type != want->type) {
+        rc = tm__aerr_set(e, TM_ECHANGED, "%s is now a %s, not the %s discovery "
+                          "recorded", path, tm__type_names[now.type],
+                          tm__type_names[want->type]);
+        goto out_close;
+    }
+    if ((now.type == TM_T_FILE || now.type == TM_T_SYMLINK) &&
+        (now.size != want->size || now.mtime != want->mtime)) {
+        rc = tm__aerr_set(e, TM_ECHANGED, "%s changed since discovery (size "
+                          "%lld, mtime %lld; recorded %lld, %lld)", path,
+                          (long long)now.size, (long long)now.mtime,
+                          (long long)want->size, (long long)want->mtime);
+        goto out_close;
+    }
+    if (now.type == TM_T_OTHER && (want->mode & S_IFMT) &&
+        (now.mode & S_IFMT) != (want->mode & S_IFMT)) {
+        rc = tm__aerr_set(e, TM_ECHANGED, "%s is another kind of special file "
+                          "than discovery recorded", path);
+        goto out_close;
+    }
+    if (backup && now.type != TM_T_FOLDER) {
+        rc = move_to_backup(l, dfd, name, path, backup);
+        goto out_close;
+    }
+    if (unlinkat(dfd, name, now.type == TM_T_FOLDER ? AT_REMOVEDIR : 0) != 0) {
+        int err = errno;
+        if (err == ENOTEMPTY || err == EEXIST)
+            rc = tm__aerr_set(e, TM_ECHANGED, "%s is not empty: it holds what "
+                              "the plan does not (kept)", path);
+        else
+            rc = tm__from_errno(err);
+    }
+out_close:
+    close(dfd);
+    return rc;
+}
+
 static void local_close(struct tm__adapter *a)
 {
     struct local *l = (struct local *)a;
@@ -1714,6 +1868,8 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     l->base.forbid = local_forbid;
     l->base.set_tmp_key = local_set_tmp_key;
     l->base.remove_tmp = local_remove_tmp;
+    l->base.remove = local_remove;
+    l->base.backup = local_backup;
     l->root_fd = fd;
     *out = &l->base;
     return 0;

@@ -706,6 +706,42 @@ static struct tm__result *end_writes(struct worker *wk, const struct task *t,
     return res;
 }
 
+/* floor(t / prec), also for times before the epoch. */
+static int64_t mtime_tick(int64_t t, int64_t prec)
+{
+    int64_t q = t / prec;
+    if ((t % prec != 0) && (t < 0))
+        q--;
+    return q;
+}
+
+/* copy --update: 1 when what is at t's path on the destination now is a
+ * node of t's type whose mtime is later than the source's (at the coarser
+ * precision of the two storages), whatever its size; 0 when it is not
+ * (or nothing is there); an error when it cannot be told (wk->ae). */
+static int dst_is_newer(struct worker *wk, const struct task *t)
+{
+    const struct runner *r = wk->r;
+    struct tm__adapter *da = r->cfg->ad[TM_DST];
+    int64_t prec = r->cfg->ad[TM_SRC]->mtime_precision;
+    struct tm__entry e;
+    int rc;
+    if (da->mtime_precision > prec)
+        prec = da->mtime_precision;
+    if (prec < 1)
+        prec = 1;
+    memset(&e, 0, sizeof e);
+    rc = tm__adapter_stat(da, t->path, &e, &wk->ae);
+    if (rc == TM_ENOENT)
+        return 0;
+    if (rc)
+        return rc;
+    if (e.type != t->type || tm__mtime_out_of_range(e.mtime) ||
+        tm__mtime_out_of_range(t->mtime))
+        return 0;
+    return mtime_tick(e.mtime, prec) > mtime_tick(t->mtime, prec);
+}
+
 static int copy_task(struct worker *wk, const struct task *t,
                      struct tm__result **out)
 {
@@ -757,6 +793,24 @@ static int copy_task_(struct worker *wk, const struct task *t,
                                           "(--no-overwrite)");
         return *out ? 0 : TM_ENOMEM;
     }
+    if (r->cfg->update && t->cf != CF_NONE && t->cf != CF_ATTRS &&
+        (t->type == TM_T_FILE || t->type == TM_T_SYMLINK)) {
+        /* the destination's twin as it is now, not as discovery saw it:
+         * edited since, it may have become newer (or older) */
+        rc = dst_is_newer(wk, t);
+        if (rc < 0) {
+            snprintf(why, sizeof why, "copy %s: stat on the destination "
+                     "(--update): %s", t->path, wk->ae.msg);
+            *out = copy_result(t, CS_FAILED, why);
+            return *out ? 0 : TM_ENOMEM;
+        }
+        if (rc) {
+            /* (the reason ends as verify's unchecked() looks for it) */
+            *out = copy_result(t, CS_SKIPPED, "kept the destination's newer "
+                               "version (--update)");
+            return *out ? 0 : TM_ENOMEM;
+        }
+    }
     if (t->type != TM_T_FOLDER && tm__mtime_out_of_range(t->mtime)) {
         /* the time cannot be set as it is: never another one instead */
         snprintf(why, sizeof why, "copy %s: its mtime is %s the range treemig "
@@ -767,6 +821,22 @@ static int copy_task_(struct worker *wk, const struct task *t,
     }
     if (roots_gone(r, 0))
         return TM_ENOENT;
+    if (r->cfg->backup_dir && t->type != TM_T_FOLDER && t->cf != CF_NONE &&
+        t->cf != CF_ATTRS && t->cf != CF_TYPE) {
+        /* copy --backup-dir: what the copy would replace goes there first
+         * (nothing there: a backup made before a crash) */
+        rc = tm__adapter_backup(r->cfg->ad[TM_DST], t->path, r->cfg->backup_dir,
+                                &wk->ae);
+        if (rc && rc != TM_ENOENT) {
+            if (copy_fatal(wk, rc))
+                return rc;
+            snprintf(why, sizeof why, "copy %s: not replaced: moving it to the "
+                     "backup folder %s: %s", t->path, r->cfg->backup_dir,
+                     wk->ae.msg);
+            *out = copy_result(t, CS_FAILED, why);
+            return *out ? 0 : TM_ENOMEM;
+        }
+    }
     tm__buf_reset(&wk->refused);
     rc = with_retries(wk, t, &attempts);
     if (rc == TM_ESTOPPED)
@@ -778,7 +848,12 @@ static int copy_task_(struct worker *wk, const struct task *t,
         if (t->type != TM_T_FOLDER && placed_same(wk, t))
             rc = 0; /* the node as copied: an earlier run placed it, then
                        crashed before recording it */
-        else if (r->cfg->no_overwrite && t->type != TM_T_FOLDER) {
+        else if (r->cfg->update && t->type != TM_T_FOLDER &&
+                 dst_is_newer(wk, t) == 1) {
+            *out = copy_result(t, CS_SKIPPED, "kept the destination's newer "
+                               "version, made after discovery (--update)");
+            return *out ? 0 : TM_ENOMEM;
+        } else if (r->cfg->no_overwrite && t->type != TM_T_FOLDER) {
             *out = copy_result(t, CS_SKIPPED, "kept the destination's version, "
                                "made after discovery (--no-overwrite)");
             return *out ? 0 : TM_ENOMEM;

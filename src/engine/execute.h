@@ -26,6 +26,10 @@ struct tm__exec_cfg {
     int workers;                 /* threads */
     int retries;                 /* retries of a retryable failure */
     int no_overwrite;            /* copy: keep every existing destination file */
+    int update;                  /* copy: keep what is newer on the
+                                    destination (copy --update) */
+    const char *backup_dir;      /* copy: move what it replaces there
+                                    (root-relative), or NULL */
     int owner;                   /* copy: set the source's uid and gid;
                                     verify: a copy did (set-ID bits kept) */
     int owner_discovered;        /* discovery compared owners (discover

@@ -56,6 +56,7 @@ void tm__config_release(struct tm__config *c)
     free(c->udp_level);
     free(c->udp_addr);
     free(c->compare);
+    free(c->pass_started);
     memset(c, 0, sizeof *c);
 }
 
@@ -151,6 +152,10 @@ int tm__config_render(struct tm__buf *b, const struct tm__config *c)
     if (!rc) rc = add_kv(b, "", "database", c->database);
     if (!rc) rc = add_kv(b, "", "source", c->source);
     if (!rc) rc = add_kv(b, "", "destination", c->destination);
+    if (!rc && c->pass > 0)
+        rc = tm__buf_addf(b, "pass: %d\n", c->pass);
+    if (!rc && c->pass_started)
+        rc = add_kv(b, "", "pass_started", c->pass_started);
     if (!rc)
         rc = tm__buf_addf(b, "rounds:\n  src: %d\n  dst: %d\n", c->src_round,
                           c->dst_round);

@@ -43,6 +43,9 @@ struct tm__config {
     int modify_window;    /* discover --modify-window, seconds */
     int64_t min_size, max_size; /* discover --min-size, --max-size (0: none) */
     int64_t min_age, max_age;   /* discover --min-age, --max-age, s (0: none) */
+    int pass;             /* the pass (treemig rescan), from 1; written,
+                             not read back (the state file has it) */
+    char *pass_started;   /* when it started, ISO 8601, or NULL */
 };
 
 /* Writes c to path atomically: a temporary file beside it, fsync, rename,

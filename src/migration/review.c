@@ -721,7 +721,7 @@ int tm_review_print(tm_migration *m, FILE *out, int top)
     if (!rc)
         rc = tm__buf_adds(&b, "\nthe items: treemig review --list "
                               "missing|conflict|attrs|extra|failed|excluded|"
-                              "skipped|all\n");
+                              "skipped|new|changed|edited|all\n");
     if (!rc)
         rc = put(m, out, &b);
     if (!rc && (fflush(out) != 0 || ferror(out)))
@@ -859,7 +859,8 @@ int tm_review_list_reason(tm_migration *m, const char *kind, const char *reason,
         known |= !strcmp(tm__q_kinds[i].kind, kind);
     if (!all && !known)
         return tm__rv_fail(m, TM_EINVAL, "unknown kind '%s': expected missing, conflict, "
-                           "attrs, extra, failed, excluded, skipped or all",
+                           "attrs, extra, failed, excluded, skipped, new, changed, "
+                           "edited or all",
                            kind ? kind : "");
     if (reason) {
         int ok = 0;

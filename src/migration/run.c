@@ -26,6 +26,7 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
                     int64_t *problems)
 {
     struct tm__exec_cfg cfg;
+    char bdir[4096];             /* the backup folder, for cfg */
     memset(&cfg, 0, sizeof cfg);
     cfg.mode = mode;
     cfg.ad[0] = ad[0];
@@ -41,6 +42,14 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
                                  : 2 * tm__mig_get_int(m->store.db, "workers", 4);
     cfg.retries = o->retries >= 0 ? o->retries : tm__mig_get_int(m->store.db, "retries", 3);
     cfg.no_overwrite = o->no_overwrite;
+    cfg.update = o->update;
+    {
+        /* copy --backup-dir (tm_set_backup_dir): "" or missing is none */
+        if (mode == TM_EXEC_COPY &&
+            tm__mig_copy_setting(m->store.db, "backup_dir", bdir, sizeof bdir) == 0 &&
+            bdir[0])
+            cfg.backup_dir = bdir;
+    }
     /* discover --owner: owners were compared, the copy sets them and verify
      * compares them; copy --owner alone sets them on what the copy writes */
     cfg.owner_discovered = tm__mig_get_int(m->store.db, "owner", 0);

@@ -12,6 +12,7 @@
 #include "migration/config.h"
 #include "migration/migration_int.h"
 #include "store/store.h"
+#include "store/pass_q.h"
 #include "util/buf.h"
 #include "util/util.h"
 
@@ -156,6 +157,14 @@ int tm__mig_config_prepare(tm_migration *m, const char *config_opt,
     c->database = tm__path_absolute(m->store.path);
     c->src_round = tm__mig_get_int(db, "src_round", 0);
     c->dst_round = tm__mig_get_int(db, "dst_round", 0);
+    {
+        /* the pass; a state file opened read-only before its upgrade has
+         * no table of passes: pass 1 */
+        char started[64], ended[64];
+        if (tm__q_pass_get(db, &c->pass, started, sizeof started, ended,
+                           sizeof ended, NULL) == 0 && started[0])
+            c->pass_started = strdup(started);
+    }
     c->workers = o->workers;
     c->lead = o->lead;
     c->retries = o->retries;

@@ -146,7 +146,7 @@ int tm__q_verify_clear(sqlite3 *db, struct tm__buf *err)
 
 int tm__q_verify_unchecked(sqlite3 *db, int64_t now, int64_t *n, struct tm__buf *err)
 {
-    char sql[2048];
+    char sql[4096];
     int rc;
     snprintf(sql, sizeof sql,
              "INSERT INTO task_errors(time, phase, queue, node_id, path, attempts, "
@@ -159,12 +159,15 @@ int tm__q_verify_unchecked(sqlite3 *db, int64_t now, int64_t *n, struct tm__buf 
              "coalesce(error, 'no reason recorded') || '); retry copies it again' "
              "WHEN copy_status IN ('pending', 'in_progress') THEN 'not checked: "
              "not copied yet; run copy' "
+             "WHEN error LIKE '%%(--update)' THEN 'not checked: the "
+             "destination''s newer version was kept (--update)' "
              "ELSE 'not checked: the destination''s version was kept "
              "(--no-overwrite)' END FROM src_nodes WHERE "
              "(type = 'folder' AND traversal_status = 'failed') OR (depth > 0 AND "
              "((copy_status = 'failed' AND coalesce(error, '') NOT LIKE 'verify: %%') "
              "OR copy_status IN ('pending', 'in_progress') OR "
-             "(copy_status = 'skipped' AND error LIKE '%%(--no-overwrite)')))",
+             "(copy_status = 'skipped' AND (error LIKE '%%(--no-overwrite)' OR "
+             "error LIKE '%%(--update)'))))",
              (long long)now);
     rc = tm__store_exec(db, sql, err);
     *n = rc ? 0 : sqlite3_changes(db);

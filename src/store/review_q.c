@@ -238,6 +238,16 @@ static const struct {
     { "n.copy_status = 'skipped'",
       "coalesce(n.error, n.conflict, CASE WHEN n.type = 'other' THEN "
       "'special file' END)" },
+    /* the passes (treemig rescan): against the previous pass's source */
+    { "NOT EXISTS (SELECT 1 FROM prev_src_nodes AS p WHERE p.path = n.path)",
+      "'new since the previous pass'" },
+    { "EXISTS (SELECT 1 FROM prev_src_nodes AS p WHERE p.path = n.path AND "
+      "(p.type != n.type OR (n.type IN ('file', 'symlink') AND (p.size != "
+      "n.size OR p.mtime != n.mtime))))", "'changed since the previous pass'" },
+    { "EXISTS (SELECT 1 FROM prev_src_nodes AS p WHERE p.path = n.path AND "
+      "p.copy_status IN ('successful', 'already_existed') AND (p.type != n.type "
+      "OR (n.type IN ('file', 'symlink') AND (p.size != n.size OR p.mtime != "
+      "n.mtime))))", "'changed on the destination since the previous pass'" },
 };
 
 const struct tm__q_kind tm__q_kinds[] = {
@@ -251,6 +261,10 @@ const struct tm__q_kind tm__q_kinds[] = {
     { "excluded", TM_SRC, 0 },
     /* never copied: special files, type clashes, nodes the copy passed by */
     { "skipped", TM_SRC, 0 },
+    /* what changed since the previous pass (empty in the first pass) */
+    { "new", TM_SRC, 1 },
+    { "changed", TM_SRC, 1 },
+    { "edited", TM_DST, 1 },
 };
 
 const size_t tm__q_n_kinds = sizeof tm__q_kinds / sizeof *tm__q_kinds;

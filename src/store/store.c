@@ -96,6 +96,28 @@ const char *tm__phase_name(enum tm__phase p)
  * as discovered (schema version 6). */
 #define CONTENT_HASH_SQL "ALTER TABLE src_nodes ADD COLUMN hash INTEGER;"
 
+/* The mirror (treemig delete): the outcome of each destination-only node
+ * it removed, kept or listed, and an index of the destination-only rows
+ * in the order of the removals (schema version 7, step "mirror"). */
+#define MIRROR_SQL                                                           \
+    "CREATE TABLE IF NOT EXISTS mirror(dst_id INTEGER PRIMARY KEY,"          \
+    " parent_id INTEGER, path TEXT NOT NULL, type TEXT NOT NULL,"            \
+    " state TEXT NOT NULL,"                                                  \
+    " error TEXT, time INTEGER NOT NULL);"                                   \
+    "CREATE INDEX IF NOT EXISTS dst_nodes_extra ON dst_nodes(depth, id)"     \
+    " WHERE traversal_status = 'not_on_src';"
+
+/* The passes (treemig rescan): one row per pass, and the source nodes of
+ * the previous pass that the current one is compared with (schema version
+ * 8, step "passes"). */
+#define PASSES_SQL                                                           \
+    "CREATE TABLE IF NOT EXISTS passes(n INTEGER PRIMARY KEY,"               \
+    " started TEXT NOT NULL, ended TEXT);"                                   \
+    "CREATE TABLE IF NOT EXISTS prev_src_nodes(id INTEGER PRIMARY KEY,"      \
+    " path TEXT NOT NULL, type TEXT NOT NULL, size INTEGER, mtime INTEGER,"  \
+    " mode INTEGER, copy_status TEXT, conflict TEXT);"                       \
+    "CREATE INDEX IF NOT EXISTS prev_src_nodes_path ON prev_src_nodes(path);"
+
 /* Brings a state file of version i up to version i + 1 (index i - 1). */
 static const char *const upgrade_sql[TM_SCHEMA_VERSION - 1] = {
     LISTING_POS_SQL,
@@ -103,6 +125,8 @@ static const char *const upgrade_sql[TM_SCHEMA_VERSION - 1] = {
     OWNER_COLUMNS_SQL,
     INODE_COLUMNS_SQL,
     CONTENT_HASH_SQL,
+    MIRROR_SQL,
+    PASSES_SQL,
 };
 
 static const char schema_sql[] =
@@ -148,7 +172,7 @@ static const char schema_sql[] =
     " queue TEXT NOT NULL, round INTEGER, pending INTEGER, in_flight INTEGER,"
     " done INTEGER, failed INTEGER, items_per_s REAL, bytes_per_s REAL,"
     " bytes_done INTEGER, bytes_pending INTEGER);"
-    LISTING_POS_SQL UPLOADS_SQL;
+    LISTING_POS_SQL UPLOADS_SQL MIRROR_SQL PASSES_SQL;
 
 /* Review: exclusions after discovery and the review_* views
  * (docs/state-file.md). Part of every new state file; review.c also runs

@@ -1,0 +1,145 @@
+/*
+ * pass_q.c - the SQL of the passes (treemig rescan): see pass_q.h. Runs on
+ * the thread of the handle, with its connection.
+ */
+#include "store/pass_q.h"
+
+#include "store/store.h"
+#include "treemig.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int tm__q_pass_reset(sqlite3 *db, const char *created, const char *now, int *n,
+                     struct tm__buf *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    /* the previous pass's source nodes, as the copy and verify left them */
+    rc = tm__store_exec(db,
+        "DELETE FROM prev_src_nodes;"
+        "INSERT INTO prev_src_nodes(id, path, type, size, mtime, mode,"
+        " copy_status, conflict) SELECT id, path, type, size, mtime, mode,"
+        " copy_status, conflict FROM src_nodes WHERE depth > 0;"
+        "DELETE FROM src_nodes; DELETE FROM dst_nodes;"
+        "DELETE FROM src_stats; DELETE FROM dst_stats; DELETE FROM copy_stats;"
+        "DELETE FROM listing_pos; DELETE FROM uploads; DELETE FROM mirror;"
+        "DELETE FROM task_errors; DELETE FROM excluded_prev;"
+        "DELETE FROM exclusions;", err);
+    if (rc)
+        return rc;
+    if (sqlite3_prepare_v2(db, "INSERT OR IGNORE INTO passes(n, started) VALUES "
+                           "(1, ?1)", -1, &st, NULL) != SQLITE_OK)
+        return tm__store_error(db, SQLITE_ERROR, err, "record the pass");
+    sqlite3_bind_text(st, 1, created, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return tm__store_error(db, rc, err, "record the pass");
+    if (sqlite3_prepare_v2(db, "INSERT INTO passes(n, started) SELECT max(n) + 1, "
+                           "?1 FROM passes RETURNING n", -1, &st, NULL) != SQLITE_OK)
+        return tm__store_error(db, SQLITE_ERROR, err, "record the pass");
+    sqlite3_bind_text(st, 1, now, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *n = sqlite3_column_int(st, 0);
+        rc = sqlite3_step(st);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, err, "record the pass");
+}
+
+int tm__q_pass_end(sqlite3 *db, int n, const char *now, struct tm__buf *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    if (sqlite3_prepare_v2(db, "UPDATE passes SET ended = ?2 WHERE n = ?1", -1, &st,
+                           NULL) != SQLITE_OK)
+        return tm__store_error(db, SQLITE_ERROR, err, "record the pass");
+    sqlite3_bind_int(st, 1, n);
+    sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, err, "record the pass");
+}
+
+int tm__q_pass_get(sqlite3 *db, int *n, char *started, size_t slen, char *ended,
+                   size_t elen, struct tm__buf *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    *n = 1;
+    started[0] = ended[0] = '\0';
+    if (sqlite3_prepare_v2(db, "SELECT n, started, coalesce(ended, '') FROM passes "
+                           "ORDER BY n DESC LIMIT 1", -1, &st, NULL) != SQLITE_OK)
+        return tm__store_error(db, SQLITE_ERROR, err, "read the passes");
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *n = sqlite3_column_int(st, 0);
+        snprintf(started, slen, "%s", (const char *)sqlite3_column_text(st, 1));
+        snprintf(ended, elen, "%s", (const char *)sqlite3_column_text(st, 2));
+        rc = SQLITE_DONE;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, err, "read the passes");
+}
+
+/* One count. */
+static int count(sqlite3 *db, const char *sql, int64_t *out, struct tm__buf *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return tm__store_error(db, SQLITE_ERROR, err, "read the passes");
+    rc = sqlite3_step(st);
+    *out = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : tm__store_error(db, rc, err, "read the passes");
+}
+
+int tm__q_pass_changes(sqlite3 *db, struct tm__pass_changes *c,
+                       struct tm__buf *err)
+{
+    int rc;
+    memset(c, 0, sizeof *c);
+    rc = count(db, "SELECT count(*) FROM src_nodes AS n WHERE depth > 0 AND NOT "
+               "EXISTS (SELECT 1 FROM prev_src_nodes AS p WHERE p.path = n.path)",
+               &c->src_new, err);
+    if (!rc)
+        rc = count(db, "SELECT count(*) FROM src_nodes AS n JOIN prev_src_nodes AS p "
+                   "ON p.path = n.path WHERE n.depth > 0 AND (p.type != n.type OR "
+                   "(n.type IN ('file', 'symlink') AND (p.size != n.size OR "
+                   "p.mtime != n.mtime)))", &c->src_changed, err);
+    if (!rc)
+        rc = count(db, "SELECT count(*) FROM prev_src_nodes AS p WHERE NOT EXISTS "
+                   "(SELECT 1 FROM src_nodes AS n WHERE n.path = p.path)",
+                   &c->src_deleted, err);
+    if (!rc)
+        rc = count(db, "SELECT count(*) FROM dst_nodes AS d JOIN prev_src_nodes AS p "
+                   "ON p.path = d.path WHERE d.depth > 0 AND p.copy_status IN "
+                   "('successful', 'already_existed') AND (d.type != p.type OR "
+                   "(d.type IN ('file', 'symlink') AND (d.size != p.size OR "
+                   "d.mtime != p.mtime)))", &c->dst_changed, err);
+    return rc;
+}
+
+int tm__q_pass_patterns(sqlite3 *db, struct tm__buf *out, struct tm__buf *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    if (sqlite3_prepare_v2(db, "SELECT pattern FROM exclusions GROUP BY pattern "
+                           "ORDER BY min(id)", -1, &st,
+                           NULL) != SQLITE_OK)
+        return tm__store_error(db, SQLITE_ERROR, err, "read the exclusions");
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if ((out->len && tm__buf_addch(out, '\n')) ||
+            tm__buf_adds(out, (const char *)sqlite3_column_text(st, 0))) {
+            rc = TM_ENOMEM;
+            break;
+        }
+    }
+    sqlite3_finalize(st);
+    if (rc == TM_ENOMEM)
+        return rc;
+    return rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, err, "read the exclusions");
+}
