@@ -533,7 +533,7 @@ int cmd_log_listen(int argc, char **argv)
             fputs(listen_usage, stdout);
             return EXIT_OK;
         default:
-            return usage_error("log-listen", "unknown or incomplete option");
+            return option_error("log-listen", argc, argv, opts);
         }
     }
     if (argc - optind > 1)

@@ -156,7 +156,8 @@ static const char discover_usage[] =
     "folders could not be listed, 4 interrupted, 5 state file in use.\n";
 
 static const char resume_usage[] =
-    "usage: treemig resume --config FILE.yaml [--workers N] [--quiet]\n"
+    "usage: treemig resume --config FILE.yaml [--workers N] [STORAGE OPTIONS]\n"
+    "                      [LOG OPTIONS] [--quiet]\n"
     "\n"
     "Continues a migration from its YAML file alone: the file names the state\n"
     "file, the source, the destination and the options. Whatever the phase was\n"
@@ -171,11 +172,16 @@ static const char resume_usage[] =
     STORAGE_USAGE
     LOG_USAGE
     "  -q, --quiet     no progress lines\n"
-    "  -h, --help      show this help\n";
+    "  -h, --help      show this help\n"
+    "\n"
+    "exit codes: 0 complete (or already complete), 1 fatal error, 2 usage\n"
+    "error or a YAML file that does not match its state file, 3 complete but\n"
+    "some folders could not be listed, 4 interrupted, 5 state file in use.\n";
 
 static const char copy_usage[] =
     "usage: treemig copy [--db FILE] [--yes] [--workers N] [--retries N]\n"
-    "                    [--no-overwrite] [--owner] [--force] [--quiet]\n"
+    "                    [--no-overwrite] [--owner] [--force]\n"
+    "                    [STORAGE OPTIONS] [LOG OPTIONS] [--quiet]\n"
     "\n"
     "Creates on the destination what discovery found missing or different:\n"
     "depth by depth, folders before files. Each file is written under a\n"
@@ -216,7 +222,8 @@ static const char copy_usage[] =
     "failed, 4 interrupted, 5 state file in use.\n";
 
 static const char verify_usage[] =
-    "usage: treemig verify [--db FILE] [--checksum] [--workers N] [--quiet]\n"
+    "usage: treemig verify [--db FILE] [--checksum] [--workers N] [--retries N]\n"
+    "                      [STORAGE OPTIONS] [LOG OPTIONS] [--quiet]\n"
     "\n"
     "Lists the destination again and checks every copied or already-existing\n"
     "node against the source: type, size and mtime, the mode of files and\n"
@@ -234,6 +241,7 @@ static const char verify_usage[] =
     "  --db FILE     state file (default ./" DEFAULT_DB ")\n"
     "  --checksum    compare contents too (reads both sides in full)\n"
     "  --workers N   threads (default: twice discovery's workers per side)\n"
+    "  --retries N   retries of a read that fails transiently (default 3)\n"
     STORAGE_USAGE
     LOG_USAGE
     "  -q, --quiet   no progress lines\n"
@@ -245,7 +253,7 @@ static const char verify_usage[] =
 
 static const char retry_usage[] =
     "usage: treemig retry [--db FILE] [--workers N] [--retries N] [--owner]\n"
-    "                     [--quiet]\n"
+    "                     [STORAGE OPTIONS] [LOG OPTIONS] [--quiet]\n"
     "\n"
     "The retry sweep: lists again every folder whose listing failed (on either\n"
     "side) together with its destination twin, and, when the copy has started,\n"
@@ -276,7 +284,10 @@ static const char status_usage[] =
     "options:\n"
     "  --db FILE   state file (default ./" DEFAULT_DB ")\n"
     "  --json      print one JSON object (fields in docs/state-file.md)\n"
-    "  -h, --help  show this help\n";
+    "  -h, --help  show this help\n"
+    "\n"
+    "exit codes: 0 shown, 1 fatal error (a damaged state file), 2 usage error\n"
+    "or no state file.\n";
 
 static const char sim_stats_usage[] =
     "usage: treemig sim-stats SPEC\n"
@@ -287,7 +298,9 @@ static const char sim_stats_usage[] =
     "'sim:...' spec, which names its source world too (docs/sim.md).\n"
     "\n"
     "options:\n"
-    "  -h, --help  show this help\n";
+    "  -h, --help  show this help\n"
+    "\n"
+    "exit codes: 0 printed, 1 fatal error, 2 usage error or a bad SPEC.\n";
 
 struct logopts {
     const char *level;     /* --log-level */
@@ -567,7 +580,7 @@ static int cmd_resume(int argc, char **argv)
             sopt_release(&so);
             return c > SOPT_BASE && c < SOPT_END
                        ? code
-                       : usage_error("resume", "unknown or incomplete option");
+                       : option_error("resume", argc, argv, opts);
         }
     }
     if (!config || optind != argc) {
@@ -704,7 +717,7 @@ static int cmd_discover(int argc, char **argv)
                     goto out;
                 break;
             }
-            code = usage_error("discover", "unknown or incomplete option");
+            code = option_error("discover", argc, argv, opts);
             goto out;
         }
     }
@@ -801,9 +814,9 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
     int c, verify = strcmp(cmd, "verify") == 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "yqho:", opts, NULL)) != -1) {
-        if ((verify && (c == 'n' || c == 'W' || c == 'f' || c == 'y' || c == 'r')) ||
+        if ((verify && (c == 'n' || c == 'W' || c == 'f' || c == 'y')) ||
             (!verify && c == 'c'))
-            c = '?';
+            return option_refused(cmd, opts, c);
         switch (c) {
         case 'd': *db = optarg; break;
         case 'o': {
@@ -842,7 +855,7 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
                     return code;
                 break;
             }
-            return usage_error(cmd, "unknown or incomplete option");
+            return option_error(cmd, argc, argv, opts);
         }
     }
     if (optind != argc)
@@ -1048,7 +1061,7 @@ static int cmd_retry(int argc, char **argv)
             sopt_release(&so);
             return c > SOPT_BASE && c < SOPT_END
                        ? code
-                       : usage_error("retry", "unknown or incomplete option");
+                       : option_error("retry", argc, argv, opts);
         }
     }
     if (optind != argc)
@@ -1085,6 +1098,13 @@ static int cmd_retry(int argc, char **argv)
     }
     code = (st.src_counts.failed || st.dst_counts.failed || st.copy.failed)
                ? EXIT_PARTIAL : EXIT_OK;
+    if (code == EXIT_PARTIAL) {
+        fprintf(stderr, "treemig retry: %" PRId64 " items still fail:\n",
+                st.src_counts.failed + st.dst_counts.failed + st.copy.failed);
+        print_first_failed(m, 10);
+        fprintf(stderr, "see 'treemig review --list failed', fix the cause, "
+                "then 'treemig retry'\n");
+    }
     tm_migration_free(m);
     return code;
 }
@@ -1115,7 +1135,7 @@ static int cmd_status(int argc, char **argv)
             fputs(status_usage, stdout);
             return EXIT_OK;
         default:
-            return usage_error("status", "unknown or incomplete option");
+            return option_error("status", argc, argv, opts);
         }
     }
     if (optind != argc)
@@ -1151,7 +1171,7 @@ static int cmd_sim_stats(int argc, char **argv)
             fputs(sim_stats_usage, stdout);
             return EXIT_OK;
         }
-        return usage_error("sim-stats", "unknown option");
+        return option_error("sim-stats", argc, argv, opts);
     }
     if (argc - optind != 1)
         return usage_error("sim-stats", "expected one SPEC");
@@ -1194,9 +1214,100 @@ static int print_version(void)
     return EXIT_OK;
 }
 
+static int cmd_copy(int argc, char **argv) { return cmd_exec(argc, argv, 0); }
+static int cmd_verify(int argc, char **argv) { return cmd_exec(argc, argv, 1); }
+static int cmd_exclude_(int argc, char **argv) { return cmd_exclude(argc, argv, 0); }
+static int cmd_unexclude(int argc, char **argv) { return cmd_exclude(argc, argv, 1); }
+static int cmd_help(int argc, char **argv);
+
+/* The commands, as main_usage lists them: name and function (argv[0] is
+ * the command's name). */
+static const struct command {
+    const char *name;                  /* as typed */
+    int (*fn)(int argc, char **argv);  /* runs it; returns the exit code */
+} commands[] = {
+    { "discover", cmd_discover },
+    { "copy", cmd_copy },
+    { "verify", cmd_verify },
+    { "review", cmd_review },
+    { "exclude", cmd_exclude_ },
+    { "unexclude", cmd_unexclude },
+    { "retry", cmd_retry },
+    { "resume", cmd_resume },
+    { "status", cmd_status },
+    { "sim-stats", cmd_sim_stats },
+    { "log-listen", cmd_log_listen },
+    { "ui", cmd_ui },
+    { "help", cmd_help },
+};
+#define N_COMMANDS (sizeof commands / sizeof *commands)
+
+static const char help_usage[] =
+    "usage: treemig help [COMMAND]\n"
+    "\n"
+    "Shows the help of COMMAND (the same as 'treemig COMMAND --help'), or\n"
+    "without one the list of commands.\n"
+    "\n"
+    "options:\n"
+    "  -h, --help  show this help\n"
+    "\n"
+    "exit codes: 0 success, 2 no such command.\n";
+
+/* The command named name, or NULL. */
+static const struct command *find_command(const char *name)
+{
+    size_t i;
+    for (i = 0; i < N_COMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+/* Refuses a command name that is not one, with the nearest one. */
+static int no_such_command(const char *name)
+{
+    const char *names[N_COMMANDS];
+    const char *near;
+    size_t i;
+    for (i = 0; i < N_COMMANDS; i++)
+        names[i] = commands[i].name;
+    near = suggest(name, names, N_COMMANDS);
+    if (near)
+        return usage_error(NULL, "no such command '%s'; did you mean '%s'?",
+                           name, near);
+    return usage_error(NULL, "no such command '%s'", name);
+}
+
+static int cmd_help(int argc, char **argv)
+{
+    const struct command *c;
+    char *args[3];
+    if (argc < 2) {
+        fputs(main_usage, stdout);
+        return EXIT_OK;
+    }
+    if (argc > 2)
+        return usage_error("help", "expected at most one COMMAND, got %d",
+                           argc - 1);
+    if (!strcmp(argv[1], "help") || !strcmp(argv[1], "-h") ||
+        !strcmp(argv[1], "--help")) {
+        fputs(help_usage, stdout);
+        return EXIT_OK;
+    }
+    if (!(c = find_command(argv[1])))
+        return no_such_command(argv[1]);
+    args[0] = argv[1];
+    args[1] = (char *)"--help";
+    args[2] = NULL;
+    return c->fn(2, args);
+}
+
 int main(int argc, char **argv)
 {
+    const struct command *c;
     const char *cmd;
+    /* option errors are said by option_error(), in one line */
+    opterr = 0;
     if (argc < 2) {
         fputs(main_usage, stderr);
         return EXIT_USAGE;
@@ -1208,63 +1319,10 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version"))
         return print_version();
-    if (!strcmp(cmd, "help")) {
-        const char *what = argc > 2 ? argv[2] : NULL;
-        if (!what)
-            fputs(main_usage, stdout);
-        else if (!strcmp(what, "discover"))
-            fputs(discover_usage, stdout);
-        else if (!strcmp(what, "status"))
-            fputs(status_usage, stdout);
-        else if (!strcmp(what, "resume"))
-            fputs(resume_usage, stdout);
-        else if (!strcmp(what, "copy"))
-            fputs(copy_usage, stdout);
-        else if (!strcmp(what, "retry"))
-            fputs(retry_usage, stdout);
-        else if (!strcmp(what, "log-listen")) {
-            char *args[] = { (char *)what, (char *)"--help", NULL };
-            return cmd_log_listen(2, args);
-        }
-        else if (!strcmp(what, "verify"))
-            fputs(verify_usage, stdout);
-        else if (!strcmp(what, "review") || !strcmp(what, "exclude") ||
-                 !strcmp(what, "unexclude")) {
-            char *args[] = { (char *)what, (char *)"--help", NULL };
-            return !strcmp(what, "review") ? cmd_review(2, args)
-                                           : cmd_exclude(2, args, what[0] == 'u');
-        }
-        else if (!strcmp(what, "sim-stats"))
-            fputs(sim_stats_usage, stdout);
-        else if (!strcmp(what, "ui")) {
-            char *args[] = { (char *)what, (char *)"--help", NULL };
-            return cmd_ui(2, args);
-        }
-        else
-            return usage_error(NULL, "no such command '%s'", what);
-        return EXIT_OK;
-    }
-    if (!strcmp(cmd, "discover"))
-        return cmd_discover(argc - 1, argv + 1);
-    if (!strcmp(cmd, "status"))
-        return cmd_status(argc - 1, argv + 1);
-    if (!strcmp(cmd, "resume"))
-        return cmd_resume(argc - 1, argv + 1);
-    if (!strcmp(cmd, "copy"))
-        return cmd_exec(argc - 1, argv + 1, 0);
-    if (!strcmp(cmd, "retry"))
-        return cmd_retry(argc - 1, argv + 1);
-    if (!strcmp(cmd, "verify"))
-        return cmd_exec(argc - 1, argv + 1, 1);
-    if (!strcmp(cmd, "review"))
-        return cmd_review(argc - 1, argv + 1);
-    if (!strcmp(cmd, "exclude") || !strcmp(cmd, "unexclude"))
-        return cmd_exclude(argc - 1, argv + 1, cmd[0] == 'u');
-    if (!strcmp(cmd, "sim-stats"))
-        return cmd_sim_stats(argc - 1, argv + 1);
-    if (!strcmp(cmd, "log-listen"))
-        return cmd_log_listen(argc - 1, argv + 1);
-    if (!strcmp(cmd, "ui"))
-        return cmd_ui(argc - 1, argv + 1);
-    return usage_error(NULL, "no such command '%s'", cmd);
+    if (cmd[0] == '-')
+        return usage_error(NULL, "unrecognized option '%s' (options go after "
+                           "the COMMAND)", cmd);
+    if (!(c = find_command(cmd)))
+        return no_such_command(cmd);
+    return c->fn(argc - 1, argv + 1);
 }

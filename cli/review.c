@@ -165,7 +165,7 @@ int cmd_review(int argc, char **argv)
             fputs(review_usage, stdout);
             return EXIT_OK;
         default:
-            return usage_error("review", "unknown or incomplete option");
+            return option_error("review", argc, argv, opts);
         }
     }
     if (optind != argc)
@@ -210,7 +210,7 @@ int cmd_exclude(int argc, char **argv, int unexclude)
             fputs(unexclude ? unexclude_usage : exclude_usage, stdout);
             return EXIT_OK;
         default:
-            return usage_error(cmd, "unknown or incomplete option");
+            return option_error(cmd, argc, argv, opts);
         }
     }
     if (optind == argc)
