@@ -180,7 +180,7 @@ static const char resume_usage[] =
 
 static const char copy_usage[] =
     "usage: treemig copy [--db FILE] [--yes] [--workers N] [--retries N]\n"
-    "                    [--no-overwrite] [--owner] [--force]\n"
+    "                    [--no-overwrite] [--owner] [--force] [--dry-run]\n"
     "                    [STORAGE OPTIONS] [LOG OPTIONS] [--quiet]\n"
     "\n"
     "Creates on the destination what discovery found missing or different:\n"
@@ -209,6 +209,9 @@ static const char copy_usage[] =
     "  --owner          give each copied node its source's owner and group\n"
     "                   (root only; without it, the copy's user owns them);\n"
     "                   implied when discover was given --owner\n"
+    "  --dry-run        print what the copy would do, one line per node as\n"
+    "                   review --list: create, replace (with the reason) or\n"
+    "                   set-attrs; nothing is changed, no storage is opened\n"
     "  --force          copy although some folders failed during discovery\n"
     "                   (they are left out and stay failed: exit 3)\n"
     STORAGE_USAGE
@@ -327,6 +330,22 @@ struct progress {
     int64_t last_ns;   /* when the last plain line was printed */
     size_t last_len;   /* length of the live line */
 };
+
+/* Writes n bytes for people: "1.6 GiB", "512 B". */
+static void human_size(int64_t n, char *out, size_t len)
+{
+    static const char *const unit[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
+    double v = (double)n;
+    int u = 0;
+    while (v >= 1024 && u < 5) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(out, len, "%" PRId64 " B", n);
+    else
+        snprintf(out, len, "%.1f %s", v, unit[u]);
+}
 
 static int64_t mono_ns(void)
 {
@@ -794,7 +813,7 @@ static int confirm_copy(tm_migration *m)
 
 static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
                       const char **db, tm_exec_options *o, int *quiet, int *yes,
-                      struct sopt_list *so)
+                      int *dry_run, struct sopt_list *so)
 {
     static const struct option opts[] = {
         { "db", required_argument, NULL, 'd' },
@@ -805,6 +824,7 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
         { "force", no_argument, NULL, 'f' },
         { "checksum", no_argument, NULL, 'c' },
         { "yes", no_argument, NULL, 'y' },
+        { "dry-run", no_argument, NULL, 'D' },
         STORAGE_OPTIONS,
         LOG_OPTIONS,
         { "quiet", no_argument, NULL, 'q' },
@@ -814,7 +834,7 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
     int c, verify = strcmp(cmd, "verify") == 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "yqho:", opts, NULL)) != -1) {
-        if ((verify && (c == 'n' || c == 'W' || c == 'f' || c == 'y')) ||
+        if ((verify && (c == 'n' || c == 'W' || c == 'f' || c == 'y' || c == 'D')) ||
             (!verify && c == 'c'))
             return option_refused(cmd, opts, c);
         switch (c) {
@@ -840,6 +860,7 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
         case 'f': o->force = 1; break;
         case 'c': o->checksum = 1; break;
         case 'y': *yes = 1; break;
+        case 'D': *dry_run = 1; break;
         case 'q': *quiet = 1; break;
         case 'L': o->log_level = optarg; break;
         case 'U': o->udp_level = optarg; break;
@@ -909,6 +930,46 @@ static void print_leftovers(tm_migration *m)
     free(buf);
 }
 
+/* copy --dry-run: prints the copy's plan from the state file, opened
+ * read-only (no lock, no phase change, no storage opened). */
+static int copy_dry_run(const char *db, int no_overwrite)
+{
+    tm_migration *m = NULL;
+    tm_status st;
+    int64_t counts[3], bytes = 0;
+    char human[32];
+    int rc, code;
+
+    rc = tm_migration_open(&m, db, TM_OPEN_READONLY);
+    if (!rc)
+        rc = tm_status_get(m, &st);
+    if (rc) {
+        code = report_error("copy", m, rc);
+        tm_migration_free(m);
+        return code;
+    }
+    if (!strcmp(st.phase, "roots-set") || !strcmp(st.phase, "discovering") ||
+        st.src_counts.pending || st.dst_counts.pending) {
+        fprintf(stderr, "treemig copy: the copy needs a complete discovery (phase "
+                "%s): run 'treemig discover' first\n", st.phase);
+        tm_migration_free(m);
+        return EXIT_USAGE;
+    }
+    rc = tm_copy_plan(m, no_overwrite, 0, stdout, counts, &bytes);
+    if (rc) {
+        code = report_error("copy", m, rc);
+        tm_migration_free(m);
+        return code;
+    }
+    human_size(bytes, human, sizeof human);
+    fprintf(stderr, "treemig copy: dry run: would create %" PRId64 ", replace %"
+            PRId64 " and set the attributes of %" PRId64 " nodes (%s of files to "
+            "write%s); nothing was changed\n", counts[0], counts[1], counts[2],
+            human, no_overwrite ? "; --no-overwrite keeps what differs" : "");
+    tm_migration_free(m);
+    return EXIT_OK;
+}
+
 static int cmd_exec(int argc, char **argv, int verify)
 {
     const char *cmd = verify ? "verify" : "copy", *db = DEFAULT_DB;
@@ -918,14 +979,18 @@ static int cmd_exec(int argc, char **argv, int verify)
     tm_status st;
     int64_t mismatches = 0;
     struct sopt_list so = { NULL, 0, 0, NULL, 0 };
-    int quiet = 0, yes = 0, rc, code;
+    int quiet = 0, yes = 0, dry_run = 0, rc, code;
 
     tm_exec_options_init(&o);
     rc = parse_exec(argc, argv, cmd, verify ? verify_usage : copy_usage, &db, &o,
-                    &quiet, &yes, &so);
+                    &quiet, &yes, &dry_run, &so);
     if (rc) {
         sopt_release(&so);
         return rc < 0 ? EXIT_OK : rc;
+    }
+    if (dry_run) {
+        sopt_release(&so);
+        return copy_dry_run(db, o.no_overwrite);
     }
     if (!quiet) {
         prog.tty = isatty(STDERR_FILENO);

@@ -41,6 +41,8 @@ static const char review_usage[] =
     "  excluded   excluded source items (reason: discover or review)\n"
     "  skipped    source items never copied: special files (FIFOs, sockets,\n"
     "             devices), type clashes, items the copy passed by\n"
+    "  copied     what the copy made; reason created, replaced or attrs\n"
+    "             (its attributes set); not in 'all'\n"
     "  all        all of the above, each line naming its kind\n"
     "A line is KIND, TYPE, SIZE, PATH and, when there is one, the REASON,\n"
     "separated by tabs; in PATH and REASON a backslash is written \\\\, a tab,\n"
@@ -112,7 +114,8 @@ static const char unexclude_usage[] =
 static int known_kind(const char *k)
 {
     static const char *const kinds[] = { "missing", "conflict", "attrs", "extra",
-                                         "failed", "excluded", "skipped", "all" };
+                                         "failed", "excluded", "skipped", "copied",
+                                         "all" };
     size_t i;
     for (i = 0; i < sizeof kinds / sizeof *kinds; i++)
         if (!strcmp(k, kinds[i]))
@@ -150,7 +153,8 @@ int cmd_review(int argc, char **argv)
         case 'l':
             if (!known_kind(optarg))
                 return usage_error("review", "--list takes missing, conflict, "
-                                   "extra, failed, excluded, skipped or all, "
+                                   "attrs, extra, failed, excluded, skipped, "
+                                   "copied or all, "
                                    "not '%s'",
                                    optarg);
             kind = optarg;

@@ -18,7 +18,7 @@ _treemig_options()
     sto="$sto --ssh-identity --ssh-known-hosts --ssh-accept-new --ssh-password-env --ssh-config" # SFTP
     case $1 in
         discover) echo "--db --workers --lead --retries --config --exclude --allow-pseudo-fs --owner --no-specials --one-file-system --no-xattrs $sto $log --quiet --help" ;;
-        copy) echo "--db --yes --workers --retries --no-overwrite --owner --force $sto $log --quiet --help" ;;
+        copy) echo "--db --yes --workers --retries --no-overwrite --owner --force --dry-run $sto $log --quiet --help" ;;
         verify) echo "--db --checksum --workers --retries $sto $log --quiet --help" ;;
         retry) echo "--db --workers --retries --owner $sto $log --quiet --help" ;;
         resume) echo "--config --workers $sto $log --quiet --help" ;;
@@ -86,7 +86,7 @@ _treemig()
             _treemig_files '@(yaml|yml)'
             return ;;
         --list)
-            COMPREPLY=($(compgen -W "missing conflict attrs extra failed excluded skipped all" -- "$cur"))
+            COMPREPLY=($(compgen -W "missing conflict attrs extra failed excluded skipped copied all" -- "$cur"))
             return ;;
         --log-level | --udp-level)
             COMPREPLY=($(compgen -W "trace debug info warning error critical off" -- "$cur"))

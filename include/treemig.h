@@ -323,6 +323,16 @@ TM_EXTERN int tm_review_print(tm_migration *m, FILE *out, int top);
 TM_EXTERN int tm_review_list(tm_migration *m, const char *kind, const char *prefix,
                              int json, FILE *out);
 /*
+ * What tm_copy() would do, without doing anything: one line per node in
+ * the format of tm_review_list (kind create, replace or set-attrs; the
+ * reason of a replace is its conflict), kind after kind, each in
+ * discovery order (a folder before its contents).
+ * With no_overwrite only what is missing is made. counts[0..2] get the
+ * lines of each kind, *bytes the sizes of the files to write.
+ */
+TM_EXTERN int tm_copy_plan(tm_migration *m, int no_overwrite, int json, FILE *out,
+                           int64_t counts[3], int64_t *bytes);
+/*
  * Excludes (or with unexclude, includes again) the source nodes matching
  * each pattern (a root-relative path "/a/b" or a glob as for --exclude) and
  * their whole subtrees, keeping every count exact. Refused (TM_EPHASE) for

@@ -237,6 +237,15 @@ static const struct {
     { "n.copy_status = 'skipped'",
       "coalesce(n.error, n.conflict, CASE WHEN n.type = 'other' THEN "
       "'special file' END)" },
+    /* what the copy did: created, replaced or its attributes set */
+    { "n.copy_status = 'successful'",
+      "CASE WHEN n.conflict IS NULL THEN 'created' WHEN n.conflict = 'attrs' "
+      "THEN 'attrs' ELSE 'replaced' END" },
+    /* the copy's plan (copy --dry-run) */
+    { "n.copy_status = 'pending' AND n.conflict IS NULL", "NULL" },
+    { "n.copy_status = 'pending' AND n.conflict IN ('size', 'mtime', "
+      "'dst_newer')", "n.conflict" },
+    { "n.copy_status = 'pending' AND n.conflict = 'attrs'", "n.conflict" },
 };
 
 const struct tm__q_kind tm__q_kinds[] = {
@@ -250,6 +259,12 @@ const struct tm__q_kind tm__q_kinds[] = {
     { "excluded", TM_SRC, 0 },
     /* never copied: special files, type clashes, nodes the copy passed by */
     { "skipped", TM_SRC, 0 },
+    /* what the copy did (reason created, replaced, attrs): not a finding */
+    { "copied", TM_SRC, 1 },
+    /* the copy's plan: what it would create, replace, set attributes of */
+    { "create", TM_SRC, 2 },
+    { "replace", TM_SRC, 2 },
+    { "set-attrs", TM_SRC, 2 },
 };
 
 const size_t tm__q_n_kinds = sizeof tm__q_kinds / sizeof *tm__q_kinds;
