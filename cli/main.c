@@ -148,6 +148,7 @@ static const char discover_usage[] =
     "  -q, --quiet      no progress lines\n"
     "  -h, --help       show this help\n"
     "\n"
+    "A local DST that does not exist is made when its parent folder does.\n"
     "SRC and DST must not overlap by any route (a bind mount counts), nor hold\n"
     "the state file or the YAML file; each root is recorded, and a later\n"
     "command refuses a root that is no longer that folder.\n"
@@ -758,12 +759,25 @@ static int cmd_discover(int argc, char **argv)
          * be inside a tree) */
         char err[1024];
         struct stat st;
-        rc = stat(db, &st) == 0 ? 0 : tm_discover_check(db, argv[optind],
-                                                         argv[optind + 1], &o,
-                                                         so.kv, so.n, err,
-                                                         sizeof err);
+        int made = 0;
+        rc = stat(db, &st) == 0 ? 0 : tm_dst_root_create(argv[optind],
+                                                         argv[optind + 1], &made,
+                                                         err, sizeof err);
+        if (made)
+            fprintf(stderr, "treemig discover: the destination root %s did not "
+                    "exist: created it (its parent folder exists)\n",
+                    argv[optind + 1]);
+        if (!rc)
+            rc = stat(db, &st) == 0 ? 0 : tm_discover_check(db, argv[optind],
+                                                            argv[optind + 1], &o,
+                                                            so.kv, so.n, err,
+                                                            sizeof err);
         if (rc) {
             fprintf(stderr, "treemig discover: %s\n", err);
+            /* refused: the folder made a moment ago goes again */
+            if (made && rmdir(argv[optind + 1]) == 0)
+                fprintf(stderr, "treemig discover: removed %s again\n",
+                        argv[optind + 1]);
             code = exit_code_for(rc);
             goto out;
         }

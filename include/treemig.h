@@ -179,6 +179,19 @@ TM_EXTERN int tm_discover(tm_migration *m, const char *src, const char *dst,
                           const tm_discover_options *opt);
 
 /*
+ * Makes the destination root dst of a new migration when it does not
+ * exist and its parent folder does (a local root: the parent is resolved,
+ * then walked from / through descriptors opened O_NOFOLLOW, and the root
+ * made with mkdirat, so no symlink is followed); refused (TM_EOVERLAP)
+ * when it would be inside the source root src. *created: 1 when it was
+ * made, 0 when it existed. Another storage is left as it is (0, *created
+ * 0). Returns 0, or an error with its message in err (errlen bytes): the
+ * parent does not exist or is not a folder (TM_EROOT), or mkdir failed.
+ */
+TM_EXTERN int tm_dst_root_create(const char *src, const char *dst, int *created,
+                                 char *err, size_t errlen);
+
+/*
  * Checks a new migration before anything is created: the roots exist, are
  * folders, are on no pseudo file system (unless o->allow_pseudo_fs), do
  * not overlap by any route, and neither holds the state file at db_path
