@@ -360,13 +360,15 @@ static void on_progress(void *ctx, const char *line)
     struct progress *p = ctx;
     size_t len = strlen(line);
     int final = strncmp(line, "discovered:", 11) == 0 ||
+                strncmp(line, "copied:", 7) == 0 ||
+                strncmp(line, "verified:", 9) == 0 ||
                 strncmp(line, "note:", 5) == 0;
     if (p->tty) {
         fprintf(stderr, "\r%s%*s", line,
                 p->last_len > len ? (int)(p->last_len - len) : 0, "");
         if (final)
             fputc('\n', stderr);
-        p->last_len = len;
+        p->last_len = final ? 0 : len;
     } else {
         int64_t now = mono_ns();
         if (!final && now - p->last_ns < 5000000000LL)
@@ -375,6 +377,28 @@ static void on_progress(void *ctx, const char *line)
         fprintf(stderr, "%s\n", line);
     }
     fflush(stderr);
+}
+
+/* On a terminal, clears the live line a run left (interrupted, or before
+ * a summary), so that what follows starts on a clean line. */
+static void progress_clear(struct progress *p)
+{
+    if (p->tty && p->last_len) {
+        fprintf(stderr, "\r%*s\r", (int)p->last_len, "");
+        fflush(stderr);
+        p->last_len = 0;
+    }
+}
+
+/* Writes an ETA as the live line does: "ETA 1:02:03", "ETA \u2014" when
+ * it is not known yet. */
+static void fmt_eta(int64_t s, char *out, size_t len)
+{
+    if (s < 0)
+        snprintf(out, len, "ETA \u2014");
+    else
+        snprintf(out, len, "ETA %" PRId64 ":%02" PRId64 ":%02" PRId64, s / 3600,
+                 s / 60 % 60, s % 60);
 }
 
 static void print_snapshots(const tm_status *st)
@@ -387,41 +411,51 @@ static void print_snapshots(const tm_status *st)
         char when[32];
         localtime_r(&t, &tmv);
         strftime(when, sizeof when, "%H:%M:%S", &tmv);
-        printf("queue %-6s %s: round %" PRId64 ", %" PRId64 " pending, %" PRId64
+        /* a copy goes depth by depth; discovery's lists go in rounds */
+        int by_depth = !strcmp(q->queue, "copy") || !strcmp(q->queue, "verify");
+        printf("queue %-6s %s: %s %" PRId64 ", %" PRId64 " pending, %" PRId64
                " in flight, %" PRId64 " done, %" PRId64 " failed, %.1f/s",
-               q->queue, when, q->round, q->pending, q->in_flight, q->done,
-               q->failed, q->items_per_s);
-        if (q->bytes_per_s > 0)
-            printf(", %.1f MiB/s", q->bytes_per_s / 1048576.0);
+               q->queue, when, by_depth ? "depth" : "round", q->round, q->pending,
+               q->in_flight, q->done, q->failed, q->items_per_s);
+        if (q->bytes_per_s > 0) {
+            char rate[32];
+            human_size((int64_t)q->bytes_per_s, rate, sizeof rate);
+            printf(", %s/s", rate);
+        }
         putchar('\n');
     }
-    if (st->eta_seconds >= 0)
-        printf("eta          %" PRId64 "h %02" PRId64 "m %02" PRId64 "s\n",
-               st->eta_seconds / 3600, st->eta_seconds / 60 % 60,
-               st->eta_seconds % 60);
+    if (!strcmp(st->phase, "copying")) {
+        char eta[32];
+        fmt_eta(st->eta_seconds, eta, sizeof eta);
+        printf("copy         %s\n", eta);
+    }
 }
 
 static void print_human_status(const tm_status *st)
 {
     const tm_tree_counts *s = &st->src_counts, *d = &st->dst_counts;
     const tm_copy_counts *c = &st->copy;
+    char sb[32], db[32], cb[32];
+    human_size(s->bytes, sb, sizeof sb);
+    human_size(d->bytes, db, sizeof db);
+    human_size(c->bytes_pending, cb, sizeof cb);
     printf("phase        %s\n", st->phase);
     printf("source       %s (round %d)\n", st->src, st->src_round);
     printf("destination  %s (round %d)\n", st->dst, st->dst_round);
     printf("source       %" PRId64 " folders, %" PRId64 " files, %" PRId64
-           " symlinks, %" PRId64 " other, %" PRId64 " bytes; %" PRId64
+           " symlinks, %" PRId64 " other, %s; %" PRId64
            " pending, %" PRId64 " failed, %" PRId64 " excluded\n",
-           s->folders, s->files, s->symlinks, s->other, s->bytes, s->pending,
+           s->folders, s->files, s->symlinks, s->other, sb, s->pending,
            s->failed, s->excluded);
     printf("destination  %" PRId64 " folders, %" PRId64 " files, %" PRId64
-           " symlinks, %" PRId64 " other, %" PRId64 " bytes; %" PRId64
+           " symlinks, %" PRId64 " other, %s; %" PRId64
            " pending, %" PRId64 " failed, %" PRId64 " not on source\n",
-           d->folders, d->files, d->symlinks, d->other, d->bytes, d->pending,
+           d->folders, d->files, d->symlinks, d->other, db, d->pending,
            d->failed, d->not_on_src);
-    printf("copy         %" PRId64 " to copy (%" PRId64 " bytes), %" PRId64
+    printf("copy         %" PRId64 " to copy (%s), %" PRId64
            " already there, %" PRId64 " conflicts, %" PRId64 " skipped, %" PRId64
            " excluded, %" PRId64 " copied, %" PRId64 " failed\n",
-           c->pending, c->bytes_pending, c->already_existed, c->conflicts,
+           c->pending, cb, c->already_existed, c->conflicts,
            c->skipped, c->excluded, c->successful, c->failed);
     print_snapshots(st);
 }
@@ -528,6 +562,8 @@ static int run_discovery(tm_migration *m, const char *cmd, const char *src,
     rc = src || dst || strcmp(cmd, "resume") != 0 ? tm_discover(m, src, dst, o)
                                                  : tm_resume(m, o);
     running = NULL;
+    if (o->progress_ctx)
+        progress_clear(o->progress_ctx);
     if ((code = after_run(cmd, m, rc, &st)) >= 0)
         return code;
     if (was_complete)
@@ -810,14 +846,15 @@ out:
 static int confirm_copy(tm_migration *m)
 {
     tm_status st;
-    char answer[16];
+    char answer[16], size[32];
     if (tm_status_get(m, &st) != 0)
         return 0;
-    fprintf(stderr, "About to copy %" PRId64 " nodes (%" PRId64 " bytes of files) "
+    human_size(st.copy.bytes_pending, size, sizeof size);
+    fprintf(stderr, "About to copy %" PRId64 " nodes (%s of files) "
             "from\n  %s\nto\n  %s\n(%" PRId64 " conflicts replaced by the "
             "source's version unless --no-overwrite, %" PRId64 " skipped). "
             "Continue? [y/N] ",
-            st.copy.pending, st.copy.bytes_pending, st.src, st.dst,
+            st.copy.pending, size, st.src, st.dst,
             st.copy.conflicts, st.copy.skipped);
     fflush(stderr);
     if (!fgets(answer, sizeof answer, stdin))
@@ -1034,6 +1071,7 @@ static int cmd_exec(int argc, char **argv, int verify)
     install_signals();
     rc = verify ? tm_verify(m, &o, &mismatches) : tm_copy(m, &o);
     running = NULL;
+    progress_clear(&prog);
     if ((code = after_run(cmd, m, rc, &st)) >= 0)
         return code;
     if (verify) {
@@ -1163,6 +1201,7 @@ static int cmd_retry(int argc, char **argv)
         install_signals();
         rc = tm_retry(m, &d, &e, &retried);
         running = NULL;
+        progress_clear(&prog);
     }
     if (!rc)
         rc = tm_status_get(m, &st);

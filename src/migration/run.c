@@ -13,6 +13,7 @@
 #include "log/log.h"
 #include "migration/migration_int.h"
 #include "store/copy_q.h"
+#include "store/status_q.h"
 #include "store/store.h"
 #include "util/buf.h"
 #include "util/util.h"
@@ -20,6 +21,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The nodes and file bytes verify checks (copied or already there): a
+ * tm__q_stats_sums row callback over copy_stats; ctx is int64_t[2]. */
+static void add_to_verify(void *ctx, const char *type, const char *status,
+                          int64_t count, int64_t bytes, int conflict)
+{
+    int64_t *t = ctx;
+    (void)conflict;
+    if (!status || (strcmp(status, "successful") != 0 &&
+                    strcmp(status, "already_existed") != 0))
+        return;
+    t[0] += count;
+    if (type && !strcmp(type, "file"))
+        t[1] += bytes;
+}
 
 static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
                     struct tm__adapter *ad[2], const tm_status *st,
@@ -51,6 +67,15 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
     cfg.checksum = o->checksum;
     cfg.total_files = st->copy.pending;
     cfg.total_bytes = st->copy.bytes_pending;
+    if (mode == TM_EXEC_VERIFY) {
+        /* the progress of verify: what it checks, and hashes (--checksum) */
+        int64_t t[2] = { 0, 0 };
+        if (tm__q_stats_sums(m->store.db, 2, add_to_verify, t, &m->err) == 0) {
+            cfg.total_files = t[0];
+            cfg.total_bytes = o->checksum ? t[1] : 0;
+        }
+        tm__buf_reset(&m->err);
+    }
     cfg.stop = &m->stop;
     cfg.progress = o->progress;
     cfg.progress_ctx = o->progress_ctx;
