@@ -182,6 +182,7 @@ static const char resume_usage[] =
 static const char copy_usage[] =
     "usage: treemig copy [--db FILE] [--yes] [--workers N] [--retries N]\n"
     "                    [--no-overwrite] [--owner] [--force] [--dry-run]\n"
+    "                    [--log-file FILE]\n"
     "                    [STORAGE OPTIONS] [LOG OPTIONS] [--quiet]\n"
     "\n"
     "Creates on the destination what discovery found missing or different:\n"
@@ -213,6 +214,9 @@ static const char copy_usage[] =
     "  --dry-run        print what the copy would do, one line per node as\n"
     "                   review --list: create, replace (with the reason) or\n"
     "                   set-attrs; nothing is changed, no storage is opened\n"
+    "  --log-file FILE  append one line per node the copy handled to FILE:\n"
+    "                   created, replaced, attrs, linked, skipped or failed,\n"
+    "                   type, size, path and reason (docs/logging.md)\n"
     "  --force          copy although some folders failed during discovery\n"
     "                   (they are left out and stay failed: exit 3)\n"
     STORAGE_USAGE
@@ -257,7 +261,8 @@ static const char verify_usage[] =
 
 static const char retry_usage[] =
     "usage: treemig retry [--db FILE] [--workers N] [--retries N] [--owner]\n"
-    "                     [STORAGE OPTIONS] [LOG OPTIONS] [--quiet]\n"
+    "                     [--log-file FILE] [STORAGE OPTIONS] [LOG OPTIONS]\n"
+    "                     [--quiet]\n"
     "\n"
     "The retry sweep: lists again every folder whose listing failed (on either\n"
     "side) together with its destination twin, and, when the copy has started,\n"
@@ -270,6 +275,7 @@ static const char retry_usage[] =
     "  --workers N   threads (default: as stored)\n"
     "  --retries N   retries of a failure that may pass (default 3)\n"
     "  --owner       as for copy: the source's owners (root only)\n"
+    "  --log-file FILE  as for copy: the itemized log of the copies redone\n"
     STORAGE_USAGE
     LOG_USAGE
     "  -q, --quiet   no progress lines\n"
@@ -864,7 +870,7 @@ static int confirm_copy(tm_migration *m)
 
 static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
                       const char **db, tm_exec_options *o, int *quiet, int *yes,
-                      int *dry_run, struct sopt_list *so)
+                      int *dry_run, const char **log_file, struct sopt_list *so)
 {
     static const struct option opts[] = {
         { "db", required_argument, NULL, 'd' },
@@ -876,6 +882,7 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
         { "checksum", no_argument, NULL, 'c' },
         { "yes", no_argument, NULL, 'y' },
         { "dry-run", no_argument, NULL, 'D' },
+        { "log-file", required_argument, NULL, 'F' },
         STORAGE_OPTIONS,
         LOG_OPTIONS,
         { "quiet", no_argument, NULL, 'q' },
@@ -885,7 +892,8 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
     int c, verify = strcmp(cmd, "verify") == 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "yqho:", opts, NULL)) != -1) {
-        if ((verify && (c == 'n' || c == 'W' || c == 'f' || c == 'y' || c == 'D')) ||
+        if ((verify && (c == 'n' || c == 'W' || c == 'f' || c == 'y' || c == 'D' ||
+                        c == 'F')) ||
             (!verify && c == 'c'))
             return option_refused(cmd, opts, c);
         switch (c) {
@@ -912,6 +920,11 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
         case 'c': o->checksum = 1; break;
         case 'y': *yes = 1; break;
         case 'D': *dry_run = 1; break;
+        case 'F':
+            if (!*optarg)
+                return usage_error(cmd, "--log-file takes a file name");
+            *log_file = optarg;
+            break;
         case 'q': *quiet = 1; break;
         case 'L': o->log_level = optarg; break;
         case 'U': o->udp_level = optarg; break;
@@ -1030,11 +1043,12 @@ static int cmd_exec(int argc, char **argv, int verify)
     tm_status st;
     int64_t mismatches = 0;
     struct sopt_list so = { NULL, 0, 0, NULL, 0 };
+    const char *log_file = NULL;
     int quiet = 0, yes = 0, dry_run = 0, rc, code;
 
     tm_exec_options_init(&o);
     rc = parse_exec(argc, argv, cmd, verify ? verify_usage : copy_usage, &db, &o,
-                    &quiet, &yes, &dry_run, &so);
+                    &quiet, &yes, &dry_run, &log_file, &so);
     if (rc) {
         sopt_release(&so);
         return rc < 0 ? EXIT_OK : rc;
@@ -1049,6 +1063,8 @@ static int cmd_exec(int argc, char **argv, int verify)
         o.progress_ctx = &prog;
     }
     rc = tm_migration_open(&m, db, TM_OPEN_WRITE);
+    if (!rc && log_file)
+        rc = tm_migration_set_item_log(m, log_file);
     if (rc || (code = sopt_apply(m, &so, cmd)) != 0) {
         if (rc)
             code = report_error(cmd, m, rc);
@@ -1117,13 +1133,14 @@ static int cmd_retry(int argc, char **argv)
         { "workers", required_argument, NULL, 'w' },
         { "retries", required_argument, NULL, 'r' },
         { "owner", no_argument, NULL, 'W' },
+        { "log-file", required_argument, NULL, 'F' },
         STORAGE_OPTIONS,
         LOG_OPTIONS,
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    const char *db = DEFAULT_DB;
+    const char *db = DEFAULT_DB, *log_file = NULL;
     struct progress prog = { 0, 0, 0 };
     struct logopts lo = { NULL, NULL, NULL, 0 };
     tm_discover_options d;
@@ -1163,6 +1180,13 @@ static int cmd_retry(int argc, char **argv)
             e.retries = d.retries;
             break;
         case 'W': e.owner = 1; break;
+        case 'F':
+            if (!*optarg) {
+                sopt_release(&so);
+                return usage_error("retry", "--log-file takes a file name");
+            }
+            log_file = optarg;
+            break;
         case 'q': quiet = 1; break;
         case 'L': case 'U': case 'A': case 'P':
             log_opt(c, optarg, &lo);
@@ -1193,6 +1217,8 @@ static int cmd_retry(int argc, char **argv)
     d.udp_addr = e.udp_addr = lo.udp_addr;
     d.log_public = e.log_public = lo.pub;
     rc = tm_migration_open(&m, db, TM_OPEN_WRITE);
+    if (!rc && log_file)
+        rc = tm_migration_set_item_log(m, log_file);
     if (!rc && so.n)
         rc = tm_migration_set_storage_options(m, so.kv, so.n);
     sopt_release(&so);

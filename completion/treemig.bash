@@ -18,9 +18,9 @@ _treemig_options()
     sto="$sto --ssh-identity --ssh-known-hosts --ssh-accept-new --ssh-password-env --ssh-config" # SFTP
     case $1 in
         discover) echo "--db --workers --lead --retries --config --exclude --allow-pseudo-fs --owner --no-specials --one-file-system --no-xattrs $sto $log --quiet --help" ;;
-        copy) echo "--db --yes --workers --retries --no-overwrite --owner --force --dry-run $sto $log --quiet --help" ;;
+        copy) echo "--db --yes --workers --retries --no-overwrite --owner --force --dry-run --log-file $sto $log --quiet --help" ;;
         verify) echo "--db --checksum --workers --retries $sto $log --quiet --help" ;;
-        retry) echo "--db --workers --retries --owner $sto $log --quiet --help" ;;
+        retry) echo "--db --workers --retries --owner --log-file $sto $log --quiet --help" ;;
         resume) echo "--config --workers $sto $log --quiet --help" ;;
         review) echo "--db --top --list --path --json --help" ;;
         exclude | unexclude) echo "--db --quiet --help" ;;
@@ -79,7 +79,7 @@ _treemig()
 
     # the value of an option
     case $prev in
-        --db)
+        --db | --log-file)
             _treemig_files
             return ;;
         --config)

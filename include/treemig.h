@@ -288,6 +288,15 @@ typedef struct tm_exec_options {
 TM_EXTERN void tm_exec_options_init(tm_exec_options *o);
 
 /*
+ * The itemized log of the copies run on m from now on (path NULL: none):
+ * tm_copy() appends to the file at path (made 0600 if need be, never
+ * through a symlink) one line per node it handled, as docs/logging.md
+ * says (created, replaced, attrs, linked, skipped, failed with the
+ * reason). 0, or TM_ENOMEM.
+ */
+TM_EXTERN int tm_migration_set_item_log(tm_migration *m, const char *path);
+
+/*
  * Copies what discovery found missing or different, depth by depth, folders
  * before files; each file is written under a temporary name and renamed
  * when complete; mtimes and modes are kept; destination-only nodes are never

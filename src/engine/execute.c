@@ -1507,6 +1507,28 @@ static void worker_free(struct worker *wk)
     free(wk);
 }
 
+/* Tells cfg->item what a copy task did (copy --log-file). */
+static void item_done(struct runner *r, const struct task *t,
+                      const struct tm__result *res)
+{
+    const char *what;
+    if (res->new_cs == CS_FAILED)
+        what = "failed";
+    else if (res->new_cs == CS_SKIPPED)
+        what = "skipped";
+    else if (res->new_cs != CS_SUCCESSFUL || t->stage == ST_ATTRS)
+        return; /* a folder's attributes at the end: said only when failed */
+    else if (t->stage == ST_LINKS)
+        what = "linked";
+    else if (t->cf == CF_NONE)
+        what = "created";
+    else if (t->cf == CF_ATTRS)
+        what = "attrs";
+    else
+        what = "replaced";
+    r->cfg->item(r->cfg->item_ctx, what, t->type, t->size, t->path, res->error);
+}
+
 /* Runs one task on wk: 0 (its outcome handed to the writer), TM_ESTOPPED
  * (left for the next run), or a fatal error. */
 static int run_one(struct worker *wk, struct task *t)
@@ -1528,6 +1550,9 @@ static int run_one(struct worker *wk, struct task *t)
                            ? TM_INFO : TM_ERROR,
                 t->stage == ST_VERIFY ? "verify" : "copy", t->id, t->path, "%s",
                 res->error);
+    if (!rc && res && r->cfg->item && res->kind == TM_R_COPY &&
+        t->stage != ST_VERIFY)
+        item_done(r, t, res);
     if (!rc && res) {
         int failed = res->kind == TM_R_COPY && res->new_cs == CS_FAILED;
         int ok = res->kind == TM_R_COPY && res->new_cs == CS_SUCCESSFUL;

@@ -43,6 +43,13 @@ struct tm__exec_cfg {
     struct tm__buf *err;         /* message of a fatal error */
     int64_t problems;            /* out: verify mismatches, copy failures */
     const struct tm__log_cfg *log; /* log service settings; NULL: none */
+    /* copy: told of each node the run handled, from any worker (it
+     * serializes itself): what ("created", "replaced", "attrs", "linked",
+     * "skipped", "failed"), the node and the reason (NULL: none); NULL:
+     * nobody is told (copy --log-file) */
+    void (*item)(void *ctx, const char *what, int type, int64_t size,
+                 const char *path, const char *reason);
+    void *item_ctx;              /* item's context */
 };
 
 /* Runs the pass: 0 when done (cfg->problems counts what went wrong),
