@@ -33,6 +33,13 @@ int option_error(const char *cmd, int argc, char **argv,
                  const struct option *opts);
 /* An option of opts (value c) that this command does not take. */
 int option_refused(const char *cmd, const struct option *opts, int c);
+/* Parses a transfer rate as rsync and rclone take it: a number and a unit
+ * B, K, M, G, T, P (1024-based; KB, MB...: 1000-based; KiB...: 1024),
+ * "/s" allowed; no unit: KiB. 0: no limit. Into *out (bytes per second):
+ * 0, or -1. */
+int parse_rate(const char *s, double *out);
+/* Parses operations per second (a decimal number >= 0; 0: no limit). */
+int parse_tps(const char *s, double *out);
 /* Parses a whole decimal number in [lo, hi] into *out: 0, or -1. */
 int parse_int(const char *s, long lo, long hi, int *out);
 

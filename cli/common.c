@@ -239,3 +239,59 @@ int sopt_apply(tm_migration *m, const struct sopt_list *l, const char *cmd)
     rc = tm_migration_set_storage_options(m, l->kv, l->n);
     return rc ? report_error(cmd, m, rc) : 0;
 }
+
+int parse_rate(const char *s, double *out)
+{
+    static const char units[] = "BKMGTP";
+    const char *u, *p;
+    char *end;
+    double v, mult = 1024; /* no unit: KiB/s, as rsync's --bwlimit */
+    errno = 0;
+    if (!*s || *s == '-' || *s == '+')
+        return -1;
+    v = strtod(s, &end);
+    if (errno || end == s || v < 0 || v != v)
+        return -1;
+    p = end;
+    if (*p) {
+        u = strchr(units, p[0] >= 'a' && p[0] <= 'z' ? p[0] - 32 : p[0]);
+        if (!u || !*u)
+            return -1;
+        mult = 1;
+        if (*u != 'B') {
+            int i, n = (int)(u - units);
+            int si = p[1] == 'B' || p[1] == 'b'; /* KB: 1000, K and KiB: 1024 */
+            for (i = 0; i < n; i++)
+                mult *= si ? 1000 : 1024;
+            p++;
+            if (*p == 'i' && (p[1] == 'B' || p[1] == 'b'))
+                p += 2;
+            else if (si)
+                p++;
+        } else {
+            p++;
+        }
+        if (!strcmp(p, "/s"))
+            p += 2;
+        if (*p)
+            return -1;
+    }
+    if (v * mult > 1e15)
+        return -1;
+    *out = v * mult;
+    return 0;
+}
+
+int parse_tps(const char *s, double *out)
+{
+    char *end;
+    double v;
+    errno = 0;
+    if (!*s || *s == '-' || *s == '+')
+        return -1;
+    v = strtod(s, &end);
+    if (errno || end == s || *end || v < 0 || v != v || v > 1e9)
+        return -1;
+    *out = v;
+    return 0;
+}

@@ -182,7 +182,7 @@ static const char resume_usage[] =
 static const char copy_usage[] =
     "usage: treemig copy [--db FILE] [--yes] [--workers N] [--retries N]\n"
     "                    [--no-overwrite] [--owner] [--force] [--dry-run]\n"
-    "                    [--log-file FILE]\n"
+    "                    [--log-file FILE] [--bwlimit RATE] [--tps-limit N]\n"
     "                    [STORAGE OPTIONS] [LOG OPTIONS] [--quiet]\n"
     "\n"
     "Creates on the destination what discovery found missing or different:\n"
@@ -217,6 +217,12 @@ static const char copy_usage[] =
     "  --log-file FILE  append one line per node the copy handled to FILE:\n"
     "                   created, replaced, attrs, linked, skipped or failed,\n"
     "                   type, size, path and reason (docs/logging.md)\n"
+    "  --bwlimit RATE   bytes per second on each side, read or written: a\n"
+    "                   number and a unit, 500K, 1.5M, 1G (1024-based; KB,\n"
+    "                   MB: 1000-based; no unit: KiB, as rsync); 0: none\n"
+    "  --tps-limit N    requests per second on each side (stat, a listing's\n"
+    "                   page, open, commit, mkdir, ...), for storages that\n"
+    "                   throttle; 0: none\n"
     "  --force          copy although some folders failed during discovery\n"
     "                   (they are left out and stay failed: exit 3)\n"
     STORAGE_USAGE
@@ -231,6 +237,7 @@ static const char copy_usage[] =
 
 static const char verify_usage[] =
     "usage: treemig verify [--db FILE] [--checksum] [--workers N] [--retries N]\n"
+    "                      [--bwlimit RATE] [--tps-limit N]\n"
     "                      [STORAGE OPTIONS] [LOG OPTIONS] [--quiet]\n"
     "\n"
     "Lists the destination again and checks every copied or already-existing\n"
@@ -250,6 +257,8 @@ static const char verify_usage[] =
     "  --checksum    compare contents too (reads both sides in full)\n"
     "  --workers N   threads (default: twice discovery's workers per side)\n"
     "  --retries N   retries of a read that fails transiently (default 3)\n"
+    "  --bwlimit RATE  bytes per second read on each side, as for copy\n"
+    "  --tps-limit N   requests per second on each side, as for copy\n"
     STORAGE_USAGE
     LOG_USAGE
     "  -q, --quiet   no progress lines\n"
@@ -870,7 +879,8 @@ static int confirm_copy(tm_migration *m)
 
 static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
                       const char **db, tm_exec_options *o, int *quiet, int *yes,
-                      int *dry_run, const char **log_file, struct sopt_list *so)
+                      int *dry_run, const char **log_file, double limits[2],
+                      struct sopt_list *so)
 {
     static const struct option opts[] = {
         { "db", required_argument, NULL, 'd' },
@@ -883,6 +893,8 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
         { "yes", no_argument, NULL, 'y' },
         { "dry-run", no_argument, NULL, 'D' },
         { "log-file", required_argument, NULL, 'F' },
+        { "bwlimit", required_argument, NULL, 'B' },
+        { "tps-limit", required_argument, NULL, 'T' },
         STORAGE_OPTIONS,
         LOG_OPTIONS,
         { "quiet", no_argument, NULL, 'q' },
@@ -920,6 +932,17 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
         case 'c': o->checksum = 1; break;
         case 'y': *yes = 1; break;
         case 'D': *dry_run = 1; break;
+        case 'B':
+            if (parse_rate(optarg, &limits[0]))
+                return usage_error(cmd, "--bwlimit takes a rate with a unit (B, "
+                                   "K, M, G, T; KiB without one), e.g. 500K or "
+                                   "1.5M, not '%s'", optarg);
+            break;
+        case 'T':
+            if (parse_tps(optarg, &limits[1]))
+                return usage_error(cmd, "--tps-limit takes a number of operations "
+                                   "per second >= 0, not '%s'", optarg);
+            break;
         case 'F':
             if (!*optarg)
                 return usage_error(cmd, "--log-file takes a file name");
@@ -1044,11 +1067,12 @@ static int cmd_exec(int argc, char **argv, int verify)
     int64_t mismatches = 0;
     struct sopt_list so = { NULL, 0, 0, NULL, 0 };
     const char *log_file = NULL;
+    double limits[2] = { 0, 0 };
     int quiet = 0, yes = 0, dry_run = 0, rc, code;
 
     tm_exec_options_init(&o);
     rc = parse_exec(argc, argv, cmd, verify ? verify_usage : copy_usage, &db, &o,
-                    &quiet, &yes, &dry_run, &log_file, &so);
+                    &quiet, &yes, &dry_run, &log_file, limits, &so);
     if (rc) {
         sopt_release(&so);
         return rc < 0 ? EXIT_OK : rc;
@@ -1065,6 +1089,8 @@ static int cmd_exec(int argc, char **argv, int verify)
     rc = tm_migration_open(&m, db, TM_OPEN_WRITE);
     if (!rc && log_file)
         rc = tm_migration_set_item_log(m, log_file);
+    if (!rc)
+        rc = tm_migration_set_limits(m, limits[0], limits[1]);
     if (rc || (code = sopt_apply(m, &so, cmd)) != 0) {
         if (rc)
             code = report_error(cmd, m, rc);

@@ -18,8 +18,8 @@ _treemig_options()
     sto="$sto --ssh-identity --ssh-known-hosts --ssh-accept-new --ssh-password-env --ssh-config" # SFTP
     case $1 in
         discover) echo "--db --workers --lead --retries --config --exclude --allow-pseudo-fs --owner --no-specials --one-file-system --no-xattrs $sto $log --quiet --help" ;;
-        copy) echo "--db --yes --workers --retries --no-overwrite --owner --force --dry-run --log-file $sto $log --quiet --help" ;;
-        verify) echo "--db --checksum --workers --retries $sto $log --quiet --help" ;;
+        copy) echo "--db --yes --workers --retries --no-overwrite --owner --force --dry-run --log-file --bwlimit --tps-limit $sto $log --quiet --help" ;;
+        verify) echo "--db --checksum --workers --retries --bwlimit --tps-limit $sto $log --quiet --help" ;;
         retry) echo "--db --workers --retries --owner --log-file $sto $log --quiet --help" ;;
         resume) echo "--config --workers $sto $log --quiet --help" ;;
         review) echo "--db --top --list --path --json --help" ;;
@@ -27,7 +27,7 @@ _treemig_options()
         status) echo "--db --json --help" ;;
         ui) echo "--db --listen --read-only --no-open --help" ;;
         sim-stats) echo "--help" ;;
-        log-listen) echo "--public --json --count --help" ;;
+        log-listen) echo "--public --json --count --migration --help" ;;
     esac
 }
 
@@ -103,7 +103,7 @@ _treemig()
         --ssh-password-env)
             COMPREPLY=($(compgen -e -- "$cur"))
             return ;;
-        --workers | --lead | --retries | --top | --count | --exclude | --path | --option)
+        --workers | --lead | --retries | --top | --count | --exclude | --path | --option | --bwlimit | --tps-limit | --migration)
             return ;;
         --s3-endpoint | --s3-region)
             return ;;

@@ -297,6 +297,16 @@ TM_EXTERN void tm_exec_options_init(tm_exec_options *o);
 TM_EXTERN int tm_migration_set_item_log(tm_migration *m, const char *path);
 
 /*
+ * Limits the copies and verifies run on m from now on, on each side
+ * separately: bytes_per_s bytes read or written per second, ops_per_s
+ * requests per second (a stat, a listing's page, an open, a commit, a
+ * mkdir, ...); 0: no limit. The workers wait for their turn; an interrupt
+ * ends the waits. 0, or TM_EINVAL for a negative rate.
+ */
+TM_EXTERN int tm_migration_set_limits(tm_migration *m, double bytes_per_s,
+                                      double ops_per_s);
+
+/*
  * Copies what discovery found missing or different, depth by depth, folders
  * before files; each file is written under a temporary name and renamed
  * when complete; mtimes and modes are kept; destination-only nodes are never

@@ -150,6 +150,8 @@ struct runner {
     struct tm__pool *pool;     /* the jobs */
     struct worker *free_wk;    /* workers not in use */
     struct tm__logger *lg;     /* the log service, or NULL */
+    struct tm__limit lim[2];   /* each side's limits (--bwlimit, --tps-limit) */
+    int limited;               /* lim is set on the adapters */
 };
 
 static int stopping(struct runner *r)
@@ -2082,6 +2084,15 @@ int tm__exec_run(struct tm__exec_cfg *cfg)
         if (cfg->progress)
             cfg->progress(cfg->progress_ctx, note);
     }
+    if (cfg->bwlimit > 0 || cfg->tpslimit > 0) {
+        /* each side its own: the tm__adapter_* wrappers make the workers
+         * wait; a stop ends the waits */
+        for (i = 0; i < 2; i++) {
+            tm__limit_init(&r.lim[i], cfg->bwlimit, cfg->tpslimit, cfg->stop);
+            cfg->ad[i]->limit = &r.lim[i];
+        }
+        r.limited = 1;
+    }
     rc = tm__pool_start(&r.pool, n, 1024);
     if (!rc)
         rc = run_stages(&r, buf);
@@ -2091,6 +2102,17 @@ out:
     atomic_store(&r.quitting, 1);
     pthread_mutex_unlock(&r.mu);
     tm__pool_stop(r.pool); /* the running tasks end; queued ones give up */
+    if (r.limited) {
+        for (i = 0; i < 2; i++) {
+            cfg->ad[i]->limit = NULL;
+            cfg->limit_waited_ns += r.lim[i].waited_ns;
+            tm__log(r.lg, TM_INFO, "engine", 0, NULL, "%s limits: %lld bytes, "
+                    "%lld operations; workers waited %.3f s for them",
+                    side_names[i], (long long)r.lim[i].bytes,
+                    (long long)r.lim[i].ops, (double)r.lim[i].waited_ns / 1e9);
+            tm__limit_release(&r.lim[i]);
+        }
+    }
     /* everything copied is on the destination's disk before the state
      * file says so for the last time */
     if (cfg->mode == TM_EXEC_COPY && r.w && cfg->ad[TM_DST]->sync)

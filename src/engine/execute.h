@@ -50,6 +50,9 @@ struct tm__exec_cfg {
     void (*item)(void *ctx, const char *what, int type, int64_t size,
                  const char *path, const char *reason);
     void *item_ctx;              /* item's context */
+    double bwlimit;              /* bytes per second per side; 0: none */
+    double tpslimit;             /* operations per second per side; 0: none */
+    int64_t limit_waited_ns;     /* out: time the limits held workers back */
 };
 
 /* Runs the pass: 0 when done (cfg->problems counts what went wrong),

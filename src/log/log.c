@@ -89,6 +89,8 @@ struct tm__logger {
     struct sockaddr_storage addr; /* the listener */
     socklen_t addr_len;        /* its length */
     char *migration;           /* migration id for the datagrams, or NULL */
+    char host[256];            /* this machine's name, for the datagrams */
+    long pid;                  /* this process, for the datagrams */
     /* logger thread only */
     struct tm__buf json;       /* the datagram being built */
     int64_t last_report;       /* monotonic ns of the last drop report */
@@ -384,7 +386,7 @@ static int add_json_or_null(struct tm__buf *b, const char *s)
 
 /* One datagram: a JSON object on one line, without a newline. */
 static int record_json(struct tm__buf *b, const struct tm__log_record *r,
-                       const char *migration)
+                       const char *migration, const char *host, long pid)
 {
     int rc = tm__buf_addf(b, "{\"time\":%" PRId64 ",\"level\":\"%s\",\"queue\":",
                           r->time, tm__level_names[r->level]);
@@ -404,8 +406,14 @@ static int record_json(struct tm__buf *b, const struct tm__log_record *r,
         rc = tm__buf_adds(b, ",\"migration\":");
     if (!rc)
         rc = add_json_or_null(b, migration);
+    /* who sent it: two migrations on one machine, or one machine's from
+     * another's, are told apart by the listener */
     if (!rc)
-        rc = tm__buf_addch(b, '}');
+        rc = tm__buf_adds(b, ",\"host\":");
+    if (!rc)
+        rc = add_json_or_null(b, host && *host ? host : NULL);
+    if (!rc)
+        rc = tm__buf_addf(b, ",\"pid\":%ld}", pid);
     return rc;
 }
 
@@ -413,7 +421,7 @@ static void send_record(struct tm__logger *lg, const struct tm__log_record *r)
 {
     ssize_t n;
     tm__buf_reset(&lg->json);
-    if (record_json(&lg->json, r, lg->migration)) {
+    if (record_json(&lg->json, r, lg->migration, lg->host, lg->pid)) {
         atomic_fetch_add(&lg->send_errors, 1);
         return;
     }
@@ -605,6 +613,10 @@ int tm__logger_start(struct tm__logger **out, const struct tm__log_cfg *cfg,
         return fail(err, TM_ENOMEM, "out of memory starting the logger");
     lg->sock = -1;
     tm__buf_init(&lg->json);
+    if (gethostname(lg->host, sizeof lg->host) != 0)
+        lg->host[0] = '\0';
+    lg->host[sizeof lg->host - 1] = '\0';
+    lg->pid = (long)getpid();
     lg->capacity = cap;
     lg->db_level = cfg->sink ? cfg->db_level : TM_LEVEL_COUNT;
     lg->udp_level = cfg->udp_level;

@@ -213,3 +213,12 @@ int tm_migration_set_item_log(tm_migration *m, const char *path)
     m->item_log = p;
     return 0;
 }
+
+int tm_migration_set_limits(tm_migration *m, double bytes_per_s, double ops_per_s)
+{
+    if (!m || bytes_per_s < 0 || ops_per_s < 0)
+        return TM_EINVAL;
+    m->bwlimit = bytes_per_s;
+    m->tpslimit = ops_per_s;
+    return 0;
+}

@@ -139,6 +139,8 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
                 (mode == TM_EXEC_COPY ? o->owner
                                       : tm__mig_get_int(m->store.db, "copy_owner", 0));
     cfg.checksum = o->checksum;
+    cfg.bwlimit = m->bwlimit;
+    cfg.tpslimit = m->tpslimit;
     cfg.total_files = st->copy.pending;
     cfg.total_bytes = st->copy.bytes_pending;
     if (mode == TM_EXEC_VERIFY) {

@@ -35,7 +35,8 @@ from tmtest import Skip, expect_eq, expect_rc, fail, run, show  # noqa: E402
 
 WAIT = 15  # seconds to wait for a line that must come
 LEVELS = ('trace', 'debug', 'info', 'warning', 'error', 'critical')
-KEYS = {'time', 'level', 'queue', 'node_id', 'path', 'message', 'migration'}
+KEYS = {'time', 'level', 'queue', 'node_id', 'path', 'message', 'migration',
+        'host', 'pid'}
 SHAPE = 'seed=5,depth=5,folders=4,files=3,permanent=0.08,transient=0.2'
 SRC = 'sim:' + SHAPE
 DST = 'sim:' + SHAPE + ',world=dst'
