@@ -2071,7 +2071,8 @@ int tm__exec_run(struct tm__exec_cfg *cfg)
     rc = tm__observe_start(&r.lg, cfg->log, r.w, cfg->err);
     if (rc)
         goto out;
-    tm__log(r.lg, TM_INFO, "engine", 0, NULL, "%s started: %d workers",
+    tm__log(r.lg, TM_INFO | TM__LOG_MILESTONE, "engine", 0, NULL,
+            "%s started: %d workers",
             cfg->mode == TM_EXEC_VERIFY ? "verify" : "copy", n);
     if (cfg->mode == TM_EXEC_COPY && cfg->owner && !cfg->owner_discovered) {
         static const char note[] =
@@ -2120,7 +2121,8 @@ out:
     if (r.lg) {
         const char *what = cfg->mode == TM_EXEC_VERIFY ? "verify" : "copy";
         if (rc == 0)
-            tm__log(r.lg, TM_INFO, "engine", 0, NULL, "%s complete: %lld nodes, "
+            tm__log(r.lg, TM_INFO | TM__LOG_MILESTONE, "engine", 0, NULL,
+                    "%s complete: %lld nodes, "
                     "%lld bytes, %lld problems", what, (long long)r.done_nodes,
                     (long long)r.done_bytes, (long long)r.problems);
         else if (rc == TM_ESTOPPED)

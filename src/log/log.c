@@ -61,7 +61,8 @@ struct rec {
     uint32_t qlen;    /* queue name length, or NO_STR */
     uint32_t plen;    /* path length, or NO_STR */
     uint32_t mlen;    /* message length */
-    uint32_t unused;  /* keeps the size a multiple of 8 */
+    uint32_t flags;   /* 1: a milestone (TM__LOG_MILESTONE); keeps the size
+                         a multiple of 8 */
 };
 
 struct tm__logger {
@@ -280,15 +281,21 @@ void tm__log(struct tm__logger *lg, int level, const char *queue, int64_t node_i
     va_list ap;
     int n;
 
+    int milestone;
+
     if (!lg)
         return;
+    milestone = level >= 0 && (level & TM__LOG_MILESTONE) && lg->sock >= 0;
+    if (level >= 0)
+        level &= ~TM__LOG_MILESTONE;
     if (level < 0)
         level = TM_TRACE;
     if (level >= TM_LEVEL_COUNT)
         level = TM_CRITICAL;
-    if (level < lg->min_level)
+    if (level < lg->min_level && !milestone)
         return;
     memset(&h, 0, sizeof h);
+    h.flags = milestone ? 1 : 0;
     h.time = tm__wall_ns();
     h.level = level;
     h.node_id = node_id;
@@ -432,11 +439,12 @@ static void send_record(struct tm__logger *lg, const struct tm__log_record *r)
         atomic_fetch_add(&lg->send_errors, 1);
 }
 
-static void deliver(struct tm__logger *lg, const struct tm__log_record *r)
+static void deliver(struct tm__logger *lg, const struct tm__log_record *r,
+                    int milestone)
 {
     if (lg->sink && r->level >= lg->db_level)
         lg->sink(lg->sink_ctx, r);
-    if (lg->sock >= 0 && r->level >= lg->udp_level)
+    if (lg->sock >= 0 && (r->level >= lg->udp_level || milestone))
         send_record(lg, r);
 }
 
@@ -458,7 +466,7 @@ static void handle(struct tm__logger *lg, const struct rec *h)
         text += h->plen + 1;
     }
     r.message = text;
-    deliver(lg, &r);
+    deliver(lg, &r, h->flags & 1);
 }
 
 static void report_drops(struct tm__logger *lg, int64_t n)
@@ -472,7 +480,7 @@ static void report_drops(struct tm__logger *lg, int64_t n)
     r.node_id = 0;
     r.path = NULL;
     r.message = msg;
-    deliver(lg, &r);
+    deliver(lg, &r, 0);
 }
 
 /* Reports the drops not reported yet once the queue has room again (at most

@@ -431,6 +431,13 @@ def check_discovery_default_levels(work):
     discover_flags()
     db, grams, cp = logged_discovery(work, 'defaults', 'warning', 'info')
     mig = tmtest.migration(db)
+    # below --udp-level only the milestones go out: when discovery
+    # started and when it ended (issue 20)
+    milestones = [d for d in grams if d['level'] == 'info']
+    expect_eq('info datagrams at --udp-level warning (the milestones)',
+              [('engine', 'discovery started'), ('engine', 'discovery complete')],
+              [(d['queue'], d['message'].split(':')[0]) for d in milestones])
+    grams = [d for d in grams if d['level'] != 'info']
     levels = sorted({d['level'] for d in grams})
     if not set(levels) <= {'warning', 'error', 'critical'}:
         fail('--udp-level warning sent levels %r' % levels)
