@@ -23,6 +23,23 @@ int usage_error(const char *cmd, const char *fmt, ...)
 int exit_code_for(int err);
 /* Prints m's message for err (or the error's text); returns its exit code. */
 int report_error(const char *cmd, tm_migration *m, int err);
+/* The name among names[0..n) nearest to word (a misspelling), or NULL. */
+const char *suggest(const char *word, const char *const *names, size_t n);
+struct option;
+/* After getopt_long returned '?' (opterr 0): says which option of argv was
+ * unknown (with the nearest of opts), lacked its value or had one it does
+ * not take, in one line; returns EXIT_USAGE. */
+int option_error(const char *cmd, int argc, char **argv,
+                 const struct option *opts);
+/* An option of opts (value c) that this command does not take. */
+int option_refused(const char *cmd, const struct option *opts, int c);
+/* Parses a transfer rate as rsync and rclone take it: a number and a unit
+ * B, K, M, G, T, P (1024-based; KB, MB...: 1000-based; KiB...: 1024),
+ * "/s" allowed; no unit: KiB. 0: no limit. Into *out (bytes per second):
+ * 0, or -1. */
+int parse_rate(const char *s, double *out);
+/* Parses operations per second (a decimal number >= 0; 0: no limit). */
+int parse_tps(const char *s, double *out);
 /* Parses a whole decimal number in [lo, hi] into *out: 0, or -1. */
 int parse_int(const char *s, long lo, long hi, int *out);
 

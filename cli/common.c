@@ -1,10 +1,13 @@
 /*
  * common.c - what every command of the treemig CLI shares: exit codes from
- * errors, usage errors, number parsing. Uses only treemig.h.
+ * errors, usage errors (one line naming the option, with a suggestion for
+ * a misspelt one), number parsing. Uses only treemig.h. Runs on the main
+ * thread.
  */
 #include "commands.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,8 +50,119 @@ int exit_code_for(int err)
 int report_error(const char *cmd, tm_migration *m, int err)
 {
     const char *msg = tm_migration_errmsg(m);
-    fprintf(stderr, "treemig %s: %s\n", cmd, msg && *msg ? msg : tm_strerror(err));
+    fprintf(stderr, "treemig %s: %s%s\n", cmd, msg && *msg ? msg : tm_strerror(err),
+            err == TM_ENODB ? " (--db FILE names the state file; the default is "
+                              "treemig.db in the current folder)" : "");
     return exit_code_for(err);
+}
+
+/* The edit distance of a and b (insertions, deletions, substitutions and
+ * swaps of two neighbours), capped at 9 for long strings. */
+static int distance(const char *a, const char *b)
+{
+    enum { MAXL = 64 };
+    int d[MAXL + 1][MAXL + 1];
+    size_t la = strlen(a), lb = strlen(b), i, j;
+    if (la > MAXL || lb > MAXL)
+        return 9;
+    for (i = 0; i <= la; i++)
+        d[i][0] = (int)i;
+    for (j = 0; j <= lb; j++)
+        d[0][j] = (int)j;
+    for (i = 1; i <= la; i++)
+        for (j = 1; j <= lb; j++) {
+            int v = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < v)
+                v = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < v)
+                v = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < v)
+                v = d[i - 2][j - 2] + 1;
+            d[i][j] = v;
+        }
+    return d[la][lb];
+}
+
+const char *suggest(const char *word, const char *const *names, size_t n)
+{
+    const char *best = NULL;
+    int best_d = 3;
+    size_t i, len = strlen(word);
+    for (i = 0; i < n; i++) {
+        int dd = distance(word, names[i]);
+        /* a short word is only near a name at distance 1 */
+        if (dd < best_d && (len > 3 || dd <= 1)) {
+            best_d = dd;
+            best = names[i];
+        }
+    }
+    return best;
+}
+
+int option_error(const char *cmd, int argc, char **argv,
+                 const struct option *opts)
+{
+    const char *arg = optind > 0 && optind <= argc ? argv[optind - 1] : "";
+    const char *names[256], *eq;
+    char name[128];
+    size_t n = 0, len, i, n_prefix = 0;
+    const struct option *match = NULL, *prefix = NULL;
+
+    if (strncmp(arg, "--", 2) == 0) {
+        eq = strchr(arg + 2, '=');
+        len = eq ? (size_t)(eq - arg - 2) : strlen(arg + 2);
+        if (len >= sizeof name)
+            len = sizeof name - 1;
+        memcpy(name, arg + 2, len);
+        name[len] = '\0';
+        for (i = 0; opts[i].name && n < sizeof names / sizeof *names; i++) {
+            names[n++] = opts[i].name;
+            if (strcmp(opts[i].name, name) == 0)
+                match = &opts[i];
+            else if (len && strncmp(opts[i].name, name, len) == 0) {
+                n_prefix++;
+                prefix = &opts[i];
+            }
+        }
+        if (!match && n_prefix == 1)
+            match = prefix; /* getopt takes a unique abbreviation */
+        /* optopt is the value of a long option that lacked its value; a
+         * different one means a short option after this argument */
+        if (!optopt || (match && match->val == optopt)) {
+            if (match && match->has_arg == required_argument && !eq)
+                return usage_error(cmd, "option '--%s' needs a value",
+                                   match->name);
+            if (match && match->has_arg == no_argument && eq)
+                return usage_error(cmd, "option '--%s' takes no value",
+                                   match->name);
+            if (!match && n_prefix > 1)
+                return usage_error(cmd, "option '--%s' is ambiguous (the start "
+                                   "of %zu options)", name, n_prefix);
+            {
+                const char *s = suggest(name, names, n);
+                if (s)
+                    return usage_error(cmd, "unrecognized option '--%s'; did you "
+                                       "mean '--%s'?", name, s);
+            }
+            return usage_error(cmd, "unrecognized option '--%s'", name);
+        }
+    }
+    /* a short option: getopt put it in optopt */
+    for (i = 0; opts[i].name; i++)
+        if (optopt && opts[i].val == optopt &&
+            opts[i].has_arg == required_argument)
+            return usage_error(cmd, "option '-%c' needs a value", optopt);
+    return usage_error(cmd, "unrecognized option '-%c'", optopt ? optopt : '?');
+}
+
+int option_refused(const char *cmd, const struct option *opts, int c)
+{
+    const struct option *o;
+    for (o = opts; o->name; o++)
+        if (o->val == c)
+            return usage_error(cmd, "unrecognized option '--%s'", o->name);
+    return usage_error(cmd, "unrecognized option");
 }
 
 /* Parses a whole decimal number in [lo, hi]. */
@@ -124,4 +238,60 @@ int sopt_apply(tm_migration *m, const struct sopt_list *l, const char *cmd)
         return 0;
     rc = tm_migration_set_storage_options(m, l->kv, l->n);
     return rc ? report_error(cmd, m, rc) : 0;
+}
+
+int parse_rate(const char *s, double *out)
+{
+    static const char units[] = "BKMGTP";
+    const char *u, *p;
+    char *end;
+    double v, mult = 1024; /* no unit: KiB/s, as rsync's --bwlimit */
+    errno = 0;
+    if (!*s || *s == '-' || *s == '+')
+        return -1;
+    v = strtod(s, &end);
+    if (errno || end == s || v < 0 || v != v)
+        return -1;
+    p = end;
+    if (*p) {
+        u = strchr(units, p[0] >= 'a' && p[0] <= 'z' ? p[0] - 32 : p[0]);
+        if (!u || !*u)
+            return -1;
+        mult = 1;
+        if (*u != 'B') {
+            int i, n = (int)(u - units);
+            int si = p[1] == 'B' || p[1] == 'b'; /* KB: 1000, K and KiB: 1024 */
+            for (i = 0; i < n; i++)
+                mult *= si ? 1000 : 1024;
+            p++;
+            if (*p == 'i' && (p[1] == 'B' || p[1] == 'b'))
+                p += 2;
+            else if (si)
+                p++;
+        } else {
+            p++;
+        }
+        if (!strcmp(p, "/s"))
+            p += 2;
+        if (*p)
+            return -1;
+    }
+    if (v * mult > 1e15)
+        return -1;
+    *out = v * mult;
+    return 0;
+}
+
+int parse_tps(const char *s, double *out)
+{
+    char *end;
+    double v;
+    errno = 0;
+    if (!*s || *s == '-' || *s == '+')
+        return -1;
+    v = strtod(s, &end);
+    if (errno || end == s || *end || v < 0 || v != v || v > 1e9)
+        return -1;
+    *out = v;
+    return 0;
 }

@@ -94,7 +94,7 @@ int cmd_delete(int argc, char **argv)
         case 'B': backup_dir = optarg; break;
         case 'q': quiet = 1; break;
         case 'h': fputs(delete_usage, stdout); return EXIT_OK;
-        default: return usage_error("delete", "unknown or incomplete option");
+        default: return option_error("delete", argc, argv, opts);
         }
     }
     if (optind != argc)

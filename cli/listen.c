@@ -29,7 +29,8 @@
 
 
 static const char listen_usage[] =
-    "usage: treemig log-listen [--public] [--json] [--count N] [ADDR]\n"
+    "usage: treemig log-listen [--public] [--json] [--count N] [--migration ID]\n"
+    "                          [ADDR]\n"
     "\n"
     "Receives the log records that treemig commands send by UDP (see\n"
     "--udp-level and --log-udp of discover, copy, verify, retry and resume)\n"
@@ -45,6 +46,9 @@ static const char listen_usage[] =
     "               can then print lines here\n"
     "  --json       print each datagram as it came, one JSON object a line\n"
     "  --count N    exit after N datagrams\n"
+    "  --migration ID  only the records of the migration ID (its id, as\n"
+    "               'status --json' and every datagram give it, or the\n"
+    "               start of it); the others are not printed nor counted\n"
     "  -h, --help   show this help\n"
     "\n"
     "Stop it with Ctrl-C.\n"
@@ -454,7 +458,19 @@ static int parse_count(const char *s, long *out)
     return 0;
 }
 
-static int listen_loop(int fd, int json, long count)
+/* Whether the datagram buf (n bytes) is a record of a migration whose id
+ * starts with mig. */
+static int of_migration(const char *buf, size_t n, const char *mig)
+{
+    static char copy[65536];
+    struct dgram d;
+    size_t ml = strlen(mig);
+    memcpy(copy, buf, n);
+    return parse_record(copy, n, &d) == 0 && d.migration.type == J_STRING &&
+           d.migration.len >= ml && memcmp(d.migration.s, mig, ml) == 0;
+}
+
+static int listen_loop(int fd, int json, long count, const char *mig)
 {
     static char buf[65536];
     struct sigaction sa;
@@ -492,6 +508,8 @@ static int listen_loop(int fd, int json, long count)
             fprintf(stderr, "treemig log-listen: receive failed (errno %d)\n", errno);
             return EXIT_FATAL;
         }
+        if (mig && !of_migration(buf, (size_t)n, mig))
+            continue;
         if (json)
             print_raw(buf, (size_t)n);
         else
@@ -508,10 +526,11 @@ int cmd_log_listen(int argc, char **argv)
         { "public", no_argument, NULL, 'p' },
         { "json", no_argument, NULL, 'j' },
         { "count", required_argument, NULL, 'n' },
+        { "migration", required_argument, NULL, 'm' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    const char *addr = TM__LOG_DEFAULT_ADDR;
+    const char *addr = TM__LOG_DEFAULT_ADDR, *mig = NULL;
     struct sockaddr_storage sa;
     socklen_t salen;
     char name[TM__LOG_ADDR_STRLEN], why[128];
@@ -529,11 +548,18 @@ int cmd_log_listen(int argc, char **argv)
                 return usage_error("log-listen", "--count takes a whole number >= 1, not '%s'",
                                    optarg);
             break;
+        case 'm':
+            if (!*optarg || strspn(optarg, "0123456789abcdef") != strlen(optarg))
+                return usage_error("log-listen", "--migration takes a migration "
+                                   "id (hexadecimal, as 'treemig status --json' "
+                                   "gives it) or its start, not '%s'", optarg);
+            mig = optarg;
+            break;
         case 'h':
             fputs(listen_usage, stdout);
             return EXIT_OK;
         default:
-            return usage_error("log-listen", "unknown or incomplete option");
+            return option_error("log-listen", argc, argv, opts);
         }
     }
     if (argc - optind > 1)
@@ -573,7 +599,7 @@ int cmd_log_listen(int argc, char **argv)
         snprintf(name, sizeof name, "%s", addr);
     fprintf(stderr, "treemig log-listen: listening on %s\n", name);
     fflush(stderr);
-    rc = listen_loop(fd, json, count);
+    rc = listen_loop(fd, json, count, mig);
     close(fd);
     return rc;
 }

@@ -179,6 +179,7 @@ static const char discover_usage[] =
     "  -q, --quiet      no progress lines\n"
     "  -h, --help       show this help\n"
     "\n"
+    "A local DST that does not exist is made when its parent folder does.\n"
     "SRC and DST must not overlap by any route (a bind mount counts), nor hold\n"
     "the state file or the YAML file; each root is recorded, and a later\n"
     "command refuses a root that is no longer that folder.\n"
@@ -187,7 +188,8 @@ static const char discover_usage[] =
     "folders could not be listed, 4 interrupted, 5 state file in use.\n";
 
 static const char resume_usage[] =
-    "usage: treemig resume --config FILE.yaml [--workers N] [--quiet]\n"
+    "usage: treemig resume --config FILE.yaml [--workers N] [STORAGE OPTIONS]\n"
+    "                      [LOG OPTIONS] [--quiet]\n"
     "\n"
     "Continues a migration from its YAML file alone: the file names the state\n"
     "file, the source, the destination and the options. Whatever the phase was\n"
@@ -202,12 +204,18 @@ static const char resume_usage[] =
     STORAGE_USAGE
     LOG_USAGE
     "  -q, --quiet     no progress lines\n"
-    "  -h, --help      show this help\n";
+    "  -h, --help      show this help\n"
+    "\n"
+    "exit codes: 0 complete (or already complete), 1 fatal error, 2 usage\n"
+    "error or a YAML file that does not match its state file, 3 complete but\n"
+    "some folders could not be listed, 4 interrupted, 5 state file in use.\n";
 
 static const char copy_usage[] =
     "usage: treemig copy [--db FILE] [--yes] [--workers N] [--retries N]\n"
     "                    [--no-overwrite] [--update] [--backup-dir DIR]\n"
-    "                    [--owner] [--force] [--quiet]\n"
+    "                    [--owner] [--force] [--dry-run] [--log-file FILE]\n"
+    "                    [--bwlimit RATE] [--tps-limit N]\n"
+    "                    [STORAGE OPTIONS] [LOG OPTIONS] [--quiet]\n"
     "\n"
     "Creates on the destination what discovery found missing or different:\n"
     "depth by depth, folders before files. Each file is written under a\n"
@@ -242,6 +250,18 @@ static const char copy_usage[] =
     "  --owner          give each copied node its source's owner and group\n"
     "                   (root only; without it, the copy's user owns them);\n"
     "                   implied when discover was given --owner\n"
+    "  --dry-run        print what the copy would do, one line per node as\n"
+    "                   review --list: create, replace (with the reason) or\n"
+    "                   set-attrs; nothing is changed, no storage is opened\n"
+    "  --log-file FILE  append one line per node the copy handled to FILE:\n"
+    "                   created, replaced, attrs, linked, skipped or failed,\n"
+    "                   type, size, path and reason (docs/logging.md)\n"
+    "  --bwlimit RATE   bytes per second on each side, read or written: a\n"
+    "                   number and a unit, 500K, 1.5M, 1G (1024-based; KB,\n"
+    "                   MB: 1000-based; no unit: KiB, as rsync); 0: none\n"
+    "  --tps-limit N    requests per second on each side (stat, a listing's\n"
+    "                   page, open, commit, mkdir, ...), for storages that\n"
+    "                   throttle; 0: none\n"
     "  --force          copy although some folders failed during discovery\n"
     "                   (they are left out and stay failed: exit 3)\n"
     STORAGE_USAGE
@@ -255,7 +275,9 @@ static const char copy_usage[] =
     "failed, 4 interrupted, 5 state file in use.\n";
 
 static const char verify_usage[] =
-    "usage: treemig verify [--db FILE] [--checksum] [--workers N] [--quiet]\n"
+    "usage: treemig verify [--db FILE] [--checksum] [--workers N] [--retries N]\n"
+    "                      [--bwlimit RATE] [--tps-limit N]\n"
+    "                      [STORAGE OPTIONS] [LOG OPTIONS] [--quiet]\n"
     "\n"
     "Lists the destination again and checks every copied or already-existing\n"
     "node against the source: type, size and mtime, the mode of files and\n"
@@ -273,6 +295,9 @@ static const char verify_usage[] =
     "  --db FILE     state file (default ./" DEFAULT_DB ")\n"
     "  --checksum    compare contents too (reads both sides in full)\n"
     "  --workers N   threads (default: twice discovery's workers per side)\n"
+    "  --retries N   retries of a read that fails transiently (default 3)\n"
+    "  --bwlimit RATE  bytes per second read on each side, as for copy\n"
+    "  --tps-limit N   requests per second on each side, as for copy\n"
     STORAGE_USAGE
     LOG_USAGE
     "  -q, --quiet   no progress lines\n"
@@ -284,6 +309,7 @@ static const char verify_usage[] =
 
 static const char retry_usage[] =
     "usage: treemig retry [--db FILE] [--workers N] [--retries N] [--owner]\n"
+    "                     [--log-file FILE] [STORAGE OPTIONS] [LOG OPTIONS]\n"
     "                     [--quiet]\n"
     "\n"
     "The retry sweep: lists again every folder whose listing failed (on either\n"
@@ -297,6 +323,7 @@ static const char retry_usage[] =
     "  --workers N   threads (default: as stored)\n"
     "  --retries N   retries of a failure that may pass (default 3)\n"
     "  --owner       as for copy: the source's owners (root only)\n"
+    "  --log-file FILE  as for copy: the itemized log of the copies redone\n"
     STORAGE_USAGE
     LOG_USAGE
     "  -q, --quiet   no progress lines\n"
@@ -315,7 +342,10 @@ static const char status_usage[] =
     "options:\n"
     "  --db FILE   state file (default ./" DEFAULT_DB ")\n"
     "  --json      print one JSON object (fields in docs/state-file.md)\n"
-    "  -h, --help  show this help\n";
+    "  -h, --help  show this help\n"
+    "\n"
+    "exit codes: 0 shown, 1 fatal error (a damaged state file), 2 usage error\n"
+    "or no state file.\n";
 
 static const char sim_stats_usage[] =
     "usage: treemig sim-stats SPEC\n"
@@ -326,7 +356,9 @@ static const char sim_stats_usage[] =
     "'sim:...' spec, which names its source world too (docs/sim.md).\n"
     "\n"
     "options:\n"
-    "  -h, --help  show this help\n";
+    "  -h, --help  show this help\n"
+    "\n"
+    "exit codes: 0 printed, 1 fatal error, 2 usage error or a bad SPEC.\n";
 
 struct logopts {
     const char *level;     /* --log-level */
@@ -354,6 +386,22 @@ struct progress {
     size_t last_len;   /* length of the live line */
 };
 
+/* Writes n bytes for people: "1.6 GiB", "512 B". */
+static void human_size(int64_t n, char *out, size_t len)
+{
+    static const char *const unit[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
+    double v = (double)n;
+    int u = 0;
+    while (v >= 1024 && u < 5) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(out, len, "%" PRId64 " B", n);
+    else
+        snprintf(out, len, "%.1f %s", v, unit[u]);
+}
+
 static int64_t mono_ns(void)
 {
     struct timespec ts;
@@ -366,13 +414,15 @@ static void on_progress(void *ctx, const char *line)
     struct progress *p = ctx;
     size_t len = strlen(line);
     int final = strncmp(line, "discovered:", 11) == 0 ||
+                strncmp(line, "copied:", 7) == 0 ||
+                strncmp(line, "verified:", 9) == 0 ||
                 strncmp(line, "note:", 5) == 0;
     if (p->tty) {
         fprintf(stderr, "\r%s%*s", line,
                 p->last_len > len ? (int)(p->last_len - len) : 0, "");
         if (final)
             fputc('\n', stderr);
-        p->last_len = len;
+        p->last_len = final ? 0 : len;
     } else {
         int64_t now = mono_ns();
         if (!final && now - p->last_ns < 5000000000LL)
@@ -381,6 +431,28 @@ static void on_progress(void *ctx, const char *line)
         fprintf(stderr, "%s\n", line);
     }
     fflush(stderr);
+}
+
+/* On a terminal, clears the live line a run left (interrupted, or before
+ * a summary), so that what follows starts on a clean line. */
+static void progress_clear(struct progress *p)
+{
+    if (p->tty && p->last_len) {
+        fprintf(stderr, "\r%*s\r", (int)p->last_len, "");
+        fflush(stderr);
+        p->last_len = 0;
+    }
+}
+
+/* Writes an ETA as the live line does: "ETA 1:02:03", "ETA \u2014" when
+ * it is not known yet. */
+static void fmt_eta(int64_t s, char *out, size_t len)
+{
+    if (s < 0)
+        snprintf(out, len, "ETA \u2014");
+    else
+        snprintf(out, len, "ETA %" PRId64 ":%02" PRId64 ":%02" PRId64, s / 3600,
+                 s / 60 % 60, s % 60);
 }
 
 static void print_snapshots(const tm_status *st)
@@ -393,41 +465,51 @@ static void print_snapshots(const tm_status *st)
         char when[32];
         localtime_r(&t, &tmv);
         strftime(when, sizeof when, "%H:%M:%S", &tmv);
-        printf("queue %-6s %s: round %" PRId64 ", %" PRId64 " pending, %" PRId64
+        /* a copy goes depth by depth; discovery's lists go in rounds */
+        int by_depth = !strcmp(q->queue, "copy") || !strcmp(q->queue, "verify");
+        printf("queue %-6s %s: %s %" PRId64 ", %" PRId64 " pending, %" PRId64
                " in flight, %" PRId64 " done, %" PRId64 " failed, %.1f/s",
-               q->queue, when, q->round, q->pending, q->in_flight, q->done,
-               q->failed, q->items_per_s);
-        if (q->bytes_per_s > 0)
-            printf(", %.1f MiB/s", q->bytes_per_s / 1048576.0);
+               q->queue, when, by_depth ? "depth" : "round", q->round, q->pending,
+               q->in_flight, q->done, q->failed, q->items_per_s);
+        if (q->bytes_per_s > 0) {
+            char rate[32];
+            human_size((int64_t)q->bytes_per_s, rate, sizeof rate);
+            printf(", %s/s", rate);
+        }
         putchar('\n');
     }
-    if (st->eta_seconds >= 0)
-        printf("eta          %" PRId64 "h %02" PRId64 "m %02" PRId64 "s\n",
-               st->eta_seconds / 3600, st->eta_seconds / 60 % 60,
-               st->eta_seconds % 60);
+    if (!strcmp(st->phase, "copying")) {
+        char eta[32];
+        fmt_eta(st->eta_seconds, eta, sizeof eta);
+        printf("copy         %s\n", eta);
+    }
 }
 
 static void print_human_status(const tm_status *st)
 {
     const tm_tree_counts *s = &st->src_counts, *d = &st->dst_counts;
     const tm_copy_counts *c = &st->copy;
+    char sb[32], db[32], cb[32];
+    human_size(s->bytes, sb, sizeof sb);
+    human_size(d->bytes, db, sizeof db);
+    human_size(c->bytes_pending, cb, sizeof cb);
     printf("phase        %s\n", st->phase);
     printf("source       %s (round %d)\n", st->src, st->src_round);
     printf("destination  %s (round %d)\n", st->dst, st->dst_round);
     printf("source       %" PRId64 " folders, %" PRId64 " files, %" PRId64
-           " symlinks, %" PRId64 " other, %" PRId64 " bytes; %" PRId64
+           " symlinks, %" PRId64 " other, %s; %" PRId64
            " pending, %" PRId64 " failed, %" PRId64 " excluded\n",
-           s->folders, s->files, s->symlinks, s->other, s->bytes, s->pending,
+           s->folders, s->files, s->symlinks, s->other, sb, s->pending,
            s->failed, s->excluded);
     printf("destination  %" PRId64 " folders, %" PRId64 " files, %" PRId64
-           " symlinks, %" PRId64 " other, %" PRId64 " bytes; %" PRId64
+           " symlinks, %" PRId64 " other, %s; %" PRId64
            " pending, %" PRId64 " failed, %" PRId64 " not on source\n",
-           d->folders, d->files, d->symlinks, d->other, d->bytes, d->pending,
+           d->folders, d->files, d->symlinks, d->other, db, d->pending,
            d->failed, d->not_on_src);
-    printf("copy         %" PRId64 " to copy (%" PRId64 " bytes), %" PRId64
+    printf("copy         %" PRId64 " to copy (%s), %" PRId64
            " already there, %" PRId64 " conflicts, %" PRId64 " skipped, %" PRId64
            " excluded, %" PRId64 " copied, %" PRId64 " failed\n",
-           c->pending, c->bytes_pending, c->already_existed, c->conflicts,
+           c->pending, cb, c->already_existed, c->conflicts,
            c->skipped, c->excluded, c->successful, c->failed);
     print_snapshots(st);
 }
@@ -534,6 +616,8 @@ static int run_discovery(tm_migration *m, const char *cmd, const char *src,
     rc = src || dst || strcmp(cmd, "resume") != 0 ? tm_discover(m, src, dst, o)
                                                  : tm_resume(m, o);
     running = NULL;
+    if (o->progress_ctx)
+        progress_clear(o->progress_ctx);
     if ((code = after_run(cmd, m, rc, &st)) >= 0)
         return code;
     if (was_complete)
@@ -606,7 +690,7 @@ static int cmd_resume(int argc, char **argv)
             sopt_release(&so);
             return c > SOPT_BASE && c < SOPT_END
                        ? code
-                       : usage_error("resume", "unknown or incomplete option");
+                       : option_error("resume", argc, argv, opts);
         }
     }
     if (!config || optind != argc) {
@@ -798,7 +882,7 @@ static int cmd_discover(int argc, char **argv)
                     goto out;
                 break;
             }
-            code = usage_error("discover", "unknown or incomplete option");
+            code = option_error("discover", argc, argv, opts);
             goto out;
         }
     }
@@ -820,12 +904,25 @@ static int cmd_discover(int argc, char **argv)
          * be inside a tree) */
         char err[1024];
         struct stat st;
-        rc = stat(db, &st) == 0 ? 0 : tm_discover_check(db, argv[optind],
-                                                         argv[optind + 1], &o,
-                                                         so.kv, so.n, err,
-                                                         sizeof err);
+        int made = 0;
+        rc = stat(db, &st) == 0 ? 0 : tm_dst_root_create(argv[optind],
+                                                         argv[optind + 1], &made,
+                                                         err, sizeof err);
+        if (made)
+            fprintf(stderr, "treemig discover: the destination root %s did not "
+                    "exist: created it (its parent folder exists)\n",
+                    argv[optind + 1]);
+        if (!rc)
+            rc = stat(db, &st) == 0 ? 0 : tm_discover_check(db, argv[optind],
+                                                            argv[optind + 1], &o,
+                                                            so.kv, so.n, err,
+                                                            sizeof err);
         if (rc) {
             fprintf(stderr, "treemig discover: %s\n", err);
+            /* refused: the folder made a moment ago goes again */
+            if (made && rmdir(argv[optind + 1]) == 0)
+                fprintf(stderr, "treemig discover: removed %s again\n",
+                        argv[optind + 1]);
             code = exit_code_for(rc);
             goto out;
         }
@@ -858,14 +955,15 @@ out:
 static int confirm_copy(tm_migration *m)
 {
     tm_status st;
-    char answer[16];
+    char answer[16], size[32];
     if (tm_status_get(m, &st) != 0)
         return 0;
-    fprintf(stderr, "About to copy %" PRId64 " nodes (%" PRId64 " bytes of files) "
+    human_size(st.copy.bytes_pending, size, sizeof size);
+    fprintf(stderr, "About to copy %" PRId64 " nodes (%s of files) "
             "from\n  %s\nto\n  %s\n(%" PRId64 " conflicts replaced by the "
             "source's version unless --no-overwrite, %" PRId64 " skipped). "
             "Continue? [y/N] ",
-            st.copy.pending, st.copy.bytes_pending, st.src, st.dst,
+            st.copy.pending, size, st.src, st.dst,
             st.copy.conflicts, st.copy.skipped);
     fflush(stderr);
     if (!fgets(answer, sizeof answer, stdin))
@@ -875,6 +973,7 @@ static int confirm_copy(tm_migration *m)
 
 static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
                       const char **db, tm_exec_options *o, int *quiet, int *yes,
+                      int *dry_run, const char **log_file, double limits[2],
                       struct sopt_list *so, const char **backup_dir)
 {
     static const struct option opts[] = {
@@ -883,11 +982,15 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
         { "retries", required_argument, NULL, 'r' },
         { "no-overwrite", no_argument, NULL, 'n' },
         { "update", no_argument, NULL, 'u' },
-        { "backup-dir", required_argument, NULL, 'B' },
+        { "backup-dir", required_argument, NULL, 'b' },
         { "owner", no_argument, NULL, 'W' },
         { "force", no_argument, NULL, 'f' },
         { "checksum", no_argument, NULL, 'c' },
         { "yes", no_argument, NULL, 'y' },
+        { "dry-run", no_argument, NULL, 'D' },
+        { "log-file", required_argument, NULL, 'F' },
+        { "bwlimit", required_argument, NULL, 'B' },
+        { "tps-limit", required_argument, NULL, 'T' },
         STORAGE_OPTIONS,
         LOG_OPTIONS,
         { "quiet", no_argument, NULL, 'q' },
@@ -897,10 +1000,10 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
     int c, verify = strcmp(cmd, "verify") == 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "yqho:", opts, NULL)) != -1) {
-        if ((verify && (c == 'n' || c == 'u' || c == 'B' || c == 'W' || c == 'f' ||
-                        c == 'y' || c == 'r')) ||
+        if ((verify && (c == 'n' || c == 'u' || c == 'b' || c == 'W' || c == 'f' ||
+                        c == 'y' || c == 'D' || c == 'F')) ||
             (!verify && c == 'c'))
-            c = '?';
+            return option_refused(cmd, opts, c);
         switch (c) {
         case 'd': *db = optarg; break;
         case 'o': {
@@ -921,11 +1024,28 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
             break;
         case 'n': o->no_overwrite = 1; break;
         case 'u': o->update = 1; break;
-        case 'B': *backup_dir = optarg; break;
+        case 'b': *backup_dir = optarg; break;
         case 'W': o->owner = 1; break;
         case 'f': o->force = 1; break;
         case 'c': o->checksum = 1; break;
         case 'y': *yes = 1; break;
+        case 'D': *dry_run = 1; break;
+        case 'B':
+            if (parse_rate(optarg, &limits[0]))
+                return usage_error(cmd, "--bwlimit takes a rate with a unit (B, "
+                                   "K, M, G, T; KiB without one), e.g. 500K or "
+                                   "1.5M, not '%s'", optarg);
+            break;
+        case 'T':
+            if (parse_tps(optarg, &limits[1]))
+                return usage_error(cmd, "--tps-limit takes a number of operations "
+                                   "per second >= 0, not '%s'", optarg);
+            break;
+        case 'F':
+            if (!*optarg)
+                return usage_error(cmd, "--log-file takes a file name");
+            *log_file = optarg;
+            break;
         case 'q': *quiet = 1; break;
         case 'L': o->log_level = optarg; break;
         case 'U': o->udp_level = optarg; break;
@@ -941,7 +1061,7 @@ static int parse_exec(int argc, char **argv, const char *cmd, const char *usage,
                     return code;
                 break;
             }
-            return usage_error(cmd, "unknown or incomplete option");
+            return option_error(cmd, argc, argv, opts);
         }
     }
     if (optind != argc)
@@ -995,6 +1115,46 @@ static void print_leftovers(tm_migration *m)
     free(buf);
 }
 
+/* copy --dry-run: prints the copy's plan from the state file, opened
+ * read-only (no lock, no phase change, no storage opened). */
+static int copy_dry_run(const char *db, int no_overwrite)
+{
+    tm_migration *m = NULL;
+    tm_status st;
+    int64_t counts[3], bytes = 0;
+    char human[32];
+    int rc, code;
+
+    rc = tm_migration_open(&m, db, TM_OPEN_READONLY);
+    if (!rc)
+        rc = tm_status_get(m, &st);
+    if (rc) {
+        code = report_error("copy", m, rc);
+        tm_migration_free(m);
+        return code;
+    }
+    if (!strcmp(st.phase, "roots-set") || !strcmp(st.phase, "discovering") ||
+        st.src_counts.pending || st.dst_counts.pending) {
+        fprintf(stderr, "treemig copy: the copy needs a complete discovery (phase "
+                "%s): run 'treemig discover' first\n", st.phase);
+        tm_migration_free(m);
+        return EXIT_USAGE;
+    }
+    rc = tm_copy_plan(m, no_overwrite, 0, stdout, counts, &bytes);
+    if (rc) {
+        code = report_error("copy", m, rc);
+        tm_migration_free(m);
+        return code;
+    }
+    human_size(bytes, human, sizeof human);
+    fprintf(stderr, "treemig copy: dry run: would create %" PRId64 ", replace %"
+            PRId64 " and set the attributes of %" PRId64 " nodes (%s of files to "
+            "write%s); nothing was changed\n", counts[0], counts[1], counts[2],
+            human, no_overwrite ? "; --no-overwrite keeps what differs" : "");
+    tm_migration_free(m);
+    return EXIT_OK;
+}
+
 static int cmd_exec(int argc, char **argv, int verify)
 {
     const char *cmd = verify ? "verify" : "copy", *db = DEFAULT_DB;
@@ -1005,14 +1165,20 @@ static int cmd_exec(int argc, char **argv, int verify)
     int64_t mismatches = 0;
     struct sopt_list so = { NULL, 0, 0, NULL, 0 };
     const char *backup_dir = NULL;
-    int quiet = 0, yes = 0, rc, code;
+    const char *log_file = NULL;
+    double limits[2] = { 0, 0 };
+    int quiet = 0, yes = 0, dry_run = 0, rc, code;
 
     tm_exec_options_init(&o);
     rc = parse_exec(argc, argv, cmd, verify ? verify_usage : copy_usage, &db, &o,
-                    &quiet, &yes, &so, &backup_dir);
+                    &quiet, &yes, &dry_run, &log_file, limits, &so, &backup_dir);
     if (rc) {
         sopt_release(&so);
         return rc < 0 ? EXIT_OK : rc;
+    }
+    if (dry_run) {
+        sopt_release(&so);
+        return copy_dry_run(db, o.no_overwrite);
     }
     if (!quiet) {
         prog.tty = isatty(STDERR_FILENO);
@@ -1020,6 +1186,10 @@ static int cmd_exec(int argc, char **argv, int verify)
         o.progress_ctx = &prog;
     }
     rc = tm_migration_open(&m, db, TM_OPEN_WRITE);
+    if (!rc && log_file)
+        rc = tm_migration_set_item_log(m, log_file);
+    if (!rc)
+        rc = tm_migration_set_limits(m, limits[0], limits[1]);
     if (rc || (code = sopt_apply(m, &so, cmd)) != 0) {
         if (rc)
             code = report_error(cmd, m, rc);
@@ -1047,6 +1217,7 @@ static int cmd_exec(int argc, char **argv, int verify)
     install_signals();
     rc = verify ? tm_verify(m, &o, &mismatches) : tm_copy(m, &o);
     running = NULL;
+    progress_clear(&prog);
     if ((code = after_run(cmd, m, rc, &st)) >= 0)
         return code;
     if (verify) {
@@ -1092,13 +1263,14 @@ static int cmd_retry(int argc, char **argv)
         { "workers", required_argument, NULL, 'w' },
         { "retries", required_argument, NULL, 'r' },
         { "owner", no_argument, NULL, 'W' },
+        { "log-file", required_argument, NULL, 'F' },
         STORAGE_OPTIONS,
         LOG_OPTIONS,
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    const char *db = DEFAULT_DB;
+    const char *db = DEFAULT_DB, *log_file = NULL;
     struct progress prog = { 0, 0, 0 };
     struct logopts lo = { NULL, NULL, NULL, 0 };
     tm_discover_options d;
@@ -1138,6 +1310,13 @@ static int cmd_retry(int argc, char **argv)
             e.retries = d.retries;
             break;
         case 'W': e.owner = 1; break;
+        case 'F':
+            if (!*optarg) {
+                sopt_release(&so);
+                return usage_error("retry", "--log-file takes a file name");
+            }
+            log_file = optarg;
+            break;
         case 'q': quiet = 1; break;
         case 'L': case 'U': case 'A': case 'P':
             log_opt(c, optarg, &lo);
@@ -1153,7 +1332,7 @@ static int cmd_retry(int argc, char **argv)
             sopt_release(&so);
             return c > SOPT_BASE && c < SOPT_END
                        ? code
-                       : usage_error("retry", "unknown or incomplete option");
+                       : option_error("retry", argc, argv, opts);
         }
     }
     if (optind != argc)
@@ -1168,6 +1347,8 @@ static int cmd_retry(int argc, char **argv)
     d.udp_addr = e.udp_addr = lo.udp_addr;
     d.log_public = e.log_public = lo.pub;
     rc = tm_migration_open(&m, db, TM_OPEN_WRITE);
+    if (!rc && log_file)
+        rc = tm_migration_set_item_log(m, log_file);
     if (!rc && so.n)
         rc = tm_migration_set_storage_options(m, so.kv, so.n);
     sopt_release(&so);
@@ -1176,6 +1357,7 @@ static int cmd_retry(int argc, char **argv)
         install_signals();
         rc = tm_retry(m, &d, &e, &retried);
         running = NULL;
+        progress_clear(&prog);
     }
     if (!rc)
         rc = tm_status_get(m, &st);
@@ -1190,6 +1372,13 @@ static int cmd_retry(int argc, char **argv)
     }
     code = (st.src_counts.failed || st.dst_counts.failed || st.copy.failed)
                ? EXIT_PARTIAL : EXIT_OK;
+    if (code == EXIT_PARTIAL) {
+        fprintf(stderr, "treemig retry: %" PRId64 " items still fail:\n",
+                st.src_counts.failed + st.dst_counts.failed + st.copy.failed);
+        print_first_failed(m, 10);
+        fprintf(stderr, "see 'treemig review --list failed', fix the cause, "
+                "then 'treemig retry'\n");
+    }
     tm_migration_free(m);
     return code;
 }
@@ -1220,7 +1409,7 @@ static int cmd_status(int argc, char **argv)
             fputs(status_usage, stdout);
             return EXIT_OK;
         default:
-            return usage_error("status", "unknown or incomplete option");
+            return option_error("status", argc, argv, opts);
         }
     }
     if (optind != argc)
@@ -1266,7 +1455,7 @@ static int cmd_sim_stats(int argc, char **argv)
             fputs(sim_stats_usage, stdout);
             return EXIT_OK;
         }
-        return usage_error("sim-stats", "unknown option");
+        return option_error("sim-stats", argc, argv, opts);
     }
     if (argc - optind != 1)
         return usage_error("sim-stats", "expected one SPEC");
@@ -1309,9 +1498,102 @@ static int print_version(void)
     return EXIT_OK;
 }
 
+static int cmd_copy(int argc, char **argv) { return cmd_exec(argc, argv, 0); }
+static int cmd_verify(int argc, char **argv) { return cmd_exec(argc, argv, 1); }
+static int cmd_exclude_(int argc, char **argv) { return cmd_exclude(argc, argv, 0); }
+static int cmd_unexclude(int argc, char **argv) { return cmd_exclude(argc, argv, 1); }
+static int cmd_help(int argc, char **argv);
+
+/* The commands, as main_usage lists them: name and function (argv[0] is
+ * the command's name). */
+static const struct command {
+    const char *name;                  /* as typed */
+    int (*fn)(int argc, char **argv);  /* runs it; returns the exit code */
+} commands[] = {
+    { "discover", cmd_discover },
+    { "copy", cmd_copy },
+    { "verify", cmd_verify },
+    { "review", cmd_review },
+    { "exclude", cmd_exclude_ },
+    { "unexclude", cmd_unexclude },
+    { "retry", cmd_retry },
+    { "rescan", cmd_rescan },
+    { "delete", cmd_delete },
+    { "resume", cmd_resume },
+    { "status", cmd_status },
+    { "sim-stats", cmd_sim_stats },
+    { "log-listen", cmd_log_listen },
+    { "ui", cmd_ui },
+    { "help", cmd_help },
+};
+#define N_COMMANDS (sizeof commands / sizeof *commands)
+
+static const char help_usage[] =
+    "usage: treemig help [COMMAND]\n"
+    "\n"
+    "Shows the help of COMMAND (the same as 'treemig COMMAND --help'), or\n"
+    "without one the list of commands.\n"
+    "\n"
+    "options:\n"
+    "  -h, --help  show this help\n"
+    "\n"
+    "exit codes: 0 success, 2 no such command.\n";
+
+/* The command named name, or NULL. */
+static const struct command *find_command(const char *name)
+{
+    size_t i;
+    for (i = 0; i < N_COMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+/* Refuses a command name that is not one, with the nearest one. */
+static int no_such_command(const char *name)
+{
+    const char *names[N_COMMANDS];
+    const char *near;
+    size_t i;
+    for (i = 0; i < N_COMMANDS; i++)
+        names[i] = commands[i].name;
+    near = suggest(name, names, N_COMMANDS);
+    if (near)
+        return usage_error(NULL, "no such command '%s'; did you mean '%s'?",
+                           name, near);
+    return usage_error(NULL, "no such command '%s'", name);
+}
+
+static int cmd_help(int argc, char **argv)
+{
+    const struct command *c;
+    char *args[3];
+    if (argc < 2) {
+        fputs(main_usage, stdout);
+        return EXIT_OK;
+    }
+    if (argc > 2)
+        return usage_error("help", "expected at most one COMMAND, got %d",
+                           argc - 1);
+    if (!strcmp(argv[1], "help") || !strcmp(argv[1], "-h") ||
+        !strcmp(argv[1], "--help")) {
+        fputs(help_usage, stdout);
+        return EXIT_OK;
+    }
+    if (!(c = find_command(argv[1])))
+        return no_such_command(argv[1]);
+    args[0] = argv[1];
+    args[1] = (char *)"--help";
+    args[2] = NULL;
+    return c->fn(2, args);
+}
+
 int main(int argc, char **argv)
 {
+    const struct command *c;
     const char *cmd;
+    /* option errors are said by option_error(), in one line */
+    opterr = 0;
     if (argc < 2) {
         fputs(main_usage, stderr);
         return EXIT_USAGE;
@@ -1323,71 +1605,10 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version"))
         return print_version();
-    if (!strcmp(cmd, "help")) {
-        const char *what = argc > 2 ? argv[2] : NULL;
-        if (!what)
-            fputs(main_usage, stdout);
-        else if (!strcmp(what, "discover"))
-            fputs(discover_usage, stdout);
-        else if (!strcmp(what, "status"))
-            fputs(status_usage, stdout);
-        else if (!strcmp(what, "resume"))
-            fputs(resume_usage, stdout);
-        else if (!strcmp(what, "copy"))
-            fputs(copy_usage, stdout);
-        else if (!strcmp(what, "retry"))
-            fputs(retry_usage, stdout);
-        else if (!strcmp(what, "delete"))
-            fputs(delete_usage, stdout);
-        else if (!strcmp(what, "rescan"))
-            fputs(rescan_usage, stdout);
-        else if (!strcmp(what, "log-listen")) {
-            char *args[] = { (char *)what, (char *)"--help", NULL };
-            return cmd_log_listen(2, args);
-        }
-        else if (!strcmp(what, "verify"))
-            fputs(verify_usage, stdout);
-        else if (!strcmp(what, "review") || !strcmp(what, "exclude") ||
-                 !strcmp(what, "unexclude")) {
-            char *args[] = { (char *)what, (char *)"--help", NULL };
-            return !strcmp(what, "review") ? cmd_review(2, args)
-                                           : cmd_exclude(2, args, what[0] == 'u');
-        }
-        else if (!strcmp(what, "sim-stats"))
-            fputs(sim_stats_usage, stdout);
-        else if (!strcmp(what, "ui")) {
-            char *args[] = { (char *)what, (char *)"--help", NULL };
-            return cmd_ui(2, args);
-        }
-        else
-            return usage_error(NULL, "no such command '%s'", what);
-        return EXIT_OK;
-    }
-    if (!strcmp(cmd, "discover"))
-        return cmd_discover(argc - 1, argv + 1);
-    if (!strcmp(cmd, "status"))
-        return cmd_status(argc - 1, argv + 1);
-    if (!strcmp(cmd, "resume"))
-        return cmd_resume(argc - 1, argv + 1);
-    if (!strcmp(cmd, "copy"))
-        return cmd_exec(argc - 1, argv + 1, 0);
-    if (!strcmp(cmd, "retry"))
-        return cmd_retry(argc - 1, argv + 1);
-    if (!strcmp(cmd, "delete"))
-        return cmd_delete(argc - 1, argv + 1);
-    if (!strcmp(cmd, "rescan"))
-        return cmd_rescan(argc - 1, argv + 1);
-    if (!strcmp(cmd, "verify"))
-        return cmd_exec(argc - 1, argv + 1, 1);
-    if (!strcmp(cmd, "review"))
-        return cmd_review(argc - 1, argv + 1);
-    if (!strcmp(cmd, "exclude") || !strcmp(cmd, "unexclude"))
-        return cmd_exclude(argc - 1, argv + 1, cmd[0] == 'u');
-    if (!strcmp(cmd, "sim-stats"))
-        return cmd_sim_stats(argc - 1, argv + 1);
-    if (!strcmp(cmd, "log-listen"))
-        return cmd_log_listen(argc - 1, argv + 1);
-    if (!strcmp(cmd, "ui"))
-        return cmd_ui(argc - 1, argv + 1);
-    return usage_error(NULL, "no such command '%s'", cmd);
+    if (cmd[0] == '-')
+        return usage_error(NULL, "unrecognized option '%s' (options go after "
+                           "the COMMAND)", cmd);
+    if (!(c = find_command(cmd)))
+        return no_such_command(cmd);
+    return c->fn(argc - 1, argv + 1);
 }

@@ -79,7 +79,7 @@ int cmd_rescan(int argc, char **argv)
             break;
         case 'q': quiet = 1; break;
         case 'h': fputs(rescan_usage, stdout); return EXIT_OK;
-        default: return usage_error("rescan", "unknown or incomplete option");
+        default: return option_error("rescan", argc, argv, opts);
         }
     }
     if (optind != argc)

@@ -46,8 +46,10 @@ static const char review_usage[] =
     "  changed    source files and symlinks changed since the previous pass\n"
     "  edited     destination files and symlinks changed since the previous\n"
     "             pass copied them\n"
-    "  all        all of the above but attrs, new, changed and edited,\n"
-    "             each line naming its kind\n"
+    "  copied     what the copy made; reason created, replaced or attrs\n"
+    "             (its attributes set)\n"
+    "  all        all of the above but attrs, new, changed, edited and\n"
+    "             copied, each line naming its kind\n"
     "A line is KIND, TYPE, SIZE, PATH and, when there is one, the REASON,\n"
     "and for a conflict the source's MTIME and the destination's TYPE, SIZE\n"
     "and MTIME (UTC, ISO 8601 with nanoseconds), separated by tabs; in PATH and REASON a backslash is written \\\\, a tab,\n"
@@ -130,7 +132,7 @@ static int known_kind(const char *k)
 {
     static const char *const kinds[] = { "missing", "conflict", "attrs", "extra",
                                          "failed", "excluded", "skipped", "new",
-                                         "changed", "edited", "all" };
+                                         "changed", "edited", "copied", "all" };
     size_t i;
     for (i = 0; i < sizeof kinds / sizeof *kinds; i++)
         if (!strcmp(k, kinds[i]))
@@ -170,7 +172,8 @@ int cmd_review(int argc, char **argv)
             if (!known_kind(optarg))
                 return usage_error("review", "--list takes missing, conflict, "
                                    "attrs, extra, failed, excluded, skipped, "
-                                   "new, changed, edited or all, not '%s'",
+                                   "new, changed, edited, copied or all, "
+                                   "not '%s'",
                                    optarg);
             kind = optarg;
             break;
@@ -192,7 +195,7 @@ int cmd_review(int argc, char **argv)
             fputs(review_usage, stdout);
             return EXIT_OK;
         default:
-            return usage_error("review", "unknown or incomplete option");
+            return option_error("review", argc, argv, opts);
         }
     }
     if (optind != argc)
@@ -274,7 +277,7 @@ int cmd_exclude(int argc, char **argv, int unexclude)
             return EXIT_OK;
         default:
             rules_release(&pats);
-            return usage_error(cmd, "unknown or incomplete option");
+            return option_error(cmd, argc, argv, opts);
         }
     }
     if (list) {

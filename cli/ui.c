@@ -106,7 +106,7 @@ int cmd_ui(int argc, char **argv)
             fputs(ui_usage, stdout);
             return EXIT_OK;
         default:
-            return usage_error("ui", "unknown or incomplete option");
+            return option_error("ui", argc, argv, opts);
         }
     }
     if (optind != argc)

@@ -18,9 +18,9 @@ _treemig_options()
     sto="$sto --ssh-identity --ssh-known-hosts --ssh-accept-new --ssh-password-env --ssh-config" # SFTP
     case $1 in
         discover) echo "--db --workers --lead --retries --config --exclude --include --exclude-from --include-from --min-size --max-size --max-age --min-age --size-only --checksum --modify-window --allow-pseudo-fs --owner --no-specials --one-file-system --no-xattrs $sto $log --quiet --help" ;;
-        copy) echo "--db --yes --workers --retries --no-overwrite --update --backup-dir --owner --force $sto $log --quiet --help" ;;
-        verify) echo "--db --checksum --workers $sto $log --quiet --help" ;;
-        retry) echo "--db --workers --retries --owner $sto $log --quiet --help" ;;
+        copy) echo "--db --yes --workers --retries --no-overwrite --update --backup-dir --owner --force --dry-run --log-file --bwlimit --tps-limit $sto $log --quiet --help" ;;
+        verify) echo "--db --checksum --workers --retries --bwlimit --tps-limit $sto $log --quiet --help" ;;
+        retry) echo "--db --workers --retries --owner --log-file $sto $log --quiet --help" ;;
         rescan) echo "--db --workers --quiet --help" ;;
         delete) echo "--db --plan --yes --backup-dir --quiet --help" ;;
         resume) echo "--config --workers $sto $log --quiet --help" ;;
@@ -30,7 +30,7 @@ _treemig_options()
         status) echo "--db --json --help" ;;
         ui) echo "--db --listen --read-only --no-open --help" ;;
         sim-stats) echo "--help" ;;
-        log-listen) echo "--public --json --count --help" ;;
+        log-listen) echo "--public --json --count --migration --help" ;;
     esac
 }
 
@@ -82,14 +82,14 @@ _treemig()
 
     # the value of an option
     case $prev in
-        --db)
+        --db | --log-file)
             _treemig_files
             return ;;
         --config)
             _treemig_files '@(yaml|yml)'
             return ;;
         --list)
-            COMPREPLY=($(compgen -W "missing conflict attrs extra failed excluded skipped new changed edited all" -- "$cur"))
+            COMPREPLY=($(compgen -W "missing conflict attrs extra failed excluded skipped new changed edited copied all" -- "$cur"))
             return ;;
         --log-level | --udp-level)
             COMPREPLY=($(compgen -W "trace debug info warning error critical off" -- "$cur"))
@@ -110,7 +110,7 @@ _treemig()
             COMPREPLY=($(compgen -e -- "$cur"))
             return ;;
         --workers | --lead | --retries | --top | --count | --exclude | --include | --path | --option | \
-        --min-size | --max-size | --min-age | --max-age | --modify-window)
+        --min-size | --max-size | --min-age | --max-age | --modify-window | --bwlimit | --tps-limit | --migration)
             return ;;
         --s3-endpoint | --s3-region)
             return ;;

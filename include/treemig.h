@@ -203,6 +203,19 @@ TM_EXTERN int tm_discover(tm_migration *m, const char *src, const char *dst,
                           const tm_discover_options *opt);
 
 /*
+ * Makes the destination root dst of a new migration when it does not
+ * exist and its parent folder does (a local root: the parent is resolved,
+ * then walked from / through descriptors opened O_NOFOLLOW, and the root
+ * made with mkdirat, so no symlink is followed); refused (TM_EOVERLAP)
+ * when it would be inside the source root src. *created: 1 when it was
+ * made, 0 when it existed. Another storage is left as it is (0, *created
+ * 0). Returns 0, or an error with its message in err (errlen bytes): the
+ * parent does not exist or is not a folder (TM_EROOT), or mkdir failed.
+ */
+TM_EXTERN int tm_dst_root_create(const char *src, const char *dst, int *created,
+                                 char *err, size_t errlen);
+
+/*
  * Checks a new migration before anything is created: the roots exist, are
  * folders, are on no pseudo file system (unless o->allow_pseudo_fs), do
  * not overlap by any route, and neither holds the state file at db_path
@@ -300,6 +313,25 @@ typedef struct tm_exec_options {
 
 /* Fills o with the defaults. */
 TM_EXTERN void tm_exec_options_init(tm_exec_options *o);
+
+/*
+ * The itemized log of the copies run on m from now on (path NULL: none):
+ * tm_copy() appends to the file at path (made 0600 if need be, never
+ * through a symlink) one line per node it handled, as docs/logging.md
+ * says (created, replaced, attrs, linked, skipped, failed with the
+ * reason). 0, or TM_ENOMEM.
+ */
+TM_EXTERN int tm_migration_set_item_log(tm_migration *m, const char *path);
+
+/*
+ * Limits the copies and verifies run on m from now on, on each side
+ * separately: bytes_per_s bytes read or written per second, ops_per_s
+ * requests per second (a stat, a listing's page, an open, a commit, a
+ * mkdir, ...); 0: no limit. The workers wait for their turn; an interrupt
+ * ends the waits. 0, or TM_EINVAL for a negative rate.
+ */
+TM_EXTERN int tm_migration_set_limits(tm_migration *m, double bytes_per_s,
+                                      double ops_per_s);
 
 /*
  * Copies what discovery found missing or different, depth by depth, folders
@@ -436,6 +468,16 @@ TM_EXTERN int tm_review_list(tm_migration *m, const char *kind, const char *pref
 TM_EXTERN int tm_review_list_reason(tm_migration *m, const char *kind,
                                     const char *reason, const char *prefix,
                                     int json, FILE *out);
+/*
+ * What tm_copy() would do, without doing anything: one line per node in
+ * the format of tm_review_list (kind create, replace or set-attrs; the
+ * reason of a replace is its conflict), kind after kind, each in
+ * discovery order (a folder before its contents).
+ * With no_overwrite only what is missing is made. counts[0..2] get the
+ * lines of each kind, *bytes the sizes of the files to write.
+ */
+TM_EXTERN int tm_copy_plan(tm_migration *m, int no_overwrite, int json, FILE *out,
+                           int64_t counts[3], int64_t *bytes);
 /*
  * Excludes (or with unexclude, includes again) the source nodes matching
  * each pattern (a root-relative path "/a/b" or a glob as for --exclude) and

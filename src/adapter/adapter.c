@@ -6,11 +6,14 @@
 #include "adapter/adapter.h"
 
 #include "treemig.h"
+#include "util/util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+static void limit_take(struct tm__limit *l, int ops, int64_t n);
 
 const char *const tm__type_names[TM_T_COUNT] = { "folder", "file", "symlink",
                                                  "other" };
@@ -137,6 +140,7 @@ int tm__adapter_list_next(struct tm__lister *l, tm__list_cb cb, void *ctx,
     int rc;
     tm__aerr_clear(e);
     *more = 0;
+    limit_take(l->a->limit, 1, 1); /* a page: one request */
     rc = l->a->list_next(l, check_entry, &c, more, e);
     if (rc == TM_EBADNAME && c.bad) {
         /* the storage listed a name that cannot be a child: a problem of
@@ -172,6 +176,58 @@ int tm__adapter_list(struct tm__adapter *a, const char *path, tm__list_cb cb,
 
 /* The start of every wrapper: e cleared; TM_EINVAL for a bad path,
  * TM_ENOTSUP when the method is missing, else 0. */
+/* ---- limits (copy --bwlimit, --tps-limit) ---- */
+
+void tm__limit_init(struct tm__limit *l, double bytes_per_s, double ops_per_s,
+                    atomic_int *stop)
+{
+    memset(l, 0, sizeof *l);
+    pthread_mutex_init(&l->mu, NULL);
+    l->bytes_per_s = bytes_per_s;
+    l->ops_per_s = ops_per_s;
+    l->stop = stop;
+}
+
+void tm__limit_release(struct tm__limit *l)
+{
+    pthread_mutex_destroy(&l->mu);
+}
+
+/* Takes n units (bytes: ops 0; operations: ops 1) from l: the caller
+ * waits until they are paid for at the rate, counted from when the last
+ * ones were (or now, after a pause: no credit is saved up). The wait is
+ * cut short by a stop. */
+static void limit_take(struct tm__limit *l, int ops, int64_t n)
+{
+    int64_t now, start, until, *next;
+    double rate;
+    if (!l || n <= 0)
+        return;
+    rate = ops ? l->ops_per_s : l->bytes_per_s;
+    if (rate <= 0)
+        return;
+    next = ops ? &l->next_op_ns : &l->next_byte_ns;
+    now = tm__now_ns();
+    pthread_mutex_lock(&l->mu);
+    start = *next > now ? *next : now;
+    *next = start + (int64_t)((double)n * 1e9 / rate);
+    if (ops)
+        l->ops += n;
+    else
+        l->bytes += n;
+    /* an operation goes when its turn comes; bytes went already: the
+     * caller waits until they are paid for */
+    until = ops ? start : *next;
+    if (until > now)
+        l->waited_ns += until - now;
+    pthread_mutex_unlock(&l->mu);
+    while (until > now && !(l->stop && atomic_load(l->stop))) {
+        int64_t ms = (until - now) / 1000000 + 1;
+        tm__sleep_ms(ms > 100 ? 100 : ms);
+        now = tm__now_ns();
+    }
+}
+
 static int begin(struct tm__aerr *e, const char *path, int have)
 {
     tm__aerr_clear(e);
@@ -182,10 +238,20 @@ static int begin(struct tm__aerr *e, const char *path, int have)
     return 0;
 }
 
+/* begin(), then one operation of a's limit. */
+static int begin_op(struct tm__adapter *a, struct tm__aerr *e, const char *path,
+                    int have)
+{
+    int rc = begin(e, path, have);
+    if (!rc)
+        limit_take(a->limit, 1, 1);
+    return rc;
+}
+
 int tm__adapter_stat(struct tm__adapter *a, const char *path,
                      struct tm__entry *out, struct tm__aerr *e)
 {
-    int rc = begin(e, path ? path : "", a->stat != NULL);
+    int rc = begin_op(a, e, path ? path : "", a->stat != NULL);
     memset(out, 0, sizeof *out);
     if (rc)
         return rc;
@@ -199,7 +265,7 @@ int tm__adapter_open_read(struct tm__adapter *a, const char *path,
                           struct tm__rfile **out, struct tm__entry *st,
                           struct tm__aerr *e)
 {
-    int rc = begin(e, path ? path : "", a->open_read != NULL);
+    int rc = begin_op(a, e, path ? path : "", a->open_read != NULL);
     *out = NULL;
     memset(st, 0, sizeof *st);
     if (rc)
@@ -220,6 +286,8 @@ int64_t tm__adapter_read(struct tm__rfile *f, void *buf, size_t len,
     n = f->a->read(f, buf, len, e);
     if (n > (int64_t)len)
         n = TM_EINTERNAL; /* more than asked: never trusted */
+    if (n > 0)
+        limit_take(f->a->limit, 0, n);
     return n < 0 ? tm__aerr_finish(e, (int)n) : n;
 }
 
@@ -243,7 +311,7 @@ int tm__adapter_open_write(struct tm__adapter *a, const char *path,
                            const struct tm__wattr *w, struct tm__wfile **out,
                            struct tm__aerr *e)
 {
-    int rc = begin(e, path ? path : "", a->open_write != NULL);
+    int rc = begin_op(a, e, path ? path : "", a->open_write != NULL);
     *out = NULL;
     if (rc)
         return rc;
@@ -282,6 +350,8 @@ int64_t tm__adapter_write(struct tm__wfile *f, const void *buf, size_t len,
     n = f->a->write(f, buf, len, e);
     if (n >= 0 && n != (int64_t)len)
         n = n > (int64_t)len ? TM_EINTERNAL : TM_EIO; /* all or an error */
+    if (n > 0)
+        limit_take(f->a->limit, 0, n);
     return n < 0 ? tm__aerr_finish(e, (int)n) : n;
 }
 
@@ -301,6 +371,11 @@ int64_t tm__adapter_copy_from(struct tm__wfile *out, struct tm__rfile *in,
     n = out->a->copy_from(out, in->native ? in->native : in, size, e);
     if (n > size)
         n = TM_EINTERNAL;
+    if (n > 0) {
+        /* the bytes were read on one side and written on the other */
+        limit_take(in->a->limit, 0, n);
+        limit_take(out->a->limit, 0, n);
+    }
     return n < 0 ? tm__aerr_finish(e, (int)n) : n;
 }
 
@@ -308,6 +383,7 @@ int tm__adapter_commit(struct tm__wfile *f, int64_t mtime, uint32_t mode,
                        unsigned flags, struct tm__aerr *e)
 {
     tm__aerr_clear(e);
+    limit_take(f->a->limit, 1, 1);
     return tm__aerr_finish(e, f->a->commit(f, mtime, mode, flags, e));
 }
 
@@ -320,14 +396,14 @@ void tm__adapter_abort(struct tm__wfile *f)
 int tm__adapter_mkdir(struct tm__adapter *a, const char *path,
                       struct tm__aerr *e)
 {
-    int rc = begin(e, path ? path : "", a->mkdir != NULL);
+    int rc = begin_op(a, e, path ? path : "", a->mkdir != NULL);
     return rc ? rc : tm__aerr_finish(e, a->mkdir(a, path, e));
 }
 
 int tm__adapter_readlink(struct tm__adapter *a, const char *path,
                          struct tm__buf *out, struct tm__aerr *e)
 {
-    int rc = begin(e, path ? path : "", a->readlink != NULL);
+    int rc = begin_op(a, e, path ? path : "", a->readlink != NULL);
     return rc ? rc : tm__aerr_finish(e, a->readlink(a, path, out, e));
 }
 
@@ -335,7 +411,7 @@ int tm__adapter_symlink(struct tm__adapter *a, const char *path,
                         const char *target, int64_t mtime, unsigned flags,
                         struct tm__aerr *e)
 {
-    int rc = begin(e, path ? path : "", a->symlink != NULL);
+    int rc = begin_op(a, e, path ? path : "", a->symlink != NULL);
     return rc ? rc : tm__aerr_finish(e, a->symlink(a, path, target, mtime, flags, e));
 }
 
@@ -372,7 +448,7 @@ int tm__xattr_add(struct tm__buf *out, const char *name, const void *value,
 int tm__adapter_get_xattrs(struct tm__adapter *a, const char *path, int type,
                            struct tm__buf *out, struct tm__aerr *e)
 {
-    int rc = begin(e, path ? path : "", a->get_xattrs != NULL);
+    int rc = begin_op(a, e, path ? path : "", a->get_xattrs != NULL);
     return rc ? rc : tm__aerr_finish(e, a->get_xattrs(a, path, type, out, e));
 }
 
@@ -380,7 +456,7 @@ int tm__adapter_set_xattrs(struct tm__adapter *a, const char *path,
                            const void *blob, size_t len, struct tm__buf *refused,
                            struct tm__aerr *e)
 {
-    int rc = begin(e, path ? path : "", a->set_xattrs != NULL);
+    int rc = begin_op(a, e, path ? path : "", a->set_xattrs != NULL);
     return rc ? rc : tm__aerr_finish(e, a->set_xattrs(a, path, blob, len, refused,
                                                       e));
 }
@@ -388,7 +464,7 @@ int tm__adapter_set_xattrs(struct tm__adapter *a, const char *path,
 int tm__adapter_link(struct tm__adapter *a, const char *target, const char *path,
                      unsigned flags, struct tm__aerr *e)
 {
-    int rc = begin(e, path ? path : "", a->link != NULL);
+    int rc = begin_op(a, e, path ? path : "", a->link != NULL);
     if (!rc && !path_ok(target ? target : ""))
         rc = tm__aerr_finish(e, TM_EINVAL);
     return rc ? rc : tm__aerr_finish(e, a->link(a, target, path, flags, e));
@@ -398,7 +474,7 @@ int tm__adapter_mknod(struct tm__adapter *a, const char *path, uint32_t mode,
                       uint64_t rdev, int64_t mtime, unsigned flags,
                       struct tm__aerr *e)
 {
-    int rc = begin(e, path ? path : "", a->mknod != NULL);
+    int rc = begin_op(a, e, path ? path : "", a->mknod != NULL);
     return rc ? rc : tm__aerr_finish(e, a->mknod(a, path, mode, rdev, mtime,
                                                  flags, e));
 }
@@ -406,7 +482,7 @@ int tm__adapter_mknod(struct tm__adapter *a, const char *path, uint32_t mode,
 int tm__adapter_set_attr(struct tm__adapter *a, const char *path, int64_t mtime,
                          uint32_t mode, struct tm__aerr *e)
 {
-    int rc = begin(e, path ? path : "", a->set_attr != NULL);
+    int rc = begin_op(a, e, path ? path : "", a->set_attr != NULL);
     return rc ? rc : tm__aerr_finish(e, a->set_attr(a, path, mtime, mode, e));
 }
 
@@ -414,7 +490,7 @@ int tm__adapter_set_leaf_attr(struct tm__adapter *a, const char *path,
                               const struct tm__leaf_attr *want,
                               struct tm__aerr *e)
 {
-    int rc = begin(e, path ? path : "", a->set_leaf_attr != NULL);
+    int rc = begin_op(a, e, path ? path : "", a->set_leaf_attr != NULL);
     if (!rc && want->type != TM_T_FILE && want->type != TM_T_SYMLINK)
         rc = tm__aerr_finish(e, TM_EINVAL);
     return rc ? rc : tm__aerr_finish(e, a->set_leaf_attr(a, path, want, e));
@@ -429,7 +505,7 @@ int tm__adapter_sync(struct tm__adapter *a, struct tm__aerr *e)
 int tm__adapter_chown(struct tm__adapter *a, const char *path, int64_t uid,
                       int64_t gid, struct tm__aerr *e)
 {
-    int rc = begin(e, path ? path : "", a->chown != NULL);
+    int rc = begin_op(a, e, path ? path : "", a->chown != NULL);
     return rc ? rc : tm__aerr_finish(e, a->chown(a, path, uid, gid, e));
 }
 

@@ -13,6 +13,8 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "util/buf.h"
@@ -285,7 +287,31 @@ struct tm__adapter {
      * cannot (then it has no remove either). */
     int (*backup)(struct tm__adapter *a, const char *path, const char *dir,
                   struct tm__aerr *e);
+    /* Not the storage's: the engine's limits on this side (copy
+     * --bwlimit, --tps-limit), applied by the tm__adapter_* wrappers;
+     * NULL (as the storage leaves it): none. */
+    struct tm__limit *limit;
 };
+
+/* Limits on one side's traffic: bytes per second (read, write, copy_from)
+ * and operations per second (each request: stat, a listing's page, open,
+ * commit, mkdir, ...). A caller that would go faster waits; a stop asked
+ * (*stop) ends every wait at once. Shared by the workers of a side. */
+struct tm__limit {
+    pthread_mutex_t mu;     /* guards what follows */
+    double bytes_per_s;     /* 0: no limit */
+    double ops_per_s;       /* 0: no limit */
+    int64_t next_byte_ns;   /* when the bytes taken so far are paid for */
+    int64_t next_op_ns;     /* when the operations taken so far are */
+    atomic_int *stop;       /* set to end the waits, may be NULL */
+    int64_t bytes, ops;     /* taken (accounting) */
+    int64_t waited_ns;      /* slept in all, over every caller */
+};
+
+/* Sets l up (rates 0: none). */
+void tm__limit_init(struct tm__limit *l, double bytes_per_s, double ops_per_s,
+                    atomic_int *stop);
+void tm__limit_release(struct tm__limit *l);
 
 /* How a file will be written (open_write). */
 struct tm__wattr {

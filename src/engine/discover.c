@@ -1312,7 +1312,7 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
     rc = tm__observe_start(&e.lg, cfg->log, e.w, cfg->err);
     if (rc)
         goto out;
-    tm__log(e.lg, TM_INFO, "engine", 0, NULL,
+    tm__log(e.lg, TM_INFO | TM__LOG_MILESTONE, "engine", 0, NULL,
             "discovery started: %d workers per side, lead %d, retries %d",
             per_side, cfg->lead, cfg->retries);
     /* small stacks: a thousand listings in flight must not cost gigabytes */
@@ -1380,7 +1380,8 @@ out:
     }
     if (e.lg) {
         if (rc == 0)
-            tm__log(e.lg, TM_INFO, "engine", 0, NULL, "discovery complete: %lld "
+            tm__log(e.lg, TM_INFO | TM__LOG_MILESTONE, "engine", 0, NULL,
+                    "discovery complete: %lld "
                     "source and %lld destination nodes, %lld listings failed",
                     (long long)e.s[0].nodes, (long long)e.s[1].nodes,
                     (long long)(e.s[0].failed + e.s[1].failed));

@@ -111,6 +111,11 @@ struct reader {
     struct tm__tasks *q;    /* the connection */
 };
 
+/* The ETA's window: rates are taken over the last RATE_WINDOW_S seconds
+ * of progress (samples once a second), and said only after
+ * RATE_MIN_S seconds of them. */
+enum { RATE_SAMPLES = 16, RATE_WINDOW_S = 10, RATE_MIN_S = 3 };
+
 struct runner {
     struct tm__exec_cfg *cfg;  /* what to do */
     pthread_mutex_t mu;        /* guards everything below */
@@ -128,6 +133,12 @@ struct runner {
     int64_t done_nodes;        /* nodes copied or checked */
     int64_t done_bytes;        /* bytes copied or hashed */
     int64_t problems;          /* failures / mismatches */
+    struct {
+        int64_t t, nodes, bytes; /* when, done_nodes, done_bytes */
+    } smp[RATE_SAMPLES];       /* progress once a second, a ring (measure) */
+    int n_smp, smp_head;       /* samples held, the oldest's index */
+    double ips, bps;           /* items and bytes per second over the window */
+    int64_t eta;               /* seconds left, or -1 (not meaningful yet) */
     int64_t prec;              /* mtime precision of the comparison */
     struct tm__attr_rule rule; /* what the attributes' comparison takes */
     int folder_attrs;          /* the destination keeps folders' modes and
@@ -139,6 +150,8 @@ struct runner {
     struct tm__pool *pool;     /* the jobs */
     struct worker *free_wk;    /* workers not in use */
     struct tm__logger *lg;     /* the log service, or NULL */
+    struct tm__limit lim[2];   /* each side's limits (--bwlimit, --tps-limit) */
+    int limited;               /* lim is set on the adapters */
 };
 
 static int stopping(struct runner *r)
@@ -1595,6 +1608,28 @@ static void worker_free(struct worker *wk)
     free(wk);
 }
 
+/* Tells cfg->item what a copy task did (copy --log-file). */
+static void item_done(struct runner *r, const struct task *t,
+                      const struct tm__result *res)
+{
+    const char *what;
+    if (res->new_cs == CS_FAILED)
+        what = "failed";
+    else if (res->new_cs == CS_SKIPPED)
+        what = "skipped";
+    else if (res->new_cs != CS_SUCCESSFUL || t->stage == ST_ATTRS)
+        return; /* a folder's attributes at the end: said only when failed */
+    else if (t->stage == ST_LINKS)
+        what = "linked";
+    else if (t->cf == CF_NONE)
+        what = "created";
+    else if (t->cf == CF_ATTRS)
+        what = "attrs";
+    else
+        what = "replaced";
+    r->cfg->item(r->cfg->item_ctx, what, t->type, t->size, t->path, res->error);
+}
+
 /* Runs one task on wk: 0 (its outcome handed to the writer), TM_ESTOPPED
  * (left for the next run), or a fatal error. */
 static int run_one(struct worker *wk, struct task *t)
@@ -1616,6 +1651,9 @@ static int run_one(struct worker *wk, struct task *t)
                            ? TM_INFO : TM_ERROR,
                 t->stage == ST_VERIFY ? "verify" : "copy", t->id, t->path, "%s",
                 res->error);
+    if (!rc && res && r->cfg->item && res->kind == TM_R_COPY &&
+        t->stage != ST_VERIFY)
+        item_done(r, t, res);
     if (!rc && res) {
         int failed = res->kind == TM_R_COPY && res->new_cs == CS_FAILED;
         int ok = res->kind == TM_R_COPY && res->new_cs == CS_SUCCESSFUL;
@@ -1798,52 +1836,136 @@ static void dispatch(struct runner *r)
     }
 }
 
+/* Takes a progress sample at now and updates the rates over the window
+ * and the ETA: the larger of the estimates from items and from bytes (a
+ * run of small files is bound by items, one of large files by bytes), -1
+ * until RATE_MIN_S seconds of samples with progress. Called with r->mu
+ * held, about once a second. */
+static void measure(struct runner *r, int64_t now)
+{
+    struct tm__exec_cfg *c = r->cfg;
+    int i = (r->smp_head + r->n_smp) % RATE_SAMPLES, o;
+    double dt, left_i, left_b, eta = -1;
+
+    if (r->n_smp == RATE_SAMPLES) {
+        r->smp_head = (r->smp_head + 1) % RATE_SAMPLES;
+        r->n_smp--;
+    }
+    r->smp[i].t = now;
+    r->smp[i].nodes = r->done_nodes;
+    r->smp[i].bytes = r->done_bytes;
+    r->n_smp++;
+    /* the oldest sample inside the window */
+    while (r->n_smp > 1 &&
+           now - r->smp[r->smp_head].t > (int64_t)RATE_WINDOW_S * 1000000000LL) {
+        r->smp_head = (r->smp_head + 1) % RATE_SAMPLES;
+        r->n_smp--;
+    }
+    o = r->smp_head;
+    dt = (double)(now - r->smp[o].t) / 1e9;
+    r->ips = dt > 0 ? (double)(r->done_nodes - r->smp[o].nodes) / dt : 0;
+    r->bps = dt > 0 ? (double)(r->done_bytes - r->smp[o].bytes) / dt : 0;
+    left_i = (double)(c->total_files - r->done_nodes);
+    left_b = (double)(c->total_bytes - r->done_bytes);
+    if (dt >= RATE_MIN_S && (r->ips > 0 || r->bps > 0)) {
+        if (left_i > 0 && r->ips > 0)
+            eta = left_i / r->ips;
+        if (left_b > 0 && r->bps > 0 && left_b / r->bps > eta)
+            eta = left_b / r->bps;
+        if (left_i <= 0 && left_b <= 0)
+            eta = 0;
+    }
+    r->eta = eta < 0 ? -1 : (int64_t)(eta + 0.5);
+}
+
+/* Writes an ETA as the status shows it: "ETA 1:02:03", "ETA —" when it
+ * is not meaningful yet. */
+static void fmt_eta(char *out, size_t len, int64_t s)
+{
+    if (s < 0)
+        snprintf(out, len, "ETA \u2014");
+    else
+        snprintf(out, len, "ETA %lld:%02lld:%02lld", (long long)(s / 3600),
+                 (long long)(s / 60 % 60), (long long)(s % 60));
+}
+
+/* Writes n bytes for people: "1.6 GiB", "512 B". */
+static void fmt_size(char *out, size_t len, int64_t n)
+{
+    static const char *const unit[] = { "KiB", "MiB", "GiB", "TiB", "PiB" };
+    double v = (double)n;
+    int u = -1;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    if (u < 0)
+        snprintf(out, len, "%lld B", (long long)n);
+    else
+        snprintf(out, len, "%.1f %s", v, unit[u]);
+}
+
 /* The observer: one queue_stats row. Called with r->mu held, which it
  * drops while handing the row to the writer (the writer may wait for a
  * commit, whose on_commit() takes r->mu). */
 static void snapshot(struct runner *r, int64_t t0)
 {
     struct tm__exec_cfg *c = r->cfg;
-    double secs = (double)(tm__now_ns() - t0) / 1e9;
     int64_t st[7] = { r->depth, c->total_files - r->done_nodes, r->in_flight,
                       r->done_nodes, r->problems, r->done_bytes,
                       c->total_bytes - r->done_bytes };
-    double rate[2] = { secs > 0 ? (double)r->done_nodes / secs : 0,
-                       secs > 0 ? (double)r->done_bytes / secs : 0 };
-    if (c->mode == TM_EXEC_VERIFY)
-        st[1] = st[6] = 0;
+    /* the rates of the ETA's window: status estimates as the live line */
+    double rate[2] = { r->ips, r->bps };
+    (void)t0;
+    if (st[1] < 0)
+        st[1] = 0;
+    if (st[6] < 0)
+        st[6] = 0;
     pthread_mutex_unlock(&r->mu);
     tm__observe_snapshot(r->w, c->mode == TM_EXEC_VERIFY ? "verify" : "copy", st,
                          rate);
     pthread_mutex_lock(&r->mu);
 }
 
+/* The live line (final: the last one, with the whole run's rate). The
+ * ETA and the rate are those of measure(). */
 static void report(struct runner *r, int64_t t0, int final)
 {
     struct tm__exec_cfg *c = r->cfg;
     double secs = (double)(tm__now_ns() - t0) / 1e9;
-    double rate = secs > 0 ? (double)r->done_bytes / secs : 0;
-    char line[512], eta[64] = "", where[32] = "";
+    double rate = final ? (secs > 0 ? (double)r->done_bytes / secs : 0) : r->bps;
+    char line[512], eta[64] = "", where[32] = "", done[32], total[32], rs[32];
     if (!c->progress)
         return;
+    if (!final) {
+        eta[0] = ',';
+        eta[1] = ' ';
+        fmt_eta(eta + 2, sizeof eta - 2, r->eta);
+    }
+    fmt_size(done, sizeof done, r->done_bytes);
+    fmt_size(total, sizeof total, c->total_bytes);
+    fmt_size(rs, sizeof rs, (int64_t)rate);
     if (c->mode == TM_EXEC_VERIFY) {
-        snprintf(line, sizeof line, "%s %lld nodes checked, %lld mismatches%s",
-                 final ? "verified:" : "verifying:", (long long)r->done_nodes,
-                 (long long)r->problems, c->checksum ? ", contents hashed" : "");
+        if (c->checksum)
+            snprintf(line, sizeof line, "%s %lld of %lld nodes checked, %s of %s "
+                     "hashed, %s/s, %lld mismatches%s",
+                     final ? "verified:" : "verifying:", (long long)r->done_nodes,
+                     (long long)c->total_files, done, total, rs,
+                     (long long)r->problems, eta);
+        else
+            snprintf(line, sizeof line, "%s %lld of %lld nodes checked, %lld "
+                     "mismatches%s", final ? "verified:" : "verifying:",
+                     (long long)r->done_nodes, (long long)c->total_files,
+                     (long long)r->problems, eta);
     } else {
-        if (!final && rate > 0 && c->total_bytes > r->done_bytes)
-            snprintf(eta, sizeof eta, ", ETA %.0f s",
-                     (double)(c->total_bytes - r->done_bytes) / rate);
         if (!final)
             snprintf(where, sizeof where, r->stage == ST_ATTRS ? " folder attributes:"
                                                                : " depth %d:",
                      r->depth);
         snprintf(line, sizeof line,
-                 "%s%s %lld of %lld nodes, %.1f of %.1f MiB, %.1f MiB/s, "
-                 "%lld failed%s",
+                 "%s%s %lld of %lld nodes, %s of %s, %s/s, %lld failed%s",
                  final ? "copied:" : "copying:", where, (long long)r->done_nodes,
-                 (long long)c->total_files, (double)r->done_bytes / 1048576.0,
-                 (double)c->total_bytes / 1048576.0, rate / 1048576.0,
+                 (long long)c->total_files, done, total, rs,
                  (long long)r->problems, eta);
     }
     c->progress(c->progress_ctx, line);
@@ -1924,6 +2046,7 @@ static int run_stage(struct runner *r, int stage, int depth, struct task **buf,
         }
         if (tm__now_ns() - *last_report >= 1000000000LL) {
             *last_report = tm__now_ns();
+            measure(r, *last_report);
             report(r, t0, 0);
             snapshot(r, t0);
         }
@@ -1963,6 +2086,7 @@ static int run_stages(struct runner *r, struct task **buf)
         return rc;
     }
     pthread_mutex_lock(&r->mu);
+    measure(r, t0); /* the window starts with the run */
     if (r->cfg->mode == TM_EXEC_COPY) {
         for (depth = 1; depth <= maxd && !rc; depth++) {
             rc = run_stage(r, ST_COPY_DEPTH, depth, buf, t0, &last_report);
@@ -1978,8 +2102,10 @@ static int run_stages(struct runner *r, struct task **buf)
     }
     r->quit = 1;
     atomic_store(&r->quitting, 1);
-    if (!rc)
+    if (!rc) {
+        measure(r, tm__now_ns());
         snapshot(r, t0);
+    }
     pthread_mutex_unlock(&r->mu);
     if (!rc)
         report(r, t0, 1);
@@ -2006,6 +2132,7 @@ int tm__exec_run(struct tm__exec_cfg *cfg)
     int n = cfg->workers > 0 ? cfg->workers : 4, i, rc, wrc;
 
     memset(&r, 0, sizeof r);
+    r.eta = -1;
     r.cfg = cfg;
     r.prec = cfg->ad[0]->mtime_precision > cfg->ad[1]->mtime_precision
                  ? cfg->ad[0]->mtime_precision
@@ -2043,7 +2170,8 @@ int tm__exec_run(struct tm__exec_cfg *cfg)
     rc = tm__observe_start(&r.lg, cfg->log, r.w, cfg->err);
     if (rc)
         goto out;
-    tm__log(r.lg, TM_INFO, "engine", 0, NULL, "%s started: %d workers",
+    tm__log(r.lg, TM_INFO | TM__LOG_MILESTONE, "engine", 0, NULL,
+            "%s started: %d workers",
             cfg->mode == TM_EXEC_VERIFY ? "verify" : "copy", n);
     if (cfg->mode == TM_EXEC_COPY && cfg->owner && !cfg->owner_discovered) {
         static const char note[] =
@@ -2056,6 +2184,15 @@ int tm__exec_run(struct tm__exec_cfg *cfg)
         if (cfg->progress)
             cfg->progress(cfg->progress_ctx, note);
     }
+    if (cfg->bwlimit > 0 || cfg->tpslimit > 0) {
+        /* each side its own: the tm__adapter_* wrappers make the workers
+         * wait; a stop ends the waits */
+        for (i = 0; i < 2; i++) {
+            tm__limit_init(&r.lim[i], cfg->bwlimit, cfg->tpslimit, cfg->stop);
+            cfg->ad[i]->limit = &r.lim[i];
+        }
+        r.limited = 1;
+    }
     rc = tm__pool_start(&r.pool, n, 1024);
     if (!rc)
         rc = run_stages(&r, buf);
@@ -2065,6 +2202,17 @@ out:
     atomic_store(&r.quitting, 1);
     pthread_mutex_unlock(&r.mu);
     tm__pool_stop(r.pool); /* the running tasks end; queued ones give up */
+    if (r.limited) {
+        for (i = 0; i < 2; i++) {
+            cfg->ad[i]->limit = NULL;
+            cfg->limit_waited_ns += r.lim[i].waited_ns;
+            tm__log(r.lg, TM_INFO, "engine", 0, NULL, "%s limits: %lld bytes, "
+                    "%lld operations; workers waited %.3f s for them",
+                    side_names[i], (long long)r.lim[i].bytes,
+                    (long long)r.lim[i].ops, (double)r.lim[i].waited_ns / 1e9);
+            tm__limit_release(&r.lim[i]);
+        }
+    }
     /* everything copied is on the destination's disk before the state
      * file says so for the last time */
     if (cfg->mode == TM_EXEC_COPY && r.w && cfg->ad[TM_DST]->sync)
@@ -2072,7 +2220,8 @@ out:
     if (r.lg) {
         const char *what = cfg->mode == TM_EXEC_VERIFY ? "verify" : "copy";
         if (rc == 0)
-            tm__log(r.lg, TM_INFO, "engine", 0, NULL, "%s complete: %lld nodes, "
+            tm__log(r.lg, TM_INFO | TM__LOG_MILESTONE, "engine", 0, NULL,
+                    "%s complete: %lld nodes, "
                     "%lld bytes, %lld problems", what, (long long)r.done_nodes,
                     (long long)r.done_bytes, (long long)r.problems);
         else if (rc == TM_ESTOPPED)

@@ -53,6 +53,16 @@ struct tm__exec_cfg {
                                     mtime is not compared */
     int64_t window;              /* verify: mtimes within this (ns, whole
                                     seconds) are equal (--modify-window) */
+    /* copy: told of each node the run handled, from any worker (it
+     * serializes itself): what ("created", "replaced", "attrs", "linked",
+     * "skipped", "failed"), the node and the reason (NULL: none); NULL:
+     * nobody is told (copy --log-file) */
+    void (*item)(void *ctx, const char *what, int type, int64_t size,
+                 const char *path, const char *reason);
+    void *item_ctx;              /* item's context */
+    double bwlimit;              /* bytes per second per side; 0: none */
+    double tpslimit;             /* operations per second per side; 0: none */
+    int64_t limit_waited_ns;     /* out: time the limits held workers back */
 };
 
 /* Runs the pass: 0 when done (cfg->problems counts what went wrong),

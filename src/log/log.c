@@ -61,7 +61,8 @@ struct rec {
     uint32_t qlen;    /* queue name length, or NO_STR */
     uint32_t plen;    /* path length, or NO_STR */
     uint32_t mlen;    /* message length */
-    uint32_t unused;  /* keeps the size a multiple of 8 */
+    uint32_t flags;   /* 1: a milestone (TM__LOG_MILESTONE); keeps the size
+                         a multiple of 8 */
 };
 
 struct tm__logger {
@@ -89,6 +90,8 @@ struct tm__logger {
     struct sockaddr_storage addr; /* the listener */
     socklen_t addr_len;        /* its length */
     char *migration;           /* migration id for the datagrams, or NULL */
+    char host[256];            /* this machine's name, for the datagrams */
+    long pid;                  /* this process, for the datagrams */
     /* logger thread only */
     struct tm__buf json;       /* the datagram being built */
     int64_t last_report;       /* monotonic ns of the last drop report */
@@ -278,15 +281,21 @@ void tm__log(struct tm__logger *lg, int level, const char *queue, int64_t node_i
     va_list ap;
     int n;
 
+    int milestone;
+
     if (!lg)
         return;
+    milestone = level >= 0 && (level & TM__LOG_MILESTONE) && lg->sock >= 0;
+    if (level >= 0)
+        level &= ~TM__LOG_MILESTONE;
     if (level < 0)
         level = TM_TRACE;
     if (level >= TM_LEVEL_COUNT)
         level = TM_CRITICAL;
-    if (level < lg->min_level)
+    if (level < lg->min_level && !milestone)
         return;
     memset(&h, 0, sizeof h);
+    h.flags = milestone ? 1 : 0;
     h.time = tm__wall_ns();
     h.level = level;
     h.node_id = node_id;
@@ -384,7 +393,7 @@ static int add_json_or_null(struct tm__buf *b, const char *s)
 
 /* One datagram: a JSON object on one line, without a newline. */
 static int record_json(struct tm__buf *b, const struct tm__log_record *r,
-                       const char *migration)
+                       const char *migration, const char *host, long pid)
 {
     int rc = tm__buf_addf(b, "{\"time\":%" PRId64 ",\"level\":\"%s\",\"queue\":",
                           r->time, tm__level_names[r->level]);
@@ -404,8 +413,14 @@ static int record_json(struct tm__buf *b, const struct tm__log_record *r,
         rc = tm__buf_adds(b, ",\"migration\":");
     if (!rc)
         rc = add_json_or_null(b, migration);
+    /* who sent it: two migrations on one machine, or one machine's from
+     * another's, are told apart by the listener */
     if (!rc)
-        rc = tm__buf_addch(b, '}');
+        rc = tm__buf_adds(b, ",\"host\":");
+    if (!rc)
+        rc = add_json_or_null(b, host && *host ? host : NULL);
+    if (!rc)
+        rc = tm__buf_addf(b, ",\"pid\":%ld}", pid);
     return rc;
 }
 
@@ -413,7 +428,7 @@ static void send_record(struct tm__logger *lg, const struct tm__log_record *r)
 {
     ssize_t n;
     tm__buf_reset(&lg->json);
-    if (record_json(&lg->json, r, lg->migration)) {
+    if (record_json(&lg->json, r, lg->migration, lg->host, lg->pid)) {
         atomic_fetch_add(&lg->send_errors, 1);
         return;
     }
@@ -424,11 +439,12 @@ static void send_record(struct tm__logger *lg, const struct tm__log_record *r)
         atomic_fetch_add(&lg->send_errors, 1);
 }
 
-static void deliver(struct tm__logger *lg, const struct tm__log_record *r)
+static void deliver(struct tm__logger *lg, const struct tm__log_record *r,
+                    int milestone)
 {
     if (lg->sink && r->level >= lg->db_level)
         lg->sink(lg->sink_ctx, r);
-    if (lg->sock >= 0 && r->level >= lg->udp_level)
+    if (lg->sock >= 0 && (r->level >= lg->udp_level || milestone))
         send_record(lg, r);
 }
 
@@ -450,7 +466,7 @@ static void handle(struct tm__logger *lg, const struct rec *h)
         text += h->plen + 1;
     }
     r.message = text;
-    deliver(lg, &r);
+    deliver(lg, &r, h->flags & 1);
 }
 
 static void report_drops(struct tm__logger *lg, int64_t n)
@@ -464,7 +480,7 @@ static void report_drops(struct tm__logger *lg, int64_t n)
     r.node_id = 0;
     r.path = NULL;
     r.message = msg;
-    deliver(lg, &r);
+    deliver(lg, &r, 0);
 }
 
 /* Reports the drops not reported yet once the queue has room again (at most
@@ -605,6 +621,10 @@ int tm__logger_start(struct tm__logger **out, const struct tm__log_cfg *cfg,
         return fail(err, TM_ENOMEM, "out of memory starting the logger");
     lg->sock = -1;
     tm__buf_init(&lg->json);
+    if (gethostname(lg->host, sizeof lg->host) != 0)
+        lg->host[0] = '\0';
+    lg->host[sizeof lg->host - 1] = '\0';
+    lg->pid = (long)getpid();
     lg->capacity = cap;
     lg->db_level = cfg->sink ? cfg->db_level : TM_LEVEL_COUNT;
     lg->udp_level = cfg->udp_level;

@@ -86,6 +86,10 @@ int tm__log_parse_addr(const char *s, struct sockaddr_storage *out,
  */
 #define TM__LOG_DEFAULT_ADDR "127.0.0.1:8081"
 #define TM__LOG_MSG_MAX 1024   /* bytes of a message, NUL included */
+/* OR'ed into tm__log()'s level: a milestone (a phase started or ended),
+ * also sent by UDP when UDP is on, whatever --udp-level (not off), so
+ * that log-listen shows at least when a phase starts and ends. */
+#define TM__LOG_MILESTONE 0x100
 #define TM__LOG_PATH_MAX 4096  /* bytes of a path, NUL included */
 #define TM__LOG_QUEUE_MAX 32   /* bytes of a queue name, NUL included */
 #define TM__LOG_ADDR_STRLEN 64 /* room for tm__log_format_addr() */

@@ -84,6 +84,7 @@ void tm_migration_free(tm_migration *m)
     tm__mig_sopts_clear(m);
     free(m->config_path);
     free(m->log_addr);
+    free(m->item_log);
     tm__buf_release(&m->err);
     free(m);
 }
@@ -199,4 +200,25 @@ int tm__migration_readonly(tm_migration *m)
 const char *tm__migration_path(tm_migration *m)
 {
     return m->store.path;
+}
+
+int tm_migration_set_item_log(tm_migration *m, const char *path)
+{
+    char *p = NULL;
+    if (!m)
+        return TM_EINVAL;
+    if (path && !(p = strdup(path)))
+        return TM_ENOMEM;
+    free(m->item_log);
+    m->item_log = p;
+    return 0;
+}
+
+int tm_migration_set_limits(tm_migration *m, double bytes_per_s, double ops_per_s)
+{
+    if (!m || bytes_per_s < 0 || ops_per_s < 0)
+        return TM_EINVAL;
+    m->bwlimit = bytes_per_s;
+    m->tpslimit = ops_per_s;
+    return 0;
 }

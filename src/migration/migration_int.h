@@ -41,6 +41,10 @@ struct tm_migration {
                                ones, and are recorded), else read from the
                                state file */
     struct tm__sopts sopts; /* the view adapters read (sopt, n_sopt) */
+    char *item_log;         /* the copy's itemized log (copy --log-file),
+                               or NULL */
+    double bwlimit;         /* copy/verify: bytes per second per side */
+    double tpslimit;        /* copy/verify: operations per second per side */
 };
 
 /* ---- migration.c: the handle ---- */

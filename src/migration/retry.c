@@ -66,6 +66,12 @@ int tm_retry(tm_migration *m, const tm_discover_options *dopt,
     copy_started = ph != PH_DISCOVERED;
     folders = tm__q_count_failed(db, 0) + tm__q_count_failed(db, 1);
     copies = tm__q_count_failed(db, 2);
+    /* nothing failed: the phase stays as it is (a verified migration is
+     * not made 'copied' again by a copy of nothing); a suspended copy is
+     * still resumed */
+    if (!folders && !copies && ph != PH_SUSPENDED)
+        return tm__mig_fail(m, TM_EPHASE, "nothing to retry: no folder listing "
+                            "and no copy failed (phase %s)", st.phase);
     if (folders || copies) {
         /* the roots are checked before anything is read from them */
         rc = tm__mig_open_roots(m, ad);

@@ -827,6 +827,23 @@ static int list_row(void *ctx, const struct tm__q_list_row *r)
     return rc ? rc : put(x->m, x->out, line);
 }
 
+/* The context of plan_row: a listing that counts its rows. */
+struct plan_count {
+    struct list_ctx x; /* the listing */
+    int64_t *count;    /* rows written */
+    int64_t *bytes;    /* sizes of the files among them */
+};
+
+/* Writes one row of the copy's plan and counts it. */
+static int plan_row(void *ctx, const struct tm__q_list_row *r)
+{
+    struct plan_count *pk = ctx;
+    (*pk->count)++;
+    if (!strcmp(r->type, "file") && strcmp(pk->x.k->kind, "set-attrs") != 0)
+        *pk->bytes += r->size;
+    return list_row(&pk->x, r);
+}
+
 /* Writes the rows of kind tm__q_kinds[k] (below root when root > 0). */
 static int list_one(tm_migration *m, size_t k, int64_t root, const char *reason,
                     int json, FILE *out, struct tm__buf *line)
@@ -856,11 +873,11 @@ int tm_review_list_reason(tm_migration *m, const char *kind, const char *reason,
     tm__buf_reset(tm__migration_err(m));
     all = kind && !strcmp(kind, "all");
     for (i = 0; kind && i < tm__q_n_kinds; i++)
-        known |= !strcmp(tm__q_kinds[i].kind, kind);
+        known |= tm__q_kinds[i].not_in_all != 2 && !strcmp(tm__q_kinds[i].kind, kind);
     if (!all && !known)
         return tm__rv_fail(m, TM_EINVAL, "unknown kind '%s': expected missing, conflict, "
                            "attrs, extra, failed, excluded, skipped, new, changed, "
-                           "edited or all",
+                           "edited, copied or all",
                            kind ? kind : "");
     if (reason) {
         int ok = 0;
@@ -912,5 +929,46 @@ int tm_review_list_reason(tm_migration *m, const char *kind, const char *reason,
     tm__buf_release(&line);
     if (rc == TM_ENOMEM && !tm__migration_err(m)->len)
         tm__rv_fail(m, rc, "not enough memory for the list");
+    return rc;
+}
+
+int tm_copy_plan(tm_migration *m, int no_overwrite, int json, FILE *out,
+                 int64_t counts[3], int64_t *bytes)
+{
+    struct tm__buf line = TM__BUF_INIT;
+    size_t i;
+    int rc = 0, began, n = 0;
+
+    if (!tm__migration_db(m) || !out || !counts || !bytes)
+        return TM_EINVAL;
+    tm__buf_reset(tm__migration_err(m));
+    counts[0] = counts[1] = counts[2] = 0;
+    *bytes = 0;
+    began = tm__q_begin_read(tm__migration_db(m));
+    for (i = 0; !rc && i < tm__q_n_kinds; i++) {
+        const struct tm__q_kind *k = &tm__q_kinds[i];
+        struct plan_count pk;
+        if (k->not_in_all != 2)
+            continue;
+        /* --no-overwrite keeps what differs: only what is missing is made */
+        if (no_overwrite && n > 0)
+            break;
+        pk.x.m = m;
+        pk.x.k = k;
+        pk.x.json = json;
+        pk.x.out = out;
+        pk.x.line = &line;
+        pk.count = &counts[n];
+        pk.bytes = bytes;
+        rc = tm__q_list_kind(tm__migration_db(m), i, 0, NULL, plan_row, &pk,
+                             tm__migration_err(m));
+        n++;
+    }
+    tm__q_end_read(tm__migration_db(m), began);
+    if (!rc && (fflush(out) != 0 || ferror(out)))
+        rc = tm__rv_fail(m, TM_EIO, "cannot write the plan");
+    tm__buf_release(&line);
+    if (rc == TM_ENOMEM && !tm__migration_err(m)->len)
+        tm__rv_fail(m, rc, "not enough memory for the plan");
     return rc;
 }

@@ -12,7 +12,9 @@
 #include "migration/migration_int.h"
 #include "store/store.h"
 #include "util/buf.h"
+#include "util/util.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
@@ -430,4 +432,91 @@ int tm__mig_check_owner_caps(tm_migration *m, struct tm__adapter *ad[2])
         return tm__mig_fail(m, TM_EINVAL, "--owner: the destination (%s storage) "
                             "cannot set owners", ad[TM_DST]->name);
     return 0;
+}
+
+int tm_dst_root_create(const char *src, const char *dst, int *created,
+                       char *err, size_t errlen)
+{
+    const char *spec = dst + tm__mig_fault_prefix_len(dst);
+    char *path = NULL, *parent = NULL, *name, *comp, *next;
+    struct stat st;
+    int fd = -1, nfd, rc = 0;
+    size_t len;
+
+    *created = 0;
+    if (err && errlen)
+        err[0] = '\0';
+    /* only a local root is made here; a remote one is the storage's */
+    if (!*spec || tm__kind_of(spec) != &tm__local_kind || lstat(spec, &st) == 0 ||
+        errno != ENOENT)
+        return 0;
+    path = strdup(spec);
+    if (!path) {
+        rc = TM_ENOMEM;
+        goto out;
+    }
+    len = strlen(path);
+    while (len > 1 && path[len - 1] == '/')
+        path[--len] = '\0';
+    name = strrchr(path, '/');
+    if (name) {
+        *name++ = '\0';
+        parent = realpath(*path ? path : "/", NULL);
+    } else {
+        name = path;
+        parent = realpath(".", NULL);
+    }
+    if (!*name || !strcmp(name, ".") || !strcmp(name, "..")) {
+        snprintf(err, errlen, "destination root %s: does not exist", spec);
+        rc = TM_EROOT;
+        goto out;
+    }
+    if (!parent) {
+        snprintf(err, errlen, "destination root %s: does not exist, nor its "
+                 "parent folder", spec);
+        rc = TM_EROOT;
+        goto out;
+    }
+    /* never inside the source tree, not even for a moment */
+    if (src && tm__kind_of(src + tm__mig_fault_prefix_len(src)) == &tm__local_kind) {
+        char *rs = realpath(src + tm__mig_fault_prefix_len(src), NULL);
+        int inside = rs && is_within(parent, rs);
+        free(rs);
+        if (inside) {
+            snprintf(err, errlen, "destination root %s would be inside the "
+                     "source root %s: not created", spec, src);
+            rc = TM_EOVERLAP;
+            goto out;
+        }
+    }
+    /* the parent resolved, walked again without following anything: a
+     * symlink put in its way since is refused */
+    fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    for (comp = parent; fd >= 0 && *comp; comp = next) {
+        next = strchr(comp, '/');
+        if (next)
+            *next++ = '\0';
+        else
+            next = comp + strlen(comp);
+        if (!*comp)
+            continue;
+        nfd = openat(fd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        close(fd);
+        fd = nfd;
+    }
+    if (fd < 0 || mkdirat(fd, name, 0777) != 0) {
+        int e = errno;
+        snprintf(err, errlen, "destination root %s: cannot create it: %s", spec,
+                 tm_strerror(tm__from_errno(e)));
+        rc = e == ENOENT || e == ENOTDIR || e == ELOOP ? TM_EROOT
+                                                        : tm__from_errno(e);
+        goto out;
+    }
+    *created = 1;
+out:
+    if (fd >= 0)
+        close(fd);
+    free(path);
+    free(parent);
+    return rc;
 }

@@ -12,18 +12,108 @@
 #include "engine/execute.h"
 #include "log/log.h"
 #include "migration/migration_int.h"
+#include "migration/review_int.h"
 #include "store/copy_q.h"
+#include "store/status_q.h"
 #include "store/store.h"
 #include "util/buf.h"
 #include "util/util.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+/* The nodes and file bytes verify checks (copied or already there): a
+ * tm__q_stats_sums row callback over copy_stats; ctx is int64_t[2]. */
+static void add_to_verify(void *ctx, const char *type, const char *status,
+                          int64_t count, int64_t bytes, int conflict)
+{
+    int64_t *t = ctx;
+    (void)conflict;
+    if (!status || (strcmp(status, "successful") != 0 &&
+                    strcmp(status, "already_existed") != 0))
+        return;
+    t[0] += count;
+    if (type && !strcmp(type, "file"))
+        t[1] += bytes;
+}
+
+/* The copy's itemized log: one line a node, written by any worker. */
+struct item_log {
+    pthread_mutex_t mu; /* serializes the lines */
+    FILE *f;            /* the file, appended to */
+    struct tm__buf line; /* the line being made (under mu) */
+    int failed;         /* a write failed: said at the end */
+};
+
+/* Writes one line (tm__exec_cfg's item). */
+static void item_line(void *ctx, const char *what, int type, int64_t size,
+                      const char *path, const char *reason)
+{
+    struct item_log *l = ctx;
+    int rc;
+    pthread_mutex_lock(&l->mu);
+    tm__buf_reset(&l->line);
+    rc = tm__buf_addf(&l->line, "%s\t%s\t%lld\t", what,
+                      type >= 0 && type < TM_T_COUNT ? tm__type_names[type] : "?",
+                      (long long)size);
+    if (!rc)
+        rc = tm__rv_add_escaped(&l->line, path, strlen(path));
+    if (!rc && reason) {
+        rc = tm__buf_addch(&l->line, '\t');
+        if (!rc)
+            rc = tm__rv_add_escaped(&l->line, reason, strlen(reason));
+    }
+    if (!rc)
+        rc = tm__buf_addch(&l->line, '\n');
+    if (rc || fwrite(l->line.buf, 1, l->line.len, l->f) != l->line.len)
+        l->failed = 1;
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* Opens the itemized log at path for appending (0600 when made, never
+ * through a symlink) and writes its header. */
+static int item_log_open(tm_migration *m, struct item_log *l, const char *path)
+{
+    char when[32];
+    int fd;
+    memset(l, 0, sizeof *l);
+    tm__buf_init(&l->line);
+    fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return tm__mig_fail(m, tm__from_errno(errno), "cannot open the log file "
+                            "%s: %s", path, tm_strerror(tm__from_errno(errno)));
+    l->f = fdopen(fd, "a");
+    if (!l->f) {
+        close(fd);
+        return tm__mig_fail(m, TM_ENOMEM, "cannot open the log file %s", path);
+    }
+    pthread_mutex_init(&l->mu, NULL);
+    tm__iso_time(when, tm__wall_ns());
+    fprintf(l->f, "# treemig copy %s started %s: WHAT TYPE SIZE PATH [REASON]\n",
+            m->cfg.id ? m->cfg.id : "", when);
+    return 0;
+}
+
+/* Closes the itemized log: 0, or the error of a write. */
+static int item_log_close(tm_migration *m, struct item_log *l, const char *path)
+{
+    int failed = l->failed || fflush(l->f) != 0 || ferror(l->f);
+    failed |= fclose(l->f) != 0;
+    pthread_mutex_destroy(&l->mu);
+    tm__buf_release(&l->line);
+    if (failed)
+        return tm__mig_fail(m, TM_EIO, "cannot write the log file %s", path);
+    return 0;
+}
 
 static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
                     struct tm__adapter *ad[2], const tm_status *st,
-                    int64_t *problems)
+                    struct item_log *il, int64_t *problems)
 {
     struct tm__exec_cfg cfg;
     char bdir[4096];             /* the backup folder, for cfg */
@@ -67,8 +157,19 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
             (!strcmp(cmp, "size-only") || !strcmp(cmp, "checksum"));
         cfg.window = (int64_t)tm__mig_get_int(m->store.db, "modify_window", 0) * 1000000000;
     }
+    cfg.bwlimit = m->bwlimit;
+    cfg.tpslimit = m->tpslimit;
     cfg.total_files = st->copy.pending;
     cfg.total_bytes = st->copy.bytes_pending;
+    if (mode == TM_EXEC_VERIFY) {
+        /* the progress of verify: what it checks, and hashes (--checksum) */
+        int64_t t[2] = { 0, 0 };
+        if (tm__q_stats_sums(m->store.db, 2, add_to_verify, t, &m->err) == 0) {
+            cfg.total_files = t[0];
+            cfg.total_bytes = o->checksum ? t[1] : 0;
+        }
+        tm__buf_reset(&m->err);
+    }
     cfg.stop = &m->stop;
     cfg.progress = o->progress;
     cfg.progress_ctx = o->progress_ctx;
@@ -80,6 +181,10 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
         if (rc)
             return rc;
         cfg.log = &lc;
+        if (il) {
+            cfg.item = item_line;
+            cfg.item_ctx = il;
+        }
         rc = tm__exec_run(&cfg);
         tm__mig_log_release(m);
         *problems = cfg.problems;
@@ -218,7 +323,8 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
     enum tm__phase ph;
     char from[32];
     int64_t problems = 0;
-    int rc, started = 0;
+    struct item_log il;
+    int rc, started = 0, logged = 0;
 
     rc = exec_start(m, opt, &o, &st);
     if (rc)
@@ -238,6 +344,13 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
                             "could not be listed during discovery: run retry, or copy "
                             "--force to copy without them",
                             (long long)st.src_counts.failed, (long long)st.dst_counts.failed);
+    /* the itemized log first: a log that cannot be opened changes nothing */
+    if (m->item_log) {
+        rc = item_log_open(m, &il, m->item_log);
+        if (rc)
+            return rc;
+        logged = 1;
+    }
     rc = tm__mig_open_stored(m, ad);
     if (!rc && (o.owner || tm__mig_get_int(m->store.db, "owner", 0)))
         rc = tm__mig_check_owner(m, ad, !o.owner);
@@ -253,7 +366,7 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
         rc = tm__mig_set_phase(m, PH_COPYING);
     }
     if (!rc) {
-        rc = run_exec(m, TM_EXEC_COPY, &o, ad, &st, &problems);
+        rc = run_exec(m, TM_EXEC_COPY, &o, ad, &st, logged ? &il : NULL, &problems);
         if (rc == 0) {
             rc = tm__mig_set_phase(m, PH_COPIED);
         } else {
@@ -269,6 +382,11 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
     }
     if (started)
         end_run(m, run_key); /* every temporary was renamed or removed */
+    if (logged) {
+        int lrc = item_log_close(m, &il, m->item_log);
+        if (!rc)
+            rc = lrc;
+    }
     tm__adapter_close(ad[0]);
     tm__adapter_close(ad[1]);
     if (rc && !m->err.len)
@@ -305,7 +423,7 @@ int tm_verify(tm_migration *m, const tm_exec_options *opt, int64_t *mismatches)
     if (!rc)
         rc = tm__q_verify_unchecked(m->store.db, tm__wall_ns(), &not_checked, &m->err);
     if (!rc)
-        rc = run_exec(m, TM_EXEC_VERIFY, &o, ad, &st, mismatches);
+        rc = run_exec(m, TM_EXEC_VERIFY, &o, ad, &st, NULL, mismatches);
     /* after the check: a node an earlier verify found wrong that this one
      * did not reach (its folder was not listed) is still wrong as far as
      * anyone knows; it is not checked, and counted too */

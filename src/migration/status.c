@@ -57,10 +57,16 @@ static int read_snapshots(tm_migration *m, tm_status *st)
     for (i = 0; i < st->n_queues; i++) {
         const tm_queue_snapshot *x = &st->queues[i];
         if (strcmp(x->queue, "copy") == 0 && tm__phase_parse(st->phase) == PH_COPYING) {
-            if (x->bytes_per_s > 0 && x->bytes_pending > 0)
-                st->eta_seconds = (int64_t)((double)x->bytes_pending / x->bytes_per_s);
-            else if (x->items_per_s > 0)
-                st->eta_seconds = (int64_t)((double)x->pending / x->items_per_s);
+            /* as the live line: the larger of the estimates from items and
+             * from bytes, at the rates of the copy's recent window (0 until
+             * it has one: no ETA) */
+            double eta = -1;
+            if (x->items_per_s > 0)
+                eta = (double)x->pending / x->items_per_s;
+            if (x->bytes_per_s > 0 && (double)x->bytes_pending / x->bytes_per_s > eta)
+                eta = (double)x->bytes_pending / x->bytes_per_s;
+            if (eta >= 0)
+                st->eta_seconds = (int64_t)(eta + 0.5);
         }
     }
     return 0;

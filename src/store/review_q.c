@@ -248,6 +248,15 @@ static const struct {
       "p.copy_status IN ('successful', 'already_existed') AND (p.type != n.type "
       "OR (n.type IN ('file', 'symlink') AND (p.size != n.size OR p.mtime != "
       "n.mtime))))", "'changed on the destination since the previous pass'" },
+    /* what the copy did: created, replaced or its attributes set */
+    { "n.copy_status = 'successful'",
+      "CASE WHEN n.conflict IS NULL THEN 'created' WHEN n.conflict = 'attrs' "
+      "THEN 'attrs' ELSE 'replaced' END" },
+    /* the copy's plan (copy --dry-run) */
+    { "n.copy_status = 'pending' AND n.conflict IS NULL", "NULL" },
+    { "n.copy_status = 'pending' AND n.conflict IN ('size', 'mtime', "
+      "'dst_newer', 'content')", "n.conflict" },
+    { "n.copy_status = 'pending' AND n.conflict = 'attrs'", "n.conflict" },
 };
 
 const struct tm__q_kind tm__q_kinds[] = {
@@ -265,6 +274,12 @@ const struct tm__q_kind tm__q_kinds[] = {
     { "new", TM_SRC, 1 },
     { "changed", TM_SRC, 1 },
     { "edited", TM_DST, 1 },
+    /* what the copy did (reason created, replaced, attrs): not a finding */
+    { "copied", TM_SRC, 1 },
+    /* the copy's plan: what it would create, replace, set attributes of */
+    { "create", TM_SRC, 2 },
+    { "replace", TM_SRC, 2 },
+    { "set-attrs", TM_SRC, 2 },
 };
 
 const size_t tm__q_n_kinds = sizeof tm__q_kinds / sizeof *tm__q_kinds;

@@ -78,7 +78,9 @@ int tm__q_folders(sqlite3 *db, const int64_t *ids, size_t n,
 struct tm__q_kind {
     const char *kind;   /* the kind, as given and as printed */
     int side;           /* enum tm__side: the table */
-    int not_in_all;     /* 1: a part of another kind, left out of `all` */
+    int not_in_all;     /* 1: a part of another kind, left out of `all`;
+                           2: the copy's plan (tm_copy_plan), not a kind
+                           of tm_review_list */
 };
 extern const struct tm__q_kind tm__q_kinds[];
 extern const size_t tm__q_n_kinds;

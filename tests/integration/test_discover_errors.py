@@ -122,7 +122,8 @@ def run_all(R, base):
     # ---- bad roots -------------------------------------------------------
     cases = [
         ('missing source root', [j(env.base, 'nope'), env.dst]),
-        ('missing destination root', [env.src, j(env.base, 'nope')]),
+        # (a missing root whose parent exists is made: test_dst_root_create)
+        ('missing destination root and parent', [env.src, j(env.base, 'nope', 'dst')]),
         ('file as source root', [env.afile, env.dst]),
         ('file as destination root', [env.src, env.afile]),
         ('destination inside source', [env.src, j(env.src, 'sub')]),

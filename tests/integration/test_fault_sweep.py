@@ -353,7 +353,8 @@ def resume(src, dst, db, label, outcome):
     ph, frm = phase_of(db)
     if ph in ('roots-set', 'discovering') or (ph == 'suspended' and frm == 'discovering'):
         step(['discover', '--db', db] + COMMON, ok=(0, 3))
-    step(['retry', '--db', db] + COMMON)
+    # exit 2: nothing failed, nothing to retry (the phase stays)
+    step(['retry', '--db', db] + COMMON, ok=(0, 2))
     ph, frm = phase_of(db)
     if ph != 'copied' and ph != 'verified':
         step(['copy', '--db', db, '--yes'] + COMMON)

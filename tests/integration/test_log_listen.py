@@ -35,7 +35,8 @@ from tmtest import Skip, expect_eq, expect_rc, fail, run, show  # noqa: E402
 
 WAIT = 15  # seconds to wait for a line that must come
 LEVELS = ('trace', 'debug', 'info', 'warning', 'error', 'critical')
-KEYS = {'time', 'level', 'queue', 'node_id', 'path', 'message', 'migration'}
+KEYS = {'time', 'level', 'queue', 'node_id', 'path', 'message', 'migration',
+        'host', 'pid'}
 SHAPE = 'seed=5,depth=5,folders=4,files=3,permanent=0.08,transient=0.2'
 SRC = 'sim:' + SHAPE
 DST = 'sim:' + SHAPE + ',world=dst'
@@ -430,6 +431,13 @@ def check_discovery_default_levels(work):
     discover_flags()
     db, grams, cp = logged_discovery(work, 'defaults', 'warning', 'info')
     mig = tmtest.migration(db)
+    # below --udp-level only the milestones go out: when discovery
+    # started and when it ended (issue 20)
+    milestones = [d for d in grams if d['level'] == 'info']
+    expect_eq('info datagrams at --udp-level warning (the milestones)',
+              [('engine', 'discovery started'), ('engine', 'discovery complete')],
+              [(d['queue'], d['message'].split(':')[0]) for d in milestones])
+    grams = [d for d in grams if d['level'] != 'info']
     levels = sorted({d['level'] for d in grams})
     if not set(levels) <= {'warning', 'error', 'critical'}:
         fail('--udp-level warning sent levels %r' % levels)

@@ -366,17 +366,29 @@ static char *recv_one(int fd, char *buf, size_t size)
     return buf;
 }
 
-/* Checks that d is {"time":<now-ish>, ...rest} */
+/* Checks that d is {"time":<now-ish>, ...rest} where rest's closing brace
+ * comes after the sender: ,"host":"<this host>","pid":<this process>}. */
 static void expect_datagram(const char *d, int64_t t0, int64_t t1, const char *rest)
 {
-    char *end;
+    char *end, host[256], who[400], want[4096];
+    size_t rl = strlen(rest);
     long long t;
     if (strncmp(d, "{\"time\":", 8))
         fail_msg("datagram does not start with the time: '%s'", d);
     t = strtoll(d + 8, &end, 10);
     if (t < t0 || t > t1)
         fail_msg("datagram time %lld not in [%" PRId64 ", %" PRId64 "]", t, t0, t1);
-    assert_string_equal(end, rest);
+    if (gethostname(host, sizeof host) != 0)
+        host[0] = '\0';
+    host[sizeof host - 1] = '\0';
+    if (host[0])
+        snprintf(who, sizeof who, ",\"host\":\"%s\",\"pid\":%ld}", host,
+                 (long)getpid());
+    else
+        snprintf(who, sizeof who, ",\"host\":null,\"pid\":%ld}", (long)getpid());
+    assert_true(rl > 0 && rest[rl - 1] == '}');
+    snprintf(want, sizeof want, "%.*s%s", (int)(rl - 1), rest, who);
+    assert_string_equal(end, want);
 }
 
 static void udp_case(int family)
