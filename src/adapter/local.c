@@ -6,7 +6,8 @@
  * otherwise component by component with O_NOFOLLOW. So no symlink is ever
  * followed, nothing outside the root is ever opened, and paths longer than
  * PATH_MAX work (the component walk is used when openat2 says ENAMETOOLONG).
- * Listing uses getdents64 and fstatat(AT_SYMLINK_NOFOLLOW); special files are
+ * Listing uses getdents64 and one statx(AT_SYMLINK_NOFOLLOW) per child
+ * (fstatat where the kernel lacks statx); special files are
  * reported as "other" with their kind (FIFO, device, socket) and never
  * opened; a file's inode (dev, ino, nlink) is reported for its link group,
  * a folder's mount (st_dev, statx mount id) against the root's. The root
@@ -43,6 +44,7 @@
 #include <linux/magic.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <time.h>
@@ -69,6 +71,7 @@ struct local {
     int have_mnt;            /* 1: root_mnt is known */
     atomic_int no_openat2;   /* 1 once the kernel said ENOSYS */
     atomic_int no_fchmodat2; /* 1 once the kernel said ENOSYS */
+    atomic_int no_statx;     /* 1 once the kernel said ENOSYS */
     unsigned char key[TM_KEY_LEN]; /* run key of the temporary names */
     struct forbidden forbid[MAX_FORBID]; /* folders never to be met */
     int n_forbid;            /* entries used */
@@ -170,17 +173,61 @@ static int open_beneath(struct local *l, const char *path, int flags)
     return tm__from_errno(errno);
 }
 
-/* 1 when the folder name in the folder dirfd (stat st) is on another file
- * system than the root, or on another mount of it (a bind mount: the same
- * st_dev, another mount id). */
+/* What a listing needs of a child's statx. */
+#define CHILD_MASK (STATX_TYPE | STATX_MODE | STATX_NLINK | STATX_UID | STATX_GID | \
+                    STATX_INO | STATX_SIZE | STATX_MTIME)
+
+/* Stats the child name of the folder dirfd without following it, in one
+ * call: statx, which also gives the mount id other_fs() needs (*mnt, 0
+ * when not known), or fstatat where the kernel has no statx or the file
+ * system did not fill what a listing needs. Returns 0, or -1 with errno. */
+static int stat_child(struct local *l, int dirfd, const char *name, struct stat *st,
+                      uint64_t *mnt)
+{
+    struct statx sx;
+    *mnt = 0;
+    if (!atomic_load_explicit(&l->no_statx, memory_order_relaxed)) {
+        if (statx(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT,
+                  CHILD_MASK | (l->have_mnt ? STATX_MNT_ID : 0), &sx) == 0) {
+            if ((sx.stx_mask & CHILD_MASK) == CHILD_MASK) {
+                memset(st, 0, sizeof *st);
+                st->st_mode = sx.stx_mode;
+                st->st_nlink = sx.stx_nlink;
+                st->st_uid = sx.stx_uid;
+                st->st_gid = sx.stx_gid;
+                st->st_ino = sx.stx_ino;
+                st->st_size = (off_t)sx.stx_size;
+                st->st_mtim.tv_sec = sx.stx_mtime.tv_sec;
+                st->st_mtim.tv_nsec = sx.stx_mtime.tv_nsec;
+                st->st_dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
+                st->st_rdev = makedev(sx.stx_rdev_major, sx.stx_rdev_minor);
+                if (sx.stx_mask & STATX_MNT_ID)
+                    *mnt = sx.stx_mnt_id;
+                return 0;
+            }
+        } else if (errno == ENOSYS) {
+            atomic_store(&l->no_statx, 1);
+        } else {
+            return -1;
+        }
+    }
+    return fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW);
+}
+
+/* 1 when the folder name in the folder dirfd (stat st, mount id mnt when
+ * not 0) is on another file system than the root, or on another mount of
+ * it (a bind mount: the same st_dev, another mount id). */
 static int other_fs(const struct local *l, int dirfd, const char *name,
-                    const struct stat *st)
+                    const struct stat *st, uint64_t mnt)
 {
     struct statx sx;
     if (st->st_dev != l->root_dev)
         return 1;
-    if (!l->have_mnt ||
-        statx(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_MNT_ID,
+    if (!l->have_mnt)
+        return 0;
+    if (mnt)
+        return mnt != l->root_mnt;
+    if (statx(dirfd, name, AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT, STATX_MNT_ID,
               &sx) != 0 || !(sx.stx_mask & STATX_MNT_ID))
         return 0;
     return sx.stx_mnt_id != l->root_mnt;
@@ -330,13 +377,14 @@ static int local_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
         struct linux_dirent64 *d = (struct linux_dirent64 *)(li->buf + off);
         struct tm__entry en;
         struct stat st;
+        uint64_t mnt;
         off += d->d_reclen;
         last = d->d_off;
         if (d->d_name[0] == '.' &&
             (d->d_name[1] == '\0' ||
              (d->d_name[1] == '.' && d->d_name[2] == '\0')))
             continue;
-        if (fstatat(li->fd, d->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (stat_child(l, li->fd, d->d_name, &st, &mnt) != 0) {
             if (errno == ENOENT)
                 continue; /* vanished since getdents: not a child now */
             rc = tm__from_errno(errno);
@@ -349,7 +397,7 @@ static int local_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
         en.name_len = strlen(d->d_name);
         entry_from_stat(&en, &st);
         if (S_ISDIR(st.st_mode))
-            en.other_fs = other_fs(l, li->fd, d->d_name, &st);
+            en.other_fs = other_fs(l, li->fd, d->d_name, &st, mnt);
         rc = cb(ctx, &en);
     }
     if (!rc && li->n > 0 && (n = read_chunk(li->fd, li->next)) < 0)

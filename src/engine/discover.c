@@ -608,16 +608,25 @@ static int checksum_page(struct engine *e, const struct tm__listing *l,
     return rc;
 }
 
+/* Source rows a merge steps over before it seeks instead: a page of a
+ * huge folder (pages come in the storage's order, which is not the names')
+ * spans much of the folder's names, and stepping through all of them for
+ * each page would cost the folder's size per page. */
+#define MERGE_SKIP 16
+
 /* The destination children of one page, each compared with its source
- * twin (looked up by name: the page is sorted, so the lookups walk the
- * index in order). */
+ * twin. The page is sorted by name; it is merged with a scan of the twin's
+ * source children in the same order, which seeks again (the index
+ * (parent_id, name)) when the next name is far ahead: one seek per page
+ * for a folder of ordinary size, bounded work per child for any. */
 static int dst_page(struct engine *e, const struct task *t,
                     const struct tm__listing *l, struct tm__result *r)
 {
     struct reader *rd = &e->rdr[atomic_fetch_add(&e->next_reader, 1) % READERS];
     struct tm__twin *tw = NULL; /* --checksum: the twins to hash */
-    size_t i, *idx = NULL, n_hash = 0;
-    int rc = 0;
+    const char *sname = NULL;
+    size_t i, slen = 0, *idx = NULL, n_hash = 0;
+    int rc = 0, have = 0, scanning = 0;
 
     r->nodes = calloc(l->n ? l->n : 1, sizeof *r->nodes);
     if (!r->nodes)
@@ -637,6 +646,7 @@ static int dst_page(struct engine *e, const struct task *t,
         const char *name = l->arena.buf + x->name_off;
         struct tm__wnode *n = &r->nodes[i];
         struct tm__twin s;
+        int c = 1, k;
         n->parent_id = t->id;
         n->type = (int8_t)x->type;
         n->size = x->size;
@@ -648,20 +658,47 @@ static int dst_page(struct engine *e, const struct task *t,
         rc = add_names(r, n, t->path, name, x->name_len);
         if (rc)
             break;
-        rc = tm__twins_get(rd->tw, t->src_id, name, x->name_len, &s);
-        if (rc == 1)
-            match(e, n, x, &s);
-        else if (rc == 0)
+        /* the scan's row: the first source name >= name, or none */
+        for (k = 0; scanning && have &&
+                    (c = tm__name_cmp(sname, slen, name, x->name_len)) < 0;
+             k++) {
+            if (k == MERGE_SKIP) {
+                scanning = 0; /* far behind: seek */
+                break;
+            }
+            rc = tm__twins_next(rd->tw, &sname, &slen);
+            have = rc == 1;
+            c = 1;
+        }
+        if (rc < 0)
+            break;
+        if (!scanning) {
+            rc = tm__twins_scan(rd->tw, t->src_id, name, x->name_len);
+            if (!rc)
+                rc = tm__twins_next(rd->tw, &sname, &slen);
+            if (rc < 0)
+                break;
+            have = rc == 1;
+            scanning = 1;
+            c = have ? tm__name_cmp(sname, slen, name, x->name_len) : 1;
+        }
+        rc = 0;
+        if (have && c == 0) {
+            rc = tm__twins_row(rd->tw, &s);
+            if (!rc)
+                match(e, n, x, &s);
+        } else {
             n->ts = TS_NOT_ON_SRC;
-        if (rc == 1 && tw && x->type == TM_T_FILE && s.type == TM_T_FILE &&
-            s.ts != TS_EXCLUDED &&
+        }
+        if (!rc && have && c == 0 && tw && x->type == TM_T_FILE &&
+            s.type == TM_T_FILE && s.ts != TS_EXCLUDED &&
             (n->conflict == CF_MTIME || n->conflict == CF_DST_NEWER)) {
             tw[n_hash] = s;
             idx[n_hash++] = i;
         }
-        rc = rc < 0 ? rc : 0;
         r->n_nodes++;
     }
+    tm__twins_end(rd->tw);
     pthread_mutex_unlock(&rd->mu);
     if (!rc)
         rc = checksum_page(e, l, r, idx, tw, n_hash);

@@ -46,7 +46,8 @@ struct tm__frontier {
 
 struct tm__twins {
     sqlite3 *db;               /* read-only connection */
-    sqlite3_stmt *get;         /* a source child by (parent, name) */
+    sqlite3_stmt *scan;        /* source children by (parent, name >= from) */
+    int open;                  /* scan is stepping (holds a read transaction) */
 };
 
 int tm__frontier_open(struct tm__frontier **out, const char *db_path,
@@ -181,12 +182,14 @@ int tm__twins_open(struct tm__twins **out, const char *db_path,
     if (!t)
         return TM_ENOMEM;
     rc = tm__store_open_reader(db_path, &t->db, err);
+    /* the unique index (parent_id, name) serves the range in name order:
+     * no sort */
     if (!rc && sqlite3_prepare_v3(t->db,
-                                  "SELECT id, type, size, mtime, traversal_status, "
-                                  "copy_status, conflict, mode, uid, gid "
-                                  "FROM src_nodes "
-                                  "WHERE parent_id=?1 AND name=?2",
-                                  -1, SQLITE_PREPARE_PERSISTENT, &t->get,
+                                  "SELECT name, id, type, size, mtime, "
+                                  "traversal_status, copy_status, conflict, mode, "
+                                  "uid, gid FROM src_nodes "
+                                  "WHERE parent_id=?1 AND name>=?2 ORDER BY name",
+                                  -1, SQLITE_PREPARE_PERSISTENT, &t->scan,
                                   NULL) != SQLITE_OK)
         rc = tm__store_error(t->db, SQLITE_ERROR, err, "prepare");
     if (rc) {
@@ -201,47 +204,67 @@ void tm__twins_close(struct tm__twins *t)
 {
     if (!t)
         return;
-    sqlite3_finalize(t->get);
+    sqlite3_finalize(t->scan);
     if (t->db)
         sqlite3_close(t->db);
     free(t);
 }
 
-int tm__twins_get(struct tm__twins *t, int64_t parent, const char *name,
-                  size_t len, struct tm__twin *out)
+int tm__twins_scan(struct tm__twins *t, int64_t parent, const char *from,
+                   size_t len)
 {
-    sqlite3_stmt *st = t->get;
-    const char *cf;
-    int rc;
+    sqlite3_stmt *st = t->scan;
+    tm__twins_end(t);
     sqlite3_bind_int64(st, 1, parent);
-    sqlite3_bind_text(st, 2, name, (int)len, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, from, (int)len, SQLITE_TRANSIENT);
+    t->open = 1;
+    return 0;
+}
+
+int tm__twins_next(struct tm__twins *t, const char **name, size_t *len)
+{
+    sqlite3_stmt *st = t->scan;
+    int rc;
+    if (!t->open)
+        return 0;
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        out->id = sqlite3_column_int64(st, 0);
-        out->type = tm__name_index(tm__type_names, TM_T_COUNT,
-                                   (const char *)sqlite3_column_text(st, 1));
-        out->size = sqlite3_column_int64(st, 2);
-        out->mtime = sqlite3_column_int64(st, 3);
-        out->ts = tm__name_index(tm__ts_names, TS_COUNT,
-                                 (const char *)sqlite3_column_text(st, 4));
-        out->cs = tm__name_index(tm__cs_names, CS_COUNT,
-                                 (const char *)sqlite3_column_text(st, 5));
-        cf = (const char *)sqlite3_column_text(st, 6);
-        out->cf = cf ? tm__name_index(tm__cf_names, CF_COUNT, cf) : CF_NONE;
-        out->mode = (uint32_t)sqlite3_column_int64(st, 7);
-        out->owned = sqlite3_column_type(st, 8) != SQLITE_NULL &&
-                     sqlite3_column_type(st, 9) != SQLITE_NULL;
-        out->uid = sqlite3_column_int64(st, 8);
-        out->gid = sqlite3_column_int64(st, 9);
-        rc = out->type < 0 || out->ts < 0 || out->cs < 0 || out->cf < 0 ? TM_ECORRUPT
-                                                                          : 1;
-    } else if (rc == SQLITE_DONE) {
-        rc = 0;
-    } else {
-        rc = tm__store_error(t->db, rc, NULL, "read source rows");
+        *name = (const char *)sqlite3_column_text(st, 0);
+        *len = (size_t)sqlite3_column_bytes(st, 0);
+        return *name ? 1 : TM_ENOMEM;
     }
-    sqlite3_reset(st);
-    return rc;
+    tm__twins_end(t);
+    return rc == SQLITE_DONE ? 0 : tm__store_error(t->db, rc, NULL, "read source rows");
+}
+
+int tm__twins_row(struct tm__twins *t, struct tm__twin *out)
+{
+    sqlite3_stmt *st = t->scan;
+    const char *cf;
+    out->id = sqlite3_column_int64(st, 1);
+    out->type = tm__name_index(tm__type_names, TM_T_COUNT,
+                               (const char *)sqlite3_column_text(st, 2));
+    out->size = sqlite3_column_int64(st, 3);
+    out->mtime = sqlite3_column_int64(st, 4);
+    out->ts = tm__name_index(tm__ts_names, TS_COUNT,
+                             (const char *)sqlite3_column_text(st, 5));
+    out->cs = tm__name_index(tm__cs_names, CS_COUNT,
+                             (const char *)sqlite3_column_text(st, 6));
+    cf = (const char *)sqlite3_column_text(st, 7);
+    out->cf = cf ? tm__name_index(tm__cf_names, CF_COUNT, cf) : CF_NONE;
+    out->mode = (uint32_t)sqlite3_column_int64(st, 8);
+    out->owned = sqlite3_column_type(st, 9) != SQLITE_NULL &&
+                 sqlite3_column_type(st, 10) != SQLITE_NULL;
+    out->uid = sqlite3_column_int64(st, 9);
+    out->gid = sqlite3_column_int64(st, 10);
+    return out->type < 0 || out->ts < 0 || out->cs < 0 || out->cf < 0 ? TM_ECORRUPT : 0;
+}
+
+void tm__twins_end(struct tm__twins *t)
+{
+    if (t->open)
+        sqlite3_reset(t->scan);
+    t->open = 0;
 }
 
 int tm__store_next_ids(sqlite3 *db, int64_t next_id[2], struct tm__buf *err)

@@ -67,10 +67,21 @@ struct tm__twin {
 int tm__twins_open(struct tm__twins **out, const char *db_path,
                    struct tm__buf *err);
 void tm__twins_close(struct tm__twins *t);
-/* The source child name (len bytes) of folder parent: 1 and *out, 0 when
- * there is none, or an error (TM_ECORRUPT for a row it cannot read). */
-int tm__twins_get(struct tm__twins *t, int64_t parent, const char *name,
-                  size_t len, struct tm__twin *out);
+/* A scan of the source children of folder parent in SQLite's BINARY order
+ * of names, from the first name >= from (len bytes) on: the comparison of
+ * a sorted destination page merges it with the scan (one index seek per
+ * page instead of one per child). Ends any scan open on t; the scan reads
+ * one snapshot until tm__twins_end() or the next tm__twins_scan(). */
+int tm__twins_scan(struct tm__twins *t, int64_t parent, const char *from,
+                   size_t len);
+/* Steps the scan: 1 with the row's name (valid until the next step), 0 at
+ * its end, or an error. */
+int tm__twins_next(struct tm__twins *t, const char **name, size_t *len);
+/* The row the scan is on (after tm__twins_next() returned 1): 0, or
+ * TM_ECORRUPT for a row it cannot read. */
+int tm__twins_row(struct tm__twins *t, struct tm__twin *out);
+/* Ends the scan (its read transaction with it). */
+void tm__twins_end(struct tm__twins *t);
 
 /* The next id to give a node of each side (max(id) + 1). */
 int tm__store_next_ids(sqlite3 *db, int64_t next_id[2], struct tm__buf *err);

@@ -1,7 +1,17 @@
 /*
- * writer.c - the writer thread of writer.h.
+ * writer.c - the writer thread of writer.h, and its checkpointer.
  *
- * Lock order: w->mu only; on_commit runs without it held.
+ * Threads: the writer thread applies results and commits; a second thread,
+ * the checkpointer, copies the WAL into the database file on a connection
+ * of its own (a PASSIVE checkpoint: it never blocks the writer nor the
+ * readers), so that the writer never stops for a checkpoint's reads,
+ * writes and syncs. SQLite's automatic checkpoint of the write connection
+ * is off while the writer runs (its WAL hook tells the checkpointer
+ * instead); it is put back at tm__writer_stop(). A checkpoint copies what
+ * is committed already: durability is the commits' alone.
+ *
+ * Lock order: w->mu only (the checkpointer's ck_mu is never held with it);
+ * on_commit runs without it held.
  */
 #include "store/writer.h"
 
@@ -10,6 +20,7 @@
 #include "util/util.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -53,6 +64,12 @@ static const char *const stmt_sql[ST_COUNT] = {
     "DELETE FROM uploads WHERE node_id=?",
 };
 
+/* The WAL's size (frames) at which the checkpointer is woken, and at which
+ * the writer checkpoints itself because the checkpointer fell behind
+ * (readers held the WAL, or it could not run). */
+#define CKPT_FRAMES 8192
+#define CKPT_SELF_FRAMES (8 * CKPT_FRAMES)
+
 struct tm__writer {
     pthread_t thread;          /* the writer thread */
     pthread_mutex_t mu;        /* guards the queue, stopping, err */
@@ -75,6 +92,17 @@ struct tm__writer {
     tm__precommit_cb precommit; /* run before each COMMIT, may be NULL */
     void *precommit_ctx;       /* its context */
     _Atomic int64_t rows;      /* rows committed */
+    int auto_ckpt;             /* the write connection's wal_autocheckpoint
+                                  before start, put back at stop */
+    sqlite3 *ck_db;            /* the checkpointer's connection, or NULL:
+                                  then SQLite checkpoints on the writer */
+    pthread_t ck_thread;       /* the checkpointer */
+    pthread_mutex_t ck_mu;     /* guards ck_want, ck_quit */
+    pthread_cond_t ck_cv;      /* ck_want or ck_quit set */
+    int ck_want;               /* the WAL grew past CKPT_FRAMES */
+    int ck_woke_at;            /* the WAL's frames at the last wake (writer
+                                  thread only) */
+    int ck_quit;               /* the checkpointer must end */
 };
 
 void tm__result_free(struct tm__result *r)
@@ -557,6 +585,113 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* ------------------------------------------------------------ checkpoints */
+
+/* The checkpointer thread: a PASSIVE checkpoint each time the writer says
+ * the WAL grew past CKPT_FRAMES. Its failures are not the run's: what it
+ * did not copy stays in the WAL, which the next checkpoint copies. */
+static void *ckpt_main(void *arg)
+{
+    struct tm__writer *w = arg;
+    pthread_mutex_lock(&w->ck_mu);
+    for (;;) {
+        while (!w->ck_want && !w->ck_quit)
+            pthread_cond_wait(&w->ck_cv, &w->ck_mu);
+        if (w->ck_quit)
+            break;
+        w->ck_want = 0;
+        pthread_mutex_unlock(&w->ck_mu);
+        sqlite3_wal_checkpoint_v2(w->ck_db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL,
+                                  NULL);
+        pthread_mutex_lock(&w->ck_mu);
+    }
+    pthread_mutex_unlock(&w->ck_mu);
+    return NULL;
+}
+
+/* The write connection's WAL hook, on the writer thread after each commit:
+ * wakes the checkpointer once per CKPT_FRAMES new frames; past CKPT_SELF_FRAMES (it is behind) checkpoints
+ * here, as SQLite's automatic checkpoint would. */
+static int wal_hook(void *ctx, sqlite3 *db, const char *name, int frames)
+{
+    struct tm__writer *w = ctx;
+    if (frames >= CKPT_SELF_FRAMES) {
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        return SQLITE_OK;
+    }
+    if (frames < w->ck_woke_at)
+        w->ck_woke_at = 0; /* the WAL restarted: the last one was complete */
+    if (frames >= w->ck_woke_at + CKPT_FRAMES) {
+        /* once per CKPT_FRAMES frames: a checkpoint that readers kept from
+         * completing is not tried again at every commit */
+        w->ck_woke_at = frames;
+        pthread_mutex_lock(&w->ck_mu);
+        w->ck_want = 1;
+        pthread_cond_signal(&w->ck_cv);
+        pthread_mutex_unlock(&w->ck_mu);
+    }
+    return SQLITE_OK;
+}
+
+static int read_auto_ckpt(void *ctx, int n, char **v, char **cols)
+{
+    (void)cols;
+    if (n == 1 && v[0])
+        *(int *)ctx = atoi(v[0]);
+    return 0;
+}
+
+/* Starts the checkpointer on a connection of its own. Without one (no
+ * memory, no file name: an in-memory database) SQLite's automatic
+ * checkpoint stays on: slower, not wrong. */
+static void ckpt_start(struct tm__writer *w)
+{
+    const char *file = sqlite3_db_filename(w->db, "main");
+    sqlite3 *db = NULL;
+    w->auto_ckpt = -1;
+    if (!file || !*file || sqlite3_exec(w->db, "PRAGMA wal_autocheckpoint",
+                                        read_auto_ckpt, &w->auto_ckpt, NULL) != SQLITE_OK ||
+        w->auto_ckpt <= 0)
+        return;
+    if (sqlite3_open_v2(file, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+            SQLITE_OK ||
+        sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_close(db);
+        return;
+    }
+    w->ck_db = db;
+    w->ck_want = w->ck_quit = 0;
+    pthread_mutex_init(&w->ck_mu, NULL);
+    pthread_cond_init(&w->ck_cv, NULL);
+    if (pthread_create(&w->ck_thread, NULL, ckpt_main, w) != 0) {
+        pthread_mutex_destroy(&w->ck_mu);
+        pthread_cond_destroy(&w->ck_cv);
+        sqlite3_close(db);
+        w->ck_db = NULL;
+        return;
+    }
+    /* replaces SQLite's own hook, the automatic checkpoint */
+    sqlite3_wal_hook(w->db, wal_hook, w);
+}
+
+/* Ends the checkpointer (after the writer thread) and puts SQLite's
+ * automatic checkpoint back on the write connection. */
+static void ckpt_stop(struct tm__writer *w)
+{
+    if (!w->ck_db)
+        return;
+    pthread_mutex_lock(&w->ck_mu);
+    w->ck_quit = 1;
+    pthread_cond_signal(&w->ck_cv);
+    pthread_mutex_unlock(&w->ck_mu);
+    pthread_join(w->ck_thread, NULL);
+    sqlite3_close(w->ck_db);
+    w->ck_db = NULL;
+    pthread_mutex_destroy(&w->ck_mu);
+    pthread_cond_destroy(&w->ck_cv);
+    sqlite3_wal_autocheckpoint(w->db, w->auto_ckpt);
+}
+
 int tm__writer_start(struct tm__writer **out, sqlite3 *db, const int64_t next_id[2],
                      size_t max_rows, tm__commit_cb on_commit, void *ctx)
 {
@@ -584,8 +719,10 @@ int tm__writer_start(struct tm__writer **out, sqlite3 *db, const int64_t next_id
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv_work, NULL);
     pthread_cond_init(&w->cv_space, NULL);
+    ckpt_start(w);
     if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
         rc = TM_ENOMEM;
+        ckpt_stop(w);
         pthread_mutex_destroy(&w->mu);
         pthread_cond_destroy(&w->cv_work);
         pthread_cond_destroy(&w->cv_space);
@@ -674,6 +811,7 @@ int tm__writer_stop(struct tm__writer *w, struct tm__buf *err)
     pthread_cond_signal(&w->cv_work);
     pthread_mutex_unlock(&w->mu);
     pthread_join(w->thread, NULL);
+    ckpt_stop(w);
     rc = w->err;
     if (rc && err) {
         tm__buf_reset(err);
