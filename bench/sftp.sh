@@ -23,6 +23,9 @@
 #                    bench/gencopy.c, seed 42)
 #   BENCH_BIG_FILES, BENCH_BIG_MB            set (b): 8 files of 256 MiB x SCALE
 #   TREEMIG_WORKERS  treemig copy --workers (default: treemig's own, 16 with an SFTP side)
+#   TREEMIG_B        another treemig binary (an older build, say): the row treemig_b runs
+#                    it exactly as the row treemig, rotated with the others, so that a
+#                    before/after comparison sees the same load
 #   RCLONE_SAME      rclone --transfers for the "same number" row (default: treemig's copy
 #                    workers, 16)
 #
@@ -42,7 +45,7 @@ case $WORK in /|/tmp|/tmp/|"$HOME"|"$HOME"/|"") die "BENCH_DIR=$WORK is too broa
 mkdir -p "$WORK/logs"
 LOGS=$WORK/logs
 bench_init sftp BENCH_DIR BENCH_SETS BENCH_DIRS BENCH_LINKS BENCH_TOOLS BENCH_DELAY_MS BENCH_SMALL_FILES \
-    BENCH_SMALL_FOLDERS BENCH_BIG_FILES BENCH_BIG_MB TREEMIG_WORKERS RCLONE_SAME
+    BENCH_SMALL_FOLDERS BENCH_BIG_FILES BENCH_BIG_MB TREEMIG_WORKERS RCLONE_SAME TREEMIG_B
 read -r -a SETS <<<"${BENCH_SETS:-small big}"
 read -r -a DIRS <<<"${BENCH_DIRS:-up down}"
 read -r -a LINKS <<<"${BENCH_LINKS:-direct proxy}"
@@ -124,9 +127,13 @@ TOPT=(--ssh-identity "$KEY" --ssh-known-hosts "$KH")
 # ---------------------------------------------------------------- one case
 read -r -a KEYS <<<"${BENCH_TOOLS:-treemig rclone rclone_same sftp scp}"
 for t in "${KEYS[@]}"; do
-    case $t in treemig | rclone | rclone_same | sftp | scp) ;; *) die "BENCH_TOOLS: unknown row '$t'" ;; esac
+    case $t in treemig | rclone | rclone_same | sftp | scp) ;;
+    treemig_b) [[ -x ${TREEMIG_B:-} ]] || die "the row treemig_b needs TREEMIG_B, a treemig binary" ;;
+    *) die "BENCH_TOOLS: unknown row '$t'" ;;
+    esac
 done
 declare -A LABEL=([treemig]="treemig discover + copy${TW:+ --workers $TW}"
+    [treemig_b]="the same, TREEMIG_B"
     [rclone]="rclone copy (defaults: 4 transfers)" [rclone_same]="rclone copy --transfers $SAME"
     [sftp]="sftp -b (put/get -rp)" [scp]="scp -rp")
 DB=$WORK/bench.db
@@ -150,20 +157,23 @@ run_tool() { # CASE SET DIR LINK TOOL
     prepare "$set" "$dir"
     surl() { echo "sftp://$SUSER@127.0.0.1:$port$1"; }
     case $tool in
-    treemig)
+    treemig | treemig_b)
+        local bin=$TREEMIG
+        [[ $tool == treemig_b ]] && bin=$TREEMIG_B
         mkdir -p "$dst"
         [[ $dir == up ]] && chown "$SUID:$SGID" "$dst"
         [[ -n $TW ]] && wopt=(--workers "$TW")
         if [[ $dir == up ]]; then a=$src; b=$(surl "$dst"); else a=$(surl "$src"); b=$dst; fi
-        measure "$k.discover" "$TREEMIG" discover --quiet --db "$DB" "${TOPT[@]}" "$a" "$b"
-        measure "$k.copy" "$TREEMIG" copy --yes --quiet --db "$DB" "${wopt[@]}"
+        measure "$k.discover" "$bin" discover --quiet --db "$DB" "${TOPT[@]}" "$a" "$b"
+        measure "$k.copy" "$bin" copy --yes --quiet --db "$DB" "${wopt[@]}"
         WALLS[$k]="${WALLS[$k]:-} $(awk -v a="${WALLS[$k.discover]##* }" -v b="${WALLS[$k.copy]##* }" 'BEGIN{printf "%.2f", a+b}')"
         RC[$k]=$((RC[$k.discover] | RC[$k.copy]))
-        if [[ -z ${CHECKED[$c]:-} ]]; then
+        local ck=$c${tool#treemig}
+        if [[ -z ${CHECKED[$ck]:-} ]]; then
             local diff
             diff=$(rsync -rlptn --itemize-changes --checksum "$src/" "$dst/" | grep -v ' \./$' || true)
-            if [[ -z $diff ]]; then CHECKED[$c]="rsync -rlptn --checksum: no difference"
-            else CHECKED[$c]="DIFFERENT: $(head -3 <<<"$diff" | tr '\n' ' ')"; FAIL=1; fi
+            if [[ -z $diff ]]; then CHECKED[$ck]="rsync -rlptn --checksum: no difference"
+            else CHECKED[$ck]="DIFFERENT: $(head -3 <<<"$diff" | tr '\n' ' ')"; FAIL=1; fi
         fi ;;
     rclone | rclone_same)
         local ro=()
@@ -212,6 +222,7 @@ REPORT=$WORK/report-$(date -u +%Y%m%dT%H%M%SZ).txt
         "its symlinks removed), $((SMALL_BYTES / 1048576)) MiB; (b) big: $BIG_FILES files of $BIG_MB MiB"
     echo "  direct: 127.0.0.1; proxy: bench/latency_proxy, $DELAY ms each way"
     echo "  treemig copy workers: ${TW:-default (16)}; rclone_same: --transfers $SAME --checkers $SAME"
+    [[ -n ${TREEMIG_B:-} ]] && echo "  treemig_b: $TREEMIG_B ($("$TREEMIG_B" --version 2>/dev/null | head -1))"
     for c in "${CASES[@]}"; do
         IFS=. read -r set dir link <<<"$c"
         bytes=$SMALL_BYTES
@@ -228,6 +239,10 @@ REPORT=$WORK/report-$(date -u +%Y%m%dT%H%M%SZ).txt
         done
         echo "    treemig: discover $(stat_of "$c.treemig.discover"), copy $(stat_of "$c.treemig.copy");" \
             "${CHECKED[$c]:-not checked}"
+        if [[ -n ${WALLS[$c.treemig_b]:-} ]]; then
+            echo "    treemig_b: discover $(stat_of "$c.treemig_b.discover"), copy" \
+                "$(stat_of "$c.treemig_b.copy"); ${CHECKED[${c}_b]:-not checked}"
+        fi
     done
     echo
     echo "  treemig / it: treemig's median wall (discover + copy: a migration cannot copy"

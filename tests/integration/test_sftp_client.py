@@ -383,6 +383,23 @@ def t_write(srv):
         expect_eq('mtime', mtime, int(st.st_mtime))
         if open(srv.path('w.bin'), 'rb').read() != payload:
             fail('put: bytes differ')
+    # A small file costs three round trips and three batches of requests:
+    # OPEN; WRITE, FSETSTAT and CLOSE sent together; the rename (client.c
+    # queues requests until a reply is needed).
+    small = os.path.join(srv.dir, 'small.bin')
+    with open(small, 'wb') as f:
+        f.write(payload[:3000])
+    out = ok(srv, ['put', small, rpath(srv, 's.bin'), '--mode', '600', '--mtime', '1000'])
+    expect_eq('batches of requests of a small put', 3, out[-1]['sends'])
+    expect_eq('small put bytes', payload[:3000], open(srv.path('s.bin'), 'rb').read())
+    expect_eq('small put mode, mtime', (0o100600, 1000),
+              (os.stat(srv.path('s.bin')).st_mode, int(os.stat(srv.path('s.bin')).st_mtime)))
+    out = ok(srv, ['get', rpath(srv, 's.bin'), os.path.join(srv.dir, 's.back')])
+    expect_eq('small get bytes', payload[:3000],
+              open(os.path.join(srv.dir, 's.back'), 'rb').read())
+    # OPEN; FSTAT, READ and the FSTAT behind it (which says the file ends
+    # there: no READ to find the end); the CLOSE waits for the next batch
+    expect_eq('batches of requests of a small get', 2, out[-1]['sends'])
     rc, _, err = tool(srv, ['put', src, rpath(srv, 'w.bin'), '--noreplace'])
     expect_err(rc, err, 3, 'EEXIST', 'node', 'no-replace commit over a file')
     leftovers = [n for n in os.listdir(srv.root) if n.startswith('.treemig.')]

@@ -18,11 +18,12 @@
  *                                 then {"batches":N,"count":N}
  *   lstat PATH | stat PATH        {"type",...}
  *   readlink PATH                 {"target":hex}
- *   get PATH LOCAL                reads the file into LOCAL: {"bytes","seconds","mbps"}
+ *   get PATH LOCAL                reads the file into LOCAL: {"bytes","seconds","mbps",
+ *                                 "sends"} (sends: batches of requests it took)
  *   put LOCAL PATH [--mode M] [--mtime S] [--noreplace] [--fsync] [--pause-after BYTES]
  *       [--key HEX]               writes LOCAL to PATH through a temporary named from
  *                                 the 16-byte key (random without --key), printing
- *                                 {"tmp":NAME} once it is created; with
+ *                                 {"tmp":NAME} once it is created, then get's line; with
  *                                 --pause-after, prints {"paused":BYTES} and sleeps
  *                                 forever once that many bytes are written (for kill -9)
  *   mkdir PATH MODE | symlink PATH TARGET | rm PATH
@@ -153,6 +154,8 @@ static int cmd_get(struct tool *t, const char *path, const char *local,
     static char buf[1 << 20];
     int64_t n, total = 0, t0 = tm__now_ns();
     double secs;
+    struct tm__sftp_info info;
+    uint64_t sends;
     int fd, rc;
 
     fd = open(local, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -160,6 +163,8 @@ static int cmd_get(struct tool *t, const char *path, const char *local,
         perror(local);
         return TM_EIO;
     }
+    tm__sftp_pool_info(t->pool, &info);
+    sends = info.sends;
     rc = tm__sftp_open_read(t->pool, path, &f, NULL, e);
     if (rc)
         goto out;
@@ -177,9 +182,11 @@ static int cmd_get(struct tool *t, const char *path, const char *local,
     if (n < 0)
         rc = (int)n;
     secs = (double)(tm__now_ns() - t0) / 1e9;
+    tm__sftp_pool_info(t->pool, &info);
     if (!rc)
-        printf("{\"bytes\":%lld,\"seconds\":%.3f,\"mbps\":%.1f}\n", (long long)total, secs,
-               secs > 0 ? (double)total / secs / 1e6 : 0.0);
+        printf("{\"bytes\":%lld,\"seconds\":%.3f,\"mbps\":%.1f,\"sends\":%llu}\n",
+               (long long)total, secs, secs > 0 ? (double)total / secs / 1e6 : 0.0,
+               (unsigned long long)(info.sends - sends));
 out:
     close(fd);
     return rc;
@@ -196,6 +203,8 @@ static int cmd_put(struct tool *t, int argc, char **argv, struct tm__sftp_err *e
     int fsync = 0, fd, rc, i, k;
     ssize_t n;
     double secs;
+    struct tm__sftp_info info;
+    uint64_t sends;
     const char *key_hex = NULL;
     unsigned char key[TM_KEY_LEN];
     char names[TM_TMP_TRIES][TM_TMP_NAME_MAX];
@@ -240,6 +249,8 @@ static int cmd_put(struct tool *t, int argc, char **argv, struct tm__sftp_err *e
     }
     if (mtime < 0)
         mtime = tm__wall_ns() / 1000000000;
+    tm__sftp_pool_info(t->pool, &info);
+    sends = info.sends;
     rc = tm__sftp_open_write(t->pool, path, namev, TM_TMP_TRIES, &f, e);
     if (rc)
         goto out;
@@ -265,9 +276,11 @@ static int cmd_put(struct tool *t, int argc, char **argv, struct tm__sftp_err *e
     }
     rc = tm__sftp_commit(f, mode, mtime, fsync, flags, e);
     secs = (double)(tm__now_ns() - t0) / 1e9;
+    tm__sftp_pool_info(t->pool, &info);
     if (!rc)
-        printf("{\"bytes\":%lld,\"seconds\":%.3f,\"mbps\":%.1f}\n", (long long)total, secs,
-               secs > 0 ? (double)total / secs / 1e6 : 0.0);
+        printf("{\"bytes\":%lld,\"seconds\":%.3f,\"mbps\":%.1f,\"sends\":%llu}\n",
+               (long long)total, secs, secs > 0 ? (double)total / secs / 1e6 : 0.0,
+               (unsigned long long)(info.sends - sends));
 out:
     close(fd);
     return rc;

@@ -77,6 +77,14 @@ enum { FXF_READ = 1, FXF_WRITE = 2, FXF_CREAT = 8, FXF_TRUNC = 0x10,
 #define MAX_DROP 128
 /* Handles are at most 256 bytes (the draft). */
 #define MAX_HANDLE 256
+/* Requests are queued in the session's tx buffer and sent together (one
+ * channel write, most often one SSH packet: one MAC, one wakeup of the
+ * server) when this many bytes are queued, before the session waits
+ * for a reply (recv_packet), or when it is closed. */
+#define TX_FLUSH (32u << 10)
+/* The receive buffer's smallest size: one channel read takes whatever
+ * replies have arrived, up to this much. */
+#define RX_MIN (64u << 10)
 
 /* A reply received before it was waited for. */
 struct stash {
@@ -94,11 +102,17 @@ struct tm__sftp_sess {
     LIBSSH2_CHANNEL *ch;        /* the channel running the sftp subsystem */
     uint32_t next_id;           /* the next request id */
     int broken;                 /* the transport failed: close at release */
-    unsigned char *rx;          /* the last packet read (type, id, ...) */
+    unsigned char *rx;          /* the last packet read (type, id, ...):
+                                   points into in, valid until the next
+                                   receive */
     size_t rx_len;              /* its length */
-    size_t rx_alloc;            /* bytes allocated at rx */
-    unsigned char *tx;          /* the packet being built, length first */
-    size_t tx_len;              /* bytes built */
+    unsigned char *in;          /* bytes read from the channel */
+    size_t in_off, in_len;      /* the unparsed ones are in[in_off, in_len) */
+    size_t in_alloc;            /* bytes allocated at in */
+    unsigned char *tx;          /* requests queued, each length first; the
+                                   last one may be being built */
+    size_t tx_len;              /* bytes queued or built */
+    size_t tx_start;            /* where the request being built starts */
     size_t tx_alloc;            /* bytes allocated at tx */
     int tx_oom;                 /* an append to tx failed */
     struct stash *stash;        /* replies kept aside */
@@ -239,7 +253,7 @@ static uint32_t begin(struct tm__sftp_sess *s, int type)
 {
     unsigned char t = (unsigned char)type;
     uint32_t id = s->next_id++;
-    s->tx_len = 0;
+    s->tx_start = s->tx_len;
     s->tx_oom = 0;
     put_u32(s, 0);
     put_bytes(s, &t, 1);
@@ -261,20 +275,47 @@ static int send_all(struct tm__sftp_sess *s, const unsigned char *p, size_t n,
     return 0;
 }
 
-/* Sends the request built since begin(). */
+/* Sends every request queued. A failure breaks the session (the error
+ * names op and path: the call that needed the requests out). */
+static int flush(struct tm__sftp_sess *s, struct tm__sftp_err *e,
+                 const char *op, const char *path)
+{
+    int rc;
+    if (s->broken)
+        s->tx_len = s->tx_start = 0; /* the session is closed at release */
+    if (!s->tx_len)
+        return 0;
+    atomic_fetch_add_explicit(&s->pool->sends, 1, memory_order_relaxed);
+    rc = send_all(s, s->tx, s->tx_len, e, op, path);
+    s->tx_len = s->tx_start = 0;
+    return rc;
+}
+
+/* Queues the request built since begin(); sends the queue once it holds
+ * TX_FLUSH bytes (else the next wait for a reply sends it: requests that
+ * follow one another without a wait, such as a file's last WRITE, its
+ * FSETSTAT and its CLOSE, or the READs ahead, go out together). */
 static int finish(struct tm__sftp_sess *s, struct tm__sftp_err *e,
                   const char *op, const char *path)
 {
+    unsigned char *h;
     uint32_t n;
-    if (s->tx_oom)
+    if (s->tx_oom) {
+        s->tx_len = s->tx_start; /* the partial request is dropped */
+        s->tx_oom = 0;
         return tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1, "%s %s: out of memory",
                              op, path);
-    n = (uint32_t)(s->tx_len - 4);
-    s->tx[0] = (unsigned char)(n >> 24);
-    s->tx[1] = (unsigned char)(n >> 16);
-    s->tx[2] = (unsigned char)(n >> 8);
-    s->tx[3] = (unsigned char)n;
-    return send_all(s, s->tx, s->tx_len, e, op, path);
+    }
+    n = (uint32_t)(s->tx_len - s->tx_start - 4);
+    h = s->tx + s->tx_start;
+    h[0] = (unsigned char)(n >> 24);
+    h[1] = (unsigned char)(n >> 16);
+    h[2] = (unsigned char)(n >> 8);
+    h[3] = (unsigned char)n;
+    s->tx_start = s->tx_len;
+    if (s->tx_len >= TX_FLUSH)
+        return flush(s, e, op, path);
+    return 0;
 }
 
 /* ---- decoding ---- */
@@ -371,11 +412,32 @@ static int get_attrs(struct reply *r, struct tm__sftp_attr *a)
 
 /* ---- receiving ---- */
 
-static int recv_exact(struct tm__sftp_sess *s, unsigned char *p, size_t n,
-                      struct tm__sftp_err *e, const char *op, const char *path)
+/* Makes need bytes at least readable at in + in_off: one channel read
+ * takes whatever has arrived (several replies, most often), as much as
+ * the buffer holds. May move what is buffered (s->rx with it). */
+static int rx_need(struct tm__sftp_sess *s, size_t need, struct tm__sftp_err *e,
+                   const char *op, const char *path)
 {
-    while (n) {
-        ssize_t r = libssh2_channel_read(s->ch, (char *)p, n);
+    while (s->in_len - s->in_off < need) {
+        ssize_t r;
+        if (s->in_alloc - s->in_off < need) {
+            size_t left = s->in_len - s->in_off;
+            size_t want = need > RX_MIN ? need : RX_MIN;
+            if (left)
+                memmove(s->in, s->in + s->in_off, left);
+            s->in_len = left;
+            s->in_off = 0;
+            if (s->in_alloc < want) {
+                unsigned char *t = realloc(s->in, want);
+                if (!t)
+                    return tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1,
+                                         "%s %s: out of memory", op, path);
+                s->in = t;
+                s->in_alloc = want;
+            }
+        }
+        r = libssh2_channel_read(s->ch, (char *)s->in + s->in_len,
+                                 s->in_alloc - s->in_len);
         if (r < 0)
             return ssh_fail(s, (int)r, e, op, path);
         if (r == 0) {
@@ -384,34 +446,36 @@ static int recv_exact(struct tm__sftp_sess *s, unsigned char *p, size_t n,
                                  "%s %s: %s:%d closed the sftp channel", op, path,
                                  s->pool->host, s->pool->port);
         }
-        p += r;
-        n -= (size_t)r;
+        s->in_len += (size_t)r;
     }
     return 0;
 }
 
-/* Reads one packet into s->rx. */
+/* Sends what is queued, then reads one packet: s->rx points at it (type,
+ * id, ...), valid until the next receive on s. */
 static int recv_packet(struct tm__sftp_sess *s, struct tm__sftp_err *e,
                        const char *op, const char *path)
 {
-    unsigned char h[4];
+    const unsigned char *h;
     uint32_t n;
-    int rc = recv_exact(s, h, 4, e, op, path);
+    int rc = flush(s, e, op, path);
+    if (!rc)
+        rc = rx_need(s, 4, e, op, path);
     if (rc)
         return rc;
+    h = s->in + s->in_off;
     n = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
     if (n < 1 || n > MAX_PACKET)
         return proto_fail(s, e, op, path);
-    if (n > s->rx_alloc) {
-        unsigned char *t = realloc(s->rx, n);
-        if (!t)
-            return tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1,
-                                 "%s %s: out of memory", op, path);
-        s->rx = t;
-        s->rx_alloc = n;
-    }
+    rc = rx_need(s, 4 + (size_t)n, e, op, path);
+    if (rc)
+        return rc;
+    s->rx = s->in + s->in_off + 4;
     s->rx_len = n;
-    return recv_exact(s, s->rx, n, e, op, path);
+    s->in_off += 4 + (size_t)n;
+    if (s->in_off == s->in_len)
+        s->in_off = s->in_len = 0; /* s->rx stays where it is until the next read */
+    return 0;
 }
 
 static void reply_release(struct reply *r)
@@ -593,6 +657,7 @@ static void sess_close(struct tm__sftp_sess *s)
     if (!s)
         return;
     if (s->ch) {
+        flush(s, NULL, "send", "requests");
         if (!s->broken)
             libssh2_channel_close(s->ch);
         libssh2_channel_free(s->ch);
@@ -609,7 +674,7 @@ static void sess_close(struct tm__sftp_sess *s)
         free(st->pkt);
         free(st);
     }
-    free(s->rx);
+    free(s->in);
     free(s->tx);
     free(s);
 }
@@ -908,6 +973,9 @@ static void sess_put(struct tm__sftp_pool *p, struct tm__sftp_sess *s)
 {
     if (!s)
         return;
+    /* a request nobody waits for (close_async) stays queued: it goes out
+     * with the session's next batch (sessions are taken last in, first
+     * out), or at its close */
     if (s->broken) {
         sess_close(s);
         pthread_mutex_lock(&p->mu);
@@ -1111,6 +1179,7 @@ int tm__sftp_pool_open(const char *url, const struct tm__sftp_opts *o,
         tm__sftp_url_release(&u);
         return tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1, "open: out of memory");
     }
+    atomic_init(&p->sends, 0);
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->auth_mu, NULL);
     pthread_cond_init(&p->cv, NULL);
@@ -1201,6 +1270,7 @@ void tm__sftp_pool_info(struct tm__sftp_pool *p, struct tm__sftp_info *i)
     i->chunk_read = p->chunk_r;
     i->chunk_write = p->chunk_w;
     i->connects = p->connects;
+    i->sends = atomic_load_explicit(&p->sends, memory_order_relaxed);
     i->auth_used = p->auth_used;
     pthread_mutex_unlock(&p->mu);
 }
@@ -1605,6 +1675,110 @@ fail:
     return rc;
 }
 
+/* The ATTRS reply to the LSTAT request id, sent earlier. */
+static int lstat_reply(struct tm__sftp_sess *s, uint32_t id, const char *path,
+                       struct tm__sftp_attr *a, struct tm__sftp_err *e)
+{
+    struct reply r;
+    int rc = wait_reply(s, id, &r, e, "lstat", path);
+    if (rc)
+        return rc;
+    if (r.type == FXP_ATTRS)
+        rc = get_attrs(&r, a) ? proto_fail(s, e, "lstat", path) : 0;
+    else if (!(rc = status_err(s, &r, e, "lstat", path, NULL)))
+        rc = proto_fail(s, e, "lstat", path);
+    reply_release(&r);
+    return rc;
+}
+
+int tm__sftp_opendir_lstat(struct tm__sftp_pool *p, const char *path,
+                           struct tm__sftp_attr *before, struct tm__sftp_attr *after,
+                           int *stage, struct tm__sftp_dir **out,
+                           struct tm__sftp_err *e)
+{
+    struct tm__sftp_dir *d = calloc(1, sizeof *d);
+    struct tm__sftp_err e2[3];
+    const unsigned char *hp;
+    struct reply r;
+    uint32_t ids[3];
+    int rc, rcs[3], i;
+
+    *out = NULL;
+    *stage = 0;
+    if (!d || !(d->path = strdup(path))) {
+        free(d);
+        return tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1, "opendir %s: out of memory",
+                             path);
+    }
+    d->pool = p;
+    tm__buf_init(&d->names);
+    rc = sess_get(p, &d->s, e);
+    if (rc)
+        goto fail;
+    /* the three in one batch; the server takes them in order */
+    ids[0] = begin(d->s, FXP_LSTAT);
+    put_cstr(d->s, path);
+    rc = finish(d->s, e, "lstat", path);
+    if (!rc) {
+        ids[1] = begin(d->s, FXP_OPENDIR);
+        put_cstr(d->s, path);
+        rc = finish(d->s, e, "opendir", path);
+    }
+    if (!rc) {
+        ids[2] = begin(d->s, FXP_LSTAT);
+        put_cstr(d->s, path);
+        rc = finish(d->s, e, "lstat", path);
+    }
+    if (rc) {
+        d->s->broken = 1; /* requests half queued: this session is done */
+        goto fail;
+    }
+    /* every reply is taken, to keep the session in step */
+    rcs[0] = lstat_reply(d->s, ids[0], path, before, &e2[0]);
+    rcs[1] = d->s->broken ? e2[0].code : wait_reply(d->s, ids[1], &r, &e2[1], "opendir", path);
+    if (!d->s->broken && !rcs[1]) {
+        if (r.type != FXP_HANDLE) {
+            rcs[1] = status_err(d->s, &r, &e2[1], "opendir", path, NULL);
+            if (!rcs[1])
+                rcs[1] = proto_fail(d->s, &e2[1], "opendir", path);
+        } else if (get_str(&r, &hp, &d->hlen) || d->hlen > MAX_HANDLE) {
+            rcs[1] = proto_fail(d->s, &e2[1], "opendir", path);
+        } else {
+            memcpy(d->h, hp, d->hlen);
+        }
+        reply_release(&r);
+    }
+    rcs[2] = d->s->broken ? TM_ECONNRESET : lstat_reply(d->s, ids[2], path, after, &e2[2]);
+    if (d->s->broken) {
+        /* the first failure says why */
+        for (i = 0; i < 3 && !rcs[i]; i++)
+            ;
+        rc = i < 3 ? rcs[i] : TM_ECONNRESET;
+        if (e && i < 3)
+            *e = e2[i];
+        else
+            tm__sftp_fail(e, rc, TM_ERR_RETRY, -1, "opendir %s: connection lost", path);
+        goto fail;
+    }
+    if (!rcs[1] && (rcs[0] || rcs[2]))
+        close_async(d->s, d->h, d->hlen);
+    for (i = 0; i < 3 && !rcs[i]; i++)
+        *stage = i + 1;
+    if (i < 3) {
+        rc = rcs[i];
+        if (e)
+            *e = e2[i];
+        goto fail;
+    }
+    *out = d;
+    return 0;
+fail:
+    sess_put(p, d->s);
+    free(d->path);
+    free(d);
+    return rc;
+}
+
 static int parse_names(struct tm__sftp_dir *d, struct reply *r, size_t *n,
                        struct tm__sftp_err *e)
 {
@@ -1744,8 +1918,10 @@ struct tm__sftp_rfile {
     unsigned char *cur_own;      /* the stash packet cur points into */
     int tail;                    /* an FSTAT sent behind the last READ (what
                                     fstat will say after the reads): 1 sent,
-                                    0 not yet, -1 not any more */
+                                    0 not yet, 2 its answer is in tail_a,
+                                    -1 not any more */
     uint32_t tail_id;            /* its request id */
+    struct tm__sftp_attr tail_a; /* its answer (tail 2) */
 };
 
 static int rf_send(struct tm__sftp_rfile *f, struct tm__sftp_err *e)
@@ -1902,8 +2078,23 @@ int64_t tm__sftp_read(struct tm__sftp_rfile *f, void *buf, size_t len,
             }
             return (int64_t)n;
         }
-        if (!len)
+        if (!len || f->eof)
             return 0;
+        if (!f->qn && f->tail == 1 && f->off_req >= f->size && f->off == f->off_req) {
+            /* Every byte up to the size is handed out, and the FSTAT sent
+             * behind the last READ says whether the file ended there: no
+             * READ to find the end (a round trip per file saved) */
+            rc = fstat_reply(f->s, f->tail_id, f->path, &f->tail_a, e);
+            if (rc)
+                return rc;
+            f->tail = 2;
+            if (f->tail_a.size <= f->off) {
+                f->eof = 1;
+                return 0;
+            }
+            f->tail = -1; /* it grew: read on; fstat asks again */
+            f->size = f->tail_a.size;
+        }
         /* Keep read_ahead requests out up to the size seen at open, and
          * one past it (it says EOF, or that the file grew). */
         while (!f->eof && f->qn < f->qcap && (f->off_req < f->size || !f->qn)) {
@@ -2018,6 +2209,12 @@ int tm__sftp_fstat(struct tm__sftp_rfile *f, struct tm__sftp_attr *st,
         /* sent behind the READs: what the file is after them */
         f->tail = -1;
         return fstat_reply(f->s, f->tail_id, f->path, st, e);
+    }
+    if (f->tail == 2) {
+        /* its answer, taken at the end of the reads */
+        f->tail = -1;
+        *st = f->tail_a;
+        return 0;
     }
     return do_fstat(f->s, f->h, f->hlen, f->path, st, e);
 }

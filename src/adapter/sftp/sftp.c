@@ -171,7 +171,9 @@ struct sftp_lister {
  * is TM_ELOOP, as a local O_NOFOLLOW|O_DIRECTORY open says; anything else
  * not a folder TM_ENOTDIR, which OpenSSH's OPENDIR of a file reports as
  * "no such file") and again after it (a folder replaced by a symlink
- * meanwhile fails the same way). What remains, and docs/adapters.md says
+ * meanwhile fails the same way); the three requests go out together (one
+ * round trip: the server takes them in order), and a handle opened
+ * through a symlink is closed unread. What remains, and docs/adapters.md says
  * so: a folder swapped for a symlink and back between the two lstats is
  * not seen (v3 attributes carry no inode to compare).
  */
@@ -179,34 +181,29 @@ static int opendir_nofollow(struct sftp *s, const char *path,
                             struct tm__sftp_dir **out, struct tm__sftp_err *e,
                             struct tm__aerr *ae)
 {
-    struct tm__sftp_attr at;
-    int rc, pass;
+    struct tm__sftp_attr before, after;
+    const struct tm__sftp_attr *at = NULL;
+    int rc, stage;
 
     *out = NULL;
-    for (pass = 0; pass < 2; pass++) {
-        rc = tm__sftp_lstat(s->pool, path, &at, e);
-        if (!rc && at.type != TM_T_FOLDER)
-            rc = at.type == TM_T_SYMLINK ? TM_ELOOP : TM_ENOTDIR;
-        else if (rc)
-            from_err(ae, e, rc);
-        if (rc) {
-            if (rc == TM_ELOOP || rc == TM_ENOTDIR) {
-                ae->cls = TM_ERR_NODE;
-                tm__aerr_set(ae, rc, "opendir %s: %s%s", path,
-                             rc == TM_ELOOP ? "a symlink, not followed"
-                                            : "not a folder",
-                             pass ? " (it changed while it was opened)" : "");
-            }
-            tm__sftp_closedir(*out);
-            *out = NULL;
-            return rc;
-        }
-        if (!pass && (rc = tm__sftp_opendir(s->pool, path, 0, out, e)) != 0) {
-            *out = NULL;
-            return from_err(ae, e, rc);
-        }
+    /* LSTAT, OPENDIR, LSTAT in one round trip, in that order */
+    rc = tm__sftp_opendir_lstat(s->pool, path, &before, &after, &stage, out, e);
+    if (stage >= 1 && before.type != TM_T_FOLDER)
+        at = &before;
+    else if (rc)
+        return from_err(ae, e, rc);
+    else if (after.type != TM_T_FOLDER)
+        at = &after;
+    if (at) {
+        rc = at->type == TM_T_SYMLINK ? TM_ELOOP : TM_ENOTDIR;
+        ae->cls = TM_ERR_NODE;
+        tm__aerr_set(ae, rc, "opendir %s: %s%s", path,
+                     rc == TM_ELOOP ? "a symlink, not followed" : "not a folder",
+                     at == &after ? " (it changed while it was opened)" : "");
+        tm__sftp_closedir(*out);
+        *out = NULL;
     }
-    return 0;
+    return rc;
 }
 
 static int sftp_list_open(struct tm__adapter *a, const char *path, const void *pos,

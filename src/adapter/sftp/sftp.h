@@ -156,6 +156,9 @@ struct tm__sftp_info {
     uint32_t chunk_read;   /* bytes per READ request */
     uint32_t chunk_write;  /* bytes per WRITE request */
     uint64_t connects;     /* sessions opened so far (reconnects included) */
+    uint64_t sends;        /* batches of requests sent so far (one channel
+                              write each: requests that need no reply in
+                              between go out together) */
     const char *auth_used; /* "agent", "publickey FILE", "password" */
 };
 /* Fills *i; the strings are owned by the pool. */
@@ -265,6 +268,18 @@ struct tm__sftp_dir;
  * ext4, xfs, btrfs, tmpfs; the adapter must check what it skips). */
 int tm__sftp_opendir(struct tm__sftp_pool *p, const char *path, uint64_t skip,
                      struct tm__sftp_dir **out, struct tm__sftp_err *e);
+/* As tm__sftp_opendir (skip 0), with an LSTAT of path sent just before
+ * the OPENDIR and another just after it, the three in one batch (one round
+ * trip instead of three): what was at path when the listing was opened,
+ * and whether it changed meanwhile (the adapter refuses a symlink; OPENDIR
+ * follows one, but nothing is read through a handle the caller closes).
+ * *stage: how many of the three succeeded (*before is filled from 1 on,
+ * *after at 3); the error returned is the first one's, in request order.
+ * A handle whose LSTATs failed is closed here. */
+int tm__sftp_opendir_lstat(struct tm__sftp_pool *p, const char *path,
+                           struct tm__sftp_attr *before, struct tm__sftp_attr *after,
+                           int *stage, struct tm__sftp_dir **out,
+                           struct tm__sftp_err *e);
 /* One batch of children: *ents gets an array of *n (the server's batch,
  * OpenSSH sends up to 100), *n = 0 at the end. Several READDIR requests
  * are kept in flight. The array is owned by d, valid until the next call. */

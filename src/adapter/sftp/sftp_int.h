@@ -13,6 +13,7 @@
 
 #include <libssh2.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 struct tm__sftp_sess;
 
@@ -28,6 +29,8 @@ struct tm__sftp_pool {
     int last_connect_err;         /* the code of the last failure (mu) */
     char last_connect_msg[256];   /* its message (mu) */
     uint64_t connects;            /* sessions opened so far (mu) */
+    atomic_ullong sends;          /* channel writes of queued requests so
+                                     far (any thread, relaxed) */
     int verified;                 /* a session has verified the host key:
                                      accept-new no longer applies (mu) */
 
