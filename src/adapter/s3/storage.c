@@ -62,7 +62,7 @@
 /* The longest key S3 takes. */
 #define S3_KEY_MAX 1024
 /* HEADs in flight per listing page. */
-#define HEADS_IN_FLIGHT 8
+#define HEADS_IN_FLIGHT 16
 /* Tries of the request that checks the bucket at open. */
 #define PROBE_TRIES 4
 /* Folders mkdir remembers having made (their children's mkdir does not
@@ -1792,9 +1792,9 @@ static const char *const s3_keys[] = {
  * mostly waits (a small PUT or a HEAD is one RTT: 20 ms away, one stream
  * does 50 a second, 32 do 1,600, below the 3,500 PUTs a second one AWS
  * prefix takes before SlowDown); a listing page HEADs 8 objects at once
- * on top. Memory stays bounded: a file below the part size (8 MiB) is one
- * buffer, a multipart writer holds one part, and more (up to 4) only
- * while all writers hold fewer than 64 (512 MiB). */
+ * on top. Memory stays bounded: a file up to the part size (8 MiB) is one
+ * buffer, one up to 32 MiB (one PUT) or a multipart writer's parts beyond
+ * the first are taken from a budget of 64 part buffers (512 MiB). */
 const struct tm__kind tm__s3_kind = {
     "s3", "s3://", 32, s3_keys, s3_resolve, s3_kind_open, s3_overlap,
 };
