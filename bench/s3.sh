@@ -229,7 +229,7 @@ REPORT=$WORK/report-$(date -u +%Y%m%dT%H%M%SZ).txt
     echo "  load at the end: $LOAD_END"
     echo "  server: $SERVER on 127.0.0.1, started empty before each copy run; latency_proxy for the"
     echo "  rows at more than 0 ms (each way). small: $NFILES files of 1-4 KiB in $NFOLDERS folders;"
-    echo "  big: 4 files of $BIG_MIB MiB (multipart: treemig above 32 MiB, aws above 8 MiB, rclone"
+    echo "  big: 4 files of $BIG_MIB MiB (multipart: treemig above 8 MiB, aws above 8 MiB, rclone"
     echo "  above 200 MiB); discover: the bucket holds treemig's copy of small."
     for lat in "${LATS[@]}"; do
         for c in "${CASES[@]}"; do

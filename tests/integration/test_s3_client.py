@@ -207,22 +207,6 @@ def case_multipart_inflight(c):
         fail('awscli reads the multipart object differently')
 
 
-def case_single_put_budget(c):
-    """20 MiB (above the 8 MiB part, up to 32 MiB): one PUT by default;
-    a multipart upload when the budget of part buffers cannot hold it
-    whole (--part-buffers 2: it would take 3)."""
-    big = data_of(20 * MiB + 1, 'one20')
-    p = c.file('one20', big)
-    for args, key, parts in (([], 'one/put', None), (['--part-buffers', '2'], 'one/mp', 3)):
-        out = c.ok(*(args + ['put', c.bucket, key, p]))
-        expect_eq('md5 of %s' % key, hashlib.md5(big).hexdigest(), out[-1]['md5'])
-        etag = c.aws('head-object', '--bucket', c.bucket, '--key', key)['ETag'].strip('"')
-        if parts is None:
-            expect_eq('ETag of one PUT of %s' % key, hashlib.md5(big).hexdigest(), etag)
-        elif not etag.endswith('-%d' % parts):
-            fail('%s was not a %d-part upload: ETag %s' % (key, parts, etag))
-
-
 def case_resume_after_kill(c):
     """kill -9 of the driver mid-upload, from a pipe: the resume keeps the
     parts on the server (ListParts, or the journal where the server has no
@@ -558,8 +542,6 @@ def main():
                          ('listing 3,100 keys, resumed from a stored cursor',
                           case_listing_resume),
                          ('multipart 40 MiB, parts in flight', case_multipart_inflight),
-                         ('one PUT up to 32 MiB, within the buffer budget',
-                          case_single_put_budget),
                          ('resume after kill -9 mid-upload', case_resume_after_kill),
                          ('abort leaves no upload', case_abort),
                          ('CopyObject and UploadPartCopy', case_copy),

@@ -30,7 +30,6 @@ static const char usage[] =
     "usage: s3tool [OPTIONS] COMMAND ARGS\n"
     "options: --endpoint URL --region R --path-style --virtual --storage-class C\n"
     "         --profile P --sign-payload --part-size N --threshold N\n"
-    "         --part-buffers N\n"
     "         --copy-part-size N --inflight N --part-retries N --resolve H:P:A\n"
     "commands:\n"
     "  config                              the resolved settings\n"
@@ -964,8 +963,6 @@ int main(int argc, char **argv)
                 cfg.multipart_threshold = num(v, 10);
             else if (!strcmp(a, "--copy-part-size"))
                 cfg.copy_part_size = num(v, 10);
-            else if (!strcmp(a, "--part-buffers"))
-                cfg.part_buffers = (int)num(v, 10);
             else if (!strcmp(a, "--inflight"))
                 cfg.parts_in_flight = (int)num(v, 10);
             else if (!strcmp(a, "--part-retries"))

@@ -141,8 +141,7 @@ struct tm__s3_config {
                                   guards every PUT and part) */
     int64_t part_size;         /* multipart part size; 0: max(8 MiB,
                                   size / 10000) (tests make it smaller) */
-    int64_t multipart_threshold; /* sizes above use multipart; 0: 32 MiB,
-                                    or part_size when that is set */
+    int64_t multipart_threshold; /* sizes above use multipart; 0: part size */
     int64_t copy_part_size;    /* UploadPartCopy above this (and in parts
                                   of it); 0: 5 GiB */
     int parts_in_flight;       /* parts uploaded at once per writer; 0: 4 */

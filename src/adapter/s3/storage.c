@@ -1791,10 +1791,10 @@ static const char *const s3_keys[] = {
 /* 32 operations in flight per side: each S3 request is a round trip that
  * mostly waits (a small PUT or a HEAD is one RTT: 20 ms away, one stream
  * does 50 a second, 32 do 1,600, below the 3,500 PUTs a second one AWS
- * prefix takes before SlowDown); a listing page HEADs 8 objects at once
- * on top. Memory stays bounded: a file up to the part size (8 MiB) is one
- * buffer, one up to 32 MiB (one PUT) or a multipart writer's parts beyond
- * the first are taken from a budget of 64 part buffers (512 MiB). */
+ * prefix takes before SlowDown); a listing page HEADs 16 objects at once
+ * on top. Memory stays bounded: a file below the part size (8 MiB) is one
+ * buffer, a multipart writer holds one part, and more (up to 4) only
+ * while all writers hold fewer than 64 (512 MiB). */
 const struct tm__kind tm__s3_kind = {
     "s3", "s3://", 32, s3_keys, s3_resolve, s3_kind_open, s3_overlap,
 };

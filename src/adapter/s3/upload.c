@@ -19,9 +19,7 @@
  * Memory: at most parts_in_flight part buffers per writer (4 x 8 MiB by
  * default), and beyond the first one of each writer only while all the
  * writers of the client hold fewer than its budget (part_buffers, 64);
- * a single PUT holds the whole object (at most the threshold: 32 MiB
- * unless a part size is configured), counted in that budget when it is
- * more than a part.
+ * a single PUT holds the whole object (at most the threshold).
  */
 #include "adapter/s3/s3_int.h"
 
@@ -35,11 +33,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-/* Objects up to this size go in one PUT (rclone: 200 MiB), unless a
- * part size is configured (then multipart above it) or the budget of part
- * buffers is spent. */
-#define SINGLE_PUT_MAX (32 * 1024 * 1024)
 
 /* One part buffer. */
 struct slot {
@@ -70,8 +63,6 @@ struct tm__s3_writer {
     tm__s3_part_fn on_part;     /* told of each part on the server */
     void *ctx;                  /* passed to on_part */
     char *whole;                /* single PUT: the object */
-    int held;                   /* part buffers whole counts for in the
-                                   client's budget (part_bufs), 0 */
     int64_t written;            /* bytes given so far (resume: from offset) */
     int n_parts;                /* parts the object has */
     struct tm__s3_part *parts;  /* n_parts entries, number 0 while missing */
@@ -136,8 +127,6 @@ static void writer_free(struct tm__s3_writer *w)
     free(w->slots);
     free(w->parts);
     free(w->whole);
-    if (w->held)
-        atomic_fetch_sub(&w->s->part_bufs, w->held);
     free(w->upload_id);
     free(w->bucket);
     free(w->key);
@@ -150,7 +139,7 @@ static void writer_free(struct tm__s3_writer *w)
 
 /* The common part of open and resume: everything but the upload. */
 static int writer_new(struct tm__s3 *s, const char *bucket, const char *key,
-                      int64_t size, int resume, const struct tm__s3_put_opts *o,
+                      int64_t size, const struct tm__s3_put_opts *o,
                       tm__s3_part_fn on_part, void *ctx,
                       struct tm__s3_writer **out, struct tm__s3_err *err)
 {
@@ -171,23 +160,8 @@ static int writer_new(struct tm__s3 *s, const char *bucket, const char *key,
     w->on_part = on_part;
     w->ctx = ctx;
     w->part_size = tm__s3_part_size(s, size);
-    /* a configured part size, or a resume, keeps multipart above it */
-    threshold = s->threshold     ? s->threshold
-                : s->part_size || resume ? w->part_size
-                                         : SINGLE_PUT_MAX;
+    threshold = s->threshold ? s->threshold : w->part_size;
     w->multipart = size > threshold;
-    if (!w->multipart && size > w->part_size) {
-        /* one PUT of more than a part holds the object whole: in the
-         * budget of part buffers, counted in parts; multipart (one
-         * buffer) when the budget is spent */
-        int n = (int)((size + w->part_size - 1) / w->part_size);
-        if (atomic_fetch_add(&s->part_bufs, n) + n > s->part_budget) {
-            atomic_fetch_sub(&s->part_bufs, n);
-            w->multipart = 1;
-        } else {
-            w->held = n;
-        }
-    }
     w->bucket = strdup(bucket);
     w->key = strdup(key);
     if (!w->bucket || !w->key)
@@ -242,7 +216,7 @@ int tm__s3_writer_open(struct tm__s3 *s, const char *bucket, const char *key,
                        struct tm__s3_writer **out, struct tm__s3_err *err)
 {
     struct tm__s3_writer *w;
-    int rc = writer_new(s, bucket, key, size, 0, o, on_part, ctx, &w, err);
+    int rc = writer_new(s, bucket, key, size, o, on_part, ctx, &w, err);
     if (rc)
         return rc;
     if (w->multipart) {
@@ -275,7 +249,7 @@ int tm__s3_writer_resume(struct tm__s3 *s, const char *bucket, const char *key,
     int rc, k;
 
     *offset = 0;
-    rc = writer_new(s, bucket, key, size, 1, NULL, on_part, ctx, &w, err);
+    rc = writer_new(s, bucket, key, size, NULL, on_part, ctx, &w, err);
     if (rc)
         return rc;
     if (!w->multipart) {
