@@ -400,6 +400,13 @@ int tm__adapter_mkdir(struct tm__adapter *a, const char *path,
     return rc ? rc : tm__aerr_finish(e, a->mkdir(a, path, e));
 }
 
+int tm__adapter_mkdir_attr(struct tm__adapter *a, const char *path,
+                           int64_t mtime, uint32_t mode, struct tm__aerr *e)
+{
+    int rc = begin(e, path ? path : "", a->mkdir_attr != NULL);
+    return rc ? rc : tm__aerr_finish(e, a->mkdir_attr(a, path, mtime, mode, e));
+}
+
 int tm__adapter_readlink(struct tm__adapter *a, const char *path,
                          struct tm__buf *out, struct tm__aerr *e)
 {

@@ -176,6 +176,14 @@ struct tm__adapter {
     /* Creates the folder at path (owner may write into it; the final mode
      * comes with set_attr). A folder already there is success. */
     int (*mkdir)(struct tm__adapter *a, const char *path, struct tm__aerr *e);
+    /* Optional: mkdir that gives the folder mode and mtime (never
+     * TM_MTIME_KEEP) as its final attributes at once, a folder already
+     * there too. With it the storage promises that writing into a folder
+     * does not change them: the engine does not call set_attr after the
+     * children of a folder this made (an object store's "name/" marker:
+     * one write instead of two). */
+    int (*mkdir_attr)(struct tm__adapter *a, const char *path, int64_t mtime,
+                      uint32_t mode, struct tm__aerr *e);
     /* Reads the target of the symlink at path into out. */
     int (*readlink)(struct tm__adapter *a, const char *path, struct tm__buf *out,
                     struct tm__aerr *e);
@@ -562,6 +570,8 @@ int tm__adapter_commit(struct tm__wfile *f, int64_t mtime, uint32_t mode,
 void tm__adapter_abort(struct tm__wfile *f);
 int tm__adapter_mkdir(struct tm__adapter *a, const char *path,
                       struct tm__aerr *e);
+int tm__adapter_mkdir_attr(struct tm__adapter *a, const char *path,
+                           int64_t mtime, uint32_t mode, struct tm__aerr *e);
 int tm__adapter_readlink(struct tm__adapter *a, const char *path,
                          struct tm__buf *out, struct tm__aerr *e);
 int tm__adapter_symlink(struct tm__adapter *a, const char *path,

@@ -401,6 +401,14 @@ static int f_mkdir(struct tm__adapter *a, const char *path, struct tm__aerr *e)
     return rc ? rc : inner(a)->mkdir(inner(a), path, e);
 }
 
+/* Counted and failed as mkdir. */
+static int f_mkdir_attr(struct tm__adapter *a, const char *path, int64_t mtime,
+                        uint32_t mode, struct tm__aerr *e)
+{
+    int rc = hit((struct fault *)a, TM_FOP_MKDIR, e);
+    return rc ? rc : inner(a)->mkdir_attr(inner(a), path, mtime, mode, e);
+}
+
 static int f_readlink(struct tm__adapter *a, const char *path, struct tm__buf *out,
                       struct tm__aerr *e)
 {
@@ -582,6 +590,7 @@ int tm__fault_wrap(struct tm__adapter *in, const struct tm__fault_rule *rules,
                 f->base.copy_from = NULL; /* the engine reads and writes */
     }
     f->base.mkdir = in->mkdir ? f_mkdir : NULL;
+    f->base.mkdir_attr = in->mkdir_attr ? f_mkdir_attr : NULL;
     f->base.readlink = in->readlink ? f_readlink : NULL;
     f->base.symlink = in->symlink ? f_symlink : NULL;
     f->base.mknod = in->mknod ? f_mknod : NULL;

@@ -584,6 +584,10 @@ static int copy_one(struct worker *wk, const struct task *t)
         return rc;
     switch (t->type) {
     case TM_T_FOLDER:
+        /* a storage whose folders keep what mkdir gives them gets the
+         * final mode and mtime now (attrs_task then has nothing to do) */
+        if (da->mkdir_attr && !tm__mtime_out_of_range(t->mtime))
+            return tm__adapter_mkdir_attr(da, t->path, t->mtime, t->mode, &wk->ae);
         return tm__adapter_mkdir(da, t->path, &wk->ae);
     case TM_T_SYMLINK:
         if (!sa->readlink || !da->symlink)
@@ -965,6 +969,11 @@ static int attrs_task(struct worker *wk, const struct task *t,
             (*out)->old_cs = (int8_t)t->parent_cs;
         return *out ? 0 : TM_ENOMEM;
     }
+    /* made by mkdir_attr with its final mode and mtime, which its
+     * children did not change: nothing left to set */
+    if (da->mkdir_attr && t->parent_cs == CS_SUCCESSFUL && !wk->r->cfg->owner &&
+        !xattrs_kept(wk->r))
+        return 0;
     if (roots_gone(wk->r, 0))
         return TM_ENOENT;
     tm__retry_init(&rt, wk->r->cfg->retries, wk->r->cfg->stop);

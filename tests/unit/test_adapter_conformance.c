@@ -1577,6 +1577,53 @@ static void c_mkdir(struct fx *fx)
     assert_int_equal(got->n, 1);
 }
 
+/* mkdir_attr (optional): the folder made has its mode and mtime at once;
+ * writing into it, files or folders, changes neither; a folder there
+ * already is given them; a file there is TM_EEXIST, a missing parent
+ * TM_ENOENT, as with mkdir. */
+static void c_mkdir_attr(struct fx *fx)
+{
+    const int64_t t1 = 1500000000123000000LL, t2 = 1400000000000000000LL;
+    struct ents *got = &fx->l[0];
+    struct tm__entry st;
+    struct tm__aerr e;
+
+    if (!fx->a->mkdir_attr)
+        skip_because(fx, "no mkdir_attr");
+    assert_ok(tm__adapter_mkdir_attr(fx->a, "/ma", t1, 0750, &e), &e);
+    /* a child of a folder made a moment ago, then one of a folder made
+     * with mkdir_attr by its parent's listing only */
+    assert_ok(tm__adapter_mkdir_attr(fx->a, "/ma/sub", t2, 0700, &e), &e);
+    put(fx->a, "/ma/f", "f", 1, 1600000000000000000LL, 0644);
+    mkdir_ok(fx->a, "/ma/sub/deeper");
+    put(fx->a, "/ma/sub/g", "g", 1, 1600000000000000000LL, 0644);
+    stat_ok(fx->a, "/ma", &st);
+    assert_int_equal(st.type, TM_T_FOLDER);
+    assert_mtime(fx, st.mtime, t1);
+    if (fx->a->caps & TM_CAP_MODES)
+        assert_int_equal(st.mode & 07777, 0750);
+    stat_ok(fx->a, "/ma/sub", &st);
+    assert_mtime(fx, st.mtime, t2);
+    if (fx->a->caps & TM_CAP_MODES)
+        assert_int_equal(st.mode & 07777, 0700);
+    /* there already: given the new attributes, its children kept */
+    assert_ok(tm__adapter_mkdir_attr(fx->a, "/ma", t2, 0755, &e), &e);
+    stat_ok(fx->a, "/ma", &st);
+    assert_mtime(fx, st.mtime, t2);
+    if (fx->a->caps & TM_CAP_MODES)
+        assert_int_equal(st.mode & 07777, 0755);
+    list_ok(fx->a, "/ma", got);
+    assert_int_equal(got->n, 2);
+    assert_aerr(tm__adapter_mkdir_attr(fx->a, "/ma/f", t1, 0755, &e), &e, TM_EEXIST,
+                TM_ERR_NODE);
+    stat_ok(fx->a, "/ma/f", &st);
+    assert_int_equal(st.type, TM_T_FILE);
+    assert_aerr(tm__adapter_mkdir_attr(fx->a, "/nothing/x", t1, 0755, &e), &e,
+                TM_ENOENT, TM_ERR_NODE);
+    assert_aerr(tm__adapter_mkdir_attr(fx->a, "/ma/f/x", t1, 0755, &e), &e,
+                TM_ENOTDIR, TM_ERR_NODE);
+}
+
 /* ------------------------------------------------------------ cases: errors */
 
 /* Failing calls: the code, the class and a message, for each. */
@@ -2195,6 +2242,7 @@ static const struct ccase cases[] = {
     { "write_replace", c_write_replace, 0 },
     { "copy_from", c_copy_from, 0 },
     { "mkdir", c_mkdir, 0 },
+    { "mkdir_attr", c_mkdir_attr, 0 },
     { "errors", c_errors, 0 },
     { "bad_paths", c_bad_paths, 0 },
     { "error_classes", c_error_classes, 0 },

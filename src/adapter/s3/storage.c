@@ -31,12 +31,17 @@
  * with CopyObject (UploadPartCopy above 5 GiB), so it appears atomically
  * too. mkdir writes a folder's zero-byte "name/" marker at once (a
  * folder made is listed before anything is under it, and an empty one
- * stays); set_attr writes it again with rclone's metadata (mode, mtime),
- * after the folder's children.
+ * stays); mkdir_attr writes it once with rclone's metadata (mode, mtime),
+ * which writing into the folder does not change, so the engine's folder
+ * pass leaves it alone; set_attr writes it again (a folder made by mkdir,
+ * or one that was there). mkdir asks the server (a one-key LIST) whether
+ * the name is free and whether the parent is a folder, unless this
+ * adapter made that parent lately (a small table of the folders it made).
  *
  * Threads: every method may run on any worker thread at once; the client
  * is shared (it pools its connections), a lister, a read file or a write
- * file belongs to one thread at a time. Nothing here takes a lock.
+ * file belongs to one thread at a time. Only the table of folders made
+ * takes a lock (made_mu), for a lookup or a store.
  */
 #include "adapter/adapter.h"
 #include "adapter/s3/s3.h"
@@ -45,6 +50,7 @@
 #include "util/util.h"
 
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,9 +62,12 @@
 /* The longest key S3 takes. */
 #define S3_KEY_MAX 1024
 /* HEADs in flight per listing page. */
-#define HEADS_IN_FLIGHT 8
+#define HEADS_IN_FLIGHT 16
 /* Tries of the request that checks the bucket at open. */
 #define PROBE_TRIES 4
+/* Folders mkdir remembers having made (their children's mkdir does not
+ * ask the server about them). */
+#define MADE_SLOTS 4096
 /* The first line of a checkpointed upload's state. */
 #define STATE_MAGIC "treemig s3 upload 1\n"
 
@@ -70,6 +79,9 @@ struct s3a {
     char *prefix;            /* the root's prefix: "" or "a/b/" */
     size_t plen;             /* bytes in prefix */
     int server_mtime;        /* s3-server-modtime: LastModified, no HEAD */
+    pthread_mutex_t made_mu; /* guards made */
+    char *made[MADE_SLOTS];  /* folder keys mkdir made lately (no '/'),
+                                by made_slot(); NULL: none */
 };
 
 /* A listing of one folder. */
@@ -1436,49 +1448,114 @@ static int s3_forget_write(struct tm__adapter *ad, const char *path,
 
 /* ---- folders ---- */
 
-static int s3_mkdir(struct tm__adapter *ad, const char *path, struct tm__aerr *e)
+/* The slot of made[] for the folder key (klen bytes): FNV-1a. */
+static size_t made_slot(const char *key, size_t klen)
 {
-    struct s3a *a = (struct s3a *)ad;
+    uint64_t h = 14695981039346656037ull;
+    size_t i;
+    for (i = 0; i < klen; i++)
+        h = (h ^ (unsigned char)key[i]) * 1099511628211ull;
+    return (size_t)(h % MADE_SLOTS);
+}
+
+/* 1 when this adapter made the folder key (klen bytes, no trailing '/')
+ * lately, so that mkdir of its children need not ask the server whether
+ * their parent is there. */
+static int made_lately(struct s3a *a, const char *key, size_t klen)
+{
+    size_t i = made_slot(key, klen);
+    int found;
+    pthread_mutex_lock(&a->made_mu);
+    found = a->made[i] && strlen(a->made[i]) == klen &&
+            memcmp(a->made[i], key, klen) == 0;
+    pthread_mutex_unlock(&a->made_mu);
+    return found;
+}
+
+/* Remembers the folder key (klen bytes) for made_lately, in place of the
+ * one of the same slot. */
+static void remember_made(struct s3a *a, const char *key, size_t klen)
+{
+    size_t i = made_slot(key, klen);
+    char *k = strndup(key, klen), *old;
+    if (!k)
+        return; /* only a probe more */
+    pthread_mutex_lock(&a->made_mu);
+    old = a->made[i];
+    a->made[i] = k;
+    pthread_mutex_unlock(&a->made_mu);
+    free(old);
+}
+
+/* mkdir, and with m (mkdir_attr) the marker's metadata: a folder already
+ * there gets its marker written again with them. */
+static int mkdir_(struct s3a *a, const char *path, const struct tm__s3_meta *m,
+                  struct tm__aerr *e)
+{
     struct tm__buf k = TM__BUF_INIT;
     struct tm__s3_put_opts o;
     struct tm__s3_err se;
     const char *slash;
-    int rc = key_of(a, path, &k);
+    int rc = key_of(a, path, &k), there;
 
     if (rc || k.len <= a->plen)
         goto out; /* the root is there */
     /* a folder is a prefix: made visible at once by its "name/" marker
-     * (its attributes come with set_attr, after its children) */
+     * (its attributes come with it from mkdir_attr, else with set_attr
+     * after its children) */
     rc = name_probe(a, k.buf, k.len, e);
     if (rc == 1)
         rc = node_err(e, TM_EEXIST, "s3 mkdir %s/%s: an object (a file) is there",
                       a->bucket, k.buf);
-    if (rc) {
-        rc = rc == 2 ? 0 : rc; /* a folder there already is success */
+    if (rc < 0)
+        goto out;
+    there = rc == 2;
+    if (there && !m) {
+        rc = 0; /* a folder there already is success */
         goto out;
     }
     slash = strrchr(k.buf + a->plen, '/');
-    if (slash) {
-        /* the parent must be a folder, as on a file system */
+    if (!there && slash && !made_lately(a, k.buf, (size_t)(slash - k.buf))) {
+        /* the parent must be a folder, as on a file system (one this
+         * adapter made a moment ago is: a copy deletes nothing) */
         rc = name_probe(a, k.buf, (size_t)(slash - k.buf), e);
         if (rc == 0 || rc == 1)
             rc = node_err(e, rc ? TM_ENOTDIR : TM_ENOENT, "s3 mkdir %s/%s: %s",
                           a->bucket, k.buf, rc ? "its parent is an object (a file)"
                                                : "no parent folder");
-        else if (rc == 2)
-            rc = 0;
-        if (rc)
+        if (rc < 0)
             goto out;
     }
+    rc = 0;
     if (tm__buf_addch(&k, '/')) {
         rc = TM_ENOMEM;
         goto out;
     }
     memset(&o, 0, sizeof o);
+    o.meta = m;
     rc = aerr(e, &se, tm__s3_put(a->s, a->bucket, k.buf, "", 0, &o, NULL, &se));
+    if (!rc)
+        remember_made(a, k.buf, k.len - 1);
 out:
     tm__buf_release(&k);
     return rc;
+}
+
+static int s3_mkdir(struct tm__adapter *ad, const char *path, struct tm__aerr *e)
+{
+    return mkdir_((struct s3a *)ad, path, NULL, e);
+}
+
+static int s3_mkdir_attr(struct tm__adapter *ad, const char *path, int64_t mtime,
+                         uint32_t mode, struct tm__aerr *e)
+{
+    struct tm__s3_meta m;
+    memset(&m, 0, sizeof m);
+    m.has_mtime = 1;
+    m.mtime_ns = mtime;
+    m.has_mode = 1;
+    m.mode = S_IFDIR | (mode & 07777);
+    return mkdir_((struct s3a *)ad, path, &m, e);
 }
 
 static int s3_set_attr(struct tm__adapter *ad, const char *path, int64_t mtime,
@@ -1557,7 +1634,11 @@ static int s3_cannot_hold(struct tm__adapter *ad, const char *path, size_t len,
 static void s3_close(struct tm__adapter *ad)
 {
     struct s3a *a = (struct s3a *)ad;
+    size_t i;
     tm__s3_free(a->s);
+    for (i = 0; i < MADE_SLOTS; i++)
+        free(a->made[i]);
+    pthread_mutex_destroy(&a->made_mu);
     free(a->bucket);
     free(a->prefix);
     free(a);
@@ -1664,6 +1745,7 @@ static int s3_kind_open(const char *spec, const struct tm__sopts *o,
             rc = strstr(se.message, "no credentials") ? TM_EAUTH : TM_EBADSPEC;
         return rc;
     }
+    pthread_mutex_init(&a->made_mu, NULL);
     a->base.version = 2;
     a->base.name = "s3";
     a->base.caps = TM_CAP_MODES;
@@ -1688,6 +1770,7 @@ static int s3_kind_open(const char *spec, const struct tm__sopts *o,
     a->base.commit = s3_commit;
     a->base.abort = s3_abort;
     a->base.mkdir = s3_mkdir;
+    a->base.mkdir_attr = s3_mkdir_attr;
     a->base.set_attr = s3_set_attr;
     a->base.forget_write = s3_forget_write;
     a->base.cannot_hold = s3_cannot_hold;
@@ -1708,7 +1791,7 @@ static const char *const s3_keys[] = {
 /* 32 operations in flight per side: each S3 request is a round trip that
  * mostly waits (a small PUT or a HEAD is one RTT: 20 ms away, one stream
  * does 50 a second, 32 do 1,600, below the 3,500 PUTs a second one AWS
- * prefix takes before SlowDown); a listing page HEADs 8 objects at once
+ * prefix takes before SlowDown); a listing page HEADs 16 objects at once
  * on top. Memory stays bounded: a file below the part size (8 MiB) is one
  * buffer, a multipart writer holds one part, and more (up to 4) only
  * while all writers hold fewer than 64 (512 MiB). */
