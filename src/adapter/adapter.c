@@ -403,7 +403,7 @@ int tm__adapter_mkdir(struct tm__adapter *a, const char *path,
 int tm__adapter_mkdir_attr(struct tm__adapter *a, const char *path,
                            int64_t mtime, uint32_t mode, struct tm__aerr *e)
 {
-    int rc = begin(e, path ? path : "", a->mkdir_attr != NULL);
+    int rc = begin_op(a, e, path ? path : "", a->mkdir_attr != NULL);
     return rc ? rc : tm__aerr_finish(e, a->mkdir_attr(a, path, mtime, mode, e));
 }
 
@@ -559,7 +559,7 @@ int tm__adapter_remove(struct tm__adapter *a, const char *path,
                        const struct tm__entry *want, const char *backup,
                        struct tm__aerr *e)
 {
-    int rc = begin(e, path ? path : "", a->remove != NULL);
+    int rc = begin_op(a, e, path ? path : "", a->remove != NULL);
     if (rc)
         return rc;
     if (!path || strcmp(path, "/") == 0 || !want || want->type < 0 ||
@@ -572,7 +572,7 @@ int tm__adapter_remove(struct tm__adapter *a, const char *path,
 int tm__adapter_backup(struct tm__adapter *a, const char *path, const char *dir,
                        struct tm__aerr *e)
 {
-    int rc = begin(e, path ? path : "", a->backup != NULL);
+    int rc = begin_op(a, e, path ? path : "", a->backup != NULL);
     if (rc)
         return rc;
     if (!path || strcmp(path, "/") == 0 || !dir || !path_ok(dir) ||
