@@ -41,7 +41,7 @@
 
 struct xctx {
     tm_migration *m;              /* the handle */
-    sqlite3 *db;                  /* its connection */
+    struct tm__db *db;                  /* its connection */
     int unexclude;                /* include again */
     struct tm__stats_delta delta; /* stats changes, applied at the end */
     int64_t changed;              /* source rows changed */

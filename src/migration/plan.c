@@ -45,7 +45,7 @@ static int create_migration(tm_migration *m, const char *src, const char *dst,
                             const char *excludes, const tm_discover_options *o,
                             struct tm__adapter *ad[2])
 {
-    sqlite3 *db = m->store.db;
+    struct tm__db *db = m->store.db;
     struct tm__entry root[2];
     struct tm__stats_delta d = { NULL, 0, 0 };
     struct tm__stat_key k;
@@ -163,7 +163,7 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
            dst_plen = dst ? tm__mig_fault_prefix_len(dst) : 0;
     enum tm__phase ph;
     int rc, fresh = 0;
-    sqlite3 *db;
+    struct tm__db *db;
 
     if (!m || !m->open)
         return TM_EINVAL;
@@ -350,7 +350,7 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
     {
         struct tm__log_cfg lc;
         struct tm__discover_cfg cfg = {
-            { ad[0], ad[1] }, m->store.path, db, o.workers, o.lead, o.retries,
+            { ad[0], ad[1] }, tm__store_conn(&m->store), db, o.workers, o.lead, o.retries,
             (const char *const *)globs, n_globs, &m->stop, o.progress,
             o.progress_ctx, &m->err, tm__mig_on_round, m, &lc,
             { rsrc ? rsrc : s_src.buf, rdst ? rdst : s_dst.buf },

@@ -218,7 +218,7 @@ static void add_sums(void *ctx, const char *status, int cf, const char *type_nam
 /* Reads the stats tables: exact, no scan. */
 static int load_summary(tm_migration *m, struct summary *s)
 {
-    sqlite3 *db = tm__migration_db(m);
+    struct tm__db *db = tm__migration_db(m);
     struct sums_ctx x;
     int rc = 0;
 
@@ -286,7 +286,7 @@ static int add_label(struct tm__buf *b, const char *label)
     return tm__buf_addf(b, "%-18s", label);
 }
 
-void tm__rv_setting(sqlite3 *db, const char *key, struct tm__buf *out)
+void tm__rv_setting(struct tm__db *db, const char *key, struct tm__buf *out)
 {
     if (tm__store_get(db, key, out) != 0)
         tm__buf_reset(out);
@@ -501,7 +501,7 @@ static int add_top_folders(tm_migration *m, struct tm__buf *b, struct agg_map *h
 
 int tm_review_print(tm_migration *m, FILE *out, int top)
 {
-    sqlite3 *db = tm__migration_db(m);
+    struct tm__db *db = tm__migration_db(m);
     struct tm__buf b = TM__BUF_INIT, phase = TM__BUF_INIT, v = TM__BUF_INIT;
     struct summary *s;
     struct counts pending = { { 0 }, { 0 } }, c;
