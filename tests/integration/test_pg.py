@@ -37,6 +37,14 @@ SRC_Q = ("SELECT path, type, size, mtime, traversal_status, copy_status,"
          " coalesce(conflict, ''), coalesce(error, '') FROM src_nodes ORDER BY path")
 DST_Q = ("SELECT path, type, size, mtime, traversal_status, coalesce(conflict, '')"
          " FROM dst_nodes ORDER BY path")
+STATS_Q = [
+    "SELECT 'copy', depth, type, copy_status, conflict, count, bytes FROM copy_stats"
+    " WHERE count != 0 ORDER BY 2, 3, 4, 5",
+    "SELECT 'src', depth, type, traversal_status, count, bytes FROM src_stats"
+    " WHERE count != 0 ORDER BY 2, 3, 4",
+    "SELECT 'dst', depth, type, traversal_status, count, bytes FROM dst_stats"
+    " WHERE count != 0 ORDER BY 2, 3, 4",
+]
 
 PG = None
 N = [0]
@@ -75,6 +83,11 @@ def same_rows(what, a, b):
     fail('%s: %d rows on SQLite, %d on PostgreSQL' % (what, len(a), len(b)))
 
 
+def same_stats(lite, name):
+    for q in STATS_Q:
+        same_rows(q.split(' FROM ')[1].split()[0], lite_rows(lite, q), pg_rows(name, q))
+
+
 def full_run(db, src, dst, work, tag):
     if not dst.startswith('sim:'):
         os.makedirs(dst)
@@ -98,6 +111,7 @@ def check_sim_pair(work):
     full_run(lite, *sim_pair(work, 'lite'), work=work, tag='lite')
     same_rows('src_nodes', lite_rows(lite, SRC_Q), pg_rows(name, SRC_Q))
     same_rows('dst_nodes', lite_rows(lite, DST_Q), pg_rows(name, DST_Q))
+    same_stats(lite, name)
     if not pg_rows(name, "SELECT 1 FROM src_nodes WHERE conflict IS NOT NULL"):
         fail('the sim pair has no conflicts: a weak comparison')
     expect_eq('phase', ['verified'], pg_rows(name, "SELECT value FROM migration "
@@ -200,6 +214,7 @@ def check_kill_resume(work):
     expect_rc(run(['verify', '--db', uri, '--quiet'], env=env()), 0, 'verify')
     same_rows('src_nodes', lite_rows(lite, SRC_Q), pg_rows(name, SRC_Q))
     same_rows('dst_nodes', lite_rows(lite, DST_Q), pg_rows(name, DST_Q))
+    same_stats(lite, name)
 
 
 def check_restart(work):
@@ -234,6 +249,7 @@ def check_restart(work):
     expect_rc(run(['copy', '--db', uri, '--yes', '--quiet'], env=env()), 0, 'copy again')
     expect_rc(run(['verify', '--db', uri, '--quiet'], env=env()), 0, 'verify')
     same_rows('src_nodes', lite_rows(lite, SRC_Q), pg_rows(name, SRC_Q))
+    same_stats(lite, name)
 
 
 def check_refusals(work):
