@@ -199,6 +199,8 @@ static const struct {
     { "CROSS JOIN", "JOIN" },
     { "CREATE VIEW IF NOT EXISTS", "CREATE OR REPLACE VIEW" },
     { "CREATE TEMP TABLE", "CREATE TEMP TABLE" },
+    /* an index goes to its table's schema: PostgreSQL names none */
+    { "INDEX IF NOT EXISTS temp.", "INDEX IF NOT EXISTS " },
     { "temp.", "pg_temp." },
     { "sqlite_master",
       "(SELECT CASE table_type WHEN 'VIEW' THEN 'view' ELSE 'table' END AS type,"

@@ -472,7 +472,7 @@ int tm__q_excl_patterns(struct tm__db *db, struct tm__buf *v, struct tm__buf *er
 {
     struct tm__stmt *st;
     int rc = prepare(db, "SELECT pattern FROM exclusions GROUP BY pattern "
-                     "ORDER BY min(time), min(rowid)", &st, err);
+                     "ORDER BY min(time), min(id)", &st, err);
     if (rc)
         return rc;
     while ((rc = tm__db_step(st)) == SQLITE_ROW) {

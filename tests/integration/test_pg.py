@@ -88,13 +88,17 @@ def same_stats(lite, name):
         same_rows(q.split(' FROM ')[1].split()[0], lite_rows(lite, q), pg_rows(name, q))
 
 
-def full_run(db, src, dst, work, tag):
+def full_run(db, src, dst, work, tag, exclude=None):
     if not dst.startswith('sim:'):
         os.makedirs(dst)
     cfg = os.path.join(work, tag + '.yaml')
-    for args in (['discover', '--db', db, '--quiet', '--config', cfg, src, dst],
-                 ['copy', '--db', db, '--yes', '--quiet'],
-                 ['verify', '--db', db, '--quiet']):
+    steps = [['discover', '--db', db, '--quiet', '--config', cfg, src, dst]]
+    if exclude:  # exclude, unexclude and exclude again: review's tables
+        steps += [['exclude', '--db', db, '--quiet', exclude],
+                  ['unexclude', '--db', db, '--quiet', exclude],
+                  ['exclude', '--db', db, '--quiet', exclude]]
+    for args in steps + [['copy', '--db', db, '--yes', '--quiet'],
+                         ['verify', '--db', db, '--quiet']]:
         expect_rc(run(args, env=env()), 0, '%s %s' % (tag, args[0]))
     return cfg
 
@@ -132,7 +136,8 @@ def make_tree(top, folders=6, files=5):
 
 
 def rsync_diff(src, dst):
-    cp = subprocess.run(['rsync', '-n', '-a', '-i', '--delete', '-c', src + '/', dst + '/'],
+    cp = subprocess.run(['rsync', '-n', '-a', '-i', '--delete', '-c', '--exclude=/d01',
+                         src + '/', dst + '/'],
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     if cp.returncode != 0:
         fail('rsync: %s' % cp.stderr.decode(errors='replace'))
@@ -145,17 +150,25 @@ def check_local_pair(work):
     src = os.path.join(work, 'lsrc')
     make_tree(src)
     name, uri = new_db()
-    full_run(uri, src, os.path.join(work, 'ldst_pg'), work, 'lpg')
+    full_run(uri, src, os.path.join(work, 'ldst_pg'), work, 'lpg', exclude='/d01')
     lite = os.path.join(work, 'local.db')
-    full_run(lite, src, os.path.join(work, 'ldst_lite'), work, 'llite')
+    full_run(lite, src, os.path.join(work, 'ldst_lite'), work, 'llite', exclude='/d01')
     same_rows('src_nodes', lite_rows(lite, SRC_Q), pg_rows(name, SRC_Q))
     # the two destination roots are two folders: their own mtimes differ
     q = DST_Q.replace('ORDER BY', 'WHERE depth > 0 ORDER BY')
     same_rows('dst_nodes', lite_rows(lite, q), pg_rows(name, q))
     if len(lite_rows(lite, SRC_Q)) < 30:
         fail('the local pair is too small to compare')
+    q = "SELECT path FROM src_nodes WHERE copy_status = 'excluded' ORDER BY path"
+    same_rows('excluded nodes', lite_rows(lite, q), pg_rows(name, q))
+    if len(pg_rows(name, q)) < 4:
+        fail('the exclusion excluded %r' % pg_rows(name, q))
+    q = "SELECT kind, side, path, reason FROM review_items ORDER BY 1, 2, 3"
+    same_rows('review_items', lite_rows(lite, q), pg_rows(name, q))
     expect_eq('rsync -n --itemize-changes of the PostgreSQL run\'s destination', [],
               rsync_diff(src, os.path.join(work, 'ldst_pg')))
+    if os.path.exists(os.path.join(work, 'ldst_pg', 'd01')):
+        fail('the excluded folder was copied')
 
 
 def phase_of(name):
