@@ -79,10 +79,11 @@ declare -A WALLS RSS CPU OTHER RC
 run_tool() {
     case $1 in
     sqlite)
-        rm -f "$DB" "$DB-wal" "$DB-shm" "$DB.lock" "$DB.yaml"
+        rm -f "$DB" "$DB-wal" "$DB-shm" "$DB.lock" "$WORK/pg-lite.yaml"
         measure sqlite "$TREEMIG" discover --quiet --db "$DB" --config "$WORK/pg-lite.yaml" "$SRC" "$DST" ;;
     postgresql)
-        "${PSQL[@]}" -d postgres -c 'DROP DATABASE IF EXISTS bench' -c 'CREATE DATABASE bench' >/dev/null
+        rm -f "$WORK/pg-pg.yaml"
+        "${PSQL[@]}" -d postgres -c 'DROP DATABASE IF EXISTS bench' -c 'CREATE DATABASE bench' >/dev/null 2>&1
         measure postgresql "$TREEMIG" discover --quiet --db "$URI" --config "$WORK/pg-pg.yaml" "$SRC" "$DST" ;;
     esac
 }
