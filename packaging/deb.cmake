@@ -86,7 +86,7 @@ crashes. This package holds the engine as a shared library.")
 set(CPACK_DEBIAN_DEV_PACKAGE_NAME libtreemig-dev)
 set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
 set(CPACK_COMPONENT_DEV_DEPENDS lib)
-set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS "libsqlite3-dev, libyaml-dev, libxxhash-dev")
+set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS "libsqlite3-dev, libpq-dev, libyaml-dev, libxxhash-dev")
 set(CPACK_DEBIAN_DEV_DESCRIPTION
 "treemig's migration engine (development files)
 treemig moves a large tree of folders and files from one storage to

@@ -23,6 +23,7 @@ build=(
   cmake            # the build
   pkgconf          # pkg-config (finds the three libraries below)
   libsqlite3-dev   # the state file
+  libpq-dev        # PostgreSQL as the state store (--db postgresql://...)
   libyaml-dev      # the YAML file
   libxxhash-dev    # verify --checksum
   libssh2-1-dev    # the SFTP client layer
@@ -52,6 +53,7 @@ test_only=(
   clang            # the fuzzers (make test runs them 5 s each)
   libclang-rt-dev  # the libFuzzer runtime (libclang_rt.fuzzer)
   util-linux       # setpriv: tests that run treemig as another user
+  postgresql       # a throwaway PostgreSQL server (test_pg.py: initdb, pg_ctl)
   mount            # mount, umount: tmpfs destinations (full, read-only)
   e2fsprogs        # chattr: an immutable state file
   strace           # proves special files are never opened

@@ -6,7 +6,7 @@
 #ifndef TM_ENGINE_H
 #define TM_ENGINE_H
 
-#include <sqlite3.h>
+#include "store/db.h"
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -19,7 +19,7 @@
 struct tm__discover_cfg {
     struct tm__adapter *ad[2];   /* source and destination adapters */
     const char *db_path;         /* state file, for the readers */
-    sqlite3 *db;                 /* write connection, lent to the writer */
+    struct tm__db *db;                 /* write connection, lent to the writer */
     int workers;                 /* threads per side */
     int lead;                    /* rounds the source may run ahead */
     int retries;                 /* retries of a retryable failure */

@@ -6,7 +6,7 @@
 #ifndef TM_EXECUTE_H
 #define TM_EXECUTE_H
 
-#include <sqlite3.h>
+#include "store/db.h"
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -22,7 +22,7 @@ struct tm__exec_cfg {
     struct tm__adapter *ad[2];   /* source and destination */
     const char *root[2];         /* their specs, for messages */
     const char *db_path;         /* state file, for the readers */
-    sqlite3 *db;                 /* write connection, lent to the writer */
+    struct tm__db *db;                 /* write connection, lent to the writer */
     int workers;                 /* threads */
     int retries;                 /* retries of a retryable failure */
     int no_overwrite;            /* copy: keep every existing destination file */

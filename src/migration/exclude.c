@@ -42,7 +42,7 @@
 
 struct xctx {
     tm_migration *m;              /* the handle */
-    sqlite3 *db;                  /* its connection */
+    struct tm__db *db;                  /* its connection */
     int unexclude;                /* include again */
     struct tm__stats_delta delta; /* stats changes, applied at the end */
     int64_t changed;              /* source rows changed */
@@ -549,7 +549,7 @@ static int put_pattern(FILE *out, const char *p)
 
 int tm_exclude_list(tm_migration *m, FILE *out)
 {
-    sqlite3 *db = tm__migration_db(m);
+    struct tm__db *db = tm__migration_db(m);
     struct tm__buf v = TM__BUF_INIT, rules = TM__BUF_INIT;
     const char *p;
     int rc, began;

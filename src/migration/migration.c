@@ -64,7 +64,7 @@ void tm_migration_free(tm_migration *m)
 {
     if (!m)
         return;
-    if (m->open && m->discard) {
+    if (m->open && m->discard && !m->store.conninfo) {
         static const char *const ext[] = { "", "-wal", "-shm", ".lock" };
         struct tm__buf p = TM__BUF_INIT;
         char *path = strdup(m->store.path);
@@ -139,8 +139,8 @@ char *tm__path_absolute(const char *path)
     struct tm__buf b = TM__BUF_INIT;
     char *copy = strdup(path), *slash, *dir;
     int rc;
-    if (!copy)
-        return NULL;
+    if (!copy || tm__db_is_pg(path)) /* a URI stays as it is */
+        return copy;
     slash = strrchr(copy, '/');
     if (slash == copy) {
         rc = tm__buf_adds(&b, copy);
@@ -182,7 +182,7 @@ void tm_exec_options_init(tm_exec_options *o)
 
 /* accessors for review.c */
 
-sqlite3 *tm__migration_db(tm_migration *m)
+struct tm__db *tm__migration_db(tm_migration *m)
 {
     return m && m->open ? m->store.db : NULL;
 }

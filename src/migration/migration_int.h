@@ -9,7 +9,7 @@
 #ifndef TM_MIGRATION_INT_H
 #define TM_MIGRATION_INT_H
 
-#include <sqlite3.h>
+#include "store/db.h"
 #include <stdatomic.h>
 #include <stddef.h>
 
@@ -63,7 +63,7 @@ int tm__mig_set_phase(tm_migration *m, enum tm__phase phase);
 
 /* The handle's connection to the state file, or NULL when m is not open.
  * Owned by m. */
-sqlite3 *tm__migration_db(tm_migration *m);
+struct tm__db *tm__migration_db(tm_migration *m);
 /* The buffer of the handle's last error message (tm_migration_errmsg()).
  * Owned by m; callers reset it and write their message. */
 struct tm__buf *tm__migration_err(tm_migration *m);
@@ -87,11 +87,11 @@ int tm__mig_sopts_load(tm_migration *m);
 /* Records the caller's storage options for the later commands. */
 int tm__mig_sopts_store(tm_migration *m);
 /* Stores the number v under key. */
-int tm__mig_set_int(sqlite3 *db, const char *key, int v);
+int tm__mig_set_int(struct tm__db *db, const char *key, int v);
 /* The number stored under key, or dflt when it is missing or unreadable. */
-int tm__mig_get_int(sqlite3 *db, const char *key, int dflt);
+int tm__mig_get_int(struct tm__db *db, const char *key, int dflt);
 /* An int64 setting, 0 when missing (settings.c). */
-int64_t tm__mig_get_i64(sqlite3 *db, const char *key);
+int64_t tm__mig_get_i64(struct tm__db *db, const char *key);
 /* As tm__mig_get_int, but a read that fails (not: a missing key) is an
  * error. */
 int tm__mig_get_int_checked(tm_migration *m, const char *key, int dflt, int *out);
@@ -100,10 +100,10 @@ int tm__mig_get_int_checked(tm_migration *m, const char *key, int dflt, int *out
 char **tm__mig_split_lines(const char *s, size_t *n);
 /* The setting key as a malloc'd string (free() it), or NULL when it is
  * missing or cannot be read. */
-char *tm__mig_setting_dup(sqlite3 *db, const char *key);
+char *tm__mig_setting_dup(struct tm__db *db, const char *key);
 /* Copies a setting into out ("" when it is not set): 0, or the error of a
  * read that failed. */
-int tm__mig_copy_setting(sqlite3 *db, const char *key, char *out, size_t len);
+int tm__mig_copy_setting(struct tm__db *db, const char *key, char *out, size_t len);
 /* Merges the logging settings given (NULL: keep) with the stored ones,
  * checks and stores them, and fills *out for the engine; the listener's
  * address is kept on m until tm__mig_log_release(). */

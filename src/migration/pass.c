@@ -24,7 +24,7 @@
 /* Starts pass n + 1 in one transaction. */
 static int pass_start(tm_migration *m)
 {
-    sqlite3 *db = m->store.db;
+    struct tm__db *db = m->store.db;
     struct tm__adapter *ad[2] = { NULL, NULL };
     struct tm__entry root[2];
     struct tm__stats_delta d = { NULL, 0, 0 };

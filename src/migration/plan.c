@@ -69,7 +69,7 @@ static int check_compare(tm_migration *m, const tm_discover_options *o)
     return 0;
 }
 
-static int set_i64(sqlite3 *db, const char *key, int64_t v)
+static int set_i64(struct tm__db *db, const char *key, int64_t v)
 {
     char s[32];
     snprintf(s, sizeof s, "%" PRId64, v);
@@ -78,7 +78,7 @@ static int set_i64(sqlite3 *db, const char *key, int64_t v)
 
 /* Records the comparison and the size and age filters of a new migration
  * (inside its transaction); the ages become mtime bounds from now. */
-static int store_compare(sqlite3 *db, const tm_discover_options *o)
+static int store_compare(struct tm__db *db, const tm_discover_options *o)
 {
     int64_t now = tm__wall_ns();
     int rc = tm__store_set(db, "compare", compare_names[o->compare]);
@@ -95,7 +95,7 @@ static int store_compare(sqlite3 *db, const tm_discover_options *o)
 }
 
 /* TM_COMPARE_* recorded (a state file made before it: the default). */
-static int stored_compare(sqlite3 *db)
+static int stored_compare(struct tm__db *db)
 {
     struct tm__buf b = TM__BUF_INIT;
     int i, v = TM_COMPARE_DEFAULT;
@@ -111,7 +111,7 @@ static int stored_compare(sqlite3 *db)
  * what it recorded. */
 static int check_compare_again(tm_migration *m, const tm_discover_options *o)
 {
-    sqlite3 *db = m->store.db;
+    struct tm__db *db = m->store.db;
     const char *what = NULL;
     if (o->compare && o->compare != stored_compare(db))
         what = o->compare == TM_COMPARE_SIZE_ONLY ? "--size-only" : "--checksum";
@@ -139,7 +139,7 @@ static int create_migration(tm_migration *m, const char *src, const char *dst,
                             const char *excludes, const tm_discover_options *o,
                             struct tm__adapter *ad[2])
 {
-    sqlite3 *db = m->store.db;
+    struct tm__db *db = m->store.db;
     struct tm__entry root[2];
     struct tm__stats_delta d = { NULL, 0, 0 };
     struct tm__stat_key k;
@@ -258,7 +258,7 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
            dst_plen = dst ? tm__mig_fault_prefix_len(dst) : 0;
     enum tm__phase ph;
     int rc, fresh = 0;
-    sqlite3 *db;
+    struct tm__db *db;
 
     if (!m || !m->open)
         return TM_EINVAL;
@@ -446,7 +446,7 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
     {
         struct tm__log_cfg lc;
         struct tm__discover_cfg cfg = {
-            { ad[0], ad[1] }, m->store.path, db, o.workers, o.lead, o.retries,
+            { ad[0], ad[1] }, tm__store_conn(&m->store), db, o.workers, o.lead, o.retries,
             (const char *const *)globs, n_globs, &m->stop, o.progress,
             o.progress_ctx, &m->err, tm__mig_on_round, m, &lc,
             { rsrc ? rsrc : s_src.buf, rdst ? rdst : s_dst.buf },

@@ -45,7 +45,7 @@ int tm_retry(tm_migration *m, const tm_discover_options *dopt,
              const tm_exec_options *eopt, int64_t *retried)
 {
     struct tm__adapter *ad[2] = { NULL, NULL };
-    sqlite3 *db;
+    struct tm__db *db;
     tm_status st;
     enum tm__phase ph;
     int64_t folders, copies;

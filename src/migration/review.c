@@ -219,7 +219,7 @@ static void add_sums(void *ctx, const char *status, int cf, const char *type_nam
 /* Reads the stats tables: exact, no scan. */
 static int load_summary(tm_migration *m, struct summary *s)
 {
-    sqlite3 *db = tm__migration_db(m);
+    struct tm__db *db = tm__migration_db(m);
     struct sums_ctx x;
     int rc = 0;
 
@@ -287,7 +287,7 @@ static int add_label(struct tm__buf *b, const char *label)
     return tm__buf_addf(b, "%-18s", label);
 }
 
-void tm__rv_setting(sqlite3 *db, const char *key, struct tm__buf *out)
+void tm__rv_setting(struct tm__db *db, const char *key, struct tm__buf *out)
 {
     if (tm__store_get(db, key, out) != 0)
         tm__buf_reset(out);
@@ -295,7 +295,7 @@ void tm__rv_setting(sqlite3 *db, const char *key, struct tm__buf *out)
 
 /* Appends the lines "compare" (how discovery compared two files) and,
  * when there are any, "filters" (the rules and limits it applied). */
-static int add_compare(sqlite3 *db, struct tm__buf *b, struct tm__buf *v)
+static int add_compare(struct tm__db *db, struct tm__buf *b, struct tm__buf *v)
 {
     static const char *const keys[4] = { "min_size", "max_size", "min_age", "max_age" };
     static const char *const names[4] = { "--min-size", "--max-size", "--min-age",
@@ -540,7 +540,7 @@ static int add_top_folders(tm_migration *m, struct tm__buf *b, struct agg_map *h
 
 int tm_review_print(tm_migration *m, FILE *out, int top)
 {
-    sqlite3 *db = tm__migration_db(m);
+    struct tm__db *db = tm__migration_db(m);
     struct tm__buf b = TM__BUF_INIT, phase = TM__BUF_INIT, v = TM__BUF_INIT;
     struct summary *s;
     struct counts pending = { { 0 }, { 0 } }, c;

@@ -9,7 +9,7 @@
 #ifndef TM_REVIEW_INT_H
 #define TM_REVIEW_INT_H
 
-#include <sqlite3.h>
+#include "store/db.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,6 +46,6 @@ int tm__rv_add_escaped(struct tm__buf *b, const char *s, size_t len);
  * TM_ENOENT, or an error. */
 int tm__rv_find_node(tm_migration *m, int side, const char *path, int64_t *id);
 /* Reads a setting into out; out is empty when it is missing or unreadable. */
-void tm__rv_setting(sqlite3 *db, const char *key, struct tm__buf *out);
+void tm__rv_setting(struct tm__db *db, const char *key, struct tm__buf *out);
 
 #endif

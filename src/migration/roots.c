@@ -304,8 +304,11 @@ int tm_discover_check(const char *db_path, const char *src, const char *dst,
         goto out;
     if (o && o->config)
         yaml = tm__path_absolute(o->config);
-    else if (tm__buf_addf(&m.err, "%s.yaml", m.store.path) == 0)
-        yaml = tm__path_absolute(m.err.buf);
+    else {
+        char *d = tm__store_yaml_default(m.store.path);
+        yaml = d ? tm__path_absolute(d) : NULL;
+        free(d);
+    }
     tm__buf_reset(&m.err);
     rc = tm__mig_check_fault_prefix(&m, src, src_plen);
     if (!rc)
@@ -341,7 +344,7 @@ out:
 /* Opens both adapters from the stored specs, checked (tm__mig_check_sides). */
 int tm__mig_open_roots(tm_migration *m, struct tm__adapter *ad[2])
 {
-    sqlite3 *db = m->store.db;
+    struct tm__db *db = m->store.db;
     char *src = tm__mig_setting_dup(db, "src"), *dst = tm__mig_setting_dup(db, "dst");
     int rc;
 
@@ -385,7 +388,7 @@ out:
  * stored options. */
 int tm__mig_open_stored(tm_migration *m, struct tm__adapter *ad[2])
 {
-    sqlite3 *db = m->store.db;
+    struct tm__db *db = m->store.db;
     char *exc, **globs = NULL;
     tm_discover_options o;
     size_t n = 0;

@@ -123,7 +123,7 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
     cfg.ad[1] = ad[1];
     cfg.root[0] = st->src;
     cfg.root[1] = st->dst;
-    cfg.db_path = m->store.path;
+    cfg.db_path = tm__store_conn(&m->store);
     cfg.db = m->store.db;
     /* discovery runs its workers on each side at once; a copy or verify
      * has one pool, as many threads as discovery had in all (small files
@@ -282,7 +282,7 @@ static int clean_run(void *ctx, const char *hex, int depth)
 static int start_run(tm_migration *m, struct tm__adapter *da,
                      unsigned char key[TM_KEY_LEN])
 {
-    sqlite3 *db = m->store.db;
+    struct tm__db *db = m->store.db;
     struct clean_ctx c;
     char hex[2 * TM_KEY_LEN + 1], now[32];
     int rc;

@@ -126,14 +126,14 @@ int tm__mig_sopts_store(tm_migration *m)
     return rc;
 }
 
-int tm__mig_set_int(sqlite3 *db, const char *key, int v)
+int tm__mig_set_int(struct tm__db *db, const char *key, int v)
 {
     char s[32];
     snprintf(s, sizeof s, "%d", v);
     return tm__store_set(db, key, s);
 }
 
-int tm__mig_get_int(sqlite3 *db, const char *key, int dflt)
+int tm__mig_get_int(struct tm__db *db, const char *key, int dflt)
 {
     struct tm__buf b = TM__BUF_INIT;
     int v = dflt;
@@ -143,7 +143,7 @@ int tm__mig_get_int(sqlite3 *db, const char *key, int dflt)
     return v;
 }
 
-int64_t tm__mig_get_i64(sqlite3 *db, const char *key)
+int64_t tm__mig_get_i64(struct tm__db *db, const char *key)
 {
     struct tm__buf b = TM__BUF_INIT;
     int64_t v = 0;
@@ -192,7 +192,7 @@ char **tm__mig_split_lines(const char *s, size_t *n)
     return v;
 }
 
-char *tm__mig_setting_dup(sqlite3 *db, const char *key)
+char *tm__mig_setting_dup(struct tm__db *db, const char *key)
 {
     struct tm__buf b = TM__BUF_INIT;
     char *v = NULL;
@@ -204,7 +204,7 @@ char *tm__mig_setting_dup(sqlite3 *db, const char *key)
 
 /* Copies a setting into out ("" when it is not set). Returns 0, or the
  * error of a read that failed (out is then ""). */
-int tm__mig_copy_setting(sqlite3 *db, const char *key, char *out, size_t len)
+int tm__mig_copy_setting(struct tm__db *db, const char *key, char *out, size_t len)
 {
     struct tm__buf b = TM__BUF_INIT;
     int rc = tm__store_get(db, key, &b);
@@ -220,7 +220,7 @@ int tm__mig_copy_setting(sqlite3 *db, const char *key, char *out, size_t len)
 int tm__mig_log_settings(tm_migration *m, const char *level, const char *udp_level,
                          const char *addr, int allow_public, struct tm__log_cfg *out)
 {
-    sqlite3 *db = m->store.db;
+    struct tm__db *db = m->store.db;
     const char *keys[3] = { "log_level", "udp_level", "udp_addr" };
     const char *dflt[3] = { "info", "warning", "127.0.0.1:8081" };
     const char *given[3] = { level, udp_level, addr };

@@ -117,7 +117,7 @@ static void add_copy_counts(void *ctx, const char *type_name, const char *status
 
 int tm_status_get(tm_migration *m, tm_status *st)
 {
-    sqlite3 *db;
+    struct tm__db *db;
     int rc = 0;
 
     memset(st, 0, sizeof *st);

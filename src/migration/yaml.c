@@ -52,10 +52,12 @@ char *tm__mig_yaml_path_for(tm_migration *m, const char *given)
     if (tm__store_get(m->store.db, "config", &b) == 0 && b.len)
         return tm__buf_detach(&b, NULL);
     tm__buf_release(&b);
-    if (tm__buf_addf(&b, "%s.yaml", m->store.path))
-        return NULL;
-    p = tm__path_absolute(b.buf);
     tm__buf_release(&b);
+    {
+        char *d = tm__store_yaml_default(m->store.path);
+        p = d ? tm__path_absolute(d) : NULL;
+        free(d);
+    }
     return p;
 }
 
@@ -111,7 +113,7 @@ static int yaml_names_us(tm_migration *m, const char *path)
 int tm__mig_config_prepare(tm_migration *m, const char *config_opt,
                            const tm_discover_options *o, char **globs, size_t n_globs)
 {
-    sqlite3 *db = m->store.db;
+    struct tm__db *db = m->store.db;
     struct tm__config *c = &m->cfg;
     struct tm__buf b = TM__BUF_INIT;
     char *stored = tm__mig_setting_dup(db, "config"), *id = tm__mig_setting_dup(db, "id");
@@ -123,8 +125,11 @@ int tm__mig_config_prepare(tm_migration *m, const char *config_opt,
             m->config_path = tm__path_absolute(config_opt);
         else if (stored && *stored && yaml_names_us(m, stored))
             m->config_path = strdup(stored);
-        else if (tm__buf_addf(&b, "%s.yaml", m->store.path) == 0)
-            m->config_path = tm__path_absolute(b.buf);
+        else {
+            char *d = tm__store_yaml_default(m->store.path);
+            m->config_path = d ? tm__path_absolute(d) : NULL;
+            free(d);
+        }
     }
     if (!m->config_path || !id) {
         rc = id ? TM_ENOMEM : tm__mig_fail(m, TM_ECORRUPT, "the state file has no id");

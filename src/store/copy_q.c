@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int tm__q_copy_runs_prepare(sqlite3 *db, struct tm__buf *err)
+int tm__q_copy_runs_prepare(struct tm__db *db, struct tm__buf *err)
 {
     return tm__store_exec(db,
                           "CREATE TABLE IF NOT EXISTS copy_runs(key TEXT PRIMARY KEY,"
@@ -29,21 +29,21 @@ int tm__q_copy_runs_prepare(sqlite3 *db, struct tm__buf *err)
                           err);
 }
 
-int tm__q_copy_runs_unended(sqlite3 *db,
+int tm__q_copy_runs_unended(struct tm__db *db,
                             int (*clean)(void *ctx, const char *key, int depth),
                             void *ctx, struct tm__buf *err)
 {
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     char now[32];
     int rc = 0, step = SQLITE_DONE;
 
-    if (sqlite3_prepare_v2(db, "SELECT key, coalesce(depth, 0) FROM "
+    if (tm__db_prepare(db, "SELECT key, coalesce(depth, 0) FROM "
                            "copy_runs WHERE ended IS NULL", -1, &st,
                            NULL) != SQLITE_OK)
         return tm__store_error(db, SQLITE_ERROR, err, "read copy runs");
-    while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        char *k = strdup((const char *)sqlite3_column_text(st, 0));
-        rc = k ? clean(ctx, k, sqlite3_column_int(st, 1)) : TM_ENOMEM;
+    while (!rc && (step = tm__db_step(st)) == SQLITE_ROW) {
+        char *k = strdup((const char *)tm__db_column_text(st, 0));
+        rc = k ? clean(ctx, k, tm__db_column_int(st, 1)) : TM_ENOMEM;
         if (!rc) {
             tm__iso_time(now, tm__wall_ns());
             rc = tm__q_copy_run_end(db, k, now, err);
@@ -52,85 +52,85 @@ int tm__q_copy_runs_unended(sqlite3 *db,
     }
     if (!rc && step != SQLITE_DONE)
         rc = tm__store_error(db, step, err, "read copy runs");
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     return rc;
 }
 
-int tm__q_copy_next_depth(sqlite3 *db, int depth, int *next, struct tm__buf *err)
+int tm__q_copy_next_depth(struct tm__db *db, int depth, int *next, struct tm__buf *err)
 {
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "SELECT coalesce(min(depth), -1) FROM copy_stats "
+    struct tm__stmt *st;
+    if (tm__db_prepare(db, "SELECT coalesce(min(depth), -1) FROM copy_stats "
                            "WHERE depth > ?1 AND type IN ('file', 'symlink', 'other') AND "
                            "copy_status = 'pending' AND count > 0", -1, &st,
                            NULL) != SQLITE_OK)
         return tm__store_error(db, SQLITE_ERROR, err, "clean up");
-    sqlite3_bind_int(st, 1, depth);
-    if (sqlite3_step(st) == SQLITE_ROW)
-        *next = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
+    tm__db_bind_int(st, 1, depth);
+    if (tm__db_step(st) == SQLITE_ROW)
+        *next = tm__db_column_int(st, 0);
+    tm__db_finalize(st);
     return 0;
 }
 
-int tm__q_copy_pending_leaves(sqlite3 *db, int d1, int d2,
+int tm__q_copy_pending_leaves(struct tm__db *db, int d1, int d2,
                               int (*leaf)(void *ctx, const char *path, int type),
                               void *ctx, struct tm__buf *err)
 {
-    sqlite3_stmt *st;
+    struct tm__stmt *st;
     int rc = 0, step = SQLITE_DONE;
-    if (sqlite3_prepare_v2(db, "SELECT path, type FROM src_nodes WHERE copy_status = "
+    if (tm__db_prepare(db, "SELECT path, type FROM src_nodes WHERE copy_status = "
                            "'pending' AND depth IN (?1, ?2) AND type IN ('file', "
                            "'symlink', 'other')", -1, &st, NULL) != SQLITE_OK)
         return tm__store_error(db, SQLITE_ERROR, err, "clean up");
-    sqlite3_bind_int(st, 1, d1);
-    sqlite3_bind_int(st, 2, d2);
-    while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
+    tm__db_bind_int(st, 1, d1);
+    tm__db_bind_int(st, 2, d2);
+    while (!rc && (step = tm__db_step(st)) == SQLITE_ROW) {
         int type = tm__name_index(tm__type_names, TM_T_COUNT,
-                                  (const char *)sqlite3_column_text(st, 1));
-        rc = leaf(ctx, (const char *)sqlite3_column_text(st, 0), type);
+                                  (const char *)tm__db_column_text(st, 1));
+        rc = leaf(ctx, (const char *)tm__db_column_text(st, 0), type);
     }
     if (!rc && step != SQLITE_DONE)
         rc = tm__store_error(db, step, err, "clean up");
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     return rc;
 }
 
-int tm__q_copy_run_record(sqlite3 *db, const char *key, const char *now,
+int tm__q_copy_run_record(struct tm__db *db, const char *key, const char *now,
                           struct tm__buf *err)
 {
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     int rc, step;
     rc = tm__store_exec(db, "PRAGMA synchronous=FULL", err);
-    if (!rc && sqlite3_prepare_v2(db, "INSERT INTO copy_runs(key, started) "
+    if (!rc && tm__db_prepare(db, "INSERT INTO copy_runs(key, started) "
                                   "VALUES(?, ?)", -1, &st, NULL) != SQLITE_OK)
         rc = tm__store_error(db, SQLITE_ERROR, err, "record a copy run");
     if (!rc) {
-        sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
-        if ((step = sqlite3_step(st)) != SQLITE_DONE)
+        tm__db_bind_text(st, 1, key, -1, SQLITE_STATIC);
+        tm__db_bind_text(st, 2, now, -1, SQLITE_STATIC);
+        if ((step = tm__db_step(st)) != SQLITE_DONE)
             rc = tm__store_error(db, step, err, "record a copy run");
     }
-    sqlite3_finalize(st);
-    sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+    tm__db_finalize(st);
+    tm__db_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
     return rc;
 }
 
-int tm__q_copy_run_end(sqlite3 *db, const char *key, const char *now,
+int tm__q_copy_run_end(struct tm__db *db, const char *key, const char *now,
                        struct tm__buf *err)
 {
-    sqlite3_stmt *up;
+    struct tm__stmt *up;
     int rc = 0;
-    if (sqlite3_prepare_v2(db, "UPDATE copy_runs SET ended = ? WHERE key = ?",
+    if (tm__db_prepare(db, "UPDATE copy_runs SET ended = ? WHERE key = ?",
                            -1, &up, NULL) != SQLITE_OK)
         return tm__store_error(db, SQLITE_ERROR, err, "end a copy run");
-    sqlite3_bind_text(up, 1, now, -1, SQLITE_STATIC);
-    sqlite3_bind_text(up, 2, key, -1, SQLITE_STATIC);
-    if (sqlite3_step(up) != SQLITE_DONE)
+    tm__db_bind_text(up, 1, now, -1, SQLITE_STATIC);
+    tm__db_bind_text(up, 2, key, -1, SQLITE_STATIC);
+    if (tm__db_step(up) != SQLITE_DONE)
         rc = tm__store_error(db, SQLITE_ERROR, err, "end a copy run");
-    sqlite3_finalize(up);
+    tm__db_finalize(up);
     return rc;
 }
 
-int tm__q_copy_index(sqlite3 *db, struct tm__buf *err)
+int tm__q_copy_index(struct tm__db *db, struct tm__buf *err)
 {
     return tm__store_exec(db,
                           "CREATE INDEX IF NOT EXISTS src_nodes_copy ON "
@@ -138,13 +138,13 @@ int tm__q_copy_index(sqlite3 *db, struct tm__buf *err)
                           err);
 }
 
-int tm__q_verify_clear(sqlite3 *db, struct tm__buf *err)
+int tm__q_verify_clear(struct tm__db *db, struct tm__buf *err)
 {
     return tm__store_exec(db, "DELETE FROM task_errors WHERE phase IN ('verify', "
                               "'verify-leftover')", err);
 }
 
-int tm__q_verify_unchecked(sqlite3 *db, int64_t now, int64_t *n, struct tm__buf *err)
+int tm__q_verify_unchecked(struct tm__db *db, int64_t now, int64_t *n, struct tm__buf *err)
 {
     char sql[4096];
     int rc;
@@ -170,11 +170,11 @@ int tm__q_verify_unchecked(sqlite3 *db, int64_t now, int64_t *n, struct tm__buf 
              "error LIKE '%%(--update)'))))",
              (long long)now);
     rc = tm__store_exec(db, sql, err);
-    *n = rc ? 0 : sqlite3_changes(db);
+    *n = rc ? 0 : tm__db_changes(db);
     return rc;
 }
 
-int tm__q_verify_unchecked_again(sqlite3 *db, int64_t now, int64_t *n,
+int tm__q_verify_unchecked_again(struct tm__db *db, int64_t now, int64_t *n,
                                  struct tm__buf *err)
 {
     char sql[1024];
@@ -190,6 +190,6 @@ int tm__q_verify_unchecked_again(sqlite3 *db, int64_t now, int64_t *n,
              (long long)now);
     rc = tm__store_exec(db, sql, err);
     if (!rc)
-        *n += sqlite3_changes(db);
+        *n += tm__db_changes(db);
     return rc;
 }

@@ -10,7 +10,7 @@
 #ifndef TM_EXCLUDE_Q_H
 #define TM_EXCLUDE_Q_H
 
-#include <sqlite3.h>
+#include "store/db.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,9 +18,9 @@
 #include "util/buf.h"
 
 /* Creates the review tables (tm__review_schema_sql) if needed. */
-int tm__q_excl_tables(sqlite3 *db, struct tm__buf *err);
+int tm__q_excl_tables(struct tm__db *db, struct tm__buf *err);
 /* Creates the temporary tables tm_match and tm_sub if needed. */
-int tm__q_excl_temp_tables(sqlite3 *db, struct tm__buf *err);
+int tm__q_excl_temp_tables(struct tm__db *db, struct tm__buf *err);
 
 /* A group of rows whose statuses change, for the stats. */
 struct tm__q_excl_group {
@@ -38,52 +38,52 @@ struct tm__q_excl_group {
 
 /* Fills temp.tm_sub with the subtree of id in a side's table, stopping at
  * rows that are excluded already (their subtrees are excluded too). */
-int tm__q_excl_fill_subtree(sqlite3 *db, int side, int64_t id, struct tm__buf *err);
+int tm__q_excl_fill_subtree(struct tm__db *db, int side, int64_t id, struct tm__buf *err);
 
 /* A row of temp.tm_sub on the source whose copy has started (in_progress,
  * successful or failed): 1 with its path and copy status, 0 when there is
  * none, or an error. */
-int tm__q_excl_started(sqlite3 *db, struct tm__buf *path, struct tm__buf *status,
+int tm__q_excl_started(struct tm__db *db, struct tm__buf *path, struct tm__buf *status,
                        struct tm__buf *err);
 
 /* *excluded: the destination row id is excluded. */
-int tm__q_excl_dst_excluded(sqlite3 *db, int64_t id, int *excluded,
+int tm__q_excl_dst_excluded(struct tm__db *db, int64_t id, int *excluded,
                             struct tm__buf *err);
 
 /* Calls group(ctx, g) for each group of the rows of temp.tm_sub in a
  * side's table, as excluding them would change them, until group returns
  * non-zero (a negative error, returned). */
-int tm__q_excl_groups(sqlite3 *db, int side,
+int tm__q_excl_groups(struct tm__db *db, int side,
                       int (*group)(void *ctx, const struct tm__q_excl_group *g),
                       void *ctx, struct tm__buf *err);
 
 /* Excludes the rows of temp.tm_sub in a side's table, their previous
  * statuses saved in excluded_prev with root; *changed gets the rows
  * changed. */
-int tm__q_excl_mark(sqlite3 *db, int side, int64_t root, int64_t *changed,
+int tm__q_excl_mark(struct tm__db *db, int side, int64_t root, int64_t *changed,
                     struct tm__buf *err);
 
 /* Records the exclusion root id (path, pattern, time now). */
-int tm__q_excl_record_root(sqlite3 *db, int64_t id, const char *path,
+int tm__q_excl_record_root(struct tm__db *db, int64_t id, const char *path,
                            const char *pattern, const char *now, struct tm__buf *err);
 
 /* As tm__q_excl_groups, for including again the rows excluded with root
  * id in a side's table (their saved statuses are the ones they get). */
-int tm__q_incl_groups(sqlite3 *db, int side, int64_t id,
+int tm__q_incl_groups(struct tm__db *db, int side, int64_t id,
                       int (*group)(void *ctx, const struct tm__q_excl_group *g),
                       void *ctx, struct tm__buf *err);
 
 /* Restores the rows excluded with root id in a side's table; *changed gets
  * the rows changed. */
-int tm__q_incl_restore(sqlite3 *db, int side, int64_t id, int64_t *changed,
+int tm__q_incl_restore(struct tm__db *db, int side, int64_t id, int64_t *changed,
                        struct tm__buf *err);
 
 /* Forgets the exclusion root id and the saved statuses of its rows. */
-int tm__q_incl_forget(sqlite3 *db, int64_t id, struct tm__buf *err);
+int tm__q_incl_forget(struct tm__db *db, int64_t id, struct tm__buf *err);
 
 /* The path and pattern of the exclusion root of the source row id: 1 when
  * found, else 0 (errors are not reported: it only adds to a message). */
-int tm__q_excl_root_of(sqlite3 *db, int64_t id, struct tm__buf *path,
+int tm__q_excl_root_of(struct tm__db *db, int64_t id, struct tm__buf *path,
                        struct tm__buf *pattern);
 
 /* What apply_match reads of the source row id. */
@@ -95,12 +95,12 @@ struct tm__q_excl_node {
 
 /* Reads the source row id: its path into path, the rest into *out. A row
  * that is not there is an error (TM_ECORRUPT). */
-int tm__q_excl_node(sqlite3 *db, int64_t id, struct tm__buf *path,
+int tm__q_excl_node(struct tm__db *db, int64_t id, struct tm__buf *path,
                     struct tm__q_excl_node *out, struct tm__buf *err);
 
 /* The exclusion root of the source row id: *has 1 with *root, or 0 when
  * discovery's --exclude excluded it. */
-int tm__q_excl_prev_root(sqlite3 *db, int64_t id, int *has, int64_t *root,
+int tm__q_excl_prev_root(struct tm__db *db, int64_t id, int *has, int64_t *root,
                          struct tm__buf *err);
 
 /* A source row a pattern may match. */
@@ -115,41 +115,41 @@ struct tm__q_candidate {
 /* Calls take(ctx, c) for the source row only_id, or for every source row
  * below the root when only_id is 0, and adds the row to temp.tm_match
  * when take returns 1 (0: leave it, negative: an error, returned). */
-int tm__q_match_collect(sqlite3 *db, int64_t only_id,
+int tm__q_match_collect(struct tm__db *db, int64_t only_id,
                         int (*take)(void *ctx, const struct tm__q_candidate *c),
                         void *ctx, struct tm__buf *err);
 
 /* Empties temp.tm_match. */
-int tm__q_match_clear(sqlite3 *db, struct tm__buf *err);
+int tm__q_match_clear(struct tm__db *db, struct tm__buf *err);
 
 /* The smallest depth after depth that holds matches into *next, or -1. */
-int tm__q_match_next_depth(sqlite3 *db, int64_t depth, int64_t *next,
+int tm__q_match_next_depth(struct tm__db *db, int64_t depth, int64_t *next,
                            struct tm__buf *err);
 
 /* Drops the matches at depth that shallower ones settled: included ones
  * (excluding) or excluded ones (unexclude). */
-int tm__q_match_drop_settled(sqlite3 *db, int64_t depth, int unexclude,
+int tm__q_match_drop_settled(struct tm__db *db, int64_t depth, int unexclude,
                              struct tm__buf *err);
 
 /* Up to max ids of the matches at depth after last_id, in order, into
  * ids; *k gets their count. */
-int tm__q_match_page(sqlite3 *db, int64_t depth, int64_t last_id, int64_t *ids,
+int tm__q_match_page(struct tm__db *db, int64_t depth, int64_t last_id, int64_t *ids,
                      int max, int *k, struct tm__buf *err);
 
 /* Applies the stats deltas d (tm__stats_apply), with the message "update
  * the stats" on failure. */
-int tm__q_excl_apply_stats(sqlite3 *db, struct tm__stats_delta *d, struct tm__buf *err);
+int tm__q_excl_apply_stats(struct tm__db *db, struct tm__stats_delta *d, struct tm__buf *err);
 
 /* The patterns of the exclusions in force, one per line, first use first,
  * into v. */
-int tm__q_excl_patterns(sqlite3 *db, struct tm__buf *v, struct tm__buf *err);
+int tm__q_excl_patterns(struct tm__db *db, struct tm__buf *v, struct tm__buf *err);
 
 /* Adds a line to the table logs (level info, queue review). */
-int tm__q_review_log(sqlite3 *db, int64_t time, const char *msg, size_t len,
+int tm__q_review_log(struct tm__db *db, int64_t time, const char *msg, size_t len,
                      struct tm__buf *err);
 
 /* Ends the transaction: rolled back (dry_run), or committed with the
  * temporary tables emptied. */
-int tm__q_excl_finish(sqlite3 *db, int dry_run, struct tm__buf *err);
+int tm__q_excl_finish(struct tm__db *db, int dry_run, struct tm__buf *err);
 
 #endif

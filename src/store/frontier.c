@@ -8,7 +8,7 @@
 #include "store/store.h"
 #include "treemig.h"
 
-#include <sqlite3.h>
+#include "store/db.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,14 +39,14 @@ static const char *const frontier_sql[F_COUNT] = {
 };
 
 struct tm__frontier {
-    sqlite3 *db;               /* read-only connection */
-    sqlite3_stmt *st[F_COUNT]; /* the statements above */
+    struct tm__db *db;               /* read-only connection */
+    struct tm__stmt *st[F_COUNT]; /* the statements above */
     struct tm__buf err;        /* the last failure */
 };
 
 struct tm__twins {
-    sqlite3 *db;               /* read-only connection */
-    sqlite3_stmt *scan;        /* source children by (parent, name >= from) */
+    struct tm__db *db;               /* read-only connection */
+    struct tm__stmt *scan;        /* source children by (parent, name >= from) */
     int open;                  /* scan is stepping (holds a read transaction) */
 };
 
@@ -61,7 +61,7 @@ int tm__frontier_open(struct tm__frontier **out, const char *db_path,
     tm__buf_init(&f->err);
     rc = tm__store_open_reader(db_path, &f->db, err);
     for (i = 0; !rc && i < F_COUNT; i++)
-        if (sqlite3_prepare_v3(f->db, frontier_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+        if (tm__db_prepare_v3(f->db, frontier_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
                                &f->st[i], NULL) != SQLITE_OK)
             rc = tm__store_error(f->db, SQLITE_ERROR, err, "prepare");
     if (rc) {
@@ -78,9 +78,9 @@ void tm__frontier_close(struct tm__frontier *f)
     if (!f)
         return;
     for (i = 0; i < F_COUNT; i++)
-        sqlite3_finalize(f->st[i]);
+        tm__db_finalize(f->st[i]);
     if (f->db)
-        sqlite3_close(f->db);
+        tm__db_close(f->db);
     tm__buf_release(&f->err);
     free(f);
 }
@@ -94,21 +94,21 @@ int tm__frontier_rows(struct tm__frontier *f, int side, int depth, int64_t after
                       int limit, int (*cb)(void *ctx, const struct tm__frow *r),
                       void *ctx)
 {
-    sqlite3_stmt *st = f->st[side == TM_SRC ? F_ROWS_SRC : F_ROWS_DST];
+    struct tm__stmt *st = f->st[side == TM_SRC ? F_ROWS_SRC : F_ROWS_DST];
     int rc, err = 0;
-    sqlite3_bind_int(st, 1, depth);
-    sqlite3_bind_int64(st, 2, after);
-    sqlite3_bind_int(st, 3, limit);
-    while (!err && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    tm__db_bind_int(st, 1, depth);
+    tm__db_bind_int64(st, 2, after);
+    tm__db_bind_int(st, 3, limit);
+    while (!err && (rc = tm__db_step(st)) == SQLITE_ROW) {
         struct tm__frow r;
-        const char *ts = (const char *)sqlite3_column_text(st, 3);
-        r.id = sqlite3_column_int64(st, 0);
-        r.path = (const char *)sqlite3_column_text(st, 1);
-        r.src_id = sqlite3_column_int64(st, 2);
+        const char *ts = (const char *)tm__db_column_text(st, 3);
+        r.id = tm__db_column_int64(st, 0);
+        r.path = (const char *)tm__db_column_text(st, 1);
+        r.src_id = tm__db_column_int64(st, 2);
         r.twin_pending = ts && strcmp(ts, "pending") == 0;
         r.twin_failed = ts && strcmp(ts, "failed") == 0;
-        r.pos = sqlite3_column_blob(st, 4);
-        r.pos_len = r.pos ? (size_t)sqlite3_column_bytes(st, 4) : 0;
+        r.pos = tm__db_column_blob(st, 4);
+        r.pos_len = r.pos ? (size_t)tm__db_column_bytes(st, 4) : 0;
         if (!r.path) {
             err = TM_ENOMEM;
             break;
@@ -117,21 +117,21 @@ int tm__frontier_rows(struct tm__frontier *f, int side, int depth, int64_t after
     }
     if (!err && rc != SQLITE_DONE)
         err = tm__store_error(f->db, rc, &f->err, "read frontier");
-    sqlite3_reset(st);
+    tm__db_reset(st);
     return err;
 }
 
 /* Steps a statement that yields one integer: 1 with *v, 0 when no row. */
-static int one_int(struct tm__frontier *f, sqlite3_stmt *st, int64_t *v)
+static int one_int(struct tm__frontier *f, struct tm__stmt *st, int64_t *v)
 {
-    int rc = sqlite3_step(st), out = 0;
+    int rc = tm__db_step(st), out = 0;
     if (rc == SQLITE_ROW) {
-        *v = sqlite3_column_int64(st, 0);
+        *v = tm__db_column_int64(st, 0);
         out = 1;
     } else if (rc != SQLITE_DONE) {
         out = tm__store_error(f->db, rc, &f->err, "read frontier");
     }
-    sqlite3_reset(st);
+    tm__db_reset(st);
     return out;
 }
 
@@ -154,13 +154,13 @@ int tm__frontier_pending(struct tm__frontier *f, int side, int64_t *n)
 int tm__frontier_twin_done(struct tm__frontier *f, int64_t id, int *done,
                            int *failed)
 {
-    sqlite3_stmt *st = f->st[F_TWIN];
+    struct tm__stmt *st = f->st[F_TWIN];
     int rc;
     *done = *failed = 0;
-    sqlite3_bind_int64(st, 1, id);
-    rc = sqlite3_step(st);
+    tm__db_bind_int64(st, 1, id);
+    rc = tm__db_step(st);
     if (rc == SQLITE_ROW) {
-        const char *ts = (const char *)sqlite3_column_text(st, 0);
+        const char *ts = (const char *)tm__db_column_text(st, 0);
         *done = ts && strcmp(ts, "pending") != 0;
         *failed = ts && strcmp(ts, "failed") == 0;
         rc = 0;
@@ -169,7 +169,7 @@ int tm__frontier_twin_done(struct tm__frontier *f, int64_t id, int *done,
     } else {
         rc = tm__store_error(f->db, rc, &f->err, "read frontier");
     }
-    sqlite3_reset(st);
+    tm__db_reset(st);
     return rc;
 }
 
@@ -184,7 +184,7 @@ int tm__twins_open(struct tm__twins **out, const char *db_path,
     rc = tm__store_open_reader(db_path, &t->db, err);
     /* the unique index (parent_id, name) serves the range in name order:
      * no sort */
-    if (!rc && sqlite3_prepare_v3(t->db,
+    if (!rc && tm__db_prepare_v3(t->db,
                                   "SELECT name, id, type, size, mtime, "
                                   "traversal_status, copy_status, conflict, mode, "
                                   "uid, gid FROM src_nodes "
@@ -204,33 +204,33 @@ void tm__twins_close(struct tm__twins *t)
 {
     if (!t)
         return;
-    sqlite3_finalize(t->scan);
+    tm__db_finalize(t->scan);
     if (t->db)
-        sqlite3_close(t->db);
+        tm__db_close(t->db);
     free(t);
 }
 
 int tm__twins_scan(struct tm__twins *t, int64_t parent, const char *from,
                    size_t len)
 {
-    sqlite3_stmt *st = t->scan;
+    struct tm__stmt *st = t->scan;
     tm__twins_end(t);
-    sqlite3_bind_int64(st, 1, parent);
-    sqlite3_bind_text(st, 2, from, (int)len, SQLITE_TRANSIENT);
+    tm__db_bind_int64(st, 1, parent);
+    tm__db_bind_text(st, 2, from, (int)len, SQLITE_TRANSIENT);
     t->open = 1;
     return 0;
 }
 
 int tm__twins_next(struct tm__twins *t, const char **name, size_t *len)
 {
-    sqlite3_stmt *st = t->scan;
+    struct tm__stmt *st = t->scan;
     int rc;
     if (!t->open)
         return 0;
-    rc = sqlite3_step(st);
+    rc = tm__db_step(st);
     if (rc == SQLITE_ROW) {
-        *name = (const char *)sqlite3_column_text(st, 0);
-        *len = (size_t)sqlite3_column_bytes(st, 0);
+        *name = (const char *)tm__db_column_text(st, 0);
+        *len = (size_t)tm__db_column_bytes(st, 0);
         return *name ? 1 : TM_ENOMEM;
     }
     tm__twins_end(t);
@@ -239,35 +239,35 @@ int tm__twins_next(struct tm__twins *t, const char **name, size_t *len)
 
 int tm__twins_row(struct tm__twins *t, struct tm__twin *out)
 {
-    sqlite3_stmt *st = t->scan;
+    struct tm__stmt *st = t->scan;
     const char *cf;
-    out->id = sqlite3_column_int64(st, 1);
+    out->id = tm__db_column_int64(st, 1);
     out->type = tm__name_index(tm__type_names, TM_T_COUNT,
-                               (const char *)sqlite3_column_text(st, 2));
-    out->size = sqlite3_column_int64(st, 3);
-    out->mtime = sqlite3_column_int64(st, 4);
+                               (const char *)tm__db_column_text(st, 2));
+    out->size = tm__db_column_int64(st, 3);
+    out->mtime = tm__db_column_int64(st, 4);
     out->ts = tm__name_index(tm__ts_names, TS_COUNT,
-                             (const char *)sqlite3_column_text(st, 5));
+                             (const char *)tm__db_column_text(st, 5));
     out->cs = tm__name_index(tm__cs_names, CS_COUNT,
-                             (const char *)sqlite3_column_text(st, 6));
-    cf = (const char *)sqlite3_column_text(st, 7);
+                             (const char *)tm__db_column_text(st, 6));
+    cf = (const char *)tm__db_column_text(st, 7);
     out->cf = cf ? tm__name_index(tm__cf_names, CF_COUNT, cf) : CF_NONE;
-    out->mode = (uint32_t)sqlite3_column_int64(st, 8);
-    out->owned = sqlite3_column_type(st, 9) != SQLITE_NULL &&
-                 sqlite3_column_type(st, 10) != SQLITE_NULL;
-    out->uid = sqlite3_column_int64(st, 9);
-    out->gid = sqlite3_column_int64(st, 10);
+    out->mode = (uint32_t)tm__db_column_int64(st, 8);
+    out->owned = tm__db_column_type(st, 9) != SQLITE_NULL &&
+                 tm__db_column_type(st, 10) != SQLITE_NULL;
+    out->uid = tm__db_column_int64(st, 9);
+    out->gid = tm__db_column_int64(st, 10);
     return out->type < 0 || out->ts < 0 || out->cs < 0 || out->cf < 0 ? TM_ECORRUPT : 0;
 }
 
 void tm__twins_end(struct tm__twins *t)
 {
     if (t->open)
-        sqlite3_reset(t->scan);
+        tm__db_reset(t->scan);
     t->open = 0;
 }
 
-int tm__store_next_ids(sqlite3 *db, int64_t next_id[2], struct tm__buf *err)
+int tm__store_next_ids(struct tm__db *db, int64_t next_id[2], struct tm__buf *err)
 {
     static const char *const max_sql[2] = {
         "SELECT coalesce(max(id),0)+1 FROM src_nodes",
@@ -275,13 +275,13 @@ int tm__store_next_ids(sqlite3 *db, int64_t next_id[2], struct tm__buf *err)
     };
     int side;
     for (side = 0; side < 2; side++) {
-        sqlite3_stmt *st;
-        int rc = sqlite3_prepare_v2(db, max_sql[side], -1, &st, NULL);
+        struct tm__stmt *st;
+        int rc = tm__db_prepare(db, max_sql[side], -1, &st, NULL);
         if (rc != SQLITE_OK)
             return tm__store_error(db, rc, err, "read ids");
-        rc = sqlite3_step(st);
-        next_id[side] = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 1;
-        sqlite3_finalize(st);
+        rc = tm__db_step(st);
+        next_id[side] = rc == SQLITE_ROW ? tm__db_column_int64(st, 0) : 1;
+        tm__db_finalize(st);
         if (rc != SQLITE_ROW)
             return tm__store_error(db, rc, err, "read ids");
     }

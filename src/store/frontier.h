@@ -13,7 +13,7 @@
 #ifndef TM_FRONTIER_H
 #define TM_FRONTIER_H
 
-#include <sqlite3.h>
+#include "store/db.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -84,6 +84,6 @@ int tm__twins_row(struct tm__twins *t, struct tm__twin *out);
 void tm__twins_end(struct tm__twins *t);
 
 /* The next id to give a node of each side (max(id) + 1). */
-int tm__store_next_ids(sqlite3 *db, int64_t next_id[2], struct tm__buf *err);
+int tm__store_next_ids(struct tm__db *db, int64_t next_id[2], struct tm__buf *err);
 
 #endif

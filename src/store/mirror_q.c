@@ -15,42 +15,42 @@ const char *const tm__mirror_state_names[TM_MIRROR_COUNT] = {
     "listed", "removed", "kept", "failed"
 };
 
-static int prep(sqlite3 *db, const char *sql, sqlite3_stmt **st,
+static int prep(struct tm__db *db, const char *sql, struct tm__stmt **st,
                 struct tm__buf *err)
 {
-    int rc = sqlite3_prepare_v2(db, sql, -1, st, NULL);
+    int rc = tm__db_prepare(db, sql, -1, st, NULL);
     if (rc != SQLITE_OK)
         return tm__store_error(db, rc, err, "read the state file");
     return 0;
 }
 
 /* Fills r from the columns id, path, type, size, mtime, mode, depth. */
-static int row_from(sqlite3_stmt *st, struct tm__mirror_row *r)
+static int row_from(struct tm__stmt *st, struct tm__mirror_row *r)
 {
-    const char *type = (const char *)sqlite3_column_text(st, 2);
+    const char *type = (const char *)tm__db_column_text(st, 2);
     int t = tm__name_index(tm__type_names, TM_T_COUNT, type);
-    r->id = sqlite3_column_int64(st, 0);
+    r->id = tm__db_column_int64(st, 0);
     tm__buf_reset(&r->path);
-    if (tm__buf_add(&r->path, sqlite3_column_text(st, 1),
-                    (size_t)sqlite3_column_bytes(st, 1)))
+    if (tm__buf_add(&r->path, tm__db_column_text(st, 1),
+                    (size_t)tm__db_column_bytes(st, 1)))
         return TM_ENOMEM;
     memset(&r->e, 0, sizeof r->e);
     r->e.type = t < 0 ? TM_T_OTHER : t;
-    r->e.size = sqlite3_column_int64(st, 3);
-    r->e.mtime = sqlite3_column_int64(st, 4);
-    r->e.mode = (uint32_t)sqlite3_column_int64(st, 5);
-    r->depth = sqlite3_column_int(st, 6);
-    r->parent_id = sqlite3_column_int64(st, 7);
+    r->e.size = tm__db_column_int64(st, 3);
+    r->e.mtime = tm__db_column_int64(st, 4);
+    r->e.mode = (uint32_t)tm__db_column_int64(st, 5);
+    r->depth = tm__db_column_int(st, 6);
+    r->parent_id = tm__db_column_int64(st, 7);
     return t < 0 ? TM_ECORRUPT : 0;
 }
 
 #define ROW_COLS "id, path, type, size, mtime, mode, depth, parent_id"
 
-int tm__q_mirror_next_folder(sqlite3 *db, int64_t after,
+int tm__q_mirror_next_folder(struct tm__db *db, int64_t after,
                              struct tm__mirror_row *out, int *found,
                              struct tm__buf *err)
 {
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     int rc;
     *found = 0;
     rc = prep(db, "SELECT " ROW_COLS " FROM dst_nodes AS n WHERE id > ?1 AND "
@@ -59,8 +59,8 @@ int tm__q_mirror_next_folder(sqlite3 *db, int64_t after,
               "ORDER BY id LIMIT 1", &st, err);
     if (rc)
         return rc;
-    sqlite3_bind_int64(st, 1, after);
-    rc = sqlite3_step(st);
+    tm__db_bind_int64(st, 1, after);
+    rc = tm__db_step(st);
     if (rc == SQLITE_ROW) {
         rc = row_from(st, out);
         *found = !rc;
@@ -69,43 +69,43 @@ int tm__q_mirror_next_folder(sqlite3 *db, int64_t after,
     } else {
         rc = tm__store_error(db, rc, err, "read the destination-only folders");
     }
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     return rc;
 }
 
 /* Inserts or replaces the mirror row of r. */
-static int put_state(sqlite3 *db, const struct tm__mirror_row *r, int state,
+static int put_state(struct tm__db *db, const struct tm__mirror_row *r, int state,
                      const char *why, struct tm__buf *err)
 {
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     int rc = prep(db, "INSERT OR REPLACE INTO mirror(dst_id, path, type, state, "
                   "error, time, parent_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                   &st, err);
     if (rc)
         return rc;
-    sqlite3_bind_int64(st, 1, r->id);
-    sqlite3_bind_text(st, 2, r->path.buf, (int)r->path.len, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, tm__type_names[r->e.type], -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, tm__mirror_state_names[state], -1, SQLITE_STATIC);
+    tm__db_bind_int64(st, 1, r->id);
+    tm__db_bind_text(st, 2, r->path.buf, (int)r->path.len, SQLITE_STATIC);
+    tm__db_bind_text(st, 3, tm__type_names[r->e.type], -1, SQLITE_STATIC);
+    tm__db_bind_text(st, 4, tm__mirror_state_names[state], -1, SQLITE_STATIC);
     if (why)
-        sqlite3_bind_text(st, 5, why, -1, SQLITE_STATIC);
+        tm__db_bind_text(st, 5, why, -1, SQLITE_STATIC);
     else
-        sqlite3_bind_null(st, 5);
-    sqlite3_bind_int64(st, 6, tm__wall_ns());
-    sqlite3_bind_int64(st, 7, r->parent_id);
-    rc = sqlite3_step(st);
+        tm__db_bind_null(st, 5);
+    tm__db_bind_int64(st, 6, tm__wall_ns());
+    tm__db_bind_int64(st, 7, r->parent_id);
+    rc = tm__db_step(st);
     rc = rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, err, "record the mirror");
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     return rc;
 }
 
-int tm__q_mirror_record_listing(sqlite3 *db, const struct tm__mirror_row *f,
+int tm__q_mirror_record_listing(struct tm__db *db, const struct tm__mirror_row *f,
                                 const struct tm__entry *kids, size_t n,
                                 struct tm__buf *err)
 {
     struct tm__stats_delta d = { NULL, 0, 0 };
     struct tm__buf path = TM__BUF_INIT;
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     size_t i;
     int rc = tm__store_begin(db, err);
     if (rc)
@@ -123,18 +123,18 @@ int tm__q_mirror_record_listing(sqlite3 *db, const struct tm__mirror_row *f,
             rc = TM_ENOMEM;
             break;
         }
-        sqlite3_reset(st);
-        sqlite3_bind_int64(st, 1, f->id);
-        sqlite3_bind_text(st, 2, path.buf, (int)path.len, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, k->name, (int)k->name_len, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, tm__type_names[k->type], -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 5, k->size);
-        sqlite3_bind_int64(st, 6, k->mtime);
-        sqlite3_bind_int64(st, 7, k->mode);
-        sqlite3_bind_int(st, 8, f->depth + 1);
-        sqlite3_bind_int64(st, 9, k->uid);
-        sqlite3_bind_int64(st, 10, k->gid);
-        rc = sqlite3_step(st);
+        tm__db_reset(st);
+        tm__db_bind_int64(st, 1, f->id);
+        tm__db_bind_text(st, 2, path.buf, (int)path.len, SQLITE_STATIC);
+        tm__db_bind_text(st, 3, k->name, (int)k->name_len, SQLITE_STATIC);
+        tm__db_bind_text(st, 4, tm__type_names[k->type], -1, SQLITE_STATIC);
+        tm__db_bind_int64(st, 5, k->size);
+        tm__db_bind_int64(st, 6, k->mtime);
+        tm__db_bind_int64(st, 7, k->mode);
+        tm__db_bind_int(st, 8, f->depth + 1);
+        tm__db_bind_int64(st, 9, k->uid);
+        tm__db_bind_int64(st, 10, k->gid);
+        rc = tm__db_step(st);
         rc = rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, err, "record a "
                                                      "destination-only node");
         if (!rc)
@@ -144,7 +144,7 @@ int tm__q_mirror_record_listing(sqlite3 *db, const struct tm__mirror_row *f,
         rc = tm__stats_apply(db, &d);
     if (!rc)
         rc = put_state(db, f, TM_MIRROR_LISTED, NULL, err);
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     tm__stats_release(&d);
     tm__buf_release(&path);
     if (!rc)
@@ -154,17 +154,17 @@ int tm__q_mirror_record_listing(sqlite3 *db, const struct tm__mirror_row *f,
     return rc;
 }
 
-int tm__q_mirror_keep(sqlite3 *db, const struct tm__mirror_row *r,
+int tm__q_mirror_keep(struct tm__db *db, const struct tm__mirror_row *r,
                       const char *why, struct tm__buf *err)
 {
     return put_state(db, r, TM_MIRROR_KEPT, why, err);
 }
 
-int tm__q_mirror_batch(sqlite3 *db, const struct tm__mirror_pos *pos,
+int tm__q_mirror_batch(struct tm__db *db, const struct tm__mirror_pos *pos,
                        struct tm__mirror_row *rows, size_t max, size_t *n,
                        struct tm__buf *err)
 {
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     int rc;
     *n = 0;
     rc = prep(db, "SELECT " ROW_COLS " FROM dst_nodes AS n WHERE "
@@ -176,11 +176,11 @@ int tm__q_mirror_batch(sqlite3 *db, const struct tm__mirror_pos *pos,
               &st, err);
     if (rc)
         return rc;
-    sqlite3_bind_int(st, 1, pos->depth);
-    sqlite3_bind_int(st, 2, pos->folder);
-    sqlite3_bind_int64(st, 3, pos->id);
-    sqlite3_bind_int64(st, 4, (sqlite3_int64)max);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    tm__db_bind_int(st, 1, pos->depth);
+    tm__db_bind_int(st, 2, pos->folder);
+    tm__db_bind_int64(st, 3, pos->id);
+    tm__db_bind_int64(st, 4, (int64_t)max);
+    while ((rc = tm__db_step(st)) == SQLITE_ROW) {
         rc = row_from(st, &rows[*n]);
         if (rc)
             break;
@@ -190,15 +190,15 @@ int tm__q_mirror_batch(sqlite3 *db, const struct tm__mirror_pos *pos,
         rc = 0;
     else if (rc > 0)
         rc = tm__store_error(db, rc, err, "read the destination-only nodes");
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     return rc;
 }
 
-int tm__q_mirror_record(sqlite3 *db, const struct tm__mirror_done *d, size_t n,
+int tm__q_mirror_record(struct tm__db *db, const struct tm__mirror_done *d, size_t n,
                         struct tm__buf *err)
 {
     struct tm__stats_delta sd = { NULL, 0, 0 };
-    sqlite3_stmt *del = NULL;
+    struct tm__stmt *del = NULL;
     size_t i;
     int rc = tm__store_begin(db, err);
     if (rc)
@@ -209,12 +209,12 @@ int tm__q_mirror_record(sqlite3 *db, const struct tm__mirror_done *d, size_t n,
         const struct tm__mirror_row *r = d[i].row;
         if (d[i].state == TM_MIRROR_REMOVED) {
             struct tm__stat_key key = { 1, r->depth, r->e.type, TS_NOT_ON_SRC, 0 };
-            sqlite3_reset(del);
-            sqlite3_bind_int64(del, 1, r->id);
-            rc = sqlite3_step(del);
+            tm__db_reset(del);
+            tm__db_bind_int64(del, 1, r->id);
+            rc = tm__db_step(del);
             rc = rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, err, "record a "
                                                          "removal");
-            if (!rc && sqlite3_changes(db) == 1)
+            if (!rc && tm__db_changes(db) == 1)
                 rc = tm__stats_add(&sd, &key, -1, -r->e.size);
         }
         if (!rc)
@@ -222,7 +222,7 @@ int tm__q_mirror_record(sqlite3 *db, const struct tm__mirror_done *d, size_t n,
     }
     if (!rc)
         rc = tm__stats_apply(db, &sd);
-    sqlite3_finalize(del);
+    tm__db_finalize(del);
     tm__stats_release(&sd);
     if (!rc)
         rc = tm__store_commit(db, err);
@@ -231,10 +231,10 @@ int tm__q_mirror_record(sqlite3 *db, const struct tm__mirror_done *d, size_t n,
     return rc;
 }
 
-int tm__q_mirror_counts(sqlite3 *db, struct tm__mirror_counts *out,
+int tm__q_mirror_counts(struct tm__db *db, struct tm__mirror_counts *out,
                         struct tm__buf *err)
 {
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     int rc;
     memset(out, 0, sizeof *out);
     rc = prep(db, "SELECT type = 'folder', count(*), coalesce(sum(size), 0) FROM "
@@ -243,47 +243,47 @@ int tm__q_mirror_counts(sqlite3 *db, struct tm__mirror_counts *out,
               "m.state = 'kept') GROUP BY 1", &st, err);
     if (rc)
         return rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (sqlite3_column_int(st, 0)) {
-            out->folders = sqlite3_column_int64(st, 1);
+    while ((rc = tm__db_step(st)) == SQLITE_ROW) {
+        if (tm__db_column_int(st, 0)) {
+            out->folders = tm__db_column_int64(st, 1);
         } else {
-            out->files = sqlite3_column_int64(st, 1);
-            out->bytes = sqlite3_column_int64(st, 2);
+            out->files = tm__db_column_int64(st, 1);
+            out->bytes = tm__db_column_int64(st, 2);
         }
     }
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     if (rc != SQLITE_DONE)
         return tm__store_error(db, rc, err, "count the destination-only nodes");
     rc = prep(db, "SELECT coalesce(sum(state = 'removed'), 0), "
               "coalesce(sum(state = 'kept'), 0) FROM mirror", &st, err);
     if (rc)
         return rc;
-    rc = sqlite3_step(st);
+    rc = tm__db_step(st);
     if (rc == SQLITE_ROW) {
-        out->removed = sqlite3_column_int64(st, 0);
-        out->kept = sqlite3_column_int64(st, 1);
+        out->removed = tm__db_column_int64(st, 0);
+        out->kept = tm__db_column_int64(st, 1);
         rc = 0;
     } else {
         rc = tm__store_error(db, rc, err, "count the mirror");
     }
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     return rc;
 }
 
-int tm__q_mirror_parents(sqlite3 *db,
+int tm__q_mirror_parents(struct tm__db *db,
                          int (*fn)(void *ctx, const char *path, int64_t mtime),
                          void *ctx, struct tm__buf *err)
 {
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     int rc = prep(db, "SELECT d.path, s.mtime FROM dst_nodes AS d JOIN src_nodes "
                   "AS s ON s.id = d.src_id WHERE d.type = 'folder' AND d.depth > 0 "
                   "AND d.id IN (SELECT parent_id FROM mirror WHERE state = "
                   "'removed') ORDER BY d.id", &st, err);
     if (rc)
         return rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        rc = fn(ctx, (const char *)sqlite3_column_text(st, 0),
-                sqlite3_column_int64(st, 1));
+    while ((rc = tm__db_step(st)) == SQLITE_ROW) {
+        rc = fn(ctx, (const char *)tm__db_column_text(st, 0),
+                tm__db_column_int64(st, 1));
         if (rc)
             break;
     }
@@ -291,40 +291,40 @@ int tm__q_mirror_parents(sqlite3 *db,
         rc = 0;
     else if (rc > 0)
         rc = tm__store_error(db, rc, err, "read the mirror");
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     return rc;
 }
 
-int tm__q_mirror_src_top(sqlite3 *db, const char *name, size_t len, int *found,
+int tm__q_mirror_src_top(struct tm__db *db, const char *name, size_t len, int *found,
                          struct tm__buf *err)
 {
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     int rc = prep(db, "SELECT 1 FROM src_nodes WHERE depth = 1 AND name = ?1",
                   &st, err);
     if (rc)
         return rc;
-    sqlite3_bind_text(st, 1, name, (int)len, SQLITE_STATIC);
-    rc = sqlite3_step(st);
+    tm__db_bind_text(st, 1, name, (int)len, SQLITE_STATIC);
+    rc = tm__db_step(st);
     *found = rc == SQLITE_ROW;
     rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0
                                                : tm__store_error(db, rc, err, "read "
                                                                  "the source nodes");
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     return rc;
 }
 
-int tm__q_mirror_kept(sqlite3 *db,
+int tm__q_mirror_kept(struct tm__db *db,
                       int (*fn)(void *ctx, const char *path, const char *error),
                       void *ctx, struct tm__buf *err)
 {
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     int rc = prep(db, "SELECT path, coalesce(error, '') FROM mirror WHERE "
                   "state IN ('kept', 'failed') ORDER BY path", &st, err);
     if (rc)
         return rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        rc = fn(ctx, (const char *)sqlite3_column_text(st, 0),
-                (const char *)sqlite3_column_text(st, 1));
+    while ((rc = tm__db_step(st)) == SQLITE_ROW) {
+        rc = fn(ctx, (const char *)tm__db_column_text(st, 0),
+                (const char *)tm__db_column_text(st, 1));
         if (rc)
             break;
     }
@@ -332,6 +332,6 @@ int tm__q_mirror_kept(sqlite3 *db,
         rc = 0;
     else if (rc > 0)
         rc = tm__store_error(db, rc, err, "read the mirror");
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     return rc;
 }

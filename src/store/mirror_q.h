@@ -10,7 +10,7 @@
 #ifndef TM_MIRROR_Q_H
 #define TM_MIRROR_Q_H
 
-#include <sqlite3.h>
+#include "store/db.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,7 +47,7 @@ extern const char *const tm__mirror_state_names[TM_MIRROR_COUNT];
 /* The next destination-only folder after id after (in id order) whose
  * children are not recorded yet and that was not kept: *found 1 with it
  * in out, 0 when there is none. */
-int tm__q_mirror_next_folder(sqlite3 *db, int64_t after,
+int tm__q_mirror_next_folder(struct tm__db *db, int64_t after,
                              struct tm__mirror_row *out, int *found,
                              struct tm__buf *err);
 
@@ -55,13 +55,13 @@ int tm__q_mirror_next_folder(sqlite3 *db, int64_t after,
  * listing gave them) as destination-only rows (traversal_status
  * not_on_src, counted in dst_stats) and marks f listed, in one
  * transaction. */
-int tm__q_mirror_record_listing(sqlite3 *db, const struct tm__mirror_row *f,
+int tm__q_mirror_record_listing(struct tm__db *db, const struct tm__mirror_row *f,
                                 const struct tm__entry *kids, size_t n,
                                 struct tm__buf *err);
 
 /* Marks one row kept (a folder the plan does not enter: excluded, or its
  * listing failed), with why. */
-int tm__q_mirror_keep(sqlite3 *db, const struct tm__mirror_row *r,
+int tm__q_mirror_keep(struct tm__db *db, const struct tm__mirror_row *r,
                       const char *why, struct tm__buf *err);
 
 /* The position of a removal in the order of the mirror. */
@@ -75,14 +75,14 @@ struct tm__mirror_pos {
  * folders, id ascending; pos->depth < 0: from the start), those not
  * removed or kept already, into rows[0..*n) (whose path buffers are
  * reused). */
-int tm__q_mirror_batch(sqlite3 *db, const struct tm__mirror_pos *pos,
+int tm__q_mirror_batch(struct tm__db *db, const struct tm__mirror_pos *pos,
                        struct tm__mirror_row *rows, size_t max, size_t *n,
                        struct tm__buf *err);
 
 /* Records n outcomes in one transaction: a removed node loses its
  * dst_nodes row (and its count in dst_stats); every outcome gets its row
  * in mirror. */
-int tm__q_mirror_record(sqlite3 *db, const struct tm__mirror_done *d, size_t n,
+int tm__q_mirror_record(struct tm__db *db, const struct tm__mirror_done *d, size_t n,
                         struct tm__buf *err);
 
 /* What the plan holds now: destination-only files (and symlinks and
@@ -92,22 +92,22 @@ struct tm__mirror_counts {
     int64_t files, folders, bytes; /* still to remove */
     int64_t removed, kept;         /* done so far in this pass */
 };
-int tm__q_mirror_counts(sqlite3 *db, struct tm__mirror_counts *out,
+int tm__q_mirror_counts(struct tm__db *db, struct tm__mirror_counts *out,
                         struct tm__buf *err);
 
 /* Calls fn(ctx, path, mtime) for each folder with a source twin below
  * the root that lost a child to the mirror, with the source twin's mtime
  * (the mirror sets it back: the removals changed it). */
-int tm__q_mirror_parents(sqlite3 *db,
+int tm__q_mirror_parents(struct tm__db *db,
                          int (*fn)(void *ctx, const char *path, int64_t mtime),
                          void *ctx, struct tm__buf *err);
 
 /* *found: a source node of depth 1 is named name (len bytes). */
-int tm__q_mirror_src_top(sqlite3 *db, const char *name, size_t len, int *found,
+int tm__q_mirror_src_top(struct tm__db *db, const char *name, size_t len, int *found,
                          struct tm__buf *err);
 
 /* Calls fn(ctx, path, error) for each row kept, in path order. */
-int tm__q_mirror_kept(sqlite3 *db,
+int tm__q_mirror_kept(struct tm__db *db,
                       int (*fn)(void *ctx, const char *path, const char *error),
                       void *ctx, struct tm__buf *err);
 

@@ -10,10 +10,10 @@
 #include <stdio.h>
 #include <string.h>
 
-int tm__q_pass_reset(sqlite3 *db, const char *created, const char *now, int *n,
+int tm__q_pass_reset(struct tm__db *db, const char *created, const char *now, int *n,
                      struct tm__buf *err)
 {
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     int rc;
     /* the previous pass's source nodes, as the copy and verify left them */
     rc = tm__store_exec(db,
@@ -28,76 +28,76 @@ int tm__q_pass_reset(sqlite3 *db, const char *created, const char *now, int *n,
         "DELETE FROM exclusions;", err);
     if (rc)
         return rc;
-    if (sqlite3_prepare_v2(db, "INSERT OR IGNORE INTO passes(n, started) VALUES "
+    if (tm__db_prepare(db, "INSERT OR IGNORE INTO passes(n, started) VALUES "
                            "(1, ?1)", -1, &st, NULL) != SQLITE_OK)
         return tm__store_error(db, SQLITE_ERROR, err, "record the pass");
-    sqlite3_bind_text(st, 1, created, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    tm__db_bind_text(st, 1, created, -1, SQLITE_STATIC);
+    rc = tm__db_step(st);
+    tm__db_finalize(st);
     if (rc != SQLITE_DONE)
         return tm__store_error(db, rc, err, "record the pass");
-    if (sqlite3_prepare_v2(db, "INSERT INTO passes(n, started) SELECT max(n) + 1, "
+    if (tm__db_prepare(db, "INSERT INTO passes(n, started) SELECT max(n) + 1, "
                            "?1 FROM passes RETURNING n", -1, &st, NULL) != SQLITE_OK)
         return tm__store_error(db, SQLITE_ERROR, err, "record the pass");
-    sqlite3_bind_text(st, 1, now, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
+    tm__db_bind_text(st, 1, now, -1, SQLITE_STATIC);
+    rc = tm__db_step(st);
     if (rc == SQLITE_ROW) {
-        *n = sqlite3_column_int(st, 0);
-        rc = sqlite3_step(st);
+        *n = tm__db_column_int(st, 0);
+        rc = tm__db_step(st);
     }
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     return rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, err, "record the pass");
 }
 
-int tm__q_pass_end(sqlite3 *db, int n, const char *now, struct tm__buf *err)
+int tm__q_pass_end(struct tm__db *db, int n, const char *now, struct tm__buf *err)
 {
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     int rc;
-    if (sqlite3_prepare_v2(db, "UPDATE passes SET ended = ?2 WHERE n = ?1", -1, &st,
+    if (tm__db_prepare(db, "UPDATE passes SET ended = ?2 WHERE n = ?1", -1, &st,
                            NULL) != SQLITE_OK)
         return tm__store_error(db, SQLITE_ERROR, err, "record the pass");
-    sqlite3_bind_int(st, 1, n);
-    sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    tm__db_bind_int(st, 1, n);
+    tm__db_bind_text(st, 2, now, -1, SQLITE_STATIC);
+    rc = tm__db_step(st);
+    tm__db_finalize(st);
     return rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, err, "record the pass");
 }
 
-int tm__q_pass_get(sqlite3 *db, int *n, char *started, size_t slen, char *ended,
+int tm__q_pass_get(struct tm__db *db, int *n, char *started, size_t slen, char *ended,
                    size_t elen, struct tm__buf *err)
 {
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     int rc;
     *n = 1;
     started[0] = ended[0] = '\0';
-    if (sqlite3_prepare_v2(db, "SELECT n, started, coalesce(ended, '') FROM passes "
+    if (tm__db_prepare(db, "SELECT n, started, coalesce(ended, '') FROM passes "
                            "ORDER BY n DESC LIMIT 1", -1, &st, NULL) != SQLITE_OK)
         return tm__store_error(db, SQLITE_ERROR, err, "read the passes");
-    rc = sqlite3_step(st);
+    rc = tm__db_step(st);
     if (rc == SQLITE_ROW) {
-        *n = sqlite3_column_int(st, 0);
-        snprintf(started, slen, "%s", (const char *)sqlite3_column_text(st, 1));
-        snprintf(ended, elen, "%s", (const char *)sqlite3_column_text(st, 2));
+        *n = tm__db_column_int(st, 0);
+        snprintf(started, slen, "%s", (const char *)tm__db_column_text(st, 1));
+        snprintf(ended, elen, "%s", (const char *)tm__db_column_text(st, 2));
         rc = SQLITE_DONE;
     }
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     return rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, err, "read the passes");
 }
 
 /* One count. */
-static int count(sqlite3 *db, const char *sql, int64_t *out, struct tm__buf *err)
+static int count(struct tm__db *db, const char *sql, int64_t *out, struct tm__buf *err)
 {
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     int rc;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+    if (tm__db_prepare(db, sql, -1, &st, NULL) != SQLITE_OK)
         return tm__store_error(db, SQLITE_ERROR, err, "read the passes");
-    rc = sqlite3_step(st);
-    *out = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    sqlite3_finalize(st);
+    rc = tm__db_step(st);
+    *out = rc == SQLITE_ROW ? tm__db_column_int64(st, 0) : 0;
+    tm__db_finalize(st);
     return rc == SQLITE_ROW ? 0 : tm__store_error(db, rc, err, "read the passes");
 }
 
-int tm__q_pass_changes(sqlite3 *db, struct tm__pass_changes *c,
+int tm__q_pass_changes(struct tm__db *db, struct tm__pass_changes *c,
                        struct tm__buf *err)
 {
     int rc;
@@ -123,22 +123,22 @@ int tm__q_pass_changes(sqlite3 *db, struct tm__pass_changes *c,
     return rc;
 }
 
-int tm__q_pass_patterns(sqlite3 *db, struct tm__buf *out, struct tm__buf *err)
+int tm__q_pass_patterns(struct tm__db *db, struct tm__buf *out, struct tm__buf *err)
 {
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     int rc;
-    if (sqlite3_prepare_v2(db, "SELECT pattern FROM exclusions GROUP BY pattern "
+    if (tm__db_prepare(db, "SELECT pattern FROM exclusions GROUP BY pattern "
                            "ORDER BY min(id)", -1, &st,
                            NULL) != SQLITE_OK)
         return tm__store_error(db, SQLITE_ERROR, err, "read the exclusions");
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((rc = tm__db_step(st)) == SQLITE_ROW) {
         if ((out->len && tm__buf_addch(out, '\n')) ||
-            tm__buf_adds(out, (const char *)sqlite3_column_text(st, 0))) {
+            tm__buf_adds(out, (const char *)tm__db_column_text(st, 0))) {
             rc = TM_ENOMEM;
             break;
         }
     }
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     if (rc == TM_ENOMEM)
         return rc;
     return rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, err, "read the exclusions");

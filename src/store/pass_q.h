@@ -10,7 +10,7 @@
 #ifndef TM_PASS_Q_H
 #define TM_PASS_Q_H
 
-#include <sqlite3.h>
+#include "store/db.h"
 #include <stdint.h>
 
 #include "util/buf.h"
@@ -19,15 +19,15 @@
  * that ends as prev_src_nodes, empties the node, stats and per-pass
  * tables (the review exclusions too: read their patterns first), and records pass number *n (the one after the last; the first
  * pass gets its row, started at created, if it had none) started now. */
-int tm__q_pass_reset(sqlite3 *db, const char *created, const char *now, int *n,
+int tm__q_pass_reset(struct tm__db *db, const char *created, const char *now, int *n,
                      struct tm__buf *err);
 
 /* Records the end of pass n (discovery complete) at now. */
-int tm__q_pass_end(sqlite3 *db, int n, const char *now, struct tm__buf *err);
+int tm__q_pass_end(struct tm__db *db, int n, const char *now, struct tm__buf *err);
 
 /* The current pass: its number (1 when none is recorded) and times
  * (started, ended: "" when unknown, or not ended). */
-int tm__q_pass_get(sqlite3 *db, int *n, char *started, size_t slen, char *ended,
+int tm__q_pass_get(struct tm__db *db, int *n, char *started, size_t slen, char *ended,
                    size_t elen, struct tm__buf *err);
 
 /* What changed since the previous pass: source nodes new, changed (a file
@@ -37,11 +37,11 @@ int tm__q_pass_get(sqlite3 *db, int *n, char *started, size_t slen, char *ended,
 struct tm__pass_changes {
     int64_t src_new, src_changed, src_deleted, dst_changed;
 };
-int tm__q_pass_changes(sqlite3 *db, struct tm__pass_changes *c,
+int tm__q_pass_changes(struct tm__db *db, struct tm__pass_changes *c,
                        struct tm__buf *err);
 
 /* The review patterns (table exclusions) in force, one per line, in
  * out. */
-int tm__q_pass_patterns(sqlite3 *db, struct tm__buf *out, struct tm__buf *err);
+int tm__q_pass_patterns(struct tm__db *db, struct tm__buf *out, struct tm__buf *err);
 
 #endif

@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 
-int tm__q_insert_root(sqlite3 *db, int side, int64_t mtime, int64_t mode)
+int tm__q_insert_root(struct tm__db *db, int side, int64_t mtime, int64_t mode)
 {
     static const char *const sql[2] = {
         "INSERT INTO src_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
@@ -21,18 +21,18 @@ int tm__q_insert_root(sqlite3 *db, int side, int64_t mtime, int64_t mode)
         "traversal_status,src_id) VALUES(1,NULL,'/','','folder',0,?,?,0,"
         "'pending',1)",
     };
-    sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(db, sql[side], -1, &st, NULL);
+    struct tm__stmt *st;
+    int rc = tm__db_prepare(db, sql[side], -1, &st, NULL);
     if (rc != SQLITE_OK)
         return tm__store_error(db, rc, NULL, "seed roots");
-    sqlite3_bind_int64(st, 1, mtime);
-    sqlite3_bind_int64(st, 2, mode);
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    tm__db_bind_int64(st, 1, mtime);
+    tm__db_bind_int64(st, 2, mode);
+    rc = tm__db_step(st);
+    tm__db_finalize(st);
     return rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, NULL, "seed roots");
 }
 
-int tm__q_skip_blocked(sqlite3 *db, struct tm__buf *err)
+int tm__q_skip_blocked(struct tm__db *db, struct tm__buf *err)
 {
     static const char *const fill =
         "CREATE TEMP TABLE IF NOT EXISTS tm_blocked(id INTEGER PRIMARY KEY);"
@@ -43,22 +43,22 @@ int tm__q_skip_blocked(sqlite3 *db, struct tm__buf *err)
         " UNION ALL SELECT c.id FROM src_nodes AS c JOIN sub ON c.parent_id = sub.id)"
         " SELECT id FROM sub;";
     struct tm__stats_delta d = { NULL, 0, 0 };
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     int rc = tm__store_begin(db, err), step = SQLITE_DONE;
     if (!rc)
         rc = tm__store_exec(db, fill, err);
-    if (!rc && sqlite3_prepare_v2(db, "SELECT n.depth, n.type, n.conflict IS NOT "
+    if (!rc && tm__db_prepare(db, "SELECT n.depth, n.type, n.conflict IS NOT "
                                   "NULL, count(*), coalesce(sum(n.size), 0) FROM "
                                   "temp.tm_blocked AS b CROSS JOIN src_nodes AS n ON "
                                   "n.id = b.id WHERE n.copy_status = 'pending' "
                                   "GROUP BY 1, 2, 3", -1, &st, NULL) != SQLITE_OK)
         rc = tm__store_error(db, SQLITE_ERROR, err, "find what a type clash blocks");
-    while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
+    while (!rc && (step = tm__db_step(st)) == SQLITE_ROW) {
         int type = tm__name_index(tm__type_names, TM_T_COUNT,
-                                  (const char *)sqlite3_column_text(st, 1));
-        struct tm__stat_key k = { 2, sqlite3_column_int(st, 0), type, CS_PENDING,
-                                  sqlite3_column_int(st, 2) };
-        int64_t n = sqlite3_column_int64(st, 3), bytes = sqlite3_column_int64(st, 4);
+                                  (const char *)tm__db_column_text(st, 1));
+        struct tm__stat_key k = { 2, tm__db_column_int(st, 0), type, CS_PENDING,
+                                  tm__db_column_int(st, 2) };
+        int64_t n = tm__db_column_int64(st, 3), bytes = tm__db_column_int64(st, 4);
         if (type < 0) {
             tm__buf_reset(err);
             tm__buf_adds(err, "unknown node type in the state file");
@@ -72,7 +72,7 @@ int tm__q_skip_blocked(sqlite3 *db, struct tm__buf *err)
     }
     if (!rc && step != SQLITE_DONE)
         rc = tm__store_error(db, step, err, "find what a type clash blocks");
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     if (!rc)
         rc = tm__store_exec(db, "UPDATE src_nodes SET copy_status = 'skipped', "
                             "error = coalesce(error, 'its folder is a file on "

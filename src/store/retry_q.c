@@ -13,7 +13,7 @@
 
 /* Moves every count of a status to another in a stats table, then the rows
  * themselves (in the caller's transaction, so the counts stay exact). */
-static int reset_status(sqlite3 *db, const char *table, const char *stats,
+static int reset_status(struct tm__db *db, const char *table, const char *stats,
                         const char *column, const char *from, const char *to,
                         const char *where, struct tm__buf *err)
 {
@@ -35,24 +35,24 @@ static int reset_status(sqlite3 *db, const char *table, const char *stats,
     return rc;
 }
 
-static int64_t count_status(sqlite3 *db, const char *stats, const char *column,
+static int64_t count_status(struct tm__db *db, const char *stats, const char *column,
                             const char *status, int folders_only)
 {
     struct tm__buf sql = TM__BUF_INIT;
-    sqlite3_stmt *st;
+    struct tm__stmt *st;
     int64_t n = 0;
     tm__buf_addf(&sql, "SELECT coalesce(sum(count), 0) FROM %s WHERE %s = '%s'%s",
                  stats, column, status, folders_only ? " AND type = 'folder'" : "");
-    if (sqlite3_prepare_v2(db, sql.buf, -1, &st, NULL) == SQLITE_OK) {
-        if (sqlite3_step(st) == SQLITE_ROW)
-            n = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
+    if (tm__db_prepare(db, sql.buf, -1, &st, NULL) == SQLITE_OK) {
+        if (tm__db_step(st) == SQLITE_ROW)
+            n = tm__db_column_int64(st, 0);
+        tm__db_finalize(st);
     }
     tm__buf_release(&sql);
     return n;
 }
 
-int64_t tm__q_count_failed(sqlite3 *db, int table)
+int64_t tm__q_count_failed(struct tm__db *db, int table)
 {
     switch (table) {
     case 0: return count_status(db, "src_stats", "traversal_status", "failed", 1);
@@ -61,87 +61,87 @@ int64_t tm__q_count_failed(sqlite3 *db, int table)
     }
 }
 
-int tm__q_reset_failed_folders(sqlite3 *db, int side, struct tm__buf *err)
+int tm__q_reset_failed_folders(struct tm__db *db, int side, struct tm__buf *err)
 {
     return reset_status(db, side == TM_SRC ? "src_nodes" : "dst_nodes",
                         side == TM_SRC ? "src_stats" : "dst_stats", "traversal_status",
                         "failed", "pending", "AND type = 'folder'", err);
 }
 
-int tm__q_reset_failed_copies(sqlite3 *db, struct tm__buf *err)
+int tm__q_reset_failed_copies(struct tm__db *db, struct tm__buf *err)
 {
     return reset_status(db, "src_nodes", "copy_stats", "copy_status", "failed",
                         "pending", "", err);
 }
 
-int tm__q_refresh_failed_folders(sqlite3 *db, tm__q_stat_fn stat_fn, void *ctx,
+int tm__q_refresh_failed_folders(struct tm__db *db, tm__q_stat_fn stat_fn, void *ctx,
                                  struct tm__buf *err)
 {
-    sqlite3_stmt *sel = NULL, *upd = NULL;
+    struct tm__stmt *sel = NULL, *upd = NULL;
     int rc = 0;
-    if (sqlite3_prepare_v2(db, "SELECT id, path FROM src_nodes WHERE "
+    if (tm__db_prepare(db, "SELECT id, path FROM src_nodes WHERE "
                            "traversal_status = 'failed' AND type = 'folder'",
                            -1, &sel, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "UPDATE src_nodes SET mode = ?, mtime = ? "
+        tm__db_prepare(db, "UPDATE src_nodes SET mode = ?, mtime = ? "
                            "WHERE id = ?", -1, &upd, NULL) != SQLITE_OK) {
         rc = tm__store_error(db, SQLITE_ERROR, err, "refresh");
         goto out;
     }
-    while (sqlite3_step(sel) == SQLITE_ROW) {
+    while (tm__db_step(sel) == SQLITE_ROW) {
         struct tm__entry e;
-        if (stat_fn(ctx, (const char *)sqlite3_column_text(sel, 1), &e) ||
+        if (stat_fn(ctx, (const char *)tm__db_column_text(sel, 1), &e) ||
             e.type != TM_T_FOLDER)
             continue; /* the listing will say what is wrong */
-        sqlite3_bind_int64(upd, 1, e.mode);
-        sqlite3_bind_int64(upd, 2, e.mtime);
-        sqlite3_bind_int64(upd, 3, sqlite3_column_int64(sel, 0));
-        if (sqlite3_step(upd) != SQLITE_DONE) {
+        tm__db_bind_int64(upd, 1, e.mode);
+        tm__db_bind_int64(upd, 2, e.mtime);
+        tm__db_bind_int64(upd, 3, tm__db_column_int64(sel, 0));
+        if (tm__db_step(upd) != SQLITE_DONE) {
             rc = tm__store_error(db, SQLITE_ERROR, err, "refresh");
             break;
         }
-        sqlite3_reset(upd);
+        tm__db_reset(upd);
     }
 out:
-    sqlite3_finalize(sel);
-    sqlite3_finalize(upd);
+    tm__db_finalize(sel);
+    tm__db_finalize(upd);
     return rc;
 }
 
-int tm__q_refresh_changed_files(sqlite3 *db, tm__q_stat_fn stat_fn, void *ctx,
+int tm__q_refresh_changed_files(struct tm__db *db, tm__q_stat_fn stat_fn, void *ctx,
                                 struct tm__buf *err)
 {
     struct tm__stats_delta d = { NULL, 0, 0 };
-    sqlite3_stmt *sel = NULL, *upd = NULL;
+    struct tm__stmt *sel = NULL, *upd = NULL;
     int rc = 0;
-    if (sqlite3_prepare_v2(db,
+    if (tm__db_prepare(db,
                            "SELECT id, path, depth, size, traversal_status, conflict "
                            "FROM src_nodes WHERE copy_status = 'failed' AND type = "
                            "'file' AND error LIKE '%changed since discovery'",
                            -1, &sel, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "UPDATE src_nodes SET size = ?, mtime = ?, "
+        tm__db_prepare(db, "UPDATE src_nodes SET size = ?, mtime = ?, "
                            "mode = ? WHERE id = ?", -1, &upd, NULL) != SQLITE_OK) {
         rc = tm__store_error(db, SQLITE_ERROR, err, "refresh");
         goto out;
     }
-    while (!rc && sqlite3_step(sel) == SQLITE_ROW) {
+    while (!rc && tm__db_step(sel) == SQLITE_ROW) {
         struct tm__entry e;
-        int depth = sqlite3_column_int(sel, 2);
-        int64_t old = sqlite3_column_int64(sel, 3);
+        int depth = tm__db_column_int(sel, 2);
+        int64_t old = tm__db_column_int64(sel, 3);
         int ts = tm__name_index(tm__ts_names, TS_COUNT,
-                                (const char *)sqlite3_column_text(sel, 4));
-        int cf = sqlite3_column_type(sel, 5) != SQLITE_NULL;
+                                (const char *)tm__db_column_text(sel, 4));
+        int cf = tm__db_column_type(sel, 5) != SQLITE_NULL;
         struct tm__stat_key ks = { 0, depth, TM_T_FILE, ts, 0 };
         struct tm__stat_key kc = { 2, depth, TM_T_FILE, CS_FAILED, cf };
-        if (stat_fn(ctx, (const char *)sqlite3_column_text(sel, 1), &e) ||
+        if (stat_fn(ctx, (const char *)tm__db_column_text(sel, 1), &e) ||
             e.type != TM_T_FILE || ts < 0)
             continue; /* gone or replaced: the copy will say so again */
-        sqlite3_bind_int64(upd, 1, e.size);
-        sqlite3_bind_int64(upd, 2, e.mtime);
-        sqlite3_bind_int64(upd, 3, e.mode);
-        sqlite3_bind_int64(upd, 4, sqlite3_column_int64(sel, 0));
-        if (sqlite3_step(upd) != SQLITE_DONE)
+        tm__db_bind_int64(upd, 1, e.size);
+        tm__db_bind_int64(upd, 2, e.mtime);
+        tm__db_bind_int64(upd, 3, e.mode);
+        tm__db_bind_int64(upd, 4, tm__db_column_int64(sel, 0));
+        if (tm__db_step(upd) != SQLITE_DONE)
             rc = tm__store_error(db, SQLITE_ERROR, err, "refresh");
-        sqlite3_reset(upd);
+        tm__db_reset(upd);
         if (!rc)
             rc = tm__stats_add(&d, &ks, 0, e.size - old);
         if (!rc)
@@ -151,47 +151,47 @@ int tm__q_refresh_changed_files(sqlite3 *db, tm__q_stat_fn stat_fn, void *ctx,
         rc = tm__stats_apply(db, &d);
 out:
     tm__stats_release(&d);
-    sqlite3_finalize(sel);
-    sqlite3_finalize(upd);
+    tm__db_finalize(sel);
+    tm__db_finalize(upd);
     return rc;
 }
 
-int tm__q_refresh_taken(sqlite3 *db,
+int tm__q_refresh_taken(struct tm__db *db,
                         int (*judge)(void *ctx, const char *path, int type,
                                      int64_t size, int64_t mtime),
                         void *ctx, struct tm__buf *err)
 {
     struct tm__stats_delta d = { NULL, 0, 0 };
-    sqlite3_stmt *sel = NULL, *upd = NULL;
+    struct tm__stmt *sel = NULL, *upd = NULL;
     int rc = 0, step = SQLITE_DONE;
-    if (sqlite3_prepare_v2(db,
+    if (tm__db_prepare(db,
                            "SELECT id, path, depth, type, size, mtime FROM src_nodes "
                            "WHERE copy_status = 'failed' AND conflict IS NULL AND "
                            "type IN ('file', 'symlink') AND error LIKE "
                            "'%made at this name on the destination after discovery%'",
                            -1, &sel, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "UPDATE src_nodes SET conflict = ? WHERE id = ?",
+        tm__db_prepare(db, "UPDATE src_nodes SET conflict = ? WHERE id = ?",
                            -1, &upd, NULL) != SQLITE_OK) {
         rc = tm__store_error(db, SQLITE_ERROR, err, "refresh");
         goto out;
     }
-    while (!rc && (step = sqlite3_step(sel)) == SQLITE_ROW) {
-        int depth = sqlite3_column_int(sel, 2), cf;
+    while (!rc && (step = tm__db_step(sel)) == SQLITE_ROW) {
+        int depth = tm__db_column_int(sel, 2), cf;
         int type = tm__name_index(tm__type_names, TM_T_COUNT,
-                                  (const char *)sqlite3_column_text(sel, 3));
-        int64_t size = sqlite3_column_int64(sel, 4);
+                                  (const char *)tm__db_column_text(sel, 3));
+        int64_t size = tm__db_column_int64(sel, 4);
         struct tm__stat_key k = { 2, depth, type, CS_FAILED, 0 };
         if (type < 0)
             continue; /* the copy says so again */
-        cf = judge(ctx, (const char *)sqlite3_column_text(sel, 1), type, size,
-                   sqlite3_column_int64(sel, 5));
+        cf = judge(ctx, (const char *)tm__db_column_text(sel, 1), type, size,
+                   tm__db_column_int64(sel, 5));
         if (cf <= CF_NONE || cf >= CF_COUNT)
             continue; /* the same, gone or another type */
-        sqlite3_bind_text(upd, 1, tm__cf_names[cf], -1, SQLITE_STATIC);
-        sqlite3_bind_int64(upd, 2, sqlite3_column_int64(sel, 0));
-        if (sqlite3_step(upd) != SQLITE_DONE)
+        tm__db_bind_text(upd, 1, tm__cf_names[cf], -1, SQLITE_STATIC);
+        tm__db_bind_int64(upd, 2, tm__db_column_int64(sel, 0));
+        if (tm__db_step(upd) != SQLITE_DONE)
             rc = tm__store_error(db, SQLITE_ERROR, err, "refresh");
-        sqlite3_reset(upd);
+        tm__db_reset(upd);
         if (!rc)
             rc = tm__stats_add(&d, &k, -1, -size);
         k.conflict = 1;
@@ -204,7 +204,7 @@ int tm__q_refresh_taken(sqlite3 *db,
         rc = tm__stats_apply(db, &d);
 out:
     tm__stats_release(&d);
-    sqlite3_finalize(sel);
-    sqlite3_finalize(upd);
+    tm__db_finalize(sel);
+    tm__db_finalize(upd);
     return rc;
 }

@@ -15,9 +15,9 @@
 static const char *const side_table[2] = { "src_nodes", "dst_nodes" };
 
 /* Prepares sql; on failure writes SQLite's message to err. */
-static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, struct tm__buf *err)
+static int prepare(struct tm__db *db, const char *sql, struct tm__stmt **st, struct tm__buf *err)
 {
-    int rc = sqlite3_prepare_v2(db, sql, -1, st, NULL);
+    int rc = tm__db_prepare(db, sql, -1, st, NULL);
     if (rc != SQLITE_OK) {
         *st = NULL;
         return tm__store_error(db, rc, err, "read the state file");
@@ -25,36 +25,36 @@ static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, struct tm__b
     return 0;
 }
 
-int tm__q_table_exists(sqlite3 *db, const char *name)
+int tm__q_table_exists(struct tm__db *db, const char *name)
 {
-    sqlite3_stmt *st;
+    struct tm__stmt *st;
     int found = 0;
-    if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type = 'table'"
+    if (tm__db_prepare(db, "SELECT 1 FROM sqlite_master WHERE type = 'table'"
                            " AND name = ?", -1, &st, NULL) != SQLITE_OK)
         return 0;
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
-    found = sqlite3_step(st) == SQLITE_ROW;
-    sqlite3_finalize(st);
+    tm__db_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    found = tm__db_step(st) == SQLITE_ROW;
+    tm__db_finalize(st);
     return found;
 }
 
-int tm__q_begin_read(sqlite3 *db)
+int tm__q_begin_read(struct tm__db *db)
 {
-    return sqlite3_get_autocommit(db) &&
-           sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+    return tm__db_get_autocommit(db) &&
+           tm__db_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
 }
 
-void tm__q_end_read(sqlite3 *db, int began)
+void tm__q_end_read(struct tm__db *db, int began)
 {
     if (began)
-        sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+        tm__db_exec(db, "COMMIT", NULL, NULL, NULL);
 }
 
-int tm__q_find_node(sqlite3 *db, int side, const char *path, int64_t *id,
+int tm__q_find_node(struct tm__db *db, int side, const char *path, int64_t *id,
                     struct tm__buf *err)
 {
     struct tm__buf sql = TM__BUF_INIT;
-    sqlite3_stmt *root = NULL, *child = NULL;
+    struct tm__stmt *root = NULL, *child = NULL;
     const char *p = path;
     int rc;
 
@@ -64,12 +64,12 @@ int tm__q_find_node(sqlite3 *db, int side, const char *path, int64_t *id,
     rc = prepare(db, sql.buf, &root, err);
     if (rc)
         goto out;
-    rc = sqlite3_step(root);
+    rc = tm__db_step(root);
     if (rc != SQLITE_ROW) {
         rc = rc == SQLITE_DONE ? TM_ENOENT : tm__store_error(db, rc, err, "find a path");
         goto out;
     }
-    *id = sqlite3_column_int64(root, 0);
+    *id = tm__db_column_int64(root, 0);
     tm__buf_reset(&sql);
     if (tm__buf_addf(&sql, "SELECT id FROM %s WHERE parent_id = ?1 AND name = ?2",
                      side_table[side])) {
@@ -87,26 +87,26 @@ int tm__q_find_node(sqlite3 *db, int side, const char *path, int64_t *id,
         end = strchr(p, '/');
         if (!end)
             end = p + strlen(p);
-        sqlite3_bind_int64(child, 1, *id);
-        sqlite3_bind_text(child, 2, name, (int)(end - name), SQLITE_STATIC);
-        rc = sqlite3_step(child);
+        tm__db_bind_int64(child, 1, *id);
+        tm__db_bind_text(child, 2, name, (int)(end - name), SQLITE_STATIC);
+        rc = tm__db_step(child);
         if (rc == SQLITE_ROW) {
-            *id = sqlite3_column_int64(child, 0);
+            *id = tm__db_column_int64(child, 0);
             rc = 0;
         } else {
             rc = rc == SQLITE_DONE ? TM_ENOENT : tm__store_error(db, rc, err, "find a path");
         }
-        sqlite3_reset(child);
+        tm__db_reset(child);
         p = end;
     }
 out:
-    sqlite3_finalize(root);
-    sqlite3_finalize(child);
+    tm__db_finalize(root);
+    tm__db_finalize(child);
     tm__buf_release(&sql);
     return rc;
 }
 
-int tm__q_review_sums(sqlite3 *db, int table,
+int tm__q_review_sums(struct tm__db *db, int table,
                       void (*row)(void *ctx, const char *status, int conflict,
                                   const char *type, int64_t count, int64_t bytes),
                       void *ctx, struct tm__buf *err)
@@ -119,107 +119,108 @@ int tm__q_review_sums(sqlite3 *db, int table,
         "SELECT traversal_status, 0, type, sum(count), sum(bytes) FROM "
         "dst_stats WHERE depth > 0 GROUP BY 1, 3",
     };
-    sqlite3_stmt *st;
+    struct tm__stmt *st;
     int rc = prepare(db, sql[table], &st, err);
     if (rc)
         return rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        row(ctx, (const char *)sqlite3_column_text(st, 0),
-            sqlite3_column_int(st, 1) ? 1 : 0, (const char *)sqlite3_column_text(st, 2),
-            sqlite3_column_int64(st, 3), sqlite3_column_int64(st, 4));
+    while ((rc = tm__db_step(st)) == SQLITE_ROW)
+        row(ctx, (const char *)tm__db_column_text(st, 0),
+            tm__db_column_int(st, 1) ? 1 : 0, (const char *)tm__db_column_text(st, 2),
+            tm__db_column_int64(st, 3), tm__db_column_int64(st, 4));
     rc = rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, err, "read the state file");
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     return rc;
 }
 
-int tm__q_excluded_by_review(sqlite3 *db, int64_t *n, struct tm__buf *err)
+int tm__q_excluded_by_review(struct tm__db *db, int64_t *n, struct tm__buf *err)
 {
-    sqlite3_stmt *st;
+    struct tm__stmt *st;
     int rc;
     *n = 0;
     if (!tm__q_table_exists(db, "excluded_prev"))
         return 0;
     rc = prepare(db, "SELECT count(*) FROM excluded_prev WHERE side = 'src'", &st, err);
     if (!rc) {
-        if (sqlite3_step(st) == SQLITE_ROW)
-            *n = sqlite3_column_int64(st, 0);
-        sqlite3_finalize(st);
+        if (tm__db_step(st) == SQLITE_ROW)
+            *n = tm__db_column_int64(st, 0);
+        tm__db_finalize(st);
     }
     return rc;
 }
 
-int tm__q_link_groups(sqlite3 *db, int64_t out[3], struct tm__buf *err)
+int tm__q_link_groups(struct tm__db *db, int64_t out[3], struct tm__buf *err)
 {
-    sqlite3_stmt *st;
+    struct tm__stmt *st;
     int i;
     (void)err;
     out[0] = out[1] = out[2] = 0;
     /* read in the order of the (dev, ino) index, one group at a time; a
      * state file not yet upgraded to v5 has no inodes: no groups */
-    if (sqlite3_prepare_v2(db, "SELECT count(*), sum(n), sum(split) FROM (SELECT "
-                           "count(*) AS n, max(copy_status = 'excluded') AND "
-                           "max(copy_status != 'excluded') AS split FROM src_nodes "
+    if (tm__db_prepare(db, "SELECT count(*), sum(n), sum(split) FROM (SELECT "
+                           "count(*) AS n, max(CASE WHEN copy_status = 'excluded' "
+                           "THEN 1 ELSE 0 END) * max(CASE WHEN copy_status != "
+                           "'excluded' THEN 1 ELSE 0 END) AS split FROM src_nodes "
                            "WHERE ino IS NOT NULL AND type = 'file' GROUP BY dev, "
-                           "ino HAVING count(*) > 1)", -1, &st, NULL) != SQLITE_OK)
+                           "ino HAVING count(*) > 1) AS g", -1, &st, NULL) != SQLITE_OK)
         return 0;
-    if (sqlite3_step(st) == SQLITE_ROW)
+    if (tm__db_step(st) == SQLITE_ROW)
         for (i = 0; i < 3; i++)
-            out[i] = sqlite3_column_int64(st, i);
-    sqlite3_finalize(st);
+            out[i] = tm__db_column_int64(st, i);
+    tm__db_finalize(st);
     return 0;
 }
 
-int tm__q_scan_pending(sqlite3 *db,
+int tm__q_scan_pending(struct tm__db *db,
                        int (*row)(void *ctx, const struct tm__q_pending_row *r),
                        void *ctx, struct tm__buf *err)
 {
-    sqlite3_stmt *st;
+    struct tm__stmt *st;
     int rc = prepare(db, "SELECT parent_id, type = 'file', size, copy_status = "
                      "'pending', conflict, type FROM src_nodes WHERE depth > 0 AND "
                      "(copy_status = 'pending' OR conflict IS NOT NULL)", &st, err);
     if (rc)
         return rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((rc = tm__db_step(st)) == SQLITE_ROW) {
         struct tm__q_pending_row r;
-        r.parent_id = sqlite3_column_int64(st, 0);
-        r.is_file = sqlite3_column_int(st, 1);
-        r.size = sqlite3_column_int64(st, 2);
-        r.pending = sqlite3_column_int(st, 3);
-        r.conflict = sqlite3_column_type(st, 4) != SQLITE_NULL
-                         ? (const char *)sqlite3_column_text(st, 4) : NULL;
-        r.type = (const char *)sqlite3_column_text(st, 5);
+        r.parent_id = tm__db_column_int64(st, 0);
+        r.is_file = tm__db_column_int(st, 1);
+        r.size = tm__db_column_int64(st, 2);
+        r.pending = tm__db_column_int(st, 3);
+        r.conflict = tm__db_column_type(st, 4) != SQLITE_NULL
+                         ? (const char *)tm__db_column_text(st, 4) : NULL;
+        r.type = (const char *)tm__db_column_text(st, 5);
         rc = row(ctx, &r);
         if (rc)
             break;
     }
     if (rc >= 0)
         rc = rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, err, "read the state file");
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     return rc;
 }
 
-int tm__q_folders(sqlite3 *db, const int64_t *ids, size_t n,
+int tm__q_folders(struct tm__db *db, const int64_t *ids, size_t n,
                   int (*row)(void *ctx, size_t i, const char *path, size_t len,
                              int is_new),
                   void *ctx, struct tm__buf *err)
 {
-    sqlite3_stmt *st;
+    struct tm__stmt *st;
     size_t i;
     int rc = prepare(db, "SELECT path, copy_status = 'pending' AND conflict IS NULL "
                      "FROM src_nodes WHERE id = ?1", &st, err);
     for (i = 0; !rc && i < n; i++) {
-        sqlite3_bind_int64(st, 1, ids[i]);
-        rc = sqlite3_step(st);
+        tm__db_bind_int64(st, 1, ids[i]);
+        rc = tm__db_step(st);
         if (rc != SQLITE_ROW) {
             rc = tm__store_error(db, rc == SQLITE_DONE ? SQLITE_CORRUPT : rc, err,
                                  "read a folder");
             break;
         }
-        rc = row(ctx, i, (const char *)sqlite3_column_text(st, 0),
-                 (size_t)sqlite3_column_bytes(st, 0), sqlite3_column_int(st, 1));
-        sqlite3_reset(st);
+        rc = row(ctx, i, (const char *)tm__db_column_text(st, 0),
+                 (size_t)tm__db_column_bytes(st, 0), tm__db_column_int(st, 1));
+        tm__db_reset(st);
     }
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     return rc;
 }
 
@@ -290,7 +291,7 @@ _Static_assert(sizeof kind_sql / sizeof *kind_sql ==
 /* The destination twin of a source conflict row: where the twin's
  * folder was found last (conflicts come in folders). */
 struct dst_twin {
-    sqlite3_stmt *child;   /* a child of a destination folder by name */
+    struct tm__stmt *child;   /* a child of a destination folder by name */
     int64_t src_parent;    /* the source folder last looked up, 0: none */
     int64_t dst_parent;    /* its destination twin, 0: none */
     struct tm__buf dir;    /* scratch: the folder's path */
@@ -298,7 +299,7 @@ struct dst_twin {
 
 /* Fills the dst_* fields of r, the source row at path (named name, in
  * folder parent). 0, or an error. */
-static int find_twin(sqlite3 *db, struct dst_twin *t, struct tm__q_list_row *r,
+static int find_twin(struct tm__db *db, struct dst_twin *t, struct tm__q_list_row *r,
                      int64_t parent, const char *name, int name_len,
                      struct tm__buf *err)
 {
@@ -325,24 +326,24 @@ static int find_twin(sqlite3 *db, struct dst_twin *t, struct tm__q_list_row *r,
         if (rc)
             return rc;
     }
-    sqlite3_bind_int64(t->child, 1, t->dst_parent);
-    sqlite3_bind_text(t->child, 2, name, name_len, SQLITE_STATIC);
-    rc = sqlite3_step(t->child);
+    tm__db_bind_int64(t->child, 1, t->dst_parent);
+    tm__db_bind_text(t->child, 2, name, name_len, SQLITE_STATIC);
+    rc = tm__db_step(t->child);
     if (rc == SQLITE_ROW) {
-        const char *ty = (const char *)sqlite3_column_text(t->child, 0);
+        const char *ty = (const char *)tm__db_column_text(t->child, 0);
         r->dst = 1;
         snprintf(r->dst_type, sizeof r->dst_type, "%s", ty ? ty : "");
-        r->dst_size = sqlite3_column_int64(t->child, 1);
-        r->dst_mtime = sqlite3_column_int64(t->child, 2);
+        r->dst_size = tm__db_column_int64(t->child, 1);
+        r->dst_mtime = tm__db_column_int64(t->child, 2);
         rc = 0;
     } else {
         rc = rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, err, "find a twin");
     }
-    sqlite3_reset(t->child);
+    tm__db_reset(t->child);
     return rc;
 }
 
-int tm__q_list_kind(sqlite3 *db, size_t k, int64_t root, const char *cf,
+int tm__q_list_kind(struct tm__db *db, size_t k, int64_t root, const char *cf,
                     int (*row)(void *ctx, const struct tm__q_list_row *r),
                     void *ctx, struct tm__buf *err)
 {
@@ -352,7 +353,7 @@ int tm__q_list_kind(sqlite3 *db, size_t k, int64_t root, const char *cf,
     int twins = !strcmp(tm__q_kinds[k].kind, "conflict") ||
                 !strcmp(tm__q_kinds[k].kind, "attrs");
     struct dst_twin tw = { NULL, 0, 0, TM__BUF_INIT };
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     int rc;
 
     if (!reason)
@@ -381,27 +382,27 @@ int tm__q_list_kind(sqlite3 *db, size_t k, int64_t root, const char *cf,
     if (rc)
         return rc;
     if (root > 0)
-        sqlite3_bind_int64(st, 1, root);
+        tm__db_bind_int64(st, 1, root);
     if (cf)
-        sqlite3_bind_text(st, 2, cf, -1, SQLITE_STATIC);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        tm__db_bind_text(st, 2, cf, -1, SQLITE_STATIC);
+    while ((rc = tm__db_step(st)) == SQLITE_ROW) {
         struct tm__q_list_row r;
-        r.path = (const char *)sqlite3_column_text(st, 0);
-        r.path_len = (size_t)sqlite3_column_bytes(st, 0);
-        r.type = (const char *)sqlite3_column_text(st, 1);
-        r.size = sqlite3_column_int64(st, 2);
-        r.mtime = sqlite3_column_int64(st, 3);
-        r.why = (const char *)sqlite3_column_text(st, 4);
-        r.why_len = (size_t)sqlite3_column_bytes(st, 4);
+        r.path = (const char *)tm__db_column_text(st, 0);
+        r.path_len = (size_t)tm__db_column_bytes(st, 0);
+        r.type = (const char *)tm__db_column_text(st, 1);
+        r.size = tm__db_column_int64(st, 2);
+        r.mtime = tm__db_column_int64(st, 3);
+        r.why = (const char *)tm__db_column_text(st, 4);
+        r.why_len = (size_t)tm__db_column_bytes(st, 4);
         if (!r.path)
             r.path = "";
         if (!r.type)
             r.type = "";
         r.dst = 0;
         if (twins) {
-            const char *name = (const char *)sqlite3_column_text(st, 6);
-            rc = find_twin(db, &tw, &r, sqlite3_column_int64(st, 5), name ? name : "",
-                           sqlite3_column_bytes(st, 6), err);
+            const char *name = (const char *)tm__db_column_text(st, 6);
+            rc = find_twin(db, &tw, &r, tm__db_column_int64(st, 5), name ? name : "",
+                           tm__db_column_bytes(st, 6), err);
             if (rc)
                 break;
         }
@@ -413,8 +414,8 @@ int tm__q_list_kind(sqlite3 *db, size_t k, int64_t root, const char *cf,
         rc = 0;
     else if (rc > 0)
         rc = tm__store_error(db, rc, err, "read the state file");
-    sqlite3_finalize(st);
-    sqlite3_finalize(tw.child);
+    tm__db_finalize(st);
+    tm__db_finalize(tw.child);
     tm__buf_release(&tw.dir);
     return rc;
 }

@@ -7,7 +7,7 @@
 #ifndef TM_STATUS_Q_H
 #define TM_STATUS_Q_H
 
-#include <sqlite3.h>
+#include "store/db.h"
 #include <stdint.h>
 
 #include "treemig.h"
@@ -17,7 +17,7 @@
  * "copy", "verify"), in the order they were recorded; path and message are
  * "" when NULL and valid during the call only. 0, or an error with its
  * message in err. */
-int tm__q_task_errors(sqlite3 *db, const char *phase,
+int tm__q_task_errors(struct tm__db *db, const char *phase,
                       void (*row)(void *ctx, const char *path, const char *msg),
                       void *ctx, struct tm__buf *err);
 
@@ -27,18 +27,18 @@ int tm__q_task_errors(sqlite3 *db, const char *phase,
  * copy_stats grouped by (type, copy_status, conflict). The strings may be
  * NULL and are valid during the call only. 0, or an error with its
  * message in err. */
-int tm__q_stats_sums(sqlite3 *db, int table,
+int tm__q_stats_sums(struct tm__db *db, int table,
                      void (*row)(void *ctx, const char *type, const char *status,
                                  int64_t count, int64_t bytes, int conflict),
                      void *ctx, struct tm__buf *err);
 
 /* Adds to *n the count of failed listings of a side's root (depth 0):
  * 0 or 1. Returns 0 or the error of the query (no message). */
-int tm__q_root_failed(sqlite3 *db, int side, int64_t *n);
+int tm__q_root_failed(struct tm__db *db, int side, int64_t *n);
 
 /* The observer's last snapshot of each queue, by queue name, at most max
  * of them, into out; *n gets their count. An older state file without
  * the columns gives none. */
-void tm__q_snapshots(sqlite3 *db, tm_queue_snapshot *out, int max, int *n);
+void tm__q_snapshots(struct tm__db *db, tm_queue_snapshot *out, int max, int *n);
 
 #endif

@@ -240,19 +240,19 @@ const char tm__review_schema_sql[] =
     " FROM dst_stats WHERE depth > 0 GROUP BY traversal_status, type"
     " HAVING sum(count) != 0;";
 
-int tm__store_error(sqlite3 *db, int rc, struct tm__buf *err, const char *what)
+int tm__store_error(struct tm__db *db, int rc, struct tm__buf *err, const char *what)
 {
     int primary = rc & 0xff;
-    const char *file = db ? sqlite3_db_filename(db, "main") : NULL;
+    const char *file = db ? db->name : NULL;
     if (err) {
         /* name the file: the user may have several state files */
         tm__buf_reset(err);
         if (file && *file)
             tm__buf_addf(err, "state file %s: %s: %s", file, what,
-                         sqlite3_errmsg(db));
+                         tm__db_errmsg(db));
         else
             tm__buf_addf(err, "%s: %s", what,
-                         db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+                         db ? tm__db_errmsg(db) : sqlite3_errstr(rc));
     }
     switch (primary) {
     case SQLITE_NOTADB:
@@ -276,68 +276,68 @@ int tm__store_error(sqlite3 *db, int rc, struct tm__buf *err, const char *what)
     }
 }
 
-int tm__store_exec(sqlite3 *db, const char *sql, struct tm__buf *err)
+int tm__store_exec(struct tm__db *db, const char *sql, struct tm__buf *err)
 {
-    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    int rc = tm__db_exec(db, sql, NULL, NULL, NULL);
     if (rc != SQLITE_OK)
         return tm__store_error(db, rc, err, "cannot update");
     return 0;
 }
 
-int tm__store_begin(sqlite3 *db, struct tm__buf *err)
+int tm__store_begin(struct tm__db *db, struct tm__buf *err)
 {
     return tm__store_exec(db, "BEGIN IMMEDIATE", err);
 }
 
-int tm__store_commit(sqlite3 *db, struct tm__buf *err)
+int tm__store_commit(struct tm__db *db, struct tm__buf *err)
 {
     return tm__store_exec(db, "COMMIT", err);
 }
 
-void tm__store_rollback(sqlite3 *db)
+void tm__store_rollback(struct tm__db *db)
 {
-    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    tm__db_exec(db, "ROLLBACK", NULL, NULL, NULL);
 }
 
-const char *tm__store_errmsg(sqlite3 *db)
+const char *tm__store_errmsg(struct tm__db *db)
 {
-    return sqlite3_errmsg(db);
+    return tm__db_errmsg(db);
 }
 
-int tm__store_get(sqlite3 *db, const char *key, struct tm__buf *out)
+int tm__store_get(struct tm__db *db, const char *key, struct tm__buf *out)
 {
-    sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(db, "SELECT value FROM migration WHERE key=?",
+    struct tm__stmt *st;
+    int rc = tm__db_prepare(db, "SELECT value FROM migration WHERE key=?",
                                 -1, &st, NULL);
     if (rc != SQLITE_OK)
         return tm__store_error(db, rc, NULL, "read setting");
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
+    tm__db_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    rc = tm__db_step(st);
     tm__buf_reset(out);
     if (rc == SQLITE_ROW) {
-        const char *v = (const char *)sqlite3_column_text(st, 0);
-        rc = v ? tm__buf_add(out, v, (size_t)sqlite3_column_bytes(st, 0)) : 0;
+        const char *v = (const char *)tm__db_column_text(st, 0);
+        rc = v ? tm__buf_add(out, v, (size_t)tm__db_column_bytes(st, 0)) : 0;
     } else if (rc == SQLITE_DONE) {
         rc = TM_ENOENT;
     } else {
         rc = tm__store_error(db, rc, NULL, "read setting");
     }
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     return rc;
 }
 
-int tm__store_set(sqlite3 *db, const char *key, const char *value)
+int tm__store_set(struct tm__db *db, const char *key, const char *value)
 {
-    sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(
+    struct tm__stmt *st;
+    int rc = tm__db_prepare(
         db, "INSERT OR REPLACE INTO migration(key, value) VALUES(?, ?)", -1, &st,
         NULL);
     if (rc != SQLITE_OK)
         return tm__store_error(db, rc, NULL, "write setting");
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    tm__db_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    tm__db_bind_text(st, 2, value, -1, SQLITE_STATIC);
+    rc = tm__db_step(st);
+    tm__db_finalize(st);
     return rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, NULL, "write setting");
 }
 
@@ -419,18 +419,18 @@ static int check_header(const char *path, struct tm__buf *err)
     return 0;
 }
 
-static int pragma_int(sqlite3 *db, const char *sql, int *out)
+static int pragma_int(struct tm__db *db, const char *sql, int *out)
 {
-    sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    struct tm__stmt *st;
+    int rc = tm__db_prepare(db, sql, -1, &st, NULL);
     if (rc != SQLITE_OK)
         return rc;
-    rc = sqlite3_step(st);
+    rc = tm__db_step(st);
     if (rc == SQLITE_ROW) {
-        *out = sqlite3_column_int(st, 0);
+        *out = tm__db_column_int(st, 0);
         rc = SQLITE_OK;
     }
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     return rc;
 }
 
@@ -445,7 +445,7 @@ static int check_identity(struct tm__store *s, struct tm__buf *err)
         int e = tm__store_error(s->db, rc, err, "state file");
         tm__buf_reset(err);
         tm__buf_addf(err, "cannot read state file %s: %s; it was left untouched",
-                     s->path, sqlite3_errmsg(s->db));
+                     s->path, tm__db_errmsg(s->db));
         return e;
     }
     if (app != TM_APPLICATION_ID) {
@@ -471,26 +471,26 @@ static int check_identity(struct tm__store *s, struct tm__buf *err)
  * whole file once, which also warms the cache for the resume. */
 static int quick_check(struct tm__store *s, struct tm__buf *err)
 {
-    sqlite3_stmt *st;
+    struct tm__stmt *st;
     const char *res;
-    int rc = sqlite3_prepare_v2(s->db, "PRAGMA quick_check(1)", -1, &st, NULL);
-    if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        res = (const char *)sqlite3_column_text(st, 0);
+    int rc = tm__db_prepare(s->db, "PRAGMA quick_check(1)", -1, &st, NULL);
+    if (rc == SQLITE_OK && (rc = tm__db_step(st)) == SQLITE_ROW) {
+        res = (const char *)tm__db_column_text(st, 0);
         if (res && strcmp(res, "ok") == 0) {
-            sqlite3_finalize(st);
+            tm__db_finalize(st);
             return 0;
         }
         tm__buf_reset(err);
         tm__buf_addf(err, "state file %s is damaged (%s); it was left untouched",
                      s->path, res ? res : "?");
-        sqlite3_finalize(st);
+        tm__db_finalize(st);
         return TM_ECORRUPT;
     }
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     rc = tm__store_error(s->db, rc, err, "check");
     tm__buf_reset(err);
     tm__buf_addf(err, "state file %s is damaged (%s); it was left untouched",
-                 s->path, sqlite3_errmsg(s->db));
+                 s->path, tm__db_errmsg(s->db));
     return rc == TM_ECORRUPT || rc == TM_EDB ? TM_ECORRUPT : rc;
 }
 
@@ -524,7 +524,7 @@ static int create_schema(struct tm__store *s, struct tm__buf *err)
     if (!rc)
         rc = tm__store_exec(s->db, "COMMIT", err);
     if (rc)
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        tm__db_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     return rc;
 }
 
@@ -552,12 +552,12 @@ static int create_file(const char *path, struct tm__buf *err)
         goto out;
     }
     close(fd);
-    rc = sqlite3_open_v2(name.buf, &tmp.db, SQLITE_OPEN_READWRITE, NULL);
+    rc = tm__db_open_sqlite(name.buf, SQLITE_OPEN_READWRITE, &tmp.db);
     if (rc != SQLITE_OK)
         rc = tm__store_error(tmp.db, rc, err, "cannot create state file");
     else
         rc = create_schema(&tmp, err);
-    if (tmp.db && sqlite3_close(tmp.db) != SQLITE_OK && !rc)
+    if (tmp.db && tm__db_close(tmp.db) != SQLITE_OK && !rc)
         rc = TM_EIO;
     if (!rc && (fd = open(name.buf, O_RDONLY | O_CLOEXEC)) >= 0) {
         if (fsync(fd) != 0)
@@ -607,7 +607,7 @@ static int upgrade(struct tm__store *s, struct tm__buf *err)
     if (!rc)
         rc = tm__store_exec(s->db, "COMMIT", err);
     if (rc)
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        tm__db_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     return rc;
 }
 
@@ -667,6 +667,8 @@ int tm__store_open(struct tm__store *s, const char *given, unsigned flags,
     int fresh = 0, rc, sflags;
     struct stat stb;
 
+    if (tm__db_is_pg(given))
+        return tm__store_open_pg(s, given, flags, err);
     pthread_once(&sqlite_once, sqlite_setup);
     memset(s, 0, sizeof *s);
     s->lock_fd = -1;
@@ -707,14 +709,14 @@ int tm__store_open(struct tm__store *s, const char *given, unsigned flags,
     }
     sflags = (write ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY) |
              SQLITE_OPEN_NOMUTEX;
-    rc = sqlite3_open_v2(path, &s->db, sflags, NULL);
+    rc = tm__db_open_sqlite(path, sflags, &s->db);
     if (rc != SQLITE_OK) {
         rc = tm__store_error(s->db, rc, err, "cannot open state file");
         goto fail;
     }
-    sqlite3_busy_timeout(s->db, 10000);
-    sqlite3_extended_result_codes(s->db, 1);
-    if (write && sqlite3_db_readonly(s->db, "main") == 1) {
+    sqlite3_busy_timeout(tm__db_sqlite(s->db), 10000);
+    sqlite3_extended_result_codes(tm__db_sqlite(s->db), 1);
+    if (write && sqlite3_db_readonly(tm__db_sqlite(s->db), "main") == 1) {
         /* SQLite falls back to read-only when it may not write */
         rc = TM_EACCES;
         tm__buf_addf(err, "state file %s cannot be written (permission denied, "
@@ -742,7 +744,7 @@ int tm__store_open(struct tm__store *s, const char *given, unsigned flags,
 fail:
     if (fresh) {
         /* a file we created and could not set up holds nothing: remove it */
-        sqlite3_close(s->db);
+        tm__db_close(s->db);
         s->db = NULL;
         unlink(path);
     }
@@ -753,27 +755,80 @@ fail:
 void tm__store_close(struct tm__store *s)
 {
     if (s->db)
-        sqlite3_close(s->db);
+        tm__db_close(s->db);
     s->db = NULL;
     if (s->lock_fd >= 0)
         close(s->lock_fd); /* releases the flock */
     s->lock_fd = -1;
     free(s->path);
     s->path = NULL;
+    free(s->conninfo);
+    s->conninfo = NULL;
 }
 
-int tm__store_open_reader(const char *path, sqlite3 **out, struct tm__buf *err)
+const char *tm__store_conn(const struct tm__store *s)
 {
-    int rc = sqlite3_open_v2(path, out, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+    return s->conninfo ? s->conninfo : s->path;
+}
+
+char *tm__store_yaml_default(const char *path)
+{
+    struct tm__buf b = TM__BUF_INIT;
+    int rc;
+    if (tm__db_is_pg(path)) {
+        /* postgresql://[auth@]host[:port]/DBNAME[?...]: DBNAME.yaml */
+        const char *p = strstr(path, "://") + 3, *e;
+        p = strchr(p, '/');
+        p = p ? p + 1 : "";
+        e = p + strcspn(p, "?/");
+        rc = e > p ? tm__buf_addf(&b, "%.*s.yaml", (int)(e - p), p)
+                   : tm__buf_adds(&b, "treemig.yaml");
+    } else {
+        rc = tm__buf_addf(&b, "%s.yaml", path);
+    }
+    if (rc) {
+        tm__buf_release(&b);
+        return NULL;
+    }
+    return tm__buf_detach(&b, NULL);
+}
+
+const char *tm__store_schema_sql(void)
+{
+    return schema_sql;
+}
+
+const char *tm__store_upgrade_sql(int v)
+{
+    return v >= 1 && v < TM_SCHEMA_VERSION ? upgrade_sql[v - 1] : "";
+}
+
+int tm__store_open_reader(const char *path, struct tm__db **out, struct tm__buf *err)
+{
+    int rc;
+    if (tm__db_is_pg(path)) {
+        char *msg = NULL;
+        rc = tm__db_open_pg(path, out, &msg);
+        if (rc != SQLITE_OK) {
+            char *name = tm__db_pg_redact(path);
+            tm__buf_addf(err, "cannot connect to the state database %s: %s",
+                         name ? name : "", msg ? msg : "out of memory");
+            free(name);
+            free(msg);
+            return rc == SQLITE_AUTH ? TM_EAUTH : TM_EIO;
+        }
+        return 0;
+    }
+    rc = tm__db_open_sqlite(path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                                out);
     if (rc != SQLITE_OK) {
         rc = tm__store_error(*out, rc, err, "cannot open state file");
-        sqlite3_close(*out);
+        tm__db_close(*out);
         *out = NULL;
         return rc;
     }
-    sqlite3_busy_timeout(*out, 10000);
-    sqlite3_exec(*out, "PRAGMA cache_size=-1024", NULL, NULL, NULL);
+    sqlite3_busy_timeout(tm__db_sqlite(*out), 10000);
+    tm__db_exec(*out, "PRAGMA cache_size=-1024", NULL, NULL, NULL);
     return 0;
 }
 
@@ -810,7 +865,7 @@ int tm__stats_add(struct tm__stats_delta *d, const struct tm__stat_key *k,
     return 0;
 }
 
-int tm__stats_apply(sqlite3 *db, struct tm__stats_delta *d)
+int tm__stats_apply(struct tm__db *db, struct tm__stats_delta *d)
 {
     static const char *const sql[3] = {
         "INSERT INTO src_stats VALUES(?1,?2,?3,?5,?6) ON CONFLICT DO UPDATE "
@@ -820,7 +875,7 @@ int tm__stats_apply(sqlite3 *db, struct tm__stats_delta *d)
         "INSERT INTO copy_stats VALUES(?1,?2,?3,?4,?5,?6) ON CONFLICT DO UPDATE "
         "SET count=count+excluded.count, bytes=bytes+excluded.bytes",
     };
-    sqlite3_stmt *st[3] = { NULL, NULL, NULL };
+    struct tm__stmt *st[3] = { NULL, NULL, NULL };
     size_t i;
     int rc = SQLITE_OK;
 
@@ -830,25 +885,25 @@ int tm__stats_apply(sqlite3 *db, struct tm__stats_delta *d)
         if (r->count == 0 && r->bytes == 0)
             continue;
         if (!st[t]) {
-            rc = sqlite3_prepare_v2(db, sql[t], -1, &st[t], NULL);
+            rc = tm__db_prepare(db, sql[t], -1, &st[t], NULL);
             if (rc != SQLITE_OK)
                 break;
         }
-        sqlite3_bind_int(st[t], 1, r->key.depth);
-        sqlite3_bind_text(st[t], 2, tm__type_names[r->key.type], -1, SQLITE_STATIC);
-        sqlite3_bind_text(st[t], 3,
+        tm__db_bind_int(st[t], 1, r->key.depth);
+        tm__db_bind_text(st[t], 2, tm__type_names[r->key.type], -1, SQLITE_STATIC);
+        tm__db_bind_text(st[t], 3,
                           t == 2 ? tm__cs_names[r->key.status]
                                  : tm__ts_names[r->key.status],
                           -1, SQLITE_STATIC);
-        sqlite3_bind_int(st[t], 4, r->key.conflict);
-        sqlite3_bind_int64(st[t], 5, r->count);
-        sqlite3_bind_int64(st[t], 6, r->bytes);
-        rc = sqlite3_step(st[t]);
+        tm__db_bind_int(st[t], 4, r->key.conflict);
+        tm__db_bind_int64(st[t], 5, r->count);
+        tm__db_bind_int64(st[t], 6, r->bytes);
+        rc = tm__db_step(st[t]);
         rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
-        sqlite3_reset(st[t]);
+        tm__db_reset(st[t]);
     }
     for (i = 0; i < 3; i++)
-        sqlite3_finalize(st[i]);
+        tm__db_finalize(st[i]);
     d->n = 0;
     return rc == SQLITE_OK ? 0 : tm__store_error(db, rc, NULL, "stats");
 }

@@ -11,7 +11,7 @@
 #ifndef TM_STORE_H
 #define TM_STORE_H
 
-#include <sqlite3.h>
+#include "store/db.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -52,11 +52,14 @@ enum tm__phase tm__phase_parse(const char *s);
 const char *tm__phase_name(enum tm__phase p);
 
 struct tm__store {
-    sqlite3 *db;    /* read-write (or read-only) connection */
+    struct tm__db *db;    /* read-write (or read-only) connection */
     char *path;     /* the database file, symlinks resolved (real_path) */
     int lock_fd;    /* descriptor holding the lock file's lock, or -1 */
     int readonly;   /* opened without TM_OPEN_WRITE */
     int fresh;      /* the file was created by this open */
+    char *conninfo; /* PostgreSQL: the URI as given, password included, for
+                       the store's other connections only; never printed
+                       (NULL for a state file) */
 };
 
 /* Opens (and with create, creates with mode 0600) the state file. flags are
@@ -64,27 +67,41 @@ struct tm__store {
 int tm__store_open(struct tm__store *s, const char *path, unsigned flags,
                    struct tm__buf *err);
 void tm__store_close(struct tm__store *s);
+/* tm__store_open for a postgresql:// or postgres:// URI (store_pg.c). */
+int tm__store_open_pg(struct tm__store *s, const char *uri, unsigned flags,
+                      struct tm__buf *err);
+/* What tm__store_open_reader() takes to reach this store again: the file,
+ * or the full connection URI (never to be printed: s->path is). */
+const char *tm__store_conn(const struct tm__store *s);
+/* The YAML file's default name for a store (malloc'd, or NULL): the state
+ * file's name with .yaml, or for a database DBNAME.yaml in the current
+ * folder (a URI is no file name). */
+char *tm__store_yaml_default(const char *path);
+/* The SQLite DDL of a new state file, and the one that brings version v
+ * to v + 1 (1 <= v < TM_SCHEMA_VERSION); store_pg.c translates both. */
+const char *tm__store_schema_sql(void);
+const char *tm__store_upgrade_sql(int v);
 /* The review tables and views (store.c), also run on older state files. */
 extern const char tm__review_schema_sql[];
 
 /* Opens another read-only connection for a reader thread. */
-int tm__store_open_reader(const char *path, sqlite3 **out, struct tm__buf *err);
+int tm__store_open_reader(const char *path, struct tm__db **out, struct tm__buf *err);
 
 /* Runs sql (no results); err gets SQLite's message on failure. */
-int tm__store_exec(sqlite3 *db, const char *sql, struct tm__buf *err);
+int tm__store_exec(struct tm__db *db, const char *sql, struct tm__buf *err);
 /* Transactions: BEGIN IMMEDIATE (the write lock now), COMMIT, and a
  * ROLLBACK that cannot report anything (it undoes a failure already
  * reported). The first two write SQLite's message to err on failure. */
-int tm__store_begin(sqlite3 *db, struct tm__buf *err);
-int tm__store_commit(sqlite3 *db, struct tm__buf *err);
-void tm__store_rollback(sqlite3 *db);
+int tm__store_begin(struct tm__db *db, struct tm__buf *err);
+int tm__store_commit(struct tm__db *db, struct tm__buf *err);
+void tm__store_rollback(struct tm__db *db);
 /* SQLite's message about the last failure on db. */
-const char *tm__store_errmsg(sqlite3 *db);
+const char *tm__store_errmsg(struct tm__db *db);
 /* Reads a setting into out; TM_ENOENT when absent. */
-int tm__store_get(sqlite3 *db, const char *key, struct tm__buf *out);
-int tm__store_set(sqlite3 *db, const char *key, const char *value);
+int tm__store_get(struct tm__db *db, const char *key, struct tm__buf *out);
+int tm__store_set(struct tm__db *db, const char *key, const char *value);
 /* Maps an SQLite result code to a treemig error and writes its message. */
-int tm__store_error(sqlite3 *db, int rc, struct tm__buf *err, const char *what);
+int tm__store_error(struct tm__db *db, int rc, struct tm__buf *err, const char *what);
 
 /* Adds (count, bytes) to the row of a stats table. table is "src_stats",
  * "dst_stats" (key: depth, type, traversal_status) or "copy_stats" (key:
@@ -107,7 +124,7 @@ struct tm__stats_delta {
 };
 int tm__stats_add(struct tm__stats_delta *d, const struct tm__stat_key *k,
                   int64_t count, int64_t bytes);
-int tm__stats_apply(sqlite3 *db, struct tm__stats_delta *d);
+int tm__stats_apply(struct tm__db *db, struct tm__stats_delta *d);
 void tm__stats_release(struct tm__stats_delta *d);
 
 #endif

@@ -8,7 +8,7 @@
 #include "store/store.h"
 #include "treemig.h"
 
-#include <sqlite3.h>
+#include "store/db.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,8 +62,8 @@ static const char *const tasks_sql[Q_COUNT] = {
 };
 
 struct tm__tasks {
-    sqlite3 *db;               /* read-only connection */
-    sqlite3_stmt *st[Q_COUNT]; /* the statements above */
+    struct tm__db *db;               /* read-only connection */
+    struct tm__stmt *st[Q_COUNT]; /* the statements above */
     struct tm__buf err;        /* the last failure */
 };
 
@@ -78,7 +78,7 @@ int tm__tasks_open(struct tm__tasks **out, const char *db_path,
     tm__buf_init(&q->err);
     rc = tm__store_open_reader(db_path, &q->db, err);
     for (i = 0; !rc && i < Q_COUNT; i++)
-        if (sqlite3_prepare_v3(q->db, tasks_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+        if (tm__db_prepare_v3(q->db, tasks_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
                                &q->st[i], NULL) != SQLITE_OK)
             rc = tm__store_error(q->db, SQLITE_ERROR, err, "prepare");
     if (rc) {
@@ -95,9 +95,9 @@ void tm__tasks_close(struct tm__tasks *q)
     if (!q)
         return;
     for (i = 0; i < Q_COUNT; i++)
-        sqlite3_finalize(q->st[i]);
+        tm__db_finalize(q->st[i]);
     if (q->db)
-        sqlite3_close(q->db);
+        tm__db_close(q->db);
     tm__buf_release(&q->err);
     free(q);
 }
@@ -111,40 +111,40 @@ int tm__tasks_rows(struct tm__tasks *q, int kind, int depth, int64_t after,
                    int limit, int (*cb)(void *ctx, const struct tm__task_row *r),
                    void *ctx)
 {
-    sqlite3_stmt *st = q->st[kind == TM_TASKS_COPY    ? Q_COPY
+    struct tm__stmt *st = q->st[kind == TM_TASKS_COPY    ? Q_COPY
                              : kind == TM_TASKS_ATTRS ? Q_ATTRS
                              : kind == TM_TASKS_LINKS ? Q_LINKS
                                                       : Q_VERIFY];
     int rc, err = 0;
     if (kind == TM_TASKS_COPY || kind == TM_TASKS_LINKS)
-        sqlite3_bind_int(st, 1, depth);
-    sqlite3_bind_int64(st, 2, after);
-    sqlite3_bind_int(st, 3, limit);
-    while (!err && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        tm__db_bind_int(st, 1, depth);
+    tm__db_bind_int64(st, 2, after);
+    tm__db_bind_int(st, 3, limit);
+    while (!err && (rc = tm__db_step(st)) == SQLITE_ROW) {
         struct tm__task_row r;
-        const char *cf = (const char *)sqlite3_column_text(st, 7), *pcf;
-        r.id = sqlite3_column_int64(st, 0);
-        r.path = (const char *)sqlite3_column_text(st, 1);
-        r.depth = sqlite3_column_int(st, 2);
+        const char *cf = (const char *)tm__db_column_text(st, 7), *pcf;
+        r.id = tm__db_column_int64(st, 0);
+        r.path = (const char *)tm__db_column_text(st, 1);
+        r.depth = tm__db_column_int(st, 2);
         r.type = tm__name_index(tm__type_names, TM_T_COUNT,
-                                (const char *)sqlite3_column_text(st, 3));
-        r.size = sqlite3_column_int64(st, 4);
-        r.mtime = sqlite3_column_int64(st, 5);
-        r.mode = (uint32_t)sqlite3_column_int64(st, 6);
+                                (const char *)tm__db_column_text(st, 3));
+        r.size = tm__db_column_int64(st, 4);
+        r.mtime = tm__db_column_int64(st, 5);
+        r.mode = (uint32_t)tm__db_column_int64(st, 6);
         r.cf = cf ? tm__name_index(tm__cf_names, CF_COUNT, cf) : CF_NONE;
         r.parent_cs = tm__name_index(tm__cs_names, CS_COUNT,
-                                     (const char *)sqlite3_column_text(st, 8));
-        r.why = (const char *)sqlite3_column_text(st, 9);
-        pcf = (const char *)sqlite3_column_text(st, 10);
+                                     (const char *)tm__db_column_text(st, 8));
+        r.why = (const char *)tm__db_column_text(st, 9);
+        pcf = (const char *)tm__db_column_text(st, 10);
         r.parent_cf = pcf ? tm__name_index(tm__cf_names, CF_COUNT, pcf) : CF_NONE;
-        r.resume = kind == TM_TASKS_COPY ? sqlite3_column_blob(st, 11) : NULL;
-        r.resume_len = r.resume ? (size_t)sqlite3_column_bytes(st, 11) : 0;
+        r.resume = kind == TM_TASKS_COPY ? tm__db_column_blob(st, 11) : NULL;
+        r.resume_len = r.resume ? (size_t)tm__db_column_bytes(st, 11) : 0;
         r.link = NULL;
         r.link_cs = -1;
         if (kind == TM_TASKS_LINKS) {
-            r.link = (const char *)sqlite3_column_text(st, 12);
+            r.link = (const char *)tm__db_column_text(st, 12);
             r.link_cs = tm__name_index(tm__cs_names, CS_COUNT,
-                                       (const char *)sqlite3_column_text(st, 13));
+                                       (const char *)tm__db_column_text(st, 13));
         }
         if (!r.path || (kind == TM_TASKS_LINKS && !r.link))
             err = TM_ENOMEM;
@@ -158,22 +158,22 @@ int tm__tasks_rows(struct tm__tasks *q, int kind, int depth, int64_t after,
         err = tm__store_error(q->db, rc, &q->err, "read tasks");
     else if (err == TM_ECORRUPT)
         tm__buf_addf(&q->err, "state file: a node row holds an unknown value");
-    sqlite3_reset(st);
+    tm__db_reset(st);
     return err;
 }
 
 int tm__tasks_max_depth(struct tm__tasks *q, int *depth)
 {
-    sqlite3_stmt *st = q->st[Q_MAXD];
-    int rc = sqlite3_step(st);
+    struct tm__stmt *st = q->st[Q_MAXD];
+    int rc = tm__db_step(st);
     *depth = 0;
     if (rc == SQLITE_ROW) {
-        *depth = sqlite3_column_int(st, 0);
+        *depth = tm__db_column_int(st, 0);
         rc = 0;
     } else {
         rc = tm__store_error(q->db, rc, &q->err, "read the depth");
     }
-    sqlite3_reset(st);
+    tm__db_reset(st);
     return rc;
 }
 
@@ -181,34 +181,34 @@ int tm__tasks_kids(struct tm__tasks *q, int64_t parent, const char *after,
                    size_t after_len, int limit,
                    int (*cb)(void *ctx, const struct tm__kid_row *r), void *ctx)
 {
-    sqlite3_stmt *st = q->st[Q_KIDS];
+    struct tm__stmt *st = q->st[Q_KIDS];
     int rc, err = 0;
-    sqlite3_bind_int64(st, 1, parent);
-    sqlite3_bind_text(st, 2, after ? after : "", (int)after_len, SQLITE_STATIC);
-    sqlite3_bind_int(st, 3, limit);
-    while (!err && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    tm__db_bind_int64(st, 1, parent);
+    tm__db_bind_text(st, 2, after ? after : "", (int)after_len, SQLITE_STATIC);
+    tm__db_bind_int(st, 3, limit);
+    while (!err && (rc = tm__db_step(st)) == SQLITE_ROW) {
         struct tm__kid_row r;
-        const char *cf = (const char *)sqlite3_column_text(st, 7);
-        r.name = (const char *)sqlite3_column_text(st, 0);
-        r.name_len = (size_t)sqlite3_column_bytes(st, 0);
+        const char *cf = (const char *)tm__db_column_text(st, 7);
+        r.name = (const char *)tm__db_column_text(st, 0);
+        r.name_len = (size_t)tm__db_column_bytes(st, 0);
         r.type = tm__name_index(tm__type_names, TM_T_COUNT,
-                                (const char *)sqlite3_column_text(st, 1));
-        r.size = sqlite3_column_int64(st, 2);
-        r.mtime = sqlite3_column_int64(st, 3);
-        r.path = (const char *)sqlite3_column_text(st, 4);
-        r.id = sqlite3_column_int64(st, 5);
+                                (const char *)tm__db_column_text(st, 1));
+        r.size = tm__db_column_int64(st, 2);
+        r.mtime = tm__db_column_int64(st, 3);
+        r.path = (const char *)tm__db_column_text(st, 4);
+        r.id = tm__db_column_int64(st, 5);
         r.cs = tm__name_index(tm__cs_names, CS_COUNT,
-                              (const char *)sqlite3_column_text(st, 6));
+                              (const char *)tm__db_column_text(st, 6));
         r.cf = cf ? tm__name_index(tm__cf_names, CF_COUNT, cf) : CF_NONE;
-        r.mode = (uint32_t)sqlite3_column_int64(st, 8);
-        r.owned = sqlite3_column_type(st, 9) != SQLITE_NULL &&
-                  sqlite3_column_type(st, 10) != SQLITE_NULL;
-        r.uid = sqlite3_column_int64(st, 9);
-        r.gid = sqlite3_column_int64(st, 10);
-        r.link = (const char *)sqlite3_column_text(st, 11);
-        r.has_hash = sqlite3_column_type(st, 12) != SQLITE_NULL &&
+        r.mode = (uint32_t)tm__db_column_int64(st, 8);
+        r.owned = tm__db_column_type(st, 9) != SQLITE_NULL &&
+                  tm__db_column_type(st, 10) != SQLITE_NULL;
+        r.uid = tm__db_column_int64(st, 9);
+        r.gid = tm__db_column_int64(st, 10);
+        r.link = (const char *)tm__db_column_text(st, 11);
+        r.has_hash = tm__db_column_type(st, 12) != SQLITE_NULL &&
                      r.cs == CS_ALREADY;
-        r.hash = (uint64_t)sqlite3_column_int64(st, 12);
+        r.hash = (uint64_t)tm__db_column_int64(st, 12);
         if (!r.name || !r.path)
             err = TM_ENOMEM;
         else if (r.type < 0 || r.cs < 0 || r.cf < 0)
@@ -218,24 +218,24 @@ int tm__tasks_kids(struct tm__tasks *q, int64_t parent, const char *after,
     }
     if (!err && rc != SQLITE_DONE)
         err = tm__store_error(q->db, rc, &q->err, "read source rows");
-    sqlite3_reset(st);
+    tm__db_reset(st);
     return err;
 }
 
 int tm__tasks_has_child(struct tm__tasks *q, int64_t parent, const char *name,
                         size_t len)
 {
-    sqlite3_stmt *st = q->st[Q_HAS];
+    struct tm__stmt *st = q->st[Q_HAS];
     int rc;
-    sqlite3_bind_int64(st, 1, parent);
-    sqlite3_bind_text(st, 2, name, (int)len, SQLITE_STATIC);
-    rc = sqlite3_step(st);
+    tm__db_bind_int64(st, 1, parent);
+    tm__db_bind_text(st, 2, name, (int)len, SQLITE_STATIC);
+    rc = tm__db_step(st);
     if (rc == SQLITE_ROW)
         rc = 1;
     else if (rc == SQLITE_DONE)
         rc = 0;
     else
         rc = tm__store_error(q->db, rc, &q->err, "read rows");
-    sqlite3_reset(st);
+    tm__db_reset(st);
     return rc;
 }

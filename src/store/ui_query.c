@@ -36,14 +36,14 @@ void tm__uiq_rows_release(struct tm__uiq_rows *r)
     tm__buf_release(&r->arena);
 }
 
-static int db_err(sqlite3 *db, int rc)
+static int db_err(struct tm__db *db, int rc)
 {
     return tm__store_error(db, rc, NULL, "read the state file");
 }
 
-static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st)
+static int prepare(struct tm__db *db, const char *sql, struct tm__stmt **st)
 {
-    int rc = sqlite3_prepare_v2(db, sql, -1, st, NULL);
+    int rc = tm__db_prepare(db, sql, -1, st, NULL);
     if (rc != SQLITE_OK) {
         *st = NULL;
         return db_err(db, rc);
@@ -71,11 +71,11 @@ static struct tm__uiq_row *row_new(struct tm__uiq_rows *r, int side)
 }
 
 /* Copies text column col of st into the arena: *off, *len. */
-static int add_text(struct tm__uiq_rows *r, sqlite3_stmt *st, int col, size_t *off,
+static int add_text(struct tm__uiq_rows *r, struct tm__stmt *st, int col, size_t *off,
                     size_t *len)
 {
-    const void *p = sqlite3_column_text(st, col);
-    size_t n = (size_t)sqlite3_column_bytes(st, col);
+    const void *p = tm__db_column_text(st, col);
+    size_t n = (size_t)tm__db_column_bytes(st, col);
     *off = r->arena.len;
     *len = n;
     /* a NUL after each string, so that callers may use it as a C string */
@@ -97,31 +97,31 @@ static const char *const node_cols[2] = { NODE_COLS("copy_status"),
                                           NODE_COLS("NULL") };
 
 /* Appends the row at st (NODE_COLS, and the path at column 11 if with_path). */
-static int read_row(struct tm__uiq_rows *r, sqlite3_stmt *st, int side, int with_path)
+static int read_row(struct tm__uiq_rows *r, struct tm__stmt *st, int side, int with_path)
 {
     struct tm__uiq_row *x = row_new(r, side);
     const char *cf;
     int rc;
     if (!x)
         return TM_ENOMEM;
-    x->id = sqlite3_column_int64(st, 0);
-    x->parent_id = sqlite3_column_int64(st, 1);
+    x->id = tm__db_column_int64(st, 0);
+    x->parent_id = tm__db_column_int64(st, 1);
     rc = add_text(r, st, 2, &x->name_off, &x->name_len);
     x->type = tm__name_index(tm__type_names, TM_T_COUNT,
-                             (const char *)sqlite3_column_text(st, 3));
-    x->size = sqlite3_column_int64(st, 4);
-    x->mtime = sqlite3_column_int64(st, 5);
-    x->depth = sqlite3_column_int(st, 6);
+                             (const char *)tm__db_column_text(st, 3));
+    x->size = tm__db_column_int64(st, 4);
+    x->mtime = tm__db_column_int64(st, 5);
+    x->depth = tm__db_column_int(st, 6);
     x->ts = tm__name_index(tm__ts_names, TS_COUNT,
-                           (const char *)sqlite3_column_text(st, 7));
+                           (const char *)tm__db_column_text(st, 7));
     if (side == TM_SRC)
         x->cs = tm__name_index(tm__cs_names, CS_COUNT,
-                               (const char *)sqlite3_column_text(st, 8));
-    cf = (const char *)sqlite3_column_text(st, 9);
+                               (const char *)tm__db_column_text(st, 8));
+    cf = (const char *)tm__db_column_text(st, 9);
     x->cf = cf ? tm__name_index(tm__cf_names, CF_COUNT, cf) : CF_NONE;
     if (x->cf < 0)
         x->cf = CF_SIZE; /* a reason this version does not know: a conflict */
-    if (!rc && sqlite3_column_type(st, 10) != SQLITE_NULL) {
+    if (!rc && tm__db_column_type(st, 10) != SQLITE_NULL) {
         x->has_err = 1;
         rc = add_text(r, st, 10, &x->err_off, &x->err_len);
     }
@@ -133,11 +133,11 @@ static int read_row(struct tm__uiq_rows *r, sqlite3_stmt *st, int side, int with
 }
 
 /* Steps st to its end, appending every row. */
-static int read_all(sqlite3 *db, sqlite3_stmt *st, int side, int with_path,
+static int read_all(struct tm__db *db, struct tm__stmt *st, int side, int with_path,
                     struct tm__uiq_rows *out)
 {
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    while ((rc = tm__db_step(st)) == SQLITE_ROW)
         if ((rc = read_row(out, st, side, with_path)) != 0)
             return rc;
     return rc == SQLITE_DONE ? 0 : db_err(db, rc);
@@ -171,19 +171,19 @@ unsigned tm__uiq_kinds(const struct tm__uiq_row *r)
     return k;
 }
 
-int tm__uiq_begin_read(sqlite3 *db)
+int tm__uiq_begin_read(struct tm__db *db)
 {
-    return sqlite3_get_autocommit(db) &&
-           sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+    return tm__db_get_autocommit(db) &&
+           tm__db_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
 }
 
-void tm__uiq_end_read(sqlite3 *db, int began)
+void tm__uiq_end_read(struct tm__db *db, int began)
 {
     if (began)
-        sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+        tm__db_exec(db, "COMMIT", NULL, NULL, NULL);
 }
 
-int tm__uiq_find(sqlite3 *db, int side, const char *path, size_t len, int64_t *id)
+int tm__uiq_find(struct tm__db *db, int side, const char *path, size_t len, int64_t *id)
 {
     static const char *const root_sql[2] = {
         "SELECT id FROM src_nodes WHERE parent_id IS NULL",
@@ -193,16 +193,16 @@ int tm__uiq_find(sqlite3 *db, int side, const char *path, size_t len, int64_t *i
         "SELECT id FROM src_nodes WHERE parent_id = ?1 AND name = ?2",
         "SELECT id FROM dst_nodes WHERE parent_id = ?1 AND name = ?2",
     };
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     size_t i = 0;
     int rc = prepare(db, root_sql[side], &st);
     *id = 0;
     if (rc)
         return rc;
-    rc = sqlite3_step(st);
+    rc = tm__db_step(st);
     if (rc == SQLITE_ROW)
-        *id = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+        *id = tm__db_column_int64(st, 0);
+    tm__db_finalize(st);
     if (rc != SQLITE_ROW)
         return rc == SQLITE_DONE ? TM_ENOENT : db_err(db, rc);
     rc = prepare(db, child_sql[side], &st);
@@ -215,49 +215,49 @@ int tm__uiq_find(sqlite3 *db, int side, const char *path, size_t len, int64_t *i
         start = i;
         while (i < len && path[i] != '/')
             i++;
-        sqlite3_bind_int64(st, 1, *id);
-        sqlite3_bind_text(st, 2, path + start, (int)(i - start), SQLITE_STATIC);
-        rc = sqlite3_step(st);
+        tm__db_bind_int64(st, 1, *id);
+        tm__db_bind_text(st, 2, path + start, (int)(i - start), SQLITE_STATIC);
+        rc = tm__db_step(st);
         if (rc == SQLITE_ROW) {
-            *id = sqlite3_column_int64(st, 0);
+            *id = tm__db_column_int64(st, 0);
             rc = 0;
         } else {
             rc = rc == SQLITE_DONE ? TM_ENOENT : db_err(db, rc);
         }
-        sqlite3_reset(st);
+        tm__db_reset(st);
     }
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     if (rc)
         *id = 0;
     return rc;
 }
 
-int tm__uiq_get(sqlite3 *db, int side, int64_t id, struct tm__uiq_rows *out)
+int tm__uiq_get(struct tm__db *db, int side, int64_t id, struct tm__uiq_rows *out)
 {
     struct tm__buf sql = TM__BUF_INIT;
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     size_t before = out->n;
     int rc = tm__buf_addf(&sql, "SELECT %s, path FROM %s WHERE id = ?1",
                           node_cols[side], tables[side]);
     if (!rc)
         rc = prepare(db, sql.buf, &st);
     if (!rc) {
-        sqlite3_bind_int64(st, 1, id);
+        tm__db_bind_int64(st, 1, id);
         rc = read_all(db, st, side, 1, out);
     }
     if (!rc && out->n == before)
         rc = TM_ENOENT;
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     tm__buf_release(&sql);
     return rc;
 }
 
-int tm__uiq_children(sqlite3 *db, int side, int64_t parent, const char *after,
+int tm__uiq_children(struct tm__db *db, int side, int64_t parent, const char *after,
                      size_t after_len, int has_after, int desc, int limit,
                      struct tm__uiq_rows *out)
 {
     struct tm__buf sql = TM__BUF_INIT;
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     /* served by the unique index (parent_id, name): a few pages of the
      * B-tree whatever the size of the folder, never an OFFSET */
     int rc = tm__buf_addf(&sql, "SELECT %s FROM %s WHERE parent_id = ?1%s "
@@ -267,108 +267,108 @@ int tm__uiq_children(sqlite3 *db, int side, int64_t parent, const char *after,
     if (!rc)
         rc = prepare(db, sql.buf, &st);
     if (!rc) {
-        sqlite3_bind_int64(st, 1, parent);
+        tm__db_bind_int64(st, 1, parent);
         if (has_after)
-            sqlite3_bind_text(st, 2, after, (int)after_len, SQLITE_STATIC);
-        sqlite3_bind_int(st, 3, limit);
+            tm__db_bind_text(st, 2, after, (int)after_len, SQLITE_STATIC);
+        tm__db_bind_int(st, 3, limit);
         rc = read_all(db, st, side, 0, out);
     }
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     tm__buf_release(&sql);
     return rc;
 }
 
-int tm__uiq_child(sqlite3 *db, int side, int64_t parent, const char *name,
+int tm__uiq_child(struct tm__db *db, int side, int64_t parent, const char *name,
                   size_t len, struct tm__uiq_rows *out)
 {
     struct tm__buf sql = TM__BUF_INIT;
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     int rc = tm__buf_addf(&sql, "SELECT %s FROM %s WHERE parent_id = ?1 AND "
                           "name = ?2", node_cols[side], tables[side]);
     if (!rc)
         rc = prepare(db, sql.buf, &st);
     if (!rc) {
-        sqlite3_bind_int64(st, 1, parent);
-        sqlite3_bind_text(st, 2, name, (int)len, SQLITE_STATIC);
+        tm__db_bind_int64(st, 1, parent);
+        tm__db_bind_text(st, 2, name, (int)len, SQLITE_STATIC);
         rc = read_all(db, st, side, 0, out);
     }
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     tm__buf_release(&sql);
     return rc;
 }
 
-int tm__uiq_scan(sqlite3 *db, int side, int64_t after, int limit,
+int tm__uiq_scan(struct tm__db *db, int side, int64_t after, int limit,
                  struct tm__uiq_rows *out)
 {
     struct tm__buf sql = TM__BUF_INIT;
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     int rc = tm__buf_addf(&sql, "SELECT %s, path FROM %s WHERE id > ?1 ORDER BY id "
                           "LIMIT ?2", node_cols[side], tables[side]);
     if (!rc)
         rc = prepare(db, sql.buf, &st);
     if (!rc) {
-        sqlite3_bind_int64(st, 1, after);
-        sqlite3_bind_int(st, 2, limit);
+        tm__db_bind_int64(st, 1, after);
+        tm__db_bind_int(st, 2, limit);
         rc = read_all(db, st, side, 1, out);
     }
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     tm__buf_release(&sql);
     return rc;
 }
 
-int tm__uiq_max_id(sqlite3 *db, int side, int64_t *max)
+int tm__uiq_max_id(struct tm__db *db, int side, int64_t *max)
 {
     static const char *const sql[2] = { "SELECT max(id) FROM src_nodes",
                                         "SELECT max(id) FROM dst_nodes" };
-    sqlite3_stmt *st;
+    struct tm__stmt *st;
     int rc = prepare(db, sql[side], &st);
     if (rc)
         return rc;
-    rc = sqlite3_step(st);
-    *max = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    sqlite3_finalize(st);
+    rc = tm__db_step(st);
+    *max = rc == SQLITE_ROW ? tm__db_column_int64(st, 0) : 0;
+    tm__db_finalize(st);
     return rc == SQLITE_ROW ? 0 : db_err(db, rc);
 }
 
-int tm__uiq_exclusion(sqlite3 *db, int64_t src_id, struct tm__uiq_excl *out)
+int tm__uiq_exclusion(struct tm__db *db, int64_t src_id, struct tm__uiq_excl *out)
 {
-    sqlite3_stmt *st;
+    struct tm__stmt *st;
     int rc;
     out->how = UX_DISCOVER;
     tm__buf_reset(&out->root);
     tm__buf_reset(&out->pattern);
     /* state files made before treemig exclude have no such tables: then
      * every exclusion is discovery's */
-    if (sqlite3_prepare_v2(db, "SELECT e.root, x.path, x.pattern FROM excluded_prev"
+    if (tm__db_prepare(db, "SELECT e.root, x.path, x.pattern FROM excluded_prev"
                            " AS e LEFT JOIN exclusions AS x ON x.id = e.root"
                            " WHERE e.side = 'src' AND e.id = ?1", -1, &st,
                            NULL) != SQLITE_OK)
         return 0;
-    sqlite3_bind_int64(st, 1, src_id);
-    rc = sqlite3_step(st);
+    tm__db_bind_int64(st, 1, src_id);
+    rc = tm__db_step(st);
     if (rc == SQLITE_ROW) {
-        const char *p = (const char *)sqlite3_column_text(st, 1);
-        const char *g = (const char *)sqlite3_column_text(st, 2);
-        out->how = sqlite3_column_int64(st, 0) == src_id ? UX_EXCLUDE : UX_INHERITED;
+        const char *p = (const char *)tm__db_column_text(st, 1);
+        const char *g = (const char *)tm__db_column_text(st, 2);
+        out->how = tm__db_column_int64(st, 0) == src_id ? UX_EXCLUDE : UX_INHERITED;
         rc = 0;
         if (p)
-            rc = tm__buf_add(&out->root, p, (size_t)sqlite3_column_bytes(st, 1));
+            rc = tm__buf_add(&out->root, p, (size_t)tm__db_column_bytes(st, 1));
         if (!rc && g)
-            rc = tm__buf_add(&out->pattern, g, (size_t)sqlite3_column_bytes(st, 2));
+            rc = tm__buf_add(&out->pattern, g, (size_t)tm__db_column_bytes(st, 2));
     } else {
         rc = rc == SQLITE_DONE ? 0 : db_err(db, rc);
     }
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     return rc;
 }
 
 /* Calls cb for each row of st, mapping columns with fill. */
-static int each_rec(sqlite3 *db, sqlite3_stmt *st,
-                    void (*fill)(sqlite3_stmt *st, struct tm__uiq_rec *r),
+static int each_rec(struct tm__db *db, struct tm__stmt *st,
+                    void (*fill)(struct tm__stmt *st, struct tm__uiq_rec *r),
                     int (*cb)(void *ctx, const struct tm__uiq_rec *r), void *ctx)
 {
     int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((rc = tm__db_step(st)) == SQLITE_ROW) {
         struct tm__uiq_rec r;
         memset(&r, 0, sizeof r);
         fill(st, &r);
@@ -378,48 +378,48 @@ static int each_rec(sqlite3 *db, sqlite3_stmt *st,
     return rc == SQLITE_DONE ? 0 : db_err(db, rc);
 }
 
-static const char *col_text(sqlite3_stmt *st, int col, size_t *len)
+static const char *col_text(struct tm__stmt *st, int col, size_t *len)
 {
-    const char *s = (const char *)sqlite3_column_text(st, col);
-    *len = s ? (size_t)sqlite3_column_bytes(st, col) : 0;
+    const char *s = (const char *)tm__db_column_text(st, col);
+    *len = s ? (size_t)tm__db_column_bytes(st, col) : 0;
     return s;
 }
 
 /* id, time, a, b, c, d, node_id, attempts */
-static void fill_text_rec(sqlite3_stmt *st, struct tm__uiq_rec *r)
+static void fill_text_rec(struct tm__stmt *st, struct tm__uiq_rec *r)
 {
-    r->id = sqlite3_column_int64(st, 0);
-    r->time = sqlite3_column_int64(st, 1);
+    r->id = tm__db_column_int64(st, 0);
+    r->time = tm__db_column_int64(st, 1);
     r->a = col_text(st, 2, &r->a_len);
     r->b = col_text(st, 3, &r->b_len);
     r->c = col_text(st, 4, &r->c_len);
     r->d = col_text(st, 5, &r->d_len);
-    r->node_id = sqlite3_column_type(st, 6) == SQLITE_NULL ? 0
-                                                          : sqlite3_column_int64(st, 6);
-    r->attempts = sqlite3_column_int64(st, 7);
+    r->node_id = tm__db_column_type(st, 6) == SQLITE_NULL ? 0
+                                                          : tm__db_column_int64(st, 6);
+    r->attempts = tm__db_column_int64(st, 7);
 }
 
 /* Runs a newest-first query of id < ?1 (or all when before <= 0) LIMIT ?2. */
-static int newest(sqlite3 *db, const char *sql_all, const char *sql_before,
+static int newest(struct tm__db *db, const char *sql_all, const char *sql_before,
                   int64_t before, int limit,
                   int (*cb)(void *ctx, const struct tm__uiq_rec *r), void *ctx)
 {
-    sqlite3_stmt *st;
+    struct tm__stmt *st;
     int rc = prepare(db, before > 0 ? sql_before : sql_all, &st);
     if (rc)
         return rc;
     if (before > 0) {
-        sqlite3_bind_int64(st, 1, before);
-        sqlite3_bind_int(st, 2, limit);
+        tm__db_bind_int64(st, 1, before);
+        tm__db_bind_int(st, 2, limit);
     } else {
-        sqlite3_bind_int(st, 1, limit);
+        tm__db_bind_int(st, 1, limit);
     }
     rc = each_rec(db, st, fill_text_rec, cb, ctx);
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     return rc;
 }
 
-int tm__uiq_task_errors(sqlite3 *db, int64_t before, int limit,
+int tm__uiq_task_errors(struct tm__db *db, int64_t before, int limit,
                         int (*cb)(void *ctx, const struct tm__uiq_rec *r), void *ctx)
 {
     return newest(db,
@@ -430,7 +430,7 @@ int tm__uiq_task_errors(sqlite3 *db, int64_t before, int limit,
                   before, limit, cb, ctx);
 }
 
-int tm__uiq_logs(sqlite3 *db, int64_t before, int limit,
+int tm__uiq_logs(struct tm__db *db, int64_t before, int limit,
                  int (*cb)(void *ctx, const struct tm__uiq_rec *r), void *ctx)
 {
     return newest(db,
@@ -441,24 +441,24 @@ int tm__uiq_logs(sqlite3 *db, int64_t before, int limit,
                   before, limit, cb, ctx);
 }
 
-static void fill_queue_rec(sqlite3_stmt *st, struct tm__uiq_rec *r)
+static void fill_queue_rec(struct tm__stmt *st, struct tm__uiq_rec *r)
 {
     int i;
-    r->id = sqlite3_column_int64(st, 0);
-    r->time = sqlite3_column_int64(st, 1);
+    r->id = tm__db_column_int64(st, 0);
+    r->time = tm__db_column_int64(st, 1);
     r->a = col_text(st, 2, &r->a_len);
     for (i = 0; i < 7; i++)
-        r->v[i] = sqlite3_column_int64(st, 3 + i);
-    r->items_per_s = sqlite3_column_double(st, 10);
-    r->bytes_per_s = sqlite3_column_double(st, 11);
+        r->v[i] = tm__db_column_int64(st, 3 + i);
+    r->items_per_s = tm__db_column_double(st, 10);
+    r->bytes_per_s = tm__db_column_double(st, 11);
 }
 
-int tm__uiq_queue_stats(sqlite3 *db, int64_t since, int limit,
+int tm__uiq_queue_stats(struct tm__db *db, int64_t since, int limit,
                         int (*cb)(void *ctx, const struct tm__uiq_rec *r), void *ctx)
 {
 #define QCOLS "id, time, queue, round, pending, in_flight, done, failed, " \
               "bytes_done, bytes_pending, items_per_s, bytes_per_s"
-    sqlite3_stmt *st;
+    struct tm__stmt *st;
     int rc = prepare(db, since >= 0
                      ? "SELECT " QCOLS " FROM queue_stats WHERE id > ?1 ORDER BY id"
                        " LIMIT ?2"
@@ -468,44 +468,44 @@ int tm__uiq_queue_stats(sqlite3 *db, int64_t since, int limit,
     if (rc)
         return rc;
     if (since >= 0)
-        sqlite3_bind_int64(st, 1, since);
-    sqlite3_bind_int(st, 2, limit);
+        tm__db_bind_int64(st, 1, since);
+    tm__db_bind_int(st, 2, limit);
     rc = each_rec(db, st, fill_queue_rec, cb, ctx);
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     return rc;
 }
 
-static void fill_exclusion(sqlite3_stmt *st, struct tm__uiq_rec *r)
+static void fill_exclusion(struct tm__stmt *st, struct tm__uiq_rec *r)
 {
-    r->id = sqlite3_column_int64(st, 0);
+    r->id = tm__db_column_int64(st, 0);
     r->a = col_text(st, 1, &r->a_len);
     r->b = col_text(st, 2, &r->b_len);
     r->c = col_text(st, 3, &r->c_len);
 }
 
-int tm__uiq_exclusions(sqlite3 *db, int limit,
+int tm__uiq_exclusions(struct tm__db *db, int limit,
                        int (*cb)(void *ctx, const struct tm__uiq_rec *r), void *ctx)
 {
-    sqlite3_stmt *st;
+    struct tm__stmt *st;
     int rc;
-    if (sqlite3_prepare_v2(db, "SELECT id, path, pattern, time FROM exclusions"
+    if (tm__db_prepare(db, "SELECT id, path, pattern, time FROM exclusions"
                            " ORDER BY time, id LIMIT ?1", -1, &st, NULL) != SQLITE_OK)
         return 0; /* an older state file: none */
-    sqlite3_bind_int(st, 1, limit);
+    tm__db_bind_int(st, 1, limit);
     rc = each_rec(db, st, fill_exclusion, cb, ctx);
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     return rc;
 }
 
-int tm__uiq_data_version(sqlite3 *db, int64_t *v)
+int tm__uiq_data_version(struct tm__db *db, int64_t *v)
 {
-    sqlite3_stmt *st;
+    struct tm__stmt *st;
     int rc = prepare(db, "PRAGMA data_version", &st);
     if (rc)
         return rc;
-    rc = sqlite3_step(st);
-    *v = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    sqlite3_finalize(st);
+    rc = tm__db_step(st);
+    *v = rc == SQLITE_ROW ? tm__db_column_int64(st, 0) : 0;
+    tm__db_finalize(st);
     return rc == SQLITE_ROW ? 0 : db_err(db, rc);
 }
 
@@ -561,57 +561,57 @@ static void acc_add(struct acc *a, const struct tm__uiq_row *r)
 }
 
 /* Adds the counts of a to its parent's row. */
-static int acc_flush(sqlite3 *idx, sqlite3_stmt *upd, int side, struct acc *a)
+static int acc_flush(struct tm__db *idx, struct tm__stmt *upd, int side, struct acc *a)
 {
     int i, rc;
     if (!a->parent)
         return 0;
     for (i = 0; i < 11; i++)
-        sqlite3_bind_int64(upd, i + 1, a->c[i]);
-    sqlite3_bind_int(upd, 12, side);
-    sqlite3_bind_int64(upd, 13, a->parent);
-    rc = sqlite3_step(upd);
-    sqlite3_reset(upd);
+        tm__db_bind_int64(upd, i + 1, a->c[i]);
+    tm__db_bind_int(upd, 12, side);
+    tm__db_bind_int64(upd, 13, a->parent);
+    rc = tm__db_step(upd);
+    tm__db_reset(upd);
     memset(a, 0, sizeof *a);
     return rc == SQLITE_DONE ? 0 : tm__store_error(idx, rc, NULL, "write the index");
 }
 
 /* Appends the rows of a side with last < id <= max, at most 8192. */
-static int read_window(sqlite3 *db, int side, int64_t last, int64_t max,
+static int read_window(struct tm__db *db, int side, int64_t last, int64_t max,
                        struct tm__uiq_rows *rows)
 {
     struct tm__buf sql = TM__BUF_INIT;
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     int rc = tm__buf_addf(&sql, "SELECT %s FROM %s WHERE id > ?1 AND id <= ?2"
                           " ORDER BY id LIMIT 8192", node_cols[side], tables[side]);
     if (!rc)
         rc = prepare(db, sql.buf, &st);
     if (!rc) {
-        sqlite3_bind_int64(st, 1, last);
-        sqlite3_bind_int64(st, 2, max);
+        tm__db_bind_int64(st, 1, last);
+        tm__db_bind_int64(st, 2, max);
         rc = read_all(db, st, side, 0, rows);
     }
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     tm__buf_release(&sql);
     return rc;
 }
 
 /* Reads one side into f (folders and direct counts). */
-static int build_side(sqlite3 *db, sqlite3 *idx, int side,
+static int build_side(struct tm__db *db, struct tm__db *idx, int side,
                       const struct tm__uiq_build_cb *cb, int64_t max,
                       struct tm__buf *err)
 {
     struct tm__uiq_rows rows = TM__UIQ_ROWS_INIT;
-    sqlite3_stmt *ins = NULL, *upd = NULL;
+    struct tm__stmt *ins = NULL, *upd = NULL;
     struct acc a;
     int64_t last = 0;
     int rc;
 
     memset(&a, 0, sizeof a);
-    rc = sqlite3_prepare_v2(idx, "INSERT INTO f(side, id, parent, name, depth)"
+    rc = tm__db_prepare(idx, "INSERT INTO f(side, id, parent, name, depth)"
                             " VALUES(?1, ?2, ?3, ?4, ?5)", -1, &ins, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(idx, "UPDATE f SET items = items + ?1, todo = todo"
+        rc = tm__db_prepare(idx, "UPDATE f SET items = items + ?1, todo = todo"
                                 " + ?2, todo_bytes = todo_bytes + ?3, missing ="
                                 " missing + ?4, conflict = conflict + ?5, extra ="
                                 " extra + ?6, failed = failed + ?7, excluded ="
@@ -628,7 +628,7 @@ static int build_side(sqlite3 *db, sqlite3 *idx, int side,
         /* a window of ids, each in its own read transaction */
         rc = read_window(db, side, last, max, &rows);
         if (rc) {
-            tm__buf_addf(err, "read the state file: %s", sqlite3_errmsg(db));
+            tm__buf_addf(err, "read the state file: %s", tm__db_errmsg(db));
             goto out;
         }
         if (!rows.n)
@@ -636,17 +636,17 @@ static int build_side(sqlite3 *db, sqlite3 *idx, int side,
         for (i = 0; i < rows.n && !rc; i++) {
             const struct tm__uiq_row *r = &rows.v[i];
             if (r->type == TM_T_FOLDER) {
-                sqlite3_bind_int(ins, 1, side);
-                sqlite3_bind_int64(ins, 2, r->id);
+                tm__db_bind_int(ins, 1, side);
+                tm__db_bind_int64(ins, 2, r->id);
                 if (r->depth > 0)
-                    sqlite3_bind_int64(ins, 3, r->parent_id);
+                    tm__db_bind_int64(ins, 3, r->parent_id);
                 else
-                    sqlite3_bind_null(ins, 3);
-                sqlite3_bind_text(ins, 4, TM__UIQ_NAME(&rows, i), (int)r->name_len,
+                    tm__db_bind_null(ins, 3);
+                tm__db_bind_text(ins, 4, TM__UIQ_NAME(&rows, i), (int)r->name_len,
                                   SQLITE_STATIC);
-                sqlite3_bind_int(ins, 5, r->depth);
-                rc = sqlite3_step(ins);
-                sqlite3_reset(ins);
+                tm__db_bind_int(ins, 5, r->depth);
+                rc = tm__db_step(ins);
+                tm__db_reset(ins);
                 rc = rc == SQLITE_DONE ? 0 : tm__store_error(idx, rc, err,
                                                              "write the index");
             }
@@ -672,22 +672,22 @@ static int build_side(sqlite3 *db, sqlite3 *idx, int side,
     rc = acc_flush(idx, upd, side, &a);
 out:
     if (rc && rc != TM_ESTOPPED && !err->len)
-        tm__buf_addf(err, "build the folder index: %s", sqlite3_errmsg(idx));
-    sqlite3_finalize(ins);
-    sqlite3_finalize(upd);
+        tm__buf_addf(err, "build the folder index: %s", tm__db_errmsg(idx));
+    tm__db_finalize(ins);
+    tm__db_finalize(upd);
     tm__uiq_rows_release(&rows);
     return rc;
 }
 
 /* Adds the totals of every folder to its parent, deepest first. */
-static int roll_up(sqlite3 *idx, int side, struct tm__buf *err)
+static int roll_up(struct tm__db *idx, int side, struct tm__buf *err)
 {
-    sqlite3_stmt *depth = NULL, *up = NULL;
+    struct tm__stmt *depth = NULL, *up = NULL;
     int64_t d;
-    int rc = sqlite3_prepare_v2(idx, "SELECT max(depth) FROM f WHERE side = ?1", -1,
+    int rc = tm__db_prepare(idx, "SELECT max(depth) FROM f WHERE side = ?1", -1,
                                 &depth, NULL);
     if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(
+        rc = tm__db_prepare(
             idx,
             "UPDATE f SET items = f.items + c.items, todo = f.todo + c.todo,"
             " todo_bytes = f.todo_bytes + c.todo_bytes, missing = f.missing +"
@@ -705,24 +705,24 @@ static int roll_up(sqlite3 *idx, int side, struct tm__buf *err)
         rc = tm__store_error(idx, rc, err, "prepare the index");
         goto out;
     }
-    sqlite3_bind_int(depth, 1, side);
-    rc = sqlite3_step(depth);
-    d = rc == SQLITE_ROW ? sqlite3_column_int64(depth, 0) : 0;
+    tm__db_bind_int(depth, 1, side);
+    rc = tm__db_step(depth);
+    d = rc == SQLITE_ROW ? tm__db_column_int64(depth, 0) : 0;
     rc = 0;
     for (; d >= 1 && !rc; d--) {
-        sqlite3_bind_int(up, 1, side);
-        sqlite3_bind_int64(up, 2, d);
-        rc = sqlite3_step(up);
-        sqlite3_reset(up);
+        tm__db_bind_int(up, 1, side);
+        tm__db_bind_int64(up, 2, d);
+        rc = tm__db_step(up);
+        tm__db_reset(up);
         rc = rc == SQLITE_DONE ? 0 : tm__store_error(idx, rc, err, "sum the index");
     }
 out:
-    sqlite3_finalize(depth);
-    sqlite3_finalize(up);
+    tm__db_finalize(depth);
+    tm__db_finalize(up);
     return rc;
 }
 
-int tm__uiq_index_build(sqlite3 *db, sqlite3 *idx, const struct tm__uiq_build_cb *cb,
+int tm__uiq_index_build(struct tm__db *db, struct tm__db *idx, const struct tm__uiq_build_cb *cb,
                         int64_t max_id[2], struct tm__buf *err)
 {
     int side, rc = tm__store_exec(idx, idx_schema, err);
@@ -731,7 +731,7 @@ int tm__uiq_index_build(sqlite3 *db, sqlite3 *idx, const struct tm__uiq_build_cb
     for (side = 0; side < 2 && !rc; side++) {
         rc = tm__uiq_max_id(db, side, &max_id[side]);
         if (rc)
-            tm__buf_addf(err, "read the state file: %s", sqlite3_errmsg(db));
+            tm__buf_addf(err, "read the state file: %s", tm__db_errmsg(db));
         if (!rc)
             rc = build_side(db, idx, side, cb, max_id[side], err);
     }
@@ -745,16 +745,16 @@ int tm__uiq_index_build(sqlite3 *db, sqlite3 *idx, const struct tm__uiq_build_cb
                             " WHERE side = 0;"
                             "COMMIT", err);
     if (rc)
-        sqlite3_exec(idx, "ROLLBACK", NULL, NULL, NULL);
+        tm__db_exec(idx, "ROLLBACK", NULL, NULL, NULL);
     return rc;
 }
 
-int tm__uiq_index_folders(sqlite3 *idx, int side, int64_t parent, const char *after,
+int tm__uiq_index_folders(struct tm__db *idx, int side, int64_t parent, const char *after,
                           size_t after_len, int has_after, int desc, int limit,
                           struct tm__uiq_rows *out)
 {
     struct tm__buf sql = TM__BUF_INIT;
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     int rc = tm__buf_addf(&sql, "SELECT id, name, depth FROM f WHERE side = ?4 AND "
                           "parent = ?1%s ORDER BY name %s LIMIT ?3",
                           !has_after ? "" : desc ? " AND name < ?2" : " AND name > ?2",
@@ -764,21 +764,21 @@ int tm__uiq_index_folders(sqlite3 *idx, int side, int64_t parent, const char *af
     tm__buf_release(&sql);
     if (rc)
         return rc;
-    sqlite3_bind_int64(st, 1, parent);
+    tm__db_bind_int64(st, 1, parent);
     if (has_after)
-        sqlite3_bind_text(st, 2, after, (int)after_len, SQLITE_STATIC);
-    sqlite3_bind_int(st, 3, limit);
-    sqlite3_bind_int(st, 4, side);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        tm__db_bind_text(st, 2, after, (int)after_len, SQLITE_STATIC);
+    tm__db_bind_int(st, 3, limit);
+    tm__db_bind_int(st, 4, side);
+    while ((rc = tm__db_step(st)) == SQLITE_ROW) {
         struct tm__uiq_row *x = row_new(out, side);
         if (!x) {
             rc = TM_ENOMEM;
             break;
         }
-        x->id = sqlite3_column_int64(st, 0);
+        x->id = tm__db_column_int64(st, 0);
         x->parent_id = parent;
         x->type = TM_T_FOLDER;
-        x->depth = sqlite3_column_int(st, 2);
+        x->depth = tm__db_column_int(st, 2);
         if ((rc = add_text(out, st, 1, &x->name_off, &x->name_len)) != 0) {
             out->n--;
             break;
@@ -788,15 +788,15 @@ int tm__uiq_index_folders(sqlite3 *idx, int side, int64_t parent, const char *af
         rc = 0;
     else if (rc > 0)
         rc = db_err(idx, rc);
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     return rc;
 }
 
-int tm__uiq_index_by_todo(sqlite3 *idx, int64_t parent, int64_t after_bytes,
+int tm__uiq_index_by_todo(struct tm__db *idx, int64_t parent, int64_t after_bytes,
                           const char *after, size_t after_len, int has_after,
                           int limit, struct tm__uiq_rows *out)
 {
-    sqlite3_stmt *st = NULL;
+    struct tm__stmt *st = NULL;
     /* the partial index f_todo, read in its order: (bytes, name) after the
      * cursor is bytes below it, or the same bytes and a later name */
     int rc = prepare(idx, has_after
@@ -807,23 +807,23 @@ int tm__uiq_index_by_todo(sqlite3 *idx, int64_t parent, int64_t after_bytes,
                        " parent = ?1 ORDER BY todo_bytes DESC, name ASC LIMIT ?4", &st);
     if (rc)
         return rc;
-    sqlite3_bind_int64(st, 1, parent);
+    tm__db_bind_int64(st, 1, parent);
     if (has_after) {
-        sqlite3_bind_int64(st, 2, after_bytes);
-        sqlite3_bind_text(st, 3, after, (int)after_len, SQLITE_STATIC);
+        tm__db_bind_int64(st, 2, after_bytes);
+        tm__db_bind_text(st, 3, after, (int)after_len, SQLITE_STATIC);
     }
-    sqlite3_bind_int(st, 4, limit);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    tm__db_bind_int(st, 4, limit);
+    while ((rc = tm__db_step(st)) == SQLITE_ROW) {
         struct tm__uiq_row *x = row_new(out, TM_SRC);
         if (!x) {
             rc = TM_ENOMEM;
             break;
         }
-        x->id = sqlite3_column_int64(st, 0);
+        x->id = tm__db_column_int64(st, 0);
         x->parent_id = parent;
         x->type = TM_T_FOLDER;
-        x->depth = sqlite3_column_int(st, 2);
-        x->size = sqlite3_column_int64(st, 3); /* the bytes to copy below */
+        x->depth = tm__db_column_int(st, 2);
+        x->size = tm__db_column_int64(st, 3); /* the bytes to copy below */
         if ((rc = add_text(out, st, 1, &x->name_off, &x->name_len)) != 0) {
             out->n--;
             break;
@@ -833,49 +833,49 @@ int tm__uiq_index_by_todo(sqlite3 *idx, int64_t parent, int64_t after_bytes,
         rc = 0;
     else if (rc > 0)
         rc = db_err(idx, rc);
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     return rc;
 }
 
-int tm__uiq_index_has(sqlite3 *idx, int side, int64_t parent, const char *name,
+int tm__uiq_index_has(struct tm__db *idx, int side, int64_t parent, const char *name,
                       size_t len)
 {
-    sqlite3_stmt *st;
+    struct tm__stmt *st;
     int rc;
-    if (sqlite3_prepare_v2(idx, "SELECT 1 FROM f WHERE side = ?1 AND parent = ?2 AND"
+    if (tm__db_prepare(idx, "SELECT 1 FROM f WHERE side = ?1 AND parent = ?2 AND"
                            " name = ?3", -1, &st, NULL) != SQLITE_OK)
         return 0;
-    sqlite3_bind_int(st, 1, side);
-    sqlite3_bind_int64(st, 2, parent);
-    sqlite3_bind_text(st, 3, name, (int)len, SQLITE_STATIC);
-    rc = sqlite3_step(st) == SQLITE_ROW;
-    sqlite3_finalize(st);
+    tm__db_bind_int(st, 1, side);
+    tm__db_bind_int64(st, 2, parent);
+    tm__db_bind_text(st, 3, name, (int)len, SQLITE_STATIC);
+    rc = tm__db_step(st) == SQLITE_ROW;
+    tm__db_finalize(st);
     return rc;
 }
 
-int tm__uiq_index_totals(sqlite3 *idx, int side, int64_t id, struct tm__uiq_totals *t)
+int tm__uiq_index_totals(struct tm__db *idx, int side, int64_t id, struct tm__uiq_totals *t)
 {
-    sqlite3_stmt *st;
+    struct tm__stmt *st;
     int rc = prepare(idx, "SELECT " IDX_COUNTS " FROM f WHERE side = ?1 AND id = ?2",
                      &st);
     memset(t, 0, sizeof *t);
     if (rc)
         return rc;
-    sqlite3_bind_int(st, 1, side);
-    sqlite3_bind_int64(st, 2, id);
-    rc = sqlite3_step(st);
+    tm__db_bind_int(st, 1, side);
+    tm__db_bind_int64(st, 2, id);
+    rc = tm__db_step(st);
     if (rc == SQLITE_ROW) {
         static const int kind_col[UK_COUNT] = { 3, 4, 5, 6, 7, 8, 9, 10 };
         int k;
-        t->items = sqlite3_column_int64(st, 0);
-        t->todo = sqlite3_column_int64(st, 1);
-        t->todo_bytes = sqlite3_column_int64(st, 2);
+        t->items = tm__db_column_int64(st, 0);
+        t->todo = tm__db_column_int64(st, 1);
+        t->todo_bytes = tm__db_column_int64(st, 2);
         for (k = 0; k < UK_COUNT; k++)
-            t->n[k] = sqlite3_column_int64(st, kind_col[k]);
+            t->n[k] = tm__db_column_int64(st, kind_col[k]);
         rc = 0;
     } else {
         rc = rc == SQLITE_DONE ? TM_ENOENT : db_err(idx, rc);
     }
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
     return rc;
 }

@@ -13,7 +13,7 @@
 #ifndef TM_UI_QUERY_H
 #define TM_UI_QUERY_H
 
-#include <sqlite3.h>
+#include "store/db.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -81,30 +81,30 @@ struct tm__uiq_totals {
 /* Starts a read transaction, so that the queries of one request see one
  * snapshot while another process writes; 1 when started (end it with
  * tm__uiq_end_read). */
-int tm__uiq_begin_read(sqlite3 *db);
-void tm__uiq_end_read(sqlite3 *db, int began);
+int tm__uiq_begin_read(struct tm__db *db);
+void tm__uiq_end_read(struct tm__db *db, int began);
 
 /* Finds the row of a root-relative path (any bytes but NUL; "/" or "" is
  * the root) by walking the index (parent_id, name): 0 with *id, TM_ENOENT,
  * or an error. */
-int tm__uiq_find(sqlite3 *db, int side, const char *path, size_t len, int64_t *id);
+int tm__uiq_find(struct tm__db *db, int side, const char *path, size_t len, int64_t *id);
 /* Appends the row id of a side (with its path) to out; TM_ENOENT when absent. */
-int tm__uiq_get(sqlite3 *db, int side, int64_t id, struct tm__uiq_rows *out);
+int tm__uiq_get(struct tm__db *db, int side, int64_t id, struct tm__uiq_rows *out);
 /* Appends to out at most limit children of parent ordered by name (desc:
  * descending), after the name `after` (has_after 0: from the first). No
  * paths. */
-int tm__uiq_children(sqlite3 *db, int side, int64_t parent, const char *after,
+int tm__uiq_children(struct tm__db *db, int side, int64_t parent, const char *after,
                      size_t after_len, int has_after, int desc, int limit,
                      struct tm__uiq_rows *out);
 /* Appends the child `name` of parent to out when it exists (else nothing). */
-int tm__uiq_child(sqlite3 *db, int side, int64_t parent, const char *name,
+int tm__uiq_child(struct tm__db *db, int side, int64_t parent, const char *name,
                   size_t len, struct tm__uiq_rows *out);
 /* Appends at most limit rows of a side with id > after, by id, with their
  * paths: the window a search scans. */
-int tm__uiq_scan(sqlite3 *db, int side, int64_t after, int limit,
+int tm__uiq_scan(struct tm__db *db, int side, int64_t after, int limit,
                  struct tm__uiq_rows *out);
 /* The largest id of a side (0 when empty). */
-int tm__uiq_max_id(sqlite3 *db, int side, int64_t *max);
+int tm__uiq_max_id(struct tm__db *db, int side, int64_t *max);
 
 /* Why an excluded source row is excluded. */
 enum { UX_NONE = 0, UX_EXCLUDE, UX_INHERITED, UX_DISCOVER };
@@ -115,7 +115,7 @@ struct tm__uiq_excl {
                               row that was excluded */
     struct tm__buf pattern; /* and the pattern that matched it */
 };
-int tm__uiq_exclusion(sqlite3 *db, int64_t src_id, struct tm__uiq_excl *out);
+int tm__uiq_exclusion(struct tm__db *db, int64_t src_id, struct tm__uiq_excl *out);
 
 /* A row of task_errors, logs or queue_stats, for a callback. Strings are
  * valid during the call only; NULL when the column is NULL. */
@@ -131,19 +131,19 @@ struct tm__uiq_rec {
 };
 /* Calls cb (return non-zero to stop, that value is returned) for each row,
  * newest first, with id < before (0: from the newest), at most limit. */
-int tm__uiq_task_errors(sqlite3 *db, int64_t before, int limit,
+int tm__uiq_task_errors(struct tm__db *db, int64_t before, int limit,
                         int (*cb)(void *ctx, const struct tm__uiq_rec *r), void *ctx);
-int tm__uiq_logs(sqlite3 *db, int64_t before, int limit,
+int tm__uiq_logs(struct tm__db *db, int64_t before, int limit,
                  int (*cb)(void *ctx, const struct tm__uiq_rec *r), void *ctx);
 /* queue_stats rows with id > since, oldest first, at most limit; since < 0:
  * the last limit rows. a = queue. */
-int tm__uiq_queue_stats(sqlite3 *db, int64_t since, int limit,
+int tm__uiq_queue_stats(struct tm__db *db, int64_t since, int limit,
                         int (*cb)(void *ctx, const struct tm__uiq_rec *r), void *ctx);
 /* The exclusions of treemig exclude: a = path, b = pattern, c = time. */
-int tm__uiq_exclusions(sqlite3 *db, int limit,
+int tm__uiq_exclusions(struct tm__db *db, int limit,
                        int (*cb)(void *ctx, const struct tm__uiq_rec *r), void *ctx);
 /* PRAGMA data_version: changes when another connection commits. */
-int tm__uiq_data_version(sqlite3 *db, int64_t *v);
+int tm__uiq_data_version(struct tm__db *db, int64_t *v);
 
 /* --------------------------------------------------------------------------
  * The folder index (a side database the caller creates in a temporary file).
@@ -166,24 +166,24 @@ struct tm__uiq_build_cb {
  * in its own short read transaction, so it never holds a snapshot long.
  * err gets the message of a failure.
  */
-int tm__uiq_index_build(sqlite3 *db, sqlite3 *idx, const struct tm__uiq_build_cb *cb,
+int tm__uiq_index_build(struct tm__db *db, struct tm__db *idx, const struct tm__uiq_build_cb *cb,
                         int64_t max_id[2], struct tm__buf *err);
 /* Appends to out (id, name and depth only) at most limit folders of the
  * index whose parent is `parent` on side, by name after `after`. */
-int tm__uiq_index_folders(sqlite3 *idx, int side, int64_t parent, const char *after,
+int tm__uiq_index_folders(struct tm__db *idx, int side, int64_t parent, const char *after,
                           size_t after_len, int has_after, int desc, int limit,
                           struct tm__uiq_rows *out);
 /* Appends to out at most limit source folders of the index whose parent is
  * `parent`, by bytes to copy below them (largest first), then name, after
  * the cursor (after_bytes, after). Each row's size is those bytes. */
-int tm__uiq_index_by_todo(sqlite3 *idx, int64_t parent, int64_t after_bytes,
+int tm__uiq_index_by_todo(struct tm__db *idx, int64_t parent, int64_t after_bytes,
                           const char *after, size_t after_len, int has_after,
                           int limit, struct tm__uiq_rows *out);
 /* 1 when the index holds a folder `name` under parent on side. */
-int tm__uiq_index_has(sqlite3 *idx, int side, int64_t parent, const char *name,
+int tm__uiq_index_has(struct tm__db *idx, int side, int64_t parent, const char *name,
                       size_t len);
 /* The totals of folder id of side; TM_ENOENT when it is not in the index. */
-int tm__uiq_index_totals(sqlite3 *idx, int side, int64_t id,
+int tm__uiq_index_totals(struct tm__db *idx, int side, int64_t id,
                          struct tm__uiq_totals *t);
 
 #endif

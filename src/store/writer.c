@@ -82,8 +82,8 @@ struct tm__writer {
     int flush;                 /* commit as soon as the queue is empty */
     int err;                   /* first fatal error */
     struct tm__buf errmsg;     /* its message */
-    sqlite3 *db;               /* owned by the thread while it runs */
-    sqlite3_stmt *st[ST_COUNT]; /* prepared statements */
+    struct tm__db *db;               /* owned by the thread while it runs */
+    struct tm__stmt *st[ST_COUNT]; /* prepared statements */
     int64_t next_id[2];        /* next node id per side */
     struct tm__stats_delta delta; /* stats changes of the open transaction */
     struct tm__result *done_head, *done_tail; /* applied, not committed */
@@ -123,10 +123,10 @@ static size_t result_rows(const struct tm__result *r)
     return 1 + r->n_nodes;
 }
 
-static int step_done(struct tm__writer *w, sqlite3_stmt *st)
+static int step_done(struct tm__writer *w, struct tm__stmt *st)
 {
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
+    int rc = tm__db_step(st);
+    tm__db_reset(st);
     if (rc == SQLITE_DONE)
         return 0;
     return tm__store_error(w->db, rc, &w->errmsg, "write state file");
@@ -143,64 +143,64 @@ static int stat_add(struct tm__writer *w, int table, int depth, int type,
 static int insert_node(struct tm__writer *w, const struct tm__result *r,
                        const struct tm__wnode *n, int *inserted)
 {
-    sqlite3_stmt *st = w->st[r->side == TM_SRC ? ST_INS_SRC : ST_INS_DST];
+    struct tm__stmt *st = w->st[r->side == TM_SRC ? ST_INS_SRC : ST_INS_DST];
     int64_t id = w->next_id[r->side];
     int depth = r->depth + 1, rc;
     int own = r->side == TM_SRC ? 14 : 13; /* uid, gid: after error or src_id */
 
     *inserted = 0;
-    sqlite3_bind_int64(st, 1, id);
-    sqlite3_bind_int64(st, 2, n->parent_id);
-    sqlite3_bind_text(st, 3, r->arena.buf + n->path_off, (int)n->path_len,
+    tm__db_bind_int64(st, 1, id);
+    tm__db_bind_int64(st, 2, n->parent_id);
+    tm__db_bind_text(st, 3, r->arena.buf + n->path_off, (int)n->path_len,
                       SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, r->arena.buf + n->name_off, (int)n->name_len,
+    tm__db_bind_text(st, 4, r->arena.buf + n->name_off, (int)n->name_len,
                       SQLITE_STATIC);
-    sqlite3_bind_text(st, 5, tm__type_names[n->type], -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 6, n->size);
-    sqlite3_bind_int64(st, 7, n->mtime);
-    sqlite3_bind_int64(st, 8, n->mode);
-    sqlite3_bind_int(st, 9, depth);
-    sqlite3_bind_text(st, 10, tm__ts_names[n->ts], -1, SQLITE_STATIC);
+    tm__db_bind_text(st, 5, tm__type_names[n->type], -1, SQLITE_STATIC);
+    tm__db_bind_int64(st, 6, n->size);
+    tm__db_bind_int64(st, 7, n->mtime);
+    tm__db_bind_int64(st, 8, n->mode);
+    tm__db_bind_int(st, 9, depth);
+    tm__db_bind_text(st, 10, tm__ts_names[n->ts], -1, SQLITE_STATIC);
     if (r->side == TM_SRC) {
-        sqlite3_bind_text(st, 11, tm__cs_names[n->cs], -1, SQLITE_STATIC);
+        tm__db_bind_text(st, 11, tm__cs_names[n->cs], -1, SQLITE_STATIC);
         if (n->conflict)
-            sqlite3_bind_text(st, 12, tm__cf_names[n->conflict], -1, SQLITE_STATIC);
+            tm__db_bind_text(st, 12, tm__cf_names[n->conflict], -1, SQLITE_STATIC);
         else
-            sqlite3_bind_null(st, 12);
+            tm__db_bind_null(st, 12);
         if (n->why_len)
-            sqlite3_bind_text(st, 13, r->arena.buf + n->why_off, (int)n->why_len,
+            tm__db_bind_text(st, 13, r->arena.buf + n->why_off, (int)n->why_len,
                               SQLITE_STATIC);
         else
-            sqlite3_bind_null(st, 13);
+            tm__db_bind_null(st, 13);
     } else {
         if (n->conflict)
-            sqlite3_bind_text(st, 11, tm__cf_names[n->conflict], -1, SQLITE_STATIC);
+            tm__db_bind_text(st, 11, tm__cf_names[n->conflict], -1, SQLITE_STATIC);
         else
-            sqlite3_bind_null(st, 11);
+            tm__db_bind_null(st, 11);
         if (n->src_id)
-            sqlite3_bind_int64(st, 12, n->src_id);
+            tm__db_bind_int64(st, 12, n->src_id);
         else
-            sqlite3_bind_null(st, 12);
+            tm__db_bind_null(st, 12);
     }
     if (n->owned) {
-        sqlite3_bind_int64(st, own, n->uid);
-        sqlite3_bind_int64(st, own + 1, n->gid);
+        tm__db_bind_int64(st, own, n->uid);
+        tm__db_bind_int64(st, own + 1, n->gid);
     } else {
-        sqlite3_bind_null(st, own);
-        sqlite3_bind_null(st, own + 1);
+        tm__db_bind_null(st, own);
+        tm__db_bind_null(st, own + 1);
     }
     if (r->side == TM_SRC && n->nlink > 1) {
         /* an inode number above 2^63 is kept by its bits */
-        sqlite3_bind_int64(st, 16, (int64_t)n->dev);
-        sqlite3_bind_int64(st, 17, (int64_t)n->ino);
-        sqlite3_bind_int64(st, 18, (int64_t)n->nlink);
+        tm__db_bind_int64(st, 16, (int64_t)n->dev);
+        tm__db_bind_int64(st, 17, (int64_t)n->ino);
+        tm__db_bind_int64(st, 18, (int64_t)n->nlink);
     } else if (r->side == TM_SRC) {
-        sqlite3_bind_null(st, 16);
-        sqlite3_bind_null(st, 17);
-        sqlite3_bind_null(st, 18);
+        tm__db_bind_null(st, 16);
+        tm__db_bind_null(st, 17);
+        tm__db_bind_null(st, 18);
     }
-    rc = sqlite3_step(st);
-    sqlite3_reset(st);
+    rc = tm__db_step(st);
+    tm__db_reset(st);
     if (rc != SQLITE_DONE) {
         int e = tm__store_error(w->db, rc, &w->errmsg, "write state file");
         if ((rc & 0xff) == SQLITE_CONSTRAINT) {
@@ -213,7 +213,7 @@ static int insert_node(struct tm__writer *w, const struct tm__result *r,
         }
         return e;
     }
-    if (sqlite3_changes(w->db) == 0)
+    if (tm__db_changes(w->db) == 0)
         return 0; /* listed before: the row is there, counted */
     *inserted = 1;
     w->next_id[r->side]++;
@@ -226,17 +226,17 @@ static int insert_node(struct tm__writer *w, const struct tm__result *r,
     rc = stat_add(w, 1, depth, n->type, n->ts, 0, 1, n->size);
     if (!rc && n->upd) {
         /* the comparison's verdict on the source twin */
-        sqlite3_stmt *up = w->st[ST_UPD_COPY];
-        sqlite3_bind_text(up, 1, tm__cs_names[n->new_cs], -1, SQLITE_STATIC);
+        struct tm__stmt *up = w->st[ST_UPD_COPY];
+        tm__db_bind_text(up, 1, tm__cs_names[n->new_cs], -1, SQLITE_STATIC);
         if (n->new_cf)
-            sqlite3_bind_text(up, 2, tm__cf_names[n->new_cf], -1, SQLITE_STATIC);
+            tm__db_bind_text(up, 2, tm__cf_names[n->new_cf], -1, SQLITE_STATIC);
         else
-            sqlite3_bind_null(up, 2);
-        sqlite3_bind_int64(up, 3, n->src_id);
+            tm__db_bind_null(up, 2);
+        tm__db_bind_int64(up, 3, n->src_id);
         if (n->has_hash)
-            sqlite3_bind_int64(up, 4, (int64_t)n->hash);
+            tm__db_bind_int64(up, 4, (int64_t)n->hash);
         else
-            sqlite3_bind_null(up, 4);
+            tm__db_bind_null(up, 4);
         rc = step_done(w, up);
         if (!rc)
             rc = stat_add(w, 2, depth, n->src_type, n->old_cs, n->old_cf, -1,
@@ -250,14 +250,14 @@ static int insert_node(struct tm__writer *w, const struct tm__result *r,
 
 static int task_error(struct tm__writer *w, const struct tm__result *r)
 {
-    sqlite3_stmt *te = w->st[ST_TASK_ERR];
-    sqlite3_bind_int64(te, 1, tm__wall_ns());
-    sqlite3_bind_text(te, 2, r->side == TM_SRC ? "src" : "dst", -1, SQLITE_STATIC);
-    sqlite3_bind_int64(te, 3, r->folder_id);
-    sqlite3_bind_text(te, 4, r->path ? r->path : "", -1, SQLITE_STATIC);
-    sqlite3_bind_int(te, 5, r->attempts);
-    sqlite3_bind_text(te, 6, r->error ? r->error : "", -1, SQLITE_STATIC);
-    sqlite3_bind_text(te, 7, r->phase ? r->phase : "discover", -1, SQLITE_STATIC);
+    struct tm__stmt *te = w->st[ST_TASK_ERR];
+    tm__db_bind_int64(te, 1, tm__wall_ns());
+    tm__db_bind_text(te, 2, r->side == TM_SRC ? "src" : "dst", -1, SQLITE_STATIC);
+    tm__db_bind_int64(te, 3, r->folder_id);
+    tm__db_bind_text(te, 4, r->path ? r->path : "", -1, SQLITE_STATIC);
+    tm__db_bind_int(te, 5, r->attempts);
+    tm__db_bind_text(te, 6, r->error ? r->error : "", -1, SQLITE_STATIC);
+    tm__db_bind_text(te, 7, r->phase ? r->phase : "discover", -1, SQLITE_STATIC);
     return step_done(w, te);
 }
 
@@ -266,7 +266,7 @@ static int task_error(struct tm__writer *w, const struct tm__result *r)
  * status, in the same transaction. */
 static int apply_listing(struct tm__writer *w, struct tm__result *r)
 {
-    sqlite3_stmt *st;
+    struct tm__stmt *st;
     size_t i;
     int rc = 0, ins;
 
@@ -279,23 +279,23 @@ static int apply_listing(struct tm__writer *w, struct tm__result *r)
         return rc;
     if (!r->final) {
         st = w->st[ST_POS_SET];
-        sqlite3_bind_int(st, 1, r->side);
-        sqlite3_bind_int64(st, 2, r->folder_id);
-        sqlite3_bind_blob(st, 3, r->pos.buf, (int)r->pos.len, SQLITE_STATIC);
+        tm__db_bind_int(st, 1, r->side);
+        tm__db_bind_int64(st, 2, r->folder_id);
+        tm__db_bind_blob(st, 3, r->pos.buf, (int)r->pos.len, SQLITE_STATIC);
         return step_done(w, st);
     }
     st = w->st[r->side == TM_SRC ? ST_UPD_SRC_F : ST_UPD_DST_F];
-    sqlite3_bind_text(st, 1, tm__ts_names[r->folder_ts], -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 2, r->attempts);
+    tm__db_bind_text(st, 1, tm__ts_names[r->folder_ts], -1, SQLITE_STATIC);
+    tm__db_bind_int(st, 2, r->attempts);
     if (r->error)
-        sqlite3_bind_text(st, 3, r->error, -1, SQLITE_STATIC);
+        tm__db_bind_text(st, 3, r->error, -1, SQLITE_STATIC);
     else
-        sqlite3_bind_null(st, 3);
-    sqlite3_bind_int64(st, 4, r->folder_id);
+        tm__db_bind_null(st, 3);
+    tm__db_bind_int64(st, 4, r->folder_id);
     rc = step_done(w, st);
     if (rc)
         return rc;
-    if (sqlite3_changes(w->db) != 1) {
+    if (tm__db_changes(w->db) != 1) {
         tm__buf_reset(&w->errmsg);
         tm__buf_addf(&w->errmsg, "folder %lld of %s_nodes was not pending",
                      (long long)r->folder_id, r->side == TM_SRC ? "src" : "dst");
@@ -309,8 +309,8 @@ static int apply_listing(struct tm__writer *w, struct tm__result *r)
     if (!rc && r->folder_ts == TS_SUCCESSFUL) {
         /* a failed listing keeps its position: retry resumes there */
         st = w->st[ST_POS_DEL];
-        sqlite3_bind_int(st, 1, r->side);
-        sqlite3_bind_int64(st, 2, r->folder_id);
+        tm__db_bind_int(st, 1, r->side);
+        tm__db_bind_int64(st, 2, r->folder_id);
         rc = step_done(w, st);
     }
     if (!rc && r->error)
@@ -321,27 +321,27 @@ static int apply_listing(struct tm__writer *w, struct tm__result *r)
 /* A copy task's outcome: the node's copy status, counted exactly. */
 static int apply_copy(struct tm__writer *w, const struct tm__result *r)
 {
-    sqlite3_stmt *st = w->st[r->cf_change ? ST_COPY_CF : ST_COPY_DONE];
+    struct tm__stmt *st = w->st[r->cf_change ? ST_COPY_CF : ST_COPY_DONE];
     int new_cf = r->cf_change ? r->new_cf : r->cf;
     int rc;
     if (r->cf_change) {
         if (new_cf)
-            sqlite3_bind_text(st, 6, tm__cf_names[new_cf], -1, SQLITE_STATIC);
+            tm__db_bind_text(st, 6, tm__cf_names[new_cf], -1, SQLITE_STATIC);
         else
-            sqlite3_bind_null(st, 6);
+            tm__db_bind_null(st, 6);
     }
-    sqlite3_bind_text(st, 1, tm__cs_names[r->new_cs], -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 2, r->attempts);
+    tm__db_bind_text(st, 1, tm__cs_names[r->new_cs], -1, SQLITE_STATIC);
+    tm__db_bind_int(st, 2, r->attempts);
     if (r->error)
-        sqlite3_bind_text(st, 3, r->error, -1, SQLITE_STATIC);
+        tm__db_bind_text(st, 3, r->error, -1, SQLITE_STATIC);
     else
-        sqlite3_bind_null(st, 3);
-    sqlite3_bind_int64(st, 4, r->folder_id);
-    sqlite3_bind_text(st, 5, tm__cs_names[r->old_cs], -1, SQLITE_STATIC);
+        tm__db_bind_null(st, 3);
+    tm__db_bind_int64(st, 4, r->folder_id);
+    tm__db_bind_text(st, 5, tm__cs_names[r->old_cs], -1, SQLITE_STATIC);
     rc = step_done(w, st);
     if (rc)
         return rc;
-    if (sqlite3_changes(w->db) != 1) {
+    if (tm__db_changes(w->db) != 1) {
         tm__buf_reset(&w->errmsg);
         tm__buf_addf(&w->errmsg, "node %s was not %s", r->path ? r->path : "?",
                      tm__cs_names[r->old_cs]);
@@ -353,8 +353,8 @@ static int apply_copy(struct tm__writer *w, const struct tm__result *r)
     if (!rc && r->error)
         rc = task_error(w, r);
     if (!rc && r->drop_upload) {
-        sqlite3_stmt *del = w->st[ST_UP_DEL];
-        sqlite3_bind_int64(del, 1, r->folder_id);
+        struct tm__stmt *del = w->st[ST_UP_DEL];
+        tm__db_bind_int64(del, 1, r->folder_id);
         rc = step_done(w, del);
     }
     return rc;
@@ -362,52 +362,52 @@ static int apply_copy(struct tm__writer *w, const struct tm__result *r)
 
 static int apply(struct tm__writer *w, struct tm__result *r)
 {
-    sqlite3_stmt *st;
+    struct tm__stmt *st;
     switch (r->kind) {
     case TM_R_LISTING:
         return apply_listing(w, r);
     case TM_R_SETTING:
         st = w->st[ST_SET];
-        sqlite3_bind_text(st, 1, r->path, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, r->value, -1, SQLITE_STATIC);
+        tm__db_bind_text(st, 1, r->path, -1, SQLITE_STATIC);
+        tm__db_bind_text(st, 2, r->value, -1, SQLITE_STATIC);
         return step_done(w, st);
     case TM_R_COPY:
         return apply_copy(w, r);
     case TM_R_CHECKPOINT:
         st = w->st[ST_UP_SET];
-        sqlite3_bind_int64(st, 1, r->folder_id);
-        sqlite3_bind_blob(st, 2, r->value, (int)r->size, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, tm__wall_ns());
+        tm__db_bind_int64(st, 1, r->folder_id);
+        tm__db_bind_blob(st, 2, r->value, (int)r->size, SQLITE_STATIC);
+        tm__db_bind_int64(st, 3, tm__wall_ns());
         return step_done(w, st);
     case TM_R_PROBLEM:
         return task_error(w, r);
     case TM_R_LOG:
         st = w->st[ST_LOG];
-        sqlite3_bind_int64(st, 1, r->stat[7]);
-        sqlite3_bind_text(st, 2, r->phase, -1, SQLITE_STATIC);
+        tm__db_bind_int64(st, 1, r->stat[7]);
+        tm__db_bind_text(st, 2, r->phase, -1, SQLITE_STATIC);
         if (r->queue)
-            sqlite3_bind_text(st, 3, r->queue, -1, SQLITE_STATIC);
+            tm__db_bind_text(st, 3, r->queue, -1, SQLITE_STATIC);
         else
-            sqlite3_bind_null(st, 3);
+            tm__db_bind_null(st, 3);
         if (r->folder_id)
-            sqlite3_bind_int64(st, 4, r->folder_id);
+            tm__db_bind_int64(st, 4, r->folder_id);
         else
-            sqlite3_bind_null(st, 4);
+            tm__db_bind_null(st, 4);
         if (r->path)
-            sqlite3_bind_text(st, 5, r->path, -1, SQLITE_STATIC);
+            tm__db_bind_text(st, 5, r->path, -1, SQLITE_STATIC);
         else
-            sqlite3_bind_null(st, 5);
-        sqlite3_bind_text(st, 6, r->value ? r->value : "", -1, SQLITE_STATIC);
+            tm__db_bind_null(st, 5);
+        tm__db_bind_text(st, 6, r->value ? r->value : "", -1, SQLITE_STATIC);
         return step_done(w, st);
     case TM_R_QSTAT: {
         int i;
         st = w->st[ST_QSTAT];
-        sqlite3_bind_int64(st, 1, r->stat[7]);
-        sqlite3_bind_text(st, 2, r->queue, -1, SQLITE_STATIC);
+        tm__db_bind_int64(st, 1, r->stat[7]);
+        tm__db_bind_text(st, 2, r->queue, -1, SQLITE_STATIC);
         for (i = 0; i < 7; i++)
-            sqlite3_bind_int64(st, 3 + i, r->stat[i]);
-        sqlite3_bind_double(st, 10, r->rate[0]);
-        sqlite3_bind_double(st, 11, r->rate[1]);
+            tm__db_bind_int64(st, 3 + i, r->stat[i]);
+        tm__db_bind_double(st, 10, r->rate[0]);
+        tm__db_bind_double(st, 11, r->rate[1]);
         return step_done(w, st);
     }
     default:
@@ -455,10 +455,10 @@ static int commit(struct tm__writer *w, size_t rows)
     rc = tm__stats_apply(w->db, &w->delta);
     if (rc) {
         tm__buf_reset(&w->errmsg);
-        tm__buf_addf(&w->errmsg, "write stats: %s", sqlite3_errmsg(w->db));
+        tm__buf_addf(&w->errmsg, "write stats: %s", tm__db_errmsg(w->db));
         return rc;
     }
-    src = sqlite3_exec(w->db, "COMMIT", NULL, NULL, NULL);
+    src = tm__db_exec(w->db, "COMMIT", NULL, NULL, NULL);
     if (src != SQLITE_OK)
         return tm__store_error(w->db, src, &w->errmsg, "commit state file");
     atomic_fetch_add(&w->rows, (int64_t)rows);
@@ -473,7 +473,7 @@ static int commit(struct tm__writer *w, size_t rows)
  * it is not taken for the source's or the destination's disk. */
 static void full_message(struct tm__writer *w)
 {
-    const char *file = sqlite3_db_filename(w->db, "main");
+    const char *file = w->db->name;
     tm__buf_reset(&w->errmsg);
     tm__buf_addf(&w->errmsg, "the disk of the state file %s is full: free some "
                  "space there and run the command again (what was done and not "
@@ -564,11 +564,11 @@ static void *writer_main(void *arg)
             }
             if (rc) {
                 if (rc == TM_ENOSPC &&
-                    (sqlite3_extended_errcode(w->db) & 0xff) == SQLITE_FULL)
+                    (tm__db_errcode(w->db) & 0xff) == SQLITE_FULL)
                     full_message(w); /* not the destination's sync */
                 free_list(list);
                 if (in_txn)
-                    sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
+                    tm__db_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
                 in_txn = 0;
                 free_list(w->done_head);
                 w->done_head = w->done_tail = NULL;
@@ -643,13 +643,14 @@ static int read_auto_ckpt(void *ctx, int n, char **v, char **cols)
 
 /* Starts the checkpointer on a connection of its own. Without one (no
  * memory, no file name: an in-memory database) SQLite's automatic
- * checkpoint stays on: slower, not wrong. */
+ * checkpoint stays on: slower, not wrong. PostgreSQL has no WAL of ours
+ * to checkpoint: nothing is started. */
 static void ckpt_start(struct tm__writer *w)
 {
-    const char *file = sqlite3_db_filename(w->db, "main");
-    sqlite3 *db = NULL;
+    sqlite3 *raw = tm__db_sqlite(w->db), *db = NULL;
+    const char *file = raw ? sqlite3_db_filename(raw, "main") : NULL;
     w->auto_ckpt = -1;
-    if (!file || !*file || sqlite3_exec(w->db, "PRAGMA wal_autocheckpoint",
+    if (!file || !*file || sqlite3_exec(raw, "PRAGMA wal_autocheckpoint",
                                         read_auto_ckpt, &w->auto_ckpt, NULL) != SQLITE_OK ||
         w->auto_ckpt <= 0)
         return;
@@ -671,7 +672,7 @@ static void ckpt_start(struct tm__writer *w)
         return;
     }
     /* replaces SQLite's own hook, the automatic checkpoint */
-    sqlite3_wal_hook(w->db, wal_hook, w);
+    sqlite3_wal_hook(raw, wal_hook, w);
 }
 
 /* Ends the checkpointer (after the writer thread) and puts SQLite's
@@ -689,10 +690,10 @@ static void ckpt_stop(struct tm__writer *w)
     w->ck_db = NULL;
     pthread_mutex_destroy(&w->ck_mu);
     pthread_cond_destroy(&w->ck_cv);
-    sqlite3_wal_autocheckpoint(w->db, w->auto_ckpt);
+    sqlite3_wal_autocheckpoint(tm__db_sqlite(w->db), w->auto_ckpt);
 }
 
-int tm__writer_start(struct tm__writer **out, sqlite3 *db, const int64_t next_id[2],
+int tm__writer_start(struct tm__writer **out, struct tm__db *db, const int64_t next_id[2],
                      size_t max_rows, tm__commit_cb on_commit, void *ctx)
 {
     struct tm__writer *w = calloc(1, sizeof *w);
@@ -709,7 +710,7 @@ int tm__writer_start(struct tm__writer **out, sqlite3 *db, const int64_t next_id
     w->ctx = ctx;
     tm__buf_init(&w->errmsg);
     for (i = 0; i < ST_COUNT; i++) {
-        rc = sqlite3_prepare_v3(db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+        rc = tm__db_prepare_v3(db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
                                 &w->st[i], NULL);
         if (rc != SQLITE_OK) {
             rc = tm__store_error(db, rc, NULL, "prepare");
@@ -732,7 +733,7 @@ int tm__writer_start(struct tm__writer **out, sqlite3 *db, const int64_t next_id
     return 0;
 fail:
     for (i = 0; i < ST_COUNT; i++)
-        sqlite3_finalize(w->st[i]);
+        tm__db_finalize(w->st[i]);
     free(w);
     return rc;
 }
@@ -818,7 +819,7 @@ int tm__writer_stop(struct tm__writer *w, struct tm__buf *err)
         tm__buf_add(err, w->errmsg.buf, w->errmsg.len);
     }
     for (i = 0; i < ST_COUNT; i++)
-        sqlite3_finalize(w->st[i]);
+        tm__db_finalize(w->st[i]);
     tm__stats_release(&w->delta);
     tm__buf_release(&w->errmsg);
     pthread_mutex_destroy(&w->mu);

@@ -123,7 +123,7 @@ typedef int (*tm__precommit_cb)(void *ctx);
 /* Starts the writer thread on db (which it then owns until stop). next_id
  * are the next ids to assign for each side. on_commit is called on the
  * writer thread after each commit. */
-int tm__writer_start(struct tm__writer **out, sqlite3 *db, const int64_t next_id[2],
+int tm__writer_start(struct tm__writer **out, struct tm__db *db, const int64_t next_id[2],
                      size_t max_rows, tm__commit_cb on_commit, void *ctx);
 /* Queues r (ownership passes to the writer, also on error). Waits while the
  * queue is full. Returns the writer's fatal error, if it had one. */

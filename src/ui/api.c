@@ -1093,7 +1093,7 @@ static void api_children(struct tm__ui_req *q, struct tm__ui_resp *r)
 fail:
     if (rc)
         resp_error(r, 500, tm_err_name(rc), "cannot read the state file: %s",
-                   sqlite3_errmsg(x.c->db));
+                   tm__db_errmsg(x.c->db));
 out:
     if (began)
         tm__uiq_end_read(x.c->db, began);

@@ -119,12 +119,12 @@ static int make_temp(struct tm__buf *path)
 }
 
 /* Builds one index from db and makes it current. */
-static void build_one(struct tm__ui_index *x, sqlite3 *db)
+static void build_one(struct tm__ui_index *x, struct tm__db *db)
 {
     struct tm__uiq_build_cb cb = { on_progress, should_stop, x };
     struct tm__buf path = TM__BUF_INIT, err = TM__BUF_INIT;
     struct tm__ui_gen *g = NULL, *old;
-    sqlite3 *idx = NULL;
+    struct tm__db *idx = NULL;
     int64_t max_id[2] = { 0, 0 }, start = tm__wall_ns(), t0 = tm__now_ns();
     int rc = make_temp(&path);
 
@@ -133,14 +133,14 @@ static void build_one(struct tm__ui_index *x, sqlite3 *db)
                      tm_strerror(rc));
         goto out;
     }
-    rc = sqlite3_open_v2(path.buf, &idx, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
-                         NULL);
+    rc = tm__db_open_sqlite(path.buf, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                            &idx);
     if (rc != SQLITE_OK) {
         rc = tm__store_error(idx, rc, &err, "open the folder index");
         goto out;
     }
     rc = tm__uiq_index_build(db, idx, &cb, max_id, &err);
-    if (sqlite3_close(idx) != SQLITE_OK && !rc) {
+    if (tm__db_close(idx) != SQLITE_OK && !rc) {
         rc = TM_EIO;
         tm__buf_adds(&err, "cannot close the folder index");
     }
@@ -159,7 +159,7 @@ static void build_one(struct tm__ui_index *x, sqlite3 *db)
     }
 out:
     if (idx)
-        sqlite3_close(idx);
+        tm__db_close(idx);
     if (rc && path.len)
         unlink(path.buf);
     pthread_mutex_lock(&x->mu);
@@ -184,7 +184,7 @@ static void *index_main(void *arg)
 {
     struct tm__ui_index *x = arg;
     struct tm__buf err = TM__BUF_INIT;
-    sqlite3 *db = NULL;
+    struct tm__db *db = NULL;
     int64_t dv_built = 0, dv = 0, last_end = 0;
     int first = 1, failed = 0;
 
@@ -239,7 +239,7 @@ static void *index_main(void *arg)
         }
         pthread_mutex_unlock(&x->mu);
     }
-    sqlite3_close(db);
+    tm__db_close(db);
     tm__buf_release(&err);
     return NULL;
 }
@@ -289,7 +289,7 @@ void tm__ui_index_stop(struct tm__ui_index *x)
 void tm__ui_index_detach(struct tm__ui_index *x, struct tm__ui_conn *c)
 {
     if (c->idx)
-        sqlite3_close(c->idx);
+        tm__db_close(c->idx);
     c->idx = NULL;
     if (c->gen) {
         pthread_mutex_lock(&x->mu);
@@ -314,16 +314,16 @@ void tm__ui_index_attach(struct tm__ui_index *x, struct tm__ui_conn *c)
     tm__ui_index_detach(x, c);
     if (!g)
         return;
-    if (sqlite3_open_v2(g->path, &c->idx, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
-                        NULL) != SQLITE_OK) {
-        sqlite3_close(c->idx);
+    if (tm__db_open_sqlite(g->path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                           &c->idx) != SQLITE_OK) {
+        tm__db_close(c->idx);
         c->idx = NULL;
         pthread_mutex_lock(&x->mu);
         gen_unref(g);
         pthread_mutex_unlock(&x->mu);
         return;
     }
-    sqlite3_exec(c->idx, "PRAGMA cache_size=-2048", NULL, NULL, NULL);
+    tm__db_exec(c->idx, "PRAGMA cache_size=-2048", NULL, NULL, NULL);
     c->gen = g;
 }
 

@@ -14,7 +14,7 @@
 #define TM_UI_INT_H
 
 #include <pthread.h>
-#include <sqlite3.h>
+#include "store/db.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -54,8 +54,8 @@ struct tm__ui_index {
 /* One read-only handle on the state file, lent to one request at a time. */
 struct tm__ui_conn {
     tm_migration *m;          /* read-only handle (tm_status_get) */
-    sqlite3 *db;              /* its connection */
-    sqlite3 *idx;             /* the folder index of gen, or NULL */
+    struct tm__db *db;              /* its connection */
+    struct tm__db *idx;             /* the folder index of gen, or NULL */
     struct tm__ui_gen *gen;   /* the generation idx belongs to (a ref) */
     struct tm__ui_conn *next; /* in the free list */
 };

@@ -177,7 +177,7 @@ def check_pc(inst, version, source_dirs):
     cp = expect_ok(sh(['pkg-config', '--print-requires-private', 'treemig'], env=env),
                    'pkg-config --print-requires-private')
     req = {line.split()[0] for line in cp.stdout.splitlines() if line.strip()}
-    expect_eq('Requires.private of treemig.pc', {'sqlite3', 'yaml-0.1', 'libxxhash', 'libssh2', 'libcurl', 'libcrypto', 'expat', 'libmicrohttpd'}, req)
+    expect_eq('Requires.private of treemig.pc', {'sqlite3', 'libpq', 'yaml-0.1', 'libxxhash', 'libssh2', 'libcurl', 'libcrypto', 'expat', 'libmicrohttpd'}, req)
     flags = expect_ok(sh(['pkg-config', '--cflags', '--libs', 'treemig'], env=env),
                       'pkg-config --cflags --libs').stdout
     for d in source_dirs:

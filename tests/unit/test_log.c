@@ -699,21 +699,21 @@ static int64_t flood_case(int nthreads, int per_thread, size_t capacity, int gat
         assert_int_equal(f->reports, 0);
 
     /* the database holds exactly what was delivered, plus the reports */
-    assert_int_equal(sql_int(store.db, "SELECT count(*) FROM logs WHERE queue='flood'"),
+    assert_int_equal(sql_int(tm__db_sqlite(store.db), "SELECT count(*) FROM logs WHERE queue='flood'"),
                      f->delivered);
-    assert_int_equal(sql_int(store.db, "SELECT count(*) FROM logs WHERE queue='log' "
+    assert_int_equal(sql_int(tm__db_sqlite(store.db), "SELECT count(*) FROM logs WHERE queue='log' "
                              "AND level='warning' AND message LIKE '% log records dropped'"),
                      f->reports);
-    assert_int_equal(sql_int(store.db, "SELECT coalesce(sum(CAST(message AS INTEGER)),0) "
+    assert_int_equal(sql_int(tm__db_sqlite(store.db), "SELECT coalesce(sum(CAST(message AS INTEGER)),0) "
                              "FROM logs WHERE queue='log'"), dropped);
-    assert_int_equal(sql_int(store.db, "SELECT count(*) FROM (SELECT node_id, "
+    assert_int_equal(sql_int(tm__db_sqlite(store.db), "SELECT count(*) FROM (SELECT node_id, "
                              "substr(message, 1, instr(message, ' ')) AS t FROM logs "
                              "WHERE queue='flood' GROUP BY t, node_id HAVING count(*) > 1)"),
                      0);
-    assert_int_equal(sql_int(store.db, "SELECT count(*) FROM logs WHERE queue='flood' "
+    assert_int_equal(sql_int(tm__db_sqlite(store.db), "SELECT count(*) FROM logs WHERE queue='flood' "
                              "AND (level <> 'info' OR path NOT LIKE '/%' OR node_id IS NULL)"),
                      0);
-    assert_int_equal(sql_int(store.db, "SELECT count(*) FROM pragma_integrity_check "
+    assert_int_equal(sql_int(tm__db_sqlite(store.db), "SELECT count(*) FROM pragma_integrity_check "
                              "WHERE integrity_check <> 'ok'"), 0);
 
     pthread_cond_destroy(&f->cv);

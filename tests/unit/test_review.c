@@ -82,7 +82,7 @@ static int setup(void **state)
     snprintf(f->path, sizeof f->path, "%s/state.db", f->dir);
     assert_int_equal(tm_migration_open(&f->m, f->path, TM_OPEN_WRITE | TM_OPEN_CREATE),
                      0);
-    f->db = tm__migration_db(f->m);
+    f->db = tm__db_sqlite(tm__migration_db(f->m));
     assert_non_null(f->db);
     exec_ok(f->db, rows);
     *state = f;

@@ -164,7 +164,7 @@ static void test_decoders(void **state)
 struct sim {
     char dir[64];    /* temporary folder */
     char path[128];  /* the state file */
-    sqlite3 *db;     /* a read-only connection */
+    struct tm__db *db;     /* a read-only connection */
 };
 
 static int sim_setup(void **state)
@@ -202,7 +202,7 @@ static int sim_teardown(void **state)
 {
     struct sim *s = *state;
     char cmd[160];
-    sqlite3_close(s->db);
+    tm__db_close(s->db);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", s->dir);
     if (system(cmd) != 0)
         return -1;
@@ -211,34 +211,34 @@ static int sim_teardown(void **state)
 }
 
 /* The names of parent's children by SQL, joined with '/' (names hold none). */
-static void names_by_sql(sqlite3 *db, int side, int64_t parent, int desc,
+static void names_by_sql(struct tm__db *db, int side, int64_t parent, int desc,
                          struct tm__buf *out)
 {
-    sqlite3_stmt *st;
+    struct tm__stmt *st;
     char sql[160];
     snprintf(sql, sizeof sql, "SELECT name FROM %s WHERE parent_id = ?1 ORDER BY "
              "name %s", side ? "dst_nodes" : "src_nodes", desc ? "DESC" : "ASC");
-    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-    sqlite3_bind_int64(st, 1, parent);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        tm__buf_add(out, sqlite3_column_text(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+    assert_int_equal(tm__db_prepare(db, sql, -1, &st, NULL), SQLITE_OK);
+    tm__db_bind_int64(st, 1, parent);
+    while (tm__db_step(st) == SQLITE_ROW) {
+        tm__buf_add(out, tm__db_column_text(st, 0), (size_t)tm__db_column_bytes(st, 0));
         tm__buf_addch(out, '/');
     }
-    sqlite3_finalize(st);
+    tm__db_finalize(st);
 }
 
 static void test_children_pages(void **state)
 {
     struct sim *s = *state;
-    sqlite3_stmt *folders;
+    struct tm__stmt *folders;
     int side, checked = 0;
     for (side = 0; side < 2; side++) {
-        assert_int_equal(sqlite3_prepare_v2(s->db, side
+        assert_int_equal(tm__db_prepare(s->db, side
                          ? "SELECT id FROM dst_nodes WHERE type = 'folder'"
                          : "SELECT id FROM src_nodes WHERE type = 'folder'", -1,
                          &folders, NULL), SQLITE_OK);
-        while (sqlite3_step(folders) == SQLITE_ROW) {
-            int64_t parent = sqlite3_column_int64(folders, 0);
+        while (tm__db_step(folders) == SQLITE_ROW) {
+            int64_t parent = tm__db_column_int64(folders, 0);
             int desc, limit;
             for (desc = 0; desc < 2; desc++) {
                 struct tm__buf want = TM__BUF_INIT;
@@ -280,20 +280,20 @@ static void test_children_pages(void **state)
                 tm__buf_release(&want);
             }
         }
-        sqlite3_finalize(folders);
+        tm__db_finalize(folders);
     }
     assert_true(checked > 20);
 }
 
-static int64_t one_int(sqlite3 *db, const char *sql, int64_t arg)
+static int64_t one_int(struct tm__db *db, const char *sql, int64_t arg)
 {
-    sqlite3_stmt *st;
+    struct tm__stmt *st;
     int64_t v = -1;
-    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-    sqlite3_bind_int64(st, 1, arg);
-    if (sqlite3_step(st) == SQLITE_ROW)
-        v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    assert_int_equal(tm__db_prepare(db, sql, -1, &st, NULL), SQLITE_OK);
+    tm__db_bind_int64(st, 1, arg);
+    if (tm__db_step(st) == SQLITE_ROW)
+        v = tm__db_column_int64(st, 0);
+    tm__db_finalize(st);
     return v;
 }
 
@@ -303,21 +303,21 @@ static void test_index_totals(void **state)
     struct tm__buf err = TM__BUF_INIT;
     struct tm__uiq_rows rows = TM__UIQ_ROWS_INIT;
     char ipath[160];
-    sqlite3 *idx = NULL;
-    sqlite3_stmt *folders;
+    struct tm__db *idx = NULL;
+    struct tm__stmt *folders;
     int64_t max[2];
     int n = 0;
 
     snprintf(ipath, sizeof ipath, "%s/index.db", s->dir);
-    assert_int_equal(sqlite3_open(ipath, &idx), SQLITE_OK);
+    assert_int_equal(tm__db_open_sqlite(ipath, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &idx), SQLITE_OK);
     if (tm__uiq_index_build(s->db, idx, NULL, max, &err) != 0)
         fail_msg("build: %s", err.buf);
     assert_int_equal(max[0], one_int(s->db, "SELECT max(id) + 0 * ?1 FROM src_nodes", 0));
     /* each source folder: its subtree counted by a recursive query */
-    assert_int_equal(sqlite3_prepare_v2(s->db, "SELECT id FROM src_nodes WHERE type = "
+    assert_int_equal(tm__db_prepare(s->db, "SELECT id FROM src_nodes WHERE type = "
                                         "'folder'", -1, &folders, NULL), SQLITE_OK);
-    while (sqlite3_step(folders) == SQLITE_ROW) {
-        int64_t id = sqlite3_column_int64(folders, 0);
+    while (tm__db_step(folders) == SQLITE_ROW) {
+        int64_t id = tm__db_column_int64(folders, 0);
         struct tm__uiq_totals t;
         static const char sub[] =
             "WITH RECURSIVE sub(id) AS (SELECT id FROM src_nodes WHERE parent_id = ?1"
@@ -348,7 +348,7 @@ static void test_index_totals(void **state)
             assert_true(strcmp(TM__UIQ_NAME(&rows, i - 1), TM__UIQ_NAME(&rows, i)) < 0);
         n++;
     }
-    sqlite3_finalize(folders);
+    tm__db_finalize(folders);
     assert_true(n > 10);
     /* destination: what only it has, below each folder */
     {
@@ -362,7 +362,7 @@ static void test_index_totals(void **state)
         assert_true(t.n[UK_EXTRA] > 0);
     }
     tm__uiq_rows_release(&rows);
-    sqlite3_close(idx);
+    tm__db_close(idx);
     tm__buf_release(&err);
 }
 

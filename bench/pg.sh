@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# bench/pg.sh: `treemig discover` of the local tree pair of bench/discover.sh
+# with the state in SQLite (a file) and in PostgreSQL (a throwaway server on
+# a Unix socket in the work dir, fsync off as on SQLite's synchronous=NORMAL
+# in WAL mode it is not quite: the server's own durability is not measured
+# here, the store's round trips are), side by side, medians of RUNS.
+#
+#   bench/pg.sh                  # 300,000 entries per side, RUNS=3
+#   SCALE=0.05 bench/pg.sh       # 15,000 entries: a quick check
+#
+# Environment (besides RUNS, SCALE, TREEMIG: bench/lib.sh):
+#   BENCH_DIR      work dir (default /tmp/treemig-bench, shared with
+#                  bench/discover.sh: the same tree pair is reused)
+#   BENCH_ENTRIES  entries per source tree (default 300000 x SCALE)
+#   BENCH_SEED     generator seed (default 42)
+#   PG_BIN         PostgreSQL's programs (default: the newest
+#                  /usr/lib/postgresql/N/bin)
+# The server runs as nobody when run as root, and is stopped on exit.
+# Exits 1 when a run fails or the two stores' status differ.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+WORK=${BENCH_DIR:-/tmp/treemig-bench}
+case $WORK in /|/tmp|/tmp/|"$HOME"|"$HOME"/) die "BENCH_DIR=$WORK is too broad: name a dedicated folder" ;; esac
+[[ $WORK = /* ]] || WORK=$PWD/$WORK
+mkdir -p "$WORK"
+bench_init pg BENCH_DIR BENCH_ENTRIES BENCH_SEED
+ENTRIES=${BENCH_ENTRIES:-$(scaled 300000 100)}
+SEED=${BENCH_SEED:-42}
+CC=${CC:-$(command -v cc || command -v gcc)}
+SRC=$WORK/src
+DST=$WORK/dst
+DB=$WORK/pg-bench.db
+PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
+[[ -x $PG_BIN/initdb ]] || die "no PostgreSQL server programs (apt-get install postgresql)"
+
+# the tree pair: bench/discover.sh's, made the same way
+GEN_HASH=$(sha256sum "$BENCH_LIB_DIR/gentree.c" | cut -c1-16)
+MARK="gentree=$GEN_HASH entries=$ENTRIES seed=$SEED"
+if [[ -f $WORK/tree.ok && $(cat "$WORK/tree.ok") == "$MARK" && -d $SRC && -d $DST ]]; then
+    say "reusing the tree pair in $WORK ($MARK)"
+else
+    say "building a tree pair of $ENTRIES entries per side in $WORK"
+    rm -f "$WORK/tree.ok" "$WORK/tree.stats"
+    rm -rf "$SRC" "$DST"
+    "$CC" -O2 -std=c11 -o "$WORK/gentree" "$BENCH_LIB_DIR/gentree.c" -lm
+    "$WORK/gentree" "$WORK" "$ENTRIES" "$SEED" >"$WORK/tree.stats"
+    printf '%s\n' "$MARK" >"$WORK/tree.ok"
+fi
+find "$SRC" "$DST" -printf '%s %T@\n' >/dev/null   # warm caches
+
+# the server
+PGD=$(mktemp -d "$WORK/pg.XXXXXX")
+chmod 755 "$PGD"
+AS=()
+if [[ $(id -u) == 0 ]]; then
+    chown 65534:65534 "$PGD"
+    AS=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+fi
+stop_pg() {
+    "${AS[@]}" "$PG_BIN/pg_ctl" -D "$PGD/data" -w -s -m fast stop >/dev/null 2>&1 || true
+    rm -rf "$PGD"
+}
+trap stop_pg EXIT
+(cd "$PGD" && "${AS[@]}" "$PG_BIN/initdb" -D "$PGD/data" -U tm -A trust -E UTF8 \
+    --locale=C.UTF-8 >"$LOGS/initdb.log" 2>&1) || die "initdb failed: $LOGS/initdb.log"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >>"$PGD/data/postgresql.conf" <<CONF
+listen_addresses = ''
+port = $PORT
+unix_socket_directories = '$PGD'
+synchronous_commit = off
+CONF
+(cd "$PGD" && "${AS[@]}" "$PG_BIN/pg_ctl" -D "$PGD/data" -w -s -l "$PGD/log" start) ||
+    die "the server did not start: $PGD/log"
+PSQL=("$PG_BIN/psql" -X -q -h "$PGD" -p "$PORT" -U tm)
+URI="postgresql:///bench?host=$PGD&port=$PORT&user=tm"
+
+declare -A WALLS RSS CPU OTHER RC
+run_tool() {
+    case $1 in
+    sqlite)
+        rm -f "$DB" "$DB-wal" "$DB-shm" "$DB.lock" "$WORK/pg-lite.yaml"
+        measure sqlite "$TREEMIG" discover --quiet --db "$DB" --config "$WORK/pg-lite.yaml" "$SRC" "$DST" ;;
+    postgresql)
+        rm -f "$WORK/pg-pg.yaml"
+        "${PSQL[@]}" -d postgres -c 'DROP DATABASE IF EXISTS bench' -c 'CREATE DATABASE bench' >/dev/null 2>&1
+        measure postgresql "$TREEMIG" discover --quiet --db "$URI" --config "$WORK/pg-pg.yaml" "$SRC" "$DST" ;;
+    esac
+}
+for ((r = 0; r < RUNS; r++)); do
+    say "run $((r + 1))/$RUNS"
+    while read -r k; do run_tool "$k"; done < <(rotate "$r" sqlite postgresql)
+done
+
+FAIL=0
+[[ ${RC[sqlite]} == 0 && ${RC[postgresql]} == 0 ]] || FAIL=1
+"$TREEMIG" status --json --db "$DB" | python3 -c 'import json,sys; s=json.load(sys.stdin); s.pop("queues",None); print(json.dumps([s["src"],s["dst"],s["copy"]],sort_keys=True))' >"$LOGS/lite.json" || FAIL=1
+"$TREEMIG" status --json --db "$URI" | python3 -c 'import json,sys; s=json.load(sys.stdin); s.pop("queues",None); print(json.dumps([s["src"],s["dst"],s["copy"]],sort_keys=True))' >"$LOGS/pg.json" || FAIL=1
+cmp -s "$LOGS/lite.json" "$LOGS/pg.json" || { say "the two stores' status differ: $LOGS/lite.json $LOGS/pg.json"; FAIL=1; }
+{
+    header "treemig discover, SQLite vs PostgreSQL state: $ENTRIES entries per source tree"
+    printf '  %-34s %-22s %8s %10s\n' store "wall s, median (range)" "cpu s" "RSS KiB"
+    for k in sqlite postgresql; do
+        printf '  %-34s %-22s %8s %10s\n' "$k" "$(stat_of $k)" "${CPU[$k]}" "${RSS[$k]}"
+    done
+    echo "  postgresql / sqlite (median wall): $(ratio "$(median postgresql)" "$(median sqlite)")  (goal: <= 2)"
+    echo "  status of both stores: $([[ $FAIL == 0 ]] && echo identical || echo DIFFERENT or a run failed)"
+} | tee "$WORK/report-pg-$(date -u +%Y%m%dT%H%M%SZ).txt"
+exit $FAIL

@@ -1,0 +1,884 @@
+/*
+ * db_pg.c - the PostgreSQL backend of the store's database layer (db.h),
+ * on libpq. Statements arrive in SQLite's dialect and are translated when
+ * prepared (tm__db_pg_translate): ?N parameters become $N, INSERT OR
+ * IGNORE/REPLACE become ON CONFLICT clauses, SQLite's types and PRAGMAs
+ * their PostgreSQL counterparts. A statement's parameters go as text with
+ * the type of their bind (bigint, double precision, text, bytea), so that
+ * PostgreSQL's strict typing sees what SQLite's affinity would have made
+ * of them. A step runs the statement on the first call and walks its
+ * rows; a persistent statement is prepared on the server once per set of
+ * parameter types. Failures map onto SQLite's result codes: serialization
+ * and lock failures are SQLITE_BUSY, a unique violation SQLITE_CONSTRAINT,
+ * a full disk SQLITE_FULL, a lost connection SQLITE_IOERR.
+ *
+ * Runs on the thread that owns the connection (db.h).
+ */
+#include "store/db.h"
+
+#include <ctype.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/buf.h"
+
+#define PG_INT8 20    /* the type oids of PostgreSQL's catalog */
+#define PG_INT4 23
+#define PG_INT2 21
+#define PG_BOOL 16
+#define PG_FLOAT4 700
+#define PG_FLOAT8 701
+#define PG_NUMERIC 1700
+#define PG_TEXT 25
+#define PG_BYTEA 17
+#define MAX_PARAMS 32
+
+/* A PostgreSQL connection. */
+struct pg_db {
+    struct tm__db base;  /* first: the layer's view */
+    PGconn *conn;        /* libpq's connection */
+    char *errmsg;        /* the last failure's message (malloc'd), or NULL */
+    int errcode;         /* the last failure's SQLite code */
+    int changes;         /* rows changed by the last statement */
+    unsigned long names; /* server-side statement names handed out */
+};
+
+/* A PostgreSQL statement. */
+struct pg_stmt {
+    struct tm__stmt base;    /* first: the layer's view */
+    char *sql;               /* the translated text (malloc'd) */
+    int nparams;             /* the highest $N it uses */
+    int persistent;          /* prepared on the server once */
+    unsigned used;           /* bit n - 1: $n appears in sql */
+    char name[24];           /* its server-side name, "" when not prepared */
+    unsigned prepared_sig;   /* the parameter types it was prepared with */
+    char *vals[MAX_PARAMS];  /* each parameter as text (malloc'd), or NULL */
+    int lens[MAX_PARAMS];    /* their lengths (bytea: binary length) */
+    int fmts[MAX_PARAMS];    /* 0 text, 1 binary (bytea) */
+    unsigned types[MAX_PARAMS]; /* their type oids, 0 for NULL */
+    PGresult *res;           /* the result being walked, or NULL */
+    int row;                 /* the current row of res, -1 before the first */
+    int done;                /* SQLITE_DONE was returned */
+    unsigned char *blob;     /* column_blob's decoded value (PQfreemem) */
+    size_t blob_len;         /* its length */
+    int blob_col;            /* the column it decodes, -1 for none */
+};
+
+#define D(db) ((struct pg_db *)(db))
+#define P(st) ((struct pg_stmt *)(st))
+
+static void set_err(struct pg_db *d, int code, const char *msg)
+{
+    size_t n;
+    free(d->errmsg);
+    d->errmsg = strdup(msg ? msg : "unknown error");
+    if (d->errmsg) { /* libpq's messages end with a newline */
+        n = strlen(d->errmsg);
+        while (n && (d->errmsg[n - 1] == '\n' || d->errmsg[n - 1] == ' '))
+            d->errmsg[--n] = '\0';
+    }
+    d->errcode = code;
+}
+
+/* SQLSTATE to an SQLite result code. */
+static int map_state(const char *state)
+{
+    if (!state)
+        return SQLITE_IOERR; /* no answer from the server */
+    if (!strcmp(state, "40001") || !strcmp(state, "40P01") ||
+        !strcmp(state, "55P03"))
+        return SQLITE_BUSY;
+    if (!strncmp(state, "23", 2))
+        return SQLITE_CONSTRAINT;
+    if (!strcmp(state, "53100"))
+        return SQLITE_FULL;
+    if (!strcmp(state, "53200"))
+        return SQLITE_NOMEM;
+    if (!strncmp(state, "08", 2) || !strncmp(state, "57P", 3))
+        return SQLITE_IOERR;
+    if (!strncmp(state, "28", 2) || !strcmp(state, "42501"))
+        return SQLITE_PERM;
+    if (!strcmp(state, "25006"))
+        return SQLITE_READONLY;
+    return SQLITE_ERROR;
+}
+
+/* Records the failure of res (or of the connection when res is NULL);
+ * returns its SQLite code. */
+static int fail_res(struct pg_db *d, PGresult *res)
+{
+    if (getenv("TREEMIG_PG_TRACE")) /* development: which statement failed */
+        fprintf(stderr, "treemig pg: %s\n", PQresultErrorMessage(res));
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res ? PQresultErrorMessage(res) : NULL;
+    int code = map_state(state);
+    if (PQstatus(d->conn) == CONNECTION_BAD)
+        code = SQLITE_IOERR;
+    set_err(d, code, msg && *msg ? msg : PQerrorMessage(d->conn));
+    return code;
+}
+
+/* ---- translation: SQLite's SQL to PostgreSQL's ---- */
+
+/* The primary key columns of the tables whose rows INSERT OR REPLACE and
+ * an ON CONFLICT without target name (the schema in store.c). */
+static const struct {
+    const char *table; /* table name */
+    const char *key;   /* its primary key columns */
+} pkeys[] = {
+    { "migration", "key" },
+    { "src_stats", "depth, type, traversal_status" },
+    { "dst_stats", "depth, type, traversal_status" },
+    { "copy_stats", "depth, type, copy_status, conflict" },
+    { "listing_pos", "side, folder_id" },
+    { "uploads", "node_id" },
+    { "excluded_prev", "side, id" },
+    { "src_nodes", "id" },
+    { "dst_nodes", "id" },
+    { "copy_runs", "key" },
+    { "mirror", "dst_id" },
+    { "passes", "n" },
+};
+
+static const char *pkey_of(const char *table, size_t n)
+{
+    size_t i;
+    for (i = 0; i < sizeof pkeys / sizeof *pkeys; i++)
+        if (strlen(pkeys[i].table) == n && !strncasecmp(pkeys[i].table, table, n))
+            return pkeys[i].key;
+    return NULL;
+}
+
+static int is_word(char c)
+{
+    return isalnum((unsigned char)c) || c == '_';
+}
+
+/* 1 when the column [w, w + n) is one of list's (", "-separated). */
+static int in_list(const char *list, const char *w, size_t n)
+{
+    const char *p = list;
+    while (*p) {
+        size_t k = strcspn(p, ",");
+        if (k == n && strncmp(p, w, n) == 0)
+            return 1;
+        p += k;
+        while (*p == ',' || *p == ' ')
+            p++;
+    }
+    return 0;
+}
+
+/* 1 when the text at p is the keyword kw as a whole word (any case). */
+static int kw_at(const char *s, const char *p, const char *kw)
+{
+    size_t n = strlen(kw);
+    return strncasecmp(p, kw, n) == 0 && !is_word(p[n]) &&
+           (p == s || !is_word(p[-1]));
+}
+
+static const char *skip_ws(const char *p)
+{
+    while (isspace((unsigned char)*p))
+        p++;
+    return p;
+}
+
+/* Words replaced as they are (outside quotes), in DDL and queries. */
+static const struct {
+    const char *from; /* SQLite's spelling */
+    const char *to;   /* PostgreSQL's */
+} words[] = {
+    { "INTEGER PRIMARY KEY", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY" },
+    { "INTEGER", "BIGINT" },
+    { "REAL", "DOUBLE PRECISION" },
+    { "BLOB", "BYTEA" },
+    { "WITHOUT ROWID", "" },
+    { "BEGIN IMMEDIATE", "BEGIN" },
+    /* SQLite's CROSS JOIN ... ON: an inner join in the written order */
+    { "CROSS JOIN", "JOIN" },
+    { "CREATE VIEW IF NOT EXISTS", "CREATE OR REPLACE VIEW" },
+    /* an index goes to its table's schema: PostgreSQL names none */
+    { "INDEX IF NOT EXISTS temp.", "INDEX IF NOT EXISTS " },
+    { "temp.", "pg_temp." },
+    { "sqlite_master",
+      "(SELECT CASE table_type WHEN 'VIEW' THEN 'view' ELSE 'table' END AS type,"
+      " table_name::text AS name FROM information_schema.tables"
+      " WHERE table_schema = current_schema()) AS sqlite_master" },
+};
+
+/* PRAGMAs: what each becomes (NULL: nothing, the statement is dropped). */
+static const struct {
+    const char *from; /* the PRAGMA's text up to its end */
+    const char *to;   /* the statement that stands for it */
+} pragmas[] = {
+    { "PRAGMA application_id", "SELECT application_id FROM treemig_meta" },
+    { "PRAGMA user_version", "SELECT user_version FROM treemig_meta" },
+    { "PRAGMA quick_check(1)", "SELECT 'ok'" },
+};
+
+/* Translates one statement [p, end) onto out. */
+static int translate_one(struct tm__buf *out, const char *p, const char *end)
+{
+    const char *s = p, *insert_table = NULL, *q;
+    size_t insert_len = 0, i;
+    int rc = 0, replace = 0, ignore = 0, conflict_done = 0, auto_param = 0;
+    int ddl, in_set = 0;
+
+    p = skip_ws(p);
+    while (end > p && isspace((unsigned char)end[-1]))
+        end--;
+    if (p == end)
+        return 0;
+    /* text compares bytewise in SQLite: the "C" collation in tables */
+    ddl = (kw_at(s, p, "CREATE") && kw_at(s, skip_ws(p + 6), "TABLE")) ||
+          kw_at(s, p, "ALTER") ||
+          (kw_at(s, p, "CREATE") && kw_at(s, skip_ws(p + 6), "TEMP"));
+    if (kw_at(s, p, "PRAGMA")) {
+        /* PRAGMA user_version=N sets the meta row; other settings drop */
+        if (!strncasecmp(p, "PRAGMA user_version=", 20))
+            return tm__buf_addf(out, "UPDATE treemig_meta SET user_version=%.*s;",
+                                (int)(end - p - 20), p + 20);
+        if (!strncasecmp(p, "PRAGMA application_id=", 22))
+            return tm__buf_addf(out, "UPDATE treemig_meta SET application_id=%.*s;",
+                                (int)(end - p - 22), p + 22);
+        for (i = 0; i < sizeof pragmas / sizeof *pragmas; i++)
+            if ((size_t)(end - p) == strlen(pragmas[i].from) &&
+                !strncasecmp(p, pragmas[i].from, (size_t)(end - p)))
+                return tm__buf_addf(out, "%s;", pragmas[i].to);
+        return 0;
+    }
+    if (kw_at(s, p, "INSERT")) {
+        q = skip_ws(p + 6);
+        if (kw_at(s, q, "OR")) {
+            q = skip_ws(q + 2);
+            replace = kw_at(s, q, "REPLACE");
+            ignore = kw_at(s, q, "IGNORE");
+            q += replace ? 7 : 6;
+            rc = tm__buf_adds(out, "INSERT");
+            p = q;
+        }
+        q = skip_ws(q);
+        if (kw_at(s, q, "INTO")) {
+            q = skip_ws(q + 4);
+            insert_table = q;
+            while (is_word(*q))
+                q++;
+            insert_len = (size_t)(q - insert_table);
+        }
+    }
+    while (!rc && p < end) {
+        if (*p == '\'' || *p == '"') { /* a literal or quoted name: as is */
+            char qc = *p;
+            q = p + 1;
+            while (q < end && !(*q == qc && q[1] != qc))
+                q += *q == qc ? 2 : 1;
+            q = q < end ? q + 1 : end;
+            rc = tm__buf_add(out, p, (size_t)(q - p));
+            p = q;
+            continue;
+        }
+        if (*p == '?') {
+            int n = 0;
+            q = p + 1;
+            while (q < end && isdigit((unsigned char)*q))
+                n = n * 10 + (*q++ - '0');
+            if (q == p + 1)
+                n = ++auto_param;
+            else if (n > auto_param)
+                auto_param = n;
+            rc = tm__buf_addf(out, "$%d", n);
+            p = q;
+            continue;
+        }
+        if (kw_at(s, p, "ON") && kw_at(s, skip_ws(p + 2), "CONFLICT")) {
+            q = skip_ws(skip_ws(p + 2) + 8);
+            conflict_done = 1;
+            if (*q != '(' && insert_table) {
+                const char *key = pkey_of(insert_table, insert_len);
+                rc = tm__buf_addf(out, "ON CONFLICT (%s) ", key ? key : "id");
+                p = q;
+                continue;
+            }
+        }
+        /* max(a, b) and min(a, b): SQLite's scalar forms */
+        if (kw_at(s, p, "max") || kw_at(s, p, "min")) {
+            int depth = 0, comma = 0;
+            q = p + 3;
+            if (*q == '(') {
+                for (; q < end; q++) {
+                    if (*q == '(')
+                        depth++;
+                    else if (*q == ')' && --depth == 0)
+                        break;
+                    else if (*q == ',' && depth == 1)
+                        comma = 1;
+                }
+            }
+            if (comma) {
+                rc = tm__buf_adds(out, tolower((unsigned char)p[1]) == 'a' ? "greatest"
+                                                                          : "least");
+                p += 3;
+                continue;
+            }
+        }
+        for (i = 0; i < sizeof words / sizeof *words; i++) {
+            size_t n = strlen(words[i].from);
+            if ((size_t)(end - p) >= n && !strncasecmp(p, words[i].from, n) &&
+                (p == s || !is_word(p[-1])) &&
+                (!is_word(words[i].from[n - 1]) || !is_word(p[n])))
+                break;
+        }
+        /* DO UPDATE SET c = c + excluded.c: PostgreSQL wants the target's
+         * c qualified */
+        if (!in_set && kw_at(s, p, "UPDATE") && conflict_done) {
+            in_set = 1;
+        } else if (in_set && insert_table && is_word(*p) && !is_word(p[-1]) &&
+                   p[-1] != '.' && out->len) {
+            size_t k = out->len;
+            while (k && out->buf[k - 1] == ' ')
+                k--;
+            q = p;
+            while (is_word(*q))
+                q++;
+            if (k && out->buf[k - 1] == '=' && *skip_ws(q) == '+') {
+                rc = tm__buf_addf(out, "%.*s.%.*s", (int)insert_len, insert_table,
+                                  (int)(q - p), p);
+                p = q;
+                continue;
+            }
+        }
+        if (ddl && kw_at(s, p, "TEXT")) {
+            rc = tm__buf_adds(out, "TEXT COLLATE \"C\"");
+            p += 4;
+            continue;
+        }
+        if (i < sizeof words / sizeof *words) {
+            rc = tm__buf_adds(out, words[i].to);
+            p += strlen(words[i].from);
+            continue;
+        }
+        rc = tm__buf_addch(out, *p++);
+    }
+    if (!rc && (replace || ignore) && !conflict_done) {
+        const char *key = insert_table ? pkey_of(insert_table, insert_len) : NULL;
+        if (ignore || !key) {
+            rc = tm__buf_adds(out, " ON CONFLICT DO NOTHING");
+        } else {
+            /* every column of the insert's list that is not the key */
+            const char *c = strchr(insert_table, '(');
+            const char *ce = c ? strchr(c, ')') : NULL;
+            rc = tm__buf_addf(out, " ON CONFLICT (%s) DO UPDATE SET ", key);
+            for (i = 0; !rc && c && ce && c < ce; i++) {
+                const char *w;
+                c = skip_ws(c + 1);
+                w = c;
+                while (is_word(*c))
+                    c++;
+                if (c > w && !in_list(key, w, (size_t)(c - w)))
+                    rc = tm__buf_addf(out, "%s%.*s=excluded.%.*s",
+                                      out->buf[out->len - 1] == ' ' ? "" : ", ",
+                                      (int)(c - w), w, (int)(c - w), w);
+                c = strchr(c, ',') && strchr(c, ',') < ce ? strchr(c, ',') : ce;
+            }
+        }
+    }
+    if (!rc)
+        rc = tm__buf_addch(out, ';');
+    return rc;
+}
+
+char *tm__db_pg_translate(const char *sql)
+{
+    struct tm__buf out = TM__BUF_INIT;
+    const char *p = sql, *start = sql;
+    int rc = 0;
+    /* statement by statement: split on ; outside quotes */
+    while (!rc && *p) {
+        if (*p == '\'' || *p == '"') {
+            char qc = *p++;
+            while (*p && !(*p == qc && p[1] != qc))
+                p += *p == qc ? 2 : 1;
+            if (*p)
+                p++;
+            continue;
+        }
+        if (*p == ';') {
+            rc = translate_one(&out, start, p);
+            start = ++p;
+            continue;
+        }
+        p++;
+    }
+    if (!rc)
+        rc = translate_one(&out, start, p);
+    if (!rc)
+        rc = tm__buf_addch(&out, '\0'); /* never NULL, even when empty */
+    if (rc) {
+        tm__buf_release(&out);
+        return NULL;
+    }
+    return tm__buf_detach(&out, NULL);
+}
+
+/* ---- statements ---- */
+
+static int g_prepare(struct tm__db *db, const char *sql, int persistent,
+                     struct tm__stmt **out)
+{
+    struct pg_stmt *s = calloc(1, sizeof *s);
+    const char *p;
+    size_t n;
+    *out = NULL;
+    if (!s)
+        return SQLITE_NOMEM;
+    s->base.db = db;
+    s->sql = tm__db_pg_translate(sql);
+    if (!s->sql) {
+        free(s);
+        return SQLITE_NOMEM;
+    }
+    n = strlen(s->sql); /* one statement: its ; goes */
+    if (n && s->sql[n - 1] == ';')
+        s->sql[n - 1] = '\0';
+    for (p = s->sql; (p = strchr(p, '$')) != NULL; p++) {
+        int k = atoi(p + 1);
+        if (k >= 1 && k <= MAX_PARAMS)
+            s->used |= 1u << (k - 1);
+        if (k > s->nparams)
+            s->nparams = k;
+    }
+    if (s->nparams > MAX_PARAMS) {
+        free(s->sql);
+        free(s);
+        set_err(D(db), SQLITE_RANGE, "too many parameters");
+        return SQLITE_RANGE;
+    }
+    s->persistent = persistent;
+    s->row = -1;
+    s->blob_col = -1;
+    *out = &s->base;
+    return SQLITE_OK;
+}
+
+static void clear_result(struct pg_stmt *s)
+{
+    PQclear(s->res);
+    s->res = NULL;
+    s->row = -1;
+    s->done = 0;
+    if (s->blob)
+        PQfreemem(s->blob);
+    s->blob = NULL;
+    s->blob_col = -1;
+}
+
+static int set_param(struct tm__stmt *st, int i, char *v, int len, int fmt,
+                     unsigned type)
+{
+    struct pg_stmt *s = P(st);
+    if (i < 1 || i > MAX_PARAMS) {
+        free(v);
+        return SQLITE_RANGE;
+    }
+    if (s->res)
+        clear_result(s); /* SQLite wants a reset first; be lenient */
+    free(s->vals[i - 1]);
+    s->vals[i - 1] = v;
+    s->lens[i - 1] = len;
+    s->fmts[i - 1] = fmt;
+    s->types[i - 1] = type;
+    return SQLITE_OK;
+}
+
+static int g_bind_int64(struct tm__stmt *st, int i, int64_t v)
+{
+    char b[24], *c;
+    snprintf(b, sizeof b, "%lld", (long long)v);
+    c = strdup(b);
+    return c ? set_param(st, i, c, 0, 0, PG_INT8) : SQLITE_NOMEM;
+}
+static int g_bind_double(struct tm__stmt *st, int i, double v)
+{
+    char b[40], *c;
+    snprintf(b, sizeof b, "%.17g", v);
+    c = strdup(b);
+    return c ? set_param(st, i, c, 0, 0, PG_FLOAT8) : SQLITE_NOMEM;
+}
+static int g_bind_text(struct tm__stmt *st, int i, const char *v, int n,
+                       void (*del)(void *))
+{
+    char *c;
+    if (!v)
+        return set_param(st, i, NULL, 0, 0, 0);
+    c = n < 0 ? strdup(v) : strndup(v, (size_t)n);
+    if (del && del != SQLITE_STATIC && del != SQLITE_TRANSIENT)
+        del((void *)v);
+    return c ? set_param(st, i, c, 0, 0, PG_TEXT) : SQLITE_NOMEM;
+}
+static int g_bind_blob(struct tm__stmt *st, int i, const void *v, int n,
+                       void (*del)(void *))
+{
+    char *c = malloc(n > 0 ? (size_t)n : 1);
+    if (!c)
+        return SQLITE_NOMEM;
+    if (n > 0)
+        memcpy(c, v, (size_t)n);
+    if (del && del != SQLITE_STATIC && del != SQLITE_TRANSIENT)
+        del((void *)v);
+    return set_param(st, i, c, n > 0 ? n : 0, 1, PG_BYTEA);
+}
+static int g_bind_null(struct tm__stmt *st, int i)
+{
+    return set_param(st, i, NULL, 0, 0, 0);
+}
+
+/* A signature of the parameter types, to re-prepare when they change. */
+static unsigned type_sig(const struct pg_stmt *s)
+{
+    unsigned h = 2166136261u;
+    int i;
+    for (i = 0; i < s->nparams; i++)
+        h = (h ^ s->types[i]) * 16777619u;
+    return h | 1u;
+}
+
+static int run(struct pg_stmt *s)
+{
+    struct pg_db *d = D(s->base.db);
+    PGresult *r;
+    ExecStatusType es;
+    Oid types[MAX_PARAMS];
+    int i;
+
+    for (i = 0; i < s->nparams; i++) /* one that is not used: any type */
+        types[i] = s->types[i] || (s->used >> i & 1) ? s->types[i] : PG_TEXT;
+    if (s->persistent) {
+        unsigned sig = type_sig(s);
+        if (s->prepared_sig != sig) {
+            if (!s->name[0])
+                snprintf(s->name, sizeof s->name, "tm%lu", ++d->names);
+            else { /* the same name again, with other types */
+                struct tm__buf b = TM__BUF_INIT;
+                if (tm__buf_addf(&b, "DEALLOCATE %s", s->name) == 0)
+                    PQclear(PQexec(d->conn, b.buf));
+                tm__buf_release(&b);
+            }
+            r = PQprepare(d->conn, s->name, s->sql, s->nparams, types);
+            if (getenv("TREEMIG_PG_TRACE") && PQresultStatus(r) != PGRES_COMMAND_OK)
+                fprintf(stderr, "treemig pg: in %s\n", s->sql);
+            if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+                int code = fail_res(d, r);
+                PQclear(r);
+                s->prepared_sig = 0;
+                return code;
+            }
+            PQclear(r);
+            s->prepared_sig = sig;
+        }
+        r = PQexecPrepared(d->conn, s->name, s->nparams,
+                           (const char *const *)s->vals, s->lens, s->fmts, 0);
+    } else {
+        r = PQexecParams(d->conn, s->sql, s->nparams, types,
+                         (const char *const *)s->vals, s->lens, s->fmts, 0);
+    }
+    es = PQresultStatus(r);
+    if (es != PGRES_TUPLES_OK && es != PGRES_COMMAND_OK) {
+        int code;
+        if (getenv("TREEMIG_PG_TRACE"))
+            fprintf(stderr, "treemig pg: in %s\n", s->sql);
+        code = fail_res(d, r);
+        PQclear(r);
+        return code;
+    }
+    s->res = r;
+    s->row = -1;
+    d->changes = atoi(PQcmdTuples(r));
+    return SQLITE_OK;
+}
+
+static int g_step(struct tm__stmt *st)
+{
+    struct pg_stmt *s = P(st);
+    int rc;
+    if (s->done)
+        return SQLITE_DONE;
+    if (!s->res) {
+        rc = run(s);
+        if (rc != SQLITE_OK)
+            return rc;
+    }
+    if (s->blob) {
+        PQfreemem(s->blob);
+        s->blob = NULL;
+        s->blob_col = -1;
+    }
+    if (++s->row < PQntuples(s->res))
+        return SQLITE_ROW;
+    s->done = 1;
+    return SQLITE_DONE;
+}
+
+static int g_reset(struct tm__stmt *st)
+{
+    clear_result(P(st));
+    return SQLITE_OK;
+}
+
+static int g_finalize(struct tm__stmt *st)
+{
+    struct pg_stmt *s = P(st);
+    struct pg_db *d = D(st->db);
+    int i;
+    clear_result(s);
+    if (s->name[0] && s->prepared_sig && PQstatus(d->conn) == CONNECTION_OK &&
+        PQtransactionStatus(d->conn) != PQTRANS_INERROR) {
+        struct tm__buf b = TM__BUF_INIT;
+        if (tm__buf_addf(&b, "DEALLOCATE %s", s->name) == 0)
+            PQclear(PQexec(d->conn, b.buf));
+        tm__buf_release(&b);
+    }
+    for (i = 0; i < MAX_PARAMS; i++)
+        free(s->vals[i]);
+    free(s->sql);
+    free(s);
+    return SQLITE_OK;
+}
+
+static int has_value(struct pg_stmt *s, int i)
+{
+    return s->res && s->row >= 0 && s->row < PQntuples(s->res) && i >= 0 &&
+           i < PQnfields(s->res) && !PQgetisnull(s->res, s->row, i);
+}
+
+static int g_column_type(struct tm__stmt *st, int i)
+{
+    struct pg_stmt *s = P(st);
+    if (!has_value(s, i))
+        return SQLITE_NULL;
+    switch (PQftype(s->res, i)) {
+    case PG_INT8: case PG_INT4: case PG_INT2: case PG_BOOL: case PG_NUMERIC:
+        return SQLITE_INTEGER;
+    case PG_FLOAT4: case PG_FLOAT8:
+        return SQLITE_FLOAT;
+    case PG_BYTEA:
+        return SQLITE_BLOB;
+    default:
+        return SQLITE_TEXT;
+    }
+}
+
+static int64_t g_column_int64(struct tm__stmt *st, int i)
+{
+    struct pg_stmt *s = P(st);
+    const char *v;
+    if (!has_value(s, i))
+        return 0;
+    v = PQgetvalue(s->res, s->row, i);
+    if (PQftype(s->res, i) == PG_BOOL)
+        return v[0] == 't';
+    if (PQftype(s->res, i) == PG_FLOAT8 || PQftype(s->res, i) == PG_FLOAT4 ||
+        PQftype(s->res, i) == PG_NUMERIC)
+        return (int64_t)strtod(v, NULL);
+    return strtoll(v, NULL, 10);
+}
+
+static double g_column_double(struct tm__stmt *st, int i)
+{
+    struct pg_stmt *s = P(st);
+    return has_value(s, i) ? strtod(PQgetvalue(s->res, s->row, i), NULL) : 0.0;
+}
+
+static const unsigned char *g_column_text(struct tm__stmt *st, int i)
+{
+    struct pg_stmt *s = P(st);
+    if (!has_value(s, i))
+        return NULL;
+    if (PQftype(s->res, i) == PG_BOOL) /* SQLite's truth values are 1 and 0 */
+        return (const unsigned char *)(PQgetvalue(s->res, s->row, i)[0] == 't'
+                                           ? "1" : "0");
+    return (const unsigned char *)PQgetvalue(s->res, s->row, i);
+}
+
+/* Decodes a bytea column (text format, hex) once per row and column. */
+static int decode_blob(struct pg_stmt *s, int i)
+{
+    if (s->blob_col == i)
+        return 0;
+    if (s->blob)
+        PQfreemem(s->blob);
+    s->blob = PQunescapeBytea((const unsigned char *)PQgetvalue(s->res, s->row, i),
+                              &s->blob_len);
+    s->blob_col = s->blob ? i : -1;
+    return s->blob ? 0 : -1;
+}
+
+static const void *g_column_blob(struct tm__stmt *st, int i)
+{
+    struct pg_stmt *s = P(st);
+    if (!has_value(s, i))
+        return NULL;
+    if (PQftype(s->res, i) != PG_BYTEA)
+        return PQgetvalue(s->res, s->row, i);
+    return decode_blob(s, i) == 0 ? s->blob : NULL;
+}
+
+static int g_column_bytes(struct tm__stmt *st, int i)
+{
+    struct pg_stmt *s = P(st);
+    if (!has_value(s, i))
+        return 0;
+    if (PQftype(s->res, i) != PG_BYTEA)
+        return PQgetlength(s->res, s->row, i);
+    return decode_blob(s, i) == 0 ? (int)s->blob_len : 0;
+}
+
+static int g_exec(struct tm__db *db, const char *sql)
+{
+    struct pg_db *d = D(db);
+    char *t = tm__db_pg_translate(sql);
+    PGresult *r;
+    ExecStatusType es;
+    if (!t)
+        return SQLITE_NOMEM;
+    if (!*t) { /* only PRAGMAs that mean nothing here */
+        free(t);
+        return SQLITE_OK;
+    }
+    r = PQexec(d->conn, t);
+    free(t);
+    es = PQresultStatus(r);
+    if (es != PGRES_COMMAND_OK && es != PGRES_TUPLES_OK && es != PGRES_EMPTY_QUERY) {
+        int code = fail_res(d, r);
+        PQclear(r);
+        return code;
+    }
+    d->changes = atoi(PQcmdTuples(r));
+    PQclear(r);
+    return SQLITE_OK;
+}
+
+static int g_changes(struct tm__db *db)
+{
+    return D(db)->changes;
+}
+static const char *g_errmsg(struct tm__db *db)
+{
+    return D(db)->errmsg ? D(db)->errmsg : "not an error";
+}
+static int g_errcode(struct tm__db *db)
+{
+    return D(db)->errcode;
+}
+static int g_autocommit(struct tm__db *db)
+{
+    return PQtransactionStatus(D(db)->conn) == PQTRANS_IDLE;
+}
+static int g_close(struct tm__db *db)
+{
+    struct pg_db *d = D(db);
+    PQfinish(d->conn);
+    free(d->errmsg);
+    free(db->name);
+    free(d);
+    return SQLITE_OK;
+}
+
+static const struct tm__db_ops pg_ops = {
+    1, "postgresql", g_prepare, g_bind_int64, g_bind_double, g_bind_text,
+    g_bind_blob, g_bind_null, g_step, g_reset, g_finalize, g_column_type,
+    g_column_int64, g_column_double, g_column_text, g_column_blob,
+    g_column_bytes, g_exec, g_changes, g_errmsg, g_errcode, g_autocommit,
+    g_close,
+};
+
+/* libpq's notices (NOTICE: relation exists, skipping) are not ours to print */
+static void quiet(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+}
+
+char *tm__db_pg_redact(const char *uri)
+{
+    /* scheme://[user[:password]@]host...: drop ":password"; and a
+     * password=... query parameter */
+    struct tm__buf b = TM__BUF_INIT;
+    const char *auth = strstr(uri, "://"), *at, *colon, *q, *p;
+    int rc = 0;
+    if (!auth)
+        return strdup(uri);
+    auth += 3;
+    at = strchr(auth, '@');
+    q = strchr(auth, '/');
+    if (at && (!q || at < q) && (colon = memchr(auth, ':', (size_t)(at - auth)))) {
+        rc = tm__buf_add(&b, uri, (size_t)(colon - uri));
+        p = at;
+    } else {
+        p = uri;
+    }
+    /* the query part: every parameter but password */
+    q = strchr(p, '?');
+    if (!rc)
+        rc = tm__buf_add(&b, p, q ? (size_t)(q - p) : strlen(p));
+    if (q) {
+        char sep = '?';
+        q++;
+        while (!rc && *q) {
+            const char *e = strchr(q, '&');
+            size_t n = e ? (size_t)(e - q) : strlen(q);
+            if (strncmp(q, "password=", 9) != 0) {
+                rc = tm__buf_addch(&b, sep);
+                if (!rc)
+                    rc = tm__buf_add(&b, q, n);
+                sep = '&';
+            }
+            q += n + (e ? 1 : 0);
+        }
+    }
+    if (rc) {
+        tm__buf_release(&b);
+        return NULL;
+    }
+    return tm__buf_detach(&b, NULL);
+}
+
+int tm__db_open_pg(const char *uri, struct tm__db **out, char **err)
+{
+    struct pg_db *d = calloc(1, sizeof *d);
+    PGresult *r;
+    *out = NULL;
+    *err = NULL;
+    if (!d)
+        return SQLITE_NOMEM;
+    d->base.ops = &pg_ops;
+    d->base.name = tm__db_pg_redact(uri);
+    if (!d->base.name) {
+        free(d);
+        return SQLITE_NOMEM;
+    }
+    d->conn = PQconnectdb(uri);
+    if (!d->conn || PQstatus(d->conn) != CONNECTION_OK) {
+        const char *m = d->conn ? PQerrorMessage(d->conn) : "out of memory";
+        int code = strstr(m, "password") ? SQLITE_AUTH : SQLITE_CANTOPEN;
+        size_t n;
+        *err = strdup(m);
+        if (*err) {
+            n = strlen(*err);
+            while (n && ((*err)[n - 1] == '\n' || (*err)[n - 1] == ' '))
+                (*err)[--n] = '\0';
+        }
+        PQfinish(d->conn);
+        free(d->base.name);
+        free(d);
+        return code;
+    }
+    PQsetNoticeProcessor(d->conn, quiet, NULL);
+    /* the server's notices (a table that exists, skipped) are not news */
+    r = PQexec(d->conn, "SET client_min_messages = warning");
+    PQclear(r);
+    *out = &d->base;
+    return SQLITE_OK;
+}

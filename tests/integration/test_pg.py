@@ -1,0 +1,378 @@
+#!/usr/bin/env python3
+"""PostgreSQL as the state store (--db postgresql://...), against a real
+throwaway server (tests/servers/pgserver.py: initdb + pg_ctl on 127.0.0.1 at a free
+port, run as nobody through setpriv when the test runs as root).
+
+- a sim pair and a local pair discovered, copied and verified through
+  PostgreSQL leave the same node rows as through SQLite (both read with a
+  query: psql on one side, Python's sqlite3 on the other), and the local
+  destination matches its source by rsync -n --itemize-changes;
+- kill -9 during discovery and during copy, then resume on PostgreSQL:
+  the end state equals the uninterrupted SQLite run's;
+- the server restarted (immediate shutdown) in the middle of a copy: the
+  run stops with an error, the next copy finishes, the same end state;
+- a wrong password, a missing database and a database holding another
+  program's tables: exit 2, a clear message, nothing touched;
+- a password given in the URI never appears in the YAML file, the
+  database's contents (pg_dump) or treemig's output.
+"""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, '..', 'servers'))
+import tmtest  # noqa: E402
+from tmtest import expect_eq, expect_rc, fail, run, show  # noqa: E402
+import pgserver  # noqa: E402
+
+SHAPE = 'seed=11,depth=4,folders=5,files=6,size=4000'
+DKEYS = 'world=dst,keep=0.8,extra=0.05,extra_folders=0.3,csize=0.05,cmtime=0.05,ctype=0.03'
+SRC_Q = ("SELECT path, type, size, mtime, traversal_status, copy_status,"
+         " coalesce(conflict, ''), coalesce(error, '') FROM src_nodes ORDER BY path")
+DST_Q = ("SELECT path, type, size, mtime, traversal_status, coalesce(conflict, '')"
+         " FROM dst_nodes ORDER BY path")
+STATS_Q = [
+    "SELECT 'copy', depth, type, copy_status, conflict, count, bytes FROM copy_stats"
+    " WHERE count != 0 ORDER BY 2, 3, 4, 5",
+    "SELECT 'src', depth, type, traversal_status, count, bytes FROM src_stats"
+    " WHERE count != 0 ORDER BY 2, 3, 4",
+    "SELECT 'dst', depth, type, traversal_status, count, bytes FROM dst_stats"
+    " WHERE count != 0 ORDER BY 2, 3, 4",
+]
+
+PG = None
+N = [0]
+
+
+def env():
+    return {'PGPASSWORD': PG.password}
+
+
+def new_db():
+    N[0] += 1
+    name = 'mig%d' % N[0]
+    PG.createdb(name)
+    return name, PG.uri(name)
+
+
+def pg_rows(name, q):
+    return PG.psql(name, q).splitlines()
+
+
+def lite_rows(path, q):
+    con = sqlite3.connect(path)
+    try:
+        return ['|'.join(str(x) for x in r) for r in con.execute(q)]
+    finally:
+        con.close()
+
+
+def same_rows(what, a, b):
+    if a == b:
+        return
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            fail('%s: row %d differs:\n      sqlite     %s\n      postgresql %s'
+                 % (what, i, x, y))
+    fail('%s: %d rows on SQLite, %d on PostgreSQL' % (what, len(a), len(b)))
+
+
+def same_stats(lite, name):
+    for q in STATS_Q:
+        same_rows(q.split(' FROM ')[1].split()[0], lite_rows(lite, q), pg_rows(name, q))
+
+
+def full_run(db, src, dst, work, tag, exclude=None):
+    if not dst.startswith('sim:'):
+        os.makedirs(dst)
+    cfg = os.path.join(work, tag + '.yaml')
+    steps = [['discover', '--db', db, '--quiet', '--config', cfg, src, dst]]
+    if exclude:  # exclude, unexclude and exclude again: review's tables
+        steps += [['exclude', '--db', db, '--quiet', exclude],
+                  ['unexclude', '--db', db, '--quiet', exclude],
+                  ['exclude', '--db', db, '--quiet', exclude]]
+    for args in steps + [['copy', '--db', db, '--yes', '--quiet'],
+                         ['verify', '--db', db, '--quiet']]:
+        expect_rc(run(args, env=env()), 0, '%s %s' % (tag, args[0]))
+    return cfg
+
+
+def sim_pair(work, tag):
+    ovl = os.path.join(work, tag + '.ovl')
+    return 'sim:' + SHAPE, 'sim:%s,%s,overlay=%s' % (SHAPE, DKEYS, ovl)
+
+
+def check_sim_pair(work):
+    name, uri = new_db()
+    full_run(uri, *sim_pair(work, 'pg'), work=work, tag='pg')
+    lite = os.path.join(work, 'sim.db')
+    full_run(lite, *sim_pair(work, 'lite'), work=work, tag='lite')
+    same_rows('src_nodes', lite_rows(lite, SRC_Q), pg_rows(name, SRC_Q))
+    same_rows('dst_nodes', lite_rows(lite, DST_Q), pg_rows(name, DST_Q))
+    same_stats(lite, name)
+    if not pg_rows(name, "SELECT 1 FROM src_nodes WHERE conflict IS NOT NULL"):
+        fail('the sim pair has no conflicts: a weak comparison')
+    expect_eq('phase', ['verified'], pg_rows(name, "SELECT value FROM migration "
+                                               "WHERE key = 'phase'"))
+
+
+def make_tree(top, folders=6, files=5):
+    os.makedirs(top)
+    for i in range(folders):
+        d = os.path.join(top, 'd%02d' % i, 'sub')
+        os.makedirs(d)
+        for j in range(files):
+            with open(os.path.join(d if j % 2 else os.path.dirname(d),
+                                   'f%d.bin' % j), 'wb') as f:
+                f.write(os.urandom(100 * j + i))
+    os.symlink('d00/f0.bin', os.path.join(top, 'link'))
+    os.mkdir(os.path.join(top, 'empty'))
+
+
+def rsync_diff(src, dst):
+    cp = subprocess.run(['rsync', '-n', '-a', '-i', '--delete', '-c', '--exclude=/d01',
+                         src + '/', dst + '/'],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if cp.returncode != 0:
+        fail('rsync: %s' % cp.stderr.decode(errors='replace'))
+    # the roots are left as they were (their mtimes differ): not compared
+    return [ln for ln in cp.stdout.decode(errors='replace').splitlines()
+            if ln.strip() and not ln.endswith(' ./')]
+
+
+def check_local_pair(work):
+    src = os.path.join(work, 'lsrc')
+    make_tree(src)
+    name, uri = new_db()
+    full_run(uri, src, os.path.join(work, 'ldst_pg'), work, 'lpg', exclude='/d01')
+    lite = os.path.join(work, 'local.db')
+    full_run(lite, src, os.path.join(work, 'ldst_lite'), work, 'llite', exclude='/d01')
+    same_rows('src_nodes', lite_rows(lite, SRC_Q), pg_rows(name, SRC_Q))
+    # the two destination roots are two folders: their own mtimes differ
+    q = DST_Q.replace('ORDER BY', 'WHERE depth > 0 ORDER BY')
+    same_rows('dst_nodes', lite_rows(lite, q), pg_rows(name, q))
+    if len(lite_rows(lite, SRC_Q)) < 30:
+        fail('the local pair is too small to compare')
+    q = "SELECT path FROM src_nodes WHERE copy_status = 'excluded' ORDER BY path"
+    same_rows('excluded nodes', lite_rows(lite, q), pg_rows(name, q))
+    if len(pg_rows(name, q)) < 4:
+        fail('the exclusion excluded %r' % pg_rows(name, q))
+    q = "SELECT kind, side, path, reason FROM review_items ORDER BY 1, 2, 3"
+    same_rows('review_items', lite_rows(lite, q), pg_rows(name, q))
+    expect_eq('rsync -n --itemize-changes of the PostgreSQL run\'s destination', [],
+              rsync_diff(src, os.path.join(work, 'ldst_pg')))
+    if os.path.exists(os.path.join(work, 'ldst_pg', 'd01')):
+        fail('the excluded folder was copied')
+
+
+def phase_of(name):
+    r = pg_rows(name, "SELECT value FROM migration WHERE key = 'phase'")
+    return r[0] if r else ''
+
+
+def kill_when(args, name, phase, settle):
+    """Starts treemig with args, waits until the database's phase is
+    phase and settle seconds more, then kill -9. Returns 1 when the kill
+    landed before the run ended."""
+    p = subprocess.Popen([tmtest.TREEMIG] + args, env=dict(os.environ, **env()),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(600):
+            if p.poll() is not None:
+                break
+            try:
+                if phase_of(name) == phase:
+                    break
+            except RuntimeError:
+                pass  # the schema is being made
+            time.sleep(0.05)
+        time.sleep(settle)
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+    finally:
+        p.wait()
+    return p.returncode == -signal.SIGKILL
+
+
+def check_kill_resume(work):
+    """Slow sides (latency) so that the kills land mid-phase."""
+    shape = 'seed=21,depth=3,folders=6,files=8,size=3000'
+    lite = os.path.join(work, 'ref.db')
+    ref_src, ref_dst = 'sim:' + shape, 'sim:%s,%s,overlay=%s' % (
+        shape, DKEYS, os.path.join(work, 'ref.ovl'))
+    full_run(lite, ref_src, ref_dst, work, 'ref')
+    name, uri = new_db()
+    cfg = os.path.join(work, 'kill.yaml')
+    src = 'sim:%s,latency=100' % shape
+    dst = 'sim:%s,%s,latency=100,overlay=%s' % (shape, DKEYS, os.path.join(work, 'kill.ovl'))
+    if not kill_when(['discover', '--db', uri, '--quiet', '--config', cfg, src, dst],
+                     name, 'discovering', 0.3):
+        fail('the discovery ended before the kill')
+    expect_eq('phase after the kill in discovery', 'discovering', phase_of(name))
+    expect_rc(run(['resume', '--config', cfg, '--quiet'], env=env()), 0, 'resume')
+    expect_eq('phase after resume', 'discovered', phase_of(name))
+    if not kill_when(['copy', '--db', uri, '--yes', '--quiet'], name, 'copying', 0.7):
+        fail('the copy ended before the kill')
+    left = pg_rows(name, "SELECT count(*) FROM src_nodes WHERE copy_status "
+                         "IN ('pending', 'in_progress')")
+    if left == ['0']:
+        fail('the kill landed after the copy had copied everything')
+    expect_rc(run(['copy', '--db', uri, '--yes', '--quiet'], env=env()), 0, 'copy again')
+    expect_rc(run(['verify', '--db', uri, '--quiet'], env=env()), 0, 'verify')
+    same_rows('src_nodes', lite_rows(lite, SRC_Q), pg_rows(name, SRC_Q))
+    same_rows('dst_nodes', lite_rows(lite, DST_Q), pg_rows(name, DST_Q))
+    same_stats(lite, name)
+
+
+def check_restart(work):
+    shape = 'seed=31,depth=3,folders=5,files=6,size=2000'
+    lite = os.path.join(work, 'rref.db')
+    full_run(lite, 'sim:' + shape, 'sim:%s,%s,overlay=%s' % (
+        shape, DKEYS, os.path.join(work, 'rref.ovl')), work, 'rref')
+    name, uri = new_db()
+    dst = 'sim:%s,%s,latency=100,overlay=%s' % (shape, DKEYS, os.path.join(work, 'r.ovl'))
+    expect_rc(run(['discover', '--db', uri, '--quiet', '--config',
+                   os.path.join(work, 'r.yaml'), 'sim:%s' % shape, dst], env=env()),
+              0, 'discover')
+    p = subprocess.Popen([tmtest.TREEMIG, 'copy', '--db', uri, '--yes', '--quiet'],
+                         env=dict(os.environ, **env()), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    try:
+        for _ in range(600):
+            if p.poll() is not None or phase_of(name) == 'copying':
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)
+        ended_before = p.poll() is not None
+        PG.restart()
+    finally:
+        err = p.communicate()[1].decode(errors='replace')
+    if ended_before:
+        fail('the copy ended before the restart')
+    if p.returncode == 0:
+        fail('the copy went on through a server restart without a word')
+    if 'state' not in err and 'server' not in err and 'connection' not in err:
+        fail('the copy\'s message does not say what failed: %r' % err)
+    expect_rc(run(['copy', '--db', uri, '--yes', '--quiet'], env=env()), 0, 'copy again')
+    expect_rc(run(['verify', '--db', uri, '--quiet'], env=env()), 0, 'verify')
+    same_rows('src_nodes', lite_rows(lite, SRC_Q), pg_rows(name, SRC_Q))
+    same_stats(lite, name)
+
+
+def check_refusals(work):
+    src = os.path.join(work, 'rsrc')
+    make_tree(src, 2, 2)
+    dst = os.path.join(work, 'rdst')
+    os.mkdir(dst)
+    name, uri = new_db()
+    # a wrong password
+    cp = run(['discover', '--db', uri, '--config', os.path.join(work, 'w.yaml'), src, dst],
+             env={'PGPASSWORD': 'not-the-password'})
+    expect_rc(cp, 2, 'a wrong password')
+    if b'password authentication failed' not in cp.stderr:
+        fail('no clear message for a wrong password: %s' % show(cp))
+    expect_eq('tables after a wrong password', [], pg_rows(
+        name, "SELECT table_name FROM information_schema.tables "
+              "WHERE table_schema = 'public'"))
+    if os.listdir(dst) or os.path.exists(os.path.join(work, 'w.yaml')):
+        fail('a refused run left the destination or the YAML file')
+    # a database that does not exist
+    cp = run(['discover', '--db', PG.uri('nosuchdb'), '--config',
+              os.path.join(work, 'w.yaml'), src, dst], env=env())
+    expect_rc(cp, 2, 'a missing database')
+    if b'does not exist' not in cp.stderr:
+        fail('no clear message for a missing database: %s' % show(cp))
+    # a database of another program
+    other, ouri = new_db()
+    PG.psql(other, 'CREATE TABLE accounts(id int PRIMARY KEY, owner text);'
+                   "INSERT INTO accounts VALUES (1, 'alice')")
+    for args in (['discover', '--db', ouri, '--config', os.path.join(work, 'w.yaml'),
+                  src, dst], ['status', '--db', ouri], ['copy', '--db', ouri, '--yes']):
+        cp = run(args, env=env())
+        expect_rc(cp, 2, '%s on a database of another program' % args[0])
+        if b'another program' not in cp.stderr or b'accounts' not in cp.stderr:
+            fail('no clear message for a foreign database: %s' % show(cp))
+    expect_eq('the foreign database afterwards', ['accounts|1|alice'], pg_rows(
+        other, "SELECT table_name, id, owner FROM information_schema.tables, accounts"
+               " WHERE table_schema = 'public'"))
+    # an empty database without SRC DST: nothing to resume
+    cp = run(['status', '--db', uri], env=env())
+    expect_rc(cp, 2, 'status of an empty database')
+    expect_eq('tables after status of an empty database', [], pg_rows(
+        name, "SELECT table_name FROM information_schema.tables "
+              "WHERE table_schema = 'public'"))
+
+
+def check_password(work):
+    """The password inline in the URI, no PGPASSWORD: every connection of
+    the run (the writer's and the readers') needs it, and it must not show
+    anywhere."""
+    src = os.path.join(work, 'psrc')
+    make_tree(src, 3, 3)
+    name, _ = new_db()
+    uri = PG.uri(name, password=True)
+    cfg = os.path.join(work, 'pw.yaml')
+    outs = []
+    os.mkdir(os.path.join(work, 'pdst'))
+    for args in (['discover', '--db', uri, '--config', cfg, src, os.path.join(work, 'pdst')],
+                 ['copy', '--db', uri, '--yes'], ['verify', '--db', uri],
+                 ['status', '--db', uri], ['review', '--db', uri]):
+        cp = run(args)
+        expect_rc(cp, 0, args[0] + ' with the password in the URI')
+        outs.append(cp.stdout + cp.stderr)
+    pw = PG.password.encode()
+    with open(cfg, 'rb') as f:
+        yaml = f.read()
+    if pw in yaml:
+        fail('the password is in the YAML file')
+    if PG.uri(name).encode() not in yaml:
+        fail('the YAML file does not record the URI without password: %r' % yaml)
+    for o in outs:
+        if pw in o:
+            fail('the password is in treemig\'s output: %r' % o)
+    dump = subprocess.run([os.path.join(PG.bin, 'pg_dump'), '-h', PG.sock, '-p',
+                           str(PG.port), '-U', PG.user, '-d', name],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if dump.returncode != 0 or b'src_nodes' not in dump.stdout:
+        fail('pg_dump: %r' % dump.stderr)
+    if pw in dump.stdout:
+        fail('the password is in the database')
+
+
+def main():
+    global PG
+    tmtest.require_binary()
+    R = tmtest.Runner('test_pg')
+    try:
+        PG = pgserver.PgServer()
+    except (RuntimeError, OSError) as e:
+        R.skip('every case', 'no PostgreSQL server: %s' % e)
+        R.finish()
+    work = tempfile.mkdtemp(prefix='tm-pgtest-', dir='/tmp')
+    only = os.environ.get('TEST_PG_ONLY')  # development: the checks to run
+    if only:
+        check = R.check
+        R.check = lambda label, *a: check(label, *a) if only in label else None
+    try:
+        R.check('sim pair: the same state as SQLite', check_sim_pair, work)
+        R.check('local pair: the same state as SQLite, rsync agrees', check_local_pair, work)
+        R.check('wrong password, missing and foreign database: exit 2, untouched',
+                check_refusals, work)
+        R.check('a password in the URI is nowhere', check_password, work)
+        R.check('kill -9 in discovery and in copy, resume: nothing lost',
+                check_kill_resume, work)
+        R.check('server restarted mid-copy: the next copy finishes', check_restart, work)
+    finally:
+        PG.stop()
+        subprocess.run(['rm', '-rf', work])
+    R.finish()
+
+
+if __name__ == '__main__':
+    main()
