@@ -35,26 +35,10 @@ from tmtest import expect_eq, expect_rc, fail, run  # noqa: E402
 OLD = 978307200 * 10**9
 
 
-def put(root, rel, data=b'x', mtime=OLD):
-    p = os.path.join(root, rel)
-    os.makedirs(os.path.dirname(p), exist_ok=True)
-    with open(p, 'wb') as f:
-        f.write(data)
-    os.utime(p, ns=(mtime, mtime))
-    return p
+put = tmtest.put_file
 
 
-def rsync_lines(src, dst, extra=()):
-    if not shutil.which('rsync'):
-        fail('rsync is not installed (scripts/deps.sh test installs it)')
-    cmd = ['rsync', '-aHAXn', '--itemize-changes', '--delete'] + list(extra) + [
-        os.fsencode(src) + b'/', os.fsencode(dst) + b'/']
-    cp = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                        timeout=tmtest.TIMEOUT)
-    if cp.returncode != 0:
-        fail('%s exited %d: %r' % (cmd, cp.returncode, cp.stderr[-500:]))
-    return [x for x in cp.stdout.decode('utf-8', 'replace').split('\n')
-            if x and x != '.d..t...... ./']
+rsync_lines = tmtest.rsync_delete_lines
 
 
 def inodes(root):

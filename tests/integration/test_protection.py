@@ -144,17 +144,7 @@ def run_update(R, work):
     R.check('without --update the source wins (the control)', control)
 
 
-def rsync_lines(src, dst, extra=()):
-    if not shutil.which('rsync'):
-        tmtest.fail('rsync is not installed (scripts/deps.sh test installs it)')
-    cmd = ['rsync', '-aHAXn', '--itemize-changes', '--delete'] + list(extra) + [
-        os.fsencode(src) + b'/', os.fsencode(dst) + b'/']
-    cp = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                        timeout=tmtest.TIMEOUT)
-    if cp.returncode != 0:
-        tmtest.fail('%s exited %d: %r' % (cmd, cp.returncode, cp.stderr[-500:]))
-    return [x for x in cp.stdout.decode('utf-8', 'replace').split('\n')
-            if x and x != '.d..t...... ./']
+rsync_lines = tmtest.rsync_delete_lines
 
 
 def run_backup(R, work):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -403,3 +404,32 @@ def compare_stats(table, expected, actual, ename='the rows', aname=None):
                              (k, ename, expected.get(k), aname, actual.get(k)))
         fail('%s: %s disagrees with %s:\n    %s' % (table, aname, ename,
                                                    '\n    '.join(lines[:30])))
+
+
+OLD_MTIME = 978307200 * 10**9  # 2001-01-01: an "old" mtime, in ns
+
+
+def put_file(root, rel, data=b'x', mtime=OLD_MTIME):
+    """Writes root/rel (its folders made) with data and mtime (ns)."""
+    p = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(p), exist_ok=True)
+    with open(p, 'wb') as f:
+        f.write(data)
+    os.utime(p, ns=(mtime, mtime))
+    return p
+
+
+def rsync_delete_lines(src, dst, extra=()):
+    """What `rsync -aHAXn --itemize-changes --delete` would change to make
+    dst equal to src (the root's own line left out): the independent
+    oracle of the cutover tests."""
+    if not shutil.which('rsync'):
+        fail('rsync is not installed (scripts/deps.sh test installs it)')
+    cmd = ['rsync', '-aHAXn', '--itemize-changes', '--delete'] + list(extra) + [
+        os.fsencode(src) + b'/', os.fsencode(dst) + b'/']
+    cp = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        timeout=TIMEOUT)
+    if cp.returncode != 0:
+        fail('%s exited %d: %r' % (cmd, cp.returncode, cp.stderr[-500:]))
+    return [x for x in cp.stdout.decode('utf-8', 'replace').split('\n')
+            if x and x != '.d..t...... ./']
