@@ -9,7 +9,8 @@
  * The state file is opened read-only and without its lock, so this is
  * safe while another process runs the migration. The listing is the one
  * of `treemig review --list missing` and `--list conflict` (one item a
- * line: kind, type, size, path, reason, separated by tabs); conflicts of
+ * line: kind, type, size, path, reason, then for a conflict the two
+ * sides' details, separated by tabs); conflicts of
  * reason "type" (a file against a folder) are never copied, and are left
  * out. Single-threaded.
  */
@@ -22,8 +23,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Prints the lines of text that do not end with "\ttype" (a type clash);
- * returns how many it printed. */
+/* 1 when the line (len bytes) has the reason "type" (a type clash): its
+ * fifth field; a conflict's line goes on with the two sides' details. */
+static int is_type_clash(const char *line, size_t len)
+{
+    const char *p = line, *end = line + len, *r;
+    int tabs = 0;
+    while (p < end && tabs < 4)
+        if (*p++ == '\t')
+            tabs++;
+    if (tabs < 4)
+        return 0;
+    r = memchr(p, '\t', (size_t)(end - p));
+    return (r ? r : end) - p == 4 && memcmp(p, "type", 4) == 0;
+}
+
+/* Prints the lines of text that are not type clashes; returns how many it
+ * printed. */
 static int64_t print_copied(const char *text)
 {
     const char *line = text, *nl;
@@ -34,7 +50,7 @@ static int64_t print_copied(const char *text)
         if (!nl)
             break;
         len = (size_t)(nl - line);
-        if (len >= 5 && memcmp(nl - 5, "\ttype", 5) == 0)
+        if (is_type_clash(line, len))
             continue;
         printf("%.*s\n", (int)len, line);
         n++;
