@@ -383,7 +383,11 @@ static int64_t number(const struct jval *v, int64_t dflt)
     return errno || *e ? dflt : (int64_t)x;
 }
 
-/* One line for a record: TIME LEVEL QUEUE PATH: MESSAGE. */
+/* Characters of a migration's id a line shows: enough to tell apart the
+ * migrations that log to one listener. */
+#define ID_SHOWN 8
+
+/* One line for a record: TIME MIGRATION LEVEL QUEUE PATH: MESSAGE. */
 static void print_record(char *buf, size_t len, int colour)
 {
     struct dgram d;
@@ -409,6 +413,16 @@ static void print_record(char *buf, size_t len, int colour)
     if (col)
         fputs(col, stdout);
     put_time(stdout, number(&d.time, -1));
+    fputc(' ', stdout);
+    /* the migration: two migrations may log to one port */
+    if (d.migration.type == J_STRING && d.migration.len) {
+        size_t n = d.migration.len < ID_SHOWN ? d.migration.len : ID_SHOWN;
+        put_text(stdout, d.migration.s, n);
+        if (n < ID_SHOWN)
+            fprintf(stdout, "%*s", (int)(ID_SHOWN - n), "");
+    } else {
+        fprintf(stdout, "%-*s", ID_SHOWN, "-");
+    }
     fputc(' ', stdout);
     if (level >= 0)
         fprintf(stdout, "%-8s", tm__level_names[level]);

@@ -179,7 +179,7 @@ def check_json_passthrough():
         lst.kill()
 
 
-HUMAN = re.compile(r'^\d\d:\d\d:\d\d\.\d{3} (\S+) +(\S+) +(.*)$')
+HUMAN = re.compile(r'^\d\d:\d\d:\d\d\.\d{3} (\S+) +(\S+) +(\S+) +(.*)$')
 
 
 def check_human_lines():
@@ -192,11 +192,12 @@ def check_human_lines():
         send(port, record(level='warning', queue='src', path='/a/b',
                           message='retry 2 of 3'))
         send(port, record(level='info', queue=None, path=None, node_id=None,
-                          message='discovery started'))
+                          message='discovery started',
+                          migration='0123abcd-4567-89ab'))
         # json.dumps writes the byte 0xff as \u00ff, as treemig does for a
         # byte that is not UTF-8
         send(port, record(level='error', queue='dst', path='/x\x1b[2J\xff',
-                          message='line\nbreak'))
+                          message='line\nbreak', migration=None))
         send(port, b'not json \x1b[31m at all')
         lines = [lst.line() for _ in range(4)]
         for ln in lines:
@@ -205,10 +206,12 @@ def check_human_lines():
                      'control characters must be escaped): %r' % ln)
         m = [HUMAN.match(x) for x in lines[:3]]
         if not all(m):
-            fail('lines are not "HH:MM:SS.mmm LEVEL QUEUE ...": %r' % lines)
-        expect_eq('line 1', ('warning', 'src', '/a/b: retry 2 of 3'), m[0].groups())
-        expect_eq('line 2', ('info', '-', 'discovery started'), m[1].groups())
-        expect_eq('line 3', ('error', 'dst', '/x\\x1b[2J\\xff: line\\nbreak'),
+            fail('lines are not "HH:MM:SS.mmm MIGRATION LEVEL QUEUE ...": %r' % lines)
+        expect_eq('line 1', ('mig', 'warning', 'src', '/a/b: retry 2 of 3'),
+                  m[0].groups())
+        expect_eq('line 2', ('0123abcd', 'info', '-', 'discovery started'),
+                  m[1].groups())
+        expect_eq('line 3', ('-', 'error', 'dst', '/x\\x1b[2J\\xff: line\\nbreak'),
                   m[2].groups())
         if '(not a log record)' not in lines[3] or '\\x1b[31m' not in lines[3]:
             fail('a datagram that is not a record: %r' % lines[3])
