@@ -102,12 +102,16 @@ int tm__q_pass_changes(struct tm__db *db, struct tm__pass_changes *c,
 {
     int rc;
     memset(c, 0, sizeof *c);
-    rc = count(db, "SELECT count(*) FROM src_nodes AS n WHERE depth > 0 AND NOT "
+    /* new and changed as review --list new|changed counts them: what is
+     * excluded is not */
+    rc = count(db, "SELECT count(*) FROM src_nodes AS n WHERE depth > 0 AND "
+               "n.traversal_status != 'excluded' AND NOT "
                "EXISTS (SELECT 1 FROM prev_src_nodes AS p WHERE p.path = n.path)",
                &c->src_new, err);
     if (!rc)
         rc = count(db, "SELECT count(*) FROM src_nodes AS n JOIN prev_src_nodes AS p "
-                   "ON p.path = n.path WHERE n.depth > 0 AND (p.type != n.type OR "
+                   "ON p.path = n.path WHERE n.depth > 0 AND "
+                   "n.traversal_status != 'excluded' AND (p.type != n.type OR "
                    "(n.type IN ('file', 'symlink') AND (p.size != n.size OR "
                    "p.mtime != n.mtime)))", &c->src_changed, err);
     if (!rc)

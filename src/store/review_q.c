@@ -239,10 +239,13 @@ static const struct {
     { "n.copy_status = 'skipped'",
       "coalesce(n.error, n.conflict, CASE WHEN n.type = 'other' THEN "
       "'special file' END)" },
-    /* the passes (treemig rescan): against the previous pass's source */
-    { "NOT EXISTS (SELECT 1 FROM prev_src_nodes AS p WHERE p.path = n.path)",
+    /* the passes (treemig rescan): against the previous pass's source
+     * (what is excluded is not the copy's business: listed as excluded) */
+    { "n.traversal_status != 'excluded' AND NOT EXISTS (SELECT 1 FROM "
+      "prev_src_nodes AS p WHERE p.path = n.path)",
       "'new since the previous pass'" },
-    { "EXISTS (SELECT 1 FROM prev_src_nodes AS p WHERE p.path = n.path AND "
+    { "n.traversal_status != 'excluded' AND "
+      "EXISTS (SELECT 1 FROM prev_src_nodes AS p WHERE p.path = n.path AND "
       "(p.type != n.type OR (n.type IN ('file', 'symlink') AND (p.size != "
       "n.size OR p.mtime != n.mtime))))", "'changed since the previous pass'" },
     { "EXISTS (SELECT 1 FROM prev_src_nodes AS p WHERE p.path = n.path AND "
