@@ -84,6 +84,9 @@ void tm__mig_sopts_clear(tm_migration *m);
 /* The storage options of this run: the caller's, or else the ones the
  * state file records. */
 int tm__mig_sopts_load(tm_migration *m);
+/* Inserts the two roots as pending folders, with their stats: where the
+ * first discovery and each new pass (rescan) start (plan.c). */
+int tm__mig_seed_roots(struct tm__db *db, const struct tm__entry root[2]);
 /* Records the caller's storage options for the later commands. */
 int tm__mig_sopts_store(tm_migration *m);
 /* Stores the number v under key. */

@@ -27,8 +27,6 @@ static int pass_start(tm_migration *m)
     struct tm__db *db = m->store.db;
     struct tm__adapter *ad[2] = { NULL, NULL };
     struct tm__entry root[2];
-    struct tm__stats_delta d = { NULL, 0, 0 };
-    struct tm__stat_key k;
     char now[32], created[64] = "";
     int rc, i, n = 0;
 
@@ -61,16 +59,7 @@ static int pass_start(tm_migration *m)
     }
     if (!rc)
         rc = tm__q_pass_reset(db, created, now, &n, &m->err);
-    if (!rc) rc = tm__q_insert_root(db, TM_SRC, root[0].mtime, root[0].mode);
-    if (!rc) rc = tm__q_insert_root(db, TM_DST, root[1].mtime, root[1].mode);
-    k = (struct tm__stat_key){ 0, 0, TM_T_FOLDER, TS_PENDING, 0 };
-    if (!rc) rc = tm__stats_add(&d, &k, 1, 0);
-    k = (struct tm__stat_key){ 1, 0, TM_T_FOLDER, TS_PENDING, 0 };
-    if (!rc) rc = tm__stats_add(&d, &k, 1, 0);
-    k = (struct tm__stat_key){ 2, 0, TM_T_FOLDER, CS_ALREADY, 0 };
-    if (!rc) rc = tm__stats_add(&d, &k, 1, 0);
-    if (!rc) rc = tm__stats_apply(db, &d);
-    tm__stats_release(&d);
+    if (!rc) rc = tm__mig_seed_roots(db, root);
     if (!rc) rc = tm__store_set(db, "src_round", "0");
     if (!rc) rc = tm__store_set(db, "dst_round", "0");
     if (!rc) rc = tm__store_set(db, "copy_run_depth", "0");

@@ -135,14 +135,29 @@ static int check_compare_again(tm_migration *m, const tm_discover_options *o)
 
 /* Records a new migration: roots, options, root rows, stats. One
  * transaction: a crash leaves either nothing or all of it. */
+int tm__mig_seed_roots(struct tm__db *db, const struct tm__entry root[2])
+{
+    struct tm__stats_delta d = { NULL, 0, 0 };
+    struct tm__stat_key k;
+    int rc = tm__q_insert_root(db, TM_SRC, root[0].mtime, root[0].mode);
+    if (!rc) rc = tm__q_insert_root(db, TM_DST, root[1].mtime, root[1].mode);
+    k = (struct tm__stat_key){ 0, 0, TM_T_FOLDER, TS_PENDING, 0 };
+    if (!rc) rc = tm__stats_add(&d, &k, 1, 0);
+    k = (struct tm__stat_key){ 1, 0, TM_T_FOLDER, TS_PENDING, 0 };
+    if (!rc) rc = tm__stats_add(&d, &k, 1, 0);
+    k = (struct tm__stat_key){ 2, 0, TM_T_FOLDER, CS_ALREADY, 0 };
+    if (!rc) rc = tm__stats_add(&d, &k, 1, 0);
+    if (!rc) rc = tm__stats_apply(db, &d);
+    tm__stats_release(&d);
+    return rc;
+}
+
 static int create_migration(tm_migration *m, const char *src, const char *dst,
                             const char *excludes, const tm_discover_options *o,
                             struct tm__adapter *ad[2])
 {
     struct tm__db *db = m->store.db;
     struct tm__entry root[2];
-    struct tm__stats_delta d = { NULL, 0, 0 };
-    struct tm__stat_key k;
     unsigned char rnd[16];
     char id[33], now[32];
     int rc, i, fd;
@@ -198,16 +213,7 @@ static int create_migration(tm_migration *m, const char *src, const char *dst,
         if (tm__adapter_root_info(ad[i], &ri) == 0 && ri.id[0])
             rc = tm__store_set(db, i ? "dst_id" : "src_id", ri.id);
     }
-    if (!rc) rc = tm__q_insert_root(db, TM_SRC, root[0].mtime, root[0].mode);
-    if (!rc) rc = tm__q_insert_root(db, TM_DST, root[1].mtime, root[1].mode);
-    k = (struct tm__stat_key){ 0, 0, TM_T_FOLDER, TS_PENDING, 0 };
-    if (!rc) rc = tm__stats_add(&d, &k, 1, 0);
-    k = (struct tm__stat_key){ 1, 0, TM_T_FOLDER, TS_PENDING, 0 };
-    if (!rc) rc = tm__stats_add(&d, &k, 1, 0);
-    k = (struct tm__stat_key){ 2, 0, TM_T_FOLDER, CS_ALREADY, 0 };
-    if (!rc) rc = tm__stats_add(&d, &k, 1, 0);
-    if (!rc) rc = tm__stats_apply(db, &d);
-    tm__stats_release(&d);
+    if (!rc) rc = tm__mig_seed_roots(db, root);
     if (!rc) rc = tm__mig_set_phase(m, PH_ROOTS_SET);
     if (!rc) rc = tm__store_commit(db, &m->err);
     if (rc) {
