@@ -50,7 +50,18 @@ struct tm__db_ops {
     int (*errcode)(struct tm__db *db);          /* the last failure's code */
     int (*autocommit)(struct tm__db *db);       /* 1 outside a transaction */
     int (*close)(struct tm__db *db);            /* frees db (NULL is fine) */
+    /* on: inside a transaction, statements that write and return no rows
+     * may be sent without waiting for their answers (PostgreSQL's pipeline;
+     * SQLite: nothing changes). Their failures, and a changes() that the
+     * server did not confirm, come out of the next COMMIT as TM__DB_REDO,
+     * nothing committed: roll back and apply the transaction again with
+     * on = 0, where each step's outcome is known when it returns. */
+    int (*pipeline)(struct tm__db *db, int on);
 };
+
+/* COMMIT's answer when a pipelined transaction must be done again (the
+ * pipeline method above); no other call returns it. */
+#define TM__DB_REDO (SQLITE_ABORT | (99 << 8))
 
 /* A connection: each backend's handle embeds this as its first member. */
 struct tm__db {
@@ -189,6 +200,10 @@ static inline int tm__db_errcode(struct tm__db *db)
 static inline int tm__db_get_autocommit(struct tm__db *db)
 {
     return db->ops->autocommit(db);
+}
+static inline int tm__db_pipeline(struct tm__db *db, int on)
+{
+    return db->ops->pipeline(db, on);
 }
 static inline int tm__db_close(struct tm__db *db)
 {

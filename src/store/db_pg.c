@@ -35,6 +35,18 @@
 #define PG_BYTEA 17
 #define MAX_PARAMS 32
 
+/* Commands in flight in the pipeline before their answers are read. */
+#define PIPE_MAX 1000
+
+struct pg_stmt;
+
+/* A command sent in the pipeline, its answer not read yet. */
+struct pend {
+    struct pg_stmt *prep; /* a Parse of this statement, NULL for a run */
+    int check;            /* changes() told 1 after its rows: verify it */
+    int expect;           /* the rows it must then have changed */
+};
+
 /* A PostgreSQL connection. */
 struct pg_db {
     struct tm__db base;  /* first: the layer's view */
@@ -43,6 +55,17 @@ struct pg_db {
     int errcode;         /* the last failure's SQLite code */
     int changes;         /* rows changed by the last statement */
     unsigned long names; /* server-side statement names handed out */
+    int pipe_on;         /* the pipeline method's on */
+    int last_piped;      /* the last statement run went into the pipeline */
+    struct pend *pend;   /* commands sent, answers not read, in order */
+    size_t npend;        /* how many */
+    int pipe_rc;         /* a pipelined command failed or changed other rows
+                            than told: the transaction's COMMIT fails with
+                            this (TM__DB_REDO or SQLITE_IOERR) */
+    struct pg_stmt **wait; /* statements holding rows to send, in the order
+                            of their first row */
+    size_t nwait;        /* how many */
+    struct pg_stmt *last_multi; /* the statement of the last held row */
 };
 
 /* A PostgreSQL statement. */
@@ -61,10 +84,29 @@ struct pg_stmt {
     PGresult *res;           /* the result being walked, or NULL */
     int row;                 /* the current row of res, -1 before the first */
     int done;                /* SQLITE_DONE was returned */
+    int writes;              /* INSERT, UPDATE or DELETE without RETURNING:
+                                may go into the pipeline */
+    char *m_head;            /* in the pipeline its runs are held and sent
+                                as one statement of many rows: the text
+                                before the rows (malloc'd), or NULL when
+                                it cannot be (see multi_template) */
+    char *m_row;             /* one row, $N its parameters (malloc'd) */
+    char *m_tail;            /* the text after the rows (malloc'd) */
+    char **rvals;            /* the held rows' parameters, nparams each */
+    int *rlens;              /* their lengths */
+    int *rfmts;              /* their formats */
+    Oid *rtypes;             /* their types */
+    unsigned char *rcheck;   /* per row: changes() was read after it */
+    size_t nrows, arows;     /* rows held, room for */
+    int waiting;             /* in its connection's wait list */
     unsigned char *blob;     /* column_blob's decoded value (PQfreemem) */
     size_t blob_len;         /* its length */
     int blob_col;            /* the column it decodes, -1 for none */
 };
+
+static void multi_template(struct pg_stmt *s);
+static void drain(struct pg_db *d);
+static int hold(struct pg_stmt *s, const Oid *types);
 
 #define D(db) ((struct pg_db *)(db))
 #define P(st) ((struct pg_stmt *)(st))
@@ -456,6 +498,12 @@ static int g_prepare(struct tm__db *db, const char *sql, int persistent,
         set_err(D(db), SQLITE_RANGE, "too many parameters");
         return SQLITE_RANGE;
     }
+    p = s->sql;
+    while (isspace((unsigned char)*p))
+        p++;
+    s->writes = (!strncasecmp(p, "INSERT", 6) || !strncasecmp(p, "UPDATE", 6) ||
+                 !strncasecmp(p, "DELETE", 6)) && !strstr(p, "RETURNING");
+    multi_template(s);
     s->persistent = persistent;
     s->row = -1;
     s->blob_col = -1;
@@ -545,6 +593,386 @@ static unsigned type_sig(const struct pg_stmt *s)
     return h | 1u;
 }
 
+/* ---- the pipeline (db.h's pipeline method) ---- */
+
+static int pend_push(struct pg_db *d, struct pg_stmt *prep)
+{
+    struct pend *v = realloc(d->pend, (d->npend + 1) * sizeof *v);
+    if (!v)
+        return SQLITE_NOMEM;
+    d->pend = v;
+    v[d->npend].prep = prep;
+    v[d->npend].check = 0;
+    v[d->npend].expect = 1;
+    d->npend++;
+    return SQLITE_OK;
+}
+
+/* A pipelined command went wrong: the first cause is kept for COMMIT. */
+static void pipe_fail(struct pg_db *d, PGresult *r, const char *why)
+{
+    if (d->pipe_rc)
+        return;
+    if (r)
+        fail_res(d, r);
+    else
+        set_err(d, TM__DB_REDO, why);
+    d->pipe_rc = PQstatus(d->conn) == CONNECTION_BAD ? SQLITE_IOERR : TM__DB_REDO;
+}
+
+/* Reads the answers of every command in flight (one round trip), checks
+ * the counts changes() told, leaves pipeline mode. Returns d->pipe_rc. */
+static int flush(struct pg_db *d)
+{
+    size_t i = 0;
+    drain(d);
+    if (!d->npend)
+        return d->pipe_rc;
+    if (!PQpipelineSync(d->conn)) {
+        pipe_fail(d, NULL, PQerrorMessage(d->conn));
+        d->pipe_rc = SQLITE_IOERR;
+    } else {
+        for (;;) {
+            PGresult *r = PQgetResult(d->conn);
+            ExecStatusType es;
+            if (!r) { /* the end of one command's answer */
+                if (PQstatus(d->conn) == CONNECTION_BAD) {
+                    pipe_fail(d, NULL, PQerrorMessage(d->conn));
+                    break;
+                }
+                continue;
+            }
+            es = PQresultStatus(r);
+            if (es == PGRES_PIPELINE_SYNC) {
+                PQclear(r);
+                break;
+            }
+            if (i < d->npend) {
+                struct pend *p = &d->pend[i++];
+                if (es == PGRES_COMMAND_OK || es == PGRES_TUPLES_OK) {
+                    if (p->check && atoi(PQcmdTuples(r)) != p->expect)
+                        pipe_fail(d, NULL, "a pipelined statement changed other "
+                                           "rows than assumed");
+                } else {
+                    if (p->prep) /* not prepared after all */
+                        p->prep->prepared_sig = 0;
+                    pipe_fail(d, es == PGRES_FATAL_ERROR ? r : NULL,
+                              "a pipelined statement was not run");
+                }
+            }
+            PQclear(r);
+        }
+    }
+    for (; i < d->npend; i++) /* lost with the connection */
+        if (d->pend[i].prep)
+            d->pend[i].prep->prepared_sig = 0;
+    d->npend = 0;
+    PQexitPipelineMode(d->conn);
+    return d->pipe_rc;
+}
+
+/* Sends s into the pipeline: no answer is waited for. */
+static int send_piped(struct pg_stmt *s, const Oid *types)
+{
+    struct pg_db *d = D(s->base.db);
+    int ok;
+    d->changes = 1; /* what changes() tells; flush() checks it if read */
+    d->last_piped = 1;
+    if (d->pipe_rc)
+        return SQLITE_OK; /* the transaction is done again anyway */
+    if (d->npend >= PIPE_MAX)
+        flush(d); /* bounded: the answers of PIPE_MAX commands fit the
+                     sockets' buffers, so neither side waits on the other */
+    if (PQpipelineStatus(d->conn) == PQ_PIPELINE_OFF && !PQenterPipelineMode(d->conn)) {
+        pipe_fail(d, NULL, PQerrorMessage(d->conn));
+        return SQLITE_OK;
+    }
+    if (s->m_head) { /* held, sent with the runs of the same statement */
+        if (hold(s, types) != SQLITE_OK)
+            pipe_fail(d, NULL, "out of memory");
+        return SQLITE_OK;
+    }
+    drain(d); /* what was held before goes first: the order holds */
+    if (s->persistent) {
+        unsigned sig = type_sig(s);
+        if (s->prepared_sig != sig) {
+            if (s->name[0] && s->prepared_sig)
+                return SQLITE_MISUSE; /* run() re-prepares outside */
+            if (!s->name[0])
+                snprintf(s->name, sizeof s->name, "tm%lu", ++d->names);
+            if (!PQsendPrepare(d->conn, s->name, s->sql, s->nparams, types) ||
+                pend_push(d, s) != SQLITE_OK) {
+                pipe_fail(d, NULL, "cannot send a statement");
+                return SQLITE_OK;
+            }
+            s->prepared_sig = sig;
+        }
+        ok = PQsendQueryPrepared(d->conn, s->name, s->nparams,
+                                 (const char *const *)s->vals, s->lens, s->fmts, 0);
+    } else {
+        ok = PQsendQueryParams(d->conn, s->sql, s->nparams, types,
+                               (const char *const *)s->vals, s->lens, s->fmts, 0);
+    }
+    if (!ok || pend_push(d, NULL) != SQLITE_OK)
+        pipe_fail(d, NULL, PQerrorMessage(d->conn));
+    return SQLITE_OK;
+}
+
+/* ---- many runs of one statement sent as one ---- */
+
+/* Rows of one statement sent together, at most; and held before sending. */
+#define MULTI_ROWS 1000
+#define MULTI_HOLD 4096
+
+/* The first whole-word kw in sql outside quotes, or NULL. */
+static const char *find_kw(const char *sql, const char *kw)
+{
+    const char *p = sql;
+    while (*p) {
+        if (*p == '\'' || *p == '"') {
+            char qc = *p++;
+            while (*p && *p != qc)
+                p++;
+            if (*p)
+                p++;
+            continue;
+        }
+        if (kw_at(sql, p, kw))
+            return p;
+        p++;
+    }
+    return NULL;
+}
+
+/* The alias of the rows in UPDATE ... FROM and DELETE ... USING: columns
+ * c1..cN, one per parameter. */
+static int alias_cols(struct tm__buf *b, int n)
+{
+    int i, rc = tm__buf_adds(b, ") AS tm_v(");
+    for (i = 1; !rc && i <= n; i++)
+        rc = tm__buf_addf(b, "%sc%d", i > 1 ? "," : "", i);
+    return rc ? rc : tm__buf_adds(b, ")");
+}
+
+/* Makes the template that sends many runs of s as one statement:
+ *   INSERT INTO t(...) VALUES($1,...) [ON CONFLICT ... DO NOTHING]
+ *     -> INSERT INTO t(...) VALUES (row 1),(row 2),... [same tail]
+ *   UPDATE t SET a WHERE b
+ *     -> UPDATE t SET a FROM (VALUES (row 1),...) AS tm_v(c1..cN) WHERE b
+ *   DELETE FROM t WHERE b
+ *     -> DELETE FROM t USING (VALUES (row 1),...) AS tm_v(c1..cN) WHERE b
+ * where a and b read their parameter $K as tm_v.cK. A statement with a
+ * query inside, an ON CONFLICT DO UPDATE (two rows of one key in one
+ * statement fail) or a FROM/USING of its own is left as it is. */
+static void multi_template(struct pg_stmt *s)
+{
+    struct tm__buf h = TM__BUF_INIT, r = TM__BUF_INIT, t = TM__BUF_INIT;
+    const char *sql = skip_ws(s->sql), *v, *e, *w;
+    int rc = 0, i;
+
+    if (!s->writes || !s->nparams || find_kw(sql, "SELECT") ||
+        find_kw(sql, "RETURNING"))
+        return;
+    if (kw_at(sql, sql, "INSERT")) {
+        v = find_kw(sql, "VALUES");
+        if (!v || find_kw(sql, "UPDATE"))
+            return;
+        e = skip_ws(v + 6);
+        if (*e != '(')
+            return;
+        for (w = e + 1; *w && *w != ')'; w++)
+            if (!isdigit((unsigned char)*w) && *w != '$' && *w != ',' && *w != ' ')
+                return; /* only parameters: no expression to repeat */
+        if (*w != ')')
+            return;
+        rc = tm__buf_add(&h, sql, (size_t)(e - sql));
+        if (!rc)
+            rc = tm__buf_add(&r, e, (size_t)(w + 1 - e));
+        if (!rc)
+            rc = tm__buf_adds(&t, w + 1);
+    } else if (kw_at(sql, sql, "UPDATE") || kw_at(sql, sql, "DELETE")) {
+        int upd = kw_at(sql, sql, "UPDATE");
+        w = find_kw(sql, "WHERE");
+        if (!w || (upd && find_kw(sql, "FROM")) || (!upd && find_kw(sql, "USING")))
+            return;
+        rc = tm__buf_add(&h, sql, (size_t)(w - sql));
+        if (!rc)
+            rc = tm__buf_adds(&h, upd ? " FROM (VALUES " : " USING (VALUES ");
+        for (i = 1; !rc && i <= s->nparams; i++)
+            rc = tm__buf_addf(&r, "%s$%d", i > 1 ? "," : "(", i);
+        if (!rc)
+            rc = tm__buf_addch(&r, ')');
+        if (!rc)
+            rc = alias_cols(&t, s->nparams);
+        if (!rc)
+            rc = tm__buf_addch(&t, ' ');
+        if (!rc)
+            rc = tm__buf_adds(&t, w);
+    } else {
+        return;
+    }
+    if (!rc)
+        rc = tm__buf_addch(&h, '\0');
+    if (!rc)
+        rc = tm__buf_addch(&r, '\0');
+    if (!rc)
+        rc = tm__buf_addch(&t, '\0');
+    if (rc) { /* out of memory: one statement per run, slower, not wrong */
+        tm__buf_release(&h);
+        tm__buf_release(&r);
+        tm__buf_release(&t);
+        return;
+    }
+    s->m_head = tm__buf_detach(&h, NULL);
+    s->m_row = tm__buf_detach(&r, NULL);
+    s->m_tail = tm__buf_detach(&t, NULL);
+}
+
+/* Appends text with each $K outside quotes made $(base + K) (a row), or,
+ * base < 0, tm_v.cK, or NULL when no held row has a value for K (the
+ * VALUES list would type that column text). */
+static int emit(struct tm__buf *b, const char *text, int base,
+                const unsigned *nonnull)
+{
+    const char *p = text;
+    int rc = 0;
+    while (!rc && *p) {
+        if (*p == '\'' || *p == '"') {
+            const char *q = p + 1;
+            while (*q && *q != *p)
+                q++;
+            q = *q ? q + 1 : q;
+            rc = tm__buf_add(b, p, (size_t)(q - p));
+            p = q;
+        } else if (*p == '$' && isdigit((unsigned char)p[1])) {
+            int k = atoi(p + 1);
+            p++;
+            while (isdigit((unsigned char)*p))
+                p++;
+            if (base >= 0)
+                rc = tm__buf_addf(b, "$%d", base + k);
+            else if (k >= 1 && k <= MAX_PARAMS && (*nonnull >> (k - 1) & 1))
+                rc = tm__buf_addf(b, "tm_v.c%d", k);
+            else
+                rc = tm__buf_adds(b, "NULL");
+        } else {
+            rc = tm__buf_addch(b, *p++);
+        }
+    }
+    return rc;
+}
+
+/* Sends the held rows of s, MULTI_ROWS to a statement, into the pipeline. */
+static void send_rows(struct pg_stmt *s)
+{
+    struct pg_db *d = D(s->base.db);
+    size_t at = 0, np = (size_t)s->nparams, per = MULTI_ROWS;
+    if (per * np > 65535)
+        per = 65535 / np; /* the protocol's limit of parameters */
+    while (at < s->nrows && !d->pipe_rc) {
+        struct tm__buf b = TM__BUF_INIT;
+        size_t k = s->nrows - at < per ? s->nrows - at : per, j;
+        unsigned nonnull = 0;
+        int rc = 0, check = 0;
+        for (j = at; j < at + k; j++) {
+            size_t i;
+            check |= s->rcheck[j];
+            for (i = 0; i < np; i++)
+                if (s->rvals[j * np + i])
+                    nonnull |= 1u << i;
+        }
+        rc = emit(&b, s->m_head, -1, &nonnull);
+        for (j = 0; !rc && j < k; j++) {
+            if (j)
+                rc = tm__buf_addch(&b, ',');
+            if (!rc)
+                rc = emit(&b, s->m_row, (int)(j * np), NULL);
+        }
+        if (!rc)
+            rc = emit(&b, s->m_tail, -1, &nonnull);
+        if (!rc)
+            rc = tm__buf_addch(&b, '\0');
+        if (rc) {
+            pipe_fail(d, NULL, "out of memory");
+        } else if (!PQsendQueryParams(d->conn, b.buf, (int)(k * np), s->rtypes + at * np,
+                                      (const char *const *)(s->rvals + at * np),
+                                      s->rlens + at * np, s->rfmts + at * np, 0) ||
+                   pend_push(d, NULL) != SQLITE_OK) {
+            pipe_fail(d, NULL, PQerrorMessage(d->conn));
+        } else {
+            d->pend[d->npend - 1].check = check;
+            d->pend[d->npend - 1].expect = (int)k;
+        }
+        tm__buf_release(&b);
+        at += k;
+    }
+    for (at = 0; at < s->nrows * np; at++)
+        free(s->rvals[at]);
+    s->nrows = 0;
+}
+
+/* Sends every statement's held rows, in the order they were first held. */
+static void drain(struct pg_db *d)
+{
+    size_t i;
+    for (i = 0; i < d->nwait; i++) {
+        send_rows(d->wait[i]);
+        d->wait[i]->waiting = 0;
+    }
+    d->nwait = 0;
+    d->last_multi = NULL;
+}
+
+/* Holds a run of s (a copy of its parameters) to send with others. */
+static int hold(struct pg_stmt *s, const Oid *types)
+{
+    struct pg_db *d = D(s->base.db);
+    size_t np = (size_t)s->nparams, i;
+    if (s->nrows == MULTI_HOLD)
+        send_rows(s); /* stays in d->wait: more rows follow */
+    if (s->nrows == s->arows) {
+        size_t n = s->arows ? 2 * s->arows : 64;
+        char **v = realloc(s->rvals, n * np * sizeof *v);
+        int *l = v ? realloc(s->rlens, n * np * sizeof *l) : NULL;
+        int *f = l ? (s->rlens = l, realloc(s->rfmts, n * np * sizeof *f)) : NULL;
+        Oid *t = f ? (s->rfmts = f, realloc(s->rtypes, n * np * sizeof *t)) : NULL;
+        unsigned char *c = t ? (s->rtypes = t, realloc(s->rcheck, n)) : NULL;
+        if (v)
+            s->rvals = v;
+        if (!c)
+            return SQLITE_NOMEM;
+        s->rcheck = c;
+        s->arows = n;
+    }
+    if (!s->waiting) {
+        struct pg_stmt **w = realloc(d->wait, (d->nwait + 1) * sizeof *w);
+        if (!w)
+            return SQLITE_NOMEM;
+        d->wait = w;
+        d->wait[d->nwait++] = s;
+        s->waiting = 1;
+    }
+    for (i = 0; i < np; i++) {
+        size_t at = s->nrows * np + i;
+        const char *v = s->vals[i];
+        size_t len = s->fmts[i] ? (size_t)s->lens[i] : v ? strlen(v) + 1 : 0;
+        s->rvals[at] = NULL;
+        if (v && !(s->rvals[at] = malloc(len ? len : 1))) {
+            while (i--)
+                free(s->rvals[s->nrows * np + i]);
+            return SQLITE_NOMEM;
+        }
+        if (v)
+            memcpy(s->rvals[at], v, len);
+        s->rlens[at] = s->lens[i];
+        s->rfmts[at] = s->fmts[i];
+        s->rtypes[at] = types[i];
+    }
+    s->rcheck[s->nrows++] = 0;
+    d->last_multi = s;
+    return SQLITE_OK;
+}
+
 static int run(struct pg_stmt *s)
 {
     struct pg_db *d = D(s->base.db);
@@ -555,6 +983,15 @@ static int run(struct pg_stmt *s)
 
     for (i = 0; i < s->nparams; i++) /* one that is not used: any type */
         types[i] = s->types[i] || (s->used >> i & 1) ? s->types[i] : PG_TEXT;
+    if (d->pipe_on && s->writes &&
+        (d->npend || d->pipe_rc ||
+         PQtransactionStatus(d->conn) == PQTRANS_INTRANS) &&
+        !(s->persistent && s->name[0] && s->prepared_sig &&
+          s->prepared_sig != type_sig(s)))
+        return send_piped(s, types);
+    d->last_piped = 0;
+    if ((d->npend || d->nwait || d->pipe_rc) && flush(d) != SQLITE_OK)
+        return d->pipe_rc; /* this transaction is done again */
     if (s->persistent) {
         unsigned sig = type_sig(s);
         if (s->prepared_sig != sig) {
@@ -632,6 +1069,8 @@ static int g_finalize(struct tm__stmt *st)
     struct pg_stmt *s = P(st);
     struct pg_db *d = D(st->db);
     int i;
+    if (d->npend || d->nwait)
+        flush(d); /* its answers are read before it goes */
     clear_result(s);
     if (s->name[0] && s->prepared_sig && PQstatus(d->conn) == CONNECTION_OK &&
         PQtransactionStatus(d->conn) != PQTRANS_INERROR) {
@@ -642,6 +1081,14 @@ static int g_finalize(struct tm__stmt *st)
     }
     for (i = 0; i < MAX_PARAMS; i++)
         free(s->vals[i]);
+    free(s->m_head);
+    free(s->m_row);
+    free(s->m_tail);
+    free(s->rvals);
+    free(s->rlens);
+    free(s->rfmts);
+    free(s->rtypes);
+    free(s->rcheck);
     free(s->sql);
     free(s);
     return SQLITE_OK;
@@ -747,6 +1194,20 @@ static int g_exec(struct tm__db *db, const char *sql)
         free(t);
         return SQLITE_OK;
     }
+    d->last_piped = 0;
+    if (d->npend || d->nwait || d->pipe_rc) {
+        /* the pipeline's answers first: COMMIT commits only what they
+         * confirm; ROLLBACK and BEGIN start over */
+        int rc = flush(d);
+        int end = !strncasecmp(t, "ROLLBACK", 8) || !strncasecmp(t, "BEGIN", 5);
+        if (end || !strncasecmp(t, "COMMIT", 6))
+            d->pipe_rc = 0;
+        if (rc != SQLITE_OK && !end) {
+            free(t);
+            d->errcode = rc;
+            return rc;
+        }
+    }
     r = PQexec(d->conn, t);
     free(t);
     es = PQresultStatus(r);
@@ -762,7 +1223,12 @@ static int g_exec(struct tm__db *db, const char *sql)
 
 static int g_changes(struct tm__db *db)
 {
-    return D(db)->changes;
+    struct pg_db *d = D(db);
+    if (d->last_piped && d->last_multi && d->last_multi->nrows)
+        d->last_multi->rcheck[d->last_multi->nrows - 1] = 1;
+    else if (d->last_piped && d->npend && !d->pend[d->npend - 1].prep)
+        d->pend[d->npend - 1].check = 1; /* told 1: flush() verifies */
+    return d->changes;
 }
 static const char *g_errmsg(struct tm__db *db)
 {
@@ -774,12 +1240,21 @@ static int g_errcode(struct tm__db *db)
 }
 static int g_autocommit(struct tm__db *db)
 {
-    return PQtransactionStatus(D(db)->conn) == PQTRANS_IDLE;
+    return !D(db)->npend && !D(db)->nwait && PQtransactionStatus(D(db)->conn) == PQTRANS_IDLE;
+}
+static int g_pipeline(struct tm__db *db, int on)
+{
+    struct pg_db *d = D(db);
+    int rc = on ? SQLITE_OK : flush(d);
+    d->pipe_on = on;
+    return rc;
 }
 static int g_close(struct tm__db *db)
 {
     struct pg_db *d = D(db);
     PQfinish(d->conn);
+    free(d->pend);
+    free(d->wait);
     free(d->errmsg);
     free(db->name);
     free(d);
@@ -791,7 +1266,7 @@ static const struct tm__db_ops pg_ops = {
     g_bind_blob, g_bind_null, g_step, g_reset, g_finalize, g_column_type,
     g_column_int64, g_column_double, g_column_text, g_column_blob,
     g_column_bytes, g_exec, g_changes, g_errmsg, g_errcode, g_autocommit,
-    g_close,
+    g_close, g_pipeline,
 };
 
 /* libpq's notices (NOTICE: relation exists, skipping) are not ours to print */

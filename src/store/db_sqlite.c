@@ -132,12 +132,19 @@ static int l_close(struct tm__db *db)
     return rc;
 }
 
+static int l_pipeline(struct tm__db *db, int on)
+{
+    (void)db;
+    (void)on;
+    return SQLITE_OK; /* each step is done when it returns */
+}
+
 static const struct tm__db_ops lite_ops = {
     1, "sqlite", l_prepare, l_bind_int64, l_bind_double, l_bind_text,
     l_bind_blob, l_bind_null, l_step, l_reset, l_finalize, l_column_type,
     l_column_int64, l_column_double, l_column_text, l_column_blob,
     l_column_bytes, l_exec, l_changes, l_errmsg, l_errcode, l_autocommit,
-    l_close,
+    l_close, l_pipeline,
 };
 
 int tm__db_open_sqlite(const char *path, int flags, struct tm__db **out)

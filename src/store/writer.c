@@ -85,6 +85,7 @@ struct tm__writer {
     struct tm__db *db;               /* owned by the thread while it runs */
     struct tm__stmt *st[ST_COUNT]; /* prepared statements */
     int64_t next_id[2];        /* next node id per side */
+    int64_t txn_next_id[2];    /* next_id when the open transaction began */
     struct tm__stats_delta delta; /* stats changes of the open transaction */
     struct tm__result *done_head, *done_tail; /* applied, not committed */
     tm__commit_cb on_commit;   /* told about each committed result */
@@ -434,6 +435,32 @@ static void set_error(struct tm__writer *w, int err)
     pthread_mutex_unlock(&w->mu);
 }
 
+/* PostgreSQL's pipeline (db.h) could not confirm the transaction (a child
+ * listed twice was not inserted, a statement failed): nothing of it is
+ * committed. It is applied again one statement at a time, where each
+ * step's count and failure are known when it returns, and committed. */
+static int redo(struct tm__writer *w)
+{
+    struct tm__result *r;
+    int rc, src;
+    tm__db_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
+    tm__db_pipeline(w->db, 0);
+    w->next_id[0] = w->txn_next_id[0];
+    w->next_id[1] = w->txn_next_id[1];
+    tm__stats_release(&w->delta);
+    rc = tm__store_exec(w->db, "BEGIN IMMEDIATE", &w->errmsg);
+    for (r = w->done_head; !rc && r; r = r->next)
+        rc = apply(w, r);
+    if (!rc && (rc = tm__stats_apply(w->db, &w->delta)) != 0) {
+        tm__buf_reset(&w->errmsg);
+        tm__buf_addf(&w->errmsg, "write stats: %s", tm__db_errmsg(w->db));
+    }
+    if (!rc && (src = tm__db_exec(w->db, "COMMIT", NULL, NULL, NULL)) != SQLITE_OK)
+        rc = tm__store_error(w->db, src, &w->errmsg, "commit state file");
+    tm__db_pipeline(w->db, 1);
+    return rc;
+}
+
 static int commit(struct tm__writer *w, size_t rows)
 {
     tm__precommit_cb fn;
@@ -459,7 +486,11 @@ static int commit(struct tm__writer *w, size_t rows)
         return rc;
     }
     src = tm__db_exec(w->db, "COMMIT", NULL, NULL, NULL);
-    if (src != SQLITE_OK)
+    if (src == TM__DB_REDO) {
+        rc = redo(w);
+        if (rc)
+            return rc;
+    } else if (src != SQLITE_OK)
         return tm__store_error(w->db, src, &w->errmsg, "commit state file");
     atomic_fetch_add(&w->rows, (int64_t)rows);
     if (w->on_commit && w->done_head)
@@ -487,6 +518,7 @@ static void *writer_main(void *arg)
     size_t txn_rows = 0;
     int64_t txn_start = 0;
 
+    tm__db_pipeline(w->db, 1); /* PostgreSQL: one round trip per batch */
     pthread_mutex_lock(&w->mu);
     for (;;) {
         struct tm__result *list;
@@ -535,6 +567,8 @@ static void *writer_main(void *arg)
                     }
                     in_txn = 1;
                     txn_rows = 0;
+                    w->txn_next_id[0] = w->next_id[0];
+                    w->txn_next_id[1] = w->next_id[1];
                     txn_start = tm__now_ns();
                 }
                 rc = apply(w, r);
@@ -582,6 +616,7 @@ static void *writer_main(void *arg)
             break;
     }
     pthread_mutex_unlock(&w->mu);
+    tm__db_pipeline(w->db, 0);
     return NULL;
 }
 
