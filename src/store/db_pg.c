@@ -99,6 +99,11 @@ struct pg_stmt {
     unsigned char *rcheck;   /* per row: changes() was read after it */
     size_t nrows, arows;     /* rows held, room for */
     int waiting;             /* in its connection's wait list */
+    int u_kind;              /* held rows may also go as arrays, one per
+                                parameter, through unnest(): 1 an INSERT,
+                                2 an UPDATE or DELETE, 0 not */
+    size_t u_pre;            /* the length of m_head before its VALUES */
+    Oid ctype[MAX_PARAMS];   /* INSERT: the column type of each parameter */
     unsigned char *blob;     /* column_blob's decoded value (PQfreemem) */
     size_t blob_len;         /* its length */
     int blob_col;            /* the column it decodes, -1 for none */
@@ -560,7 +565,7 @@ static int g_bind_text(struct tm__stmt *st, int i, const char *v, int n,
 {
     char *c;
     if (!v)
-        return set_param(st, i, NULL, 0, 0, 0);
+        return set_param(st, i, NULL, 0, 0, PG_TEXT);
     c = n < 0 ? strdup(v) : strndup(v, (size_t)n);
     if (del && del != SQLITE_STATIC && del != SQLITE_TRANSIENT)
         del((void *)v);
@@ -580,7 +585,10 @@ static int g_bind_blob(struct tm__stmt *st, int i, const void *v, int n,
 }
 static int g_bind_null(struct tm__stmt *st, int i)
 {
-    return set_param(st, i, NULL, 0, 0, 0);
+    /* a NULL keeps the type of the value before it: the statement is not
+     * prepared again for each change between NULL and a value */
+    return set_param(st, i, NULL, 0, 0,
+                     i >= 1 && i <= MAX_PARAMS ? P(st)->types[i - 1] : 0);
 }
 
 /* A signature of the parameter types, to re-prepare when they change. */
@@ -696,8 +704,15 @@ static int send_piped(struct pg_stmt *s, const Oid *types)
     if (s->persistent) {
         unsigned sig = type_sig(s);
         if (s->prepared_sig != sig) {
-            if (s->name[0] && s->prepared_sig)
-                return SQLITE_MISUSE; /* run() re-prepares outside */
+            if (s->name[0] && s->prepared_sig) { /* again, with other types */
+                char sql[48];
+                snprintf(sql, sizeof sql, "DEALLOCATE %s", s->name);
+                if (!PQsendQueryParams(d->conn, sql, 0, NULL, NULL, NULL, NULL, 0) ||
+                    pend_push(d, NULL) != SQLITE_OK) {
+                    pipe_fail(d, NULL, "cannot send a statement");
+                    return SQLITE_OK;
+                }
+            }
             if (!s->name[0])
                 snprintf(s->name, sizeof s->name, "tm%lu", ++d->names);
             if (!PQsendPrepare(d->conn, s->name, s->sql, s->nparams, types) ||
@@ -754,6 +769,70 @@ static int alias_cols(struct tm__buf *b, int n)
     return rc ? rc : tm__buf_adds(b, ")");
 }
 
+/* INSERT INTO t(c1, ...) VALUES($a, ...): the type of column cK for each
+ * parameter $aK, from the catalog (one round trip, when s is prepared).
+ * values points at the '(' of the VALUES list. 0, or -1 when one is not
+ * known or not of the types arrays are made of here. */
+static int column_types(struct pg_stmt *s, const char *sql, const char *values)
+{
+    struct pg_db *d = D(s->base.db);
+    const char *t = skip_ws(sql + 6), *c, *v = values + 1, *params[1];
+    char table[64], cols[MAX_PARAMS][64];
+    int ncols = 0, i, j, rc = -1;
+    PGresult *r;
+    size_t n;
+
+    if (d->npend || d->nwait || PQpipelineStatus(d->conn) != PQ_PIPELINE_OFF)
+        return -1;
+    t = skip_ws(t + 4); /* INTO */
+    for (n = 0; is_word(t[n]); n++)
+        ;
+    c = skip_ws(t + n);
+    if (n == 0 || n >= sizeof table || *c != '(')
+        return -1;
+    memcpy(table, t, n);
+    table[n] = '\0';
+    while (*c && *c != ')' && ncols < MAX_PARAMS) { /* the column list */
+        c = skip_ws(c + 1);
+        for (n = 0; is_word(c[n]); n++)
+            ;
+        if (n == 0 || n >= sizeof cols[0])
+            return -1;
+        memcpy(cols[ncols], c, n);
+        cols[ncols++][n] = '\0';
+        c = skip_ws(c + n);
+    }
+    params[0] = table;
+    r = PQexecParams(d->conn, "SELECT attname, atttypid FROM pg_attribute WHERE "
+                     "attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+                     1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        PQclear(r);
+        return -1;
+    }
+    memset(s->ctype, 0, sizeof s->ctype);
+    for (i = 0; *v && *v != ')' && i < ncols; i++) { /* $aK feeds column K */
+        int a;
+        v = skip_ws(v);
+        if (*v == ',')
+            v = skip_ws(v + 1);
+        if (*v != '$')
+            break;
+        a = atoi(v + 1);
+        while (*++v && isdigit((unsigned char)*v))
+            ;
+        for (j = 0; a >= 1 && a <= MAX_PARAMS && j < PQntuples(r); j++)
+            if (!strcmp(PQgetvalue(r, j, 0), cols[i]))
+                s->ctype[a - 1] = (Oid)strtoul(PQgetvalue(r, j, 1), NULL, 10);
+    }
+    PQclear(r);
+    for (i = 0, rc = 0; i < s->nparams; i++)
+        if (s->ctype[i] != PG_INT8 && s->ctype[i] != PG_TEXT &&
+            s->ctype[i] != PG_FLOAT8 && s->ctype[i] != PG_BYTEA)
+            rc = -1;
+    return rc;
+}
+
 /* Makes the template that sends many runs of s as one statement:
  *   INSERT INTO t(...) VALUES($1,...) [ON CONFLICT ... DO NOTHING]
  *     -> INSERT INTO t(...) VALUES (row 1),(row 2),... [same tail]
@@ -790,6 +869,8 @@ static void multi_template(struct pg_stmt *s)
             rc = tm__buf_add(&r, e, (size_t)(w + 1 - e));
         if (!rc)
             rc = tm__buf_adds(&t, w + 1);
+        s->u_pre = (size_t)(v - sql);
+        s->u_kind = column_types(s, sql, e) == 0;
     } else if (kw_at(sql, sql, "UPDATE") || kw_at(sql, sql, "DELETE")) {
         int upd = kw_at(sql, sql, "UPDATE");
         w = find_kw(sql, "WHERE");
@@ -797,7 +878,11 @@ static void multi_template(struct pg_stmt *s)
             return;
         rc = tm__buf_add(&h, sql, (size_t)(w - sql));
         if (!rc)
-            rc = tm__buf_adds(&h, upd ? " FROM (VALUES " : " USING (VALUES ");
+            rc = tm__buf_adds(&h, upd ? " FROM " : " USING ");
+        s->u_pre = h.len;
+        s->u_kind = 2;
+        if (!rc)
+            rc = tm__buf_adds(&h, "(VALUES ");
         for (i = 1; !rc && i <= s->nparams; i++)
             rc = tm__buf_addf(&r, "%s$%d", i > 1 ? "," : "(", i);
         if (!rc)
@@ -862,6 +947,138 @@ static int emit(struct tm__buf *b, const char *text, int base,
     return rc;
 }
 
+/* Appends v as 4 or 8 bytes, most significant first (the wire's order). */
+static int put_be(struct tm__buf *b, uint64_t v, int bytes)
+{
+    unsigned char x[8];
+    int i;
+    for (i = 0; i < bytes; i++)
+        x[i] = (unsigned char)(v >> (8 * (bytes - 1 - i)));
+    return tm__buf_add(b, x, (size_t)bytes);
+}
+
+/* The array type of an element type, and its name in a cast. */
+static Oid array_of(Oid t, const char **name)
+{
+    switch (t) {
+    case PG_INT8: *name = "bigint[]"; return 1016;
+    case PG_FLOAT8: *name = "double precision[]"; return 1022;
+    case PG_BYTEA: *name = "bytea[]"; return 1001;
+    default: *name = "text[]"; return 1009;
+    }
+}
+
+/* Rows [at, at + k) of s as one statement reading one array per parameter
+ * (binary, so nothing is escaped; the server parses a short text and
+ * decodes arrays instead of planning k rows of VALUES). Returns 1 when
+ * sent (or failed: d->pipe_rc), 0 when the rows' types do not fit arrays
+ * (a column of two types): then VALUES it is. */
+static int send_unnest(struct pg_stmt *s, size_t at, size_t k, int check)
+{
+    struct pg_db *d = D(s->base.db);
+    size_t np = (size_t)s->nparams, i, j;
+    struct tm__buf sql = TM__BUF_INIT, arr[MAX_PARAMS];
+    const char *vals[MAX_PARAMS], *cast;
+    int lens[MAX_PARAMS], fmts[MAX_PARAMS], rc = 0, sent = 1;
+    Oid et[MAX_PARAMS], at_oid[MAX_PARAMS];
+    unsigned nonnull = 0;
+    char *pre = NULL, *row = NULL;
+
+    for (i = 0; i < np; i++) { /* each parameter's element type */
+        et[i] = s->u_kind == 1 ? s->ctype[i] : 0;
+        for (j = at; j < at + k; j++) {
+            Oid t = s->rtypes[j * np + i];
+            if (!s->rvals[j * np + i])
+                continue;
+            nonnull |= 1u << i;
+            if (s->u_kind == 2 && !et[i])
+                et[i] = t;
+            if (t != et[i] && !(et[i] == PG_FLOAT8 && t == PG_INT8))
+                return 0;
+        }
+        if (!et[i])
+            et[i] = PG_TEXT; /* no value: read as NULL below */
+        tm__buf_init(&arr[i]);
+    }
+    if (s->u_kind == 1)
+        nonnull = ~0u; /* the arrays carry the NULLs, typed by the column */
+    for (i = 0; !rc && i < np; i++) {
+        struct tm__buf *b = &arr[i];
+        at_oid[i] = array_of(et[i], &cast);
+        rc = put_be(b, 1, 4); /* dimensions */
+        if (!rc)
+            rc = put_be(b, 1, 4); /* may hold NULLs */
+        if (!rc)
+            rc = put_be(b, et[i], 4);
+        if (!rc)
+            rc = put_be(b, k, 4);
+        if (!rc)
+            rc = put_be(b, 1, 4); /* lower bound */
+        for (j = at; !rc && j < at + k; j++) {
+            const char *v = s->rvals[j * np + i];
+            if (!v) {
+                rc = put_be(b, 0xffffffffu, 4);
+            } else if (et[i] == PG_INT8) {
+                rc = put_be(b, 8, 4);
+                if (!rc)
+                    rc = put_be(b, (uint64_t)strtoll(v, NULL, 10), 8);
+            } else if (et[i] == PG_FLOAT8) {
+                double x = strtod(v, NULL);
+                uint64_t u;
+                memcpy(&u, &x, sizeof u);
+                rc = put_be(b, 8, 4);
+                if (!rc)
+                    rc = put_be(b, u, 8);
+            } else {
+                size_t n = s->rfmts[j * np + i] ? (size_t)s->rlens[j * np + i] : strlen(v);
+                rc = put_be(b, n, 4);
+                if (!rc)
+                    rc = tm__buf_add(b, v, n);
+            }
+        }
+        vals[i] = b->buf;
+        lens[i] = (int)b->len;
+        fmts[i] = 1;
+    }
+    /* the text: what comes before the rows, the rows, what comes after */
+    pre = rc ? NULL : strndup(s->m_head, s->u_pre);
+    rc = rc || !pre;
+    if (!rc)
+        rc = emit(&sql, pre, -1, &nonnull);
+    if (!rc && s->u_kind == 1) {
+        row = strndup(s->m_row + 1, strlen(s->m_row) - 2); /* no ( ) */
+        rc = !row || tm__buf_adds(&sql, "SELECT ") || emit(&sql, row, -1, &nonnull) ||
+             tm__buf_adds(&sql, " FROM ");
+    }
+    if (!rc)
+        rc = tm__buf_adds(&sql, "unnest(");
+    for (i = 0; !rc && i < np; i++) {
+        array_of(et[i], &cast);
+        rc = tm__buf_addf(&sql, "%s$%zu::%s", i ? "," : "", i + 1, cast);
+    }
+    if (!rc && s->u_kind == 1)
+        rc = alias_cols(&sql, (int)np) || emit(&sql, s->m_tail, -1, &nonnull);
+    if (!rc && s->u_kind == 2)
+        rc = tm__buf_addch(&sql, ')') || emit(&sql, s->m_tail + 1, -1, &nonnull);
+    if (!rc)
+        rc = tm__buf_addch(&sql, '\0');
+    if (rc) {
+        pipe_fail(d, NULL, "out of memory");
+    } else if (!PQsendQueryParams(d->conn, sql.buf, (int)np, at_oid, vals, lens, fmts, 0) ||
+               pend_push(d, NULL) != SQLITE_OK) {
+        pipe_fail(d, NULL, PQerrorMessage(d->conn));
+    } else {
+        d->pend[d->npend - 1].check = check;
+        d->pend[d->npend - 1].expect = (int)k;
+    }
+    free(pre);
+    free(row);
+    tm__buf_release(&sql);
+    for (i = 0; i < np; i++)
+        tm__buf_release(&arr[i]);
+    return sent;
+}
+
 /* Sends the held rows of s, MULTI_ROWS to a statement, into the pipeline. */
 static void send_rows(struct pg_stmt *s)
 {
@@ -869,6 +1086,14 @@ static void send_rows(struct pg_stmt *s)
     size_t at = 0, np = (size_t)s->nparams, per = MULTI_ROWS;
     if (per * np > 65535)
         per = 65535 / np; /* the protocol's limit of parameters */
+    if (s->u_kind && s->nrows && !d->pipe_rc) { /* all rows as arrays */
+        int check = 0;
+        size_t j;
+        for (j = 0; j < s->nrows; j++)
+            check |= s->rcheck[j];
+        if (send_unnest(s, 0, s->nrows, check))
+            at = s->nrows;
+    }
     while (at < s->nrows && !d->pipe_rc) {
         struct tm__buf b = TM__BUF_INIT;
         size_t k = s->nrows - at < per ? s->nrows - at : per, j;
@@ -985,9 +1210,7 @@ static int run(struct pg_stmt *s)
         types[i] = s->types[i] || (s->used >> i & 1) ? s->types[i] : PG_TEXT;
     if (d->pipe_on && s->writes &&
         (d->npend || d->pipe_rc ||
-         PQtransactionStatus(d->conn) == PQTRANS_INTRANS) &&
-        !(s->persistent && s->name[0] && s->prepared_sig &&
-          s->prepared_sig != type_sig(s)))
+         PQtransactionStatus(d->conn) == PQTRANS_INTRANS))
         return send_piped(s, types);
     d->last_piped = 0;
     if ((d->npend || d->nwait || d->pipe_rc) && flush(d) != SQLITE_OK)
