@@ -88,6 +88,10 @@ sqlite3 *tm__db_sqlite(struct tm__db *db);
  * and err (malloc'd, or NULL when out of memory) says why; *rc is the
  * SQLite-style code (SQLITE_CANTOPEN, SQLITE_AUTH, ...). */
 int tm__db_open_pg(const char *uri, struct tm__db **out, char **err);
+/* Takes PostgreSQL's session-level advisory lock key on db: *got 1 when
+ * taken, 0 when another session holds it. A connection made again after a
+ * loss takes it again, or fails. */
+int tm__db_pg_lock(struct tm__db *db, int64_t key, int *got);
 /* The URI with any password removed (malloc'd); NULL when out of memory. */
 char *tm__db_pg_redact(const char *uri);
 /* Translates one statement of SQLite's SQL into PostgreSQL's (malloc'd),

@@ -17,11 +17,14 @@
 #include "store/db.h"
 
 #include <ctype.h>
+#include <stdatomic.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/pool.h"
+#include "treemig.h"
 #include "util/buf.h"
 
 #define PG_INT8 20    /* the type oids of PostgreSQL's catalog */
@@ -66,7 +69,16 @@ struct pg_db {
                             of their first row */
     size_t nwait;        /* how many */
     struct pg_stmt *last_multi; /* the statement of the last held row */
+    int in_txn;          /* between BEGIN and COMMIT or ROLLBACK */
+    unsigned gen;        /* connections made: a statement prepared on an
+                            earlier one is prepared again */
+    int64_t lock_key;    /* the advisory lock taken again on a new
+                            connection (tm__db_pg_lock), 0 for none */
 };
+
+/* Tries to connect again after a lost connection (the shared retry
+ * policy of pool.h: full-jitter backoff from 50 ms to 5 s per wait). */
+#define RECONNECT_TRIES 12
 
 /* A PostgreSQL statement. */
 struct pg_stmt {
@@ -77,6 +89,7 @@ struct pg_stmt {
     unsigned used;           /* bit n - 1: $n appears in sql */
     char name[24];           /* its server-side name, "" when not prepared */
     unsigned prepared_sig;   /* the parameter types it was prepared with */
+    unsigned prepared_gen;   /* on which connection (pg_db.gen) */
     char *vals[MAX_PARAMS];  /* each parameter as text (malloc'd), or NULL */
     int lens[MAX_PARAMS];    /* their lengths (bytea: binary length) */
     int fmts[MAX_PARAMS];    /* 0 text, 1 binary (bytea) */
@@ -110,6 +123,8 @@ struct pg_stmt {
 };
 
 static void multi_template(struct pg_stmt *s);
+static int run_sync(struct pg_stmt *s, const Oid *types);
+static int reconnect(struct pg_db *d);
 static void drain(struct pg_db *d);
 static int hold(struct pg_stmt *s, const Oid *types);
 
@@ -601,6 +616,90 @@ static unsigned type_sig(const struct pg_stmt *s)
     return h | 1u;
 }
 
+/* ---- a lost connection ---- */
+
+/* What a new connection needs: quiet notices, the lock taken again. */
+static int setup(struct pg_db *d)
+{
+    PGresult *r;
+    int got;
+    PQclear(PQexec(d->conn, "SET client_min_messages = warning"));
+    if (!d->lock_key)
+        return PQstatus(d->conn) == CONNECTION_OK ? SQLITE_OK : SQLITE_IOERR;
+    {
+        char sql[64];
+        snprintf(sql, sizeof sql, "SELECT pg_try_advisory_lock(%lld)",
+                 (long long)d->lock_key);
+        r = PQexec(d->conn, sql);
+    }
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        PQclear(r);
+        return SQLITE_IOERR;
+    }
+    got = PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    if (!got) {
+        set_err(d, SQLITE_BUSY, "the connection to the state database was lost and "
+                "another process took the migration's lock meanwhile");
+        return SQLITE_BUSY;
+    }
+    return SQLITE_OK;
+}
+
+/* Forgets what was in flight on a lost connection (its transaction is
+ * rolled back by the server). */
+static void drop_pipe(struct pg_db *d)
+{
+    size_t i, j;
+    for (i = 0; i < d->nwait; i++) {
+        struct pg_stmt *s = d->wait[i];
+        for (j = 0; j < s->nrows * (size_t)s->nparams; j++)
+            free(s->rvals[j]);
+        s->nrows = 0;
+        s->waiting = 0;
+    }
+    d->nwait = 0;
+    d->npend = 0;
+    d->last_multi = NULL;
+    d->pipe_rc = 0;
+    d->in_txn = 0;
+    if (PQpipelineStatus(d->conn) != PQ_PIPELINE_OFF)
+        PQexitPipelineMode(d->conn);
+}
+
+/* Connects again with the shared backoff (pool.h), as many times as
+ * RECONNECT_TRIES allows: a server restarted, a network cut shorter than
+ * the waits. Statements are prepared again on the new connection. */
+static int reconnect(struct pg_db *d)
+{
+    struct tm__retry r;
+    struct tm__aerr e;
+    int rc = SQLITE_IOERR;
+    drop_pipe(d);
+    memset(&e, 0, sizeof e);
+    e.code = TM_ECONNRESET;
+    e.cls = TM_ERR_RETRY;
+    tm__retry_init(&r, RECONNECT_TRIES, NULL);
+    while (tm__retry_again(&r, &e) == 1) {
+        PQreset(d->conn);
+        if (PQstatus(d->conn) != CONNECTION_OK)
+            continue;
+        d->gen++;
+        rc = setup(d);
+        if (rc != SQLITE_IOERR)
+            break;
+    }
+    if (rc == SQLITE_IOERR) {
+        struct tm__buf b = TM__BUF_INIT;
+        tm__buf_addf(&b, "the connection to the state database was lost and could "
+                     "not be made again (%d tries): %s", RECONNECT_TRIES,
+                     PQerrorMessage(d->conn));
+        set_err(d, SQLITE_IOERR, b.buf ? b.buf : "out of memory");
+        tm__buf_release(&b);
+    }
+    return rc;
+}
+
 /* ---- the pipeline (db.h's pipeline method) ---- */
 
 static int pend_push(struct pg_db *d, struct pg_stmt *prep)
@@ -703,8 +802,9 @@ static int send_piped(struct pg_stmt *s, const Oid *types)
     drain(d); /* what was held before goes first: the order holds */
     if (s->persistent) {
         unsigned sig = type_sig(s);
-        if (s->prepared_sig != sig) {
-            if (s->name[0] && s->prepared_sig) { /* again, with other types */
+        if (s->prepared_sig != sig || s->prepared_gen != d->gen) {
+            if (s->name[0] && s->prepared_sig && s->prepared_gen == d->gen) {
+                /* again, with other types */
                 char sql[48];
                 snprintf(sql, sizeof sql, "DEALLOCATE %s", s->name);
                 if (!PQsendQueryParams(d->conn, sql, 0, NULL, NULL, NULL, NULL, 0) ||
@@ -721,6 +821,7 @@ static int send_piped(struct pg_stmt *s, const Oid *types)
                 return SQLITE_OK;
             }
             s->prepared_sig = sig;
+            s->prepared_gen = d->gen;
         }
         ok = PQsendQueryPrepared(d->conn, s->name, s->nparams,
                                  (const char *const *)s->vals, s->lens, s->fmts, 0);
@@ -1201,26 +1302,44 @@ static int hold(struct pg_stmt *s, const Oid *types)
 static int run(struct pg_stmt *s)
 {
     struct pg_db *d = D(s->base.db);
-    PGresult *r;
-    ExecStatusType es;
     Oid types[MAX_PARAMS];
     int i;
 
     for (i = 0; i < s->nparams; i++) /* one that is not used: any type */
         types[i] = s->types[i] || (s->used >> i & 1) ? s->types[i] : PG_TEXT;
-    if (d->pipe_on && s->writes &&
-        (d->npend || d->pipe_rc ||
-         PQtransactionStatus(d->conn) == PQTRANS_INTRANS))
+    if (d->pipe_on && s->writes && (d->npend || d->pipe_rc || d->in_txn))
         return send_piped(s, types);
     d->last_piped = 0;
     if ((d->npend || d->nwait || d->pipe_rc) && flush(d) != SQLITE_OK)
         return d->pipe_rc; /* this transaction is done again */
+    for (i = 0;; i++) {
+        int rc;
+        if (PQstatus(d->conn) == CONNECTION_BAD && !d->in_txn &&
+            (rc = reconnect(d)) != SQLITE_OK)
+            return rc;
+        rc = run_sync(s, types);
+        /* a query lost with the connection outside a transaction is run
+         * again on a new one; a write may have been done: it is not */
+        if (rc == SQLITE_OK || PQstatus(d->conn) != CONNECTION_BAD || d->in_txn ||
+            s->writes || i == 2)
+            return rc;
+    }
+}
+
+/* Runs s and waits for its answer. */
+static int run_sync(struct pg_stmt *s, const Oid *types)
+{
+    struct pg_db *d = D(s->base.db);
+    PGresult *r;
+    ExecStatusType es;
+
     if (s->persistent) {
         unsigned sig = type_sig(s);
-        if (s->prepared_sig != sig) {
+        if (s->prepared_sig != sig || s->prepared_gen != d->gen) {
             if (!s->name[0])
                 snprintf(s->name, sizeof s->name, "tm%lu", ++d->names);
-            else { /* the same name again, with other types */
+            else if (s->prepared_sig && s->prepared_gen == d->gen) {
+                /* the same name again, with other types */
                 struct tm__buf b = TM__BUF_INIT;
                 if (tm__buf_addf(&b, "DEALLOCATE %s", s->name) == 0)
                     PQclear(PQexec(d->conn, b.buf));
@@ -1237,6 +1356,7 @@ static int run(struct pg_stmt *s)
             }
             PQclear(r);
             s->prepared_sig = sig;
+            s->prepared_gen = d->gen;
         }
         r = PQexecPrepared(d->conn, s->name, s->nparams,
                            (const char *const *)s->vals, s->lens, s->fmts, 0);
@@ -1295,7 +1415,8 @@ static int g_finalize(struct tm__stmt *st)
     if (d->npend || d->nwait)
         flush(d); /* its answers are read before it goes */
     clear_result(s);
-    if (s->name[0] && s->prepared_sig && PQstatus(d->conn) == CONNECTION_OK &&
+    if (s->name[0] && s->prepared_sig && s->prepared_gen == d->gen &&
+        PQstatus(d->conn) == CONNECTION_OK &&
         PQtransactionStatus(d->conn) != PQTRANS_INERROR) {
         struct tm__buf b = TM__BUF_INIT;
         if (tm__buf_addf(&b, "DEALLOCATE %s", s->name) == 0)
@@ -1409,36 +1530,74 @@ static int g_exec(struct tm__db *db, const char *sql)
 {
     struct pg_db *d = D(db);
     char *t = tm__db_pg_translate(sql);
+    const char *w;
     PGresult *r;
     ExecStatusType es;
+    int begin, commit, rollback, code;
     if (!t)
         return SQLITE_NOMEM;
     if (!*t) { /* only PRAGMAs that mean nothing here */
         free(t);
         return SQLITE_OK;
     }
+    w = skip_ws(t);
+    begin = kw_at(w, w, "BEGIN");
+    commit = kw_at(w, w, "COMMIT") || kw_at(w, w, "END");
+    rollback = kw_at(w, w, "ROLLBACK");
     d->last_piped = 0;
+    if (rollback && PQstatus(d->conn) == CONNECTION_BAD) {
+        /* the server rolled it back when the connection went */
+        drop_pipe(d);
+        free(t);
+        return SQLITE_OK;
+    }
     if (d->npend || d->nwait || d->pipe_rc) {
         /* the pipeline's answers first: COMMIT commits only what they
          * confirm; ROLLBACK and BEGIN start over */
         int rc = flush(d);
-        int end = !strncasecmp(t, "ROLLBACK", 8) || !strncasecmp(t, "BEGIN", 5);
-        if (end || !strncasecmp(t, "COMMIT", 6))
+        if (begin || commit || rollback)
             d->pipe_rc = 0;
-        if (rc != SQLITE_OK && !end) {
+        if (rc != SQLITE_OK && !begin && !rollback) {
             free(t);
+            if (commit) { /* nothing committed: the caller does it again */
+                d->in_txn = PQstatus(d->conn) != CONNECTION_BAD;
+                rc = TM__DB_REDO;
+            }
             d->errcode = rc;
             return rc;
         }
     }
-    r = PQexec(d->conn, t);
-    free(t);
-    es = PQresultStatus(r);
-    if (es != PGRES_COMMAND_OK && es != PGRES_TUPLES_OK && es != PGRES_EMPTY_QUERY) {
-        int code = fail_res(d, r);
-        PQclear(r);
+    if (PQstatus(d->conn) == CONNECTION_BAD && !d->in_txn &&
+        (code = reconnect(d)) != SQLITE_OK) {
+        free(t);
         return code;
     }
+    r = PQexec(d->conn, t);
+    if (begin && !d->in_txn && PQstatus(d->conn) == CONNECTION_BAD &&
+        PQresultStatus(r) != PGRES_COMMAND_OK) {
+        /* the connection went while idle (noticed only now): BEGIN again
+         * on a new one */
+        PQclear(r);
+        code = reconnect(d);
+        if (code != SQLITE_OK) {
+            free(t);
+            return code;
+        }
+        r = PQexec(d->conn, t);
+    }
+    free(t);
+    es = PQresultStatus(r);
+    if (commit || rollback)
+        d->in_txn = 0;
+    if (es != PGRES_COMMAND_OK && es != PGRES_TUPLES_OK && es != PGRES_EMPTY_QUERY) {
+        code = fail_res(d, r);
+        PQclear(r);
+        if (commit && PQstatus(d->conn) == CONNECTION_BAD)
+            code = d->errcode = TM__DB_REDO; /* lost with the connection */
+        return code;
+    }
+    if (begin)
+        d->in_txn = 1;
     d->changes = atoi(PQcmdTuples(r));
     PQclear(r);
     return SQLITE_OK;
@@ -1499,6 +1658,24 @@ static void quiet(void *arg, const char *msg)
     (void)msg;
 }
 
+int tm__db_pg_lock(struct tm__db *db, int64_t key, int *got)
+{
+    struct pg_db *d = D(db);
+    int rc;
+    *got = 0;
+    d->lock_key = key;
+    rc = setup(d);
+    if (rc == SQLITE_OK)
+        *got = 1;
+    else
+        d->lock_key = 0;
+    if (rc == SQLITE_BUSY)
+        rc = SQLITE_OK; /* not taken: *got says so */
+    else if (rc != SQLITE_OK)
+        set_err(d, rc, PQerrorMessage(d->conn));
+    return rc;
+}
+
 char *tm__db_pg_redact(const char *uri)
 {
     /* scheme://[user[:password]@]host...: drop ":password"; and a
@@ -1543,10 +1720,14 @@ char *tm__db_pg_redact(const char *uri)
     return tm__buf_detach(&b, NULL);
 }
 
+/* Set once a connection of this process was made (any thread). */
+static atomic_int connected_once;
+
 int tm__db_open_pg(const char *uri, struct tm__db **out, char **err)
 {
     struct pg_db *d = calloc(1, sizeof *d);
     PGresult *r;
+    int retried = 0;
     *out = NULL;
     *err = NULL;
     if (!d)
@@ -1558,11 +1739,35 @@ int tm__db_open_pg(const char *uri, struct tm__db **out, char **err)
         return SQLITE_NOMEM;
     }
     d->conn = PQconnectdb(uri);
+    if (d->conn && PQstatus(d->conn) != CONNECTION_OK && atomic_load(&connected_once) &&
+        !strstr(PQerrorMessage(d->conn), "password") &&
+        !strstr(PQerrorMessage(d->conn), "does not exist")) {
+        /* the server answered this process before: a restart, a cut; the
+         * first connection of a run fails at once (a wrong host) */
+        struct tm__retry rt;
+        struct tm__aerr e;
+        memset(&e, 0, sizeof e);
+        e.code = TM_ECONNRESET;
+        e.cls = TM_ERR_RETRY;
+        tm__retry_init(&rt, RECONNECT_TRIES, NULL);
+        while (PQstatus(d->conn) != CONNECTION_OK && tm__retry_again(&rt, &e) == 1)
+            PQreset(d->conn);
+        retried = 1;
+    }
+    if (d->conn && PQstatus(d->conn) == CONNECTION_OK)
+        atomic_store(&connected_once, 1);
     if (!d->conn || PQstatus(d->conn) != CONNECTION_OK) {
         const char *m = d->conn ? PQerrorMessage(d->conn) : "out of memory";
         int code = strstr(m, "password") ? SQLITE_AUTH : SQLITE_CANTOPEN;
         size_t n;
-        *err = strdup(m);
+        if (retried) {
+            struct tm__buf b = TM__BUF_INIT;
+            tm__buf_addf(&b, "%s (the server answered before; %d tries)", m,
+                         RECONNECT_TRIES);
+            *err = b.buf ? tm__buf_detach(&b, NULL) : NULL;
+        } else {
+            *err = strdup(m);
+        }
         if (*err) {
             n = strlen(*err);
             while (n && ((*err)[n - 1] == '\n' || (*err)[n - 1] == ' '))

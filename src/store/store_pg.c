@@ -152,19 +152,18 @@ int tm__store_open_pg(struct tm__store *s, const char *uri, unsigned flags,
         goto fail;
     }
     if (write) {
-        rc = one_text(s->db, "SELECT pg_try_advisory_lock(1953327463)", &got);
+        int locked = 0;
+        rc = tm__db_pg_lock(s->db, 1953327463, &locked);
         if (rc != SQLITE_OK) {
             rc = db_fail(s, rc, err, "cannot lock");
             goto fail;
         }
-        if (!got || strcmp(got, "1") != 0) {
+        if (!locked) {
             tm__buf_addf(err, "state database %s is in use by another process",
                          s->path);
             rc = TM_ELOCKED;
             goto fail;
         }
-        free(got);
-        got = NULL;
     }
     /* what the database holds: nothing, treemig's schema, or something else */
     rc = one_text(s->db,

@@ -9,8 +9,10 @@ port, run as nobody through setpriv when the test runs as root).
   destination matches its source by rsync -n --itemize-changes;
 - kill -9 during discovery and during copy, then resume on PostgreSQL:
   the end state equals the uninterrupted SQLite run's;
-- the server restarted (immediate shutdown) in the middle of a copy: the
-  run stops with an error, the next copy finishes, the same end state;
+- the server restarted (immediate shutdown: every connection cut) in the
+  middle of a discovery and of a copy: the same process reconnects with
+  backoff and finishes, the same end state; a server that stays down: a
+  clear error after the retries, and resume finishes once it is back;
 - a wrong password, a missing database and a database holding another
   program's tables: exit 2, a clear message, nothing touched;
 - a password given in the URI never appears in the YAML file, the
@@ -230,39 +232,100 @@ def check_kill_resume(work):
     same_stats(lite, name)
 
 
-def check_restart(work):
-    shape = 'seed=31,depth=3,folders=5,files=6,size=2000'
-    lite = os.path.join(work, 'rref.db')
-    full_run(lite, 'sim:' + shape, 'sim:%s,%s,overlay=%s' % (
-        shape, DKEYS, os.path.join(work, 'rref.ovl')), work, 'rref')
-    name, uri = new_db()
-    dst = 'sim:%s,%s,latency=100,overlay=%s' % (shape, DKEYS, os.path.join(work, 'r.ovl'))
-    expect_rc(run(['discover', '--db', uri, '--quiet', '--config',
-                   os.path.join(work, 'r.yaml'), 'sim:%s' % shape, dst], env=env()),
-              0, 'discover')
-    p = subprocess.Popen([tmtest.TREEMIG, 'copy', '--db', uri, '--yes', '--quiet'],
-                         env=dict(os.environ, **env()), stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE)
+def wait_phase(p, name, phase):
+    """Waits until the database's phase is phase or p has ended."""
+    for _ in range(1200):
+        if p.poll() is not None:
+            return
+        try:
+            if phase_of(name) == phase:
+                return
+        except RuntimeError:
+            pass  # the schema is being made
+        time.sleep(0.05)
+
+
+def run_through_restart(args, name, phase, left_q):
+    """Starts treemig with args, restarts the server (immediate shutdown:
+    every connection cut) once the database's phase is phase and left_q
+    still counts work to do, and returns the process's exit code and
+    stderr. The restart must land while the process runs and has work
+    left: the same process must then reconnect to finish."""
+    p = subprocess.Popen([tmtest.TREEMIG] + args, env=dict(os.environ, **env()),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    left = None
     try:
-        for _ in range(600):
-            if p.poll() is not None or phase_of(name) == 'copying':
-                break
-            time.sleep(0.05)
-        time.sleep(0.5)
+        wait_phase(p, name, phase)
+        time.sleep(0.3)
+        left = pg_rows(name, left_q)
         ended_before = p.poll() is not None
         PG.restart()
     finally:
         err = p.communicate()[1].decode(errors='replace')
     if ended_before:
-        fail('the copy ended before the restart')
-    if p.returncode == 0:
-        fail('the copy went on through a server restart without a word')
-    if 'state' not in err and 'server' not in err and 'connection' not in err:
-        fail('the copy\'s message does not say what failed: %r' % err)
-    expect_rc(run(['copy', '--db', uri, '--yes', '--quiet'], env=env()), 0, 'copy again')
+        fail('%s ended before the restart' % args[0])
+    if left == ['0']:
+        fail('%s had nothing left to do at the restart' % args[0])
+    return p.returncode, err
+
+
+def check_restart(work):
+    """The server restarted (every connection cut) in the middle of a
+    discovery and of a copy: the same process reconnects with backoff and
+    finishes, and the end state equals an uninterrupted SQLite run's."""
+    shape = 'seed=31,depth=3,folders=5,files=6,size=2000'
+    lite = os.path.join(work, 'rref.db')
+    full_run(lite, 'sim:' + shape, 'sim:%s,%s,overlay=%s' % (
+        shape, DKEYS, os.path.join(work, 'rref.ovl')), work, 'rref')
+    name, uri = new_db()
+    src = 'sim:%s,latency=60' % shape
+    dst = 'sim:%s,%s,latency=60,overlay=%s' % (shape, DKEYS, os.path.join(work, 'r.ovl'))
+    rc, err = run_through_restart(
+        ['discover', '--db', uri, '--quiet', '--config', os.path.join(work, 'r.yaml'),
+         src, dst], name, 'discovering',
+        "SELECT count(*) FROM src_nodes WHERE traversal_status = 'pending'")
+    if rc != 0:
+        fail('the discovery did not finish through a server restart (exit %d): %s'
+             % (rc, err))
+    expect_eq('phase after the discovery', 'discovered', phase_of(name))
+    rc, err = run_through_restart(
+        ['copy', '--db', uri, '--yes', '--quiet'], name, 'copying',
+        "SELECT count(*) FROM src_nodes WHERE copy_status IN ('pending', 'in_progress')")
+    if rc != 0:
+        fail('the copy did not finish through a server restart (exit %d): %s' % (rc, err))
     expect_rc(run(['verify', '--db', uri, '--quiet'], env=env()), 0, 'verify')
     same_rows('src_nodes', lite_rows(lite, SRC_Q), pg_rows(name, SRC_Q))
+    same_rows('dst_nodes', lite_rows(lite, DST_Q), pg_rows(name, DST_Q))
     same_stats(lite, name)
+
+
+def check_restart_down(work):
+    """A server that stays down: the run gives up after its retries with a
+    message that says what failed (exit 1), and the next run finishes."""
+    shape = 'seed=32,depth=2,folders=4,files=4,size=500'
+    name, uri = new_db()
+    dst = 'sim:%s,%s,latency=50,overlay=%s' % (shape, DKEYS, os.path.join(work, 'd.ovl'))
+    p = subprocess.Popen([tmtest.TREEMIG, 'discover', '--db', uri, '--quiet', '--config',
+                          os.path.join(work, 'd.yaml'), 'sim:%s,latency=50' % shape, dst],
+                         env=dict(os.environ, **env()), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    try:
+        wait_phase(p, name, 'discovering')
+        PG.stop_server()
+        err = p.communicate()[1].decode(errors='replace')
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        if not PG.running:
+            PG.start()
+    if p.returncode == 0:
+        fail('the discovery finished with its server down')
+    if 'state database' not in err or 'tries)' not in err:
+        fail('no clear message for a server that stays down: %r' % err)
+    expect_rc(run(['resume', '--config', os.path.join(work, 'd.yaml'), '--quiet'],
+                  env=env()), 0, 'resume once the server is back')
+    expect_eq('phase after resume', 'discovered', phase_of(name))
 
 
 def check_refusals(work):
@@ -367,7 +430,10 @@ def main():
         R.check('a password in the URI is nowhere', check_password, work)
         R.check('kill -9 in discovery and in copy, resume: nothing lost',
                 check_kill_resume, work)
-        R.check('server restarted mid-copy: the next copy finishes', check_restart, work)
+        R.check('server restarted mid-discovery and mid-copy: the same process '
+                'reconnects and finishes', check_restart, work)
+        R.check('server down for good: a clear error, resume finishes',
+                check_restart_down, work)
     finally:
         PG.stop()
         subprocess.run(['rm', '-rf', work])

@@ -94,6 +94,13 @@ class PgServer:
         self._run([os.path.join(self.bin, 'pg_ctl'), '-D', self.data, '-w', '-s',
                    '-l', os.path.join(self.dir, 'log'), '-m', 'immediate', 'restart'])
 
+    def stop_server(self):
+        """Stops the server (immediate: connections cut), keeps its files;
+        start() starts it again."""
+        self._run([os.path.join(self.bin, 'pg_ctl'), '-D', self.data, '-w', '-s',
+                   '-m', 'immediate', 'stop'], check=False)
+        self.running = False
+
     def stop(self):
         if self.running:
             self._run([os.path.join(self.bin, 'pg_ctl'), '-D', self.data, '-w', '-s',
