@@ -424,6 +424,13 @@ static int translate_one(struct tm__buf *out, const char *p, const char *end)
         }
         rc = tm__buf_addch(out, *p++);
     }
+    if (!rc && ddl && kw_at(s, s, "CREATE") &&
+        kw_at(s, skip_ws(skip_ws(s + 6) + 5), "src_nodes")) {
+        /* discovery sets each source row's copy status once its
+         * destination twin is listed, the copy once more: room on the row's
+         * page keeps those updates HOT (no new index entries) */
+        rc = tm__buf_adds(out, " WITH (fillfactor = 50)");
+    }
     if (!rc && (replace || ignore) && !conflict_done) {
         const char *key = insert_table ? pkey_of(insert_table, insert_len) : NULL;
         if (ignore || !key) {
@@ -1069,7 +1076,8 @@ static Oid array_of(Oid t, const char **name)
     }
 }
 
-/* Rows [at, at + k) of s as one statement reading one array per parameter
+/* Rows [at, at + k) of s (check of them told 1 by changes()) as one
+ * statement reading one array per parameter
  * (binary, so nothing is escaped; the server parses a short text and
  * decodes arrays instead of planning k rows of VALUES). Returns 1 when
  * sent (or failed: d->pipe_rc), 0 when the rows' types do not fit arrays
@@ -1157,8 +1165,11 @@ static int send_unnest(struct pg_stmt *s, size_t at, size_t k, int check)
         array_of(et[i], &cast);
         rc = tm__buf_addf(&sql, "%s$%zu::%s", i ? "," : "", i + 1, cast);
     }
+    /* every row told 1: a conflict is a failure to redo anyway, so a plain
+     * INSERT does (it skips the speculative insertion of ON CONFLICT) */
     if (!rc && s->u_kind == 1)
-        rc = alias_cols(&sql, (int)np) || emit(&sql, s->m_tail, -1, &nonnull);
+        rc = alias_cols(&sql, (int)np) ||
+             ((size_t)check != k && emit(&sql, s->m_tail, -1, &nonnull));
     if (!rc && s->u_kind == 2)
         rc = tm__buf_addch(&sql, ')') || emit(&sql, s->m_tail + 1, -1, &nonnull);
     if (!rc)
@@ -1191,7 +1202,7 @@ static void send_rows(struct pg_stmt *s)
         int check = 0;
         size_t j;
         for (j = 0; j < s->nrows; j++)
-            check |= s->rcheck[j];
+            check += s->rcheck[j];
         if (send_unnest(s, 0, s->nrows, check))
             at = s->nrows;
     }
