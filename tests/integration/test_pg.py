@@ -328,6 +328,104 @@ def check_restart_down(work):
     expect_eq('phase after resume', 'discovered', phase_of(name))
 
 
+CHILDREN_Q = ("SELECT p.path, count(c.id) FROM %(t)s p LEFT JOIN %(t)s c"
+              " ON c.parent_id = p.id WHERE p.type = 'folder' GROUP BY p.path")
+STATS_ROWS = [  # each stats table against the rows it counts
+    ("SELECT depth, type, traversal_status, count FROM src_stats WHERE count != 0"
+     " ORDER BY 1, 2, 3",
+     "SELECT depth, type, traversal_status, count(*) FROM src_nodes GROUP BY 1, 2, 3"
+     " ORDER BY 1, 2, 3"),
+    ("SELECT depth, type, traversal_status, count FROM dst_stats WHERE count != 0"
+     " ORDER BY 1, 2, 3",
+     "SELECT depth, type, traversal_status, count(*) FROM dst_nodes GROUP BY 1, 2, 3"
+     " ORDER BY 1, 2, 3"),
+    ("SELECT depth, type, copy_status, conflict, count FROM copy_stats"
+     " WHERE count != 0 ORDER BY 1, 2, 3, 4",
+     "SELECT depth, type, copy_status, CASE WHEN conflict IS NULL THEN 0 ELSE 1 END,"
+     " count(*) FROM src_nodes GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"),
+]
+
+
+def durable_state_errors(name, ref_children):
+    """What a state cut short by kill -9 must never show, each a sign that
+    a batch's rows were not committed with the rest of it: a listed folder
+    (successful) without all its children; a pending folder with children
+    but no recorded listing position (its children were committed without
+    the page that holds them); stats that do not count the rows there are
+    (rows committed without their stats, or the other way)."""
+    errs = []
+    for t in ('src_nodes', 'dst_nodes'):
+        q = (CHILDREN_Q % {'t': t}).replace(
+            'WHERE', "WHERE p.traversal_status = 'successful' AND")
+        have = dict(r.split('|') for r in pg_rows(name, q))
+        for path, n in sorted(have.items()):
+            if ref_children[t].get(path) != n:
+                errs.append('%s: folder %s is listed with %s children, %s in truth'
+                            % (t, path, n, ref_children[t].get(path)))
+        side = 0 if t == 'src_nodes' else 1
+        for r in pg_rows(name, "SELECT p.path FROM %s p WHERE p.type = 'folder' AND"
+                               " p.traversal_status = 'pending' AND EXISTS (SELECT 1 FROM"
+                               " %s c WHERE c.parent_id = p.id) AND NOT EXISTS (SELECT 1"
+                               " FROM listing_pos l WHERE l.side = %d AND l.folder_id ="
+                               " p.id)" % (t, t, side)):
+            errs.append('%s: pending folder %s has children but no listing position'
+                        % (t, r))
+    for stats_q, rows_q in STATS_ROWS:
+        a, b = pg_rows(name, stats_q), pg_rows(name, rows_q)
+        if a != b:
+            errs.append('%s counts %s, the rows are %s' % (stats_q.split(' FROM ')[1].split()[0],
+                                                           sorted(set(a) - set(b))[:4],
+                                                           sorted(set(b) - set(a))[:4]))
+    return errs
+
+
+def check_atomicity(work):
+    """kill -9 of a discovery at many points (each run resumes the last):
+    after each kill the durable state holds only whole batches
+    (durable_state_errors); the run that ends leaves the reference's rows."""
+    shape = 'seed=41,depth=3,folders=8,files=7,size=1000'
+    lite = os.path.join(work, 'aref.db')
+    ref_dst = 'sim:%s,%s,overlay=%s' % (shape, DKEYS, os.path.join(work, 'aref.ovl'))
+    expect_rc(run(['discover', '--db', lite, '--quiet', '--config',
+                   os.path.join(work, 'aref.yaml'), 'sim:' + shape, ref_dst]), 0,
+              'the reference discovery')
+    ref_children = {t: dict('|'.join(str(x) for x in r).rsplit('|', 1) for r in
+                            sqlite3.connect(lite).execute(CHILDREN_Q % {'t': t}))
+                    for t in ('src_nodes', 'dst_nodes')}
+    name, uri = new_db()
+    cfg = os.path.join(work, 'atom.yaml')
+    dst = 'sim:%s,%s,latency=60,overlay=%s' % (shape, DKEYS, os.path.join(work, 'atom.ovl'))
+    args = ['discover', '--db', uri, '--quiet', '--config', cfg,
+            'sim:%s,latency=60' % shape, dst]
+    kills = 0
+    for i in range(13):  # 12 runs killed, unless one ends first; the 13th ends
+        p = subprocess.Popen([tmtest.TREEMIG] + args, env=dict(os.environ, **env()),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_phase(p, name, 'discovering')
+            time.sleep(0.1 + 0.07 * (i % 7))
+            if p.poll() is None and i < 12:
+                p.send_signal(signal.SIGKILL)
+        finally:
+            err = p.communicate()[1].decode(errors='replace')
+        if p.returncode == 0:
+            break
+        if p.returncode != -signal.SIGKILL:
+            fail('run %d failed (exit %d): %s' % (i, p.returncode, err))
+        kills += 1
+        errs = durable_state_errors(name, ref_children)
+        if errs:
+            fail('after kill %d:\n      %s' % (kills, '\n      '.join(errs[:8])))
+        args = ['resume', '--config', cfg, '--quiet']
+    if kills < 4:
+        fail('only %d kills landed during the discovery' % kills)
+    expect_eq('phase at the end', 'discovered', phase_of(name))
+    same_rows('src_nodes', lite_rows(lite, SRC_Q), pg_rows(name, SRC_Q))
+    same_rows('dst_nodes', lite_rows(lite, DST_Q), pg_rows(name, DST_Q))
+    same_stats(lite, name)
+    expect_eq('durable state at the end', [], durable_state_errors(name, ref_children))
+
+
 def check_refusals(work):
     src = os.path.join(work, 'rsrc')
     make_tree(src, 2, 2)
@@ -430,6 +528,8 @@ def main():
         R.check('a password in the URI is nowhere', check_password, work)
         R.check('kill -9 in discovery and in copy, resume: nothing lost',
                 check_kill_resume, work)
+        R.check('kill -9 at many points: only whole batches are durable',
+                check_atomicity, work)
         R.check('server restarted mid-discovery and mid-copy: the same process '
                 'reconnects and finishes', check_restart, work)
         R.check('server down for good: a clear error, resume finishes',
