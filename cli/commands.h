@@ -146,5 +146,8 @@ extern const char delete_usage[];
 /* rescan.c: a new pass */
 int cmd_rescan(int argc, char **argv);
 extern const char rescan_usage[];
+/* state_copy.c: a migration's state between SQLite and PostgreSQL */
+int cmd_state_copy(int argc, char **argv);
+extern const char state_copy_usage[];
 
 #endif

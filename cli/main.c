@@ -91,6 +91,7 @@ static const char main_usage[] =
     "  retry      list failed folders again and redo failed copies\n"
     "  rescan     a new pass: discover both trees again (the cutover)\n"
     "  delete     remove what exists only on the destination (the mirror)\n"
+    "  state-copy copy a migration's state between SQLite and PostgreSQL\n"
     "  resume     continue a migration from its YAML file\n"
     "  status     show the phase and the counts of a migration\n"
     "  sim-stats  print the ground truth of a simulated storage pair\n"
@@ -1524,6 +1525,7 @@ static const struct command {
     { "retry", cmd_retry },
     { "rescan", cmd_rescan },
     { "delete", cmd_delete },
+    { "state-copy", cmd_state_copy },
     { "resume", cmd_resume },
     { "status", cmd_status },
     { "sim-stats", cmd_sim_stats },

@@ -495,6 +495,19 @@ TM_EXTERN int tm_exclude(tm_migration *m, const char *const *patterns, size_t n,
  */
 TM_EXTERN int tm_exclude_list(tm_migration *m, FILE *out);
 
+/*
+ * Copies the whole state of m (opened with TM_OPEN_WRITE, at the current
+ * schema) into to, a state file that does not exist yet or a PostgreSQL
+ * database without tables (postgresql://...), in one transaction: SQLite
+ * to PostgreSQL or back. The YAML file of the copy is written at config,
+ * or with config NULL beside a state file to (to.yaml), none for a
+ * database; an existing one is never overwritten. *rows: the rows copied.
+ * Returns 0, or an error with its message in tm_migration_errmsg(m): a
+ * target that holds a migration is TM_EEXIST, and left untouched. (2.1.0)
+ */
+TM_EXTERN int tm_state_copy(tm_migration *m, const char *to, const char *config,
+                            int64_t *rows);
+
 /* Fills *st from the state file's exact counters (no scan). */
 TM_EXTERN int tm_status_get(tm_migration *m, tm_status *st);
 

@@ -15,6 +15,9 @@ port, run as nobody through setpriv when the test runs as root).
   clear error after the retries, and resume finishes once it is back;
 - a wrong password, a missing database and a database holding another
   program's tables: exit 2, a clear message, nothing touched;
+- state-copy from SQLite to PostgreSQL and back (a discovery on SQLite,
+  copy and verify on PostgreSQL): every table equal after each copy, the
+  copies usable, a target that holds a migration refused untouched;
 - a password given in the URI never appears in the YAML file, the
   database's contents (pg_dump) or treemig's output.
 """
@@ -426,6 +429,101 @@ def check_atomicity(work):
     expect_eq('durable state at the end', [], durable_state_errors(name, ref_children))
 
 
+def lite_dump(path):
+    """Every row of every table of a state file, each as text the way psql
+    -A prints it (NULL empty, an integral REAL without its .0, a blob as
+    \\x and hex), sorted: a canonical dump to compare with pg_dump_rows."""
+    con = sqlite3.connect(path)
+    try:
+        tables = [r[0] for r in con.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE"
+            " 'sqlite!_%' ESCAPE '!' ORDER BY name")]
+
+        def txt(v):
+            if v is None:
+                return ''
+            if isinstance(v, float) and v.is_integer():
+                return str(int(v))
+            if isinstance(v, bytes):
+                return '\\x' + v.hex()
+            return str(v)
+        return {t: sorted('|'.join(txt(v) for v in r)
+                          for r in con.execute('SELECT * FROM "%s"' % t)) for t in tables}
+    finally:
+        con.close()
+
+
+def pg_dump_rows(name, tables):
+    return {t: sorted(PG.psql(name, 'SELECT * FROM "%s"' % t).splitlines()) for t in tables}
+
+
+def same_dump(what, a, b):
+    """a and b equal, but for the setting config: each copy names its own
+    YAML file."""
+    a, b = dict(a), dict(b)
+    for d in (a, b):
+        d['migration'] = [r for r in d['migration'] if not r.startswith('config|')]
+    for t in sorted(a):
+        if a[t] != b[t]:
+            fail('%s: table %s differs: %d rows and %d; first differences %s / %s'
+                 % (what, t, len(a[t]), len(b[t]), sorted(set(a[t]) - set(b[t]))[:3],
+                    sorted(set(b[t]) - set(a[t]))[:3]))
+    if sum(len(v) for v in a.values()) < 100:
+        fail('%s: too few rows to compare' % what)
+
+
+def check_state_copy(work):
+    """Discovery on SQLite, state-copy to PostgreSQL, copy and verify there,
+    state-copy back to a new state file: every table equal after each copy
+    (a canonical dump of both sides); the copies' YAML files name them; a
+    target that holds a migration is refused and left as it was."""
+    lite = os.path.join(work, 'sc1.db')
+    src, dst = sim_pair(work, 'sc')
+    expect_rc(run(['discover', '--db', lite, '--quiet', src, dst]), 0, 'discover')
+    expect_rc(run(['exclude', '--db', lite, '--quiet', '/d1*']), 0, 'exclude')
+    name, uri = new_db()
+    pyaml = os.path.join(work, 'sc-pg.yaml')
+    cp = run(['state-copy', '--config', pyaml, lite, uri], env=env())
+    expect_rc(cp, 0, 'state-copy to PostgreSQL')
+    d1 = lite_dump(lite)
+    same_dump('SQLite -> PostgreSQL', d1, pg_dump_rows(name, d1))
+    with open(pyaml) as f:
+        y = f.read()
+    if 'database: ' + PG.uri(name) not in y.replace("'", '').replace('"', ''):
+        fail('the YAML file of the copy does not name its database: %r' % y)
+    expect_rc(run(['copy', '--db', uri, '--yes', '--quiet'], env=env()), 0, 'copy on PG')
+    expect_rc(run(['resume', '--config', pyaml, '--quiet'], env=env()), 0,
+              'resume from the copy\'s YAML file')
+    expect_rc(run(['verify', '--db', uri, '--quiet'], env=env()), 0, 'verify on PG')
+    expect_eq('phase on PG', 'verified', phase_of(name))
+    back = os.path.join(work, 'sc2.db')
+    expect_rc(run(['state-copy', uri, back], env=env()), 0, 'state-copy back to SQLite')
+    d2 = lite_dump(back)
+    same_dump('PostgreSQL -> SQLite', pg_dump_rows(name, d2), d2)
+    if d2['src_nodes'] == d1['src_nodes']:
+        fail('the copy and verify on PostgreSQL changed no source row: a weak test')
+    with open(back + '.yaml') as f:
+        if 'database: ' + back not in f.read().replace("'", '').replace('"', ''):
+            fail('the YAML file beside the copy does not name it')
+    cp = run(['status', '--db', back])
+    expect_rc(cp, 0, 'status of the copy')
+    if b'verified' not in cp.stdout:
+        fail('status of the copy: %s' % show(cp))
+    # refusals: a database that holds a migration, a file that exists
+    before = pg_dump_rows(name, d2)
+    cp = run(['state-copy', '--config', os.path.join(work, 'sc-x.yaml'), lite, uri],
+             env=env())
+    expect_rc(cp, 2, 'state-copy into a database that holds a migration')
+    if b'holds the state of migration' not in cp.stderr:
+        fail('no clear message for a target that is not empty: %s' % show(cp))
+    if before != pg_dump_rows(name, d2):
+        fail('the refused target database changed')
+    cp = run(['state-copy', uri, lite], env=env())
+    expect_rc(cp, 2, 'state-copy onto a state file that exists')
+    if d1 != lite_dump(lite):
+        fail('the state file refused as a target changed')
+
+
 def check_refusals(work):
     src = os.path.join(work, 'rsrc')
     make_tree(src, 2, 2)
@@ -528,6 +626,8 @@ def main():
         R.check('a password in the URI is nowhere', check_password, work)
         R.check('kill -9 in discovery and in copy, resume: nothing lost',
                 check_kill_resume, work)
+        R.check('state-copy SQLite -> PostgreSQL -> SQLite: every row equal',
+                check_state_copy, work)
         R.check('kill -9 at many points: only whole batches are durable',
                 check_atomicity, work)
         R.check('server restarted mid-discovery and mid-copy: the same process '
