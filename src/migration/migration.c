@@ -27,8 +27,9 @@ int tm__mig_setting_fail(tm_migration *m, int rc)
 {
     return tm__mig_fail(m, rc, "state file %s: cannot read its settings: %s",
                         m->store.path,
-                        rc == TM_EDB || rc == TM_ECORRUPT ? tm__store_errmsg(m->store.db)
-                                                          : tm_strerror(rc));
+                        rc == TM_EDB || rc == TM_ECORRUPT || rc == TM_EIO
+                            ? tm__store_errmsg(m->store.db) /* a lost server too */
+                            : tm_strerror(rc));
 }
 
 int tm__mig_fail(tm_migration *m, int rc, const char *fmt, ...)

@@ -74,6 +74,9 @@ struct pg_db {
                             earlier one is prepared again */
     int64_t lock_key;    /* the advisory lock taken again on a new
                             connection (tm__db_pg_lock), 0 for none */
+    struct pg_stmt *stream; /* the query whose rows are arriving one by one
+                            (single-row mode), or NULL: anything else sent
+                            first parks them (park) */
 };
 
 /* Tries to connect again after a lost connection (the shared retry
@@ -112,6 +115,11 @@ struct pg_stmt {
     unsigned char *rcheck;   /* per row: changes() was read after it */
     size_t nrows, arows;     /* rows held, room for */
     int waiting;             /* in its connection's wait list */
+    int stream;              /* a query read row by row (single-row mode):
+                                a result as long as the tree is never held */
+    PGresult **queue;        /* its rows parked when the connection was
+                                needed for something else, in order */
+    size_t nq, qhead, aq;    /* queued, read, room for */
     int u_kind;              /* held rows may also go as arrays, one per
                                 parameter, through unnest(): 1 an INSERT,
                                 2 an UPDATE or DELETE, 0 not */
@@ -125,6 +133,7 @@ struct pg_stmt {
 static void multi_template(struct pg_stmt *s);
 static int run_sync(struct pg_stmt *s, const Oid *types);
 static int reconnect(struct pg_db *d);
+static void park(struct pg_db *d);
 static void drain(struct pg_db *d);
 static int hold(struct pg_stmt *s, const Oid *types);
 
@@ -531,6 +540,9 @@ static int g_prepare(struct tm__db *db, const char *sql, int persistent,
     s->writes = (!strncasecmp(p, "INSERT", 6) || !strncasecmp(p, "UPDATE", 6) ||
                  !strncasecmp(p, "DELETE", 6)) && !strstr(p, "RETURNING");
     multi_template(s);
+    p = skip_ws(s->sql);
+    s->stream = !persistent && (kw_at(p, p, "SELECT") || kw_at(p, p, "WITH")) &&
+                !s->writes;
     s->persistent = persistent;
     s->row = -1;
     s->blob_col = -1;
@@ -540,6 +552,16 @@ static int g_prepare(struct tm__db *db, const char *sql, int persistent,
 
 static void clear_result(struct pg_stmt *s)
 {
+    struct pg_db *d = D(s->base.db);
+    if (d->stream == s) { /* the rows not read are read and dropped */
+        PGresult *r;
+        while ((r = PQgetResult(d->conn)) != NULL)
+            PQclear(r);
+        d->stream = NULL;
+    }
+    while (s->qhead < s->nq)
+        PQclear(s->queue[s->qhead++]);
+    s->nq = s->qhead = 0;
     PQclear(s->res);
     s->res = NULL;
     s->row = -1;
@@ -630,6 +652,7 @@ static int setup(struct pg_db *d)
 {
     PGresult *r;
     int got;
+    park(d);
     PQclear(PQexec(d->conn, "SET client_min_messages = warning"));
     if (!d->lock_key)
         return PQstatus(d->conn) == CONNECTION_OK ? SQLITE_OK : SQLITE_IOERR;
@@ -670,6 +693,7 @@ static void drop_pipe(struct pg_db *d)
     d->last_multi = NULL;
     d->pipe_rc = 0;
     d->in_txn = 0;
+    d->stream = NULL; /* its rows went with the connection */
     if (PQpipelineStatus(d->conn) != PQ_PIPELINE_OFF)
         PQexitPipelineMode(d->conn);
 }
@@ -1318,6 +1342,7 @@ static int run(struct pg_stmt *s)
 
     for (i = 0; i < s->nparams; i++) /* one that is not used: any type */
         types[i] = s->types[i] || (s->used >> i & 1) ? s->types[i] : PG_TEXT;
+    park(d);
     if (d->pipe_on && s->writes && (d->npend || d->pipe_rc || d->in_txn))
         return send_piped(s, types);
     d->last_piped = 0;
@@ -1341,7 +1366,7 @@ static int run(struct pg_stmt *s)
 static int run_sync(struct pg_stmt *s, const Oid *types)
 {
     struct pg_db *d = D(s->base.db);
-    PGresult *r;
+    PGresult *r, *r2;
     ExecStatusType es;
 
     if (s->persistent) {
@@ -1371,6 +1396,29 @@ static int run_sync(struct pg_stmt *s, const Oid *types)
         }
         r = PQexecPrepared(d->conn, s->name, s->nparams,
                            (const char *const *)s->vals, s->lens, s->fmts, 0);
+    } else if (s->stream) {
+        if (!PQsendQueryParams(d->conn, s->sql, s->nparams, types,
+                               (const char *const *)s->vals, s->lens, s->fmts, 0))
+            return fail_res(d, NULL);
+        PQsetSingleRowMode(d->conn);
+        d->stream = s;
+        r = PQgetResult(d->conn); /* the first row, or the end, or a failure */
+        es = PQresultStatus(r);
+        if (es == PGRES_SINGLE_TUPLE) {
+            s->res = r;
+            s->row = -1;
+            return SQLITE_OK;
+        }
+        if (es != PGRES_TUPLES_OK) {
+            int code = fail_res(d, r);
+            PQclear(r);
+            clear_result(s);
+            return code;
+        }
+        /* no row: the end, read */
+        while (d->stream == s && (r2 = PQgetResult(d->conn)) != NULL)
+            PQclear(r2);
+        d->stream = NULL;
     } else {
         r = PQexecParams(d->conn, s->sql, s->nparams, types,
                          (const char *const *)s->vals, s->lens, s->fmts, 0);
@@ -1388,6 +1436,104 @@ static int run_sync(struct pg_stmt *s, const Oid *types)
     s->row = -1;
     d->changes = atoi(PQcmdTuples(r));
     return SQLITE_OK;
+}
+
+static struct pg_db *d_of(struct pg_stmt *s)
+{
+    return D(s->base.db);
+}
+
+/* The next row of a streaming query: from its parked rows, else from the
+ * connection. */
+static int next_row(struct pg_stmt *s)
+{
+    struct pg_db *d = d_of(s);
+    PGresult *r;
+    ExecStatusType es;
+    if (s->qhead < s->nq)
+        r = s->queue[s->qhead++];
+    else
+        r = PQgetResult(d->conn);
+    es = PQresultStatus(r);
+    PQclear(s->res);
+    s->res = NULL;
+    if (es == PGRES_SINGLE_TUPLE || (es == PGRES_TUPLES_OK && PQntuples(r) > 0)) {
+        s->res = r; /* one row, or the rows parked (park) */
+        s->row = 0;
+        return SQLITE_ROW;
+    }
+    if (es == PGRES_TUPLES_OK) { /* the end */
+        PQclear(r);
+        if (d->stream == s) {
+            while ((r = PQgetResult(d->conn)) != NULL)
+                PQclear(r);
+            d->stream = NULL;
+        }
+        s->res = PQmakeEmptyPGresult(d->conn, PGRES_TUPLES_OK);
+        s->done = 1;
+        return SQLITE_DONE;
+    }
+    {
+        int code = fail_res(d, r);
+        PQclear(r);
+        s->done = 1; /* not run again before a reset */
+        if (d->stream == s) {
+            while ((r = PQgetResult(d->conn)) != NULL)
+                PQclear(r);
+            d->stream = NULL;
+        }
+        return code;
+    }
+}
+
+/* Keeps r (a row or the end) with s, for next_row. */
+static void queue_push(struct pg_stmt *s, PGresult *r)
+{
+    if (s->nq == s->aq) {
+        size_t n = s->aq ? 2 * s->aq : 4;
+        PGresult **q = realloc(s->queue, n * sizeof *q);
+        if (!q) { /* out of memory: the query ends here, failed */
+            PQclear(r);
+            return;
+        }
+        s->queue = q;
+        s->aq = n;
+    }
+    s->queue[s->nq++] = r;
+}
+
+/* The connection is needed: the rows still to come of the streaming query
+ * are read now and kept with it, gathered in one result (PQsetvalue: as
+ * compact as a result read whole, not a result per row). */
+static void park(struct pg_db *d)
+{
+    struct pg_stmt *s = d->stream;
+    PGresult *r, *acc = NULL;
+    int n = 0, i;
+    if (!s)
+        return;
+    d->stream = NULL;
+    while ((r = PQgetResult(d->conn)) != NULL) {
+        if (PQresultStatus(r) != PGRES_SINGLE_TUPLE) { /* the end, or a failure */
+            if (acc)
+                queue_push(s, acc);
+            acc = NULL;
+            queue_push(s, r);
+            continue;
+        }
+        if (!acc && !(acc = PQcopyResult(r, PG_COPYRES_ATTRS))) {
+            PQclear(r);
+            continue;
+        }
+        for (i = 0; i < PQnfields(r); i++)
+            if (!PQsetvalue(acc, n, i, PQgetisnull(r, 0, i) ? NULL : PQgetvalue(r, 0, i),
+                            PQgetisnull(r, 0, i) ? -1 : PQgetlength(r, 0, i)))
+                break;
+        n++;
+        PQclear(r);
+    }
+    if (acc)
+        queue_push(s, acc);
 }
 
 static int g_step(struct tm__stmt *st)
@@ -1408,6 +1554,8 @@ static int g_step(struct tm__stmt *st)
     }
     if (++s->row < PQntuples(s->res))
         return SQLITE_ROW;
+    if (s->stream && (d_of(s)->stream == s || s->qhead < s->nq))
+        return next_row(s);
     s->done = 1;
     return SQLITE_DONE;
 }
@@ -1426,6 +1574,7 @@ static int g_finalize(struct tm__stmt *st)
     if (d->npend || d->nwait)
         flush(d); /* its answers are read before it goes */
     clear_result(s);
+    park(d);
     if (s->name[0] && s->prepared_sig && s->prepared_gen == d->gen &&
         PQstatus(d->conn) == CONNECTION_OK &&
         PQtransactionStatus(d->conn) != PQTRANS_INERROR) {
@@ -1444,6 +1593,7 @@ static int g_finalize(struct tm__stmt *st)
     free(s->rfmts);
     free(s->rtypes);
     free(s->rcheck);
+    free(s->queue);
     free(s->sql);
     free(s);
     return SQLITE_OK;
@@ -1551,6 +1701,7 @@ static int g_exec(struct tm__db *db, const char *sql)
         free(t);
         return SQLITE_OK;
     }
+    park(d);
     w = skip_ws(t);
     begin = kw_at(w, w, "BEGIN");
     commit = kw_at(w, w, "COMMIT") || kw_at(w, w, "END");
