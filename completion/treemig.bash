@@ -7,7 +7,7 @@
 # without it (compgen). tests/install/test_install.py checks that every
 # option of `treemig COMMAND --help` is completed here.
 
-_treemig_commands="discover copy verify review exclude unexclude retry rescan delete resume status ui sim-stats log-listen help"
+_treemig_commands="discover copy verify review exclude unexclude retry rescan delete state-copy resume status ui sim-stats log-listen help"
 
 # The options of a command, from its --help.
 _treemig_options()
@@ -23,6 +23,7 @@ _treemig_options()
         retry) echo "--db --workers --retries --owner --log-file $sto $log --quiet --help" ;;
         rescan) echo "--db --workers --quiet --help" ;;
         delete) echo "--db --plan --yes --backup-dir --quiet --help" ;;
+        state-copy) echo "--config --quiet --help" ;;
         resume) echo "--config --workers $sto $log --quiet --help" ;;
         review) echo "--db --top --list --path --reason --json --help" ;;
         exclude) echo "--db --list --from --quiet --help" ;;
