@@ -503,7 +503,7 @@ def check_completion(inst, workdir):
     cmds = help_commands(inst)
     expect_eq('treemig <TAB>', sorted(cmds), sorted(complete(script, ['treemig', ''])))
     expect_eq('treemig di<TAB>', ['discover'], complete(script, ['treemig', 'di']))
-    expect_eq('treemig help st<TAB>', ['status'],
+    expect_eq('treemig help st<TAB>', ['state-copy', 'status'],
               complete(script, ['treemig', 'help', 'st']))
     expect_eq('treemig --<TAB>', ['--help', '--version'],
               sorted(complete(script, ['treemig', '--'])))
