@@ -20,6 +20,8 @@ port, run as nobody through setpriv when the test runs as root).
   copies usable, a target that holds a migration refused untouched;
 - review --list and copy --dry-run with 150,000 more rows to list grow by
   far less than the rows' size (single-row mode, not a whole result);
+- a page that lists a name twice (tests/tools/pgwriter.c): one row, one
+  count, on SQLite and on PostgreSQL (where the pipelined batch is redone);
 - a password given in the URI never appears in the YAML file, the
   database's contents (pg_dump) or treemig's output.
 """
@@ -578,6 +580,56 @@ def check_bounded_memory(work):
                                             BULK, rss0, rss))
 
 
+REPEAT_SQL = [
+    "INSERT INTO src_nodes(id, parent_id, path, name, type, size, mtime, mode, depth,"
+    " traversal_status, copy_status) SELECT 1000, id, '/repeats', 'repeats', 'folder',"
+    " 0, 0, 493, 1, 'pending', 'pending' FROM src_nodes WHERE depth = 0",
+    "INSERT INTO src_stats VALUES(1, 'folder', 'pending', 1, 0) ON CONFLICT(depth, type,"
+    " traversal_status) DO UPDATE SET count = src_stats.count + 1",
+    "INSERT INTO copy_stats VALUES(1, 'folder', 'pending', 0, 1, 0) ON CONFLICT(depth,"
+    " type, copy_status, conflict) DO UPDATE SET count = copy_stats.count + 1",
+]
+
+
+def check_repeated_name(work):
+    """A storage that lists a name twice in the last page of a folder
+    (tests/tools/pgwriter.c drives the writer): the name is inserted and
+    counted once, the folder is listed, on SQLite and on PostgreSQL. On
+    PostgreSQL the pipeline told the writer the second insert changed a
+    row: the server's count makes COMMIT ask for the batch again, one
+    statement at a time."""
+    tool = os.environ.get('PGWRITER') or os.path.join(
+        os.path.dirname(tmtest.TREEMIG), 'tests', 'pgwriter')
+    if not os.path.exists(tool):
+        fail('no pgwriter at %s (set PGWRITER)' % tool)
+    src = os.path.join(work, 'rpsrc')
+    make_tree(src, 1, 1)
+    lite = os.path.join(work, 'rp.db')
+    name, uri = new_db()
+    for db, rows, exec_sql in (
+            (lite, lambda q: lite_rows(lite, q),
+             lambda q: sqlite3.connect(lite, isolation_level=None).execute(q)),
+            (uri, lambda q: pg_rows(name, q), lambda q: PG.psql(name, q))):
+        dst = os.path.join(work, 'rpdst%d' % len(db))
+        os.mkdir(dst)
+        expect_rc(run(['discover', '--db', db, '--quiet', '--config',
+                       os.path.join(work, 'rp%d.yaml' % len(db)), src, dst], env=env()),
+                  0, 'discover')
+        for q in REPEAT_SQL:
+            exec_sql(q)
+        cp = subprocess.run([tool, db, '1000'], env=dict(os.environ, **env()),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if cp.returncode != 0:
+            fail('pgwriter on %s: %s' % (db, cp.stderr.decode(errors='replace')))
+        expect_eq('children of the folder that listed a twice (%s)' % db[:10],
+                  ['/repeats/a|file', '/repeats/b|file'],
+                  rows("SELECT path, type FROM src_nodes WHERE parent_id = 1000 ORDER BY path"))
+        expect_eq('the folder (%s)' % db[:10], ['successful'],
+                  rows("SELECT traversal_status FROM src_nodes WHERE id = 1000"))
+        for stats_q, rows_q in STATS_ROWS[:1] + STATS_ROWS[2:]:
+            expect_eq('stats against rows (%s)' % db[:10], rows(rows_q), rows(stats_q))
+
+
 def check_refusals(work):
     src = os.path.join(work, 'rsrc')
     make_tree(src, 2, 2)
@@ -684,6 +736,8 @@ def main():
                 check_state_copy, work)
         R.check('review --list and copy --dry-run read their rows as they come',
                 check_bounded_memory, work)
+        R.check('a name listed twice: inserted and counted once (the redo)',
+                check_repeated_name, work)
         R.check('kill -9 at many points: only whole batches are durable',
                 check_atomicity, work)
         R.check('server restarted mid-discovery and mid-copy: the same process '

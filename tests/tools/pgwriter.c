@@ -1,0 +1,102 @@
+/*
+ * pgwriter.c - drives the store's writer (src/store/writer.h) on a state
+ * file or a PostgreSQL database for test_pg.py: the last page of a
+ * pending source folder that lists one name twice, as a storage that
+ * repeats a name does. The writer must insert the name once and count it
+ * once; on PostgreSQL the batch goes through the pipeline, where the
+ * second insert changes nothing though changes() said 1, so COMMIT
+ * answers TM__DB_REDO and the writer applies the batch again one
+ * statement at a time (writer.c, redo()).
+ *
+ *   pgwriter DB FOLDER_ID    (the folder: a pending source folder)
+ *
+ * Exit 0 when the writer committed, 1 with its message otherwise. Runs
+ * on the main thread and the writer's.
+ */
+#include "adapter/adapter.h"
+#include "store/frontier.h"
+#include "store/store.h"
+#include "store/writer.h"
+#include "treemig.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Appends a child named name to r. */
+static int add_child(struct tm__result *r, const char *dir, const char *name)
+{
+    struct tm__wnode *n = &r->nodes[r->n_nodes++];
+    memset(n, 0, sizeof *n);
+    n->parent_id = r->folder_id;
+    n->name_off = r->arena.len;
+    n->name_len = strlen(name);
+    if (tm__buf_add(&r->arena, name, n->name_len))
+        return TM_ENOMEM;
+    n->path_off = r->arena.len;
+    if (tm__buf_addf(&r->arena, "%s/%s", dir, name))
+        return TM_ENOMEM;
+    n->path_len = r->arena.len - n->path_off;
+    n->type = TM_T_FILE;
+    n->size = 7;
+    n->mtime = 1600000000000000000LL;
+    n->mode = 0644;
+    n->ts = TS_SUCCESSFUL;
+    n->cs = CS_PENDING;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct tm__store s;
+    struct tm__buf err = TM__BUF_INIT;
+    struct tm__writer *w = NULL;
+    struct tm__result *r;
+    int64_t next[2];
+    int rc;
+
+    if (argc != 3) {
+        fprintf(stderr, "usage: pgwriter DB FOLDER_ID\n");
+        return 2;
+    }
+    rc = tm__store_open(&s, argv[1], TM_OPEN_WRITE, &err);
+    if (!rc)
+        rc = tm__store_next_ids(s.db, next, &err);
+    if (!rc)
+        rc = tm__writer_start(&w, s.db, next, 100000, NULL, NULL);
+    r = rc ? NULL : calloc(1, sizeof *r);
+    if (!rc && !r)
+        rc = TM_ENOMEM;
+    if (!rc) {
+        r->kind = TM_R_LISTING;
+        r->side = TM_SRC;
+        r->folder_id = strtoll(argv[2], NULL, 10);
+        r->depth = 1;
+        r->final = 1;
+        r->folder_ts = TS_SUCCESSFUL;
+        r->attempts = 1;
+        r->nodes = calloc(3, sizeof *r->nodes);
+        tm__buf_init(&r->arena);
+        tm__buf_init(&r->pos);
+        rc = r->nodes ? 0 : TM_ENOMEM;
+        if (!rc)
+            rc = add_child(r, "/repeats", "a");
+        if (!rc)
+            rc = add_child(r, "/repeats", "b");
+        if (!rc)
+            rc = add_child(r, "/repeats", "a"); /* the storage said it again */
+        if (rc)
+            tm__result_free(r);
+        else
+            rc = tm__writer_submit(w, r);
+    }
+    if (w) {
+        int src = tm__writer_stop(w, &err);
+        rc = rc ? rc : src;
+    }
+    if (rc)
+        fprintf(stderr, "pgwriter: %s\n", err.len ? err.buf : tm_strerror(rc));
+    tm__store_close(&s);
+    tm__buf_release(&err);
+    return rc ? 1 : 0;
+}
