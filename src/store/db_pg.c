@@ -12,6 +12,15 @@
  * and lock failures are SQLITE_BUSY, a unique violation SQLITE_CONSTRAINT,
  * a full disk SQLITE_FULL, a lost connection SQLITE_IOERR.
  *
+ * For speed and memory (docs/scale-out.md, "The PostgreSQL store of one
+ * process"): inside a transaction with the pipeline method on (the
+ * writer's), writes go into libpq's pipeline and runs of one statement
+ * are held and sent as one statement over arrays (unnest); COMMIT checks
+ * every count changes() told and answers TM__DB_REDO when one was wrong
+ * or a command failed. A query that is not a prepared hot-path statement
+ * is read in single-row mode. A lost connection is made again with the
+ * retry policy of pool.h.
+ *
  * Runs on the thread that owns the connection (db.h).
  */
 #include "store/db.h"
@@ -916,6 +925,7 @@ static int column_types(struct pg_stmt *s, const char *sql, const char *values)
 
     if (d->npend || d->nwait || PQpipelineStatus(d->conn) != PQ_PIPELINE_OFF)
         return -1;
+    park(d);
     t = skip_ws(t + 4); /* INTO */
     for (n = 0; is_word(t[n]); n++)
         ;
