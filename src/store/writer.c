@@ -33,7 +33,10 @@ enum { ST_UPD_SRC_F, ST_UPD_DST_F, ST_UPD_COPY,
 /* The children of a page are inserted INS_CHUNK rows per statement (one
  * statement's fixed cost, its start, halt and reset, then counts once
  * per chunk instead of once per row); what is left over, one row per
- * statement. A chunk is 32 x 18 = 576 parameters, below every SQLite's
+ * statement. A chunk is INSERT OR IGNORE: a statement of several rows
+ * that may abort keeps a statement journal (a copy of each page it
+ * touches first), one that cannot does not; holds_id() then tells a
+ * child there already from an id taken. A chunk is 32 x 18 = 576 parameters, below every SQLite's
  * limit (999 before 3.32). On PostgreSQL (db_pg.c binds at most 32
  * parameters; a round trip per statement costs more than any of this)
  * every row is one statement. */
@@ -46,10 +49,10 @@ enum { ST_UPD_SRC_F, ST_UPD_DST_F, ST_UPD_COPY,
 #define SRC_COLS 18
 #define DST_COLS 14
 static const char src_ins_head[] =
-    "INSERT INTO src_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
+    "INTO src_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
     "traversal_status,copy_status,conflict,error,uid,gid,dev,ino,nlink) VALUES";
 static const char dst_ins_head[] =
-    "INSERT INTO dst_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
+    "INTO dst_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
     "traversal_status,conflict,src_id,uid,gid) VALUES";
 
 static const char *const stmt_sql[ST_COUNT] = {
@@ -257,7 +260,9 @@ static int inserted_node(struct tm__writer *w, const struct tm__result *r,
 }
 
 /* Whether child n of r, given id when inserted, holds it: a chunk that
- * inserted fewer rows than it had tells which by this. */
+ * inserted fewer rows than it had tells which by this. A child with no
+ * row at all was not a child listed before: its id was taken (two
+ * writers, or a bug), which the chunk's OR IGNORE let pass; never merge. */
 static int holds_id(struct tm__writer *w, const struct tm__result *r,
                     const struct tm__wnode *n, int64_t id, int *yes)
 {
@@ -269,15 +274,23 @@ static int holds_id(struct tm__writer *w, const struct tm__result *r,
     rc = tm__db_step(st);
     *yes = rc == SQLITE_ROW && tm__db_column_int64(st, 0) == id;
     tm__db_reset(st);
-    if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+    if (rc == SQLITE_ROW)
         return 0;
-    return tm__store_error(w->db, rc, &w->errmsg, "read state file");
+    if (rc != SQLITE_DONE)
+        return tm__store_error(w->db, rc, &w->errmsg, "read state file");
+    tm__buf_reset(&w->errmsg);
+    tm__buf_addf(&w->errmsg, "node %s: id %lld already used in %s_nodes",
+                 r->arena.buf + n->path_off, (long long)id,
+                 r->side == TM_SRC ? "src" : "dst");
+    return TM_EINTERNAL;
 }
 
 /* Inserts children first .. first + k - 1 of r (k is 1 or INS_CHUNK) in
  * one statement, with the next ids of the side; counts those that were
- * new in r->inserted. A child that was there already (ON CONFLICT) leaves
- * its id unused: ids stay unique and increasing, not dense. */
+ * new in r->inserted. A child that was there already (ON CONFLICT, or
+ * OR IGNORE in a chunk) leaves its id unused: ids stay unique and
+ * increasing, not dense. An id taken fails the one-row insert (a
+ * constraint) and a chunk's holds_id(). */
 static int insert_nodes(struct tm__writer *w, struct tm__result *r, size_t first,
                         size_t k)
 {
@@ -296,9 +309,9 @@ static int insert_nodes(struct tm__writer *w, struct tm__result *r, size_t first
         if ((rc & 0xff) == SQLITE_CONSTRAINT) {
             /* an id is taken: two writers, or a bug; never merge */
             tm__buf_reset(&w->errmsg);
-            tm__buf_addf(&w->errmsg, "node %s: id %lld or the next %zu already used "
-                         "in %s_nodes", r->arena.buf + r->nodes[first].path_off,
-                         (long long)id, k - 1, r->side == TM_SRC ? "src" : "dst");
+            tm__buf_addf(&w->errmsg, "node %s: id %lld already used in %s_nodes",
+                         r->arena.buf + r->nodes[first].path_off, (long long)id,
+                         r->side == TM_SRC ? "src" : "dst");
             e = TM_EINTERNAL;
         }
         return e;
@@ -308,8 +321,8 @@ static int insert_nodes(struct tm__writer *w, struct tm__result *r, size_t first
     for (j = 0; j < k; j++) {
         int yes = 1;
         rc = 0;
-        if (changed == 0)
-            yes = 0; /* listed before: the rows are there, counted */
+        if (k == 1)
+            yes = changed == 1; /* 0: listed before, the row is there */
         else if (changed < k)
             rc = holds_id(w, r, &r->nodes[first + j], id + (int64_t)j, &yes);
         if (!rc && yes) {
@@ -778,7 +791,9 @@ static int prepare_inserts(struct tm__writer *w)
         for (big = 0; !rc && big <= chunks; big++) {
             int rows = big ? INS_CHUNK : 1, i, c;
             tm__buf_reset(&sql);
-            rc = tm__buf_adds(&sql, side == TM_SRC ? src_ins_head : dst_ins_head);
+            rc = tm__buf_adds(&sql, big ? "INSERT OR IGNORE " : "INSERT ");
+            if (!rc)
+                rc = tm__buf_adds(&sql, side == TM_SRC ? src_ins_head : dst_ins_head);
             for (i = 0; !rc && i < rows; i++) {
                 rc = tm__buf_adds(&sql, i ? ",(?" : "(?");
                 for (c = 1; !rc && c < cols; c++)
@@ -786,7 +801,7 @@ static int prepare_inserts(struct tm__writer *w)
                 if (!rc)
                     rc = tm__buf_addch(&sql, ')');
             }
-            if (!rc)
+            if (!rc && !big)
                 rc = tm__buf_adds(&sql, " ON CONFLICT(parent_id,name) DO NOTHING");
             if (rc)
                 break;

@@ -205,6 +205,43 @@ static void test_verdict_once(void **state)
     assert_int_equal(one(f, "SELECT sum(count) FROM dst_stats"), 60);
 }
 
+/* An id already taken by another node is an internal error, never a
+ * merge: in a chunk (OR IGNORE skips the row) and in a one-row insert. */
+static void test_id_taken(void **state)
+{
+    struct fixture *f = *state;
+    sqlite3 *db = tm__db_sqlite(f->s.db);
+    int k;
+    assert_int_equal(sqlite3_exec(db, "INSERT INTO src_nodes(id,parent_id,path,name,"
+                                      "type,depth,traversal_status,copy_status) VALUES"
+                                      "(500,7,'/x/y','y','file',2,'successful',"
+                                      "'pending')", NULL, NULL, NULL),
+                     SQLITE_OK);
+    for (k = 0; k < 2; k++) {
+        /* ids 490..: the chunk's 11th row, or the one-row insert of the
+         * 11th child (the first 10 in a page of their own) takes 500 */
+        struct tm__writer *w = NULL;
+        struct tm__buf err = TM__BUF_INIT;
+        int64_t next[2] = { 490, 1 };
+        int rc;
+        assert_int_equal(sqlite3_exec(db, "DELETE FROM src_nodes WHERE id != 500",
+                                      NULL, NULL, NULL), SQLITE_OK);
+        assert_int_equal(tm__writer_start(&w, f->s.db, next, 100000, on_commit, f), 0);
+        if (k == 0) {
+            tm__writer_submit(w, page(TM_SRC, 0, 40, 0));
+        } else {
+            tm__writer_submit(w, page(TM_SRC, 0, 10, 0));
+            tm__writer_submit(w, page(TM_SRC, 10, 1, 0));
+        }
+        rc = tm__writer_stop(w, &err);
+        assert_int_equal(rc, TM_EINTERNAL);
+        assert_non_null(err.buf);
+        assert_non_null(strstr(err.buf, "id 500 already used in src_nodes"));
+        tm__buf_release(&err);
+    }
+    assert_int_equal(one(f, "SELECT count(*) FROM src_nodes"), 1);
+}
+
 /* A new state file has 8 KiB pages (store.c). */
 static void test_page_size(void **state)
 {
@@ -217,6 +254,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_pages_listed_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verdict_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_id_taken, setup, teardown),
         cmocka_unit_test_setup_teardown(test_page_size, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
