@@ -33,19 +33,19 @@ enum { ST_UPD_SRC_F, ST_UPD_DST_F, ST_UPD_COPY,
 /* The children of a page are inserted INS_CHUNK rows per statement (one
  * statement's fixed cost, its start, halt and reset, then counts once
  * per chunk instead of once per row); what is left over, one row per
- * statement. A chunk is INSERT OR IGNORE: a statement of several rows
- * that may abort keeps a statement journal (a copy of each page it
- * touches first), one that cannot does not; holds_id() then tells a
- * child there already from an id taken. A chunk is 32 x 18 = 576 parameters, below every SQLite's
- * limit (999 before 3.32). On PostgreSQL (db_pg.c binds at most 32
- * parameters; a round trip per statement costs more than any of this)
- * every row is one statement. */
+ * statement. A chunk is INSERT OR IGNORE: SQLite keeps a statement journal
+ * (a copy of each page it first touches) for a statement of several rows
+ * that may abort, none for one that cannot; holds_id() then tells a child
+ * there already from an id taken. A chunk is 32 x 18 = 576 parameters,
+ * below every SQLite's limit (999 before 3.32). On PostgreSQL (db_pg.c
+ * binds at most 32 parameters; a round trip per statement costs more than
+ * any of this) every row is one statement. */
 #define INS_CHUNK 32
 
-/* The columns of a node row, per side, in the order insert_bind binds
+/* The columns of a node row, per side, in the order bind_node() binds
  * them. A child listed twice (a page read again after a crash, a storage
  * that repeats a name) is the same node: kept once, counted once (ON
- * CONFLICT DO NOTHING on the (parent_id, name) index). */
+ * CONFLICT DO NOTHING on the (parent_id, name) index, or OR IGNORE). */
 #define SRC_COLS 18
 #define DST_COLS 14
 static const char src_ins_head[] =
