@@ -216,6 +216,22 @@ int tm__lease_hook_start(struct tm__lease_hook **out, tm_migration *m,
         tm__lease_hook_stop(h);
         return rc;
     }
+    {
+        /* a process frozen inside a transaction (SIGSTOP, a VM paused)
+         * holds row locks that would stop the others: the server ends
+         * its session once its lease is over */
+        char sql[96];
+        snprintf(sql, sizeof sql, "SET idle_in_transaction_session_timeout = %d",
+                 h->lease_ms);
+        rc = tm__lease_q_exec(h->q, sql, &m->err);
+        if (!rc && tm__db_exec(m->store.db, sql, NULL, NULL, NULL) != SQLITE_OK)
+            rc = tm__store_error(m->store.db, SQLITE_ERROR, &m->err,
+                                 "set the idle transaction timeout");
+        if (rc) {
+            tm__lease_hook_stop(h);
+            return rc;
+        }
+    }
     h->claim.claim = hook_claim;
     h->claim.left = hook_left;
     h->claim.ended = hook_ended;

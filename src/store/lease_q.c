@@ -289,3 +289,13 @@ int tm__lease_q_done(struct tm__lease_q *q, int64_t lease, struct tm__buf *err)
     pthread_mutex_unlock(&q->mu);
     return rc;
 }
+
+int tm__lease_q_exec(struct tm__lease_q *q, const char *sql, struct tm__buf *err)
+{
+    int rc;
+    pthread_mutex_lock(&q->mu);
+    rc = tm__db_exec(q->db, sql, NULL, NULL, NULL);
+    rc = rc == SQLITE_OK ? 0 : fail(q, rc, err, "set up the lease connection");
+    pthread_mutex_unlock(&q->mu);
+    return rc;
+}

@@ -48,6 +48,9 @@ int tm__lease_q_left(struct tm__lease_q *q, int kind, int depth, const char *sta
  * the server's now. */
 int tm__lease_q_renew(struct tm__lease_q *q, int lease_ms, struct tm__buf *err);
 
+/* Runs sql (no rows) on q's connection. */
+int tm__lease_q_exec(struct tm__lease_q *q, const char *sql, struct tm__buf *err);
+
 /* Lease id is done: its tasks are never taken again in its stage. */
 int tm__lease_q_done(struct tm__lease_q *q, int64_t lease, struct tm__buf *err);
 

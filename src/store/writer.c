@@ -334,7 +334,7 @@ static int apply_copy(struct tm__writer *w, struct tm__result *r)
     struct tm__stmt *st = w->st[r->cf_change ? (r->lease ? ST_COPY_CF_L : ST_COPY_CF)
                                              : (r->lease ? ST_COPY_DONE_L : ST_COPY_DONE)];
     int new_cf = r->cf_change ? r->new_cf : r->cf;
-    int rc;
+    int rc, changed;
     if (r->lease)
         tm__db_bind_int64(st, 7, r->lease);
     if (r->cf_change) {
@@ -354,7 +354,8 @@ static int apply_copy(struct tm__writer *w, struct tm__result *r)
     rc = step_done(w, st);
     if (rc)
         return rc;
-    if (tm__db_changes(w->db) != 1 && r->lease) {
+    changed = tm__db_changes(w->db); /* before another statement runs */
+    if (changed != 1 && r->lease) {
         /* another worker's lease holds the node now (this one's expired):
          * its outcome stands, this one is dropped */
         struct tm__stmt *q = w->st[ST_LEASE_OF];
@@ -371,7 +372,7 @@ static int apply_copy(struct tm__writer *w, struct tm__result *r)
             return 0;
         }
     }
-    if (tm__db_changes(w->db) != 1) {
+    if (changed != 1) {
         tm__buf_reset(&w->errmsg);
         tm__buf_addf(&w->errmsg, "node %s was not %s", r->path ? r->path : "?",
                      tm__cs_names[r->old_cs]);
