@@ -108,7 +108,7 @@ run_n() {
     measure "p$n" "$WORK/together.sh" "$n" "$(uri run)" "$INF" "$TREEMIG" "${PSQL[@]}" -d run
     left=$("${PSQL[@]}" -d run -c "SELECT count(*) FROM src_nodes WHERE copy_status = 'pending'")
     [[ ${RC[p$n]} == 0 && $left == 0 ]] || { say "  p$n: exit ${RC[p$n]}, $left nodes pending"; FAIL=1; }
-    say "  p$n: processes that held leases: $("${PSQL[@]}" -d run -c 'SELECT count(DISTINCT pid) FROM leases')"
+    say "  p$n: nodes copied per process: $("${PSQL[@]}" -d run -c "SELECT string_agg(c::text, ' ' ORDER BY c DESC) FROM (SELECT count(*) AS c FROM src_nodes s JOIN leases l ON l.id = s.lease_id WHERE l.stage LIKE 'copy:%' GROUP BY l.pid) x")"
 }
 keys=()
 for n in $PROCS; do keys+=("$n"); done

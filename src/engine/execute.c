@@ -60,7 +60,7 @@
 #define IO_BUF (1 << 20)
 #define READERS 2            /* verify's shared read connections */
 #define KIDS_PAGE 512        /* source children verify reads at once */
-#define CLAIM_POLL_NS 100000000LL /* with leases: nothing to claim, look
+#define CLAIM_POLL_NS 20000000LL /* with leases: nothing to claim, look
                                      again after this */
 
 enum stage { ST_COPY_DEPTH, ST_LINKS, ST_ATTRS, ST_VERIFY };

@@ -236,9 +236,9 @@ int tm__lease_hook_start(struct tm__lease_hook **out, tm_migration *m,
     h->claim.left = hook_left;
     h->claim.ended = hook_ended;
     h->claim.ctx = h;
-    /* two of what is in flight: enough to keep the workers busy between
-     * claims, little enough that the end of a depth is shared */
-    h->claim.batch = 2 * workers > BATCH_MIN ? 2 * workers : BATCH_MIN;
+    /* what is in flight: claimed again when half of it is left, so the
+     * workers never wait for a claim, and the end of a depth is shared */
+    h->claim.batch = workers > BATCH_MIN ? workers : BATCH_MIN;
     h->claim.err = &h->err;
     if (pthread_create(&h->thread, NULL, renew_main, h) != 0) {
         tm__lease_hook_stop(h);
