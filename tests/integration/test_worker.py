@@ -18,6 +18,7 @@ pgserver.py), each claiming batches of nodes under leases.
 - worker on an SQLite state file, and with no copy in progress: exit 2
   with a message.
 """
+import json
 import os
 import random
 import signal
@@ -212,6 +213,16 @@ def check_sim(work):
     wpids = set(str(w.pid) for w in workers)
     if not wpids & qpids:
         fail('no worker wrote queue_stats of its own: %r, workers %r' % (qpids, wpids))
+    # status sums the last snapshots of the four processes
+    cp = run(['status', '--db', uri, '--json'], env=env())
+    expect_rc(cp, 0, 'status --json')
+    st = json.loads(cp.stdout)
+    copyq = [q for q in st.get('queues', []) if q.get('queue') == 'copy']
+    ok = int(pg_rows(name, "SELECT sum(count) FROM copy_stats WHERE copy_status ="
+                     " 'successful'")[0])
+    if not copyq or copyq[0].get('done') != ok:
+        fail('status does not sum the workers\' copy snapshots: %r, %d copied'
+             % (copyq, ok))
     # the sim destination written by four processes checks as a whole
     expect_rc(run(['verify', '--db', uri, '--quiet'], env=env()), 0, 'verify after')
 
