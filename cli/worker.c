@@ -20,15 +20,16 @@
 static const char worker_usage[] =
     "usage: treemig worker --db postgresql://... [OPTIONS]\n"
     "\n"
-    "Joins the copy in progress on a PostgreSQL state database, started by\n"
-    "'treemig copy' or 'treemig retry' (which work too), from this or any\n"
-    "other machine that reaches both storages: claims batches of nodes to\n"
-    "copy under leases, renews them while it works, and leaves when nothing\n"
-    "of the copy is left with anyone. A worker that is killed, frozen or cut\n"
-    "off loses its leases after --lease seconds and the others take its\n"
-    "nodes; what it records after that is dropped. Discovery and verify run\n"
-    "in one process. On an SQLite state file the command is refused: on one\n"
-    "machine, give the copy more --workers.\n"
+    "Joins the copy or the verify in progress on a PostgreSQL state\n"
+    "database, started by 'treemig copy', 'treemig retry' or 'treemig\n"
+    "verify' (which work too), from this or any other machine that reaches\n"
+    "both storages: claims batches of nodes to copy (or folders to check)\n"
+    "under leases, renews them while it works, and leaves when nothing of the\n"
+    "run is left with anyone. A worker that is killed, frozen or cut off\n"
+    "loses its leases after --lease seconds and the others take its tasks;\n"
+    "what it records after that is dropped. Discovery runs in one process.\n"
+    "On an SQLite state file the command is refused: on one machine, give\n"
+    "the copy more --workers.\n"
     "\n"
     "options:\n"
     "  --db URI         the state database (postgresql://...; a password\n"
@@ -36,12 +37,12 @@ static const char worker_usage[] =
     "  --workers N      operations in flight (default: as the copy, 1..1024)\n"
     "  --lease S        seconds a claimed batch stays this worker's without\n"
     "                   renewal (default 30, 2..86400); renewed every S/3\n"
-    "  --follow         after the copy, wait for the next one (until Ctrl-C)\n"
+    "  --follow         after a run, wait for the next one (until Ctrl-C)\n"
     "  --quiet          no progress lines\n"
     "  -h, --help       show this help\n"
     "\n"
-    "exit codes: 0 success, 1 fatal error, 2 usage error or no copy in\n"
-    "progress to join, 3 done but some nodes failed, 4 interrupted.\n";
+    "exit codes: 0 success, 1 fatal error, 2 usage error or nothing in\n"
+    "progress to join, 3 done but some nodes failed to copy, 4 interrupted.\n";
 
 /* The migration a signal interrupts. */
 static tm_migration *volatile working;
@@ -123,7 +124,7 @@ int cmd_worker(int argc, char **argv)
     rc = tm_worker(m, &o);
     working = NULL;
     if (!quiet || rc)
-        fprintf(stderr, "treemig worker %ld: %d copies joined, %" PRId64 " nodes "
+        fprintf(stderr, "treemig worker %ld: %d runs joined, %" PRId64 " nodes "
                 "failed here, %" PRId64 " outcomes dropped (lease lost)\n",
                 (long)getpid(), o.joined, o.failed, o.lease_lost);
     if (rc) {

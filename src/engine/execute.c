@@ -1317,6 +1317,8 @@ static int verify_report(struct worker *wk, struct tm__result *p)
     struct runner *r = wk->r;
     if (!p)
         return TM_ENOMEM;
+    if (r->cfg->claim && p->kind == TM_R_COPY)
+        p->lease = -1; /* another worker may have recorded it first */
     pthread_mutex_lock(&r->mu);
     r->problems += strcmp(p->phase, "verify") == 0;
     pthread_mutex_unlock(&r->mu);
@@ -1709,7 +1711,7 @@ static void run_task(struct tm__job *j)
         struct task *next = NULL;
         int rc = !wk || stopping(r) || atomic_load(&r->quitting) ? TM_ESTOPPED
                                                                  : run_one(wk, t);
-        if (!rc && t->lease && t->stage == ST_ATTRS)
+        if (!rc && t->lease && (t->stage == ST_ATTRS || t->stage == ST_VERIFY))
             r->cfg->claim->ended(r->cfg->claim->ctx, t->lease);
         pthread_mutex_lock(&r->mu);
         r->finished++;
@@ -1741,7 +1743,7 @@ static void on_commit(void *ctx, const struct tm__result *list)
     int64_t n = 0, lost = 0;
     for (x = list; x; x = x->next) {
         n += x->kind == TM_R_COPY;
-        if (x->kind == TM_R_COPY && x->lease) {
+        if (x->kind == TM_R_COPY && x->lease > 0) {
             r->cfg->claim->ended(r->cfg->claim->ctx, x->lease);
             lost += x->lease_lost;
         }
@@ -2080,8 +2082,6 @@ static int run_stage(struct runner *r, int stage, int depth, struct task **buf,
      * other workers cannot take */
     size_t low = claim ? (size_t)(claim->batch > 1 ? claim->batch / 2 : 1) : PAGE;
 
-    if (claim && stage == ST_VERIFY)
-        return TM_EINTERNAL; /* verify is not leased */
     r->stage = stage;
     r->depth = depth;
     r->fetched = r->finished = r->committed = 0;
@@ -2119,10 +2119,12 @@ static int run_stage(struct runner *r, int stage, int depth, struct task **buf,
                  * claimed again); else look again in a while */
                 next_claim = tm__now_ns() + CLAIM_POLL_NS;
                 if (r->len == 0 && r->in_flight == 0 &&
-                    (stage == ST_ATTRS || r->committed >= r->fetched)) {
+                    (stage == ST_ATTRS || stage == ST_VERIFY ||
+                     r->committed >= r->fetched)) {
                     int kind = stage == ST_COPY_DEPTH ? TM_TASKS_COPY
                                : stage == ST_LINKS    ? TM_TASKS_LINKS
-                                                      : TM_TASKS_ATTRS;
+                               : stage == ST_ATTRS    ? TM_TASKS_ATTRS
+                                                      : TM_TASKS_VERIFY;
                     pthread_mutex_unlock(&r->mu);
                     n = claim->left(claim->ctx, kind, depth);
                     pthread_mutex_lock(&r->mu);

@@ -159,7 +159,7 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
     }
     cfg.bwlimit = m->bwlimit;
     cfg.tpslimit = m->tpslimit;
-    cfg.claim = mode == TM_EXEC_COPY ? m->claim : NULL;
+    cfg.claim = m->claim;
     cfg.total_files = st->copy.pending;
     cfg.total_bytes = st->copy.bytes_pending;
     if (mode == TM_EXEC_VERIFY) {
@@ -447,7 +447,10 @@ int tm_verify(tm_migration *m, const tm_exec_options *opt, int64_t *mismatches)
     tm_status st;
     enum tm__phase ph;
     int64_t not_checked = 0;
-    int rc;
+    struct tm__lease_hook *leases = NULL;
+    unsigned char vkey[TM_KEY_LEN];
+    char vhex[2 * TM_KEY_LEN + 1];
+    int rc, pg, leased;
 
     *mismatches = 0;
     rc = exec_start(m, opt, &o, &st);
@@ -468,8 +471,43 @@ int tm_verify(tm_migration *m, const tm_exec_options *opt, int64_t *mismatches)
      * --no-overwrite kept */
     if (!rc)
         rc = tm__q_verify_unchecked(m->store.db, tm__wall_ns(), &not_checked, &m->err);
+    /* on PostgreSQL, workers (tm_worker) may join: the run's key and its
+     * options go to the migration table, this process claims folders as
+     * they do */
+    pg = tm__db_is_pg(tm__store_conn(&m->store));
+    if (!rc && pg && (rc = tm__random(vkey, TM_KEY_LEN)) != 0)
+        tm__mig_fail(m, rc, "cannot make a key for the verify run: %s", tm_strerror(rc));
+    if (!rc && pg) {
+        char opts[16];
+        key_hex(vkey, vhex);
+        snprintf(opts, sizeof opts, "%d %d", o.checksum, o.workers);
+        rc = tm__store_set(m->store.db, "verify_opts", opts);
+        if (!rc)
+            rc = tm__store_set(m->store.db, "verify_run", vhex);
+        if (rc)
+            rc = tm__mig_setting_fail(m, rc);
+        if (!rc)
+            rc = tm__lease_hook_start(&leases, m, vhex, vhex, 0,
+                                      o.workers > 0 ? o.workers
+                                                    : 2 * tm__mig_get_int(m->store.db,
+                                                                          "workers", 4));
+        if (!rc)
+            m->claim = tm__lease_hook_claim(leases);
+    }
     if (!rc)
         rc = run_exec(m, TM_EXEC_VERIFY, &o, ad, &st, NULL, mismatches);
+    m->claim = NULL;
+    leased = leases != NULL;
+    tm__lease_hook_stop(leases);
+    if (pg)
+        tm__store_set(m->store.db, "verify_run", "");
+    if (!rc && leased) {
+        /* what every worker found, each finding once */
+        int64_t n = 0;
+        rc = tm__q_verify_dedupe(m->store.db, &n, &m->err);
+        if (!rc)
+            *mismatches = n - not_checked;
+    }
     /* after the check: a node an earlier verify found wrong that this one
      * did not reach (its folder was not listed) is still wrong as far as
      * anyone knows; it is not checked, and counted too */

@@ -51,7 +51,7 @@ struct batch {
 struct tm__lease_hook {
     struct tm__exec_claim claim; /* what the engine calls (ctx: this) */
     struct tm__lease_q *q;       /* the lease connection */
-    char stage[3][64];           /* copy, links and attrs stage names */
+    char stage[4][64];           /* copy, links, attrs and verify stage names */
     int lease_ms;                /* a lease's length */
     pthread_mutex_t mu;          /* guards what follows */
     pthread_cond_t cv;           /* done batches to mark, or quit */
@@ -68,7 +68,10 @@ struct tm__lease_hook {
 
 static int kind_index(int kind)
 {
-    return kind == TM_TASKS_COPY ? 0 : kind == TM_TASKS_LINKS ? 1 : 2;
+    return kind == TM_TASKS_COPY    ? 0
+           : kind == TM_TASKS_LINKS ? 1
+           : kind == TM_TASKS_ATTRS ? 2
+                                    : 3;
 }
 
 static int hook_claim(void *ctx, int kind, int depth, int limit, int64_t *lease,
@@ -202,6 +205,7 @@ int tm__lease_hook_start(struct tm__lease_hook **out, tm_migration *m,
     snprintf(h->stage[0], sizeof h->stage[0], "copy:%s", run);
     snprintf(h->stage[1], sizeof h->stage[1], "links:%s", run);
     snprintf(h->stage[2], sizeof h->stage[2], "attrs:%s", run);
+    snprintf(h->stage[3], sizeof h->stage[3], "verify:%s", run);
     if (gethostname(host, sizeof host - 1) != 0)
         snprintf(host, sizeof host, "unknown");
     host[sizeof host - 1] = '\0';
@@ -342,9 +346,51 @@ out:
     return rc;
 }
 
+/* Joins the verify run run (hex key) once: 0 when nothing of it is left. */
+static int join_verify(tm_migration *m, tm_worker_options *o, const char *run)
+{
+    struct tm__adapter *ad[2] = { NULL, NULL };
+    struct tm__lease_hook *h = NULL;
+    char opts[32];
+    tm_exec_options eo;
+    tm_status st;
+    int64_t found = 0;
+    int rc, lw = 0;
+
+    tm_exec_options_init(&eo);
+    rc = tm__mig_copy_setting(m->store.db, "verify_opts", opts, sizeof opts);
+    if (rc)
+        return tm__mig_setting_fail(m, rc);
+    if (sscanf(opts, "%d %d", &eo.checksum, &lw) != 2)
+        return tm__mig_fail(m, TM_ECORRUPT, "state database %s: the verify's options "
+                            "for workers are damaged (%s)", m->store.path, opts);
+    eo.workers = o->workers > 0 ? o->workers : lw;
+    eo.progress = o->progress;
+    eo.progress_ctx = o->progress_ctx;
+    rc = tm_status_get(m, &st);
+    if (!rc)
+        rc = tm__mig_open_roots(m, ad);
+    if (!rc)
+        rc = tm__lease_hook_start(&h, m, run, run, o->lease_s,
+                                  eo.workers > 0 ? eo.workers
+                                                 : 2 * tm__mig_get_int(m->store.db,
+                                                                       "workers", 4));
+    if (!rc) {
+        m->claim = tm__lease_hook_claim(h);
+        rc = tm__mig_run_exec(m, TM_EXEC_VERIFY, &eo, ad, &st, &found);
+        m->claim = NULL;
+        o->lease_lost += m->lease_lost;
+    }
+    tm__lease_hook_stop(h);
+    tm__adapter_close(ad[0]);
+    tm__adapter_close(ad[1]);
+    return rc;
+}
+
 int tm_worker(tm_migration *m, tm_worker_options *o)
 {
     char phase[32], run[2 * TM_KEY_LEN + 1], last[2 * TM_KEY_LEN + 1] = "";
+    char vrun[2 * TM_KEY_LEN + 1], vlast[2 * TM_KEY_LEN + 1] = "";
     int rc, said = 0;
 
     if (!m || !m->open || m->store.readonly || !o)
@@ -361,8 +407,27 @@ int tm_worker(tm_migration *m, tm_worker_options *o)
         rc = tm__mig_copy_setting(m->store.db, "phase", phase, sizeof phase);
         if (!rc)
             rc = tm__mig_copy_setting(m->store.db, "worker_run", run, sizeof run);
+        if (!rc)
+            rc = tm__mig_copy_setting(m->store.db, "verify_run", vrun, sizeof vrun);
         if (rc)
             return tm__mig_setting_fail(m, rc);
+        if (vrun[0] && strcmp(vrun, vlast) != 0) {
+            if (o->progress) {
+                char line[96];
+                snprintf(line, sizeof line, "worker: joining the verify (run %.8s)",
+                         vrun);
+                o->progress(o->progress_ctx, line);
+            }
+            rc = join_verify(m, o, vrun);
+            if (rc)
+                return rc;
+            o->joined++;
+            snprintf(vlast, sizeof vlast, "%s", vrun);
+            said = 0;
+            if (!o->follow)
+                return 0;
+            continue;
+        }
         if (!strcmp(phase, "copying") && run[0] && strcmp(run, last) != 0) {
             if (o->progress) {
                 char line[96];
@@ -380,14 +445,15 @@ int tm_worker(tm_migration *m, tm_worker_options *o)
             continue;
         }
         if (!o->follow)
-            return tm__mig_fail(m, TM_EPHASE, "no copy in progress to join (phase "
-                                "%s): start one with 'treemig copy' or 'treemig "
-                                "retry', or wait for it with --follow",
+            return tm__mig_fail(m, TM_EPHASE, "no copy or verify in progress to join "
+                                "(phase %s): start one with 'treemig copy', "
+                                "'treemig retry' or 'treemig verify', or wait "
+                                "for it with --follow",
                                 phase[0] ? phase : "none");
         if (!said && o->progress) {
-            o->progress(o->progress_ctx, "worker: waiting for a copy to join");
+            o->progress(o->progress_ctx, "worker: waiting for a copy or a verify to join");
             said = 1;
         }
-        tm__sleep_ms(500);
+        tm__sleep_ms(100);
     }
 }

@@ -41,6 +41,11 @@
 #define LINKS_COND(D)                                                        \
     "s.copy_status = 'pending' AND s.depth = " D " AND s.ino IS NOT NULL "   \
     "AND s.type = 'file'"
+#define VERIFY_COND                                                          \
+    "s.type = 'folder' AND s.traversal_status = 'successful' AND "          \
+    "(s.copy_status IN ('successful', 'already_existed') OR (s.copy_status " \
+    "= 'failed' AND s.error LIKE 'verify: %') OR (s.copy_status = "          \
+    "'skipped' AND s.conflict = 'attrs'))"
 #define ATTRS_COND                                                           \
     "s.type = 'folder' AND s.depth > 0 AND s.traversal_status = "            \
     "'successful' AND s.copy_status IN ('successful', 'already_existed')"
@@ -61,7 +66,8 @@
     GROUP("n") " ORDER BY g.depth, g.id LIMIT 1))"
 
 enum { Q_NEW, Q_DROP, Q_CLAIM_COPY, Q_CLAIM_LINKS, Q_CLAIM_ATTRS, Q_LEFT_COPY,
-       Q_LEFT_LINKS, Q_LEFT_ATTRS, Q_RENEW, Q_DONE, Q_COUNT };
+       Q_LEFT_LINKS, Q_LEFT_ATTRS, Q_RENEW, Q_DONE, Q_CLAIM_VERIFY, Q_LEFT_VERIFY,
+       Q_COUNT };
 
 static const char *const lease_sql[Q_COUNT] = {
     "INSERT INTO leases(stage, worker, host, pid, tmp_key, expires) "
@@ -84,6 +90,10 @@ static const char *const lease_sql[Q_COUNT] = {
     "UPDATE leases SET expires = " NOW_MS " + ?2 WHERE worker = ?1 AND "
     "expires IS NOT NULL",
     "UPDATE leases SET expires = NULL WHERE id = ?1",
+    CLAIM(VERIFY_COND, "n.copy_status, NULL, NULL, NULL, NULL, NULL"),
+    "SELECT 1 FROM src_nodes s LEFT JOIN leases l ON l.id = s.lease_id WHERE "
+    VERIFY_COND " AND (l.id IS NULL OR l.stage <> ?1 OR l.expires IS NOT NULL) "
+    "LIMIT 1",
 };
 
 struct tm__lease_q {
@@ -186,11 +196,12 @@ int tm__lease_q_claim(struct tm__lease_q *q, int kind, int depth, const char *st
     }
     st = q->st[kind == TM_TASKS_COPY    ? Q_CLAIM_COPY
                : kind == TM_TASKS_LINKS ? Q_CLAIM_LINKS
-                                        : Q_CLAIM_ATTRS];
+               : kind == TM_TASKS_ATTRS ? Q_CLAIM_ATTRS
+                                        : Q_CLAIM_VERIFY];
     tm__db_bind_int64(st, 1, *lease);
     tm__db_bind_text(st, 2, stage, -1, SQLITE_STATIC);
     tm__db_bind_int(st, 3, limit);
-    if (kind != TM_TASKS_ATTRS)
+    if (kind == TM_TASKS_COPY || kind == TM_TASKS_LINKS)
         tm__db_bind_int(st, 4, depth);
     while ((rc = tm__db_step(st)) == SQLITE_ROW) {
         struct tm__task_row r;
@@ -244,10 +255,11 @@ int tm__lease_q_left(struct tm__lease_q *q, int kind, int depth, const char *sta
 {
     struct tm__stmt *st = q->st[kind == TM_TASKS_COPY    ? Q_LEFT_COPY
                                : kind == TM_TASKS_LINKS ? Q_LEFT_LINKS
-                                                        : Q_LEFT_ATTRS];
+                               : kind == TM_TASKS_ATTRS ? Q_LEFT_ATTRS
+                                                        : Q_LEFT_VERIFY];
     int rc;
     pthread_mutex_lock(&q->mu);
-    if (kind == TM_TASKS_ATTRS)
+    if (kind == TM_TASKS_ATTRS || kind == TM_TASKS_VERIFY)
         tm__db_bind_text(st, 1, stage, -1, SQLITE_STATIC);
     else
         tm__db_bind_int(st, 1, depth);

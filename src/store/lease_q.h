@@ -28,7 +28,8 @@ int tm__lease_q_open(struct tm__lease_q **out, const char *conninfo,
 void tm__lease_q_close(struct tm__lease_q *q);
 
 /* Claims, in one transaction, at most limit tasks of kind (TM_TASKS_COPY,
- * TM_TASKS_LINKS or TM_TASKS_ATTRS; depth for the first two) that no live
+ * TM_TASKS_LINKS, TM_TASKS_ATTRS or TM_TASKS_VERIFY; depth for the first
+ * two) that no live
  * lease of stage holds, as one new lease of lease_ms; calls row(ctx, r,
  * old_key) for each (old_key: the temporary-name key, hex, of the expired
  * lease of the same stage the task was taken from, or NULL). *lease gets

@@ -331,11 +331,12 @@ static int apply_listing(struct tm__writer *w, struct tm__result *r)
 /* A copy task's outcome: the node's copy status, counted exactly. */
 static int apply_copy(struct tm__writer *w, struct tm__result *r)
 {
-    struct tm__stmt *st = w->st[r->cf_change ? (r->lease ? ST_COPY_CF_L : ST_COPY_CF)
-                                             : (r->lease ? ST_COPY_DONE_L : ST_COPY_DONE)];
+    int leased = r->lease > 0;
+    struct tm__stmt *st = w->st[r->cf_change ? (leased ? ST_COPY_CF_L : ST_COPY_CF)
+                                             : (leased ? ST_COPY_DONE_L : ST_COPY_DONE)];
     int new_cf = r->cf_change ? r->new_cf : r->cf;
     int rc, changed;
-    if (r->lease)
+    if (leased)
         tm__db_bind_int64(st, 7, r->lease);
     if (r->cf_change) {
         if (new_cf)
@@ -355,7 +356,13 @@ static int apply_copy(struct tm__writer *w, struct tm__result *r)
     if (rc)
         return rc;
     changed = tm__db_changes(w->db); /* before another statement runs */
-    if (changed != 1 && r->lease) {
+    if (changed != 1 && r->lease < 0) {
+        /* a finding of a verify by workers that another one recorded
+         * first (the folder's lease expired and it was checked again) */
+        r->lease_lost = 1;
+        return 0;
+    }
+    if (changed != 1 && leased) {
         /* another worker's lease holds the node now (this one's expired):
          * its outcome stands, this one is dropped */
         struct tm__stmt *q = w->st[ST_LEASE_OF];

@@ -108,7 +108,9 @@ struct tm__result {
                                  inserted (a child listed twice is not) */
     int64_t lease;            /* TM_R_COPY: the lease (treemig worker) that
                                  must still hold the node for the outcome
-                                 to count; 0: none */
+                                 to count; 0: none; -1: a verify finding
+                                 (workers) dropped when the node is not
+                                 old_cs any more */
     int8_t lease_lost;        /* set by the writer: another worker's lease
                                  held the node, this outcome was dropped */
 };

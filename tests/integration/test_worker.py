@@ -410,6 +410,50 @@ def check_freeze(work):
     expect_rc(run(['verify', '--db', uri, '--quiet'], env=env()), 0, 'verify after')
 
 
+def check_verify(work):
+    src = os.path.join(work, 'vsrc')
+    make_tree(src, folders=100, files=4)
+    name, uri = new_db()
+    dst = os.path.join(work, 'vdst')
+    os.mkdir(dst)
+    discover_pg(uri, src, dst, 'verify')
+    expect_rc(run(['copy', '--db', uri, '--yes', '--quiet'], env=env()), 0, 'copy')
+    bad = sorted(['/d%02d/sub/f1.bin' % i for i in (3, 17, 81)] + ['/d52/f2.bin'])
+    for p in bad:
+        with open(dst + p, 'ab') as f:
+            f.write(b'x')
+    coord = popen(['verify', '--db', uri, '--quiet', '--tps-limit', '40', '--workers', '2'])
+    procs = [coord]
+    try:
+        for _ in range(2400):
+            if coord.poll() is not None or pg_rows(
+                    name, "SELECT value FROM migration WHERE key = 'verify_run'") not in ([], ['']):
+                break
+            time.sleep(0.01)
+        procs += [popen(['worker', '--db', uri, '--lease', '5', '--workers', '2'])
+                  for _ in range(3)]
+        res = wait_all(procs, 'verify with workers')
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    if res[coord][0] != 3:
+        fail('verify: expected exit 3 (mismatches), got %d: %s' % res[coord])
+    for p in procs[1:]:
+        if res[p][0] != 0:
+            fail('a worker exited %d: %s' % res[p])
+    found = pg_rows(name, "SELECT path FROM task_errors WHERE phase = 'verify' ORDER BY path")
+    expect_eq('what verify found, each once', bad, found)
+    expect_eq('nodes marked failed', bad, pg_rows(
+        name, "SELECT path FROM src_nodes WHERE copy_status = 'failed' ORDER BY path"))
+    pids = set(pg_rows(name, "SELECT DISTINCT pid FROM leases WHERE stage LIKE 'verify:%'"))
+    if len(pids) < 2:  # the local folders go fast: the first worker may take them all
+        fail('no worker checked a folder: %r' % pids)
+    expect_eq('phase', ['copied'], pg_rows(name, "SELECT value FROM migration WHERE "
+                                                 "key = 'phase'"))
+
+
 def check_refusals(work):
     lite = os.path.join(work, 'r.db')
     cp = run(['worker', '--db', lite])
@@ -423,7 +467,7 @@ def check_refusals(work):
     discover_pg(uri, src, os.path.join(work, 'rdst'), 'refusal')
     cp = run(['worker', '--db', uri], env=env())
     expect_rc(cp, 2, 'worker with no copy in progress')
-    if b'no copy in progress' not in cp.stderr:
+    if b'no copy or verify in progress' not in cp.stderr:
         fail('unclear message: ' + show(cp))
 
 
@@ -452,6 +496,7 @@ def main():
         R.check('kill -9 of two workers (local): no temporary left, rsync agrees',
                 check_kill_local, work)
         R.check('a frozen worker\'s late outcomes are dropped', check_freeze, work)
+        R.check('verify with workers: each mismatch found once', check_verify, work)
         R.check('worker on SQLite, and with nothing to join: exit 2', check_refusals,
                 work)
     finally:
