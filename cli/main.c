@@ -90,7 +90,7 @@ static const char main_usage[] =
     "  unexclude  include them again\n"
     "  retry      list failed folders again and redo failed copies\n"
     "  rescan     a new pass: discover both trees again (the cutover)\n"
-    "  worker     join a copy on a PostgreSQL state database (many hosts)\n"
+    "  worker     join a copy or verify on a PostgreSQL database (many hosts)\n"
     "  delete     remove what exists only on the destination (the mirror)\n"
     "  resume     continue a migration from its YAML file\n"
     "  status     show the phase and the counts of a migration\n"

@@ -15,6 +15,9 @@ pgserver.py), each claiming batches of nodes under leases.
 - a worker frozen with SIGSTOP while it holds leases, until the others
   took its nodes over, then SIGCONT: its late outcomes are dropped (it
   says how many), nobody fails, the same end state;
+- a verify with workers of a local pair with four damaged files: each
+  mismatch found and counted once, the verify exits 3, the phase stays
+  copied;
 - worker on an SQLite state file, and with no copy in progress: exit 2
   with a message.
 """
