@@ -1659,7 +1659,7 @@ static int run_one(struct worker *wk, struct task *t)
 
     tm__aerr_clear(&wk->ae);
     wk->err_src = 0;
-    if (t->reclaimed) {
+    if (t->reclaimed && (t->stage == ST_COPY_DEPTH || t->stage == ST_LINKS)) {
         /* what the worker that held it may have left (it died, or froze
          * and will find its temporary gone) */
         rc = tm__adapter_remove_tmp(r->cfg->ad[TM_DST], t->path, t->type,
