@@ -342,12 +342,15 @@ def check_kill_local(work):
               rsync_diff(src, dst))
 
 
-def check_freeze(work):
-    lite = lite_reference(work, 'flite', *sim_pair(work, 'flite', 0, BIG))
+def check_freeze(work, inside=False):
+    """inside: frozen inside a transaction (its row locks would stop the
+    others: the server ends its session once the lease is over)."""
+    tag = 'fi' if inside else 'f'
+    lite = lite_reference(work, tag + 'lite', *sim_pair(work, tag + 'lite', 0, BIG))
     name, uri = new_db()
     # slow storages: the workers that take the frozen one's nodes over are
     # still copying them when it wakes up and commits what it had
-    discover_pg(uri, *sim_pair(work, 'fpg', 150, BIG), tag='freeze')
+    discover_pg(uri, *sim_pair(work, tag + 'pg', 150, BIG), tag='freeze')
     state = {}
 
     def freeze(coord, workers):
@@ -355,7 +358,8 @@ def check_freeze(work):
         mine = ("SELECT s.id FROM src_nodes s JOIN leases l ON l.id = s.lease_id"
                 " WHERE l.pid = %d AND s.copy_status = 'pending' ORDER BY 1" % victim.pid)
         busy = ("SELECT count(*) FROM pg_stat_activity WHERE application_name ="
-                " 'tm-victim' AND state != 'idle'")
+                " 'tm-victim' AND state %s" % ("= 'idle in transaction'" if inside
+                                                 else "!= 'idle'"))
         # frozen between two transactions (one frozen inside a transaction
         # holds row locks: the server ends its session after the lease,
         # idle_in_transaction_session_timeout, and it dies on waking), while
@@ -368,7 +372,7 @@ def check_freeze(work):
             time.sleep(0.05)
             victim.send_signal(signal.SIGSTOP)
             time.sleep(0.3)
-            if pg_rows(name, busy) == ['0']:
+            if (pg_rows(name, busy) == ['0']) != inside:
                 held = pg_rows(name, mine)
                 if held:
                     break
@@ -398,11 +402,19 @@ def check_freeze(work):
     _, _, res = copy_together(name, uri, n_workers=3, lease=2,
                               worker_args=['--workers', '8'], during=during,
                               victim_env={'PGAPPNAME': 'tm-victim'},
-                              victim_args=['--workers', '1'])
+                              victim_args=['--workers', '8' if inside else '1'])
     if not state.get('held'):
         fail('the frozen worker held no pending node: the case is void')
     if not state.get('taken'):
         fail('the others did not take the frozen worker\'s nodes')
+    if inside:
+        # its session was ended: it fails on waking, the others finish
+        expect_all_ok(res, skip=[state['victim']])
+        if res[state['victim']][0] == 0:
+            fail('the worker frozen in a transaction did not notice its session '
+                 'was ended: %r' % res[state['victim']][1][-1000:])
+        expect_same_state(lite, name)
+        return
     expect_all_ok(res)
     err = res[state['victim']][1]
     dropped = [ln for ln in err.splitlines() if 'outcomes dropped' in ln]
@@ -499,6 +511,8 @@ def main():
         R.check('kill -9 of two workers (local): no temporary left, rsync agrees',
                 check_kill_local, work)
         R.check('a frozen worker\'s late outcomes are dropped', check_freeze, work)
+        R.check('a worker frozen inside a transaction: the others finish',
+                check_freeze, work, True)
         R.check('verify with workers: each mismatch found once', check_verify, work)
         R.check('worker on SQLite, and with nothing to join: exit 2', check_refusals,
                 work)
