@@ -15,6 +15,9 @@ pgserver.py), each claiming batches of nodes under leases.
 - a worker frozen with SIGSTOP while it holds leases, until the others
   took its nodes over, then SIGCONT: its late outcomes are dropped (it
   says how many), nobody fails, the same end state;
+- a worker frozen inside a transaction: the server ends its session once
+  the lease is over (idle_in_transaction_session_timeout), it fails on
+  waking, the others finish with the same state;
 - a verify with workers of a local pair with four damaged files: each
   mismatch found and counted once, the verify exits 3, the phase stays
   copied;
