@@ -90,6 +90,7 @@ static const char main_usage[] =
     "  unexclude  include them again\n"
     "  retry      list failed folders again and redo failed copies\n"
     "  rescan     a new pass: discover both trees again (the cutover)\n"
+    "  worker     join a copy or verify on a PostgreSQL database (many hosts)\n"
     "  delete     remove what exists only on the destination (the mirror)\n"
     "  resume     continue a migration from its YAML file\n"
     "  status     show the phase and the counts of a migration\n"
@@ -1523,6 +1524,7 @@ static const struct command {
     { "unexclude", cmd_unexclude },
     { "retry", cmd_retry },
     { "rescan", cmd_rescan },
+    { "worker", cmd_worker },
     { "delete", cmd_delete },
     { "resume", cmd_resume },
     { "status", cmd_status },

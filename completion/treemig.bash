@@ -7,7 +7,7 @@
 # without it (compgen). tests/install/test_install.py checks that every
 # option of `treemig COMMAND --help` is completed here.
 
-_treemig_commands="discover copy verify review exclude unexclude retry rescan delete resume status ui sim-stats log-listen help"
+_treemig_commands="discover copy verify review exclude unexclude retry rescan worker delete resume status ui sim-stats log-listen help"
 
 # The options of a command, from its --help.
 _treemig_options()
@@ -22,6 +22,7 @@ _treemig_options()
         verify) echo "--db --checksum --workers --retries --bwlimit --tps-limit $sto $log --quiet --help" ;;
         retry) echo "--db --workers --retries --owner --log-file $sto $log --quiet --help" ;;
         rescan) echo "--db --workers --quiet --help" ;;
+        worker) echo "--db --workers --lease --follow --quiet --help" ;;
         delete) echo "--db --plan --yes --backup-dir --quiet --help" ;;
         resume) echo "--config --workers $sto $log --quiet --help" ;;
         review) echo "--db --top --list --path --reason --json --help" ;;

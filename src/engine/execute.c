@@ -60,6 +60,8 @@
 #define IO_BUF (1 << 20)
 #define READERS 2            /* verify's shared read connections */
 #define KIDS_PAGE 512        /* source children verify reads at once */
+#define CLAIM_POLL_NS 20000000LL /* with leases: nothing to claim, look
+                                     again after this */
 
 enum stage { ST_COPY_DEPTH, ST_LINKS, ST_ATTRS, ST_VERIFY };
 
@@ -88,6 +90,10 @@ struct task {
     size_t resume_len;     /* its bytes */
     int wrote;             /* a write of this file was begun (open_write
                               succeeded): its uploads row goes at the end */
+    int64_t lease;         /* the lease that holds it (treemig worker), 0 */
+    int reclaimed;         /* taken from a lease that expired: old_key's
+                              temporaries of it are removed first */
+    unsigned char old_key[TM_KEY_LEN]; /* that lease's temporary-name key */
 };
 
 /* What a running task works with: taken from the runner's free list, so
@@ -221,6 +227,8 @@ static struct tm__result *copy_result(const struct task *t, int new_cs,
     res->size = t->size;
     res->attempts = 1;
     res->phase = "copy";
+    /* a leased outcome counts only while the lease holds the node */
+    res->lease = t->stage == ST_COPY_DEPTH || t->stage == ST_LINKS ? t->lease : 0;
     res->path = strdup(t->path);
     res->error = error ? strdup(error) : NULL;
     if (!res->path || (error && !res->error)) {
@@ -1309,6 +1317,8 @@ static int verify_report(struct worker *wk, struct tm__result *p)
     struct runner *r = wk->r;
     if (!p)
         return TM_ENOMEM;
+    if (r->cfg->claim && p->kind == TM_R_COPY)
+        p->lease = -1; /* another worker may have recorded it first */
     pthread_mutex_lock(&r->mu);
     r->problems += strcmp(p->phase, "verify") == 0;
     pthread_mutex_unlock(&r->mu);
@@ -1649,6 +1659,15 @@ static int run_one(struct worker *wk, struct task *t)
 
     tm__aerr_clear(&wk->ae);
     wk->err_src = 0;
+    if (t->reclaimed && (t->stage == ST_COPY_DEPTH || t->stage == ST_LINKS)) {
+        /* what the worker that held it may have left (it died, or froze
+         * and will find its temporary gone) */
+        rc = tm__adapter_remove_tmp(r->cfg->ad[TM_DST], t->path, t->type,
+                                    t->old_key, &wk->ae);
+        if (rc < 0 && wk->ae.cls == TM_ERR_FATAL)
+            return rc;
+        tm__aerr_clear(&wk->ae);
+    }
     if (t->stage == ST_COPY_DEPTH || t->stage == ST_LINKS)
         rc = copy_task(wk, t, &res);
     else if (t->stage == ST_ATTRS)
@@ -1692,6 +1711,8 @@ static void run_task(struct tm__job *j)
         struct task *next = NULL;
         int rc = !wk || stopping(r) || atomic_load(&r->quitting) ? TM_ESTOPPED
                                                                  : run_one(wk, t);
+        if (!rc && t->lease && (t->stage == ST_ATTRS || t->stage == ST_VERIFY))
+            r->cfg->claim->ended(r->cfg->claim->ctx, t->lease);
         pthread_mutex_lock(&r->mu);
         r->finished++;
         if (rc && rc != TM_ESTOPPED)
@@ -1719,11 +1740,17 @@ static void on_commit(void *ctx, const struct tm__result *list)
 {
     struct runner *r = ctx;
     const struct tm__result *x;
-    int64_t n = 0;
-    for (x = list; x; x = x->next)
+    int64_t n = 0, lost = 0;
+    for (x = list; x; x = x->next) {
         n += x->kind == TM_R_COPY;
+        if (x->kind == TM_R_COPY && x->lease > 0) {
+            r->cfg->claim->ended(r->cfg->claim->ctx, x->lease);
+            lost += x->lease_lost;
+        }
+    }
     pthread_mutex_lock(&r->mu);
     r->committed += n;
+    r->cfg->lease_lost += lost;
     pthread_cond_signal(&r->cv_coord);
     pthread_mutex_unlock(&r->mu);
 }
@@ -1734,6 +1761,7 @@ struct fetched {
     int stage;             /* enum stage */
     struct task **buf;     /* out */
     int n;                 /* tasks made */
+    int64_t lease;         /* claimed tasks: their lease */
 };
 
 static int fetch_one(void *ctx, const struct tm__task_row *row)
@@ -1784,17 +1812,57 @@ static int fetch_one(void *ctx, const struct tm__task_row *row)
     return 0;
 }
 
-/* Reads the next page of the stage after *last into buf; returns the
- * count or an error. Without r->mu. */
+/* A claimed task (tm__exec_claim's row): as fetch_one, with its lease. */
+static int claimed_one(void *ctx, const struct tm__task_row *row, const char *old_key)
+{
+    struct fetched *f = ctx;
+    struct task *t;
+    int rc = fetch_one(ctx, row), i;
+    if (rc)
+        return rc;
+    t = f->buf[f->n - 1];
+    t->lease = f->lease;
+    if (old_key && strlen(old_key) == 2 * TM_KEY_LEN) {
+        t->reclaimed = 1;
+        for (i = 0; i < 2 * TM_KEY_LEN; i++) {
+            char c = old_key[i];
+            int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : 0;
+            t->old_key[i / 2] = (unsigned char)(i % 2 ? (t->old_key[i / 2] << 4) | v : v);
+        }
+    }
+    return 0;
+}
+
+/* Reads the next page of the stage after *last into buf (or, with
+ * cfg->claim, claims the next batch); returns the count or an error.
+ * Without r->mu. */
 static int fetch(struct runner *r, int stage, int depth, int64_t *last,
                  struct task **buf)
 {
-    struct fetched f = { r, stage, buf, 0 };
+    struct fetched f = { r, stage, buf, 0, 0 };
     int kind = stage == ST_COPY_DEPTH ? TM_TASKS_COPY
                : stage == ST_LINKS    ? TM_TASKS_LINKS
                : stage == ST_ATTRS    ? TM_TASKS_ATTRS
                                       : TM_TASKS_VERIFY;
-    int rc = tm__tasks_rows(r->q, kind, depth, *last, PAGE, fetch_one, &f);
+    int rc;
+    if (r->cfg->claim) {
+        const struct tm__exec_claim *c = r->cfg->claim;
+        int lim = c->batch > 0 && c->batch < PAGE ? c->batch : PAGE;
+        f.lease = 0;
+        rc = c->claim(c->ctx, kind, depth, lim, &f.lease, claimed_one, &f);
+        if (rc >= 0) {
+            int i;
+            for (i = 0; i < f.n; i++)
+                buf[i]->lease = f.lease;
+            return f.n;
+        }
+        tm__buf_reset(r->cfg->err);
+        tm__buf_add(r->cfg->err, c->err->buf, c->err->len);
+        while (f.n-- > 0)
+            task_free(buf[f.n]);
+        return rc;
+    }
+    rc = tm__tasks_rows(r->q, kind, depth, *last, PAGE, fetch_one, &f);
     if (rc) {
         if (rc != TM_ENOMEM) {
             tm__buf_reset(r->cfg->err);
@@ -2007,8 +2075,12 @@ static int record_depth(struct runner *r, int depth)
 static int run_stage(struct runner *r, int stage, int depth, struct task **buf,
                      int64_t t0, int64_t *last_report)
 {
-    int64_t last = 0;
+    const struct tm__exec_claim *claim = r->cfg->claim;
+    int64_t last = 0, next_claim = 0;
     int done_fetching = 0, rc = 0;
+    /* with leases, a small window: tasks held but not begun are tasks
+     * other workers cannot take */
+    size_t low = claim ? (size_t)(claim->batch > 1 ? claim->batch / 2 : 1) : PAGE;
 
     r->stage = stage;
     r->depth = depth;
@@ -2018,7 +2090,7 @@ static int run_stage(struct runner *r, int stage, int depth, struct task **buf,
             return r->fatal ? r->fatal : rc;
         if (stopping(r))
             return TM_ESTOPPED;
-        if (!done_fetching && r->len < PAGE) {
+        if (!done_fetching && r->len < low && tm__now_ns() >= next_claim) {
             int n;
             pthread_mutex_unlock(&r->mu);
             n = fetch(r, stage, depth, &last, buf);
@@ -2039,7 +2111,31 @@ static int run_stage(struct runner *r, int stage, int depth, struct task **buf,
                 return rc;
             }
             r->fetched += n;
-            done_fetching = n < PAGE;
+            if (!claim) {
+                done_fetching = n < PAGE;
+            } else if (n == 0) {
+                /* nothing to claim now: the stage is over when nothing
+                 * of it is left with anyone (a lease that expires is
+                 * claimed again); else look again in a while */
+                next_claim = tm__now_ns() + CLAIM_POLL_NS;
+                if (r->len == 0 && r->in_flight == 0 &&
+                    (stage == ST_ATTRS || stage == ST_VERIFY ||
+                     r->committed >= r->fetched)) {
+                    int kind = stage == ST_COPY_DEPTH ? TM_TASKS_COPY
+                               : stage == ST_LINKS    ? TM_TASKS_LINKS
+                               : stage == ST_ATTRS    ? TM_TASKS_ATTRS
+                                                      : TM_TASKS_VERIFY;
+                    pthread_mutex_unlock(&r->mu);
+                    n = claim->left(claim->ctx, kind, depth);
+                    pthread_mutex_lock(&r->mu);
+                    if (n < 0) {
+                        tm__buf_reset(r->cfg->err);
+                        tm__buf_add(r->cfg->err, claim->err->buf, claim->err->len);
+                        return n;
+                    }
+                    done_fetching = n == 0;
+                }
+            }
             dispatch(r);
             continue;
         }
@@ -2048,7 +2144,8 @@ static int run_stage(struct runner *r, int stage, int depth, struct task **buf,
             ((stage != ST_COPY_DEPTH && stage != ST_LINKS) ||
              r->committed >= r->fetched))
             return 0;
-        if (done_fetching && r->len == 0 && r->in_flight == 0) {
+        if ((done_fetching || claim) && r->len == 0 && r->in_flight == 0 &&
+            r->committed < r->fetched) {
             pthread_mutex_unlock(&r->mu);
             tm__writer_flush(r->w);
             pthread_mutex_lock(&r->mu);

@@ -118,6 +118,21 @@ const char *tm__phase_name(enum tm__phase p)
     " mode INTEGER, copy_status TEXT, conflict TEXT);"                       \
     "CREATE INDEX IF NOT EXISTS prev_src_nodes_path ON prev_src_nodes(path);"
 
+/* Many workers, one migration (treemig worker, PostgreSQL): a lease is
+ * one batch of tasks a worker claimed for one stage ('copy:KEY:DEPTH',
+ * 'links:KEY:DEPTH', 'attrs:KEY'); each source node points at the lease
+ * that holds it (lease_id). expires is the server's clock in ms, NULL
+ * when the batch is done; queue snapshots name their worker (schema
+ * version 9, step "leases"). */
+#define LEASES_SQL                                                           \
+    "CREATE TABLE IF NOT EXISTS leases(id INTEGER PRIMARY KEY,"              \
+    " stage TEXT NOT NULL, worker TEXT NOT NULL, host TEXT NOT NULL,"        \
+    " pid INTEGER NOT NULL, tmp_key TEXT, expires INTEGER);"                 \
+    "CREATE INDEX IF NOT EXISTS leases_worker ON leases(worker);"            \
+    "ALTER TABLE src_nodes ADD COLUMN lease_id INTEGER;"                     \
+    "ALTER TABLE queue_stats ADD COLUMN host TEXT;"                          \
+    "ALTER TABLE queue_stats ADD COLUMN pid INTEGER;"
+
 /* Brings a state file of version i up to version i + 1 (index i - 1). */
 static const char *const upgrade_sql[TM_SCHEMA_VERSION - 1] = {
     LISTING_POS_SQL,
@@ -127,6 +142,7 @@ static const char *const upgrade_sql[TM_SCHEMA_VERSION - 1] = {
     CONTENT_HASH_SQL,
     MIRROR_SQL,
     PASSES_SQL,
+    LEASES_SQL,
 };
 
 static const char schema_sql[] =
@@ -172,7 +188,7 @@ static const char schema_sql[] =
     " queue TEXT NOT NULL, round INTEGER, pending INTEGER, in_flight INTEGER,"
     " done INTEGER, failed INTEGER, items_per_s REAL, bytes_per_s REAL,"
     " bytes_done INTEGER, bytes_pending INTEGER);"
-    LISTING_POS_SQL UPLOADS_SQL MIRROR_SQL PASSES_SQL;
+    LISTING_POS_SQL UPLOADS_SQL MIRROR_SQL PASSES_SQL LEASES_SQL;
 
 /* Review: exclusions after discovery and the review_* views
  * (docs/state-file.md). Part of every new state file; review.c also runs
@@ -680,6 +696,15 @@ int tm__store_open(struct tm__store *s, const char *given, unsigned flags,
 
     if (tm__db_is_pg(given))
         return tm__store_open_pg(s, given, flags, err);
+    if (flags & TM_OPEN_SHARED) {
+        memset(s, 0, sizeof *s);
+        s->lock_fd = -1;
+        tm__buf_addf(err, "%s is an SQLite state file, which one process writes: "
+                     "several workers need a PostgreSQL state database (--db "
+                     "postgresql://...); on one machine, run copy with more "
+                     "--workers", given);
+        return TM_EINVAL;
+    }
     pthread_once(&sqlite_once, sqlite_setup);
     memset(s, 0, sizeof *s);
     s->lock_fd = -1;
@@ -876,6 +901,20 @@ int tm__stats_add(struct tm__stats_delta *d, const struct tm__stat_key *k,
     return 0;
 }
 
+/* qsort's order of stats rows: by table, then key. */
+static int stat_row_cmp(const void *a, const void *b)
+{
+    const struct tm__stat_key *x = &((const struct tm__stat_delta_row *)a)->key;
+    const struct tm__stat_key *y = &((const struct tm__stat_delta_row *)b)->key;
+    int d[5] = { x->table - y->table, x->depth - y->depth, x->type - y->type,
+                 x->status - y->status, x->conflict - y->conflict };
+    int i;
+    for (i = 0; i < 5; i++)
+        if (d[i])
+            return d[i] < 0 ? -1 : 1;
+    return 0;
+}
+
 int tm__stats_apply(struct tm__db *db, struct tm__stats_delta *d)
 {
     static const char *const sql[3] = {
@@ -890,6 +929,10 @@ int tm__stats_apply(struct tm__db *db, struct tm__stats_delta *d)
     size_t i;
     int rc = SQLITE_OK;
 
+    /* every writer takes the rows' locks in one order (PostgreSQL, several
+     * workers): no two commits wait for each other in a circle */
+    if (d->n > 1)
+        qsort(d->rows, d->n, sizeof *d->rows, stat_row_cmp);
     for (i = 0; i < d->n && rc == SQLITE_OK; i++) {
         const struct tm__stat_delta_row *r = &d->rows[i];
         int t = r->key.table;

@@ -151,7 +151,7 @@ int tm__store_open_pg(struct tm__store *s, const char *uri, unsigned flags,
         free(msg);
         goto fail;
     }
-    if (write) {
+    if (write && !(flags & TM_OPEN_SHARED)) {
         rc = one_text(s->db, "SELECT pg_try_advisory_lock(1953327463)", &got);
         if (rc != SQLITE_OK) {
             rc = db_fail(s, rc, err, "cannot lock");

@@ -24,11 +24,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 enum { ST_UPD_SRC_F, ST_UPD_DST_F, ST_UPD_COPY,
        ST_TASK_ERR, ST_SET, ST_LOG, ST_COPY_DONE, ST_QSTAT, ST_COPY_CF,
        ST_POS_SET, ST_POS_DEL, ST_UP_SET, ST_UP_DEL, ST_SEL_SRC, ST_SEL_DST,
-       ST_COUNT };
+       ST_COPY_DONE_L, ST_COPY_CF_L, ST_LEASE_OF, ST_COUNT };
 
 /* The children of a page are inserted INS_CHUNK rows per statement (one
  * statement's fixed cost, its start, halt and reset, then counts once
@@ -68,8 +69,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     "UPDATE src_nodes SET copy_status=?1, attempts=attempts+?2, error=?3 "
     "WHERE id=?4 AND copy_status=?5",
     "INSERT INTO queue_stats(time,queue,round,pending,in_flight,done,failed,"
-    "bytes_done,bytes_pending,items_per_s,bytes_per_s) "
-    "VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+    "bytes_done,bytes_pending,items_per_s,bytes_per_s,host,pid) "
+    "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
     "UPDATE src_nodes SET copy_status=?1, attempts=attempts+?2, error=?3, "
     "conflict=?6 WHERE id=?4 AND copy_status=?5",
     "INSERT OR REPLACE INTO listing_pos(side,folder_id,pos,pages) "
@@ -82,6 +83,13 @@ static const char *const stmt_sql[ST_COUNT] = {
      * had (some were there already) */
     "SELECT id FROM src_nodes WHERE parent_id=? AND name=?",
     "SELECT id FROM dst_nodes WHERE parent_id=? AND name=?",
+    /* treemig worker: the outcome counts only while the node is still
+     * held by the worker's lease (a late worker changes nothing) */
+    "UPDATE src_nodes SET copy_status=?1, attempts=attempts+?2, error=?3 "
+    "WHERE id=?4 AND copy_status=?5 AND lease_id=?7",
+    "UPDATE src_nodes SET copy_status=?1, attempts=attempts+?2, error=?3, "
+    "conflict=?6 WHERE id=?4 AND copy_status=?5 AND lease_id=?7",
+    "SELECT lease_id FROM src_nodes WHERE id=?",
 };
 
 /* The WAL's size (frames) at which the checkpointer is woken, and at which
@@ -115,6 +123,7 @@ struct tm__writer {
     tm__precommit_cb precommit; /* run before each COMMIT, may be NULL */
     void *precommit_ctx;       /* its context */
     _Atomic int64_t rows;      /* rows committed */
+    char host[256];            /* this machine, for queue_stats */
     int auto_ckpt;             /* the write connection's wal_autocheckpoint
                                   before start, put back at stop */
     sqlite3 *ck_db;            /* the checkpointer's connection, or NULL:
@@ -406,11 +415,15 @@ static int apply_listing(struct tm__writer *w, struct tm__result *r)
 }
 
 /* A copy task's outcome: the node's copy status, counted exactly. */
-static int apply_copy(struct tm__writer *w, const struct tm__result *r)
+static int apply_copy(struct tm__writer *w, struct tm__result *r)
 {
-    struct tm__stmt *st = w->st[r->cf_change ? ST_COPY_CF : ST_COPY_DONE];
+    int leased = r->lease > 0;
+    struct tm__stmt *st = w->st[r->cf_change ? (leased ? ST_COPY_CF_L : ST_COPY_CF)
+                                             : (leased ? ST_COPY_DONE_L : ST_COPY_DONE)];
     int new_cf = r->cf_change ? r->new_cf : r->cf;
-    int rc;
+    int rc, changed;
+    if (leased)
+        tm__db_bind_int64(st, 7, r->lease);
     if (r->cf_change) {
         if (new_cf)
             tm__db_bind_text(st, 6, tm__cf_names[new_cf], -1, SQLITE_STATIC);
@@ -428,7 +441,31 @@ static int apply_copy(struct tm__writer *w, const struct tm__result *r)
     rc = step_done(w, st);
     if (rc)
         return rc;
-    if (tm__db_changes(w->db) != 1) {
+    changed = tm__db_changes(w->db); /* before another statement runs */
+    if (changed != 1 && r->lease < 0) {
+        /* a finding of a verify by workers that another one recorded
+         * first (the folder's lease expired and it was checked again) */
+        r->lease_lost = 1;
+        return 0;
+    }
+    if (changed != 1 && leased) {
+        /* another worker's lease holds the node now (this one's expired):
+         * its outcome stands, this one is dropped */
+        struct tm__stmt *q = w->st[ST_LEASE_OF];
+        int64_t holder = 0;
+        tm__db_bind_int64(q, 1, r->folder_id);
+        rc = tm__db_step(q);
+        if (rc == SQLITE_ROW)
+            holder = tm__db_column_int64(q, 0);
+        tm__db_reset(q);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            return tm__store_error(w->db, rc, &w->errmsg, "read a node's lease");
+        if (holder != r->lease) {
+            r->lease_lost = 1;
+            return 0;
+        }
+    }
+    if (changed != 1) {
         tm__buf_reset(&w->errmsg);
         tm__buf_addf(&w->errmsg, "node %s was not %s", r->path ? r->path : "?",
                      tm__cs_names[r->old_cs]);
@@ -495,6 +532,8 @@ static int apply(struct tm__writer *w, struct tm__result *r)
             tm__db_bind_int64(st, 3 + i, r->stat[i]);
         tm__db_bind_double(st, 10, r->rate[0]);
         tm__db_bind_double(st, 11, r->rate[1]);
+        tm__db_bind_text(st, 12, w->host, -1, SQLITE_STATIC);
+        tm__db_bind_int64(st, 13, (int64_t)getpid());
         return step_done(w, st);
     }
     default:
@@ -839,6 +878,8 @@ int tm__writer_start(struct tm__writer **out, struct tm__db *db, const int64_t n
     w->max_rows = max_rows;
     w->on_commit = on_commit;
     w->ctx = ctx;
+    if (gethostname(w->host, sizeof w->host - 1) != 0)
+        snprintf(w->host, sizeof w->host, "unknown");
     tm__buf_init(&w->errmsg);
     for (i = 0; i < ST_COUNT; i++) {
         rc = tm__db_prepare_v3(db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,

@@ -106,6 +106,13 @@ struct tm__result {
     double rate[2];           /* TM_R_QSTAT: items/s, bytes/s */
     int64_t inserted;         /* TM_R_LISTING, set by the writer: children
                                  inserted (a child listed twice is not) */
+    int64_t lease;            /* TM_R_COPY: the lease (treemig worker) that
+                                 must still hold the node for the outcome
+                                 to count; 0: none; -1: a verify finding
+                                 (workers) dropped when the node is not
+                                 old_cs any more */
+    int8_t lease_lost;        /* set by the writer: another worker's lease
+                                 held the node, this outcome was dropped */
 };
 
 void tm__result_free(struct tm__result *r);
