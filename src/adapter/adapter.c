@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 static void limit_take(struct tm__limit *l, int ops, int64_t n);
 
@@ -452,6 +453,35 @@ int tm__xattr_add(struct tm__buf *out, const char *name, const void *value,
     return rc;
 }
 
+uint64_t tm__xattr_hash_add(uint64_t h, const char *name, const void *value,
+                            size_t vlen)
+{
+    /* a sum of one hash per attribute: the order of listing is the file
+     * system's, and two file systems list in different orders */
+    return h + XXH3_64bits_withSeed(value, vlen,
+                                    XXH3_64bits(name, strlen(name) + 1));
+}
+
+uint64_t tm__xattr_hash_end(uint64_t h, size_t count)
+{
+    return count && h == 0 ? 1 : h;
+}
+
+uint64_t tm__xattr_hash(const void *blob, size_t len)
+{
+    size_t off = 0, n = 0;
+    const char *name;
+    const void *val;
+    uint32_t vlen;
+    uint64_t h = 0;
+    int k;
+    while ((k = tm__xattr_next(blob, len, &off, &name, &val, &vlen)) == 1) {
+        h = tm__xattr_hash_add(h, name, val, vlen);
+        n++;
+    }
+    return k < 0 ? 0 : tm__xattr_hash_end(h, n);
+}
+
 int tm__adapter_get_xattrs(struct tm__adapter *a, const char *path, int type,
                            struct tm__buf *out, struct tm__aerr *e)
 {
@@ -459,13 +489,13 @@ int tm__adapter_get_xattrs(struct tm__adapter *a, const char *path, int type,
     return rc ? rc : tm__aerr_finish(e, a->get_xattrs(a, path, type, out, e));
 }
 
-int tm__adapter_set_xattrs(struct tm__adapter *a, const char *path,
+int tm__adapter_set_xattrs(struct tm__adapter *a, const char *path, int type,
                            const void *blob, size_t len, struct tm__buf *refused,
                            struct tm__aerr *e)
 {
     int rc = begin_op(a, e, path ? path : "", a->set_xattrs != NULL);
-    return rc ? rc : tm__aerr_finish(e, a->set_xattrs(a, path, blob, len, refused,
-                                                      e));
+    return rc ? rc : tm__aerr_finish(e, a->set_xattrs(a, path, type, blob, len,
+                                                      refused, e));
 }
 
 int tm__adapter_link(struct tm__adapter *a, const char *target, const char *path,

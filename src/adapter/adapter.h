@@ -59,6 +59,9 @@ struct tm__entry {
                          mount of one, than the root (a mount point) */
     uint64_t dev, ino; /* a file's inode (TM_CAP_HARDLINKS) */
     uint32_t nlink;   /* its links (TM_CAP_HARDLINKS; else 0) */
+    uint64_t xattrs;  /* a file or folder: tm__xattr_hash() of the
+                         attributes get_xattrs gives (0: none); filled
+                         only by list_next with list_xattrs set */
 };
 
 /* What a storage says about its root (root_info). */
@@ -101,6 +104,9 @@ struct tm__adapter {
     const char *name;         /* "local", "sim", ... */
     unsigned caps;            /* TM_CAP_* bits */
     int64_t mtime_precision;  /* ns; mtimes are compared at the coarser one */
+    int list_xattrs;          /* set by the engine (TM_CAP_XATTRS only)
+                                 before listing: list_next fills each
+                                 entry's xattrs */
 
     /* ---- paged listing ----
      * A folder is listed page by page, so that no folder is ever held whole
@@ -211,12 +217,15 @@ struct tm__adapter {
      * TM_CAP_XATTRS. */
     int (*get_xattrs)(struct tm__adapter *a, const char *path, int type,
                       struct tm__buf *out, struct tm__aerr *e);
-    /* Sets on the folder at path the attributes of blob (len bytes, as
-     * get_xattrs gives them); each one the storage refuses is appended to
-     * refused ("name: reason; ") and the others are still set. With
-     * TM_CAP_XATTRS. */
-    int (*set_xattrs)(struct tm__adapter *a, const char *path, const void *blob,
-                      size_t len, struct tm__buf *refused, struct tm__aerr *e);
+    /* Gives the file or folder (type) at path exactly the attributes of
+     * blob (len bytes, as get_xattrs gives them; none: len 0): each one
+     * the storage refuses is appended to refused ("name: reason; ") and
+     * the others are still set; each kept one the node has beyond them is
+     * removed. TM_ECHANGED when the node there is not of that type. Never
+     * follows a symlink. With TM_CAP_XATTRS. */
+    int (*set_xattrs)(struct tm__adapter *a, const char *path, int type,
+                      const void *blob, size_t len, struct tm__buf *refused,
+                      struct tm__aerr *e);
     /* Sets mode and mtime of the folder at path (after its children);
      * mtime TM_MTIME_KEEP leaves the mtime as it is. */
     int (*set_attr)(struct tm__adapter *a, const char *path, int64_t mtime,
@@ -342,7 +351,9 @@ struct tm__wattr {
      * sets on the file before it gets its name (as get_xattrs gives them;
      * valid until commit or abort), and where it appends those the storage
      * refuses ("name: reason; "; the file is still committed). */
-    const void *xattrs;   /* NULL: none */
+    const void *xattrs;   /* NULL: not kept; else the file gets exactly
+                             these (xattrs_len 0: none; those it would
+                             inherit, a default ACL, go) */
     size_t xattrs_len;    /* its bytes */
     struct tm__buf *refused; /* may be NULL */
 };
@@ -356,6 +367,14 @@ int tm__xattr_next(const void *blob, size_t len, size_t *off, const char **name,
 /* Appends one attribute to out in that form. */
 int tm__xattr_add(struct tm__buf *out, const char *name, const void *value,
                   uint32_t vlen);
+/* The digest of a set of attributes, whatever their order: start with
+ * h = 0, add each (name, value) with tm__xattr_hash_add(), end with
+ * tm__xattr_hash_end() (0 only for none). */
+uint64_t tm__xattr_hash_add(uint64_t h, const char *name, const void *value,
+                            size_t vlen);
+uint64_t tm__xattr_hash_end(uint64_t h, size_t count);
+/* That digest of a blob as get_xattrs gives it (0: none or malformed). */
+uint64_t tm__xattr_hash(const void *blob, size_t len);
 
 /* Base of an adapter's open files: a concrete file embeds it first. */
 struct tm__rfile {
@@ -580,7 +599,7 @@ int tm__adapter_symlink(struct tm__adapter *a, const char *path,
 /* TM_ENOTSUP when the storage keeps no extended attributes. */
 int tm__adapter_get_xattrs(struct tm__adapter *a, const char *path, int type,
                            struct tm__buf *out, struct tm__aerr *e);
-int tm__adapter_set_xattrs(struct tm__adapter *a, const char *path,
+int tm__adapter_set_xattrs(struct tm__adapter *a, const char *path, int type,
                            const void *blob, size_t len, struct tm__buf *refused,
                            struct tm__aerr *e);
 /* TM_ENOTSUP when the storage cannot link files. */

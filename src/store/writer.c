@@ -33,8 +33,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     /* a child listed twice (a page read again after a crash, a storage
      * that repeats a name) is the same node: kept once, counted once */
     "INSERT INTO src_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
-    "traversal_status,copy_status,conflict,error,uid,gid,dev,ino,nlink) "
-    "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "traversal_status,copy_status,conflict,error,uid,gid,dev,ino,nlink,xattrs) "
+    "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT(parent_id,name) DO NOTHING",
     "INSERT INTO dst_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
     "traversal_status,conflict,src_id,uid,gid) "
@@ -199,6 +199,10 @@ static int insert_node(struct tm__writer *w, const struct tm__result *r,
         tm__db_bind_null(st, 17);
         tm__db_bind_null(st, 18);
     }
+    if (r->side == TM_SRC && n->xattrs)
+        tm__db_bind_int64(st, 19, (int64_t)n->xattrs);
+    else if (r->side == TM_SRC)
+        tm__db_bind_null(st, 19);
     rc = tm__db_step(st);
     tm__db_reset(st);
     if (rc != SQLITE_DONE) {

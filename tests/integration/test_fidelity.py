@@ -516,7 +516,7 @@ def run_hardlinks(R, work):
         c = sqlite3.connect(db)
         try:
             c.execute('DROP INDEX src_nodes_inode')
-            for col in ('dev', 'ino', 'nlink', 'hash'):
+            for col in ('dev', 'ino', 'nlink', 'hash', 'xattrs'):
                 c.execute('ALTER TABLE src_nodes DROP COLUMN %s' % col)
             c.execute('PRAGMA user_version = 4')
             c.commit()
@@ -525,11 +525,11 @@ def run_hardlinks(R, work):
         copy(db)
         c = sqlite3.connect(db)
         try:
-            expect_eq('schema version after the copy', 8,
+            expect_eq('schema version after the copy', 9,
                       c.execute('PRAGMA user_version').fetchone()[0])
             cols = [r[1] for r in c.execute('PRAGMA table_info(src_nodes)')]
-            expect_eq('inode and hash columns added', ['dev', 'ino', 'nlink', 'hash'],
-                      cols[-4:])
+            expect_eq('inode, hash and xattrs columns added',
+                      ['dev', 'ino', 'nlink', 'hash', 'xattrs'], cols[-5:])
             expect_eq('inode index added', 1, c.execute(
                 "SELECT count(*) FROM sqlite_master WHERE name = 'src_nodes_inode'"
             ).fetchone()[0])
@@ -544,7 +544,8 @@ def run_hardlinks(R, work):
 # --------------------------------------------------------------------------
 # extended attributes and POSIX ACLs
 
-KEPT_NS = ('user.', 'trusted.', 'system.posix_acl_access', 'system.posix_acl_default')
+KEPT_NS = ('user.', 'trusted.', 'system.posix_acl_access', 'system.posix_acl_default') + (
+    ('security.',) if os.geteuid() == 0 else ())
 
 
 def xattr_walk(root):
@@ -593,6 +594,8 @@ def xattr_tree(src):
     os.setxattr(os.path.join(src, 'd'), 'user.folder', b'of a folder')
     if os.geteuid() == 0:
         os.setxattr(f, 'trusted.secret', b'root only')
+        # security.* (as root: the destination here accepts it)
+        os.setxattr(f, 'security.treemig', b'a label')
     if not shutil.which('setfacl'):
         fail('setfacl is missing (the acl package: scripts/deps.sh test)')
     for args in (['-m', 'u:65534:r,g:65534:rw', f],
@@ -621,8 +624,8 @@ def run_xattrs(R, work):
         expect_eq('getfacl -R', getfacl(src), getfacl(dst))
         rsync_agrees(src, dst, '-aHAXn')
         verify(db)
-    R.check('extended attributes (user.*, trusted.*) and ACLs (access, default) '
-            'are copied (rsync -aHAXn, getfacl -R, listxattr agree)', check)
+    R.check('extended attributes (user.*, trusted.* and security.* as root) and '
+            'ACLs (access, default) are copied (rsync -aHAXn, getfacl -R, listxattr agree)', check)
 
     def check_no_xattrs():
         top, src, dst, db = fresh(work, 'no-xattrs')
@@ -633,6 +636,72 @@ def run_xattrs(R, work):
         expect_eq('attributes on the destination with --no-xattrs', {}, got)
         verify(db)
     R.check('discover --no-xattrs: none is copied', check_no_xattrs)
+
+    def check_compared():
+        # a destination with the same contents and mtimes but not the same
+        # attributes: discovery finds each file and folder whose attributes
+        # differ ('attrs'), the copy sets them in place (the files' inodes
+        # stay), verify passes, and finds an attribute changed afterwards
+        top, src, dst, db = fresh(work, 'xattrs-compared')
+        xattr_tree(src)
+        put(src, 'same', b'same attributes', mtime=OLD)
+        os.setxattr(os.path.join(src, 'same'), 'user.k', b'v')
+        if not shutil.which('rsync'):
+            fail('rsync is not installed (scripts/deps.sh test installs it)')
+        # rsync -a without -A -X: contents, modes and mtimes, no attribute
+        cp = subprocess.run(['rsync', '-a', src + '/', dst + '/'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            timeout=tmtest.TIMEOUT)
+        expect_eq('rsync -a exit', 0, cp.returncode)
+        os.setxattr(os.path.join(dst, 'same'), 'user.k', b'v')
+        os.setxattr(os.path.join(dst, 'plain'), 'user.stale', b'only here')
+        ino = {rel: os.lstat(os.path.join(dst, rel)).st_ino
+               for rel in ('f', 'plain', 'same', 'd/g')}
+        discover(db, src, dst)
+        expect_eq('review --list attrs', ['/d', '/f', '/plain'],
+                  sorted(review_list(db, 'attrs')))
+        copy(db)
+        want = xattr_walk(src)
+        want['.'] = xattr_walk(dst)['.']
+        expect_eq('attributes after the copy (os.listxattr)', want, xattr_walk(dst))
+        expect_eq('getfacl -R after the copy', getfacl(src), getfacl(dst))
+        rsync_agrees(src, dst, '-aHAXn')
+        expect_eq('inodes of the files (attributes set in place, not rewritten)',
+                  ino, {rel: os.lstat(os.path.join(dst, rel)).st_ino for rel in ino})
+        verify(db)
+        # changed on the destination after the copy: verify says so
+        os.setxattr(os.path.join(dst, 'f'), 'user.color', b'red')
+        cp = run(['verify', '--db', db])
+        if cp.returncode == 0:
+            fail('verify passed with user.color changed on the destination')
+        if b'/f' not in cp.stdout + cp.stderr or \
+                b'extended attributes' not in cp.stdout + cp.stderr:
+            fail('verify does not name /f and its attributes: %r' %
+                 (cp.stdout + cp.stderr)[-600:])
+        # and the copy puts it back (retry of what verify failed)
+        expect_rc(run(['retry', '--db', db, '--quiet']), 0, 'retry')
+        expect_eq('user.color after the retry', b'blue',
+                  os.getxattr(os.path.join(dst, 'f'), 'user.color'))
+        verify(db)
+    R.check('extended attributes and ACLs compared: discovery lists those that '
+            'differ as attrs, the copy sets them in place, verify finds one '
+            'changed on the destination', check_compared)
+
+    def check_compared_no_xattrs():
+        top, src, dst, db = fresh(work, 'xattrs-not-compared')
+        xattr_tree(src)
+        cp = subprocess.run(['rsync', '-a', src + '/', dst + '/'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            timeout=tmtest.TIMEOUT)
+        expect_eq('rsync -a exit', 0, cp.returncode)
+        discover(db, src, dst, '--no-xattrs')
+        expect_eq('review --list attrs with --no-xattrs', {},
+                  review_list(db, 'attrs'))
+        copy(db)
+        os.setxattr(os.path.join(dst, 'f'), 'user.color', b'red')
+        verify(db)
+    R.check('discover --no-xattrs: attributes are not compared either (discovery, '
+            'verify)', check_compared_no_xattrs)
 
     def check_refused():
         # a destination that keeps no extended attribute (ramfs): the files

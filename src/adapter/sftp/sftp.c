@@ -321,6 +321,7 @@ static int sftp_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
         size_t i;
         for (i = 0; i < n; i++) {
             struct tm__entry en;
+            memset(&en, 0, sizeof en);
             en.name = ents[i].name;
             en.name_len = ents[i].name_len;
             entry_from(&en, &ents[i].attr);
