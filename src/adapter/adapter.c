@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <xxhash.h>
 
 static void limit_take(struct tm__limit *l, int ops, int64_t n);
@@ -451,6 +452,37 @@ int tm__xattr_add(struct tm__buf *out, const char *name, const void *value,
     if (!rc && vlen)
         rc = tm__buf_add(out, value, vlen);
     return rc;
+}
+
+int tm__remove_check(const char *path, const struct tm__entry *now,
+                     const struct tm__entry *want, struct tm__aerr *e)
+{
+    if (now->type != want->type)
+        return tm__aerr_set(e, TM_ECHANGED, "%s is now a %s, not the %s "
+                            "discovery recorded", path,
+                            tm__type_names[now->type], tm__type_names[want->type]);
+    if ((now->type == TM_T_FILE || now->type == TM_T_SYMLINK) &&
+        (now->size != want->size || now->mtime != want->mtime))
+        return tm__aerr_set(e, TM_ECHANGED, "%s changed since discovery (size "
+                            "%lld, mtime %lld; recorded %lld, %lld)", path,
+                            (long long)now->size, (long long)now->mtime,
+                            (long long)want->size, (long long)want->mtime);
+    if (now->type == TM_T_OTHER && (want->mode & S_IFMT) &&
+        (now->mode & S_IFMT) != (want->mode & S_IFMT))
+        return tm__aerr_set(e, TM_ECHANGED, "%s is another kind of special file "
+                            "than discovery recorded", path);
+    return 0;
+}
+
+int tm__backup_path(const char *dir, const char *path, struct tm__buf *out)
+{
+    size_t n = strlen(dir);
+    tm__buf_reset(out);
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    if (n == 1 && dir[0] == '/')
+        n = 0;
+    return tm__buf_add(out, dir, n) || tm__buf_adds(out, path) ? TM_ENOMEM : 0;
 }
 
 uint64_t tm__xattr_hash_add(uint64_t h, const char *name, const void *value,

@@ -639,6 +639,15 @@ int tm__adapter_remove_tmp(struct tm__adapter *a, const char *path, int type,
 int tm__adapter_remove(struct tm__adapter *a, const char *path,
                        const struct tm__entry *want, const char *backup,
                        struct tm__aerr *e);
+/* For a storage's remove: 0 when now (the node at path, stated just
+ * before) is still the one want describes (remove's rule: its type; a
+ * file's or symlink's size and mtime; a special file's kind), else
+ * TM_ECHANGED with the reason in e. */
+int tm__remove_check(const char *path, const struct tm__entry *now,
+                     const struct tm__entry *want, struct tm__aerr *e);
+/* dir + path (a backup's target: dir a root-relative folder, path a
+ * root-relative node) into out (reset first). */
+int tm__backup_path(const char *dir, const char *path, struct tm__buf *out);
 /* a->backup; TM_ENOTSUP when the storage cannot move nodes. */
 int tm__adapter_backup(struct tm__adapter *a, const char *path, const char *dir,
                        struct tm__aerr *e);
