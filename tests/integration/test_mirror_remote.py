@@ -15,6 +15,12 @@ rescan`) with the destination on another storage than a local folder:
 2. S3, tests/servers/fake_s3.py (signatures checked, a free port): the
    same with objects, the oracle awscli's list-objects-v2 and get-object;
    the backup is a server-side copy then a delete.
+3. sim: a generated destination with generated destination-only files
+   and folders (whole subtrees), its overlay in a file: delete removes
+   them (whiteouts in the overlay), then a fresh discovery into another
+   state file (another process replaying the overlay) finds nothing
+   destination-only and nothing missing; with --backup-dir only the
+   backup folder is destination-only.
 
 Exit 77 (skipped) when sshd is missing (the S3 part needs only python).
 """
@@ -170,6 +176,33 @@ def case_s3(tmp):
         srv.stop()
 
 
+def review_paths(db, kind):
+    cp = tm(['review', '--db', db, '--list', kind])
+    return sorted(l.split(b'\t')[3].decode() for l in cp.stdout.split(b'\n') if l)
+
+
+def case_sim(tmp):
+    shape = 'seed=5,depth=3,folders=3,files=4'
+    src = 'sim:' + shape
+    for name, backup in (('plain', None), ('backup', '.bk')):
+        dst = ('sim:%s,world=dst,extra=0.3,extra_folders=0.3,keep=1,csize=0,cmtime=0,'
+               'ctype=0,overlay=%s' % (shape, os.path.join(tmp, name + '.ovl')))
+        db = os.path.join(tmp, 'sim-%s.db' % name)
+        tm(['discover', '--db', db, '-q', src, dst])
+        extras = review_paths(db, 'extra')
+        if not any(p.count('/') > 1 for p in extras) or len(extras) < 4:
+            fail('the generated destination has too few extras to test: %r' % extras)
+        tm(['copy', '--db', db, '-y', '-q'])
+        tm(['delete', '--db', db, '-y', '-q'] + (['--backup-dir', backup] if backup else []))
+        fresh = os.path.join(tmp, 'sim-%s-after.db' % name)
+        tm(['discover', '--db', fresh, '-q', src, dst])
+        expect_eq('destination-only after delete%s (a fresh discovery)' % (
+            ' --backup-dir' if backup else ''), ['/' + backup] if backup else [],
+            review_paths(fresh, 'extra'))
+        expect_eq('missing after delete (a fresh discovery)', [],
+                  review_paths(fresh, 'missing'))
+
+
 def main():
     tmtest.require_binary()
     sshd.install_signal_handlers()
@@ -182,6 +215,9 @@ def main():
     r.check('s3://: delete removes the destination-only objects, rescan from the '
             'recorded options, delete --backup-dir copies then deletes (awscli)',
             case_s3, tmp)
+    r.check('sim: delete removes generated destination-only files and folders '
+            '(overlay whiteouts), --backup-dir moves them (a fresh discovery)',
+            case_sim, tmp)
     r.finish()
 
 
