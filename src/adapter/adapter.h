@@ -60,8 +60,9 @@ struct tm__entry {
     uint64_t dev, ino; /* a file's inode (TM_CAP_HARDLINKS) */
     uint32_t nlink;   /* its links (TM_CAP_HARDLINKS; else 0) */
     uint64_t xattrs;  /* a file or folder: tm__xattr_hash() of the
-                         attributes get_xattrs gives (0: none); filled
-                         only by list_next with list_xattrs set */
+                         attributes get_xattrs gives, security.* left
+                         out (0: none); filled only by list_next with
+                         list_xattrs set */
 };
 
 /* What a storage says about its root (root_info). */
@@ -221,7 +222,7 @@ struct tm__adapter {
      * blob (len bytes, as get_xattrs gives them; none: len 0): each one
      * the storage refuses is appended to refused ("name: reason; ") and
      * the others are still set; each kept one the node has beyond them is
-     * removed. TM_ECHANGED when the node there is not of that type. Never
+     * removed (not security.*, which the storage may set itself). TM_ECHANGED when the node there is not of that type. Never
      * follows a symlink. With TM_CAP_XATTRS. */
     int (*set_xattrs)(struct tm__adapter *a, const char *path, int type,
                       const void *blob, size_t len, struct tm__buf *refused,
@@ -373,7 +374,9 @@ int tm__xattr_add(struct tm__buf *out, const char *name, const void *value,
 uint64_t tm__xattr_hash_add(uint64_t h, const char *name, const void *value,
                             size_t vlen);
 uint64_t tm__xattr_hash_end(uint64_t h, size_t count);
-/* That digest of a blob as get_xattrs gives it (0: none or malformed). */
+/* That digest of a blob as get_xattrs gives it, security.* left out
+ * (copied, never compared: a destination may label each node itself); 0:
+ * none or malformed. */
 uint64_t tm__xattr_hash(const void *blob, size_t len);
 
 /* Base of an adapter's open files: a concrete file embeds it first. */

@@ -840,6 +840,15 @@ static int xattr_kept(const struct local *l, const char *name)
            (l->security && strncmp(name, "security.", 9) == 0);
 }
 
+/* 1 for a kept attribute that is also compared (discovery, verify) and
+ * removed from a node that should not have it: not security.*, which a
+ * destination may set on its own (an SELinux label on every new file) and
+ * which is copied, never compared nor removed. */
+static int xattr_compared(const struct local *l, const char *name)
+{
+    return xattr_kept(l, name) && strncmp(name, "security.", 9) != 0;
+}
+
 /* The value of the attribute name of fd into *buf (*cap bytes, grown as
  * needed): its length, or an error (TM_ENOENT: removed since listed). */
 static ssize_t get_value(int fd, const char *name, char **buf, size_t *cap)
@@ -942,7 +951,7 @@ static ssize_t get_at(struct local *l, int dirfd, const char *name,
     return lgetxattr(p, attr, buf, size);
 }
 
-/* The digest (tm__xattr_hash) of the kept attributes of the child name of
+/* The digest (tm__xattr_hash) of the compared attributes of the child name of
  * the folder dirfd, for discovery's and verify's comparisons: one
  * listxattrat where it has none (most files), which is what listing it
  * costs. A child that cannot be read gets a digest no other set has (1:
@@ -977,7 +986,7 @@ static uint64_t list_xattrs(struct local *l, int dirfd, const char *name)
     for (i = 0; i < n; i += (ssize_t)strnlen(names + i, (size_t)(n - i)) + 1) {
         const char *attr = names + i;
         ssize_t v;
-        if (!memchr(attr, '\0', (size_t)(n - i)) || !xattr_kept(l, attr))
+        if (!memchr(attr, '\0', (size_t)(n - i)) || !xattr_compared(l, attr))
             continue;
         while ((v = get_at(l, dirfd, name, attr, val, vcap)) < 0 && errno == ERANGE) {
             char *p;
@@ -1087,7 +1096,7 @@ static int blob_has(const void *blob, size_t len, const char *name)
     return 0;
 }
 
-/* Removes from the open node fd each kept attribute blob does not hold
+/* Removes from the open node fd each compared attribute blob does not hold
  * (a default ACL inherited from the folder above, one set on the
  * destination); a refusal is appended to refused. */
 static int prune_xattrs(const struct local *l, int fd, const void *blob,
@@ -1101,8 +1110,8 @@ static int prune_xattrs(const struct local *l, int fd, const void *blob,
     int rc = read_xattrs(l, fd, &have), k;
     while (!rc && (k = tm__xattr_next(have.buf, have.len, &off, &name, &val,
                                       &vlen)) == 1) {
-        if (blob_has(blob, len, name) || fremovexattr(fd, name) == 0 ||
-            errno == ENODATA)
+        if (!xattr_compared(l, name) || blob_has(blob, len, name) ||
+            fremovexattr(fd, name) == 0 || errno == ENODATA)
             continue;
         if (refused && tm__buf_addf(refused, "%s: removing it: %s; ", name,
                                     tm_strerror(tm__from_errno(errno))))

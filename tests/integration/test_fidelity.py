@@ -687,6 +687,32 @@ def run_xattrs(R, work):
             'differ as attrs, the copy sets them in place, verify finds one '
             'changed on the destination', check_compared)
 
+    def check_security_own():
+        # a destination's own security.* attribute (an SELinux label on
+        # every new file) is neither a difference nor removed; the
+        # source's security.* is still copied
+        if os.geteuid() != 0:
+            raise Skip('security.* attributes: root only')
+        top, src, dst, db = fresh(work, 'xattrs-security')
+        put(src, 'same', b'same', mtime=OLD)
+        os.setxattr(os.path.join(src, 'same'), 'user.k', b'v')
+        put(src, 'new', b'new', mtime=OLD)
+        os.setxattr(os.path.join(src, 'new'), 'security.treemig', b'label')
+        put(dst, 'same', b'same', mtime=OLD)
+        os.setxattr(os.path.join(dst, 'same'), 'user.k', b'v')
+        os.setxattr(os.path.join(dst, 'same'), 'security.dstonly', b'its own')
+        os.utime(dst, ns=(OLD, OLD))
+        discover(db, src, dst)
+        expect_eq('review --list attrs', {}, review_list(db, 'attrs'))
+        copy(db)
+        expect_eq('the destination\'s own security.* after the copy', b'its own',
+                  os.getxattr(os.path.join(dst, 'same'), 'security.dstonly'))
+        expect_eq('the source\'s security.* copied', b'label',
+                  os.getxattr(os.path.join(dst, 'new'), 'security.treemig'))
+        verify(db)
+    R.check('security.*: copied (root), a destination\'s own neither compared nor '
+            'removed', check_security_own)
+
     def check_compared_no_xattrs():
         top, src, dst, db = fresh(work, 'xattrs-not-compared')
         xattr_tree(src)
