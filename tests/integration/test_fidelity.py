@@ -40,7 +40,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tmtest  # noqa: E402
-from tmtest import Skip, expect_eq, expect_rc, fail, run  # noqa: E402
+from tmtest import Skip, expect_eq, expect_rc, fail, run, show  # noqa: E402
 
 OLD = 978307200 * 10**9          # 2001-01-01: an "old" mtime
 
@@ -611,6 +611,44 @@ def xattr_tree(src):
     os.utime(os.path.join(src, 'd'), ns=(OLD, OLD))
 
 
+# syscall() with 464 (getxattrat) and 465 (listxattrat) failing as on a
+# kernel before 6.13; each one counted as a byte appended to $SHIM_COUNT
+SHIM_C = r'''
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+long syscall(long n, ...)
+{
+    static long (*real)(long, ...);
+    va_list ap;
+    long a[6];
+    int i;
+    va_start(ap, n);
+    for (i = 0; i < 6; i++)
+        a[i] = va_arg(ap, long);
+    va_end(ap);
+    if (n == 464 || n == 465) {
+        const char *p = getenv("SHIM_COUNT");
+        int fd = p ? open(p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600) : -1;
+        if (fd >= 0) {
+            (void)!write(fd, "x", 1);
+            close(fd);
+        }
+        errno = ENOSYS;
+        return -1;
+    }
+    if (!real)
+        real = (long (*)(long, ...))dlsym(RTLD_NEXT, "syscall");
+    return real(n, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+'''
+
+
 def run_xattrs(R, work):
     def check():
         top, src, dst, db = fresh(work, 'xattrs')
@@ -712,6 +750,50 @@ def run_xattrs(R, work):
         verify(db)
     R.check('security.*: copied (root), a destination\'s own neither compared nor '
             'removed', check_security_own)
+
+    def check_compared_fallback():
+        # a kernel without listxattrat/getxattrat (before 6.13): the
+        # listing reads the attributes through /proc/self/fd instead. An
+        # LD_PRELOAD shim makes syscall(464/465) fail with ENOSYS (and
+        # counts them), the rest as in check_compared
+        cc = shutil.which('cc') or shutil.which('gcc')
+        if not cc:
+            fail('no C compiler for the ENOSYS shim (build-essential)')
+        top, src, dst, db = fresh(work, 'xattrs-fallback')
+        shim_c, shim = os.path.join(top, 'shim.c'), os.path.join(top, 'shim.so')
+        count = os.path.join(top, 'count')
+        with open(shim_c, 'w') as f:
+            f.write(SHIM_C)
+        cp = subprocess.run([cc, '-shared', '-fPIC', '-o', shim, shim_c, '-ldl'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            timeout=tmtest.TIMEOUT)
+        if cp.returncode != 0:
+            fail('cc of the shim: %r' % cp.stderr[-400:])
+        xattr_tree(src)
+        cp = subprocess.run(['rsync', '-a', src + '/', dst + '/'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            timeout=tmtest.TIMEOUT)
+        expect_eq('rsync -a exit', 0, cp.returncode)
+        os.setxattr(os.path.join(dst, 'plain'), 'user.stale', b'only here')
+        env = {'LD_PRELOAD': shim, 'SHIM_COUNT': count}
+        expect_rc(run(['discover', '--db', db, '--quiet', src, dst], env=env), 0,
+                  'discover (no xattrat)')
+        with open(count) as f:
+            if not f.read():
+                fail('the shim saw no listxattrat/getxattrat call')
+        expect_eq('review --list attrs (no xattrat)', ['/d', '/f', '/plain'],
+                  sorted(review_list(db, 'attrs')))
+        expect_rc(run(['copy', '--db', db, '--yes', '--quiet'], env=env), 0, 'copy')
+        want = xattr_walk(src)
+        want['.'] = xattr_walk(dst)['.']
+        expect_eq('attributes after the copy (no xattrat)', want, xattr_walk(dst))
+        expect_rc(run(['verify', '--db', db, '--quiet'], env=env), 0, 'verify')
+        os.setxattr(os.path.join(dst, 'd/g'), 'user.late', b'x')
+        cp = run(['verify', '--db', db], env=env)
+        if cp.returncode == 0 or b'/d/g' not in cp.stdout + cp.stderr:
+            fail('verify (no xattrat) missed an attribute added to /d/g: %s' % show(cp))
+    R.check('without listxattrat/getxattrat (ENOSYS): compared through /proc/self/fd '
+            'as well', check_compared_fallback)
 
     def check_compared_no_xattrs():
         top, src, dst, db = fresh(work, 'xattrs-not-compared')
