@@ -21,7 +21,7 @@ _treemig_options()
         copy) echo "--db --yes --workers --retries --no-overwrite --update --backup-dir --owner --force --dry-run --log-file --bwlimit --tps-limit $sto $log --quiet --help" ;;
         verify) echo "--db --checksum --workers --retries --bwlimit --tps-limit $sto $log --quiet --help" ;;
         retry) echo "--db --workers --retries --owner --log-file $sto $log --quiet --help" ;;
-        rescan) echo "--db --workers --quiet --help" ;;
+        rescan) echo "--db --workers $sto --quiet --help" ;;
         worker) echo "--db --workers --lease --follow --quiet --help" ;;
         delete) echo "--db --plan --yes --backup-dir --quiet --help" ;;
         resume) echo "--config --workers $sto $log --quiet --help" ;;

@@ -372,7 +372,8 @@ static int copy_file(struct worker *wk, const struct task *t)
     {
         struct tm__wattr w;
         memset(&w, 0, sizeof w);
-        w.xattrs = wk->xattrs.len ? wk->xattrs.buf : NULL;
+        /* exactly the source's, also none (not one inherited) */
+        w.xattrs = !xattrs_kept(wk->r) ? NULL : wk->xattrs.len ? wk->xattrs.buf : "";
         w.xattrs_len = wk->xattrs.len;
         w.refused = &wk->refused;
         w.size = t->size;
@@ -468,7 +469,8 @@ static int copy_owner(struct worker *wk, const char *path)
 
 /* A file or symlink that differs from its destination twin only in its
  * attributes (CF_ATTRS): they are set in place, through the storage's
- * set_leaf_attr, and the content is kept (as rsync does). The source must
+ * set_leaf_attr and (a file) set_xattrs, and the content is kept (as
+ * rsync does). The source must
  * still be what discovery saw ("changed since discovery" otherwise), and
  * what is at the name on the destination must still hold the source's
  * content (same type, size and mtime, as discovery compares). Returns 0
@@ -513,6 +515,20 @@ static int fix_attrs(struct worker *wk, const struct task *t)
     if (t->type == TM_T_SYMLINK && !want.set_owner)
         return 0; /* a symlink has no mode of its own to set */
     rc = tm__adapter_set_leaf_attr(da, t->path, &want, &wk->ae);
+    if (!rc && t->type == TM_T_FILE && xattrs_kept(r) && da->set_xattrs) {
+        /* and its extended attributes and ACLs, in place too: exactly the
+         * source's (those it has beyond them go) */
+        tm__buf_reset(&wk->xattrs);
+        rc = tm__adapter_get_xattrs(sa, t->path, TM_T_FILE, &wk->xattrs, &wk->ae);
+        if (rc) {
+            wk->err_src = 1;
+            return rc;
+        }
+        rc = tm__adapter_set_xattrs(da, t->path, TM_T_FILE, wk->xattrs.buf,
+                                    wk->xattrs.len, &wk->refused, &wk->ae);
+        if (rc == TM_ECHANGED)
+            return WHOLE;
+    }
     if (rc == TM_ECHANGED || rc == TM_EPERM) {
         tm__log(r->lg, TM_INFO, "copy", t->id, t->path, "copy %s: %s: copied "
                 "whole instead of setting its attributes in place", t->path,
@@ -937,9 +953,11 @@ static int folder_xattrs(struct worker *wk, const struct task *t,
     tm__buf_reset(&wk->xattrs);
     tm__buf_reset(&wk->refused);
     rc = tm__adapter_get_xattrs(sa, t->path, TM_T_FOLDER, &wk->xattrs, &wk->ae);
-    if (!rc && wk->xattrs.len)
-        rc = tm__adapter_set_xattrs(da, t->path, wk->xattrs.buf, wk->xattrs.len,
-                                    &wk->refused, &wk->ae);
+    /* also with none: those the destination's folder has beyond the
+     * source's (a default ACL it inherited, one set there) go */
+    if (!rc)
+        rc = tm__adapter_set_xattrs(da, t->path, TM_T_FOLDER, wk->xattrs.buf,
+                                    wk->xattrs.len, &wk->refused, &wk->ae);
     if (rc == TM_ENOMEM)
         return rc;
     if (!rc && !wk->refused.len)
@@ -1099,8 +1117,10 @@ static const char *ns_time(char *out, int64_t ns)
  * NULL when they are as the copy makes them, else a message in buf, and
  * *cf = CF_ATTRS (the copy sets them in place). Folders: mode, owner (with
  * --owner) and mtime, which the copy sets at its end (unless a side lists
- * none: an S3 prefix); files: mode and owner; symlinks: owner. */
+ * none: an S3 prefix); files: mode and owner; symlinks: owner; files and
+ * folders: extended attributes and ACLs (unless --no-xattrs). */
 static const char *check_attrs(struct worker *wk, const struct tm__kid_row *k,
+                               const char *path,
                                const struct tm__ent *d, char *buf, size_t len,
                                int *cf)
 {
@@ -1123,6 +1143,25 @@ static const char *check_attrs(struct worker *wk, const struct tm__kid_row *k,
                      "on the source", (long long)d->uid, (long long)d->gid,
                      (long long)k->uid, (long long)k->gid);
         return buf;
+    }
+    if (tm__compare_xattrs(&rule, k->type, k->xattrs, d->xattrs) != CF_NONE) {
+        /* the source's may have changed since discovery, and the copy
+         * took them as they were then: compared with them as they are */
+        struct tm__adapter *src = r->cfg->ad[TM_SRC];
+        int rc;
+        tm__buf_reset(&wk->xattrs);
+        rc = tm__adapter_get_xattrs(src, path, k->type, &wk->xattrs, &wk->ae);
+        if (rc || tm__xattr_hash(wk->xattrs.buf, wk->xattrs.len) != d->xattrs) {
+            *cf = CF_ATTRS;
+            if (rc)
+                snprintf(buf, len, "extended attributes differ from the "
+                         "source's as discovered, and the source's cannot be "
+                         "read: %s", wk->ae.msg);
+            else
+                snprintf(buf, len, "extended attributes or ACLs differ from "
+                         "the source's");
+            return buf;
+        }
     }
     if (k->type == TM_T_FOLDER && d->mtime != TM_MTIME_KEEP &&
         k->mtime != TM_MTIME_KEEP &&
@@ -1163,7 +1202,7 @@ static const char *check_special(struct worker *wk, const struct tm__kid_row *k,
         return buf;
     }
     if (kind != S_IFCHR && kind != S_IFBLK)
-        return check_attrs(wk, k, d, buf, len, cf);
+        return check_attrs(wk, k, path, d, buf, len, cf);
     rc = tm__adapter_stat(r->cfg->ad[TM_SRC], path, &ss, &wk->ae);
     if (!rc)
         rc = tm__adapter_stat(r->cfg->ad[TM_DST], path, &ds, &wk->ae);
@@ -1185,7 +1224,7 @@ static const char *check_special(struct worker *wk, const struct tm__kid_row *k,
                  (unsigned long long)minor(ss.rdev));
         return buf;
     }
-    return check_attrs(wk, k, d, buf, len, cf);
+    return check_attrs(wk, k, path, d, buf, len, cf);
 }
 
 /* check_child() of a file of a link group (k->link: the group's first
@@ -1241,7 +1280,7 @@ static const char *check_child(struct worker *wk, const struct tm__kid_row *k,
     if (type == TM_T_OTHER)
         return check_special(wk, k, path, d, buf, len, fatal, cf);
     if (type != TM_T_FILE && type != TM_T_SYMLINK)
-        return check_attrs(wk, k, d, buf, len, cf);
+        return check_attrs(wk, k, path, d, buf, len, cf);
     if (d->size != size) {
         *cf = CF_SIZE;
         snprintf(buf, len, "size %lld on the destination, %lld on the source",
@@ -1307,7 +1346,7 @@ static const char *check_child(struct worker *wk, const struct tm__kid_row *k,
     }
     if (type == TM_T_FILE && k->link && check_link(wk, k, path, d, buf, len, cf))
         return buf;
-    return check_attrs(wk, k, d, buf, len, cf);
+    return check_attrs(wk, k, path, d, buf, len, cf);
 }
 
 /* Hands a verify finding to the writer and counts it (a warning, phase
@@ -2245,6 +2284,10 @@ int tm__exec_run(struct tm__exec_cfg *cfg)
                  : cfg->ad[1]->mtime_precision;
     tm__attr_rule_init(&r.rule, cfg->ad[TM_SRC], cfg->ad[TM_DST], cfg->owner,
                        cfg->owner_discovered);
+    r.rule.xattrs = r.rule.xattrs && cfg->xattrs;
+    /* verify's listings of the destination give each node's extended
+     * attributes' digest, compared with the source's */
+    cfg->ad[TM_DST]->list_xattrs = cfg->mode == TM_EXEC_VERIFY && r.rule.xattrs;
     r.folder_attrs = cfg->ad[TM_DST]->set_attr != NULL;
     tm__buf_init(&r.fatal_msg);
     pthread_mutex_init(&r.mu, NULL);

@@ -132,6 +132,10 @@ const char *tm__phase_name(enum tm__phase p)
     "ALTER TABLE src_nodes ADD COLUMN lease_id INTEGER;"                     \
     "ALTER TABLE queue_stats ADD COLUMN host TEXT;"                          \
     "ALTER TABLE queue_stats ADD COLUMN pid INTEGER;"
+/* The digest of a source file's or folder's extended attributes and ACLs
+ * (tm__xattr_hash, as a signed integer), where it has some (NULL: none,
+ * or not read): discovery compares its twin's with it. */
+#define XATTRS_SQL "ALTER TABLE src_nodes ADD COLUMN xattrs INTEGER;"
 
 /* Brings a state file of version i up to version i + 1 (index i - 1). */
 static const char *const upgrade_sql[TM_SCHEMA_VERSION - 1] = {
@@ -143,6 +147,7 @@ static const char *const upgrade_sql[TM_SCHEMA_VERSION - 1] = {
     MIRROR_SQL,
     PASSES_SQL,
     LEASES_SQL,
+    XATTRS_SQL,
 };
 
 static const char schema_sql[] =
@@ -154,7 +159,8 @@ static const char schema_sql[] =
     " depth INTEGER NOT NULL, traversal_status TEXT NOT NULL,"
     " copy_status TEXT NOT NULL, conflict TEXT,"
     " attempts INTEGER NOT NULL DEFAULT 0, error TEXT, uid INTEGER,"
-    " gid INTEGER, dev INTEGER, ino INTEGER, nlink INTEGER, hash INTEGER);"
+    " gid INTEGER, dev INTEGER, ino INTEGER, nlink INTEGER, hash INTEGER,"
+    " xattrs INTEGER);"
     "CREATE UNIQUE INDEX src_nodes_child ON src_nodes(parent_id, name);"
     INODE_INDEX_SQL
     "CREATE INDEX src_nodes_frontier ON src_nodes(depth, id)"

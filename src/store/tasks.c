@@ -47,7 +47,7 @@ static const char *const tasks_sql[Q_COUNT] = {
     "'file' AND s.copy_status != 'already_existed' THEN (SELECT l.path FROM "
     "src_nodes l WHERE l.id = (SELECT g.id "
     GROUP_SQL " ORDER BY g.depth, g.id LIMIT 1) AND l.id != s.id AND "
-    "l.copy_status = 'successful') END, s.hash "
+    "l.copy_status = 'successful') END, s.hash, s.xattrs "
     "FROM src_nodes s WHERE s.parent_id = ?1 AND s.name > ?2 AND (s.copy_status IN "
     "('successful', 'already_existed') OR (s.copy_status = 'failed' AND "
     "s.error LIKE 'verify: %')) ORDER BY s.name LIMIT ?3",
@@ -217,6 +217,7 @@ int tm__tasks_kids(struct tm__tasks *q, int64_t parent, const char *after,
         r.has_hash = tm__db_column_type(st, 12) != SQLITE_NULL &&
                      r.cs == CS_ALREADY;
         r.hash = (uint64_t)tm__db_column_int64(st, 12);
+        r.xattrs = (uint64_t)tm__db_column_int64(st, 13);
         if (!r.name || !r.path)
             err = TM_ENOMEM;
         else if (r.type < 0 || r.cs < 0 || r.cf < 0)

@@ -74,6 +74,8 @@ struct tm__kid_row {
     int has_hash;          /* discover --checksum recorded the content
                               hash of this file, already there */
     uint64_t hash;         /* that hash (XXH3-64) */
+    uint64_t xattrs;       /* digest of its extended attributes as
+                              discovered (tm__xattr_hash; 0: none) */
     const char *link;      /* a file of a link group that the copy wrote
                               (not one already there), whose first file
                               the copy wrote too: that file's path (the

@@ -37,7 +37,7 @@ enum { ST_UPD_SRC_F, ST_UPD_DST_F, ST_UPD_COPY,
  * statement. A chunk is INSERT OR IGNORE: SQLite keeps a statement journal
  * (a copy of each page it first touches) for a statement of several rows
  * that may abort, none for one that cannot; holds_id() then tells a child
- * there already from an id taken. A chunk is 32 x 18 = 576 parameters,
+ * there already from an id taken. A chunk is 32 x 19 = 608 parameters,
  * below every SQLite's limit (999 before 3.32). On PostgreSQL (db_pg.c
  * binds at most 32 parameters; a round trip per statement costs more than
  * any of this) every row is one statement. */
@@ -47,11 +47,11 @@ enum { ST_UPD_SRC_F, ST_UPD_DST_F, ST_UPD_COPY,
  * them. A child listed twice (a page read again after a crash, a storage
  * that repeats a name) is the same node: kept once, counted once (ON
  * CONFLICT DO NOTHING on the (parent_id, name) index, or OR IGNORE). */
-#define SRC_COLS 18
+#define SRC_COLS 19
 #define DST_COLS 14
 static const char src_ins_head[] =
     "INTO src_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
-    "traversal_status,copy_status,conflict,error,uid,gid,dev,ino,nlink) VALUES";
+    "traversal_status,copy_status,conflict,error,uid,gid,dev,ino,nlink,xattrs) VALUES";
 static const char dst_ins_head[] =
     "INTO dst_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
     "traversal_status,conflict,src_id,uid,gid) VALUES";
@@ -229,6 +229,10 @@ static void bind_node(struct tm__stmt *st, int base, const struct tm__result *r,
         tm__db_bind_null(st, base + 17);
         tm__db_bind_null(st, base + 18);
     }
+    if (r->side == TM_SRC && n->xattrs)
+        tm__db_bind_int64(st, base + 19, (int64_t)n->xattrs);
+    else if (r->side == TM_SRC)
+        tm__db_bind_null(st, base + 19);
 }
 
 /* Counts child n of r, which was inserted, in the stats; a destination

@@ -34,6 +34,8 @@ struct tm__wnode {
     int64_t uid, gid;       /* owner, with owned */
     uint64_t dev, ino;      /* source files: the inode, with nlink > 1 */
     uint32_t nlink;         /* its links (0 or 1: not recorded) */
+    uint64_t xattrs;        /* source rows: digest of the extended
+                               attributes (0: none, NULL) */
     int8_t type;            /* enum tm__type */
     int8_t ts;              /* enum tm__ts */
     int8_t cs;              /* enum tm__cs (source rows) */
