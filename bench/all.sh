@@ -41,5 +41,6 @@ else
     one crash_redo SCALE=1 KILLS=$(awk -v s="$SCALE" 'BEGIN{k = int(20 * s + 0.5); print (k < 3 ? 3 : k)}') "$here/crash_redo.sh"
 fi
 one log_cost "$here/log_cost.sh"
+one scaleout "$here/scaleout.sh"
 echo "reports in $OUT" >&2
 [ ${#failed[@]} -eq 0 ] || { echo "failed: ${failed[*]}" >&2; exit 1; }

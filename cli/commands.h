@@ -145,6 +145,8 @@ int cmd_delete(int argc, char **argv);
 extern const char delete_usage[];
 /* rescan.c: a new pass */
 int cmd_rescan(int argc, char **argv);
+/* treemig worker (worker.c). */
+int cmd_worker(int argc, char **argv);
 extern const char rescan_usage[];
 /* state_copy.c: a migration's state between SQLite and PostgreSQL */
 int cmd_state_copy(int argc, char **argv);

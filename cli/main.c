@@ -90,6 +90,7 @@ static const char main_usage[] =
     "  unexclude  include them again\n"
     "  retry      list failed folders again and redo failed copies\n"
     "  rescan     a new pass: discover both trees again (the cutover)\n"
+    "  worker     join a copy or verify on a PostgreSQL database (many hosts)\n"
     "  delete     remove what exists only on the destination (the mirror)\n"
     "  state-copy copy a migration's state between SQLite and PostgreSQL\n"
     "  resume     continue a migration from its YAML file\n"
@@ -1524,6 +1525,7 @@ static const struct command {
     { "unexclude", cmd_unexclude },
     { "retry", cmd_retry },
     { "rescan", cmd_rescan },
+    { "worker", cmd_worker },
     { "delete", cmd_delete },
     { "state-copy", cmd_state_copy },
     { "resume", cmd_resume },

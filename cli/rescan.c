@@ -16,7 +16,7 @@
 #define DEFAULT_DB "treemig.db"
 
 const char rescan_usage[] =
-    "usage: treemig rescan [--db FILE] [--workers N] [--quiet]\n"
+    "usage: treemig rescan [--db FILE] [--workers N] [STORAGE OPTIONS] [--quiet]\n"
     "\n"
     "Starts a new pass of a migration whose discovery is complete (phase\n"
     "discovered, copied or verified): both trees are discovered again into\n"
@@ -29,10 +29,15 @@ const char rescan_usage[] =
     "already on the destination as on the source is left alone), 'treemig\n"
     "verify' checks it, and 'treemig delete' removes what was deleted on the\n"
     "source. An interrupted pass resumes with 'treemig rescan' again.\n"
+    "The storages are opened as the earlier commands recorded them (the\n"
+    "state file and its YAML file); storage options given here (as to\n"
+    "discover) replace the recorded ones, a password or key coming from\n"
+    "where discover took it (the environment, a file), never the state file.\n"
     "\n"
     "options:\n"
     "  --db FILE     state file (default ./" DEFAULT_DB ")\n"
     "  --workers N   threads per side (default: as stored)\n"
+    STORAGE_USAGE
     "  -q, --quiet   no summary\n"
     "  -h, --help    show this help\n"
     "\n"
@@ -55,6 +60,7 @@ int cmd_rescan(int argc, char **argv)
     static const struct option opts[] = {
         { "db", required_argument, NULL, 'd' },
         { "workers", required_argument, NULL, 'w' },
+        STORAGE_OPTIONS,
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -65,31 +71,55 @@ int cmd_rescan(int argc, char **argv)
     tm_pass_changes c;
     tm_status st;
     struct sigaction sa;
+    struct sopt_list so = { NULL, 0, 0, NULL, 0 };
     int ch, quiet = 0, rc, code;
 
     tm_discover_options_init(&o);
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "qho:", opts, NULL)) != -1) {
         switch (ch) {
         case 'd': db = optarg; break;
+        case 'o':
+            if ((code = sopt_add(&so, "rescan", optarg)) != 0) {
+                sopt_release(&so);
+                return code;
+            }
+            break;
         case 'w':
-            if (parse_int(optarg, 1, 1024, &o.workers))
+            if (parse_int(optarg, 1, 1024, &o.workers)) {
+                sopt_release(&so);
                 return usage_error("rescan", "--workers takes a whole number from "
                                    "1 to 1024, not '%s'", optarg);
+            }
             break;
         case 'q': quiet = 1; break;
-        case 'h': fputs(rescan_usage, stdout); return EXIT_OK;
-        default: return option_error("rescan", argc, argv, opts);
+        case 'h':
+            sopt_release(&so);
+            fputs(rescan_usage, stdout);
+            return EXIT_OK;
+        default:
+            if (ch > SOPT_BASE && ch < SOPT_END &&
+                (code = sopt_alias(&so, "rescan", ch, optarg)) == 0)
+                break;
+            sopt_release(&so);
+            return ch > SOPT_BASE && ch < SOPT_END
+                       ? code
+                       : option_error("rescan", argc, argv, opts);
         }
     }
-    if (optind != argc)
+    if (optind != argc) {
+        sopt_release(&so);
         return usage_error("rescan", "unexpected argument '%s'", argv[optind]);
+    }
     rc = tm_migration_open(&m, db, TM_OPEN_WRITE);
-    if (rc) {
-        code = report_error("rescan", m, rc);
+    if (rc || (code = sopt_apply(m, &so, "rescan")) != 0) {
+        if (rc)
+            code = report_error("rescan", m, rc);
         tm_migration_free(m);
+        sopt_release(&so);
         return code;
     }
+    sopt_release(&so);
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);

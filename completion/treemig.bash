@@ -7,7 +7,7 @@
 # without it (compgen). tests/install/test_install.py checks that every
 # option of `treemig COMMAND --help` is completed here.
 
-_treemig_commands="discover copy verify review exclude unexclude retry rescan delete state-copy resume status ui sim-stats log-listen help"
+_treemig_commands="discover copy verify review exclude unexclude retry rescan worker delete state-copy resume status ui sim-stats log-listen help"
 
 # The options of a command, from its --help.
 _treemig_options()
@@ -21,7 +21,8 @@ _treemig_options()
         copy) echo "--db --yes --workers --retries --no-overwrite --update --backup-dir --owner --force --dry-run --log-file --bwlimit --tps-limit $sto $log --quiet --help" ;;
         verify) echo "--db --checksum --workers --retries --bwlimit --tps-limit $sto $log --quiet --help" ;;
         retry) echo "--db --workers --retries --owner --log-file $sto $log --quiet --help" ;;
-        rescan) echo "--db --workers --quiet --help" ;;
+        rescan) echo "--db --workers $sto --quiet --help" ;;
+        worker) echo "--db --workers --lease --follow --quiet --help" ;;
         delete) echo "--db --plan --yes --backup-dir --quiet --help" ;;
         state-copy) echo "--config --quiet --help" ;;
         resume) echo "--config --workers $sto $log --quiet --help" ;;

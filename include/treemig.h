@@ -102,6 +102,9 @@ enum {
     TM_OPEN_READONLY = 0, /* read only (status); no lock taken */
     TM_OPEN_WRITE = 1,    /* read-write; takes the state file's lock */
     TM_OPEN_CREATE = 2,   /* with TM_OPEN_WRITE: create the file if missing */
+    TM_OPEN_SHARED = 4,   /* with TM_OPEN_WRITE, a PostgreSQL database only:
+                             no lock taken (tm_worker: several processes
+                             write it, through leases); 2.1.0 */
 };
 
 /*
@@ -363,6 +366,35 @@ TM_EXTERN int tm_verify(tm_migration *m, const tm_exec_options *o,
  */
 TM_EXTERN int tm_retry(tm_migration *m, const tm_discover_options *dopt,
                        const tm_exec_options *eopt, int64_t *retried);
+
+/* treemig worker (2.1.0): one of several processes, on any machines, that
+ * run a migration's copy together through a PostgreSQL state database. */
+typedef struct tm_worker_options {
+    int workers;             /* operations in flight; 0: as the copy */
+    int lease_s;             /* seconds a claimed batch stays ours without
+                                renewal (renewed every third of it); 0: 30 */
+    int follow;              /* after a phase, wait for the next one */
+    tm_progress_fn progress; /* progress lines, may be NULL */
+    void *progress_ctx;      /* passed to progress */
+    int64_t lease_lost;      /* out: outcomes dropped because another
+                                worker's lease held the node by then */
+    int64_t failed;          /* out: nodes whose copy failed here */
+    int joined;              /* out: phases joined */
+} tm_worker_options;
+
+/* Fills o with the defaults. */
+TM_EXTERN void tm_worker_options_init(tm_worker_options *o);
+
+/*
+ * Joins the copy in progress (started by tm_copy or tm_retry on another
+ * process, which works too) on m, opened with TM_OPEN_WRITE |
+ * TM_OPEN_SHARED on a PostgreSQL database: claims batches of tasks under
+ * leases (docs/scale-out.md) until no task of the copy is left with
+ * anyone, then returns 0 (with o->follow: waits for the next copy, until
+ * interrupted: TM_ESTOPPED). TM_EPHASE when no copy is in progress (and
+ * not o->follow); TM_EINVAL on an SQLite state file.
+ */
+TM_EXTERN int tm_worker(tm_migration *m, tm_worker_options *o);
 
 /* Prints the task errors of a phase ("discover", "copy", "verify"), one
  * "path: message" a line (bytes that are not printable escaped as \xHH). */

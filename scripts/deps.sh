@@ -72,6 +72,7 @@ bench_only=(
   rclone           # a peer
   time             # /usr/bin/time: wall, CPU and peak RSS
   awscli           # a peer (aws s3 sync, bench/s3.sh)
+  postgresql       # a throwaway server (bench/pg.sh, bench/scaleout.sh)
 )
 
 case "${1:-build}" in

@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <xxhash.h>
 
 static void limit_take(struct tm__limit *l, int ops, int64_t n);
 
@@ -452,6 +454,68 @@ int tm__xattr_add(struct tm__buf *out, const char *name, const void *value,
     return rc;
 }
 
+int tm__remove_check(const char *path, const struct tm__entry *now,
+                     const struct tm__entry *want, struct tm__aerr *e)
+{
+    if (now->type != want->type)
+        return tm__aerr_set(e, TM_ECHANGED, "%s is now a %s, not the %s "
+                            "discovery recorded", path,
+                            tm__type_names[now->type], tm__type_names[want->type]);
+    if ((now->type == TM_T_FILE || now->type == TM_T_SYMLINK) &&
+        (now->size != want->size || now->mtime != want->mtime))
+        return tm__aerr_set(e, TM_ECHANGED, "%s changed since discovery (size "
+                            "%lld, mtime %lld; recorded %lld, %lld)", path,
+                            (long long)now->size, (long long)now->mtime,
+                            (long long)want->size, (long long)want->mtime);
+    if (now->type == TM_T_OTHER && (want->mode & S_IFMT) &&
+        (now->mode & S_IFMT) != (want->mode & S_IFMT))
+        return tm__aerr_set(e, TM_ECHANGED, "%s is another kind of special file "
+                            "than discovery recorded", path);
+    return 0;
+}
+
+int tm__backup_path(const char *dir, const char *path, struct tm__buf *out)
+{
+    size_t n = strlen(dir);
+    tm__buf_reset(out);
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    if (n == 1 && dir[0] == '/')
+        n = 0;
+    return tm__buf_add(out, dir, n) || tm__buf_adds(out, path) ? TM_ENOMEM : 0;
+}
+
+uint64_t tm__xattr_hash_add(uint64_t h, const char *name, const void *value,
+                            size_t vlen)
+{
+    /* a sum of one hash per attribute: the order of listing is the file
+     * system's, and two file systems list in different orders */
+    return h + XXH3_64bits_withSeed(value, vlen,
+                                    XXH3_64bits(name, strlen(name) + 1));
+}
+
+uint64_t tm__xattr_hash_end(uint64_t h, size_t count)
+{
+    return count && h == 0 ? 1 : h;
+}
+
+uint64_t tm__xattr_hash(const void *blob, size_t len)
+{
+    size_t off = 0, n = 0;
+    const char *name;
+    const void *val;
+    uint32_t vlen;
+    uint64_t h = 0;
+    int k;
+    while ((k = tm__xattr_next(blob, len, &off, &name, &val, &vlen)) == 1) {
+        if (strncmp(name, "security.", 9) == 0)
+            continue; /* copied, never compared (a destination's own) */
+        h = tm__xattr_hash_add(h, name, val, vlen);
+        n++;
+    }
+    return k < 0 ? 0 : tm__xattr_hash_end(h, n);
+}
+
 int tm__adapter_get_xattrs(struct tm__adapter *a, const char *path, int type,
                            struct tm__buf *out, struct tm__aerr *e)
 {
@@ -459,13 +523,13 @@ int tm__adapter_get_xattrs(struct tm__adapter *a, const char *path, int type,
     return rc ? rc : tm__aerr_finish(e, a->get_xattrs(a, path, type, out, e));
 }
 
-int tm__adapter_set_xattrs(struct tm__adapter *a, const char *path,
+int tm__adapter_set_xattrs(struct tm__adapter *a, const char *path, int type,
                            const void *blob, size_t len, struct tm__buf *refused,
                            struct tm__aerr *e)
 {
     int rc = begin_op(a, e, path ? path : "", a->set_xattrs != NULL);
-    return rc ? rc : tm__aerr_finish(e, a->set_xattrs(a, path, blob, len, refused,
-                                                      e));
+    return rc ? rc : tm__aerr_finish(e, a->set_xattrs(a, path, type, blob, len,
+                                                      refused, e));
 }
 
 int tm__adapter_link(struct tm__adapter *a, const char *target, const char *path,

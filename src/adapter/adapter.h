@@ -59,6 +59,10 @@ struct tm__entry {
                          mount of one, than the root (a mount point) */
     uint64_t dev, ino; /* a file's inode (TM_CAP_HARDLINKS) */
     uint32_t nlink;   /* its links (TM_CAP_HARDLINKS; else 0) */
+    uint64_t xattrs;  /* a file or folder: tm__xattr_hash() of the
+                         attributes get_xattrs gives, security.* left
+                         out (0: none); filled only by list_next with
+                         list_xattrs set */
 };
 
 /* What a storage says about its root (root_info). */
@@ -101,6 +105,9 @@ struct tm__adapter {
     const char *name;         /* "local", "sim", ... */
     unsigned caps;            /* TM_CAP_* bits */
     int64_t mtime_precision;  /* ns; mtimes are compared at the coarser one */
+    int list_xattrs;          /* set by the engine (TM_CAP_XATTRS only)
+                                 before listing: list_next fills each
+                                 entry's xattrs */
 
     /* ---- paged listing ----
      * A folder is listed page by page, so that no folder is ever held whole
@@ -211,12 +218,15 @@ struct tm__adapter {
      * TM_CAP_XATTRS. */
     int (*get_xattrs)(struct tm__adapter *a, const char *path, int type,
                       struct tm__buf *out, struct tm__aerr *e);
-    /* Sets on the folder at path the attributes of blob (len bytes, as
-     * get_xattrs gives them); each one the storage refuses is appended to
-     * refused ("name: reason; ") and the others are still set. With
-     * TM_CAP_XATTRS. */
-    int (*set_xattrs)(struct tm__adapter *a, const char *path, const void *blob,
-                      size_t len, struct tm__buf *refused, struct tm__aerr *e);
+    /* Gives the file or folder (type) at path exactly the attributes of
+     * blob (len bytes, as get_xattrs gives them; none: len 0): each one
+     * the storage refuses is appended to refused ("name: reason; ") and
+     * the others are still set; each kept one the node has beyond them is
+     * removed (not security.*, which the storage may set itself). TM_ECHANGED when the node there is not of that type. Never
+     * follows a symlink. With TM_CAP_XATTRS. */
+    int (*set_xattrs)(struct tm__adapter *a, const char *path, int type,
+                      const void *blob, size_t len, struct tm__buf *refused,
+                      struct tm__aerr *e);
     /* Sets mode and mtime of the folder at path (after its children);
      * mtime TM_MTIME_KEEP leaves the mtime as it is. */
     int (*set_attr)(struct tm__adapter *a, const char *path, int64_t mtime,
@@ -342,7 +352,9 @@ struct tm__wattr {
      * sets on the file before it gets its name (as get_xattrs gives them;
      * valid until commit or abort), and where it appends those the storage
      * refuses ("name: reason; "; the file is still committed). */
-    const void *xattrs;   /* NULL: none */
+    const void *xattrs;   /* NULL: not kept; else the file gets exactly
+                             these (xattrs_len 0: none; those it would
+                             inherit, a default ACL, go) */
     size_t xattrs_len;    /* its bytes */
     struct tm__buf *refused; /* may be NULL */
 };
@@ -356,6 +368,16 @@ int tm__xattr_next(const void *blob, size_t len, size_t *off, const char **name,
 /* Appends one attribute to out in that form. */
 int tm__xattr_add(struct tm__buf *out, const char *name, const void *value,
                   uint32_t vlen);
+/* The digest of a set of attributes, whatever their order: start with
+ * h = 0, add each (name, value) with tm__xattr_hash_add(), end with
+ * tm__xattr_hash_end() (0 only for none). */
+uint64_t tm__xattr_hash_add(uint64_t h, const char *name, const void *value,
+                            size_t vlen);
+uint64_t tm__xattr_hash_end(uint64_t h, size_t count);
+/* That digest of a blob as get_xattrs gives it, security.* left out
+ * (copied, never compared: a destination may label each node itself); 0:
+ * none or malformed. */
+uint64_t tm__xattr_hash(const void *blob, size_t len);
 
 /* Base of an adapter's open files: a concrete file embeds it first. */
 struct tm__rfile {
@@ -580,7 +602,7 @@ int tm__adapter_symlink(struct tm__adapter *a, const char *path,
 /* TM_ENOTSUP when the storage keeps no extended attributes. */
 int tm__adapter_get_xattrs(struct tm__adapter *a, const char *path, int type,
                            struct tm__buf *out, struct tm__aerr *e);
-int tm__adapter_set_xattrs(struct tm__adapter *a, const char *path,
+int tm__adapter_set_xattrs(struct tm__adapter *a, const char *path, int type,
                            const void *blob, size_t len, struct tm__buf *refused,
                            struct tm__aerr *e);
 /* TM_ENOTSUP when the storage cannot link files. */
@@ -620,6 +642,15 @@ int tm__adapter_remove_tmp(struct tm__adapter *a, const char *path, int type,
 int tm__adapter_remove(struct tm__adapter *a, const char *path,
                        const struct tm__entry *want, const char *backup,
                        struct tm__aerr *e);
+/* For a storage's remove: 0 when now (the node at path, stated just
+ * before) is still the one want describes (remove's rule: its type; a
+ * file's or symlink's size and mtime; a special file's kind), else
+ * TM_ECHANGED with the reason in e. */
+int tm__remove_check(const char *path, const struct tm__entry *now,
+                     const struct tm__entry *want, struct tm__aerr *e);
+/* dir + path (a backup's target: dir a root-relative folder, path a
+ * root-relative node) into out (reset first). */
+int tm__backup_path(const char *dir, const char *path, struct tm__buf *out);
 /* a->backup; TM_ENOTSUP when the storage cannot move nodes. */
 int tm__adapter_backup(struct tm__adapter *a, const char *path, const char *dir,
                        struct tm__aerr *e);

@@ -213,6 +213,7 @@ static int f_list_open(struct tm__adapter *a, const char *path, const void *pos,
     *out = NULL;
     if (!fl)
         return TM_ENOMEM;
+    inner(a)->list_xattrs = a->list_xattrs;
     rc = inner(a)->list_open(inner(a), path, pos, pos_len, &fl->in, e);
     if (rc) {
         free(fl);
@@ -432,11 +433,13 @@ static int f_get_xattrs(struct tm__adapter *a, const char *path, int type,
 }
 
 /* Counted and failed as set_attr: both set a folder's attributes. */
-static int f_set_xattrs(struct tm__adapter *a, const char *path, const void *blob,
-                        size_t len, struct tm__buf *refused, struct tm__aerr *e)
+static int f_set_xattrs(struct tm__adapter *a, const char *path, int type,
+                        const void *blob, size_t len, struct tm__buf *refused,
+                        struct tm__aerr *e)
 {
     int rc = hit((struct fault *)a, TM_FOP_SET_ATTR, e);
-    return rc ? rc : inner(a)->set_xattrs(inner(a), path, blob, len, refused, e);
+    return rc ? rc : inner(a)->set_xattrs(inner(a), path, type, blob, len,
+                                          refused, e);
 }
 
 /* Counted and failed as symlink: both create a name that holds no bytes. */

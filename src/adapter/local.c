@@ -53,6 +53,21 @@
 #ifndef SYS_fchmodat2
 #define SYS_fchmodat2 452
 #endif
+/* Linux 6.13: the attributes of a name in a folder, through the folder's
+ * descriptor (one number on every architecture but alpha) */
+#if !defined(SYS_getxattrat) && !defined(__alpha__)
+#define SYS_getxattrat 464
+#endif
+#if !defined(SYS_listxattrat) && !defined(__alpha__)
+#define SYS_listxattrat 465
+#endif
+
+/* getxattrat's arguments (linux/xattr.h, 6.13) */
+struct tm__xattr_args {
+    uint64_t value __attribute__((aligned(8))); /* the buffer */
+    uint32_t size;                              /* its bytes */
+    uint32_t flags;                             /* 0 */
+};
 
 #define MAX_FORBID 8
 
@@ -72,6 +87,10 @@ struct local {
     atomic_int no_openat2;   /* 1 once the kernel said ENOSYS */
     atomic_int no_fchmodat2; /* 1 once the kernel said ENOSYS */
     atomic_int no_statx;     /* 1 once the kernel said ENOSYS */
+    atomic_int no_xattrat;   /* 1 once the kernel said ENOSYS to
+                                listxattrat/getxattrat */
+    int security;            /* 1: security.* attributes are kept too
+                                (root: the destination may accept them) */
     unsigned char key[TM_KEY_LEN]; /* run key of the temporary names */
     struct forbidden forbid[MAX_FORBID]; /* folders never to be met */
     int n_forbid;            /* entries used */
@@ -356,6 +375,8 @@ static long read_chunk(int fd, char *buf)
     return n < 0 ? tm__from_errno(errno) : n;
 }
 
+static uint64_t list_xattrs(struct local *l, int dirfd, const char *name);
+
 static int local_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
                            int *more, struct tm__aerr *e)
 {
@@ -398,6 +419,9 @@ static int local_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
         entry_from_stat(&en, &st);
         if (S_ISDIR(st.st_mode))
             en.other_fs = other_fs(l, li->fd, d->d_name, &st, mnt);
+        en.xattrs = 0;
+        if (l->base.list_xattrs && (S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)))
+            en.xattrs = list_xattrs(l, li->fd, d->d_name);
         rc = cb(ctx, &en);
     }
     if (!rc && li->n > 0 && (n = read_chunk(li->fd, li->next)) < 0)
@@ -805,13 +829,24 @@ static int64_t local_copy_from(struct tm__wfile *wf, struct tm__rfile *rf,
 /* ---- extended attributes ---- */
 
 /* 1 for an attribute a copy keeps: user.*, trusted.* (listed only to
- * CAP_SYS_ADMIN), the POSIX ACLs. security.* (SELinux labels, file
- * capabilities) belongs to the system the file is on. */
-static int xattr_kept(const char *name)
+ * CAP_SYS_ADMIN), the POSIX ACLs, and as root security.* (file
+ * capabilities, SELinux labels: the destination may refuse them, which
+ * the copy reports per node; another user could not set them). */
+static int xattr_kept(const struct local *l, const char *name)
 {
     return strncmp(name, "user.", 5) == 0 || strncmp(name, "trusted.", 8) == 0 ||
            strcmp(name, "system.posix_acl_access") == 0 ||
-           strcmp(name, "system.posix_acl_default") == 0;
+           strcmp(name, "system.posix_acl_default") == 0 ||
+           (l->security && strncmp(name, "security.", 9) == 0);
+}
+
+/* 1 for a kept attribute that is also compared (discovery, verify) and
+ * removed from a node that should not have it: not security.*, which a
+ * destination may set on its own (an SELinux label on every new file) and
+ * which is copied, never compared nor removed. */
+static int xattr_compared(const struct local *l, const char *name)
+{
+    return xattr_kept(l, name) && strncmp(name, "security.", 9) != 0;
 }
 
 /* The value of the attribute name of fd into *buf (*cap bytes, grown as
@@ -840,7 +875,7 @@ static ssize_t get_value(int fd, const char *name, char **buf, size_t *cap)
 }
 
 /* Appends the kept attributes of the open node fd to out. */
-static int read_xattrs(int fd, struct tm__buf *out)
+static int read_xattrs(const struct local *l, int fd, struct tm__buf *out)
 {
     char *names = NULL, *val = NULL;
     size_t vcap = 0;
@@ -869,7 +904,7 @@ static int read_xattrs(int fd, struct tm__buf *out)
     for (ssize_t i = 0; i < n && !rc; i += (ssize_t)strnlen(names + i, (size_t)(n - i)) + 1) {
         const char *name = names + i;
         ssize_t v;
-        if (!memchr(name, '\0', (size_t)(n - i)) || !xattr_kept(name))
+        if (!memchr(name, '\0', (size_t)(n - i)) || !xattr_kept(l, name))
             continue;
         v = get_value(fd, name, &val, &vcap);
         if (v == TM_ENOENT)
@@ -880,6 +915,109 @@ out:
     free(names);
     free(val);
     return rc;
+}
+
+/* listxattrat(2) of name in the folder dirfd, not following a symlink
+ * (where the kernel lacks it: llistxattr through /proc/self/fd). */
+static ssize_t list_at(struct local *l, int dirfd, const char *name, char *buf,
+                       size_t size)
+{
+    char p[64 + NAME_MAX];
+    if (!atomic_load_explicit(&l->no_xattrat, memory_order_relaxed)) {
+        long n = syscall(SYS_listxattrat, dirfd, name, AT_SYMLINK_NOFOLLOW, buf,
+                         size);
+        if (n >= 0 || errno != ENOSYS)
+            return n;
+        atomic_store(&l->no_xattrat, 1);
+    }
+    snprintf(p, sizeof p, "/proc/self/fd/%d/%s", dirfd, name);
+    return llistxattr(p, buf, size);
+}
+
+/* getxattrat(2) of the attribute attr of name in the folder dirfd. */
+static ssize_t get_at(struct local *l, int dirfd, const char *name,
+                      const char *attr, void *buf, size_t size)
+{
+    char p[64 + NAME_MAX];
+    if (!atomic_load_explicit(&l->no_xattrat, memory_order_relaxed)) {
+        struct tm__xattr_args args = { (uint64_t)(uintptr_t)buf, (uint32_t)size, 0 };
+        long n = syscall(SYS_getxattrat, dirfd, name, AT_SYMLINK_NOFOLLOW, attr,
+                         &args, sizeof args);
+        if (n >= 0 || errno != ENOSYS)
+            return n;
+        atomic_store(&l->no_xattrat, 1);
+    }
+    snprintf(p, sizeof p, "/proc/self/fd/%d/%s", dirfd, name);
+    return lgetxattr(p, attr, buf, size);
+}
+
+/* The digest (tm__xattr_hash) of the compared attributes of the child name of
+ * the folder dirfd, for discovery's and verify's comparisons: one
+ * listxattrat where it has none (most files), which is what listing it
+ * costs. A child that cannot be read gets a digest no other set has (1:
+ * compared as different, so that verify says it and the copy sets them
+ * again). */
+static uint64_t list_xattrs(struct local *l, int dirfd, const char *name)
+{
+    char small[512], vsmall[256], *names = small, *val = vsmall;
+    size_t vcap = sizeof vsmall, count = 0;
+    uint64_t h = 0;
+    ssize_t n = list_at(l, dirfd, name, small, sizeof small), i;
+
+    while (n < 0 && errno == ERANGE) {
+        /* more names than small holds: ask how many bytes, then again */
+        n = list_at(l, dirfd, name, NULL, 0);
+        if (n <= 0)
+            break;
+        if (names != small)
+            free(names);
+        if (!(names = malloc((size_t)n))) {
+            names = small;
+            h = 1;
+            goto out;
+        }
+        n = list_at(l, dirfd, name, names, (size_t)n);
+    }
+    if (n <= 0) {
+        /* none, a file system without them, gone since listed */
+        h = n < 0 && errno != ENOTSUP && errno != ENOENT ? 1 : 0;
+        goto out;
+    }
+    for (i = 0; i < n; i += (ssize_t)strnlen(names + i, (size_t)(n - i)) + 1) {
+        const char *attr = names + i;
+        ssize_t v;
+        if (!memchr(attr, '\0', (size_t)(n - i)) || !xattr_compared(l, attr))
+            continue;
+        while ((v = get_at(l, dirfd, name, attr, val, vcap)) < 0 && errno == ERANGE) {
+            char *p;
+            v = get_at(l, dirfd, name, attr, NULL, 0);
+            if (v < 0)
+                break;
+            if (!(p = malloc((size_t)v + 64))) {
+                h = 1;
+                goto out;
+            }
+            if (val != vsmall)
+                free(val);
+            val = p;
+            vcap = (size_t)v + 64;
+        }
+        if (v < 0 && errno == ENODATA)
+            continue; /* removed since listed */
+        if (v < 0) {
+            h = 1;
+            goto out;
+        }
+        h = tm__xattr_hash_add(h, attr, val, (size_t)v);
+        count++;
+    }
+    h = tm__xattr_hash_end(h, count);
+out:
+    if (names != small)
+        free(names);
+    if (val != vsmall)
+        free(val);
+    return h;
 }
 
 /* Sets on the open node fd each attribute of blob; a refusal is appended
@@ -940,21 +1078,68 @@ static int local_get_xattrs(struct tm__adapter *a, const char *path, int type,
     else if (type == TM_T_FILE && !S_ISREG(st.st_mode))
         rc = tm__aerr_set(e, TM_ECHANGED, "not a regular file any more");
     else
-        rc = read_xattrs(fd, out);
+        rc = read_xattrs(l, fd, out);
     close(fd);
     return rc;
 }
 
-static int local_set_xattrs(struct tm__adapter *a, const char *path,
+/* 1 when blob (len bytes) holds an attribute called name. */
+static int blob_has(const void *blob, size_t len, const char *name)
+{
+    size_t off = 0;
+    const char *n;
+    const void *val;
+    uint32_t vlen;
+    while (tm__xattr_next(blob, len, &off, &n, &val, &vlen) == 1)
+        if (strcmp(n, name) == 0)
+            return 1;
+    return 0;
+}
+
+/* Removes from the open node fd each compared attribute blob does not hold
+ * (a default ACL inherited from the folder above, one set on the
+ * destination); a refusal is appended to refused. */
+static int prune_xattrs(const struct local *l, int fd, const void *blob,
+                        size_t len, struct tm__buf *refused)
+{
+    struct tm__buf have = TM__BUF_INIT;
+    size_t off = 0;
+    const char *name;
+    const void *val;
+    uint32_t vlen;
+    int rc = read_xattrs(l, fd, &have), k;
+    while (!rc && (k = tm__xattr_next(have.buf, have.len, &off, &name, &val,
+                                      &vlen)) == 1) {
+        if (!xattr_compared(l, name) || blob_has(blob, len, name) ||
+            fremovexattr(fd, name) == 0 || errno == ENODATA)
+            continue;
+        if (refused && tm__buf_addf(refused, "%s: removing it: %s; ", name,
+                                    tm_strerror(tm__from_errno(errno))))
+            rc = TM_ENOMEM;
+    }
+    tm__buf_release(&have);
+    return rc;
+}
+
+static int local_set_xattrs(struct tm__adapter *a, const char *path, int type,
                             const void *blob, size_t len, struct tm__buf *refused,
                             struct tm__aerr *e)
 {
     struct local *l = (struct local *)a;
-    int fd = open_node(l, path, TM_T_FOLDER), rc;
-    (void)e;
+    struct stat st;
+    int fd, rc;
+    if (type != TM_T_FILE && type != TM_T_FOLDER)
+        return tm__aerr_set(e, TM_EINVAL, "only files and folders have "
+                            "attributes copied");
+    fd = open_node(l, path, type);
     if (fd < 0)
         return fd;
-    rc = write_xattrs(fd, blob, len, refused);
+    if (fstat(fd, &st) != 0)
+        rc = tm__from_errno(errno);
+    else if (type == TM_T_FILE && !S_ISREG(st.st_mode))
+        rc = tm__aerr_set(e, TM_ECHANGED, "not a regular file any more");
+    else if ((rc = write_xattrs(fd, blob, len, refused)) == 0)
+        rc = prune_xattrs(l, fd, blob, len, refused);
     close(fd);
     return rc;
 }
@@ -1029,6 +1214,7 @@ static int local_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode,
                         unsigned flags, struct tm__aerr *e)
 {
     struct local_wfile *f = (struct local_wfile *)wf;
+    const struct local *l = (const struct local *)wf->a;
     struct timespec t[2];
     struct stat sb;
     int rc = 0;
@@ -1042,8 +1228,10 @@ static int local_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode,
         rc = tm__from_errno(errno);
     /* the attributes (an ACL too) before the mode: chmod then sets the
      * ACL's mask from the mode, as on the source */
-    if (!rc && f->xattrs_len)
+    if (!rc && f->xattrs)
         rc = write_xattrs(f->fd, f->xattrs, f->xattrs_len, f->refused);
+    if (!rc && f->xattrs)
+        rc = prune_xattrs(l, f->fd, f->xattrs, f->xattrs_len, f->refused);
     if (!rc && (fchmod(f->fd, mode & 07777) != 0 || futimens(f->fd, t) != 0))
         rc = tm__from_errno(errno);
     else if (!rc && !time_held_everywhere(&t[1]) && fstat(f->fd, &sb) != 0)
@@ -1885,6 +2073,7 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     l->base.caps = TM_CAP_MODES | TM_CAP_SYMLINKS | TM_CAP_OWNER | TM_CAP_SPECIALS |
                    TM_CAP_MOUNTS | TM_CAP_HARDLINKS | TM_CAP_XATTRS;
     l->base.mtime_precision = 1;
+    l->security = geteuid() == 0;
     l->base.list_open = local_list_open;
     l->base.list_next = local_list_next;
     l->base.list_pos = local_list_pos;

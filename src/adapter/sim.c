@@ -212,6 +212,8 @@ static int look(struct sim *s, const char *path, struct look *l,
         l->gen = 1;
         l->f = ge.sub;
     }
+    if (orc == 1 && oe.kind == TM_OVL_GONE)
+        return TM_ENOENT; /* removed, generated or not */
     if (orc == 1) {
         l->st.type = oe.type;
         l->st.size = oe.size;
@@ -436,6 +438,8 @@ static int sim_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
         te.mtime = ge.mtime;
         te.mode = ge.mode;
         w = tm__ovl_list_find(&li->ol, ge.name, ge.name_len);
+        if (w && !w->ghost && w->e.kind == TM_OVL_GONE)
+            continue; /* removed */
         if (w && !w->ghost) {
             te.type = w->e.type;
             te.size = w->e.size;
@@ -448,7 +452,7 @@ static int sim_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
     for (; slot >= li->d.slots && oi < li->ol.n && sent < sp->page && !rc; oi++) {
         const struct tm__ovl_child *w = &li->ol.v[oi];
         struct tm__entry te = { 0 };
-        if (w->ghost || written_is_generated(s, li, w))
+        if (w->ghost || w->e.kind == TM_OVL_GONE || written_is_generated(s, li, w))
             continue;
         if (sent == cut)
             break;
@@ -876,6 +880,142 @@ static int sim_sync(struct tm__adapter *a, struct tm__aerr *e)
     return tm__ovl_sync(((struct sim *)a)->ovl);
 }
 
+/* ------------------------------------------------------------ mirror */
+
+static int count_child(void *ctx, const struct tm__entry *e)
+{
+    (void)e;
+    ++*(int64_t *)ctx;
+    return 0;
+}
+
+/* 1 when the folder at path shows a child (generated and not removed, or
+ * written), 0 when none, or an error: its first pages, until one holds a
+ * child. */
+static int has_child(struct sim *s, const char *path, struct tm__aerr *e)
+{
+    struct tm__lister *lr;
+    int64_t n = 0;
+    int more = 1, rc = sim_list_open(&s->base, path, NULL, 0, &lr, e);
+    if (rc)
+        return rc;
+    while (!rc && more && !n)
+        rc = sim_list_next(lr, count_child, &n, &more, e);
+    sim_list_close(lr);
+    return rc ? rc : n > 0;
+}
+
+/* Records that nothing is at path any more (a whiteout in the overlay:
+ * the generated world is read-only). */
+static int put_gone(struct sim *s, const char *path, int type)
+{
+    struct tm__ovl_ent oe;
+    memset(&oe, 0, sizeof oe);
+    oe.type = type;
+    oe.kind = TM_OVL_GONE;
+    return tm__ovl_put(s->ovl, path, &oe, NULL, 0);
+}
+
+/* The node at path, as look found it (l, its bytes or target in data),
+ * written at dir + path (its folders made, 0700), replacing a file
+ * there; then removed from path. */
+static int move_to_backup(struct sim *s, const char *path, const struct look *l,
+                          const struct tm__buf *data, const char *dir)
+{
+    struct tm__buf to = TM__BUF_INIT;
+    struct tm__ovl_ent oe;
+    struct look t;
+    char *p;
+    int rc = tm__backup_path(dir, path, &to);
+    /* the folders on the way: each one a folder, made when missing */
+    for (p = to.buf + 1; !rc && (p = strchr(p, '/')) != NULL; p++) {
+        *p = '\0';
+        rc = look(s, to.buf, &t, NULL);
+        if (rc == TM_ENOENT) {
+            memset(&oe, 0, sizeof oe);
+            oe.type = TM_T_FOLDER;
+            oe.mode = 0700;
+            oe.mtime = tm__wall_ns();
+            rc = tm__ovl_put(s->ovl, to.buf, &oe, NULL, 0);
+        } else if (!rc && t.st.type != TM_T_FOLDER) {
+            rc = TM_ENOTDIR;
+        }
+        *p = '/';
+    }
+    if (!rc && look(s, to.buf, &t, NULL) == 0 && t.st.type == TM_T_FOLDER)
+        rc = TM_EISDIR;
+    if (!rc) {
+        memset(&oe, 0, sizeof oe);
+        oe.type = l->st.type;
+        oe.kind = l->kind;
+        oe.mode = l->st.mode;
+        oe.mtime = l->st.mtime;
+        oe.size = l->st.size;
+        oe.id = l->id;
+        rc = tm__ovl_put(s->ovl, to.buf, &oe, data->buf,
+                         l->kind == TM_OVL_GEN ? 0 : data->len);
+    }
+    if (!rc)
+        rc = put_gone(s, path, l->st.type);
+    tm__buf_release(&to);
+    return rc;
+}
+
+static int sim_backup(struct tm__adapter *a, const char *path, const char *dir,
+                      struct tm__aerr *e)
+{
+    struct sim *s = (struct sim *)a;
+    uint64_t call = op_begin(s);
+    struct tm__buf data = TM__BUF_INIT;
+    struct look l;
+    int rc = op_faults(s, call, path, e);
+    if (!rc)
+        rc = look(s, path, &l, &data);
+    if (!rc && l.st.type == TM_T_FOLDER)
+        rc = tm__aerr_set(e, TM_EISDIR, "%s is a folder: not moved to the "
+                          "backup folder", path);
+    else if (!rc)
+        rc = move_to_backup(s, path, &l, &data, dir);
+    tm__buf_release(&data);
+    return rc;
+}
+
+/* The mirror: a whiteout in the overlay, once the node is the one
+ * discovery recorded (a folder: once it shows no child). */
+static int sim_remove(struct tm__adapter *a, const char *path,
+                      const struct tm__entry *want, const char *backup,
+                      struct tm__aerr *e)
+{
+    struct sim *s = (struct sim *)a;
+    uint64_t call = op_begin(s);
+    struct tm__buf data = TM__BUF_INIT;
+    struct look l;
+    int rc = op_faults(s, call, path, e);
+    if (!rc && !path[1])
+        rc = tm__aerr_set(e, TM_EINVAL, "the root is never removed");
+    if (!rc)
+        rc = look(s, path, &l, &data);
+    if (rc == TM_ENOTDIR)
+        rc = tm__aerr_set(e, TM_ECHANGED, "a folder on the path of %s is no "
+                          "longer a folder", path);
+    if (!rc)
+        rc = tm__remove_check(path, &l.st, want, e);
+    if (!rc && l.st.type == TM_T_FOLDER) {
+        rc = has_child(s, path, e);
+        if (rc == 1)
+            rc = tm__aerr_set(e, TM_ECHANGED, "%s is not empty: it holds what "
+                              "the plan does not (kept)", path);
+        else if (rc == 0)
+            rc = put_gone(s, path, TM_T_FOLDER);
+    } else if (!rc && backup) {
+        rc = move_to_backup(s, path, &l, &data, backup);
+    } else if (!rc) {
+        rc = put_gone(s, path, l.st.type);
+    }
+    tm__buf_release(&data);
+    return rc;
+}
+
 static void sim_close(struct tm__adapter *a)
 {
     struct sim *s = (struct sim *)a;
@@ -927,6 +1067,8 @@ int tm__sim_open(const char *params, struct tm__adapter **out, char *err,
     s->base.set_attr = sim_set_attr;
     s->base.set_leaf_attr = sim_set_leaf_attr;
     s->base.sync = sim_sync;
+    s->base.remove = sim_remove;
+    s->base.backup = sim_backup;
     s->fault_salt = tm__sim_hash(s->sp.seed ^ s->sp.dsalt,
                                  0x6661756c74ULL + (uint64_t)s->sp.world);
     atomic_init(&s->calls, 0);

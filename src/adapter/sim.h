@@ -171,6 +171,8 @@ enum tm__ovl_kind {
     TM_OVL_NONE = 0, /* a folder or symlink */
     TM_OVL_GEN,      /* the generated stream of content id id, size bytes */
     TM_OVL_LIT,      /* the bytes themselves (data) */
+    TM_OVL_GONE,     /* removed (the mirror, a backup): nothing is at the
+                        path, generated or written before */
 };
 
 /* One written node. */

@@ -12,6 +12,11 @@
  * survives a crash of the process; sync() makes it durable on the disk.
  * A torn last record (the process died inside write()) is cut off at open.
  *
+ * Several processes may share one file (treemig worker: many copies into
+ * one simulated destination): an append and the replay at open hold an
+ * flock on it, so that neither sees the other's record half written, and
+ * each call first applies what the others appended since (catch_up).
+ *
  * File format: the 8-byte magic "TMOVL1\n\0", then records of
  *   u32 payload length, u32 XXH32 of the payload (seed 0), payload:
  *   u8 type, u8 kind, u16 0, u32 mode, i64 mtime, i64 size, u64 content id,
@@ -34,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -62,6 +68,7 @@ struct tm__ovl {
     int fd;            /* the overlay file, -1: memory only */
     int dirty;         /* appended since the last sync */
     char *file;        /* its path, for messages */
+    size_t seen;       /* the file's bytes applied to the table */
 };
 
 static uint64_t path_hash(const char *p, size_t n)
@@ -239,10 +246,15 @@ static int append(struct tm__ovl *o, const char *path, size_t plen,
     if (dlen)
         memcpy(r + 8 + HEAD_LEN + plen, data, dlen);
     put32(r + 4, XXH32(r + 8, len, 0));
+    if (flock(o->fd, LOCK_EX) != 0) {
+        free(r);
+        return tm__from_errno(errno);
+    }
     at = lseek(o->fd, 0, SEEK_END);
     rc = at < 0 ? tm__from_errno(errno) : tm__write_full(o->fd, r, 8 + len);
     if (rc && at >= 0 && ftruncate(o->fd, at) != 0)
         rc = TM_EIO;
+    flock(o->fd, LOCK_UN);
     free(r);
     if (!rc)
         o->dirty = 1;
@@ -257,7 +269,70 @@ static int apply(struct tm__ovl *o, const char *path, size_t plen,
     return x ? node_set(x, e, data, dlen) : TM_ENOMEM;
 }
 
+static int replay_locked(struct tm__ovl *o, char *err, size_t errlen);
+
 static int replay(struct tm__ovl *o, char *err, size_t errlen)
+{
+    int rc;
+    if (flock(o->fd, LOCK_EX) != 0)
+        return tm__from_errno(errno);
+    rc = replay_locked(o, err, errlen);
+    flock(o->fd, LOCK_UN);
+    return rc;
+}
+
+/* Applies the records appended by other processes since o->seen (a
+ * record still being written is left for the next call). o->mu held. */
+static int catch_up(struct tm__ovl *o)
+{
+    struct stat st;
+    unsigned char *b;
+    size_t size, off = 0;
+    ssize_t got;
+    int rc = 0;
+
+    if (o->fd < 0 || fstat(o->fd, &st) != 0 || (size_t)st.st_size <= o->seen)
+        return 0;
+    size = (size_t)st.st_size - o->seen;
+    b = malloc(size);
+    if (!b)
+        return TM_ENOMEM;
+    got = pread(o->fd, b, size, (off_t)o->seen);
+    if (got < 0) {
+        free(b);
+        return tm__from_errno(errno);
+    }
+    size = (size_t)got;
+    while (!rc && off + 8 + HEAD_LEN <= size) {
+        const unsigned char *r = b + off + 8;
+        uint32_t len = get32(b + off);
+        struct tm__ovl_ent e;
+        size_t plen, dlen;
+        if (len < HEAD_LEN || len > REC_MAX || off + 8 + len > size ||
+            XXH32(r, len, 0) != get32(b + off + 4))
+            break;
+        plen = get32(r + 32);
+        dlen = get32(r + 36);
+        if (HEAD_LEN + plen + dlen != len ||
+            !path_ok((const char *)r + HEAD_LEN, plen))
+            break;
+        memset(&e, 0, sizeof e);
+        e.type = r[0];
+        e.kind = r[1];
+        e.mode = get32(r + 4);
+        e.mtime = (int64_t)get64(r + 8);
+        e.size = (int64_t)get64(r + 16);
+        e.id = get64(r + 24);
+        rc = apply(o, (const char *)r + HEAD_LEN, plen, &e,
+                   r + HEAD_LEN + plen, dlen);
+        off += 8 + len;
+    }
+    free(b);
+    o->seen += off;
+    return rc;
+}
+
+static int replay_locked(struct tm__ovl *o, char *err, size_t errlen)
 {
     struct stat st;
     unsigned char *b = NULL;
@@ -268,6 +343,7 @@ static int replay(struct tm__ovl *o, char *err, size_t errlen)
     if (fstat(o->fd, &st) != 0)
         return tm__from_errno(errno);
     size = (size_t)st.st_size;
+    o->seen = 8;
     if (size == 0)
         return tm__write_full(o->fd, (const unsigned char *)MAGIC, 8);
     b = malloc(size);
@@ -318,6 +394,7 @@ static int replay(struct tm__ovl *o, char *err, size_t errlen)
     /* A torn or damaged tail: what follows the last good record goes. */
     if (!rc && off < size && ftruncate(o->fd, (off_t)off) != 0)
         rc = tm__from_errno(errno);
+    o->seen = off;
     return rc;
 }
 
@@ -391,8 +468,9 @@ int tm__ovl_get(struct tm__ovl *o, const char *path, struct tm__ovl_ent *e,
     struct node *x;
     int found = 0, rc = 0;
     pthread_mutex_lock(&o->mu);
+    rc = catch_up(o);
     x = find(o, path, strlen(path));
-    if (x && !x->ghost) {
+    if (!rc && x && !x->ghost) {
         found = 1;
         *e = x->e;
         if (data) {
@@ -410,6 +488,7 @@ int tm__ovl_has_children(struct tm__ovl *o, const char *path)
     struct node *x;
     int r;
     pthread_mutex_lock(&o->mu);
+    catch_up(o); /* on failure: what this process knows */
     x = find(o, path, strlen(path));
     r = x && x->child;
     pthread_mutex_unlock(&o->mu);
@@ -431,6 +510,10 @@ int tm__ovl_children(struct tm__ovl *o, const char *path,
     size_t n = 0, names = 0, i = 0, at = 0;
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&o->mu);
+    if (catch_up(o) == TM_ENOMEM) {
+        pthread_mutex_unlock(&o->mu);
+        return TM_ENOMEM;
+    }
     x = find(o, path, strlen(path));
     for (c = x ? x->child : NULL; c; c = c->next) {
         n++;
@@ -489,7 +572,9 @@ int tm__ovl_put(struct tm__ovl *o, const char *path,
     if (!path_ok(path, plen))
         return TM_EINVAL;
     pthread_mutex_lock(&o->mu);
-    rc = append(o, path, plen, e, data, dlen);
+    rc = catch_up(o);
+    if (!rc)
+        rc = append(o, path, plen, e, data, dlen);
     if (!rc)
         rc = apply(o, path, plen, e, data, dlen);
     pthread_mutex_unlock(&o->mu);

@@ -1,6 +1,6 @@
 /* compare.c - listings sorted by name, filters, and the comparison of two
- * nodes (their content: type, size, mtime; their attributes: mode and
- * owner). The filters are in filter.c. Pure functions on the caller's data, any thread. */
+ * nodes (their content: type, size, mtime; their attributes: mode, owner,
+ * extended attributes and ACLs). The filters are in filter.c. Pure functions on the caller's data, any thread. */
 #include "engine/engine.h"
 
 #include "store/store.h"
@@ -57,6 +57,8 @@ void tm__attr_rule_init(struct tm__attr_rule *r, const struct tm__adapter *src,
     r->cmp_owner = cmp_owner != 0;
     r->euid = (int64_t)geteuid();
     r->egid = (int64_t)getegid();
+    r->xattrs = (src->caps & TM_CAP_XATTRS) && (dst->caps & TM_CAP_XATTRS) &&
+                src->get_xattrs && dst->set_xattrs;
 }
 
 uint32_t tm__copy_mode(const struct tm__attr_rule *r, int type,
@@ -84,6 +86,14 @@ int tm__compare_attrs(const struct tm__attr_rule *r, int type,
         (!s->owned || !d->owned || s->uid != d->uid || s->gid != d->gid))
         return CF_ATTRS;
     return CF_NONE;
+}
+
+int tm__compare_xattrs(const struct tm__attr_rule *r, int type, uint64_t s,
+                       uint64_t d)
+{
+    if (!r->xattrs || (type != TM_T_FOLDER && type != TM_T_FILE))
+        return CF_NONE;
+    return s != d ? CF_ATTRS : CF_NONE;
 }
 
 int tm__listing_add(void *ctx, const struct tm__entry *e)
@@ -114,6 +124,7 @@ int tm__listing_add(void *ctx, const struct tm__entry *e)
     x->dev = e->dev;
     x->ino = e->ino;
     x->nlink = e->nlink;
+    x->xattrs = e->xattrs;
     l->n++;
     return 0;
 }

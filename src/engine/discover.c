@@ -248,14 +248,16 @@ static void set_update(struct tm__wnode *n, const struct tm__twin *s, int new_cs
 }
 
 /* CF_ATTRS when the destination child x, of the same type and content as
- * its source twin s, lacks the attributes the copy gives s (mode, and
- * owner with --owner), else CF_NONE. */
+ * its source twin s, lacks the attributes the copy gives s (mode, owner
+ * with --owner, extended attributes and ACLs unless --no-xattrs), else
+ * CF_NONE. */
 static int match_attrs(const struct engine *e, const struct tm__ent *x,
                        const struct tm__twin *s)
 {
     struct tm__attrs sa = { s->mode, s->owned, s->uid, s->gid };
     struct tm__attrs da = { x->mode, e->owned[TM_DST], x->uid, x->gid };
-    return tm__compare_attrs(&e->rule, x->type, &sa, &da);
+    int cf = tm__compare_attrs(&e->rule, x->type, &sa, &da);
+    return cf ? cf : tm__compare_xattrs(&e->rule, x->type, s->xattrs, x->xattrs);
 }
 
 /* Fills a destination node matched with its source twin s. What differs
@@ -474,6 +476,7 @@ static int src_page(struct engine *e, const struct task *t,
         n->owned = (int8_t)e->owned[TM_SRC];
         n->uid = x->uid;
         n->gid = x->gid;
+        n->xattrs = x->xattrs;
         if (x->type == TM_T_FILE && x->nlink > 1) {
             /* one of a link group: the copy links the group's files */
             n->dev = x->dev;
@@ -1305,8 +1308,12 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
                  : cfg->ad[1]->mtime_precision;
     tm__attr_rule_init(&e.rule, cfg->ad[TM_SRC], cfg->ad[TM_DST], cfg->owner,
                        cfg->owner);
-    for (side = 0; side < 2; side++)
+    e.rule.xattrs = e.rule.xattrs && cfg->xattrs;
+    for (side = 0; side < 2; side++) {
         e.owned[side] = (cfg->ad[side]->caps & TM_CAP_OWNER) != 0;
+        /* the listings give each file's and folder's attributes' digest */
+        cfg->ad[side]->list_xattrs = e.rule.xattrs;
+    }
     tm__buf_init(&e.fatal_msg);
     pthread_mutex_init(&e.mu, NULL);
     pthread_cond_init(&e.cv_coord, NULL);

@@ -45,6 +45,8 @@ struct tm__discover_cfg {
                                     excluded (--max-age, --min-age); 0: none */
     int compare;                 /* TM_COMPARE_*: how two files compare */
     int64_t window;              /* --modify-window, ns; 0: none */
+    int xattrs;                  /* extended attributes and ACLs are
+                                    compared (not --no-xattrs) */
 };
 
 /* Runs discovery until both trees are done (0), a stop was asked
@@ -63,6 +65,8 @@ struct tm__ent {
                                   the root's (struct tm__entry) */
     uint64_t dev, ino;         /* a file's inode, where reported */
     uint32_t nlink;            /* its links (0: not reported) */
+    uint64_t xattrs;           /* digest of its extended attributes
+                                  (struct tm__entry; 0: none or not read) */
 };
 
 /* The children of one folder as an adapter listed them (compare.c). */
@@ -137,6 +141,9 @@ struct tm__attr_rule {
     int cmp_owner;      /* owners are compared (discover --owner) */
     int64_t euid, egid; /* the user treemig runs as: without owner, the
                            copy's files are theirs */
+    int xattrs;         /* extended attributes and ACLs are compared
+                           (both storages keep them: TM_CAP_XATTRS; the
+                           caller clears it for --no-xattrs) */
 };
 
 /* Fills r for the storages src and dst: modes when both keep them, owner
@@ -160,5 +167,13 @@ uint32_t tm__copy_mode(const struct tm__attr_rule *r, int type,
  * for other types (a symlink's own mode means nothing on POSIX). */
 int tm__compare_attrs(const struct tm__attr_rule *r, int type,
                       const struct tm__attrs *s, const struct tm__attrs *d);
+
+/* Compares the extended attributes and ACLs of two nodes of the same type
+ * whose contents are equal, by their digests (tm__xattr_hash: the source's
+ * s, the destination's d): CF_ATTRS when they differ, with r->xattrs, for
+ * a file or folder (the only nodes whose attributes the copy sets); else
+ * CF_NONE. */
+int tm__compare_xattrs(const struct tm__attr_rule *r, int type, uint64_t s,
+                       uint64_t d);
 
 #endif

@@ -60,6 +60,8 @@
 #define IO_BUF (1 << 20)
 #define READERS 2            /* verify's shared read connections */
 #define KIDS_PAGE 512        /* source children verify reads at once */
+#define CLAIM_POLL_NS 20000000LL /* with leases: nothing to claim, look
+                                     again after this */
 
 enum stage { ST_COPY_DEPTH, ST_LINKS, ST_ATTRS, ST_VERIFY };
 
@@ -88,6 +90,10 @@ struct task {
     size_t resume_len;     /* its bytes */
     int wrote;             /* a write of this file was begun (open_write
                               succeeded): its uploads row goes at the end */
+    int64_t lease;         /* the lease that holds it (treemig worker), 0 */
+    int reclaimed;         /* taken from a lease that expired: old_key's
+                              temporaries of it are removed first */
+    unsigned char old_key[TM_KEY_LEN]; /* that lease's temporary-name key */
 };
 
 /* What a running task works with: taken from the runner's free list, so
@@ -221,6 +227,8 @@ static struct tm__result *copy_result(const struct task *t, int new_cs,
     res->size = t->size;
     res->attempts = 1;
     res->phase = "copy";
+    /* a leased outcome counts only while the lease holds the node */
+    res->lease = t->stage == ST_COPY_DEPTH || t->stage == ST_LINKS ? t->lease : 0;
     res->path = strdup(t->path);
     res->error = error ? strdup(error) : NULL;
     if (!res->path || (error && !res->error)) {
@@ -364,7 +372,8 @@ static int copy_file(struct worker *wk, const struct task *t)
     {
         struct tm__wattr w;
         memset(&w, 0, sizeof w);
-        w.xattrs = wk->xattrs.len ? wk->xattrs.buf : NULL;
+        /* exactly the source's, also none (not one inherited) */
+        w.xattrs = !xattrs_kept(wk->r) ? NULL : wk->xattrs.len ? wk->xattrs.buf : "";
         w.xattrs_len = wk->xattrs.len;
         w.refused = &wk->refused;
         w.size = t->size;
@@ -460,7 +469,8 @@ static int copy_owner(struct worker *wk, const char *path)
 
 /* A file or symlink that differs from its destination twin only in its
  * attributes (CF_ATTRS): they are set in place, through the storage's
- * set_leaf_attr, and the content is kept (as rsync does). The source must
+ * set_leaf_attr and (a file) set_xattrs, and the content is kept (as
+ * rsync does). The source must
  * still be what discovery saw ("changed since discovery" otherwise), and
  * what is at the name on the destination must still hold the source's
  * content (same type, size and mtime, as discovery compares). Returns 0
@@ -505,6 +515,20 @@ static int fix_attrs(struct worker *wk, const struct task *t)
     if (t->type == TM_T_SYMLINK && !want.set_owner)
         return 0; /* a symlink has no mode of its own to set */
     rc = tm__adapter_set_leaf_attr(da, t->path, &want, &wk->ae);
+    if (!rc && t->type == TM_T_FILE && xattrs_kept(r) && da->set_xattrs) {
+        /* and its extended attributes and ACLs, in place too: exactly the
+         * source's (those it has beyond them go) */
+        tm__buf_reset(&wk->xattrs);
+        rc = tm__adapter_get_xattrs(sa, t->path, TM_T_FILE, &wk->xattrs, &wk->ae);
+        if (rc) {
+            wk->err_src = 1;
+            return rc;
+        }
+        rc = tm__adapter_set_xattrs(da, t->path, TM_T_FILE, wk->xattrs.buf,
+                                    wk->xattrs.len, &wk->refused, &wk->ae);
+        if (rc == TM_ECHANGED)
+            return WHOLE;
+    }
     if (rc == TM_ECHANGED || rc == TM_EPERM) {
         tm__log(r->lg, TM_INFO, "copy", t->id, t->path, "copy %s: %s: copied "
                 "whole instead of setting its attributes in place", t->path,
@@ -929,9 +953,11 @@ static int folder_xattrs(struct worker *wk, const struct task *t,
     tm__buf_reset(&wk->xattrs);
     tm__buf_reset(&wk->refused);
     rc = tm__adapter_get_xattrs(sa, t->path, TM_T_FOLDER, &wk->xattrs, &wk->ae);
-    if (!rc && wk->xattrs.len)
-        rc = tm__adapter_set_xattrs(da, t->path, wk->xattrs.buf, wk->xattrs.len,
-                                    &wk->refused, &wk->ae);
+    /* also with none: those the destination's folder has beyond the
+     * source's (a default ACL it inherited, one set there) go */
+    if (!rc)
+        rc = tm__adapter_set_xattrs(da, t->path, TM_T_FOLDER, wk->xattrs.buf,
+                                    wk->xattrs.len, &wk->refused, &wk->ae);
     if (rc == TM_ENOMEM)
         return rc;
     if (!rc && !wk->refused.len)
@@ -1091,8 +1117,10 @@ static const char *ns_time(char *out, int64_t ns)
  * NULL when they are as the copy makes them, else a message in buf, and
  * *cf = CF_ATTRS (the copy sets them in place). Folders: mode, owner (with
  * --owner) and mtime, which the copy sets at its end (unless a side lists
- * none: an S3 prefix); files: mode and owner; symlinks: owner. */
+ * none: an S3 prefix); files: mode and owner; symlinks: owner; files and
+ * folders: extended attributes and ACLs (unless --no-xattrs). */
 static const char *check_attrs(struct worker *wk, const struct tm__kid_row *k,
+                               const char *path,
                                const struct tm__ent *d, char *buf, size_t len,
                                int *cf)
 {
@@ -1115,6 +1143,25 @@ static const char *check_attrs(struct worker *wk, const struct tm__kid_row *k,
                      "on the source", (long long)d->uid, (long long)d->gid,
                      (long long)k->uid, (long long)k->gid);
         return buf;
+    }
+    if (tm__compare_xattrs(&rule, k->type, k->xattrs, d->xattrs) != CF_NONE) {
+        /* the source's may have changed since discovery, and the copy
+         * took them as they were then: compared with them as they are */
+        struct tm__adapter *src = r->cfg->ad[TM_SRC];
+        int rc;
+        tm__buf_reset(&wk->xattrs);
+        rc = tm__adapter_get_xattrs(src, path, k->type, &wk->xattrs, &wk->ae);
+        if (rc || tm__xattr_hash(wk->xattrs.buf, wk->xattrs.len) != d->xattrs) {
+            *cf = CF_ATTRS;
+            if (rc)
+                snprintf(buf, len, "extended attributes differ from the "
+                         "source's as discovered, and the source's cannot be "
+                         "read: %s", wk->ae.msg);
+            else
+                snprintf(buf, len, "extended attributes or ACLs differ from "
+                         "the source's");
+            return buf;
+        }
     }
     if (k->type == TM_T_FOLDER && d->mtime != TM_MTIME_KEEP &&
         k->mtime != TM_MTIME_KEEP &&
@@ -1155,7 +1202,7 @@ static const char *check_special(struct worker *wk, const struct tm__kid_row *k,
         return buf;
     }
     if (kind != S_IFCHR && kind != S_IFBLK)
-        return check_attrs(wk, k, d, buf, len, cf);
+        return check_attrs(wk, k, path, d, buf, len, cf);
     rc = tm__adapter_stat(r->cfg->ad[TM_SRC], path, &ss, &wk->ae);
     if (!rc)
         rc = tm__adapter_stat(r->cfg->ad[TM_DST], path, &ds, &wk->ae);
@@ -1177,7 +1224,7 @@ static const char *check_special(struct worker *wk, const struct tm__kid_row *k,
                  (unsigned long long)minor(ss.rdev));
         return buf;
     }
-    return check_attrs(wk, k, d, buf, len, cf);
+    return check_attrs(wk, k, path, d, buf, len, cf);
 }
 
 /* check_child() of a file of a link group (k->link: the group's first
@@ -1233,7 +1280,7 @@ static const char *check_child(struct worker *wk, const struct tm__kid_row *k,
     if (type == TM_T_OTHER)
         return check_special(wk, k, path, d, buf, len, fatal, cf);
     if (type != TM_T_FILE && type != TM_T_SYMLINK)
-        return check_attrs(wk, k, d, buf, len, cf);
+        return check_attrs(wk, k, path, d, buf, len, cf);
     if (d->size != size) {
         *cf = CF_SIZE;
         snprintf(buf, len, "size %lld on the destination, %lld on the source",
@@ -1299,7 +1346,7 @@ static const char *check_child(struct worker *wk, const struct tm__kid_row *k,
     }
     if (type == TM_T_FILE && k->link && check_link(wk, k, path, d, buf, len, cf))
         return buf;
-    return check_attrs(wk, k, d, buf, len, cf);
+    return check_attrs(wk, k, path, d, buf, len, cf);
 }
 
 /* Hands a verify finding to the writer and counts it (a warning, phase
@@ -1309,6 +1356,8 @@ static int verify_report(struct worker *wk, struct tm__result *p)
     struct runner *r = wk->r;
     if (!p)
         return TM_ENOMEM;
+    if (r->cfg->claim && p->kind == TM_R_COPY)
+        p->lease = -1; /* another worker may have recorded it first */
     pthread_mutex_lock(&r->mu);
     r->problems += strcmp(p->phase, "verify") == 0;
     pthread_mutex_unlock(&r->mu);
@@ -1649,6 +1698,15 @@ static int run_one(struct worker *wk, struct task *t)
 
     tm__aerr_clear(&wk->ae);
     wk->err_src = 0;
+    if (t->reclaimed && (t->stage == ST_COPY_DEPTH || t->stage == ST_LINKS)) {
+        /* what the worker that held it may have left (it died, or froze
+         * and will find its temporary gone) */
+        rc = tm__adapter_remove_tmp(r->cfg->ad[TM_DST], t->path, t->type,
+                                    t->old_key, &wk->ae);
+        if (rc < 0 && wk->ae.cls == TM_ERR_FATAL)
+            return rc;
+        tm__aerr_clear(&wk->ae);
+    }
     if (t->stage == ST_COPY_DEPTH || t->stage == ST_LINKS)
         rc = copy_task(wk, t, &res);
     else if (t->stage == ST_ATTRS)
@@ -1692,6 +1750,8 @@ static void run_task(struct tm__job *j)
         struct task *next = NULL;
         int rc = !wk || stopping(r) || atomic_load(&r->quitting) ? TM_ESTOPPED
                                                                  : run_one(wk, t);
+        if (!rc && t->lease && (t->stage == ST_ATTRS || t->stage == ST_VERIFY))
+            r->cfg->claim->ended(r->cfg->claim->ctx, t->lease);
         pthread_mutex_lock(&r->mu);
         r->finished++;
         if (rc && rc != TM_ESTOPPED)
@@ -1719,11 +1779,17 @@ static void on_commit(void *ctx, const struct tm__result *list)
 {
     struct runner *r = ctx;
     const struct tm__result *x;
-    int64_t n = 0;
-    for (x = list; x; x = x->next)
+    int64_t n = 0, lost = 0;
+    for (x = list; x; x = x->next) {
         n += x->kind == TM_R_COPY;
+        if (x->kind == TM_R_COPY && x->lease > 0) {
+            r->cfg->claim->ended(r->cfg->claim->ctx, x->lease);
+            lost += x->lease_lost;
+        }
+    }
     pthread_mutex_lock(&r->mu);
     r->committed += n;
+    r->cfg->lease_lost += lost;
     pthread_cond_signal(&r->cv_coord);
     pthread_mutex_unlock(&r->mu);
 }
@@ -1734,6 +1800,7 @@ struct fetched {
     int stage;             /* enum stage */
     struct task **buf;     /* out */
     int n;                 /* tasks made */
+    int64_t lease;         /* claimed tasks: their lease */
 };
 
 static int fetch_one(void *ctx, const struct tm__task_row *row)
@@ -1784,17 +1851,57 @@ static int fetch_one(void *ctx, const struct tm__task_row *row)
     return 0;
 }
 
-/* Reads the next page of the stage after *last into buf; returns the
- * count or an error. Without r->mu. */
+/* A claimed task (tm__exec_claim's row): as fetch_one, with its lease. */
+static int claimed_one(void *ctx, const struct tm__task_row *row, const char *old_key)
+{
+    struct fetched *f = ctx;
+    struct task *t;
+    int rc = fetch_one(ctx, row), i;
+    if (rc)
+        return rc;
+    t = f->buf[f->n - 1];
+    t->lease = f->lease;
+    if (old_key && strlen(old_key) == 2 * TM_KEY_LEN) {
+        t->reclaimed = 1;
+        for (i = 0; i < 2 * TM_KEY_LEN; i++) {
+            char c = old_key[i];
+            int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : 0;
+            t->old_key[i / 2] = (unsigned char)(i % 2 ? (t->old_key[i / 2] << 4) | v : v);
+        }
+    }
+    return 0;
+}
+
+/* Reads the next page of the stage after *last into buf (or, with
+ * cfg->claim, claims the next batch); returns the count or an error.
+ * Without r->mu. */
 static int fetch(struct runner *r, int stage, int depth, int64_t *last,
                  struct task **buf)
 {
-    struct fetched f = { r, stage, buf, 0 };
+    struct fetched f = { r, stage, buf, 0, 0 };
     int kind = stage == ST_COPY_DEPTH ? TM_TASKS_COPY
                : stage == ST_LINKS    ? TM_TASKS_LINKS
                : stage == ST_ATTRS    ? TM_TASKS_ATTRS
                                       : TM_TASKS_VERIFY;
-    int rc = tm__tasks_rows(r->q, kind, depth, *last, PAGE, fetch_one, &f);
+    int rc;
+    if (r->cfg->claim) {
+        const struct tm__exec_claim *c = r->cfg->claim;
+        int lim = c->batch > 0 && c->batch < PAGE ? c->batch : PAGE;
+        f.lease = 0;
+        rc = c->claim(c->ctx, kind, depth, lim, &f.lease, claimed_one, &f);
+        if (rc >= 0) {
+            int i;
+            for (i = 0; i < f.n; i++)
+                buf[i]->lease = f.lease;
+            return f.n;
+        }
+        tm__buf_reset(r->cfg->err);
+        tm__buf_add(r->cfg->err, c->err->buf, c->err->len);
+        while (f.n-- > 0)
+            task_free(buf[f.n]);
+        return rc;
+    }
+    rc = tm__tasks_rows(r->q, kind, depth, *last, PAGE, fetch_one, &f);
     if (rc) {
         if (rc != TM_ENOMEM) {
             tm__buf_reset(r->cfg->err);
@@ -2007,8 +2114,12 @@ static int record_depth(struct runner *r, int depth)
 static int run_stage(struct runner *r, int stage, int depth, struct task **buf,
                      int64_t t0, int64_t *last_report)
 {
-    int64_t last = 0;
+    const struct tm__exec_claim *claim = r->cfg->claim;
+    int64_t last = 0, next_claim = 0;
     int done_fetching = 0, rc = 0;
+    /* with leases, a small window: tasks held but not begun are tasks
+     * other workers cannot take */
+    size_t low = claim ? (size_t)(claim->batch > 1 ? claim->batch / 2 : 1) : PAGE;
 
     r->stage = stage;
     r->depth = depth;
@@ -2018,7 +2129,7 @@ static int run_stage(struct runner *r, int stage, int depth, struct task **buf,
             return r->fatal ? r->fatal : rc;
         if (stopping(r))
             return TM_ESTOPPED;
-        if (!done_fetching && r->len < PAGE) {
+        if (!done_fetching && r->len < low && tm__now_ns() >= next_claim) {
             int n;
             pthread_mutex_unlock(&r->mu);
             n = fetch(r, stage, depth, &last, buf);
@@ -2039,7 +2150,31 @@ static int run_stage(struct runner *r, int stage, int depth, struct task **buf,
                 return rc;
             }
             r->fetched += n;
-            done_fetching = n < PAGE;
+            if (!claim) {
+                done_fetching = n < PAGE;
+            } else if (n == 0) {
+                /* nothing to claim now: the stage is over when nothing
+                 * of it is left with anyone (a lease that expires is
+                 * claimed again); else look again in a while */
+                next_claim = tm__now_ns() + CLAIM_POLL_NS;
+                if (r->len == 0 && r->in_flight == 0 &&
+                    (stage == ST_ATTRS || stage == ST_VERIFY ||
+                     r->committed >= r->fetched)) {
+                    int kind = stage == ST_COPY_DEPTH ? TM_TASKS_COPY
+                               : stage == ST_LINKS    ? TM_TASKS_LINKS
+                               : stage == ST_ATTRS    ? TM_TASKS_ATTRS
+                                                      : TM_TASKS_VERIFY;
+                    pthread_mutex_unlock(&r->mu);
+                    n = claim->left(claim->ctx, kind, depth);
+                    pthread_mutex_lock(&r->mu);
+                    if (n < 0) {
+                        tm__buf_reset(r->cfg->err);
+                        tm__buf_add(r->cfg->err, claim->err->buf, claim->err->len);
+                        return n;
+                    }
+                    done_fetching = n == 0;
+                }
+            }
             dispatch(r);
             continue;
         }
@@ -2048,7 +2183,8 @@ static int run_stage(struct runner *r, int stage, int depth, struct task **buf,
             ((stage != ST_COPY_DEPTH && stage != ST_LINKS) ||
              r->committed >= r->fetched))
             return 0;
-        if (done_fetching && r->len == 0 && r->in_flight == 0) {
+        if ((done_fetching || claim) && r->len == 0 && r->in_flight == 0 &&
+            r->committed < r->fetched) {
             pthread_mutex_unlock(&r->mu);
             tm__writer_flush(r->w);
             pthread_mutex_lock(&r->mu);
@@ -2148,6 +2284,10 @@ int tm__exec_run(struct tm__exec_cfg *cfg)
                  : cfg->ad[1]->mtime_precision;
     tm__attr_rule_init(&r.rule, cfg->ad[TM_SRC], cfg->ad[TM_DST], cfg->owner,
                        cfg->owner_discovered);
+    r.rule.xattrs = r.rule.xattrs && cfg->xattrs;
+    /* verify's listings of the destination give each node's extended
+     * attributes' digest, compared with the source's */
+    cfg->ad[TM_DST]->list_xattrs = cfg->mode == TM_EXEC_VERIFY && r.rule.xattrs;
     r.folder_attrs = cfg->ad[TM_DST]->set_attr != NULL;
     tm__buf_init(&r.fatal_msg);
     pthread_mutex_init(&r.mu, NULL);

@@ -17,6 +17,31 @@
 
 enum tm__exec_mode { TM_EXEC_COPY = 0, TM_EXEC_VERIFY };
 
+struct tm__task_row;
+
+/* treemig worker: where a copy takes its tasks when several processes run
+ * it together (src/migration/worker.c, over store/lease_q.c). Every
+ * method may be called from the coordinator; ended from any thread. */
+struct tm__exec_claim {
+    /* Claims at most limit tasks of kind (TM_TASKS_COPY, _LINKS, _ATTRS)
+     * at depth: row(rctx, r, old_key) for each (old_key: the temporary
+     * names' key, hex, of the worker whose lease expired, or NULL); the
+     * count, or an error (message in the hook's err). */
+    int (*claim)(void *ctx, int kind, int depth, int limit, int64_t *lease,
+                 int (*row)(void *rctx, const struct tm__task_row *r,
+                            const char *old_key),
+                 void *rctx);
+    /* 1 when tasks of kind at depth are not done yet (by anyone), 0 when
+     * none, or an error. */
+    int (*left)(void *ctx, int kind, int depth);
+    /* A task of lease is over (its outcome committed, or for the folders'
+     * attributes, done). */
+    void (*ended)(void *ctx, int64_t lease);
+    void *ctx;          /* the methods' context */
+    int batch;          /* tasks per claim */
+    struct tm__buf *err; /* the methods' messages */
+};
+
 struct tm__exec_cfg {
     int mode;                    /* enum tm__exec_mode */
     struct tm__adapter *ad[2];   /* source and destination */
@@ -63,6 +88,10 @@ struct tm__exec_cfg {
     double bwlimit;              /* bytes per second per side; 0: none */
     double tpslimit;             /* operations per second per side; 0: none */
     int64_t limit_waited_ns;     /* out: time the limits held workers back */
+    const struct tm__exec_claim *claim; /* copy: tasks come from leases
+                                    (treemig worker); NULL: from tasks.c */
+    int64_t lease_lost;          /* out: outcomes dropped because another
+                                    worker's lease held the node */
 };
 
 /* Runs the pass: 0 when done (cfg->problems counts what went wrong),

@@ -45,6 +45,10 @@ struct tm_migration {
                                or NULL */
     double bwlimit;         /* copy/verify: bytes per second per side */
     double tpslimit;        /* copy/verify: operations per second per side */
+    const struct tm__exec_claim *claim; /* copy: tasks come from leases
+                               (PostgreSQL, worker.c), or NULL */
+    int64_t lease_lost;     /* the last copy's outcomes dropped because
+                               another worker's lease held the node */
 };
 
 /* ---- migration.c: the handle ---- */
@@ -115,6 +119,26 @@ int tm__mig_log_settings(tm_migration *m, const char *level, const char *udp_lev
 /* Checks the logging options given, before anything is created. */
 int tm__mig_check_log_options(tm_migration *m, const tm_discover_options *o);
 void tm__mig_log_release(tm_migration *m);
+
+/* ---- run.c, worker.c: the copy, alone or with workers ---- */
+
+struct tm__adapter;
+/* Runs the engine's copy or verify (mode) on m with the options o, the
+ * storages ad and the status st; *problems gets what went wrong. */
+int tm__mig_run_exec(tm_migration *m, int mode, const tm_exec_options *o,
+                     struct tm__adapter *ad[2], const tm_status *st,
+                     int64_t *problems);
+struct tm__lease_hook;
+/* Starts the leases of the copy run run (hex key) for this process, its
+ * temporary names from tmp_key (hex), lease_s seconds (0: 30), batches
+ * sized for workers operations in flight; connects to m's database. */
+int tm__lease_hook_start(struct tm__lease_hook **out, tm_migration *m,
+                         const char *run, const char *tmp_key, int lease_s,
+                         int workers);
+/* What the engine calls (cfg->claim). */
+const struct tm__exec_claim *tm__lease_hook_claim(struct tm__lease_hook *h);
+/* Marks what is done, stops the renewal, frees h (NULL is fine). */
+void tm__lease_hook_stop(struct tm__lease_hook *h);
 
 /* ---- yaml.c: the YAML file of the migration ---- */
 

@@ -461,6 +461,7 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             tm__mig_get_i64(db, "max_size"), tm__mig_get_i64(db, "mtime_min"),
             tm__mig_get_i64(db, "mtime_max"), stored_compare(db),
             (int64_t)tm__mig_get_int(db, "modify_window", 0) * 1000000000,
+            !tm__mig_get_int(db, "no_xattrs", 0),
         };
         rc = tm__mig_log_settings(m, o.log_level, o.udp_level, o.udp_addr, o.log_public,
                                   &lc);

@@ -159,6 +159,7 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
     }
     cfg.bwlimit = m->bwlimit;
     cfg.tpslimit = m->tpslimit;
+    cfg.claim = m->claim;
     cfg.total_files = st->copy.pending;
     cfg.total_bytes = st->copy.bytes_pending;
     if (mode == TM_EXEC_VERIFY) {
@@ -188,8 +189,45 @@ static int run_exec(tm_migration *m, int mode, const tm_exec_options *o,
         rc = tm__exec_run(&cfg);
         tm__mig_log_release(m);
         *problems = cfg.problems;
+        m->lease_lost = cfg.lease_lost;
         return rc;
     }
+}
+
+int tm__mig_run_exec(tm_migration *m, int mode, const tm_exec_options *o,
+                     struct tm__adapter *ad[2], const tm_status *st,
+                     int64_t *problems)
+{
+    return run_exec(m, mode, o, ad, st, NULL, problems);
+}
+
+static void key_hex(const unsigned char key[TM_KEY_LEN], char out[2 * TM_KEY_LEN + 1]);
+
+/* On a PostgreSQL database the copy is leased, so that workers (tm_worker)
+ * may join it: the run's key and the options they need go to the
+ * migration table, and this process claims its tasks as they do. */
+static int start_leases(tm_migration *m, const tm_exec_options *o,
+                        const unsigned char key[TM_KEY_LEN],
+                        struct tm__lease_hook **h)
+{
+    char hex[2 * TM_KEY_LEN + 1], opts[64];
+    int rc, workers = o->workers > 0 ? o->workers
+                                     : 2 * tm__mig_get_int(m->store.db, "workers", 4);
+    *h = NULL;
+    if (!tm__db_is_pg(tm__store_conn(&m->store)))
+        return 0;
+    key_hex(key, hex);
+    snprintf(opts, sizeof opts, "%d %d %d %d", o->no_overwrite, o->update,
+             o->retries, o->workers);
+    rc = tm__store_set(m->store.db, "worker_opts", opts);
+    if (!rc)
+        rc = tm__store_set(m->store.db, "worker_run", hex);
+    if (rc)
+        return tm__mig_setting_fail(m, rc);
+    rc = tm__lease_hook_start(h, m, hex, hex, 0, workers);
+    if (!rc)
+        m->claim = tm__lease_hook_claim(*h);
+    return rc;
 }
 
 /* What copy and verify do first: check the handle, take the options (or
@@ -324,6 +362,7 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
     char from[32];
     int64_t problems = 0;
     struct item_log il;
+    struct tm__lease_hook *leases = NULL;
     int rc, started = 0, logged = 0;
 
     rc = exec_start(m, opt, &o, &st);
@@ -365,8 +404,13 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
         started = 1;
         rc = tm__mig_set_phase(m, PH_COPYING);
     }
+    if (!rc)
+        rc = start_leases(m, &o, run_key, &leases);
     if (!rc) {
         rc = run_exec(m, TM_EXEC_COPY, &o, ad, &st, logged ? &il : NULL, &problems);
+        m->claim = NULL;
+        tm__lease_hook_stop(leases);
+        leases = NULL;
         if (rc == 0) {
             rc = tm__mig_set_phase(m, PH_COPIED);
         } else {
@@ -380,6 +424,8 @@ int tm_copy(tm_migration *m, const tm_exec_options *opt)
                 tm__mig_fail(m, rc, "copy interrupted; run copy again to resume");
         }
     }
+    m->claim = NULL;
+    tm__lease_hook_stop(leases);
     if (started)
         end_run(m, run_key); /* every temporary was renamed or removed */
     if (logged) {
@@ -401,7 +447,10 @@ int tm_verify(tm_migration *m, const tm_exec_options *opt, int64_t *mismatches)
     tm_status st;
     enum tm__phase ph;
     int64_t not_checked = 0;
-    int rc;
+    struct tm__lease_hook *leases = NULL;
+    unsigned char vkey[TM_KEY_LEN];
+    char vhex[2 * TM_KEY_LEN + 1];
+    int rc, pg, leased;
 
     *mismatches = 0;
     rc = exec_start(m, opt, &o, &st);
@@ -422,8 +471,43 @@ int tm_verify(tm_migration *m, const tm_exec_options *opt, int64_t *mismatches)
      * --no-overwrite kept */
     if (!rc)
         rc = tm__q_verify_unchecked(m->store.db, tm__wall_ns(), &not_checked, &m->err);
+    /* on PostgreSQL, workers (tm_worker) may join: the run's key and its
+     * options go to the migration table, this process claims folders as
+     * they do */
+    pg = tm__db_is_pg(tm__store_conn(&m->store));
+    if (!rc && pg && (rc = tm__random(vkey, TM_KEY_LEN)) != 0)
+        tm__mig_fail(m, rc, "cannot make a key for the verify run: %s", tm_strerror(rc));
+    if (!rc && pg) {
+        char opts[16];
+        key_hex(vkey, vhex);
+        snprintf(opts, sizeof opts, "%d %d", o.checksum, o.workers);
+        rc = tm__store_set(m->store.db, "verify_opts", opts);
+        if (!rc)
+            rc = tm__store_set(m->store.db, "verify_run", vhex);
+        if (rc)
+            rc = tm__mig_setting_fail(m, rc);
+        if (!rc)
+            rc = tm__lease_hook_start(&leases, m, vhex, vhex, 0,
+                                      o.workers > 0 ? o.workers
+                                                    : 2 * tm__mig_get_int(m->store.db,
+                                                                          "workers", 4));
+        if (!rc)
+            m->claim = tm__lease_hook_claim(leases);
+    }
     if (!rc)
         rc = run_exec(m, TM_EXEC_VERIFY, &o, ad, &st, NULL, mismatches);
+    m->claim = NULL;
+    leased = leases != NULL;
+    tm__lease_hook_stop(leases);
+    if (pg)
+        tm__store_set(m->store.db, "verify_run", "");
+    if (!rc && leased) {
+        /* what every worker found, each finding once */
+        int64_t n = 0;
+        rc = tm__q_verify_dedupe(m->store.db, &n, &m->err);
+        if (!rc)
+            *mismatches = n - not_checked;
+    }
     /* after the check: a node an earlier verify found wrong that this one
      * did not reach (its folder was not listed) is still wrong as far as
      * anyone knows; it is not checked, and counted too */

@@ -144,6 +144,25 @@ int tm__q_verify_clear(struct tm__db *db, struct tm__buf *err)
                               "'verify-leftover')", err);
 }
 
+int tm__q_verify_dedupe(struct tm__db *db, int64_t *n, struct tm__buf *err)
+{
+    struct tm__stmt *st = NULL;
+    int rc = tm__store_exec(db, "DELETE FROM task_errors WHERE phase = 'verify' AND "
+                                "id NOT IN (SELECT min(id) FROM task_errors WHERE "
+                                "phase = 'verify' GROUP BY node_id, message)", err);
+    *n = 0;
+    if (rc)
+        return rc;
+    rc = tm__db_prepare(db, "SELECT count(*) FROM task_errors WHERE phase = 'verify'",
+                        -1, &st, NULL);
+    if (rc == SQLITE_OK && (rc = tm__db_step(st)) == SQLITE_ROW) {
+        *n = tm__db_column_int64(st, 0);
+        rc = SQLITE_OK;
+    }
+    tm__db_finalize(st);
+    return rc == SQLITE_OK ? 0 : tm__store_error(db, rc, err, "count verify's findings");
+}
+
 int tm__q_verify_unchecked(struct tm__db *db, int64_t now, int64_t *n, struct tm__buf *err)
 {
     char sql[4096];

@@ -59,6 +59,11 @@ int tm__q_verify_clear(struct tm__db *db, struct tm__buf *err);
  * version --no-overwrite kept. *n gets their count (0 on failure). */
 int tm__q_verify_unchecked(struct tm__db *db, int64_t now, int64_t *n, struct tm__buf *err);
 
+/* After a verify by several workers (treemig worker): removes a finding
+ * recorded twice (a folder checked again after its lease expired) and
+ * gives the count of phase verify's task_errors rows in *n. */
+int tm__q_verify_dedupe(struct tm__db *db, int64_t *n, struct tm__buf *err);
+
 /* After the check: records each node an earlier verify found different
  * that this one did not reach; adds their count to *n. */
 int tm__q_verify_unchecked_again(struct tm__db *db, int64_t now, int64_t *n,

@@ -187,7 +187,7 @@ int tm__twins_open(struct tm__twins **out, const char *db_path,
     if (!rc && tm__db_prepare_v3(t->db,
                                   "SELECT name, id, type, size, mtime, "
                                   "traversal_status, copy_status, conflict, mode, "
-                                  "uid, gid FROM src_nodes "
+                                  "uid, gid, xattrs FROM src_nodes "
                                   "WHERE parent_id=?1 AND name>=?2 ORDER BY name",
                                   -1, SQLITE_PREPARE_PERSISTENT, &t->scan,
                                   NULL) != SQLITE_OK)
@@ -257,6 +257,7 @@ int tm__twins_row(struct tm__twins *t, struct tm__twin *out)
                  tm__db_column_type(st, 10) != SQLITE_NULL;
     out->uid = tm__db_column_int64(st, 9);
     out->gid = tm__db_column_int64(st, 10);
+    out->xattrs = (uint64_t)tm__db_column_int64(st, 11);
     return out->type < 0 || out->ts < 0 || out->cs < 0 || out->cf < 0 ? TM_ECORRUPT : 0;
 }
 

@@ -60,6 +60,7 @@ struct tm__twin {
     uint32_t mode;           /* permission bits */
     int owned;               /* 1: uid and gid are known */
     int64_t uid, gid;        /* owner, with owned */
+    uint64_t xattrs;         /* digest of the extended attributes (0: none) */
     int type;                /* enum tm__type */
     int ts, cs, cf;          /* enum tm__ts, tm__cs, tm__cf */
 };

@@ -82,11 +82,19 @@ void tm__q_snapshots(struct tm__db *db, tm_queue_snapshot *out, int max, int *n)
 {
     struct tm__stmt *q;
     *n = 0;
+    /* each queue's last snapshot of each process (treemig worker: several
+     * write them) that reported in the last 5 s of the queue, summed; what
+     * is pending is the largest total any of them saw less what they all
+     * did */
     if (tm__db_prepare(db,
-                           "SELECT queue, time, round, pending, in_flight, done, "
-                           "failed, bytes_done, bytes_pending, items_per_s, "
-                           "bytes_per_s FROM queue_stats WHERE id IN (SELECT "
-                           "max(id) FROM queue_stats GROUP BY queue) ORDER BY queue",
+                           "SELECT queue, max(time), max(round), max(pending + done)"
+                           " - sum(done), sum(in_flight), sum(done), sum(failed), "
+                           "sum(bytes_done), max(bytes_pending + bytes_done) - "
+                           "sum(bytes_done), sum(items_per_s), sum(bytes_per_s) "
+                           "FROM queue_stats q WHERE id IN (SELECT max(id) FROM "
+                           "queue_stats GROUP BY queue, host, pid) AND time >= "
+                           "(SELECT max(time) FROM queue_stats r WHERE r.queue = "
+                           "q.queue) - 5000000000 GROUP BY queue ORDER BY queue",
                            -1, &q, NULL) != SQLITE_OK)
         return; /* an older state file without the columns: no snapshots */
     while (tm__db_step(q) == SQLITE_ROW && *n < max) {
@@ -103,6 +111,10 @@ void tm__q_snapshots(struct tm__db *db, tm_queue_snapshot *out, int max, int *n)
         x->bytes_pending = tm__db_column_int64(q, 8);
         x->items_per_s = tm__db_column_double(q, 9);
         x->bytes_per_s = tm__db_column_double(q, 10);
+        if (x->pending < 0)
+            x->pending = 0;
+        if (x->bytes_pending < 0)
+            x->bytes_pending = 0;
     }
     tm__db_finalize(q);
 }

@@ -118,6 +118,25 @@ const char *tm__phase_name(enum tm__phase p)
     " mode INTEGER, copy_status TEXT, conflict TEXT);"                       \
     "CREATE INDEX IF NOT EXISTS prev_src_nodes_path ON prev_src_nodes(path);"
 
+/* Many workers, one migration (treemig worker, PostgreSQL): a lease is
+ * one batch of tasks a worker claimed for one stage ('copy:KEY:DEPTH',
+ * 'links:KEY:DEPTH', 'attrs:KEY'); each source node points at the lease
+ * that holds it (lease_id). expires is the server's clock in ms, NULL
+ * when the batch is done; queue snapshots name their worker (schema
+ * version 9, step "leases"). */
+#define LEASES_SQL                                                           \
+    "CREATE TABLE IF NOT EXISTS leases(id INTEGER PRIMARY KEY,"              \
+    " stage TEXT NOT NULL, worker TEXT NOT NULL, host TEXT NOT NULL,"        \
+    " pid INTEGER NOT NULL, tmp_key TEXT, expires INTEGER);"                 \
+    "CREATE INDEX IF NOT EXISTS leases_worker ON leases(worker);"            \
+    "ALTER TABLE src_nodes ADD COLUMN lease_id INTEGER;"                     \
+    "ALTER TABLE queue_stats ADD COLUMN host TEXT;"                          \
+    "ALTER TABLE queue_stats ADD COLUMN pid INTEGER;"
+/* The digest of a source file's or folder's extended attributes and ACLs
+ * (tm__xattr_hash, as a signed integer), where it has some (NULL: none,
+ * or not read): discovery compares its twin's with it. */
+#define XATTRS_SQL "ALTER TABLE src_nodes ADD COLUMN xattrs INTEGER;"
+
 /* Brings a state file of version i up to version i + 1 (index i - 1). */
 static const char *const upgrade_sql[TM_SCHEMA_VERSION - 1] = {
     LISTING_POS_SQL,
@@ -127,6 +146,8 @@ static const char *const upgrade_sql[TM_SCHEMA_VERSION - 1] = {
     CONTENT_HASH_SQL,
     MIRROR_SQL,
     PASSES_SQL,
+    LEASES_SQL,
+    XATTRS_SQL,
 };
 
 static const char schema_sql[] =
@@ -138,7 +159,8 @@ static const char schema_sql[] =
     " depth INTEGER NOT NULL, traversal_status TEXT NOT NULL,"
     " copy_status TEXT NOT NULL, conflict TEXT,"
     " attempts INTEGER NOT NULL DEFAULT 0, error TEXT, uid INTEGER,"
-    " gid INTEGER, dev INTEGER, ino INTEGER, nlink INTEGER, hash INTEGER);"
+    " gid INTEGER, dev INTEGER, ino INTEGER, nlink INTEGER, hash INTEGER,"
+    " xattrs INTEGER);"
     "CREATE UNIQUE INDEX src_nodes_child ON src_nodes(parent_id, name);"
     INODE_INDEX_SQL
     "CREATE INDEX src_nodes_frontier ON src_nodes(depth, id)"
@@ -172,7 +194,7 @@ static const char schema_sql[] =
     " queue TEXT NOT NULL, round INTEGER, pending INTEGER, in_flight INTEGER,"
     " done INTEGER, failed INTEGER, items_per_s REAL, bytes_per_s REAL,"
     " bytes_done INTEGER, bytes_pending INTEGER);"
-    LISTING_POS_SQL UPLOADS_SQL MIRROR_SQL PASSES_SQL;
+    LISTING_POS_SQL UPLOADS_SQL MIRROR_SQL PASSES_SQL LEASES_SQL;
 
 /* Review: exclusions after discovery and the review_* views
  * (docs/state-file.md). Part of every new state file; review.c also runs
@@ -508,10 +530,21 @@ static int stopped_cleanly(struct tm__store *s)
     return clean;
 }
 
+/* The page size of a new state file. 8 KiB pages, not SQLite's 4 KiB:
+ * a discovery writes each node row into a page once or twice and the WAL
+ * writes every dirty page of a commit; with 8 KiB pages it takes half the
+ * WAL frames, write(2) calls and b-tree pages, and the writer thread about
+ * 8% less CPU (docs/BENCHMARKS.md). A file made before keeps its own:
+ * SQLite reads the page size from the file's header. */
+#define PAGE_SIZE_SQL "PRAGMA page_size=8192"
+
 static int create_schema(struct tm__store *s, struct tm__buf *err)
 {
     char sql[128];
-    int rc = tm__store_exec(s->db, "BEGIN IMMEDIATE", err);
+    /* before the first table: the file is still empty */
+    int rc = tm__store_exec(s->db, PAGE_SIZE_SQL, err);
+    if (!rc)
+        rc = tm__store_exec(s->db, "BEGIN IMMEDIATE", err);
     if (rc)
         return rc;
     rc = tm__store_exec(s->db, schema_sql, err);
@@ -669,6 +702,15 @@ int tm__store_open(struct tm__store *s, const char *given, unsigned flags,
 
     if (tm__db_is_pg(given))
         return tm__store_open_pg(s, given, flags, err);
+    if (flags & TM_OPEN_SHARED) {
+        memset(s, 0, sizeof *s);
+        s->lock_fd = -1;
+        tm__buf_addf(err, "%s is an SQLite state file, which one process writes: "
+                     "several workers need a PostgreSQL state database (--db "
+                     "postgresql://...); on one machine, run copy with more "
+                     "--workers", given);
+        return TM_EINVAL;
+    }
     pthread_once(&sqlite_once, sqlite_setup);
     memset(s, 0, sizeof *s);
     s->lock_fd = -1;
@@ -865,6 +907,20 @@ int tm__stats_add(struct tm__stats_delta *d, const struct tm__stat_key *k,
     return 0;
 }
 
+/* qsort's order of stats rows: by table, then key. */
+static int stat_row_cmp(const void *a, const void *b)
+{
+    const struct tm__stat_key *x = &((const struct tm__stat_delta_row *)a)->key;
+    const struct tm__stat_key *y = &((const struct tm__stat_delta_row *)b)->key;
+    int d[5] = { x->table - y->table, x->depth - y->depth, x->type - y->type,
+                 x->status - y->status, x->conflict - y->conflict };
+    int i;
+    for (i = 0; i < 5; i++)
+        if (d[i])
+            return d[i] < 0 ? -1 : 1;
+    return 0;
+}
+
 int tm__stats_apply(struct tm__db *db, struct tm__stats_delta *d)
 {
     static const char *const sql[3] = {
@@ -879,6 +935,10 @@ int tm__stats_apply(struct tm__db *db, struct tm__stats_delta *d)
     size_t i;
     int rc = SQLITE_OK;
 
+    /* every writer takes the rows' locks in one order (PostgreSQL, several
+     * workers): no two commits wait for each other in a circle */
+    if (d->n > 1)
+        qsort(d->rows, d->n, sizeof *d->rows, stat_row_cmp);
     for (i = 0; i < d->n && rc == SQLITE_OK; i++) {
         const struct tm__stat_delta_row *r = &d->rows[i];
         int t = r->key.table;

@@ -151,7 +151,7 @@ int tm__store_open_pg(struct tm__store *s, const char *uri, unsigned flags,
         free(msg);
         goto fail;
     }
-    if (write) {
+    if (write && !(flags & TM_OPEN_SHARED)) {
         int locked = 0;
         rc = tm__db_pg_lock(s->db, 1953327463, &locked);
         if (rc != SQLITE_OK) {

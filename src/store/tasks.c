@@ -47,7 +47,7 @@ static const char *const tasks_sql[Q_COUNT] = {
     "'file' AND s.copy_status != 'already_existed' THEN (SELECT l.path FROM "
     "src_nodes l WHERE l.id = (SELECT g.id "
     GROUP_SQL " ORDER BY g.depth, g.id LIMIT 1) AND l.id != s.id AND "
-    "l.copy_status = 'successful') END, s.hash "
+    "l.copy_status = 'successful') END, s.hash, s.xattrs "
     "FROM src_nodes s WHERE s.parent_id = ?1 AND s.name > ?2 AND (s.copy_status IN "
     "('successful', 'already_existed') OR (s.copy_status = 'failed' AND "
     "s.error LIKE 'verify: %')) ORDER BY s.name LIMIT ?3",
@@ -107,6 +107,42 @@ const char *tm__tasks_errmsg(struct tm__tasks *q)
     return q->err.buf;
 }
 
+int tm__tasks_decode(struct tm__stmt *st, int kind, struct tm__task_row *rp)
+{
+    struct tm__task_row r;
+    const char *cf = (const char *)tm__db_column_text(st, 7), *pcf;
+    r.id = tm__db_column_int64(st, 0);
+    r.path = (const char *)tm__db_column_text(st, 1);
+    r.depth = tm__db_column_int(st, 2);
+    r.type = tm__name_index(tm__type_names, TM_T_COUNT,
+                            (const char *)tm__db_column_text(st, 3));
+    r.size = tm__db_column_int64(st, 4);
+    r.mtime = tm__db_column_int64(st, 5);
+    r.mode = (uint32_t)tm__db_column_int64(st, 6);
+    r.cf = cf ? tm__name_index(tm__cf_names, CF_COUNT, cf) : CF_NONE;
+    r.parent_cs = tm__name_index(tm__cs_names, CS_COUNT,
+                                 (const char *)tm__db_column_text(st, 8));
+    r.why = (const char *)tm__db_column_text(st, 9);
+    pcf = (const char *)tm__db_column_text(st, 10);
+    r.parent_cf = pcf ? tm__name_index(tm__cf_names, CF_COUNT, pcf) : CF_NONE;
+    r.resume = kind == TM_TASKS_COPY ? tm__db_column_blob(st, 11) : NULL;
+    r.resume_len = r.resume ? (size_t)tm__db_column_bytes(st, 11) : 0;
+    r.link = NULL;
+    r.link_cs = -1;
+    if (kind == TM_TASKS_LINKS) {
+        r.link = (const char *)tm__db_column_text(st, 12);
+        r.link_cs = tm__name_index(tm__cs_names, CS_COUNT,
+                                   (const char *)tm__db_column_text(st, 13));
+    }
+    *rp = r;
+    if (!r.path || (kind == TM_TASKS_LINKS && !r.link))
+        return TM_ENOMEM;
+    if (r.type < 0 || r.cf < 0 || r.parent_cs < 0 || r.parent_cf < 0 ||
+        (kind == TM_TASKS_LINKS && r.link_cs < 0))
+        return TM_ECORRUPT;
+    return 0;
+}
+
 int tm__tasks_rows(struct tm__tasks *q, int kind, int depth, int64_t after,
                    int limit, int (*cb)(void *ctx, const struct tm__task_row *r),
                    void *ctx)
@@ -122,36 +158,8 @@ int tm__tasks_rows(struct tm__tasks *q, int kind, int depth, int64_t after,
     tm__db_bind_int(st, 3, limit);
     while (!err && (rc = tm__db_step(st)) == SQLITE_ROW) {
         struct tm__task_row r;
-        const char *cf = (const char *)tm__db_column_text(st, 7), *pcf;
-        r.id = tm__db_column_int64(st, 0);
-        r.path = (const char *)tm__db_column_text(st, 1);
-        r.depth = tm__db_column_int(st, 2);
-        r.type = tm__name_index(tm__type_names, TM_T_COUNT,
-                                (const char *)tm__db_column_text(st, 3));
-        r.size = tm__db_column_int64(st, 4);
-        r.mtime = tm__db_column_int64(st, 5);
-        r.mode = (uint32_t)tm__db_column_int64(st, 6);
-        r.cf = cf ? tm__name_index(tm__cf_names, CF_COUNT, cf) : CF_NONE;
-        r.parent_cs = tm__name_index(tm__cs_names, CS_COUNT,
-                                     (const char *)tm__db_column_text(st, 8));
-        r.why = (const char *)tm__db_column_text(st, 9);
-        pcf = (const char *)tm__db_column_text(st, 10);
-        r.parent_cf = pcf ? tm__name_index(tm__cf_names, CF_COUNT, pcf) : CF_NONE;
-        r.resume = kind == TM_TASKS_COPY ? tm__db_column_blob(st, 11) : NULL;
-        r.resume_len = r.resume ? (size_t)tm__db_column_bytes(st, 11) : 0;
-        r.link = NULL;
-        r.link_cs = -1;
-        if (kind == TM_TASKS_LINKS) {
-            r.link = (const char *)tm__db_column_text(st, 12);
-            r.link_cs = tm__name_index(tm__cs_names, CS_COUNT,
-                                       (const char *)tm__db_column_text(st, 13));
-        }
-        if (!r.path || (kind == TM_TASKS_LINKS && !r.link))
-            err = TM_ENOMEM;
-        else if (r.type < 0 || r.cf < 0 || r.parent_cs < 0 || r.parent_cf < 0 ||
-                 (kind == TM_TASKS_LINKS && r.link_cs < 0))
-            err = TM_ECORRUPT;
-        else
+        err = tm__tasks_decode(st, kind, &r);
+        if (!err)
             err = cb(ctx, &r);
     }
     if (!err && rc != SQLITE_DONE)
@@ -209,6 +217,7 @@ int tm__tasks_kids(struct tm__tasks *q, int64_t parent, const char *after,
         r.has_hash = tm__db_column_type(st, 12) != SQLITE_NULL &&
                      r.cs == CS_ALREADY;
         r.hash = (uint64_t)tm__db_column_int64(st, 12);
+        r.xattrs = (uint64_t)tm__db_column_int64(st, 13);
         if (!r.name || !r.path)
             err = TM_ENOMEM;
         else if (r.type < 0 || r.cs < 0 || r.cf < 0)

@@ -74,6 +74,8 @@ struct tm__kid_row {
     int has_hash;          /* discover --checksum recorded the content
                               hash of this file, already there */
     uint64_t hash;         /* that hash (XXH3-64) */
+    uint64_t xattrs;       /* digest of its extended attributes as
+                              discovered (tm__xattr_hash; 0: none) */
     const char *link;      /* a file of a link group that the copy wrote
                               (not one already there), whose first file
                               the copy wrote too: that file's path (the
@@ -91,6 +93,11 @@ const char *tm__tasks_errmsg(struct tm__tasks *q);
 int tm__tasks_rows(struct tm__tasks *q, int kind, int depth, int64_t after,
                    int limit, int (*cb)(void *ctx, const struct tm__task_row *r),
                    void *ctx);
+/* Reads the current row of st, a query with the columns of kind's query
+ * in tasks.c (lease_q.c's claims have them too), into *r: 0, TM_ENOMEM or
+ * TM_ECORRUPT (a value the state file should not hold). */
+struct tm__stmt;
+int tm__tasks_decode(struct tm__stmt *st, int kind, struct tm__task_row *r);
 /* *depth = the deepest depth that holds a node. */
 int tm__tasks_max_depth(struct tm__tasks *q, int *depth);
 /* Calls cb for at most limit children of folder parent that verify

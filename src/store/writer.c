@@ -24,22 +24,39 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
-enum { ST_INS_SRC, ST_INS_DST, ST_UPD_SRC_F, ST_UPD_DST_F, ST_UPD_COPY,
+enum { ST_UPD_SRC_F, ST_UPD_DST_F, ST_UPD_COPY,
        ST_TASK_ERR, ST_SET, ST_LOG, ST_COPY_DONE, ST_QSTAT, ST_COPY_CF,
-       ST_POS_SET, ST_POS_DEL, ST_UP_SET, ST_UP_DEL, ST_COUNT };
+       ST_POS_SET, ST_POS_DEL, ST_UP_SET, ST_UP_DEL, ST_SEL_SRC, ST_SEL_DST,
+       ST_COPY_DONE_L, ST_COPY_CF_L, ST_LEASE_OF, ST_COUNT };
+
+/* The children of a page are inserted INS_CHUNK rows per statement (one
+ * statement's fixed cost, its start, halt and reset, then counts once
+ * per chunk instead of once per row); what is left over, one row per
+ * statement. A chunk is INSERT OR IGNORE: SQLite keeps a statement journal
+ * (a copy of each page it first touches) for a statement of several rows
+ * that may abort, none for one that cannot; holds_id() then tells a child
+ * there already from an id taken. A chunk is 32 x 19 = 608 parameters,
+ * below every SQLite's limit (999 before 3.32). On PostgreSQL (db_pg.c
+ * binds at most 32 parameters; a round trip per statement costs more than
+ * any of this) every row is one statement. */
+#define INS_CHUNK 32
+
+/* The columns of a node row, per side, in the order bind_node() binds
+ * them. A child listed twice (a page read again after a crash, a storage
+ * that repeats a name) is the same node: kept once, counted once (ON
+ * CONFLICT DO NOTHING on the (parent_id, name) index, or OR IGNORE). */
+#define SRC_COLS 19
+#define DST_COLS 14
+static const char src_ins_head[] =
+    "INTO src_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
+    "traversal_status,copy_status,conflict,error,uid,gid,dev,ino,nlink,xattrs) VALUES";
+static const char dst_ins_head[] =
+    "INTO dst_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
+    "traversal_status,conflict,src_id,uid,gid) VALUES";
 
 static const char *const stmt_sql[ST_COUNT] = {
-    /* a child listed twice (a page read again after a crash, a storage
-     * that repeats a name) is the same node: kept once, counted once */
-    "INSERT INTO src_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
-    "traversal_status,copy_status,conflict,error,uid,gid,dev,ino,nlink) "
-    "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-    "ON CONFLICT(parent_id,name) DO NOTHING",
-    "INSERT INTO dst_nodes(id,parent_id,path,name,type,size,mtime,mode,depth,"
-    "traversal_status,conflict,src_id,uid,gid) "
-    "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-    "ON CONFLICT(parent_id,name) DO NOTHING",
     "UPDATE src_nodes SET traversal_status=?, attempts=attempts+?, error=? "
     "WHERE id=? AND traversal_status='pending'",
     "UPDATE dst_nodes SET traversal_status=?, attempts=attempts+?, error=? "
@@ -52,8 +69,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     "UPDATE src_nodes SET copy_status=?1, attempts=attempts+?2, error=?3 "
     "WHERE id=?4 AND copy_status=?5",
     "INSERT INTO queue_stats(time,queue,round,pending,in_flight,done,failed,"
-    "bytes_done,bytes_pending,items_per_s,bytes_per_s) "
-    "VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+    "bytes_done,bytes_pending,items_per_s,bytes_per_s,host,pid) "
+    "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
     "UPDATE src_nodes SET copy_status=?1, attempts=attempts+?2, error=?3, "
     "conflict=?6 WHERE id=?4 AND copy_status=?5",
     "INSERT OR REPLACE INTO listing_pos(side,folder_id,pos,pages) "
@@ -62,6 +79,17 @@ static const char *const stmt_sql[ST_COUNT] = {
     "DELETE FROM listing_pos WHERE side=? AND folder_id=?",
     "INSERT OR REPLACE INTO uploads(node_id,state,time) VALUES(?,?,?)",
     "DELETE FROM uploads WHERE node_id=?",
+    /* which row holds a child, when a chunk inserted fewer rows than it
+     * had (some were there already) */
+    "SELECT id FROM src_nodes WHERE parent_id=? AND name=?",
+    "SELECT id FROM dst_nodes WHERE parent_id=? AND name=?",
+    /* treemig worker: the outcome counts only while the node is still
+     * held by the worker's lease (a late worker changes nothing) */
+    "UPDATE src_nodes SET copy_status=?1, attempts=attempts+?2, error=?3 "
+    "WHERE id=?4 AND copy_status=?5 AND lease_id=?7",
+    "UPDATE src_nodes SET copy_status=?1, attempts=attempts+?2, error=?3, "
+    "conflict=?6 WHERE id=?4 AND copy_status=?5 AND lease_id=?7",
+    "SELECT lease_id FROM src_nodes WHERE id=?",
 };
 
 /* The WAL's size (frames) at which the checkpointer is woken, and at which
@@ -84,6 +112,9 @@ struct tm__writer {
     struct tm__buf errmsg;     /* its message */
     struct tm__db *db;               /* owned by the thread while it runs */
     struct tm__stmt *st[ST_COUNT]; /* prepared statements */
+    struct tm__stmt *ins[2][2];  /* inserts of nodes per side: [side][0]
+                                   one row, [side][1] INS_CHUNK rows (NULL
+                                   on PostgreSQL) */
     int64_t next_id[2];        /* next node id per side */
     int64_t txn_next_id[2];    /* next_id when the open transaction began */
     struct tm__stats_delta delta; /* stats changes of the open transaction */
@@ -93,6 +124,7 @@ struct tm__writer {
     tm__precommit_cb precommit; /* run before each COMMIT, may be NULL */
     void *precommit_ctx;       /* its context */
     _Atomic int64_t rows;      /* rows committed */
+    char host[256];            /* this machine, for queue_stats */
     int auto_ckpt;             /* the write connection's wal_autocheckpoint
                                   before start, put back at stop */
     sqlite3 *ck_db;            /* the checkpointer's connection, or NULL:
@@ -140,48 +172,46 @@ static int stat_add(struct tm__writer *w, int table, int depth, int type,
     return tm__stats_add(&w->delta, &k, count, bytes);
 }
 
-/* Inserts one child of r; *inserted says whether it was new. */
-static int insert_node(struct tm__writer *w, const struct tm__result *r,
-                       const struct tm__wnode *n, int *inserted)
+/* Binds the row of child n of r, with id, at parameter base + 1 on. */
+static void bind_node(struct tm__stmt *st, int base, const struct tm__result *r,
+                      const struct tm__wnode *n, int64_t id)
 {
-    struct tm__stmt *st = w->st[r->side == TM_SRC ? ST_INS_SRC : ST_INS_DST];
-    int64_t id = w->next_id[r->side];
-    int depth = r->depth + 1, rc;
-    int own = r->side == TM_SRC ? 14 : 13; /* uid, gid: after error or src_id */
-
-    *inserted = 0;
-    tm__db_bind_int64(st, 1, id);
-    tm__db_bind_int64(st, 2, n->parent_id);
-    tm__db_bind_text(st, 3, r->arena.buf + n->path_off, (int)n->path_len,
+    int own = base + (r->side == TM_SRC ? 14 : 13); /* uid, gid: after error
+                                                       or src_id */
+    tm__db_bind_int64(st, base + 1, id);
+    tm__db_bind_int64(st, base + 2, n->parent_id);
+    tm__db_bind_text(st, base + 3, r->arena.buf + n->path_off, (int)n->path_len,
                       SQLITE_STATIC);
-    tm__db_bind_text(st, 4, r->arena.buf + n->name_off, (int)n->name_len,
+    tm__db_bind_text(st, base + 4, r->arena.buf + n->name_off, (int)n->name_len,
                       SQLITE_STATIC);
-    tm__db_bind_text(st, 5, tm__type_names[n->type], -1, SQLITE_STATIC);
-    tm__db_bind_int64(st, 6, n->size);
-    tm__db_bind_int64(st, 7, n->mtime);
-    tm__db_bind_int64(st, 8, n->mode);
-    tm__db_bind_int(st, 9, depth);
-    tm__db_bind_text(st, 10, tm__ts_names[n->ts], -1, SQLITE_STATIC);
+    tm__db_bind_text(st, base + 5, tm__type_names[n->type], -1, SQLITE_STATIC);
+    tm__db_bind_int64(st, base + 6, n->size);
+    tm__db_bind_int64(st, base + 7, n->mtime);
+    tm__db_bind_int64(st, base + 8, n->mode);
+    tm__db_bind_int(st, base + 9, r->depth + 1);
+    tm__db_bind_text(st, base + 10, tm__ts_names[n->ts], -1, SQLITE_STATIC);
     if (r->side == TM_SRC) {
-        tm__db_bind_text(st, 11, tm__cs_names[n->cs], -1, SQLITE_STATIC);
+        tm__db_bind_text(st, base + 11, tm__cs_names[n->cs], -1, SQLITE_STATIC);
         if (n->conflict)
-            tm__db_bind_text(st, 12, tm__cf_names[n->conflict], -1, SQLITE_STATIC);
-        else
-            tm__db_bind_null(st, 12);
-        if (n->why_len)
-            tm__db_bind_text(st, 13, r->arena.buf + n->why_off, (int)n->why_len,
+            tm__db_bind_text(st, base + 12, tm__cf_names[n->conflict], -1,
                               SQLITE_STATIC);
         else
-            tm__db_bind_null(st, 13);
+            tm__db_bind_null(st, base + 12);
+        if (n->why_len)
+            tm__db_bind_text(st, base + 13, r->arena.buf + n->why_off,
+                              (int)n->why_len, SQLITE_STATIC);
+        else
+            tm__db_bind_null(st, base + 13);
     } else {
         if (n->conflict)
-            tm__db_bind_text(st, 11, tm__cf_names[n->conflict], -1, SQLITE_STATIC);
+            tm__db_bind_text(st, base + 11, tm__cf_names[n->conflict], -1,
+                              SQLITE_STATIC);
         else
-            tm__db_bind_null(st, 11);
+            tm__db_bind_null(st, base + 11);
         if (n->src_id)
-            tm__db_bind_int64(st, 12, n->src_id);
+            tm__db_bind_int64(st, base + 12, n->src_id);
         else
-            tm__db_bind_null(st, 12);
+            tm__db_bind_null(st, base + 12);
     }
     if (n->owned) {
         tm__db_bind_int64(st, own, n->uid);
@@ -192,32 +222,26 @@ static int insert_node(struct tm__writer *w, const struct tm__result *r,
     }
     if (r->side == TM_SRC && n->nlink > 1) {
         /* an inode number above 2^63 is kept by its bits */
-        tm__db_bind_int64(st, 16, (int64_t)n->dev);
-        tm__db_bind_int64(st, 17, (int64_t)n->ino);
-        tm__db_bind_int64(st, 18, (int64_t)n->nlink);
+        tm__db_bind_int64(st, base + 16, (int64_t)n->dev);
+        tm__db_bind_int64(st, base + 17, (int64_t)n->ino);
+        tm__db_bind_int64(st, base + 18, (int64_t)n->nlink);
     } else if (r->side == TM_SRC) {
-        tm__db_bind_null(st, 16);
-        tm__db_bind_null(st, 17);
-        tm__db_bind_null(st, 18);
+        tm__db_bind_null(st, base + 16);
+        tm__db_bind_null(st, base + 17);
+        tm__db_bind_null(st, base + 18);
     }
-    rc = tm__db_step(st);
-    tm__db_reset(st);
-    if (rc != SQLITE_DONE) {
-        int e = tm__store_error(w->db, rc, &w->errmsg, "write state file");
-        if ((rc & 0xff) == SQLITE_CONSTRAINT) {
-            /* the id is taken: two writers, or a bug; never merge */
-            tm__buf_reset(&w->errmsg);
-            tm__buf_addf(&w->errmsg, "node %s: id %lld already used in %s_nodes",
-                         r->arena.buf + n->path_off, (long long)id,
-                         r->side == TM_SRC ? "src" : "dst");
-            e = TM_EINTERNAL;
-        }
-        return e;
-    }
-    if (tm__db_changes(w->db) == 0)
-        return 0; /* listed before: the row is there, counted */
-    *inserted = 1;
-    w->next_id[r->side]++;
+    if (r->side == TM_SRC && n->xattrs)
+        tm__db_bind_int64(st, base + 19, (int64_t)n->xattrs);
+    else if (r->side == TM_SRC)
+        tm__db_bind_null(st, base + 19);
+}
+
+/* Counts child n of r, which was inserted, in the stats; a destination
+ * child applies the comparison's verdict to its source twin. */
+static int inserted_node(struct tm__writer *w, const struct tm__result *r,
+                         const struct tm__wnode *n)
+{
+    int depth = r->depth + 1, rc;
     if (r->side == TM_SRC) {
         rc = stat_add(w, 0, depth, n->type, n->ts, 0, 1, n->size);
         if (!rc)
@@ -249,6 +273,82 @@ static int insert_node(struct tm__writer *w, const struct tm__result *r,
     return rc;
 }
 
+/* Whether child n of r, given id when inserted, holds it: a chunk that
+ * inserted fewer rows than it had tells which by this. A child with no
+ * row at all was not a child listed before: its id was taken (two
+ * writers, or a bug), which the chunk's OR IGNORE let pass; never merge. */
+static int holds_id(struct tm__writer *w, const struct tm__result *r,
+                    const struct tm__wnode *n, int64_t id, int *yes)
+{
+    struct tm__stmt *st = w->st[r->side == TM_SRC ? ST_SEL_SRC : ST_SEL_DST];
+    int rc;
+    tm__db_bind_int64(st, 1, n->parent_id);
+    tm__db_bind_text(st, 2, r->arena.buf + n->name_off, (int)n->name_len,
+                      SQLITE_STATIC);
+    rc = tm__db_step(st);
+    *yes = rc == SQLITE_ROW && tm__db_column_int64(st, 0) == id;
+    tm__db_reset(st);
+    if (rc == SQLITE_ROW)
+        return 0;
+    if (rc != SQLITE_DONE)
+        return tm__store_error(w->db, rc, &w->errmsg, "read state file");
+    tm__buf_reset(&w->errmsg);
+    tm__buf_addf(&w->errmsg, "node %s: id %lld already used in %s_nodes",
+                 r->arena.buf + n->path_off, (long long)id,
+                 r->side == TM_SRC ? "src" : "dst");
+    return TM_EINTERNAL;
+}
+
+/* Inserts children first .. first + k - 1 of r (k is 1 or INS_CHUNK) in
+ * one statement, with the next ids of the side; counts those that were
+ * new in r->inserted. A child that was there already (ON CONFLICT, or
+ * OR IGNORE in a chunk) leaves its id unused: ids stay unique and
+ * increasing, not dense. An id taken fails the one-row insert (a
+ * constraint) and a chunk's holds_id(). */
+static int insert_nodes(struct tm__writer *w, struct tm__result *r, size_t first,
+                        size_t k)
+{
+    struct tm__stmt *st = w->ins[r->side][k > 1];
+    int cols = r->side == TM_SRC ? SRC_COLS : DST_COLS;
+    int64_t id = w->next_id[r->side];
+    size_t j, changed;
+    int rc;
+
+    for (j = 0; j < k; j++)
+        bind_node(st, (int)j * cols, r, &r->nodes[first + j], id + (int64_t)j);
+    rc = tm__db_step(st);
+    tm__db_reset(st);
+    if (rc != SQLITE_DONE) {
+        int e = tm__store_error(w->db, rc, &w->errmsg, "write state file");
+        if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+            /* an id is taken: two writers, or a bug; never merge */
+            tm__buf_reset(&w->errmsg);
+            tm__buf_addf(&w->errmsg, "node %s: id %lld already used in %s_nodes",
+                         r->arena.buf + r->nodes[first].path_off, (long long)id,
+                         r->side == TM_SRC ? "src" : "dst");
+            e = TM_EINTERNAL;
+        }
+        return e;
+    }
+    changed = (size_t)tm__db_changes(w->db);
+    w->next_id[r->side] += (int64_t)k;
+    for (j = 0; j < k; j++) {
+        int yes = 1;
+        rc = 0;
+        if (k == 1)
+            yes = changed == 1; /* 0: listed before, the row is there */
+        else if (changed < k)
+            rc = holds_id(w, r, &r->nodes[first + j], id + (int64_t)j, &yes);
+        if (!rc && yes) {
+            r->inserted++;
+            rc = inserted_node(w, r, &r->nodes[first + j]);
+        }
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 static int task_error(struct tm__writer *w, const struct tm__result *r)
 {
     struct tm__stmt *te = w->st[ST_TASK_ERR];
@@ -268,14 +368,14 @@ static int task_error(struct tm__writer *w, const struct tm__result *r)
 static int apply_listing(struct tm__writer *w, struct tm__result *r)
 {
     struct tm__stmt *st;
-    size_t i;
-    int rc = 0, ins;
+    size_t i = 0;
+    int rc = 0;
 
     r->inserted = 0;
-    for (i = 0; !rc && i < r->n_nodes; i++) {
-        rc = insert_node(w, r, &r->nodes[i], &ins);
-        r->inserted += ins;
-    }
+    for (; !rc && w->ins[r->side][1] && i + INS_CHUNK <= r->n_nodes; i += INS_CHUNK)
+        rc = insert_nodes(w, r, i, INS_CHUNK);
+    for (; !rc && i < r->n_nodes; i++)
+        rc = insert_nodes(w, r, i, 1);
     if (rc)
         return rc;
     if (!r->final) {
@@ -320,11 +420,15 @@ static int apply_listing(struct tm__writer *w, struct tm__result *r)
 }
 
 /* A copy task's outcome: the node's copy status, counted exactly. */
-static int apply_copy(struct tm__writer *w, const struct tm__result *r)
+static int apply_copy(struct tm__writer *w, struct tm__result *r)
 {
-    struct tm__stmt *st = w->st[r->cf_change ? ST_COPY_CF : ST_COPY_DONE];
+    int leased = r->lease > 0;
+    struct tm__stmt *st = w->st[r->cf_change ? (leased ? ST_COPY_CF_L : ST_COPY_CF)
+                                             : (leased ? ST_COPY_DONE_L : ST_COPY_DONE)];
     int new_cf = r->cf_change ? r->new_cf : r->cf;
-    int rc;
+    int rc, changed;
+    if (leased)
+        tm__db_bind_int64(st, 7, r->lease);
     if (r->cf_change) {
         if (new_cf)
             tm__db_bind_text(st, 6, tm__cf_names[new_cf], -1, SQLITE_STATIC);
@@ -342,7 +446,31 @@ static int apply_copy(struct tm__writer *w, const struct tm__result *r)
     rc = step_done(w, st);
     if (rc)
         return rc;
-    if (tm__db_changes(w->db) != 1) {
+    changed = tm__db_changes(w->db); /* before another statement runs */
+    if (changed != 1 && r->lease < 0) {
+        /* a finding of a verify by workers that another one recorded
+         * first (the folder's lease expired and it was checked again) */
+        r->lease_lost = 1;
+        return 0;
+    }
+    if (changed != 1 && leased) {
+        /* another worker's lease holds the node now (this one's expired):
+         * its outcome stands, this one is dropped */
+        struct tm__stmt *q = w->st[ST_LEASE_OF];
+        int64_t holder = 0;
+        tm__db_bind_int64(q, 1, r->folder_id);
+        rc = tm__db_step(q);
+        if (rc == SQLITE_ROW)
+            holder = tm__db_column_int64(q, 0);
+        tm__db_reset(q);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            return tm__store_error(w->db, rc, &w->errmsg, "read a node's lease");
+        if (holder != r->lease) {
+            r->lease_lost = 1;
+            return 0;
+        }
+    }
+    if (changed != 1) {
         tm__buf_reset(&w->errmsg);
         tm__buf_addf(&w->errmsg, "node %s was not %s", r->path ? r->path : "?",
                      tm__cs_names[r->old_cs]);
@@ -409,6 +537,8 @@ static int apply(struct tm__writer *w, struct tm__result *r)
             tm__db_bind_int64(st, 3 + i, r->stat[i]);
         tm__db_bind_double(st, 10, r->rate[0]);
         tm__db_bind_double(st, 11, r->rate[1]);
+        tm__db_bind_text(st, 12, w->host, -1, SQLITE_STATIC);
+        tm__db_bind_int64(st, 13, (int64_t)getpid());
         return step_done(w, st);
     }
     default:
@@ -728,6 +858,50 @@ static void ckpt_stop(struct tm__writer *w)
     sqlite3_wal_autocheckpoint(tm__db_sqlite(w->db), w->auto_ckpt);
 }
 
+/* Prepares the inserts of nodes: per side, one row and INS_CHUNK rows. */
+static int prepare_inserts(struct tm__writer *w)
+{
+    struct tm__buf sql = TM__BUF_INIT;
+    int side, big, rc = 0;
+    int chunks = tm__db_sqlite(w->db) != NULL; /* see INS_CHUNK */
+    for (side = 0; !rc && side < 2; side++) {
+        int cols = side == TM_SRC ? SRC_COLS : DST_COLS;
+        for (big = 0; !rc && big <= chunks; big++) {
+            int rows = big ? INS_CHUNK : 1, i, c;
+            tm__buf_reset(&sql);
+            rc = tm__buf_adds(&sql, big ? "INSERT OR IGNORE " : "INSERT ");
+            if (!rc)
+                rc = tm__buf_adds(&sql, side == TM_SRC ? src_ins_head : dst_ins_head);
+            for (i = 0; !rc && i < rows; i++) {
+                rc = tm__buf_adds(&sql, i ? ",(?" : "(?");
+                for (c = 1; !rc && c < cols; c++)
+                    rc = tm__buf_adds(&sql, ",?");
+                if (!rc)
+                    rc = tm__buf_addch(&sql, ')');
+            }
+            if (!rc && !big)
+                rc = tm__buf_adds(&sql, " ON CONFLICT(parent_id,name) DO NOTHING");
+            if (rc)
+                break;
+            rc = tm__db_prepare_v3(w->db, sql.buf, -1, SQLITE_PREPARE_PERSISTENT,
+                                   &w->ins[side][big], NULL);
+            if (rc != SQLITE_OK)
+                rc = tm__store_error(w->db, rc, NULL, "prepare");
+        }
+    }
+    tm__buf_release(&sql);
+    return rc;
+}
+
+static void finalize_all(struct tm__writer *w)
+{
+    int i;
+    for (i = 0; i < ST_COUNT; i++)
+        tm__db_finalize(w->st[i]);
+    for (i = 0; i < 4; i++)
+        tm__db_finalize(w->ins[i / 2][i % 2]);
+}
+
 int tm__writer_start(struct tm__writer **out, struct tm__db *db, const int64_t next_id[2],
                      size_t max_rows, tm__commit_cb on_commit, void *ctx)
 {
@@ -743,6 +917,8 @@ int tm__writer_start(struct tm__writer **out, struct tm__db *db, const int64_t n
     w->max_rows = max_rows;
     w->on_commit = on_commit;
     w->ctx = ctx;
+    if (gethostname(w->host, sizeof w->host - 1) != 0)
+        snprintf(w->host, sizeof w->host, "unknown");
     tm__buf_init(&w->errmsg);
     for (i = 0; i < ST_COUNT; i++) {
         rc = tm__db_prepare_v3(db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
@@ -752,6 +928,9 @@ int tm__writer_start(struct tm__writer **out, struct tm__db *db, const int64_t n
             goto fail;
         }
     }
+    rc = prepare_inserts(w);
+    if (rc)
+        goto fail;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv_work, NULL);
     pthread_cond_init(&w->cv_space, NULL);
@@ -767,8 +946,7 @@ int tm__writer_start(struct tm__writer **out, struct tm__db *db, const int64_t n
     *out = w;
     return 0;
 fail:
-    for (i = 0; i < ST_COUNT; i++)
-        tm__db_finalize(w->st[i]);
+    finalize_all(w);
     free(w);
     return rc;
 }
@@ -841,7 +1019,7 @@ int64_t tm__writer_rows(struct tm__writer *w)
 
 int tm__writer_stop(struct tm__writer *w, struct tm__buf *err)
 {
-    int rc, i;
+    int rc;
     pthread_mutex_lock(&w->mu);
     w->stopping = 1;
     pthread_cond_signal(&w->cv_work);
@@ -853,8 +1031,7 @@ int tm__writer_stop(struct tm__writer *w, struct tm__buf *err)
         tm__buf_reset(err);
         tm__buf_add(err, w->errmsg.buf, w->errmsg.len);
     }
-    for (i = 0; i < ST_COUNT; i++)
-        tm__db_finalize(w->st[i]);
+    finalize_all(w);
     tm__stats_release(&w->delta);
     tm__buf_release(&w->errmsg);
     pthread_mutex_destroy(&w->mu);

@@ -34,6 +34,8 @@ struct tm__wnode {
     int64_t uid, gid;       /* owner, with owned */
     uint64_t dev, ino;      /* source files: the inode, with nlink > 1 */
     uint32_t nlink;         /* its links (0 or 1: not recorded) */
+    uint64_t xattrs;        /* source rows: digest of the extended
+                               attributes (0: none, NULL) */
     int8_t type;            /* enum tm__type */
     int8_t ts;              /* enum tm__ts */
     int8_t cs;              /* enum tm__cs (source rows) */
@@ -106,6 +108,13 @@ struct tm__result {
     double rate[2];           /* TM_R_QSTAT: items/s, bytes/s */
     int64_t inserted;         /* TM_R_LISTING, set by the writer: children
                                  inserted (a child listed twice is not) */
+    int64_t lease;            /* TM_R_COPY: the lease (treemig worker) that
+                                 must still hold the node for the outcome
+                                 to count; 0: none; -1: a verify finding
+                                 (workers) dropped when the node is not
+                                 old_cs any more */
+    int8_t lease_lost;        /* set by the writer: another worker's lease
+                                 held the node, this outcome was dropped */
 };
 
 void tm__result_free(struct tm__result *r);

@@ -222,10 +222,13 @@ def check_damaged_pages(base, trees):
         raise tmtest.Skip('the discovery ended before it could be interrupted')
     with open(db, 'rb') as f:
         data = bytearray(f.read())
-    pages = len(data) // 4096
+    # the page size from the file's header (bytes 16-17, big-endian; 1: 64 KiB)
+    size = int.from_bytes(data[16:18], 'big')
+    size = 65536 if size == 1 else size
+    pages = len(data) // size
     rng = random.Random(99)
     for pg in (pages // 3, pages // 2, pages - 2):
-        data[pg * 4096:(pg + 1) * 4096] = bytes(rng.randrange(256) for _ in range(4096))
+        data[pg * size:(pg + 1) * size] = bytes(rng.randrange(256) for _ in range(size))
     with open(db, 'wb') as f:
         f.write(data)
     before = statecheck.file_hash(db)

@@ -40,7 +40,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tmtest  # noqa: E402
-from tmtest import Skip, expect_eq, expect_rc, fail, run  # noqa: E402
+from tmtest import Skip, expect_eq, expect_rc, fail, run, show  # noqa: E402
 
 OLD = 978307200 * 10**9          # 2001-01-01: an "old" mtime
 
@@ -516,7 +516,7 @@ def run_hardlinks(R, work):
         c = sqlite3.connect(db)
         try:
             c.execute('DROP INDEX src_nodes_inode')
-            for col in ('dev', 'ino', 'nlink', 'hash'):
+            for col in ('dev', 'ino', 'nlink', 'hash', 'xattrs'):
                 c.execute('ALTER TABLE src_nodes DROP COLUMN %s' % col)
             c.execute('PRAGMA user_version = 4')
             c.commit()
@@ -525,11 +525,11 @@ def run_hardlinks(R, work):
         copy(db)
         c = sqlite3.connect(db)
         try:
-            expect_eq('schema version after the copy', 8,
+            expect_eq('schema version after the copy', 10,
                       c.execute('PRAGMA user_version').fetchone()[0])
             cols = [r[1] for r in c.execute('PRAGMA table_info(src_nodes)')]
-            expect_eq('inode and hash columns added', ['dev', 'ino', 'nlink', 'hash'],
-                      cols[-4:])
+            expect_eq('inode, hash and xattrs columns added',
+                      ['dev', 'ino', 'nlink', 'hash', 'xattrs'], cols[-5:])
             expect_eq('inode index added', 1, c.execute(
                 "SELECT count(*) FROM sqlite_master WHERE name = 'src_nodes_inode'"
             ).fetchone()[0])
@@ -544,7 +544,8 @@ def run_hardlinks(R, work):
 # --------------------------------------------------------------------------
 # extended attributes and POSIX ACLs
 
-KEPT_NS = ('user.', 'trusted.', 'system.posix_acl_access', 'system.posix_acl_default')
+KEPT_NS = ('user.', 'trusted.', 'system.posix_acl_access', 'system.posix_acl_default') + (
+    ('security.',) if os.geteuid() == 0 else ())
 
 
 def xattr_walk(root):
@@ -593,6 +594,8 @@ def xattr_tree(src):
     os.setxattr(os.path.join(src, 'd'), 'user.folder', b'of a folder')
     if os.geteuid() == 0:
         os.setxattr(f, 'trusted.secret', b'root only')
+        # security.* (as root: the destination here accepts it)
+        os.setxattr(f, 'security.treemig', b'a label')
     if not shutil.which('setfacl'):
         fail('setfacl is missing (the acl package: scripts/deps.sh test)')
     for args in (['-m', 'u:65534:r,g:65534:rw', f],
@@ -608,6 +611,44 @@ def xattr_tree(src):
     os.utime(os.path.join(src, 'd'), ns=(OLD, OLD))
 
 
+# syscall() with 464 (getxattrat) and 465 (listxattrat) failing as on a
+# kernel before 6.13; each one counted as a byte appended to $SHIM_COUNT
+SHIM_C = r'''
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+long syscall(long n, ...)
+{
+    static long (*real)(long, ...);
+    va_list ap;
+    long a[6];
+    int i;
+    va_start(ap, n);
+    for (i = 0; i < 6; i++)
+        a[i] = va_arg(ap, long);
+    va_end(ap);
+    if (n == 464 || n == 465) {
+        const char *p = getenv("SHIM_COUNT");
+        int fd = p ? open(p, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600) : -1;
+        if (fd >= 0) {
+            (void)!write(fd, "x", 1);
+            close(fd);
+        }
+        errno = ENOSYS;
+        return -1;
+    }
+    if (!real)
+        real = (long (*)(long, ...))dlsym(RTLD_NEXT, "syscall");
+    return real(n, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+'''
+
+
 def run_xattrs(R, work):
     def check():
         top, src, dst, db = fresh(work, 'xattrs')
@@ -621,8 +662,8 @@ def run_xattrs(R, work):
         expect_eq('getfacl -R', getfacl(src), getfacl(dst))
         rsync_agrees(src, dst, '-aHAXn')
         verify(db)
-    R.check('extended attributes (user.*, trusted.*) and ACLs (access, default) '
-            'are copied (rsync -aHAXn, getfacl -R, listxattr agree)', check)
+    R.check('extended attributes (user.*, trusted.* and security.* as root) and '
+            'ACLs (access, default) are copied (rsync -aHAXn, getfacl -R, listxattr agree)', check)
 
     def check_no_xattrs():
         top, src, dst, db = fresh(work, 'no-xattrs')
@@ -634,6 +675,145 @@ def run_xattrs(R, work):
         verify(db)
     R.check('discover --no-xattrs: none is copied', check_no_xattrs)
 
+    def check_compared():
+        # a destination with the same contents and mtimes but not the same
+        # attributes: discovery finds each file and folder whose attributes
+        # differ ('attrs'), the copy sets them in place (the files' inodes
+        # stay), verify passes, and finds an attribute changed afterwards
+        top, src, dst, db = fresh(work, 'xattrs-compared')
+        xattr_tree(src)
+        put(src, 'same', b'same attributes', mtime=OLD)
+        os.setxattr(os.path.join(src, 'same'), 'user.k', b'v')
+        if not shutil.which('rsync'):
+            fail('rsync is not installed (scripts/deps.sh test installs it)')
+        # rsync -a without -A -X: contents, modes and mtimes, no attribute
+        cp = subprocess.run(['rsync', '-a', src + '/', dst + '/'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            timeout=tmtest.TIMEOUT)
+        expect_eq('rsync -a exit', 0, cp.returncode)
+        os.setxattr(os.path.join(dst, 'same'), 'user.k', b'v')
+        os.setxattr(os.path.join(dst, 'plain'), 'user.stale', b'only here')
+        ino = {rel: os.lstat(os.path.join(dst, rel)).st_ino
+               for rel in ('f', 'plain', 'same', 'd/g')}
+        discover(db, src, dst)
+        expect_eq('review --list attrs', ['/d', '/f', '/plain'],
+                  sorted(review_list(db, 'attrs')))
+        copy(db)
+        want = xattr_walk(src)
+        want['.'] = xattr_walk(dst)['.']
+        expect_eq('attributes after the copy (os.listxattr)', want, xattr_walk(dst))
+        expect_eq('getfacl -R after the copy', getfacl(src), getfacl(dst))
+        rsync_agrees(src, dst, '-aHAXn')
+        expect_eq('inodes of the files (attributes set in place, not rewritten)',
+                  ino, {rel: os.lstat(os.path.join(dst, rel)).st_ino for rel in ino})
+        verify(db)
+        # changed on the destination after the copy: verify says so
+        os.setxattr(os.path.join(dst, 'f'), 'user.color', b'red')
+        cp = run(['verify', '--db', db])
+        if cp.returncode == 0:
+            fail('verify passed with user.color changed on the destination')
+        if b'/f' not in cp.stdout + cp.stderr or \
+                b'extended attributes' not in cp.stdout + cp.stderr:
+            fail('verify does not name /f and its attributes: %r' %
+                 (cp.stdout + cp.stderr)[-600:])
+        # and the copy puts it back (retry of what verify failed)
+        expect_rc(run(['retry', '--db', db, '--quiet']), 0, 'retry')
+        expect_eq('user.color after the retry', b'blue',
+                  os.getxattr(os.path.join(dst, 'f'), 'user.color'))
+        verify(db)
+    R.check('extended attributes and ACLs compared: discovery lists those that '
+            'differ as attrs, the copy sets them in place, verify finds one '
+            'changed on the destination', check_compared)
+
+    def check_security_own():
+        # a destination's own security.* attribute (an SELinux label on
+        # every new file) is neither a difference nor removed; the
+        # source's security.* is still copied
+        if os.geteuid() != 0:
+            raise Skip('security.* attributes: root only')
+        top, src, dst, db = fresh(work, 'xattrs-security')
+        put(src, 'same', b'same', mtime=OLD)
+        os.setxattr(os.path.join(src, 'same'), 'user.k', b'v')
+        put(src, 'new', b'new', mtime=OLD)
+        os.setxattr(os.path.join(src, 'new'), 'security.treemig', b'label')
+        put(dst, 'same', b'same', mtime=OLD)
+        os.setxattr(os.path.join(dst, 'same'), 'user.k', b'v')
+        os.setxattr(os.path.join(dst, 'same'), 'security.dstonly', b'its own')
+        os.utime(dst, ns=(OLD, OLD))
+        discover(db, src, dst)
+        expect_eq('review --list attrs', {}, review_list(db, 'attrs'))
+        copy(db)
+        expect_eq('the destination\'s own security.* after the copy', b'its own',
+                  os.getxattr(os.path.join(dst, 'same'), 'security.dstonly'))
+        expect_eq('the source\'s security.* copied', b'label',
+                  os.getxattr(os.path.join(dst, 'new'), 'security.treemig'))
+        verify(db)
+    R.check('security.*: copied (root), a destination\'s own neither compared nor '
+            'removed', check_security_own)
+
+    def check_compared_fallback():
+        # a kernel without listxattrat/getxattrat (before 6.13): the
+        # listing reads the attributes through /proc/self/fd instead. An
+        # LD_PRELOAD shim makes syscall(464/465) fail with ENOSYS (and
+        # counts them), the rest as in check_compared
+        cc = shutil.which('cc') or shutil.which('gcc')
+        if not cc:
+            fail('no C compiler for the ENOSYS shim (build-essential)')
+        top, src, dst, db = fresh(work, 'xattrs-fallback')
+        shim_c, shim = os.path.join(top, 'shim.c'), os.path.join(top, 'shim.so')
+        count = os.path.join(top, 'count')
+        with open(shim_c, 'w') as f:
+            f.write(SHIM_C)
+        cp = subprocess.run([cc, '-shared', '-fPIC', '-o', shim, shim_c, '-ldl'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            timeout=tmtest.TIMEOUT)
+        if cp.returncode != 0:
+            fail('cc of the shim: %r' % cp.stderr[-400:])
+        xattr_tree(src)
+        cp = subprocess.run(['rsync', '-a', src + '/', dst + '/'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            timeout=tmtest.TIMEOUT)
+        expect_eq('rsync -a exit', 0, cp.returncode)
+        os.setxattr(os.path.join(dst, 'plain'), 'user.stale', b'only here')
+        env = {'LD_PRELOAD': shim, 'SHIM_COUNT': count,
+               # make asan: the shim comes before the ASan runtime
+               'ASAN_OPTIONS': ':'.join(x for x in (os.environ.get('ASAN_OPTIONS'),
+                                                    'verify_asan_link_order=0') if x)}
+        expect_rc(run(['discover', '--db', db, '--quiet', src, dst], env=env), 0,
+                  'discover (no xattrat)')
+        with open(count) as f:
+            if not f.read():
+                fail('the shim saw no listxattrat/getxattrat call')
+        expect_eq('review --list attrs (no xattrat)', ['/d', '/f', '/plain'],
+                  sorted(review_list(db, 'attrs')))
+        expect_rc(run(['copy', '--db', db, '--yes', '--quiet'], env=env), 0, 'copy')
+        want = xattr_walk(src)
+        want['.'] = xattr_walk(dst)['.']
+        expect_eq('attributes after the copy (no xattrat)', want, xattr_walk(dst))
+        expect_rc(run(['verify', '--db', db, '--quiet'], env=env), 0, 'verify')
+        os.setxattr(os.path.join(dst, 'd/g'), 'user.late', b'x')
+        cp = run(['verify', '--db', db], env=env)
+        if cp.returncode == 0 or b'/d/g' not in cp.stdout + cp.stderr:
+            fail('verify (no xattrat) missed an attribute added to /d/g: %s' % show(cp))
+    R.check('without listxattrat/getxattrat (ENOSYS): compared through /proc/self/fd '
+            'as well', check_compared_fallback)
+
+    def check_compared_no_xattrs():
+        top, src, dst, db = fresh(work, 'xattrs-not-compared')
+        xattr_tree(src)
+        cp = subprocess.run(['rsync', '-a', src + '/', dst + '/'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            timeout=tmtest.TIMEOUT)
+        expect_eq('rsync -a exit', 0, cp.returncode)
+        discover(db, src, dst, '--no-xattrs')
+        expect_eq('review --list attrs with --no-xattrs', {},
+                  review_list(db, 'attrs'))
+        copy(db)
+        os.setxattr(os.path.join(dst, 'f'), 'user.color', b'red')
+        verify(db)
+    R.check('discover --no-xattrs: attributes are not compared either (discovery, '
+            'verify)', check_compared_no_xattrs)
+
     def check_refused():
         # a destination that keeps no extended attribute (ramfs): the files
         # are copied, and each refusal is said on its node
@@ -641,6 +821,10 @@ def run_xattrs(R, work):
         put(src, 'f', b'x', mtime=OLD)
         os.setxattr(os.path.join(src, 'f'), 'user.color', b'blue')
         put(src, 'plain', b'y', mtime=OLD)
+        if os.geteuid() == 0:
+            # security.* too (root): refused as well, said as well
+            put(src, 'sec', b'z', mtime=OLD)
+            os.setxattr(os.path.join(src, 'sec'), 'security.treemig', b'label')
         in_namespace('mount -t ramfs ramfs "$4"; "$1" discover --db "$2" --quiet '
                      '"$3" "$4"; "$1" copy --db "$2" --yes --quiet; '
                      'test "$(cat "$4/f")" = x', tmtest.TREEMIG, db, src, dst)
@@ -651,10 +835,14 @@ def run_xattrs(R, work):
                         'SELECT path, copy_status, error FROM src_nodes WHERE depth = 1')}
         finally:
             conn.close()
-        expect_eq('the nodes after the copy to ramfs', {
-            '/f': ('successful', 'copied without the extended attributes the '
-                   'destination refused: user.color: operation not supported'),
-            '/plain': ('successful', None)}, rows)
+        want = {'/f': ('successful', 'copied without the extended attributes the '
+                       'destination refused: user.color: operation not supported'),
+                '/plain': ('successful', None)}
+        if os.geteuid() == 0:
+            want['/sec'] = ('successful', 'copied without the extended attributes '
+                            'the destination refused: security.treemig: operation '
+                            'not supported')
+        expect_eq('the nodes after the copy to ramfs', want, rows)
     R.check('a destination that refuses extended attributes: copied, the refusal '
             'said on the node', check_refused)
 

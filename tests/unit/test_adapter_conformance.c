@@ -1577,6 +1577,108 @@ static void c_mkdir(struct fx *fx)
     assert_int_equal(got->n, 1);
 }
 
+/* The content of the file at path must be want (n bytes). */
+static void content_is(struct tm__adapter *a, const char *path, const char *want,
+                       size_t n)
+{
+    unsigned char buf[64];
+    struct tm__entry st;
+    size_t got = slurp(a, path, buf, sizeof buf, &st);
+    assert_int_equal(got, n);
+    assert_memory_equal(buf, want, n);
+}
+
+/* remove (the mirror; optional): only the node discovery recorded (type,
+ * a file's size and mtime) is removed, a folder only when empty; what
+ * differs is TM_ECHANGED and stays, nothing there is TM_ENOENT; with a
+ * backup folder a file is moved there, its path kept. */
+static void c_remove(struct fx *fx)
+{
+    const int64_t t = 1600000000000000000LL;
+    struct ents *got = &fx->l[0];
+    struct tm__entry st, want;
+    struct tm__aerr e;
+
+    if (!fx->a->remove)
+        skip_because(fx, "no remove");
+    mkdir_ok(fx->a, "/r");
+    put(fx->a, "/r/f", "abc", 3, t, 0644);
+    mkdir_ok(fx->a, "/r/d");
+    put(fx->a, "/r/d/g", "g", 1, t, 0644);
+    stat_ok(fx->a, "/r/f", &want);
+    /* not what discovery recorded: kept */
+    want.size = 4;
+    assert_aerr(tm__adapter_remove(fx->a, "/r/f", &want, NULL, &e), &e,
+                TM_ECHANGED, TM_ERR_NODE);
+    want.size = 3;
+    want.type = TM_T_FOLDER;
+    assert_aerr(tm__adapter_remove(fx->a, "/r/f", &want, NULL, &e), &e,
+                TM_ECHANGED, TM_ERR_NODE);
+    want.type = TM_T_FILE;
+    content_is(fx->a, "/r/f", "abc", 3);
+    assert_ok(tm__adapter_remove(fx->a, "/r/f", &want, NULL, &e), &e);
+    assert_aerr(tm__adapter_stat(fx->a, "/r/f", &st, &e), &e, TM_ENOENT,
+                TM_ERR_NODE);
+    assert_int_equal(tm__adapter_remove(fx->a, "/r/f", &want, NULL, &e), TM_ENOENT);
+    /* a folder that is not empty: kept, with what it holds */
+    stat_ok(fx->a, "/r/d", &want);
+    assert_aerr(tm__adapter_remove(fx->a, "/r/d", &want, NULL, &e), &e,
+                TM_ECHANGED, TM_ERR_NODE);
+    content_is(fx->a, "/r/d/g", "g", 1);
+    stat_ok(fx->a, "/r/d/g", &st);
+    assert_ok(tm__adapter_remove(fx->a, "/r/d/g", &st, NULL, &e), &e);
+    assert_ok(tm__adapter_remove(fx->a, "/r/d", &want, NULL, &e), &e);
+    assert_aerr(tm__adapter_stat(fx->a, "/r/d", &st, &e), &e, TM_ENOENT,
+                TM_ERR_NODE);
+    if (fx->a->caps & TM_CAP_SYMLINKS) {
+        assert_ok(tm__adapter_symlink(fx->a, "/r/l", "d", t, 0, &e), &e);
+        stat_ok(fx->a, "/r/l", &st);
+        assert_ok(tm__adapter_remove(fx->a, "/r/l", &st, NULL, &e), &e);
+    }
+    /* with a backup folder: the file goes there, its path kept, and
+     * replaces what an earlier run left there */
+    put(fx->a, "/r/x", "old", 3, t, 0644);
+    mkdir_ok(fx->a, "/.bk");
+    mkdir_ok(fx->a, "/.bk/r");
+    put(fx->a, "/.bk/r/x", "stale", 5, t, 0644);
+    stat_ok(fx->a, "/r/x", &want);
+    assert_ok(tm__adapter_remove(fx->a, "/r/x", &want, "/.bk", &e), &e);
+    assert_aerr(tm__adapter_stat(fx->a, "/r/x", &st, &e), &e, TM_ENOENT,
+                TM_ERR_NODE);
+    content_is(fx->a, "/.bk/r/x", "old", 3);
+    list_ok(fx->a, "/r", got);
+    assert_int_equal(got->n, 0);
+}
+
+/* backup (--backup-dir; optional): the file at path goes to dir + path,
+ * the folders on the way made; a folder is TM_EISDIR, nothing there
+ * TM_ENOENT. */
+static void c_backup(struct fx *fx)
+{
+    const int64_t t = 1600000000000000000LL;
+    struct tm__entry st;
+    struct tm__aerr e;
+
+    if (!fx->a->backup)
+        skip_because(fx, "no backup");
+    mkdir_ok(fx->a, "/b");
+    mkdir_ok(fx->a, "/b/sub");
+    put(fx->a, "/b/sub/y", "yy", 2, t, 0644);
+    assert_ok(tm__adapter_backup(fx->a, "/b/sub/y", "/keep/old", &e), &e);
+    assert_aerr(tm__adapter_stat(fx->a, "/b/sub/y", &st, &e), &e, TM_ENOENT,
+                TM_ERR_NODE);
+    content_is(fx->a, "/keep/old/b/sub/y", "yy", 2);
+    stat_ok(fx->a, "/keep/old/b/sub/y", &st);
+    assert_int_equal(st.size, 2);
+    assert_true(same_mtime(st.mtime, t, fx->a->mtime_precision));
+    assert_aerr(tm__adapter_backup(fx->a, "/b/sub", "/keep/old", &e), &e,
+                TM_EISDIR, TM_ERR_NODE);
+    assert_int_equal(tm__adapter_backup(fx->a, "/b/none", "/keep/old", &e),
+                     TM_ENOENT);
+    stat_ok(fx->a, "/b/sub", &st);
+    assert_int_equal(st.type, TM_T_FOLDER);
+}
+
 /* mkdir_attr (optional): the folder made has its mode and mtime at once;
  * writing into it, files or folders, changes neither; a folder there
  * already is given them; a file there is TM_EEXIST, a missing parent
@@ -1942,7 +2044,7 @@ static int fk_list_next(struct tm__lister *l, tm__list_cb cb, void *ctx, int *mo
                         struct tm__aerr *e)
 {
     struct fake *f = (struct fake *)l->a;
-    struct tm__entry en = { "ok", 2, TM_T_FILE, 1, 0, 0644, 0, 0, 0, 0, 0, 0, 0 };
+    struct tm__entry en = { "ok", 2, TM_T_FILE, 1, 0, 0644, 0, 0, 0, 0, 0, 0, 0, 0 };
     int rc;
     (void)e;
     *more = 0;
@@ -2243,6 +2345,8 @@ static const struct ccase cases[] = {
     { "copy_from", c_copy_from, 0 },
     { "mkdir", c_mkdir, 0 },
     { "mkdir_attr", c_mkdir_attr, 0 },
+    { "remove", c_remove, 0 },
+    { "backup", c_backup, 0 },
     { "errors", c_errors, 0 },
     { "bad_paths", c_bad_paths, 0 },
     { "error_classes", c_error_classes, 0 },

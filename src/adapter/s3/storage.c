@@ -1604,6 +1604,112 @@ out:
     return rc;
 }
 
+/* ---- the mirror (treemig delete) and --backup-dir ---- */
+
+/* 1 when a key other than the folder's own marker is under the folder
+ * key (its "name/" marker key, mlen bytes), 0 when none, or an error. */
+static int folder_has_children(struct s3a *a, const char *marker, size_t mlen,
+                               struct tm__aerr *e)
+{
+    struct tm__s3_list_req q;
+    struct tm__s3_page pg;
+    struct tm__s3_err se;
+    size_t i;
+    int rc;
+    memset(&q, 0, sizeof q);
+    q.prefix = marker;
+    q.max_keys = 2; /* the marker comes first when it is there */
+    rc = tm__s3_list(a->s, a->bucket, &q, &pg, &se);
+    if (rc)
+        return aerr(e, &se, rc);
+    for (i = 0, rc = 0; i < pg.n_objects && !rc; i++)
+        rc = pg.objects[i].key_len != mlen;
+    tm__s3_page_release(&pg);
+    return rc;
+}
+
+/* A server-side copy of the object key (size bytes) to dir + path, then
+ * the object deleted: S3 has no rename. */
+static int move_to_backup(struct s3a *a, const char *key, int64_t size,
+                          const char *path, const char *dir, struct tm__aerr *e)
+{
+    struct tm__buf rel = TM__BUF_INIT, to = TM__BUF_INIT;
+    struct tm__s3_err se;
+    int rc = tm__backup_path(dir, path, &rel);
+    if (!rc)
+        rc = key_of(a, rel.buf, &to);
+    if (!rc)
+        rc = aerr(e, &se, tm__s3_copy(a->s, a->bucket, to.buf, a->bucket, key,
+                                      size, NULL, &se));
+    if (!rc)
+        rc = aerr(e, &se, tm__s3_delete(a->s, a->bucket, key, &se));
+    tm__buf_release(&rel);
+    tm__buf_release(&to);
+    return rc;
+}
+
+static int s3_backup(struct tm__adapter *ad, const char *path, const char *dir,
+                     struct tm__aerr *e)
+{
+    struct s3a *a = (struct s3a *)ad;
+    struct tm__buf k = TM__BUF_INIT;
+    struct tm__entry now;
+    int rc = s3_stat(ad, path, &now, e);
+    if (!rc && now.type == TM_T_FOLDER)
+        rc = node_err(e, TM_EISDIR, "%s is a folder: not moved to the backup "
+                      "folder", path);
+    if (!rc)
+        rc = key_of(a, path, &k);
+    if (!rc)
+        rc = move_to_backup(a, k.buf, now.size, path, dir, e);
+    tm__buf_release(&k);
+    return rc;
+}
+
+/* The mirror: a HEAD (or a listing, for a folder) compared with what
+ * discovery recorded, then DELETE of the object, or of an empty folder's
+ * "name/" marker; with backup a file is copied there first. S3 cannot
+ * make the check and the removal one step (docs/adapters.md). */
+static int s3_remove(struct tm__adapter *ad, const char *path,
+                     const struct tm__entry *want, const char *backup,
+                     struct tm__aerr *e)
+{
+    struct s3a *a = (struct s3a *)ad;
+    struct tm__buf k = TM__BUF_INIT;
+    struct tm__s3_err se;
+    struct tm__entry now;
+    int rc;
+
+    if (!path[1])
+        return node_err(e, TM_EINVAL, "the root is never removed");
+    rc = s3_stat(ad, path, &now, e);
+    if (!rc)
+        rc = tm__remove_check(path, &now, want, e);
+    if (!rc)
+        rc = key_of(a, path, &k);
+    if (rc)
+        goto out;
+    if (now.type == TM_T_FOLDER) {
+        if (tm__buf_addch(&k, '/')) {
+            rc = TM_ENOMEM;
+            goto out;
+        }
+        rc = folder_has_children(a, k.buf, k.len, e);
+        if (rc == 1)
+            rc = node_err(e, TM_ECHANGED, "%s is not empty: it holds what the "
+                          "plan does not (kept)", path);
+        else if (rc == 0)
+            rc = aerr(e, &se, tm__s3_delete(a->s, a->bucket, k.buf, &se));
+    } else if (backup) {
+        rc = move_to_backup(a, k.buf, now.size, path, backup, e);
+    } else {
+        rc = aerr(e, &se, tm__s3_delete(a->s, a->bucket, k.buf, &se));
+    }
+out:
+    tm__buf_release(&k);
+    return rc;
+}
+
 /* ---- what S3 cannot hold ---- */
 
 static int s3_cannot_hold(struct tm__adapter *ad, const char *path, size_t len,
@@ -1774,6 +1880,8 @@ static int s3_kind_open(const char *spec, const struct tm__sopts *o,
     a->base.set_attr = s3_set_attr;
     a->base.forget_write = s3_forget_write;
     a->base.cannot_hold = s3_cannot_hold;
+    a->base.remove = s3_remove;
+    a->base.backup = s3_backup;
     rc = probe(a, spec, err, errlen);
     if (rc) {
         s3_close(&a->base);

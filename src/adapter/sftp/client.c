@@ -1486,6 +1486,28 @@ int tm__sftp_remove(struct tm__sftp_pool *p, const char *path,
     return rc;
 }
 
+int tm__sftp_rmdir(struct tm__sftp_pool *p, const char *path,
+                   struct tm__sftp_err *e)
+{
+    struct tm__sftp_sess *s;
+    struct tm__sftp_attr a;
+    struct tm__sftp_err e2 = { 0 };
+    uint32_t id;
+    int rc = sess_get(p, &s, e);
+    if (rc)
+        return rc;
+    id = begin(s, FXP_RMDIR);
+    put_cstr(s, path);
+    rc = roundtrip_status(s, id, e, "rmdir", path, NULL);
+    /* SFTP v3 has no "not empty": a plain failure, the folder still there */
+    if (rc == TM_EIO && e && e->fx == FX_FAILURE && !s->broken &&
+        do_stat(s, FXP_LSTAT, path, &a, &e2) == 0 && a.type == TM_T_FOLDER)
+        rc = tm__sftp_fail(e, TM_ECHANGED, TM_ERR_NODE, FX_FAILURE,
+                           "rmdir %s: not empty", path);
+    sess_put(p, s);
+    return rc;
+}
+
 static int do_rename(struct tm__sftp_sess *s, const char *from, const char *to,
                      unsigned flags, struct tm__sftp_err *e)
 {

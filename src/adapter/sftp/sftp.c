@@ -321,6 +321,7 @@ static int sftp_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx,
         size_t i;
         for (i = 0; i < n; i++) {
             struct tm__entry en;
+            memset(&en, 0, sizeof en);
             en.name = ents[i].name;
             en.name_len = ents[i].name_len;
             entry_from(&en, &ents[i].attr);
@@ -888,6 +889,141 @@ static int sftp_remove_tmp(struct tm__adapter *a, const char *path, int type,
     return rc ? rc : n;
 }
 
+/* ---- the mirror (treemig delete) and --backup-dir ---- */
+
+/* Makes the folders of the root-relative folder path dir (mode 0700),
+ * each one checked to be a folder, not a symlink (lstat) when it was
+ * already there. */
+static int mkdirs(struct sftp *s, const char *dir, struct tm__aerr *ae)
+{
+    struct tm__buf rel = TM__BUF_INIT, b = TM__BUF_INIT;
+    struct tm__sftp_attr at;
+    struct tm__sftp_err e = { 0 };
+    const char *p = dir;
+    int rc = 0;
+    while (!rc && *p) {
+        size_t n;
+        while (*p == '/')
+            p++;
+        if (!*p)
+            break;
+        n = strcspn(p, "/");
+        if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.')) {
+            rc = tm__aerr_set(ae, TM_EINVAL, "backup folder %s: '.' or '..' "
+                              "in it", dir);
+            break;
+        }
+        if (tm__buf_addch(&rel, '/') || tm__buf_add(&rel, p, n) ||
+            full_path(s, rel.buf, &b)) {
+            rc = TM_ENOMEM;
+            break;
+        }
+        p += n;
+        rc = tm__sftp_mkdir(s->pool, b.buf, 0700, &e);
+        if (rc == TM_EEXIST) {
+            rc = tm__sftp_lstat(s->pool, b.buf, &at, &e);
+            if (!rc && at.type != TM_T_FOLDER)
+                rc = tm__aerr_set(ae, TM_ENOTDIR, "backup folder: %s is a %s, "
+                                  "not a folder", rel.buf, tm__type_names[at.type]);
+            else if (rc)
+                from_err(ae, &e, rc);
+        } else if (rc) {
+            from_err(ae, &e, rc);
+        }
+    }
+    tm__buf_release(&rel);
+    tm__buf_release(&b);
+    return rc;
+}
+
+/* Moves the node at path (its server path from) to dir + path, replacing
+ * what is there (posix-rename where the server has it). */
+static int move_to_backup(struct sftp *s, const char *from, const char *path,
+                          const char *dir, struct tm__aerr *ae)
+{
+    struct tm__buf rel = TM__BUF_INIT, to = TM__BUF_INIT;
+    struct tm__sftp_err e = { 0 };
+    char *slash;
+    int rc = tm__backup_path(dir, path, &rel);
+    if (!rc && (slash = strrchr(rel.buf, '/')) != NULL) {
+        *slash = '\0'; /* its folder first */
+        rc = mkdirs(s, rel.buf, ae);
+        *slash = '/';
+    }
+    if (!rc)
+        rc = full_path(s, rel.buf, &to);
+    if (!rc && (rc = tm__sftp_rename(s->pool, from, to.buf, TM_SFTP_REPLACE, &e)) != 0)
+        from_err(ae, &e, rc);
+    tm__buf_release(&rel);
+    tm__buf_release(&to);
+    return rc;
+}
+
+static int sftp_backup(struct tm__adapter *a, const char *path, const char *dir,
+                       struct tm__aerr *ae)
+{
+    struct sftp *s = (struct sftp *)a;
+    struct tm__buf b = TM__BUF_INIT;
+    struct tm__sftp_attr at;
+    struct tm__sftp_err e = { 0 };
+    int rc = full_path(s, path, &b);
+    if (!rc && (rc = tm__sftp_lstat(s->pool, b.buf, &at, &e)) != 0)
+        from_err(ae, &e, rc);
+    else if (!rc && at.type == TM_T_FOLDER)
+        rc = tm__aerr_set(ae, TM_EISDIR, "%s is a folder: not moved to the "
+                          "backup folder", path);
+    else if (!rc)
+        rc = move_to_backup(s, b.buf, path, dir, ae);
+    tm__buf_release(&b);
+    return rc;
+}
+
+/* The mirror: an lstat compared with what discovery recorded, then
+ * REMOVE, RMDIR (an empty folder) or a rename into the backup folder.
+ * SFTP v3 works by name: a node replaced between the lstat and the
+ * removal is the race it cannot close (docs/adapters.md). */
+static int sftp_remove(struct tm__adapter *a, const char *path,
+                       const struct tm__entry *want, const char *backup,
+                       struct tm__aerr *ae)
+{
+    struct sftp *s = (struct sftp *)a;
+    struct tm__buf b = TM__BUF_INIT;
+    struct tm__sftp_attr at;
+    struct tm__sftp_err e = { 0 };
+    struct tm__entry now;
+    int rc = full_path(s, path, &b);
+
+    if (!rc && !path[1])
+        rc = tm__aerr_set(ae, TM_EINVAL, "the root is never removed");
+    if (!rc && (rc = tm__sftp_lstat(s->pool, b.buf, &at, &e)) != 0) {
+        if (rc == TM_ENOTDIR)
+            rc = tm__aerr_set(ae, TM_ECHANGED, "a folder on the path of %s is "
+                              "no longer a folder", path);
+        else
+            from_err(ae, &e, rc);
+    }
+    if (rc)
+        goto out;
+    memset(&now, 0, sizeof now);
+    entry_from(&now, &at);
+    if ((rc = tm__remove_check(path, &now, want, ae)) != 0)
+        goto out;
+    if (backup && now.type != TM_T_FOLDER)
+        rc = move_to_backup(s, b.buf, path, backup, ae);
+    else if (now.type == TM_T_FOLDER)
+        rc = tm__sftp_rmdir(s->pool, b.buf, &e);
+    else
+        rc = tm__sftp_remove(s->pool, b.buf, &e);
+    if (rc == TM_ECHANGED && now.type == TM_T_FOLDER)
+        rc = tm__aerr_set(ae, TM_ECHANGED, "%s is not empty: it holds what the "
+                          "plan does not (kept)", path);
+    else if (rc && !(backup && now.type != TM_T_FOLDER))
+        from_err(ae, &e, rc);
+out:
+    tm__buf_release(&b);
+    return rc;
+}
+
 static void sftp_close(struct tm__adapter *a)
 {
     struct sftp *s = (struct sftp *)a;
@@ -1265,6 +1401,8 @@ static int sftp_kind_open(const char *spec, const struct tm__sopts *o,
     s->base.root_info = sftp_root_info;
     s->base.set_tmp_key = sftp_set_tmp_key;
     s->base.remove_tmp = sftp_remove_tmp;
+    s->base.remove = sftp_remove;
+    s->base.backup = sftp_backup;
     atomic_init(&s->checked_ns, tm__now_ns());
     atomic_init(&s->gone, 0);
     *out = &s->base;

@@ -219,6 +219,11 @@ int tm__sftp_setstat(struct tm__sftp_pool *p, const char *path,
 /* Removes the file or symlink at path. */
 int tm__sftp_remove(struct tm__sftp_pool *p, const char *path,
                     struct tm__sftp_err *e);
+/* Removes the empty folder at path (RMDIR). TM_ECHANGED when the server
+ * says only FX_FAILURE and the folder is still there (OpenSSH's answer to
+ * a folder that is not empty). */
+int tm__sftp_rmdir(struct tm__sftp_pool *p, const char *path,
+                   struct tm__sftp_err *e);
 /* Renames from to to. TM_SFTP_REPLACE: replacing a file at to, atomically
  * with posix-rename@openssh.com; a server without it gets remove + rename
  * (a moment with nothing at to). Without the flag: TM_EEXIST when to

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# bench/scaleout.sh: the copy of a simulated pair (both sides at 20 ms a
+# call, as storages across a WAN) by 1 process against 4 processes sharing
+# one PostgreSQL state database: `treemig copy` alone, then `treemig copy`
+# plus 3 `treemig worker` (docs/scale-out.md), each with 64 operations in
+# flight. Medians of RUNS; the goal is 4 processes >= 3.2x the copy rate of
+# one (scale-out efficiency >= 80%).
+#
+#   bench/scaleout.sh                 # about 9,400 nodes to copy, RUNS=3
+#   SCALE=0.2 bench/scaleout.sh       # a quick check
+#
+# Environment (besides RUNS, SCALE, TREEMIG: bench/lib.sh):
+#   BENCH_DIR       work dir (default /tmp/treemig-scaleout)
+#   BENCH_SHAPE     the sim shape (default seed=7,depth=4,folders=12,
+#                   files=30 x SCALE,size=2000; the destination keeps 10%)
+#   BENCH_LATENCY   ms per storage call on each side (default 20)
+#   BENCH_INFLIGHT  operations in flight per process (default 64)
+#   BENCH_PROCS     the process counts compared (default "1 4")
+#   PG_BIN          PostgreSQL's programs (default: the newest
+#                   /usr/lib/postgresql/N/bin)
+# Discovery runs once (not measured) into a template database; each run
+# copies from a fresh clone of it (CREATE DATABASE ... TEMPLATE) into an
+# empty overlay. The server runs as nobody when run as root, and is
+# stopped on exit. Exits 1 when a run fails or leaves a node pending.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+WORK=${BENCH_DIR:-/tmp/treemig-scaleout}
+case $WORK in /|/tmp|/tmp/|"$HOME"|"$HOME"/) die "BENCH_DIR=$WORK is too broad: name a dedicated folder" ;; esac
+[[ $WORK = /* ]] || WORK=$PWD/$WORK
+mkdir -p "$WORK"
+bench_init scaleout BENCH_DIR BENCH_SHAPE BENCH_LATENCY BENCH_INFLIGHT BENCH_PROCS
+SHAPE=${BENCH_SHAPE:-seed=7,depth=4,folders=12,files=$(scaled 30 2),size=2000}
+LAT=${BENCH_LATENCY:-20}
+INF=${BENCH_INFLIGHT:-64}
+PROCS=${BENCH_PROCS:-1 4}
+PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
+[[ -x $PG_BIN/initdb ]] || die "no PostgreSQL server programs (apt-get install postgresql)"
+OVL=$WORK/dst.ovl
+SRC="sim:$SHAPE,latency=$LAT"
+DST="sim:$SHAPE,world=dst,keep=0.1,overlay=$OVL,latency=$LAT"
+
+# the server
+PGD=$(mktemp -d "$WORK/pg.XXXXXX")
+chmod 755 "$PGD"
+AS=()
+if [[ $(id -u) == 0 ]]; then
+    chown 65534:65534 "$PGD"
+    AS=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+fi
+stop_pg() {
+    "${AS[@]}" "$PG_BIN/pg_ctl" -D "$PGD/data" -w -s -m fast stop >/dev/null 2>&1 || true
+    rm -rf "$PGD"
+}
+trap stop_pg EXIT
+(cd "$PGD" && "${AS[@]}" "$PG_BIN/initdb" -D "$PGD/data" -U tm -A trust -E UTF8 \
+    --locale=C.UTF-8 >"$LOGS/initdb.log" 2>&1) || die "initdb failed: $LOGS/initdb.log"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >>"$PGD/data/postgresql.conf" <<CONF
+listen_addresses = ''
+port = $PORT
+unix_socket_directories = '$PGD'
+synchronous_commit = off
+CONF
+(cd "$PGD" && "${AS[@]}" "$PG_BIN/pg_ctl" -D "$PGD/data" -w -s -l "$PGD/log" start) ||
+    die "the server did not start: $PGD/log"
+PSQL=("$PG_BIN/psql" -X -q -A -t -h "$PGD" -p "$PORT" -U tm)
+uri() { echo "postgresql:///$1?host=$PGD&port=$PORT&user=tm"; }
+
+say "discovering the pair once into the template database"
+"${PSQL[@]}" -d postgres -c 'CREATE DATABASE base' >/dev/null
+rm -f "$OVL" "$WORK/base.yaml"
+"$TREEMIG" discover --quiet --workers "$INF" --db "$(uri base)" --config "$WORK/base.yaml" \
+    "$SRC" "$DST" >"$LOGS/discover.log" 2>&1 || die "discovery failed: $LOGS/discover.log"
+NODES=$("${PSQL[@]}" -d base -c "SELECT sum(count) FROM copy_stats WHERE copy_status = 'pending'")
+say "$NODES nodes to copy"
+
+# one process, or the copy and N-1 workers that join it once it runs
+cat >"$WORK/together.sh" <<'RUN'
+#!/usr/bin/env bash
+# together.sh N URI INFLIGHT TREEMIG PSQL...: the copy with N processes
+n=$1 uri=$2 inf=$3 tm=$4
+shift 4
+"$tm" copy --db "$uri" --yes --quiet --workers "$inf" &
+pids=($!)
+if ((n > 1)); then
+    for ((i = 0; i < 400; i++)); do
+        [[ $("$@" -c "SELECT count(*) FROM migration WHERE key = 'worker_run' AND
+              (SELECT value FROM migration WHERE key = 'phase') = 'copying'") == 1 ]] && break
+        sleep 0.025
+    done
+    for ((i = 1; i < n; i++)); do
+        "$tm" worker --db "$uri" --quiet --workers "$inf" &
+        pids+=($!)
+    done
+fi
+rc=0
+for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+exit $rc
+RUN
+chmod +x "$WORK/together.sh"
+
+FAIL=0
+cd "$WORK" # the copy's YAML file: run.yaml here
+run_n() {
+    local n=$1 left
+    "${PSQL[@]}" -d postgres -c 'DROP DATABASE IF EXISTS run' -c 'CREATE DATABASE run TEMPLATE base' >/dev/null 2>&1
+    rm -f "$OVL" "$WORK/run.yaml"
+    measure "p$n" "$WORK/together.sh" "$n" "$(uri run)" "$INF" "$TREEMIG" "${PSQL[@]}" -d run
+    left=$("${PSQL[@]}" -d run -c "SELECT count(*) FROM src_nodes WHERE copy_status = 'pending'")
+    [[ ${RC[p$n]} == 0 && $left == 0 ]] || { say "  p$n: exit ${RC[p$n]}, $left nodes pending"; FAIL=1; }
+    say "  p$n: nodes copied per process: $("${PSQL[@]}" -d run -c "SELECT string_agg(c::text, ' ' ORDER BY c DESC) FROM (SELECT count(*) AS c FROM src_nodes s JOIN leases l ON l.id = s.lease_id WHERE l.stage LIKE 'copy:%' GROUP BY l.pid) x")"
+}
+keys=()
+for n in $PROCS; do keys+=("$n"); done
+for ((r = 0; r < RUNS; r++)); do
+    say "run $((r + 1))/$RUNS (load $(load))"
+    while read -r n; do run_n "$n"; done < <(rotate "$r" "${keys[@]}")
+done
+
+rate() { awk -v n="$NODES" -v w="$(median "p$1")" 'BEGIN{ if (w + 0 > 0) printf "%.0f", n / w; else print "-" }'; }
+{
+    header "treemig copy with workers (PostgreSQL state): sim pair at $LAT ms a call, $INF in flight per process, $NODES nodes to copy"
+    printf '  %-12s %-26s %12s %8s\n' processes "wall s, median (range)" "nodes/s" "cpu s"
+    for n in $PROCS; do
+        printf '  %-12s %-26s %12s %8s\n' "$n" "$(stat_of "p$n")" "$(rate "$n")" "${CPU[p$n]}"
+    done
+    set -- $PROCS
+    if [[ $# -ge 2 ]]; then
+        echo "  copy rate, ${!#} processes / $1: $(ratio "$(median "p$1")" "$(median "p${!#}")")  (goal: >= 3.2)"
+    fi
+    echo "  load average at the end: $(load)"
+    echo "  every run complete: $([[ $FAIL == 0 ]] && echo yes || echo NO)"
+} | tee "$WORK/report-scaleout-$(date -u +%Y%m%dT%H%M%SZ).txt"
+exit $FAIL

@@ -1,0 +1,313 @@
+/*
+ * lease_q.c - the leases of treemig worker (lease_q.h), on PostgreSQL.
+ *
+ * A claim is one transaction: a new row of leases, then one UPDATE of
+ * src_nodes whose inner SELECT picks the tasks of the stage that no live
+ * lease holds (none, another stage's, or one whose expiry passed on the
+ * server's clock) with FOR UPDATE SKIP LOCKED, so that workers claiming
+ * at once take different rows instead of waiting for each other; the
+ * UPDATE's RETURNING gives each task's row with the columns of tasks.c's
+ * queries (the engine reads them with tm__tasks_decode). Times are the
+ * server's (clock_timestamp()), so the hosts' clocks need not agree.
+ *
+ * Threads: see lease_q.h; q->mu guards the connection.
+ */
+#include "store/lease_q.h"
+
+#include "store/db.h"
+#include "store/store.h"
+#include "treemig.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The server's clock, in ms. */
+#define NOW_MS "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
+
+/* The members of a's link group that the copy writes (tasks.c's
+ * GROUP_SQL, with the node's alias a). */
+#define GROUP(a)                                                             \
+    "FROM src_nodes g WHERE g.dev = " a ".dev AND g.ino = " a ".ino AND "    \
+    "g.type = 'file' AND g.copy_status NOT IN ('already_existed', "          \
+    "'skipped', 'excluded')"
+
+/* What each kind's tasks are (tasks.c's queries), for node alias s and
+ * depth parameter D. */
+#define COPY_COND(D)                                                         \
+    "s.copy_status = 'pending' AND s.depth = " D " AND (s.ino IS NULL OR "   \
+    "s.type != 'file' OR s.id = (SELECT g.id " GROUP("s")                   \
+    " ORDER BY g.depth, g.id LIMIT 1))"
+#define LINKS_COND(D)                                                        \
+    "s.copy_status = 'pending' AND s.depth = " D " AND s.ino IS NOT NULL "   \
+    "AND s.type = 'file'"
+#define VERIFY_COND                                                          \
+    "s.type = 'folder' AND s.traversal_status = 'successful' AND "          \
+    "(s.copy_status IN ('successful', 'already_existed') OR (s.copy_status " \
+    "= 'failed' AND s.error LIKE 'verify: %') OR (s.copy_status = "          \
+    "'skipped' AND s.conflict = 'attrs'))"
+#define ATTRS_COND                                                           \
+    "s.type = 'folder' AND s.depth > 0 AND s.traversal_status = "            \
+    "'successful' AND s.copy_status IN ('successful', 'already_existed')"
+
+/* The claim: ?1 the new lease, ?2 the stage, ?3 the limit, ?4 the depth. */
+#define CLAIM(COND, COLS)                                                    \
+    "UPDATE src_nodes AS n SET lease_id = ?1 FROM (SELECT s.id AS cid, "     \
+    "s.lease_id AS old FROM src_nodes s LEFT JOIN leases l ON "              \
+    "l.id = s.lease_id WHERE " COND " AND (l.id IS NULL OR l.stage <> ?2 "  \
+    "OR l.expires < " NOW_MS ") ORDER BY s.id LIMIT ?3 "                     \
+    "FOR UPDATE OF s SKIP LOCKED) c WHERE n.id = c.cid RETURNING n.id, "     \
+    "n.path, n.depth, n.type, n.size, n.mtime, n.mode, n.conflict, " COLS    \
+    ", (SELECT o.tmp_key FROM leases o WHERE o.id = c.old AND "              \
+    "o.stage = ?2)"
+#define PARENT(col) "(SELECT p." col " FROM src_nodes p WHERE p.id = n.parent_id)"
+#define FIRST(col)                                                           \
+    "(SELECT f." col " FROM src_nodes f WHERE f.id = (SELECT g.id "         \
+    GROUP("n") " ORDER BY g.depth, g.id LIMIT 1))"
+
+enum { Q_NEW, Q_DROP, Q_CLAIM_COPY, Q_CLAIM_LINKS, Q_CLAIM_ATTRS, Q_LEFT_COPY,
+       Q_LEFT_LINKS, Q_LEFT_ATTRS, Q_RENEW, Q_DONE, Q_CLAIM_VERIFY, Q_LEFT_VERIFY,
+       Q_COUNT };
+
+static const char *const lease_sql[Q_COUNT] = {
+    "INSERT INTO leases(stage, worker, host, pid, tmp_key, expires) "
+    "VALUES(?1, ?2, ?3, ?4, ?5, " NOW_MS " + ?6) RETURNING id",
+    "DELETE FROM leases WHERE id = ?1",
+    CLAIM(COPY_COND("?4"),
+          PARENT("copy_status") ", CASE WHEN n.type = 'folder' AND "
+          "n.traversal_status = 'failed' THEN coalesce(n.error, 'no reason "
+          "recorded') END, " PARENT("conflict") ", (SELECT u.state FROM uploads "
+          "u WHERE u.node_id = n.id), NULL, NULL"),
+    CLAIM(LINKS_COND("?4"),
+          PARENT("copy_status") ", NULL, " PARENT("conflict") ", NULL, "
+          FIRST("path") ", " FIRST("copy_status")),
+    CLAIM(ATTRS_COND, "n.copy_status, NULL, NULL, NULL, NULL, NULL"),
+    "SELECT 1 FROM src_nodes s WHERE " COPY_COND("?1") " LIMIT 1",
+    "SELECT 1 FROM src_nodes s WHERE " LINKS_COND("?1") " LIMIT 1",
+    "SELECT 1 FROM src_nodes s LEFT JOIN leases l ON l.id = s.lease_id WHERE "
+    ATTRS_COND " AND (l.id IS NULL OR l.stage <> ?1 OR l.expires IS NOT NULL) "
+    "LIMIT 1",
+    "UPDATE leases SET expires = " NOW_MS " + ?2 WHERE worker = ?1 AND "
+    "expires IS NOT NULL",
+    "UPDATE leases SET expires = NULL WHERE id = ?1",
+    CLAIM(VERIFY_COND, "n.copy_status, NULL, NULL, NULL, NULL, NULL"),
+    "SELECT 1 FROM src_nodes s LEFT JOIN leases l ON l.id = s.lease_id WHERE "
+    VERIFY_COND " AND (l.id IS NULL OR l.stage <> ?1 OR l.expires IS NOT NULL) "
+    "LIMIT 1",
+};
+
+struct tm__lease_q {
+    pthread_mutex_t mu;          /* one statement at a time */
+    struct tm__db *db;           /* the connection */
+    struct tm__stmt *st[Q_COUNT]; /* the statements above, prepared */
+    char *worker, *host, *key;   /* who claims (malloc'd) */
+    int pid;                     /* its process */
+};
+
+int tm__lease_q_open(struct tm__lease_q **out, const char *conninfo,
+                     const char *worker, const char *host, int pid,
+                     const char *tmp_key, struct tm__buf *err)
+{
+    struct tm__lease_q *q = calloc(1, sizeof *q);
+    int i, rc;
+
+    *out = NULL;
+    if (!q)
+        return TM_ENOMEM;
+    pthread_mutex_init(&q->mu, NULL);
+    q->pid = pid;
+    q->worker = strdup(worker);
+    q->host = strdup(host);
+    q->key = strdup(tmp_key);
+    if (!q->worker || !q->host || !q->key) {
+        tm__lease_q_close(q);
+        return TM_ENOMEM;
+    }
+    if (!tm__db_is_pg(conninfo)) {
+        tm__buf_addf(err, "leases need a PostgreSQL state database");
+        tm__lease_q_close(q);
+        return TM_EINVAL;
+    }
+    rc = tm__store_open_reader(conninfo, &q->db, err);
+    for (i = 0; !rc && i < Q_COUNT; i++)
+        if (tm__db_prepare_v3(q->db, lease_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+                              &q->st[i], NULL) != SQLITE_OK)
+            rc = tm__store_error(q->db, SQLITE_ERROR, err, "prepare the leases");
+    if (rc) {
+        tm__lease_q_close(q);
+        return rc;
+    }
+    *out = q;
+    return 0;
+}
+
+void tm__lease_q_close(struct tm__lease_q *q)
+{
+    int i;
+    if (!q)
+        return;
+    for (i = 0; i < Q_COUNT; i++)
+        tm__db_finalize(q->st[i]);
+    tm__db_close(q->db);
+    free(q->worker);
+    free(q->host);
+    free(q->key);
+    pthread_mutex_destroy(&q->mu);
+    free(q);
+}
+
+/* The failure of a statement on q: its message in err. q->mu held. */
+static int fail(struct tm__lease_q *q, int rc, struct tm__buf *err, const char *what)
+{
+    tm__buf_reset(err);
+    return tm__store_error(q->db, rc, err, what);
+}
+
+int tm__lease_q_claim(struct tm__lease_q *q, int kind, int depth, const char *stage,
+                      int limit, int lease_ms, int64_t *lease,
+                      int (*row)(void *ctx, const struct tm__task_row *r,
+                                 const char *old_key),
+                      void *ctx, struct tm__buf *err)
+{
+    struct tm__stmt *st;
+    int rc, n = 0, cb_rc = 0;
+
+    *lease = 0;
+    pthread_mutex_lock(&q->mu);
+    rc = tm__db_exec(q->db, "BEGIN", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        rc = fail(q, rc, err, "begin a claim");
+        goto out;
+    }
+    st = q->st[Q_NEW];
+    tm__db_bind_text(st, 1, stage, -1, SQLITE_STATIC);
+    tm__db_bind_text(st, 2, q->worker, -1, SQLITE_STATIC);
+    tm__db_bind_text(st, 3, q->host, -1, SQLITE_STATIC);
+    tm__db_bind_int64(st, 4, q->pid);
+    tm__db_bind_text(st, 5, q->key, -1, SQLITE_STATIC);
+    tm__db_bind_int64(st, 6, lease_ms);
+    rc = tm__db_step(st);
+    if (rc == SQLITE_ROW)
+        *lease = tm__db_column_int64(st, 0);
+    tm__db_reset(st);
+    if (rc != SQLITE_ROW) {
+        rc = fail(q, rc, err, "make a lease");
+        goto rollback;
+    }
+    st = q->st[kind == TM_TASKS_COPY    ? Q_CLAIM_COPY
+               : kind == TM_TASKS_LINKS ? Q_CLAIM_LINKS
+               : kind == TM_TASKS_ATTRS ? Q_CLAIM_ATTRS
+                                        : Q_CLAIM_VERIFY];
+    tm__db_bind_int64(st, 1, *lease);
+    tm__db_bind_text(st, 2, stage, -1, SQLITE_STATIC);
+    tm__db_bind_int(st, 3, limit);
+    if (kind == TM_TASKS_COPY || kind == TM_TASKS_LINKS)
+        tm__db_bind_int(st, 4, depth);
+    while ((rc = tm__db_step(st)) == SQLITE_ROW) {
+        struct tm__task_row r;
+        if (cb_rc)
+            continue; /* the rows are claimed: read them all */
+        cb_rc = tm__tasks_decode(st, kind, &r);
+        if (cb_rc == TM_ECORRUPT)
+            tm__buf_addf(err, "state database: a node row holds an unknown value");
+        if (!cb_rc)
+            cb_rc = row(ctx, &r, (const char *)tm__db_column_text(st, 14));
+        n++;
+    }
+    tm__db_reset(st);
+    if (rc != SQLITE_DONE) {
+        rc = fail(q, rc, err, "claim tasks");
+        goto rollback;
+    }
+    if (cb_rc) {
+        rc = cb_rc;
+        goto rollback;
+    }
+    if (n == 0) {
+        /* nothing to hold: the lease goes */
+        st = q->st[Q_DROP];
+        tm__db_bind_int64(st, 1, *lease);
+        rc = tm__db_step(st);
+        tm__db_reset(st);
+        *lease = 0;
+        if (rc != SQLITE_DONE) {
+            rc = fail(q, rc, err, "drop an empty lease");
+            goto rollback;
+        }
+    }
+    rc = tm__db_exec(q->db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        rc = fail(q, rc, err, "commit a claim");
+        goto rollback;
+    }
+    rc = n;
+    goto out;
+rollback:
+    tm__db_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+    *lease = 0;
+out:
+    pthread_mutex_unlock(&q->mu);
+    return rc;
+}
+
+int tm__lease_q_left(struct tm__lease_q *q, int kind, int depth, const char *stage,
+                     struct tm__buf *err)
+{
+    struct tm__stmt *st = q->st[kind == TM_TASKS_COPY    ? Q_LEFT_COPY
+                               : kind == TM_TASKS_LINKS ? Q_LEFT_LINKS
+                               : kind == TM_TASKS_ATTRS ? Q_LEFT_ATTRS
+                                                        : Q_LEFT_VERIFY];
+    int rc;
+    pthread_mutex_lock(&q->mu);
+    if (kind == TM_TASKS_ATTRS || kind == TM_TASKS_VERIFY)
+        tm__db_bind_text(st, 1, stage, -1, SQLITE_STATIC);
+    else
+        tm__db_bind_int(st, 1, depth);
+    rc = tm__db_step(st);
+    tm__db_reset(st);
+    if (rc == SQLITE_ROW)
+        rc = 1;
+    else if (rc == SQLITE_DONE)
+        rc = 0;
+    else
+        rc = fail(q, rc, err, "look for tasks left");
+    pthread_mutex_unlock(&q->mu);
+    return rc;
+}
+
+int tm__lease_q_renew(struct tm__lease_q *q, int lease_ms, struct tm__buf *err)
+{
+    struct tm__stmt *st = q->st[Q_RENEW];
+    int rc;
+    pthread_mutex_lock(&q->mu);
+    tm__db_bind_text(st, 1, q->worker, -1, SQLITE_STATIC);
+    tm__db_bind_int64(st, 2, lease_ms);
+    rc = tm__db_step(st);
+    tm__db_reset(st);
+    rc = rc == SQLITE_DONE ? 0 : fail(q, rc, err, "renew the leases");
+    pthread_mutex_unlock(&q->mu);
+    return rc;
+}
+
+int tm__lease_q_done(struct tm__lease_q *q, int64_t lease, struct tm__buf *err)
+{
+    struct tm__stmt *st = q->st[Q_DONE];
+    int rc;
+    pthread_mutex_lock(&q->mu);
+    tm__db_bind_int64(st, 1, lease);
+    rc = tm__db_step(st);
+    tm__db_reset(st);
+    rc = rc == SQLITE_DONE ? 0 : fail(q, rc, err, "end a lease");
+    pthread_mutex_unlock(&q->mu);
+    return rc;
+}
+
+int tm__lease_q_exec(struct tm__lease_q *q, const char *sql, struct tm__buf *err)
+{
+    int rc;
+    pthread_mutex_lock(&q->mu);
+    rc = tm__db_exec(q->db, sql, NULL, NULL, NULL);
+    rc = rc == SQLITE_OK ? 0 : fail(q, rc, err, "set up the lease connection");
+    pthread_mutex_unlock(&q->mu);
+    return rc;
+}

@@ -1,0 +1,533 @@
+#!/usr/bin/env python3
+"""treemig worker: several processes (standing for several hosts) run one
+copy together through a real throwaway PostgreSQL (tests/servers/
+pgserver.py), each claiming batches of nodes under leases.
+
+- a sim pair (20 ms latency, so that every process gets work) and a local
+  pair copied by `copy` and three `worker` processes give the same node
+  rows and copy_stats as one SQLite run; at least three processes held
+  leases; queue_stats rows carry each worker's pid; rsync -n -i --delete
+  finds nothing to change between the local source and destination (no
+  temporary file left, nothing missing);
+- kill -9 of two random workers during the copy: the others finish, the
+  same end state (nothing lost, nothing counted twice), rsync agrees, the
+  killed workers' temporaries are gone;
+- a worker frozen with SIGSTOP while it holds leases, until the others
+  took its nodes over, then SIGCONT: its late outcomes are dropped (it
+  says how many), nobody fails, the same end state;
+- a worker frozen inside a transaction: the server ends its session once
+  the lease is over (idle_in_transaction_session_timeout), it fails on
+  waking, the others finish with the same state;
+- a verify with workers of a local pair with four damaged files: each
+  mismatch found and counted once, the verify exits 3, the phase stays
+  copied;
+- worker on an SQLite state file, and with no copy in progress: exit 2
+  with a message.
+"""
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, '..', 'servers'))
+import tmtest  # noqa: E402
+from tmtest import expect_eq, expect_rc, fail, run, show  # noqa: E402
+import pgserver  # noqa: E402
+
+SHAPE = 'seed=5,depth=4,folders=5,files=8,size=3000'
+BIG = 'seed=5,depth=3,folders=4,files=60,size=3000'
+DKEYS = 'world=dst,keep=0.7,extra=0.05,extra_folders=0.3,csize=0.05,cmtime=0.05,ctype=0.03'
+SRC_Q = ("SELECT path, type, size, mtime, traversal_status, copy_status,"
+         " coalesce(conflict, ''), coalesce(error, '') FROM src_nodes ORDER BY path")
+STATS_Q = ("SELECT depth, type, copy_status, conflict, count, bytes FROM copy_stats"
+           " WHERE count != 0 ORDER BY 1, 2, 3, 4")
+
+PG = None
+N = [0]
+WORK = [None]
+
+
+def env():
+    return {'PGPASSWORD': PG.password}
+
+
+def new_db():
+    N[0] += 1
+    name = 'w%d' % N[0]
+    PG.createdb(name)
+    return name, PG.uri(name)
+
+
+def pg_rows(name, q):
+    return PG.psql(name, q).splitlines()
+
+
+def lite_rows(path, q):
+    con = sqlite3.connect(path)
+    try:
+        return ['|'.join(str(x) for x in r) for r in con.execute(q)]
+    finally:
+        con.close()
+
+
+def same_rows(what, a, b):
+    if a == b:
+        return
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            fail('%s: row %d differs:\n      sqlite     %s\n      postgresql %s'
+                 % (what, i, x, y))
+    fail('%s: %d rows on SQLite, %d on PostgreSQL' % (what, len(a), len(b)))
+
+
+def popen(args, extra_env=None):
+    return subprocess.Popen([tmtest.TREEMIG] + args,
+                            env=dict(os.environ, **env(), **(extra_env or {})),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def wait_all(procs, what):
+    """Waits for every process (killing them all if one hangs); returns
+    {proc: (rc, stderr)}."""
+    out = {}
+    deadline = time.monotonic() + tmtest.TIMEOUT
+    try:
+        for p in procs:
+            left = max(1, deadline - time.monotonic())
+            try:
+                _, err = p.communicate(timeout=left)
+            except subprocess.TimeoutExpired:
+                fail('%s: a process did not end' % what)
+            out[p] = (p.returncode, err.decode(errors='replace'))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return out
+
+
+def lite_reference(work, tag, src, dst):
+    """discover + copy of the pair through SQLite: the state to match."""
+    lite = os.path.join(work, tag + '.db')
+    for args in (['discover', '--db', lite, '--quiet', src, dst],
+                 ['copy', '--db', lite, '--yes', '--quiet']):
+        expect_rc(run(args), 0, '%s (SQLite) %s' % (tag, args[0]))
+    return lite
+
+
+def copy_together(name, uri, n_workers=3, lease=30, copy_args=(), worker_args=(),
+                  during=None, victim_env=None, victim_args=None):
+    """Starts `copy` on uri, then n_workers `worker` processes once the copy
+    is in progress; during(coord, workers) runs while they work. Returns
+    (coord, workers, results)."""
+    coord = popen(['copy', '--db', uri, '--yes', '--quiet'] + list(copy_args))
+    procs = [coord]
+    try:
+        for _ in range(2400):
+            if coord.poll() is not None:
+                break
+            r = pg_rows(name, "SELECT count(*) FROM migration WHERE key = 'worker_run'"
+                        " AND (SELECT value FROM migration WHERE key = 'phase')"
+                        " = 'copying'")
+            if r == ['1']:
+                break
+            time.sleep(0.025)
+        if coord.poll() is not None:
+            fail('the copy ended before any worker could join: %s'
+                 % coord.stderr.read().decode(errors='replace'))
+        workers = [popen(['worker', '--db', uri, '--lease', str(lease)] +
+                         list(victim_args if i == 0 and victim_args else worker_args),
+                         victim_env if i == 0 else None)
+                   for i in range(n_workers)]
+        procs += workers
+        if during:
+            during(coord, workers)
+        res = wait_all(procs, 'copy with workers')
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return coord, workers, res
+
+
+def expect_all_ok(res, skip=()):
+    for p, (rc, err) in res.items():
+        if p in skip:
+            continue
+        if rc != 0:
+            fail('a process of the copy exited %d: %s' % (rc, err[-2000:]))
+
+
+def lease_pids(name):
+    return set(pg_rows(name, "SELECT DISTINCT pid FROM leases"))
+
+
+def held_pending(name, procs):
+    """Pending nodes whose lease is one of procs'."""
+    return int(pg_rows(name, "SELECT count(*) FROM src_nodes s JOIN leases l ON "
+                       "l.id = s.lease_id WHERE s.copy_status = 'pending' AND "
+                       "l.pid IN (%s)" % ','.join(str(p.pid) for p in procs))[0])
+
+
+def expect_same_state(lite, name):
+    same_rows('src_nodes', lite_rows(lite, SRC_Q), pg_rows(name, SRC_Q))
+    same_rows('copy_stats', lite_rows(lite, STATS_Q), pg_rows(name, STATS_Q))
+    expect_eq('phase', ['copied'], pg_rows(name, "SELECT value FROM migration "
+                                             "WHERE key = 'phase'"))
+    # copy_stats agree with the rows they count (nothing counted twice)
+    q = ("SELECT depth, type, copy_status, count(*) FROM src_nodes WHERE depth > 0"
+         " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
+    q2 = ("SELECT depth, type, copy_status, sum(count) FROM copy_stats WHERE depth > 0"
+          " GROUP BY 1, 2, 3 HAVING sum(count) != 0 ORDER BY 1, 2, 3")
+    expect_eq('copy_stats against a recount of src_nodes', pg_rows(name, q),
+              pg_rows(name, q2))
+
+
+def sim_pair(work, tag, latency, shape=SHAPE):
+    ovl = os.path.join(work, tag + '.ovl')
+    lat = ',latency=%d' % latency if latency else ''
+    return ('sim:' + shape + lat,
+            'sim:%s,%s,overlay=%s%s' % (shape, DKEYS, ovl, lat))
+
+
+def discover_pg(uri, src, dst, tag):
+    cfg = os.path.join(WORK[0], 'pg%d.yaml' % N[0])
+    expect_rc(run(['discover', '--db', uri, '--quiet', '--config', cfg, src, dst],
+                  env=env()), 0, '%s discover (PostgreSQL)' % tag)
+
+
+def check_sim(work):
+    lite = lite_reference(work, 'simlite', *sim_pair(work, 'simlite', 0))
+    name, uri = new_db()
+    discover_pg(uri, *sim_pair(work, 'simpg', 20), tag='sim')
+    _, workers, res = copy_together(name, uri, worker_args=['--workers', '8'])
+    expect_all_ok(res)
+    expect_same_state(lite, name)
+    if len(lease_pids(name)) < 3:
+        fail('fewer than 3 processes held leases: %r' % lease_pids(name))
+    qpids = set(pg_rows(name, "SELECT DISTINCT pid FROM queue_stats WHERE queue = 'copy'"))
+    wpids = set(str(w.pid) for w in workers)
+    if not wpids & qpids:
+        fail('no worker wrote queue_stats of its own: %r, workers %r' % (qpids, wpids))
+    # status sums the last snapshots of the four processes
+    cp = run(['status', '--db', uri, '--json'], env=env())
+    expect_rc(cp, 0, 'status --json')
+    st = json.loads(cp.stdout)
+    copyq = [q for q in st.get('queues', []) if q.get('queue') == 'copy']
+    ok = int(pg_rows(name, "SELECT sum(count) FROM copy_stats WHERE copy_status ="
+                     " 'successful'")[0])
+    if not copyq or copyq[0].get('done') != ok:
+        fail('status does not sum the workers\' copy snapshots: %r, %d copied'
+             % (copyq, ok))
+    # the sim destination written by four processes checks as a whole
+    expect_rc(run(['verify', '--db', uri, '--quiet'], env=env()), 0, 'verify after')
+
+
+def make_tree(top, folders=8, files=40):
+    os.makedirs(top)
+    for i in range(folders):
+        d = os.path.join(top, 'd%02d' % i, 'sub')
+        os.makedirs(d)
+        for j in range(files):
+            with open(os.path.join(d if j % 2 else os.path.dirname(d),
+                                   'f%d.bin' % j), 'wb') as f:
+                f.write(os.urandom(37 * j + i))
+    os.symlink('d00/f0.bin', os.path.join(top, 'link'))
+    os.mkdir(os.path.join(top, 'empty'))
+
+
+def rsync_diff(src, dst):
+    cp = subprocess.run(['rsync', '-n', '-a', '-i', '--delete', '-c', src + '/', dst + '/'],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if cp.returncode != 0:
+        fail('rsync: %s' % cp.stderr.decode(errors='replace'))
+    return [ln for ln in cp.stdout.decode(errors='replace').splitlines()
+            if ln.strip() and not ln.endswith(' ./')]
+
+
+def check_local(work):
+    src = os.path.join(work, 'lsrc')
+    make_tree(src)
+    os.mkdir(os.path.join(work, 'ldst_lite'))
+    lite = lite_reference(work, 'llite', src, os.path.join(work, 'ldst_lite'))
+    name, uri = new_db()
+    dst = os.path.join(work, 'ldst_pg')
+    os.mkdir(dst)
+    discover_pg(uri, src, dst, 'local')
+    # the copy's own process paced (--tps-limit): the workers do most of it
+    _, _, res = copy_together(name, uri, copy_args=['--tps-limit', '100',
+                                                    '--workers', '2'],
+                              worker_args=['--workers', '4'])
+    expect_all_ok(res)
+    expect_same_state(lite, name)
+    if len(lease_pids(name)) < 3:
+        fail('fewer than 3 processes held leases: %r' % lease_pids(name))
+    expect_eq('rsync -n -i --delete -c of the destination', [], rsync_diff(src, dst))
+
+
+def check_kill(work):
+    lite = lite_reference(work, 'klite', *sim_pair(work, 'klite', 0, BIG))
+    name, uri = new_db()
+    discover_pg(uri, *sim_pair(work, 'kpg', 50, BIG), tag='kill')
+    victims, pending_held = [], []
+
+    def kill_two(coord, workers):
+        # two random workers among those that hold pending nodes die
+        for _ in range(2400):
+            holding = [w for w in workers if held_pending(name, [w])]
+            if len(holding) >= 2 or coord.poll() is not None:
+                break
+            time.sleep(0.01)
+        if len(holding) >= 2:
+            for w in random.sample(holding, 2):
+                w.send_signal(signal.SIGKILL)
+                victims.append(w)
+            pending_held.append(held_pending(name, victims))
+
+    _, workers, res = copy_together(name, uri, n_workers=4, lease=2,
+                                    worker_args=['--workers', '8'], during=kill_two)
+    if not pending_held or not pending_held[0]:
+        fail('the killed workers held no pending node: the case is void')
+    for v in victims:
+        if res[v][0] != -signal.SIGKILL:
+            fail('a worker was not killed (exit %d): the case is void' % res[v][0])
+    expect_all_ok(res, skip=victims)
+    expect_eq('nodes still held by the killed workers', 0, held_pending(name, victims))
+    expect_same_state(lite, name)
+    expect_rc(run(['verify', '--db', uri, '--quiet'], env=env()), 0, 'verify after')
+    print('    killed %r holding %d pending nodes' % ([v.pid for v in victims],
+                                                     pending_held[0]))
+
+
+def check_kill_local(work):
+    src = os.path.join(work, 'ksrc')
+    make_tree(src, folders=6, files=120)
+    os.mkdir(os.path.join(work, 'kdst_lite'))
+    lite = lite_reference(work, 'kllite', src, os.path.join(work, 'kdst_lite'))
+    name, uri = new_db()
+    dst = os.path.join(work, 'kdst_pg')
+    os.mkdir(dst)
+    discover_pg(uri, src, dst, 'kill local')
+    victims, pending_held = [], []
+
+    def kill_two(coord, workers):
+        for _ in range(2400):
+            held = set(pg_rows(name, "SELECT DISTINCT pid FROM leases"))
+            if sum(str(w.pid) in held for w in workers) >= 2 or coord.poll() is not None:
+                break
+            time.sleep(0.01)
+        held = set(pg_rows(name, "SELECT DISTINCT pid FROM leases"))
+        for w in [w for w in workers if str(w.pid) in held][:2]:
+            w.send_signal(signal.SIGKILL)
+            victims.append(w)
+        if victims:
+            pending_held.append(held_pending(name, victims))
+
+    _, _, res = copy_together(name, uri, n_workers=4, lease=2,
+                              copy_args=['--tps-limit', '50', '--workers', '2'],
+                              worker_args=['--workers', '2'], during=kill_two)
+    if not pending_held or not pending_held[0]:
+        fail('no killed worker held a pending node: the case is void')
+    expect_all_ok(res, skip=victims)
+    expect_eq('nodes still held by the killed workers', 0, held_pending(name, victims))
+    expect_same_state(lite, name)
+    expect_eq('rsync -n -i --delete -c of the destination (no temporary left)', [],
+              rsync_diff(src, dst))
+
+
+def check_freeze(work, inside=False):
+    """inside: frozen inside a transaction (its row locks would stop the
+    others: the server ends its session once the lease is over)."""
+    tag = 'fi' if inside else 'f'
+    lite = lite_reference(work, tag + 'lite', *sim_pair(work, tag + 'lite', 0, BIG))
+    name, uri = new_db()
+    # slow storages: the workers that take the frozen one's nodes over are
+    # still copying them when it wakes up and commits what it had
+    discover_pg(uri, *sim_pair(work, tag + 'pg', 150, BIG), tag='freeze')
+    state = {}
+
+    def freeze(coord, workers):
+        victim = workers[0]
+        mine = ("SELECT s.id FROM src_nodes s JOIN leases l ON l.id = s.lease_id"
+                " WHERE l.pid = %d AND s.copy_status = 'pending' ORDER BY 1" % victim.pid)
+        busy = ("SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+                " 'tm-victim' AND state %s" % ("= 'idle in transaction'" if inside
+                                                 else "!= 'idle'"))
+        # frozen between two transactions (one frozen inside a transaction
+        # holds row locks: the server ends its session after the lease,
+        # idle_in_transaction_session_timeout, and on waking it reconnects or fails), while
+        # it holds pending nodes (a COMMIT it sent before the stop lands:
+        # what it holds is read after a while)
+        held = []
+        for _ in range(400):
+            if coord.poll() is not None:
+                return
+            time.sleep(0.05)
+            victim.send_signal(signal.SIGSTOP)
+            time.sleep(0.3)
+            if (pg_rows(name, busy) == ['0']) != inside:
+                held = pg_rows(name, mine)
+                if held:
+                    break
+            victim.send_signal(signal.SIGCONT)
+        state['held'] = len(held)
+        if not held:
+            return
+        # until the others took every node it held (its leases expired)
+        still = ("SELECT count(*) FROM src_nodes s JOIN leases l ON l.id = s.lease_id"
+                 " WHERE l.pid = %d AND s.id IN (%s)" % (victim.pid, ','.join(held)))
+        for _ in range(4000):
+            if pg_rows(name, still) == ['0']:
+                break
+            time.sleep(0.01)
+        state['taken'] = pg_rows(name, still) == ['0']
+        victim.send_signal(signal.SIGCONT)
+        state['victim'] = victim
+
+    def during(coord, workers):
+        try:
+            freeze(coord, workers)
+        finally:
+            for w in workers:
+                if w.poll() is None:
+                    w.send_signal(signal.SIGCONT)
+
+    _, _, res = copy_together(name, uri, n_workers=3, lease=2,
+                              worker_args=['--workers', '8'], during=during,
+                              victim_env={'PGAPPNAME': 'tm-victim'},
+                              victim_args=['--workers', '8' if inside else '1'])
+    if not state.get('held'):
+        fail('the frozen worker held no pending node: the case is void')
+    if not state.get('taken'):
+        fail('the others did not take the frozen worker\'s nodes')
+    if inside:
+        # its session was ended: on waking it connects again (db_pg.c),
+        # does its cut transaction again and drops the outcomes of the
+        # leases it lost, or fails if it cannot; the others finish
+        expect_all_ok(res, skip=[state['victim']])
+        rc, err = res[state['victim']][0], res[state['victim']][1]
+        dropped = [ln for ln in err.splitlines() if 'outcomes dropped' in ln]
+        if rc == 0 and (not dropped or ' 0 outcomes dropped' in dropped[-1]):
+            fail('the worker frozen in a transaction went on as if its session '
+                 'had not ended: %r' % err[-1000:])
+        expect_same_state(lite, name)
+        return
+    expect_all_ok(res)
+    err = res[state['victim']][1]
+    dropped = [ln for ln in err.splitlines() if 'outcomes dropped' in ln]
+    if not dropped or ' 0 outcomes dropped' in dropped[-1]:
+        fail('the frozen worker dropped none of its late outcomes: %r' % err[-1000:])
+    print('    frozen worker held %d nodes; %s' % (state['held'], dropped[-1]))
+    expect_same_state(lite, name)
+    expect_rc(run(['verify', '--db', uri, '--quiet'], env=env()), 0, 'verify after')
+
+
+def check_verify(work):
+    src = os.path.join(work, 'vsrc')
+    make_tree(src, folders=100, files=4)
+    name, uri = new_db()
+    dst = os.path.join(work, 'vdst')
+    os.mkdir(dst)
+    discover_pg(uri, src, dst, 'verify')
+    expect_rc(run(['copy', '--db', uri, '--yes', '--quiet'], env=env()), 0, 'copy')
+    bad = sorted(['/d%02d/sub/f1.bin' % i for i in (3, 17, 81)] + ['/d52/f2.bin'])
+    for p in bad:
+        with open(dst + p, 'ab') as f:
+            f.write(b'x')
+    coord = popen(['verify', '--db', uri, '--quiet', '--tps-limit', '40', '--workers', '2'])
+    procs = [coord]
+    try:
+        for _ in range(2400):
+            if coord.poll() is not None or pg_rows(
+                    name, "SELECT value FROM migration WHERE key = 'verify_run'") not in ([], ['']):
+                break
+            time.sleep(0.01)
+        procs += [popen(['worker', '--db', uri, '--lease', '5', '--workers', '2'])
+                  for _ in range(3)]
+        res = wait_all(procs, 'verify with workers')
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    if res[coord][0] != 3:
+        fail('verify: expected exit 3 (mismatches), got %d: %s' % res[coord])
+    for p in procs[1:]:
+        if res[p][0] != 0:
+            fail('a worker exited %d: %s' % res[p])
+    found = pg_rows(name, "SELECT path FROM task_errors WHERE phase = 'verify' ORDER BY path")
+    expect_eq('what verify found, each once', bad, found)
+    expect_eq('nodes marked failed', bad, pg_rows(
+        name, "SELECT path FROM src_nodes WHERE copy_status = 'failed' ORDER BY path"))
+    pids = set(pg_rows(name, "SELECT DISTINCT pid FROM leases WHERE stage LIKE 'verify:%'"))
+    if len(pids) < 2:  # the local folders go fast: the first worker may take them all
+        fail('no worker checked a folder: %r' % pids)
+    expect_eq('phase', ['copied'], pg_rows(name, "SELECT value FROM migration WHERE "
+                                                 "key = 'phase'"))
+
+
+def check_refusals(work):
+    lite = os.path.join(work, 'r.db')
+    cp = run(['worker', '--db', lite])
+    expect_rc(cp, 2, 'worker on an SQLite file')
+    if b'PostgreSQL' not in cp.stderr:
+        fail('no word of PostgreSQL: ' + show(cp))
+    name, uri = new_db()
+    src = os.path.join(work, 'rsrc')
+    make_tree(src, folders=1, files=2)
+    os.mkdir(os.path.join(work, 'rdst'))
+    discover_pg(uri, src, os.path.join(work, 'rdst'), 'refusal')
+    cp = run(['worker', '--db', uri], env=env())
+    expect_rc(cp, 2, 'worker with no copy in progress')
+    if b'no copy or verify in progress' not in cp.stderr:
+        fail('unclear message: ' + show(cp))
+
+
+def main():
+    global PG
+    tmtest.require_binary()
+    R = tmtest.Runner('test_worker')
+    try:
+        PG = pgserver.PgServer()
+    except (RuntimeError, OSError) as e:
+        R.skip('every case', 'no PostgreSQL server: %s' % e)
+        R.finish()
+    work = tempfile.mkdtemp(prefix='tm-wtest-', dir='/tmp')
+    os.chmod(work, 0o755)
+    WORK[0] = work
+    only = os.environ.get('TEST_WORKER_ONLY')  # development: the checks to run
+    if only:
+        check = R.check
+        R.check = lambda label, *a: check(label, *a) if only in label else None
+    try:
+        R.check('sim pair, copy + 3 workers: the same state as SQLite', check_sim, work)
+        R.check('local pair, copy + 3 workers: the same state, rsync agrees',
+                check_local, work)
+        R.check('kill -9 of two workers (sim): the rest finish, nothing lost',
+                check_kill, work)
+        R.check('kill -9 of two workers (local): no temporary left, rsync agrees',
+                check_kill_local, work)
+        R.check('a frozen worker\'s late outcomes are dropped', check_freeze, work)
+        R.check('a worker frozen inside a transaction: the others finish',
+                check_freeze, work, True)
+        R.check('verify with workers: each mismatch found once', check_verify, work)
+        R.check('worker on SQLite, and with nothing to join: exit 2', check_refusals,
+                work)
+    finally:
+        PG.stop()
+        subprocess.run(['rm', '-rf', work])
+    R.finish()
+
+
+if __name__ == '__main__':
+    main()
