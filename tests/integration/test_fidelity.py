@@ -516,8 +516,11 @@ def run_hardlinks(R, work):
         c = sqlite3.connect(db)
         try:
             c.execute('DROP INDEX src_nodes_inode')
-            for col in ('dev', 'ino', 'nlink', 'hash', 'xattrs'):
+            for col in ('dev', 'ino', 'nlink', 'hash', 'lease_id', 'xattrs'):
                 c.execute('ALTER TABLE src_nodes DROP COLUMN %s' % col)
+            for col in ('host', 'pid'):
+                c.execute('ALTER TABLE queue_stats DROP COLUMN %s' % col)
+            c.execute('DROP TABLE leases')
             c.execute('PRAGMA user_version = 4')
             c.commit()
         finally:
@@ -528,8 +531,9 @@ def run_hardlinks(R, work):
             expect_eq('schema version after the copy', 10,
                       c.execute('PRAGMA user_version').fetchone()[0])
             cols = [r[1] for r in c.execute('PRAGMA table_info(src_nodes)')]
-            expect_eq('inode, hash and xattrs columns added',
-                      ['dev', 'ino', 'nlink', 'hash', 'xattrs'], cols[-5:])
+            expect_eq('inode, hash, lease and xattrs columns added',
+                      ['dev', 'ino', 'nlink', 'hash', 'lease_id', 'xattrs'],
+                      cols[-6:])
             expect_eq('inode index added', 1, c.execute(
                 "SELECT count(*) FROM sqlite_master WHERE name = 'src_nodes_inode'"
             ).fetchone()[0])
