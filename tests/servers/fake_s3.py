@@ -22,7 +22,10 @@ faults and read the counters; they are answered on 127.0.0.1 only: fault
 {op, kind, count, after, retry_after, ms, pages} (kinds: slowdown, throttle429,
 error500, badsig, echo_token, reset, truncate, truncated_page, error200,
 delay: answer ms later), clear, hold {parts}, reset_stats, bucket {name},
-fill {bucket, prefix, n, size, meta}; each answers the counters (requests
+fill {bucket, prefix, n, size, meta}, put {bucket, key, data, meta} (an
+object from another writer), conditional {answer} (a PUT's If-None-Match:
+"ok" honours it, 412 PreconditionFailed when the key is there; "ignore";
+501 or 400 refuse it, as servers without conditional writes do); each answers the counters (requests
 per operation, parts, the log of listing requests with their start-after)
 and the open uploads.
 """
@@ -149,6 +152,9 @@ class State:
                       'max_parts_in_flight': 0, 'parts_received': 0,
                       'puts_without_md5': 0, 'bodies_signed': 0,
                       'bodies_unsigned': 0}
+        self.conditional = 'ok'  # a PUT with If-None-Match: 'ok' (412 when
+                                 # the key is there), 'ignore', or a status
+                                 # (501, 400) refusing the header
         self.hold = 0           # parts to gather before answering any
         self.hold_released = False
         self.hold_timeout = 10.0
@@ -494,9 +500,25 @@ class Handler(BaseHTTPRequestHandler):
                 return status, hs, b''
             return status, hs, data
         if op == 'put':
+            inm = self.headers.get('If-None-Match')
+            if inm is not None:
+                self.bump('conditional_puts')
+                if st.conditional == 501:
+                    self.bump('conditional_refused')
+                    raise S3Error(501, 'NotImplemented', 'A header you provided implies '
+                                  'functionality that is not implemented')
+                if st.conditional == 400:
+                    self.bump('conditional_refused')
+                    raise S3Error(400, 'InvalidArgument', 'If-None-Match is not supported')
             o = Obj(body, self.meta_of(), self.headers.get('x-amz-storage-class', 'STANDARD'),
                     self.headers.get('Content-Type', 'binary/octet-stream'))
             with st.lock:
+                if inm is not None and st.conditional == 'ok':
+                    if inm.strip() != '*':
+                        raise S3Error(501, 'NotImplemented', 'If-None-Match other than *')
+                    if key in objs:
+                        raise S3Error(412, 'PreconditionFailed', 'At least one of the '
+                                      'pre-conditions you specified did not hold')
                 objs[key] = o
             return 200, {'ETag': '"%s"' % o.etag}, b''
         if op == 'copy':
@@ -725,7 +747,8 @@ class Handler(BaseHTTPRequestHandler):
             elif what == 'reset_stats':
                 st.stats.update({'requests': {}, 'max_parts_in_flight': 0, 'parts_received': 0,
                                  'puts_without_md5': 0, 'bodies_signed': 0,
-                                 'bodies_unsigned': 0, 'list_log': []})
+                                 'bodies_unsigned': 0, 'list_log': [],
+                                 'conditional_puts': 0, 'conditional_refused': 0})
             elif what == 'fill':
                 # n objects PREFIX00000... of size bytes made here (a big
                 # folder without n PUTs), with rclone's metadata if given
@@ -736,6 +759,14 @@ class Handler(BaseHTTPRequestHandler):
                                                               'STANDARD', 'binary/octet-stream')
             elif what == 'bucket':
                 st.buckets.setdefault(req['name'], {})
+            elif what == 'conditional':
+                a = req.get('answer', 'ok')
+                st.conditional = a if a in ('ok', 'ignore') else int(a)
+            elif what == 'put':
+                # an object written by someone else (no signature needed)
+                objs = st.buckets.setdefault(req['bucket'], {})
+                objs[req['key']] = Obj(req.get('data', '').encode(), dict(req.get('meta', {})),
+                                       'STANDARD', 'binary/octet-stream')
             out = json.dumps({'stats': st.stats, 'uploads': len(st.uploads),
                               'upload_keys': sorted(u['key'] for u in st.uploads.values()),
                               'faults_left': sum(f['count'] for f in st.faults)}).encode()
