@@ -114,6 +114,7 @@ int tm__listing_add(void *ctx, const struct tm__entry *e)
     x->dev = e->dev;
     x->ino = e->ino;
     x->nlink = e->nlink;
+    x->meta_later = e->meta_later;
     l->n++;
     return 0;
 }

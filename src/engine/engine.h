@@ -63,6 +63,8 @@ struct tm__ent {
                                   the root's (struct tm__entry) */
     uint64_t dev, ino;         /* a file's inode, where reported */
     uint32_t nlink;            /* its links (0: not reported) */
+    int meta_later;            /* mtime, mode, owner not listed
+                                  (struct tm__entry) */
 };
 
 /* The children of one folder as an adapter listed them (compare.c). */

@@ -26,7 +26,8 @@ fill {bucket, prefix, n, size, meta}, put {bucket, key, data, meta} (an
 object from another writer), conditional {answer} (a PUT's If-None-Match:
 "ok" honours it, 412 PreconditionFailed when the key is there; "ignore";
 501 or 400 refuse it, as servers without conditional writes do); each answers the counters (requests
-per operation, parts, the log of listing requests with their start-after)
+per operation, parts, the log of listing requests with their start-after,
+the keys HEADed)
 and the open uploads.
 """
 
@@ -358,6 +359,11 @@ class Handler(BaseHTTPRequestHandler):
         with st.lock:
             st.stats['requests'][op] = st.stats['requests'].get(op, 0) + 1
         fault = st.take_fault(op, q)
+        if op == 'head':
+            with st.lock:
+                log = st.stats.setdefault('head_log', [])
+                if len(log) < 100000:
+                    log.append(key)
         if op == 'list':
             with st.lock:
                 log = st.stats.setdefault('list_log', [])
@@ -747,7 +753,7 @@ class Handler(BaseHTTPRequestHandler):
             elif what == 'reset_stats':
                 st.stats.update({'requests': {}, 'max_parts_in_flight': 0, 'parts_received': 0,
                                  'puts_without_md5': 0, 'bodies_signed': 0,
-                                 'bodies_unsigned': 0, 'list_log': [],
+                                 'bodies_unsigned': 0, 'list_log': [], 'head_log': [],
                                  'conditional_puts': 0, 'conditional_refused': 0})
             elif what == 'fill':
                 # n objects PREFIX00000... of size bytes made here (a big

@@ -12,7 +12,9 @@
  * rclone's metadata (x-amz-meta-mtime, -mode, -uid, -gid); a listing does
  * not carry them, so each page's objects are HEADed, several at once,
  * unless -o s3-server-modtime takes S3's LastModified instead (then mtimes
- * are not compared: sizes only). A folder's mode and mtime are its
+ * are not compared: sizes only), or the engine said it asks stat_many
+ * for the files where they decide (meta_later: discovery of a
+ * destination; the files are then listed with meta_later set). A folder's mode and mtime are its
  * "name/" marker's metadata (HEADed with the page's objects). A listing
  * whose first page is empty (not even the folder's marker) is of no
  * folder: TM_ENOENT, or TM_ENOTDIR when the name is an object.
@@ -574,7 +576,7 @@ static int s3_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx, int *m
     struct tm__s3_err se;
     struct tm__s3_head_item *heads = NULL;
     size_t i, j, n_heads = 0, n_obj = 0;
-    int rc;
+    int rc, later;
 
     *more = 0;
     if (l->done)
@@ -614,14 +616,16 @@ static int s3_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx, int *m
     }
 
     /* the files' metadata and the folders' (their markers'): a HEAD each,
-     * several at once */
-    if (!a->server_mtime && (pg.n_objects || pg.n_prefixes)) {
+     * several at once; the files' only later (stat_many), where the
+     * engine asks, when it said so (meta_later) */
+    later = a->base.meta_later;
+    if (!a->server_mtime && (pg.n_prefixes || (pg.n_objects && !later))) {
         heads = calloc(pg.n_objects + pg.n_prefixes, sizeof *heads);
         if (!heads) {
             rc = TM_ENOMEM;
             goto out;
         }
-        for (i = 0; i < pg.n_objects; i++)
+        for (i = 0; i < pg.n_objects && !later; i++)
             if (pg.objects[i].key_len > l->plen)
                 heads[n_heads++].key = pg.objects[i].key;
         n_obj = n_heads;
@@ -654,7 +658,7 @@ static int s3_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx, int *m
             n = o->key_len - l->plen;
             is_prefix = 0;
             memset(&ent, 0, sizeof ent);
-            if (heads) {
+            if (heads && !later) {
                 struct tm__s3_head_item *h = &heads[n_heads++];
                 if (h->rc == TM_ENOENT)
                     continue; /* deleted since it was listed */
@@ -665,6 +669,7 @@ static int s3_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx, int *m
                 /* whole seconds, as a GET's Last-Modified says it */
                 ent.mtime = o->mtime_ns - o->mtime_ns % 1000000000;
                 ent.mode = 0644;
+                ent.meta_later = later && !a->server_mtime;
             }
         } else {
             name = pg.prefixes[j] + l->plen;
@@ -899,6 +904,44 @@ static int s3_stat(struct tm__adapter *ad, const char *path, struct tm__entry *o
         }
     }
     tm__buf_release(&k);
+    return rc;
+}
+
+/* The engine's stat of the files a listing gave with meta_later: a HEAD
+ * each, 16 at once, transient failures sent again (heads_with_retries). */
+static int s3_stat_many(struct tm__adapter *ad, const char *const *paths,
+                        struct tm__entry *out, int *rcs, size_t n,
+                        struct tm__aerr *e)
+{
+    struct s3a *a = (struct s3a *)ad;
+    struct tm__s3_head_item *v = calloc(n ? n : 1, sizeof *v);
+    struct tm__buf *k = calloc(n ? n : 1, sizeof *k);
+    size_t i;
+    int rc = 0;
+    if (!v || !k) {
+        rc = TM_ENOMEM;
+        goto out;
+    }
+    for (i = 0; i < n; i++)
+        tm__buf_init(&k[i]);
+    for (i = 0; i < n && !rc; i++) {
+        rc = key_of(a, paths[i], &k[i]);
+        v[i].key = k[i].buf;
+    }
+    if (!rc)
+        rc = heads_with_retries(a, v, n);
+    for (i = 0; !rc && i < n; i++) {
+        rcs[i] = v[i].rc;
+        if (!v[i].rc)
+            entry_of(a, &v[i].st, &out[i]);
+        else if (v[i].rc != TM_ENOENT)
+            rc = aerr(e, &v[i].err, v[i].rc);
+    }
+out:
+    for (i = 0; k && i < n; i++)
+        tm__buf_release(&k[i]);
+    free(k);
+    free(v);
     return rc;
 }
 
@@ -1793,6 +1836,7 @@ static int s3_kind_open(const char *spec, const struct tm__sopts *o,
     a->base.list_pos = s3_list_pos;
     a->base.list_close = s3_list_close;
     a->base.stat = s3_stat;
+    a->base.stat_many = s3_stat_many;
     a->base.close = s3_close;
     a->base.open_read = s3_open_read;
     a->base.read = s3_read;
