@@ -32,6 +32,7 @@ and the open uploads.
 """
 
 import base64
+import bisect
 import hashlib
 import hmac
 import json
@@ -142,11 +143,47 @@ class Obj:
         self.mtime = time.time()
 
 
+class Bucket(dict):
+    """A bucket's objects by key; keeps its keys sorted (as S3 lists them:
+    by their UTF-8 bytes) between changes of the key set, so that a
+    listing of a bucket of many keys costs a search, not a sort."""
+
+    def __init__(self):
+        super().__init__()
+        self.gen = 0            # bumped when a key comes or goes
+        self.sorted_gen = -1    # the gen the sorted lists are of
+        self.kbs = []           # the keys' bytes, sorted
+        self.ks = []            # the keys in the same order
+
+    def __setitem__(self, k, v):
+        if k not in self:
+            self.gen += 1
+        super().__setitem__(k, v)
+
+    def __delitem__(self, k):
+        self.gen += 1
+        super().__delitem__(k)
+
+    def pop(self, k, *d):
+        if k in self:
+            self.gen += 1
+        return super().pop(k, *d)
+
+    def sorted_keys(self):
+        """(kbs, ks); the caller holds the state's lock."""
+        if self.sorted_gen != self.gen:
+            pairs = sorted((k.encode('utf-8', 'surrogateescape'), k) for k in self)
+            self.kbs = [p[0] for p in pairs]
+            self.ks = [p[1] for p in pairs]
+            self.sorted_gen = self.gen
+        return self.kbs, self.ks
+
+
 class State:
     def __init__(self, args):
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
-        self.buckets = {b: {} for b in args.bucket}
+        self.buckets = {b: Bucket() for b in args.bucket}
         self.uploads = {}       # id -> dict(bucket, key, meta, parts{n: (data, etag)})
         self.faults = []        # dicts: op, kind, count, after, retry_after
         self.stats = {'requests': {}, 'parts_in_flight': 0,
@@ -683,34 +720,42 @@ class Handler(BaseHTTPRequestHandler):
         else:
             start = q.get('start-after', '')
         enc = q.get('encoding-type') == 'url'
-        with st.lock:
-            keys = sorted(objs.items(), key=lambda kv: kv[0].encode('utf-8', 'surrogateescape'))
         contents, prefixes, n, last, truncated = [], [], 0, None, False
         seen_cp = None
-        for k, o in keys:
-            kb = k.encode('utf-8', 'surrogateescape')
-            if not k.startswith(prefix) or kb <= start.encode('utf-8', 'surrogateescape'):
-                continue
-            if skip_prefix and k.startswith(skip_prefix):
-                continue
-            cp = None
-            if delim:
-                i = k.find(delim, len(prefix))
-                if i >= 0:
-                    cp = k[:i + len(delim)]
-            if cp is not None and cp == seen_cp:
-                continue
-            if n == maxk:
-                truncated = True
-                break
-            n += 1
-            if cp is not None:
-                seen_cp = cp
-                prefixes.append(cp)
-                last = 'P' + cp
-            else:
-                contents.append((k, o))
-                last = 'K' + k
+        pb = prefix.encode('utf-8', 'surrogateescape')
+        sb = start.encode('utf-8', 'surrogateescape')
+        with st.lock:
+            kbs, ks = objs.sorted_keys()
+            # the keys under prefix are one run of the sorted keys
+            i0 = max(bisect.bisect_left(kbs, pb), bisect.bisect_right(kbs, sb))
+            for idx in range(i0, len(ks)):
+                k = ks[idx]
+                if not kbs[idx].startswith(pb):
+                    break
+                if skip_prefix and k.startswith(skip_prefix):
+                    continue
+                o = objs.get(k)
+                if o is None:
+                    continue
+                cp = None
+                if delim:
+                    i = k.find(delim, len(prefix))
+                    if i >= 0:
+                        cp = k[:i + len(delim)]
+                if cp is not None and cp == seen_cp:
+                    continue
+                if n == maxk:
+                    truncated = True
+                    break
+                n += 1
+                if cp is not None:
+                    seen_cp = cp
+                    prefixes.append(cp)
+                    last = 'P' + cp
+                else:
+                    contents.append((k, o))
+                    last = 'K' + k
+
         def e(s):
             return urllib.parse.quote(s, safe='/') if enc else s
         items = [('Name', bucket), ('Prefix', e(prefix)), ('KeyCount', str(n)),
@@ -758,19 +803,19 @@ class Handler(BaseHTTPRequestHandler):
             elif what == 'fill':
                 # n objects PREFIX00000... of size bytes made here (a big
                 # folder without n PUTs), with rclone's metadata if given
-                objs = st.buckets.setdefault(req['bucket'], {})
+                objs = st.buckets.setdefault(req['bucket'], Bucket())
                 for i in range(int(req['n'])):
                     data = (('%s%05d\n' % (req['prefix'], i)).encode() * 64)[:int(req.get('size', 10))]
                     objs['%s%05d' % (req['prefix'], i)] = Obj(data, dict(req.get('meta', {})),
                                                               'STANDARD', 'binary/octet-stream')
             elif what == 'bucket':
-                st.buckets.setdefault(req['name'], {})
+                st.buckets.setdefault(req['name'], Bucket())
             elif what == 'conditional':
                 a = req.get('answer', 'ok')
                 st.conditional = a if a in ('ok', 'ignore') else int(a)
             elif what == 'put':
                 # an object written by someone else (no signature needed)
-                objs = st.buckets.setdefault(req['bucket'], {})
+                objs = st.buckets.setdefault(req['bucket'], Bucket())
                 objs[req['key']] = Obj(req.get('data', '').encode(), dict(req.get('meta', {})),
                                        'STANDARD', 'binary/octet-stream')
             out = json.dumps({'stats': st.stats, 'uploads': len(st.uploads),
