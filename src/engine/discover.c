@@ -863,9 +863,11 @@ static int list_task(struct task *t)
                 rc = t->side == TM_SRC ? src_page(e, t, &l, r)
                                        : dst_page(e, t, &l, r, &ae, &stat_failed);
                 if (stat_failed) {
-                    /* the page's stat_many failed: listed again below */
+                    /* the page's stat_many failed: listed again below
+                     * (more was 1 before this page) */
                     tm__result_free(r);
                     r = NULL;
+                    more = 1;
                     goto failed;
                 }
                 if (!rc && more) {

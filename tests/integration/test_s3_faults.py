@@ -321,6 +321,32 @@ def case_meta_later(c):
               sql(db2, "SELECT mtime FROM dst_nodes WHERE path = '/d0/extra'"))
 
 
+def case_meta_later_fails(c):
+    """The HEADs discovery asks for after a listing fail (500s past the
+    client's own three rounds): the page is listed again under the retry
+    policy, and discovery ends as if nothing had failed."""
+    src = os.path.join(c.tmp, 'lzfsrc')
+    os.makedirs(os.path.join(src, 'd0'))
+    for i in range(4):
+        with open(os.path.join(src, 'd0', 'f%d' % i), 'wb') as f:
+            f.write(b'x' * (100 + i))
+    db = c.db()
+    c.tm('discover', '--db', db, '-q', src, 's3://bkt/lzf', '--s3-endpoint', c.srv.endpoint)
+    c.tm('copy', '--db', db, '-y', '-q')
+    c.srv.ctl('clear')
+    # after the HEAD of the marker d0/ (the root's listing), the three
+    # rounds of the 4 HEADs of d0's files fail: one stat_many
+    c.srv.fault('head', 'error500', count=12, after=1)
+    db2 = c.db()
+    c.tm('discover', '--db', db2, '-q', src, 's3://bkt/lzf', '--s3-endpoint', c.srv.endpoint)
+    expect_eq('faults left', 0, c.srv.stats()['faults_left'])
+    if not [m for m in c.logs(db2) if b'; retry 1 of' in m and b'head' in m]:
+        fail('no page was listed again: %r' % c.logs(db2))
+    got = dict(sql(db2, "SELECT path, coalesce(conflict, copy_status) FROM src_nodes "
+                        "WHERE type = 'file'"))
+    expect_eq('files compared', {'/d0/f%d' % i: 'already_existed' for i in range(4)}, got)
+
+
 def main():
     tmtest.require_binary()
     r = tmtest.Runner('test_s3_faults')
@@ -342,7 +368,9 @@ def main():
                          ('If-None-Match refused (501, 400) or ignored: a HEAD first',
                           case_create_only_refused),
                          ('discovery HEADs only the objects of the same size',
-                          case_meta_later)):
+                          case_meta_later),
+                         ('those HEADs failing: the page is listed again',
+                          case_meta_later_fails)):
             t0 = time.time()
             r.check(name, fn, c)
             print('     (%.1f s)' % (time.time() - t0))
