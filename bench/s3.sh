@@ -4,8 +4,11 @@
 # variables, with its defaults and with treemig's concurrency) and
 # `aws s3 sync`, same server, same credentials, RUNS times each in rotated
 # order; then the discovery of the bucket against the local tree, treemig
-# against `rclone check --size-only`. Each case directly and through
-# bench/latency_proxy (20 ms each way).
+# against `rclone check --size-only` (treemig with its defaults, which
+# read rclone's metadata: mtime, mode; with `--size-only`, the same work as
+# rclone's; and with `-o s3-server-modtime`). Each case directly and
+# through bench/latency_proxy (20 ms each way). The first run of each row
+# also reports the requests fake_s3 counted.
 #
 #   bench/s3.sh                       # (a) 20,000 files in 2,000 folders, (b) 4 x 256 MiB
 #   SCALE=0.05 bench/s3.sh            # 1,000 files in 100 folders, 4 x 16 MiB: a quick run
@@ -21,6 +24,11 @@
 #                 0: the server directly)
 #   S3_WORKERS    the concurrency of rclone's second row (--transfers and --checkers);
 #                 default 64, what treemig's copy runs with (twice discovery's 32)
+#   S3_DISC_TOOLS the rows of the discover case (default "tm_disc tm_disc_so tm_disc_smt
+#                 rc_check", and tm_disc_b with TREEMIG_B); a large bucket's HEADs take
+#                 fake_s3 minutes, so S3_DISC_TOOLS="tm_disc_smt rc_check" compares like with like
+#   TREEMIG_B     another treemig binary (an older build, say): rows treemig_b and
+#                 tm_disc_b run it beside TREEMIG, in the same rotation
 #
 # The server is started afresh (empty) before each timed run and stopped
 # after it, on 127.0.0.1 on a free port. The default is fake_s3 (Python,
@@ -40,7 +48,7 @@ case $WORK in /|/tmp|/tmp/|"$HOME"|"$HOME"/|"") die "BENCH_DIR=$WORK is too broa
 [[ $WORK = /* ]] || WORK=$PWD/$WORK
 mkdir -p "$WORK/logs"
 LOGS=$WORK/logs
-bench_init s3 BENCH_DIR S3_SERVER S3_CASES LATENCY_MS S3_WORKERS
+bench_init s3 BENCH_DIR S3_SERVER S3_CASES LATENCY_MS S3_WORKERS TREEMIG_B S3_DISC_TOOLS
 SERVER=${S3_SERVER:-fake}
 DEFAULT_CASES="small big discover"
 [[ $SERVER == s3rver ]] && DEFAULT_CASES="small big"
@@ -111,6 +119,19 @@ start_server() { # LATENCY: a fresh, empty server; sets EP
         EP=http://127.0.0.1:$(head -n1 "$WORK/proxy.port")
     fi
 }
+ctl() { # WHAT: fake_s3's control request; prints its JSON answer
+    python3 -c 'import sys, urllib.request as u
+r = u.Request(sys.argv[1] + "/__ctl/" + sys.argv[2], data=b"{}", method="POST")
+print(u.urlopen(r, timeout=30).read().decode())' "$EP" "$1"
+}
+requests() { # what fake_s3 counted since it started or since reset_stats: "op n ..."
+    ctl stats 2>/dev/null | python3 -c 'import json, sys
+s = json.load(sys.stdin)["stats"]
+r = dict(s["requests"])
+r.pop("bucket", None)
+print(" ".join("%s %d" % kv for kv in sorted(r.items())) +
+      (" (conditional %d)" % s["conditional_puts"] if s.get("conditional_puts") else ""))' || echo "?"
+}
 count_objects() { "$AWSCLI" --endpoint-url "$EP" s3 ls "s3://bench/$1/" --recursive </dev/null 2>/dev/null | wc -l; }
 
 # ---------------------------------------------------------------- the trees
@@ -145,11 +166,14 @@ fi
 # ---------------------------------------------------------------- runs
 declare -A LABEL CHECKS
 LABEL[treemig]="treemig discover + copy"
+LABEL[treemig_b]="the same, TREEMIG_B"
 LABEL[rclone]="rclone copy (defaults: 4 transfers)"
 LABEL[rclone_w]="rclone copy --transfers $W --checkers $W"
 LABEL[aws]="aws s3 sync (defaults: 10 requests)"
 LABEL[tm_disc]="treemig discover"
 LABEL[tm_disc_smt]="treemig discover -o s3-server-modtime"
+LABEL[tm_disc_so]="treemig discover --size-only"
+LABEL[tm_disc_b]="treemig discover, TREEMIG_B"
 LABEL[rc_check]="rclone check --size-only"
 FAIL=0
 run_copy() { # KEY TREE CASE LATENCY
@@ -158,8 +182,11 @@ run_copy() { # KEY TREE CASE LATENCY
     start_server "$lat"
     rm -f "$db" "$db-wal" "$db-shm" "$db.lock" "$db.yaml"
     case $k in
-    treemig) measure "$key" sh -c '"$1" discover -q --db "$2" "$3" s3://bench/t --s3-endpoint "$4" &&
-                                   "$1" copy -y -q --db "$2"' sh "$TREEMIG" "$db" "$src" "$EP" ;;
+    treemig | treemig_b)
+        local bin=$TREEMIG
+        [[ $k == treemig_b ]] && bin=$TREEMIG_B
+        measure "$key" sh -c '"$1" discover -q --db "$2" "$3" s3://bench/t --s3-endpoint "$4" &&
+                              "$1" copy -y -q --db "$2"' sh "$bin" "$db" "$src" "$EP" ;;
     rclone) measure "$key" env RCLONE_CONFIG_BENCH_ENDPOINT="$EP" "${RCLONE[@]}" copy "$src" bench:bench/t ;;
     rclone_w) measure "$key" env RCLONE_CONFIG_BENCH_ENDPOINT="$EP" "${RCLONE[@]}" copy \
         --transfers "$W" --checkers "$W" "$src" bench:bench/t ;;
@@ -169,7 +196,8 @@ run_copy() { # KEY TREE CASE LATENCY
     if [[ -z ${CHECKS[$key]:-} ]]; then
         n=$(count_objects t)
         CHECKS[$key]="$n objects"
-        if [[ $k == treemig && $SERVER != s3rver ]]; then
+        [[ $SERVER == fake ]] && CHECKS[$key]+=", requests $(requests)"
+        if [[ $k == treemig* && $SERVER != s3rver ]]; then
             local v=0 sum=()
             [[ $c == big ]] && sum=(--checksum)
             "$TREEMIG" verify -q --db "$db" "${sum[@]}" </dev/null >"$LOGS/verify.$key.log" 2>&1 || v=$?
@@ -186,14 +214,31 @@ run_discover() { # KEY LATENCY: the bucket holds treemig's copy of the small tre
     tm_disc) measure "$key" "$TREEMIG" discover -q --db "$db" "$SMALL" s3://bench/t --s3-endpoint "$EP" ;;
     tm_disc_smt) measure "$key" "$TREEMIG" discover -q --db "$db" "$SMALL" s3://bench/t \
         --s3-endpoint "$EP" -o s3-server-modtime ;;
+    tm_disc_so) measure "$key" "$TREEMIG" discover -q --db "$db" "$SMALL" s3://bench/t \
+        --s3-endpoint "$EP" --size-only ;;
+    tm_disc_b) measure "$key" "$TREEMIG_B" discover -q --db "$db" "$SMALL" s3://bench/t \
+        --s3-endpoint "$EP" ;;
     rc_check) measure "$key" env RCLONE_CONFIG_BENCH_ENDPOINT="$EP" "${RCLONE[@]}" check \
         --size-only "$SMALL" bench:bench/t ;;
     esac
     [[ ${RC[$key]} -eq 0 ]] || FAIL=1
+    if [[ -z ${CHECKS[$key]:-} && $SERVER == fake ]]; then CHECKS[$key]="requests $(requests)"; fi
+    [[ $SERVER == fake ]] && ctl reset_stats >/dev/null
 }
 HEAD=$(header "treemig S3 benchmark: local -> S3 ($SERVER), treemig against rclone and awscli")
 COPY_KEYS=(treemig rclone rclone_w aws)
-DISC_KEYS=(tm_disc tm_disc_smt rc_check)
+DISC_KEYS=(tm_disc tm_disc_so tm_disc_smt rc_check)
+if [[ -n ${TREEMIG_B:-} ]]; then
+    [[ -x $TREEMIG_B ]] || die "TREEMIG_B=$TREEMIG_B is not an executable"
+    COPY_KEYS+=(treemig_b)
+    DISC_KEYS+=(tm_disc_b)
+fi
+if [[ -n ${S3_DISC_TOOLS:-} ]]; then
+    read -r -a DISC_KEYS <<<"$S3_DISC_TOOLS"
+    for k in "${DISC_KEYS[@]}"; do
+        [[ -n ${LABEL[$k]:-} && $k == @(tm_disc*|rc_check) ]] || die "unknown S3_DISC_TOOLS row '$k'"
+    done
+fi
 for lat in "${LATS[@]}"; do
     for c in "${CASES[@]}"; do
         case $c in
@@ -211,6 +256,7 @@ for lat in "${LATS[@]}"; do
             { "$TREEMIG" discover -q --db "$WORK/fill.db" "$SMALL" s3://bench/t --s3-endpoint "$EP" &&
                 "$TREEMIG" copy -y -q --db "$WORK/fill.db"; } </dev/null >"$LOGS/fill.log" 2>&1 ||
                 die "filling the bucket failed"
+            [[ $SERVER == fake ]] && ctl reset_stats >/dev/null
             for ((r = 0; r < RUNS; r++)); do
                 say "discover, ${lat} ms each way: run $((r + 1))/$RUNS"
                 while read -r k; do run_discover "$k" "$lat"; done < <(rotate "$r" "${DISC_KEYS[@]}")
@@ -238,9 +284,9 @@ REPORT=$WORK/report-$(date -u +%Y%m%dT%H%M%SZ).txt
                 echo "  discover, $lat ms each way: wall s median (min-max), RSS MiB, exit, treemig / rclone check"
                 for k in "${DISC_KEYS[@]}"; do
                     key=$k.discover.$lat
-                    printf '    %-44s %22s %6s %4s %8s\n' "${LABEL[$k]}" "$(stat_of "$key")" \
+                    printf '    %-44s %22s %6s %4s %8s  %s\n' "${LABEL[$k]}" "$(stat_of "$key")" \
                         "$(awk -v m="${RSS[$key]:-0}" 'BEGIN{printf "%.0f", m/1024}')" "${RC[$key]:--}" \
-                        "$(ratio "$(median "$key")" "$(median rc_check.discover.$lat)")"
+                        "$(ratio "$(median "$key")" "$(median rc_check.discover.$lat)")" "${CHECKS[$key]:-}"
                 done
                 continue
             fi

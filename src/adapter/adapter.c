@@ -68,6 +68,7 @@ struct check_ctx {
     void *ctx;      /* its context */
     int bad;        /* the adapter reported something invalid */
     unsigned caps;  /* the adapter's TM_CAP_* bits */
+    int later;      /* the adapter may list files with meta_later */
 };
 
 static int check_entry(void *ctx, const struct tm__entry *e)
@@ -75,9 +76,13 @@ static int check_entry(void *ctx, const struct tm__entry *e)
     struct check_ctx *c = ctx;
     struct tm__entry x;
     if (!(c->caps & TM_CAP_SPECIALS) || !(c->caps & TM_CAP_MOUNTS) ||
-        !(c->caps & TM_CAP_HARDLINKS)) {
-        /* what a storage does not report is not read from it */
+        !(c->caps & TM_CAP_HARDLINKS) || !c->later) {
+        /* what a storage does not report is not read from it (nor
+         * meta_later from a storage not told it may set it: it may not
+         * even have set the field) */
         x = *e;
+        if (!c->later)
+            x.meta_later = 0;
         if (!(c->caps & TM_CAP_SPECIALS)) {
             x.mode &= 07777;
             x.rdev = 0;
@@ -138,7 +143,8 @@ int tm__adapter_list_open(struct tm__adapter *a, const char *path,
 int tm__adapter_list_next(struct tm__lister *l, tm__list_cb cb, void *ctx,
                           int *more, struct tm__aerr *e)
 {
-    struct check_ctx c = { cb, ctx, 0, l->a->caps };
+    struct check_ctx c = { cb, ctx, 0, l->a->caps,
+                           l->a->meta_later && l->a->stat_many };
     int rc;
     tm__aerr_clear(e);
     *more = 0;
@@ -260,6 +266,29 @@ int tm__adapter_stat(struct tm__adapter *a, const char *path,
     rc = a->stat(a, path, out, e);
     if (!rc && (out->type < 0 || out->type >= TM_T_COUNT))
         rc = TM_EINTERNAL;
+    return tm__aerr_finish(e, rc);
+}
+
+int tm__adapter_stat_many(struct tm__adapter *a, const char *const *paths,
+                          struct tm__entry *out, int *rcs, size_t n,
+                          struct tm__aerr *e)
+{
+    size_t i;
+    int rc = begin_op(a, e, NULL, a->stat_many != NULL);
+    memset(out, 0, n * sizeof *out);
+    if (rc)
+        return rc;
+    for (i = 0; i < n; i++) {
+        rcs[i] = TM_EINTERNAL;
+        if (!path_ok(paths[i]))
+            return tm__aerr_finish(e, TM_EINVAL);
+    }
+    if (n > 1)
+        limit_take(a->limit, 1, (int64_t)n - 1); /* one operation each */
+    rc = a->stat_many(a, paths, out, rcs, n, e);
+    for (i = 0; !rc && i < n; i++)
+        if (!rcs[i] && (out[i].type < 0 || out[i].type >= TM_T_COUNT))
+            rc = TM_EINTERNAL;
     return tm__aerr_finish(e, rc);
 }
 

@@ -63,6 +63,10 @@ struct tm__entry {
                          attributes get_xattrs gives, security.* left
                          out (0: none); filled only by list_next with
                          list_xattrs set */
+    int meta_later;   /* a file listed without its mtime, mode and owner
+                         (only when the engine set the adapter's
+                         meta_later): mtime and mode are stand-ins, and
+                         stat_many gives the real ones */
 };
 
 /* What a storage says about its root (root_info). */
@@ -305,6 +309,19 @@ struct tm__adapter {
      * cannot (then it has no remove either). */
     int (*backup)(struct tm__adapter *a, const char *path, const char *dir,
                   struct tm__aerr *e);
+    /* Stats n files at once (paths[i] root-relative): out[i] and rcs[i]
+     * (0, TM_ENOENT, or another error with e describing it) for each.
+     * Returns 0, or an error that failed them all. NULL: the storage
+     * has no cheaper way than stat one at a time. */
+    int (*stat_many)(struct tm__adapter *a, const char *const *paths,
+                     struct tm__entry *out, int *rcs, size_t n,
+                     struct tm__aerr *e);
+    /* Not the storage's: set by the engine (discovery of a destination,
+     * which compares files with their source twins) when it will call
+     * stat_many for the listed files whose metadata it needs: a storage
+     * where a file's mtime and mode cost a request each (S3: a HEAD for
+     * rclone's metadata) may then list files with meta_later set. */
+    int meta_later;
     /* Not the storage's: the engine's limits on this side (copy
      * --bwlimit, --tps-limit), applied by the tm__adapter_* wrappers;
      * NULL (as the storage leaves it): none. */
@@ -561,6 +578,9 @@ int tm__aerr_set(struct tm__aerr *e, int rc, const char *fmt, ...)
  * than called), calls the adapter, and completes e (tm__aerr_finish). They
  * return what the method returns.
  */
+int tm__adapter_stat_many(struct tm__adapter *a, const char *const *paths,
+                          struct tm__entry *out, int *rcs, size_t n,
+                          struct tm__aerr *e);
 int tm__adapter_stat(struct tm__adapter *a, const char *path,
                      struct tm__entry *out, struct tm__aerr *e);
 int tm__adapter_open_read(struct tm__adapter *a, const char *path,

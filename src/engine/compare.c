@@ -125,6 +125,7 @@ int tm__listing_add(void *ctx, const struct tm__entry *e)
     x->ino = e->ino;
     x->nlink = e->nlink;
     x->xattrs = e->xattrs;
+    x->meta_later = e->meta_later;
     l->n++;
     return 0;
 }

@@ -28,7 +28,12 @@
  * With discover --checksum, the same listing job then reads both files of
  * each pair of equal size and different mtime (open_read of each storage)
  * and compares their hashes, outside every lock, before its page goes to
- * the writer.
+ * the writer. A destination that can list files without their metadata
+ * (stat_many: S3, where rclone's mtime and mode cost a HEAD per object) is
+ * told to (meta_later); the job then asks stat_many, outside every lock,
+ * for the files whose size equals their source twin's (the only ones
+ * whose mtime or mode decides anything) and those not on the source (the
+ * mirror's removal checks the mtime recorded), before it compares them.
  *
  * Lock order: e->mu, then a reader's mutex, then the writer's mutex
  * (tm__writer_error); never the reverse: the writer calls on_commit(),
@@ -611,6 +616,71 @@ static int checksum_page(struct engine *e, const struct tm__listing *l,
     return rc;
 }
 
+/* The files of a destination page listed without their metadata whose
+ * size equals their source twin's, or that have no twin (i[k], twins
+ * tw[k], id 0 for none, k < n): stat_many tells their mtime, mode and owner (one failed: the page fails, *ae
+ * says why, and is listed again under the retry policy), then they are
+ * compared as the others were; with --checksum, those whose mtime
+ * differs join the files to hash (hidx, htw, *n_hash). */
+static int later_page(struct engine *e, struct tm__listing *l, struct tm__result *r,
+                      const size_t *idx, const struct tm__twin *tw, size_t n,
+                      size_t *hidx, struct tm__twin *htw, size_t *n_hash,
+                      struct tm__aerr *ae)
+{
+    const char **paths = NULL;
+    struct tm__entry *out = NULL;
+    int *rcs = NULL;
+    size_t k;
+    int rc;
+    if (!n)
+        return 0;
+    paths = malloc(n * sizeof *paths);
+    out = malloc(n * sizeof *out);
+    rcs = malloc(n * sizeof *rcs);
+    if (!paths || !out || !rcs) {
+        rc = TM_ENOMEM;
+        goto out;
+    }
+    for (k = 0; k < n; k++)
+        paths[k] = r->arena.buf + r->nodes[idx[k]].path_off;
+    rc = tm__adapter_stat_many(e->cfg->ad[TM_DST], paths, out, rcs, n, ae);
+    for (k = 0; !rc && k < n; k++) {
+        struct tm__ent *x = &l->v[idx[k]];
+        struct tm__wnode *nd = &r->nodes[idx[k]];
+        if (rcs[k] == 0) {
+            x->type = out[k].type;
+            x->size = out[k].size;
+            x->mtime = out[k].mtime;
+            x->mode = out[k].mode;
+            x->uid = out[k].uid;
+            x->gid = out[k].gid;
+        } else if (rcs[k] != TM_ENOENT) {
+            rc = rcs[k];
+            break;
+        } /* gone since listed: compared as listed (the copy writes it) */
+        x->meta_later = 0;
+        nd->type = (int8_t)x->type;
+        nd->size = x->size;
+        nd->mtime = x->mtime;
+        nd->mode = x->mode;
+        nd->uid = x->uid;
+        nd->gid = x->gid;
+        if (!tw[k].id)
+            continue; /* not on the source: nothing to compare */
+        match(e, nd, x, &tw[k]);
+        if (htw && x->type == TM_T_FILE &&
+            (nd->conflict == CF_MTIME || nd->conflict == CF_DST_NEWER)) {
+            htw[*n_hash] = tw[k];
+            hidx[(*n_hash)++] = idx[k];
+        }
+    }
+out:
+    free(paths);
+    free(out);
+    free(rcs);
+    return rc;
+}
+
 /* Source rows a merge steps over before it seeks instead: a page of a
  * huge folder (pages come in the storage's order, which is not the names')
  * spans much of the folder's names, and stepping through all of them for
@@ -622,15 +692,18 @@ static int checksum_page(struct engine *e, const struct tm__listing *l,
  * source children in the same order, which seeks again (the index
  * (parent_id, name)) when the next name is far ahead: one seek per page
  * for a folder of ordinary size, bounded work per child for any. */
-static int dst_page(struct engine *e, const struct task *t,
-                    const struct tm__listing *l, struct tm__result *r)
+static int dst_page(struct engine *e, const struct task *t, struct tm__listing *l,
+                    struct tm__result *r, struct tm__aerr *ae, int *stat_failed)
 {
     struct reader *rd = &e->rdr[atomic_fetch_add(&e->next_reader, 1) % READERS];
     struct tm__twin *tw = NULL; /* --checksum: the twins to hash */
+    struct tm__twin *ltw = NULL; /* the twins of files listed without
+                                    their metadata, of the same size */
     const char *sname = NULL;
-    size_t i, slen = 0, *idx = NULL, n_hash = 0;
+    size_t i, slen = 0, *idx = NULL, n_hash = 0, *lidx = NULL, n_later = 0;
     int rc = 0, have = 0, scanning = 0;
 
+    *stat_failed = 0;
     r->nodes = calloc(l->n ? l->n : 1, sizeof *r->nodes);
     if (!r->nodes)
         return TM_ENOMEM;
@@ -640,6 +713,19 @@ static int dst_page(struct engine *e, const struct task *t,
         if (!tw || !idx) {
             free(tw);
             free(idx);
+            return TM_ENOMEM;
+        }
+    }
+    for (i = 0; i < l->n && !l->v[i].meta_later; i++)
+        ;
+    if (i < l->n) {
+        ltw = malloc(l->n * sizeof *ltw);
+        lidx = malloc(l->n * sizeof *lidx);
+        if (!ltw || !lidx) {
+            free(tw);
+            free(idx);
+            free(ltw);
+            free(lidx);
             return TM_ENOMEM;
         }
     }
@@ -688,10 +774,22 @@ static int dst_page(struct engine *e, const struct task *t,
         rc = 0;
         if (have && c == 0) {
             rc = tm__twins_row(rd->tw, &s);
-            if (!rc)
+            if (!rc && x->meta_later && x->type == TM_T_FILE && s.type == TM_T_FILE &&
+                s.ts != TS_EXCLUDED && s.size == x->size) {
+                /* its mtime and mode decide: asked below, outside the lock */
+                ltw[n_later] = s;
+                lidx[n_later++] = i;
+            } else if (!rc) {
                 match(e, n, x, &s);
+            }
         } else {
             n->ts = TS_NOT_ON_SRC;
+            if (x->meta_later) {
+                /* recorded as it is: treemig delete removes it only
+                 * while its mtime is still the one recorded */
+                memset(&ltw[n_later], 0, sizeof ltw[n_later]); /* id 0: none */
+                lidx[n_later++] = i;
+            }
         }
         if (!rc && have && c == 0 && tw && x->type == TM_T_FILE &&
             s.type == TM_T_FILE && s.ts != TS_EXCLUDED &&
@@ -703,10 +801,16 @@ static int dst_page(struct engine *e, const struct task *t,
     }
     tm__twins_end(rd->tw);
     pthread_mutex_unlock(&rd->mu);
+    if (!rc && n_later) {
+        rc = later_page(e, l, r, lidx, ltw, n_later, idx, tw, &n_hash, ae);
+        *stat_failed = rc != 0 && rc != TM_ENOMEM;
+    }
     if (!rc)
         rc = checksum_page(e, l, r, idx, tw, n_hash);
     free(tw);
     free(idx);
+    free(ltw);
+    free(lidx);
     return rc;
 }
 
@@ -725,7 +829,7 @@ static int list_task(struct task *t)
     struct tm__result *r = NULL;
     struct tm__retry rt;
     struct tm__aerr ae;
-    int rc = 0, more = 1, attempts = 1;
+    int rc = 0, more = 1, attempts = 1, stat_failed = 0;
 
     tm__retry_init(&rt, e->cfg->retries, e->cfg->stop);
     if (t->side == TM_DST && t->src_failed) {
@@ -759,7 +863,16 @@ static int list_task(struct task *t)
                     rc = TM_ENOMEM;
                     goto out;
                 }
-                rc = t->side == TM_SRC ? src_page(e, t, &l, r) : dst_page(e, t, &l, r);
+                rc = t->side == TM_SRC ? src_page(e, t, &l, r)
+                                       : dst_page(e, t, &l, r, &ae, &stat_failed);
+                if (stat_failed) {
+                    /* the page's stat_many failed: listed again below
+                     * (more was 1 before this page) */
+                    tm__result_free(r);
+                    r = NULL;
+                    more = 1;
+                    goto failed;
+                }
                 if (!rc && more) {
                     tm__buf_reset(&pos);
                     rc = tm__adapter_list_pos(li, &pos);
@@ -785,6 +898,7 @@ static int list_task(struct task *t)
         }
         if (!rc)
             continue;
+    failed:
         /* a failed request: the page is tried again from the last
          * position, through a new listing (a broken connection, a
          * listing the storage forgot) */
@@ -1309,6 +1423,9 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
     tm__attr_rule_init(&e.rule, cfg->ad[TM_SRC], cfg->ad[TM_DST], cfg->owner,
                        cfg->owner);
     e.rule.xattrs = e.rule.xattrs && cfg->xattrs;
+    /* the destination's files are compared with their twins: what a
+     * listing would pay a request each for is asked only where it decides */
+    cfg->ad[TM_DST]->meta_later = cfg->ad[TM_DST]->stat_many != NULL;
     for (side = 0; side < 2; side++) {
         e.owned[side] = (cfg->ad[side]->caps & TM_CAP_OWNER) != 0;
         /* the listings give each file's and folder's attributes' digest */
@@ -1417,6 +1534,7 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
 
 out:
     tm__pool_stop(e.pool); /* lets the running listings end */
+    cfg->ad[TM_DST]->meta_later = 0; /* other listings want it all */
     if (e.w && rc == 0) {
         pthread_mutex_lock(&e.mu);
         snapshot(&e, t0);

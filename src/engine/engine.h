@@ -67,6 +67,8 @@ struct tm__ent {
     uint32_t nlink;            /* its links (0: not reported) */
     uint64_t xattrs;           /* digest of its extended attributes
                                   (struct tm__entry; 0: none or not read) */
+    int meta_later;            /* mtime, mode, owner not listed
+                                  (struct tm__entry) */
 };
 
 /* The children of one folder as an adapter listed them (compare.c). */

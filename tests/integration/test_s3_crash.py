@@ -215,7 +215,7 @@ def case_copy_loop(c):
         if kill and (req.get('create') or req.get('listparts') != 1):
             fail('run %d did not resume the upload: %r' % (kill + 1, req))
         on_server = (c.aws('list-parts', '--bucket', 'up-bkt', '--key', 'mp/big.bin',
-                           '--upload-id', uid) or {}).get('Parts') or []
+                           '--upload-id=' + uid) or {}).get('Parts') or []
         k = run_len(on_server)
         if not 1 <= k < nparts:
             fail('kill %d: %d parts on the server, expected a kill mid-upload' % (kill + 1, k))

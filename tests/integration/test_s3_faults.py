@@ -13,11 +13,19 @@ tests/servers/fake_s3.py:
 - a listing page cut short, and a truncated page without a continuation
   token: the first is retried, the second is a protocol error that fails
   the folder (exit 3, the reason in review) after one request, not a
-  loop.
+  loop;
+- a new file is written by one create-only PUT (If-None-Match: *), with
+  no HEAD first in a folder the copy made; an object that appeared after
+  discovery is kept (412), and so it is with a server that refuses the
+  header (501, 400) or ignores it: a probe at the first create finds it
+  out, then a HEAD before each create;
+- discovery of a bucket HEADs (rclone's mtime and mode) only the objects
+  whose size equals their source twin's.
 
 Needs TREEMIG (ctest sets it). Label s3.
 """
 
+import hashlib
 import os
 import sqlite3
 import sys
@@ -162,7 +170,8 @@ def case_retried(c):
     c.tm('copy', '--db', db, '-y', '-q')
     expect_eq('faults left', 0, c.srv.stats()['faults_left'])
     # (a reset on a kept-alive connection is sent again by curl itself)
-    if len([m for m in c.logs(db) if b'retry 1 of' in m]) < 2:
+    # (the two 500s may hit one request twice: retries 1 and 2 of it)
+    if len([m for m in c.logs(db) if b'; retry ' in m]) < 2:
         fail('the failures were not retried: %r' % c.logs(db))
     keys = c.keys('bkt', 'ret/')
     expect_eq('objects', 8, len([k for k in keys if not k.endswith('/')]))
@@ -210,6 +219,134 @@ def case_truncated_page(c):
         fail('review does not give the reason: %s' % cp.stdout)
 
 
+def _etags(c, prefix):
+    """{key: ETag} under prefix, listed by awscli (a single PUT's ETag is
+    the MD5 of the content)."""
+    rc, res, err = s3servers.aws(c.env, c.srv.endpoint, 'list-objects-v2',
+                                 '--bucket', 'bkt', '--prefix', prefix)
+    if rc:
+        fail('aws list-objects-v2: %s' % err)
+    return {o['Key']: o['ETag'].strip('"') for o in (res or {}).get('Contents', [])}
+
+
+def _intruder_run(c, prefix, n, answer):
+    """discover a tree of n files to s3://bkt/PREFIX, an object written by
+    someone else at d0/f0 after discovery, copy; returns (copy's exit,
+    requests during the copy, stats)."""
+    src = c.src(n)
+    db = c.db()
+    c.srv.ctl('conditional', answer=answer)
+    c.tm('discover', '--db', db, '-q', src, 's3://bkt/' + prefix, '--s3-endpoint',
+         c.srv.endpoint)
+    c.srv.ctl('put', bucket='bkt', key=prefix + '/d0/f0', data='theirs')
+    c.srv.ctl('reset_stats')
+    cp = c.tm('copy', '--db', db, '-y', '-q', '--workers', '4', rc=None)
+    st = c.srv.stats()['stats']
+    c.srv.ctl('conditional', answer='ok')
+    got = {k: v for k, v in _etags(c, prefix + '/').items() if not k.endswith('/')}
+    want = {'%s/d%d/f%d' % (prefix, i % 2, i): hashlib.md5(b'x' * (100 + i)).hexdigest()
+            for i in range(1, n)}
+    want[prefix + '/d0/f0'] = hashlib.md5(b'theirs').hexdigest()
+    expect_eq('the objects (the one written after discovery kept)', want, got)
+    return cp, st
+
+
+def case_create_only(c):
+    """A new file is one create-only PUT (If-None-Match: *), no HEAD first:
+    an object that appeared after discovery is kept (412), not replaced."""
+    cp, st = _intruder_run(c, 'co', 12, 'ok')
+    req = st['requests']
+    if cp.returncode == 0:
+        fail('the copy says nothing of the object in its way: %s' % tmtest.show(cp))
+    # two for the probe of the server (the second one refused), one per file
+    expect_eq('conditional PUTs', 2 + 12, st.get('conditional_puts', 0))
+    # the folders were made by this copy: no HEAD of a folder marker nor
+    # of the object before a PUT (after the 412 the engine may look)
+    if req.get('head', 0) > 2:
+        fail('HEADs before the PUTs: %r' % req)
+
+
+def case_create_only_refused(c):
+    """A server that refuses If-None-Match (501, 400) or ignores it: the
+    probe at the first create finds it, then a HEAD before each create;
+    the object in the way is still kept."""
+    for answer, puts in ((501, 1), (400, 1), ('ignore', 2)):
+        n = 24
+        cp, st = _intruder_run(c, 'cr%s' % answer, n, answer)
+        if cp.returncode == 0:
+            fail('%s: the copy says nothing of the object in its way' % answer)
+        # the probe's only: the answer is known for the rest of the run
+        expect_eq('%s: create-only PUTs' % answer, puts, st.get('conditional_puts', 0))
+        if st['requests'].get('head', 0) < n:
+            fail('%s: fewer HEADs than files: %r' % (answer, st['requests']))
+        if [k for k in _etags(c, 'cr%s/' % answer) if 'probe' in k]:
+            fail('%s: the probe object was left' % answer)
+
+
+def case_meta_later(c):
+    """Discovery of a bucket HEADs (for rclone's mtime and mode) only the
+    files whose size equals their source twin's; their metadata decides
+    (same: already there; another mtime: a conflict), the others are
+    conflict size without a request of their own."""
+    src = c.src(10)
+    db = c.db()
+    c.tm('discover', '--db', db, '-q', src, 's3://bkt/lz', '--s3-endpoint', c.srv.endpoint)
+    c.tm('copy', '--db', db, '-y', '-q')
+    # f1, f3: another size; f2: same size, another mtime (an hour back,
+    # also a whole second, so that S3's LastModified cannot decide)
+    for i in (1, 3):
+        with open(os.path.join(src, 'd%d' % (i % 2), 'f%d' % i), 'ab') as f:
+            f.write(b'more')
+    p2 = os.path.join(src, 'd0', 'f2')
+    st = os.stat(p2)
+    os.utime(p2, ns=(st.st_atime_ns, st.st_mtime_ns - 3600 * 10**9))
+    # not on the source: HEADed too (treemig delete checks its mtime)
+    c.srv.ctl('put', bucket='bkt', key='lz/d0/extra', data='x',
+              meta={'mtime': '1500000000.25'})
+    c.srv.ctl('reset_stats')
+    db2 = c.db()
+    c.tm('discover', '--db', db2, '-q', src, 's3://bkt/lz', '--s3-endpoint', c.srv.endpoint)
+    got = dict(sql(db2, "SELECT path, coalesce(conflict, copy_status) FROM src_nodes "
+                        "WHERE type = 'file'"))
+    want = {'/d%d/f%d' % (i % 2, i): 'already_existed' for i in range(10)}
+    want.update({'/d1/f1': 'size', '/d1/f3': 'size', '/d0/f2': 'dst_newer'})
+    expect_eq('files compared', want, got)
+    heads = c.srv.stats()['stats']['head_log']
+    files = sorted(k for k in heads if not k.endswith('/'))
+    expect_eq('objects HEADed', sorted(['lz/d0/extra'] + ['lz/d%d/f%d' % (i % 2, i)
+                                                          for i in range(10)
+                                                          if i not in (1, 3)]), files)
+    expect_eq('the mtime recorded of the object not on the source',
+              [(1500000000250000000,)],
+              sql(db2, "SELECT mtime FROM dst_nodes WHERE path = '/d0/extra'"))
+
+
+def case_meta_later_fails(c):
+    """The HEADs discovery asks for after a listing fail (500s past the
+    client's own three rounds): the page is listed again under the retry
+    policy, and discovery ends as if nothing had failed."""
+    src = os.path.join(c.tmp, 'lzfsrc')
+    os.makedirs(os.path.join(src, 'd0'))
+    for i in range(4):
+        with open(os.path.join(src, 'd0', 'f%d' % i), 'wb') as f:
+            f.write(b'x' * (100 + i))
+    db = c.db()
+    c.tm('discover', '--db', db, '-q', src, 's3://bkt/lzf', '--s3-endpoint', c.srv.endpoint)
+    c.tm('copy', '--db', db, '-y', '-q')
+    c.srv.ctl('clear')
+    # after the HEAD of the marker d0/ (the root's listing), the three
+    # rounds of the 4 HEADs of d0's files fail: one stat_many
+    c.srv.fault('head', 'error500', count=12, after=1)
+    db2 = c.db()
+    c.tm('discover', '--db', db2, '-q', src, 's3://bkt/lzf', '--s3-endpoint', c.srv.endpoint)
+    expect_eq('faults left', 0, c.srv.stats()['faults_left'])
+    if not [m for m in c.logs(db2) if b'; retry 1 of' in m and b'head' in m]:
+        fail('no page was listed again: %r' % c.logs(db2))
+    got = dict(sql(db2, "SELECT path, coalesce(conflict, copy_status) FROM src_nodes "
+                        "WHERE type = 'file'"))
+    expect_eq('files compared', {'/d0/f%d' % i: 'already_existed' for i in range(4)}, got)
+
+
 def main():
     tmtest.require_binary()
     r = tmtest.Runner('test_s3_faults')
@@ -225,7 +362,15 @@ def main():
                          ('503 SlowDown and 429 Retry-After: waited', case_throttles),
                          ('500 and connection resets: retried', case_retried),
                          ('a truncated page without a token: an error, not a loop',
-                          case_truncated_page)):
+                          case_truncated_page),
+                         ('a new file: a create-only PUT, an object in its way kept',
+                          case_create_only),
+                         ('If-None-Match refused (501, 400) or ignored: a HEAD first',
+                          case_create_only_refused),
+                         ('discovery HEADs only the objects of the same size',
+                          case_meta_later),
+                         ('those HEADs failing: the page is listed again',
+                          case_meta_later_fails)):
             t0 = time.time()
             r.check(name, fn, c)
             print('     (%.1f s)' % (time.time() - t0))

@@ -22,12 +22,17 @@ faults and read the counters; they are answered on 127.0.0.1 only: fault
 {op, kind, count, after, retry_after, ms, pages} (kinds: slowdown, throttle429,
 error500, badsig, echo_token, reset, truncate, truncated_page, error200,
 delay: answer ms later), clear, hold {parts}, reset_stats, bucket {name},
-fill {bucket, prefix, n, size, meta}; each answers the counters (requests
-per operation, parts, the log of listing requests with their start-after)
+fill {bucket, prefix, n, size, meta}, put {bucket, key, data, meta} (an
+object from another writer), conditional {answer} (a PUT's If-None-Match:
+"ok" honours it, 412 PreconditionFailed when the key is there; "ignore";
+501 or 400 refuse it, as servers without conditional writes do); each answers the counters (requests
+per operation, parts, the log of listing requests with their start-after,
+the keys HEADed)
 and the open uploads.
 """
 
 import base64
+import bisect
 import hashlib
 import hmac
 import json
@@ -138,17 +143,56 @@ class Obj:
         self.mtime = time.time()
 
 
+class Bucket(dict):
+    """A bucket's objects by key; keeps its keys sorted (as S3 lists them:
+    by their UTF-8 bytes) between changes of the key set, so that a
+    listing of a bucket of many keys costs a search, not a sort."""
+
+    def __init__(self):
+        super().__init__()
+        self.gen = 0            # bumped when a key comes or goes
+        self.sorted_gen = -1    # the gen the sorted lists are of
+        self.kbs = []           # the keys' bytes, sorted
+        self.ks = []            # the keys in the same order
+
+    def __setitem__(self, k, v):
+        if k not in self:
+            self.gen += 1
+        super().__setitem__(k, v)
+
+    def __delitem__(self, k):
+        self.gen += 1
+        super().__delitem__(k)
+
+    def pop(self, k, *d):
+        if k in self:
+            self.gen += 1
+        return super().pop(k, *d)
+
+    def sorted_keys(self):
+        """(kbs, ks); the caller holds the state's lock."""
+        if self.sorted_gen != self.gen:
+            pairs = sorted((k.encode('utf-8', 'surrogateescape'), k) for k in self)
+            self.kbs = [p[0] for p in pairs]
+            self.ks = [p[1] for p in pairs]
+            self.sorted_gen = self.gen
+        return self.kbs, self.ks
+
+
 class State:
     def __init__(self, args):
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
-        self.buckets = {b: {} for b in args.bucket}
+        self.buckets = {b: Bucket() for b in args.bucket}
         self.uploads = {}       # id -> dict(bucket, key, meta, parts{n: (data, etag)})
         self.faults = []        # dicts: op, kind, count, after, retry_after
         self.stats = {'requests': {}, 'parts_in_flight': 0,
                       'max_parts_in_flight': 0, 'parts_received': 0,
                       'puts_without_md5': 0, 'bodies_signed': 0,
                       'bodies_unsigned': 0}
+        self.conditional = 'ok'  # a PUT with If-None-Match: 'ok' (412 when
+                                 # the key is there), 'ignore', or a status
+                                 # (501, 400) refusing the header
         self.hold = 0           # parts to gather before answering any
         self.hold_released = False
         self.hold_timeout = 10.0
@@ -352,6 +396,11 @@ class Handler(BaseHTTPRequestHandler):
         with st.lock:
             st.stats['requests'][op] = st.stats['requests'].get(op, 0) + 1
         fault = st.take_fault(op, q)
+        if op == 'head':
+            with st.lock:
+                log = st.stats.setdefault('head_log', [])
+                if len(log) < 100000:
+                    log.append(key)
         if op == 'list':
             with st.lock:
                 log = st.stats.setdefault('list_log', [])
@@ -494,9 +543,25 @@ class Handler(BaseHTTPRequestHandler):
                 return status, hs, b''
             return status, hs, data
         if op == 'put':
+            inm = self.headers.get('If-None-Match')
+            if inm is not None:
+                self.bump('conditional_puts')
+                if st.conditional == 501:
+                    self.bump('conditional_refused')
+                    raise S3Error(501, 'NotImplemented', 'A header you provided implies '
+                                  'functionality that is not implemented')
+                if st.conditional == 400:
+                    self.bump('conditional_refused')
+                    raise S3Error(400, 'InvalidArgument', 'If-None-Match is not supported')
             o = Obj(body, self.meta_of(), self.headers.get('x-amz-storage-class', 'STANDARD'),
                     self.headers.get('Content-Type', 'binary/octet-stream'))
             with st.lock:
+                if inm is not None and st.conditional == 'ok':
+                    if inm.strip() != '*':
+                        raise S3Error(501, 'NotImplemented', 'If-None-Match other than *')
+                    if key in objs:
+                        raise S3Error(412, 'PreconditionFailed', 'At least one of the '
+                                      'pre-conditions you specified did not hold')
                 objs[key] = o
             return 200, {'ETag': '"%s"' % o.etag}, b''
         if op == 'copy':
@@ -655,34 +720,42 @@ class Handler(BaseHTTPRequestHandler):
         else:
             start = q.get('start-after', '')
         enc = q.get('encoding-type') == 'url'
-        with st.lock:
-            keys = sorted(objs.items(), key=lambda kv: kv[0].encode('utf-8', 'surrogateescape'))
         contents, prefixes, n, last, truncated = [], [], 0, None, False
         seen_cp = None
-        for k, o in keys:
-            kb = k.encode('utf-8', 'surrogateescape')
-            if not k.startswith(prefix) or kb <= start.encode('utf-8', 'surrogateescape'):
-                continue
-            if skip_prefix and k.startswith(skip_prefix):
-                continue
-            cp = None
-            if delim:
-                i = k.find(delim, len(prefix))
-                if i >= 0:
-                    cp = k[:i + len(delim)]
-            if cp is not None and cp == seen_cp:
-                continue
-            if n == maxk:
-                truncated = True
-                break
-            n += 1
-            if cp is not None:
-                seen_cp = cp
-                prefixes.append(cp)
-                last = 'P' + cp
-            else:
-                contents.append((k, o))
-                last = 'K' + k
+        pb = prefix.encode('utf-8', 'surrogateescape')
+        sb = start.encode('utf-8', 'surrogateescape')
+        with st.lock:
+            kbs, ks = objs.sorted_keys()
+            # the keys under prefix are one run of the sorted keys
+            i0 = max(bisect.bisect_left(kbs, pb), bisect.bisect_right(kbs, sb))
+            for idx in range(i0, len(ks)):
+                k = ks[idx]
+                if not kbs[idx].startswith(pb):
+                    break
+                if skip_prefix and k.startswith(skip_prefix):
+                    continue
+                o = objs.get(k)
+                if o is None:
+                    continue
+                cp = None
+                if delim:
+                    i = k.find(delim, len(prefix))
+                    if i >= 0:
+                        cp = k[:i + len(delim)]
+                if cp is not None and cp == seen_cp:
+                    continue
+                if n == maxk:
+                    truncated = True
+                    break
+                n += 1
+                if cp is not None:
+                    seen_cp = cp
+                    prefixes.append(cp)
+                    last = 'P' + cp
+                else:
+                    contents.append((k, o))
+                    last = 'K' + k
+
         def e(s):
             return urllib.parse.quote(s, safe='/') if enc else s
         items = [('Name', bucket), ('Prefix', e(prefix)), ('KeyCount', str(n)),
@@ -725,17 +798,26 @@ class Handler(BaseHTTPRequestHandler):
             elif what == 'reset_stats':
                 st.stats.update({'requests': {}, 'max_parts_in_flight': 0, 'parts_received': 0,
                                  'puts_without_md5': 0, 'bodies_signed': 0,
-                                 'bodies_unsigned': 0, 'list_log': []})
+                                 'bodies_unsigned': 0, 'list_log': [], 'head_log': [],
+                                 'conditional_puts': 0, 'conditional_refused': 0})
             elif what == 'fill':
                 # n objects PREFIX00000... of size bytes made here (a big
                 # folder without n PUTs), with rclone's metadata if given
-                objs = st.buckets.setdefault(req['bucket'], {})
+                objs = st.buckets.setdefault(req['bucket'], Bucket())
                 for i in range(int(req['n'])):
                     data = (('%s%05d\n' % (req['prefix'], i)).encode() * 64)[:int(req.get('size', 10))]
                     objs['%s%05d' % (req['prefix'], i)] = Obj(data, dict(req.get('meta', {})),
                                                               'STANDARD', 'binary/octet-stream')
             elif what == 'bucket':
-                st.buckets.setdefault(req['name'], {})
+                st.buckets.setdefault(req['name'], Bucket())
+            elif what == 'conditional':
+                a = req.get('answer', 'ok')
+                st.conditional = a if a in ('ok', 'ignore') else int(a)
+            elif what == 'put':
+                # an object written by someone else (no signature needed)
+                objs = st.buckets.setdefault(req['bucket'], Bucket())
+                objs[req['key']] = Obj(req.get('data', '').encode(), dict(req.get('meta', {})),
+                                       'STANDARD', 'binary/octet-stream')
             out = json.dumps({'stats': st.stats, 'uploads': len(st.uploads),
                               'upload_keys': sorted(u['key'] for u in st.uploads.values()),
                               'faults_left': sum(f['count'] for f in st.faults)}).encode()

@@ -2044,7 +2044,7 @@ static int fk_list_next(struct tm__lister *l, tm__list_cb cb, void *ctx, int *mo
                         struct tm__aerr *e)
 {
     struct fake *f = (struct fake *)l->a;
-    struct tm__entry en = { "ok", 2, TM_T_FILE, 1, 0, 0644, 0, 0, 0, 0, 0, 0, 0, 0 };
+    struct tm__entry en = { "ok", 2, TM_T_FILE, 1, 0, 0644, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
     int rc;
     (void)e;
     *more = 0;

@@ -51,7 +51,7 @@ static int fk_list_open(struct tm__adapter *a, const char *path, const void *pos
 static int fk_list_next(struct tm__lister *l, tm__list_cb cb, void *ctx, int *more,
                         struct tm__aerr *e)
 {
-    struct tm__entry en = { "x", 1, TM_T_FILE, 1, 0, 0644, 0, 0, 0, 0, 0, 0, 0, 0 };
+    struct tm__entry en = { "x", 1, TM_T_FILE, 1, 0, 0644, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
     (void)l; (void)e;
     *more = 0;
     return cb(ctx, &en);

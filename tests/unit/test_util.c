@@ -187,7 +187,7 @@ static void test_compare_leaf(void **state)
 
 static int add(struct tm__listing *l, const char *name, int type)
 {
-    struct tm__entry e = { name, strlen(name), type, 7, 9, 0644, 0, 0, 0, 0, 0, 0, 0, 0 };
+    struct tm__entry e = { name, strlen(name), type, 7, 9, 0644, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
     return tm__listing_add(l, &e);
 }
 

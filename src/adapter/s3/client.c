@@ -182,6 +182,7 @@ int tm__s3_open(const struct tm__s3_config *cfg, struct tm__s3 **out,
         return rc;
     }
     pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->probe_mu, NULL);
     h = strstr(s->set.endpoint, "://") + 3;
     slash = strchr(h, '/');
     s->scheme = strndup(s->set.endpoint, (size_t)(h - 3 - s->set.endpoint));
@@ -243,6 +244,7 @@ void tm__s3_free(struct tm__s3 *s)
     free(s->mpool);
     curl_slist_free_all(s->resolve);
     pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->probe_mu);
     tm__s3_settings_release(&s->set);
     tm__s3_creds_release(&s->cr);
     free(s->scheme);
@@ -714,6 +716,8 @@ static int code_class(const char *c, int *cls)
         {"KeyTooLongError", TM_ENAMETOOLONG, TM_S3_NODE},
         {"EntityTooLarge", TM_EFBIG, TM_S3_NODE},
         {"PreconditionFailed", TM_EEXIST, TM_S3_NODE},
+        /* a create-only PUT racing another write of the key (AWS): again */
+        {"ConditionalRequestConflict", TM_EIO, TM_S3_RETRY},
         {"QuotaExceeded", TM_EDQUOT, TM_S3_FATAL},
     };
     size_t i;
@@ -1129,11 +1133,24 @@ int tm__s3_put(struct tm__s3 *s, const char *bucket, const char *key,
     tm__md5_base64(md5, md5b);
     tm__s3req_h(&r, "Content-MD5", md5b);
     tm__s3req_put_opts(&r, o, hold);
+    if (o && o->create_only)
+        tm__s3req_h(&r, "If-None-Match", "*");
     r.body = data ? data : "";
     r.body_len = n;
     rc = tm__s3req_run(&r);
     if (!rc && etag)
         snprintf(etag, 72, "%s", r.etag);
+    if (rc && o && o->create_only) {
+        /* 412: an object is there; 501 or 400: the server does not take
+         * the header (older S3-compatible servers) */
+        if (r.status == 412)
+            rc = tm__s3_fail(s, err, TM_EEXIST, TM_S3_NODE, "put", bucket, key,
+                             "an object is there (If-None-Match)");
+        else if (r.status == 501 || r.status == 400)
+            rc = tm__s3_fail(s, err, TM_ENOTSUP, TM_S3_NODE, "put", bucket, key,
+                             "the server refuses a create-only put (http %ld)",
+                             r.status);
+    }
     return rc;
 }
 

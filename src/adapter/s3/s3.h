@@ -339,6 +339,11 @@ struct tm__s3_put_opts {
                                        x-amz-copy-source-if-match; a HEAD
                                        before UploadPartCopy), or NULL.
                                        Another one: TM_ECHANGED, node */
+    int create_only;                /* tm__s3_put: If-None-Match: *, the
+                                       write fails with TM_EEXIST (node)
+                                       when an object is at the key; a
+                                       server that refuses the header
+                                       (501, 400): TM_ENOTSUP, node */
 };
 
 /* PUTs n bytes as key in one request, with Content-MD5 (an empty body and
@@ -454,6 +459,15 @@ size_t tm__s3_writer_done_count(struct tm__s3_writer *w);
 /* Replaces the metadata a single-PUT writer sends at commit (TM_EINVAL
  * for a multipart writer: its metadata went with the create). */
 int tm__s3_writer_set_meta(struct tm__s3_writer *w, const struct tm__s3_meta *m);
+/* Makes a single-PUT writer's commit create only: TM_EEXIST (node) when
+ * an object is at the key. The PUT carries If-None-Match: * (atomic: an
+ * object written meanwhile is not replaced) where the server honours it:
+ * the client learns that once, at the first such commit, from an empty
+ * probe object beside the key PUT twice with the header, then deleted. A
+ * server that refuses the header (501, 400) or ignores it gets a HEAD
+ * before each create (a writer racing in between is not seen). TM_EINVAL
+ * for a multipart writer. */
+int tm__s3_writer_create_only(struct tm__s3_writer *w);
 /* Sends what is left and makes the object visible (PUT or Complete).
  * md5_hex (may be NULL, 33 bytes) gets the MD5 of the whole object when
  * every byte went through this writer, else "". Frees w in every case; on

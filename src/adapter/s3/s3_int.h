@@ -52,6 +52,11 @@ struct tm__s3 {
                                    beyond their first one each */
     atomic_int part_bufs;       /* part buffers allocated now, all writers */
     atomic_llong requests;      /* requests made */
+    atomic_int create_only;     /* does the server honour If-None-Match: *
+                                   on a PUT? 0 not known yet, 1 yes, 2 no
+                                   (refused or ignored: HEAD before a
+                                   create instead) */
+    pthread_mutex_t probe_mu;   /* one probe of create_only at a time */
 };
 
 /* Extra headers a request may carry. */

@@ -12,7 +12,9 @@
  * rclone's metadata (x-amz-meta-mtime, -mode, -uid, -gid); a listing does
  * not carry them, so each page's objects are HEADed, several at once,
  * unless -o s3-server-modtime takes S3's LastModified instead (then mtimes
- * are not compared: sizes only). A folder's mode and mtime are its
+ * are not compared: sizes only), or the engine said it asks stat_many
+ * for the files where they decide (meta_later: discovery of a
+ * destination; the files are then listed with meta_later set). A folder's mode and mtime are its
  * "name/" marker's metadata (HEADed with the page's objects). A listing
  * whose first page is empty (not even the folder's marker) is of no
  * folder: TM_ENOENT, or TM_ENOTDIR when the name is an object.
@@ -23,9 +25,12 @@
  * engine's checkpoint (table uploads), and a later open_write given that
  * state resumes the upload, discarding the bytes already on the server
  * after checking them against the parts' MD5 ETags. Nothing is visible
- * before commit; commit asks what is at the name first (HEADs: a
- * folder's marker there is TM_EISDIR; with TM_NOREPLACE an object is
- * TM_EEXIST; S3 has no atomic "create only": see docs/adapters.md). A
+ * before commit; commit asks what is at the name first (a HEAD: a
+ * folder's marker there is TM_EISDIR, not asked in a folder this adapter
+ * made); with TM_NOREPLACE an object there is TM_EEXIST: a single PUT
+ * says so atomically with If-None-Match: * (a server that refuses the
+ * header once gets a HEAD before each create from then on), a multipart
+ * upload or a copy asks with a HEAD (see docs/adapters.md). A
  * server-side copy
  * (copy_from between two s3 storages of one endpoint) is done at commit
  * with CopyObject (UploadPartCopy above 5 GiB), so it appears atomically
@@ -571,7 +576,7 @@ static int s3_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx, int *m
     struct tm__s3_err se;
     struct tm__s3_head_item *heads = NULL;
     size_t i, j, n_heads = 0, n_obj = 0;
-    int rc;
+    int rc, later;
 
     *more = 0;
     if (l->done)
@@ -611,14 +616,16 @@ static int s3_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx, int *m
     }
 
     /* the files' metadata and the folders' (their markers'): a HEAD each,
-     * several at once */
-    if (!a->server_mtime && (pg.n_objects || pg.n_prefixes)) {
+     * several at once; the files' only later (stat_many), where the
+     * engine asks, when it said so (meta_later) */
+    later = a->base.meta_later;
+    if (!a->server_mtime && (pg.n_prefixes || (pg.n_objects && !later))) {
         heads = calloc(pg.n_objects + pg.n_prefixes, sizeof *heads);
         if (!heads) {
             rc = TM_ENOMEM;
             goto out;
         }
-        for (i = 0; i < pg.n_objects; i++)
+        for (i = 0; i < pg.n_objects && !later; i++)
             if (pg.objects[i].key_len > l->plen)
                 heads[n_heads++].key = pg.objects[i].key;
         n_obj = n_heads;
@@ -651,7 +658,7 @@ static int s3_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx, int *m
             n = o->key_len - l->plen;
             is_prefix = 0;
             memset(&ent, 0, sizeof ent);
-            if (heads) {
+            if (heads && !later) {
                 struct tm__s3_head_item *h = &heads[n_heads++];
                 if (h->rc == TM_ENOENT)
                     continue; /* deleted since it was listed */
@@ -662,6 +669,7 @@ static int s3_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx, int *m
                 /* whole seconds, as a GET's Last-Modified says it */
                 ent.mtime = o->mtime_ns - o->mtime_ns % 1000000000;
                 ent.mode = 0644;
+                ent.meta_later = later && !a->server_mtime;
             }
         } else {
             name = pg.prefixes[j] + l->plen;
@@ -807,31 +815,53 @@ static int name_probe(struct s3a *a, const char *key, size_t klen, struct tm__ae
     return rc;
 }
 
-/* Before a commit of key: 2 when a folder's "key/" marker is there, 1
- * when (asked: file) an object "key" is there, 0 when neither; or an
- * error (in e). HEADs, both at once when both are asked. */
-static int folder_or_file(struct s3a *a, const char *key, int file,
+/* Before a commit of key: 2 when (asked: folder) a folder's "key/"
+ * marker is there, 1 when (asked: file) an object "key" is there, 0 when
+ * neither; or an error (in e). HEADs, both at once when both are asked. */
+static int folder_or_file(struct s3a *a, const char *key, int folder, int file,
                           struct tm__aerr *e)
 {
     struct tm__s3_head_item v[2];
+    int what[2];
     struct tm__buf m = TM__BUF_INIT;
-    int rc, i;
-    if (tm__buf_adds(&m, key) || tm__buf_addch(&m, '/')) {
-        tm__buf_release(&m);
-        return TM_ENOMEM;
-    }
+    size_t n = 0, i;
+    int rc = 0;
     memset(v, 0, sizeof v);
-    v[0].key = m.buf;
-    v[1].key = key;
-    rc = tm__s3_head_many(a->s, a->bucket, v, file ? 2 : 1, 2);
-    for (i = 0; !rc && i < (file ? 2 : 1); i++) {
+    if (folder) {
+        if (tm__buf_adds(&m, key) || tm__buf_addch(&m, '/')) {
+            tm__buf_release(&m);
+            return TM_ENOMEM;
+        }
+        what[n] = 2;
+        v[n++].key = m.buf;
+    }
+    if (file) {
+        what[n] = 1;
+        v[n++].key = key;
+    }
+    if (n)
+        rc = tm__s3_head_many(a->s, a->bucket, v, n, 2);
+    for (i = 0; !rc && i < n; i++) {
         if (v[i].rc == 0)
-            rc = i ? 1 : 2;
+            rc = what[i];
         else if (v[i].rc != TM_ENOENT)
             rc = aerr(e, &v[i].err, v[i].rc);
     }
     tm__buf_release(&m);
     return rc;
+}
+
+static int made_lately(struct s3a *a, const char *key, size_t klen);
+
+/* 1 when no "key/" marker need be asked for before a commit of key: this
+ * adapter made the folder that holds key lately, and not a folder key in
+ * it (a folder made lately was empty then; what is in it since is what
+ * this run put there, or a writer racing it made). */
+static int marker_known_absent(struct s3a *a, const char *key)
+{
+    const char *slash = strrchr(key + a->plen, '/');
+    return slash && made_lately(a, key, (size_t)(slash - key)) &&
+           !made_lately(a, key, strlen(key));
 }
 
 static int s3_stat(struct tm__adapter *ad, const char *path, struct tm__entry *out,
@@ -874,6 +904,44 @@ static int s3_stat(struct tm__adapter *ad, const char *path, struct tm__entry *o
         }
     }
     tm__buf_release(&k);
+    return rc;
+}
+
+/* The engine's stat of the files a listing gave with meta_later: a HEAD
+ * each, 16 at once, transient failures sent again (heads_with_retries). */
+static int s3_stat_many(struct tm__adapter *ad, const char *const *paths,
+                        struct tm__entry *out, int *rcs, size_t n,
+                        struct tm__aerr *e)
+{
+    struct s3a *a = (struct s3a *)ad;
+    struct tm__s3_head_item *v = calloc(n ? n : 1, sizeof *v);
+    struct tm__buf *k = calloc(n ? n : 1, sizeof *k);
+    size_t i;
+    int rc = 0;
+    if (!v || !k) {
+        rc = TM_ENOMEM;
+        goto out;
+    }
+    for (i = 0; i < n; i++)
+        tm__buf_init(&k[i]);
+    for (i = 0; i < n && !rc; i++) {
+        rc = key_of(a, paths[i], &k[i]);
+        v[i].key = k[i].buf;
+    }
+    if (!rc)
+        rc = heads_with_retries(a, v, n);
+    for (i = 0; !rc && i < n; i++) {
+        rcs[i] = v[i].rc;
+        if (!v[i].rc)
+            entry_of(a, &v[i].st, &out[i]);
+        else if (v[i].rc != TM_ENOENT)
+            rc = aerr(e, &v[i].err, v[i].rc);
+    }
+out:
+    for (i = 0; k && i < n; i++)
+        tm__buf_release(&k[i]);
+    free(k);
+    free(v);
     return rc;
 }
 
@@ -1349,18 +1417,34 @@ static int s3_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode,
     struct tm__s3_put_opts o;
     struct tm__s3_err se;
     char *id = NULL;
-    int rc = 0, fix = 0;
+    int rc = 0, fix = 0, create_only = 0;
 
     meta_of(f, mtime, mode, &m);
     memset(&o, 0, sizeof o);
     o.meta = &m;
+    if (!f->copy_key) {
+        if (!f->w && f->seen < f->size) {
+            rc = node_err(e, TM_EIO, "s3 commit %s: %lld of %lld bytes written",
+                          f->key, (long long)f->seen, (long long)f->size);
+            goto out;
+        }
+        if (!f->w && (rc = start_writer(a, f, e)) != 0)
+            goto out;
+        /* with TM_NOREPLACE, a single PUT is create-only (If-None-Match:
+         * *, atomic where the server takes it): no HEAD for the object */
+        create_only = (flags & TM_NOREPLACE) && !tm__s3_writer_upload_id(f->w) &&
+                      tm__s3_writer_create_only(f->w) == 0;
+    }
     /* What is at the name, just before: a folder (its "name/" marker: an
      * object "name" beside the prefix "name/" would make the folder above
-     * unlistable) is refused; with TM_NOREPLACE an object too. HEADs, two
-     * at once with TM_NOREPLACE. S3 has no create-only write that every
-     * server takes: a writer racing in between is not seen, nor a folder
-     * without a marker (docs/adapters.md). */
-    if ((rc = folder_or_file(a, f->key, flags & TM_NOREPLACE, e)) == 2)
+     * unlistable) is refused (not asked in a folder this adapter made,
+     * where it made no such folder); with TM_NOREPLACE an object too, unless the PUT is
+     * create-only. HEADs, two at once when both are asked. A multipart
+     * upload or a server-side copy asks with a HEAD: a writer racing in
+     * between is not seen, nor a folder without a marker
+     * (docs/adapters.md). */
+    if ((rc = folder_or_file(a, f->key, !marker_known_absent(a, f->key),
+                             (flags & TM_NOREPLACE) && !create_only, e)) == 2)
         rc = node_err(e, TM_EISDIR, "s3 commit %s/%s: a folder is there (its "
                       "marker %s/)", a->bucket, f->key, f->key);
     else if (rc == 1)
@@ -1375,13 +1459,6 @@ static int s3_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode,
                                       f->copy_key, f->size, &o, &se));
         goto out;
     }
-    if (!f->w && f->seen < f->size) {
-        rc = node_err(e, TM_EIO, "s3 commit %s: %lld of %lld bytes written", f->key,
-                      (long long)f->seen, (long long)f->size);
-        goto out;
-    }
-    if (!f->w && (rc = start_writer(a, f, e)) != 0)
-        goto out;
     if (tm__s3_writer_upload_id(f->w)) {
         if (!(id = strdup(tm__s3_writer_upload_id(f->w)))) {
             rc = TM_ENOMEM;
@@ -1865,6 +1942,7 @@ static int s3_kind_open(const char *spec, const struct tm__sopts *o,
     a->base.list_pos = s3_list_pos;
     a->base.list_close = s3_list_close;
     a->base.stat = s3_stat;
+    a->base.stat_many = s3_stat_many;
     a->base.close = s3_close;
     a->base.open_read = s3_open_read;
     a->base.read = s3_read;

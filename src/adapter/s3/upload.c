@@ -346,6 +346,95 @@ int tm__s3_writer_done_parts(struct tm__s3_writer *w, struct tm__s3_part **parts
     return 0;
 }
 
+int tm__s3_writer_create_only(struct tm__s3_writer *w)
+{
+    if (w->multipart)
+        return TM_EINVAL;
+    w->opts.create_only = 1;
+    return 0;
+}
+
+/* Learns whether the server honours If-None-Match: * on a PUT, once per
+ * client (s->create_only), before its first create-only PUT: an empty
+ * probe object beside key is PUT twice with the header (the second must
+ * be 412), then deleted. A server that refuses the header (501, 400) or
+ * ignores it (the second PUT succeeds) gets a HEAD before each create.
+ * 0, or the error of a probe that could not tell (tried again later). */
+static int probe_create_only(struct tm__s3 *s, const char *bucket, const char *key,
+                             struct tm__s3_err *err)
+{
+    struct tm__s3_put_opts o;
+    struct tm__s3_err e2;
+    struct tm__buf k = TM__BUF_INIT;
+    const char *slash = strrchr(key, '/');
+    unsigned char rnd[8];
+    int rc = 0, i, state = 0;
+
+    pthread_mutex_lock(&s->probe_mu);
+    if (atomic_load(&s->create_only))
+        goto out; /* another writer probed meanwhile */
+    if ((rc = tm__random(rnd, sizeof rnd)) != 0)
+        goto out;
+    rc = tm__buf_add(&k, key, slash ? (size_t)(slash - key + 1) : 0) ||
+         tm__buf_adds(&k, ".treemig-if-none-match-probe-") ? TM_ENOMEM : 0;
+    for (i = 0; !rc && i < (int)sizeof rnd; i++)
+        rc = tm__buf_addf(&k, "%02x", rnd[i]);
+    if (rc)
+        goto out;
+    memset(&o, 0, sizeof o);
+    o.create_only = 1;
+    for (i = 0; i < 2 && !state; i++) {
+        rc = tm__s3_put(s, bucket, k.buf, "", 0, &o, NULL, err);
+        if (rc == TM_ENOTSUP)
+            state = 2; /* refused */
+        else if (i == 1 && rc == TM_EEXIST)
+            state = 1; /* honoured */
+        else if (i == 1 && rc == 0)
+            state = 2; /* ignored: the second PUT replaced the first */
+        else if (rc)
+            break;
+    }
+    if (state) {
+        tm__s3_err_clear(err);
+        rc = 0;
+        atomic_store(&s->create_only, state);
+    }
+    tm__s3_delete(s, bucket, k.buf, &e2);
+out:
+    pthread_mutex_unlock(&s->probe_mu);
+    tm__buf_release(&k);
+    return rc;
+}
+
+/* The single PUT of a create-only writer: conditional where the server
+ * honours If-None-Match, else a HEAD first. */
+static int put_create_only(struct tm__s3_writer *w, struct tm__s3_err *err)
+{
+    struct tm__s3 *s = w->s;
+    struct tm__s3_put_opts o = w->opts;
+    struct tm__s3_stat st;
+    int rc;
+    if (!atomic_load(&s->create_only) &&
+        (rc = probe_create_only(s, w->bucket, w->key, err)) != 0)
+        return rc;
+    if (atomic_load(&s->create_only) == 1) {
+        rc = tm__s3_put(s, w->bucket, w->key, w->whole, (size_t)w->size, &o, NULL,
+                        err);
+        if (rc != TM_ENOTSUP)
+            return rc;
+        atomic_store(&s->create_only, 2); /* refused after all */
+    }
+    rc = tm__s3_head(s, w->bucket, w->key, &st, err);
+    if (rc == 0)
+        return tm__s3_fail(s, err, TM_EEXIST, TM_S3_NODE, "put", w->bucket, w->key,
+                           "an object is there");
+    if (rc != TM_ENOENT)
+        return rc;
+    tm__s3_err_clear(err);
+    o.create_only = 0;
+    return tm__s3_put(s, w->bucket, w->key, w->whole, (size_t)w->size, &o, NULL, err);
+}
+
 int tm__s3_writer_set_meta(struct tm__s3_writer *w, const struct tm__s3_meta *m)
 {
     if (w->multipart)
@@ -701,8 +790,10 @@ int tm__s3_writer_commit(struct tm__s3_writer *w, char *md5_hex,
     if (!w->multipart) {
         /* a failed PUT is the caller's to retry (its policy sees the
          * throttle); a Complete is retried here, not to lose the parts */
-        rc = tm__s3_put(w->s, w->bucket, w->key, w->whole, (size_t)w->size,
-                        &w->opts, NULL, err);
+        rc = w->opts.create_only
+                 ? put_create_only(w, err)
+                 : tm__s3_put(w->s, w->bucket, w->key, w->whole, (size_t)w->size,
+                              &w->opts, NULL, err);
     } else {
         rc = wait_parts(w);
         driver_stop(w);
