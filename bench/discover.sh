@@ -7,7 +7,12 @@
 #   SKIP_TREEMIG=1 bench/discover.sh       # the peers only
 #
 # The rows (bench/README.md says why these are the same work):
-#   treemig discover                  both trees, every node recorded in a fresh state file
+#   treemig discover --no-xattrs      both trees, every node recorded in a fresh state file;
+#                                     no extended attributes read (rsync -an and rclone check
+#                                     read none)
+#   treemig discover (xattrs)         the default: also one listxattrat per node, compared
+#   rsync -anX --delete               the same dry run reading and comparing xattrs: the peer
+#                                     of the default (its ratio is treemig (xattrs) / it)
 #   rsync -an --delete                dry run of a mirror: lists both trees, lstat of every
 #                                     node, size + mtime compared, destination-only found;
 #                                     prints nothing (no -i)
@@ -76,11 +81,13 @@ FIND_DST=$(find "$DST" -mindepth 1 | wc -l)
 RCLONE=(rclone --config "$WORK/rclone.conf")   # no remotes needed for local paths
 : >"$WORK/rclone.conf"
 KEYS=()
-[[ $SKIP_TREEMIG != 1 ]] && KEYS+=(treemig)
-KEYS+=(rsync rclone find)
+[[ $SKIP_TREEMIG != 1 ]] && KEYS+=(treemig treemig_x)
+KEYS+=(rsync rsync_x rclone find)
 declare -A LABEL=(
-    [treemig]="treemig discover${WORKERS:+ --workers $WORKERS}"
+    [treemig]="treemig discover --no-xattrs${WORKERS:+ --workers $WORKERS}"
+    [treemig_x]="treemig discover (xattrs)${WORKERS:+ --workers $WORKERS}"
     [rsync]="rsync -an --delete"
+    [rsync_x]="rsync -anX --delete"
     [rclone]="rclone check --size-only"
     [find]="find -printf (lstat floor)"
 )
@@ -88,8 +95,12 @@ run_tool() {
     case $1 in
     treemig)
         rm -f "$DB" "$DB-wal" "$DB-shm" "$DB.lock" "$DB.yaml"
-        measure treemig "$TREEMIG" discover --quiet --db "$DB" ${WORKERS:+--workers "$WORKERS"} "$SRC" "$DST" ;;
+        measure treemig "$TREEMIG" discover --quiet --no-xattrs --db "$DB" ${WORKERS:+--workers "$WORKERS"} "$SRC" "$DST" ;;
+    treemig_x)
+        rm -f "$DB" "$DB-wal" "$DB-shm" "$DB.lock" "$DB.yaml"
+        measure treemig_x "$TREEMIG" discover --quiet --db "$DB" ${WORKERS:+--workers "$WORKERS"} "$SRC" "$DST" ;;
     rsync) measure rsync rsync -an --delete "$SRC/" "$DST/" ;;
+    rsync_x) measure rsync_x rsync -anX --delete "$SRC/" "$DST/" ;;
     rclone) measure rclone "${RCLONE[@]}" check --size-only "$SRC" "$DST" ;;
     find) measure find bash -c 'find "$1" "$2" -printf "%s %T@\n" | wc -l' _ "$SRC" "$DST" ;;
     esac
@@ -142,11 +153,14 @@ rclone_found() { # its NOTICE lines: "Local file system at DIR: N files missing"
     printf '  %-30s %24s %8s %8s %5s %13s\n' tool "wall s: median (min-max)" "cpu s" "RSS MiB" exit "treemig / it"
     for k in "${KEYS[@]}"; do
         r=-
-        [[ $SKIP_TREEMIG != 1 && $k != treemig ]] && r=$(ratio "$(median treemig)" "$(median "$k")")
+        base=treemig
+        [[ $k == rsync_x ]] && base=treemig_x
+        [[ $SKIP_TREEMIG != 1 && $k != treemig* ]] && r=$(ratio "$(median "$base")" "$(median "$k")")
         printf '  %-30s %24s %8s %8s %5s %13s\n' "${LABEL[$k]}" "$(stat_of "$k")" "${CPU[$k]}" \
             "$(awk -v m="${RSS[$k]}" 'BEGIN{printf "%.1f", m/1024}')" "${RC[$k]}" "$r"
     done
-    echo "  treemig / it: ratio of the median walls (below 1: treemig is faster). cpu s: user+sys of"
+    echo "  treemig / it: ratio of the median walls (below 1: treemig is faster; rsync -anX against"
+    echo "  treemig (xattrs), the others against treemig --no-xattrs). cpu s: user+sys of"
     echo "  the last run; RSS: the largest of the runs (of the largest process: rsync runs as 2-3)."
     echo "  all walls:"
     for k in "${KEYS[@]}"; do printf '    %-30s%s\n' "${LABEL[$k]}" "${WALLS[$k]}"; done

@@ -57,45 +57,25 @@ STATS_Q = [
 ]
 
 PG = None
-N = [0]
 
 
 def env():
-    return {'PGPASSWORD': PG.password}
+    return PG.env()
 
 
 def new_db():
-    N[0] += 1
-    name = 'mig%d' % N[0]
-    PG.createdb(name)
-    return name, PG.uri(name)
-
-
-def pg_rows(name, q):
-    return PG.psql(name, q).splitlines()
-
-
-def lite_rows(path, q):
-    con = sqlite3.connect(path)
-    try:
-        return ['|'.join(str(x) for x in r) for r in con.execute(q)]
-    finally:
-        con.close()
+    return PG.new_db('mig')
 
 
 def same_rows(what, a, b):
-    if a == b:
-        return
-    for i, (x, y) in enumerate(zip(a, b)):
-        if x != y:
-            fail('%s: row %d differs:\n      sqlite     %s\n      postgresql %s'
-                 % (what, i, x, y))
-    fail('%s: %d rows on SQLite, %d on PostgreSQL' % (what, len(a), len(b)))
+    msg = pgserver.rows_differ(what, a, b)
+    if msg:
+        fail(msg)
 
 
 def same_stats(lite, name):
     for q in STATS_Q:
-        same_rows(q.split(' FROM ')[1].split()[0], lite_rows(lite, q), pg_rows(name, q))
+        same_rows(q.split(' FROM ')[1].split()[0], pgserver.lite_rows(lite, q), PG.rows(name, q))
 
 
 def full_run(db, src, dst, work, tag, exclude=None):
@@ -123,12 +103,12 @@ def check_sim_pair(work):
     full_run(uri, *sim_pair(work, 'pg'), work=work, tag='pg')
     lite = os.path.join(work, 'sim.db')
     full_run(lite, *sim_pair(work, 'lite'), work=work, tag='lite')
-    same_rows('src_nodes', lite_rows(lite, SRC_Q), pg_rows(name, SRC_Q))
-    same_rows('dst_nodes', lite_rows(lite, DST_Q), pg_rows(name, DST_Q))
+    same_rows('src_nodes', pgserver.lite_rows(lite, SRC_Q), PG.rows(name, SRC_Q))
+    same_rows('dst_nodes', pgserver.lite_rows(lite, DST_Q), PG.rows(name, DST_Q))
     same_stats(lite, name)
-    if not pg_rows(name, "SELECT 1 FROM src_nodes WHERE conflict IS NOT NULL"):
+    if not PG.rows(name, "SELECT 1 FROM src_nodes WHERE conflict IS NOT NULL"):
         fail('the sim pair has no conflicts: a weak comparison')
-    expect_eq('phase', ['verified'], pg_rows(name, "SELECT value FROM migration "
+    expect_eq('phase', ['verified'], PG.rows(name, "SELECT value FROM migration "
                                                "WHERE key = 'phase'"))
 
 
@@ -163,18 +143,18 @@ def check_local_pair(work):
     full_run(uri, src, os.path.join(work, 'ldst_pg'), work, 'lpg', exclude='/d01')
     lite = os.path.join(work, 'local.db')
     full_run(lite, src, os.path.join(work, 'ldst_lite'), work, 'llite', exclude='/d01')
-    same_rows('src_nodes', lite_rows(lite, SRC_Q), pg_rows(name, SRC_Q))
+    same_rows('src_nodes', pgserver.lite_rows(lite, SRC_Q), PG.rows(name, SRC_Q))
     # the two destination roots are two folders: their own mtimes differ
     q = DST_Q.replace('ORDER BY', 'WHERE depth > 0 ORDER BY')
-    same_rows('dst_nodes', lite_rows(lite, q), pg_rows(name, q))
-    if len(lite_rows(lite, SRC_Q)) < 30:
+    same_rows('dst_nodes', pgserver.lite_rows(lite, q), PG.rows(name, q))
+    if len(pgserver.lite_rows(lite, SRC_Q)) < 30:
         fail('the local pair is too small to compare')
     q = "SELECT path FROM src_nodes WHERE copy_status = 'excluded' ORDER BY path"
-    same_rows('excluded nodes', lite_rows(lite, q), pg_rows(name, q))
-    if len(pg_rows(name, q)) < 4:
-        fail('the exclusion excluded %r' % pg_rows(name, q))
+    same_rows('excluded nodes', pgserver.lite_rows(lite, q), PG.rows(name, q))
+    if len(PG.rows(name, q)) < 4:
+        fail('the exclusion excluded %r' % PG.rows(name, q))
     q = "SELECT kind, side, path, reason FROM review_items ORDER BY 1, 2, 3"
-    same_rows('review_items', lite_rows(lite, q), pg_rows(name, q))
+    same_rows('review_items', pgserver.lite_rows(lite, q), PG.rows(name, q))
     expect_eq('rsync -n --itemize-changes of the PostgreSQL run\'s destination', [],
               rsync_diff(src, os.path.join(work, 'ldst_pg')))
     if os.path.exists(os.path.join(work, 'ldst_pg', 'd01')):
@@ -182,7 +162,7 @@ def check_local_pair(work):
 
 
 def phase_of(name):
-    r = pg_rows(name, "SELECT value FROM migration WHERE key = 'phase'")
+    r = PG.rows(name, "SELECT value FROM migration WHERE key = 'phase'")
     return r[0] if r else ''
 
 
@@ -229,14 +209,14 @@ def check_kill_resume(work):
     expect_eq('phase after resume', 'discovered', phase_of(name))
     if not kill_when(['copy', '--db', uri, '--yes', '--quiet'], name, 'copying', 0.7):
         fail('the copy ended before the kill')
-    left = pg_rows(name, "SELECT count(*) FROM src_nodes WHERE copy_status "
+    left = PG.rows(name, "SELECT count(*) FROM src_nodes WHERE copy_status "
                          "IN ('pending', 'in_progress')")
     if left == ['0']:
         fail('the kill landed after the copy had copied everything')
     expect_rc(run(['copy', '--db', uri, '--yes', '--quiet'], env=env()), 0, 'copy again')
     expect_rc(run(['verify', '--db', uri, '--quiet'], env=env()), 0, 'verify')
-    same_rows('src_nodes', lite_rows(lite, SRC_Q), pg_rows(name, SRC_Q))
-    same_rows('dst_nodes', lite_rows(lite, DST_Q), pg_rows(name, DST_Q))
+    same_rows('src_nodes', pgserver.lite_rows(lite, SRC_Q), PG.rows(name, SRC_Q))
+    same_rows('dst_nodes', pgserver.lite_rows(lite, DST_Q), PG.rows(name, DST_Q))
     same_stats(lite, name)
 
 
@@ -265,7 +245,7 @@ def run_through_restart(args, name, phase, left_q):
     try:
         wait_phase(p, name, phase)
         time.sleep(0.3)
-        left = pg_rows(name, left_q)
+        left = PG.rows(name, left_q)
         ended_before = p.poll() is not None
         PG.restart()
     finally:
@@ -302,8 +282,8 @@ def check_restart(work):
     if rc != 0:
         fail('the copy did not finish through a server restart (exit %d): %s' % (rc, err))
     expect_rc(run(['verify', '--db', uri, '--quiet'], env=env()), 0, 'verify')
-    same_rows('src_nodes', lite_rows(lite, SRC_Q), pg_rows(name, SRC_Q))
-    same_rows('dst_nodes', lite_rows(lite, DST_Q), pg_rows(name, DST_Q))
+    same_rows('src_nodes', pgserver.lite_rows(lite, SRC_Q), PG.rows(name, SRC_Q))
+    same_rows('dst_nodes', pgserver.lite_rows(lite, DST_Q), PG.rows(name, DST_Q))
     same_stats(lite, name)
 
 
@@ -365,13 +345,13 @@ def durable_state_errors(name, ref_children):
     for t in ('src_nodes', 'dst_nodes'):
         q = (CHILDREN_Q % {'t': t}).replace(
             'WHERE', "WHERE p.traversal_status = 'successful' AND")
-        have = dict(r.split('|') for r in pg_rows(name, q))
+        have = dict(r.split('|') for r in PG.rows(name, q))
         for path, n in sorted(have.items()):
             if ref_children[t].get(path) != n:
                 errs.append('%s: folder %s is listed with %s children, %s in truth'
                             % (t, path, n, ref_children[t].get(path)))
         side = 0 if t == 'src_nodes' else 1
-        for r in pg_rows(name, "SELECT p.path FROM %s p WHERE p.type = 'folder' AND"
+        for r in PG.rows(name, "SELECT p.path FROM %s p WHERE p.type = 'folder' AND"
                                " p.traversal_status = 'pending' AND EXISTS (SELECT 1 FROM"
                                " %s c WHERE c.parent_id = p.id) AND NOT EXISTS (SELECT 1"
                                " FROM listing_pos l WHERE l.side = %d AND l.folder_id ="
@@ -379,7 +359,7 @@ def durable_state_errors(name, ref_children):
             errs.append('%s: pending folder %s has children but no listing position'
                         % (t, r))
     for stats_q, rows_q in STATS_ROWS:
-        a, b = pg_rows(name, stats_q), pg_rows(name, rows_q)
+        a, b = PG.rows(name, stats_q), PG.rows(name, rows_q)
         if a != b:
             errs.append('%s counts %s, the rows are %s' % (stats_q.split(' FROM ')[1].split()[0],
                                                            sorted(set(a) - set(b))[:4],
@@ -428,8 +408,8 @@ def check_atomicity(work):
     if kills < 4:
         fail('only %d kills landed during the discovery' % kills)
     expect_eq('phase at the end', 'discovered', phase_of(name))
-    same_rows('src_nodes', lite_rows(lite, SRC_Q), pg_rows(name, SRC_Q))
-    same_rows('dst_nodes', lite_rows(lite, DST_Q), pg_rows(name, DST_Q))
+    same_rows('src_nodes', pgserver.lite_rows(lite, SRC_Q), PG.rows(name, SRC_Q))
+    same_rows('dst_nodes', pgserver.lite_rows(lite, DST_Q), PG.rows(name, DST_Q))
     same_stats(lite, name)
     expect_eq('durable state at the end', [], durable_state_errors(name, ref_children))
 
@@ -569,7 +549,7 @@ def check_bounded_memory(work):
                    os.path.join(work, 'mem.yaml'), src, dst], env=env()), 0, 'discover')
     cmds = (['review', '--db', uri, '--list', 'missing'], ['copy', '--db', uri, '--dry-run'])
     small = [peak_rss(a) for a in cmds]
-    root = pg_rows(name, "SELECT id FROM src_nodes WHERE depth = 0")[0]
+    root = PG.rows(name, "SELECT id FROM src_nodes WHERE depth = 0")[0]
     PG.psql(name, "INSERT INTO src_nodes(id, parent_id, path, name, type, size, mtime,"
                   " mode, depth, traversal_status, copy_status) SELECT 10000000 + g, %s,"
                   " '/bulk-' || g || '-' || repeat('x', 400), 'bulk-' || g || '-' ||"
@@ -614,9 +594,9 @@ def check_repeated_name(work):
     lite = os.path.join(work, 'rp.db')
     name, uri = new_db()
     for db, rows, exec_sql in (
-            (lite, lambda q: lite_rows(lite, q),
+            (lite, lambda q: pgserver.lite_rows(lite, q),
              lambda q: sqlite3.connect(lite, isolation_level=None).execute(q)),
-            (uri, lambda q: pg_rows(name, q), lambda q: PG.psql(name, q))):
+            (uri, lambda q: PG.rows(name, q), lambda q: PG.psql(name, q))):
         dst = os.path.join(work, 'rpdst%d' % len(db))
         os.mkdir(dst)
         expect_rc(run(['discover', '--db', db, '--quiet', '--config',
@@ -649,7 +629,7 @@ def check_refusals(work):
     expect_rc(cp, 2, 'a wrong password')
     if b'password authentication failed' not in cp.stderr:
         fail('no clear message for a wrong password: %s' % show(cp))
-    expect_eq('tables after a wrong password', [], pg_rows(
+    expect_eq('tables after a wrong password', [], PG.rows(
         name, "SELECT table_name FROM information_schema.tables "
               "WHERE table_schema = 'public'"))
     if os.listdir(dst) or os.path.exists(os.path.join(work, 'w.yaml')):
@@ -670,13 +650,13 @@ def check_refusals(work):
         expect_rc(cp, 2, '%s on a database of another program' % args[0])
         if b'another program' not in cp.stderr or b'accounts' not in cp.stderr:
             fail('no clear message for a foreign database: %s' % show(cp))
-    expect_eq('the foreign database afterwards', ['accounts|1|alice'], pg_rows(
+    expect_eq('the foreign database afterwards', ['accounts|1|alice'], PG.rows(
         other, "SELECT table_name, id, owner FROM information_schema.tables, accounts"
                " WHERE table_schema = 'public'"))
     # an empty database without SRC DST: nothing to resume
     cp = run(['status', '--db', uri], env=env())
     expect_rc(cp, 2, 'status of an empty database')
-    expect_eq('tables after status of an empty database', [], pg_rows(
+    expect_eq('tables after status of an empty database', [], PG.rows(
         name, "SELECT table_name FROM information_schema.tables "
               "WHERE table_schema = 'public'"))
 

@@ -28,7 +28,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -50,41 +49,21 @@ STATS_Q = ("SELECT depth, type, copy_status, conflict, count, bytes FROM copy_st
            " WHERE count != 0 ORDER BY 1, 2, 3, 4")
 
 PG = None
-N = [0]
 WORK = [None]
 
 
 def env():
-    return {'PGPASSWORD': PG.password}
+    return PG.env()
 
 
 def new_db():
-    N[0] += 1
-    name = 'w%d' % N[0]
-    PG.createdb(name)
-    return name, PG.uri(name)
-
-
-def pg_rows(name, q):
-    return PG.psql(name, q).splitlines()
-
-
-def lite_rows(path, q):
-    con = sqlite3.connect(path)
-    try:
-        return ['|'.join(str(x) for x in r) for r in con.execute(q)]
-    finally:
-        con.close()
+    return PG.new_db('w')
 
 
 def same_rows(what, a, b):
-    if a == b:
-        return
-    for i, (x, y) in enumerate(zip(a, b)):
-        if x != y:
-            fail('%s: row %d differs:\n      sqlite     %s\n      postgresql %s'
-                 % (what, i, x, y))
-    fail('%s: %d rows on SQLite, %d on PostgreSQL' % (what, len(a), len(b)))
+    msg = pgserver.rows_differ(what, a, b)
+    if msg:
+        fail(msg)
 
 
 def popen(args, extra_env=None):
@@ -135,7 +114,7 @@ def copy_together(name, uri, n_workers=3, lease=30, copy_args=(), worker_args=()
         for _ in range(2400):
             if coord.poll() is not None:
                 break
-            r = pg_rows(name, "SELECT count(*) FROM migration WHERE key = 'worker_run'"
+            r = PG.rows(name, "SELECT count(*) FROM migration WHERE key = 'worker_run'"
                         " AND (SELECT value FROM migration WHERE key = 'phase')"
                         " = 'copying'")
             if r == ['1']:
@@ -169,28 +148,28 @@ def expect_all_ok(res, skip=()):
 
 
 def lease_pids(name):
-    return set(pg_rows(name, "SELECT DISTINCT pid FROM leases"))
+    return set(PG.rows(name, "SELECT DISTINCT pid FROM leases"))
 
 
 def held_pending(name, procs):
     """Pending nodes whose lease is one of procs'."""
-    return int(pg_rows(name, "SELECT count(*) FROM src_nodes s JOIN leases l ON "
+    return int(PG.rows(name, "SELECT count(*) FROM src_nodes s JOIN leases l ON "
                        "l.id = s.lease_id WHERE s.copy_status = 'pending' AND "
                        "l.pid IN (%s)" % ','.join(str(p.pid) for p in procs))[0])
 
 
 def expect_same_state(lite, name):
-    same_rows('src_nodes', lite_rows(lite, SRC_Q), pg_rows(name, SRC_Q))
-    same_rows('copy_stats', lite_rows(lite, STATS_Q), pg_rows(name, STATS_Q))
-    expect_eq('phase', ['copied'], pg_rows(name, "SELECT value FROM migration "
+    same_rows('src_nodes', pgserver.lite_rows(lite, SRC_Q), PG.rows(name, SRC_Q))
+    same_rows('copy_stats', pgserver.lite_rows(lite, STATS_Q), PG.rows(name, STATS_Q))
+    expect_eq('phase', ['copied'], PG.rows(name, "SELECT value FROM migration "
                                              "WHERE key = 'phase'"))
     # copy_stats agree with the rows they count (nothing counted twice)
     q = ("SELECT depth, type, copy_status, count(*) FROM src_nodes WHERE depth > 0"
          " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
     q2 = ("SELECT depth, type, copy_status, sum(count) FROM copy_stats WHERE depth > 0"
           " GROUP BY 1, 2, 3 HAVING sum(count) != 0 ORDER BY 1, 2, 3")
-    expect_eq('copy_stats against a recount of src_nodes', pg_rows(name, q),
-              pg_rows(name, q2))
+    expect_eq('copy_stats against a recount of src_nodes', PG.rows(name, q),
+              PG.rows(name, q2))
 
 
 def sim_pair(work, tag, latency, shape=SHAPE):
@@ -201,7 +180,7 @@ def sim_pair(work, tag, latency, shape=SHAPE):
 
 
 def discover_pg(uri, src, dst, tag):
-    cfg = os.path.join(WORK[0], 'pg%d.yaml' % N[0])
+    cfg = os.path.join(WORK[0], 'pg%d.yaml' % PG.made)
     expect_rc(run(['discover', '--db', uri, '--quiet', '--config', cfg, src, dst],
                   env=env()), 0, '%s discover (PostgreSQL)' % tag)
 
@@ -215,7 +194,7 @@ def check_sim(work):
     expect_same_state(lite, name)
     if len(lease_pids(name)) < 3:
         fail('fewer than 3 processes held leases: %r' % lease_pids(name))
-    qpids = set(pg_rows(name, "SELECT DISTINCT pid FROM queue_stats WHERE queue = 'copy'"))
+    qpids = set(PG.rows(name, "SELECT DISTINCT pid FROM queue_stats WHERE queue = 'copy'"))
     wpids = set(str(w.pid) for w in workers)
     if not wpids & qpids:
         fail('no worker wrote queue_stats of its own: %r, workers %r' % (qpids, wpids))
@@ -224,7 +203,7 @@ def check_sim(work):
     expect_rc(cp, 0, 'status --json')
     st = json.loads(cp.stdout)
     copyq = [q for q in st.get('queues', []) if q.get('queue') == 'copy']
-    ok = int(pg_rows(name, "SELECT sum(count) FROM copy_stats WHERE copy_status ="
+    ok = int(PG.rows(name, "SELECT sum(count) FROM copy_stats WHERE copy_status ="
                      " 'successful'")[0])
     if not copyq or copyq[0].get('done') != ok:
         fail('status does not sum the workers\' copy snapshots: %r, %d copied'
@@ -322,11 +301,11 @@ def check_kill_local(work):
 
     def kill_two(coord, workers):
         for _ in range(2400):
-            held = set(pg_rows(name, "SELECT DISTINCT pid FROM leases"))
+            held = set(PG.rows(name, "SELECT DISTINCT pid FROM leases"))
             if sum(str(w.pid) in held for w in workers) >= 2 or coord.poll() is not None:
                 break
             time.sleep(0.01)
-        held = set(pg_rows(name, "SELECT DISTINCT pid FROM leases"))
+        held = set(PG.rows(name, "SELECT DISTINCT pid FROM leases"))
         for w in [w for w in workers if str(w.pid) in held][:2]:
             w.send_signal(signal.SIGKILL)
             victims.append(w)
@@ -375,8 +354,8 @@ def check_freeze(work, inside=False):
             time.sleep(0.05)
             victim.send_signal(signal.SIGSTOP)
             time.sleep(0.3)
-            if (pg_rows(name, busy) == ['0']) != inside:
-                held = pg_rows(name, mine)
+            if (PG.rows(name, busy) == ['0']) != inside:
+                held = PG.rows(name, mine)
                 if held:
                     break
             victim.send_signal(signal.SIGCONT)
@@ -387,10 +366,10 @@ def check_freeze(work, inside=False):
         still = ("SELECT count(*) FROM src_nodes s JOIN leases l ON l.id = s.lease_id"
                  " WHERE l.pid = %d AND s.id IN (%s)" % (victim.pid, ','.join(held)))
         for _ in range(4000):
-            if pg_rows(name, still) == ['0']:
+            if PG.rows(name, still) == ['0']:
                 break
             time.sleep(0.01)
-        state['taken'] = pg_rows(name, still) == ['0']
+        state['taken'] = PG.rows(name, still) == ['0']
         victim.send_signal(signal.SIGCONT)
         state['victim'] = victim
 
@@ -448,7 +427,7 @@ def check_verify(work):
     procs = [coord]
     try:
         for _ in range(2400):
-            if coord.poll() is not None or pg_rows(
+            if coord.poll() is not None or PG.rows(
                     name, "SELECT value FROM migration WHERE key = 'verify_run'") not in ([], ['']):
                 break
             time.sleep(0.01)
@@ -465,14 +444,14 @@ def check_verify(work):
     for p in procs[1:]:
         if res[p][0] != 0:
             fail('a worker exited %d: %s' % res[p])
-    found = pg_rows(name, "SELECT path FROM task_errors WHERE phase = 'verify' ORDER BY path")
+    found = PG.rows(name, "SELECT path FROM task_errors WHERE phase = 'verify' ORDER BY path")
     expect_eq('what verify found, each once', bad, found)
-    expect_eq('nodes marked failed', bad, pg_rows(
+    expect_eq('nodes marked failed', bad, PG.rows(
         name, "SELECT path FROM src_nodes WHERE copy_status = 'failed' ORDER BY path"))
-    pids = set(pg_rows(name, "SELECT DISTINCT pid FROM leases WHERE stage LIKE 'verify:%'"))
+    pids = set(PG.rows(name, "SELECT DISTINCT pid FROM leases WHERE stage LIKE 'verify:%'"))
     if len(pids) < 2:  # the local folders go fast: the first worker may take them all
         fail('no worker checked a folder: %r' % pids)
-    expect_eq('phase', ['copied'], pg_rows(name, "SELECT value FROM migration WHERE "
+    expect_eq('phase', ['copied'], PG.rows(name, "SELECT value FROM migration WHERE "
                                                  "key = 'phase'"))
 
 

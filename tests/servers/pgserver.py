@@ -48,6 +48,7 @@ class PgServer:
         os.mkdir(self.sock)
         self.user = 'tm'
         self.password = password
+        self.made = 0  # databases made by new_db()
         self.port = free_port()
         self.running = False
         self.root = os.geteuid() == 0
@@ -130,6 +131,21 @@ class PgServer:
     def createdb(self, name):
         self.psql('postgres', 'CREATE DATABASE "%s"' % name)
 
+    def new_db(self, prefix):
+        """Creates the next empty database PREFIX<n>; returns (name, URI)."""
+        self.made += 1
+        name = '%s%d' % (prefix, self.made)
+        self.createdb(name)
+        return name, self.uri(name)
+
+    def env(self):
+        """What a treemig client needs in its environment (the password)."""
+        return {'PGPASSWORD': self.password}
+
+    def rows(self, db, sql):
+        """The rows of sql, one '|'-joined line each."""
+        return self.psql(db, sql).splitlines()
+
     def uri(self, db, password=False):
         """A TCP URI for db (with the password inline when password)."""
         auth = self.user + (':' + self.password if password else '')
@@ -138,3 +154,25 @@ class PgServer:
     def socket_uri(self, db):
         return 'postgresql:///%s?host=%s&port=%d&user=%s' % (db, self.sock, self.port,
                                                              self.user)
+
+
+def lite_rows(path, sql):
+    """The rows of sql on the SQLite file path, joined as psql -A does."""
+    import sqlite3
+    con = sqlite3.connect(path)
+    try:
+        return ['|'.join(str(x) for x in r) for r in con.execute(sql)]
+    finally:
+        con.close()
+
+
+def rows_differ(what, a, b):
+    """None when the SQLite rows a equal the PostgreSQL rows b, else what
+    differs first (a message)."""
+    if a == b:
+        return None
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return ('%s: row %d differs:\n      sqlite     %s\n      postgresql %s'
+                    % (what, i, x, y))
+    return '%s: %d rows on SQLite, %d on PostgreSQL' % (what, len(a), len(b))
