@@ -281,6 +281,40 @@ static int replay(struct tm__ovl *o, char *err, size_t errlen)
     return rc;
 }
 
+/* Applies the whole, intact records of b[*off, size) in order and moves
+ * *off past them; stops at a torn or damaged record (what a crash mid-append
+ * leaves) or at the first error apply() returns. */
+static int apply_records(struct tm__ovl *o, const unsigned char *b,
+                         size_t size, size_t *off)
+{
+    int rc = 0;
+    while (!rc && *off + 8 + HEAD_LEN <= size) {
+        const unsigned char *r = b + *off + 8;
+        uint32_t len = get32(b + *off);
+        struct tm__ovl_ent e;
+        size_t plen, dlen;
+        if (len < HEAD_LEN || len > REC_MAX || *off + 8 + len > size ||
+            XXH32(r, len, 0) != get32(b + *off + 4))
+            break;
+        plen = get32(r + 32);
+        dlen = get32(r + 36);
+        if (HEAD_LEN + plen + dlen != len ||
+            !path_ok((const char *)r + HEAD_LEN, plen))
+            break;
+        memset(&e, 0, sizeof e);
+        e.type = r[0];
+        e.kind = r[1];
+        e.mode = get32(r + 4);
+        e.mtime = (int64_t)get64(r + 8);
+        e.size = (int64_t)get64(r + 16);
+        e.id = get64(r + 24);
+        rc = apply(o, (const char *)r + HEAD_LEN, plen, &e,
+                   r + HEAD_LEN + plen, dlen);
+        *off += 8 + len;
+    }
+    return rc;
+}
+
 /* Applies the records appended by other processes since o->seen (a
  * record still being written is left for the next call). o->mu held. */
 static int catch_up(struct tm__ovl *o)
@@ -303,30 +337,7 @@ static int catch_up(struct tm__ovl *o)
         return tm__from_errno(errno);
     }
     size = (size_t)got;
-    while (!rc && off + 8 + HEAD_LEN <= size) {
-        const unsigned char *r = b + off + 8;
-        uint32_t len = get32(b + off);
-        struct tm__ovl_ent e;
-        size_t plen, dlen;
-        if (len < HEAD_LEN || len > REC_MAX || off + 8 + len > size ||
-            XXH32(r, len, 0) != get32(b + off + 4))
-            break;
-        plen = get32(r + 32);
-        dlen = get32(r + 36);
-        if (HEAD_LEN + plen + dlen != len ||
-            !path_ok((const char *)r + HEAD_LEN, plen))
-            break;
-        memset(&e, 0, sizeof e);
-        e.type = r[0];
-        e.kind = r[1];
-        e.mode = get32(r + 4);
-        e.mtime = (int64_t)get64(r + 8);
-        e.size = (int64_t)get64(r + 16);
-        e.id = get64(r + 24);
-        rc = apply(o, (const char *)r + HEAD_LEN, plen, &e,
-                   r + HEAD_LEN + plen, dlen);
-        off += 8 + len;
-    }
+    rc = apply_records(o, b, size, &off);
     free(b);
     o->seen += off;
     return rc;
@@ -366,30 +377,7 @@ static int replay_locked(struct tm__ovl *o, char *err, size_t errlen)
         free(b);
         return TM_ECORRUPT;
     }
-    while (!rc && off + 8 + HEAD_LEN <= size) {
-        const unsigned char *r = b + off + 8;
-        uint32_t len = get32(b + off);
-        struct tm__ovl_ent e;
-        size_t plen, dlen;
-        if (len < HEAD_LEN || len > REC_MAX || off + 8 + len > size ||
-            XXH32(r, len, 0) != get32(b + off + 4))
-            break;
-        plen = get32(r + 32);
-        dlen = get32(r + 36);
-        if (HEAD_LEN + plen + dlen != len ||
-            !path_ok((const char *)r + HEAD_LEN, plen))
-            break;
-        memset(&e, 0, sizeof e);
-        e.type = r[0];
-        e.kind = r[1];
-        e.mode = get32(r + 4);
-        e.mtime = (int64_t)get64(r + 8);
-        e.size = (int64_t)get64(r + 16);
-        e.id = get64(r + 24);
-        rc = apply(o, (const char *)r + HEAD_LEN, plen, &e,
-                   r + HEAD_LEN + plen, dlen);
-        off += 8 + len;
-    }
+    rc = apply_records(o, b, size, &off);
     free(b);
     /* A torn or damaged tail: what follows the last good record goes. */
     if (!rc && off < size && ftruncate(o->fd, (off_t)off) != 0)
