@@ -125,6 +125,12 @@ static int path_ok(const char *path)
     return 1;
 }
 
+void tm__adapter_set_list_xattrs(struct tm__adapter *a, int on)
+{
+    for (; a; a = a->wrapped)
+        a->list_xattrs = on;
+}
+
 int tm__adapter_list_open(struct tm__adapter *a, const char *path,
                           const void *pos, size_t pos_len,
                           struct tm__lister **out, struct tm__aerr *e)

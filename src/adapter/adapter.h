@@ -110,8 +110,11 @@ struct tm__adapter {
     unsigned caps;            /* TM_CAP_* bits */
     int64_t mtime_precision;  /* ns; mtimes are compared at the coarser one */
     int list_xattrs;          /* set by the engine (TM_CAP_XATTRS only)
-                                 before listing: list_next fills each
-                                 entry's xattrs */
+                                 before listing, through
+                                 tm__adapter_set_list_xattrs: list_next
+                                 fills each entry's xattrs */
+    struct tm__adapter *wrapped; /* the adapter a layer (fault.c) passes
+                                    its calls to, NULL for a storage */
 
     /* ---- paged listing ----
      * A folder is listed page by page, so that no folder is ever held whole
@@ -549,6 +552,10 @@ int tm__spec_is_sim(const char *spec);
 /* The listing wrappers: they check what the adapter reports (every name
  * one valid path component, a known type) and fill e (see struct
  * tm__aerr). */
+/* Sets list_xattrs of a and of the adapters it wraps, before any thread
+ * lists (a layer must not write its inner adapter's flag while others
+ * list). */
+void tm__adapter_set_list_xattrs(struct tm__adapter *a, int on);
 int tm__adapter_list_open(struct tm__adapter *a, const char *path,
                           const void *pos, size_t pos_len,
                           struct tm__lister **out, struct tm__aerr *e);

@@ -213,7 +213,6 @@ static int f_list_open(struct tm__adapter *a, const char *path, const void *pos,
     *out = NULL;
     if (!fl)
         return TM_ENOMEM;
-    inner(a)->list_xattrs = a->list_xattrs;
     rc = inner(a)->list_open(inner(a), path, pos, pos_len, &fl->in, e);
     if (rc) {
         free(fl);
@@ -563,6 +562,7 @@ int tm__fault_wrap(struct tm__adapter *in, const struct tm__fault_rule *rules,
     f->n_rules = n;
     f->report = report;
     f->in = in;
+    f->base.wrapped = in;
     /* the inner name: the engine uses copy_from between two storages of
      * the same name, and tm__adapter_copy_from passes the native file */
     f->base.version = in->version;

@@ -1429,7 +1429,7 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
     for (side = 0; side < 2; side++) {
         e.owned[side] = (cfg->ad[side]->caps & TM_CAP_OWNER) != 0;
         /* the listings give each file's and folder's attributes' digest */
-        cfg->ad[side]->list_xattrs = e.rule.xattrs;
+        tm__adapter_set_list_xattrs(cfg->ad[side], e.rule.xattrs);
     }
     tm__buf_init(&e.fatal_msg);
     pthread_mutex_init(&e.mu, NULL);

@@ -2287,7 +2287,8 @@ int tm__exec_run(struct tm__exec_cfg *cfg)
     r.rule.xattrs = r.rule.xattrs && cfg->xattrs;
     /* verify's listings of the destination give each node's extended
      * attributes' digest, compared with the source's */
-    cfg->ad[TM_DST]->list_xattrs = cfg->mode == TM_EXEC_VERIFY && r.rule.xattrs;
+    tm__adapter_set_list_xattrs(cfg->ad[TM_DST],
+                                cfg->mode == TM_EXEC_VERIFY && r.rule.xattrs);
     r.folder_attrs = cfg->ad[TM_DST]->set_attr != NULL;
     tm__buf_init(&r.fatal_msg);
     pthread_mutex_init(&r.mu, NULL);
