@@ -555,10 +555,17 @@ static void free_list(struct tm__result *r)
     }
 }
 
-/* Records the first fatal error; later ones are dropped. */
+/* Records the first fatal error; later ones are dropped. An error whose
+ * path left no message (a statement's step, a lost PostgreSQL connection)
+ * gets the database's own, naming the state file: the user is never told
+ * a bare "i/o error". Writer thread only (errmsg is its own). */
 static void set_error(struct tm__writer *w, int err)
 {
     pthread_mutex_lock(&w->mu);
+    if (!w->err && !w->errmsg.len)
+        tm__buf_addf(&w->errmsg, "state file %s: write: %s: %s",
+                     w->db->name ? w->db->name : "", tm_strerror(err),
+                     tm__db_errmsg(w->db));
     if (!w->err)
         w->err = err;
     pthread_cond_broadcast(&w->cv_space);
