@@ -779,16 +779,24 @@ static int flush(struct pg_db *d)
         pipe_fail(d, NULL, PQerrorMessage(d->conn));
         d->pipe_rc = SQLITE_IOERR;
     } else {
+        int nulls = 0;
         for (;;) {
             PGresult *r = PQgetResult(d->conn);
             ExecStatusType es;
             if (!r) { /* the end of one command's answer */
-                if (PQstatus(d->conn) == CONNECTION_BAD) {
-                    pipe_fail(d, NULL, PQerrorMessage(d->conn));
+                /* two ends in a row: no answer is coming any more (a
+                 * connection lost before libpq marks it bad); asking
+                 * again would spin for ever */
+                if (PQstatus(d->conn) == CONNECTION_BAD || ++nulls > 1) {
+                    pipe_fail(d, NULL, PQstatus(d->conn) == CONNECTION_BAD
+                                           ? PQerrorMessage(d->conn)
+                                           : "the server's answers ended");
+                    d->pipe_rc = SQLITE_IOERR;
                     break;
                 }
                 continue;
             }
+            nulls = 0;
             es = PQresultStatus(r);
             if (es == PGRES_PIPELINE_SYNC) {
                 PQclear(r);
