@@ -15,12 +15,17 @@
  *       OR IGNORE, as src/store/writer.c) and the rest one by one, with the
  *       same columns bound; each listed folder's row is set from pending to
  *       successful (the frontier's update, what a resumable walk cannot
- *       skip; 0 as the 5th argument leaves it out); WAL, synchronous=NORMAL,
- *       8 KiB pages, a commit every TXN rows (default 4096, the writer's).
- *       The source row carries its copy status as it is inserted (no update
- *       of the source row by its destination twin's verdict).
+ *       skip); WAL, synchronous=NORMAL, 8 KiB pages, a commit every TXN
+ *       rows (default 4096, the writer's). The source row carries its copy
+ *       status as it is inserted (no update of the source row by its
+ *       destination twin's verdict), a destination row its twin's id.
  *
- * Usage: discover_floor SRC DST DB SCHEMA.sql [FOLDER_UPDATES=1 [TXN=4096]]
+ * MODE (5th argument): 0 leaves the folders' updates out; 1 (default) as
+ * above; 2 also updates each source row that has a destination twin with
+ * the verdict (copy_status, conflict, hash), as src/store/writer.c does
+ * today: the cost of keeping the verdict on the source row.
+ *
+ * Usage: discover_floor SRC DST DB SCHEMA.sql [MODE=1 [TXN=4096]]
  * Prints key=value lines: rows, the CPU seconds of each walking thread and
  * of the inserting thread, the wall of each part, and the best wall of the
  * two parts on 2 cores, max(b, (a + b) / 2).
@@ -232,6 +237,8 @@ static sqlite3_stmt *prepare_ins(int dst, int k)
     return st;
 }
 
+static const int64_t *twin_of; /* struct ins's twin, for bind_row */
+
 /* Binds row id of side s at parameter base + 1 on, as the writer does. */
 static void bind_row(sqlite3_stmt *st, int base, const struct side *s, int dst, int64_t id)
 {
@@ -262,7 +269,10 @@ static void bind_row(sqlite3_stmt *st, int base, const struct side *s, int dst, 
             sqlite3_bind_null(st, base + c); /* dev, ino, nlink: one link */
     } else {
         sqlite3_bind_null(st, base + 11);
-        sqlite3_bind_int64(st, base + 12, id); /* a twin's id */
+        if (twin_of && twin_of[id - 1])
+            sqlite3_bind_int64(st, base + 12, twin_of[id - 1]);
+        else
+            sqlite3_bind_null(st, base + 12);
         sqlite3_bind_int64(st, base + 13, r->uid);
         sqlite3_bind_int64(st, base + 14, r->gid);
     }
@@ -270,9 +280,53 @@ static void bind_row(sqlite3_stmt *st, int base, const struct side *s, int dst, 
 
 struct ins {
     sqlite3_stmt *one[2], *chunk[2], *done[2]; /* per side */
+    sqlite3_stmt *verdict;  /* MODE 2: a source row's verdict */
+    int64_t *twin;          /* twin[i]: the source id of destination row
+                               i + 1, 0 when it has none */
     int64_t txn_rows, since_commit, rows;
-    int folder_updates;
+    int mode;               /* MODE */
 };
+
+/* Fills in->twin by path (before (b) is timed: a comparison costs the
+ * engine no such table, it merges sorted listings). */
+static void find_twins(struct ins *in, const struct side *s)
+{
+    size_t cap = 1, mask, i;
+    int64_t *h, id;
+    while (cap < (size_t)s[0].n_rows * 2)
+        cap <<= 1;
+    mask = cap - 1;
+    h = calloc(cap, sizeof *h);
+    in->twin = calloc((size_t)s[1].n_rows, sizeof *in->twin);
+    if (!h || !in->twin) {
+        fputs("discover_floor: out of memory\n", stderr);
+        exit(1);
+    }
+    for (id = 1; id <= s[0].n_rows; id++) {
+        const struct row *r = &s[0].rows[id - 1];
+        uint64_t x = 1469598103934665603ULL;
+        for (i = 0; i < r->path_len; i++)
+            x = (x ^ (unsigned char)s[0].text[r->path_off + i]) * 1099511628211ULL;
+        for (i = x & mask; h[i]; i = (i + 1) & mask)
+            ;
+        h[i] = id;
+    }
+    for (id = 1; id <= s[1].n_rows; id++) {
+        const struct row *r = &s[1].rows[id - 1];
+        const char *p = s[1].text + r->path_off;
+        uint64_t x = 1469598103934665603ULL;
+        for (i = 0; i < r->path_len; i++)
+            x = (x ^ (unsigned char)p[i]) * 1099511628211ULL;
+        for (i = x & mask; h[i]; i = (i + 1) & mask) {
+            const struct row *q = &s[0].rows[h[i] - 1];
+            if (q->path_len == r->path_len && !memcmp(s[0].text + q->path_off, p, r->path_len)) {
+                in->twin[id - 1] = h[i];
+                break;
+            }
+        }
+    }
+    free(h);
+}
 
 static void commit_maybe(struct ins *in, int64_t n)
 {
@@ -299,7 +353,19 @@ static void apply_listing(struct ins *in, const struct side *s, int dst,
         ck(sqlite3_step(in->one[dst]), "insert");
         sqlite3_reset(in->one[dst]);
     }
-    if (in->folder_updates) {
+    if (dst && in->mode == 2)
+        for (i = 0; i < l->n; i++) {
+            int64_t t = in->twin[l->first + i];
+            if (!t)
+                continue;
+            sqlite3_bind_text(in->verdict, 1, "already_existed", -1, SQLITE_STATIC);
+            sqlite3_bind_null(in->verdict, 2);
+            sqlite3_bind_int64(in->verdict, 3, t);
+            sqlite3_bind_null(in->verdict, 4);
+            ck(sqlite3_step(in->verdict), "update");
+            sqlite3_reset(in->verdict);
+        }
+    if (in->mode) {
         sqlite3_bind_int64(in->done[dst], 1, l->folder);
         ck(sqlite3_step(in->done[dst]), "update");
         sqlite3_reset(in->done[dst]);
@@ -310,20 +376,20 @@ static void apply_listing(struct ins *in, const struct side *s, int dst,
 int main(int argc, char **argv)
 {
     struct side s[2] = { { .root = argv[1] }, { .root = argv[2] } };
-    struct ins in = { .txn_rows = 4096, .folder_updates = 1 };
+    struct ins in = { .txn_rows = 4096, .mode = 1 };
     static char schema[1 << 16];
     pthread_t th[2];
     double c0, w0, cpu_b, wall_b, a_cpu, a_wall;
-    int64_t k[2] = { 0, 0 };
+    int64_t k[2] = { 0, 0 }, n_twins = 0;
     FILE *f;
     size_t n;
 
     if (argc < 5 || argc > 7) {
-        fputs("usage: discover_floor SRC DST DB SCHEMA.sql [FOLDER_UPDATES [TXN]]\n", stderr);
+        fputs("usage: discover_floor SRC DST DB SCHEMA.sql [MODE [TXN]]\n", stderr);
         return 2;
     }
     if (argc > 5)
-        in.folder_updates = atoi(argv[5]);
+        in.mode = atoi(argv[5]);
     if (argc > 6)
         in.txn_rows = atoll(argv[6]);
     if (!(f = fopen(argv[4], "r")))
@@ -350,6 +416,8 @@ int main(int argc, char **argv)
     a_cpu = s[0].cpu + s[1].cpu;
 
     /* (b) */
+    find_twins(&in, s);
+    twin_of = in.twin;
     unlink(argv[3]);
     ck(sqlite3_open(argv[3], &db), "open");
     ck(sqlite3_exec(db, "PRAGMA page_size=8192; PRAGMA journal_mode=WAL;"
@@ -365,6 +433,8 @@ int main(int argc, char **argv)
                  "WHERE id=? AND traversal_status='pending'", d ? "dst_nodes" : "src_nodes");
         ck(sqlite3_prepare_v2(db, sql, -1, &in.done[d], NULL), "prepare");
     }
+    ck(sqlite3_prepare_v2(db, "UPDATE src_nodes SET copy_status=?, conflict=?, hash=?4 "
+                          "WHERE id=?3", -1, &in.verdict, NULL), "prepare");
     c0 = now(CLOCK_THREAD_CPUTIME_ID);
     w0 = now(CLOCK_MONOTONIC);
     ck(sqlite3_exec(db, "BEGIN", 0, 0, 0), "begin");
@@ -373,10 +443,18 @@ int main(int argc, char **argv)
         ck(sqlite3_step(in.one[d]), "insert");
         sqlite3_reset(in.one[d]);
     }
-    while (k[0] < s[0].n_ls || k[1] < s[1].n_ls)
-        for (int d = 0; d < 2; d++)
-            if (k[d] < s[d].n_ls)
-                apply_listing(&in, &s[d], d, &s[d].ls[k[d]++]);
+    /* the sides' listings alternate; a destination folder's only once its
+     * source twin's listing was applied (docs/internals.md: the comparison
+     * reads the twin's children). Source listings are in id order. */
+    while (k[0] < s[0].n_ls || k[1] < s[1].n_ls) {
+        if (k[0] < s[0].n_ls)
+            apply_listing(&in, &s[0], 0, &s[0].ls[k[0]++]);
+        if (k[1] < s[1].n_ls) {
+            int64_t t = in.twin[s[1].ls[k[1]].folder - 1];
+            if (!t || k[0] == s[0].n_ls || t <= s[0].ls[k[0] - 1].folder)
+                apply_listing(&in, &s[1], 1, &s[1].ls[k[1]++]);
+        }
+    }
     ck(sqlite3_exec(db, "COMMIT", 0, 0, 0), "commit");
     cpu_b = now(CLOCK_THREAD_CPUTIME_ID) - c0;
     wall_b = now(CLOCK_MONOTONIC) - w0;
@@ -385,10 +463,14 @@ int main(int argc, char **argv)
         sqlite3_finalize(in.chunk[d]);
         sqlite3_finalize(in.done[d]);
     }
+    sqlite3_finalize(in.verdict);
     ck(sqlite3_close(db), "close");
 
-    printf("rows_src=%lld\nrows_dst=%lld\nlistings=%lld\n", (long long)s[0].n_rows,
-           (long long)s[1].n_rows, (long long)(s[0].n_ls + s[1].n_ls));
+    for (int64_t i = 0; i < s[1].n_rows; i++)
+        n_twins += in.twin[i] != 0;
+    printf("rows_src=%lld\nrows_dst=%lld\nlistings=%lld\ntwins=%lld\nmode=%d\n",
+           (long long)s[0].n_rows, (long long)s[1].n_rows,
+           (long long)(s[0].n_ls + s[1].n_ls), (long long)n_twins, in.mode);
     printf("walk_cpu_src=%.3f\nwalk_cpu_dst=%.3f\nwalk_cpu=%.3f\nwalk_wall=%.3f\n",
            s[0].cpu, s[1].cpu, a_cpu, a_wall);
     printf("insert_cpu=%.3f\ninsert_wall=%.3f\n", cpu_b, wall_b);
