@@ -77,8 +77,8 @@
  * writer and several listing threads, and the writer falls behind while
  * the listings wait for room in its queue. At +10 (a tenth of the weight)
  * the writer keeps a core whenever it has work; the listings take the
- * rest, and all of it when the writer waits (bench/discover.sh: 10% less
- * wall in 10 of 10 paired runs, docs/BENCHMARKS.md). */
+ * rest, and all of it when the writer waits (about a fifth less wall on
+ * bench/discover.sh's pair, 2 cores: docs/BENCHMARKS.md, goal 3's floor). */
 #define LIST_NICE 10
 
 struct engine;
