@@ -28,6 +28,7 @@ one() { # NAME ENV... SCRIPT: runs it, report in OUT/NAME.txt
     cat "$OUT/$name.txt"
 }
 one discover "$here/discover.sh"
+one discover_floor "$here/discover_floor.sh"
 one copy "$here/copy.sh"
 one copy-threads BENCH_FILES=$(awk -v s="$SCALE" 'BEGIN{printf "%d", 40000 * s}') \
     BENCH_FOLDERS=$(awk -v s="$SCALE" 'BEGIN{printf "%d", 20000 * s}') COPY_WORKERS="4 8" \

@@ -71,6 +71,16 @@
  * writer (the bottleneck) never runs dry. */
 #define WRITER_MAX_ROWS 4096
 
+/* What the listing threads add to their nice value. On a local tree they
+ * are CPU-bound like the one writer thread they feed, which bounds the
+ * discovery: at equal weights the scheduler shares a core between the
+ * writer and several listing threads, and the writer falls behind while
+ * the listings wait for room in its queue. At +10 (a tenth of the weight)
+ * the writer keeps a core whenever it has work; the listings take the
+ * rest, and all of it when the writer waits (about a fifth less wall on
+ * bench/discover.sh's pair, 2 cores: docs/BENCHMARKS.md, goal 3's floor). */
+#define LIST_NICE 10
+
 struct engine;
 
 struct task {
@@ -1476,8 +1486,9 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
     tm__log(e.lg, TM_INFO | TM__LOG_MILESTONE, "engine", 0, NULL,
             "discovery started: %d workers per side, lead %d, retries %d",
             per_side, cfg->lead, cfg->retries);
-    /* small stacks: a thousand listings in flight must not cost gigabytes */
-    rc = tm__pool_start(&e.pool, 2 * per_side, 512);
+    /* small stacks: a thousand listings in flight must not cost gigabytes;
+     * the listing threads at a nicer value than the writer (LIST_NICE) */
+    rc = tm__pool_start_niced(&e.pool, 2 * per_side, 512, LIST_NICE);
     if (rc)
         goto out;
 

@@ -12,8 +12,12 @@
 #include "treemig.h"
 #include "util/util.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <time.h>
 
 struct tm__pool {
@@ -21,6 +25,7 @@ struct tm__pool {
     pthread_cond_t cv;          /* a job was queued, or quit */
     struct tm__job *head, *tail; /* queued jobs */
     int quit;                   /* exit once the queue is empty */
+    int nice;                   /* added to each thread's nice value */
     int n;                      /* threads started */
     pthread_t *th;              /* the threads */
 };
@@ -28,6 +33,16 @@ struct tm__pool {
 static void *pool_main(void *arg)
 {
     struct tm__pool *p = arg;
+    if (p->nice > 0) {
+        /* this thread's nice value only: Linux keeps one per thread */
+        pid_t tid = (pid_t)syscall(SYS_gettid);
+        int now;
+        errno = 0;
+        now = getpriority(PRIO_PROCESS, (id_t)tid);
+        if (errno == 0)
+            (void)setpriority(PRIO_PROCESS, (id_t)tid,
+                              now + p->nice > 19 ? 19 : now + p->nice);
+    }
     pthread_mutex_lock(&p->mu);
     for (;;) {
         struct tm__job *j;
@@ -50,6 +65,11 @@ static void *pool_main(void *arg)
 
 int tm__pool_start(struct tm__pool **out, int threads, int stack_kib)
 {
+    return tm__pool_start_niced(out, threads, stack_kib, 0);
+}
+
+int tm__pool_start_niced(struct tm__pool **out, int threads, int stack_kib, int nice)
+{
     struct tm__pool *p = calloc(1, sizeof *p);
     pthread_attr_t attr;
     int i, rc = 0;
@@ -59,6 +79,7 @@ int tm__pool_start(struct tm__pool **out, int threads, int stack_kib)
         free(p);
         return threads < 1 ? TM_EINVAL : TM_ENOMEM;
     }
+    p->nice = nice < 0 ? 0 : nice > 19 ? 19 : nice;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     pthread_attr_init(&attr);

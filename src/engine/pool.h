@@ -31,6 +31,12 @@ struct tm__job {
 /* Starts threads pool threads (>= 1) with stacks of stack_kib KiB (0: the
  * system's default). */
 int tm__pool_start(struct tm__pool **out, int threads, int stack_kib);
+/* The same, each thread raising its own nice value by nice (0-19, clamped
+ * at 19) before it runs a job: a phase whose jobs compete for the cores
+ * with a thread they feed (discovery's listings and the writer) lets that
+ * thread have a core. Other threads of the process keep theirs (Linux: a
+ * nice value is per thread). Best effort: a refusal is ignored. */
+int tm__pool_start_niced(struct tm__pool **out, int threads, int stack_kib, int nice);
 /* Queues job; it runs once on some pool thread. Any thread; never waits. */
 void tm__pool_submit(struct tm__pool *p, struct tm__job *job);
 /* Runs what is queued, then stops and joins the threads and frees p.
