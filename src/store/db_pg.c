@@ -79,6 +79,9 @@ struct pg_db {
     size_t nwait;        /* how many */
     struct pg_stmt *last_multi; /* the statement of the last held row */
     int in_txn;          /* between BEGIN and COMMIT or ROLLBACK */
+    int lost;            /* the server's answers ended while libpq still
+                            thought the connection good (flush): it is
+                            treated as bad until reconnect() */
     unsigned gen;        /* connections made: a statement prepared on an
                             earlier one is prepared again */
     int64_t lock_key;    /* the advisory lock taken again on a new
@@ -91,6 +94,13 @@ struct pg_db {
 /* Tries to connect again after a lost connection (the shared retry
  * policy of pool.h: full-jitter backoff from 50 ms to 5 s per wait). */
 #define RECONNECT_TRIES 12
+
+/* The connection is gone: libpq says so, or flush() found the answers
+ * ended before libpq noticed. */
+static int conn_bad(const struct pg_db *d)
+{
+    return d->lost || PQstatus(d->conn) == CONNECTION_BAD;
+}
 
 /* A PostgreSQL statement. */
 struct pg_stmt {
@@ -194,7 +204,7 @@ static int fail_res(struct pg_db *d, PGresult *res)
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     const char *msg = res ? PQresultErrorMessage(res) : NULL;
     int code = map_state(state);
-    if (PQstatus(d->conn) == CONNECTION_BAD)
+    if (conn_bad(d))
         code = SQLITE_IOERR;
     set_err(d, code, msg && *msg ? msg : PQerrorMessage(d->conn));
     return code;
@@ -724,6 +734,7 @@ static int reconnect(struct pg_db *d)
         PQreset(d->conn);
         if (PQstatus(d->conn) != CONNECTION_OK)
             continue;
+        d->lost = 0;
         d->gen++;
         rc = setup(d);
         if (rc != SQLITE_IOERR)
@@ -764,7 +775,7 @@ static void pipe_fail(struct pg_db *d, PGresult *r, const char *why)
         fail_res(d, r);
     else
         set_err(d, TM__DB_REDO, why);
-    d->pipe_rc = PQstatus(d->conn) == CONNECTION_BAD ? SQLITE_IOERR : TM__DB_REDO;
+    d->pipe_rc = conn_bad(d) ? SQLITE_IOERR : TM__DB_REDO;
 }
 
 /* Reads the answers of every command in flight (one round trip), checks
@@ -787,11 +798,12 @@ static int flush(struct pg_db *d)
                 /* two ends in a row: no answer is coming any more (a
                  * connection lost before libpq marks it bad); asking
                  * again would spin for ever */
-                if (PQstatus(d->conn) == CONNECTION_BAD || ++nulls > 1) {
-                    pipe_fail(d, NULL, PQstatus(d->conn) == CONNECTION_BAD
+                if (conn_bad(d) || ++nulls > 1) {
+                    pipe_fail(d, NULL, conn_bad(d)
                                            ? PQerrorMessage(d->conn)
                                            : "the server's answers ended");
                     d->pipe_rc = SQLITE_IOERR;
+                    d->lost = 1; /* BEGIN, ROLLBACK and queries know it */
                     break;
                 }
                 continue;
@@ -1368,13 +1380,13 @@ static int run(struct pg_stmt *s)
         return d->pipe_rc; /* this transaction is done again */
     for (i = 0;; i++) {
         int rc;
-        if (PQstatus(d->conn) == CONNECTION_BAD && !d->in_txn &&
+        if (conn_bad(d) && !d->in_txn &&
             (rc = reconnect(d)) != SQLITE_OK)
             return rc;
         rc = run_sync(s, types);
         /* a query lost with the connection outside a transaction is run
          * again on a new one; a write may have been done: it is not */
-        if (rc == SQLITE_OK || PQstatus(d->conn) != CONNECTION_BAD || d->in_txn ||
+        if (rc == SQLITE_OK || !conn_bad(d) || d->in_txn ||
             s->writes || i == 2)
             return rc;
     }
@@ -1725,7 +1737,7 @@ static int g_exec(struct tm__db *db, const char *sql)
     commit = kw_at(w, w, "COMMIT") || kw_at(w, w, "END");
     rollback = kw_at(w, w, "ROLLBACK");
     d->last_piped = 0;
-    if (rollback && PQstatus(d->conn) == CONNECTION_BAD) {
+    if (rollback && conn_bad(d)) {
         /* the server rolled it back when the connection went */
         drop_pipe(d);
         free(t);
@@ -1740,20 +1752,20 @@ static int g_exec(struct tm__db *db, const char *sql)
         if (rc != SQLITE_OK && !begin && !rollback) {
             free(t);
             if (commit) { /* nothing committed: the caller does it again */
-                d->in_txn = PQstatus(d->conn) != CONNECTION_BAD;
+                d->in_txn = !conn_bad(d);
                 rc = TM__DB_REDO;
             }
             d->errcode = rc;
             return rc;
         }
     }
-    if (PQstatus(d->conn) == CONNECTION_BAD && !d->in_txn &&
+    if (conn_bad(d) && !d->in_txn &&
         (code = reconnect(d)) != SQLITE_OK) {
         free(t);
         return code;
     }
     r = PQexec(d->conn, t);
-    if (begin && !d->in_txn && PQstatus(d->conn) == CONNECTION_BAD &&
+    if (begin && !d->in_txn && conn_bad(d) &&
         PQresultStatus(r) != PGRES_COMMAND_OK) {
         /* the connection went while idle (noticed only now): BEGIN again
          * on a new one */
@@ -1772,7 +1784,7 @@ static int g_exec(struct tm__db *db, const char *sql)
     if (es != PGRES_COMMAND_OK && es != PGRES_TUPLES_OK && es != PGRES_EMPTY_QUERY) {
         code = fail_res(d, r);
         PQclear(r);
-        if (commit && PQstatus(d->conn) == CONNECTION_BAD)
+        if (commit && conn_bad(d))
             code = d->errcode = TM__DB_REDO; /* lost with the connection */
         return code;
     }
