@@ -814,6 +814,46 @@ static uint32_t clamp_chunk(uint32_t want, uint64_t limit)
     return want;
 }
 
+/* The ciphers and MACs the session offers, both ways, in the pool's
+ * order. libssh2 drops the names it does not know; none known at all is an
+ * error that names the ones it has. */
+static int set_prefs(struct tm__sftp_pool *p, LIBSSH2_SESSION *ssh,
+                     struct tm__sftp_err *e)
+{
+    static const struct {
+        int m[2];
+        const char *what;
+    } k[2] = {
+        { { LIBSSH2_METHOD_CRYPT_CS, LIBSSH2_METHOD_CRYPT_SC }, "ciphers" },
+        { { LIBSSH2_METHOD_MAC_CS, LIBSSH2_METHOD_MAC_SC }, "MACs" },
+    };
+    int i, j;
+    for (i = 0; i < 2; i++) {
+        const char *list = i == 0 ? p->ciphers : p->macs;
+        for (j = 0; j < 2; j++) {
+            if (libssh2_session_method_pref(ssh, k[i].m[j], list) == 0)
+                continue;
+            {
+                struct tm__buf b = TM__BUF_INIT;
+                const char **a = NULL;
+                int n = libssh2_session_supported_algs(ssh, k[i].m[j], &a), x, rc;
+                for (x = 0; x < n; x++)
+                    if ((x && tm__buf_adds(&b, ",")) || tm__buf_adds(&b, a[x]))
+                        break;
+                if (n > 0)
+                    libssh2_free(ssh, (void *)a);
+                rc = tm__sftp_fail(e, TM_EINVAL, TM_ERR_FATAL, -1,
+                                   "connect %s:%d: libssh2 knows none of the %s '%s' "
+                                   "(it has %s)", p->host, p->port, k[i].what, list,
+                                   b.len ? b.buf : "none");
+                tm__buf_release(&b);
+                return rc;
+            }
+        }
+    }
+    return 0;
+}
+
 /* Opens a new session: TCP, SSH handshake, host key, login, sftp channel. */
 static int sess_open(struct tm__sftp_pool *p, int accept_new,
                      struct tm__sftp_sess **out, struct tm__sftp_err *e)
@@ -838,6 +878,9 @@ static int sess_open(struct tm__sftp_pool *p, int accept_new,
     }
     libssh2_session_set_blocking(s->ssh, 1);
     libssh2_session_set_timeout(s->ssh, p->timeout_ms);
+    rc = set_prefs(p, s->ssh, e);
+    if (rc)
+        goto fail;
     rc = libssh2_session_handshake(s->ssh, s->fd);
     if (rc) {
         char *m = NULL;
@@ -879,9 +922,13 @@ static int sess_open(struct tm__sftp_pool *p, int accept_new,
         goto fail;
     pthread_mutex_lock(&p->mu);
     if (!p->verified) {
+        const char *c = libssh2_session_methods(s->ssh, LIBSSH2_METHOD_CRYPT_CS);
+        const char *m = libssh2_session_methods(s->ssh, LIBSSH2_METHOD_MAC_CS);
         p->verified = 1;
         p->ext = ext;
         memcpy(p->auth_used, how, sizeof how);
+        snprintf(p->cipher_used, sizeof p->cipher_used, "%s", c ? c : "");
+        snprintf(p->mac_used, sizeof p->mac_used, "%s", m ? m : "");
         pthread_mutex_unlock(&p->mu);
         if (ext & TM_SFTP_EXT_LIMITS) {
             uint64_t mr = 0, mw = 0;
@@ -1207,6 +1254,12 @@ int tm__sftp_pool_open(const char *url, const struct tm__sftp_opts *o,
     if (p->chunk_w > 32768)
         p->chunk_w = 32768;
     p->accept_new = o->accept_new;
+    p->ciphers = strdup(o->ciphers ? o->ciphers : TM_SFTP_CIPHERS);
+    p->macs = strdup(o->macs ? o->macs : TM_SFTP_MACS);
+    if (!p->ciphers || !p->macs) {
+        rc = tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1, "open: out of memory");
+        goto fail;
+    }
     if (o->password_env && !(p->password_env = strdup(o->password_env))) {
         rc = tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1, "open: out of memory");
         goto fail;
@@ -1248,6 +1301,8 @@ void tm__sftp_pool_free(struct tm__sftp_pool *p)
     free(p->alias);
     free(p->host);
     free(p->user);
+    free(p->ciphers);
+    free(p->macs);
     free(p->root);
     free(p->hostkey_name);
     free(p->password_env);
@@ -1272,6 +1327,8 @@ void tm__sftp_pool_info(struct tm__sftp_pool *p, struct tm__sftp_info *i)
     i->connects = p->connects;
     i->sends = atomic_load_explicit(&p->sends, memory_order_relaxed);
     i->auth_used = p->auth_used;
+    i->cipher = p->cipher_used;
+    i->mac = p->mac_used;
     pthread_mutex_unlock(&p->mu);
 }
 
