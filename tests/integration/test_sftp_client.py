@@ -376,8 +376,15 @@ def t_write(srv):
     with open(src, 'wb') as f:
         f.write(payload)
     for mode, mtime in ((0o640, 1000000000), (0o755, 4000000000)):
-        ok(srv, ['put', src, rpath(srv, 'w.bin'), '--mode', '%o' % mode,
-                 '--mtime', str(mtime), '--fsync'])
+        out = ok(srv, ['put', src, rpath(srv, 'w.bin'), '--mode', '%o' % mode,
+                       '--mtime', str(mtime), '--fsync'])
+        # a file's WRITEs (64 KiB) go out 8 at a time (512 KiB, full SSH
+        # packets), its replies are taken 8 at a time: 81 WRITEs in about
+        # 11 batches, plus OPEN, the commit's and the rename's (one each
+        # sent alone would be 81 and more)
+        if out[-1]['sends'] > len(payload) // (512 * 1024) + 6:
+            fail('put of %d bytes: WRITEs sent in %d batches, not 8 a batch' % (
+                len(payload), out[-1]['sends']))
         st = os.stat(srv.path('w.bin'))
         expect_eq('mode', 0o100000 | mode, st.st_mode)
         expect_eq('mtime', mtime, int(st.st_mtime))
