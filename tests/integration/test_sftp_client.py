@@ -376,8 +376,15 @@ def t_write(srv):
     with open(src, 'wb') as f:
         f.write(payload)
     for mode, mtime in ((0o640, 1000000000), (0o755, 4000000000)):
-        ok(srv, ['put', src, rpath(srv, 'w.bin'), '--mode', '%o' % mode,
-                 '--mtime', str(mtime), '--fsync'])
+        out = ok(srv, ['put', src, rpath(srv, 'w.bin'), '--mode', '%o' % mode,
+                       '--mtime', str(mtime), '--fsync'])
+        # a file's WRITEs (64 KiB) go out 8 at a time (512 KiB, full SSH
+        # packets), its replies are taken 8 at a time: 81 WRITEs in about
+        # 11 batches, plus OPEN, the commit's and the rename's (one each
+        # sent alone would be 81 and more)
+        if out[-1]['sends'] > len(payload) // (512 * 1024) + 6:
+            fail('put of %d bytes: WRITEs sent in %d batches, not 8 a batch' % (
+                len(payload), out[-1]['sends']))
         st = os.stat(srv.path('w.bin'))
         expect_eq('mode', 0o100000 | mode, st.st_mode)
         expect_eq('mtime', mtime, int(st.st_mtime))
@@ -431,6 +438,51 @@ def t_write(srv):
     vfs = ok(srv, ['statvfs', srv.root])[0]
     st = os.statvfs(srv.root)
     expect_eq('statvfs', (st.f_frsize, st.f_blocks), (vfs['frsize'], vfs['blocks']))
+
+
+def t_ciphers(srv):
+    """The ciphers and MACs offered are the pool's list, preferred first
+    (default aes128-ctr and hmac-sha2-256), as the server's own log says;
+    a list libssh2 knows nothing of, or one the server refuses, is fatal."""
+    dbg = sshd.Sshd(log_level='DEBUG1')
+    try:
+        dbg.start()
+        dbg.write_known_hosts()
+
+        def kex(cipher, mac):
+            log = dbg.log_text()
+            for way in ('client->server', 'server->client'):
+                line = 'kex: %s cipher: %s MAC: %s ' % (way, cipher, mac)
+                if line not in log:
+                    fail('the server negotiated no %s' % line.strip(), None,
+                         [x for x in log.splitlines() if 'kex: ' in x][-4:])
+
+        info = ok(dbg, ['info'])[0]
+        expect_eq('default cipher, MAC', ('aes128-ctr', 'hmac-sha2-256'),
+                  (info['cipher'], info['mac']))
+        kex('aes128-ctr', 'hmac-sha2-256')
+        opts = ['--ciphers', 'aes256-ctr,aes128-ctr', '--macs', 'hmac-sha1,hmac-sha2-256']
+        info = ok(dbg, ['info'], opts=opts)[0]
+        expect_eq('chosen cipher, MAC', ('aes256-ctr', 'hmac-sha1'),
+                  (info['cipher'], info['mac']))
+        kex('aes256-ctr', 'hmac-sha1')
+        payload = os.urandom(300 * 1024 + 7)
+        src = os.path.join(dbg.dir, 'c.src')
+        with open(src, 'wb') as f:
+            f.write(payload)
+        ok(dbg, ['put', src, rpath(dbg, 'c.bin')], opts=opts)
+        ok(dbg, ['get', rpath(dbg, 'c.bin'), os.path.join(dbg.dir, 'c.back')], opts=opts)
+        expect_eq('bytes up and down with aes256-ctr, hmac-sha1', payload,
+                  open(os.path.join(dbg.dir, 'c.back'), 'rb').read())
+        rc, _, err = tool(dbg, ['info'], opts=['--ciphers', 'chacha20-poly1305@openssh.com'])
+        expect_err(rc, err, 1, 'EINVAL', 'fatal', 'a cipher libssh2 lacks')
+        if 'knows none of the ciphers' not in err or 'aes128-ctr' not in err:
+            fail('the message names what libssh2 has', None, err)
+        rc, _, err = tool(dbg, ['info'], opts=['--macs', 'hmac-md5'])
+        if rc != 1 or 'class=fatal' not in err or 'handshake' not in err:
+            fail('a MAC the server refuses: fatal, at the handshake', None, (rc, err))
+    finally:
+        dbg.stop()
 
 
 def t_without_extensions(srv):
@@ -739,6 +791,7 @@ def main():
                 ('listing 5000 entries, names as bytes', t_list_5000),
                 ('reads byte for byte', t_read_bytes),
                 ('writes, modes, mtimes, symlinks, renames', t_write),
+                ('ciphers and MACs as configured', t_ciphers),
                 ('a server without posix-rename, lsetstat, statvfs', t_without_extensions),
                 ('kill -9 mid-write leaves nothing under the real name', t_kill_mid_write),
                 ('temporary names taken by others are never touched', t_tmp_names_taken),

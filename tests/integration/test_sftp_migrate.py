@@ -324,6 +324,28 @@ def check_sftp_to_local(site, work, state):
             'the round trip local -> SFTP -> local')
 
 
+def check_algorithms(site, work, state):
+    """sftp-ciphers and sftp-macs: a list libssh2 knows none of is exit 2
+    before anything is written; another order is recorded with the
+    migration and used by the copy."""
+    if 'dst' not in state:
+        raise Skip('needs the served tree of the local -> SFTP check')
+    back = os.path.join(work, 'algs')
+    db = os.path.join(work, 'algs.db')
+    cp = tm(['discover', '--db', db, '--quiet', '-o',
+             'sftp-ciphers=chacha20-poly1305@openssh.com'] + site.opts() +
+            [site.url('/dst'), back], 2, 'discover with a cipher libssh2 lacks')
+    if b'knows none of the ciphers' not in cp.stderr:
+        fail('the message says why', None, cp.stderr)
+    expect_eq('nothing written (state file, destination)', (False, False),
+              (os.path.exists(db), os.path.exists(back)))
+    tm(['discover', '--db', db, '--quiet', '-o', 'sftp-ciphers=aes256-ctr,aes128-ctr',
+        '-o', 'sftp-macs=hmac-sha1,hmac-sha2-256'] + site.opts() + [site.url('/dst'), back],
+       0, 'discover with sftp-ciphers, sftp-macs')
+    tm(['copy', '--db', db, '--yes', '--quiet'], 0, 'copy with the recorded lists')
+    compare(snapshot(state['dst']), snapshot(back), 'the copy made with aes256-ctr, hmac-sha1')
+
+
 # ---- 3. SFTP -> SFTP ----
 
 def check_sftp_to_sftp(site, work, state):
@@ -573,6 +595,8 @@ def main():
                  'byte, modes, mtimes, symlinks, exclusions, rsync', check_local_to_sftp),
                 ('SFTP -> local: the served tree back, equal to it and to the source',
                  check_sftp_to_local),
+                ('sftp-ciphers, sftp-macs: refused before anything is written, '
+                 'or recorded and used', check_algorithms),
                 ('SFTP -> SFTP, and overlapping roots on one server refused',
                  check_sftp_to_sftp),
                 ('hostile names (every byte, 255-byte names) local -> SFTP -> local',

@@ -7,13 +7,15 @@
  *
  * Options: --config FILE, --identity FILE (repeatable), --known-hosts FILE,
  * --accept-new, --password-env VAR, --sessions N, --timeout MS, --chunk N,
+ * --ciphers LIST, --macs LIST (what the sessions offer, preferred first),
  * --ahead N (READs and WRITEs in flight), --retries N (a command failing
  * with a retry-class error is run again, after retry_after_ms or a
  * doubling wait), --threads N (for stress).
  *
  * Commands (paths are the server's; output is one JSON object per line,
  * names and targets in hex):
- *   info                          the connection: host, port, user, auth, extensions
+ *   info                          the connection: host, port, user, auth, extensions,
+ *                                 the cipher and MAC negotiated
  *   ls PATH [SKIP]                every child: {"name":hex,"type","size","mtime","mode","uid","gid"},
  *                                 then {"batches":N,"count":N}
  *   lstat PATH | stat PATH        {"type",...}
@@ -394,9 +396,9 @@ static int run(struct tool *t, int argc, char **argv, struct tm__sftp_err *e)
         tm__sftp_pool_info(t->pool, &i);
         printf("{\"host\":\"%s\",\"port\":%d,\"user\":\"%s\",\"root\":\"%s\","
                "\"auth\":\"%s\",\"ext\":%u,\"chunk_read\":%u,\"chunk_write\":%u,"
-               "\"connects\":%llu}\n",
+               "\"connects\":%llu,\"cipher\":\"%s\",\"mac\":\"%s\"}\n",
                i.host, i.port, i.user, i.root, i.auth_used, i.ext, i.chunk_read,
-               i.chunk_write, (unsigned long long)i.connects);
+               i.chunk_write, (unsigned long long)i.connects, i.cipher, i.mac);
         return 0;
     }
     if (!strcmp(cmd, "ls")) {
@@ -529,6 +531,10 @@ int main(int argc, char **argv)
             t.o.max_sessions = atoi(v);
         else if (!strcmp(k, "--timeout"))
             t.o.timeout_ms = atoi(v);
+        else if (!strcmp(k, "--ciphers"))
+            t.o.ciphers = v;
+        else if (!strcmp(k, "--macs"))
+            t.o.macs = v;
         else if (!strcmp(k, "--chunk"))
             t.o.chunk = (uint32_t)atoi(v);
         else if (!strcmp(k, "--ahead"))

@@ -1041,7 +1041,8 @@ static void sftp_close(struct tm__adapter *a)
 
 static const char *const sftp_keys[] = {
     "ssh-identity", "ssh-known-hosts", "ssh-accept-new", "ssh-password-env",
-    "ssh-config", "sftp-sessions", "sftp-timeout", "sftp-fsync", NULL,
+    "ssh-config", "sftp-sessions", "sftp-timeout", "sftp-fsync", "sftp-ciphers",
+    "sftp-macs", NULL,
 };
 
 /* 1 for a flag that is on ("" given alone, or yes/true/1/on). */
@@ -1111,10 +1112,13 @@ static int pool_opts(const struct tm__sopts *o, struct tm__sftp_opts *so,
     so->known_hosts = tm__sopt_get(o, "ssh-known-hosts");
     so->ssh_config = tm__sopt_get(o, "ssh-config");
     so->password_env = tm__sopt_get(o, "ssh-password-env");
+    so->ciphers = tm__sopt_get(o, "sftp-ciphers");
+    so->macs = tm__sopt_get(o, "sftp-macs");
     if ((so->known_hosts && !*so->known_hosts) || (so->ssh_config && !*so->ssh_config) ||
-        (so->password_env && !*so->password_env)) {
-        snprintf(err, errlen, "options ssh-known-hosts, ssh-config and "
-                 "ssh-password-env take a value");
+        (so->password_env && !*so->password_env) || (so->ciphers && !*so->ciphers) ||
+        (so->macs && !*so->macs)) {
+        snprintf(err, errlen, "options ssh-known-hosts, ssh-config, ssh-password-env, "
+                 "sftp-ciphers and sftp-macs take a value");
         return TM_EINVAL;
     }
     v = tm__sopt_get(o, "ssh-accept-new");

@@ -59,6 +59,11 @@ struct tm__sftp_pool {
     unsigned ext;                 /* TM_SFTP_EXT_*, from the first session */
     uint32_t chunk_r, chunk_w;    /* bytes per READ / WRITE after limits */
     char auth_used[300];          /* how the first session logged in */
+    char *ciphers;                /* cipher preference list (libssh2's
+                                     method_pref), never NULL */
+    char *macs;                   /* MAC preference list, never NULL */
+    char cipher_used[64];         /* what the first session negotiated */
+    char mac_used[64];            /* its MAC */
 
     pthread_mutex_t auth_mu;      /* guards passphrases */
     char **passphrases;           /* per ids[i]: the passphrase that opened
