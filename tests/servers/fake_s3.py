@@ -27,8 +27,8 @@ object from another writer), conditional {answer} (a PUT's If-None-Match:
 "ok" honours it, 412 PreconditionFailed when the key is there; "ignore";
 501 or 400 refuse it, as servers without conditional writes do); each answers the counters (requests
 per operation, parts, the log of listing requests with their start-after,
-the keys HEADed)
-and the open uploads.
+the keys HEADed),
+the open uploads and the server's CPU seconds so far (cpu_s).
 """
 
 import base64
@@ -819,6 +819,7 @@ class Handler(BaseHTTPRequestHandler):
                 objs[req['key']] = Obj(req.get('data', '').encode(), dict(req.get('meta', {})),
                                        'STANDARD', 'binary/octet-stream')
             out = json.dumps({'stats': st.stats, 'uploads': len(st.uploads),
+                              'cpu_s': time.process_time(),
                               'upload_keys': sorted(u['key'] for u in st.uploads.values()),
                               'faults_left': sum(f['count'] for f in st.faults)}).encode()
         self.send(200, out, {'Content-Type': 'application/json'})
