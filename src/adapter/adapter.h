@@ -561,8 +561,8 @@ int tm__spec_is_sim(const char *spec);
  * lists (a layer must not write its inner adapter's flag while others
  * list). */
 void tm__adapter_set_list_xattrs(struct tm__adapter *a, int on);
-/* Sets meta_later and sizes_only of a and of the adapters it wraps
- * (each where it has stat_many), before any thread lists. */
+/* Sets meta_later and sizes_only of a and of the adapters it wraps (none
+ * when a has no stat_many), before any thread lists. */
 void tm__adapter_set_meta_later(struct tm__adapter *a, int later, int sizes_only);
 int tm__adapter_list_open(struct tm__adapter *a, const char *path,
                           const void *pos, size_t pos_len,

@@ -367,10 +367,16 @@ def case_size_only(c):
     expect_eq('HEADs under --size-only', [], stats['head_log'])
     expect_eq('requests under --size-only: the listings only', ['list'],
               sorted(stats['requests']))
-    expect_eq('files compared by size only',
-              {'/d1/f1': 'size', '/d0/f2': 'already_existed', '/d0/f4': 'already_existed',
-               '/d0/f6': 'already_existed', '/d1': 'already_existed'},
-              dict(sql(db2, q)))
+    want = {'/d1/f1': 'size', '/d0/f2': 'already_existed', '/d0/f4': 'already_existed',
+            '/d0/f6': 'already_existed', '/d1': 'already_existed'}
+    expect_eq('files compared by size only', want, dict(sql(db2, q)))
+    # the same through the fault layer (which passes stat_many on)
+    c.srv.ctl('reset_stats')
+    db4 = c.db()
+    c.tm('discover', '--db', db4, '-q', '--size-only', src, 'fault::s3://bkt/so',
+         '--s3-endpoint', c.srv.endpoint)
+    expect_eq('HEADs under --size-only, fault layer', [], c.srv.stats()['stats']['head_log'])
+    expect_eq('files compared by size only, fault layer', want, dict(sql(db4, q)))
     # the default compare reads the metadata and finds mtime and modes
     c.srv.ctl('reset_stats')
     db3 = c.db()
