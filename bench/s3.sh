@@ -8,7 +8,7 @@
 # read rclone's metadata: mtime, mode; with `--size-only`, the same work as
 # rclone's; and with `-o s3-server-modtime`). Each case directly and
 # through bench/latency_proxy (20 ms each way). The first run of each row
-# also reports the requests fake_s3 counted.
+# also reports the requests fake_s3 counted and the CPU seconds it used.
 #
 #   bench/s3.sh                       # (a) 20,000 files in 2,000 folders, (b) 4 x 256 MiB
 #   SCALE=0.05 bench/s3.sh            # 1,000 files in 100 folders, 4 x 16 MiB: a quick run
@@ -24,6 +24,9 @@
 #                 0: the server directly)
 #   S3_WORKERS    the concurrency of rclone's second row (--transfers and --checkers);
 #                 default 64, what treemig's copy runs with (twice discovery's 32)
+#   S3_DISC_FILES the objects of the discover case's bucket (default: the small set's
+#                 files, 20,000 x SCALE), in a tenth as many folders (a tree of its own
+#                 when it is not the small set's count; S3_DISC_FILES=200000: issue 14's goal)
 #   S3_DISC_TOOLS the rows of the discover case (default "tm_disc tm_disc_so tm_disc_smt
 #                 rc_check", and tm_disc_b with TREEMIG_B); a large bucket's HEADs take
 #                 fake_s3 minutes, so S3_DISC_TOOLS="tm_disc_smt rc_check" compares like with like
@@ -48,7 +51,7 @@ case $WORK in /|/tmp|/tmp/|"$HOME"|"$HOME"/|"") die "BENCH_DIR=$WORK is too broa
 [[ $WORK = /* ]] || WORK=$PWD/$WORK
 mkdir -p "$WORK/logs"
 LOGS=$WORK/logs
-bench_init s3 BENCH_DIR S3_SERVER S3_CASES LATENCY_MS S3_WORKERS TREEMIG_B S3_DISC_TOOLS
+bench_init s3 BENCH_DIR S3_SERVER S3_CASES LATENCY_MS S3_WORKERS TREEMIG_B S3_DISC_TOOLS S3_DISC_FILES
 SERVER=${S3_SERVER:-fake}
 DEFAULT_CASES="small big discover"
 [[ $SERVER == s3rver ]] && DEFAULT_CASES="small big"
@@ -58,6 +61,10 @@ W=${S3_WORKERS:-64}
 NFILES=$(scaled 20000 10)
 NFOLDERS=$(scaled 2000 1)
 BIG_MIB=$(scaled 256 16)
+DFILES=${S3_DISC_FILES:-$NFILES}
+[[ $DFILES =~ ^[1-9][0-9]*$ ]] || die "S3_DISC_FILES must be a positive integer (got '$DFILES')"
+DFOLDERS=$NFOLDERS
+[[ $DFILES == "$NFILES" ]] || DFOLDERS=$(((DFILES + 9) / 10))
 PROXY=$REPO/build/latency_proxy
 AWSCLI=/usr/bin/aws
 [[ -x $PROXY ]] || die "build/latency_proxy is missing: run make first"
@@ -132,15 +139,20 @@ r.pop("bucket", None)
 print(" ".join("%s %d" % kv for kv in sorted(r.items())) +
       (" (conditional %d)" % s["conditional_puts"] if s.get("conditional_puts") else ""))' || echo "?"
 }
+server_cpu() { # fake_s3's CPU seconds so far
+    ctl stats 2>/dev/null | python3 -c 'import json, sys; print("%.2f" % json.load(sys.stdin)["cpu_s"])' || echo 0
+}
 count_objects() { "$AWSCLI" --endpoint-url "$EP" s3 ls "s3://bench/$1/" --recursive </dev/null 2>/dev/null | wc -l; }
 
 # ---------------------------------------------------------------- the trees
 SMALL=$WORK/small-$NFILES-$NFOLDERS
+DISC=$WORK/small-$DFILES-$DFOLDERS
 BIG=$WORK/big-$BIG_MIB
-if [[ ! -f $SMALL.ok ]]; then
-    say "writing $NFILES files (1-4 KiB) in $NFOLDERS folders"
-    rm -rf "$SMALL"
-    python3 - "$SMALL" "$NFILES" "$NFOLDERS" <<'EOF'
+make_tree() { # DIR FILES FOLDERS: files of 1-4 KiB, two levels of folders
+    [[ -f $1.ok ]] && return 0
+    say "writing $2 files (1-4 KiB) in $3 folders"
+    rm -rf "$1"
+    python3 - "$1" "$2" "$3" <<'EOF'
 import os, random, sys
 root, n, nf = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rnd = random.Random(42)
@@ -153,8 +165,10 @@ for i in range(n):
     with open(os.path.join(dirs[i % nf], 'f%06d.dat' % i), 'wb') as f:
         f.write(rnd.randbytes(rnd.randint(1024, 4096)))
 EOF
-    touch "$SMALL.ok"
-fi
+    touch "$1.ok"
+}
+if [[ " ${CASES[*]} " == *" small "* ]]; then make_tree "$SMALL" "$NFILES" "$NFOLDERS"; fi
+if [[ " ${CASES[*]} " == *" discover "* ]]; then make_tree "$DISC" "$DFILES" "$DFOLDERS"; fi
 if [[ ! -f $BIG.ok ]]; then
     say "writing 4 files of $BIG_MIB MiB"
     rm -rf "$BIG"
@@ -196,7 +210,7 @@ run_copy() { # KEY TREE CASE LATENCY
     if [[ -z ${CHECKS[$key]:-} ]]; then
         n=$(count_objects t)
         CHECKS[$key]="$n objects"
-        [[ $SERVER == fake ]] && CHECKS[$key]+=", requests $(requests)"
+        [[ $SERVER == fake ]] && CHECKS[$key]+=", requests $(requests), server CPU $(server_cpu) s"
         if [[ $k == treemig* && $SERVER != s3rver ]]; then
             local v=0 sum=()
             [[ $c == big ]] && sum=(--checksum)
@@ -207,22 +221,25 @@ run_copy() { # KEY TREE CASE LATENCY
     fi
     stop_server
 }
-run_discover() { # KEY LATENCY: the bucket holds treemig's copy of the small tree
-    local k=$1 lat=$2 key=$1.discover.$2 db=$WORK/disc.db
+run_discover() { # KEY LATENCY: the bucket holds treemig's copy of the discover tree
+    local k=$1 lat=$2 key=$1.discover.$2 db=$WORK/disc.db c0=0
     rm -f "$db" "$db-wal" "$db-shm" "$db.lock" "$db.yaml"
+    [[ $SERVER == fake ]] && c0=$(server_cpu)
     case $k in
-    tm_disc) measure "$key" "$TREEMIG" discover -q --db "$db" "$SMALL" s3://bench/t --s3-endpoint "$EP" ;;
-    tm_disc_smt) measure "$key" "$TREEMIG" discover -q --db "$db" "$SMALL" s3://bench/t \
+    tm_disc) measure "$key" "$TREEMIG" discover -q --db "$db" "$DISC" s3://bench/t --s3-endpoint "$EP" ;;
+    tm_disc_smt) measure "$key" "$TREEMIG" discover -q --db "$db" "$DISC" s3://bench/t \
         --s3-endpoint "$EP" -o s3-server-modtime ;;
-    tm_disc_so) measure "$key" "$TREEMIG" discover -q --db "$db" "$SMALL" s3://bench/t \
+    tm_disc_so) measure "$key" "$TREEMIG" discover -q --db "$db" "$DISC" s3://bench/t \
         --s3-endpoint "$EP" --size-only ;;
-    tm_disc_b) measure "$key" "$TREEMIG_B" discover -q --db "$db" "$SMALL" s3://bench/t \
+    tm_disc_b) measure "$key" "$TREEMIG_B" discover -q --db "$db" "$DISC" s3://bench/t \
         --s3-endpoint "$EP" ;;
     rc_check) measure "$key" env RCLONE_CONFIG_BENCH_ENDPOINT="$EP" "${RCLONE[@]}" check \
-        --size-only "$SMALL" bench:bench/t ;;
+        --size-only "$DISC" bench:bench/t ;;
     esac
     [[ ${RC[$key]} -eq 0 ]] || FAIL=1
-    if [[ -z ${CHECKS[$key]:-} && $SERVER == fake ]]; then CHECKS[$key]="requests $(requests)"; fi
+    if [[ -z ${CHECKS[$key]:-} && $SERVER == fake ]]; then
+        CHECKS[$key]="requests $(requests), server CPU $(awk -v a="$c0" -v b="$(server_cpu)" 'BEGIN{printf "%.2f", b - a}') s"
+    fi
     [[ $SERVER == fake ]] && ctl reset_stats >/dev/null
 }
 HEAD=$(header "treemig S3 benchmark: local -> S3 ($SERVER), treemig against rclone and awscli")
@@ -253,7 +270,7 @@ for lat in "${LATS[@]}"; do
             start_server "$lat"
             say "discover, ${lat} ms: filling the bucket with treemig"
             rm -f "$WORK/fill.db"*
-            { "$TREEMIG" discover -q --db "$WORK/fill.db" "$SMALL" s3://bench/t --s3-endpoint "$EP" &&
+            { "$TREEMIG" discover -q --db "$WORK/fill.db" "$DISC" s3://bench/t --s3-endpoint "$EP" &&
                 "$TREEMIG" copy -y -q --db "$WORK/fill.db"; } </dev/null >"$LOGS/fill.log" 2>&1 ||
                 die "filling the bucket failed"
             [[ $SERVER == fake ]] && ctl reset_stats >/dev/null
@@ -276,7 +293,8 @@ REPORT=$WORK/report-$(date -u +%Y%m%dT%H%M%SZ).txt
     echo "  server: $SERVER on 127.0.0.1, started empty before each copy run; latency_proxy for the"
     echo "  rows at more than 0 ms (each way). small: $NFILES files of 1-4 KiB in $NFOLDERS folders;"
     echo "  big: 4 files of $BIG_MIB MiB (multipart: treemig above 8 MiB, aws above 8 MiB, rclone"
-    echo "  above 200 MiB); discover: the bucket holds treemig's copy of small."
+    echo "  above 200 MiB); discover: the bucket holds treemig's copy of $DFILES files in $DFOLDERS"
+    echo "  folders (the small set's shape)."
     for lat in "${LATS[@]}"; do
         for c in "${CASES[@]}"; do
             echo

@@ -131,6 +131,17 @@ void tm__adapter_set_list_xattrs(struct tm__adapter *a, int on)
         a->list_xattrs = on;
 }
 
+void tm__adapter_set_meta_later(struct tm__adapter *a, int later, int sizes_only)
+{
+    /* the engine calls the outer one's stat_many: a layer without it
+     * must not let the storage under it list without the metadata */
+    later = later && a->stat_many != NULL;
+    for (; a; a = a->wrapped) {
+        a->meta_later = later;
+        a->sizes_only = later && sizes_only;
+    }
+}
+
 int tm__adapter_list_open(struct tm__adapter *a, const char *path,
                           const void *pos, size_t pos_len,
                           struct tm__lister **out, struct tm__aerr *e)

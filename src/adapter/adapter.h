@@ -325,6 +325,11 @@ struct tm__adapter {
      * where a file's mtime and mode cost a request each (S3: a HEAD for
      * rclone's metadata) may then list files with meta_later set. */
     int meta_later;
+    /* Not the storage's: set by the engine with meta_later when it
+     * compares sizes and types only (discover --size-only), no mode nor
+     * mtime: a storage where they cost a request may then list folders
+     * without them too (stand-ins, meta_later set). */
+    int sizes_only;
     /* Not the storage's: the engine's limits on this side (copy
      * --bwlimit, --tps-limit), applied by the tm__adapter_* wrappers;
      * NULL (as the storage leaves it): none. */
@@ -556,6 +561,9 @@ int tm__spec_is_sim(const char *spec);
  * lists (a layer must not write its inner adapter's flag while others
  * list). */
 void tm__adapter_set_list_xattrs(struct tm__adapter *a, int on);
+/* Sets meta_later and sizes_only of a and of the adapters it wraps (none
+ * when a has no stat_many), before any thread lists. */
+void tm__adapter_set_meta_later(struct tm__adapter *a, int later, int sizes_only);
 int tm__adapter_list_open(struct tm__adapter *a, const char *path,
                           const void *pos, size_t pos_len,
                           struct tm__lister **out, struct tm__aerr *e);

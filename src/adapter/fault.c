@@ -256,6 +256,15 @@ static int f_stat(struct tm__adapter *a, const char *path, struct tm__entry *out
     return rc ? rc : inner(a)->stat(inner(a), path, out, e);
 }
 
+/* A batch of stats is one "stat" call: a fault fails it whole. */
+static int f_stat_many(struct tm__adapter *a, const char *const *paths,
+                       struct tm__entry *out, int *rcs, size_t n,
+                       struct tm__aerr *e)
+{
+    int rc = hit((struct fault *)a, TM_FOP_STAT, e);
+    return rc ? rc : inner(a)->stat_many(inner(a), paths, out, rcs, n, e);
+}
+
 static void f_close(struct tm__adapter *a)
 {
     struct fault *f = (struct fault *)a;
@@ -574,6 +583,7 @@ int tm__fault_wrap(struct tm__adapter *in, const struct tm__fault_rule *rules,
     f->base.list_pos = f_list_pos;
     f->base.list_close = f_list_close;
     f->base.stat = in->stat ? f_stat : NULL;
+    f->base.stat_many = in->stat_many ? f_stat_many : NULL;
     f->base.close = f_close;
     /* optional methods stay absent when the inner adapter lacks them */
     if (in->open_read) {

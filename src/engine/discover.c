@@ -34,6 +34,9 @@
  * for the files whose size equals their source twin's (the only ones
  * whose mtime or mode decides anything) and those not on the source (the
  * mirror's removal checks the mtime recorded), before it compares them.
+ * With --size-only it asks for none but those not on the source, and the
+ * storage lists folders without their modes too (sizes_only): what was
+ * listed without them is compared by type and size only.
  *
  * Lock order: e->mu, then a reader's mutex, then the writer's mutex
  * (tm__writer_error); never the reverse: the writer calls on_commit(),
@@ -265,13 +268,17 @@ static void set_update(struct tm__wnode *n, const struct tm__twin *s, int new_cs
 /* CF_ATTRS when the destination child x, of the same type and content as
  * its source twin s, lacks the attributes the copy gives s (mode, owner
  * with --owner, extended attributes and ACLs unless --no-xattrs), else
- * CF_NONE. */
+ * CF_NONE; CF_NONE for x listed without them (meta_later, still set
+ * only under --size-only). */
 static int match_attrs(const struct engine *e, const struct tm__ent *x,
                        const struct tm__twin *s)
 {
     struct tm__attrs sa = { s->mode, s->owned, s->uid, s->gid };
     struct tm__attrs da = { x->mode, e->owned[TM_DST], x->uid, x->gid };
-    int cf = tm__compare_attrs(&e->rule, x->type, &sa, &da);
+    int cf;
+    if (x->meta_later)
+        return CF_NONE; /* listed without them (--size-only): not compared */
+    cf = tm__compare_attrs(&e->rule, x->type, &sa, &da);
     return cf ? cf : tm__compare_xattrs(&e->rule, x->type, s->xattrs, x->xattrs);
 }
 
@@ -785,7 +792,8 @@ static int dst_page(struct engine *e, const struct task *t, struct tm__listing *
         if (have && c == 0) {
             rc = tm__twins_row(rd->tw, &s);
             if (!rc && x->meta_later && x->type == TM_T_FILE && s.type == TM_T_FILE &&
-                s.ts != TS_EXCLUDED && s.size == x->size) {
+                s.ts != TS_EXCLUDED && s.size == x->size &&
+                e->cfg->compare != TM_COMPARE_SIZE_ONLY) {
                 /* its mtime and mode decide: asked below, outside the lock */
                 ltw[n_later] = s;
                 lidx[n_later++] = i;
@@ -794,7 +802,7 @@ static int dst_page(struct engine *e, const struct task *t, struct tm__listing *
             }
         } else {
             n->ts = TS_NOT_ON_SRC;
-            if (x->meta_later) {
+            if (x->meta_later && x->type == TM_T_FILE) {
                 /* recorded as it is: treemig delete removes it only
                  * while its mtime is still the one recorded */
                 memset(&ltw[n_later], 0, sizeof ltw[n_later]); /* id 0: none */
@@ -1435,7 +1443,8 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
     e.rule.xattrs = e.rule.xattrs && cfg->xattrs;
     /* the destination's files are compared with their twins: what a
      * listing would pay a request each for is asked only where it decides */
-    cfg->ad[TM_DST]->meta_later = cfg->ad[TM_DST]->stat_many != NULL;
+    tm__adapter_set_meta_later(cfg->ad[TM_DST], 1,
+                               cfg->compare == TM_COMPARE_SIZE_ONLY);
     for (side = 0; side < 2; side++) {
         e.owned[side] = (cfg->ad[side]->caps & TM_CAP_OWNER) != 0;
         /* the listings give each file's and folder's attributes' digest */
@@ -1545,7 +1554,7 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
 
 out:
     tm__pool_stop(e.pool); /* lets the running listings end */
-    cfg->ad[TM_DST]->meta_later = 0; /* other listings want it all */
+    tm__adapter_set_meta_later(cfg->ad[TM_DST], 0, 0); /* other listings want it all */
     if (e.w && rc == 0) {
         pthread_mutex_lock(&e.mu);
         snapshot(&e, t0);

@@ -20,7 +20,7 @@ tests/servers/fake_s3.py:
   header (501, 400) or ignores it: a probe at the first create finds it
   out, then a HEAD before each create;
 - discovery of a bucket HEADs (rclone's mtime and mode) only the objects
-  whose size equals their source twin's.
+  whose size equals their source twin's, and none under --size-only.
 
 Needs TREEMIG (ctest sets it). Label s3.
 """
@@ -266,6 +266,25 @@ def case_create_only(c):
         fail('HEADs before the PUTs: %r' % req)
 
 
+def case_many_folders(c):
+    """A copy into 600 new folders, a file in each: no HEAD at all (each
+    file's folder is in the adapter's table of folders it made; with one
+    slot per hash in 4,096, collisions evicted some 40 of them, and each
+    of their files cost a HEAD of the folder's marker)."""
+    src = os.path.join(c.tmp, 'mfsrc')
+    for i in range(600):
+        os.makedirs(os.path.join(src, 'd%03d' % i))
+        with open(os.path.join(src, 'd%03d' % i, 'f'), 'wb') as f:
+            f.write(b'x' * (i + 1))
+    db = c.db()
+    c.tm('discover', '--db', db, '-q', src, 's3://bkt/mf', '--s3-endpoint', c.srv.endpoint)
+    c.srv.ctl('reset_stats')
+    c.tm('copy', '--db', db, '-y', '-q')
+    st = c.srv.stats()['stats']
+    expect_eq('HEADs of the copy', [], st['head_log'])
+    expect_eq('objects', 1200, len(c.keys('bkt', 'mf/')))
+
+
 def case_create_only_refused(c):
     """A server that refuses If-None-Match (501, 400) or ignores it: the
     probe at the first create finds it, then a HEAD before each create;
@@ -321,6 +340,55 @@ def case_meta_later(c):
               sql(db2, "SELECT mtime FROM dst_nodes WHERE path = '/d0/extra'"))
 
 
+def case_size_only(c):
+    """discover --size-only of a bucket makes no HEAD at all (rclone check
+    --size-only's work: sizes from the listing, no mode nor mtime read
+    from the metadata, neither of files nor of folders); a file of
+    another size is still found, one of another mtime or mode is not
+    (the default compare finds both, with its HEADs)."""
+    src = c.src(10)
+    db = c.db()
+    c.tm('discover', '--db', db, '-q', src, 's3://bkt/so', '--s3-endpoint', c.srv.endpoint)
+    c.tm('copy', '--db', db, '-y', '-q')
+    with open(os.path.join(src, 'd1', 'f1'), 'ab') as f:
+        f.write(b'more')  # another size
+    p2 = os.path.join(src, 'd0', 'f2')
+    st = os.stat(p2)
+    os.utime(p2, ns=(st.st_atime_ns, st.st_mtime_ns - 3600 * 10**9))  # another mtime
+    os.chmod(os.path.join(src, 'd0', 'f4'), 0o600)  # another mode
+    os.chmod(os.path.join(src, 'd1'), 0o700)  # a folder of another mode
+    q = ("SELECT path, coalesce(conflict, copy_status) FROM src_nodes "
+         "WHERE path IN ('/d1/f1', '/d0/f2', '/d0/f4', '/d0/f6', '/d1')")
+    c.srv.ctl('reset_stats')
+    db2 = c.db()
+    c.tm('discover', '--db', db2, '-q', '--size-only', src, 's3://bkt/so',
+         '--s3-endpoint', c.srv.endpoint)
+    stats = c.srv.stats()['stats']
+    expect_eq('HEADs under --size-only', [], stats['head_log'])
+    expect_eq('requests under --size-only: the listings only', ['list'],
+              sorted(stats['requests']))
+    want = {'/d1/f1': 'size', '/d0/f2': 'already_existed', '/d0/f4': 'already_existed',
+            '/d0/f6': 'already_existed', '/d1': 'already_existed'}
+    expect_eq('files compared by size only', want, dict(sql(db2, q)))
+    # the same through the fault layer (which passes stat_many on)
+    c.srv.ctl('reset_stats')
+    db4 = c.db()
+    c.tm('discover', '--db', db4, '-q', '--size-only', src, 'fault::s3://bkt/so',
+         '--s3-endpoint', c.srv.endpoint)
+    expect_eq('HEADs under --size-only, fault layer', [], c.srv.stats()['stats']['head_log'])
+    expect_eq('files compared by size only, fault layer', want, dict(sql(db4, q)))
+    # the default compare reads the metadata and finds mtime and modes
+    c.srv.ctl('reset_stats')
+    db3 = c.db()
+    c.tm('discover', '--db', db3, '-q', src, 's3://bkt/so', '--s3-endpoint', c.srv.endpoint)
+    expect_eq('files compared by size, mtime and mode',
+              {'/d1/f1': 'size', '/d0/f2': 'dst_newer', '/d0/f4': 'attrs',
+               '/d0/f6': 'already_existed', '/d1': 'attrs'},
+              dict(sql(db3, q)))
+    if not c.srv.stats()['stats']['head_log']:
+        fail('the default compare made no HEAD')
+
+
 def case_meta_later_fails(c):
     """The HEADs discovery asks for after a listing fail (500s past the
     client's own three rounds): the page is listed again under the retry
@@ -365,10 +433,12 @@ def main():
                           case_truncated_page),
                          ('a new file: a create-only PUT, an object in its way kept',
                           case_create_only),
+                         ('600 new folders: no HEAD of their markers', case_many_folders),
                          ('If-None-Match refused (501, 400) or ignored: a HEAD first',
                           case_create_only_refused),
                          ('discovery HEADs only the objects of the same size',
                           case_meta_later),
+                         ('discover --size-only: no HEAD at all', case_size_only),
                          ('those HEADs failing: the page is listed again',
                           case_meta_later_fails)):
             t0 = time.time()

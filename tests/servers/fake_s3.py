@@ -5,7 +5,8 @@ Python 3 standard library only. It checks every request's AWS Signature
 Version 4 (the algorithm of src/adapter/s3/sigv4.c, checked against AWS's
 published vectors by --selftest), Content-MD5 and x-amz-content-sha256, and
 implements what treemig's S3 client uses: ListObjectsV2 (prefix, delimiter,
-max-keys, continuation-token, start-after, encoding-type=url), HEAD, GET
+max-keys, continuation-token, start-after, encoding-type=url; and v1's
+marker and NextMarker, which rclone uses), HEAD, GET
 (ranges), PUT, DELETE, CopyObject, multipart (create, upload part, upload
 part copy, list parts, complete, abort, list uploads). Objects live in
 memory.
@@ -27,8 +28,8 @@ object from another writer), conditional {answer} (a PUT's If-None-Match:
 "ok" honours it, 412 PreconditionFailed when the key is there; "ignore";
 501 or 400 refuse it, as servers without conditional writes do); each answers the counters (requests
 per operation, parts, the log of listing requests with their start-after,
-the keys HEADed)
-and the open uploads.
+the keys HEADed),
+the open uploads and the server's CPU seconds so far (cpu_s).
 """
 
 import base64
@@ -709,7 +710,16 @@ class Handler(BaseHTTPRequestHandler):
         maxk = min(int(q.get('max-keys', '1000') or 1000), 1000)
         tok = q.get('continuation-token')
         skip_prefix = None
-        if tok:
+        # ListObjects (v1, what rclone asks of a provider "Other"): a marker
+        # is where the page starts; a marker that is a common prefix (the
+        # NextMarker of a page that ended on one) skips its keys
+        v1 = q.get('list-type') != '2'
+        if v1:
+            tok = None
+            start = q.get('marker', '')
+            if delim and start.endswith(delim):
+                skip_prefix = start
+        elif tok:
             try:
                 start = base64.urlsafe_b64decode(tok.encode()).decode('utf-8')
             except Exception:
@@ -766,7 +776,11 @@ class Handler(BaseHTTPRequestHandler):
             items.append(('EncodingType', 'url'))
         if tok:
             items.append(('ContinuationToken', tok))
-        if truncated and not (fault and fault['kind'] == 'truncated_page'):
+        if v1:
+            items.append(('Marker', e(q.get('marker', ''))))
+            if truncated and not (fault and fault['kind'] == 'truncated_page'):
+                items.append(('NextMarker', e(last[1:])))
+        elif truncated and not (fault and fault['kind'] == 'truncated_page'):
             items.append(('NextContinuationToken',
                           base64.urlsafe_b64encode(last.encode('utf-8', 'surrogateescape')).decode()))
         if fault and fault['kind'] == 'truncated_page':
@@ -819,6 +833,7 @@ class Handler(BaseHTTPRequestHandler):
                 objs[req['key']] = Obj(req.get('data', '').encode(), dict(req.get('meta', {})),
                                        'STANDARD', 'binary/octet-stream')
             out = json.dumps({'stats': st.stats, 'uploads': len(st.uploads),
+                              'cpu_s': time.process_time(),
                               'upload_keys': sorted(u['key'] for u in st.uploads.values()),
                               'faults_left': sum(f['count'] for f in st.faults)}).encode()
         self.send(200, out, {'Content-Type': 'application/json'})

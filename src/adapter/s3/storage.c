@@ -15,7 +15,8 @@
  * are not compared: sizes only), or the engine said it asks stat_many
  * for the files where they decide (meta_later: discovery of a
  * destination; the files are then listed with meta_later set). A folder's mode and mtime are its
- * "name/" marker's metadata (HEADed with the page's objects). A listing
+ * "name/" marker's metadata (HEADed with the page's objects, unless the
+ * engine compares sizes only: sizes_only, discover --size-only). A listing
  * whose first page is empty (not even the folder's marker) is of no
  * folder: TM_ENOENT, or TM_ENOTDIR when the name is an object.
  *
@@ -71,8 +72,14 @@
 /* Tries of the request that checks the bucket at open. */
 #define PROBE_TRIES 4
 /* Folders mkdir remembers having made (their children's mkdir does not
- * ask the server about them). */
-#define MADE_SLOTS 4096
+ * ask the server about them, nor a commit about a marker at a file's
+ * name), and the slots a folder may take from its hash on: a table a
+ * few times larger than a copy's folders in flight, so that a folder is
+ * forgotten only once the table is nearly full (with one slot per hash,
+ * a quarter of 2,200 folders were evicted by collisions, and each of
+ * their files cost a HEAD more). */
+#define MADE_SLOTS 16384
+#define MADE_PROBES 8
 /* The first line of a checkpointed upload's state. */
 #define STATE_MAGIC "treemig s3 upload 1\n"
 
@@ -86,7 +93,8 @@ struct s3a {
     int server_mtime;        /* s3-server-modtime: LastModified, no HEAD */
     pthread_mutex_t made_mu; /* guards made */
     char *made[MADE_SLOTS];  /* folder keys mkdir made lately (no '/'),
-                                by made_slot(); NULL: none */
+                                in one of the MADE_PROBES slots from
+                                made_slot() on; NULL: none */
 };
 
 /* A listing of one folder. */
@@ -576,7 +584,7 @@ static int s3_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx, int *m
     struct tm__s3_err se;
     struct tm__s3_head_item *heads = NULL;
     size_t i, j, n_heads = 0, n_obj = 0;
-    int rc, later;
+    int rc, later, bare;
 
     *more = 0;
     if (l->done)
@@ -617,9 +625,11 @@ static int s3_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx, int *m
 
     /* the files' metadata and the folders' (their markers'): a HEAD each,
      * several at once; the files' only later (stat_many), where the
-     * engine asks, when it said so (meta_later) */
+     * engine asks, when it said so (meta_later); the folders' not at all
+     * when it compares sizes only (sizes_only) */
     later = a->base.meta_later;
-    if (!a->server_mtime && (pg.n_prefixes || (pg.n_objects && !later))) {
+    bare = later && a->base.sizes_only;
+    if (!a->server_mtime && ((pg.n_prefixes && !bare) || (pg.n_objects && !later))) {
         heads = calloc(pg.n_objects + pg.n_prefixes, sizeof *heads);
         if (!heads) {
             rc = TM_ENOMEM;
@@ -629,7 +639,7 @@ static int s3_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx, int *m
             if (pg.objects[i].key_len > l->plen)
                 heads[n_heads++].key = pg.objects[i].key;
         n_obj = n_heads;
-        for (j = 0; j < pg.n_prefixes; j++)
+        for (j = 0; j < pg.n_prefixes && !bare; j++)
             heads[n_heads++].key = pg.prefixes[j];
         rc = heads_with_retries(a, heads, n_heads);
         if (rc)
@@ -676,8 +686,9 @@ static int s3_list_next(struct tm__lister *lr, tm__list_cb cb, void *ctx, int *m
             n = pg.prefix_lens[j] - l->plen;
             is_prefix = 1;
             /* its marker's attributes, when it has one */
-            folder_of(a, heads && heads[n_obj + j].rc == 0 ? &heads[n_obj + j].st
-                                                           : NULL, &ent);
+            folder_of(a, heads && !bare && heads[n_obj + j].rc == 0
+                             ? &heads[n_obj + j].st : NULL, &ent);
+            ent.meta_later = bare && !a->server_mtime;
             j++;
         }
         rc = clash_step(l, name, n, is_prefix);
@@ -1540,24 +1551,33 @@ static size_t made_slot(const char *key, size_t klen)
  * their parent is there. */
 static int made_lately(struct s3a *a, const char *key, size_t klen)
 {
-    size_t i = made_slot(key, klen);
-    int found;
+    size_t h = made_slot(key, klen), p;
+    int found = 0;
     pthread_mutex_lock(&a->made_mu);
-    found = a->made[i] && strlen(a->made[i]) == klen &&
-            memcmp(a->made[i], key, klen) == 0;
+    for (p = 0; p < MADE_PROBES && !found; p++) {
+        const char *m = a->made[(h + p) % MADE_SLOTS];
+        found = m && strlen(m) == klen && memcmp(m, key, klen) == 0;
+    }
     pthread_mutex_unlock(&a->made_mu);
     return found;
 }
 
-/* Remembers the folder key (klen bytes) for made_lately, in place of the
- * one of the same slot. */
+/* Remembers the folder key (klen bytes) for made_lately: in the first
+ * free one of its slots, else in place of the one at its hash. */
 static void remember_made(struct s3a *a, const char *key, size_t klen)
 {
-    size_t i = made_slot(key, klen);
+    size_t h = made_slot(key, klen), i = h % MADE_SLOTS, p;
     char *k = strndup(key, klen), *old;
     if (!k)
         return; /* only a probe more */
     pthread_mutex_lock(&a->made_mu);
+    for (p = 0; p < MADE_PROBES; p++) {
+        const char *m = a->made[(h + p) % MADE_SLOTS];
+        if (!m || (strlen(m) == klen && memcmp(m, key, klen) == 0)) {
+            i = (h + p) % MADE_SLOTS;
+            break;
+        }
+    }
     old = a->made[i];
     a->made[i] = k;
     pthread_mutex_unlock(&a->made_mu);
