@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # bench/rescan.sh: a pass (`treemig rescan`) over the tree pair of
 # bench/discover.sh where nothing changed, against the first discovery of
-# the same pair: wall time and bytes written (write(2) bytes: to the state file, its WAL
-# and the YAML file: /proc/PID/io wchar of the command), and the
-# rows of the node tables.
+# the same pair: wall time, bytes written (write(2) bytes: to the state file, its WAL
+# and the YAML file: /proc/PID/io wchar of the command) and rows written
+# (inserted, updated or deleted: SQLite's total_changes() of the command,
+# which treemig records as the setting rows_written), and the rows of the
+# node tables. Then a pass after 1% of the source changed (touched,
+# rewritten, added, deleted, see change_1pct), against rsync's itemized
+# list of what differs (the independent oracle): what the pass leaves to
+# copy must be exactly that.
 #
 #   bench/rescan.sh                  # the 300,000-entry pair of discover.sh
 #   SCALE=0.05 bench/rescan.sh       # 15,000 entries: a quick check
@@ -42,15 +47,20 @@ timed() {
     awk -v a="$t0" -v b="$t1" -v w="$wb" 'BEGIN { printf "%.2f %d\n", b - a, w }'
 }
 
-printf '%-28s %10s %14s %10s\n' "run" "seconds" "bytes written" "rows"
+written() { sqlite3 "$DB" "SELECT value FROM migration WHERE key = 'rows_written'"; }
+
+printf '%-28s %10s %14s %12s %10s\n' "run" "seconds" "bytes written" "rows written" "rows"
 for r in $(seq 1 "$RUNS"); do
     rm -f "$DB" "$DB-wal" "$DB-shm" "$DB.yaml" "$DB.lock"
     read -r t1 w1 < <(timed "$TREEMIG" discover --db "$DB" --quiet "$SRC" "$DST")
+    n1=$(written)
     rows=$(sqlite3 "$DB" "SELECT (SELECT count(*) FROM src_nodes) + (SELECT count(*) FROM dst_nodes)")
-    printf '%-28s %10s %14s %10s\n' "discover (pass 1) #$r" "$t1" "$w1" "$rows"
+    printf '%-28s %10s %14s %12s %10s\n' "discover (pass 1) #$r" "$t1" "$w1" "$n1" "$rows"
     read -r t2 w2 < <(timed "$TREEMIG" rescan --db "$DB" --quiet)
-    printf '%-28s %10s %14s %10s\n' "rescan, nothing changed #$r" "$t2" "$w2" "$rows"
-    awk -v a="$t2" -v b="$t1" -v x="$w2" -v y="$w1" 'BEGIN {
-        printf "  rescan/discover: time %.2f, bytes written %.1f%%\n", a / b, 100 * x / y }'
+    n2=$(written)
+    printf '%-28s %10s %14s %12s %10s\n' "rescan, nothing changed #$r" "$t2" "$w2" "$n2" "$rows"
+    awk -v a="$t2" -v b="$t1" -v x="$w2" -v y="$w1" -v m="$n2" -v n="$n1" 'BEGIN {
+        printf "  rescan/discover: time %.2f, bytes written %.1f%%, rows written %.2f%%\n",
+               a / b, 100 * x / y, 100 * m / n }'
 done
-rm -f "$DB" "$DB-wal" "$DB-shm" "$DB.yaml" "$DB.lock"
+

@@ -238,11 +238,13 @@ static struct task *wait_take(struct engine *e, int64_t src_id)
 
 /* ------------------------------------------------------------ listing */
 
-static void set_update(struct tm__wnode *n, const struct tm__twin *s, int new_cs,
-                       int new_cf)
+static void set_update(const struct engine *e, struct tm__wnode *n,
+                       const struct tm__twin *s, int new_cs, int new_cf)
 {
     if (s->cs == new_cs && s->cf == new_cf)
         return;
+    if (e->cfg->pass && s->cs == CS_SUCCESSFUL && new_cs == CS_ALREADY && !new_cf)
+        return; /* copied by an earlier pass, unchanged since: stays so */
     n->upd = 1;
     n->src_type = (int8_t)s->type;
     n->old_cs = (int8_t)s->cs;
@@ -282,7 +284,7 @@ static void match(struct engine *e, struct tm__wnode *n, const struct tm__ent *x
     }
     if (s->type != x->type) {
         n->conflict = CF_TYPE;
-        set_update(n, s, CS_SKIPPED, CF_TYPE);
+        set_update(e, n, s, CS_SKIPPED, CF_TYPE);
         return;
     }
     switch (x->type) {
@@ -297,7 +299,7 @@ static void match(struct engine *e, struct tm__wnode *n, const struct tm__ent *x
         n->ts = TS_PENDING;
         cf = match_attrs(e, x, s);
         n->conflict = (int8_t)cf;
-        set_update(n, s, cf ? CS_PENDING : CS_ALREADY, cf);
+        set_update(e, n, s, cf ? CS_PENDING : CS_ALREADY, cf);
         return;
     case TM_T_FILE:
     case TM_T_SYMLINK:
@@ -311,7 +313,7 @@ static void match(struct engine *e, struct tm__wnode *n, const struct tm__ent *x
         if (cf == CF_NONE)
             cf = match_attrs(e, x, s);
         n->conflict = (int8_t)cf;
-        set_update(n, s, cf ? CS_PENDING : CS_ALREADY, cf);
+        set_update(e, n, s, cf ? CS_PENDING : CS_ALREADY, cf);
         return;
     case TM_T_OTHER:
         if (s->cs != CS_PENDING)
@@ -319,7 +321,7 @@ static void match(struct engine *e, struct tm__wnode *n, const struct tm__ent *x
         if ((x->mode & S_IFMT) != (s->mode & S_IFMT)) {
             /* another kind (a FIFO where the source has a socket) */
             n->conflict = CF_TYPE;
-            set_update(n, s, CS_SKIPPED, CF_TYPE);
+            set_update(e, n, s, CS_SKIPPED, CF_TYPE);
             return;
         }
         /* same kind: the copy makes it again when its mtime or mode
@@ -330,7 +332,7 @@ static void match(struct engine *e, struct tm__wnode *n, const struct tm__ent *x
         if (cf == CF_NONE && e->rule.modes && (x->mode & 07777) != (s->mode & 07777))
             cf = CF_ATTRS;
         n->conflict = (int8_t)cf;
-        set_update(n, s, cf ? CS_PENDING : CS_ALREADY, cf);
+        set_update(e, n, s, cf ? CS_PENDING : CS_ALREADY, cf);
         return;
     default:
         return;
@@ -597,7 +599,7 @@ static int checksum_page(struct engine *e, const struct tm__listing *l,
         cf = hs == hd ? match_attrs(e, x, &tw[k]) : CF_CONTENT;
         nd->conflict = (int8_t)cf;
         nd->upd = 0;
-        set_update(nd, &tw[k], cf ? CS_PENDING : CS_ALREADY, cf);
+        set_update(e, nd, &tw[k], cf ? CS_PENDING : CS_ALREADY, cf);
         if (hs == hd) {
             /* kept for verify --checksum (the update is written even when
              * the twin's statuses do not change: a resume lists again) */
@@ -1468,6 +1470,8 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
         goto out;
     }
     rc = tm__writer_start(&e.w, cfg->db, next_id, WRITER_MAX_ROWS, on_commit, &e);
+    if (!rc && cfg->pass)
+        rc = tm__writer_set_pass(e.w);
     if (rc)
         goto out;
     rc = tm__observe_start(&e.lg, cfg->log, e.w, cfg->err);

@@ -59,7 +59,6 @@ static int pass_start(tm_migration *m)
     }
     if (!rc)
         rc = tm__q_pass_reset(db, created, now, &n, &m->err);
-    if (!rc) rc = tm__mig_seed_roots(db, root);
     if (!rc) rc = tm__store_set(db, "src_round", "0");
     if (!rc) rc = tm__store_set(db, "dst_round", "0");
     if (!rc) rc = tm__store_set(db, "copy_run_depth", "0");
@@ -94,6 +93,8 @@ static int pass_end(tm_migration *m, int n)
         rc = tm__q_pass_end(m->store.db, n, now, &m->err);
     if (!rc)
         rc = tm__store_set(m->store.db, "pass_running", "0");
+    if (!rc)
+        rc = tm__mig_note_rows(m->store.db);
     return rc;
 }
 

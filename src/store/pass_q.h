@@ -15,6 +15,11 @@
 
 #include "util/buf.h"
 
+/* The first source id of the running (or last) pass: the rows from there
+ * on are new in it (0 for a pass started before the passes merged). */
+#define TM__PASS_ID0 "coalesce((SELECT CAST(value AS INTEGER) FROM migration " \
+    "WHERE key = 'pass_src_id0'), 0)"
+
 /* Inside the caller's transaction: keeps the source nodes of the pass
  * that ends as prev_src_nodes, empties the node, stats and per-pass
  * tables (the review exclusions too: read their patterns first), and records pass number *n (the one after the last; the first
