@@ -22,7 +22,7 @@
   state file does (every node row, the previous pass's rows, the stats),
   and the copy then makes the destination equal to the source;
 - a pass after 1% of the source changed (rewritten, touched, added,
-  deleted) leaves to copy exactly what `rsync -ani --delete` lists, keeps
+  deleted) keeps the files copied before and unchanged `successful`, leaves to copy exactly what `rsync -ani --delete` lists, keeps
   in prev_src_nodes only the rows that changed, writes few rows, and the
   copy copies only that (the other files keep their inode numbers).
 Stdlib only; TREEMIG names the binary."""
@@ -422,6 +422,12 @@ def run_one_percent(R, work):
         expect_eq('the previous pass rows kept: only the files that changed',
                   sorted(rewritten + touched + deleted),
                   sorted(prev.split('|')) if prev else [])
+        # copied in pass 1 and unchanged since: still successful (not
+        # already_existed, which says the destination had them before)
+        unchanged = scalar(db, "SELECT count(*) FROM src_nodes WHERE type = 'file' "
+                           "AND copy_status = 'successful'")
+        expect_eq('files copied by pass 1 and unchanged, still successful',
+                  2000 - len(rewritten) - len(touched) - len(deleted), unchanged)
         rows = int(scalar(db, "SELECT value FROM migration WHERE key = 'rows_written'"))
         sys.stderr.write('rows written: discover %d, pass with 1%% changed %d\n'
                          % (first, rows))
