@@ -21,6 +21,8 @@
   leaves the state file as an uninterrupted pass over a copy of the same
   state file does (every node row, the previous pass's rows, the stats),
   and the copy then makes the destination equal to the source;
+- a pass over an uneven tree of 5 levels (folders listed again in
+  another order than their ids) ends, and finds nothing changed;
 - a pass after 1% of the source changed (rewritten, touched, added,
   deleted) keeps the files copied before and unchanged `successful`, leaves to copy exactly what `rsync -ani --delete` lists, keeps
   in prev_src_nodes only the rows that changed, writes few rows, and the
@@ -374,6 +376,43 @@ def rsync_items(src, dst):
     return send, gone
 
 
+def run_uneven(R, work):
+    def check():
+        import random
+        top = os.path.join(work, 'uneven')
+        src, dst = os.path.join(top, 'src'), os.path.join(top, 'dst')
+        db = os.path.join(top, 'state.db')
+        os.makedirs(dst)
+        rnd = random.Random(19)
+        folders = ['']
+        for depth in range(1, 6):
+            kids = []
+            for f in folders:
+                for k in range(rnd.choice((0, 0, 1, 2, 3, 5))):
+                    kids.append('%s/d%d_%d' % (f, depth, k))
+            folders = kids or folders
+            for f in kids:
+                os.makedirs(src + f, exist_ok=True)
+                for j in range(int(rnd.paretovariate(1.2)) % 400):
+                    put(src, '%s/f%d' % (f[1:], j), b'u')
+        expect_rc(run(['discover', '--db', db, '--quiet', src, dst]), 0, 'discover')
+        # new files in a few folders: their listings take longer now, and
+        # the folders below them turn pending after later ids did
+        for f in folders[:40:3]:
+            for j in range(300):
+                put(src, '%s/late%03d' % (f[1:], j), b'late')
+        expect_rc(run(['rescan', '--db', db, '--quiet', '--workers', '8']), 0,
+                  'rescan of an uneven tree')
+        cp = run(['rescan', '--db', db, '--workers', '8'])
+        expect_rc(cp, 0, 'rescan of an uneven tree, nothing changed')
+        if b'0 new, 0 changed, 0 deleted' not in cp.stderr:
+            fail('rescan with nothing changed', '0 new, 0 changed, 0 deleted',
+                 cp.stderr.decode())
+        state_of(db)  # the stats count the rows
+    R.check('a pass over an uneven tree ends (folders turn pending behind '
+            'their depth\'s cursor) and then finds nothing changed', check)
+
+
 def run_one_percent(R, work):
     def check():
         top = os.path.join(work, 'onepct')
@@ -457,6 +496,7 @@ def main():
     try:
         run_pass(R, work)
         run_kill(R, work)
+        run_uneven(R, work)
         run_one_percent(R, work)
     finally:
         shutil.rmtree(work, True)
