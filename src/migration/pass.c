@@ -4,12 +4,18 @@
  * the cutover (catch up with what changed on the source since). Runs on
  * the caller's thread; the discovery itself runs as tm_discover() does.
  *
- * Crash safety: the start of a pass is one transaction (the previous
- * pass's source nodes kept, the node and stats tables emptied, the roots
- * seeded again, phase roots-set, the setting pass_running set); from there
- * the discovery resumes as any other; the end (the review exclusions made
- * again, the pass's end time, pass_running cleared) is redone by the next
- * tm_rescan() when a kill came before it.
+ * A pass keeps the node rows: its discovery merges each listing with
+ * them and writes only what is new, changed or gone (store/writer.c,
+ * "passes"), keeping in prev_src_nodes the previous pass's rows of what
+ * changed.
+ *
+ * Crash safety: the start of a pass is one transaction (the review
+ * exclusions undone, prev_src_nodes emptied, the roots pending, the stats
+ * counted again, phase roots-set, the setting pass_running set); from
+ * there the discovery resumes as any other (a folder is pending from its
+ * parent's listing until its own is committed); the end (the review
+ * exclusions made again, the pass's end time, pass_running cleared) is
+ * redone by the next tm_rescan() when a kill came before it.
  */
 #include "migration/migration_int.h"
 
