@@ -168,10 +168,10 @@ def check_pass(work):
     changed, the stats), and the copy then leaves nothing to send (rsync
     -c, without --delete: `treemig delete` is not run on PostgreSQL
     here)."""
-    src = os.path.join(work, 'psrc')
+    src = os.path.join(work, 'pass_src')
     make_tree(src)
     name, uri = new_db()
-    pg_dst, lite_dst = os.path.join(work, 'pdst_pg'), os.path.join(work, 'pdst_lite')
+    pg_dst, lite_dst = os.path.join(work, 'pass_dst_pg'), os.path.join(work, 'pass_dst_lite')
     lite = os.path.join(work, 'pass.db')
     full_run(uri, src, pg_dst, work, 'ppg')
     full_run(lite, src, lite_dst, work, 'plite')
