@@ -129,6 +129,23 @@ struct side {
     int64_t folders_done;      /* listings committed (progress) */
     int64_t nodes;             /* children committed (progress) */
     int64_t failed;            /* listings failed (progress) */
+    /* A pass (cfg->pass): a folder there already becomes pending when its
+     * parent is listed again, whatever its id, so a depth's cursor may be
+     * past it: a depth's cursor goes back to 0 once exhausted when folders
+     * of the depth above were listed since; what was fetched already is
+     * told by the set of folders fetched in this run (listed once each). */
+    int64_t *fetched;          /* pass: ids fetched (open addressing, 0:
+                                  empty slot) */
+    size_t fetched_cap, fetched_n; /* its slots (a power of 2), ids in it */
+    struct pass_gen *gen;      /* pass: per depth */
+    int ngen;                  /* depths in gen */
+};
+
+/* A pass's count per depth of the folders listed, and of that count of
+ * the depth above when the depth's cursor last went back to 0. */
+struct pass_gen {
+    int64_t listed;            /* folders of the depth committed */
+    int64_t reset_at;          /* the depth above's listed at the reset */
 };
 
 /* A read connection shared by the comparisons of many folders. */
@@ -251,11 +268,13 @@ static struct task *wait_take(struct engine *e, int64_t src_id)
 
 /* ------------------------------------------------------------ listing */
 
-static void set_update(struct tm__wnode *n, const struct tm__twin *s, int new_cs,
-                       int new_cf)
+static void set_update(const struct engine *e, struct tm__wnode *n,
+                       const struct tm__twin *s, int new_cs, int new_cf)
 {
     if (s->cs == new_cs && s->cf == new_cf)
         return;
+    if (e->cfg->pass && s->cs == CS_SUCCESSFUL && new_cs == CS_ALREADY && !new_cf)
+        return; /* copied by an earlier pass, unchanged since: stays so */
     n->upd = 1;
     n->src_type = (int8_t)s->type;
     n->old_cs = (int8_t)s->cs;
@@ -299,7 +318,7 @@ static void match(struct engine *e, struct tm__wnode *n, const struct tm__ent *x
     }
     if (s->type != x->type) {
         n->conflict = CF_TYPE;
-        set_update(n, s, CS_SKIPPED, CF_TYPE);
+        set_update(e, n, s, CS_SKIPPED, CF_TYPE);
         return;
     }
     switch (x->type) {
@@ -314,7 +333,7 @@ static void match(struct engine *e, struct tm__wnode *n, const struct tm__ent *x
         n->ts = TS_PENDING;
         cf = match_attrs(e, x, s);
         n->conflict = (int8_t)cf;
-        set_update(n, s, cf ? CS_PENDING : CS_ALREADY, cf);
+        set_update(e, n, s, cf ? CS_PENDING : CS_ALREADY, cf);
         return;
     case TM_T_FILE:
     case TM_T_SYMLINK:
@@ -328,7 +347,7 @@ static void match(struct engine *e, struct tm__wnode *n, const struct tm__ent *x
         if (cf == CF_NONE)
             cf = match_attrs(e, x, s);
         n->conflict = (int8_t)cf;
-        set_update(n, s, cf ? CS_PENDING : CS_ALREADY, cf);
+        set_update(e, n, s, cf ? CS_PENDING : CS_ALREADY, cf);
         return;
     case TM_T_OTHER:
         if (s->cs != CS_PENDING)
@@ -336,7 +355,7 @@ static void match(struct engine *e, struct tm__wnode *n, const struct tm__ent *x
         if ((x->mode & S_IFMT) != (s->mode & S_IFMT)) {
             /* another kind (a FIFO where the source has a socket) */
             n->conflict = CF_TYPE;
-            set_update(n, s, CS_SKIPPED, CF_TYPE);
+            set_update(e, n, s, CS_SKIPPED, CF_TYPE);
             return;
         }
         /* same kind: the copy makes it again when its mtime or mode
@@ -347,7 +366,7 @@ static void match(struct engine *e, struct tm__wnode *n, const struct tm__ent *x
         if (cf == CF_NONE && e->rule.modes && (x->mode & 07777) != (s->mode & 07777))
             cf = CF_ATTRS;
         n->conflict = (int8_t)cf;
-        set_update(n, s, cf ? CS_PENDING : CS_ALREADY, cf);
+        set_update(e, n, s, cf ? CS_PENDING : CS_ALREADY, cf);
         return;
     default:
         return;
@@ -614,7 +633,7 @@ static int checksum_page(struct engine *e, const struct tm__listing *l,
         cf = hs == hd ? match_attrs(e, x, &tw[k]) : CF_CONTENT;
         nd->conflict = (int8_t)cf;
         nd->upd = 0;
-        set_update(nd, &tw[k], cf ? CS_PENDING : CS_ALREADY, cf);
+        set_update(e, nd, &tw[k], cf ? CS_PENDING : CS_ALREADY, cf);
         if (hs == hd) {
             /* kept for verify --checksum (the update is written even when
              * the twin's statuses do not change: a resume lists again) */
@@ -1037,6 +1056,74 @@ static void run_task(struct tm__job *j)
     }
 }
 
+/* A pass: the generation counts of depth, grown as needed; NULL. */
+static struct pass_gen *pass_gen_at(struct side *s, int depth)
+{
+    if (depth >= s->ngen) {
+        int n = depth + 16;
+        struct pass_gen *p = realloc(s->gen, (size_t)n * sizeof *p);
+        if (!p)
+            return NULL;
+        memset(p + s->ngen, 0, (size_t)(n - s->ngen) * sizeof *p);
+        s->gen = p;
+        s->ngen = n;
+    }
+    return &s->gen[depth];
+}
+
+/* A pass: adds folder id to the side's fetched set; 1 when it was there
+ * already, 0, or TM_ENOMEM. */
+static int pass_fetched(struct side *s, int64_t id)
+{
+    size_t i;
+    if (2 * (s->fetched_n + 1) > s->fetched_cap) {
+        size_t cap = s->fetched_cap ? 2 * s->fetched_cap : 4096, k;
+        int64_t *v = calloc(cap, sizeof *v);
+        if (!v)
+            return TM_ENOMEM;
+        for (k = 0; k < s->fetched_cap; k++) {
+            int64_t x = s->fetched[k];
+            if (!x)
+                continue;
+            for (i = (size_t)x * 0x9E3779B97F4A7C15ULL & (cap - 1); v[i];
+                 i = (i + 1) & (cap - 1))
+                ;
+            v[i] = x;
+        }
+        free(s->fetched);
+        s->fetched = v;
+        s->fetched_cap = cap;
+    }
+    for (i = (size_t)id * 0x9E3779B97F4A7C15ULL & (s->fetched_cap - 1); s->fetched[i];
+         i = (i + 1) & (s->fetched_cap - 1))
+        if (s->fetched[i] == id)
+            return 1;
+    s->fetched[i] = id;
+    s->fetched_n++;
+    return 0;
+}
+
+/* A pass: after a fetch of depth that gave fewer rows than asked, the
+ * cursor goes back to 0 when folders of the depth above were listed since
+ * it last did (they may have made folders of depth pending behind it).
+ * Returns 1 when it did, 0, or TM_ENOMEM. e->mu held. */
+static int pass_rewind(struct side *s, int depth, int64_t *cur)
+{
+    struct pass_gen *up, *g;
+    if (depth == 0)
+        return 0;
+    up = pass_gen_at(s, depth - 1);
+    g = up ? pass_gen_at(s, depth) : NULL;
+    if (!g)
+        return TM_ENOMEM;
+    up = &s->gen[depth - 1]; /* the array may have moved */
+    if (up->listed == g->reset_at)
+        return 0;
+    g->reset_at = up->listed;
+    *cur = 0;
+    return 1;
+}
+
 /* Called by the writer thread once results are durable. */
 static void on_commit(void *ctx, const struct tm__result *list)
 {
@@ -1054,6 +1141,13 @@ static void on_commit(void *ctx, const struct tm__result *list)
         s->committed++;
         s->folders_done++;
         s->commit_gen++;
+        if (e->cfg->pass) {
+            struct pass_gen *g = pass_gen_at(s, r->depth);
+            if (g)
+                g->listed++;
+            else
+                set_fatal(e, TM_ENOMEM, NULL);
+        }
         s->lo_known = 0;
         if (r->folder_ts == TS_FAILED)
             s->failed++;
@@ -1248,15 +1342,43 @@ static int refill(struct engine *e, struct side *s, struct task **buf,
             if ((size_t)room > WAIT_MAX - e->nwaiting)
                 room = (int)(WAIT_MAX - e->nwaiting);
         }
+    again:
         pthread_mutex_unlock(&e->mu);
         n = fetch_rows(e, s, depth, *cur, room, buf);
         pthread_mutex_lock(&e->mu);
         if (n < 0)
             return n;
+        cur = cursor_at(s, depth);
+        if (!cur)
+            return TM_ENOMEM;
+        if (n > 0)
+            *cur = buf[n - 1]->id;
+        if (e->cfg->pass) {
+            int k = 0, rw;
+            for (i = 0; i < n; i++) {
+                int dup = pass_fetched(s, buf[i]->id);
+                if (dup < 0) {
+                    while (i < n)
+                        task_free(buf[i++]);
+                    return dup;
+                }
+                if (dup)
+                    task_free(buf[i]); /* listed in this run already */
+                else
+                    buf[k++] = buf[i];
+            }
+            rw = n < room ? pass_rewind(s, depth, cur) : 0;
+            if (rw < 0) {
+                for (i = 0; i < k; i++)
+                    task_free(buf[i]);
+                return rw;
+            }
+            n = k;
+            if (rw && n == 0)
+                goto again;
+        }
         if (n == 0)
             continue;
-        cur = cursor_at(s, depth);
-        *cur = buf[n - 1]->id;
         recheck = 0;
         for (i = 0; i < n; i++) {
             struct task *t = buf[i];
@@ -1401,6 +1523,8 @@ static void release_side(struct side *s)
         task_free(t);
     free(s->ready.v);
     free(s->cursor);
+    free(s->fetched);
+    free(s->gen);
 }
 
 /* 1 when a side has room for more listings and none ready, while the
@@ -1487,6 +1611,8 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
         goto out;
     }
     rc = tm__writer_start(&e.w, cfg->db, next_id, WRITER_MAX_ROWS, on_commit, &e);
+    if (!rc && cfg->pass)
+        rc = tm__writer_set_pass(e.w);
     if (rc)
         goto out;
     rc = tm__observe_start(&e.lg, cfg->log, e.w, cfg->err);

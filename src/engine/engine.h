@@ -47,6 +47,11 @@ struct tm__discover_cfg {
     int64_t window;              /* --modify-window, ns; 0: none */
     int xattrs;                  /* extended attributes and ACLs are
                                     compared (not --no-xattrs) */
+    int pass;                    /* a pass after the first (treemig rescan):
+                                    listings are merged with the rows there,
+                                    and a node copied before that the
+                                    destination still matches stays
+                                    successful */
 };
 
 /* Runs discovery until both trees are done (0), a stop was asked

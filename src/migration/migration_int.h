@@ -95,6 +95,11 @@ int tm__mig_seed_roots(struct tm__db *db, const struct tm__entry root[2]);
 int tm__mig_sopts_store(tm_migration *m);
 /* Stores the number v under key. */
 int tm__mig_set_int(struct tm__db *db, const char *key, int v);
+/* Records in the setting rows_written the rows this process wrote to the
+ * state file so far (SQLite's total_changes(), this write included): the
+ * cost of a discover or a rescan, for bench/rescan.sh. Nothing on
+ * PostgreSQL. */
+int tm__mig_note_rows(struct tm__db *db);
 /* The number stored under key, or dflt when it is missing or unreadable. */
 int tm__mig_get_int(struct tm__db *db, const char *key, int dflt);
 /* An int64 setting, 0 when missing (settings.c). */

@@ -4,12 +4,18 @@
  * the cutover (catch up with what changed on the source since). Runs on
  * the caller's thread; the discovery itself runs as tm_discover() does.
  *
- * Crash safety: the start of a pass is one transaction (the previous
- * pass's source nodes kept, the node and stats tables emptied, the roots
- * seeded again, phase roots-set, the setting pass_running set); from there
- * the discovery resumes as any other; the end (the review exclusions made
- * again, the pass's end time, pass_running cleared) is redone by the next
- * tm_rescan() when a kill came before it.
+ * A pass keeps the node rows: its discovery merges each listing with
+ * them and writes only what is new, changed or gone (store/writer.c,
+ * "passes"), keeping in prev_src_nodes the previous pass's rows of what
+ * changed.
+ *
+ * Crash safety: the start of a pass is one transaction (the review
+ * exclusions undone, prev_src_nodes emptied, the roots pending, the stats
+ * counted again, phase roots-set, the setting pass_running set); from
+ * there the discovery resumes as any other (a folder is pending from its
+ * parent's listing until its own is committed); the end (the review
+ * exclusions made again, the pass's end time, pass_running cleared) is
+ * redone by the next tm_rescan() when a kill came before it.
  */
 #include "migration/migration_int.h"
 
@@ -59,7 +65,6 @@ static int pass_start(tm_migration *m)
     }
     if (!rc)
         rc = tm__q_pass_reset(db, created, now, &n, &m->err);
-    if (!rc) rc = tm__mig_seed_roots(db, root);
     if (!rc) rc = tm__store_set(db, "src_round", "0");
     if (!rc) rc = tm__store_set(db, "dst_round", "0");
     if (!rc) rc = tm__store_set(db, "copy_run_depth", "0");
@@ -94,6 +99,8 @@ static int pass_end(tm_migration *m, int n)
         rc = tm__q_pass_end(m->store.db, n, now, &m->err);
     if (!rc)
         rc = tm__store_set(m->store.db, "pass_running", "0");
+    if (!rc)
+        rc = tm__mig_note_rows(m->store.db);
     return rc;
 }
 

@@ -135,6 +135,16 @@ static int check_compare_again(tm_migration *m, const tm_discover_options *o)
 
 /* Records a new migration: roots, options, root rows, stats. One
  * transaction: a crash leaves either nothing or all of it. */
+int tm__mig_note_rows(struct tm__db *db)
+{
+    char v[32];
+    int64_t n = tm__db_total_changes(db);
+    if (n < 0)
+        return 0; /* not known (PostgreSQL) */
+    snprintf(v, sizeof v, "%" PRId64, n + 1); /* this row too */
+    return tm__store_set(db, "rows_written", v);
+}
+
 int tm__mig_seed_roots(struct tm__db *db, const struct tm__entry root[2])
 {
     struct tm__stats_delta d = { NULL, 0, 0 };
@@ -462,6 +472,7 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             tm__mig_get_i64(db, "mtime_max"), stored_compare(db),
             (int64_t)tm__mig_get_int(db, "modify_window", 0) * 1000000000,
             !tm__mig_get_int(db, "no_xattrs", 0),
+            tm__mig_get_int(db, "pass_running", 0) > 0,
         };
         rc = tm__mig_log_settings(m, o.log_level, o.udp_level, o.udp_addr, o.log_public,
                                   &lc);
@@ -476,6 +487,8 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         rc = skip_blocked(m);
     if (rc == 0) {
         rc = tm__mig_set_phase(m, PH_DISCOVERED);
+        if (!rc)
+            rc = tm__mig_note_rows(db);
     } else {
         int prc = rc;
         /* keep the engine's message; record that the phase stopped */

@@ -57,6 +57,10 @@ struct tm__db_ops {
      * nothing committed: roll back and apply the transaction again with
      * on = 0, where each step's outcome is known when it returns. */
     int (*pipeline)(struct tm__db *db, int on);
+    /* rows inserted, updated or deleted through the connection since it
+     * was opened (SQLite's total_changes()); -1 where not known
+     * (PostgreSQL) */
+    int64_t (*total_changes)(struct tm__db *db);
 };
 
 /* COMMIT's answer when a pipelined transaction must be done again (the
@@ -192,6 +196,10 @@ static inline int tm__db_exec(struct tm__db *db, const char *sql, void *cb,
 static inline int tm__db_changes(struct tm__db *db)
 {
     return db->ops->changes(db);
+}
+static inline int64_t tm__db_total_changes(struct tm__db *db)
+{
+    return db->ops->total_changes(db);
 }
 static inline const char *tm__db_errmsg(struct tm__db *db)
 {

@@ -1835,12 +1835,18 @@ static int g_close(struct tm__db *db)
     return SQLITE_OK;
 }
 
+static int64_t g_total_changes(struct tm__db *db)
+{
+    (void)db;
+    return -1; /* a pipeline's counts are not all known */
+}
+
 static const struct tm__db_ops pg_ops = {
     1, "postgresql", g_prepare, g_bind_int64, g_bind_double, g_bind_text,
     g_bind_blob, g_bind_null, g_step, g_reset, g_finalize, g_column_type,
     g_column_int64, g_column_double, g_column_text, g_column_blob,
     g_column_bytes, g_exec, g_changes, g_errmsg, g_errcode, g_autocommit,
-    g_close, g_pipeline,
+    g_close, g_pipeline, g_total_changes,
 };
 
 /* libpq's notices (NOTICE: relation exists, skipping) are not ours to print */

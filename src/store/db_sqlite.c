@@ -139,12 +139,17 @@ static int l_pipeline(struct tm__db *db, int on)
     return SQLITE_OK; /* each step is done when it returns */
 }
 
+static int64_t l_total_changes(struct tm__db *db)
+{
+    return (int64_t)sqlite3_total_changes64(H(db));
+}
+
 static const struct tm__db_ops lite_ops = {
     1, "sqlite", l_prepare, l_bind_int64, l_bind_double, l_bind_text,
     l_bind_blob, l_bind_null, l_step, l_reset, l_finalize, l_column_type,
     l_column_int64, l_column_double, l_column_text, l_column_blob,
     l_column_bytes, l_exec, l_changes, l_errmsg, l_errcode, l_autocommit,
-    l_close, l_pipeline,
+    l_close, l_pipeline, l_total_changes,
 };
 
 int tm__db_open_sqlite(const char *path, int flags, struct tm__db **out)

@@ -10,22 +10,54 @@
 #include <stdio.h>
 #include <string.h>
 
+
 int tm__q_pass_reset(struct tm__db *db, const char *created, const char *now, int *n,
                      struct tm__buf *err)
 {
     struct tm__stmt *st = NULL;
     int rc;
-    /* the previous pass's source nodes, as the copy and verify left them */
+    /* The rows stay: the pass merges its listings with them (writer.c,
+     * "passes"). What the review exclusions changed is put back as it was
+     * (they are made again at the end of the pass, over what it found);
+     * prev_src_nodes is left to hold what this pass changes; the roots
+     * are listed again; the stats are counted again from the rows. */
     rc = tm__store_exec(db,
         "DELETE FROM prev_src_nodes;"
-        "INSERT INTO prev_src_nodes(id, path, type, size, mtime, mode,"
-        " copy_status, conflict) SELECT id, path, type, size, mtime, mode,"
-        " copy_status, conflict FROM src_nodes WHERE depth > 0;"
-        "DELETE FROM src_nodes; DELETE FROM dst_nodes;"
+        "UPDATE src_nodes SET"
+        " traversal_status = (SELECT e.traversal_status FROM excluded_prev AS e"
+        " WHERE e.side = 'src' AND e.id = src_nodes.id),"
+        " copy_status = (SELECT e.copy_status FROM excluded_prev AS e"
+        " WHERE e.side = 'src' AND e.id = src_nodes.id),"
+        " conflict = (SELECT e.conflict FROM excluded_prev AS e"
+        " WHERE e.side = 'src' AND e.id = src_nodes.id),"
+        " error = (SELECT e.error FROM excluded_prev AS e"
+        " WHERE e.side = 'src' AND e.id = src_nodes.id)"
+        " WHERE id IN (SELECT id FROM excluded_prev WHERE side = 'src');"
+        "UPDATE dst_nodes SET"
+        " traversal_status = (SELECT e.traversal_status FROM excluded_prev AS e"
+        " WHERE e.side = 'dst' AND e.id = dst_nodes.id),"
+        " conflict = (SELECT e.conflict FROM excluded_prev AS e"
+        " WHERE e.side = 'dst' AND e.id = dst_nodes.id)"
+        " WHERE id IN (SELECT id FROM excluded_prev WHERE side = 'dst');"
+        "UPDATE src_nodes SET traversal_status = 'pending' WHERE depth = 0;"
+        "UPDATE dst_nodes SET traversal_status = 'pending' WHERE depth = 0;"
         "DELETE FROM src_stats; DELETE FROM dst_stats; DELETE FROM copy_stats;"
+        "INSERT INTO src_stats(depth, type, traversal_status, count, bytes)"
+        " SELECT depth, type, traversal_status, count(*), coalesce(sum(size), 0)"
+        " FROM src_nodes GROUP BY depth, type, traversal_status;"
+        "INSERT INTO dst_stats(depth, type, traversal_status, count, bytes)"
+        " SELECT depth, type, traversal_status, count(*), coalesce(sum(size), 0)"
+        " FROM dst_nodes GROUP BY depth, type, traversal_status;"
+        "INSERT INTO copy_stats(depth, type, copy_status, conflict, count, bytes)"
+        " SELECT depth, type, copy_status, CASE WHEN conflict IS NULL THEN 0"
+        " ELSE 1 END, count(*), coalesce(sum(size), 0) FROM src_nodes"
+        " GROUP BY depth, type, copy_status, CASE WHEN conflict IS NULL THEN 0"
+        " ELSE 1 END;"
         "DELETE FROM listing_pos; DELETE FROM uploads; DELETE FROM mirror;"
         "DELETE FROM task_errors; DELETE FROM excluded_prev;"
-        "DELETE FROM exclusions;", err);
+        "DELETE FROM exclusions;"
+        "INSERT OR REPLACE INTO migration(key, value) SELECT 'pass_src_id0',"
+        " CAST(coalesce(max(id), 0) + 1 AS TEXT) FROM src_nodes;", err);
     if (rc)
         return rc;
     if (tm__db_prepare(db, "INSERT OR IGNORE INTO passes(n, started) VALUES "
@@ -105,7 +137,7 @@ int tm__q_pass_changes(struct tm__db *db, struct tm__pass_changes *c,
     /* new and changed as review --list new|changed counts them: what is
      * excluded is not */
     rc = count(db, "SELECT count(*) FROM src_nodes AS n WHERE depth > 0 AND "
-               "n.traversal_status != 'excluded' AND NOT "
+               "n.traversal_status != 'excluded' AND n.id >= " TM__PASS_ID0 " AND NOT "
                "EXISTS (SELECT 1 FROM prev_src_nodes AS p WHERE p.path = n.path)",
                &c->src_new, err);
     if (!rc)

@@ -15,10 +15,18 @@
 
 #include "util/buf.h"
 
-/* Inside the caller's transaction: keeps the source nodes of the pass
- * that ends as prev_src_nodes, empties the node, stats and per-pass
- * tables (the review exclusions too: read their patterns first), and records pass number *n (the one after the last; the first
- * pass gets its row, started at created, if it had none) started now. */
+/* The first source id of the running (or last) pass: the rows from there
+ * on are new in it (0 for a pass started before the passes merged). */
+#define TM__PASS_ID0 "coalesce((SELECT CAST(value AS INTEGER) FROM migration " \
+    "WHERE key = 'pass_src_id0'), 0)"
+
+/* Inside the caller's transaction: readies the node rows for a pass that
+ * merges its listings with them (the rows the review exclusions changed
+ * put back as they were: read their patterns first; prev_src_nodes and
+ * the per-pass tables emptied; the roots pending; the stats counted
+ * again; pass_src_id0 set), and records pass number *n (the one after the
+ * last; the first pass gets its row, started at created, if it had none)
+ * started now. */
 int tm__q_pass_reset(struct tm__db *db, const char *created, const char *now, int *n,
                      struct tm__buf *err);
 

@@ -5,6 +5,7 @@
  * handle's connection.
  */
 #include "store/review_q.h"
+#include "store/pass_q.h"
 
 #include "store/store.h"
 #include "treemig.h"
@@ -241,8 +242,8 @@ static const struct {
       "'special file' END)" },
     /* the passes (treemig rescan): against the previous pass's source
      * (what is excluded is not the copy's business: listed as excluded) */
-    { "n.traversal_status != 'excluded' AND NOT EXISTS (SELECT 1 FROM "
-      "prev_src_nodes AS p WHERE p.path = n.path)",
+    { "n.traversal_status != 'excluded' AND n.id >= " TM__PASS_ID0 " AND NOT "
+      "EXISTS (SELECT 1 FROM prev_src_nodes AS p WHERE p.path = n.path)",
       "'new since the previous pass'" },
     { "n.traversal_status != 'excluded' AND "
       "EXISTS (SELECT 1 FROM prev_src_nodes AS p WHERE p.path = n.path AND "

@@ -31,6 +31,12 @@ enum { ST_UPD_SRC_F, ST_UPD_DST_F, ST_UPD_COPY,
        ST_POS_SET, ST_POS_DEL, ST_UP_SET, ST_UP_DEL, ST_SEL_SRC, ST_SEL_DST,
        ST_COPY_DONE_L, ST_COPY_CF_L, ST_LEASE_OF, ST_COUNT };
 
+enum { PS_SEL_SRC, PS_SEL_DST, PS_UPD_SRC, PS_UPD_DST, PS_TS_SRC, PS_TS_DST,
+       PS_PREV, PS_TWIN, PS_KIDS_SRC, PS_KIDS_DST, PS_SUB_STATS_SRC,
+       PS_SUB_STATS_DST, PS_SUB_PREV, PS_SUB_DEL_SRC, PS_SUB_DEL_DST, PS_COUNT };
+
+struct tm__pass_seen;
+
 /* The children of a page are inserted INS_CHUNK rows per statement (one
  * statement's fixed cost, its start, halt and reset, then counts once
  * per chunk instead of once per row); what is left over, one row per
@@ -136,6 +142,10 @@ struct tm__writer {
     int ck_woke_at;            /* the WAL's frames at the last wake (writer
                                   thread only) */
     int ck_quit;               /* the checkpointer must end */
+    int pass;                  /* a pass: listings are merged (below) */
+    struct tm__stmt *pst[PS_COUNT]; /* the pass's statements */
+    struct tm__pass_seen *seen; /* the children seen per folder listed */
+    size_t nseen, seen_cap;    /* its count, room */
 };
 
 void tm__result_free(struct tm__result *r)
@@ -362,29 +372,12 @@ static int task_error(struct tm__writer *w, const struct tm__result *r)
     return step_done(w, te);
 }
 
-/* A page of a listing: its children; the position after it (so that a
- * crash resumes inside the folder), or with the last page the folder's own
- * status, in the same transaction. */
-static int apply_listing(struct tm__writer *w, struct tm__result *r)
+/* The last page of a folder: its own status, its position dropped, its
+ * error recorded. */
+static int folder_done(struct tm__writer *w, struct tm__result *r)
 {
     struct tm__stmt *st;
-    size_t i = 0;
-    int rc = 0;
-
-    r->inserted = 0;
-    for (; !rc && w->ins[r->side][1] && i + INS_CHUNK <= r->n_nodes; i += INS_CHUNK)
-        rc = insert_nodes(w, r, i, INS_CHUNK);
-    for (; !rc && i < r->n_nodes; i++)
-        rc = insert_nodes(w, r, i, 1);
-    if (rc)
-        return rc;
-    if (!r->final) {
-        st = w->st[ST_POS_SET];
-        tm__db_bind_int(st, 1, r->side);
-        tm__db_bind_int64(st, 2, r->folder_id);
-        tm__db_bind_blob(st, 3, r->pos.buf, (int)r->pos.len, SQLITE_STATIC);
-        return step_done(w, st);
-    }
+    int rc;
     st = w->st[r->side == TM_SRC ? ST_UPD_SRC_F : ST_UPD_DST_F];
     tm__db_bind_text(st, 1, tm__ts_names[r->folder_ts], -1, SQLITE_STATIC);
     tm__db_bind_int(st, 2, r->attempts);
@@ -417,6 +410,32 @@ static int apply_listing(struct tm__writer *w, struct tm__result *r)
     if (!rc && r->error)
         rc = task_error(w, r);
     return rc;
+}
+
+/* A page of a listing: its children; the position after it (so that a
+ * crash resumes inside the folder), or with the last page the folder's own
+ * status, in the same transaction. */
+static int apply_listing(struct tm__writer *w, struct tm__result *r)
+{
+    struct tm__stmt *st;
+    size_t i = 0;
+    int rc = 0;
+
+    r->inserted = 0;
+    for (; !rc && w->ins[r->side][1] && i + INS_CHUNK <= r->n_nodes; i += INS_CHUNK)
+        rc = insert_nodes(w, r, i, INS_CHUNK);
+    for (; !rc && i < r->n_nodes; i++)
+        rc = insert_nodes(w, r, i, 1);
+    if (rc)
+        return rc;
+    if (!r->final) {
+        st = w->st[ST_POS_SET];
+        tm__db_bind_int(st, 1, r->side);
+        tm__db_bind_int64(st, 2, r->folder_id);
+        tm__db_bind_blob(st, 3, r->pos.buf, (int)r->pos.len, SQLITE_STATIC);
+        return step_done(w, st);
+    }
+    return folder_done(w, r);
 }
 
 /* A copy task's outcome: the node's copy status, counted exactly. */
@@ -489,12 +508,474 @@ static int apply_copy(struct tm__writer *w, struct tm__result *r)
     return rc;
 }
 
+/* ------------------------------------------------------------ passes */
+
+/* A pass (treemig rescan) merges each listed page with the rows the state
+ * file holds already and writes only the differences: a child not there
+ * is inserted, one whose facts (type, size, mtime, mode, owner, extended
+ * attributes, links) changed is updated (its source row saved first in
+ * prev_src_nodes, the previous pass's facts), one there and unchanged is
+ * not written; a folder that must be listed again becomes pending (its
+ * parent's listing makes it so: a folder is listed after its parent in
+ * every pass), and with its last page the children it holds no more go
+ * (their whole subtree, saved in prev_src_nodes for the source). A page
+ * read again after a crash finds its rows written already: nothing is
+ * written twice. Pass listings keep no listing_pos: a folder of several
+ * pages is listed again from its start after a crash, since the names of
+ * its earlier pages (seen, held here until the commit after its last
+ * page) decide what is gone. */
+
+#define PASS_SUB_SRC "WITH RECURSIVE sub(id) AS (SELECT ?1 UNION ALL SELECT " \
+    "c.id FROM src_nodes AS c JOIN sub ON c.parent_id = sub.id) "
+#define PASS_SUB_DST "WITH RECURSIVE sub(id) AS (SELECT ?1 UNION ALL SELECT " \
+    "c.id FROM dst_nodes AS c JOIN sub ON c.parent_id = sub.id) "
+#define PASS_PREV_COLS "id, path, type, size, mtime, mode, copy_status, conflict"
+
+static const char *const pass_sql[PS_COUNT] = {
+    "SELECT id, type, size, mtime, mode, uid, gid, traversal_status, "
+    "copy_status, conflict, dev, ino, nlink, xattrs FROM src_nodes "
+    "WHERE parent_id = ?1 AND name = ?2",
+    "SELECT id, type, size, mtime, mode, uid, gid, traversal_status, "
+    "conflict, src_id FROM dst_nodes WHERE parent_id = ?1 AND name = ?2",
+    "UPDATE src_nodes SET size = ?2, mtime = ?3, mode = ?4, uid = ?5, gid = ?6, "
+    "traversal_status = ?7, copy_status = ?8, conflict = NULL, error = ?9, "
+    "dev = ?10, ino = ?11, nlink = ?12, xattrs = ?13, hash = NULL WHERE id = ?1",
+    "UPDATE dst_nodes SET size = ?2, mtime = ?3, mode = ?4, uid = ?5, gid = ?6, "
+    "traversal_status = ?7, conflict = ?8, src_id = ?9 WHERE id = ?1",
+    "UPDATE src_nodes SET traversal_status = ?2 WHERE id = ?1",
+    "UPDATE dst_nodes SET traversal_status = ?2 WHERE id = ?1",
+    "INSERT OR IGNORE INTO prev_src_nodes(" PASS_PREV_COLS ") SELECT "
+    PASS_PREV_COLS " FROM src_nodes WHERE id = ?1",
+    /* the comparison's verdict on a source twin, only over the statuses
+     * it was made against */
+    "UPDATE src_nodes SET copy_status = ?1, conflict = ?2, hash = ?4 WHERE "
+    "id = ?3 AND copy_status = ?5 AND coalesce(conflict, '') = ?6",
+    "SELECT id FROM src_nodes WHERE parent_id = ?1",
+    "SELECT id FROM dst_nodes WHERE parent_id = ?1",
+    PASS_SUB_SRC "SELECT n.depth, n.type, n.traversal_status, n.copy_status, "
+    "CASE WHEN n.conflict IS NULL THEN 0 ELSE 1 END, count(*), "
+    "coalesce(sum(n.size), 0) FROM src_nodes AS n JOIN sub ON n.id = sub.id "
+    "WHERE n.id != ?2 GROUP BY 1, 2, 3, 4, 5",
+    PASS_SUB_DST "SELECT n.depth, n.type, n.traversal_status, '', 0, count(*), "
+    "coalesce(sum(n.size), 0) FROM dst_nodes AS n JOIN sub ON n.id = sub.id "
+    "WHERE n.id != ?2 GROUP BY 1, 2, 3",
+    "INSERT OR IGNORE INTO prev_src_nodes(" PASS_PREV_COLS ") " PASS_SUB_SRC
+    "SELECT " PASS_PREV_COLS " FROM src_nodes WHERE id IN (SELECT id FROM sub) "
+    "AND id != ?2",
+    "DELETE FROM src_nodes WHERE id IN (" PASS_SUB_SRC "SELECT id FROM sub) "
+    "AND id != ?2",
+    "DELETE FROM dst_nodes WHERE id IN (" PASS_SUB_DST "SELECT id FROM sub) "
+    "AND id != ?2",
+};
+
+/* The ids a folder of several pages holds so far in this pass. */
+struct tm__pass_seen {
+    int side;          /* the folder's side */
+    int64_t folder;    /* its id */
+    int64_t *ids;      /* its children seen (malloc'd) */
+    size_t n, cap;     /* count, room */
+    int done;          /* its last page is applied: dropped at the commit */
+};
+
+int tm__writer_set_pass(struct tm__writer *w)
+{
+    int i;
+    for (i = 0; i < PS_COUNT; i++) {
+        int rc = tm__db_prepare_v3(w->db, pass_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+                                   &w->pst[i], NULL);
+        if (rc != SQLITE_OK)
+            return tm__store_error(w->db, rc, &w->errmsg, "prepare");
+    }
+    w->pass = 1;
+    return 0;
+}
+
+/* The seen list of folder (side, id), made when make is set; NULL. */
+static struct tm__pass_seen *pass_seen_of(struct tm__writer *w, int side, int64_t folder,
+                                          int make)
+{
+    size_t i;
+    struct tm__pass_seen *p;
+    for (i = 0; i < w->nseen; i++)
+        if (w->seen[i].side == side && w->seen[i].folder == folder)
+            return &w->seen[i];
+    if (!make)
+        return NULL;
+    if (w->nseen == w->seen_cap) {
+        size_t cap = w->seen_cap ? 2 * w->seen_cap : 8;
+        p = realloc(w->seen, cap * sizeof *p);
+        if (!p)
+            return NULL;
+        w->seen = p;
+        w->seen_cap = cap;
+    }
+    p = &w->seen[w->nseen++];
+    memset(p, 0, sizeof *p);
+    p->side = side;
+    p->folder = folder;
+    return p;
+}
+
+static int pass_seen_add(struct tm__pass_seen *p, int64_t id)
+{
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? 2 * p->cap : 256;
+        int64_t *v = realloc(p->ids, cap * sizeof *v);
+        if (!v)
+            return TM_ENOMEM;
+        p->ids = v;
+        p->cap = cap;
+    }
+    p->ids[p->n++] = id;
+    return 0;
+}
+
+/* Drops the seen lists of folders whose last page is committed. */
+static void pass_seen_purge(struct tm__writer *w)
+{
+    size_t i = 0;
+    while (i < w->nseen) {
+        if (w->seen[i].done) {
+            free(w->seen[i].ids);
+            w->seen[i] = w->seen[--w->nseen];
+        } else {
+            i++;
+        }
+    }
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int pass_err(struct tm__writer *w, int rc)
+{
+    return tm__store_error(w->db, rc, &w->errmsg, "write state file");
+}
+
+/* Removes the subtree of node id on side (itself too unless keep_root),
+ * counting it out of the stats; the source rows are saved in
+ * prev_src_nodes first. */
+static int pass_drop(struct tm__writer *w, int side, int64_t id, int keep_root)
+{
+    struct tm__stmt *st = w->pst[side == TM_SRC ? PS_SUB_STATS_SRC : PS_SUB_STATS_DST];
+    int64_t skip = keep_root ? id : 0;
+    int rc;
+    tm__db_bind_int64(st, 1, id);
+    tm__db_bind_int64(st, 2, skip);
+    while ((rc = tm__db_step(st)) == SQLITE_ROW) {
+        int depth = tm__db_column_int(st, 0);
+        int type = tm__name_index(tm__type_names, TM_T_COUNT,
+                                  (const char *)tm__db_column_text(st, 1));
+        int ts = tm__name_index(tm__ts_names, TS_COUNT,
+                                (const char *)tm__db_column_text(st, 2));
+        int64_t count = tm__db_column_int64(st, 5), bytes = tm__db_column_int64(st, 6);
+        int e = 0;
+        if (type < 0 || ts < 0) {
+            tm__db_reset(st);
+            tm__buf_reset(&w->errmsg);
+            tm__buf_addf(&w->errmsg, "a node of %s_nodes has an unknown type or "
+                         "status", side == TM_SRC ? "src" : "dst");
+            return TM_EINTERNAL;
+        }
+        e = stat_add(w, side, depth, type, ts, 0, -count, -bytes);
+        if (!e && side == TM_SRC) {
+            int cs = tm__name_index(tm__cs_names, CS_COUNT,
+                                    (const char *)tm__db_column_text(st, 3));
+            e = cs < 0 ? TM_EINTERNAL
+                       : stat_add(w, 2, depth, type, cs, tm__db_column_int(st, 4),
+                                  -count, -bytes);
+        }
+        if (e) {
+            tm__db_reset(st);
+            return e;
+        }
+    }
+    tm__db_reset(st);
+    if (rc != SQLITE_DONE)
+        return pass_err(w, rc);
+    if (side == TM_SRC) {
+        st = w->pst[PS_SUB_PREV];
+        tm__db_bind_int64(st, 1, id);
+        tm__db_bind_int64(st, 2, skip);
+        rc = step_done(w, st);
+        if (rc)
+            return rc;
+    }
+    st = w->pst[side == TM_SRC ? PS_SUB_DEL_SRC : PS_SUB_DEL_DST];
+    tm__db_bind_int64(st, 1, id);
+    tm__db_bind_int64(st, 2, skip);
+    return step_done(w, st);
+}
+
+/* The comparison's verdict on the source twin of destination child n:
+ * written only over the statuses it was made against. A twin copied in
+ * an earlier pass (or there already) that the destination no longer
+ * matches keeps its facts in prev_src_nodes (changed on the destination
+ * since). */
+static int pass_twin(struct tm__writer *w, const struct tm__result *r,
+                     const struct tm__wnode *n)
+{
+    struct tm__stmt *up = w->pst[PS_TWIN];
+    int rc;
+    if (!n->upd)
+        return 0;
+    if (n->old_cs == CS_SUCCESSFUL || n->old_cs == CS_ALREADY) {
+        struct tm__stmt *pv = w->pst[PS_PREV];
+        tm__db_bind_int64(pv, 1, n->src_id);
+        rc = step_done(w, pv);
+        if (rc)
+            return rc;
+    }
+    tm__db_bind_text(up, 1, tm__cs_names[n->new_cs], -1, SQLITE_STATIC);
+    if (n->new_cf)
+        tm__db_bind_text(up, 2, tm__cf_names[n->new_cf], -1, SQLITE_STATIC);
+    else
+        tm__db_bind_null(up, 2);
+    tm__db_bind_int64(up, 3, n->src_id);
+    if (n->has_hash)
+        tm__db_bind_int64(up, 4, (int64_t)n->hash);
+    else
+        tm__db_bind_null(up, 4);
+    tm__db_bind_text(up, 5, tm__cs_names[n->old_cs], -1, SQLITE_STATIC);
+    tm__db_bind_text(up, 6, n->old_cf ? tm__cf_names[n->old_cf] : "", -1,
+                     SQLITE_STATIC);
+    rc = step_done(w, up);
+    if (rc || tm__db_changes(w->db) != 1)
+        return rc; /* written by an earlier run of this page */
+    rc = stat_add(w, 2, r->depth + 1, n->src_type, n->old_cs, n->old_cf, -1,
+                  -n->src_size);
+    if (!rc)
+        rc = stat_add(w, 2, r->depth + 1, n->src_type, n->new_cs, n->new_cf, 1,
+                      n->src_size);
+    return rc;
+}
+
+/* Binds an optional integer: NULL when absent. */
+static void bind_opt(struct tm__stmt *st, int i, int have, int64_t v)
+{
+    if (have)
+        tm__db_bind_int64(st, i, v);
+    else
+        tm__db_bind_null(st, i);
+}
+
+static int col_eq(struct tm__stmt *st, int i, int have, int64_t v)
+{
+    if (tm__db_column_type(st, i) == SQLITE_NULL)
+        return !have;
+    return have && tm__db_column_int64(st, i) == v;
+}
+
+/* Merges child i of r with its row, if any; *id gets the row's id. */
+static int pass_child(struct tm__writer *w, struct tm__result *r, size_t i, int64_t *id)
+{
+    struct tm__wnode *n = &r->nodes[i];
+    int src = r->side == TM_SRC, depth = r->depth + 1, rc;
+    struct tm__stmt *sel = w->pst[src ? PS_SEL_SRC : PS_SEL_DST];
+    int type = -1, ts = -1, cs = -1, cf = 0, same = 0, upd = n->upd;
+    int64_t size = 0, old = 0, src_id = 0;
+
+    tm__db_bind_int64(sel, 1, n->parent_id);
+    tm__db_bind_text(sel, 2, r->arena.buf + n->name_off, (int)n->name_len,
+                     SQLITE_STATIC);
+    rc = tm__db_step(sel);
+    if (rc == SQLITE_ROW) {
+        old = tm__db_column_int64(sel, 0);
+        type = tm__name_index(tm__type_names, TM_T_COUNT,
+                              (const char *)tm__db_column_text(sel, 1));
+        size = tm__db_column_int64(sel, 2);
+        ts = tm__name_index(tm__ts_names, TS_COUNT,
+                            (const char *)tm__db_column_text(sel, 7));
+        same = type == n->type && size == n->size &&
+               tm__db_column_int64(sel, 3) == n->mtime &&
+               tm__db_column_int64(sel, 4) == (int64_t)n->mode &&
+               col_eq(sel, 5, n->owned, n->uid) && col_eq(sel, 6, n->owned, n->gid);
+        if (src) {
+            int links = n->nlink > 1;
+            const char *c = (const char *)tm__db_column_text(sel, 9);
+            cs = tm__name_index(tm__cs_names, CS_COUNT,
+                                (const char *)tm__db_column_text(sel, 8));
+            cf = c ? tm__name_index(tm__cf_names, CF_COUNT, c) : 0;
+            same = same && col_eq(sel, 10, links, (int64_t)n->dev) &&
+                   col_eq(sel, 11, links, (int64_t)n->ino) &&
+                   col_eq(sel, 12, links, (int64_t)n->nlink) &&
+                   col_eq(sel, 13, n->xattrs != 0, (int64_t)n->xattrs);
+        } else {
+            const char *c = (const char *)tm__db_column_text(sel, 8);
+            cf = c ? tm__name_index(tm__cf_names, CF_COUNT, c) : 0;
+            src_id = tm__db_column_int64(sel, 9);
+        }
+        rc = SQLITE_DONE;
+    }
+    tm__db_reset(sel);
+    if (rc != SQLITE_DONE)
+        return pass_err(w, rc);
+    if (old && (type < 0 || ts < 0 || cf < 0 || (src && cs < 0))) {
+        tm__buf_reset(&w->errmsg);
+        tm__buf_addf(&w->errmsg, "node %s has an unknown type or status",
+                     r->arena.buf + n->path_off);
+        return TM_EINTERNAL;
+    }
+    if (old && type != n->type) {
+        /* another kind of node under the same name: a new node */
+        rc = pass_drop(w, r->side, old, 0);
+        if (rc)
+            return rc;
+        old = 0;
+    }
+    if (!old) {
+        n->upd = 0; /* the twin's verdict goes through pass_twin */
+        *id = w->next_id[r->side];
+        rc = insert_nodes(w, r, i, 1);
+        n->upd = (int8_t)upd;
+        return rc ? rc : pass_twin(w, r, n);
+    }
+    *id = old;
+    if (src && !same) {
+        /* changed: the previous pass's facts kept, then the new ones, to
+         * be compared and copied again */
+        struct tm__stmt *up = w->pst[PS_UPD_SRC];
+        int links = n->nlink > 1;
+        tm__db_bind_int64(w->pst[PS_PREV], 1, old);
+        rc = step_done(w, w->pst[PS_PREV]);
+        if (rc)
+            return rc;
+        tm__db_bind_int64(up, 1, old);
+        tm__db_bind_int64(up, 2, n->size);
+        tm__db_bind_int64(up, 3, n->mtime);
+        tm__db_bind_int64(up, 4, n->mode);
+        bind_opt(up, 5, n->owned, n->uid);
+        bind_opt(up, 6, n->owned, n->gid);
+        tm__db_bind_text(up, 7, tm__ts_names[n->ts], -1, SQLITE_STATIC);
+        tm__db_bind_text(up, 8, tm__cs_names[n->cs], -1, SQLITE_STATIC);
+        if (n->why_len)
+            tm__db_bind_text(up, 9, r->arena.buf + n->why_off, (int)n->why_len,
+                             SQLITE_STATIC);
+        else
+            tm__db_bind_null(up, 9);
+        bind_opt(up, 10, links, (int64_t)n->dev);
+        bind_opt(up, 11, links, (int64_t)n->ino);
+        bind_opt(up, 12, links, (int64_t)n->nlink);
+        bind_opt(up, 13, n->xattrs != 0, (int64_t)n->xattrs);
+        rc = step_done(w, up);
+        if (!rc) rc = stat_add(w, 0, depth, type, ts, 0, -1, -size);
+        if (!rc) rc = stat_add(w, 0, depth, n->type, n->ts, 0, 1, n->size);
+        if (!rc) rc = stat_add(w, 2, depth, type, cs, cf, -1, -size);
+        if (!rc) rc = stat_add(w, 2, depth, n->type, n->cs, 0, 1, n->size);
+        return rc;
+    }
+    if (src) {
+        /* unchanged: its copy status stays; a folder is listed again */
+        if (ts == n->ts)
+            return 0;
+        rc = step_done(w, (tm__db_bind_int64(w->pst[PS_TS_SRC], 1, old),
+                           tm__db_bind_text(w->pst[PS_TS_SRC], 2, tm__ts_names[n->ts],
+                                            -1, SQLITE_STATIC),
+                           w->pst[PS_TS_SRC]));
+        if (!rc) rc = stat_add(w, 0, depth, type, ts, 0, -1, -size);
+        if (!rc) rc = stat_add(w, 0, depth, type, n->ts, 0, 1, size);
+        return rc;
+    }
+    if (!same || ts != n->ts || cf != n->conflict || src_id != n->src_id) {
+        struct tm__stmt *up = w->pst[PS_UPD_DST];
+        tm__db_bind_int64(up, 1, old);
+        tm__db_bind_int64(up, 2, n->size);
+        tm__db_bind_int64(up, 3, n->mtime);
+        tm__db_bind_int64(up, 4, n->mode);
+        bind_opt(up, 5, n->owned, n->uid);
+        bind_opt(up, 6, n->owned, n->gid);
+        tm__db_bind_text(up, 7, tm__ts_names[n->ts], -1, SQLITE_STATIC);
+        if (n->conflict)
+            tm__db_bind_text(up, 8, tm__cf_names[n->conflict], -1, SQLITE_STATIC);
+        else
+            tm__db_bind_null(up, 8);
+        bind_opt(up, 9, n->src_id != 0, n->src_id);
+        rc = step_done(w, up);
+        if (!rc) rc = stat_add(w, 1, depth, type, ts, 0, -1, -size);
+        if (!rc) rc = stat_add(w, 1, depth, n->type, n->ts, 0, 1, n->size);
+        /* a folder not listed in this pass holds nothing recorded (one
+         * without a source twin now, or whose twin is excluded) */
+        if (!rc && n->type == TM_T_FOLDER && n->ts != TS_PENDING)
+            rc = pass_drop(w, TM_DST, old, 1);
+        if (rc)
+            return rc;
+    }
+    return pass_twin(w, r, n);
+}
+
+/* After the last page of a folder listed in full: its rows that the
+ * listing did not name go, with their subtrees. */
+static int pass_gone(struct tm__writer *w, struct tm__result *r, struct tm__pass_seen *p)
+{
+    struct tm__stmt *st = w->pst[r->side == TM_SRC ? PS_KIDS_SRC : PS_KIDS_DST];
+    int64_t *gone = NULL;
+    size_t ng = 0, cap = 0, k;
+    int rc;
+    qsort(p->ids, p->n, sizeof *p->ids, cmp_id);
+    tm__db_bind_int64(st, 1, r->folder_id);
+    while ((rc = tm__db_step(st)) == SQLITE_ROW) {
+        int64_t id = tm__db_column_int64(st, 0);
+        if (bsearch(&id, p->ids, p->n, sizeof *p->ids, cmp_id))
+            continue;
+        if (ng == cap) {
+            int64_t *v = realloc(gone, (cap = cap ? 2 * cap : 16) * sizeof *v);
+            if (!v) {
+                tm__db_reset(st);
+                free(gone);
+                return TM_ENOMEM;
+            }
+            gone = v;
+        }
+        gone[ng++] = id;
+    }
+    tm__db_reset(st);
+    if (rc != SQLITE_DONE) {
+        free(gone);
+        return pass_err(w, rc);
+    }
+    for (k = 0, rc = 0; k < ng && !rc; k++)
+        rc = pass_drop(w, r->side, gone[k], 0);
+    free(gone);
+    return rc;
+}
+
+/* A page of a listing in a pass: merged (above); with the last page, what
+ * is gone, then the folder's own status. */
+static int apply_pass_listing(struct tm__writer *w, struct tm__result *r)
+{
+    struct tm__pass_seen *p = pass_seen_of(w, r->side, r->folder_id,
+                                           !r->final || r->folder_ts == TS_SUCCESSFUL);
+    size_t i;
+    int rc = 0;
+    if (!p && (!r->final || r->folder_ts == TS_SUCCESSFUL))
+        return TM_ENOMEM;
+    r->inserted = 0;
+    for (i = 0; !rc && i < r->n_nodes; i++) {
+        int64_t id = 0;
+        rc = pass_child(w, r, i, &id);
+        if (!rc && p)
+            rc = pass_seen_add(p, id);
+    }
+    if (rc || !r->final)
+        return rc;
+    if (p) {
+        p->done = 1; /* dropped at the commit (a PostgreSQL redo applies the
+                        transaction's pages again) */
+        if (r->folder_ts == TS_SUCCESSFUL)
+            rc = pass_gone(w, r, p);
+    }
+    return rc ? rc : folder_done(w, r);
+}
+
 static int apply(struct tm__writer *w, struct tm__result *r)
 {
     struct tm__stmt *st;
     switch (r->kind) {
     case TM_R_LISTING:
-        return apply_listing(w, r);
+        return w->pass ? apply_pass_listing(w, r) : apply_listing(w, r);
     case TM_R_SETTING:
         st = w->st[ST_SET];
         tm__db_bind_text(st, 1, r->path, -1, SQLITE_STATIC);
@@ -634,6 +1115,8 @@ static int commit(struct tm__writer *w, size_t rows)
         w->on_commit(w->ctx, w->done_head);
     free_list(w->done_head);
     w->done_head = w->done_tail = NULL;
+    if (w->pass)
+        pass_seen_purge(w);
     return 0;
 }
 
@@ -907,6 +1390,11 @@ static void finalize_all(struct tm__writer *w)
         tm__db_finalize(w->st[i]);
     for (i = 0; i < 4; i++)
         tm__db_finalize(w->ins[i / 2][i % 2]);
+    for (i = 0; i < PS_COUNT; i++)
+        tm__db_finalize(w->pst[i]);
+    for (i = 0; i < (int)w->nseen; i++)
+        free(w->seen[i].ids);
+    free(w->seen);
 }
 
 int tm__writer_start(struct tm__writer **out, struct tm__db *db, const int64_t next_id[2],

@@ -140,6 +140,10 @@ int tm__writer_submit(struct tm__writer *w, struct tm__result *r);
 /* Commits everything queued, stops the thread, frees w. Returns the first
  * fatal error of the writer, and its message in err. */
 int tm__writer_stop(struct tm__writer *w, struct tm__buf *err);
+/* Makes w write a pass (treemig rescan): each listing is merged with the
+ * rows there, and only what differs is written (writer.c, "passes").
+ * Call before the first submit. */
+int tm__writer_set_pass(struct tm__writer *w);
 /* Sets the hook run before each commit. Call before the first submit. */
 void tm__writer_set_precommit(struct tm__writer *w, tm__precommit_cb fn, void *ctx);
 /* Asks for a commit as soon as what is queued is applied (the engine waits

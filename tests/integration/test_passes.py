@@ -15,9 +15,18 @@
   folder excluded), and verify passes; status and the YAML file give the
   pass number and its start;
 - rescan on a migration whose discovery is not complete is refused;
-- kill -9 during the discovery of a pass (10,000 files): rescan again
-  resumes it (no third pass), and the copy then makes the destination
-  equal to the source.
+- kill -9 during the discovery of a pass (10,000 files) at several points
+  (just after it started, while the source is listed, while the
+  destination is listed): rescan again resumes it (no third pass) and
+  leaves the state file as an uninterrupted pass over a copy of the same
+  state file does (every node row, the previous pass's rows, the stats),
+  and the copy then makes the destination equal to the source;
+- a pass over an uneven tree of 5 levels (folders listed again in
+  another order than their ids) ends, and finds nothing changed;
+- a pass after 1% of the source changed (rewritten, touched, added,
+  deleted) keeps the files copied before and unchanged `successful`, leaves to copy exactly what `rsync -ani --delete` lists, keeps
+  in prev_src_nodes only the rows that changed, writes few rows, and the
+  copy copies only that (the other files keep their inode numbers).
 Stdlib only; TREEMIG names the binary."""
 
 import os
@@ -167,63 +176,315 @@ def run_pass(R, work):
     R.check('rescan is refused without a finished discovery', refused)
 
 
+def copy_state(db, to):
+    """A copy of the state file db (SQLite's backup) at to, its YAML file
+    beside it: the same migration, at the same point."""
+    for x in (to, to + '-wal', to + '-shm', to + '.yaml', to + '.lock'):
+        if os.path.exists(x):
+            os.unlink(x)
+    a, b = sqlite3.connect(db), sqlite3.connect(to)
+    try:
+        a.backup(b)
+        b.execute("UPDATE migration SET value = ? WHERE key = 'config'",
+                  (to + '.yaml',))
+        b.commit()
+    finally:
+        a.close()
+        b.close()
+    shutil.copyfile(db + '.yaml', to + '.yaml')
+
+
+def state_of(db):
+    """What a pass leaves in the state file, by path (ids may differ): the
+    node rows, the previous pass's rows, the stats, the passes, and whether
+    the stats count the rows exactly."""
+    c = sqlite3.connect(db)
+    try:
+        q = lambda sql: sorted(tuple(r) for r in c.execute(sql))
+        out = {
+            'src': q("SELECT path, type, size, mtime, mode, traversal_status, "
+                     "copy_status, coalesce(conflict, ''), coalesce(error, '') "
+                     "FROM src_nodes"),
+            'dst': q("SELECT d.path, d.type, d.size, d.mtime, d.traversal_status, "
+                     "coalesce(d.conflict, ''), coalesce(s.path, '') FROM dst_nodes d "
+                     "LEFT JOIN src_nodes s ON s.id = d.src_id"),
+            'prev': q("SELECT path, type, size, mtime, copy_status, "
+                      "coalesce(conflict, '') FROM prev_src_nodes"),
+            'src_stats': q("SELECT depth, type, traversal_status, sum(count), "
+                           "sum(bytes) FROM src_stats GROUP BY 1, 2, 3 "
+                           "HAVING sum(count) != 0"),
+            'copy_stats': q("SELECT depth, type, copy_status, conflict, sum(count), "
+                            "sum(bytes) FROM copy_stats GROUP BY 1, 2, 3, 4 "
+                            "HAVING sum(count) != 0"),
+            'dst_stats': q("SELECT depth, type, traversal_status, sum(count), "
+                           "sum(bytes) FROM dst_stats GROUP BY 1, 2, 3 "
+                           "HAVING sum(count) != 0"),
+            'passes': q("SELECT n FROM passes WHERE ended IS NOT NULL"),
+            'running': q("SELECT value FROM migration WHERE key = 'pass_running'"),
+        }
+        exact = q("SELECT depth, type, traversal_status, count(*), sum(size) FROM "
+                  "src_nodes GROUP BY 1, 2, 3")
+        if exact != out['src_stats']:
+            fail('src_stats does not count src_nodes', exact, out['src_stats'])
+        exact = q("SELECT depth, type, copy_status, conflict IS NOT NULL, count(*), "
+                  "sum(size) FROM src_nodes GROUP BY 1, 2, 3, 4")
+        if exact != out['copy_stats']:
+            fail('copy_stats does not count src_nodes', exact, out['copy_stats'])
+        exact = q("SELECT depth, type, traversal_status, count(*), sum(size) FROM "
+                  "dst_nodes GROUP BY 1, 2, 3")
+        if exact != out['dst_stats']:
+            fail('dst_stats does not count dst_nodes', exact, out['dst_stats'])
+        return out
+    finally:
+        c.close()
+
+
+def scalar(db, sql):
+    c = sqlite3.connect('file:%s?mode=ro' % db, uri=True, timeout=5)
+    try:
+        r = c.execute(sql).fetchone()
+        return r[0] if r else None
+    finally:
+        c.close()
+
+
+# Where a pass is killed: a query of the state file, true at that point.
+KILL_POINTS = (
+    ('just after the pass started',
+     "SELECT (SELECT value FROM migration WHERE key = 'pass_running') != '0' AND "
+     "(SELECT count(*) FROM src_nodes WHERE depth = 1 AND traversal_status = "
+     "'pending') = 0"),
+    ('while the source is listed',
+     "SELECT (SELECT count(*) FROM src_nodes WHERE depth = 1 AND traversal_status "
+     "= 'pending') BETWEEN 1 AND 190"),
+    ('while the destination is listed',
+     "SELECT (SELECT count(*) FROM dst_nodes WHERE depth = 1 AND traversal_status "
+     "= 'pending') BETWEEN 1 AND 190"),
+)
+
+
+def kill_rescan(db, when):
+    """Runs rescan on db and kills it (-9) once the query when is true;
+    returns whether it was killed (else it ended first)."""
+    p = subprocess.Popen([os.fsencode(tmtest.TREEMIG), b'rescan', b'--db',
+                          os.fsencode(db), b'--quiet'],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        while p.poll() is None:
+            try:
+                hit = scalar(db, when)
+            except sqlite3.OperationalError:
+                continue
+            if hit:
+                p.send_signal(signal.SIGKILL)
+                break
+    finally:
+        if p.poll() is None:
+            p.wait()
+    return p.returncode == -signal.SIGKILL
+
+
 def run_kill(R, work):
-    def check():
-        top = os.path.join(work, 'kill')
-        src, dst = os.path.join(top, 'src'), os.path.join(top, 'dst')
-        db = os.path.join(top, 'state.db')
+    top = os.path.join(work, 'kill')
+    src, dst = os.path.join(top, 'src'), os.path.join(top, 'dst')
+    base = os.path.join(top, 'base.db')
+
+    def setup():
         os.makedirs(dst)
         for i in range(200):
             for j in range(50):
                 put(src, 'd%03d/f%02d' % (i, j), b'v1')
-        expect_rc(run(['discover', '--db', db, '--quiet', src, dst]), 0, 'discover')
-        expect_rc(run(['copy', '--db', db, '--yes', '--quiet']), 0, 'copy')
+        expect_rc(run(['discover', '--db', base, '--quiet', src, dst]), 0, 'discover')
+        expect_rc(run(['copy', '--db', base, '--yes', '--quiet']), 0, 'copy')
         for i in range(0, 200, 7):
             put(src, 'd%03d/f00' % i, b'version 2')
+        for i in range(3, 200, 50):
+            os.unlink(os.path.join(src, 'd%03d/f01' % i))
+        shutil.rmtree(os.path.join(src, 'd150'))
         put(src, 'd199/new', b'new')
-        killed = False
-        for attempt in range(20):
-            p = subprocess.Popen([os.fsencode(tmtest.TREEMIG), b'rescan', b'--db',
-                                  os.fsencode(db), b'--quiet'],
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-            try:
-                while p.poll() is None:
-                    try:
-                        c = sqlite3.connect('file:%s?mode=ro' % db, uri=True,
-                                            timeout=5)
-                        try:
-                            n = c.execute("SELECT count(*) FROM src_nodes").fetchone()[0]
-                            ph = c.execute("SELECT value FROM migration WHERE key = "
-                                           "'phase'").fetchone()[0]
-                        finally:
-                            c.close()
-                    except sqlite3.OperationalError:
-                        continue
-                    if ph == 'discovering' and 100 < n < 9000:
-                        p.send_signal(signal.SIGKILL)
-                        break
-                    time.sleep(0.001)
-            finally:
-                if p.poll() is None:
-                    p.wait()
-            if p.returncode == -signal.SIGKILL:
-                killed = True
-                break
-        if not killed:
-            fail('rescan always ended before it could be killed')
-        cp = run(['status', '--db', db])
-        expect_rc(cp, 0, 'status after the kill')
-        expect_rc(run(['rescan', '--db', db, '--quiet']), 0, 'rescan again')
-        got = passes(db)
-        if got[-1] != len(got) or len(got) < 2:
-            fail('the passes after a kill and a resume', list(range(1, len(got) + 1)),
-                 got)
+        put(src, 'd200/new', b'new folder')
+        put(dst, 'd100/f05', b'edited on the destination', OLD + 7 * 10**9)
+    R.check('a pair for the kills', setup)
+
+    ref = os.path.join(top, 'ref.db')
+
+    def reference():
+        copy_state(base, ref)
+        expect_rc(run(['rescan', '--db', ref, '--quiet']), 0, 'rescan uninterrupted')
+        st = state_of(ref)
+        expect_eq('the passes ended (the first has no end time)', [(2,)], st['passes'])
+        # the previous pass's rows: only what changed (29 files rewritten,
+        # 4 deleted, d150 and its 50 files, the 33 folders whose mtime
+        # changed; d100/f05 changed on the destination), not every row
+        prev = [r[0] for r in st['prev']]
+        if '/d000/f00' not in prev or '/d150' not in prev or '/d100/f05' not in prev:
+            fail('prev_src_nodes lacks a changed row', None, prev)
+        if '/d000/f02' in prev or len(prev) > 200:
+            fail('prev_src_nodes holds unchanged rows (%d rows)' % len(prev), None,
+                 prev[:20])
+    R.check('an uninterrupted pass over a copy of the state file', reference)
+
+    for name, when in KILL_POINTS:
+        def check(name=name, when=when):
+            db = os.path.join(top, 'killed.db')
+            killed = False
+            for attempt in range(20):
+                copy_state(base, db)
+                if kill_rescan(db, when):
+                    killed = True
+                    break
+            if not killed:
+                fail('rescan always ended before it could be killed %s' % name)
+            cp = run(['status', '--db', db])
+            expect_rc(cp, 0, 'status after the kill')
+            expect_rc(run(['rescan', '--db', db, '--quiet']), 0, 'rescan again')
+            got, want = state_of(db), state_of(ref)
+            for k in sorted(want):
+                if got[k] != want[k]:
+                    a, b = set(got[k]), set(want[k])
+                    fail('%s after a kill %s and a resume, against an '
+                         'uninterrupted pass' % (k, name),
+                         sorted(b - a)[:10], sorted(a - b)[:10])
+        R.check('kill -9 %s: rescan again resumes the pass, and leaves what an '
+                'uninterrupted one does' % name, check)
+
+    def finish():
+        db = os.path.join(top, 'killed.db')
         expect_rc(run(['copy', '--db', db, '--yes', '--quiet']), 0, 'copy')
         expect_rc(run(['verify', '--db', db, '--quiet']), 0, 'verify')
+        expect_rc(run(['delete', '--db', db, '--yes', '--quiet']), 0, 'delete')
         expect_eq('rsync --delete', [], rsync_lines(src, dst))
-    R.check('kill -9 during a pass: rescan again resumes it, the copy finishes',
-            check)
+    R.check('after a killed pass, the copy and the mirror make the destination '
+            'equal the source', finish)
+
+
+def rsync_items(src, dst):
+    """rsync's itemized list of what differs (-ani --delete): the files it
+    would send, the names it would delete."""
+    cp = subprocess.run(['rsync', '-ani', '--delete', os.fsencode(src) + b'/',
+                         os.fsencode(dst) + b'/'], stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, timeout=tmtest.TIMEOUT)
+    if cp.returncode != 0:
+        fail('rsync -ani --delete exited %d' % cp.returncode, None, cp.stderr[-300:])
+    send, gone = set(), set()
+    for x in cp.stdout.decode('utf-8', 'replace').split('\n'):
+        if x.startswith('>f'):
+            send.add('/' + x[12:])
+        elif x.startswith('*deleting'):
+            gone.add('/' + x[12:].strip().rstrip('/'))
+    return send, gone
+
+
+def run_uneven(R, work):
+    def check():
+        import random
+        top = os.path.join(work, 'uneven')
+        src, dst = os.path.join(top, 'src'), os.path.join(top, 'dst')
+        db = os.path.join(top, 'state.db')
+        os.makedirs(dst)
+        rnd = random.Random(19)
+        folders = ['']
+        for depth in range(1, 6):
+            kids = []
+            for f in folders:
+                for k in range(rnd.choice((0, 0, 1, 2, 3, 5))):
+                    kids.append('%s/d%d_%d' % (f, depth, k))
+            folders = kids or folders
+            for f in kids:
+                os.makedirs(src + f, exist_ok=True)
+                for j in range(int(rnd.paretovariate(1.2)) % 400):
+                    put(src, '%s/f%d' % (f[1:], j), b'u')
+        expect_rc(run(['discover', '--db', db, '--quiet', src, dst]), 0, 'discover')
+        # new files in a few folders: their listings take longer now, and
+        # the folders below them turn pending after later ids did
+        for f in folders[:40:3]:
+            for j in range(300):
+                put(src, '%s/late%03d' % (f[1:], j), b'late')
+        expect_rc(run(['rescan', '--db', db, '--quiet', '--workers', '8']), 0,
+                  'rescan of an uneven tree')
+        cp = run(['rescan', '--db', db, '--workers', '8'])
+        expect_rc(cp, 0, 'rescan of an uneven tree, nothing changed')
+        if b'0 new, 0 changed, 0 deleted' not in cp.stderr:
+            fail('rescan with nothing changed', '0 new, 0 changed, 0 deleted',
+                 cp.stderr.decode())
+        state_of(db)  # the stats count the rows
+    R.check('a pass over an uneven tree ends (folders turn pending behind '
+            'their depth\'s cursor) and then finds nothing changed', check)
+
+
+def run_one_percent(R, work):
+    def check():
+        top = os.path.join(work, 'onepct')
+        src, dst = os.path.join(top, 'src'), os.path.join(top, 'dst')
+        db = os.path.join(top, 'state.db')
+        os.makedirs(dst)
+        for i in range(20):
+            for j in range(100):
+                put(src, 'd%02d/f%03d' % (i, j), b'one %d %d' % (i, j))
+        expect_rc(run(['discover', '--db', db, '--quiet', src, dst]), 0, 'discover')
+        first = int(scalar(db, "SELECT value FROM migration WHERE key = 'rows_written'"))
+        expect_rc(run(['copy', '--db', db, '--yes', '--quiet']), 0, 'copy')
+        # the pass after the copy records the destination's new files
+        expect_rc(run(['rescan', '--db', db, '--quiet']), 0, 'rescan after the copy')
+        before = inodes(dst)
+        # 1% of the 2,000 files: 8 rewritten, 6 touched, 4 added, 2 deleted
+        rewritten = ['/d%02d/f%03d' % (i, 7) for i in range(0, 16, 2)]
+        touched = ['/d%02d/f%03d' % (i, 9) for i in range(1, 13, 2)]
+        added = ['/d%02d/new' % i for i in (3, 5, 7, 19)]
+        deleted = ['/d04/f050', '/d11/f099']
+        for p in rewritten:
+            put(src, p[1:], b'rewritten, longer than before')
+        for p in touched:
+            os.utime(os.path.join(src, p[1:]), ns=(OLD + 10**9, OLD + 10**9))
+        for p in added:
+            put(src, p[1:], b'added')
+        for p in deleted:
+            os.unlink(os.path.join(src, p[1:]))
+        send, gone = rsync_items(src, dst)
+        expect_eq('what rsync -ani --delete finds (the oracle)',
+                  sorted(rewritten + touched + added), sorted(send))
+        expect_eq('what rsync -ani --delete would delete', sorted(deleted),
+                  sorted(gone))
+        expect_rc(run(['rescan', '--db', db, '--quiet']), 0, 'rescan after 1% changed')
+        plan = scalar(db, "SELECT group_concat(path, '|') FROM (SELECT path FROM "
+                      "src_nodes WHERE copy_status = 'pending' AND type = 'file' "
+                      "ORDER BY path)")
+        expect_eq('what the pass leaves to copy, against rsync', sorted(send),
+                  sorted(plan.split('|')) if plan else [])
+        extra = scalar(db, "SELECT group_concat(path, '|') FROM (SELECT path FROM "
+                       "dst_nodes WHERE traversal_status = 'not_on_src' ORDER BY path)")
+        expect_eq('what the mirror would delete, against rsync', sorted(gone),
+                  sorted(extra.split('|')) if extra else [])
+        prev = scalar(db, "SELECT group_concat(path, '|') FROM (SELECT path FROM "
+                      "prev_src_nodes WHERE type = 'file' ORDER BY path)")
+        expect_eq('the previous pass rows kept: only the files that changed',
+                  sorted(rewritten + touched + deleted),
+                  sorted(prev.split('|')) if prev else [])
+        # copied in pass 1 and unchanged since: still successful (not
+        # already_existed, which says the destination had them before)
+        unchanged = scalar(db, "SELECT count(*) FROM src_nodes WHERE type = 'file' "
+                           "AND copy_status = 'successful'")
+        expect_eq('files copied by pass 1 and unchanged, still successful',
+                  2000 - len(rewritten) - len(touched) - len(deleted), unchanged)
+        rows = int(scalar(db, "SELECT value FROM migration WHERE key = 'rows_written'"))
+        sys.stderr.write('rows written: discover %d, pass with 1%% changed %d\n'
+                         % (first, rows))
+        if rows * 5 > first:
+            fail('a pass over 1%% changed wrote %d rows, the discovery %d' %
+                 (rows, first))
+        expect_rc(run(['copy', '--db', db, '--yes', '--quiet']), 0, 'copy')
+        after = inodes(dst)
+        for rel, ino in before.items():
+            if '/' + rel in send and after.get(rel) == ino:
+                fail('/%s changed but was not copied' % rel)
+            if '/' + rel not in send and '/' + rel not in gone and after.get(rel) != ino:
+                fail('/%s was copied again although it did not change' % rel)
+        expect_rc(run(['delete', '--db', db, '--yes', '--quiet']), 0, 'delete')
+        expect_eq('rsync --delete after the copy and the mirror', [],
+                  rsync_lines(src, dst))
+    R.check('a pass after 1% of the source changed leaves to copy exactly what '
+            'rsync finds, and the copy copies only that', check)
 
 
 def main():
@@ -235,6 +496,8 @@ def main():
     try:
         run_pass(R, work)
         run_kill(R, work)
+        run_uneven(R, work)
+        run_one_percent(R, work)
     finally:
         shutil.rmtree(work, True)
     R.finish()

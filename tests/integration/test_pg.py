@@ -161,6 +161,49 @@ def check_local_pair(work):
         fail('the excluded folder was copied')
 
 
+def check_pass(work):
+    """A pass (rescan) on PostgreSQL after the source changed (a file
+    rewritten, one deleted, one added, a folder removed): the same rows as
+    the same pass on SQLite (the nodes, the previous pass's rows of what
+    changed, the stats), and the copy then leaves nothing to send (rsync
+    -c, without --delete: `treemig delete` is not run on PostgreSQL
+    here)."""
+    src = os.path.join(work, 'pass_src')
+    make_tree(src)
+    name, uri = new_db()
+    pg_dst, lite_dst = os.path.join(work, 'pass_dst_pg'), os.path.join(work, 'pass_dst_lite')
+    lite = os.path.join(work, 'pass.db')
+    full_run(uri, src, pg_dst, work, 'ppg')
+    full_run(lite, src, lite_dst, work, 'plite')
+    with open(os.path.join(src, 'd02', 'f0.bin'), 'wb') as f:
+        f.write(b'rewritten for the pass')
+    os.unlink(os.path.join(src, 'd03', 'sub', 'f1.bin'))
+    with open(os.path.join(src, 'd04', 'new.bin'), 'wb') as f:
+        f.write(b'new')
+    subprocess.run(['rm', '-rf', os.path.join(src, 'd05')], check=True)
+    for db in (uri, lite):
+        expect_rc(run(['rescan', '--db', db, '--quiet'], env=env()), 0, 'rescan')
+    same_rows('src_nodes', pgserver.lite_rows(lite, SRC_Q), PG.rows(name, SRC_Q))
+    q = DST_Q.replace('ORDER BY', 'WHERE depth > 0 ORDER BY')
+    same_rows('dst_nodes', pgserver.lite_rows(lite, q), PG.rows(name, q))
+    same_stats(lite, name)
+    q = "SELECT path, type, size, copy_status FROM prev_src_nodes ORDER BY path"
+    same_rows('prev_src_nodes', pgserver.lite_rows(lite, q), PG.rows(name, q))
+    got = [r.split('|')[0] for r in PG.rows(name, q)]
+    for p in ('/d02/f0.bin', '/d03/sub/f1.bin', '/d05'):
+        if p not in got:
+            fail('prev_src_nodes lacks %s' % p, None, got)
+    if len(got) > 15:
+        fail('prev_src_nodes holds unchanged rows', None, got)
+    expect_rc(run(['copy', '--db', uri, '--yes', '--quiet'], env=env()), 0,
+              'copy after the pass')
+    cp = subprocess.run(['rsync', '-n', '-a', '-i', '-c', src + '/', pg_dst + '/'],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    left = [ln for ln in cp.stdout.decode(errors='replace').splitlines()
+            if ln.strip() and not ln.endswith(' ./')]
+    expect_eq('rsync -n -c --itemize-changes after the pass and the copy', [], left)
+
+
 def phase_of(name):
     r = PG.rows(name, "SELECT value FROM migration WHERE key = 'phase'")
     return r[0] if r else ''
@@ -714,6 +757,8 @@ def main():
     try:
         R.check('sim pair: the same state as SQLite', check_sim_pair, work)
         R.check('local pair: the same state as SQLite, rsync agrees', check_local_pair, work)
+        R.check('a pass: the same rows as on SQLite, then the copy sends what '
+                'changed', check_pass, work)
         R.check('wrong password, missing and foreign database: exit 2, untouched',
                 check_refusals, work)
         R.check('a password in the URI is nowhere', check_password, work)
