@@ -110,9 +110,12 @@ int tm__q_mirror_record_listing(struct tm__db *db, const struct tm__mirror_row *
     int rc = tm__store_begin(db, err);
     if (rc)
         return rc;
-    rc = prep(db, "INSERT INTO dst_nodes(parent_id, path, name, type, size, mtime, "
-              "mode, depth, traversal_status, attempts, src_id, uid, gid) VALUES "
-              "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'not_on_src', 0, NULL, ?9, ?10)",
+    /* the id is given, as the writer gives its own: on PostgreSQL an
+     * identity column's sequence never moved past the writer's ids */
+    rc = prep(db, "INSERT INTO dst_nodes(id, parent_id, path, name, type, size, "
+              "mtime, mode, depth, traversal_status, attempts, src_id, uid, gid) "
+              "VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM dst_nodes), ?1, ?2, "
+              "?3, ?4, ?5, ?6, ?7, ?8, 'not_on_src', 0, NULL, ?9, ?10)",
               &st, err);
     for (i = 0; !rc && i < n; i++) {
         const struct tm__entry *k = &kids[i];
@@ -160,6 +163,10 @@ int tm__q_mirror_keep(struct tm__db *db, const struct tm__mirror_row *r,
     return put_state(db, r, TM_MIRROR_KEPT, why, err);
 }
 
+/* 1 for a folder, else 0, as an integer on both databases (PostgreSQL
+ * does not compare a boolean with a number) */
+#define IS_FOLDER "(CASE WHEN type = 'folder' THEN 1 ELSE 0 END)"
+
 int tm__q_mirror_batch(struct tm__db *db, const struct tm__mirror_pos *pos,
                        struct tm__mirror_row *rows, size_t max, size_t *n,
                        struct tm__buf *err)
@@ -169,10 +176,10 @@ int tm__q_mirror_batch(struct tm__db *db, const struct tm__mirror_pos *pos,
     *n = 0;
     rc = prep(db, "SELECT " ROW_COLS " FROM dst_nodes AS n WHERE "
               "traversal_status = 'not_on_src' AND depth > 0 AND (?1 < 0 OR "
-              "depth < ?1 OR (depth = ?1 AND ((type = 'folder') > ?2 OR "
-              "((type = 'folder') = ?2 AND id > ?3)))) AND NOT EXISTS (SELECT 1 "
+              "depth < ?1 OR (depth = ?1 AND (" IS_FOLDER " > ?2 OR "
+              "(" IS_FOLDER " = ?2 AND id > ?3)))) AND NOT EXISTS (SELECT 1 "
               "FROM mirror AS m WHERE m.dst_id = n.id AND m.state IN ('removed', "
-              "'kept')) ORDER BY depth DESC, type = 'folder', id LIMIT ?4",
+              "'kept')) ORDER BY depth DESC, " IS_FOLDER ", id LIMIT ?4",
               &st, err);
     if (rc)
         return rc;
@@ -254,8 +261,8 @@ int tm__q_mirror_counts(struct tm__db *db, struct tm__mirror_counts *out,
     tm__db_finalize(st);
     if (rc != SQLITE_DONE)
         return tm__store_error(db, rc, err, "count the destination-only nodes");
-    rc = prep(db, "SELECT coalesce(sum(state = 'removed'), 0), "
-              "coalesce(sum(state = 'kept'), 0) FROM mirror", &st, err);
+    rc = prep(db, "SELECT count(CASE WHEN state = 'removed' THEN 1 END), "
+              "count(CASE WHEN state = 'kept' THEN 1 END) FROM mirror", &st, err);
     if (rc)
         return rc;
     rc = tm__db_step(st);

@@ -165,9 +165,10 @@ def check_pass(work):
     """A pass (rescan) on PostgreSQL after the source changed (a file
     rewritten, one deleted, one added, a folder removed): the same rows as
     the same pass on SQLite (the nodes, the previous pass's rows of what
-    changed, the stats), and the copy then leaves nothing to send (rsync
-    -c, without --delete: `treemig delete` is not run on PostgreSQL
-    here)."""
+    changed, the stats), the copy then leaves nothing to send, and
+    `treemig delete` removes what the source lost, recording the
+    destination-only folder's children on PostgreSQL (rsync -c --delete
+    finds nothing after)."""
     src = os.path.join(work, 'pass_src')
     make_tree(src)
     name, uri = new_db()
@@ -197,11 +198,14 @@ def check_pass(work):
         fail('prev_src_nodes holds unchanged rows', None, got)
     expect_rc(run(['copy', '--db', uri, '--yes', '--quiet'], env=env()), 0,
               'copy after the pass')
-    cp = subprocess.run(['rsync', '-n', '-a', '-i', '-c', src + '/', pg_dst + '/'],
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    expect_rc(run(['delete', '--db', uri, '--yes', '--quiet'], env=env()), 0,
+              'delete after the pass')
+    cp = subprocess.run(['rsync', '-n', '-a', '-i', '-c', '--delete', src + '/',
+                         pg_dst + '/'], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     left = [ln for ln in cp.stdout.decode(errors='replace').splitlines()
             if ln.strip() and not ln.endswith(' ./')]
-    expect_eq('rsync -n -c --itemize-changes after the pass and the copy', [], left)
+    expect_eq('rsync -n -c --delete --itemize-changes after the pass, the copy and '
+              'the delete', [], left)
 
 
 def phase_of(name):
@@ -758,7 +762,7 @@ def main():
         R.check('sim pair: the same state as SQLite', check_sim_pair, work)
         R.check('local pair: the same state as SQLite, rsync agrees', check_local_pair, work)
         R.check('a pass: the same rows as on SQLite, then the copy sends what '
-                'changed', check_pass, work)
+                'changed and delete removes what the source lost', check_pass, work)
         R.check('wrong password, missing and foreign database: exit 2, untouched',
                 check_refusals, work)
         R.check('a password in the URI is nowhere', check_password, work)
