@@ -65,9 +65,28 @@
     "(SELECT f." col " FROM src_nodes f WHERE f.id = (SELECT g.id "         \
     GROUP("n") " ORDER BY g.depth, g.id LIMIT 1))"
 
+/* Discovery: the pending folders of a side that no live lease of the
+ * stage holds (?1 the new lease, ?2 the stage, ?3 the limit), lowest
+ * depth first. The source's are bounded by the --lead rule (?4): at most
+ * lead depths below the destination's lowest pending folder, whoever
+ * lists it (none pending: the destination is done, no bound); the
+ * destination's need their source twin's listing durable (not pending).
+ * Each row: id, path, depth, the source twin, its status, and where an
+ * earlier listing stopped. */
+#define FREE_LEASE(a) \
+    "(l.id IS NULL OR l.stage <> ?2 OR l.expires < " NOW_MS ")"
+#define CLAIM_FOLDERS(T, SIDE, JOIN, COND, TWIN, TS)                          \
+    "UPDATE " T " AS n SET lease_id = ?1 FROM (SELECT s.id AS cid FROM " T  \
+    " s " JOIN " LEFT JOIN leases l ON l.id = s.lease_id WHERE "             \
+    "s.traversal_status = 'pending' AND s.type = 'folder' AND " COND        \
+    " AND " FREE_LEASE("l") " ORDER BY s.depth, s.id LIMIT ?3 FOR UPDATE "  \
+    "OF s SKIP LOCKED) c WHERE n.id = c.cid RETURNING n.id, n.path, "       \
+    "n.depth, " TWIN ", " TS ", (SELECT p.pos FROM listing_pos p WHERE "     \
+    "p.side = " SIDE " AND p.folder_id = n.id)"
+
 enum { Q_NEW, Q_DROP, Q_CLAIM_COPY, Q_CLAIM_LINKS, Q_CLAIM_ATTRS, Q_LEFT_COPY,
        Q_LEFT_LINKS, Q_LEFT_ATTRS, Q_RENEW, Q_DONE, Q_CLAIM_VERIFY, Q_LEFT_VERIFY,
-       Q_COUNT };
+       Q_CLAIM_SRC_F, Q_CLAIM_DST_F, Q_IDS_SRC, Q_IDS_DST, Q_COUNT };
 
 static const char *const lease_sql[Q_COUNT] = {
     "INSERT INTO leases(stage, worker, host, pid, tmp_key, expires) "
@@ -94,6 +113,21 @@ static const char *const lease_sql[Q_COUNT] = {
     "SELECT 1 FROM src_nodes s LEFT JOIN leases l ON l.id = s.lease_id WHERE "
     VERIFY_COND " AND (l.id IS NULL OR l.stage <> ?1 OR l.expires IS NOT NULL) "
     "LIMIT 1",
+    CLAIM_FOLDERS("src_nodes", "0", "",
+                  "s.depth <= coalesce((SELECT d.depth FROM dst_nodes d WHERE "
+                  "d.traversal_status = 'pending' AND d.type = 'folder' ORDER BY "
+                  "d.depth, d.id LIMIT 1) + ?4, s.depth)",
+                  "0", "NULL"),
+    CLAIM_FOLDERS("dst_nodes", "1", "LEFT JOIN src_nodes t ON t.id = s.src_id",
+                  "coalesce(t.traversal_status, 'successful') <> 'pending'",
+                  "coalesce(n.src_id, 0)",
+                  "(SELECT t.traversal_status FROM src_nodes t WHERE t.id = "
+                  "n.src_id)"),
+    /* a block of node ids: above every id taken, whoever took it */
+    "UPDATE id_blocks SET next = greatest(next, (SELECT coalesce(max(id), 0) "
+    "+ 1 FROM src_nodes)) + ?1 WHERE side = 0 RETURNING next - ?1",
+    "UPDATE id_blocks SET next = greatest(next, (SELECT coalesce(max(id), 0) "
+    "+ 1 FROM dst_nodes)) + ?1 WHERE side = 1 RETURNING next - ?1",
 };
 
 struct tm__lease_q {
@@ -308,6 +342,123 @@ int tm__lease_q_exec(struct tm__lease_q *q, const char *sql, struct tm__buf *err
     pthread_mutex_lock(&q->mu);
     rc = tm__db_exec(q->db, sql, NULL, NULL, NULL);
     rc = rc == SQLITE_OK ? 0 : fail(q, rc, err, "set up the lease connection");
+    pthread_mutex_unlock(&q->mu);
+    return rc;
+}
+
+int tm__lease_q_claim_folders(struct tm__lease_q *q, int side, const char *stage,
+                              int lead, int limit, int lease_ms, int64_t *lease,
+                              int (*row)(void *ctx, const struct tm__frow *r),
+                              void *ctx, struct tm__buf *err)
+{
+    struct tm__stmt *st;
+    int rc, n = 0, cb_rc = 0;
+
+    *lease = 0;
+    pthread_mutex_lock(&q->mu);
+    rc = tm__db_exec(q->db, "BEGIN", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        rc = fail(q, rc, err, "begin a claim of folders");
+        goto out;
+    }
+    st = q->st[Q_NEW];
+    tm__db_bind_text(st, 1, stage, -1, SQLITE_STATIC);
+    tm__db_bind_text(st, 2, q->worker, -1, SQLITE_STATIC);
+    tm__db_bind_text(st, 3, q->host, -1, SQLITE_STATIC);
+    tm__db_bind_int64(st, 4, q->pid);
+    tm__db_bind_text(st, 5, q->key, -1, SQLITE_STATIC);
+    tm__db_bind_int64(st, 6, lease_ms);
+    rc = tm__db_step(st);
+    if (rc == SQLITE_ROW)
+        *lease = tm__db_column_int64(st, 0);
+    tm__db_reset(st);
+    if (rc != SQLITE_ROW) {
+        rc = fail(q, rc, err, "make a lease");
+        goto rollback;
+    }
+    st = q->st[side == 0 ? Q_CLAIM_SRC_F : Q_CLAIM_DST_F];
+    tm__db_bind_int64(st, 1, *lease);
+    tm__db_bind_text(st, 2, stage, -1, SQLITE_STATIC);
+    tm__db_bind_int(st, 3, limit);
+    if (side == 0)
+        tm__db_bind_int(st, 4, lead);
+    while ((rc = tm__db_step(st)) == SQLITE_ROW) {
+        struct tm__frow r;
+        const char *ts = (const char *)tm__db_column_text(st, 4);
+        if (cb_rc)
+            continue; /* the rows are claimed: read them all */
+        memset(&r, 0, sizeof r);
+        r.id = tm__db_column_int64(st, 0);
+        r.path = (const char *)tm__db_column_text(st, 1);
+        r.depth = tm__db_column_int(st, 2);
+        r.src_id = tm__db_column_int64(st, 3);
+        r.twin_failed = ts && strcmp(ts, "failed") == 0;
+        r.pos = tm__db_column_blob(st, 5);
+        r.pos_len = r.pos ? (size_t)tm__db_column_bytes(st, 5) : 0;
+        cb_rc = r.path ? row(ctx, &r) : TM_ENOMEM;
+        n++;
+    }
+    tm__db_reset(st);
+    if (rc != SQLITE_DONE) {
+        rc = fail(q, rc, err, "claim folders");
+        goto rollback;
+    }
+    if (cb_rc) {
+        rc = cb_rc;
+        goto rollback;
+    }
+    if (n == 0) {
+        st = q->st[Q_DROP];
+        tm__db_bind_int64(st, 1, *lease);
+        rc = tm__db_step(st);
+        tm__db_reset(st);
+        *lease = 0;
+        if (rc != SQLITE_DONE) {
+            rc = fail(q, rc, err, "drop an empty lease");
+            goto rollback;
+        }
+    }
+    rc = tm__db_exec(q->db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        rc = fail(q, rc, err, "commit a claim of folders");
+        goto rollback;
+    }
+    rc = n;
+    goto out;
+rollback:
+    tm__db_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+    *lease = 0;
+out:
+    pthread_mutex_unlock(&q->mu);
+    return rc;
+}
+
+int tm__lease_q_ids(struct tm__lease_q *q, int side, int64_t n, int64_t *first,
+                    struct tm__buf *err)
+{
+    struct tm__stmt *st = q->st[side == 0 ? Q_IDS_SRC : Q_IDS_DST];
+    int rc;
+    pthread_mutex_lock(&q->mu);
+    tm__db_bind_int64(st, 1, n);
+    rc = tm__db_step(st);
+    if (rc == SQLITE_ROW)
+        *first = tm__db_column_int64(st, 0);
+    tm__db_reset(st);
+    rc = rc == SQLITE_ROW ? 0 : fail(q, rc == SQLITE_DONE ? SQLITE_CORRUPT : rc, err,
+                                     "take a block of node ids");
+    pthread_mutex_unlock(&q->mu);
+    return rc;
+}
+
+int tm__lease_q_drop(struct tm__lease_q *q, int64_t lease, struct tm__buf *err)
+{
+    struct tm__stmt *st = q->st[Q_DROP];
+    int rc;
+    pthread_mutex_lock(&q->mu);
+    tm__db_bind_int64(st, 1, lease);
+    rc = tm__db_step(st);
+    tm__db_reset(st);
+    rc = rc == SQLITE_DONE ? 0 : fail(q, rc, err, "drop a lease");
     pthread_mutex_unlock(&q->mu);
     return rc;
 }

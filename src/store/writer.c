@@ -29,7 +29,8 @@
 enum { ST_UPD_SRC_F, ST_UPD_DST_F, ST_UPD_COPY,
        ST_TASK_ERR, ST_SET, ST_LOG, ST_COPY_DONE, ST_QSTAT, ST_COPY_CF,
        ST_POS_SET, ST_POS_DEL, ST_UP_SET, ST_UP_DEL, ST_SEL_SRC, ST_SEL_DST,
-       ST_COPY_DONE_L, ST_COPY_CF_L, ST_LEASE_OF, ST_COUNT };
+       ST_COPY_DONE_L, ST_COPY_CF_L, ST_LEASE_OF, ST_HOLD_SRC, ST_HOLD_DST,
+       ST_COUNT };
 
 /* The children of a page are inserted INS_CHUNK rows per statement (one
  * statement's fixed cost, its start, halt and reset, then counts once
@@ -90,7 +91,17 @@ static const char *const stmt_sql[ST_COUNT] = {
     "UPDATE src_nodes SET copy_status=?1, attempts=attempts+?2, error=?3, "
     "conflict=?6 WHERE id=?4 AND copy_status=?5 AND lease_id=?7",
     "SELECT lease_id FROM src_nodes WHERE id=?",
+    /* a page of a leased listing (discovery by workers) counts only while
+     * the folder is pending and still held by the worker's lease; the row
+     * stays locked until the commit, so no claim takes it meanwhile */
+    "UPDATE src_nodes SET lease_id=?2 WHERE id=?1 AND lease_id=?2 AND "
+    "traversal_status='pending'",
+    "UPDATE dst_nodes SET lease_id=?2 WHERE id=?1 AND lease_id=?2 AND "
+    "traversal_status='pending'",
 };
+
+/* Node ids taken at once from a shared store (tm__writer_set_ids). */
+#define ID_BLOCK 4096
 
 /* The WAL's size (frames) at which the checkpointer is woken, and at which
  * the writer checkpoints itself because the checkpointer fell behind
@@ -117,6 +128,11 @@ struct tm__writer {
                                    on PostgreSQL) */
     int64_t next_id[2];        /* next node id per side */
     int64_t txn_next_id[2];    /* next_id when the open transaction began */
+    int64_t id_end[2];         /* with ids: the end of the block next_id is in */
+    int64_t txn_id_end[2];     /* id_end when the open transaction began */
+    int (*ids)(void *ctx, int side, int64_t n, int64_t *first,
+               struct tm__buf *err); /* blocks of ids, or NULL: next_id on */
+    void *ids_ctx;             /* its context */
     struct tm__stats_delta delta; /* stats changes of the open transaction */
     struct tm__result *done_head, *done_tail; /* applied, not committed */
     tm__commit_cb on_commit;   /* told about each committed result */
@@ -310,9 +326,21 @@ static int insert_nodes(struct tm__writer *w, struct tm__result *r, size_t first
 {
     struct tm__stmt *st = w->ins[r->side][k > 1];
     int cols = r->side == TM_SRC ? SRC_COLS : DST_COLS;
-    int64_t id = w->next_id[r->side];
+    int64_t id;
     size_t j, changed;
     int rc;
+
+    if (w->ids && w->next_id[r->side] + (int64_t)k > w->id_end[r->side]) {
+        /* a shared store: a new block, which no other process uses */
+        int64_t block = 0;
+        tm__buf_reset(&w->errmsg);
+        rc = w->ids(w->ids_ctx, r->side, ID_BLOCK, &block, &w->errmsg);
+        if (rc)
+            return rc;
+        w->next_id[r->side] = block;
+        w->id_end[r->side] = block + ID_BLOCK;
+    }
+    id = w->next_id[r->side];
 
     for (j = 0; j < k; j++)
         bind_node(st, (int)j * cols, r, &r->nodes[first + j], id + (int64_t)j);
@@ -372,6 +400,20 @@ static int apply_listing(struct tm__writer *w, struct tm__result *r)
     int rc = 0;
 
     r->inserted = 0;
+    r->lease_lost = 0;
+    if (r->lease > 0) {
+        /* a worker's page: dropped whole when its lease was lost */
+        st = w->st[r->side == TM_SRC ? ST_HOLD_SRC : ST_HOLD_DST];
+        tm__db_bind_int64(st, 1, r->folder_id);
+        tm__db_bind_int64(st, 2, r->lease);
+        rc = step_done(w, st);
+        if (rc)
+            return rc;
+        if (tm__db_changes(w->db) != 1) {
+            r->lease_lost = 1;
+            return 0;
+        }
+    }
     for (; !rc && w->ins[r->side][1] && i + INS_CHUNK <= r->n_nodes; i += INS_CHUNK)
         rc = insert_nodes(w, r, i, INS_CHUNK);
     for (; !rc && i < r->n_nodes; i++)
@@ -584,6 +626,8 @@ static int redo(struct tm__writer *w)
     tm__db_pipeline(w->db, 0);
     w->next_id[0] = w->txn_next_id[0];
     w->next_id[1] = w->txn_next_id[1];
+    w->id_end[0] = w->txn_id_end[0];
+    w->id_end[1] = w->txn_id_end[1];
     tm__stats_release(&w->delta);
     rc = tm__store_exec(w->db, "BEGIN IMMEDIATE", &w->errmsg);
     for (r = w->done_head; !rc && r; r = r->next)
@@ -706,6 +750,8 @@ static void *writer_main(void *arg)
                     txn_rows = 0;
                     w->txn_next_id[0] = w->next_id[0];
                     w->txn_next_id[1] = w->next_id[1];
+                    w->txn_id_end[0] = w->id_end[0];
+                    w->txn_id_end[1] = w->id_end[1];
                     txn_start = tm__now_ns();
                 }
                 rc = apply(w, r);
@@ -989,6 +1035,19 @@ void tm__writer_set_precommit(struct tm__writer *w, tm__precommit_cb fn, void *c
     pthread_mutex_lock(&w->mu);
     w->precommit = fn;
     w->precommit_ctx = ctx;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void tm__writer_set_ids(struct tm__writer *w,
+                        int (*fn)(void *ctx, int side, int64_t n, int64_t *first,
+                                  struct tm__buf *err),
+                        void *ctx)
+{
+    pthread_mutex_lock(&w->mu);
+    w->ids = fn;
+    w->ids_ctx = ctx;
+    w->next_id[0] = w->next_id[1] = 0;
+    w->id_end[0] = w->id_end[1] = 0;
     pthread_mutex_unlock(&w->mu);
 }
 
