@@ -35,6 +35,14 @@
  * whose mtime or mode decides anything) and those not on the source (the
  * mirror's removal checks the mtime recorded), before it compares them.
  *
+ * On a shared state database (cfg->claim: PostgreSQL, several processes)
+ * the frontier is not paged: refill_leased() claims folders under a
+ * lease, and the store applies the two rules above for all processes
+ * (a destination folder is claimed only once its twin is durable, so the
+ * waiting map stays empty; the source's depth is bounded by the
+ * destination's lowest pending one). Each result carries its lease; the
+ * writer drops a page whose folder another process holds by then.
+ *
  * Lock order: e->mu, then a reader's mutex, then the writer's mutex
  * (tm__writer_error); never the reverse: the writer calls on_commit(),
  * which takes e->mu, without its own lock held. e->mu is never held while

@@ -197,17 +197,20 @@ static int fail(struct tm__lease_q *q, int rc, struct tm__buf *err, const char *
     return tm__store_error(q->db, rc, err, what);
 }
 
-int tm__lease_q_claim(struct tm__lease_q *q, int kind, int depth, const char *stage,
+static int conn_lost(struct tm__lease_q *q);
+
+/* One attempt of tm__lease_q_claim; *delivered: rows handed to row().
+ * q->mu held. */
+static int claim_once(struct tm__lease_q *q, int kind, int depth, const char *stage,
                       int limit, int lease_ms, int64_t *lease,
                       int (*row)(void *ctx, const struct tm__task_row *r,
                                  const char *old_key),
-                      void *ctx, struct tm__buf *err)
+                      void *ctx, struct tm__buf *err, int *delivered)
 {
     struct tm__stmt *st;
     int rc, n = 0, cb_rc = 0;
 
     *lease = 0;
-    pthread_mutex_lock(&q->mu);
     rc = tm__db_exec(q->db, "BEGIN", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         rc = fail(q, rc, err, "begin a claim");
@@ -247,6 +250,7 @@ int tm__lease_q_claim(struct tm__lease_q *q, int kind, int depth, const char *st
         if (!cb_rc)
             cb_rc = row(ctx, &r, (const char *)tm__db_column_text(st, 14));
         n++;
+        *delivered = n;
     }
     tm__db_reset(st);
     if (rc != SQLITE_DONE) {
@@ -280,6 +284,26 @@ rollback:
     tm__db_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
     *lease = 0;
 out:
+    return rc;
+}
+
+int tm__lease_q_claim(struct tm__lease_q *q, int kind, int depth, const char *stage,
+                      int limit, int lease_ms, int64_t *lease,
+                      int (*row)(void *ctx, const struct tm__task_row *r,
+                                 const char *old_key),
+                      void *ctx, struct tm__buf *err)
+{
+    int rc, attempt, delivered = 0;
+    pthread_mutex_lock(&q->mu);
+    /* a connection lost before any task was handed over (a server
+     * restarted): the claim is made again on a new one. Once tasks were
+     * handed over it is not (the engine holds them): the error stands. */
+    for (attempt = 0;; attempt++) {
+        rc = claim_once(q, kind, depth, stage, limit, lease_ms, lease, row, ctx, err,
+                        &delivered);
+        if (rc >= 0 || delivered || attempt == 2 || !conn_lost(q))
+            break;
+    }
     pthread_mutex_unlock(&q->mu);
     return rc;
 }
@@ -346,20 +370,39 @@ int tm__lease_q_exec(struct tm__lease_q *q, const char *sql, struct tm__buf *err
     return rc;
 }
 
-int tm__lease_q_claim_folders(struct tm__lease_q *q, int side, const char *stage,
+/* A claimed folder, held until the claim is committed. */
+struct fclaim {
+    struct tm__frow r;   /* the row (path and pos point into mem) */
+    char *mem;           /* path, then pos (malloc'd) */
+};
+
+static void fclaims_free(struct fclaim *v, int n)
+{
+    while (n-- > 0)
+        free(v[n].mem);
+    free(v);
+}
+
+/* One attempt of tm__lease_q_claim_folders: the rows in *out (count
+ * returned), delivered by the caller after the commit. q->mu held. */
+static int claim_folders_once(struct tm__lease_q *q, int side, const char *stage,
                               int lead, int limit, int lease_ms, int64_t *lease,
-                              int (*row)(void *ctx, const struct tm__frow *r),
-                              void *ctx, struct tm__buf *err)
+                              struct fclaim **out, struct tm__buf *err)
 {
     struct tm__stmt *st;
-    int rc, n = 0, cb_rc = 0;
+    struct fclaim *v = NULL;
+    int rc, n = 0;
 
     *lease = 0;
-    pthread_mutex_lock(&q->mu);
+    *out = NULL;
+    v = calloc(limit > 0 ? (size_t)limit : 1, sizeof *v);
+    if (!v)
+        return TM_ENOMEM;
     rc = tm__db_exec(q->db, "BEGIN", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         rc = fail(q, rc, err, "begin a claim of folders");
-        goto out;
+        fclaims_free(v, 0);
+        return rc;
     }
     st = q->st[Q_NEW];
     tm__db_bind_text(st, 1, stage, -1, SQLITE_STATIC);
@@ -382,55 +425,96 @@ int tm__lease_q_claim_folders(struct tm__lease_q *q, int side, const char *stage
     tm__db_bind_int(st, 3, limit);
     if (side == 0)
         tm__db_bind_int(st, 4, lead);
-    while ((rc = tm__db_step(st)) == SQLITE_ROW) {
-        struct tm__frow r;
+    while ((rc = tm__db_step(st)) == SQLITE_ROW && n < limit) {
+        struct fclaim *c = &v[n];
+        const char *path = (const char *)tm__db_column_text(st, 1);
         const char *ts = (const char *)tm__db_column_text(st, 4);
-        if (cb_rc)
-            continue; /* the rows are claimed: read them all */
-        memset(&r, 0, sizeof r);
-        r.id = tm__db_column_int64(st, 0);
-        r.path = (const char *)tm__db_column_text(st, 1);
-        r.depth = tm__db_column_int(st, 2);
-        r.src_id = tm__db_column_int64(st, 3);
-        r.twin_failed = ts && strcmp(ts, "failed") == 0;
-        r.pos = tm__db_column_blob(st, 5);
-        r.pos_len = r.pos ? (size_t)tm__db_column_bytes(st, 5) : 0;
-        cb_rc = r.path ? row(ctx, &r) : TM_ENOMEM;
+        const void *pos = tm__db_column_blob(st, 5);
+        size_t plen = path ? strlen(path) : 0;
+        size_t poslen = pos ? (size_t)tm__db_column_bytes(st, 5) : 0;
+        c->mem = path ? malloc(plen + 1 + poslen + 1) : NULL;
+        if (!c->mem) {
+            rc = TM_ENOMEM;
+            break;
+        }
+        memcpy(c->mem, path, plen + 1);
+        if (poslen)
+            memcpy(c->mem + plen + 1, pos, poslen);
+        c->r.id = tm__db_column_int64(st, 0);
+        c->r.path = c->mem;
+        c->r.depth = tm__db_column_int(st, 2);
+        c->r.src_id = tm__db_column_int64(st, 3);
+        c->r.twin_failed = ts && strcmp(ts, "failed") == 0;
+        c->r.pos = pos ? c->mem + plen + 1 : NULL;
+        c->r.pos_len = poslen;
         n++;
     }
     tm__db_reset(st);
+    if (rc == TM_ENOMEM)
+        goto rollback;
     if (rc != SQLITE_DONE) {
         rc = fail(q, rc, err, "claim folders");
         goto rollback;
     }
-    if (cb_rc) {
-        rc = cb_rc;
-        goto rollback;
-    }
     if (n == 0) {
+        /* nothing to hold: the lease goes */
         st = q->st[Q_DROP];
         tm__db_bind_int64(st, 1, *lease);
         rc = tm__db_step(st);
         tm__db_reset(st);
-        *lease = 0;
         if (rc != SQLITE_DONE) {
             rc = fail(q, rc, err, "drop an empty lease");
             goto rollback;
         }
+        *lease = 0;
     }
     rc = tm__db_exec(q->db, "COMMIT", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         rc = fail(q, rc, err, "commit a claim of folders");
         goto rollback;
     }
-    rc = n;
-    goto out;
+    *out = v;
+    return n;
 rollback:
     tm__db_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+    fclaims_free(v, n);
     *lease = 0;
-out:
-    pthread_mutex_unlock(&q->mu);
     return rc;
+}
+
+/* 1 when the last failure on q was the connection's (lost, or a
+ * transaction cut off with it): the next statement connects again
+ * (db_pg.c), so the whole transaction can be made again. */
+static int conn_lost(struct tm__lease_q *q)
+{
+    int code = tm__db_errcode(q->db);
+    return (code & 0xff) == SQLITE_IOERR || code == TM__DB_REDO;
+}
+
+int tm__lease_q_claim_folders(struct tm__lease_q *q, int side, const char *stage,
+                              int lead, int limit, int lease_ms, int64_t *lease,
+                              int (*row)(void *ctx, const struct tm__frow *r),
+                              void *ctx, struct tm__buf *err)
+{
+    struct fclaim *v = NULL;
+    int n, i, attempt, cb_rc = 0;
+
+    pthread_mutex_lock(&q->mu);
+    /* a connection lost during the claim (a server restarted): the claim
+     * is made again on a new one; if the lost COMMIT went through, its
+     * folders wait for that lease to expire */
+    for (attempt = 0;; attempt++) {
+        n = claim_folders_once(q, side, stage, lead, limit, lease_ms, lease, &v, err);
+        if (n >= 0 || n == TM_ENOMEM || attempt == 2 || !conn_lost(q))
+            break;
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (n <= 0)
+        return n;
+    for (i = 0; i < n && !cb_rc; i++)
+        cb_rc = row(ctx, &v[i].r);
+    fclaims_free(v, n);
+    return cb_rc ? cb_rc : n; /* on an error the folders' lease expires */
 }
 
 int tm__lease_q_ids(struct tm__lease_q *q, int side, int64_t n, int64_t *first,
@@ -438,12 +522,18 @@ int tm__lease_q_ids(struct tm__lease_q *q, int side, int64_t n, int64_t *first,
 {
     struct tm__stmt *st = q->st[side == 0 ? Q_IDS_SRC : Q_IDS_DST];
     int rc;
+    int attempt;
     pthread_mutex_lock(&q->mu);
-    tm__db_bind_int64(st, 1, n);
-    rc = tm__db_step(st);
-    if (rc == SQLITE_ROW)
-        *first = tm__db_column_int64(st, 0);
-    tm__db_reset(st);
+    for (attempt = 0;; attempt++) {
+        /* a block taken by a write whose answer was lost is a gap */
+        tm__db_bind_int64(st, 1, n);
+        rc = tm__db_step(st);
+        if (rc == SQLITE_ROW)
+            *first = tm__db_column_int64(st, 0);
+        tm__db_reset(st);
+        if (rc == SQLITE_ROW || attempt == 2 || !conn_lost(q))
+            break;
+    }
     rc = rc == SQLITE_ROW ? 0 : fail(q, rc == SQLITE_DONE ? SQLITE_CORRUPT : rc, err,
                                      "take a block of node ids");
     pthread_mutex_unlock(&q->mu);

@@ -156,7 +156,7 @@ def expect_all_ok(res, skip=()):
         if p in skip:
             continue
         if rc != 0:
-            fail('a process of the copy exited %d: %s' % (rc, err[-2000:]))
+            fail('a process exited %d: %s' % (rc, err[-2000:]))
 
 
 def lease_pids(name):
