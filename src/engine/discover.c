@@ -1224,7 +1224,11 @@ static void send_round(struct engine *e, struct side *s)
         return;
     s->round_sent = round;
     pthread_mutex_unlock(&e->mu);
-    submit_round(e, s->which, round);
+    /* leased: each process's rounds are its own view; a row of the
+     * migration table written by every process's transactions would
+     * make them wait for, and deadlock with, each other */
+    if (!e->cfg->claim)
+        submit_round(e, s->which, round);
     if (e->cfg->on_round)
         e->cfg->on_round(e->cfg->round_ctx, s->which, round);
     pthread_mutex_lock(&e->mu);

@@ -106,8 +106,10 @@ static const char *const lease_sql[Q_COUNT] = {
     "SELECT 1 FROM src_nodes s LEFT JOIN leases l ON l.id = s.lease_id WHERE "
     ATTRS_COND " AND (l.id IS NULL OR l.stage <> ?1 OR l.expires IS NOT NULL) "
     "LIMIT 1",
-    "UPDATE leases SET expires = " NOW_MS " + ?2 WHERE worker = ?1 AND "
-    "expires IS NOT NULL",
+    /* a lease row the worker's writer holds (its page check) is renewed
+     * the next time */
+    "UPDATE leases SET expires = " NOW_MS " + ?2 WHERE id IN (SELECT id FROM "
+    "leases WHERE worker = ?1 AND expires IS NOT NULL FOR UPDATE SKIP LOCKED)",
     "UPDATE leases SET expires = NULL WHERE id = ?1",
     CLAIM(VERIFY_COND, "n.copy_status, NULL, NULL, NULL, NULL, NULL"),
     "SELECT 1 FROM src_nodes s LEFT JOIN leases l ON l.id = s.lease_id WHERE "

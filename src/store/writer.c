@@ -92,12 +92,15 @@ static const char *const stmt_sql[ST_COUNT] = {
     "conflict=?6 WHERE id=?4 AND copy_status=?5 AND lease_id=?7",
     "SELECT lease_id FROM src_nodes WHERE id=?",
     /* a page of a leased listing (discovery by workers) counts only while
-     * the folder is pending and still held by the worker's lease; the row
-     * stays locked until the commit, so no claim takes it meanwhile */
-    "UPDATE src_nodes SET lease_id=?2 WHERE id=?1 AND lease_id=?2 AND "
-    "traversal_status='pending'",
-    "UPDATE dst_nodes SET lease_id=?2 WHERE id=?1 AND lease_id=?2 AND "
-    "traversal_status='pending'",
+     * the folder is pending and still held by the worker's lease. The
+     * statement writes the worker's own lease row (nobody else writes it;
+     * its renewal skips it while locked), not the folder's: a destination
+     * listing updates source rows, and a lock on a source folder here
+     * would deadlock two workers' transactions */
+    "UPDATE leases SET expires=expires WHERE id=?2 AND EXISTS(SELECT 1 FROM "
+    "src_nodes WHERE id=?1 AND lease_id=?2 AND traversal_status='pending')",
+    "UPDATE leases SET expires=expires WHERE id=?2 AND EXISTS(SELECT 1 FROM "
+    "dst_nodes WHERE id=?1 AND lease_id=?2 AND traversal_status='pending')",
 };
 
 /* Node ids taken at once from a shared store (tm__writer_set_ids). */
@@ -438,6 +441,13 @@ static int apply_listing(struct tm__writer *w, struct tm__result *r)
     rc = step_done(w, st);
     if (rc)
         return rc;
+    if (tm__db_changes(w->db) != 1 && r->lease > 0) {
+        /* another worker took the folder over and finished it since the
+         * check above: its listing stands (this one's children were
+         * the same rows, inserted once) */
+        r->lease_lost = 1;
+        return 0;
+    }
     if (tm__db_changes(w->db) != 1) {
         tm__buf_reset(&w->errmsg);
         tm__buf_addf(&w->errmsg, "folder %lld of %s_nodes was not pending",
@@ -668,7 +678,14 @@ static int commit(struct tm__writer *w, size_t rows)
     }
     src = tm__db_exec(w->db, "COMMIT", NULL, NULL, NULL);
     if (src == TM__DB_REDO) {
-        rc = redo(w);
+        int tries = 0;
+        /* on a shared store two processes' transactions may deadlock (a
+         * destination listing updates source rows another process's
+         * listing completes): the server rolls one back, which is done
+         * again once the other committed */
+        while ((rc = redo(w)) != 0 && (tm__db_errcode(w->db) & 0xff) == SQLITE_BUSY &&
+               ++tries < 8)
+            tm__sleep_ms(20 * tries);
         if (rc)
             return rc;
     } else if (src != SQLITE_OK)
