@@ -279,6 +279,9 @@ typedef struct tm_status {
     tm_queue_snapshot queues[4]; /* the observer's last snapshot per queue */
     int n_queues;             /* entries used */
     int64_t eta_seconds;      /* copy: time left at the last rate, or -1 */
+    int active;               /* PostgreSQL: processes at work (live leases,
+                                 and processes that reported in the last
+                                 10 s); -1 on SQLite (since 2.2.0) */
 } tm_status;
 
 /*

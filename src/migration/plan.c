@@ -279,6 +279,8 @@ static int finish_discovery(tm_migration *m)
         rc = skip_blocked(m);
     if (!rc)
         rc = tm__mig_set_phase(m, PH_DISCOVERED);
+    if (!rc && pg) /* what killed workers held is of no use any more */
+        rc = tm__store_exec(db, "DELETE FROM leases WHERE stage LIKE 'list:%'", &m->err);
     if (pg)
         tm__store_exec(db, "SELECT pg_advisory_unlock(7226017)", NULL);
     return rc;

@@ -22,7 +22,7 @@ pgserver.py), each claiming batches of nodes under leases.
   mismatch found and counted once, the verify exits 3, the phase stays
   copied;
 - worker on an SQLite state file, and with no copy in progress: exit 2
-  with a message.
+  with a message; status of a copy that nobody works on says so.
 
 Discovery by workers (folders to list leased, a batch per claim):
 - a sim pair (20 ms latency) and a local pair discovered by `discover`
@@ -529,8 +529,8 @@ def expect_same_discovery(lite, name, uri, tag):
     expect_rc(run(['state-copy', uri, back], env=env()), 0, 'state-copy to SQLite')
     for what, q in (('src_nodes', DSRC_Q), ('dst_nodes', DDST_Q)):
         same_rows(what, pgserver.lite_rows(lite, q), pgserver.lite_rows(back, q))
-    for q in STATS_QS:
-        same_rows(q.split()[-9], pgserver.lite_rows(lite, q), pgserver.lite_rows(back, q))
+    for q in STATS_QS + [STATS_Q, "SELECT count(*) FROM listing_pos"]:
+        same_rows(q, pgserver.lite_rows(lite, q), pgserver.lite_rows(back, q))
     for q, q2 in zip(RECOUNT_Q, STATSUM_Q):
         expect_eq('stats against a recount (%s)' % q.split()[-9],
                   pgserver.lite_rows(back, q), pgserver.lite_rows(back, q2))
@@ -731,6 +731,20 @@ def check_refusals(work):
     expect_rc(cp, 2, 'worker with no copy in progress')
     if b'no copy or verify in progress' not in cp.stderr:
         fail('unclear message: ' + show(cp))
+    # a phase left in progress by killed processes: status says that nobody
+    # works on it (no live lease, no snapshot in the last 10 s) ...
+    PG.psql(name, "UPDATE migration SET value = 'copying' WHERE key = 'phase';"
+                  " DELETE FROM queue_stats")
+    cp = run(['status', '--db', uri], env=env())
+    expect_rc(cp, 0, 'status of an abandoned copy')
+    if b'workers      none' not in cp.stdout:
+        fail('status does not say that nobody works on the copy: ' + show(cp))
+    # ... and does not while a lease is live
+    PG.psql(name, "INSERT INTO leases(stage, worker, host, pid, expires) VALUES"
+                  " ('copy:x', 'h:1:0', 'h', 1, 9000000000000)")
+    cp = run(['status', '--db', uri], env=env())
+    if b'workers      none' in cp.stdout:
+        fail('status says nobody works while a lease is live: ' + show(cp))
 
 
 def main():
