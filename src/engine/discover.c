@@ -1486,7 +1486,9 @@ static int starved(struct engine *e)
         int64_t held = atomic_load(&s->submitted) - s->committed;
         if (s->done || s->ready.len || s->in_flight >= workers)
             continue;
-        if (held > 0 || (side == TM_DST && src_held > 0 && e->nwaiting))
+        /* leased: destination folders wait in the store, not in the
+         * waiting map, for their twins to be committed */
+        if (held > 0 || (side == TM_DST && src_held > 0 && (e->nwaiting || e->cfg->claim)))
             return 1;
     }
     return 0;

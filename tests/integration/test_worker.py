@@ -25,7 +25,7 @@ pgserver.py), each claiming batches of nodes under leases.
   with a message; status of a copy that nobody works on says so.
 
 Discovery by workers (folders to list leased, a batch per claim):
-- a sim pair (20 ms latency) and a local pair discovered by `discover`
+- a sim pair (50 ms latency) and a local pair discovered by `discover`
   and three `worker` processes give the same node rows (state-copy to
   SQLite, compared with one SQLite run's), the stats agree with a
   recount, at least three processes listed folders (their queue_stats);
@@ -53,7 +53,7 @@ import pgserver  # noqa: E402
 
 SHAPE = 'seed=5,depth=4,folders=5,files=8,size=3000'
 BIG = 'seed=5,depth=3,folders=4,files=60,size=3000'
-DSHAPE = 'seed=5,depth=5,folders=6,files=6,size=3000'  # ~140 folders a side
+DSHAPE = 'seed=5,depth=5,folders=8,files=4,size=3000'  # 341 source folders, 94 dst
 DKEYS = 'world=dst,keep=0.7,extra=0.05,extra_folders=0.3,csize=0.05,cmtime=0.05,ctype=0.03'
 SRC_Q = ("SELECT path, type, size, mtime, traversal_status, copy_status,"
          " coalesce(conflict, ''), coalesce(error, '') FROM src_nodes ORDER BY path")
@@ -549,9 +549,11 @@ def check_disc_sim(work):
     expect_rc(run(['discover', '--db', lite, '--quiet'] +
                   list(sim_pair(work, 'dslite', 0, DSHAPE))), 0, 'discover (SQLite)')
     name, uri = new_db()
-    src, dst = sim_pair(work, 'dspg', 20, DSHAPE)
-    _, workers, res = discover_together(name, uri, src, dst, disc_args=['--workers', '4'],
-                                        worker_args=['--workers', '4'])
+    # few listings in flight each, so that the workers, which start while
+    # the discovery runs, find work on a loaded machine too
+    src, dst = sim_pair(work, 'dspg', 50, DSHAPE)
+    _, workers, res = discover_together(name, uri, src, dst, disc_args=['--workers', '1'],
+                                        worker_args=['--workers', '2'])
     expect_all_ok(res)
     expect_same_discovery(lite, name, uri, 'ds')
     if len(listers(name)) < 3:
@@ -638,7 +640,7 @@ def check_disc_kill(work):
             held.append(len(held_folders(name, victims)))
 
     _, _, res = discover_together(name, uri, src, dst, n_workers=4, lease=2,
-                                  disc_args=['--workers', '2'],
+                                  disc_args=['--workers', '1'],
                                   worker_args=['--workers', '2'], during=kill_two)
     if not held or not held[0]:
         fail('the killed workers held no pending folder: the case is void')
@@ -700,8 +702,8 @@ def check_disc_freeze(work):
                     w.send_signal(signal.SIGCONT)
 
     _, _, res = discover_together(name, uri, src, dst, n_workers=3, lease=2,
-                                  disc_args=['--workers', '4'],
-                                  worker_args=['--workers', '4'], during=during,
+                                  disc_args=['--workers', '1'],
+                                  worker_args=['--workers', '2'], during=during,
                                   victim_args=['--workers', '1'])
     if not state.get('held'):
         fail('the frozen worker held no pending folder: the case is void')
