@@ -9,6 +9,11 @@
  * UPDATE's RETURNING gives each task's row with the columns of tasks.c's
  * queries (the engine reads them with tm__tasks_decode). Times are the
  * server's (clock_timestamp()), so the hosts' clocks need not agree.
+ * Discovery's claims (tm__lease_q_claim_folders) take pending folders of
+ * src_nodes or dst_nodes the same way, keep their rows until the COMMIT
+ * and hand them over after it; tm__lease_q_ids gives the writers blocks
+ * of node ids (table id_blocks). A claim or a block cut off with its
+ * connection is made again on a new one (db_pg.c connects again).
  *
  * Threads: see lease_q.h; q->mu guards the connection.
  */

@@ -1,7 +1,8 @@
 /*
- * lease_q.h - the SQL of treemig worker: batches of copy tasks leased
- * through the state database (PostgreSQL only: FOR UPDATE SKIP LOCKED),
- * their renewal, and whether a stage has work left. See
+ * lease_q.h - the SQL of treemig worker: batches of copy tasks, or of
+ * folders to list, leased through the state database (PostgreSQL only:
+ * FOR UPDATE SKIP LOCKED), their renewal, whether a stage has work left,
+ * and blocks of node ids for discovery's writers. See
  * docs/scale-out.md for the protocol and docs/state-file.md for the table
  * leases and the column src_nodes.lease_id.
  *
