@@ -652,6 +652,28 @@ static int redo(struct tm__writer *w)
     return rc;
 }
 
+/* redo(), again while the server rolls it back for a deadlock: on a
+ * shared store two processes' transactions may deadlock (a destination
+ * listing updates source rows another process's listing completes); the
+ * one rolled back is done again once the other committed. */
+static int redo_again(struct tm__writer *w)
+{
+    int rc, tries = 0;
+    while ((rc = redo(w)) != 0 && (tm__db_errcode(w->db) & 0xff) == SQLITE_BUSY &&
+           ++tries < 8)
+        tm__sleep_ms(20 * tries);
+    return rc;
+}
+
+/* 1 when the failure of a statement of a shared store's transaction is
+ * one that applying it again may not meet: a deadlock, or a pipeline's
+ * answer (it was not run). */
+static int redo_helps(struct tm__writer *w)
+{
+    int code = tm__db_errcode(w->db);
+    return w->ids && ((code & 0xff) == SQLITE_BUSY || code == TM__DB_REDO);
+}
+
 static int commit(struct tm__writer *w, size_t rows)
 {
     tm__precommit_cb fn;
@@ -678,14 +700,7 @@ static int commit(struct tm__writer *w, size_t rows)
     }
     src = tm__db_exec(w->db, "COMMIT", NULL, NULL, NULL);
     if (src == TM__DB_REDO) {
-        int tries = 0;
-        /* on a shared store two processes' transactions may deadlock (a
-         * destination listing updates source rows another process's
-         * listing completes): the server rolls one back, which is done
-         * again once the other committed */
-        while ((rc = redo(w)) != 0 && (tm__db_errcode(w->db) & 0xff) == SQLITE_BUSY &&
-               ++tries < 8)
-            tm__sleep_ms(20 * tries);
+        rc = redo_again(w);
         if (rc)
             return rc;
     } else if (src != SQLITE_OK)
@@ -778,6 +793,22 @@ static void *writer_main(void *arg)
                 else
                     w->done_head = r;
                 w->done_tail = r;
+                if (rc && redo_helps(w)) {
+                    /* rolled back by the server: the transaction so far
+                     * is done again, one statement at a time, and
+                     * committed */
+                    rc = redo_again(w);
+                    in_txn = rc != 0;
+                    if (!rc) {
+                        atomic_fetch_add(&w->rows, (int64_t)txn_rows);
+                        if (w->on_commit && w->done_head)
+                            w->on_commit(w->ctx, w->done_head);
+                        free_list(w->done_head);
+                        w->done_head = w->done_tail = NULL;
+                        tm__buf_reset(&w->errmsg);
+                        continue;
+                    }
+                }
                 if (rc)
                     break;
                 if (txn_rows >= TM_WRITER_BATCH_ROWS) {
