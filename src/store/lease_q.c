@@ -91,7 +91,7 @@
 
 enum { Q_NEW, Q_DROP, Q_CLAIM_COPY, Q_CLAIM_LINKS, Q_CLAIM_ATTRS, Q_LEFT_COPY,
        Q_LEFT_LINKS, Q_LEFT_ATTRS, Q_RENEW, Q_DONE, Q_CLAIM_VERIFY, Q_LEFT_VERIFY,
-       Q_CLAIM_SRC_F, Q_CLAIM_DST_F, Q_IDS_SRC, Q_IDS_DST, Q_COUNT };
+       Q_CLAIM_SRC_F, Q_CLAIM_DST_F, Q_IDS_SRC, Q_IDS_DST, Q_MINE, Q_COUNT };
 
 static const char *const lease_sql[Q_COUNT] = {
     "INSERT INTO leases(stage, worker, host, pid, tmp_key, expires) "
@@ -111,10 +111,10 @@ static const char *const lease_sql[Q_COUNT] = {
     "SELECT 1 FROM src_nodes s LEFT JOIN leases l ON l.id = s.lease_id WHERE "
     ATTRS_COND " AND (l.id IS NULL OR l.stage <> ?1 OR l.expires IS NOT NULL) "
     "LIMIT 1",
-    /* a lease row the worker's writer holds (its page check) is renewed
-     * the next time */
-    "UPDATE leases SET expires = " NOW_MS " + ?2 WHERE id IN (SELECT id FROM "
-    "leases WHERE worker = ?1 AND expires IS NOT NULL FOR UPDATE SKIP LOCKED)",
+    /* one lease at a time (lease_q_renew): a row the worker's writer
+     * holds (discovery's page check) is waited for while no other is */
+    "UPDATE leases SET expires = " NOW_MS " + ?2 WHERE id = ?1 AND "
+    "expires IS NOT NULL",
     "UPDATE leases SET expires = NULL WHERE id = ?1",
     CLAIM(VERIFY_COND, "n.copy_status, NULL, NULL, NULL, NULL, NULL"),
     "SELECT 1 FROM src_nodes s LEFT JOIN leases l ON l.id = s.lease_id WHERE "
@@ -135,6 +135,7 @@ static const char *const lease_sql[Q_COUNT] = {
     "+ 1 FROM src_nodes)) + ?1 WHERE side = 0 RETURNING next - ?1",
     "UPDATE id_blocks SET next = greatest(next, (SELECT coalesce(max(id), 0) "
     "+ 1 FROM dst_nodes)) + ?1 WHERE side = 1 RETURNING next - ?1",
+    "SELECT id FROM leases WHERE worker = ?1 AND expires IS NOT NULL",
 };
 
 struct tm__lease_q {
@@ -170,6 +171,11 @@ int tm__lease_q_open(struct tm__lease_q **out, const char *conninfo,
         return TM_EINVAL;
     }
     rc = tm__store_open_reader(conninfo, &q->db, err);
+    /* the renewal waits for a lease row the worker's own writer holds
+     * (discovery's page check) while this connection's mutex is held,
+     * which the writer may want (a block of ids): the wait is bounded */
+    if (!rc && tm__db_exec(q->db, "SET lock_timeout = 500", NULL, NULL, NULL) != SQLITE_OK)
+        rc = tm__store_error(q->db, SQLITE_ERROR, err, "set the lock timeout");
     for (i = 0; !rc && i < Q_COUNT; i++)
         if (tm__db_prepare_v3(q->db, lease_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
                               &q->st[i], NULL) != SQLITE_OK)
@@ -342,14 +348,38 @@ int tm__lease_q_left(struct tm__lease_q *q, int kind, int depth, const char *sta
 
 int tm__lease_q_renew(struct tm__lease_q *q, int lease_ms, struct tm__buf *err)
 {
-    struct tm__stmt *st = q->st[Q_RENEW];
+    struct tm__stmt *st = q->st[Q_MINE];
+    int64_t *ids = NULL;
+    size_t n = 0, cap = 0, i;
     int rc;
     pthread_mutex_lock(&q->mu);
+    /* each lease in a statement of its own, outside any transaction: one
+     * that waits for the writer's lock holds no other (no deadlock) */
     tm__db_bind_text(st, 1, q->worker, -1, SQLITE_STATIC);
-    tm__db_bind_int64(st, 2, lease_ms);
-    rc = tm__db_step(st);
+    while ((rc = tm__db_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            size_t nc = cap ? 2 * cap : 16;
+            int64_t *p = realloc(ids, nc * sizeof *p);
+            if (!p)
+                break; /* renewed next time */
+            ids = p;
+            cap = nc;
+        }
+        ids[n++] = tm__db_column_int64(st, 0);
+    }
     tm__db_reset(st);
-    rc = rc == SQLITE_DONE ? 0 : fail(q, rc, err, "renew the leases");
+    rc = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : fail(q, rc, err, "read the leases");
+    st = q->st[Q_RENEW];
+    for (i = 0; !rc && i < n; i++) {
+        tm__db_bind_int64(st, 1, ids[i]);
+        tm__db_bind_int64(st, 2, lease_ms);
+        rc = tm__db_step(st);
+        tm__db_reset(st);
+        if ((rc & 0xff) == SQLITE_BUSY)
+            rc = SQLITE_DONE; /* held past lock_timeout: renewed next time */
+        rc = rc == SQLITE_DONE ? 0 : fail(q, rc, err, "renew the leases");
+    }
+    free(ids);
     pthread_mutex_unlock(&q->mu);
     return rc;
 }
@@ -538,7 +568,8 @@ int tm__lease_q_ids(struct tm__lease_q *q, int side, int64_t n, int64_t *first,
         if (rc == SQLITE_ROW)
             *first = tm__db_column_int64(st, 0);
         tm__db_reset(st);
-        if (rc == SQLITE_ROW || attempt == 2 || !conn_lost(q))
+        if (rc == SQLITE_ROW || attempt == 4 ||
+            (!conn_lost(q) && (tm__db_errcode(q->db) & 0xff) != SQLITE_BUSY))
             break;
     }
     rc = rc == SQLITE_ROW ? 0 : fail(q, rc == SQLITE_DONE ? SQLITE_CORRUPT : rc, err,

@@ -94,7 +94,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     /* a page of a leased listing (discovery by workers) counts only while
      * the folder is pending and still held by the worker's lease. The
      * statement writes the worker's own lease row (nobody else writes it;
-     * its renewal skips it while locked), not the folder's: a destination
+     * its renewal waits, holding no other), not the folder's: a destination
      * listing updates source rows, and a lock on a source folder here
      * would deadlock two workers' transactions */
     "UPDATE leases SET expires=expires WHERE id=?2 AND EXISTS(SELECT 1 FROM "
