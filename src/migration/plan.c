@@ -257,13 +257,34 @@ static int skip_blocked(tm_migration *m)
  * nothing left gets here: one at a time (an advisory lock), and only the
  * first one, which finds the phase still discovering (or suspended by a
  * starter that was stopped while workers went on), does it. */
+static int finish_discovery_once(tm_migration *m);
+
+/* finish_discovery_once, again when the connection was lost (a server
+ * restarted): each of its steps may be done twice (the skip in one
+ * transaction, the phase written again, the lock taken anew). */
 static int finish_discovery(tm_migration *m)
+{
+    int rc = finish_discovery_once(m);
+    if (rc == TM_EIO && tm__db_is_pg(tm__store_conn(&m->store))) {
+        tm__buf_reset(&m->err);
+        rc = finish_discovery_once(m);
+    }
+    return rc;
+}
+
+static int finish_discovery_once(tm_migration *m)
 {
     struct tm__db *db = m->store.db;
     int pg = tm__db_is_pg(tm__store_conn(&m->store)), rc = 0;
     if (pg) {
         char phase[32];
         rc = tm__store_exec(db, "SELECT pg_advisory_lock(7226017)", &m->err);
+        if (rc) {
+            /* a connection lost while idle is noticed only now: the
+             * statement again connects anew (db_pg.c) */
+            tm__buf_reset(&m->err);
+            rc = tm__store_exec(db, "SELECT pg_advisory_lock(7226017)", &m->err);
+        }
         if (rc)
             return rc;
         rc = tm__mig_copy_setting(db, "phase", phase, sizeof phase);

@@ -776,7 +776,8 @@ static int flush(struct pg_db *d)
     if (!d->npend) {
         /* entered for rows held and then dropped (a failure before they
          * were sent): the next statement may be a synchronous one */
-        if (PQpipelineStatus(d->conn) != PQ_PIPELINE_OFF)
+        if (PQstatus(d->conn) == CONNECTION_OK &&
+            PQpipelineStatus(d->conn) != PQ_PIPELINE_OFF)
             PQexitPipelineMode(d->conn);
         return d->pipe_rc;
     }

@@ -666,12 +666,10 @@ static int redo_again(struct tm__writer *w)
 }
 
 /* 1 when the failure of a statement of a shared store's transaction is
- * one that applying it again may not meet: a deadlock, or a pipeline's
- * answer (it was not run). */
+ * one that applying it again may not meet: a deadlock. */
 static int redo_helps(struct tm__writer *w)
 {
-    int code = tm__db_errcode(w->db);
-    return w->ids && ((code & 0xff) == SQLITE_BUSY || code == TM__DB_REDO);
+    return w->ids && (tm__db_errcode(w->db) & 0xff) == SQLITE_BUSY;
 }
 
 static int commit(struct tm__writer *w, size_t rows)
