@@ -528,7 +528,7 @@ def run_hardlinks(R, work):
         copy(db)
         c = sqlite3.connect(db)
         try:
-            expect_eq('schema version after the copy', 10,
+            expect_eq('schema version after the copy', 11,
                       c.execute('PRAGMA user_version').fetchone()[0])
             cols = [r[1] for r in c.execute('PRAGMA table_info(src_nodes)')]
             expect_eq('inode, hash, lease and xattrs columns added',
