@@ -483,8 +483,10 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             goto out; /* with no excludes the rest would be discovered unfiltered */
     }
     ph = tm__phase_parse(phase.buf);
-    if (m->joining && ph != PH_DISCOVERING) {
-        rc = 0; /* a worker came late: nothing to join */
+    if (m->joining && (ph != PH_DISCOVERING || tm__mig_get_int(db, "pass_running", 0) > 0)) {
+        /* a worker came late: nothing to join; or the discovery is a pass
+         * (rescan), which one process runs: its copy is shared */
+        rc = 0;
         goto out;
     }
     if (ph != PH_ROOTS_SET && ph != PH_DISCOVERING && ph != PH_SUSPENDED) {
@@ -544,9 +546,11 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             rc = tm__mig_save_config(m);
         if (m->joining)
             cfg.on_round = NULL; /* the YAML file is the starter's */
-        if (!rc && tm__db_is_pg(tm__store_conn(&m->store))) {
+        if (!rc && tm__db_is_pg(tm__store_conn(&m->store)) && !cfg.pass) {
             /* a shared store: the folders are leased, whoever lists them
-             * (this process and any treemig worker) */
+             * (this process and any treemig worker); a pass (rescan) is
+             * listed by the process that runs it, merging with the rows
+             * there, and no worker joins it */
             rc = tm__lease_hook_start_disc(&lh, m, m->join_lease_s, o.workers);
             cfg.claim = lh ? tm__lease_hook_disc(lh) : NULL;
         }

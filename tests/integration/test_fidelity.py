@@ -521,6 +521,8 @@ def run_hardlinks(R, work):
             for col in ('host', 'pid'):
                 c.execute('ALTER TABLE queue_stats DROP COLUMN %s' % col)
             c.execute('DROP TABLE leases')
+            c.execute('ALTER TABLE dst_nodes DROP COLUMN lease_id')
+            c.execute('DROP TABLE id_blocks')
             c.execute('PRAGMA user_version = 4')
             c.commit()
         finally:
