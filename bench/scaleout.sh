@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# bench/scaleout.sh: the copy of a simulated pair (both sides at 20 ms a
-# call, as storages across a WAN) by 1 process against 4 processes sharing
-# one PostgreSQL state database: `treemig copy` alone, then `treemig copy`
-# plus 3 `treemig worker` (docs/scale-out.md), each with 64 operations in
-# flight. Medians of RUNS; the goal is 4 processes >= 3.2x the copy rate of
-# one (scale-out efficiency >= 80%).
+# bench/scaleout.sh: the discovery and the copy of a simulated pair (both
+# sides at 20 ms a call, as storages across a WAN) by 1 process against 4
+# processes sharing one PostgreSQL state database: `treemig discover` (or
+# `copy`) alone, then with 3 `treemig worker` (docs/scale-out.md) joining,
+# each process with 64 operations in flight (a discovery: --workers 32 a
+# side). Medians of RUNS; the goal is 4 processes >= 3.2x the listing rate
+# and the copy rate of one (scale-out efficiency >= 80%).
 #
 #   bench/scaleout.sh                 # about 9,400 nodes to copy, RUNS=3
 #   SCALE=0.2 bench/scaleout.sh       # a quick check
@@ -16,11 +17,16 @@
 #   BENCH_LATENCY   ms per storage call on each side (default 20)
 #   BENCH_INFLIGHT  operations in flight per process (default 64)
 #   BENCH_PROCS     the process counts compared (default "1 4")
+#   BENCH_PHASES    what is measured (default "list copy")
+#   BENCH_LIST_SHAPE the sim shape of the listing runs (default
+#                   seed=7,depth=5,folders=10,files=2: about 11,000 folders
+#                   a side x SCALE; a listing costs a call per folder)
 #   PG_BIN          PostgreSQL's programs (default: the newest
 #                   /usr/lib/postgresql/N/bin)
-# Discovery runs once (not measured) into a template database; each run
-# copies from a fresh clone of it (CREATE DATABASE ... TEMPLATE) into an
-# empty overlay. The server runs as nobody when run as root, and is
+# The listing rate: each run discovers into a fresh database (nodes of
+# both sides recorded / wall time). The copy: discovery runs once more
+# into a template database; each run copies from a fresh clone of it
+# (CREATE DATABASE ... TEMPLATE) into an empty overlay. The server runs as nobody when run as root, and is
 # stopped on exit. Exits 1 when a run fails or leaves a node pending.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -28,11 +34,13 @@ WORK=${BENCH_DIR:-/tmp/treemig-scaleout}
 case $WORK in /|/tmp|/tmp/|"$HOME"|"$HOME"/) die "BENCH_DIR=$WORK is too broad: name a dedicated folder" ;; esac
 [[ $WORK = /* ]] || WORK=$PWD/$WORK
 mkdir -p "$WORK"
-bench_init scaleout BENCH_DIR BENCH_SHAPE BENCH_LATENCY BENCH_INFLIGHT BENCH_PROCS
+bench_init scaleout BENCH_DIR BENCH_SHAPE BENCH_LATENCY BENCH_INFLIGHT BENCH_PROCS BENCH_PHASES BENCH_LIST_SHAPE
 SHAPE=${BENCH_SHAPE:-seed=7,depth=4,folders=12,files=$(scaled 30 2),size=2000}
 LAT=${BENCH_LATENCY:-20}
 INF=${BENCH_INFLIGHT:-64}
 PROCS=${BENCH_PROCS:-1 4}
+PHASES=${BENCH_PHASES:-list copy}
+LSHAPE=${BENCH_LIST_SHAPE:-seed=7,depth=5,folders=$(scaled_fanout 10 5),files=2}
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 [[ -x $PG_BIN/initdb ]] || die "no PostgreSQL server programs (apt-get install postgresql)"
 OVL=$WORK/dst.ovl
@@ -99,8 +107,45 @@ exit $rc
 RUN
 chmod +x "$WORK/together.sh"
 
+# the discovery with N processes: discover, and N-1 workers once it runs
+cat >"$WORK/together-disc.sh" <<'RUN'
+#!/usr/bin/env bash
+# together-disc.sh N URI PER_SIDE TREEMIG YAML SRC DST PSQL...
+n=$1 uri=$2 inf=$3 tm=$4 yaml=$5 src=$6 dst=$7
+shift 7
+"$tm" discover --db "$uri" --quiet --workers "$inf" --config "$yaml" "$src" "$dst" &
+pids=($!)
+if ((n > 1)); then
+    for ((i = 0; i < 400; i++)); do
+        [[ $("$@" -c "SELECT value FROM migration WHERE key = 'phase'" 2>/dev/null) == discovering ]] && break
+        sleep 0.025
+    done
+    for ((i = 1; i < n; i++)); do
+        "$tm" worker --db "$uri" --quiet --workers "$inf" &
+        pids+=($!)
+    done
+fi
+rc=0
+for p in "${pids[@]}"; do wait "$p" || rc=$?; done
+exit $rc
+RUN
+chmod +x "$WORK/together-disc.sh"
+
 FAIL=0
 cd "$WORK" # the copy's YAML file: run.yaml here
+LISTED=0
+list_n() {
+    local n=$1 left
+    "${PSQL[@]}" -d postgres -c 'DROP DATABASE IF EXISTS disc' -c 'CREATE DATABASE disc' >/dev/null 2>&1
+    rm -f "$OVL" "$WORK/disc.yaml"
+    measure "d$n" "$WORK/together-disc.sh" "$n" "$(uri disc)" "$((INF / 2))" "$TREEMIG" \
+        "$WORK/disc.yaml" "sim:$LSHAPE,latency=$LAT" \
+        "sim:$LSHAPE,world=dst,keep=0.5,overlay=$OVL,latency=$LAT" "${PSQL[@]}" -d disc
+    left=$("${PSQL[@]}" -d disc -c "SELECT (SELECT count(*) FROM src_nodes WHERE traversal_status = 'pending') + (SELECT count(*) FROM dst_nodes WHERE traversal_status = 'pending')")
+    LISTED=$("${PSQL[@]}" -d disc -c "SELECT (SELECT count(*) FROM src_nodes) + (SELECT count(*) FROM dst_nodes)")
+    [[ ${RC[d$n]} == 0 && $left == 0 ]] || { say "  d$n: exit ${RC[d$n]}, $left folders pending"; FAIL=1; }
+    say "  d$n: folders listed per process: $("${PSQL[@]}" -d disc -c "SELECT string_agg(d::text, ' ' ORDER BY d DESC) FROM (SELECT pid, sum(done) AS d FROM (SELECT DISTINCT ON (pid, queue) pid, queue, done FROM queue_stats WHERE queue IN ('src', 'dst') ORDER BY pid, queue, id DESC) l GROUP BY pid) x")"
+}
 run_n() {
     local n=$1 left
     "${PSQL[@]}" -d postgres -c 'DROP DATABASE IF EXISTS run' -c 'CREATE DATABASE run TEMPLATE base' >/dev/null 2>&1
@@ -114,19 +159,37 @@ keys=()
 for n in $PROCS; do keys+=("$n"); done
 for ((r = 0; r < RUNS; r++)); do
     say "run $((r + 1))/$RUNS (load $(load))"
-    while read -r n; do run_n "$n"; done < <(rotate "$r" "${keys[@]}")
+    if [[ " $PHASES " == *" list "* ]]; then
+        while read -r n; do list_n "$n"; done < <(rotate "$r" "${keys[@]}")
+    fi
+    if [[ " $PHASES " == *" copy "* ]]; then
+        while read -r n; do run_n "$n"; done < <(rotate "$r" "${keys[@]}")
+    fi
 done
 
-rate() { awk -v n="$NODES" -v w="$(median "p$1")" 'BEGIN{ if (w + 0 > 0) printf "%.0f", n / w; else print "-" }'; }
+rate() { awk -v n="$2" -v w="$(median "$1")" 'BEGIN{ if (w + 0 > 0) printf "%.0f", n / w; else print "-" }'; }
 {
+    if [[ " $PHASES " == *" list "* ]]; then
+        header "treemig discover with workers (PostgreSQL state): sim pair at $LAT ms a call, $((INF / 2)) listings in flight per side per process, $LISTED nodes recorded"
+        printf '  %-12s %-26s %12s %8s\n' processes "wall s, median (range)" "nodes/s" "cpu s"
+        for n in $PROCS; do
+            printf '  %-12s %-26s %12s %8s\n' "$n" "$(stat_of "d$n")" "$(rate "d$n" "$LISTED")" "${CPU[d$n]}"
+        done
+        set -- $PROCS
+        if [[ $# -ge 2 ]]; then
+            echo "  listing rate, ${!#} processes / $1: $(ratio "$(median "d$1")" "$(median "d${!#}")")  (goal: >= 3.2)"
+        fi
+    fi
+    if [[ " $PHASES " == *" copy "* ]]; then
     header "treemig copy with workers (PostgreSQL state): sim pair at $LAT ms a call, $INF in flight per process, $NODES nodes to copy"
     printf '  %-12s %-26s %12s %8s\n' processes "wall s, median (range)" "nodes/s" "cpu s"
     for n in $PROCS; do
-        printf '  %-12s %-26s %12s %8s\n' "$n" "$(stat_of "p$n")" "$(rate "$n")" "${CPU[p$n]}"
+        printf '  %-12s %-26s %12s %8s\n' "$n" "$(stat_of "p$n")" "$(rate "p$n" "$NODES")" "${CPU[p$n]}"
     done
     set -- $PROCS
     if [[ $# -ge 2 ]]; then
         echo "  copy rate, ${!#} processes / $1: $(ratio "$(median "p$1")" "$(median "p${!#}")")  (goal: >= 3.2)"
+    fi
     fi
     echo "  load average at the end: $(load)"
     echo "  every run complete: $([[ $FAIL == 0 ]] && echo yes || echo NO)"

@@ -491,6 +491,12 @@ static void print_snapshots(const tm_status *st)
         fmt_eta(st->eta_seconds, eta, sizeof eta);
         printf("copy         %s\n", eta);
     }
+    if (st->active == 0 && (!strcmp(st->phase, "copying") ||
+                            !strcmp(st->phase, "discovering")))
+        printf("workers      none: no process holds a lease or reported in the "
+               "last 10 s (killed?); 'treemig resume' (or %s) continues the "
+               "phase, and workers may join it\n",
+               !strcmp(st->phase, "copying") ? "'treemig copy'" : "'treemig discover'");
 }
 
 static void print_human_status(const tm_status *st)

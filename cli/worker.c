@@ -1,6 +1,7 @@
 /*
  * worker.c - treemig worker: one of several processes, on any machines
- * that reach both storages, running a migration's copy together through a
+ * that reach both storages, running a migration's discovery, copy or
+ * verify together through a
  * PostgreSQL state database (docs/scale-out.md). The caller's thread;
  * the library runs the engine's threads.
  */
@@ -20,21 +21,23 @@
 static const char worker_usage[] =
     "usage: treemig worker --db postgresql://... [OPTIONS]\n"
     "\n"
-    "Joins the copy or the verify in progress on a PostgreSQL state\n"
-    "database, started by 'treemig copy', 'treemig retry' or 'treemig\n"
-    "verify' (which work too), from this or any other machine that reaches\n"
-    "both storages: claims batches of nodes to copy (or folders to check)\n"
-    "under leases, renews them while it works, and leaves when nothing of the\n"
-    "run is left with anyone. A worker that is killed, frozen or cut off\n"
-    "loses its leases after --lease seconds and the others take its tasks;\n"
-    "what it records after that is dropped. Discovery runs in one process.\n"
+    "Joins the discovery, the copy or the verify in progress on a PostgreSQL\n"
+    "state database, started by 'treemig discover', 'treemig copy', 'treemig\n"
+    "retry' or 'treemig verify' (which work too), from this or any other\n"
+    "machine that reaches both storages: claims batches of folders to list\n"
+    "(or nodes to copy, or folders to check) under leases, renews them while\n"
+    "it works, and leaves when nothing of the run is left with anyone. A\n"
+    "worker that is killed, frozen or cut off loses its leases after --lease\n"
+    "seconds and the others take its tasks; what it records after that is\n"
+    "dropped. A discovery is joined with the settings it was started with.\n"
     "On an SQLite state file the command is refused: on one machine, give\n"
     "the copy more --workers.\n"
     "\n"
     "options:\n"
     "  --db URI         the state database (postgresql://...; a password\n"
     "                   comes from PGPASSWORD, ~/.pgpass or PGSERVICE)\n"
-    "  --workers N      operations in flight (default: as the copy, 1..1024)\n"
+    "  --workers N      operations in flight (default: as the copy, 1..1024;\n"
+    "                   in a discovery, listings per side, default as it)\n"
     "  --lease S        seconds a claimed batch stays this worker's without\n"
     "                   renewal (default 30, 2..86400); renewed every S/3\n"
     "  --follow         after a run, wait for the next one (until Ctrl-C)\n"

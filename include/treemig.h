@@ -279,6 +279,9 @@ typedef struct tm_status {
     tm_queue_snapshot queues[4]; /* the observer's last snapshot per queue */
     int n_queues;             /* entries used */
     int64_t eta_seconds;      /* copy: time left at the last rate, or -1 */
+    int active;               /* PostgreSQL: processes at work (live leases,
+                                 and processes that reported in the last
+                                 10 s); -1 on SQLite (since 2.2.0) */
 } tm_status;
 
 /*
@@ -386,13 +389,15 @@ typedef struct tm_worker_options {
 TM_EXTERN void tm_worker_options_init(tm_worker_options *o);
 
 /*
- * Joins the copy in progress (started by tm_copy or tm_retry on another
- * process, which works too) on m, opened with TM_OPEN_WRITE |
- * TM_OPEN_SHARED on a PostgreSQL database: claims batches of tasks under
- * leases (docs/scale-out.md) until no task of the copy is left with
- * anyone, then returns 0 (with o->follow: waits for the next copy, until
- * interrupted: TM_ESTOPPED). TM_EPHASE when no copy is in progress (and
- * not o->follow); TM_EINVAL on an SQLite state file.
+ * Joins the discovery, copy or verify in progress (started by
+ * tm_discover, tm_copy, tm_retry or tm_verify on another process, which
+ * works too) on m, opened with TM_OPEN_WRITE | TM_OPEN_SHARED on a
+ * PostgreSQL database: claims batches of tasks under leases
+ * (docs/scale-out.md) until no task of the run is left with anyone, then
+ * returns 0 (with o->follow: waits for the next run, until interrupted:
+ * TM_ESTOPPED). TM_EPHASE when nothing is in progress (and not
+ * o->follow); TM_EINVAL on an SQLite state file. A discovery's dropped
+ * pages count in o->lease_lost (since 2.2.0).
  */
 TM_EXTERN int tm_worker(tm_migration *m, tm_worker_options *o);
 

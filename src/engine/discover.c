@@ -38,6 +38,14 @@
  * storage lists folders without their modes too (sizes_only): what was
  * listed without them is compared by type and size only.
  *
+ * On a shared state database (cfg->claim: PostgreSQL, several processes)
+ * the frontier is not paged: refill_leased() claims folders under a
+ * lease, and the store applies the two rules above for all processes
+ * (a destination folder is claimed only once its twin is durable, so the
+ * waiting map stays empty; the source's depth is bounded by the
+ * destination's lowest pending one). Each result carries its lease; the
+ * writer drops a page whose folder another process holds by then.
+ *
  * Lock order: e->mu, then a reader's mutex, then the writer's mutex
  * (tm__writer_error); never the reverse: the writer calls on_commit(),
  * which takes e->mu, without its own lock held. e->mu is never held while
@@ -97,6 +105,7 @@ struct task {
     int twin_pending;    /* destination: the twin was pending when read */
     char *path;          /* malloc'd root-relative path */
     struct tm__buf pos;  /* where an earlier run's listing stopped */
+    int64_t lease;       /* a shared store: the lease that holds it, else 0 */
     struct task *wnext;  /* waiting map chain */
 };
 
@@ -139,6 +148,9 @@ struct side {
     size_t fetched_cap, fetched_n; /* its slots (a power of 2), ids in it */
     struct pass_gen *gen;      /* pass: per depth */
     int ngen;                  /* depths in gen */
+    int64_t empty_gen;         /* leased: commits seen when a claim found
+                                  nothing */
+    int64_t empty_at;          /* and when (tm__now_ns) */
 };
 
 /* A pass's count per depth of the folders listed, and of that count of
@@ -407,6 +419,7 @@ static struct tm__result *new_result(const struct task *t)
     r->folder_id = t->id;
     r->depth = t->depth;
     r->folder_ts = TS_SUCCESSFUL;
+    r->lease = t->lease;
     tm__buf_init(&r->arena);
     tm__buf_init(&r->pos);
     r->path = strdup(t->path);
@@ -1135,10 +1148,19 @@ static void on_commit(void *ctx, const struct tm__result *list)
         if (r->kind != TM_R_LISTING)
             continue;
         s = &e->s[r->side];
+        if (r->lease_lost)
+            e->cfg->lease_lost++;
         s->nodes += r->inserted;
         if (!r->final)
             continue;
         s->committed++;
+        if (r->lease > 0)
+            e->cfg->claim->ended(e->cfg->claim->ctx, r->lease);
+        if (r->lease_lost) {
+            /* another process holds the folder now: its listing counts */
+            s->lo_known = 0;
+            continue;
+        }
         s->folders_done++;
         s->commit_gen++;
         if (e->cfg->pass) {
@@ -1267,7 +1289,17 @@ static int update_low(struct engine *e, struct side *s)
 {
     int64_t gen = s->commit_gen;
     int lo, rc;
-    if (s->lo_known || s->done)
+    if (s->done)
+        return 0;
+    if (e->cfg->claim) {
+        /* leased: other processes list too, and commit without telling
+         * this one; the side is done when nothing is pending in the
+         * store, which matters only when nothing is left here */
+        if (s->ready.len || s->in_flight)
+            return 0;
+        s->lo_known = 0;
+    }
+    if (s->lo_known)
         return 0;
     pthread_mutex_unlock(&e->mu);
     rc = tm__frontier_lowest(e->fr, s->which, &lo);
@@ -1304,7 +1336,11 @@ static void send_round(struct engine *e, struct side *s)
         return;
     s->round_sent = round;
     pthread_mutex_unlock(&e->mu);
-    submit_round(e, s->which, round);
+    /* leased: each process's rounds are its own view; a row of the
+     * migration table written by every process's transactions would
+     * make them wait for, and deadlock with, each other */
+    if (!e->cfg->claim)
+        submit_round(e, s->which, round);
     if (e->cfg->on_round)
         e->cfg->on_round(e->cfg->round_ctx, s->which, round);
     pthread_mutex_lock(&e->mu);
@@ -1425,6 +1461,58 @@ static int refill(struct engine *e, struct side *s, struct task **buf,
     return got > 0;
 }
 
+/* A claimed folder becomes a task (fetch_one, at the row's depth). */
+static int claim_one(void *ctx, const struct tm__frow *r)
+{
+    struct fetch *f = ctx;
+    f->depth = r->depth;
+    return fetch_one(ctx, r);
+}
+
+/* refill() on a shared store (cfg->claim): claims pending folders of
+ * side under a lease, lowest depth first, up to twice --workers at hand,
+ * when less than one and a half is; the store applies the --lead bound
+ * and the twin rule for all processes (a destination folder claimed has
+ * its source twin's listing durable: it never waits). A claim that found
+ * nothing is made again after a commit of this process or 50 ms. Called
+ * with e->mu held; drops it while claiming. */
+static int refill_leased(struct engine *e, struct side *s, struct task **buf)
+{
+    const struct tm__disc_claim *c = e->cfg->claim;
+    int workers = e->cfg->workers > 0 ? e->cfg->workers : 4, n, i;
+    size_t have = s->ready.len + (size_t)s->in_flight;
+    int64_t gen = e->s[0].commit_gen + e->s[1].commit_gen, lease = 0, now;
+    struct fetch f = { e, s, 0, buf, 0 };
+
+    if (s->done || have >= (size_t)workers + (size_t)(workers + 1) / 2)
+        return 0;
+    now = tm__now_ns();
+    if (s->empty_at && gen == s->empty_gen && now - s->empty_at < 50000000LL)
+        return 0;
+    pthread_mutex_unlock(&e->mu);
+    n = c->claim(c->ctx, s->which, e->cfg->lead, (int)(2 * (size_t)workers - have),
+                 &lease, claim_one, &f);
+    pthread_mutex_lock(&e->mu);
+    if (n < 0) {
+        while (f.n-- > 0)
+            task_free(buf[f.n]);
+        tm__buf_reset(e->cfg->err);
+        tm__buf_adds(e->cfg->err, c->err->buf ? c->err->buf : "");
+        return n;
+    }
+    s->empty_at = n ? 0 : now;
+    s->empty_gen = gen;
+    for (i = 0; i < f.n; i++) {
+        buf[i]->lease = lease;
+        if (q_push(&s->ready, buf[i])) {
+            while (i < f.n)
+                task_free(buf[i++]);
+            return TM_ENOMEM;
+        }
+    }
+    return f.n > 0;
+}
+
 /* Hands ready tasks to the pool, up to --workers in flight per side; a
  * task deeper than the side's round first records the new round (e->mu
  * dropped meanwhile), so that no listing of a depth is durable before its
@@ -1540,7 +1628,9 @@ static int starved(struct engine *e)
         int64_t held = atomic_load(&s->submitted) - s->committed;
         if (s->done || s->ready.len || s->in_flight >= workers)
             continue;
-        if (held > 0 || (side == TM_DST && src_held > 0 && e->nwaiting))
+        /* leased: destination folders wait in the store, not in the
+         * waiting map, for their twins to be committed */
+        if (held > 0 || (side == TM_DST && src_held > 0 && (e->nwaiting || e->cfg->claim)))
             return 1;
     }
     return 0;
@@ -1615,6 +1705,8 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
         rc = tm__writer_set_pass(e.w);
     if (rc)
         goto out;
+    if (cfg->claim) /* other processes insert nodes too */
+        tm__writer_set_ids(e.w, cfg->claim->ids, cfg->claim->ctx);
     rc = tm__observe_start(&e.lg, cfg->log, e.w, cfg->err);
     if (rc)
         goto out;
@@ -1639,7 +1731,8 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
         for (side = 0; side < 2 && !rc; side++) {
             struct side *s = &e.s[side];
             c = update_low(&e, s);
-            if (c < 0 || (!s->done && (c = refill(&e, s, buf, ids)) < 0)) {
+            if (c < 0 || (!s->done && (c = cfg->claim ? refill_leased(&e, s, buf)
+                                                      : refill(&e, s, buf, ids)) < 0)) {
                 rc = c;
                 break;
             }
@@ -1664,7 +1757,8 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
         if (!changed) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 100 * 1000000;
+            /* leased: what other processes commit is seen by asking */
+            ts.tv_nsec += (cfg->claim ? 20 : 100) * 1000000L;
             if (ts.tv_nsec >= 1000000000) {
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000;
@@ -1686,6 +1780,10 @@ out:
         snapshot(&e, t0);
         pthread_mutex_unlock(&e.mu);
     }
+    if (e.lg && cfg->lease_lost)
+        tm__log(e.lg, TM_WARNING, "engine", 0, NULL,
+                "%lld listing pages dropped: another process held their folders "
+                "by then (this one's lease was lost)", (long long)cfg->lease_lost);
     if (e.lg) {
         if (rc == 0)
             tm__log(e.lg, TM_INFO | TM__LOG_MILESTONE, "engine", 0, NULL,

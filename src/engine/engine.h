@@ -16,6 +16,31 @@
 #include "util/buf.h"
 #include "treemig.h"
 
+struct tm__frow;
+
+/* Where discovery takes its folders when the state database is shared by
+ * several processes (treemig worker, PostgreSQL): leased claims instead
+ * of the frontier's pages (src/migration/worker.c over
+ * src/store/lease_q.c). The methods run on the coordinator's thread
+ * (claim), the writer's (ended, ids). */
+struct tm__disc_claim {
+    /* Claims at most limit pending folders of side that no live lease
+     * holds: source ones within lead depths of the destination's lowest
+     * pending folder, destination ones whose twin's listing is durable;
+     * row(rctx, r) for each. *lease: their lease. Returns the count or an
+     * error (message in *err). */
+    int (*claim)(void *ctx, int side, int lead, int limit, int64_t *lease,
+                 int (*row)(void *rctx, const struct tm__frow *r), void *rctx);
+    /* A folder of lease is over (its last page committed, or dropped
+     * because another process holds it now). */
+    void (*ended)(void *ctx, int64_t lease);
+    /* n node ids of side no other process uses: *first .. + n - 1; the
+     * message of a failure in err. */
+    int (*ids)(void *ctx, int side, int64_t n, int64_t *first, struct tm__buf *err);
+    void *ctx;                   /* their context */
+    struct tm__buf *err;         /* the message of a failed claim */
+};
+
 struct tm__discover_cfg {
     struct tm__adapter *ad[2];   /* source and destination adapters */
     const char *db_path;         /* state file, for the readers */
@@ -52,6 +77,10 @@ struct tm__discover_cfg {
                                     and a node copied before that the
                                     destination still matches stays
                                     successful */
+    const struct tm__disc_claim *claim; /* leased claims (a shared state
+                                    database), NULL: the frontier's pages */
+    int64_t lease_lost;          /* out: listing pages dropped because
+                                    another process held the folder by then */
 };
 
 /* Runs discovery until both trees are done (0), a stop was asked

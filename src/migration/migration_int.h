@@ -49,6 +49,10 @@ struct tm_migration {
                                (PostgreSQL, worker.c), or NULL */
     int64_t lease_lost;     /* the last copy's outcomes dropped because
                                another worker's lease held the node */
+    int joining;            /* tm_discover runs for a worker joining a
+                               discovery: no settings, YAML or phase of its
+                               own; the phase ends only when done */
+    int join_lease_s;       /* its --lease (0: the default) */
 };
 
 /* ---- migration.c: the handle ---- */
@@ -134,12 +138,19 @@ int tm__mig_run_exec(tm_migration *m, int mode, const tm_exec_options *o,
                      struct tm__adapter *ad[2], const tm_status *st,
                      int64_t *problems);
 struct tm__lease_hook;
+struct tm__disc_claim;
 /* Starts the leases of the copy run run (hex key) for this process, its
  * temporary names from tmp_key (hex), lease_s seconds (0: 30), batches
  * sized for workers operations in flight; connects to m's database. */
 int tm__lease_hook_start(struct tm__lease_hook **out, tm_migration *m,
                          const char *run, const char *tmp_key, int lease_s,
                          int workers);
+/* Starts the leases of a discovery (folders to list) for this process;
+ * lease_s and workers as above. */
+int tm__lease_hook_start_disc(struct tm__lease_hook **out, tm_migration *m,
+                              int lease_s, int workers);
+/* What discovery calls (cfg->claim). */
+const struct tm__disc_claim *tm__lease_hook_disc(struct tm__lease_hook *h);
 /* What the engine calls (cfg->claim). */
 const struct tm__exec_claim *tm__lease_hook_claim(struct tm__lease_hook *h);
 /* Marks what is done, stops the renewal, frees h (NULL is fine). */

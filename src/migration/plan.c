@@ -262,6 +262,63 @@ static int skip_blocked(tm_migration *m)
     return tm__q_skip_blocked(m->store.db, &m->err);
 }
 
+/* The end of a discovery: what a type clash blocks is skipped, and the
+ * phase becomes discovered. On a shared store every process that saw
+ * nothing left gets here: one at a time (an advisory lock), and only the
+ * first one, which finds the phase still discovering (or suspended by a
+ * starter that was stopped while workers went on), does it. */
+static int finish_discovery_once(tm_migration *m);
+
+/* finish_discovery_once, again when the connection was lost (a server
+ * restarted): each of its steps may be done twice (the skip in one
+ * transaction, the phase written again, the lock taken anew). */
+static int finish_discovery(tm_migration *m)
+{
+    int rc = finish_discovery_once(m);
+    if (rc == TM_EIO && tm__db_is_pg(tm__store_conn(&m->store))) {
+        tm__buf_reset(&m->err);
+        rc = finish_discovery_once(m);
+    }
+    return rc;
+}
+
+static int finish_discovery_once(tm_migration *m)
+{
+    struct tm__db *db = m->store.db;
+    int pg = tm__db_is_pg(tm__store_conn(&m->store)), rc = 0;
+    if (pg) {
+        char phase[32];
+        rc = tm__store_exec(db, "SELECT pg_advisory_lock(7226017)", &m->err);
+        if (rc) {
+            /* a connection lost while idle is noticed only now: the
+             * statement again connects anew (db_pg.c) */
+            tm__buf_reset(&m->err);
+            rc = tm__store_exec(db, "SELECT pg_advisory_lock(7226017)", &m->err);
+        }
+        if (rc)
+            return rc;
+        rc = tm__mig_copy_setting(db, "phase", phase, sizeof phase);
+        if (rc) {
+            rc = tm__mig_setting_fail(m, rc);
+        } else if (tm__phase_parse(phase) != PH_DISCOVERING &&
+                   tm__phase_parse(phase) != PH_SUSPENDED) {
+            tm__store_exec(db, "SELECT pg_advisory_unlock(7226017)", NULL);
+            return 0; /* another process ended it */
+        }
+    }
+    if (!rc)
+        rc = skip_blocked(m);
+    if (!rc)
+        rc = tm__mig_set_phase(m, PH_DISCOVERED);
+    if (!rc)
+        rc = tm__mig_note_rows(db);
+    if (!rc && pg) /* what killed workers held is of no use any more */
+        rc = tm__store_exec(db, "DELETE FROM leases WHERE stage LIKE 'list:%'", &m->err);
+    if (pg)
+        tm__store_exec(db, "SELECT pg_advisory_unlock(7226017)", NULL);
+    return rc;
+}
+
 int tm_discover(tm_migration *m, const char *src, const char *dst,
                 const tm_discover_options *opt)
 {
@@ -426,6 +483,12 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             goto out; /* with no excludes the rest would be discovered unfiltered */
     }
     ph = tm__phase_parse(phase.buf);
+    if (m->joining && (ph != PH_DISCOVERING || tm__mig_get_int(db, "pass_running", 0) > 0)) {
+        /* a worker came late: nothing to join; or the discovery is a pass
+         * (rescan), which one process runs: its copy is shared */
+        rc = 0;
+        goto out;
+    }
     if (ph != PH_ROOTS_SET && ph != PH_DISCOVERING && ph != PH_SUSPENDED) {
         rc = 0; /* discovery is complete: nothing to do */
         goto out;
@@ -453,10 +516,12 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
         goto out;
     if (ph == PH_ROOTS_SET && fresh)
         rc = tm__mig_save_config(m); /* milestone: roots set and seeded */
-    if (!rc) rc = tm__mig_set_int(db, "workers", o.workers);
-    if (!rc) rc = tm__mig_set_int(db, "lead", o.lead);
-    if (!rc) rc = tm__mig_set_int(db, "retries", o.retries);
-    if (!rc) rc = tm__mig_set_phase(m, PH_DISCOVERING);
+    if (!m->joining) {
+        if (!rc) rc = tm__mig_set_int(db, "workers", o.workers);
+        if (!rc) rc = tm__mig_set_int(db, "lead", o.lead);
+        if (!rc) rc = tm__mig_set_int(db, "retries", o.retries);
+        if (!rc) rc = tm__mig_set_phase(m, PH_DISCOVERING);
+    }
     if (rc)
         goto out;
     {
@@ -472,24 +537,41 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             tm__mig_get_i64(db, "mtime_max"), stored_compare(db),
             (int64_t)tm__mig_get_int(db, "modify_window", 0) * 1000000000,
             !tm__mig_get_int(db, "no_xattrs", 0),
-            tm__mig_get_int(db, "pass_running", 0) > 0,
+            tm__mig_get_int(db, "pass_running", 0) > 0, NULL, 0,
         };
+        struct tm__lease_hook *lh = NULL;
         rc = tm__mig_log_settings(m, o.log_level, o.udp_level, o.udp_addr, o.log_public,
                                   &lc);
-        if (!rc)
+        if (!rc && !m->joining)
             rc = tm__mig_save_config(m);
-        if (rc)
+        if (m->joining)
+            cfg.on_round = NULL; /* the YAML file is the starter's */
+        if (!rc && tm__db_is_pg(tm__store_conn(&m->store)) && !cfg.pass) {
+            /* a shared store: the folders are leased, whoever lists them
+             * (this process and any treemig worker); a pass (rescan) is
+             * listed by the process that runs it, merging with the rows
+             * there, and no worker joins it */
+            rc = tm__lease_hook_start_disc(&lh, m, m->join_lease_s, o.workers);
+            cfg.claim = lh ? tm__lease_hook_disc(lh) : NULL;
+        }
+        if (rc) {
+            tm__mig_log_release(m);
             goto out;
+        }
         rc = tm__discover_run(&cfg);
+        m->lease_lost = cfg.lease_lost;
+        tm__lease_hook_stop(lh);
         tm__mig_log_release(m);
     }
     if (rc == 0)
-        rc = skip_blocked(m);
-    if (rc == 0) {
-        rc = tm__mig_set_phase(m, PH_DISCOVERED);
-        if (!rc)
-            rc = tm__mig_note_rows(db);
-    } else {
+        rc = finish_discovery(m);
+    if (rc && m->joining) {
+        /* a worker's failure or stop is its own: the phase goes on with
+         * the others (its leases expire) */
+        if (rc == TM_ESTOPPED && !m->err.len)
+            tm__mig_fail(m, rc, "worker stopped; the discovery goes on with the "
+                         "other workers");
+    } else if (rc) {
         int prc = rc;
         /* keep the engine's message; record that the phase stopped */
         struct tm__buf keep = TM__BUF_INIT;

@@ -203,6 +203,16 @@ int tm__mig_run_exec(tm_migration *m, int mode, const tm_exec_options *o,
 
 static void key_hex(const unsigned char key[TM_KEY_LEN], char out[2 * TM_KEY_LEN + 1]);
 
+/* A new copy or verify run (key hex) starts: the leases of earlier runs
+ * and phases go (the table holds one run's batches at most; a node whose
+ * lease row is gone is free, as with an expired one). */
+static int prune_leases(tm_migration *m, const char *hex)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql, "DELETE FROM leases WHERE stage NOT LIKE '%%:%s%%'", hex);
+    return tm__store_exec(m->store.db, sql, &m->err);
+}
+
 /* On a PostgreSQL database the copy is leased, so that workers (tm_worker)
  * may join it: the run's key and the options they need go to the
  * migration table, and this process claims its tasks as they do. */
@@ -219,6 +229,9 @@ static int start_leases(tm_migration *m, const tm_exec_options *o,
     key_hex(key, hex);
     snprintf(opts, sizeof opts, "%d %d %d %d", o->no_overwrite, o->update,
              o->retries, o->workers);
+    rc = prune_leases(m, hex);
+    if (rc)
+        return rc;
     rc = tm__store_set(m->store.db, "worker_opts", opts);
     if (!rc)
         rc = tm__store_set(m->store.db, "worker_run", hex);
@@ -481,7 +494,9 @@ int tm_verify(tm_migration *m, const tm_exec_options *opt, int64_t *mismatches)
         char opts[16];
         key_hex(vkey, vhex);
         snprintf(opts, sizeof opts, "%d %d", o.checksum, o.workers);
-        rc = tm__store_set(m->store.db, "verify_opts", opts);
+        rc = prune_leases(m, vhex);
+        if (!rc)
+            rc = tm__store_set(m->store.db, "verify_opts", opts);
         if (!rc)
             rc = tm__store_set(m->store.db, "verify_run", vhex);
         if (rc)

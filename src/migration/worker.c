@@ -9,7 +9,10 @@
  *   A renewal thread extends this worker's leases every third of their
  *   length, and marks the done batches. tm_copy (the process that starts
  *   the copy) and tm_worker (the processes that join it) both run the
- *   engine with it.
+ *   engine with it. For discovery (tm__lease_hook_start_disc), the same
+ *   hook claims folders to list (struct tm__disc_claim), hands the
+ *   writer blocks of node ids, and removes a batch once all its folders
+ *   are committed.
  * - tm_worker: waits for a copy in progress, joins it with a temporary-
  *   name key of its own (recorded as a copy run, so that a later copy
  *   removes what a killed worker left), and leaves when nothing of it is
@@ -25,6 +28,7 @@
 #include "treemig.h"
 
 #include "adapter/adapter.h"
+#include "engine/engine.h"
 #include "engine/execute.h"
 #include "migration/migration_int.h"
 #include "store/copy_q.h"
@@ -52,6 +56,10 @@ struct tm__lease_hook {
     struct tm__exec_claim claim; /* what the engine calls (ctx: this) */
     struct tm__lease_q *q;       /* the lease connection */
     char stage[4][64];           /* copy, links, attrs and verify stage names */
+    struct tm__disc_claim disc;  /* discovery's claims (ctx: this) */
+    int drop;                    /* discovery: a batch over is removed, not
+                                    marked done (its folders are not pending
+                                    any more, which says it) */
     int lease_ms;                /* a lease's length */
     pthread_mutex_t mu;          /* guards what follows */
     pthread_cond_t cv;           /* done batches to mark, or quit */
@@ -74,6 +82,27 @@ static int kind_index(int kind)
                                     : 3;
 }
 
+/* Counts a claimed batch of n tasks; returns n or TM_ENOMEM. */
+static int add_batch(struct tm__lease_hook *h, int64_t lease, int n)
+{
+    pthread_mutex_lock(&h->mu);
+    if (h->nb == h->cap_b) {
+        size_t nc = h->cap_b ? 2 * h->cap_b : 16;
+        struct batch *p = realloc(h->b, nc * sizeof *p);
+        if (!p) {
+            pthread_mutex_unlock(&h->mu);
+            return TM_ENOMEM; /* the tasks' leases expire */
+        }
+        h->b = p;
+        h->cap_b = nc;
+    }
+    h->b[h->nb].id = lease;
+    h->b[h->nb].left = n;
+    h->nb++;
+    pthread_mutex_unlock(&h->mu);
+    return n;
+}
+
 static int hook_claim(void *ctx, int kind, int depth, int limit, int64_t *lease,
                       int (*row)(void *rctx, const struct tm__task_row *r,
                                  const char *old_key),
@@ -82,24 +111,26 @@ static int hook_claim(void *ctx, int kind, int depth, int limit, int64_t *lease,
     struct tm__lease_hook *h = ctx;
     int n = tm__lease_q_claim(h->q, kind, depth, h->stage[kind_index(kind)], limit,
                               h->lease_ms, lease, row, rctx, &h->err);
-    if (n > 0) {
-        pthread_mutex_lock(&h->mu);
-        if (h->nb == h->cap_b) {
-            size_t nc = h->cap_b ? 2 * h->cap_b : 16;
-            struct batch *p = realloc(h->b, nc * sizeof *p);
-            if (!p) {
-                pthread_mutex_unlock(&h->mu);
-                return TM_ENOMEM; /* the tasks' leases expire */
-            }
-            h->b = p;
-            h->cap_b = nc;
-        }
-        h->b[h->nb].id = *lease;
-        h->b[h->nb].left = n;
-        h->nb++;
-        pthread_mutex_unlock(&h->mu);
-    }
-    return n;
+    return n > 0 ? add_batch(h, *lease, n) : n;
+}
+
+/* Discovery's claim of folders (struct tm__disc_claim). */
+static int hook_claim_folders(void *ctx, int side, int lead, int limit, int64_t *lease,
+                              int (*row)(void *rctx, const struct tm__frow *r),
+                              void *rctx)
+{
+    struct tm__lease_hook *h = ctx;
+    int n = tm__lease_q_claim_folders(h->q, side, side == TM_SRC ? "list:src"
+                                                                 : "list:dst",
+                                      lead, limit, h->lease_ms, lease, row, rctx,
+                                      &h->err);
+    return n > 0 ? add_batch(h, *lease, n) : n;
+}
+
+static int hook_ids(void *ctx, int side, int64_t n, int64_t *first, struct tm__buf *err)
+{
+    struct tm__lease_hook *h = ctx;
+    return tm__lease_q_ids(h->q, side, n, first, err);
 }
 
 static int hook_left(void *ctx, int kind, int depth)
@@ -147,7 +178,8 @@ static void renew_once(struct tm__lease_hook *h)
     h->nd = h->cap_d = 0;
     pthread_mutex_unlock(&h->mu);
     for (i = 0; i < nd && !rc; i++)
-        rc = tm__lease_q_done(h->q, done[i], &h->terr);
+        rc = h->drop ? tm__lease_q_drop(h->q, done[i], &h->terr)
+                     : tm__lease_q_done(h->q, done[i], &h->terr);
     free(done);
     if (!rc)
         tm__lease_q_renew(h->q, h->lease_ms, &h->terr);
@@ -256,6 +288,26 @@ int tm__lease_hook_start(struct tm__lease_hook **out, tm_migration *m,
 const struct tm__exec_claim *tm__lease_hook_claim(struct tm__lease_hook *h)
 {
     return &h->claim;
+}
+
+int tm__lease_hook_start_disc(struct tm__lease_hook **out, tm_migration *m,
+                              int lease_s, int workers)
+{
+    int rc = tm__lease_hook_start(out, m, "-", "-", lease_s, workers);
+    if (rc)
+        return rc;
+    (*out)->drop = 1;
+    (*out)->disc.claim = hook_claim_folders;
+    (*out)->disc.ended = hook_ended;
+    (*out)->disc.ids = hook_ids;
+    (*out)->disc.ctx = *out;
+    (*out)->disc.err = &(*out)->err;
+    return 0;
+}
+
+const struct tm__disc_claim *tm__lease_hook_disc(struct tm__lease_hook *h)
+{
+    return &h->disc;
 }
 
 void tm__lease_hook_stop(struct tm__lease_hook *h)
@@ -387,6 +439,27 @@ static int join_verify(tm_migration *m, tm_worker_options *o, const char *run)
     return rc;
 }
 
+/* Joins the discovery in progress: tm_discover's resume, with the
+ * folders leased (plan.c starts the hook on a shared store); 0 once no
+ * folder is left with anyone. */
+static int join_discover(tm_migration *m, tm_worker_options *o)
+{
+    tm_discover_options d;
+    int rc;
+    tm_discover_options_init(&d);
+    d.workers = o->workers;
+    d.progress = o->progress;
+    d.progress_ctx = o->progress_ctx;
+    m->joining = 1;
+    m->join_lease_s = o->lease_s;
+    m->lease_lost = 0;
+    rc = tm_discover(m, NULL, NULL, &d);
+    o->lease_lost += m->lease_lost;
+    m->joining = 0;
+    m->join_lease_s = 0;
+    return rc;
+}
+
 int tm_worker(tm_migration *m, tm_worker_options *o)
 {
     char phase[32], run[2 * TM_KEY_LEN + 1], last[2 * TM_KEY_LEN + 1] = "";
@@ -428,6 +501,20 @@ int tm_worker(tm_migration *m, tm_worker_options *o)
                 return 0;
             continue;
         }
+        /* a pass's discovery (rescan) is one process's: its copy is joined */
+        if (!strcmp(phase, "discovering") &&
+            tm__mig_get_int(m->store.db, "pass_running", 0) <= 0) {
+            if (o->progress)
+                o->progress(o->progress_ctx, "worker: joining the discovery");
+            rc = join_discover(m, o);
+            if (rc)
+                return rc;
+            o->joined++;
+            said = 0;
+            if (!o->follow)
+                return 0;
+            continue;
+        }
         if (!strcmp(phase, "copying") && run[0] && strcmp(run, last) != 0) {
             if (o->progress) {
                 char line[96];
@@ -446,12 +533,13 @@ int tm_worker(tm_migration *m, tm_worker_options *o)
         }
         if (!o->follow)
             return tm__mig_fail(m, TM_EPHASE, "no copy or verify in progress to join "
-                                "(phase %s): start one with 'treemig copy', "
+                                "(phase %s): start one with 'treemig discover', 'treemig copy', "
                                 "'treemig retry' or 'treemig verify', or wait "
                                 "for it with --follow",
                                 phase[0] ? phase : "none");
         if (!said && o->progress) {
-            o->progress(o->progress_ctx, "worker: waiting for a copy or a verify to join");
+            o->progress(o->progress_ctx, "worker: waiting for a discovery, a copy or "
+                        "a verify to join");
             said = 1;
         }
         tm__sleep_ms(100);

@@ -784,8 +784,14 @@ static int flush(struct pg_db *d)
 {
     size_t i = 0;
     drain(d);
-    if (!d->npend)
+    if (!d->npend) {
+        /* entered for rows held and then dropped (a failure before they
+         * were sent): the next statement may be a synchronous one */
+        if (PQstatus(d->conn) == CONNECTION_OK &&
+            PQpipelineStatus(d->conn) != PQ_PIPELINE_OFF)
+            PQexitPipelineMode(d->conn);
         return d->pipe_rc;
+    }
     if (!PQpipelineSync(d->conn)) {
         pipe_fail(d, NULL, PQerrorMessage(d->conn));
         d->pipe_rc = SQLITE_IOERR;

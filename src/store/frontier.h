@@ -33,6 +33,8 @@ struct tm__frow {
     const void *pos;     /* where an earlier listing stopped (listing_pos),
                             NULL: from the start */
     size_t pos_len;      /* bytes of pos */
+    int depth;           /* its depth (set by tm__lease_q_claim_folders;
+                            tm__frontier_rows reads one depth) */
 };
 
 int tm__frontier_open(struct tm__frontier **out, const char *db_path,

@@ -9,6 +9,11 @@
  * UPDATE's RETURNING gives each task's row with the columns of tasks.c's
  * queries (the engine reads them with tm__tasks_decode). Times are the
  * server's (clock_timestamp()), so the hosts' clocks need not agree.
+ * Discovery's claims (tm__lease_q_claim_folders) take pending folders of
+ * src_nodes or dst_nodes the same way, keep their rows until the COMMIT
+ * and hand them over after it; tm__lease_q_ids gives the writers blocks
+ * of node ids (table id_blocks). A claim or a block cut off with its
+ * connection is made again on a new one (db_pg.c connects again).
  *
  * Threads: see lease_q.h; q->mu guards the connection.
  */
@@ -65,9 +70,28 @@
     "(SELECT f." col " FROM src_nodes f WHERE f.id = (SELECT g.id "         \
     GROUP("n") " ORDER BY g.depth, g.id LIMIT 1))"
 
+/* Discovery: the pending folders of a side that no live lease of the
+ * stage holds (?1 the new lease, ?2 the stage, ?3 the limit), lowest
+ * depth first. The source's are bounded by the --lead rule (?4): at most
+ * lead depths below the destination's lowest pending folder, whoever
+ * lists it (none pending: the destination is done, no bound); the
+ * destination's need their source twin's listing durable (not pending).
+ * Each row: id, path, depth, the source twin, its status, and where an
+ * earlier listing stopped. */
+#define FREE_LEASE(a) \
+    "(l.id IS NULL OR l.stage <> ?2 OR l.expires < " NOW_MS ")"
+#define CLAIM_FOLDERS(T, SIDE, JOIN, COND, TWIN, TS)                          \
+    "UPDATE " T " AS n SET lease_id = ?1 FROM (SELECT s.id AS cid FROM " T  \
+    " s " JOIN " LEFT JOIN leases l ON l.id = s.lease_id WHERE "             \
+    "s.traversal_status = 'pending' AND s.type = 'folder' AND " COND        \
+    " AND " FREE_LEASE("l") " ORDER BY s.depth, s.id LIMIT ?3 FOR UPDATE "  \
+    "OF s SKIP LOCKED) c WHERE n.id = c.cid RETURNING n.id, n.path, "       \
+    "n.depth, " TWIN ", " TS ", (SELECT p.pos FROM listing_pos p WHERE "     \
+    "p.side = " SIDE " AND p.folder_id = n.id)"
+
 enum { Q_NEW, Q_DROP, Q_CLAIM_COPY, Q_CLAIM_LINKS, Q_CLAIM_ATTRS, Q_LEFT_COPY,
        Q_LEFT_LINKS, Q_LEFT_ATTRS, Q_RENEW, Q_DONE, Q_CLAIM_VERIFY, Q_LEFT_VERIFY,
-       Q_COUNT };
+       Q_CLAIM_SRC_F, Q_CLAIM_DST_F, Q_IDS_SRC, Q_IDS_DST, Q_MINE, Q_COUNT };
 
 static const char *const lease_sql[Q_COUNT] = {
     "INSERT INTO leases(stage, worker, host, pid, tmp_key, expires) "
@@ -87,13 +111,31 @@ static const char *const lease_sql[Q_COUNT] = {
     "SELECT 1 FROM src_nodes s LEFT JOIN leases l ON l.id = s.lease_id WHERE "
     ATTRS_COND " AND (l.id IS NULL OR l.stage <> ?1 OR l.expires IS NOT NULL) "
     "LIMIT 1",
-    "UPDATE leases SET expires = " NOW_MS " + ?2 WHERE worker = ?1 AND "
+    /* one lease at a time (lease_q_renew): a row the worker's writer
+     * holds (discovery's page check) is waited for while no other is */
+    "UPDATE leases SET expires = " NOW_MS " + ?2 WHERE id = ?1 AND "
     "expires IS NOT NULL",
     "UPDATE leases SET expires = NULL WHERE id = ?1",
     CLAIM(VERIFY_COND, "n.copy_status, NULL, NULL, NULL, NULL, NULL"),
     "SELECT 1 FROM src_nodes s LEFT JOIN leases l ON l.id = s.lease_id WHERE "
     VERIFY_COND " AND (l.id IS NULL OR l.stage <> ?1 OR l.expires IS NOT NULL) "
     "LIMIT 1",
+    CLAIM_FOLDERS("src_nodes", "0", "",
+                  "s.depth <= coalesce((SELECT d.depth FROM dst_nodes d WHERE "
+                  "d.traversal_status = 'pending' AND d.type = 'folder' ORDER BY "
+                  "d.depth, d.id LIMIT 1) + ?4, s.depth)",
+                  "0", "NULL"),
+    CLAIM_FOLDERS("dst_nodes", "1", "LEFT JOIN src_nodes t ON t.id = s.src_id",
+                  "coalesce(t.traversal_status, 'successful') <> 'pending'",
+                  "coalesce(n.src_id, 0)",
+                  "(SELECT t.traversal_status FROM src_nodes t WHERE t.id = "
+                  "n.src_id)"),
+    /* a block of node ids: above every id taken, whoever took it */
+    "UPDATE id_blocks SET next = greatest(next, (SELECT coalesce(max(id), 0) "
+    "+ 1 FROM src_nodes)) + ?1 WHERE side = 0 RETURNING next - ?1",
+    "UPDATE id_blocks SET next = greatest(next, (SELECT coalesce(max(id), 0) "
+    "+ 1 FROM dst_nodes)) + ?1 WHERE side = 1 RETURNING next - ?1",
+    "SELECT id FROM leases WHERE worker = ?1 AND expires IS NOT NULL",
 };
 
 struct tm__lease_q {
@@ -129,6 +171,11 @@ int tm__lease_q_open(struct tm__lease_q **out, const char *conninfo,
         return TM_EINVAL;
     }
     rc = tm__store_open_reader(conninfo, &q->db, err);
+    /* the renewal waits for a lease row the worker's own writer holds
+     * (discovery's page check) while this connection's mutex is held,
+     * which the writer may want (a block of ids): the wait is bounded */
+    if (!rc && tm__db_exec(q->db, "SET lock_timeout = 500", NULL, NULL, NULL) != SQLITE_OK)
+        rc = tm__store_error(q->db, SQLITE_ERROR, err, "set the lock timeout");
     for (i = 0; !rc && i < Q_COUNT; i++)
         if (tm__db_prepare_v3(q->db, lease_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
                               &q->st[i], NULL) != SQLITE_OK)
@@ -163,17 +210,20 @@ static int fail(struct tm__lease_q *q, int rc, struct tm__buf *err, const char *
     return tm__store_error(q->db, rc, err, what);
 }
 
-int tm__lease_q_claim(struct tm__lease_q *q, int kind, int depth, const char *stage,
+static int conn_lost(struct tm__lease_q *q);
+
+/* One attempt of tm__lease_q_claim; *delivered: rows handed to row().
+ * q->mu held. */
+static int claim_once(struct tm__lease_q *q, int kind, int depth, const char *stage,
                       int limit, int lease_ms, int64_t *lease,
                       int (*row)(void *ctx, const struct tm__task_row *r,
                                  const char *old_key),
-                      void *ctx, struct tm__buf *err)
+                      void *ctx, struct tm__buf *err, int *delivered)
 {
     struct tm__stmt *st;
     int rc, n = 0, cb_rc = 0;
 
     *lease = 0;
-    pthread_mutex_lock(&q->mu);
     rc = tm__db_exec(q->db, "BEGIN", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         rc = fail(q, rc, err, "begin a claim");
@@ -213,6 +263,7 @@ int tm__lease_q_claim(struct tm__lease_q *q, int kind, int depth, const char *st
         if (!cb_rc)
             cb_rc = row(ctx, &r, (const char *)tm__db_column_text(st, 14));
         n++;
+        *delivered = n;
     }
     tm__db_reset(st);
     if (rc != SQLITE_DONE) {
@@ -246,6 +297,26 @@ rollback:
     tm__db_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
     *lease = 0;
 out:
+    return rc;
+}
+
+int tm__lease_q_claim(struct tm__lease_q *q, int kind, int depth, const char *stage,
+                      int limit, int lease_ms, int64_t *lease,
+                      int (*row)(void *ctx, const struct tm__task_row *r,
+                                 const char *old_key),
+                      void *ctx, struct tm__buf *err)
+{
+    int rc, attempt, delivered = 0;
+    pthread_mutex_lock(&q->mu);
+    /* a connection lost before any task was handed over (a server
+     * restarted): the claim is made again on a new one. Once tasks were
+     * handed over it is not (the engine holds them): the error stands. */
+    for (attempt = 0;; attempt++) {
+        rc = claim_once(q, kind, depth, stage, limit, lease_ms, lease, row, ctx, err,
+                        &delivered);
+        if (rc >= 0 || delivered || attempt == 2 || !conn_lost(q))
+            break;
+    }
     pthread_mutex_unlock(&q->mu);
     return rc;
 }
@@ -277,14 +348,38 @@ int tm__lease_q_left(struct tm__lease_q *q, int kind, int depth, const char *sta
 
 int tm__lease_q_renew(struct tm__lease_q *q, int lease_ms, struct tm__buf *err)
 {
-    struct tm__stmt *st = q->st[Q_RENEW];
+    struct tm__stmt *st = q->st[Q_MINE];
+    int64_t *ids = NULL;
+    size_t n = 0, cap = 0, i;
     int rc;
     pthread_mutex_lock(&q->mu);
+    /* each lease in a statement of its own, outside any transaction: one
+     * that waits for the writer's lock holds no other (no deadlock) */
     tm__db_bind_text(st, 1, q->worker, -1, SQLITE_STATIC);
-    tm__db_bind_int64(st, 2, lease_ms);
-    rc = tm__db_step(st);
+    while ((rc = tm__db_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            size_t nc = cap ? 2 * cap : 16;
+            int64_t *p = realloc(ids, nc * sizeof *p);
+            if (!p)
+                break; /* renewed next time */
+            ids = p;
+            cap = nc;
+        }
+        ids[n++] = tm__db_column_int64(st, 0);
+    }
     tm__db_reset(st);
-    rc = rc == SQLITE_DONE ? 0 : fail(q, rc, err, "renew the leases");
+    rc = rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : fail(q, rc, err, "read the leases");
+    st = q->st[Q_RENEW];
+    for (i = 0; !rc && i < n; i++) {
+        tm__db_bind_int64(st, 1, ids[i]);
+        tm__db_bind_int64(st, 2, lease_ms);
+        rc = tm__db_step(st);
+        tm__db_reset(st);
+        if ((rc & 0xff) == SQLITE_BUSY)
+            rc = SQLITE_DONE; /* held past lock_timeout: renewed next time */
+        rc = rc == SQLITE_DONE ? 0 : fail(q, rc, err, "renew the leases");
+    }
+    free(ids);
     pthread_mutex_unlock(&q->mu);
     return rc;
 }
@@ -308,6 +403,190 @@ int tm__lease_q_exec(struct tm__lease_q *q, const char *sql, struct tm__buf *err
     pthread_mutex_lock(&q->mu);
     rc = tm__db_exec(q->db, sql, NULL, NULL, NULL);
     rc = rc == SQLITE_OK ? 0 : fail(q, rc, err, "set up the lease connection");
+    pthread_mutex_unlock(&q->mu);
+    return rc;
+}
+
+/* A claimed folder, held until the claim is committed. */
+struct fclaim {
+    struct tm__frow r;   /* the row (path and pos point into mem) */
+    char *mem;           /* path, then pos (malloc'd) */
+};
+
+static void fclaims_free(struct fclaim *v, int n)
+{
+    while (n-- > 0)
+        free(v[n].mem);
+    free(v);
+}
+
+/* One attempt of tm__lease_q_claim_folders: the rows in *out (count
+ * returned), delivered by the caller after the commit. q->mu held. */
+static int claim_folders_once(struct tm__lease_q *q, int side, const char *stage,
+                              int lead, int limit, int lease_ms, int64_t *lease,
+                              struct fclaim **out, struct tm__buf *err)
+{
+    struct tm__stmt *st;
+    struct fclaim *v = NULL;
+    int rc, n = 0;
+
+    *lease = 0;
+    *out = NULL;
+    v = calloc(limit > 0 ? (size_t)limit : 1, sizeof *v);
+    if (!v)
+        return TM_ENOMEM;
+    rc = tm__db_exec(q->db, "BEGIN", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        rc = fail(q, rc, err, "begin a claim of folders");
+        fclaims_free(v, 0);
+        return rc;
+    }
+    st = q->st[Q_NEW];
+    tm__db_bind_text(st, 1, stage, -1, SQLITE_STATIC);
+    tm__db_bind_text(st, 2, q->worker, -1, SQLITE_STATIC);
+    tm__db_bind_text(st, 3, q->host, -1, SQLITE_STATIC);
+    tm__db_bind_int64(st, 4, q->pid);
+    tm__db_bind_text(st, 5, q->key, -1, SQLITE_STATIC);
+    tm__db_bind_int64(st, 6, lease_ms);
+    rc = tm__db_step(st);
+    if (rc == SQLITE_ROW)
+        *lease = tm__db_column_int64(st, 0);
+    tm__db_reset(st);
+    if (rc != SQLITE_ROW) {
+        rc = fail(q, rc, err, "make a lease");
+        goto rollback;
+    }
+    st = q->st[side == 0 ? Q_CLAIM_SRC_F : Q_CLAIM_DST_F];
+    tm__db_bind_int64(st, 1, *lease);
+    tm__db_bind_text(st, 2, stage, -1, SQLITE_STATIC);
+    tm__db_bind_int(st, 3, limit);
+    if (side == 0)
+        tm__db_bind_int(st, 4, lead);
+    while ((rc = tm__db_step(st)) == SQLITE_ROW && n < limit) {
+        struct fclaim *c = &v[n];
+        const char *path = (const char *)tm__db_column_text(st, 1);
+        const char *ts = (const char *)tm__db_column_text(st, 4);
+        const void *pos = tm__db_column_blob(st, 5);
+        size_t plen = path ? strlen(path) : 0;
+        size_t poslen = pos ? (size_t)tm__db_column_bytes(st, 5) : 0;
+        c->mem = path ? malloc(plen + 1 + poslen + 1) : NULL;
+        if (!c->mem) {
+            rc = TM_ENOMEM;
+            break;
+        }
+        memcpy(c->mem, path, plen + 1);
+        if (poslen)
+            memcpy(c->mem + plen + 1, pos, poslen);
+        c->r.id = tm__db_column_int64(st, 0);
+        c->r.path = c->mem;
+        c->r.depth = tm__db_column_int(st, 2);
+        c->r.src_id = tm__db_column_int64(st, 3);
+        c->r.twin_failed = ts && strcmp(ts, "failed") == 0;
+        c->r.pos = pos ? c->mem + plen + 1 : NULL;
+        c->r.pos_len = poslen;
+        n++;
+    }
+    tm__db_reset(st);
+    if (rc == TM_ENOMEM)
+        goto rollback;
+    if (rc != SQLITE_DONE) {
+        rc = fail(q, rc, err, "claim folders");
+        goto rollback;
+    }
+    if (n == 0) {
+        /* nothing to hold: the lease goes */
+        st = q->st[Q_DROP];
+        tm__db_bind_int64(st, 1, *lease);
+        rc = tm__db_step(st);
+        tm__db_reset(st);
+        if (rc != SQLITE_DONE) {
+            rc = fail(q, rc, err, "drop an empty lease");
+            goto rollback;
+        }
+        *lease = 0;
+    }
+    rc = tm__db_exec(q->db, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        rc = fail(q, rc, err, "commit a claim of folders");
+        goto rollback;
+    }
+    *out = v;
+    return n;
+rollback:
+    tm__db_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+    fclaims_free(v, n);
+    *lease = 0;
+    return rc;
+}
+
+/* 1 when the last failure on q was the connection's (lost, or a
+ * transaction cut off with it): the next statement connects again
+ * (db_pg.c), so the whole transaction can be made again. */
+static int conn_lost(struct tm__lease_q *q)
+{
+    int code = tm__db_errcode(q->db);
+    return (code & 0xff) == SQLITE_IOERR || code == TM__DB_REDO;
+}
+
+int tm__lease_q_claim_folders(struct tm__lease_q *q, int side, const char *stage,
+                              int lead, int limit, int lease_ms, int64_t *lease,
+                              int (*row)(void *ctx, const struct tm__frow *r),
+                              void *ctx, struct tm__buf *err)
+{
+    struct fclaim *v = NULL;
+    int n, i, attempt, cb_rc = 0;
+
+    pthread_mutex_lock(&q->mu);
+    /* a connection lost during the claim (a server restarted): the claim
+     * is made again on a new one; if the lost COMMIT went through, its
+     * folders wait for that lease to expire */
+    for (attempt = 0;; attempt++) {
+        n = claim_folders_once(q, side, stage, lead, limit, lease_ms, lease, &v, err);
+        if (n >= 0 || n == TM_ENOMEM || attempt == 2 || !conn_lost(q))
+            break;
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (n <= 0)
+        return n;
+    for (i = 0; i < n && !cb_rc; i++)
+        cb_rc = row(ctx, &v[i].r);
+    fclaims_free(v, n);
+    return cb_rc ? cb_rc : n; /* on an error the folders' lease expires */
+}
+
+int tm__lease_q_ids(struct tm__lease_q *q, int side, int64_t n, int64_t *first,
+                    struct tm__buf *err)
+{
+    struct tm__stmt *st = q->st[side == 0 ? Q_IDS_SRC : Q_IDS_DST];
+    int rc;
+    int attempt;
+    pthread_mutex_lock(&q->mu);
+    for (attempt = 0;; attempt++) {
+        /* a block taken by a write whose answer was lost is a gap */
+        tm__db_bind_int64(st, 1, n);
+        rc = tm__db_step(st);
+        if (rc == SQLITE_ROW)
+            *first = tm__db_column_int64(st, 0);
+        tm__db_reset(st);
+        if (rc == SQLITE_ROW || attempt == 4 ||
+            (!conn_lost(q) && (tm__db_errcode(q->db) & 0xff) != SQLITE_BUSY))
+            break;
+    }
+    rc = rc == SQLITE_ROW ? 0 : fail(q, rc == SQLITE_DONE ? SQLITE_CORRUPT : rc, err,
+                                     "take a block of node ids");
+    pthread_mutex_unlock(&q->mu);
+    return rc;
+}
+
+int tm__lease_q_drop(struct tm__lease_q *q, int64_t lease, struct tm__buf *err)
+{
+    struct tm__stmt *st = q->st[Q_DROP];
+    int rc;
+    pthread_mutex_lock(&q->mu);
+    tm__db_bind_int64(st, 1, lease);
+    rc = tm__db_step(st);
+    tm__db_reset(st);
+    rc = rc == SQLITE_DONE ? 0 : fail(q, rc, err, "drop a lease");
     pthread_mutex_unlock(&q->mu);
     return rc;
 }

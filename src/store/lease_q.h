@@ -1,7 +1,8 @@
 /*
- * lease_q.h - the SQL of treemig worker: batches of copy tasks leased
- * through the state database (PostgreSQL only: FOR UPDATE SKIP LOCKED),
- * their renewal, and whether a stage has work left. See
+ * lease_q.h - the SQL of treemig worker: batches of copy tasks, or of
+ * folders to list, leased through the state database (PostgreSQL only:
+ * FOR UPDATE SKIP LOCKED), their renewal, whether a stage has work left,
+ * and blocks of node ids for discovery's writers. See
  * docs/scale-out.md for the protocol and docs/state-file.md for the table
  * leases and the column src_nodes.lease_id.
  *
@@ -14,6 +15,7 @@
 
 #include <stdint.h>
 
+#include "store/frontier.h"
 #include "store/tasks.h"
 #include "util/buf.h"
 
@@ -55,4 +57,22 @@ int tm__lease_q_exec(struct tm__lease_q *q, const char *sql, struct tm__buf *err
 /* Lease id is done: its tasks are never taken again in its stage. */
 int tm__lease_q_done(struct tm__lease_q *q, int64_t lease, struct tm__buf *err);
 
+/* Discovery: claims, in one transaction, at most limit pending folders of
+ * side (0 source, 1 destination) that no live lease of stage holds, as one
+ * new lease of lease_ms: source folders at most lead depths below the
+ * destination's lowest pending folder (unless the destination has none),
+ * destination folders whose source twin's listing is durable; lowest
+ * depth first. Calls row(ctx, r) for each (r->depth set). *lease gets the
+ * lease's id (0 when nothing was claimed). Returns the count, or an
+ * error (message in err). */
+int tm__lease_q_claim_folders(struct tm__lease_q *q, int side, const char *stage,
+                              int lead, int limit, int lease_ms, int64_t *lease,
+                              int (*row)(void *ctx, const struct tm__frow *r),
+                              void *ctx, struct tm__buf *err);
+/* Takes n node ids of side (0 source, 1 destination) that no process has
+ * taken or will take: *first .. *first + n - 1 (table id_blocks). */
+int tm__lease_q_ids(struct tm__lease_q *q, int side, int64_t n, int64_t *first,
+                    struct tm__buf *err);
+/* Removes lease id (its tasks are over and need no done mark). */
+int tm__lease_q_drop(struct tm__lease_q *q, int64_t lease, struct tm__buf *err);
 #endif

@@ -136,6 +136,17 @@ const char *tm__phase_name(enum tm__phase p)
  * (tm__xattr_hash, as a signed integer), where it has some (NULL: none,
  * or not read): discovery compares its twin's with it. */
 #define XATTRS_SQL "ALTER TABLE src_nodes ADD COLUMN xattrs INTEGER;"
+/* Discovery by many workers (treemig worker, PostgreSQL): a destination
+ * folder points at the lease that holds its listing, as a source node
+ * does; and each side's next free node id, which every worker's writer
+ * takes blocks of (id_blocks, side 0 source, 1 destination: ids stay
+ * unique across processes) (schema version 11, step "disc_leases"). */
+#define DISC_LEASES_SQL                                                      \
+    "ALTER TABLE dst_nodes ADD COLUMN lease_id INTEGER;"                     \
+    "CREATE TABLE IF NOT EXISTS id_blocks(side INTEGER PRIMARY KEY,"         \
+    " next INTEGER NOT NULL);"                                               \
+    "INSERT INTO id_blocks(side, next) VALUES(0, 1);"                        \
+    "INSERT INTO id_blocks(side, next) VALUES(1, 1);"
 
 /* Brings a state file of version i up to version i + 1 (index i - 1). */
 static const char *const upgrade_sql[TM_SCHEMA_VERSION - 1] = {
@@ -148,6 +159,7 @@ static const char *const upgrade_sql[TM_SCHEMA_VERSION - 1] = {
     PASSES_SQL,
     LEASES_SQL,
     XATTRS_SQL,
+    DISC_LEASES_SQL,
 };
 
 static const char schema_sql[] =
@@ -194,7 +206,7 @@ static const char schema_sql[] =
     " queue TEXT NOT NULL, round INTEGER, pending INTEGER, in_flight INTEGER,"
     " done INTEGER, failed INTEGER, items_per_s REAL, bytes_per_s REAL,"
     " bytes_done INTEGER, bytes_pending INTEGER);"
-    LISTING_POS_SQL UPLOADS_SQL MIRROR_SQL PASSES_SQL LEASES_SQL;
+    LISTING_POS_SQL UPLOADS_SQL MIRROR_SQL PASSES_SQL LEASES_SQL DISC_LEASES_SQL;
 
 /* Review: exclusions after discovery and the review_* views
  * (docs/state-file.md). Part of every new state file; review.c also runs

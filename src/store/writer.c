@@ -29,7 +29,8 @@
 enum { ST_UPD_SRC_F, ST_UPD_DST_F, ST_UPD_COPY,
        ST_TASK_ERR, ST_SET, ST_LOG, ST_COPY_DONE, ST_QSTAT, ST_COPY_CF,
        ST_POS_SET, ST_POS_DEL, ST_UP_SET, ST_UP_DEL, ST_SEL_SRC, ST_SEL_DST,
-       ST_COPY_DONE_L, ST_COPY_CF_L, ST_LEASE_OF, ST_COUNT };
+       ST_COPY_DONE_L, ST_COPY_CF_L, ST_LEASE_OF, ST_HOLD_SRC, ST_HOLD_DST,
+       ST_COUNT };
 
 enum { PS_SEL_SRC, PS_SEL_DST, PS_UPD_SRC, PS_UPD_DST, PS_TS_SRC, PS_TS_DST,
        PS_PREV, PS_TWIN, PS_KIDS_SRC, PS_KIDS_DST, PS_SUB_STATS_SRC,
@@ -96,7 +97,20 @@ static const char *const stmt_sql[ST_COUNT] = {
     "UPDATE src_nodes SET copy_status=?1, attempts=attempts+?2, error=?3, "
     "conflict=?6 WHERE id=?4 AND copy_status=?5 AND lease_id=?7",
     "SELECT lease_id FROM src_nodes WHERE id=?",
+    /* a page of a leased listing (discovery by workers) counts only while
+     * the folder is pending and still held by the worker's lease. The
+     * statement writes the worker's own lease row (nobody else writes it;
+     * its renewal waits, holding no other), not the folder's: a destination
+     * listing updates source rows, and a lock on a source folder here
+     * would deadlock two workers' transactions */
+    "UPDATE leases SET expires=expires WHERE id=?2 AND EXISTS(SELECT 1 FROM "
+    "src_nodes WHERE id=?1 AND lease_id=?2 AND traversal_status='pending')",
+    "UPDATE leases SET expires=expires WHERE id=?2 AND EXISTS(SELECT 1 FROM "
+    "dst_nodes WHERE id=?1 AND lease_id=?2 AND traversal_status='pending')",
 };
+
+/* Node ids taken at once from a shared store (tm__writer_set_ids). */
+#define ID_BLOCK 4096
 
 /* The WAL's size (frames) at which the checkpointer is woken, and at which
  * the writer checkpoints itself because the checkpointer fell behind
@@ -123,6 +137,11 @@ struct tm__writer {
                                    on PostgreSQL) */
     int64_t next_id[2];        /* next node id per side */
     int64_t txn_next_id[2];    /* next_id when the open transaction began */
+    int64_t id_end[2];         /* with ids: the end of the block next_id is in */
+    int64_t txn_id_end[2];     /* id_end when the open transaction began */
+    int (*ids)(void *ctx, int side, int64_t n, int64_t *first,
+               struct tm__buf *err); /* blocks of ids, or NULL: next_id on */
+    void *ids_ctx;             /* its context */
     struct tm__stats_delta delta; /* stats changes of the open transaction */
     struct tm__result *done_head, *done_tail; /* applied, not committed */
     tm__commit_cb on_commit;   /* told about each committed result */
@@ -320,9 +339,21 @@ static int insert_nodes(struct tm__writer *w, struct tm__result *r, size_t first
 {
     struct tm__stmt *st = w->ins[r->side][k > 1];
     int cols = r->side == TM_SRC ? SRC_COLS : DST_COLS;
-    int64_t id = w->next_id[r->side];
+    int64_t id;
     size_t j, changed;
     int rc;
+
+    if (w->ids && w->next_id[r->side] + (int64_t)k > w->id_end[r->side]) {
+        /* a shared store: a new block, which no other process uses */
+        int64_t block = 0;
+        tm__buf_reset(&w->errmsg);
+        rc = w->ids(w->ids_ctx, r->side, ID_BLOCK, &block, &w->errmsg);
+        if (rc)
+            return rc;
+        w->next_id[r->side] = block;
+        w->id_end[r->side] = block + ID_BLOCK;
+    }
+    id = w->next_id[r->side];
 
     for (j = 0; j < k; j++)
         bind_node(st, (int)j * cols, r, &r->nodes[first + j], id + (int64_t)j);
@@ -389,6 +420,13 @@ static int folder_done(struct tm__writer *w, struct tm__result *r)
     rc = step_done(w, st);
     if (rc)
         return rc;
+    if (tm__db_changes(w->db) != 1 && r->lease > 0) {
+        /* another worker took the folder over and finished it since the
+         * check above: its listing stands (this one's children were
+         * the same rows, inserted once) */
+        r->lease_lost = 1;
+        return 0;
+    }
     if (tm__db_changes(w->db) != 1) {
         tm__buf_reset(&w->errmsg);
         tm__buf_addf(&w->errmsg, "folder %lld of %s_nodes was not pending",
@@ -415,6 +453,27 @@ static int folder_done(struct tm__writer *w, struct tm__result *r)
 /* A page of a listing: its children; the position after it (so that a
  * crash resumes inside the folder), or with the last page the folder's own
  * status, in the same transaction. */
+/* A worker's page (r->lease > 0) is applied only while its lease still
+ * holds the folder: 1 when it is lost (the page is dropped whole), 0 when
+ * it holds or the page is not leased, or an error. */
+static int lease_lost(struct tm__writer *w, struct tm__result *r)
+{
+    struct tm__stmt *st;
+    int rc;
+    r->lease_lost = 0;
+    if (r->lease <= 0)
+        return 0;
+    st = w->st[r->side == TM_SRC ? ST_HOLD_SRC : ST_HOLD_DST];
+    tm__db_bind_int64(st, 1, r->folder_id);
+    tm__db_bind_int64(st, 2, r->lease);
+    rc = step_done(w, st);
+    if (rc)
+        return rc;
+    if (tm__db_changes(w->db) != 1)
+        r->lease_lost = 1;
+    return r->lease_lost;
+}
+
 static int apply_listing(struct tm__writer *w, struct tm__result *r)
 {
     struct tm__stmt *st;
@@ -422,6 +481,9 @@ static int apply_listing(struct tm__writer *w, struct tm__result *r)
     int rc = 0;
 
     r->inserted = 0;
+    rc = lease_lost(w, r);
+    if (rc)
+        return rc < 0 ? rc : 0;
     for (; !rc && w->ins[r->side][1] && i + INS_CHUNK <= r->n_nodes; i += INS_CHUNK)
         rc = insert_nodes(w, r, i, INS_CHUNK);
     for (; !rc && i < r->n_nodes; i++)
@@ -953,6 +1015,9 @@ static int apply_pass_listing(struct tm__writer *w, struct tm__result *r)
     if (!p && (!r->final || r->folder_ts == TS_SUCCESSFUL))
         return TM_ENOMEM;
     r->inserted = 0;
+    rc = lease_lost(w, r);
+    if (rc)
+        return rc < 0 ? rc : 0;
     for (i = 0; !rc && i < r->n_nodes; i++) {
         int64_t id = 0;
         rc = pass_child(w, r, i, &id);
@@ -1065,6 +1130,8 @@ static int redo(struct tm__writer *w)
     tm__db_pipeline(w->db, 0);
     w->next_id[0] = w->txn_next_id[0];
     w->next_id[1] = w->txn_next_id[1];
+    w->id_end[0] = w->txn_id_end[0];
+    w->id_end[1] = w->txn_id_end[1];
     tm__stats_release(&w->delta);
     rc = tm__store_exec(w->db, "BEGIN IMMEDIATE", &w->errmsg);
     for (r = w->done_head; !rc && r; r = r->next)
@@ -1077,6 +1144,26 @@ static int redo(struct tm__writer *w)
         rc = tm__store_error(w->db, src, &w->errmsg, "commit state file");
     tm__db_pipeline(w->db, 1);
     return rc;
+}
+
+/* redo(), again while the server rolls it back for a deadlock: on a
+ * shared store two processes' transactions may deadlock (a destination
+ * listing updates source rows another process's listing completes); the
+ * one rolled back is done again once the other committed. */
+static int redo_again(struct tm__writer *w)
+{
+    int rc, tries = 0;
+    while ((rc = redo(w)) != 0 && (tm__db_errcode(w->db) & 0xff) == SQLITE_BUSY &&
+           ++tries < 8)
+        tm__sleep_ms(20 * tries);
+    return rc;
+}
+
+/* 1 when the failure of a statement of a shared store's transaction is
+ * one that applying it again may not meet: a deadlock. */
+static int redo_helps(struct tm__writer *w)
+{
+    return w->ids && (tm__db_errcode(w->db) & 0xff) == SQLITE_BUSY;
 }
 
 static int commit(struct tm__writer *w, size_t rows)
@@ -1105,7 +1192,7 @@ static int commit(struct tm__writer *w, size_t rows)
     }
     src = tm__db_exec(w->db, "COMMIT", NULL, NULL, NULL);
     if (src == TM__DB_REDO) {
-        rc = redo(w);
+        rc = redo_again(w);
         if (rc)
             return rc;
     } else if (src != SQLITE_OK)
@@ -1189,6 +1276,8 @@ static void *writer_main(void *arg)
                     txn_rows = 0;
                     w->txn_next_id[0] = w->next_id[0];
                     w->txn_next_id[1] = w->next_id[1];
+                    w->txn_id_end[0] = w->id_end[0];
+                    w->txn_id_end[1] = w->id_end[1];
                     txn_start = tm__now_ns();
                 }
                 rc = apply(w, r);
@@ -1198,6 +1287,22 @@ static void *writer_main(void *arg)
                 else
                     w->done_head = r;
                 w->done_tail = r;
+                if (rc && redo_helps(w)) {
+                    /* rolled back by the server: the transaction so far
+                     * is done again, one statement at a time, and
+                     * committed */
+                    rc = redo_again(w);
+                    in_txn = rc != 0;
+                    if (!rc) {
+                        atomic_fetch_add(&w->rows, (int64_t)txn_rows);
+                        if (w->on_commit && w->done_head)
+                            w->on_commit(w->ctx, w->done_head);
+                        free_list(w->done_head);
+                        w->done_head = w->done_tail = NULL;
+                        tm__buf_reset(&w->errmsg);
+                        continue;
+                    }
+                }
                 if (rc)
                     break;
                 if (txn_rows >= TM_WRITER_BATCH_ROWS) {
@@ -1477,6 +1582,19 @@ void tm__writer_set_precommit(struct tm__writer *w, tm__precommit_cb fn, void *c
     pthread_mutex_lock(&w->mu);
     w->precommit = fn;
     w->precommit_ctx = ctx;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void tm__writer_set_ids(struct tm__writer *w,
+                        int (*fn)(void *ctx, int side, int64_t n, int64_t *first,
+                                  struct tm__buf *err),
+                        void *ctx)
+{
+    pthread_mutex_lock(&w->mu);
+    w->ids = fn;
+    w->ids_ctx = ctx;
+    w->next_id[0] = w->next_id[1] = 0;
+    w->id_end[0] = w->id_end[1] = 0;
     pthread_mutex_unlock(&w->mu);
 }
 

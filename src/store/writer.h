@@ -108,7 +108,8 @@ struct tm__result {
     double rate[2];           /* TM_R_QSTAT: items/s, bytes/s */
     int64_t inserted;         /* TM_R_LISTING, set by the writer: children
                                  inserted (a child listed twice is not) */
-    int64_t lease;            /* TM_R_COPY: the lease (treemig worker) that
+    int64_t lease;            /* TM_R_COPY, TM_R_LISTING: the lease (treemig
+                                 worker) that
                                  must still hold the node for the outcome
                                  to count; 0: none; -1: a verify finding
                                  (workers) dropped when the node is not
@@ -146,6 +147,14 @@ int tm__writer_stop(struct tm__writer *w, struct tm__buf *err);
 int tm__writer_set_pass(struct tm__writer *w);
 /* Sets the hook run before each commit. Call before the first submit. */
 void tm__writer_set_precommit(struct tm__writer *w, tm__precommit_cb fn, void *ctx);
+/* A shared store (discovery by workers): node ids come in blocks from
+ * fn (side, count, first id; the message of a failure in err), called on
+ * the writer's thread, instead of going on from next_id. Call before the
+ * first submit. */
+void tm__writer_set_ids(struct tm__writer *w,
+                        int (*fn)(void *ctx, int side, int64_t n, int64_t *first,
+                                  struct tm__buf *err),
+                        void *ctx);
 /* Asks for a commit as soon as what is queued is applied (the engine waits
  * for the end of a round). Any thread. */
 void tm__writer_flush(struct tm__writer *w);

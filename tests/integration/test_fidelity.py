@@ -521,6 +521,8 @@ def run_hardlinks(R, work):
             for col in ('host', 'pid'):
                 c.execute('ALTER TABLE queue_stats DROP COLUMN %s' % col)
             c.execute('DROP TABLE leases')
+            c.execute('ALTER TABLE dst_nodes DROP COLUMN lease_id')
+            c.execute('DROP TABLE id_blocks')
             c.execute('PRAGMA user_version = 4')
             c.commit()
         finally:
@@ -528,7 +530,7 @@ def run_hardlinks(R, work):
         copy(db)
         c = sqlite3.connect(db)
         try:
-            expect_eq('schema version after the copy', 10,
+            expect_eq('schema version after the copy', 11,
                       c.execute('PRAGMA user_version').fetchone()[0])
             cols = [r[1] for r in c.execute('PRAGMA table_info(src_nodes)')]
             expect_eq('inode, hash, lease and xattrs columns added',

@@ -22,7 +22,18 @@ pgserver.py), each claiming batches of nodes under leases.
   mismatch found and counted once, the verify exits 3, the phase stays
   copied;
 - worker on an SQLite state file, and with no copy in progress: exit 2
-  with a message.
+  with a message; status of a copy that nobody works on says so.
+
+Discovery by workers (folders to list leased, a batch per claim):
+- a sim pair (50 ms latency) and a local pair discovered by `discover`
+  and three `worker` processes give the same node rows (state-copy to
+  SQLite, compared with one SQLite run's), the stats agree with a
+  recount, at least three processes listed folders (their queue_stats);
+- kill -9 of two random workers holding leased folders: the rest finish,
+  the same rows (nothing lost, nothing twice);
+- a worker frozen with SIGSTOP while it holds folders, until the others
+  listed them, then SIGCONT: its late pages are dropped (it says how
+  many), it exits 0, the same rows.
 """
 import json
 import os
@@ -42,6 +53,7 @@ import pgserver  # noqa: E402
 
 SHAPE = 'seed=5,depth=4,folders=5,files=8,size=3000'
 BIG = 'seed=5,depth=3,folders=4,files=60,size=3000'
+DSHAPE = 'seed=5,depth=5,folders=8,files=4,size=3000'  # 341 source folders, 94 dst
 DKEYS = 'world=dst,keep=0.7,extra=0.05,extra_folders=0.3,csize=0.05,cmtime=0.05,ctype=0.03'
 SRC_Q = ("SELECT path, type, size, mtime, traversal_status, copy_status,"
          " coalesce(conflict, ''), coalesce(error, '') FROM src_nodes ORDER BY path")
@@ -144,7 +156,7 @@ def expect_all_ok(res, skip=()):
         if p in skip:
             continue
         if rc != 0:
-            fail('a process of the copy exited %d: %s' % (rc, err[-2000:]))
+            fail('a process exited %d: %s' % (rc, err[-2000:]))
 
 
 def lease_pids(name):
@@ -455,6 +467,259 @@ def check_verify(work):
                                                  "key = 'phase'"))
 
 
+DSRC_Q = ("SELECT path, type, size, mtime, traversal_status, copy_status,"
+          " coalesce(conflict, ''), coalesce(error, ''), attempts FROM src_nodes"
+          " ORDER BY path")
+DDST_Q = ("SELECT d.path, d.type, d.size, d.mtime, d.traversal_status,"
+          " coalesce(d.conflict, ''), coalesce(d.error, ''),"
+          " coalesce(s.path, '') FROM dst_nodes d LEFT JOIN src_nodes s ON"
+          " s.id = d.src_id ORDER BY d.path")
+STATS_QS = [("SELECT depth, type, traversal_status, count, bytes FROM %s WHERE"
+             " count != 0 ORDER BY 1, 2, 3" % t) for t in ('src_stats', 'dst_stats')]
+RECOUNT_Q = [("SELECT depth, type, traversal_status, count(*) FROM %s GROUP BY 1, 2, 3"
+              " ORDER BY 1, 2, 3" % t) for t in ('src_nodes', 'dst_nodes')]
+STATSUM_Q = [("SELECT depth, type, traversal_status, sum(count) FROM %s GROUP BY"
+              " 1, 2, 3 HAVING sum(count) != 0 ORDER BY 1, 2, 3" % t)
+             for t in ('src_stats', 'dst_stats')]
+
+
+def discover_together(name, uri, src, dst, n_workers=3, lease=30, disc_args=(),
+                      worker_args=(), during=None, victim_args=None):
+    """Starts `discover` on uri, then n_workers `worker` processes once the
+    discovery is in progress; during(coord, workers) runs while they work.
+    Returns (coord, workers, results)."""
+    cfg = os.path.join(WORK[0], 'pg%d.yaml' % PG.made)
+    coord = popen(['discover', '--db', uri, '--quiet', '--config', cfg] +
+                  list(disc_args) + [src, dst])
+    procs = [coord]
+    try:
+        for _ in range(2400):
+            if coord.poll() is not None:
+                break
+            try:
+                if PG.rows(name, "SELECT count(*) FROM src_nodes WHERE depth > 0 AND"
+                           " (SELECT value FROM migration WHERE key = 'phase') ="
+                           " 'discovering'") not in ([], ['0']):
+                    break
+            except RuntimeError:
+                pass  # the schema is not made yet
+            time.sleep(0.01)
+        if coord.poll() is not None:
+            fail('the discovery ended before any worker could join: %s'
+                 % coord.stderr.read().decode(errors='replace'))
+        workers = [popen(['worker', '--db', uri, '--lease', str(lease)] +
+                         list(victim_args if i == 0 and victim_args else worker_args))
+                   for i in range(n_workers)]
+        procs += workers
+        if during:
+            during(coord, workers)
+        res = wait_all(procs, 'discovery with workers')
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return coord, workers, res
+
+
+def expect_same_discovery(lite, name, uri, tag):
+    """The PostgreSQL discovery, copied to SQLite by state-copy, has the
+    node rows of the SQLite run; its stats agree with a recount."""
+    back = os.path.join(WORK[0], tag + '-back.db')
+    expect_rc(run(['state-copy', uri, back], env=env()), 0, 'state-copy to SQLite')
+    for what, q in (('src_nodes', DSRC_Q), ('dst_nodes', DDST_Q)):
+        same_rows(what, pgserver.lite_rows(lite, q), pgserver.lite_rows(back, q))
+    for q in STATS_QS + [STATS_Q, "SELECT count(*) FROM listing_pos"]:
+        same_rows(q, pgserver.lite_rows(lite, q), pgserver.lite_rows(back, q))
+    for q, q2 in zip(RECOUNT_Q, STATSUM_Q):
+        expect_eq('stats against a recount (%s)' % q.split()[-9],
+                  pgserver.lite_rows(back, q), pgserver.lite_rows(back, q2))
+    expect_eq('phase', ['discovered'], PG.rows(name, "SELECT value FROM migration "
+                                                 "WHERE key = 'phase'"))
+
+
+def listers(name):
+    """The processes that listed folders (their last snapshots' done)."""
+    return set(PG.rows(name, "SELECT DISTINCT pid FROM queue_stats WHERE queue IN"
+                       " ('src', 'dst') AND done > 0"))
+
+
+def check_disc_sim(work):
+    lite = os.path.join(work, 'dslite.db')
+    expect_rc(run(['discover', '--db', lite, '--quiet'] +
+                  list(sim_pair(work, 'dslite', 0, DSHAPE))), 0, 'discover (SQLite)')
+    name, uri = new_db()
+    # few listings in flight each, so that the workers, which start while
+    # the discovery runs, find work on a loaded machine too
+    src, dst = sim_pair(work, 'dspg', 50, DSHAPE)
+    _, workers, res = discover_together(name, uri, src, dst, disc_args=['--workers', '1'],
+                                        worker_args=['--workers', '2'])
+    expect_all_ok(res)
+    expect_same_discovery(lite, name, uri, 'ds')
+    if len(listers(name)) < 3:
+        fail('fewer than 3 processes listed folders: %r' % listers(name))
+
+
+def make_deep(top, fan=6, depth=3, files=5):
+    """A tree of fan ** depth folders at the bottom, files in each."""
+    os.makedirs(top)
+    level = [top]
+    for _ in range(depth):
+        nxt = []
+        for d in level:
+            for i in range(fan):
+                c = os.path.join(d, 'd%d' % i)
+                os.mkdir(c)
+                nxt.append(c)
+            for j in range(files):
+                with open(os.path.join(d, 'f%d' % j), 'wb') as f:
+                    f.write(os.urandom(11 * j + len(d)))
+        level = nxt
+
+
+def check_disc_local(work):
+    src = os.path.join(work, 'dlsrc')
+    make_deep(src, fan=7, depth=4, files=3)
+    dst_lite, dst_pg = os.path.join(work, 'dldst_lite'), os.path.join(work, 'dldst_pg')
+    # a destination half there: some files changed, some folders missing,
+    # some extra; the same for both runs
+    subprocess.run(['cp', '-a', src, dst_lite], check=True)
+    rnd = random.Random(17)
+    for root, dirs, fnames in os.walk(dst_lite):
+        for fn in fnames:
+            if rnd.random() < 0.2:
+                with open(os.path.join(root, fn), 'ab') as f:
+                    f.write(b'changed')
+        if rnd.random() < 0.1:
+            os.mkdir(os.path.join(root, 'extra'))
+        for d in list(dirs):
+            if rnd.random() < 0.1 and d != 'extra':
+                subprocess.run(['rm', '-rf', os.path.join(root, d)], check=True)
+                dirs.remove(d)
+    subprocess.run(['cp', '-a', dst_lite, dst_pg], check=True)
+    lite = os.path.join(work, 'dllite.db')
+    expect_rc(run(['discover', '--db', lite, '--quiet', src, dst_lite]), 0,
+              'discover (SQLite)')
+    name, uri = new_db()
+    _, _, res = discover_together(name, uri, src, dst_pg, disc_args=['--workers', '1'],
+                                  worker_args=['--workers', '2'])
+    expect_all_ok(res)
+    expect_same_discovery(lite, name, uri, 'dl')
+    if len(listers(name)) < 3:
+        fail('fewer than 3 processes listed folders: %r' % listers(name))
+
+
+HELD_Q = ("SELECT '%s' || n.id FROM %s n JOIN leases l ON l.id = n.lease_id WHERE"
+          " l.pid IN (%s) AND l.stage LIKE 'list:%%' AND n.traversal_status = 'pending'")
+
+
+def held_folders(name, procs):
+    pids = ','.join(str(p.pid) for p in procs)
+    return (PG.rows(name, HELD_Q % ('s', 'src_nodes', pids)) +
+            PG.rows(name, HELD_Q % ('d', 'dst_nodes', pids)))
+
+
+def check_disc_kill(work):
+    lite = os.path.join(work, 'dklite.db')
+    expect_rc(run(['discover', '--db', lite, '--quiet'] +
+                  list(sim_pair(work, 'dklite', 0, DSHAPE))), 0, 'discover (SQLite)')
+    name, uri = new_db()
+    src, dst = sim_pair(work, 'dkpg', 50, DSHAPE)
+    victims, held = [], []
+
+    def kill_two(coord, workers):
+        for _ in range(2400):
+            holding = [w for w in workers if held_folders(name, [w])]
+            if len(holding) >= 2 or coord.poll() is not None:
+                break
+            time.sleep(0.01)
+        if len(holding) >= 2:
+            for w in random.sample(holding, 2):
+                w.send_signal(signal.SIGKILL)
+                victims.append(w)
+            held.append(len(held_folders(name, victims)))
+
+    _, _, res = discover_together(name, uri, src, dst, n_workers=4, lease=2,
+                                  disc_args=['--workers', '1'],
+                                  worker_args=['--workers', '2'], during=kill_two)
+    if not held or not held[0]:
+        fail('the killed workers held no pending folder: the case is void')
+    for v in victims:
+        if res[v][0] != -signal.SIGKILL:
+            fail('a worker was not killed (exit %d): the case is void' % res[v][0])
+    expect_all_ok(res, skip=victims)
+    expect_eq('folders still pending', [], held_folders(name, victims))
+    expect_same_discovery(lite, name, uri, 'dk')
+    print('    killed %r holding %d pending folders' % ([v.pid for v in victims],
+                                                       held[0]))
+
+
+def check_disc_freeze(work):
+    lite = os.path.join(work, 'dflite.db')
+    # folders listed in pages of 4: the frozen worker wakes in the middle
+    # of a listing, and its next pages are of folders the others finished
+    shape = DSHAPE + ',page=4'
+    expect_rc(run(['discover', '--db', lite, '--quiet'] +
+                  list(sim_pair(work, 'dflite', 0, shape))), 0, 'discover (SQLite)')
+    name, uri = new_db()
+    src, dst = sim_pair(work, 'dfpg', 100, shape)
+    state = {}
+
+    def freeze(coord, workers):
+        victim = workers[0]
+        held = []
+        for _ in range(400):
+            if coord.poll() is not None:
+                return
+            time.sleep(0.05)
+            victim.send_signal(signal.SIGSTOP)
+            time.sleep(0.2)
+            held = held_folders(name, [victim])
+            if held:
+                break
+            victim.send_signal(signal.SIGCONT)
+        state['held'] = len(held)
+        state['victim'] = victim
+        if not held:
+            return
+        # until the others listed every folder it held (its lease expired)
+        ids = {'s': [h[1:] for h in held if h[0] == 's'] or ['0'],
+               'd': [h[1:] for h in held if h[0] == 'd'] or ['0']}
+        left = ("SELECT (SELECT count(*) FROM src_nodes WHERE traversal_status ="
+                " 'pending' AND id IN (%s)) + (SELECT count(*) FROM dst_nodes WHERE"
+                " traversal_status = 'pending' AND id IN (%s))"
+                % (','.join(ids['s']), ','.join(ids['d'])))
+        for _ in range(4000):
+            if PG.rows(name, left) == ['0']:
+                break
+            time.sleep(0.01)
+        state['taken'] = PG.rows(name, left) == ['0']
+
+    def during(coord, workers):
+        try:
+            freeze(coord, workers)
+        finally:
+            for w in workers:
+                if w.poll() is None:
+                    w.send_signal(signal.SIGCONT)
+
+    _, _, res = discover_together(name, uri, src, dst, n_workers=3, lease=2,
+                                  disc_args=['--workers', '1'],
+                                  worker_args=['--workers', '2'], during=during,
+                                  victim_args=['--workers', '1'])
+    if not state.get('held'):
+        fail('the frozen worker held no pending folder: the case is void')
+    if not state.get('taken'):
+        fail('the others did not list the frozen worker\'s folders')
+    expect_all_ok(res)
+    err = res[state['victim']][1]
+    dropped = [ln for ln in err.splitlines() if 'outcomes dropped' in ln]
+    if not dropped or ' 0 outcomes dropped' in dropped[-1]:
+        fail('the frozen worker dropped none of its late pages: %r' % err[-1000:])
+    print('    frozen worker held %d folders; %s' % (state['held'], dropped[-1]))
+    expect_same_discovery(lite, name, uri, 'df')
+
+
 def check_refusals(work):
     lite = os.path.join(work, 'r.db')
     cp = run(['worker', '--db', lite])
@@ -470,6 +735,20 @@ def check_refusals(work):
     expect_rc(cp, 2, 'worker with no copy in progress')
     if b'no copy or verify in progress' not in cp.stderr:
         fail('unclear message: ' + show(cp))
+    # a phase left in progress by killed processes: status says that nobody
+    # works on it (no live lease, no snapshot in the last 10 s) ...
+    PG.psql(name, "UPDATE migration SET value = 'copying' WHERE key = 'phase';"
+                  " DELETE FROM queue_stats")
+    cp = run(['status', '--db', uri], env=env())
+    expect_rc(cp, 0, 'status of an abandoned copy')
+    if b'workers      none' not in cp.stdout:
+        fail('status does not say that nobody works on the copy: ' + show(cp))
+    # ... and does not while a lease is live
+    PG.psql(name, "INSERT INTO leases(stage, worker, host, pid, expires) VALUES"
+                  " ('copy:x', 'h:1:0', 'h', 1, 9000000000000)")
+    cp = run(['status', '--db', uri], env=env())
+    if b'workers      none' in cp.stdout:
+        fail('status says nobody works while a lease is live: ' + show(cp))
 
 
 def main():
@@ -500,6 +779,14 @@ def main():
         R.check('a worker frozen inside a transaction: the others finish',
                 check_freeze, work, True)
         R.check('verify with workers: each mismatch found once', check_verify, work)
+        R.check('discovery of a sim pair, discover + 3 workers: the same rows as SQLite',
+                check_disc_sim, work)
+        R.check('discovery of a local pair, discover + 3 workers: the same rows',
+                check_disc_local, work)
+        R.check('kill -9 of two workers during discovery: the rest finish, the same rows',
+                check_disc_kill, work)
+        R.check('a worker frozen during discovery past its lease changes nothing',
+                check_disc_freeze, work)
         R.check('worker on SQLite, and with nothing to join: exit 2', check_refusals,
                 work)
     finally:
