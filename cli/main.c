@@ -463,7 +463,7 @@ static void fmt_eta(int64_t s, char *out, size_t len)
                  s / 60 % 60, s % 60);
 }
 
-static void print_snapshots(const tm_status *st)
+static void print_snapshots(const tm_status *st, int active)
 {
     int i;
     for (i = 0; i < st->n_queues; i++) {
@@ -491,7 +491,7 @@ static void print_snapshots(const tm_status *st)
         fmt_eta(st->eta_seconds, eta, sizeof eta);
         printf("copy         %s\n", eta);
     }
-    if (st->active == 0 && (!strcmp(st->phase, "copying") ||
+    if (active == 0 && (!strcmp(st->phase, "copying") ||
                             !strcmp(st->phase, "discovering")))
         printf("workers      none: no process holds a lease or reported in the "
                "last 10 s (killed?); 'treemig resume' (or %s) continues the "
@@ -499,8 +499,10 @@ static void print_snapshots(const tm_status *st)
                !strcmp(st->phase, "copying") ? "'treemig copy'" : "'treemig discover'");
 }
 
-static void print_human_status(const tm_status *st)
+/* m: for the processes at work (tm_status_active), or NULL */
+static void print_human_status(const tm_status *st, tm_migration *m)
 {
+    int active = -1;
     const tm_tree_counts *s = &st->src_counts, *d = &st->dst_counts;
     const tm_copy_counts *c = &st->copy;
     char sb[32], db[32], cb[32];
@@ -525,7 +527,9 @@ static void print_human_status(const tm_status *st)
            " excluded, %" PRId64 " copied, %" PRId64 " failed\n",
            c->pending, cb, c->already_existed, c->conflicts,
            c->skipped, c->excluded, c->successful, c->failed);
-    print_snapshots(st);
+    if (m && tm_status_active(m, &active) != 0)
+        active = -1; /* the status above stands without it */
+    print_snapshots(st, active);
 }
 
 /* Prints s as a JSON string. Paths are UTF-8 in practice; other bytes are
@@ -640,7 +644,7 @@ static int run_discovery(tm_migration *m, const char *cmd, const char *src,
     else if (!quiet)
         fprintf(stderr, "treemig %s: discovery is complete\n", cmd);
     if (!quiet)
-        print_human_status(&st);
+        print_human_status(&st, m);
     code = (st.src_counts.failed || st.dst_counts.failed) ? EXIT_PARTIAL : EXIT_OK;
     if (code == EXIT_PARTIAL)
         fprintf(stderr, "treemig %s: %" PRId64 " source and %" PRId64
@@ -1250,7 +1254,7 @@ static int cmd_exec(int argc, char **argv, int verify)
         code = mismatches ? EXIT_PARTIAL : EXIT_OK;
     } else {
         if (!quiet)
-            print_human_status(&st);
+            print_human_status(&st, m);
         /* with --force, folders that could not be listed are left out:
          * the copy is partial even when every node it had succeeded */
         code = st.copy.failed || st.src_counts.failed ? EXIT_PARTIAL : EXIT_OK;
@@ -1382,7 +1386,7 @@ static int cmd_retry(int argc, char **argv)
     }
     if (!quiet) {
         fprintf(stderr, "treemig retry: %" PRId64 " items retried\n", retried);
-        print_human_status(&st);
+        print_human_status(&st, m);
     }
     code = (st.src_counts.failed || st.dst_counts.failed || st.copy.failed)
                ? EXIT_PARTIAL : EXIT_OK;
@@ -1440,7 +1444,7 @@ static int cmd_status(int argc, char **argv)
         print_json_status(&st);
     } else {
         tm_pass_changes pc;
-        print_human_status(&st);
+        print_human_status(&st, m);
         /* the passes (treemig rescan); a state file older than them has
          * none to show */
         if (tm_pass_changes_get(m, &pc) == 0 && pc.pass > 1)

@@ -279,9 +279,6 @@ typedef struct tm_status {
     tm_queue_snapshot queues[4]; /* the observer's last snapshot per queue */
     int n_queues;             /* entries used */
     int64_t eta_seconds;      /* copy: time left at the last rate, or -1 */
-    int active;               /* PostgreSQL: processes at work (live leases,
-                                 and processes that reported in the last
-                                 10 s); -1 on SQLite (since 2.2.0) */
 } tm_status;
 
 /*
@@ -547,6 +544,14 @@ TM_EXTERN int tm_state_copy(tm_migration *m, const char *to, const char *config,
 
 /* Fills *st from the state file's exact counters (no scan). */
 TM_EXTERN int tm_status_get(tm_migration *m, tm_status *st);
+
+/*
+ * *active: the processes at work on m's PostgreSQL state database (live
+ * leases, and processes whose queues reported in the last 10 s); -1 on
+ * SQLite. A phase left in progress with 0 was abandoned (every process
+ * killed): resume or a worker continues it. (2.2.0)
+ */
+TM_EXTERN int tm_status_active(tm_migration *m, int *active);
 
 /*
  * The web page over a state file (`treemig ui`, docs/ui.md): a server on

@@ -50,29 +50,6 @@ int tm_problems_print(tm_migration *m, const char *phase, FILE *out)
     return tm__q_task_errors(m->store.db, phase, print_problem, out, &m->err);
 }
 
-/* On a shared store: the leases not expired (the server's clock) and
- * the processes whose snapshot is at most 10 s old (*n; a phase left
- * in progress by a killed process has 0); -1 on SQLite. */
-static int read_active(struct tm__db *db, int *n)
-{
-    struct tm__stmt *st = NULL;
-    int rc;
-    *n = -1;
-    if (strcmp(db->ops->name, "postgresql") != 0)
-        return 0;
-    if (tm__db_prepare(db, "SELECT (SELECT count(*) FROM leases WHERE expires > "
-                           "(extract(epoch FROM clock_timestamp()) * 1000)::bigint)"
-                           " + (SELECT count(DISTINCT pid) FROM queue_stats WHERE "
-                           "time > ?1)", -1, &st, NULL) != SQLITE_OK)
-        return TM_EDB;
-    tm__db_bind_int64(st, 1, tm__wall_ns() - 10 * 1000000000LL);
-    rc = tm__db_step(st);
-    if (rc == SQLITE_ROW)
-        *n = (int)tm__db_column_int64(st, 0);
-    tm__db_finalize(st);
-    return rc == SQLITE_ROW ? 0 : TM_EDB;
-}
-
 /* The observer's last snapshot of each queue, and the copy's ETA. */
 static int read_snapshots(tm_migration *m, tm_status *st)
 {
@@ -171,10 +148,20 @@ int tm_status_get(tm_migration *m, tm_status *st)
         rc = tm__q_root_failed(db, TM_SRC, &st->src_counts.failed);
     if (!rc)
         rc = tm__q_root_failed(db, TM_DST, &st->dst_counts.failed);
-    if (!rc)
-        rc = read_active(db, &st->active);
     if (rc)
         tm__mig_fail(m, rc, "state file %s: read status: %s", m->store.path,
                      tm__store_errmsg(db));
     return rc ? rc : read_snapshots(m, st);
+}
+
+int tm_status_active(tm_migration *m, int *active)
+{
+    int rc;
+    if (!m || !m->open || !active)
+        return TM_EINVAL;
+    rc = tm__q_active(m->store.db, active);
+    if (rc)
+        tm__mig_fail(m, rc, "state file %s: read the processes at work: %s",
+                     m->store.path, tm__store_errmsg(m->store.db));
+    return rc;
 }

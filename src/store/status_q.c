@@ -1,12 +1,13 @@
 /*
  * status_q.c - the SQL of what a state file says about its migration
  * (status_q.h): task errors, sums of the stats tables, failed roots, the
- * observer's last snapshots. Read only; caller's thread, on any
+ * observer's last snapshots, the processes at work. Read only; caller's thread, on any
  * connection to the state file.
  */
 #include "store/status_q.h"
 
 #include "store/store.h"
+#include "util/util.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -117,4 +118,24 @@ void tm__q_snapshots(struct tm__db *db, tm_queue_snapshot *out, int max, int *n)
             x->bytes_pending = 0;
     }
     tm__db_finalize(q);
+}
+
+int tm__q_active(struct tm__db *db, int *n)
+{
+    struct tm__stmt *st = NULL;
+    int rc;
+    *n = -1;
+    if (strcmp(db->ops->name, "postgresql") != 0)
+        return 0;
+    if (tm__db_prepare(db, "SELECT (SELECT count(*) FROM leases WHERE expires > "
+                           "(extract(epoch FROM clock_timestamp()) * 1000)::bigint)"
+                           " + (SELECT count(DISTINCT pid) FROM queue_stats WHERE "
+                           "time > ?1)", -1, &st, NULL) != SQLITE_OK)
+        return TM_EDB;
+    tm__db_bind_int64(st, 1, tm__wall_ns() - 10 * 1000000000LL);
+    rc = tm__db_step(st);
+    if (rc == SQLITE_ROW)
+        *n = (int)tm__db_column_int64(st, 0);
+    tm__db_finalize(st);
+    return rc == SQLITE_ROW ? 0 : TM_EDB;
 }

@@ -41,4 +41,10 @@ int tm__q_root_failed(struct tm__db *db, int side, int64_t *n);
  * the columns gives none. */
 void tm__q_snapshots(struct tm__db *db, tm_queue_snapshot *out, int max, int *n);
 
+/* On a shared store (PostgreSQL): the leases not expired (the server's
+ * clock) and the processes whose snapshot is at most 10 s old (*n; a
+ * phase left in progress by killed processes has 0); -1 on SQLite.
+ * Returns 0 or the error of the query (no message). */
+int tm__q_active(struct tm__db *db, int *n);
+
 #endif
