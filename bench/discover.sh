@@ -48,25 +48,12 @@ WORKERS=${WORKERS:-}
 KEEP_TREE=${KEEP_TREE:-1}
 [[ $ENTRIES =~ ^[0-9]+$ && $ENTRIES -ge 100 ]] || die "BENCH_ENTRIES must be an integer >= 100 (got '$ENTRIES')"
 [[ -z $WORKERS || $WORKERS =~ ^[1-9][0-9]*$ ]] || die "WORKERS must be a positive integer (got '$WORKERS')"
-CC=${CC:-$(command -v cc || command -v gcc)}
 SRC=$WORK/src
 DST=$WORK/dst
 DB=$WORK/bench.db
 
 # ---------------------------------------------------------------- the tree pair
-GEN_HASH=$(sha256sum "$BENCH_LIB_DIR/gentree.c" | cut -c1-16)
-MARK="gentree=$GEN_HASH entries=$ENTRIES seed=$SEED"
-if [[ -f $WORK/tree.ok && $(cat "$WORK/tree.ok") == "$MARK" && -d $SRC && -d $DST && -f $WORK/tree.stats ]]; then
-    say "reusing the tree pair in $WORK ($MARK)"
-else
-    say "building a tree pair of $ENTRIES entries per side in $WORK"
-    rm -f "$WORK/tree.ok" "$WORK/tree.stats"
-    rm -rf "$SRC" "$DST"
-    "$CC" -O2 -std=c11 -o "$WORK/gentree" "$BENCH_LIB_DIR/gentree.c" -lm
-    "$WORK/gentree" "$WORK" "$ENTRIES" "$SEED" >"$WORK/tree.stats.tmp"
-    mv "$WORK/tree.stats.tmp" "$WORK/tree.stats"
-    printf '%s\n' "$MARK" >"$WORK/tree.ok"
-fi
+tree_pair "$WORK" "$ENTRIES" "$SEED"
 declare -A G
 while IFS='=' read -r k v; do G[$k]=$v; done <"$WORK/tree.stats"
 

@@ -49,19 +49,7 @@ DST=$WORK/dst
 DB=$WORK/floor-treemig.db
 
 # the tree pair, as bench/discover.sh makes it (same marker: either script reuses it)
-GEN_HASH=$(sha256sum "$BENCH_LIB_DIR/gentree.c" | cut -c1-16)
-MARK="gentree=$GEN_HASH entries=$ENTRIES seed=$SEED"
-if [[ -f $WORK/tree.ok && $(cat "$WORK/tree.ok") == "$MARK" && -d $SRC && -d $DST ]]; then
-    say "reusing the tree pair in $WORK ($MARK)"
-else
-    say "building a tree pair of $ENTRIES entries per side in $WORK"
-    rm -f "$WORK/tree.ok" "$WORK/tree.stats"
-    rm -rf "$SRC" "$DST"
-    "$CC" -O2 -std=c11 -o "$WORK/gentree" "$BENCH_LIB_DIR/gentree.c" -lm
-    "$WORK/gentree" "$WORK" "$ENTRIES" "$SEED" >"$WORK/tree.stats.tmp"
-    mv "$WORK/tree.stats.tmp" "$WORK/tree.stats"
-    printf '%s\n' "$MARK" >"$WORK/tree.ok"
-fi
+tree_pair "$WORK" "$ENTRIES" "$SEED"
 
 # shellcheck disable=SC2046
 "$CC" -O2 -o "$WORK/discover_floor" "$BENCH_LIB_DIR/discover_floor.c" \

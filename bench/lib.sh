@@ -23,6 +23,10 @@
 #                            machine (nproc, RAM, CPU, kernel, OS), date,
 #                            git commit, load average
 #   load                     the load average now (1, 5, 15 min)
+#   tree_pair WORK ENTRIES SEED  the local tree pair of discover.sh in
+#                            WORK/src and WORK/dst (bench/gentree.c), made
+#                            or reused (WORK/tree.ok marks what it holds);
+#                            WORK/tree.stats has gentree's counts
 #
 # Every script runs each tool RUNS times (default 3) and reports the median
 # and the spread (min-max) of the walls and the ratios of the medians.
@@ -129,4 +133,23 @@ header() {
     echo "  machine:  nproc $(nproc),$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2 | sed 's/  */ /g'), RAM $(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), $(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-?}")"
     echo "  treemig:  git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" status --porcelain 2>/dev/null | grep -q . && echo ' (dirty tree)'), binary ${TREEMIG:-none}"
     echo "  load:     $(load) (1, 5, 15 min) at the start; runs per tool: $RUNS, order rotated each run"
+}
+
+tree_pair() {
+    local work=$1 entries=$2 seed=$3 mark cc
+    mark="gentree=$(sha256sum "$BENCH_LIB_DIR/gentree.c" | cut -c1-16) entries=$entries seed=$seed"
+    if [[ -f $work/tree.ok && $(cat "$work/tree.ok") == "$mark" && -d $work/src &&
+          -d $work/dst && -f $work/tree.stats ]]; then
+        say "reusing the tree pair in $work ($mark)"
+        return 0
+    fi
+    say "building a tree pair of $entries entries per side in $work"
+    mkdir -p "$work"
+    rm -f "$work/tree.ok" "$work/tree.stats"
+    rm -rf "$work/src" "$work/dst"
+    cc=${CC:-$(command -v cc || command -v gcc)}
+    "$cc" -O2 -std=c11 -o "$work/gentree" "$BENCH_LIB_DIR/gentree.c" -lm
+    "$work/gentree" "$work" "$entries" "$seed" >"$work/tree.stats.tmp"
+    mv "$work/tree.stats.tmp" "$work/tree.stats"
+    printf '%s\n' "$mark" >"$work/tree.ok"
 }

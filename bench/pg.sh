@@ -26,7 +26,6 @@ mkdir -p "$WORK"
 bench_init pg BENCH_DIR BENCH_ENTRIES BENCH_SEED
 ENTRIES=${BENCH_ENTRIES:-$(scaled 300000 100)}
 SEED=${BENCH_SEED:-42}
-CC=${CC:-$(command -v cc || command -v gcc)}
 SRC=$WORK/src
 DST=$WORK/dst
 DB=$WORK/pg-bench.db
@@ -34,18 +33,7 @@ PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail 
 [[ -x $PG_BIN/initdb ]] || die "no PostgreSQL server programs (apt-get install postgresql)"
 
 # the tree pair: bench/discover.sh's, made the same way
-GEN_HASH=$(sha256sum "$BENCH_LIB_DIR/gentree.c" | cut -c1-16)
-MARK="gentree=$GEN_HASH entries=$ENTRIES seed=$SEED"
-if [[ -f $WORK/tree.ok && $(cat "$WORK/tree.ok") == "$MARK" && -d $SRC && -d $DST ]]; then
-    say "reusing the tree pair in $WORK ($MARK)"
-else
-    say "building a tree pair of $ENTRIES entries per side in $WORK"
-    rm -f "$WORK/tree.ok" "$WORK/tree.stats"
-    rm -rf "$SRC" "$DST"
-    "$CC" -O2 -std=c11 -o "$WORK/gentree" "$BENCH_LIB_DIR/gentree.c" -lm
-    "$WORK/gentree" "$WORK" "$ENTRIES" "$SEED" >"$WORK/tree.stats"
-    printf '%s\n' "$MARK" >"$WORK/tree.ok"
-fi
+tree_pair "$WORK" "$ENTRIES" "$SEED"
 find "$SRC" "$DST" -printf '%s %T@\n' >/dev/null   # warm caches
 
 # the server

@@ -27,16 +27,11 @@ TREEMIG=${TREEMIG:-$HERE/../build/treemig}
 [[ -x $TREEMIG ]] || { echo "bench/rescan: no treemig at $TREEMIG (make first)" >&2; exit 2; }
 ENTRIES=${BENCH_ENTRIES:-$(awk -v s="${SCALE:-1}" 'BEGIN { n = int(300000 * s); print n < 100 ? 100 : n }')}
 SEED=${BENCH_SEED:-42}
-# the pair of bench/discover.sh (same generator, same mark: either reuses it)
-MARK="gentree=$(sha256sum "$HERE/gentree.c" | cut -c1-16) entries=$ENTRIES seed=$SEED"
-if [[ ! -f $WORK/tree.ok || $(cat "$WORK/tree.ok") != "$MARK" ]]; then
-    echo "[rescan] building a tree pair of $ENTRIES entries per side in $WORK" >&2
-    mkdir -p "$WORK"
-    rm -rf "$WORK/src" "$WORK/dst" "$WORK/tree.ok"
-    "${CC:-cc}" -O2 -std=c11 -o "$WORK/gentree" "$HERE/gentree.c" -lm
-    "$WORK/gentree" "$WORK" "$ENTRIES" "$SEED" >"$WORK/tree.stats"
-    printf '%s\n' "$MARK" >"$WORK/tree.ok"
-fi
+# the pair of bench/discover.sh (bench/lib.sh's tree_pair: either reuses it)
+BENCH_NAME=rescan
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+tree_pair "$WORK" "$ENTRIES" "$SEED"
 find "$WORK/src" "$WORK/dst" -printf '%s %T@\n' >/dev/null   # warm the caches
 SRC=$WORK/src DST=$WORK/dst DB=$WORK/rescan.db
 

@@ -212,6 +212,26 @@ static int fail(struct tm__lease_q *q, int rc, struct tm__buf *err, const char *
 
 static int conn_lost(struct tm__lease_q *q);
 
+/* The end of a claim's transaction: a claim of nothing drops its lease
+ * (*lease = 0), then COMMIT; 0 or the error, the caller rolls back. */
+static int claim_commit(struct tm__lease_q *q, int n, int64_t *lease,
+                        const char *what, struct tm__buf *err)
+{
+    int rc;
+    if (n == 0) {
+        /* nothing to hold: the lease goes */
+        struct tm__stmt *st = q->st[Q_DROP];
+        tm__db_bind_int64(st, 1, *lease);
+        rc = tm__db_step(st);
+        tm__db_reset(st);
+        if (rc != SQLITE_DONE)
+            return fail(q, rc, err, "drop an empty lease");
+        *lease = 0;
+    }
+    rc = tm__db_exec(q->db, "COMMIT", NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : fail(q, rc, err, what);
+}
+
 /* One attempt of tm__lease_q_claim; *delivered: rows handed to row().
  * q->mu held. */
 static int claim_once(struct tm__lease_q *q, int kind, int depth, const char *stage,
@@ -274,23 +294,9 @@ static int claim_once(struct tm__lease_q *q, int kind, int depth, const char *st
         rc = cb_rc;
         goto rollback;
     }
-    if (n == 0) {
-        /* nothing to hold: the lease goes */
-        st = q->st[Q_DROP];
-        tm__db_bind_int64(st, 1, *lease);
-        rc = tm__db_step(st);
-        tm__db_reset(st);
-        *lease = 0;
-        if (rc != SQLITE_DONE) {
-            rc = fail(q, rc, err, "drop an empty lease");
-            goto rollback;
-        }
-    }
-    rc = tm__db_exec(q->db, "COMMIT", NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
-        rc = fail(q, rc, err, "commit a claim");
+    rc = claim_commit(q, n, lease, "commit a claim", err);
+    if (rc)
         goto rollback;
-    }
     rc = n;
     goto out;
 rollback:
@@ -493,23 +499,9 @@ static int claim_folders_once(struct tm__lease_q *q, int side, const char *stage
         rc = fail(q, rc, err, "claim folders");
         goto rollback;
     }
-    if (n == 0) {
-        /* nothing to hold: the lease goes */
-        st = q->st[Q_DROP];
-        tm__db_bind_int64(st, 1, *lease);
-        rc = tm__db_step(st);
-        tm__db_reset(st);
-        if (rc != SQLITE_DONE) {
-            rc = fail(q, rc, err, "drop an empty lease");
-            goto rollback;
-        }
-        *lease = 0;
-    }
-    rc = tm__db_exec(q->db, "COMMIT", NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
-        rc = fail(q, rc, err, "commit a claim of folders");
+    rc = claim_commit(q, n, lease, "commit a claim of folders", err);
+    if (rc)
         goto rollback;
-    }
     *out = v;
     return n;
 rollback:

@@ -265,6 +265,22 @@ static void bind_node(struct tm__stmt *st, int base, const struct tm__result *r,
         tm__db_bind_null(st, base + 19);
 }
 
+/* Binds the verdict on destination child n's source twin: ?1 its copy
+ * status, ?2 its conflict, ?3 the twin's id, ?4 the source's hash. */
+static void bind_verdict(struct tm__stmt *up, const struct tm__wnode *n)
+{
+    tm__db_bind_text(up, 1, tm__cs_names[n->new_cs], -1, SQLITE_STATIC);
+    if (n->new_cf)
+        tm__db_bind_text(up, 2, tm__cf_names[n->new_cf], -1, SQLITE_STATIC);
+    else
+        tm__db_bind_null(up, 2);
+    tm__db_bind_int64(up, 3, n->src_id);
+    if (n->has_hash)
+        tm__db_bind_int64(up, 4, (int64_t)n->hash);
+    else
+        tm__db_bind_null(up, 4);
+}
+
 /* Counts child n of r, which was inserted, in the stats; a destination
  * child applies the comparison's verdict to its source twin. */
 static int inserted_node(struct tm__writer *w, const struct tm__result *r,
@@ -281,16 +297,7 @@ static int inserted_node(struct tm__writer *w, const struct tm__result *r,
     if (!rc && n->upd) {
         /* the comparison's verdict on the source twin */
         struct tm__stmt *up = w->st[ST_UPD_COPY];
-        tm__db_bind_text(up, 1, tm__cs_names[n->new_cs], -1, SQLITE_STATIC);
-        if (n->new_cf)
-            tm__db_bind_text(up, 2, tm__cf_names[n->new_cf], -1, SQLITE_STATIC);
-        else
-            tm__db_bind_null(up, 2);
-        tm__db_bind_int64(up, 3, n->src_id);
-        if (n->has_hash)
-            tm__db_bind_int64(up, 4, (int64_t)n->hash);
-        else
-            tm__db_bind_null(up, 4);
+        bind_verdict(up, n);
         rc = step_done(w, up);
         if (!rc)
             rc = stat_add(w, 2, depth, n->src_type, n->old_cs, n->old_cf, -1,
@@ -791,16 +798,7 @@ static int pass_twin(struct tm__writer *w, const struct tm__result *r,
         if (rc)
             return rc;
     }
-    tm__db_bind_text(up, 1, tm__cs_names[n->new_cs], -1, SQLITE_STATIC);
-    if (n->new_cf)
-        tm__db_bind_text(up, 2, tm__cf_names[n->new_cf], -1, SQLITE_STATIC);
-    else
-        tm__db_bind_null(up, 2);
-    tm__db_bind_int64(up, 3, n->src_id);
-    if (n->has_hash)
-        tm__db_bind_int64(up, 4, (int64_t)n->hash);
-    else
-        tm__db_bind_null(up, 4);
+    bind_verdict(up, n);
     tm__db_bind_text(up, 5, tm__cs_names[n->old_cs], -1, SQLITE_STATIC);
     tm__db_bind_text(up, 6, n->old_cf ? tm__cf_names[n->old_cf] : "", -1,
                      SQLITE_STATIC);
