@@ -538,8 +538,10 @@ int tm__lease_q_claim_folders(struct tm__lease_q *q, int side, const char *stage
             break;
     }
     pthread_mutex_unlock(&q->mu);
-    if (n <= 0)
+    if (n <= 0) {
+        fclaims_free(v, 0); /* a claim of nothing still has its array */
         return n;
+    }
     for (i = 0; i < n && !cb_rc; i++)
         cb_rc = row(ctx, &v[i].r);
     fclaims_free(v, n);

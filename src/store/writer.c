@@ -974,11 +974,12 @@ static int pass_gone(struct tm__writer *w, struct tm__result *r, struct tm__pass
     int64_t *gone = NULL;
     size_t ng = 0, cap = 0, k;
     int rc;
-    qsort(p->ids, p->n, sizeof *p->ids, cmp_id);
+    if (p->n) /* an empty listing has no ids (NULL): qsort must not see it */
+        qsort(p->ids, p->n, sizeof *p->ids, cmp_id);
     tm__db_bind_int64(st, 1, r->folder_id);
     while ((rc = tm__db_step(st)) == SQLITE_ROW) {
         int64_t id = tm__db_column_int64(st, 0);
-        if (bsearch(&id, p->ids, p->n, sizeof *p->ids, cmp_id))
+        if (p->n && bsearch(&id, p->ids, p->n, sizeof *p->ids, cmp_id))
             continue;
         if (ng == cap) {
             int64_t *v = realloc(gone, (cap = cap ? 2 * cap : 16) * sizeof *v);
