@@ -884,6 +884,12 @@ static int copy_task_(struct worker *wk, const struct task *t,
         return rc;
     if (rc && roots_gone(r, 1))
         return TM_ENOENT; /* not this node's fault */
+    /* Not there, with both roots in place: a folder vanished under the
+     * copy. `rm -rf` of a whole root removes depth-first, the root last,
+     * so the roots are looked at once more, 200 ms later, before the
+     * node is blamed. */
+    if (rc == TM_ENOENT && !tm__nap(r->cfg->stop, 200) && roots_gone(r, 1))
+        return TM_ENOENT;
     if (rc == TM_EEXIST) {
         /* the real name was taken, and not by a twin discovery saw */
         if (t->type != TM_T_FOLDER && placed_same(wk, t))
