@@ -546,7 +546,17 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             rc = tm__mig_save_config(m);
         if (m->joining)
             cfg.on_round = NULL; /* the YAML file is the starter's */
-        if (!rc && tm__db_is_pg(tm__store_conn(&m->store)) && !cfg.pass) {
+        if (!rc && !m->joining && !cfg.pass && ph == PH_ROOTS_SET &&
+            tm__db_is_pg(tm__store_conn(&m->store))) {
+            /* discovery by workers is asked for by the environment while
+             * its speed is worked on (a single process listing under
+             * leases was 228x slower than on SQLite at 90k entries): the
+             * setting tells workers and resumes */
+            const char *sh = getenv("TREEMIG_SHARED_DISCOVERY");
+            rc = tm__mig_set_int(db, "shared_discovery", sh && !strcmp(sh, "1"));
+        }
+        if (!rc && !cfg.pass && tm__mig_get_int(db, "shared_discovery", 0) == 1 &&
+            tm__db_is_pg(tm__store_conn(&m->store))) {
             /* a shared store: the folders are leased, whoever lists them
              * (this process and any treemig worker); a pass (rescan) is
              * listed by the process that runs it, merging with the rows

@@ -503,7 +503,8 @@ int tm_worker(tm_migration *m, tm_worker_options *o)
         }
         /* a pass's discovery (rescan) is one process's: its copy is joined */
         if (!strcmp(phase, "discovering") &&
-            tm__mig_get_int(m->store.db, "pass_running", 0) <= 0) {
+            tm__mig_get_int(m->store.db, "pass_running", 0) <= 0 &&
+            tm__mig_get_int(m->store.db, "shared_discovery", 0) == 1) {
             if (o->progress)
                 o->progress(o->progress_ctx, "worker: joining the discovery");
             rc = join_discover(m, o);
