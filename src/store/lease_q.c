@@ -212,6 +212,26 @@ static int fail(struct tm__lease_q *q, int rc, struct tm__buf *err, const char *
 
 static int conn_lost(struct tm__lease_q *q);
 
+/* A claim's lease, this worker's, expiring in lease_ms: its id in *lease;
+ * 0 or the error. */
+static int new_lease(struct tm__lease_q *q, const char *stage, int lease_ms,
+                     int64_t *lease, struct tm__buf *err)
+{
+    struct tm__stmt *st = q->st[Q_NEW];
+    int rc;
+    tm__db_bind_text(st, 1, stage, -1, SQLITE_STATIC);
+    tm__db_bind_text(st, 2, q->worker, -1, SQLITE_STATIC);
+    tm__db_bind_text(st, 3, q->host, -1, SQLITE_STATIC);
+    tm__db_bind_int64(st, 4, q->pid);
+    tm__db_bind_text(st, 5, q->key, -1, SQLITE_STATIC);
+    tm__db_bind_int64(st, 6, lease_ms);
+    rc = tm__db_step(st);
+    if (rc == SQLITE_ROW)
+        *lease = tm__db_column_int64(st, 0);
+    tm__db_reset(st);
+    return rc == SQLITE_ROW ? 0 : fail(q, rc, err, "make a lease");
+}
+
 /* The end of a claim's transaction: a claim of nothing drops its lease
  * (*lease = 0), then COMMIT; 0 or the error, the caller rolls back. */
 static int claim_commit(struct tm__lease_q *q, int n, int64_t *lease,
@@ -249,21 +269,9 @@ static int claim_once(struct tm__lease_q *q, int kind, int depth, const char *st
         rc = fail(q, rc, err, "begin a claim");
         goto out;
     }
-    st = q->st[Q_NEW];
-    tm__db_bind_text(st, 1, stage, -1, SQLITE_STATIC);
-    tm__db_bind_text(st, 2, q->worker, -1, SQLITE_STATIC);
-    tm__db_bind_text(st, 3, q->host, -1, SQLITE_STATIC);
-    tm__db_bind_int64(st, 4, q->pid);
-    tm__db_bind_text(st, 5, q->key, -1, SQLITE_STATIC);
-    tm__db_bind_int64(st, 6, lease_ms);
-    rc = tm__db_step(st);
-    if (rc == SQLITE_ROW)
-        *lease = tm__db_column_int64(st, 0);
-    tm__db_reset(st);
-    if (rc != SQLITE_ROW) {
-        rc = fail(q, rc, err, "make a lease");
+    rc = new_lease(q, stage, lease_ms, lease, err);
+    if (rc)
         goto rollback;
-    }
     st = q->st[kind == TM_TASKS_COPY    ? Q_CLAIM_COPY
                : kind == TM_TASKS_LINKS ? Q_CLAIM_LINKS
                : kind == TM_TASKS_ATTRS ? Q_CLAIM_ATTRS
@@ -447,21 +455,9 @@ static int claim_folders_once(struct tm__lease_q *q, int side, const char *stage
         fclaims_free(v, 0);
         return rc;
     }
-    st = q->st[Q_NEW];
-    tm__db_bind_text(st, 1, stage, -1, SQLITE_STATIC);
-    tm__db_bind_text(st, 2, q->worker, -1, SQLITE_STATIC);
-    tm__db_bind_text(st, 3, q->host, -1, SQLITE_STATIC);
-    tm__db_bind_int64(st, 4, q->pid);
-    tm__db_bind_text(st, 5, q->key, -1, SQLITE_STATIC);
-    tm__db_bind_int64(st, 6, lease_ms);
-    rc = tm__db_step(st);
-    if (rc == SQLITE_ROW)
-        *lease = tm__db_column_int64(st, 0);
-    tm__db_reset(st);
-    if (rc != SQLITE_ROW) {
-        rc = fail(q, rc, err, "make a lease");
+    rc = new_lease(q, stage, lease_ms, lease, err);
+    if (rc)
         goto rollback;
-    }
     st = q->st[side == 0 ? Q_CLAIM_SRC_F : Q_CLAIM_DST_F];
     tm__db_bind_int64(st, 1, *lease);
     tm__db_bind_text(st, 2, stage, -1, SQLITE_STATIC);
