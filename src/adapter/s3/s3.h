@@ -344,6 +344,11 @@ struct tm__s3_put_opts {
                                        when an object is at the key; a
                                        server that refuses the header
                                        (501, 400): TM_ENOTSUP, node */
+    int whole_md5;                  /* tm__s3_writer_open: keep the MD5 of
+                                       the whole object for
+                                       tm__s3_writer_commit's md5_hex (one
+                                       more pass over every byte: only
+                                       when asked) */
 };
 
 /* PUTs n bytes as key in one request, with Content-MD5 (an empty body and
@@ -470,7 +475,8 @@ int tm__s3_writer_set_meta(struct tm__s3_writer *w, const struct tm__s3_meta *m)
 int tm__s3_writer_create_only(struct tm__s3_writer *w);
 /* Sends what is left and makes the object visible (PUT or Complete).
  * md5_hex (may be NULL, 33 bytes) gets the MD5 of the whole object when
- * every byte went through this writer, else "". Frees w in every case; on
+ * it was opened with whole_md5 and every byte went through this writer,
+ * else "". Frees w in every case; on
  * failure a multipart upload is aborted unless the failure is transient
  * (retry or throttle class), when it is left for a resume. */
 int tm__s3_writer_commit(struct tm__s3_writer *w, char *md5_hex,

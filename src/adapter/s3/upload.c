@@ -77,8 +77,12 @@ struct tm__s3_writer {
     int stop;                   /* tells the driver to end */
     pthread_mutex_t lock;       /* guards slots' states, parts, failed */
     pthread_cond_t cond;        /* a slot became free, or a part ended */
-    EVP_MD_CTX *md5;            /* MD5 of the whole object, NULL when the
-                                   writer did not see every byte */
+    EVP_MD_CTX *md5;            /* MD5 of the whole object: NULL unless
+                                   asked (whole_md5), or when the writer
+                                   did not see every byte */
+    EVP_MD_CTX *part_md5;       /* MD5 of the part being filled (the
+                                   caller's, while it copies the bytes in:
+                                   they are still in cache) */
     int failed;                 /* the first error of a part, 0 */
     struct tm__s3_err ferr;     /* its detail */
 };
@@ -134,6 +138,8 @@ static void writer_free(struct tm__s3_writer *w)
     free(w->storage_class);
     if (w->md5)
         EVP_MD_CTX_free(w->md5);
+    if (w->part_md5)
+        EVP_MD_CTX_free(w->part_md5);
     free(w);
 }
 
@@ -198,9 +204,11 @@ static int writer_new(struct tm__s3 *s, const char *bucket, const char *key,
         pthread_mutex_init(&w->lock, NULL);
         pthread_cond_init(&w->cond, NULL);
         w->next_number = 1;
+        if (!(w->part_md5 = EVP_MD_CTX_new()))
+            goto nomem;
     }
-    w->md5 = EVP_MD_CTX_new();
-    if (!w->md5 || !EVP_DigestInit_ex(w->md5, EVP_md5(), NULL))
+    if (o && o->whole_md5 &&
+        (!(w->md5 = EVP_MD_CTX_new()) || !EVP_DigestInit_ex(w->md5, EVP_md5(), NULL)))
         goto nomem;
     *out = w;
     return 0;
@@ -448,15 +456,10 @@ int tm__s3_writer_set_meta(struct tm__s3_writer *w, const struct tm__s3_meta *m)
 static void slot_send(struct tm__s3_writer *w, int i)
 {
     struct slot *sl = &w->slots[i];
-    unsigned char md5[16];
-    unsigned int ml = 0;
     int rc;
 
-    if (sl->tries == 0) {
-        EVP_Digest(sl->buf, sl->len, md5, &ml, EVP_md5(), NULL);
-        tm__md5_base64(md5, sl->md5b);
+    if (sl->tries == 0)
         snprintf(sl->num, sizeof(sl->num), "%d", sl->number);
-    }
     tm__s3req_init(&sl->r, w->s, "upload part", "PUT", w->bucket, w->key,
                    &sl->err);
     tm__s3req_q(&sl->r, "partNumber", sl->num);
@@ -725,17 +728,24 @@ int tm__s3_writer_write(struct tm__s3_writer *w, const void *data, size_t n,
             w->cur = i;
         }
         sl = &w->slots[w->cur];
+        if (sl->len == 0 && !EVP_DigestInit_ex(w->part_md5, EVP_md5(), NULL))
+            return wfail(w, err, TM_ENOMEM, TM_S3_FATAL, "out of memory");
         want = sl->number < w->n_parts
                    ? w->part_size
                    : w->size - (int64_t)(sl->number - 1) * w->part_size;
         k = (size_t)(want - (int64_t)sl->len) < n ? (size_t)(want - (int64_t)sl->len) : n;
         memcpy(sl->buf + sl->len, p, k);
+        EVP_DigestUpdate(w->part_md5, sl->buf + sl->len, k);
         sl->len += k;
         p += k;
         n -= k;
         w->written += (int64_t)k;
         if ((int64_t)sl->len == want) {
+            unsigned char md5[EVP_MAX_MD_SIZE];
+            unsigned int ml = 0;
             int rc;
+            EVP_DigestFinal_ex(w->part_md5, md5, &ml);
+            tm__md5_base64(md5, sl->md5b);
             w->cur = -1;
             rc = queue_slot(w, (int)(sl - w->slots));
             if (rc) {
