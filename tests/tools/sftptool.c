@@ -15,7 +15,8 @@
  * Commands (paths are the server's; output is one JSON object per line,
  * names and targets in hex):
  *   info                          the connection: host, port, user, auth, extensions,
- *                                 the cipher and MAC negotiated
+ *                                 the cipher and MAC negotiated (libssh2), the
+ *                                 transport (TREEMIG_SFTP_TRANSPORT chooses it)
  *   ls PATH [SKIP]                every child: {"name":hex,"type","size","mtime","mode","uid","gid"},
  *                                 then {"batches":N,"count":N}
  *   lstat PATH | stat PATH        {"type",...}
@@ -396,9 +397,11 @@ static int run(struct tool *t, int argc, char **argv, struct tm__sftp_err *e)
         tm__sftp_pool_info(t->pool, &i);
         printf("{\"host\":\"%s\",\"port\":%d,\"user\":\"%s\",\"root\":\"%s\","
                "\"auth\":\"%s\",\"ext\":%u,\"chunk_read\":%u,\"chunk_write\":%u,"
-               "\"connects\":%llu,\"cipher\":\"%s\",\"mac\":\"%s\"}\n",
+               "\"connects\":%llu,\"cipher\":\"%s\",\"mac\":\"%s\","
+               "\"transport\":\"%s\"}\n",
                i.host, i.port, i.user, i.root, i.auth_used, i.ext, i.chunk_read,
-               i.chunk_write, (unsigned long long)i.connects, i.cipher, i.mac);
+               i.chunk_write, (unsigned long long)i.connects, i.cipher, i.mac,
+               i.transport);
         return 0;
     }
     if (!strcmp(cmd, "ls")) {
