@@ -36,6 +36,9 @@
  *   stress PATH N                 --threads threads each lstat PATH and list its folder N times
  *
  *
+ * Exit 3: the pool left a child process (an ssh of the openssh transport)
+ * running or unreaped.
+ *
  *   sftptool --tmp-names KEY PATH  (no server) the names of the temporaries of
  *                                 the node at PATH under the run key KEY (hex)
  *
@@ -54,6 +57,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define MAX_IDS 8
@@ -480,6 +484,19 @@ static int run(struct tool *t, int argc, char **argv, struct tm__sftp_err *e)
 #undef NEED
 }
 
+/* Exit 3 when the pool left a child behind, running or a zombie (the
+ * openssh transport must reap each ssh it started). */
+static int reaped(int rc)
+{
+    int st;
+    pid_t r = waitpid(-1, &st, WNOHANG);
+    if (r < 0 && errno == ECHILD)
+        return rc;
+    fprintf(stderr, "sftptool: a child process of the pool was left %s\n",
+            r > 0 ? "unreaped (zombie)" : "running");
+    return 3;
+}
+
 int main(int argc, char **argv)
 {
     struct tool t;
@@ -559,7 +576,7 @@ int main(int argc, char **argv)
     url = argv[i++];
     rc = tm__sftp_pool_open(url, &t.o, &t.pool, &e);
     if (rc)
-        return report(&e);
+        return reaped(report(&e));
     for (attempt = 0;; attempt++) {
         memset(&e, 0, sizeof e);
         rc = run(&t, argc - i, argv + i, &e);
@@ -577,5 +594,5 @@ int main(int argc, char **argv)
                (unsigned long long)info.connects);
     }
     tm__sftp_pool_free(t.pool);
-    return rc;
+    return reaped(rc);
 }
