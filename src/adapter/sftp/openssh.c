@@ -171,7 +171,7 @@ static int build_args(struct tm__sftp_pool *p, int accept_new, struct args *a,
 {
     struct tm__buf kh = TM__BUF_INIT;
     const char *prog = getenv("TREEMIG_SSH");
-    size_t i;
+    size_t i, n_ids;
 
     if (p->alias[0] == '-' || p->user[0] == '-')
         return tm__sftp_fail(e, TM_EBADSPEC, TM_ERR_FATAL, -1,
@@ -220,12 +220,15 @@ static int build_args(struct tm__sftp_pool *p, int accept_new, struct args *a,
         argf(a, "-oMACs=%s", p->macs);
     /* The identities treemig resolved (options, config, else the default
      * names that exist): ssh then adds none of its own. */
-    for (i = 0; i < p->n_ids; i++) {
+    for (i = 0, n_ids = 0; i < p->n_ids; i++) {
         if (!p->ids_explicit && access(p->ids[i], F_OK) != 0)
             continue;
         arg(a, "-i");
         arg(a, p->ids[i]);
+        n_ids++;
     }
+    if (!n_ids) /* not ssh's defaults (the password file's home) either */
+        arg(a, "-oIdentityFile=/dev/null");
     if (!p->use_agent)
         arg(a, "-oIdentityAgent=none");
     if (p->identities_only)
