@@ -124,13 +124,13 @@ void tm__sftp_askpass_remove(struct tm__sftp_pool *p)
     p->askpass = p->askpass_dir = NULL;
 }
 
-/* Appends "-o" and the option "key=value" to argv (its strings in sb). */
+/* ssh's argument vector as it is built. */
 struct args {
-    char *v[96];
-    int n;
-    char *own[96];
-    int nown;
-    int oom;
+    char *v[96];   /* the arguments, NULL-terminated at the end */
+    int n;         /* arguments in v */
+    char *own[96]; /* the strings made for them (freed after the spawn) */
+    int nown;      /* strings in own */
+    int oom;       /* an allocation failed, or v is full */
 };
 
 static void arg(struct args *a, const char *s)
