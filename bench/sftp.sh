@@ -23,6 +23,7 @@
 #                    bench/gencopy.c, seed 42)
 #   BENCH_BIG_FILES, BENCH_BIG_MB            set (b): 8 files of 256 MiB x SCALE
 #   TREEMIG_WORKERS  treemig copy --workers (default: treemig's own, 16 with an SFTP side)
+#   (row treemig_ossh: treemig as the row treemig, with -o sftp-transport=openssh)
 #   TREEMIG_B        another treemig binary (an older build, say): the row treemig_b runs
 #                    it exactly as the row treemig, rotated with the others, so that a
 #                    before/after comparison sees the same load
@@ -127,13 +128,14 @@ TOPT=(--ssh-identity "$KEY" --ssh-known-hosts "$KH")
 # ---------------------------------------------------------------- one case
 read -r -a KEYS <<<"${BENCH_TOOLS:-treemig rclone rclone_same sftp scp}"
 for t in "${KEYS[@]}"; do
-    case $t in treemig | rclone | rclone_same | sftp | scp) ;;
+    case $t in treemig | treemig_ossh | rclone | rclone_same | sftp | scp) ;;
     treemig_b) [[ -x ${TREEMIG_B:-} ]] || die "the row treemig_b needs TREEMIG_B, a treemig binary" ;;
     *) die "BENCH_TOOLS: unknown row '$t'" ;;
     esac
 done
 declare -A LABEL=([treemig]="treemig discover + copy${TW:+ --workers $TW}"
     [treemig_b]="the same, TREEMIG_B"
+    [treemig_ossh]="the same, -o sftp-transport=openssh"
     [rclone]="rclone copy (defaults: 4 transfers)" [rclone_same]="rclone copy --transfers $SAME"
     [sftp]="sftp -b (put/get -rp)" [scp]="scp -rp")
 DB=$WORK/bench.db
@@ -157,14 +159,15 @@ run_tool() { # CASE SET DIR LINK TOOL
     prepare "$set" "$dir"
     surl() { echo "sftp://$SUSER@127.0.0.1:$port$1"; }
     case $tool in
-    treemig | treemig_b)
-        local bin=$TREEMIG
+    treemig | treemig_b | treemig_ossh)
+        local bin=$TREEMIG topt=("${TOPT[@]}")
         [[ $tool == treemig_b ]] && bin=$TREEMIG_B
+        [[ $tool == treemig_ossh ]] && topt+=(-o sftp-transport=openssh)
         mkdir -p "$dst"
         [[ $dir == up ]] && chown "$SUID:$SGID" "$dst"
         [[ -n $TW ]] && wopt=(--workers "$TW")
         if [[ $dir == up ]]; then a=$src; b=$(surl "$dst"); else a=$(surl "$src"); b=$dst; fi
-        measure "$k.discover" "$bin" discover --quiet --db "$DB" "${TOPT[@]}" "$a" "$b"
+        measure "$k.discover" "$bin" discover --quiet --db "$DB" "${topt[@]}" "$a" "$b"
         measure "$k.copy" "$bin" copy --yes --quiet --db "$DB" "${wopt[@]}"
         WALLS[$k]="${WALLS[$k]:-} $(awk -v a="${WALLS[$k.discover]##* }" -v b="${WALLS[$k.copy]##* }" 'BEGIN{printf "%.2f", a+b}')"
         RC[$k]=$((RC[$k.discover] | RC[$k.copy]))
@@ -239,10 +242,11 @@ REPORT=$WORK/report-$(date -u +%Y%m%dT%H%M%SZ).txt
         done
         echo "    treemig: discover $(stat_of "$c.treemig.discover"), copy $(stat_of "$c.treemig.copy");" \
             "${CHECKED[$c]:-not checked}"
-        if [[ -n ${WALLS[$c.treemig_b]:-} ]]; then
-            echo "    treemig_b: discover $(stat_of "$c.treemig_b.discover"), copy" \
-                "$(stat_of "$c.treemig_b.copy"); ${CHECKED[${c}_b]:-not checked}"
-        fi
+        for b in b ossh; do
+            [[ -n ${WALLS[$c.treemig_$b]:-} ]] || continue
+            echo "    treemig_$b: discover $(stat_of "$c.treemig_$b.discover"), copy" \
+                "$(stat_of "$c.treemig_$b.copy"); ${CHECKED[${c}_$b]:-not checked}"
+        done
     done
     echo
     echo "  treemig / it: treemig's median wall (discover + copy: a migration cannot copy"

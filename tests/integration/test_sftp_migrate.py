@@ -88,6 +88,11 @@ class Site:
         return p
 
 
+# TREEMIG_SFTP_TRANSPORT=openssh (ctest's *.openssh case): every session
+# runs OpenSSH's ssh, which knows other ciphers than libssh2.
+OPENSSH = os.environ.get('TREEMIG_SFTP_TRANSPORT') == 'openssh'
+
+
 def tm(args, rc=None, what=None, env=None, timeout=None):
     cp = tmtest.run(args, env=env, timeout=timeout)
     if rc is not None:
@@ -333,9 +338,10 @@ def check_algorithms(site, work, state):
     back = os.path.join(work, 'algs')
     db = os.path.join(work, 'algs.db')
     cp = tm(['discover', '--db', db, '--quiet', '-o',
-             'sftp-ciphers=chacha20-poly1305@openssh.com'] + site.opts() +
-            [site.url('/dst'), back], 2, 'discover with a cipher libssh2 lacks')
-    if b'knows none of the ciphers' not in cp.stderr:
+             'sftp-ciphers=' + ('no-such-cipher' if OPENSSH
+                                else 'chacha20-poly1305@openssh.com')] + site.opts() +
+            [site.url('/dst'), back], 2, 'discover with a cipher the client lacks')
+    if (b'Bad SSH2 cipher' if OPENSSH else b'knows none of the ciphers') not in cp.stderr:
         fail('the message says why', None, cp.stderr)
     expect_eq('nothing written (state file, destination)', (False, False),
               (os.path.exists(db), os.path.exists(back)))
@@ -344,6 +350,32 @@ def check_algorithms(site, work, state):
        0, 'discover with sftp-ciphers, sftp-macs')
     tm(['copy', '--db', db, '--yes', '--quiet'], 0, 'copy with the recorded lists')
     compare(snapshot(state['dst']), snapshot(back), 'the copy made with aes256-ctr, hmac-sha1')
+
+
+def check_transport(site, work, state):
+    """sftp-transport: a wrong value is exit 2 before anything is written;
+    openssh (whatever TREEMIG_SFTP_TRANSPORT says) is recorded with the
+    migration and the copy runs over it; no secret reaches ssh's command
+    line (the password variable's name only, through the askpass)."""
+    if 'dst' not in state:
+        raise Skip('needs the served tree of the local -> SFTP check')
+    back = os.path.join(work, 'transport')
+    db = os.path.join(work, 'transport.db')
+    cp = tm(['discover', '--db', db, '--quiet', '-o', 'sftp-transport=putty'] +
+            site.opts() + [site.url('/dst'), back], 2, 'discover with a bad transport')
+    if b'sftp-transport' not in cp.stderr:
+        fail('the message names the option', None, cp.stderr)
+    expect_eq('nothing written (state file, destination)', (False, False),
+              (os.path.exists(db), os.path.exists(back)))
+    env = dict(os.environ, TREEMIG_SFTP_TRANSPORT='libssh2')
+    tm(['discover', '--db', db, '--quiet', '-o', 'sftp-transport=openssh'] + site.opts() +
+       [site.url('/dst'), back], 0, 'discover with sftp-transport=openssh', env=env)
+    rec = open(db + '.yaml').read()
+    if 'sftp-transport' not in rec or 'openssh' not in rec:
+        fail('the option is recorded in the YAML file', None, rec)
+    tm(['copy', '--db', db, '--yes', '--quiet'], 0, 'copy over the recorded transport',
+       env=env)
+    compare(snapshot(state['dst']), snapshot(back), 'the copy made through ssh')
 
 
 # ---- 3. SFTP -> SFTP ----
@@ -597,6 +629,8 @@ def main():
                  check_sftp_to_local),
                 ('sftp-ciphers, sftp-macs: refused before anything is written, '
                  'or recorded and used', check_algorithms),
+                ('sftp-transport: refused when wrong, else recorded and used',
+                 check_transport),
                 ('SFTP -> SFTP, and overlapping roots on one server refused',
                  check_sftp_to_sftp),
                 ('hostile names (every byte, 255-byte names) local -> SFTP -> local',

@@ -15,7 +15,8 @@
  * Commands (paths are the server's; output is one JSON object per line,
  * names and targets in hex):
  *   info                          the connection: host, port, user, auth, extensions,
- *                                 the cipher and MAC negotiated
+ *                                 the cipher and MAC negotiated (libssh2), the
+ *                                 transport (TREEMIG_SFTP_TRANSPORT chooses it)
  *   ls PATH [SKIP]                every child: {"name":hex,"type","size","mtime","mode","uid","gid"},
  *                                 then {"batches":N,"count":N}
  *   lstat PATH | stat PATH        {"type",...}
@@ -35,6 +36,9 @@
  *   stress PATH N                 --threads threads each lstat PATH and list its folder N times
  *
  *
+ * Exit 3: the pool left a child process (an ssh of the openssh transport)
+ * running or unreaped.
+ *
  *   sftptool --tmp-names KEY PATH  (no server) the names of the temporaries of
  *                                 the node at PATH under the run key KEY (hex)
  *
@@ -53,6 +57,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define MAX_IDS 8
@@ -396,9 +401,11 @@ static int run(struct tool *t, int argc, char **argv, struct tm__sftp_err *e)
         tm__sftp_pool_info(t->pool, &i);
         printf("{\"host\":\"%s\",\"port\":%d,\"user\":\"%s\",\"root\":\"%s\","
                "\"auth\":\"%s\",\"ext\":%u,\"chunk_read\":%u,\"chunk_write\":%u,"
-               "\"connects\":%llu,\"cipher\":\"%s\",\"mac\":\"%s\"}\n",
+               "\"connects\":%llu,\"cipher\":\"%s\",\"mac\":\"%s\","
+               "\"transport\":\"%s\"}\n",
                i.host, i.port, i.user, i.root, i.auth_used, i.ext, i.chunk_read,
-               i.chunk_write, (unsigned long long)i.connects, i.cipher, i.mac);
+               i.chunk_write, (unsigned long long)i.connects, i.cipher, i.mac,
+               i.transport);
         return 0;
     }
     if (!strcmp(cmd, "ls")) {
@@ -475,6 +482,19 @@ static int run(struct tool *t, int argc, char **argv, struct tm__sftp_err *e)
     fprintf(stderr, "sftptool: unknown command %s\n", cmd);
     exit(2);
 #undef NEED
+}
+
+/* Exit 3 when the pool left a child behind, running or a zombie (the
+ * openssh transport must reap each ssh it started). */
+static int reaped(int rc)
+{
+    int st;
+    pid_t r = waitpid(-1, &st, WNOHANG);
+    if (r < 0 && errno == ECHILD)
+        return rc;
+    fprintf(stderr, "sftptool: a child process of the pool was left %s\n",
+            r > 0 ? "unreaped (zombie)" : "running");
+    return 3;
 }
 
 int main(int argc, char **argv)
@@ -556,7 +576,7 @@ int main(int argc, char **argv)
     url = argv[i++];
     rc = tm__sftp_pool_open(url, &t.o, &t.pool, &e);
     if (rc)
-        return report(&e);
+        return reaped(report(&e));
     for (attempt = 0;; attempt++) {
         memset(&e, 0, sizeof e);
         rc = run(&t, argc - i, argv + i, &e);
@@ -574,5 +594,5 @@ int main(int argc, char **argv)
                (unsigned long long)info.connects);
     }
     tm__sftp_pool_free(t.pool);
-    return rc;
+    return reaped(rc);
 }

@@ -67,7 +67,7 @@ static int b64val(int c)
 /* 1 when the private key file at path is encrypted, 0 when it is not, -1
  * when it cannot be told (then libssh2 decides). Knows OpenSSH's format
  * (the cipher name after "openssh-key-v1\0") and PEM's headers. */
-static int key_encrypted(const char *path)
+int tm__sftp_key_encrypted(const char *path)
 {
     char buf[16384];
     unsigned char raw[64];
@@ -163,7 +163,7 @@ static int try_file(struct tm__sftp_pool *p, LIBSSH2_SESSION *ssh, size_t i,
         *why = "cannot be read";
         return -1;
     }
-    enc = key_encrypted(path);
+    enc = tm__sftp_key_encrypted(path);
     pthread_mutex_lock(&p->auth_mu);
     if (enc == 1) {
         if (p->passphrases[i]) {

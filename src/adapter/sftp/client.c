@@ -107,6 +107,8 @@ struct tm__sftp_sess {
     int fd;                     /* the TCP socket */
     LIBSSH2_SESSION *ssh;       /* the SSH session */
     LIBSSH2_CHANNEL *ch;        /* the channel running the sftp subsystem */
+    int use_proc;               /* the openssh transport: pr, not ssh/ch */
+    struct tm__sftp_proc pr;    /* its ssh child */
     uint32_t next_id;           /* the next request id */
     int broken;                 /* the transport failed: close at release */
     unsigned char *rx;          /* the last packet read (type, id, ...):
@@ -176,6 +178,21 @@ static int ssh_fail(struct tm__sftp_sess *s, int rc, struct tm__sftp_err *e,
     return tm__sftp_fail(e, code, TM_ERR_RETRY, -1,
                          "%s %s: connection to %s:%d lost (%s)", op, path,
                          s->pool->host, s->pool->port, m && *m ? m : "closed");
+}
+
+/* A failure of the ssh child's socket (rc: a TM_* code, 0 for an EOF):
+ * the session is broken from now on; what ssh said explains it. */
+static int proc_fail(struct tm__sftp_sess *s, int rc, struct tm__sftp_err *e,
+                     const char *op, const char *path)
+{
+    s->broken = 1;
+    if (rc == TM_ETIMEDOUT)
+        return tm__sftp_fail(e, rc, TM_ERR_RETRY, -1,
+                             "%s %s: no answer from %s:%d (ssh) in %d s", op, path,
+                             s->pool->host, s->pool->port, s->pool->timeout_ms / 1000);
+    if (rc == TM_ENOMEM)
+        return tm__sftp_fail(e, rc, TM_ERR_FATAL, -1, "%s %s: out of memory", op, path);
+    return tm__sftp_proc_fail(s->pool, &s->pr, TM_ECONNRESET, e, op, path);
 }
 
 static int proto_fail(struct tm__sftp_sess *s, struct tm__sftp_err *e,
@@ -275,6 +292,14 @@ static uint32_t begin(struct tm__sftp_sess *s, int type)
 static int send_all(struct tm__sftp_sess *s, const unsigned char *p, size_t n,
                     struct tm__sftp_err *e, const char *op, const char *path)
 {
+    if (s->use_proc) {
+        size_t got = 0;
+        ssize_t w = tm__sftp_proc_send(&s->pr, p, n, s->in + s->in_len,
+                                       s->in_alloc - s->in_len, &got,
+                                       s->pool->timeout_ms);
+        s->in_len += got;
+        return w < 0 ? proc_fail(s, (int)w, e, op, path) : 0;
+    }
     while (n) {
         ssize_t w = libssh2_channel_write(s->ch, (const char *)p, n);
         if (w < 0)
@@ -445,6 +470,14 @@ static int rx_need(struct tm__sftp_sess *s, size_t need, struct tm__sftp_err *e,
                 s->in = t;
                 s->in_alloc = want;
             }
+        }
+        if (s->use_proc) {
+            r = tm__sftp_proc_recv(&s->pr, s->in + s->in_len, s->in_alloc - s->in_len,
+                                   s->pool->timeout_ms);
+            if (r <= 0)
+                return proc_fail(s, (int)r, e, op, path);
+            s->in_len += (size_t)r;
+            continue;
         }
         r = libssh2_channel_read(s->ch, (char *)s->in + s->in_len,
                                  s->in_alloc - s->in_len);
@@ -666,6 +699,11 @@ static void sess_close(struct tm__sftp_sess *s)
     struct stash *st;
     if (!s)
         return;
+    if (s->use_proc) {
+        if (s->pr.fd >= 0)
+            flush(s, NULL, "send", "requests");
+        tm__sftp_proc_stop(&s->pr, s->broken);
+    }
     if (s->ch) {
         flush(s, NULL, "send", "requests");
         if (!s->broken)
@@ -751,6 +789,30 @@ static int tcp_connect(struct tm__sftp_pool *p, int *fdp, struct tm__sftp_err *e
     }
     *fdp = fd;
     return 0;
+}
+
+void tm__sftp_probe_hostkey(struct tm__sftp_pool *p, char *fp, size_t len,
+                            const char **type)
+{
+    LIBSSH2_SESSION *ssh;
+    int fd = -1;
+
+    fp[0] = '\0';
+    *type = "";
+    if (tcp_connect(p, &fd, NULL) != 0)
+        return;
+    ssh = libssh2_session_init_ex(NULL, NULL, NULL, NULL);
+    if (ssh) {
+        libssh2_session_set_blocking(ssh, 1);
+        libssh2_session_set_timeout(ssh, p->timeout_ms);
+        if (libssh2_session_handshake(ssh, fd) != 0 ||
+            tm__sftp_fingerprint(ssh, fp, len, type) != 0) {
+            fp[0] = '\0';
+            *type = "";
+        }
+        libssh2_session_free(ssh);
+    }
+    close(fd);
 }
 
 /* The session's first exchange: INIT / VERSION, and its extensions. */
@@ -879,6 +941,21 @@ static int sess_open(struct tm__sftp_pool *p, int accept_new,
     s->pool = p;
     s->tx_flush = TX_FLUSH;
     s->fd = -1;
+    if (p->transport == TM_SFTP_TRANSPORT_OPENSSH) {
+        /* ssh checks the host key and logs in; its socket carries SFTP */
+        s->use_proc = 1;
+        rc = tm__sftp_proc_start(p, accept_new, &s->pr, e);
+        if (rc)
+            goto fail;
+        s->in = malloc(RX_MIN); /* proc_send reads replies into it */
+        if (!s->in) {
+            rc = tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1, "connect: out of memory");
+            goto fail;
+        }
+        s->in_alloc = RX_MIN;
+        snprintf(how, sizeof how, "ssh");
+        goto sftp;
+    }
     rc = tcp_connect(p, &s->fd, e);
     if (rc)
         goto fail;
@@ -928,13 +1005,17 @@ static int sess_open(struct tm__sftp_pool *p, int accept_new,
                            p->host, p->port, m ? m : "");
         goto fail;
     }
+sftp:
     rc = sftp_init(s, &ext, e);
     if (rc)
         goto fail;
     pthread_mutex_lock(&p->mu);
     if (!p->verified) {
-        const char *c = libssh2_session_methods(s->ssh, LIBSSH2_METHOD_CRYPT_CS);
-        const char *m = libssh2_session_methods(s->ssh, LIBSSH2_METHOD_MAC_CS);
+        /* openssh: ssh chose them and does not say */
+        const char *c = s->ssh ? libssh2_session_methods(s->ssh, LIBSSH2_METHOD_CRYPT_CS)
+                               : "";
+        const char *m = s->ssh ? libssh2_session_methods(s->ssh, LIBSSH2_METHOD_MAC_CS)
+                               : "";
         p->verified = 1;
         p->ext = ext;
         memcpy(p->auth_used, how, sizeof how);
@@ -1052,6 +1133,15 @@ static void sess_put(struct tm__sftp_pool *p, struct tm__sftp_sess *s)
 void tm__sftp_opts_init(struct tm__sftp_opts *o)
 {
     memset(o, 0, sizeof *o);
+}
+
+int tm__sftp_transport_parse(const char *s)
+{
+    if (!strcmp(s, "libssh2"))
+        return TM_SFTP_TRANSPORT_LIBSSH2;
+    if (!strcmp(s, "openssh"))
+        return TM_SFTP_TRANSPORT_OPENSSH;
+    return -1;
 }
 
 static pthread_once_t libssh2_once = PTHREAD_ONCE_INIT;
@@ -1194,6 +1284,17 @@ static int resolve(struct tm__sftp_pool *p, const struct tm__sftp_url *u,
         rc = tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1, "resolve: out of memory");
         goto out;
     }
+    if (!o->ssh_config) {
+        /* the file tm__ssh_config_read read, for ssh (openssh transport) */
+        struct tm__buf b = TM__BUF_INIT;
+        if (tm__buf_addf(&b, "%s/.ssh/config", home)) {
+            rc = tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1, "resolve: out of memory");
+            goto out;
+        }
+        if (access(b.buf, F_OK) == 0)
+            p->user_config = tm__buf_detach(&b, NULL);
+        tm__buf_release(&b);
+    }
     p->use_agent = !h.identity_agent_none;
     p->identities_only = h.identities_only;
 out:
@@ -1265,6 +1366,22 @@ int tm__sftp_pool_open(const char *url, const struct tm__sftp_opts *o,
     if (p->chunk_w > 32768)
         p->chunk_w = 32768;
     p->accept_new = o->accept_new;
+    p->transport = o->transport;
+    if (p->transport == TM_SFTP_TRANSPORT_DEFAULT) {
+        const char *t = getenv("TREEMIG_SFTP_TRANSPORT");
+        p->transport = t && *t ? tm__sftp_transport_parse(t) : TM_SFTP_TRANSPORT_LIBSSH2;
+        if (p->transport < 0) {
+            rc = tm__sftp_fail(e, TM_EINVAL, TM_ERR_FATAL, -1,
+                               "TREEMIG_SFTP_TRANSPORT=%s: libssh2 or openssh", t);
+            goto fail;
+        }
+    }
+    p->ciphers_given = o->ciphers != NULL;
+    p->macs_given = o->macs != NULL;
+    if (o->ssh_config && !(p->ssh_config = strdup(o->ssh_config))) {
+        rc = tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1, "open: out of memory");
+        goto fail;
+    }
     p->ciphers = strdup(o->ciphers ? o->ciphers : TM_SFTP_CIPHERS);
     p->macs = strdup(o->macs ? o->macs : TM_SFTP_MACS);
     if (!p->ciphers || !p->macs) {
@@ -1279,6 +1396,12 @@ int tm__sftp_pool_open(const char *url, const struct tm__sftp_opts *o,
     if (rc)
         goto fail;
     tm__sftp_url_release(&u);
+    if (p->transport == TM_SFTP_TRANSPORT_OPENSSH &&
+        (p->password_env || getenv("TREEMIG_SSH_PASSPHRASE"))) {
+        rc = tm__sftp_askpass_make(p, e);
+        if (rc)
+            goto fail;
+    }
 
     /* The first session, at once: fatal problems show now. */
     p->n_open = 1;
@@ -1309,6 +1432,9 @@ void tm__sftp_pool_free(struct tm__sftp_pool *p)
         sess_close(s);
     }
     tm__sftp_auth_release(p);
+    tm__sftp_askpass_remove(p);
+    free(p->ssh_config);
+    free(p->user_config);
     free(p->alias);
     free(p->host);
     free(p->user);
@@ -1340,6 +1466,7 @@ void tm__sftp_pool_info(struct tm__sftp_pool *p, struct tm__sftp_info *i)
     i->auth_used = p->auth_used;
     i->cipher = p->cipher_used;
     i->mac = p->mac_used;
+    i->transport = p->transport == TM_SFTP_TRANSPORT_OPENSSH ? "openssh" : "libssh2";
     pthread_mutex_unlock(&p->mu);
 }
 

@@ -1042,7 +1042,7 @@ static void sftp_close(struct tm__adapter *a)
 static const char *const sftp_keys[] = {
     "ssh-identity", "ssh-known-hosts", "ssh-accept-new", "ssh-password-env",
     "ssh-config", "sftp-sessions", "sftp-timeout", "sftp-fsync", "sftp-ciphers",
-    "sftp-macs", NULL,
+    "sftp-macs", "sftp-transport", NULL,
 };
 
 /* 1 for a flag that is on ("" given alone, or yes/true/1/on). */
@@ -1121,6 +1121,14 @@ static int pool_opts(const struct tm__sopts *o, struct tm__sftp_opts *so,
                  "sftp-ciphers and sftp-macs take a value");
         return TM_EINVAL;
     }
+    v = tm__sopt_get(o, "sftp-transport");
+    if (v && (so->transport = tm__sftp_transport_parse(v)) < 0) {
+        snprintf(err, errlen, "option sftp-transport takes libssh2 or openssh, not '%s'",
+                 v);
+        return TM_EINVAL;
+    }
+    if (!v)
+        so->transport = TM_SFTP_TRANSPORT_DEFAULT;
     v = tm__sopt_get(o, "ssh-accept-new");
     if ((rc = flag_ok("ssh-accept-new", v, err, errlen)) != 0)
         return rc;

@@ -4,7 +4,8 @@
  * SSH sessions, each with one SFTP channel, with the operations the adapter
  * needs.
  *
- * Transport, host keys, the agent and key files are libssh2's. The SFTP
+ * Transport, host keys, the agent and key files are libssh2's, or, with
+ * the openssh transport, OpenSSH's ssh run as a child (openssh.c). The SFTP
  * protocol (version 3, draft-ietf-secsh-filexfer-02, with OpenSSH's
  * extensions) is written here over a libssh2 channel, because Debian 12's
  * libssh2 (1.10) has no posix-rename@openssh.com, lsetstat@openssh.com or
@@ -128,7 +129,17 @@ struct tm__sftp_opts {
                                           Ciphers); NULL: TM_SFTP_CIPHERS */
     const char *macs;                  /* the MACs likewise (MACs); NULL:
                                           TM_SFTP_MACS */
+    int transport;                     /* TM_SFTP_TRANSPORT_*; 0: the
+                                          default (TREEMIG_SFTP_TRANSPORT, else
+                                          libssh2) */
 };
+/* How a session reaches the server: libssh2 in this process, or OpenSSH's
+ * ssh as a child (its ciphers, config and agent; the SFTP packets go
+ * through its stdin and stdout). */
+enum { TM_SFTP_TRANSPORT_DEFAULT = 0, TM_SFTP_TRANSPORT_LIBSSH2 = 1,
+       TM_SFTP_TRANSPORT_OPENSSH = 2 };
+/* The transport named s ("libssh2", "openssh"), or -1. */
+int tm__sftp_transport_parse(const char *s);
 /* The defaults: what measured cheapest per byte with Debian's libssh2 1.10
  * against OpenSSH 9.2 (docs/adapters.md, "Ciphers and MACs"); libssh2's
  * others follow, so a server that offers none of the first still connects. */
@@ -173,6 +184,7 @@ struct tm__sftp_info {
     const char *cipher;    /* the cipher the first session negotiated,
                               client to server ("aes128-ctr") */
     const char *mac;       /* its MAC, client to server ("hmac-sha2-256") */
+    const char *transport; /* "libssh2" or "openssh" */
 };
 /* Fills *i; the strings are owned by the pool. */
 void tm__sftp_pool_info(struct tm__sftp_pool *p, struct tm__sftp_info *i);

@@ -14,6 +14,7 @@
 #include <libssh2.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/types.h>
 
 struct tm__sftp_sess;
 
@@ -65,6 +66,16 @@ struct tm__sftp_pool {
     char cipher_used[64];         /* what the first session negotiated */
     char mac_used[64];            /* its MAC */
 
+    int transport;                /* TM_SFTP_TRANSPORT_* */
+    char *ssh_config;             /* the ssh-config option, or NULL */
+    int ciphers_given, macs_given; /* the options set them (openssh: passed
+                                     on; else ssh's own defaults) */
+    char *user_config;            /* ~/.ssh/config ($HOME's) when it exists
+                                     and ssh_config is NULL */
+    char *askpass_dir;            /* openssh: the askpass script's private
+                                     folder, or NULL */
+    char *askpass;                /* the script (no secret in it), or NULL */
+
     pthread_mutex_t auth_mu;      /* guards passphrases */
     char **passphrases;           /* per ids[i]: the passphrase that opened
                                      it, or NULL (auth_mu); zeroed at free */
@@ -87,7 +98,51 @@ int tm__sftp_fingerprint(LIBSSH2_SESSION *ssh, char *out, size_t len,
  * gets a description of what worked (no secret in it). */
 int tm__sftp_authenticate(struct tm__sftp_pool *p, LIBSSH2_SESSION *ssh,
                           char *how, size_t howlen, struct tm__sftp_err *e);
+/* 1 when the private key file at path is encrypted, 0 when not, -1 when
+ * it cannot be told (auth.c). */
+int tm__sftp_key_encrypted(const char *path);
+/* The fingerprint and type of the server's host key, as
+ * tm__sftp_fingerprint, from a handshake of libssh2's own; "" when it
+ * fails (client.c; the openssh transport's refusal of an unknown host). */
+void tm__sftp_probe_hostkey(struct tm__sftp_pool *p, char *fp, size_t len,
+                            const char **type);
 /* Frees the cached passphrases, overwriting them first. */
 void tm__sftp_auth_release(struct tm__sftp_pool *p);
+
+/* ---- the openssh transport (openssh.c) ---- */
+
+/* An ssh child carrying one session's SFTP packets. */
+struct tm__sftp_proc {
+    pid_t pid;          /* the child, -1 once reaped */
+    int fd;             /* our end of its stdin/stdout socketpair */
+    int err;            /* its stderr, or -1 */
+    int status;         /* its wait status once reaped */
+    char errbuf[1024];  /* the last bytes of its stderr, NUL-terminated */
+    size_t errlen;      /* bytes in errbuf */
+};
+
+/* Writes the pool's askpass script (when a password or passphrase may be
+ * asked) into a new private folder; removed by tm__sftp_askpass_remove. */
+int tm__sftp_askpass_make(struct tm__sftp_pool *p, struct tm__sftp_err *e);
+void tm__sftp_askpass_remove(struct tm__sftp_pool *p);
+/* Starts `ssh ... -s host sftp` for the pool. accept_new: accept-new
+ * instead of strict host key checking. */
+int tm__sftp_proc_start(struct tm__sftp_pool *p, int accept_new,
+                        struct tm__sftp_proc *pr, struct tm__sftp_err *e);
+/* Sends n bytes (waiting at most timeout_ms at a time); while the socket
+ * is full, reads replies into rx (rx_space bytes; *rx_got gets how many).
+ * Returns n or a negative TM_* code. */
+ssize_t tm__sftp_proc_send(struct tm__sftp_proc *pr, const void *p, size_t n,
+                           unsigned char *rx, size_t rx_space, size_t *rx_got,
+                           int timeout_ms);
+/* Reads what has arrived (at least a byte, or 0 at EOF), or a TM_* code. */
+ssize_t tm__sftp_proc_recv(struct tm__sftp_proc *pr, void *p, size_t n, int timeout_ms);
+/* Closes our end and reaps the child (SIGTERM if it lingers; at once when
+ * broken). */
+void tm__sftp_proc_stop(struct tm__sftp_proc *pr, int broken);
+/* After a failed send or an EOF: reaps ssh and fills e from what it said
+ * (host key, login, refused port...). Returns the code. */
+int tm__sftp_proc_fail(struct tm__sftp_pool *p, struct tm__sftp_proc *pr, int code,
+                       struct tm__sftp_err *e, const char *op, const char *path);
 
 #endif

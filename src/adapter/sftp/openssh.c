@@ -1,0 +1,644 @@
+/*
+ * openssh.c - the "openssh" transport of a session: OpenSSH's own client,
+ * `ssh -s ... -- host sftp`, run as a child whose stdin and stdout are one
+ * end of a socketpair (as OpenSSH's sftp does), so that the SFTP packets
+ * client.c writes are encrypted by ssh, on another core, with ssh's ciphers
+ * (chacha20-poly1305, AES-GCM), its ~/.ssh/config, its agent.
+ *
+ * Security as the libssh2 transport's: host keys are checked against the
+ * pool's known_hosts files only (UserKnownHostsFile, GlobalKnownHostsFile
+ * /dev/null, StrictHostKeyChecking yes, or accept-new for the pool's first
+ * session when asked, UpdateHostKeys no); identities from the options go in
+ * with -i; a password (--ssh-password-env) and a key's passphrase
+ * (TREEMIG_SSH_PASSPHRASE) reach ssh only through SSH_ASKPASS: a script in
+ * a private folder that prints the variable ssh inherits (it holds the
+ * variable's name, never the secret). The child runs in its own session
+ * (setsid: no controlling terminal, so ssh can never prompt on one), with
+ * BatchMode unless the askpass is needed, no forwardings, no
+ * multiplexing. Its stderr is kept (the last bytes) to explain a failure.
+ *
+ * Called by client.c on the thread that owns the session.
+ */
+#include "adapter/sftp/sftp_int.h"
+
+#include "treemig.h"
+#include "util/buf.h"
+#include "util/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* The ssh program (PATH is searched); TREEMIG_SSH names another. */
+#define SSH_PROGRAM "ssh"
+/* How long a closed session's ssh may take to exit before SIGTERM. */
+#define EXIT_WAIT_MS 2000
+
+static int valid_var(const char *v)
+{
+    size_t i;
+    if (!v || !*v || (v[0] >= '0' && v[0] <= '9'))
+        return 0;
+    for (i = 0; v[i]; i++)
+        if (!(v[i] == '_' || (v[i] >= 'A' && v[i] <= 'Z') ||
+              (v[i] >= 'a' && v[i] <= 'z') || (v[i] >= '0' && v[i] <= '9')))
+            return 0;
+    return 1;
+}
+
+int tm__sftp_askpass_make(struct tm__sftp_pool *p, struct tm__sftp_err *e)
+{
+    const char *tmp = getenv("TMPDIR");
+    struct tm__buf b = TM__BUF_INIT;
+    char *dir;
+    int fd, rc;
+
+    if (p->password_env && !valid_var(p->password_env))
+        return tm__sftp_fail(e, TM_EINVAL, TM_ERR_FATAL, -1,
+                             "--ssh-password-env %s: not a variable name",
+                             p->password_env);
+    if (!tmp || *tmp != '/')
+        tmp = "/tmp";
+    if (tm__buf_addf(&b, "%s/treemig-askpass-XXXXXX", tmp))
+        goto oom;
+    dir = mkdtemp(b.buf); /* 0700 */
+    if (!dir) {
+        rc = tm__from_errno(errno);
+        tm__buf_release(&b);
+        return tm__sftp_fail(e, rc, TM_ERR_FATAL, -1, "make the askpass folder in %s: %s",
+                             tmp, tm_strerror(rc));
+    }
+    p->askpass_dir = tm__buf_detach(&b, NULL);
+    if (tm__buf_addf(&b, "%s/askpass", p->askpass_dir))
+        goto oom;
+    p->askpass = tm__buf_detach(&b, NULL);
+    /* The prompt is $1: a key's passphrase, else the password. printf is
+     * dash's builtin: the secret is in no process's arguments. */
+    if (tm__buf_addf(&b, "#!/bin/sh\ncase \"$1\" in\n"
+                         "*assphrase*) [ -n \"${TREEMIG_SSH_PASSPHRASE+x}\" ] || exit 1\n"
+                         "    printf '%%s\\n' \"$TREEMIG_SSH_PASSPHRASE\" ;;\n") ||
+        (p->password_env &&
+         tm__buf_addf(&b, "*assword*) [ -n \"${%s+x}\" ] || exit 1\n"
+                          "    printf '%%s\\n' \"$%s\" ;;\n",
+                      p->password_env, p->password_env)) ||
+        tm__buf_adds(&b, "*) exit 1 ;;\nesac\n"))
+        goto oom;
+    fd = open(p->askpass, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0700);
+    if (fd < 0 || tm__write_full(fd, b.buf, b.len) != 0) {
+        rc = fd < 0 ? tm__from_errno(errno) : TM_EIO;
+        if (fd >= 0)
+            close(fd);
+        tm__buf_release(&b);
+        return tm__sftp_fail(e, rc, TM_ERR_FATAL, -1, "write %s: %s", p->askpass,
+                             tm_strerror(rc));
+    }
+    close(fd);
+    tm__buf_release(&b);
+    return 0;
+oom:
+    tm__buf_release(&b);
+    return tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1, "askpass: out of memory");
+}
+
+void tm__sftp_askpass_remove(struct tm__sftp_pool *p)
+{
+    if (p->askpass)
+        unlink(p->askpass);
+    if (p->askpass_dir)
+        rmdir(p->askpass_dir);
+    free(p->askpass);
+    free(p->askpass_dir);
+    p->askpass = p->askpass_dir = NULL;
+}
+
+/* ssh's argument vector as it is built. */
+struct args {
+    char *v[96];   /* the arguments, NULL-terminated at the end */
+    int n;         /* arguments in v */
+    char *own[96]; /* the strings made for them (freed after the spawn) */
+    int nown;      /* strings in own */
+    int oom;       /* an allocation failed, or v is full */
+};
+
+static void arg(struct args *a, const char *s)
+{
+    if (a->n < 95)
+        a->v[a->n++] = (char *)s;
+    else
+        a->oom = 1;
+}
+
+static void argf(struct args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void argf(struct args *a, const char *fmt, ...)
+{
+    struct tm__buf b = TM__BUF_INIT;
+    va_list ap;
+    int rc;
+    va_start(ap, fmt);
+    rc = tm__buf_vaddf(&b, fmt, ap);
+    va_end(ap);
+    if (rc || a->nown >= 96) {
+        tm__buf_release(&b);
+        a->oom = 1;
+        return;
+    }
+    a->own[a->nown] = tm__buf_detach(&b, NULL);
+    arg(a, a->own[a->nown++]);
+}
+
+/* A file name for a -o value, in double quotes (ssh splits values on
+ * spaces); a name with a quote cannot be passed. */
+static int quotable(const char *s)
+{
+    return !strchr(s, '"') && !strchr(s, '\n');
+}
+
+static int build_args(struct tm__sftp_pool *p, int accept_new, struct args *a,
+                      struct tm__sftp_err *e)
+{
+    struct tm__buf kh = TM__BUF_INIT;
+    const char *prog = getenv("TREEMIG_SSH");
+    size_t i, n_ids;
+
+    if (p->alias[0] == '-' || p->user[0] == '-')
+        return tm__sftp_fail(e, TM_EBADSPEC, TM_ERR_FATAL, -1,
+                             "connect %s: a host or user starting with '-' is refused",
+                             p->alias);
+    arg(a, prog && *prog ? prog : SSH_PROGRAM);
+    arg(a, "-x"); /* no X11 */
+    arg(a, "-a"); /* no agent forwarding */
+    arg(a, "-T"); /* no tty */
+    arg(a, "-e");
+    arg(a, "none");
+    /* The config file treemig read: ssh itself would take ~ from the
+     * password file, not $HOME. */
+    arg(a, "-F");
+    arg(a, p->ssh_config ? p->ssh_config : p->user_config ? p->user_config : "none");
+    argf(a, "-oBatchMode=%s", p->askpass ? "no" : "yes");
+    arg(a, "-oClearAllForwardings=yes");
+    arg(a, "-oControlMaster=no");
+    arg(a, "-oControlPath=none");
+    arg(a, "-oPermitLocalCommand=no");
+    arg(a, "-oRemoteCommand=none");
+    arg(a, "-oLogLevel=INFO"); /* ERROR hides "Unable to negotiate" */
+    arg(a, "-oKbdInteractiveAuthentication=no");
+    argf(a, "-oPasswordAuthentication=%s", p->password_env ? "yes" : "no");
+    arg(a, "-oNumberOfPasswordPrompts=1");
+    arg(a, "-oUpdateHostKeys=no");
+    arg(a, "-oHashKnownHosts=no"); /* recorded as the libssh2 transport does */
+    arg(a, "-oGlobalKnownHostsFile=/dev/null");
+    argf(a, "-oStrictHostKeyChecking=%s", accept_new ? "accept-new" : "yes");
+    argf(a, "-oConnectTimeout=%d", (p->timeout_ms + 999) / 1000);
+    for (i = 0; i < p->n_known_hosts; i++) {
+        if (!quotable(p->known_hosts[i])) {
+            tm__buf_release(&kh);
+            return tm__sftp_fail(e, TM_EINVAL, TM_ERR_FATAL, -1,
+                                 "known hosts %s: a name with '\"' cannot be given to ssh",
+                                 p->known_hosts[i]);
+        }
+        if (tm__buf_addf(&kh, "%s\"%s\"", i ? " " : "", p->known_hosts[i]))
+            a->oom = 1;
+    }
+    argf(a, "-oUserKnownHostsFile=%s", kh.len ? kh.buf : "none");
+    tm__buf_release(&kh);
+    if (p->ciphers_given)
+        argf(a, "-oCiphers=%s", p->ciphers);
+    if (p->macs_given)
+        argf(a, "-oMACs=%s", p->macs);
+    /* The identities treemig resolved (options, config, else the default
+     * names that exist): ssh then adds none of its own. */
+    for (i = 0, n_ids = 0; i < p->n_ids; i++) {
+        if (!p->ids_explicit && access(p->ids[i], F_OK) != 0)
+            continue;
+        arg(a, "-i");
+        arg(a, p->ids[i]);
+        n_ids++;
+    }
+    if (!n_ids) /* not ssh's defaults (the password file's home) either */
+        arg(a, "-oIdentityFile=/dev/null");
+    if (!p->use_agent)
+        arg(a, "-oIdentityAgent=none");
+    if (p->identities_only)
+        arg(a, "-oIdentitiesOnly=yes");
+    arg(a, "-p");
+    argf(a, "%d", p->port);
+    arg(a, "-l");
+    arg(a, p->user);
+    arg(a, "-s");
+    arg(a, "--");
+    arg(a, p->alias);
+    arg(a, "sftp");
+    a->v[a->n] = NULL;
+    if (a->oom)
+        return tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1, "start ssh: out of memory");
+    return 0;
+}
+
+/* environ without SSH_ASKPASS*, DISPLAY kept; plus ours when askpass. */
+static char **child_env(struct tm__sftp_pool *p, struct args *a)
+{
+    size_t n = 0, i, k = 0;
+    char **env;
+    while (environ && environ[n])
+        n++;
+    env = calloc(n + 3, sizeof *env);
+    if (!env)
+        return NULL;
+    for (i = 0; i < n; i++)
+        if (strncmp(environ[i], "SSH_ASKPASS", 11) != 0)
+            env[k++] = environ[i];
+    if (p->askpass) {
+        argf(a, "SSH_ASKPASS=%s", p->askpass);
+        a->v[--a->n] = NULL; /* not an argument */
+        env[k++] = a->own[a->nown - 1];
+        env[k++] = "SSH_ASKPASS_REQUIRE=force";
+    }
+    if (a->oom) {
+        free(env);
+        return NULL;
+    }
+    return env;
+}
+
+/* accept-new: the known_hosts file ssh would create gets mode 0600 (ssh
+ * would make it 0644), as the libssh2 transport's. */
+static int precreate(struct tm__sftp_pool *p, struct tm__sftp_err *e)
+{
+    int fd, rc;
+    if (!p->n_known_hosts)
+        return 0;
+    fd = open(p->known_hosts[0], O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd >= 0 || errno == EEXIST || errno == ENOENT) { /* ENOENT: ssh says */
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    rc = tm__from_errno(errno);
+    return tm__sftp_fail(e, rc, TM_ERR_FATAL, -1, "create known hosts %s: %s",
+                         p->known_hosts[0], tm_strerror(rc));
+}
+
+int tm__sftp_proc_start(struct tm__sftp_pool *p, int accept_new, struct tm__sftp_proc *pr,
+                        struct tm__sftp_err *e)
+{
+    struct args a;
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    sigset_t none, dfl;
+    char **env = NULL;
+    int sv[2] = {-1, -1}, ep[2] = {-1, -1}, rc, i;
+
+    memset(&a, 0, sizeof a);
+    memset(pr, 0, sizeof *pr);
+    pr->fd = pr->err = -1;
+    pr->pid = -1;
+    if (p->password_env && !getenv(p->password_env))
+        return tm__sftp_fail(e, TM_EAUTH, TM_ERR_FATAL, -1,
+                             "log in to %s@%s:%d: --ssh-password-env %s: the variable "
+                             "is not set", p->user, p->host, p->port, p->password_env);
+    rc = accept_new ? precreate(p, e) : 0;
+    if (!rc)
+        rc = build_args(p, accept_new, &a, e);
+    if (!rc && !(env = child_env(p, &a)))
+        rc = tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1, "start ssh: out of memory");
+    if (rc)
+        goto out;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0 ||
+        pipe2(ep, O_CLOEXEC) != 0) {
+        rc = tm__from_errno(errno);
+        rc = tm__sftp_fail(e, rc, TM_ERR_RETRY, -1, "start ssh: %s", tm_strerror(rc));
+        goto out;
+    }
+    {
+        int sz = 1 << 20; /* the kernel caps it; more in flight per wakeup */
+        setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+        setsockopt(sv[0], SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+    }
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], 0);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, ep[1], 2);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3); /* whatever lacks O_CLOEXEC */
+#endif
+    posix_spawnattr_init(&at);
+    sigemptyset(&none);
+    sigemptyset(&dfl);
+    sigaddset(&dfl, SIGPIPE);
+    sigaddset(&dfl, SIGINT);
+    sigaddset(&dfl, SIGTERM);
+    sigaddset(&dfl, SIGHUP);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setsigdefault(&at, &dfl);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
+                                      POSIX_SPAWN_SETSIGDEF);
+    i = posix_spawnp(&pr->pid, a.v[0], &fa, &at, a.v, env);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    close(sv[1]);
+    close(ep[1]);
+    sv[1] = ep[1] = -1;
+    if (i != 0) {
+        pr->pid = -1;
+        rc = tm__sftp_fail(e, TM_ENOTSUP, TM_ERR_FATAL, -1,
+                           "start %s (sftp-transport=openssh): %s", a.v[0],
+                           tm_strerror(tm__from_errno(i)));
+        goto out;
+    }
+    pr->fd = sv[0];
+    pr->err = ep[0];
+    sv[0] = ep[0] = -1;
+    fcntl(pr->fd, F_SETFL, fcntl(pr->fd, F_GETFL) | O_NONBLOCK);
+    fcntl(pr->err, F_SETFL, fcntl(pr->err, F_GETFL) | O_NONBLOCK);
+out:
+    for (i = 0; i < 2; i++) {
+        if (sv[i] >= 0)
+            close(sv[i]);
+        if (ep[i] >= 0)
+            close(ep[i]);
+    }
+    for (i = 0; i < a.nown; i++)
+        free(a.own[i]);
+    free(env);
+    return rc;
+}
+
+/* Reads what ssh wrote on stderr; keeps the last bytes. 0 at its EOF. */
+static int drain_err(struct tm__sftp_proc *pr)
+{
+    char buf[1024];
+    for (;;) {
+        ssize_t r = read(pr->err, buf, sizeof buf);
+        size_t n, keep = sizeof pr->errbuf - 1;
+        if (r == 0)
+            return 0;
+        if (r < 0)
+            return errno == EINTR ? 1 : errno == EAGAIN ? 1 : 0;
+        n = (size_t)r;
+        if (n >= keep) {
+            memcpy(pr->errbuf, buf + n - keep, keep);
+            pr->errlen = keep;
+        } else {
+            if (pr->errlen + n > keep) {
+                size_t drop = pr->errlen + n - keep;
+                memmove(pr->errbuf, pr->errbuf + drop, pr->errlen - drop);
+                pr->errlen -= drop;
+            }
+            memcpy(pr->errbuf + pr->errlen, buf, n);
+            pr->errlen += n;
+        }
+        pr->errbuf[pr->errlen] = '\0';
+    }
+}
+
+/* Waits for fd to be ready for ev (POLLIN / POLLOUT), draining stderr
+ * meanwhile; *rx_ready gets 1 when fd is readable too. 0, or TM_ETIMEDOUT. */
+static int wait_fd(struct tm__sftp_proc *pr, short ev, int timeout_ms, int *rx_ready)
+{
+    int64_t end = tm__now_ns() + (int64_t)timeout_ms * 1000000;
+    for (;;) {
+        struct pollfd f[2] = {{pr->fd, ev, 0}, {pr->err, POLLIN, 0}};
+        int64_t left = (end - tm__now_ns()) / 1000000;
+        int n;
+        if (left < 0)
+            return TM_ETIMEDOUT;
+        n = poll(f, pr->err >= 0 ? 2 : 1, (int)(left > 0 ? left : 1));
+        if (n < 0 && errno != EINTR)
+            return tm__from_errno(errno);
+        if (n <= 0)
+            continue;
+        if (pr->err >= 0 && f[1].revents) {
+            if (!drain_err(pr)) {
+                close(pr->err);
+                pr->err = -1;
+            }
+        }
+        if (f[0].revents) {
+            if (rx_ready)
+                *rx_ready = !!(f[0].revents & (POLLIN | POLLHUP | POLLERR));
+            return 0;
+        }
+    }
+}
+
+ssize_t tm__sftp_proc_send(struct tm__sftp_proc *pr, const void *p, size_t n,
+                           unsigned char *rx, size_t rx_space, size_t *rx_got,
+                           int timeout_ms)
+{
+    size_t done = 0;
+    *rx_got = 0;
+    while (done < n) {
+        ssize_t w = send(pr->fd, (const char *)p + done, n - done, MSG_NOSIGNAL);
+        int rc, readable = 0;
+        if (w > 0) {
+            done += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno != EAGAIN)
+            return tm__from_errno(errno);
+        /* Full: take in replies meanwhile (ssh stops reading when its
+         * output is not read), as far as the caller has room. */
+        rc = wait_fd(pr, (short)(POLLOUT | (*rx_got < rx_space ? POLLIN : 0)), timeout_ms,
+                     &readable);
+        if (rc)
+            return rc;
+        if (readable && *rx_got < rx_space) {
+            ssize_t r = recv(pr->fd, rx + *rx_got, rx_space - *rx_got, 0);
+            if (r > 0)
+                *rx_got += (size_t)r;
+            else if (r == 0)
+                return TM_ECONNRESET;
+        }
+    }
+    return (ssize_t)done;
+}
+
+ssize_t tm__sftp_proc_recv(struct tm__sftp_proc *pr, void *p, size_t n, int timeout_ms)
+{
+    for (;;) {
+        ssize_t r = recv(pr->fd, p, n, 0);
+        int rc;
+        if (r >= 0)
+            return r;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN)
+            return tm__from_errno(errno);
+        rc = wait_fd(pr, POLLIN, timeout_ms, NULL);
+        if (rc)
+            return rc;
+    }
+}
+
+/* Waits up to ms for the child to exit: 1 when it has (reaped). */
+static int reap(struct tm__sftp_proc *pr, int ms)
+{
+    int64_t end = tm__now_ns() + (int64_t)ms * 1000000;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(pr->pid, &st, WNOHANG);
+        if (r == pr->pid || (r < 0 && errno != EINTR)) {
+            pr->status = r == pr->pid ? st : -1;
+            pr->pid = -1;
+            return 1;
+        }
+        if (tm__now_ns() >= end)
+            return 0;
+        if (pr->err >= 0) {
+            struct pollfd f = {pr->err, POLLIN, 0};
+            if (poll(&f, 1, 5) > 0 && !drain_err(pr)) {
+                close(pr->err);
+                pr->err = -1;
+            }
+        } else {
+            struct timespec ts = {0, 2000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+void tm__sftp_proc_stop(struct tm__sftp_proc *pr, int broken)
+{
+    if (pr->fd >= 0) {
+        close(pr->fd); /* ssh sees EOF, closes the channel and exits */
+        pr->fd = -1;
+    }
+    if (pr->pid > 0 && !reap(pr, broken ? 0 : EXIT_WAIT_MS)) {
+        kill(pr->pid, SIGTERM);
+        if (!reap(pr, EXIT_WAIT_MS)) {
+            kill(pr->pid, SIGKILL);
+            while (waitpid(pr->pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+            pr->pid = -1;
+        }
+    }
+    if (pr->err >= 0) {
+        close(pr->err);
+        pr->err = -1;
+    }
+}
+
+/* The last non-empty line of what ssh said, without "\r". */
+static void last_line(const struct tm__sftp_proc *pr, char *out, size_t len)
+{
+    const char *s = pr->errbuf, *end = s + pr->errlen, *b;
+    while (end > s && (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' '))
+        end--;
+    b = end;
+    while (b > s && b[-1] != '\n')
+        b--;
+    snprintf(out, len, "%.*s", (int)(end - b), b);
+}
+
+int tm__sftp_proc_fail(struct tm__sftp_pool *p, struct tm__sftp_proc *pr, int code,
+                       struct tm__sftp_err *e, const char *op, const char *path)
+{
+    const char *t;
+    char line[300];
+    int cls = TM_ERR_RETRY;
+
+    /* ssh closed its end: its exit and last words tell why */
+    if (pr->fd >= 0) {
+        close(pr->fd);
+        pr->fd = -1;
+    }
+    if (pr->pid > 0 && !reap(pr, p->timeout_ms)) {
+        kill(pr->pid, SIGTERM);
+        reap(pr, EXIT_WAIT_MS);
+    }
+    while (pr->err >= 0 && drain_err(pr) == 1) {
+        struct pollfd f = {pr->err, POLLIN, 0};
+        if (poll(&f, 1, 100) <= 0)
+            break;
+    }
+    t = pr->errbuf;
+    last_line(pr, line, sizeof line);
+    if (strstr(t, "REMOTE HOST IDENTIFICATION HAS CHANGED") ||
+        strstr(t, "Host key verification failed") || strstr(t, "host key is known")) {
+        int changed = strstr(t, "HAS CHANGED") != NULL;
+        const char *type;
+        char fp[80];
+        /* ssh names no fingerprint at LogLevel INFO: a handshake of ours
+         * learns it (nothing is sent past the key exchange) */
+        tm__sftp_probe_hostkey(p, fp, sizeof fp, &type);
+        if (changed)
+            return tm__sftp_fail(e, TM_EHOSTKEY, TM_ERR_FATAL, -1,
+                                 "check host key of %s: REMOTE HOST IDENTIFICATION HAS "
+                                 "CHANGED: the server offers %s key %s, which is not the "
+                                 "key known hosts list; refused (ssh: %s)",
+                                 p->hostkey_name, type, fp[0] ? fp : "(unknown)", line);
+        return tm__sftp_fail(e, TM_EHOSTUNKNOWN, TM_ERR_FATAL, -1,
+                             "check host key of %s: the host is not known; its %s key "
+                             "fingerprint is %s; verify it, then add it (ssh-keyscan, or "
+                             "--ssh-accept-new) (ssh: %s)",
+                             p->hostkey_name, type, fp[0] ? fp : "(unknown)", line);
+    }
+    if (strstr(t, "Permission denied (")) {
+        struct tm__buf b = TM__BUF_INIT;
+        const char *pass = getenv("TREEMIG_SSH_PASSPHRASE");
+        size_t i;
+        int rc;
+        /* what ssh was given to try: agent, keys, password */
+        if (p->use_agent && getenv("SSH_AUTH_SOCK") && *getenv("SSH_AUTH_SOCK"))
+            tm__buf_adds(&b, "agent");
+        for (i = 0; i < p->n_ids; i++) {
+            int enc;
+            if (!p->ids_explicit && access(p->ids[i], F_OK) != 0)
+                continue;
+            enc = tm__sftp_key_encrypted(p->ids[i]);
+            tm__buf_addf(&b, "%s%s (%s)", b.len ? ", " : "", p->ids[i],
+                         enc == 1 && !pass ? "encrypted, and no TREEMIG_SSH_PASSPHRASE"
+                         : enc == 1        ? "rejected, or a wrong passphrase"
+                                           : "rejected by the server");
+        }
+        if (p->password_env)
+            tm__buf_addf(&b, "%spassword from $%s", b.len ? ", " : "", p->password_env);
+        rc = tm__sftp_fail(e, TM_EAUTH, TM_ERR_FATAL, -1,
+                           "log in to %s@%s:%d: authentication failed; tried %s (ssh: %s)",
+                           p->user, p->host, p->port, b.len ? b.buf : "nothing", line);
+        tm__buf_release(&b);
+        return rc;
+    }
+    if (strstr(t, "subsystem request failed"))
+        return tm__sftp_fail(e, TM_ENOTSUP, TM_ERR_FATAL, -1,
+                             "start sftp on %s:%d: the server refused the sftp subsystem "
+                             "(ssh: %s)", p->host, p->port, line);
+    /* the connect's failures are worded as the libssh2 transport's */
+    if (strstr(t, "Could not resolve hostname"))
+        return tm__sftp_fail(e, TM_EHOSTUNREACH, TM_ERR_RETRY, -1,
+                             "connect %s:%d: cannot resolve the name (ssh: %s)", p->host,
+                             p->port, line);
+    if (strstr(t, "Connection refused"))
+        code = TM_ECONNREFUSED;
+    else if (strstr(t, "timed out"))
+        code = TM_ETIMEDOUT;
+    else if (strstr(t, "No route to host") || strstr(t, "Network is unreachable"))
+        code = TM_EHOSTUNREACH;
+    if (code != TM_ECONNRESET && strstr(t, "connect to host"))
+        return tm__sftp_fail(e, code, TM_ERR_RETRY, -1, "connect %s:%d: %s (ssh: %s)",
+                             p->host, p->port, tm_strerror(code), line);
+    if (strstr(t, "no matching") || strstr(t, "Bad SSH2 cipher") ||
+        strstr(t, "Bad SSH2 mac") || strstr(t, "Bad SSH2 MAC") ||
+        strstr(t, "Bad configuration option") || strstr(t, "command-line line"))
+        cls = TM_ERR_FATAL, code = TM_EINVAL;
+    if (line[0])
+        return tm__sftp_fail(e, code, cls, -1, "%s %s: connection to %s:%d lost (ssh: %s)",
+                             op, path, p->host, p->port, line);
+    return tm__sftp_fail(e, code, cls, -1, "%s %s: connection to %s:%d lost (ssh exited)",
+                         op, path, p->host, p->port);
+}
