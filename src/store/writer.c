@@ -504,7 +504,7 @@ static int folder_done(struct tm__writer *w, struct tm__result *r)
     if (!rc)
         rc = stat_add(w, r->side == TM_SRC ? 0 : 1, r->depth, TM_T_FOLDER,
                       r->folder_ts, 0, 1, 0);
-    if (!rc && r->folder_ts == TS_SUCCESSFUL) {
+    if (!rc && r->folder_ts == TS_SUCCESSFUL && !r->no_pos) {
         /* a failed listing keeps its position: retry resumes there */
         st = w->st[ST_POS_DEL];
         tm__db_bind_int(st, 1, r->side);
