@@ -880,6 +880,7 @@ static int list_task(struct task *t)
     struct tm__retry rt;
     struct tm__aerr ae;
     int rc = 0, more = 1, attempts = 1, stat_failed = 0;
+    int paged = t->pos.len > 0; /* a position of the folder may be stored */
 
     tm__retry_init(&rt, e->cfg->retries, e->cfg->stop);
     if (t->side == TM_DST && t->src_failed) {
@@ -933,8 +934,10 @@ static int list_task(struct task *t)
                     goto out; /* ENOMEM, or the state file could not be read */
                 r->final = !more;
                 r->attempts = r->final ? attempts : 0;
+                r->no_pos = !paged;
                 if (!more)
                     break; /* the last page goes through submit below */
+                paged = 1;
                 rc = tm__writer_submit(e->w, r);
                 r = NULL;
                 if (rc)

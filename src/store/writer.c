@@ -30,7 +30,7 @@ enum { ST_UPD_SRC_F, ST_UPD_DST_F, ST_UPD_COPY,
        ST_TASK_ERR, ST_SET, ST_LOG, ST_COPY_DONE, ST_QSTAT, ST_COPY_CF,
        ST_POS_SET, ST_POS_DEL, ST_UP_SET, ST_UP_DEL, ST_SEL_SRC, ST_SEL_DST,
        ST_COPY_DONE_L, ST_COPY_CF_L, ST_LEASE_OF, ST_HOLD_SRC, ST_HOLD_DST,
-       ST_COUNT };
+       ST_UPD_COPY_RUN, ST_COUNT };
 
 enum { PS_SEL_SRC, PS_SEL_DST, PS_UPD_SRC, PS_UPD_DST, PS_TS_SRC, PS_TS_DST,
        PS_PREV, PS_TWIN, PS_KIDS_SRC, PS_KIDS_DST, PS_SUB_STATS_SRC,
@@ -40,15 +40,17 @@ struct tm__pass_seen;
 
 /* The children of a page are inserted INS_CHUNK rows per statement (one
  * statement's fixed cost, its start, halt and reset, then counts once
- * per chunk instead of once per row); what is left over, one row per
- * statement. A chunk is INSERT OR IGNORE: SQLite keeps a statement journal
- * (a copy of each page it first touches) for a statement of several rows
- * that may abort, none for one that cannot; holds_id() then tells a child
- * there already from an id taken. A chunk is 32 x 19 = 608 parameters,
+ * per chunk instead of once per row); what is left over in chunks of 16,
+ * 8, 4, 2 and 1 rows (a folder of 7 children is 3 statements, not 7:
+ * most folders hold fewer than 32). A chunk is INSERT OR IGNORE: SQLite
+ * keeps a statement journal (a copy of each page it first touches) for a
+ * statement of several rows that may abort, none for one that cannot;
+ * holds_id() then tells a child there already from an id taken. A chunk is 32 x 19 = 608 parameters,
  * below every SQLite's limit (999 before 3.32). On PostgreSQL (db_pg.c
  * binds at most 32 parameters; a round trip per statement costs more than
  * any of this) every row is one statement. */
 #define INS_CHUNK 32
+#define INS_SIZES 6 /* chunk sizes: 2^0 .. 2^5 = INS_CHUNK rows */
 
 /* The columns of a node row, per side, in the order bind_node() binds
  * them. A child listed twice (a page read again after a crash, a storage
@@ -107,6 +109,11 @@ static const char *const stmt_sql[ST_COUNT] = {
     "src_nodes WHERE id=?1 AND lease_id=?2 AND traversal_status='pending')",
     "UPDATE leases SET expires=expires WHERE id=?2 AND EXISTS(SELECT 1 FROM "
     "dst_nodes WHERE id=?1 AND lease_id=?2 AND traversal_status='pending')",
+    /* the same verdict on a run of source twins of consecutive ids (a
+     * page's children, inserted in name order, matched in name order):
+     * one statement and one seek for the run (verdict_add) */
+    "UPDATE src_nodes SET copy_status=?1, conflict=?2, hash=NULL "
+    "WHERE id BETWEEN ?3 AND ?4",
 };
 
 /* Node ids taken at once from a shared store (tm__writer_set_ids). */
@@ -132,9 +139,9 @@ struct tm__writer {
     struct tm__buf errmsg;     /* its message */
     struct tm__db *db;               /* owned by the thread while it runs */
     struct tm__stmt *st[ST_COUNT]; /* prepared statements */
-    struct tm__stmt *ins[2][2];  /* inserts of nodes per side: [side][0]
-                                   one row, [side][1] INS_CHUNK rows (NULL
-                                   on PostgreSQL) */
+    struct tm__stmt *ins[2][INS_SIZES]; /* inserts of nodes per side:
+                                   [side][j] 2^j rows ([side][0] only on
+                                   PostgreSQL, the others NULL) */
     int64_t next_id[2];        /* next node id per side */
     int64_t txn_next_id[2];    /* next_id when the open transaction began */
     int64_t id_end[2];         /* with ids: the end of the block next_id is in */
@@ -165,6 +172,9 @@ struct tm__writer {
     struct tm__stmt *pst[PS_COUNT]; /* the pass's statements */
     struct tm__pass_seen *seen; /* the children seen per folder listed */
     size_t nseen, seen_cap;    /* its count, room */
+    int run_on;                /* a run of verdicts waits (verdict_add) */
+    int64_t run_first, run_last; /* its source ids, first .. last */
+    int8_t run_cs, run_cf;     /* its copy status and conflict */
 };
 
 void tm__result_free(struct tm__result *r)
@@ -281,6 +291,48 @@ static void bind_verdict(struct tm__stmt *up, const struct tm__wnode *n)
         tm__db_bind_null(up, 4);
 }
 
+/* Writes the run of verdicts that waits, if any (verdict_add). */
+static int verdict_flush(struct tm__writer *w)
+{
+    struct tm__stmt *up = w->st[ST_UPD_COPY_RUN];
+    if (!w->run_on)
+        return 0;
+    w->run_on = 0;
+    tm__db_bind_text(up, 1, tm__cs_names[w->run_cs], -1, SQLITE_STATIC);
+    if (w->run_cf)
+        tm__db_bind_text(up, 2, tm__cf_names[w->run_cf], -1, SQLITE_STATIC);
+    else
+        tm__db_bind_null(up, 2);
+    tm__db_bind_int64(up, 3, w->run_first);
+    tm__db_bind_int64(up, 4, w->run_last);
+    return step_done(w, up);
+}
+
+/* The verdict of destination child n (no hash) on its source twin: joins
+ * the run that waits when the twin's id follows the run's last and the
+ * verdict is the same, so that every id of a run is the twin of one
+ * inserted child; else the run is written and n's starts the next.
+ * SQLite only (the one-row update per child on PostgreSQL, whose
+ * pipeline redoes a transaction statement by statement). A run is
+ * written at the latest when its page is applied (apply_listing). */
+static int verdict_add(struct tm__writer *w, const struct tm__wnode *n)
+{
+    int rc;
+    if (w->run_on && n->src_id == w->run_last + 1 && n->new_cs == w->run_cs &&
+        n->new_cf == w->run_cf) {
+        w->run_last = n->src_id;
+        return 0;
+    }
+    rc = verdict_flush(w);
+    if (rc)
+        return rc;
+    w->run_on = 1;
+    w->run_first = w->run_last = n->src_id;
+    w->run_cs = n->new_cs;
+    w->run_cf = n->new_cf;
+    return 0;
+}
+
 /* Counts child n of r, which was inserted, in the stats; a destination
  * child applies the comparison's verdict to its source twin. */
 static int inserted_node(struct tm__writer *w, const struct tm__result *r,
@@ -296,9 +348,13 @@ static int inserted_node(struct tm__writer *w, const struct tm__result *r,
     rc = stat_add(w, 1, depth, n->type, n->ts, 0, 1, n->size);
     if (!rc && n->upd) {
         /* the comparison's verdict on the source twin */
-        struct tm__stmt *up = w->st[ST_UPD_COPY];
-        bind_verdict(up, n);
-        rc = step_done(w, up);
+        if (!n->has_hash && w->ins[TM_DST][1]) {
+            rc = verdict_add(w, n);
+        } else {
+            struct tm__stmt *up = w->st[ST_UPD_COPY];
+            bind_verdict(up, n);
+            rc = step_done(w, up);
+        }
         if (!rc)
             rc = stat_add(w, 2, depth, n->src_type, n->old_cs, n->old_cf, -1,
                           -n->src_size);
@@ -344,7 +400,7 @@ static int holds_id(struct tm__writer *w, const struct tm__result *r,
 static int insert_nodes(struct tm__writer *w, struct tm__result *r, size_t first,
                         size_t k)
 {
-    struct tm__stmt *st = w->ins[r->side][k > 1];
+    struct tm__stmt *st;
     int cols = r->side == TM_SRC ? SRC_COLS : DST_COLS;
     int64_t id;
     size_t j, changed;
@@ -362,6 +418,9 @@ static int insert_nodes(struct tm__writer *w, struct tm__result *r, size_t first
     }
     id = w->next_id[r->side];
 
+    for (j = 0; ((size_t)1 << j) < k; j++)
+        ;
+    st = w->ins[r->side][j];
     for (j = 0; j < k; j++)
         bind_node(st, (int)j * cols, r, &r->nodes[first + j], id + (int64_t)j);
     rc = tm__db_step(st);
@@ -445,7 +504,7 @@ static int folder_done(struct tm__writer *w, struct tm__result *r)
     if (!rc)
         rc = stat_add(w, r->side == TM_SRC ? 0 : 1, r->depth, TM_T_FOLDER,
                       r->folder_ts, 0, 1, 0);
-    if (!rc && r->folder_ts == TS_SUCCESSFUL) {
+    if (!rc && r->folder_ts == TS_SUCCESSFUL && !r->no_pos) {
         /* a failed listing keeps its position: retry resumes there */
         st = w->st[ST_POS_DEL];
         tm__db_bind_int(st, 1, r->side);
@@ -491,10 +550,16 @@ static int apply_listing(struct tm__writer *w, struct tm__result *r)
     rc = lease_lost(w, r);
     if (rc)
         return rc < 0 ? rc : 0;
-    for (; !rc && w->ins[r->side][1] && i + INS_CHUNK <= r->n_nodes; i += INS_CHUNK)
-        rc = insert_nodes(w, r, i, INS_CHUNK);
-    for (; !rc && i < r->n_nodes; i++)
-        rc = insert_nodes(w, r, i, 1);
+    while (!rc && i < r->n_nodes) {
+        size_t k = INS_CHUNK;
+        while (k > 1 && (k > r->n_nodes - i || !w->ins[r->side][1]))
+            k /= 2;
+        rc = insert_nodes(w, r, i, k);
+        i += k;
+    }
+    if (!rc)
+        rc = verdict_flush(w);
+    w->run_on = 0; /* a failed page is not applied: nor its run */
     if (rc)
         return rc;
     if (!r->final) {
@@ -1452,16 +1517,17 @@ static void ckpt_stop(struct tm__writer *w)
     sqlite3_wal_autocheckpoint(tm__db_sqlite(w->db), w->auto_ckpt);
 }
 
-/* Prepares the inserts of nodes: per side, one row and INS_CHUNK rows. */
+/* Prepares the inserts of nodes: per side, one row and chunks of 2 ..
+ * INS_CHUNK rows. */
 static int prepare_inserts(struct tm__writer *w)
 {
     struct tm__buf sql = TM__BUF_INIT;
     int side, big, rc = 0;
-    int chunks = tm__db_sqlite(w->db) != NULL; /* see INS_CHUNK */
+    int sizes = tm__db_sqlite(w->db) != NULL ? INS_SIZES : 1; /* see INS_CHUNK */
     for (side = 0; !rc && side < 2; side++) {
         int cols = side == TM_SRC ? SRC_COLS : DST_COLS;
-        for (big = 0; !rc && big <= chunks; big++) {
-            int rows = big ? INS_CHUNK : 1, i, c;
+        for (big = 0; !rc && big < sizes; big++) {
+            int rows = 1 << big, i, c;
             tm__buf_reset(&sql);
             rc = tm__buf_adds(&sql, big ? "INSERT OR IGNORE " : "INSERT ");
             if (!rc)
@@ -1492,8 +1558,8 @@ static void finalize_all(struct tm__writer *w)
     int i;
     for (i = 0; i < ST_COUNT; i++)
         tm__db_finalize(w->st[i]);
-    for (i = 0; i < 4; i++)
-        tm__db_finalize(w->ins[i / 2][i % 2]);
+    for (i = 0; i < 2 * INS_SIZES; i++)
+        tm__db_finalize(w->ins[i / INS_SIZES][i % INS_SIZES]);
     for (i = 0; i < PS_COUNT; i++)
         tm__db_finalize(w->pst[i]);
     for (i = 0; i < (int)w->nseen; i++)

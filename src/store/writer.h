@@ -79,6 +79,9 @@ struct tm__result {
     int depth;                /* its depth */
     int final;                /* TM_R_LISTING: the folder's last page: its
                                  status becomes folder_ts */
+    int no_pos;               /* final: 1 when no position can be stored
+                                 for the folder (its first page, listed
+                                 from its beginning): none to delete */
     int8_t folder_ts;         /* its new traversal status */
     int attempts;             /* listing attempts */
     char *error;              /* malloc'd message when failed, else NULL */

@@ -1,5 +1,5 @@
 /* Unit tests of writer.c on a real state file: the children of a page go
- * in by chunks of rows per INSERT; a page listed again, whole or in part
+ * in by chunks of rows per INSERT, the verdicts on source twins by runs; a page listed again, whole or in part
  * (a resume, a storage that repeats names across pages), inserts only what
  * is new, counts it once in the stats and applies a destination row's
  * verdict on its source twin only when that row is new. */
@@ -205,6 +205,66 @@ static void test_verdict_once(void **state)
     assert_int_equal(one(f, "SELECT sum(count) FROM dst_stats"), 60);
 }
 
+static const char *statuses_sql =
+    "SELECT group_concat(id || ':' || copy_status || ':' || coalesce(conflict, ''), ' ') "
+    "FROM (SELECT * FROM src_nodes ORDER BY id)";
+
+/* The verdicts of a page are written by runs of consecutive twin ids
+ * (writer.c, verdict_add): a run never covers a twin that is missing on
+ * the destination (c006), one whose verdict differs (c003: mtime), nor
+ * one whose child brings no change (c009); each twin gets its own
+ * verdict, and the copy stats equal the rows. */
+static void test_verdict_runs(void **state)
+{
+    struct fixture *f = *state;
+    static const int src[][3] = { { TM_SRC, 0, 12 } };
+    struct tm__writer *w = NULL;
+    struct tm__buf err = TM__BUF_INIT;
+    struct tm__result *r;
+    int64_t next[2];
+    char *got;
+    size_t i, k = 0;
+
+    write_pages(f, src, 1, 0); /* c<i> is source id i + 1 */
+    r = page(TM_DST, 0, 12, 1);
+    for (i = 0; i < 12; i++) {
+        if (i == 6)
+            continue; /* c006: not on the destination */
+        r->nodes[k] = r->nodes[i];
+        k++;
+    }
+    r->n_nodes = k;
+    r->nodes[3].new_cs = CS_PENDING; /* c003 */
+    r->nodes[3].new_cf = CF_MTIME;
+    r->nodes[8].upd = 0; /* c009 */
+    assert_int_equal(tm__store_next_ids(f->s.db, next, &err), 0);
+    assert_int_equal(tm__writer_start(&w, f->s.db, next, 100000, on_commit, f), 0);
+    assert_int_equal(tm__writer_submit(w, r), 0);
+    if (tm__writer_stop(w, &err) != 0)
+        fail_msg("writer: %s", err.buf ? err.buf : "?");
+    tm__buf_release(&err);
+
+    {
+        sqlite3 *db = tm__db_sqlite(f->s.db);
+        sqlite3_stmt *st = NULL;
+        assert_int_equal(sqlite3_prepare_v2(db, statuses_sql, -1, &st, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        got = strdup((const char *)sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+    }
+    assert_string_equal(got, "1:already_existed: 2:already_existed: 3:already_existed: "
+                             "4:pending:mtime 5:already_existed: 6:already_existed: "
+                             "7:pending: 8:already_existed: 9:already_existed: "
+                             "10:pending: 11:already_existed: 12:already_existed:");
+    free(got);
+    assert_int_equal(one(f, "SELECT sum(count) FROM copy_stats WHERE "
+                            "copy_status = 'already_existed'"), 9);
+    assert_int_equal(one(f, "SELECT sum(count) FROM copy_stats WHERE "
+                            "copy_status = 'pending' AND conflict = 1"), 1);
+    assert_int_equal(one(f, "SELECT sum(count) FROM copy_stats WHERE "
+                            "copy_status = 'pending' AND conflict = 0"), 2);
+}
+
 /* An id already taken by another node is an internal error, never a
  * merge: in a chunk (OR IGNORE skips the row) and in a one-row insert. */
 static void test_id_taken(void **state)
@@ -254,6 +314,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_pages_listed_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verdict_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verdict_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_id_taken, setup, teardown),
         cmocka_unit_test_setup_teardown(test_page_size, setup, teardown),
     };
