@@ -3,7 +3,10 @@
 # with the state in SQLite (a file) and in PostgreSQL (a throwaway server on
 # a Unix socket in the work dir, fsync off as on SQLite's synchronous=NORMAL
 # in WAL mode it is not quite: the server's own durability is not measured
-# here, the store's round trips are), side by side, medians of RUNS.
+# here, the store's round trips are), side by side, medians of RUNS. On
+# PostgreSQL twice: its folders claimed under leases, as workers would
+# share them (TREEMIG_SHARED_DISCOVERY=1), and listed by the one process
+# alone (=0).
 #
 #   bench/pg.sh                  # 300,000 entries per side, RUNS=3
 #   SCALE=0.05 bench/pg.sh       # 15,000 entries: a quick check
@@ -16,7 +19,7 @@
 #   PG_BIN         PostgreSQL's programs (default: the newest
 #                  /usr/lib/postgresql/N/bin)
 # The server runs as nobody when run as root, and is stopped on exit.
-# Exits 1 when a run fails or the two stores' status differ.
+# Exits 1 when a run fails or a store's status differs from SQLite's.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 WORK=${BENCH_DIR:-/tmp/treemig-bench}
@@ -64,34 +67,42 @@ PSQL=("$PG_BIN/psql" -X -q -h "$PGD" -p "$PORT" -U tm)
 URI="postgresql:///bench?host=$PGD&port=$PORT&user=tm"
 
 declare -A WALLS RSS CPU OTHER RC
+# what status says of a store's nodes (queues aside)
+status_of() {
+    "$TREEMIG" status --json --db "$1" | python3 -c 'import json,sys; s=json.load(sys.stdin); s.pop("queues",None); print(json.dumps([s["src"],s["dst"],s["copy"]],sort_keys=True))'
+}
 run_tool() {
     case $1 in
     sqlite)
         rm -f "$DB" "$DB-wal" "$DB-shm" "$DB.lock" "$WORK/pg-lite.yaml"
         measure sqlite "$TREEMIG" discover --quiet --db "$DB" --config "$WORK/pg-lite.yaml" "$SRC" "$DST" ;;
-    postgresql)
+    postgresql|postgresql-unleased)
         rm -f "$WORK/pg-pg.yaml"
         "${PSQL[@]}" -d postgres -c 'DROP DATABASE IF EXISTS bench' -c 'CREATE DATABASE bench' >/dev/null 2>&1
-        measure postgresql "$TREEMIG" discover --quiet --db "$URI" --config "$WORK/pg-pg.yaml" "$SRC" "$DST" ;;
+        TREEMIG_SHARED_DISCOVERY=$([[ $1 == postgresql ]] && echo 1 || echo 0) \
+            measure "$1" "$TREEMIG" discover --quiet --db "$URI" --config "$WORK/pg-pg.yaml" "$SRC" "$DST"
+        status_of "$URI" >"$LOGS/$1.json" || FAIL=1 ;;
     esac
 }
+FAIL=0
 for ((r = 0; r < RUNS; r++)); do
     say "run $((r + 1))/$RUNS"
-    while read -r k; do run_tool "$k"; done < <(rotate "$r" sqlite postgresql)
+    while read -r k; do run_tool "$k"; done < <(rotate "$r" sqlite postgresql postgresql-unleased)
 done
 
-FAIL=0
-[[ ${RC[sqlite]} == 0 && ${RC[postgresql]} == 0 ]] || FAIL=1
-"$TREEMIG" status --json --db "$DB" | python3 -c 'import json,sys; s=json.load(sys.stdin); s.pop("queues",None); print(json.dumps([s["src"],s["dst"],s["copy"]],sort_keys=True))' >"$LOGS/lite.json" || FAIL=1
-"$TREEMIG" status --json --db "$URI" | python3 -c 'import json,sys; s=json.load(sys.stdin); s.pop("queues",None); print(json.dumps([s["src"],s["dst"],s["copy"]],sort_keys=True))' >"$LOGS/pg.json" || FAIL=1
-cmp -s "$LOGS/lite.json" "$LOGS/pg.json" || { say "the two stores' status differ: $LOGS/lite.json $LOGS/pg.json"; FAIL=1; }
+[[ ${RC[sqlite]} == 0 && ${RC[postgresql]} == 0 && ${RC[postgresql-unleased]} == 0 ]] || FAIL=1
+status_of "$DB" >"$LOGS/lite.json" || FAIL=1
+for k in postgresql postgresql-unleased; do
+    cmp -s "$LOGS/lite.json" "$LOGS/$k.json" || { say "the stores' status differ: $LOGS/lite.json $LOGS/$k.json"; FAIL=1; }
+done
 {
     header "treemig discover, SQLite vs PostgreSQL state: $ENTRIES entries per source tree"
     printf '  %-34s %-22s %8s %10s\n' store "wall s, median (range)" "cpu s" "RSS KiB"
-    for k in sqlite postgresql; do
-        printf '  %-34s %-22s %8s %10s\n' "$k" "$(stat_of $k)" "${CPU[$k]}" "${RSS[$k]}"
+    for k in sqlite postgresql postgresql-unleased; do
+        printf '  %-34s %-22s %8s %10s\n' "$k$([[ $k == postgresql ]] && echo ' (leased)')" "$(stat_of $k)" "${CPU[$k]}" "${RSS[$k]}"
     done
     echo "  postgresql / sqlite (median wall): $(ratio "$(median postgresql)" "$(median sqlite)")  (goal: <= 2)"
-    echo "  status of both stores: $([[ $FAIL == 0 ]] && echo identical || echo DIFFERENT or a run failed)"
+    echo "  unleased postgresql / sqlite: $(ratio "$(median postgresql-unleased)" "$(median sqlite)"); leased / unleased: $(ratio "$(median postgresql)" "$(median postgresql-unleased)")  (goal: <= 2)"
+    echo "  status of the stores: $([[ $FAIL == 0 ]] && echo identical || echo DIFFERENT or a run failed)"
 } | tee "$WORK/report-pg-$(date -u +%Y%m%dT%H%M%SZ).txt"
 exit $FAIL

@@ -76,6 +76,7 @@
 #define PAGE 1024            /* frontier rows fetched at once */
 #define SPAN 8               /* depths a side fetches from at once */
 #define WAIT_MAX 65536       /* destination folders waiting for their twin */
+#define CLAIM_MIN 32         /* folders a claim asks for, at least (leased) */
 #define READERS 4            /* shared read connections for comparisons */
 /* Rows queued for the writer at most. What is queued is lost by a crash and
  * listed again by the resume: one batch's worth keeps that small while the
@@ -1473,27 +1474,31 @@ static int claim_one(void *ctx, const struct tm__frow *r)
 }
 
 /* refill() on a shared store (cfg->claim): claims pending folders of
- * side under a lease, lowest depth first, up to twice --workers at hand,
- * when less than one and a half is; the store applies the --lead bound
- * and the twin rule for all processes (a destination folder claimed has
- * its source twin's listing durable: it never waits). A claim that found
+ * side under a lease, lowest depth first, up to twice --workers (at
+ * least CLAIM_MIN) at hand, when half of --workers less is; the store
+ * applies the --lead bound and the twin rule for all processes (a
+ * destination folder claimed has its source twin's listing durable: it
+ * never waits). A claim that found
  * nothing is made again after a commit of this process or 50 ms. Called
  * with e->mu held; drops it while claiming. */
 static int refill_leased(struct engine *e, struct side *s, struct task **buf)
 {
     const struct tm__disc_claim *c = e->cfg->claim;
     int workers = e->cfg->workers > 0 ? e->cfg->workers : 4, n, i;
+    /* a claim is a round trip and a scan of the side's pending folders:
+     * at least CLAIM_MIN at once, not 2 at a time for few workers */
+    size_t want = 2 * (size_t)workers > CLAIM_MIN ? 2 * (size_t)workers : CLAIM_MIN;
     size_t have = s->ready.len + (size_t)s->in_flight;
     int64_t gen = e->s[0].commit_gen + e->s[1].commit_gen, lease = 0, now;
     struct fetch f = { e, s, 0, buf, 0 };
 
-    if (s->done || have >= (size_t)workers + (size_t)(workers + 1) / 2)
+    if (s->done || have >= want - (size_t)(workers + 1) / 2)
         return 0;
     now = tm__now_ns();
     if (s->empty_at && gen == s->empty_gen && now - s->empty_at < 50000000LL)
         return 0;
     pthread_mutex_unlock(&e->mu);
-    n = c->claim(c->ctx, s->which, e->cfg->lead, (int)(2 * (size_t)workers - have),
+    n = c->claim(c->ctx, s->which, e->cfg->lead, (int)(want - have),
                  &lease, claim_one, &f);
     pthread_mutex_lock(&e->mu);
     if (n < 0) {

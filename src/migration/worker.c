@@ -54,7 +54,13 @@ struct batch {
 
 struct tm__lease_hook {
     struct tm__exec_claim claim; /* what the engine calls (ctx: this) */
-    struct tm__lease_q *q;       /* the lease connection */
+    struct tm__lease_q *q;       /* the lease connection: claims, ids */
+    struct tm__lease_q *rq;      /* discovery: the renewal thread's own
+                                    connection, so that its wait for a lease
+                                    row the writer holds (the page check)
+                                    blocks no claim and no block of ids the
+                                    writer waits for; NULL: q (a copy's
+                                    writer locks no lease row) */
     char stage[4][64];           /* copy, links, attrs and verify stage names */
     struct tm__disc_claim disc;  /* discovery's claims (ctx: this) */
     int drop;                    /* discovery: a batch over is removed, not
@@ -165,9 +171,11 @@ static void hook_ended(void *ctx, int64_t lease)
     pthread_mutex_unlock(&h->mu);
 }
 
-/* Marks the done batches, then renews the others; h->mu not held. */
-static void renew_once(struct tm__lease_hook *h)
+/* Marks the done batches, then renews the others if renew; h->mu not
+ * held. */
+static void renew_once(struct tm__lease_hook *h, int renew)
 {
+    struct tm__lease_q *rq = h->rq ? h->rq : h->q;
     int64_t *done;
     size_t nd, i;
     int rc = 0;
@@ -178,11 +186,11 @@ static void renew_once(struct tm__lease_hook *h)
     h->nd = h->cap_d = 0;
     pthread_mutex_unlock(&h->mu);
     for (i = 0; i < nd && !rc; i++)
-        rc = h->drop ? tm__lease_q_drop(h->q, done[i], &h->terr)
-                     : tm__lease_q_done(h->q, done[i], &h->terr);
+        rc = h->drop ? tm__lease_q_drop(rq, done[i], &h->terr)
+                     : tm__lease_q_done(rq, done[i], &h->terr);
     free(done);
-    if (!rc)
-        tm__lease_q_renew(h->q, h->lease_ms, &h->terr);
+    if (!rc && renew)
+        tm__lease_q_renew(rq, h->lease_ms, &h->terr);
 }
 
 static void *renew_main(void *arg)
@@ -194,7 +202,10 @@ static void *renew_main(void *arg)
         int64_t now = tm__now_ns() / 1000000;
         if (now >= next || h->nd) {
             pthread_mutex_unlock(&h->mu);
-            renew_once(h);
+            /* a discovery renews when due only: it ends batches at
+             * nearly every commit, and each renewal of a lease its writer
+             * holds waits for that commit */
+            renew_once(h, now >= next || !h->drop);
             pthread_mutex_lock(&h->mu);
             if (now >= next)
                 next = now + every;
@@ -214,13 +225,14 @@ static void *renew_main(void *arg)
         }
     }
     pthread_mutex_unlock(&h->mu);
-    renew_once(h); /* the last done batches */
+    renew_once(h, 0); /* the last done batches */
     return NULL;
 }
 
-int tm__lease_hook_start(struct tm__lease_hook **out, tm_migration *m,
-                         const char *run, const char *tmp_key, int lease_s,
-                         int workers)
+/* tm__lease_hook_start(); disc: for a discovery (the renewal on a
+ * connection of its own). */
+static int hook_start(struct tm__lease_hook **out, tm_migration *m, const char *run,
+                      const char *tmp_key, int lease_s, int workers, int disc)
 {
     struct tm__lease_hook *h = calloc(1, sizeof *h);
     char host[256], who[340], nonce[4];
@@ -234,6 +246,7 @@ int tm__lease_hook_start(struct tm__lease_hook **out, tm_migration *m,
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->cv, NULL);
     h->lease_ms = (lease_s > 0 ? lease_s : DEFAULT_LEASE_S) * 1000;
+    h->drop = disc; /* before the renewal thread reads it */
     snprintf(h->stage[0], sizeof h->stage[0], "copy:%s", run);
     snprintf(h->stage[1], sizeof h->stage[1], "links:%s", run);
     snprintf(h->stage[2], sizeof h->stage[2], "attrs:%s", run);
@@ -248,6 +261,9 @@ int tm__lease_hook_start(struct tm__lease_hook **out, tm_migration *m,
              (unsigned char)nonce[2], (unsigned char)nonce[3]);
     rc = tm__lease_q_open(&h->q, tm__store_conn(&m->store), who, host, (int)getpid(),
                           tmp_key, &m->err);
+    if (!rc && disc)
+        rc = tm__lease_q_open(&h->rq, tm__store_conn(&m->store), who, host,
+                              (int)getpid(), tmp_key, &m->err);
     if (rc) {
         tm__lease_hook_stop(h);
         return rc;
@@ -260,6 +276,8 @@ int tm__lease_hook_start(struct tm__lease_hook **out, tm_migration *m,
         snprintf(sql, sizeof sql, "SET idle_in_transaction_session_timeout = %d",
                  h->lease_ms);
         rc = tm__lease_q_exec(h->q, sql, &m->err);
+        if (!rc && h->rq)
+            rc = tm__lease_q_exec(h->rq, sql, &m->err);
         if (!rc && tm__db_exec(m->store.db, sql, NULL, NULL, NULL) != SQLITE_OK)
             rc = tm__store_error(m->store.db, SQLITE_ERROR, &m->err,
                                  "set the idle transaction timeout");
@@ -285,6 +303,13 @@ int tm__lease_hook_start(struct tm__lease_hook **out, tm_migration *m,
     return 0;
 }
 
+int tm__lease_hook_start(struct tm__lease_hook **out, tm_migration *m,
+                         const char *run, const char *tmp_key, int lease_s,
+                         int workers)
+{
+    return hook_start(out, m, run, tmp_key, lease_s, workers, 0);
+}
+
 const struct tm__exec_claim *tm__lease_hook_claim(struct tm__lease_hook *h)
 {
     return &h->claim;
@@ -293,10 +318,9 @@ const struct tm__exec_claim *tm__lease_hook_claim(struct tm__lease_hook *h)
 int tm__lease_hook_start_disc(struct tm__lease_hook **out, tm_migration *m,
                               int lease_s, int workers)
 {
-    int rc = tm__lease_hook_start(out, m, "-", "-", lease_s, workers);
+    int rc = hook_start(out, m, "-", "-", lease_s, workers, 1);
     if (rc)
         return rc;
-    (*out)->drop = 1;
     (*out)->disc.claim = hook_claim_folders;
     (*out)->disc.ended = hook_ended;
     (*out)->disc.ids = hook_ids;
@@ -322,6 +346,7 @@ void tm__lease_hook_stop(struct tm__lease_hook *h)
         pthread_join(h->thread, NULL);
     }
     tm__lease_q_close(h->q);
+    tm__lease_q_close(h->rq);
     free(h->b);
     free(h->done);
     tm__buf_release(&h->err);

@@ -1771,10 +1771,11 @@ static int g_exec(struct tm__db *db, const char *sql)
         return code;
     }
     r = PQexec(d->conn, t);
-    if (begin && !d->in_txn && conn_bad(d) &&
-        PQresultStatus(r) != PGRES_COMMAND_OK) {
-        /* the connection went while idle (noticed only now): BEGIN again
-         * on a new one */
+    if (!d->in_txn && !commit && !rollback && conn_bad(d) &&
+        PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+        /* the connection went while idle (noticed only now): BEGIN, or a
+         * statement of its own outside a transaction (a setting, a SET),
+         * again on a new one */
         PQclear(r);
         code = reconnect(d);
         if (code != SQLITE_OK) {

@@ -10,8 +10,9 @@
  * queries (the engine reads them with tm__tasks_decode). Times are the
  * server's (clock_timestamp()), so the hosts' clocks need not agree.
  * Discovery's claims (tm__lease_q_claim_folders) take pending folders of
- * src_nodes or dst_nodes the same way, keep their rows until the COMMIT
- * and hand them over after it; tm__lease_q_ids gives the writers blocks
+ * src_nodes or dst_nodes the same way, in one statement (one round trip,
+ * the lease made only when folders are found), and hand them over once
+ * it returned; tm__lease_q_ids gives the writers blocks
  * of node ids (table id_blocks). A claim or a block cut off with its
  * connection is made again on a new one (db_pg.c connects again).
  *
@@ -71,23 +72,28 @@
     GROUP("n") " ORDER BY g.depth, g.id LIMIT 1))"
 
 /* Discovery: the pending folders of a side that no live lease of the
- * stage holds (?1 the new lease, ?2 the stage, ?3 the limit), lowest
- * depth first. The source's are bounded by the --lead rule (?4): at most
- * lead depths below the destination's lowest pending folder, whoever
- * lists it (none pending: the destination is done, no bound); the
- * destination's need their source twin's listing durable (not pending).
- * Each row: id, path, depth, the source twin, its status, and where an
- * earlier listing stopped. */
+ * stage holds (?2 the stage, ?3 the limit), lowest depth first. The
+ * source's are bounded by the --lead rule (?8): at most lead depths below
+ * the destination's lowest pending folder, whoever lists it (none
+ * pending: the destination is done, no bound); the destination's need
+ * their source twin's listing durable (not pending). One statement, one
+ * round trip, its own transaction: the folders are picked (c), a lease
+ * of this worker (?1 worker, ?4 host, ?5 pid, ?6 key, ?7 its length) is
+ * made only if some were (nl), and they are given to it. Each row: id,
+ * path, depth, the source twin, its status, where an earlier listing
+ * stopped, and the lease. */
 #define FREE_LEASE(a) \
     "(l.id IS NULL OR l.stage <> ?2 OR l.expires < " NOW_MS ")"
 #define CLAIM_FOLDERS(T, SIDE, JOIN, COND, TWIN, TS)                          \
-    "UPDATE " T " AS n SET lease_id = ?1 FROM (SELECT s.id AS cid FROM " T  \
-    " s " JOIN " LEFT JOIN leases l ON l.id = s.lease_id WHERE "             \
-    "s.traversal_status = 'pending' AND s.type = 'folder' AND " COND        \
-    " AND " FREE_LEASE("l") " ORDER BY s.depth, s.id LIMIT ?3 FOR UPDATE "  \
-    "OF s SKIP LOCKED) c WHERE n.id = c.cid RETURNING n.id, n.path, "       \
-    "n.depth, " TWIN ", " TS ", (SELECT p.pos FROM listing_pos p WHERE "     \
-    "p.side = " SIDE " AND p.folder_id = n.id)"
+    "WITH c AS (SELECT s.id AS cid FROM " T " s " JOIN " LEFT JOIN leases l " \
+    "ON l.id = s.lease_id WHERE s.traversal_status = 'pending' AND s.type = " \
+    "'folder' AND " COND " AND " FREE_LEASE("l") " ORDER BY s.depth, s.id "   \
+    "LIMIT ?3 FOR UPDATE OF s SKIP LOCKED), nl AS (INSERT INTO leases(stage, " \
+    "worker, host, pid, tmp_key, expires) SELECT ?2, ?1, ?4, ?5, ?6, "        \
+    NOW_MS " + ?7 WHERE EXISTS(SELECT 1 FROM c) RETURNING id) UPDATE " T      \
+    " AS n SET lease_id = nl.id FROM c, nl WHERE n.id = c.cid RETURNING "    \
+    "n.id, n.path, n.depth, " TWIN ", " TS ", (SELECT p.pos FROM listing_pos " \
+    "p WHERE p.side = " SIDE " AND p.folder_id = n.id), nl.id"
 
 enum { Q_NEW, Q_DROP, Q_CLAIM_COPY, Q_CLAIM_LINKS, Q_CLAIM_ATTRS, Q_LEFT_COPY,
        Q_LEFT_LINKS, Q_LEFT_ATTRS, Q_RENEW, Q_DONE, Q_CLAIM_VERIFY, Q_LEFT_VERIFY,
@@ -123,7 +129,7 @@ static const char *const lease_sql[Q_COUNT] = {
     CLAIM_FOLDERS("src_nodes", "0", "",
                   "s.depth <= coalesce((SELECT d.depth FROM dst_nodes d WHERE "
                   "d.traversal_status = 'pending' AND d.type = 'folder' ORDER BY "
-                  "d.depth, d.id LIMIT 1) + ?4, s.depth)",
+                  "d.depth, d.id LIMIT 1) + ?8, s.depth)",
                   "0", "NULL"),
     CLAIM_FOLDERS("dst_nodes", "1", "LEFT JOIN src_nodes t ON t.id = s.src_id",
                   "coalesce(t.traversal_status, 'successful') <> 'pending'",
@@ -171,9 +177,10 @@ int tm__lease_q_open(struct tm__lease_q **out, const char *conninfo,
         return TM_EINVAL;
     }
     rc = tm__store_open_reader(conninfo, &q->db, err);
-    /* the renewal waits for a lease row the worker's own writer holds
-     * (discovery's page check) while this connection's mutex is held,
-     * which the writer may want (a block of ids): the wait is bounded */
+    /* a renewal waits for a lease row the worker's own writer holds
+     * (discovery's page check): bounded, on a connection of its own
+     * (worker.c) that neither a claim nor the writer's block of ids
+     * waits for */
     if (!rc && tm__db_exec(q->db, "SET lock_timeout = 500", NULL, NULL, NULL) != SQLITE_OK)
         rc = tm__store_error(q->db, SQLITE_ERROR, err, "set the lock timeout");
     for (i = 0; !rc && i < Q_COUNT; i++)
@@ -435,7 +442,9 @@ static void fclaims_free(struct fclaim *v, int n)
 }
 
 /* One attempt of tm__lease_q_claim_folders: the rows in *out (count
- * returned), delivered by the caller after the commit. q->mu held. */
+ * returned), delivered by the caller. The claim is one statement,
+ * committed by itself; a row this process cannot hold (no memory) stays
+ * claimed until its lease expires. q->mu held. */
 static int claim_folders_once(struct tm__lease_q *q, int side, const char *stage,
                               int lead, int limit, int lease_ms, int64_t *lease,
                               struct fclaim **out, struct tm__buf *err)
@@ -449,21 +458,16 @@ static int claim_folders_once(struct tm__lease_q *q, int side, const char *stage
     v = calloc(limit > 0 ? (size_t)limit : 1, sizeof *v);
     if (!v)
         return TM_ENOMEM;
-    rc = tm__db_exec(q->db, "BEGIN", NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
-        rc = fail(q, rc, err, "begin a claim of folders");
-        fclaims_free(v, 0);
-        return rc;
-    }
-    rc = new_lease(q, stage, lease_ms, lease, err);
-    if (rc)
-        goto rollback;
     st = q->st[side == 0 ? Q_CLAIM_SRC_F : Q_CLAIM_DST_F];
-    tm__db_bind_int64(st, 1, *lease);
+    tm__db_bind_text(st, 1, q->worker, -1, SQLITE_STATIC);
     tm__db_bind_text(st, 2, stage, -1, SQLITE_STATIC);
     tm__db_bind_int(st, 3, limit);
+    tm__db_bind_text(st, 4, q->host, -1, SQLITE_STATIC);
+    tm__db_bind_int64(st, 5, q->pid);
+    tm__db_bind_text(st, 6, q->key, -1, SQLITE_STATIC);
+    tm__db_bind_int64(st, 7, lease_ms);
     if (side == 0)
-        tm__db_bind_int(st, 4, lead);
+        tm__db_bind_int(st, 8, lead);
     while ((rc = tm__db_step(st)) == SQLITE_ROW && n < limit) {
         struct fclaim *c = &v[n];
         const char *path = (const char *)tm__db_column_text(st, 1);
@@ -486,25 +490,19 @@ static int claim_folders_once(struct tm__lease_q *q, int side, const char *stage
         c->r.twin_failed = ts && strcmp(ts, "failed") == 0;
         c->r.pos = pos ? c->mem + plen + 1 : NULL;
         c->r.pos_len = poslen;
+        *lease = tm__db_column_int64(st, 6);
         n++;
     }
     tm__db_reset(st);
-    if (rc == TM_ENOMEM)
-        goto rollback;
-    if (rc != SQLITE_DONE) {
-        rc = fail(q, rc, err, "claim folders");
-        goto rollback;
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        if (rc != TM_ENOMEM)
+            rc = fail(q, rc, err, "claim folders");
+        fclaims_free(v, n);
+        *lease = 0;
+        return rc;
     }
-    rc = claim_commit(q, n, lease, "commit a claim of folders", err);
-    if (rc)
-        goto rollback;
     *out = v;
     return n;
-rollback:
-    tm__db_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
-    fclaims_free(v, n);
-    *lease = 0;
-    return rc;
 }
 
 /* 1 when the last failure on q was the connection's (lost, or a

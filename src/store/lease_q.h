@@ -6,9 +6,10 @@
  * docs/scale-out.md for the protocol and docs/state-file.md for the table
  * leases and the column src_nodes.lease_id.
  *
- * Threads: a struct tm__lease_q is one connection of its own, shared by
- * the copy's coordinator (claims, checks) and the worker's renewal thread
- * behind its mutex.
+ * Threads: a struct tm__lease_q is one connection of its own, used
+ * behind its mutex; a worker opens two (worker.c): one for the engine's
+ * coordinator (claims, checks) and the writer (blocks of ids), one for
+ * its renewal thread, whose waits for a row lock hold up neither.
  */
 #ifndef TM_LEASE_Q_H
 #define TM_LEASE_Q_H

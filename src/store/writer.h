@@ -119,6 +119,8 @@ struct tm__result {
                                  old_cs any more */
     int8_t lease_lost;        /* set by the writer: another worker's lease
                                  held the node, this outcome was dropped */
+    int8_t lease_checked;     /* writer: lease_lost was found in this
+                                 transaction, before the page's writes */
 };
 
 void tm__result_free(struct tm__result *r);
