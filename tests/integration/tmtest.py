@@ -6,6 +6,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import traceback
 
 TREEMIG = os.environ.get('TREEMIG', '/work/main/build/treemig')
@@ -18,6 +19,12 @@ class CheckFailed(Exception):
     pass
 
 
+class Void(CheckFailed):
+    """Raised by a check whose precondition did not come about (a worker
+    killed before it held any work, say): no verdict either way. Runner
+    runs such a check again (see again_if_void)."""
+
+
 class Skip(Exception):
     """Raised by a check that cannot run here; the reason is printed."""
 
@@ -26,6 +33,28 @@ def fail(msg, expected=None, actual=None):
     if expected is not None or actual is not None:
         msg = '%s\n    expected: %r\n    actual:   %r' % (msg, expected, actual)
     raise CheckFailed(msg)
+
+
+def void(msg):
+    raise Void(msg + ': the case is void')
+
+
+def again_if_void(fn, tries=3):
+    """fn(work, ...) run again in a fresh sub-folder of work while it ends
+    void (timing on a loaded machine), at most tries times; the last void
+    is a failure."""
+    def run_case(work, *a, **kw):
+        for i in range(tries):
+            sub = tempfile.mkdtemp(prefix='%s.try%d.' % (fn.__name__, i), dir=work)
+            os.chmod(sub, os.stat(work).st_mode & 0o7777)
+            try:
+                return fn(sub, *a, **kw)
+            except Void as e:
+                if i == tries - 1:
+                    raise
+                print('     void (%s): again in a fresh folder' % e)
+                sys.stdout.flush()
+    return run_case
 
 
 def expect_eq(what, expected, actual):
