@@ -11,6 +11,35 @@
 #include <string.h>
 
 
+/* The root of a side: its one row without a parent (by the index
+ * (parent_id, name), not a scan of the table). */
+#define PASS_ROOT "parent_id IS NULL AND depth = 0"
+
+/* The rows of side (src, dst) that the start of a pass may change: the
+ * root and what the review exclusions changed. */
+#define PASS_CHANGING(side) " WHERE id IN (SELECT id FROM " side "_nodes WHERE " \
+    PASS_ROOT " UNION SELECT id FROM excluded_prev WHERE side = '" side "')"
+
+/* Adds (sign "") or takes out (sign "-") the rows of PASS_CHANGING in
+ * the stats, as tm__stats_apply() adds a delta. */
+#define PASS_STAT_SUM(sign) sign "count(*), " sign "coalesce(sum(size), 0)"
+#define PASS_STAT_SET " ON CONFLICT DO UPDATE SET count=count+excluded.count, " \
+    "bytes=bytes+excluded.bytes;"
+#define PASS_STATS(sign)                                                        \
+    "INSERT INTO src_stats(depth, type, traversal_status, count, bytes)"         \
+    " SELECT depth, type, traversal_status, " PASS_STAT_SUM(sign)                 \
+    " FROM src_nodes" PASS_CHANGING("src") " GROUP BY depth, type,"               \
+    " traversal_status" PASS_STAT_SET                                           \
+    "INSERT INTO dst_stats(depth, type, traversal_status, count, bytes)"         \
+    " SELECT depth, type, traversal_status, " PASS_STAT_SUM(sign)                 \
+    " FROM dst_nodes" PASS_CHANGING("dst") " GROUP BY depth, type,"               \
+    " traversal_status" PASS_STAT_SET                                           \
+    "INSERT INTO copy_stats(depth, type, copy_status, conflict, count, bytes)"   \
+    " SELECT depth, type, copy_status, CASE WHEN conflict IS NULL THEN 0"        \
+    " ELSE 1 END, " PASS_STAT_SUM(sign) " FROM src_nodes" PASS_CHANGING("src")    \
+    " GROUP BY depth, type, copy_status, CASE WHEN conflict IS NULL THEN 0"      \
+    " ELSE 1 END" PASS_STAT_SET
+
 int tm__q_pass_reset(struct tm__db *db, const char *created, const char *now, int *n,
                      struct tm__buf *err)
 {
@@ -20,9 +49,12 @@ int tm__q_pass_reset(struct tm__db *db, const char *created, const char *now, in
      * "passes"). What the review exclusions changed is put back as it was
      * (they are made again at the end of the pass, over what it found);
      * prev_src_nodes is left to hold what this pass changes; the roots
-     * are listed again; the stats are counted again from the rows. */
+     * are listed again. The stats follow the rows that change: counted
+     * out before, in after (not counted again from every row: a sort of
+     * the whole tables, a tenth of a pass where nothing changed). */
     rc = tm__store_exec(db,
         "DELETE FROM prev_src_nodes;"
+        PASS_STATS("-")
         "UPDATE src_nodes SET"
         " traversal_status = (SELECT e.traversal_status FROM excluded_prev AS e"
         " WHERE e.side = 'src' AND e.id = src_nodes.id),"
@@ -39,20 +71,9 @@ int tm__q_pass_reset(struct tm__db *db, const char *created, const char *now, in
         " conflict = (SELECT e.conflict FROM excluded_prev AS e"
         " WHERE e.side = 'dst' AND e.id = dst_nodes.id)"
         " WHERE id IN (SELECT id FROM excluded_prev WHERE side = 'dst');"
-        "UPDATE src_nodes SET traversal_status = 'pending' WHERE depth = 0;"
-        "UPDATE dst_nodes SET traversal_status = 'pending' WHERE depth = 0;"
-        "DELETE FROM src_stats; DELETE FROM dst_stats; DELETE FROM copy_stats;"
-        "INSERT INTO src_stats(depth, type, traversal_status, count, bytes)"
-        " SELECT depth, type, traversal_status, count(*), coalesce(sum(size), 0)"
-        " FROM src_nodes GROUP BY depth, type, traversal_status;"
-        "INSERT INTO dst_stats(depth, type, traversal_status, count, bytes)"
-        " SELECT depth, type, traversal_status, count(*), coalesce(sum(size), 0)"
-        " FROM dst_nodes GROUP BY depth, type, traversal_status;"
-        "INSERT INTO copy_stats(depth, type, copy_status, conflict, count, bytes)"
-        " SELECT depth, type, copy_status, CASE WHEN conflict IS NULL THEN 0"
-        " ELSE 1 END, count(*), coalesce(sum(size), 0) FROM src_nodes"
-        " GROUP BY depth, type, copy_status, CASE WHEN conflict IS NULL THEN 0"
-        " ELSE 1 END;"
+        "UPDATE src_nodes SET traversal_status = 'pending' WHERE " PASS_ROOT ";"
+        "UPDATE dst_nodes SET traversal_status = 'pending' WHERE " PASS_ROOT ";"
+        PASS_STATS("")
         "DELETE FROM listing_pos; DELETE FROM uploads; DELETE FROM mirror;"
         "DELETE FROM task_errors; DELETE FROM excluded_prev;"
         "DELETE FROM exclusions;"

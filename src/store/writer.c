@@ -16,6 +16,7 @@
 #include "store/writer.h"
 
 #include "adapter/adapter.h"
+#include "engine/engine.h"
 #include "treemig.h"
 #include "util/util.h"
 
@@ -34,7 +35,8 @@ enum { ST_UPD_SRC_F, ST_UPD_DST_F, ST_UPD_COPY,
 
 enum { PS_SEL_SRC, PS_SEL_DST, PS_UPD_SRC, PS_UPD_DST, PS_TS_SRC, PS_TS_DST,
        PS_PREV, PS_TWIN, PS_KIDS_SRC, PS_KIDS_DST, PS_SUB_STATS_SRC,
-       PS_SUB_STATS_DST, PS_SUB_PREV, PS_SUB_DEL_SRC, PS_SUB_DEL_DST, PS_COUNT };
+       PS_SUB_STATS_DST, PS_SUB_PREV, PS_SUB_DEL_SRC, PS_SUB_DEL_DST, PS_SCAN_SRC,
+       PS_SCAN_DST, PS_COUNT };
 
 struct tm__pass_seen;
 
@@ -731,6 +733,42 @@ static const char *const pass_sql[PS_COUNT] = {
     "AND id != ?2",
     "DELETE FROM dst_nodes WHERE id IN (" PASS_SUB_DST "SELECT id FROM sub) "
     "AND id != ?2",
+    /* PS_SEL_SRC and PS_SEL_DST's columns, then the name, over the
+     * children of a folder in name order from a name on (the index
+     * (parent_id, name): no sort) */
+    "SELECT id, type, size, mtime, mode, uid, gid, traversal_status, "
+    "copy_status, conflict, dev, ino, nlink, xattrs, name FROM src_nodes "
+    "WHERE parent_id = ?1 AND name >= ?2 ORDER BY name",
+    "SELECT id, type, size, mtime, mode, uid, gid, traversal_status, "
+    "conflict, src_id, name FROM dst_nodes WHERE parent_id = ?1 AND name >= ?2 "
+    "ORDER BY name",
+};
+
+/* The column of the name in PS_SCAN_SRC and PS_SCAN_DST. */
+#define SCAN_NAME_SRC 14
+#define SCAN_NAME_DST 10
+
+/* Rows a merge steps over before it seeks instead (as discover.c's
+ * comparison of a destination page does). */
+#define MERGE_SKIP 16
+
+/* A page's children merged with their rows (SQLite): one scan of the
+ * index (parent_id, name) in name order, in step with the page (sorted by
+ * name, discover.c), instead of one seek per child. It seeks again when
+ * the next name is far ahead or not after the one before, and after a
+ * row of the folder was inserted or removed (an update changes no column
+ * of the index: the scan goes on). A child the merge misses would be
+ * taken for gone with its subtree: test_passes' big folder guards it. On
+ * PostgreSQL (one round trip per statement, a result read whole) every
+ * child is one lookup. */
+struct pass_scan {
+    struct tm__stmt *st;  /* the scan, or NULL: a lookup per child */
+    int open;             /* st was stepped and not reset */
+    int have;             /* st is on a row */
+    struct tm__buf name;  /* that row's name, copied: no pointer into the
+                             statement is kept across the writes */
+    const char *prev;     /* the name of the child before (in r's arena) */
+    size_t prev_len;      /* its bytes */
 };
 
 /* The ids a folder of several pages holds so far in this pass. */
@@ -925,20 +963,100 @@ static int col_eq(struct tm__stmt *st, int i, int have, int64_t v)
     return have && tm__db_column_int64(st, i) == v;
 }
 
-/* Merges child i of r with its row, if any; *id gets the row's id. */
-static int pass_child(struct tm__writer *w, struct tm__result *r, size_t i, int64_t *id)
+static void pass_scan_end(struct pass_scan *sc)
+{
+    if (sc->open)
+        tm__db_reset(sc->st);
+    sc->open = sc->have = 0;
+}
+
+/* Steps scan sc (on side's table): 0, or an error. */
+static int pass_scan_step(struct tm__writer *w, int side, struct pass_scan *sc)
+{
+    int col = side == TM_SRC ? SCAN_NAME_SRC : SCAN_NAME_DST;
+    int rc = tm__db_step(sc->st);
+    sc->have = rc == SQLITE_ROW;
+    if (rc == SQLITE_ROW) {
+        const char *name = (const char *)tm__db_column_text(sc->st, col);
+        tm__buf_reset(&sc->name);
+        if (!name || tm__buf_add(&sc->name, name,
+                                 (size_t)tm__db_column_bytes(sc->st, col))) {
+            pass_scan_end(sc);
+            return TM_ENOMEM;
+        }
+    }
+    if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+        return 0;
+    pass_scan_end(sc);
+    return pass_err(w, rc);
+}
+
+/* The row of child n of r: *sel gets a statement on it (reset by the
+ * caller unless it is sc's scan), or NULL when there is none. */
+static int pass_find(struct tm__writer *w, struct tm__result *r,
+                     const struct tm__wnode *n, struct pass_scan *sc,
+                     struct tm__stmt **sel)
+{
+    const char *name = r->arena.buf + n->name_off;
+    int c = 1, k, rc;
+    *sel = NULL;
+    if (!sc->st) {
+        struct tm__stmt *st = w->pst[r->side == TM_SRC ? PS_SEL_SRC : PS_SEL_DST];
+        tm__db_bind_int64(st, 1, n->parent_id);
+        tm__db_bind_text(st, 2, name, (int)n->name_len, SQLITE_STATIC);
+        rc = tm__db_step(st);
+        if (rc == SQLITE_ROW)
+            *sel = st;
+        else
+            tm__db_reset(st);
+        return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : pass_err(w, rc);
+    }
+    if (sc->open && sc->prev &&
+        tm__name_cmp(sc->prev, sc->prev_len, name, n->name_len) >= 0)
+        pass_scan_end(sc); /* not in name order: seek */
+    for (k = 0; sc->open && sc->have &&
+                (c = tm__name_cmp(sc->name.buf, sc->name.len, name, n->name_len)) < 0;
+         k++) {
+        if (k == MERGE_SKIP) {
+            pass_scan_end(sc); /* far behind: seek */
+            break;
+        }
+        rc = pass_scan_step(w, r->side, sc);
+        if (rc)
+            return rc;
+        c = 1;
+    }
+    if (!sc->open) {
+        tm__db_bind_int64(sc->st, 1, n->parent_id);
+        tm__db_bind_text(sc->st, 2, name, (int)n->name_len, SQLITE_STATIC);
+        sc->open = 1;
+        rc = pass_scan_step(w, r->side, sc);
+        if (rc)
+            return rc;
+        c = sc->have ? tm__name_cmp(sc->name.buf, sc->name.len, name, n->name_len) : 1;
+    }
+    sc->prev = name;
+    sc->prev_len = n->name_len;
+    if (sc->have && c == 0)
+        *sel = sc->st;
+    return 0;
+}
+
+/* Merges child i of r with its row, if any; *id gets the row's id. The
+ * scan sc ends before a row of its table is inserted or removed. */
+static int pass_child(struct tm__writer *w, struct tm__result *r, size_t i,
+                      struct pass_scan *sc, int64_t *id)
 {
     struct tm__wnode *n = &r->nodes[i];
     int src = r->side == TM_SRC, depth = r->depth + 1, rc;
-    struct tm__stmt *sel = w->pst[src ? PS_SEL_SRC : PS_SEL_DST];
+    struct tm__stmt *sel = NULL;
     int type = -1, ts = -1, cs = -1, cf = 0, same = 0, upd = n->upd;
     int64_t size = 0, old = 0, src_id = 0;
 
-    tm__db_bind_int64(sel, 1, n->parent_id);
-    tm__db_bind_text(sel, 2, r->arena.buf + n->name_off, (int)n->name_len,
-                     SQLITE_STATIC);
-    rc = tm__db_step(sel);
-    if (rc == SQLITE_ROW) {
+    rc = pass_find(w, r, n, sc, &sel);
+    if (rc)
+        return rc;
+    if (sel) {
         old = tm__db_column_int64(sel, 0);
         type = tm__name_index(tm__type_names, TM_T_COUNT,
                               (const char *)tm__db_column_text(sel, 1));
@@ -964,11 +1082,9 @@ static int pass_child(struct tm__writer *w, struct tm__result *r, size_t i, int6
             cf = c ? tm__name_index(tm__cf_names, CF_COUNT, c) : 0;
             src_id = tm__db_column_int64(sel, 9);
         }
-        rc = SQLITE_DONE;
+        if (!sc->st)
+            tm__db_reset(sel);
     }
-    tm__db_reset(sel);
-    if (rc != SQLITE_DONE)
-        return pass_err(w, rc);
     if (old && (type < 0 || ts < 0 || cf < 0 || (src && cs < 0))) {
         tm__buf_reset(&w->errmsg);
         tm__buf_addf(&w->errmsg, "node %s has an unknown type or status",
@@ -977,6 +1093,7 @@ static int pass_child(struct tm__writer *w, struct tm__result *r, size_t i, int6
     }
     if (old && type != n->type) {
         /* another kind of node under the same name: a new node */
+        pass_scan_end(sc);
         rc = pass_drop(w, r->side, old, 0);
         if (rc)
             return rc;
@@ -984,6 +1101,7 @@ static int pass_child(struct tm__writer *w, struct tm__result *r, size_t i, int6
     }
     if (!old) {
         n->upd = 0; /* the twin's verdict goes through pass_twin */
+        pass_scan_end(sc);
         *id = w->next_id[r->side];
         rc = insert_nodes(w, r, i, 1);
         n->upd = (int8_t)upd;
@@ -1054,8 +1172,10 @@ static int pass_child(struct tm__writer *w, struct tm__result *r, size_t i, int6
         if (!rc) rc = stat_add(w, 1, depth, n->type, n->ts, 0, 1, n->size);
         /* a folder not listed in this pass holds nothing recorded (one
          * without a source twin now, or whose twin is excluded) */
-        if (!rc && n->type == TM_T_FOLDER && n->ts != TS_PENDING)
+        if (!rc && n->type == TM_T_FOLDER && n->ts != TS_PENDING) {
+            pass_scan_end(sc);
             rc = pass_drop(w, TM_DST, old, 1);
+        }
         if (rc)
             return rc;
     }
@@ -1105,6 +1225,7 @@ static int apply_pass_listing(struct tm__writer *w, struct tm__result *r)
 {
     struct tm__pass_seen *p = pass_seen_of(w, r->side, r->folder_id,
                                            !r->final || r->folder_ts == TS_SUCCESSFUL);
+    struct pass_scan sc = { NULL, 0, 0, TM__BUF_INIT, NULL, 0 };
     size_t i;
     int rc = 0;
     if (!p && (!r->final || r->folder_ts == TS_SUCCESSFUL))
@@ -1113,12 +1234,16 @@ static int apply_pass_listing(struct tm__writer *w, struct tm__result *r)
     rc = page_lost(w, r);
     if (rc)
         return rc < 0 ? rc : 0;
+    if (tm__db_sqlite(w->db))
+        sc.st = w->pst[r->side == TM_SRC ? PS_SCAN_SRC : PS_SCAN_DST];
     for (i = 0; !rc && i < r->n_nodes; i++) {
         int64_t id = 0;
-        rc = pass_child(w, r, i, &id);
+        rc = pass_child(w, r, i, &sc, &id);
         if (!rc && p)
             rc = pass_seen_add(p, id);
     }
+    pass_scan_end(&sc);
+    tm__buf_release(&sc.name);
     if (rc || !r->final)
         return rc;
     if (p) {

@@ -21,6 +21,10 @@
   leaves the state file as an uninterrupted pass over a copy of the same
   state file does (every node row, the previous pass's rows, the stats),
   and the copy then makes the destination equal to the source;
+- a pass over a folder of 6,000 files listed in many pages, with names
+  added, removed, grown and turned folders between the old ones, leaves
+  the rows (path, type, size, mtime, mode) a new discovery of the same
+  pair makes, says what changed, and the stats count the rows;
 - a pass over an uneven tree of 5 levels (folders listed again in
   another order than their ids) ends, and finds nothing changed;
 - a pass after 1% of the source changed (rewritten, touched, added,
@@ -487,6 +491,80 @@ def run_one_percent(R, work):
             'rsync finds, and the copy copies only that', check)
 
 
+def rows_by_path(db):
+    """The node rows of db by path, as the listing gave them (facts only);
+    the roots left out (a pass does not stat them again: the destination
+    root's mtime moved with the copy)."""
+    c = sqlite3.connect(db)
+    try:
+        return {side: sorted(tuple(r) for r in c.execute(
+            "SELECT path, type, size, mtime, mode FROM %s_nodes WHERE depth > 0"
+            % side))
+            for side in ('src', 'dst')}
+    finally:
+        c.close()
+
+
+def run_big_folder(R, work):
+    def check():
+        import random
+        top = os.path.join(work, 'big')
+        src, dst = os.path.join(top, 'src'), os.path.join(top, 'dst')
+        db, fresh = os.path.join(top, 'state.db'), os.path.join(top, 'fresh.db')
+        os.makedirs(dst)
+        # 6,000 names created in a random order: the listing comes in many
+        # pages (getdents), each sorted on its own, their names far apart
+        # and the pages not in name order, which the pass's merge with
+        # the rows of the folder must follow (seeks, steps)
+        rnd = random.Random(1919)
+        names = ['f%05d' % i for i in range(0, 12000, 2)]
+        for n in rnd.sample(names, len(names)):
+            put(src, 'big/' + n, b'b')
+        expect_rc(run(['discover', '--db', db, '--quiet', src, dst]), 0, 'discover')
+        expect_rc(run(['copy', '--db', db, '--yes', '--quiet']), 0, 'copy')
+        expect_rc(run(['rescan', '--db', db, '--quiet']), 0, 'rescan after the copy')
+        # between the names: new ones; some gone, grown, or another kind
+        new = ['f%05d' % i for i in range(1, 12000, 98)]  # odd: not there
+        for n in rnd.sample(new, len(new)):
+            put(src, 'big/' + n, b'new')
+        gone = set(names[3::89])
+        grown = set(names[5::101]) - gone
+        kind = set(names[7::211]) - gone - grown
+        for n in gone:
+            os.unlink(os.path.join(src, 'big', n))
+        for n in grown:
+            put(src, 'big/' + n, b'grown')
+        for n in kind:
+            os.unlink(os.path.join(src, 'big', n))
+            put(src, 'big/%s/inside' % n, b'i')
+        cp = run(['rescan', '--db', db])
+        expect_rc(cp, 0, 'rescan of the changed big folder')
+        # the oracle: a first discovery of the same pair, in a state file
+        # of its own (pages inserted, not merged)
+        expect_rc(run(['discover', '--db', fresh, '--quiet', src, dst]), 0,
+                  'discover into a new state file')
+        want, got = rows_by_path(fresh), rows_by_path(db)
+        for side in ('src', 'dst'):
+            a, b = set(want[side]), set(got[side])
+            if a != b:
+                fail('the %s rows after the pass, against a new discovery' % side,
+                     sorted(a - b)[:10], sorted(b - a)[:10])
+        # a file turned folder is changed (its kind), the file in it new
+        said = '%d new, %d changed, %d deleted' % (
+            len(new) + len(kind), len(grown) + len(kind), len(gone))
+        if said.encode() not in cp.stderr:
+            fail('what the pass says changed', said, cp.stderr.decode()[-600:])
+        state_of(db)  # the stats count the rows
+        cp = run(['rescan', '--db', db])
+        expect_rc(cp, 0, 'rescan again')
+        if b'0 new, 0 changed, 0 deleted' not in cp.stderr:
+            fail('rescan with nothing changed', '0 new, 0 changed, 0 deleted',
+                 cp.stderr.decode())
+    R.check('a pass over a folder of 6,000 files listed in many pages (names '
+            'added, removed, grown, turned folders between them) leaves the '
+            'rows a new discovery makes', check)
+
+
 def main():
     tmtest.require_binary()
     R = tmtest.Runner('test_passes')
@@ -498,6 +576,7 @@ def main():
         run_kill(R, work)
         run_uneven(R, work)
         run_one_percent(R, work)
+        run_big_folder(R, work)
     finally:
         shutil.rmtree(work, True)
     R.finish()
