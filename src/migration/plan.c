@@ -565,6 +565,11 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             cfg.claim = lh ? tm__lease_hook_disc(lh) : NULL;
         }
         if (rc) {
+            /* a setting's write that failed left no message (a server
+             * gone since the phase was set): the database's own */
+            if (!m->err.len)
+                tm__mig_fail(m, rc, "state file %s: cannot write its settings: %s",
+                             m->store.path, tm__store_errmsg(db));
             tm__mig_log_release(m);
             goto out;
         }
