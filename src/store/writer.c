@@ -277,15 +277,21 @@ static void bind_node(struct tm__stmt *st, int base, const struct tm__result *r,
         tm__db_bind_null(st, base + 19);
 }
 
+/* Binds ?1 a copy status, ?2 a conflict (NULL for none). */
+static void bind_cs_cf(struct tm__stmt *up, int cs, int cf)
+{
+    tm__db_bind_text(up, 1, tm__cs_names[cs], -1, SQLITE_STATIC);
+    if (cf)
+        tm__db_bind_text(up, 2, tm__cf_names[cf], -1, SQLITE_STATIC);
+    else
+        tm__db_bind_null(up, 2);
+}
+
 /* Binds the verdict on destination child n's source twin: ?1 its copy
  * status, ?2 its conflict, ?3 the twin's id, ?4 the source's hash. */
 static void bind_verdict(struct tm__stmt *up, const struct tm__wnode *n)
 {
-    tm__db_bind_text(up, 1, tm__cs_names[n->new_cs], -1, SQLITE_STATIC);
-    if (n->new_cf)
-        tm__db_bind_text(up, 2, tm__cf_names[n->new_cf], -1, SQLITE_STATIC);
-    else
-        tm__db_bind_null(up, 2);
+    bind_cs_cf(up, n->new_cs, n->new_cf);
     tm__db_bind_int64(up, 3, n->src_id);
     if (n->has_hash)
         tm__db_bind_int64(up, 4, (int64_t)n->hash);
@@ -300,11 +306,7 @@ static int verdict_flush(struct tm__writer *w)
     if (!w->run_on)
         return 0;
     w->run_on = 0;
-    tm__db_bind_text(up, 1, tm__cs_names[w->run_cs], -1, SQLITE_STATIC);
-    if (w->run_cf)
-        tm__db_bind_text(up, 2, tm__cf_names[w->run_cf], -1, SQLITE_STATIC);
-    else
-        tm__db_bind_null(up, 2);
+    bind_cs_cf(up, w->run_cs, w->run_cf);
     tm__db_bind_int64(up, 3, w->run_first);
     tm__db_bind_int64(up, 4, w->run_last);
     return step_done(w, up);
