@@ -64,12 +64,17 @@ def inodes(root):
     return out
 
 
-def passes(db):
+def rows_of(db, sql):
+    """The rows of one query on the state file db."""
     c = sqlite3.connect(db)
     try:
-        return [r[0] for r in c.execute('SELECT n FROM passes ORDER BY n')]
+        return c.execute(sql).fetchall()
     finally:
         c.close()
+
+
+def passes(db):
+    return [r[0] for r in rows_of(db, 'SELECT n FROM passes ORDER BY n')]
 
 
 def run_pass(R, work):
@@ -495,14 +500,9 @@ def rows_by_path(db):
     """The node rows of db by path, as the listing gave them (facts only);
     the roots left out (a pass does not stat them again: the destination
     root's mtime moved with the copy)."""
-    c = sqlite3.connect(db)
-    try:
-        return {side: sorted(tuple(r) for r in c.execute(
-            "SELECT path, type, size, mtime, mode FROM %s_nodes WHERE depth > 0"
-            % side))
-            for side in ('src', 'dst')}
-    finally:
-        c.close()
+    return {side: sorted(tuple(r) for r in rows_of(
+        db, "SELECT path, type, size, mtime, mode FROM %s_nodes WHERE depth > 0" % side))
+        for side in ('src', 'dst')}
 
 
 def run_big_folder(R, work):
