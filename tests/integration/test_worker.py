@@ -159,6 +159,16 @@ def expect_all_ok(res, skip=()):
             fail('a process exited %d: %s' % (rc, err[-2000:]))
 
 
+def expect_none_dropped(workers, res):
+    """Nobody killed or frozen, leases of 30 s: no worker's outcome was
+    dropped for a lost lease (each task claimed by one process only)."""
+    for w in workers:
+        said = [ln for ln in res[w][1].splitlines() if 'outcomes dropped' in ln]
+        if not said or ' 0 outcomes dropped' not in said[-1]:
+            fail('a task was claimed by two processes (a worker dropped '
+                 'outcomes with no lease expired): %r' % res[w][1][-1000:])
+
+
 def lease_pids(name):
     return set(PG.rows(name, "SELECT DISTINCT pid FROM leases"))
 
@@ -204,6 +214,7 @@ def check_sim(work):
     discover_pg(uri, *sim_pair(work, 'simpg', 20), tag='sim')
     _, workers, res = copy_together(name, uri, worker_args=['--workers', '8'])
     expect_all_ok(res)
+    expect_none_dropped(workers, res)
     expect_same_state(lite, name)
     if len(lease_pids(name)) < 3:
         # the copy ended before a third process got work (a loaded
@@ -260,10 +271,11 @@ def check_local(work):
     os.mkdir(dst)
     discover_pg(uri, src, dst, 'local')
     # the copy's own process paced (--tps-limit): the workers do most of it
-    _, _, res = copy_together(name, uri, copy_args=['--tps-limit', '100',
-                                                    '--workers', '2'],
-                              worker_args=['--workers', '4'])
+    _, workers, res = copy_together(name, uri, copy_args=['--tps-limit', '100',
+                                                          '--workers', '2'],
+                                    worker_args=['--workers', '4'])
     expect_all_ok(res)
+    expect_none_dropped(workers, res)
     expect_same_state(lite, name)
     if len(lease_pids(name)) < 3:
         tmtest.void('fewer than 3 processes held leases: %r' % lease_pids(name))
@@ -565,6 +577,7 @@ def check_disc_sim(work):
     _, workers, res = discover_together(name, uri, src, dst, disc_args=['--workers', '1'],
                                         worker_args=['--workers', '2'])
     expect_all_ok(res)
+    expect_none_dropped(workers, res)
     expect_same_discovery(lite, name, uri, 'ds')
     if len(listers(name)) < 3:
         tmtest.void('fewer than 3 processes listed folders: %r' % listers(name))
@@ -612,9 +625,10 @@ def check_disc_local(work):
     expect_rc(run(['discover', '--db', lite, '--quiet', src, dst_lite]), 0,
               'discover (SQLite)')
     name, uri = new_db()
-    _, _, res = discover_together(name, uri, src, dst_pg, disc_args=['--workers', '1'],
-                                  worker_args=['--workers', '2'])
+    _, workers, res = discover_together(name, uri, src, dst_pg, disc_args=['--workers', '1'],
+                                        worker_args=['--workers', '2'])
     expect_all_ok(res)
+    expect_none_dropped(workers, res)
     expect_same_discovery(lite, name, uri, 'dl')
     if len(listers(name)) < 3:
         tmtest.void('fewer than 3 processes listed folders: %r' % listers(name))
