@@ -6,9 +6,10 @@ pgserver.py), each claiming batches of nodes under leases.
 - a sim pair (20 ms latency, so that every process gets work) and a local
   pair copied by `copy` and three `worker` processes give the same node
   rows and copy_stats as one SQLite run; at least three processes held
-  leases; queue_stats rows carry each worker's pid; rsync -n -i --delete
-  finds nothing to change between the local source and destination (no
-  temporary file left, nothing missing);
+  leases; no worker dropped an outcome (nobody killed or frozen, so no
+  task was claimed twice); queue_stats rows carry each worker's pid;
+  rsync -n -i --delete finds nothing to change between the local source
+  and destination (no temporary file left, nothing missing);
 - kill -9 of two random workers during the copy: the others finish, the
   same end state (nothing lost, nothing counted twice), rsync agrees, the
   killed workers' temporaries are gone;
@@ -28,7 +29,8 @@ Discovery by workers (folders to list leased, a batch per claim):
 - a sim pair (50 ms latency) and a local pair discovered by `discover`
   and three `worker` processes give the same node rows (state-copy to
   SQLite, compared with one SQLite run's), the stats agree with a
-  recount, at least three processes listed folders (their queue_stats);
+  recount, at least three processes listed folders (their queue_stats),
+  no worker dropped a page (no folder was claimed twice);
 - kill -9 of two random workers holding leased folders: the rest finish,
   the same rows (nothing lost, nothing twice);
 - a worker frozen with SIGSTOP while it holds folders, until the others
