@@ -23,7 +23,9 @@ pgserver.py), each claiming batches of nodes under leases.
   mismatch found and counted once, the verify exits 3, the phase stays
   copied;
 - worker on an SQLite state file, and with no copy in progress: exit 2
-  with a message; status of a copy that nobody works on says so.
+  with a message; status of a copy that nobody works on says so;
+- a worker started between a discovery's phase and its word on sharing
+  (shared_discovery) waits for the word and joins.
 
 Discovery by workers (folders to list leased, a batch per claim):
 - a sim pair (50 ms latency) and a local pair discovered by `discover`
@@ -749,6 +751,33 @@ def check_disc_freeze(work):
     expect_same_discovery(lite, name, uri, 'df')
 
 
+def check_join_early(work):
+    """A worker started as a discovery begins: the phase is set before the
+    discovery says whether it is shared; the worker waits for that word
+    instead of failing ('no copy or verify in progress')."""
+    name, uri = new_db()
+    src = os.path.join(work, 'jsrc')
+    make_tree(src, folders=1, files=2)
+    os.mkdir(os.path.join(work, 'jdst'))
+    discover_pg(uri, src, os.path.join(work, 'jdst'), 'join early')
+    # the moment between the two writes, held: a finished discovery's
+    # phase set back, its word taken away
+    PG.psql(name, "UPDATE migration SET value = 'discovering' WHERE key = 'phase';"
+                  " DELETE FROM migration WHERE key = 'shared_discovery'")
+    w = popen(['worker', '--db', uri])
+    try:
+        time.sleep(0.5)
+        PG.psql(name, "INSERT INTO migration(key, value) VALUES ('shared_discovery', '1')")
+        res = wait_all([w], 'a worker joining early')
+    finally:
+        if w.poll() is None:
+            w.kill()
+            w.wait()
+    expect_all_ok(res)
+    expect_eq('phase', ['discovered'], PG.rows(name, "SELECT value FROM migration "
+                                                 "WHERE key = 'phase'"))
+
+
 def check_refusals(work):
     lite = os.path.join(work, 'r.db')
     cp = run(['worker', '--db', lite])
@@ -816,6 +845,8 @@ def main():
                 check_disc_kill, work)
         R.check('a worker frozen during discovery past its lease changes nothing',
                 check_disc_freeze, work)
+        R.check('a worker started as the discovery begins waits for its word',
+                check_join_early, work)
         R.check('worker on SQLite, and with nothing to join: exit 2', check_refusals,
                 work)
     finally:
