@@ -94,6 +94,17 @@
  * made only if some were (nl), and they are given to it. Each row: id,
  * path, depth, the source twin, its status, where an earlier listing
  * stopped, and the lease. */
+/* The depth of the source's lowest pending folder (none: no bound), run
+ * once per claim and used as an index bound of the destination's scan:
+ * below it every twin is listed; deeper, nearly all are pending (the
+ * source lists lowest depth first), and the scan read the twin of each
+ * pending destination folder there at every claim (1,557 twins, 179 ms,
+ * for no folder claimed). A deeper folder waits until the source's
+ * depth is done, which no rule needs: it only bounds the scan. */
+#define SRC_LOW                                                               \
+    "(SELECT coalesce((SELECT t2.depth FROM src_nodes t2 WHERE "             \
+    "t2.traversal_status = 'pending' AND t2.type = 'folder' ORDER BY "       \
+    "t2.depth, t2.id LIMIT 1), 9223372036854775807))"
 #define FREE_LEASE(a) \
     "(l.id IS NULL OR l.stage <> ?2 OR l.expires < " NOW_MS ")"
 #define CLAIM_FOLDERS(T, SIDE, JOIN, COND, TWIN, TS)                          \
@@ -146,6 +157,7 @@ static const char *const lease_sql[Q_COUNT] = {
                   "d.depth, d.id LIMIT 1) + ?8, s.depth)",
                   "0", "NULL"),
     CLAIM_FOLDERS("dst_nodes", "1", "LEFT JOIN src_nodes t ON t.id = s.src_id",
+                  "s.depth <= " SRC_LOW " AND "
                   "coalesce(t.traversal_status, 'successful') <> 'pending'",
                   "coalesce(n.src_id, 0)",
                   "(SELECT t.traversal_status FROM src_nodes t WHERE t.id = "
