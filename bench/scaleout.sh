@@ -19,14 +19,24 @@
 #   BENCH_PROCS     the process counts compared (default "1 4")
 #   BENCH_PHASES    what is measured (default "list copy")
 #   BENCH_LIST_SHAPE the sim shape of the listing runs (default
-#                   seed=7,depth=5,folders=10,files=2: about 11,000 folders
-#                   a side x SCALE; a listing costs a call per folder)
+#                   seed=7,depth=4,folders=30,files=2: about 11,000 source
+#                   and 2,250 destination folders x SCALE, wide enough per
+#                   depth that the chain of depths is not the bound; a
+#                   listing costs a call per folder)
+#   BENCH_PG_STATEMENTS=1 the server's statements of each run, most time
+#                   first (pg_stat_statements), in $LOGS/KEY.statements
 #   PG_BIN          PostgreSQL's programs (default: the newest
 #                   /usr/lib/postgresql/N/bin)
 # The listing rate: each run discovers into a fresh database (nodes of
 # both sides recorded / wall time). The copy: discovery runs once more
 # into a template database; each run copies from a fresh clone of it
-# (CREATE DATABASE ... TEMPLATE) into an empty overlay. The server runs as nobody when run as root, and is
+# (CREATE DATABASE ... TEMPLATE) into an empty overlay. The listing runs
+# ask for discovery by workers (TREEMIG_SHARED_DISCOVERY=1). Each row
+# also gives the CPU seconds of the PostgreSQL server during the run (its
+# processes' utime + stime, those ended included), and the CPU per folder
+# listed or node copied of treemig and the server together: on a machine
+# of C cores, C / that is the highest rate any number of processes
+# reaches. The server runs as nobody when run as root, and is
 # stopped on exit. Exits 1 when a run fails or leaves a node pending.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -40,7 +50,7 @@ LAT=${BENCH_LATENCY:-20}
 INF=${BENCH_INFLIGHT:-64}
 PROCS=${BENCH_PROCS:-1 4}
 PHASES=${BENCH_PHASES:-list copy}
-LSHAPE=${BENCH_LIST_SHAPE:-seed=7,depth=5,folders=$(scaled_fanout 10 5),files=2}
+LSHAPE=${BENCH_LIST_SHAPE:-seed=7,depth=4,folders=$(scaled_fanout 30 4),files=2}
 PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 [[ -x $PG_BIN/initdb ]] || die "no PostgreSQL server programs (apt-get install postgresql)"
 OVL=$WORK/dst.ovl
@@ -69,10 +79,37 @@ port = $PORT
 unix_socket_directories = '$PGD'
 synchronous_commit = off
 CONF
+[[ ${BENCH_PG_STATEMENTS:-0} == 1 ]] &&
+    echo "shared_preload_libraries = 'pg_stat_statements'" >>"$PGD/data/postgresql.conf"
 (cd "$PGD" && "${AS[@]}" "$PG_BIN/pg_ctl" -D "$PGD/data" -w -s -l "$PGD/log" start) ||
     die "the server did not start: $PGD/log"
 PSQL=("$PG_BIN/psql" -X -q -A -t -h "$PGD" -p "$PORT" -U tm)
 uri() { echo "postgresql:///$1?host=$PGD&port=$PORT&user=tm"; }
+# the server's CPU seconds so far: the postmaster's own and its ended
+# children's (utime, stime, cutime, cstime), and its live children's
+pg_cpu() {
+    local pm
+    pm=$(head -1 "$PGD/data/postmaster.pid")
+    { cut -d' ' -f14-17 "/proc/$pm/stat"
+      for c in $(cat "/proc/$pm/task/$pm/children"); do cut -d' ' -f14-15 "/proc/$c/stat" 2>/dev/null || true; done
+    } | awk -v hz="$(getconf CLK_TCK)" '{for (i = 1; i <= NF; i++) t += $i} END{printf "%.2f", t / hz}'
+}
+declare -A SRV
+# measure_pg KEY CMD...: measure (bench/lib.sh), and the server's CPU
+# seconds meanwhile in SRV[KEY] (the last run's)
+measure_pg() {
+    local a b
+    [[ ${BENCH_PG_STATEMENTS:-0} == 1 ]] && "${PSQL[@]}" -d postgres \
+        -c 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements' -c 'SELECT pg_stat_statements_reset()' >/dev/null
+    a=$(pg_cpu)
+    measure "$@"
+    b=$(pg_cpu)
+    [[ ${BENCH_PG_STATEMENTS:-0} == 1 ]] && "${PSQL[@]}" -d postgres -F ' | ' -c "SELECT calls,
+        round(total_exec_time::numeric, 1) AS ms, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 400)
+        FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 30" >"$LOGS/$1.statements"
+    SRV[$1]=$(awk -v a="$a" -v b="$b" 'BEGIN{printf "%.2f", b - a}')
+    say "  $1: server cpu ${SRV[$1]} s"
+}
 
 say "discovering the pair once into the template database"
 "${PSQL[@]}" -d postgres -c 'CREATE DATABASE base' >/dev/null
@@ -113,6 +150,7 @@ cat >"$WORK/together-disc.sh" <<'RUN'
 # together-disc.sh N URI PER_SIDE TREEMIG YAML SRC DST PSQL...
 n=$1 uri=$2 inf=$3 tm=$4 yaml=$5 src=$6 dst=$7
 shift 7
+export TREEMIG_SHARED_DISCOVERY=1 # the folders leased, so workers can join
 "$tm" discover --db "$uri" --quiet --workers "$inf" --config "$yaml" "$src" "$dst" &
 pids=($!)
 if ((n > 1)); then
@@ -133,16 +171,17 @@ chmod +x "$WORK/together-disc.sh"
 
 FAIL=0
 cd "$WORK" # the copy's YAML file: run.yaml here
-LISTED=0
+LISTED=0 FOLDERS=0
 list_n() {
     local n=$1 left
     "${PSQL[@]}" -d postgres -c 'DROP DATABASE IF EXISTS disc' -c 'CREATE DATABASE disc' >/dev/null 2>&1
     rm -f "$OVL" "$WORK/disc.yaml"
-    measure "d$n" "$WORK/together-disc.sh" "$n" "$(uri disc)" "$((INF / 2))" "$TREEMIG" \
+    measure_pg "d$n" "$WORK/together-disc.sh" "$n" "$(uri disc)" "$((INF / 2))" "$TREEMIG" \
         "$WORK/disc.yaml" "sim:$LSHAPE,latency=$LAT" \
         "sim:$LSHAPE,world=dst,keep=0.5,overlay=$OVL,latency=$LAT" "${PSQL[@]}" -d disc
     left=$("${PSQL[@]}" -d disc -c "SELECT (SELECT count(*) FROM src_nodes WHERE traversal_status = 'pending') + (SELECT count(*) FROM dst_nodes WHERE traversal_status = 'pending')")
     LISTED=$("${PSQL[@]}" -d disc -c "SELECT (SELECT count(*) FROM src_nodes) + (SELECT count(*) FROM dst_nodes)")
+    FOLDERS=$("${PSQL[@]}" -d disc -c "SELECT (SELECT count(*) FROM src_nodes WHERE type = 'folder') + (SELECT count(*) FROM dst_nodes WHERE type = 'folder')")
     [[ ${RC[d$n]} == 0 && $left == 0 ]] || { say "  d$n: exit ${RC[d$n]}, $left folders pending"; FAIL=1; }
     say "  d$n: folders listed per process: $("${PSQL[@]}" -d disc -c "SELECT string_agg(d::text, ' ' ORDER BY d DESC) FROM (SELECT pid, sum(done) AS d FROM (SELECT DISTINCT ON (pid, queue) pid, queue, done FROM queue_stats WHERE queue IN ('src', 'dst') ORDER BY pid, queue, id DESC) l GROUP BY pid) x")"
 }
@@ -150,7 +189,7 @@ run_n() {
     local n=$1 left
     "${PSQL[@]}" -d postgres -c 'DROP DATABASE IF EXISTS run' -c 'CREATE DATABASE run TEMPLATE base' >/dev/null 2>&1
     rm -f "$OVL" "$WORK/run.yaml"
-    measure "p$n" "$WORK/together.sh" "$n" "$(uri run)" "$INF" "$TREEMIG" "${PSQL[@]}" -d run
+    measure_pg "p$n" "$WORK/together.sh" "$n" "$(uri run)" "$INF" "$TREEMIG" "${PSQL[@]}" -d run
     left=$("${PSQL[@]}" -d run -c "SELECT count(*) FROM src_nodes WHERE copy_status = 'pending'")
     [[ ${RC[p$n]} == 0 && $left == 0 ]] || { say "  p$n: exit ${RC[p$n]}, $left nodes pending"; FAIL=1; }
     say "  p$n: nodes copied per process: $("${PSQL[@]}" -d run -c "SELECT string_agg(c::text, ' ' ORDER BY c DESC) FROM (SELECT count(*) AS c FROM src_nodes s JOIN leases l ON l.id = s.lease_id WHERE l.stage LIKE 'copy:%' GROUP BY l.pid) x")"
@@ -167,13 +206,15 @@ for ((r = 0; r < RUNS; r++)); do
     fi
 done
 
+# per_ms KEY N: the last run's CPU of treemig and the server, ms per item
+per_ms() { awk -v c="${CPU[$1]}" -v s="${SRV[$1]}" -v n="$2" 'BEGIN{ if (n + 0 > 0) printf "%.3f", (c + s) * 1000 / n; else print "-" }'; }
 rate() { awk -v n="$2" -v w="$(median "$1")" 'BEGIN{ if (w + 0 > 0) printf "%.0f", n / w; else print "-" }'; }
 {
     if [[ " $PHASES " == *" list "* ]]; then
-        header "treemig discover with workers (PostgreSQL state): sim pair at $LAT ms a call, $((INF / 2)) listings in flight per side per process, $LISTED nodes recorded"
-        printf '  %-12s %-26s %12s %8s\n' processes "wall s, median (range)" "nodes/s" "cpu s"
+        header "treemig discover with workers (PostgreSQL state): sim pair at $LAT ms a call, $((INF / 2)) listings in flight per side per process, $LISTED nodes recorded, $FOLDERS folders listed"
+        printf '  %-12s %-26s %12s %8s %12s %18s\n' processes "wall s, median (range)" "nodes/s" "cpu s" "server cpu s" "cpu ms per folder"
         for n in $PROCS; do
-            printf '  %-12s %-26s %12s %8s\n' "$n" "$(stat_of "d$n")" "$(rate "d$n" "$LISTED")" "${CPU[d$n]}"
+            printf '  %-12s %-26s %12s %8s %12s %18s\n' "$n" "$(stat_of "d$n")" "$(rate "d$n" "$LISTED")" "${CPU[d$n]}" "${SRV[d$n]}" "$(per_ms "d$n" "$FOLDERS")"
         done
         set -- $PROCS
         if [[ $# -ge 2 ]]; then
@@ -182,9 +223,9 @@ rate() { awk -v n="$2" -v w="$(median "$1")" 'BEGIN{ if (w + 0 > 0) printf "%.0f
     fi
     if [[ " $PHASES " == *" copy "* ]]; then
     header "treemig copy with workers (PostgreSQL state): sim pair at $LAT ms a call, $INF in flight per process, $NODES nodes to copy"
-    printf '  %-12s %-26s %12s %8s\n' processes "wall s, median (range)" "nodes/s" "cpu s"
+    printf '  %-12s %-26s %12s %8s %12s %18s\n' processes "wall s, median (range)" "nodes/s" "cpu s" "server cpu s" "cpu ms per node"
     for n in $PROCS; do
-        printf '  %-12s %-26s %12s %8s\n' "$n" "$(stat_of "p$n")" "$(rate "p$n" "$NODES")" "${CPU[p$n]}"
+        printf '  %-12s %-26s %12s %8s %12s %18s\n' "$n" "$(stat_of "p$n")" "$(rate "p$n" "$NODES")" "${CPU[p$n]}" "${SRV[p$n]}" "$(per_ms "p$n" "$NODES")"
     done
     set -- $PROCS
     if [[ $# -ge 2 ]]; then

@@ -489,7 +489,7 @@ int tm_worker(tm_migration *m, tm_worker_options *o)
 {
     char phase[32], run[2 * TM_KEY_LEN + 1], last[2 * TM_KEY_LEN + 1] = "";
     char vrun[2 * TM_KEY_LEN + 1], vlast[2 * TM_KEY_LEN + 1] = "";
-    int rc, said = 0;
+    int rc, said = 0, unsaid = 0;
 
     if (!m || !m->open || m->store.readonly || !o)
         return TM_EINVAL;
@@ -555,6 +555,15 @@ int tm_worker(tm_migration *m, tm_worker_options *o)
             said = 0;
             if (!o->follow)
                 return 0;
+            continue;
+        }
+        if (!strcmp(phase, "discovering") && unsaid < 100 &&
+            tm__mig_get_int(m->store.db, "shared_discovery", -1) == -1) {
+            /* a discovery that has just begun: its phase is set before
+             * it says whether it is shared (5 s at most: a discovery of
+             * an older treemig never says) */
+            unsaid++;
+            tm__sleep_ms(50);
             continue;
         }
         if (!o->follow)

@@ -56,13 +56,25 @@
     "s.type = 'folder' AND s.depth > 0 AND s.traversal_status = "            \
     "'successful' AND s.copy_status IN ('successful', 'already_existed')"
 
+/* A claim's rows are taken only if their lease is still the one the
+ * statement's snapshot saw (SEEN, as old, and SAME in the UPDATE). In READ
+ * COMMITTED, FOR UPDATE SKIP LOCKED that meets a row another claim took
+ * and committed after this statement began locks the new version and
+ * checks the conditions on it again, but with the leases row of the first
+ * look (none, or the expired one): the row would be claimed twice, its
+ * work done twice and the first holder's page checks fail. SEEN reads the
+ * row again under the snapshot; the UPDATE skips the row whose lease
+ * changed since. */
+#define SEEN(T) "(SELECT v.lease_id FROM " T " v WHERE v.id = s.id) AS old"
+#define SAME " AND n.lease_id IS NOT DISTINCT FROM c.old"
+
 /* The claim: ?1 the new lease, ?2 the stage, ?3 the limit, ?4 the depth. */
 #define CLAIM(COND, COLS)                                                    \
     "UPDATE src_nodes AS n SET lease_id = ?1 FROM (SELECT s.id AS cid, "     \
-    "s.lease_id AS old FROM src_nodes s LEFT JOIN leases l ON "              \
+    SEEN("src_nodes") " FROM src_nodes s LEFT JOIN leases l ON "             \
     "l.id = s.lease_id WHERE " COND " AND (l.id IS NULL OR l.stage <> ?2 "  \
     "OR l.expires < " NOW_MS ") ORDER BY s.id LIMIT ?3 "                     \
-    "FOR UPDATE OF s SKIP LOCKED) c WHERE n.id = c.cid RETURNING n.id, "     \
+    "FOR UPDATE OF s SKIP LOCKED) c WHERE n.id = c.cid" SAME " RETURNING n.id, " \
     "n.path, n.depth, n.type, n.size, n.mtime, n.mode, n.conflict, " COLS    \
     ", (SELECT o.tmp_key FROM leases o WHERE o.id = c.old AND "              \
     "o.stage = ?2)"
@@ -82,16 +94,29 @@
  * made only if some were (nl), and they are given to it. Each row: id,
  * path, depth, the source twin, its status, where an earlier listing
  * stopped, and the lease. */
+/* The depth of the source's lowest pending folder (none: no bound), run
+ * once per claim and used as an index bound of the destination's scan:
+ * below it every twin is listed; deeper, nearly all are pending (the
+ * source lists lowest depth first), and the scan read the twin of each
+ * pending destination folder there at every claim (1,557 twins, 179 ms,
+ * for no folder claimed). A deeper folder waits until the source's
+ * depth is done, which no rule needs: it only bounds the scan. */
+#define SRC_LOW                                                               \
+    "(SELECT coalesce((SELECT t2.depth FROM src_nodes t2 WHERE "             \
+    "t2.traversal_status = 'pending' AND t2.type = 'folder' ORDER BY "       \
+    "t2.depth, t2.id LIMIT 1), 9223372036854775807))"
 #define FREE_LEASE(a) \
     "(l.id IS NULL OR l.stage <> ?2 OR l.expires < " NOW_MS ")"
 #define CLAIM_FOLDERS(T, SIDE, JOIN, COND, TWIN, TS)                          \
-    "WITH c AS (SELECT s.id AS cid FROM " T " s " JOIN " LEFT JOIN leases l " \
+    "WITH c AS (SELECT s.id AS cid, " SEEN(T) " FROM " T " s " JOIN          \
+    " LEFT JOIN leases l "                                                     \
     "ON l.id = s.lease_id WHERE s.traversal_status = 'pending' AND s.type = " \
     "'folder' AND " COND " AND " FREE_LEASE("l") " ORDER BY s.depth, s.id "   \
     "LIMIT ?3 FOR UPDATE OF s SKIP LOCKED), nl AS (INSERT INTO leases(stage, " \
     "worker, host, pid, tmp_key, expires) SELECT ?2, ?1, ?4, ?5, ?6, "        \
     NOW_MS " + ?7 WHERE EXISTS(SELECT 1 FROM c) RETURNING id) UPDATE " T      \
-    " AS n SET lease_id = nl.id FROM c, nl WHERE n.id = c.cid RETURNING "    \
+    " AS n SET lease_id = nl.id FROM c, nl WHERE n.id = c.cid" SAME          \
+    " RETURNING "                                                              \
     "n.id, n.path, n.depth, " TWIN ", " TS ", (SELECT p.pos FROM listing_pos " \
     "p WHERE p.side = " SIDE " AND p.folder_id = n.id), nl.id"
 
@@ -132,6 +157,7 @@ static const char *const lease_sql[Q_COUNT] = {
                   "d.depth, d.id LIMIT 1) + ?8, s.depth)",
                   "0", "NULL"),
     CLAIM_FOLDERS("dst_nodes", "1", "LEFT JOIN src_nodes t ON t.id = s.src_id",
+                  "s.depth <= " SRC_LOW " AND "
                   "coalesce(t.traversal_status, 'successful') <> 'pending'",
                   "coalesce(n.src_id, 0)",
                   "(SELECT t.traversal_status FROM src_nodes t WHERE t.id = "

@@ -6,9 +6,10 @@ pgserver.py), each claiming batches of nodes under leases.
 - a sim pair (20 ms latency, so that every process gets work) and a local
   pair copied by `copy` and three `worker` processes give the same node
   rows and copy_stats as one SQLite run; at least three processes held
-  leases; queue_stats rows carry each worker's pid; rsync -n -i --delete
-  finds nothing to change between the local source and destination (no
-  temporary file left, nothing missing);
+  leases; no worker dropped an outcome (nobody killed or frozen, so no
+  task was claimed twice); queue_stats rows carry each worker's pid;
+  rsync -n -i --delete finds nothing to change between the local source
+  and destination (no temporary file left, nothing missing);
 - kill -9 of two random workers during the copy: the others finish, the
   same end state (nothing lost, nothing counted twice), rsync agrees, the
   killed workers' temporaries are gone;
@@ -22,13 +23,16 @@ pgserver.py), each claiming batches of nodes under leases.
   mismatch found and counted once, the verify exits 3, the phase stays
   copied;
 - worker on an SQLite state file, and with no copy in progress: exit 2
-  with a message; status of a copy that nobody works on says so.
+  with a message; status of a copy that nobody works on says so;
+- a worker started between a discovery's phase and its word on sharing
+  (shared_discovery) waits for the word and joins.
 
 Discovery by workers (folders to list leased, a batch per claim):
 - a sim pair (50 ms latency) and a local pair discovered by `discover`
   and three `worker` processes give the same node rows (state-copy to
   SQLite, compared with one SQLite run's), the stats agree with a
-  recount, at least three processes listed folders (their queue_stats);
+  recount, at least three processes listed folders (their queue_stats),
+  no worker dropped a page (no folder was claimed twice);
 - kill -9 of two random workers holding leased folders: the rest finish,
   the same rows (nothing lost, nothing twice);
 - a worker frozen with SIGSTOP while it holds folders, until the others
@@ -159,6 +163,16 @@ def expect_all_ok(res, skip=()):
             fail('a process exited %d: %s' % (rc, err[-2000:]))
 
 
+def expect_none_dropped(workers, res):
+    """Nobody killed or frozen, leases of 30 s: no worker's outcome was
+    dropped for a lost lease (each task claimed by one process only)."""
+    for w in workers:
+        said = [ln for ln in res[w][1].splitlines() if 'outcomes dropped' in ln]
+        if not said or ' 0 outcomes dropped' not in said[-1]:
+            fail('a task was claimed by two processes (a worker dropped '
+                 'outcomes with no lease expired): %r' % res[w][1][-1000:])
+
+
 def lease_pids(name):
     return set(PG.rows(name, "SELECT DISTINCT pid FROM leases"))
 
@@ -204,6 +218,7 @@ def check_sim(work):
     discover_pg(uri, *sim_pair(work, 'simpg', 20), tag='sim')
     _, workers, res = copy_together(name, uri, worker_args=['--workers', '8'])
     expect_all_ok(res)
+    expect_none_dropped(workers, res)
     expect_same_state(lite, name)
     if len(lease_pids(name)) < 3:
         # the copy ended before a third process got work (a loaded
@@ -260,10 +275,11 @@ def check_local(work):
     os.mkdir(dst)
     discover_pg(uri, src, dst, 'local')
     # the copy's own process paced (--tps-limit): the workers do most of it
-    _, _, res = copy_together(name, uri, copy_args=['--tps-limit', '100',
-                                                    '--workers', '2'],
-                              worker_args=['--workers', '4'])
+    _, workers, res = copy_together(name, uri, copy_args=['--tps-limit', '100',
+                                                          '--workers', '2'],
+                                    worker_args=['--workers', '4'])
     expect_all_ok(res)
+    expect_none_dropped(workers, res)
     expect_same_state(lite, name)
     if len(lease_pids(name)) < 3:
         tmtest.void('fewer than 3 processes held leases: %r' % lease_pids(name))
@@ -565,6 +581,7 @@ def check_disc_sim(work):
     _, workers, res = discover_together(name, uri, src, dst, disc_args=['--workers', '1'],
                                         worker_args=['--workers', '2'])
     expect_all_ok(res)
+    expect_none_dropped(workers, res)
     expect_same_discovery(lite, name, uri, 'ds')
     if len(listers(name)) < 3:
         tmtest.void('fewer than 3 processes listed folders: %r' % listers(name))
@@ -612,9 +629,10 @@ def check_disc_local(work):
     expect_rc(run(['discover', '--db', lite, '--quiet', src, dst_lite]), 0,
               'discover (SQLite)')
     name, uri = new_db()
-    _, _, res = discover_together(name, uri, src, dst_pg, disc_args=['--workers', '1'],
-                                  worker_args=['--workers', '2'])
+    _, workers, res = discover_together(name, uri, src, dst_pg, disc_args=['--workers', '1'],
+                                        worker_args=['--workers', '2'])
     expect_all_ok(res)
+    expect_none_dropped(workers, res)
     expect_same_discovery(lite, name, uri, 'dl')
     if len(listers(name)) < 3:
         tmtest.void('fewer than 3 processes listed folders: %r' % listers(name))
@@ -733,6 +751,33 @@ def check_disc_freeze(work):
     expect_same_discovery(lite, name, uri, 'df')
 
 
+def check_join_early(work):
+    """A worker started as a discovery begins: the phase is set before the
+    discovery says whether it is shared; the worker waits for that word
+    instead of failing ('no copy or verify in progress')."""
+    name, uri = new_db()
+    src = os.path.join(work, 'jsrc')
+    make_tree(src, folders=1, files=2)
+    os.mkdir(os.path.join(work, 'jdst'))
+    discover_pg(uri, src, os.path.join(work, 'jdst'), 'join early')
+    # the moment between the two writes, held: a finished discovery's
+    # phase set back, its word taken away
+    PG.psql(name, "UPDATE migration SET value = 'discovering' WHERE key = 'phase';"
+                  " DELETE FROM migration WHERE key = 'shared_discovery'")
+    w = popen(['worker', '--db', uri])
+    try:
+        time.sleep(0.5)
+        PG.psql(name, "INSERT INTO migration(key, value) VALUES ('shared_discovery', '1')")
+        res = wait_all([w], 'a worker joining early')
+    finally:
+        if w.poll() is None:
+            w.kill()
+            w.wait()
+    expect_all_ok(res)
+    expect_eq('phase', ['discovered'], PG.rows(name, "SELECT value FROM migration "
+                                                 "WHERE key = 'phase'"))
+
+
 def check_refusals(work):
     lite = os.path.join(work, 'r.db')
     cp = run(['worker', '--db', lite])
@@ -800,6 +845,8 @@ def main():
                 check_disc_kill, work)
         R.check('a worker frozen during discovery past its lease changes nothing',
                 check_disc_freeze, work)
+        R.check('a worker started as the discovery begins waits for its word',
+                check_join_early, work)
         R.check('worker on SQLite, and with nothing to join: exit 2', check_refusals,
                 work)
     finally:
