@@ -453,7 +453,9 @@ def t_write(srv):
 def t_ciphers(srv):
     """The ciphers and MACs offered are the pool's list, preferred first
     (default aes128-ctr and hmac-sha2-256), as the server's own log says;
-    a list libssh2 knows nothing of, or one the server refuses, is fatal."""
+    a list libssh2 knows nothing of, or one the server refuses, is fatal.
+    openssh: aes128-gcm and curve25519 first unless the config names its
+    own."""
     dbg = sshd.Sshd(log_level='DEBUG1')
     try:
         dbg.start()
@@ -467,9 +469,23 @@ def t_ciphers(srv):
                     fail('the server negotiated no %s' % line.strip(), None,
                          [x for x in log.splitlines() if 'kex: ' in x][-4:])
 
+        def kex_algo(name):
+            if 'kex: algorithm: %s ' % name not in dbg.log_text():
+                fail('the server negotiated no key exchange %s' % name, None,
+                     [x for x in dbg.log_text().splitlines() if 'kex: algorithm' in x][-4:])
+
         info = ok(dbg, ['info'])[0]
-        if OPENSSH:  # ssh's own defaults, which info cannot tell
+        if OPENSSH:  # ssh's, put first by treemig; info cannot tell them
+            kex('aes128-gcm@openssh.com', '<implicit>')
+            kex_algo('curve25519-sha256')
+            # an ssh config that names Ciphers or KexAlgorithms keeps them
+            cfg = os.path.join(dbg.dir, 'algo.conf')
+            with open(cfg, 'w') as f:
+                f.write('Host *\n    Ciphers chacha20-poly1305@openssh.com\n'
+                        '    KexAlgorithms diffie-hellman-group14-sha256\n')
+            ok(dbg, ['info'], opts=['--config', cfg])
             kex('chacha20-poly1305@openssh.com', '<implicit>')
+            kex_algo('diffie-hellman-group14-sha256')
         else:
             expect_eq('default cipher, MAC', ('aes128-ctr', 'hmac-sha2-256'),
                       (info['cipher'], info['mac']))

@@ -80,6 +80,8 @@ struct tm__ssh_host {
     int identity_agent_none; /* IdentityAgent none: the agent is not used */
     int identities_only;     /* IdentitiesOnly yes: agent keys only when
                                 they match an identity file */
+    int sets_ciphers;        /* Ciphers is set: the openssh transport keeps it */
+    int sets_kex;            /* KexAlgorithms is set: likewise */
 };
 
 /* Reads the ssh_config file at path (NULL: ~/.ssh/config; a missing file
