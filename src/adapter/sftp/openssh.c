@@ -337,9 +337,17 @@ int tm__sftp_proc_start(struct tm__sftp_pool *p, int accept_new, struct tm__sftp
         goto out;
     }
     {
-        int sz = 1 << 20; /* the kernel caps it; more in flight per wakeup */
-        setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
-        setsockopt(sv[0], SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+        /* Both ends (the kernel caps it at net.core.wmem_max): a unix
+         * socket's sender's buffer bounds what is in flight. ssh's end
+         * matters for reads: what it cannot write at once piles up in its
+         * channel buffer, which it grows and shrinks (allocates, copies,
+         * zeroes): with 208 KiB (the default) most of ssh's CPU in a
+         * download was that, not decryption. */
+        int sz = 4 << 20, k;
+        for (k = 0; k < 2; k++) {
+            setsockopt(sv[k], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+            setsockopt(sv[k], SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+        }
     }
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, sv[1], 0);
