@@ -92,6 +92,9 @@ enum { FXF_READ = 1, FXF_WRITE = 2, FXF_CREAT = 8, FXF_TRUNC = 0x10,
 /* The receive buffer's smallest size: one channel read takes whatever
  * replies have arrived, up to this much. */
 #define RX_MIN (64u << 10)
+/* Bytes of READs, and of WRITEs, in flight per file over the openssh
+ * transport: ssh's channel window. */
+#define OSSH_INFLIGHT (2u << 20)
 
 /* A reply received before it was waited for. */
 struct stash {
@@ -1030,6 +1033,13 @@ sftp:
             p->chunk_r = clamp_chunk(p->want_r, mr);
             p->chunk_w = clamp_chunk(p->want_w, mw);
         }
+        if (s->use_proc && !p->inflight_given) {
+            /* ssh's channel window (2 MiB each way) bounds what moves
+             * per round trip: more in flight only piles up in ssh's and
+             * sshd's buffers, which they grow, copy and zero */
+            p->read_ahead = (int)((OSSH_INFLIGHT + p->chunk_r - 1) / p->chunk_r);
+            p->write_behind = (int)((OSSH_INFLIGHT + p->chunk_w - 1) / p->chunk_w);
+        }
     } else {
         pthread_mutex_unlock(&p->mu);
     }
@@ -1348,6 +1358,7 @@ int tm__sftp_pool_open(const char *url, const struct tm__sftp_opts *o,
     p->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 30000;
     p->read_ahead = o->read_ahead > 0 ? o->read_ahead : 64;
     p->write_behind = o->write_behind > 0 ? o->write_behind : 64;
+    p->inflight_given = o->read_ahead > 0 || o->write_behind > 0;
     /* Reads: 128 KiB x 64 in flight (8 MiB, 105 MB/s through 20 ms each
      * way); writes: 64 KiB, sshd's 2 MiB window bounds them anyway. */
     p->chunk_r = o->chunk ? o->chunk : 128 * 1024;

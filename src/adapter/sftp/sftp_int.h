@@ -55,6 +55,8 @@ struct tm__sftp_pool {
     int timeout_ms;               /* libssh2 blocking timeout */
     int read_ahead;               /* READs in flight per file */
     int write_behind;             /* WRITEs in flight per file */
+    int inflight_given;           /* the options set read_ahead or
+                                     write_behind (else openssh: 2 MiB) */
     uint32_t want_r, want_w;      /* bytes per READ / WRITE asked for */
 
     unsigned ext;                 /* TM_SFTP_EXT_*, from the first session */
