@@ -48,7 +48,11 @@ def tool(srv, args, opts=None, env=None, url=None, timeout=120, known_hosts=True
     e.pop('SSH_AUTH_SOCK', None)
     e.pop('TREEMIG_SSH_PASSPHRASE', None)
     e['HOME'] = EMPTY_HOME
-    e.update(env or {})
+    for k, v in (env or {}).items():  # None: not set
+        if v is None:
+            e.pop(k, None)
+        else:
+            e[k] = v
     cp = subprocess.run([os.fsencode(c) for c in cmd], stdin=subprocess.DEVNULL,
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e,
                         timeout=timeout, start_new_session=True)
@@ -226,6 +230,36 @@ def t_encrypted_key(srv):
     expect_err(rc, err, 1, 'EAUTH', 'fatal', 'no passphrase')
     if 'TREEMIG_SSH_PASSPHRASE' not in err:
         fail('the message should name TREEMIG_SSH_PASSPHRASE', None, err)
+
+
+def t_default_transport(srv):
+    """Without TREEMIG_SFTP_TRANSPORT (or the option): openssh; libssh2 when
+    ssh is not found, or when an identity is encrypted and
+    TREEMIG_SSH_PASSPHRASE is not set (only libssh2 asks on a terminal)."""
+    unset = {'TREEMIG_SFTP_TRANSPORT': None}
+    info = ok(srv, ['info'], env=unset)[0]
+    expect_eq('default transport', 'openssh', info['transport'])
+    expect_eq('ssh logged in', 'ssh', info['auth'])
+    info = ok(srv, ['info'], env=dict(unset, TREEMIG_SSH='/nonexistent/ssh'))[0]
+    expect_eq('no ssh: libssh2', 'libssh2', info['transport'])
+    expect_eq('libssh2 logged in', 'publickey ' + srv.client_key, info['auth'])
+    # asked for: no fallback, the failure says why
+    rc, _, err = tool(srv, ['info'], env={'TREEMIG_SFTP_TRANSPORT': 'openssh',
+                                          'TREEMIG_SSH': '/nonexistent/ssh'})
+    if rc == 0 or '/nonexistent/ssh' not in err:
+        fail('openssh asked for, no ssh: an error naming it', None, (rc, err))
+    key = os.path.join(srv.dir, 'enc_key')
+    if not os.path.exists(key):
+        key = sshd.keygen(key, passphrase=SECRETS[0])
+        with open(srv.authorized, 'a') as f:
+            f.write(open(key + '.pub').read())
+    info = ok(srv, ['info'], opts=['--identity', key], identity=False,
+              env=dict(unset, TREEMIG_SSH_PASSPHRASE=SECRETS[0]))[0]
+    expect_eq('encrypted key, passphrase in the variable', 'openssh', info['transport'])
+    rc, _, err = tool(srv, ['info'], opts=['--identity', key], identity=False, env=unset)
+    expect_err(rc, err, 1, 'EAUTH', 'fatal', 'encrypted key, no variable')
+    if 'nor terminal' not in err:  # libssh2's words: it would have asked on one
+        fail('encrypted key, no variable: libssh2, which asks on a terminal', None, err)
 
 
 def t_rejected_key(srv):
@@ -820,6 +854,7 @@ def main():
                 ('agent', t_agent),
                 ('default identity file', t_default_identity),
                 ('encrypted key with TREEMIG_SSH_PASSPHRASE', t_encrypted_key),
+                ('default transport: openssh, else libssh2', t_default_transport),
                 ('rejected key', t_rejected_key),
                 ('password only from the named variable', t_password_env),
                 ('refused port', t_refused_port),

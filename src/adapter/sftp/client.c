@@ -1314,6 +1314,20 @@ out:
     return rc;
 }
 
+/* 1 when an identity file is encrypted and TREEMIG_SSH_PASSPHRASE is not
+ * set: only the libssh2 transport can ask its passphrase on the terminal
+ * (ssh runs without one). */
+static int needs_prompt(const struct tm__sftp_pool *p)
+{
+    size_t i;
+    if (getenv("TREEMIG_SSH_PASSPHRASE"))
+        return 0;
+    for (i = 0; i < p->n_ids; i++)
+        if (access(p->ids[i], R_OK) == 0 && tm__sftp_key_encrypted(p->ids[i]) == 1)
+            return 1;
+    return 0;
+}
+
 int tm__sftp_pool_open(const char *url, const struct tm__sftp_opts *o,
                        struct tm__sftp_pool **out, struct tm__sftp_err *e)
 {
@@ -1382,7 +1396,8 @@ int tm__sftp_pool_open(const char *url, const struct tm__sftp_opts *o,
     p->transport = o->transport;
     if (p->transport == TM_SFTP_TRANSPORT_DEFAULT) {
         const char *t = getenv("TREEMIG_SFTP_TRANSPORT");
-        p->transport = t && *t ? tm__sftp_transport_parse(t) : TM_SFTP_TRANSPORT_LIBSSH2;
+        p->transport = t && *t ? tm__sftp_transport_parse(t) : TM_SFTP_TRANSPORT_OPENSSH;
+        p->transport_auto = !(t && *t);
         if (p->transport < 0) {
             rc = tm__sftp_fail(e, TM_EINVAL, TM_ERR_FATAL, -1,
                                "TREEMIG_SFTP_TRANSPORT=%s: libssh2 or openssh", t);
@@ -1409,6 +1424,8 @@ int tm__sftp_pool_open(const char *url, const struct tm__sftp_opts *o,
     if (rc)
         goto fail;
     tm__sftp_url_release(&u);
+    if (p->transport_auto && needs_prompt(p))
+        p->transport = TM_SFTP_TRANSPORT_LIBSSH2;
     if (p->transport == TM_SFTP_TRANSPORT_OPENSSH &&
         (p->password_env || getenv("TREEMIG_SSH_PASSPHRASE"))) {
         rc = tm__sftp_askpass_make(p, e);
@@ -1419,6 +1436,10 @@ int tm__sftp_pool_open(const char *url, const struct tm__sftp_opts *o,
     /* The first session, at once: fatal problems show now. */
     p->n_open = 1;
     rc = sess_open(p, p->accept_new, &s, e);
+    if (rc && p->transport_auto && p->no_ssh) {
+        p->transport = TM_SFTP_TRANSPORT_LIBSSH2; /* no ssh here: in process */
+        rc = sess_open(p, p->accept_new, &s, e);
+    }
     if (rc) {
         p->n_open = 0;
         if (e)

@@ -375,6 +375,8 @@ int tm__sftp_proc_start(struct tm__sftp_pool *p, int accept_new, struct tm__sftp
     sv[1] = ep[1] = -1;
     if (i != 0) {
         pr->pid = -1;
+        if (i == ENOENT)
+            p->no_ssh = 1;
         rc = tm__sftp_fail(e, TM_ENOTSUP, TM_ERR_FATAL, -1,
                            "start %s (sftp-transport=openssh): %s", a.v[0],
                            tm_strerror(tm__from_errno(i)));

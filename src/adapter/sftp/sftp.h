@@ -133,7 +133,9 @@ struct tm__sftp_opts {
                                           TM_SFTP_MACS */
     int transport;                     /* TM_SFTP_TRANSPORT_*; 0: the
                                           default (TREEMIG_SFTP_TRANSPORT, else
-                                          libssh2) */
+                                          openssh, or libssh2 when an
+                                          encrypted key needs a prompt or
+                                          ssh is not found) */
 };
 /* How a session reaches the server: libssh2 in this process, or OpenSSH's
  * ssh as a child (its ciphers, config and agent; the SFTP packets go

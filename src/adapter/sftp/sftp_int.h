@@ -69,6 +69,10 @@ struct tm__sftp_pool {
     char mac_used[64];            /* its MAC */
 
     int transport;                /* TM_SFTP_TRANSPORT_* */
+    int transport_auto;           /* openssh chosen by default: libssh2
+                                     when a key needs a prompt or there
+                                     is no ssh to run */
+    int no_ssh;                   /* the ssh program was not found */
     char *ssh_config;             /* the ssh-config option, or NULL */
     int ciphers_given, macs_given; /* the options set them (openssh: passed
                                      on; else ssh's own defaults) */
