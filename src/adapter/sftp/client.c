@@ -95,6 +95,11 @@ enum { FXF_READ = 1, FXF_WRITE = 2, FXF_CREAT = 8, FXF_TRUNC = 0x10,
 /* Bytes of READs, and of WRITEs, in flight per file over the openssh
  * transport: ssh's channel window. */
 #define OSSH_INFLIGHT (2u << 20)
+/* Bytes per WRITE over the openssh transport (the server's limit caps
+ * it: OpenSSH 261,120): a quarter of the requests, replies and
+ * sftp-server turns of 64 KiB ones; 8 x 64 MiB up, alternated 5 times:
+ * client CPU 1.53 s against 1.80 s (medians), wall 2.95 s against 3.31 s. */
+#define OSSH_CHUNK_W (255u << 10)
 
 /* A reply received before it was waited for. */
 struct stash {
@@ -1025,6 +1030,8 @@ sftp:
         snprintf(p->cipher_used, sizeof p->cipher_used, "%s", c ? c : "");
         snprintf(p->mac_used, sizeof p->mac_used, "%s", m ? m : "");
         pthread_mutex_unlock(&p->mu);
+        if (s->use_proc && !p->chunk_given)
+            p->want_w = OSSH_CHUNK_W;
         if (ext & TM_SFTP_EXT_LIMITS) {
             uint64_t mr = 0, mw = 0;
             rc = sftp_limits(s, &mr, &mw, e);
@@ -1373,6 +1380,7 @@ int tm__sftp_pool_open(const char *url, const struct tm__sftp_opts *o,
     p->read_ahead = o->read_ahead > 0 ? o->read_ahead : 64;
     p->write_behind = o->write_behind > 0 ? o->write_behind : 64;
     p->inflight_given = o->read_ahead > 0 || o->write_behind > 0;
+    p->chunk_given = o->chunk != 0;
     /* Reads: 128 KiB x 64 in flight (8 MiB, 105 MB/s through 20 ms each
      * way); writes: 64 KiB, sshd's 2 MiB window bounds them anyway. */
     p->chunk_r = o->chunk ? o->chunk : 128 * 1024;

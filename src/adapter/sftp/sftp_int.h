@@ -57,6 +57,8 @@ struct tm__sftp_pool {
     int write_behind;             /* WRITEs in flight per file */
     int inflight_given;           /* the options set read_ahead or
                                      write_behind (else openssh: 2 MiB) */
+    int chunk_given;              /* the options set the request size
+                                     (else openssh writes 255 KiB) */
     uint32_t want_r, want_w;      /* bytes per READ / WRITE asked for */
 
     unsigned ext;                 /* TM_SFTP_EXT_*, from the first session */
