@@ -23,7 +23,8 @@
 #                    bench/gencopy.c, seed 42)
 #   BENCH_BIG_FILES, BENCH_BIG_MB            set (b): 8 files of 256 MiB x SCALE
 #   TREEMIG_WORKERS  treemig copy --workers (default: treemig's own, 16 with an SFTP side)
-#   (row treemig_ossh: treemig as the row treemig, with -o sftp-transport=openssh)
+#   (rows treemig_ossh, treemig_libssh2: treemig as the row treemig, with
+#   -o sftp-transport=openssh (the default), or =libssh2)
 #   TREEMIG_B        another treemig binary (an older build, say): the row treemig_b runs
 #                    it exactly as the row treemig, rotated with the others, so that a
 #                    before/after comparison sees the same load
@@ -128,7 +129,7 @@ TOPT=(--ssh-identity "$KEY" --ssh-known-hosts "$KH")
 # ---------------------------------------------------------------- one case
 read -r -a KEYS <<<"${BENCH_TOOLS:-treemig rclone rclone_same sftp scp}"
 for t in "${KEYS[@]}"; do
-    case $t in treemig | treemig_ossh | rclone | rclone_same | sftp | scp) ;;
+    case $t in treemig | treemig_ossh | treemig_libssh2 | rclone | rclone_same | sftp | scp) ;;
     treemig_b) [[ -x ${TREEMIG_B:-} ]] || die "the row treemig_b needs TREEMIG_B, a treemig binary" ;;
     *) die "BENCH_TOOLS: unknown row '$t'" ;;
     esac
@@ -136,6 +137,7 @@ done
 declare -A LABEL=([treemig]="treemig discover + copy${TW:+ --workers $TW}"
     [treemig_b]="the same, TREEMIG_B"
     [treemig_ossh]="the same, -o sftp-transport=openssh"
+    [treemig_libssh2]="the same, -o sftp-transport=libssh2"
     [rclone]="rclone copy (defaults: 4 transfers)" [rclone_same]="rclone copy --transfers $SAME"
     [sftp]="sftp -b (put/get -rp)" [scp]="scp -rp")
 DB=$WORK/bench.db
@@ -159,10 +161,11 @@ run_tool() { # CASE SET DIR LINK TOOL
     prepare "$set" "$dir"
     surl() { echo "sftp://$SUSER@127.0.0.1:$port$1"; }
     case $tool in
-    treemig | treemig_b | treemig_ossh)
+    treemig | treemig_b | treemig_ossh | treemig_libssh2)
         local bin=$TREEMIG topt=("${TOPT[@]}")
         [[ $tool == treemig_b ]] && bin=$TREEMIG_B
         [[ $tool == treemig_ossh ]] && topt+=(-o sftp-transport=openssh)
+        [[ $tool == treemig_libssh2 ]] && topt+=(-o sftp-transport=libssh2)
         mkdir -p "$dst"
         [[ $dir == up ]] && chown "$SUID:$SGID" "$dst"
         [[ -n $TW ]] && wopt=(--workers "$TW")

@@ -48,7 +48,11 @@ def tool(srv, args, opts=None, env=None, url=None, timeout=120, known_hosts=True
     e.pop('SSH_AUTH_SOCK', None)
     e.pop('TREEMIG_SSH_PASSPHRASE', None)
     e['HOME'] = EMPTY_HOME
-    e.update(env or {})
+    for k, v in (env or {}).items():  # None: not set
+        if v is None:
+            e.pop(k, None)
+        else:
+            e[k] = v
     cp = subprocess.run([os.fsencode(c) for c in cmd], stdin=subprocess.DEVNULL,
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e,
                         timeout=timeout, start_new_session=True)
@@ -92,6 +96,9 @@ def t_known_plain(srv):
     expect_eq('user', srv.user, info['user'])
     expect_auth('auth', 'publickey ' + srv.client_key, info['auth'])
     expect_eq('transport', 'openssh' if OPENSSH else 'libssh2', info['transport'])
+    # WRITEs: 64 KiB; over ssh as large as the server's limits@openssh.com
+    # allows (OpenSSH: 256 KiB less 1 KiB), fewer requests for its sftp-server
+    expect_eq('bytes per WRITE', 261120 if OPENSSH else 65536, info['chunk_write'])
     expect_eq('extensions (posix-rename, statvfs, fsync, lsetstat, limits)', 31,
               info['ext'])
 
@@ -226,6 +233,36 @@ def t_encrypted_key(srv):
     expect_err(rc, err, 1, 'EAUTH', 'fatal', 'no passphrase')
     if 'TREEMIG_SSH_PASSPHRASE' not in err:
         fail('the message should name TREEMIG_SSH_PASSPHRASE', None, err)
+
+
+def t_default_transport(srv):
+    """Without TREEMIG_SFTP_TRANSPORT (or the option): openssh; libssh2 when
+    ssh is not found, or when an identity is encrypted and
+    TREEMIG_SSH_PASSPHRASE is not set (only libssh2 asks on a terminal)."""
+    unset = {'TREEMIG_SFTP_TRANSPORT': None}
+    info = ok(srv, ['info'], env=unset)[0]
+    expect_eq('default transport', 'openssh', info['transport'])
+    expect_eq('ssh logged in', 'ssh', info['auth'])
+    info = ok(srv, ['info'], env=dict(unset, TREEMIG_SSH='/nonexistent/ssh'))[0]
+    expect_eq('no ssh: libssh2', 'libssh2', info['transport'])
+    expect_eq('libssh2 logged in', 'publickey ' + srv.client_key, info['auth'])
+    # asked for: no fallback, the failure says why
+    rc, _, err = tool(srv, ['info'], env={'TREEMIG_SFTP_TRANSPORT': 'openssh',
+                                          'TREEMIG_SSH': '/nonexistent/ssh'})
+    if rc == 0 or '/nonexistent/ssh' not in err:
+        fail('openssh asked for, no ssh: an error naming it', None, (rc, err))
+    key = os.path.join(srv.dir, 'enc_key')
+    if not os.path.exists(key):
+        key = sshd.keygen(key, passphrase=SECRETS[0])
+        with open(srv.authorized, 'a') as f:
+            f.write(open(key + '.pub').read())
+    info = ok(srv, ['info'], opts=['--identity', key], identity=False,
+              env=dict(unset, TREEMIG_SSH_PASSPHRASE=SECRETS[0]))[0]
+    expect_eq('encrypted key, passphrase in the variable', 'openssh', info['transport'])
+    rc, _, err = tool(srv, ['info'], opts=['--identity', key], identity=False, env=unset)
+    expect_err(rc, err, 1, 'EAUTH', 'fatal', 'encrypted key, no variable')
+    if 'nor terminal' not in err:  # libssh2's words: it would have asked on one
+        fail('encrypted key, no variable: libssh2, which asks on a terminal', None, err)
 
 
 def t_rejected_key(srv):
@@ -453,7 +490,9 @@ def t_write(srv):
 def t_ciphers(srv):
     """The ciphers and MACs offered are the pool's list, preferred first
     (default aes128-ctr and hmac-sha2-256), as the server's own log says;
-    a list libssh2 knows nothing of, or one the server refuses, is fatal."""
+    a list libssh2 knows nothing of, or one the server refuses, is fatal.
+    openssh: aes128-gcm and curve25519 first unless the config names its
+    own."""
     dbg = sshd.Sshd(log_level='DEBUG1')
     try:
         dbg.start()
@@ -467,9 +506,23 @@ def t_ciphers(srv):
                     fail('the server negotiated no %s' % line.strip(), None,
                          [x for x in log.splitlines() if 'kex: ' in x][-4:])
 
+        def kex_algo(name):
+            if 'kex: algorithm: %s ' % name not in dbg.log_text():
+                fail('the server negotiated no key exchange %s' % name, None,
+                     [x for x in dbg.log_text().splitlines() if 'kex: algorithm' in x][-4:])
+
         info = ok(dbg, ['info'])[0]
-        if OPENSSH:  # ssh's own defaults, which info cannot tell
+        if OPENSSH:  # ssh's, put first by treemig; info cannot tell them
+            kex('aes128-gcm@openssh.com', '<implicit>')
+            kex_algo('curve25519-sha256')
+            # an ssh config that names Ciphers or KexAlgorithms keeps them
+            cfg = os.path.join(dbg.dir, 'algo.conf')
+            with open(cfg, 'w') as f:
+                f.write('Host *\n    Ciphers chacha20-poly1305@openssh.com\n'
+                        '    KexAlgorithms diffie-hellman-group14-sha256\n')
+            ok(dbg, ['info'], opts=['--config', cfg])
             kex('chacha20-poly1305@openssh.com', '<implicit>')
+            kex_algo('diffie-hellman-group14-sha256')
         else:
             expect_eq('default cipher, MAC', ('aes128-ctr', 'hmac-sha2-256'),
                       (info['cipher'], info['mac']))
@@ -804,6 +857,7 @@ def main():
                 ('agent', t_agent),
                 ('default identity file', t_default_identity),
                 ('encrypted key with TREEMIG_SSH_PASSPHRASE', t_encrypted_key),
+                ('default transport: openssh, else libssh2', t_default_transport),
                 ('rejected key', t_rejected_key),
                 ('password only from the named variable', t_password_env),
                 ('refused port', t_refused_port),

@@ -371,6 +371,10 @@ static int apply(struct reader *r, const char *path, int lineno, char **argv,
             h->identities_only = 1;
         return 0;
     }
+    if (!strcasecmp(k, "Ciphers"))
+        h->sets_ciphers = 1;
+    if (!strcasecmp(k, "KexAlgorithms"))
+        h->sets_kex = 1;
     return 0;
 }
 

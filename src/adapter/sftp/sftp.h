@@ -80,6 +80,8 @@ struct tm__ssh_host {
     int identity_agent_none; /* IdentityAgent none: the agent is not used */
     int identities_only;     /* IdentitiesOnly yes: agent keys only when
                                 they match an identity file */
+    int sets_ciphers;        /* Ciphers is set: the openssh transport keeps it */
+    int sets_kex;            /* KexAlgorithms is set: likewise */
 };
 
 /* Reads the ssh_config file at path (NULL: ~/.ssh/config; a missing file
@@ -131,7 +133,9 @@ struct tm__sftp_opts {
                                           TM_SFTP_MACS */
     int transport;                     /* TM_SFTP_TRANSPORT_*; 0: the
                                           default (TREEMIG_SFTP_TRANSPORT, else
-                                          libssh2) */
+                                          openssh, or libssh2 when an
+                                          encrypted key needs a prompt or
+                                          ssh is not found) */
 };
 /* How a session reaches the server: libssh2 in this process, or OpenSSH's
  * ssh as a child (its ciphers, config and agent; the SFTP packets go

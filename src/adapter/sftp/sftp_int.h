@@ -55,6 +55,10 @@ struct tm__sftp_pool {
     int timeout_ms;               /* libssh2 blocking timeout */
     int read_ahead;               /* READs in flight per file */
     int write_behind;             /* WRITEs in flight per file */
+    int inflight_given;           /* the options set read_ahead or
+                                     write_behind (else openssh: 2 MiB) */
+    int chunk_given;              /* the options set the request size
+                                     (else openssh writes 255 KiB) */
     uint32_t want_r, want_w;      /* bytes per READ / WRITE asked for */
 
     unsigned ext;                 /* TM_SFTP_EXT_*, from the first session */
@@ -67,9 +71,15 @@ struct tm__sftp_pool {
     char mac_used[64];            /* its MAC */
 
     int transport;                /* TM_SFTP_TRANSPORT_* */
+    int transport_auto;           /* openssh chosen by default: libssh2
+                                     when a key needs a prompt or there
+                                     is no ssh to run */
+    int no_ssh;                   /* the ssh program was not found */
     char *ssh_config;             /* the ssh-config option, or NULL */
     int ciphers_given, macs_given; /* the options set them (openssh: passed
                                      on; else ssh's own defaults) */
+    int config_ciphers;           /* the ssh config sets Ciphers */
+    int config_kex;               /* the ssh config sets KexAlgorithms */
     char *user_config;            /* ~/.ssh/config ($HOME's) when it exists
                                      and ssh_config is NULL */
     char *askpass_dir;            /* openssh: the askpass script's private
