@@ -184,6 +184,26 @@ def held_pending(name, procs):
                        "l.pid IN (%s)" % ','.join(str(p.pid) for p in procs))[0])
 
 
+def kill_two_holding(name, victims, pending_held):
+    """A during= of copy_together: two random workers among those that hold
+    pending nodes die (a lease row alone may be a finished batch's: killing
+    its holder would test nothing); victims and pending_held get them and
+    the pending nodes they held."""
+    def kill_two(coord, workers):
+        holding = []
+        for _ in range(2400):
+            holding = [w for w in workers if held_pending(name, [w])]
+            if len(holding) >= 2 or coord.poll() is not None:
+                break
+            time.sleep(0.01)
+        if len(holding) >= 2:
+            for w in random.sample(holding, 2):
+                w.send_signal(signal.SIGKILL)
+                victims.append(w)
+            pending_held.append(held_pending(name, victims))
+    return kill_two
+
+
 def expect_same_state(lite, name):
     same_rows('src_nodes', pgserver.lite_rows(lite, SRC_Q), PG.rows(name, SRC_Q))
     same_rows('copy_stats', pgserver.lite_rows(lite, STATS_Q), PG.rows(name, STATS_Q))
@@ -293,18 +313,7 @@ def check_kill(work):
     discover_pg(uri, *sim_pair(work, 'kpg', 50, BIG), tag='kill')
     victims, pending_held = [], []
 
-    def kill_two(coord, workers):
-        # two random workers among those that hold pending nodes die
-        for _ in range(2400):
-            holding = [w for w in workers if held_pending(name, [w])]
-            if len(holding) >= 2 or coord.poll() is not None:
-                break
-            time.sleep(0.01)
-        if len(holding) >= 2:
-            for w in random.sample(holding, 2):
-                w.send_signal(signal.SIGKILL)
-                victims.append(w)
-            pending_held.append(held_pending(name, victims))
+    kill_two = kill_two_holding(name, victims, pending_held)
 
     _, workers, res = copy_together(name, uri, n_workers=4, lease=2,
                                     worker_args=['--workers', '8'], during=kill_two)
@@ -324,7 +333,7 @@ def check_kill(work):
 @tmtest.again_if_void
 def check_kill_local(work):
     src = os.path.join(work, 'ksrc')
-    make_tree(src, folders=6, files=120)
+    make_tree(src, folders=6, files=400)
     os.mkdir(os.path.join(work, 'kdst_lite'))
     lite = lite_reference(work, 'kllite', src, os.path.join(work, 'kdst_lite'))
     name, uri = new_db()
@@ -333,18 +342,7 @@ def check_kill_local(work):
     discover_pg(uri, src, dst, 'kill local')
     victims, pending_held = [], []
 
-    def kill_two(coord, workers):
-        for _ in range(2400):
-            held = set(PG.rows(name, "SELECT DISTINCT pid FROM leases"))
-            if sum(str(w.pid) in held for w in workers) >= 2 or coord.poll() is not None:
-                break
-            time.sleep(0.01)
-        held = set(PG.rows(name, "SELECT DISTINCT pid FROM leases"))
-        for w in [w for w in workers if str(w.pid) in held][:2]:
-            w.send_signal(signal.SIGKILL)
-            victims.append(w)
-        if victims:
-            pending_held.append(held_pending(name, victims))
+    kill_two = kill_two_holding(name, victims, pending_held)
 
     _, _, res = copy_together(name, uri, n_workers=4, lease=2,
                               copy_args=['--tps-limit', '50', '--workers', '2'],
