@@ -13,7 +13,18 @@
 #include <string.h>
 
 enum { F_ROWS_SRC, F_ROWS_DST, F_LOW_SRC, F_LOW_DST, F_TWIN, F_PEND_SRC,
-       F_PEND_DST, F_COUNT };
+       F_PEND_DST, F_PASS_SRC, F_PASS_DST, F_COUNT };
+
+/* A pass's frontier of a depth (tm__frontier_set_pass): every folder of
+ * the depth that may be listed (pending, or listed or failed in an
+ * earlier pass) whose parent's listing in this pass succeeded, in id
+ * order by the index (depth, id) of the folders (schema version 12). The
+ * parents' depth is listed whole before (discover.c), so a parent's
+ * status is this pass's. */
+#define PASS_LISTABLE "traversal_status IN ('pending','successful','failed')"
+#define PASS_PARENT_OK(t, n) "(" n ".parent_id IS NULL OR (SELECT p.traversal_status " \
+    "FROM " t " p WHERE p.id=" n ".parent_id)='successful')"
+
 
 /* The frontier index (depth, id) WHERE pending folder keeps each of these
  * a range read. */
@@ -36,10 +47,18 @@ static const char *const frontier_sql[F_COUNT] = {
     "WHERE traversal_status = 'pending'",
     "SELECT coalesce(sum(count), 0) FROM dst_stats "
     "WHERE traversal_status = 'pending'",
+    "SELECT n.id, n.path, 0, NULL, NULL, n.traversal_status FROM src_nodes n "
+    "WHERE n.type='folder' AND n.depth=?1 AND n.id>?2 AND n." PASS_LISTABLE
+    " AND " PASS_PARENT_OK("src_nodes", "n") " ORDER BY n.id LIMIT ?3",
+    "SELECT d.id, d.path, d.src_id, s.traversal_status, NULL, d.traversal_status "
+    "FROM dst_nodes d LEFT JOIN src_nodes s ON s.id=d.src_id "
+    "WHERE d.type='folder' AND d.depth=?1 AND d.id>?2 AND d." PASS_LISTABLE
+    " AND " PASS_PARENT_OK("dst_nodes", "d") " ORDER BY d.id LIMIT ?3",
 };
 
 struct tm__frontier {
     struct tm__db *db;               /* read-only connection */
+    int pass;                        /* rows are a pass's (F_PASS_*) */
     struct tm__stmt *st[F_COUNT]; /* the statements above */
     struct tm__buf err;        /* the last failure */
 };
@@ -94,7 +113,8 @@ int tm__frontier_rows(struct tm__frontier *f, int side, int depth, int64_t after
                       int limit, int (*cb)(void *ctx, const struct tm__frow *r),
                       void *ctx)
 {
-    struct tm__stmt *st = f->st[side == TM_SRC ? F_ROWS_SRC : F_ROWS_DST];
+    struct tm__stmt *st = f->st[f->pass ? (side == TM_SRC ? F_PASS_SRC : F_PASS_DST)
+                                        : (side == TM_SRC ? F_ROWS_SRC : F_ROWS_DST)];
     int rc, err = 0;
     tm__db_bind_int(st, 1, depth);
     tm__db_bind_int64(st, 2, after);
@@ -109,6 +129,17 @@ int tm__frontier_rows(struct tm__frontier *f, int side, int depth, int64_t after
         r.twin_failed = ts && strcmp(ts, "failed") == 0;
         r.pos = tm__db_column_blob(st, 4);
         r.pos_len = r.pos ? (size_t)tm__db_column_bytes(st, 4) : 0;
+        r.ts = TS_PENDING;
+        if (f->pass) {
+            const char *own = (const char *)tm__db_column_text(st, 5);
+            r.ts = own ? tm__name_index(tm__ts_names, TS_COUNT, own) : -1;
+            r.twin_pending = 0; /* the engine knows: discover.c */
+            if (r.ts < 0) {
+                err = tm__store_error(f->db, SQLITE_CORRUPT, &f->err,
+                                      "read frontier");
+                break;
+            }
+        }
         if (!r.path) {
             err = TM_ENOMEM;
             break;
@@ -133,6 +164,11 @@ static int one_int(struct tm__frontier *f, struct tm__stmt *st, int64_t *v)
     }
     tm__db_reset(st);
     return out;
+}
+
+void tm__frontier_set_pass(struct tm__frontier *f)
+{
+    f->pass = 1;
 }
 
 int tm__frontier_lowest(struct tm__frontier *f, int side, int *depth)
