@@ -36,7 +36,8 @@ enum { ST_UPD_SRC_F, ST_UPD_DST_F, ST_UPD_COPY,
 enum { PS_SEL_SRC, PS_SEL_DST, PS_UPD_SRC, PS_UPD_DST, PS_TS_SRC, PS_TS_DST,
        PS_PREV, PS_TWIN, PS_KIDS_SRC, PS_KIDS_DST, PS_SUB_STATS_SRC,
        PS_SUB_STATS_DST, PS_SUB_PREV, PS_SUB_DEL_SRC, PS_SUB_DEL_DST, PS_SCAN_SRC,
-       PS_SCAN_DST, PS_DONE_SRC, PS_DONE_DST, PS_COUNT };
+       PS_SCAN_DST, PS_DONE_SRC, PS_DONE_DST, PS_KIDS_SUM_SRC, PS_KIDS_SUM_DST,
+       PS_UNLIST_SRC, PS_UNLIST_DST, PS_COUNT };
 
 struct tm__pass_seen;
 
@@ -477,6 +478,8 @@ static int task_error(struct tm__writer *w, const struct tm__result *r)
     return step_done(w, te);
 }
 
+static int pass_unlist(struct tm__writer *w, int side, int64_t folder, int depth);
+
 /* The last page of a folder: its own status, its position dropped, its
  * error recorded. */
 static int folder_done(struct tm__writer *w, struct tm__result *r)
@@ -520,6 +523,8 @@ static int folder_done(struct tm__writer *w, struct tm__result *r)
     if (!rc)
         rc = stat_add(w, r->side == TM_SRC ? 0 : 1, r->depth, TM_T_FOLDER,
                       r->folder_ts, 0, 1, 0);
+    if (!rc && w->pass && r->folder_ts == TS_FAILED)
+        rc = pass_unlist(w, r->side, r->folder_id, r->depth);
     if (!rc && r->folder_ts == TS_SUCCESSFUL && !r->no_pos) {
         /* a failed listing keeps its position: retry resumes there */
         st = w->st[ST_POS_DEL];
@@ -762,6 +767,16 @@ static const char *const pass_sql[PS_COUNT] = {
     "WHERE id=?4 AND traversal_status=?5",
     "UPDATE dst_nodes SET traversal_status=?1, attempts=attempts+?2, error=?3 "
     "WHERE id=?4 AND traversal_status=?5",
+    /* the child folders listed in an earlier pass of a folder not listed
+     * in this one (pass_unlist) */
+    "SELECT count(*), coalesce(sum(size), 0) FROM src_nodes WHERE parent_id = ?1 "
+    "AND type = 'folder' AND traversal_status = 'successful'",
+    "SELECT count(*), coalesce(sum(size), 0) FROM dst_nodes WHERE parent_id = ?1 "
+    "AND type = 'folder' AND traversal_status = 'successful'",
+    "UPDATE src_nodes SET traversal_status = 'pending' WHERE parent_id = ?1 "
+    "AND type = 'folder' AND traversal_status = 'successful'",
+    "UPDATE dst_nodes SET traversal_status = 'pending' WHERE parent_id = ?1 "
+    "AND type = 'folder' AND traversal_status = 'successful'",
 };
 
 /* The column of the name in PS_SCAN_SRC and PS_SCAN_DST. */
@@ -876,6 +891,38 @@ static int cmp_id(const void *a, const void *b)
 static int pass_err(struct tm__writer *w, int rc)
 {
     return tm__store_error(w->db, rc, &w->errmsg, "write state file");
+}
+
+/* A pass: folder (of depth) is not listed in this pass (its listing
+ * failed, or it is excluded now): its child folders listed in an earlier
+ * pass become pending, so that the pass's frontier (a folder under a
+ * parent listed OK, frontier.c) does not take their own children, two
+ * levels down, for listable. Listed in the next pass that lists their
+ * parent. */
+static int pass_unlist(struct tm__writer *w, int side, int64_t folder, int depth)
+{
+    struct tm__stmt *st = w->pst[side == TM_SRC ? PS_KIDS_SUM_SRC : PS_KIDS_SUM_DST];
+    int64_t n = 0, bytes = 0;
+    int rc;
+    tm__db_bind_int64(st, 1, folder);
+    rc = tm__db_step(st);
+    if (rc == SQLITE_ROW) {
+        n = tm__db_column_int64(st, 0);
+        bytes = tm__db_column_int64(st, 1);
+    }
+    tm__db_reset(st);
+    if (rc != SQLITE_ROW)
+        return pass_err(w, rc);
+    if (n == 0)
+        return 0;
+    st = w->pst[side == TM_SRC ? PS_UNLIST_SRC : PS_UNLIST_DST];
+    tm__db_bind_int64(st, 1, folder);
+    rc = step_done(w, st);
+    if (!rc)
+        rc = stat_add(w, side, depth + 1, TM_T_FOLDER, TS_SUCCESSFUL, 0, -n, -bytes);
+    if (!rc)
+        rc = stat_add(w, side, depth + 1, TM_T_FOLDER, TS_PENDING, 0, n, bytes);
+    return rc;
 }
 
 /* Removes the subtree of node id on side (itself too unless keep_root),
@@ -1171,6 +1218,10 @@ static int pass_child(struct tm__writer *w, struct tm__result *r, size_t i,
         if (!rc) rc = stat_add(w, 0, depth, n->type, n->ts, 0, 1, n->size);
         if (!rc) rc = stat_add(w, 2, depth, type, cs, cf, -1, -size);
         if (!rc) rc = stat_add(w, 2, depth, n->type, n->cs, 0, 1, n->size);
+        if (!rc && type == TM_T_FOLDER && n->ts == TS_EXCLUDED) {
+            pass_scan_end(sc);
+            rc = pass_unlist(w, TM_SRC, old, depth);
+        }
         return rc;
     }
     if (src) {
@@ -1183,6 +1234,10 @@ static int pass_child(struct tm__writer *w, struct tm__result *r, size_t i,
                            w->pst[PS_TS_SRC]));
         if (!rc) rc = stat_add(w, 0, depth, type, ts, 0, -1, -size);
         if (!rc) rc = stat_add(w, 0, depth, type, n->ts, 0, 1, size);
+        if (!rc && type == TM_T_FOLDER && n->ts == TS_EXCLUDED) {
+            pass_scan_end(sc);
+            rc = pass_unlist(w, TM_SRC, old, depth);
+        }
         return rc;
     }
     if (!same || !pass_ts_kept(type, ts, n->ts) || cf != n->conflict ||

@@ -25,6 +25,8 @@
   pass_dst_frontier), a file is touched in every folder (a folder a
   resume skipped would keep its old row), and the resume lists again at
   most 8 folders the killed run had listed above its watermark;
+- a folder whose listing fails in a pass: its subtree is not listed (the
+  fault layer counts the listings), the next pass lists it all;
 - schema 11 to 12: rescan upgrades a state file (the folder indexes a
   pass reads its frontier by) and finds what changed;
 - a pass over a folder of 6,000 files listed in many pages, with names
@@ -481,6 +483,54 @@ def run_upgrade(R, work):
             check)
 
 
+def fault_lists(stderr, root):
+    """The list calls the fault layer counted on root (TREEMIG_FAULT_REPORT:
+    a line per storage opened; the discovery's is the one that lists)."""
+    n = [int(line.split('list=')[1].split()[0])
+         for line in stderr.decode('utf-8', 'replace').splitlines()
+         if line.startswith('treemig fault counts %s: list=' % root)]
+    if not n:
+        fail('no fault counts of %s' % root, None, stderr.decode()[-500:])
+    return max(n)
+
+
+def run_failed(R, work):
+    def check():
+        # a folder whose listing fails in a pass: its subtree is not
+        # listed (its child folders listed before become pending, so the
+        # frontier, folders under a parent listed in this pass, does not
+        # take their children for listable); the next pass lists it all
+        top = os.path.join(work, 'failed')
+        src, dst = os.path.join(top, 'src'), os.path.join(top, 'dst')
+        db = os.path.join(top, 'state.db')
+        os.makedirs(dst)
+        put(src, 'a/b/c/d/f', b'v1')
+        expect_rc(run(['discover', '--db', db, '--quiet', src, dst]), 0, 'discover')
+        expect_rc(run(['copy', '--db', db, '--yes', '--quiet']), 0, 'copy')
+        expect_rc(run(['rescan', '--db', db, '--quiet']), 0, 'rescan')
+        cp = run(['rescan', '--db', db, '--quiet'],
+                 env={'TREEMIG_FAULT_SRC': 'list@2=eacces', 'TREEMIG_FAULT_REPORT': '1'})
+        expect_rc(cp, 3, 'rescan with the listing of /a failing')
+        expect_eq('source listings of the pass (the root, /a)', 2,
+                  fault_lists(cp.stderr, src))
+        expect_eq('the source folders after it',
+                  [('/', 'successful'), ('/a', 'failed'), ('/a/b', 'pending'),
+                   ('/a/b/c', 'successful'), ('/a/b/c/d', 'successful')],
+                  rows_of(db, "SELECT path, traversal_status FROM src_nodes WHERE "
+                          "type = 'folder' ORDER BY path"))
+        state_of(db)  # the stats count the rows
+        cp = run(['rescan', '--db', db], env={'TREEMIG_FAULT_SRC': '',
+                                              'TREEMIG_FAULT_REPORT': '1'})
+        expect_rc(cp, 0, 'rescan without the fault')
+        expect_eq('source listings of the next pass', 5, fault_lists(cp.stderr, src))
+        expect_eq('source folders not listed after it', [],
+                  rows_of(db, "SELECT path FROM src_nodes WHERE type = 'folder' AND "
+                          "traversal_status != 'successful'"))
+        state_of(db)
+    R.check('a folder whose listing fails in a pass: its subtree is not listed, '
+            'the next pass lists it', check)
+
+
 def run_uneven(R, work):
     def check():
         import random
@@ -671,6 +721,7 @@ def main():
         run_pass(R, work)
         run_kill(R, work)
         run_upgrade(R, work)
+        run_failed(R, work)
         run_uneven(R, work)
         run_one_percent(R, work)
         run_big_folder(R, work)
