@@ -158,6 +158,8 @@ struct side {
                                   gave nothing: the side is done */
     struct pwin *win;          /* pass: the window (ring of fetched ids) */
     size_t win_head, win_len, win_cap; /* its first, end, room */
+    int64_t pd_listed;         /* pass: folders of pd listed in this pass
+                                  (progress) */
     int sent_pd;               /* pass: the watermark last recorded */
     int64_t sent_below;        /* (depth, below) */
     int64_t empty_gen;         /* leased: commits seen when a claim found
@@ -1199,8 +1201,10 @@ static void on_commit(void *ctx, const struct tm__result *list)
         }
         s->folders_done++;
         s->commit_gen++;
-        if (e->cfg->pass)
+        if (e->cfg->pass && r->depth == s->pd) {
             pass_win_done(s, r->folder_id, r->depth, r->folder_ts == TS_FAILED);
+            s->pd_listed++;
+        }
         s->lo_known = 0;
         if (r->folder_ts == TS_FAILED)
             s->failed++;
@@ -1567,6 +1571,7 @@ static int update_pass(struct engine *e, struct side *s)
     }
     s->pd++;
     s->lo = s->pd;
+    s->pd_listed = 0;
     s->pcur = 0;
     s->pend = 0;
     s->pnone = 1;
@@ -1729,9 +1734,19 @@ static void snapshot(struct engine *e, int64_t t0)
         rate[side][0] = secs > 0 ? (double)s->folders_done / secs : 0;
         rate[side][1] = 0;
     }
+    int pd[2] = { e->s[0].done ? -1 : e->s[0].pd, e->s[1].done ? -1 : e->s[1].pd };
+    int64_t pd_listed[2] = { e->s[0].pd_listed, e->s[1].pd_listed };
     pthread_mutex_unlock(&e->mu);
     for (side = 0; side < 2; side++) {
-        if (tm__frontier_pending(e->fr, side, &st[side][1]))
+        if (e->cfg->pass) {
+            /* no folder of a pass is pending: what is left is the folders
+             * from its depth on, less those of the depth listed */
+            if (pd[side] < 0 ||
+                tm__frontier_pass_count(e->fr, side, pd[side], -1, &st[side][1]))
+                st[side][1] = 0;
+            st[side][1] = st[side][1] > pd_listed[side] ? st[side][1] - pd_listed[side]
+                                                         : 0;
+        } else if (tm__frontier_pending(e->fr, side, &st[side][1]))
             st[side][1] = 0; /* the snapshot goes without it */
         tm__observe_snapshot(e->w, qname[side], st[side], rate[side]);
     }
@@ -1864,8 +1879,14 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
     rc = tm__frontier_open(&e.fr, cfg->db_path, cfg->err);
     if (!rc && cfg->pass) {
         tm__frontier_set_pass(e.fr);
-        pass_resume(&e, &e.s[TM_SRC]);
-        pass_resume(&e, &e.s[TM_DST]);
+        for (side = 0; side < 2 && !rc; side++) {
+            struct side *s = &e.s[side];
+            pass_resume(&e, s);
+            /* progress: the folders of its depth listed before a resume */
+            if (!s->done && s->pcur > 0)
+                rc = tm__frontier_pass_count(e.fr, side, s->pd, s->pcur + 1,
+                                             &s->pd_listed);
+        }
     }
     if (!rc)
         rc = open_readers(&e);

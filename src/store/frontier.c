@@ -13,7 +13,8 @@
 #include <string.h>
 
 enum { F_ROWS_SRC, F_ROWS_DST, F_LOW_SRC, F_LOW_DST, F_TWIN, F_PEND_SRC,
-       F_PEND_DST, F_PASS_SRC, F_PASS_DST, F_COUNT };
+       F_PEND_DST, F_PASS_SRC, F_PASS_DST, F_LEFT_SRC, F_LEFT_DST, F_BELOW_SRC,
+       F_BELOW_DST, F_COUNT };
 
 /* A pass's frontier of a depth (tm__frontier_set_pass): every folder of
  * the depth that may be listed (pending, or listed or failed in an
@@ -54,6 +55,16 @@ static const char *const frontier_sql[F_COUNT] = {
     "FROM dst_nodes d LEFT JOIN src_nodes s ON s.id=d.src_id "
     "WHERE d.type='folder' AND d.depth=?1 AND d.id>?2 AND d." PASS_LISTABLE
     " AND " PASS_PARENT_OK("dst_nodes", "d") " ORDER BY d.id LIMIT ?3",
+    /* a pass's progress: the folders that may be listed from a depth on
+     * (the stats), and those of a depth below a watermark */
+    "SELECT coalesce(sum(count), 0) FROM src_stats WHERE type = 'folder' AND "
+    "depth >= ?1 AND " PASS_LISTABLE,
+    "SELECT coalesce(sum(count), 0) FROM dst_stats WHERE type = 'folder' AND "
+    "depth >= ?1 AND " PASS_LISTABLE,
+    "SELECT count(*) FROM src_nodes WHERE type = 'folder' AND depth = ?1 AND "
+    "id < ?2 AND " PASS_LISTABLE,
+    "SELECT count(*) FROM dst_nodes WHERE type = 'folder' AND depth = ?1 AND "
+    "id < ?2 AND " PASS_LISTABLE,
 };
 
 struct tm__frontier {
@@ -182,6 +193,24 @@ int tm__frontier_lowest(struct tm__frontier *f, int side, int *depth)
 int tm__frontier_pending(struct tm__frontier *f, int side, int64_t *n)
 {
     int rc = one_int(f, f->st[side == TM_SRC ? F_PEND_SRC : F_PEND_DST], n);
+    if (rc == 0)
+        *n = 0;
+    return rc < 0 ? rc : 0;
+}
+
+int tm__frontier_pass_count(struct tm__frontier *f, int side, int depth, int64_t below,
+                            int64_t *n)
+{
+    struct tm__stmt *st;
+    int rc;
+    if (below >= 0) {
+        st = f->st[side == TM_SRC ? F_BELOW_SRC : F_BELOW_DST];
+        tm__db_bind_int64(st, 2, below);
+    } else {
+        st = f->st[side == TM_SRC ? F_LEFT_SRC : F_LEFT_DST];
+    }
+    tm__db_bind_int(st, 1, depth);
+    rc = one_int(f, st, n);
     if (rc == 0)
         *n = 0;
     return rc < 0 ? rc : 0;

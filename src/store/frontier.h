@@ -60,6 +60,11 @@ int tm__frontier_twin_done(struct tm__frontier *f, int64_t id, int *done,
                            int *failed);
 /* Pending nodes of side by the stats tables (cheap; for the observer). */
 int tm__frontier_pending(struct tm__frontier *f, int side, int64_t *n);
+/* A pass's progress: with below >= 0, *n = the folders of side at depth
+ * that may be listed (pending, successful, failed) with an id below it;
+ * with below < 0, those of depth and deeper, by the stats tables. */
+int tm__frontier_pass_count(struct tm__frontier *f, int side, int depth, int64_t below,
+                            int64_t *n);
 /* The message of the last failure (for a caller without an err buffer). */
 const char *tm__frontier_errmsg(struct tm__frontier *f);
 
