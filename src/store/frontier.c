@@ -23,6 +23,9 @@ enum { F_ROWS_SRC, F_ROWS_DST, F_LOW_SRC, F_LOW_DST, F_TWIN, F_PEND_SRC,
  * parents' depth is listed whole before (discover.c), so a parent's
  * status is this pass's. */
 #define PASS_LISTABLE "traversal_status IN ('pending','successful','failed')"
+/* the terms of the index *_nodes_folders (store.c): only a query that
+ * holds them uses it */
+#define PASS_FOLDERS(n) n ".type='folder' AND " n ".depth >= 0"
 #define PASS_PARENT_OK(t, n) "(" n ".parent_id IS NULL OR (SELECT p.traversal_status " \
     "FROM " t " p WHERE p.id=" n ".parent_id)='successful')"
 
@@ -49,11 +52,11 @@ static const char *const frontier_sql[F_COUNT] = {
     "SELECT coalesce(sum(count), 0) FROM dst_stats "
     "WHERE traversal_status = 'pending'",
     "SELECT n.id, n.path, 0, NULL, NULL, n.traversal_status FROM src_nodes n "
-    "WHERE n.type='folder' AND n.depth=?1 AND n.id>?2 AND n." PASS_LISTABLE
+    "WHERE " PASS_FOLDERS("n") " AND n.depth=?1 AND n.id>?2 AND n." PASS_LISTABLE
     " AND " PASS_PARENT_OK("src_nodes", "n") " ORDER BY n.id LIMIT ?3",
     "SELECT d.id, d.path, d.src_id, s.traversal_status, NULL, d.traversal_status "
     "FROM dst_nodes d LEFT JOIN src_nodes s ON s.id=d.src_id "
-    "WHERE d.type='folder' AND d.depth=?1 AND d.id>?2 AND d." PASS_LISTABLE
+    "WHERE " PASS_FOLDERS("d") " AND d.depth=?1 AND d.id>?2 AND d." PASS_LISTABLE
     " AND " PASS_PARENT_OK("dst_nodes", "d") " ORDER BY d.id LIMIT ?3",
     /* a pass's progress: the folders that may be listed from a depth on
      * (the stats), and those of a depth below a watermark */
@@ -61,10 +64,10 @@ static const char *const frontier_sql[F_COUNT] = {
     "depth >= ?1 AND " PASS_LISTABLE,
     "SELECT coalesce(sum(count), 0) FROM dst_stats WHERE type = 'folder' AND "
     "depth >= ?1 AND " PASS_LISTABLE,
-    "SELECT count(*) FROM src_nodes WHERE type = 'folder' AND depth = ?1 AND "
-    "id < ?2 AND " PASS_LISTABLE,
-    "SELECT count(*) FROM dst_nodes WHERE type = 'folder' AND depth = ?1 AND "
-    "id < ?2 AND " PASS_LISTABLE,
+    "SELECT count(*) FROM src_nodes n WHERE " PASS_FOLDERS("n") " AND depth = ?1 "
+    "AND id < ?2 AND " PASS_LISTABLE,
+    "SELECT count(*) FROM dst_nodes n WHERE " PASS_FOLDERS("n") " AND depth = ?1 "
+    "AND id < ?2 AND " PASS_LISTABLE,
 };
 
 struct tm__frontier {
