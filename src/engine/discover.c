@@ -76,6 +76,10 @@
 #define PAGE 1024            /* frontier rows fetched at once */
 #define SPAN 8               /* depths a side fetches from at once */
 #define WAIT_MAX 65536       /* destination folders waiting for their twin */
+#define WIN_MAX 65536        /* a pass: folders of a side's window (fetched,
+                                not all listed): memory, and what a crash
+                                may list again, stay bounded behind one
+                                slow listing */
 #define CLAIM_MIN 32         /* folders a claim asks for, at least (leased) */
 #define READERS 4            /* shared read connections for comparisons */
 /* Rows queued for the writer at most. What is queued is lost by a crash and
@@ -144,13 +148,15 @@ struct side {
     /* A pass (cfg->pass) writes no row for a folder it lists again
      * unchanged: its frontier is a watermark per side, kept in memory and
      * recorded (setting pass_src_frontier, pass_dst_frontier: "DEPTH
-     * BELOW") after the listings it covers are durable. Every depth above
-     * pd is listed; pd is read in id order, and every folder of it below
-     * the watermark is listed (durable); the folders fetched and not yet
-     * all committed are the window, in id order. A depth is begun once
-     * the one above is whole, so its set of folders is fixed. After a
-     * crash the folders of pd from the recorded watermark on are listed
-     * again (at most the window and one commit's worth). */
+     * BELOW") by the writer in the same transaction as the listings it
+     * covers (pass_marks). Every depth above pd is listed; pd is read in
+     * id order, and every folder of it below the watermark is listed
+     * (durable); the folders fetched and not yet all committed are the
+     * window, in id order (at most WIN_MAX). A depth is begun once the
+     * one above is whole, so its set of folders is fixed. After a crash
+     * the folders of pd from the recorded watermark on are listed again:
+     * of those, the killed run had listed the ones that ended out of id
+     * order above it. */
     int pd;                    /* pass: the depth being listed */
     int64_t pcur;              /* pass: last id of pd fetched (cursor) */
     int pend;                  /* pass: a fetch of pd found no more rows */
@@ -1488,7 +1494,7 @@ static int refill_pass(struct engine *e, struct side *s, struct task **buf,
     int n, i, room, recheck = 0, pd0 = src->done ? -1 : src->pd, depth = s->pd;
     int64_t below0 = pass_below(src);
 
-    if (s->done || s->pend ||
+    if (s->done || s->pend || s->win_len - s->win_head >= WIN_MAX ||
         s->ready.len + (size_t)s->in_flight >= want / 2 + (size_t)workers)
         return 0;
     if (s->which == TM_SRC && !o->done && s->pd > o->pd + e->cfg->lead)
