@@ -1390,6 +1390,36 @@ static void send_round(struct engine *e, struct side *s)
         s->round_go = round;
 }
 
+/* Reads again the status of the n source twins ids of destination
+ * folders waiting in the map, and moves to side's ready queue each whose
+ * twin's listing is durable (listed: known to be, only its failure is
+ * read). Called with e->mu held; drops it while reading. 0 or an
+ * error. */
+static int recheck_twins(struct engine *e, struct side *s, const int64_t *ids, int n,
+                         int listed)
+{
+    int i;
+    for (i = 0; i < n; i++) {
+        int failed = 0, done = 0, rc;
+        struct task *t;
+        pthread_mutex_unlock(&e->mu);
+        rc = tm__frontier_twin_done(e->fr, ids[i], &done, &failed);
+        pthread_mutex_lock(&e->mu);
+        if (rc) {
+            frontier_fail(e);
+            return rc;
+        }
+        if ((done || listed) && (t = wait_take(e, ids[i])) != NULL) {
+            t->src_failed = failed;
+            if (q_push(&s->ready, t)) {
+                task_free(t);
+                return TM_ENOMEM;
+            }
+        }
+    }
+    return 0;
+}
+
 /* Fills side's ready queue from the state file. Called with e->mu held;
  * drops it while reading. Returns 1 when rows came, 0, or an error. */
 static int refill(struct engine *e, struct side *s, struct task **buf,
@@ -1409,7 +1439,7 @@ static int refill(struct engine *e, struct side *s, struct task **buf,
         hi = s->lo + e->cfg->lead; /* the destination has not begun */
     for (depth = s->lo; depth <= hi && s->ready.len < want; depth++) {
         int64_t *cur = cursor_at(s, depth);
-        int n, i, recheck, room;
+        int n, i, recheck, room, rc;
         int64_t g0 = e->s[TM_SRC].commit_gen;
         if (!cur)
             return TM_ENOMEM;
@@ -1435,7 +1465,6 @@ static int refill(struct engine *e, struct side *s, struct task **buf,
         recheck = 0;
         for (i = 0; i < n; i++) {
             struct task *t = buf[i];
-            int rc;
             if (t->twin_pending) {
                 ids[recheck++] = t->src_id;
                 wait_add(e, t);
@@ -1456,24 +1485,9 @@ static int refill(struct engine *e, struct side *s, struct task **buf,
          * meanwhile, so a commit from now on finds it (and then it is not
          * there any more: only one of the two moves it). The tasks of buf
          * may be running or freed by now: only the ids are used. */
-        for (i = 0; i < recheck; i++) {
-            int failed = 0, done = 0, rc;
-            struct task *t;
-            pthread_mutex_unlock(&e->mu);
-            rc = tm__frontier_twin_done(e->fr, ids[i], &done, &failed);
-            pthread_mutex_lock(&e->mu);
-            if (rc) {
-                frontier_fail(e);
-                return rc;
-            }
-            if (done && (t = wait_take(e, ids[i])) != NULL) {
-                t->src_failed = failed;
-                if (q_push(&s->ready, t)) {
-                    task_free(t);
-                    return TM_ENOMEM;
-                }
-            }
-        }
+        rc = recheck_twins(e, s, ids, recheck, 0);
+        if (rc)
+            return rc;
     }
     return got > 0;
 }
@@ -1539,25 +1553,8 @@ static int refill_pass(struct engine *e, struct side *s, struct task **buf,
     }
     /* twins listed between the read and now: their status as committed
      * (the commit that told found nothing waiting) */
-    for (i = 0; i < recheck; i++) {
-        int failed = 0, done = 0, rc;
-        struct task *t;
-        pthread_mutex_unlock(&e->mu);
-        rc = tm__frontier_twin_done(e->fr, ids[i], &done, &failed);
-        pthread_mutex_lock(&e->mu);
-        if (rc) {
-            frontier_fail(e);
-            return rc;
-        }
-        if ((t = wait_take(e, ids[i])) != NULL) {
-            t->src_failed = failed;
-            if (q_push(&s->ready, t)) {
-                task_free(t);
-                return TM_ENOMEM;
-            }
-        }
-    }
-    return n > 0;
+    i = recheck_twins(e, s, ids, recheck, 1);
+    return i < 0 ? i : n > 0;
 }
 
 /* update_low() in a pass: side s's depth is whole once every folder of it
