@@ -76,6 +76,10 @@
 #define PAGE 1024            /* frontier rows fetched at once */
 #define SPAN 8               /* depths a side fetches from at once */
 #define WAIT_MAX 65536       /* destination folders waiting for their twin */
+#define WIN_MAX 65536        /* a pass: folders of a side's window (fetched,
+                                not all listed): memory, and what a crash
+                                may list again, stay bounded behind one
+                                slow listing */
 #define CLAIM_MIN 32         /* folders a claim asks for, at least (leased) */
 #define READERS 4            /* shared read connections for comparisons */
 /* Rows queued for the writer at most. What is queued is lost by a crash and
@@ -104,6 +108,8 @@ struct task {
     int depth;           /* folder depth */
     int src_failed;      /* destination: the twin's listing failed */
     int twin_pending;    /* destination: the twin was pending when read */
+    int ts;              /* its row's status when fetched (a pass keeps
+                            the row when the listing leaves it so) */
     char *path;          /* malloc'd root-relative path */
     struct tm__buf pos;  /* where an earlier run's listing stopped */
     int64_t lease;       /* a shared store: the lease that holds it, else 0 */
@@ -139,26 +145,41 @@ struct side {
     int64_t folders_done;      /* listings committed (progress) */
     int64_t nodes;             /* children committed (progress) */
     int64_t failed;            /* listings failed (progress) */
-    /* A pass (cfg->pass): a folder there already becomes pending when its
-     * parent is listed again, whatever its id, so a depth's cursor may be
-     * past it: a depth's cursor goes back to 0 once exhausted when folders
-     * of the depth above were listed since; what was fetched already is
-     * told by the set of folders fetched in this run (listed once each). */
-    int64_t *fetched;          /* pass: ids fetched (open addressing, 0:
-                                  empty slot) */
-    size_t fetched_cap, fetched_n; /* its slots (a power of 2), ids in it */
-    struct pass_gen *gen;      /* pass: per depth */
-    int ngen;                  /* depths in gen */
+    /* A pass (cfg->pass) writes no row for a folder it lists again
+     * unchanged: its frontier is a watermark per side, kept in memory and
+     * recorded (setting pass_src_frontier, pass_dst_frontier: "DEPTH
+     * BELOW") by the writer in the same transaction as the listings it
+     * covers (pass_marks). Every depth above pd is listed; pd is read in
+     * id order, and every folder of it below the watermark is listed
+     * (durable); the folders fetched and not yet all committed are the
+     * window, in id order (at most WIN_MAX). A depth is begun once the
+     * one above is whole, so its set of folders is fixed. After a crash
+     * the folders of pd from the recorded watermark on are listed again:
+     * of those, the killed run had listed the ones that ended out of id
+     * order above it. */
+    int pd;                    /* pass: the depth being listed */
+    int64_t pcur;              /* pass: last id of pd fetched (cursor) */
+    int pend;                  /* pass: a fetch of pd found no more rows */
+    int pnone;                 /* pass: pd was read from its start and
+                                  gave nothing: the side is done */
+    struct pwin *win;          /* pass: the window (ring of fetched ids) */
+    size_t win_head, win_len, win_cap; /* its first, end, room */
+    int64_t pd_listed;         /* pass: folders of pd listed in this pass
+                                  (progress) */
+    int sent_pd;               /* pass: the watermark last recorded */
+    int64_t sent_below;        /* (depth, below) */
     int64_t empty_gen;         /* leased: commits seen when a claim found
                                   nothing */
     int64_t empty_at;          /* and when (tm__now_ns) */
 };
 
-/* A pass's count per depth of the folders listed, and of that count of
- * the depth above when the depth's cursor last went back to 0. */
-struct pass_gen {
-    int64_t listed;            /* folders of the depth committed */
-    int64_t reset_at;          /* the depth above's listed at the reset */
+/* A folder of a pass's window: fetched, listed (committed) or not. */
+struct pwin {
+    int64_t id;                /* the folder */
+    int done;                  /* its listing is durable */
+    int failed;                /* and failed */
+    int in_txn;                /* its listing is in the writer's open
+                                  transaction (pass_marks) */
 };
 
 /* A read connection shared by the comparisons of many folders. */
@@ -420,6 +441,7 @@ static struct tm__result *new_result(const struct task *t)
     r->folder_id = t->id;
     r->depth = t->depth;
     r->folder_ts = TS_SUCCESSFUL;
+    r->pass_ts = (int8_t)t->ts;
     r->lease = t->lease;
     tm__buf_init(&r->arena);
     tm__buf_init(&r->pos);
@@ -1073,72 +1095,90 @@ static void run_task(struct tm__job *j)
     }
 }
 
-/* A pass: the generation counts of depth, grown as needed; NULL. */
-static struct pass_gen *pass_gen_at(struct side *s, int depth)
+/* A pass: the watermark of side s: every folder of depth s->pd whose id
+ * is below it is listed, durably. e->mu held. */
+static int64_t pass_below(const struct side *s)
 {
-    if (depth >= s->ngen) {
-        int n = depth + 16;
-        struct pass_gen *p = realloc(s->gen, (size_t)n * sizeof *p);
-        if (!p)
-            return NULL;
-        memset(p + s->ngen, 0, (size_t)(n - s->ngen) * sizeof *p);
-        s->gen = p;
-        s->ngen = n;
-    }
-    return &s->gen[depth];
+    return s->win_head < s->win_len ? s->win[s->win_head].id : s->pcur + 1;
 }
 
-/* A pass: adds folder id to the side's fetched set; 1 when it was there
- * already, 0, or TM_ENOMEM. */
-static int pass_fetched(struct side *s, int64_t id)
+/* A pass: the window's entry of folder id, or NULL. e->mu held. */
+static struct pwin *pass_win_find(struct side *s, int64_t id)
 {
-    size_t i;
-    if (2 * (s->fetched_n + 1) > s->fetched_cap) {
-        size_t cap = s->fetched_cap ? 2 * s->fetched_cap : 4096, k;
-        int64_t *v = calloc(cap, sizeof *v);
-        if (!v)
-            return TM_ENOMEM;
-        for (k = 0; k < s->fetched_cap; k++) {
-            int64_t x = s->fetched[k];
-            if (!x)
-                continue;
-            for (i = (size_t)x * 0x9E3779B97F4A7C15ULL & (cap - 1); v[i];
-                 i = (i + 1) & (cap - 1))
-                ;
-            v[i] = x;
-        }
-        free(s->fetched);
-        s->fetched = v;
-        s->fetched_cap = cap;
+    size_t lo = s->win_head, hi = s->win_len;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->win[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
-    for (i = (size_t)id * 0x9E3779B97F4A7C15ULL & (s->fetched_cap - 1); s->fetched[i];
-         i = (i + 1) & (s->fetched_cap - 1))
-        if (s->fetched[i] == id)
-            return 1;
-    s->fetched[i] = id;
-    s->fetched_n++;
+    return lo < s->win_len && s->win[lo].id == id ? &s->win[lo] : NULL;
+}
+
+/* A pass: appends folder id (above every id in it) to the window. 0 or
+ * TM_ENOMEM. e->mu held. */
+static int pass_win_add(struct side *s, int64_t id)
+{
+    if (s->win_head == s->win_len)
+        s->win_head = s->win_len = 0;
+    if (s->win_len == s->win_cap) {
+        if (s->win_head > s->win_cap / 2) {
+            /* slide down: the ids below the head are done */
+            memmove(s->win, s->win + s->win_head,
+                    (s->win_len - s->win_head) * sizeof *s->win);
+            s->win_len -= s->win_head;
+            s->win_head = 0;
+        } else {
+            size_t cap = s->win_cap ? 2 * s->win_cap : 1024;
+            struct pwin *v = realloc(s->win, cap * sizeof *v);
+            if (!v)
+                return TM_ENOMEM;
+            s->win = v;
+            s->win_cap = cap;
+        }
+    }
+    s->win[s->win_len].id = id;
+    s->win[s->win_len].done = 0;
+    s->win[s->win_len].failed = 0;
+    s->win[s->win_len].in_txn = 0;
+    s->win_len++;
     return 0;
 }
 
-/* A pass: after a fetch of depth that gave fewer rows than asked, the
- * cursor goes back to 0 when folders of the depth above were listed since
- * it last did (they may have made folders of depth pending behind it).
- * Returns 1 when it did, 0, or TM_ENOMEM. e->mu held. */
-static int pass_rewind(struct side *s, int depth, int64_t *cur)
+/* A pass: the listing of folder id of side s, depth depth, is durable:
+ * the watermark moves over the done prefix of the window. e->mu held. */
+static void pass_win_done(struct side *s, int64_t id, int depth, int failed)
 {
-    struct pass_gen *up, *g;
-    if (depth == 0)
+    struct pwin *w = depth == s->pd ? pass_win_find(s, id) : NULL;
+    if (!w)
+        return; /* not fetched in this run: cannot be */
+    w->done = 1;
+    w->failed = failed;
+    while (s->win_head < s->win_len && s->win[s->win_head].done)
+        s->win_head++;
+}
+
+/* A pass: whether the listing of source folder id at depth is durable
+ * (*failed: it failed, when known from the window, else -1). e->mu
+ * held. */
+static int pass_src_listed(struct engine *e, int64_t id, int depth, int *failed)
+{
+    struct side *s = &e->s[TM_SRC];
+    struct pwin *w;
+    *failed = -1;
+    if (s->done || depth < s->pd || id <= 0)
+        return 1;
+    if (depth > s->pd)
         return 0;
-    up = pass_gen_at(s, depth - 1);
-    g = up ? pass_gen_at(s, depth) : NULL;
-    if (!g)
-        return TM_ENOMEM;
-    up = &s->gen[depth - 1]; /* the array may have moved */
-    if (up->listed == g->reset_at)
-        return 0;
-    g->reset_at = up->listed;
-    *cur = 0;
-    return 1;
+    if (id < pass_below(s))
+        return 1;
+    w = pass_win_find(s, id);
+    if (w && w->done) {
+        *failed = w->failed;
+        return 1;
+    }
+    return 0;
 }
 
 /* Called by the writer thread once results are durable. */
@@ -1167,12 +1207,9 @@ static void on_commit(void *ctx, const struct tm__result *list)
         }
         s->folders_done++;
         s->commit_gen++;
-        if (e->cfg->pass) {
-            struct pass_gen *g = pass_gen_at(s, r->depth);
-            if (g)
-                g->listed++;
-            else
-                set_fatal(e, TM_ENOMEM, NULL);
+        if (e->cfg->pass && r->depth == s->pd) {
+            pass_win_done(s, r->folder_id, r->depth, r->folder_ts == TS_FAILED);
+            s->pd_listed++;
         }
         s->lo_known = 0;
         if (r->folder_ts == TS_FAILED)
@@ -1243,6 +1280,7 @@ static int fetch_one(void *ctx, const struct tm__frow *r)
     t->depth = f->depth;
     t->src_failed = r->twin_failed;
     t->twin_pending = r->twin_pending;
+    t->ts = r->ts;
     if (r->pos && tm__buf_add(&t->pos, r->pos, r->pos_len)) {
         task_free(t);
         return TM_ENOMEM;
@@ -1352,6 +1390,36 @@ static void send_round(struct engine *e, struct side *s)
         s->round_go = round;
 }
 
+/* Reads again the status of the n source twins ids of destination
+ * folders waiting in the map, and moves to side's ready queue each whose
+ * twin's listing is durable (listed: known to be, only its failure is
+ * read). Called with e->mu held; drops it while reading. 0 or an
+ * error. */
+static int recheck_twins(struct engine *e, struct side *s, const int64_t *ids, int n,
+                         int listed)
+{
+    int i;
+    for (i = 0; i < n; i++) {
+        int failed = 0, done = 0, rc;
+        struct task *t;
+        pthread_mutex_unlock(&e->mu);
+        rc = tm__frontier_twin_done(e->fr, ids[i], &done, &failed);
+        pthread_mutex_lock(&e->mu);
+        if (rc) {
+            frontier_fail(e);
+            return rc;
+        }
+        if ((done || listed) && (t = wait_take(e, ids[i])) != NULL) {
+            t->src_failed = failed;
+            if (q_push(&s->ready, t)) {
+                task_free(t);
+                return TM_ENOMEM;
+            }
+        }
+    }
+    return 0;
+}
+
 /* Fills side's ready queue from the state file. Called with e->mu held;
  * drops it while reading. Returns 1 when rows came, 0, or an error. */
 static int refill(struct engine *e, struct side *s, struct task **buf,
@@ -1371,7 +1439,7 @@ static int refill(struct engine *e, struct side *s, struct task **buf,
         hi = s->lo + e->cfg->lead; /* the destination has not begun */
     for (depth = s->lo; depth <= hi && s->ready.len < want; depth++) {
         int64_t *cur = cursor_at(s, depth);
-        int n, i, recheck, room;
+        int n, i, recheck, room, rc;
         int64_t g0 = e->s[TM_SRC].commit_gen;
         if (!cur)
             return TM_ENOMEM;
@@ -1382,7 +1450,6 @@ static int refill(struct engine *e, struct side *s, struct task **buf,
             if ((size_t)room > WAIT_MAX - e->nwaiting)
                 room = (int)(WAIT_MAX - e->nwaiting);
         }
-    again:
         pthread_mutex_unlock(&e->mu);
         n = fetch_rows(e, s, depth, *cur, room, buf);
         pthread_mutex_lock(&e->mu);
@@ -1393,36 +1460,11 @@ static int refill(struct engine *e, struct side *s, struct task **buf,
             return TM_ENOMEM;
         if (n > 0)
             *cur = buf[n - 1]->id;
-        if (e->cfg->pass) {
-            int k = 0, rw;
-            for (i = 0; i < n; i++) {
-                int dup = pass_fetched(s, buf[i]->id);
-                if (dup < 0) {
-                    while (i < n)
-                        task_free(buf[i++]);
-                    return dup;
-                }
-                if (dup)
-                    task_free(buf[i]); /* listed in this run already */
-                else
-                    buf[k++] = buf[i];
-            }
-            rw = n < room ? pass_rewind(s, depth, cur) : 0;
-            if (rw < 0) {
-                for (i = 0; i < k; i++)
-                    task_free(buf[i]);
-                return rw;
-            }
-            n = k;
-            if (rw && n == 0)
-                goto again;
-        }
         if (n == 0)
             continue;
         recheck = 0;
         for (i = 0; i < n; i++) {
             struct task *t = buf[i];
-            int rc;
             if (t->twin_pending) {
                 ids[recheck++] = t->src_id;
                 wait_add(e, t);
@@ -1443,26 +1485,161 @@ static int refill(struct engine *e, struct side *s, struct task **buf,
          * meanwhile, so a commit from now on finds it (and then it is not
          * there any more: only one of the two moves it). The tasks of buf
          * may be running or freed by now: only the ids are used. */
-        for (i = 0; i < recheck; i++) {
-            int failed = 0, done = 0, rc;
-            struct task *t;
-            pthread_mutex_unlock(&e->mu);
-            rc = tm__frontier_twin_done(e->fr, ids[i], &done, &failed);
-            pthread_mutex_lock(&e->mu);
-            if (rc) {
-                frontier_fail(e);
-                return rc;
-            }
-            if (done && (t = wait_take(e, ids[i])) != NULL) {
-                t->src_failed = failed;
-                if (q_push(&s->ready, t)) {
-                    task_free(t);
-                    return TM_ENOMEM;
-                }
-            }
-        }
+        rc = recheck_twins(e, s, ids, recheck, 0);
+        if (rc)
+            return rc;
     }
     return got > 0;
+}
+
+/* refill() in a pass: fetches the folders of depth s->pd after its
+ * cursor into the window; a destination folder goes to the ready queue
+ * when its source twin's listing is durable (the twin's depth is whole,
+ * or the twin is below the source's watermark or done in its window),
+ * else waits for it in the waiting map. The source begins a depth only
+ * within --lead of the destination's. Called with e->mu held; drops it
+ * while reading. Returns 1 when rows came, 0, or an error. */
+static int refill_pass(struct engine *e, struct side *s, struct task **buf,
+                       int64_t *ids)
+{
+    struct side *o = &e->s[!s->which], *src = &e->s[TM_SRC];
+    int workers = e->cfg->workers > 0 ? e->cfg->workers : 4;
+    size_t want = side_want(e);
+    int n, i, room, recheck = 0, pd0 = src->done ? -1 : src->pd, depth = s->pd;
+    int64_t below0 = pass_below(src);
+
+    if (s->done || s->pend || s->win_len - s->win_head >= WIN_MAX ||
+        s->ready.len + (size_t)s->in_flight >= want / 2 + (size_t)workers)
+        return 0;
+    if (s->which == TM_SRC && !o->done && s->pd > o->pd + e->cfg->lead)
+        return 0;
+    room = (int)(want - s->ready.len);
+    if (s->which == TM_DST) {
+        if (e->nwaiting >= WAIT_MAX)
+            return 0;
+        if ((size_t)room > WAIT_MAX - e->nwaiting)
+            room = (int)(WAIT_MAX - e->nwaiting);
+    }
+    pthread_mutex_unlock(&e->mu);
+    n = fetch_rows(e, s, depth, s->pcur, room, buf);
+    pthread_mutex_lock(&e->mu);
+    if (n < 0)
+        return n;
+    if (n < room)
+        s->pend = 1; /* the depth above is whole: nothing comes after */
+    for (i = 0; i < n; i++) {
+        struct task *t = buf[i];
+        int rc = pass_win_add(s, t->id), failed;
+        if (!rc) {
+            s->pcur = t->id;
+            s->pnone = 0;
+        }
+        if (!rc && s->which == TM_DST &&
+            !(pd0 < 0 || depth < pd0 || (depth == pd0 && t->src_id < below0))) {
+            /* the twin was not known listed before the read: the row's
+             * status read with it may be older than its listing */
+            if (pass_src_listed(e, t->src_id, depth, &failed))
+                ids[recheck++] = t->src_id; /* listed since: read it again */
+            wait_add(e, t);
+            continue;
+        }
+        if (!rc)
+            rc = q_push(&s->ready, t);
+        if (rc) {
+            while (i < n)
+                task_free(buf[i++]);
+            return rc;
+        }
+    }
+    /* twins listed between the read and now: their status as committed
+     * (the commit that told found nothing waiting) */
+    i = recheck_twins(e, s, ids, recheck, 1);
+    return i < 0 ? i : n > 0;
+}
+
+/* update_low() in a pass: side s's depth is whole once every folder of it
+ * was fetched and its listing is durable; then the next depth begins, or
+ * the side is done when the depth had no folder at all. Called with e->mu
+ * held. Returns 1 when the side changed, 0. */
+static int update_pass(struct engine *e, struct side *s)
+{
+    s->started = 1;
+    if (s->done || !s->pend || s->win_head < s->win_len || s->ready.len ||
+        s->in_flight || (s->which == TM_DST && e->nwaiting) ||
+        atomic_load(&s->submitted) != s->committed)
+        return 0;
+    if (s->pnone) {
+        s->done = 1;
+        return 1;
+    }
+    s->pd++;
+    s->lo = s->pd;
+    s->pd_listed = 0;
+    s->pcur = 0;
+    s->pend = 0;
+    s->pnone = 1;
+    s->win_head = s->win_len = 0;
+    return 1;
+}
+
+/* A pass: the writer's mark hook (tm__writer_set_marks), before each
+ * COMMIT: each side's watermark as it will be once the listings of list
+ * are durable, recorded in the same transaction when it moved (setting
+ * pass_src_frontier, pass_dst_frontier: "DEPTH BELOW", "-1 0" when the
+ * side is done). Writer thread; takes e->mu. */
+static void pass_marks(void *ctx, const struct tm__result *list,
+                       struct tm__mark out[TM__MARKS])
+{
+    struct engine *e = ctx;
+    const struct tm__result *r;
+    int side;
+    pthread_mutex_lock(&e->mu);
+    for (r = list; r; r = r->next) {
+        struct pwin *w;
+        if (r->kind == TM_R_LISTING && r->final &&
+            r->depth == e->s[r->side].pd &&
+            (w = pass_win_find(&e->s[r->side], r->folder_id)) != NULL)
+            w->in_txn = 1;
+    }
+    for (side = 0; side < 2; side++) {
+        struct side *s = &e->s[side];
+        size_t i = s->win_head;
+        int64_t below;
+        while (i < s->win_len && (s->win[i].done || s->win[i].in_txn))
+            i++;
+        below = i < s->win_len ? s->win[i].id : s->pcur + 1;
+        if (s->done)
+            below = 0;
+        if ((s->done ? -1 : s->pd) == s->sent_pd && below == s->sent_below)
+            continue;
+        s->sent_pd = s->done ? -1 : s->pd;
+        s->sent_below = below;
+        out[side].key = side == TM_SRC ? "pass_src_frontier" : "pass_dst_frontier";
+        snprintf(out[side].value, sizeof out[side].value, "%d %lld", s->sent_pd,
+                 (long long)below);
+    }
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* A pass: side s goes on from its recorded watermark (none: depth 0). */
+static void pass_resume(struct engine *e, struct side *s)
+{
+    struct tm__buf v = TM__BUF_INIT;
+    int pd = 0;
+    long long below = 0;
+    s->pnone = 1;
+    if (tm__store_get(e->cfg->db, s->which == TM_SRC ? "pass_src_frontier"
+                                                     : "pass_dst_frontier", &v) == 0 &&
+        v.len && sscanf(v.buf, "%d %lld", &pd, &below) == 2 && pd >= 0) {
+        s->pd = s->lo = pd;
+        s->pcur = below > 0 ? below - 1 : 0;
+        s->pnone = below <= 0;
+    } else if (v.len && pd < 0) {
+        s->done = 1; /* recorded done */
+    }
+    s->sent_pd = s->done ? -1 : s->pd;
+    s->sent_below = s->done ? 0 : pass_below(s);
+    tm__buf_release(&v);
 }
 
 /* A claimed folder becomes a task (fetch_one, at the row's depth). */
@@ -1560,9 +1737,19 @@ static void snapshot(struct engine *e, int64_t t0)
         rate[side][0] = secs > 0 ? (double)s->folders_done / secs : 0;
         rate[side][1] = 0;
     }
+    int pd[2] = { e->s[0].done ? -1 : e->s[0].pd, e->s[1].done ? -1 : e->s[1].pd };
+    int64_t pd_listed[2] = { e->s[0].pd_listed, e->s[1].pd_listed };
     pthread_mutex_unlock(&e->mu);
     for (side = 0; side < 2; side++) {
-        if (tm__frontier_pending(e->fr, side, &st[side][1]))
+        if (e->cfg->pass) {
+            /* no folder of a pass is pending: what is left is the folders
+             * from its depth on, less those of the depth listed */
+            if (pd[side] < 0 ||
+                tm__frontier_pass_count(e->fr, side, pd[side], -1, &st[side][1]))
+                st[side][1] = 0;
+            st[side][1] = st[side][1] > pd_listed[side] ? st[side][1] - pd_listed[side]
+                                                         : 0;
+        } else if (tm__frontier_pending(e->fr, side, &st[side][1]))
             st[side][1] = 0; /* the snapshot goes without it */
         tm__observe_snapshot(e->w, qname[side], st[side], rate[side]);
     }
@@ -1619,8 +1806,7 @@ static void release_side(struct side *s)
         task_free(t);
     free(s->ready.v);
     free(s->cursor);
-    free(s->fetched);
-    free(s->gen);
+    free(s->win);
 }
 
 /* 1 when a side has room for more listings and none ready, while the
@@ -1694,6 +1880,17 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
     e.s[TM_SRC].which = TM_SRC;
     e.s[TM_DST].which = TM_DST;
     rc = tm__frontier_open(&e.fr, cfg->db_path, cfg->err);
+    if (!rc && cfg->pass) {
+        tm__frontier_set_pass(e.fr);
+        for (side = 0; side < 2 && !rc; side++) {
+            struct side *s = &e.s[side];
+            pass_resume(&e, s);
+            /* progress: the folders of its depth listed before a resume */
+            if (!s->done && s->pcur > 0)
+                rc = tm__frontier_pass_count(e.fr, side, s->pd, s->pcur + 1,
+                                             &s->pd_listed);
+        }
+    }
     if (!rc)
         rc = open_readers(&e);
     if (rc)
@@ -1709,8 +1906,10 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
         goto out;
     }
     rc = tm__writer_start(&e.w, cfg->db, next_id, WRITER_MAX_ROWS, on_commit, &e);
-    if (!rc && cfg->pass)
+    if (!rc && cfg->pass) {
         rc = tm__writer_set_pass(e.w);
+        tm__writer_set_marks(e.w, pass_marks, &e);
+    }
     if (rc)
         goto out;
     if (cfg->claim) /* other processes insert nodes too */
@@ -1738,9 +1937,10 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
         }
         for (side = 0; side < 2 && !rc; side++) {
             struct side *s = &e.s[side];
-            c = update_low(&e, s);
-            if (c < 0 || (!s->done && (c = cfg->claim ? refill_leased(&e, s, buf)
-                                                      : refill(&e, s, buf, ids)) < 0)) {
+            c = cfg->pass ? update_pass(&e, s) : update_low(&e, s);
+            if (c < 0 || (!s->done && (c = cfg->claim  ? refill_leased(&e, s, buf)
+                                           : cfg->pass ? refill_pass(&e, s, buf, ids)
+                                                       : refill(&e, s, buf, ids)) < 0)) {
                 rc = c;
                 break;
             }

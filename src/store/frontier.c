@@ -13,7 +13,22 @@
 #include <string.h>
 
 enum { F_ROWS_SRC, F_ROWS_DST, F_LOW_SRC, F_LOW_DST, F_TWIN, F_PEND_SRC,
-       F_PEND_DST, F_COUNT };
+       F_PEND_DST, F_PASS_SRC, F_PASS_DST, F_LEFT_SRC, F_LEFT_DST, F_BELOW_SRC,
+       F_BELOW_DST, F_COUNT };
+
+/* A pass's frontier of a depth (tm__frontier_set_pass): every folder of
+ * the depth that may be listed (pending, or listed or failed in an
+ * earlier pass) whose parent's listing in this pass succeeded, in id
+ * order by the index (depth, id) of the folders (schema version 12). The
+ * parents' depth is listed whole before (discover.c), so a parent's
+ * status is this pass's. */
+#define PASS_LISTABLE "traversal_status IN ('pending','successful','failed')"
+/* the terms of the index *_nodes_folders (store.c): only a query that
+ * holds them uses it */
+#define PASS_FOLDERS(n) n ".type='folder' AND " n ".depth >= 0"
+#define PASS_PARENT_OK(t, n) "(" n ".parent_id IS NULL OR (SELECT p.traversal_status " \
+    "FROM " t " p WHERE p.id=" n ".parent_id)='successful')"
+
 
 /* The frontier index (depth, id) WHERE pending folder keeps each of these
  * a range read. */
@@ -36,10 +51,28 @@ static const char *const frontier_sql[F_COUNT] = {
     "WHERE traversal_status = 'pending'",
     "SELECT coalesce(sum(count), 0) FROM dst_stats "
     "WHERE traversal_status = 'pending'",
+    "SELECT n.id, n.path, 0, NULL, NULL, n.traversal_status FROM src_nodes n "
+    "WHERE " PASS_FOLDERS("n") " AND n.depth=?1 AND n.id>?2 AND n." PASS_LISTABLE
+    " AND " PASS_PARENT_OK("src_nodes", "n") " ORDER BY n.id LIMIT ?3",
+    "SELECT d.id, d.path, d.src_id, s.traversal_status, NULL, d.traversal_status "
+    "FROM dst_nodes d LEFT JOIN src_nodes s ON s.id=d.src_id "
+    "WHERE " PASS_FOLDERS("d") " AND d.depth=?1 AND d.id>?2 AND d." PASS_LISTABLE
+    " AND " PASS_PARENT_OK("dst_nodes", "d") " ORDER BY d.id LIMIT ?3",
+    /* a pass's progress: the folders that may be listed from a depth on
+     * (the stats), and those of a depth below a watermark */
+    "SELECT coalesce(sum(count), 0) FROM src_stats WHERE type = 'folder' AND "
+    "depth >= ?1 AND " PASS_LISTABLE,
+    "SELECT coalesce(sum(count), 0) FROM dst_stats WHERE type = 'folder' AND "
+    "depth >= ?1 AND " PASS_LISTABLE,
+    "SELECT count(*) FROM src_nodes n WHERE " PASS_FOLDERS("n") " AND depth = ?1 "
+    "AND id < ?2 AND " PASS_LISTABLE,
+    "SELECT count(*) FROM dst_nodes n WHERE " PASS_FOLDERS("n") " AND depth = ?1 "
+    "AND id < ?2 AND " PASS_LISTABLE,
 };
 
 struct tm__frontier {
     struct tm__db *db;               /* read-only connection */
+    int pass;                        /* rows are a pass's (F_PASS_*) */
     struct tm__stmt *st[F_COUNT]; /* the statements above */
     struct tm__buf err;        /* the last failure */
 };
@@ -94,7 +127,8 @@ int tm__frontier_rows(struct tm__frontier *f, int side, int depth, int64_t after
                       int limit, int (*cb)(void *ctx, const struct tm__frow *r),
                       void *ctx)
 {
-    struct tm__stmt *st = f->st[side == TM_SRC ? F_ROWS_SRC : F_ROWS_DST];
+    struct tm__stmt *st = f->st[f->pass ? (side == TM_SRC ? F_PASS_SRC : F_PASS_DST)
+                                        : (side == TM_SRC ? F_ROWS_SRC : F_ROWS_DST)];
     int rc, err = 0;
     tm__db_bind_int(st, 1, depth);
     tm__db_bind_int64(st, 2, after);
@@ -109,6 +143,17 @@ int tm__frontier_rows(struct tm__frontier *f, int side, int depth, int64_t after
         r.twin_failed = ts && strcmp(ts, "failed") == 0;
         r.pos = tm__db_column_blob(st, 4);
         r.pos_len = r.pos ? (size_t)tm__db_column_bytes(st, 4) : 0;
+        r.ts = TS_PENDING;
+        if (f->pass) {
+            const char *own = (const char *)tm__db_column_text(st, 5);
+            r.ts = own ? tm__name_index(tm__ts_names, TS_COUNT, own) : -1;
+            r.twin_pending = 0; /* the engine knows: discover.c */
+            if (r.ts < 0) {
+                err = tm__store_error(f->db, SQLITE_CORRUPT, &f->err,
+                                      "read frontier");
+                break;
+            }
+        }
         if (!r.path) {
             err = TM_ENOMEM;
             break;
@@ -135,6 +180,11 @@ static int one_int(struct tm__frontier *f, struct tm__stmt *st, int64_t *v)
     return out;
 }
 
+void tm__frontier_set_pass(struct tm__frontier *f)
+{
+    f->pass = 1;
+}
+
 int tm__frontier_lowest(struct tm__frontier *f, int side, int *depth)
 {
     int64_t v = -1;
@@ -146,6 +196,24 @@ int tm__frontier_lowest(struct tm__frontier *f, int side, int *depth)
 int tm__frontier_pending(struct tm__frontier *f, int side, int64_t *n)
 {
     int rc = one_int(f, f->st[side == TM_SRC ? F_PEND_SRC : F_PEND_DST], n);
+    if (rc == 0)
+        *n = 0;
+    return rc < 0 ? rc : 0;
+}
+
+int tm__frontier_pass_count(struct tm__frontier *f, int side, int depth, int64_t below,
+                            int64_t *n)
+{
+    struct tm__stmt *st;
+    int rc;
+    if (below >= 0) {
+        st = f->st[side == TM_SRC ? F_BELOW_SRC : F_BELOW_DST];
+        tm__db_bind_int64(st, 2, below);
+    } else {
+        st = f->st[side == TM_SRC ? F_LEFT_SRC : F_LEFT_DST];
+    }
+    tm__db_bind_int(st, 1, depth);
+    rc = one_int(f, st, n);
     if (rc == 0)
         *n = 0;
     return rc < 0 ? rc : 0;

@@ -35,6 +35,8 @@ struct tm__frow {
     size_t pos_len;      /* bytes of pos */
     int depth;           /* its depth (set by tm__lease_q_claim_folders;
                             tm__frontier_rows reads one depth) */
+    int ts;              /* its status (enum tm__ts): pending, or in a pass
+                            the row's (listed or failed in an earlier pass) */
 };
 
 int tm__frontier_open(struct tm__frontier **out, const char *db_path,
@@ -46,6 +48,11 @@ void tm__frontier_close(struct tm__frontier *f);
 int tm__frontier_rows(struct tm__frontier *f, int side, int depth, int64_t after,
                       int limit, int (*cb)(void *ctx, const struct tm__frow *r),
                       void *ctx);
+/* From now on tm__frontier_rows reads a pass's frontier: the folders of
+ * the depth that may be listed (pending, successful or failed) under a
+ * parent listed in this pass, whatever their status says; the caller
+ * (discover.c) knows by its watermarks which are listed in this pass. */
+void tm__frontier_set_pass(struct tm__frontier *f);
 /* *depth = the lowest depth of a pending folder of side, or -1. */
 int tm__frontier_lowest(struct tm__frontier *f, int side, int *depth);
 /* Whether the listing of source folder id is durable (*done) and failed. */
@@ -53,6 +60,11 @@ int tm__frontier_twin_done(struct tm__frontier *f, int64_t id, int *done,
                            int *failed);
 /* Pending nodes of side by the stats tables (cheap; for the observer). */
 int tm__frontier_pending(struct tm__frontier *f, int side, int64_t *n);
+/* A pass's progress: with below >= 0, *n = the folders of side at depth
+ * that may be listed (pending, successful, failed) with an id below it;
+ * with below < 0, those of depth and deeper, by the stats tables. */
+int tm__frontier_pass_count(struct tm__frontier *f, int side, int depth, int64_t below,
+                            int64_t *n);
 /* The message of the last failure (for a caller without an err buffer). */
 const char *tm__frontier_errmsg(struct tm__frontier *f);
 

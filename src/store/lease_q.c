@@ -514,6 +514,7 @@ static int claim_folders_once(struct tm__lease_q *q, int side, const char *stage
         c->r.depth = tm__db_column_int(st, 2);
         c->r.src_id = tm__db_column_int64(st, 3);
         c->r.twin_failed = ts && strcmp(ts, "failed") == 0;
+        c->r.ts = TS_PENDING;
         c->r.pos = pos ? c->mem + plen + 1 : NULL;
         c->r.pos_len = poslen;
         *lease = tm__db_column_int64(st, 6);

@@ -77,6 +77,9 @@ int tm__q_pass_reset(struct tm__db *db, const char *created, const char *now, in
         "DELETE FROM listing_pos; DELETE FROM uploads; DELETE FROM mirror;"
         "DELETE FROM task_errors; DELETE FROM excluded_prev;"
         "DELETE FROM exclusions;"
+        /* the new pass's frontier: from its roots (discover.c) */
+        "DELETE FROM migration WHERE key IN ('pass_src_frontier',"
+        " 'pass_dst_frontier');"
         "INSERT OR REPLACE INTO migration(key, value) SELECT 'pass_src_id0',"
         " CAST(coalesce(max(id), 0) + 1 AS TEXT) FROM src_nodes;", err);
     if (rc)

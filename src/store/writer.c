@@ -36,7 +36,8 @@ enum { ST_UPD_SRC_F, ST_UPD_DST_F, ST_UPD_COPY,
 enum { PS_SEL_SRC, PS_SEL_DST, PS_UPD_SRC, PS_UPD_DST, PS_TS_SRC, PS_TS_DST,
        PS_PREV, PS_TWIN, PS_KIDS_SRC, PS_KIDS_DST, PS_SUB_STATS_SRC,
        PS_SUB_STATS_DST, PS_SUB_PREV, PS_SUB_DEL_SRC, PS_SUB_DEL_DST, PS_SCAN_SRC,
-       PS_SCAN_DST, PS_COUNT };
+       PS_SCAN_DST, PS_DONE_SRC, PS_DONE_DST, PS_KIDS_SUM_SRC, PS_KIDS_SUM_DST,
+       PS_UNLIST_SRC, PS_UNLIST_DST, PS_COUNT };
 
 struct tm__pass_seen;
 
@@ -155,6 +156,10 @@ struct tm__writer {
     struct tm__result *done_head, *done_tail; /* applied, not committed */
     tm__commit_cb on_commit;   /* told about each committed result */
     void *ctx;                 /* its context */
+    tm__mark_cb mark;          /* a pass's watermarks, or NULL */
+    void *mark_ctx;            /* its context */
+    struct tm__mark marks[TM__MARKS]; /* what mark named for the open
+                                  transaction (written again by redo) */
     tm__precommit_cb precommit; /* run before each COMMIT, may be NULL */
     void *precommit_ctx;       /* its context */
     _Atomic int64_t rows;      /* rows committed */
@@ -473,13 +478,22 @@ static int task_error(struct tm__writer *w, const struct tm__result *r)
     return step_done(w, te);
 }
 
+static int pass_unlist(struct tm__writer *w, int side, int64_t folder, int depth);
+
 /* The last page of a folder: its own status, its position dropped, its
  * error recorded. */
 static int folder_done(struct tm__writer *w, struct tm__result *r)
 {
     struct tm__stmt *st;
-    int rc;
-    st = w->st[r->side == TM_SRC ? ST_UPD_SRC_F : ST_UPD_DST_F];
+    int rc, was = w->pass ? r->pass_ts : TS_PENDING;
+    if (w->pass && was == r->folder_ts && !r->error)
+        return 0; /* listed again, as it was: its row stays (no write) */
+    if (w->pass) {
+        st = w->pst[r->side == TM_SRC ? PS_DONE_SRC : PS_DONE_DST];
+        tm__db_bind_text(st, 5, tm__ts_names[was], -1, SQLITE_STATIC);
+    } else {
+        st = w->st[r->side == TM_SRC ? ST_UPD_SRC_F : ST_UPD_DST_F];
+    }
     tm__db_bind_text(st, 1, tm__ts_names[r->folder_ts], -1, SQLITE_STATIC);
     tm__db_bind_int(st, 2, r->attempts);
     if (r->error)
@@ -499,15 +513,18 @@ static int folder_done(struct tm__writer *w, struct tm__result *r)
     }
     if (tm__db_changes(w->db) != 1) {
         tm__buf_reset(&w->errmsg);
-        tm__buf_addf(&w->errmsg, "folder %lld of %s_nodes was not pending",
-                     (long long)r->folder_id, r->side == TM_SRC ? "src" : "dst");
+        tm__buf_addf(&w->errmsg, "folder %lld of %s_nodes was not %s",
+                     (long long)r->folder_id, r->side == TM_SRC ? "src" : "dst",
+                     tm__ts_names[was]);
         return TM_EINTERNAL;
     }
     rc = stat_add(w, r->side == TM_SRC ? 0 : 1, r->depth, TM_T_FOLDER,
-                  TS_PENDING, 0, -1, 0);
+                  was, 0, -1, 0);
     if (!rc)
         rc = stat_add(w, r->side == TM_SRC ? 0 : 1, r->depth, TM_T_FOLDER,
                       r->folder_ts, 0, 1, 0);
+    if (!rc && w->pass && r->folder_ts == TS_FAILED)
+        rc = pass_unlist(w, r->side, r->folder_id, r->depth);
     if (!rc && r->folder_ts == TS_SUCCESSFUL && !r->no_pos) {
         /* a failed listing keeps its position: retry resumes there */
         st = w->st[ST_POS_DEL];
@@ -744,6 +761,22 @@ static const char *const pass_sql[PS_COUNT] = {
     "SELECT id, type, size, mtime, mode, uid, gid, traversal_status, "
     "conflict, src_id, name FROM dst_nodes WHERE parent_id = ?1 AND name >= ?2 "
     "ORDER BY name",
+    /* a folder's own status at the end of its listing, over the status it
+     * was fetched with (a pass's folder was not made pending) */
+    "UPDATE src_nodes SET traversal_status=?1, attempts=attempts+?2, error=?3 "
+    "WHERE id=?4 AND traversal_status=?5",
+    "UPDATE dst_nodes SET traversal_status=?1, attempts=attempts+?2, error=?3 "
+    "WHERE id=?4 AND traversal_status=?5",
+    /* the child folders listed in an earlier pass of a folder not listed
+     * in this one (pass_unlist) */
+    "SELECT count(*), coalesce(sum(size), 0) FROM src_nodes WHERE parent_id = ?1 "
+    "AND type = 'folder' AND traversal_status = 'successful'",
+    "SELECT count(*), coalesce(sum(size), 0) FROM dst_nodes WHERE parent_id = ?1 "
+    "AND type = 'folder' AND traversal_status = 'successful'",
+    "UPDATE src_nodes SET traversal_status = 'pending' WHERE parent_id = ?1 "
+    "AND type = 'folder' AND traversal_status = 'successful'",
+    "UPDATE dst_nodes SET traversal_status = 'pending' WHERE parent_id = ?1 "
+    "AND type = 'folder' AND traversal_status = 'successful'",
 };
 
 /* The column of the name in PS_SCAN_SRC and PS_SCAN_DST. */
@@ -858,6 +891,38 @@ static int cmp_id(const void *a, const void *b)
 static int pass_err(struct tm__writer *w, int rc)
 {
     return tm__store_error(w->db, rc, &w->errmsg, "write state file");
+}
+
+/* A pass: folder (of depth) is not listed in this pass (its listing
+ * failed, or it is excluded now): its child folders listed in an earlier
+ * pass become pending, so that the pass's frontier (a folder under a
+ * parent listed OK, frontier.c) does not take their own children, two
+ * levels down, for listable. Listed in the next pass that lists their
+ * parent. */
+static int pass_unlist(struct tm__writer *w, int side, int64_t folder, int depth)
+{
+    struct tm__stmt *st = w->pst[side == TM_SRC ? PS_KIDS_SUM_SRC : PS_KIDS_SUM_DST];
+    int64_t n = 0, bytes = 0;
+    int rc;
+    tm__db_bind_int64(st, 1, folder);
+    rc = tm__db_step(st);
+    if (rc == SQLITE_ROW) {
+        n = tm__db_column_int64(st, 0);
+        bytes = tm__db_column_int64(st, 1);
+    }
+    tm__db_reset(st);
+    if (rc != SQLITE_ROW)
+        return pass_err(w, rc);
+    if (n == 0)
+        return 0;
+    st = w->pst[side == TM_SRC ? PS_UNLIST_SRC : PS_UNLIST_DST];
+    tm__db_bind_int64(st, 1, folder);
+    rc = step_done(w, st);
+    if (!rc)
+        rc = stat_add(w, side, depth + 1, TM_T_FOLDER, TS_SUCCESSFUL, 0, -n, -bytes);
+    if (!rc)
+        rc = stat_add(w, side, depth + 1, TM_T_FOLDER, TS_PENDING, 0, n, bytes);
+    return rc;
 }
 
 /* Removes the subtree of node id on side (itself too unless keep_root),
@@ -1044,6 +1109,18 @@ static int pass_find(struct tm__writer *w, struct tm__result *r,
     return 0;
 }
 
+/* A pass: a child folder to be listed (new_ts pending) whose row's status
+ * old_ts says it may be listed in this pass already (pending, or listed
+ * or failed in an earlier pass) keeps its row as it is: the pass's
+ * frontier is kept by watermarks (discover.c), not in the rows, so an
+ * unchanged folder costs no write. */
+static int pass_ts_kept(int type, int old_ts, int new_ts)
+{
+    return old_ts == new_ts ||
+           (type == TM_T_FOLDER && new_ts == TS_PENDING &&
+            (old_ts == TS_SUCCESSFUL || old_ts == TS_FAILED));
+}
+
 /* Merges child i of r with its row, if any; *id gets the row's id. The
  * scan sc ends before a row of its table is inserted or removed. */
 static int pass_child(struct tm__writer *w, struct tm__result *r, size_t i,
@@ -1141,11 +1218,15 @@ static int pass_child(struct tm__writer *w, struct tm__result *r, size_t i,
         if (!rc) rc = stat_add(w, 0, depth, n->type, n->ts, 0, 1, n->size);
         if (!rc) rc = stat_add(w, 2, depth, type, cs, cf, -1, -size);
         if (!rc) rc = stat_add(w, 2, depth, n->type, n->cs, 0, 1, n->size);
+        if (!rc && type == TM_T_FOLDER && n->ts == TS_EXCLUDED) {
+            pass_scan_end(sc);
+            rc = pass_unlist(w, TM_SRC, old, depth);
+        }
         return rc;
     }
     if (src) {
         /* unchanged: its copy status stays; a folder is listed again */
-        if (ts == n->ts)
+        if (pass_ts_kept(type, ts, n->ts))
             return 0;
         rc = step_done(w, (tm__db_bind_int64(w->pst[PS_TS_SRC], 1, old),
                            tm__db_bind_text(w->pst[PS_TS_SRC], 2, tm__ts_names[n->ts],
@@ -1153,9 +1234,14 @@ static int pass_child(struct tm__writer *w, struct tm__result *r, size_t i,
                            w->pst[PS_TS_SRC]));
         if (!rc) rc = stat_add(w, 0, depth, type, ts, 0, -1, -size);
         if (!rc) rc = stat_add(w, 0, depth, type, n->ts, 0, 1, size);
+        if (!rc && type == TM_T_FOLDER && n->ts == TS_EXCLUDED) {
+            pass_scan_end(sc);
+            rc = pass_unlist(w, TM_SRC, old, depth);
+        }
         return rc;
     }
-    if (!same || ts != n->ts || cf != n->conflict || src_id != n->src_id) {
+    if (!same || !pass_ts_kept(type, ts, n->ts) || cf != n->conflict ||
+        src_id != n->src_id) {
         struct tm__stmt *up = w->pst[PS_UPD_DST];
         tm__db_bind_int64(up, 1, old);
         tm__db_bind_int64(up, 2, n->size);
@@ -1340,6 +1426,28 @@ static void set_error(struct tm__writer *w, int err)
     pthread_mutex_unlock(&w->mu);
 }
 
+/* Writes the settings the pass's mark hook names for the transaction
+ * (asked again when ask, else those it named before: a redo). */
+static int write_marks(struct tm__writer *w, int ask)
+{
+    int i, rc = 0;
+    if (!w->mark)
+        return 0;
+    if (ask) {
+        memset(w->marks, 0, sizeof w->marks);
+        w->mark(w->mark_ctx, w->done_head, w->marks);
+    }
+    for (i = 0; !rc && i < TM__MARKS; i++) {
+        struct tm__stmt *st = w->st[ST_SET];
+        if (!w->marks[i].key)
+            continue;
+        tm__db_bind_text(st, 1, w->marks[i].key, -1, SQLITE_STATIC);
+        tm__db_bind_text(st, 2, w->marks[i].value, -1, SQLITE_STATIC);
+        rc = step_done(w, st);
+    }
+    return rc;
+}
+
 /* PostgreSQL's pipeline (db.h) could not confirm the transaction (a child
  * listed twice was not inserted, a statement failed): nothing of it is
  * committed. It is applied again one statement at a time, where each
@@ -1360,6 +1468,8 @@ static int redo(struct tm__writer *w)
         r->lease_checked = 0; /* checked again, in place: exact counts */
     for (r = w->done_head; !rc && r; r = r->next)
         rc = apply(w, r);
+    if (!rc)
+        rc = write_marks(w, 0);
     if (!rc && (rc = tm__stats_apply(w->db, &w->delta)) != 0) {
         tm__buf_reset(&w->errmsg);
         tm__buf_addf(&w->errmsg, "write stats: %s", tm__db_errmsg(w->db));
@@ -1408,6 +1518,9 @@ static int commit(struct tm__writer *w, size_t rows)
                      tm_strerror(rc));
         return rc;
     }
+    rc = write_marks(w, 1);
+    if (rc)
+        return rc;
     rc = tm__stats_apply(w->db, &w->delta);
     if (rc) {
         tm__buf_reset(&w->errmsg);
@@ -1426,6 +1539,7 @@ static int commit(struct tm__writer *w, size_t rows)
         w->on_commit(w->ctx, w->done_head);
     free_list(w->done_head);
     w->done_head = w->done_tail = NULL;
+    memset(w->marks, 0, sizeof w->marks);
     if (w->pass)
         pass_seen_purge(w);
     return 0;
@@ -1808,6 +1922,12 @@ int tm__writer_submit(struct tm__writer *w, struct tm__result *r)
     if (err)
         tm__result_free(r);
     return err;
+}
+
+void tm__writer_set_marks(struct tm__writer *w, tm__mark_cb fn, void *ctx)
+{
+    w->mark = fn;
+    w->mark_ctx = ctx;
 }
 
 void tm__writer_set_precommit(struct tm__writer *w, tm__precommit_cb fn, void *ctx)

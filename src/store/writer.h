@@ -83,6 +83,10 @@ struct tm__result {
                                  for the folder (its first page, listed
                                  from its beginning): none to delete */
     int8_t folder_ts;         /* its new traversal status */
+    int8_t pass_ts;           /* final, in a pass: the folder's status when
+                                 it was fetched (its row kept when equal to
+                                 folder_ts: discover.c's watermarks, not
+                                 the row, say it was listed) */
     int attempts;             /* listing attempts */
     char *error;              /* malloc'd message when failed, else NULL */
     char *path;               /* malloc'd folder path (for task_errors), key
@@ -150,6 +154,19 @@ int tm__writer_stop(struct tm__writer *w, struct tm__buf *err);
  * rows there, and only what differs is written (writer.c, "passes").
  * Call before the first submit. */
 int tm__writer_set_pass(struct tm__writer *w);
+/* A pass's watermarks (discover.c): fn is called on the writer thread
+ * before each COMMIT with the results the transaction holds, and names up
+ * to TM__MARKS settings (key NULL: none) written in the same transaction,
+ * so that a watermark is durable with the listings it covers. Call before
+ * the first submit. */
+#define TM__MARKS 2
+struct tm__mark {
+    const char *key;     /* the setting (static), or NULL */
+    char value[48];      /* its value */
+};
+typedef void (*tm__mark_cb)(void *ctx, const struct tm__result *list,
+                            struct tm__mark out[TM__MARKS]);
+void tm__writer_set_marks(struct tm__writer *w, tm__mark_cb fn, void *ctx);
 /* Sets the hook run before each commit. Call before the first submit. */
 void tm__writer_set_precommit(struct tm__writer *w, tm__precommit_cb fn, void *ctx);
 /* A shared store (discovery by workers): node ids come in blocks from

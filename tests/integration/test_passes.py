@@ -20,7 +20,15 @@
   destination is listed): rescan again resumes it (no third pass) and
   leaves the state file as an uninterrupted pass over a copy of the same
   state file does (every node row, the previous pass's rows, the stats),
-  and the copy then makes the destination equal to the source;
+  and the copy then makes the destination equal to the source; the kills
+  land by the pass's watermarks (settings pass_src_frontier and
+  pass_dst_frontier), a file is touched in every folder (a folder a
+  resume skipped would keep its old row), and the resume lists again at
+  most 8 folders the killed run had listed above its watermark;
+- a folder whose listing fails in a pass: its subtree is not listed (the
+  fault layer counts the listings), the next pass lists it all;
+- schema 11 to 12: rescan upgrades a state file (the folder indexes a
+  pass reads its frontier by) and finds what changed;
 - a pass over a folder of 6,000 files listed in many pages, with names
   added, removed, grown and turned folders between the old ones, leaves
   the rows (path, type, size, mtime, mode) a new discovery of the same
@@ -257,19 +265,51 @@ def scalar(db, sql):
         c.close()
 
 
+# A pass's watermark of a side (discover.c): "DEPTH BELOW", recorded with
+# the listings it covers: every folder of DEPTH below the id BELOW, and
+# every folder above DEPTH, is listed in this pass.
+def frontier_sql(side):
+    return "(SELECT value FROM migration WHERE key = 'pass_%s_frontier')" % side
+
+
+def inside_depth1(side):
+    """True while the watermark of side is inside depth 1: some of its
+    folders listed (durably), not all."""
+    v = frontier_sql(side)
+    below = "CAST(substr(%s, 3) AS INTEGER)" % v
+    return ("SELECT %s LIKE '1 %%' AND %s > (SELECT min(id) FROM %s_nodes WHERE "
+            "depth = 1 AND type = 'folder') AND %s <= (SELECT max(id) FROM %s_nodes "
+            "WHERE depth = 1 AND type = 'folder')" % (v, below, side, below, side))
+
+
 # Where a pass is killed: a query of the state file, true at that point.
 KILL_POINTS = (
     ('just after the pass started',
      "SELECT (SELECT value FROM migration WHERE key = 'pass_running') != '0' AND "
-     "(SELECT count(*) FROM src_nodes WHERE depth = 1 AND traversal_status = "
-     "'pending') = 0"),
-    ('while the source is listed',
-     "SELECT (SELECT count(*) FROM src_nodes WHERE depth = 1 AND traversal_status "
-     "= 'pending') BETWEEN 1 AND 190"),
-    ('while the destination is listed',
-     "SELECT (SELECT count(*) FROM dst_nodes WHERE depth = 1 AND traversal_status "
-     "= 'pending') BETWEEN 1 AND 190"),
+     "coalesce(%s, '0 0') LIKE '0 %%'" % frontier_sql('src')),
+    ('while the source is listed', inside_depth1('src')),
+    ('while the destination is listed', inside_depth1('dst')),
 )
+
+
+def listed_at_kill(db, side):
+    """The folders of side a pass killed on db listed durably by its
+    watermark: those of the depths above it, and of its depth below it."""
+    v = scalar(db, "SELECT value FROM migration WHERE key = 'pass_%s_frontier'" % side)
+    depth, below = (int(x) for x in (v or '0 0').split())
+    if depth < 0:
+        return None  # the side was done
+    return scalar(db, "SELECT count(*) FROM %s_nodes WHERE type = 'folder' AND "
+                  "traversal_status IN ('pending', 'successful', 'failed') AND "
+                  "(depth < %d OR (depth = %d AND id < %d))"
+                  % (side, depth, depth, below))
+
+
+def listed_by_last_run(db, side):
+    """The folders of side the last discovery run on db listed (its last
+    queue snapshot)."""
+    return scalar(db, "SELECT done FROM queue_stats WHERE queue = '%s' ORDER BY id "
+                  "DESC LIMIT 1" % side)
 
 
 def kill_rescan(db, when):
@@ -314,6 +354,12 @@ def run_kill(R, work):
         put(src, 'd199/new', b'new')
         put(src, 'd200/new', b'new folder')
         put(dst, 'd100/f05', b'edited on the destination', OLD + 7 * 10**9)
+        # a file touched in every folder: a folder a resume skips (the
+        # watermark past it) leaves its old row, which the comparison
+        # with an uninterrupted pass finds
+        for i in range(200):
+            if i != 150:
+                os.utime(os.path.join(src, 'd%03d/f49' % i), ns=(OLD, OLD + (i + 1) * 10**9))
     R.check('a pair for the kills', setup)
 
     ref = os.path.join(top, 'ref.db')
@@ -324,12 +370,13 @@ def run_kill(R, work):
         st = state_of(ref)
         expect_eq('the passes ended (the first has no end time)', [(2,)], st['passes'])
         # the previous pass's rows: only what changed (29 files rewritten,
-        # 4 deleted, d150 and its 50 files, the 33 folders whose mtime
-        # changed; d100/f05 changed on the destination), not every row
+        # 199 touched, 4 deleted, d150 and its 50 files, the 33 folders
+        # whose mtime changed; d100/f05 changed on the destination), not
+        # every row
         prev = [r[0] for r in st['prev']]
         if '/d000/f00' not in prev or '/d150' not in prev or '/d100/f05' not in prev:
             fail('prev_src_nodes lacks a changed row', None, prev)
-        if '/d000/f02' in prev or len(prev) > 200:
+        if '/d000/f02' in prev or len(prev) > 400:
             fail('prev_src_nodes holds unchanged rows (%d rows)' % len(prev), None,
                  prev[:20])
     R.check('an uninterrupted pass over a copy of the state file', reference)
@@ -347,7 +394,21 @@ def run_kill(R, work):
                 fail('rescan always ended before it could be killed %s' % name)
             cp = run(['status', '--db', db])
             expect_rc(cp, 0, 'status after the kill')
+            done = {side: listed_at_kill(db, side) for side in ('src', 'dst')}
             expect_rc(run(['rescan', '--db', db, '--quiet']), 0, 'rescan again')
+            # listed again: what was listed before the kill above the
+            # watermark (out of id order: at most the listings in flight
+            # beside the one it stops at)
+            for side in ('src', 'dst'):
+                if done[side] is None:
+                    continue
+                left = listed_by_last_run(ref, side) - done[side]
+                redo = listed_by_last_run(db, side) - left
+                print('     %s: %d folders left by the watermark, %d listed again'
+                      % (side, left, redo))
+                if redo < 0 or redo > 8:
+                    fail('the resume of the %s side listed %d folders for %d left '
+                         'by the watermark' % (side, redo + left, left))
             got, want = state_of(db), state_of(ref)
             for k in sorted(want):
                 if got[k] != want[k]:
@@ -383,6 +444,91 @@ def rsync_items(src, dst):
         elif x.startswith('*deleting'):
             gone.add('/' + x[12:].strip().rstrip('/'))
     return send, gone
+
+
+def run_upgrade(R, work):
+    def check():
+        # a state file of schema version 11 (no index of the folders by
+        # depth and id, which a pass reads its frontier by) is brought to
+        # version 12 by rescan, and the pass finds what changed
+        top = os.path.join(work, 'v11')
+        src, dst = os.path.join(top, 'src'), os.path.join(top, 'dst')
+        db = os.path.join(top, 'state.db')
+        os.makedirs(dst)
+        for i in range(20):
+            put(src, 'd%02d/e/f' % i, b'v1')
+        expect_rc(run(['discover', '--db', db, '--quiet', src, dst]), 0, 'discover')
+        expect_rc(run(['copy', '--db', db, '--yes', '--quiet']), 0, 'copy')
+        c = sqlite3.connect(db)
+        try:
+            c.execute('DROP INDEX src_nodes_folders')
+            c.execute('DROP INDEX dst_nodes_folders')
+            c.execute('PRAGMA user_version = 11')
+            c.commit()
+        finally:
+            c.close()
+        put(src, 'd07/e/f', b'version 2')
+        cp = run(['rescan', '--db', db])
+        expect_rc(cp, 0, 'rescan of a version 11 state file')
+        if b'0 new, 1 changed, 0 deleted' not in cp.stderr:
+            fail('rescan after the upgrade', '0 new, 1 changed, 0 deleted',
+                 cp.stderr.decode())
+        expect_eq('schema version after the rescan', 12,
+                  scalar(db, 'PRAGMA user_version'))
+        expect_eq('the folder indexes', ['dst_nodes_folders', 'src_nodes_folders'],
+                  [r[0] for r in rows_of(db, "SELECT name FROM sqlite_master WHERE "
+                                         "name LIKE '%_nodes_folders' ORDER BY 1")])
+        state_of(db)  # the stats count the rows
+    R.check('schema 11 to 12: rescan upgrades a state file and finds what changed',
+            check)
+
+
+def fault_lists(stderr, root):
+    """The list calls the fault layer counted on root (TREEMIG_FAULT_REPORT:
+    a line per storage opened; the discovery's is the one that lists)."""
+    n = [int(line.split('list=')[1].split()[0])
+         for line in stderr.decode('utf-8', 'replace').splitlines()
+         if line.startswith('treemig fault counts %s: list=' % root)]
+    if not n:
+        fail('no fault counts of %s' % root, None, stderr.decode()[-500:])
+    return max(n)
+
+
+def run_failed(R, work):
+    def check():
+        # a folder whose listing fails in a pass: its subtree is not
+        # listed (its child folders listed before become pending, so the
+        # frontier, folders under a parent listed in this pass, does not
+        # take their children for listable); the next pass lists it all
+        top = os.path.join(work, 'failed')
+        src, dst = os.path.join(top, 'src'), os.path.join(top, 'dst')
+        db = os.path.join(top, 'state.db')
+        os.makedirs(dst)
+        put(src, 'a/b/c/d/f', b'v1')
+        expect_rc(run(['discover', '--db', db, '--quiet', src, dst]), 0, 'discover')
+        expect_rc(run(['copy', '--db', db, '--yes', '--quiet']), 0, 'copy')
+        expect_rc(run(['rescan', '--db', db, '--quiet']), 0, 'rescan')
+        cp = run(['rescan', '--db', db, '--quiet'],
+                 env={'TREEMIG_FAULT_SRC': 'list@2=eacces', 'TREEMIG_FAULT_REPORT': '1'})
+        expect_rc(cp, 3, 'rescan with the listing of /a failing')
+        expect_eq('source listings of the pass (the root, /a)', 2,
+                  fault_lists(cp.stderr, src))
+        expect_eq('the source folders after it',
+                  [('/', 'successful'), ('/a', 'failed'), ('/a/b', 'pending'),
+                   ('/a/b/c', 'successful'), ('/a/b/c/d', 'successful')],
+                  rows_of(db, "SELECT path, traversal_status FROM src_nodes WHERE "
+                          "type = 'folder' ORDER BY path"))
+        state_of(db)  # the stats count the rows
+        cp = run(['rescan', '--db', db], env={'TREEMIG_FAULT_SRC': '',
+                                              'TREEMIG_FAULT_REPORT': '1'})
+        expect_rc(cp, 0, 'rescan without the fault')
+        expect_eq('source listings of the next pass', 5, fault_lists(cp.stderr, src))
+        expect_eq('source folders not listed after it', [],
+                  rows_of(db, "SELECT path FROM src_nodes WHERE type = 'folder' AND "
+                          "traversal_status != 'successful'"))
+        state_of(db)
+    R.check('a folder whose listing fails in a pass: its subtree is not listed, '
+            'the next pass lists it', check)
 
 
 def run_uneven(R, work):
@@ -574,6 +720,8 @@ def main():
     try:
         run_pass(R, work)
         run_kill(R, work)
+        run_upgrade(R, work)
+        run_failed(R, work)
         run_uneven(R, work)
         run_one_percent(R, work)
         run_big_folder(R, work)
