@@ -184,15 +184,16 @@ def held_pending(name, procs):
                        "l.pid IN (%s)" % ','.join(str(p.pid) for p in procs))[0])
 
 
-def kill_two_holding(name, victims, pending_held):
-    """A during= of copy_together: two random workers among those that hold
-    pending nodes die (a lease row alone may be a finished batch's: killing
-    its holder would test nothing); victims and pending_held get them and
-    the pending nodes they held."""
+def kill_two_holding(held_by, victims, held):
+    """A during= of copy_together or discover_together: two random workers
+    among those that hold work (held_by(procs): how many pending nodes or
+    folders procs hold) die; a lease row alone may be a finished batch's,
+    and killing its holder would test nothing. victims gets them, held
+    what they held."""
     def kill_two(coord, workers):
         holding = []
         for _ in range(2400):
-            holding = [w for w in workers if held_pending(name, [w])]
+            holding = [w for w in workers if held_by([w])]
             if len(holding) >= 2 or coord.poll() is not None:
                 break
             time.sleep(0.01)
@@ -200,7 +201,7 @@ def kill_two_holding(name, victims, pending_held):
             for w in random.sample(holding, 2):
                 w.send_signal(signal.SIGKILL)
                 victims.append(w)
-            pending_held.append(held_pending(name, victims))
+            held.append(held_by(victims))
     return kill_two
 
 
@@ -313,7 +314,8 @@ def check_kill(work):
     discover_pg(uri, *sim_pair(work, 'kpg', 50, BIG), tag='kill')
     victims, pending_held = [], []
 
-    kill_two = kill_two_holding(name, victims, pending_held)
+    kill_two = kill_two_holding(lambda ps: held_pending(name, ps), victims,
+                                pending_held)
 
     _, workers, res = copy_together(name, uri, n_workers=4, lease=2,
                                     worker_args=['--workers', '8'], during=kill_two)
@@ -342,7 +344,8 @@ def check_kill_local(work):
     discover_pg(uri, src, dst, 'kill local')
     victims, pending_held = [], []
 
-    kill_two = kill_two_holding(name, victims, pending_held)
+    kill_two = kill_two_holding(lambda ps: held_pending(name, ps), victims,
+                                pending_held)
 
     _, _, res = copy_together(name, uri, n_workers=4, lease=2,
                               copy_args=['--tps-limit', '50', '--workers', '2'],
@@ -655,17 +658,7 @@ def check_disc_kill(work):
     src, dst = sim_pair(work, 'dkpg', 50, DSHAPE)
     victims, held = [], []
 
-    def kill_two(coord, workers):
-        for _ in range(2400):
-            holding = [w for w in workers if held_folders(name, [w])]
-            if len(holding) >= 2 or coord.poll() is not None:
-                break
-            time.sleep(0.01)
-        if len(holding) >= 2:
-            for w in random.sample(holding, 2):
-                w.send_signal(signal.SIGKILL)
-                victims.append(w)
-            held.append(len(held_folders(name, victims)))
+    kill_two = kill_two_holding(lambda ps: len(held_folders(name, ps)), victims, held)
 
     _, _, res = discover_together(name, uri, src, dst, n_workers=4, lease=2,
                                   disc_args=['--workers', '1'],
