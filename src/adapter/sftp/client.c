@@ -1315,7 +1315,6 @@ static int resolve(struct tm__sftp_pool *p, const struct tm__sftp_url *u,
     p->use_agent = !h.identity_agent_none;
     p->identities_only = h.identities_only;
     p->config_ciphers = h.sets_ciphers;
-    p->config_kex = h.sets_kex;
 out:
     tm__ssh_host_release(&h);
     return rc;

@@ -373,8 +373,6 @@ static int apply(struct reader *r, const char *path, int lineno, char **argv,
     }
     if (!strcasecmp(k, "Ciphers"))
         h->sets_ciphers = 1;
-    if (!strcasecmp(k, "KexAlgorithms"))
-        h->sets_kex = 1;
     return 0;
 }
 

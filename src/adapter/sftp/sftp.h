@@ -81,7 +81,6 @@ struct tm__ssh_host {
     int identities_only;     /* IdentitiesOnly yes: agent keys only when
                                 they match an identity file */
     int sets_ciphers;        /* Ciphers is set: the openssh transport keeps it */
-    int sets_kex;            /* KexAlgorithms is set: likewise */
 };
 
 /* Reads the ssh_config file at path (NULL: ~/.ssh/config; a missing file

@@ -79,7 +79,6 @@ struct tm__sftp_pool {
     int ciphers_given, macs_given; /* the options set them (openssh: passed
                                      on; else ssh's own defaults) */
     int config_ciphers;           /* the ssh config sets Ciphers */
-    int config_kex;               /* the ssh config sets KexAlgorithms */
     char *user_config;            /* ~/.ssh/config ($HOME's) when it exists
                                      and ssh_config is NULL */
     char *askpass_dir;            /* openssh: the askpass script's private
