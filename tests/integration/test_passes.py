@@ -85,12 +85,18 @@ def passes(db):
     return [r[0] for r in rows_of(db, 'SELECT n FROM passes ORDER BY n')]
 
 
+def case_dirs(work, name):
+    """A case's folder under work: (it, its src and dst paths, its state
+    file's path); dst is made empty, src is left to the case."""
+    top = os.path.join(work, name)
+    dst = os.path.join(top, 'dst')
+    os.makedirs(dst)
+    return top, os.path.join(top, 'src'), dst, os.path.join(top, 'state.db')
+
+
 def run_pass(R, work):
     def check():
-        top = os.path.join(work, 'pass')
-        src, dst = os.path.join(top, 'src'), os.path.join(top, 'dst')
-        db = os.path.join(top, 'state.db')
-        os.makedirs(dst)
+        top, src, dst, db = case_dirs(work, 'pass')
         for i in range(20):
             put(src, 'keep/f%02d' % i, b'k' * i)
         put(src, 'a/grows', b'small')
@@ -451,10 +457,7 @@ def run_upgrade(R, work):
         # a state file of schema version 11 (no index of the folders by
         # depth and id, which a pass reads its frontier by) is brought to
         # version 12 by rescan, and the pass finds what changed
-        top = os.path.join(work, 'v11')
-        src, dst = os.path.join(top, 'src'), os.path.join(top, 'dst')
-        db = os.path.join(top, 'state.db')
-        os.makedirs(dst)
+        top, src, dst, db = case_dirs(work, 'v11')
         for i in range(20):
             put(src, 'd%02d/e/f' % i, b'v1')
         expect_rc(run(['discover', '--db', db, '--quiet', src, dst]), 0, 'discover')
@@ -500,10 +503,7 @@ def run_failed(R, work):
         # listed (its child folders listed before become pending, so the
         # frontier, folders under a parent listed in this pass, does not
         # take their children for listable); the next pass lists it all
-        top = os.path.join(work, 'failed')
-        src, dst = os.path.join(top, 'src'), os.path.join(top, 'dst')
-        db = os.path.join(top, 'state.db')
-        os.makedirs(dst)
+        top, src, dst, db = case_dirs(work, 'failed')
         put(src, 'a/b/c/d/f', b'v1')
         expect_rc(run(['discover', '--db', db, '--quiet', src, dst]), 0, 'discover')
         expect_rc(run(['copy', '--db', db, '--yes', '--quiet']), 0, 'copy')
@@ -534,10 +534,7 @@ def run_failed(R, work):
 def run_uneven(R, work):
     def check():
         import random
-        top = os.path.join(work, 'uneven')
-        src, dst = os.path.join(top, 'src'), os.path.join(top, 'dst')
-        db = os.path.join(top, 'state.db')
-        os.makedirs(dst)
+        top, src, dst, db = case_dirs(work, 'uneven')
         rnd = random.Random(19)
         folders = ['']
         for depth in range(1, 6):
@@ -570,10 +567,7 @@ def run_uneven(R, work):
 
 def run_one_percent(R, work):
     def check():
-        top = os.path.join(work, 'onepct')
-        src, dst = os.path.join(top, 'src'), os.path.join(top, 'dst')
-        db = os.path.join(top, 'state.db')
-        os.makedirs(dst)
+        top, src, dst, db = case_dirs(work, 'onepct')
         for i in range(20):
             for j in range(100):
                 put(src, 'd%02d/f%03d' % (i, j), b'one %d %d' % (i, j))
