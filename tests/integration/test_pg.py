@@ -632,10 +632,7 @@ def check_repeated_name(work):
     PostgreSQL the pipeline told the writer the second insert changed a
     row: the server's count makes COMMIT ask for the batch again, one
     statement at a time."""
-    tool = os.environ.get('PGWRITER') or os.path.join(
-        os.path.dirname(tmtest.TREEMIG), 'tests', 'pgwriter')
-    if not os.path.exists(tool):
-        fail('no pgwriter at %s (set PGWRITER)' % tool)
+    tool = pgwriter()
     src = os.path.join(work, 'rpsrc')
     make_tree(src, 1, 1)
     lite = os.path.join(work, 'rp.db')
@@ -662,6 +659,29 @@ def check_repeated_name(work):
                   rows("SELECT traversal_status FROM src_nodes WHERE id = 1000"))
         for stats_q, rows_q in STATS_ROWS[:1] + STATS_ROWS[2:]:
             expect_eq('stats against rows (%s)' % db[:10], rows(rows_q), rows(stats_q))
+
+
+def pgwriter():
+    """tests/tools/pgwriter.c's binary."""
+    tool = os.environ.get('PGWRITER') or os.path.join(
+        os.path.dirname(tmtest.TREEMIG), 'tests', 'pgwriter')
+    if not os.path.exists(tool):
+        fail('no pgwriter at %s (set PGWRITER)' % tool)
+    return tool
+
+
+def check_set_kept(work):
+    """A SET of a session (a worker's lock_timeout, its idle transaction
+    timeout) outlives a lost connection: made again on the new one
+    (tests/tools/pgwriter.c --set)."""
+    tool = pgwriter()
+    _, uri = new_db()
+    cp = subprocess.run([tool, '--set', uri], env=dict(os.environ, **env()),
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if cp.returncode != 0:
+        fail('pgwriter --set: %s' % cp.stderr.decode(errors='replace'))
+    expect_eq('the connection ended, then its lock_timeout on the new one',
+              ['1', '4321ms'], cp.stdout.decode().split())
 
 
 def check_refusals(work):
@@ -774,6 +794,7 @@ def main():
                 check_bounded_memory, work)
         R.check('a name listed twice: inserted and counted once (the redo)',
                 check_repeated_name, work)
+        R.check('a SET outlives a lost connection', check_set_kept, work)
         R.check('kill -9 at many points: only whole batches are durable',
                 check_atomicity, work)
         R.check('server restarted mid-discovery and mid-copy: the same process '
