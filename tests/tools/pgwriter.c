@@ -17,8 +17,8 @@
  *
  * A connection lost after a SET (db_pg.c): sets lock_timeout on a
  * connection, has the server end it (pg_terminate_backend from a second
- * one, which waits for its end), then prints the connection's lock_timeout, read on the new
- * connection its next statement makes.
+ * one, which waits for its end), then prints the connection's
+ * lock_timeout, read on the new connection its next statement makes.
  */
 #include "adapter/adapter.h"
 #include "store/frontier.h"
