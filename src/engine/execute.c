@@ -2202,9 +2202,16 @@ static int run_stage(struct runner *r, int stage, int depth, struct task **buf,
             snapshot(r, t0);
         }
         {
+            /* 100 ms, or until the next claim: with nothing in flight no
+             * task's end wakes this thread, and a depth's end, which
+             * another worker's last tasks make, was seen up to 100 ms late
+             * instead of CLAIM_POLL_NS */
             struct timespec ts;
+            int64_t wait = 100 * 1000000LL, now = tm__now_ns();
+            if (claim && !done_fetching && next_claim > now && next_claim - now < wait)
+                wait = next_claim - now;
             clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 100 * 1000000;
+            ts.tv_nsec += (long)wait;
             if (ts.tv_nsec >= 1000000000) {
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000;

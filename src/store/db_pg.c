@@ -89,6 +89,10 @@ struct pg_db {
     struct pg_stmt *stream; /* the query whose rows are arriving one by one
                             (single-row mode), or NULL: anything else sent
                             first parks them (park) */
+    struct tm__buf sets; /* the session's SETs run outside a transaction
+                            (lock_timeout, idle_in_transaction_session_
+                            timeout), each ending in ';': made again on a
+                            new connection (setup) */
 };
 
 /* Tries to connect again after a lost connection (the shared retry
@@ -673,6 +677,10 @@ static int setup(struct pg_db *d)
     int got;
     park(d);
     PQclear(PQexec(d->conn, "SET client_min_messages = warning"));
+    if (d->sets.len) {
+        r = PQexec(d->conn, d->sets.buf);
+        PQclear(r);
+    }
     if (!d->lock_key)
         return PQstatus(d->conn) == CONNECTION_OK ? SQLITE_OK : SQLITE_IOERR;
     {
@@ -1723,6 +1731,20 @@ static int g_column_bytes(struct tm__stmt *st, int i)
     return decode_blob(s, i) == 0 ? (int)s->blob_len : 0;
 }
 
+/* Keeps sql, a SET run outside a transaction, for setup() to run again on
+ * a new connection (a SET lasts as long as its session). */
+static int remember_set(struct pg_db *d, const char *sql)
+{
+    size_t n = strlen(sql);
+    while (n && (sql[n - 1] == ';' || sql[n - 1] == ' ' || sql[n - 1] == '\n'))
+        n--;
+    if (tm__buf_add(&d->sets, sql, n) || tm__buf_addch(&d->sets, ';')) {
+        set_err(d, SQLITE_NOMEM, "out of memory");
+        return SQLITE_NOMEM;
+    }
+    return SQLITE_OK;
+}
+
 static int g_exec(struct tm__db *db, const char *sql)
 {
     struct pg_db *d = D(db);
@@ -1784,11 +1806,11 @@ static int g_exec(struct tm__db *db, const char *sql)
         }
         r = PQexec(d->conn, t);
     }
-    free(t);
     es = PQresultStatus(r);
     if (commit || rollback)
         d->in_txn = 0;
     if (es != PGRES_COMMAND_OK && es != PGRES_TUPLES_OK && es != PGRES_EMPTY_QUERY) {
+        free(t);
         code = fail_res(d, r);
         PQclear(r);
         if (commit && conn_bad(d))
@@ -1799,7 +1821,12 @@ static int g_exec(struct tm__db *db, const char *sql)
         d->in_txn = 1;
     d->changes = atoi(PQcmdTuples(r));
     PQclear(r);
-    return SQLITE_OK;
+    if (kw_at(w, w, "SET") && !d->in_txn)
+        code = remember_set(d, w);
+    else
+        code = SQLITE_OK;
+    free(t);
+    return code;
 }
 
 static int g_changes(struct tm__db *db)
@@ -1837,6 +1864,7 @@ static int g_close(struct tm__db *db)
     free(d->pend);
     free(d->wait);
     free(d->errmsg);
+    tm__buf_release(&d->sets);
     free(db->name);
     free(d);
     return SQLITE_OK;
@@ -1937,6 +1965,7 @@ int tm__db_open_pg(const char *uri, struct tm__db **out, char **err)
     *err = NULL;
     if (!d)
         return SQLITE_NOMEM;
+    tm__buf_init(&d->sets);
     d->base.ops = &pg_ops;
     d->base.name = tm__db_pg_redact(uri);
     if (!d->base.name) {

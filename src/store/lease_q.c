@@ -23,6 +23,7 @@
 #include "store/db.h"
 #include "store/store.h"
 #include "treemig.h"
+#include "util/util.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -87,7 +88,8 @@
  * stage holds (?2 the stage, ?3 the limit), lowest depth first. The
  * source's are bounded by the --lead rule (?8): at most lead depths below
  * the destination's lowest pending folder, whoever lists it (none
- * pending: the destination is done, no bound); the destination's need
+ * pending: the destination is done, no bound), and start past the
+ * claimer's cursor (?9, ?10: depth, id; struct tm__lease_q); the destination's need
  * their source twin's listing durable (not pending). One statement, one
  * round trip, its own transaction: the folders are picked (c), a lease
  * of this worker (?1 worker, ?4 host, ?5 pid, ?6 key, ?7 its length) is
@@ -105,6 +107,18 @@
     "(SELECT coalesce((SELECT t2.depth FROM src_nodes t2 WHERE "             \
     "t2.traversal_status = 'pending' AND t2.type = 'folder' ORDER BY "       \
     "t2.depth, t2.id LIMIT 1), 9223372036854775807))"
+/* The id of that folder (none: no bound). A destination folder at that
+ * depth whose twin's id is below it has its twin listed: a claim that
+ * reads no twin but those (?8 = 0) passes the others at the cost of an
+ * index entry, not a twin's row each (the destination's claims were the
+ * server's largest cost, 3-8 ms each); one in DST_FULL_MS reads them all
+ * (?8 = 1), so that a twin listed past a folder still listed (a large
+ * one) is not waited for long. */
+#define SRC_LOW_ID                                                            \
+    "(SELECT coalesce((SELECT t3.id FROM src_nodes t3 WHERE "                \
+    "t3.traversal_status = 'pending' AND t3.type = 'folder' ORDER BY "       \
+    "t3.depth, t3.id LIMIT 1), 9223372036854775807))"
+#define DST_FULL_MS 100
 #define FREE_LEASE(a) \
     "(l.id IS NULL OR l.stage <> ?2 OR l.expires < " NOW_MS ")"
 #define CLAIM_FOLDERS(T, SIDE, JOIN, COND, TWIN, TS)                          \
@@ -152,12 +166,14 @@ static const char *const lease_sql[Q_COUNT] = {
     VERIFY_COND " AND (l.id IS NULL OR l.stage <> ?1 OR l.expires IS NOT NULL) "
     "LIMIT 1",
     CLAIM_FOLDERS("src_nodes", "0", "",
+                  "(s.depth, s.id) > (?9, ?10) AND "
                   "s.depth <= coalesce((SELECT d.depth FROM dst_nodes d WHERE "
                   "d.traversal_status = 'pending' AND d.type = 'folder' ORDER BY "
                   "d.depth, d.id LIMIT 1) + ?8, s.depth)",
                   "0", "NULL"),
     CLAIM_FOLDERS("dst_nodes", "1", "LEFT JOIN src_nodes t ON t.id = s.src_id",
-                  "s.depth <= " SRC_LOW " AND "
+                  "s.depth <= " SRC_LOW " AND (?8 <> 0 OR s.depth < " SRC_LOW
+                  " OR s.src_id IS NULL OR s.src_id < " SRC_LOW_ID ") AND "
                   "coalesce(t.traversal_status, 'successful') <> 'pending'",
                   "coalesce(n.src_id, 0)",
                   "(SELECT t.traversal_status FROM src_nodes t WHERE t.id = "
@@ -176,6 +192,18 @@ struct tm__lease_q {
     struct tm__stmt *st[Q_COUNT]; /* the statements above, prepared */
     char *worker, *host, *key;   /* who claims (malloc'd) */
     int pid;                     /* its process */
+    /* The source's claim cursor: the (depth, id) after which this
+     * process's next claim of source folders starts, past the pending
+     * folders it or others claimed before (a scan from the lowest depth
+     * passed each, with its lease, at every claim: 16 ms a claim with 4
+     * processes); depth -1: from the start. Only a claim that filled its
+     * limit sets it, so a claim that came short (the end of what the
+     * --lead bound allows, where a lease that expired or a folder skipped
+     * while locked waits) scans again from the start. */
+    int cur_depth;
+    int64_t cur_id;
+    int64_t dst_full_ns;         /* when a destination claim reads every
+                                    twin again (SRC_LOW_ID) */
 };
 
 int tm__lease_q_open(struct tm__lease_q **out, const char *conninfo,
@@ -190,6 +218,7 @@ int tm__lease_q_open(struct tm__lease_q **out, const char *conninfo,
         return TM_ENOMEM;
     pthread_mutex_init(&q->mu, NULL);
     q->pid = pid;
+    q->cur_depth = -1;
     q->worker = strdup(worker);
     q->host = strdup(host);
     q->key = strdup(tmp_key);
@@ -492,8 +521,17 @@ static int claim_folders_once(struct tm__lease_q *q, int side, const char *stage
     tm__db_bind_int64(st, 5, q->pid);
     tm__db_bind_text(st, 6, q->key, -1, SQLITE_STATIC);
     tm__db_bind_int64(st, 7, lease_ms);
-    if (side == 0)
+    if (side == 0) {
         tm__db_bind_int(st, 8, lead);
+        tm__db_bind_int(st, 9, q->cur_depth);
+        tm__db_bind_int64(st, 10, q->cur_depth < 0 ? 0 : q->cur_id);
+    } else {
+        int64_t now = tm__now_ns();
+        int full = now >= q->dst_full_ns;
+        if (full)
+            q->dst_full_ns = now + DST_FULL_MS * 1000000LL;
+        tm__db_bind_int(st, 8, full);
+    }
     while ((rc = tm__db_step(st)) == SQLITE_ROW && n < limit) {
         struct fclaim *c = &v[n];
         const char *path = (const char *)tm__db_column_text(st, 1);
@@ -541,6 +579,23 @@ static int conn_lost(struct tm__lease_q *q)
     return (code & 0xff) == SQLITE_IOERR || code == TM__DB_REDO;
 }
 
+/* The source's cursor after a claim of n folders v of at most limit: past
+ * the last of them when the claim was full, else from the start. q->mu
+ * held. */
+static void cursor_move(struct tm__lease_q *q, const struct fclaim *v, int n, int limit)
+{
+    int i;
+    q->cur_depth = -1;
+    if (n < limit)
+        return;
+    for (i = 0; i < n; i++)
+        if (v[i].r.depth > q->cur_depth ||
+            (v[i].r.depth == q->cur_depth && v[i].r.id > q->cur_id)) {
+            q->cur_depth = v[i].r.depth;
+            q->cur_id = v[i].r.id;
+        }
+}
+
 int tm__lease_q_claim_folders(struct tm__lease_q *q, int side, const char *stage,
                               int lead, int limit, int lease_ms, int64_t *lease,
                               int (*row)(void *ctx, const struct tm__frow *r),
@@ -555,9 +610,19 @@ int tm__lease_q_claim_folders(struct tm__lease_q *q, int side, const char *stage
      * folders wait for that lease to expire */
     for (attempt = 0;; attempt++) {
         n = claim_folders_once(q, side, stage, lead, limit, lease_ms, lease, &v, err);
+        if (n == 0 && side == 0 && q->cur_depth >= 0) {
+            /* nothing past the cursor: from the start, at once */
+            q->cur_depth = -1;
+            fclaims_free(v, 0);
+            v = NULL;
+            n = claim_folders_once(q, side, stage, lead, limit, lease_ms, lease, &v,
+                                   err);
+        }
         if (n >= 0 || n == TM_ENOMEM || attempt == 2 || !conn_lost(q))
             break;
     }
+    if (side == 0 && n >= 0)
+        cursor_move(q, v, n, limit);
     pthread_mutex_unlock(&q->mu);
     if (n <= 0) {
         fclaims_free(v, 0); /* a claim of nothing still has its array */

@@ -9,7 +9,9 @@
  *
  * The lock: a session-level advisory lock (pg_try_advisory_lock) held by
  * the writing connection for as long as it is open; the server drops it
- * when the connection goes, so a killed process leaves no stale lock.
+ * when the connection goes, so a killed process leaves no stale lock. A
+ * lock held by another session is asked for again for 2 s: the session
+ * of a process that has just ended ends a little after it.
  *
  * Runs on the thread that opens the store (store.h).
  */
@@ -20,6 +22,11 @@
 
 #include <stdlib.h>
 #include <string.h>
+
+/* The migration's lock held by another session: asked again every
+ * LOCK_WAIT_MS, LOCK_TRIES times in all (2 s). */
+#define LOCK_TRIES 40
+#define LOCK_WAIT_MS 50
 
 /* One row, one column, as text (malloc'd) into *out; NULL for no row. */
 static int one_text(struct tm__db *db, const char *sql, char **out)
@@ -152,8 +159,13 @@ int tm__store_open_pg(struct tm__store *s, const char *uri, unsigned flags,
         goto fail;
     }
     if (write && !(flags & TM_OPEN_SHARED)) {
-        int locked = 0;
-        rc = tm__db_pg_lock(s->db, 1953327463, &locked);
+        int locked = 0, tries = 0;
+        /* the server drops the lock of a process that has just ended
+         * when its session ends, a little after the process: a command
+         * run right after another (discover, then copy) waits for that */
+        while ((rc = tm__db_pg_lock(s->db, 1953327463, &locked)) == SQLITE_OK &&
+               !locked && ++tries < LOCK_TRIES)
+            tm__sleep_ms(LOCK_WAIT_MS);
         if (rc != SQLITE_OK) {
             rc = db_fail(s, rc, err, "cannot lock");
             goto fail;

@@ -632,10 +632,7 @@ def check_repeated_name(work):
     PostgreSQL the pipeline told the writer the second insert changed a
     row: the server's count makes COMMIT ask for the batch again, one
     statement at a time."""
-    tool = os.environ.get('PGWRITER') or os.path.join(
-        os.path.dirname(tmtest.TREEMIG), 'tests', 'pgwriter')
-    if not os.path.exists(tool):
-        fail('no pgwriter at %s (set PGWRITER)' % tool)
+    tool = pgwriter()
     src = os.path.join(work, 'rpsrc')
     make_tree(src, 1, 1)
     lite = os.path.join(work, 'rp.db')
@@ -662,6 +659,63 @@ def check_repeated_name(work):
                   rows("SELECT traversal_status FROM src_nodes WHERE id = 1000"))
         for stats_q, rows_q in STATS_ROWS[:1] + STATS_ROWS[2:]:
             expect_eq('stats against rows (%s)' % db[:10], rows(rows_q), rows(stats_q))
+
+
+def pgwriter():
+    """tests/tools/pgwriter.c's binary."""
+    tool = os.environ.get('PGWRITER') or os.path.join(
+        os.path.dirname(tmtest.TREEMIG), 'tests', 'pgwriter')
+    if not os.path.exists(tool):
+        fail('no pgwriter at %s (set PGWRITER)' % tool)
+    return tool
+
+
+def check_set_kept(work):
+    """A SET of a session (a worker's lock_timeout, its idle transaction
+    timeout) outlives a lost connection: made again on the new one
+    (tests/tools/pgwriter.c --set)."""
+    tool = pgwriter()
+    _, uri = new_db()
+    cp = subprocess.run([tool, '--set', uri], env=dict(os.environ, **env()),
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if cp.returncode != 0:
+        fail('pgwriter --set: %s' % cp.stderr.decode(errors='replace'))
+    expect_eq('the connection ended, then its lock_timeout on the new one',
+              ['1', '4321ms'], cp.stdout.decode().split())
+
+
+@tmtest.again_if_void
+def check_lock_wait(work):
+    """A command started while the session of the one before still holds
+    the migration's lock (the server ends it a little after its process)
+    waits for it, then runs: a psql session holds the lock for 0.5 s."""
+    src = os.path.join(work, 'lwsrc')
+    make_tree(src, 1, 1)
+    dst = os.path.join(work, 'lwdst')
+    os.mkdir(dst)
+    name, uri = new_db()
+    holder = subprocess.Popen(
+        [os.path.join(PG.bin, 'psql'), '-X', '-q', '-h', PG.sock, '-p', str(PG.port),
+         '-U', PG.user, '-d', name, '-c', 'SELECT pg_advisory_lock(1953327463)',
+         '-c', 'SELECT pg_sleep(0.5)'],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(400):
+            if PG.rows(name, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                       " AND objid = 1953327463 AND granted") == ['1']:
+                break
+            if holder.poll() is not None:
+                fail('the lock holder ended early: %r' % holder.stderr.read())
+            time.sleep(0.01)
+        else:
+            fail('the lock holder never held the lock')
+        if holder.poll() is not None:
+            tmtest.void('the lock holder ended before the command started')
+        expect_rc(run(['discover', '--db', uri, '--quiet', '--config',
+                       os.path.join(work, 'lw.yaml'), src, dst], env=env()),
+                  0, 'discover while the lock is held for 0.5 s')
+    finally:
+        holder.wait()
 
 
 def check_refusals(work):
@@ -774,6 +828,8 @@ def main():
                 check_bounded_memory, work)
         R.check('a name listed twice: inserted and counted once (the redo)',
                 check_repeated_name, work)
+        R.check('a SET outlives a lost connection', check_set_kept, work)
+        R.check('a lock held a moment longer is waited for', check_lock_wait, work)
         R.check('kill -9 at many points: only whole batches are durable',
                 check_atomicity, work)
         R.check('server restarted mid-discovery and mid-copy: the same process '

@@ -12,6 +12,13 @@
  *
  * Exit 0 when the writer committed, 1 with its message otherwise. Runs
  * on the main thread and the writer's.
+ *
+ *   pgwriter --set URI
+ *
+ * A connection lost after a SET (db_pg.c): sets lock_timeout on a
+ * connection, has the server end it (pg_terminate_backend from a second
+ * one, which waits for its end), then prints the connection's
+ * lock_timeout, read on the new connection its next statement makes.
  */
 #include "adapter/adapter.h"
 #include "store/frontier.h"
@@ -46,6 +53,54 @@ static int add_child(struct tm__result *r, const char *dir, const char *name)
     return 0;
 }
 
+/* The first column of sql's first row on db, printed; 0 or 1. */
+static int print_one(struct tm__db *db, const char *sql)
+{
+    struct tm__stmt *st;
+    int rc = tm__db_prepare(db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK && (rc = tm__db_step(st)) == SQLITE_ROW) {
+        printf("%s\n", (const char *)tm__db_column_text(st, 0));
+        rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_OK)
+        fprintf(stderr, "pgwriter: %s: %s\n", sql, tm__db_errmsg(db));
+    tm__db_finalize(st);
+    return rc == SQLITE_OK ? 0 : 1;
+}
+
+/* pgwriter --set URI */
+static int set_lost(const char *uri)
+{
+    struct tm__db *a = NULL, *b = NULL;
+    char *msg = NULL, sql[96];
+    struct tm__stmt *st;
+    int rc = 1;
+    if (tm__db_open_pg(uri, &a, &msg) != SQLITE_OK ||
+        tm__db_open_pg(uri, &b, &msg) != SQLITE_OK) {
+        fprintf(stderr, "pgwriter: connect: %s\n", msg ? msg : "?");
+        goto out;
+    }
+    if (tm__db_exec(a, "SET lock_timeout = 4321", NULL, NULL, NULL) != SQLITE_OK ||
+        tm__db_prepare(a, "SELECT pg_backend_pid()", -1, &st, NULL) != SQLITE_OK)
+        goto out;
+    if (tm__db_step(st) != SQLITE_ROW) {
+        tm__db_finalize(st);
+        goto out;
+    }
+    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%lld, 5000)",
+             (long long)tm__db_column_int64(st, 0));
+    tm__db_finalize(st);
+    if (print_one(b, sql) == 0)
+        rc = print_one(a, "SHOW lock_timeout");
+out:
+    free(msg);
+    if (a)
+        tm__db_close(a);
+    if (b)
+        tm__db_close(b);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     struct tm__store s;
@@ -55,6 +110,8 @@ int main(int argc, char **argv)
     int64_t next[2];
     int rc;
 
+    if (argc == 3 && strcmp(argv[1], "--set") == 0)
+        return set_lost(argv[2]);
     if (argc != 3) {
         fprintf(stderr, "usage: pgwriter DB FOLDER_ID\n");
         return 2;
