@@ -95,11 +95,12 @@ enum { FXF_READ = 1, FXF_WRITE = 2, FXF_CREAT = 8, FXF_TRUNC = 0x10,
 /* Bytes of READs, and of WRITEs, in flight per file over the openssh
  * transport: ssh's channel window. */
 #define OSSH_INFLIGHT (2u << 20)
-/* Bytes per WRITE over the openssh transport (the server's limit caps
- * it: OpenSSH 261,120): a quarter of the requests, replies and
- * sftp-server turns of 64 KiB ones; 8 x 64 MiB up, alternated 5 times:
- * client CPU 1.53 s against 1.80 s (medians), wall 2.95 s against 3.31 s. */
-#define OSSH_CHUNK_W (255u << 10)
+/* Bytes per READ and WRITE over the openssh transport (the server's
+ * limit caps it: OpenSSH 261,120): a quarter of the requests, replies and
+ * sftp-server turns of 64 KiB WRITEs; 8 x 64 MiB up, alternated 5 times:
+ * client CPU 1.53 s against 1.80 s (medians), wall 2.95 s against 3.31 s.
+ * READs: half the requests of 128 KiB ones; see docs/BENCHMARKS.md. */
+#define OSSH_CHUNK (255u << 10)
 
 /* A reply received before it was waited for. */
 struct stash {
@@ -1060,7 +1061,7 @@ sftp:
         snprintf(p->mac_used, sizeof p->mac_used, "%s", m ? m : "");
         pthread_mutex_unlock(&p->mu);
         if (s->use_proc && !p->chunk_given)
-            p->want_w = OSSH_CHUNK_W;
+            p->want_r = p->want_w = OSSH_CHUNK;
         if (ext & TM_SFTP_EXT_LIMITS) {
             uint64_t mr = 0, mw = 0;
             rc = sftp_limits(s, &mr, &mw, e);
