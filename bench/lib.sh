@@ -109,8 +109,9 @@ rotate() {
 }
 
 _sorted() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g; }
-median() {
-    _sorted "${WALLS[$1]:-}" | awk '{a[NR]=$1} END{if (!NR) print "-"; else if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'
+median() { median_of "${WALLS[$1]:-}"; }
+median_of() { # the median of a list of numbers (one string, blanks between)
+    _sorted "$1" | awk '{a[NR]=$1} END{if (!NR) print "-"; else if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'
 }
 spread() { _sorted "${WALLS[$1]:-}" | awk 'NR==1{lo=$1} {hi=$1} END{if (NR) print lo "-" hi; else print "-"}'; }
 stat_of() { printf '%s (%s)' "$(median "$1")" "$(spread "$1")"; }

@@ -101,16 +101,66 @@ rm -f "$INFO"
 python3 "$REPO/tests/servers/sshd.py" --serve "$SRV" "$INFO" >"$LOGS/sshd.log" 2>&1 &
 SSHD_PID=$!
 PROXY_PID=
+SCG=
 cleanup() {
     [[ -n $PROXY_PID ]] && kill "$PROXY_PID" 2>/dev/null || true
     kill "$SSHD_PID" 2>/dev/null || true
     wait 2>/dev/null || true
+    local i
+    for ((i = 0; i < 50; i++)); do [[ -z $SCG ]] || rmdir "$SCG" 2>/dev/null && break; sleep 0.1; done
 }
 trap cleanup EXIT
 for ((i = 0; i < 300; i++)); do [[ -f $INFO ]] && break; sleep 0.1; done
 [[ -f $INFO ]] || die "sshd did not start (see $LOGS/sshd.log)"
 j() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$INFO" "$1"; }
-PORT=$(j port); SUSER=$(j user); KEY=$(j key); SUID=$(j uid); SGID=$(j gid)
+PORT=$(j port); SUSER=$(j user); KEY=$(j key); SUID=$(j uid); SGID=$(j gid); SPID=$(j pid)
+[[ $(cat "/proc/$SPID/comm" 2>/dev/null) == sshd ]] || die "sshd's pid $SPID is not sshd"
+# The server's CPU: sshd and every process it starts, ended ones included,
+# from a cgroup of its own (cpuacct of cgroup v1, or cgroup v2's cpu.stat);
+# without one (not root), the listening sshd's own CPU and that of the
+# sessions it reaped, which misses much: a session's monitor does not wait
+# for its unprivileged child, where the cipher and internal-sftp run.
+for base in /sys/fs/cgroup/cpuacct /sys/fs/cgroup/unified /sys/fs/cgroup; do
+    [[ -w $base/cgroup.procs && ( -f $base/cpuacct.usage || -f $base/cgroup.controllers ) ]] || continue
+    if mkdir "$base/treemig-sftpbench-$$" 2>/dev/null; then
+        if echo "$SPID" >"$base/treemig-sftpbench-$$/cgroup.procs" 2>/dev/null; then
+            SCG=$base/treemig-sftpbench-$$; break
+        fi
+        rmdir "$base/treemig-sftpbench-$$"
+    fi
+done
+srv_cpu() { # seconds
+    if [[ -f $SCG/cpuacct.usage ]]; then awk '{printf "%.3f", $1 / 1e9}' "$SCG/cpuacct.usage"
+    elif [[ -n $SCG ]]; then awk '$1 == "usage_usec" {printf "%.3f", $2 / 1e6}' "$SCG/cpu.stat"
+    else sed 's/.*) //' "/proc/$SPID/stat" | awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($12 + $13 + $14 + $15) / hz}'
+    fi
+}
+SRV_HOW=${SCG:+cgroup $SCG}
+SRV_HOW=${SRV_HOW:-"no cgroup: the listener and the sessions it reaped only (an undercount)"}
+say "server CPU from: $SRV_HOW"
+srv_idle() { # waits (up to 10 s) until the sessions of the last command have ended
+    local i
+    for ((i = 0; i < 200; i++)); do
+        [[ -z $(cat "/proc/$SPID/task/$SPID/children" 2>/dev/null) ]] && return 0
+        sleep 0.05
+    done
+    say "  sshd still has sessions after 10 s: its CPU figure is short"
+}
+declare -A CPUL SCPUL
+smeasure() { # KEY ROW COMMAND...: measure, plus the server's CPU; ROW's lists get both
+    local key=$1 row=$2 t0 t1
+    shift 2
+    t0=$(srv_cpu)
+    measure "$key" "$@"
+    srv_idle
+    t1=$(srv_cpu)
+    SCPU[$key]=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b - a}')
+    say "  $key: server (sshd) ${SCPU[$key]} cpu s"
+    [[ $key == "$row" ]] || { CPUL[$key]="${CPUL[$key]:-} ${CPU[$key]}"; SCPUL[$key]="${SCPUL[$key]:-} ${SCPU[$key]}"; }
+    ROWC[$row]=$(awk -v a="${ROWC[$row]:-0}" -v b="${CPU[$key]}" 'BEGIN{printf "%.2f", a + b}')
+    ROWS[$row]=$(awk -v a="${ROWS[$row]:-0}" -v b="${SCPU[$key]}" 'BEGIN{printf "%.2f", a + b}')
+}
+declare -A SCPU ROWC ROWS
 coproc PROXY { exec "$PROXY_BIN" -p 0 "127.0.0.1:$PORT" "$DELAY"; }
 read -r PPORT <&"${PROXY[0]}"
 KH=$WORK/known_hosts
@@ -170,8 +220,8 @@ run_tool() { # CASE SET DIR LINK TOOL
         [[ $dir == up ]] && chown "$SUID:$SGID" "$dst"
         [[ -n $TW ]] && wopt=(--workers "$TW")
         if [[ $dir == up ]]; then a=$src; b=$(surl "$dst"); else a=$(surl "$src"); b=$dst; fi
-        measure "$k.discover" "$bin" discover --quiet --db "$DB" "${topt[@]}" "$a" "$b"
-        measure "$k.copy" "$bin" copy --yes --quiet --db "$DB" "${wopt[@]}"
+        smeasure "$k.discover" "$k" "$bin" discover --quiet --db "$DB" "${topt[@]}" "$a" "$b"
+        smeasure "$k.copy" "$k" "$bin" copy --yes --quiet --db "$DB" "${wopt[@]}"
         WALLS[$k]="${WALLS[$k]:-} $(awk -v a="${WALLS[$k.discover]##* }" -v b="${WALLS[$k.copy]##* }" 'BEGIN{printf "%.2f", a+b}')"
         RC[$k]=$((RC[$k.discover] | RC[$k.copy]))
         local ck=$c${tool#treemig}
@@ -185,14 +235,17 @@ run_tool() { # CASE SET DIR LINK TOOL
         local ro=()
         [[ $tool == rclone_same ]] && ro=(--transfers "$SAME" --checkers "$SAME")
         if [[ $dir == up ]]; then a=$src; b="bench:$dst"; else a="bench:$src"; b=$dst; fi
-        RCLONE_CONFIG_BENCH_PORT=$port measure "$k" "${RCLONE[@]}" copy --links "${ro[@]}" "$a" "$b" ;;
+        RCLONE_CONFIG_BENCH_PORT=$port smeasure "$k" "$k" "${RCLONE[@]}" copy --links "${ro[@]}" "$a" "$b" ;;
     sftp)
         if [[ $dir == up ]]; then cmd="put -rp $src $dst"; else cmd="get -rp $src $dst"; fi
-        measure "$k" sftp "${SSHO[@]}" -P "$port" -b <(echo "$cmd") "$SUSER@127.0.0.1" ;;
+        smeasure "$k" "$k" sftp "${SSHO[@]}" -P "$port" -b <(echo "$cmd") "$SUSER@127.0.0.1" ;;
     scp)
         if [[ $dir == up ]]; then a=$src; b="$SUSER@127.0.0.1:$dst"; else a="$SUSER@127.0.0.1:$src"; b=$dst; fi
-        measure "$k" scp "${SSHO[@]}" -P "$port" -rpq "$a" "$b" ;;
+        smeasure "$k" "$k" scp "${SSHO[@]}" -P "$port" -rpq "$a" "$b" ;;
     esac
+    CPUL[$k]="${CPUL[$k]:-} ${ROWC[$k]}"
+    SCPUL[$k]="${SCPUL[$k]:-} ${ROWS[$k]}"
+    unset "ROWC[$k]" "ROWS[$k]"
     [[ ${RC[$k]} -eq 0 ]] || { say "  $k failed: see $LOGS/$k*.log"; FAIL=1; }
     NFILES[$k]=$(find "$dst" -type f 2>/dev/null | wc -l)
 }
@@ -226,6 +279,7 @@ REPORT=$WORK/report-$(date -u +%Y%m%dT%H%M%SZ).txt
     echo "  load at the end: $LOAD_END"
     echo "  (a) small: $SMALL_FILES files in $SMALL_FOLDERS folders (bench/gencopy.c, 0-4 KiB," \
         "its symlinks removed), $((SMALL_BYTES / 1048576)) MiB; (b) big: $BIG_FILES files of $BIG_MB MiB"
+    echo "  server CPU: $SRV_HOW"
     echo "  direct: 127.0.0.1; proxy: bench/latency_proxy, $DELAY ms each way"
     echo "  treemig copy workers: ${TW:-default (16)}; rclone_same: --transfers $SAME --checkers $SAME"
     [[ -n ${TREEMIG_B:-} ]] && echo "  treemig_b: $TREEMIG_B ($("$TREEMIG_B" --version 2>/dev/null | head -1))"
@@ -243,12 +297,19 @@ REPORT=$WORK/report-$(date -u +%Y%m%dT%H%M%SZ).txt
                 "$(awk -v b="$bytes" -v m="$m" 'BEGIN{ if (m > 0) printf "%.1f", b/m/1e6; else print "-" }')" \
                 "${RC[$k]}" "${NFILES[$k]}" "$( [[ $t == treemig ]] && echo - || ratio "$(median "$c.treemig")" "$m")"
         done
-        echo "    treemig: discover $(stat_of "$c.treemig.discover"), copy $(stat_of "$c.treemig.copy");" \
+        printf '    CPU s, medians, client + server (the tool with its children; sshd and its sessions):'
+        for t in "${KEYS[@]}"; do
+            printf ' %s %s + %s;' "$t" "$(median_of "${CPUL[$c.$t]:-}")" "$(median_of "${SCPUL[$c.$t]:-}")"
+        done
+        echo
+        echo "    treemig: discover $(stat_of "$c.treemig.discover"), copy $(stat_of "$c.treemig.copy")" \
+            "(CPU $(median_of "${CPUL[$c.treemig.copy]:-}") + $(median_of "${SCPUL[$c.treemig.copy]:-}"));" \
             "${CHECKED[$c]:-not checked}"
         for b in b ossh; do
             [[ -n ${WALLS[$c.treemig_$b]:-} ]] || continue
             echo "    treemig_$b: discover $(stat_of "$c.treemig_$b.discover"), copy" \
-                "$(stat_of "$c.treemig_$b.copy"); ${CHECKED[${c}_$b]:-not checked}"
+                "$(stat_of "$c.treemig_$b.copy") (CPU $(median_of "${CPUL[$c.treemig_$b.copy]:-}") +" \
+                "$(median_of "${SCPUL[$c.treemig_$b.copy]:-}")); ${CHECKED[${c}_$b]:-not checked}"
         done
     done
     echo

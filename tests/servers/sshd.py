@@ -525,7 +525,7 @@ def _sftp_close_after(limit, log):
 def _serve(root, info):
     """`sshd.py --serve ROOT INFO` (bench/sftp.sh): serves ROOT until SIGTERM;
     INFO gets one JSON object: port, user, client key, known_hosts file,
-    host key line."""
+    host key line, the listening sshd's pid (setpriv execs it)."""
     import json
     install_signal_handlers()
     srv = Sshd(root=os.path.abspath(root))
@@ -535,7 +535,8 @@ def _serve(root, info):
     with open(tmp, 'w') as f:
         json.dump({'port': srv.port, 'user': srv.user, 'key': srv.client_key,
                    'known_hosts': srv.known_hosts, 'uid': srv.uid, 'gid': srv.gid,
-                   'host_key_pub': srv.host_key + '.pub', 'dir': srv.dir}, f)
+                   'host_key_pub': srv.host_key + '.pub', 'dir': srv.dir,
+                   'pid': srv.proc.pid}, f)
     os.rename(tmp, info)
     while srv.proc and srv.proc.poll() is None:
         time.sleep(0.5)

@@ -95,11 +95,12 @@ enum { FXF_READ = 1, FXF_WRITE = 2, FXF_CREAT = 8, FXF_TRUNC = 0x10,
 /* Bytes of READs, and of WRITEs, in flight per file over the openssh
  * transport: ssh's channel window. */
 #define OSSH_INFLIGHT (2u << 20)
-/* Bytes per WRITE over the openssh transport (the server's limit caps
- * it: OpenSSH 261,120): a quarter of the requests, replies and
- * sftp-server turns of 64 KiB ones; 8 x 64 MiB up, alternated 5 times:
- * client CPU 1.53 s against 1.80 s (medians), wall 2.95 s against 3.31 s. */
-#define OSSH_CHUNK_W (255u << 10)
+/* Bytes per READ and WRITE over the openssh transport (the server's
+ * limit caps it: OpenSSH 261,120): a quarter of the requests, replies and
+ * sftp-server turns of 64 KiB WRITEs; 8 x 64 MiB up, alternated 5 times:
+ * client CPU 1.53 s against 1.80 s (medians), wall 2.95 s against 3.31 s.
+ * READs: half the requests of 128 KiB ones; see docs/BENCHMARKS.md. */
+#define OSSH_CHUNK (255u << 10)
 
 /* A reply received before it was waited for. */
 struct stash {
@@ -297,14 +298,16 @@ static uint32_t begin(struct tm__sftp_sess *s, int type)
     return id;
 }
 
+/* Sends n bytes at p, then n2 at p2 (the openssh transport only). */
 static int send_all(struct tm__sftp_sess *s, const unsigned char *p, size_t n,
-                    struct tm__sftp_err *e, const char *op, const char *path)
+                    const unsigned char *p2, size_t n2, struct tm__sftp_err *e,
+                    const char *op, const char *path)
 {
     if (s->use_proc) {
         size_t got = 0;
-        ssize_t w = tm__sftp_proc_send(&s->pr, p, n, s->in + s->in_len,
-                                       s->in_alloc - s->in_len, &got,
-                                       s->pool->timeout_ms);
+        ssize_t w = tm__sftp_proc_sendv(&s->pr, p, n, p2, n2, s->in + s->in_len,
+                                        s->in_alloc - s->in_len, &got,
+                                        s->pool->timeout_ms);
         s->in_len += got;
         return w < 0 ? proc_fail(s, (int)w, e, op, path) : 0;
     }
@@ -318,10 +321,11 @@ static int send_all(struct tm__sftp_sess *s, const unsigned char *p, size_t n,
     return 0;
 }
 
-/* Sends every request queued. A failure breaks the session (the error
- * names op and path: the call that needed the requests out). */
-static int flush(struct tm__sftp_sess *s, struct tm__sftp_err *e,
-                 const char *op, const char *path)
+/* Sends every request queued, then n bytes at data (the rest of the last
+ * request, which finish_data sealed). A failure breaks the session (the
+ * error names op and path: the call that needed the requests out). */
+static int flush_data(struct tm__sftp_sess *s, const unsigned char *data, size_t n,
+                      struct tm__sftp_err *e, const char *op, const char *path)
 {
     int rc;
     if (s->broken)
@@ -329,17 +333,22 @@ static int flush(struct tm__sftp_sess *s, struct tm__sftp_err *e,
     if (!s->tx_len)
         return 0;
     atomic_fetch_add_explicit(&s->pool->sends, 1, memory_order_relaxed);
-    rc = send_all(s, s->tx, s->tx_len, e, op, path);
+    rc = send_all(s, s->tx, s->tx_len, data, n, e, op, path);
     s->tx_len = s->tx_start = 0;
     return rc;
 }
 
-/* Queues the request built since begin(); sends the queue once it holds
- * TX_FLUSH bytes (else the next wait for a reply sends it: requests that
- * follow one another without a wait, such as a file's last WRITE, its
- * FSETSTAT and its CLOSE, or the READs ahead, go out together). */
-static int finish(struct tm__sftp_sess *s, struct tm__sftp_err *e,
-                  const char *op, const char *path)
+/* Sends every request queued. */
+static int flush(struct tm__sftp_sess *s, struct tm__sftp_err *e,
+                 const char *op, const char *path)
+{
+    return flush_data(s, NULL, 0, e, op, path);
+}
+
+/* Ends the request built since begin(): its length, counting more bytes
+ * that follow it outside the queue. */
+static int seal(struct tm__sftp_sess *s, size_t more, struct tm__sftp_err *e,
+                const char *op, const char *path)
 {
     unsigned char *h;
     uint32_t n;
@@ -349,16 +358,37 @@ static int finish(struct tm__sftp_sess *s, struct tm__sftp_err *e,
         return tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1, "%s %s: out of memory",
                              op, path);
     }
-    n = (uint32_t)(s->tx_len - s->tx_start - 4);
+    n = (uint32_t)(s->tx_len - s->tx_start - 4 + more);
     h = s->tx + s->tx_start;
     h[0] = (unsigned char)(n >> 24);
     h[1] = (unsigned char)(n >> 16);
     h[2] = (unsigned char)(n >> 8);
     h[3] = (unsigned char)n;
     s->tx_start = s->tx_len;
-    if (s->tx_len >= s->tx_flush)
-        return flush(s, e, op, path);
     return 0;
+}
+
+/* Queues the request built since begin(); sends the queue once it holds
+ * TX_FLUSH bytes (else the next wait for a reply sends it: requests that
+ * follow one another without a wait, such as a file's last WRITE, its
+ * FSETSTAT and its CLOSE, or the READs ahead, go out together). */
+static int finish(struct tm__sftp_sess *s, struct tm__sftp_err *e,
+                  const char *op, const char *path)
+{
+    int rc = seal(s, 0, e, op, path);
+    if (!rc && s->tx_len >= s->tx_flush)
+        return flush(s, e, op, path);
+    return rc;
+}
+
+/* As finish, for a request whose last n bytes are at data, not queued
+ * (the openssh transport's WRITEs): sends it now with what is queued, in
+ * one sendmsg, so that the data is not copied into the queue first. */
+static int finish_data(struct tm__sftp_sess *s, const void *data, size_t n,
+                       struct tm__sftp_err *e, const char *op, const char *path)
+{
+    int rc = seal(s, n, e, op, path);
+    return rc ? rc : flush_data(s, data, n, e, op, path);
 }
 
 /* ---- decoding ---- */
@@ -1031,7 +1061,7 @@ sftp:
         snprintf(p->mac_used, sizeof p->mac_used, "%s", m ? m : "");
         pthread_mutex_unlock(&p->mu);
         if (s->use_proc && !p->chunk_given)
-            p->want_w = OSSH_CHUNK_W;
+            p->want_r = p->want_w = OSSH_CHUNK;
         if (ext & TM_SFTP_EXT_LIMITS) {
             uint64_t mr = 0, mw = 0;
             rc = sftp_limits(s, &mr, &mw, e);
@@ -2683,10 +2713,18 @@ int64_t tm__sftp_write(struct tm__sftp_wfile *f, const void *buf, size_t len,
         f->q[(f->qhead + f->qn) % f->qcap] = begin(f->s, FXP_WRITE);
         put_str(f->s, f->h, f->hlen);
         put_u64(f->s, f->off);
-        put_str(f->s, p, n);
-        f->s->tx_flush = TX_FLUSH_BULK;
-        rc = finish(f->s, e, "write", f->path);
-        f->s->tx_flush = TX_FLUSH;
+        if (f->s->use_proc && n >= TX_FLUSH) {
+            /* the data goes from buf to the socket, not through the queue:
+             * one copy of every byte less (a smaller WRITE, a file's tail,
+             * is queued and goes with the requests that follow it) */
+            put_u32(f->s, n);
+            rc = finish_data(f->s, p, n, e, "write", f->path);
+        } else {
+            put_str(f->s, p, n);
+            f->s->tx_flush = TX_FLUSH_BULK;
+            rc = finish(f->s, e, "write", f->path);
+            f->s->tx_flush = TX_FLUSH;
+        }
         if (rc)
             return write_failed(f, rc, e);
         f->qn++;

@@ -36,6 +36,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -454,15 +455,31 @@ static int wait_fd(struct tm__sftp_proc *pr, short ev, int timeout_ms, int *rx_r
     }
 }
 
-ssize_t tm__sftp_proc_send(struct tm__sftp_proc *pr, const void *p, size_t n,
-                           unsigned char *rx, size_t rx_space, size_t *rx_got,
-                           int timeout_ms)
+ssize_t tm__sftp_proc_sendv(struct tm__sftp_proc *pr, const void *p1, size_t n1,
+                            const void *p2, size_t n2, unsigned char *rx, size_t rx_space,
+                            size_t *rx_got, int timeout_ms)
 {
-    size_t done = 0;
+    size_t done = 0, n = n1 + n2;
     *rx_got = 0;
     while (done < n) {
-        ssize_t w = send(pr->fd, (const char *)p + done, n - done, MSG_NOSIGNAL);
-        int rc, readable = 0;
+        /* what is left of p1, then of p2: one sendmsg for both */
+        struct iovec iov[2];
+        struct msghdr m;
+        ssize_t w;
+        int rc, readable = 0, k = 0;
+        if (done < n1) {
+            iov[k].iov_base = (char *)p1 + done;
+            iov[k++].iov_len = n1 - done;
+        }
+        if (n2) {
+            size_t o = done > n1 ? done - n1 : 0;
+            iov[k].iov_base = (char *)p2 + o;
+            iov[k++].iov_len = n2 - o;
+        }
+        memset(&m, 0, sizeof m);
+        m.msg_iov = iov;
+        m.msg_iovlen = (size_t)k;
+        w = sendmsg(pr->fd, &m, MSG_NOSIGNAL);
         if (w > 0) {
             done += (size_t)w;
             continue;

@@ -138,12 +138,13 @@ void tm__sftp_askpass_remove(struct tm__sftp_pool *p);
  * instead of strict host key checking. */
 int tm__sftp_proc_start(struct tm__sftp_pool *p, int accept_new,
                         struct tm__sftp_proc *pr, struct tm__sftp_err *e);
-/* Sends n bytes (waiting at most timeout_ms at a time); while the socket
- * is full, reads replies into rx (rx_space bytes; *rx_got gets how many).
- * Returns n or a negative TM_* code. */
-ssize_t tm__sftp_proc_send(struct tm__sftp_proc *pr, const void *p, size_t n,
-                           unsigned char *rx, size_t rx_space, size_t *rx_got,
-                           int timeout_ms);
+/* Sends n1 bytes at p1, then n2 at p2 (none when n2 is 0), in one
+ * sendmsg where the socket takes them (waiting at most timeout_ms at a
+ * time); while the socket is full, reads replies into rx (rx_space bytes;
+ * *rx_got gets how many). Returns n1 + n2 or a negative TM_* code. */
+ssize_t tm__sftp_proc_sendv(struct tm__sftp_proc *pr, const void *p1, size_t n1,
+                            const void *p2, size_t n2, unsigned char *rx, size_t rx_space,
+                            size_t *rx_got, int timeout_ms);
 /* Reads what has arrived (at least a byte, or 0 at EOF), or a TM_* code. */
 ssize_t tm__sftp_proc_recv(struct tm__sftp_proc *pr, void *p, size_t n, int timeout_ms);
 /* Closes our end and reaps the child (SIGTERM if it lingers; at once when
