@@ -144,7 +144,7 @@ def check_crash(work, src, dst, rng):
     for k in range(12):
         p = statecheck.Proc(['discover', '--db', db, '--quiet'] + args)
         try:
-            delay = rng.uniform(0.2, 0.9) * t_ref * (0.8 if k < 6 else 0.4)
+            delay = rng.uniform(0.1, 0.5) * t_ref * (1.0 if k < 6 else 0.5)
             while time.monotonic() < p.started + delay and p.poll() is None:
                 time.sleep(0.001)
             sent = p.signal(signal.SIGKILL)
