@@ -73,8 +73,8 @@ static const char *const frontier_sql[F_COUNT] = {
      * their row: a twin folder makes it already_existed, or pending with
      * the conflict attrs), which the destination lists in pairs; the
      * destination reads where its twin's listing stopped, if it did */
-    "SELECT n.id, n.path, 0, NULL, p.pos, n.copy_status='already_existed' OR "
-    "n.conflict IS 'attrs' FROM src_nodes n "
+    "SELECT n.id, n.path, 0, NULL, p.pos, CASE WHEN n.copy_status="
+    "'already_existed' OR n.conflict='attrs' THEN 1 ELSE 0 END FROM src_nodes n "
     "LEFT JOIN listing_pos p ON p.side=0 AND p.folder_id=n.id "
     "WHERE n.traversal_status='pending' AND n.type='folder' AND n.depth=?1 "
     "AND n.id>?2 ORDER BY n.id LIMIT ?3",

@@ -59,9 +59,9 @@ int tm__frontier_rows(struct tm__frontier *f, int side, int depth, int64_t after
  * (discover.c) knows by its watermarks which are listed in this pass. */
 void tm__frontier_set_pass(struct tm__frontier *f);
 /* With on, tm__frontier_rows reads for pair listings (discover.c): the
- * source's pending folders without a destination twin (a folder whose
- * twin is there is listed with it, by the destination), the
- * destination's with twin_pos_len; without, every pending folder. */
+ * source's pending folders say whether a destination twin is recorded
+ * (has_twin: the destination lists the folder with it), the
+ * destination's where their twin's listing stopped (twin_pos). */
 void tm__frontier_set_pair(struct tm__frontier *f, int on);
 /* *depth = the lowest depth of a pending folder of side, or -1. */
 int tm__frontier_lowest(struct tm__frontier *f, int side, int *depth);
