@@ -40,6 +40,10 @@ enum {
     TM_CAP_XATTRS = 1u << 6,   /* keeps extended attributes and POSIX ACLs:
                                   get_xattrs, set_xattrs, and commit sets
                                   those of struct tm__wattr */
+    TM_CAP_FAST_LIST = 1u << 7, /* lists without latency worth hiding (a
+                                   local file system): discovery may list a
+                                   folder and its twin on the other side in
+                                   one job (discover.c, the pair listing) */
 };
 
 /* One node as a storage reports it. name points into storage owned by the

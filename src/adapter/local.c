@@ -2071,7 +2071,7 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     l->base.version = 2;
     l->base.name = "local";
     l->base.caps = TM_CAP_MODES | TM_CAP_SYMLINKS | TM_CAP_OWNER | TM_CAP_SPECIALS |
-                   TM_CAP_MOUNTS | TM_CAP_HARDLINKS | TM_CAP_XATTRS;
+                   TM_CAP_MOUNTS | TM_CAP_HARDLINKS | TM_CAP_XATTRS | TM_CAP_FAST_LIST;
     l->base.mtime_precision = 1;
     l->security = geteuid() == 0;
     l->base.list_open = local_list_open;

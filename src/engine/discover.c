@@ -38,6 +38,14 @@
  * storage lists folders without their modes too (sizes_only): what was
  * listed without them is compared by type and size only.
  *
+ * Two storages without latency (TM_CAP_FAST_LIST: local trees) list a
+ * destination folder and its pending source twin in one job (list_pair:
+ * the pair listing): both read whole, merged in memory, one result for
+ * the writer with the verdicts in the source rows' inserts. The source's
+ * frontier then leaves the folders that have a twin to the pairs, and
+ * lists a depth alone only once the destination's depths above are
+ * listed (docs/internals.md, "Pair listings").
+ *
  * On a shared state database (cfg->claim: PostgreSQL, several processes)
  * the frontier is not paged: refill_leased() claims folders under a
  * lease, and the store applies the two rules above for all processes
@@ -114,7 +122,27 @@ struct task {
     struct tm__buf pos;  /* where an earlier run's listing stopped */
     int64_t lease;       /* a shared store: the lease that holds it, else 0 */
     struct task *wnext;  /* waiting map chain */
+    int pair;            /* destination: listed with its twin (list_pair) */
+    struct tm__buf twin_pos; /* pair: where the twin's listing stopped */
+    struct task *then;   /* a source listing run by a pair that fell back:
+                            its destination folder, put in the waiting map
+                            before the last page goes to the writer */
+    int first_rc;        /* a pair's part: the listing starts from this
+                            failure of the pair's request (0: none) */
+    struct tm__aerr first_ae; /* and its detail */
 };
+
+/* A source folder taken by a listing of this run (pair listings): by the
+ * source's frontier, or by a pair. done once its listing is committed;
+ * dropped (claim_purge) before the next read of the frontier, which then
+ * sees it listed. */
+struct claim {
+    int64_t id;          /* the source folder */
+    int done, failed;    /* its listing is durable, and failed */
+    struct claim *next;  /* bucket chain */
+    struct claim *dnext; /* done list */
+};
+#define CLAIM_BUCKETS 16384
 
 /* A FIFO of tasks. */
 struct queue {
@@ -209,6 +237,15 @@ struct engine {
     struct tm__attr_rule rule;     /* what the attributes' comparison takes */
     int owned[2];                  /* each side reports owners */
     struct tm__logger *lg;         /* the log service, or NULL */
+    /* Pair listings (list_pair): both storages list without latency
+     * (TM_CAP_FAST_LIST), a first discovery on SQLite. */
+    int pair;                      /* on */
+    int pair_off;                  /* the destination is done: the source
+                                      reads every pending folder again */
+    struct claim **claims;         /* source folders taken (e->mu) */
+    struct claim *claims_done;     /* those committed, to drop */
+    int64_t pairs;                 /* pairs committed */
+    atomic_llong pair_fallbacks;   /* pairs listed one side at a time */
 };
 
 static const char *const qname[2] = { "src", "dst" };
@@ -236,6 +273,8 @@ static void task_free(struct task *t)
         return;
     free(t->path);
     tm__buf_release(&t->pos);
+    tm__buf_release(&t->twin_pos);
+    task_free(t->then);
     free(t);
 }
 
@@ -298,6 +337,72 @@ static struct task *wait_take(struct engine *e, int64_t src_id)
         }
     }
     return NULL;
+}
+
+/* The claims (e->mu held). */
+static struct claim **claim_slot(struct engine *e, int64_t id)
+{
+    uint64_t h = (uint64_t)id * 0x9e3779b97f4a7c15ULL;
+    return &e->claims[(h >> 20) & (CLAIM_BUCKETS - 1)];
+}
+
+static struct claim *claim_find(struct engine *e, int64_t id)
+{
+    struct claim *c = *claim_slot(e, id);
+    while (c && c->id != id)
+        c = c->next;
+    return c;
+}
+
+static int claim_add(struct engine *e, int64_t id)
+{
+    struct claim **b = claim_slot(e, id), *c = calloc(1, sizeof *c);
+    if (!c)
+        return TM_ENOMEM;
+    c->id = id;
+    c->next = *b;
+    *b = c;
+    return 0;
+}
+
+/* Source folder id's listing is durable (on_commit). */
+static void claim_done(struct engine *e, int64_t id, int failed)
+{
+    struct claim *c = claim_find(e, id);
+    if (!c || c->done)
+        return;
+    c->done = 1;
+    c->failed = failed;
+    c->dnext = e->claims_done;
+    e->claims_done = c;
+}
+
+/* Drops the claims whose listing is durable: called before a read of the
+ * frontier, which sees them listed. */
+static void claim_purge(struct engine *e)
+{
+    while (e->claims_done) {
+        struct claim *c = e->claims_done, **pp = claim_slot(e, c->id);
+        e->claims_done = c->dnext;
+        while (*pp != c)
+            pp = &(*pp)->next;
+        *pp = c->next;
+        free(c);
+    }
+}
+
+static void claims_free(struct engine *e)
+{
+    size_t b;
+    if (!e->claims)
+        return;
+    for (b = 0; b < CLAIM_BUCKETS; b++)
+        while (e->claims[b]) {
+            struct claim *c = e->claims[b];
+            e->claims[b] = c->next;
+            free(c);
+        }
+    free(e->claims);
 }
 
 /* ------------------------------------------------------------ listing */
@@ -753,6 +858,22 @@ out:
     return rc;
 }
 
+/* Fills destination child n of r (the folder of t) as listed (x, named
+ * name), before its comparison. */
+static int dst_node(const struct engine *e, const struct task *t, struct tm__result *r,
+                    struct tm__wnode *n, const struct tm__ent *x, const char *name)
+{
+    n->parent_id = t->id;
+    n->type = (int8_t)x->type;
+    n->size = x->size;
+    n->mtime = x->mtime;
+    n->mode = x->mode;
+    n->owned = (int8_t)e->owned[TM_DST];
+    n->uid = x->uid;
+    n->gid = x->gid;
+    return add_names(r, n, t->path, name, x->name_len);
+}
+
 /* Source rows a merge steps over before it seeks instead: a page of a
  * huge folder (pages come in the storage's order, which is not the names')
  * spans much of the folder's names, and stepping through all of them for
@@ -808,15 +929,7 @@ static int dst_page(struct engine *e, const struct task *t, struct tm__listing *
         struct tm__wnode *n = &r->nodes[i];
         struct tm__twin s;
         int c = 1, k;
-        n->parent_id = t->id;
-        n->type = (int8_t)x->type;
-        n->size = x->size;
-        n->mtime = x->mtime;
-        n->mode = x->mode;
-        n->owned = (int8_t)e->owned[TM_DST];
-        n->uid = x->uid;
-        n->gid = x->gid;
-        rc = add_names(r, n, t->path, name, x->name_len);
+        rc = dst_node(e, t, r, n, x, name);
         if (rc)
             break;
         /* the scan's row: the first source name >= name, or none */
@@ -887,6 +1000,85 @@ static int dst_page(struct engine *e, const struct task *t, struct tm__listing *
     return rc;
 }
 
+/* The destination children of a pair listing (list_pair): the page l of
+ * the folder of t, sorted, merged by name with the source twin's children
+ * rs (its one page, sorted, as src_page() made them) and compared by the
+ * rules of dst_page(). The verdict goes into the source child's row
+ * instead of an update of it; each destination child names its twin by
+ * its index (the writer gives the source rows their ids first). */
+static int pair_page(struct engine *e, const struct task *t, const struct tm__listing *l,
+                     struct tm__result *r, struct tm__result *rs)
+{
+    size_t i, j = 0;
+    int rc;
+    r->nodes = calloc(l->n ? l->n : 1, sizeof *r->nodes);
+    if (!r->nodes)
+        return TM_ENOMEM;
+    for (i = 0; i < l->n; i++) {
+        const struct tm__ent *x = &l->v[i];
+        const char *name = l->arena.buf + x->name_off;
+        struct tm__wnode *n = &r->nodes[i];
+        int c = 1;
+        rc = dst_node(e, t, r, n, x, name);
+        if (rc)
+            return rc;
+        for (; j < rs->n_nodes; j++) {
+            const struct tm__wnode *sn = &rs->nodes[j];
+            c = tm__name_cmp(rs->arena.buf + sn->name_off, sn->name_len, name,
+                             x->name_len);
+            if (c >= 0)
+                break;
+        }
+        if (j < rs->n_nodes && c == 0) {
+            struct tm__wnode *sn = &rs->nodes[j];
+            struct tm__twin s;
+            memset(&s, 0, sizeof s);
+            s.size = sn->size;
+            s.mtime = sn->mtime;
+            s.mode = sn->mode;
+            s.owned = sn->owned;
+            s.uid = sn->uid;
+            s.gid = sn->gid;
+            s.xattrs = sn->xattrs;
+            s.type = sn->type;
+            s.ts = sn->ts;
+            s.cs = sn->cs;
+            s.cf = sn->conflict;
+            match(e, n, x, &s);
+            n->src_id = 0;
+            n->twin = j + 1;
+            if (n->upd) {
+                /* the verdict, in the source row's insert */
+                sn->cs = n->new_cs;
+                sn->conflict = n->new_cf;
+                n->upd = 0;
+            }
+        } else {
+            n->ts = TS_NOT_ON_SRC;
+        }
+        r->n_nodes++;
+    }
+    return 0;
+}
+
+/* Hands the last page r of the listing of t to the writer. */
+static int submit_last(struct engine *e, struct task *t, struct tm__result *r)
+{
+    if (t->then) {
+        /* a pair fell back: its destination folder waits for this
+         * listing to be durable, as any whose twin is pending */
+        pthread_mutex_lock(&e->mu);
+        wait_add(e, t->then);
+        pthread_mutex_unlock(&e->mu);
+        t->then = NULL;
+    }
+    if (r->folder_ts == TS_FAILED)
+        tm__log(e->lg, TM_ERROR, qname[t->side], t->id, t->path, "%s",
+                r->error ? r->error : "listing failed");
+    atomic_fetch_add(&e->s[t->side].submitted, 1);
+    return tm__writer_submit(e->w, r);
+}
+
 /* Lists the folder of t page by page and hands each page to the writer.
  * A failed page is tried again from the last position under the retry
  * policy; a folder that cannot be listed becomes a failed last page.
@@ -916,6 +1108,12 @@ static int list_task(struct task *t)
     if (tm__buf_add(&pos, t->pos.buf, t->pos.len)) {
         rc = TM_ENOMEM;
         goto out;
+    }
+    if (t->first_rc) {
+        /* a pair's request failed: this listing goes on from there */
+        rc = t->first_rc;
+        ae = t->first_ae;
+        goto failed;
     }
     while (more) {
         if (!li) {
@@ -1027,11 +1225,7 @@ static int list_task(struct task *t)
     }
 submit:
     if (!rc && r) {
-        if (r->folder_ts == TS_FAILED)
-            tm__log(e->lg, TM_ERROR, qname[t->side], t->id, t->path, "%s",
-                    r->error ? r->error : "listing failed");
-        atomic_fetch_add(&e->s[t->side].submitted, 1);
-        rc = tm__writer_submit(e->w, r);
+        rc = submit_last(e, t, r);
         r = NULL;
     }
 out:
@@ -1039,6 +1233,150 @@ out:
     tm__result_free(r);
     tm__listing_release(&l);
     tm__buf_release(&pos);
+    return rc;
+}
+
+/* Reads the folder at path on side whole into l, sorted: 1 when it is one
+ * page, 0 when it has more (list_task() lists it page by page), a failed
+ * request's code with *ae (list_task() goes on from that failure: its
+ * retry policy, its failed folder), or TM_ESTOPPED. */
+static int read_one(struct engine *e, int side, const char *path, struct tm__listing *l,
+                    struct tm__aerr *ae)
+{
+    struct tm__lister *li = NULL;
+    int more = 1, rc;
+    if (stopping(e))
+        return TM_ESTOPPED;
+    rc = tm__adapter_list_open(e->cfg->ad[side], path, NULL, 0, &li, ae);
+    if (!rc)
+        rc = tm__adapter_list_next(li, tm__listing_add, l, &more, ae);
+    tm__adapter_list_close(li);
+    if (!rc && !more && (rc = tm__listing_sort(l)) != 0) {
+        tm__aerr_set(ae, rc, "the listing holds a name twice");
+        ae->cls = TM_ERR_NODE;
+    }
+    return rc ? rc : !more;
+}
+
+/* A task of side for the folder of t (its twin on the source), to list
+ * alone; it starts from the failure rc, *ae when rc is not 0. */
+static struct task *pair_part(const struct task *t, int side, int rc,
+                              const struct tm__aerr *ae)
+{
+    struct task *n = calloc(1, sizeof *n);
+    if (!n)
+        return NULL;
+    tm__buf_init(&n->pos);
+    tm__buf_init(&n->twin_pos);
+    n->job.run = t->job.run;
+    n->e = t->e;
+    n->side = side;
+    n->id = side == TM_SRC ? t->src_id : t->id;
+    n->src_id = side == TM_SRC ? 0 : t->src_id;
+    n->depth = t->depth;
+    n->ts = side == TM_SRC ? TS_PENDING : t->ts;
+    n->twin_pending = side == TM_DST;
+    n->first_rc = rc;
+    if (rc)
+        n->first_ae = *ae;
+    n->path = strdup(t->path);
+    if (!n->path ||
+        (side == TM_SRC && tm__buf_add(&n->pos, t->twin_pos.buf, t->twin_pos.len))) {
+        task_free(n);
+        return NULL;
+    }
+    return n;
+}
+
+/* Lists the destination folder of t and its source twin (pending, the same
+ * path) in one job: the pair listing, for two storages that list without
+ * latency (TM_CAP_FAST_LIST). Each side is read whole (one page), the two
+ * are merged in memory, and one result goes to the writer: the source
+ * children with their verdicts in their rows, and with it (pair) the
+ * destination children, both folders' new status in one transaction.
+ * No comparison reads the state file, and no verdict is an update.
+ * Otherwise it falls back to one side at a time, as without pairs: a
+ * twin of more than one page, whose listing failed, or with a recorded
+ * position is listed alone (list_task: its pages, from its position,
+ * from the failure under the retry policy); a destination folder of more
+ * than one page, or whose listing failed, has its twin's one page sent
+ * alone. Either way t then waits in the waiting map for its twin's
+ * listing to be durable, and is listed alone (from its failure). */
+static int list_pair(struct task *t)
+{
+    struct engine *e = t->e;
+    struct tm__listing ls = TM__LISTING_INIT, ld = TM__LISTING_INIT;
+    struct tm__result *rs = NULL, *rd = NULL;
+    struct task *src = NULL, *dst = NULL;
+    struct tm__aerr ae;
+    int rc = 0, more = 0;
+
+    memset(&ae, 0, sizeof ae);
+    if (!t->twin_pos.len)
+        rc = read_one(e, TM_SRC, t->path, &ls, &ae);
+    if (rc != 1) {
+        /* the twin alone, then t */
+        if (rc == TM_ESTOPPED)
+            return rc;
+        atomic_fetch_add(&e->pair_fallbacks, 1);
+        src = pair_part(t, TM_SRC, rc, &ae);
+        dst = pair_part(t, TM_DST, 0, &ae);
+        rc = TM_ENOMEM;
+        if (src && dst) {
+            src->then = dst;
+            dst = NULL;
+            rc = list_task(src);
+        }
+        goto out;
+    }
+    rs = new_result(t);
+    if (!rs) {
+        rc = TM_ENOMEM;
+        goto out;
+    }
+    rs->side = TM_SRC;
+    rs->folder_id = t->src_id;
+    rs->pass_ts = TS_PENDING;
+    rs->final = 1;
+    rs->attempts = 1;
+    rs->no_pos = 1;
+    src = pair_part(t, TM_SRC, 0, &ae); /* src_page's parent and path */
+    rc = !src ? TM_ENOMEM : src_page(e, src, &ls, rs);
+    if (!rc)
+        rc = read_one(e, TM_DST, t->path, &ld, &ae);
+    if (rc == 1) {
+        rd = new_result(t);
+        rc = !rd ? TM_ENOMEM : pair_page(e, t, &ld, rd, rs);
+        if (!rc) {
+            rd->final = 1;
+            rd->attempts = 1;
+            rd->no_pos = 1;
+            rs->pair = rd;
+            rd = NULL;
+            atomic_fetch_add(&e->s[TM_DST].submitted, 1);
+            rc = submit_last(e, src, rs);
+            rs = NULL;
+        }
+        goto out;
+    }
+    if (rc == TM_ENOMEM || rc == TM_ESTOPPED)
+        goto out;
+    /* the twin's page alone, then t from its failure (or its pages) */
+    atomic_fetch_add(&e->pair_fallbacks, 1);
+    more = rc == 0;
+    src->then = pair_part(t, TM_DST, more ? 0 : rc, &ae);
+    rc = TM_ENOMEM;
+    if (src->then) {
+        rc = submit_last(e, src, rs);
+        rs = NULL;
+    }
+out:
+    task_free(src);
+    task_free(dst);
+    tm__result_free(rs);
+    tm__result_free(rd);
+    tm__listing_release(&ls);
+    tm__listing_release(&ld);
     return rc;
 }
 
@@ -1063,7 +1401,9 @@ static void run_task(struct tm__job *j)
 
     while (t) {
         struct task *next = NULL;
-        int rc = stopping(e) || atomic_load(&e->quitting) ? TM_ESTOPPED : list_task(t);
+        int rc = stopping(e) || atomic_load(&e->quitting) ? TM_ESTOPPED
+                 : t->pair                                  ? list_pair(t)
+                                                            : list_task(t);
         struct tm__buf m = TM__BUF_INIT;
         if (rc && rc != TM_ESTOPPED) {
             /* said before e->mu is taken */
@@ -1079,7 +1419,9 @@ static void run_task(struct tm__job *j)
             set_fatal(e, rc, m.len ? m.buf : NULL);
         tm__buf_release(&m);
         if (!e->quit && s->ready.len && !stopping(e) &&
-            s->ready.v[s->ready.head]->depth <= s->round_go) {
+            s->ready.v[s->ready.head]->depth <= s->round_go &&
+            (!s->ready.v[s->ready.head]->pair ||
+             s->ready.v[s->ready.head]->depth <= e->s[TM_SRC].round_go)) {
             next = q_pop(&s->ready);
         } else {
             /* a deeper depth waits for the coordinator (dispatch), which
@@ -1181,6 +1523,47 @@ static int pass_src_listed(struct engine *e, int64_t id, int depth, int *failed)
     return 0;
 }
 
+/* A listing page r is durable (on_commit, e->mu held). */
+static void page_committed(struct engine *e, const struct tm__result *r)
+{
+    struct side *s = &e->s[r->side];
+    if (r->lease_lost)
+        e->cfg->lease_lost++;
+    s->nodes += r->inserted;
+    if (!r->final)
+        return;
+    s->committed++;
+    if (r->lease > 0)
+        e->cfg->claim->ended(e->cfg->claim->ctx, r->lease);
+    if (r->lease_lost) {
+        /* another process holds the folder now: its listing counts */
+        s->lo_known = 0;
+        return;
+    }
+    if (e->pair && r->side == TM_SRC)
+        claim_done(e, r->folder_id, r->folder_ts == TS_FAILED);
+    s->folders_done++;
+    s->commit_gen++;
+    if (e->cfg->pass && r->depth == s->pd) {
+        pass_win_done(s, r->folder_id, r->depth, r->folder_ts == TS_FAILED);
+        s->pd_listed++;
+    }
+    s->lo_known = 0;
+    if (r->folder_ts == TS_FAILED)
+        s->failed++;
+    if (r->side == TM_SRC && e->nwaiting) {
+        /* its destination twin may be compared now */
+        struct task *t = wait_take(e, r->folder_id);
+        if (t) {
+            t->src_failed = r->folder_ts == TS_FAILED;
+            if (q_push(&e->s[TM_DST].ready, t)) {
+                task_free(t);
+                set_fatal(e, TM_ENOMEM, NULL);
+            }
+        }
+    }
+}
+
 /* Called by the writer thread once results are durable. */
 static void on_commit(void *ctx, const struct tm__result *list)
 {
@@ -1188,42 +1571,12 @@ static void on_commit(void *ctx, const struct tm__result *list)
     const struct tm__result *r;
     pthread_mutex_lock(&e->mu);
     for (r = list; r; r = r->next) {
-        struct side *s;
         if (r->kind != TM_R_LISTING)
             continue;
-        s = &e->s[r->side];
-        if (r->lease_lost)
-            e->cfg->lease_lost++;
-        s->nodes += r->inserted;
-        if (!r->final)
-            continue;
-        s->committed++;
-        if (r->lease > 0)
-            e->cfg->claim->ended(e->cfg->claim->ctx, r->lease);
-        if (r->lease_lost) {
-            /* another process holds the folder now: its listing counts */
-            s->lo_known = 0;
-            continue;
-        }
-        s->folders_done++;
-        s->commit_gen++;
-        if (e->cfg->pass && r->depth == s->pd) {
-            pass_win_done(s, r->folder_id, r->depth, r->folder_ts == TS_FAILED);
-            s->pd_listed++;
-        }
-        s->lo_known = 0;
-        if (r->folder_ts == TS_FAILED)
-            s->failed++;
-        if (r->side == TM_SRC && e->nwaiting) {
-            /* its destination twin may be compared now */
-            struct task *t = wait_take(e, r->folder_id);
-            if (t) {
-                t->src_failed = r->folder_ts == TS_FAILED;
-                if (q_push(&e->s[TM_DST].ready, t)) {
-                    task_free(t);
-                    set_fatal(e, TM_ENOMEM, NULL);
-                }
-            }
+        page_committed(e, r);
+        if (r->pair) {
+            page_committed(e, r->pair);
+            e->pairs++;
         }
     }
     pthread_cond_signal(&e->cv_coord);
@@ -1261,17 +1614,23 @@ struct fetch {
     int depth;            /* the depth read */
     struct task **tasks;  /* out */
     int n;                /* tasks made */
+    int64_t last;         /* the last row read (0: none) */
 };
 
 static int fetch_one(void *ctx, const struct tm__frow *r)
 {
     struct fetch *f = ctx;
-    struct task *t = calloc(1, sizeof *t);
+    struct task *t;
+    f->last = r->id;
+    if (r->has_twin)
+        return 0; /* a pair lists it */
+    t = calloc(1, sizeof *t);
     if (!t || !(t->path = strdup(r->path))) {
         free(t);
         return TM_ENOMEM;
     }
     tm__buf_init(&t->pos);
+    tm__buf_init(&t->twin_pos);
     t->job.run = run_task;
     t->e = f->e;
     t->side = f->s->which;
@@ -1281,7 +1640,9 @@ static int fetch_one(void *ctx, const struct tm__frow *r)
     t->src_failed = r->twin_failed;
     t->twin_pending = r->twin_pending;
     t->ts = r->ts;
-    if (r->pos && tm__buf_add(&t->pos, r->pos, r->pos_len)) {
+    if ((r->pos && tm__buf_add(&t->pos, r->pos, r->pos_len)) ||
+        (f->e->pair && r->twin_pos &&
+         tm__buf_add(&t->twin_pos, r->twin_pos, r->twin_pos_len))) {
         task_free(t);
         return TM_ENOMEM;
     }
@@ -1290,12 +1651,16 @@ static int fetch_one(void *ctx, const struct tm__frow *r)
 }
 
 /* Reads up to want frontier rows of side at depth into tasks, after
- * *cursor. Without e->mu. Returns the count or an error. */
+ * *cursor; *last (may be NULL) gets the last row's id, or after (a row
+ * a pair lists makes no task). Without e->mu. Returns the count or an
+ * error. */
 static int fetch_rows(struct engine *e, struct side *s, int depth, int64_t after,
-                      int want, struct task **tasks)
+                      int want, struct task **tasks, int64_t *last)
 {
-    struct fetch f = { e, s, depth, tasks, 0 };
+    struct fetch f = { e, s, depth, tasks, 0, after };
     int rc = tm__frontier_rows(e->fr, s->which, depth, after, want, fetch_one, &f);
+    if (last)
+        *last = f.last;
     if (rc) {
         while (f.n-- > 0)
             task_free(tasks[f.n]);
@@ -1420,6 +1785,53 @@ static int recheck_twins(struct engine *e, struct side *s, const int64_t *ids, i
     return 0;
 }
 
+/* Pair listings: where a folder t just read from side's frontier goes,
+ * by the claims (its twin's, or its own). 1: as without pairs; 0: it
+ * went (ready as a pair, or dropped: listed or being listed already); or
+ * an error (t freed). A source folder is claimed by the first listing
+ * that takes it, its own or a pair; a destination folder whose twin is
+ * pending and unclaimed becomes a pair, else waits for the twin's
+ * listing (done already: it is ready). e->mu held. */
+static int pair_sort(struct engine *e, struct side *s, struct task *t)
+{
+    struct claim *c;
+    int rc;
+    if (s->which == TM_SRC) {
+        if (claim_find(e, t->id)) {
+            task_free(t); /* a pair lists it, or listed it */
+            return 0;
+        }
+        rc = claim_add(e, t->id);
+        if (rc)
+            task_free(t);
+        return rc ? rc : 1;
+    }
+    if (!t->twin_pending)
+        return 1;
+    c = claim_find(e, t->src_id);
+    if (c && !c->done) {
+        wait_add(e, t);
+        return 0;
+    }
+    if (c) {
+        /* listed since the read */
+        t->twin_pending = 0;
+        t->src_failed = c->failed;
+    } else {
+        rc = claim_add(e, t->src_id);
+        if (rc) {
+            task_free(t);
+            return rc;
+        }
+        t->pair = 1;
+        t->twin_pending = 0;
+    }
+    rc = q_push(&s->ready, t);
+    if (rc)
+        task_free(t);
+    return rc ? rc : 0;
+}
+
 /* Fills side's ready queue from the state file. Called with e->mu held;
  * drops it while reading. Returns 1 when rows came, 0, or an error. */
 static int refill(struct engine *e, struct side *s, struct task **buf,
@@ -1437,9 +1849,30 @@ static int refill(struct engine *e, struct side *s, struct task **buf,
         hi = o->lo + e->cfg->lead;
     if (s->which == TM_SRC && !o->done && !o->started)
         hi = s->lo + e->cfg->lead; /* the destination has not begun */
+    if (e->pair && s->which == TM_SRC && !o->done) {
+        /* the folders the source lists alone (a pair lists the others)
+         * wait until their depth's twins are all recorded: the
+         * destination's depths above are listed. A folder that has its
+         * twin has its verdict then, which the frontier reads to leave
+         * it to the pair. */
+        if (!o->started)
+            return 0;
+        if (o->lo < hi)
+            hi = o->lo;
+    }
+    if (e->pair && s->which == TM_SRC && o->done && !e->pair_off) {
+        /* no pair any more: every pending folder is the source's, those
+         * the frontier left to pairs too (a twin that was not listed):
+         * read each depth again from its start */
+        e->pair_off = 1;
+        tm__frontier_set_pair(e->fr, 0);
+        for (depth = 0; depth < s->ncursor; depth++)
+            s->cursor[depth] = 0;
+    }
     for (depth = s->lo; depth <= hi && s->ready.len < want; depth++) {
         int64_t *cur = cursor_at(s, depth);
         int n, i, recheck, room, rc;
+        int64_t last = 0;
         int64_t g0 = e->s[TM_SRC].commit_gen;
         if (!cur)
             return TM_ENOMEM;
@@ -1450,21 +1883,31 @@ static int refill(struct engine *e, struct side *s, struct task **buf,
             if ((size_t)room > WAIT_MAX - e->nwaiting)
                 room = (int)(WAIT_MAX - e->nwaiting);
         }
+        if (e->pair)
+            claim_purge(e); /* the read sees their listings */
         pthread_mutex_unlock(&e->mu);
-        n = fetch_rows(e, s, depth, *cur, room, buf);
+        n = fetch_rows(e, s, depth, *cur, room, buf, &last);
         pthread_mutex_lock(&e->mu);
         if (n < 0)
             return n;
         cur = cursor_at(s, depth);
         if (!cur)
             return TM_ENOMEM;
-        if (n > 0)
-            *cur = buf[n - 1]->id;
+        *cur = last;
         if (n == 0)
             continue;
         recheck = 0;
         for (i = 0; i < n; i++) {
             struct task *t = buf[i];
+            rc = e->pair ? pair_sort(e, s, t) : 1;
+            if (rc <= 0) {
+                if (rc < 0) {
+                    while (++i < n)
+                        task_free(buf[i]);
+                    return rc;
+                }
+                continue; /* taken care of */
+            }
             if (t->twin_pending) {
                 ids[recheck++] = t->src_id;
                 wait_add(e, t);
@@ -1521,7 +1964,7 @@ static int refill_pass(struct engine *e, struct side *s, struct task **buf,
             room = (int)(WAIT_MAX - e->nwaiting);
     }
     pthread_mutex_unlock(&e->mu);
-    n = fetch_rows(e, s, depth, s->pcur, room, buf);
+    n = fetch_rows(e, s, depth, s->pcur, room, buf, NULL);
     pthread_mutex_lock(&e->mu);
     if (n < 0)
         return n;
@@ -1667,7 +2110,7 @@ static int refill_leased(struct engine *e, struct side *s, struct task **buf)
     size_t want = 2 * (size_t)workers > CLAIM_MIN ? 2 * (size_t)workers : CLAIM_MIN;
     size_t have = s->ready.len + (size_t)s->in_flight;
     int64_t gen = e->s[0].commit_gen + e->s[1].commit_gen, lease = 0, now;
-    struct fetch f = { e, s, 0, buf, 0 };
+    struct fetch f = { e, s, 0, buf, 0, 0 };
 
     if (s->done || have >= want - (size_t)(workers + 1) / 2)
         return 0;
@@ -1707,10 +2150,15 @@ static int dispatch(struct engine *e, struct side *s)
     int workers = e->cfg->workers > 0 ? e->cfg->workers : 4, n = 0;
     while (s->in_flight < workers && s->ready.len) {
         struct task *t = q_pop(&s->ready);
+        struct side *src = &e->s[TM_SRC];
         s->in_flight++;
         if (t->depth > s->round) {
             s->round = t->depth;
             send_round(e, s); /* drops e->mu: before the listing starts */
+        }
+        if (t->pair && t->depth > src->round) {
+            src->round = t->depth; /* a pair lists the source's depth too */
+            send_round(e, src);
         }
         tm__pool_submit(e->pool, &t->job);
         n++;
@@ -1858,6 +2306,20 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
         /* the listings give each file's and folder's attributes' digest */
         tm__adapter_set_list_xattrs(cfg->ad[side], e.rule.xattrs);
     }
+    {
+        /* pair listings (list_pair): two storages without latency, a first
+         * discovery of one process on SQLite (the writer gives the source
+         * rows their ids before the destination rows that point at them),
+         * comparisons that need no further request (no --checksum, no
+         * stat_many); TREEMIG_PAIR=0 turns them off (tests, benchmarks) */
+        const char *v = getenv("TREEMIG_PAIR");
+        e.pair = (cfg->ad[TM_SRC]->caps & TM_CAP_FAST_LIST) &&
+                 (cfg->ad[TM_DST]->caps & TM_CAP_FAST_LIST) && !cfg->pass &&
+                 !cfg->claim && cfg->compare != TM_COMPARE_CHECKSUM &&
+                 !cfg->ad[TM_DST]->stat_many && tm__db_sqlite(cfg->db) &&
+                 !(v && strcmp(v, "0") == 0);
+    }
+    atomic_init(&e.pair_fallbacks, 0);
     tm__buf_init(&e.fatal_msg);
     pthread_mutex_init(&e.mu, NULL);
     pthread_cond_init(&e.cv_coord, NULL);
@@ -1893,6 +2355,12 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
     }
     if (!rc)
         rc = open_readers(&e);
+    if (!rc && e.pair) {
+        tm__frontier_set_pair(e.fr, 1);
+        e.claims = calloc(CLAIM_BUCKETS, sizeof *e.claims);
+        if (!e.claims)
+            rc = TM_ENOMEM;
+    }
     if (rc)
         goto out;
     for (b = 1; b < 2 * WAIT_MAX; b <<= 1)
@@ -1928,15 +2396,17 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
 
     pthread_mutex_lock(&e.mu);
     while (!rc) {
-        int changed = 0, c;
+        int changed = 0, c, k;
         if (e.fatal || (rc = tm__writer_error(e.w)) != 0)
             break;
         if (stopping(&e)) {
             rc = TM_ESTOPPED;
             break;
         }
-        for (side = 0; side < 2 && !rc; side++) {
-            struct side *s = &e.s[side];
+        for (k = 0; k < 2 && !rc; k++) {
+            /* pair listings: the destination first, so that it pairs a
+             * folder before the source's frontier reads it alone */
+            struct side *s = &e.s[e.pair ? 1 - k : k];
             c = cfg->pass ? update_pass(&e, s) : update_low(&e, s);
             if (c < 0 || (!s->done && (c = cfg->claim  ? refill_leased(&e, s, buf)
                                            : cfg->pass ? refill_pass(&e, s, buf, ids)
@@ -1992,6 +2462,12 @@ out:
         tm__log(e.lg, TM_WARNING, "engine", 0, NULL,
                 "%lld listing pages dropped: another process held their folders "
                 "by then (this one's lease was lost)", (long long)cfg->lease_lost);
+    if (e.lg && e.pair)
+        tm__log(e.lg, TM_INFO, "engine", 0, NULL,
+                "pair listings: %lld folders listed with their destination twin "
+                "in one job, %lld listed one side at a time (more than one page, "
+                "or a failure)",
+                (long long)e.pairs, (long long)atomic_load(&e.pair_fallbacks));
     if (e.lg) {
         if (rc == 0)
             tm__log(e.lg, TM_INFO | TM__LOG_MILESTONE, "engine", 0, NULL,
@@ -2033,6 +2509,7 @@ out:
     }
     for (side = 0; side < 2; side++)
         release_side(&e.s[side]);
+    claims_free(&e);
     close_readers(&e);
     tm__frontier_close(e.fr);
     free(buf);

@@ -14,7 +14,7 @@
 
 enum { F_ROWS_SRC, F_ROWS_DST, F_LOW_SRC, F_LOW_DST, F_TWIN, F_PEND_SRC,
        F_PEND_DST, F_PASS_SRC, F_PASS_DST, F_LEFT_SRC, F_LEFT_DST, F_BELOW_SRC,
-       F_BELOW_DST, F_COUNT };
+       F_BELOW_DST, F_PAIR_SRC, F_PAIR_DST, F_COUNT };
 
 /* A pass's frontier of a depth (tm__frontier_set_pass): every folder of
  * the depth that may be listed (pending, or listed or failed in an
@@ -68,11 +68,29 @@ static const char *const frontier_sql[F_COUNT] = {
     "AND id < ?2 AND " PASS_LISTABLE,
     "SELECT count(*) FROM dst_nodes n WHERE " PASS_FOLDERS("n") " AND depth = ?1 "
     "AND id < ?2 AND " PASS_LISTABLE,
+    /* pair listings (tm__frontier_set_pair): the source says which
+     * folders have a destination twin (the comparison's verdict is in
+     * their row: a twin folder makes it already_existed, or pending with
+     * the conflict attrs), which the destination lists in pairs; the
+     * destination reads where its twin's listing stopped, if it did */
+    "SELECT n.id, n.path, 0, NULL, p.pos, CASE WHEN n.copy_status="
+    "'already_existed' OR n.conflict='attrs' THEN 1 ELSE 0 END FROM src_nodes n "
+    "LEFT JOIN listing_pos p ON p.side=0 AND p.folder_id=n.id "
+    "WHERE n.traversal_status='pending' AND n.type='folder' AND n.depth=?1 "
+    "AND n.id>?2 ORDER BY n.id LIMIT ?3",
+    "SELECT d.id, d.path, d.src_id, s.traversal_status, p.pos, NULL, q.pos "
+    "FROM dst_nodes d LEFT JOIN src_nodes s ON s.id=d.src_id "
+    "LEFT JOIN listing_pos p ON p.side=1 AND p.folder_id=d.id "
+    "LEFT JOIN listing_pos q ON q.side=0 AND q.folder_id=d.src_id "
+    "WHERE d.traversal_status='pending' AND d.type='folder' AND d.depth=?1 "
+    "AND d.id>?2 ORDER BY d.id LIMIT ?3",
 };
 
 struct tm__frontier {
     struct tm__db *db;               /* read-only connection */
     int pass;                        /* rows are a pass's (F_PASS_*) */
+    int pair;                        /* rows are for pair listings
+                                        (F_PAIR_*) */
     struct tm__stmt *st[F_COUNT]; /* the statements above */
     struct tm__buf err;        /* the last failure */
 };
@@ -128,7 +146,8 @@ int tm__frontier_rows(struct tm__frontier *f, int side, int depth, int64_t after
                       void *ctx)
 {
     struct tm__stmt *st = f->st[f->pass ? (side == TM_SRC ? F_PASS_SRC : F_PASS_DST)
-                                        : (side == TM_SRC ? F_ROWS_SRC : F_ROWS_DST)];
+                                : f->pair ? (side == TM_SRC ? F_PAIR_SRC : F_PAIR_DST)
+                                          : (side == TM_SRC ? F_ROWS_SRC : F_ROWS_DST)];
     int rc, err = 0;
     tm__db_bind_int(st, 1, depth);
     tm__db_bind_int64(st, 2, after);
@@ -143,6 +162,13 @@ int tm__frontier_rows(struct tm__frontier *f, int side, int depth, int64_t after
         r.twin_failed = ts && strcmp(ts, "failed") == 0;
         r.pos = tm__db_column_blob(st, 4);
         r.pos_len = r.pos ? (size_t)tm__db_column_bytes(st, 4) : 0;
+        r.twin_pos = NULL;
+        r.twin_pos_len = 0;
+        r.has_twin = f->pair && !f->pass && side == TM_SRC &&
+                     tm__db_column_int64(st, 5) != 0;
+        if (f->pair && !f->pass && side == TM_DST &&
+            (r.twin_pos = tm__db_column_blob(st, 6)) != NULL)
+            r.twin_pos_len = (size_t)tm__db_column_bytes(st, 6);
         r.ts = TS_PENDING;
         if (f->pass) {
             const char *own = (const char *)tm__db_column_text(st, 5);
@@ -183,6 +209,11 @@ static int one_int(struct tm__frontier *f, struct tm__stmt *st, int64_t *v)
 void tm__frontier_set_pass(struct tm__frontier *f)
 {
     f->pass = 1;
+}
+
+void tm__frontier_set_pair(struct tm__frontier *f, int on)
+{
+    f->pair = on;
 }
 
 int tm__frontier_lowest(struct tm__frontier *f, int side, int *depth)

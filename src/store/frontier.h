@@ -37,6 +37,11 @@ struct tm__frow {
                             tm__frontier_rows reads one depth) */
     int ts;              /* its status (enum tm__ts): pending, or in a pass
                             the row's (listed or failed in an earlier pass) */
+    const void *twin_pos; /* destination, pair rows: where the twin's
+                            listing stopped (listing_pos), NULL: none */
+    size_t twin_pos_len; /* bytes of twin_pos */
+    int has_twin;        /* source, pair rows: a destination twin is
+                            recorded (a pair lists the folder) */
 };
 
 int tm__frontier_open(struct tm__frontier **out, const char *db_path,
@@ -53,6 +58,11 @@ int tm__frontier_rows(struct tm__frontier *f, int side, int depth, int64_t after
  * parent listed in this pass, whatever their status says; the caller
  * (discover.c) knows by its watermarks which are listed in this pass. */
 void tm__frontier_set_pass(struct tm__frontier *f);
+/* With on, tm__frontier_rows reads for pair listings (discover.c): the
+ * source's pending folders say whether a destination twin is recorded
+ * (has_twin: the destination lists the folder with it), the
+ * destination's where their twin's listing stopped (twin_pos). */
+void tm__frontier_set_pair(struct tm__frontier *f, int on);
 /* *depth = the lowest depth of a pending folder of side, or -1. */
 int tm__frontier_lowest(struct tm__frontier *f, int side, int *depth);
 /* Whether the listing of source folder id is durable (*done) and failed. */

@@ -194,12 +194,13 @@ void tm__result_free(struct tm__result *r)
     free(r->nodes);
     tm__buf_release(&r->pos);
     tm__buf_release(&r->arena);
+    tm__result_free(r->pair);
     free(r);
 }
 
 static size_t result_rows(const struct tm__result *r)
 {
-    return 1 + r->n_nodes;
+    return 1 + r->n_nodes + (r->pair ? 1 + r->pair->n_nodes : 0);
 }
 
 static int step_done(struct tm__writer *w, struct tm__stmt *st)
@@ -457,6 +458,7 @@ static int insert_nodes(struct tm__writer *w, struct tm__result *r, size_t first
             rc = holds_id(w, r, &r->nodes[first + j], id + (int64_t)j, &yes);
         if (!rc && yes) {
             r->inserted++;
+            r->nodes[first + j].id = id + (int64_t)j;
             rc = inserted_node(w, r, &r->nodes[first + j]);
         }
         if (rc)
@@ -1343,11 +1345,40 @@ static int apply_pass_listing(struct tm__writer *w, struct tm__result *r)
     return rc ? rc : folder_done(w, r);
 }
 
+/* A pair listing: the source folder's children with their verdicts, then
+ * its destination twin's children, each pointing at the id its source
+ * twin got. Both folders were pending with no listing recorded
+ * (discover.c pairs only those), so every source child is new: one that
+ * is not would keep a verdict the comparison did not make. */
+static int apply_pair(struct tm__writer *w, struct tm__result *r)
+{
+    struct tm__result *d = r->pair;
+    size_t i;
+    int rc = apply_listing(w, r);
+    if (rc || r->lease_lost)
+        return rc;
+    if ((size_t)r->inserted != r->n_nodes) {
+        tm__buf_reset(&w->errmsg);
+        tm__buf_addf(&w->errmsg, "pair listing of %s: %zu of its %zu source "
+                     "children were recorded already", r->path ? r->path : "",
+                     r->n_nodes - (size_t)r->inserted, r->n_nodes);
+        return TM_EINTERNAL;
+    }
+    for (i = 0; i < d->n_nodes; i++) {
+        struct tm__wnode *n = &d->nodes[i];
+        if (n->twin)
+            n->src_id = r->nodes[n->twin - 1].id;
+    }
+    return apply_listing(w, d);
+}
+
 static int apply(struct tm__writer *w, struct tm__result *r)
 {
     struct tm__stmt *st;
     switch (r->kind) {
     case TM_R_LISTING:
+        if (r->pair && !w->pass)
+            return apply_pair(w, r);
         return w->pass ? apply_pass_listing(w, r) : apply_listing(w, r);
     case TM_R_SETTING:
         st = w->st[ST_SET];

@@ -55,6 +55,11 @@ struct tm__wnode {
     int8_t old_cs, new_cs;  /* enum tm__cs */
     int8_t old_cf, new_cf;  /* enum tm__cf */
     int64_t src_size;       /* the twin's size (for the stats) */
+    /* A pair listing (struct tm__result.pair): */
+    size_t twin;            /* destination rows: 1 + the index of the
+                               source twin among the pair's source
+                               children (0: none); its id becomes src_id */
+    int64_t id;             /* source rows: the id the writer gave the row */
 };
 
 enum tm__result_kind {
@@ -125,6 +130,11 @@ struct tm__result {
                                  held the node, this outcome was dropped */
     int8_t lease_checked;     /* writer: lease_lost was found in this
                                  transaction, before the page's writes */
+    /* A pair listing (discover.c): this is a source folder's whole
+     * listing, its children inserted with the comparison's verdict, and
+     * pair the whole listing of its destination twin, applied after it in
+     * the same transaction (owned by this result, freed with it). */
+    struct tm__result *pair;
 };
 
 void tm__result_free(struct tm__result *r);
