@@ -119,7 +119,6 @@ struct tm__sftp_sess {
     int use_proc;               /* the openssh transport: pr, not ssh/ch */
     struct tm__sftp_proc pr;    /* its ssh child */
     struct tm__sftp_master *master; /* the master pr is a mux client of */
-    int refused;                /* the server refused pr's channel */
     uint32_t next_id;           /* the next request id */
     int broken;                 /* the transport failed: close at release */
     unsigned char *rx;          /* the last packet read (type, id, ...):
@@ -744,7 +743,7 @@ static void sess_close(struct tm__sftp_sess *s)
             flush(s, NULL, "send", "requests");
         tm__sftp_proc_stop(&s->pr, s->broken);
         if (s->master)
-            tm__sftp_master_put(s->pool, s->master, s->refused);
+            tm__sftp_master_put(s->pool, s->master, 0, s->broken);
     }
     if (s->ch) {
         flush(s, NULL, "send", "requests");
@@ -969,10 +968,10 @@ static int set_prefs(struct tm__sftp_pool *p, LIBSSH2_SESSION *ssh,
 }
 
 /* Opens a new session: TCP, SSH handshake, host key, login, sftp channel
- * (openssh: a channel of a master's connection; *refused gets 1 when the
- * server refused it). */
+ * (openssh: a channel of a master's connection; *again gets 1 when the
+ * server refused it, or the master is gone). */
 static int sess_open1(struct tm__sftp_pool *p, int accept_new, struct tm__sftp_sess **out,
-                      int *refused, struct tm__sftp_err *e)
+                      int *again, struct tm__sftp_err *e)
 {
     struct tm__sftp_sess *s = calloc(1, sizeof *s);
     char how[sizeof p->auth_used];
@@ -1091,21 +1090,26 @@ sftp:
     *out = s;
     return 0;
 fail:
-    if (s->master)
-        *refused = s->refused = tm__sftp_proc_refused(&s->pr);
+    if (s->master) {
+        int refused = tm__sftp_proc_refused(&s->pr);
+        tm__sftp_proc_stop(&s->pr, 1);
+        *again = tm__sftp_master_put(p, s->master, refused, 1) || refused;
+        s->master = NULL;
+    }
     sess_close(s);
     return rc;
 }
 
-/* sess_open1, on a new master when the server refused a channel. */
+/* sess_open1, on a new master when the server refused a channel or the
+ * master was gone. */
 static int sess_open(struct tm__sftp_pool *p, int accept_new,
                      struct tm__sftp_sess **out, struct tm__sftp_err *e)
 {
     int i, rc;
     for (i = 0;; i++) {
-        int refused = 0;
-        rc = sess_open1(p, accept_new, out, &refused, e);
-        if (!rc || !refused || i == 2)
+        int again = 0;
+        rc = sess_open1(p, accept_new, out, &again, e);
+        if (!rc || !again || i == 2)
             return rc;
     }
 }

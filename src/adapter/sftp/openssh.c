@@ -65,6 +65,9 @@ extern char **environ;
 #define OSSH_CIPHERS "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 /* How long a closed session's ssh may take to exit before SIGTERM. */
 #define EXIT_WAIT_MS 2000
+/* How long a broken session's master may take to exit (its connection
+ * lost) before it is taken for alive. */
+#define MASTER_EXIT_MS 50
 /* Sessions per master: sshd's MaxSessions is 10 by default. */
 #define MUX_SESSIONS 8
 /* The longest control socket path: sun_path (108) less the ".XXXXXXXX
@@ -900,13 +903,22 @@ int tm__sftp_master_get(struct tm__sftp_pool *p, int accept_new,
     return rc;
 }
 
-void tm__sftp_master_put(struct tm__sftp_pool *p, struct tm__sftp_master *m, int refused)
+int tm__sftp_master_put(struct tm__sftp_pool *p, struct tm__sftp_master *m, int refused,
+                        int broken)
 {
+    int dead;
     pthread_mutex_lock(&p->mux_mu);
     m->users--;
     if (refused && m->cap > m->users) /* the server's MaxSessions */
         m->cap = m->users > 0 ? m->users : 1;
+    /* a lost connection: the master exits as its sessions see EOF */
+    if (broken && !m->dead && (m->pr.pid <= 0 || reap(&m->pr, MASTER_EXIT_MS))) {
+        m->dead = 1;
+        unlink(m->path);
+    }
+    dead = m->dead;
     pthread_mutex_unlock(&p->mux_mu);
+    return dead;
 }
 
 void tm__sftp_masters_close(struct tm__sftp_pool *p)

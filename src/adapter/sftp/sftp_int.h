@@ -163,8 +163,11 @@ void tm__sftp_askpass_remove(struct tm__sftp_pool *p);
 int tm__sftp_master_get(struct tm__sftp_pool *p, int accept_new,
                         struct tm__sftp_master **out, struct tm__sftp_err *e);
 /* A session on m has ended. refused: the server refused its channel (its
- * MaxSessions): m takes no more than it carries now. */
-void tm__sftp_master_put(struct tm__sftp_pool *p, struct tm__sftp_master *m, int refused);
+ * MaxSessions): m takes no more than it carries now. broken: the session
+ * failed: m is given a moment to show it exited (its connection lost),
+ * so that no new session opens on it. Returns 1 when m has exited. */
+int tm__sftp_master_put(struct tm__sftp_pool *p, struct tm__sftp_master *m, int refused,
+                        int broken);
 /* Ends the masters, removes their sockets and folder (pool free). */
 void tm__sftp_masters_close(struct tm__sftp_pool *p);
 /* 1 when what a session's ssh said is the master's (the server's)
