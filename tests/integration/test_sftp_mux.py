@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """The openssh transport's shared connections (issue 13): sessions are
-channels of an ssh master's connection (one key exchange and login per 8
+channels of an ssh master's connection (one key exchange and login per 4
 sessions), against OpenSSH's sshd on 127.0.0.1 (tests/servers/sshd.py,
 LogLevel VERBOSE: a line per login and per session).
 
-1. A copy of 40 files with 16 workers: logins <= ceil(sessions / 8); the
+1. A copy of 40 files with 16 workers: logins <= ceil(sessions / 4); the
    tree byte for byte (rsync); the private control folder gone after the
    command (TMPDIR is empty).
 2. A server with MaxSessions 3: the refused channels ("no more sessions")
@@ -38,7 +38,7 @@ import tmtest  # noqa: E402
 from tmtest import Runner, expect_eq, expect_rc, fail, show  # noqa: E402
 
 # the sessions one master carries (MUX_SESSIONS in openssh.c)
-PER_MASTER = 8
+PER_MASTER = 4
 
 
 class Case:
