@@ -3,8 +3,10 @@
  * the error helper. Private to src/adapter/sftp/.
  *
  * Lock order: pool->mu, then nothing; pool->auth_mu (held while a
- * passphrase is read or cached), then nothing. Neither is held across a
- * network call except auth_mu around a terminal prompt.
+ * passphrase is read or cached), then nothing; pool->mux_mu (held while
+ * an ssh master starts: its connect, key exchange and login), then
+ * nothing. None is held across a network call but auth_mu around a
+ * terminal prompt and mux_mu around a master's start.
  */
 #ifndef TM_SFTP_INT_H
 #define TM_SFTP_INT_H
