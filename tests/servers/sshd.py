@@ -47,6 +47,7 @@ needs); otherwise as the current user.
 import atexit
 import os
 import pwd
+import re
 import select
 import shutil
 import signal
@@ -132,17 +133,20 @@ SFTP_SERVER = '/usr/lib/openssh/sftp-server'
 
 class Sshd:
     def __init__(self, host_key_type='ed25519', log_level='ERROR', sftp_deny=None,
-                 close_after=None, root=None):
+                 close_after=None, root=None, max_sessions=100):
         """sftp_deny: requests the SFTP server refuses, e.g.
         'posix-rename,lsetstat' (internal-sftp -P; a denied extension is
         not announced either, as on a server that lacks it). close_after:
         requests per session before the server closes it (see above).
         root: the folder served (default: srv/ in the server's temporary
-        folder; a given one is kept at stop)."""
+        folder; a given one is kept at stop). max_sessions: sshd's
+        MaxSessions (channels per connection). With log_level 'INFO' the
+        log has a line per login (logins())."""
         self.host_key_type = host_key_type
         self.sftp_deny = sftp_deny
         self.close_after = close_after
         self.log_level = log_level
+        self.max_sessions = max_sessions
         self.proc = None
         self.port = None
         self.dir = tempfile.mkdtemp(prefix='tm-sshd-', dir='/tmp')
@@ -246,7 +250,7 @@ class Sshd:
                 'AllowTcpForwarding no',
                 'X11Forwarding no',
                 'PermitTTY no',
-                'MaxSessions 100',
+                'MaxSessions %d' % self.max_sessions,
                 'MaxStartups 200',
                 'MaxAuthTries 20',
                 'Subsystem sftp internal-sftp',
@@ -332,6 +336,15 @@ class Sshd:
             return open(self.log, errors='replace').read()
         except OSError:
             return ''
+
+    def logins(self):
+        """Logins so far (log_level 'INFO' or more: sshd's "Accepted
+        publickey for ..." lines)."""
+        return len(re.findall(r'^Accepted \S+ for ', self.log_text(), re.M))
+
+    def sessions(self):
+        """Sessions (channels) so far (log_level 'VERBOSE' or more)."""
+        return len(re.findall(r'^Starting session: ', self.log_text(), re.M))
 
     def __enter__(self):
         return self.start()

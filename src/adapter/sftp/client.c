@@ -118,6 +118,7 @@ struct tm__sftp_sess {
     LIBSSH2_CHANNEL *ch;        /* the channel running the sftp subsystem */
     int use_proc;               /* the openssh transport: pr, not ssh/ch */
     struct tm__sftp_proc pr;    /* its ssh child */
+    struct tm__sftp_master *master; /* the master pr is a mux client of */
     uint32_t next_id;           /* the next request id */
     int broken;                 /* the transport failed: close at release */
     unsigned char *rx;          /* the last packet read (type, id, ...):
@@ -741,6 +742,8 @@ static void sess_close(struct tm__sftp_sess *s)
         if (s->pr.fd >= 0)
             flush(s, NULL, "send", "requests");
         tm__sftp_proc_stop(&s->pr, s->broken);
+        if (s->master)
+            tm__sftp_master_put(s->pool, s->master, 0, s->broken);
     }
     if (s->ch) {
         flush(s, NULL, "send", "requests");
@@ -964,9 +967,11 @@ static int set_prefs(struct tm__sftp_pool *p, LIBSSH2_SESSION *ssh,
     return 0;
 }
 
-/* Opens a new session: TCP, SSH handshake, host key, login, sftp channel. */
-static int sess_open(struct tm__sftp_pool *p, int accept_new,
-                     struct tm__sftp_sess **out, struct tm__sftp_err *e)
+/* Opens a new session: TCP, SSH handshake, host key, login, sftp channel
+ * (openssh: a channel of a master's connection; *again gets 1 when the
+ * server refused it, or the master is gone). */
+static int sess_open1(struct tm__sftp_pool *p, int accept_new, struct tm__sftp_sess **out,
+                      int *again, struct tm__sftp_err *e)
 {
     struct tm__sftp_sess *s = calloc(1, sizeof *s);
     char how[sizeof p->auth_used];
@@ -982,7 +987,9 @@ static int sess_open(struct tm__sftp_pool *p, int accept_new,
     if (p->transport == TM_SFTP_TRANSPORT_OPENSSH) {
         /* ssh checks the host key and logs in; its socket carries SFTP */
         s->use_proc = 1;
-        rc = tm__sftp_proc_start(p, accept_new, &s->pr, e);
+        rc = tm__sftp_master_get(p, accept_new, &s->master, e);
+        if (!rc)
+            rc = tm__sftp_proc_start(p, accept_new, s->master, &s->pr, e);
         if (rc)
             goto fail;
         s->in = malloc(RX_MIN); /* proc_send reads replies into it */
@@ -1083,8 +1090,28 @@ sftp:
     *out = s;
     return 0;
 fail:
+    if (s->master) {
+        int refused = tm__sftp_proc_refused(&s->pr);
+        tm__sftp_proc_stop(&s->pr, 1);
+        *again = tm__sftp_master_put(p, s->master, refused, 1) || refused;
+        s->master = NULL;
+    }
     sess_close(s);
     return rc;
+}
+
+/* sess_open1, on a new master when the server refused a channel or the
+ * master was gone. */
+static int sess_open(struct tm__sftp_pool *p, int accept_new,
+                     struct tm__sftp_sess **out, struct tm__sftp_err *e)
+{
+    int i, rc;
+    for (i = 0;; i++) {
+        int again = 0;
+        rc = sess_open1(p, accept_new, out, &again, e);
+        if (!rc || !again || i == 2)
+            return rc;
+    }
 }
 
 /* Takes an idle session or opens one (waiting when max are in use). */
@@ -1403,6 +1430,7 @@ int tm__sftp_pool_open(const char *url, const struct tm__sftp_opts *o,
     atomic_init(&p->sends, 0);
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->auth_mu, NULL);
+    pthread_mutex_init(&p->mux_mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->max = o->max_sessions > 0 ? o->max_sessions : 16;
     p->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 30000;
@@ -1503,6 +1531,7 @@ void tm__sftp_pool_free(struct tm__sftp_pool *p)
         sess_close(s);
     }
     tm__sftp_auth_release(p);
+    tm__sftp_masters_close(p);
     tm__sftp_askpass_remove(p);
     free(p->ssh_config);
     free(p->user_config);
@@ -1518,6 +1547,7 @@ void tm__sftp_pool_free(struct tm__sftp_pool *p)
     strv_free(p->ids, p->n_ids);
     pthread_mutex_destroy(&p->mu);
     pthread_mutex_destroy(&p->auth_mu);
+    pthread_mutex_destroy(&p->mux_mu);
     pthread_cond_destroy(&p->cv);
     free(p);
 }

@@ -14,8 +14,18 @@
  * a private folder that prints the variable ssh inherits (it holds the
  * variable's name, never the secret). The child runs in its own session
  * (setsid: no controlling terminal, so ssh can never prompt on one), with
- * BatchMode unless the askpass is needed, no forwardings, no
- * multiplexing. Its stderr is kept (the last bytes) to explain a failure.
+ * BatchMode unless the askpass is needed, no forwardings. Its stderr is
+ * kept (the last bytes) to explain a failure.
+ *
+ * Sessions share connections: a master (`ssh -M -S <socket> -N host`, the
+ * same options) makes the connection, its key exchange and login; each
+ * session's ssh is a mux client of it (-S, ControlMaster no), which hands
+ * its stdio to the master: one channel per session, no extra copy. The
+ * sockets are in a private folder of treemig's own (the user's
+ * ControlPath and ControlMaster are never used); a master carries at
+ * most MUX_SESSIONS, fewer once the server refuses a channel (sshd's
+ * MaxSessions). A master that exits leaves its sessions broken: they
+ * reconnect through a new one.
  *
  * Called by client.c on the thread that owns the session.
  */
@@ -55,6 +65,17 @@ extern char **environ;
 #define OSSH_CIPHERS "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 /* How long a closed session's ssh may take to exit before SIGTERM. */
 #define EXIT_WAIT_MS 2000
+/* How long a broken session's master may take to exit (its connection
+ * lost) before it is taken for alive. */
+#define MASTER_EXIT_MS 50
+/* Sessions per master (sshd's MaxSessions is 10 by default). Not 8: one
+ * master encrypts all its channels on one core, and on the bench's 2
+ * cores 8 x 64 MiB up took 6.6 s on one master against 4.1 s on two (4
+ * each), for the same CPU; 2 each was slower again. */
+#define MUX_SESSIONS 4
+/* The longest control socket path: sun_path (108) less the ".XXXXXXXX
+ * XXXXXXXX" ssh binds first and renames. */
+#define MUX_PATH_MAX 88
 
 static int valid_var(const char *v)
 {
@@ -68,29 +89,42 @@ static int valid_var(const char *v)
     return 1;
 }
 
-int tm__sftp_askpass_make(struct tm__sftp_pool *p, struct tm__sftp_err *e)
+/* Makes a private (0700) folder $TMPDIR/treemig-<what>-XXXXXX (/tmp when
+ * TMPDIR is not absolute, or longer than max_len allows) into *out. */
+static int private_dir(const char *what, size_t max_len, char **out, struct tm__sftp_err *e)
 {
     const char *tmp = getenv("TMPDIR");
     struct tm__buf b = TM__BUF_INIT;
-    char *dir;
+    int rc;
+
+    if (!tmp || *tmp != '/' || strlen(tmp) + strlen(what) + 17 > max_len)
+        tmp = "/tmp";
+    if (tm__buf_addf(&b, "%s/treemig-%s-XXXXXX", tmp, what)) {
+        tm__buf_release(&b);
+        return tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1, "%s: out of memory", what);
+    }
+    if (!mkdtemp(b.buf)) {
+        rc = tm__from_errno(errno);
+        tm__buf_release(&b);
+        return tm__sftp_fail(e, rc, TM_ERR_FATAL, -1, "make the %s folder in %s: %s", what,
+                             tmp, tm_strerror(rc));
+    }
+    *out = tm__buf_detach(&b, NULL);
+    return 0;
+}
+
+int tm__sftp_askpass_make(struct tm__sftp_pool *p, struct tm__sftp_err *e)
+{
+    struct tm__buf b = TM__BUF_INIT;
     int fd, rc;
 
     if (p->password_env && !valid_var(p->password_env))
         return tm__sftp_fail(e, TM_EINVAL, TM_ERR_FATAL, -1,
                              "--ssh-password-env %s: not a variable name",
                              p->password_env);
-    if (!tmp || *tmp != '/')
-        tmp = "/tmp";
-    if (tm__buf_addf(&b, "%s/treemig-askpass-XXXXXX", tmp))
-        goto oom;
-    dir = mkdtemp(b.buf); /* 0700 */
-    if (!dir) {
-        rc = tm__from_errno(errno);
-        tm__buf_release(&b);
-        return tm__sftp_fail(e, rc, TM_ERR_FATAL, -1, "make the askpass folder in %s: %s",
-                             tmp, tm_strerror(rc));
-    }
-    p->askpass_dir = tm__buf_detach(&b, NULL);
+    rc = private_dir("askpass", 4096, &p->askpass_dir, e);
+    if (rc)
+        return rc;
     if (tm__buf_addf(&b, "%s/askpass", p->askpass_dir))
         goto oom;
     p->askpass = tm__buf_detach(&b, NULL);
@@ -175,8 +209,9 @@ static int quotable(const char *s)
     return !strchr(s, '"') && !strchr(s, '\n');
 }
 
-static int build_args(struct tm__sftp_pool *p, int accept_new, struct args *a,
-                      struct tm__sftp_err *e)
+/* ssh's arguments: a session's (m: on master m) or a master's (master). */
+static int build_args(struct tm__sftp_pool *p, int accept_new, const struct tm__sftp_master *m,
+                      int master, struct args *a, struct tm__sftp_err *e)
 {
     struct tm__buf kh = TM__BUF_INIT;
     const char *prog = getenv("TREEMIG_SSH");
@@ -198,8 +233,23 @@ static int build_args(struct tm__sftp_pool *p, int accept_new, struct args *a,
     arg(a, p->ssh_config ? p->ssh_config : p->user_config ? p->user_config : "none");
     argf(a, "-oBatchMode=%s", p->askpass ? "no" : "yes");
     arg(a, "-oClearAllForwardings=yes");
-    arg(a, "-oControlMaster=no");
-    arg(a, "-oControlPath=none");
+    if (master) { /* our socket: ControlPersist no, the master ends with us */
+        arg(a, "-M");
+        arg(a, "-S");
+        arg(a, m->path);
+        arg(a, "-oControlPersist=no");
+    } else if (m) {
+        arg(a, "-S");
+        arg(a, m->path);
+        arg(a, "-oControlMaster=no");
+        /* ssh connects by itself when the master refuses the session or
+         * is gone: a login per session again, unseen. Its connect fails
+         * instead; the session reconnects through a (new) master. */
+        arg(a, "-oProxyCommand=false");
+    } else {
+        arg(a, "-oControlMaster=no");
+        arg(a, "-oControlPath=none");
+    }
     arg(a, "-oPermitLocalCommand=no");
     arg(a, "-oRemoteCommand=none");
     arg(a, "-oLogLevel=INFO"); /* ERROR hides "Unable to negotiate" */
@@ -248,10 +298,14 @@ static int build_args(struct tm__sftp_pool *p, int accept_new, struct args *a,
     argf(a, "%d", p->port);
     arg(a, "-l");
     arg(a, p->user);
-    arg(a, "-s");
+    if (master)
+        arg(a, "-N");
+    else
+        arg(a, "-s");
     arg(a, "--");
     arg(a, p->alias);
-    arg(a, "sftp");
+    if (!master)
+        arg(a, "sftp");
     a->v[a->n] = NULL;
     if (a->oom)
         return tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1, "start ssh: out of memory");
@@ -302,33 +356,98 @@ static int precreate(struct tm__sftp_pool *p, struct tm__sftp_err *e)
                          p->known_hosts[0], tm_strerror(rc));
 }
 
-int tm__sftp_proc_start(struct tm__sftp_pool *p, int accept_new, struct tm__sftp_proc *pr,
-                        struct tm__sftp_err *e)
+/* Builds ssh's arguments and environment into a and *env (see
+ * build_args): 0, or an error with e filled. */
+static int prepare(struct tm__sftp_pool *p, int accept_new, const struct tm__sftp_master *m,
+                   int master, struct args *a, char ***env, struct tm__sftp_err *e)
 {
-    struct args a;
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    sigset_t none, dfl;
-    char **env = NULL;
-    int sv[2] = {-1, -1}, ep[2] = {-1, -1}, rc, i;
-
-    memset(&a, 0, sizeof a);
-    memset(pr, 0, sizeof *pr);
-    pr->fd = pr->err = -1;
-    pr->pid = -1;
+    int rc;
     if (p->password_env && !getenv(p->password_env))
         return tm__sftp_fail(e, TM_EAUTH, TM_ERR_FATAL, -1,
                              "log in to %s@%s:%d: --ssh-password-env %s: the variable "
                              "is not set", p->user, p->host, p->port, p->password_env);
     rc = accept_new ? precreate(p, e) : 0;
     if (!rc)
-        rc = build_args(p, accept_new, &a, e);
-    if (!rc && !(env = child_env(p, &a)))
+        rc = build_args(p, accept_new, m, master, a, e);
+    if (!rc && !(*env = child_env(p, a)))
         rc = tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1, "start ssh: out of memory");
+    return rc;
+}
+
+/* Runs ssh (a, env) in a session of its own with io as its stdin and
+ * stdout, and the write end of a new pipe as its stderr: pr gets the pid
+ * and the read end (non-blocking). 0, or an error with e filled. */
+static int spawn(struct tm__sftp_pool *p, struct args *a, char **env, int io,
+                 struct tm__sftp_proc *pr, struct tm__sftp_err *e)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    sigset_t none, dfl;
+    int ep[2], i, rc;
+
+    if (pipe2(ep, O_CLOEXEC) != 0) {
+        rc = tm__from_errno(errno);
+        return tm__sftp_fail(e, rc, TM_ERR_RETRY, -1, "start ssh: %s", tm_strerror(rc));
+    }
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, io, 0);
+    posix_spawn_file_actions_adddup2(&fa, io, 1);
+    posix_spawn_file_actions_adddup2(&fa, ep[1], 2);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3); /* whatever lacks O_CLOEXEC */
+#endif
+    posix_spawnattr_init(&at);
+    sigemptyset(&none);
+    sigemptyset(&dfl);
+    sigaddset(&dfl, SIGPIPE);
+    sigaddset(&dfl, SIGINT);
+    sigaddset(&dfl, SIGTERM);
+    sigaddset(&dfl, SIGHUP);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setsigdefault(&at, &dfl);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
+                                      POSIX_SPAWN_SETSIGDEF);
+    i = posix_spawnp(&pr->pid, a->v[0], &fa, &at, a->v, env);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    close(ep[1]);
+    if (i != 0) {
+        close(ep[0]);
+        pr->pid = -1;
+        if (i == ENOENT)
+            p->no_ssh = 1;
+        return tm__sftp_fail(e, TM_ENOTSUP, TM_ERR_FATAL, -1,
+                             "start %s (sftp-transport=openssh): %s", a->v[0],
+                             tm_strerror(tm__from_errno(i)));
+    }
+    pr->err = ep[0];
+    fcntl(pr->err, F_SETFL, fcntl(pr->err, F_GETFL) | O_NONBLOCK);
+    return 0;
+}
+
+static void args_release(struct args *a, char **env)
+{
+    int i;
+    for (i = 0; i < a->nown; i++)
+        free(a->own[i]);
+    free(env);
+}
+
+int tm__sftp_proc_start(struct tm__sftp_pool *p, int accept_new, struct tm__sftp_master *m,
+                        struct tm__sftp_proc *pr, struct tm__sftp_err *e)
+{
+    struct args a;
+    char **env = NULL;
+    int sv[2] = {-1, -1}, rc, i;
+
+    memset(&a, 0, sizeof a);
+    memset(pr, 0, sizeof *pr);
+    pr->fd = pr->err = -1;
+    pr->pid = -1;
+    rc = prepare(p, accept_new, m, 0, &a, &env, e);
     if (rc)
         goto out;
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0 ||
-        pipe2(ep, O_CLOEXEC) != 0) {
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
         rc = tm__from_errno(errno);
         rc = tm__sftp_fail(e, rc, TM_ERR_RETRY, -1, "start ssh: %s", tm_strerror(rc));
         goto out;
@@ -346,54 +465,17 @@ int tm__sftp_proc_start(struct tm__sftp_pool *p, int accept_new, struct tm__sftp
             setsockopt(sv[k], SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
         }
     }
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, sv[1], 0);
-    posix_spawn_file_actions_adddup2(&fa, sv[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, ep[1], 2);
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3); /* whatever lacks O_CLOEXEC */
-#endif
-    posix_spawnattr_init(&at);
-    sigemptyset(&none);
-    sigemptyset(&dfl);
-    sigaddset(&dfl, SIGPIPE);
-    sigaddset(&dfl, SIGINT);
-    sigaddset(&dfl, SIGTERM);
-    sigaddset(&dfl, SIGHUP);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setsigdefault(&at, &dfl);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF);
-    i = posix_spawnp(&pr->pid, a.v[0], &fa, &at, a.v, env);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
-    close(sv[1]);
-    close(ep[1]);
-    sv[1] = ep[1] = -1;
-    if (i != 0) {
-        pr->pid = -1;
-        if (i == ENOENT)
-            p->no_ssh = 1;
-        rc = tm__sftp_fail(e, TM_ENOTSUP, TM_ERR_FATAL, -1,
-                           "start %s (sftp-transport=openssh): %s", a.v[0],
-                           tm_strerror(tm__from_errno(i)));
+    rc = spawn(p, &a, env, sv[1], pr, e);
+    if (rc)
         goto out;
-    }
     pr->fd = sv[0];
-    pr->err = ep[0];
-    sv[0] = ep[0] = -1;
+    sv[0] = -1;
     fcntl(pr->fd, F_SETFL, fcntl(pr->fd, F_GETFL) | O_NONBLOCK);
-    fcntl(pr->err, F_SETFL, fcntl(pr->err, F_GETFL) | O_NONBLOCK);
 out:
-    for (i = 0; i < 2; i++) {
+    for (i = 0; i < 2; i++)
         if (sv[i] >= 0)
             close(sv[i]);
-        if (ep[i] >= 0)
-            close(ep[i]);
-    }
-    for (i = 0; i < a.nown; i++)
-        free(a.own[i]);
-    free(env);
+    args_release(&a, env);
     return rc;
 }
 
@@ -605,6 +687,8 @@ int tm__sftp_proc_fail(struct tm__sftp_pool *p, struct tm__sftp_proc *pr, int co
     }
     t = pr->errbuf;
     last_line(pr, line, sizeof line);
+    if (strstr(t, "UNKNOWN port 65535")) /* a mux client's ProxyCommand=false */
+        snprintf(line, sizeof line, "its ssh master is gone or refused the session");
     if (strstr(t, "REMOTE HOST IDENTIFICATION HAS CHANGED") ||
         strstr(t, "Host key verification failed") || strstr(t, "host key is known")) {
         int changed = strstr(t, "HAS CHANGED") != NULL;
@@ -678,4 +762,183 @@ int tm__sftp_proc_fail(struct tm__sftp_pool *p, struct tm__sftp_proc *pr, int co
                              op, path, p->host, p->port, line);
     return tm__sftp_fail(e, code, cls, -1, "%s %s: connection to %s:%d lost (ssh exited)",
                          op, path, p->host, p->port);
+}
+
+/* ---- masters ---- */
+
+/* Ends m (SIGTERM, then SIGKILL), removes its socket, frees it. */
+static void master_free(struct tm__sftp_master *m)
+{
+    if (m->pr.pid > 0) {
+        kill(m->pr.pid, SIGTERM);
+        if (!reap(&m->pr, EXIT_WAIT_MS)) {
+            kill(m->pr.pid, SIGKILL);
+            while (waitpid(m->pr.pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+        }
+    }
+    if (m->pr.err >= 0)
+        close(m->pr.err);
+    if (m->path)
+        unlink(m->path); /* a killed ssh leaves it */
+    free(m->path);
+    free(m);
+}
+
+/* Waits until m's socket is there (ssh makes it after the login), m
+ * exits (its failure, worded as a session's), or the timeout. */
+static int master_wait(struct tm__sftp_pool *p, struct tm__sftp_master *m,
+                       struct tm__sftp_err *e)
+{
+    int64_t end = tm__now_ns() + (int64_t)p->timeout_ms * 1000000;
+    for (;;) {
+        struct stat st;
+        if (lstat(m->path, &st) == 0 && S_ISSOCK(st.st_mode))
+            return 0;
+        if (reap(&m->pr, 0))
+            return tm__sftp_proc_fail(p, &m->pr, TM_ECONNRESET, e, "start sftp on", p->host);
+        if (tm__now_ns() >= end) {
+            kill(m->pr.pid, SIGTERM);
+            return tm__sftp_proc_fail(p, &m->pr, TM_ETIMEDOUT, e, "start sftp on", p->host);
+        }
+        if (m->pr.err >= 0) {
+            struct pollfd f = {m->pr.err, POLLIN, 0};
+            if (poll(&f, 1, 10) > 0 && !drain_err(&m->pr)) {
+                close(m->pr.err);
+                m->pr.err = -1;
+            }
+        } else {
+            struct timespec ts = {0, 10000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+/* Starts a master (p->mux_mu held). */
+static int master_start(struct tm__sftp_pool *p, int accept_new, struct tm__sftp_master **out,
+                        struct tm__sftp_err *e)
+{
+    struct tm__sftp_master *m;
+    struct tm__buf b = TM__BUF_INIT;
+    struct args a;
+    char **env = NULL;
+    int io, rc;
+
+    if (!p->mux_dir) {
+        rc = private_dir("ssh", MUX_PATH_MAX - 11, &p->mux_dir, e);
+        if (rc)
+            return rc;
+    }
+    m = calloc(1, sizeof *m);
+    if (!m || tm__buf_addf(&b, "%s/%u", p->mux_dir, p->mux_seq++)) {
+        free(m);
+        tm__buf_release(&b);
+        return tm__sftp_fail(e, TM_ENOMEM, TM_ERR_FATAL, -1, "start ssh: out of memory");
+    }
+    m->path = tm__buf_detach(&b, NULL);
+    m->pr.fd = m->pr.err = -1;
+    m->pr.pid = -1;
+    m->cap = MUX_SESSIONS;
+    unlink(m->path); /* a master of ours that was killed */
+    memset(&a, 0, sizeof a);
+    rc = prepare(p, accept_new, m, 1, &a, &env, e);
+    if (!rc) {
+        io = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (io < 0) {
+            rc = tm__from_errno(errno);
+            rc = tm__sftp_fail(e, rc, TM_ERR_RETRY, -1, "open /dev/null: %s", tm_strerror(rc));
+        } else {
+            rc = spawn(p, &a, env, io, &m->pr, e);
+            close(io);
+        }
+    }
+    args_release(&a, env);
+    if (!rc)
+        rc = master_wait(p, m, e);
+    if (rc) {
+        master_free(m);
+        return rc;
+    }
+    p->masters_started++;
+    *out = m;
+    return 0;
+}
+
+int tm__sftp_master_get(struct tm__sftp_pool *p, int accept_new,
+                        struct tm__sftp_master **out, struct tm__sftp_err *e)
+{
+    struct tm__sftp_master *m, **pp;
+    int rc = 0;
+
+    *out = NULL;
+    pthread_mutex_lock(&p->mux_mu);
+    for (pp = &p->masters; (m = *pp);) {
+        if (m->pr.err >= 0 && !drain_err(&m->pr)) {
+            close(m->pr.err);
+            m->pr.err = -1;
+        }
+        if (!m->dead && (m->pr.pid <= 0 || reap(&m->pr, 0))) {
+            m->dead = 1; /* its sessions break and reconnect */
+            unlink(m->path);
+        }
+        if (m->dead && !m->users) {
+            *pp = m->next;
+            master_free(m);
+            continue;
+        }
+        pp = &m->next;
+    }
+    for (m = p->masters; m; m = m->next)
+        if (!m->dead && m->users < m->cap)
+            break;
+    if (!m) {
+        rc = master_start(p, accept_new, &m, e);
+        if (!rc) {
+            m->next = p->masters;
+            p->masters = m;
+        }
+    }
+    if (!rc) {
+        m->users++;
+        *out = m;
+    }
+    pthread_mutex_unlock(&p->mux_mu);
+    return rc;
+}
+
+int tm__sftp_master_put(struct tm__sftp_pool *p, struct tm__sftp_master *m, int refused,
+                        int broken)
+{
+    int dead;
+    pthread_mutex_lock(&p->mux_mu);
+    m->users--;
+    if (refused && m->cap > m->users) /* the server's MaxSessions */
+        m->cap = m->users > 0 ? m->users : 1;
+    /* a lost connection: the master exits as its sessions see EOF */
+    if (broken && !m->dead && (m->pr.pid <= 0 || reap(&m->pr, MASTER_EXIT_MS))) {
+        m->dead = 1;
+        unlink(m->path);
+    }
+    dead = m->dead;
+    pthread_mutex_unlock(&p->mux_mu);
+    return dead;
+}
+
+void tm__sftp_masters_close(struct tm__sftp_pool *p)
+{
+    struct tm__sftp_master *m;
+    while ((m = p->masters)) {
+        p->masters = m->next;
+        master_free(m);
+    }
+    if (p->mux_dir)
+        rmdir(p->mux_dir);
+    free(p->mux_dir);
+    p->mux_dir = NULL;
+}
+
+int tm__sftp_proc_refused(const struct tm__sftp_proc *pr)
+{
+    return strstr(pr->errbuf, "administratively prohibited") != NULL ||
+           strstr(pr->errbuf, "refused by peer") != NULL;
 }

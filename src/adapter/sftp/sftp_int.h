@@ -3,8 +3,10 @@
  * the error helper. Private to src/adapter/sftp/.
  *
  * Lock order: pool->mu, then nothing; pool->auth_mu (held while a
- * passphrase is read or cached), then nothing. Neither is held across a
- * network call except auth_mu around a terminal prompt.
+ * passphrase is read or cached), then nothing; pool->mux_mu (held while
+ * an ssh master starts: its connect, key exchange and login), then
+ * nothing. None is held across a network call but auth_mu around a
+ * terminal prompt and mux_mu around a master's start.
  */
 #ifndef TM_SFTP_INT_H
 #define TM_SFTP_INT_H
@@ -17,6 +19,7 @@
 #include <sys/types.h>
 
 struct tm__sftp_sess;
+struct tm__sftp_master;
 
 struct tm__sftp_pool {
     pthread_mutex_t mu;           /* guards the fields marked (mu) */
@@ -84,6 +87,14 @@ struct tm__sftp_pool {
     char *askpass_dir;            /* openssh: the askpass script's private
                                      folder, or NULL */
     char *askpass;                /* the script (no secret in it), or NULL */
+    pthread_mutex_t mux_mu;       /* guards the fields marked (mux); held
+                                     while a master starts */
+    struct tm__sftp_master *masters; /* openssh: the ssh masters whose
+                                     connection sessions share (mux) */
+    char *mux_dir;                /* their control sockets' private folder,
+                                     or NULL (mux) */
+    unsigned mux_seq;             /* the next master's number (mux) */
+    uint64_t masters_started;     /* masters started so far (mux) */
 
     pthread_mutex_t auth_mu;      /* guards passphrases */
     char **passphrases;           /* per ids[i]: the passphrase that opened
@@ -130,13 +141,43 @@ struct tm__sftp_proc {
     size_t errlen;      /* bytes in errbuf */
 };
 
+/* An ssh master (`ssh -M -S <mux_dir>/<n> -N host`): one connection, one
+ * key exchange and login, whose channels carry sessions' SFTP (their ssh
+ * is a mux client of it). */
+struct tm__sftp_master {
+    struct tm__sftp_master *next; /* the pool's list (mux) */
+    struct tm__sftp_proc pr;      /* the master ssh (pr.fd is -1) */
+    char *path;                   /* its control socket */
+    int users;                    /* sessions on it, open or opening (mux) */
+    int cap;                      /* the most it carries (mux): lowered when
+                                     the server refuses a channel */
+    int dead;                     /* it exited (mux) */
+};
+
 /* Writes the pool's askpass script (when a password or passphrase may be
  * asked) into a new private folder; removed by tm__sftp_askpass_remove. */
 int tm__sftp_askpass_make(struct tm__sftp_pool *p, struct tm__sftp_err *e);
 void tm__sftp_askpass_remove(struct tm__sftp_pool *p);
-/* Starts `ssh ... -s host sftp` for the pool. accept_new: accept-new
- * instead of strict host key checking. */
-int tm__sftp_proc_start(struct tm__sftp_pool *p, int accept_new,
+/* A master with room for one more session (started when none has, which
+ * checks the host key and logs in: its failures are reported as a
+ * session's were); *out is counted as a user until tm__sftp_master_put.
+ * accept_new: accept-new instead of strict host key checking. */
+int tm__sftp_master_get(struct tm__sftp_pool *p, int accept_new,
+                        struct tm__sftp_master **out, struct tm__sftp_err *e);
+/* A session on m has ended. refused: the server refused its channel (its
+ * MaxSessions): m takes no more than it carries now. broken: the session
+ * failed: m is given a moment to show it exited (its connection lost),
+ * so that no new session opens on it. Returns 1 when m has exited. */
+int tm__sftp_master_put(struct tm__sftp_pool *p, struct tm__sftp_master *m, int refused,
+                        int broken);
+/* Ends the masters, removes their sockets and folder (pool free). */
+void tm__sftp_masters_close(struct tm__sftp_pool *p);
+/* 1 when what a session's ssh said is the master's (the server's)
+ * refusal of its channel. */
+int tm__sftp_proc_refused(const struct tm__sftp_proc *pr);
+/* Starts `ssh -S <m's socket> ... -s host sftp` for the pool: a session
+ * on master m. accept_new as tm__sftp_master_get's. */
+int tm__sftp_proc_start(struct tm__sftp_pool *p, int accept_new, struct tm__sftp_master *m,
                         struct tm__sftp_proc *pr, struct tm__sftp_err *e);
 /* Sends n1 bytes at p1, then n2 at p2 (none when n2 is 0), in one
  * sendmsg where the socket takes them (waiting at most timeout_ms at a

@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""The openssh transport's shared connections (issue 13): sessions are
+channels of an ssh master's connection (one key exchange and login per 4
+sessions), against OpenSSH's sshd on 127.0.0.1 (tests/servers/sshd.py,
+LogLevel VERBOSE: a line per login and per session).
+
+1. A copy of 40 files with 16 workers: logins <= ceil(sessions / 4); the
+   tree byte for byte (rsync); the private control folder gone after the
+   command (TMPDIR is empty).
+2. A server with MaxSessions 3: the refused channels ("no more sessions")
+   go to a new master (not to a login of their own: ssh's fallback is
+   off); the copy completes with more than 3 sessions and logins <=
+   ceil(sessions / 3).
+3. The master killed (SIGKILL) mid-copy: the sessions on it break and
+   reconnect through a new master; the copy completes, byte for byte;
+   nothing is left in TMPDIR.
+
+The libssh2 transport has no master: skipped (exit 77) there. Exit 77 too
+when sshd or ssh-keygen is missing.
+"""
+
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.dont_write_bytecode = True
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, '..', 'servers'))
+
+import sshd  # noqa: E402
+import tmtest  # noqa: E402
+from tmtest import Runner, expect_eq, expect_rc, fail, show  # noqa: E402
+
+# the sessions one master carries (MUX_SESSIONS in openssh.c)
+PER_MASTER = 4
+
+
+class Case:
+    """A server, a source tree of n files of size bytes, a private TMPDIR
+    for treemig (where the control folder goes)."""
+
+    def __init__(self, work, name, n, size, **kw):
+        self.srv = sshd.Sshd(log_level='VERBOSE', **kw).start()
+        self.srv.write_known_hosts()
+        self.dst = self.srv.path(name)
+        os.makedirs(self.dst)
+        self.srv.chown(self.dst)
+        self.src = os.path.join(work, name)
+        os.makedirs(self.src)
+        for i in range(n):
+            with open(os.path.join(self.src, 'f%02d' % i), 'wb') as f:
+                f.write(os.urandom(size))
+        self.tmpdir = os.path.join(work, name + '.tmp')
+        os.makedirs(self.tmpdir)
+        self.env = {'TMPDIR': self.tmpdir}
+        self.db = os.path.join(work, name + '.db')
+        cp = tmtest.run(['discover', '--db', self.db, '--quiet',
+                         '--ssh-identity', self.srv.client_key,
+                         '--ssh-known-hosts', self.srv.known_hosts,
+                         self.src, self.srv.url('/' + name)], env=self.env)
+        expect_rc(cp, 0, 'discover')
+        self.logins0, self.sessions0 = self.srv.logins(), self.srv.sessions()
+
+    def copy_args(self, workers):
+        return ['copy', '--db', self.db, '--yes', '--quiet', '--workers', str(workers)]
+
+    def counted(self):
+        """(logins, sessions) since discover."""
+        return self.srv.logins() - self.logins0, self.srv.sessions() - self.sessions0
+
+    def check_tree(self):
+        cp = subprocess.run(['rsync', '-rlptDn', '--itemize-changes', '--checksum',
+                             self.src + '/', self.dst + '/'],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if cp.returncode != 0:
+            fail('rsync failed: %r' % cp.stderr[-500:])
+        diff = [ln for ln in cp.stdout.split(b'\n') if ln and not ln.endswith(b' ./')]
+        expect_eq('rsync -rlptDn --itemize-changes --checksum (source -> served)', [], diff)
+        expect_eq('left in TMPDIR (the control folder is removed)', [],
+                  os.listdir(self.tmpdir))
+
+    def stop(self):
+        self.srv.stop()
+
+
+def check_logins(work):
+    c = Case(work, 'many', 40, 64 << 10)
+    try:
+        expect_rc(tmtest.run(c.copy_args(16), env=c.env), 0, 'copy --workers 16')
+        logins, sessions = c.counted()
+        print('    copy: %d logins for %d sessions' % (logins, sessions))
+        if sessions < 2:
+            fail('the copy opened %d sessions: nothing to share' % sessions)
+        if logins > math.ceil(sessions / PER_MASTER):
+            fail('%d logins for %d sessions: more than one per %d sessions'
+                 % (logins, sessions, PER_MASTER))
+        c.check_tree()
+    finally:
+        c.stop()
+
+
+def check_max_sessions(work):
+    c = Case(work, 'capped', 40, 64 << 10, max_sessions=3)
+    try:
+        expect_rc(tmtest.run(c.copy_args(16), env=c.env), 0,
+                  'copy --workers 16 (server MaxSessions 3)')
+        logins, sessions = c.counted()
+        refused = c.srv.log_text().count('no more sessions')
+        print('    copy: %d logins for %d sessions, %d channels refused'
+              % (logins, sessions, refused))
+        if sessions <= 3 or not refused:
+            fail('%d sessions, %d channels refused: MaxSessions 3 not passed'
+                 % (sessions, refused))
+        if logins > math.ceil(sessions / 3):
+            fail('%d logins for %d sessions: more than one per 3 sessions'
+                 % (logins, sessions))
+        c.check_tree()
+    finally:
+        c.stop()
+
+
+def masters(tmpdir):
+    """Pids of the ssh masters whose control socket is under tmpdir."""
+    found = []
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            with open('/proc/%s/cmdline' % pid, 'rb') as f:
+                argv = f.read().split(b'\0')
+        except OSError:
+            continue
+        if b'-M' in argv and any(a.startswith(os.fsencode(tmpdir) + b'/') for a in argv):
+            found.append(int(pid))
+    return found
+
+
+def check_master_killed(work):
+    c = Case(work, 'killed', 8, 16 << 20)
+    try:
+        p = subprocess.Popen([tmtest.TREEMIG] + c.copy_args(4),
+                             env=dict(os.environ, **c.env), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        killed = None
+        deadline = time.monotonic() + 300
+        while p.poll() is None and time.monotonic() < deadline:
+            pids = masters(c.tmpdir)
+            copied = sum(os.lstat(os.path.join(d, n)).st_size
+                         for d, _, ns in os.walk(c.dst) for n in ns)
+            if pids and copied >= 4 << 20:
+                killed = pids[0]
+                os.kill(killed, signal.SIGKILL)
+                break
+            time.sleep(0.005)
+        try:
+            out, err = p.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+        if killed is None:
+            fail('the copy ended before its master could be killed: %s'
+                 % show(subprocess.CompletedProcess(p.args, p.returncode, out, err)))
+        expect_rc(subprocess.CompletedProcess(p.args, p.returncode, out, err), 0,
+                  'copy with its master killed')
+        logins, sessions = c.counted()
+        print('    master %d killed; %d logins for %d sessions' % (killed, logins, sessions))
+        if logins < 2:
+            fail('%d logins: no new master after the kill' % logins)
+        c.check_tree()
+    finally:
+        c.stop()
+
+
+def main():
+    if os.environ.get('TREEMIG_SFTP_TRANSPORT', 'openssh') != 'openssh':
+        print('SKIP: the libssh2 transport has no ssh master')
+        sys.exit(77)
+    why = sshd.available() or (None if shutil.which('rsync') else 'no rsync')
+    if why:
+        print('SKIP: ' + why)
+        sys.exit(77)
+    tmtest.require_binary()
+    sshd.install_signal_handlers()
+    home = tempfile.mkdtemp(prefix='tm-home-')
+    os.environ.pop('SSH_AUTH_SOCK', None)
+    os.environ['HOME'] = home
+    work = tempfile.mkdtemp(prefix='tm-sftp-mux-', dir='/tmp')
+    os.chmod(work, 0o755)
+    R = Runner('test_sftp_mux')
+    try:
+        R.check('16 workers: at most one login per %d sessions, the tree byte for byte, '
+                'no control folder left' % PER_MASTER, check_logins, work)
+        R.check('MaxSessions 3: refused channels go to a new master, the copy completes',
+                check_max_sessions, work)
+        R.check('the master killed mid-copy: a new one, the copy completes byte for byte',
+                check_master_killed, work)
+    finally:
+        shutil.rmtree(work, True)
+        shutil.rmtree(home, True)
+    R.finish()
+
+
+if __name__ == '__main__':
+    main()
