@@ -14,6 +14,9 @@ LogLevel VERBOSE: a line per login and per session).
 3. The master killed (SIGKILL) mid-copy: the sessions on it break and
    reconnect through a new master; the copy completes, byte for byte;
    nothing is left in TMPDIR.
+4. treemig killed (SIGKILL) mid-copy: its masters end with it (the kernel's
+   parent-death signal; a master reads nothing, so nothing else would end
+   it: it stayed logged in); the copy run again completes, byte for byte.
 
 The libssh2 transport has no master: skipped (exit 77) there. Exit 77 too
 when sshd or ssh-keygen is missing.
@@ -59,6 +62,7 @@ class Case:
         self.tmpdir = os.path.join(work, name + '.tmp')
         os.makedirs(self.tmpdir)
         self.env = {'TMPDIR': self.tmpdir}
+        self.left = set()  # what a treemig killed left in TMPDIR
         self.db = os.path.join(work, name + '.db')
         cp = tmtest.run(['discover', '--db', self.db, '--quiet',
                          '--ssh-identity', self.srv.client_key,
@@ -83,7 +87,7 @@ class Case:
         diff = [ln for ln in cp.stdout.split(b'\n') if ln and not ln.endswith(b' ./')]
         expect_eq('rsync -rlptDn --itemize-changes --checksum (source -> served)', [], diff)
         expect_eq('left in TMPDIR (the control folder is removed)', [],
-                  os.listdir(self.tmpdir))
+                  [n for n in os.listdir(self.tmpdir) if n not in self.left])
 
     def stop(self):
         self.srv.stop()
@@ -177,6 +181,47 @@ def check_master_killed(work):
         c.stop()
 
 
+def copied(c):
+    return sum(os.lstat(os.path.join(d, n)).st_size for d, _, ns in os.walk(c.dst)
+               for n in ns)
+
+
+def check_treemig_killed(work):
+    c = Case(work, 'orphans', 8, 16 << 20)
+    try:
+        p = subprocess.Popen([tmtest.TREEMIG] + c.copy_args(4),
+                             env=dict(os.environ, **c.env), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        pids = []
+        deadline = time.monotonic() + 300
+        while p.poll() is None and time.monotonic() < deadline:
+            pids = masters(c.tmpdir)
+            if pids and copied(c) >= 4 << 20:
+                p.kill()
+                break
+            time.sleep(0.005)
+        p.wait()
+        if p.returncode != -signal.SIGKILL or not pids:
+            fail('the copy ended (exit %r) before it could be killed with its '
+                 'masters running (%r)' % (p.returncode, pids))
+        # the masters end once the kernel has signalled them (no speed
+        # bound: a deadline for a process that would otherwise stay forever)
+        deadline = time.monotonic() + 60
+        while masters(c.tmpdir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = masters(c.tmpdir)
+        print('    treemig killed with %d master(s) running; left running: %d'
+              % (len(pids), len(left)))
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        expect_eq('ssh masters left running by a treemig killed with SIGKILL', [], left)
+        c.left = set(os.listdir(c.tmpdir))  # its (empty) control folder
+        expect_rc(tmtest.run(c.copy_args(4), env=c.env), 0, 'copy again')
+        c.check_tree()
+    finally:
+        c.stop()
+
+
 def main():
     if os.environ.get('TREEMIG_SFTP_TRANSPORT', 'openssh') != 'openssh':
         print('SKIP: the libssh2 transport has no ssh master')
@@ -200,6 +245,8 @@ def main():
                 check_max_sessions, work)
         R.check('the master killed mid-copy: a new one, the copy completes byte for byte',
                 check_master_killed, work)
+        R.check('treemig killed mid-copy: its masters end with it; the copy again '
+                'completes byte for byte', check_treemig_killed, work)
     finally:
         shutil.rmtree(work, True)
         shutil.rmtree(home, True)

@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -374,10 +375,76 @@ static int prepare(struct tm__sftp_pool *p, int accept_new, const struct tm__sft
     return rc;
 }
 
+/* As posix_spawnp with spawn()'s file actions and signals, for a master:
+ * fork and exec, the child asking the kernel for SIGTERM when the thread
+ * that started it ends (PR_SET_PDEATHSIG). A master's stdin is /dev/null
+ * and -N reads nothing, so without it a treemig killed with SIGKILL left
+ * its masters logged in (the sessions' ssh end with their socketpair).
+ * The thread is a pool thread or the main one, which live as long as the
+ * adapter is used; a master ended early is a dead one, which the next
+ * session replaces. Returns 0 or the errno of fork or exec (a pipe with
+ * O_CLOEXEC carries exec's: closed empty when exec succeeded). Between
+ * fork and exec the child calls only async-signal-safe functions. */
+static int fork_tied(char *const *argv, char **env, int io, int err, pid_t *pid)
+{
+    pid_t parent = getpid();
+    int xp[2], x = 0, dfl[] = {SIGPIPE, SIGINT, SIGTERM, SIGHUP};
+    ssize_t n;
+    sigset_t none;
+    size_t i;
+
+    if (pipe2(xp, O_CLOEXEC) != 0)
+        return errno;
+    sigemptyset(&none);
+    *pid = fork();
+    if (*pid < 0) {
+        x = errno;
+        close(xp[0]);
+        close(xp[1]);
+        return x;
+    }
+    if (*pid == 0) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = SIG_DFL;
+        for (i = 0; i < sizeof dfl / sizeof dfl[0]; i++)
+            sigaction(dfl[i], &sa, NULL);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        if (setsid() < 0 || dup2(io, 0) < 0 || dup2(io, 1) < 0 || dup2(err, 2) < 0 ||
+            prctl(PR_SET_PDEATHSIG, SIGTERM) != 0)
+            x = errno;
+        else if (getppid() != parent) /* it ended before prctl */
+            _exit(127);
+        else {
+            /* as spawn()'s closefrom: whatever lacks O_CLOEXEC (a kernel
+             * before 5.11 refuses; those descriptors then stay open) */
+            (void)close_range(3, ~0u, CLOSE_RANGE_CLOEXEC);
+            execvpe(argv[0], argv, env);
+            x = errno;
+        }
+        n = write(xp[1], &x, sizeof x);
+        (void)n;
+        _exit(127);
+    }
+    close(xp[1]);
+    do
+        n = read(xp[0], &x, sizeof x);
+    while (n < 0 && errno == EINTR);
+    close(xp[0]);
+    if (n == (ssize_t)sizeof x) {
+        waitpid(*pid, NULL, 0);
+        *pid = -1;
+        return x;
+    }
+    return 0;
+}
+
 /* Runs ssh (a, env) in a session of its own with io as its stdin and
  * stdout, and the write end of a new pipe as its stderr: pr gets the pid
- * and the read end (non-blocking). 0, or an error with e filled. */
-static int spawn(struct tm__sftp_pool *p, struct args *a, char **env, int io,
+ * and the read end (non-blocking); tied: ended by the kernel with the
+ * thread that runs this (fork_tied: a master). 0, or an error with e
+ * filled. */
+static int spawn(struct tm__sftp_pool *p, struct args *a, char **env, int io, int tied,
                  struct tm__sftp_proc *pr, struct tm__sftp_err *e)
 {
     posix_spawn_file_actions_t fa;
@@ -407,7 +474,8 @@ static int spawn(struct tm__sftp_pool *p, struct args *a, char **env, int io,
     posix_spawnattr_setsigdefault(&at, &dfl);
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
                                       POSIX_SPAWN_SETSIGDEF);
-    i = posix_spawnp(&pr->pid, a->v[0], &fa, &at, a->v, env);
+    i = tied ? fork_tied(a->v, env, io, ep[1], &pr->pid)
+             : posix_spawnp(&pr->pid, a->v[0], &fa, &at, a->v, env);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
     close(ep[1]);
@@ -465,7 +533,7 @@ int tm__sftp_proc_start(struct tm__sftp_pool *p, int accept_new, struct tm__sftp
             setsockopt(sv[k], SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
         }
     }
-    rc = spawn(p, &a, env, sv[1], pr, e);
+    rc = spawn(p, &a, env, sv[1], 0, pr, e);
     if (rc)
         goto out;
     pr->fd = sv[0];
@@ -848,7 +916,7 @@ static int master_start(struct tm__sftp_pool *p, int accept_new, struct tm__sftp
             rc = tm__from_errno(errno);
             rc = tm__sftp_fail(e, rc, TM_ERR_RETRY, -1, "open /dev/null: %s", tm_strerror(rc));
         } else {
-            rc = spawn(p, &a, env, io, &m->pr, e);
+            rc = spawn(p, &a, env, io, 1, &m->pr, e);
             close(io);
         }
     }
