@@ -1344,6 +1344,15 @@ static int list_pair(struct task *t)
     rc = !src ? TM_ENOMEM : src_page(e, src, &ls, rs);
     if (!rc)
         rc = read_one(e, TM_DST, t->path, &ld, &ae);
+    if (rc == TM_ESTOPPED) {
+        /* stopped between the two: the source's listing, done, is
+         * committed alone, as a stop commits every listing done; t stays
+         * pending, for the resume to list against its listed twin */
+        rc = submit_last(e, src, rs);
+        rs = NULL;
+        rc = rc ? rc : TM_ESTOPPED;
+        goto out;
+    }
     if (rc == 1) {
         rd = new_result(t);
         rc = !rd ? TM_ENOMEM : pair_page(e, t, &ld, rd, rs);
