@@ -638,6 +638,21 @@ static int filtered_out(const struct tm__discover_cfg *c, const struct tm__ent *
            (c->mtime_max != 0 && x->mtime > c->mtime_max);
 }
 
+/* Fills child n of the folder of t on side as listed (x): what both
+ * sides' rows take from a listing. */
+static void fill_node(const struct engine *e, int side, const struct task *t,
+                      struct tm__wnode *n, const struct tm__ent *x)
+{
+    n->parent_id = t->id;
+    n->type = (int8_t)x->type;
+    n->size = x->size;
+    n->mtime = x->mtime;
+    n->mode = x->mode;
+    n->owned = (int8_t)e->owned[side];
+    n->uid = x->uid;
+    n->gid = x->gid;
+}
+
 /* The source children of one page. */
 static int src_page(struct engine *e, const struct task *t,
                     const struct tm__listing *l, struct tm__result *r)
@@ -650,14 +665,7 @@ static int src_page(struct engine *e, const struct task *t,
     for (i = 0; i < l->n; i++) {
         const struct tm__ent *x = &l->v[i];
         struct tm__wnode *n = &r->nodes[i];
-        n->parent_id = t->id;
-        n->type = (int8_t)x->type;
-        n->size = x->size;
-        n->mtime = x->mtime;
-        n->mode = x->mode;
-        n->owned = (int8_t)e->owned[TM_SRC];
-        n->uid = x->uid;
-        n->gid = x->gid;
+        fill_node(e, TM_SRC, t, n, x);
         n->xattrs = x->xattrs;
         if (x->type == TM_T_FILE && x->nlink > 1) {
             /* one of a link group: the copy links the group's files */
@@ -863,14 +871,7 @@ out:
 static int dst_node(const struct engine *e, const struct task *t, struct tm__result *r,
                     struct tm__wnode *n, const struct tm__ent *x, const char *name)
 {
-    n->parent_id = t->id;
-    n->type = (int8_t)x->type;
-    n->size = x->size;
-    n->mtime = x->mtime;
-    n->mode = x->mode;
-    n->owned = (int8_t)e->owned[TM_DST];
-    n->uid = x->uid;
-    n->gid = x->gid;
+    fill_node(e, TM_DST, t, n, x);
     return add_names(r, n, t->path, name, x->name_len);
 }
 

@@ -145,23 +145,36 @@ def masters(tmpdir):
     return found
 
 
+def copied(c):
+    """Bytes on the served side so far."""
+    return sum(os.lstat(os.path.join(d, n)).st_size for d, _, ns in os.walk(c.dst)
+               for n in ns)
+
+
+def copy_until_master(c):
+    """Starts `copy --workers 4` of case c; returns (the process, the pids
+    of its masters) once a master runs and 4 MiB are copied, or (process,
+    []) when it ended first (or after 300 s)."""
+    p = subprocess.Popen([tmtest.TREEMIG] + c.copy_args(4),
+                         env=dict(os.environ, **c.env), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while p.poll() is None and time.monotonic() < deadline:
+        pids = masters(c.tmpdir)
+        if pids and copied(c) >= 4 << 20:
+            return p, pids
+        time.sleep(0.005)
+    return p, []
+
+
 def check_master_killed(work):
     c = Case(work, 'killed', 8, 16 << 20)
     try:
-        p = subprocess.Popen([tmtest.TREEMIG] + c.copy_args(4),
-                             env=dict(os.environ, **c.env), stdin=subprocess.DEVNULL,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p, pids = copy_until_master(c)
         killed = None
-        deadline = time.monotonic() + 300
-        while p.poll() is None and time.monotonic() < deadline:
-            pids = masters(c.tmpdir)
-            copied = sum(os.lstat(os.path.join(d, n)).st_size
-                         for d, _, ns in os.walk(c.dst) for n in ns)
-            if pids and copied >= 4 << 20:
-                killed = pids[0]
-                os.kill(killed, signal.SIGKILL)
-                break
-            time.sleep(0.005)
+        if pids:
+            killed = pids[0]
+            os.kill(killed, signal.SIGKILL)
         try:
             out, err = p.communicate(timeout=600)
         except subprocess.TimeoutExpired:
@@ -181,26 +194,13 @@ def check_master_killed(work):
         c.stop()
 
 
-def copied(c):
-    return sum(os.lstat(os.path.join(d, n)).st_size for d, _, ns in os.walk(c.dst)
-               for n in ns)
-
-
 def check_treemig_killed(work):
     c = Case(work, 'orphans', 8, 16 << 20)
     try:
-        p = subprocess.Popen([tmtest.TREEMIG] + c.copy_args(4),
-                             env=dict(os.environ, **c.env), stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        pids = []
-        deadline = time.monotonic() + 300
-        while p.poll() is None and time.monotonic() < deadline:
-            pids = masters(c.tmpdir)
-            if pids and copied(c) >= 4 << 20:
-                p.kill()
-                break
-            time.sleep(0.005)
-        p.wait()
+        p, pids = copy_until_master(c)
+        if pids:
+            p.kill()
+        p.communicate()
         if p.returncode != -signal.SIGKILL or not pids:
             fail('the copy ended (exit %r) before it could be killed with its '
                  'masters running (%r)' % (p.returncode, pids))
