@@ -71,6 +71,7 @@ deb=(
 bench_only=(
   rclone           # a peer
   time             # /usr/bin/time: wall, CPU and peak RSS
+  openssl          # openssl speed: the cipher floor of bench/sftp_floor.sh
   awscli           # a peer (aws s3 sync, bench/s3.sh)
   postgresql       # a throwaway server (bench/pg.sh, bench/scaleout.sh)
 )
