@@ -17,11 +17,18 @@ LogLevel VERBOSE: a line per login and per session).
 4. treemig killed (SIGKILL) mid-copy: its masters end with it (the kernel's
    parent-death signal; a master reads nothing, so nothing else would end
    it: it stayed logged in); the copy run again completes, byte for byte.
+5. Masters outlive the threads that asked for them: sftptool's stress,
+   8 threads on 8 sessions (two masters), then 8 new threads on the same
+   pooled sessions: no session breaks, no new connection (the parent-death
+   signal is a thread's: a master forked by a worker thread died with it,
+   and a copy stopped by a fault lost the sessions its other workers were
+   still removing their temporaries on).
 
 The libssh2 transport has no master: skipped (exit 77) there. Exit 77 too
 when sshd or ssh-keygen is missing.
 """
 
+import json
 import math
 import os
 import shutil
@@ -222,6 +229,41 @@ def check_treemig_killed(work):
         c.stop()
 
 
+def check_threads_end(work):
+    sftptool = os.environ.get('SFTPTOOL')
+    if not sftptool:
+        fail('SFTPTOOL is not set (ctest sets it)')
+    srv = sshd.Sshd(log_level='VERBOSE').start()
+    try:
+        srv.write_known_hosts()
+        d = srv.path('threads')
+        os.makedirs(d)
+        for i in range(20):
+            open(os.path.join(d, 'f%d' % i), 'w').close()
+        srv.chown(d)
+        cp = subprocess.run([sftptool, '--identity', srv.client_key,
+                             '--known-hosts', srv.known_hosts, '--threads', '8',
+                             '--sessions', '8', srv.url('/'), 'stress',
+                             srv.root + '/threads/f3', '20', '3'],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, timeout=300,
+                            env=dict(os.environ, TMPDIR=work))
+        expect_rc(cp, 0, 'sftptool stress, 3 rounds of 8 threads')
+        rounds = [json.loads(x) for x in cp.stdout.decode().splitlines()
+                  if x.startswith('{')]
+        connects = [r['connects'] for r in rounds]
+        print('    sessions opened after each round: %r; logins %d'
+              % (connects, srv.logins()))
+        expect_eq('rounds', 3, len(rounds))
+        if connects[0] < PER_MASTER + 1:
+            fail('%d sessions in the first round: one master, nothing to lose'
+                 % connects[0])
+        expect_eq('sessions opened by the later rounds (the first round\'s are '
+                  'pooled)', [connects[0]] * 3, connects)
+    finally:
+        srv.stop()
+
+
 def main():
     if os.environ.get('TREEMIG_SFTP_TRANSPORT', 'openssh') != 'openssh':
         print('SKIP: the libssh2 transport has no ssh master')
@@ -247,6 +289,8 @@ def main():
                 check_master_killed, work)
         R.check('treemig killed mid-copy: its masters end with it; the copy again '
                 'completes byte for byte', check_treemig_killed, work)
+        R.check('masters outlive the threads that started them: pooled sessions '
+                'serve new threads', check_threads_end, work)
     finally:
         shutil.rmtree(work, True)
         shutil.rmtree(home, True)

@@ -33,7 +33,8 @@
  *   rename FROM TO [--replace]
  *   setstat PATH [--mode M] [--mtime S] [--nofollow]
  *   statvfs PATH
- *   stress PATH N                 --threads threads each lstat PATH and list its folder N times
+ *   stress PATH N [ROUNDS]        --threads threads each lstat PATH and list its folder N times;
+ *                                 ROUNDS times, with new threads each round (a line per round)
  *
  *
  * Exit 3: the pool left a child process (an ssh of the openssh transport)
@@ -344,14 +345,20 @@ static void *stress_main(void *arg)
     return NULL;
 }
 
-static int cmd_stress(struct tool *t, const char *path, int n, struct tm__sftp_err *e)
+/* stress PATH N [ROUNDS]: --threads threads lstat PATH and list its
+ * folder N times each; ROUNDS times, each round with new threads (the
+ * sessions, and the masters of the openssh transport, that one round's
+ * threads opened serve the next one's after those threads ended). A line
+ * per round. */
+static int cmd_stress(struct tool *t, const char *path, int n, int rounds,
+                      struct tm__sftp_err *e)
 {
     struct stress_arg *a = calloc((size_t)t->threads, sizeof *a);
     pthread_t *th = calloc((size_t)t->threads, sizeof *th);
     struct tm__buf dir = TM__BUF_INIT;
     struct tm__sftp_info info;
     const char *slash = strrchr(path, '/');
-    int i, rc = 0;
+    int i, rc = 0, round;
 
     if (!a || !th || tm__buf_add(&dir, path, slash && slash != path ? (size_t)(slash - path) : 1)) {
         free(a);
@@ -359,24 +366,28 @@ static int cmd_stress(struct tool *t, const char *path, int n, struct tm__sftp_e
         fprintf(stderr, "stress: out of memory\n");
         exit(1);
     }
-    for (i = 0; i < t->threads; i++) {
-        a[i].t = t;
-        a[i].path = path;
-        a[i].dir = dir.buf;
-        a[i].n = n;
-        pthread_create(&th[i], NULL, stress_main, &a[i]);
-    }
-    for (i = 0; i < t->threads; i++) {
-        pthread_join(th[i], NULL);
-        if (a[i].rc && !rc) {
-            rc = a[i].rc;
-            *e = a[i].e;
+    for (round = 1; round <= rounds && !rc; round++) {
+        memset(a, 0, (size_t)t->threads * sizeof *a);
+        for (i = 0; i < t->threads; i++) {
+            a[i].t = t;
+            a[i].path = path;
+            a[i].dir = dir.buf;
+            a[i].n = n;
+            pthread_create(&th[i], NULL, stress_main, &a[i]);
         }
+        for (i = 0; i < t->threads; i++) {
+            pthread_join(th[i], NULL);
+            if (a[i].rc && !rc) {
+                rc = a[i].rc;
+                *e = a[i].e;
+            }
+        }
+        tm__sftp_pool_info(t->pool, &info);
+        if (!rc)
+            printf("{\"round\":%d,\"threads\":%d,\"rounds\":%d,\"connects\":%llu}\n",
+                   round, t->threads, n, (unsigned long long)info.connects);
+        fflush(stdout);
     }
-    tm__sftp_pool_info(t->pool, &info);
-    if (!rc)
-        printf("{\"threads\":%d,\"rounds\":%d,\"connects\":%llu}\n", t->threads, n,
-               (unsigned long long)info.connects);
     tm__buf_release(&dir);
     free(a);
     free(th);
@@ -477,7 +488,7 @@ static int run(struct tool *t, int argc, char **argv, struct tm__sftp_err *e)
     }
     if (!strcmp(cmd, "stress")) {
         NEED(2);
-        return cmd_stress(t, argv[1], atoi(argv[2]), e);
+        return cmd_stress(t, argv[1], atoi(argv[2]), argc > 3 ? atoi(argv[3]) : 1, e);
     }
     fprintf(stderr, "sftptool: unknown command %s\n", cmd);
     exit(2);

@@ -1521,11 +1521,14 @@ fail:
     return rc;
 }
 
+static void orphans_retry(struct tm__sftp_pool *p);
+
 void tm__sftp_pool_free(struct tm__sftp_pool *p)
 {
     struct tm__sftp_sess *s;
     if (!p)
         return;
+    orphans_retry(p);
     while ((s = p->idle)) {
         p->idle = s->next;
         sess_close(s);
@@ -2610,22 +2613,52 @@ static int wf_collect(struct tm__sftp_wfile *f, struct tm__sftp_err *e)
 /* A temporary whose session died: removed through another session (a
  * new connection) when it is a regular file. That session may die too (a
  * server that ends sessions after N requests ends a pooled one here as
- * well): a few sessions are tried. If the server cannot be reached, the
- * temporary stays (the next copy removes it by its run key; verify
- * reports it as a leftover). */
-static void remove_orphan(struct tm__sftp_pool *p, const char *tmp)
+ * well): a few sessions are tried. Returns 1 when it is gone (or is no
+ * file), 0 when the server could not be reached. */
+static int remove_orphan_now(struct tm__sftp_pool *p, const char *tmp)
 {
     struct tm__sftp_sess *s;
     struct tm__sftp_attr a;
     int tries, broken = 1;
     for (tries = 0; tries < 3 && broken; tries++) {
         if (sess_get(p, &s, NULL) != 0)
-            return;
+            return 0;
         if (do_stat(s, FXP_LSTAT, tmp, &a, NULL) == 0 && a.type == TM_T_FILE)
             do_remove(s, tmp, NULL);
         broken = s->broken;
         sess_put(p, s);
     }
+    return !broken;
+}
+
+/* As remove_orphan_now; a temporary it could not remove is kept in the
+ * pool's list, tried again when the pool is freed (the copy run has ended
+ * and the server may be back). If the server still cannot be reached
+ * then, it stays: verify reports it as a leftover. */
+static void remove_orphan(struct tm__sftp_pool *p, const char *tmp)
+{
+    if (remove_orphan_now(p, tmp))
+        return;
+    pthread_mutex_lock(&p->mu);
+    (void)strv_push(&p->orphans, &p->n_orphans, tmp); /* ENOMEM: as unreachable */
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* At the pool's free: the temporaries remove_orphan could not remove,
+ * once more each, after the pool's reconnect backoff (until one fails). */
+static void orphans_retry(struct tm__sftp_pool *p)
+{
+    size_t i;
+    for (i = 0; i < p->n_orphans; i++) {
+        int64_t wait = (p->next_connect_ns - tm__now_ns()) / 1000000;
+        if (wait > 0)
+            tm__sleep_ms(wait);
+        if (!remove_orphan_now(p, p->orphans[i]))
+            break; /* still unreachable: no wait for each of the others */
+    }
+    strv_free(p->orphans, p->n_orphans);
+    p->orphans = NULL;
+    p->n_orphans = 0;
 }
 
 int tm__sftp_open_write(struct tm__sftp_pool *p, const char *path,

@@ -38,6 +38,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <spawn.h>
@@ -377,14 +378,13 @@ static int prepare(struct tm__sftp_pool *p, int accept_new, const struct tm__sft
 
 /* As posix_spawnp with spawn()'s file actions and signals, for a master:
  * fork and exec, the child asking the kernel for SIGTERM when the thread
- * that started it ends (PR_SET_PDEATHSIG). A master's stdin is /dev/null
+ * that forked it ends (PR_SET_PDEATHSIG). A master's stdin is /dev/null
  * and -N reads nothing, so without it a treemig killed with SIGKILL left
  * its masters logged in (the sessions' ssh end with their socketpair).
- * The thread is a pool thread or the main one, which live as long as the
- * adapter is used; a master ended early is a dead one, which the next
- * session replaces. Returns 0 or the errno of fork or exec (a pipe with
- * O_CLOEXEC carries exec's: closed empty when exec succeeded). Between
- * fork and exec the child calls only async-signal-safe functions. */
+ * Runs on the pool's forker thread only (fork_master). Returns 0 or the
+ * errno of fork or exec (a pipe with O_CLOEXEC carries exec's: closed
+ * empty when exec succeeded). Between fork and exec the child calls only
+ * async-signal-safe functions. */
 static int fork_tied(char *const *argv, char **env, int io, int err, pid_t *pid)
 {
     pid_t parent = getpid();
@@ -439,10 +439,105 @@ static int fork_tied(char *const *argv, char **env, int io, int err, pid_t *pid)
     return 0;
 }
 
+/* The thread that forks a pool's masters. The kernel sends the
+ * parent-death signal when the thread that forked ends, not the process:
+ * a master forked by a worker thread ended with it, and with it the
+ * sessions other threads were using (a copy stopped by a fault lost the
+ * sessions its other workers were removing their temporaries on). This
+ * thread lives from the pool's first master to tm__sftp_masters_close. */
+struct tm__sftp_forker {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;         /* a request, its answer, or quit (mu) */
+    int quit;                  /* end the thread (mu) */
+    int asked, answered;       /* the request's state (mu) */
+    char *const *argv;         /* the request: fork_tied's arguments (mu) */
+    char **env;
+    int io, err;
+    pid_t pid;                 /* the answer: the master, or -1 (mu) */
+    int rc;                    /* and fork_tied's result (mu) */
+};
+
+static void *forker_main(void *arg)
+{
+    struct tm__sftp_forker *f = arg;
+    sigset_t all;
+    /* no signal is handled here: the process's handlers run elsewhere */
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    pthread_mutex_lock(&f->mu);
+    for (;;) {
+        while (!f->quit && !f->asked)
+            pthread_cond_wait(&f->cv, &f->mu);
+        if (!f->asked)
+            break;
+        f->rc = fork_tied(f->argv, f->env, f->io, f->err, &f->pid);
+        f->asked = 0;
+        f->answered = 1;
+        pthread_cond_broadcast(&f->cv);
+    }
+    pthread_mutex_unlock(&f->mu);
+    return NULL;
+}
+
+/* fork_tied on the pool's forker thread, started at the first master
+ * (p->mux_mu held: one request at a time). 0 or an errno. */
+static int fork_master(struct tm__sftp_pool *p, char *const *argv, char **env, int io,
+                       int err, pid_t *pid)
+{
+    struct tm__sftp_forker *f = p->forker;
+    int rc;
+    if (!f) {
+        if (!(f = calloc(1, sizeof *f)))
+            return ENOMEM;
+        pthread_mutex_init(&f->mu, NULL);
+        pthread_cond_init(&f->cv, NULL);
+        rc = pthread_create(&f->th, NULL, forker_main, f);
+        if (rc) {
+            pthread_cond_destroy(&f->cv);
+            pthread_mutex_destroy(&f->mu);
+            free(f);
+            return rc;
+        }
+        p->forker = f;
+    }
+    pthread_mutex_lock(&f->mu);
+    f->argv = argv;
+    f->env = env;
+    f->io = io;
+    f->err = err;
+    f->answered = 0;
+    f->asked = 1;
+    pthread_cond_broadcast(&f->cv);
+    while (!f->answered)
+        pthread_cond_wait(&f->cv, &f->mu);
+    *pid = f->pid;
+    rc = f->rc;
+    pthread_mutex_unlock(&f->mu);
+    return rc;
+}
+
+/* Ends the forker thread (its masters were ended first). */
+static void forker_stop(struct tm__sftp_pool *p)
+{
+    struct tm__sftp_forker *f = p->forker;
+    if (!f)
+        return;
+    pthread_mutex_lock(&f->mu);
+    f->quit = 1;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    pthread_join(f->th, NULL);
+    pthread_cond_destroy(&f->cv);
+    pthread_mutex_destroy(&f->mu);
+    free(f);
+    p->forker = NULL;
+}
+
 /* Runs ssh (a, env) in a session of its own with io as its stdin and
  * stdout, and the write end of a new pipe as its stderr: pr gets the pid
  * and the read end (non-blocking); tied: ended by the kernel with the
- * thread that runs this (fork_tied: a master). 0, or an error with e
+ * process (fork_master: a master). 0, or an error with e
  * filled. */
 static int spawn(struct tm__sftp_pool *p, struct args *a, char **env, int io, int tied,
                  struct tm__sftp_proc *pr, struct tm__sftp_err *e)
@@ -474,7 +569,7 @@ static int spawn(struct tm__sftp_pool *p, struct args *a, char **env, int io, in
     posix_spawnattr_setsigdefault(&at, &dfl);
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
                                       POSIX_SPAWN_SETSIGDEF);
-    i = tied ? fork_tied(a->v, env, io, ep[1], &pr->pid)
+    i = tied ? fork_master(p, a->v, env, io, ep[1], &pr->pid)
              : posix_spawnp(&pr->pid, a->v[0], &fa, &at, a->v, env);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
@@ -999,6 +1094,7 @@ void tm__sftp_masters_close(struct tm__sftp_pool *p)
         p->masters = m->next;
         master_free(m);
     }
+    forker_stop(p);
     if (p->mux_dir)
         rmdir(p->mux_dir);
     free(p->mux_dir);

@@ -4,8 +4,8 @@
  *
  * Lock order: pool->mu, then nothing; pool->auth_mu (held while a
  * passphrase is read or cached), then nothing; pool->mux_mu (held while
- * an ssh master starts: its connect, key exchange and login), then
- * nothing. None is held across a network call but auth_mu around a
+ * an ssh master starts: its connect, key exchange and login), then the
+ * forker's mu (openssh.c), then nothing. None is held across a network call but auth_mu around a
  * terminal prompt and mux_mu around a master's start.
  */
 #ifndef TM_SFTP_INT_H
@@ -20,11 +20,16 @@
 
 struct tm__sftp_sess;
 struct tm__sftp_master;
+struct tm__sftp_forker;
 
 struct tm__sftp_pool {
     pthread_mutex_t mu;           /* guards the fields marked (mu) */
     pthread_cond_t cv;            /* a session was given back (mu) */
     struct tm__sftp_sess *idle;   /* sessions not in use (mu) */
+    char **orphans;               /* temporaries of writes whose session
+                                     died that could not be removed yet:
+                                     tried again at the pool's free (mu) */
+    size_t n_orphans;             /* entries in orphans (mu) */
     int n_open;                   /* sessions open or opening (mu) */
     int connecting;               /* sessions opening (mu) */
     int max;                      /* the most sessions at once */
@@ -95,6 +100,8 @@ struct tm__sftp_pool {
                                      or NULL (mux) */
     unsigned mux_seq;             /* the next master's number (mux) */
     uint64_t masters_started;     /* masters started so far (mux) */
+    struct tm__sftp_forker *forker; /* the thread that forks them, or NULL
+                                     (mux; openssh.c) */
 
     pthread_mutex_t auth_mu;      /* guards passphrases */
     char **passphrases;           /* per ids[i]: the passphrase that opened
