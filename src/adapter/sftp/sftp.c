@@ -85,6 +85,7 @@ struct sftp {
     atomic_llong checked_ns;    /* the last root check that passed */
     atomic_int gone;            /* a root check failed: sticky */
     struct tmp_cache tc;        /* remove_tmp's listing of a folder */
+    char *spare_key;            /* the spec and options (spare_put), or NULL */
 };
 
 /* ---- helpers ---- */
@@ -1024,10 +1025,92 @@ out:
     return rc;
 }
 
+/* ---- a pool kept from a close to the next open ---- */
+
+/* A command may open a storage, close it and open it again a moment
+ * later (discover checks the roots before the state file exists, then
+ * discovers): the pool a close leaves is kept, and the next open of the
+ * same URL with the same options within SPARE_NS takes it instead of
+ * connecting and logging in again (a key exchange and a login: ~0.1 s of
+ * CPU on each side, a round trip or more to a distant server). One pool
+ * at most, freed by the next open or close that does not take it, or at
+ * exit. */
+#define SPARE_NS (10 * NS)
+static pthread_mutex_t spare_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
+static struct tm__sftp_pool *spare;   /* (spare_mu) */
+static char *spare_key;               /* its spec and options (spare_mu) */
+static int64_t spare_ns;              /* when it was kept (spare_mu) */
+
+/* The spare, if it is for key and fresh; any other is freed. */
+static struct tm__sftp_pool *spare_take(const char *key)
+{
+    struct tm__sftp_pool *p, *old = NULL;
+    pthread_mutex_lock(&spare_mu);
+    p = spare;
+    if (p && (!key || strcmp(key, spare_key) != 0 || tm__now_ns() - spare_ns > SPARE_NS)) {
+        old = p;
+        p = NULL;
+    }
+    spare = NULL;
+    free(spare_key);
+    spare_key = NULL;
+    pthread_mutex_unlock(&spare_mu);
+    tm__sftp_pool_free(old);
+    return p;
+}
+
+static void spare_at_exit(void)
+{
+    tm__sftp_pool_free(spare_take(NULL));
+}
+
+static void spare_init(void)
+{
+    atexit(spare_at_exit); /* its masters' control folder goes too */
+}
+
+/* Keeps p as the spare for key (both taken); the one before is freed. */
+static void spare_put(struct tm__sftp_pool *p, char *key)
+{
+    struct tm__sftp_pool *old;
+    char *old_key;
+    if (!key) {
+        tm__sftp_pool_free(p);
+        return;
+    }
+    pthread_once(&spare_once, spare_init);
+    pthread_mutex_lock(&spare_mu);
+    old = spare;
+    old_key = spare_key;
+    spare = p;
+    spare_key = key;
+    spare_ns = tm__now_ns();
+    pthread_mutex_unlock(&spare_mu);
+    tm__sftp_pool_free(old);
+    free(old_key);
+}
+
+/* spec and every option, one per line (no secret: options name where
+ * secrets are), or NULL when out of memory. */
+static char *spare_key_of(const char *spec, const struct tm__sopts *o)
+{
+    struct tm__buf b = TM__BUF_INIT;
+    size_t i;
+    int rc = tm__buf_adds(&b, spec);
+    for (i = 0; o && i < o->n && !rc; i++)
+        rc = tm__buf_addch(&b, '\n') || tm__buf_adds(&b, o->kv[i]);
+    if (rc) {
+        tm__buf_release(&b);
+        return NULL;
+    }
+    return tm__buf_detach(&b, NULL);
+}
+
 static void sftp_close(struct tm__adapter *a)
 {
     struct sftp *s = (struct sftp *)a;
-    tm__sftp_pool_free(s->pool);
+    spare_put(s->pool, s->spare_key);
     free(s->url);
     free(s->given);
     free(s->root);
@@ -1315,7 +1398,7 @@ static int sftp_kind_open(const char *spec, const struct tm__sopts *o,
     const char **ids = NULL;
     struct sftp *s;
     uint64_t h;
-    int rc;
+    int rc, reused;
 
     *out = NULL;
     s = calloc(1, sizeof *s);
@@ -1339,15 +1422,25 @@ static int sftp_kind_open(const char *spec, const struct tm__sopts *o,
         rc = TM_ENOMEM;
         goto fail;
     }
+    s->spare_key = spare_key_of(spec, o);
+    s->pool = spare_take(s->spare_key);
+    reused = s->pool != NULL;
+again:
     /* the first session now: a refused port, an unknown or changed host
      * key, a rejected login stop here, before anything is written */
-    rc = tm__sftp_pool_open(spec, &so, &s->pool, &e);
-    if (rc) {
+    if (!s->pool && (rc = tm__sftp_pool_open(spec, &so, &s->pool, &e)) != 0) {
         snprintf(err, errlen, "%s: %s; nothing was read or written", spec, e.msg);
         goto fail;
     }
     /* the root, once: symlinks on the way resolved by the server */
     rc = tm__sftp_realpath(s->pool, s->given, &b, &e);
+    if (rc && reused && e.cls == TM_ERR_RETRY) {
+        /* the kept pool's connection died meanwhile: a new one */
+        tm__sftp_pool_free(s->pool);
+        s->pool = NULL;
+        reused = 0;
+        goto again;
+    }
     if (!rc && (rc = tm__sftp_lstat(s->pool, b.buf, &at, &e)) == 0 &&
         at.type != TM_T_FOLDER) {
         rc = TM_ENOTDIR;
@@ -1426,6 +1519,7 @@ fail:
     free(ids);
     if (s->pool)
         tm__sftp_pool_free(s->pool);
+    free(s->spare_key);
     free(s->url);
     free(s->given);
     free(s->root);
