@@ -2572,18 +2572,26 @@ struct tm__sftp_wfile {
     struct tm__sftp_err err;     /* that failure */
 };
 
-/* A failed WRITE: ENOSPC when the file system is (nearly) full. */
+/* A failed WRITE: ENOSPC when the file system is (nearly) full. SFTP v3
+ * says only "failure" for a full disk (OpenSSH's sftp-server also for a
+ * short write), so statvfs tells, after the fact: when the server has
+ * room by then, other writers may have freed it meanwhile (their aborted
+ * temporaries) and the failure is retried, not the node failed for good:
+ * the retry meets the full disk again (ENOSPC then) or writes. */
 static int write_failed(struct tm__sftp_wfile *f, int rc, struct tm__sftp_err *e)
 {
     struct tm__sftp_vfs v;
     struct tm__sftp_err e2;
     if (rc == TM_EIO && e && e->fx == FX_FAILURE && !f->s->broken &&
-        do_statvfs(f->s, f->dir, &v, &e2) == 0 &&
-        v.bavail * (v.frsize ? v.frsize : 1) < f->pool->chunk_w)
-        rc = tm__sftp_fail(e, TM_ENOSPC, TM_ERR_FATAL, FX_FAILURE,
-                           "write %s: no space left on the server's file system "
-                           "(%llu bytes free)", f->path,
-                           (unsigned long long)(v.bavail * v.frsize));
+        do_statvfs(f->s, f->dir, &v, &e2) == 0) {
+        if (v.bavail * (v.frsize ? v.frsize : 1) < f->pool->chunk_w)
+            rc = tm__sftp_fail(e, TM_ENOSPC, TM_ERR_FATAL, FX_FAILURE,
+                               "write %s: no space left on the server's file system "
+                               "(%llu bytes free)", f->path,
+                               (unsigned long long)(v.bavail * v.frsize));
+        else
+            e->cls = TM_ERR_RETRY;
+    }
     f->failed = rc;
     if (e)
         f->err = *e;
