@@ -122,11 +122,16 @@ static const char *const stmt_sql[ST_COUNT] = {
 /* Node ids taken at once from a shared store (tm__writer_set_ids). */
 #define ID_BLOCK 4096
 
-/* The WAL's size (frames) at which the checkpointer is woken, and at which
- * the writer checkpoints itself because the checkpointer fell behind
- * (readers held the WAL, or it could not run). */
-#define CKPT_FRAMES 8192
-#define CKPT_SELF_FRAMES (8 * CKPT_FRAMES)
+/* The WAL's growth (frames) at which the checkpointer is woken, and its
+ * size at which the writer checkpoints itself because the checkpointer
+ * fell behind (readers held the WAL, or it could not run). What the last
+ * wake left is copied and synced by the checkpoint at the end of a run,
+ * on one thread, while nothing else runs: at 8,192 frames (64 MiB) that
+ * was up to 64 MiB of the database file to write and sync after the last
+ * listing (a 300k discovery's last checkpoint: a median 264 ms, 176 ms
+ * at 2,048 frames, its CPU seconds the same; docs/BENCHMARKS.md). */
+#define CKPT_FRAMES 2048
+#define CKPT_SELF_FRAMES 65536
 
 struct tm__writer {
     pthread_t thread;          /* the writer thread */
