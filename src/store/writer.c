@@ -136,7 +136,7 @@ static const char *const stmt_sql[ST_COUNT] = {
  * (ckpt_main); the checkpointer's passes to get there; and the WAL's size
  * from which the writer does (each costs it two syncs: at every wake, a
  * 300k discovery's writer spent 0.26-0.74 s in them, from 64 MiB on 0.06-
- * 0.10 s, the WAL then staying below ~70 MiB instead of 240 MB). */
+ * 0.10 s, the WAL then staying below ~100 MB instead of 240 MB). */
 #define CKPT_CATCH_FRAMES 512
 #define CKPT_PASSES 4
 #define CKPT_RESTART_MIN (4 * CKPT_FRAMES)
