@@ -32,6 +32,25 @@ int tm__q_insert_root(struct tm__db *db, int side, int64_t mtime, int64_t mode)
     return rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, NULL, "seed roots");
 }
 
+/* 1 when some source folder below the root has a conflict of any kind,
+ * by copy_stats (kept with the rows, in their transactions): without one
+ * no type clash blocks anything, and the scan of every source row that
+ * finds them is not needed (a first discovery's tail, single-threaded).
+ * 1 also when the stats cannot be read: the scan then decides. */
+static int folder_conflicts(struct tm__db *db)
+{
+    struct tm__stmt *st;
+    int any = 1;
+    if (tm__db_prepare(db, "SELECT EXISTS(SELECT 1 FROM copy_stats WHERE "
+                           "type = 'folder' AND conflict <> 0 AND depth > 0 "
+                           "AND count > 0)", -1, &st, NULL) != SQLITE_OK)
+        return 1;
+    if (tm__db_step(st) == SQLITE_ROW)
+        any = tm__db_column_int(st, 0) != 0;
+    tm__db_finalize(st);
+    return any;
+}
+
 int tm__q_skip_blocked(struct tm__db *db, struct tm__buf *err)
 {
     static const char *const fill =
@@ -44,7 +63,10 @@ int tm__q_skip_blocked(struct tm__db *db, struct tm__buf *err)
         " SELECT id FROM sub;";
     struct tm__stats_delta d = { NULL, 0, 0 };
     struct tm__stmt *st = NULL;
-    int rc = tm__store_begin(db, err), step = SQLITE_DONE;
+    int rc, step = SQLITE_DONE;
+    if (!folder_conflicts(db))
+        return 0;
+    rc = tm__store_begin(db, err);
     if (!rc)
         rc = tm__store_exec(db, fill, err);
     if (!rc && tm__db_prepare(db, "SELECT n.depth, n.type, n.conflict IS NOT "

@@ -122,11 +122,24 @@ static const char *const stmt_sql[ST_COUNT] = {
 /* Node ids taken at once from a shared store (tm__writer_set_ids). */
 #define ID_BLOCK 4096
 
-/* The WAL's size (frames) at which the checkpointer is woken, and at which
- * the writer checkpoints itself because the checkpointer fell behind
- * (readers held the WAL, or it could not run). */
-#define CKPT_FRAMES 8192
-#define CKPT_SELF_FRAMES (8 * CKPT_FRAMES)
+/* The WAL's growth (frames) at which the checkpointer is woken, and its
+ * size at which the writer checkpoints itself because the checkpointer
+ * fell behind (readers held the WAL, or it could not run). What the last
+ * wake left is copied and synced by the checkpoint at the end of a run,
+ * on one thread, while nothing else runs: at 8,192 frames (64 MiB) that
+ * was up to 64 MiB of the database file to write and sync after the last
+ * listing (a 300k discovery's last checkpoint: a median 264 ms, 176 ms
+ * at 2,048 frames, its CPU seconds the same; docs/BENCHMARKS.md). */
+#define CKPT_FRAMES 2048
+#define CKPT_SELF_FRAMES 65536
+/* Frames the writer copies itself, at most, to let the WAL start over
+ * (ckpt_main); the checkpointer's passes to get there; and the WAL's size
+ * from which the writer does (each costs it two syncs: at every wake, a
+ * 300k discovery's writer spent 0.26-0.74 s in them, from 64 MiB on 0.06-
+ * 0.10 s, the WAL then staying below ~100 MB instead of 240 MB). */
+#define CKPT_CATCH_FRAMES 512
+#define CKPT_PASSES 4
+#define CKPT_RESTART_MIN (4 * CKPT_FRAMES)
 
 struct tm__writer {
     pthread_t thread;          /* the writer thread */
@@ -175,6 +188,9 @@ struct tm__writer {
     int ck_woke_at;            /* the WAL's frames at the last wake (writer
                                   thread only) */
     int ck_quit;               /* the checkpointer must end */
+    atomic_int ck_upto;        /* the WAL's frames, all copied by the
+                                  checkpointer's last pass; 0: none since
+                                  the writer looked */
     int pass;                  /* a pass: listings are merged (below) */
     struct tm__stmt *pst[PS_COUNT]; /* the pass's statements */
     struct tm__pass_seen *seen; /* the children seen per folder listed */
@@ -1724,9 +1740,39 @@ static void *writer_main(void *arg)
 
 /* ------------------------------------------------------------ checkpoints */
 
-/* The checkpointer thread: a PASSIVE checkpoint each time the writer says
+/* The checkpointer thread: PASSIVE checkpoints each time the writer says
  * the WAL grew past CKPT_FRAMES. Its failures are not the run's: what it
- * did not copy stays in the WAL, which the next checkpoint copies. */
+ * did not copy stays in the WAL, which the next checkpoint copies.
+ *
+ * SQLite writes the WAL from its start again (instead of appending) only
+ * when a write transaction begins with every frame copied and no reader
+ * in the WAL. The writer's transactions follow each other, and each
+ * checkpoint here ends with the frames committed meanwhile left, so the
+ * WAL would grow by every commit of the run (a 300k discovery: 240 MB,
+ * its blocks allocated anew, freed at the last close, which waits for
+ * that, discards on some mounts included). So a wake runs passes while
+ * each finds more than CKPT_CATCH_FRAMES new frames, then says how far
+ * it copied (ck_upto); the writer, between two transactions, copies the
+ * few frames left itself (wal_hook: a PASSIVE checkpoint, as SQLite's
+ * automatic one would), and the next transaction starts the WAL over if
+ * no reader is in it (else a later round tries again). */
+static void ckpt_passes(struct tm__writer *w)
+{
+    int pass, prev = 0;
+    for (pass = 0; pass < CKPT_PASSES; pass++) {
+        int log = -1, done = -1;
+        if (sqlite3_wal_checkpoint_v2(w->ck_db, "main", SQLITE_CHECKPOINT_PASSIVE, &log,
+                                      &done) != SQLITE_OK ||
+            done < log || log < prev)
+            return; /* failed, readers kept frames, or the WAL started over */
+        if (log - prev <= CKPT_CATCH_FRAMES) {
+            atomic_store(&w->ck_upto, log);
+            return;
+        }
+        prev = log;
+    }
+}
+
 static void *ckpt_main(void *arg)
 {
     struct tm__writer *w = arg;
@@ -1738,8 +1784,7 @@ static void *ckpt_main(void *arg)
             break;
         w->ck_want = 0;
         pthread_mutex_unlock(&w->ck_mu);
-        sqlite3_wal_checkpoint_v2(w->ck_db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL,
-                                  NULL);
+        ckpt_passes(w);
         pthread_mutex_lock(&w->ck_mu);
     }
     pthread_mutex_unlock(&w->ck_mu);
@@ -1752,6 +1797,13 @@ static void *ckpt_main(void *arg)
 static int wal_hook(void *ctx, sqlite3 *db, const char *name, int frames)
 {
     struct tm__writer *w = ctx;
+    int upto = atomic_exchange(&w->ck_upto, 0);
+    if (upto > 0 && frames >= CKPT_RESTART_MIN && frames >= upto &&
+        frames - upto <= 2 * CKPT_CATCH_FRAMES) {
+        /* the few frames the checkpointer left (ckpt_main) */
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        return SQLITE_OK;
+    }
     if (frames >= CKPT_SELF_FRAMES) {
         sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         return SQLITE_OK;
@@ -1799,6 +1851,7 @@ static void ckpt_start(struct tm__writer *w)
     }
     w->ck_db = db;
     w->ck_want = w->ck_quit = 0;
+    atomic_init(&w->ck_upto, 0);
     pthread_mutex_init(&w->ck_mu, NULL);
     pthread_cond_init(&w->ck_cv, NULL);
     if (pthread_create(&w->ck_thread, NULL, ckpt_main, w) != 0) {

@@ -2,7 +2,8 @@
  * in by chunks of rows per INSERT, the verdicts on source twins by runs; a page listed again, whole or in part
  * (a resume, a storage that repeats names across pages), inserts only what
  * is new, counts it once in the stats and applies a destination row's
- * verdict on its source twin only when that row is new. */
+ * verdict on its source twin only when that row is new; and the WAL starts
+ * over while the writer runs. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -302,6 +304,38 @@ static void test_id_taken(void **state)
     assert_int_equal(one(f, "SELECT count(*) FROM src_nodes"), 1);
 }
 
+/* Many small commits (a discovery's): the WAL starts over while the writer
+ * runs (writer.c, ckpt_main) instead of growing by each commit until the
+ * last close. 8,000 commits append ~450 MB (measured: 340 MB after
+ * 6,000); started over, the WAL stays near the 8,192 frames (64 MiB) from
+ * which the writer helps (measured: 75-113 MB); the bound leaves room
+ * for a checkpointer slowed by a busy machine. */
+static void test_wal_starts_over(void **state)
+{
+    struct fixture *f = *state;
+    struct tm__writer *w = NULL;
+    struct tm__buf err = TM__BUF_INIT;
+    char wal[160];
+    struct stat st;
+    int64_t next[2];
+    int i;
+    assert_int_equal(tm__store_next_ids(f->s.db, next, &err), 0);
+    assert_int_equal(tm__writer_start(&w, f->s.db, next, 100000, on_commit, f), 0);
+    for (i = 0; i < 8000; i++) {
+        int64_t want = f->inserted + 20;
+        assert_int_equal(tm__writer_submit(w, page(TM_SRC, 1000 + 20 * i, 20, 0)), 0);
+        tm__writer_flush(w);
+        while (f->inserted < want) /* one commit each */
+            usleep(50);
+    }
+    if (tm__writer_stop(w, &err) != 0)
+        fail_msg("writer: %s", err.buf ? err.buf : "?");
+    tm__buf_release(&err);
+    snprintf(wal, sizeof wal, "%s-wal", f->path);
+    assert_int_equal(stat(wal, &st), 0);
+    assert_true(st.st_size < 192LL * 1024 * 1024);
+}
+
 /* A new state file has 8 KiB pages (store.c). */
 static void test_page_size(void **state)
 {
@@ -317,6 +351,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_verdict_runs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_id_taken, setup, teardown),
         cmocka_unit_test_setup_teardown(test_page_size, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wal_starts_over, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
