@@ -6,6 +6,7 @@
  * over while the writer runs. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,7 +28,8 @@ struct fixture {
     char dir[64];         /* temporary folder */
     char path[128];       /* the state file */
     struct tm__store s;   /* opened for writing */
-    int64_t inserted;     /* children the commits reported new */
+    _Atomic int64_t inserted; /* children the commits reported new (the
+                                 writer thread adds, the test reads) */
 };
 
 static int setup(void **state)
