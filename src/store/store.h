@@ -17,7 +17,7 @@
 
 #include "util/buf.h"
 
-#define TM_SCHEMA_VERSION 12
+#define TM_SCHEMA_VERSION 13
 #define TM_APPLICATION_ID 1953327463 /* 'tmig' */
 
 enum tm__side { TM_SRC = 0, TM_DST = 1 };
