@@ -183,7 +183,8 @@ static const char *const lease_sql[Q_COUNT] = {
                   "d.traversal_status = 'pending' AND d.type = 'folder' ORDER BY "
                   "d.depth, d.id LIMIT 1) + ?8, s.depth)",
                   "s.id", "0", "NULL"),
-    CLAIM_DST_FOLDERS("(s.depth, s.src_id) < (" SRC_LOW ", " SRC_LOW_ID ")"),
+    CLAIM_DST_FOLDERS("(s.depth, s.src_id) > (?8, ?9) AND (s.depth, s.src_id) < ("
+                      SRC_LOW ", " SRC_LOW_ID ")"),
     /* a block of node ids: above every id taken, whoever took it */
     "UPDATE id_blocks SET next = greatest(next, (SELECT coalesce(max(id), 0) "
     "+ 1 FROM src_nodes)) + ?1 WHERE side = 0 RETURNING next - ?1",
@@ -209,6 +210,16 @@ struct tm__lease_q {
      * while locked waits) scans again from the start. */
     int cur_depth;
     int64_t cur_id;
+    /* The destination's cursor: the (depth, twin id) of the last folder
+     * this process's last claim took (depth -1: none). Every folder
+     * before it whose twin was listed was free or held then; a claim
+     * starts past it, so that it does not pass the folders the processes
+     * hold at every claim (40-300 rows, with their leases and twins, for
+     * one or two folders a claim: most destination claims find little);
+     * the claim of every twin (DST_FULL_MS) starts from the start, where
+     * a folder whose lease expired is taken. */
+    int dcur_depth;
+    int64_t dcur_src;
     int64_t dst_full_ns;         /* when a destination claim reads every
                                     twin again (SRC_LOW_ID) */
 };
@@ -226,6 +237,7 @@ int tm__lease_q_open(struct tm__lease_q **out, const char *conninfo,
     pthread_mutex_init(&q->mu, NULL);
     q->pid = pid;
     q->cur_depth = -1;
+    q->dcur_depth = -1;
     q->worker = strdup(worker);
     q->host = strdup(host);
     q->key = strdup(tmp_key);
@@ -245,6 +257,13 @@ int tm__lease_q_open(struct tm__lease_q **out, const char *conninfo,
      * waits for */
     if (!rc && tm__db_exec(q->db, "SET lock_timeout = 500", NULL, NULL, NULL) != SQLITE_OK)
         rc = tm__store_error(q->db, SQLITE_ERROR, err, "set the lock timeout");
+    /* the claims' plans are made for any parameters, once: a plan made
+     * for the values at hand read the destination's claim range (two row
+     * comparisons) by depth alone and sorted it, every pending folder of
+     * the depth again */
+    if (!rc && tm__db_exec(q->db, "SET plan_cache_mode = force_generic_plan", NULL, NULL,
+                           NULL) != SQLITE_OK)
+        rc = tm__store_error(q->db, SQLITE_ERROR, err, "set the plan cache mode");
     for (i = 0; !rc && i < Q_COUNT; i++)
         if (tm__db_prepare_v3(q->db, lease_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
                               &q->st[i], NULL) != SQLITE_OK)
@@ -540,6 +559,9 @@ static int claim_folders_once(struct tm__lease_q *q, int side, const char *stage
         tm__db_bind_int(st, 8, lead);
         tm__db_bind_int(st, 9, q->cur_depth);
         tm__db_bind_int64(st, 10, q->cur_depth < 0 ? 0 : q->cur_id);
+    } else if (st == q->st[Q_CLAIM_DST_F]) {
+        tm__db_bind_int(st, 8, q->dcur_depth);
+        tm__db_bind_int64(st, 9, q->dcur_depth < 0 ? 0 : q->dcur_src);
     }
     while ((rc = tm__db_step(st)) == SQLITE_ROW && n < limit) {
         struct fclaim *c = &v[n];
@@ -574,6 +596,15 @@ static int claim_folders_once(struct tm__lease_q *q, int side, const char *stage
         fclaims_free(v, n);
         *lease = 0;
         return rc;
+    }
+    if (st == q->st[Q_CLAIM_DST_F]) { /* past the last folder taken */
+        int i;
+        for (i = 0; i < n; i++)
+            if (v[i].r.depth > q->dcur_depth ||
+                (v[i].r.depth == q->dcur_depth && v[i].r.src_id > q->dcur_src)) {
+                q->dcur_depth = v[i].r.depth;
+                q->dcur_src = v[i].r.src_id;
+            }
     }
     *out = v;
     return n;
