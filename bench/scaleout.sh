@@ -24,7 +24,10 @@
 #                   depth that the chain of depths is not the bound; a
 #                   listing costs a call per folder)
 #   BENCH_PG_STATEMENTS=1 the server's statements of each run, most time
-#                   first (pg_stat_statements), in $LOGS/KEY.statements
+#                   first (pg_stat_statements: calls, plans, planning and
+#                   execution ms, rows), in $LOGS/KEY.statements; for a
+#                   listing run also the rows each index and table gave,
+#                   in $LOGS/dN.scans
 #   PG_BIN          PostgreSQL's programs (default: the newest
 #                   /usr/lib/postgresql/N/bin)
 # The listing rate: each run discovers into a fresh database (nodes of

@@ -971,9 +971,19 @@ int tm__stats_apply(struct tm__db *db, struct tm__stats_delta *d)
         "INSERT INTO copy_stats VALUES(?1,?2,?3,?4,?5,?6) ON CONFLICT DO UPDATE "
         "SET count=count+excluded.count, bytes=bytes+excluded.bytes",
     };
-    struct tm__stmt *st[3] = { NULL, NULL, NULL };
+    struct tm__stmt *own[3] = { NULL, NULL, NULL }, **st = own;
     size_t i;
     int rc = SQLITE_OK;
+
+    if (d->keep) { /* a writer's: prepared once, not at every commit */
+        if (d->db != db)
+            for (i = 0; i < 3; i++) {
+                tm__db_finalize(d->st[i]);
+                d->st[i] = NULL;
+            }
+        d->db = db;
+        st = d->st;
+    }
 
     /* every writer takes the rows' locks in one order (PostgreSQL, several
      * workers): no two commits wait for each other in a circle */
@@ -1003,13 +1013,19 @@ int tm__stats_apply(struct tm__db *db, struct tm__stats_delta *d)
         tm__db_reset(st[t]);
     }
     for (i = 0; i < 3; i++)
-        tm__db_finalize(st[i]);
+        tm__db_finalize(own[i]);
     d->n = 0;
     return rc == SQLITE_OK ? 0 : tm__store_error(db, rc, NULL, "stats");
 }
 
 void tm__stats_release(struct tm__stats_delta *d)
 {
+    size_t i;
+    for (i = 0; i < 3; i++) {
+        tm__db_finalize(d->st[i]);
+        d->st[i] = NULL;
+    }
+    d->db = NULL;
     free(d->rows);
     d->rows = NULL;
     d->n = d->alloc = 0;
