@@ -24,7 +24,10 @@
 #                   depth that the chain of depths is not the bound; a
 #                   listing costs a call per folder)
 #   BENCH_PG_STATEMENTS=1 the server's statements of each run, most time
-#                   first (pg_stat_statements), in $LOGS/KEY.statements
+#                   first (pg_stat_statements: calls, plans, planning and
+#                   execution ms, rows), in $LOGS/KEY.statements; for a
+#                   listing run also the rows each index and table gave,
+#                   in $LOGS/dN.scans
 #   PG_BIN          PostgreSQL's programs (default: the newest
 #                   /usr/lib/postgresql/N/bin)
 # The listing rate: each run discovers into a fresh database (nodes of
@@ -80,7 +83,8 @@ unix_socket_directories = '$PGD'
 synchronous_commit = off
 CONF
 [[ ${BENCH_PG_STATEMENTS:-0} == 1 ]] &&
-    echo "shared_preload_libraries = 'pg_stat_statements'" >>"$PGD/data/postgresql.conf"
+    printf '%s\n' "shared_preload_libraries = 'pg_stat_statements'" \
+        'pg_stat_statements.track_planning = on' >>"$PGD/data/postgresql.conf"
 (cd "$PGD" && "${AS[@]}" "$PG_BIN/pg_ctl" -D "$PGD/data" -w -s -l "$PGD/log" start) ||
     die "the server did not start: $PGD/log"
 PSQL=("$PG_BIN/psql" -X -q -A -t -h "$PGD" -p "$PORT" -U tm)
@@ -104,20 +108,24 @@ measure_pg() {
     a=$(pg_cpu)
     measure "$@"
     b=$(pg_cpu)
-    [[ ${BENCH_PG_STATEMENTS:-0} == 1 ]] && "${PSQL[@]}" -d postgres -F ' | ' -c "SELECT calls,
-        round(total_exec_time::numeric, 1) AS ms, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 400)
-        FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 30" >"$LOGS/$1.statements"
+    [[ ${BENCH_PG_STATEMENTS:-0} == 1 ]] && "${PSQL[@]}" -d postgres -F ' | ' -c "SELECT calls, plans,
+        round(total_plan_time::numeric, 1) AS plan_ms, round(total_exec_time::numeric, 1) AS exec_ms, rows,
+        left(regexp_replace(query, '\s+', ' ', 'g'), 400)
+        FROM pg_stat_statements ORDER BY total_exec_time + total_plan_time DESC LIMIT 30" >"$LOGS/$1.statements"
     SRV[$1]=$(awk -v a="$a" -v b="$b" 'BEGIN{printf "%.2f", b - a}')
     say "  $1: server cpu ${SRV[$1]} s"
 }
 
-say "discovering the pair once into the template database"
-"${PSQL[@]}" -d postgres -c 'CREATE DATABASE base' >/dev/null
-rm -f "$OVL" "$WORK/base.yaml"
-"$TREEMIG" discover --quiet --workers "$INF" --db "$(uri base)" --config "$WORK/base.yaml" \
-    "$SRC" "$DST" >"$LOGS/discover.log" 2>&1 || die "discovery failed: $LOGS/discover.log"
-NODES=$("${PSQL[@]}" -d base -c "SELECT sum(count) FROM copy_stats WHERE copy_status = 'pending'")
-say "$NODES nodes to copy"
+NODES=0
+if [[ " $PHASES " == *" copy "* ]]; then # the listing runs need no template
+    say "discovering the pair once into the template database"
+    "${PSQL[@]}" -d postgres -c 'CREATE DATABASE base' >/dev/null
+    rm -f "$OVL" "$WORK/base.yaml"
+    "$TREEMIG" discover --quiet --workers "$INF" --db "$(uri base)" --config "$WORK/base.yaml" \
+        "$SRC" "$DST" >"$LOGS/discover.log" 2>&1 || die "discovery failed: $LOGS/discover.log"
+    NODES=$("${PSQL[@]}" -d base -c "SELECT sum(count) FROM copy_stats WHERE copy_status = 'pending'")
+    say "$NODES nodes to copy"
+fi
 
 # one process, or the copy and N-1 workers that join it once it runs
 cat >"$WORK/together.sh" <<'RUN'
@@ -183,6 +191,10 @@ list_n() {
     LISTED=$("${PSQL[@]}" -d disc -c "SELECT (SELECT count(*) FROM src_nodes) + (SELECT count(*) FROM dst_nodes)")
     FOLDERS=$("${PSQL[@]}" -d disc -c "SELECT (SELECT count(*) FROM src_nodes WHERE type = 'folder') + (SELECT count(*) FROM dst_nodes WHERE type = 'folder')")
     [[ ${RC[d$n]} == 0 && $left == 0 ]] || { say "  d$n: exit ${RC[d$n]}, $left folders pending"; FAIL=1; }
+    [[ ${BENCH_PG_STATEMENTS:-0} == 1 ]] && "${PSQL[@]}" -d disc -F ' | ' -c "SELECT 'index', indexrelname,
+        idx_scan, idx_tup_read, idx_tup_fetch FROM pg_stat_user_indexes UNION ALL SELECT 'table', relname,
+        seq_scan, seq_tup_read, n_tup_hot_upd FROM pg_stat_user_tables ORDER BY 4 DESC NULLS LAST LIMIT 25" \
+        >"$LOGS/d$n.scans" # the rows each index and table gave (tables: seq scans, reads, HOT updates)
     say "  d$n: folders listed per process: $("${PSQL[@]}" -d disc -c "SELECT string_agg(d::text, ' ' ORDER BY d DESC) FROM (SELECT pid, sum(done) AS d FROM (SELECT DISTINCT ON (pid, queue) pid, queue, done FROM queue_stats WHERE queue IN ('src', 'dst') ORDER BY pid, queue, id DESC) l GROUP BY pid) x")"
 }
 run_n() {

@@ -147,7 +147,7 @@ int tm__mig_note_rows(struct tm__db *db)
 
 int tm__mig_seed_roots(struct tm__db *db, const struct tm__entry root[2])
 {
-    struct tm__stats_delta d = { NULL, 0, 0 };
+    struct tm__stats_delta d = TM__STATS_DELTA_INIT;
     struct tm__stat_key k;
     int rc = tm__q_insert_root(db, TM_SRC, root[0].mtime, root[0].mode);
     if (!rc) rc = tm__q_insert_root(db, TM_DST, root[1].mtime, root[1].mode);

@@ -15,7 +15,9 @@
  * For speed and memory (docs/scale-out.md, "The PostgreSQL store of one
  * process"): inside a transaction with the pipeline method on (the
  * writer's), writes go into libpq's pipeline and runs of one statement
- * are held and sent as one statement over arrays (unnest); COMMIT checks
+ * are held and sent as one statement over arrays (unnest), its text
+ * prepared on the server once per connection (as a write prepared for
+ * one run's, struct pcache); COMMIT checks
  * every count changes() told and answers TM__DB_REDO when one was wrong
  * or a command failed. A query that is not a prepared hot-path statement
  * is read in single-row mode. A lost connection is made again with the
@@ -52,9 +54,30 @@
 
 struct pg_stmt;
 
+/* A text the pipeline sends again and again with other parameters (the
+ * runs of rows as arrays, a write prepared for one run, as the stats'
+ * upserts): prepared on the server under a name of its own the first
+ * time on a connection, so that the server parses and plans it once, not
+ * at every run (a writer's parse and plan of these were a quarter of the
+ * server's CPU in a discovery by 4 workers). */
+struct pcache {
+    char *sql;                /* the text (malloc'd) */
+    unsigned hash;            /* of the text and the types */
+    int nparams;              /* its parameters */
+    Oid types[MAX_PARAMS];    /* their types */
+    char name[24];            /* its server-side name */
+    int prepared;             /* prepared on connection gen (a Parse
+                                 that failed clears it) */
+    unsigned gen;             /* which connection (pg_db.gen) */
+};
+
+/* Texts prepared at most, per connection; the others go unnamed. */
+#define PCACHE_MAX 64
+
 /* A command sent in the pipeline, its answer not read yet. */
 struct pend {
     struct pg_stmt *prep; /* a Parse of this statement, NULL for a run */
+    struct pcache *pc;    /* or a Parse of this text, NULL for a run */
     int check;            /* changes() told 1 after its rows: verify it */
     int expect;           /* the rows it must then have changed */
 };
@@ -89,6 +112,8 @@ struct pg_db {
     struct pg_stmt *stream; /* the query whose rows are arriving one by one
                             (single-row mode), or NULL: anything else sent
                             first parks them (park) */
+    struct pcache *pc[PCACHE_MAX]; /* the texts prepared by send_params() */
+    size_t npc;          /* how many */
     struct tm__buf sets; /* the session's SETs run outside a transaction
                             (lock_timeout, idle_in_transaction_session_
                             timeout), each ending in ';': made again on a
@@ -668,6 +693,17 @@ static unsigned type_sig(const struct pg_stmt *s)
     return h | 1u;
 }
 
+/* Every connection's settings. The server's notices (a table that
+ * exists, skipped) are not news. An index probe costs about a sequential
+ * page: the rows a migration reads again and again are in memory, and at
+ * the default 4 the planner joined a writer's batch of 30-120 rows (the
+ * arrays of an UPDATE ... FROM unnest) to the node table by a sequential
+ * scan of the whole table instead of a probe per row, whenever the
+ * table's statistics were older than its growth (2-8 ms each, for 5-20%
+ * of those statements in a discovery: 25-35% once their plan was
+ * cached). */
+#define SESSION_SETS "SET client_min_messages = warning; SET random_page_cost = 1.1"
+
 /* ---- a lost connection ---- */
 
 /* What a new connection needs: quiet notices, the lock taken again. */
@@ -676,7 +712,7 @@ static int setup(struct pg_db *d)
     PGresult *r;
     int got;
     park(d);
-    PQclear(PQexec(d->conn, "SET client_min_messages = warning"));
+    PQclear(PQexec(d->conn, SESSION_SETS));
     if (d->sets.len) {
         r = PQexec(d->conn, d->sets.buf);
         PQclear(r);
@@ -768,6 +804,7 @@ static int pend_push(struct pg_db *d, struct pg_stmt *prep)
         return SQLITE_NOMEM;
     d->pend = v;
     v[d->npend].prep = prep;
+    v[d->npend].pc = NULL;
     v[d->npend].check = 0;
     v[d->npend].expect = 1;
     d->npend++;
@@ -837,6 +874,8 @@ static int flush(struct pg_db *d)
                 } else {
                     if (p->prep) /* not prepared after all */
                         p->prep->prepared_sig = 0;
+                    if (p->pc)
+                        p->pc->prepared = 0;
                     pipe_fail(d, es == PGRES_FATAL_ERROR ? r : NULL,
                               "a pipelined statement was not run");
                 }
@@ -844,12 +883,72 @@ static int flush(struct pg_db *d)
             PQclear(r);
         }
     }
-    for (; i < d->npend; i++) /* lost with the connection */
+    for (; i < d->npend; i++) { /* lost with the connection */
         if (d->pend[i].prep)
             d->pend[i].prep->prepared_sig = 0;
+        if (d->pend[i].pc)
+            d->pend[i].pc->prepared = 0;
+    }
     d->npend = 0;
     PQexitPipelineMode(d->conn);
     return d->pipe_rc;
+}
+
+/* The cache entry of sql with these parameter types, made if new; NULL
+ * when the cache is full or memory short (the text goes unnamed). */
+static struct pcache *pcache_get(struct pg_db *d, const char *sql, int np,
+                                 const Oid *types)
+{
+    unsigned h = 2166136261u;
+    const char *p;
+    struct pcache *c;
+    size_t i;
+    int k;
+    for (p = sql; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    for (k = 0; k < np; k++)
+        h = (h ^ types[k]) * 16777619u;
+    for (i = 0; i < d->npc; i++) {
+        c = d->pc[i];
+        if (c->hash == h && c->nparams == np &&
+            !memcmp(c->types, types, (size_t)np * sizeof *types) && !strcmp(c->sql, sql))
+            return c;
+    }
+    if (d->npc == PCACHE_MAX || np > MAX_PARAMS || !(c = calloc(1, sizeof *c)))
+        return NULL;
+    if (!(c->sql = strdup(sql))) {
+        free(c);
+        return NULL;
+    }
+    c->hash = h;
+    c->nparams = np;
+    memcpy(c->types, types, (size_t)np * sizeof *types);
+    d->pc[d->npc++] = c;
+    return c;
+}
+
+/* Sends sql with its parameters into the pipeline as
+ * PQsendQueryParams does, by the name it is prepared under on this
+ * connection (prepared first when it is not yet: a Parse in the
+ * pipeline, its answer read by flush()). The caller pushes the run's
+ * pend. 1 when sent, 0 on failure (libpq's message). */
+static int send_params(struct pg_db *d, const char *sql, int np, const Oid *types,
+                       const char *const *vals, const int *lens, const int *fmts)
+{
+    struct pcache *c = pcache_get(d, sql, np, types);
+    if (!c)
+        return PQsendQueryParams(d->conn, sql, np, types, vals, lens, fmts, 0);
+    if (!c->prepared || c->gen != d->gen) {
+        /* a new name: one whose Parse failed may exist or not */
+        snprintf(c->name, sizeof c->name, "tm%lu", ++d->names);
+        if (!PQsendPrepare(d->conn, c->name, sql, np, types) ||
+            pend_push(d, NULL) != SQLITE_OK)
+            return 0;
+        d->pend[d->npend - 1].pc = c;
+        c->prepared = 1;
+        c->gen = d->gen;
+    }
+    return PQsendQueryPrepared(d->conn, c->name, np, vals, lens, fmts, 0);
 }
 
 /* Sends s into the pipeline: no answer is waited for. */
@@ -900,8 +999,8 @@ static int send_piped(struct pg_stmt *s, const Oid *types)
         ok = PQsendQueryPrepared(d->conn, s->name, s->nparams,
                                  (const char *const *)s->vals, s->lens, s->fmts, 0);
     } else {
-        ok = PQsendQueryParams(d->conn, s->sql, s->nparams, types,
-                               (const char *const *)s->vals, s->lens, s->fmts, 0);
+        ok = send_params(d, s->sql, s->nparams, types, (const char *const *)s->vals,
+                         s->lens, s->fmts);
     }
     if (!ok || pend_push(d, NULL) != SQLITE_OK)
         pipe_fail(d, NULL, PQerrorMessage(d->conn));
@@ -1244,7 +1343,7 @@ static int send_unnest(struct pg_stmt *s, size_t at, size_t k, int check)
         rc = tm__buf_addch(&sql, '\0');
     if (rc) {
         pipe_fail(d, NULL, "out of memory");
-    } else if (!PQsendQueryParams(d->conn, sql.buf, (int)np, at_oid, vals, lens, fmts, 0) ||
+    } else if (!send_params(d, sql.buf, (int)np, at_oid, vals, lens, fmts) ||
                pend_push(d, NULL) != SQLITE_OK) {
         pipe_fail(d, NULL, PQerrorMessage(d->conn));
     } else {
@@ -1860,7 +1959,12 @@ static int g_pipeline(struct tm__db *db, int on)
 static int g_close(struct tm__db *db)
 {
     struct pg_db *d = D(db);
+    size_t i;
     PQfinish(d->conn);
+    for (i = 0; i < d->npc; i++) {
+        free(d->pc[i]->sql);
+        free(d->pc[i]);
+    }
     free(d->pend);
     free(d->wait);
     free(d->errmsg);
@@ -2013,8 +2117,7 @@ int tm__db_open_pg(const char *uri, struct tm__db **out, char **err)
         return code;
     }
     PQsetNoticeProcessor(d->conn, quiet, NULL);
-    /* the server's notices (a table that exists, skipped) are not news */
-    r = PQexec(d->conn, "SET client_min_messages = warning");
+    r = PQexec(d->conn, SESSION_SETS);
     PQclear(r);
     *out = &d->base;
     return SQLITE_OK;

@@ -89,8 +89,9 @@
  * source's are bounded by the --lead rule (?8): at most lead depths below
  * the destination's lowest pending folder, whoever lists it (none
  * pending: the destination is done, no bound), and start past the
- * claimer's cursor (?9, ?10: depth, id; struct tm__lease_q); the destination's need
- * their source twin's listing durable (not pending). One statement, one
+ * claimer's cursor (?9, ?10: depth, id; struct tm__lease_q), in id order
+ * (ORDER); the destination's need their source twin's listing durable
+ * (not pending), in their twins' order. One statement, one
  * round trip, its own transaction: the folders are picked (c), a lease
  * of this worker (?1 worker, ?4 host, ?5 pid, ?6 key, ?7 its length) is
  * made only if some were (nl), and they are given to it. Each row: id,
@@ -108,12 +109,13 @@
     "t2.traversal_status = 'pending' AND t2.type = 'folder' ORDER BY "       \
     "t2.depth, t2.id LIMIT 1), 9223372036854775807))"
 /* The id of that folder (none: no bound). A destination folder at that
- * depth whose twin's id is below it has its twin listed: a claim that
- * reads no twin but those (?8 = 0) passes the others at the cost of an
- * index entry, not a twin's row each (the destination's claims were the
- * server's largest cost, 3-8 ms each); one in DST_FULL_MS reads them all
- * (?8 = 1), so that a twin listed past a folder still listed (a large
- * one) is not waited for long. */
+ * depth whose twin's id is below it has its twin listed: a claim takes
+ * the folders below (SRC_LOW, SRC_LOW_ID) by (depth, twin), one range of
+ * the index dst_nodes_twin (by (depth, id) it read every pending folder
+ * of the depth and passed those past the bound, 1,000-1,700 rows a
+ * claim: the server's largest cost with 4 processes); one in DST_FULL_MS
+ * reads every twin of the depth (Q_CLAIM_DST_FULL), so that a twin listed
+ * past a folder still listed (a large one) is not waited for long. */
 #define SRC_LOW_ID                                                            \
     "(SELECT coalesce((SELECT t3.id FROM src_nodes t3 WHERE "                \
     "t3.traversal_status = 'pending' AND t3.type = 'folder' ORDER BY "       \
@@ -121,12 +123,12 @@
 #define DST_FULL_MS 100
 #define FREE_LEASE(a) \
     "(l.id IS NULL OR l.stage <> ?2 OR l.expires < " NOW_MS ")"
-#define CLAIM_FOLDERS(T, SIDE, JOIN, COND, TWIN, TS)                          \
+#define CLAIM_FOLDERS(T, SIDE, JOIN, COND, ORDER, TWIN, TS)                   \
     "WITH c AS (SELECT s.id AS cid, " SEEN(T) " FROM " T " s " JOIN          \
     " LEFT JOIN leases l "                                                     \
     "ON l.id = s.lease_id WHERE s.traversal_status = 'pending' AND s.type = " \
-    "'folder' AND " COND " AND " FREE_LEASE("l") " ORDER BY s.depth, s.id "   \
-    "LIMIT ?3 FOR UPDATE OF s SKIP LOCKED), nl AS (INSERT INTO leases(stage, " \
+    "'folder' AND " COND " AND " FREE_LEASE("l") " ORDER BY s.depth, " ORDER  \
+    " LIMIT ?3 FOR UPDATE OF s SKIP LOCKED), nl AS (INSERT INTO leases(stage, " \
     "worker, host, pid, tmp_key, expires) SELECT ?2, ?1, ?4, ?5, ?6, "        \
     NOW_MS " + ?7 WHERE EXISTS(SELECT 1 FROM c) RETURNING id) UPDATE " T      \
     " AS n SET lease_id = nl.id FROM c, nl WHERE n.id = c.cid" SAME          \
@@ -134,9 +136,19 @@
     "n.id, n.path, n.depth, " TWIN ", " TS ", (SELECT p.pos FROM listing_pos " \
     "p WHERE p.side = " SIDE " AND p.folder_id = n.id), nl.id"
 
+/* The destination's claim of the folders that BOUND selects, by (depth,
+ * twin): dst_nodes_twin. */
+#define CLAIM_DST_FOLDERS(BOUND)                                              \
+    CLAIM_FOLDERS("dst_nodes", "1", "LEFT JOIN src_nodes t ON t.id = s.src_id", \
+                  BOUND " AND coalesce(t.traversal_status, 'successful') <> "  \
+                  "'pending'", "s.src_id", "coalesce(n.src_id, 0)",            \
+                  "(SELECT t.traversal_status FROM src_nodes t WHERE t.id = "   \
+                  "n.src_id)")
+
 enum { Q_NEW, Q_DROP, Q_CLAIM_COPY, Q_CLAIM_LINKS, Q_CLAIM_ATTRS, Q_LEFT_COPY,
        Q_LEFT_LINKS, Q_LEFT_ATTRS, Q_RENEW, Q_DONE, Q_CLAIM_VERIFY, Q_LEFT_VERIFY,
-       Q_CLAIM_SRC_F, Q_CLAIM_DST_F, Q_IDS_SRC, Q_IDS_DST, Q_MINE, Q_COUNT };
+       Q_CLAIM_SRC_F, Q_CLAIM_DST_F, Q_IDS_SRC, Q_IDS_DST, Q_MINE, Q_CLAIM_DST_FULL,
+       Q_COUNT };
 
 static const char *const lease_sql[Q_COUNT] = {
     "INSERT INTO leases(stage, worker, host, pid, tmp_key, expires) "
@@ -170,20 +182,16 @@ static const char *const lease_sql[Q_COUNT] = {
                   "s.depth <= coalesce((SELECT d.depth FROM dst_nodes d WHERE "
                   "d.traversal_status = 'pending' AND d.type = 'folder' ORDER BY "
                   "d.depth, d.id LIMIT 1) + ?8, s.depth)",
-                  "0", "NULL"),
-    CLAIM_FOLDERS("dst_nodes", "1", "LEFT JOIN src_nodes t ON t.id = s.src_id",
-                  "s.depth <= " SRC_LOW " AND (?8 <> 0 OR s.depth < " SRC_LOW
-                  " OR s.src_id IS NULL OR s.src_id < " SRC_LOW_ID ") AND "
-                  "coalesce(t.traversal_status, 'successful') <> 'pending'",
-                  "coalesce(n.src_id, 0)",
-                  "(SELECT t.traversal_status FROM src_nodes t WHERE t.id = "
-                  "n.src_id)"),
+                  "s.id", "0", "NULL"),
+    CLAIM_DST_FOLDERS("(s.depth, s.src_id) > (?8, ?9) AND (s.depth, s.src_id) < ("
+                      SRC_LOW ", " SRC_LOW_ID ")"),
     /* a block of node ids: above every id taken, whoever took it */
     "UPDATE id_blocks SET next = greatest(next, (SELECT coalesce(max(id), 0) "
     "+ 1 FROM src_nodes)) + ?1 WHERE side = 0 RETURNING next - ?1",
     "UPDATE id_blocks SET next = greatest(next, (SELECT coalesce(max(id), 0) "
     "+ 1 FROM dst_nodes)) + ?1 WHERE side = 1 RETURNING next - ?1",
     "SELECT id FROM leases WHERE worker = ?1 AND expires IS NOT NULL",
+    CLAIM_DST_FOLDERS("s.depth <= " SRC_LOW),
 };
 
 struct tm__lease_q {
@@ -202,6 +210,16 @@ struct tm__lease_q {
      * while locked waits) scans again from the start. */
     int cur_depth;
     int64_t cur_id;
+    /* The destination's cursor: the (depth, twin id) of the last folder
+     * this process's last claim took (depth -1: none). Every folder
+     * before it whose twin was listed was free or held then; a claim
+     * starts past it, so that it does not pass the folders the processes
+     * hold at every claim (40-300 rows, with their leases and twins, for
+     * one or two folders a claim: most destination claims find little);
+     * the claim of every twin (DST_FULL_MS) starts from the start, where
+     * a folder whose lease expired is taken. */
+    int dcur_depth;
+    int64_t dcur_src;
     int64_t dst_full_ns;         /* when a destination claim reads every
                                     twin again (SRC_LOW_ID) */
 };
@@ -219,6 +237,7 @@ int tm__lease_q_open(struct tm__lease_q **out, const char *conninfo,
     pthread_mutex_init(&q->mu, NULL);
     q->pid = pid;
     q->cur_depth = -1;
+    q->dcur_depth = -1;
     q->worker = strdup(worker);
     q->host = strdup(host);
     q->key = strdup(tmp_key);
@@ -238,6 +257,13 @@ int tm__lease_q_open(struct tm__lease_q **out, const char *conninfo,
      * waits for */
     if (!rc && tm__db_exec(q->db, "SET lock_timeout = 500", NULL, NULL, NULL) != SQLITE_OK)
         rc = tm__store_error(q->db, SQLITE_ERROR, err, "set the lock timeout");
+    /* the claims' plans are made for any parameters, once: a plan made
+     * for the values at hand read the destination's claim range (two row
+     * comparisons) by depth alone and sorted it, every pending folder of
+     * the depth again */
+    if (!rc && tm__db_exec(q->db, "SET plan_cache_mode = force_generic_plan", NULL, NULL,
+                           NULL) != SQLITE_OK)
+        rc = tm__store_error(q->db, SQLITE_ERROR, err, "set the plan cache mode");
     for (i = 0; !rc && i < Q_COUNT; i++)
         if (tm__db_prepare_v3(q->db, lease_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
                               &q->st[i], NULL) != SQLITE_OK)
@@ -513,7 +539,15 @@ static int claim_folders_once(struct tm__lease_q *q, int side, const char *stage
     v = calloc(limit > 0 ? (size_t)limit : 1, sizeof *v);
     if (!v)
         return TM_ENOMEM;
-    st = q->st[side == 0 ? Q_CLAIM_SRC_F : Q_CLAIM_DST_F];
+    st = q->st[Q_CLAIM_SRC_F];
+    if (side != 0) {
+        int64_t now = tm__now_ns();
+        st = q->st[Q_CLAIM_DST_F];
+        if (now >= q->dst_full_ns) {
+            q->dst_full_ns = now + DST_FULL_MS * 1000000LL;
+            st = q->st[Q_CLAIM_DST_FULL];
+        }
+    }
     tm__db_bind_text(st, 1, q->worker, -1, SQLITE_STATIC);
     tm__db_bind_text(st, 2, stage, -1, SQLITE_STATIC);
     tm__db_bind_int(st, 3, limit);
@@ -525,12 +559,9 @@ static int claim_folders_once(struct tm__lease_q *q, int side, const char *stage
         tm__db_bind_int(st, 8, lead);
         tm__db_bind_int(st, 9, q->cur_depth);
         tm__db_bind_int64(st, 10, q->cur_depth < 0 ? 0 : q->cur_id);
-    } else {
-        int64_t now = tm__now_ns();
-        int full = now >= q->dst_full_ns;
-        if (full)
-            q->dst_full_ns = now + DST_FULL_MS * 1000000LL;
-        tm__db_bind_int(st, 8, full);
+    } else if (st == q->st[Q_CLAIM_DST_F]) {
+        tm__db_bind_int(st, 8, q->dcur_depth);
+        tm__db_bind_int64(st, 9, q->dcur_depth < 0 ? 0 : q->dcur_src);
     }
     while ((rc = tm__db_step(st)) == SQLITE_ROW && n < limit) {
         struct fclaim *c = &v[n];
@@ -565,6 +596,15 @@ static int claim_folders_once(struct tm__lease_q *q, int side, const char *stage
         fclaims_free(v, n);
         *lease = 0;
         return rc;
+    }
+    if (st == q->st[Q_CLAIM_DST_F]) { /* past the last folder taken */
+        int i;
+        for (i = 0; i < n; i++)
+            if (v[i].r.depth > q->dcur_depth ||
+                (v[i].r.depth == q->dcur_depth && v[i].r.src_id > q->dcur_src)) {
+                q->dcur_depth = v[i].r.depth;
+                q->dcur_src = v[i].r.src_id;
+            }
     }
     *out = v;
     return n;

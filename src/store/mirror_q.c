@@ -103,7 +103,7 @@ int tm__q_mirror_record_listing(struct tm__db *db, const struct tm__mirror_row *
                                 const struct tm__entry *kids, size_t n,
                                 struct tm__buf *err)
 {
-    struct tm__stats_delta d = { NULL, 0, 0 };
+    struct tm__stats_delta d = TM__STATS_DELTA_INIT;
     struct tm__buf path = TM__BUF_INIT;
     struct tm__stmt *st = NULL;
     size_t i;
@@ -204,7 +204,7 @@ int tm__q_mirror_batch(struct tm__db *db, const struct tm__mirror_pos *pos,
 int tm__q_mirror_record(struct tm__db *db, const struct tm__mirror_done *d, size_t n,
                         struct tm__buf *err)
 {
-    struct tm__stats_delta sd = { NULL, 0, 0 };
+    struct tm__stats_delta sd = TM__STATS_DELTA_INIT;
     struct tm__stmt *del = NULL;
     size_t i;
     int rc = tm__store_begin(db, err);

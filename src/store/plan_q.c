@@ -61,7 +61,7 @@ int tm__q_skip_blocked(struct tm__db *db, struct tm__buf *err)
         " WHERE p.type = 'folder' AND p.conflict = 'type' AND p.depth > 0"
         " UNION ALL SELECT c.id FROM src_nodes AS c JOIN sub ON c.parent_id = sub.id)"
         " SELECT id FROM sub;";
-    struct tm__stats_delta d = { NULL, 0, 0 };
+    struct tm__stats_delta d = TM__STATS_DELTA_INIT;
     struct tm__stmt *st = NULL;
     int rc, step = SQLITE_DONE;
     if (!folder_conflicts(db))

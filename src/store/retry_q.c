@@ -110,7 +110,7 @@ out:
 int tm__q_refresh_changed_files(struct tm__db *db, tm__q_stat_fn stat_fn, void *ctx,
                                 struct tm__buf *err)
 {
-    struct tm__stats_delta d = { NULL, 0, 0 };
+    struct tm__stats_delta d = TM__STATS_DELTA_INIT;
     struct tm__stmt *sel = NULL, *upd = NULL;
     int rc = 0;
     if (tm__db_prepare(db,
@@ -161,7 +161,7 @@ int tm__q_refresh_taken(struct tm__db *db,
                                      int64_t size, int64_t mtime),
                         void *ctx, struct tm__buf *err)
 {
-    struct tm__stats_delta d = { NULL, 0, 0 };
+    struct tm__stats_delta d = TM__STATS_DELTA_INIT;
     struct tm__stmt *sel = NULL, *upd = NULL;
     int rc = 0, step = SQLITE_DONE;
     if (tm__db_prepare(db,

@@ -162,6 +162,17 @@ const char *tm__phase_name(enum tm__phase p)
     "CREATE INDEX IF NOT EXISTS dst_nodes_folders ON dst_nodes(depth, id)"   \
     " WHERE type = 'folder' AND depth >= 0;"
 
+/* A destination claim (treemig worker's discovery, lease_q.c) takes the
+ * pending folders whose source twin is listed, lowest depth first: in
+ * the order of their twins' ids, those below the source's lowest
+ * pending folder are one range of this index, where by (depth, id) the
+ * claim read every pending folder of the depth (1,000-1,700 rows and
+ * their twins at each claim, most of the server's claim time; schema
+ * version 13, step "dst_twin"). */
+#define DST_TWIN_SQL                                                         \
+    "CREATE INDEX IF NOT EXISTS dst_nodes_twin ON dst_nodes(depth, src_id)"  \
+    " WHERE traversal_status = 'pending' AND type = 'folder';"
+
 /* Brings a state file of version i up to version i + 1 (index i - 1). */
 static const char *const upgrade_sql[TM_SCHEMA_VERSION - 1] = {
     LISTING_POS_SQL,
@@ -175,6 +186,7 @@ static const char *const upgrade_sql[TM_SCHEMA_VERSION - 1] = {
     XATTRS_SQL,
     DISC_LEASES_SQL,
     PASS_FOLDERS_SQL,
+    DST_TWIN_SQL,
 };
 
 static const char schema_sql[] =
@@ -222,7 +234,7 @@ static const char schema_sql[] =
     " done INTEGER, failed INTEGER, items_per_s REAL, bytes_per_s REAL,"
     " bytes_done INTEGER, bytes_pending INTEGER);"
     LISTING_POS_SQL UPLOADS_SQL MIRROR_SQL PASSES_SQL LEASES_SQL DISC_LEASES_SQL
-    PASS_FOLDERS_SQL;
+    PASS_FOLDERS_SQL DST_TWIN_SQL;
 
 /* Review: exclusions after discovery and the review_* views
  * (docs/state-file.md). Part of every new state file; review.c also runs
@@ -959,9 +971,19 @@ int tm__stats_apply(struct tm__db *db, struct tm__stats_delta *d)
         "INSERT INTO copy_stats VALUES(?1,?2,?3,?4,?5,?6) ON CONFLICT DO UPDATE "
         "SET count=count+excluded.count, bytes=bytes+excluded.bytes",
     };
-    struct tm__stmt *st[3] = { NULL, NULL, NULL };
+    struct tm__stmt *own[3] = { NULL, NULL, NULL }, **st = own;
     size_t i;
     int rc = SQLITE_OK;
+
+    if (d->keep) { /* a writer's: prepared once, not at every commit */
+        if (d->db != db)
+            for (i = 0; i < 3; i++) {
+                tm__db_finalize(d->st[i]);
+                d->st[i] = NULL;
+            }
+        d->db = db;
+        st = d->st;
+    }
 
     /* every writer takes the rows' locks in one order (PostgreSQL, several
      * workers): no two commits wait for each other in a circle */
@@ -991,13 +1013,19 @@ int tm__stats_apply(struct tm__db *db, struct tm__stats_delta *d)
         tm__db_reset(st[t]);
     }
     for (i = 0; i < 3; i++)
-        tm__db_finalize(st[i]);
+        tm__db_finalize(own[i]);
     d->n = 0;
     return rc == SQLITE_OK ? 0 : tm__store_error(db, rc, NULL, "stats");
 }
 
 void tm__stats_release(struct tm__stats_delta *d)
 {
+    size_t i;
+    for (i = 0; i < 3; i++) {
+        tm__db_finalize(d->st[i]);
+        d->st[i] = NULL;
+    }
+    d->db = NULL;
     free(d->rows);
     d->rows = NULL;
     d->n = d->alloc = 0;

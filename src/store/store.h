@@ -17,7 +17,7 @@
 
 #include "util/buf.h"
 
-#define TM_SCHEMA_VERSION 12
+#define TM_SCHEMA_VERSION 13
 #define TM_APPLICATION_ID 1953327463 /* 'tmig' */
 
 enum tm__side { TM_SRC = 0, TM_DST = 1 };
@@ -121,7 +121,12 @@ struct tm__stats_delta {
         int64_t count, bytes;    /* deltas */
     } *rows;                     /* the deltas */
     size_t n, alloc;             /* used, allocated */
+    int keep;                    /* set by the owner: apply keeps its
+                                    statements prepared until release */
+    struct tm__db *db;           /* kept: the connection of st */
+    struct tm__stmt *st[3];      /* kept: the upserts, or NULL */
 };
+#define TM__STATS_DELTA_INIT { NULL, 0, 0, 0, NULL, { NULL, NULL, NULL } }
 int tm__stats_add(struct tm__stats_delta *d, const struct tm__stat_key *k,
                   int64_t count, int64_t bytes);
 int tm__stats_apply(struct tm__db *db, struct tm__stats_delta *d);

@@ -1943,6 +1943,7 @@ int tm__writer_start(struct tm__writer **out, struct tm__db *db, const int64_t n
     if (!w)
         return TM_ENOMEM;
     w->db = db;
+    w->delta.keep = 1; /* its upserts prepared once (released at the end) */
     w->next_id[0] = next_id[0];
     w->next_id[1] = next_id[1];
     w->max_rows = max_rows;

@@ -27,7 +27,7 @@
   most 8 folders the killed run had listed above its watermark;
 - a folder whose listing fails in a pass: its subtree is not listed (the
   fault layer counts the listings), the next pass lists it all;
-- schema 11 to 12: rescan upgrades a state file (the folder indexes a
+- schema 11 to 13: rescan upgrades a state file (the folder indexes a
   pass reads its frontier by) and finds what changed;
 - a pass over a folder of 6,000 files listed in many pages, with names
   added, removed, grown and turned folders between the old ones, leaves
@@ -455,8 +455,9 @@ def rsync_items(src, dst):
 def run_upgrade(R, work):
     def check():
         # a state file of schema version 11 (no index of the folders by
-        # depth and id, which a pass reads its frontier by) is brought to
-        # version 12 by rescan, and the pass finds what changed
+        # depth and id, which a pass reads its frontier by, nor of the
+        # pending destination folders by their twins) is brought to
+        # version 13 by rescan, and the pass finds what changed
         top, src, dst, db = case_dirs(work, 'v11')
         for i in range(20):
             put(src, 'd%02d/e/f' % i, b'v1')
@@ -466,6 +467,7 @@ def run_upgrade(R, work):
         try:
             c.execute('DROP INDEX src_nodes_folders')
             c.execute('DROP INDEX dst_nodes_folders')
+            c.execute('DROP INDEX dst_nodes_twin')
             c.execute('PRAGMA user_version = 11')
             c.commit()
         finally:
@@ -476,13 +478,15 @@ def run_upgrade(R, work):
         if b'0 new, 1 changed, 0 deleted' not in cp.stderr:
             fail('rescan after the upgrade', '0 new, 1 changed, 0 deleted',
                  cp.stderr.decode())
-        expect_eq('schema version after the rescan', 12,
+        expect_eq('schema version after the rescan', 13,
                   scalar(db, 'PRAGMA user_version'))
-        expect_eq('the folder indexes', ['dst_nodes_folders', 'src_nodes_folders'],
+        expect_eq('the folder indexes',
+                  ['dst_nodes_folders', 'dst_nodes_twin', 'src_nodes_folders'],
                   [r[0] for r in rows_of(db, "SELECT name FROM sqlite_master WHERE "
-                                         "name LIKE '%_nodes_folders' ORDER BY 1")])
+                                         "name LIKE '%_nodes_folders' OR name = "
+                                         "'dst_nodes_twin' ORDER BY 1")])
         state_of(db)  # the stats count the rows
-    R.check('schema 11 to 12: rescan upgrades a state file and finds what changed',
+    R.check('schema 11 to 13: rescan upgrades a state file and finds what changed',
             check)
 
 
