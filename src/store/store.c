@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -403,12 +404,32 @@ int tm__store_set(struct tm__db *db, const char *key, const char *value)
     return rc == SQLITE_DONE ? 0 : tm__store_error(db, rc, NULL, "write setting");
 }
 
-/* Takes the lock file beside the database; reports the holder's pid. */
+/* The pid written in the lock file fd, into pid (len bytes), "" if none. */
+static void lock_pid(int fd, char *pid, size_t len)
+{
+    ssize_t n = pread(fd, pid, len - 1, 0);
+    pid[n > 0 ? n : 0] = '\0';
+    pid[strcspn(pid, "\n")] = '\0';
+}
+
+/* 1 when the process named in the lock file is gone while the lock is
+ * held: a treemig killed a moment ago, whose children (an ssh forked and
+ * not yet exec'd or ended) still share its lock until they do. */
+static int holder_gone(const char *pid)
+{
+    char *end;
+    long v = strtol(pid, &end, 10);
+    return pid[0] && !*end && v > 0 && kill((pid_t)v, 0) != 0 && errno == ESRCH;
+}
+
+/* Takes the lock file beside the database; reports the holder's pid. A
+ * lock whose holder is gone is waited for up to LOCK_GONE_WAIT_MS. */
+#define LOCK_GONE_WAIT_MS 3000
 static int take_lock(struct tm__store *s, struct tm__buf *err)
 {
     struct tm__buf lp = TM__BUF_INIT;
     char pid[32];
-    int fd, n;
+    int fd, n, waited = 0;
 
     if (tm__buf_addf(&lp, "%s.lock", s->path))
         return TM_ENOMEM;
@@ -420,12 +441,19 @@ static int take_lock(struct tm__store *s, struct tm__buf *err)
         tm__buf_release(&lp);
         return tm__from_errno(e);
     }
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         int e = errno;
-        n = (int)pread(fd, pid, sizeof pid - 1, 0);
-        pid[n > 0 ? n : 0] = '\0';
-        pid[strcspn(pid, "\n")] = '\0';
-        if (e == EWOULDBLOCK)
+        lock_pid(fd, pid, sizeof pid);
+        if (e == EWOULDBLOCK && waited < LOCK_GONE_WAIT_MS && holder_gone(pid)) {
+            tm__sleep_ms(10);
+            waited += 10;
+            continue;
+        }
+        if (e == EWOULDBLOCK && holder_gone(pid))
+            tm__buf_addf(err, "state file %s is locked by the child processes of "
+                         "process %s, which has ended (an ssh it started, say): "
+                         "end them, or wait", s->path, pid);
+        else if (e == EWOULDBLOCK)
             tm__buf_addf(err, "state file %s is in use by process %s", s->path,
                          pid[0] ? pid : "(unknown)");
         else

@@ -415,6 +415,54 @@ def run_lock(R, base, trees):
     R.check('lock: a second discover/resume gets exit 5 naming the holder\'s pid; the first '
             'finishes with the reference result', check_lock)
 
+    def check_orphaned_lock():
+        # a treemig killed a moment ago: the lock file names it, and a child
+        # it forked (not yet exec'd or ended) still shares its lock; the
+        # next command waits for that child instead of refusing (exit 5)
+        d = j(base, 'orphan')
+        os.mkdir(d)
+        db = j(d, 'state.db')
+        cp = tmtest.run(['discover', '--db', db, '--quiet', src, dst])
+        expect_rc(cp, 0, 'discover')
+        dead = subprocess.Popen(['true'])
+        dead.wait()  # its pid names a process that has ended
+        holder = subprocess.Popen(
+            [sys.executable, '-c',
+             'import fcntl, os, sys, time\n'
+             'f = open(sys.argv[1], "r+b")\n'
+             'fcntl.flock(f, fcntl.LOCK_EX)\n'
+             'f.truncate(0); f.write(sys.argv[2].encode() + b"\\n"); f.flush()\n'
+             'print("held", flush=True)\n'
+             'time.sleep(float(sys.argv[3]))\n',
+             db + '.lock', str(dead.pid), '0.8'], stdout=subprocess.PIPE)
+        try:
+            expect_eq('the holder took the lock', b'held\n', holder.stdout.readline())
+            cp = tmtest.run(['discover', '--db', db, '--quiet'], timeout=60)
+            expect_rc(cp, 0, 'discover while the lock of an ended process is held a moment')
+        finally:
+            holder.kill()
+            holder.wait()
+        # a holder that runs is refused at once, named
+        holder = subprocess.Popen(
+            [sys.executable, '-c',
+             'import fcntl, os, sys, time\n'
+             'f = open(sys.argv[1], "r+b")\n'
+             'fcntl.flock(f, fcntl.LOCK_EX)\n'
+             'f.truncate(0); f.write(b"%d\\n" % os.getpid()); f.flush()\n'
+             'print("held", flush=True)\n'
+             'time.sleep(60)\n', db + '.lock'], stdout=subprocess.PIPE)
+        try:
+            expect_eq('the holder took the lock', b'held\n', holder.stdout.readline())
+            cp = tmtest.run(['discover', '--db', db, '--quiet'], timeout=60)
+            expect_rc(cp, 5, 'discover while a running process holds the lock')
+            if str(holder.pid).encode() not in cp.stderr:
+                fail('the message should name the holder %d' % holder.pid, None, cp.stderr)
+        finally:
+            holder.kill()
+            holder.wait()
+    R.check('lock: the lock of a process that has ended, still held a moment by its child, '
+            'is waited for; a running holder is refused at once', check_orphaned_lock)
+
 
 if __name__ == '__main__':
     main()

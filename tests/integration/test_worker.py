@@ -332,7 +332,9 @@ def check_kill(work):
                                                      pending_held[0]))
 
 
-@tmtest.again_if_void
+# the local copy is quick: on a loaded machine two workers holding pending
+# nodes at once are seen less often (3 voids in a row once, beside a bench)
+@(lambda fn: tmtest.again_if_void(fn, tries=6))
 def check_kill_local(work):
     src = os.path.join(work, 'ksrc')
     make_tree(src, folders=6, files=400)
