@@ -415,6 +415,22 @@ def run_lock(R, base, trees):
     R.check('lock: a second discover/resume gets exit 5 naming the holder\'s pid; the first '
             'finishes with the reference result', check_lock)
 
+    def hold_lock(lock, pid, seconds):
+        """A process that holds lock (flock) with pid written in it (its own
+        when None) for seconds; returned once it holds it."""
+        holder = subprocess.Popen(
+            [sys.executable, '-c',
+             'import fcntl, os, sys, time\n'
+             'f = open(sys.argv[1], "r+b")\n'
+             'fcntl.flock(f, fcntl.LOCK_EX)\n'
+             'f.truncate(0)\n'
+             'f.write((sys.argv[2] or str(os.getpid())).encode() + b"\\n"); f.flush()\n'
+             'print("held", flush=True)\n'
+             'time.sleep(float(sys.argv[3]))\n',
+             lock, '' if pid is None else str(pid), str(seconds)], stdout=subprocess.PIPE)
+        expect_eq('the holder took the lock', b'held\n', holder.stdout.readline())
+        return holder
+
     def check_orphaned_lock():
         # a treemig killed a moment ago: the lock file names it, and a child
         # it forked (not yet exec'd or ended) still shares its lock; the
@@ -426,33 +442,16 @@ def run_lock(R, base, trees):
         expect_rc(cp, 0, 'discover')
         dead = subprocess.Popen(['true'])
         dead.wait()  # its pid names a process that has ended
-        holder = subprocess.Popen(
-            [sys.executable, '-c',
-             'import fcntl, os, sys, time\n'
-             'f = open(sys.argv[1], "r+b")\n'
-             'fcntl.flock(f, fcntl.LOCK_EX)\n'
-             'f.truncate(0); f.write(sys.argv[2].encode() + b"\\n"); f.flush()\n'
-             'print("held", flush=True)\n'
-             'time.sleep(float(sys.argv[3]))\n',
-             db + '.lock', str(dead.pid), '0.8'], stdout=subprocess.PIPE)
+        holder = hold_lock(db + '.lock', dead.pid, 0.8)
         try:
-            expect_eq('the holder took the lock', b'held\n', holder.stdout.readline())
             cp = tmtest.run(['discover', '--db', db, '--quiet'], timeout=60)
             expect_rc(cp, 0, 'discover while the lock of an ended process is held a moment')
         finally:
             holder.kill()
             holder.wait()
         # a holder that runs is refused at once, named
-        holder = subprocess.Popen(
-            [sys.executable, '-c',
-             'import fcntl, os, sys, time\n'
-             'f = open(sys.argv[1], "r+b")\n'
-             'fcntl.flock(f, fcntl.LOCK_EX)\n'
-             'f.truncate(0); f.write(b"%d\\n" % os.getpid()); f.flush()\n'
-             'print("held", flush=True)\n'
-             'time.sleep(60)\n', db + '.lock'], stdout=subprocess.PIPE)
+        holder = hold_lock(db + '.lock', None, 60)
         try:
-            expect_eq('the holder took the lock', b'held\n', holder.stdout.readline())
             cp = tmtest.run(['discover', '--db', db, '--quiet'], timeout=60)
             expect_rc(cp, 5, 'discover while a running process holds the lock')
             if str(holder.pid).encode() not in cp.stderr:
