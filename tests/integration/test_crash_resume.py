@@ -38,6 +38,7 @@ import expect      # noqa: E402
 import statecheck  # noqa: E402
 import tmtest      # noqa: E402
 import treegen     # noqa: E402
+from test_pair import pair_counts  # noqa: E402
 from tmtest import expect_eq, expect_rc, fail  # noqa: E402
 
 WORKERS = 4
@@ -123,15 +124,11 @@ def run_all(R, base, trees, rng, kills):
         expect_eq('reference phase', 'discovered', st['phase'])
         # the local pair is listed in pairs (docs/internals.md): the kills
         # below land in pair listings
-        conn = tmtest.connect(db)
-        try:
-            pairs = [m for (m,) in conn.execute(
-                "SELECT message FROM logs WHERE message LIKE 'pair listings:%'")]
-        finally:
-            conn.close()
-        if not pairs or pairs[-1].startswith(b'pair listings: 0 '):
-            fail('the reference listed no pair (log: %r): the kills would miss them' % pairs)
-        print('     %s' % pairs[-1].decode('utf-8', 'replace'))
+        pairs = pair_counts(db)
+        if not pairs or pairs[0] == 0:
+            fail('the reference listed no pair (pairs, fallbacks: %r): the kills would '
+                 'miss them' % (pairs,))
+        print('     pair listings: %d folders with their twin, %d one side at a time' % pairs)
         want = {'files': treegen.count_find(src, 'f'), 'folders': treegen.count_find(src, 'd')}
         expect_eq('source counts against find(1)', want, {k: st['src'][k] for k in want})
         # the destination-only folders are recorded, their contents are not
