@@ -16,8 +16,14 @@
 #       thread: prepared statements of 32 rows, each listed folder set from
 #       pending to successful, WAL, synchronous=NORMAL, 8 KiB pages, a
 #       commit every 4,096 rows; no update of a source row by a verdict;
-#   (b') row floor_v: the same and, as src/store/writer.c does today, an
-#       update of each source row that has a destination twin (its verdict).
+#   (b') row floor_v: the same and, as src/store/writer.c did before the
+#       pair listing, an update of each source row that has a destination twin
+#       (its verdict);
+#   (b0) row floor_bare: a bound below any design that keeps one row per
+#       node: the rows into the node tables without any index, no folder
+#       updates, then the two (parent_id, name) unique indexes built in
+#       bulk after the last row (timed with the rows); no discovery could
+#       run on such a state file (no frontier, no lookup), nothing is cheaper.
 #   The best wall of (a) and (b) on NCORES cores is max(b, (a + b) / NCORES):
 #   b runs on one thread, and nothing is faster than all the CPU spread evenly.
 # Rows timed beside it, order rotated: `rsync -an --delete` (the goal's
@@ -72,9 +78,10 @@ find "$SRC" "$DST" -printf '%s %T@\n' >/dev/null
 declare -A F  # F[key] = the values of one floor figure over the runs (key_v: floor_v's)
 run_tool() {
     case $1 in
-    floor|floor_v)
+    floor|floor_v|floor_bare)
         local mode=1 sfx=
         [[ $1 == floor_v ]] && mode=2 sfx=_v
+        [[ $1 == floor_bare ]] && mode=3 sfx=_bare
         rm -f "$WORK/floor.db" "$WORK/floor.db-wal" "$WORK/floor.db-shm"
         measure "$1" "$WORK/discover_floor" "$SRC" "$DST" "$WORK/floor.db" "$WORK/schema.sql" "$mode" "$TXN"
         [[ ${RC[$1]} == 0 ]] || die "discover_floor failed: $(tail -3 "$LOGS/$1.log")"
@@ -91,7 +98,7 @@ REPORT=$WORK/report-floor-$(date -u +%Y%m%dT%H%M%SZ).txt
 HEAD=$(header "discovery floor: $ENTRIES entries per source tree")
 for ((r = 0; r < RUNS; r++)); do
     say "run $((r + 1))/$RUNS"
-    while read -r k; do run_tool "$k"; done < <(rotate "$r" floor floor_v rsync treemig)
+    while read -r k; do run_tool "$k"; done < <(rotate "$r" floor floor_v floor_bare rsync treemig)
 done
 LOAD_END=$(load)
 
@@ -103,6 +110,11 @@ BEST=$(best "$A" "$B")
 AV=$(fmed walk_cpu_v)
 BV=$(fmed insert_cpu_v)
 BEST_V=$(best "$AV" "$BV")
+A0=$(fmed walk_cpu_bare)
+B0=$(fmed insert_cpu_bare)
+BEST_0=$(best "$A0" "$B0")
+B0H=$(awk -v b="$B0" 'BEGIN{printf "%.3f", b / 2}')
+BEST_0H=$(best "$A0" "$B0H")
 GOAL=$(awk -v r="$(median rsync)" 'BEGIN{printf "%.2f", 0.6 * r}')
 {
     echo "$HEAD"
@@ -115,20 +127,24 @@ GOAL=$(awk -v r="$(median rsync)" 'BEGIN{printf "%.2f", 0.6 * r}')
     echo "    best wall on $NCORES cores = max(b, (a + b) / $NCORES) = $BEST s"
     echo "  floor_v: the same and the update of each of the $(fmed twins) source rows with a twin by its verdict:"
     echo "    (a) $AV cpu s; (b') $BV cpu s; best wall on $NCORES cores = $BEST_V s"
+    echo "  floor_bare: the rows into tables without indexes, then the child indexes built in bulk:"
+    echo "    (a) $A0 cpu s; (b0) $B0 cpu s; best wall on $NCORES cores = $BEST_0 s;"
+    echo "    were (b0) split evenly over two writers (two state files): $BEST_0H s"
     echo
     printf '  %-32s %24s %8s %8s\n' row "wall s: median (min-max)" "cpu s" "RSS MiB"
-    for k in floor floor_v rsync treemig; do
+    for k in floor floor_v floor_bare rsync treemig; do
         printf '  %-32s %24s %8s %8s\n' "$k" "$(stat_of "$k")" "${CPU[$k]}" \
             "$(awk -v m="${RSS[$k]}" 'BEGIN{printf "%.1f", m/1024}')"
     done
     echo "  (floor's wall: (a) then (b) one after the other, and the rows held in memory: not a design)"
     echo
     echo "  goal = 0.6 x rsync -an = $GOAL s; best wall / goal: floor $(ratio "$BEST" "$GOAL")," \
-        "floor_v $(ratio "$BEST_V" "$GOAL"); treemig / goal = $(ratio "$(median treemig)" "$GOAL")"
+        "floor_v $(ratio "$BEST_V" "$GOAL"), floor_bare $(ratio "$BEST_0" "$GOAL") (two writers $(ratio "$BEST_0H" "$GOAL"));"\
+        "treemig / goal = $(ratio "$(median treemig)" "$GOAL")"
     echo "  under load the walls stretch; rsync -an's wall on an idle machine is about its CPU (it runs as"
     echo "  a pipeline of processes that mostly wait on each other): goal by its CPU = 0.6 x ${CPU[rsync]} ="\
         "$(awk -v c="${CPU[rsync]}" 'BEGIN{printf "%.2f", 0.6 * c}') s"
     echo "  other: CPU seconds other processes used during the last run of each:" \
-        "$(for k in floor floor_v rsync treemig; do printf '%s %s; ' "$k" "${OTHER[$k]}"; done)"
+        "$(for k in floor floor_v floor_bare rsync treemig; do printf '%s %s; ' "$k" "${OTHER[$k]}"; done)"
 } | tee "$REPORT"
 say "report saved: $REPORT"
