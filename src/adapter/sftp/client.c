@@ -2754,6 +2754,90 @@ const char *tm__sftp_wfile_tmp(const struct tm__sftp_wfile *f)
     return f->tmp;
 }
 
+/* Makes room for one more WRITE in flight: when write_behind are out, the
+ * oldest replies, a batch's worth at once (the next WRITEs then queue up
+ * to TX_FLUSH_BULK before they go out; one reply at a time would send
+ * them one by one). */
+static int wf_room(struct tm__sftp_wfile *f, struct tm__sftp_err *e)
+{
+    int want = f->qcap - (int)(TX_FLUSH_BULK / f->pool->chunk_w);
+    if (f->qn < f->qcap)
+        return 0;
+    if (want < f->qcap / 2)
+        want = f->qcap / 2;
+    do {
+        int rc = wf_collect(f, e);
+        if (rc)
+            return rc;
+    } while (f->qn > want);
+    return 0;
+}
+
+int64_t tm__sftp_write_fd(struct tm__sftp_wfile *f, int fd, size_t len, int *fd_err,
+                          struct tm__sftp_err *e)
+{
+    size_t left = len, taken = 0;
+    int rc;
+
+    *fd_err = 0;
+    if (f->failed) {
+        if (e)
+            *e = f->err;
+        return f->failed;
+    }
+    if (!f->s->use_proc)
+        return tm__sftp_fail(e, TM_ENOTSUP, TM_ERR_FATAL, -1,
+                             "write %s: not over the openssh transport", f->path);
+    while (left) {
+        uint32_t n = left < f->pool->chunk_w ? (uint32_t)left : f->pool->chunk_w;
+        struct tm__sftp_sess *s = f->s;
+        size_t got = 0;
+        ssize_t w;
+        int ferr = 0;
+        rc = wf_room(f, e);
+        if (rc)
+            return rc;
+        f->q[(f->qhead + f->qn) % f->qcap] = begin(s, FXP_WRITE);
+        put_str(s, f->h, f->hlen);
+        put_u64(s, f->off);
+        put_u32(s, n);
+        /* the header with what is queued, then the data from fd */
+        rc = seal(s, n, e, "write", f->path);
+        if (!rc && s->broken)
+            rc = tm__sftp_fail(e, TM_ECONNRESET, TM_ERR_RETRY, -1,
+                               "write %s: connection lost", f->path);
+        if (!rc)
+            rc = flush(s, e, "write", f->path);
+        if (!rc) {
+            w = tm__sftp_proc_sendfile(&s->pr, fd, n, &ferr, s->in + s->in_len,
+                                       s->in_alloc - s->in_len, &got, s->pool->timeout_ms);
+            s->in_len += got;
+            if (w < 0)
+                rc = proc_fail(s, (int)w, e, "write", f->path);
+            else
+                taken += (size_t)w;
+        }
+        if (rc)
+            return write_failed(f, rc, e);
+        f->qn++;
+        f->off += n;
+        if (ferr) {
+            /* the WRITE was made up with zeros: the temporary is only
+             * to be aborted; fd's end is a short count (the caller sees
+             * a file that changed), its failure the caller's */
+            f->failed = ferr == TM_ECHANGED ? TM_EIO : ferr;
+            tm__sftp_fail(&f->err, f->failed, TM_ERR_NODE, -1,
+                          "write %s: the source ended or failed", f->path);
+            if (ferr == TM_ECHANGED)
+                return (int64_t)taken;
+            *fd_err = 1;
+            return ferr;
+        }
+        left -= n;
+    }
+    return (int64_t)len;
+}
+
 int64_t tm__sftp_write(struct tm__sftp_wfile *f, const void *buf, size_t len,
                        struct tm__sftp_err *e)
 {
@@ -2768,19 +2852,9 @@ int64_t tm__sftp_write(struct tm__sftp_wfile *f, const void *buf, size_t len,
     }
     while (left) {
         uint32_t n = left < f->pool->chunk_w ? (uint32_t)left : f->pool->chunk_w;
-        if (f->qn == f->qcap) {
-            /* the oldest replies, a batch's worth at once: the next WRITEs
-             * then queue up to TX_FLUSH_BULK before they go out (one
-             * reply at a time would send them one by one) */
-            int want = f->qcap - (int)(TX_FLUSH_BULK / f->pool->chunk_w);
-            if (want < f->qcap / 2)
-                want = f->qcap / 2;
-            do {
-                rc = wf_collect(f, e);
-                if (rc)
-                    return rc;
-            } while (f->qn > want);
-        }
+        rc = wf_room(f, e);
+        if (rc)
+            return rc;
         f->q[(f->qhead + f->qn) % f->qcap] = begin(f->s, FXP_WRITE);
         put_str(f->s, f->h, f->hlen);
         put_u64(f->s, f->off);
