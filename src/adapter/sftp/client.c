@@ -560,6 +560,61 @@ static int recv_packet(struct tm__sftp_sess *s, struct tm__sftp_err *e,
     return 0;
 }
 
+/* The openssh transport: when the next packet to arrive is the DATA reply
+ * to request id with at most cap bytes of data, receives that data into
+ * buf (what is buffered already by a copy, the rest straight from ssh's
+ * socket: not through s->in) and sets *n: returns 1. 0 when it is another
+ * packet (then nothing of it is taken: recv_packet reads it), or an
+ * error. Only the packet's header is read ahead (13 bytes). */
+static int recv_data_into(struct tm__sftp_sess *s, uint32_t id, unsigned char *buf,
+                          size_t cap, size_t *n, struct tm__sftp_err *e,
+                          const char *op, const char *path)
+{
+    enum { HDR = 13 }; /* length, type, id, the data's length */
+    const unsigned char *h;
+    uint32_t plen, pid, dlen;
+    size_t have;
+    int rc = flush(s, e, op, path);
+    if (rc || s->in_alloc < HDR)
+        return rc; /* no buffer yet (never after the handle's OPEN) */
+    if (s->in_len - s->in_off < HDR && s->in_alloc - s->in_off < HDR) {
+        have = s->in_len - s->in_off;
+        memmove(s->in, s->in + s->in_off, have);
+        s->in_off = 0;
+        s->in_len = have;
+    }
+    while (s->in_len - s->in_off < HDR) {
+        /* no more than the header: the data is for buf */
+        ssize_t r = tm__sftp_proc_recv(&s->pr, s->in + s->in_len,
+                                       HDR - (s->in_len - s->in_off), s->pool->timeout_ms);
+        if (r <= 0)
+            return proc_fail(s, (int)r, e, op, path);
+        s->in_len += (size_t)r;
+    }
+    h = s->in + s->in_off;
+    plen = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+    pid = (uint32_t)h[5] << 24 | (uint32_t)h[6] << 16 | (uint32_t)h[7] << 8 | h[8];
+    dlen = (uint32_t)h[9] << 24 | (uint32_t)h[10] << 16 | (uint32_t)h[11] << 8 | h[12];
+    if (h[4] != FXP_DATA || pid != id || dlen > cap || plen != HDR - 4 + (uint64_t)dlen)
+        return 0;
+    s->in_off += HDR;
+    have = s->in_len - s->in_off;
+    if (have > dlen)
+        have = dlen;
+    memcpy(buf, s->in + s->in_off, have);
+    s->in_off += have;
+    if (s->in_off == s->in_len)
+        s->in_off = s->in_len = 0;
+    while (have < dlen) {
+        ssize_t r = tm__sftp_proc_recv(&s->pr, buf + have, dlen - have, s->pool->timeout_ms);
+        if (r <= 0)
+            return proc_fail(s, (int)r, e, op, path);
+        have += (size_t)r;
+    }
+    *n = dlen;
+    return 1;
+}
+
 static void reply_release(struct reply *r)
 {
     free(r->own);
@@ -584,6 +639,16 @@ static int drop_take(struct tm__sftp_sess *s, uint32_t id)
             s->drop[i] = s->drop[--s->ndrop];
             return 1;
         }
+    return 0;
+}
+
+/* 1 when the reply to request id was received already (kept aside). */
+static int stashed(const struct tm__sftp_sess *s, uint32_t id)
+{
+    const struct stash *st;
+    for (st = s->stash; st; st = st->next)
+        if (st->id == id)
+            return 1;
     return 0;
 }
 
@@ -2435,6 +2500,35 @@ int64_t tm__sftp_read(struct tm__sftp_rfile *f, void *buf, size_t len,
         if (!f->qn)
             return 0;
         q = f->q[f->qhead];
+        if (f->s->use_proc && len >= q.len && !stashed(f->s, q.id)) {
+            /* the data straight into buf, when it is next on the wire */
+            size_t got = 0;
+            rc = recv_data_into(f->s, q.id, buf, q.len, &got, e, "read", f->path);
+            if (rc < 0)
+                return rc;
+            if (rc) {
+                f->qhead = (f->qhead + 1) % f->qcap;
+                f->qn--;
+                if (q.off != f->off)
+                    return proto_fail(f->s, e, "read", f->path);
+                if (got < q.len) {
+                    /* a short read, as below: what follows is dropped */
+                    int more = f->qn > 0;
+                    rc = rf_drain(f, e);
+                    if (rc)
+                        return rc;
+                    if (more && f->tail == 1) {
+                        drop_add(f->s, f->tail_id);
+                        f->tail = 0;
+                    }
+                    f->off_req = f->off + got;
+                }
+                f->off += got;
+                if (!got)
+                    continue;
+                return (int64_t)got;
+            }
+        }
         rc = wait_reply(f->s, q.id, &r, e, "read", f->path);
         if (rc)
             return rc;
