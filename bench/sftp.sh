@@ -302,6 +302,7 @@ REPORT=$WORK/report-$(date -u +%Y%m%dT%H%M%SZ).txt
         printf '    %-38s %24s %8s %5s %7s %12s\n' tool "wall s: median (min-max)" "MB/s" exit files "treemig / it"
         for t in "${KEYS[@]}"; do
             k=$c.$t
+            [[ -n ${RC[$k]:-} ]] || continue # a row this case does not run (rclone_sync up)
             m=$(median "$k")
             printf '    %-38s %24s %8s %5s %7s %12s\n' "${LABEL[$t]}" "$(stat_of "$k")" \
                 "$(awk -v b="$bytes" -v m="$m" 'BEGIN{ if (m > 0) printf "%.1f", b/m/1e6; else print "-" }')" \
@@ -309,6 +310,7 @@ REPORT=$WORK/report-$(date -u +%Y%m%dT%H%M%SZ).txt
         done
         printf '    CPU s, medians, client + server (the tool with its children; sshd and its sessions):'
         for t in "${KEYS[@]}"; do
+            [[ -n ${RC[$c.$t]:-} ]] || continue
             printf ' %s %s + %s;' "$t" "$(median_of "${CPUL[$c.$t]:-}")" "$(median_of "${SCPUL[$c.$t]:-}")"
         done
         echo
