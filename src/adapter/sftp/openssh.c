@@ -756,22 +756,46 @@ ssize_t tm__sftp_proc_sendfile(struct tm__sftp_proc *pr, int fd, size_t n, int *
                                int timeout_ms)
 {
     static const unsigned char zeros[4096];
-    size_t done = 0, taken = 0;
+    unsigned char chunk[16384];     /* read(), where fd refuses sendfile */
+    size_t done = 0, taken = 0, have = 0, off = 0;
+    int how = 0;                    /* 0 sendfile, 1 read and send, 2 zeros */
     *fd_err = 0;
     *rx_got = 0;
     while (done < n) {
         ssize_t w;
         int rc, readable = 0;
-        if (!*fd_err) {
+        if (how == 0) {
             w = sendfile(pr->fd, fd, NULL, n - done);
+            if (w < 0 && (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+                how = 1; /* a file system without splice: read it */
+                continue;
+            }
             if (w == 0 || (w < 0 && errno != EAGAIN && errno != EINTR &&
                            errno != EPIPE && errno != ECONNRESET && errno != ENOTCONN)) {
                 /* fd ended or failed: zeros keep the packet whole */
                 *fd_err = w == 0 ? TM_ECHANGED : tm__from_errno(errno);
+                how = 2;
                 continue;
             }
             if (w > 0)
                 taken += (size_t)w;
+        } else if (how == 1) {
+            if (off == have) {
+                ssize_t r = read(fd, chunk, n - done < sizeof chunk ? n - done : sizeof chunk);
+                if (r < 0 && errno == EINTR)
+                    continue;
+                if (r <= 0) {
+                    *fd_err = r == 0 ? TM_ECHANGED : tm__from_errno(errno);
+                    how = 2;
+                    continue;
+                }
+                have = (size_t)r;
+                off = 0;
+                taken += have;
+            }
+            w = send(pr->fd, chunk + off, have - off, MSG_NOSIGNAL);
+            if (w > 0)
+                off += (size_t)w;
         } else {
             /* MSG_NOSIGNAL: no SIGPIPE when ssh is gone */
             size_t k = n - done < sizeof zeros ? n - done : sizeof zeros;
