@@ -402,7 +402,8 @@ static int copy_file(struct worker *wk, const struct task *t)
                                                  &wk->ae);
             if (put < 0) {
                 n = put;
-                wk->err_src = src_failed;
+                if (src_failed)
+                    wk->err_src = 1;
                 break;
             }
             n += put;
