@@ -33,7 +33,9 @@
 #
 # Rows: treemig discover + copy (defaults); rclone copy with its defaults
 # (--transfers 4 --checkers 8); rclone copy --transfers N --checkers N
-# (N = treemig's copy workers); sftp -b (put -rp / get -rp, OpenSSH's
+# (N = treemig's copy workers); rclone_sync (not a default; down only): rclone
+# copy with its defaults, then sync -f of the destination, the durable end
+# treemig's copy has (its syncfs); sftp -b (put -rp / get -rp, OpenSSH's
 # defaults: 64 requests of 32 KiB in flight); scp -rp (SFTP protocol, one
 # file at a time). Every row starts from an empty destination. The first
 # treemig copy of each case is checked with rsync -rlptn --itemize-changes
@@ -179,7 +181,7 @@ TOPT=(--ssh-identity "$KEY" --ssh-known-hosts "$KH")
 # ---------------------------------------------------------------- one case
 read -r -a KEYS <<<"${BENCH_TOOLS:-treemig rclone rclone_same sftp scp}"
 for t in "${KEYS[@]}"; do
-    case $t in treemig | treemig_ossh | treemig_libssh2 | rclone | rclone_same | sftp | scp) ;;
+    case $t in treemig | treemig_ossh | treemig_libssh2 | rclone | rclone_same | rclone_sync | sftp | scp) ;;
     treemig_b) [[ -x ${TREEMIG_B:-} ]] || die "the row treemig_b needs TREEMIG_B, a treemig binary" ;;
     *) die "BENCH_TOOLS: unknown row '$t'" ;;
     esac
@@ -189,6 +191,7 @@ declare -A LABEL=([treemig]="treemig discover + copy${TW:+ --workers $TW}"
     [treemig_ossh]="the same, -o sftp-transport=openssh"
     [treemig_libssh2]="the same, -o sftp-transport=libssh2"
     [rclone]="rclone copy (defaults: 4 transfers)" [rclone_same]="rclone copy --transfers $SAME"
+    [rclone_sync]="rclone copy, then sync -f (durable)"
     [sftp]="sftp -b (put/get -rp)" [scp]="scp -rp")
 DB=$WORK/bench.db
 FAIL=0
@@ -205,6 +208,9 @@ prepare() { # SET DIR: an empty destination folder (the server's user owns a ser
 }
 run_tool() { # CASE SET DIR LINK TOOL
     local c=$1 set=$2 dir=$3 link=$4 tool=$5 port src dst url k=$1.$5 wopt=()
+    # rclone_sync is the down copy's durable end only (treemig's up copy
+    # leaves the server's cache to the server, as rclone does)
+    [[ $tool == rclone_sync && $dir == up ]] && return 0
     port=$(port_of "$link")
     src=$(src_of "$set" "$dir")
     dst=$(dst_of "$set" "$dir")
@@ -236,6 +242,10 @@ run_tool() { # CASE SET DIR LINK TOOL
         [[ $tool == rclone_same ]] && ro=(--transfers "$SAME" --checkers "$SAME")
         if [[ $dir == up ]]; then a=$src; b="bench:$dst"; else a="bench:$src"; b=$dst; fi
         RCLONE_CONFIG_BENCH_PORT=$port smeasure "$k" "$k" "${RCLONE[@]}" copy --links "${ro[@]}" "$a" "$b" ;;
+    rclone_sync) # down: the copy, then its files flushed to disk (sync -f of the destination's
+        # file system), the durable end treemig's copy has (its syncfs)
+        RCLONE_CONFIG_BENCH_PORT=$port smeasure "$k" "$k" sh -c '"$@" && sync -f "$0"' "$dst" \
+            "${RCLONE[@]}" copy --links "bench:$src" "$dst" ;;
     sftp)
         if [[ $dir == up ]]; then cmd="put -rp $src $dst"; else cmd="get -rp $src $dst"; fi
         smeasure "$k" "$k" sftp "${SSHO[@]}" -P "$port" -b <(echo "$cmd") "$SUSER@127.0.0.1" ;;
@@ -292,6 +302,7 @@ REPORT=$WORK/report-$(date -u +%Y%m%dT%H%M%SZ).txt
         printf '    %-38s %24s %8s %5s %7s %12s\n' tool "wall s: median (min-max)" "MB/s" exit files "treemig / it"
         for t in "${KEYS[@]}"; do
             k=$c.$t
+            [[ -n ${RC[$k]:-} ]] || continue # a row this case does not run (rclone_sync up)
             m=$(median "$k")
             printf '    %-38s %24s %8s %5s %7s %12s\n' "${LABEL[$t]}" "$(stat_of "$k")" \
                 "$(awk -v b="$bytes" -v m="$m" 'BEGIN{ if (m > 0) printf "%.1f", b/m/1e6; else print "-" }')" \
@@ -299,6 +310,7 @@ REPORT=$WORK/report-$(date -u +%Y%m%dT%H%M%SZ).txt
         done
         printf '    CPU s, medians, client + server (the tool with its children; sshd and its sessions):'
         for t in "${KEYS[@]}"; do
+            [[ -n ${RC[$c.$t]:-} ]] || continue
             printf ' %s %s + %s;' "$t" "$(median_of "${CPUL[$c.$t]:-}")" "$(median_of "${SCPUL[$c.$t]:-}")"
         done
         echo

@@ -427,6 +427,31 @@ int64_t tm__adapter_copy_from(struct tm__wfile *out, struct tm__rfile *in,
     return n < 0 ? tm__aerr_finish(e, (int)n) : n;
 }
 
+int tm__adapter_can_write_from(struct tm__wfile *out, struct tm__rfile *in)
+{
+    return out->a->write_from && in->a->read_fd && in->a->read_fd(in) >= 0;
+}
+
+int64_t tm__adapter_write_from(struct tm__wfile *out, struct tm__rfile *in, size_t len,
+                               int *src_failed, struct tm__aerr *e)
+{
+    int fd = in->a->read_fd ? in->a->read_fd(in) : -1;
+    int64_t n;
+    tm__aerr_clear(e);
+    *src_failed = 0;
+    if (!out->a->write_from || fd < 0)
+        return tm__aerr_finish(e, TM_ENOTSUP);
+    n = out->a->write_from(out, fd, len, src_failed, e);
+    if (n > (int64_t)len)
+        n = TM_EINTERNAL;
+    if (n > 0) {
+        /* the bytes were read on one side and written on the other */
+        limit_take(in->a->limit, 0, n);
+        limit_take(out->a->limit, 0, n);
+    }
+    return n < 0 ? tm__aerr_finish(e, (int)n) : n;
+}
+
 int tm__adapter_commit(struct tm__wfile *f, int64_t mtime, uint32_t mode,
                        unsigned flags, struct tm__aerr *e)
 {

@@ -183,6 +183,19 @@ struct tm__adapter {
      * it on unwrapped). Returns the bytes copied or an error. */
     int64_t (*copy_from)(struct tm__wfile *f, struct tm__rfile *src, int64_t size,
                          struct tm__aerr *e);
+    /* Optional: a descriptor of the open file f, positioned where read
+     * would go on (f keeps it; what is taken through it moves f on), for a
+     * storage whose write_from takes bytes from a descriptor itself; -1
+     * when there is none. */
+    int (*read_fd)(struct tm__rfile *f);
+    /* Optional: writes up to len bytes read from the descriptor fd (the
+     * read_fd of a file of another storage) at its position, without
+     * passing them through a buffer of the engine's (sendfile): the count
+     * taken from fd, fewer than len only where fd ended (f is then only to
+     * be aborted), or an error, *fd_failed set to 1 when it is fd's own
+     * failure (f is then only to be aborted). */
+    int64_t (*write_from)(struct tm__wfile *f, int fd, size_t len, int *fd_failed,
+                          struct tm__aerr *e);
     /* Sets the owner (when f->set_owner, with TM_CAP_OWNER), mode and mtime
      * and renames the file to its real name, replacing a file there (with
      * TM_NOREPLACE: TM_EEXIST when something is there). Frees f, also on
@@ -626,6 +639,13 @@ int64_t tm__adapter_write(struct tm__wfile *f, const void *buf, size_t len,
 int tm__adapter_can_copy_from(struct tm__adapter *out, struct tm__adapter *in);
 int64_t tm__adapter_copy_from(struct tm__wfile *out, struct tm__rfile *in,
                               int64_t size, struct tm__aerr *e);
+/* 1 when out's storage can take in's bytes from in's descriptor
+ * (write_from and read_fd, neither wrapped). */
+int tm__adapter_can_write_from(struct tm__wfile *out, struct tm__rfile *in);
+/* out's write_from with in's read_fd; *src_failed 1 when the error is
+ * in's (the source's). */
+int64_t tm__adapter_write_from(struct tm__wfile *out, struct tm__rfile *in, size_t len,
+                               int *src_failed, struct tm__aerr *e);
 int tm__adapter_commit(struct tm__wfile *f, int64_t mtime, uint32_t mode,
                        unsigned flags, struct tm__aerr *e);
 void tm__adapter_abort(struct tm__wfile *f);

@@ -626,6 +626,11 @@ static int64_t local_read(struct tm__rfile *rf, void *buf, size_t len,
     }
 }
 
+static int local_read_fd(struct tm__rfile *rf)
+{
+    return ((struct local_rfile *)rf)->fd;
+}
+
 static int local_fstat(struct tm__rfile *rf, struct tm__entry *st,
                        struct tm__aerr *e)
 {
@@ -2114,6 +2119,7 @@ int tm__local_open(const char *root, struct tm__adapter **out, char *err,
     l->base.close = local_close;
     l->base.open_read = local_open_read;
     l->base.read = local_read;
+    l->base.read_fd = local_read_fd;
     l->base.fstat = local_fstat;
     l->base.close_read = local_close_read;
     l->base.open_write = local_open_write;

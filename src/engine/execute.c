@@ -392,6 +392,24 @@ static int copy_file(struct worker *wk, const struct task *t)
     ((struct task *)t)->wrote = 1;
     if (tm__adapter_can_copy_from(da, sa)) {
         n = tm__adapter_copy_from(out, in, t->size, &wk->ae);
+    } else if (tm__adapter_can_write_from(out, in)) {
+        /* from the source's descriptor straight to the destination's
+         * (sendfile): no pass through the buffer */
+        while (n < t->size) {
+            int64_t want = t->size - n > IO_BUF ? IO_BUF : t->size - n;
+            int src_failed = 0;
+            int64_t put = tm__adapter_write_from(out, in, (size_t)want, &src_failed,
+                                                 &wk->ae);
+            if (put < 0) {
+                n = put;
+                if (src_failed)
+                    wk->err_src = 1;
+                break;
+            }
+            n += put;
+            if (put < want)
+                break; /* the source ended early: a change, below */
+        }
     } else {
         while (n < t->size) {
             int64_t got = tm__adapter_read(in, wk->buf, IO_BUF, &wk->ae), put;

@@ -39,6 +39,8 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -381,6 +383,50 @@ def check_source_changed(site, work):
     compare(snapshot(sd), snapshot(dst), 'after the retry')
 
 
+# ---- a local source file cut short while it is uploaded ----
+
+def check_source_cut_short(site, work):
+    """Over the openssh transport a local file's bytes go to ssh's socket
+    by sendfile, each WRITE's length sent before its data: a file cut
+    short under the copy leaves a WRITE that zeros complete (the session
+    stays in step). The file fails as changed since discovery, nothing is
+    left under its name or as a temporary, the session serves the other
+    files, and retry copies the file as it is then."""
+    src = os.path.join(work, 'cut-short-src')
+    path = write(os.path.join(src, 'shrinks.bin'), os.urandom(8 << 20), T0)
+    small_tree(src, 6)
+    site.mkdir('cutshort')
+    dst = site.path('cutshort')
+    db = os.path.join(work, 'cutshort.db')
+    # no timeout of our own: a session out of step (a WRITE short of its
+    # length) would wait for the server for good, not be retried
+    run(['discover', '--db', db, '--quiet', '-o', 'sftp-timeout=86400'] + site.opts() +
+        [src, site.url('/cutshort')], 0, 'discover')
+
+    def cut():
+        time.sleep(1.5)  # 8 MiB at 2 MiB/s: the copy is under way
+        os.truncate(path, 1 << 20)
+    t = threading.Thread(target=cut)
+    t.start()
+    try:
+        run(['copy', '--db', db, '--yes', '--quiet', '--workers', '1', '--bwlimit', '2M'], 3,
+            'copy of a file cut short meanwhile')
+    finally:
+        t.join()
+    cp = run(['review', '--db', db, '--list', 'failed'], 0, 'review --list failed')
+    got = {ln.split('\t')[3] for ln in cp.stdout.decode().splitlines()
+           if 'changed since discovery' in ln}
+    expect_eq('failed as changed since discovery', {'/shrinks.bin'}, got)
+    expect_eq('nothing under the name', False, os.path.lexists(os.path.join(dst, 'shrinks.bin')))
+    expect_eq('temporaries left', [], tmps_under(dst))
+    st = tmtest.status_json(db)
+    expect_eq('failed', 1, st['copy']['failed'])
+    os.utime(path, ns=(T0, T0))
+    run(['retry', '--db', db, '--quiet'], 0, 'retry copies the file as it is')
+    run(['verify', '--db', db, '--checksum', '--quiet'], 0, 'verify')
+    compare(snapshot(src), snapshot(dst), 'after the retry')
+
+
 # ---- a server that closes each session after N requests ----
 
 def check_close_after(site, work):
@@ -514,6 +560,8 @@ def main():
                  check_denied_destination),
                 ('a source file on the server changed since discovery: failed, then retry',
                  check_source_changed),
+                ('a local source file cut short while it is uploaded: failed, then retry',
+                 check_source_cut_short),
                 ('a server that closes each session after 40 requests', check_close_after),
                 ('the root replaced by a symlink or a mount, or removed: refused',
                  check_root_replaced),

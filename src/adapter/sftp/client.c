@@ -560,6 +560,61 @@ static int recv_packet(struct tm__sftp_sess *s, struct tm__sftp_err *e,
     return 0;
 }
 
+/* The openssh transport: when the next packet to arrive is the DATA reply
+ * to request id with at most cap bytes of data, receives that data into
+ * buf (what is buffered already by a copy, the rest straight from ssh's
+ * socket: not through s->in) and sets *n: returns 1. 0 when it is another
+ * packet (then nothing of it is taken: recv_packet reads it), or an
+ * error. Only the packet's header is read ahead (13 bytes). */
+static int recv_data_into(struct tm__sftp_sess *s, uint32_t id, unsigned char *buf,
+                          size_t cap, size_t *n, struct tm__sftp_err *e,
+                          const char *op, const char *path)
+{
+    enum { HDR = 13 }; /* length, type, id, the data's length */
+    const unsigned char *h;
+    uint32_t plen, pid, dlen;
+    size_t have;
+    int rc = flush(s, e, op, path);
+    if (rc || s->in_alloc < HDR)
+        return rc; /* no buffer yet (never after the handle's OPEN) */
+    if (s->in_len - s->in_off < HDR && s->in_alloc - s->in_off < HDR) {
+        have = s->in_len - s->in_off;
+        memmove(s->in, s->in + s->in_off, have);
+        s->in_off = 0;
+        s->in_len = have;
+    }
+    while (s->in_len - s->in_off < HDR) {
+        /* no more than the header: the data is for buf */
+        ssize_t r = tm__sftp_proc_recv(&s->pr, s->in + s->in_len,
+                                       HDR - (s->in_len - s->in_off), s->pool->timeout_ms);
+        if (r <= 0)
+            return proc_fail(s, (int)r, e, op, path);
+        s->in_len += (size_t)r;
+    }
+    h = s->in + s->in_off;
+    plen = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+    pid = (uint32_t)h[5] << 24 | (uint32_t)h[6] << 16 | (uint32_t)h[7] << 8 | h[8];
+    dlen = (uint32_t)h[9] << 24 | (uint32_t)h[10] << 16 | (uint32_t)h[11] << 8 | h[12];
+    if (h[4] != FXP_DATA || pid != id || dlen > cap || plen != HDR - 4 + (uint64_t)dlen)
+        return 0;
+    s->in_off += HDR;
+    have = s->in_len - s->in_off;
+    if (have > dlen)
+        have = dlen;
+    memcpy(buf, s->in + s->in_off, have);
+    s->in_off += have;
+    if (s->in_off == s->in_len)
+        s->in_off = s->in_len = 0;
+    while (have < dlen) {
+        ssize_t r = tm__sftp_proc_recv(&s->pr, buf + have, dlen - have, s->pool->timeout_ms);
+        if (r <= 0)
+            return proc_fail(s, (int)r, e, op, path);
+        have += (size_t)r;
+    }
+    *n = dlen;
+    return 1;
+}
+
 static void reply_release(struct reply *r)
 {
     free(r->own);
@@ -584,6 +639,16 @@ static int drop_take(struct tm__sftp_sess *s, uint32_t id)
             s->drop[i] = s->drop[--s->ndrop];
             return 1;
         }
+    return 0;
+}
+
+/* 1 when the reply to request id was received already (kept aside). */
+static int stashed(const struct tm__sftp_sess *s, uint32_t id)
+{
+    const struct stash *st;
+    for (st = s->stash; st; st = st->next)
+        if (st->id == id)
+            return 1;
     return 0;
 }
 
@@ -2435,6 +2500,35 @@ int64_t tm__sftp_read(struct tm__sftp_rfile *f, void *buf, size_t len,
         if (!f->qn)
             return 0;
         q = f->q[f->qhead];
+        if (f->s->use_proc && len >= q.len && !stashed(f->s, q.id)) {
+            /* the data straight into buf, when it is next on the wire */
+            size_t got = 0;
+            rc = recv_data_into(f->s, q.id, buf, q.len, &got, e, "read", f->path);
+            if (rc < 0)
+                return rc;
+            if (rc) {
+                f->qhead = (f->qhead + 1) % f->qcap;
+                f->qn--;
+                if (q.off != f->off)
+                    return proto_fail(f->s, e, "read", f->path);
+                if (got < q.len) {
+                    /* a short read, as below: what follows is dropped */
+                    int more = f->qn > 0;
+                    rc = rf_drain(f, e);
+                    if (rc)
+                        return rc;
+                    if (more && f->tail == 1) {
+                        drop_add(f->s, f->tail_id);
+                        f->tail = 0;
+                    }
+                    f->off_req = f->off + got;
+                }
+                f->off += got;
+                if (!got)
+                    continue;
+                return (int64_t)got;
+            }
+        }
         rc = wait_reply(f->s, q.id, &r, e, "read", f->path);
         if (rc)
             return rc;
@@ -2754,6 +2848,90 @@ const char *tm__sftp_wfile_tmp(const struct tm__sftp_wfile *f)
     return f->tmp;
 }
 
+/* Makes room for one more WRITE in flight: when write_behind are out, the
+ * oldest replies, a batch's worth at once (the next WRITEs then queue up
+ * to TX_FLUSH_BULK before they go out; one reply at a time would send
+ * them one by one). */
+static int wf_room(struct tm__sftp_wfile *f, struct tm__sftp_err *e)
+{
+    int want = f->qcap - (int)(TX_FLUSH_BULK / f->pool->chunk_w);
+    if (f->qn < f->qcap)
+        return 0;
+    if (want < f->qcap / 2)
+        want = f->qcap / 2;
+    do {
+        int rc = wf_collect(f, e);
+        if (rc)
+            return rc;
+    } while (f->qn > want);
+    return 0;
+}
+
+int64_t tm__sftp_write_fd(struct tm__sftp_wfile *f, int fd, size_t len, int *fd_err,
+                          struct tm__sftp_err *e)
+{
+    size_t left = len, taken = 0;
+    int rc;
+
+    *fd_err = 0;
+    if (f->failed) {
+        if (e)
+            *e = f->err;
+        return f->failed;
+    }
+    if (!f->s->use_proc)
+        return tm__sftp_fail(e, TM_ENOTSUP, TM_ERR_FATAL, -1,
+                             "write %s: not over the openssh transport", f->path);
+    while (left) {
+        uint32_t n = left < f->pool->chunk_w ? (uint32_t)left : f->pool->chunk_w;
+        struct tm__sftp_sess *s = f->s;
+        size_t got = 0;
+        ssize_t w;
+        int ferr = 0;
+        rc = wf_room(f, e);
+        if (rc)
+            return rc;
+        f->q[(f->qhead + f->qn) % f->qcap] = begin(s, FXP_WRITE);
+        put_str(s, f->h, f->hlen);
+        put_u64(s, f->off);
+        put_u32(s, n);
+        /* the header with what is queued, then the data from fd */
+        rc = seal(s, n, e, "write", f->path);
+        if (!rc && s->broken)
+            rc = tm__sftp_fail(e, TM_ECONNRESET, TM_ERR_RETRY, -1,
+                               "write %s: connection lost", f->path);
+        if (!rc)
+            rc = flush(s, e, "write", f->path);
+        if (!rc) {
+            w = tm__sftp_proc_sendfile(&s->pr, fd, n, &ferr, s->in + s->in_len,
+                                       s->in_alloc - s->in_len, &got, s->pool->timeout_ms);
+            s->in_len += got;
+            if (w < 0)
+                rc = proc_fail(s, (int)w, e, "write", f->path);
+            else
+                taken += (size_t)w;
+        }
+        if (rc)
+            return write_failed(f, rc, e);
+        f->qn++;
+        f->off += n;
+        if (ferr) {
+            /* the WRITE was made up with zeros: the temporary is only
+             * to be aborted; fd's end is a short count (the caller sees
+             * a file that changed), its failure the caller's */
+            f->failed = ferr == TM_ECHANGED ? TM_EIO : ferr;
+            tm__sftp_fail(&f->err, f->failed, TM_ERR_NODE, -1,
+                          "write %s: the source ended or failed", f->path);
+            if (ferr == TM_ECHANGED)
+                return (int64_t)taken;
+            *fd_err = 1;
+            return ferr;
+        }
+        left -= n;
+    }
+    return (int64_t)len;
+}
+
 int64_t tm__sftp_write(struct tm__sftp_wfile *f, const void *buf, size_t len,
                        struct tm__sftp_err *e)
 {
@@ -2768,19 +2946,9 @@ int64_t tm__sftp_write(struct tm__sftp_wfile *f, const void *buf, size_t len,
     }
     while (left) {
         uint32_t n = left < f->pool->chunk_w ? (uint32_t)left : f->pool->chunk_w;
-        if (f->qn == f->qcap) {
-            /* the oldest replies, a batch's worth at once: the next WRITEs
-             * then queue up to TX_FLUSH_BULK before they go out (one
-             * reply at a time would send them one by one) */
-            int want = f->qcap - (int)(TX_FLUSH_BULK / f->pool->chunk_w);
-            if (want < f->qcap / 2)
-                want = f->qcap / 2;
-            do {
-                rc = wf_collect(f, e);
-                if (rc)
-                    return rc;
-            } while (f->qn > want);
-        }
+        rc = wf_room(f, e);
+        if (rc)
+            return rc;
         f->q[(f->qhead + f->qn) % f->qcap] = begin(f->s, FXP_WRITE);
         put_str(f->s, f->h, f->hlen);
         put_u64(f->s, f->off);

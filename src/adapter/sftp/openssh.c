@@ -46,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -748,6 +749,80 @@ ssize_t tm__sftp_proc_sendv(struct tm__sftp_proc *pr, const void *p1, size_t n1,
         }
     }
     return (ssize_t)done;
+}
+
+ssize_t tm__sftp_proc_sendfile(struct tm__sftp_proc *pr, int fd, size_t n, int *fd_err,
+                               unsigned char *rx, size_t rx_space, size_t *rx_got,
+                               int timeout_ms)
+{
+    static const unsigned char zeros[4096];
+    unsigned char chunk[16384];     /* read(), where fd refuses sendfile */
+    size_t done = 0, taken = 0, have = 0, off = 0;
+    int how = 0;                    /* 0 sendfile, 1 read and send, 2 zeros */
+    *fd_err = 0;
+    *rx_got = 0;
+    while (done < n) {
+        ssize_t w;
+        int rc, readable = 0;
+        if (how == 0) {
+            w = sendfile(pr->fd, fd, NULL, n - done);
+            if (w < 0 && (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
+                how = 1; /* a file system without splice: read it */
+                continue;
+            }
+            if (w == 0 || (w < 0 && errno != EAGAIN && errno != EINTR &&
+                           errno != EPIPE && errno != ECONNRESET && errno != ENOTCONN)) {
+                /* fd ended or failed: zeros keep the packet whole */
+                *fd_err = w == 0 ? TM_ECHANGED : tm__from_errno(errno);
+                how = 2;
+                continue;
+            }
+            if (w > 0)
+                taken += (size_t)w;
+        } else if (how == 1) {
+            if (off == have) {
+                ssize_t r = read(fd, chunk, n - done < sizeof chunk ? n - done : sizeof chunk);
+                if (r < 0 && errno == EINTR)
+                    continue;
+                if (r <= 0) {
+                    *fd_err = r == 0 ? TM_ECHANGED : tm__from_errno(errno);
+                    how = 2;
+                    continue;
+                }
+                have = (size_t)r;
+                off = 0;
+                taken += have;
+            }
+            w = send(pr->fd, chunk + off, have - off, MSG_NOSIGNAL);
+            if (w > 0)
+                off += (size_t)w;
+        } else {
+            /* MSG_NOSIGNAL: no SIGPIPE when ssh is gone */
+            size_t k = n - done < sizeof zeros ? n - done : sizeof zeros;
+            w = send(pr->fd, zeros, k, MSG_NOSIGNAL);
+        }
+        if (w > 0) {
+            done += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno != EAGAIN)
+            return tm__from_errno(errno);
+        /* full: replies are taken in meanwhile, as in sendv */
+        rc = wait_fd(pr, (short)(POLLOUT | (*rx_got < rx_space ? POLLIN : 0)), timeout_ms,
+                     &readable);
+        if (rc)
+            return rc;
+        if (readable && *rx_got < rx_space) {
+            ssize_t r = recv(pr->fd, rx + *rx_got, rx_space - *rx_got, 0);
+            if (r > 0)
+                *rx_got += (size_t)r;
+            else if (r == 0)
+                return TM_ECONNRESET;
+        }
+    }
+    return (ssize_t)taken;
 }
 
 ssize_t tm__sftp_proc_recv(struct tm__sftp_proc *pr, void *p, size_t n, int timeout_ms)

@@ -544,6 +544,17 @@ static int64_t sftp_write(struct tm__wfile *wf, const void *buf, size_t len,
     return n < 0 ? from_err(ae, &e, (int)n) : n;
 }
 
+static int64_t sftp_write_from(struct tm__wfile *wf, int fd, size_t len, int *fd_failed,
+                               struct tm__aerr *ae)
+{
+    struct sftp_wfile *f = (struct sftp_wfile *)wf;
+    struct tm__sftp_err e = { 0 };
+    int64_t n = tm__sftp_write_fd(f->f, fd, len, fd_failed, &e);
+    if (n < 0 && *fd_failed)
+        return n; /* the source's failure, in its own words */
+    return n < 0 ? from_err(ae, &e, (int)n) : n;
+}
+
 static int sftp_commit(struct tm__wfile *wf, int64_t mtime, uint32_t mode,
                        unsigned flags, struct tm__aerr *ae)
 {
@@ -1496,6 +1507,9 @@ again:
     s->base.close_read = sftp_close_read;
     s->base.open_write = sftp_open_write;
     s->base.write = sftp_write;
+    /* over ssh's socket, a local file's bytes go by sendfile */
+    if (strcmp(info.transport, "openssh") == 0)
+        s->base.write_from = sftp_write_from;
     s->base.commit = sftp_commit;
     s->base.abort = sftp_abort;
     s->base.mkdir = sftp_mkdir;

@@ -364,6 +364,13 @@ const char *tm__sftp_wfile_tmp(const struct tm__sftp_wfile *f);
  * free; otherwise TM_EIO. */
 int64_t tm__sftp_write(struct tm__sftp_wfile *f, const void *buf, size_t len,
                        struct tm__sftp_err *e);
+/* As tm__sftp_write, the bytes read from fd at its position (a local
+ * file; the openssh transport only: sendfile into ssh's socket, the data
+ * never copied through this process). Returns len; fewer bytes when fd
+ * ended before len (f is then only to be aborted); an error, with
+ * *fd_err 1 when it is fd's own failure (f is then only to be aborted). */
+int64_t tm__sftp_write_fd(struct tm__sftp_wfile *f, int fd, size_t len, int *fd_err,
+                          struct tm__sftp_err *e);
 /* Sets mode (permission bits) and mtime (seconds, atime too) on the
  * handle, fsyncs it when fsync is set and the server can
  * (fsync@openssh.com) and closes it, all sent behind the writes in flight

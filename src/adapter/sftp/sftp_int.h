@@ -193,6 +193,16 @@ int tm__sftp_proc_start(struct tm__sftp_pool *p, int accept_new, struct tm__sftp
 ssize_t tm__sftp_proc_sendv(struct tm__sftp_proc *pr, const void *p1, size_t n1,
                             const void *p2, size_t n2, unsigned char *rx, size_t rx_space,
                             size_t *rx_got, int timeout_ms);
+/* Sends n bytes read from fd at its position, by sendfile (from the page
+ * cache to the socket, not through this process's memory; read and
+ * send where fd's file system refuses sendfile), reading replies into rx
+ * meanwhile as tm__sftp_proc_sendv. When fd ends
+ * (TM_ECHANGED) or fails before n bytes, *fd_err gets that code and zeros
+ * make up the rest (the packet stays whole). Returns the bytes taken from
+ * fd, or a negative TM_* code of the socket's. */
+ssize_t tm__sftp_proc_sendfile(struct tm__sftp_proc *pr, int fd, size_t n, int *fd_err,
+                               unsigned char *rx, size_t rx_space, size_t *rx_got,
+                               int timeout_ms);
 /* Reads what has arrived (at least a byte, or 0 at EOF), or a TM_* code. */
 ssize_t tm__sftp_proc_recv(struct tm__sftp_proc *pr, void *p, size_t n, int timeout_ms);
 /* Closes our end and reaps the child (SIGTERM if it lingers; at once when
