@@ -17,7 +17,8 @@
  * writer's), writes go into libpq's pipeline and runs of one statement
  * are held and sent as one statement over arrays (unnest), its text
  * prepared on the server once per connection (as a write prepared for
- * one run's, struct pcache); COMMIT checks
+ * one run's, struct pcache), or, for many rows of an INSERT, as one COPY
+ * FROM STDIN in binary (send_copy); COMMIT checks
  * every count changes() told and answers TM__DB_REDO when one was wrong
  * or a command failed. A query that is not a prepared hot-path statement
  * is read in single-row mode. A lost connection is made again with the
@@ -173,6 +174,10 @@ struct pg_stmt {
                                 2 an UPDATE or DELETE, 0 not */
     size_t u_pre;            /* the length of m_head before its VALUES */
     Oid ctype[MAX_PARAMS];   /* INSERT: the column type of each parameter */
+    char *copy_sql;          /* INSERT: the same rows as COPY ... FROM STDIN
+                                (binary), or NULL (see send_copy) */
+    int ncopy;               /* its columns */
+    unsigned char cmap[MAX_PARAMS]; /* column i's parameter, 0-based */
     unsigned char *blob;     /* column_blob's decoded value (PQfreemem) */
     size_t blob_len;         /* its length */
     int blob_col;            /* the column it decodes, -1 for none */
@@ -824,11 +829,11 @@ static void pipe_fail(struct pg_db *d, PGresult *r, const char *why)
 }
 
 /* Reads the answers of every command in flight (one round trip), checks
- * the counts changes() told, leaves pipeline mode. Returns d->pipe_rc. */
-static int flush(struct pg_db *d)
+ * the counts changes() told, leaves pipeline mode; held rows stay held.
+ * Returns d->pipe_rc. */
+static int settle(struct pg_db *d)
 {
     size_t i = 0;
-    drain(d);
     if (!d->npend) {
         /* entered for rows held and then dropped (a failure before they
          * were sent): the next statement may be a synchronous one */
@@ -892,6 +897,13 @@ static int flush(struct pg_db *d)
     d->npend = 0;
     PQexitPipelineMode(d->conn);
     return d->pipe_rc;
+}
+
+/* Sends what is held, then settle()s. Returns d->pipe_rc. */
+static int flush(struct pg_db *d)
+{
+    drain(d);
+    return settle(d);
 }
 
 /* The cache entry of sql with these parameter types, made if new; NULL
@@ -1108,6 +1120,44 @@ static int column_types(struct pg_stmt *s, const char *sql, const char *values)
     return rc;
 }
 
+/* The COPY that inserts the rows of INSERT INTO t(c1, ...) VALUES($a1,
+ * ...) (values at the '(' of its VALUES list): COPY t(c1, ...) FROM STDIN
+ * (FORMAT binary), column K fed by parameter $aK. Left NULL when a value
+ * is not a bare parameter or memory is short (the rows go as arrays). */
+static void copy_template(struct pg_stmt *s, const char *sql, const char *values)
+{
+    struct tm__buf b = TM__BUF_INIT;
+    const char *into = find_kw(sql, "INTO"), *vals = find_kw(sql, "VALUES");
+    const char *t, *v = values + 1;
+    int n = 0;
+    if (!into || !vals || into > vals)
+        return;
+    t = skip_ws(into + 4);
+    while (*v && *v != ')') {
+        int a;
+        v = skip_ws(v);
+        if (*v == ',')
+            v = skip_ws(v + 1);
+        if (*v != '$' || n == MAX_PARAMS)
+            return;
+        a = atoi(v + 1);
+        if (a < 1 || a > s->nparams)
+            return;
+        s->cmap[n++] = (unsigned char)(a - 1);
+        while (*++v && isdigit((unsigned char)*v))
+            ;
+        v = skip_ws(v);
+    }
+    if (!n || tm__buf_adds(&b, "COPY ") ||
+        tm__buf_add(&b, t, (size_t)(vals - t)) ||
+        tm__buf_adds(&b, " FROM STDIN (FORMAT binary)") || tm__buf_addch(&b, '\0')) {
+        tm__buf_release(&b);
+        return;
+    }
+    s->ncopy = n;
+    s->copy_sql = tm__buf_detach(&b, NULL);
+}
+
 /* Makes the template that sends many runs of s as one statement:
  *   INSERT INTO t(...) VALUES($1,...) [ON CONFLICT ... DO NOTHING]
  *     -> INSERT INTO t(...) VALUES (row 1),(row 2),... [same tail]
@@ -1146,6 +1196,8 @@ static void multi_template(struct pg_stmt *s)
             rc = tm__buf_adds(&t, w + 1);
         s->u_pre = (size_t)(v - sql);
         s->u_kind = column_types(s, sql, e) == 0;
+        if (s->u_kind)
+            copy_template(s, sql, e);
     } else if (kw_at(sql, sql, "UPDATE") || kw_at(sql, sql, "DELETE")) {
         int upd = kw_at(sql, sql, "UPDATE");
         w = find_kw(sql, "WHERE");
@@ -1358,19 +1410,149 @@ static int send_unnest(struct pg_stmt *s, size_t at, size_t k, int check)
     return sent;
 }
 
+/* Rows of an INSERT sent as COPY, at least: below, the round trip that
+ * ends the pipeline before a COPY costs more than the COPY saves. */
+#define COPY_MIN_ROWS 128
+
+/* Appends field v (binary format) of type t to a COPY's data: its length,
+ * then the value as the column's binary receive function reads it. */
+static int copy_field(struct tm__buf *b, const char *v, Oid t, int fmt, int len)
+{
+    size_t n;
+    int rc;
+    if (!v)
+        return put_be(b, 0xffffffffu, 4);
+    if (t == PG_INT8 || t == PG_FLOAT8) {
+        uint64_t u;
+        if (t == PG_INT8) {
+            u = (uint64_t)strtoll(v, NULL, 10);
+        } else {
+            double x = strtod(v, NULL);
+            memcpy(&u, &x, sizeof u);
+        }
+        rc = put_be(b, 8, 4);
+        return rc ? rc : put_be(b, u, 8);
+    }
+    n = fmt ? (size_t)len : strlen(v);
+    rc = put_be(b, n, 4);
+    return rc ? rc : tm__buf_add(b, v, n);
+}
+
+/* Reads what is left of an answer (its end); a COPY's state would answer
+ * for ever, so it stops there (the connection is then lost or failing). */
+static void end_answer(struct pg_db *d)
+{
+    PGresult *r;
+    int i;
+    for (i = 0; i < 8 && (r = PQgetResult(d->conn)) != NULL; i++) {
+        ExecStatusType es = PQresultStatus(r);
+        PQclear(r);
+        if (es == PGRES_COPY_IN || es == PGRES_COPY_OUT || es == PGRES_COPY_BOTH)
+            break;
+    }
+}
+
+/* The held rows of INSERT s, every one told inserted by changes(), as one
+ * COPY ... FROM STDIN in binary (copy_template): the server reads the
+ * rows as they come and inserts them in groups, with no text to parse
+ * nor arrays to unnest; like the plain INSERT it replaces, a row already
+ * there fails it, and the transaction is done again. COPY cannot go into
+ * libpq's pipeline: the commands in flight are settled first (one round
+ * trip) and the pipeline is entered again by the next command sent.
+ * Returns 1 when sent (or failed: d->pipe_rc), 0 when a value is not of
+ * its column's type (the rows go as arrays). */
+static int send_copy(struct pg_stmt *s)
+{
+    static const char head[] = "PGCOPY\n\377\r\n"; /* and a NUL: 11 bytes */
+    struct pg_db *d = D(s->base.db);
+    size_t np = (size_t)s->nparams, j;
+    struct tm__buf b = TM__BUF_INIT;
+    PGresult *r;
+    int c, rc = 0;
+    const char *why = NULL;
+    char msg[256]; /* libpq's message, which its next call may move */
+
+    for (j = 0; j < s->nrows; j++)
+        for (c = 0; c < s->ncopy; c++) {
+            size_t at = j * np + s->cmap[c];
+            Oid t = s->rtypes[at], ct = s->ctype[s->cmap[c]];
+            if (s->rvals[at] && t != ct && !(ct == PG_FLOAT8 && t == PG_INT8))
+                return 0;
+        }
+    if (settle(d) != SQLITE_OK)
+        return 1; /* the transaction is done again anyway */
+    if (!PQsendQuery(d->conn, s->copy_sql)) {
+        pipe_fail(d, NULL, PQerrorMessage(d->conn));
+        return 1;
+    }
+    r = PQgetResult(d->conn);
+    if (PQresultStatus(r) != PGRES_COPY_IN) {
+        pipe_fail(d, PQresultStatus(r) == PGRES_FATAL_ERROR ? r : NULL,
+                  conn_bad(d) ? PQerrorMessage(d->conn) : "a COPY did not start");
+        PQclear(r);
+        end_answer(d);
+        return 1;
+    }
+    PQclear(r);
+    rc = tm__buf_add(&b, head, sizeof head); /* with its NUL */
+    if (!rc)
+        rc = put_be(&b, 0, 4); /* flags */
+    if (!rc)
+        rc = put_be(&b, 0, 4); /* header extension */
+    for (j = 0; !rc && j < s->nrows; j++) {
+        rc = put_be(&b, (uint64_t)s->ncopy, 2);
+        for (c = 0; !rc && c < s->ncopy; c++) {
+            size_t at = j * np + s->cmap[c];
+            rc = copy_field(&b, s->rvals[at], s->ctype[s->cmap[c]], s->rfmts[at],
+                            s->rlens[at]);
+        }
+        if (!rc && (b.len >= 65536 || j + 1 == s->nrows)) {
+            if (j + 1 == s->nrows)
+                rc = put_be(&b, 0xffff, 2); /* the trailer */
+            if (!rc && PQputCopyData(d->conn, b.buf, (int)b.len) != 1) {
+                snprintf(msg, sizeof msg, "%s", PQerrorMessage(d->conn));
+                why = msg;
+                break;
+            }
+            tm__buf_reset(&b);
+        }
+    }
+    if (rc)
+        why = "out of memory";
+    if (PQputCopyEnd(d->conn, why && !conn_bad(d) ? why : NULL) != 1 && !why) {
+        snprintf(msg, sizeof msg, "%s", PQerrorMessage(d->conn));
+        why = msg;
+    }
+    tm__buf_release(&b);
+    r = PQgetResult(d->conn);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        pipe_fail(d, PQresultStatus(r) == PGRES_FATAL_ERROR ? r : NULL,
+                  why ? why : PQerrorMessage(d->conn));
+    else if (why || (size_t)atoll(PQcmdTuples(r)) != s->nrows)
+        pipe_fail(d, NULL, why ? why : "a COPY inserted other rows than assumed");
+    PQclear(r);
+    end_answer(d);
+    return 1;
+}
+
 /* Sends the held rows of s, MULTI_ROWS to a statement, into the pipeline. */
 static void send_rows(struct pg_stmt *s)
 {
     struct pg_db *d = D(s->base.db);
-    size_t at = 0, np = (size_t)s->nparams, per = MULTI_ROWS;
+    size_t at = 0, np = (size_t)s->nparams, per = MULTI_ROWS, n;
+    int told = 0;
     if (per * np > 65535)
         per = 65535 / np; /* the protocol's limit of parameters */
-    if (s->u_kind && s->nrows && !d->pipe_rc) { /* all rows as arrays */
-        int check = 0;
-        size_t j;
-        for (j = 0; j < s->nrows; j++)
-            check += s->rcheck[j];
-        if (send_unnest(s, 0, s->nrows, check))
+    for (n = 0; n < s->nrows; n++)
+        told += s->rcheck[n];
+    if (s->copy_sql && s->nrows >= COPY_MIN_ROWS && (size_t)told == s->nrows &&
+        !d->pipe_rc && send_copy(s))
+        at = s->nrows;
+    if (at < s->nrows && !d->pipe_rc &&
+        PQpipelineStatus(d->conn) == PQ_PIPELINE_OFF && !PQenterPipelineMode(d->conn))
+        pipe_fail(d, NULL, PQerrorMessage(d->conn)); /* left for a COPY */
+    if (at < s->nrows && s->u_kind && !d->pipe_rc) { /* all rows as arrays */
+        if (send_unnest(s, 0, s->nrows, told))
             at = s->nrows;
     }
     while (at < s->nrows && !d->pipe_rc) {
@@ -1426,6 +1608,7 @@ static void drain(struct pg_db *d)
     d->nwait = 0;
     d->last_multi = NULL;
 }
+
 
 /* Holds a run of s (a copy of its parameters) to send with others. */
 static int hold(struct pg_stmt *s, const Oid *types)
@@ -1731,6 +1914,7 @@ static int g_finalize(struct tm__stmt *st)
     free(s->m_head);
     free(s->m_row);
     free(s->m_tail);
+    free(s->copy_sql);
     free(s->rvals);
     free(s->rlens);
     free(s->rfmts);
