@@ -645,10 +645,22 @@ static int set_param(struct tm__stmt *st, int i, char *v, int len, int fmt,
 
 static int g_bind_int64(struct tm__stmt *st, int i, int64_t v)
 {
-    char b[24], *c;
-    snprintf(b, sizeof b, "%lld", (long long)v);
-    c = strdup(b);
-    return c ? set_param(st, i, c, 0, 0, PG_INT8) : SQLITE_NOMEM;
+    /* by hand: snprintf's setup per call cost the writer more than this */
+    char b[24], *c, *p = b + sizeof b;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    size_t n;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    n = (size_t)(b + sizeof b - p);
+    if (!(c = malloc(n + 1)))
+        return SQLITE_NOMEM;
+    memcpy(c, p, n);
+    c[n] = '\0';
+    return set_param(st, i, c, 0, 0, PG_INT8);
 }
 static int g_bind_double(struct tm__stmt *st, int i, double v)
 {
@@ -1414,28 +1426,60 @@ static int send_unnest(struct pg_stmt *s, size_t at, size_t k, int check)
  * ends the pipeline before a COPY costs more than the COPY saves. */
 #define COPY_MIN_ROWS 128
 
-/* Appends field v (binary format) of type t to a COPY's data: its length,
- * then the value as the column's binary receive function reads it. */
-static int copy_field(struct tm__buf *b, const char *v, Oid t, int fmt, int len)
+/* Writes v's lowest bytes at p, most significant first; returns p past
+ * them. */
+static unsigned char *put_be_at(unsigned char *p, uint64_t v, int bytes)
 {
-    size_t n;
-    int rc;
-    if (!v)
-        return put_be(b, 0xffffffffu, 4);
-    if (t == PG_INT8 || t == PG_FLOAT8) {
-        uint64_t u;
-        if (t == PG_INT8) {
-            u = (uint64_t)strtoll(v, NULL, 10);
-        } else {
-            double x = strtod(v, NULL);
-            memcpy(&u, &x, sizeof u);
-        }
-        rc = put_be(b, 8, 4);
-        return rc ? rc : put_be(b, u, 8);
+    int i;
+    for (i = 0; i < bytes; i++)
+        p[i] = (unsigned char)(v >> (8 * (bytes - 1 - i)));
+    return p + bytes;
+}
+
+/* Appends held row j of s to a COPY's data (binary format): its field
+ * count, then per column the value's length and the value as the
+ * column's binary receive function reads it (-1 for NULL). Written in
+ * place, room made once per row: per field buffer calls were a tenth of
+ * the writer's time. */
+static int copy_row(struct tm__buf *b, const struct pg_stmt *s, size_t j)
+{
+    size_t np = (size_t)s->nparams, need = 2, n[MAX_PARAMS];
+    unsigned char *p;
+    int c;
+    for (c = 0; c < s->ncopy; c++) {
+        size_t at = j * np + s->cmap[c];
+        Oid t = s->ctype[s->cmap[c]];
+        const char *v = s->rvals[at];
+        n[c] = !v ? 0 : t == PG_INT8 || t == PG_FLOAT8 ? 8
+                   : s->rfmts[at] ? (size_t)s->rlens[at] : strlen(v);
+        need += 4 + n[c];
     }
-    n = fmt ? (size_t)len : strlen(v);
-    rc = put_be(b, n, 4);
-    return rc ? rc : tm__buf_add(b, v, n);
+    if (tm__buf_grow(b, need))
+        return TM_ENOMEM;
+    p = put_be_at((unsigned char *)b->buf + b->len, (uint64_t)s->ncopy, 2);
+    for (c = 0; c < s->ncopy; c++) {
+        size_t at = j * np + s->cmap[c];
+        Oid t = s->ctype[s->cmap[c]];
+        const char *v = s->rvals[at];
+        if (!v) {
+            p = put_be_at(p, 0xffffffffu, 4);
+            continue;
+        }
+        p = put_be_at(p, n[c], 4);
+        if (t == PG_INT8) {
+            p = put_be_at(p, (uint64_t)strtoll(v, NULL, 10), 8);
+        } else if (t == PG_FLOAT8) {
+            double x = strtod(v, NULL);
+            uint64_t u;
+            memcpy(&u, &x, sizeof u);
+            p = put_be_at(p, u, 8);
+        } else {
+            memcpy(p, v, n[c]);
+            p += n[c];
+        }
+    }
+    tm__buf_setlen(b, (size_t)((char *)p - b->buf));
+    return 0;
 }
 
 /* Reads what is left of an answer (its end); a COPY's state would answer
@@ -1500,12 +1544,7 @@ static int send_copy(struct pg_stmt *s)
     if (!rc)
         rc = put_be(&b, 0, 4); /* header extension */
     for (j = 0; !rc && j < s->nrows; j++) {
-        rc = put_be(&b, (uint64_t)s->ncopy, 2);
-        for (c = 0; !rc && c < s->ncopy; c++) {
-            size_t at = j * np + s->cmap[c];
-            rc = copy_field(&b, s->rvals[at], s->ctype[s->cmap[c]], s->rfmts[at],
-                            s->rlens[at]);
-        }
+        rc = copy_row(&b, s, j);
         if (!rc && (b.len >= 65536 || j + 1 == s->nrows)) {
             if (j + 1 == s->nrows)
                 rc = put_be(&b, 0xffff, 2); /* the trailer */
