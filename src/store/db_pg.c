@@ -997,6 +997,11 @@ static int send_piped(struct pg_stmt *s, const Oid *types)
         return SQLITE_OK;
     }
     drain(d); /* what was held before goes first: the order holds */
+    if (PQpipelineStatus(d->conn) == PQ_PIPELINE_OFF && !PQenterPipelineMode(d->conn)) {
+        /* a COPY of the drain left the pipeline */
+        pipe_fail(d, NULL, PQerrorMessage(d->conn));
+        return SQLITE_OK;
+    }
     if (s->persistent) {
         unsigned sig = type_sig(s);
         if (s->prepared_sig != sig || s->prepared_gen != d->gen) {
