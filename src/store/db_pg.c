@@ -143,6 +143,8 @@ struct pg_stmt {
     unsigned prepared_sig;   /* the parameter types it was prepared with */
     unsigned prepared_gen;   /* on which connection (pg_db.gen) */
     char *vals[MAX_PARAMS];  /* each parameter as text (malloc'd), or NULL */
+    unsigned char lent[MAX_PARAMS]; /* vals[i] is also the last held row's:
+                                that row frees it (hold, free_held) */
     int lens[MAX_PARAMS];    /* their lengths (bytea: binary length) */
     int fmts[MAX_PARAMS];    /* 0 text, 1 binary (bytea) */
     unsigned types[MAX_PARAMS]; /* their type oids, 0 for NULL */
@@ -635,7 +637,10 @@ static int set_param(struct tm__stmt *st, int i, char *v, int len, int fmt,
     }
     if (s->res)
         clear_result(s); /* SQLite wants a reset first; be lenient */
-    free(s->vals[i - 1]);
+    if (s->lent[i - 1])
+        s->lent[i - 1] = 0; /* the held row keeps it */
+    else
+        free(s->vals[i - 1]);
     s->vals[i - 1] = v;
     s->lens[i - 1] = len;
     s->fmts[i - 1] = fmt;
@@ -758,14 +763,14 @@ static int setup(struct pg_db *d)
 
 /* Forgets what was in flight on a lost connection (its transaction is
  * rolled back by the server). */
+static void free_held(struct pg_stmt *s);
+
 static void drop_pipe(struct pg_db *d)
 {
-    size_t i, j;
+    size_t i;
     for (i = 0; i < d->nwait; i++) {
         struct pg_stmt *s = d->wait[i];
-        for (j = 0; j < s->nrows * (size_t)s->nparams; j++)
-            free(s->rvals[j]);
-        s->nrows = 0;
+        free_held(s);
         s->waiting = 0;
     }
     d->nwait = 0;
@@ -1636,8 +1641,22 @@ static void send_rows(struct pg_stmt *s)
         tm__buf_release(&b);
         at += k;
     }
-    for (at = 0; at < s->nrows * np; at++)
-        free(s->rvals[at]);
+    free_held(s);
+}
+
+/* Frees the values of s's held rows (a value lent by s->vals goes back
+ * to it); no row is held afterwards. */
+static void free_held(struct pg_stmt *s)
+{
+    size_t np = (size_t)s->nparams, j, i;
+    for (j = 0; j < s->nrows; j++)
+        for (i = 0; i < np; i++) {
+            char *v = s->rvals[j * np + i];
+            if (s->lent[i] && v == s->vals[i])
+                s->lent[i] = 0;
+            else
+                free(v);
+        }
     s->nrows = 0;
 }
 
@@ -1685,16 +1704,26 @@ static int hold(struct pg_stmt *s, const Oid *types)
     }
     for (i = 0; i < np; i++) {
         size_t at = s->nrows * np + i;
-        const char *v = s->vals[i];
+        char *v = s->vals[i];
         size_t len = s->fmts[i] ? (size_t)s->lens[i] : v ? strlen(v) + 1 : 0;
         s->rvals[at] = NULL;
-        if (v && !(s->rvals[at] = malloc(len ? len : 1))) {
-            while (i--)
-                free(s->rvals[s->nrows * np + i]);
+        if (v && !s->lent[i]) {
+            /* lent, not copied: the next bind of i leaves it to the row
+             * (set_param); a step without one copies it */
+            s->rvals[at] = v;
+            s->lent[i] = 1;
+        } else if (v && !(s->rvals[at] = malloc(len ? len : 1))) {
+            while (i--) {
+                char *u = s->rvals[s->nrows * np + i];
+                if (s->lent[i] && u == s->vals[i])
+                    s->lent[i] = 0;
+                else
+                    free(u);
+            }
             return SQLITE_NOMEM;
-        }
-        if (v)
+        } else if (v) {
             memcpy(s->rvals[at], v, len);
+        }
         s->rlens[at] = s->lens[i];
         s->rfmts[at] = s->fmts[i];
         s->rtypes[at] = types[i];
