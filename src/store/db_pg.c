@@ -17,7 +17,8 @@
  * writer's), writes go into libpq's pipeline and runs of one statement
  * are held and sent as one statement over arrays (unnest), its text
  * prepared on the server once per connection (as a write prepared for
- * one run's, struct pcache); COMMIT checks
+ * one run's, struct pcache), or, for many rows of an INSERT, as one COPY
+ * FROM STDIN in binary (send_copy); COMMIT checks
  * every count changes() told and answers TM__DB_REDO when one was wrong
  * or a command failed. A query that is not a prepared hot-path statement
  * is read in single-row mode. A lost connection is made again with the
@@ -142,6 +143,8 @@ struct pg_stmt {
     unsigned prepared_sig;   /* the parameter types it was prepared with */
     unsigned prepared_gen;   /* on which connection (pg_db.gen) */
     char *vals[MAX_PARAMS];  /* each parameter as text (malloc'd), or NULL */
+    unsigned char lent[MAX_PARAMS]; /* vals[i] is also the last held row's:
+                                that row frees it (hold, free_held) */
     int lens[MAX_PARAMS];    /* their lengths (bytea: binary length) */
     int fmts[MAX_PARAMS];    /* 0 text, 1 binary (bytea) */
     unsigned types[MAX_PARAMS]; /* their type oids, 0 for NULL */
@@ -173,6 +176,10 @@ struct pg_stmt {
                                 2 an UPDATE or DELETE, 0 not */
     size_t u_pre;            /* the length of m_head before its VALUES */
     Oid ctype[MAX_PARAMS];   /* INSERT: the column type of each parameter */
+    char *copy_sql;          /* INSERT: the same rows as COPY ... FROM STDIN
+                                (binary), or NULL (see send_copy) */
+    int ncopy;               /* its columns */
+    unsigned char cmap[MAX_PARAMS]; /* column i's parameter, 0-based */
     unsigned char *blob;     /* column_blob's decoded value (PQfreemem) */
     size_t blob_len;         /* its length */
     int blob_col;            /* the column it decodes, -1 for none */
@@ -630,7 +637,10 @@ static int set_param(struct tm__stmt *st, int i, char *v, int len, int fmt,
     }
     if (s->res)
         clear_result(s); /* SQLite wants a reset first; be lenient */
-    free(s->vals[i - 1]);
+    if (s->lent[i - 1])
+        s->lent[i - 1] = 0; /* the held row keeps it */
+    else
+        free(s->vals[i - 1]);
     s->vals[i - 1] = v;
     s->lens[i - 1] = len;
     s->fmts[i - 1] = fmt;
@@ -640,10 +650,22 @@ static int set_param(struct tm__stmt *st, int i, char *v, int len, int fmt,
 
 static int g_bind_int64(struct tm__stmt *st, int i, int64_t v)
 {
-    char b[24], *c;
-    snprintf(b, sizeof b, "%lld", (long long)v);
-    c = strdup(b);
-    return c ? set_param(st, i, c, 0, 0, PG_INT8) : SQLITE_NOMEM;
+    /* by hand: snprintf's setup per call cost the writer more than this */
+    char b[24], *c, *p = b + sizeof b;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    size_t n;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    n = (size_t)(b + sizeof b - p);
+    if (!(c = malloc(n + 1)))
+        return SQLITE_NOMEM;
+    memcpy(c, p, n);
+    c[n] = '\0';
+    return set_param(st, i, c, 0, 0, PG_INT8);
 }
 static int g_bind_double(struct tm__stmt *st, int i, double v)
 {
@@ -741,14 +763,14 @@ static int setup(struct pg_db *d)
 
 /* Forgets what was in flight on a lost connection (its transaction is
  * rolled back by the server). */
+static void free_held(struct pg_stmt *s);
+
 static void drop_pipe(struct pg_db *d)
 {
-    size_t i, j;
+    size_t i;
     for (i = 0; i < d->nwait; i++) {
         struct pg_stmt *s = d->wait[i];
-        for (j = 0; j < s->nrows * (size_t)s->nparams; j++)
-            free(s->rvals[j]);
-        s->nrows = 0;
+        free_held(s);
         s->waiting = 0;
     }
     d->nwait = 0;
@@ -824,11 +846,11 @@ static void pipe_fail(struct pg_db *d, PGresult *r, const char *why)
 }
 
 /* Reads the answers of every command in flight (one round trip), checks
- * the counts changes() told, leaves pipeline mode. Returns d->pipe_rc. */
-static int flush(struct pg_db *d)
+ * the counts changes() told, leaves pipeline mode; held rows stay held.
+ * Returns d->pipe_rc. */
+static int settle(struct pg_db *d)
 {
     size_t i = 0;
-    drain(d);
     if (!d->npend) {
         /* entered for rows held and then dropped (a failure before they
          * were sent): the next statement may be a synchronous one */
@@ -892,6 +914,13 @@ static int flush(struct pg_db *d)
     d->npend = 0;
     PQexitPipelineMode(d->conn);
     return d->pipe_rc;
+}
+
+/* Sends what is held, then settle()s. Returns d->pipe_rc. */
+static int flush(struct pg_db *d)
+{
+    drain(d);
+    return settle(d);
 }
 
 /* The cache entry of sql with these parameter types, made if new; NULL
@@ -973,6 +1002,11 @@ static int send_piped(struct pg_stmt *s, const Oid *types)
         return SQLITE_OK;
     }
     drain(d); /* what was held before goes first: the order holds */
+    if (PQpipelineStatus(d->conn) == PQ_PIPELINE_OFF && !PQenterPipelineMode(d->conn)) {
+        /* a COPY of the drain left the pipeline */
+        pipe_fail(d, NULL, PQerrorMessage(d->conn));
+        return SQLITE_OK;
+    }
     if (s->persistent) {
         unsigned sig = type_sig(s);
         if (s->prepared_sig != sig || s->prepared_gen != d->gen) {
@@ -1108,6 +1142,44 @@ static int column_types(struct pg_stmt *s, const char *sql, const char *values)
     return rc;
 }
 
+/* The COPY that inserts the rows of INSERT INTO t(c1, ...) VALUES($a1,
+ * ...) (values at the '(' of its VALUES list): COPY t(c1, ...) FROM STDIN
+ * (FORMAT binary), column K fed by parameter $aK. Left NULL when a value
+ * is not a bare parameter or memory is short (the rows go as arrays). */
+static void copy_template(struct pg_stmt *s, const char *sql, const char *values)
+{
+    struct tm__buf b = TM__BUF_INIT;
+    const char *into = find_kw(sql, "INTO"), *vals = find_kw(sql, "VALUES");
+    const char *t, *v = values + 1;
+    int n = 0;
+    if (!into || !vals || into > vals)
+        return;
+    t = skip_ws(into + 4);
+    while (*v && *v != ')') {
+        int a;
+        v = skip_ws(v);
+        if (*v == ',')
+            v = skip_ws(v + 1);
+        if (*v != '$' || n == MAX_PARAMS)
+            return;
+        a = atoi(v + 1);
+        if (a < 1 || a > s->nparams)
+            return;
+        s->cmap[n++] = (unsigned char)(a - 1);
+        while (*++v && isdigit((unsigned char)*v))
+            ;
+        v = skip_ws(v);
+    }
+    if (!n || tm__buf_adds(&b, "COPY ") ||
+        tm__buf_add(&b, t, (size_t)(vals - t)) ||
+        tm__buf_adds(&b, " FROM STDIN (FORMAT binary)") || tm__buf_addch(&b, '\0')) {
+        tm__buf_release(&b);
+        return;
+    }
+    s->ncopy = n;
+    s->copy_sql = tm__buf_detach(&b, NULL);
+}
+
 /* Makes the template that sends many runs of s as one statement:
  *   INSERT INTO t(...) VALUES($1,...) [ON CONFLICT ... DO NOTHING]
  *     -> INSERT INTO t(...) VALUES (row 1),(row 2),... [same tail]
@@ -1146,6 +1218,8 @@ static void multi_template(struct pg_stmt *s)
             rc = tm__buf_adds(&t, w + 1);
         s->u_pre = (size_t)(v - sql);
         s->u_kind = column_types(s, sql, e) == 0;
+        if (s->u_kind)
+            copy_template(s, sql, e);
     } else if (kw_at(sql, sql, "UPDATE") || kw_at(sql, sql, "DELETE")) {
         int upd = kw_at(sql, sql, "UPDATE");
         w = find_kw(sql, "WHERE");
@@ -1358,19 +1432,176 @@ static int send_unnest(struct pg_stmt *s, size_t at, size_t k, int check)
     return sent;
 }
 
+/* Rows of an INSERT sent as COPY, at least: below, the round trip that
+ * ends the pipeline before a COPY costs more than the COPY saves. */
+#define COPY_MIN_ROWS 128
+
+/* Writes v's lowest bytes at p, most significant first; returns p past
+ * them. */
+static unsigned char *put_be_at(unsigned char *p, uint64_t v, int bytes)
+{
+    int i;
+    for (i = 0; i < bytes; i++)
+        p[i] = (unsigned char)(v >> (8 * (bytes - 1 - i)));
+    return p + bytes;
+}
+
+/* Appends held row j of s to a COPY's data (binary format): its field
+ * count, then per column the value's length and the value as the
+ * column's binary receive function reads it (-1 for NULL). Written in
+ * place, room made once per row: per field buffer calls were a tenth of
+ * the writer's time. */
+static int copy_row(struct tm__buf *b, const struct pg_stmt *s, size_t j)
+{
+    size_t np = (size_t)s->nparams, need = 2, n[MAX_PARAMS];
+    unsigned char *p;
+    int c;
+    for (c = 0; c < s->ncopy; c++) {
+        size_t at = j * np + s->cmap[c];
+        Oid t = s->ctype[s->cmap[c]];
+        const char *v = s->rvals[at];
+        n[c] = !v ? 0 : t == PG_INT8 || t == PG_FLOAT8 ? 8
+                   : s->rfmts[at] ? (size_t)s->rlens[at] : strlen(v);
+        need += 4 + n[c];
+    }
+    if (tm__buf_grow(b, need))
+        return TM_ENOMEM;
+    p = put_be_at((unsigned char *)b->buf + b->len, (uint64_t)s->ncopy, 2);
+    for (c = 0; c < s->ncopy; c++) {
+        size_t at = j * np + s->cmap[c];
+        Oid t = s->ctype[s->cmap[c]];
+        const char *v = s->rvals[at];
+        if (!v) {
+            p = put_be_at(p, 0xffffffffu, 4);
+            continue;
+        }
+        p = put_be_at(p, n[c], 4);
+        if (t == PG_INT8) {
+            p = put_be_at(p, (uint64_t)strtoll(v, NULL, 10), 8);
+        } else if (t == PG_FLOAT8) {
+            double x = strtod(v, NULL);
+            uint64_t u;
+            memcpy(&u, &x, sizeof u);
+            p = put_be_at(p, u, 8);
+        } else {
+            memcpy(p, v, n[c]);
+            p += n[c];
+        }
+    }
+    tm__buf_setlen(b, (size_t)((char *)p - b->buf));
+    return 0;
+}
+
+/* Reads what is left of an answer (its end); a COPY's state would answer
+ * for ever, so it stops there (the connection is then lost or failing). */
+static void end_answer(struct pg_db *d)
+{
+    PGresult *r;
+    int i;
+    for (i = 0; i < 8 && (r = PQgetResult(d->conn)) != NULL; i++) {
+        ExecStatusType es = PQresultStatus(r);
+        PQclear(r);
+        if (es == PGRES_COPY_IN || es == PGRES_COPY_OUT || es == PGRES_COPY_BOTH)
+            break;
+    }
+}
+
+/* The held rows of INSERT s, every one told inserted by changes(), as one
+ * COPY ... FROM STDIN in binary (copy_template): the server reads the
+ * rows as they come and inserts them in groups, with no text to parse
+ * nor arrays to unnest; like the plain INSERT it replaces, a row already
+ * there fails it, and the transaction is done again. COPY cannot go into
+ * libpq's pipeline: the commands in flight are settled first (one round
+ * trip) and the pipeline is entered again by the next command sent.
+ * Returns 1 when sent (or failed: d->pipe_rc), 0 when a value is not of
+ * its column's type (the rows go as arrays). */
+static int send_copy(struct pg_stmt *s)
+{
+    static const char head[] = "PGCOPY\n\377\r\n"; /* and a NUL: 11 bytes */
+    struct pg_db *d = D(s->base.db);
+    size_t np = (size_t)s->nparams, j;
+    struct tm__buf b = TM__BUF_INIT;
+    PGresult *r;
+    int c, rc = 0;
+    const char *why = NULL;
+    char msg[256]; /* libpq's message, which its next call may move */
+
+    for (j = 0; j < s->nrows; j++)
+        for (c = 0; c < s->ncopy; c++) {
+            size_t at = j * np + s->cmap[c];
+            Oid t = s->rtypes[at], ct = s->ctype[s->cmap[c]];
+            if (s->rvals[at] && t != ct && !(ct == PG_FLOAT8 && t == PG_INT8))
+                return 0;
+        }
+    if (settle(d) != SQLITE_OK)
+        return 1; /* the transaction is done again anyway */
+    if (!PQsendQuery(d->conn, s->copy_sql)) {
+        pipe_fail(d, NULL, PQerrorMessage(d->conn));
+        return 1;
+    }
+    r = PQgetResult(d->conn);
+    if (PQresultStatus(r) != PGRES_COPY_IN) {
+        pipe_fail(d, PQresultStatus(r) == PGRES_FATAL_ERROR ? r : NULL,
+                  conn_bad(d) ? PQerrorMessage(d->conn) : "a COPY did not start");
+        PQclear(r);
+        end_answer(d);
+        return 1;
+    }
+    PQclear(r);
+    rc = tm__buf_add(&b, head, sizeof head); /* with its NUL */
+    if (!rc)
+        rc = put_be(&b, 0, 4); /* flags */
+    if (!rc)
+        rc = put_be(&b, 0, 4); /* header extension */
+    for (j = 0; !rc && j < s->nrows; j++) {
+        rc = copy_row(&b, s, j);
+        if (!rc && (b.len >= 65536 || j + 1 == s->nrows)) {
+            if (j + 1 == s->nrows)
+                rc = put_be(&b, 0xffff, 2); /* the trailer */
+            if (!rc && PQputCopyData(d->conn, b.buf, (int)b.len) != 1) {
+                snprintf(msg, sizeof msg, "%s", PQerrorMessage(d->conn));
+                why = msg;
+                break;
+            }
+            tm__buf_reset(&b);
+        }
+    }
+    if (rc)
+        why = "out of memory";
+    if (PQputCopyEnd(d->conn, why && !conn_bad(d) ? why : NULL) != 1 && !why) {
+        snprintf(msg, sizeof msg, "%s", PQerrorMessage(d->conn));
+        why = msg;
+    }
+    tm__buf_release(&b);
+    r = PQgetResult(d->conn);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        pipe_fail(d, PQresultStatus(r) == PGRES_FATAL_ERROR ? r : NULL,
+                  why ? why : PQerrorMessage(d->conn));
+    else if (why || (size_t)atoll(PQcmdTuples(r)) != s->nrows)
+        pipe_fail(d, NULL, why ? why : "a COPY inserted other rows than assumed");
+    PQclear(r);
+    end_answer(d);
+    return 1;
+}
+
 /* Sends the held rows of s, MULTI_ROWS to a statement, into the pipeline. */
 static void send_rows(struct pg_stmt *s)
 {
     struct pg_db *d = D(s->base.db);
-    size_t at = 0, np = (size_t)s->nparams, per = MULTI_ROWS;
+    size_t at = 0, np = (size_t)s->nparams, per = MULTI_ROWS, n;
+    int told = 0;
     if (per * np > 65535)
         per = 65535 / np; /* the protocol's limit of parameters */
-    if (s->u_kind && s->nrows && !d->pipe_rc) { /* all rows as arrays */
-        int check = 0;
-        size_t j;
-        for (j = 0; j < s->nrows; j++)
-            check += s->rcheck[j];
-        if (send_unnest(s, 0, s->nrows, check))
+    for (n = 0; n < s->nrows; n++)
+        told += s->rcheck[n];
+    if (s->copy_sql && s->nrows >= COPY_MIN_ROWS && (size_t)told == s->nrows &&
+        !d->pipe_rc && send_copy(s))
+        at = s->nrows;
+    if (at < s->nrows && !d->pipe_rc &&
+        PQpipelineStatus(d->conn) == PQ_PIPELINE_OFF && !PQenterPipelineMode(d->conn))
+        pipe_fail(d, NULL, PQerrorMessage(d->conn)); /* left for a COPY */
+    if (at < s->nrows && s->u_kind && !d->pipe_rc) { /* all rows as arrays */
+        if (send_unnest(s, 0, s->nrows, told))
             at = s->nrows;
     }
     while (at < s->nrows && !d->pipe_rc) {
@@ -1410,8 +1641,22 @@ static void send_rows(struct pg_stmt *s)
         tm__buf_release(&b);
         at += k;
     }
-    for (at = 0; at < s->nrows * np; at++)
-        free(s->rvals[at]);
+    free_held(s);
+}
+
+/* Frees the values of s's held rows (a value lent by s->vals goes back
+ * to it); no row is held afterwards. */
+static void free_held(struct pg_stmt *s)
+{
+    size_t np = (size_t)s->nparams, j, i;
+    for (j = 0; j < s->nrows; j++)
+        for (i = 0; i < np; i++) {
+            char *v = s->rvals[j * np + i];
+            if (s->lent[i] && v == s->vals[i])
+                s->lent[i] = 0;
+            else
+                free(v);
+        }
     s->nrows = 0;
 }
 
@@ -1426,6 +1671,7 @@ static void drain(struct pg_db *d)
     d->nwait = 0;
     d->last_multi = NULL;
 }
+
 
 /* Holds a run of s (a copy of its parameters) to send with others. */
 static int hold(struct pg_stmt *s, const Oid *types)
@@ -1458,16 +1704,26 @@ static int hold(struct pg_stmt *s, const Oid *types)
     }
     for (i = 0; i < np; i++) {
         size_t at = s->nrows * np + i;
-        const char *v = s->vals[i];
+        char *v = s->vals[i];
         size_t len = s->fmts[i] ? (size_t)s->lens[i] : v ? strlen(v) + 1 : 0;
         s->rvals[at] = NULL;
-        if (v && !(s->rvals[at] = malloc(len ? len : 1))) {
-            while (i--)
-                free(s->rvals[s->nrows * np + i]);
+        if (v && !s->lent[i]) {
+            /* lent, not copied: the next bind of i leaves it to the row
+             * (set_param); a step without one copies it */
+            s->rvals[at] = v;
+            s->lent[i] = 1;
+        } else if (v && !(s->rvals[at] = malloc(len ? len : 1))) {
+            while (i--) {
+                char *u = s->rvals[s->nrows * np + i];
+                if (s->lent[i] && u == s->vals[i])
+                    s->lent[i] = 0;
+                else
+                    free(u);
+            }
             return SQLITE_NOMEM;
-        }
-        if (v)
+        } else if (v) {
             memcpy(s->rvals[at], v, len);
+        }
         s->rlens[at] = s->lens[i];
         s->rfmts[at] = s->fmts[i];
         s->rtypes[at] = types[i];
@@ -1731,6 +1987,7 @@ static int g_finalize(struct tm__stmt *st)
     free(s->m_head);
     free(s->m_row);
     free(s->m_tail);
+    free(s->copy_sql);
     free(s->rvals);
     free(s->rlens);
     free(s->rfmts);

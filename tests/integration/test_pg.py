@@ -614,15 +614,24 @@ def check_bounded_memory(work):
                                             BULK, rss0, rss))
 
 
-REPEAT_SQL = [
-    "INSERT INTO src_nodes(id, parent_id, path, name, type, size, mtime, mode, depth,"
-    " traversal_status, copy_status) SELECT 1000, id, '/repeats', 'repeats', 'folder',"
-    " 0, 0, 493, 1, 'pending', 'pending' FROM src_nodes WHERE depth = 0",
-    "INSERT INTO src_stats VALUES(1, 'folder', 'pending', 1, 0) ON CONFLICT(depth, type,"
-    " traversal_status) DO UPDATE SET count = src_stats.count + 1",
-    "INSERT INTO copy_stats VALUES(1, 'folder', 'pending', 0, 1, 0) ON CONFLICT(depth,"
-    " type, copy_status, conflict) DO UPDATE SET count = copy_stats.count + 1",
-]
+def repeat_sql(folder, name):
+    """A pending source folder at depth 1, counted in the stats."""
+    return [
+        "INSERT INTO src_nodes(id, parent_id, path, name, type, size, mtime, mode, depth,"
+        " traversal_status, copy_status) SELECT %d, id, '/%s', '%s', 'folder',"
+        " 0, 0, 493, 1, 'pending', 'pending' FROM src_nodes WHERE depth = 0" % (folder, name, name),
+        "INSERT INTO src_stats VALUES(1, 'folder', 'pending', 1, 0) ON CONFLICT(depth, type,"
+        " traversal_status) DO UPDATE SET count = src_stats.count + 1",
+        "INSERT INTO copy_stats VALUES(1, 'folder', 'pending', 0, 1, 0) ON CONFLICT(depth,"
+        " type, copy_status, conflict) DO UPDATE SET count = copy_stats.count + 1",
+    ]
+
+
+REPEAT_SQL = repeat_sql(1000, 'repeats')
+# the same with 300 more children, so that the page goes as one COPY on
+# PostgreSQL (db_pg.c): with the repeated name (the COPY fails, the batch
+# is done again) and without (the COPY inserts them all)
+MANY = ((1001, 'many', 1), (1002, 'many0', 0))
 
 
 def check_repeated_name(work):
@@ -646,17 +655,27 @@ def check_repeated_name(work):
         expect_rc(run(['discover', '--db', db, '--quiet', '--config',
                        os.path.join(work, 'rp%d.yaml' % len(db)), src, dst], env=env()),
                   0, 'discover')
-        for q in REPEAT_SQL:
+        for q in REPEAT_SQL + [q for f, n, _ in MANY for q in repeat_sql(f, n)]:
             exec_sql(q)
-        cp = subprocess.run([tool, db, '1000'], env=dict(os.environ, **env()),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        if cp.returncode != 0:
-            fail('pgwriter on %s: %s' % (db, cp.stderr.decode(errors='replace')))
+        for args in [['1000']] + [[str(f), '300', str(rep)] for f, _, rep in MANY]:
+            cp = subprocess.run([tool, db] + args, env=dict(os.environ, **env()),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            if cp.returncode != 0:
+                fail('pgwriter %s on %s: %s' % (args, db, cp.stderr.decode(errors='replace')))
         expect_eq('children of the folder that listed a twice (%s)' % db[:10],
                   ['/repeats/a|file', '/repeats/b|file'],
                   rows("SELECT path, type FROM src_nodes WHERE parent_id = 1000 ORDER BY path"))
-        expect_eq('the folder (%s)' % db[:10], ['successful'],
-                  rows("SELECT traversal_status FROM src_nodes WHERE id = 1000"))
+        for f, _, rep in MANY:
+            kids = rows("SELECT name, size, mtime, mode, depth, traversal_status, "
+                        "copy_status, coalesce(conflict, '-'), coalesce(uid, -1) FROM src_nodes WHERE parent_id = %d "
+                        "ORDER BY name" % f)
+            expect_eq('children of folder %d (%s)' % (f, db[:10]),
+                      ['a|7|1600000000000000000|420|2|successful|pending|-|-1',
+                       'b|7|1600000000000000000|420|2|successful|pending|-|-1'] +
+                      ['x%05d|%d|1600000000000000000|420|2|successful|pending|-|-1'
+                       % (i, i * 1000003) for i in range(300)], kids)
+        expect_eq('the folders (%s)' % db[:10], ['successful'] * 3,
+                  rows("SELECT traversal_status FROM src_nodes WHERE id IN (1000, 1001, 1002)"))
         for stats_q, rows_q in STATS_ROWS[:1] + STATS_ROWS[2:]:
             expect_eq('stats against rows (%s)' % db[:10], rows(rows_q), rows(stats_q))
 

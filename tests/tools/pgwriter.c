@@ -8,7 +8,12 @@
  * answers TM__DB_REDO and the writer applies the batch again one
  * statement at a time (writer.c, redo()).
  *
- *   pgwriter DB FOLDER_ID    (the folder: a pending source folder)
+ *   pgwriter DB FOLDER_ID [EXTRA [REPEAT]]
+ *
+ * (the folder: a pending source folder). EXTRA more children (x00000,
+ * ...: default 0) come between b and the repeated a, so that the page's
+ * rows go as one COPY on PostgreSQL (db_pg.c, at least COPY_MIN_ROWS);
+ * REPEAT 0 leaves the repeated a out (default 1).
  *
  * Exit 0 when the writer committed, 1 with its message otherwise. Runs
  * on the main thread and the writer's.
@@ -30,8 +35,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Appends a child named name to r. */
-static int add_child(struct tm__result *r, const char *dir, const char *name)
+/* Appends a child named name to r, of size size. */
+static int add_child(struct tm__result *r, const char *dir, const char *name,
+                     int64_t size)
 {
     struct tm__wnode *n = &r->nodes[r->n_nodes++];
     memset(n, 0, sizeof *n);
@@ -45,7 +51,7 @@ static int add_child(struct tm__result *r, const char *dir, const char *name)
         return TM_ENOMEM;
     n->path_len = r->arena.len - n->path_off;
     n->type = TM_T_FILE;
-    n->size = 7;
+    n->size = size;
     n->mtime = 1600000000000000000LL;
     n->mode = 0644;
     n->ts = TS_SUCCESSFUL;
@@ -108,12 +114,14 @@ int main(int argc, char **argv)
     struct tm__writer *w = NULL;
     struct tm__result *r;
     int64_t next[2];
+    long extra = argc >= 4 ? strtol(argv[3], NULL, 10) : 0, i;
+    int repeat = argc >= 5 ? atoi(argv[4]) : 1;
     int rc;
 
     if (argc == 3 && strcmp(argv[1], "--set") == 0)
         return set_lost(argv[2]);
-    if (argc != 3) {
-        fprintf(stderr, "usage: pgwriter DB FOLDER_ID\n");
+    if (argc < 3 || argc > 5 || extra < 0 || extra > 99999) {
+        fprintf(stderr, "usage: pgwriter DB FOLDER_ID [EXTRA [REPEAT]]\n");
         return 2;
     }
     rc = tm__store_open(&s, argv[1], TM_OPEN_WRITE, &err);
@@ -132,16 +140,21 @@ int main(int argc, char **argv)
         r->final = 1;
         r->folder_ts = TS_SUCCESSFUL;
         r->attempts = 1;
-        r->nodes = calloc(3, sizeof *r->nodes);
+        r->nodes = calloc(3 + (size_t)extra, sizeof *r->nodes);
         tm__buf_init(&r->arena);
         tm__buf_init(&r->pos);
         rc = r->nodes ? 0 : TM_ENOMEM;
         if (!rc)
-            rc = add_child(r, "/repeats", "a");
+            rc = add_child(r, "/repeats", "a", 7);
         if (!rc)
-            rc = add_child(r, "/repeats", "b");
-        if (!rc)
-            rc = add_child(r, "/repeats", "a"); /* the storage said it again */
+            rc = add_child(r, "/repeats", "b", 7);
+        for (i = 0; !rc && i < extra; i++) {
+            char name[16];
+            snprintf(name, sizeof name, "x%05ld", i);
+            rc = add_child(r, "/repeats", name, i * 1000003);
+        }
+        if (!rc && repeat)
+            rc = add_child(r, "/repeats", "a", 7); /* the storage said it again */
         if (rc)
             tm__result_free(r);
         else
