@@ -2318,15 +2318,17 @@ int tm__discover_run(struct tm__discover_cfg *cfg)
     }
     {
         /* pair listings (list_pair): two storages without latency, a first
-         * discovery of one process on SQLite (the writer gives the source
-         * rows their ids before the destination rows that point at them),
+         * discovery of one process, on SQLite or on PostgreSQL without
+         * claims (the writer gives the source rows their ids before the
+         * destination rows that point at them; on PostgreSQL it saves the
+         * verdicts' UPDATEs and the twin scans: docs/BENCHMARKS.md),
          * comparisons that need no further request (no --checksum, no
          * stat_many); TREEMIG_PAIR=0 turns them off (tests, benchmarks) */
         const char *v = getenv("TREEMIG_PAIR");
         e.pair = (cfg->ad[TM_SRC]->caps & TM_CAP_FAST_LIST) &&
                  (cfg->ad[TM_DST]->caps & TM_CAP_FAST_LIST) && !cfg->pass &&
                  !cfg->claim && cfg->compare != TM_COMPARE_CHECKSUM &&
-                 !cfg->ad[TM_DST]->stat_many && tm__db_sqlite(cfg->db) &&
+                 !cfg->ad[TM_DST]->stat_many &&
                  !(v && strcmp(v, "0") == 0);
     }
     atomic_init(&e.pair_fallbacks, 0);

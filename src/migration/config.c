@@ -60,17 +60,6 @@ void tm__config_release(struct tm__config *c)
     memset(c, 0, sizeof *c);
 }
 
-static int utf8_valid(const unsigned char *s, size_t n)
-{
-    size_t i = 0, k;
-    while (i < n) {
-        if (!(k = tm__utf8_seq(s + i, n - i, NULL)))
-            return 0;
-        i += k;
-    }
-    return 1;
-}
-
 /* 1 when code point cp may stand as itself in a double-quoted scalar and
  * read back as itself: YAML's printable characters (libyaml refuses the
  * others, C1 controls, U+FFFE and U+FFFF among them) but for NEL (libyaml
@@ -91,7 +80,7 @@ static int add_scalar(struct tm__buf *b, const char *s)
     const unsigned char *p = (const unsigned char *)s;
     size_t n = strlen(s), i, k;
     int rc = 0;
-    if (!utf8_valid(p, n)) {
+    if (!tm__utf8_valid(p, n)) {
         rc = tm__buf_adds(b, "!!binary \"");
         for (i = 0; !rc && i < n; i += 3) {
             uint32_t v = (uint32_t)p[i] << 16;

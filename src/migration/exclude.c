@@ -107,8 +107,8 @@ static int exclude_root(struct xctx *x, int64_t id, const char *path,
     rc = tm__q_excl_started(x->db, &np, &cs, err);
     if (rc == 1) {
         struct tm__buf p = TM__BUF_INIT, q = TM__BUF_INIT;
-        tm__rv_add_escaped(&p, path, strlen(path));
-        tm__rv_add_escaped(&q, np.buf, np.len);
+        tm__buf_add_escaped(&p, path, strlen(path));
+        tm__buf_add_escaped(&q, np.buf, np.len);
         rc = tm__rv_fail(x->m, TM_EPHASE, "cannot exclude %s: the copy has started there "
                          "(%s is %s)", p.buf, q.buf, cs.buf);
         tm__buf_release(&p);
@@ -177,9 +177,9 @@ static void describe_root(struct xctx *x, int64_t id, struct tm__buf *out)
     tm__buf_reset(out);
     if (tm__q_excl_root_of(x->db, id, &p, &g)) {
         tm__buf_addch(out, '\'');
-        tm__rv_add_escaped(out, p.buf, p.len);
+        tm__buf_add_escaped(out, p.buf, p.len);
         tm__buf_adds(out, "' (pattern '");
-        tm__rv_add_escaped(out, g.buf, g.len);
+        tm__buf_add_escaped(out, g.buf, g.len);
         tm__buf_adds(out, "')");
     }
     tm__buf_release(&p);
@@ -211,7 +211,7 @@ static int apply_match(struct xctx *x, int64_t id, const char *pattern)
     rc = tm__q_excl_prev_root(x->db, id, &has_prev, &root, tm__migration_err(x->m));
     if (rc)
         goto out;
-    tm__rv_add_escaped(&p, path.buf, path.len);
+    tm__buf_add_escaped(&p, path.buf, path.len);
     if (!has_prev) {
         rc = tm__rv_fail(x->m, TM_EPHASE, "cannot include %s again: it was excluded by "
                          "discovery (--exclude), which never listed its contents; run a "
@@ -446,7 +446,7 @@ int tm__exclude_run(tm_migration *m, const char *const *patterns, size_t n,
             goto out;
         if (!count) {
             struct tm__buf p = TM__BUF_INIT;
-            tm__rv_add_escaped(&p, norm[i], strlen(norm[i]));
+            tm__buf_add_escaped(&p, norm[i], strlen(norm[i]));
             rc = tm__rv_fail(m, TM_EINVAL, "no source node matches '%s'%s", p.buf,
                              strchr(norm[i], '/') ? "" : " (a name anywhere in the tree)");
             tm__buf_release(&p);

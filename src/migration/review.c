@@ -51,69 +51,6 @@ int tm__rv_fail(tm_migration *m, int rc, const char *fmt, ...)
 /* Length of the UTF-8 sequence at s (n bytes left) with its code point in
  * *cp, or 0 when s does not start a valid, shortest-form sequence. */
 
-static int is_utf8(const char *s, size_t len)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0, n;
-    uint32_t cp;
-    while (i < len) {
-        if ((n = tm__utf8_seq(p + i, len - i, &cp)) == 0)
-            return 0;
-        i += n;
-    }
-    return 1;
-}
-
-/* Code points that would mislead a reader of a terminal or of a line:
- * C1 controls, line and paragraph separators, bidirectional controls. */
-static int misleading(uint32_t cp)
-{
-    return (cp >= 0x80 && cp <= 0x9F) || cp == 0x061C || cp == 0x200E ||
-           cp == 0x200F || cp == 0x2028 || cp == 0x2029 ||
-           (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069);
-}
-
-/*
- * Appends s[0..len) for a line of plain output (docs/review.md): printable
- * ASCII and UTF-8 as is; a backslash as \\; tab, newline, carriage return
- * as \t \n \r; other control bytes and bytes that are not UTF-8 as \xHH;
- * misleading code points (above) as \uHHHH.
- */
-int tm__rv_add_escaped(struct tm__buf *b, const char *s, size_t len)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0, n;
-    uint32_t cp;
-    int rc = 0;
-    while (!rc && i < len) {
-        unsigned char c = p[i];
-        if (c == '\\') {
-            rc = tm__buf_add(b, "\\\\", 2);
-            i++;
-        } else if (c == '\t' || c == '\n' || c == '\r') {
-            char e[2] = { '\\', c == '\t' ? 't' : c == '\n' ? 'n' : 'r' };
-            rc = tm__buf_add(b, e, 2);
-            i++;
-        } else if (c < 0x20 || c == 0x7f) {
-            rc = tm__buf_addf(b, "\\x%02x", c);
-            i++;
-        } else if (c < 0x80) {
-            rc = tm__buf_addch(b, (char)c);
-            i++;
-        } else if ((n = tm__utf8_seq(p + i, len - i, &cp)) == 0) {
-            rc = tm__buf_addf(b, "\\x%02x", c);
-            i++;
-        } else if (misleading(cp)) {
-            rc = tm__buf_addf(b, "\\u%04x", (unsigned)cp);
-            i += n;
-        } else {
-            rc = tm__buf_add(b, p + i, n);
-            i += n;
-        }
-    }
-    return rc;
-}
-
 static int add_hex(struct tm__buf *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
@@ -338,7 +275,7 @@ static int add_short_path(struct tm__buf *b, const char *path, size_t len,
 {
     struct tm__buf e = TM__BUF_INIT;
     size_t head = max / 3, tail;
-    int rc = tm__rv_add_escaped(&e, path, len);
+    int rc = tm__buf_add_escaped(&e, path, len);
     if (!rc && e.len > max) {
         tail = e.len - (max - head - 3);
         /* cut at character boundaries */
@@ -571,12 +508,12 @@ int tm_review_print(tm_migration *m, FILE *out, int top)
 
     tm__rv_setting(db, "src", &v);
     rc = tm__buf_adds(&b, "source            ");
-    if (!rc) rc = tm__rv_add_escaped(&b, v.buf, v.len);
+    if (!rc) rc = tm__buf_add_escaped(&b, v.buf, v.len);
     tm__rv_setting(db, "dst", &v);
     if (!rc) rc = tm__buf_adds(&b, "\ndestination       ");
-    if (!rc) rc = tm__rv_add_escaped(&b, v.buf, v.len);
+    if (!rc) rc = tm__buf_add_escaped(&b, v.buf, v.len);
     if (!rc) rc = tm__buf_adds(&b, "\nphase             ");
-    if (!rc) rc = tm__rv_add_escaped(&b, phase.buf, phase.len);
+    if (!rc) rc = tm__buf_add_escaped(&b, phase.buf, phase.len);
     ph = tm__phase_parse(phase.buf);
     if (!rc && (ph == PH_ROOTS_SET || ph == PH_DISCOVERING || ph == PH_SUSPENDED))
         rc = tm__buf_adds(&b, " (discovery or copy not complete: the numbers "
@@ -799,20 +736,20 @@ static int list_row(void *ctx, const struct tm__q_list_row *r)
             rc = tm__buf_addf(line, ",\"dst\":{\"type\":\"%s\",\"size\":%" PRId64
                               ",\"mtime\":%" PRId64 "}", r->dst_type, r->dst_size,
                               r->dst_mtime);
-        if (!rc && !is_utf8(path, plen)) {
+        if (!rc && !tm__utf8_valid(path, plen)) {
             rc = tm__buf_adds(line, ",\"path_hex\":");
             if (!rc) rc = add_hex(line, path, plen);
         }
         if (!rc) rc = tm__buf_adds(line, "}\n");
     } else {
         rc = tm__buf_addf(line, "%s\t%s\t%" PRId64 "\t", k->kind, type, r->size);
-        if (!rc) rc = tm__rv_add_escaped(line, path, plen);
+        if (!rc) rc = tm__buf_add_escaped(line, path, plen);
         if (!rc && (why || dst_failed)) {
             rc = tm__buf_addch(line, '\t');
             if (!rc && dst_failed)
                 rc = tm__buf_adds(line, why ? "destination: " : "destination");
             if (!rc && why)
-                rc = tm__rv_add_escaped(line, why, wlen);
+                rc = tm__buf_add_escaped(line, why, wlen);
         }
         if (!rc && r->dst && why) {
             /* a conflict: the source's mtime, then the destination's side */

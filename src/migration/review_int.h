@@ -40,8 +40,6 @@ int tm__exclude_run(tm_migration *m, const char *const *patterns, size_t n,
 /* Writes m's error message (printf-style) and returns rc. */
 int tm__rv_fail(tm_migration *m, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Appends s[0..len) escaped for a line of plain output (docs/review.md). */
-int tm__rv_add_escaped(struct tm__buf *b, const char *s, size_t len);
 /* Finds the row of a normalized path in a side's table: 0 with *id,
  * TM_ENOENT, or an error. */
 int tm__rv_find_node(tm_migration *m, int side, const char *path, int64_t *id);

@@ -62,11 +62,11 @@ static void item_line(void *ctx, const char *what, int type, int64_t size,
                       type >= 0 && type < TM_T_COUNT ? tm__type_names[type] : "?",
                       (long long)size);
     if (!rc)
-        rc = tm__rv_add_escaped(&l->line, path, strlen(path));
+        rc = tm__buf_add_escaped(&l->line, path, strlen(path));
     if (!rc && reason) {
         rc = tm__buf_addch(&l->line, '\t');
         if (!rc)
-            rc = tm__rv_add_escaped(&l->line, reason, strlen(reason));
+            rc = tm__buf_add_escaped(&l->line, reason, strlen(reason));
     }
     if (!rc)
         rc = tm__buf_addch(&l->line, '\n');

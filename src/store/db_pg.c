@@ -115,6 +115,12 @@ struct pg_db {
                             first parks them (park) */
     struct pcache *pc[PCACHE_MAX]; /* the texts prepared by send_params() */
     size_t npc;          /* how many */
+    int utf8;            /* the server's encoding is UTF8: it refuses text
+                            that is not UTF-8 (a name's bytes: SQLite
+                            keeps them as they are) */
+    char *bad_text;      /* the first such text bound, quoted and escaped
+                            (tm__buf_add_escaped), for the
+                            message of the failure it causes, or NULL */
     struct tm__buf sets; /* the session's SETs run outside a transaction
                             (lock_timeout, idle_in_transaction_session_
                             timeout), each ending in ';': made again on a
@@ -242,6 +248,20 @@ static int fail_res(struct pg_db *d, PGresult *res)
     int code = map_state(state);
     if (conn_bad(d))
         code = SQLITE_IOERR;
+    if (state && (!strcmp(state, "22021") || !strcmp(state, "22P05"))) {
+        /* a name that is not UTF-8, refused by a UTF8 database: said so,
+         * with what to do (docs/state-file.md, "Paths and names") */
+        char m[768];
+        snprintf(m, sizeof m, "a name that is not UTF-8%s%.400s cannot be stored in this "
+                 "PostgreSQL database (encoding %s): a database created with ENCODING "
+                 "'SQL_ASCII' (and LC_COLLATE 'C', LC_CTYPE 'C', TEMPLATE template0) holds "
+                 "any name byte for byte, as a SQLite state file does",
+                 d->bad_text ? ": " : "", d->bad_text ? d->bad_text : "",
+                 PQparameterStatus(d->conn, "server_encoding")
+                     ? PQparameterStatus(d->conn, "server_encoding") : "?");
+        set_err(d, SQLITE_MISMATCH, m);
+        return SQLITE_MISMATCH;
+    }
     set_err(d, code, msg && *msg ? msg : PQerrorMessage(d->conn));
     return code;
 }
@@ -683,6 +703,14 @@ static int g_bind_text(struct tm__stmt *st, int i, const char *v, int n,
     c = n < 0 ? strdup(v) : strndup(v, (size_t)n);
     if (del && del != SQLITE_STATIC && del != SQLITE_TRANSIENT)
         del((void *)v);
+    if (c && D(st->db)->utf8 && !D(st->db)->bad_text && !tm__utf8_valid(c, strlen(c))) {
+        /* the server refuses it: kept for the failure's message */
+        struct tm__buf b = TM__BUF_INIT;
+        if (tm__buf_addch(&b, '"') == 0 && tm__buf_add_escaped(&b, c, strlen(c)) == 0 &&
+            tm__buf_addch(&b, '"') == 0)
+            D(st->db)->bad_text = tm__buf_detach(&b, NULL);
+        tm__buf_release(&b);
+    }
     return c ? set_param(st, i, c, 0, 0, PG_TEXT) : SQLITE_NOMEM;
 }
 static int g_bind_blob(struct tm__stmt *st, int i, const void *v, int n,
@@ -734,6 +762,10 @@ static int setup(struct pg_db *d)
     PGresult *r;
     int got;
     park(d);
+    {
+        const char *enc = PQparameterStatus(d->conn, "server_encoding");
+        d->utf8 = enc && !strcmp(enc, "UTF8");
+    }
     PQclear(PQexec(d->conn, SESSION_SETS));
     if (d->sets.len) {
         r = PQexec(d->conn, d->sets.buf);
@@ -2224,6 +2256,7 @@ static int g_close(struct tm__db *db)
     }
     free(d->pend);
     free(d->wait);
+    free(d->bad_text);
     free(d->errmsg);
     tm__buf_release(&d->sets);
     free(db->name);

@@ -292,17 +292,6 @@ static int path_clean(const char *s, size_t len)
     return 1;
 }
 
-static int is_utf8(const char *s, size_t len)
-{
-    size_t i = 0, n;
-    while (i < len) {
-        if ((n = tm__utf8_seq((const unsigned char *)s + i, len - i, NULL)) == 0)
-            return 0;
-        i += n;
-    }
-    return 1;
-}
-
 /*
  * The path a request names: path (UTF-8 text) or path_hex (any bytes),
  * normalized ("/" for the root, a leading '/', no repeated or trailing
@@ -322,7 +311,7 @@ static int get_path(const struct tm__ui_req *q, struct tm__ui_resp *r,
         return -1;
     }
     if (p) {
-        if (p->val_len > TM__UI_MAX_PATH || !is_utf8(p->val, p->val_len)) {
+        if (p->val_len > TM__UI_MAX_PATH || !tm__utf8_valid(p->val, p->val_len)) {
             resp_error(r, 400, "EINVAL", "path must be UTF-8 text of at most %d "
                        "bytes; give any other bytes as path_hex", TM__UI_MAX_PATH);
             return -1;

@@ -162,6 +162,68 @@ size_t tm__utf8_seq(const unsigned char *s, size_t n, uint32_t *cp)
     return len;
 }
 
+int tm__utf8_valid(const void *s, size_t n)
+{
+    const unsigned char *p = s;
+    size_t i = 0, k;
+    while (i < n) {
+        if (!(k = tm__utf8_seq(p + i, n - i, NULL)))
+            return 0;
+        i += k;
+    }
+    return 1;
+}
+
+/* Code points that would mislead a reader of a terminal or of a line:
+ * C1 controls, line and paragraph separators, bidirectional controls. */
+static int misleading(uint32_t cp)
+{
+    return (cp >= 0x80 && cp <= 0x9F) || cp == 0x061C || cp == 0x200E ||
+           cp == 0x200F || cp == 0x2028 || cp == 0x2029 ||
+           (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
+/*
+ * Appends s[0..len) for a line of plain output (docs/review.md): printable
+ * ASCII and UTF-8 as is; a backslash as \\; tab, newline, carriage return
+ * as \t \n \r; other control bytes and bytes that are not UTF-8 as \xHH;
+ * misleading code points (above) as \uHHHH.
+ */
+int tm__buf_add_escaped(struct tm__buf *b, const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0, n;
+    uint32_t cp;
+    int rc = 0;
+    while (!rc && i < len) {
+        unsigned char c = p[i];
+        if (c == '\\') {
+            rc = tm__buf_add(b, "\\\\", 2);
+            i++;
+        } else if (c == '\t' || c == '\n' || c == '\r') {
+            char e[2] = { '\\', c == '\t' ? 't' : c == '\n' ? 'n' : 'r' };
+            rc = tm__buf_add(b, e, 2);
+            i++;
+        } else if (c < 0x20 || c == 0x7f) {
+            rc = tm__buf_addf(b, "\\x%02x", c);
+            i++;
+        } else if (c < 0x80) {
+            rc = tm__buf_addch(b, (char)c);
+            i++;
+        } else if ((n = tm__utf8_seq(p + i, len - i, &cp)) == 0) {
+            rc = tm__buf_addf(b, "\\x%02x", c);
+            i++;
+        } else if (misleading(cp)) {
+            rc = tm__buf_addf(b, "\\u%04x", (unsigned)cp);
+            i += n;
+        } else {
+            rc = tm__buf_add(b, p + i, n);
+            i += n;
+        }
+    }
+    return rc;
+}
+
 int tm__buf_add_json(struct tm__buf *b, const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;

@@ -41,10 +41,18 @@ void tm__buf_setlen(struct tm__buf *b, size_t len);
  * UTF-8 are written as \u00XX of the byte so the output stays valid JSON. */
 int tm__buf_add_json(struct tm__buf *b, const char *s, size_t len);
 
+/* Appends s[0..len) for a line of plain output (docs/review.md):
+ * printable ASCII and UTF-8 as is; a backslash as \\; tab, newline,
+ * carriage return as \t \n \r; other control bytes and bytes that are
+ * not UTF-8 as \xHH; misleading code points as \uHHHH. */
+int tm__buf_add_escaped(struct tm__buf *b, const char *s, size_t len);
+
 /* Length of the valid UTF-8 sequence at s (at most n bytes; overlongs,
  * surrogates and code points above U+10FFFF are not valid), or 0; *cp
  * (may be NULL) gets the code point. */
 size_t tm__utf8_seq(const unsigned char *s, size_t n, uint32_t *cp);
+/* 1 when the n bytes at s are UTF-8 throughout (as tm__utf8_seq). */
+int tm__utf8_valid(const void *s, size_t n);
 
 /* Joins a root-relative folder path ("/" or "/a/b") and a child name. */
 int tm__path_join(struct tm__buf *out, const char *dir, size_t dir_len,

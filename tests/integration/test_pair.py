@@ -14,7 +14,11 @@ each destination row's twin (by path) and both sides' stats.
 - treegen.build_exclude_pair with its excludes (excluded folders and
   files, their twins);
 - treegen.build_wide_pair killed (SIGKILL) at random moments and resumed
-  until done: the same state file again.
+  until done: the same state file again;
+- the same on PostgreSQL (a throwaway server, tests/servers/pgserver.py):
+  build_pair and the killed build_wide_pair discovered with pairs into a
+  database, copied to a state file by state-copy, equal the SQLite
+  reference of one side at a time (skipped without a server).
 
 Each run must have listed pairs (its log says how many), and the first
 one must have fallen back for the large folder.
@@ -32,6 +36,8 @@ import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'servers'))
+import pgserver  # noqa: E402
 import statecheck  # noqa: E402
 import tmtest  # noqa: E402
 import treegen  # noqa: E402
@@ -94,12 +100,52 @@ def expect_same(what, ref, got):
                                               only_got))
 
 
+PG = None  # the PostgreSQL server of the last cases, or None
+WORK = None  # the test's folder (a database's YAML file goes there)
+
+
+def pg_env():
+    return PG.env() if PG else {}
+
+
+def db_args(db):
+    """--db db, and for a database the YAML file in the test's folder."""
+    if '://' not in db:
+        return ['--db', db]
+    name = db.split('///', 1)[1].split('?', 1)[0]  # the database's
+    return ['--db', db, '--config', os.path.join(WORK, name + '.yaml')]
+
+
 def discover(db, args, pair):
-    env = None if pair else {'TREEMIG_PAIR': '0'}
-    cp = tmtest.run(['discover', '--db', db, '--quiet'] + args, env=env)
+    env = dict(pg_env(), **({} if pair else {'TREEMIG_PAIR': '0'}))
+    cp = tmtest.run(['discover'] + db_args(db) + ['--quiet'] + args, env=env or None)
     expect_rc(cp, 0, 'discover %s (%s)' % (' '.join(map(os.fsdecode, args)),
                                             'pairs' if pair else 'one side at a time'))
     return cp
+
+
+def as_file(db, work, tag):
+    """db itself, or for a PostgreSQL URI a state file state-copy made of
+    it (the rows compared are those of the file)."""
+    if '://' not in db:
+        return db
+    path = os.path.join(work, tag + '-from-pg.db')
+    fresh(path)
+    cp = tmtest.run(['state-copy', '--quiet', '--config', path + '.yaml', db, path],
+                    env=pg_env())
+    expect_rc(cp, 0, 'state-copy of %s to a state file' % tag)
+    return path
+
+
+def new_pg_db(tag):
+    """A new database's URI on the server's socket (trusted: no password),
+    in SQL_ASCII: the trees hold names that are not UTF-8 (a UTF8 database
+    refuses them: test_pg)."""
+    PG.made += 1
+    name = '%s%d' % (re.sub(r'\W+', '_', tag), PG.made)
+    PG.psql('postgres', "CREATE DATABASE %s TEMPLATE template0 ENCODING 'SQL_ASCII' "
+            "LC_COLLATE 'C' LC_CTYPE 'C'" % name)
+    return PG.socket_uri(name)
 
 
 def fresh(db):
@@ -108,14 +154,15 @@ def fresh(db):
             os.unlink(db + ext)
 
 
-def compare_runs(work, name, src, dst, opts, want_fallback=False):
+def compare_runs(work, name, src, dst, opts, want_fallback=False, pg=False):
     ref_db = os.path.join(work, name + '-sides.db')
-    db = os.path.join(work, name + '-pairs.db')
+    db = new_pg_db(name) if pg else os.path.join(work, name + '-pairs.db')
     fresh(ref_db)
     fresh(db)
     discover(ref_db, opts + [src, dst], False)
     expect_eq('%s: pair listings with TREEMIG_PAIR=0' % name, None, pair_counts(ref_db))
     discover(db, opts + [src, dst], True)
+    db = as_file(db, work, name)
     pc = pair_counts(db)
     if not pc or pc[0] == 0:
         fail('%s: no pair listed (log: %r): the pair path went untested' % (name, pc))
@@ -126,23 +173,23 @@ def compare_runs(work, name, src, dst, opts, want_fallback=False):
           % (name, pc[0], pc[1], len(state(db)['src']), len(state(db)['dst'])))
 
 
-def check_crash(work, src, dst, rng):
+def check_crash(work, src, dst, rng, pg=False):
     ref_db = os.path.join(work, 'wide-sides.db')
-    db = os.path.join(work, 'wide-crash.db')
+    db = new_pg_db('wide_crash') if pg else os.path.join(work, 'wide-crash.db')
     fresh(ref_db)
     fresh(db)
     args = ['--workers', '2', src, dst]
     discover(ref_db, args, False)
     ref = state(ref_db)
     # the kills fall within a run in pairs (quicker than the reference)
-    time_db = os.path.join(work, 'wide-time.db')
+    time_db = new_pg_db('wide_time') if pg else os.path.join(work, 'wide-time.db')
     fresh(time_db)
     t0 = time.monotonic()
     discover(time_db, args, True)
     t_ref = time.monotonic() - t0
     kills = mid = 0
     for k in range(12):
-        p = statecheck.Proc(['discover', '--db', db, '--quiet'] + args)
+        p = statecheck.Proc(['discover'] + db_args(db) + ['--quiet'] + args)
         try:
             delay = rng.uniform(0.1, 0.5) * t_ref * (1.0 if k < 6 else 0.5)
             while time.monotonic() < p.started + delay and p.poll() is None:
@@ -157,12 +204,14 @@ def check_crash(work, src, dst, rng):
         if rc != -signal.SIGKILL or not sent:
             fail('run %d: exit %r: %s' % (k + 1, rc, p.stderr()[-500:]))
         mid += 1
-    cp = tmtest.run(['discover', '--db', db, '--quiet'] + args)
+    cp = tmtest.run(['discover'] + db_args(db) + ['--quiet'] + args, env=pg_env() or None)
     expect_rc(cp, 0, 'the last resume')
+    if not pg:
+        statecheck.integrity(db)
+    db = as_file(db, work, 'wide-crash')
     if pair_counts(db) is None:
         fail('the last resume logged no pair listing')
     expect_same('killed %d times (%d mid-run) and resumed' % (kills, mid), ref, state(db))
-    statecheck.integrity(db)
     print('     %d runs, %d killed mid-run (a run in pairs takes %.2fs); the state file '
           'equals the reference' % (kills, mid, t_ref))
     if not mid:
@@ -174,7 +223,8 @@ def main():
     R = tmtest.Runner('test_pair')
     seed = int(os.environ.get('TREEMIG_PAIR_SEED') or random.randrange(1 << 30))
     print('seed %d (replay with TREEMIG_PAIR_SEED=%d)' % (seed, seed))
-    work = tempfile.mkdtemp(prefix='treemig-pair-')
+    global WORK, PG
+    work = WORK = tempfile.mkdtemp(prefix='treemig-pair-')
     try:
         src, dst = treegen.build_pair(os.path.join(work, 'pair'), big_count=3000)
         for name, opts in (('defaults', []), ('--workers 1', ['--workers', '1']),
@@ -196,6 +246,17 @@ def main():
                 compare_runs, work, 'wide', wsrc, wdst, ['--workers', '2'])
         R.check('build_wide_pair killed (SIGKILL) at random moments and resumed: the same '
                 'state file', check_crash, work, wsrc, wdst, random.Random(seed))
+        try:
+            PG = pgserver.PgServer()
+        except (RuntimeError, OSError) as e:
+            for label in ('PostgreSQL: build_pair', 'PostgreSQL: build_wide_pair killed'):
+                R.skip(label, 'no PostgreSQL server: %s' % e)
+        else:
+            R.check('PostgreSQL: build_pair with pairs, the state of one side at a time',
+                    compare_runs, work, 'pgpair', src, dst, [], want_fallback=True, pg=True)
+            R.check('PostgreSQL: build_wide_pair killed (SIGKILL) at random moments and '
+                    'resumed: the same state', check_crash, work, wsrc, wdst,
+                    random.Random(seed + 1), pg=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     R.finish()

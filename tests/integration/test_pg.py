@@ -22,6 +22,9 @@ port, run as nobody through setpriv when the test runs as root).
   far less than the rows' size (single-row mode, not a whole result);
 - a page that lists a name twice (tests/tools/pgwriter.c): one row, one
   count, on SQLite and on PostgreSQL (where the pipelined batch is redone);
+- names that are not UTF-8: refused by a UTF8 database with a message
+  that names one and says what holds them (exit 1), kept byte for byte by
+  a SQL_ASCII database;
 - a password given in the URI never appears in the YAML file, the
   database's contents (pg_dump) or treemig's output.
 """
@@ -817,6 +820,61 @@ def check_password(work):
         fail('the password is in the database')
 
 
+NU_Q = ("SELECT path, name, type, size, mtime, depth, traversal_status, copy_status, "
+        "conflict FROM src_nodes ORDER BY path")
+
+
+def file_rows(path, sql):
+    """The rows of sql on a state file, names as bytes."""
+    con = sqlite3.connect('file:%s?mode=ro' % path, uri=True)
+    con.text_factory = bytes
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def check_non_utf8(work):
+    """Names that are not UTF-8: a UTF8 database (initdb's) refuses the
+    discovery, exit 1, with a message that names the first such name and
+    says what holds it, the same again on a second run; a database made
+    with ENCODING 'SQL_ASCII' keeps them byte for byte (its rows, through
+    state-copy, equal a SQLite state file's)."""
+    top = os.path.join(work, 'nonutf8')
+    src, dst = os.path.join(top, 'src'), os.path.join(top, 'dst')
+    make_tree(src)
+    make_tree(dst)
+    bad = os.path.join(os.fsencode(src), b'caf\xe9-dir')
+    os.mkdir(bad)
+    with open(os.path.join(bad, b'f\xff.txt'), 'wb') as f:
+        f.write(b'x')
+    name, uri = new_db()
+    yml = os.path.join(work, 'nu-utf8.yaml')
+    for attempt in (1, 2):
+        cp = run(['discover', '--db', uri, '--config', yml, '--quiet', src, dst], env=env())
+        expect_rc(cp, 1, 'discover into a UTF8 database (run %d)' % attempt)
+        for want in (b'not UTF-8', b'/caf\\xe9-dir', b'SQL_ASCII', b'encoding UTF8'):
+            if want not in cp.stderr:
+                fail('run %d: the message lacks %r: %r' % (attempt, want, cp.stderr[-600:]))
+    PG.psql('postgres', "CREATE DATABASE nu_ascii TEMPLATE template0 ENCODING 'SQL_ASCII' "
+            "LC_COLLATE 'C' LC_CTYPE 'C'")
+    cp = run(['discover', '--db', PG.uri('nu_ascii'), '--config',
+              os.path.join(work, 'nu-ascii.yaml'), '--quiet', src, dst], env=env())
+    expect_rc(cp, 0, 'discover into a SQL_ASCII database')
+    lite = os.path.join(work, 'nu-lite.db')
+    expect_rc(run(['discover', '--db', lite, '--quiet', src, dst]), 0, 'discover on SQLite')
+    back = os.path.join(work, 'nu-back.db')
+    cp = run(['state-copy', '--quiet', '--config', back + '.yaml', PG.uri('nu_ascii'), back],
+             env=env())
+    expect_rc(cp, 0, 'state-copy of the SQL_ASCII database')
+    a, b = file_rows(lite, NU_Q), file_rows(back, NU_Q)
+    expect_eq('source rows, SQLite against PostgreSQL (SQL_ASCII)', a, b)
+    names = [r[1] for r in b]
+    for want in (b'caf\xe9-dir', b'f\xff.txt'):
+        if want not in names:
+            fail('the name %r is not in the database byte for byte: %r' % (want, names))
+
+
 def main():
     global PG
     tmtest.require_binary()
@@ -845,6 +903,8 @@ def main():
                 check_state_copy, work)
         R.check('review --list and copy --dry-run read their rows as they come',
                 check_bounded_memory, work)
+        R.check('names that are not UTF-8: a UTF8 database refuses them clearly, a '
+                'SQL_ASCII one keeps them byte for byte', check_non_utf8, work)
         R.check('a name listed twice: inserted and counted once (the redo)',
                 check_repeated_name, work)
         R.check('a SET outlives a lost connection', check_set_kept, work)

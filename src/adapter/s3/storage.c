@@ -182,18 +182,6 @@ static int key_of(const struct s3a *a, const char *path, struct tm__buf *out)
     return path[1] ? tm__buf_adds(out, path + 1) : 0;
 }
 
-static int utf8_valid(const char *s, size_t n)
-{
-    size_t i = 0, k;
-    while (i < n) {
-        k = tm__utf8_seq((const unsigned char *)s + i, n - i, NULL);
-        if (!k)
-            return 0;
-        i += k;
-    }
-    return 1;
-}
-
 /* A node as a storage reports it, from a HEAD or a GET: the metadata
  * rclone writes when it is there, else LastModified and 0644. */
 static void entry_of(const struct s3a *a, const struct tm__s3_stat *st,
@@ -272,7 +260,7 @@ static int parse_spec(const char *spec, char **bucket, char **prefix, char *err,
         end = strchr(p, '/');
         n = end ? (size_t)(end - p) : strlen(p);
         if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.') ||
-            !utf8_valid(p, n)) {
+            !tm__utf8_valid(p, n)) {
             snprintf(err, errlen, "%s: a prefix of '.', '..' or a name that is not "
                      "UTF-8 is no folder", spec);
             tm__buf_release(&pre);
@@ -1822,7 +1810,7 @@ static int s3_cannot_hold(struct tm__adapter *ad, const char *path, size_t len,
         snprintf(why, whylen, "S3 cannot hold a special file");
         return 1;
     }
-    if (!utf8_valid(path, len)) {
+    if (!tm__utf8_valid(path, len)) {
         snprintf(why, whylen, "its name is not valid UTF-8, which an S3 key must be");
         return 1;
     }
