@@ -701,6 +701,26 @@ static int wait_fd(struct tm__sftp_proc *pr, short ev, int timeout_ms, int *rx_r
     }
 }
 
+/* ssh's socket is full: waits for room, taking in replies meanwhile (ssh
+ * stops reading when its output is not read), as far as rx has room. */
+static int wait_room(struct tm__sftp_proc *pr, unsigned char *rx, size_t rx_space,
+                     size_t *rx_got, int timeout_ms)
+{
+    int readable = 0;
+    int rc = wait_fd(pr, (short)(POLLOUT | (*rx_got < rx_space ? POLLIN : 0)), timeout_ms,
+                     &readable);
+    if (rc)
+        return rc;
+    if (readable && *rx_got < rx_space) {
+        ssize_t r = recv(pr->fd, rx + *rx_got, rx_space - *rx_got, 0);
+        if (r > 0)
+            *rx_got += (size_t)r;
+        else if (r == 0)
+            return TM_ECONNRESET;
+    }
+    return 0;
+}
+
 ssize_t tm__sftp_proc_sendv(struct tm__sftp_proc *pr, const void *p1, size_t n1,
                             const void *p2, size_t n2, unsigned char *rx, size_t rx_space,
                             size_t *rx_got, int timeout_ms)
@@ -712,7 +732,7 @@ ssize_t tm__sftp_proc_sendv(struct tm__sftp_proc *pr, const void *p1, size_t n1,
         struct iovec iov[2];
         struct msghdr m;
         ssize_t w;
-        int rc, readable = 0, k = 0;
+        int rc, k = 0;
         if (done < n1) {
             iov[k].iov_base = (char *)p1 + done;
             iov[k++].iov_len = n1 - done;
@@ -734,19 +754,9 @@ ssize_t tm__sftp_proc_sendv(struct tm__sftp_proc *pr, const void *p1, size_t n1,
             continue;
         if (w < 0 && errno != EAGAIN)
             return tm__from_errno(errno);
-        /* Full: take in replies meanwhile (ssh stops reading when its
-         * output is not read), as far as the caller has room. */
-        rc = wait_fd(pr, (short)(POLLOUT | (*rx_got < rx_space ? POLLIN : 0)), timeout_ms,
-                     &readable);
+        rc = wait_room(pr, rx, rx_space, rx_got, timeout_ms);
         if (rc)
             return rc;
-        if (readable && *rx_got < rx_space) {
-            ssize_t r = recv(pr->fd, rx + *rx_got, rx_space - *rx_got, 0);
-            if (r > 0)
-                *rx_got += (size_t)r;
-            else if (r == 0)
-                return TM_ECONNRESET;
-        }
     }
     return (ssize_t)done;
 }
@@ -763,7 +773,7 @@ ssize_t tm__sftp_proc_sendfile(struct tm__sftp_proc *pr, int fd, size_t n, int *
     *rx_got = 0;
     while (done < n) {
         ssize_t w;
-        int rc, readable = 0;
+        int rc;
         if (how == 0) {
             w = sendfile(pr->fd, fd, NULL, n - done);
             if (w < 0 && (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
@@ -809,18 +819,9 @@ ssize_t tm__sftp_proc_sendfile(struct tm__sftp_proc *pr, int fd, size_t n, int *
             continue;
         if (w < 0 && errno != EAGAIN)
             return tm__from_errno(errno);
-        /* full: replies are taken in meanwhile, as in sendv */
-        rc = wait_fd(pr, (short)(POLLOUT | (*rx_got < rx_space ? POLLIN : 0)), timeout_ms,
-                     &readable);
+        rc = wait_room(pr, rx, rx_space, rx_got, timeout_ms);
         if (rc)
             return rc;
-        if (readable && *rx_got < rx_space) {
-            ssize_t r = recv(pr->fd, rx + *rx_got, rx_space - *rx_got, 0);
-            if (r > 0)
-                *rx_got += (size_t)r;
-            else if (r == 0)
-                return TM_ECONNRESET;
-        }
     }
     return (ssize_t)taken;
 }
