@@ -1329,6 +1329,44 @@ static int emit(struct tm__buf *b, const char *text, int base,
 }
 
 /* Appends v as 4 or 8 bytes, most significant first (the wire's order). */
+/* Writes v's lowest bytes at p, most significant first; returns p past
+ * them. */
+static unsigned char *put_be_at(unsigned char *p, uint64_t v, int bytes)
+{
+    int i;
+    for (i = 0; i < bytes; i++)
+        p[i] = (unsigned char)(v >> (8 * (bytes - 1 - i)));
+    return p + bytes;
+}
+
+/* The bytes of value v (a bind: text, or fmt 1 with len bytes) as a
+ * binary field of type t (0 for NULL): what field_at() writes after the
+ * length. */
+static size_t field_size(const char *v, Oid t, int fmt, int len)
+{
+    return !v ? 0 : t == PG_INT8 || t == PG_FLOAT8 ? 8 : fmt ? (size_t)len : strlen(v);
+}
+
+/* Writes v as a binary field of type t at p (an array's element, a COPY's
+ * column): its length n (field_size) or -1 for NULL, then the value as
+ * the type's receive function reads it. Returns p past it. */
+static unsigned char *field_at(unsigned char *p, const char *v, Oid t, size_t n)
+{
+    if (!v)
+        return put_be_at(p, 0xffffffffu, 4);
+    p = put_be_at(p, n, 4);
+    if (t == PG_INT8)
+        return put_be_at(p, (uint64_t)strtoll(v, NULL, 10), 8);
+    if (t == PG_FLOAT8) {
+        double x = strtod(v, NULL);
+        uint64_t u;
+        memcpy(&u, &x, sizeof u);
+        return put_be_at(p, u, 8);
+    }
+    memcpy(p, v, n);
+    return p + n;
+}
+
 static int put_be(struct tm__buf *b, uint64_t v, int bytes)
 {
     unsigned char x[8];
@@ -1397,25 +1435,12 @@ static int send_unnest(struct pg_stmt *s, size_t at, size_t k, int check)
         if (!rc)
             rc = put_be(b, 1, 4); /* lower bound */
         for (j = at; !rc && j < at + k; j++) {
-            const char *v = s->rvals[j * np + i];
-            if (!v) {
-                rc = put_be(b, 0xffffffffu, 4);
-            } else if (et[i] == PG_INT8) {
-                rc = put_be(b, 8, 4);
-                if (!rc)
-                    rc = put_be(b, (uint64_t)strtoll(v, NULL, 10), 8);
-            } else if (et[i] == PG_FLOAT8) {
-                double x = strtod(v, NULL);
-                uint64_t u;
-                memcpy(&u, &x, sizeof u);
-                rc = put_be(b, 8, 4);
-                if (!rc)
-                    rc = put_be(b, u, 8);
-            } else {
-                size_t n = s->rfmts[j * np + i] ? (size_t)s->rlens[j * np + i] : strlen(v);
-                rc = put_be(b, n, 4);
-                if (!rc)
-                    rc = tm__buf_add(b, v, n);
+            size_t x = j * np + i, n = field_size(s->rvals[x], et[i], s->rfmts[x],
+                                                  s->rlens[x]);
+            if ((rc = tm__buf_grow(b, 4 + n)) == 0) {
+                unsigned char *e = field_at((unsigned char *)b->buf + b->len, s->rvals[x],
+                                            et[i], n);
+                tm__buf_setlen(b, (size_t)((char *)e - b->buf));
             }
         }
         vals[i] = b->buf;
@@ -1468,16 +1493,6 @@ static int send_unnest(struct pg_stmt *s, size_t at, size_t k, int check)
  * ends the pipeline before a COPY costs more than the COPY saves. */
 #define COPY_MIN_ROWS 128
 
-/* Writes v's lowest bytes at p, most significant first; returns p past
- * them. */
-static unsigned char *put_be_at(unsigned char *p, uint64_t v, int bytes)
-{
-    int i;
-    for (i = 0; i < bytes; i++)
-        p[i] = (unsigned char)(v >> (8 * (bytes - 1 - i)));
-    return p + bytes;
-}
-
 /* Appends held row j of s to a COPY's data (binary format): its field
  * count, then per column the value's length and the value as the
  * column's binary receive function reads it (-1 for NULL). Written in
@@ -1490,10 +1505,7 @@ static int copy_row(struct tm__buf *b, const struct pg_stmt *s, size_t j)
     int c;
     for (c = 0; c < s->ncopy; c++) {
         size_t at = j * np + s->cmap[c];
-        Oid t = s->ctype[s->cmap[c]];
-        const char *v = s->rvals[at];
-        n[c] = !v ? 0 : t == PG_INT8 || t == PG_FLOAT8 ? 8
-                   : s->rfmts[at] ? (size_t)s->rlens[at] : strlen(v);
+        n[c] = field_size(s->rvals[at], s->ctype[s->cmap[c]], s->rfmts[at], s->rlens[at]);
         need += 4 + n[c];
     }
     if (tm__buf_grow(b, need))
@@ -1501,24 +1513,7 @@ static int copy_row(struct tm__buf *b, const struct pg_stmt *s, size_t j)
     p = put_be_at((unsigned char *)b->buf + b->len, (uint64_t)s->ncopy, 2);
     for (c = 0; c < s->ncopy; c++) {
         size_t at = j * np + s->cmap[c];
-        Oid t = s->ctype[s->cmap[c]];
-        const char *v = s->rvals[at];
-        if (!v) {
-            p = put_be_at(p, 0xffffffffu, 4);
-            continue;
-        }
-        p = put_be_at(p, n[c], 4);
-        if (t == PG_INT8) {
-            p = put_be_at(p, (uint64_t)strtoll(v, NULL, 10), 8);
-        } else if (t == PG_FLOAT8) {
-            double x = strtod(v, NULL);
-            uint64_t u;
-            memcpy(&u, &x, sizeof u);
-            p = put_be_at(p, u, 8);
-        } else {
-            memcpy(p, v, n[c]);
-            p += n[c];
-        }
+        p = field_at(p, s->rvals[at], s->ctype[s->cmap[c]], n[c]);
     }
     tm__buf_setlen(b, (size_t)((char *)p - b->buf));
     return 0;
