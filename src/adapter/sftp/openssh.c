@@ -701,14 +701,20 @@ static int wait_fd(struct tm__sftp_proc *pr, short ev, int timeout_ms, int *rx_r
     }
 }
 
-/* ssh's socket is full: waits for room, taking in replies meanwhile (ssh
- * stops reading when its output is not read), as far as rx has room. */
-static int wait_room(struct tm__sftp_proc *pr, unsigned char *rx, size_t rx_space,
+/* A send to ssh's socket took nothing (w <= 0, errno its): interrupted,
+ * nothing to do; full, waits for room, taking in replies meanwhile (ssh
+ * stops reading when its output is not read), as far as rx has room;
+ * else the error. 0 to send again, or an error. */
+static int wait_room(struct tm__sftp_proc *pr, ssize_t w, unsigned char *rx, size_t rx_space,
                      size_t *rx_got, int timeout_ms)
 {
-    int readable = 0;
-    int rc = wait_fd(pr, (short)(POLLOUT | (*rx_got < rx_space ? POLLIN : 0)), timeout_ms,
-                     &readable);
+    int readable = 0, rc;
+    if (w < 0 && errno == EINTR)
+        return 0;
+    if (w < 0 && errno != EAGAIN)
+        return tm__from_errno(errno);
+    rc = wait_fd(pr, (short)(POLLOUT | (*rx_got < rx_space ? POLLIN : 0)), timeout_ms,
+                 &readable);
     if (rc)
         return rc;
     if (readable && *rx_got < rx_space) {
@@ -750,11 +756,7 @@ ssize_t tm__sftp_proc_sendv(struct tm__sftp_proc *pr, const void *p1, size_t n1,
             done += (size_t)w;
             continue;
         }
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && errno != EAGAIN)
-            return tm__from_errno(errno);
-        rc = wait_room(pr, rx, rx_space, rx_got, timeout_ms);
+        rc = wait_room(pr, w, rx, rx_space, rx_got, timeout_ms);
         if (rc)
             return rc;
     }
@@ -815,11 +817,7 @@ ssize_t tm__sftp_proc_sendfile(struct tm__sftp_proc *pr, int fd, size_t n, int *
             done += (size_t)w;
             continue;
         }
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && errno != EAGAIN)
-            return tm__from_errno(errno);
-        rc = wait_room(pr, rx, rx_space, rx_got, timeout_ms);
+        rc = wait_room(pr, w, rx, rx_space, rx_got, timeout_ms);
         if (rc)
             return rc;
     }
