@@ -489,7 +489,7 @@ int tm_worker(tm_migration *m, tm_worker_options *o)
 {
     char phase[32], run[2 * TM_KEY_LEN + 1], last[2 * TM_KEY_LEN + 1] = "";
     char vrun[2 * TM_KEY_LEN + 1], vlast[2 * TM_KEY_LEN + 1] = "";
-    int rc, said = 0, unsaid = 0;
+    int rc, said = 0, unsaid = 0, shared;
 
     if (!m || !m->open || m->store.readonly || !o)
         return TM_EINVAL;
@@ -509,6 +509,10 @@ int tm_worker(tm_migration *m, tm_worker_options *o)
             rc = tm__mig_copy_setting(m->store.db, "verify_run", vrun, sizeof vrun);
         if (rc)
             return tm__mig_setting_fail(m, rc);
+        /* read once a pass: the discovery's word, written meanwhile, must
+         * not be missing at one test and there at the next (the worker
+         * would then refuse a discovery it should wait for or join) */
+        shared = tm__mig_get_int(m->store.db, "shared_discovery", -1);
         if (vrun[0] && strcmp(vrun, vlast) != 0) {
             if (o->progress) {
                 char line[96];
@@ -528,8 +532,7 @@ int tm_worker(tm_migration *m, tm_worker_options *o)
         }
         /* a pass's discovery (rescan) is one process's: its copy is joined */
         if (!strcmp(phase, "discovering") &&
-            tm__mig_get_int(m->store.db, "pass_running", 0) <= 0 &&
-            tm__mig_get_int(m->store.db, "shared_discovery", 0) == 1) {
+            tm__mig_get_int(m->store.db, "pass_running", 0) <= 0 && shared == 1) {
             if (o->progress)
                 o->progress(o->progress_ctx, "worker: joining the discovery");
             rc = join_discover(m, o);
@@ -557,8 +560,7 @@ int tm_worker(tm_migration *m, tm_worker_options *o)
                 return 0;
             continue;
         }
-        if (!strcmp(phase, "discovering") && unsaid < 100 &&
-            tm__mig_get_int(m->store.db, "shared_discovery", -1) == -1) {
+        if (!strcmp(phase, "discovering") && unsaid < 100 && shared == -1) {
             /* a discovery that has just begun: its phase is set before
              * it says whether it is shared (5 s at most: a discovery of
              * an older treemig never says) */
