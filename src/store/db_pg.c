@@ -618,13 +618,7 @@ static int g_prepare(struct tm__db *db, const char *sql, int persistent,
     p = skip_ws(s->sql);
     s->stream = !persistent && (kw_at(p, p, "SELECT") || kw_at(p, p, "WITH")) &&
                 !s->writes;
-    /* A text without parameters is planned at each run, not prepared:
-     * the server keeps one plan for it (there are no values to plan
-     * for), made with the statistics of its first run, which an early
-     * ANALYZE of a node table still small made a sequential scan (the
-     * frontier's lowest pending depth, read again and again as the table
-     * grew). */
-    s->persistent = persistent && s->nparams > 0;
+    s->persistent = persistent;
     s->row = -1;
     s->blob_col = -1;
     *out = &s->base;
@@ -757,19 +751,8 @@ static unsigned type_sig(const struct pg_stmt *s)
  * scan of the whole table instead of a probe per row, whenever the
  * table's statistics were older than its growth (2-8 ms each, for 5-20%
  * of those statements in a discovery: 25-35% once their plan was
- * cached).
- * Each run of a prepared text is planned for its values (the parse is
- * still kept): a plan made once for any values counts an array parameter
- * as 10 elements, so it always looked cheaper than the plans for the
- * real 1000 and replaced them, and it was made with the statistics of
- * that moment. An autovacuum ANALYZE of a node table still small early
- * in a discovery then left the writer's UPDATE ... FROM unnest joined by
- * a hash over a sequential scan for the rest of the run, the table grown
- * to 300k rows: 0.3-0.4 s each, a 300k discovery of 5 s took 50 s. A
- * plan for the values at hand sees the table's current size. (The
- * leases' connection asks for the other mode: lease_q.c.) */
-#define SESSION_SETS "SET client_min_messages = warning; SET random_page_cost = 1.1; " \
-                     "SET plan_cache_mode = force_custom_plan"
+ * cached). */
+#define SESSION_SETS "SET client_min_messages = warning; SET random_page_cost = 1.1"
 
 /* ---- a lost connection ---- */
 
