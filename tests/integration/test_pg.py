@@ -247,6 +247,7 @@ EAGER_AUTOVACUUM = (('autovacuum_naptime', '1'), ('autovacuum_analyze_threshold'
                     ('autovacuum_analyze_scale_factor', '0'))
 
 
+@tmtest.again_if_void
 def check_early_autovacuum(work):
     """An autovacuum as eager as can be (a visit a second, an ANALYZE after
     any change) leaves the node tables of a discovery alone while they
