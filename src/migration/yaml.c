@@ -52,7 +52,6 @@ char *tm__mig_yaml_path_for(tm_migration *m, const char *given)
     if (tm__store_get(m->store.db, "config", &b) == 0 && b.len)
         return tm__buf_detach(&b, NULL);
     tm__buf_release(&b);
-    tm__buf_release(&b);
     {
         char *d = tm__store_yaml_default(m->store.path);
         p = d ? tm__path_absolute(d) : NULL;
