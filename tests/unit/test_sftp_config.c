@@ -1,6 +1,8 @@
 /* Unit tests of the sftp:// URL parser, the ssh_config reader (first match
  * wins, patterns and negation, Include, Match all, quoting, Key=value) and
- * %-token expansion (src/adapter/sftp/config.c). */
+ * %-token expansion (src/adapter/sftp/config.c); and the openssh
+ * transport's sendfile to an ssh that is gone: an error, not SIGPIPE
+ * (src/adapter/sftp/openssh.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,7 +15,12 @@
 #include <cmocka.h>
 
 #include "adapter/sftp/sftp.h"
+#include "adapter/sftp/sftp_int.h"
 #include "treemig.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
 
 static void test_url(void **state)
 {
@@ -187,12 +194,49 @@ static int cleanup(void **state)
     return system(cmd) == 0 ? 0 : 0;
 }
 
+/* An upload's sendfile into the socket of an ssh that has exited (its
+ * master killed): the call fails; SIGPIPE (default action: the process
+ * ends) neither ends the process nor stays pending. */
+static void test_sendfile_gone(void **state)
+{
+    char path[] = "/tmp/tm-sendfile-XXXXXX";
+    static char data[1 << 20];
+    struct tm__sftp_proc pr;
+    unsigned char rx[64];
+    size_t got = 0;
+    sigset_t pend;
+    int sv[2], fd, fd_err = 0;
+    ssize_t r;
+    (void)state;
+
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    assert_int_equal(write(fd, data, sizeof data), (ssize_t)sizeof data);
+    assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    close(sv[1]); /* ssh gone */
+    fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+    memset(&pr, 0, sizeof pr);
+    pr.fd = sv[0];
+    pr.err = -1;
+    pr.pid = -1;
+    signal(SIGPIPE, SIG_DFL);
+    r = tm__sftp_proc_sendfile(&pr, fd, sizeof data, &fd_err, rx, sizeof rx, &got, 1000);
+    assert_true(r < 0);
+    assert_int_equal(sigpending(&pend), 0);
+    assert_false(sigismember(&pend, SIGPIPE));
+    close(sv[0]);
+    close(fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_url),
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_expand),
+        cmocka_unit_test(test_sendfile_gone),
     };
     return cmocka_run_group_tests(tests, NULL, cleanup);
 }

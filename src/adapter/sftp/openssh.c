@@ -763,9 +763,8 @@ ssize_t tm__sftp_proc_sendv(struct tm__sftp_proc *pr, const void *p1, size_t n1,
     return (ssize_t)done;
 }
 
-ssize_t tm__sftp_proc_sendfile(struct tm__sftp_proc *pr, int fd, size_t n, int *fd_err,
-                               unsigned char *rx, size_t rx_space, size_t *rx_got,
-                               int timeout_ms)
+static ssize_t send_file(struct tm__sftp_proc *pr, int fd, size_t n, int *fd_err,
+                         unsigned char *rx, size_t rx_space, size_t *rx_got, int timeout_ms)
 {
     static const unsigned char zeros[4096];
     unsigned char chunk[16384];     /* read(), where fd refuses sendfile */
@@ -822,6 +821,32 @@ ssize_t tm__sftp_proc_sendfile(struct tm__sftp_proc *pr, int fd, size_t n, int *
             return rc;
     }
     return (ssize_t)taken;
+}
+
+/* send_file with SIGPIPE blocked in this thread: sendfile has no
+ * MSG_NOSIGNAL, and ssh gone (its master killed) raised SIGPIPE, which
+ * ended treemig instead of failing the write (EPIPE: the session
+ * reconnects). The signal it raised is taken off again. */
+ssize_t tm__sftp_proc_sendfile(struct tm__sftp_proc *pr, int fd, size_t n, int *fd_err,
+                               unsigned char *rx, size_t rx_space, size_t *rx_got,
+                               int timeout_ms)
+{
+    sigset_t pipe_set, old, pend;
+    int was_pending;
+    ssize_t r;
+
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    was_pending = sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE);
+    r = send_file(pr, fd, n, fd_err, rx, rx_space, rx_got, timeout_ms);
+    if (!was_pending && sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE)) {
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return r;
 }
 
 ssize_t tm__sftp_proc_recv(struct tm__sftp_proc *pr, void *p, size_t n, int timeout_ms)
