@@ -229,8 +229,18 @@ def build_copy_source(src):
 
 
 def check_complete(src_snap, dst):
-    """Every file under a real name on the server is its source's, whole."""
-    got = snapshot(dst)
+    """Every file under a real name on the server is its source's, whole.
+    After a kill -9 the server still ends what the copy had sent (the
+    removal of a temporary, a rename): a name gone between the walk's
+    listing and its lstat, and the walk is made again."""
+    for _ in range(100):
+        try:
+            got = snapshot(dst)
+            break
+        except FileNotFoundError:
+            time.sleep(0.05)
+    else:
+        fail('the destination still changed 5 s after the copy was killed')
     bad = []
     for p, n in got.items():
         if os.path.basename(p).startswith(b'.treemig.'):
