@@ -270,14 +270,18 @@ def check_early_autovacuum(work):
         q = ("SELECT relname, n_live_tup, autoanalyze_count FROM pg_stat_user_tables "
              "WHERE relname IN ('src_nodes', 'dst_nodes', 'src_stats', 'dst_stats') "
              "ORDER BY relname")
+        def counts():  # {table: [rows, autoanalyze_count]}
+            return dict((r.split('|')[0], [int(x) for x in r.split('|')[1:]])
+                        for r in PG.rows(name, q))
         for _ in range(100):
-            got = dict((r.split('|')[0], [int(x) for x in r.split('|')[1:]])
-                       for r in PG.rows(name, q))
+            got = counts()
             if got.get('src_stats', [0, 0])[1] and got.get('dst_stats', [0, 0])[1]:
                 break
             time.sleep(0.1)
         else:
             tmtest.void('autovacuum did not ANALYZE the stats tables in 10 s')
+        time.sleep(1.5)  # a visit more: the node tables' turn may come later
+        got = counts()
         for t in ('src_nodes', 'dst_nodes'):
             rows, analyzed = got[t]
             if not 100 < rows < 10000:
