@@ -48,9 +48,6 @@ int tm__rv_fail(tm_migration *m, int rc, const char *fmt, ...)
  * Escaping of paths and messages.
  */
 
-/* Length of the UTF-8 sequence at s (n bytes left) with its code point in
- * *cp, or 0 when s does not start a valid, shortest-form sequence. */
-
 static int add_hex(struct tm__buf *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";

@@ -183,12 +183,7 @@ static int misleading(uint32_t cp)
            (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069);
 }
 
-/*
- * Appends s[0..len) for a line of plain output (docs/review.md): printable
- * ASCII and UTF-8 as is; a backslash as \\; tab, newline, carriage return
- * as \t \n \r; other control bytes and bytes that are not UTF-8 as \xHH;
- * misleading code points (above) as \uHHHH.
- */
+/* buf.h; misleading() says which code points go as \uHHHH. */
 int tm__buf_add_escaped(struct tm__buf *b, const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;
