@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """bench/pg_server_cpu.py: the CPU a command costs a PostgreSQL server.
 
-    bench/pg_server_cpu.py PGDATA -- CMD [ARG...]
+    bench/pg_server_cpu.py [-t SECONDS] PGDATA -- CMD [ARG...]
 
 Runs CMD (e.g. `treemig discover --db postgresql://...`) and samples, every
 20 ms until it exits, /proc/PID/stat of every child of the server whose
@@ -12,8 +12,13 @@ at most 20 ms short), of autovacuum workers, of the server's own
 processes (checkpointer, WAL writer: what they used during the run), and
 treemig + backends + own processes. On a machine shared with other work
 these CPU seconds are steadier than the wall (docs/BENCHMARKS.md,
-"PostgreSQL node rows by COPY"). Linux only; must be able to read the
-server's /proc entries (its user or root).
+"PostgreSQL node rows by COPY"). With -t, first a timeline: per
+SECONDS of the run, the cores the client backends and CMD's own process
+(its threads) used, from the same samples (taken every 10 ms then):
+whether the server waits for the client or the client for the server
+(docs/BENCHMARKS.md, "PostgreSQL discovery: when the backend waits").
+Linux only; must be able to read the server's /proc entries (its user or
+root).
 """
 import os
 import resource
@@ -42,6 +47,32 @@ def children(pm, tck):
     return out
 
 
+def own_cpu(pid, tck):
+    """CPU s of process pid and its threads (0 once it is gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            st = fh.read()
+        f = st[st.rindex(")") + 2:].split()
+        return (int(f[11]) + int(f[12])) / tck
+    except (OSError, ValueError):
+        return 0.0
+
+
+def timeline(samples, bucket):
+    """Prints the cores used per bucket from (t, backends cpu, cmd cpu)."""
+    print("%7s %9s %9s" % ("t s", "backends", "command"))
+    i = 0
+    while i < len(samples):
+        j = i
+        while j < len(samples) and samples[j][0] < samples[i][0] + bucket:
+            j += 1
+        if j >= len(samples):
+            break
+        (t, b, c), (t2, b2, c2) = samples[i], samples[j]
+        print("%7.2f %9.2f %9.2f" % (t, (b2 - b) / (t2 - t), (c2 - c) / (t2 - t)))
+        i = j
+
+
 def kind_of(title):
     if "autovacuum worker" in title:
         return "autovacuum"
@@ -52,6 +83,10 @@ def kind_of(title):
 
 def main():
     args = sys.argv[1:]
+    bucket = None
+    if args[:1] == ["-t"]:
+        bucket = float(args[1])
+        args = args[2:]
     if len(args) < 3 or args[1] != "--":
         print(__doc__, file=sys.stderr)
         return 2
@@ -60,6 +95,7 @@ def main():
     tck = os.sysconf("SC_CLK_TCK")
     before = children(pm, tck)
     seen = {}
+    samples = []  # (t, backends' cpu, cmd's cpu), for -t
     t0 = time.monotonic()
     p = subprocess.Popen(args[2:])
     while True:
@@ -69,7 +105,16 @@ def main():
             seen[pid] = (cpu, kind)
         if done:
             break
-        time.sleep(0.02)
+        if bucket:
+            c = own_cpu(p.pid, tck)
+            if c or not samples:  # not after it exited (unreaped: 0)
+                samples.append((time.monotonic() - t0,
+                                sum(cpu - (before[pid][0] if pid in before else 0)
+                                    for pid, (cpu, kind) in seen.items() if kind == "backend"),
+                                c))
+        time.sleep(0.01 if bucket else 0.02)
+    if bucket:
+        timeline(samples, bucket)
     wall = time.monotonic() - t0
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     cmd = ru.ru_utime + ru.ru_stime
