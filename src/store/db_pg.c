@@ -38,6 +38,7 @@
 #include "engine/pool.h"
 #include "treemig.h"
 #include "util/buf.h"
+#include "util/util.h"
 
 #define PG_INT8 20    /* the type oids of PostgreSQL's catalog */
 #define PG_INT4 23
@@ -125,6 +126,10 @@ struct pg_db {
                             (lock_timeout, idle_in_transaction_session_
                             timeout), each ending in ';': made again on a
                             new connection (setup) */
+    int track;           /* a writer's connection (the pipeline method was
+                            turned on once): its BEGIN also asks for the
+                            transaction's id (commit_outcome) */
+    char xid[24];        /* that id, as text, "" when not known */
 };
 
 /* Tries to connect again after a lost connection (the shared retry
@@ -2128,6 +2133,39 @@ static int remember_set(struct pg_db *d, const char *sql)
     return SQLITE_OK;
 }
 
+/* A COMMIT was sent and its answer lost with the connection: it may
+ * have committed or not. The server knows, by the transaction's id asked
+ * at its BEGIN (txid_status, PostgreSQL 10 and later), once the session
+ * that sent it has ended (until then "in progress": asked again for up
+ * to OUTCOME_WAIT_MS). SQLITE_OK when it committed; TM__DB_REDO when it
+ * did not, or when that cannot be known (the id unknown, a server
+ * without txid_status): the caller applies the transaction again, which
+ * fails loudly if it had committed after all (scale-out.md); the
+ * connection's error when no new one could be made. */
+#define OUTCOME_WAIT_MS 5000
+static int commit_outcome(struct pg_db *d)
+{
+    char sql[64];
+    int code, waited = 0;
+    if (!d->xid[0])
+        return TM__DB_REDO;
+    code = reconnect(d);
+    if (code != SQLITE_OK)
+        return code;
+    snprintf(sql, sizeof sql, "SELECT txid_status(%s)", d->xid);
+    for (;;) {
+        PGresult *r = PQexec(d->conn, sql);
+        int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+        const char *v = ok && !PQgetisnull(r, 0, 0) ? PQgetvalue(r, 0, 0) : "";
+        int committed = !strcmp(v, "committed"), running = !strcmp(v, "in progress");
+        PQclear(r);
+        if (!running || waited >= OUTCOME_WAIT_MS)
+            return committed ? SQLITE_OK : TM__DB_REDO;
+        tm__sleep_ms(50);
+        waited += 50;
+    }
+}
+
 static int g_exec(struct tm__db *db, const char *sql)
 {
     struct pg_db *d = D(db);
@@ -2136,6 +2174,7 @@ static int g_exec(struct tm__db *db, const char *sql)
     PGresult *r;
     ExecStatusType es;
     int begin, commit, rollback, code;
+    char *q; /* what is sent: t, or for a writer's BEGIN t and its id */
     if (!t)
         return SQLITE_NOMEM;
     if (!*t) { /* only PRAGMAs that mean nothing here */
@@ -2175,7 +2214,20 @@ static int g_exec(struct tm__db *db, const char *sql)
         free(t);
         return code;
     }
-    r = PQexec(d->conn, t);
+    q = t;
+    if (begin && d->track) {
+        /* the id that tells a lost COMMIT's outcome (commit_outcome);
+         * no round trip more: one simple query, the last answer read */
+        q = malloc(strlen(t) + 32);
+        if (!q) {
+            free(t);
+            return SQLITE_NOMEM;
+        }
+        sprintf(q, "%.*s; SELECT txid_current()", (int)strcspn(t, ";"), t);
+    }
+    if (begin || rollback)
+        d->xid[0] = '\0';
+    r = PQexec(d->conn, q);
     if (!d->in_txn && !commit && !rollback && conn_bad(d) &&
         PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
         /* the connection went while idle (noticed only now): BEGIN, or a
@@ -2184,11 +2236,15 @@ static int g_exec(struct tm__db *db, const char *sql)
         PQclear(r);
         code = reconnect(d);
         if (code != SQLITE_OK) {
+            if (q != t)
+                free(q);
             free(t);
             return code;
         }
-        r = PQexec(d->conn, t);
+        r = PQexec(d->conn, q);
     }
+    if (q != t)
+        free(q);
     es = PQresultStatus(r);
     if (commit || rollback)
         d->in_txn = 0;
@@ -2196,12 +2252,19 @@ static int g_exec(struct tm__db *db, const char *sql)
         free(t);
         code = fail_res(d, r);
         PQclear(r);
-        if (commit && conn_bad(d))
-            code = d->errcode = TM__DB_REDO; /* lost with the connection */
-        return code;
+        if (commit && conn_bad(d)) /* lost with the connection */
+            code = d->errcode = commit_outcome(d);
+        d->xid[0] = '\0';
+        return code; /* SQLITE_OK: it had committed */
     }
+    if (begin && q != t && es == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+        PQgetlength(r, 0, 0) < (int)sizeof d->xid &&
+        strspn(PQgetvalue(r, 0, 0), "0123456789") == (size_t)PQgetlength(r, 0, 0))
+        memcpy(d->xid, PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0) + 1);
     if (begin)
         d->in_txn = 1;
+    if (commit)
+        d->xid[0] = '\0';
     d->changes = atoi(PQcmdTuples(r));
     PQclear(r);
     if (kw_at(w, w, "SET") && !d->in_txn)
@@ -2238,6 +2301,7 @@ static int g_pipeline(struct tm__db *db, int on)
     struct pg_db *d = D(db);
     int rc = on ? SQLITE_OK : flush(d);
     d->pipe_on = on;
+    d->track |= on;
     return rc;
 }
 static int g_close(struct tm__db *db)

@@ -13,6 +13,9 @@ port, run as nobody through setpriv when the test runs as root).
   middle of a discovery and of a copy: the same process reconnects with
   backoff and finishes, the same end state; a server that stays down: a
   clear error after the retries, and resume finishes once it is back;
+- the answer to a COMMIT the server made lost with the connection
+  (tests/servers/pg_cut_proxy.py): the process asks the server what
+  became of it and goes on, the same end state;
 - a wrong password, a missing database and a database holding another
   program's tables: exit 2, a clear message, nothing touched;
 - state-copy from SQLite to PostgreSQL and back (a discovery on SQLite,
@@ -45,6 +48,7 @@ sys.path.insert(0, os.path.join(HERE, '..', 'servers'))
 import tmtest  # noqa: E402
 from tmtest import expect_eq, expect_rc, fail, run, show  # noqa: E402
 import pgserver  # noqa: E402
+import pg_cut_proxy  # noqa: E402
 import statecheck  # noqa: E402
 
 SHAPE = 'seed=11,depth=4,folders=5,files=6,size=4000'
@@ -418,6 +422,43 @@ def check_restart_down(work):
     expect_rc(run(['resume', '--config', os.path.join(work, 'd.yaml'), '--quiet'],
                   env=env()), 0, 'resume once the server is back')
     expect_eq('phase after resume', 'discovered', phase_of(name))
+
+
+def check_lost_commit(work):
+    """The writer's COMMIT reaches the server and commits, and its answer
+    is lost with the connection (a proxy cuts it then): the process must
+    find out that it committed (the transaction's id, txid_status) and go
+    on, not apply the batch again (which finds its folders no longer
+    pending and fails). Then the COMMIT itself lost (the server rolls the
+    transaction back): the batch must be applied again. Either way the
+    end state equals an uninterrupted SQLite run's."""
+    lite = os.path.join(work, 'lc.db')
+    src = 'sim:' + SHAPE
+    expect_rc(run(['discover', '--db', lite, '--quiet', '--config',
+                   os.path.join(work, 'lcl.yaml'), src, 'sim:%s,%s,overlay=%s' % (
+                       SHAPE, DKEYS, os.path.join(work, 'lcl.ovl'))], env=env()),
+              0, 'the SQLite discovery')
+    for lose in ('answer', 'commit'):  # then the COMMIT itself: rolled back
+        name, _ = new_db()
+        proxy = pg_cut_proxy.CommitCutProxy(PG.port, nth=3, lose=lose)
+        tag = 'lc-' + lose
+        try:
+            uri = 'postgresql://%s@127.0.0.1:%d/%s?sslmode=disable&gssencmode=disable' % (
+                PG.user, proxy.port, name)
+            r = run(['discover', '--db', uri, '--quiet', '--config',
+                     os.path.join(work, tag + '.yaml'), src, 'sim:%s,%s,overlay=%s' % (
+                         SHAPE, DKEYS, os.path.join(work, tag + '.ovl'))], env=env())
+        finally:
+            proxy.close()
+        if not proxy.fired:
+            fail("the proxy cut no COMMIT: the writer's batches changed (nth=3)")
+        expect_eq('what the server did with the cut COMMIT',
+                  'COMMIT' if lose == 'answer' else None, proxy.tag)
+        expect_rc(r, 0, 'the discovery through a lost COMMIT %s' % lose)
+        expect_eq('phase', 'discovered', phase_of(name))
+        same_rows('src_nodes', pgserver.lite_rows(lite, SRC_Q), PG.rows(name, SRC_Q))
+        same_rows('dst_nodes', pgserver.lite_rows(lite, DST_Q), PG.rows(name, DST_Q))
+        same_stats(lite, name)
 
 
 CHILDREN_Q = ("SELECT p.path, count(c.id) FROM %(t)s p LEFT JOIN %(t)s c"
@@ -971,6 +1012,8 @@ def main():
                 'reconnects and finishes', check_restart, work)
         R.check('server down for good: a clear error, resume finishes',
                 check_restart_down, work)
+        R.check("a COMMIT's answer lost with its connection: the outcome asked, "
+                'nothing applied twice', check_lost_commit, work)
     finally:
         PG.stop()
         subprocess.run(['rm', '-rf', work])
