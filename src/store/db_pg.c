@@ -1891,7 +1891,7 @@ static void drain(struct pg_db *d)
 static int hold(struct pg_stmt *s, const Oid *types)
 {
     struct pg_db *d = D(s->base.db);
-    size_t np = (size_t)s->nparams, i, mark;
+    size_t np = (size_t)s->nparams, i, need = 0, end;
     struct hval *r;
     if (s->nrows == MULTI_HOLD)
         send_rows(s); /* stays in d->wait: more rows follow */
@@ -1912,7 +1912,12 @@ static int hold(struct pg_stmt *s, const Oid *types)
         d->wait[d->nwait++] = s;
         s->waiting = 1;
     }
-    mark = s->arena.len;
+    for (i = 0; i < np; i++) /* the row's texts and blobs: room once */
+        if (s->pv[i].kind == V_TEXT || s->pv[i].kind == V_BLOB)
+            need += (size_t)s->pv[i].len + 1;
+    if (need && tm__buf_grow(&s->arena, need))
+        return SQLITE_NOMEM;
+    end = s->arena.len;
     r = &s->rv[s->nrows * np];
     for (i = 0; i < np; i++) {
         const struct pval *p = &s->pv[i];
@@ -1926,16 +1931,14 @@ static int hold(struct pg_stmt *s, const Oid *types)
         } else if (p->kind != V_NULL) {
             /* with a NUL after it, a blob too (field_at may read it as
              * text) */
-            r[i].u.off = s->arena.len;
-            if (tm__buf_grow(&s->arena, (size_t)p->len + 1)) {
-                tm__buf_setlen(&s->arena, mark);
-                return SQLITE_NOMEM;
-            }
-            memcpy(s->arena.buf + s->arena.len, p->buf, (size_t)p->len);
-            s->arena.buf[s->arena.len + (size_t)p->len] = '\0';
-            tm__buf_setlen(&s->arena, s->arena.len + (size_t)p->len + 1);
+            r[i].u.off = end;
+            memcpy(s->arena.buf + end, p->buf, (size_t)p->len);
+            end += (size_t)p->len;
+            s->arena.buf[end++] = '\0';
         }
     }
+    if (need)
+        tm__buf_setlen(&s->arena, end);
     s->rcheck[s->nrows++] = 0;
     d->last_multi = s;
     return SQLITE_OK;
