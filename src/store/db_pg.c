@@ -8,11 +8,12 @@
  * (bigint, double precision, text, bytea), so that PostgreSQL's strict
  * typing sees what SQLite's affinity would have made of them: as text
  * (bytea binary) when a statement is sent alone, in binary in the arrays
- * and COPY rows of held runs (below). A step runs the statement on the first call and walks its
- * rows; a persistent statement is prepared on the server once per set of
- * parameter types. Failures map onto SQLite's result codes: serialization
- * and lock failures are SQLITE_BUSY, a unique violation SQLITE_CONSTRAINT,
- * a full disk SQLITE_FULL, a lost connection SQLITE_IOERR.
+ * and COPY rows of held runs (below). A step runs the statement on the
+ * first call and walks its rows; a persistent statement is prepared on
+ * the server once per set of parameter types. Failures map onto SQLite's
+ * result codes: serialization and lock failures are SQLITE_BUSY, a
+ * unique violation SQLITE_CONSTRAINT, a full disk SQLITE_FULL, a lost
+ * connection SQLITE_IOERR.
  *
  * For speed and memory (docs/scale-out.md, "The PostgreSQL store of one
  * process"): inside a transaction with the pipeline method on (the
@@ -833,8 +834,8 @@ static size_t num_text(char *b, int kind, int64_t i, double f)
     return (size_t)snprintf(b, NUM_TEXT, "%.17g", f);
 }
 
-/* The value p for libpq: a number as text in num, a text as it is, a blob
- * in binary (what a bind sent before values were kept as bound). */
+/* The value p for libpq: a number as its text, made in num; a text as it
+ * is; a blob in binary. */
 static void libpq_value(const struct pval *p, char *num, const char **v, int *l, int *f)
 {
     *l = 0;
@@ -1472,13 +1473,12 @@ static const char *hval_bytes(const struct pg_stmt *s, const struct hval *h)
     return s->arena.buf + h->u.off;
 }
 
-/* The bytes of held value h of s as a binary field of type t: what
+/* The bytes of held value h as a binary field of type t: what
  * field_at() writes after the length. A number goes as itself into a
  * number column, as its text into any other (what its text bind did). */
-static size_t field_size(const struct pg_stmt *s, const struct hval *h, Oid t)
+static size_t field_size(const struct hval *h, Oid t)
 {
     char num[NUM_TEXT];
-    (void)s;
     if (h->kind == V_NULL)
         return 0;
     if (t == PG_INT8 || t == PG_FLOAT8)
@@ -1596,7 +1596,7 @@ static int send_unnest(struct pg_stmt *s, size_t at, size_t k, int check)
             rc = put_be(b, 1, 4); /* lower bound */
         for (j = at; !rc && j < at + k; j++) {
             const struct hval *h = &s->rv[j * np + i];
-            size_t n = field_size(s, h, et[i]);
+            size_t n = field_size(h, et[i]);
             if ((rc = tm__buf_grow(b, 4 + n)) == 0) {
                 unsigned char *e = field_at((unsigned char *)b->buf + b->len, s, h,
                                             et[i], n);
@@ -1664,7 +1664,7 @@ static int copy_row(struct tm__buf *b, const struct pg_stmt *s, size_t j)
     unsigned char *p;
     int c;
     for (c = 0; c < s->ncopy; c++) {
-        n[c] = field_size(s, &s->rv[j * np + s->cmap[c]], s->ctype[s->cmap[c]]);
+        n[c] = field_size(&s->rv[j * np + s->cmap[c]], s->ctype[s->cmap[c]]);
         need += 4 + n[c];
     }
     if (tm__buf_grow(b, need))
