@@ -3,14 +3,17 @@
  * on libpq. Statements arrive in SQLite's dialect and are translated when
  * prepared (tm__db_pg_translate): ?N parameters become $N, INSERT OR
  * IGNORE/REPLACE become ON CONFLICT clauses, SQLite's types and PRAGMAs
- * their PostgreSQL counterparts. A statement's parameters go as text with
- * the type of their bind (bigint, double precision, text, bytea), so that
- * PostgreSQL's strict typing sees what SQLite's affinity would have made
- * of them. A step runs the statement on the first call and walks its
- * rows; a persistent statement is prepared on the server once per set of
- * parameter types. Failures map onto SQLite's result codes: serialization
- * and lock failures are SQLITE_BUSY, a unique violation SQLITE_CONSTRAINT,
- * a full disk SQLITE_FULL, a lost connection SQLITE_IOERR.
+ * their PostgreSQL counterparts. A statement's parameters are kept as
+ * bound (a number as a number) and go with the type of their bind
+ * (bigint, double precision, text, bytea), so that PostgreSQL's strict
+ * typing sees what SQLite's affinity would have made of them: as text
+ * (bytea binary) when a statement is sent alone, in binary in the arrays
+ * and COPY rows of held runs (below). A step runs the statement on the
+ * first call and walks its rows; a persistent statement is prepared on
+ * the server once per set of parameter types. Failures map onto SQLite's
+ * result codes: serialization and lock failures are SQLITE_BUSY, a
+ * unique violation SQLITE_CONSTRAINT, a full disk SQLITE_FULL, a lost
+ * connection SQLITE_IOERR.
  *
  * For speed and memory (docs/scale-out.md, "The PostgreSQL store of one
  * process"): inside a transaction with the pipeline method on (the
@@ -143,6 +146,40 @@ static int conn_bad(const struct pg_db *d)
     return d->lost || PQstatus(d->conn) == CONNECTION_BAD;
 }
 
+/* What a value is: how it was bound. */
+enum { V_NULL, V_INT, V_REAL, V_TEXT, V_BLOB };
+
+/* A parameter's value as bound: a number as it is, a text or a blob in a
+ * buffer the parameter keeps from bind to bind. Text for the server is
+ * made only where a statement is sent with its parameters as text
+ * (params_of); the held rows' arrays and COPY take the numbers in binary
+ * as they are. (A malloc'd decimal text per value, parsed back for the
+ * binary paths, was most of the writer's CPU in a discovery.) */
+struct pval {
+    unsigned char kind;      /* V_* */
+    int len;                 /* text: bytes without the NUL; blob: bytes */
+    union {
+        int64_t i;           /* V_INT */
+        double f;            /* V_REAL */
+    } u;
+    char *buf;               /* V_TEXT (NUL-terminated), V_BLOB (malloc'd,
+                                never NULL once a text or blob was bound) */
+    size_t cap;              /* its room */
+};
+
+/* A held row's value: as struct pval, its text or blob in the
+ * statement's arena (one buffer for all held rows, not a malloc each). */
+struct hval {
+    union {
+        int64_t i;           /* V_INT */
+        double f;            /* V_REAL */
+        size_t off;          /* V_TEXT, V_BLOB: where in the arena */
+    } u;
+    int len;                 /* as struct pval */
+    Oid type;                /* the type it is sent as */
+    unsigned char kind;      /* V_* */
+};
+
 /* A PostgreSQL statement. */
 struct pg_stmt {
     struct tm__stmt base;    /* first: the layer's view */
@@ -153,11 +190,7 @@ struct pg_stmt {
     char name[24];           /* its server-side name, "" when not prepared */
     unsigned prepared_sig;   /* the parameter types it was prepared with */
     unsigned prepared_gen;   /* on which connection (pg_db.gen) */
-    char *vals[MAX_PARAMS];  /* each parameter as text (malloc'd), or NULL */
-    unsigned char lent[MAX_PARAMS]; /* vals[i] is also the last held row's:
-                                that row frees it (hold, free_held) */
-    int lens[MAX_PARAMS];    /* their lengths (bytea: binary length) */
-    int fmts[MAX_PARAMS];    /* 0 text, 1 binary (bytea) */
+    struct pval pv[MAX_PARAMS]; /* each parameter as bound */
     unsigned types[MAX_PARAMS]; /* their type oids, 0 for NULL */
     PGresult *res;           /* the result being walked, or NULL */
     int row;                 /* the current row of res, -1 before the first */
@@ -170,10 +203,9 @@ struct pg_stmt {
                                 it cannot be (see multi_template) */
     char *m_row;             /* one row, $N its parameters (malloc'd) */
     char *m_tail;            /* the text after the rows (malloc'd) */
-    char **rvals;            /* the held rows' parameters, nparams each */
-    int *rlens;              /* their lengths */
-    int *rfmts;              /* their formats */
-    Oid *rtypes;             /* their types */
+    struct hval *rv;         /* the held rows' parameters, nparams each */
+    struct tm__buf arena;    /* the held rows' texts and blobs (hval.off);
+                                emptied with the rows, its room kept */
     unsigned char *rcheck;   /* per row: changes() was read after it */
     size_t nrows, arows;     /* rows held, room for */
     int waiting;             /* in its connection's wait list */
@@ -593,6 +625,7 @@ static int g_prepare(struct tm__db *db, const char *sql, int persistent,
     if (!s)
         return SQLITE_NOMEM;
     s->base.db = db;
+    tm__buf_init(&s->arena);
     s->sql = tm__db_pg_translate(sql);
     if (!s->sql) {
         free(s);
@@ -652,31 +685,131 @@ static void clear_result(struct pg_stmt *s)
     s->blob_col = -1;
 }
 
-static int set_param(struct tm__stmt *st, int i, char *v, int len, int fmt,
-                     unsigned type)
+/* Parameter i (1-based) of st made ready for a new value, or NULL when
+ * out of range. */
+static struct pval *param(struct tm__stmt *st, int i)
 {
     struct pg_stmt *s = P(st);
-    if (i < 1 || i > MAX_PARAMS) {
-        free(v);
-        return SQLITE_RANGE;
-    }
+    if (i < 1 || i > MAX_PARAMS)
+        return NULL;
     if (s->res)
         clear_result(s); /* SQLite wants a reset first; be lenient */
-    if (s->lent[i - 1])
-        s->lent[i - 1] = 0; /* the held row keeps it */
-    else
-        free(s->vals[i - 1]);
-    s->vals[i - 1] = v;
-    s->lens[i - 1] = len;
-    s->fmts[i - 1] = fmt;
-    s->types[i - 1] = type;
-    return SQLITE_OK;
+    return &s->pv[i - 1];
+}
+
+/* Room for n bytes in p's buffer (kept from bind to bind). */
+static int pval_room(struct pval *p, size_t n)
+{
+    char *c;
+    size_t cap;
+    if (n <= p->cap && p->buf)
+        return 0;
+    cap = p->cap > 32 ? p->cap : 32;
+    while (cap < n)
+        cap *= 2;
+    if (!(c = realloc(p->buf, cap)))
+        return -1;
+    p->buf = c;
+    p->cap = cap;
+    return 0;
 }
 
 static int g_bind_int64(struct tm__stmt *st, int i, int64_t v)
 {
-    /* by hand: snprintf's setup per call cost the writer more than this */
-    char b[24], *c, *p = b + sizeof b;
+    struct pval *p = param(st, i);
+    if (!p)
+        return SQLITE_RANGE;
+    p->kind = V_INT;
+    p->u.i = v;
+    P(st)->types[i - 1] = PG_INT8;
+    return SQLITE_OK;
+}
+static int g_bind_double(struct tm__stmt *st, int i, double v)
+{
+    struct pval *p = param(st, i);
+    if (!p)
+        return SQLITE_RANGE;
+    p->kind = V_REAL;
+    p->u.f = v;
+    P(st)->types[i - 1] = PG_FLOAT8;
+    return SQLITE_OK;
+}
+static int g_bind_text(struct tm__stmt *st, int i, const char *v, int n,
+                       void (*del)(void *))
+{
+    struct pval *p = param(st, i);
+    size_t len;
+    int rc = SQLITE_OK;
+    if (!p)
+        rc = SQLITE_RANGE;
+    else if (!v)
+        p->kind = V_NULL;
+    else {
+        /* as strndup: up to a NUL */
+        len = n < 0 ? strlen(v) : strnlen(v, (size_t)n);
+        if (pval_room(p, len + 1)) {
+            rc = SQLITE_NOMEM;
+        } else {
+            memcpy(p->buf, v, len);
+            p->buf[len] = '\0';
+            p->kind = V_TEXT;
+            p->len = (int)len;
+        }
+    }
+    if (v && del && del != SQLITE_STATIC && del != SQLITE_TRANSIENT)
+        del((void *)v);
+    if (rc != SQLITE_OK)
+        return rc;
+    P(st)->types[i - 1] = PG_TEXT;
+    if (v && D(st->db)->utf8 && !D(st->db)->bad_text &&
+        !tm__utf8_valid(p->buf, (size_t)p->len)) {
+        /* the server refuses it: kept for the failure's message */
+        struct tm__buf b = TM__BUF_INIT;
+        if (tm__buf_addch(&b, '"') == 0 &&
+            tm__buf_add_escaped(&b, p->buf, (size_t)p->len) == 0 &&
+            tm__buf_addch(&b, '"') == 0)
+            D(st->db)->bad_text = tm__buf_detach(&b, NULL);
+        tm__buf_release(&b);
+    }
+    return SQLITE_OK;
+}
+static int g_bind_blob(struct tm__stmt *st, int i, const void *v, int n,
+                       void (*del)(void *))
+{
+    struct pval *p = param(st, i);
+    size_t len = n > 0 ? (size_t)n : 0;
+    int rc = SQLITE_OK;
+    if (!p)
+        rc = SQLITE_RANGE;
+    else if (pval_room(p, len ? len : 1))
+        rc = SQLITE_NOMEM;
+    else {
+        if (len)
+            memcpy(p->buf, v, len);
+        p->kind = V_BLOB;
+        p->len = (int)len;
+        P(st)->types[i - 1] = PG_BYTEA;
+    }
+    if (del && del != SQLITE_STATIC && del != SQLITE_TRANSIENT)
+        del((void *)v);
+    return rc;
+}
+static int g_bind_null(struct tm__stmt *st, int i)
+{
+    /* a NULL keeps the type of the value before it: the statement is not
+     * prepared again for each change between NULL and a value */
+    struct pval *p = param(st, i);
+    if (!p)
+        return SQLITE_RANGE;
+    p->kind = V_NULL;
+    return SQLITE_OK;
+}
+
+/* Writes v in decimal at b (room for 21 bytes), no NUL; returns its
+ * length. By hand: snprintf's setup per call cost more than this. */
+static size_t int_text(char *b, int64_t v)
+{
+    char t[24], *p = t + sizeof t;
     uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
     size_t n;
     do {
@@ -685,57 +818,51 @@ static int g_bind_int64(struct tm__stmt *st, int i, int64_t v)
     } while (u);
     if (v < 0)
         *--p = '-';
-    n = (size_t)(b + sizeof b - p);
-    if (!(c = malloc(n + 1)))
-        return SQLITE_NOMEM;
-    memcpy(c, p, n);
-    c[n] = '\0';
-    return set_param(st, i, c, 0, 0, PG_INT8);
+    n = (size_t)(t + sizeof t - p);
+    memcpy(b, p, n);
+    return n;
 }
-static int g_bind_double(struct tm__stmt *st, int i, double v)
+
+/* Room for a number's text: int_text's 21 bytes, "%.17g"'s 24, a NUL. */
+#define NUM_TEXT 32
+
+/* A number's text at b (NUM_TEXT bytes), NUL-terminated, as the server
+ * reads it (int8in, float8in); returns its length. */
+static size_t num_text(char *b, int kind, int64_t i, double f)
 {
-    char b[40], *c;
-    snprintf(b, sizeof b, "%.17g", v);
-    c = strdup(b);
-    return c ? set_param(st, i, c, 0, 0, PG_FLOAT8) : SQLITE_NOMEM;
-}
-static int g_bind_text(struct tm__stmt *st, int i, const char *v, int n,
-                       void (*del)(void *))
-{
-    char *c;
-    if (!v)
-        return set_param(st, i, NULL, 0, 0, PG_TEXT);
-    c = n < 0 ? strdup(v) : strndup(v, (size_t)n);
-    if (del && del != SQLITE_STATIC && del != SQLITE_TRANSIENT)
-        del((void *)v);
-    if (c && D(st->db)->utf8 && !D(st->db)->bad_text && !tm__utf8_valid(c, strlen(c))) {
-        /* the server refuses it: kept for the failure's message */
-        struct tm__buf b = TM__BUF_INIT;
-        if (tm__buf_addch(&b, '"') == 0 && tm__buf_add_escaped(&b, c, strlen(c)) == 0 &&
-            tm__buf_addch(&b, '"') == 0)
-            D(st->db)->bad_text = tm__buf_detach(&b, NULL);
-        tm__buf_release(&b);
+    size_t n;
+    if (kind == V_INT) {
+        n = int_text(b, i);
+        b[n] = '\0';
+        return n;
     }
-    return c ? set_param(st, i, c, 0, 0, PG_TEXT) : SQLITE_NOMEM;
+    return (size_t)snprintf(b, NUM_TEXT, "%.17g", f);
 }
-static int g_bind_blob(struct tm__stmt *st, int i, const void *v, int n,
-                       void (*del)(void *))
+
+/* The value p for libpq: a number as its text, made in num; a text as it
+ * is; a blob in binary. */
+static void libpq_value(const struct pval *p, char *num, const char **v, int *l, int *f)
 {
-    char *c = malloc(n > 0 ? (size_t)n : 1);
-    if (!c)
-        return SQLITE_NOMEM;
-    if (n > 0)
-        memcpy(c, v, (size_t)n);
-    if (del && del != SQLITE_STATIC && del != SQLITE_TRANSIENT)
-        del((void *)v);
-    return set_param(st, i, c, n > 0 ? n : 0, 1, PG_BYTEA);
+    *l = 0;
+    *f = 0;
+    switch (p->kind) {
+    case V_NULL: *v = NULL; break;
+    case V_INT: case V_REAL:
+        num_text(num, p->kind, p->u.i, p->u.f);
+        *v = num;
+        break;
+    case V_BLOB: *l = p->len; *f = 1; /* fall through */
+    default: *v = p->buf; break;
+    }
 }
-static int g_bind_null(struct tm__stmt *st, int i)
+
+/* The parameters of s as libpq takes them, numbers' text made in num. */
+static void params_of(const struct pg_stmt *s, const char **v, int *l, int *f,
+                      char (*num)[NUM_TEXT])
 {
-    /* a NULL keeps the type of the value before it: the statement is not
-     * prepared again for each change between NULL and a value */
-    return set_param(st, i, NULL, 0, 0,
-                     i >= 1 && i <= MAX_PARAMS ? P(st)->types[i - 1] : 0);
+    int i;
+    for (i = 0; i < s->nparams; i++)
+        libpq_value(&s->pv[i], num[i], &v[i], &l[i], &f[i]);
 }
 
 /* A signature of the parameter types, to re-prepare when they change. */
@@ -1021,7 +1148,9 @@ static int send_params(struct pg_db *d, const char *sql, int np, const Oid *type
 static int send_piped(struct pg_stmt *s, const Oid *types)
 {
     struct pg_db *d = D(s->base.db);
-    int ok;
+    const char *vals[MAX_PARAMS];
+    int lens[MAX_PARAMS], fmts[MAX_PARAMS], ok;
+    char num[MAX_PARAMS][NUM_TEXT];
     d->changes = 1; /* what changes() tells; flush() checks it if read */
     d->last_piped = 1;
     if (d->pipe_rc)
@@ -1038,6 +1167,7 @@ static int send_piped(struct pg_stmt *s, const Oid *types)
             pipe_fail(d, NULL, "out of memory");
         return SQLITE_OK;
     }
+    params_of(s, vals, lens, fmts, num);
     drain(d); /* what was held before goes first: the order holds */
     if (PQpipelineStatus(d->conn) == PQ_PIPELINE_OFF && !PQenterPipelineMode(d->conn)) {
         /* a COPY of the drain left the pipeline */
@@ -1067,11 +1197,9 @@ static int send_piped(struct pg_stmt *s, const Oid *types)
             s->prepared_sig = sig;
             s->prepared_gen = d->gen;
         }
-        ok = PQsendQueryPrepared(d->conn, s->name, s->nparams,
-                                 (const char *const *)s->vals, s->lens, s->fmts, 0);
+        ok = PQsendQueryPrepared(d->conn, s->name, s->nparams, vals, lens, fmts, 0);
     } else {
-        ok = send_params(d, s->sql, s->nparams, types, (const char *const *)s->vals,
-                         s->lens, s->fmts);
+        ok = send_params(d, s->sql, s->nparams, types, vals, lens, fmts);
     }
     if (!ok || pend_push(d, NULL) != SQLITE_OK)
         pipe_fail(d, NULL, PQerrorMessage(d->conn));
@@ -1344,31 +1472,63 @@ static unsigned char *put_be_at(unsigned char *p, uint64_t v, int bytes)
     return p + bytes;
 }
 
-/* The bytes of value v (a bind: text, or fmt 1 with len bytes) as a
- * binary field of type t (0 for NULL): what field_at() writes after the
- * length. */
-static size_t field_size(const char *v, Oid t, int fmt, int len)
+/* The text or blob of held value h of s. */
+static const char *hval_bytes(const struct pg_stmt *s, const struct hval *h)
 {
-    return !v ? 0 : t == PG_INT8 || t == PG_FLOAT8 ? 8 : fmt ? (size_t)len : strlen(v);
+    return s->arena.buf + h->u.off;
 }
 
-/* Writes v as a binary field of type t at p (an array's element, a COPY's
- * column): its length n (field_size) or -1 for NULL, then the value as
- * the type's receive function reads it. Returns p past it. */
-static unsigned char *field_at(unsigned char *p, const char *v, Oid t, size_t n)
+/* The bytes of held value h as a binary field of type t: what
+ * field_at() writes after the length. A number goes as itself into a
+ * number column, as its text into any other (what its text bind did). */
+static size_t field_size(const struct hval *h, Oid t)
 {
-    if (!v)
+    char num[NUM_TEXT];
+    if (h->kind == V_NULL)
+        return 0;
+    if (t == PG_INT8 || t == PG_FLOAT8)
+        return 8;
+    if (h->kind == V_INT || h->kind == V_REAL)
+        return num_text(num, h->kind, h->u.i, h->u.f);
+    return (size_t)h->len;
+}
+
+/* Writes held value h of s as a binary field of type t at p (an array's
+ * element, a COPY's column): its length n (field_size) or -1 for NULL,
+ * then the value as the type's receive function reads it. A value of
+ * another kind than its column's (an unused parameter's) is converted
+ * from its text, as int8in or float8in would. Returns p past it. */
+static unsigned char *field_at(unsigned char *p, const struct pg_stmt *s,
+                               const struct hval *h, Oid t, size_t n)
+{
+    char num[NUM_TEXT];
+    const char *text = NULL;
+    if (h->kind == V_NULL)
         return put_be_at(p, 0xffffffffu, 4);
     p = put_be_at(p, n, 4);
+    if (h->kind == V_INT || h->kind == V_REAL) {
+        if (t == PG_INT8 && h->kind == V_INT)
+            return put_be_at(p, (uint64_t)h->u.i, 8);
+        if (t == PG_FLOAT8) {
+            double x = h->kind == V_INT ? (double)h->u.i : h->u.f;
+            uint64_t u;
+            memcpy(&u, &x, sizeof u);
+            return put_be_at(p, u, 8);
+        }
+        num_text(num, h->kind, h->u.i, h->u.f);
+        text = num;
+    } else {
+        text = hval_bytes(s, h);
+    }
     if (t == PG_INT8)
-        return put_be_at(p, (uint64_t)strtoll(v, NULL, 10), 8);
+        return put_be_at(p, (uint64_t)strtoll(text, NULL, 10), 8);
     if (t == PG_FLOAT8) {
-        double x = strtod(v, NULL);
+        double x = strtod(text, NULL);
         uint64_t u;
         memcpy(&u, &x, sizeof u);
         return put_be_at(p, u, 8);
     }
-    memcpy(p, v, n);
+    memcpy(p, text, n);
     return p + n;
 }
 
@@ -1412,8 +1572,8 @@ static int send_unnest(struct pg_stmt *s, size_t at, size_t k, int check)
     for (i = 0; i < np; i++) { /* each parameter's element type */
         et[i] = s->u_kind == 1 ? s->ctype[i] : 0;
         for (j = at; j < at + k; j++) {
-            Oid t = s->rtypes[j * np + i];
-            if (!s->rvals[j * np + i])
+            Oid t = s->rv[j * np + i].type;
+            if (s->rv[j * np + i].kind == V_NULL)
                 continue;
             nonnull |= 1u << i;
             if (s->u_kind == 2 && !et[i])
@@ -1440,10 +1600,10 @@ static int send_unnest(struct pg_stmt *s, size_t at, size_t k, int check)
         if (!rc)
             rc = put_be(b, 1, 4); /* lower bound */
         for (j = at; !rc && j < at + k; j++) {
-            size_t x = j * np + i, n = field_size(s->rvals[x], et[i], s->rfmts[x],
-                                                  s->rlens[x]);
+            const struct hval *h = &s->rv[j * np + i];
+            size_t n = field_size(h, et[i]);
             if ((rc = tm__buf_grow(b, 4 + n)) == 0) {
-                unsigned char *e = field_at((unsigned char *)b->buf + b->len, s->rvals[x],
+                unsigned char *e = field_at((unsigned char *)b->buf + b->len, s, h,
                                             et[i], n);
                 tm__buf_setlen(b, (size_t)((char *)e - b->buf));
             }
@@ -1509,17 +1669,14 @@ static int copy_row(struct tm__buf *b, const struct pg_stmt *s, size_t j)
     unsigned char *p;
     int c;
     for (c = 0; c < s->ncopy; c++) {
-        size_t at = j * np + s->cmap[c];
-        n[c] = field_size(s->rvals[at], s->ctype[s->cmap[c]], s->rfmts[at], s->rlens[at]);
+        n[c] = field_size(&s->rv[j * np + s->cmap[c]], s->ctype[s->cmap[c]]);
         need += 4 + n[c];
     }
     if (tm__buf_grow(b, need))
         return TM_ENOMEM;
     p = put_be_at((unsigned char *)b->buf + b->len, (uint64_t)s->ncopy, 2);
-    for (c = 0; c < s->ncopy; c++) {
-        size_t at = j * np + s->cmap[c];
-        p = field_at(p, s->rvals[at], s->ctype[s->cmap[c]], n[c]);
-    }
+    for (c = 0; c < s->ncopy; c++)
+        p = field_at(p, s, &s->rv[j * np + s->cmap[c]], s->ctype[s->cmap[c]], n[c]);
     tm__buf_setlen(b, (size_t)((char *)p - b->buf));
     return 0;
 }
@@ -1560,9 +1717,9 @@ static int send_copy(struct pg_stmt *s)
 
     for (j = 0; j < s->nrows; j++)
         for (c = 0; c < s->ncopy; c++) {
-            size_t at = j * np + s->cmap[c];
-            Oid t = s->rtypes[at], ct = s->ctype[s->cmap[c]];
-            if (s->rvals[at] && t != ct && !(ct == PG_FLOAT8 && t == PG_INT8))
+            const struct hval *h = &s->rv[j * np + s->cmap[c]];
+            Oid t = h->type, ct = s->ctype[s->cmap[c]];
+            if (h->kind != V_NULL && t != ct && !(ct == PG_FLOAT8 && t == PG_INT8))
                 return 0;
         }
     if (settle(d) != SQLITE_OK)
@@ -1616,6 +1773,23 @@ static int send_copy(struct pg_stmt *s)
     return 1;
 }
 
+/* Held value h of s for libpq, as libpq_value. */
+static void held_value(const struct pg_stmt *s, const struct hval *h, char *num,
+                       const char **v, int *l, int *f)
+{
+    *l = 0;
+    *f = 0;
+    switch (h->kind) {
+    case V_NULL: *v = NULL; break;
+    case V_INT: case V_REAL:
+        num_text(num, h->kind, h->u.i, h->u.f);
+        *v = num;
+        break;
+    case V_BLOB: *l = h->len; *f = 1; /* fall through */
+    default: *v = hval_bytes(s, h); break;
+    }
+}
+
 /* Sends the held rows of s, MULTI_ROWS to a statement, into the pipeline. */
 static void send_rows(struct pg_stmt *s)
 {
@@ -1638,15 +1812,37 @@ static void send_rows(struct pg_stmt *s)
     }
     while (at < s->nrows && !d->pipe_rc) {
         struct tm__buf b = TM__BUF_INIT;
-        size_t k = s->nrows - at < per ? s->nrows - at : per, j;
+        size_t k = s->nrows - at < per ? s->nrows - at : per, j, x, nv;
         unsigned nonnull = 0;
         int rc = 0, check = 0;
+        const char **pv;
+        int *pl, *pf;
+        Oid *pt;
+        char (*num)[NUM_TEXT];
+        void *blk;
         for (j = at; j < at + k; j++) {
             size_t i;
             check |= s->rcheck[j];
             for (i = 0; i < np; i++)
-                if (s->rvals[j * np + i])
+                if (s->rv[j * np + i].kind != V_NULL)
                     nonnull |= 1u << i;
+        }
+        /* the rows' values as libpq takes them: one block for all */
+        nv = k * np;
+        blk = malloc(nv * (sizeof *pv + sizeof *num + 2 * sizeof *pl + sizeof *pt));
+        if (!blk) {
+            pipe_fail(d, NULL, "out of memory");
+            break;
+        }
+        pv = blk;
+        num = (char (*)[NUM_TEXT])(pv + nv);
+        pl = (int *)(num + nv);
+        pf = pl + nv;
+        pt = (Oid *)(pf + nv);
+        for (x = 0; x < nv; x++) {
+            const struct hval *h = &s->rv[at * np + x];
+            held_value(s, h, num[x], &pv[x], &pl[x], &pf[x]);
+            pt[x] = h->type;
         }
         rc = emit(&b, s->m_head, -1, &nonnull);
         for (j = 0; !rc && j < k; j++) {
@@ -1661,35 +1857,26 @@ static void send_rows(struct pg_stmt *s)
             rc = tm__buf_addch(&b, '\0');
         if (rc) {
             pipe_fail(d, NULL, "out of memory");
-        } else if (!PQsendQueryParams(d->conn, b.buf, (int)(k * np), s->rtypes + at * np,
-                                      (const char *const *)(s->rvals + at * np),
-                                      s->rlens + at * np, s->rfmts + at * np, 0) ||
+        } else if (!PQsendQueryParams(d->conn, b.buf, (int)nv, pt, pv, pl, pf, 0) ||
                    pend_push(d, NULL) != SQLITE_OK) {
             pipe_fail(d, NULL, PQerrorMessage(d->conn));
         } else {
             d->pend[d->npend - 1].check = check;
             d->pend[d->npend - 1].expect = (int)k;
         }
+        free(blk);
         tm__buf_release(&b);
         at += k;
     }
     free_held(s);
 }
 
-/* Frees the values of s's held rows (a value lent by s->vals goes back
- * to it); no row is held afterwards. */
+/* Forgets s's held rows (their texts with them: the arena keeps its
+ * room for the next). */
 static void free_held(struct pg_stmt *s)
 {
-    size_t np = (size_t)s->nparams, j, i;
-    for (j = 0; j < s->nrows; j++)
-        for (i = 0; i < np; i++) {
-            char *v = s->rvals[j * np + i];
-            if (s->lent[i] && v == s->vals[i])
-                s->lent[i] = 0;
-            else
-                free(v);
-        }
     s->nrows = 0;
+    tm__buf_reset(&s->arena);
 }
 
 /* Sends every statement's held rows, in the order they were first held. */
@@ -1709,18 +1896,14 @@ static void drain(struct pg_db *d)
 static int hold(struct pg_stmt *s, const Oid *types)
 {
     struct pg_db *d = D(s->base.db);
-    size_t np = (size_t)s->nparams, i;
+    size_t np = (size_t)s->nparams, i, need = 0, end;
+    struct hval *r;
     if (s->nrows == MULTI_HOLD)
         send_rows(s); /* stays in d->wait: more rows follow */
     if (s->nrows == s->arows) {
         size_t n = s->arows ? 2 * s->arows : 64;
-        char **v = realloc(s->rvals, n * np * sizeof *v);
-        int *l = v ? realloc(s->rlens, n * np * sizeof *l) : NULL;
-        int *f = l ? (s->rlens = l, realloc(s->rfmts, n * np * sizeof *f)) : NULL;
-        Oid *t = f ? (s->rfmts = f, realloc(s->rtypes, n * np * sizeof *t)) : NULL;
-        unsigned char *c = t ? (s->rtypes = t, realloc(s->rcheck, n)) : NULL;
-        if (v)
-            s->rvals = v;
+        struct hval *v = realloc(s->rv, n * np * sizeof *v);
+        unsigned char *c = v ? (s->rv = v, realloc(s->rcheck, n)) : NULL;
         if (!c)
             return SQLITE_NOMEM;
         s->rcheck = c;
@@ -1734,32 +1917,33 @@ static int hold(struct pg_stmt *s, const Oid *types)
         d->wait[d->nwait++] = s;
         s->waiting = 1;
     }
+    for (i = 0; i < np; i++) /* the row's texts and blobs: room once */
+        if (s->pv[i].kind == V_TEXT || s->pv[i].kind == V_BLOB)
+            need += (size_t)s->pv[i].len + 1;
+    if (need && tm__buf_grow(&s->arena, need))
+        return SQLITE_NOMEM;
+    end = s->arena.len;
+    r = &s->rv[s->nrows * np];
     for (i = 0; i < np; i++) {
-        size_t at = s->nrows * np + i;
-        char *v = s->vals[i];
-        size_t len = s->fmts[i] ? (size_t)s->lens[i] : v ? strlen(v) + 1 : 0;
-        s->rvals[at] = NULL;
-        if (v && !s->lent[i]) {
-            /* lent, not copied: the next bind of i leaves it to the row
-             * (set_param); a step without one copies it */
-            s->rvals[at] = v;
-            s->lent[i] = 1;
-        } else if (v && !(s->rvals[at] = malloc(len ? len : 1))) {
-            while (i--) {
-                char *u = s->rvals[s->nrows * np + i];
-                if (s->lent[i] && u == s->vals[i])
-                    s->lent[i] = 0;
-                else
-                    free(u);
-            }
-            return SQLITE_NOMEM;
-        } else if (v) {
-            memcpy(s->rvals[at], v, len);
+        const struct pval *p = &s->pv[i];
+        r[i].kind = p->kind;
+        r[i].type = types[i];
+        r[i].len = p->len;
+        if (p->kind == V_INT) {
+            r[i].u.i = p->u.i;
+        } else if (p->kind == V_REAL) {
+            r[i].u.f = p->u.f;
+        } else if (p->kind != V_NULL) {
+            /* with a NUL after it, a blob too (field_at may read it as
+             * text) */
+            r[i].u.off = end;
+            memcpy(s->arena.buf + end, p->buf, (size_t)p->len);
+            end += (size_t)p->len;
+            s->arena.buf[end++] = '\0';
         }
-        s->rlens[at] = s->lens[i];
-        s->rfmts[at] = s->fmts[i];
-        s->rtypes[at] = types[i];
     }
+    if (need)
+        tm__buf_setlen(&s->arena, end);
     s->rcheck[s->nrows++] = 0;
     d->last_multi = s;
     return SQLITE_OK;
@@ -1799,6 +1983,11 @@ static int run_sync(struct pg_stmt *s, const Oid *types)
     struct pg_db *d = D(s->base.db);
     PGresult *r, *r2;
     ExecStatusType es;
+    const char *vals[MAX_PARAMS];
+    int lens[MAX_PARAMS], fmts[MAX_PARAMS];
+    char num[MAX_PARAMS][NUM_TEXT];
+
+    params_of(s, vals, lens, fmts, num);
 
     if (s->persistent) {
         unsigned sig = type_sig(s);
@@ -1825,11 +2014,9 @@ static int run_sync(struct pg_stmt *s, const Oid *types)
             s->prepared_sig = sig;
             s->prepared_gen = d->gen;
         }
-        r = PQexecPrepared(d->conn, s->name, s->nparams,
-                           (const char *const *)s->vals, s->lens, s->fmts, 0);
+        r = PQexecPrepared(d->conn, s->name, s->nparams, vals, lens, fmts, 0);
     } else if (s->stream) {
-        if (!PQsendQueryParams(d->conn, s->sql, s->nparams, types,
-                               (const char *const *)s->vals, s->lens, s->fmts, 0))
+        if (!PQsendQueryParams(d->conn, s->sql, s->nparams, types, vals, lens, fmts, 0))
             return fail_res(d, NULL);
         PQsetSingleRowMode(d->conn);
         d->stream = s;
@@ -1851,8 +2038,7 @@ static int run_sync(struct pg_stmt *s, const Oid *types)
             PQclear(r2);
         d->stream = NULL;
     } else {
-        r = PQexecParams(d->conn, s->sql, s->nparams, types,
-                         (const char *const *)s->vals, s->lens, s->fmts, 0);
+        r = PQexecParams(d->conn, s->sql, s->nparams, types, vals, lens, fmts, 0);
     }
     es = PQresultStatus(r);
     if (es != PGRES_TUPLES_OK && es != PGRES_COMMAND_OK) {
@@ -2015,15 +2201,13 @@ static int g_finalize(struct tm__stmt *st)
         tm__buf_release(&b);
     }
     for (i = 0; i < MAX_PARAMS; i++)
-        free(s->vals[i]);
+        free(s->pv[i].buf);
     free(s->m_head);
     free(s->m_row);
     free(s->m_tail);
     free(s->copy_sql);
-    free(s->rvals);
-    free(s->rlens);
-    free(s->rfmts);
-    free(s->rtypes);
+    free(s->rv);
+    tm__buf_release(&s->arena);
     free(s->rcheck);
     free(s->queue);
     free(s->sql);

@@ -25,6 +25,8 @@ port, run as nobody through setpriv when the test runs as root).
   far less than the rows' size (single-row mode, not a whole result);
 - a page that lists a name twice (tests/tools/pgwriter.c): one row, one
   count, on SQLite and on PostgreSQL (where the pipelined batch is redone);
+- values at their limits land as bound whichever way their rows go
+  (COPY, arrays, multi-row VALUES, one statement; pgwriter --values);
 - names that are not UTF-8: refused by a UTF8 database with a message
   that names one and says what holds them (exit 1), kept byte for byte by
   a SQL_ASCII database;
@@ -801,6 +803,24 @@ def check_set_kept(work):
               ['1', '4321ms'], cp.stdout.decode().split())
 
 
+def check_values(work):
+    """Every value a statement binds lands as bound, whichever way db_pg.c
+    sends the rows (COPY, arrays through unnest(), a multi-row VALUES, one
+    statement in the pipeline or waited for, named or not, UPDATE and
+    DELETE as arrays): integers at their limits, -0.0, infinities, NaN, an
+    integer into a double column, texts cut at a NUL or by their length,
+    empty texts and blobs, every byte value, NULLs
+    (tests/tools/pgwriter.c --values reads them back)."""
+    tool = pgwriter()
+    _, uri = new_db()
+    cp = subprocess.run([tool, '--values', uri], env=dict(os.environ, **env()),
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if cp.returncode != 0:
+        fail('pgwriter --values: %s%s' % (cp.stdout.decode(errors='replace'),
+                                          cp.stderr.decode(errors='replace')))
+    expect_eq('rows read back as bound', ['ok', '1297'], cp.stdout.decode().split())
+
+
 @tmtest.again_if_void
 def check_lock_wait(work):
     """A command started while the session of the one before still holds
@@ -1005,6 +1025,8 @@ def main():
         R.check('a name listed twice: inserted and counted once (the redo)',
                 check_repeated_name, work)
         R.check('a SET outlives a lost connection', check_set_kept, work)
+        R.check('values land as bound, whichever way their rows are sent',
+                check_values, work)
         R.check('a lock held a moment longer is waited for', check_lock_wait, work)
         R.check('kill -9 at many points: only whole batches are durable',
                 check_atomicity, work)

@@ -47,6 +47,34 @@ static void test_json_escapes_invalid_utf8(void **state)
     tm__buf_release(&b);
 }
 
+/* UTF-8 checked whole, wherever a bad byte is among runs of ASCII (read
+ * eight bytes at a time) */
+static void test_utf8_valid(void **state)
+{
+    char b[40];
+    size_t at, n;
+    (void)state;
+    assert_int_equal(tm__utf8_valid("", 0), 1);
+    assert_int_equal(tm__utf8_valid("a\0b", 3), 1);
+    for (n = 1; n <= sizeof b; n++)
+        for (at = 0; at < n; at++) {
+            memset(b, 'a', n);
+            assert_int_equal(tm__utf8_valid(b, n), 1);
+            b[at] = (char)0xff;
+            assert_int_equal(tm__utf8_valid(b, n), 0);
+            b[at] = (char)0xc3; /* a sequence cut by the end, or by 'a' */
+            assert_int_equal(tm__utf8_valid(b, n), 0);
+            if (at + 1 < n) {
+                b[at + 1] = (char)0xa9; /* é, then ASCII again */
+                assert_int_equal(tm__utf8_valid(b, n), 1);
+                b[at + 1] = (char)0x80 | 0x2f; /* fine as a continuation */
+                assert_int_equal(tm__utf8_valid(b, n), 1);
+                b[at] = (char)0xc0; /* overlong '/' */
+                assert_int_equal(tm__utf8_valid(b, n), 0);
+            }
+        }
+}
+
 static void test_path_join(void **state)
 {
     struct tm__buf b = TM__BUF_INIT;
@@ -227,6 +255,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf_grows_and_detaches),
         cmocka_unit_test(test_json_escapes_invalid_utf8),
+        cmocka_unit_test(test_utf8_valid),
         cmocka_unit_test(test_path_join),
         cmocka_unit_test(test_error_table),
         cmocka_unit_test(test_phase_names),
