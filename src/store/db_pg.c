@@ -2402,12 +2402,13 @@ static int g_exec(struct tm__db *db, const char *sql)
     if (begin && d->track) {
         /* the id that tells a lost COMMIT's outcome (commit_outcome);
          * no round trip more: one simple query, the last answer read */
-        q = malloc(strlen(t) + 32);
+        size_t n = strlen(t) + 32;
+        q = malloc(n);
         if (!q) {
             free(t);
             return SQLITE_NOMEM;
         }
-        sprintf(q, "%.*s; SELECT txid_current()", (int)strcspn(t, ";"), t);
+        snprintf(q, n, "%.*s; SELECT txid_current()", (int)strcspn(t, ";"), t);
     }
     if (begin || rollback)
         d->xid[0] = '\0';
