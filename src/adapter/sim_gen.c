@@ -299,7 +299,8 @@ void tm__sim_dir_init(const struct tm__sim_spec *sp,
     d->nf = n_folders(sp, f->key, f->depth);
     d->n = d->nf + n_files(sp, f->key, f->depth);
     d->slots = d->n;
-    if (f->gen == TM_SIM_TWIN)
+    if (f->gen == TM_SIM_TWIN && f->depth < sp->depth) /* none below the
+                                                          deepest level */
         d->slots += n_extras(sp, f->key, d->n);
 }
 

@@ -286,6 +286,28 @@ static void test_root_counts_and_means(void **state)
     tm__adapter_close(a);
 }
 
+/* depth=0 is an empty root on both sides: a destination gets no extras
+ * below its deepest level (fuzz_sim_spec found "/x3" at depth 1 of a
+ * depth-0 tree, docs/fuzzing.md); one level deeper they are there. */
+static void test_extras_within_depth(void **state)
+{
+    struct tm__adapter *a = open_ok("seed=3,depth=0,names=mixed,world=dst,extra=6.5,"
+                                    "ctype=0.2");
+    struct list l = { NULL, 0, 0 };
+    size_t i;
+    (void)state;
+    assert_int_equal(ls(a, "/", &l), 0);
+    assert_int_equal(l.n, 0);
+    tm__adapter_close(a);
+    a = open_ok("seed=3,depth=1,root_files=0,world=dst,extra=6.5");
+    assert_int_equal(ls(a, "/", &l), 0);
+    assert_true(l.n == 6 || l.n == 7); /* 6.5 x (0 + 1), rounded at random */
+    for (i = 0; i < l.n; i++)
+        assert_int_equal(l.v[i].type, TM_T_FILE); /* no folder at the depth */
+    free(l.v);
+    tm__adapter_close(a);
+}
+
 static void test_bad_paths(void **state)
 {
     static const char *const noent[] = { "/d01", "/d99999999", "/q1", "/d",
@@ -719,6 +741,7 @@ int main(void)
         cmocka_unit_test(test_prefix_match),
         cmocka_unit_test(test_tree_names_paths),
         cmocka_unit_test(test_root_counts_and_means),
+        cmocka_unit_test(test_extras_within_depth),
         cmocka_unit_test(test_bad_paths),
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_huge_folder),
