@@ -1699,6 +1699,14 @@ static void submit_round(struct engine *e, int side, int round)
     tm__writer_submit(e->w, r);
 }
 
+/* Whether side s has listings on their way: queued, running, waiting
+ * for a twin, or not yet committed. Called with e->mu held. */
+static int side_busy(struct engine *e, struct side *s)
+{
+    return s->in_flight || s->ready.len || (s->which == TM_DST && e->nwaiting) ||
+           atomic_load(&s->submitted) != s->committed;
+}
+
 /* Brings side's lowest pending depth up to date, and finds it done.
  * Called with e->mu held; drops it. Returns 1 when the side changed, 0,
  * or an error. */
@@ -1729,10 +1737,36 @@ static int update_low(struct engine *e, struct side *s)
     if (lo < 0) {
         /* no pending folder: done once nothing is on its way either (a
          * listing is committed before its job ends: look again then) */
-        if (s->in_flight || s->ready.len || (s->which == TM_DST && e->nwaiting) ||
-            atomic_load(&s->submitted) != s->committed)
+        if (side_busy(e, s))
             return 0;
-        s->done = 1;
+        /* the stats count none: the rows must agree before the side ends
+         * (a count gone wrong would end it with folders never listed) */
+        pthread_mutex_unlock(&e->mu);
+        rc = tm__frontier_lowest_rows(e->fr, s->which, &lo);
+        pthread_mutex_lock(&e->mu);
+        if (rc) {
+            frontier_fail(e);
+            return rc;
+        }
+        if (lo < 0) {
+            if (gen != s->commit_gen || side_busy(e, s))
+                return 0; /* a commit came meanwhile: look again */
+            s->done = 1;
+            return 1;
+        }
+        if (!e->cfg->claim) {
+            /* leased, others' folders come and go; alone, the rows
+             * disagree with the stats: read the side again from the start
+             * of each depth, so that these folders are listed too */
+            int d;
+            tm__log(e->lg, TM_WARNING, "engine", 0, NULL,
+                    "%s: the stats count no pending folder, but the state file "
+                    "has one at depth %d: it is listed now",
+                    s->which == TM_SRC ? "source" : "destination", lo);
+            for (d = 0; d < s->ncursor; d++)
+                s->cursor[d] = 0;
+        }
+        s->lo = lo;
         return 1;
     }
     if (gen == s->commit_gen)

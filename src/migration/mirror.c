@@ -121,6 +121,8 @@ static int start(tm_migration *m, struct tm__adapter *ad[2])
         return TM_EINVAL;
     tm__buf_reset(&m->err);
     rc = check_phase(m);
+    if (!rc) /* the order of the removals: not made by the discovery */
+        rc = tm__store_extra_index(m->store.db, &m->err);
     if (!rc)
         rc = tm__mig_open_stored(m, ad);
     if (!rc && !ad[TM_DST]->remove)

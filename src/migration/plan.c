@@ -555,6 +555,10 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             const char *sh = getenv("TREEMIG_SHARED_DISCOVERY");
             rc = tm__mig_set_int(db, "shared_discovery", sh && !strcmp(sh, "1"));
         }
+        if (!rc && !m->joining && !cfg.pass &&
+            tm__mig_get_int(db, "shared_discovery", 0) == 1 &&
+            tm__db_is_pg(tm__store_conn(&m->store)))
+            rc = tm__store_claim_indexes(db, &m->err); /* the claims' */
         if (!rc && !cfg.pass && tm__mig_get_int(db, "shared_discovery", 0) == 1 &&
             tm__db_is_pg(tm__store_conn(&m->store))) {
             /* a shared store: the folders are leased, whoever lists them

@@ -43,6 +43,9 @@
 #include "util/buf.h"
 #include "util/util.h"
 
+#ifndef DST_FILLFACTOR
+#define DST_FILLFACTOR "80" /* dst_nodes (ddl_of): measured, BENCHMARKS.md */
+#endif
 #define PG_INT8 20    /* the type oids of PostgreSQL's catalog */
 #define PG_INT4 23
 #define PG_INT2 21
@@ -551,6 +554,11 @@ static int translate_one(struct tm__buf *out, const char *p, const char *end)
          * destination twin is listed, the copy once more: room on the row's
          * page keeps those updates HOT (no new index entries) */
         rc = tm__buf_adds(out, " WITH (fillfactor = 50)");
+    } else if (!rc && ddl && kw_at(s, s, "CREATE") &&
+               kw_at(s, skip_ws(skip_ws(s + 6) + 5), "dst_nodes")) {
+        /* a destination row changes once if at all (a folder's status
+         * when it is listed): room for that on its page */
+        rc = tm__buf_adds(out, " WITH (fillfactor = " DST_FILLFACTOR ")");
     }
     if (!rc && (replace || ignore) && !conflict_done) {
         const char *key = insert_table ? pkey_of(insert_table, insert_len) : NULL;

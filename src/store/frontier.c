@@ -14,7 +14,7 @@
 
 enum { F_ROWS_SRC, F_ROWS_DST, F_LOW_SRC, F_LOW_DST, F_TWIN, F_PEND_SRC,
        F_PEND_DST, F_PASS_SRC, F_PASS_DST, F_LEFT_SRC, F_LEFT_DST, F_BELOW_SRC,
-       F_BELOW_DST, F_PAIR_SRC, F_PAIR_DST, F_COUNT };
+       F_BELOW_DST, F_PAIR_SRC, F_PAIR_DST, F_ANY_SRC, F_ANY_DST, F_COUNT };
 
 /* A pass's frontier of a depth (tm__frontier_set_pass): every folder of
  * the depth that may be listed (pending, or listed or failed in an
@@ -30,22 +30,28 @@ enum { F_ROWS_SRC, F_ROWS_DST, F_LOW_SRC, F_LOW_DST, F_TWIN, F_PEND_SRC,
     "FROM " t " p WHERE p.id=" n ".parent_id)='successful')"
 
 
-/* The frontier index (depth, id) WHERE pending folder keeps each of these
- * a range read. */
+/* The pending folders of a depth after a cursor: a range of the index
+ * *_nodes_folders (depth, id), whose rows past the cursor are nearly all
+ * pending (no index names traversal_status: store.c, HOT_STATUS_SQL). */
+#define PENDING(n) n ".traversal_status='pending' AND " PASS_FOLDERS(n)
+
 static const char *const frontier_sql[F_COUNT] = {
     "SELECT n.id, n.path, 0, NULL, p.pos FROM src_nodes n "
     "LEFT JOIN listing_pos p ON p.side=0 AND p.folder_id=n.id "
-    "WHERE n.traversal_status='pending' AND n.type='folder' AND n.depth=?1 "
+    "WHERE " PENDING("n") " AND n.depth=?1 "
     "AND n.id>?2 ORDER BY n.id LIMIT ?3",
     "SELECT d.id, d.path, d.src_id, s.traversal_status, p.pos FROM dst_nodes d "
     "LEFT JOIN src_nodes s ON s.id=d.src_id "
     "LEFT JOIN listing_pos p ON p.side=1 AND p.folder_id=d.id "
-    "WHERE d.traversal_status='pending' AND d.type='folder' AND d.depth=?1 "
+    "WHERE " PENDING("d") " AND d.depth=?1 "
     "AND d.id>?2 ORDER BY d.id LIMIT ?3",
-    "SELECT depth FROM src_nodes WHERE traversal_status='pending' AND "
-    "type='folder' ORDER BY depth, id LIMIT 1",
-    "SELECT depth FROM dst_nodes WHERE traversal_status='pending' AND "
-    "type='folder' ORDER BY depth, id LIMIT 1",
+    /* the lowest depth that has pending folders, by the stats (the
+     * writer's transaction keeps them with the rows; summed: leased,
+     * several processes add to them) */
+    "SELECT depth FROM src_stats WHERE traversal_status='pending' AND "
+    "type='folder' GROUP BY depth HAVING sum(count) > 0 ORDER BY depth LIMIT 1",
+    "SELECT depth FROM dst_stats WHERE traversal_status='pending' AND "
+    "type='folder' GROUP BY depth HAVING sum(count) > 0 ORDER BY depth LIMIT 1",
     "SELECT traversal_status FROM src_nodes WHERE id=?",
     "SELECT coalesce(sum(count), 0) FROM src_stats "
     "WHERE traversal_status = 'pending'",
@@ -76,14 +82,20 @@ static const char *const frontier_sql[F_COUNT] = {
     "SELECT n.id, n.path, 0, NULL, p.pos, CASE WHEN n.copy_status="
     "'already_existed' OR n.conflict='attrs' THEN 1 ELSE 0 END FROM src_nodes n "
     "LEFT JOIN listing_pos p ON p.side=0 AND p.folder_id=n.id "
-    "WHERE n.traversal_status='pending' AND n.type='folder' AND n.depth=?1 "
+    "WHERE " PENDING("n") " AND n.depth=?1 "
     "AND n.id>?2 ORDER BY n.id LIMIT ?3",
     "SELECT d.id, d.path, d.src_id, s.traversal_status, p.pos, NULL, q.pos "
     "FROM dst_nodes d LEFT JOIN src_nodes s ON s.id=d.src_id "
     "LEFT JOIN listing_pos p ON p.side=1 AND p.folder_id=d.id "
     "LEFT JOIN listing_pos q ON q.side=0 AND q.folder_id=d.src_id "
-    "WHERE d.traversal_status='pending' AND d.type='folder' AND d.depth=?1 "
+    "WHERE " PENDING("d") " AND d.depth=?1 "
     "AND d.id>?2 ORDER BY d.id LIMIT ?3",
+    /* the lowest pending folder's depth by the rows: every folder read
+     * (tm__frontier_lowest_rows) */
+    "SELECT n.depth FROM src_nodes n WHERE " PENDING("n")
+    " ORDER BY n.depth, n.id LIMIT 1",
+    "SELECT n.depth FROM dst_nodes n WHERE " PENDING("n")
+    " ORDER BY n.depth, n.id LIMIT 1",
 };
 
 struct tm__frontier {
@@ -220,6 +232,14 @@ int tm__frontier_lowest(struct tm__frontier *f, int side, int *depth)
 {
     int64_t v = -1;
     int rc = one_int(f, f->st[side == TM_SRC ? F_LOW_SRC : F_LOW_DST], &v);
+    *depth = rc == 1 ? (int)v : -1;
+    return rc < 0 ? rc : 0;
+}
+
+int tm__frontier_lowest_rows(struct tm__frontier *f, int side, int *depth)
+{
+    int64_t v = -1;
+    int rc = one_int(f, f->st[side == TM_SRC ? F_ANY_SRC : F_ANY_DST], &v);
     *depth = rc == 1 ? (int)v : -1;
     return rc < 0 ? rc : 0;
 }

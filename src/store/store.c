@@ -100,13 +100,15 @@ const char *tm__phase_name(enum tm__phase p)
 /* The mirror (treemig delete): the outcome of each destination-only node
  * it removed, kept or listed, and an index of the destination-only rows
  * in the order of the removals (schema version 7, step "mirror"). */
-#define MIRROR_SQL                                                           \
+#define MIRROR_TABLE_SQL                                                     \
     "CREATE TABLE IF NOT EXISTS mirror(dst_id INTEGER PRIMARY KEY,"          \
     " parent_id INTEGER, path TEXT NOT NULL, type TEXT NOT NULL,"            \
     " state TEXT NOT NULL,"                                                  \
-    " error TEXT, time INTEGER NOT NULL);"                                   \
+    " error TEXT, time INTEGER NOT NULL);"
+#define EXTRA_INDEX_SQL                                                      \
     "CREATE INDEX IF NOT EXISTS dst_nodes_extra ON dst_nodes(depth, id)"     \
     " WHERE traversal_status = 'not_on_src';"
+#define MIRROR_SQL MIRROR_TABLE_SQL EXTRA_INDEX_SQL
 
 /* The passes (treemig rescan): one row per pass, and the source nodes of
  * the previous pass that the current one is compared with (schema version
@@ -174,6 +176,30 @@ const char *tm__phase_name(enum tm__phase p)
     "CREATE INDEX IF NOT EXISTS dst_nodes_twin ON dst_nodes(depth, src_id)"  \
     " WHERE traversal_status = 'pending' AND type = 'folder';"
 
+/* The indexes of the pending folders, by which a discovery shared by
+ * workers claims its folders (lease_q.c): created when such a discovery
+ * starts (tm__store_claim_indexes), not with the schema. */
+#define CLAIM_INDEXES_SQL                                                    \
+    "CREATE INDEX IF NOT EXISTS src_nodes_frontier ON src_nodes(depth, id)"  \
+    " WHERE traversal_status = 'pending' AND type = 'folder';"               \
+    "CREATE INDEX IF NOT EXISTS dst_nodes_frontier ON dst_nodes(depth, id)"  \
+    " WHERE traversal_status = 'pending' AND type = 'folder';" DST_TWIN_SQL
+
+/* No index names traversal_status during a discovery of one process
+ * (schema version 14, step "hot_status"): an index that names a column,
+ * even in its WHERE, makes each update of that column write a new entry
+ * in every index of the table, and a folder's status changes when it is
+ * listed (on PostgreSQL those updates are then HOT: on the row's page, no
+ * index touched; 0.6 s of the server's 3.9 CPU s at 300,000 entries).
+ * The first discovery reads its frontier by *_nodes_folders and its
+ * lowest pending depth from the stats (frontier.c); a shared discovery
+ * makes CLAIM_INDEXES_SQL, the mirror its EXTRA_INDEX_SQL. */
+#define HOT_STATUS_SQL                                                       \
+    "DROP INDEX IF EXISTS src_nodes_frontier;"                               \
+    "DROP INDEX IF EXISTS dst_nodes_frontier;"                               \
+    "DROP INDEX IF EXISTS dst_nodes_twin;"                                   \
+    "DROP INDEX IF EXISTS dst_nodes_extra;"
+
 /* Brings a state file of version i up to version i + 1 (index i - 1). */
 static const char *const upgrade_sql[TM_SCHEMA_VERSION - 1] = {
     LISTING_POS_SQL,
@@ -188,6 +214,7 @@ static const char *const upgrade_sql[TM_SCHEMA_VERSION - 1] = {
     DISC_LEASES_SQL,
     PASS_FOLDERS_SQL,
     DST_TWIN_SQL,
+    HOT_STATUS_SQL,
 };
 
 static const char schema_sql[] =
@@ -203,8 +230,6 @@ static const char schema_sql[] =
     " xattrs INTEGER);"
     "CREATE UNIQUE INDEX src_nodes_child ON src_nodes(parent_id, name);"
     INODE_INDEX_SQL
-    "CREATE INDEX src_nodes_frontier ON src_nodes(depth, id)"
-    " WHERE traversal_status = 'pending' AND type = 'folder';"
     "CREATE TABLE dst_nodes("
     " id INTEGER PRIMARY KEY, parent_id INTEGER, path TEXT NOT NULL,"
     " name TEXT NOT NULL, type TEXT NOT NULL, size INTEGER NOT NULL DEFAULT 0,"
@@ -213,8 +238,6 @@ static const char schema_sql[] =
     " attempts INTEGER NOT NULL DEFAULT 0, error TEXT, src_id INTEGER,"
     " uid INTEGER, gid INTEGER);"
     "CREATE UNIQUE INDEX dst_nodes_child ON dst_nodes(parent_id, name);"
-    "CREATE INDEX dst_nodes_frontier ON dst_nodes(depth, id)"
-    " WHERE traversal_status = 'pending' AND type = 'folder';"
     "CREATE TABLE src_stats(depth INTEGER, type TEXT, traversal_status TEXT,"
     " count INTEGER NOT NULL, bytes INTEGER NOT NULL,"
     " PRIMARY KEY(depth, type, traversal_status)) WITHOUT ROWID;"
@@ -234,8 +257,8 @@ static const char schema_sql[] =
     " queue TEXT NOT NULL, round INTEGER, pending INTEGER, in_flight INTEGER,"
     " done INTEGER, failed INTEGER, items_per_s REAL, bytes_per_s REAL,"
     " bytes_done INTEGER, bytes_pending INTEGER);"
-    LISTING_POS_SQL UPLOADS_SQL MIRROR_SQL PASSES_SQL LEASES_SQL DISC_LEASES_SQL
-    PASS_FOLDERS_SQL DST_TWIN_SQL;
+    LISTING_POS_SQL UPLOADS_SQL MIRROR_TABLE_SQL PASSES_SQL LEASES_SQL
+    DISC_LEASES_SQL PASS_FOLDERS_SQL;
 
 /* Review: exclusions after discovery and the review_* views
  * (docs/state-file.md). Part of every new state file; review.c also runs
@@ -906,6 +929,16 @@ char *tm__store_yaml_default(const char *path)
 const char *tm__store_schema_sql(void)
 {
     return schema_sql;
+}
+
+int tm__store_claim_indexes(struct tm__db *db, struct tm__buf *err)
+{
+    return tm__store_exec(db, CLAIM_INDEXES_SQL, err);
+}
+
+int tm__store_extra_index(struct tm__db *db, struct tm__buf *err)
+{
+    return tm__store_exec(db, EXTRA_INDEX_SQL, err);
 }
 
 const char *tm__store_upgrade_sql(int v)

@@ -17,7 +17,7 @@
 
 #include "util/buf.h"
 
-#define TM_SCHEMA_VERSION 13
+#define TM_SCHEMA_VERSION 14
 #define TM_APPLICATION_ID 1953327463 /* 'tmig' */
 
 enum tm__side { TM_SRC = 0, TM_DST = 1 };
@@ -81,6 +81,12 @@ char *tm__store_yaml_default(const char *path);
  * to v + 1 (1 <= v < TM_SCHEMA_VERSION); store_pg.c translates both. */
 const char *tm__store_schema_sql(void);
 const char *tm__store_upgrade_sql(int v);
+/* Makes the indexes of the pending folders that a discovery shared by
+ * workers claims by (a first discovery of one process reads without
+ * them: store.c, HOT_STATUS_SQL), and the mirror's index of the
+ * destination-only rows; both IF NOT EXISTS. 0 or an error (err). */
+int tm__store_claim_indexes(struct tm__db *db, struct tm__buf *err);
+int tm__store_extra_index(struct tm__db *db, struct tm__buf *err);
 /* The review tables and views (store.c), also run on older state files. */
 extern const char tm__review_schema_sql[];
 

@@ -146,10 +146,78 @@ def run_all(R, base, trees):
         expect_eq('the folder is untouched', ['inside'], os.listdir(db))
     R.check('a folder given as --db', check_folder)
 
+    R.check('stats that count no pending folder: the resumed discovery lists them all',
+            check_stats_drift, base)
     R.check('damaged pages inside a suspended state file', check_damaged_pages, base, trees)
     R.check('read-only state file (chmod 0400)', check_read_only, base)
     R.check('immutable state file (chattr +i, as root)', check_immutable, base, src, dst)
     run_lock(R, base, trees)
+
+
+def check_stats_drift(base):
+    """A discovery killed with folders pending, whose stats are then made
+    to count none of them (the stats say which depth the discovery reads
+    next, src/store/frontier.c): the resumed discovery must read the rows
+    before it ends, warn, and list every folder, as an uninterrupted one."""
+    d = tempfile.mkdtemp(prefix='drift-', dir=base)
+    src = 'sim:seed=7,depth=4,folders=4,files=3,latency=4'
+    dst = 'sim:seed=7,depth=4,folders=4,files=3,world=dst,keep=0.7,latency=4'
+    ref = os.path.join(d, 'ref.db')
+    expect_rc(tmtest.run(['discover', '--db', ref, '--quiet', src, dst]), 0,
+              'the reference discovery')
+    db = os.path.join(d, 'state.db')
+
+    def pending():
+        try:
+            c = statecheck._ro(db)
+            try:
+                return c.execute("SELECT count(*) FROM src_nodes WHERE type = 'folder' "
+                                 "AND traversal_status = 'pending' AND depth >= 2"
+                                 ).fetchone()[0] > 0
+            finally:
+                c.close()
+        except sqlite3.Error:
+            return False
+    p = statecheck.Proc(['discover', '--db', db, '--quiet', src, dst])
+    try:
+        if not statecheck.wait_until(p, pending):
+            fail('the discovery ended before folders of depth 2 were pending: %s'
+                 % p.stderr())
+        p.signal(signal.SIGKILL)
+        p.wait()
+    finally:
+        p.close()
+    c = sqlite3.connect(db)
+    try:
+        n = c.execute("SELECT count(*) FROM src_nodes WHERE type = 'folder' AND "
+                      "traversal_status = 'pending'").fetchone()[0]
+        for t in ('src_stats', 'dst_stats'):
+            c.execute("UPDATE %s SET count = 0 WHERE type = 'folder' AND "
+                      "traversal_status = 'pending'" % t)
+        c.commit()
+    finally:
+        c.close()
+    print('     killed with %d source folders pending; the stats count none' % n)
+    cp = tmtest.run(['discover', '--db', db, '--quiet'])
+    expect_rc(cp, 0, 'the resumed discovery')
+    expect_eq('phase', 'discovered', statecheck.phase_of(db))
+    for side in ('src', 'dst'):
+        want = {r[:statecheck.KEY] for r in statecheck.fetch_rows(ref, side)}
+        got = {r[:statecheck.KEY] for r in statecheck.fetch_rows(db, side)}
+        if want != got:
+            fail('%s_nodes: %d rows (%d folders pending) where the reference has %d; '
+                 'first differences: %r' % (
+                     side, len(got), sum(1 for r in got if r[2] == b'folder' and
+                                         r[7] == b'pending'), len(want),
+                     sorted(want ^ got, key=repr)[:4]))
+    c = statecheck._ro(db, timeout=5)
+    try:
+        warned = c.execute("SELECT count(*) FROM logs WHERE level = 'warning' AND "
+                           "message LIKE '%stats count no pending folder%'").fetchone()[0]
+    finally:
+        c.close()
+    if not warned:
+        fail('no warning in the logs table that the stats disagreed with the rows')
 
 
 def check_bad_file(base, what, make, src, dst, real_yaml, codes):

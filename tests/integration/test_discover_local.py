@@ -89,7 +89,7 @@ def run_config(R, base, src, dst, exp, label, opts, stored):
         try:
             expect_eq('PRAGMA application_id', 1953327463,
                       conn.execute('PRAGMA application_id').fetchone()[0])
-            expect_eq("PRAGMA user_version", 13,
+            expect_eq("PRAGMA user_version", 14,
                       conn.execute('PRAGMA user_version').fetchone()[0])
             expect_eq('PRAGMA journal_mode', b'wal',
                       conn.execute('PRAGMA journal_mode').fetchone()[0])

@@ -27,8 +27,9 @@
   most 8 folders the killed run had listed above its watermark;
 - a folder whose listing fails in a pass: its subtree is not listed (the
   fault layer counts the listings), the next pass lists it all;
-- schema 11 to 13: rescan upgrades a state file (the folder indexes a
-  pass reads its frontier by) and finds what changed;
+- schema 11 to 14: rescan upgrades a state file (the folder indexes a
+  pass reads its frontier by; the indexes that name traversal_status
+  dropped) and finds what changed;
 - a pass over a folder of 6,000 files listed in many pages, with names
   added, removed, grown and turned folders between the old ones, leaves
   the rows (path, type, size, mtime, mode) a new discovery of the same
@@ -467,7 +468,14 @@ def run_upgrade(R, work):
         try:
             c.execute('DROP INDEX src_nodes_folders')
             c.execute('DROP INDEX dst_nodes_folders')
-            c.execute('DROP INDEX dst_nodes_twin')
+            # what version 11 had and version 14 drops: the indexes that
+            # name traversal_status
+            c.execute("CREATE INDEX src_nodes_frontier ON src_nodes(depth, id) "
+                      "WHERE traversal_status = 'pending' AND type = 'folder'")
+            c.execute("CREATE INDEX dst_nodes_frontier ON dst_nodes(depth, id) "
+                      "WHERE traversal_status = 'pending' AND type = 'folder'")
+            c.execute("CREATE INDEX dst_nodes_extra ON dst_nodes(depth, id) "
+                      "WHERE traversal_status = 'not_on_src'")
             c.execute('PRAGMA user_version = 11')
             c.commit()
         finally:
@@ -478,15 +486,17 @@ def run_upgrade(R, work):
         if b'0 new, 1 changed, 0 deleted' not in cp.stderr:
             fail('rescan after the upgrade', '0 new, 1 changed, 0 deleted',
                  cp.stderr.decode())
-        expect_eq('schema version after the rescan', 13,
+        expect_eq('schema version after the rescan', 14,
                   scalar(db, 'PRAGMA user_version'))
-        expect_eq('the folder indexes',
-                  ['dst_nodes_folders', 'dst_nodes_twin', 'src_nodes_folders'],
+        expect_eq('the folder indexes (none names traversal_status)',
+                  ['dst_nodes_folders', 'src_nodes_folders'],
                   [r[0] for r in rows_of(db, "SELECT name FROM sqlite_master WHERE "
-                                         "name LIKE '%_nodes_folders' OR name = "
-                                         "'dst_nodes_twin' ORDER BY 1")])
+                                         "name LIKE '%_nodes_folders' OR name "
+                                         "LIKE '%_nodes_frontier' OR name IN "
+                                         "('dst_nodes_twin', 'dst_nodes_extra') "
+                                         "ORDER BY 1")])
         state_of(db)  # the stats count the rows
-    R.check('schema 11 to 13: rescan upgrades a state file and finds what changed',
+    R.check('schema 11 to 14: rescan upgrades a state file and finds what changed',
             check)
 
 

@@ -110,6 +110,10 @@ def sim_pair(work, tag):
     return 'sim:' + SHAPE, 'sim:%s,%s,overlay=%s' % (SHAPE, DKEYS, ovl)
 
 
+CLAIM_INDEXES_Q = ("SELECT indexname FROM pg_indexes WHERE tablename IN ('src_nodes',"
+                   " 'dst_nodes') AND indexdef LIKE '%traversal_status%' ORDER BY 1")
+
+
 def check_sim_pair(work):
     name, uri = new_db()
     full_run(uri, *sim_pair(work, 'pg'), work=work, tag='pg')
@@ -122,6 +126,10 @@ def check_sim_pair(work):
         fail('the sim pair has no conflicts: a weak comparison')
     expect_eq('phase', ['verified'], PG.rows(name, "SELECT value FROM migration "
                                                "WHERE key = 'phase'"))
+    # a folder's status update writes no index entry (HOT) only while no
+    # index names the column: the claims' indexes are a shared discovery's
+    expect_eq('indexes of the node tables that name traversal_status', [],
+              PG.rows(name, CLAIM_INDEXES_Q))
 
 
 def make_tree(top, folders=6, files=5):

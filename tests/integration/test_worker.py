@@ -594,6 +594,12 @@ def check_disc_sim(work):
     expect_all_ok(res)
     expect_none_dropped(workers, res)
     expect_same_discovery(lite, name, uri, 'ds')
+    # made when the shared discovery started (store.c, CLAIM_INDEXES_SQL)
+    expect_eq('the claims\' indexes', ['dst_nodes_frontier', 'dst_nodes_twin',
+                                       'src_nodes_frontier'],
+              PG.rows(name, "SELECT indexname FROM pg_indexes WHERE tablename IN "
+                      "('src_nodes', 'dst_nodes') AND indexdef LIKE "
+                      "'%traversal_status%' ORDER BY 1"))
     if len(listers(name)) < 3:
         tmtest.void('fewer than 3 processes listed folders: %r' % listers(name))
 
