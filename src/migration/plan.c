@@ -162,6 +162,15 @@ int tm__mig_seed_roots(struct tm__db *db, const struct tm__entry root[2])
     return rc;
 }
 
+/* Whether this discovery is to be shared by workers: asked for by the
+ * environment while its speed is worked on (docs/scale-out.md), and only
+ * on PostgreSQL. */
+static int shared_asked(tm_migration *m)
+{
+    const char *sh = getenv("TREEMIG_SHARED_DISCOVERY");
+    return sh && !strcmp(sh, "1") && tm__db_is_pg(tm__store_conn(&m->store));
+}
+
 static int create_migration(tm_migration *m, const char *src, const char *dst,
                             const char *excludes, const tm_discover_options *o,
                             struct tm__adapter *ad[2])
@@ -223,6 +232,12 @@ static int create_migration(tm_migration *m, const char *src, const char *dst,
         if (tm__adapter_root_info(ad[i], &ri) == 0 && ri.id[0])
             rc = tm__store_set(db, i ? "dst_id" : "src_id", ri.id);
     }
+    if (!rc && shared_asked(m))
+        /* the claims' indexes, made while the node tables are empty: an
+         * index made over a table of a row or two gives the server its
+         * size, and the claims' plans stay sequential scans of a table
+         * that grows (docs/BENCHMARKS.md, "HOT folder updates") */
+        rc = tm__store_claim_indexes(db, &m->err);
     if (!rc) rc = tm__mig_seed_roots(db, root);
     if (!rc) rc = tm__mig_set_phase(m, PH_ROOTS_SET);
     if (!rc) rc = tm__store_commit(db, &m->err);
@@ -552,13 +567,14 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
              * its speed is worked on (a single process listing under
              * leases was 228x slower than on SQLite at 90k entries): the
              * setting tells workers and resumes */
-            const char *sh = getenv("TREEMIG_SHARED_DISCOVERY");
-            rc = tm__mig_set_int(db, "shared_discovery", sh && !strcmp(sh, "1"));
+            rc = tm__mig_set_int(db, "shared_discovery", shared_asked(m));
         }
         if (!rc && !m->joining && !cfg.pass &&
             tm__mig_get_int(db, "shared_discovery", 0) == 1 &&
             tm__db_is_pg(tm__store_conn(&m->store)))
-            rc = tm__store_claim_indexes(db, &m->err); /* the claims' */
+            /* made with the state (create_migration); here for a state
+             * file of version 13 or older, whose upgrade dropped them */
+            rc = tm__store_claim_indexes(db, &m->err);
         if (!rc && !cfg.pass && tm__mig_get_int(db, "shared_discovery", 0) == 1 &&
             tm__db_is_pg(tm__store_conn(&m->store))) {
             /* a shared store: the folders are leased, whoever lists them
