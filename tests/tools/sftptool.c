@@ -10,7 +10,8 @@
  * --ciphers LIST, --macs LIST (what the sessions offer, preferred first),
  * --ahead N (READs and WRITEs in flight), --stripe K, --stripe-min BYTES,
  * --stripe-rtt US (a file of at least BYTES read through K sessions when
- * an OPEN took US or more; -1: always), --retries N (a command failing
+ * an OPEN took US or more; -1: always), --pause-ms MS (get sleeps MS after
+ * each MiB: a slow reader), --retries N (a command failing
  * with a retry-class error is run again, after retry_after_ms or a
  * doubling wait), --threads N (for stress).
  *
@@ -72,6 +73,8 @@ struct tool {
     const char *ids[MAX_IDS];        /* --identity values */
     int retries;                     /* --retries */
     int threads;                     /* --threads */
+    int pause_ms;                    /* --pause-ms: get sleeps this long
+                                        after each MiB (a slow reader) */
     struct tm__sftp_pool *pool;      /* the pool */
 };
 
@@ -191,6 +194,8 @@ static int cmd_get(struct tool *t, const char *path, const char *local,
             break;
         }
         total += n;
+        if (t->pause_ms)
+            tm__sleep_ms(t->pause_ms);
     }
     tm__sftp_close_read(f);
     if (n < 0)
@@ -585,6 +590,8 @@ int main(int argc, char **argv)
             t.o.stripe_min = strtoull(v, NULL, 10);
         else if (!strcmp(k, "--stripe-rtt"))
             t.o.stripe_rtt_us = atoi(v);
+        else if (!strcmp(k, "--pause-ms"))
+            t.pause_ms = atoi(v);
         else if (!strcmp(k, "--retries"))
             t.retries = atoi(v);
         else if (!strcmp(k, "--threads"))

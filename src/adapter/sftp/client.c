@@ -113,6 +113,12 @@ enum { FXF_READ = 1, FXF_WRITE = 2, FXF_CREAT = 8, FXF_TRUNC = 0x10,
 #define STRIPE_STREAMS_MAX 16
 #define STRIPE_MIN ((uint64_t)64 << 20)
 #define STRIPE_RTT_US 5000
+/* Extra streams (sessions beyond each file's own) running at once in a
+ * pool: a file gets one more at each stripe it passes while the pool has
+ * fewer, so that one large file is read through STRIPE_STREAMS sessions,
+ * and 8 at once through about 2 each (each extra session costs CPU: ssh
+ * starts a master, with its key exchange, per 4 sessions). */
+#define STRIPE_EXTRA 8
 /* A stripe is about this many bytes (whole READs); a striped file has
  * STRIPE_SLOTS stripe buffers per stream: its memory is bounded by
  * STRIPE_SLOTS x streams x a stripe (16 MiB with 4 streams). */
@@ -1629,6 +1635,11 @@ void tm__sftp_pool_free(struct tm__sftp_pool *p)
     struct tm__sftp_sess *s;
     if (!p)
         return;
+    /* a closed file's extra streams end by themselves: wait for them */
+    pthread_mutex_lock(&p->mu);
+    while (p->stripe_running > 0)
+        pthread_cond_wait(&p->cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
     orphans_retry(p);
     while ((s = p->idle)) {
         p->idle = s->next;
@@ -2461,7 +2472,8 @@ struct stripes {
     pthread_cond_t cv;           /* a stripe arrived or a buffer was freed,
                                     an error, stop (mu) */
     struct tm__sftp_pool *pool;  /* the file's pool */
-    const char *path;            /* the file's (owned by it) */
+    char *path;                  /* the file's (a copy: an extra stream
+                                    may outlive the file) */
     uint64_t size;               /* the size at open: stripes stop there */
     int64_t mtime;               /* the mtime at open: another stream's
                                     open must find the same */
@@ -2479,7 +2491,13 @@ struct stripes {
     int stop;                    /* the streams are to end (mu) */
     int rc;                      /* the first error of a stream (mu) */
     struct tm__sftp_err e;       /* its details (mu) */
-    int k;                       /* streams */
+    int refs;                    /* the reader, and each extra stream's
+                                    thread (detached: the last frees st)
+                                    (mu) */
+    int no_more;                 /* an extra stream could not open the
+                                    file: start no other (mu) */
+    int k;                       /* streams at most */
+    int started;                 /* streams started (the reader's) */
     struct stream sv[];          /* them */
 };
 
@@ -2604,9 +2622,13 @@ static int stream_open(struct stream *sm)
     struct stripes *st = sm->st;
     struct tm__sftp_err e;
     struct tm__sftp_attr a;
+    int stop;
 
     memset(&e, 0, sizeof e);
-    if (sess_take(st->pool, &sm->s, &e, 1)) {
+    pthread_mutex_lock(&st->mu);
+    stop = st->stop;
+    pthread_mutex_unlock(&st->mu);
+    if (stop || sess_take(st->pool, &sm->s, &e, 1)) {
         sm->s = NULL;
         return -1;
     }
@@ -2625,7 +2647,36 @@ static int stream_open(struct stream *sm)
 fail:
     sess_put(st->pool, sm->s);
     sm->s = NULL;
+    pthread_mutex_lock(&st->mu);
+    st->no_more = 1;
+    pthread_mutex_unlock(&st->mu);
     return -1;
+}
+
+/* Frees st (its last reference is gone). */
+static void stripes_destroy(struct stripes *st)
+{
+    int i;
+    for (i = 0; i < st->k; i++)
+        free(st->sv[i].q);
+    pthread_mutex_destroy(&st->mu);
+    pthread_cond_destroy(&st->cv);
+    free(st->path);
+    free(st->buf);
+    free(st->slot_of);
+    free(st->pending);
+    free(st);
+}
+
+/* Drops a reference to st: the last frees it. */
+static void stripes_unref(struct stripes *st)
+{
+    int last;
+    pthread_mutex_lock(&st->mu);
+    last = --st->refs == 0;
+    pthread_mutex_unlock(&st->mu);
+    if (last)
+        stripes_destroy(st);
 }
 
 /* A stream's thread: claims stripes while buffers are free and reads them
@@ -2639,7 +2690,7 @@ static void *stream_main(void *arg)
 
     memset(&e, 0, sizeof e);
     if (sm->idx > 0 && stream_open(sm))
-        return NULL;
+        goto out;
     for (;;) {
         while (sm->qn < sm->qcap) {
             uint32_t len = st->pool->chunk_r;
@@ -2692,30 +2743,88 @@ static void *stream_main(void *arg)
         sess_put(st->pool, sm->s);
         sm->s = NULL;
     }
+out:
+    if (sm->idx > 0) {
+        struct tm__sftp_pool *p = st->pool;
+        stripes_unref(st); /* st may be gone from here on */
+        pthread_mutex_lock(&p->mu);
+        p->stripe_running--;
+        pthread_cond_broadcast(&p->cv); /* the pool's free waits for it */
+        pthread_mutex_unlock(&p->mu);
+    }
     return NULL;
 }
 
-/* Stops the streams, joins them and frees st. */
+/* Starts stream i of st; 0, or -1 (no thread). Its thread takes no
+ * signal: the caller's handle them. */
+static int stream_start(struct stripes *st, int i)
+{
+    sigset_t all, old;
+    if (i > 0) {
+        pthread_mutex_lock(&st->mu);
+        st->refs++;
+        pthread_mutex_unlock(&st->mu);
+    }
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    st->sv[i].started = pthread_create(&st->sv[i].th, NULL, stream_main, &st->sv[i]) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!st->sv[i].started) {
+        if (i > 0)
+            stripes_unref(st);
+        return -1;
+    }
+    if (i > 0)
+        pthread_detach(st->sv[i].th);
+    return 0;
+}
+
+/* One more stream for st when it has fewer than it may, the pool runs
+ * fewer extra streams than STRIPE_EXTRA and no stream of st failed to open
+ * the file (the reader's thread, at each stripe it passes). */
+static void stripes_grow(struct stripes *st)
+{
+    struct tm__sftp_pool *p = st->pool;
+    int go;
+    if (st->started >= st->k)
+        return;
+    pthread_mutex_lock(&st->mu);
+    go = !st->no_more && !st->stop && st->next < st->n;
+    pthread_mutex_unlock(&st->mu);
+    if (!go)
+        return;
+    pthread_mutex_lock(&p->mu);
+    go = p->stripe_running < STRIPE_EXTRA;
+    if (go)
+        p->stripe_running++;
+    pthread_mutex_unlock(&p->mu);
+    if (!go)
+        return;
+    if (stream_start(st, st->started) == 0) {
+        st->started++;
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->stripe_running--;
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* The reader is done with st: stops the streams and joins stream 0 (the
+ * file's session is the file's again); an extra stream is not waited for
+ * (it may be opening a session: a new ssh master, several round trips):
+ * its thread ends by itself, after its replies in flight, and the pool's
+ * free waits for it. */
 static void stripes_free(struct stripes *st)
 {
-    int i;
     if (!st)
         return;
     pthread_mutex_lock(&st->mu);
     st->stop = 1;
     pthread_cond_broadcast(&st->cv);
     pthread_mutex_unlock(&st->mu);
-    for (i = 0; i < st->k; i++)
-        if (st->sv[i].started)
-            pthread_join(st->sv[i].th, NULL);
-    for (i = 0; i < st->k; i++)
-        free(st->sv[i].q);
-    pthread_mutex_destroy(&st->mu);
-    pthread_cond_destroy(&st->cv);
-    free(st->buf);
-    free(st->slot_of);
-    free(st->pending);
-    free(st);
+    if (st->sv[0].started)
+        pthread_join(st->sv[0].th, NULL);
+    stripes_unref(st);
 }
 
 /* Starts reading f (just opened: one READ, at 0, in flight) in stripes
@@ -2726,7 +2835,6 @@ static struct stripes *stripes_start(struct tm__sftp_rfile *f, int k, int64_t mt
 {
     struct tm__sftp_pool *p = f->pool;
     struct stripes *st = calloc(1, sizeof *st + (size_t)k * sizeof(struct stream));
-    sigset_t all, old;
     uint32_t per = STRIPE_BYTES / p->chunk_r;
     int i;
 
@@ -2735,7 +2843,7 @@ static struct stripes *stripes_start(struct tm__sftp_rfile *f, int k, int64_t mt
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->cv, NULL);
     st->pool = p;
-    st->path = f->path;
+    st->path = strdup(f->path);
     st->size = f->size;
     st->mtime = mtime;
     st->sz = p->chunk_r * (per ? per : 1);
@@ -2743,10 +2851,11 @@ static struct stripes *stripes_start(struct tm__sftp_rfile *f, int k, int64_t mt
     st->nslots = STRIPE_SLOTS * k;
     st->end = f->size;
     st->k = k;
+    st->refs = 1;
     st->buf = malloc((size_t)st->nslots * st->sz);
     st->slot_of = malloc((size_t)st->nslots * sizeof *st->slot_of);
     st->pending = calloc((size_t)st->nslots, sizeof *st->pending);
-    if (!st->buf || !st->slot_of || !st->pending)
+    if (!st->path || !st->buf || !st->slot_of || !st->pending)
         goto fail;
     for (i = 0; i < st->nslots; i++)
         st->slot_of[i] = UINT64_MAX;
@@ -2778,16 +2887,7 @@ static struct stripes *stripes_start(struct tm__sftp_rfile *f, int k, int64_t mt
             f->qn--;
         }
     }
-    /* the streams' threads take no signal: the caller's handle them */
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    for (i = 0; i < k; i++) {
-        st->sv[i].started = pthread_create(&st->sv[i].th, NULL, stream_main, &st->sv[i]) == 0;
-        if (!i && !st->sv[i].started)
-            break;
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (!st->sv[0].started) {
+    if (stream_start(st, 0) != 0) {
         /* give the READ back to the file */
         struct stream *sm = &st->sv[0];
         int j;
@@ -2802,9 +2902,11 @@ static struct stripes *stripes_start(struct tm__sftp_rfile *f, int k, int64_t mt
         stripes_free(st);
         return NULL;
     }
+    st->started = 1;
     pthread_mutex_lock(&p->mu);
     p->striped++;
     pthread_mutex_unlock(&p->mu);
+    stripes_grow(st);
     return st;
 fail:
     stripes_free(st);
@@ -2852,6 +2954,7 @@ static int64_t stripes_read(struct tm__sftp_rfile *f, void *buf, size_t len,
             st->cons = i + 1;
             pthread_cond_broadcast(&st->cv);
             pthread_mutex_unlock(&st->mu);
+            stripes_grow(st);
         }
         return (int64_t)n;
     }
