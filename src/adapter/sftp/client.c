@@ -1641,6 +1641,16 @@ void tm__sftp_pool_free(struct tm__sftp_pool *p)
         pthread_cond_wait(&p->cv, &p->mu);
     pthread_mutex_unlock(&p->mu);
     orphans_retry(p);
+    /* every session's ssh told to end first (its queued requests sent, its
+     * socket closed: it closes its channel, a round trip, and exits), then
+     * each reaped: they end together, not a round trip after another (16
+     * sessions through 20 ms each way: 0.7 s) */
+    for (s = p->idle; s; s = s->next)
+        if (s->use_proc && s->pr.fd >= 0) {
+            flush(s, NULL, "send", "requests");
+            close(s->pr.fd);
+            s->pr.fd = -1;
+        }
     while ((s = p->idle)) {
         p->idle = s->next;
         sess_close(s);
