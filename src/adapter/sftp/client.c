@@ -114,10 +114,12 @@ enum { FXF_READ = 1, FXF_WRITE = 2, FXF_CREAT = 8, FXF_TRUNC = 0x10,
 #define STRIPE_MIN ((uint64_t)64 << 20)
 #define STRIPE_RTT_US 5000
 /* Extra streams (sessions beyond each file's own) running at once in a
- * pool: a file gets one more at each stripe it passes while the pool has
- * fewer, so that one large file is read through STRIPE_STREAMS sessions,
- * and 8 at once through about 2 each (each extra session costs CPU: ssh
- * starts a master, with its key exchange, per 4 sessions). */
+ * pool, shared fairly among the files read in stripes at the moment: one
+ * large file is read through STRIPE_STREAMS sessions, 8 at once through 2
+ * each, 16 through their own alone (each extra session costs CPU: ssh
+ * starts a master, with its key exchange, per 4 sessions). A file gets
+ * one more at each stripe it passes while under its share; one over its
+ * share (files opened since) lets an extra stream go at its next stripe. */
 #define STRIPE_EXTRA 8
 /* A stripe is about this many bytes (whole READs); a striped file has
  * STRIPE_SLOTS stripe buffers per stream: its memory is bounded by
@@ -2467,7 +2469,10 @@ struct stream {
     struct stripes *st;          /* the set */
     int idx;                     /* 0: the file's own session and handle */
     pthread_t th;                /* its thread */
-    int started;                 /* th was started (join it) */
+    int started;                 /* th was started (stream 0: join it) */
+    int busy;                    /* a thread runs in this slot (st->mu) */
+    int leaving;                 /* over its file's share: takes no more
+                                    stripes */
     struct tm__sftp_sess *s;     /* its session, or NULL */
     unsigned char h[MAX_HANDLE]; /* its handle on the file */
     size_t hlen;                 /* its length */
@@ -2507,7 +2512,8 @@ struct stripes {
     int no_more;                 /* an extra stream could not open the
                                     file: start no other (mu) */
     int k;                       /* streams at most */
-    int started;                 /* streams started (the reader's) */
+    int extras;                  /* extra streams running, not leaving
+                                    (mu) */
     struct stream sv[];          /* them */
 };
 
@@ -2518,13 +2524,31 @@ static int stripe_free(const struct stripes *st)
            st->next < st->cons + (uint64_t)st->nslots;
 }
 
-/* Claims the next stripe for sm: 1, or 0 when none may be claimed now. */
+/* The extra streams a file of st's pool may have now. */
+static int stripe_share(const struct stripes *st)
+{
+    struct tm__sftp_pool *p = st->pool;
+    int n;
+    pthread_mutex_lock(&p->mu);
+    n = STRIPE_EXTRA / (p->stripe_files > 0 ? p->stripe_files : 1);
+    pthread_mutex_unlock(&p->mu);
+    return n < st->k - 1 ? n : st->k - 1;
+}
+
+/* Claims the next stripe for sm: 1, or 0 when none may be claimed now
+ * (or sm, an extra stream over its file's share, is to leave). */
 static int stripe_claim(struct stream *sm)
 {
     struct stripes *st = sm->st;
-    int got = 0;
+    int share, got = 0;
+    if (sm->leaving)
+        return 0;
+    share = sm->idx > 0 ? stripe_share(st) : 0;
     pthread_mutex_lock(&st->mu);
-    if (stripe_free(st)) {
+    if (sm->idx > 0 && st->extras > share) {
+        st->extras--;
+        sm->leaving = 1;
+    } else if (stripe_free(st)) {
         uint64_t i = st->next++;
         int slot = (int)(i % (uint64_t)st->nslots);
         uint64_t hi = (i + 1) * st->sz;
@@ -2718,6 +2742,8 @@ static void *stream_main(void *arg)
         if (!sm->qn) {
             /* nothing asked: wait for a free buffer, or end */
             int more;
+            if (sm->leaving)
+                break;
             pthread_mutex_lock(&st->mu);
             while (!st->stop && st->next < st->n && st->next * st->sz < st->end &&
                    !stripe_free(st))
@@ -2756,7 +2782,15 @@ static void *stream_main(void *arg)
 out:
     if (sm->idx > 0) {
         struct tm__sftp_pool *p = st->pool;
-        stripes_unref(st); /* st may be gone from here on */
+        int last;
+        pthread_mutex_lock(&st->mu);
+        if (!sm->leaving)
+            st->extras--;
+        sm->busy = 0; /* the slot is free: sm is not touched any more */
+        last = --st->refs == 0;
+        pthread_mutex_unlock(&st->mu);
+        if (last) /* st is gone from here on */
+            stripes_destroy(st);
         pthread_mutex_lock(&p->mu);
         p->stripe_running--;
         pthread_cond_broadcast(&p->cv); /* the pool's free waits for it */
@@ -2770,38 +2804,33 @@ out:
 static int stream_start(struct stripes *st, int i)
 {
     sigset_t all, old;
-    if (i > 0) {
-        pthread_mutex_lock(&st->mu);
-        st->refs++;
-        pthread_mutex_unlock(&st->mu);
-    }
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     st->sv[i].started = pthread_create(&st->sv[i].th, NULL, stream_main, &st->sv[i]) == 0;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (!st->sv[i].started) {
-        if (i > 0)
-            stripes_unref(st);
+    if (!st->sv[i].started)
         return -1;
-    }
     if (i > 0)
         pthread_detach(st->sv[i].th);
     return 0;
 }
 
-/* One more stream for st when it has fewer than it may, the pool runs
+/* One more stream for st when it has fewer than its share, the pool runs
  * fewer extra streams than STRIPE_EXTRA and no stream of st failed to open
  * the file (the reader's thread, at each stripe it passes). */
 static void stripes_grow(struct stripes *st)
 {
     struct tm__sftp_pool *p = st->pool;
-    int go;
-    if (st->started >= st->k)
-        return;
+    int share = stripe_share(st), i, go;
+    struct stream *sm = NULL;
+
     pthread_mutex_lock(&st->mu);
-    go = !st->no_more && !st->stop && st->next < st->n;
+    go = !st->no_more && !st->stop && st->next < st->n && st->extras < share;
+    for (i = 1; go && i < st->k && !sm; i++)
+        if (!st->sv[i].busy)
+            sm = &st->sv[i];
     pthread_mutex_unlock(&st->mu);
-    if (!go)
+    if (!sm)
         return;
     pthread_mutex_lock(&p->mu);
     go = p->stripe_running < STRIPE_EXTRA;
@@ -2810,10 +2839,23 @@ static void stripes_grow(struct stripes *st)
     pthread_mutex_unlock(&p->mu);
     if (!go)
         return;
-    if (stream_start(st, st->started) == 0) {
-        st->started++;
+    /* a slot's last thread left it as it was: start afresh */
+    sm->s = NULL;
+    sm->qn = sm->qhead = 0;
+    sm->next_off = sm->end_off = 0;
+    sm->leaving = 0;
+    pthread_mutex_lock(&st->mu);
+    sm->busy = 1;
+    st->extras++;
+    st->refs++;
+    pthread_mutex_unlock(&st->mu);
+    if (stream_start(st, (int)(sm - st->sv)) == 0)
         return;
-    }
+    pthread_mutex_lock(&st->mu);
+    sm->busy = 0;
+    st->extras--;
+    st->refs--;
+    pthread_mutex_unlock(&st->mu);
     pthread_mutex_lock(&p->mu);
     p->stripe_running--;
     pthread_mutex_unlock(&p->mu);
@@ -2832,8 +2874,12 @@ static void stripes_free(struct stripes *st)
     st->stop = 1;
     pthread_cond_broadcast(&st->cv);
     pthread_mutex_unlock(&st->mu);
-    if (st->sv[0].started)
+    if (st->sv[0].started) {
         pthread_join(st->sv[0].th, NULL);
+        pthread_mutex_lock(&st->pool->mu);
+        st->pool->stripe_files--;
+        pthread_mutex_unlock(&st->pool->mu);
+    }
     stripes_unref(st);
 }
 
@@ -2912,9 +2958,9 @@ static struct stripes *stripes_start(struct tm__sftp_rfile *f, int k, int64_t mt
         stripes_free(st);
         return NULL;
     }
-    st->started = 1;
     pthread_mutex_lock(&p->mu);
     p->striped++;
+    p->stripe_files++;
     pthread_mutex_unlock(&p->mu);
     stripes_grow(st);
     return st;

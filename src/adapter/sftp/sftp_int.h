@@ -78,6 +78,7 @@ struct tm__sftp_pool {
     uint64_t striped;             /* files read in stripes so far (mu) */
     uint64_t stripe_extra;        /* extra streams that read a part (mu) */
     int stripe_running;           /* extra streams running now (mu) */
+    int stripe_files;             /* files being read in stripes now (mu) */
 
     unsigned ext;                 /* TM_SFTP_EXT_*, from the first session */
     uint32_t chunk_r, chunk_w;    /* bytes per READ / WRITE after limits */
