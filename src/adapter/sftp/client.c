@@ -2509,8 +2509,9 @@ struct stripes {
     int refs;                    /* the reader, and each extra stream's
                                     thread (detached: the last frees st)
                                     (mu) */
-    int no_more;                 /* an extra stream could not open the
-                                    file: start no other (mu) */
+    int no_more;                 /* an extra stream found no session to
+                                    spare or could not open the file:
+                                    start no other (mu) */
     int k;                       /* streams at most */
     int extras;                  /* extra streams running, not leaving
                                     (mu) */
@@ -2662,9 +2663,13 @@ static int stream_open(struct stream *sm)
     pthread_mutex_lock(&st->mu);
     stop = st->stop;
     pthread_mutex_unlock(&st->mu);
-    if (stop || sess_take(st->pool, &sm->s, &e, 1)) {
-        sm->s = NULL;
+    if (stop)
         return -1;
+    if (sess_take(st->pool, &sm->s, &e, 1)) {
+        /* no session to spare (or none can be opened now): the file is
+         * read by the streams it has */
+        sm->s = NULL;
+        goto fail;
     }
     if (open_handle(sm->s, FXP_OPEN, st->path, FXF_READ, NULL, sm->h, &sm->hlen, &e,
                     "open"))
@@ -2679,7 +2684,8 @@ static int stream_open(struct stream *sm)
     pthread_mutex_unlock(&st->pool->mu);
     return 0;
 fail:
-    sess_put(st->pool, sm->s);
+    if (sm->s)
+        sess_put(st->pool, sm->s);
     sm->s = NULL;
     pthread_mutex_lock(&st->mu);
     st->no_more = 1;
