@@ -8,7 +8,10 @@
  * Options: --config FILE, --identity FILE (repeatable), --known-hosts FILE,
  * --accept-new, --password-env VAR, --sessions N, --timeout MS, --chunk N,
  * --ciphers LIST, --macs LIST (what the sessions offer, preferred first),
- * --ahead N (READs and WRITEs in flight), --retries N (a command failing
+ * --ahead N (READs and WRITEs in flight), --stripe K, --stripe-min BYTES,
+ * --stripe-rtt US (a file of at least BYTES read through K sessions when
+ * an OPEN took US or more; -1: always), --pause-ms MS (get sleeps MS after
+ * each MiB: a slow reader), --retries N (a command failing
  * with a retry-class error is run again, after retry_after_ms or a
  * doubling wait), --threads N (for stress).
  *
@@ -22,7 +25,9 @@
  *   lstat PATH | stat PATH        {"type",...}
  *   readlink PATH                 {"target":hex}
  *   get PATH LOCAL                reads the file into LOCAL: {"bytes","seconds","mbps",
- *                                 "sends"} (sends: batches of requests it took)
+ *                                 "sends","striped","extra_streams"} (sends: batches of
+ *                                 requests it took; striped: 1 when it was read in
+ *                                 stripes, extra_streams: the sessions that helped)
  *   put LOCAL PATH [--mode M] [--mtime S] [--noreplace] [--fsync] [--pause-after BYTES]
  *       [--key HEX]               writes LOCAL to PATH through a temporary named from
  *                                 the 16-byte key (random without --key), printing
@@ -68,6 +73,8 @@ struct tool {
     const char *ids[MAX_IDS];        /* --identity values */
     int retries;                     /* --retries */
     int threads;                     /* --threads */
+    int pause_ms;                    /* --pause-ms: get sleeps this long
+                                        after each MiB (a slow reader) */
     struct tm__sftp_pool *pool;      /* the pool */
 };
 
@@ -163,7 +170,7 @@ static int cmd_get(struct tool *t, const char *path, const char *local,
     int64_t n, total = 0, t0 = tm__now_ns();
     double secs;
     struct tm__sftp_info info;
-    uint64_t sends;
+    uint64_t sends, striped, extra;
     int fd, rc;
 
     fd = open(local, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -173,6 +180,8 @@ static int cmd_get(struct tool *t, const char *path, const char *local,
     }
     tm__sftp_pool_info(t->pool, &info);
     sends = info.sends;
+    striped = info.striped;
+    extra = info.stripe_extra;
     rc = tm__sftp_open_read(t->pool, path, &f, NULL, e);
     if (rc)
         goto out;
@@ -185,6 +194,8 @@ static int cmd_get(struct tool *t, const char *path, const char *local,
             break;
         }
         total += n;
+        if (t->pause_ms)
+            tm__sleep_ms(t->pause_ms);
     }
     tm__sftp_close_read(f);
     if (n < 0)
@@ -192,9 +203,12 @@ static int cmd_get(struct tool *t, const char *path, const char *local,
     secs = (double)(tm__now_ns() - t0) / 1e9;
     tm__sftp_pool_info(t->pool, &info);
     if (!rc)
-        printf("{\"bytes\":%lld,\"seconds\":%.3f,\"mbps\":%.1f,\"sends\":%llu}\n",
+        printf("{\"bytes\":%lld,\"seconds\":%.3f,\"mbps\":%.1f,\"sends\":%llu,"
+               "\"striped\":%llu,\"extra_streams\":%llu}\n",
                (long long)total, secs, secs > 0 ? (double)total / secs / 1e6 : 0.0,
-               (unsigned long long)(info.sends - sends));
+               (unsigned long long)(info.sends - sends),
+               (unsigned long long)(info.striped - striped),
+               (unsigned long long)(info.stripe_extra - extra));
 out:
     close(fd);
     return rc;
@@ -570,6 +584,14 @@ int main(int argc, char **argv)
             t.o.chunk = (uint32_t)atoi(v);
         else if (!strcmp(k, "--ahead"))
             t.o.read_ahead = t.o.write_behind = atoi(v);
+        else if (!strcmp(k, "--stripe"))
+            t.o.stripe_streams = atoi(v);
+        else if (!strcmp(k, "--stripe-min"))
+            t.o.stripe_min = strtoull(v, NULL, 10);
+        else if (!strcmp(k, "--stripe-rtt"))
+            t.o.stripe_rtt_us = atoi(v);
+        else if (!strcmp(k, "--pause-ms"))
+            t.pause_ms = atoi(v);
         else if (!strcmp(k, "--retries"))
             t.retries = atoi(v);
         else if (!strcmp(k, "--threads"))

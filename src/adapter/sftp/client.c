@@ -31,6 +31,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,6 +102,30 @@ enum { FXF_READ = 1, FXF_WRITE = 2, FXF_CREAT = 8, FXF_TRUNC = 0x10,
  * client CPU 1.53 s against 1.80 s (medians), wall 2.95 s against 3.31 s.
  * READs: half the requests of 128 KiB ones; see docs/BENCHMARKS.md. */
 #define OSSH_CHUNK (255u << 10)
+
+/* A file of at least STRIPE_MIN bytes is read through STRIPE_STREAMS
+ * sessions at once (docs/adapters.md, "Reading a large file through
+ * several sessions") when an OPEN's round trip took STRIPE_RTT_US or more:
+ * a session moves at most ssh's channel window (2 MiB) per round trip, 50
+ * MB/s through 20 ms each way; nearer, one session is not the limit and
+ * more would only share the same two cores. Options change all three. */
+#define STRIPE_STREAMS 4
+#define STRIPE_STREAMS_MAX 16
+#define STRIPE_MIN ((uint64_t)64 << 20)
+#define STRIPE_RTT_US 5000
+/* Extra streams (sessions beyond each file's own) running at once in a
+ * pool, shared fairly among the files read in stripes at the moment: one
+ * large file is read through STRIPE_STREAMS sessions, 8 at once through 2
+ * each, 16 through their own alone (each extra session costs CPU: ssh
+ * starts a master, with its key exchange, per 4 sessions). A file gets
+ * one more at each stripe it passes while under its share; one over its
+ * share (files opened since) lets an extra stream go at its next stripe. */
+#define STRIPE_EXTRA 8
+/* A stripe is about this many bytes (whole READs); a striped file has
+ * STRIPE_SLOTS stripe buffers per stream: its memory is bounded by
+ * STRIPE_SLOTS x streams x a stripe (16 MiB with 4 streams). */
+#define STRIPE_BYTES (1u << 20)
+#define STRIPE_SLOTS 4
 
 /* A reply received before it was waited for. */
 struct stash {
@@ -1179,9 +1204,11 @@ static int sess_open(struct tm__sftp_pool *p, int accept_new,
     }
 }
 
-/* Takes an idle session or opens one (waiting when max are in use). */
-static int sess_get(struct tm__sftp_pool *p, struct tm__sftp_sess **out,
-                    struct tm__sftp_err *e)
+/* Takes an idle session or opens one (waiting when max are in use; with
+ * spare set, TM_EAGAIN instead, e not filled: a stripe's extra stream
+ * never waits for a session another file holds). */
+static int sess_take(struct tm__sftp_pool *p, struct tm__sftp_sess **out,
+                     struct tm__sftp_err *e, int spare)
 {
     struct tm__sftp_sess *s;
     int rc;
@@ -1198,6 +1225,10 @@ static int sess_get(struct tm__sftp_pool *p, struct tm__sftp_sess **out,
         }
         if (p->n_open < p->max && p->connecting < CONNECTS_AT_ONCE)
             break;
+        if (spare && p->n_open >= p->max) {
+            pthread_mutex_unlock(&p->mu);
+            return TM_EAGAIN;
+        }
         pthread_cond_wait(&p->cv, &p->mu);
     }
     {
@@ -1244,6 +1275,12 @@ static int sess_get(struct tm__sftp_pool *p, struct tm__sftp_sess **out,
     pthread_cond_broadcast(&p->cv); /* a connect slot is free */
     pthread_mutex_unlock(&p->mu);
     return rc;
+}
+
+static int sess_get(struct tm__sftp_pool *p, struct tm__sftp_sess **out,
+                    struct tm__sftp_err *e)
+{
+    return sess_take(p, out, e, 0);
 }
 
 /* Gives s back; a broken session is closed (the next call reconnects). */
@@ -1502,6 +1539,13 @@ int tm__sftp_pool_open(const char *url, const struct tm__sftp_opts *o,
     p->read_ahead = o->read_ahead > 0 ? o->read_ahead : 64;
     p->write_behind = o->write_behind > 0 ? o->write_behind : 64;
     p->inflight_given = o->read_ahead > 0 || o->write_behind > 0;
+    p->stripe_streams = o->stripe_streams > 0 ? o->stripe_streams : STRIPE_STREAMS;
+    if (p->stripe_streams > STRIPE_STREAMS_MAX)
+        p->stripe_streams = STRIPE_STREAMS_MAX;
+    p->stripe_min = o->stripe_min ? o->stripe_min : STRIPE_MIN;
+    p->stripe_rtt_ns = o->stripe_rtt_us < 0 ? -1
+                       : (int64_t)(o->stripe_rtt_us ? o->stripe_rtt_us : STRIPE_RTT_US) * 1000;
+    p->rtt_min_ns = INT64_MAX;
     p->chunk_given = o->chunk != 0;
     /* Reads: 128 KiB x 64 in flight (8 MiB, 105 MB/s through 20 ms each
      * way); writes: 64 KiB, sshd's 2 MiB window bounds them anyway. */
@@ -1593,7 +1637,22 @@ void tm__sftp_pool_free(struct tm__sftp_pool *p)
     struct tm__sftp_sess *s;
     if (!p)
         return;
+    /* a closed file's extra streams end by themselves: wait for them */
+    pthread_mutex_lock(&p->mu);
+    while (p->stripe_running > 0)
+        pthread_cond_wait(&p->cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
     orphans_retry(p);
+    /* every session's ssh told to end first (its queued requests sent, its
+     * socket closed: it closes its channel, a round trip, and exits), then
+     * each reaped: they end together, not a round trip after another (16
+     * sessions through 20 ms each way: 0.7 s) */
+    for (s = p->idle; s; s = s->next)
+        if (s->use_proc && s->pr.fd >= 0) {
+            flush(s, NULL, "send", "requests");
+            close(s->pr.fd);
+            s->pr.fd = -1;
+        }
     while ((s = p->idle)) {
         p->idle = s->next;
         sess_close(s);
@@ -1636,6 +1695,8 @@ void tm__sftp_pool_info(struct tm__sftp_pool *p, struct tm__sftp_info *i)
     i->cipher = p->cipher_used;
     i->mac = p->mac_used;
     i->transport = p->transport == TM_SFTP_TRANSPORT_OPENSSH ? "openssh" : "libssh2";
+    i->striped = p->striped;
+    i->stripe_extra = p->stripe_extra;
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -2287,8 +2348,14 @@ struct rreq {
     uint32_t len;  /* bytes asked for */
 };
 
+struct stripes;
+
 struct tm__sftp_rfile {
     struct tm__sftp_pool *pool;  /* the owner */
+    struct stripes *st;          /* a large file read in stripes through
+                                    several sessions, or NULL (then the
+                                    file's session is the stripes' stream
+                                    0 until they end) */
     struct tm__sftp_sess *s;     /* the session holding the handle */
     char *path;                  /* for messages */
     unsigned char h[MAX_HANDLE]; /* the handle */
@@ -2372,12 +2439,611 @@ static int fstat_reply(struct tm__sftp_sess *s, uint32_t id, const char *path,
     return rc;
 }
 
+/* ---- reading a large file through several sessions ---- */
+
+/* What a large file's read needs of the file (client.c's struct
+ * tm__sftp_rfile, defined above). A stripe set reads [0, size) of the file
+ * in stripes of sz bytes: stripe i, bytes [i*sz, (i+1)*sz), is read by
+ * whichever stream claims it first, into buffer i % nslots; the reader
+ * (tm__sftp_read, the caller's thread) takes the buffers in order. Stream 0
+ * uses the file's own session and handle (the caller does not touch them
+ * until the streams are joined); the others each take a session the pool
+ * has to spare (never waiting for one) and open the file again, and give
+ * up quietly when they cannot: fewer streams read. Each stream runs in a
+ * thread of its own and keeps the pool's read_ahead READs in flight, as a
+ * plain read does. A stripe is claimed only when its buffer is free (the
+ * reader has passed the stripe nslots before it): memory is bounded by
+ * nslots * sz. Any stream's error stops them all and is the read's error. */
+
+/* A READ of a stream's, in flight. */
+struct sreq {
+    uint32_t id;  /* request id */
+    uint64_t off; /* offset asked for */
+    uint32_t len; /* bytes asked for */
+};
+
+struct stripes;
+
+/* One stream: a session with the file open, and a thread. */
+struct stream {
+    struct stripes *st;          /* the set */
+    int idx;                     /* 0: the file's own session and handle */
+    pthread_t th;                /* its thread */
+    int started;                 /* th was started (stream 0: join it) */
+    int busy;                    /* a thread runs in this slot (st->mu) */
+    int leaving;                 /* over its file's share: takes no more
+                                    stripes */
+    struct tm__sftp_sess *s;     /* its session, or NULL */
+    unsigned char h[MAX_HANDLE]; /* its handle on the file */
+    size_t hlen;                 /* its length */
+    struct sreq *q;              /* READs in flight (ring) */
+    int qcap, qhead, qn;         /* ring capacity, first, count */
+    uint64_t next_off;           /* the claimed stripe's next byte to ask */
+    uint64_t end_off;            /* where the claimed stripe ends */
+};
+
+struct stripes {
+    pthread_mutex_t mu;          /* guards the fields marked (mu) */
+    pthread_cond_t cv;           /* a stripe arrived or a buffer was freed,
+                                    an error, stop (mu) */
+    struct tm__sftp_pool *pool;  /* the file's pool */
+    char *path;                  /* the file's (a copy: an extra stream
+                                    may outlive the file) */
+    uint64_t size;               /* the size at open: stripes stop there */
+    int64_t mtime;               /* the mtime at open: another stream's
+                                    open must find the same */
+    uint32_t sz;                 /* bytes per stripe: whole READs */
+    uint64_t n;                  /* stripes */
+    int nslots;                  /* stripe buffers */
+    unsigned char *buf;          /* nslots * sz bytes */
+    uint64_t *slot_of;           /* per buffer: the stripe claimed into it,
+                                    UINT64_MAX before (mu) */
+    uint64_t *pending;           /* per buffer: bytes still to come (mu) */
+    uint64_t next;               /* the next stripe to claim (mu) */
+    uint64_t cons;               /* the stripe the reader is in (mu) */
+    uint64_t end;                /* the size, or the lowest offset a READ
+                                    met the end of the file at (mu) */
+    int stop;                    /* the streams are to end (mu) */
+    int rc;                      /* the first error of a stream (mu) */
+    struct tm__sftp_err e;       /* its details (mu) */
+    int refs;                    /* the reader, and each extra stream's
+                                    thread (detached: the last frees st)
+                                    (mu) */
+    int no_more;                 /* an extra stream found no session to
+                                    spare or could not open the file:
+                                    start no other (mu) */
+    int k;                       /* streams at most */
+    int extras;                  /* extra streams running, not leaving
+                                    (mu) */
+    struct stream sv[];          /* them */
+};
+
+/* 1 when stripe st->next may be claimed now (mu held). */
+static int stripe_free(const struct stripes *st)
+{
+    return !st->stop && st->next < st->n && st->next * st->sz < st->end &&
+           st->next < st->cons + (uint64_t)st->nslots;
+}
+
+/* The extra streams a file of st's pool may have now. */
+static int stripe_share(const struct stripes *st)
+{
+    struct tm__sftp_pool *p = st->pool;
+    int n;
+    pthread_mutex_lock(&p->mu);
+    n = STRIPE_EXTRA / (p->stripe_files > 0 ? p->stripe_files : 1);
+    pthread_mutex_unlock(&p->mu);
+    return n < st->k - 1 ? n : st->k - 1;
+}
+
+/* Claims the next stripe for sm: 1, or 0 when none may be claimed now
+ * (or sm, an extra stream over its file's share, is to leave). */
+static int stripe_claim(struct stream *sm)
+{
+    struct stripes *st = sm->st;
+    int share, got = 0;
+    if (sm->leaving)
+        return 0;
+    share = sm->idx > 0 ? stripe_share(st) : 0;
+    pthread_mutex_lock(&st->mu);
+    if (sm->idx > 0 && st->extras > share) {
+        st->extras--;
+        sm->leaving = 1;
+    } else if (stripe_free(st)) {
+        uint64_t i = st->next++;
+        int slot = (int)(i % (uint64_t)st->nslots);
+        uint64_t hi = (i + 1) * st->sz;
+        if (hi > st->size)
+            hi = st->size;
+        st->slot_of[slot] = i;
+        st->pending[slot] = hi - i * st->sz;
+        sm->next_off = i * st->sz;
+        sm->end_off = hi;
+        got = 1;
+    }
+    pthread_mutex_unlock(&st->mu);
+    return got;
+}
+
+/* n bytes at off arrived (eof: the READ at off met the end of the file
+ * instead). Returns 1 when the streams are to stop. */
+static int stripe_got(struct stripes *st, uint64_t off, uint64_t n, int eof)
+{
+    int slot = (int)(off / st->sz % (uint64_t)st->nslots), stop;
+    pthread_mutex_lock(&st->mu);
+    st->pending[slot] -= n;
+    if (eof && off < st->end)
+        st->end = off;
+    if (!st->pending[slot] || eof)
+        pthread_cond_broadcast(&st->cv);
+    stop = st->stop;
+    pthread_mutex_unlock(&st->mu);
+    return stop;
+}
+
+static int stream_send(struct stream *sm, uint64_t off, uint32_t len,
+                       struct tm__sftp_err *e)
+{
+    struct sreq *q = &sm->q[(sm->qhead + sm->qn) % sm->qcap];
+    q->off = off;
+    q->len = len;
+    q->id = begin(sm->s, FXP_READ);
+    put_str(sm->s, sm->h, sm->hlen);
+    put_u64(sm->s, off);
+    put_u32(sm->s, len);
+    sm->qn++;
+    return finish(sm->s, e, "read", sm->st->path);
+}
+
+/* Receives the reply to the oldest READ into its stripe's buffer. 1 when
+ * the streams are to stop. */
+static int stream_recv(struct stream *sm, struct tm__sftp_err *e)
+{
+    struct stripes *st = sm->st;
+    struct tm__sftp_sess *s = sm->s;
+    struct sreq q = sm->q[sm->qhead];
+    unsigned char *dst = st->buf + (size_t)(q.off / st->sz % (uint64_t)st->nslots) * st->sz +
+                         (size_t)(q.off % st->sz);
+    struct reply r;
+    size_t got = 0;
+    int rc = 0;
+
+    sm->qhead = (sm->qhead + 1) % sm->qcap;
+    sm->qn--;
+    if (s->use_proc && !stashed(s, q.id)) {
+        /* the data straight into the buffer, when it is next on the wire */
+        rc = recv_data_into(s, q.id, dst, q.len, &got, e, "read", st->path);
+        if (rc < 0)
+            return rc;
+    }
+    if (!rc) {
+        const unsigned char *data;
+        uint32_t fx = FX_OK;
+        rc = wait_reply(s, q.id, &r, e, "read", st->path);
+        if (rc)
+            return rc;
+        if (r.type != FXP_DATA) {
+            rc = status_err(s, &r, e, "read", st->path, &fx);
+            reply_release(&r);
+            if (fx == FX_EOF)
+                return stripe_got(st, q.off, q.len, 1);
+            return rc ? rc : proto_fail(s, e, "read", st->path);
+        }
+        if (get_str(&r, &data, &got) || got > q.len) {
+            reply_release(&r);
+            return proto_fail(s, e, "read", st->path);
+        }
+        memcpy(dst, data, got);
+        reply_release(&r);
+    }
+    if (!got)
+        return proto_fail(s, e, "read", st->path);
+    if (stripe_got(st, q.off, got, 0))
+        return 1;
+    if (got < q.len) /* a short read: the rest asked again */
+        return stream_send(sm, q.off + got, q.len - (uint32_t)got, e);
+    return 0;
+}
+
+static int do_fstat(struct tm__sftp_sess *s, const unsigned char *h, size_t hlen,
+                    const char *path, struct tm__sftp_attr *a,
+                    struct tm__sftp_err *e);
+
+/* An extra stream: a session to spare, the file opened on it, and the
+ * same size and mtime through that handle as through the file's (else
+ * another file is at the path now). 0, or -1: not this stream. */
+static int stream_open(struct stream *sm)
+{
+    struct stripes *st = sm->st;
+    struct tm__sftp_err e;
+    struct tm__sftp_attr a;
+    int stop;
+
+    memset(&e, 0, sizeof e);
+    pthread_mutex_lock(&st->mu);
+    stop = st->stop;
+    pthread_mutex_unlock(&st->mu);
+    if (stop)
+        return -1;
+    if (sess_take(st->pool, &sm->s, &e, 1)) {
+        /* no session to spare (or none can be opened now): the file is
+         * read by the streams it has */
+        sm->s = NULL;
+        goto fail;
+    }
+    if (open_handle(sm->s, FXP_OPEN, st->path, FXF_READ, NULL, sm->h, &sm->hlen, &e,
+                    "open"))
+        goto fail;
+    if (do_fstat(sm->s, sm->h, sm->hlen, st->path, &a, &e) || a.type != TM_T_FILE ||
+        a.size != st->size || a.mtime != st->mtime) {
+        close_async(sm->s, sm->h, sm->hlen);
+        goto fail;
+    }
+    pthread_mutex_lock(&st->pool->mu);
+    st->pool->stripe_extra++;
+    pthread_mutex_unlock(&st->pool->mu);
+    return 0;
+fail:
+    if (sm->s)
+        sess_put(st->pool, sm->s);
+    sm->s = NULL;
+    pthread_mutex_lock(&st->mu);
+    st->no_more = 1;
+    pthread_mutex_unlock(&st->mu);
+    return -1;
+}
+
+/* Frees st (its last reference is gone). */
+static void stripes_destroy(struct stripes *st)
+{
+    int i;
+    for (i = 0; i < st->k; i++)
+        free(st->sv[i].q);
+    pthread_mutex_destroy(&st->mu);
+    pthread_cond_destroy(&st->cv);
+    free(st->path);
+    free(st->buf);
+    free(st->slot_of);
+    free(st->pending);
+    free(st);
+}
+
+/* Drops a reference to st: the last frees it. */
+static void stripes_unref(struct stripes *st)
+{
+    int last;
+    pthread_mutex_lock(&st->mu);
+    last = --st->refs == 0;
+    pthread_mutex_unlock(&st->mu);
+    if (last)
+        stripes_destroy(st);
+}
+
+/* A stream's thread: claims stripes while buffers are free and reads them
+ * with READs in flight, until every stripe is claimed and read, or stop. */
+static void *stream_main(void *arg)
+{
+    struct stream *sm = arg;
+    struct stripes *st = sm->st;
+    struct tm__sftp_err e;
+    int rc = 0;
+
+    memset(&e, 0, sizeof e);
+    if (sm->idx > 0 && stream_open(sm))
+        goto out;
+    for (;;) {
+        while (sm->qn < sm->qcap) {
+            uint32_t len = st->pool->chunk_r;
+            if (sm->next_off == sm->end_off && !stripe_claim(sm))
+                break;
+            if (len > sm->end_off - sm->next_off)
+                len = (uint32_t)(sm->end_off - sm->next_off);
+            rc = stream_send(sm, sm->next_off, len, &e);
+            if (rc)
+                break;
+            sm->next_off += len;
+        }
+        if (rc)
+            break;
+        if (!sm->qn) {
+            /* nothing asked: wait for a free buffer, or end */
+            int more;
+            if (sm->leaving)
+                break;
+            pthread_mutex_lock(&st->mu);
+            while (!st->stop && st->next < st->n && st->next * st->sz < st->end &&
+                   !stripe_free(st))
+                pthread_cond_wait(&st->cv, &st->mu);
+            more = stripe_free(st);
+            pthread_mutex_unlock(&st->mu);
+            if (!more)
+                break;
+            continue;
+        }
+        rc = stream_recv(sm, &e);
+        if (rc)
+            break;
+    }
+    pthread_mutex_lock(&st->mu);
+    if (rc < 0 && !st->rc) {
+        st->rc = rc;
+        st->e = e;
+    }
+    if (rc < 0)
+        st->stop = 1;
+    pthread_cond_broadcast(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+    /* replies still owed are dropped when they come */
+    while (sm->qn) {
+        if (!sm->s->broken)
+            drop_add(sm->s, sm->q[sm->qhead].id);
+        sm->qhead = (sm->qhead + 1) % sm->qcap;
+        sm->qn--;
+    }
+    if (sm->idx > 0) {
+        close_async(sm->s, sm->h, sm->hlen);
+        sess_put(st->pool, sm->s);
+        sm->s = NULL;
+    }
+out:
+    if (sm->idx > 0) {
+        struct tm__sftp_pool *p = st->pool;
+        int last;
+        pthread_mutex_lock(&st->mu);
+        if (!sm->leaving)
+            st->extras--;
+        sm->busy = 0; /* the slot is free: sm is not touched any more */
+        last = --st->refs == 0;
+        pthread_mutex_unlock(&st->mu);
+        if (last) /* st is gone from here on */
+            stripes_destroy(st);
+        pthread_mutex_lock(&p->mu);
+        p->stripe_running--;
+        pthread_cond_broadcast(&p->cv); /* the pool's free waits for it */
+        pthread_mutex_unlock(&p->mu);
+    }
+    return NULL;
+}
+
+/* Starts stream i of st; 0, or -1 (no thread). Its thread takes no
+ * signal: the caller's handle them. */
+static int stream_start(struct stripes *st, int i)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    st->sv[i].started = pthread_create(&st->sv[i].th, NULL, stream_main, &st->sv[i]) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!st->sv[i].started)
+        return -1;
+    if (i > 0)
+        pthread_detach(st->sv[i].th);
+    return 0;
+}
+
+/* One more stream for st when it has fewer than its share, the pool runs
+ * fewer extra streams than STRIPE_EXTRA and no stream of st failed to open
+ * the file (the reader's thread, at each stripe it passes). */
+static void stripes_grow(struct stripes *st)
+{
+    struct tm__sftp_pool *p = st->pool;
+    int share = stripe_share(st), i, go;
+    struct stream *sm = NULL;
+
+    pthread_mutex_lock(&st->mu);
+    go = !st->no_more && !st->stop && st->next < st->n && st->extras < share;
+    for (i = 1; go && i < st->k && !sm; i++)
+        if (!st->sv[i].busy)
+            sm = &st->sv[i];
+    pthread_mutex_unlock(&st->mu);
+    if (!sm)
+        return;
+    pthread_mutex_lock(&p->mu);
+    go = p->stripe_running < STRIPE_EXTRA;
+    if (go)
+        p->stripe_running++;
+    pthread_mutex_unlock(&p->mu);
+    if (!go)
+        return;
+    /* a slot's last thread left it as it was: start afresh */
+    sm->s = NULL;
+    sm->qn = sm->qhead = 0;
+    sm->next_off = sm->end_off = 0;
+    sm->leaving = 0;
+    pthread_mutex_lock(&st->mu);
+    sm->busy = 1;
+    st->extras++;
+    st->refs++;
+    pthread_mutex_unlock(&st->mu);
+    if (stream_start(st, (int)(sm - st->sv)) == 0)
+        return;
+    pthread_mutex_lock(&st->mu);
+    sm->busy = 0;
+    st->extras--;
+    st->refs--;
+    pthread_mutex_unlock(&st->mu);
+    pthread_mutex_lock(&p->mu);
+    p->stripe_running--;
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* The reader is done with st: stops the streams and joins stream 0 (the
+ * file's session is the file's again); an extra stream is not waited for
+ * (it may be opening a session: a new ssh master, several round trips):
+ * its thread ends by itself, after its replies in flight, and the pool's
+ * free waits for it. */
+static void stripes_free(struct stripes *st)
+{
+    if (!st)
+        return;
+    pthread_mutex_lock(&st->mu);
+    st->stop = 1;
+    pthread_cond_broadcast(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+    if (st->sv[0].started) {
+        pthread_join(st->sv[0].th, NULL);
+        pthread_mutex_lock(&st->pool->mu);
+        st->pool->stripe_files--;
+        pthread_mutex_unlock(&st->pool->mu);
+    }
+    stripes_unref(st);
+}
+
+/* Starts reading f (just opened: one READ, at 0, in flight) in stripes
+ * through up to k streams; stream 0 takes the file's session, handle and
+ * READ. Returns the set, or NULL (out of memory, no thread): f is read
+ * through its session alone, as it was. */
+static struct stripes *stripes_start(struct tm__sftp_rfile *f, int k, int64_t mtime)
+{
+    struct tm__sftp_pool *p = f->pool;
+    struct stripes *st = calloc(1, sizeof *st + (size_t)k * sizeof(struct stream));
+    uint32_t per = STRIPE_BYTES / p->chunk_r;
+    int i;
+
+    if (!st)
+        return NULL;
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->cv, NULL);
+    st->pool = p;
+    st->path = strdup(f->path);
+    st->size = f->size;
+    st->mtime = mtime;
+    st->sz = p->chunk_r * (per ? per : 1);
+    st->n = (f->size + st->sz - 1) / st->sz;
+    st->nslots = STRIPE_SLOTS * k;
+    st->end = f->size;
+    st->k = k;
+    st->refs = 1;
+    st->buf = malloc((size_t)st->nslots * st->sz);
+    st->slot_of = malloc((size_t)st->nslots * sizeof *st->slot_of);
+    st->pending = calloc((size_t)st->nslots, sizeof *st->pending);
+    if (!st->path || !st->buf || !st->slot_of || !st->pending)
+        goto fail;
+    for (i = 0; i < st->nslots; i++)
+        st->slot_of[i] = UINT64_MAX;
+    for (i = 0; i < k; i++) {
+        struct stream *sm = &st->sv[i];
+        sm->st = st;
+        sm->idx = i;
+        sm->qcap = p->read_ahead;
+        if (!(sm->q = calloc((size_t)sm->qcap, sizeof *sm->q)))
+            goto fail;
+    }
+    /* stream 0: the file's session and handle, and the READ at 0 (within
+     * stripe 0, which it claims) */
+    {
+        struct stream *sm = &st->sv[0];
+        sm->s = f->s;
+        memcpy(sm->h, f->h, f->hlen);
+        sm->hlen = f->hlen;
+        if (!stripe_claim(sm))
+            goto fail;
+        while (f->qn && sm->qn < sm->qcap) {
+            struct rreq *q = &f->q[f->qhead];
+            sm->q[sm->qn].id = q->id;
+            sm->q[sm->qn].off = q->off;
+            sm->q[sm->qn].len = q->len;
+            sm->qn++;
+            sm->next_off = q->off + q->len;
+            f->qhead = (f->qhead + 1) % f->qcap;
+            f->qn--;
+        }
+    }
+    if (stream_start(st, 0) != 0) {
+        /* give the READ back to the file */
+        struct stream *sm = &st->sv[0];
+        int j;
+        for (j = 0; j < sm->qn; j++) {
+            struct rreq *q = &f->q[(f->qhead + f->qn) % f->qcap];
+            q->id = sm->q[j].id;
+            q->off = sm->q[j].off;
+            q->len = sm->q[j].len;
+            f->qn++;
+        }
+        sm->qn = 0;
+        stripes_free(st);
+        return NULL;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->striped++;
+    p->stripe_files++;
+    pthread_mutex_unlock(&p->mu);
+    stripes_grow(st);
+    return st;
+fail:
+    stripes_free(st);
+    return NULL;
+}
+
+/* The next bytes of a striped file, in order: the count, an error, or 0
+ * when the stripes are done (the end of the file, or where a READ met
+ * it): then f reads on alone from f->off. */
+static int64_t stripes_read(struct tm__sftp_rfile *f, void *buf, size_t len,
+                            struct tm__sftp_err *e)
+{
+    struct stripes *st = f->st;
+    for (;;) {
+        uint64_t i = f->off / st->sz, hi;
+        int slot = (int)(i % (uint64_t)st->nslots);
+        size_t n;
+        pthread_mutex_lock(&st->mu);
+        if (st->rc) {
+            int rc = st->rc;
+            if (e)
+                *e = st->e;
+            pthread_mutex_unlock(&st->mu);
+            return rc;
+        }
+        if (f->off >= st->end) {
+            pthread_mutex_unlock(&st->mu);
+            return 0;
+        }
+        if (st->slot_of[slot] != i || st->pending[slot]) {
+            pthread_cond_wait(&st->cv, &st->mu);
+            pthread_mutex_unlock(&st->mu);
+            continue;
+        }
+        hi = (i + 1) * st->sz;
+        if (hi > st->end)
+            hi = st->end;
+        pthread_mutex_unlock(&st->mu);
+        n = len < hi - f->off ? len : (size_t)(hi - f->off);
+        memcpy(buf, st->buf + (size_t)slot * st->sz + (size_t)(f->off % st->sz), n);
+        f->off += n;
+        if (f->off == (i + 1) * st->sz) {
+            /* the buffer is free for stripe i + nslots */
+            pthread_mutex_lock(&st->mu);
+            st->cons = i + 1;
+            pthread_cond_broadcast(&st->cv);
+            pthread_mutex_unlock(&st->mu);
+            stripes_grow(st);
+        }
+        return (int64_t)n;
+    }
+}
+
+/* Joins f's streams: f reads on alone from f->off, through its session
+ * (which then owes no reply to a stream's READ). */
+static void stripes_end(struct tm__sftp_rfile *f)
+{
+    if (!f->st)
+        return;
+    stripes_free(f->st);
+    f->st = NULL;
+    f->off_req = f->off;
+    f->qn = 0;
+    f->qhead = 0;
+    f->tail = 0;
+    f->eof = 0;
+}
+
 int tm__sftp_open_read(struct tm__sftp_pool *p, const char *path,
                        struct tm__sftp_rfile **out, struct tm__sftp_attr *st,
                        struct tm__sftp_err *e)
 {
     struct tm__sftp_rfile *f = calloc(1, sizeof *f);
     struct tm__sftp_attr a;
+    int64_t t0, rtt;
     uint32_t id;
     int rc;
 
@@ -2395,9 +3061,16 @@ int tm__sftp_open_read(struct tm__sftp_pool *p, const char *path,
     rc = sess_get(p, &f->s, e);
     if (rc)
         goto fail;
+    t0 = tm__now_ns();
     rc = open_handle(f->s, FXP_OPEN, path, FXF_READ, NULL, f->h, &f->hlen, e, "open");
     if (rc)
         goto fail;
+    t0 = tm__now_ns() - t0;
+    pthread_mutex_lock(&p->mu);
+    if (t0 < p->rtt_min_ns)
+        p->rtt_min_ns = t0;
+    rtt = p->rtt_min_ns;
+    pthread_mutex_unlock(&p->mu);
     /* the attributes, the first READ and an FSTAT behind it, in one round
      * trip: a file that one READ holds is read whole, and what fstat will
      * say after the reads known, with no more waiting */
@@ -2425,6 +3098,9 @@ int tm__sftp_open_read(struct tm__sftp_pool *p, const char *path,
         drop_add(f->s, f->tail_id);
         f->tail = 0;
     }
+    if (p->stripe_streams > 1 && a.type == TM_T_FILE && f->size >= p->stripe_min &&
+        f->size > f->off_req && (p->stripe_rtt_ns < 0 || rtt >= p->stripe_rtt_ns))
+        f->st = stripes_start(f, p->stripe_streams, a.mtime);
     if (st)
         *st = a;
     *out = f;
@@ -2443,6 +3119,14 @@ int64_t tm__sftp_read(struct tm__sftp_rfile *f, void *buf, size_t len,
     struct reply r;
     int rc;
 
+    if (f->st) {
+        int64_t n = len ? stripes_read(f, buf, len, e) : 0;
+        if (n || !len)
+            return n;
+        /* the stripes are done: on alone (a READ there says EOF, or that
+         * the file grew) */
+        stripes_end(f);
+    }
     if (f->s->broken)
         return tm__sftp_fail(e, TM_ECONNRESET, TM_ERR_RETRY, -1,
                              "read %s: connection lost", f->path);
@@ -2617,6 +3301,7 @@ static int do_fstat(struct tm__sftp_sess *s, const unsigned char *h, size_t hlen
 int tm__sftp_fstat(struct tm__sftp_rfile *f, struct tm__sftp_attr *st,
                    struct tm__sftp_err *e)
 {
+    stripes_end(f); /* the file's session is its own again */
     if (f->s->broken)
         return tm__sftp_fail(e, TM_ECONNRESET, TM_ERR_RETRY, -1,
                              "fstat %s: connection lost", f->path);
@@ -2638,6 +3323,7 @@ void tm__sftp_close_read(struct tm__sftp_rfile *f)
 {
     if (!f)
         return;
+    stripes_end(f);
     /* nothing waited for: what is in flight is dropped when it comes */
     rf_forget(f);
     close_async(f->s, f->h, f->hlen);

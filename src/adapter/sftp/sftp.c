@@ -36,6 +36,7 @@
 #include "util/util.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <pwd.h>
@@ -1136,7 +1137,8 @@ static void sftp_close(struct tm__adapter *a)
 static const char *const sftp_keys[] = {
     "ssh-identity", "ssh-known-hosts", "ssh-accept-new", "ssh-password-env",
     "ssh-config", "sftp-sessions", "sftp-timeout", "sftp-fsync", "sftp-ciphers",
-    "sftp-macs", "sftp-transport", NULL,
+    "sftp-macs", "sftp-transport", "sftp-stripe", "sftp-stripe-min", "sftp-stripe-rtt",
+    NULL,
 };
 
 /* 1 for a flag that is on ("" given alone, or yes/true/1/on). */
@@ -1173,6 +1175,36 @@ static int int_opt(const struct tm__sopts *o, const char *key, long lo, long hi,
         return TM_EINVAL;
     }
     *out = (int)n;
+    return 0;
+}
+
+/* A size in bytes for key (a whole number, K, M or G: KiB, MiB, GiB), at
+ * least 1; *out is left alone when absent. */
+static int size_opt(const struct tm__sopts *o, const char *key, uint64_t *out, char *err,
+                    size_t errlen)
+{
+    const char *v = tm__sopt_get(o, key);
+    char *end;
+    unsigned long long n;
+    int shift = 0;
+    if (!v)
+        return 0;
+    errno = 0;
+    n = strtoull(v, &end, 10);
+    if (*end == 'K' || *end == 'k')
+        shift = 10;
+    else if (*end == 'M' || *end == 'm')
+        shift = 20;
+    else if (*end == 'G' || *end == 'g')
+        shift = 30;
+    if (shift)
+        end++;
+    if (!isdigit((unsigned char)*v) || *end || errno || !n || n > (UINT64_MAX >> 30)) {
+        snprintf(err, errlen, "option %s takes a size in bytes (or K, M, G), not '%s'", key,
+                 v);
+        return TM_EINVAL;
+    }
+    *out = (uint64_t)n << shift;
     return 0;
 }
 
@@ -1237,6 +1269,14 @@ static int pool_opts(const struct tm__sopts *o, struct tm__sftp_opts *so,
         rc = int_opt(o, "sftp-timeout", 1, 86400, 30, &t, err, errlen);
     if (!rc)
         so->timeout_ms = t * 1000;
+    if (!rc)
+        rc = int_opt(o, "sftp-stripe", 1, 16, 0, &so->stripe_streams, err, errlen);
+    if (!rc)
+        rc = size_opt(o, "sftp-stripe-min", &so->stripe_min, err, errlen);
+    if (!rc && tm__sopt_get(o, "sftp-stripe-rtt")) {
+        rc = int_opt(o, "sftp-stripe-rtt", 0, 60000, 0, &t, err, errlen);
+        so->stripe_rtt_us = t ? t * 1000 : -1;
+    }
     return rc;
 }
 

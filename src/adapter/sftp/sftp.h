@@ -125,6 +125,17 @@ struct tm__sftp_opts {
                                           128 KiB reads, 64 KiB writes; capped
                                           by limits@openssh.com (32 KiB
                                           without it) */
+    int stripe_streams;                /* a file of at least stripe_min
+                                          bytes is read through this many
+                                          sessions at once (its other
+                                          streams take only sessions the
+                                          pool has to spare); 0: 4, 1: one
+                                          session per file */
+    uint64_t stripe_min;               /* 0: 64 MiB */
+    int stripe_rtt_us;                 /* ... only when an OPEN's round trip
+                                          took at least this long (one
+                                          session's window is the limit
+                                          then); 0: 5000, -1: always */
     const char *ciphers;               /* the ciphers to offer, preferred
                                           first, comma-separated (ssh_config's
                                           Ciphers); NULL: TM_SFTP_CIPHERS */
@@ -188,6 +199,8 @@ struct tm__sftp_info {
                               client to server ("aes128-ctr") */
     const char *mac;       /* its MAC, client to server ("hmac-sha2-256") */
     const char *transport; /* "libssh2" or "openssh" */
+    uint64_t striped;      /* files read through several sessions so far */
+    uint64_t stripe_extra; /* the extra sessions that read a part of one */
 };
 /* Fills *i; the strings are owned by the pool. */
 void tm__sftp_pool_info(struct tm__sftp_pool *p, struct tm__sftp_info *i);

@@ -68,6 +68,17 @@ struct tm__sftp_pool {
     int chunk_given;              /* the options set the request size
                                      (else openssh writes 255 KiB) */
     uint32_t want_r, want_w;      /* bytes per READ / WRITE asked for */
+    int stripe_streams;           /* sessions a large file is read
+                                     through at once (1: one) */
+    uint64_t stripe_min;          /* files at least this large are */
+    int64_t stripe_rtt_ns;        /* ... when a round trip took at least
+                                     this long (-1: whatever it took) */
+    int64_t rtt_min_ns;           /* the shortest OPEN round trip seen
+                                     (mu; INT64_MAX: none yet) */
+    uint64_t striped;             /* files read in stripes so far (mu) */
+    uint64_t stripe_extra;        /* extra streams that read a part (mu) */
+    int stripe_running;           /* extra streams running now (mu) */
+    int stripe_files;             /* files being read in stripes now (mu) */
 
     unsigned ext;                 /* TM_SFTP_EXT_*, from the first session */
     uint32_t chunk_r, chunk_w;    /* bytes per READ / WRITE after limits */
