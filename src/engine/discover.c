@@ -1740,9 +1740,13 @@ static int update_low(struct engine *e, struct side *s)
         if (side_busy(e, s))
             return 0;
         /* the stats count none: the rows must agree before the side ends
-         * (a count gone wrong would end it with folders never listed) */
+         * (a count gone wrong would end it with folders never listed).
+         * A folder read from the frontier is listed or failed by now (not
+         * busy), and a new folder gets a larger id than any: only the rows
+         * past each depth's cursor are read. The coordinator alone moves
+         * the cursors, and it is this thread. */
         pthread_mutex_unlock(&e->mu);
-        rc = tm__frontier_lowest_rows(e->fr, s->which, &lo);
+        rc = tm__frontier_pending_past(e->fr, s->which, s->cursor, s->ncursor, &lo);
         pthread_mutex_lock(&e->mu);
         if (rc) {
             frontier_fail(e);

@@ -14,7 +14,8 @@
 
 enum { F_ROWS_SRC, F_ROWS_DST, F_LOW_SRC, F_LOW_DST, F_TWIN, F_PEND_SRC,
        F_PEND_DST, F_PASS_SRC, F_PASS_DST, F_LEFT_SRC, F_LEFT_DST, F_BELOW_SRC,
-       F_BELOW_DST, F_PAIR_SRC, F_PAIR_DST, F_ANY_SRC, F_ANY_DST, F_COUNT };
+       F_BELOW_DST, F_PAIR_SRC, F_PAIR_DST, F_ANY_SRC, F_ANY_DST, F_MAXD_SRC,
+       F_MAXD_DST, F_COUNT };
 
 /* A pass's frontier of a depth (tm__frontier_set_pass): every folder of
  * the depth that may be listed (pending, or listed or failed in an
@@ -90,12 +91,14 @@ static const char *const frontier_sql[F_COUNT] = {
     "LEFT JOIN listing_pos q ON q.side=0 AND q.folder_id=d.src_id "
     "WHERE " PENDING("d") " AND d.depth=?1 "
     "AND d.id>?2 ORDER BY d.id LIMIT ?3",
-    /* the lowest pending folder's depth by the rows: every folder read
-     * (tm__frontier_lowest_rows) */
+    /* a pending folder of a depth past a cursor, and the deepest folder
+     * (tm__frontier_pending_past) */
     "SELECT n.depth FROM src_nodes n WHERE " PENDING("n")
-    " ORDER BY n.depth, n.id LIMIT 1",
+    " AND n.depth=?1 AND n.id>?2 LIMIT 1",
     "SELECT n.depth FROM dst_nodes n WHERE " PENDING("n")
-    " ORDER BY n.depth, n.id LIMIT 1",
+    " AND n.depth=?1 AND n.id>?2 LIMIT 1",
+    "SELECT max(n.depth) FROM src_nodes n WHERE " PASS_FOLDERS("n"),
+    "SELECT max(n.depth) FROM dst_nodes n WHERE " PASS_FOLDERS("n"),
 };
 
 struct tm__frontier {
@@ -236,12 +239,26 @@ int tm__frontier_lowest(struct tm__frontier *f, int side, int *depth)
     return rc < 0 ? rc : 0;
 }
 
-int tm__frontier_lowest_rows(struct tm__frontier *f, int side, int *depth)
+int tm__frontier_pending_past(struct tm__frontier *f, int side, const int64_t *cursor,
+                              int ncursor, int *depth)
 {
-    int64_t v = -1;
-    int rc = one_int(f, f->st[side == TM_SRC ? F_ANY_SRC : F_ANY_DST], &v);
-    *depth = rc == 1 ? (int)v : -1;
-    return rc < 0 ? rc : 0;
+    struct tm__stmt *any = f->st[side == TM_SRC ? F_ANY_SRC : F_ANY_DST];
+    int64_t v = -1, maxd;
+    int rc = one_int(f, f->st[side == TM_SRC ? F_MAXD_SRC : F_MAXD_DST], &v), d;
+    *depth = -1;
+    if (rc <= 0)
+        return rc; /* no folder (max() of none is NULL: 0 too) */
+    maxd = v;
+    for (d = 0; d <= maxd && *depth < 0; d++) {
+        tm__db_bind_int(any, 1, d);
+        tm__db_bind_int64(any, 2, d < ncursor ? cursor[d] : 0);
+        rc = one_int(f, any, &v);
+        if (rc < 0)
+            return rc;
+        if (rc == 1)
+            *depth = d;
+    }
+    return 0;
 }
 
 int tm__frontier_pending(struct tm__frontier *f, int side, int64_t *n)

@@ -63,11 +63,14 @@ void tm__frontier_set_pass(struct tm__frontier *f);
  * (has_twin: the destination lists the folder with it), the
  * destination's where their twin's listing stopped (twin_pos). */
 void tm__frontier_set_pair(struct tm__frontier *f, int on);
-/* *depth = the lowest depth of a pending folder of side, or -1: by the
- * stats (a few rows); tm__frontier_lowest_rows by the node rows (every
- * folder of the depths above it read: once, to confirm an end). */
+/* *depth = the lowest depth of a pending folder of side, or -1, by the
+ * stats (a few rows). */
 int tm__frontier_lowest(struct tm__frontier *f, int side, int *depth);
-int tm__frontier_lowest_rows(struct tm__frontier *f, int side, int *depth);
+/* *depth = the lowest depth d that has a pending folder of side past
+ * cursor[d] (0 from ncursor on), or -1, by the node rows: a range of the
+ * index *_nodes_folders a depth, past what the caller has read of it. */
+int tm__frontier_pending_past(struct tm__frontier *f, int side, const int64_t *cursor,
+                              int ncursor, int *depth);
 /* Whether the listing of source folder id is durable (*done) and failed. */
 int tm__frontier_twin_done(struct tm__frontier *f, int64_t id, int *done,
                            int *failed);
