@@ -17,7 +17,7 @@ _treemig_options()
     sto="$sto --s3-endpoint --s3-region --s3-path-style --s3-storage-class" # S3
     sto="$sto --ssh-identity --ssh-known-hosts --ssh-accept-new --ssh-password-env --ssh-config" # SFTP
     case $1 in
-        discover) echo "--db --workers --lead --retries --config --exclude --include --exclude-from --include-from --min-size --max-size --max-age --min-age --size-only --checksum --modify-window --allow-pseudo-fs --owner --no-specials --one-file-system --no-xattrs $sto $log --quiet --help" ;;
+        discover) echo "--db --workers --lead --retries --config --exclude --include --exclude-from --include-from --min-size --max-size --max-age --min-age --size-only --checksum --modify-window --allow-pseudo-fs --owner --no-specials --one-file-system --no-xattrs --shared $sto $log --quiet --help" ;;
         copy) echo "--db --yes --workers --retries --no-overwrite --update --backup-dir --owner --force --dry-run --log-file --bwlimit --tps-limit $sto $log --quiet --help" ;;
         verify) echo "--db --checksum --workers --retries --bwlimit --tps-limit $sto $log --quiet --help" ;;
         retry) echo "--db --workers --retries --owner --log-file $sto $log --quiet --help" ;;

@@ -182,6 +182,12 @@ typedef struct tm_discover_options {
                                      more than max_age seconds before the
                                      migration started are excluded; 0: no
                                      limit. New migration; recorded */
+    int shared;                   /* the discovery is shared: its folders
+                                     are claimed under leases, and `treemig
+                                     worker` processes may join it
+                                     (PostgreSQL state only; the variable
+                                     TREEMIG_SHARED_DISCOVERY=1 asks the
+                                     same). New migration; recorded */
 } tm_discover_options;
 
 /* tm_discover_options.compare */

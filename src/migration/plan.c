@@ -162,13 +162,25 @@ int tm__mig_seed_roots(struct tm__db *db, const struct tm__entry root[2])
     return rc;
 }
 
-/* Whether this discovery is to be shared by workers: asked for by the
- * environment while its speed is worked on (docs/scale-out.md), and only
- * on PostgreSQL. */
-static int shared_asked(tm_migration *m)
+/* Whether this discovery is to be shared by workers: --shared (o->shared)
+ * or the environment, and only on PostgreSQL (check_shared). Not the
+ * default: one process listing under leases takes about twice the time
+ * of one listing alone (docs/scale-out.md). */
+static int shared_asked(tm_migration *m, const tm_discover_options *o)
 {
     const char *sh = getenv("TREEMIG_SHARED_DISCOVERY");
-    return sh && !strcmp(sh, "1") && tm__db_is_pg(tm__store_conn(&m->store));
+    return (o->shared || (sh && !strcmp(sh, "1"))) &&
+           tm__db_is_pg(tm__store_conn(&m->store));
+}
+
+/* --shared needs a database that other processes reach. */
+static int check_shared(tm_migration *m, const tm_discover_options *o)
+{
+    if (o->shared && !tm__db_is_pg(tm__store_conn(&m->store)))
+        return tm__mig_fail(m, TM_EINVAL, "--shared: workers share a discovery through a "
+                            "PostgreSQL state database (--db postgresql://...), not "
+                            "the state file %s", m->store.path);
+    return 0;
 }
 
 static int create_migration(tm_migration *m, const char *src, const char *dst,
@@ -232,7 +244,7 @@ static int create_migration(tm_migration *m, const char *src, const char *dst,
         if (tm__adapter_root_info(ad[i], &ri) == 0 && ri.id[0])
             rc = tm__store_set(db, i ? "dst_id" : "src_id", ri.id);
     }
-    if (!rc && shared_asked(m))
+    if (!rc && shared_asked(m, o))
         /* the claims' indexes, made while the node tables are empty: an
          * index made over a table of a row or two gives the server its
          * size, and the claims' plans stay sequential scans of a table
@@ -360,6 +372,8 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
     rc = join_excludes(m, opt, &exc);
     if (!rc)
         rc = check_compare(m, &o);
+    if (!rc)
+        rc = check_shared(m, &o);
     if (!rc)
         rc = tm__mig_check_log_options(m, &o);
     if (!rc && src_plen)
@@ -563,11 +577,9 @@ int tm_discover(tm_migration *m, const char *src, const char *dst,
             cfg.on_round = NULL; /* the YAML file is the starter's */
         if (!rc && !m->joining && !cfg.pass && ph == PH_ROOTS_SET &&
             tm__db_is_pg(tm__store_conn(&m->store))) {
-            /* discovery by workers is asked for by the environment while
-             * its speed is worked on (a single process listing under
-             * leases was 228x slower than on SQLite at 90k entries): the
+            /* discovery by workers, when asked for (--shared): the
              * setting tells workers and resumes */
-            rc = tm__mig_set_int(db, "shared_discovery", shared_asked(m));
+            rc = tm__mig_set_int(db, "shared_discovery", shared_asked(m, &o));
         }
         if (!rc && !m->joining && !cfg.pass &&
             tm__mig_get_int(db, "shared_discovery", 0) == 1 &&

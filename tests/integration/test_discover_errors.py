@@ -195,6 +195,15 @@ def run_all(R, base):
     for what, args in usage:
         R.check('usage: ' + what, expect_error, env, args, (2,), what)
 
+    def check_shared_sqlite():
+        # --shared needs PostgreSQL: refused before the destination root
+        # (missing, its parent there) or the state file is made
+        dst = j(env.base, 'shared-dst')
+        expect_error(env, ['--shared', env.src, dst], (2,), '--shared with a state file')
+        if os.path.lexists(dst):
+            fail('--shared refused, but the destination root %s was made' % dst)
+    R.check('usage: --shared with a state file (not PostgreSQL)', check_shared_sqlite)
+
     def check_no_db_option():
         # without --db the default ./treemig.db must not be created on error
         cwd, db = env.fresh()

@@ -521,10 +521,9 @@ def discover_together(name, uri, src, dst, n_workers=3, lease=30, disc_args=(),
     discovery is in progress; during(coord, workers) runs while they work.
     Returns (coord, workers, results)."""
     cfg = os.path.join(WORK[0], 'pg%d.yaml' % PG.made)
-    # discovery by workers is asked for (README: TREEMIG_SHARED_DISCOVERY)
-    coord = popen(['discover', '--db', uri, '--quiet', '--config', cfg] +
-                  list(disc_args) + [src, dst],
-                  extra_env={'TREEMIG_SHARED_DISCOVERY': '1'})
+    # discovery by workers is asked for (--shared)
+    coord = popen(['discover', '--db', uri, '--quiet', '--shared', '--config', cfg] +
+                  list(disc_args) + [src, dst])
     procs = [coord]
     try:
         for _ in range(2400):
