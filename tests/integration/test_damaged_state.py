@@ -286,7 +286,7 @@ def check_damaged_pages(base, trees):
     os.mkdir(d)
     src, dst = treegen.build_big_pair(j(trees, 'pages'), copies=10)
     db = j(d, 'state.db')
-    if not interrupted_state(db, src, dst, 20000):
+    if not interrupted_state(db, src, dst, 8000):
         raise tmtest.Skip('the discovery ended before it could be interrupted')
     with open(db, 'rb') as f:
         data = bytearray(f.read())
