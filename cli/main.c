@@ -779,7 +779,7 @@ static int cmd_discover(int argc, char **argv)
     const char *db = DEFAULT_DB;
     struct rule_list rules = { NULL, 0, 0 };
     struct sopt_list so = { NULL, 0, 0, NULL, 0 };
-    int quiet = 0, c, rc, code;
+    int quiet = 0, c, rc, code, made = 0;
     tm_migration *m = NULL;
 
     tm_discover_options_init(&o);
@@ -938,7 +938,6 @@ static int cmd_discover(int argc, char **argv)
          * be inside a tree) */
         char err[1024];
         struct stat st;
-        int made = 0;
         rc = stat(db, &st) == 0 ? 0 : tm_dst_root_create(argv[optind],
                                                          argv[optind + 1], &made,
                                                          err, sizeof err);
@@ -979,6 +978,14 @@ static int cmd_discover(int argc, char **argv)
     }
     code = run_discovery(m, "discover", argc - optind == 2 ? argv[optind] : NULL,
                          argc - optind == 2 ? argv[optind + 1] : NULL, &o, quiet);
+    if (code && made && strncmp(db, "postgresql://", 13) && strncmp(db, "postgres://", 11)) {
+        /* refused before anything was recorded (an option's check): the
+         * state file was not kept, and the folder made for it goes again
+         * if it is still empty (a migration recorded keeps its root) */
+        struct stat st;
+        if (stat(db, &st) != 0 && errno == ENOENT && rmdir(argv[optind + 1]) == 0)
+            fprintf(stderr, "treemig discover: removed %s again\n", argv[optind + 1]);
+    }
 out:
     rules_release(&rules);
     sopt_release(&so);

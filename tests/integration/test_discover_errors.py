@@ -204,6 +204,17 @@ def run_all(R, base):
             fail('--shared refused, but the destination root %s was made' % dst)
     R.check('usage: --shared with a state file (not PostgreSQL)', check_shared_sqlite)
 
+    def check_option_refused_root():
+        # an option refused by the library (after the CLI made the missing
+        # destination root): the root goes again with the state file
+        dst = j(env.base, 'minmax-dst')
+        expect_error(env, ['--min-size', '10', '--max-size', '5', env.src, dst], (2,),
+                     '--min-size above --max-size, the destination root missing')
+        if os.path.lexists(dst):
+            fail('the discovery was refused, but the destination root %s stays' % dst)
+    R.check('usage: a refused option leaves no destination root made for it',
+            check_option_refused_root)
+
     def check_no_db_option():
         # without --db the default ./treemig.db must not be created on error
         cwd, db = env.fresh()
