@@ -2455,15 +2455,6 @@ static int fstat_reply(struct tm__sftp_sess *s, uint32_t id, const char *path,
  * reader has passed the stripe nslots before it): memory is bounded by
  * nslots * sz. Any stream's error stops them all and is the read's error. */
 
-/* A READ of a stream's, in flight. */
-struct sreq {
-    uint32_t id;  /* request id */
-    uint64_t off; /* offset asked for */
-    uint32_t len; /* bytes asked for */
-};
-
-struct stripes;
-
 /* One stream: a session with the file open, and a thread. */
 struct stream {
     struct stripes *st;          /* the set */
@@ -2476,7 +2467,7 @@ struct stream {
     struct tm__sftp_sess *s;     /* its session, or NULL */
     unsigned char h[MAX_HANDLE]; /* its handle on the file */
     size_t hlen;                 /* its length */
-    struct sreq *q;              /* READs in flight (ring) */
+    struct rreq *q;              /* READs in flight (ring) */
     int qcap, qhead, qn;         /* ring capacity, first, count */
     uint64_t next_off;           /* the claimed stripe's next byte to ask */
     uint64_t end_off;            /* where the claimed stripe ends */
@@ -2584,7 +2575,7 @@ static int stripe_got(struct stripes *st, uint64_t off, uint64_t n, int eof)
 static int stream_send(struct stream *sm, uint64_t off, uint32_t len,
                        struct tm__sftp_err *e)
 {
-    struct sreq *q = &sm->q[(sm->qhead + sm->qn) % sm->qcap];
+    struct rreq *q = &sm->q[(sm->qhead + sm->qn) % sm->qcap];
     q->off = off;
     q->len = len;
     q->id = begin(sm->s, FXP_READ);
@@ -2601,7 +2592,7 @@ static int stream_recv(struct stream *sm, struct tm__sftp_err *e)
 {
     struct stripes *st = sm->st;
     struct tm__sftp_sess *s = sm->s;
-    struct sreq q = sm->q[sm->qhead];
+    struct rreq q = sm->q[sm->qhead];
     unsigned char *dst = st->buf + (size_t)(q.off / st->sz % (uint64_t)st->nslots) * st->sz +
                          (size_t)(q.off % st->sz);
     struct reply r;
@@ -2940,10 +2931,7 @@ static struct stripes *stripes_start(struct tm__sftp_rfile *f, int k, int64_t mt
             goto fail;
         while (f->qn && sm->qn < sm->qcap) {
             struct rreq *q = &f->q[f->qhead];
-            sm->q[sm->qn].id = q->id;
-            sm->q[sm->qn].off = q->off;
-            sm->q[sm->qn].len = q->len;
-            sm->qn++;
+            sm->q[sm->qn++] = *q;
             sm->next_off = q->off + q->len;
             f->qhead = (f->qhead + 1) % f->qcap;
             f->qn--;
@@ -2954,10 +2942,7 @@ static struct stripes *stripes_start(struct tm__sftp_rfile *f, int k, int64_t mt
         struct stream *sm = &st->sv[0];
         int j;
         for (j = 0; j < sm->qn; j++) {
-            struct rreq *q = &f->q[(f->qhead + f->qn) % f->qcap];
-            q->id = sm->q[j].id;
-            q->off = sm->q[j].off;
-            q->len = sm->q[j].len;
+            f->q[(f->qhead + f->qn) % f->qcap] = sm->q[j];
             f->qn++;
         }
         sm->qn = 0;
