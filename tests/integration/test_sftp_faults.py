@@ -25,6 +25,8 @@ sshd on 127.0.0.1 (tests/servers/sshd.py):
 - the destination root replaced between discover and copy by a symlink
   to another folder, or by a file system mounted over it (as root), or
   removed: the copy is refused (exit 2), nothing is written;
+- a root URL through a symlink, or with "/./" and a trailing "/": the
+  folder it leads to gets the copy;
 - secrets: a passphrase-protected key (TREEMIG_SSH_PASSPHRASE) and a
   password variable (--ssh-password-env) never appear in the state file,
   its WAL, the YAML file, the logs table or any output; `resume --config`
@@ -352,6 +354,32 @@ def check_root_replaced(site, work):
     compare(snapshot(src), snapshot(root), 'the copy')
 
 
+# ---- a root reached through a symlink ----
+
+def check_root_through_symlink(site, work):
+    """A URL whose path is not the server's canonical one (a symlink on the
+    way; "/./" and a trailing "/"): the root is the folder it leads to (its
+    attributes and file system asked again at the canonical path, not taken
+    from the one round trip that asks them at the given path), and the
+    copy lands there, then verifies."""
+    src = os.path.join(work, 'rl-src')
+    small_tree(src)
+    real = site.mkdir('rl-real')
+    os.symlink(real, site.path('rl-link'))
+    for i, rel in enumerate(['/rl-link', '/./rl-real/']):
+        shutil.rmtree(real)
+        site.mkdir('rl-real')
+        db = os.path.join(work, 'rl%d.db' % i)
+        run(['discover', '--db', db, '--quiet'] + site.opts() + [src, site.url(rel)], 0,
+            'discover into %s' % rel)
+        run(['copy', '--db', db, '--yes', '--quiet'], 0, 'copy into %s' % rel)
+        run(['verify', '--db', db, '--checksum', '--quiet'], 0, 'verify of %s' % rel)
+        compare(snapshot(src), snapshot(real), 'the copy into %s' % rel)
+        expect_eq('the symlink is left as it was (%s)' % rel, real,
+                  os.readlink(site.path('rl-link')))
+    os.unlink(site.path('rl-link'))
+
+
 # ---- a source file on the server changed since discovery ----
 
 def check_source_changed(site, work):
@@ -565,6 +593,8 @@ def main():
                 ('a server that closes each session after 40 requests', check_close_after),
                 ('the root replaced by a symlink or a mount, or removed: refused',
                  check_root_replaced),
+                ('a root through a symlink or a path not canonical: the folder it leads to',
+                 check_root_through_symlink),
                 ('secrets in no state, YAML, log or output; resume --config', check_secrets)]:
             if ONLY and not any(w in label for w in ONLY.split(',')):
                 continue

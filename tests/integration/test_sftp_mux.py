@@ -24,6 +24,9 @@ LogLevel VERBOSE: a line per login and per session).
    signal is a thread's: a master forked by a worker thread died with it,
    and a copy stopped by a fault lost the sessions its other workers were
    still removing their temporaries on).
+6. The masters killed between two rounds of sftptool's stress (--wait-
+   rounds): the sessions they left idle in the pool are replaced, not
+   used: the second round succeeds without retries.
 
 The libssh2 transport has no master: skipped (exit 77) there. Exit 77 too
 when sshd or ssh-keygen is missing.
@@ -145,8 +148,9 @@ def check_max_sessions(work):
         c.stop()
 
 
-def masters(tmpdir):
-    """Pids of the ssh masters whose control socket is under tmpdir."""
+def masters(tmpdir, sessions=False):
+    """Pids of the ssh masters whose control socket is under tmpdir (with
+    sessions: of every ssh of theirs, the sessions' too)."""
     found = []
     for pid in os.listdir('/proc'):
         if not pid.isdigit():
@@ -156,7 +160,8 @@ def masters(tmpdir):
                 argv = f.read().split(b'\0')
         except OSError:
             continue
-        if b'-M' in argv and any(a.startswith(os.fsencode(tmpdir) + b'/') for a in argv):
+        if ((sessions or b'-M' in argv) and
+                any(a.startswith(os.fsencode(tmpdir) + b'/') for a in argv)):
             found.append(int(pid))
     return found
 
@@ -277,6 +282,64 @@ def check_threads_end(work):
         srv.stop()
 
 
+def check_idle_of_dead_master(work):
+    """Sessions left idle in the pool when their master died (its
+    connection cut): the next requests open new sessions instead of
+    failing on those (each such failure cost a file one of its
+    retries)."""
+    sftptool = os.environ.get('SFTPTOOL')
+    if not sftptool:
+        fail('SFTPTOOL is not set (ctest sets it)')
+    srv = sshd.Sshd(log_level='VERBOSE').start()
+    tmpdir = os.path.join(work, 'idle.tmp')
+    os.makedirs(tmpdir)
+    try:
+        srv.write_known_hosts()
+        d = srv.path('idle')
+        os.makedirs(d)
+        for i in range(5):
+            open(os.path.join(d, 'f%d' % i), 'w').close()
+        srv.chown(d)
+        p = subprocess.Popen([sftptool, '--identity', srv.client_key,
+                              '--known-hosts', srv.known_hosts, '--threads', '8',
+                              '--sessions', '8', '--wait-rounds', srv.url('/'), 'stress',
+                              srv.root + '/idle/f3', '5', '2'],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=dict(os.environ, TMPDIR=tmpdir))
+        try:
+            first = p.stdout.readline()
+            if not first.startswith(b'{'):
+                p.kill()
+                out, err = p.communicate()
+                fail('the first round failed', None, err)
+            killed = masters(tmpdir)
+            if len(killed) < 2:
+                fail('%d masters for 8 sessions' % len(killed))
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
+            # the sessions' ssh exit with their master: their sockets close
+            deadline = time.monotonic() + 30
+            while masters(tmpdir, sessions=True) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            expect_eq('ssh processes left after the masters were killed', [],
+                      masters(tmpdir, sessions=True))
+            out, err = p.communicate(b'go\n', timeout=300)
+        except BaseException:
+            p.kill()
+            raise
+        expect_rc(subprocess.CompletedProcess(p.args, p.returncode, first + out, err), 0,
+                  'the second round, on the pool of the dead masters (no --retries)')
+        rounds = [json.loads(x) for x in (first + out).decode().splitlines()
+                  if x.startswith('{')]
+        expect_eq('rounds', 2, len(rounds))
+        print('    masters %r killed; sessions opened: %r'
+              % (killed, [r['connects'] for r in rounds]))
+        if rounds[1]['connects'] <= rounds[0]['connects']:
+            fail('no session was opened after the masters died')
+    finally:
+        srv.stop()
+
+
 def main():
     if os.environ.get('TREEMIG_SFTP_TRANSPORT', 'openssh') != 'openssh':
         print('SKIP: the libssh2 transport has no ssh master')
@@ -304,6 +367,8 @@ def main():
                 'completes byte for byte', check_treemig_killed, work)
         R.check('masters outlive the threads that started them: pooled sessions '
                 'serve new threads', check_threads_end, work)
+        R.check('idle sessions of a master that died are replaced, not used '
+                '(no request fails on them)', check_idle_of_dead_master, work)
     finally:
         shutil.rmtree(work, True)
         shutil.rmtree(home, True)

@@ -13,7 +13,8 @@
  * an OPEN took US or more; -1: always), --pause-ms MS (get sleeps MS after
  * each MiB: a slow reader), --retries N (a command failing
  * with a retry-class error is run again, after retry_after_ms or a
- * doubling wait), --threads N (for stress).
+ * doubling wait), --threads N (for stress), --wait-rounds (stress reads a
+ * line of stdin between rounds).
  *
  * Commands (paths are the server's; output is one JSON object per line,
  * names and targets in hex):
@@ -73,6 +74,8 @@ struct tool {
     const char *ids[MAX_IDS];        /* --identity values */
     int retries;                     /* --retries */
     int threads;                     /* --threads */
+    int wait_rounds;                 /* --wait-rounds: stress reads a line
+                                        of stdin between rounds */
     int pause_ms;                    /* --pause-ms: get sleeps this long
                                         after each MiB (a slow reader) */
     struct tm__sftp_pool *pool;      /* the pool */
@@ -401,6 +404,12 @@ static int cmd_stress(struct tool *t, const char *path, int n, int rounds,
             printf("{\"round\":%d,\"threads\":%d,\"rounds\":%d,\"connects\":%llu}\n",
                    round, t->threads, n, (unsigned long long)info.connects);
         fflush(stdout);
+        if (!rc && t->wait_rounds && round < rounds) {
+            /* the test does something to the idle sessions meanwhile */
+            char line[16];
+            if (!fgets(line, sizeof line, stdin))
+                break;
+        }
     }
     tm__buf_release(&dir);
     free(a);
@@ -557,6 +566,10 @@ int main(int argc, char **argv)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "--accept-new")) {
             t.o.accept_new = 1;
+            continue;
+        }
+        if (!strcmp(k, "--wait-rounds")) {
+            t.wait_rounds = 1;
             continue;
         }
         if (!v) {

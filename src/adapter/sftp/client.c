@@ -1204,6 +1204,23 @@ static int sess_open(struct tm__sftp_pool *p, int accept_new,
     }
 }
 
+/* 1 when the far end of idle session s has gone (its ssh exited, with
+ * the master a cut connection ended; the server closed or reset the
+ * connection): its next request would fail, and cost a file one of its
+ * retries. A session with bytes still to read is taken for alive. */
+static int sess_gone(const struct tm__sftp_sess *s)
+{
+    struct pollfd f = {s->use_proc ? s->pr.fd : s->fd, POLLIN, 0};
+    char c;
+    if (f.fd < 0)
+        return 1;
+    if (poll(&f, 1, 0) <= 0)
+        return 0;
+    if (f.revents & (POLLHUP | POLLERR | POLLNVAL))
+        return 1;
+    return recv(f.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
 /* Takes an idle session or opens one (waiting when max are in use; with
  * spare set, TM_EAGAIN instead, e not filled: a stripe's extra stream
  * never waits for a session another file holds). */
@@ -1220,10 +1237,20 @@ static int sess_take(struct tm__sftp_pool *p, struct tm__sftp_sess **out,
             p->idle = s->next;
             pthread_mutex_unlock(&p->mu);
             s->next = NULL;
+            if (sess_gone(s)) {
+                s->broken = 1;
+                sess_close(s);
+                pthread_mutex_lock(&p->mu);
+                p->n_open--;
+                continue;
+            }
             *out = s;
             return 0;
         }
-        if (p->n_open < p->max && p->connecting < CONNECTS_AT_ONCE)
+        /* openssh: the masters logging in are bounded instead
+         * (openssh.c), a session on one that is up is a channel */
+        if (p->n_open < p->max && (p->connecting < CONNECTS_AT_ONCE ||
+                                   p->transport == TM_SFTP_TRANSPORT_OPENSSH))
             break;
         if (spare && p->n_open >= p->max) {
             pthread_mutex_unlock(&p->mu);
@@ -1533,6 +1560,7 @@ int tm__sftp_pool_open(const char *url, const struct tm__sftp_opts *o,
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->auth_mu, NULL);
     pthread_mutex_init(&p->mux_mu, NULL);
+    pthread_cond_init(&p->mux_cv, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->max = o->max_sessions > 0 ? o->max_sessions : 16;
     p->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 30000;
@@ -1675,6 +1703,7 @@ void tm__sftp_pool_free(struct tm__sftp_pool *p)
     pthread_mutex_destroy(&p->mu);
     pthread_mutex_destroy(&p->auth_mu);
     pthread_mutex_destroy(&p->mux_mu);
+    pthread_cond_destroy(&p->mux_cv);
     pthread_cond_destroy(&p->cv);
     free(p);
 }
@@ -1702,25 +1731,31 @@ void tm__sftp_pool_info(struct tm__sftp_pool *p, struct tm__sftp_info *i)
 
 /* ---- operations on paths ---- */
 
-static int do_stat(struct tm__sftp_sess *s, int type, const char *path,
-                   struct tm__sftp_attr *a, struct tm__sftp_err *e)
+/* The ATTRS reply to the (L)STAT request id, sent earlier. */
+static int attrs_reply(struct tm__sftp_sess *s, uint32_t id, const char *op,
+                       const char *path, struct tm__sftp_attr *a, struct tm__sftp_err *e)
 {
-    const char *op = type == FXP_LSTAT ? "lstat" : "stat";
     struct reply r;
-    uint32_t id = begin(s, type);
-    int rc;
-    put_cstr(s, path);
-    rc = roundtrip(s, id, &r, e, op, path);
+    int rc = wait_reply(s, id, &r, e, op, path);
     if (rc)
         return rc;
     if (r.type == FXP_ATTRS)
         rc = get_attrs(&r, a) ? proto_fail(s, e, op, path) : 0;
-    else
-        rc = status_err(s, &r, e, op, path, NULL);
-    if (!rc && r.type != FXP_ATTRS)
+    else if (!(rc = status_err(s, &r, e, op, path, NULL)))
         rc = proto_fail(s, e, op, path);
     reply_release(&r);
     return rc;
+}
+
+static int do_stat(struct tm__sftp_sess *s, int type, const char *path,
+                   struct tm__sftp_attr *a, struct tm__sftp_err *e)
+{
+    const char *op = type == FXP_LSTAT ? "lstat" : "stat";
+    uint32_t id = begin(s, type);
+    int rc;
+    put_cstr(s, path);
+    rc = finish(s, e, op, path);
+    return rc ? rc : attrs_reply(s, id, op, path, a, e);
 }
 
 int tm__sftp_lstat(struct tm__sftp_pool *p, const char *path,
@@ -1747,25 +1782,19 @@ int tm__sftp_stat(struct tm__sftp_pool *p, const char *path,
     return rc;
 }
 
-/* A request of one path answered by one name (READLINK, REALPATH): the
+/* The NAME reply (one name) to the READLINK or REALPATH request id: the
  * name is added to out. A path (realpath's answer) may hold no NUL. */
-static int name_request(struct tm__sftp_pool *p, int type, const char *op,
-                        const char *path, int no_nul, struct tm__buf *out,
-                        struct tm__sftp_err *e)
+static int name_reply(struct tm__sftp_sess *s, uint32_t id, const char *op,
+                      const char *path, int no_nul, struct tm__buf *out,
+                      struct tm__sftp_err *e)
 {
-    struct tm__sftp_sess *s;
     struct reply r;
-    uint32_t id, cnt;
+    uint32_t cnt;
     const unsigned char *name;
     size_t nn;
-    int rc = sess_get(p, &s, e);
+    int rc = wait_reply(s, id, &r, e, op, path);
     if (rc)
         return rc;
-    id = begin(s, type);
-    put_cstr(s, path);
-    rc = roundtrip(s, id, &r, e, op, path);
-    if (rc)
-        goto out;
     if (r.type != FXP_NAME) {
         rc = status_err(s, &r, e, op, path, NULL);
         if (!rc)
@@ -1778,7 +1807,24 @@ static int name_request(struct tm__sftp_pool *p, int type, const char *op,
                            op, path);
     }
     reply_release(&r);
-out:
+    return rc;
+}
+
+/* A request of one path answered by one name (READLINK, REALPATH). */
+static int name_request(struct tm__sftp_pool *p, int type, const char *op,
+                        const char *path, int no_nul, struct tm__buf *out,
+                        struct tm__sftp_err *e)
+{
+    struct tm__sftp_sess *s;
+    uint32_t id;
+    int rc = sess_get(p, &s, e);
+    if (rc)
+        return rc;
+    id = begin(s, type);
+    put_cstr(s, path);
+    rc = finish(s, e, op, path);
+    if (!rc)
+        rc = name_reply(s, id, op, path, no_nul, out, e);
     sess_put(p, s);
     return rc;
 }
@@ -1976,20 +2022,27 @@ int tm__sftp_rename(struct tm__sftp_pool *p, const char *from, const char *to,
     return rc;
 }
 
-static int do_statvfs(struct tm__sftp_sess *s, const char *path,
-                      struct tm__sftp_vfs *v, struct tm__sftp_err *e)
+/* Builds a statvfs@openssh.com request of path (its id in *id), or
+ * TM_ENOTSUP when the server lacks the extension. */
+static int statvfs_begin(struct tm__sftp_sess *s, const char *path, uint32_t *id,
+                         struct tm__sftp_err *e)
 {
-    struct reply r;
-    uint64_t bsize, bfree, ffree;
-    uint32_t id;
-    int rc;
     if (!(s->pool->ext & TM_SFTP_EXT_STATVFS))
         return tm__sftp_fail(e, TM_ENOTSUP, TM_ERR_NODE, -1,
                              "statvfs %s: the server has no statvfs@openssh.com", path);
-    id = begin(s, FXP_EXTENDED);
+    *id = begin(s, FXP_EXTENDED);
     put_cstr(s, "statvfs@openssh.com");
     put_cstr(s, path);
-    rc = roundtrip(s, id, &r, e, "statvfs", path);
+    return 0;
+}
+
+/* The reply to the statvfs request id, sent earlier. */
+static int statvfs_reply(struct tm__sftp_sess *s, uint32_t id, const char *path,
+                         struct tm__sftp_vfs *v, struct tm__sftp_err *e)
+{
+    struct reply r;
+    uint64_t bsize, bfree, ffree;
+    int rc = wait_reply(s, id, &r, e, "statvfs", path);
     if (rc)
         return rc;
     if (r.type != FXP_EXTENDED_REPLY) {
@@ -2008,6 +2061,16 @@ static int do_statvfs(struct tm__sftp_sess *s, const char *path,
     return rc;
 }
 
+static int do_statvfs(struct tm__sftp_sess *s, const char *path,
+                      struct tm__sftp_vfs *v, struct tm__sftp_err *e)
+{
+    uint32_t id = 0;
+    int rc = statvfs_begin(s, path, &id, e);
+    if (!rc)
+        rc = finish(s, e, "statvfs", path);
+    return rc ? rc : statvfs_reply(s, id, path, v, e);
+}
+
 int tm__sftp_statvfs(struct tm__sftp_pool *p, const char *path,
                      struct tm__sftp_vfs *v, struct tm__sftp_err *e)
 {
@@ -2016,6 +2079,61 @@ int tm__sftp_statvfs(struct tm__sftp_pool *p, const char *path,
     if (rc)
         return rc;
     rc = do_statvfs(s, path, v, e);
+    sess_put(p, s);
+    return rc;
+}
+
+int tm__sftp_root_probe(struct tm__sftp_pool *p, const char *given, const char *path,
+                        int want_vfs, struct tm__sftp_probe *r, struct tm__sftp_err *e)
+{
+    struct tm__sftp_sess *s;
+    struct tm__sftp_err *es[3] = {&r->real_e, &r->at_e, &r->vfs_e};
+    uint32_t ids[3] = {0, 0, 0};
+    int vfs = want_vfs && (p->ext & TM_SFTP_EXT_STATVFS), rc, i;
+
+    memset(r, 0, sizeof *r);
+    tm__buf_init(&r->real);
+    r->vfs_rc = tm__sftp_fail(&r->vfs_e, TM_ENOTSUP, TM_ERR_NODE, -1,
+                              "statvfs %s: %s", path,
+                              want_vfs ? "the server has no statvfs@openssh.com"
+                                       : "not asked");
+    rc = sess_get(p, &s, e);
+    if (rc)
+        return rc;
+    /* the three in one batch; the server takes them in order */
+    ids[0] = begin(s, FXP_REALPATH);
+    put_cstr(s, given);
+    rc = finish(s, e, "realpath", given);
+    if (!rc) {
+        ids[1] = begin(s, FXP_LSTAT);
+        put_cstr(s, path);
+        rc = finish(s, e, "lstat", path);
+    }
+    if (!rc && vfs && !(rc = statvfs_begin(s, path, &ids[2], e)))
+        rc = finish(s, e, "statvfs", path);
+    if (rc) {
+        s->broken = 1; /* requests half queued: this session is done */
+        goto out;
+    }
+    /* every reply is taken, to keep the session in step */
+    r->real_rc = name_reply(s, ids[0], "realpath", given, 1, &r->real, &r->real_e);
+    r->at_rc = s->broken ? TM_ECONNRESET
+                         : attrs_reply(s, ids[1], "lstat", path, &r->at, &r->at_e);
+    if (vfs)
+        r->vfs_rc = s->broken ? TM_ECONNRESET : statvfs_reply(s, ids[2], path, &r->vfs,
+                                                              &r->vfs_e);
+    if (s->broken) {
+        /* the first failure says why */
+        int rcs[3] = {r->real_rc, r->at_rc, r->vfs_rc}, n = vfs ? 3 : 2;
+        for (i = 0; i < n && !rcs[i]; i++)
+            ;
+        rc = i < n ? rcs[i] : TM_ECONNRESET;
+        if (e && i < n)
+            *e = *es[i];
+        else
+            tm__sftp_fail(e, rc, TM_ERR_RETRY, -1, "realpath %s: connection lost", given);
+    }
+out:
     sess_put(p, s);
     return rc;
 }
@@ -2122,22 +2240,6 @@ fail:
     return rc;
 }
 
-/* The ATTRS reply to the LSTAT request id, sent earlier. */
-static int lstat_reply(struct tm__sftp_sess *s, uint32_t id, const char *path,
-                       struct tm__sftp_attr *a, struct tm__sftp_err *e)
-{
-    struct reply r;
-    int rc = wait_reply(s, id, &r, e, "lstat", path);
-    if (rc)
-        return rc;
-    if (r.type == FXP_ATTRS)
-        rc = get_attrs(&r, a) ? proto_fail(s, e, "lstat", path) : 0;
-    else if (!(rc = status_err(s, &r, e, "lstat", path, NULL)))
-        rc = proto_fail(s, e, "lstat", path);
-    reply_release(&r);
-    return rc;
-}
-
 int tm__sftp_opendir_lstat(struct tm__sftp_pool *p, const char *path,
                            struct tm__sftp_attr *before, struct tm__sftp_attr *after,
                            int *stage, struct tm__sftp_dir **out,
@@ -2181,7 +2283,7 @@ int tm__sftp_opendir_lstat(struct tm__sftp_pool *p, const char *path,
         goto fail;
     }
     /* every reply is taken, to keep the session in step */
-    rcs[0] = lstat_reply(d->s, ids[0], path, before, &e2[0]);
+    rcs[0] = attrs_reply(d->s, ids[0], "lstat", path, before, &e2[0]);
     rcs[1] = d->s->broken ? e2[0].code : wait_reply(d->s, ids[1], &r, &e2[1], "opendir", path);
     if (!d->s->broken && !rcs[1]) {
         if (r.type != FXP_HANDLE) {
@@ -2195,7 +2297,7 @@ int tm__sftp_opendir_lstat(struct tm__sftp_pool *p, const char *path,
         }
         reply_release(&r);
     }
-    rcs[2] = d->s->broken ? TM_ECONNRESET : lstat_reply(d->s, ids[2], path, after, &e2[2]);
+    rcs[2] = d->s->broken ? TM_ECONNRESET : attrs_reply(d->s, ids[2], "lstat", path, after, &e2[2]);
     if (d->s->broken) {
         /* the first failure says why */
         for (i = 0; i < 3 && !rcs[i]; i++)

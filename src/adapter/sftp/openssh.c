@@ -76,6 +76,10 @@ extern char **environ;
  * cores 8 x 64 MiB up took 6.6 s on one master against 4.1 s on two (4
  * each), for the same CPU; 2 each was slower again. */
 #define MUX_SESSIONS 4
+/* Masters logging in at once per pool: sshd drops unauthenticated
+ * connections beyond MaxStartups (10 by default). A session on a master
+ * that is up is a channel, not a connection: those are not bounded. */
+#define MASTERS_AT_ONCE 4
 /* The longest control socket path: sun_path (108) less the ".XXXXXXXX
  * XXXXXXXX" ssh binds first and renames. */
 #define MUX_PATH_MAX 88
@@ -1076,8 +1080,9 @@ static int master_wait(struct tm__sftp_pool *p, struct tm__sftp_master *m,
     }
 }
 
-/* Starts a master (p->mux_mu held). */
-static int master_start(struct tm__sftp_pool *p, int accept_new, struct tm__sftp_master **out,
+/* Spawns a master (p->mux_mu held): its ssh runs, its login is under way
+ * (master_wait tells when it ends). */
+static int master_spawn(struct tm__sftp_pool *p, int accept_new, struct tm__sftp_master **out,
                         struct tm__sftp_err *e)
 {
     struct tm__sftp_master *m;
@@ -1115,26 +1120,24 @@ static int master_start(struct tm__sftp_pool *p, int accept_new, struct tm__sftp
         }
     }
     args_release(&a, env);
-    if (!rc)
-        rc = master_wait(p, m, e);
     if (rc) {
         master_free(m);
         return rc;
     }
-    p->masters_started++;
     *out = m;
     return 0;
 }
 
-int tm__sftp_master_get(struct tm__sftp_pool *p, int accept_new,
-                        struct tm__sftp_master **out, struct tm__sftp_err *e)
+/* Drops the masters that exited and nobody uses (p->mux_mu held). One
+ * that is starting is its starter's alone (its ssh is reaped there). */
+static void masters_prune(struct tm__sftp_pool *p)
 {
     struct tm__sftp_master *m, **pp;
-    int rc = 0;
-
-    *out = NULL;
-    pthread_mutex_lock(&p->mux_mu);
     for (pp = &p->masters; (m = *pp);) {
+        if (m->starting) {
+            pp = &m->next;
+            continue;
+        }
         if (m->pr.err >= 0 && !drain_err(&m->pr)) {
             close(m->pr.err);
             m->pr.err = -1;
@@ -1150,20 +1153,70 @@ int tm__sftp_master_get(struct tm__sftp_pool *p, int accept_new,
         }
         pp = &m->next;
     }
-    for (m = p->masters; m; m = m->next)
-        if (!m->dead && m->users < m->cap)
+}
+
+/* Masters start side by side: the lock is not held through a login (13
+ * round trips), so the sessions of a copy's first seconds do not wait
+ * for the masters before theirs. A session that finds a master starting
+ * with room takes its place there and waits for that login: its outcome
+ * is the session's. */
+int tm__sftp_master_get(struct tm__sftp_pool *p, int accept_new,
+                        struct tm__sftp_master **out, struct tm__sftp_err *e)
+{
+    struct tm__sftp_master *m;
+    int rc = 0;
+
+    *out = NULL;
+    pthread_mutex_lock(&p->mux_mu);
+    for (;;) {
+        masters_prune(p);
+        for (m = p->masters; m; m = m->next)
+            if (!m->dead && m->users < m->cap)
+                break;
+        if (m || p->masters_starting < MASTERS_AT_ONCE)
             break;
-    if (!m) {
-        rc = master_start(p, accept_new, &m, e);
-        if (!rc) {
-            m->next = p->masters;
-            p->masters = m;
-        }
+        pthread_cond_wait(&p->mux_cv, &p->mux_mu);
     }
-    if (!rc) {
+    if (m) {
         m->users++;
-        *out = m;
+        while (m->starting)
+            pthread_cond_wait(&p->mux_cv, &p->mux_mu);
+        if (m->dead && m->start_err.code) {
+            /* the login this session waited for failed: its failure */
+            rc = m->start_err.code;
+            if (e)
+                *e = m->start_err;
+            m->users--;
+        }
+    } else if (!(rc = master_spawn(p, accept_new, &m, e))) {
+        struct tm__sftp_err e2 = { 0 };
+        m->starting = 1;
+        p->masters_starting++;
+        m->users = 1;
+        m->next = p->masters;
+        p->masters = m;
+        pthread_mutex_unlock(&p->mux_mu);
+        rc = master_wait(p, m, &e2);
+        pthread_mutex_lock(&p->mux_mu);
+        m->starting = 0;
+        p->masters_starting--;
+        if (rc) {
+            /* it is freed by the prune once its waiters have gone */
+            m->dead = 1;
+            m->start_err = e2;
+            if (!m->start_err.code)
+                m->start_err.code = rc;
+            m->users--;
+            unlink(m->path);
+            if (e)
+                *e = e2;
+        } else {
+            p->masters_started++;
+        }
+        pthread_cond_broadcast(&p->mux_cv);
     }
+    if (!rc)
+        *out = m;
     pthread_mutex_unlock(&p->mux_mu);
     return rc;
 }

@@ -752,14 +752,13 @@ static int sftp_set_attr(struct tm__adapter *a, const char *path, int64_t mtime,
  * says it is gone, or its canonical path or its file system changed (a
  * symlink put on the way, a volume unmounted under it). What cannot be
  * told (the server cannot be reached, permission denied) is not taken for
- * a root gone: the calls that failed say why. A check costs two or three
- * round trips, so one that passed holds for ROOT_CHECK_NS. */
+ * a root gone: the calls that failed say why. A check costs a round trip
+ * (three requests in one batch), so one that passed holds for
+ * ROOT_CHECK_NS. */
 static int sftp_check_root(struct tm__adapter *a)
 {
     struct sftp *s = (struct sftp *)a;
-    struct tm__buf b = TM__BUF_INIT;
-    struct tm__sftp_attr at;
-    struct tm__sftp_vfs v;
+    struct tm__sftp_probe pr;
     struct tm__sftp_err e = { 0 };
     int64_t now = tm__now_ns();
     int rc, gone = 0;
@@ -768,19 +767,23 @@ static int sftp_check_root(struct tm__adapter *a)
         return TM_ENOENT;
     if (now - atomic_load(&s->checked_ns) < ROOT_CHECK_NS)
         return 0;
-    rc = tm__sftp_realpath(s->pool, s->given, &b, &e);
-    if (rc == TM_ENOENT || rc == TM_ENOTDIR ||
-        (!rc && (b.len != strlen(s->root) || memcmp(b.buf, s->root, b.len) != 0)))
-        gone = 1;
+    rc = tm__sftp_root_probe(s->pool, s->given, s->root, s->have_fsid, &pr, &e);
+    if (!rc) {
+        rc = pr.real_rc;
+        if (rc == TM_ENOENT || rc == TM_ENOTDIR ||
+            (!rc && (pr.real.len != strlen(s->root) ||
+                     memcmp(pr.real.buf, s->root, pr.real.len) != 0)))
+            gone = 1;
+    }
     if (!rc && !gone) {
-        rc = tm__sftp_lstat(s->pool, s->root, &at, &e);
-        gone = rc == TM_ENOENT || (!rc && at.type != TM_T_FOLDER);
+        rc = pr.at_rc;
+        gone = rc == TM_ENOENT || (!rc && pr.at.type != TM_T_FOLDER);
     }
     if (!rc && !gone && s->have_fsid) {
-        rc = tm__sftp_statvfs(s->pool, s->root, &v, &e);
-        gone = rc == TM_ENOENT || (!rc && v.fsid != s->fsid);
+        rc = pr.vfs_rc;
+        gone = rc == TM_ENOENT || (!rc && pr.vfs.fsid != s->fsid);
     }
-    tm__buf_release(&b);
+    tm__buf_release(&pr.real);
     if (gone) {
         atomic_store(&s->gone, 1);
         return TM_ENOENT;
@@ -1048,18 +1051,31 @@ out:
  * at most, freed by the next open or close that does not take it, or at
  * exit. */
 #define SPARE_NS (10 * NS)
+/* What the spare's last adapter knew of its root: the next open of the
+ * same URL takes it while its check holds (ROOT_CHECK_NS), instead of
+ * asking the server again. */
+struct spare_root {
+    char *root;          /* the canonical path (malloc'd), or NULL */
+    int have_fsid;       /* fsid is known */
+    uint64_t fsid;       /* its file system */
+    int64_t checked_ns;  /* when it was last found so */
+};
 static pthread_mutex_t spare_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
 static struct tm__sftp_pool *spare;   /* (spare_mu) */
 static char *spare_key;               /* its spec and options (spare_mu) */
 static int64_t spare_ns;              /* when it was kept (spare_mu) */
+static struct spare_root spare_root;  /* (spare_mu) */
 
-/* The spare, if it is for key and fresh; any other is freed. */
-static struct tm__sftp_pool *spare_take(const char *key)
+/* The spare, if it is for key and fresh (with *root, when root is not
+ * NULL and it is known; else root->root is NULL); any other is freed. */
+static struct tm__sftp_pool *spare_take(const char *key, struct spare_root *root)
 {
     struct tm__sftp_pool *p, *old = NULL;
+    struct spare_root r;
     pthread_mutex_lock(&spare_mu);
     p = spare;
+    r = spare_root;
     if (p && (!key || strcmp(key, spare_key) != 0 || tm__now_ns() - spare_ns > SPARE_NS)) {
         old = p;
         p = NULL;
@@ -1067,14 +1083,22 @@ static struct tm__sftp_pool *spare_take(const char *key)
     spare = NULL;
     free(spare_key);
     spare_key = NULL;
+    memset(&spare_root, 0, sizeof spare_root);
     pthread_mutex_unlock(&spare_mu);
     tm__sftp_pool_free(old);
+    if (root && p) {
+        *root = r;
+    } else {
+        free(r.root);
+        if (root)
+            memset(root, 0, sizeof *root);
+    }
     return p;
 }
 
 static void spare_at_exit(void)
 {
-    tm__sftp_pool_free(spare_take(NULL));
+    tm__sftp_pool_free(spare_take(NULL, NULL));
 }
 
 static void spare_init(void)
@@ -1082,25 +1106,31 @@ static void spare_init(void)
     atexit(spare_at_exit); /* its masters' control folder goes too */
 }
 
-/* Keeps p as the spare for key (both taken); the one before is freed. */
-static void spare_put(struct tm__sftp_pool *p, char *key)
+/* Keeps p as the spare for key (both taken) with what root says (its
+ * root taken); the one before is freed. */
+static void spare_put(struct tm__sftp_pool *p, char *key, struct spare_root *root)
 {
     struct tm__sftp_pool *old;
+    struct spare_root old_root;
     char *old_key;
     if (!key) {
         tm__sftp_pool_free(p);
+        free(root->root);
         return;
     }
     pthread_once(&spare_once, spare_init);
     pthread_mutex_lock(&spare_mu);
     old = spare;
     old_key = spare_key;
+    old_root = spare_root;
     spare = p;
     spare_key = key;
     spare_ns = tm__now_ns();
+    spare_root = *root;
     pthread_mutex_unlock(&spare_mu);
     tm__sftp_pool_free(old);
     free(old_key);
+    free(old_root.root);
 }
 
 /* spec and every option, one per line (no secret: options name where
@@ -1122,7 +1152,12 @@ static char *spare_key_of(const char *spec, const struct tm__sopts *o)
 static void sftp_close(struct tm__adapter *a)
 {
     struct sftp *s = (struct sftp *)a;
-    spare_put(s->pool, s->spare_key);
+    struct spare_root r = {NULL, s->have_fsid, s->fsid, atomic_load(&s->checked_ns)};
+    if (!atomic_load(&s->gone)) {
+        r.root = s->root;
+        s->root = NULL;
+    }
+    spare_put(s->pool, s->spare_key, &r);
     free(s->url);
     free(s->given);
     free(s->root);
@@ -1444,12 +1479,15 @@ static int sftp_kind_open(const char *spec, const struct tm__sopts *o,
     struct tm__sftp_url u;
     struct tm__sftp_attr at;
     struct tm__sftp_vfs v;
-    struct tm__sftp_err e = { 0 };
+    struct tm__sftp_err e = { 0 }, e2;
+    struct tm__sftp_probe pr;
+    struct spare_root kept;
     struct tm__buf b = TM__BUF_INIT;
     const char **ids = NULL;
     struct sftp *s;
+    int64_t checked = 0;
     uint64_t h;
-    int rc, reused;
+    int rc, reused, have_v = 0;
 
     *out = NULL;
     s = calloc(1, sizeof *s);
@@ -1474,8 +1512,20 @@ static int sftp_kind_open(const char *spec, const struct tm__sopts *o,
         goto fail;
     }
     s->spare_key = spare_key_of(spec, o);
-    s->pool = spare_take(s->spare_key);
+    s->pool = spare_take(s->spare_key, &kept);
     reused = s->pool != NULL;
+    if (kept.root && tm__now_ns() - kept.checked_ns < ROOT_CHECK_NS) {
+        /* the last adapter of this pool found the root so a moment ago
+         * (discover opens a storage twice: the roots' check, then the
+         * walk): its check holds as a check_root's does */
+        s->root = kept.root;
+        kept.root = NULL;
+        s->have_fsid = kept.have_fsid;
+        s->fsid = kept.fsid;
+        checked = kept.checked_ns;
+        goto known;
+    }
+    free(kept.root);
 again:
     /* the first session now: a refused port, an unknown or changed host
      * key, a rejected login stop here, before anything is written */
@@ -1483,32 +1533,49 @@ again:
         snprintf(err, errlen, "%s: %s; nothing was read or written", spec, e.msg);
         goto fail;
     }
-    /* the root, once: symlinks on the way resolved by the server */
-    rc = tm__sftp_realpath(s->pool, s->given, &b, &e);
+    /* the root, once: symlinks on the way resolved by the server. Its
+     * attributes and file system are asked at the given path in the same
+     * round trip: they are the root's when that path is canonical */
+    rc = tm__sftp_root_probe(s->pool, s->given, s->given, 1, &pr, &e);
+    if (!rc && (rc = pr.real_rc) != 0)
+        e = pr.real_e;
     if (rc && reused && e.cls == TM_ERR_RETRY) {
         /* the kept pool's connection died meanwhile: a new one */
+        tm__buf_release(&pr.real);
         tm__sftp_pool_free(s->pool);
         s->pool = NULL;
         reused = 0;
         goto again;
     }
-    if (!rc && (rc = tm__sftp_lstat(s->pool, b.buf, &at, &e)) == 0 &&
-        at.type != TM_T_FOLDER) {
+    if (!rc && pr.real.len == strlen(s->given) &&
+        memcmp(pr.real.buf, s->given, pr.real.len) == 0) {
+        at = pr.at;
+        if ((rc = pr.at_rc) != 0)
+            e = pr.at_e;
+        have_v = pr.vfs_rc == 0;
+        v = pr.vfs;
+    } else if (!rc) {
+        rc = tm__sftp_lstat(s->pool, pr.real.buf, &at, &e);
+        have_v = !rc && tm__sftp_statvfs(s->pool, pr.real.buf, &v, &e2) == 0;
+    }
+    if (!rc && at.type != TM_T_FOLDER) {
         rc = TM_ENOTDIR;
         snprintf(e.msg, sizeof e.msg, "not a folder");
     }
     if (rc) {
+        tm__buf_release(&pr.real);
         snprintf(err, errlen, "%s: %s", spec,
                  rc == TM_ENOENT ? "the folder does not exist on the server"
                                  : e.msg);
         goto fail;
     }
-    s->root = tm__buf_detach(&b, NULL);
-    s->root_len = strcmp(s->root, "/") ? strlen(s->root) : 0;
-    if (tm__sftp_statvfs(s->pool, s->root, &v, &e) == 0) {
+    s->root = tm__buf_detach(&pr.real, NULL);
+    if (have_v) {
         s->have_fsid = 1;
         s->fsid = v.fsid;
     }
+known:
+    s->root_len = strcmp(s->root, "/") ? strlen(s->root) : 0;
     /* what the root is: its canonical path on that server (and its file
      * system), so that another folder put at the URL's path since
      * discovery by a symlink, or a volume mounted or unmounted there, is
@@ -1562,7 +1629,7 @@ again:
     s->base.remove_tmp = sftp_remove_tmp;
     s->base.remove = sftp_remove;
     s->base.backup = sftp_backup;
-    atomic_init(&s->checked_ns, tm__now_ns());
+    atomic_init(&s->checked_ns, checked ? checked : tm__now_ns());
     atomic_init(&s->gone, 0);
     *out = &s->base;
     return 0;

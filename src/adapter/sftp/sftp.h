@@ -293,6 +293,21 @@ struct tm__sftp_vfs {
 int tm__sftp_statvfs(struct tm__sftp_pool *p, const char *path,
                      struct tm__sftp_vfs *v, struct tm__sftp_err *e);
 
+/* What a root is, asked in one round trip: REALPATH of given, LSTAT of
+ * path and, with want_vfs, statvfs of path (vfs_rc TM_ENOTSUP when not
+ * asked or the server lacks it). Each answer has its own outcome; the
+ * call fails (e filled) only when no session could be had or the
+ * connection broke. r->real is the caller's to release. */
+struct tm__sftp_probe {
+    struct tm__buf real;        /* the canonical path of given */
+    struct tm__sftp_attr at;    /* path's attributes */
+    struct tm__sftp_vfs vfs;    /* path's file system */
+    int real_rc, at_rc, vfs_rc; /* each one's outcome: 0 or TM_* */
+    struct tm__sftp_err real_e, at_e, vfs_e; /* and why */
+};
+int tm__sftp_root_probe(struct tm__sftp_pool *p, const char *given, const char *path,
+                        int want_vfs, struct tm__sftp_probe *r, struct tm__sftp_err *e);
+
 /* ---- listing ---- */
 
 /* One child; name points into the directory handle, valid until the next

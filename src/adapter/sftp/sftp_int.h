@@ -3,10 +3,10 @@
  * the error helper. Private to src/adapter/sftp/.
  *
  * Lock order: pool->mu, then nothing; pool->auth_mu (held while a
- * passphrase is read or cached), then nothing; pool->mux_mu (held while
- * an ssh master starts: its connect, key exchange and login), then the
- * forker's mu (openssh.c), then nothing. None is held across a network call but auth_mu around a
- * terminal prompt and mux_mu around a master's start.
+ * passphrase is read or cached), then nothing; pool->mux_mu, then the
+ * forker's mu (openssh.c), then nothing. None is held across a network
+ * call but auth_mu around a terminal prompt (a master's login runs
+ * without mux_mu; those who wait for it wait on mux_cv).
  */
 #ifndef TM_SFTP_INT_H
 #define TM_SFTP_INT_H
@@ -103,14 +103,15 @@ struct tm__sftp_pool {
     char *askpass_dir;            /* openssh: the askpass script's private
                                      folder, or NULL */
     char *askpass;                /* the script (no secret in it), or NULL */
-    pthread_mutex_t mux_mu;       /* guards the fields marked (mux); held
-                                     while a master starts */
+    pthread_mutex_t mux_mu;       /* guards the fields marked (mux) */
+    pthread_cond_t mux_cv;        /* a master's login ended (mux) */
     struct tm__sftp_master *masters; /* openssh: the ssh masters whose
                                      connection sessions share (mux) */
     char *mux_dir;                /* their control sockets' private folder,
                                      or NULL (mux) */
     unsigned mux_seq;             /* the next master's number (mux) */
     uint64_t masters_started;     /* masters started so far (mux) */
+    int masters_starting;         /* masters logging in (mux) */
     struct tm__sftp_forker *forker; /* the thread that forks them, or NULL
                                      (mux; openssh.c) */
 
@@ -170,6 +171,10 @@ struct tm__sftp_master {
     int cap;                      /* the most it carries (mux): lowered when
                                      the server refuses a channel */
     int dead;                     /* it exited (mux) */
+    int starting;                 /* its login is under way (mux): its
+                                     ssh is its starter's to reap */
+    struct tm__sftp_err start_err; /* why its login failed, for the
+                                     sessions that waited for it (mux) */
 };
 
 /* Writes the pool's askpass script (when a password or passphrase may be
