@@ -67,8 +67,10 @@ SRC_ENTRIES=$(find "$SRC" -mindepth 1 | wc -l)
 
 # ---------------------------------------------------------------- timed runs
 CACHES=warm
+trap trash_empty EXIT
 prepare() { # an empty destination, the page cache dropped when possible, warm metadata
-    rm -rf "$DST" "$DB" "$DB-wal" "$DB-shm" "$DB.lock" "$DB.yaml"
+    discard "$DST" # the last run's tree put aside (lib.sh: deleted, it slows this run)
+    rm -rf "$DB" "$DB-wal" "$DB-shm" "$DB.lock" "$DB.yaml"
     sync
     if { echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; then CACHES=dropped; fi
     find "$SRC" -printf '%s %T@\n' >/dev/null
@@ -136,6 +138,7 @@ for ((r = 0; r < RUNS; r++)); do
     while read -r k; do run_tool "$k"; done < <(rotate "$r" "${KEYS[@]}")
 done
 rm -rf "$DST" "$DB" "$DB-wal" "$DB-shm" "$DB.lock" "$DB.yaml"
+trash_empty
 LOAD_END=$(load)
 
 # ---------------------------------------------------------------- report

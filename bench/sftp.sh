@@ -105,6 +105,7 @@ SSHD_PID=$!
 PROXY_PID=
 SCG=
 cleanup() {
+    trash_empty
     [[ -n $PROXY_PID ]] && kill "$PROXY_PID" 2>/dev/null || true
     kill "$SSHD_PID" 2>/dev/null || true
     wait 2>/dev/null || true
@@ -203,7 +204,9 @@ dst_of() { [[ $2 == up ]] && echo "$SRV/up-$1" || echo "$WORK/down-$1"; }
 prepare() { # SET DIR: an empty destination folder (the server's user owns a served one)
     local d
     d=$(dst_of "$1" "$2")
-    rm -rf "$d" "$DB" "$DB-wal" "$DB-shm" "$DB.lock" "$DB.yaml"
+    # many small files go aside (lib.sh, discard); 8 large ones would fill the disk
+    if [[ $1 == small ]]; then discard "$d"; else rm -rf "$d"; fi
+    rm -rf "$DB" "$DB-wal" "$DB-shm" "$DB.lock" "$DB.yaml"
     sync
 }
 run_tool() { # CASE SET DIR LINK TOOL
@@ -280,6 +283,7 @@ for c in "${CASES[@]}"; do
     done
     rm -rf "$(dst_of "$set" "$dir")" "$DB" "$DB-wal" "$DB-shm" "$DB.lock" "$DB.yaml"
 done
+trash_empty
 LOAD_END=$(load)
 
 # ---------------------------------------------------------------- report
