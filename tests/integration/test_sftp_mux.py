@@ -243,22 +243,27 @@ def check_treemig_killed(work):
         c.stop()
 
 
-def check_threads_end(work):
+def stress_site(name, files):
+    """A server whose folder name holds that many empty files; sftptool's
+    command line up to its options (8 threads on 8 sessions)."""
     sftptool = os.environ.get('SFTPTOOL')
     if not sftptool:
         fail('SFTPTOOL is not set (ctest sets it)')
     srv = sshd.Sshd(log_level='VERBOSE').start()
+    srv.write_known_hosts()
+    d = srv.path(name)
+    os.makedirs(d)
+    for i in range(files):
+        open(os.path.join(d, 'f%d' % i), 'w').close()
+    srv.chown(d)
+    return srv, [sftptool, '--identity', srv.client_key, '--known-hosts', srv.known_hosts,
+                 '--threads', '8', '--sessions', '8']
+
+
+def check_threads_end(work):
+    srv, tool = stress_site('threads', 20)
     try:
-        srv.write_known_hosts()
-        d = srv.path('threads')
-        os.makedirs(d)
-        for i in range(20):
-            open(os.path.join(d, 'f%d' % i), 'w').close()
-        srv.chown(d)
-        cp = subprocess.run([sftptool, '--identity', srv.client_key,
-                             '--known-hosts', srv.known_hosts, '--threads', '8',
-                             '--sessions', '8', srv.url('/'), 'stress',
-                             srv.root + '/threads/f3', '20', '3'],
+        cp = subprocess.run(tool + [srv.url('/'), 'stress', srv.root + '/threads/f3', '20', '3'],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, timeout=300,
                             env=dict(os.environ, TMPDIR=work))
@@ -287,23 +292,12 @@ def check_idle_of_dead_master(work):
     connection cut): the next requests open new sessions instead of
     failing on those (each such failure cost a file one of its
     retries)."""
-    sftptool = os.environ.get('SFTPTOOL')
-    if not sftptool:
-        fail('SFTPTOOL is not set (ctest sets it)')
-    srv = sshd.Sshd(log_level='VERBOSE').start()
     tmpdir = os.path.join(work, 'idle.tmp')
     os.makedirs(tmpdir)
+    srv, tool = stress_site('idle', 5)
     try:
-        srv.write_known_hosts()
-        d = srv.path('idle')
-        os.makedirs(d)
-        for i in range(5):
-            open(os.path.join(d, 'f%d' % i), 'w').close()
-        srv.chown(d)
-        p = subprocess.Popen([sftptool, '--identity', srv.client_key,
-                              '--known-hosts', srv.known_hosts, '--threads', '8',
-                              '--sessions', '8', '--wait-rounds', srv.url('/'), 'stress',
-                              srv.root + '/idle/f3', '5', '2'],
+        p = subprocess.Popen(tool + ['--wait-rounds', srv.url('/'), 'stress',
+                                     srv.root + '/idle/f3', '5', '2'],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, env=dict(os.environ, TMPDIR=tmpdir))
         try:
