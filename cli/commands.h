@@ -21,6 +21,9 @@ int usage_error(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* The exit code for an error of the library. */
 int exit_code_for(int err);
+/* 1 when the --db value names a PostgreSQL database (postgresql:// or
+ * postgres://), not a state file. */
+int is_pg_uri(const char *db);
 /* Prints m's message for err (or the error's text); returns its exit code. */
 int report_error(const char *cmd, tm_migration *m, int err);
 /* The name among names[0..n) nearest to word (a misspelling), or NULL. */

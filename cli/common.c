@@ -295,3 +295,8 @@ int parse_tps(const char *s, double *out)
     *out = v;
     return 0;
 }
+
+int is_pg_uri(const char *db)
+{
+    return strncmp(db, "postgresql://", 13) == 0 || strncmp(db, "postgres://", 11) == 0;
+}

@@ -919,7 +919,7 @@ static int cmd_discover(int argc, char **argv)
                            argc - optind == 1 ? "" : "s");
         goto out;
     }
-    if (o.shared && strncmp(db, "postgresql://", 13) && strncmp(db, "postgres://", 11)) {
+    if (o.shared && !is_pg_uri(db)) {
         /* before anything is made (tm_discover says the same) */
         code = usage_error("discover", "--shared: workers share a discovery through "
                            "a PostgreSQL state database (--db postgresql://...), not "
@@ -978,7 +978,7 @@ static int cmd_discover(int argc, char **argv)
     }
     code = run_discovery(m, "discover", argc - optind == 2 ? argv[optind] : NULL,
                          argc - optind == 2 ? argv[optind + 1] : NULL, &o, quiet);
-    if (code && made && strncmp(db, "postgresql://", 13) && strncmp(db, "postgres://", 11)) {
+    if (code && made && !is_pg_uri(db)) {
         /* refused before anything was recorded (an option's check): the
          * state file was not kept, and the folder made for it goes again
          * if it is still empty (a migration recorded keeps its root) */

@@ -104,7 +104,7 @@ int cmd_worker(int argc, char **argv)
     }
     if (optind != argc)
         return usage_error("worker", "unexpected argument '%s'", argv[optind]);
-    if (strncmp(db, "postgresql://", 13) != 0 && strncmp(db, "postgres://", 11) != 0)
+    if (!is_pg_uri(db))
         return usage_error("worker", "%s is not a PostgreSQL database: workers share "
                            "a postgresql:// state database; on one machine, run "
                            "'treemig copy' with more --workers", db);
